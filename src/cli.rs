@@ -1,0 +1,219 @@
+//! The command line: clap parses raw arguments, then each command turns them into validated
+//! settings and runs. `main.rs` only maps the returned error to an exit code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::broker::Broker;
+use crate::config::{RawConfig, Settings};
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::handler::{Handler, NoopHandler};
+use crate::producer::{parse_jsonl, Producer};
+use crate::shutdown::Shutdown;
+use crate::task::NewTask;
+
+/// redrive: a worker fleet on Redis Streams that keeps AI-agent tasks from vanishing.
+#[derive(Debug, Parser)]
+#[command(name = "redrive", version, about, long_about = None)]
+pub struct Cli {
+    /// A TOML config file layered over the built-in defaults.
+    #[arg(long, global = true, env = "REDRIVE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a fleet member until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Publish tasks: one from flags, or many from a JSON Lines file.
+    Enqueue(EnqueueArgs),
+    /// Run the whole product on a private redis-server with a simulated agent.
+    Demo(DemoArgs),
+    /// Inspect configuration.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `redrive config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the effective settings and print them, secrets redacted.
+    Check,
+}
+
+/// `redrive run` flags; each overrides its setting.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Overrides fleet.member_id.
+    #[arg(long)]
+    pub member_id: Option<String>,
+    /// Overrides fleet.concurrency.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Overrides fleet.handler.
+    #[arg(long)]
+    pub handler: Option<String>,
+}
+
+/// `redrive enqueue` flags.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["file", "tenant"]))]
+pub struct EnqueueArgs {
+    /// JSON Lines file of tasks ("-" for standard input); each line like
+    /// {"tenant":"acme","kind":"triage","payload":{...}}.
+    #[arg(long, conflicts_with_all = ["tenant", "kind", "payload", "task_id"])]
+    pub file: Option<PathBuf>,
+    /// The task's tenant.
+    #[arg(long, requires_all = ["kind", "payload"])]
+    pub tenant: Option<String>,
+    /// The task's kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// The task's payload, a JSON document.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Idempotency key (generated when absent).
+    #[arg(long)]
+    pub task_id: Option<String>,
+    /// Payload schema version.
+    #[arg(long)]
+    pub schema_version: Option<u32>,
+    /// Prompt version.
+    #[arg(long)]
+    pub prompt_version: Option<String>,
+    /// Trace id.
+    #[arg(long)]
+    pub trace_id: Option<String>,
+    /// Deadline, ms since the Unix epoch.
+    #[arg(long)]
+    pub deadline: Option<u64>,
+}
+
+/// `redrive demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Overrides demo.tasks.
+    #[arg(long)]
+    pub tasks: Option<usize>,
+}
+
+fn require_url(settings: &Settings) -> Result<String> {
+    settings.redis.url.clone().ok_or_else(|| {
+        Error::Config(
+            "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
+             (only `redrive demo` starts a private server)"
+                .into(),
+        )
+    })
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let mut raw = RawConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Config { action: ConfigAction::Check } => {
+            let settings = Settings::from_raw(raw)?;
+            print!("{}", settings.raw.redacted_toml());
+            eprintln!("config: ok");
+            Ok(())
+        }
+        Command::Run(args) => {
+            if let Some(v) = args.member_id {
+                raw.fleet.member_id = v;
+            }
+            if let Some(v) = args.concurrency {
+                raw.fleet.concurrency = v;
+            }
+            if let Some(v) = args.handler {
+                raw.fleet.handler = v;
+            }
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            let url = require_url(&settings)?;
+            let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
+            let handler: Arc<dyn Handler> = match settings.fleet.handler.as_str() {
+                "noop" => Arc::new(NoopHandler),
+                _ => crate::demo_agent::handler(settings.demo_agent.clone())?,
+            };
+            let fleet = Fleet::new(broker, settings.fleet.clone(), settings.limits, settings.dead_letter_max_len, handler);
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            fleet.run(shutdown).await
+        }
+        Command::Enqueue(args) => {
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            let tasks = enqueue_input(&args)?;
+            let url = require_url(&settings)?;
+            let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
+            let producer = Producer::new(broker, settings.limits);
+            let n = tasks.len();
+            let out = producer.enqueue_batch(tasks).await?;
+            if n == 1 {
+                println!("{} {}", out[0].task_id, out[0].entry_id);
+            } else {
+                println!("enqueued {n} tasks");
+            }
+            Ok(())
+        }
+        Command::Demo(args) => {
+            if let Some(v) = args.tasks {
+                raw.demo.tasks = v;
+            }
+            // The demo prints its own progress; keep per-task failure logs out of the way.
+            if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
+                raw.log.level = "error".into();
+            }
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            crate::demo::run(settings, shutdown).await.map(|_| ())
+        }
+    }
+}
+
+fn init(settings: &Settings) {
+    crate::telemetry::init_logging(settings.log_format, &settings.log_level);
+    crate::telemetry::install_panic_hook();
+}
+
+fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<NewTask>> {
+    if let Some(path) = &args.file {
+        let text = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::io("reading tasks from standard input", e))?;
+            s
+        } else {
+            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        };
+        let tasks = parse_jsonl(&text)?;
+        if tasks.is_empty() {
+            return Err(Error::InvalidTask(format!("{} holds no tasks", path.display())));
+        }
+        return Ok(tasks);
+    }
+    let (Some(tenant), Some(kind), Some(payload)) = (&args.tenant, &args.kind, &args.payload) else {
+        return Err(Error::Usage("give --file, or --tenant, --kind and --payload".into()));
+    };
+    let payload: serde_json::Value = serde_json::from_str(payload)
+        .map_err(|e| Error::InvalidTask(format!("--payload is not valid JSON: {e}")))?;
+    let mut t = NewTask::new(tenant.clone(), kind.clone(), payload);
+    t.task_id = args.task_id.clone();
+    t.schema_version = args.schema_version;
+    t.prompt_version = args.prompt_version.clone();
+    t.trace_id = args.trace_id.clone();
+    t.deadline = args.deadline;
+    Ok(vec![t])
+}

@@ -1,0 +1,528 @@
+//! Configuration in two steps: figment layers into [`RawConfig`], then [`Settings::from_raw`]
+//! validates it and rejects contradictions with a message that names the setting.
+//!
+//! `config/default.toml` is compiled in as the first layer, so it is the single list of every
+//! setting and its default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::task::Limits;
+
+/// The documented defaults, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The `[redis]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// Connection URL; empty means not configured.
+    pub url: String,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// TCP connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Timeout of non-blocking commands.
+    pub response_timeout_ms: u64,
+}
+
+/// The `[fleet]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// Consumer name; empty means the host name.
+    pub member_id: String,
+    /// Consumer group name.
+    pub group: String,
+    /// Handler name.
+    pub handler: String,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// Largest read.
+    pub read_batch: usize,
+    /// Block time of idle reads.
+    pub block_ms: u64,
+    /// Per-task timeout.
+    pub task_timeout_ms: u64,
+    /// Shutdown grace period.
+    pub shutdown_grace_ms: u64,
+    /// Largest ack batch.
+    pub ack_batch: usize,
+    /// Registry check period.
+    pub discovery_interval_ms: u64,
+    /// Lanes per read.
+    pub max_lanes_per_read: usize,
+    /// Member lease time to live.
+    pub lease_ttl_ms: u64,
+}
+
+/// The `[limits]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest payload in bytes.
+    pub max_payload_bytes: usize,
+}
+
+/// The `[dead_letter]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadLetter {
+    /// Approximate cap of each tenant's dead-letter stream.
+    pub max_len: u64,
+}
+
+/// The `[log]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// "human" or "json".
+    pub format: String,
+    /// tracing filter directive.
+    pub level: String,
+    /// Whether payloads may be logged.
+    pub log_payloads: bool,
+}
+
+/// The `[metrics]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Listen address of /metrics; empty turns it off.
+    pub listen: String,
+}
+
+/// The `[demo]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    /// Number of synthetic tasks.
+    pub tasks: usize,
+    /// Tenants of the demo.
+    pub tenants: Vec<String>,
+}
+
+/// The `[demo_agent]` section: the simulated agent's behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DemoAgentSettings {
+    /// Probability of a rate-limit answer.
+    pub rate_limited: f64,
+    /// Probability of a hang past the task timeout.
+    pub timeout: f64,
+    /// Probability of output that fails validation.
+    pub malformed_output: f64,
+    /// Probability of a context-window overflow.
+    pub context_overflow: f64,
+    /// Probability of a tool failing after some steps.
+    pub tool_failure: f64,
+    /// Probability of a panic in the handler.
+    pub panic: f64,
+    /// Lower bound of simulated work.
+    pub min_work_ms: u64,
+    /// Upper bound of simulated work.
+    pub max_work_ms: u64,
+    /// File that records each successful attempt; empty for none.
+    pub side_effect_log: String,
+}
+
+/// Every setting as loaded, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[redis]`
+    pub redis: RawRedis,
+    /// `[fleet]`
+    pub fleet: RawFleet,
+    /// `[limits]`
+    pub limits: RawLimits,
+    /// `[dead_letter]`
+    pub dead_letter: RawDeadLetter,
+    /// `[log]`
+    pub log: RawLog,
+    /// `[metrics]`
+    pub metrics: RawMetrics,
+    /// `[demo]`
+    pub demo: RawDemo,
+    /// `[demo_agent]`
+    pub demo_agent: DemoAgentSettings,
+}
+
+impl RawConfig {
+    /// Loads the layers: built-in defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<RawConfig> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("REDRIVE_").ignore(&["CONFIG", "REDIS_URL"]).split("__"))
+            .merge(Env::raw().only(&["REDRIVE_REDIS_URL"]).map(|_| "redis.url".into()));
+        fig.extract::<RawConfig>()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// The settings as TOML with the password in redis.url replaced by `***`.
+    pub fn redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        copy.redis.url = redact_url(&copy.redis.url);
+        toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let redacted = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => "***".to_owned(),
+    };
+    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
+}
+
+/// Output format of logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated fleet settings.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// Consumer name (resolved: never empty).
+    pub member_id: String,
+    /// Consumer group name.
+    pub group: String,
+    /// Handler name.
+    pub handler: String,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// Largest read.
+    pub read_batch: usize,
+    /// Block time of idle reads.
+    pub block: Duration,
+    /// Per-task timeout.
+    pub task_timeout: Duration,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Largest ack batch.
+    pub ack_batch: usize,
+    /// Registry check period.
+    pub discovery_interval: Duration,
+    /// Lanes per read.
+    pub max_lanes_per_read: usize,
+    /// Member lease TTL.
+    pub lease_ttl: Duration,
+}
+
+/// Validated Redis settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Connection URL, or `None` when not configured.
+    pub url: Option<String>,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Response timeout of non-blocking commands.
+    pub response_timeout: Duration,
+}
+
+/// Every setting, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Redis connection.
+    pub redis: RedisSettings,
+    /// Fleet member behaviour.
+    pub fleet: FleetSettings,
+    /// Task limits.
+    pub limits: Limits,
+    /// Cap of each dead-letter stream.
+    pub dead_letter_max_len: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Whether payloads may be logged.
+    pub log_payloads: bool,
+    /// Metrics endpoint address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Demo task count.
+    pub demo_tasks: usize,
+    /// Demo tenants.
+    pub demo_tenants: Vec<String>,
+    /// Simulated agent behaviour.
+    pub demo_agent: DemoAgentSettings,
+    /// What was loaded, for `config check`.
+    pub raw: RawConfig,
+}
+
+/// The handler names the binary knows.
+pub const HANDLERS: &[&str] = &["demo", "noop"];
+
+/// The host name, sanitised into a valid member id, or "redrive" when it cannot be read.
+pub fn default_member_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let cleaned: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .take(64)
+        .collect();
+    if cleaned.is_empty() {
+        "redrive".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+fn check_ident(setting: &str, value: &str, extra: &[char]) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || extra.contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{setting} = '{value}' is invalid: use 1 to 64 ASCII letters, digits, '_', '-', '.'{}",
+            extra.iter().map(|c| format!(", '{c}'")).collect::<String>()
+        )))
+    }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(setting: &str, value: T, min: T, max: T) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::Config(format!(
+            "{setting} = {value} is out of range: it must be between {min} and {max}"
+        )));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Loads and validates in one step.
+    pub fn load(file: Option<&Path>) -> Result<Settings> {
+        Settings::from_raw(RawConfig::load(file)?)
+    }
+
+    /// Validates `raw`, rejecting contradictions with a message that names the setting.
+    pub fn from_raw(raw: RawConfig) -> Result<Settings> {
+        let r = &raw.redis;
+        let url = if r.url.trim().is_empty() {
+            None
+        } else {
+            redis::Client::open(r.url.as_str()).map_err(|e| {
+                Error::Config(format!("redis.url = '{}' is not a valid Redis URL: {e}", redact_url(&r.url)))
+            })?;
+            Some(r.url.clone())
+        };
+        check_ident("redis.key_prefix", &r.key_prefix, &[':'])?;
+        check_range("redis.connect_timeout_ms", r.connect_timeout_ms, 10, 600_000)?;
+        check_range("redis.response_timeout_ms", r.response_timeout_ms, 10, 600_000)?;
+
+        let f = &raw.fleet;
+        let member_id = if f.member_id.is_empty() { default_member_id() } else { f.member_id.clone() };
+        check_ident("fleet.member_id", &member_id, &[])?;
+        check_ident("fleet.group", &f.group, &[])?;
+        if !HANDLERS.contains(&f.handler.as_str()) {
+            return Err(Error::Config(format!(
+                "fleet.handler = '{}' is unknown: the handlers are {}",
+                f.handler,
+                HANDLERS.join(", ")
+            )));
+        }
+        check_range("fleet.concurrency", f.concurrency, 1, 100_000)?;
+        check_range("fleet.read_batch", f.read_batch, 1, 10_000)?;
+        check_range("fleet.block_ms", f.block_ms, 10, 60_000)?;
+        check_range("fleet.task_timeout_ms", f.task_timeout_ms, 1, 86_400_000)?;
+        check_range("fleet.shutdown_grace_ms", f.shutdown_grace_ms, 0, 3_600_000)?;
+        check_range("fleet.ack_batch", f.ack_batch, 1, 5_000)?;
+        check_range("fleet.discovery_interval_ms", f.discovery_interval_ms, 10, 3_600_000)?;
+        check_range("fleet.max_lanes_per_read", f.max_lanes_per_read, 1, 1_000)?;
+        check_range("fleet.lease_ttl_ms", f.lease_ttl_ms, 1_000, 3_600_000)?;
+        if f.block_ms >= f.shutdown_grace_ms {
+            return Err(Error::Config(format!(
+                "fleet.block_ms = {} must be shorter than fleet.shutdown_grace_ms = {}: a blocked read \
+                 has to return before the shutdown grace period ends",
+                f.block_ms, f.shutdown_grace_ms
+            )));
+        }
+
+        check_range("limits.max_payload_bytes", raw.limits.max_payload_bytes, 1, 16 * 1024 * 1024)?;
+        check_range("dead_letter.max_len", raw.dead_letter.max_len, 1, u64::MAX)?;
+
+        let log_format = match raw.log.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(Error::Config(format!(
+                    "log.format = '{other}' is unknown: use \"human\" or \"json\""
+                )))
+            }
+        };
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+            .map_err(|e| Error::Config(format!("log.level = '{}' is not a valid filter: {e}", raw.log.level)))?;
+        let metrics_listen = if raw.metrics.listen.is_empty() {
+            None
+        } else {
+            Some(raw.metrics.listen.parse::<SocketAddr>().map_err(|e| {
+                Error::Config(format!(
+                    "metrics.listen = '{}' is not an address like 0.0.0.0:9464: {e}",
+                    raw.metrics.listen
+                ))
+            })?)
+        };
+
+        check_range("demo.tasks", raw.demo.tasks, 1, 10_000_000)?;
+        if raw.demo.tenants.is_empty() {
+            return Err(Error::Config("demo.tenants must name at least one tenant".into()));
+        }
+        for t in &raw.demo.tenants {
+            crate::task::validate_tenant(t).map_err(|e| Error::Config(format!("demo.tenants: {e}")))?;
+        }
+        let a = &raw.demo_agent;
+        let rates = [
+            ("demo_agent.rate_limited", a.rate_limited),
+            ("demo_agent.timeout", a.timeout),
+            ("demo_agent.malformed_output", a.malformed_output),
+            ("demo_agent.context_overflow", a.context_overflow),
+            ("demo_agent.tool_failure", a.tool_failure),
+            ("demo_agent.panic", a.panic),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(Error::Config(format!("{name} = {rate} must be a probability between 0 and 1")));
+            }
+        }
+        let sum: f64 = rates.iter().map(|(_, r)| r).sum();
+        if sum > 1.0 + 1e-9 {
+            return Err(Error::Config(format!(
+                "the demo_agent failure probabilities add up to {sum:.3}; their sum must not exceed 1"
+            )));
+        }
+        if a.min_work_ms > a.max_work_ms {
+            return Err(Error::Config(format!(
+                "demo_agent.min_work_ms = {} exceeds demo_agent.max_work_ms = {}",
+                a.min_work_ms, a.max_work_ms
+            )));
+        }
+
+        Ok(Settings {
+            redis: RedisSettings {
+                url,
+                key_prefix: r.key_prefix.clone(),
+                connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+                response_timeout: Duration::from_millis(r.response_timeout_ms),
+            },
+            fleet: FleetSettings {
+                member_id,
+                group: f.group.clone(),
+                handler: f.handler.clone(),
+                concurrency: f.concurrency,
+                read_batch: f.read_batch,
+                block: Duration::from_millis(f.block_ms),
+                task_timeout: Duration::from_millis(f.task_timeout_ms),
+                shutdown_grace: Duration::from_millis(f.shutdown_grace_ms),
+                ack_batch: f.ack_batch,
+                discovery_interval: Duration::from_millis(f.discovery_interval_ms),
+                max_lanes_per_read: f.max_lanes_per_read,
+                lease_ttl: Duration::from_millis(f.lease_ttl_ms),
+            },
+            limits: Limits {
+                max_payload_bytes: raw.limits.max_payload_bytes,
+            },
+            dead_letter_max_len: raw.dead_letter.max_len,
+            log_format,
+            log_level: raw.log.level.clone(),
+            log_payloads: raw.log.log_payloads,
+            metrics_listen,
+            demo_tasks: raw.demo.tasks,
+            demo_tenants: raw.demo.tenants.clone(),
+            demo_agent: raw.demo_agent.clone(),
+            raw,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> RawConfig {
+        Figment::from(Toml::string(DEFAULT_TOML)).extract().unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::from_raw(defaults()).unwrap();
+        assert_eq!(s.fleet.concurrency, 64);
+        assert!(s.redis.url.is_none());
+        assert!(!s.fleet.member_id.is_empty());
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let mut raw = defaults();
+        raw.redis.url = "redis://app:hunter2@db:6379".into();
+        let text = raw.redacted_toml();
+        assert!(!text.contains("hunter2") && text.contains("app:***@db"), "{text}");
+    }
+
+    #[test]
+    fn contradictions_name_the_setting() {
+        type Edit = fn(&mut RawConfig);
+        let cases: &[(Edit, &str)] = &[
+            (|c| c.fleet.block_ms = 20_000, "fleet.block_ms = 20000 must be shorter than fleet.shutdown_grace_ms"),
+            (|c| c.fleet.concurrency = 0, "fleet.concurrency = 0 is out of range"),
+            (|c| c.fleet.handler = "gpt".into(), "fleet.handler = 'gpt' is unknown"),
+            (|c| c.redis.key_prefix = "a{b}".into(), "redis.key_prefix = 'a{b}' is invalid"),
+            (|c| c.redis.url = "http://x".into(), "redis.url = 'http://x' is not a valid Redis URL"),
+            (|c| c.fleet.member_id = "a b".into(), "fleet.member_id = 'a b' is invalid"),
+            (|c| c.log.format = "xml".into(), "log.format = 'xml' is unknown"),
+            (|c| c.metrics.listen = "nowhere".into(), "metrics.listen = 'nowhere'"),
+            (|c| c.demo_agent.panic = 1.5, "demo_agent.panic = 1.5 must be a probability"),
+            (|c| c.demo_agent.rate_limited = 0.99, "add up to"),
+            (|c| c.demo_agent.min_work_ms = 99, "demo_agent.min_work_ms = 99 exceeds"),
+            (|c| c.limits.max_payload_bytes = 0, "limits.max_payload_bytes = 0 is out of range"),
+            (|c| c.fleet.ack_batch = 9999, "fleet.ack_batch = 9999 is out of range"),
+            (|c| c.demo.tenants = vec!["no way".into()], "demo.tenants: tenant 'no way'"),
+        ];
+        for (edit, want) in cases {
+            let mut raw = defaults();
+            edit(&mut raw);
+            let err = Settings::from_raw(raw).unwrap_err().to_string();
+            assert!(err.contains(want), "wanted {want:?} in {err:?}");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The demo handler: a simulated AI agent that fails the ways real ones do — rate limits,
+//! hangs, malformed model output, context overflow, a tool failing after side effects, panics —
+//! at configurable rates, or on demand through the payload.
+//!
+//! A payload `{"simulate": "<outcome>"}` forces an outcome: `ok`, `rate_limited`, `timeout`,
+//! `malformed_output`, `context_overflow`, `tool_failure`, `panic`, or `abort` (kills the whole
+//! process, as a segfaulting native library would). `{"work_ms": N}` sets the work time.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::DemoAgentSettings;
+use crate::error::{Error, Result};
+use crate::handler::{FailureClass, Handler, HandlerFuture, Outcome, TaskContext};
+use crate::task::Task;
+
+/// What one attempt of the simulated agent does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simulated {
+    /// Works, then succeeds.
+    Ok,
+    /// Answers 429.
+    RateLimited,
+    /// Hangs past any timeout.
+    Timeout,
+    /// Produces output that fails schema validation.
+    MalformedOutput,
+    /// The prompt does not fit.
+    ContextOverflow,
+    /// A tool fails after two steps with side effects.
+    ToolFailure,
+    /// Panics.
+    Panic,
+    /// Aborts the process.
+    Abort,
+}
+
+impl Simulated {
+    fn parse(s: &str) -> Option<Simulated> {
+        Some(match s {
+            "ok" => Simulated::Ok,
+            "rate_limited" => Simulated::RateLimited,
+            "timeout" => Simulated::Timeout,
+            "malformed_output" => Simulated::MalformedOutput,
+            "context_overflow" => Simulated::ContextOverflow,
+            "tool_failure" => Simulated::ToolFailure,
+            "panic" => Simulated::Panic,
+            "abort" => Simulated::Abort,
+            _ => return None,
+        })
+    }
+}
+
+/// The simulated agent.
+#[derive(Debug)]
+pub struct DemoAgent {
+    settings: DemoAgentSettings,
+    side_effects: Option<Mutex<std::fs::File>>,
+}
+
+/// Draws an outcome for one attempt. The draw is seeded by task id and attempt, so an attempt
+/// is reproducible and a retry draws afresh.
+pub fn draw(settings: &DemoAgentSettings, task_id: &str, attempt: u32) -> Simulated {
+    let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in task_id.bytes() {
+        seed = (seed ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut rng = fastrand::Rng::with_seed(seed ^ (attempt as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut x = rng.f64();
+    for (p, outcome) in [
+        (settings.rate_limited, Simulated::RateLimited),
+        (settings.timeout, Simulated::Timeout),
+        (settings.malformed_output, Simulated::MalformedOutput),
+        (settings.context_overflow, Simulated::ContextOverflow),
+        (settings.tool_failure, Simulated::ToolFailure),
+        (settings.panic, Simulated::Panic),
+    ] {
+        if x < p {
+            return outcome;
+        }
+        x -= p;
+    }
+    Simulated::Ok
+}
+
+impl DemoAgent {
+    /// An agent behaving as `settings` say; opens the side-effect log if one is configured.
+    pub fn new(settings: DemoAgentSettings) -> Result<DemoAgent> {
+        let side_effects = if settings.side_effect_log.is_empty() {
+            None
+        } else {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&settings.side_effect_log)
+                .map_err(|e| Error::io(format!("opening demo_agent.side_effect_log {}", settings.side_effect_log), e))?;
+            Some(Mutex::new(f))
+        };
+        Ok(DemoAgent { settings, side_effects })
+    }
+
+    fn record(&self, task: &Task, member: &str) {
+        if let Some(f) = &self.side_effects {
+            let line = format!("{} {} {} {}\n", task.tenant, task.task_id, task.attempt, member);
+            // One write of one line with O_APPEND: lines from concurrent tasks and processes
+            // never interleave.
+            if let Ok(mut f) = f.lock() {
+                if let Err(e) = f.write_all(line.as_bytes()) {
+                    tracing::error!(error = %e, "cannot write the demo side-effect log");
+                }
+            }
+        }
+    }
+}
+
+/// Wraps a DemoAgent for sharing.
+pub fn handler(settings: DemoAgentSettings) -> Result<Arc<dyn Handler>> {
+    Ok(Arc::new(Arc::new(DemoAgent::new(settings)?)))
+}
+
+impl Handler for Arc<DemoAgent> {
+    fn handle(&self, task: Arc<Task>, ctx: TaskContext) -> HandlerFuture {
+        let me = self.clone();
+        Box::pin(async move {
+            let payload: serde_json::Value = task.payload_as().unwrap_or(serde_json::Value::Null);
+            let forced = payload.get("simulate").and_then(|v| v.as_str()).and_then(Simulated::parse);
+            let what = forced.unwrap_or_else(|| draw(&me.settings, &task.task_id, task.attempt));
+            let work_ms = payload.get("work_ms").and_then(|v| v.as_u64()).unwrap_or_else(|| {
+                fastrand::u64(me.settings.min_work_ms..=me.settings.max_work_ms)
+            });
+            if work_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(work_ms)).await;
+            }
+            match what {
+                Simulated::Ok => {
+                    ctx.step_done("think");
+                    me.record(&task, ctx.member_id());
+                    ctx.step_done("act");
+                    Outcome::Done
+                }
+                Simulated::RateLimited => Outcome::retry_after(
+                    FailureClass::RateLimited,
+                    "model 'demo-llm' answered 429 Too Many Requests (retry after 200 ms)",
+                    Duration::from_millis(200),
+                ),
+                Simulated::Timeout => {
+                    std::future::pending::<()>().await;
+                    Outcome::Done
+                }
+                Simulated::MalformedOutput => Outcome::fail(
+                    FailureClass::SchemaMismatch,
+                    "model output failed schema validation: missing field 'summary' at line 3",
+                ),
+                Simulated::ContextOverflow => Outcome::fail(
+                    FailureClass::ContextOverflow,
+                    format!("prompt of {} tokens exceeds the context window of 128000", 128_000 + task.payload.len()),
+                ),
+                Simulated::ToolFailure => {
+                    ctx.step_done("lookup_customer");
+                    ctx.step_done("update_crm_record");
+                    ctx.partial_output(serde_json::json!({"crm_record": "updated", "email": "not sent"}));
+                    Outcome::fail(
+                        FailureClass::PartialExecution,
+                        "tool 'send_email' failed after 2 completed steps: SMTP 550 mailbox unavailable",
+                    )
+                }
+                Simulated::Panic => panic!("demo agent crashed on task {}", task.task_id),
+                Simulated::Abort => {
+                    tracing::error!(task_id = %task.task_id, "demo agent aborts the process (simulated native crash)");
+                    std::process::abort()
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> DemoAgentSettings {
+        DemoAgentSettings {
+            rate_limited: 0.1,
+            timeout: 0.0,
+            malformed_output: 0.1,
+            context_overflow: 0.0,
+            tool_failure: 0.0,
+            panic: 0.0,
+            min_work_ms: 0,
+            max_work_ms: 0,
+            side_effect_log: String::new(),
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_rates_and_repeat_per_attempt() {
+        let s = settings();
+        let draws: Vec<Simulated> = (0..10_000).map(|i| draw(&s, &format!("t{i}"), 1)).collect();
+        let ok = draws.iter().filter(|d| **d == Simulated::Ok).count();
+        assert!((7_600..8_400).contains(&ok), "ok = {ok}");
+        assert!(!draws.contains(&Simulated::Panic));
+        assert_eq!(draw(&s, "t1", 1), draw(&s, "t1", 1));
+    }
+
+    #[tokio::test]
+    async fn forced_outcomes_map_to_classes() {
+        let agent = Arc::new(DemoAgent::new(settings()).unwrap());
+        let mk = |sim: &str| {
+            let mut t = crate::task::NewTask::new("a", "k", serde_json::json!({"simulate": sim, "work_ms": 0}))
+                .into_task(&Default::default(), 0)
+                .unwrap();
+            t.attempt = 1;
+            Arc::new(t)
+        };
+        let ctx = TaskContext::new("m".into());
+        assert_eq!(agent.handle(mk("ok"), ctx.clone()).await, Outcome::Done);
+        let tool = agent.handle(mk("tool_failure"), ctx.clone()).await;
+        assert!(matches!(tool, Outcome::Fail { class: FailureClass::PartialExecution, .. }));
+        assert_eq!(ctx.progress().steps, ["think", "act", "lookup_customer", "update_crm_record"]);
+        let rl = agent.handle(mk("rate_limited"), ctx).await;
+        assert!(matches!(rl, Outcome::Fail { retry_after: Some(_), .. }));
+    }
+}

@@ -1,0 +1,183 @@
+//! A private `redis-server` child on a free loopback port, for `redrive demo`, `redrive bench`
+//! and the test harness. It is killed and its directory removed when the value is dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How to install redis-server, said wherever it is missing.
+pub const INSTALL_HINT: &str = "install it with `apt-get install -y redis-server` (or run scripts/setup.sh), \
+or set REDRIVE_REDIS_URL to use a server you already run";
+
+/// A redis-server child process owned by this value.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    binary: PathBuf,
+    extra_args: Vec<String>,
+}
+
+/// Finds the redis-server binary: `REDRIVE_REDIS_SERVER`, else `redis-server` on PATH.
+pub fn find_redis_server() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("REDRIVE_REDIS_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(Error::Embedded(format!(
+            "REDRIVE_REDIS_SERVER points at {}, which is not a file",
+            p.display()
+        )));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")]) {
+        let candidate = dir.join("redis-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Embedded(format!("redis-server was not found on PATH; {INSTALL_HINT}")))
+}
+
+fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("finding a free loopback port", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free loopback port", e))
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off.
+    pub fn start() -> Result<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (for example `--appendonly yes`).
+    pub fn start_with(extra_args: &[&str]) -> Result<RedisServer> {
+        let binary = find_redis_server()?;
+        let dir = std::env::temp_dir().join(format!(
+            "redrive-redis-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            binary,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut last_err = None;
+        // The port is free when chosen but another process may take it before redis-server
+        // binds it; a few attempts make that race harmless.
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Embedded("redis-server did not start".into())))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .args(["--maxmemory-policy", "noeviction", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", self.binary.display()), e))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if ping(self.port) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                return Err(Error::Embedded(format!(
+                    "redis-server exited with {status} on port {}: {}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Embedded(format!(
+                    "redis-server on port {} did not answer PING within 10 s",
+                    self.port
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's working directory (AOF files land here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (after [`RedisServer::kill`]).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

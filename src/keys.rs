@@ -1,0 +1,96 @@
+//! Every Redis key name redrive uses is built here, and nowhere else.
+//!
+//! Layout (with the default prefix `redrive`):
+//!
+//! | key                              | type   | what it holds                                         |
+//! |----------------------------------|--------|-------------------------------------------------------|
+//! | `redrive:tenants`                | SET    | registry of tenants that ever had work (discovery)    |
+//! | `redrive:{<tenant>}:lane`        | STREAM | the tenant's tasks, read through the fleet's group    |
+//! | `redrive:{<tenant>}:retry`       | ZSET   | scheduled retries, scored by due time (ms)            |
+//! | `redrive:{<tenant>}:dlq`         | STREAM | the tenant's dead letters                             |
+//! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters removed by the length cap (a counter)    |
+//! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
+//!
+//! Every key of one tenant carries the hash tag `{<tenant>}`, so all of them live in one Redis Cluster
+//! slot and every state move of that tenant can be a single atomic script. Tenant names are validated
+//! by [`crate::task::validate_tenant`] and cannot contain `{`, `}` or `:`, so a tag never leaks.
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Key names under `prefix` (already validated by the config layer).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The registry of tenants, written by the enqueue path and read by fleet discovery.
+    pub fn tenants(&self) -> String {
+        format!("{}:tenants", self.prefix)
+    }
+
+    /// The stream holding a tenant's tasks.
+    pub fn lane(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:lane", self.prefix, tenant)
+    }
+
+    /// The sorted set of a tenant's scheduled retries.
+    pub fn retry(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:retry", self.prefix, tenant)
+    }
+
+    /// The stream of a tenant's dead letters.
+    pub fn dlq(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq", self.prefix, tenant)
+    }
+
+    /// The counter of dead letters the length cap has trimmed away.
+    pub fn dlq_trimmed(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:trimmed", self.prefix, tenant)
+    }
+
+    /// The lease key of a fleet member.
+    pub fn member(&self, member_id: &str) -> String {
+        format!("{}:member:{}", self.prefix, member_id)
+    }
+
+    /// Recovers the tenant from a lane key built by [`Keys::lane`].
+    pub fn tenant_of_lane<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix("}:lane")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_keys_share_one_hash_tag() {
+        let k = Keys::new("redrive");
+        for key in [k.lane("acme"), k.retry("acme"), k.dlq("acme"), k.dlq_trimmed("acme")] {
+            let open = key.find('{').unwrap();
+            let close = key[open..].find('}').unwrap() + open;
+            assert_eq!(&key[open + 1..close], "acme", "{key}");
+        }
+    }
+
+    #[test]
+    fn lane_round_trips_to_tenant() {
+        let k = Keys::new("p:x");
+        assert_eq!(k.tenant_of_lane(&k.lane("t-1")), Some("t-1"));
+        assert_eq!(k.tenant_of_lane("other:{t}:lane"), None);
+        assert_eq!(k.tenant_of_lane(&k.dlq("t")), None);
+    }
+}

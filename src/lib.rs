@@ -1,0 +1,36 @@
+//! redrive: a worker fleet on Redis Streams that keeps AI-agent tasks from vanishing.
+//!
+//! # Layout
+//!
+//! * [`task`] — the task contract: wire fields, limits, validation.
+//! * [`keys`] — every Redis key name, each tenant's keys under one hash tag.
+//! * [`broker`] — the only module that talks to Redis; domain verbs and Lua scripts.
+//! * [`producer`] — validated, pipelined enqueue.
+//! * [`handler`] — the trait agent code implements and the outcomes it returns.
+//! * [`fleet`] — a fleet member: reader, executor, settler, lease.
+//! * [`deadletter`] — the dead-letter record and error fingerprints.
+//! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`.
+//! * [`config`] — layered settings and their validation.
+//! * [`embedded`] — a private redis-server for the demo and the tests.
+//! * [`telemetry`] — logging and the metric-name catalogue.
+//! * [`shutdown`] — the shutdown signal; [`cli`] — the command line; [`error`] — errors.
+//!
+//! See ARCHITECTURE.md for the invariants that hold across these modules.
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod deadletter;
+pub mod demo;
+pub mod demo_agent;
+pub mod embedded;
+pub mod error;
+pub mod fleet;
+pub mod handler;
+pub mod keys;
+pub mod producer;
+pub mod shutdown;
+pub mod task;
+pub mod telemetry;
+
+pub use error::{Error, Result};

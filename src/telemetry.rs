@@ -1,0 +1,98 @@
+//! Logging setup and the catalogue of metric names. Every metric redrive emits is named here,
+//! so dashboards, alert rules and tests have one list to agree with.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+use crate::config::LogFormat;
+
+/// Metric names, all with the `redrive_` prefix.
+pub mod names {
+    /// Counter{tenant}: entries read from lanes (first delivery or redelivery).
+    pub const TASKS_READ: &str = "redrive_tasks_read_total";
+    /// Counter{tenant}: tasks acked as done.
+    pub const TASKS_COMPLETED: &str = "redrive_tasks_completed_total";
+    /// Counter{tenant,class}: failed attempts.
+    pub const TASKS_FAILED: &str = "redrive_tasks_failed_total";
+    /// Counter{tenant,class}: tasks moved to the dead letters.
+    pub const DEAD_LETTERED: &str = "redrive_dead_lettered_total";
+    /// Counter{tenant}: dead letters removed by the per-tenant cap.
+    pub const DLQ_TRIMMED: &str = "redrive_dlq_trimmed_total";
+    /// Counter{tenant}: pending ids whose entry was deleted (payload lost before it ran).
+    pub const TOMBSTONES: &str = "redrive_tombstones_total";
+    /// Counter{tenant}: settles that found the entry already settled by someone else.
+    pub const SETTLE_LOST: &str = "redrive_settle_lost_total";
+    /// Counter: events counted under the `__other__` tenant because the label cap was reached.
+    pub const TENANT_LABEL_OVERFLOW: &str = "redrive_tenant_label_overflow_total";
+    /// Histogram: handler run time of one attempt, seconds.
+    pub const TASK_DURATION: &str = "redrive_task_duration_seconds";
+    /// Histogram: time from enqueue to the start of an attempt, seconds.
+    pub const QUEUE_WAIT: &str = "redrive_queue_wait_seconds";
+    /// Gauge: attempts running in this member.
+    pub const IN_FLIGHT: &str = "redrive_in_flight";
+    /// Counter: errors talking to Redis, by operation.
+    pub const REDIS_ERRORS: &str = "redrive_redis_errors_total";
+}
+
+/// The label value used for tenants beyond the cap.
+pub const OTHER_TENANT: &str = "__other__";
+
+static TENANT_LABELS: OnceLock<Mutex<(usize, HashSet<String>)>> = OnceLock::new();
+
+/// Caps how many distinct tenant label values this process emits (the first `max` tenants seen
+/// keep their own series; later ones are counted as `__other__`).
+pub fn set_tenant_label_cap(max: usize) {
+    let m = TENANT_LABELS.get_or_init(|| Mutex::new((max, HashSet::new())));
+    if let Ok(mut g) = m.lock() {
+        g.0 = max;
+    }
+}
+
+/// The label value for `tenant`, respecting the cap.
+pub fn tenant_label(tenant: &str) -> String {
+    let m = TENANT_LABELS.get_or_init(|| Mutex::new((100, HashSet::new())));
+    let Ok(mut g) = m.lock() else {
+        return OTHER_TENANT.to_owned();
+    };
+    if g.1.contains(tenant) {
+        return tenant.to_owned();
+    }
+    if g.1.len() < g.0 {
+        g.1.insert(tenant.to_owned());
+        return tenant.to_owned();
+    }
+    metrics::counter!(names::TENANT_LABEL_OVERFLOW).increment(1);
+    OTHER_TENANT.to_owned()
+}
+
+/// Installs the global tracing subscriber writing to stderr. `RUST_LOG` overrides `level`.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Routes panics through tracing (one structured line) instead of the default stderr dump.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = panic_message(info.payload());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(panic = %msg, %location, "panic");
+    }));
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
