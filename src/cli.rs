@@ -121,7 +121,9 @@ fn require_url(settings: &Settings) -> Result<String> {
 pub async fn run(cli: Cli) -> Result<()> {
     let mut raw = RawConfig::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Config { action: ConfigAction::Check } => {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
             let settings = Settings::from_raw(raw)?;
             print!("{}", settings.raw.redacted_toml());
             eprintln!("config: ok");
@@ -145,7 +147,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "noop" => Arc::new(NoopHandler),
                 _ => crate::demo_agent::handler(settings.demo_agent.clone())?,
             };
-            let fleet = Fleet::new(broker, settings.fleet.clone(), settings.limits, settings.dead_letter_max_len, handler);
+            let fleet = Fleet::new(
+                broker,
+                settings.fleet.clone(),
+                settings.limits,
+                settings.dead_letter_max_len,
+                handler,
+            );
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             fleet.run(shutdown).await
@@ -196,16 +204,23 @@ fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<NewTask>> {
                 .map_err(|e| Error::io("reading tasks from standard input", e))?;
             s
         } else {
-            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
         };
         let tasks = parse_jsonl(&text)?;
         if tasks.is_empty() {
-            return Err(Error::InvalidTask(format!("{} holds no tasks", path.display())));
+            return Err(Error::InvalidTask(format!(
+                "{} holds no tasks",
+                path.display()
+            )));
         }
         return Ok(tasks);
     }
-    let (Some(tenant), Some(kind), Some(payload)) = (&args.tenant, &args.kind, &args.payload) else {
-        return Err(Error::Usage("give --file, or --tenant, --kind and --payload".into()));
+    let (Some(tenant), Some(kind), Some(payload)) = (&args.tenant, &args.kind, &args.payload)
+    else {
+        return Err(Error::Usage(
+            "give --file, or --tenant, --kind and --payload".into(),
+        ));
     };
     let payload: serde_json::Value = serde_json::from_str(payload)
         .map_err(|e| Error::InvalidTask(format!("--payload is not valid JSON: {e}")))?;

@@ -155,6 +155,13 @@ pub struct RawConfig {
 }
 
 impl RawConfig {
+    /// The built-in defaults alone, without any file or environment.
+    pub fn defaults() -> Result<RawConfig> {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract::<RawConfig>()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
     /// Loads the layers: built-in defaults, then `file` (if any), then the environment.
     pub fn load(file: Option<&Path>) -> Result<RawConfig> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
@@ -168,8 +175,16 @@ impl RawConfig {
             fig = fig.merge(Toml::file(path));
         }
         fig = fig
-            .merge(Env::prefixed("REDRIVE_").ignore(&["CONFIG", "REDIS_URL"]).split("__"))
-            .merge(Env::raw().only(&["REDRIVE_REDIS_URL"]).map(|_| "redis.url".into()));
+            .merge(
+                Env::prefixed("REDRIVE_")
+                    .ignore(&["CONFIG", "REDIS_URL"])
+                    .split("__"),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["REDRIVE_REDIS_URL"])
+                    .map(|_| "redis.url".into()),
+            );
         fig.extract::<RawConfig>()
             .map_err(|e| Error::Config(e.to_string()))
     }
@@ -292,7 +307,13 @@ pub fn default_member_id() -> String {
     let cleaned: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     if cleaned.is_empty() {
@@ -305,9 +326,9 @@ pub fn default_member_id() -> String {
 fn check_ident(setting: &str, value: &str, extra: &[char]) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || extra.contains(&c));
+        && value.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || extra.contains(&c)
+        });
     if ok {
         Ok(())
     } else {
@@ -318,7 +339,12 @@ fn check_ident(setting: &str, value: &str, extra: &[char]) -> Result<()> {
     }
 }
 
-fn check_range<T: PartialOrd + std::fmt::Display>(setting: &str, value: T, min: T, max: T) -> Result<()> {
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    setting: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<()> {
     if value < min || value > max {
         return Err(Error::Config(format!(
             "{setting} = {value} is out of range: it must be between {min} and {max}"
@@ -340,16 +366,33 @@ impl Settings {
             None
         } else {
             redis::Client::open(r.url.as_str()).map_err(|e| {
-                Error::Config(format!("redis.url = '{}' is not a valid Redis URL: {e}", redact_url(&r.url)))
+                Error::Config(format!(
+                    "redis.url = '{}' is not a valid Redis URL: {e}",
+                    redact_url(&r.url)
+                ))
             })?;
             Some(r.url.clone())
         };
         check_ident("redis.key_prefix", &r.key_prefix, &[':'])?;
-        check_range("redis.connect_timeout_ms", r.connect_timeout_ms, 10, 600_000)?;
-        check_range("redis.response_timeout_ms", r.response_timeout_ms, 10, 600_000)?;
+        check_range(
+            "redis.connect_timeout_ms",
+            r.connect_timeout_ms,
+            10,
+            600_000,
+        )?;
+        check_range(
+            "redis.response_timeout_ms",
+            r.response_timeout_ms,
+            10,
+            600_000,
+        )?;
 
         let f = &raw.fleet;
-        let member_id = if f.member_id.is_empty() { default_member_id() } else { f.member_id.clone() };
+        let member_id = if f.member_id.is_empty() {
+            default_member_id()
+        } else {
+            f.member_id.clone()
+        };
         check_ident("fleet.member_id", &member_id, &[])?;
         check_ident("fleet.group", &f.group, &[])?;
         if !HANDLERS.contains(&f.handler.as_str()) {
@@ -365,7 +408,12 @@ impl Settings {
         check_range("fleet.task_timeout_ms", f.task_timeout_ms, 1, 86_400_000)?;
         check_range("fleet.shutdown_grace_ms", f.shutdown_grace_ms, 0, 3_600_000)?;
         check_range("fleet.ack_batch", f.ack_batch, 1, 5_000)?;
-        check_range("fleet.discovery_interval_ms", f.discovery_interval_ms, 10, 3_600_000)?;
+        check_range(
+            "fleet.discovery_interval_ms",
+            f.discovery_interval_ms,
+            10,
+            3_600_000,
+        )?;
         check_range("fleet.max_lanes_per_read", f.max_lanes_per_read, 1, 1_000)?;
         check_range("fleet.lease_ttl_ms", f.lease_ttl_ms, 1_000, 3_600_000)?;
         if f.block_ms >= f.shutdown_grace_ms {
@@ -376,7 +424,12 @@ impl Settings {
             )));
         }
 
-        check_range("limits.max_payload_bytes", raw.limits.max_payload_bytes, 1, 16 * 1024 * 1024)?;
+        check_range(
+            "limits.max_payload_bytes",
+            raw.limits.max_payload_bytes,
+            1,
+            16 * 1024 * 1024,
+        )?;
         check_range("dead_letter.max_len", raw.dead_letter.max_len, 1, u64::MAX)?;
 
         let log_format = match raw.log.format.as_str() {
@@ -388,8 +441,12 @@ impl Settings {
                 )))
             }
         };
-        tracing_subscriber::EnvFilter::try_new(&raw.log.level)
-            .map_err(|e| Error::Config(format!("log.level = '{}' is not a valid filter: {e}", raw.log.level)))?;
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
+            Error::Config(format!(
+                "log.level = '{}' is not a valid filter: {e}",
+                raw.log.level
+            ))
+        })?;
         let metrics_listen = if raw.metrics.listen.is_empty() {
             None
         } else {
@@ -403,10 +460,13 @@ impl Settings {
 
         check_range("demo.tasks", raw.demo.tasks, 1, 10_000_000)?;
         if raw.demo.tenants.is_empty() {
-            return Err(Error::Config("demo.tenants must name at least one tenant".into()));
+            return Err(Error::Config(
+                "demo.tenants must name at least one tenant".into(),
+            ));
         }
         for t in &raw.demo.tenants {
-            crate::task::validate_tenant(t).map_err(|e| Error::Config(format!("demo.tenants: {e}")))?;
+            crate::task::validate_tenant(t)
+                .map_err(|e| Error::Config(format!("demo.tenants: {e}")))?;
         }
         let a = &raw.demo_agent;
         let rates = [
@@ -419,7 +479,9 @@ impl Settings {
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(Error::Config(format!("{name} = {rate} must be a probability between 0 and 1")));
+                return Err(Error::Config(format!(
+                    "{name} = {rate} must be a probability between 0 and 1"
+                )));
             }
         }
         let sum: f64 = rates.iter().map(|(_, r)| r).sum();
@@ -496,27 +558,69 @@ mod tests {
         let mut raw = defaults();
         raw.redis.url = "redis://app:hunter2@db:6379".into();
         let text = raw.redacted_toml();
-        assert!(!text.contains("hunter2") && text.contains("app:***@db"), "{text}");
+        assert!(
+            !text.contains("hunter2") && text.contains("app:***@db"),
+            "{text}"
+        );
     }
 
     #[test]
     fn contradictions_name_the_setting() {
         type Edit = fn(&mut RawConfig);
         let cases: &[(Edit, &str)] = &[
-            (|c| c.fleet.block_ms = 20_000, "fleet.block_ms = 20000 must be shorter than fleet.shutdown_grace_ms"),
-            (|c| c.fleet.concurrency = 0, "fleet.concurrency = 0 is out of range"),
-            (|c| c.fleet.handler = "gpt".into(), "fleet.handler = 'gpt' is unknown"),
-            (|c| c.redis.key_prefix = "a{b}".into(), "redis.key_prefix = 'a{b}' is invalid"),
-            (|c| c.redis.url = "http://x".into(), "redis.url = 'http://x' is not a valid Redis URL"),
-            (|c| c.fleet.member_id = "a b".into(), "fleet.member_id = 'a b' is invalid"),
-            (|c| c.log.format = "xml".into(), "log.format = 'xml' is unknown"),
-            (|c| c.metrics.listen = "nowhere".into(), "metrics.listen = 'nowhere'"),
-            (|c| c.demo_agent.panic = 1.5, "demo_agent.panic = 1.5 must be a probability"),
+            (
+                |c| c.fleet.block_ms = 20_000,
+                "fleet.block_ms = 20000 must be shorter than fleet.shutdown_grace_ms",
+            ),
+            (
+                |c| c.fleet.concurrency = 0,
+                "fleet.concurrency = 0 is out of range",
+            ),
+            (
+                |c| c.fleet.handler = "gpt".into(),
+                "fleet.handler = 'gpt' is unknown",
+            ),
+            (
+                |c| c.redis.key_prefix = "a{b}".into(),
+                "redis.key_prefix = 'a{b}' is invalid",
+            ),
+            (
+                |c| c.redis.url = "http://x".into(),
+                "redis.url = 'http://x' is not a valid Redis URL",
+            ),
+            (
+                |c| c.fleet.member_id = "a b".into(),
+                "fleet.member_id = 'a b' is invalid",
+            ),
+            (
+                |c| c.log.format = "xml".into(),
+                "log.format = 'xml' is unknown",
+            ),
+            (
+                |c| c.metrics.listen = "nowhere".into(),
+                "metrics.listen = 'nowhere'",
+            ),
+            (
+                |c| c.demo_agent.panic = 1.5,
+                "demo_agent.panic = 1.5 must be a probability",
+            ),
             (|c| c.demo_agent.rate_limited = 0.99, "add up to"),
-            (|c| c.demo_agent.min_work_ms = 99, "demo_agent.min_work_ms = 99 exceeds"),
-            (|c| c.limits.max_payload_bytes = 0, "limits.max_payload_bytes = 0 is out of range"),
-            (|c| c.fleet.ack_batch = 9999, "fleet.ack_batch = 9999 is out of range"),
-            (|c| c.demo.tenants = vec!["no way".into()], "demo.tenants: tenant 'no way'"),
+            (
+                |c| c.demo_agent.min_work_ms = 99,
+                "demo_agent.min_work_ms = 99 exceeds",
+            ),
+            (
+                |c| c.limits.max_payload_bytes = 0,
+                "limits.max_payload_bytes = 0 is out of range",
+            ),
+            (
+                |c| c.fleet.ack_batch = 9999,
+                "fleet.ack_batch = 9999 is out of range",
+            ),
+            (
+                |c| c.demo.tenants = vec!["no way".into()],
+                "demo.tenants: tenant 'no way'",
+            ),
         ];
         for (edit, want) in cases {
             let mut raw = defaults();

@@ -84,15 +84,23 @@ pub fn error_pattern(message: &str) -> String {
         }
         if c.is_ascii_alphanumeric() {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '-' || chars[i] == '_') {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '-' || chars[i] == '_')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
             let digits = word.chars().filter(|c| c.is_ascii_digit()).count();
             let hexish = word.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            if word.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '_') && digits > 0 {
+            if word
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '_')
+                && digits > 0
+            {
                 out.push_str("<n>");
-            } else if (hexish && word.len() >= 8 && digits > 0) || (digits >= 4 && digits * 2 >= word.len()) {
+            } else if (hexish && word.len() >= 8 && digits > 0)
+                || (digits >= 4 && digits * 2 >= word.len())
+            {
                 out.push_str("<id>");
             } else if word.starts_with(|c: char| c.is_ascii_digit()) {
                 out.push_str("<n>");
@@ -111,7 +119,13 @@ pub fn error_pattern(message: &str) -> String {
 pub fn fingerprint(kind: &str, class: FailureClass, pattern: &str) -> String {
     // FNV-1a, 64 bit: stable across processes and versions, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in kind.bytes().chain([0]).chain(class.as_str().bytes()).chain([0]).chain(pattern.bytes()) {
+    for b in kind
+        .bytes()
+        .chain([0])
+        .chain(class.as_str().bytes())
+        .chain([0])
+        .chain(pattern.bytes())
+    {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -205,7 +219,15 @@ impl DeadLetter {
             }
             let mut sorted: Vec<_> = raw.iter().collect();
             sorted.sort();
-            f.push((field::RAW, serde_json::to_string(&sorted.into_iter().collect::<std::collections::BTreeMap<_, _>>()).unwrap_or_default()));
+            f.push((
+                field::RAW,
+                serde_json::to_string(
+                    &sorted
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )
+                .unwrap_or_default(),
+            ));
         }
         f.push((field::ORIG_LANE, self.orig_lane.clone()));
         f.push((field::ORIG_ID, self.orig_id.clone()));
@@ -220,11 +242,17 @@ impl DeadLetter {
             f.push((field::DELIVERIES, d.to_string()));
         }
         if let Some(p) = &self.partial_output {
-            f.push((field::PARTIAL_OUTPUT, bounded(&p.to_string(), MAX_DETAIL_BYTES)));
+            f.push((
+                field::PARTIAL_OUTPUT,
+                bounded(&p.to_string(), MAX_DETAIL_BYTES),
+            ));
         }
         f.push((field::MEMBER, self.member.clone()));
         f.push((field::FIRST_FAILED_AT, self.first_failed_at_ms.to_string()));
-        f.push((field::DEAD_LETTERED_AT, self.dead_lettered_at_ms.to_string()));
+        f.push((
+            field::DEAD_LETTERED_AT,
+            self.dead_lettered_at_ms.to_string(),
+        ));
         f.push((field::ACTION, self.action().as_str().to_owned()));
         f
     }
@@ -241,12 +269,24 @@ mod tests {
 
     #[test]
     fn patterns_group_identical_causes() {
-        let a = error_pattern("rate limited by 'gpt-4o' for ticket 123456, retry in 30s (req 9f8e7d6c5b4a)");
-        let b = error_pattern("rate limited by 'claude' for ticket 99, retry in 5s (req 0123abcd4567)");
+        let a = error_pattern(
+            "rate limited by 'gpt-4o' for ticket 123456, retry in 30s (req 9f8e7d6c5b4a)",
+        );
+        let b =
+            error_pattern("rate limited by 'claude' for ticket 99, retry in 5s (req 0123abcd4567)");
         assert_eq!(a, b);
-        assert_eq!(a, "rate limited by <str> for ticket <n>, retry in <n> (req <id>)");
-        assert_eq!(fingerprint("k", FailureClass::RateLimited, &a), fingerprint("k", FailureClass::RateLimited, &b));
-        assert_ne!(fingerprint("k", FailureClass::RateLimited, &a), fingerprint("k", FailureClass::Timeout, &a));
+        assert_eq!(
+            a,
+            "rate limited by <str> for ticket <n>, retry in <n> (req <id>)"
+        );
+        assert_eq!(
+            fingerprint("k", FailureClass::RateLimited, &a),
+            fingerprint("k", FailureClass::RateLimited, &b)
+        );
+        assert_ne!(
+            fingerprint("k", FailureClass::RateLimited, &a),
+            fingerprint("k", FailureClass::Timeout, &a)
+        );
         assert_eq!(error_pattern("tool failed"), "tool failed");
     }
 

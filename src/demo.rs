@@ -46,14 +46,25 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
     let mut _server = None;
     let url = match settings.redis.url.clone() {
         Some(url) => {
-            settings.redis.key_prefix = format!("{}:demo-{}", settings.redis.key_prefix, crate::task::now_ms());
-            eprintln!("demo: using {} under key prefix {}", crate::config::redact_url(&url), settings.redis.key_prefix);
+            settings.redis.key_prefix = format!(
+                "{}:demo-{}",
+                settings.redis.key_prefix,
+                crate::task::now_ms()
+            );
+            eprintln!(
+                "demo: using {} under key prefix {}",
+                crate::config::redact_url(&url),
+                settings.redis.key_prefix
+            );
             url
         }
         None => {
             let server = RedisServer::start()?;
             let url = server.url();
-            eprintln!("demo: started a private redis-server on 127.0.0.1:{}", server.port());
+            eprintln!(
+                "demo: started a private redis-server on 127.0.0.1:{}",
+                server.port()
+            );
             _server = Some(server);
             url
         }
@@ -87,7 +98,13 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
     );
 
     let handler = crate::demo_agent::handler(settings.demo_agent.clone())?;
-    let fleet = Fleet::new(broker, settings.fleet.clone(), settings.limits, settings.dead_letter_max_len, handler);
+    let fleet = Fleet::new(
+        broker,
+        settings.fleet.clone(),
+        settings.limits,
+        settings.dead_letter_max_len,
+        handler,
+    );
     let stats = fleet.stats();
     let fleet_shutdown = Shutdown::new();
     let member = tokio::spawn(fleet.run(fleet_shutdown.clone()));
@@ -102,7 +119,11 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
         if shutdown.is_triggered() || member.is_finished() {
             break false;
         }
-        let every = if tty { Duration::from_millis(200) } else { Duration::from_secs(1) };
+        let every = if tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
         if last_print.elapsed() >= every {
             last_print = Instant::now();
             let rate = settled as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -126,7 +147,11 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
     fleet_shutdown.trigger();
     match member.await {
         Ok(r) => r?,
-        Err(e) => return Err(crate::error::Error::Protocol(format!("fleet task failed: {e}"))),
+        Err(e) => {
+            return Err(crate::error::Error::Protocol(format!(
+                "fleet task failed: {e}"
+            )))
+        }
     }
     let summary = DemoSummary {
         enqueued,
@@ -150,7 +175,11 @@ fn print_summary(s: &DemoSummary) {
     let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
     for (tenant, enq) in &s.enqueued {
         let t = s.tallies.get(tenant).unwrap_or(&empty);
-        let classes: Vec<String> = t.dead_lettered.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        let classes: Vec<String> = t
+            .dead_lettered
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect();
         out.push_str(&format!(
             "{:<12} {:>9} {:>10} {:>14}  {}\n",
             tenant,
@@ -167,14 +196,25 @@ fn print_summary(s: &DemoSummary) {
         }
     }
     let classes: Vec<String> = by_class.iter().map(|(c, n)| format!("{c}={n}")).collect();
-    out.push_str(&format!("{:<12} {:>9} {:>10} {:>14}  {}\n", "all", e_all, c_all, d_all, classes.join(" ")));
+    out.push_str(&format!(
+        "{:<12} {:>9} {:>10} {:>14}  {}\n",
+        "all",
+        e_all,
+        c_all,
+        d_all,
+        classes.join(" ")
+    ));
     out.push_str(&format!(
         "\n{} of {} tasks settled in {:.2} s ({:.0} tasks/s); none lost: {}\n",
         c_all + d_all,
         e_all,
         s.elapsed.as_secs_f64(),
         (c_all + d_all) as f64 / s.elapsed.as_secs_f64().max(1e-3),
-        if c_all + d_all == e_all { "yes" } else { "interrupted before the end" }
+        if c_all + d_all == e_all {
+            "yes"
+        } else {
+            "interrupted before the end"
+        }
     ));
     print!("{out}");
 }
@@ -191,4 +231,3 @@ mod tests {
         }
     }
 }
-

@@ -66,7 +66,8 @@ pub fn draw(settings: &DemoAgentSettings, task_id: &str, attempt: u32) -> Simula
     for b in task_id.bytes() {
         seed = (seed ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let mut rng = fastrand::Rng::with_seed(seed ^ (attempt as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng =
+        fastrand::Rng::with_seed(seed ^ (attempt as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut x = rng.f64();
     for (p, outcome) in [
         (settings.rate_limited, Simulated::RateLimited),
@@ -94,15 +95,29 @@ impl DemoAgent {
                 .create(true)
                 .append(true)
                 .open(&settings.side_effect_log)
-                .map_err(|e| Error::io(format!("opening demo_agent.side_effect_log {}", settings.side_effect_log), e))?;
+                .map_err(|e| {
+                    Error::io(
+                        format!(
+                            "opening demo_agent.side_effect_log {}",
+                            settings.side_effect_log
+                        ),
+                        e,
+                    )
+                })?;
             Some(Mutex::new(f))
         };
-        Ok(DemoAgent { settings, side_effects })
+        Ok(DemoAgent {
+            settings,
+            side_effects,
+        })
     }
 
     fn record(&self, task: &Task, member: &str) {
         if let Some(f) = &self.side_effects {
-            let line = format!("{} {} {} {}\n", task.tenant, task.task_id, task.attempt, member);
+            let line = format!(
+                "{} {} {} {}\n",
+                task.tenant, task.task_id, task.attempt, member
+            );
             // One write of one line with O_APPEND: lines from concurrent tasks and processes
             // never interleave.
             if let Ok(mut f) = f.lock() {
@@ -124,11 +139,17 @@ impl Handler for Arc<DemoAgent> {
         let me = self.clone();
         Box::pin(async move {
             let payload: serde_json::Value = task.payload_as().unwrap_or(serde_json::Value::Null);
-            let forced = payload.get("simulate").and_then(|v| v.as_str()).and_then(Simulated::parse);
+            let forced = payload
+                .get("simulate")
+                .and_then(|v| v.as_str())
+                .and_then(Simulated::parse);
             let what = forced.unwrap_or_else(|| draw(&me.settings, &task.task_id, task.attempt));
-            let work_ms = payload.get("work_ms").and_then(|v| v.as_u64()).unwrap_or_else(|| {
-                fastrand::u64(me.settings.min_work_ms..=me.settings.max_work_ms)
-            });
+            let work_ms = payload
+                .get("work_ms")
+                .and_then(|v| v.as_u64())
+                .unwrap_or_else(|| {
+                    fastrand::u64(me.settings.min_work_ms..=me.settings.max_work_ms)
+                });
             if work_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(work_ms)).await;
             }
@@ -154,12 +175,17 @@ impl Handler for Arc<DemoAgent> {
                 ),
                 Simulated::ContextOverflow => Outcome::fail(
                     FailureClass::ContextOverflow,
-                    format!("prompt of {} tokens exceeds the context window of 128000", 128_000 + task.payload.len()),
+                    format!(
+                        "prompt of {} tokens exceeds the context window of 128000",
+                        128_000 + task.payload.len()
+                    ),
                 ),
                 Simulated::ToolFailure => {
                     ctx.step_done("lookup_customer");
                     ctx.step_done("update_crm_record");
-                    ctx.partial_output(serde_json::json!({"crm_record": "updated", "email": "not sent"}));
+                    ctx.partial_output(
+                        serde_json::json!({"crm_record": "updated", "email": "not sent"}),
+                    );
                     Outcome::fail(
                         FailureClass::PartialExecution,
                         "tool 'send_email' failed after 2 completed steps: SMTP 550 mailbox unavailable",
@@ -207,18 +233,37 @@ mod tests {
     async fn forced_outcomes_map_to_classes() {
         let agent = Arc::new(DemoAgent::new(settings()).unwrap());
         let mk = |sim: &str| {
-            let mut t = crate::task::NewTask::new("a", "k", serde_json::json!({"simulate": sim, "work_ms": 0}))
-                .into_task(&Default::default(), 0)
-                .unwrap();
+            let mut t = crate::task::NewTask::new(
+                "a",
+                "k",
+                serde_json::json!({"simulate": sim, "work_ms": 0}),
+            )
+            .into_task(&Default::default(), 0)
+            .unwrap();
             t.attempt = 1;
             Arc::new(t)
         };
         let ctx = TaskContext::new("m".into());
         assert_eq!(agent.handle(mk("ok"), ctx.clone()).await, Outcome::Done);
         let tool = agent.handle(mk("tool_failure"), ctx.clone()).await;
-        assert!(matches!(tool, Outcome::Fail { class: FailureClass::PartialExecution, .. }));
-        assert_eq!(ctx.progress().steps, ["think", "act", "lookup_customer", "update_crm_record"]);
+        assert!(matches!(
+            tool,
+            Outcome::Fail {
+                class: FailureClass::PartialExecution,
+                ..
+            }
+        ));
+        assert_eq!(
+            ctx.progress().steps,
+            ["think", "act", "lookup_customer", "update_crm_record"]
+        );
         let rl = agent.handle(mk("rate_limited"), ctx).await;
-        assert!(matches!(rl, Outcome::Fail { retry_after: Some(_), .. }));
+        assert!(matches!(
+            rl,
+            Outcome::Fail {
+                retry_after: Some(_),
+                ..
+            }
+        ));
     }
 }

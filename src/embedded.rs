@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 
 /// How to install redis-server, said wherever it is missing.
-pub const INSTALL_HINT: &str = "install it with `apt-get install -y redis-server` (or run scripts/setup.sh), \
+pub const INSTALL_HINT: &str =
+    "install it with `apt-get install -y redis-server` (or run scripts/setup.sh), \
 or set REDRIVE_REDIS_URL to use a server you already run";
 
 /// A redis-server child process owned by this value.
@@ -36,18 +37,22 @@ pub fn find_redis_server() -> Result<PathBuf> {
         )));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")]) {
+    for dir in std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+    {
         let candidate = dir.join("redis-server");
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
-    Err(Error::Embedded(format!("redis-server was not found on PATH; {INSTALL_HINT}")))
+    Err(Error::Embedded(format!(
+        "redis-server was not found on PATH; {INSTALL_HINT}"
+    )))
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("finding a free loopback port", e))?;
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| Error::io("finding a free loopback port", e))?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -55,7 +60,9 @@ fn free_port() -> Result<u16> {
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -80,7 +87,8 @@ impl RedisServer {
             std::process::id(),
             fastrand::u32(..)
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut server = RedisServer {
             child: None,
             port: 0,
@@ -106,7 +114,12 @@ impl RedisServer {
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
-            .args(["--maxmemory-policy", "noeviction", "--protected-mode", "yes"])
+            .args([
+                "--maxmemory-policy",
+                "noeviction",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")

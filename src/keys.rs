@@ -79,7 +79,12 @@ mod tests {
     #[test]
     fn tenant_keys_share_one_hash_tag() {
         let k = Keys::new("redrive");
-        for key in [k.lane("acme"), k.retry("acme"), k.dlq("acme"), k.dlq_trimmed("acme")] {
+        for key in [
+            k.lane("acme"),
+            k.retry("acme"),
+            k.dlq("acme"),
+            k.dlq_trimmed("acme"),
+        ] {
             let open = key.find('{').unwrap();
             let close = key[open..].find('}').unwrap() + open;
             assert_eq!(&key[open + 1..close], "acme", "{key}");

@@ -48,7 +48,9 @@ impl Producer {
             .enumerate()
             .map(|(i, t)| {
                 t.into_task(&self.limits, now).map_err(|e| match e {
-                    Error::InvalidTask(m) if total > 1 => Error::InvalidTask(format!("task #{i}: {m}")),
+                    Error::InvalidTask(m) if total > 1 => {
+                        Error::InvalidTask(format!("task #{i}: {m}"))
+                    }
                     other => other,
                 })
             })
@@ -86,7 +88,8 @@ mod tests {
     fn jsonl_errors_name_the_line() {
         let ok = parse_jsonl("{\"tenant\":\"a\",\"kind\":\"k\",\"payload\":{}}\n\n").unwrap();
         assert_eq!(ok.len(), 1);
-        let err = parse_jsonl("{\"tenant\":\"a\",\"kind\":\"k\",\"payload\":{}}\n{oops\n").unwrap_err();
+        let err =
+            parse_jsonl("{\"tenant\":\"a\",\"kind\":\"k\",\"payload\":{}}\n{oops\n").unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
     }
 }

@@ -22,7 +22,10 @@ impl Shutdown {
     /// A signal that has not fired.
     pub fn new() -> Shutdown {
         let (tx, rx) = watch::channel(false);
-        Shutdown { tx: Arc::new(tx), rx }
+        Shutdown {
+            tx: Arc::new(tx),
+            rx,
+        }
     }
 
     /// Fires the signal; every waiter wakes. Idempotent.
@@ -49,7 +52,8 @@ impl Shutdown {
             let sigterm = async {
                 #[cfg(unix)]
                 {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
                         Ok(mut s) => {
                             s.recv().await;
                         }

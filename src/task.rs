@@ -85,10 +85,7 @@ fn check_name(what: &str, value: &str, max: usize, extra: &[char]) -> Result<(),
     {
         return Err(format!(
             "{what} '{value}' contains {bad:?}; allowed are ASCII letters, digits, '_', '-'{}",
-            extra
-                .iter()
-                .map(|c| format!(", '{c}'"))
-                .collect::<String>()
+            extra.iter().map(|c| format!(", '{c}'")).collect::<String>()
         ));
     }
     Ok(())
@@ -106,12 +103,20 @@ pub fn validate_kind(kind: &str) -> Result<(), String> {
 
 /// Checks a task id: 1 to 128 of `A-Z a-z 0-9 _ - . : / @ + =`.
 pub fn validate_task_id(task_id: &str) -> Result<(), String> {
-    check_name("task_id", task_id, MAX_TASK_ID_LEN, &['.', ':', '/', '@', '+', '='])
+    check_name(
+        "task_id",
+        task_id,
+        MAX_TASK_ID_LEN,
+        &['.', ':', '/', '@', '+', '='],
+    )
 }
 
 fn validate_meta(what: &str, value: &str) -> Result<(), String> {
     if value.len() > MAX_META_LEN {
-        return Err(format!("{what} is {} bytes; the limit is {MAX_META_LEN}", value.len()));
+        return Err(format!(
+            "{what} is {} bytes; the limit is {MAX_META_LEN}",
+            value.len()
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(format!("{what} contains a control character"));
@@ -176,7 +181,11 @@ pub struct NewTask {
 
 impl NewTask {
     /// A task with the three required fields; the rest can be set on the returned value.
-    pub fn new(tenant: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn new(
+        tenant: impl Into<String>,
+        kind: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
         NewTask {
             tenant: tenant.into(),
             kind: kind.into(),
@@ -216,7 +225,10 @@ impl NewTask {
                 limits.max_payload_bytes
             )));
         }
-        for (what, v) in [("prompt_version", &self.prompt_version), ("trace_id", &self.trace_id)] {
+        for (what, v) in [
+            ("prompt_version", &self.prompt_version),
+            ("trace_id", &self.trace_id),
+        ] {
             if let Some(v) = v {
                 validate_meta(what, v).map_err(invalid)?;
             }
@@ -323,7 +335,10 @@ impl Task {
         f.push((field::ATTEMPT, self.attempt.to_string()));
         f.push((field::ENQUEUED_AT, self.enqueued_at_ms.to_string()));
         if self.first_enqueued_at_ms != self.enqueued_at_ms {
-            f.push((field::FIRST_ENQUEUED_AT, self.first_enqueued_at_ms.to_string()));
+            f.push((
+                field::FIRST_ENQUEUED_AT,
+                self.first_enqueued_at_ms.to_string(),
+            ));
         }
         if let Some(v) = self.schema_version {
             f.push((field::SCHEMA_VERSION, v.to_string()));
@@ -338,10 +353,16 @@ impl Task {
             f.push((field::DEADLINE, v.to_string()));
         }
         if !self.steps.is_empty() {
-            f.push((field::STEPS, serde_json::to_string(&self.steps).unwrap_or_default()));
+            f.push((
+                field::STEPS,
+                serde_json::to_string(&self.steps).unwrap_or_default(),
+            ));
         }
         if !self.history.is_empty() {
-            f.push((field::HISTORY, serde_json::to_string(&self.history).unwrap_or_default()));
+            f.push((
+                field::HISTORY,
+                serde_json::to_string(&self.history).unwrap_or_default(),
+            ));
         }
         if let Some(v) = &self.replay_of {
             f.push((field::REPLAY_OF, v.clone()));
@@ -397,12 +418,17 @@ impl Task {
                 Ok(s) => *slot = Some(s),
                 Err(_) => {
                     bad.get_or_insert_with(|| {
-                        format!("field '{}' is not valid UTF-8", String::from_utf8_lossy(name))
+                        format!(
+                            "field '{}' is not valid UTF-8",
+                            String::from_utf8_lossy(name)
+                        )
                     });
                 }
             }
         }
-        let readable_id = task_id.filter(|id| validate_task_id(id).is_ok()).map(str::to_owned);
+        let readable_id = task_id
+            .filter(|id| validate_task_id(id).is_ok())
+            .map(str::to_owned);
         let fail = |reason: String| Malformed {
             reason,
             task_id: readable_id.clone(),
@@ -435,8 +461,11 @@ impl Task {
         validate_payload(payload, limits).map_err(&fail)?;
         let num = |what: &str, v: Option<&str>| -> Result<Option<u64>, Malformed> {
             v.map(|s| {
-                s.parse::<u64>()
-                    .map_err(|_| fail(format!("field '{what}' is not a non-negative integer: '{s}'")))
+                s.parse::<u64>().map_err(|_| {
+                    fail(format!(
+                        "field '{what}' is not a non-negative integer: '{s}'"
+                    ))
+                })
             })
             .transpose()
         };
@@ -451,9 +480,16 @@ impl Task {
             num(field::FIRST_ENQUEUED_AT, first_enqueued_at)?.unwrap_or(enqueued_at_ms);
         let schema_version = match num(field::SCHEMA_VERSION, schema_version)? {
             None => None,
-            Some(v) => Some(u32::try_from(v).map_err(|_| fail(format!("field 'schema_version' is out of range: {v}")))?),
+            Some(v) => Some(
+                u32::try_from(v)
+                    .map_err(|_| fail(format!("field 'schema_version' is out of range: {v}")))?,
+            ),
         };
-        for (what, v) in [(field::PROMPT_VERSION, &prompt_version), (field::TRACE_ID, &trace_id), (field::REPLAY_OF, &replay_of)] {
+        for (what, v) in [
+            (field::PROMPT_VERSION, &prompt_version),
+            (field::TRACE_ID, &trace_id),
+            (field::REPLAY_OF, &replay_of),
+        ] {
             if let Some(v) = v {
                 validate_meta(what, v).map_err(&fail)?;
             }
@@ -466,8 +502,11 @@ impl Task {
         };
         let history: Vec<AttemptRecord> = match history {
             None => Vec::new(),
-            Some(s) => serde_json::from_str(s)
-                .map_err(|e| fail(format!("field 'history' is not a JSON array of attempt records: {e}")))?,
+            Some(s) => serde_json::from_str(s).map_err(|e| {
+                fail(format!(
+                    "field 'history' is not a JSON array of attempt records: {e}"
+                ))
+            })?,
         };
         Ok(Task {
             task_id,
@@ -534,15 +573,29 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_explained() {
-        let limits = Limits { max_payload_bytes: 10 };
+        let limits = Limits {
+            max_payload_bytes: 10,
+        };
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("payload", "{}")], "missing field 'kind'"),
             (&[("kind", "k")], "missing field 'payload'"),
             (&[("kind", "k"), ("payload", "{nope")], "not valid JSON"),
-            (&[("kind", "k"), ("payload", "[1,2,3,4,5,6,7]")], "limit is 10"),
-            (&[("kind", "k"), ("payload", "{}"), ("tenant", "other")], "does not match"),
-            (&[("kind", "k"), ("payload", "{}"), ("tenant", "b{a}d")], "contains '{'"),
-            (&[("kind", "k"), ("payload", "{}"), ("attempt", "-1")], "attempt"),
+            (
+                &[("kind", "k"), ("payload", "[1,2,3,4,5,6,7]")],
+                "limit is 10",
+            ),
+            (
+                &[("kind", "k"), ("payload", "{}"), ("tenant", "other")],
+                "does not match",
+            ),
+            (
+                &[("kind", "k"), ("payload", "{}"), ("tenant", "b{a}d")],
+                "contains '{'",
+            ),
+            (
+                &[("kind", "k"), ("payload", "{}"), ("attempt", "-1")],
+                "attempt",
+            ),
             (&[("kind", "k k"), ("payload", "{}")], "kind 'k k'"),
         ];
         for (f, want) in cases {
@@ -553,14 +606,25 @@ mod tests {
 
     #[test]
     fn producer_input_is_validated() {
-        let limits = Limits { max_payload_bytes: 16 };
+        let limits = Limits {
+            max_payload_bytes: 16,
+        };
         let bad_tenant = NewTask::new("a b", "k", serde_json::json!({})).into_task(&limits, 0);
         assert!(matches!(bad_tenant, Err(Error::InvalidTask(m)) if m.contains("tenant 'a b'")));
-        let long = NewTask::new("a", "k", serde_json::json!({"x": "0123456789abcdef"})).into_task(&limits, 0);
+        let long = NewTask::new("a", "k", serde_json::json!({"x": "0123456789abcdef"}))
+            .into_task(&limits, 0);
         assert!(matches!(long, Err(Error::InvalidTask(m)) if m.contains("limit is 16")));
-        let unknown = serde_json::from_str::<NewTask>(r#"{"tenant":"a","kind":"k","payload":{},"tenat":"x"}"#);
-        assert!(unknown.unwrap_err().to_string().contains("unknown field `tenat`"));
-        let id = NewTask::new("a", "k", serde_json::json!(1)).into_task(&limits, 0).unwrap().task_id;
+        let unknown = serde_json::from_str::<NewTask>(
+            r#"{"tenant":"a","kind":"k","payload":{},"tenat":"x"}"#,
+        );
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `tenat`"));
+        let id = NewTask::new("a", "k", serde_json::json!(1))
+            .into_task(&limits, 0)
+            .unwrap()
+            .task_id;
         assert_eq!(id.len(), 32);
         assert!(validate_tenant(&"x".repeat(65)).is_err());
     }

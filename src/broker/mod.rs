@@ -137,7 +137,10 @@ impl Broker {
         tenants.sort_unstable();
         tenants.dedup();
         let mut pipe = redis::pipe();
-        pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants).ignore();
+        pipe.cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(&tenants)
+            .ignore();
         for task in tasks {
             let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
             for (k, v) in task.to_fields() {
@@ -193,7 +196,10 @@ impl Broker {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(block + self.response_timeout));
-        let conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
         Ok(LaneReader {
             conn,
             group: self.group.clone(),
@@ -329,7 +335,13 @@ impl Broker {
     }
 
     /// Dead letters of a tenant from `start` to `end` (stream ids, `-`/`+` for the ends).
-    pub async fn dlq_range(&self, tenant: &str, start: &str, end: &str, count: usize) -> Result<Vec<Entry>> {
+    pub async fn dlq_range(
+        &self,
+        tenant: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
         let v: Value = redis::cmd("XRANGE")
             .arg(self.keys.dlq(tenant))
             .arg(start)
@@ -380,7 +392,11 @@ impl LaneReader {
             return Ok(Vec::new());
         }
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&*self.group).arg(&self.consumer).arg("COUNT").arg(count.max(1));
+        cmd.arg("GROUP")
+            .arg(&*self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
         if let (ReadFrom::New, Some(b)) = (from, block) {
             cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
         }

@@ -19,7 +19,9 @@ pub struct Entry {
 
 fn text(v: Value) -> Result<String> {
     match v {
-        Value::BulkString(b) => String::from_utf8(b).map_err(|_| Error::Protocol("non-UTF-8 stream key or id".into())),
+        Value::BulkString(b) => {
+            String::from_utf8(b).map_err(|_| Error::Protocol("non-UTF-8 stream key or id".into()))
+        }
         Value::SimpleString(s) => Ok(s),
         Value::Int(i) => Ok(i.to_string()),
         other => Err(Error::Protocol(format!("expected a string, got {other:?}"))),
@@ -48,8 +50,15 @@ fn fields(v: Value) -> Result<Option<Fields>> {
             }
             Ok(Some(out))
         }
-        Value::Map(pairs) => Ok(Some(pairs.into_iter().map(|(k, v)| (bytes(k), bytes(v))).collect())),
-        other => Err(Error::Protocol(format!("expected entry fields, got {other:?}"))),
+        Value::Map(pairs) => Ok(Some(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (bytes(k), bytes(v)))
+                .collect(),
+        )),
+        other => Err(Error::Protocol(format!(
+            "expected entry fields, got {other:?}"
+        ))),
     }
 }
 
@@ -58,7 +67,11 @@ pub fn entries(v: Value) -> Result<Vec<Entry>> {
     let items = match v {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(items) => items,
-        other => return Err(Error::Protocol(format!("expected a list of entries, got {other:?}"))),
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected a list of entries, got {other:?}"
+            )))
+        }
     };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -93,7 +106,9 @@ pub fn streams(v: Value) -> Result<Vec<(String, Vec<Entry>)>> {
             .into_iter()
             .map(|(k, v)| Ok((text(k)?, entries(v)?)))
             .collect(),
-        other => Err(Error::Protocol(format!("expected a stream reply, got {other:?}"))),
+        other => Err(Error::Protocol(format!(
+            "expected a stream reply, got {other:?}"
+        ))),
     }
 }
 
@@ -110,14 +125,20 @@ mod tests {
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("lane"),
             Value::Array(vec![
-                Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("kind"), bulk("k")])]),
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("kind"), bulk("k")]),
+                ]),
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
         let parsed = streams(reply).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, "lane");
-        assert_eq!(parsed[0].1[0].fields, Some(vec![(b"kind".to_vec(), b"k".to_vec())]));
+        assert_eq!(
+            parsed[0].1[0].fields,
+            Some(vec![(b"kind".to_vec(), b"k".to_vec())])
+        );
         assert_eq!(parsed[0].1[1].fields, None);
         assert!(streams(Value::Nil).unwrap().is_empty());
         assert!(streams(Value::Int(3)).is_err());

@@ -92,16 +92,23 @@ async fn attempt(
     metrics::gauge!(names::IN_FLIGHT).increment(1.0);
     let started = Instant::now();
     let ctx = TaskContext::new(member);
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(job.task.clone(), ctx.clone()))) {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        handler.handle(job.task.clone(), ctx.clone())
+    })) {
         Err(p) => panicked(&*p),
-        Ok(fut) => match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
-            Err(_) => Outcome::fail(
-                FailureClass::Timeout,
-                format!("the attempt ran past fleet.task_timeout_ms = {}", timeout.as_millis()),
-            ),
-            Ok(Err(p)) => panicked(&*p),
-            Ok(Ok(outcome)) => outcome,
-        },
+        Ok(fut) => {
+            match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+                Err(_) => Outcome::fail(
+                    FailureClass::Timeout,
+                    format!(
+                        "the attempt ran past fleet.task_timeout_ms = {}",
+                        timeout.as_millis()
+                    ),
+                ),
+                Ok(Err(p)) => panicked(&*p),
+                Ok(Ok(outcome)) => outcome,
+            }
+        }
     };
     let duration = started.elapsed();
     metrics::gauge!(names::IN_FLIGHT).decrement(1.0);
@@ -139,5 +146,8 @@ async fn attempt(
 }
 
 fn panicked(payload: &(dyn std::any::Any + Send)) -> Outcome {
-    Outcome::fail(FailureClass::Unknown, format!("handler panicked: {}", panic_message(payload)))
+    Outcome::fail(
+        FailureClass::Unknown,
+        format!("handler panicked: {}", panic_message(payload)),
+    )
 }

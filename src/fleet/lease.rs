@@ -20,7 +20,12 @@ pub struct Lease {
 impl Lease {
     /// Takes the lease on `member`. If a previous process holds it (for example one killed
     /// with SIGKILL), waits for it to expire, at most `ttl` plus a second.
-    pub async fn acquire(broker: &Broker, member: &Arc<str>, ttl: Duration, shutdown: &Shutdown) -> Result<Lease> {
+    pub async fn acquire(
+        broker: &Broker,
+        member: &Arc<str>,
+        ttl: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Lease> {
         let token = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
         let give_up = Instant::now() + ttl + Duration::from_secs(1);
         let mut said = false;
@@ -44,7 +49,9 @@ impl Lease {
                 tracing::info!(member = %member, remaining_ms = remaining.map(|d| d.as_millis() as u64), "member id is leased by an earlier process; waiting for the lease to expire");
                 said = true;
             }
-            let pause = remaining.unwrap_or(Duration::ZERO).min(Duration::from_millis(250));
+            let pause = remaining
+                .unwrap_or(Duration::ZERO)
+                .min(Duration::from_millis(250));
             tokio::select! {
                 _ = shutdown.wait() => return Err(Error::MemberBusy(format!("stopped while waiting for the lease on member id '{member}'"))),
                 _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
@@ -61,19 +68,31 @@ impl Lease {
                 _ = shutdown.wait() => return self,
                 _ = tokio::time::sleep(period) => {}
             }
-            match broker.renew_lease(&self.member, &self.token, self.ttl).await {
+            match broker
+                .renew_lease(&self.member, &self.token, self.ttl)
+                .await
+            {
                 Ok(true) => {}
-                Ok(false) => match broker.acquire_lease(&self.member, &self.token, self.ttl).await {
+                Ok(false) => match broker
+                    .acquire_lease(&self.member, &self.token, self.ttl)
+                    .await
+                {
                     // The key expired (a Redis restart without persistence, a long stall): take it back.
-                    Ok(true) => tracing::warn!(member = %self.member, "member lease had expired; re-acquired it"),
+                    Ok(true) => {
+                        tracing::warn!(member = %self.member, "member lease had expired; re-acquired it")
+                    }
                     Ok(false) => {
                         tracing::error!(member = %self.member, "another process took this member id; stopping");
                         shutdown.trigger();
                         return self;
                     }
-                    Err(e) => tracing::warn!(member = %self.member, error = %e, "cannot renew member lease"),
+                    Err(e) => {
+                        tracing::warn!(member = %self.member, error = %e, "cannot renew member lease")
+                    }
                 },
-                Err(e) => tracing::warn!(member = %self.member, error = %e, "cannot renew member lease"),
+                Err(e) => {
+                    tracing::warn!(member = %self.member, error = %e, "cannot renew member lease")
+                }
             }
         }
     }

@@ -180,7 +180,9 @@ impl Shared {
     }
 
     fn past_hard_deadline(&self) -> bool {
-        self.hard_deadline.get().is_some_and(|d| Instant::now() >= *d)
+        self.hard_deadline
+            .get()
+            .is_some_and(|d| Instant::now() >= *d)
     }
 }
 
@@ -260,12 +262,21 @@ impl Fleet {
             .run(shutdown.clone()),
         );
         let reader = tokio::spawn(
-            reader::Reader::new(self.broker.clone(), shared.clone(), settle_tx, s, self.limits).run(shutdown.clone()),
+            reader::Reader::new(
+                self.broker.clone(),
+                shared.clone(),
+                settle_tx,
+                s,
+                self.limits,
+            )
+            .run(shutdown.clone()),
         );
 
         shutdown.wait().await;
         tracing::info!(member = %member, "stopping: no new reads, finishing in-flight tasks");
-        let _ = shared.hard_deadline.set(Instant::now() + s.shutdown_grace + Duration::from_secs(2));
+        let _ = shared
+            .hard_deadline
+            .set(Instant::now() + s.shutdown_grace + Duration::from_secs(2));
         let reader_result = reader.await;
         let _ = executor.await;
         let _ = settler.await;
@@ -276,7 +287,9 @@ impl Fleet {
         tracing::info!(member = %member, left_pending = left, "fleet member stopped");
         match reader_result {
             Ok(r) => r,
-            Err(e) => Err(crate::error::Error::Protocol(format!("reader task failed: {e}"))),
+            Err(e) => Err(crate::error::Error::Protocol(format!(
+                "reader task failed: {e}"
+            ))),
         }
     }
 }

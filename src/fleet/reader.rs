@@ -109,9 +109,14 @@ impl Reader {
                 }
                 continue;
             }
-            let free = self.shared.unsettled_limit.saturating_sub(self.shared.unsettled()).max(1);
+            let free = self
+                .shared
+                .unsettled_limit
+                .saturating_sub(self.shared.unsettled())
+                .max(1);
             let window = self.window();
-            let per_lane = (free / self.active_lanes.clamp(1, window.len())).clamp(1, self.read_batch);
+            let per_lane =
+                (free / self.active_lanes.clamp(1, window.len())).clamp(1, self.read_batch);
             let block = block_next.then_some(self.block);
             match conn.read(&window, ReadFrom::New, per_lane, block).await {
                 Ok(streams) => {
@@ -175,7 +180,9 @@ impl Reader {
 
     /// Picks up tenants registered since the last look, creating the group on their lanes.
     async fn discover(&mut self, force: bool) -> Result<()> {
-        let due = self.last_discovery.is_none_or(|t| t.elapsed() >= self.discovery_interval);
+        let due = self
+            .last_discovery
+            .is_none_or(|t| t.elapsed() >= self.discovery_interval);
         if !force && !due {
             return Ok(());
         }
@@ -211,7 +218,9 @@ impl Reader {
         }
         let start = self.rotation % n;
         self.rotation = (start + self.max_lanes_per_read) % n;
-        (0..self.max_lanes_per_read).map(|i| self.lanes[(start + i) % n].clone()).collect()
+        (0..self.max_lanes_per_read)
+            .map(|i| self.lanes[(start + i) % n].clone())
+            .collect()
     }
 
     /// Waits until fewer entries are unsettled than the limit. False when shutdown fired.
@@ -232,7 +241,11 @@ impl Reader {
 
     /// Re-reads this member's own pending entries in every lane (start-up, and after a read
     /// error), skipping those already in flight here.
-    async fn drain_own_pending(&mut self, conn: &mut LaneReader, shutdown: &Shutdown) -> Result<()> {
+    async fn drain_own_pending(
+        &mut self,
+        conn: &mut LaneReader,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
         for lane in self.lanes.clone() {
             let mut cursor = "0".to_owned();
             loop {
@@ -240,7 +253,12 @@ impl Reader {
                     return Ok(());
                 }
                 let streams = conn
-                    .read(std::slice::from_ref(&lane), ReadFrom::OwnPendingAfter(&cursor), self.read_batch, None)
+                    .read(
+                        std::slice::from_ref(&lane),
+                        ReadFrom::OwnPendingAfter(&cursor),
+                        self.read_batch,
+                        None,
+                    )
                     .await?;
                 let Some(last) = streams.iter().flat_map(|(_, e)| e.last()).next_back() else {
                     break;
@@ -265,7 +283,8 @@ impl Reader {
             if entries.is_empty() {
                 continue;
             }
-            metrics::counter!(names::TASKS_READ, "tenant" => tenant_label(&tenant)).increment(entries.len() as u64);
+            metrics::counter!(names::TASKS_READ, "tenant" => tenant_label(&tenant))
+                .increment(entries.len() as u64);
             for entry in entries {
                 if !self.shared.admit(&tenant, &entry.id) {
                     continue;

@@ -74,7 +74,8 @@ impl Settler {
         for ((tenant, ids), result) in batches.iter().zip(results) {
             if let Some(acked) = result {
                 let label = tenant_label(tenant);
-                metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
+                metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone())
+                    .increment(acked);
                 let lost = ids.len() as u64 - acked.min(ids.len() as u64);
                 if lost > 0 {
                     metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(lost);
@@ -120,9 +121,14 @@ impl Settler {
             Settlement::Done { .. } => unreachable!("acks are batched by run()"),
             Settlement::Tombstone { tenant, entry_id } => {
                 tracing::error!(tenant = %tenant, entry_id = %entry_id, "pending entry was deleted before it ran: payload lost");
-                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant)).increment(1);
+                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
+                    .increment(1);
                 let ids = [entry_id.as_str()];
-                if self.with_retry("ack_tombstone", || self.broker.ack_only(&tenant, &ids)).await.is_some() {
+                if self
+                    .with_retry("ack_tombstone", || self.broker.ack_only(&tenant, &ids))
+                    .await
+                    .is_some()
+                {
                     self.shared.stats.with(&tenant, |t| t.tombstones += 1);
                 }
                 self.shared.release(&tenant, [entry_id.as_str()]);
@@ -137,7 +143,12 @@ impl Settler {
                 tracing::warn!(tenant = %tenant, entry_id = %entry_id, class = "malformed_entry", error = %reason, "malformed entry set aside");
                 let raw = fields
                     .into_iter()
-                    .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned()))
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(&k).into_owned(),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        )
+                    })
                     .collect();
                 let now = now_ms();
                 let dl = DeadLetter {
@@ -174,7 +185,9 @@ impl Settler {
                     attempt = task.attempt, duration_ms = duration.as_millis() as u64, poison, error = %reason,
                     "task attempt failed"
                 );
-                self.shared.stats.with(&job.tenant, |t| t.failed_attempts += 1);
+                self.shared
+                    .stats
+                    .with(&job.tenant, |t| t.failed_attempts += 1);
                 let now = now_ms();
                 let mut steps = task.steps.clone();
                 steps.extend(progress.steps);
@@ -201,7 +214,10 @@ impl Settler {
     async fn dead_letter(&self, tenant: &Arc<str>, entry_id: &str, dl: DeadLetter) {
         let fields = dl.to_fields();
         let result = self
-            .with_retry("dead_letter", || self.broker.dead_letter(tenant, entry_id, self.dlq_max_len, &fields))
+            .with_retry("dead_letter", || {
+                self.broker
+                    .dead_letter(tenant, entry_id, self.dlq_max_len, &fields)
+            })
             .await;
         if let Some(r) = result {
             let label = tenant_label(tenant);
@@ -212,7 +228,11 @@ impl Settler {
                     tenant = %tenant, task_id = dl.task.as_ref().map(|t| t.task_id.as_str()).unwrap_or(""),
                     class = %dl.class, dead_letter_id = %r.id, action = dl.action().as_str(), "task dead-lettered"
                 );
-                self.shared.stats.with(tenant, |t| *t.dead_lettered.entry(dl.class.as_str().to_owned()).or_default() += 1);
+                self.shared.stats.with(tenant, |t| {
+                    *t.dead_lettered
+                        .entry(dl.class.as_str().to_owned())
+                        .or_default() += 1
+                });
             } else {
                 metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone()).increment(1);
                 self.shared.stats.with(tenant, |t| t.settle_lost += 1);

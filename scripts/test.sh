@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs missing prerequisites, checks formatting and lints, runs every test
+# against private redis-servers the tests start themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+  # Test groups in .config/nextest.toml keep process-spawning tests from fighting over 2 cores.
+  cargo nextest run --profile ci
+else
+  echo "test: cargo-nextest not found; running cargo test with one test thread" >&2
+  cargo test -- --test-threads=1
+fi

@@ -1,0 +1,295 @@
+//! The binary's command line: bad input gets a clear message and a non-zero exit, and writes
+//! nothing; good input lands where the contract says.
+
+mod common;
+
+use common::TestEnv;
+
+#[tokio::test]
+async fn enqueue_rejects_bad_input_and_writes_nothing() {
+    let env = TestEnv::new();
+    let big = format!("{{\"x\":\"{}\"}}", "y".repeat(300));
+    let file = env.dir.join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"tenant\":\"acme\",\"kind\":\"k\",\"payload\":{}}\n{\"tenant\":\"acme\",\"kind\":\"k\",\"payload\":{},\"tenat\":1}\n",
+    )
+    .unwrap();
+    let bad_json_file = env.dir.join("bad.jsonl");
+    std::fs::write(
+        &bad_json_file,
+        "{\"tenant\":\"acme\",\"kind\":\"k\",\"payload\":{}}\n{oops\n",
+    )
+    .unwrap();
+    let small = [("REDRIVE_LIMITS__MAX_PAYLOAD_BYTES", "100")];
+    let file_arg = file.to_str().unwrap();
+    let bad_json_arg = bad_json_file.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &[(&str, &str)], i32, &str)> = vec![
+        (
+            vec![
+                "enqueue",
+                "--tenant",
+                "acme",
+                "--kind",
+                "k",
+                "--payload",
+                "{nope",
+            ],
+            &[],
+            65,
+            "--payload is not valid JSON",
+        ),
+        (
+            vec![
+                "enqueue",
+                "--tenant",
+                "ac me",
+                "--kind",
+                "k",
+                "--payload",
+                "{}",
+            ],
+            &[],
+            65,
+            "tenant 'ac me' contains ' '",
+        ),
+        (
+            vec![
+                "enqueue",
+                "--tenant",
+                "a{b}",
+                "--kind",
+                "k",
+                "--payload",
+                "{}",
+            ],
+            &[],
+            65,
+            "contains '{'",
+        ),
+        (
+            vec![
+                "enqueue",
+                "--tenant",
+                "acme",
+                "--kind",
+                "k",
+                "--payload",
+                &big,
+            ],
+            &small,
+            65,
+            "the limit is 100",
+        ),
+        (
+            vec![
+                "enqueue",
+                "--tenant",
+                "acme",
+                "--kind",
+                "k",
+                "--payload",
+                "{}",
+                "--task-id",
+                "a b",
+            ],
+            &[],
+            65,
+            "task_id 'a b'",
+        ),
+        (
+            vec!["enqueue", "--file", file_arg],
+            &[],
+            65,
+            "line 2: unknown field `tenat`",
+        ),
+        (vec!["enqueue", "--file", bad_json_arg], &[], 65, "line 2:"),
+        (
+            vec!["enqueue", "--file", "/nonexistent/tasks.jsonl"],
+            &[],
+            74,
+            "reading /nonexistent/tasks.jsonl",
+        ),
+        (vec!["enqueue", "--tenant", "acme"], &[], 2, "--kind"),
+        (
+            vec!["run", "--concurrency", "lots"],
+            &[],
+            2,
+            "invalid value 'lots'",
+        ),
+        (
+            vec!["run", "--concurrency", "0"],
+            &[],
+            78,
+            "fleet.concurrency = 0 is out of range",
+        ),
+    ];
+    for (args, extra_env, code, want) in cases {
+        let (got, _out, err) = env.cli(&args, extra_env);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in {err}");
+    }
+    let broker = env.broker().await;
+    assert_eq!(
+        broker.lane_len("acme").await.unwrap(),
+        0,
+        "nothing was half-written"
+    );
+    assert!(broker.tenants().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn enqueue_publishes_single_and_bulk_tasks() {
+    let env = TestEnv::new();
+    let (code, out, err) = env.cli(
+        &[
+            "enqueue",
+            "--tenant",
+            "acme",
+            "--kind",
+            "triage",
+            "--payload",
+            "{\"ticket\":1}",
+            "--task-id",
+            "tk-1",
+            "--trace-id",
+            "tr-9",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("tk-1 "), "{out}");
+    let file = env.dir.join("bulk.jsonl");
+    let lines: String = (0..250)
+        .map(|i| {
+            format!(
+                "{{\"tenant\":\"t{}\",\"kind\":\"score_lead\",\"payload\":{{\"lead\":{i}}}}}\n",
+                i % 5
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let (code, out, err) = env.cli(&["enqueue", "--file", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("enqueued 250 tasks"));
+    let broker = env.broker().await;
+    assert_eq!(
+        broker.tenants().await.unwrap(),
+        ["acme", "t0", "t1", "t2", "t3", "t4"]
+    );
+    for t in ["t0", "t1", "t2", "t3", "t4"] {
+        assert_eq!(broker.lane_len(t).await.unwrap(), 50);
+    }
+    let mut raw = env.raw().await;
+    let entries: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(format!("{}:{{acme}}:lane", env.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let text = format!("{entries:?}");
+    for field in [
+        "task_id",
+        "tk-1",
+        "tenant",
+        "kind",
+        "triage",
+        "payload",
+        "attempt",
+        "enqueued_at",
+        "trace_id",
+        "tr-9",
+    ] {
+        assert!(text.contains(field), "{field} missing from {text}");
+    }
+}
+
+#[test]
+fn config_check_prints_redacted_settings_and_rejects_contradictions() {
+    let env = TestEnv::new();
+    let (code, out, err) = env.cli(
+        &["config", "check"],
+        &[("REDRIVE_REDIS_URL", "redis://app:s3cret@db.internal:6379/0")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("app:***@db.internal") && !out.contains("s3cret"),
+        "{out}"
+    );
+    assert!(out.contains("[fleet]") && out.contains("concurrency = 64"));
+
+    let file = env.dir.join("fleet.toml");
+    std::fs::write(
+        &file,
+        "[fleet]\nconcurrency = 8\nblock_ms = 5000\nshutdown_grace_ms = 1000\n",
+    )
+    .unwrap();
+    let (code, _, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("fleet.block_ms = 5000 must be shorter than fleet.shutdown_grace_ms = 1000"),
+        "{err}"
+    );
+
+    // The environment overrides the file, so the same file passes with a shorter block.
+    let (code, out, err) = env.cli(
+        &["config", "check"],
+        &[
+            ("REDRIVE_CONFIG", file.to_str().unwrap()),
+            ("REDRIVE_FLEET__BLOCK_MS", "200"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("concurrency = 8") && out.contains("block_ms = 200"));
+
+    std::fs::write(&file, "[fleet]\nconcurency = 8\n").unwrap();
+    let (code, _, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("unknown field") && err.contains("concurency"),
+        "{err}"
+    );
+
+    let (code, _, err) = env.cli(&["config", "check"], &[("REDRIVE_FLEET__HANDLER", "gpt")]);
+    assert_eq!(code, 78);
+    assert!(err.contains("fleet.handler = 'gpt' is unknown"), "{err}");
+
+    let (code, _, err) = env.cli(&["--config", "/nonexistent.toml", "config", "check"], &[]);
+    assert_eq!(code, 78);
+    assert!(err.contains("/nonexistent.toml does not exist"), "{err}");
+}
+
+#[test]
+fn commands_that_need_redis_say_how_to_configure_it() {
+    let env = TestEnv::new();
+    let (code, _, err) = env.cli(&["run"], &[("REDRIVE_REDIS_URL", "")]);
+    assert_eq!(code, 78);
+    assert!(err.contains("redis.url is not set"), "{err}");
+    // A server that is not there: a clear error, not a hang.
+    let (code, _, err) = env.cli(
+        &["enqueue", "--tenant", "a", "--kind", "k", "--payload", "{}"],
+        &[("REDRIVE_REDIS_URL", "redis://127.0.0.1:1")],
+    );
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("cannot connect to redis"), "{err}");
+}
+
+#[test]
+fn demo_runs_end_to_end_on_a_private_server() {
+    let env = TestEnv::new();
+    let (code, out, err) = env.cli(&["demo", "--tasks", "600"], &[("REDRIVE_REDIS_URL", "")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("started a private redis-server"), "{err}");
+    assert!(out.contains("600 of 600 tasks settled"), "{out}");
+    assert!(out.contains("none lost: yes"), "{out}");
+    for tenant in ["acme", "globex", "initech", "umbrella", "hooli"] {
+        assert!(out.contains(tenant), "{out}");
+    }
+}

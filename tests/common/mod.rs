@@ -1,0 +1,294 @@
+//! Test harness: a private redis-server per test, fleet members as real processes of the
+//! `redrive` binary, and helpers that seed and read back state.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use redrive::broker::Broker;
+use redrive::config::Settings;
+use redrive::embedded::RedisServer;
+use redrive::producer::Producer;
+use redrive::task::NewTask;
+
+/// One test's world: its own redis-server, key prefix and scratch directory.
+pub struct TestEnv {
+    pub redis: RedisServer,
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Leave member logs behind for whoever reads the failure.
+            eprintln!("test scratch directory kept: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let redis = RedisServer::start().expect("start redis-server");
+        let prefix = format!("t{:08x}", fastrand::u32(..));
+        let dir =
+            std::env::temp_dir().join(format!("redrive-test-{}-{}", std::process::id(), prefix));
+        std::fs::create_dir_all(&dir).unwrap();
+        TestEnv { redis, prefix, dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// Settings as a member would load them, pointed at this env.
+    pub fn settings(&self) -> Settings {
+        let mut raw = redrive::config::RawConfig::defaults().unwrap();
+        raw.redis.url = self.url();
+        raw.redis.key_prefix = self.prefix.clone();
+        raw.fleet.member_id = "test-harness".into();
+        Settings::from_raw(raw).unwrap()
+    }
+
+    pub async fn broker(&self) -> Broker {
+        let s = self.settings();
+        Broker::connect(&self.url(), &s.redis, &s.fleet.group)
+            .await
+            .unwrap()
+    }
+
+    pub async fn producer(&self) -> Producer {
+        Producer::new(self.broker().await, self.settings().limits)
+    }
+
+    /// A plain redis connection, for seeding raw entries as a foreign producer would.
+    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    pub fn side_effect_log(&self) -> PathBuf {
+        self.dir.join("side-effects.log")
+    }
+
+    /// Lines of the side-effect log: (tenant, task_id, attempt, member), in completion order.
+    pub fn side_effects(&self) -> Vec<(String, String, u32, String)> {
+        let text = std::fs::read_to_string(self.side_effect_log()).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut p = l.split(' ');
+                Some((
+                    p.next()?.to_owned(),
+                    p.next()?.to_owned(),
+                    p.next()?.parse().ok()?,
+                    p.next()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Starts a fleet member process. `env` adds or overrides REDRIVE_* variables.
+    pub fn member(&self, id: &str, env: &[(&str, &str)]) -> Member {
+        let log = self.dir.join(format!("member-{id}.log"));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redrive"));
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("REDRIVE_REDIS_URL", self.url())
+            .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
+            .env("REDRIVE_FLEET__MEMBER_ID", id)
+            .env("REDRIVE_FLEET__BLOCK_MS", "200")
+            .env("REDRIVE_FLEET__LEASE_TTL_MS", "2000")
+            .env("REDRIVE_FLEET__DISCOVERY_INTERVAL_MS", "100")
+            .env("REDRIVE_LOG__LEVEL", "info")
+            .env("REDRIVE_DEMO_AGENT__RATE_LIMITED", "0")
+            .env("REDRIVE_DEMO_AGENT__TIMEOUT", "0")
+            .env("REDRIVE_DEMO_AGENT__MALFORMED_OUTPUT", "0")
+            .env("REDRIVE_DEMO_AGENT__CONTEXT_OVERFLOW", "0")
+            .env("REDRIVE_DEMO_AGENT__TOOL_FAILURE", "0")
+            .env("REDRIVE_DEMO_AGENT__PANIC", "0")
+            .env("REDRIVE_DEMO_AGENT__MIN_WORK_MS", "0")
+            .env("REDRIVE_DEMO_AGENT__MAX_WORK_MS", "0")
+            .env(
+                "REDRIVE_DEMO_AGENT__SIDE_EFFECT_LOG",
+                self.side_effect_log(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn redrive run");
+        Member {
+            child: Some(child),
+            id: id.to_owned(),
+            log,
+        }
+    }
+
+    /// Runs the binary to completion with extra args and env; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redrive"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("REDRIVE_REDIS_URL", self.url())
+            .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run redrive");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Enqueues `n` tasks for `tenant` with `payload`, through the library producer.
+    pub async fn enqueue(&self, tenant: &str, n: usize, payload: serde_json::Value) -> Vec<String> {
+        let producer = self.producer().await;
+        let tasks = (0..n)
+            .map(|i| {
+                NewTask::new(tenant, "test", payload.clone()).with_task_id(format!("{tenant}-{i}"))
+            })
+            .collect();
+        producer
+            .enqueue_batch(tasks)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.task_id)
+            .collect()
+    }
+
+    /// Waits until every listed tenant's lane is empty and nothing is pending.
+    pub async fn wait_drained(&self, tenants: &[&str], timeout: Duration) {
+        let broker = self.broker().await;
+        eventually(timeout, "lanes drained", || async {
+            for t in tenants {
+                if broker.lane_len(t).await.unwrap() > 0
+                    || broker.pending_count(t).await.unwrap() > 0
+                {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+}
+
+/// A fleet member process.
+pub struct Member {
+    child: Option<Child>,
+    pub id: String,
+    pub log: PathBuf,
+}
+
+impl Member {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// SIGKILL: the process dies at once, mid-whatever.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("member already gone");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {} did not exit within {timeout:?}; log: {}",
+                self.id,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counts how often each task id appears.
+pub fn counts<'a>(ids: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut m = HashMap::new();
+    for id in ids {
+        *m.entry(id).or_default() += 1;
+    }
+    m
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

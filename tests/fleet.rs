@@ -1,0 +1,274 @@
+//! End-to-end fleet behaviour with real member processes on a private redis-server.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{counts, eventually, TestEnv};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn three_members_drain_20k_tasks_over_5_tenants_each_exactly_once() {
+    let env = TestEnv::new();
+    let tenants = ["t1", "t2", "t3", "t4", "t5"];
+    let mut expected = HashSet::new();
+    for t in tenants {
+        expected.extend(
+            env.enqueue(t, 4_000, json!({"simulate": "ok", "work_ms": 0}))
+                .await,
+        );
+    }
+    assert_eq!(expected.len(), 20_000);
+    let mut members: Vec<_> = (1..=3).map(|i| env.member(&format!("m{i}"), &[])).collect();
+    env.wait_drained(&tenants, LONG).await;
+
+    let effects = env.side_effects();
+    let per_task = counts(effects.iter().map(|e| e.1.as_str()));
+    assert_eq!(per_task.len(), 20_000, "every task ran");
+    assert!(
+        per_task.values().all(|&n| n == 1),
+        "no task ran twice in a run without faults"
+    );
+    assert!(per_task.keys().all(|id| expected.contains(*id)));
+    let members_used: HashSet<&str> = effects.iter().map(|e| e.3.as_str()).collect();
+    assert_eq!(members_used.len(), 3, "all three members took work");
+    for m in &mut members {
+        assert!(m.stop().success(), "member {} exit: {}", m.id, m.log_text());
+    }
+}
+
+#[tokio::test]
+async fn a_member_killed_mid_batch_resumes_its_pending_entries_under_the_same_name() {
+    let env = TestEnv::new();
+    let expected: HashSet<String> = env
+        .enqueue("acme", 1_500, json!({"simulate": "ok", "work_ms": 10}))
+        .await
+        .into_iter()
+        .collect();
+    let cfg = [
+        ("REDRIVE_FLEET__CONCURRENCY", "50"),
+        ("REDRIVE_FLEET__READ_BATCH", "100"),
+    ];
+    let mut m = env.member("worker-a", &cfg);
+    eventually(LONG, "some tasks done", || async {
+        env.side_effects().len() >= 200
+    })
+    .await;
+    m.kill9();
+
+    let broker = env.broker().await;
+    let pending = broker.pending_count("acme").await.unwrap();
+    assert!(pending > 0, "the killed member left entries pending");
+    let done_before = env.side_effects().len();
+    assert!(done_before < 1_500, "the kill came mid-run");
+
+    let mut again = env.member("worker-a", &cfg);
+    env.wait_drained(&["acme"], LONG).await;
+    let effects = env.side_effects();
+    let per_task = counts(effects.iter().map(|e| e.1.as_str()));
+    let seen: HashSet<String> = per_task.keys().map(|s| s.to_string()).collect();
+    assert_eq!(seen, expected, "nothing lost");
+    // Only entries that were in flight at the kill may run twice (at-least-once), never more.
+    let twice = per_task.values().filter(|&&n| n > 1).count();
+    assert!(
+        twice as u64 <= pending,
+        "{twice} duplicates but only {pending} were pending"
+    );
+    assert!(per_task.values().all(|&n| n <= 2));
+    assert!(
+        again.log_text().contains("re-reading own pending entries"),
+        "{}",
+        again.log_text()
+    );
+    assert!(again.stop().success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_tasks_finish_and_leaves_the_rest_pending() {
+    let env = TestEnv::new();
+    env.enqueue("acme", 200, json!({"simulate": "ok", "work_ms": 400}))
+        .await;
+    let cfg = [
+        ("REDRIVE_FLEET__CONCURRENCY", "10"),
+        ("REDRIVE_FLEET__READ_BATCH", "20"),
+        ("REDRIVE_FLEET__SHUTDOWN_GRACE_MS", "10000"),
+    ];
+    let mut m = env.member("worker-t", &cfg);
+    let broker = env.broker().await;
+    // Wait until the member holds a full window: 10 running plus 20 buffered.
+    eventually(LONG, "entries delivered", || async {
+        broker.pending_count("acme").await.unwrap() >= 30
+    })
+    .await;
+    let started_before_term = 10;
+    let status = m.stop();
+    assert_eq!(status.code(), Some(0), "clean exit: {}", m.log_text());
+
+    let effects = env.side_effects();
+    assert!(
+        effects.len() >= started_before_term,
+        "the running tasks finished: {}",
+        effects.len()
+    );
+    assert!(effects.len() < 200, "it stopped before the end");
+    // What finished is gone from the lane; what did not is still there (pending or new).
+    let lane = broker.lane_len("acme").await.unwrap();
+    assert_eq!(
+        lane as usize + effects.len(),
+        200,
+        "every task is either done or still in the lane"
+    );
+    assert!(
+        broker.pending_count("acme").await.unwrap() > 0,
+        "read-but-unstarted tasks stay pending"
+    );
+
+    // A restart finishes the rest without running anything twice: nothing was acked twice or lost.
+    let mut m2 = env.member("worker-t", &cfg);
+    env.wait_drained(&["acme"], LONG).await;
+    let effects = env.side_effects();
+    let per_task = counts(effects.iter().map(|e| e.1.as_str()));
+    assert_eq!(per_task.len(), 200);
+    assert!(
+        per_task.values().all(|&n| n == 1),
+        "no task ran twice across a graceful restart"
+    );
+    assert!(m2.stop().success());
+}
+
+#[tokio::test]
+async fn a_small_tenant_is_not_stuck_behind_a_large_backlog() {
+    let env = TestEnv::new();
+    env.enqueue("big", 50_000, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let mut m = env.member("fair-1", &[("REDRIVE_FLEET__CONCURRENCY", "16")]);
+    // The member is busy on the backlog before the small tenant shows up.
+    eventually(LONG, "backlog draining", || async {
+        env.side_effects().len() >= 1_000
+    })
+    .await;
+    env.enqueue("small", 20, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    env.wait_drained(&["big", "small"], LONG).await;
+
+    let effects = env.side_effects();
+    assert_eq!(effects.len(), 50_020);
+    let last_small = effects.iter().rposition(|e| e.0 == "small").unwrap();
+    let big_after = effects[last_small..]
+        .iter()
+        .filter(|e| e.0 == "big")
+        .count();
+    assert_eq!(effects.iter().filter(|e| e.0 == "small").count(), 20);
+    // All of the small tenant finished while most of the backlog was still waiting.
+    assert!(
+        big_after > 25_000,
+        "only {big_after} big tasks completed after the small tenant's last"
+    );
+    assert!(m.stop().success());
+}
+
+#[tokio::test]
+async fn malformed_entries_are_set_aside_and_the_member_carries_on() {
+    let env = TestEnv::new();
+    let mut raw = env.raw().await;
+    let lane = format!("{}:{{acme}}:lane", env.prefix);
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{}:tenants", env.prefix))
+        .arg("acme")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let bad: Vec<Vec<(&str, Vec<u8>)>> = vec![
+        vec![("payload", b"{}".to_vec())], // no kind
+        vec![("kind", b"k".to_vec()), ("payload", b"{not json".to_vec())], // bad JSON
+        vec![
+            ("kind", b"k".to_vec()),
+            ("payload", format!("\"{}\"", "x".repeat(3000)).into_bytes()),
+        ], // oversize
+        vec![
+            ("kind", b"k".to_vec()),
+            ("payload", b"{}".to_vec()),
+            ("tenant", b"globex".to_vec()),
+        ], // wrong tenant
+        vec![
+            ("kind", b"k".to_vec()),
+            ("payload", vec![b'"', 0xff, 0xfe, b'"']),
+        ], // not UTF-8
+        vec![
+            ("kind", b"k".to_vec()),
+            ("payload", b"{}".to_vec()),
+            ("attempt", b"many".to_vec()),
+        ], // bad number
+    ];
+    for fields in &bad {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&lane).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v.as_slice());
+        }
+        let _: String = cmd.query_async(&mut raw).await.unwrap();
+    }
+    env.enqueue("acme", 50, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let mut m = env.member("m-bad", &[("REDRIVE_LIMITS__MAX_PAYLOAD_BYTES", "1024")]);
+    env.wait_drained(&["acme"], LONG).await;
+    assert_eq!(env.side_effects().len(), 50, "the good tasks all ran");
+
+    let broker = env.broker().await;
+    let dead = broker.dlq_range("acme", "-", "+", 100).await.unwrap();
+    assert_eq!(dead.len(), bad.len());
+    let mut reasons = Vec::new();
+    for d in &dead {
+        let f: std::collections::HashMap<String, String> = d
+            .fields
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(f["class"], "malformed_entry");
+        assert_eq!(f["orig_lane"], lane);
+        assert!(f.contains_key("raw") && f.contains_key("fingerprint"));
+        reasons.push(f["error"].clone());
+    }
+    for want in [
+        "missing field 'kind'",
+        "not valid JSON",
+        "limit is 1024",
+        "does not match",
+        "not valid UTF-8",
+        "'attempt'",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "no dead letter says {want:?}: {reasons:?}"
+        );
+    }
+    assert!(m.stop().success());
+}
+
+#[tokio::test]
+async fn two_live_members_cannot_share_a_member_id() {
+    let env = TestEnv::new();
+    let mut first = env.member("same", &[]);
+    let broker = env.broker().await;
+    eventually(LONG, "first member holds its lease", || async {
+        broker.lease_remaining("same").await.unwrap().is_some()
+    })
+    .await;
+    let mut second = env.member("same", &[]);
+    let status = second.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(75), "{}", second.log_text());
+    assert!(second
+        .log_text()
+        .contains("member id 'same' is held by another live process"));
+    assert!(first.stop().success());
+}
