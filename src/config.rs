@@ -12,7 +12,11 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::classify::{Classifier, Rule};
 use crate::error::{Error, Result};
+use crate::policy::{Backoff, Jitter, Policies, PolicyOverride, RetryPolicy};
 use crate::task::Limits;
 
 /// The documented defaults, compiled in.
@@ -60,6 +64,58 @@ pub struct RawFleet {
     pub max_lanes_per_read: usize,
     /// Member lease time to live.
     pub lease_ttl_ms: u64,
+}
+
+/// The `[retry]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// "tiered" or "exponential".
+    pub backoff: Backoff,
+    /// Tier delays.
+    pub delays_ms: Vec<u64>,
+    /// Exponential base.
+    pub base_ms: u64,
+    /// Exponential factor.
+    pub factor: f64,
+    /// Delay cap.
+    pub max_delay_ms: u64,
+    /// Jitter mode.
+    pub jitter: Jitter,
+    /// Recovery loop period.
+    pub poll_interval_ms: u64,
+    /// Retries per atomic move.
+    pub promote_batch: usize,
+    /// Per-kind overrides.
+    pub kinds: BTreeMap<String, PolicyOverride>,
+    /// Per-tenant overrides.
+    pub tenants: BTreeMap<String, PolicyOverride>,
+}
+
+/// The `[reclaim]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReclaim {
+    /// Idle time before an entry is reclaimed.
+    pub min_idle_ms: u64,
+    /// Scan period.
+    pub interval_ms: u64,
+    /// Entries per claim step.
+    pub batch: usize,
+    /// Poison threshold on deliveries.
+    pub max_deliveries: u64,
+    /// Whether members heartbeat their entries.
+    pub heartbeat: bool,
+}
+
+/// The `[classify]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassify {
+    /// Text rules for untyped errors.
+    pub rules: Vec<Rule>,
 }
 
 /// The `[limits]` section as written.
@@ -124,6 +180,8 @@ pub struct DemoAgentSettings {
     pub tool_failure: f64,
     /// Probability of a panic in the handler.
     pub panic: f64,
+    /// Probability of a success with empty output (a swallowed error).
+    pub silent: f64,
     /// Lower bound of simulated work.
     pub min_work_ms: u64,
     /// Upper bound of simulated work.
@@ -140,6 +198,12 @@ pub struct RawConfig {
     pub redis: RawRedis,
     /// `[fleet]`
     pub fleet: RawFleet,
+    /// `[retry]`
+    pub retry: RawRetry,
+    /// `[reclaim]`
+    pub reclaim: RawReclaim,
+    /// `[classify]`
+    pub classify: RawClassify,
     /// `[limits]`
     pub limits: RawLimits,
     /// `[dead_letter]`
@@ -250,6 +314,27 @@ pub struct FleetSettings {
     pub max_lanes_per_read: usize,
     /// Member lease TTL.
     pub lease_ttl: Duration,
+    /// Reclaim of stale entries.
+    pub reclaim: ReclaimSettings,
+    /// Recovery loop period.
+    pub retry_poll_interval: Duration,
+    /// Retries per atomic move.
+    pub promote_batch: usize,
+}
+
+/// Validated reclaim settings.
+#[derive(Debug, Clone)]
+pub struct ReclaimSettings {
+    /// Idle time before an entry is reclaimed.
+    pub min_idle: Duration,
+    /// Scan period.
+    pub interval: Duration,
+    /// Entries per claim step.
+    pub batch: usize,
+    /// Poison threshold on deliveries.
+    pub max_deliveries: u64,
+    /// Whether members heartbeat their entries.
+    pub heartbeat: bool,
 }
 
 /// Validated Redis settings.
@@ -276,6 +361,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Cap of each dead-letter stream.
     pub dead_letter_max_len: u64,
+    /// Retry policies.
+    pub policies: Policies,
+    /// Rules for untyped errors.
+    pub classifier: Classifier,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -424,6 +513,38 @@ impl Settings {
             )));
         }
 
+        let rt = &raw.retry;
+        let default_policy = RetryPolicy {
+            max_attempts: rt.max_attempts,
+            backoff: rt.backoff.clone(),
+            delays: rt.delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            base: Duration::from_millis(rt.base_ms),
+            factor: rt.factor,
+            max_delay: Duration::from_millis(rt.max_delay_ms),
+            jitter: rt.jitter,
+        };
+        let policies = Policies::new(
+            default_policy,
+            rt.kinds.clone().into_iter().collect(),
+            rt.tenants.clone().into_iter().collect(),
+        )
+        .map_err(Error::Config)?;
+        check_range("retry.poll_interval_ms", rt.poll_interval_ms, 10, 3_600_000)?;
+        check_range("retry.promote_batch", rt.promote_batch, 1, 1_000)?;
+        let rc = &raw.reclaim;
+        check_range("reclaim.min_idle_ms", rc.min_idle_ms, 100, 86_400_000)?;
+        check_range("reclaim.interval_ms", rc.interval_ms, 10, 3_600_000)?;
+        check_range("reclaim.batch", rc.batch, 1, 1_000)?;
+        check_range("reclaim.max_deliveries", rc.max_deliveries, 2, 1_000)?;
+        if rc.min_idle_ms <= f.task_timeout_ms {
+            return Err(Error::Config(format!(
+                "reclaim.min_idle_ms = {} must exceed fleet.task_timeout_ms = {}: a task still running would be \
+                 reclaimed and run twice",
+                rc.min_idle_ms, f.task_timeout_ms
+            )));
+        }
+        let classifier = Classifier::new(&raw.classify.rules).map_err(Error::Config)?;
+
         check_range(
             "limits.max_payload_bytes",
             raw.limits.max_payload_bytes,
@@ -476,6 +597,7 @@ impl Settings {
             ("demo_agent.context_overflow", a.context_overflow),
             ("demo_agent.tool_failure", a.tool_failure),
             ("demo_agent.panic", a.panic),
+            ("demo_agent.silent", a.silent),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
@@ -517,11 +639,22 @@ impl Settings {
                 discovery_interval: Duration::from_millis(f.discovery_interval_ms),
                 max_lanes_per_read: f.max_lanes_per_read,
                 lease_ttl: Duration::from_millis(f.lease_ttl_ms),
+                reclaim: ReclaimSettings {
+                    min_idle: Duration::from_millis(rc.min_idle_ms),
+                    interval: Duration::from_millis(rc.interval_ms),
+                    batch: rc.batch,
+                    max_deliveries: rc.max_deliveries,
+                    heartbeat: rc.heartbeat,
+                },
+                retry_poll_interval: Duration::from_millis(rt.poll_interval_ms),
+                promote_batch: rt.promote_batch,
             },
             limits: Limits {
                 max_payload_bytes: raw.limits.max_payload_bytes,
             },
             dead_letter_max_len: raw.dead_letter.max_len,
+            policies,
+            classifier,
             log_format,
             log_level: raw.log.level.clone(),
             log_payloads: raw.log.log_payloads,
@@ -621,6 +754,12 @@ mod tests {
                 |c| c.demo.tenants = vec!["no way".into()],
                 "demo.tenants: tenant 'no way'",
             ),
+            (|c| c.reclaim.min_idle_ms = 30_000, "reclaim.min_idle_ms = 30000 must exceed fleet.task_timeout_ms = 30000"),
+            (|c| c.reclaim.max_deliveries = 1, "reclaim.max_deliveries = 1 is out of range"),
+            (|c| c.retry.max_attempts = 0, "retry.max_attempts = 0 must be between 1 and 1000"),
+            (|c| c.retry.delays_ms = vec![], "retry.delays_ms must list at least one delay"),
+            (|c| c.retry.delays_ms = vec![999_999], "retry.delays_ms has a delay above retry.max_delay_ms"),
+            (|c| c.classify.rules[0].class = "flaky".into(), "classify.rules[0].class = 'flaky' is unknown"),
         ];
         for (edit, want) in cases {
             let mut raw = defaults();
