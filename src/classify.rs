@@ -59,16 +59,33 @@ mod tests {
     #[test]
     fn first_matching_rule_wins() {
         let rules = [
-            Rule { contains: "429".into(), class: "rate_limited".into() },
-            Rule { contains: "Timed Out".into(), class: "timeout".into() },
-            Rule { contains: "HTTP".into(), class: "upstream_unavailable".into() },
+            Rule {
+                contains: "429".into(),
+                class: "rate_limited".into(),
+            },
+            Rule {
+                contains: "Timed Out".into(),
+                class: "timeout".into(),
+            },
+            Rule {
+                contains: "HTTP".into(),
+                class: "upstream_unavailable".into(),
+            },
         ];
         let c = Classifier::new(&rules).unwrap();
-        assert_eq!(c.classify("HTTP 429 from provider"), FailureClass::RateLimited);
+        assert_eq!(
+            c.classify("HTTP 429 from provider"),
+            FailureClass::RateLimited
+        );
         assert_eq!(c.classify("request timed out"), FailureClass::Timeout);
         assert_eq!(c.classify("HTTP 503"), FailureClass::UpstreamUnavailable);
         assert_eq!(c.classify("segfault"), FailureClass::Unknown);
-        let bad = [Rule { contains: "x".into(), class: "flaky".into() }];
-        assert!(Classifier::new(&bad).unwrap_err().contains("classify.rules[0].class = 'flaky'"));
+        let bad = [Rule {
+            contains: "x".into(),
+            class: "flaky".into(),
+        }];
+        assert!(Classifier::new(&bad)
+            .unwrap_err()
+            .contains("classify.rules[0].class = 'flaky'"));
     }
 }

@@ -147,13 +147,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "noop" => Arc::new(NoopHandler),
                 _ => crate::demo_agent::handler(settings.demo_agent.clone())?,
             };
-            let fleet = Fleet::new(
-                broker,
-                settings.fleet.clone(),
-                settings.limits,
-                settings.dead_letter_max_len,
-                handler,
-            );
+            let fleet = Fleet::new(broker, &settings, handler);
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             fleet.run(shutdown).await
@@ -178,9 +172,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(v) = args.tasks {
                 raw.demo.tasks = v;
             }
+            // A demo should finish in seconds: retry after 0.1, 0.3 and 1 s instead of minutes,
+            // and run with a task timeout short enough for simulated hangs.
+            raw.retry.delays_ms = vec![100, 300, 1000];
+            raw.fleet.task_timeout_ms = raw.fleet.task_timeout_ms.min(500);
             // The demo prints its own progress; keep per-task failure logs out of the way.
             if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-                raw.log.level = "error".into();
+                raw.log.level = "error,redrive::telemetry=off".into();
             }
             let settings = Settings::from_raw(raw)?;
             init(&settings);

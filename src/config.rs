@@ -517,7 +517,11 @@ impl Settings {
         let default_policy = RetryPolicy {
             max_attempts: rt.max_attempts,
             backoff: rt.backoff.clone(),
-            delays: rt.delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            delays: rt
+                .delays_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
             base: Duration::from_millis(rt.base_ms),
             factor: rt.factor,
             max_delay: Duration::from_millis(rt.max_delay_ms),
@@ -754,12 +758,30 @@ mod tests {
                 |c| c.demo.tenants = vec!["no way".into()],
                 "demo.tenants: tenant 'no way'",
             ),
-            (|c| c.reclaim.min_idle_ms = 30_000, "reclaim.min_idle_ms = 30000 must exceed fleet.task_timeout_ms = 30000"),
-            (|c| c.reclaim.max_deliveries = 1, "reclaim.max_deliveries = 1 is out of range"),
-            (|c| c.retry.max_attempts = 0, "retry.max_attempts = 0 must be between 1 and 1000"),
-            (|c| c.retry.delays_ms = vec![], "retry.delays_ms must list at least one delay"),
-            (|c| c.retry.delays_ms = vec![999_999], "retry.delays_ms has a delay above retry.max_delay_ms"),
-            (|c| c.classify.rules[0].class = "flaky".into(), "classify.rules[0].class = 'flaky' is unknown"),
+            (
+                |c| c.reclaim.min_idle_ms = 30_000,
+                "reclaim.min_idle_ms = 30000 must exceed fleet.task_timeout_ms = 30000",
+            ),
+            (
+                |c| c.reclaim.max_deliveries = 1,
+                "reclaim.max_deliveries = 1 is out of range",
+            ),
+            (
+                |c| c.retry.max_attempts = 0,
+                "retry.max_attempts = 0 must be between 1 and 1000",
+            ),
+            (
+                |c| c.retry.delays_ms = vec![],
+                "retry.delays_ms must list at least one delay",
+            ),
+            (
+                |c| c.retry.delays_ms = vec![999_999],
+                "retry.delays_ms has a delay above retry.max_delay_ms",
+            ),
+            (
+                |c| c.classify.rules[0].class = "flaky".into(),
+                "classify.rules[0].class = 'flaky' is unknown",
+            ),
         ];
         for (edit, want) in cases {
             let mut raw = defaults();

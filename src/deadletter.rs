@@ -148,7 +148,7 @@ pub mod field {
     pub const ERROR_PATTERN: &str = "error_pattern";
     /// Hash of kind, class and error pattern.
     pub const FINGERPRINT: &str = "fingerprint";
-    /// Redis deliveries of the last entry (crash loops).
+    /// Redis deliveries of the entry (written by the dead-letter script from the PEL).
     pub const DELIVERIES: &str = "deliveries";
     /// Partial output reported by the handler (JSON).
     pub const PARTIAL_OUTPUT: &str = "partial_output";
@@ -181,8 +181,6 @@ pub struct DeadLetter {
     pub error: String,
     /// Further detail.
     pub detail: Option<String>,
-    /// Redis deliveries of the entry, when known.
-    pub deliveries: Option<u64>,
     /// Steps completed across attempts.
     pub steps: Vec<String>,
     /// Partial output of the last attempt.
@@ -238,9 +236,6 @@ impl DeadLetter {
         }
         f.push((field::FINGERPRINT, fingerprint(kind, self.class, &pattern)));
         f.push((field::ERROR_PATTERN, pattern));
-        if let Some(d) = self.deliveries {
-            f.push((field::DELIVERIES, d.to_string()));
-        }
         if let Some(p) = &self.partial_output {
             f.push((
                 field::PARTIAL_OUTPUT,

@@ -69,8 +69,6 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
             url
         }
     };
-    // Simulated hangs should resolve quickly in a demo.
-    settings.fleet.task_timeout = settings.fleet.task_timeout.min(Duration::from_millis(500));
     let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
     let producer = Producer::new(broker.clone(), settings.limits);
 
@@ -98,13 +96,7 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
     );
 
     let handler = crate::demo_agent::handler(settings.demo_agent.clone())?;
-    let fleet = Fleet::new(
-        broker,
-        settings.fleet.clone(),
-        settings.limits,
-        settings.dead_letter_max_len,
-        handler,
-    );
+    let fleet = Fleet::new(broker, &settings, handler);
     let stats = fleet.stats();
     let fleet_shutdown = Shutdown::new();
     let member = tokio::spawn(fleet.run(fleet_shutdown.clone()));
@@ -167,11 +159,11 @@ fn print_summary(s: &DemoSummary) {
     let mut out = String::new();
     let dead_total = |t: &TenantTally| t.dead_lettered.values().sum::<u64>();
     out.push_str(&format!(
-        "\n{:<12} {:>9} {:>10} {:>14}  dead letters by class\n",
-        "tenant", "enqueued", "completed", "dead-lettered"
+        "\n{:<12} {:>9} {:>10} {:>10} {:>9} {:>14}  dead letters by class\n",
+        "tenant", "enqueued", "completed", "recovered", "retried", "dead-lettered"
     ));
     let empty = TenantTally::default();
-    let (mut e_all, mut c_all, mut d_all) = (0, 0, 0);
+    let (mut e_all, mut c_all, mut d_all, mut r_all, mut t_all) = (0, 0, 0, 0, 0);
     let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
     for (tenant, enq) in &s.enqueued {
         let t = s.tallies.get(tenant).unwrap_or(&empty);
@@ -181,14 +173,18 @@ fn print_summary(s: &DemoSummary) {
             .map(|(c, n)| format!("{c}={n}"))
             .collect();
         out.push_str(&format!(
-            "{:<12} {:>9} {:>10} {:>14}  {}\n",
+            "{:<12} {:>9} {:>10} {:>10} {:>9} {:>14}  {}\n",
             tenant,
             enq,
             t.completed,
+            t.recovered,
+            t.retried,
             dead_total(t),
             classes.join(" ")
         ));
         e_all += enq;
+        r_all += t.recovered;
+        t_all += t.retried;
         c_all += t.completed;
         d_all += dead_total(t);
         for (c, n) in &t.dead_lettered {
@@ -197,13 +193,16 @@ fn print_summary(s: &DemoSummary) {
     }
     let classes: Vec<String> = by_class.iter().map(|(c, n)| format!("{c}={n}")).collect();
     out.push_str(&format!(
-        "{:<12} {:>9} {:>10} {:>14}  {}\n",
+        "{:<12} {:>9} {:>10} {:>10} {:>9} {:>14}  {}\n",
         "all",
         e_all,
         c_all,
+        r_all,
+        t_all,
         d_all,
         classes.join(" ")
     ));
+    out.push_str("\nrecovered: completed after at least one failed attempt; retried: failed attempts scheduled again\n");
     out.push_str(&format!(
         "\n{} of {} tasks settled in {:.2} s ({:.0} tasks/s); none lost: {}\n",
         c_all + d_all,

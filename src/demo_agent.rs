@@ -3,7 +3,8 @@
 //! at configurable rates, or on demand through the payload.
 //!
 //! A payload `{"simulate": "<outcome>"}` forces an outcome: `ok`, `rate_limited`, `timeout`,
-//! `malformed_output`, `context_overflow`, `tool_failure`, `panic`, or `abort` (kills the whole
+//! `malformed_output`, `context_overflow`, `tool_failure`, `panic`, `silent` (success with empty
+//! output, caught by output validation), or `abort` (kills the whole
 //! process, as a segfaulting native library would). `{"work_ms": N}` sets the work time.
 
 use std::io::Write;
@@ -34,6 +35,8 @@ pub enum Simulated {
     Panic,
     /// Aborts the process.
     Abort,
+    /// Swallows an error and reports success with empty output.
+    Silent,
 }
 
 impl Simulated {
@@ -47,6 +50,7 @@ impl Simulated {
             "tool_failure" => Simulated::ToolFailure,
             "panic" => Simulated::Panic,
             "abort" => Simulated::Abort,
+            "silent" => Simulated::Silent,
             _ => return None,
         })
     }
@@ -76,6 +80,7 @@ pub fn draw(settings: &DemoAgentSettings, task_id: &str, attempt: u32) -> Simula
         (settings.context_overflow, Simulated::ContextOverflow),
         (settings.tool_failure, Simulated::ToolFailure),
         (settings.panic, Simulated::Panic),
+        (settings.silent, Simulated::Silent),
     ] {
         if x < p {
             return outcome;
@@ -135,6 +140,18 @@ pub fn handler(settings: DemoAgentSettings) -> Result<Arc<dyn Handler>> {
 }
 
 impl Handler for Arc<DemoAgent> {
+    /// The agent's output must carry a non-empty "summary".
+    fn check_output(&self, _task: &Task, output: Option<&serde_json::Value>) -> Result<(), String> {
+        match output
+            .and_then(|o| o.get("summary"))
+            .and_then(|s| s.as_str())
+        {
+            Some(s) if !s.trim().is_empty() => Ok(()),
+            Some(_) => Err("field 'summary' is empty".into()),
+            None => Err("no 'summary' in the output".into()),
+        }
+    }
+
     fn handle(&self, task: Arc<Task>, ctx: TaskContext) -> HandlerFuture {
         let me = self.clone();
         Box::pin(async move {
@@ -158,6 +175,12 @@ impl Handler for Arc<DemoAgent> {
                     ctx.step_done("think");
                     me.record(&task, ctx.member_id());
                     ctx.step_done("act");
+                    ctx.output(serde_json::json!({"summary": format!("handled {} for {}", task.kind, task.tenant)}));
+                    Outcome::Done
+                }
+                Simulated::Silent => {
+                    ctx.step_done("think");
+                    ctx.output(serde_json::json!({"summary": ""}));
                     Outcome::Done
                 }
                 Simulated::RateLimited => Outcome::retry_after(
@@ -213,6 +236,7 @@ mod tests {
             context_overflow: 0.0,
             tool_failure: 0.0,
             panic: 0.0,
+            silent: 0.0,
             min_work_ms: 0,
             max_work_ms: 0,
             side_effect_log: String::new(),

@@ -122,6 +122,12 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// The attempt failed with an error that carries no class; the fleet classifies its text
+    /// with the configured rules (`[classify]`).
+    Error {
+        /// The error message.
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -165,6 +171,7 @@ pub struct TaskContext {
 struct ContextInner {
     member_id: Arc<str>,
     progress: Mutex<Progress>,
+    output: Mutex<Option<serde_json::Value>>,
 }
 
 impl TaskContext {
@@ -174,6 +181,7 @@ impl TaskContext {
             inner: Arc::new(ContextInner {
                 member_id,
                 progress: Mutex::new(Progress::default()),
+                output: Mutex::new(None),
             }),
         }
     }
@@ -197,6 +205,19 @@ impl TaskContext {
         }
     }
 
+    /// Records the attempt's final output, which the handler's
+    /// [`Handler::check_output`] validates when the attempt reports success.
+    pub fn output(&self, output: serde_json::Value) {
+        if let Ok(mut o) = self.inner.output.lock() {
+            *o = Some(output);
+        }
+    }
+
+    /// The final output recorded, if any.
+    pub fn final_output(&self) -> Option<serde_json::Value> {
+        self.inner.output.lock().ok().and_then(|o| o.clone())
+    }
+
     /// A copy of what was reported so far.
     pub fn progress(&self) -> Progress {
         self.inner
@@ -216,6 +237,14 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt of `task`.
     fn handle(&self, task: Arc<Task>, ctx: TaskContext) -> HandlerFuture;
+
+    /// Validates the output of an attempt that reported success. An error turns the success
+    /// into a `silent_failure`: the agent swallowed a problem and said "done". The default
+    /// accepts everything.
+    fn check_output(&self, task: &Task, output: Option<&serde_json::Value>) -> Result<(), String> {
+        let _ = (task, output);
+        Ok(())
+    }
 }
 
 /// A handler that finishes every task at once; for benchmarks and plumbing tests.

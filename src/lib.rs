@@ -7,7 +7,8 @@
 //! * [`broker`] — the only module that talks to Redis; domain verbs and Lua scripts.
 //! * [`producer`] — validated, pipelined enqueue.
 //! * [`handler`] — the trait agent code implements and the outcomes it returns.
-//! * [`fleet`] — a fleet member: reader, executor, settler, lease.
+//! * [`fleet`] — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat, lease.
+//! * [`policy`] — retry decisions; [`classify`] — rules for untyped errors.
 //! * [`deadletter`] — the dead-letter record and error fingerprints.
 //! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`.
 //! * [`config`] — layered settings and their validation.
@@ -18,6 +19,7 @@
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
 
 pub mod broker;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod deadletter;
@@ -28,6 +30,7 @@ pub mod error;
 pub mod fleet;
 pub mod handler;
 pub mod keys;
+pub mod policy;
 pub mod producer;
 pub mod shutdown;
 pub mod task;

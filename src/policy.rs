@@ -104,13 +104,21 @@ impl RetryPolicy {
     /// Checks a policy for contradictions; `origin` names where it came from.
     pub fn validate(&self, origin: &str) -> Result<(), String> {
         if self.max_attempts == 0 || self.max_attempts > 1000 {
-            return Err(format!("{origin}.max_attempts = {} must be between 1 and 1000", self.max_attempts));
+            return Err(format!(
+                "{origin}.max_attempts = {} must be between 1 and 1000",
+                self.max_attempts
+            ));
         }
         if self.backoff == Backoff::Tiered && self.delays.is_empty() {
-            return Err(format!("{origin}.delays_ms must list at least one delay when backoff = \"tiered\""));
+            return Err(format!(
+                "{origin}.delays_ms must list at least one delay when backoff = \"tiered\""
+            ));
         }
         if !(1.0..=100.0).contains(&self.factor) {
-            return Err(format!("{origin}.factor = {} must be between 1 and 100", self.factor));
+            return Err(format!(
+                "{origin}.factor = {} must be between 1 and 100",
+                self.factor
+            ));
         }
         if self.delays.iter().any(|d| *d > self.max_delay) {
             return Err(format!(
@@ -125,7 +133,12 @@ impl RetryPolicy {
     pub fn base_delay(&self, attempt: u32) -> Duration {
         let n = attempt.max(1) as usize;
         let d = match self.backoff {
-            Backoff::Tiered => self.delays.get(n - 1).or(self.delays.last()).copied().unwrap_or_default(),
+            Backoff::Tiered => self
+                .delays
+                .get(n - 1)
+                .or(self.delays.last())
+                .copied()
+                .unwrap_or_default(),
             Backoff::Exponential => {
                 let ms = self.base.as_millis() as f64 * self.factor.powi((n - 1).min(1000) as i32);
                 Duration::from_millis(ms.min(self.max_delay.as_millis() as f64) as u64)
@@ -136,7 +149,13 @@ impl RetryPolicy {
 
     /// What follows a failed `attempt` of class `class`. `unit` is a uniform random number in
     /// [0, 1) used for jitter.
-    pub fn decide(&self, class: FailureClass, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Decision {
+    pub fn decide(
+        &self,
+        class: FailureClass,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Decision {
         if !class.is_transient() {
             return Decision::DeadLetter {
                 why: format!("class {class} is not retried"),
@@ -144,7 +163,10 @@ impl RetryPolicy {
         }
         if attempt >= self.max_attempts {
             return Decision::DeadLetter {
-                why: format!("attempt {attempt} of {} failed; retries exhausted", self.max_attempts),
+                why: format!(
+                    "attempt {attempt} of {} failed; retries exhausted",
+                    self.max_attempts
+                ),
             };
         }
         if let Some(after) = retry_after {
@@ -196,14 +218,19 @@ impl Policies {
         tenants: HashMap<String, PolicyOverride>,
     ) -> Result<Policies, String> {
         default.validate("retry")?;
-        let p = Policies { default, kinds, tenants };
+        let p = Policies {
+            default,
+            kinds,
+            tenants,
+        };
         for k in p.kinds.keys() {
             p.for_task("", k).validate(&format!("retry.kinds.{k}"))?;
         }
         for t in p.tenants.keys() {
             p.for_task(t, "").validate(&format!("retry.tenants.{t}"))?;
             for k in p.kinds.keys() {
-                p.for_task(t, k).validate(&format!("retry.tenants.{t} with retry.kinds.{k}"))?;
+                p.for_task(t, k)
+                    .validate(&format!("retry.tenants.{t} with retry.kinds.{k}"))?;
             }
         }
         Ok(p)
@@ -230,7 +257,11 @@ mod tests {
         RetryPolicy {
             max_attempts: 4,
             backoff: Backoff::Tiered,
-            delays: vec![Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(300)],
+            delays: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+            ],
             base: Duration::from_secs(1),
             factor: 2.0,
             max_delay: Duration::from_secs(300),
@@ -242,17 +273,42 @@ mod tests {
     fn tiers_then_exhaustion() {
         let p = tiered();
         let rl = FailureClass::RateLimited;
-        assert_eq!(p.decide(rl, 1, None, 0.5), Decision::Retry { delay: Duration::from_secs(5) });
-        assert_eq!(p.decide(rl, 2, None, 0.5), Decision::Retry { delay: Duration::from_secs(30) });
-        assert_eq!(p.decide(rl, 3, None, 0.5), Decision::Retry { delay: Duration::from_secs(300) });
-        assert!(matches!(p.decide(rl, 4, None, 0.5), Decision::DeadLetter { why } if why.contains("exhausted")));
+        assert_eq!(
+            p.decide(rl, 1, None, 0.5),
+            Decision::Retry {
+                delay: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            p.decide(rl, 2, None, 0.5),
+            Decision::Retry {
+                delay: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(
+            p.decide(rl, 3, None, 0.5),
+            Decision::Retry {
+                delay: Duration::from_secs(300)
+            }
+        );
+        assert!(
+            matches!(p.decide(rl, 4, None, 0.5), Decision::DeadLetter { why } if why.contains("exhausted"))
+        );
     }
 
     #[test]
     fn permanent_classes_and_partial_execution_are_never_retried() {
         let p = tiered();
-        for c in [FailureClass::ContextOverflow, FailureClass::PartialExecution, FailureClass::SilentFailure, FailureClass::InvalidInput] {
-            assert!(matches!(p.decide(c, 1, None, 0.0), Decision::DeadLetter { .. }), "{c}");
+        for c in [
+            FailureClass::ContextOverflow,
+            FailureClass::PartialExecution,
+            FailureClass::SilentFailure,
+            FailureClass::InvalidInput,
+        ] {
+            assert!(
+                matches!(p.decide(c, 1, None, 0.0), Decision::DeadLetter { .. }),
+                "{c}"
+            );
         }
     }
 
@@ -260,14 +316,39 @@ mod tests {
     fn jitter_stays_in_bounds_and_retry_after_wins() {
         let mut p = tiered();
         p.jitter = Jitter::Full;
-        assert_eq!(p.decide(FailureClass::Timeout, 1, None, 0.0), Decision::Retry { delay: Duration::ZERO });
-        assert_eq!(p.decide(FailureClass::Timeout, 1, None, 0.999_999), Decision::Retry { delay: Duration::from_secs(5) });
+        assert_eq!(
+            p.decide(FailureClass::Timeout, 1, None, 0.0),
+            Decision::Retry {
+                delay: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            p.decide(FailureClass::Timeout, 1, None, 0.999_999),
+            Decision::Retry {
+                delay: Duration::from_secs(5)
+            }
+        );
         p.jitter = Jitter::Equal;
-        assert_eq!(p.decide(FailureClass::Timeout, 1, None, 0.0), Decision::Retry { delay: Duration::from_millis(2500) });
+        assert_eq!(
+            p.decide(FailureClass::Timeout, 1, None, 0.0),
+            Decision::Retry {
+                delay: Duration::from_millis(2500)
+            }
+        );
         let after = Some(Duration::from_secs(42));
-        assert_eq!(p.decide(FailureClass::RateLimited, 1, after, 0.0), Decision::Retry { delay: Duration::from_secs(42) });
+        assert_eq!(
+            p.decide(FailureClass::RateLimited, 1, after, 0.0),
+            Decision::Retry {
+                delay: Duration::from_secs(42)
+            }
+        );
         let huge = Some(Duration::from_secs(10_000));
-        assert_eq!(p.decide(FailureClass::RateLimited, 1, huge, 0.0), Decision::Retry { delay: Duration::from_secs(300) });
+        assert_eq!(
+            p.decide(FailureClass::RateLimited, 1, huge, 0.0),
+            Decision::Retry {
+                delay: Duration::from_secs(300)
+            }
+        );
     }
 
     #[test]
@@ -282,13 +363,33 @@ mod tests {
 
     #[test]
     fn tenant_overrides_beat_kind_overrides() {
-        let kinds = HashMap::from([("summarise".to_string(), PolicyOverride { max_attempts: Some(6), ..Default::default() })]);
-        let tenants = HashMap::from([("acme".to_string(), PolicyOverride { max_attempts: Some(2), ..Default::default() })]);
+        let kinds = HashMap::from([(
+            "summarise".to_string(),
+            PolicyOverride {
+                max_attempts: Some(6),
+                ..Default::default()
+            },
+        )]);
+        let tenants = HashMap::from([(
+            "acme".to_string(),
+            PolicyOverride {
+                max_attempts: Some(2),
+                ..Default::default()
+            },
+        )]);
         let p = Policies::new(tiered(), kinds, tenants).unwrap();
         assert_eq!(p.for_task("globex", "summarise").max_attempts, 6);
         assert_eq!(p.for_task("acme", "summarise").max_attempts, 2);
         assert_eq!(p.for_task("globex", "other").max_attempts, 4);
-        let bad = HashMap::from([("x".to_string(), PolicyOverride { delays_ms: Some(vec![]), ..Default::default() })]);
-        assert!(Policies::new(tiered(), bad, HashMap::new()).unwrap_err().contains("retry.kinds.x.delays_ms"));
+        let bad = HashMap::from([(
+            "x".to_string(),
+            PolicyOverride {
+                delays_ms: Some(vec![]),
+                ..Default::default()
+            },
+        )]);
+        assert!(Policies::new(tiered(), bad, HashMap::new())
+            .unwrap_err()
+            .contains("retry.kinds.x.delays_ms"));
     }
 }

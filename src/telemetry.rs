@@ -22,6 +22,16 @@ pub mod names {
     pub const TOMBSTONES: &str = "redrive_tombstones_total";
     /// Counter{tenant}: settles that found the entry already settled by someone else.
     pub const SETTLE_LOST: &str = "redrive_settle_lost_total";
+    /// Counter{tenant,class}: failed attempts scheduled for another attempt.
+    pub const TASKS_RETRIED: &str = "redrive_tasks_retried_total";
+    /// Counter{tenant}: tasks completed after an earlier failure or a replay.
+    pub const TASKS_RECOVERED: &str = "redrive_tasks_recovered_total";
+    /// Counter{tenant}: scheduled retries moved back into their lane.
+    pub const RETRIES_PROMOTED: &str = "redrive_retries_promoted_total";
+    /// Counter{tenant}: stale entries taken over from another member.
+    pub const RECLAIMED: &str = "redrive_reclaimed_total";
+    /// Counter{tenant}: entries a heartbeat found taken over by another member.
+    pub const OWNERSHIP_LOST: &str = "redrive_ownership_lost_total";
     /// Counter: events counted under the `__other__` tenant because the label cap was reached.
     pub const TENANT_LABEL_OVERFLOW: &str = "redrive_tenant_label_overflow_total";
     /// Histogram: handler run time of one attempt, seconds.

@@ -24,7 +24,8 @@ async fn enqueue_rejects_bad_input_and_writes_nothing() {
     let small = [("REDRIVE_LIMITS__MAX_PAYLOAD_BYTES", "100")];
     let file_arg = file.to_str().unwrap();
     let bad_json_arg = bad_json_file.to_str().unwrap();
-    let cases: Vec<(Vec<&str>, &[(&str, &str)], i32, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, &'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 "enqueue",

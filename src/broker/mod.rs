@@ -23,6 +23,11 @@ pub use reply::{Entry, Fields};
 struct Scripts {
     ack: Script,
     dead_letter: Script,
+    retry: Script,
+    promote: Script,
+    claim: Script,
+    begin: Script,
+    heartbeat: Script,
     lease_renew: Script,
     lease_release: Script,
 }
@@ -32,6 +37,11 @@ impl Scripts {
         Scripts {
             ack: Script::new(include_str!("scripts/ack.lua")),
             dead_letter: Script::new(include_str!("scripts/dead_letter.lua")),
+            retry: Script::new(include_str!("scripts/retry.lua")),
+            promote: Script::new(include_str!("scripts/promote.lua")),
+            claim: Script::new(include_str!("scripts/claim.lua")),
+            begin: Script::new(include_str!("scripts/begin.lua")),
+            heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
             lease_release: Script::new(include_str!("scripts/lease_release.lua")),
         }
@@ -47,6 +57,20 @@ pub struct DeadLettered {
     pub id: String,
     /// How many older dead letters the cap trimmed to make room.
     pub trimmed: u64,
+}
+
+/// One step of a claim scan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimStep {
+    /// Where the next step starts, or `None` when the scan is complete.
+    pub next: Option<String>,
+    /// Entries now owned by the claimer: (id, deliveries so far). Not yet re-delivered:
+    /// [`Broker::begin`] does that when one starts.
+    pub claimed: Vec<(String, u64)>,
+    /// Entries at or past the poison threshold: (id, deliveries). Still pending, untouched.
+    pub poison: Vec<(String, u64)>,
+    /// Pending ids whose entry was gone; XCLAIM removed them from the PEL.
+    pub tombstones: usize,
 }
 
 /// A handle on Redis for one key prefix and consumer group. Cheap to clone.
@@ -209,13 +233,14 @@ impl Broker {
 
     // ---- settling ------------------------------------------------------------------------
 
-    /// Acks and deletes completed entries of one lane. Returns how many were still pending.
-    pub async fn ack(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
+    /// Acks and deletes completed entries of one lane that `consumer` still owns. Returns how
+    /// many it acked; the rest were settled or reclaimed elsewhere.
+    pub async fn ack(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
         let mut inv = self.scripts.ack.key(self.keys.lane(tenant));
-        inv.arg(&*self.group).arg(ids);
+        inv.arg(&*self.group).arg(consumer).arg(ids);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
@@ -233,12 +258,15 @@ impl Broker {
     }
 
     /// Moves entry `entry_id` of `tenant`'s lane to the tenant's dead letters with `fields`,
-    /// atomically (see scripts/dead_letter.lua).
+    /// atomically (see scripts/dead_letter.lua). With `owner`, only if that consumer owns it;
+    /// with `min_idle`, only if it has been idle that long.
     pub async fn dead_letter(
         &self,
         tenant: &str,
         entry_id: &str,
         max_len: u64,
+        owner: Option<&str>,
+        min_idle: Duration,
         fields: &[(&str, String)],
     ) -> Result<DeadLettered> {
         let mut inv = self.scripts.dead_letter.key(self.keys.lane(tenant));
@@ -246,7 +274,9 @@ impl Broker {
             .key(self.keys.dlq_trimmed(tenant))
             .arg(&*self.group)
             .arg(entry_id)
-            .arg(max_len);
+            .arg(max_len)
+            .arg(owner.unwrap_or(""))
+            .arg(min_idle.as_millis() as u64);
         for (k, v) in fields {
             inv.arg(*k).arg(v);
         }
@@ -256,6 +286,153 @@ impl Broker {
             id,
             trimmed,
         })
+    }
+
+    /// Acks and removes a failed attempt owned by `consumer` and schedules the next one
+    /// (`fields`) `delay` from now by the server's clock. Returns the due time in ms, or `None`
+    /// when the consumer no longer owns the entry.
+    pub async fn schedule_retry(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        entry_id: &str,
+        delay: Duration,
+        fields: &[(&str, String)],
+    ) -> Result<Option<u64>> {
+        let flat: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect();
+        let member = serde_json::to_string(&flat)
+            .map_err(|e| Error::Protocol(format!("cannot encode a retry: {e}")))?;
+        let mut inv = self.scripts.retry.key(self.keys.lane(tenant));
+        inv.key(self.keys.retry(tenant))
+            .arg(&*self.group)
+            .arg(consumer)
+            .arg(entry_id)
+            .arg(delay.as_millis() as u64)
+            .arg(member);
+        let due: i64 = inv.invoke_async(&mut self.con()).await?;
+        Ok((due >= 0).then_some(due as u64))
+    }
+
+    /// Moves up to `limit` due retries of `tenant` back into its lane. Returns how many moved.
+    pub async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
+        let mut inv = self.scripts.promote.key(self.keys.retry(tenant));
+        inv.key(self.keys.lane(tenant)).arg(limit);
+        Ok(inv.invoke_async(&mut self.con()).await?)
+    }
+
+    /// Retries scheduled for a tenant (due or not).
+    pub async fn retry_len(&self, tenant: &str) -> Result<u64> {
+        Ok(redis::cmd("ZCARD")
+            .arg(self.keys.retry(tenant))
+            .query_async(&mut self.con())
+            .await?)
+    }
+
+    /// One step of a claim scan over `tenant`'s lane (see scripts/claim.lua). `only` limits it
+    /// to one consumer's entries; `skip` lists ids the claimer already has in flight.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: &str,
+        count: usize,
+        max_deliveries: u64,
+        only: Option<&str>,
+        skip: &[String],
+    ) -> Result<ClaimStep> {
+        let mut inv = self.scripts.claim.key(self.keys.lane(tenant));
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(start)
+            .arg(count)
+            .arg(max_deliveries)
+            .arg(only.unwrap_or(""))
+            .arg(skip);
+        let v: Value = match inv.invoke_async(&mut self.con()).await {
+            Ok(v) => v,
+            Err(e) if is_code(&e, "NOGROUP") => return Ok(ClaimStep::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let Value::Array(parts) = v else {
+            return Err(Error::Protocol("claim script returned a non-array".into()));
+        };
+        let mut parts = parts.into_iter();
+        let next = match parts.next() {
+            Some(Value::BulkString(b)) if !b.is_empty() => {
+                Some(String::from_utf8_lossy(&b).into_owned())
+            }
+            _ => None,
+        };
+        let claimed = id_counts(parts.next())?;
+        let poison = id_counts(parts.next())?;
+        let asked = match parts.next() {
+            Some(Value::Int(n)) => n.max(0) as usize,
+            _ => claimed.len(),
+        };
+        Ok(ClaimStep {
+            next,
+            tombstones: asked.saturating_sub(claimed.len()),
+            claimed,
+            poison,
+        })
+    }
+
+    /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
+    pub async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
+        let mut inv = self.scripts.begin.key(self.keys.lane(tenant));
+        inv.arg(&*self.group).arg(consumer).arg(id);
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        let Value::Array(parts) = v else {
+            return Err(Error::Protocol("begin script returned a non-array".into()));
+        };
+        let mut parts = parts.into_iter();
+        match parts.next() {
+            Some(Value::Int(0)) => Ok(Begin::Lost),
+            Some(Value::Int(1)) => Ok(Begin::Tombstone),
+            Some(Value::Int(2)) => {
+                let entries = reply::entries(Value::Array(vec![Value::Array(vec![
+                    Value::BulkString(id.as_bytes().to_vec()),
+                    parts.next().unwrap_or(Value::Nil),
+                ])]))?;
+                Ok(Begin::Run(
+                    entries
+                        .into_iter()
+                        .next()
+                        .and_then(|e| e.fields)
+                        .unwrap_or_default(),
+                ))
+            }
+            other => Err(Error::Protocol(format!("begin script returned {other:?}"))),
+        }
+    }
+
+    /// Refreshes the idle time of the entries `consumer` still owns; returns the ones it lost.
+    pub async fn heartbeat(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.heartbeat.key(self.keys.lane(tenant));
+        inv.arg(&*self.group).arg(consumer).arg(ids);
+        Ok(inv.invoke_async(&mut self.con()).await?)
+    }
+
+    /// One entry of a tenant's lane, if it still exists.
+    pub async fn lane_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>> {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(self.keys.lane(tenant))
+            .arg(id)
+            .arg(id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(reply::entries(v)?.into_iter().next())
     }
 
     // ---- member lease --------------------------------------------------------------------
@@ -352,6 +529,30 @@ impl Broker {
             .await?;
         reply::entries(v)
     }
+}
+
+/// What [`Broker::begin`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// Another consumer owns the entry now.
+    Lost,
+    /// The entry was deleted; its pending id is gone too.
+    Tombstone,
+    /// The entry's fields; it may run.
+    Run(Fields),
+}
+
+fn id_counts(v: Option<Value>) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(flat)) = v {
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(n)) = (it.next(), it.next()) {
+            let id: String = redis::from_redis_value(id).map_err(redis::RedisError::from)?;
+            let n: u64 = redis::from_redis_value(n).map_err(redis::RedisError::from)?;
+            out.push((id, n));
+        }
+    }
+    Ok(out)
 }
 
 /// Where a read starts.

@@ -1,5 +1,6 @@
-//! The executor: takes tasks from the fair queue and runs each attempt under a concurrency
-//! limit and a timeout, turning panics into failed attempts.
+//! The executor: takes jobs from the fair queue and runs each attempt under a concurrency
+//! limit and a timeout, turning panics into failed attempts. Suspects (entries taken over after
+//! a crash or a stall) run alone, so a task that kills its process only counts against itself.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -9,26 +10,50 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{Job, Settlement, Shared};
+use super::{Job, Lost, Settlement, Shared, Work};
+use crate::broker::{Begin, Broker};
+use crate::classify::Classifier;
 use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
 use crate::shutdown::Shutdown;
+use crate::task::Task;
 use crate::telemetry::{names, panic_message};
 
 /// The executor loop's settings and handles.
 pub(crate) struct Executor {
+    pub broker: Broker,
     pub shared: Arc<Shared>,
     pub handler: Arc<dyn Handler>,
+    pub classifier: Arc<Classifier>,
     pub settle: mpsc::UnboundedSender<Settlement>,
     pub concurrency: usize,
     pub task_timeout: Duration,
     pub grace: Duration,
 }
 
+/// Everything one attempt needs besides its job.
+#[derive(Clone)]
+struct AttemptCtx {
+    broker: Broker,
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    classifier: Arc<Classifier>,
+    settle: mpsc::UnboundedSender<Settlement>,
+    timeout: Duration,
+}
+
 impl Executor {
-    /// Runs tasks until shutdown, then waits up to the grace period for running ones. Tasks
+    /// Runs jobs until shutdown, then waits up to the grace period for running ones. Attempts
     /// still running then are abandoned: their entries stay pending for a restart or reclaim.
     pub async fn run(self, shutdown: Shutdown) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        let ctx = AttemptCtx {
+            broker: self.broker.clone(),
+            shared: self.shared.clone(),
+            handler: self.handler.clone(),
+            classifier: self.classifier.clone(),
+            settle: self.settle.clone(),
+            timeout: self.task_timeout,
+        };
         let mut running = JoinSet::new();
         'outer: loop {
             while running.try_join_next().is_some() {}
@@ -50,14 +75,28 @@ impl Executor {
                     _ = self.shared.queue_ready.notified() => {}
                 }
             };
-            running.spawn(attempt(
-                job,
-                permit,
-                self.handler.clone(),
-                self.settle.clone(),
-                self.task_timeout,
-                self.shared.member.clone(),
-            ));
+            if job.lost.is_set() {
+                let _ = self.settle.send(Settlement::Lost {
+                    tenant: job.tenant,
+                    entry_id: job.entry_id,
+                });
+                continue;
+            }
+            let exclusive = if matches!(job.work, Work::Suspect)
+                && job.deliveries >= 2
+                && self.concurrency > 1
+            {
+                // Wait until nothing else runs; nothing new starts meanwhile.
+                let rest = tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => break,
+                    p = permits.clone().acquire_many_owned(self.concurrency as u32 - 1) => p.ok(),
+                };
+                rest
+            } else {
+                None
+            };
+            running.spawn(run_job(job, (permit, exclusive), ctx.clone()));
         }
         let deadline = tokio::time::Instant::now() + self.grace;
         loop {
@@ -78,76 +117,160 @@ impl Executor {
     }
 }
 
+/// Starts a suspect (owner check + delivery) if needed, then runs the attempt.
+async fn run_job(
+    job: Job,
+    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+    ctx: AttemptCtx,
+) {
+    let Job {
+        tenant,
+        entry_id,
+        work,
+        deliveries,
+        lost,
+    } = job;
+    let (task, deliveries) = match work {
+        Work::Ready(task) => (task, deliveries),
+        Work::Suspect => match ctx
+            .broker
+            .begin(&tenant, &ctx.shared.member, &entry_id)
+            .await
+        {
+            Ok(Begin::Run(fields)) => {
+                match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
+                    Ok(task) => {
+                        tracing::info!(tenant = %tenant, task_id = %task.task_id, deliveries = deliveries + 1, "running a taken-over entry alone");
+                        (Arc::new(task), deliveries + 1)
+                    }
+                    Err(m) => {
+                        let _ = ctx.settle.send(Settlement::Malformed {
+                            lane: ctx.broker.keys().lane(&tenant),
+                            tenant,
+                            entry_id,
+                            reason: m.reason,
+                            fields,
+                        });
+                        return;
+                    }
+                }
+            }
+            Ok(Begin::Tombstone) => {
+                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                return;
+            }
+            Ok(Begin::Lost) => {
+                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                return;
+            }
+            Err(e) => {
+                // Still pending here: a later drain or reclaim takes it up again.
+                tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry");
+                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                return;
+            }
+        },
+    };
+    attempt(tenant, entry_id, task, deliveries, lost, ctx).await;
+}
+
 /// Runs one attempt and reports its outcome to the settler.
 async fn attempt(
-    job: Job,
-    _permit: OwnedSemaphorePermit,
-    handler: Arc<dyn Handler>,
-    settle: mpsc::UnboundedSender<Settlement>,
-    timeout: Duration,
-    member: Arc<str>,
+    tenant: Arc<str>,
+    entry_id: String,
+    task: Arc<Task>,
+    deliveries: u64,
+    lost: Arc<Lost>,
+    ctx: AttemptCtx,
 ) {
-    let wait_ms = crate::task::now_ms().saturating_sub(job.task.enqueued_at_ms);
+    let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
     metrics::histogram!(names::QUEUE_WAIT).record(wait_ms as f64 / 1000.0);
     metrics::gauge!(names::IN_FLIGHT).increment(1.0);
     let started = Instant::now();
-    let ctx = TaskContext::new(member);
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        handler.handle(job.task.clone(), ctx.clone())
-    })) {
-        Err(p) => panicked(&*p),
-        Ok(fut) => {
-            match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
-                Err(_) => Outcome::fail(
-                    FailureClass::Timeout,
-                    format!(
-                        "the attempt ran past fleet.task_timeout_ms = {}",
-                        timeout.as_millis()
+    let tctx = TaskContext::new(ctx.shared.member.clone());
+    let run = async {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            ctx.handler.handle(task.clone(), tctx.clone())
+        })) {
+            Err(p) => panicked(&*p),
+            Ok(fut) => {
+                match tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()).await
+                {
+                    Err(_) => Outcome::fail(
+                        FailureClass::Timeout,
+                        format!(
+                            "the attempt ran past fleet.task_timeout_ms = {}",
+                            ctx.timeout.as_millis()
+                        ),
                     ),
-                ),
-                Ok(Err(p)) => panicked(&*p),
-                Ok(Ok(outcome)) => outcome,
+                    Ok(Err(p)) => panicked(&*p),
+                    Ok(Ok(outcome)) => outcome,
+                }
             }
         }
+    };
+    let outcome = tokio::select! {
+        o = run => Some(o),
+        _ = lost.wait() => None,
     };
     let duration = started.elapsed();
     metrics::gauge!(names::IN_FLIGHT).decrement(1.0);
     metrics::histogram!(names::TASK_DURATION).record(duration.as_secs_f64());
+    let Some(outcome) = outcome else {
+        tracing::warn!(tenant = %tenant, task_id = %task.task_id, "attempt stopped: another member took the entry over");
+        let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+        return;
+    };
+    let outcome = match outcome {
+        Outcome::Done => match ctx
+            .handler
+            .check_output(&task, tctx.final_output().as_ref())
+        {
+            Ok(()) => Outcome::Done,
+            Err(why) => Outcome::fail(
+                FailureClass::SilentFailure,
+                format!("reported success but its output failed validation: {why}"),
+            ),
+        },
+        Outcome::Error { message } => Outcome::Fail {
+            class: ctx.classifier.classify(&message),
+            reason: message,
+            retry_after: None,
+        },
+        other => other,
+    };
+    let failed = |class, reason, retry_after, poison| Settlement::Failed {
+        tenant: tenant.clone(),
+        entry_id: entry_id.clone(),
+        task: task.clone(),
+        deliveries,
+        class,
+        reason,
+        retry_after,
+        poison,
+        progress: tctx.progress(),
+        duration,
+    };
     let settlement = match outcome {
         Outcome::Done => Settlement::Done {
-            tenant: job.tenant,
-            entry_id: job.entry_id,
+            recovered: task.attempt > 1 || task.replay_of.is_some(),
+            tenant: tenant.clone(),
+            entry_id: entry_id.clone(),
         },
         Outcome::Fail {
             class,
             reason,
             retry_after,
-        } => Settlement::Failed {
-            job,
-            class,
-            reason,
-            retry_after,
-            poison: false,
-            progress: ctx.progress(),
-            duration,
-        },
-        Outcome::Poison { reason } => Settlement::Failed {
-            job,
-            class: FailureClass::Unknown,
-            reason,
-            retry_after: None,
-            poison: true,
-            progress: ctx.progress(),
-            duration,
-        },
+        } => failed(class, reason, retry_after, false),
+        Outcome::Poison { reason } => failed(FailureClass::Unknown, reason, None, true),
+        Outcome::Error { message } => failed(FailureClass::Unknown, message, None, false),
     };
     // The settler lives until every sender is gone, so this cannot fail while we run.
-    let _ = settle.send(settlement);
+    let _ = ctx.settle.send(settlement);
 }
 
 fn panicked(payload: &(dyn std::any::Any + Send)) -> Outcome {
-    Outcome::fail(
-        FailureClass::Unknown,
-        format!("handler panicked: {}", panic_message(payload)),
-    )
+    Outcome::Error {
+        message: format!("handler panicked: {}", panic_message(payload)),
+    }
 }

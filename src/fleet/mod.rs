@@ -22,41 +22,96 @@
 
 pub mod executor;
 pub mod fair;
+pub mod heartbeat;
 pub mod lease;
 pub mod reader;
+pub mod reclaimer;
+pub mod recoverer;
 pub mod settler;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::broker::{Broker, Fields};
-use crate::config::FleetSettings;
+use crate::broker::{Broker, Entry, Fields};
+use crate::classify::Classifier;
+use crate::config::{FleetSettings, Settings};
 use crate::error::Result;
 use crate::handler::{FailureClass, Handler, Progress};
+use crate::policy::Policies;
 use crate::shutdown::Shutdown;
 use crate::task::{Limits, Task};
 use fair::FairQueue;
 
-/// A task read from a lane, waiting to run.
+/// Set when this member no longer owns an entry (a reclaimer took it): the attempt is dropped
+/// and nothing is settled for it here.
+#[derive(Debug, Default)]
+pub(crate) struct Lost {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Lost {
+    fn mark(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What a job runs.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// A task read normally: delivered to this member, ready to run.
+    Ready(Arc<Task>),
+    /// An entry taken over from a dead or stuck consumer (or from this member's previous
+    /// life). It is re-delivered right before it runs; one that was delivered twice already
+    /// runs alone, so that if it crashes the process again only its own delivery count grows.
+    Suspect,
+}
+
+/// An entry waiting to run.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub tenant: Arc<str>,
     pub entry_id: String,
-    pub task: Arc<Task>,
+    pub work: Work,
+    /// Redis deliveries of this entry so far.
+    pub deliveries: u64,
+    pub lost: Arc<Lost>,
 }
 
 /// What the settler is asked to do with one entry.
 #[derive(Debug)]
 pub(crate) enum Settlement {
     /// The attempt succeeded: ack and delete.
-    Done { tenant: Arc<str>, entry_id: String },
+    Done {
+        tenant: Arc<str>,
+        entry_id: String,
+        recovered: bool,
+    },
     /// The attempt failed.
     Failed {
-        job: Job,
+        tenant: Arc<str>,
+        entry_id: String,
+        task: Arc<Task>,
+        deliveries: u64,
         class: FailureClass,
         reason: String,
         retry_after: Option<Duration>,
@@ -74,6 +129,17 @@ pub(crate) enum Settlement {
     },
     /// A pending id whose entry no longer exists.
     Tombstone { tenant: Arc<str>, entry_id: String },
+    /// Another member owns the entry now: release it here without settling.
+    Lost { tenant: Arc<str>, entry_id: String },
+    /// The entry was delivered `deliveries` times without settling.
+    CrashLoop {
+        tenant: Arc<str>,
+        entry_id: String,
+        deliveries: u64,
+        /// The consumer that must still own it (`None`: any), and how idle it must be.
+        owner: Option<Arc<str>>,
+        min_idle: Duration,
+    },
 }
 
 /// Per-tenant counts of what this member settled.
@@ -89,6 +155,12 @@ pub struct TenantTally {
     pub tombstones: u64,
     /// Settles another member had already done.
     pub settle_lost: u64,
+    /// Failed attempts scheduled for a retry.
+    pub retried: u64,
+    /// Completed tasks that had failed before (or were replayed).
+    pub recovered: u64,
+    /// Entries claimed from stale members.
+    pub reclaimed: u64,
 }
 
 /// What a member has settled so far, per tenant. Shared with the demo and tests.
@@ -118,6 +190,9 @@ impl FleetStats {
     }
 }
 
+/// Unsettled entries by (tenant, entry id), with their ownership flags.
+type Inflight = HashMap<(Arc<str>, String), Arc<Lost>>;
+
 /// State shared by the member's loops.
 pub(crate) struct Shared {
     queue: Mutex<FairQueue<Job>>,
@@ -129,12 +204,16 @@ pub(crate) struct Shared {
     unsettled: AtomicUsize,
     /// The most entries that may be unsettled before the reader pauses.
     unsettled_limit: usize,
-    /// (tenant, entry id) of every unsettled entry, so a re-read of the PEL skips them.
-    inflight: Mutex<HashSet<(Arc<str>, String)>>,
+    /// Every unsettled entry by (tenant, entry id), with its ownership flag. A re-read of the
+    /// PEL skips these; the heartbeat refreshes them.
+    inflight: Mutex<Inflight>,
+    /// Known lanes: (lane key, tenant), written by discovery, read by every loop.
+    lanes: RwLock<Vec<(String, Arc<str>)>>,
     /// Set when shutdown has run past its grace: settles stop retrying then.
     hard_deadline: OnceLock<Instant>,
     pub stats: Arc<FleetStats>,
     pub member: Arc<str>,
+    pub limits: Limits,
 }
 
 impl Shared {
@@ -148,17 +227,28 @@ impl Shared {
         self.queue.lock().ok()?.pop()
     }
 
-    /// Claims a slot for an entry just read; false when it is already in flight here.
-    fn admit(&self, tenant: &Arc<str>, entry_id: &str) -> bool {
+    /// Claims a slot for an entry just read; `None` when it is already in flight here.
+    fn admit(&self, tenant: &Arc<str>, entry_id: &str) -> Option<Arc<Lost>> {
+        let lost = Arc::new(Lost::default());
         let fresh = self
             .inflight
             .lock()
-            .map(|mut s| s.insert((tenant.clone(), entry_id.to_owned())))
+            .map(|mut s| {
+                let key = (tenant.clone(), entry_id.to_owned());
+                match s.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(lost.clone());
+                        true
+                    }
+                }
+            })
             .unwrap_or(false);
-        if fresh {
-            self.unsettled.fetch_add(1, Ordering::AcqRel);
+        if !fresh {
+            return None;
         }
-        fresh
+        self.unsettled.fetch_add(1, Ordering::AcqRel);
+        Some(lost)
     }
 
     /// Releases the slots of settled entries.
@@ -166,13 +256,39 @@ impl Shared {
         let mut n = 0;
         if let Ok(mut s) = self.inflight.lock() {
             for id in ids {
-                if s.remove(&(tenant.clone(), id.to_owned())) {
+                if s.remove(&(tenant.clone(), id.to_owned())).is_some() {
                     n += 1;
                 }
             }
         }
         self.unsettled.fetch_sub(n, Ordering::AcqRel);
         self.capacity_freed.notify_one();
+    }
+
+    /// Marks entries as lost to another member.
+    fn mark_lost(&self, tenant: &Arc<str>, ids: &[String]) {
+        if let Ok(s) = self.inflight.lock() {
+            for id in ids {
+                if let Some(l) = s.get(&(tenant.clone(), id.clone())) {
+                    l.mark();
+                }
+            }
+        }
+    }
+
+    /// The unsettled entry ids, grouped by tenant.
+    fn inflight_by_tenant(&self) -> HashMap<Arc<str>, Vec<String>> {
+        let mut out: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        if let Ok(s) = self.inflight.lock() {
+            for (tenant, id) in s.keys() {
+                out.entry(tenant.clone()).or_default().push(id.clone());
+            }
+        }
+        out
+    }
+
+    fn lanes(&self) -> Vec<(String, Arc<str>)> {
+        self.lanes.read().map(|l| l.clone()).unwrap_or_default()
     }
 
     fn unsettled(&self) -> usize {
@@ -184,6 +300,78 @@ impl Shared {
             .get()
             .is_some_and(|d| Instant::now() >= *d)
     }
+
+    /// Queues entries taken over by a claim as suspects. Returns how many were queued.
+    fn queue_suspects(&self, tenant: &Arc<str>, claimed: Vec<(String, u64)>) -> usize {
+        let mut queued = 0;
+        for (id, deliveries) in claimed {
+            if let Some(lost) = self.admit(tenant, &id) {
+                self.push(Job {
+                    tenant: tenant.clone(),
+                    entry_id: id,
+                    work: Work::Suspect,
+                    deliveries,
+                    lost,
+                });
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.queue_ready.notify_one();
+        }
+        queued
+    }
+
+    /// Turns entries read or claimed from `lane` into jobs, or settlements for unreadable ones.
+    /// `deliveries` is the delivery count the entries now have. Returns how many were queued.
+    fn ingest(
+        &self,
+        lane: &str,
+        tenant: &Arc<str>,
+        entries: Vec<Entry>,
+        deliveries: u64,
+        settle: &mpsc::UnboundedSender<Settlement>,
+    ) -> usize {
+        // `lane` names the stream in malformed-entry dead letters.
+        let mut queued = 0;
+        for entry in entries {
+            let Some(lost) = self.admit(tenant, &entry.id) else {
+                continue;
+            };
+            let Some(fields) = entry.fields else {
+                let _ = settle.send(Settlement::Tombstone {
+                    tenant: tenant.clone(),
+                    entry_id: entry.id,
+                });
+                continue;
+            };
+            match Task::from_fields(tenant, &entry.id, &fields, &self.limits) {
+                Ok(task) => {
+                    self.push(Job {
+                        tenant: tenant.clone(),
+                        entry_id: entry.id,
+                        work: Work::Ready(Arc::new(task)),
+                        deliveries,
+                        lost,
+                    });
+                    queued += 1;
+                }
+                Err(m) => {
+                    let _ = settle.send(Settlement::Malformed {
+                        tenant: tenant.clone(),
+                        lane: lane.to_owned(),
+                        entry_id: entry.id,
+                        reason: m.reason,
+                        fields,
+                    });
+                }
+            }
+        }
+        if queued > 0 {
+            self.queue_ready.notify_one();
+        }
+        queued
+    }
 }
 
 /// A fleet member, ready to run.
@@ -192,24 +380,22 @@ pub struct Fleet {
     settings: FleetSettings,
     limits: Limits,
     dlq_max_len: u64,
+    policies: Arc<Policies>,
+    classifier: Arc<Classifier>,
     handler: Arc<dyn Handler>,
     stats: Arc<FleetStats>,
 }
 
 impl Fleet {
-    /// A member reading through `broker`'s group with `handler`.
-    pub fn new(
-        broker: Broker,
-        settings: FleetSettings,
-        limits: Limits,
-        dlq_max_len: u64,
-        handler: Arc<dyn Handler>,
-    ) -> Fleet {
+    /// A member reading through `broker`'s group with `handler`, configured by `settings`.
+    pub fn new(broker: Broker, settings: &Settings, handler: Arc<dyn Handler>) -> Fleet {
         Fleet {
             broker,
-            settings,
-            limits,
-            dlq_max_len,
+            settings: settings.fleet.clone(),
+            limits: settings.limits,
+            dlq_max_len: settings.dead_letter_max_len,
+            policies: Arc::new(settings.policies.clone()),
+            classifier: Arc::new(settings.classifier.clone()),
             handler,
             stats: Arc::new(FleetStats::default()),
         }
@@ -233,12 +419,17 @@ impl Fleet {
             capacity_freed: Notify::new(),
             unsettled: AtomicUsize::new(0),
             unsettled_limit: s.concurrency + s.read_batch,
-            inflight: Mutex::new(HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
+            lanes: RwLock::new(Vec::new()),
             hard_deadline: OnceLock::new(),
             stats: self.stats.clone(),
             member: member.clone(),
+            limits: self.limits,
         });
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        // Background loops stop on their own signal, after the executor has drained, so that
+        // heartbeats keep running tasks' entries fresh through the grace period.
+        let background = Shutdown::new();
 
         let lease_task = tokio::spawn(lease.keep(self.broker.clone(), shutdown.clone()));
         let settler = tokio::spawn(
@@ -247,13 +438,16 @@ impl Fleet {
                 shared: shared.clone(),
                 ack_batch: s.ack_batch,
                 dlq_max_len: self.dlq_max_len,
+                policies: self.policies.clone(),
             }
             .run(settle_rx),
         );
         let executor = tokio::spawn(
             executor::Executor {
+                broker: self.broker.clone(),
                 shared: shared.clone(),
                 handler: self.handler.clone(),
+                classifier: self.classifier.clone(),
                 settle: settle_tx.clone(),
                 concurrency: s.concurrency,
                 task_timeout: s.task_timeout,
@@ -261,15 +455,37 @@ impl Fleet {
             }
             .run(shutdown.clone()),
         );
-        let reader = tokio::spawn(
-            reader::Reader::new(
+        let recoverer = tokio::spawn(
+            recoverer::Recoverer {
+                broker: self.broker.clone(),
+                shared: shared.clone(),
+                interval: s.retry_poll_interval,
+                batch: s.promote_batch,
+            }
+            .run(shutdown.clone()),
+        );
+        let reclaimer = tokio::spawn(
+            reclaimer::Reclaimer::new(
                 self.broker.clone(),
                 shared.clone(),
-                settle_tx,
-                s,
-                self.limits,
+                settle_tx.clone(),
+                s.reclaim.clone(),
             )
             .run(shutdown.clone()),
+        );
+        let heartbeat = s.reclaim.heartbeat.then(|| {
+            tokio::spawn(
+                heartbeat::Heartbeat {
+                    broker: self.broker.clone(),
+                    shared: shared.clone(),
+                    period: s.reclaim.min_idle / 3,
+                }
+                .run(background.clone()),
+            )
+        });
+        let reader = tokio::spawn(
+            reader::Reader::new(self.broker.clone(), shared.clone(), settle_tx, s)
+                .run(shutdown.clone()),
         );
 
         shutdown.wait().await;
@@ -278,8 +494,14 @@ impl Fleet {
             .hard_deadline
             .set(Instant::now() + s.shutdown_grace + Duration::from_secs(2));
         let reader_result = reader.await;
+        let _ = reclaimer.await;
+        let _ = recoverer.await;
         let _ = executor.await;
         let _ = settler.await;
+        background.trigger();
+        if let Some(h) = heartbeat {
+            let _ = h.await;
+        }
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;
         }

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Job, Settlement, Shared};
-use crate::broker::{is_missing_group, Broker, Entry, LaneReader, ReadFrom};
+use super::{Settlement, Shared};
+use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, ReadFrom};
 use crate::config::FleetSettings;
 use crate::error::Result;
 use crate::shutdown::Shutdown;
-use crate::task::{Limits, Task};
 use crate::telemetry::{names, tenant_label};
 
 /// The reader loop's state.
@@ -21,8 +20,8 @@ pub(crate) struct Reader {
     broker: Broker,
     shared: Arc<Shared>,
     settle: mpsc::UnboundedSender<Settlement>,
-    limits: Limits,
     member: String,
+    max_deliveries: u64,
     block: Duration,
     read_batch: usize,
     discovery_interval: Duration,
@@ -46,14 +45,13 @@ impl Reader {
         shared: Arc<Shared>,
         settle: mpsc::UnboundedSender<Settlement>,
         s: &FleetSettings,
-        limits: Limits,
     ) -> Reader {
         Reader {
             broker,
             shared,
             settle,
-            limits,
             member: s.member_id.clone(),
+            max_deliveries: s.reclaim.max_deliveries,
             block: s.block,
             read_batch: s.read_batch,
             discovery_interval: s.discovery_interval,
@@ -202,7 +200,11 @@ impl Reader {
             }
             self.broker.ensure_group(&tenant).await?;
             tracing::info!(tenant = %tenant, "serving tenant");
-            self.tenant_of.insert(lane.clone(), tenant.as_str().into());
+            let tenant: Arc<str> = tenant.as_str().into();
+            self.tenant_of.insert(lane.clone(), tenant.clone());
+            if let Ok(mut shared) = self.shared.lanes.write() {
+                shared.push((lane.clone(), tenant));
+            }
             self.lanes.push(lane);
         }
         self.known_count = count;
@@ -239,34 +241,57 @@ impl Reader {
         }
     }
 
-    /// Re-reads this member's own pending entries in every lane (start-up, and after a read
-    /// error), skipping those already in flight here.
+    /// Takes up this member's own pending entries in every lane (start-up, and after a read
+    /// error): entries delivered too often are dead-lettered as crash loops (this member kept
+    /// dying on them), the rest are claimed back (a re-delivery) and queued, skipping those
+    /// already in flight here.
     async fn drain_own_pending(
         &mut self,
-        conn: &mut LaneReader,
+        _conn: &mut LaneReader,
         shutdown: &Shutdown,
     ) -> Result<()> {
-        for lane in self.lanes.clone() {
-            let mut cursor = "0".to_owned();
+        let inflight = self.shared.inflight_by_tenant();
+        for (lane, tenant) in self.shared.lanes() {
+            let skip = inflight.get(&tenant).cloned().unwrap_or_default();
+            let mut cursor = "-".to_owned();
             loop {
                 if !self.wait_for_capacity(shutdown).await {
                     return Ok(());
                 }
-                let streams = conn
-                    .read(
-                        std::slice::from_ref(&lane),
-                        ReadFrom::OwnPendingAfter(&cursor),
+                let step = self
+                    .broker
+                    .claim(
+                        &tenant,
+                        &self.member,
+                        Duration::ZERO,
+                        &cursor,
                         self.read_batch,
-                        None,
+                        self.max_deliveries,
+                        Some(&self.member),
+                        &skip,
                     )
                     .await?;
-                let Some(last) = streams.iter().flat_map(|(_, e)| e.last()).next_back() else {
-                    break;
-                };
-                cursor = last.id.clone();
-                let n: usize = streams.iter().map(|(_, e)| e.len()).sum();
-                tracing::info!(lane = %lane, entries = n, "re-reading own pending entries");
-                self.ingest(streams);
+                if !step.claimed.is_empty() || !step.poison.is_empty() {
+                    tracing::info!(
+                        lane = %lane, entries = step.claimed.len(), crash_loops = step.poison.len(),
+                        "re-reading own pending entries"
+                    );
+                }
+                let me: Arc<str> = self.member.as_str().into();
+                report_claim(
+                    &self.shared,
+                    &self.settle,
+                    &lane,
+                    &tenant,
+                    &step,
+                    Some(me),
+                    Duration::ZERO,
+                );
+                self.shared.queue_suspects(&tenant, step.claimed);
+                match step.next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
             }
         }
         Ok(())
@@ -274,7 +299,6 @@ impl Reader {
 
     /// Turns read entries into jobs (or settlements for unreadable ones).
     fn ingest(&self, streams: Vec<(String, Vec<Entry>)>) {
-        let mut queued = 0;
         for (lane, entries) in streams {
             let Some(tenant) = self.tenant_of.get(&lane).cloned() else {
                 tracing::error!(lane = %lane, "read a lane this member does not know; ignoring it");
@@ -285,40 +309,39 @@ impl Reader {
             }
             metrics::counter!(names::TASKS_READ, "tenant" => tenant_label(&tenant))
                 .increment(entries.len() as u64);
-            for entry in entries {
-                if !self.shared.admit(&tenant, &entry.id) {
-                    continue;
-                }
-                let Some(fields) = entry.fields else {
-                    let _ = self.settle.send(Settlement::Tombstone {
-                        tenant: tenant.clone(),
-                        entry_id: entry.id,
-                    });
-                    continue;
-                };
-                match Task::from_fields(&tenant, &entry.id, &fields, &self.limits) {
-                    Ok(task) => {
-                        self.shared.push(Job {
-                            tenant: tenant.clone(),
-                            entry_id: entry.id,
-                            task: Arc::new(task),
-                        });
-                        queued += 1;
-                    }
-                    Err(m) => {
-                        let _ = self.settle.send(Settlement::Malformed {
-                            tenant: tenant.clone(),
-                            lane: lane.clone(),
-                            entry_id: entry.id,
-                            reason: m.reason,
-                            fields,
-                        });
-                    }
-                }
-            }
+            self.shared.ingest(&lane, &tenant, entries, 1, &self.settle);
         }
-        if queued > 0 {
-            self.shared.queue_ready.notify_one();
+    }
+}
+
+/// Hands the poison entries of a claim step to the settler and counts its tombstones.
+pub(crate) fn report_claim(
+    shared: &Shared,
+    settle: &mpsc::UnboundedSender<Settlement>,
+    lane: &str,
+    tenant: &Arc<str>,
+    step: &ClaimStep,
+    owner: Option<Arc<str>>,
+    min_idle: Duration,
+) {
+    let (tombstones, poison) = (step.tombstones, &step.poison);
+    if tombstones > 0 {
+        tracing::error!(lane = %lane, tombstones, "pending entries were deleted before they ran: payloads lost");
+        metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(tenant))
+            .increment(tombstones as u64);
+        shared
+            .stats
+            .with(tenant, |t| t.tombstones += tombstones as u64);
+    }
+    for (id, deliveries) in poison {
+        if shared.admit(tenant, id).is_some() {
+            let _ = settle.send(Settlement::CrashLoop {
+                tenant: tenant.clone(),
+                entry_id: id.clone(),
+                deliveries: *deliveries,
+                owner: owner.clone(),
+                min_idle,
+            });
         }
     }
 }

@@ -12,10 +12,11 @@ use tokio::task::JoinSet;
 
 use super::{Settlement, Shared};
 use crate::broker::Broker;
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
 use crate::handler::FailureClass;
-use crate::task::now_ms;
+use crate::policy::{Decision, Policies};
+use crate::task::{field, now_ms, AttemptRecord, Task, MAX_HISTORY, MAX_STEPS};
 use crate::telemetry::{names, tenant_label};
 
 /// The settler loop's settings and handles.
@@ -25,12 +26,13 @@ pub(crate) struct Settler {
     pub shared: Arc<Shared>,
     pub ack_batch: usize,
     pub dlq_max_len: u64,
+    pub policies: Arc<Policies>,
 }
 
 impl Settler {
     /// Settles until every sender is gone, then flushes what is left.
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Settlement>) {
-        let mut acks: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        let mut acks: HashMap<Arc<str>, Vec<(String, bool)>> = HashMap::new();
         let mut moves = JoinSet::new();
         while let Some(first) = rx.recv().await {
             let mut batched = 0;
@@ -38,8 +40,12 @@ impl Settler {
             // Take what is already queued, up to a batch, so acks ride together.
             while let Some(s) = next.take() {
                 match s {
-                    Settlement::Done { tenant, entry_id } => {
-                        acks.entry(tenant).or_default().push(entry_id);
+                    Settlement::Done {
+                        tenant,
+                        entry_id,
+                        recovered,
+                    } => {
+                        acks.entry(tenant).or_default().push((entry_id, recovered));
                         batched += 1;
                     }
                     other => {
@@ -58,17 +64,21 @@ impl Settler {
         while moves.join_next().await.is_some() {}
     }
 
-    async fn flush(&self, acks: &mut HashMap<Arc<str>, Vec<String>>) {
+    async fn flush(&self, acks: &mut HashMap<Arc<str>, Vec<(String, bool)>>) {
         if acks.is_empty() {
             return;
         }
         let batches: Vec<_> = acks.drain().collect();
         // Each tenant's batch is one script call; issued together they share round trips on
         // the multiplexed connection.
+        let member = &self.shared.member;
         let calls = batches.iter().map(|(tenant, ids)| {
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let refs: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
             let broker = &self.broker;
-            async move { self.with_retry("ack", || broker.ack(tenant, &refs)).await }
+            async move {
+                self.with_retry("ack", || broker.ack(tenant, member, &refs))
+                    .await
+            }
         });
         let results = futures_util::future::join_all(calls).await;
         for ((tenant, ids), result) in batches.iter().zip(results) {
@@ -77,18 +87,31 @@ impl Settler {
                 metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone())
                     .increment(acked);
                 let lost = ids.len() as u64 - acked.min(ids.len() as u64);
+                // Recovered counts only when every ack of the batch went through, which is the
+                // normal case; a lost ack is already counted above.
+                let recovered = if lost == 0 {
+                    ids.iter().filter(|(_, r)| *r).count() as u64
+                } else {
+                    0
+                };
+                if recovered > 0 {
+                    metrics::counter!(names::TASKS_RECOVERED, "tenant" => label.clone())
+                        .increment(recovered);
+                }
                 if lost > 0 {
                     metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(lost);
-                    tracing::warn!(tenant = %tenant, lost, "acked entries were already settled by another member");
+                    tracing::warn!(tenant = %tenant, lost, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)");
                 }
                 self.shared.stats.with(tenant, |t| {
                     t.completed += acked;
                     t.settle_lost += lost;
+                    t.recovered += recovered;
                 });
             }
             // Released even when the ack was abandoned at shutdown: the entries stay pending
             // in Redis and are redelivered, so nothing is lost.
-            self.shared.release(tenant, ids.iter().map(String::as_str));
+            self.shared
+                .release(tenant, ids.iter().map(|(id, _)| id.as_str()));
         }
     }
 
@@ -159,64 +182,239 @@ impl Settler {
                     class: FailureClass::MalformedEntry,
                     error: reason,
                     detail: None,
-                    deliveries: None,
                     steps: Vec::new(),
                     partial_output: None,
                     member: self.shared.member.to_string(),
                     first_failed_at_ms: now,
                     dead_lettered_at_ms: now,
                 };
-                self.dead_letter(&tenant, &entry_id, dl).await;
+                let member = self.shared.member.clone();
+                self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
+                    .await;
+            }
+            Settlement::Lost { tenant, entry_id } => {
+                metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(&tenant))
+                    .increment(1);
+                self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
+                self.shared.release(&tenant, [entry_id.as_str()]);
+            }
+            Settlement::CrashLoop {
+                tenant,
+                entry_id,
+                deliveries,
+                owner,
+                min_idle,
+            } => {
+                self.crash_loop(tenant, entry_id, deliveries, owner, min_idle)
+                    .await
             }
             Settlement::Failed {
-                job,
+                tenant,
+                entry_id,
+                task,
+                deliveries,
                 class,
                 reason,
-                retry_after: _,
+                retry_after,
                 poison,
                 progress,
                 duration,
             } => {
-                let task = &job.task;
-                metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&job.tenant), "class" => class.as_str())
+                metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
                     .increment(1);
                 tracing::warn!(
-                    tenant = %job.tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
-                    attempt = task.attempt, duration_ms = duration.as_millis() as u64, poison, error = %reason,
+                    tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
+                    attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
                     "task attempt failed"
                 );
-                self.shared
-                    .stats
-                    .with(&job.tenant, |t| t.failed_attempts += 1);
+                self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
                 let now = now_ms();
-                let mut steps = task.steps.clone();
-                steps.extend(progress.steps);
-                let dl = DeadLetter {
-                    orig_lane: self.broker.keys().lane(&job.tenant),
-                    orig_id: job.entry_id.clone(),
-                    task: Some((**task).clone()),
-                    raw: None,
-                    class,
-                    error: reason,
-                    detail: None,
-                    deliveries: None,
-                    steps,
-                    partial_output: progress.partial_output,
+                let mut next: Task = (*task).clone();
+                next.steps.extend(progress.steps);
+                if next.steps.len() > MAX_STEPS {
+                    let cut = next.steps.len() - MAX_STEPS;
+                    next.steps.drain(..cut);
+                }
+                next.history.push(AttemptRecord {
+                    attempt: task.attempt,
+                    class: class.as_str().to_owned(),
+                    error: bounded(&reason, MAX_ERROR_BYTES),
+                    at_ms: now,
+                    duration_ms: duration.as_millis() as u64,
                     member: self.shared.member.to_string(),
-                    first_failed_at_ms: crate::deadletter::first_failed_at(&task.history, now),
-                    dead_lettered_at_ms: now,
+                });
+                if next.history.len() > MAX_HISTORY {
+                    let cut = next.history.len() - MAX_HISTORY;
+                    next.history.drain(..cut);
+                }
+                let decision = if poison {
+                    Decision::DeadLetter {
+                        why: "the handler declared the task poison".into(),
+                    }
+                } else {
+                    self.policies.for_task(&tenant, &task.kind).decide(
+                        class,
+                        task.attempt,
+                        retry_after,
+                        fastrand::f64(),
+                    )
                 };
-                self.dead_letter(&job.tenant, &job.entry_id, dl).await;
+                match decision {
+                    Decision::Retry { delay } => {
+                        self.retry(&tenant, &entry_id, next, class, delay).await
+                    }
+                    Decision::DeadLetter { why } => {
+                        let first_failed = crate::deadletter::first_failed_at(&next.history, now);
+                        let dl = DeadLetter {
+                            orig_lane: self.broker.keys().lane(&tenant),
+                            orig_id: entry_id.clone(),
+                            steps: next.steps.clone(),
+                            task: Some(next),
+                            raw: None,
+                            class,
+                            error: reason,
+                            detail: Some(why),
+                            partial_output: progress.partial_output,
+                            member: self.shared.member.to_string(),
+                            first_failed_at_ms: first_failed,
+                            dead_lettered_at_ms: now,
+                        };
+                        let member = self.shared.member.clone();
+                        self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
+                            .await;
+                    }
+                }
             }
         }
     }
 
-    async fn dead_letter(&self, tenant: &Arc<str>, entry_id: &str, dl: DeadLetter) {
+    async fn retry(
+        &self,
+        tenant: &Arc<str>,
+        entry_id: &str,
+        mut next: Task,
+        class: FailureClass,
+        delay: Duration,
+    ) {
+        let attempt = next.attempt;
+        next.attempt += 1;
+        // The promote script stamps enqueued_at when the retry is due; the first enqueue time
+        // travels explicitly.
+        let mut fields: Vec<(&str, String)> = next
+            .to_fields()
+            .into_iter()
+            .filter(|(k, _)| *k != field::ENQUEUED_AT && *k != field::FIRST_ENQUEUED_AT)
+            .collect();
+        fields.push((
+            field::FIRST_ENQUEUED_AT,
+            next.first_enqueued_at_ms.to_string(),
+        ));
+        let member = &self.shared.member;
+        let result = self
+            .with_retry("schedule_retry", || {
+                self.broker
+                    .schedule_retry(tenant, member, entry_id, delay, &fields)
+            })
+            .await;
+        match result {
+            Some(Some(due)) => {
+                metrics::counter!(names::TASKS_RETRIED, "tenant" => tenant_label(tenant), "class" => class.as_str()).increment(1);
+                tracing::info!(tenant = %tenant, task_id = %next.task_id, attempt, delay_ms = delay.as_millis() as u64, due_ms = due, "retry scheduled");
+                self.shared.stats.with(tenant, |t| t.retried += 1);
+            }
+            Some(None) => {
+                metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(tenant))
+                    .increment(1);
+                self.shared.stats.with(tenant, |t| t.settle_lost += 1);
+            }
+            None => {}
+        }
+        self.shared.release(tenant, [entry_id]);
+    }
+
+    async fn crash_loop(
+        &self,
+        tenant: Arc<str>,
+        entry_id: String,
+        deliveries: u64,
+        owner: Option<Arc<str>>,
+        min_idle: Duration,
+    ) {
+        let entry = self
+            .with_retry("read_entry", || self.broker.lane_entry(&tenant, &entry_id))
+            .await;
+        let Some(Some(entry)) = entry else {
+            if entry.is_some() {
+                // Deleted meanwhile: a tombstone, acked so it leaves the PEL.
+                let ids = [entry_id.as_str()];
+                let _ = self
+                    .with_retry("ack_tombstone", || self.broker.ack_only(&tenant, &ids))
+                    .await;
+                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
+                    .increment(1);
+            }
+            self.shared.release(&tenant, [entry_id.as_str()]);
+            return;
+        };
+        let fields = entry.fields.unwrap_or_default();
+        let (task, raw) = match Task::from_fields(&tenant, &entry_id, &fields, &self.shared.limits)
+        {
+            Ok(t) => (Some(t), None),
+            Err(_) => (
+                None,
+                Some(
+                    fields
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                String::from_utf8_lossy(k).into_owned(),
+                                String::from_utf8_lossy(v).into_owned(),
+                            )
+                        })
+                        .collect(),
+                ),
+            ),
+        };
+        let now = now_ms();
+        let dl = DeadLetter {
+            orig_lane: self.broker.keys().lane(&tenant),
+            orig_id: entry_id.clone(),
+            steps: task.as_ref().map(|t| t.steps.clone()).unwrap_or_default(),
+            first_failed_at_ms: task.as_ref().map(|t| crate::deadletter::first_failed_at(&t.history, now)).unwrap_or(now),
+            task,
+            raw,
+            class: FailureClass::CrashLoop,
+            error: format!(
+                "delivered {deliveries} times without ever settling: the task crashes or hangs the worker that runs it"
+            ),
+            detail: Some("reached reclaim.max_deliveries; not handed out again".into()),
+            partial_output: None,
+            member: self.shared.member.to_string(),
+            dead_lettered_at_ms: now,
+        };
+        self.dead_letter(&tenant, &entry_id, dl, owner.as_deref(), min_idle)
+            .await;
+    }
+
+    async fn dead_letter(
+        &self,
+        tenant: &Arc<str>,
+        entry_id: &str,
+        dl: DeadLetter,
+        owner: Option<&str>,
+        min_idle: Duration,
+    ) {
         let fields = dl.to_fields();
         let result = self
             .with_retry("dead_letter", || {
-                self.broker
-                    .dead_letter(tenant, entry_id, self.dlq_max_len, &fields)
+                self.broker.dead_letter(
+                    tenant,
+                    entry_id,
+                    self.dlq_max_len,
+                    owner,
+                    min_idle,
+                    &fields,
+                )
             })
             .await;
         if let Some(r) = result {

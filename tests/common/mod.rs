@@ -119,6 +119,7 @@ impl TestEnv {
             .env("REDRIVE_DEMO_AGENT__CONTEXT_OVERFLOW", "0")
             .env("REDRIVE_DEMO_AGENT__TOOL_FAILURE", "0")
             .env("REDRIVE_DEMO_AGENT__PANIC", "0")
+            .env("REDRIVE_DEMO_AGENT__SILENT", "0")
             .env("REDRIVE_DEMO_AGENT__MIN_WORK_MS", "0")
             .env("REDRIVE_DEMO_AGENT__MAX_WORK_MS", "0")
             .env(

@@ -1,5 +1,5 @@
 -- dead_letter.lua: an entry moves from its lane to its tenant's dead-letter stream
--- (ack + append + delete, one atomic step; all keys share the tenant's hash tag).
+-- (check + ack + append + delete, one atomic step; all keys share the tenant's hash tag).
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's dead-letter stream
@@ -7,16 +7,26 @@
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane
 -- ARGV[3]  the dead-letter stream's approximate cap (MAXLEN ~)
--- ARGV[4…] field, value, field, value … of the dead letter
+-- ARGV[4]  the consumer that must own the entry, or '' for any owner (reclaim of a crash loop)
+-- ARGV[5]  the least idle time (ms) the entry must have, 0 for none (so a live owner's fresh
+--          heartbeat wins over a reclaimer's decision)
+-- ARGV[6…] field, value, field, value … of the dead letter
 --
--- Returns {1, dead-letter id, trimmed} when moved, where trimmed counts older dead letters
--- the cap removed (also added to KEYS[3]), or {0, '', 0} when the entry was no longer
--- pending: another member settled it first, and nothing is written.
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+-- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the cap removed,
+-- also added to KEYS[3]); {0, '', 0} when the entry is no longer pending for that owner, or
+-- too fresh: nothing is written. The dead letter gets a `deliveries` field from the PEL.
+local p
+if ARGV[4] == '' then
+  p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+else
+  p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[4])
+end
+if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
   return {0, '', 0}
 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 local before = redis.call('XLEN', KEYS[2])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'deliveries', p[1][4], unpack(ARGV, 6))
 local trimmed = before + 1 - redis.call('XLEN', KEYS[2])
 if trimmed > 0 then
   redis.call('INCRBY', KEYS[3], trimmed)

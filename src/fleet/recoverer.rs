@@ -1,0 +1,54 @@
+//! The recovery loop: moves due retries back into their lanes, in bounded atomic batches by the
+//! server's clock. Any number of members may run it at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::broker::Broker;
+use crate::shutdown::Shutdown;
+use crate::telemetry::{names, tenant_label};
+
+/// The recovery loop's settings and handles.
+pub(crate) struct Recoverer {
+    pub broker: Broker,
+    pub shared: Arc<Shared>,
+    pub interval: Duration,
+    pub batch: usize,
+}
+
+impl Recoverer {
+    /// One pass every `retry.poll_interval_ms` until shutdown.
+    pub async fn run(self, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            self.pass().await;
+        }
+    }
+
+    /// Promotes every due retry of every known tenant.
+    pub async fn pass(&self) {
+        for (_, tenant) in self.shared.lanes() {
+            loop {
+                match self.broker.promote_due(&tenant, self.batch).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            metrics::counter!(names::RETRIES_PROMOTED, "tenant" => tenant_label(&tenant)).increment(n);
+                        }
+                        if (n as usize) < self.batch {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!(names::REDIS_ERRORS, "op" => "promote").increment(1);
+                        tracing::warn!(tenant = %tenant, error = %e, "promoting due retries failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
