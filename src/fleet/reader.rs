@@ -85,7 +85,7 @@ impl Reader {
         let mut must_drain = true;
         while !shutdown.is_triggered() {
             if must_drain {
-                match self.drain_own_pending(&mut conn, &shutdown).await {
+                match self.drain_own_pending(&shutdown).await {
                     Ok(()) => must_drain = false,
                     Err(e) => {
                         if !self.recover(&mut conn, e, &shutdown, &mut backoff).await {
