@@ -245,11 +245,7 @@ impl Reader {
     /// error): entries delivered too often are dead-lettered as crash loops (this member kept
     /// dying on them), the rest are claimed back (a re-delivery) and queued, skipping those
     /// already in flight here.
-    async fn drain_own_pending(
-        &mut self,
-        _conn: &mut LaneReader,
-        shutdown: &Shutdown,
-    ) -> Result<()> {
+    async fn drain_own_pending(&mut self, shutdown: &Shutdown) -> Result<()> {
         let inflight = self.shared.inflight_by_tenant();
         for (lane, tenant) in self.shared.lanes() {
             let skip = inflight.get(&tenant).cloned().unwrap_or_default();
