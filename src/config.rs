@@ -540,10 +540,13 @@ impl Settings {
         check_range("reclaim.interval_ms", rc.interval_ms, 10, 3_600_000)?;
         check_range("reclaim.batch", rc.batch, 1, 1_000)?;
         check_range("reclaim.max_deliveries", rc.max_deliveries, 2, 1_000)?;
-        if rc.min_idle_ms <= f.task_timeout_ms {
+        // Without heartbeats a running task's entry ages from its delivery, so the idle time
+        // must outlast the longest attempt. With heartbeats a live attempt keeps its entry fresh
+        // and the idle time only has to notice dead or frozen members.
+        if !rc.heartbeat && rc.min_idle_ms <= f.task_timeout_ms {
             return Err(Error::Config(format!(
-                "reclaim.min_idle_ms = {} must exceed fleet.task_timeout_ms = {}: a task still running would be \
-                 reclaimed and run twice",
+                "reclaim.min_idle_ms = {} must exceed fleet.task_timeout_ms = {} when reclaim.heartbeat = false: \
+                 a task still running would be reclaimed and run twice",
                 rc.min_idle_ms, f.task_timeout_ms
             )));
         }
@@ -759,8 +762,11 @@ mod tests {
                 "demo.tenants: tenant 'no way'",
             ),
             (
-                |c| c.reclaim.min_idle_ms = 30_000,
-                "reclaim.min_idle_ms = 30000 must exceed fleet.task_timeout_ms = 30000",
+                |c| {
+                    c.reclaim.heartbeat = false;
+                    c.reclaim.min_idle_ms = 30_000
+                },
+                "reclaim.min_idle_ms = 30000 must exceed fleet.task_timeout_ms = 30000 when reclaim.heartbeat = false",
             ),
             (
                 |c| c.reclaim.max_deliveries = 1,

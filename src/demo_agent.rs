@@ -4,8 +4,9 @@
 //!
 //! A payload `{"simulate": "<outcome>"}` forces an outcome: `ok`, `rate_limited`, `timeout`,
 //! `malformed_output`, `context_overflow`, `tool_failure`, `panic`, `silent` (success with empty
-//! output, caught by output validation), or `abort` (kills the whole
-//! process, as a segfaulting native library would). `{"work_ms": N}` sets the work time.
+//! output, caught by output validation), `abort` (kills the whole process, as a segfaulting
+//! native library would) or `error` (an untyped error whose text is the payload's `"message"`,
+//! classified by the `[classify]` rules). `{"work_ms": N}` sets the work time.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,8 @@ pub enum Simulated {
     Abort,
     /// Swallows an error and reports success with empty output.
     Silent,
+    /// Returns an untyped error (the payload's "message").
+    Error,
 }
 
 impl Simulated {
@@ -51,6 +54,7 @@ impl Simulated {
             "panic" => Simulated::Panic,
             "abort" => Simulated::Abort,
             "silent" => Simulated::Silent,
+            "error" => Simulated::Error,
             _ => return None,
         })
     }
@@ -214,6 +218,13 @@ impl Handler for Arc<DemoAgent> {
                         "tool 'send_email' failed after 2 completed steps: SMTP 550 mailbox unavailable",
                     )
                 }
+                Simulated::Error => Outcome::Error {
+                    message: payload
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .unwrap_or("agent error")
+                        .to_owned(),
+                },
                 Simulated::Panic => panic!("demo agent crashed on task {}", task.task_id),
                 Simulated::Abort => {
                     tracing::error!(task_id = %task.task_id, "demo agent aborts the process (simulated native crash)");

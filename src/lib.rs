@@ -14,6 +14,7 @@
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
 //! * [`telemetry`] — logging and the metric-name catalogue.
+//! * [`failpoint`] — SIGKILL at a named point, for crash tests.
 //! * [`shutdown`] — the shutdown signal; [`cli`] — the command line; [`error`] — errors.
 //!
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod demo_agent;
 pub mod embedded;
 pub mod error;
+pub mod failpoint;
 pub mod fleet;
 pub mod handler;
 pub mod keys;

@@ -156,9 +156,17 @@ impl RetryPolicy {
         retry_after: Option<Duration>,
         unit: f64,
     ) -> Decision {
+        if class == FailureClass::PartialExecution {
+            return Decision::DeadLetter {
+                why:
+                    "side effects may already have happened: never retried blindly; manual review \
+                      before any replay"
+                        .into(),
+            };
+        }
         if !class.is_transient() {
             return Decision::DeadLetter {
-                why: format!("class {class} is not retried"),
+                why: format!("class {class} is permanent: another attempt would fail the same way"),
             };
         }
         if attempt >= self.max_attempts {

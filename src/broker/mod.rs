@@ -26,6 +26,7 @@ struct Scripts {
     retry: Script,
     promote: Script,
     claim: Script,
+    autoclaim: Script,
     begin: Script,
     heartbeat: Script,
     lease_renew: Script,
@@ -40,6 +41,7 @@ impl Scripts {
             retry: Script::new(include_str!("scripts/retry.lua")),
             promote: Script::new(include_str!("scripts/promote.lua")),
             claim: Script::new(include_str!("scripts/claim.lua")),
+            autoclaim: Script::new(include_str!("scripts/autoclaim.lua")),
             begin: Script::new(include_str!("scripts/begin.lua")),
             heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
@@ -67,10 +69,46 @@ pub struct ClaimStep {
     /// Entries now owned by the claimer: (id, deliveries so far). Not yet re-delivered:
     /// [`Broker::begin`] does that when one starts.
     pub claimed: Vec<(String, u64)>,
-    /// Entries at or past the poison threshold: (id, deliveries). Still pending, untouched.
+    /// Entries at or past the poison threshold: (id, deliveries). Still pending, owned by the
+    /// claimer, not to be run: they go to the dead letters as crash loops.
     pub poison: Vec<(String, u64)>,
-    /// Pending ids whose entry was gone; XCLAIM removed them from the PEL.
+    /// Pending ids whose entry was gone; the claim removed them from the PEL.
     pub tombstones: usize,
+}
+
+/// Parses the reply of claim.lua or autoclaim.lua.
+fn claim_step(reply: redis::RedisResult<Value>) -> Result<ClaimStep> {
+    let v = match reply {
+        Ok(v) => v,
+        Err(e) if is_code(&e, "NOGROUP") => return Ok(ClaimStep::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let Value::Array(parts) = v else {
+        return Err(Error::Protocol("claim script returned a non-array".into()));
+    };
+    let mut parts = parts.into_iter();
+    let next = match parts.next() {
+        Some(Value::BulkString(b)) if !b.is_empty() => {
+            Some(String::from_utf8_lossy(&b).into_owned())
+        }
+        _ => None,
+    };
+    let claimed = id_counts(parts.next())?;
+    let poison = id_counts(parts.next())?;
+    let tombstones = match parts.next() {
+        Some(Value::Int(n)) => n.max(0) as usize,
+        other => {
+            return Err(Error::Protocol(format!(
+                "claim script returned {other:?} for the tombstone count"
+            )))
+        }
+    };
+    Ok(ClaimStep {
+        next,
+        claimed,
+        poison,
+        tombstones,
+    })
 }
 
 /// A handle on Redis for one key prefix and consumer group. Cheap to clone.
@@ -328,56 +366,52 @@ impl Broker {
             .await?)
     }
 
-    /// One step of a claim scan over `tenant`'s lane (see scripts/claim.lua). `only` limits it
-    /// to one consumer's entries; `skip` lists ids the claimer already has in flight.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn claim(
+    /// One step of a member's drain of its own pending entries in `tenant`'s lane (see
+    /// scripts/claim.lua). `start` is `-` or the `next` of the previous step; `skip` lists ids
+    /// the member already has in flight.
+    pub async fn claim_own(
         &self,
         tenant: &str,
         consumer: &str,
-        min_idle: Duration,
         start: &str,
         count: usize,
         max_deliveries: u64,
-        only: Option<&str>,
         skip: &[String],
     ) -> Result<ClaimStep> {
         let mut inv = self.scripts.claim.key(self.keys.lane(tenant));
         inv.arg(&*self.group)
             .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
             .arg(start)
             .arg(count)
             .arg(max_deliveries)
-            .arg(only.unwrap_or(""))
             .arg(skip);
-        let v: Value = match inv.invoke_async(&mut self.con()).await {
-            Ok(v) => v,
-            Err(e) if is_code(&e, "NOGROUP") => return Ok(ClaimStep::default()),
-            Err(e) => return Err(e.into()),
-        };
-        let Value::Array(parts) = v else {
-            return Err(Error::Protocol("claim script returned a non-array".into()));
-        };
-        let mut parts = parts.into_iter();
-        let next = match parts.next() {
-            Some(Value::BulkString(b)) if !b.is_empty() => {
-                Some(String::from_utf8_lossy(&b).into_owned())
-            }
-            _ => None,
-        };
-        let claimed = id_counts(parts.next())?;
-        let poison = id_counts(parts.next())?;
-        let asked = match parts.next() {
-            Some(Value::Int(n)) => n.max(0) as usize,
-            _ => claimed.len(),
-        };
-        Ok(ClaimStep {
-            next,
-            tombstones: asked.saturating_sub(claimed.len()),
-            claimed,
-            poison,
-        })
+        claim_step(inv.invoke_async(&mut self.con()).await)
+    }
+
+    /// One step of a reclaim scan over `tenant`'s lane with XAUTOCLAIM (see
+    /// scripts/autoclaim.lua): entries idle for at least `min_idle` at any consumer are taken
+    /// over by `consumer`. `cursor` is `0-0` or the `next` of the previous step; `skip` lists ids
+    /// the claimer already has in flight.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reclaim(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+        max_deliveries: u64,
+        skip: &[String],
+    ) -> Result<ClaimStep> {
+        let mut inv = self.scripts.autoclaim.key(self.keys.lane(tenant));
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(cursor)
+            .arg(count)
+            .arg(max_deliveries)
+            .arg(skip);
+        claim_step(inv.invoke_async(&mut self.con()).await)
     }
 
     /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.

@@ -256,14 +256,12 @@ impl Reader {
                 }
                 let step = self
                     .broker
-                    .claim(
+                    .claim_own(
                         &tenant,
                         &self.member,
-                        Duration::ZERO,
                         &cursor,
                         self.read_batch,
                         self.max_deliveries,
-                        Some(&self.member),
                         &skip,
                     )
                     .await?;
@@ -305,6 +303,7 @@ impl Reader {
             }
             metrics::counter!(names::TASKS_READ, "tenant" => tenant_label(&tenant))
                 .increment(entries.len() as u64);
+            crate::failpoint::hit("after_read");
             self.shared.ingest(&lane, &tenant, entries, 1, &self.settle);
         }
     }

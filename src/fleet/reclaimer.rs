@@ -65,7 +65,7 @@ impl Reclaimer {
                 .cursors
                 .get(&lane)
                 .cloned()
-                .unwrap_or_else(|| "-".to_owned());
+                .unwrap_or_else(|| "0-0".to_owned());
             let skip = self
                 .shared
                 .inflight_by_tenant()
@@ -73,14 +73,13 @@ impl Reclaimer {
                 .unwrap_or_default();
             let step = match self
                 .broker
-                .claim(
+                .reclaim(
                     &tenant,
                     &self.shared.member,
                     self.cfg.min_idle,
                     &cursor,
                     self.cfg.batch.min(free),
                     self.cfg.max_deliveries,
-                    None,
                     &skip,
                 )
                 .await
@@ -98,9 +97,12 @@ impl Reclaimer {
                 &lane,
                 &tenant,
                 &step,
-                None,
-                self.cfg.min_idle,
+                Some(self.shared.member.clone()),
+                std::time::Duration::ZERO,
             );
+            if !step.claimed.is_empty() {
+                crate::failpoint::hit("after_claim");
+            }
             let n = self.shared.queue_suspects(&tenant, step.claimed);
             if n > 0 {
                 tracing::info!(tenant = %tenant, entries = n, "reclaimed stale entries");

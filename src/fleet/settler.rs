@@ -69,6 +69,7 @@ impl Settler {
             return;
         }
         let batches: Vec<_> = acks.drain().collect();
+        crate::failpoint::hit("before_ack");
         // Each tenant's batch is one script call; issued together they share round trips on
         // the multiplexed connection.
         let member = &self.shared.member;
@@ -81,6 +82,7 @@ impl Settler {
             }
         });
         let results = futures_util::future::join_all(calls).await;
+        crate::failpoint::hit("after_ack");
         for ((tenant, ids), result) in batches.iter().zip(results) {
             if let Some(acked) = result {
                 let label = tenant_label(tenant);
@@ -310,6 +312,7 @@ impl Settler {
             next.first_enqueued_at_ms.to_string(),
         ));
         let member = &self.shared.member;
+        crate::failpoint::hit("before_retry");
         let result = self
             .with_retry("schedule_retry", || {
                 self.broker
@@ -405,6 +408,7 @@ impl Settler {
         min_idle: Duration,
     ) {
         let fields = dl.to_fields();
+        crate::failpoint::hit("before_dead_letter");
         let result = self
             .with_retry("dead_letter", || {
                 self.broker.dead_letter(

@@ -137,6 +137,8 @@ impl TestEnv {
             child: Some(child),
             id: id.to_owned(),
             log,
+            exited: None,
+            started: Instant::now(),
         }
     }
 
@@ -177,6 +179,91 @@ impl TestEnv {
             .collect()
     }
 
+    /// Enqueues prepared tasks through the library producer.
+    pub async fn enqueue_tasks(&self, tasks: Vec<NewTask>) {
+        self.producer().await.enqueue_batch(tasks).await.unwrap();
+    }
+
+    /// Writes a config file into the scratch directory; pass its path as REDRIVE_CONFIG.
+    pub fn config_file(&self, name: &str, toml: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, toml).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// The dead letters of `tenant`, each as a field map, oldest first.
+    pub async fn dead_letters(&self, tenant: &str) -> Vec<HashMap<String, String>> {
+        let broker = self.broker().await;
+        let mut out = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let page = broker.dlq_range(tenant, &start, "+", 1000).await.unwrap();
+            let n = page.len();
+            for e in page {
+                start = format!("({}", e.id);
+                out.push(text_fields(e.fields.unwrap_or_default()));
+            }
+            if n < 1000 {
+                return out;
+            }
+        }
+    }
+
+    /// The scheduled retries of `tenant`: (fields of the next attempt, due time in ms).
+    pub async fn scheduled_retries(&self, tenant: &str) -> Vec<(HashMap<String, String>, u64)> {
+        let mut raw = self.raw().await;
+        let items: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{}:{{{tenant}}}:retry", self.prefix))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        items
+            .into_iter()
+            .map(|(member, score)| {
+                let flat: Vec<String> = serde_json::from_str(&member).unwrap();
+                let fields = flat
+                    .chunks(2)
+                    .map(|kv| (kv[0].clone(), kv[1].clone()))
+                    .collect();
+                (fields, score as u64)
+            })
+            .collect()
+    }
+
+    /// Makes every scheduled retry of `tenant` due now (the test's way of letting time pass).
+    pub async fn make_retries_due(&self, tenant: &str) -> usize {
+        let mut raw = self.raw().await;
+        let key = format!("{}:{{{tenant}}}:retry", self.prefix);
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        for m in &members {
+            let _: () = redis::cmd("ZADD")
+                .arg(&key)
+                .arg("XX")
+                .arg(0)
+                .arg(m)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+        members.len()
+    }
+
+    /// The Redis server's clock, ms.
+    pub async fn server_time_ms(&self) -> u64 {
+        let mut raw = self.raw().await;
+        let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
+        s * 1000 + us / 1000
+    }
+
     /// Waits until every listed tenant's lane is empty and nothing is pending.
     pub async fn wait_drained(&self, tenants: &[&str], timeout: Duration) {
         let broker = self.broker().await;
@@ -199,6 +286,10 @@ pub struct Member {
     child: Option<Child>,
     pub id: String,
     pub log: PathBuf,
+    /// How the process ended, once reaped by `try_exit`.
+    pub exited: Option<ExitStatus>,
+    /// When it was started.
+    pub started: Instant,
 }
 
 impl Member {
@@ -221,6 +312,20 @@ impl Member {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// The exit status if the process has exited (it is then reaped).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().unwrap()?;
+        self.child = None;
+        self.exited = Some(status);
+        Some(status)
+    }
+
+    /// Whether the process is gone (reaped by `try_exit`, `wait_exit` or `kill9`).
+    pub fn is_gone(&self) -> bool {
+        self.child.is_none()
     }
 
     /// Waits for the process to exit by itself.
@@ -279,6 +384,19 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Stream fields as text.
+pub fn text_fields(fields: Vec<(Vec<u8>, Vec<u8>)>) -> HashMap<String, String> {
+    fields
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Counts how often each task id appears.

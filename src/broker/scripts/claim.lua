@@ -1,39 +1,33 @@
--- claim.lua: one step of a reclaim scan (or of a member's drain of its own entries): stale
--- pending entries are taken over by this consumer, except those delivered too often, which are
--- reported as poison instead of being handed out again. The takeover uses JUSTID, so the
--- delivery count is not raised here: begin.lua raises it when the entry actually starts, so a
--- crash only counts against the entry that was running.
+-- claim.lua: one step of a member's drain of its own pending entries (after a restart or a
+-- read error): they are taken over again by the same consumer, except those delivered too
+-- often, which are reported as poison instead of being handed out again. The takeover uses
+-- JUSTID, so the delivery count is not raised here: begin.lua raises it when the entry
+-- actually starts, so a crash only counts against the entry that was running. (Stale entries
+-- of other members are reclaimed by autoclaim.lua.)
 --
 -- KEYS[1]  the lane stream
 -- ARGV[1]  the consumer group
--- ARGV[2]  the claiming consumer (this member)
--- ARGV[3]  the least idle time, ms (0 when draining one's own entries)
--- ARGV[4]  where the scan starts: '-' or an exclusive '(<id>'
--- ARGV[5]  the most pending entries to examine
--- ARGV[6]  the poison threshold on the delivery count
--- ARGV[7]  '' to scan every consumer's entries, or a consumer name to scan only its entries
--- ARGV[8…] ids to leave alone (entries the member already has in flight)
+-- ARGV[2]  the consumer (this member)
+-- ARGV[3]  where the scan starts: '-' or an exclusive '(<id>'
+-- ARGV[4]  the most pending entries to examine
+-- ARGV[5]  the poison threshold on the delivery count
+-- ARGV[6…] ids to leave alone (entries the member already has in flight)
 --
--- Returns {next, claimed, poison, asked}: next is the start of the following step, or '' when
--- the scan is complete; claimed is a flat list id, deliveries, … of entries now owned by the
--- claimer; poison is a flat list id, deliveries, … of entries at or past the threshold (left
--- pending, untouched); asked is how many ids were claimed. Ids asked for but missing from
--- claimed were tombstones (pending, entry deleted): XCLAIM removed them from the PEL.
-local p
-if ARGV[7] == '' then
-  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
-else
-  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5], ARGV[7])
-end
+-- Returns {next, claimed, poison, tombstones}: next is the start of the following step, or ''
+-- when the scan is complete; claimed is a flat list id, deliveries, … of entries to run;
+-- poison is a flat list id, deliveries, … of entries at or past the threshold (left pending,
+-- untouched); tombstones is how many ids were pending but had lost their entry (XCLAIM
+-- removed them from the PEL).
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', ARGV[4], ARGV[2])
 local skip = {}
-for i = 8, #ARGV do
+for i = 6, #ARGV do
   skip[ARGV[i]] = true
 end
 local ids, poison, count = {}, {}, {}
 for _, e in ipairs(p) do
   if skip[e[1]] then
-    -- in flight at the claimer: neither claimed nor judged
-  elseif tonumber(e[4]) >= tonumber(ARGV[6]) then
+    -- in flight: neither claimed nor judged
+  elseif tonumber(e[4]) >= tonumber(ARGV[5]) then
     poison[#poison + 1] = e[1]
     poison[#poison + 1] = tostring(e[4])
   else
@@ -41,10 +35,10 @@ for _, e in ipairs(p) do
     count[e[1]] = e[4]
   end
 end
-local claimed = {}
+local claimed, n = {}, 0
 if #ids > 0 then
   -- unpack must come last in an argument list (Lua keeps only its first value otherwise).
-  local args = {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}
+  local args = {KEYS[1], ARGV[1], ARGV[2], 0}
   for _, id in ipairs(ids) do
     args[#args + 1] = id
   end
@@ -52,10 +46,11 @@ if #ids > 0 then
   for _, id in ipairs(redis.call('XCLAIM', unpack(args))) do
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = tostring(count[id])
+    n = n + 1
   end
 end
 local next = ''
-if #p >= tonumber(ARGV[5]) then
+if #p >= tonumber(ARGV[4]) then
   next = '(' .. p[#p][1]
 end
-return {next, claimed, poison, #ids}
+return {next, claimed, poison, #ids - n}
