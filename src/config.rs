@@ -241,7 +241,7 @@ impl RawConfig {
         fig = fig
             .merge(
                 Env::prefixed("REDRIVE_")
-                    .ignore(&["CONFIG", "REDIS_URL"])
+                    .ignore(&["CONFIG", "REDIS_URL", "FAILPOINT"])
                     .split("__"),
             )
             .merge(

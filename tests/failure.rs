@@ -8,7 +8,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{counts, eventually, Member, TestEnv};
+use common::{counts, eventually, Member, Supervisor, TestEnv};
 use redrive::task::NewTask;
 use serde_json::{json, Value};
 
@@ -310,73 +310,6 @@ async fn permanent_failures_dead_letter_at_once_with_their_whole_context() {
     assert!(m.stop().success(), "{}", m.log_text());
 }
 
-/// Keeps `n` members alive: whoever dies is started again under the same id (a restart that
-/// finds the dead process's lease waits for it, exiting 75, and is simply started again).
-struct Supervisor<'a> {
-    env: &'a TestEnv,
-    members: Vec<Member>,
-    env_vars: Vec<(String, String)>,
-    /// Members that died by a signal (crashed or killed), not counting refused restarts.
-    crashes: usize,
-}
-
-impl<'a> Supervisor<'a> {
-    fn new(env: &'a TestEnv, n: usize, env_vars: &[(&str, &str)]) -> Supervisor<'a> {
-        let env_vars: Vec<(String, String)> = env_vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut s = Supervisor {
-            env,
-            members: Vec::new(),
-            env_vars,
-            crashes: 0,
-        };
-        for i in 0..n {
-            let m = s.spawn(&format!("m{}", i + 1));
-            s.members.push(m);
-        }
-        s
-    }
-
-    fn spawn(&self, id: &str) -> Member {
-        let vars: Vec<(&str, &str)> = self
-            .env_vars
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.env.member(id, &vars)
-    }
-
-    /// Restarts members that exited (at most one start per member every 250 ms, so a restart
-    /// refused while the dead process's lease runs out is not retried in a tight loop).
-    fn tend(&mut self) {
-        for i in 0..self.members.len() {
-            let m = &mut self.members[i];
-            if !m.is_gone() {
-                if let Some(status) = m.try_exit() {
-                    if status.code().is_none() {
-                        self.crashes += 1;
-                    }
-                }
-            }
-            let m = &self.members[i];
-            if m.is_gone() && m.started.elapsed() >= Duration::from_millis(250) {
-                let id = m.id.clone();
-                self.members[i] = self.spawn(&id);
-            }
-        }
-    }
-
-    fn stop_all(&mut self) {
-        for m in &mut self.members {
-            if !m.is_gone() && m.try_exit().is_none() {
-                m.stop();
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_task_that_kills_its_worker_is_dead_lettered_as_crash_loop_while_others_flow() {
     let env = TestEnv::new();
@@ -455,4 +388,396 @@ async fn a_task_that_kills_its_worker_is_dead_lettered_as_crash_loop_while_other
             "{t} has no dead letters"
         );
     }
+}
+
+/// Settings for tests that kill members: short idle time, quick retries.
+const QUICK: [(&str, &str); 6] = [
+    ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "500"),
+    ("REDRIVE_RECLAIM__MIN_IDLE_MS", "1000"),
+    ("REDRIVE_RECLAIM__INTERVAL_MS", "200"),
+    ("REDRIVE_RETRY__POLL_INTERVAL_MS", "50"),
+    ("REDRIVE_FLEET__CONCURRENCY", "16"),
+    ("REDRIVE_FLEET__READ_BATCH", "32"),
+];
+
+/// Every task ended exactly once: the ok ones completed (at least once, by the side-effect
+/// log), the failing ones sit in the dead letters exactly once each with their class, and
+/// nothing is left in the lane, the PEL or the retry schedule.
+async fn assert_every_task_ended_once(
+    env: &TestEnv,
+    tenant: &str,
+    ok: &HashSet<String>,
+    failing: &HashMap<String, &str>,
+) -> (usize, usize) {
+    let broker = env.broker().await;
+    assert_eq!(broker.lane_len(tenant).await.unwrap(), 0);
+    assert_eq!(broker.pending_count(tenant).await.unwrap(), 0);
+    assert!(env.scheduled_retries(tenant).await.is_empty());
+    let dead = env.dead_letters(tenant).await;
+    let dead_ids = counts(dead.iter().map(|d| d["task_id"].as_str()));
+    let dup: Vec<_> = dead_ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "dead-lettered twice: {dup:?}");
+    for d in &dead {
+        let id = d["task_id"].as_str();
+        assert_eq!(
+            failing.get(id).copied(),
+            Some(d["class"].as_str()),
+            "{id} dead-lettered as {}",
+            d["class"]
+        );
+    }
+    assert_eq!(
+        dead.len(),
+        failing.len(),
+        "every failing task dead-lettered"
+    );
+    let effects = env.side_effects();
+    let done = counts(effects.iter().map(|e| e.1.as_str()));
+    let done_ids: HashSet<String> = done.keys().map(|s| s.to_string()).collect();
+    assert_eq!(&done_ids, ok, "every ok task completed, no failing one did");
+    let reruns = done.values().filter(|&&n| n > 1).count();
+    (dead.len(), reruns)
+}
+
+#[tokio::test]
+async fn sigkill_at_each_settle_point_loses_nothing() {
+    for (i, point) in redrive::failpoint::POINTS.iter().enumerate() {
+        let env = TestEnv::new();
+        let mut ok = HashSet::new();
+        let mut failing = HashMap::new();
+        let mut tasks = Vec::new();
+        for n in 0..190 {
+            let id = format!("t{n}");
+            let payload = match n % 19 {
+                0 | 1 => {
+                    failing.insert(id.clone(), "schema_mismatch");
+                    sim("malformed_output")
+                }
+                2 | 3 => {
+                    failing.insert(id.clone(), "rate_limited");
+                    sim("rate_limited")
+                }
+                _ => {
+                    ok.insert(id.clone());
+                    json!({"simulate": "ok", "work_ms": 5})
+                }
+            };
+            tasks.push(task("acme", "triage", &id, payload));
+        }
+        env.enqueue_tasks(tasks).await;
+        let broker = env.broker().await;
+        if *point == "after_claim" {
+            // Leave entries pending at a consumer that never comes back, for the reclaim.
+            broker.ensure_group("acme").await.unwrap();
+            let mut raw = env.raw().await;
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("redrive")
+                .arg("ghost")
+                .arg("COUNT")
+                .arg(40)
+                .arg("STREAMS")
+                .arg(format!("{}:{{acme}}:lane", env.prefix))
+                .arg(">")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+        let hit = if *point == "after_claim" { "1" } else { "2" };
+        let failpoint = format!("{point}:{hit}");
+        let mut vars = QUICK.to_vec();
+        vars.push(("REDRIVE_FAILPOINT", &failpoint));
+        let mut a = env.member("a", &vars);
+        let status = a.wait_exit(LONG);
+        assert_eq!(status.code(), None, "{point}: killed by a signal");
+        assert!(
+            a.log_text().contains("failpoint reached"),
+            "{point}: {}",
+            a.log_text()
+        );
+        // Alternate who picks up: the same member after its lease runs out (drains its own
+        // entries), or a new member (reclaims them once they are idle).
+        let mut after = if i % 2 == 0 {
+            eventually(LONG, "the dead member's lease expired", || async {
+                broker.lease_remaining("a").await.unwrap().is_none()
+            })
+            .await;
+            env.member("a", &QUICK)
+        } else {
+            env.member("b", &QUICK)
+        };
+        eventually(LONG, "everything settled", || async {
+            broker.lane_len("acme").await.unwrap() == 0
+                && broker.pending_count("acme").await.unwrap() == 0
+                && broker.retry_len("acme").await.unwrap() == 0
+                && env.dead_letters("acme").await.len() >= failing.len()
+        })
+        .await;
+        assert!(after.stop().success(), "{}", after.log_text());
+        let (dead, reruns) = assert_every_task_ended_once(&env, "acme", &ok, &failing).await;
+        eprintln!("{point}: {} done ({reruns} ran again after the kill), {dead} dead-lettered, nothing lost", ok.len());
+    }
+}
+
+/// Reads up to `count` new entries of `tenant`'s lane as consumer `ghost`, a member that then
+/// vanishes; returns the entries.
+async fn ghost_read(env: &TestEnv, tenant: &str, count: usize) -> Vec<redrive::broker::Entry> {
+    env.broker().await.ensure_group(tenant).await.unwrap();
+    let mut raw = env.raw().await;
+    let v: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("redrive")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(format!("{}:{{{tenant}}}:lane", env.prefix))
+        .arg(">")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let streams = redrive::broker::reply::streams(v).unwrap();
+    streams.into_iter().flat_map(|(_, e)| e).collect()
+}
+
+#[tokio::test]
+async fn two_fleets_promote_and_reclaim_at_once_without_duplicates_or_loss() {
+    let env = TestEnv::new();
+    let broker = env.broker().await;
+    let tenants = ["acme", "globex"];
+    let mut all = HashSet::new();
+    for t in tenants {
+        all.extend(
+            env.enqueue(t, 2_000, json!({"simulate": "ok", "work_ms": 0}))
+                .await,
+        );
+        // A member read every entry and died: half of them it had already scheduled for a
+        // retry (due now), the other half are left pending for a reclaim.
+        let entries = ghost_read(&env, t, 2_000).await;
+        assert_eq!(entries.len(), 2_000);
+        for e in entries.iter().step_by(2) {
+            let fields: Vec<(String, String)> = common::text_fields(e.fields.clone().unwrap())
+                .into_iter()
+                .filter(|(k, _)| k != "enqueued_at")
+                .collect();
+            let refs: Vec<(&str, String)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            let due = broker
+                .schedule_retry(t, "ghost", &e.id, Duration::ZERO, &refs)
+                .await
+                .unwrap();
+            assert!(due.is_some());
+        }
+        assert_eq!(broker.retry_len(t).await.unwrap(), 1_000);
+        assert_eq!(broker.pending_count(t).await.unwrap(), 1_000);
+    }
+    // Two fleets of two, every member running the recovery loop and the reclaimer often and
+    // in small steps, so that they contend on the same items.
+    let cfg = [
+        ("REDRIVE_RETRY__POLL_INTERVAL_MS", "10"),
+        ("REDRIVE_RETRY__PROMOTE_BATCH", "7"),
+        ("REDRIVE_RECLAIM__INTERVAL_MS", "20"),
+        ("REDRIVE_RECLAIM__BATCH", "13"),
+        ("REDRIVE_RECLAIM__MIN_IDLE_MS", "300"),
+        ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "200"),
+    ];
+    let mut members: Vec<_> = ["fleet1-a", "fleet1-b", "fleet2-a", "fleet2-b"]
+        .iter()
+        .map(|id| env.member(id, &cfg))
+        .collect();
+    eventually(LONG, "all 4,000 tasks ran", || async {
+        env.side_effects().len() >= 4_000
+    })
+    .await;
+    env.wait_drained(&tenants, LONG).await;
+    for t in tenants {
+        assert_eq!(broker.retry_len(t).await.unwrap(), 0);
+    }
+    let effects = env.side_effects();
+    let per_task = counts(effects.iter().map(|e| e.1.as_str()));
+    let seen: HashSet<String> = per_task.keys().map(|s| s.to_string()).collect();
+    assert_eq!(seen, all, "nothing lost");
+    let twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "re-added or handed out twice: {twice:?}");
+    let runners: HashSet<&str> = effects.iter().map(|e| e.3.as_str()).collect();
+    assert!(runners.len() >= 2, "the work was shared: {runners:?}");
+    for m in &mut members {
+        assert!(m.stop().success(), "{}", m.log_text());
+    }
+    for t in tenants {
+        assert!(env.dead_letters(t).await.is_empty());
+    }
+}
+
+/// How many entries a member's log says it reclaimed.
+fn reclaimed_in_log(m: &Member) -> u64 {
+    m.log_text()
+        .lines()
+        .filter(|l| l.contains("reclaimed stale entries"))
+        .filter_map(|l| {
+            l.split("entries=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_slow_task_with_heartbeats_is_never_reclaimed() {
+    let env = TestEnv::new();
+    // The task runs three times the idle time; heartbeats keep its entry fresh.
+    let cfg = [
+        ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "10000"),
+        ("REDRIVE_RECLAIM__MIN_IDLE_MS", "1000"),
+        ("REDRIVE_RECLAIM__INTERVAL_MS", "50"),
+        ("REDRIVE_RECLAIM__HEARTBEAT", "true"),
+    ];
+    let mut a = env.member("a", &cfg);
+    let broker = env.broker().await;
+    eventually(LONG, "member a serves", || async {
+        broker.lease_remaining("a").await.unwrap().is_some()
+    })
+    .await;
+    env.enqueue("acme", 1, json!({"simulate": "ok", "work_ms": 3000}))
+        .await;
+    eventually(LONG, "a took the task", || async {
+        broker.pending_count("acme").await.unwrap() == 1
+    })
+    .await;
+    let mut others: Vec<_> = ["b", "c"].iter().map(|id| env.member(id, &cfg)).collect();
+    env.wait_drained(&["acme"], LONG).await;
+    let effects = env.side_effects();
+    assert_eq!(effects.len(), 1, "ran once: {effects:?}");
+    assert_eq!(effects[0].3, "a", "on the member that read it");
+    for m in others.iter_mut().chain([&mut a]) {
+        assert!(m.stop().success());
+        assert_eq!(reclaimed_in_log(m), 0, "{} reclaimed a live task", m.id);
+        assert!(!m.log_text().contains("another member took the entry over"));
+    }
+    assert!(env.dead_letters("acme").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_frozen_worker_without_heartbeats_has_its_task_reclaimed_once() {
+    let env = TestEnv::new();
+    let cfg = [
+        ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "2000"),
+        ("REDRIVE_RECLAIM__MIN_IDLE_MS", "2500"),
+        ("REDRIVE_RECLAIM__INTERVAL_MS", "50"),
+        ("REDRIVE_RECLAIM__HEARTBEAT", "false"),
+    ];
+    let mut a = env.member("a", &cfg);
+    let broker = env.broker().await;
+    eventually(LONG, "member a serves", || async {
+        broker.lease_remaining("a").await.unwrap().is_some()
+    })
+    .await;
+    env.enqueue("acme", 1, json!({"simulate": "ok", "work_ms": 1000}))
+        .await;
+    eventually(LONG, "a took the task", || async {
+        broker.pending_count("acme").await.unwrap() == 1
+    })
+    .await;
+    // Freeze a mid-task: no heartbeats, no progress (a stuck process, as far as Redis can tell).
+    a.signal("STOP");
+    let mut b = env.member("b", &cfg);
+    let mut c = env.member("c", &cfg);
+    eventually(LONG, "the task ran elsewhere", || async {
+        env.side_effects().iter().any(|e| e.3 != "a")
+    })
+    .await;
+    env.wait_drained(&["acme"], LONG).await;
+    a.signal("CONT");
+    // a wakes up with a finished attempt it no longer owns: it must not ack it.
+    eventually(LONG, "a noticed it lost the entry", || async {
+        let log = a.log_text();
+        log.contains("no longer ours") || log.contains("another member took the entry over")
+    })
+    .await;
+    let reclaimed: u64 = [&b, &c].iter().map(|m| reclaimed_in_log(m)).sum();
+    assert_eq!(reclaimed, 1, "reclaimed exactly once");
+    let runs_elsewhere = env.side_effects().iter().filter(|e| e.3 != "a").count();
+    assert_eq!(runs_elsewhere, 1);
+    for m in [&mut a, &mut b, &mut c] {
+        assert!(m.stop().success(), "{}", m.log_text());
+    }
+    assert!(env.dead_letters("acme").await.is_empty());
+    assert_eq!(broker.pending_count("acme").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_dead_letter_cap_counts_what_it_trims() {
+    let env = TestEnv::new();
+    env.enqueue("acme", 300, sim("malformed_output")).await;
+    let mut m = env.member("m1", &[("REDRIVE_DEAD_LETTER__MAX_LEN", "5")]);
+    let broker = env.broker().await;
+    let raw = env.raw().await;
+    let trimmed_key = format!("{}:{{acme}}:dlq:trimmed", env.prefix);
+    eventually(LONG, "300 dead letters kept or counted", || {
+        let broker = &broker;
+        let mut raw = raw.clone();
+        let trimmed_key = &trimmed_key;
+        async move {
+            let kept = broker.dlq_len("acme").await.unwrap();
+            let trimmed: Option<u64> = redis::cmd("GET")
+                .arg(trimmed_key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            kept + trimmed.unwrap_or(0) == 300
+        }
+    })
+    .await;
+    let kept = broker.dlq_len("acme").await.unwrap();
+    assert!(kept < 300, "the cap trimmed ({kept} kept)");
+    env.wait_drained(&["acme"], LONG).await;
+    assert!(m.stop().success());
+    assert!(m.log_text().contains("dead-letter cap trimmed"));
+}
+
+#[tokio::test]
+async fn tombstones_are_cleaned_and_counted() {
+    let env = TestEnv::new();
+    env.enqueue("acme", 10, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let entries = ghost_read(&env, "acme", 10).await;
+    let mut raw = env.raw().await;
+    for e in &entries[..4] {
+        let _: u64 = redis::cmd("XDEL")
+            .arg(format!("{}:{{acme}}:lane", env.prefix))
+            .arg(&e.id)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let mut m = env.member(
+        "m1",
+        &[
+            ("REDRIVE_RECLAIM__MIN_IDLE_MS", "300"),
+            ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "200"),
+            ("REDRIVE_RECLAIM__INTERVAL_MS", "50"),
+        ],
+    );
+    env.wait_drained(&["acme"], LONG).await;
+    assert_eq!(env.side_effects().len(), 6, "the six intact entries ran");
+    assert!(m.stop().success());
+    let tombstones: u64 = m
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("deleted before they ran"))
+        .filter_map(|l| {
+            l.split("tombstones=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(tombstones, 4, "{}", m.log_text());
 }

@@ -367,6 +367,73 @@ impl Drop for Member {
     }
 }
 
+/// Keeps `n` members alive: whoever dies is started again under the same id (a restart that
+/// finds the dead process's lease waits for it, exiting 75, and is simply started again).
+pub struct Supervisor<'a> {
+    env: &'a TestEnv,
+    pub members: Vec<Member>,
+    env_vars: Vec<(String, String)>,
+    /// Members that died by a signal (crashed or killed), not counting refused restarts.
+    pub crashes: usize,
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(env: &'a TestEnv, n: usize, env_vars: &[(&str, &str)]) -> Supervisor<'a> {
+        let env_vars: Vec<(String, String)> = env_vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Supervisor {
+            env,
+            members: Vec::new(),
+            env_vars,
+            crashes: 0,
+        };
+        for i in 0..n {
+            let m = s.spawn(&format!("m{}", i + 1));
+            s.members.push(m);
+        }
+        s
+    }
+
+    fn spawn(&self, id: &str) -> Member {
+        let vars: Vec<(&str, &str)> = self
+            .env_vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.env.member(id, &vars)
+    }
+
+    /// Restarts members that exited (at most one start per member every 250 ms, so a restart
+    /// refused while the dead process's lease runs out is not retried in a tight loop).
+    pub fn tend(&mut self) {
+        for i in 0..self.members.len() {
+            let m = &mut self.members[i];
+            if !m.is_gone() {
+                if let Some(status) = m.try_exit() {
+                    if status.code().is_none() {
+                        self.crashes += 1;
+                    }
+                }
+            }
+            let m = &self.members[i];
+            if m.is_gone() && m.started.elapsed() >= Duration::from_millis(250) {
+                let id = m.id.clone();
+                self.members[i] = self.spawn(&id);
+            }
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for m in &mut self.members {
+            if !m.is_gone() && m.try_exit().is_none() {
+                m.stop();
+            }
+        }
+    }
+}
+
 /// Polls `check` every 20 ms until it returns true; panics with `what` after `timeout`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
