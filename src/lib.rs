@@ -10,7 +10,7 @@
 //! * [`fleet`] — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat, lease.
 //! * [`policy`] — retry decisions; [`classify`] — rules for untyped errors.
 //! * [`deadletter`] — the dead-letter record and error fingerprints.
-//! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`.
+//! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`] — `redrive bench`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
 //! * [`telemetry`] — logging and the metric-name catalogue.
@@ -19,6 +19,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
 
+pub mod bench;
 pub mod broker;
 pub mod classify;
 pub mod cli;

@@ -6,6 +6,7 @@
 //! response timeout longer than the block time (the redis crate's default of 500 ms would fail
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
+pub mod raw;
 pub mod reply;
 
 use std::sync::Arc;
@@ -277,8 +278,25 @@ impl Broker {
         if ids.is_empty() {
             return Ok(0);
         }
+        let key = |id: &str| -> (u64, u64) {
+            let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+            (
+                ms.parse().unwrap_or(u64::MAX),
+                seq.parse().unwrap_or(u64::MAX),
+            )
+        };
+        let (Some(lo), Some(hi)) = (
+            ids.iter().min_by_key(|id| key(id)),
+            ids.iter().max_by_key(|id| key(id)),
+        ) else {
+            return Ok(0);
+        };
         let mut inv = self.scripts.ack.key(self.keys.lane(tenant));
-        inv.arg(&*self.group).arg(consumer).arg(ids);
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(*lo)
+            .arg(*hi)
+            .arg(ids);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
@@ -535,6 +553,40 @@ impl Broker {
             Err(e) if is_code(&e, "NOGROUP") => Ok(0),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes every key of `tenant` (lane, retry schedule, dead letters, trim counter) and
+    /// removes it from the registry. For benchmarks that clean up after themselves; there is
+    /// no way back.
+    pub async fn drop_tenant(&self, tenant: &str) -> Result<()> {
+        let _: Value = redis::cmd("DEL")
+            .arg(self.keys.lane(tenant))
+            .arg(self.keys.retry(tenant))
+            .arg(self.keys.dlq(tenant))
+            .arg(self.keys.dlq_trimmed(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        let _: Value = redis::cmd("SREM")
+            .arg(self.keys.tenants())
+            .arg(tenant)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// "Redis <version>" from INFO server.
+    pub async fn server_version(&self) -> Result<String> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.con())
+            .await?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("(unknown version)")
+            .trim()
+            .to_owned();
+        Ok(format!("Redis {version}"))
     }
 
     /// Entries in a tenant's dead-letter stream.

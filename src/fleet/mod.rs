@@ -214,6 +214,15 @@ pub(crate) struct Shared {
     pub stats: Arc<FleetStats>,
     pub member: Arc<str>,
     pub limits: Limits,
+    /// Told about every batch of acks, when set (benchmarks measure enqueue→done with it).
+    pub ack_observer: Option<Arc<dyn AckObserver>>,
+}
+
+/// Sees completed entries the moment their ack went through. Called on the settler's task:
+/// keep it short.
+pub trait AckObserver: Send + Sync {
+    /// `entry_ids` of `tenant`'s lane were acked as done.
+    fn acked(&self, tenant: &str, entry_ids: &[&str]);
 }
 
 impl Shared {
@@ -384,6 +393,7 @@ pub struct Fleet {
     classifier: Arc<Classifier>,
     handler: Arc<dyn Handler>,
     stats: Arc<FleetStats>,
+    ack_observer: Option<Arc<dyn AckObserver>>,
 }
 
 impl Fleet {
@@ -398,7 +408,14 @@ impl Fleet {
             classifier: Arc::new(settings.classifier.clone()),
             handler,
             stats: Arc::new(FleetStats::default()),
+            ack_observer: None,
         }
+    }
+
+    /// Reports every successful ack batch to `observer`.
+    pub fn with_ack_observer(mut self, observer: Arc<dyn AckObserver>) -> Fleet {
+        self.ack_observer = Some(observer);
+        self
     }
 
     /// The member's live tallies.
@@ -425,6 +442,7 @@ impl Fleet {
             stats: self.stats.clone(),
             member: member.clone(),
             limits: self.limits,
+            ack_observer: self.ack_observer.clone(),
         });
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         // Background loops stop on their own signal, after the executor has drained, so that

@@ -51,69 +51,91 @@ impl Reclaimer {
         }
     }
 
-    /// One claim step on every lane, within free capacity.
+    /// One scan over every lane, within free capacity: a lane is scanned step by step until
+    /// its cursor comes round or a step finds fewer stale entries than it asked for, so a
+    /// crashed member's whole backlog is taken in one pass, not one batch per interval.
     pub async fn pass(&mut self) {
         for (lane, tenant) in self.shared.lanes() {
-            let free = self
-                .shared
-                .unsettled_limit
-                .saturating_sub(self.shared.unsettled());
-            if free == 0 {
-                return;
-            }
-            let cursor = self
-                .cursors
-                .get(&lane)
-                .cloned()
-                .unwrap_or_else(|| "0-0".to_owned());
-            let skip = self
-                .shared
-                .inflight_by_tenant()
-                .remove(&tenant)
-                .unwrap_or_default();
-            let step = match self
-                .broker
-                .reclaim(
-                    &tenant,
-                    &self.shared.member,
-                    self.cfg.min_idle,
-                    &cursor,
-                    self.cfg.batch.min(free),
-                    self.cfg.max_deliveries,
-                    &skip,
-                )
-                .await
-            {
-                Ok(step) => step,
-                Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "reclaim").increment(1);
-                    tracing::warn!(tenant = %tenant, error = %e, "reclaim step failed");
-                    continue;
+            loop {
+                let free = self
+                    .shared
+                    .unsettled_limit
+                    .saturating_sub(self.shared.unsettled());
+                if free == 0 {
+                    return;
                 }
-            };
-            report_claim(
-                &self.shared,
-                &self.settle,
-                &lane,
-                &tenant,
-                &step,
-                Some(self.shared.member.clone()),
-                std::time::Duration::ZERO,
-            );
-            if !step.claimed.is_empty() {
-                crate::failpoint::hit("after_claim");
+                let asked = self.cfg.batch.min(free);
+                let Some(step) = self.step(&lane, &tenant, asked).await else {
+                    break;
+                };
+                let found = step.claimed.len() + step.poison.len() + step.tombstones;
+                if step.next.is_none() || found < asked {
+                    break;
+                }
             }
-            let n = self.shared.queue_suspects(&tenant, step.claimed);
-            if n > 0 {
-                tracing::info!(tenant = %tenant, entries = n, "reclaimed stale entries");
-                metrics::counter!(names::RECLAIMED, "tenant" => tenant_label(&tenant))
-                    .increment(n as u64);
-                self.shared.stats.with(&tenant, |t| t.reclaimed += n as u64);
-            }
-            match step.next {
-                Some(next) => self.cursors.insert(lane, next),
-                None => self.cursors.remove(&lane),
-            };
         }
+    }
+
+    /// One claim step on one lane; `None` when Redis failed (logged, counted).
+    async fn step(
+        &mut self,
+        lane: &str,
+        tenant: &Arc<str>,
+        asked: usize,
+    ) -> Option<crate::broker::ClaimStep> {
+        let cursor = self
+            .cursors
+            .get(lane)
+            .cloned()
+            .unwrap_or_else(|| "0-0".to_owned());
+        let skip = self
+            .shared
+            .inflight_by_tenant()
+            .remove(tenant)
+            .unwrap_or_default();
+        let step = match self
+            .broker
+            .reclaim(
+                tenant,
+                &self.shared.member,
+                self.cfg.min_idle,
+                &cursor,
+                asked,
+                self.cfg.max_deliveries,
+                &skip,
+            )
+            .await
+        {
+            Ok(step) => step,
+            Err(e) => {
+                metrics::counter!(names::REDIS_ERRORS, "op" => "reclaim").increment(1);
+                tracing::warn!(tenant = %tenant, error = %e, "reclaim step failed");
+                return None;
+            }
+        };
+        report_claim(
+            &self.shared,
+            &self.settle,
+            lane,
+            tenant,
+            &step,
+            Some(self.shared.member.clone()),
+            std::time::Duration::ZERO,
+        );
+        if !step.claimed.is_empty() {
+            crate::failpoint::hit("after_claim");
+        }
+        let n = self.shared.queue_suspects(tenant, step.claimed.clone());
+        if n > 0 {
+            tracing::info!(tenant = %tenant, entries = n, "reclaimed stale entries");
+            metrics::counter!(names::RECLAIMED, "tenant" => tenant_label(tenant))
+                .increment(n as u64);
+            self.shared.stats.with(tenant, |t| t.reclaimed += n as u64);
+        }
+        match &step.next {
+            Some(next) => self.cursors.insert(lane.to_owned(), next.clone()),
+            None => self.cursors.remove(lane),
+        };
+        Some(step)
     }
 }

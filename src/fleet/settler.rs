@@ -85,6 +85,10 @@ impl Settler {
         crate::failpoint::hit("after_ack");
         for ((tenant, ids), result) in batches.iter().zip(results) {
             if let Some(acked) = result {
+                if let Some(observer) = &self.shared.ack_observer {
+                    let refs: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+                    observer.acked(tenant, &refs);
+                }
                 let label = tenant_label(tenant);
                 metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone())
                     .increment(acked);

@@ -1,0 +1,999 @@
+//! `redrive bench`: throughput and latency of the real fleet, each figure next to the raw
+//! ceiling of the same Redis measured in the same run (see benches/README.md for the method).
+//!
+//! Every scenario runs on a private redis-server started here (or on `REDRIVE_REDIS_URL`, under
+//! a fresh key prefix it deletes afterwards), with 200-byte JSON payloads and a no-op handler
+//! unless it says otherwise. The fleet runs in this process (one member, as `redrive run`
+//! would), except where a process must be killed or weighed: those use a child `redrive run`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::broker::raw::{raw_ceiling, RawCeiling};
+use crate::broker::Broker;
+use crate::config::{RawConfig, Settings};
+use crate::embedded::RedisServer;
+use crate::error::{Error, Result};
+use crate::fleet::{AckObserver, Fleet, FleetStats};
+use crate::handler::{FailureClass, Handler, HandlerFuture, NoopHandler, Outcome, TaskContext};
+use crate::producer::Producer;
+use crate::shutdown::Shutdown;
+use crate::task::{NewTask, Task};
+
+/// The scenarios, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Pipelined XADD, then XREADGROUP COUNT 500 + one XACK per batch: this machine's limit.
+    Raw,
+    /// Producer throughput, one task per call and batched.
+    Enqueue,
+    /// Pre-enqueued tasks of one tenant drained by one member.
+    Drain,
+    /// The same over 100 tenants.
+    Drain100,
+    /// A producer and the fleet at once, flat out.
+    E2e,
+    /// A producer at a fixed offered rate (`--rate`) and the fleet.
+    E2eRate,
+    /// 10% of tasks always fail (transient), 3 attempts, zero backoff.
+    Failure,
+    /// A member killed mid-batch: how long until its entries run again.
+    Reclaim,
+    /// A small tenant's latency while a large tenant's backlog drains.
+    Fairness,
+    /// Peak RSS of a member with 10,000 tasks in flight.
+    Memory,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 10] = [
+        Scenario::Raw,
+        Scenario::Enqueue,
+        Scenario::Drain,
+        Scenario::Drain100,
+        Scenario::E2e,
+        Scenario::E2eRate,
+        Scenario::Failure,
+        Scenario::Reclaim,
+        Scenario::Fairness,
+        Scenario::Memory,
+    ];
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Tasks per throughput scenario.
+    pub tasks: usize,
+    /// Offered rate of `e2e-rate`, tasks/s.
+    pub rate: u64,
+    /// How long `e2e-rate` offers load.
+    pub rate_seconds: u64,
+    /// fleet.concurrency of the in-process member.
+    pub concurrency: usize,
+    /// fleet.read_batch of the in-process member.
+    pub read_batch: usize,
+    /// The scenarios to run (the raw ceiling always runs first).
+    pub scenarios: Vec<Scenario>,
+}
+
+/// One line of results.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// Scenario name.
+    pub scenario: String,
+    /// Tasks involved.
+    pub tasks: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Tasks per second, where throughput is the point.
+    pub per_second: Option<f64>,
+    /// `per_second` over the raw consume ceiling of the same run.
+    pub ratio_to_raw: Option<f64>,
+    /// Latency percentiles, ms (p50, p99, p99.9), where latency is the point.
+    pub latency_ms: Option<Percentiles>,
+    /// What else was measured or checked.
+    pub note: String,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples` given in microseconds; `None` when there are none.
+    pub fn of_micros(mut samples: Vec<u64>) -> Option<Percentiles> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i] as f64 / 1000.0
+        };
+        Some(Percentiles {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: samples[samples.len() - 1] as f64 / 1000.0,
+        })
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Redis version and where it ran.
+    pub redis: String,
+    /// CPU cores this process may use.
+    pub cores: usize,
+    /// Whether this is an optimised build (figures from debug builds mean little).
+    pub release_build: bool,
+    /// The raw ceiling of this run.
+    pub raw: Option<RawFigures>,
+    /// One row per scenario result.
+    pub results: Vec<BenchRow>,
+}
+
+/// The raw ceiling, as reported.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RawFigures {
+    /// Entries appended per second.
+    pub enqueue_per_second: f64,
+    /// Entries read and acked per second.
+    pub consume_per_second: f64,
+}
+
+/// A 200-byte JSON payload; `extra` (`"t_us":…,"fail":…`) is spliced in for scenarios that
+/// need it, and the padding shrinks to keep the size.
+fn payload(extra: &str) -> String {
+    let head = format!("{{{extra}\"text\":\"");
+    let pad = 200usize.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+/// Microseconds since `epoch`.
+fn micros(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+/// The `"t_us":N` value in a payload, without parsing the whole document.
+fn sent_at(payload: &str) -> Option<u64> {
+    let rest = &payload[payload.find("\"t_us\":")? + 7..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Records enqueue→start (from the payload's send time) and enqueue→done (from acks).
+struct Probe {
+    epoch: Instant,
+    /// Only this tenant's tasks are recorded, when set.
+    tenant: Option<String>,
+    starts: Mutex<Vec<u64>>,
+    sent: Mutex<HashMap<String, u64>>,
+    acked: Mutex<Vec<(String, u64)>>,
+}
+
+impl Probe {
+    fn new(epoch: Instant, tenant: Option<&str>) -> Arc<Probe> {
+        Arc::new(Probe {
+            epoch,
+            tenant: tenant.map(str::to_owned),
+            starts: Mutex::new(Vec::new()),
+            sent: Mutex::new(HashMap::new()),
+            acked: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record_sent(&self, entry_ids: impl IntoIterator<Item = String>, at: u64) {
+        if let Ok(mut m) = self.sent.lock() {
+            for id in entry_ids {
+                m.insert(id, at);
+            }
+        }
+    }
+
+    fn start_latencies(&self) -> Vec<u64> {
+        self.starts.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn done_latencies(&self) -> Vec<u64> {
+        let sent = self.sent.lock().map(|m| m.clone()).unwrap_or_default();
+        let acked = self.acked.lock().map(|v| v.clone()).unwrap_or_default();
+        acked
+            .into_iter()
+            .filter_map(|(id, at)| Some(at.saturating_sub(*sent.get(&id)?)))
+            .collect()
+    }
+}
+
+impl AckObserver for Probe {
+    fn acked(&self, tenant: &str, entry_ids: &[&str]) {
+        if self.tenant.as_deref().is_some_and(|t| t != tenant) {
+            return;
+        }
+        let now = micros(self.epoch);
+        if let Ok(mut v) = self.acked.lock() {
+            v.extend(entry_ids.iter().map(|id| (id.to_string(), now)));
+        }
+    }
+}
+
+/// The benchmark handler: records when a task starts, and fails the tasks whose payload says
+/// `"fail":1` with a transient class.
+struct ProbeHandler {
+    probe: Arc<Probe>,
+}
+
+impl Handler for ProbeHandler {
+    fn handle(&self, task: Arc<Task>, _ctx: TaskContext) -> HandlerFuture {
+        let now = micros(self.probe.epoch);
+        let recorded = self
+            .probe
+            .tenant
+            .as_deref()
+            .is_none_or(|t| t == task.tenant);
+        if recorded && task.attempt == 1 {
+            if let Some(sent) = sent_at(&task.payload) {
+                if let Ok(mut v) = self.probe.starts.lock() {
+                    v.push(now.saturating_sub(sent));
+                }
+            }
+        }
+        let fail = task.payload.contains("\"fail\":1");
+        Box::pin(async move {
+            if fail {
+                Outcome::fail(
+                    FailureClass::UpstreamUnavailable,
+                    "bench: this task always fails",
+                )
+            } else {
+                Outcome::Done
+            }
+        })
+    }
+}
+
+/// A child `redrive run` process.
+struct Child {
+    child: std::process::Child,
+}
+
+impl Child {
+    fn rss_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some((field("VmHWM:")?, field("VmRSS:")?))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Shared state of one bench run.
+struct Bench {
+    url: String,
+    prefix: String,
+    epoch: Instant,
+    exe: PathBuf,
+    opts: BenchOptions,
+    raw: Option<RawCeiling>,
+    run: u32,
+}
+
+impl Bench {
+    /// A fresh key prefix for the next scenario.
+    fn next_prefix(&mut self) -> String {
+        self.run += 1;
+        format!("{}-{}", self.prefix, self.run)
+    }
+
+    /// Settings of an in-process member: no-op handler, the defaults otherwise, then `tweak`.
+    fn settings(&self, prefix: &str, tweak: impl FnOnce(&mut RawConfig)) -> Result<Settings> {
+        let mut raw = RawConfig::defaults()?;
+        raw.redis.url = self.url.clone();
+        raw.redis.key_prefix = prefix.to_owned();
+        raw.fleet.member_id = format!("bench-{}", self.run);
+        raw.fleet.handler = "noop".into();
+        raw.fleet.concurrency = self.opts.concurrency;
+        raw.fleet.read_batch = self.opts.read_batch;
+        raw.fleet.discovery_interval_ms = 100;
+        tweak(&mut raw);
+        Settings::from_raw(raw)
+    }
+
+    async fn broker(&self, settings: &Settings) -> Result<Broker> {
+        Broker::connect(&self.url, &settings.redis, &settings.fleet.group).await
+    }
+
+    fn ratio(&self, per_second: f64) -> Option<f64> {
+        self.raw.map(|r| per_second / r.consume_per_s.max(1e-9))
+    }
+
+    fn new_tasks(&self, tenant: &str, n: usize, extra: &str) -> Vec<NewTask> {
+        let body: serde_json::Value =
+            serde_json::from_str(&payload(extra)).unwrap_or(serde_json::Value::Null);
+        (0..n)
+            .map(|_| NewTask::new(tenant, "bench", body.clone()))
+            .collect()
+    }
+
+    /// Starts the fleet in this process; returns its stats, its stop signal and its task.
+    fn start_fleet(
+        &self,
+        broker: Broker,
+        settings: &Settings,
+        handler: Arc<dyn Handler>,
+        observer: Option<Arc<Probe>>,
+    ) -> RunningFleet {
+        let mut fleet = Fleet::new(broker, settings, handler);
+        if let Some(o) = observer {
+            fleet = fleet.with_ack_observer(o);
+        }
+        let stats = fleet.stats();
+        let stop = Shutdown::new();
+        let task = tokio::spawn(fleet.run(stop.clone()));
+        RunningFleet { stats, stop, task }
+    }
+
+    /// A child `redrive run` member.
+    fn spawn_member(&self, prefix: &str, id: &str, env: &[(&str, &str)]) -> Result<Child> {
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("run")
+            .env("REDRIVE_REDIS_URL", &self.url)
+            .env("REDRIVE_REDIS__KEY_PREFIX", prefix)
+            .env("REDRIVE_FLEET__MEMBER_ID", id)
+            .env("REDRIVE_FLEET__DISCOVERY_INTERVAL_MS", "100")
+            .env("REDRIVE_LOG__LEVEL", "error")
+            .env_remove("REDRIVE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in [
+            "RATE_LIMITED",
+            "TIMEOUT",
+            "MALFORMED_OUTPUT",
+            "CONTEXT_OVERFLOW",
+            "TOOL_FAILURE",
+            "PANIC",
+            "SILENT",
+        ]
+        .iter()
+        .map(|k| (format!("REDRIVE_DEMO_AGENT__{k}"), "0"))
+        {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", self.exe.display()), e))?;
+        Ok(Child { child })
+    }
+}
+
+struct RunningFleet {
+    stats: Arc<FleetStats>,
+    stop: Shutdown,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningFleet {
+    /// Waits until `n` tasks settled, polling the member's own tallies (no Redis traffic).
+    async fn until_settled(&self, n: u64, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        while self.stats.settled() < n {
+            if started.elapsed() > limit || self.task.is_finished() {
+                return Err(Error::Protocol(format!(
+                    "bench: only {} of {n} tasks settled within {limit:?}",
+                    self.stats.settled()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.trigger();
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Protocol(format!("bench fleet task failed: {e}"))),
+        }
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs the benchmark and returns the report. `settings.redis.url` set: that server, else a
+/// private one.
+pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport> {
+    let mut _server = None;
+    let url = match &settings.redis.url {
+        Some(url) => url.clone(),
+        None => {
+            let s = RedisServer::start()?;
+            let url = s.url();
+            _server = Some(s);
+            url
+        }
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::io("locating redrive", e))?;
+    let mut bench = Bench {
+        url: url.clone(),
+        prefix: format!(
+            "{}:bench-{}",
+            settings.redis.key_prefix,
+            crate::task::now_ms()
+        ),
+        epoch: Instant::now(),
+        exe,
+        opts,
+        raw: None,
+        run: 0,
+    };
+    let probe_settings = bench.settings("bench-probe", |_| {})?;
+    let redis = bench
+        .broker(&probe_settings)
+        .await?
+        .server_version()
+        .await?;
+    let mut results = Vec::new();
+
+    eprintln!("bench: raw ceiling ({} entries)…", bench.opts.tasks);
+    let raw_key = format!("{}:raw", bench.prefix);
+    let raw = raw_ceiling(&url, &raw_key, bench.opts.tasks, &payload("")).await?;
+    bench.raw = Some(raw);
+    results.push(BenchRow {
+        scenario: "raw ceiling: XADD pipelined".into(),
+        tasks: bench.opts.tasks as u64,
+        seconds: bench.opts.tasks as f64 / raw.enqueue_per_s,
+        per_second: Some(raw.enqueue_per_s),
+        ratio_to_raw: None,
+        latency_ms: None,
+        note: "pipelines of 1,000".into(),
+    });
+    results.push(BenchRow {
+        scenario: "raw ceiling: XREADGROUP 500 + XACK".into(),
+        tasks: bench.opts.tasks as u64,
+        seconds: raw.consume_time.as_secs_f64(),
+        per_second: Some(raw.consume_per_s),
+        ratio_to_raw: Some(1.0),
+        latency_ms: None,
+        note: "one consumer, one round trip per read and per ack".into(),
+    });
+
+    let mut scenarios = bench.opts.scenarios.clone();
+    scenarios.sort();
+    scenarios.dedup();
+    for s in scenarios {
+        if s == Scenario::Raw {
+            continue;
+        }
+        eprintln!("bench: {s:?}…");
+        let rows = match s {
+            Scenario::Raw => Vec::new(),
+            Scenario::Enqueue => enqueue(&mut bench).await?,
+            Scenario::Drain => vec![drain(&mut bench, 1).await?],
+            Scenario::Drain100 => vec![drain(&mut bench, 100).await?],
+            Scenario::E2e => vec![end_to_end(&mut bench, None).await?],
+            Scenario::E2eRate => {
+                let rate = bench.opts.rate;
+                vec![end_to_end(&mut bench, Some(rate)).await?]
+            }
+            Scenario::Failure => vec![failure(&mut bench).await?],
+            Scenario::Reclaim => vec![reclaim(&mut bench).await?],
+            Scenario::Fairness => vec![fairness(&mut bench).await?],
+            Scenario::Memory => vec![memory(&mut bench).await?],
+        };
+        results.extend(rows);
+    }
+    Ok(BenchReport {
+        redis,
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        release_build: !cfg!(debug_assertions),
+        raw: bench.raw.map(|r| RawFigures {
+            enqueue_per_second: r.enqueue_per_s,
+            consume_per_second: r.consume_per_s,
+        }),
+        results,
+    })
+}
+
+async fn enqueue(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let single_n = (bench.opts.tasks / 10).max(1);
+    let tasks = bench.new_tasks("t", single_n, "");
+    let started = Instant::now();
+    for t in tasks {
+        producer.enqueue(t).await?;
+    }
+    let single = started.elapsed();
+    let tasks = bench.new_tasks("t", bench.opts.tasks, "");
+    let started = Instant::now();
+    producer.enqueue_batch(tasks).await?;
+    let batched = started.elapsed();
+    broker.drop_tenant("t").await?;
+    let single_rate = single_n as f64 / single.as_secs_f64();
+    let batched_rate = bench.opts.tasks as f64 / batched.as_secs_f64();
+    Ok(vec![
+        BenchRow {
+            scenario: "enqueue: one task per call".into(),
+            tasks: single_n as u64,
+            seconds: single.as_secs_f64(),
+            per_second: Some(single_rate),
+            ratio_to_raw: bench.ratio(single_rate),
+            latency_ms: None,
+            note: "validate + XADD + SADD, one round trip each".into(),
+        },
+        BenchRow {
+            scenario: "enqueue: batched".into(),
+            tasks: bench.opts.tasks as u64,
+            seconds: batched.as_secs_f64(),
+            per_second: Some(batched_rate),
+            ratio_to_raw: bench.ratio(batched_rate),
+            latency_ms: None,
+            note: "one call, pipelines of 1,000".into(),
+        },
+    ])
+}
+
+async fn drain(bench: &mut Bench, tenants: usize) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let per = bench.opts.tasks / tenants;
+    let names: Vec<String> = (0..tenants).map(|i| format!("t{i:03}")).collect();
+    let mut all = Vec::with_capacity(per * tenants);
+    for name in &names {
+        all.extend(bench.new_tasks(name, per, ""));
+    }
+    let total = all.len() as u64;
+    producer.enqueue_batch(all).await?;
+    let fleet = bench.start_fleet(broker.clone(), &settings, Arc::new(NoopHandler), None);
+    let took = fleet.until_settled(total, LIMIT).await?;
+    fleet.stop().await?;
+    let mut left = 0;
+    for name in &names {
+        left += broker.lane_len(name).await? + broker.pending_count(name).await?;
+        broker.drop_tenant(name).await?;
+    }
+    let rate = total as f64 / took.as_secs_f64();
+    Ok(BenchRow {
+        scenario: if tenants == 1 {
+            "drain: 1 tenant".into()
+        } else {
+            format!("drain: {tenants} tenants")
+        },
+        tasks: total,
+        seconds: took.as_secs_f64(),
+        per_second: Some(rate),
+        ratio_to_raw: bench.ratio(rate),
+        latency_ms: None,
+        note: format!(
+            "one member, concurrency {}, read_batch {}, member start-up included; {left} left in Redis",
+            settings.fleet.concurrency,
+            settings.fleet.read_batch
+        ),
+    })
+}
+
+async fn end_to_end(bench: &mut Bench, rate: Option<u64>) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let probe = Probe::new(bench.epoch, None);
+    let handler = Arc::new(ProbeHandler {
+        probe: probe.clone(),
+    });
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, Some(probe.clone()));
+    // Let the member discover nothing and settle into its idle read before load starts.
+    broker.ensure_group("t").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let total = match rate {
+        Some(r) => (r * bench.opts.rate_seconds) as usize,
+        None => bench.opts.tasks,
+    };
+    let epoch = bench.epoch;
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while sent < total {
+        let want = match rate {
+            Some(r) => {
+                tick.tick().await;
+                ((started.elapsed().as_secs_f64() * r as f64) as usize).min(total) - sent
+            }
+            None => (total - sent).min(500),
+        };
+        if want == 0 {
+            continue;
+        }
+        let now = micros(epoch);
+        let tasks = bench.new_tasks("t", want, &format!("\"t_us\":{now},"));
+        let done = producer.enqueue_batch(tasks).await?;
+        probe.record_sent(done.into_iter().map(|e| e.entry_id), now);
+        sent += want;
+    }
+    fleet.until_settled(total as u64, LIMIT).await?;
+    let took = started.elapsed();
+    fleet.stop().await?;
+    broker.drop_tenant("t").await?;
+    let start = Percentiles::of_micros(probe.start_latencies());
+    let done = Percentiles::of_micros(probe.done_latencies());
+    let per_second = total as f64 / took.as_secs_f64();
+    let fmt = |p: Option<Percentiles>| {
+        p.map(|p| {
+            format!(
+                "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms",
+                p.p50, p.p99, p.p999, p.max
+            )
+        })
+        .unwrap_or_else(|| "n/a".into())
+    };
+    Ok(BenchRow {
+        scenario: match rate {
+            Some(r) => format!("end to end at {r}/s offered"),
+            None => "end to end, flat out".into(),
+        },
+        tasks: total as u64,
+        seconds: took.as_secs_f64(),
+        per_second: Some(per_second),
+        ratio_to_raw: bench.ratio(per_second),
+        latency_ms: start,
+        note: format!(
+            "latency column: enqueue→start; enqueue→done (acked): {}",
+            fmt(done)
+        ),
+    })
+}
+
+async fn failure(bench: &mut Bench) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |c| {
+        c.retry.max_attempts = 3;
+        c.retry.backoff = crate::policy::Backoff::Tiered;
+        c.retry.delays_ms = vec![0];
+        c.retry.jitter = crate::policy::Jitter::None;
+        c.retry.poll_interval_ms = 10;
+        c.retry.promote_batch = 1000;
+    })?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let n = bench.opts.tasks;
+    let failing = n / 10;
+    let mut tasks = bench.new_tasks("t", n - failing, "");
+    tasks.extend(bench.new_tasks("t", failing, "\"fail\":1,"));
+    // Interleave: every tenth task fails.
+    let mut mixed = Vec::with_capacity(n);
+    let (ok, bad) = tasks.split_at(n - failing);
+    let mut ok = ok.iter();
+    let mut bad = bad.iter();
+    for i in 0..n {
+        let next = if i % 10 == 9 { bad.next() } else { ok.next() };
+        if let Some(t) = next.or_else(|| ok.next()).or_else(|| bad.next()) {
+            mixed.push(t.clone());
+        }
+    }
+    producer.enqueue_batch(mixed).await?;
+    let probe = Probe::new(bench.epoch, None);
+    let handler = Arc::new(ProbeHandler { probe });
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
+    let took = fleet.until_settled(n as u64, LIMIT).await?;
+    let tally = fleet.stats.snapshot();
+    fleet.stop().await?;
+    let dead = broker.dlq_len("t").await?;
+    let t = tally.get("t").cloned().unwrap_or_default();
+    broker.drop_tenant("t").await?;
+    let exact = dead == failing as u64;
+    let rate = n as f64 / took.as_secs_f64();
+    Ok(BenchRow {
+        scenario: "failure path: 10% fail, 3 attempts".into(),
+        tasks: n as u64,
+        seconds: took.as_secs_f64(),
+        per_second: Some(rate),
+        ratio_to_raw: bench.ratio(rate),
+        latency_ms: None,
+        note: format!(
+            "{} completed, {} retries, {dead} dead-lettered (expected {failing}: {})",
+            t.completed,
+            t.retried,
+            if exact { "exact" } else { "MISMATCH" }
+        ),
+    })
+}
+
+async fn reclaim(bench: &mut Bench) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let idle_ms = 2_000;
+    let settings = bench.settings(&prefix, |c| {
+        c.reclaim.min_idle_ms = idle_ms;
+        c.fleet.task_timeout_ms = 30_000;
+    })?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let n = 500;
+    // The victim (demo agent) works a minute on each; the survivor's probe handler finishes
+    // them at once and records when each started again ("t_us":0 makes the recorded latency
+    // the start time itself).
+    let slow: serde_json::Value =
+        serde_json::json!({"simulate": "ok", "work_ms": 60_000, "t_us": 0});
+    let tasks = (0..n)
+        .map(|_| NewTask::new("t", "bench", slow.clone()))
+        .collect();
+    producer.enqueue_batch(tasks).await?;
+    let mut victim = bench.spawn_member(
+        &prefix,
+        "victim",
+        &[
+            ("REDRIVE_FLEET__CONCURRENCY", "500"),
+            ("REDRIVE_RECLAIM__MIN_IDLE_MS", &idle_ms.to_string()),
+        ],
+    )?;
+    let started = Instant::now();
+    while broker.pending_count("t").await? < n as u64 {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Protocol(
+                "bench: the victim member never took its tasks".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The survivor is up and idle before the kill.
+    let probe = Probe::new(bench.epoch, None);
+    let handler = Arc::new(ProbeHandler {
+        probe: probe.clone(),
+    });
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim.kill9();
+    let killed = Instant::now();
+    let killed_us = micros(bench.epoch);
+    fleet.until_settled(n as u64, LIMIT).await?;
+    let all_done = killed.elapsed();
+    fleet.stop().await?;
+    broker.drop_tenant("t").await?;
+    let restarts: Vec<u64> = probe
+        .start_latencies()
+        .into_iter()
+        .map(|at| at.saturating_sub(killed_us))
+        .collect();
+    let first = restarts.iter().min().copied().unwrap_or(0) as f64 / 1e6;
+    let last = restarts.iter().max().copied().unwrap_or(0) as f64 / 1e6;
+    Ok(BenchRow {
+        scenario: "reclaim after SIGKILL".into(),
+        tasks: n as u64,
+        seconds: last,
+        per_second: None,
+        ratio_to_raw: None,
+        latency_ms: None,
+        note: format!(
+            "the killed member's {n} entries ran again {first:.2}–{last:.2} s after the kill, all done at {:.2} s; \
+             reclaim.min_idle_ms = {idle_ms}, interval {} ms (target ≤ idle + 1 s = {:.1} s)",
+            all_done.as_secs_f64(),
+            settings.fleet.reclaim.interval.as_millis(),
+            idle_ms as f64 / 1000.0 + 1.0
+        ),
+    })
+}
+
+async fn fairness(bench: &mut Bench) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let big = bench.opts.tasks;
+    producer
+        .enqueue_batch(bench.new_tasks("big", big, ""))
+        .await?;
+    broker.ensure_group("small").await?;
+    let probe = Probe::new(bench.epoch, Some("small"));
+    let handler = Arc::new(ProbeHandler {
+        probe: probe.clone(),
+    });
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, Some(probe.clone()));
+    // Wait until the large backlog is draining, then trickle the small tenant's tasks in.
+    while fleet.stats.settled() < (big / 10) as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let small = 200;
+    let started = Instant::now();
+    let mut backlog_during = Vec::new();
+    for _ in 0..small {
+        let now = micros(bench.epoch);
+        let done = producer
+            .enqueue_batch(bench.new_tasks("small", 1, &format!("\"t_us\":{now},")))
+            .await?;
+        probe.record_sent(done.into_iter().map(|e| e.entry_id), now);
+        backlog_during.push(big as u64 - fleet.stats.settled().min(big as u64));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let sent_for = started.elapsed();
+    fleet.until_settled((big + small) as u64, LIMIT).await?;
+    fleet.stop().await?;
+    broker.drop_tenant("big").await?;
+    broker.drop_tenant("small").await?;
+    let min_backlog = backlog_during.iter().copied().min().unwrap_or(0);
+    Ok(BenchRow {
+        scenario: "fairness: small tenant vs backlog".into(),
+        tasks: small as u64,
+        seconds: sent_for.as_secs_f64(),
+        per_second: None,
+        ratio_to_raw: None,
+        latency_ms: Percentiles::of_micros(probe.start_latencies()),
+        note: format!(
+            "small tenant's enqueue→start while a {big}-task backlog drained (≥ {min_backlog} still waiting at every small enqueue)"
+        ),
+    })
+}
+
+async fn memory(bench: &mut Bench) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), settings.limits);
+    let n = 10_000;
+    let mut member = bench.spawn_member(
+        &prefix,
+        "weighed",
+        &[
+            ("REDRIVE_FLEET__CONCURRENCY", "10000"),
+            ("REDRIVE_FLEET__READ_BATCH", "1000"),
+            ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "600000"),
+            ("REDRIVE_RECLAIM__MIN_IDLE_MS", "700000"),
+        ],
+    )?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = member.rss_kib();
+    let body = payload("\"simulate\":\"ok\",\"work_ms\":600000,");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    let tasks = (0..n)
+        .map(|_| NewTask::new("t", "bench", body.clone()))
+        .collect();
+    producer.enqueue_batch(tasks).await?;
+    let started = Instant::now();
+    while broker.pending_count("t").await? < n as u64 {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Protocol(
+                "bench: the member never took all 10,000 tasks".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = member.rss_kib();
+    member.kill9();
+    broker.drop_tenant("t").await?;
+    let mib = |k: u64| k as f64 / 1024.0;
+    let note = match (idle, loaded) {
+        (Some((_, idle_rss)), Some((hwm, rss))) => format!(
+            "peak RSS {:.1} MiB with {n} tasks in flight (RSS now {:.1} MiB; idle member {:.1} MiB; {:.1} KiB per in-flight task)",
+            mib(hwm),
+            mib(rss),
+            mib(idle_rss),
+            (rss.saturating_sub(idle_rss)) as f64 / n as f64
+        ),
+        _ => "RSS not readable on this system (/proc)".into(),
+    };
+    Ok(BenchRow {
+        scenario: "memory: 10,000 in flight".into(),
+        tasks: n as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        per_second: None,
+        ratio_to_raw: None,
+        latency_ms: None,
+        note,
+    })
+}
+
+/// The report as a table.
+pub fn render(report: &BenchReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "redrive bench — {} on this machine ({} cores){}\n\n",
+        report.redis,
+        report.cores,
+        if report.release_build {
+            ""
+        } else {
+            " — DEBUG BUILD: figures are not meaningful, use --release"
+        }
+    ));
+    out.push_str(&format!(
+        "{:<36} {:>8} {:>8} {:>11} {:>6}  {:>8} {:>8} {:>8}  notes\n",
+        "scenario", "tasks", "seconds", "tasks/s", "× raw", "p50 ms", "p99 ms", "p99.9"
+    ));
+    for r in &report.results {
+        let lat = |f: fn(&Percentiles) -> f64| {
+            r.latency_ms
+                .as_ref()
+                .map(|p| format!("{:.2}", f(p)))
+                .unwrap_or_default()
+        };
+        out.push_str(&format!(
+            "{:<36} {:>8} {:>8.2} {:>11} {:>6}  {:>8} {:>8} {:>8}  {}\n",
+            r.scenario,
+            r.tasks,
+            r.seconds,
+            r.per_second.map(|v| format!("{v:.0}")).unwrap_or_default(),
+            r.ratio_to_raw
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_default(),
+            lat(|p| p.p50),
+            lat(|p| p.p99),
+            lat(|p| p.p999),
+            r.note
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_200_bytes_of_json_with_their_extras() {
+        for extra in ["", "\"t_us\":123456789,", "\"fail\":1,"] {
+            let p = payload(extra);
+            assert_eq!(p.len(), 200, "{p}");
+            let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+            assert!(v.get("text").is_some());
+        }
+        assert_eq!(sent_at(&payload("\"t_us\":42,")), Some(42));
+        assert_eq!(sent_at(&payload("")), None);
+    }
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let p = Percentiles::of_micros((1..=1000).collect()).unwrap();
+        assert_eq!(p.p50, 0.5);
+        assert_eq!(p.p99, 0.99);
+        assert_eq!(p.p999, 0.999);
+        assert_eq!(p.max, 1.0);
+        assert!(Percentiles::of_micros(Vec::new()).is_none());
+    }
+}
