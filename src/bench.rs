@@ -75,6 +75,8 @@ pub struct BenchOptions {
     pub rate: u64,
     /// How long `e2e-rate` offers load.
     pub rate_seconds: u64,
+    /// How often each throughput scenario runs; the median run is reported.
+    pub repeat: usize,
     /// fleet.concurrency of the in-process member.
     pub concurrency: usize,
     /// fleet.read_batch of the in-process member.
@@ -476,7 +478,18 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
 
     eprintln!("bench: raw ceiling ({} entries)…", bench.opts.tasks);
     let raw_key = format!("{}:raw", bench.prefix);
-    let raw = raw_ceiling(&url, &raw_key, bench.opts.tasks, &payload("")).await?;
+    let mut raws = Vec::new();
+    for _ in 0..bench.opts.repeat.max(1) {
+        raws.push(raw_ceiling(&url, &raw_key, bench.opts.tasks, &payload("")).await?);
+    }
+    raws.sort_by(|a, b| a.consume_per_s.total_cmp(&b.consume_per_s));
+    let raw = raws[raws.len() / 2];
+    let spread = format!(
+        "median of {}: {:.0}–{:.0}/s",
+        raws.len(),
+        raws[0].consume_per_s,
+        raws[raws.len() - 1].consume_per_s
+    );
     bench.raw = Some(raw);
     results.push(BenchRow {
         scenario: "raw ceiling: XADD pipelined".into(),
@@ -494,7 +507,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         per_second: Some(raw.consume_per_s),
         ratio_to_raw: Some(1.0),
         latency_ms: None,
-        note: "one consumer, one round trip per read and per ack".into(),
+        note: format!("one consumer, one round trip per read and per ack; {spread}"),
     });
 
     let mut scenarios = bench.opts.scenarios.clone();
@@ -508,14 +521,14 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         let rows = match s {
             Scenario::Raw => Vec::new(),
             Scenario::Enqueue => enqueue(&mut bench).await?,
-            Scenario::Drain => vec![drain(&mut bench, 1).await?],
-            Scenario::Drain100 => vec![drain(&mut bench, 100).await?],
+            Scenario::Drain => vec![repeated(&mut bench, drain_one).await?],
+            Scenario::Drain100 => vec![repeated(&mut bench, drain_hundred).await?],
             Scenario::E2e => vec![end_to_end(&mut bench, None).await?],
             Scenario::E2eRate => {
                 let rate = bench.opts.rate;
                 vec![end_to_end(&mut bench, Some(rate)).await?]
             }
-            Scenario::Failure => vec![failure(&mut bench).await?],
+            Scenario::Failure => vec![repeated(&mut bench, failure_path).await?],
             Scenario::Reclaim => vec![reclaim(&mut bench).await?],
             Scenario::Fairness => vec![fairness(&mut bench).await?],
             Scenario::Memory => vec![memory(&mut bench).await?],
@@ -534,6 +547,46 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         }),
         results,
     })
+}
+
+type RowFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<BenchRow>> + 'a>>;
+
+fn drain_one(b: &mut Bench) -> RowFuture<'_> {
+    Box::pin(drain(b, 1))
+}
+
+fn drain_hundred(b: &mut Bench) -> RowFuture<'_> {
+    Box::pin(drain(b, 100))
+}
+
+fn failure_path(b: &mut Bench) -> RowFuture<'_> {
+    Box::pin(failure(b))
+}
+
+/// Runs a throughput scenario `repeat` times and reports the median run, with the spread.
+async fn repeated(
+    bench: &mut Bench,
+    scenario: for<'a> fn(&'a mut Bench) -> RowFuture<'a>,
+) -> Result<BenchRow> {
+    let mut rows = Vec::new();
+    for _ in 0..bench.opts.repeat.max(1) {
+        rows.push(scenario(bench).await?);
+    }
+    rows.sort_by(|a, b| {
+        a.per_second
+            .unwrap_or(0.0)
+            .total_cmp(&b.per_second.unwrap_or(0.0))
+    });
+    let (lo, hi) = (
+        rows[0].per_second.unwrap_or(0.0),
+        rows[rows.len() - 1].per_second.unwrap_or(0.0),
+    );
+    let n = rows.len();
+    let mut row = rows.swap_remove(n / 2);
+    if n > 1 {
+        row.note = format!("median of {n}: {lo:.0}–{hi:.0}/s; {}", row.note);
+    }
+    Ok(row)
 }
 
 async fn enqueue(bench: &mut Bench) -> Result<Vec<BenchRow>> {

@@ -124,6 +124,9 @@ pub struct BenchArgs {
     /// How long the e2e-rate scenario offers load, seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub rate_seconds: u64,
+    /// Runs of each throughput scenario (raw, drain, failure); the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub repeat: u64,
     /// fleet.concurrency of the benchmarked member.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency: u64,
@@ -229,6 +232,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 tasks: args.tasks as usize,
                 rate: args.rate,
                 rate_seconds: args.rate_seconds,
+                repeat: args.repeat as usize,
                 concurrency: args.concurrency as usize,
                 read_batch: args.read_batch as usize,
                 scenarios: if args.scenarios.is_empty() {

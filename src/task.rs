@@ -68,6 +68,18 @@ impl Default for Limits {
     }
 }
 
+/// ASCII letters, digits, '_' and '-': the characters every name may use.
+const NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
+
 fn check_name(what: &str, value: &str, max: usize, extra: &[char]) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{what} must not be empty"));
@@ -79,9 +91,13 @@ fn check_name(what: &str, value: &str, max: usize, extra: &[char]) -> Result<(),
             value.len()
         ));
     }
+    // Bytes, not chars: every allowed character is ASCII, and this runs for every name of
+    // every task read, so the common set is one table lookup.
+    let allowed = |b: u8| NAME_BYTES[b as usize] || (b.is_ascii() && extra.contains(&(b as char)));
     if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-' || extra.contains(c)))
+        .bytes()
+        .position(|b| !allowed(b))
+        .and_then(|i| value[i..].chars().next())
     {
         return Err(format!(
             "{what} '{value}' contains {bad:?}; allowed are ASCII letters, digits, '_', '-'{}",

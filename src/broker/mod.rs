@@ -77,6 +77,31 @@ pub struct ClaimStep {
     pub tombstones: usize,
 }
 
+/// One failed attempt to schedule again: its entry, its delay and the next attempt's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryItem {
+    /// The entry id in the lane.
+    pub entry_id: String,
+    /// How long from now (server clock) the next attempt is due.
+    pub delay: Duration,
+    /// The schedule member: a JSON array [field, value, …] of the next attempt.
+    pub member: String,
+}
+
+impl RetryItem {
+    /// Encodes the next attempt's `fields` for the schedule.
+    pub fn new(entry_id: &str, delay: Duration, fields: &[(&str, String)]) -> Result<RetryItem> {
+        let flat: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect();
+        let member = serde_json::to_string(&flat)
+            .map_err(|e| Error::Protocol(format!("cannot encode a retry: {e}")))?;
+        Ok(RetryItem {
+            entry_id: entry_id.to_owned(),
+            delay,
+            member,
+        })
+    }
+}
+
 /// Parses the reply of claim.lua or autoclaim.lua.
 fn claim_step(reply: redis::RedisResult<Value>) -> Result<ClaimStep> {
     let v = match reply {
@@ -346,7 +371,7 @@ impl Broker {
 
     /// Acks and removes a failed attempt owned by `consumer` and schedules the next one
     /// (`fields`) `delay` from now by the server's clock. Returns the due time in ms, or `None`
-    /// when the consumer no longer owns the entry.
+    /// when `consumer` no longer owns the entry (nothing was written).
     pub async fn schedule_retry(
         &self,
         tenant: &str,
@@ -355,18 +380,45 @@ impl Broker {
         delay: Duration,
         fields: &[(&str, String)],
     ) -> Result<Option<u64>> {
-        let flat: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect();
-        let member = serde_json::to_string(&flat)
-            .map_err(|e| Error::Protocol(format!("cannot encode a retry: {e}")))?;
+        let item = RetryItem::new(entry_id, delay, fields)?;
+        let mut due = self
+            .schedule_retries(tenant, consumer, std::slice::from_ref(&item))
+            .await?;
+        Ok(due.pop().flatten())
+    }
+
+    /// [`Broker::schedule_retry`] for a batch of one tenant's entries, in one atomic script.
+    /// Returns one due time per item, `None` for entries `consumer` no longer owns.
+    pub async fn schedule_retries(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        items: &[RetryItem],
+    ) -> Result<Vec<Option<u64>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut inv = self.scripts.retry.key(self.keys.lane(tenant));
         inv.key(self.keys.retry(tenant))
             .arg(&*self.group)
-            .arg(consumer)
-            .arg(entry_id)
-            .arg(delay.as_millis() as u64)
-            .arg(member);
-        let due: i64 = inv.invoke_async(&mut self.con()).await?;
-        Ok((due >= 0).then_some(due as u64))
+            .arg(consumer);
+        for item in items {
+            inv.arg(&item.entry_id)
+                .arg(item.delay.as_millis() as u64)
+                .arg(&item.member);
+        }
+        let due: Vec<i64> = inv.invoke_async(&mut self.con()).await?;
+        if due.len() != items.len() {
+            return Err(Error::Protocol(format!(
+                "retry script answered {} times for {} entries",
+                due.len(),
+                items.len()
+            )));
+        }
+        Ok(due
+            .into_iter()
+            .map(|d| (d >= 0).then_some(d as u64))
+            .collect())
     }
 
     /// Moves up to `limit` due retries of `tenant` back into its lane. Returns how many moved.

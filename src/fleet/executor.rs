@@ -239,17 +239,19 @@ async fn attempt(
         },
         other => other,
     };
-    let failed = |class, reason, retry_after, poison| Settlement::Failed {
-        tenant: tenant.clone(),
-        entry_id: entry_id.clone(),
-        task: task.clone(),
-        deliveries,
-        class,
-        reason,
-        retry_after,
-        poison,
-        progress: tctx.progress(),
-        duration,
+    let failed = |class, reason, retry_after, poison| {
+        Settlement::Failed(super::Failed {
+            tenant: tenant.clone(),
+            entry_id: entry_id.clone(),
+            task: task.clone(),
+            deliveries,
+            class,
+            reason,
+            retry_after,
+            poison,
+            progress: tctx.progress(),
+            duration,
+        })
     };
     let settlement = match outcome {
         Outcome::Done => Settlement::Done {

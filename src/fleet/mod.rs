@@ -97,6 +97,21 @@ pub(crate) struct Job {
     pub lost: Arc<Lost>,
 }
 
+/// A failed attempt, as the executor reports it.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub tenant: Arc<str>,
+    pub entry_id: String,
+    pub task: Arc<Task>,
+    pub deliveries: u64,
+    pub class: FailureClass,
+    pub reason: String,
+    pub retry_after: Option<Duration>,
+    pub poison: bool,
+    pub progress: Progress,
+    pub duration: Duration,
+}
+
 /// What the settler is asked to do with one entry.
 #[derive(Debug)]
 pub(crate) enum Settlement {
@@ -107,18 +122,7 @@ pub(crate) enum Settlement {
         recovered: bool,
     },
     /// The attempt failed.
-    Failed {
-        tenant: Arc<str>,
-        entry_id: String,
-        task: Arc<Task>,
-        deliveries: u64,
-        class: FailureClass,
-        reason: String,
-        retry_after: Option<Duration>,
-        poison: bool,
-        progress: Progress,
-        duration: Duration,
-    },
+    Failed(Failed),
     /// The entry could not be read as a task.
     Malformed {
         tenant: Arc<str>,

@@ -10,14 +10,32 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::Failed;
 use super::{Settlement, Shared};
-use crate::broker::Broker;
+use crate::broker::{Broker, RetryItem};
 use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::{Decision, Policies};
 use crate::task::{field, now_ms, AttemptRecord, Task, MAX_HISTORY, MAX_STEPS};
 use crate::telemetry::{names, tenant_label};
+
+/// A failed attempt's next move.
+enum FailedMove {
+    /// Another attempt, scheduled with the tenant's other retries.
+    Retry(Arc<str>, Retry),
+    /// The dead letters (tenant, entry id, record).
+    Dead(Arc<str>, String, Box<DeadLetter>),
+}
+
+/// A retry waiting for the next flush.
+struct Retry {
+    item: RetryItem,
+    task_id: String,
+    /// The attempt that failed.
+    attempt: u32,
+    class: FailureClass,
+}
 
 /// The settler loop's settings and handles.
 #[derive(Clone)]
@@ -33,6 +51,7 @@ impl Settler {
     /// Settles until every sender is gone, then flushes what is left.
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Settlement>) {
         let mut acks: HashMap<Arc<str>, Vec<(String, bool)>> = HashMap::new();
+        let mut retries: HashMap<Arc<str>, Vec<Retry>> = HashMap::new();
         let mut moves = JoinSet::new();
         while let Some(first) = rx.recv().await {
             let mut batched = 0;
@@ -48,6 +67,26 @@ impl Settler {
                         acks.entry(tenant).or_default().push((entry_id, recovered));
                         batched += 1;
                     }
+                    Settlement::Failed(failed) => match self.prepare_failed(failed) {
+                        FailedMove::Retry(tenant, r) => {
+                            retries.entry(tenant).or_default().push(r);
+                            batched += 1;
+                        }
+                        FailedMove::Dead(tenant, entry_id, dl) => {
+                            let me = self.clone();
+                            moves.spawn(async move {
+                                let member = me.shared.member.clone();
+                                me.dead_letter(
+                                    &tenant,
+                                    &entry_id,
+                                    *dl,
+                                    Some(&member),
+                                    Duration::ZERO,
+                                )
+                                .await
+                            });
+                        }
+                    },
                     other => {
                         let me = self.clone();
                         moves.spawn(async move { me.settle_other(other).await });
@@ -57,10 +96,10 @@ impl Settler {
                     next = rx.try_recv().ok();
                 }
             }
-            self.flush(&mut acks).await;
+            tokio::join!(self.flush(&mut acks), self.flush_retries(&mut retries));
             while moves.try_join_next().is_some() {}
         }
-        self.flush(&mut acks).await;
+        tokio::join!(self.flush(&mut acks), self.flush_retries(&mut retries));
         while moves.join_next().await.is_some() {}
     }
 
@@ -214,129 +253,156 @@ impl Settler {
                 self.crash_loop(tenant, entry_id, deliveries, owner, min_idle)
                     .await
             }
-            Settlement::Failed {
-                tenant,
-                entry_id,
-                task,
-                deliveries,
-                class,
-                reason,
-                retry_after,
-                poison,
-                progress,
-                duration,
-            } => {
-                metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
-                    .increment(1);
-                tracing::warn!(
-                    tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
-                    attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
-                    "task attempt failed"
-                );
-                self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
-                let now = now_ms();
-                let mut next: Task = (*task).clone();
-                next.steps.extend(progress.steps);
-                if next.steps.len() > MAX_STEPS {
-                    let cut = next.steps.len() - MAX_STEPS;
-                    next.steps.drain(..cut);
-                }
-                next.history.push(AttemptRecord {
-                    attempt: task.attempt,
-                    class: class.as_str().to_owned(),
-                    error: bounded(&reason, MAX_ERROR_BYTES),
-                    at_ms: now,
-                    duration_ms: duration.as_millis() as u64,
-                    member: self.shared.member.to_string(),
-                });
-                if next.history.len() > MAX_HISTORY {
-                    let cut = next.history.len() - MAX_HISTORY;
-                    next.history.drain(..cut);
-                }
-                let decision = if poison {
-                    Decision::DeadLetter {
-                        why: "the handler declared the task poison".into(),
-                    }
-                } else {
-                    self.policies.for_task(&tenant, &task.kind).decide(
-                        class,
-                        task.attempt,
-                        retry_after,
-                        fastrand::f64(),
-                    )
-                };
-                match decision {
-                    Decision::Retry { delay } => {
-                        self.retry(&tenant, &entry_id, next, class, delay).await
-                    }
-                    Decision::DeadLetter { why } => {
-                        let first_failed = crate::deadletter::first_failed_at(&next.history, now);
-                        let dl = DeadLetter {
-                            orig_lane: self.broker.keys().lane(&tenant),
-                            orig_id: entry_id.clone(),
-                            steps: next.steps.clone(),
-                            task: Some(next),
-                            raw: None,
-                            class,
-                            error: reason,
-                            detail: Some(why),
-                            partial_output: progress.partial_output,
-                            member: self.shared.member.to_string(),
-                            first_failed_at_ms: first_failed,
-                            dead_lettered_at_ms: now,
-                        };
-                        let member = self.shared.member.clone();
-                        self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
-                            .await;
-                    }
-                }
-            }
+            Settlement::Failed(_) => unreachable!("failed attempts are prepared by run()"),
         }
     }
 
-    async fn retry(
-        &self,
-        tenant: &Arc<str>,
-        entry_id: &str,
-        mut next: Task,
-        class: FailureClass,
-        delay: Duration,
-    ) {
-        let attempt = next.attempt;
-        next.attempt += 1;
-        // The promote script stamps enqueued_at when the retry is due; the first enqueue time
-        // travels explicitly.
-        let mut fields: Vec<(&str, String)> = next
-            .to_fields()
-            .into_iter()
-            .filter(|(k, _)| *k != field::ENQUEUED_AT && *k != field::FIRST_ENQUEUED_AT)
-            .collect();
-        fields.push((
-            field::FIRST_ENQUEUED_AT,
-            next.first_enqueued_at_ms.to_string(),
-        ));
-        let member = &self.shared.member;
-        crate::failpoint::hit("before_retry");
-        let result = self
-            .with_retry("schedule_retry", || {
-                self.broker
-                    .schedule_retry(tenant, member, entry_id, delay, &fields)
-            })
-            .await;
-        match result {
-            Some(Some(due)) => {
-                metrics::counter!(names::TASKS_RETRIED, "tenant" => tenant_label(tenant), "class" => class.as_str()).increment(1);
-                tracing::info!(tenant = %tenant, task_id = %next.task_id, attempt, delay_ms = delay.as_millis() as u64, due_ms = due, "retry scheduled");
-                self.shared.stats.with(tenant, |t| t.retried += 1);
-            }
-            Some(None) => {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(tenant))
-                    .increment(1);
-                self.shared.stats.with(tenant, |t| t.settle_lost += 1);
-            }
-            None => {}
+    /// Counts and logs a failed attempt and decides its next move (pure apart from metrics
+    /// and logs): another attempt, batched with the tenant's other retries, or a dead letter.
+    fn prepare_failed(&self, f: Failed) -> FailedMove {
+        let Failed {
+            tenant,
+            entry_id,
+            task,
+            deliveries,
+            class,
+            reason,
+            retry_after,
+            poison,
+            progress,
+            duration,
+        } = f;
+        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
+            .increment(1);
+        tracing::warn!(
+            tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
+            attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
+            "task attempt failed"
+        );
+        self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
+        let now = now_ms();
+        let mut next: Task = (*task).clone();
+        next.steps.extend(progress.steps);
+        if next.steps.len() > MAX_STEPS {
+            let cut = next.steps.len() - MAX_STEPS;
+            next.steps.drain(..cut);
         }
-        self.shared.release(tenant, [entry_id]);
+        next.history.push(AttemptRecord {
+            attempt: task.attempt,
+            class: class.as_str().to_owned(),
+            error: bounded(&reason, MAX_ERROR_BYTES),
+            at_ms: now,
+            duration_ms: duration.as_millis() as u64,
+            member: self.shared.member.to_string(),
+        });
+        if next.history.len() > MAX_HISTORY {
+            let cut = next.history.len() - MAX_HISTORY;
+            next.history.drain(..cut);
+        }
+        let decision = if poison {
+            Decision::DeadLetter {
+                why: "the handler declared the task poison".into(),
+            }
+        } else {
+            self.policies.for_task(&tenant, &task.kind).decide(
+                class,
+                task.attempt,
+                retry_after,
+                fastrand::f64(),
+            )
+        };
+        let why = match decision {
+            Decision::Retry { delay } => {
+                let attempt = next.attempt;
+                next.attempt += 1;
+                // The promote script stamps enqueued_at when the retry is due; the first
+                // enqueue time travels explicitly.
+                let mut fields: Vec<(&str, String)> = next
+                    .to_fields()
+                    .into_iter()
+                    .filter(|(k, _)| *k != field::ENQUEUED_AT && *k != field::FIRST_ENQUEUED_AT)
+                    .collect();
+                fields.push((
+                    field::FIRST_ENQUEUED_AT,
+                    next.first_enqueued_at_ms.to_string(),
+                ));
+                match RetryItem::new(&entry_id, delay, &fields) {
+                    Ok(item) => {
+                        return FailedMove::Retry(
+                            tenant,
+                            Retry {
+                                item,
+                                task_id: next.task_id,
+                                attempt,
+                                class,
+                            },
+                        )
+                    }
+                    // Cannot happen for string fields; if it did, the task is kept, not lost.
+                    Err(e) => format!("could not schedule a retry: {e}"),
+                }
+            }
+            Decision::DeadLetter { why } => why,
+        };
+        let first_failed = crate::deadletter::first_failed_at(&next.history, now);
+        let dl = DeadLetter {
+            orig_lane: self.broker.keys().lane(&tenant),
+            orig_id: entry_id.clone(),
+            steps: next.steps.clone(),
+            task: Some(next),
+            raw: None,
+            class,
+            error: reason,
+            detail: Some(why),
+            partial_output: progress.partial_output,
+            member: self.shared.member.to_string(),
+            first_failed_at_ms: first_failed,
+            dead_lettered_at_ms: now,
+        };
+        FailedMove::Dead(tenant, entry_id, Box::new(dl))
+    }
+
+    /// Schedules the collected retries: one atomic script per tenant, issued together.
+    async fn flush_retries(&self, retries: &mut HashMap<Arc<str>, Vec<Retry>>) {
+        if retries.is_empty() {
+            return;
+        }
+        let batches: Vec<_> = retries.drain().collect();
+        crate::failpoint::hit("before_retry");
+        let member = &self.shared.member;
+        let calls = batches.iter().map(|(tenant, items)| {
+            let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
+            async move {
+                self.with_retry("schedule_retry", || {
+                    self.broker.schedule_retries(tenant, member, &items)
+                })
+                .await
+            }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        for ((tenant, items), result) in batches.iter().zip(results) {
+            if let Some(dues) = result {
+                let label = tenant_label(tenant);
+                for (r, due) in items.iter().zip(dues) {
+                    match due {
+                        Some(due) => {
+                            metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
+                            tracing::info!(tenant = %tenant, task_id = %r.task_id, attempt = r.attempt, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
+                            self.shared.stats.with(tenant, |t| t.retried += 1);
+                        }
+                        None => {
+                            metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
+                                .increment(1);
+                            self.shared.stats.with(tenant, |t| t.settle_lost += 1);
+                        }
+                    }
+                }
+            }
+            // Released even when abandoned at shutdown: the entries stay pending and are
+            // redelivered, so nothing is lost.
+            self.shared
+                .release(tenant, items.iter().map(|r| r.item.entry_id.as_str()));
+        }
     }
 
     async fn crash_loop(

@@ -1,24 +1,37 @@
--- retry.lua: a failed attempt leaves its lane and is scheduled for its next attempt
--- (owner check + ack + schedule + delete, one atomic step; both keys share the tenant's tag).
+-- retry.lua: failed attempts leave their lane and are scheduled for their next attempt (owner
+-- check + ack + schedule + delete, one atomic step for the whole batch; both keys share the
+-- tenant's tag).
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's retry schedule (ZSET scored by due time, ms)
 -- ARGV[1]  the consumer group
--- ARGV[2]  the consumer that must own the entry (this member)
--- ARGV[3]  the entry id in the lane
--- ARGV[4]  the delay, ms, counted from the server's clock
--- ARGV[5]  the schedule member: a JSON array [field, value, …] of the next attempt, unique
---          because it holds task_id and attempt
+-- ARGV[2]  the consumer that must own the entries (this member)
+-- ARGV[3…] triples: entry id in the lane, delay in ms (from the server's clock), schedule
+--          member (a JSON array [field, value, …] of the next attempt, unique because it holds
+--          task_id and attempt)
 --
--- Returns the due time (ms, server clock), or -1 when this consumer no longer owns the entry
--- (nothing is written).
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-if #p == 0 then
-  return -1
-end
+-- Returns one value per triple: the due time (ms, server clock), or -1 when this consumer no
+-- longer owns that entry (nothing is written for it).
 local t = redis.call('TIME')
-local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[2], due, ARGV[5])
-redis.call('XDEL', KEYS[1], ARGV[3])
-return due
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, owned, zadd = {}, {}, {}
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
+  if #p == 0 then
+    out[#out + 1] = -1
+  else
+    local due = now + tonumber(ARGV[i + 1])
+    out[#out + 1] = due
+    owned[#owned + 1] = id
+    zadd[#zadd + 1] = due
+    zadd[#zadd + 1] = ARGV[i + 2]
+  end
+end
+if #owned > 0 then
+  -- unpack must come last in an argument list (Lua keeps only its first value otherwise).
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
+  redis.call('ZADD', KEYS[2], unpack(zadd))
+  redis.call('XDEL', KEYS[1], unpack(owned))
+end
+return out
