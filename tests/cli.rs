@@ -294,3 +294,49 @@ fn demo_runs_end_to_end_on_a_private_server() {
         assert!(out.contains(tenant), "{out}");
     }
 }
+
+#[test]
+fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
+    let env = TestEnv::new();
+    let (code, out, err) = env.cli(
+        &[
+            "bench", "--json", "--tasks", "2000", "--repeat", "1", "--scenario", "drain,failure",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report["raw"]["consume_per_second"].as_f64().unwrap() > 0.0);
+    let rows = report["results"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["scenario"].as_str().unwrap().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in {out}"))
+    };
+    let drain = row("drain: 1 tenant");
+    assert_eq!(drain["tasks"], 2000);
+    assert!(drain["per_second"].as_f64().unwrap() > 0.0);
+    assert!(drain["ratio_to_raw"].as_f64().unwrap() > 0.0);
+    assert!(drain["note"].as_str().unwrap().contains("0 left in Redis"));
+    let failure = row("failure path");
+    assert!(
+        failure["note"]
+            .as_str()
+            .unwrap()
+            .contains("200 dead-lettered (expected 200: exact)"),
+        "{failure}"
+    );
+    // Nothing of the benchmark stays behind in the server it used.
+    let broker_keys = std::process::Command::new("redis-cli")
+        .args(["-p", &env.redis.port().to_string(), "--scan"])
+        .output();
+    if let Ok(o) = broker_keys {
+        let keys = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !keys.lines().any(|k| k.contains(":{t}:")),
+            "bench left keys behind: {keys}"
+        );
+    }
+    let (code, _, err) = env.cli(&["bench", "--tasks", "5"], &[]);
+    assert_eq!(code, 2, "tasks below the minimum are refused: {err}");
+}
