@@ -181,6 +181,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             let fleet = Fleet::new(broker, &settings, handler);
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
+            if let Some(addr) = settings.metrics_listen {
+                let handle =
+                    crate::telemetry::install_prometheus(settings.metrics.refresh_interval * 3)?;
+                let listener = crate::endpoint::bind(addr).await?;
+                let bound = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
+                tokio::spawn(crate::endpoint::serve(
+                    listener,
+                    handle,
+                    fleet.health(),
+                    shutdown.clone(),
+                ));
+            }
             fleet.run(shutdown).await
         }
         Command::Enqueue(args) => {
@@ -256,6 +272,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 fn init(settings: &Settings) {
     crate::telemetry::init_logging(settings.log_format, &settings.log_level);
+    crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
     crate::telemetry::install_panic_hook();
 }
 

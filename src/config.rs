@@ -150,8 +150,14 @@ pub struct RawLog {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
-    /// Listen address of /metrics; empty turns it off.
+    /// Listen address of /metrics, /healthz, /readyz; empty turns them off.
     pub listen: String,
+    /// Most distinct tenant label values per metric family.
+    pub max_tenant_labels: usize,
+    /// How often Redis-derived gauges (depths, retries, dead letters) are refreshed.
+    pub refresh_interval_ms: u64,
+    /// /readyz fails when neither a read nor a settle happened for this long.
+    pub stall_after_ms: u64,
 }
 
 /// The `[demo]` section as written.
@@ -337,6 +343,17 @@ pub struct ReclaimSettings {
     pub heartbeat: bool,
 }
 
+/// Metrics and health settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricsSettings {
+    /// Most distinct tenant label values per metric family (the rest are `__other__`).
+    pub max_tenant_labels: usize,
+    /// Refresh period of the Redis-derived gauges (and of the Redis reachability check).
+    pub refresh_interval: Duration,
+    /// No read and no settle for this long (with work waiting) makes the member not ready.
+    pub stall_after: Duration,
+}
+
 /// Validated Redis settings.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -373,6 +390,8 @@ pub struct Settings {
     pub log_payloads: bool,
     /// Metrics endpoint address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Metrics and health settings besides the address.
+    pub metrics: MetricsSettings,
     /// Demo task count.
     pub demo_tasks: usize,
     /// Demo tenants.
@@ -586,6 +605,30 @@ impl Settings {
             })?)
         };
 
+        check_range(
+            "metrics.max_tenant_labels",
+            raw.metrics.max_tenant_labels,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "metrics.refresh_interval_ms",
+            raw.metrics.refresh_interval_ms,
+            50,
+            3_600_000,
+        )?;
+        check_range(
+            "metrics.stall_after_ms",
+            raw.metrics.stall_after_ms,
+            100,
+            86_400_000,
+        )?;
+        let metrics = MetricsSettings {
+            max_tenant_labels: raw.metrics.max_tenant_labels,
+            refresh_interval: Duration::from_millis(raw.metrics.refresh_interval_ms),
+            stall_after: Duration::from_millis(raw.metrics.stall_after_ms),
+        };
+
         check_range("demo.tasks", raw.demo.tasks, 1, 10_000_000)?;
         if raw.demo.tenants.is_empty() {
             return Err(Error::Config(
@@ -666,6 +709,7 @@ impl Settings {
             log_level: raw.log.level.clone(),
             log_payloads: raw.log.log_payloads,
             metrics_listen,
+            metrics,
             demo_tasks: raw.demo.tasks,
             demo_tenants: raw.demo.tenants.clone(),
             demo_agent: raw.demo_agent.clone(),

@@ -13,7 +13,8 @@
 //! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`] — `redrive bench`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
-//! * [`telemetry`] — logging and the metric-name catalogue.
+//! * [`telemetry`] — logging and the metric-name catalogue; [`endpoint`] — /metrics,
+//!   /healthz, /readyz.
 //! * [`failpoint`] — SIGKILL at a named point, for crash tests.
 //! * [`shutdown`] — the shutdown signal; [`cli`] — the command line; [`error`] — errors.
 //!
@@ -28,6 +29,7 @@ pub mod deadletter;
 pub mod demo;
 pub mod demo_agent;
 pub mod embedded;
+pub mod endpoint;
 pub mod error;
 pub mod failpoint;
 pub mod fleet;

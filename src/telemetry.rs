@@ -42,6 +42,100 @@ pub mod names {
     pub const IN_FLIGHT: &str = "redrive_in_flight";
     /// Counter: errors talking to Redis, by operation.
     pub const REDIS_ERRORS: &str = "redrive_redis_errors_total";
+    /// Gauge{tenant}: entries in the lane (waiting or pending), top tenants + `__other__`.
+    pub const LANE_DEPTH: &str = "redrive_lane_depth";
+    /// Gauge{tenant}: entries delivered and not yet settled.
+    pub const PENDING: &str = "redrive_pending";
+    /// Gauge{tenant}: entries not yet delivered to the group (Redis 7 consumer-group lag).
+    pub const LAG: &str = "redrive_lag";
+    /// Gauge{tenant}: retries scheduled.
+    pub const RETRIES_SCHEDULED: &str = "redrive_retries_scheduled";
+    /// Gauge{tenant}: scheduled retries already due (the recovery loop is behind when this grows).
+    pub const RETRIES_OVERDUE: &str = "redrive_retries_overdue";
+    /// Gauge{tenant}: entries in the dead-letter stream; non-empty streams only.
+    pub const DLQ_DEPTH: &str = "redrive_dlq_depth";
+    /// Gauge{version}: always 1.
+    pub const BUILD_INFO: &str = "redrive_build_info";
+    /// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).
+    pub const READY: &str = "redrive_ready";
+
+    /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
+    pub const DURATION_BUCKETS: [f64; 14] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    /// Buckets of the queue-wait histogram, seconds.
+    pub const WAIT_BUCKETS: [f64; 14] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+    ];
+}
+
+/// Installs the Prometheus recorder (explicit histogram buckets; gauges that stop being
+/// updated are dropped after `gauge_idle`, so a tenant that leaves the top list disappears).
+/// Returns the handle that renders the text format.
+pub fn install_prometheus(
+    gauge_idle: std::time::Duration,
+) -> crate::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_util::MetricKindMask;
+    let err = |e: metrics_exporter_prometheus::BuildError| {
+        crate::Error::Config(format!("cannot install the metrics recorder: {e}"))
+    };
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(names::TASK_DURATION.into()),
+            &names::DURATION_BUCKETS,
+        )
+        .map_err(err)?
+        .set_buckets_for_metric(
+            Matcher::Full(names::QUEUE_WAIT.into()),
+            &names::WAIT_BUCKETS,
+        )
+        .map_err(err)?
+        .idle_timeout(MetricKindMask::GAUGE, Some(gauge_idle))
+        .install_recorder()
+        .map_err(err)?;
+    metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// Every failure class's wire name, for series registered at zero.
+const CLASSES: [&str; 13] = [
+    "rate_limited",
+    "timeout",
+    "upstream_unavailable",
+    "llm_error",
+    "invalid_input",
+    "context_overflow",
+    "schema_mismatch",
+    "unauthorized",
+    "partial_execution",
+    "malformed_entry",
+    "crash_loop",
+    "silent_failure",
+    "unknown",
+];
+
+/// Registers a tenant's counter series at 0 the first time it is seen, so that the first
+/// increments show in `increase()` (a series first scraped at 4 reads as no increase).
+pub fn register_tenant(tenant: &str) {
+    let label = tenant_label(tenant);
+    if label == OTHER_TENANT {
+        return;
+    }
+    for name in [
+        names::TASKS_READ,
+        names::TASKS_COMPLETED,
+        names::TASKS_RECOVERED,
+        names::RECLAIMED,
+        names::TOMBSTONES,
+    ] {
+        metrics::counter!(name, "tenant" => label.clone()).increment(0);
+    }
+    for class in CLASSES {
+        for name in [names::DEAD_LETTERED, names::TASKS_FAILED] {
+            metrics::counter!(name, "tenant" => label.clone(), "class" => class).increment(0);
+        }
+    }
 }
 
 /// The label value used for tenants beyond the cap.

@@ -28,6 +28,7 @@ struct Scripts {
     promote: Script,
     claim: Script,
     autoclaim: Script,
+    depths: Script,
     begin: Script,
     heartbeat: Script,
     lease_renew: Script,
@@ -43,6 +44,7 @@ impl Scripts {
             promote: Script::new(include_str!("scripts/promote.lua")),
             claim: Script::new(include_str!("scripts/claim.lua")),
             autoclaim: Script::new(include_str!("scripts/autoclaim.lua")),
+            depths: Script::new(include_str!("scripts/depths.lua")),
             begin: Script::new(include_str!("scripts/begin.lua")),
             heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
@@ -75,6 +77,25 @@ pub struct ClaimStep {
     pub poison: Vec<(String, u64)>,
     /// Pending ids whose entry was gone; the claim removed them from the PEL.
     pub tombstones: usize,
+}
+
+/// One tenant's depth figures, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDepth {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// Entries in the lane (waiting or pending).
+    pub lane: u64,
+    /// Entries delivered and not settled.
+    pub pending: u64,
+    /// Entries not yet delivered to the group.
+    pub lag: u64,
+    /// Scheduled retries.
+    pub retries: u64,
+    /// Scheduled retries already due.
+    pub overdue: u64,
+    /// Dead letters.
+    pub dlq: u64,
 }
 
 /// One failed attempt to schedule again: its entry, its delay and the next attempt's fields.
@@ -624,6 +645,45 @@ impl Broker {
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    /// Depth figures of each of `tenants` (one script per tenant, all in one pipeline).
+    pub async fn tenant_depths(&self, tenants: &[Arc<str>]) -> Result<Vec<TenantDepth>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.scripts.depths).ignore();
+        for t in tenants {
+            let mut inv = self.scripts.depths.key(self.keys.lane(t));
+            inv.key(self.keys.retry(t))
+                .key(self.keys.dlq(t))
+                .arg(&*self.group);
+            pipe.invoke_script(&inv);
+        }
+        let rows: Vec<Vec<i64>> = pipe.query_async(&mut self.con()).await?;
+        if rows.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "depth read answered {} rows for {} tenants",
+                rows.len(),
+                tenants.len()
+            )));
+        }
+        rows.into_iter()
+            .zip(tenants)
+            .map(|(r, t)| match r[..] {
+                [lane, pending, lag, retries, overdue, dlq] => Ok(TenantDepth {
+                    tenant: t.clone(),
+                    lane: lane.max(0) as u64,
+                    pending: pending.max(0) as u64,
+                    lag: lag.max(0) as u64,
+                    retries: retries.max(0) as u64,
+                    overdue: overdue.max(0) as u64,
+                    dlq: dlq.max(0) as u64,
+                }),
+                _ => Err(Error::Protocol(format!("depth read of {t} returned {r:?}"))),
+            })
+            .collect()
     }
 
     /// "Redis <version>" from INFO server.

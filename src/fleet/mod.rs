@@ -22,6 +22,7 @@
 
 pub mod executor;
 pub mod fair;
+pub mod health;
 pub mod heartbeat;
 pub mod lease;
 pub mod reader;
@@ -38,13 +39,14 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::broker::{Broker, Entry, Fields};
 use crate::classify::Classifier;
-use crate::config::{FleetSettings, Settings};
+use crate::config::{FleetSettings, MetricsSettings, Settings};
 use crate::error::Result;
 use crate::handler::{FailureClass, Handler, Progress};
 use crate::policy::Policies;
 use crate::shutdown::Shutdown;
 use crate::task::{Limits, Task};
 use fair::FairQueue;
+pub use health::Health;
 
 /// Set when this member no longer owns an entry (a reclaimer took it): the attempt is dropped
 /// and nothing is settled for it here.
@@ -220,6 +222,8 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Told about every batch of acks, when set (benchmarks measure enqueue→done with it).
     pub ack_observer: Option<Arc<dyn AckObserver>>,
+    /// Liveness and readiness inputs.
+    pub health: Arc<Health>,
 }
 
 /// Sees completed entries the moment their ack went through. Called on the settler's task:
@@ -298,6 +302,11 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// Jobs waiting in the local queue.
+    fn queued(&self) -> usize {
+        self.queue.lock().map(|q| q.len()).unwrap_or(0)
     }
 
     fn lanes(&self) -> Vec<(String, Arc<str>)> {
@@ -398,6 +407,9 @@ pub struct Fleet {
     handler: Arc<dyn Handler>,
     stats: Arc<FleetStats>,
     ack_observer: Option<Arc<dyn AckObserver>>,
+    metrics: MetricsSettings,
+    health: Arc<Health>,
+    log_payloads: bool,
 }
 
 impl Fleet {
@@ -413,7 +425,15 @@ impl Fleet {
             handler,
             stats: Arc::new(FleetStats::default()),
             ack_observer: None,
+            metrics: settings.metrics,
+            health: Arc::new(Health::new(settings.metrics.stall_after)),
+            log_payloads: settings.log_payloads,
         }
+    }
+
+    /// The member's liveness and readiness, for /healthz and /readyz.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Reports every successful ack batch to `observer`.
@@ -447,6 +467,7 @@ impl Fleet {
             member: member.clone(),
             limits: self.limits,
             ack_observer: self.ack_observer.clone(),
+            health: self.health.clone(),
         });
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         // Background loops stop on their own signal, after the executor has drained, so that
@@ -461,6 +482,7 @@ impl Fleet {
                 ack_batch: s.ack_batch,
                 dlq_max_len: self.dlq_max_len,
                 policies: self.policies.clone(),
+                log_payloads: self.log_payloads,
             }
             .run(settle_rx),
         );
@@ -509,8 +531,19 @@ impl Fleet {
             reader::Reader::new(self.broker.clone(), shared.clone(), settle_tx, s)
                 .run(shutdown.clone()),
         );
+        let refresher = tokio::spawn(
+            health::Refresher {
+                broker: self.broker.clone(),
+                shared: shared.clone(),
+                health: self.health.clone(),
+                cfg: self.metrics,
+            }
+            .run(background.clone()),
+        );
+        self.health.set_serving(true);
 
         shutdown.wait().await;
+        self.health.set_serving(false);
         tracing::info!(member = %member, "stopping: no new reads, finishing in-flight tasks");
         let _ = shared
             .hard_deadline
@@ -524,6 +557,7 @@ impl Fleet {
         if let Some(h) = heartbeat {
             let _ = h.await;
         }
+        let _ = refresher.await;
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;
         }

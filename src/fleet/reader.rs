@@ -118,6 +118,7 @@ impl Reader {
             let block = block_next.then_some(self.block);
             match conn.read(&window, ReadFrom::New, per_lane, block).await {
                 Ok(streams) => {
+                    self.shared.health.read_done();
                     backoff = Duration::from_millis(100);
                     let lanes_with_entries = streams.iter().filter(|(_, e)| !e.is_empty()).count();
                     block_next = lanes_with_entries == 0;
@@ -200,6 +201,7 @@ impl Reader {
             }
             self.broker.ensure_group(&tenant).await?;
             tracing::info!(tenant = %tenant, "serving tenant");
+            crate::telemetry::register_tenant(&tenant);
             let tenant: Arc<str> = tenant.as_str().into();
             self.tenant_of.insert(lane.clone(), tenant.clone());
             if let Ok(mut shared) = self.shared.lanes.write() {

@@ -45,6 +45,8 @@ pub(crate) struct Settler {
     pub ack_batch: usize,
     pub dlq_max_len: u64,
     pub policies: Arc<Policies>,
+    /// Whether failure logs carry the task payload (`log.log_payloads`).
+    pub log_payloads: bool,
 }
 
 impl Settler {
@@ -97,6 +99,7 @@ impl Settler {
                 }
             }
             tokio::join!(self.flush(&mut acks), self.flush_retries(&mut retries));
+            self.shared.health.settled();
             while moves.try_join_next().is_some() {}
         }
         tokio::join!(self.flush(&mut acks), self.flush_retries(&mut retries));
@@ -274,11 +277,19 @@ impl Settler {
         } = f;
         metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
             .increment(1);
-        tracing::warn!(
-            tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
-            attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
-            "task attempt failed"
-        );
+        if self.log_payloads {
+            tracing::warn!(
+                tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
+                attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
+                payload = %task.payload, "task attempt failed"
+            );
+        } else {
+            tracing::warn!(
+                tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
+                attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
+                "task attempt failed"
+            );
+        }
         self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
         let now = now_ms();
         let mut next: Task = (*task).clone();
