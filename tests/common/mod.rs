@@ -356,6 +356,29 @@ impl Member {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address of the member's metrics endpoint (started with
+    /// `REDRIVE_METRICS__LISTEN=127.0.0.1:0`), read from its log once it is listening.
+    pub fn metrics_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log_text();
+            if let Some(addr) = log
+                .lines()
+                .find(|l| l.contains("serving /metrics"))
+                .and_then(|l| l.split("listen=").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+            {
+                return addr.trim_matches('"').to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {} never listened: {log}",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Member {
@@ -451,6 +474,31 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body). Panics when the server cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Stream fields as text.

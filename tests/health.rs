@@ -1,0 +1,71 @@
+//! /healthz and /readyz of a real member: ready while it makes progress, not ready while it is
+//! "healthy but stuck" (every slot held by an attempt that does not finish while work waits),
+//! ready again once it recovers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, http_get, TestEnv};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn readyz_reports_a_member_stuck_on_one_entry_and_its_recovery() {
+    let env = TestEnv::new();
+    let mut m = env.member(
+        "m1",
+        &[
+            ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+            ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "100"),
+            ("REDRIVE_METRICS__STALL_AFTER_MS", "1000"),
+            ("REDRIVE_FLEET__CONCURRENCY", "1"),
+            ("REDRIVE_FLEET__READ_BATCH", "5"),
+            ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "4000"),
+            ("REDRIVE_RETRY__MAX_ATTEMPTS", "1"),
+        ],
+    );
+    let addr = m.metrics_addr();
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok\n".into()));
+    eventually(LONG, "ready once serving", || async {
+        http_get(&addr, "/readyz").0 == 200
+    })
+    .await;
+
+    // One attempt that hangs (until the 4 s task timeout) holds the only slot while 20 more
+    // tasks wait behind it.
+    env.enqueue("acme", 1, json!({"simulate": "timeout"})).await;
+    env.enqueue("globex", 20, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    eventually(LONG, "not ready while stuck", || async {
+        let (status, body) = http_get(&addr, "/readyz");
+        status == 503 && body.contains("stuck")
+    })
+    .await;
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(metrics.contains("redrive_ready 0"), "{metrics}");
+    assert_eq!(http_get(&addr, "/healthz").0, 200, "alive all along");
+
+    // The attempt times out, is dead-lettered (one attempt allowed), the rest flows: ready.
+    eventually(LONG, "ready again after recovery", || async {
+        http_get(&addr, "/readyz").0 == 200
+    })
+    .await;
+    env.wait_drained(&["acme", "globex"], LONG).await;
+    assert_eq!(env.side_effects().len(), 20);
+    assert_eq!(env.dead_letters("acme").await.len(), 1);
+    assert_eq!(http_get(&addr, "/nowhere").0, 404);
+    assert!(m.stop().success(), "{}", m.log_text());
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_fails_at_start_with_a_clear_error() {
+    let env = TestEnv::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut m = env.member("m1", &[("REDRIVE_METRICS__LISTEN", &addr)]);
+    let status = m.wait_exit(LONG);
+    assert_eq!(status.code(), Some(74), "{}", m.log_text());
+    assert!(m.log_text().contains("binding metrics.listen"));
+}
