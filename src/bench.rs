@@ -455,6 +455,9 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         }
     };
     let exe = std::env::current_exe().map_err(|e| Error::io("locating redrive", e))?;
+    // Measure the member as it runs in production: with the Prometheus recorder installed
+    // (rendered by nobody here, but every counter and histogram update is real).
+    let _metrics = crate::telemetry::install_prometheus(Duration::from_secs(60))?;
     let mut bench = Bench {
         url: url.clone(),
         prefix: format!(

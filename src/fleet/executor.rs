@@ -30,9 +30,18 @@ pub(crate) struct Executor {
     pub grace: Duration,
 }
 
+/// Metric handles resolved once per member, not per attempt.
+#[derive(Clone)]
+struct Meters {
+    queue_wait: metrics::Histogram,
+    duration: metrics::Histogram,
+    in_flight: metrics::Gauge,
+}
+
 /// Everything one attempt needs besides its job.
 #[derive(Clone)]
 struct AttemptCtx {
+    meters: Meters,
     broker: Broker,
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
@@ -47,6 +56,11 @@ impl Executor {
     pub async fn run(self, shutdown: Shutdown) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let ctx = AttemptCtx {
+            meters: Meters {
+                queue_wait: metrics::histogram!(names::QUEUE_WAIT),
+                duration: metrics::histogram!(names::TASK_DURATION),
+                in_flight: metrics::gauge!(names::IN_FLIGHT),
+            },
             broker: self.broker.clone(),
             shared: self.shared.clone(),
             handler: self.handler.clone(),
@@ -184,8 +198,8 @@ async fn attempt(
     ctx: AttemptCtx,
 ) {
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
-    metrics::histogram!(names::QUEUE_WAIT).record(wait_ms as f64 / 1000.0);
-    metrics::gauge!(names::IN_FLIGHT).increment(1.0);
+    ctx.meters.queue_wait.record(wait_ms as f64 / 1000.0);
+    ctx.meters.in_flight.increment(1.0);
     let started = Instant::now();
     let tctx = TaskContext::new(ctx.shared.member.clone());
     let run = async {
@@ -214,8 +228,8 @@ async fn attempt(
         _ = lost.wait() => None,
     };
     let duration = started.elapsed();
-    metrics::gauge!(names::IN_FLIGHT).decrement(1.0);
-    metrics::histogram!(names::TASK_DURATION).record(duration.as_secs_f64());
+    ctx.meters.in_flight.decrement(1.0);
+    ctx.meters.duration.record(duration.as_secs_f64());
     let Some(outcome) = outcome else {
         tracing::warn!(tenant = %tenant, task_id = %task.task_id, "attempt stopped: another member took the entry over");
         let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
