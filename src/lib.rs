@@ -10,6 +10,8 @@
 //! * [`fleet`] — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat, lease.
 //! * [`policy`] — retry decisions; [`classify`] — rules for untyped errors.
 //! * [`deadletter`] — the dead-letter record and error fingerprints.
+//! * [`admin`] — operators' commands: dead-letter triage and replay, health, the admin command
+//!   stream with exactly-once execution and its audit trail.
 //! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
@@ -19,6 +21,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
 
+pub mod admin;
 pub mod broker;
 pub mod classify;
 pub mod cli;

@@ -42,6 +42,10 @@ pub mod names {
     pub const IN_FLIGHT: &str = "redrive_in_flight";
     /// Counter: errors talking to Redis, by operation.
     pub const REDIS_ERRORS: &str = "redrive_redis_errors_total";
+    /// Counter{command,outcome}: admin commands executed (by a fleet member or `--local`).
+    pub const ADMIN_COMMANDS: &str = "redrive_admin_commands_total";
+    /// Counter{tenant}: dead letters replayed into their lane.
+    pub const DLQ_REPLAYED: &str = "redrive_dlq_replayed_total";
 }
 
 /// The label value used for tenants beyond the cap.

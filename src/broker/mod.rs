@@ -6,6 +6,7 @@
 //! response timeout longer than the block time (the redis crate's default of 500 ms would fail
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
+pub mod admin;
 pub mod reply;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::config::RedisSettings;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::task::Task;
+pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw};
 pub use reply::{Entry, Fields};
 
 struct Scripts {

@@ -16,14 +16,21 @@
 //! * [`settler`] acks completed entries in batches and moves failures to their destination in
 //!   one atomic script each.
 //! * [`lease`] holds the member id so that two processes never share one consumer name.
+//! * [`admin`] executes operators' admin commands from the admin stream (replays, removals)
+//!   and beats so that CLIs know a fleet is alive; [`publisher`] adds this member's settle
+//!   counts to the per-minute buckets `redrive health` reads.
 //!
-//! Shutdown order: stop reading, stop starting tasks, let running tasks finish within the grace
-//! period (the rest stay pending for reclaim), flush settlements, release the lease.
+//! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
+//! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
+//! within the grace period (the rest stay pending for reclaim), flush settlements, publish the
+//! last settle counts, release the lease.
 
+pub mod admin;
 pub mod executor;
 pub mod fair;
 pub mod heartbeat;
 pub mod lease;
+pub mod publisher;
 pub mod reader;
 pub mod reclaimer;
 pub mod recoverer;
@@ -38,7 +45,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::broker::{Broker, Entry, Fields};
 use crate::classify::Classifier;
-use crate::config::{FleetSettings, Settings};
+use crate::config::{AdminSettings, FleetSettings, Settings};
 use crate::error::Result;
 use crate::handler::{FailureClass, Handler, Progress};
 use crate::policy::Policies;
@@ -384,6 +391,7 @@ pub struct Fleet {
     classifier: Arc<Classifier>,
     handler: Arc<dyn Handler>,
     stats: Arc<FleetStats>,
+    admin: AdminSettings,
 }
 
 impl Fleet {
@@ -398,6 +406,7 @@ impl Fleet {
             classifier: Arc::new(settings.classifier.clone()),
             handler,
             stats: Arc::new(FleetStats::default()),
+            admin: settings.admin.clone(),
         }
     }
 
@@ -487,6 +496,28 @@ impl Fleet {
             reader::Reader::new(self.broker.clone(), shared.clone(), settle_tx, s)
                 .run(shutdown.clone()),
         );
+        let admin = tokio::spawn(
+            admin::AdminLoop {
+                ctx: crate::admin::exec::AdminContext {
+                    broker: self.broker.clone(),
+                    settings: self.admin.clone(),
+                    limits: self.limits,
+                    dlq_max_len: self.dlq_max_len,
+                    executor: member.to_string(),
+                },
+                block: s.block,
+                grace: s.shutdown_grace,
+            }
+            .run(shutdown.clone()),
+        );
+        let publisher = tokio::spawn(
+            publisher::Publisher {
+                broker: self.broker.clone(),
+                stats: self.stats.clone(),
+                interval: self.admin.stats_interval,
+            }
+            .run(background.clone()),
+        );
 
         shutdown.wait().await;
         tracing::info!(member = %member, "stopping: no new reads, finishing in-flight tasks");
@@ -494,6 +525,7 @@ impl Fleet {
             .hard_deadline
             .set(Instant::now() + s.shutdown_grace + Duration::from_secs(2));
         let reader_result = reader.await;
+        let _ = admin.await;
         let _ = reclaimer.await;
         let _ = recoverer.await;
         let _ = executor.await;
@@ -502,6 +534,7 @@ impl Fleet {
         if let Some(h) = heartbeat {
             let _ = h.await;
         }
+        let _ = publisher.await;
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;
         }
