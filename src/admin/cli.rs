@@ -127,8 +127,8 @@ pub struct MutationArgs {
 /// `dlq list`
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Which dead letters.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub filter: FilterArgs,
     /// Continue after this entry (the `next cursor` a previous page printed).
     #[arg(long, value_name = "CURSOR")]
@@ -157,8 +157,8 @@ pub struct ShowArgs {
 /// `dlq stats`
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// Which dead letters.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub filter: FilterArgs,
     /// How many fingerprints to show.
     #[arg(long, default_value_t = 10)]
@@ -181,8 +181,8 @@ pub enum ExportFormat {
 /// `dlq export`
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// Which dead letters.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub filter: FilterArgs,
     /// The output format.
     #[arg(long, value_enum, default_value = "jsonl")]
@@ -198,8 +198,8 @@ pub struct ReplayArgs {
     /// Dead letters to replay (TENANT/ENTRY-ID). Without ids, every dead letter the filters
     /// select.
     pub ids: Vec<String>,
+    /// Which dead letters.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub filter: FilterArgs,
     /// Replay every dead letter of every tenant (a batch without any filter needs this).
     #[arg(long)]
@@ -227,8 +227,8 @@ pub struct ReplayArgs {
     /// Resume a cancelled or interrupted replay job (its id is the command id that started it).
     #[arg(long, value_name = "JOB")]
     pub resume: Option<String>,
+    /// Who, why, where and how long to wait.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub m: MutationArgs,
 }
 
@@ -238,14 +238,14 @@ pub struct RemoveArgs {
     /// Dead letters (TENANT/ENTRY-ID). Without ids, every dead letter the filters select
     /// (needs --yes).
     pub ids: Vec<String>,
+    /// Which dead letters.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub filter: FilterArgs,
     /// Confirm a removal selected by filters.
     #[arg(long)]
     pub yes: bool,
+    /// Who, why, where and how long to wait.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub m: MutationArgs,
 }
 
@@ -261,8 +261,8 @@ pub struct PurgeArgs {
     /// Confirm: purged dead letters are deleted, not archived.
     #[arg(long)]
     pub yes: bool,
+    /// Who, why, where and how long to wait.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub m: MutationArgs,
 }
 
@@ -271,8 +271,8 @@ pub struct PurgeArgs {
 pub struct CancelArgs {
     /// The replay job (the command id that started it).
     pub job: String,
+    /// Who, why, where and how long to wait.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub m: MutationArgs,
 }
 

@@ -263,10 +263,12 @@ async fn wait(
                     return Ok(r);
                 }
             }
-            Some("expired") => return Err(Error::Timeout(format!(
+            Some("expired") => {
+                return Err(Error::Timeout(format!(
                 "command {} expired before any member started it; it never ran and nothing changed",
                 env.id
-            ))),
+            )))
+            }
             Some(_) => {
                 prog.show(ctx).await;
                 let alive = rec

@@ -655,6 +655,21 @@ async fn start(ctx: &AdminContext, env: &Envelope, spec: &ReplaySpec) -> Result<
             .get("spec")
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| Error::Protocol(format!("replay job '{job}' has no readable spec")))?;
+        // Its member may have died right after the job ended: the recorded end stands.
+        match fields.get("state").map(String::as_str) {
+            Some("done") => {
+                return Ok(Started::Nothing(
+                    summary(&job, &fields, &stored),
+                    details(&job, &fields, &Samples::default()),
+                ))
+            }
+            Some("cancelled") => {
+                return Err(Error::Interrupted(format!(
+                    "replay job {job} was cancelled; resume it with --resume {job}"
+                )))
+            }
+            _ => {}
+        }
         b.job_set(&job, &running(&job, &ctx.executor), &[]).await?;
         return Ok(Started::Go(job, Box::new(stored)));
     }
@@ -723,6 +738,13 @@ async fn steps(
     };
     let began = Instant::now();
     let mut done: u64 = 0;
+    // A cancel requested while the job waited (interrupted, or queued behind a takeover) stops
+    // it before its first step.
+    if let Some(by) = b.job_get(job).await?.and_then(|j| j.get("cancel").cloned()) {
+        b.job_set(job, &[("state", "cancelled".into())], &["cancel"])
+            .await?;
+        return Ok(Step::Cancelled(by));
+    }
     for part in items.chunks(chunk) {
         if stop.is_triggered() {
             b.job_set(job, &[("state", "interrupted".into())], &[])

@@ -57,7 +57,9 @@ pub fn parse_time(text: &str, now_ms: u64) -> Result<u64, String> {
             .parse()
             .map_err(|_| format!("'{text}' is out of range as epoch milliseconds"));
     }
-    if s.contains('T') || s.contains('t') {
+    let looks_like_date =
+        s.len() > 4 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit) && s.as_bytes()[4] == b'-';
+    if looks_like_date {
         return parse_rfc3339(s)
             .ok_or_else(|| format!("'{text}' is not an RFC 3339 time like 2025-11-20T08:00:00Z"));
     }
