@@ -30,6 +30,7 @@ struct Dl {
     error: String,
     steps: Vec<String>,
     schema_version: Option<u32>,
+    enqueued_at: Option<u64>,
 }
 
 fn dl(
@@ -49,6 +50,7 @@ fn dl(
         error: error.into(),
         steps: Vec::new(),
         schema_version: None,
+        enqueued_at: None,
     }
 }
 
@@ -76,7 +78,9 @@ async fn seed(env: &TestEnv, dls: &[Dl], ids: Option<&[String]>) -> Vec<String> 
             let mut t =
                 NewTask::new(&d.tenant, &d.kind, d.payload.clone()).with_task_id(&d.task_id);
             t.schema_version = d.schema_version;
-            let task = t.into_task(&Limits::default(), now - 1_000).unwrap();
+            let task = t
+                .into_task(&Limits::default(), d.enqueued_at.unwrap_or(now - 1_000))
+                .unwrap();
             let fields = DeadLetter {
                 orig_lane: format!("{}:{{{}}}:lane", env.prefix, d.tenant),
                 orig_id: format!("{}-{i}", now - 1_000),
@@ -735,6 +739,107 @@ async fn a_replay_keeps_the_task_identity_and_runs_with_a_fix() {
     );
     assert!(m.stop().success());
     assert!(env.dead_letters("acme").await.is_empty());
+}
+
+#[tokio::test]
+async fn replays_go_in_chronological_or_per_key_order_and_batches_skip_partials() {
+    let env = TestEnv::new();
+    // Dead-lettered in this order; their tasks were first enqueued in another: within each
+    // customer the later dead letter is the older task.
+    let t0 = env.server_time_ms().await - HOUR;
+    let plan = [
+        ("d1", "c2", 50),
+        ("d2", "c1", 40),
+        ("d3", "c2", 10),
+        ("d4", "c1", 20),
+        ("d5", "c3", 30),
+    ];
+    for tenant in ["chrono", "keyed"] {
+        let dls: Vec<Dl> = plan
+            .iter()
+            .map(|(id, customer, first)| {
+                let mut d = dl(
+                    tenant,
+                    id,
+                    "triage",
+                    json!({"customer": customer, "simulate": "ok", "work_ms": 0}),
+                    FailureClass::Timeout,
+                    "timed out",
+                );
+                d.enqueued_at = Some(t0 + first);
+                d
+            })
+            .collect();
+        seed(&env, &dls, None).await;
+    }
+    let replay = |tenant: &str, extra: &[&str]| {
+        let mut args = vec![
+            "dlq", "replay", "--tenant", tenant, "--local", "--reason", "order", "--rate", "0",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = env.cli(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    replay("chrono", &[]);
+    replay("keyed", &["--order-by-key", "customer"]);
+    let order = |tenant: &'static str| {
+        let env = &env;
+        async move {
+            lane(env, tenant)
+                .await
+                .into_iter()
+                .map(|f| f["task_id"].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        order("chrono").await,
+        ["d1", "d2", "d3", "d4", "d5"],
+        "as dead-lettered"
+    );
+    assert_eq!(
+        order("keyed").await,
+        ["d3", "d1", "d4", "d2", "d5"],
+        "c2 (oldest task at 10) in task order, then c1 (20), then c3 (30)"
+    );
+
+    // A batch replays what it may and refuses partial executions, which stay.
+    let mut partial = dl(
+        "mixed",
+        "p1",
+        "crm",
+        ok_payload(),
+        FailureClass::PartialExecution,
+        "smtp 550",
+    );
+    partial.steps = vec!["update_crm_record".into()];
+    let others: Vec<Dl> = (0..3)
+        .map(|i| {
+            dl(
+                "mixed",
+                &format!("m{i}"),
+                "crm",
+                ok_payload(),
+                FailureClass::Timeout,
+                "t",
+            )
+        })
+        .collect();
+    seed(&env, &[partial], None).await;
+    seed(&env, &others, None).await;
+    let out = replay("mixed", &["--json"]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["outcome"], "ok");
+    assert_eq!(r["details"]["replayed"], 3);
+    assert_eq!(r["details"]["refused"], 1);
+    assert!(r["message"].as_str().unwrap().contains("--force"), "{r}");
+    let left = env.dead_letters("mixed").await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["task_id"], "p1");
+    let out = replay("mixed", &["--force"]);
+    assert!(out.contains("replayed 1 of 1"), "{out}");
+    assert!(env.dead_letters("mixed").await.is_empty());
 }
 
 #[tokio::test]
