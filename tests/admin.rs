@@ -1284,6 +1284,83 @@ async fn a_cancelled_batch_replay_resumes_and_replays_each_entry_once() {
 }
 
 #[tokio::test]
+async fn ctrl_c_cancels_a_batch_replay_which_resumes_later() {
+    let env = TestEnv::new();
+    let dls: Vec<Dl> = (0..200)
+        .map(|i| {
+            dl(
+                "acme",
+                &format!("t{i}"),
+                "triage",
+                ok_payload(),
+                FailureClass::Timeout,
+                "t",
+            )
+        })
+        .collect();
+    seed(&env, &dls, None).await;
+    let mut m = env.member("m1", &[]);
+    wait_live(&env, "m1").await;
+    let broker = env.broker().await;
+    let replay = spawn_cli(
+        &env,
+        &[
+            "dlq",
+            "replay",
+            "--tenant",
+            "acme",
+            "--rate",
+            "20",
+            "--reason",
+            "slowly",
+            "--command-id",
+            "job-c",
+        ],
+    );
+    eventually(LONG, "the job is under way", || async {
+        broker
+            .job_get("job-c")
+            .await
+            .unwrap()
+            .and_then(|j| j.get("replayed").and_then(|n| n.parse::<u64>().ok()))
+            .is_some_and(|n| n >= 10)
+    })
+    .await;
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(replay.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, _, err) = finish(replay);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("cancelling replay job job-c"), "{err}");
+    assert!(err.contains("--resume job-c"), "{err}");
+    let job = broker.job_get("job-c").await.unwrap().unwrap();
+    assert_eq!(job["state"], "cancelled");
+    let done: u64 = job["replayed"].parse().unwrap();
+    assert!(done < 200, "{done}");
+    let (code, _, err) = env.cli(
+        &[
+            "dlq", "replay", "--resume", "job-c", "--rate", "0", "--reason", "go on",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(env.dead_letters("acme").await.is_empty());
+    eventually(LONG, "all 200 ran", || async {
+        env.side_effects().len() >= 200
+    })
+    .await;
+    env.wait_drained(&["acme"], LONG).await;
+    let effects = env.side_effects();
+    let per_task = counts(effects.iter().map(|e| e.1.as_str()));
+    assert_eq!(per_task.len(), 200);
+    assert!(per_task.values().all(|n| *n == 1));
+    assert!(m.stop().success());
+}
+
+#[tokio::test]
 async fn bad_input_unknown_ids_a_down_fleet_and_an_expired_wait_change_nothing() {
     let env = TestEnv::new();
     let (_, all) = seed_catalogue(&env).await;

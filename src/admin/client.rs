@@ -228,27 +228,30 @@ async fn wait(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = &mut ctrl_c, if !cancelled => {
+            _ = &mut ctrl_c => {
+                let job = job_of(env);
+                if cancelled || job.is_none() {
+                    return Err(Error::Interrupted(format!(
+                        "stopped waiting; command {} goes on{} — see `redrive admin status {}`",
+                        env.id,
+                        if cancelled { " until its cancel takes effect" } else { "" },
+                        env.id
+                    )));
+                }
                 cancelled = true;
-                match job_of(env) {
-                    Some(job) => {
-                        eprintln!("cancelling replay job {job} after its current step…");
-                        let cancel = Envelope {
-                            id: super::new_command_id(),
-                            operator: env.operator.clone(),
-                            reason: format!("Ctrl-C while waiting for command {}", env.id),
-                            issued_at_ms: b.server_time_ms().await?,
-                            deadline_ms: 0,
-                            command: AdminCommand::Cancel(CancelSpec { job }),
-                        };
-                        b.admin_submit(&cancel.to_fields()).await?;
-                    }
-                    None => {
-                        return Err(Error::Interrupted(format!(
-                            "stopped waiting; command {} goes on — see `redrive admin status {}`",
-                            env.id, env.id
-                        )));
-                    }
+                // A second Ctrl-C stops waiting.
+                ctrl_c.set(tokio::signal::ctrl_c());
+                if let Some(job) = job {
+                    eprintln!("cancelling replay job {job} after its current step (Ctrl-C again to stop waiting)…");
+                    let cancel = Envelope {
+                        id: super::new_command_id(),
+                        operator: env.operator.clone(),
+                        reason: format!("Ctrl-C while waiting for command {}", env.id),
+                        issued_at_ms: b.server_time_ms().await?,
+                        deadline_ms: 0,
+                        command: AdminCommand::Cancel(CancelSpec { job }),
+                    };
+                    b.admin_submit(&cancel.to_fields()).await?;
                 }
             }
         }
