@@ -1185,7 +1185,8 @@ async fn a_cancelled_batch_replay_resumes_and_replays_each_entry_once() {
         })
         .collect();
     seed(&env, &dls, None).await;
-    let mut m = env.member("m1", &[]);
+    // One command slot: the replay takes it, and the cancel must still get through.
+    let mut m = env.member("m1", &[("REDRIVE_ADMIN__CONCURRENCY", "1")]);
     wait_live(&env, "m1").await;
     let broker = env.broker().await;
     let replay = spawn_cli(

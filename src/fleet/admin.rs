@@ -2,8 +2,9 @@
 //!
 //! It beats into the live-members set (so CLIs know a fleet is there), reads commands through
 //! the fleet's consumer group on `redrive:{@admin}:commands`, and runs each in its own task
-//! (at most `admin.concurrency` at once) through [`crate::admin::exec::run_command`], which
-//! makes every command id execute at most once. While a command runs, the beat keeps its
+//! through [`crate::admin::exec::run_command`], which makes every command id execute at most
+//! once. At most `admin.concurrency` run at once and as many more wait for a slot; a `cancel`
+//! needs no slot, so it reaches a replay job even when long replays fill every slot. While a command runs, the beat keeps its
 //! stream entry fresh; a command left pending by a member that died is taken over by another
 //! after `admin.claim_idle_ms` and resumed (a replay job continues from what is left). A
 //! command that kills its member `admin.max_deliveries` times is failed instead.
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::admin::exec::{run_command, AdminContext, Ran};
@@ -28,6 +30,16 @@ use crate::telemetry::names;
 
 /// Running commands: stream entry → command id.
 type Running = Arc<Mutex<HashMap<String, String>>>;
+
+/// What the command tasks share: who runs what, the stop signal for long jobs, and the slots
+/// that bound how many commands run at once. A cancel takes no slot, so it gets through while
+/// long replays fill them all.
+#[derive(Clone)]
+struct Ctl {
+    running: Running,
+    stop: Shutdown,
+    slots: Arc<Semaphore>,
+}
 
 /// The admin loop's settings and handles.
 pub(crate) struct AdminLoop {
@@ -45,8 +57,14 @@ impl AdminLoop {
     pub async fn run(self, shutdown: Shutdown) {
         let b = self.ctx.broker.clone();
         let s = self.ctx.settings.clone();
-        let running: Running = Arc::default();
-        let stop = Shutdown::new();
+        let ctl = Ctl {
+            running: Arc::default(),
+            stop: Shutdown::new(),
+            slots: Arc::new(Semaphore::new(s.concurrency)),
+        };
+        // Commands read but waiting for a slot stay in this member's PEL and are kept fresh by
+        // the beat; at most as many wait as run.
+        let backlog = 2 * s.concurrency;
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut reader: Option<LaneReader> = None;
         let mut group_ready = false;
@@ -60,7 +78,7 @@ impl AdminLoop {
         while !shutdown.is_triggered() {
             while tasks.try_join_next().is_some() {}
             if Instant::now() >= next_beat {
-                self.beat(&running).await;
+                self.beat(&ctl.running).await;
                 next_beat = Instant::now() + beat_every;
             }
             if !group_ready {
@@ -75,13 +93,12 @@ impl AdminLoop {
             }
             if Instant::now() >= next_reclaim {
                 if !own_drained {
-                    own_drained = self.take_over_own(&mut tasks, &running, &stop).await;
+                    own_drained = self.take_over_own(&mut tasks, &ctl).await;
                 }
-                self.take_over_stale(&mut tasks, &running, &stop, &mut cursor)
-                    .await;
+                self.take_over_stale(&mut tasks, &ctl, &mut cursor).await;
                 next_reclaim = Instant::now() + reclaim_every;
             }
-            let free = s.concurrency.saturating_sub(tasks.len());
+            let free = backlog.saturating_sub(tasks.len());
             if free == 0 {
                 tokio::select! {
                     _ = shutdown.wait() => {}
@@ -111,7 +128,7 @@ impl AdminLoop {
                 Ok(streams) => {
                     for (_, entries) in streams {
                         for entry in entries {
-                            self.spawn(&mut tasks, &running, &stop, entry);
+                            self.spawn(&mut tasks, &ctl, entry);
                         }
                     }
                 }
@@ -127,7 +144,7 @@ impl AdminLoop {
                 }
             }
         }
-        stop.trigger();
+        ctl.stop.trigger();
         let deadline = tokio::time::Instant::now() + self.grace;
         loop {
             tokio::select! {
@@ -141,7 +158,7 @@ impl AdminLoop {
                         break;
                     }
                 },
-                _ = tokio::time::sleep(Duration::from_millis(500)) => self.beat(&running).await,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => self.beat(&ctl.running).await,
             }
         }
         if let Err(e) = b.admin_leave(self.member()).await {
@@ -188,12 +205,7 @@ impl AdminLoop {
 
     /// Takes up this member's own pending commands (after a restart). Returns whether the
     /// drain completed.
-    async fn take_over_own(
-        &self,
-        tasks: &mut JoinSet<()>,
-        running: &Running,
-        stop: &Shutdown,
-    ) -> bool {
+    async fn take_over_own(&self, tasks: &mut JoinSet<()>, ctl: &Ctl) -> bool {
         let b = &self.ctx.broker;
         let mut start = "-".to_owned();
         loop {
@@ -203,7 +215,7 @@ impl AdminLoop {
                     &start,
                     100,
                     self.ctx.settings.max_deliveries,
-                    &Self::skip(running),
+                    &Self::skip(&ctl.running),
                 )
                 .await
             {
@@ -213,7 +225,7 @@ impl AdminLoop {
                     return false;
                 }
             };
-            self.start_claimed(tasks, running, stop, step.claimed, step.poison)
+            self.start_claimed(tasks, ctl, step.claimed, step.poison)
                 .await;
             match step.next {
                 Some(n) => start = n,
@@ -223,13 +235,7 @@ impl AdminLoop {
     }
 
     /// Takes over commands left pending by members that stopped beating.
-    async fn take_over_stale(
-        &self,
-        tasks: &mut JoinSet<()>,
-        running: &Running,
-        stop: &Shutdown,
-        cursor: &mut String,
-    ) {
+    async fn take_over_stale(&self, tasks: &mut JoinSet<()>, ctl: &Ctl, cursor: &mut String) {
         let b = &self.ctx.broker;
         match b
             .admin_reclaim(
@@ -238,7 +244,7 @@ impl AdminLoop {
                 cursor,
                 100,
                 self.ctx.settings.max_deliveries,
-                &Self::skip(running),
+                &Self::skip(&ctl.running),
             )
             .await
         {
@@ -251,7 +257,7 @@ impl AdminLoop {
                     );
                 }
                 *cursor = step.next.clone().unwrap_or_else(|| "0-0".into());
-                self.start_claimed(tasks, running, stop, step.claimed, step.poison)
+                self.start_claimed(tasks, ctl, step.claimed, step.poison)
                     .await;
             }
             Err(e) => tracing::warn!(error = %e, "reclaiming admin commands failed"),
@@ -261,8 +267,7 @@ impl AdminLoop {
     async fn start_claimed(
         &self,
         tasks: &mut JoinSet<()>,
-        running: &Running,
-        stop: &Shutdown,
+        ctl: &Ctl,
         claimed: Vec<(String, u64)>,
         poison: Vec<(String, u64)>,
     ) {
@@ -283,7 +288,7 @@ impl AdminLoop {
                     if is_poison {
                         self.fail_poison(entry, deliveries).await;
                     } else {
-                        self.spawn(tasks, running, stop, entry);
+                        self.spawn(tasks, ctl, entry);
                     }
                 }
                 Ok(Begin::Tombstone) | Ok(Begin::Lost) => {}
@@ -373,7 +378,7 @@ impl AdminLoop {
             .await;
     }
 
-    fn spawn(&self, tasks: &mut JoinSet<()>, running: &Running, stop: &Shutdown, entry: Entry) {
+    fn spawn(&self, tasks: &mut JoinSet<()>, ctl: &Ctl, entry: Entry) {
         let Some(fields) = entry.fields.clone() else {
             // Deleted while pending: nothing to run; settle the id.
             let ctx = self.ctx.clone();
@@ -411,14 +416,29 @@ impl AdminLoop {
                 return;
             }
         };
-        if let Ok(mut r) = running.lock() {
+        if let Ok(mut r) = ctl.running.lock() {
             r.insert(entry.id.clone(), env.id.clone());
         }
         let ctx = self.ctx.clone();
-        let running = running.clone();
-        let stop = stop.clone();
+        let ctl = ctl.clone();
+        let running = ctl.running.clone();
         tasks.spawn(async move {
-            match run_command(&ctx, &env, &entry.id, &stop).await {
+            let _slot = if matches!(env.command, crate::admin::AdminCommand::Cancel(_)) {
+                None
+            } else {
+                tokio::select! {
+                    p = ctl.slots.clone().acquire_owned() => p.ok(),
+                    // Stopping before it started: it stays pending and runs after a restart
+                    // or on another member.
+                    _ = ctl.stop.wait() => {
+                        if let Ok(mut r) = running.lock() {
+                            r.remove(&entry.id);
+                        }
+                        return;
+                    }
+                }
+            };
+            match run_command(&ctx, &env, &entry.id, &ctl.stop).await {
                 Ok(Ran::ElsewhereRunning(m)) => {
                     tracing::info!(command_id = %env.id, running_on = %m, "admin command id sent twice; the first copy runs")
                 }
