@@ -430,12 +430,14 @@ impl RunningFleet {
         Ok(started.elapsed())
     }
 
-    async fn stop(self) -> Result<()> {
+    async fn stop(self, broker: &Broker) -> Result<()> {
         self.stop.trigger();
-        match self.task.await {
+        let r = match self.task.await {
             Ok(r) => r,
             Err(e) => Err(Error::Protocol(format!("bench fleet task failed: {e}"))),
-        }
+        };
+        broker.drop_admin_stream().await?;
+        r
     }
 }
 
@@ -648,7 +650,7 @@ async fn drain(bench: &mut Bench, tenants: usize) -> Result<BenchRow> {
     producer.enqueue_batch(all).await?;
     let fleet = bench.start_fleet(broker.clone(), &settings, Arc::new(NoopHandler), None);
     let took = fleet.until_settled(total, LIMIT).await?;
-    fleet.stop().await?;
+    fleet.stop(&broker).await?;
     let mut left = 0;
     for name in &names {
         left += broker.lane_len(name).await? + broker.pending_count(name).await?;
@@ -716,7 +718,7 @@ async fn end_to_end(bench: &mut Bench, rate: Option<u64>) -> Result<BenchRow> {
     }
     fleet.until_settled(total as u64, LIMIT).await?;
     let took = started.elapsed();
-    fleet.stop().await?;
+    fleet.stop(&broker).await?;
     broker.drop_tenant("t").await?;
     let start = Percentiles::of_micros(probe.start_latencies());
     let done = Percentiles::of_micros(probe.done_latencies());
@@ -780,7 +782,7 @@ async fn failure(bench: &mut Bench) -> Result<BenchRow> {
     let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
     let took = fleet.until_settled(n as u64, LIMIT).await?;
     let tally = fleet.stats.snapshot();
-    fleet.stop().await?;
+    fleet.stop(&broker).await?;
     let dead = broker.dlq_len("t").await?;
     let t = tally.get("t").cloned().unwrap_or_default();
     broker.drop_tenant("t").await?;
@@ -850,7 +852,7 @@ async fn reclaim(bench: &mut Bench) -> Result<BenchRow> {
     let killed_us = micros(bench.epoch);
     fleet.until_settled(n as u64, LIMIT).await?;
     let all_done = killed.elapsed();
-    fleet.stop().await?;
+    fleet.stop(&broker).await?;
     broker.drop_tenant("t").await?;
     let restarts: Vec<u64> = probe
         .start_latencies()
@@ -909,7 +911,7 @@ async fn fairness(bench: &mut Bench) -> Result<BenchRow> {
     }
     let sent_for = started.elapsed();
     fleet.until_settled((big + small) as u64, LIMIT).await?;
-    fleet.stop().await?;
+    fleet.stop(&broker).await?;
     broker.drop_tenant("big").await?;
     broker.drop_tenant("small").await?;
     let min_backlog = backlog_during.iter().copied().min().unwrap_or(0);

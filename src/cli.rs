@@ -44,6 +44,21 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Triage and recover dead letters: list, show, stats, export, replay, resolve, discard,
+    /// purge, cancel.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::admin::cli::DlqCommand,
+    },
+    /// Health per tenant and overall: lane depth, pending, retries, dead letters, recent counts.
+    Health(crate::admin::cli::HealthArgs),
+    /// The admin command trail: the audit log and one command's status.
+    Admin {
+        /// What to look at.
+        #[command(subcommand)]
+        action: crate::admin::cli::AdminAction,
+    },
 }
 
 /// `redrive config …`
@@ -214,6 +229,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("enqueued {n} tasks");
             }
             Ok(())
+        }
+        Command::Dlq { action } => {
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            crate::admin::cli::run_dlq(action, &settings).await
+        }
+        Command::Health(args) => {
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            crate::admin::cli::run_health(args, &settings).await
+        }
+        Command::Admin { action } => {
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            crate::admin::cli::run_admin(action, &settings).await
         }
         Command::Demo(args) => {
             if let Some(v) = args.tasks {

@@ -134,6 +134,36 @@ pub struct RawDeadLetter {
     pub max_len: u64,
 }
 
+/// The `[admin]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// How long the CLI waits for a command to be picked up (or to show a sign of life).
+    pub reply_timeout_ms: u64,
+    /// A member whose admin loop has not beaten for this long counts as gone.
+    pub member_ttl_ms: u64,
+    /// Commands left pending this long by a member that stopped beating are taken over.
+    pub claim_idle_ms: u64,
+    /// Admin commands one member runs at once.
+    pub concurrency: usize,
+    /// Dead letters per atomic replay step.
+    pub batch: usize,
+    /// Default replay rate per second; 0 means unlimited.
+    pub rate: u32,
+    /// How long command results and finished jobs are kept.
+    pub record_ttl_ms: u64,
+    /// Approximate cap of the audit stream.
+    pub audit_max_len: u64,
+    /// How often a member publishes its settle counts.
+    pub stats_interval_ms: u64,
+    /// Dead letters shown by a dry run.
+    pub sample: usize,
+    /// Deliveries after which a command that keeps crashing its member is failed.
+    pub max_deliveries: u64,
+    /// Payload schema migrations applied on replay.
+    pub migrations: Vec<crate::admin::migrate::MigrationSpec>,
+}
+
 /// The `[log]` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +244,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// `[dead_letter]`
     pub dead_letter: RawDeadLetter,
+    /// `[admin]`
+    pub admin: RawAdmin,
     /// `[log]`
     pub log: RawLog,
     /// `[metrics]`
@@ -247,7 +279,7 @@ impl RawConfig {
         fig = fig
             .merge(
                 Env::prefixed("REDRIVE_")
-                    .ignore(&["CONFIG", "REDIS_URL", "FAILPOINT"])
+                    .ignore(&["CONFIG", "REDIS_URL", "FAILPOINT", "OPERATOR"])
                     .split("__"),
             )
             .merge(
@@ -354,6 +386,37 @@ pub struct MetricsSettings {
     pub stall_after: Duration,
 }
 
+/// Validated admin settings: the admin command stream, replays and health counts.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// How long the CLI waits for a command to be picked up, or for a sign of life from the
+    /// member running it.
+    pub reply_timeout: Duration,
+    /// A member whose admin loop has not beaten for this long counts as gone.
+    pub member_ttl: Duration,
+    /// Commands left pending this long by a silent member are taken over by another.
+    pub claim_idle: Duration,
+    /// Admin commands one member runs at once.
+    pub concurrency: usize,
+    /// Dead letters per atomic replay step.
+    pub batch: usize,
+    /// Default replay rate per second (0: unlimited).
+    pub rate: u32,
+    /// How long command results and finished jobs are kept.
+    pub record_ttl: Duration,
+    /// Approximate cap of the audit stream (and of each tenant's archive of removed dead
+    /// letters, which uses `dead_letter.max_len`).
+    pub audit_max_len: u64,
+    /// How often a member publishes its settle counts for `health`.
+    pub stats_interval: Duration,
+    /// Dead letters shown by a dry run.
+    pub sample: usize,
+    /// Deliveries after which a command that keeps crashing its member is failed.
+    pub max_deliveries: u64,
+    /// Payload schema migrations applied on replay.
+    pub migrations: crate::admin::migrate::Migrations,
+}
+
 /// Validated Redis settings.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -378,6 +441,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Cap of each dead-letter stream.
     pub dead_letter_max_len: u64,
+    /// Admin commands, replays and health.
+    pub admin: AdminSettings,
     /// Retry policies.
     pub policies: Policies,
     /// Rules for untyped errors.
@@ -579,6 +644,40 @@ impl Settings {
         )?;
         check_range("dead_letter.max_len", raw.dead_letter.max_len, 1, u64::MAX)?;
 
+        let ad = &raw.admin;
+        check_range(
+            "admin.reply_timeout_ms",
+            ad.reply_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range("admin.member_ttl_ms", ad.member_ttl_ms, 300, 600_000)?;
+        check_range("admin.claim_idle_ms", ad.claim_idle_ms, 300, 86_400_000)?;
+        check_range("admin.concurrency", ad.concurrency, 1, 64)?;
+        check_range("admin.batch", ad.batch, 1, 1_000)?;
+        check_range("admin.rate", ad.rate, 0, 1_000_000)?;
+        check_range(
+            "admin.record_ttl_ms",
+            ad.record_ttl_ms,
+            60_000,
+            90 * 86_400_000,
+        )?;
+        check_range("admin.audit_max_len", ad.audit_max_len, 1, u64::MAX)?;
+        check_range("admin.stats_interval_ms", ad.stats_interval_ms, 50, 60_000)?;
+        check_range("admin.sample", ad.sample, 0, 100)?;
+        check_range("admin.max_deliveries", ad.max_deliveries, 2, 100)?;
+        // Running commands are kept fresh every third of member_ttl_ms; a takeover must not
+        // happen between two beats of a live member.
+        if ad.claim_idle_ms < ad.member_ttl_ms {
+            return Err(Error::Config(format!(
+                "admin.claim_idle_ms = {} must be at least admin.member_ttl_ms = {}: a live member's \
+                 running command would be taken over between two of its beats",
+                ad.claim_idle_ms, ad.member_ttl_ms
+            )));
+        }
+        let migrations =
+            crate::admin::migrate::Migrations::from_specs(&ad.migrations).map_err(Error::Config)?;
+
         let log_format = match raw.log.format.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -703,6 +802,20 @@ impl Settings {
                 max_payload_bytes: raw.limits.max_payload_bytes,
             },
             dead_letter_max_len: raw.dead_letter.max_len,
+            admin: AdminSettings {
+                reply_timeout: Duration::from_millis(ad.reply_timeout_ms),
+                member_ttl: Duration::from_millis(ad.member_ttl_ms),
+                claim_idle: Duration::from_millis(ad.claim_idle_ms),
+                concurrency: ad.concurrency,
+                batch: ad.batch,
+                rate: ad.rate,
+                record_ttl: Duration::from_millis(ad.record_ttl_ms),
+                audit_max_len: ad.audit_max_len,
+                stats_interval: Duration::from_millis(ad.stats_interval_ms),
+                sample: ad.sample,
+                max_deliveries: ad.max_deliveries,
+                migrations,
+            },
             policies,
             classifier,
             log_format,
@@ -732,6 +845,38 @@ mod tests {
         assert_eq!(s.fleet.concurrency, 64);
         assert!(s.redis.url.is_none());
         assert!(!s.fleet.member_id.is_empty());
+    }
+
+    #[test]
+    fn migrations_load_from_toml() {
+        let toml = r#"
+[[admin.migrations]]
+kind = "triage"
+from = 1
+to = 2
+rename = { ticket = "ticket_id" }
+remove = ["legacy"]
+patch = { lang = "en", meta = { source = "replay" } }
+"#;
+        let raw: RawConfig = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(toml))
+            .extract()
+            .unwrap();
+        let s = Settings::from_raw(raw.clone()).unwrap();
+        let out = s
+            .admin
+            .migrations
+            .migrate(
+                "triage",
+                Some(1),
+                serde_json::json!({"ticket": 3, "legacy": 1}),
+            )
+            .unwrap();
+        assert_eq!(
+            out.payload,
+            serde_json::json!({"ticket_id": 3, "lang": "en", "meta": {"source": "replay"}})
+        );
+        assert!(raw.redacted_toml().contains("ticket_id"));
     }
 
     #[test]
@@ -831,6 +976,27 @@ mod tests {
             (
                 |c| c.classify.rules[0].class = "flaky".into(),
                 "classify.rules[0].class = 'flaky' is unknown",
+            ),
+            (
+                |c| c.admin.batch = 0,
+                "admin.batch = 0 is out of range",
+            ),
+            (
+                |c| c.admin.claim_idle_ms = 1_000,
+                "admin.claim_idle_ms = 1000 must be at least admin.member_ttl_ms",
+            ),
+            (
+                |c| {
+                    c.admin.migrations = vec![crate::admin::migrate::MigrationSpec {
+                        kind: "k".into(),
+                        from: 3,
+                        to: 1,
+                        rename: Default::default(),
+                        remove: vec![],
+                        patch: None,
+                    }]
+                },
+                "admin.migrations[0]: migration of kind 'k' from 3 to 1",
             ),
         ];
         for (edit, want) in cases {

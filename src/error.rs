@@ -34,6 +34,30 @@ pub enum Error {
     /// Another fleet member already runs under this member id.
     #[error("{0}")]
     MemberBusy(String),
+    /// Something named on the command line does not exist (a dead letter, a command, a job).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// An admin command needs a live fleet member and none is running.
+    #[error("{0}")]
+    FleetDown(String),
+    /// Waiting for an admin command's reply timed out.
+    #[error("{0}")]
+    Timeout(String),
+    /// A guardrail refused the command (for example a partial_execution replay without
+    /// `--force`, a purge without `--yes`).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A batch was cancelled or interrupted before it finished; it can be resumed.
+    #[error("{0}")]
+    Interrupted(String),
+    /// A fleet member reported a failure that maps to no other kind; carries its exit code.
+    #[error("{message}")]
+    Remote {
+        /// The exit code the member's error maps to.
+        code: i32,
+        /// The member's error message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -55,9 +79,92 @@ impl Error {
             Error::Io { .. } => 74,
             Error::Config(_) => 78,
             Error::MemberBusy(_) => 75,
+            Error::NotFound(_) => 66,
+            Error::FleetDown(_) => 68,
+            Error::Timeout(_) | Error::Interrupted(_) => 75,
+            Error::Refused(_) => 77,
+            Error::Remote { code, .. } => *code,
+        }
+    }
+
+    /// A stable name of the error's kind, carried in admin command results.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::InvalidTask(_) => "invalid_task",
+            Error::Usage(_) => "usage",
+            Error::Redis(_) => "redis",
+            Error::Io { .. } => "io",
+            Error::Protocol(_) => "protocol",
+            Error::Embedded(_) => "embedded",
+            Error::MemberBusy(_) => "member_busy",
+            Error::NotFound(_) => "not_found",
+            Error::FleetDown(_) => "fleet_down",
+            Error::Timeout(_) => "timeout",
+            Error::Refused(_) => "refused",
+            Error::Interrupted(_) => "interrupted",
+            Error::Remote { .. } => "remote",
+        }
+    }
+
+    /// The message without the kind's prefix, for carrying an error in a command result.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Config(m)
+            | Error::InvalidTask(m)
+            | Error::Usage(m)
+            | Error::Protocol(m)
+            | Error::Embedded(m)
+            | Error::MemberBusy(m)
+            | Error::NotFound(m)
+            | Error::FleetDown(m)
+            | Error::Timeout(m)
+            | Error::Refused(m)
+            | Error::Interrupted(m) => m.clone(),
+            Error::Remote { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Rebuilds an error reported by a fleet member from its kind, message and exit code.
+    pub fn from_remote(kind: &str, message: String, code: i32) -> Error {
+        match kind {
+            "config" => Error::Config(message),
+            "invalid_task" => Error::InvalidTask(message),
+            "usage" => Error::Usage(message),
+            "protocol" => Error::Protocol(message),
+            "not_found" => Error::NotFound(message),
+            "fleet_down" => Error::FleetDown(message),
+            "timeout" => Error::Timeout(message),
+            "refused" => Error::Refused(message),
+            "interrupted" => Error::Interrupted(message),
+            _ => Error::Remote { code, message },
         }
     }
 }
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_errors_round_trip_with_their_exit_code() {
+        for e in [
+            Error::NotFound("dead letter acme/1-0".into()),
+            Error::Refused("needs --force".into()),
+            Error::Usage("bad".into()),
+            Error::Interrupted("cancelled".into()),
+            Error::Remote {
+                code: 69,
+                message: "redis: gone".into(),
+            },
+        ] {
+            let back = Error::from_remote(e.kind(), e.message(), e.exit_code());
+            assert_eq!(back.exit_code(), e.exit_code(), "{e}");
+            assert_eq!(back.to_string(), e.to_string());
+        }
+    }
+}

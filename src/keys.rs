@@ -9,11 +9,21 @@
 //! | `redrive:{<tenant>}:retry`       | ZSET   | scheduled retries, scored by due time (ms)            |
 //! | `redrive:{<tenant>}:dlq`         | STREAM | the tenant's dead letters                             |
 //! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters removed by the length cap (a counter)    |
+//! | `redrive:{<tenant>}:dlq:removed` | STREAM | dead letters resolved or discarded, with who and why  |
+//! | `redrive:{<tenant>}:stats:<min>` | HASH   | settle counts of one minute (health windows), expiring |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
+//! | `redrive:{@admin}:commands`      | STREAM | admin commands, read by fleet members through a group |
+//! | `redrive:{@admin}:audit`         | STREAM | every admin command and its outcome (capped)          |
+//! | `redrive:{@admin}:cmd:<id>`      | HASH   | one command's state and result (idempotency record)   |
+//! | `redrive:{@admin}:job:<id>`      | HASH   | a batch replay's spec and progress (resumable)        |
+//! | `redrive:{@admin}:members`       | ZSET   | fleet members whose admin loop is alive, by last beat |
 //!
 //! Every key of one tenant carries the hash tag `{<tenant>}`, so all of them live in one Redis Cluster
 //! slot and every state move of that tenant can be a single atomic script. Tenant names are validated
 //! by [`crate::task::validate_tenant`] and cannot contain `{`, `}` or `:`, so a tag never leaks.
+//!
+//! Admin-wide keys share the tag `{@admin}`: `@` cannot occur in a tenant name, so no tenant's
+//! keys hash with them by name, and no script ever touches admin keys and tenant keys together.
 
 /// Builds key names under one prefix.
 #[derive(Debug, Clone)]
@@ -64,6 +74,42 @@ impl Keys {
         format!("{}:member:{}", self.prefix, member_id)
     }
 
+    /// The tenant's archive of dead letters removed by `resolve` or `discard`, each with the
+    /// operator, the reason and the command id (the tenant's part of the audit trail).
+    pub fn dlq_removed(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:removed", self.prefix, tenant)
+    }
+
+    /// The tenant's settle counts for one minute (`minute` = ms since the epoch / 60,000).
+    pub fn stats(&self, tenant: &str, minute: u64) -> String {
+        format!("{}:{{{}}}:stats:{}", self.prefix, tenant, minute)
+    }
+
+    /// The admin command stream, read by every fleet member through the fleet's group.
+    pub fn admin_commands(&self) -> String {
+        format!("{}:{{@admin}}:commands", self.prefix)
+    }
+
+    /// The audit stream: one entry per admin command executed (who, when, what, why, outcome).
+    pub fn admin_audit(&self) -> String {
+        format!("{}:{{@admin}}:audit", self.prefix)
+    }
+
+    /// The state and result of the admin command `command_id` (its idempotency record).
+    pub fn admin_command(&self, command_id: &str) -> String {
+        format!("{}:{{@admin}}:cmd:{}", self.prefix, command_id)
+    }
+
+    /// The spec and progress of the batch replay job `job_id`.
+    pub fn admin_job(&self, job_id: &str) -> String {
+        format!("{}:{{@admin}}:job:{}", self.prefix, job_id)
+    }
+
+    /// The members whose admin loop is alive, scored by their last beat (server clock, ms).
+    pub fn admin_members(&self) -> String {
+        format!("{}:{{@admin}}:members", self.prefix)
+    }
+
     /// Recovers the tenant from a lane key built by [`Keys::lane`].
     pub fn tenant_of_lane<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
@@ -84,11 +130,28 @@ mod tests {
             k.retry("acme"),
             k.dlq("acme"),
             k.dlq_trimmed("acme"),
+            k.dlq_removed("acme"),
+            k.stats("acme", 29_000_000),
         ] {
             let open = key.find('{').unwrap();
             let close = key[open..].find('}').unwrap() + open;
             assert_eq!(&key[open + 1..close], "acme", "{key}");
         }
+    }
+
+    #[test]
+    fn admin_keys_share_their_own_tag() {
+        let k = Keys::new("redrive");
+        for key in [
+            k.admin_commands(),
+            k.admin_audit(),
+            k.admin_command("c-1"),
+            k.admin_job("c-1"),
+            k.admin_members(),
+        ] {
+            assert!(key.starts_with("redrive:{@admin}:"), "{key}");
+        }
+        assert!(crate::task::validate_tenant("@admin").is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! * [`fleet`] — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat, lease.
 //! * [`policy`] — retry decisions; [`classify`] — rules for untyped errors.
 //! * [`deadletter`] — the dead-letter record and error fingerprints.
+//! * [`admin`] — operators' commands: dead-letter triage and replay, health, the admin command
+//!   stream with exactly-once execution and its audit trail.
 //! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`] — `redrive bench`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
@@ -20,6 +22,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
 
+pub mod admin;
 pub mod bench;
 pub mod broker;
 pub mod classify;

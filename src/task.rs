@@ -38,6 +38,8 @@ pub mod field {
     pub const HISTORY: &str = "history";
     /// Reserved (written by redrive): the dead-letter id this task was replayed from.
     pub const REPLAY_OF: &str = "replay_of";
+    /// Reserved (written by redrive): the operator who replayed this task from a dead letter.
+    pub const REPLAYED_BY: &str = "replayed_by";
 }
 
 /// Longest tenant name accepted.
@@ -264,6 +266,7 @@ impl NewTask {
             steps: Vec::new(),
             history: Vec::new(),
             replay_of: None,
+            replayed_by: None,
         })
     }
 }
@@ -316,6 +319,8 @@ pub struct Task {
     pub history: Vec<AttemptRecord>,
     /// The dead-letter id this task was replayed from.
     pub replay_of: Option<String>,
+    /// The operator who replayed it.
+    pub replayed_by: Option<String>,
 }
 
 /// Why a stream entry could not be read as a task.
@@ -383,6 +388,9 @@ impl Task {
         if let Some(v) = &self.replay_of {
             f.push((field::REPLAY_OF, v.clone()));
         }
+        if let Some(v) = &self.replayed_by {
+            f.push((field::REPLAYED_BY, v.clone()));
+        }
         f
     }
 
@@ -411,6 +419,7 @@ impl Task {
         let mut steps: Option<&str> = None;
         let mut history: Option<&str> = None;
         let mut replay_of: Option<&str> = None;
+        let mut replayed_by: Option<&str> = None;
         let mut bad: Option<String> = None;
         for (name, value) in fields {
             let slot = match name.as_slice() {
@@ -428,6 +437,7 @@ impl Task {
                 b"steps" => &mut steps,
                 b"history" => &mut history,
                 b"replay_of" => &mut replay_of,
+                b"replayed_by" => &mut replayed_by,
                 _ => continue,
             };
             match std::str::from_utf8(value) {
@@ -505,6 +515,7 @@ impl Task {
             (field::PROMPT_VERSION, &prompt_version),
             (field::TRACE_ID, &trace_id),
             (field::REPLAY_OF, &replay_of),
+            (field::REPLAYED_BY, &replayed_by),
         ] {
             if let Some(v) = v {
                 validate_meta(what, v).map_err(&fail)?;
@@ -539,6 +550,7 @@ impl Task {
             steps,
             history,
             replay_of: replay_of.map(str::to_owned),
+            replayed_by: replayed_by.map(str::to_owned),
         })
     }
 }

@@ -59,6 +59,11 @@ pub mod names {
     /// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).
     pub const READY: &str = "redrive_ready";
 
+    /// Counter{command,outcome}: admin commands executed (by a fleet member or `--local`).
+    pub const ADMIN_COMMANDS: &str = "redrive_admin_commands_total";
+    /// Counter{tenant}: dead letters replayed into their lane.
+    pub const DLQ_REPLAYED: &str = "redrive_dlq_replayed_total";
+
     /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
     pub const DURATION_BUCKETS: [f64; 14] = [
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,

@@ -43,8 +43,10 @@ async fn readyz_reports_a_member_stuck_on_one_entry_and_its_recovery() {
         status == 503 && body.contains("stuck")
     })
     .await;
-    let (_, metrics) = http_get(&addr, "/metrics");
-    assert!(metrics.contains("redrive_ready 0"), "{metrics}");
+    eventually(LONG, "the ready gauge follows", || async {
+        http_get(&addr, "/metrics").1.contains("redrive_ready 0")
+    })
+    .await;
     assert_eq!(http_get(&addr, "/healthz").0, 200, "alive all along");
 
     // The attempt times out, is dead-lettered (one attempt allowed), the rest flows: ready.

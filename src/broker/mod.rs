@@ -6,6 +6,7 @@
 //! response timeout longer than the block time (the redis crate's default of 500 ms would fail
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
+pub mod admin;
 pub mod raw;
 pub mod reply;
 
@@ -19,6 +20,7 @@ use crate::config::RedisSettings;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::task::Task;
+pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw};
 pub use reply::{Entry, Fields};
 
 struct Scripts {
@@ -684,6 +686,17 @@ impl Broker {
                 _ => Err(Error::Protocol(format!("depth read of {t} returned {r:?}"))),
             })
             .collect()
+    }
+
+    /// Deletes the admin command stream and the live-member set of this prefix (benchmarks
+    /// that clean up after themselves; nothing else should call it).
+    pub async fn drop_admin_stream(&self) -> Result<()> {
+        let _: Value = redis::cmd("DEL")
+            .arg(self.keys.admin_commands())
+            .arg(self.keys.admin_members())
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
     }
 
     /// "Redis <version>" from INFO server.

@@ -16,15 +16,22 @@
 //! * [`settler`] acks completed entries in batches and moves failures to their destination in
 //!   one atomic script each.
 //! * [`lease`] holds the member id so that two processes never share one consumer name.
+//! * [`admin`] executes operators' admin commands from the admin stream (replays, removals)
+//!   and beats so that CLIs know a fleet is alive; [`publisher`] adds this member's settle
+//!   counts to the per-minute buckets `redrive health` reads.
 //!
-//! Shutdown order: stop reading, stop starting tasks, let running tasks finish within the grace
-//! period (the rest stay pending for reclaim), flush settlements, release the lease.
+//! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
+//! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
+//! within the grace period (the rest stay pending for reclaim), flush settlements, publish the
+//! last settle counts, release the lease.
 
+pub mod admin;
 pub mod executor;
 pub mod fair;
 pub mod health;
 pub mod heartbeat;
 pub mod lease;
+pub mod publisher;
 pub mod reader;
 pub mod reclaimer;
 pub mod recoverer;
@@ -39,7 +46,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::broker::{Broker, Entry, Fields};
 use crate::classify::Classifier;
-use crate::config::{FleetSettings, MetricsSettings, Settings};
+use crate::config::{AdminSettings, FleetSettings, MetricsSettings, Settings};
 use crate::error::Result;
 use crate::handler::{FailureClass, Handler, Progress};
 use crate::policy::Policies;
@@ -410,6 +417,7 @@ pub struct Fleet {
     metrics: MetricsSettings,
     health: Arc<Health>,
     log_payloads: bool,
+    admin: AdminSettings,
 }
 
 impl Fleet {
@@ -428,6 +436,7 @@ impl Fleet {
             metrics: settings.metrics,
             health: Arc::new(Health::new(settings.metrics.stall_after)),
             log_payloads: settings.log_payloads,
+            admin: settings.admin.clone(),
         }
     }
 
@@ -541,6 +550,28 @@ impl Fleet {
             .run(background.clone()),
         );
         self.health.set_serving(true);
+        let admin = tokio::spawn(
+            admin::AdminLoop {
+                ctx: crate::admin::exec::AdminContext {
+                    broker: self.broker.clone(),
+                    settings: self.admin.clone(),
+                    limits: self.limits,
+                    dlq_max_len: self.dlq_max_len,
+                    executor: member.to_string(),
+                },
+                block: s.block,
+                grace: s.shutdown_grace,
+            }
+            .run(shutdown.clone()),
+        );
+        let publisher = tokio::spawn(
+            publisher::Publisher {
+                broker: self.broker.clone(),
+                stats: self.stats.clone(),
+                interval: self.admin.stats_interval,
+            }
+            .run(background.clone()),
+        );
 
         shutdown.wait().await;
         self.health.set_serving(false);
@@ -549,6 +580,7 @@ impl Fleet {
             .hard_deadline
             .set(Instant::now() + s.shutdown_grace + Duration::from_secs(2));
         let reader_result = reader.await;
+        let _ = admin.await;
         let _ = reclaimer.await;
         let _ = recoverer.await;
         let _ = executor.await;
@@ -558,6 +590,7 @@ impl Fleet {
             let _ = h.await;
         }
         let _ = refresher.await;
+        let _ = publisher.await;
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;
         }

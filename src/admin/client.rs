@@ -1,0 +1,319 @@
+//! The CLI side of the admin command stream: is a fleet member alive, send the command, wait
+//! for its result (showing a replay's progress), withdraw it when nobody picks it up in time,
+//! or run it in this process with `--local`.
+//!
+//! Fleet-down detection: every member's admin loop beats into `redrive:{@admin}:members` (a
+//! ZSET scored by the server's clock) every third of `admin.member_ttl_ms`; a member counts as
+//! live when its last beat is younger than that. A cleanly stopped member removes itself at
+//! once, a killed one ages out within the TTL. It is one read, and it proves exactly what the
+//! command needs: a process whose admin loop is running.
+
+use std::time::{Duration, Instant};
+
+use super::exec::{run_command, stored, AdminContext, Ran};
+use super::{AdminCommand, CancelSpec, CommandResult, Envelope};
+use crate::broker::Withdraw;
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+
+/// How often the CLI looks at the command's record.
+const POLL: Duration = Duration::from_millis(100);
+/// How often a replay's progress line is printed at most.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Fails with a clear message unless a fleet member's admin loop is alive; returns the live
+/// members.
+pub async fn require_fleet(ctx: &AdminContext) -> Result<Vec<String>> {
+    let live = ctx
+        .broker
+        .admin_live_members(ctx.settings.member_ttl)
+        .await?;
+    if live.is_empty() {
+        return Err(Error::FleetDown(format!(
+            "no fleet member is running: none has shown a sign of life in the last {} ms \
+             (admin.member_ttl_ms), so nobody would execute this command. Start one with \
+             `redrive run`, or run the command in this process with --local. Nothing was changed.",
+            ctx.settings.member_ttl.as_millis()
+        )));
+    }
+    Ok(live)
+}
+
+/// The job a command's progress is read from, if it is a replay.
+fn job_of(env: &Envelope) -> Option<String> {
+    match &env.command {
+        AdminCommand::Replay(r) => Some(r.resume.clone().unwrap_or_else(|| env.id.clone())),
+        _ => None,
+    }
+}
+
+/// Prints a replay job's progress to stderr when it changed, at most once a second.
+struct Progress {
+    job: Option<String>,
+    last: String,
+    at: Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(job: Option<String>, enabled: bool) -> Progress {
+        Progress {
+            job,
+            last: String::new(),
+            at: Instant::now() - PROGRESS_EVERY,
+            enabled,
+        }
+    }
+
+    async fn show(&mut self, ctx: &AdminContext) {
+        let (Some(job), true) = (&self.job, self.enabled) else {
+            return;
+        };
+        if self.at.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.at = Instant::now();
+        let Ok(Some(j)) = ctx.broker.job_get(job).await else {
+            return;
+        };
+        let g = |k: &str| j.get(k).map(String::as_str).unwrap_or("0");
+        let line = format!(
+            "replay job {job}: {} replayed of {} selected ({} already gone, {} refused, {} invalid) on {}",
+            g("replayed"),
+            g("selected"),
+            g("skipped"),
+            g("refused"),
+            g("invalid"),
+            j.get("member").map(String::as_str).unwrap_or("?")
+        );
+        if line != self.last {
+            eprintln!("{line}");
+            self.last = line;
+        }
+    }
+}
+
+/// Sends `env` to the fleet (or runs it here with `local`) and waits for its result. A command
+/// id that was executed before returns its first result. Ctrl-C during a replay cancels the job
+/// (it can be resumed); during another command it stops waiting only.
+pub async fn submit_and_wait(
+    ctx: &AdminContext,
+    env: &Envelope,
+    local: bool,
+    timeout: Duration,
+) -> Result<CommandResult> {
+    let b = &ctx.broker;
+    // Progress lines go to stderr, so they never mix with --json output on stdout.
+    let progress = true;
+    // A re-sent command id: its record tells what happened.
+    if let Some(rec) = b.admin_record(&env.id).await? {
+        match rec.get("state").map(String::as_str) {
+            Some("done") => {
+                if let Some(r) = stored(b, &env.id).await? {
+                    eprintln!(
+                        "command {} ran already (on {}); its first result follows, nothing was executed again",
+                        env.id, r.member
+                    );
+                    return Ok(r);
+                }
+            }
+            Some("expired") => {
+                return Err(Error::Timeout(format!(
+                    "command {} expired before any member started it and will never run; send it again with a new command id",
+                    env.id
+                )))
+            }
+            _ => {
+                eprintln!("command {} is running already; waiting for it", env.id);
+                return wait(ctx, env, timeout, Progress::new(job_of(env), progress)).await;
+            }
+        }
+    }
+    if local {
+        return run_local(ctx, env, timeout, progress).await;
+    }
+    let live = require_fleet(ctx).await?;
+    b.admin_submit(&env.to_fields()).await?;
+    if progress {
+        eprintln!(
+            "sent command {} ({}); live members: {}",
+            env.id,
+            env.command.name(),
+            live.join(", ")
+        );
+    }
+    wait(ctx, env, timeout, Progress::new(job_of(env), progress)).await
+}
+
+/// Runs the command in this process, with the same records and audit as a fleet member.
+async fn run_local(
+    ctx: &AdminContext,
+    env: &Envelope,
+    timeout: Duration,
+    progress: bool,
+) -> Result<CommandResult> {
+    let entry = format!("local:{}-{:08x}", std::process::id(), fastrand::u32(..));
+    let stop = Shutdown::new();
+    // Keep the record's alive_at fresh (as a member's beat would), and turn Ctrl-C into a
+    // cancel request for a replay job.
+    let beat = {
+        let ctx = ctx.clone();
+        let running = vec![(env.id.clone(), entry.clone())];
+        let job = job_of(env);
+        let id = env.id.clone();
+        tokio::spawn(async move {
+            let period = ctx.settings.member_ttl / 3;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {
+                        let _ = ctx.broker.admin_beat(None, ctx.settings.member_ttl, &running).await;
+                    }
+                    _ = tokio::signal::ctrl_c() => {
+                        if let Some(job) = &job {
+                            eprintln!("cancelling replay job {job} after its current step…");
+                            let _ = ctx.broker.job_cancel(job, &format!("{id}-ctrl-c")).await;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut prog = Progress::new(job_of(env), progress);
+    let ran = {
+        let run = run_command(ctx, env, &entry, &stop);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => prog.show(ctx).await,
+            }
+        }
+    };
+    beat.abort();
+    match ran? {
+        Ran::Result(r) => Ok(r),
+        Ran::ElsewhereRunning(member) => {
+            eprintln!(
+                "command {} is being executed by {member}; waiting for it",
+                env.id
+            );
+            wait(ctx, env, timeout, prog).await
+        }
+        Ran::Expired => Err(Error::Timeout(format!(
+            "command {} expired before it started; it never ran",
+            env.id
+        ))),
+        Ran::Interrupted => Err(Error::Interrupted(format!(
+            "command {} was interrupted; run it again with --command-id {} to resume",
+            env.id, env.id
+        ))),
+    }
+}
+
+/// Waits for the command's record to hold a result. Gives up (withdrawing the command when no
+/// member has started it) after `timeout` without a pickup or without a sign of life.
+async fn wait(
+    ctx: &AdminContext,
+    env: &Envelope,
+    timeout: Duration,
+    mut prog: Progress,
+) -> Result<CommandResult> {
+    let b = &ctx.broker;
+    let since = Instant::now();
+    let mut last_alive = String::new();
+    let mut alive_seen = Instant::now();
+    let mut cancelled = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = &mut ctrl_c => {
+                let job = job_of(env);
+                if cancelled || job.is_none() {
+                    return Err(Error::Interrupted(format!(
+                        "stopped waiting; command {} goes on{} — see `redrive admin status {}`",
+                        env.id,
+                        if cancelled { " until its cancel takes effect" } else { "" },
+                        env.id
+                    )));
+                }
+                cancelled = true;
+                // A second Ctrl-C stops waiting.
+                ctrl_c.set(tokio::signal::ctrl_c());
+                if let Some(job) = job {
+                    eprintln!("cancelling replay job {job} after its current step (Ctrl-C again to stop waiting)…");
+                    let cancel = Envelope {
+                        id: super::new_command_id(),
+                        operator: env.operator.clone(),
+                        reason: format!("Ctrl-C while waiting for command {}", env.id),
+                        issued_at_ms: b.server_time_ms().await?,
+                        deadline_ms: 0,
+                        command: AdminCommand::Cancel(CancelSpec { job }),
+                    };
+                    b.admin_submit(&cancel.to_fields()).await?;
+                }
+            }
+        }
+        let rec = b.admin_record(&env.id).await?;
+        let state = rec
+            .as_ref()
+            .and_then(|r| r.get("state"))
+            .map(String::as_str);
+        match state {
+            Some("done") => {
+                if let Some(r) = stored(b, &env.id).await? {
+                    return Ok(r);
+                }
+            }
+            Some("expired") => {
+                return Err(Error::Timeout(format!(
+                "command {} expired before any member started it; it never ran and nothing changed",
+                env.id
+            )))
+            }
+            Some(_) => {
+                prog.show(ctx).await;
+                let alive = rec
+                    .as_ref()
+                    .and_then(|r| r.get("alive_at"))
+                    .cloned()
+                    .unwrap_or_default();
+                if alive != last_alive {
+                    last_alive = alive;
+                    alive_seen = Instant::now();
+                } else if alive_seen.elapsed() >= timeout {
+                    let member = rec
+                        .as_ref()
+                        .and_then(|r| r.get("member"))
+                        .cloned()
+                        .unwrap_or_default();
+                    return Err(Error::Timeout(format!(
+                        "command {} started on {member} but has shown no sign of life for {} ms; if that member \
+                         died, another takes the command over after admin.claim_idle_ms and resumes it — see \
+                         `redrive admin status {}`",
+                        env.id,
+                        timeout.as_millis(),
+                        env.id
+                    )));
+                }
+            }
+            None => {
+                if since.elapsed() >= timeout {
+                    match b.admin_withdraw(&env.id, ctx.settings.record_ttl).await? {
+                        Withdraw::Withdrawn => {
+                            return Err(Error::Timeout(format!(
+                                "no fleet member picked command {} up within {} ms; it was withdrawn \
+                                 and will never run, so nothing changed. Check the fleet (`redrive health`) \
+                                 or use --local",
+                                env.id,
+                                timeout.as_millis()
+                            )))
+                        }
+                        Withdraw::Found { .. } => continue,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Executing admin commands: the code a fleet member's admin loop and a `--local` CLI share.
+//!
+//! [`run_command`] is the whole exactly-once protocol for one command: claim its execution on
+//! the command's record (scripts/admin_begin.lua), execute it, then record the result, append
+//! the audit entry and settle the stream entry in one script (scripts/admin_finish.lua). A
+//! command id that ran already returns its first result; one past its deadline or withdrawn by
+//! its CLI never runs.
+
+use serde_json::{json, Value};
+
+use super::select::{DlId, Selection};
+use super::{CommandResult, Envelope, PurgeSpec, RemoveSpec};
+use crate::broker::{BeginCommand, Broker, FinishMode};
+use crate::config::AdminSettings;
+use crate::deadletter::bounded;
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::task::Limits;
+use crate::telemetry::names;
+
+/// Everything executing a command needs.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// Redis.
+    pub broker: Broker,
+    /// `[admin]` settings, migrations included.
+    pub settings: AdminSettings,
+    /// Task limits (a replayed payload must fit them).
+    pub limits: Limits,
+    /// Cap of each tenant's dead-letter stream (also caps its archive of removed ones).
+    pub dlq_max_len: u64,
+    /// Who executes: the member id, or `local@host` for `--local`.
+    pub executor: String,
+}
+
+/// How an execution ended.
+#[derive(Debug)]
+pub enum Executed {
+    /// It finished (well or not): its message or error, and details.
+    Finished(Result<String>, Value),
+    /// The executor is shutting down mid-command: leave it pending so that a restart or
+    /// another member resumes it.
+    Interrupted,
+}
+
+impl Executed {
+    /// A finished execution.
+    pub fn finished(result: Result<String>, details: Value) -> Executed {
+        Executed::Finished(result, details)
+    }
+}
+
+/// Executes one command. Replays may run long; `stop` interrupts them between steps.
+pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Executed {
+    use super::AdminCommand as C;
+    let simple = match &env.command {
+        C::Replay(spec) => return super::replay::run(ctx, env, spec, stop).await,
+        C::Resolve(spec) => remove(ctx, env, spec, "resolved").await,
+        C::Discard(spec) => remove(ctx, env, spec, "discarded").await,
+        C::Purge(spec) => purge(ctx, spec).await,
+        C::Cancel(spec) => cancel(ctx, env, &spec.job).await,
+    };
+    match simple {
+        Ok((message, details)) => Executed::finished(Ok(message), details),
+        Err(e) => Executed::finished(Err(e), Value::Null),
+    }
+}
+
+async fn remove(
+    ctx: &AdminContext,
+    env: &Envelope,
+    spec: &RemoveSpec,
+    action: &str,
+) -> Result<(String, Value)> {
+    spec.select.validate().map_err(Error::Usage)?;
+    let b = &ctx.broker;
+    // Listed ids must all exist (nothing changes otherwise); a filter selects what exists now.
+    let ids: Vec<DlId> = match &spec.select {
+        Selection::Ids(ids) => {
+            let mut missing = Vec::new();
+            for d in ids {
+                if b.dlq_entries(&d.tenant, &[d.id.as_str()])
+                    .await?
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .is_none()
+                {
+                    missing.push(d.to_string());
+                }
+            }
+            if !missing.is_empty() {
+                return Err(Error::NotFound(format!(
+                    "dead letters {} do not exist; nothing was {action}",
+                    missing.join(", ")
+                )));
+            }
+            ids.clone()
+        }
+        Selection::Filter(_) => {
+            let now = b.server_time_ms().await?;
+            let Selection::Filter(pinned) = super::replay::pin(&spec.select, now) else {
+                return Err(Error::Usage("unexpected selection".into()));
+            };
+            let mut ids = Vec::new();
+            super::replay::scan(b, &pinned, |tenant, entry, _| {
+                ids.push(DlId {
+                    tenant: tenant.to_owned(),
+                    id: entry.id,
+                });
+                Ok(())
+            })
+            .await?;
+            ids
+        }
+    };
+    let mut removed = 0u64;
+    let mut by_tenant: Vec<(String, Vec<&str>)> = Vec::new();
+    for d in &ids {
+        match by_tenant.iter_mut().find(|(t, _)| *t == d.tenant) {
+            Some((_, v)) => v.push(&d.id),
+            None => by_tenant.push((d.tenant.clone(), vec![&d.id])),
+        }
+    }
+    for (tenant, list) in &by_tenant {
+        for chunk in list.chunks(ctx.settings.batch) {
+            removed += b
+                .dlq_remove(
+                    tenant,
+                    chunk,
+                    action,
+                    &env.operator,
+                    &env.reason,
+                    &env.id,
+                    ctx.dlq_max_len,
+                )
+                .await?
+                .len() as u64;
+        }
+    }
+    let gone = ids.len() as u64 - removed;
+    let mut message = format!("{action} {removed} dead letters (archived with the reason)");
+    if gone > 0 {
+        message.push_str(&format!(", {gone} already gone"));
+    }
+    Ok((
+        message,
+        json!({"selected": ids.len(), action: removed, "already_gone": gone}),
+    ))
+}
+
+async fn purge(ctx: &AdminContext, spec: &PurgeSpec) -> Result<(String, Value)> {
+    crate::task::validate_tenant(&spec.tenant).map_err(Error::Usage)?;
+    let n = ctx.broker.dlq_purge(&spec.tenant, spec.before_ms).await?;
+    Ok((
+        format!(
+            "purged {n} dead letters of tenant {} from before {}",
+            spec.tenant,
+            super::time::format_time(spec.before_ms)
+        ),
+        json!({"tenant": spec.tenant, "purged": n, "before_ms": spec.before_ms}),
+    ))
+}
+
+async fn cancel(ctx: &AdminContext, env: &Envelope, job: &str) -> Result<(String, Value)> {
+    match ctx.broker.job_cancel(job, &env.id).await? {
+        None => Err(Error::NotFound(format!(
+            "no replay job '{job}' (a job exists once its replay command has started)"
+        ))),
+        Some(state) if state == "running" || state == "interrupted" => Ok((
+            format!("cancel requested: replay job {job} stops after its current step"),
+            json!({"job": job, "state": state}),
+        )),
+        Some(state) => Ok((
+            format!("replay job {job} is {state} already; nothing to cancel"),
+            json!({"job": job, "state": state}),
+        )),
+    }
+}
+
+/// What [`run_command`] came to.
+#[derive(Debug)]
+pub enum Ran {
+    /// The command's result: just executed, or stored by its first execution.
+    Result(CommandResult),
+    /// Another copy with the same command id is being executed by this member.
+    ElsewhereRunning(String),
+    /// It was withdrawn or expired before it started; it never ran.
+    Expired,
+    /// The executor is shutting down mid-command; the command stays pending.
+    Interrupted,
+}
+
+/// Runs one command exactly once: begin, execute, finish (see the module doc). `entry` is the
+/// admin stream entry carrying it, or `local:…` for `--local`.
+pub async fn run_command(
+    ctx: &AdminContext,
+    env: &Envelope,
+    entry: &str,
+    stop: &Shutdown,
+) -> Result<Ran> {
+    let b = &ctx.broker;
+    let s = &ctx.settings;
+    let name = env.command.name();
+    match b
+        .admin_begin(&env.id, entry, &ctx.executor, env.deadline_ms, s.record_ttl)
+        .await?
+    {
+        BeginCommand::Run(started) => {
+            let (result, details) = match execute(ctx, env, stop).await {
+                Executed::Interrupted => {
+                    tracing::info!(command_id = %env.id, command = name, "admin command interrupted by shutdown; it stays pending and resumes");
+                    return Ok(Ran::Interrupted);
+                }
+                Executed::Finished(r, d) => (r, d),
+            };
+            let result = CommandResult::new(env, &ctx.executor, started, result, details);
+            let json = serde_json::to_string(&result)
+                .map_err(|e| Error::Protocol(format!("cannot encode a result: {e}")))?;
+            let written = b
+                .admin_finish(
+                    &env.id,
+                    entry,
+                    FinishMode::Result,
+                    &json,
+                    s.record_ttl,
+                    s.audit_max_len,
+                    &audit_fields(env, &result, entry),
+                )
+                .await?;
+            if !written {
+                // Another executor of the same entry finished first; its result stands.
+                return Ok(match stored(b, &env.id).await? {
+                    Some(r) => Ran::Result(r),
+                    None => Ran::Result(result),
+                });
+            }
+            metrics::counter!(names::ADMIN_COMMANDS, "command" => name, "outcome" => result.outcome.clone())
+                .increment(1);
+            tracing::info!(
+                command_id = %env.id, operator = %env.operator, command = name,
+                outcome = %result.outcome, member = %ctx.executor, "admin command"
+            );
+            Ok(Ran::Result(result))
+        }
+        BeginCommand::Done(json) => {
+            let r: CommandResult = serde_json::from_str(&json).map_err(|e| {
+                Error::Protocol(format!(
+                    "the stored result of {} is unreadable: {e}",
+                    env.id
+                ))
+            })?;
+            b.admin_finish(
+                &env.id,
+                entry,
+                FinishMode::Ack,
+                "",
+                s.record_ttl,
+                s.audit_max_len,
+                &[],
+            )
+            .await?;
+            metrics::counter!(names::ADMIN_COMMANDS, "command" => name, "outcome" => "duplicate")
+                .increment(1);
+            tracing::info!(command_id = %env.id, operator = %env.operator, command = name, outcome = "duplicate", "admin command id seen again; not executed twice");
+            Ok(Ran::Result(r))
+        }
+        BeginCommand::Running(member) => {
+            b.admin_finish(
+                &env.id,
+                entry,
+                FinishMode::Ack,
+                "",
+                s.record_ttl,
+                s.audit_max_len,
+                &[],
+            )
+            .await?;
+            Ok(Ran::ElsewhereRunning(member))
+        }
+        BeginCommand::Expired(_) => {
+            let result = CommandResult::new(
+                env,
+                &ctx.executor,
+                0,
+                Err(Error::Timeout(format!(
+                    "command {} was not started before its deadline (or its CLI gave up waiting); it never ran",
+                    env.id
+                ))),
+                Value::Null,
+            );
+            b.admin_finish(
+                &env.id,
+                entry,
+                FinishMode::Note,
+                "",
+                s.record_ttl,
+                s.audit_max_len,
+                &audit_fields(env, &result, entry),
+            )
+            .await?;
+            metrics::counter!(names::ADMIN_COMMANDS, "command" => name, "outcome" => "expired")
+                .increment(1);
+            tracing::info!(command_id = %env.id, operator = %env.operator, command = name, outcome = "expired", "admin command expired before it started; not executed");
+            Ok(Ran::Expired)
+        }
+    }
+}
+
+/// The stored result of a command, if it finished.
+pub async fn stored(b: &Broker, command_id: &str) -> Result<Option<CommandResult>> {
+    let Some(rec) = b.admin_record(command_id).await? else {
+        return Ok(None);
+    };
+    match rec.get("result").filter(|r| !r.is_empty()) {
+        Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
+            Error::Protocol(format!(
+                "the stored result of {command_id} is unreadable: {e}"
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// The audit entry of a command: who, when, what, why, outcome. Payloads never appear here,
+/// but an operator's `--patch` does (it is part of what was asked).
+fn audit_fields(env: &Envelope, r: &CommandResult, entry: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("command_id", env.id.clone()),
+        ("command", r.command.clone()),
+        ("operator", env.operator.clone()),
+        ("reason", env.reason.clone()),
+        ("issued_at", env.issued_at_ms.to_string()),
+        ("executor", r.member.clone()),
+        ("entry", entry.to_owned()),
+        ("started_at", r.started_at_ms.to_string()),
+        ("finished_at", r.finished_at_ms.to_string()),
+        ("outcome", r.outcome.clone()),
+        ("exit_code", r.exit_code.to_string()),
+        ("message", bounded(&r.message, 2048)),
+        (
+            "args",
+            bounded(
+                &serde_json::to_string(&env.command).unwrap_or_default(),
+                8192,
+            ),
+        ),
+        ("details", bounded(&r.details.to_string(), 8192)),
+    ]
+}
