@@ -627,6 +627,28 @@ fn reclaimed_in_log(m: &Member) -> u64 {
         .sum()
 }
 
+/// Starts member "a" with `cfg`, then enqueues one task working `work_ms` and waits until a
+/// holds it.
+async fn one_task_at_member_a(
+    env: &TestEnv,
+    cfg: &[(&str, &str)],
+    work_ms: u64,
+) -> (Member, redrive::broker::Broker) {
+    let a = env.member("a", cfg);
+    let broker = env.broker().await;
+    eventually(LONG, "member a serves", || async {
+        broker.lease_remaining("a").await.unwrap().is_some()
+    })
+    .await;
+    env.enqueue("acme", 1, json!({"simulate": "ok", "work_ms": work_ms}))
+        .await;
+    eventually(LONG, "a took the task", || async {
+        broker.pending_count("acme").await.unwrap() == 1
+    })
+    .await;
+    (a, broker)
+}
+
 #[tokio::test]
 async fn a_slow_task_with_heartbeats_is_never_reclaimed() {
     let env = TestEnv::new();
@@ -637,18 +659,7 @@ async fn a_slow_task_with_heartbeats_is_never_reclaimed() {
         ("REDRIVE_RECLAIM__INTERVAL_MS", "50"),
         ("REDRIVE_RECLAIM__HEARTBEAT", "true"),
     ];
-    let mut a = env.member("a", &cfg);
-    let broker = env.broker().await;
-    eventually(LONG, "member a serves", || async {
-        broker.lease_remaining("a").await.unwrap().is_some()
-    })
-    .await;
-    env.enqueue("acme", 1, json!({"simulate": "ok", "work_ms": 3000}))
-        .await;
-    eventually(LONG, "a took the task", || async {
-        broker.pending_count("acme").await.unwrap() == 1
-    })
-    .await;
+    let (mut a, _broker) = one_task_at_member_a(&env, &cfg, 3000).await;
     let mut others: Vec<_> = ["b", "c"].iter().map(|id| env.member(id, &cfg)).collect();
     env.wait_drained(&["acme"], LONG).await;
     let effects = env.side_effects();
@@ -671,18 +682,7 @@ async fn a_frozen_worker_without_heartbeats_has_its_task_reclaimed_once() {
         ("REDRIVE_RECLAIM__INTERVAL_MS", "50"),
         ("REDRIVE_RECLAIM__HEARTBEAT", "false"),
     ];
-    let mut a = env.member("a", &cfg);
-    let broker = env.broker().await;
-    eventually(LONG, "member a serves", || async {
-        broker.lease_remaining("a").await.unwrap().is_some()
-    })
-    .await;
-    env.enqueue("acme", 1, json!({"simulate": "ok", "work_ms": 1000}))
-        .await;
-    eventually(LONG, "a took the task", || async {
-        broker.pending_count("acme").await.unwrap() == 1
-    })
-    .await;
+    let (mut a, broker) = one_task_at_member_a(&env, &cfg, 1000).await;
     // Freeze a mid-task: no heartbeats, no progress (a stuck process, as far as Redis can tell).
     a.signal("STOP");
     let mut b = env.member("b", &cfg);

@@ -262,28 +262,8 @@ impl Broker {
     /// Re-delivers a taken-over admin command to `consumer` (begin.lua on the admin stream:
     /// owner check + delivery count + 1) and returns its fields.
     pub async fn admin_redeliver(&self, consumer: &str, entry_id: &str) -> Result<super::Begin> {
-        let mut inv = self.scripts.begin.key(self.keys.admin_commands());
-        inv.arg(&*self.group).arg(consumer).arg(entry_id);
-        let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let mut parts = array(v, "begin.lua")?.into_iter();
-        match parts.next() {
-            Some(Value::Int(0)) => Ok(super::Begin::Lost),
-            Some(Value::Int(1)) => Ok(super::Begin::Tombstone),
-            Some(Value::Int(2)) => {
-                let entries = reply::entries(Value::Array(vec![Value::Array(vec![
-                    Value::BulkString(entry_id.as_bytes().to_vec()),
-                    parts.next().unwrap_or(Value::Nil),
-                ])]))?;
-                Ok(super::Begin::Run(
-                    entries
-                        .into_iter()
-                        .next()
-                        .and_then(|e| e.fields)
-                        .unwrap_or_default(),
-                ))
-            }
-            other => Err(Error::Protocol(format!("begin.lua returned {other:?}"))),
-        }
+        self.begin_on(self.keys.admin_commands(), consumer, entry_id)
+            .await
     }
 
     /// Claims the execution of command `command_id` carried by `entry` (see

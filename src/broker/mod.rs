@@ -509,7 +509,12 @@ impl Broker {
 
     /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
     pub async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
-        let mut inv = self.scripts.begin.key(self.keys.lane(tenant));
+        self.begin_on(self.keys.lane(tenant), consumer, id).await
+    }
+
+    /// begin.lua on any stream read through the fleet's group (a lane or the admin stream).
+    pub(crate) async fn begin_on(&self, stream: String, consumer: &str, id: &str) -> Result<Begin> {
+        let mut inv = self.scripts.begin.key(stream);
         inv.arg(&*self.group).arg(consumer).arg(id);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
         let Value::Array(parts) = v else {
