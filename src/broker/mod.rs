@@ -348,6 +348,28 @@ impl Broker {
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
+    /// Acks and deletes completed entries that no other consumer can have taken over (see
+    /// the settler's fast-ack window): XACK + XDEL in one MULTI, without ack.lua's owner check.
+    /// Returns how many were acked.
+    pub async fn ack_unclaimable(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let lane = self.keys.lane(tenant);
+        let (acked, _deleted): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&lane)
+            .arg(&*self.group)
+            .arg(ids)
+            .cmd("XDEL")
+            .arg(&lane)
+            .arg(ids)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(acked)
+    }
+
     /// Acks only (no delete): for tombstones, whose entry is already gone.
     pub async fn ack_only(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
         if ids.is_empty() {

@@ -143,6 +143,7 @@ async fn run_job(
         work,
         deliveries,
         lost,
+        read_at,
     } = job;
     let (task, deliveries) = match work {
         Work::Ready(task) => (task, deliveries),
@@ -185,16 +186,18 @@ async fn run_job(
             }
         },
     };
-    attempt(tenant, entry_id, task, deliveries, lost, ctx).await;
+    attempt(tenant, entry_id, task, deliveries, lost, read_at, ctx).await;
 }
 
 /// Runs one attempt and reports its outcome to the settler.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     tenant: Arc<str>,
     entry_id: String,
     task: Arc<Task>,
     deliveries: u64,
     lost: Arc<Lost>,
+    read_at: Option<Instant>,
     ctx: AttemptCtx,
 ) {
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
@@ -269,6 +272,7 @@ async fn attempt(
     };
     let settlement = match outcome {
         Outcome::Done => Settlement::Done {
+            read_at,
             recovered: task.attempt > 1 || task.replay_of.is_some(),
             tenant: tenant.clone(),
             entry_id: entry_id.clone(),

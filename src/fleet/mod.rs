@@ -104,6 +104,9 @@ pub(crate) struct Job {
     /// Redis deliveries of this entry so far.
     pub deliveries: u64,
     pub lost: Arc<Lost>,
+    /// For entries read fresh with XREADGROUP: when that read was sent. The delivery happened
+    /// after it, so the entry cannot have been idle longer than this has been elapsed.
+    pub read_at: Option<Instant>,
 }
 
 /// A failed attempt, as the executor reports it.
@@ -129,6 +132,8 @@ pub(crate) enum Settlement {
         tenant: Arc<str>,
         entry_id: String,
         recovered: bool,
+        /// When the read that delivered the entry was sent (`None` for taken-over entries).
+        read_at: Option<Instant>,
     },
     /// The attempt failed.
     Failed(Failed),
@@ -341,6 +346,7 @@ impl Shared {
                     work: Work::Suspect,
                     deliveries,
                     lost,
+                    read_at: None,
                 });
                 queued += 1;
             }
@@ -359,6 +365,7 @@ impl Shared {
         tenant: &Arc<str>,
         entries: Vec<Entry>,
         deliveries: u64,
+        read_at: Instant,
         settle: &mpsc::UnboundedSender<Settlement>,
     ) -> usize {
         // `lane` names the stream in malformed-entry dead letters.
@@ -382,6 +389,7 @@ impl Shared {
                         work: Work::Ready(Arc::new(task)),
                         deliveries,
                         lost,
+                        read_at: Some(read_at),
                     });
                     queued += 1;
                 }
@@ -417,6 +425,7 @@ pub struct Fleet {
     metrics: MetricsSettings,
     health: Arc<Health>,
     log_payloads: bool,
+    fast_ack_window: Duration,
     admin: AdminSettings,
 }
 
@@ -436,6 +445,8 @@ impl Fleet {
             metrics: settings.metrics,
             health: Arc::new(Health::new(settings.metrics.stall_after)),
             log_payloads: settings.log_payloads,
+            fast_ack_window: (settings.fleet.reclaim.min_idle / 2)
+                .saturating_sub(settings.redis.response_timeout),
             admin: settings.admin.clone(),
         }
     }
@@ -492,6 +503,7 @@ impl Fleet {
                 dlq_max_len: self.dlq_max_len,
                 policies: self.policies.clone(),
                 log_payloads: self.log_payloads,
+                fast_ack_window: self.fast_ack_window,
             }
             .run(settle_rx),
         );

@@ -116,6 +116,7 @@ impl Reader {
             let per_lane =
                 (free / self.active_lanes.clamp(1, window.len())).clamp(1, self.read_batch);
             let block = block_next.then_some(self.block);
+            let sent = Instant::now();
             match conn.read(&window, ReadFrom::New, per_lane, block).await {
                 Ok(streams) => {
                     self.shared.health.read_done();
@@ -125,7 +126,7 @@ impl Reader {
                     if lanes_with_entries > 0 {
                         self.active_lanes = lanes_with_entries;
                     }
-                    self.ingest(streams);
+                    self.ingest(streams, sent);
                 }
                 Err(e) => {
                     block_next = false;
@@ -294,7 +295,7 @@ impl Reader {
     }
 
     /// Turns read entries into jobs (or settlements for unreadable ones).
-    fn ingest(&self, streams: Vec<(String, Vec<Entry>)>) {
+    fn ingest(&self, streams: Vec<(String, Vec<Entry>)>, sent: Instant) {
         for (lane, entries) in streams {
             let Some(tenant) = self.tenant_of.get(&lane).cloned() else {
                 tracing::error!(lane = %lane, "read a lane this member does not know; ignoring it");
@@ -306,7 +307,8 @@ impl Reader {
             metrics::counter!(names::TASKS_READ, "tenant" => tenant_label(&tenant))
                 .increment(entries.len() as u64);
             crate::failpoint::hit("after_read");
-            self.shared.ingest(&lane, &tenant, entries, 1, &self.settle);
+            self.shared
+                .ingest(&lane, &tenant, entries, 1, sent, &self.settle);
         }
     }
 }

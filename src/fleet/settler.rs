@@ -47,12 +47,25 @@ pub(crate) struct Settler {
     pub policies: Arc<Policies>,
     /// Whether failure logs carry the task payload (`log.log_payloads`).
     pub log_payloads: bool,
+    /// Completed entries whose read was sent less than this long ago are acked without the
+    /// owner check: another member can only claim an entry idle for `reclaim.min_idle_ms`,
+    /// and its idle time counts from a delivery that came after the read was sent. Half the
+    /// idle time minus the Redis response timeout (so a slow ack still lands in time); zero
+    /// when that is not positive, which turns the fast path off.
+    pub fast_ack_window: Duration,
+}
+
+/// A completed entry waiting for the next ack flush.
+struct Ack {
+    entry_id: String,
+    recovered: bool,
+    read_at: Option<std::time::Instant>,
 }
 
 impl Settler {
     /// Settles until every sender is gone, then flushes what is left.
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Settlement>) {
-        let mut acks: HashMap<Arc<str>, Vec<(String, bool)>> = HashMap::new();
+        let mut acks: HashMap<Arc<str>, Vec<Ack>> = HashMap::new();
         let mut retries: HashMap<Arc<str>, Vec<Retry>> = HashMap::new();
         let mut moves = JoinSet::new();
         while let Some(first) = rx.recv().await {
@@ -65,8 +78,13 @@ impl Settler {
                         tenant,
                         entry_id,
                         recovered,
+                        read_at,
                     } => {
-                        acks.entry(tenant).or_default().push((entry_id, recovered));
+                        acks.entry(tenant).or_default().push(Ack {
+                            entry_id,
+                            recovered,
+                            read_at,
+                        });
                         batched += 1;
                     }
                     Settlement::Failed(failed) => match self.prepare_failed(failed) {
@@ -106,21 +124,30 @@ impl Settler {
         while moves.join_next().await.is_some() {}
     }
 
-    async fn flush(&self, acks: &mut HashMap<Arc<str>, Vec<(String, bool)>>) {
+    async fn flush(&self, acks: &mut HashMap<Arc<str>, Vec<Ack>>) {
         if acks.is_empty() {
             return;
         }
         let batches: Vec<_> = acks.drain().collect();
         crate::failpoint::hit("before_ack");
-        // Each tenant's batch is one script call; issued together they share round trips on
-        // the multiplexed connection.
+        // Each tenant's batch is one call per kind of ack; issued together they share round
+        // trips on the multiplexed connection. Entries read so recently that no other member
+        // can have claimed them skip the owner check (see `fast_ack_window`).
         let member = &self.shared.member;
+        let window = self.fast_ack_window;
         let calls = batches.iter().map(|(tenant, ids)| {
-            let refs: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+            let (fast, checked): (Vec<&Ack>, Vec<&Ack>) = ids
+                .iter()
+                .partition(|a| a.read_at.is_some_and(|t| t.elapsed() < window));
+            let fast: Vec<&str> = fast.iter().map(|a| a.entry_id.as_str()).collect();
+            let checked: Vec<&str> = checked.iter().map(|a| a.entry_id.as_str()).collect();
             let broker = &self.broker;
             async move {
-                self.with_retry("ack", || broker.ack(tenant, member, &refs))
-                    .await
+                let (a, b) = tokio::join!(
+                    self.with_retry("ack", || broker.ack_unclaimable(tenant, &fast)),
+                    self.with_retry("ack", || broker.ack(tenant, member, &checked)),
+                );
+                Some(a? + b?)
             }
         });
         let results = futures_util::future::join_all(calls).await;
@@ -128,7 +155,7 @@ impl Settler {
         for ((tenant, ids), result) in batches.iter().zip(results) {
             if let Some(acked) = result {
                 if let Some(observer) = &self.shared.ack_observer {
-                    let refs: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+                    let refs: Vec<&str> = ids.iter().map(|a| a.entry_id.as_str()).collect();
                     observer.acked(tenant, &refs);
                 }
                 let label = tenant_label(tenant);
@@ -138,7 +165,7 @@ impl Settler {
                 // Recovered counts only when every ack of the batch went through, which is the
                 // normal case; a lost ack is already counted above.
                 let recovered = if lost == 0 {
-                    ids.iter().filter(|(_, r)| *r).count() as u64
+                    ids.iter().filter(|a| a.recovered).count() as u64
                 } else {
                     0
                 };
@@ -159,7 +186,7 @@ impl Settler {
             // Released even when the ack was abandoned at shutdown: the entries stay pending
             // in Redis and are redelivered, so nothing is lost.
             self.shared
-                .release(tenant, ids.iter().map(|(id, _)| id.as_str()));
+                .release(tenant, ids.iter().map(|a| a.entry_id.as_str()));
         }
     }
 
