@@ -923,6 +923,26 @@ fn dashboards_parse_and_refer_only_to_defined_datasources_and_variables() {
                 problems.push(format!("{file}: duplicate panel id {}", p["id"]));
             }
             let kind = p["type"].as_str().unwrap_or("");
+            let known = [
+                "row",
+                "text",
+                "timeseries",
+                "stat",
+                "bargauge",
+                "table",
+                "gauge",
+            ];
+            if !known.contains(&kind) {
+                problems.push(format!("{file}: panel {title:?} has type {kind:?}"));
+            }
+            let pos = &p["gridPos"];
+            let (x, w) = (
+                pos["x"].as_i64().unwrap_or(-1),
+                pos["w"].as_i64().unwrap_or(0),
+            );
+            if x < 0 || w < 1 || x + w > 24 || pos["h"].as_i64().unwrap_or(0) < 1 {
+                problems.push(format!("{file}: panel {title:?} gridPos {pos}"));
+            }
             let has_targets = p["targets"].as_array().is_some_and(|t| !t.is_empty());
             if has_targets && p["datasource"]["uid"] != DATASOURCE_UID {
                 problems.push(format!(
@@ -1534,6 +1554,72 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
         prom.log_text()
     );
     drop(members);
+}
+
+/// /healthz answers while the process lives; /readyz turns not ready when the member is wedged
+/// (every slot held by an attempt that does not finish, the reader paused for capacity, work
+/// waiting) and ready again once the attempt times out and work moves.
+#[tokio::test]
+async fn readyz_reports_a_wedged_member_not_ready_and_ready_again_when_it_recovers() {
+    let env = TestEnv::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let member = env.member(
+        "m1",
+        &[
+            ("REDRIVE_METRICS__LISTEN", addr.as_str()),
+            ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "100"),
+            ("REDRIVE_METRICS__STALL_AFTER_MS", "1000"),
+            ("REDRIVE_FLEET__CONCURRENCY", "1"),
+            ("REDRIVE_FLEET__READ_BATCH", "1"),
+            ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "4000"),
+        ],
+    );
+    let get = |path: &'static str| {
+        let addr = addr.clone();
+        async move { http_get(&addr, path).unwrap_or((0, String::new())) }
+    };
+    let limit = Duration::from_secs(30);
+    eventually(limit, "/readyz ready", || async {
+        get("/readyz").await.0 == 200
+    })
+    .await;
+    assert_eq!(get("/healthz").await, (200, "ok\n".into()));
+    assert_eq!(get("/nowhere").await.0, 404);
+
+    // One attempt that hangs holds the only slot; the next task fills the reader's capacity.
+    let mut batch = tasks("wedge", "hang", 1, json!({"simulate": "timeout"}));
+    batch.extend(tasks(
+        "wedge",
+        "ok",
+        3,
+        json!({"simulate": "ok", "work_ms": 0}),
+    ));
+    env.enqueue_tasks(batch).await;
+    eventually(limit, "/readyz not ready: stuck", || async {
+        let (status, body) = get("/readyz").await;
+        status == 503 && body.contains("stuck")
+    })
+    .await;
+    assert_eq!(get("/healthz").await.0, 200, "alive, though not ready");
+    eventually(limit, "redrive_ready 0 while stuck", || async {
+        scrape_sums(&addr).get("redrive_ready") == Some(&0.0)
+    })
+    .await;
+
+    // The hung attempt times out, is settled (a retry), and the queued work runs.
+    eventually(limit, "/readyz ready again", || async {
+        get("/readyz").await.0 == 200
+    })
+    .await;
+    eventually(limit, "the waiting tasks ran", || async {
+        env.side_effects()
+            .iter()
+            .filter(|e| e.1.starts_with("wedge-ok-"))
+            .count()
+            == 3
+    })
+    .await;
+    drop(member);
 }
 
 // ------------------------------------------------------------------------------------ unit
