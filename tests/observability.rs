@@ -1105,14 +1105,19 @@ fn provisioning_prometheus_config_and_compose_file_fit_together() {
             .into_iter()
             .flatten()
             .map(|v| {
-                (
-                    v["source"].as_str().unwrap_or("").to_owned(),
-                    v["target"].as_str().unwrap_or("").to_owned(),
-                )
+                let src = v["source"].as_str().unwrap_or("");
+                // Bind mounts compared as canonical paths (the checkout may sit behind a symlink).
+                let src = std::fs::canonicalize(src)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| src.to_owned());
+                (src, v["target"].as_str().unwrap_or("").to_owned())
             })
             .collect()
     };
-    let root_s = root.to_string_lossy().into_owned();
+    let root_s = std::fs::canonicalize(&root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
 
     // Redis: AOF on, noeviction, data on a volume.
     let redis = svc("redis");
@@ -1128,8 +1133,9 @@ fn provisioning_prometheus_config_and_compose_file_fit_together() {
     let mut ids = BTreeSet::new();
     for name in ["fleet-1", "fleet-2"] {
         let s = svc(name);
+        let context = s["build"]["context"].as_str().expect("build context");
         assert_eq!(
-            s["build"]["context"],
+            std::fs::canonicalize(context).unwrap().to_string_lossy(),
             root_s.as_str(),
             "{name} builds the repo"
         );
