@@ -346,8 +346,8 @@ fn indent(text: &str, n: usize) -> String {
         .join("\n")
 }
 
-/// `key: value` of the first line whose key is `key` (a deliberately small YAML reader for the
-/// flat provisioning files; the files' structure is checked by Grafana itself at start-up).
+/// The values of every `key: value` line (list items included) whose key is `key`: a deliberately
+/// small YAML reader for the flat provisioning and Prometheus files.
 fn yaml_value(text: &str, key: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
@@ -1484,11 +1484,12 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
     };
     eventually(
         limit,
-        "RedriveTenantPoison and RedriveTenantDeadLetterShare fire for storm",
+        "RedriveTenantPoison, RedriveTenantDeadLetterShare and RedriveDeadLettersWaiting fire for storm",
         || async {
             let alerts = prom.alerts();
             firing(&alerts, "RedriveTenantPoison", "storm")
                 && firing(&alerts, "RedriveTenantDeadLetterShare", "storm")
+                && firing(&alerts, "RedriveDeadLettersWaiting", "storm")
         },
     )
     .await;
