@@ -1318,6 +1318,28 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
         ("redrive_task_duration_seconds_count", 29.0),
         ("redrive_queue_wait_seconds_count", 29.0),
     ];
+    // An operator replays the poison through the admin command stream, which a member runs:
+    // the admin and replay families move too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.dead_letters("obs-poison").await.len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the poison never reached the dead letters"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, out, err) = env.cli(
+        &[
+            "dlq",
+            "replay",
+            "--tenant",
+            "obs-poison",
+            "--reason",
+            "observability test",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "replay through the fleet: {out} {err}");
     let mut sums = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1504,6 +1526,23 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
         }
         assert_ne!(name, "RedriveMetricsDown", "both members are up: {a}");
     }
+
+    // An operator replays part of the storm through the admin command stream (a member runs
+    // it), so the admin panels have data too.
+    let (code, out, err) = env.cli(
+        &[
+            "dlq",
+            "replay",
+            "--tenant",
+            "storm",
+            "--rate",
+            "0",
+            "--reason",
+            "observability test",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "replay through the fleet: {out} {err}");
 
     // Every dashboard query returns data against this fleet (the storming tenant as $tenant).
     let (exprs, vars) = dashboard_queries();
