@@ -34,6 +34,9 @@ pub enum Error {
     /// Another fleet member already runs under this member id.
     #[error("{0}")]
     MemberBusy(String),
+    /// Something named on the command line does not exist (an unregistered tenant).
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 impl Error {
@@ -55,6 +58,7 @@ impl Error {
             Error::Io { .. } => 74,
             Error::Config(_) => 78,
             Error::MemberBusy(_) => 75,
+            Error::NotFound(_) => 66,
         }
     }
 }

@@ -9,6 +9,10 @@
 //! | `redrive:{<tenant>}:retry`       | ZSET   | scheduled retries, scored by due time (ms)            |
 //! | `redrive:{<tenant>}:dlq`         | STREAM | the tenant's dead letters                             |
 //! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters removed by the length cap (a counter)    |
+//! | `redrive:{<tenant>}:breaker`     | HASH   | the tenant's circuit breaker: state, until, probe, …  |
+//! | `redrive:{<tenant>}:breaker:window` | HASH | failure window: outcome and failure counts per bucket |
+//! | `redrive:{<tenant>}:breaker:log` | STREAM | every breaker transition with its reason (capped)     |
+//! | `redrive:{<tenant>}:slots`       | HASH   | fleet-wide in-flight reservations, one per member     |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
 //!
 //! Every key of one tenant carries the hash tag `{<tenant>}`, so all of them live in one Redis Cluster
@@ -59,6 +63,27 @@ impl Keys {
         format!("{}:{{{}}}:dlq:trimmed", self.prefix, tenant)
     }
 
+    /// The hash holding a tenant's circuit breaker (state, cool-down end, probe token, counts).
+    pub fn breaker(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:breaker", self.prefix, tenant)
+    }
+
+    /// The hash of a tenant's breaker failure window (outcome and failure counts per bucket).
+    pub fn breaker_window(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:breaker:window", self.prefix, tenant)
+    }
+
+    /// The capped stream of a tenant's breaker transitions, each with its reason.
+    pub fn breaker_log(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:breaker:log", self.prefix, tenant)
+    }
+
+    /// The hash of a tenant's fleet-wide in-flight reservations: one field per member
+    /// (`"<count> <expiry ms>"`) and `@peak`, the highest fleet-wide total seen.
+    pub fn slots(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:slots", self.prefix, tenant)
+    }
+
     /// The lease key of a fleet member.
     pub fn member(&self, member_id: &str) -> String {
         format!("{}:member:{}", self.prefix, member_id)
@@ -84,6 +109,10 @@ mod tests {
             k.retry("acme"),
             k.dlq("acme"),
             k.dlq_trimmed("acme"),
+            k.breaker("acme"),
+            k.breaker_window("acme"),
+            k.breaker_log("acme"),
+            k.slots("acme"),
         ] {
             let open = key.find('{').unwrap();
             let close = key[open..].find('}').unwrap() + open;

@@ -10,6 +10,7 @@
 //! * [`fleet`] — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat, lease.
 //! * [`policy`] — retry decisions; [`classify`] — rules for untyped errors.
 //! * [`deadletter`] — the dead-letter record and error fingerprints.
+//! * [`isolation`] — tenant isolation: breaker views, fair shares, `redrive breaker|tenants`.
 //! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`] — `redrive bench`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fleet;
 pub mod handler;
+pub mod isolation;
 pub mod keys;
 pub mod policy;
 pub mod producer;

@@ -300,7 +300,14 @@ fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
     let env = TestEnv::new();
     let (code, out, err) = env.cli(
         &[
-            "bench", "--json", "--tasks", "2000", "--repeat", "1", "--scenario", "drain,failure",
+            "bench",
+            "--json",
+            "--tasks",
+            "2000",
+            "--repeat",
+            "1",
+            "--scenario",
+            "drain,failure",
         ],
         &[],
     );

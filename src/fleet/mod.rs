@@ -16,6 +16,8 @@
 //! * [`settler`] acks completed entries in batches and moves failures to their destination in
 //!   one atomic script each.
 //! * [`lease`] holds the member id so that two processes never share one consumer name.
+//! * [`isolation`] keeps the member's view of every tenant's breaker and its share of each
+//!   tenant's fleet-wide in-flight cap, synced with Redis once per refresh.
 //!
 //! Shutdown order: stop reading, stop starting tasks, let running tasks finish within the grace
 //! period (the rest stay pending for reclaim), flush settlements, release the lease.
@@ -23,6 +25,7 @@
 pub mod executor;
 pub mod fair;
 pub mod heartbeat;
+pub mod isolation;
 pub mod lease;
 pub mod reader;
 pub mod reclaimer;
@@ -135,6 +138,13 @@ pub(crate) enum Settlement {
     Tombstone { tenant: Arc<str>, entry_id: String },
     /// Another member owns the entry now: release it here without settling.
     Lost { tenant: Arc<str>, entry_id: String },
+    /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
+    /// due after `delay`.
+    Defer {
+        tenant: Arc<str>,
+        entry_id: String,
+        delay: Duration,
+    },
     /// The entry was delivered `deliveries` times without settling.
     CrashLoop {
         tenant: Arc<str>,
@@ -165,6 +175,8 @@ pub struct TenantTally {
     pub recovered: u64,
     /// Entries claimed from stale members.
     pub reclaimed: u64,
+    /// Entries held back unattempted because the tenant's breaker was not closed.
+    pub deferred: u64,
 }
 
 /// What a member has settled so far, per tenant. Shared with the demo and tests.
@@ -215,6 +227,8 @@ pub(crate) struct Shared {
     lanes: RwLock<Vec<(String, Arc<str>)>>,
     /// Set when shutdown has run past its grace: settles stop retrying then.
     hard_deadline: OnceLock<Instant>,
+    /// Breaker views, held counts and fleet-wide reservations per tenant.
+    pub(crate) isolation: isolation::Isolation,
     pub stats: Arc<FleetStats>,
     pub member: Arc<str>,
     pub limits: Limits,
@@ -231,8 +245,9 @@ pub trait AckObserver: Send + Sync {
 
 impl Shared {
     fn push(&self, job: Job) {
+        let weight = self.isolation.settings.weight(&job.tenant);
         if let Ok(mut q) = self.queue.lock() {
-            q.push(&job.tenant.clone(), job);
+            q.push_weighted(&job.tenant.clone(), weight, job);
         }
     }
 
@@ -260,6 +275,7 @@ impl Shared {
         if !fresh {
             return None;
         }
+        self.isolation.hold(tenant, 1, true);
         self.unsettled.fetch_add(1, Ordering::AcqRel);
         Some(lost)
     }
@@ -274,6 +290,7 @@ impl Shared {
                 }
             }
         }
+        self.isolation.hold(tenant, n, false);
         self.unsettled.fetch_sub(n, Ordering::AcqRel);
         self.capacity_freed.notify_one();
     }
@@ -398,6 +415,7 @@ pub struct Fleet {
     handler: Arc<dyn Handler>,
     stats: Arc<FleetStats>,
     ack_observer: Option<Arc<dyn AckObserver>>,
+    isolation: Arc<crate::isolation::IsolationSettings>,
 }
 
 impl Fleet {
@@ -413,6 +431,7 @@ impl Fleet {
             handler,
             stats: Arc::new(FleetStats::default()),
             ack_observer: None,
+            isolation: Arc::new(settings.isolation.clone()),
         }
     }
 
@@ -443,6 +462,12 @@ impl Fleet {
             inflight: Mutex::new(HashMap::new()),
             lanes: RwLock::new(Vec::new()),
             hard_deadline: OnceLock::new(),
+            // A probe's token outlives the longest attempt, so only a dead holder loses it.
+            isolation: isolation::Isolation::new(
+                self.isolation.clone(),
+                member.clone(),
+                s.task_timeout + Duration::from_secs(5),
+            ),
             stats: self.stats.clone(),
             member: member.clone(),
             limits: self.limits,
@@ -505,6 +530,15 @@ impl Fleet {
                 .run(background.clone()),
             )
         });
+        // Runs until the settler has flushed, so the last outcomes are reported and the
+        // member's reservations are given back at the very end.
+        let isolation = tokio::spawn(
+            isolation::IsolationLoop {
+                broker: self.broker.clone(),
+                shared: shared.clone(),
+            }
+            .run(background.clone()),
+        );
         let reader = tokio::spawn(
             reader::Reader::new(self.broker.clone(), shared.clone(), settle_tx, s)
                 .run(shutdown.clone()),
@@ -524,6 +558,7 @@ impl Fleet {
         if let Some(h) = heartbeat {
             let _ = h.await;
         }
+        let _ = isolation.await;
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;
         }
