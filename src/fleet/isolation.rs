@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use crate::broker::Broker;
+use crate::error::Result;
 use crate::isolation::{BreakerState, BreakerView, Gate, IsolationSettings};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
@@ -297,7 +298,7 @@ impl Isolation {
     /// Reserves fleet-wide slots for reads of capped tenants: for each `(tenant, wanted)`,
     /// how many entries the read may take. Served from this member's earlier reservation when
     /// it covers the read; otherwise one script call per tenant, issued together. Every slot
-    /// handed out must be given back with [`Isolation::done_reading`] once the read's entries
+    /// handed out must be given back with [`Isolation::finish_read`] when the read's entries
     /// are admitted.
     pub async fn reserve(&self, broker: &Broker, wants: &[(Arc<str>, usize)]) -> Vec<usize> {
         let mut table = self.slots.lock().await;
@@ -351,20 +352,29 @@ impl Isolation {
                 slot.reading += out[i];
             }
         }
+        for ((tenant, wanted), got) in wants.iter().zip(&out) {
+            if let Some(slot) = table.get(tenant) {
+                tracing::debug!(tenant = %tenant, wanted, got, held = self.held(tenant), reading = slot.reading, reserved = slot.reserved, "slots for a read");
+            }
+        }
         out
     }
 
-    /// Gives back the slots a read took once its entries are admitted (or it failed).
-    pub async fn done_reading(&self, done: &[(Arc<str>, usize)]) {
+    /// Admits a read's entries (`admit`) and gives back the slots the read took, in one step
+    /// under the reservation lock: a refresh sees each slot either as "being read" or as
+    /// "held", never as both (which would reserve it twice) or neither.
+    pub async fn finish_read<R>(&self, done: &[(Arc<str>, usize)], admit: impl FnOnce() -> R) -> R {
         if done.is_empty() {
-            return;
+            return admit();
         }
         let mut table = self.slots.lock().await;
+        let r = admit();
         for (tenant, n) in done {
             if let Some(slot) = table.get_mut(tenant) {
                 slot.reading = slot.reading.saturating_sub(*n);
             }
         }
+        r
     }
 
     /// One sync with Redis: report outcome counts (opening breakers that cross their
@@ -427,24 +437,25 @@ impl Isolation {
     }
 
     async fn read_breakers(&self, broker: &Broker, tenants: &[Arc<str>]) {
+        if let Err(e) = self.load_views(broker, tenants).await {
+            metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_read").increment(1);
+            tracing::warn!(error = %e, "cannot read the breakers; keeping the last view");
+        }
+    }
+
+    /// Reads the breakers of `tenants` into the local view (and the server's clock offset).
+    pub async fn load_views(&self, broker: &Broker, tenants: &[Arc<str>]) -> Result<()> {
         if tenants.is_empty() {
-            return;
+            return Ok(());
         }
         let names: Vec<&str> = tenants.iter().map(|t| &**t).collect();
         let before = local_ms();
-        let (server_now, infos) = match broker.breaker_states(&names).await {
-            Ok(r) => r,
-            Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_read").increment(1);
-                tracing::warn!(error = %e, "cannot read the breakers; keeping the last view");
-                return;
-            }
-        };
+        let (server_now, infos) = broker.breaker_states(&names).await?;
         let after = local_ms();
         self.offset_ms
             .store(server_now as i64 - (before + after) / 2, Ordering::Relaxed);
         let Ok(mut views) = self.views.write() else {
-            return;
+            return Ok(());
         };
         for (tenant, info) in tenants.iter().zip(infos) {
             let state = BreakerState::parse(&info.state);
@@ -466,6 +477,7 @@ impl Isolation {
                 tracing::info!(tenant = %tenant, state = %state, reason = %info.reason, by = %info.by, "breaker is now {state}");
             }
         }
+        Ok(())
     }
 
     /// Writes this member's reservation of every tenant it holds entries of (or held before):

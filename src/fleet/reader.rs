@@ -42,9 +42,11 @@ pub(crate) struct Reader {
     last_discovery: Option<Instant>,
     /// Where the next read's window of lanes starts, when there are more than fit one read.
     rotation: usize,
-    /// Tenants whose lanes had entries in the last non-empty read: the basis for per-lane
-    /// COUNT.
+    /// Tenants whose lanes had entries in the last non-empty read (or were skipped since,
+    /// waiting for their turn): the basis for per-lane COUNT.
     active: HashSet<Arc<str>>,
+    /// Each lane's share carried over between reads (see [`lane_counts`]).
+    credits: HashMap<Arc<str>, f64>,
 }
 
 /// What one read cycle found.
@@ -83,6 +85,7 @@ impl Reader {
             last_discovery: None,
             rotation: 0,
             active: HashSet::new(),
+            credits: HashMap::new(),
         }
     }
 
@@ -183,10 +186,20 @@ impl Reader {
                 weight: iso.settings.weight(&tenant),
                 active: self.active.contains(&tenant),
                 limit,
+                credit: self.credits.get(&tenant).copied().unwrap_or(0.0),
             });
             lanes.push((lane, tenant));
         }
-        let mut counts = lane_counts(free, self.read_batch, &demands);
+        let mut counts = lane_counts(free, self.read_batch, &mut demands);
+        // Lanes with work that wait for their turn stay active; the others are judged by
+        // what this read finds.
+        let mut still_active: HashSet<Arc<str>> = HashSet::new();
+        for (i, (_, tenant)) in lanes.iter().enumerate() {
+            self.credits.insert(tenant.clone(), demands[i].credit);
+            if demands[i].active && counts[i] == 0 {
+                still_active.insert(tenant.clone());
+            }
+        }
         // Capped tenants read only what the fleet-wide cap leaves them.
         let capped_idx: Vec<usize> = (0..lanes.len())
             .filter(|i| iso.settings.cap(&lanes[*i].1) > 0)
@@ -214,7 +227,7 @@ impl Reader {
             }
         }
         if groups.is_empty() {
-            iso.done_reading(&reading).await;
+            iso.finish_read(&reading, || ()).await;
             return Ok(None);
         }
         if block_next && !capped && groups.len() > 1 {
@@ -226,6 +239,7 @@ impl Reader {
         let mut found = 0;
         let mut result = Ok(());
         let mut with_entries = HashSet::new();
+        let mut read = Vec::new();
         for (count, group) in groups {
             match conn.read(&group, ReadFrom::New, count, block).await {
                 Ok(streams) => {
@@ -237,7 +251,7 @@ impl Reader {
                             }
                         }
                     }
-                    self.ingest(streams);
+                    read.push(streams);
                 }
                 Err(e) => {
                     result = Err(e);
@@ -245,9 +259,17 @@ impl Reader {
                 }
             }
         }
-        iso.done_reading(&reading).await;
+        // Entries delivered by the reads that succeeded are admitted even when a later one
+        // failed; their slots turn from "being read" into "held" in one step.
+        iso.finish_read(&reading, || {
+            for streams in read {
+                self.ingest(streams);
+            }
+        })
+        .await;
         result?;
         if !with_entries.is_empty() {
+            with_entries.extend(still_active);
             self.active = with_entries;
         }
         Ok(Some(Cycle { found, capped }))
@@ -313,6 +335,7 @@ impl Reader {
         if !force && count == self.known_count {
             return Ok(());
         }
+        let mut new: Vec<Arc<str>> = Vec::new();
         for tenant in self.broker.tenants().await? {
             let lane = self.broker.keys().lane(&tenant);
             if self.tenant_of.contains_key(&lane) {
@@ -323,8 +346,14 @@ impl Reader {
                 continue;
             }
             self.broker.ensure_group(&tenant).await?;
+            new.push(tenant.as_str().into());
+        }
+        // A lane is served only once its tenant's breaker has been seen: an operator's hold
+        // or an open breaker applies from this member's first read.
+        self.shared.isolation.load_views(&self.broker, &new).await?;
+        for tenant in new {
+            let lane = self.broker.keys().lane(&tenant);
             tracing::info!(tenant = %tenant, "serving tenant");
-            let tenant: Arc<str> = tenant.as_str().into();
             self.tenant_of.insert(lane.clone(), tenant.clone());
             if let Ok(mut shared) = self.shared.lanes.write() {
                 shared.push((lane.clone(), tenant));

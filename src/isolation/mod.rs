@@ -253,38 +253,61 @@ pub fn defer_delay(view: &BreakerView, now_ms: u64, cooldown: Duration, unit: f6
 }
 
 /// One lane's claim on a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LaneDemand {
     /// The tenant's weight.
     pub weight: u32,
-    /// Whether the lane had entries in the last read that found any.
+    /// Whether the lane had entries in the last read that found any (a lane with work).
     pub active: bool,
     /// The most entries it may take (fleet-wide budget, or 1 for a probe candidate).
     pub limit: Option<usize>,
+    /// Its share carried over from earlier reads, in entries (kept by the reader per lane).
+    pub credit: f64,
 }
 
-/// How many entries each lane's read asks for: `free` capacity shared by weight between the
-/// lanes that had work last time (a lane without work last time is counted as if it joined),
-/// at least 1 and at most `read_batch` each, and never more than a lane's limit.
-pub fn lane_counts(free: usize, read_batch: usize, lanes: &[LaneDemand]) -> Vec<usize> {
+/// How many entries each lane's read asks for, sharing `free` capacity by weight between the
+/// lanes with work. Each of those earns `free × weight / Σ weights` per read as credit and
+/// asks for the whole entries its credit holds, so small reads (one or two free slots, the
+/// steady state of a busy member) still follow the weights over a few reads instead of giving
+/// every lane one. A lane without work last time asks for its share as if it joined, at least
+/// one, to notice new work. When no lane would read anything, the one with the most credit
+/// reads one. Counts are at most `read_batch` and a lane's limit; `credit` is updated.
+pub fn lane_counts(free: usize, read_batch: usize, lanes: &mut [LaneDemand]) -> Vec<usize> {
+    let rb = read_batch.max(1);
     let active: u64 = lanes
         .iter()
         .filter(|l| l.active)
         .map(|l| l.weight.max(1) as u64)
         .sum();
-    lanes
-        .iter()
+    let mut counts: Vec<usize> = lanes
+        .iter_mut()
         .map(|l| {
             let w = l.weight.max(1) as u64;
-            let denom = if l.active { active } else { active + w }.max(1);
-            let share = (free as u64).saturating_mul(w) / denom;
-            let mut n = (share as usize).clamp(1, read_batch.max(1));
-            if let Some(limit) = l.limit {
-                n = n.min(limit);
+            let limit = l.limit.unwrap_or(usize::MAX);
+            if !l.active {
+                l.credit = 0.0;
+                let share = (free as u64).saturating_mul(w) / (active + w);
+                return (share as usize).clamp(1, rb).min(limit);
             }
+            l.credit = (l.credit + free as f64 * w as f64 / active as f64).min(rb as f64);
+            let n = (l.credit.max(0.0).floor() as usize).min(rb).min(limit);
+            l.credit -= n as f64;
             n
         })
-        .collect()
+        .collect();
+    if counts.iter().all(|n| *n == 0) {
+        let best = lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.limit != Some(0))
+            .max_by(|a, b| a.1.credit.total_cmp(&b.1.credit))
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            counts[i] = 1;
+            lanes[i].credit -= 1.0;
+        }
+    }
+    counts
 }
 
 #[cfg(test)]
@@ -365,43 +388,54 @@ mod tests {
         assert_eq!(BreakerState::parse("ajar"), BreakerState::Closed);
     }
 
-    #[test]
-    fn reads_share_capacity_by_weight_and_respect_limits() {
-        let d = |weight, active, limit| LaneDemand {
+    fn d(weight: u32, active: bool, limit: Option<usize>) -> LaneDemand {
+        LaneDemand {
             weight,
             active,
             limit,
-        };
+            credit: 0.0,
+        }
+    }
+
+    #[test]
+    fn reads_share_capacity_by_weight_and_respect_limits() {
         // Equal weights, two active lanes: half each; an idle lane is sized as if it joined.
-        assert_eq!(
-            lane_counts(
-                100,
-                500,
-                &[d(1, true, None), d(1, true, None), d(1, false, None)]
-            ),
-            [50, 50, 33]
-        );
+        let mut lanes = [d(1, true, None), d(1, true, None), d(1, false, None)];
+        assert_eq!(lane_counts(100, 500, &mut lanes), [50, 50, 33]);
         // Weights 3:1.
-        assert_eq!(
-            lane_counts(100, 500, &[d(3, true, None), d(1, true, None)]),
-            [75, 25]
-        );
-        // Limits (a fleet-wide budget, a probe candidate) and the read batch bound each lane;
-        // every lane asks for at least one.
-        assert_eq!(
-            lane_counts(
-                100,
-                40,
-                &[d(1, true, Some(3)), d(1, true, Some(1)), d(1, true, None)]
-            ),
-            [3, 1, 33]
-        );
-        assert_eq!(lane_counts(0, 10, &[d(1, false, None)]), [1]);
+        let mut lanes = [d(3, true, None), d(1, true, None)];
+        assert_eq!(lane_counts(100, 500, &mut lanes), [75, 25]);
+        // Limits (a fleet-wide budget, a probe candidate) and the read batch bound each lane.
+        let mut lanes = [d(1, true, Some(3)), d(1, true, Some(1)), d(1, true, None)];
+        assert_eq!(lane_counts(100, 40, &mut lanes), [3, 1, 33]);
+        assert_eq!(lane_counts(0, 10, &mut [d(1, false, None)]), [1]);
         // Nothing active yet: each lane may take all the free capacity.
-        assert_eq!(
-            lane_counts(64, 500, &[d(1, false, None), d(2, false, None)]),
-            [64, 64]
-        );
+        let mut lanes = [d(1, false, None), d(2, false, None)];
+        assert_eq!(lane_counts(64, 500, &mut lanes), [64, 64]);
+    }
+
+    #[test]
+    fn small_reads_follow_the_weights_over_several_reads() {
+        // One free slot per read, weights 3:1: three reads for one, four reads for two.
+        let mut lanes = [d(3, true, None), d(1, true, None)];
+        let mut got = [0, 0];
+        for _ in 0..400 {
+            let c = lane_counts(1, 10, &mut lanes);
+            assert_eq!(c.iter().sum::<usize>(), 1, "{c:?}");
+            got[0] += c[0];
+            got[1] += c[1];
+        }
+        assert_eq!(got, [300, 100]);
+        // Two free slots, weights 1:1:2.
+        let mut lanes = [d(1, true, None), d(1, true, None), d(2, true, None)];
+        let mut got = [0, 0, 0];
+        for _ in 0..400 {
+            let c = lane_counts(2, 10, &mut lanes);
+            for i in 0..3 {
+                got[i] += c[i];
+            }
+        }
+        assert_eq!(got, [200, 200, 400]);
     }
 
     #[test]
