@@ -57,9 +57,10 @@ pub mod names {
     /// Gauge{tenant}: the tenant's entries this member holds (read, not settled); `sum by
     /// (tenant)` over members is the fleet-wide in-flight the cap applies to.
     pub const TENANT_IN_FLIGHT: &str = "redrive_tenant_in_flight";
-    /// Counter{tenant}: attempts started. Share of work:
+    /// Counter{tenant}: attempts that ran to an outcome (added once per isolation refresh, so
+    /// the hot path takes no label lock). Share of work:
     /// `sum by (tenant) (rate(X[5m])) / on () group_left sum(rate(X[5m]))`.
-    pub const TENANT_ATTEMPTS: &str = "redrive_tenant_attempts_started_total";
+    pub const TENANT_ATTEMPTS: &str = "redrive_tenant_attempts_total";
     /// Counter{tenant}: reads that asked for more of a tenant's slots than its fleet-wide cap
     /// left (the tenant waited for its share).
     pub const TENANT_CAPPED: &str = "redrive_tenant_capped_total";

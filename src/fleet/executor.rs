@@ -23,7 +23,7 @@ use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
 use crate::isolation::Gate;
 use crate::shutdown::Shutdown;
 use crate::task::Task;
-use crate::telemetry::{names, panic_message, tenant_label};
+use crate::telemetry::{names, panic_message};
 
 /// The executor loop's settings and handles.
 pub(crate) struct Executor {
@@ -242,7 +242,6 @@ async fn attempt(
 ) -> Option<Result<String, FailureClass>> {
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
     metrics::histogram!(names::QUEUE_WAIT).record(wait_ms as f64 / 1000.0);
-    metrics::counter!(names::TENANT_ATTEMPTS, "tenant" => tenant_label(&tenant)).increment(1);
     metrics::gauge!(names::IN_FLIGHT).increment(1.0);
     let started = Instant::now();
     let tctx = TaskContext::new(ctx.shared.member.clone());

@@ -35,6 +35,17 @@ struct Slot {
     refused_until: Option<Instant>,
 }
 
+/// One tenant's attempts since the last report.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Attempts that ended with an outcome (for the share-of-work counter).
+    attempts: u64,
+    /// Failures the breaker counts.
+    failures: u64,
+    /// Outcomes the breaker counts (successes and counted failures).
+    outcomes: u64,
+}
+
 /// Isolation state shared by the member's loops.
 pub(crate) struct Isolation {
     pub settings: Arc<IsolationSettings>,
@@ -44,8 +55,8 @@ pub(crate) struct Isolation {
     views: RwLock<HashMap<Arc<str>, BreakerView>>,
     /// The server's clock minus ours, ms (breaker times are the server's).
     offset_ms: AtomicI64,
-    /// Outcomes since the last report: tenant → (counted failures, outcomes).
-    outcomes: Mutex<HashMap<Arc<str>, (u64, u64)>>,
+    /// Attempts and outcomes since the last report, by tenant.
+    outcomes: Mutex<HashMap<Arc<str>, Tally>>,
     /// Entries of each tenant this member holds (read, not settled).
     held: Mutex<HashMap<Arc<str>, usize>>,
     slots: tokio::sync::Mutex<HashMap<Arc<str>, Slot>>,
@@ -143,22 +154,23 @@ impl Isolation {
         }
     }
 
-    /// Counts one attempt's outcome towards `tenant`'s failure window: `Ok` for a success,
-    /// `Err(class)` for a failure (classes the breaker ignores are not counted at all).
+    /// Counts one attempt of `tenant` (reported once per refresh, for the share-of-work
+    /// counter) and its outcome towards the tenant's failure window: `Ok` for a success,
+    /// `Err(class)` for a failure (classes the breaker ignores are not counted there).
     pub fn record(&self, tenant: &Arc<str>, outcome: Result<(), crate::handler::FailureClass>) {
         let b = &self.settings.breaker;
-        if !b.enabled {
-            return;
-        }
-        let failed = match outcome {
-            Ok(()) => false,
-            Err(class) if b.counts(class) => true,
-            Err(_) => return,
+        let counted = match outcome {
+            Ok(()) => Some(false),
+            Err(class) if b.counts(class) => Some(true),
+            Err(_) => None,
         };
         if let Ok(mut o) = self.outcomes.lock() {
             let e = o.entry(tenant.clone()).or_default();
-            e.0 += failed as u64;
-            e.1 += 1;
+            e.attempts += 1;
+            if let (true, Some(failed)) = (b.enabled, counted) {
+                e.failures += failed as u64;
+                e.outcomes += 1;
+            }
         }
     }
 
@@ -388,17 +400,25 @@ impl Isolation {
     }
 
     async fn report_outcomes(&self, broker: &Broker) {
-        let batch: Vec<(Arc<str>, (u64, u64))> = match self.outcomes.lock() {
+        let tallies: Vec<(Arc<str>, Tally)> = match self.outcomes.lock() {
             Ok(mut o) => o.drain().collect(),
             Err(_) => return,
         };
+        for (tenant, t) in &tallies {
+            metrics::counter!(names::TENANT_ATTEMPTS, "tenant" => tenant_label(tenant))
+                .increment(t.attempts);
+        }
+        let batch: Vec<(Arc<str>, Tally)> = tallies
+            .into_iter()
+            .filter(|(_, t)| t.outcomes > 0)
+            .collect();
         if batch.is_empty() {
             return;
         }
         let th = self.settings.breaker.thresholds();
-        let calls = batch
-            .iter()
-            .map(|(t, (f, n))| broker.breaker_record(t, *f, *n, &th, &self.member));
+        let calls = batch.iter().map(|(t, tally)| {
+            broker.breaker_record(t, tally.failures, tally.outcomes, &th, &self.member)
+        });
         let results = futures_util::future::join_all(calls).await;
         for ((tenant, _), r) in batch.iter().zip(results) {
             match r {

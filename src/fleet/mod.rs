@@ -20,7 +20,8 @@
 //!   tenant's fleet-wide in-flight cap, synced with Redis once per refresh.
 //!
 //! Shutdown order: stop reading, stop starting tasks, let running tasks finish within the grace
-//! period (the rest stay pending for reclaim), flush settlements, release the lease.
+//! period (the rest stay pending for reclaim), flush settlements, report the last attempt
+//! outcomes and give back the member's in-flight reservations, release the lease.
 
 pub mod executor;
 pub mod fair;
