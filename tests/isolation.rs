@@ -152,8 +152,14 @@ async fn a_failing_tenant_is_held_back_and_one_probe_at_a_time_closes_its_breake
         40,
         json!({"simulate": "ok", "work_ms": 5}),
     ));
-    env.enqueue_tasks(all).await;
+    // All three members are up before the tasks arrive, so all three compete for them.
     let mut ms = members(&env, 3, &cfg);
+    eventually(LONG, "members started", || async {
+        ms.iter()
+            .all(|m| m.log_text().contains("fleet member started"))
+    })
+    .await;
+    env.enqueue_tasks(all).await;
     let broker = env.broker().await;
 
     // Every attempt fails while the outage lasts: the breaker opens, and after the cool-down
@@ -229,7 +235,7 @@ async fn a_failing_tenant_is_held_back_and_one_probe_at_a_time_closes_its_breake
             "open" => {
                 let late: Vec<&&Act> = during
                     .iter()
-                    .filter(|a| a.at_ms > t.at_ms() + 500)
+                    .filter(|a| a.at_ms > t.at_ms() + 700)
                     .collect();
                 assert!(late.is_empty(), "attempts while open: {late:?}");
             }

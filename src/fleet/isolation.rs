@@ -2,9 +2,9 @@
 //! counts waiting to be reported, this member's fleet-wide in-flight reservations, and the loop
 //! that syncs all three with Redis once per `isolation.refresh_interval_ms`.
 //!
-//! The hot path only reads local state: the executor asks [`Isolation::gate`] before an attempt
-//! and [`Isolation::record`]s its outcome; the reader asks [`Isolation::read_allowance`] and, for
-//! capped tenants only, [`Isolation::reserve`]s slots (one batched round trip per read at most,
+//! The hot path only reads local state: the executor asks `Isolation::gate` before an attempt
+//! and `Isolation::record`s its outcome; the reader asks `Isolation::read_allowance` and, for
+//! capped tenants only, `Isolation::reserve`s slots (one batched round trip per read at most,
 //! none while the member's earlier reservation still covers the read).
 
 use std::collections::HashMap;
@@ -71,6 +71,7 @@ fn local_ms() -> i64 {
 }
 
 impl Isolation {
+    /// The isolation state of `member`; a probe token it takes lasts `probe_ttl`.
     pub fn new(settings: Arc<IsolationSettings>, member: Arc<str>, probe_ttl: Duration) -> Self {
         Isolation {
             settings,
@@ -313,6 +314,9 @@ impl Isolation {
     /// handed out must be given back with [`Isolation::finish_read`] when the read's entries
     /// are admitted.
     pub async fn reserve(&self, broker: &Broker, wants: &[(Arc<str>, usize)]) -> Vec<usize> {
+        if wants.is_empty() {
+            return Vec::new();
+        }
         let mut table = self.slots.lock().await;
         let now = Instant::now();
         let mut out = vec![0; wants.len()];
