@@ -38,6 +38,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure throughput and latency against the raw Redis ceiling of the same run.
     Bench(BenchArgs),
+    /// Open or close a tenant's circuit breaker by hand.
+    Breaker {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::isolation::cli::BreakerAction,
+    },
+    /// Every tenant: lane depth, pending, scheduled retries, dead letters, in-flight, breaker.
+    Tenants(crate::isolation::cli::TenantsArgs),
     /// Inspect configuration.
     Config {
         /// What to do with it.
@@ -213,6 +221,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ));
             }
             fleet.run(shutdown).await
+        }
+        Command::Breaker { action } => {
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            crate::isolation::cli::run_breaker(action, &settings).await
+        }
+        Command::Tenants(args) => {
+            let settings = Settings::from_raw(raw)?;
+            init(&settings);
+            crate::isolation::cli::run_tenants(args, &settings).await
         }
         Command::Enqueue(args) => {
             let settings = Settings::from_raw(raw)?;

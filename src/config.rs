@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use crate::classify::{Classifier, Rule};
 use crate::error::{Error, Result};
+use crate::handler::FailureClass;
+use crate::isolation::{BreakerSettings, IsolationSettings, TenantOverride};
 use crate::policy::{Backoff, Jitter, Policies, PolicyOverride, RetryPolicy};
 use crate::task::Limits;
 
@@ -108,6 +110,42 @@ pub struct RawReclaim {
     pub max_deliveries: u64,
     /// Whether members heartbeat their entries.
     pub heartbeat: bool,
+}
+
+/// The `[isolation.breaker]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Whether failures open breakers automatically.
+    pub enabled: bool,
+    /// Fewest failures in the window that open a breaker.
+    pub min_failures: u64,
+    /// Lowest failure rate that opens it.
+    pub failure_rate: f64,
+    /// The failure window.
+    pub window_ms: u64,
+    /// Time an open breaker holds its tenant before one probe.
+    pub cooldown_ms: u64,
+    /// Failure classes not counted.
+    pub ignore_classes: Vec<String>,
+}
+
+/// The `[isolation]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIsolation {
+    /// Breaker read / outcome flush / reservation renewal period.
+    pub refresh_interval_ms: u64,
+    /// Lifetime of a member's reservation without renewal.
+    pub slot_ttl_ms: u64,
+    /// Default fleet-wide cap per tenant (0: none).
+    pub max_in_flight: usize,
+    /// Default weight.
+    pub weight: u32,
+    /// Per-tenant overrides.
+    pub tenants: BTreeMap<String, TenantOverride>,
+    /// The circuit breaker.
+    pub breaker: RawBreaker,
 }
 
 /// The `[classify]` section as written.
@@ -224,6 +262,8 @@ pub struct DemoAgentSettings {
     pub max_work_ms: u64,
     /// File that records each successful attempt; empty for none.
     pub side_effect_log: String,
+    /// File that records the start and end of every attempt; empty for none.
+    pub activity_log: String,
 }
 
 /// Every setting as loaded, before validation.
@@ -240,6 +280,8 @@ pub struct RawConfig {
     pub reclaim: RawReclaim,
     /// `[classify]`
     pub classify: RawClassify,
+    /// `[isolation]`
+    pub isolation: RawIsolation,
     /// `[limits]`
     pub limits: RawLimits,
     /// `[dead_letter]`
@@ -447,6 +489,8 @@ pub struct Settings {
     pub policies: Policies,
     /// Rules for untyped errors.
     pub classifier: Classifier,
+    /// Tenant isolation: breakers, caps, weights.
+    pub isolation: IsolationSettings,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -635,6 +679,7 @@ impl Settings {
             )));
         }
         let classifier = Classifier::new(&raw.classify.rules).map_err(Error::Config)?;
+        let isolation = isolation_settings(&raw.isolation)?;
 
         check_range(
             "limits.max_payload_bytes",
@@ -818,6 +863,7 @@ impl Settings {
             },
             policies,
             classifier,
+            isolation,
             log_format,
             log_level: raw.log.level.clone(),
             log_payloads: raw.log.log_payloads,
@@ -829,6 +875,93 @@ impl Settings {
             raw,
         })
     }
+}
+
+/// Validates the `[isolation]` section.
+fn isolation_settings(raw: &RawIsolation) -> Result<IsolationSettings> {
+    check_range(
+        "isolation.refresh_interval_ms",
+        raw.refresh_interval_ms,
+        20,
+        10_000,
+    )?;
+    check_range("isolation.slot_ttl_ms", raw.slot_ttl_ms, 1_000, 3_600_000)?;
+    if raw.slot_ttl_ms < 4 * raw.refresh_interval_ms {
+        return Err(Error::Config(format!(
+            "isolation.slot_ttl_ms = {} must be at least 4 × isolation.refresh_interval_ms = {}: \
+             members renew their reservations once per refresh, and a late renewal must not let \
+             another member take a live member's slots",
+            raw.slot_ttl_ms, raw.refresh_interval_ms
+        )));
+    }
+    check_range("isolation.max_in_flight", raw.max_in_flight, 0, 1_000_000)?;
+    check_range("isolation.weight", raw.weight, 1, 1_000)?;
+    for (tenant, o) in &raw.tenants {
+        crate::task::validate_tenant(tenant)
+            .map_err(|e| Error::Config(format!("isolation.tenants: {e}")))?;
+        if let Some(cap) = o.max_in_flight {
+            check_range(
+                &format!("isolation.tenants.{tenant}.max_in_flight"),
+                cap,
+                0,
+                1_000_000,
+            )?;
+        }
+        if let Some(w) = o.weight {
+            check_range(&format!("isolation.tenants.{tenant}.weight"), w, 1, 1_000)?;
+        }
+    }
+    let b = &raw.breaker;
+    check_range(
+        "isolation.breaker.min_failures",
+        b.min_failures,
+        1,
+        1_000_000,
+    )?;
+    if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+        return Err(Error::Config(format!(
+            "isolation.breaker.failure_rate = {} must be a fraction above 0 and at most 1 \
+             (0.5: half of the attempts in the window failed)",
+            b.failure_rate
+        )));
+    }
+    check_range(
+        "isolation.breaker.window_ms",
+        b.window_ms,
+        1_000,
+        86_400_000,
+    )?;
+    check_range(
+        "isolation.breaker.cooldown_ms",
+        b.cooldown_ms,
+        100,
+        86_400_000,
+    )?;
+    let mut ignored = Vec::new();
+    for (i, name) in b.ignore_classes.iter().enumerate() {
+        let class = FailureClass::parse(name).ok_or_else(|| {
+            Error::Config(format!(
+                "isolation.breaker.ignore_classes[{i}] = '{name}' is unknown: the classes are {}",
+                FailureClass::ALL.map(|c| c.as_str()).join(", ")
+            ))
+        })?;
+        ignored.push(class);
+    }
+    Ok(IsolationSettings {
+        refresh_interval: Duration::from_millis(raw.refresh_interval_ms),
+        slot_ttl: Duration::from_millis(raw.slot_ttl_ms),
+        max_in_flight: raw.max_in_flight,
+        weight: raw.weight,
+        tenants: raw.tenants.clone(),
+        breaker: BreakerSettings {
+            enabled: b.enabled,
+            min_failures: b.min_failures,
+            failure_rate: b.failure_rate,
+            window: Duration::from_millis(b.window_ms),
+            cooldown: Duration::from_millis(b.cooldown_ms),
+            ignored,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -845,6 +978,25 @@ mod tests {
         assert_eq!(s.fleet.concurrency, 64);
         assert!(s.redis.url.is_none());
         assert!(!s.fleet.member_id.is_empty());
+        assert!(s.isolation.breaker.enabled);
+        assert_eq!(s.isolation.cap("anyone"), 0);
+        assert_eq!(s.isolation.breaker.ignored, [FailureClass::MalformedEntry]);
+    }
+
+    #[test]
+    fn per_tenant_isolation_overrides_load_from_a_file() {
+        let raw: RawConfig = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(
+                "[isolation.tenants.acme]\nmax_in_flight = 8\nweight = 3\n",
+            ))
+            .extract()
+            .unwrap();
+        let s = Settings::from_raw(raw).unwrap();
+        assert_eq!(
+            (s.isolation.cap("acme"), s.isolation.weight("acme")),
+            (8, 3)
+        );
+        assert!(s.raw.redacted_toml().contains("[isolation.tenants.acme]"));
     }
 
     #[test]
@@ -997,6 +1149,61 @@ patch = { lang = "en", meta = { source = "replay" } }
                     }]
                 },
                 "admin.migrations[0]: migration of kind 'k' from 3 to 1",
+            ),
+            (
+                |c| c.isolation.refresh_interval_ms = 5,
+                "isolation.refresh_interval_ms = 5 is out of range",
+            ),
+            (
+                |c| {
+                    c.isolation.refresh_interval_ms = 500;
+                    c.isolation.slot_ttl_ms = 1_500
+                },
+                "isolation.slot_ttl_ms = 1500 must be at least 4 × isolation.refresh_interval_ms = 500",
+            ),
+            (
+                |c| c.isolation.weight = 0,
+                "isolation.weight = 0 is out of range",
+            ),
+            (
+                |c| {
+                    c.isolation.tenants.insert(
+                        "acme".into(),
+                        TenantOverride {
+                            max_in_flight: None,
+                            weight: Some(5_000),
+                        },
+                    );
+                },
+                "isolation.tenants.acme.weight = 5000 is out of range",
+            ),
+            (
+                |c| {
+                    c.isolation
+                        .tenants
+                        .insert("a b".into(), TenantOverride::default());
+                },
+                "isolation.tenants: tenant 'a b'",
+            ),
+            (
+                |c| c.isolation.breaker.failure_rate = 0.0,
+                "isolation.breaker.failure_rate = 0 must be a fraction above 0",
+            ),
+            (
+                |c| c.isolation.breaker.failure_rate = 1.5,
+                "isolation.breaker.failure_rate = 1.5 must be a fraction",
+            ),
+            (
+                |c| c.isolation.breaker.min_failures = 0,
+                "isolation.breaker.min_failures = 0 is out of range",
+            ),
+            (
+                |c| c.isolation.breaker.cooldown_ms = 10,
+                "isolation.breaker.cooldown_ms = 10 is out of range",
+            ),
+            (
+                |c| c.isolation.breaker.ignore_classes = vec!["boring".into()],
+                "isolation.breaker.ignore_classes[0] = 'boring' is unknown",
             ),
         ];
         for (edit, want) in cases {

@@ -7,6 +7,9 @@
 //! output, caught by output validation), `abort` (kills the whole process, as a segfaulting
 //! native library would) or `error` (an untyped error whose text is the payload's `"message"`,
 //! classified by the `[classify]` rules). `{"work_ms": N}` sets the work time.
+//! `{"fail_while": "<path>"}` simulates an outage: while that file exists, every attempt fails
+//! as `upstream_unavailable` (whatever `simulate` says); once it is gone the task behaves as
+//! its payload says.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -65,6 +68,30 @@ impl Simulated {
 pub struct DemoAgent {
     settings: DemoAgentSettings,
     side_effects: Option<Mutex<std::fs::File>>,
+    activity: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+/// Appends one line to a log shared by concurrent tasks and processes (O_APPEND, one write).
+fn append(file: &Mutex<std::fs::File>, line: &str, what: &str) {
+    if let Ok(mut f) = file.lock() {
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            tracing::error!(error = %e, "cannot write the demo {what} log");
+        }
+    }
+}
+
+/// Writes the "end" line of an attempt when dropped: after any outcome, a panic, or a
+/// cancellation by the timeout.
+struct Activity {
+    file: Arc<Mutex<std::fs::File>>,
+    what: String,
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        let line = format!("end {} {}\n", self.what, crate::task::now_ms());
+        append(&self.file, &line, "activity");
+    }
 }
 
 /// Draws an outcome for one attempt. The draw is seeded by task id and attempt, so an attempt
@@ -97,27 +124,24 @@ pub fn draw(settings: &DemoAgentSettings, task_id: &str, attempt: u32) -> Simula
 impl DemoAgent {
     /// An agent behaving as `settings` say; opens the side-effect log if one is configured.
     pub fn new(settings: DemoAgentSettings) -> Result<DemoAgent> {
-        let side_effects = if settings.side_effect_log.is_empty() {
-            None
-        } else {
-            let f = std::fs::OpenOptions::new()
+        let open = |path: &str, setting: &str| -> Result<Option<std::fs::File>> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&settings.side_effect_log)
-                .map_err(|e| {
-                    Error::io(
-                        format!(
-                            "opening demo_agent.side_effect_log {}",
-                            settings.side_effect_log
-                        ),
-                        e,
-                    )
-                })?;
-            Some(Mutex::new(f))
+                .open(path)
+                .map(Some)
+                .map_err(|e| Error::io(format!("opening demo_agent.{setting} {path}"), e))
         };
+        let side_effects = open(&settings.side_effect_log, "side_effect_log")?.map(Mutex::new);
+        let activity =
+            open(&settings.activity_log, "activity_log")?.map(|f| Arc::new(Mutex::new(f)));
         Ok(DemoAgent {
             settings,
             side_effects,
+            activity,
         })
     }
 
@@ -129,12 +153,23 @@ impl DemoAgent {
             );
             // One write of one line with O_APPEND: lines from concurrent tasks and processes
             // never interleave.
-            if let Ok(mut f) = f.lock() {
-                if let Err(e) = f.write_all(line.as_bytes()) {
-                    tracing::error!(error = %e, "cannot write the demo side-effect log");
-                }
-            }
+            append(f, &line, "side-effect");
         }
+    }
+
+    /// Writes the attempt's "start" line; the returned guard writes its "end" line.
+    fn started(&self, task: &Task, member: &str) -> Option<Activity> {
+        let file = self.activity.clone()?;
+        let what = format!(
+            "{} {} {} {}",
+            task.tenant, task.task_id, task.attempt, member
+        );
+        append(
+            &file,
+            &format!("start {what} {}\n", crate::task::now_ms()),
+            "activity",
+        );
+        Some(Activity { file, what })
     }
 }
 
@@ -159,7 +194,12 @@ impl Handler for Arc<DemoAgent> {
     fn handle(&self, task: Arc<Task>, ctx: TaskContext) -> HandlerFuture {
         let me = self.clone();
         Box::pin(async move {
+            let _activity = me.started(&task, ctx.member_id());
             let payload: serde_json::Value = task.payload_as().unwrap_or(serde_json::Value::Null);
+            let outage = payload
+                .get("fail_while")
+                .and_then(|v| v.as_str())
+                .filter(|p| std::path::Path::new(p).exists());
             let forced = payload
                 .get("simulate")
                 .and_then(|v| v.as_str())
@@ -173,6 +213,12 @@ impl Handler for Arc<DemoAgent> {
                 });
             if work_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(work_ms)).await;
+            }
+            if let Some(path) = outage {
+                return Outcome::fail(
+                    FailureClass::UpstreamUnavailable,
+                    format!("simulated outage: the agent's upstream is down while {path} exists"),
+                );
             }
             match what {
                 Simulated::Ok => {
@@ -251,6 +297,7 @@ mod tests {
             min_work_ms: 0,
             max_work_ms: 0,
             side_effect_log: String::new(),
+            activity_log: String::new(),
         }
     }
 

@@ -11,6 +11,10 @@
 //! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters removed by the length cap (a counter)    |
 //! | `redrive:{<tenant>}:dlq:removed` | STREAM | dead letters resolved or discarded, with who and why  |
 //! | `redrive:{<tenant>}:stats:<min>` | HASH   | settle counts of one minute (health windows), expiring |
+//! | `redrive:{<tenant>}:breaker`     | HASH   | the tenant's circuit breaker: state, until, probe, …  |
+//! | `redrive:{<tenant>}:breaker:window` | HASH | failure window: outcome and failure counts per bucket |
+//! | `redrive:{<tenant>}:breaker:log` | STREAM | every breaker transition with its reason (capped)     |
+//! | `redrive:{<tenant>}:slots`       | HASH   | fleet-wide in-flight reservations, one per member     |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
 //! | `redrive:{@admin}:commands`      | STREAM | admin commands, read by fleet members through a group |
 //! | `redrive:{@admin}:audit`         | STREAM | every admin command and its outcome (capped)          |
@@ -67,6 +71,27 @@ impl Keys {
     /// The counter of dead letters the length cap has trimmed away.
     pub fn dlq_trimmed(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:dlq:trimmed", self.prefix, tenant)
+    }
+
+    /// The hash holding a tenant's circuit breaker (state, cool-down end, probe token, counts).
+    pub fn breaker(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:breaker", self.prefix, tenant)
+    }
+
+    /// The hash of a tenant's breaker failure window (outcome and failure counts per bucket).
+    pub fn breaker_window(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:breaker:window", self.prefix, tenant)
+    }
+
+    /// The capped stream of a tenant's breaker transitions, each with its reason.
+    pub fn breaker_log(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:breaker:log", self.prefix, tenant)
+    }
+
+    /// The hash of a tenant's fleet-wide in-flight reservations: one field per member
+    /// (`"<count> <expiry ms>"`) and `@peak`, the highest fleet-wide total seen.
+    pub fn slots(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:slots", self.prefix, tenant)
     }
 
     /// The lease key of a fleet member.
@@ -132,6 +157,10 @@ mod tests {
             k.dlq_trimmed("acme"),
             k.dlq_removed("acme"),
             k.stats("acme", 29_000_000),
+            k.breaker("acme"),
+            k.breaker_window("acme"),
+            k.breaker_log("acme"),
+            k.slots("acme"),
         ] {
             let open = key.find('{').unwrap();
             let close = key[open..].find('}').unwrap() + open;

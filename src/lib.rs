@@ -12,6 +12,7 @@
 //! * [`deadletter`] — the dead-letter record and error fingerprints.
 //! * [`admin`] — operators' commands: dead-letter triage and replay, health, the admin command
 //!   stream with exactly-once execution and its audit trail.
+//! * [`isolation`] — tenant isolation: breaker views, fair shares, `redrive breaker|tenants`.
 //! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`] — `redrive bench`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fleet;
 pub mod handler;
+pub mod isolation;
 pub mod keys;
 pub mod policy;
 pub mod producer;

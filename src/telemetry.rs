@@ -59,6 +59,28 @@ pub mod names {
     /// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).
     pub const READY: &str = "redrive_ready";
 
+    /// Gauge{tenant,state}: 1 while the tenant's breaker is `open` or `half_open`, as this
+    /// member last saw it; set to 0 when it closes and then no longer updated, so the series
+    /// exists only while the breaker is not closed.
+    pub const BREAKER_STATE: &str = "redrive_breaker_state";
+    /// Counter{tenant,from,to,reason}: breaker transitions this member made (each transition
+    /// is made by exactly one script call, so `sum` over members counts each once; operators'
+    /// transitions are in the tenant's breaker log). reason: failure_threshold,
+    /// cooldown_elapsed, probe_succeeded, probe_failed.
+    pub const BREAKER_TRANSITIONS: &str = "redrive_breaker_transitions_total";
+    /// Counter{tenant}: tasks held back unattempted (deferred to the retry schedule) because
+    /// their tenant's breaker was not closed.
+    pub const TASKS_DEFERRED: &str = "redrive_tasks_deferred_total";
+    /// Gauge{tenant}: the tenant's entries this member holds (read, not settled); `sum by
+    /// (tenant)` over members is the fleet-wide in-flight the cap applies to.
+    pub const TENANT_IN_FLIGHT: &str = "redrive_tenant_in_flight";
+    /// Counter{tenant}: attempts that ran to an outcome (added once per isolation refresh, so
+    /// the hot path takes no label lock). Share of work:
+    /// `sum by (tenant) (rate(X[5m])) / on () group_left sum(rate(X[5m]))`.
+    pub const TENANT_ATTEMPTS: &str = "redrive_tenant_attempts_total";
+    /// Counter{tenant}: reads that asked for more of a tenant's slots than its fleet-wide cap
+    /// left (the tenant waited for its share).
+    pub const TENANT_CAPPED: &str = "redrive_tenant_capped_total";
     /// Counter{command,outcome}: admin commands executed (by a fleet member or `--local`).
     pub const ADMIN_COMMANDS: &str = "redrive_admin_commands_total";
     /// Counter{tenant}: dead letters replayed into their lane.

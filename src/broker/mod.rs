@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod raw;
 pub mod reply;
+pub mod tenants;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::keys::Keys;
 use crate::task::Task;
 pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw};
 pub use reply::{Entry, Fields};
+pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict, SlotGrant};
 
 struct Scripts {
     ack: Script,
@@ -657,15 +659,19 @@ impl Broker {
         }
     }
 
-    /// Deletes every key of `tenant` (lane, retry schedule, dead letters, trim counter) and
-    /// removes it from the registry. For benchmarks that clean up after themselves; there is
-    /// no way back.
+    /// Deletes every key of `tenant` (lane, retry schedule, dead letters, trim counter, breaker,
+    /// in-flight reservations) and removes it from the registry. For benchmarks that clean up
+    /// after themselves; there is no way back.
     pub async fn drop_tenant(&self, tenant: &str) -> Result<()> {
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.lane(tenant))
             .arg(self.keys.retry(tenant))
             .arg(self.keys.dlq(tenant))
             .arg(self.keys.dlq_trimmed(tenant))
+            .arg(self.keys.breaker(tenant))
+            .arg(self.keys.breaker_window(tenant))
+            .arg(self.keys.breaker_log(tenant))
+            .arg(self.keys.slots(tenant))
             .query_async(&mut self.con())
             .await?;
         let _: Value = redis::cmd("SREM")

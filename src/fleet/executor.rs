@@ -1,6 +1,12 @@
 //! The executor: takes jobs from the fair queue and runs each attempt under a concurrency
 //! limit and a timeout, turning panics into failed attempts. Suspects (entries taken over after
 //! a crash or a stall) run alone, so a task that kills its process only counts against itself.
+//!
+//! Before an attempt starts, the tenant's breaker (the member's local view of it) decides:
+//! closed runs it; open defers it to the retry schedule unattempted; past the cool-down the
+//! member asks Redis for the tenant's one probe and runs the task as that probe, or defers it
+//! when another member holds the probe. Every outcome is counted towards the tenant's failure
+//! window; a probe's outcome closes or re-opens the breaker.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -14,6 +20,7 @@ use super::{Job, Lost, Settlement, Shared, Work};
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
 use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
+use crate::isolation::Gate;
 use crate::shutdown::Shutdown;
 use crate::task::Task;
 use crate::telemetry::{names, panic_message};
@@ -131,12 +138,61 @@ impl Executor {
     }
 }
 
-/// Starts a suspect (owner check + delivery) if needed, then runs the attempt.
+/// Passes the job through its tenant's breaker, then starts it: deferred unattempted while the
+/// breaker holds the tenant, run as the tenant's one probe once its cool-down is over, run
+/// normally when closed. A probe's outcome is reported whatever becomes of the job.
 async fn run_job(
     job: Job,
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     ctx: AttemptCtx,
 ) {
+    let iso = &ctx.shared.isolation;
+    let gate = match iso.gate(&job.tenant) {
+        Gate::Probe => {
+            iso.admit_probe(&ctx.broker, &job.tenant, &job.entry_id)
+                .await
+        }
+        other => other,
+    };
+    let probe = match gate {
+        Gate::Run => false,
+        Gate::Probe => true,
+        Gate::Defer(delay) => {
+            let _ = ctx.settle.send(Settlement::Defer {
+                tenant: job.tenant,
+                entry_id: job.entry_id,
+                delay,
+            });
+            return;
+        }
+    };
+    let tenant = job.tenant.clone();
+    let entry_id = job.entry_id.clone();
+    let result = start_job(job, &ctx).await;
+    if let Some(r) = &result {
+        iso.record(&tenant, r.as_ref().map(|_| ()).map_err(|c| *c));
+    }
+    if probe {
+        let (success, detail) = match &result {
+            Some(Ok(task_id)) => (Some(true), format!("probe {task_id} succeeded")),
+            Some(Err(class)) if iso.settings.breaker.counts(*class) => {
+                (Some(false), format!("probe failed: {class}"))
+            }
+            Some(Err(class)) => (
+                None,
+                format!("probe ended as {class}, which is not counted"),
+            ),
+            None => (None, "probe did not run to an outcome".to_owned()),
+        };
+        iso.probe_done(&ctx.broker, &tenant, &entry_id, success, &detail)
+            .await;
+    }
+}
+
+/// Starts a suspect (owner check + delivery) if needed, then runs the attempt. Returns the
+/// attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it did not run to one.
+async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureClass>> {
+    let ctx = ctx.clone();
     let Job {
         tenant,
         entry_id,
@@ -166,30 +222,31 @@ async fn run_job(
                             reason: m.reason,
                             fields,
                         });
-                        return;
+                        return None;
                     }
                 }
             }
             Ok(Begin::Tombstone) => {
                 let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
-                return;
+                return None;
             }
             Ok(Begin::Lost) => {
                 let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
-                return;
+                return None;
             }
             Err(e) => {
                 // Still pending here: a later drain or reclaim takes it up again.
                 tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry");
                 let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
-                return;
+                return None;
             }
         },
     };
-    attempt(tenant, entry_id, task, deliveries, lost, read_at, ctx).await;
+    attempt(tenant, entry_id, task, deliveries, lost, read_at, ctx).await
 }
 
-/// Runs one attempt and reports its outcome to the settler.
+/// Runs one attempt and reports its outcome to the settler. Returns `Ok(task id)` or the
+/// failure's class, or `None` when the entry was lost to another member meanwhile.
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     tenant: Arc<str>,
@@ -199,7 +256,7 @@ async fn attempt(
     lost: Arc<Lost>,
     read_at: Option<Instant>,
     ctx: AttemptCtx,
-) {
+) -> Option<Result<String, FailureClass>> {
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
     ctx.meters.queue_wait.record(wait_ms as f64 / 1000.0);
     ctx.meters.in_flight.increment(1.0);
@@ -236,7 +293,7 @@ async fn attempt(
     let Some(outcome) = outcome else {
         tracing::warn!(tenant = %tenant, task_id = %task.task_id, "attempt stopped: another member took the entry over");
         let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
-        return;
+        return None;
     };
     let outcome = match outcome {
         Outcome::Done => match ctx
@@ -270,6 +327,11 @@ async fn attempt(
             duration,
         })
     };
+    let result = match &outcome {
+        Outcome::Done => Ok(task.task_id.clone()),
+        Outcome::Fail { class, .. } => Err(*class),
+        Outcome::Poison { .. } | Outcome::Error { .. } => Err(FailureClass::Unknown),
+    };
     let settlement = match outcome {
         Outcome::Done => Settlement::Done {
             read_at,
@@ -287,6 +349,7 @@ async fn attempt(
     };
     // The settler lives until every sender is gone, so this cannot fail while we run.
     let _ = ctx.settle.send(settlement);
+    Some(result)
 }
 
 fn panicked(payload: &(dyn std::any::Any + Send)) -> Outcome {

@@ -1,15 +1,34 @@
-//! A per-tenant round-robin queue: the local half of fairness. Tasks read from many lanes wait
-//! here, and each pop takes the next tenant in turn, so a tenant with a deep backlog cannot
-//! push a small tenant's tasks behind its own.
+//! A per-tenant weighted fair queue: the local half of fairness. Tasks read from many lanes wait
+//! here, and each pop takes the tenant whose turn it is by stride scheduling: every tenant with
+//! work has a pass value, a pop serves the lowest pass and advances it by `STRIDE / weight`. A
+//! tenant of weight 3 is served three times as often as one of weight 1 while both have work;
+//! with equal weights this is plain round-robin. A tenant that runs dry leaves the rotation and
+//! rejoins at the current pass, so idle time earns no credit and a deep backlog cannot push a
+//! small tenant's tasks behind its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-/// Items queued per tenant, popped round-robin across tenants.
+/// The pass increment of a weight-1 tenant (divisible by every weight up to 16, so common
+/// weights advance by whole numbers).
+const STRIDE: u64 = 720_720;
+
+#[derive(Debug)]
+struct Lane<T> {
+    items: VecDeque<T>,
+    weight: u32,
+    pass: u64,
+}
+
+/// Items queued per tenant, popped by weighted turns across tenants.
 #[derive(Debug)]
 pub struct FairQueue<T> {
-    queues: HashMap<Arc<str>, VecDeque<T>>,
-    order: VecDeque<Arc<str>>,
+    queues: HashMap<Arc<str>, Lane<T>>,
+    /// Tenants with work, ordered by (pass, arrival), so ties go round-robin.
+    ready: BTreeSet<(u64, u64, Arc<str>)>,
+    /// The pass of the last pop: where a tenant that (re)joins starts.
+    now: u64,
+    seq: u64,
     len: usize,
 }
 
@@ -17,32 +36,51 @@ impl<T> Default for FairQueue<T> {
     fn default() -> Self {
         FairQueue {
             queues: HashMap::new(),
-            order: VecDeque::new(),
+            ready: BTreeSet::new(),
+            now: 0,
+            seq: 0,
             len: 0,
         }
     }
 }
 
 impl<T> FairQueue<T> {
-    /// Appends an item to its tenant's queue.
+    /// Appends an item to its tenant's queue with weight 1.
     pub fn push(&mut self, tenant: &Arc<str>, item: T) {
-        let q = self.queues.entry(tenant.clone()).or_default();
-        if q.is_empty() {
-            self.order.push_back(tenant.clone());
+        self.push_weighted(tenant, 1, item);
+    }
+
+    /// Appends an item to its tenant's queue; `weight` (at least 1) sets the tenant's share
+    /// while it has work.
+    pub fn push_weighted(&mut self, tenant: &Arc<str>, weight: u32, item: T) {
+        let now = self.now;
+        let lane = self.queues.entry(tenant.clone()).or_insert_with(|| Lane {
+            items: VecDeque::new(),
+            weight: 1,
+            pass: now,
+        });
+        lane.weight = weight.max(1);
+        if lane.items.is_empty() {
+            lane.pass = lane.pass.max(now);
+            self.ready.insert((lane.pass, self.seq, tenant.clone()));
+            self.seq += 1;
         }
-        q.push_back(item);
+        lane.items.push_back(item);
         self.len += 1;
     }
 
     /// Takes the next item from the tenant whose turn it is.
     pub fn pop(&mut self) -> Option<T> {
-        let tenant = self.order.pop_front()?;
-        let q = self.queues.get_mut(&tenant)?;
-        let item = q.pop_front();
-        if q.is_empty() {
+        let (pass, _, tenant) = self.ready.pop_first()?;
+        let lane = self.queues.get_mut(&tenant)?;
+        let item = lane.items.pop_front();
+        self.now = pass;
+        lane.pass = pass + STRIDE / lane.weight as u64;
+        if lane.items.is_empty() {
             self.queues.remove(&tenant);
         } else {
-            self.order.push_back(tenant);
+            self.ready.insert((lane.pass, self.seq, tenant));
+            self.seq += 1;
         }
         if item.is_some() {
             self.len -= 1;
@@ -77,5 +115,46 @@ mod tests {
         let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, ["a0", "b0", "a1", "b1", "a2", "a3", "a4"]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn weights_set_the_shares_while_both_have_work() {
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        let mut q = FairQueue::default();
+        for i in 0..100 {
+            q.push_weighted(&a, 3, ("a", i));
+            q.push_weighted(&b, 1, ("b", i));
+            q.push_weighted(&c, 2, ("c", i));
+        }
+        let first: Vec<&str> = (0..60).filter_map(|_| q.pop()).map(|(t, _)| t).collect();
+        let n = |t| first.iter().filter(|x| **x == t).count();
+        assert_eq!((n("a"), n("b"), n("c")), (30, 10, 20));
+        // Each tenant's own order is kept.
+        let mut last = HashMap::new();
+        while let Some((t, i)) = q.pop() {
+            if let Some(prev) = last.insert(t, i) {
+                assert!(i > prev);
+            }
+        }
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_that_ran_dry_earns_no_credit() {
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut q = FairQueue::default();
+        q.push(&b, 0);
+        for i in 0..10 {
+            q.push(&a, i);
+        }
+        assert_eq!(q.pop(), Some(0));
+        // a has been served alone for a while; b comes back and simply takes turns.
+        for _ in 0..5 {
+            q.pop();
+        }
+        q.push(&b, 100);
+        q.push(&b, 101);
+        let next: Vec<i32> = (0..4).filter_map(|_| q.pop()).collect();
+        assert_eq!(next.iter().filter(|i| **i >= 100).count(), 2, "{next:?}");
     }
 }

@@ -19,17 +19,22 @@
 //! * [`admin`] executes operators' admin commands from the admin stream (replays, removals)
 //!   and beats so that CLIs know a fleet is alive; [`publisher`] adds this member's settle
 //!   counts to the per-minute buckets `redrive health` reads.
+//! * [`isolation`] keeps the member's view of every tenant's breaker and its share of each
+//!   tenant's fleet-wide in-flight cap, synced with Redis once per refresh.
+//! * [`health`] holds readiness and refreshes the Redis-derived gauges.
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
 //! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
 //! within the grace period (the rest stay pending for reclaim), flush settlements, publish the
-//! last settle counts, release the lease.
+//! last settle counts, report the last attempt outcomes and give back the member's in-flight
+//! reservations, release the lease.
 
 pub mod admin;
 pub mod executor;
 pub mod fair;
 pub mod health;
 pub mod heartbeat;
+pub mod isolation;
 pub mod lease;
 pub mod publisher;
 pub mod reader;
@@ -149,6 +154,13 @@ pub(crate) enum Settlement {
     Tombstone { tenant: Arc<str>, entry_id: String },
     /// Another member owns the entry now: release it here without settling.
     Lost { tenant: Arc<str>, entry_id: String },
+    /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
+    /// due after `delay`.
+    Defer {
+        tenant: Arc<str>,
+        entry_id: String,
+        delay: Duration,
+    },
     /// The entry was delivered `deliveries` times without settling.
     CrashLoop {
         tenant: Arc<str>,
@@ -179,6 +191,8 @@ pub struct TenantTally {
     pub recovered: u64,
     /// Entries claimed from stale members.
     pub reclaimed: u64,
+    /// Entries held back unattempted because the tenant's breaker was not closed.
+    pub deferred: u64,
 }
 
 /// What a member has settled so far, per tenant. Shared with the demo and tests.
@@ -229,6 +243,8 @@ pub(crate) struct Shared {
     lanes: RwLock<Vec<(String, Arc<str>)>>,
     /// Set when shutdown has run past its grace: settles stop retrying then.
     hard_deadline: OnceLock<Instant>,
+    /// Breaker views, held counts and fleet-wide reservations per tenant.
+    pub(crate) isolation: isolation::Isolation,
     pub stats: Arc<FleetStats>,
     pub member: Arc<str>,
     pub limits: Limits,
@@ -247,8 +263,9 @@ pub trait AckObserver: Send + Sync {
 
 impl Shared {
     fn push(&self, job: Job) {
+        let weight = self.isolation.settings.weight(&job.tenant);
         if let Ok(mut q) = self.queue.lock() {
-            q.push(&job.tenant.clone(), job);
+            q.push_weighted(&job.tenant.clone(), weight, job);
         }
     }
 
@@ -276,6 +293,7 @@ impl Shared {
         if !fresh {
             return None;
         }
+        self.isolation.hold(tenant, 1, true);
         self.unsettled.fetch_add(1, Ordering::AcqRel);
         Some(lost)
     }
@@ -290,6 +308,7 @@ impl Shared {
                 }
             }
         }
+        self.isolation.hold(tenant, n, false);
         self.unsettled.fetch_sub(n, Ordering::AcqRel);
         self.capacity_freed.notify_one();
     }
@@ -427,6 +446,7 @@ pub struct Fleet {
     log_payloads: bool,
     fast_ack_window: Duration,
     admin: AdminSettings,
+    isolation: Arc<crate::isolation::IsolationSettings>,
 }
 
 impl Fleet {
@@ -448,6 +468,7 @@ impl Fleet {
             fast_ack_window: (settings.fleet.reclaim.min_idle / 2)
                 .saturating_sub(settings.redis.response_timeout),
             admin: settings.admin.clone(),
+            isolation: Arc::new(settings.isolation.clone()),
         }
     }
 
@@ -483,6 +504,12 @@ impl Fleet {
             inflight: Mutex::new(HashMap::new()),
             lanes: RwLock::new(Vec::new()),
             hard_deadline: OnceLock::new(),
+            // A probe's token outlives the longest attempt, so only a dead holder loses it.
+            isolation: isolation::Isolation::new(
+                self.isolation.clone(),
+                member.clone(),
+                s.task_timeout + Duration::from_secs(5),
+            ),
             stats: self.stats.clone(),
             member: member.clone(),
             limits: self.limits,
@@ -548,6 +575,15 @@ impl Fleet {
                 .run(background.clone()),
             )
         });
+        // Runs until the settler has flushed, so the last outcomes are reported and the
+        // member's reservations are given back at the very end.
+        let isolation = tokio::spawn(
+            isolation::IsolationLoop {
+                broker: self.broker.clone(),
+                shared: shared.clone(),
+            }
+            .run(background.clone()),
+        );
         let reader = tokio::spawn(
             reader::Reader::new(self.broker.clone(), shared.clone(), settle_tx, s)
                 .run(shutdown.clone()),
@@ -603,6 +639,7 @@ impl Fleet {
         }
         let _ = refresher.await;
         let _ = publisher.await;
+        let _ = isolation.await;
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;
         }

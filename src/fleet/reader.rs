@@ -1,8 +1,14 @@
 //! The reader: discovers tenants, drains this member's own pending entries on start (and after
 //! any read error, to catch entries delivered to a read whose reply was lost), then reads new
 //! entries across lanes, sized to free capacity, blocking only when the last read found nothing.
+//!
+//! Tenant isolation shapes every read: a lane whose breaker is open is not read (once its
+//! cool-down is over, a member holding none of the tenant's entries reads one, the probe
+//! candidate); free capacity is shared between lanes by weight; a capped tenant's lane takes
+//! no more than the fleet-wide slots this member could reserve. Lanes asking for different
+//! counts are read in one XREADGROUP per count.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +18,7 @@ use super::{Settlement, Shared};
 use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, ReadFrom};
 use crate::config::FleetSettings;
 use crate::error::Result;
+use crate::isolation::{lane_counts, Allowance, LaneDemand};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
 
@@ -35,9 +42,25 @@ pub(crate) struct Reader {
     last_discovery: Option<Instant>,
     /// Where the next read's window of lanes starts, when there are more than fit one read.
     rotation: usize,
-    /// How many lanes had entries in the last non-empty read: the basis for per-lane COUNT.
-    active_lanes: usize,
+    /// Tenants whose lanes had entries in the last non-empty read (or were skipped since,
+    /// waiting for their turn): the basis for per-lane COUNT.
+    active: HashSet<Arc<str>>,
+    /// Each lane's share carried over between reads (see [`lane_counts`]).
+    credits: HashMap<Arc<str>, f64>,
 }
+
+/// What one read cycle found.
+struct Cycle {
+    /// Entries read in all.
+    found: usize,
+    /// Whether some lane took less than its share because its tenant is at its fleet-wide cap
+    /// (its slots come back without a new entry arriving, so the next read must not block).
+    capped: bool,
+}
+
+/// How long a reader that can read nothing (every lane held back or at its cap) waits for its
+/// own capacity to free before it looks again.
+const HELD_BACK_WAIT: Duration = Duration::from_millis(50);
 
 impl Reader {
     pub fn new(
@@ -61,7 +84,8 @@ impl Reader {
             known_count: 0,
             last_discovery: None,
             rotation: 0,
-            active_lanes: 1,
+            active: HashSet::new(),
+            credits: HashMap::new(),
         }
     }
 
@@ -107,26 +131,19 @@ impl Reader {
                 }
                 continue;
             }
-            let free = self
-                .shared
-                .unsettled_limit
-                .saturating_sub(self.shared.unsettled())
-                .max(1);
-            let window = self.window();
-            let per_lane =
-                (free / self.active_lanes.clamp(1, window.len())).clamp(1, self.read_batch);
-            let block = block_next.then_some(self.block);
-            let sent = Instant::now();
-            match conn.read(&window, ReadFrom::New, per_lane, block).await {
-                Ok(streams) => {
+            match self.read_cycle(&mut conn, block_next).await {
+                Ok(None) => {
+                    // Every lane is held back or at its cap: wait for capacity to free.
+                    block_next = false;
+                    self.held_back_wait(&shutdown).await;
+                }
+                Ok(Some(cycle)) => {
                     self.shared.health.read_done();
                     backoff = Duration::from_millis(100);
-                    let lanes_with_entries = streams.iter().filter(|(_, e)| !e.is_empty()).count();
-                    block_next = lanes_with_entries == 0;
-                    if lanes_with_entries > 0 {
-                        self.active_lanes = lanes_with_entries;
+                    block_next = cycle.found == 0 && !cycle.capped;
+                    if cycle.found == 0 && cycle.capped {
+                        self.held_back_wait(&shutdown).await;
                     }
-                    self.ingest(streams, sent);
                 }
                 Err(e) => {
                     block_next = false;
@@ -139,6 +156,135 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// One read over the current window of lanes, shaped by tenant isolation. `None` when no
+    /// lane may be read at all.
+    async fn read_cycle(
+        &mut self,
+        conn: &mut LaneReader,
+        block_next: bool,
+    ) -> Result<Option<Cycle>> {
+        let free = self
+            .shared
+            .unsettled_limit
+            .saturating_sub(self.shared.unsettled())
+            .max(1);
+        let window = self.window();
+        let iso = &self.shared.isolation;
+        let mut lanes: Vec<(String, Arc<str>)> = Vec::with_capacity(window.len());
+        let mut demands = Vec::with_capacity(window.len());
+        for lane in window {
+            let Some(tenant) = self.tenant_of.get(&lane).cloned() else {
+                continue;
+            };
+            let limit = match iso.read_allowance(&tenant) {
+                Allowance::Nothing => continue,
+                Allowance::One => Some(1),
+                Allowance::Share => None,
+            };
+            demands.push(LaneDemand {
+                weight: iso.settings.weight(&tenant),
+                active: self.active.contains(&tenant),
+                limit,
+                credit: self.credits.get(&tenant).copied().unwrap_or(0.0),
+            });
+            lanes.push((lane, tenant));
+        }
+        let mut counts = lane_counts(free, self.read_batch, &mut demands);
+        // Lanes with work that wait for their turn stay active; the others are judged by
+        // what this read finds.
+        let mut still_active: HashSet<Arc<str>> = HashSet::new();
+        for (i, (_, tenant)) in lanes.iter().enumerate() {
+            self.credits.insert(tenant.clone(), demands[i].credit);
+            if demands[i].active && counts[i] == 0 {
+                still_active.insert(tenant.clone());
+            }
+        }
+        // Capped tenants read only what the fleet-wide cap leaves them.
+        let capped_idx: Vec<usize> = (0..lanes.len())
+            .filter(|i| iso.settings.cap(&lanes[*i].1) > 0)
+            .collect();
+        let wants: Vec<(Arc<str>, usize)> = capped_idx
+            .iter()
+            .map(|i| (lanes[*i].1.clone(), counts[*i]))
+            .collect();
+        let granted = iso.reserve(&self.broker, &wants).await;
+        let mut capped = false;
+        let mut reading = Vec::with_capacity(wants.len());
+        for (i, g) in capped_idx.iter().zip(granted) {
+            capped |= g < counts[*i];
+            counts[*i] = g;
+            if g > 0 {
+                reading.push((lanes[*i].1.clone(), g));
+            }
+        }
+        // One XREADGROUP per distinct count (usually one); a blocking read only when the last
+        // one found nothing and no lane waits on its cap, over every lane at the smallest count.
+        let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for ((lane, _), n) in lanes.into_iter().zip(counts) {
+            if n > 0 {
+                groups.entry(n).or_default().push(lane);
+            }
+        }
+        if groups.is_empty() {
+            iso.finish_read(&reading, || ()).await;
+            return Ok(None);
+        }
+        if block_next && !capped && groups.len() > 1 {
+            let smallest = groups.keys().next().copied().unwrap_or(1);
+            let all: Vec<String> = groups.into_values().flatten().collect();
+            groups = BTreeMap::from([(smallest, all)]);
+        }
+        let block = (block_next && !capped).then_some(self.block);
+        let mut found = 0;
+        let mut result = Ok(());
+        let mut with_entries = HashSet::new();
+        let mut read = Vec::new();
+        for (count, group) in groups {
+            let sent = Instant::now();
+            match conn.read(&group, ReadFrom::New, count, block).await {
+                Ok(streams) => {
+                    for (lane, entries) in &streams {
+                        if !entries.is_empty() {
+                            found += entries.len();
+                            if let Some(t) = self.tenant_of.get(lane) {
+                                with_entries.insert(t.clone());
+                            }
+                        }
+                    }
+                    read.push((streams, sent));
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        // Entries delivered by the reads that succeeded are admitted even when a later one
+        // failed; their slots turn from "being read" into "held" in one step.
+        iso.finish_read(&reading, || {
+            for (streams, sent) in read {
+                self.ingest(streams, sent);
+            }
+        })
+        .await;
+        result?;
+        if !with_entries.is_empty() {
+            with_entries.extend(still_active);
+            self.active = with_entries;
+        }
+        Ok(Some(Cycle { found, capped }))
+    }
+
+    /// Waits until this member's capacity frees, or a short while (another member's slots or a
+    /// breaker's cool-down may free a lane meanwhile).
+    async fn held_back_wait(&self, shutdown: &Shutdown) {
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = self.shared.capacity_freed.notified() => {}
+            _ = tokio::time::sleep(HELD_BACK_WAIT) => {}
+        }
     }
 
     async fn connect(&mut self) -> Result<LaneReader> {
@@ -191,6 +337,7 @@ impl Reader {
         if !force && count == self.known_count {
             return Ok(());
         }
+        let mut new: Vec<Arc<str>> = Vec::new();
         for tenant in self.broker.tenants().await? {
             let lane = self.broker.keys().lane(&tenant);
             if self.tenant_of.contains_key(&lane) {
@@ -201,9 +348,15 @@ impl Reader {
                 continue;
             }
             self.broker.ensure_group(&tenant).await?;
+            new.push(tenant.as_str().into());
+        }
+        // A lane is served only once its tenant's breaker has been seen: an operator's hold
+        // or an open breaker applies from this member's first read.
+        self.shared.isolation.load_views(&self.broker, &new).await?;
+        for tenant in new {
+            let lane = self.broker.keys().lane(&tenant);
             tracing::info!(tenant = %tenant, "serving tenant");
             crate::telemetry::register_tenant(&tenant);
-            let tenant: Arc<str> = tenant.as_str().into();
             self.tenant_of.insert(lane.clone(), tenant.clone());
             if let Ok(mut shared) = self.shared.lanes.write() {
                 shared.push((lane.clone(), tenant));

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::Failed;
 use super::{Settlement, Shared};
-use crate::broker::{Broker, RetryItem};
+use crate::broker::{Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
 use crate::handler::FailureClass;
@@ -67,6 +67,7 @@ impl Settler {
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Settlement>) {
         let mut acks: HashMap<Arc<str>, Vec<Ack>> = HashMap::new();
         let mut retries: HashMap<Arc<str>, Vec<Retry>> = HashMap::new();
+        let mut defers: HashMap<Arc<str>, Vec<DeferItem>> = HashMap::new();
         let mut moves = JoinSet::new();
         while let Some(first) = rx.recv().await {
             let mut batched = 0;
@@ -85,6 +86,17 @@ impl Settler {
                             recovered,
                             read_at,
                         });
+                        batched += 1;
+                    }
+                    Settlement::Defer {
+                        tenant,
+                        entry_id,
+                        delay,
+                    } => {
+                        defers
+                            .entry(tenant)
+                            .or_default()
+                            .push(DeferItem { entry_id, delay });
                         batched += 1;
                     }
                     Settlement::Failed(failed) => match self.prepare_failed(failed) {
@@ -116,11 +128,19 @@ impl Settler {
                     next = rx.try_recv().ok();
                 }
             }
-            tokio::join!(self.flush(&mut acks), self.flush_retries(&mut retries));
+            tokio::join!(
+                self.flush(&mut acks),
+                self.flush_retries(&mut retries),
+                self.flush_defers(&mut defers)
+            );
             self.shared.health.settled();
             while moves.try_join_next().is_some() {}
         }
-        tokio::join!(self.flush(&mut acks), self.flush_retries(&mut retries));
+        tokio::join!(
+            self.flush(&mut acks),
+            self.flush_retries(&mut retries),
+            self.flush_defers(&mut defers)
+        );
         while moves.join_next().await.is_some() {}
     }
 
@@ -217,6 +237,7 @@ impl Settler {
     async fn settle_other(&self, s: Settlement) {
         match s {
             Settlement::Done { .. } => unreachable!("acks are batched by run()"),
+            Settlement::Defer { .. } => unreachable!("deferrals are batched by run()"),
             Settlement::Tombstone { tenant, entry_id } => {
                 tracing::error!(tenant = %tenant, entry_id = %entry_id, "pending entry was deleted before it ran: payload lost");
                 metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
@@ -440,6 +461,56 @@ impl Settler {
             // redelivered, so nothing is lost.
             self.shared
                 .release(tenant, items.iter().map(|r| r.item.entry_id.as_str()));
+        }
+    }
+
+    /// Moves the collected held-back entries to their tenants' retry schedules, unattempted:
+    /// one atomic script per tenant, issued together.
+    async fn flush_defers(&self, defers: &mut HashMap<Arc<str>, Vec<DeferItem>>) {
+        if defers.is_empty() {
+            return;
+        }
+        let batches: Vec<_> = defers.drain().collect();
+        let member = &self.shared.member;
+        let calls = batches.iter().map(|(tenant, items)| async move {
+            self.with_retry("defer", || self.broker.defer(tenant, member, items))
+                .await
+        });
+        let results = futures_util::future::join_all(calls).await;
+        for ((tenant, items), result) in batches.iter().zip(results) {
+            if let Some(outcomes) = result {
+                let label = tenant_label(tenant);
+                let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
+                for o in outcomes {
+                    match o {
+                        Deferred::Due(_) => deferred += 1,
+                        Deferred::NotOwned => lost += 1,
+                        Deferred::Gone => gone += 1,
+                    }
+                }
+                if deferred > 0 {
+                    metrics::counter!(names::TASKS_DEFERRED, "tenant" => label.clone())
+                        .increment(deferred);
+                    tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
+                }
+                if lost > 0 {
+                    metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
+                        .increment(lost);
+                }
+                if gone > 0 {
+                    tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
+                    metrics::counter!(names::TOMBSTONES, "tenant" => label).increment(gone);
+                }
+                self.shared.stats.with(tenant, |t| {
+                    t.deferred += deferred;
+                    t.settle_lost += lost;
+                    t.tombstones += gone;
+                });
+            }
+            // Released even when abandoned at shutdown: the entries stay pending and are
+            // redelivered, so nothing is lost.
+            self.shared
+                .release(tenant, items.iter().map(|d| d.entry_id.as_str()));
         }
     }
 

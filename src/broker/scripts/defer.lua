@@ -1,0 +1,71 @@
+-- defer.lua: entries of a tenant whose breaker is not closed leave their lane unattempted and
+-- wait in the tenant's retry schedule (owner check + ack + schedule + delete, one atomic step
+-- for the batch; all keys share the tenant's tag). Unlike retry.lua the next attempt's fields
+-- are the entry's own, read here: `attempt` is not raised, history is unchanged, so a deferral
+-- is not an attempt. The recovery loop (promote.lua) puts them back when due.
+--
+-- KEYS[1]  the lane stream
+-- KEYS[2]  the tenant's retry schedule (ZSET scored by due time, ms)
+-- KEYS[3]  the tenant's breaker (HASH; its `deferred` counter is raised)
+-- ARGV[1]  the consumer group
+-- ARGV[2]  the consumer that must own the entries (this member)
+-- ARGV[3…] pairs: entry id in the lane, delay in ms (from the server's clock)
+--
+-- Each scheduled member is the entry's fields as a JSON array [field, value, …] without
+-- `enqueued_at` (promote.lua stamps it), with `task_id` = 'x-<entry id>' when the entry had
+-- none (so its identity survives the move) and `first_enqueued_at` kept or taken from
+-- `enqueued_at` (or the entry id's time).
+--
+-- Returns one value per pair: the due time (ms, server clock); -1 when this consumer no longer
+-- owns the entry (nothing written); -2 when the entry is gone (its pending id is acked).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, done = {}, 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
+  if #p == 0 then
+    out[#out + 1] = -1
+  else
+    local e = redis.call('XRANGE', KEYS[1], id, id)
+    if #e == 0 then
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      out[#out + 1] = -2
+    else
+      local f = e[1][2]
+      local flat, has_id, first, enq = {}, false, false, nil
+      for j = 1, #f, 2 do
+        local k = f[j]
+        if k == 'enqueued_at' then
+          enq = f[j + 1]
+        else
+          if k == 'task_id' then
+            has_id = true
+          elseif k == 'first_enqueued_at' then
+            first = true
+          end
+          flat[#flat + 1] = k
+          flat[#flat + 1] = f[j + 1]
+        end
+      end
+      if not has_id then
+        flat[#flat + 1] = 'task_id'
+        flat[#flat + 1] = 'x-' .. id
+      end
+      if not first then
+        flat[#flat + 1] = 'first_enqueued_at'
+        flat[#flat + 1] = enq or string.match(id, '^(%d+)') or string.format('%d', now)
+      end
+      local due = now + tonumber(ARGV[i + 1])
+      redis.call('ZADD', KEYS[2], due, cjson.encode(flat))
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+      out[#out + 1] = due
+      done = done + 1
+    end
+  end
+end
+if done > 0 then
+  redis.call('HINCRBY', KEYS[3], 'deferred', done)
+end
+return out

@@ -1,0 +1,467 @@
+//! The operator's isolation commands: `redrive breaker open|close TENANT` and
+//! `redrive tenants [TENANT]`, each with `--json`. They talk to Redis directly through the
+//! broker's verbs ([`Broker::breaker_set`], [`Broker::breaker_info`], …), which an admin
+//! command stream can call as well.
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::broker::{BreakerInfo, BreakerTransition, Broker};
+use crate::config::Settings;
+use crate::error::{Error, Result};
+
+/// `redrive breaker …`
+#[derive(Debug, Subcommand)]
+pub enum BreakerAction {
+    /// Open a tenant's breaker and hold it open (no cool-down, no probe) until closed by hand:
+    /// its tasks stay in its lane, unattempted.
+    Open(BreakerArgs),
+    /// Close a tenant's breaker (clearing its failure window): its tasks run again.
+    Close(BreakerArgs),
+}
+
+/// The flags of `redrive breaker open|close`.
+#[derive(Debug, Args)]
+pub struct BreakerArgs {
+    /// The tenant.
+    pub tenant: String,
+    /// Why, kept in the tenant's breaker log (default: "by hand").
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who you are, kept in the breaker log (default: $USER@host).
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags of `redrive tenants`.
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    /// Show only this tenant, with its recent breaker transitions.
+    pub tenant: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `redrive breaker open|close` did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BreakerChange {
+    /// The tenant.
+    pub tenant: String,
+    /// The state before.
+    pub from: String,
+    /// The state after.
+    pub to: String,
+    /// False when the breaker already was in that state (nothing was written).
+    pub changed: bool,
+    /// The operator's reason.
+    pub reason: String,
+    /// The operator.
+    pub operator: String,
+}
+
+/// One tenant's line of `redrive tenants`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TenantReport {
+    /// The tenant.
+    pub tenant: String,
+    /// Entries in its lane (waiting, or read and not settled yet).
+    pub lane_depth: u64,
+    /// Entries delivered to a member and not settled.
+    pub pending: u64,
+    /// Entries in its retry schedule (retries and deferred tasks).
+    pub retries_scheduled: u64,
+    /// Entries in its dead-letter stream.
+    pub dead_letters: u64,
+    /// Entries the fleet holds (read, not settled), as members last reported them.
+    pub in_flight: u64,
+    /// The highest fleet-wide in-flight total reserved so far (while members report).
+    pub in_flight_peak: u64,
+    /// Its fleet-wide cap, when it has one.
+    pub max_in_flight: Option<usize>,
+    /// Its weight in fair selection.
+    pub weight: u32,
+    /// Its breaker.
+    pub breaker: BreakerReport,
+    /// Its recent breaker transitions, oldest first (only when one tenant is asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transitions: Option<Vec<TransitionReport>>,
+}
+
+/// A breaker as `redrive tenants` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BreakerReport {
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Held open by an operator until closed by hand.
+    pub held: bool,
+    /// Open: ms left of the cool-down (by the server's clock).
+    pub cooldown_left_ms: Option<u64>,
+    /// The last transition's reason.
+    pub reason: String,
+    /// The last transition's detail.
+    pub detail: String,
+    /// Who made the last transition.
+    pub by: String,
+    /// When the last transition happened (ms since the epoch, server clock; 0 if never).
+    pub since_ms: u64,
+    /// Transitions so far.
+    pub transitions: u64,
+    /// Probes admitted so far.
+    pub probes: u64,
+    /// Tasks deferred unattempted so far.
+    pub deferred: u64,
+    /// The running probe (`<member> <entry id>`), if any.
+    pub probe: Option<String>,
+}
+
+/// One transition as `redrive tenants TENANT` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TransitionReport {
+    /// When (ms since the epoch, server clock).
+    pub at_ms: u64,
+    /// The state before.
+    pub from: String,
+    /// The state after.
+    pub to: String,
+    /// Why (bounded name).
+    pub reason: String,
+    /// Details.
+    pub detail: String,
+    /// Who.
+    pub by: String,
+}
+
+impl From<BreakerTransition> for TransitionReport {
+    fn from(t: BreakerTransition) -> Self {
+        TransitionReport {
+            at_ms: t.at_ms(),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+            detail: t.detail,
+            by: t.by,
+        }
+    }
+}
+
+impl BreakerReport {
+    fn new(b: BreakerInfo, now_ms: u64) -> BreakerReport {
+        let open = b.state == "open";
+        BreakerReport {
+            held: open && b.until_ms == 0,
+            cooldown_left_ms: (open && b.until_ms > 0).then(|| b.until_ms.saturating_sub(now_ms)),
+            state: b.state,
+            reason: b.reason,
+            detail: b.detail,
+            by: b.by,
+            since_ms: b.since_ms,
+            transitions: b.transitions,
+            probes: b.probes,
+            deferred: b.deferred,
+            probe: b.probe,
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+/// Checks free text from the command line (a reason, an operator): 1 to `max` characters,
+/// no control characters.
+fn check_text(flag: &str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(usage(format!("{flag} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(usage(format!(
+            "{flag} is {} characters long; at most {max} are kept",
+            value.chars().count()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(usage(format!(
+            "{flag} contains a control character (a newline, a tab, …)"
+        )));
+    }
+    Ok(())
+}
+
+fn default_operator() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "operator".to_owned());
+    format!("{user}@{}", crate::config::default_member_id())
+}
+
+async fn connect(settings: &Settings) -> Result<Broker> {
+    let url = settings.redis.url.clone().ok_or_else(|| {
+        Error::Config(
+            "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file"
+                .into(),
+        )
+    })?;
+    Broker::connect(&url, &settings.redis, &settings.fleet.group).await
+}
+
+/// Checks that `tenant` is a valid name and a registered tenant.
+async fn known_tenant(broker: &Broker, tenant: &str) -> Result<()> {
+    crate::task::validate_tenant(tenant).map_err(|e| usage(e.to_string()))?;
+    let all = broker.tenants().await?;
+    if all.iter().any(|t| t == tenant) {
+        return Ok(());
+    }
+    let known = if all.is_empty() {
+        "no tenant is registered yet".to_owned()
+    } else {
+        let mut list: Vec<&str> = all.iter().take(10).map(String::as_str).collect();
+        if all.len() > 10 {
+            list.push("…");
+        }
+        format!("registered: {}", list.join(", "))
+    };
+    Err(Error::NotFound(format!(
+        "tenant '{tenant}' is not registered (it never had a task enqueued); {known}"
+    )))
+}
+
+/// Opens or closes a tenant's breaker as an operator.
+pub async fn breaker(
+    broker: &Broker,
+    tenant: &str,
+    open: bool,
+    reason: Option<&str>,
+    operator: Option<&str>,
+) -> Result<BreakerChange> {
+    let reason = reason.unwrap_or("by hand");
+    check_text("--reason", reason, 500)?;
+    let operator = operator.map(str::to_owned).unwrap_or_else(default_operator);
+    check_text("--operator", &operator, 128)?;
+    known_tenant(broker, tenant).await?;
+    let (from, to, changed) = broker.breaker_set(tenant, open, &operator, reason).await?;
+    if changed {
+        tracing::warn!(
+            tenant, from = %from, to = %to, reason = crate::isolation::reason::OPERATOR,
+            detail = reason, by = %operator, "breaker transition"
+        );
+    }
+    Ok(BreakerChange {
+        tenant: tenant.to_owned(),
+        from,
+        to,
+        changed,
+        reason: reason.to_owned(),
+        operator,
+    })
+}
+
+/// The report of `redrive tenants`: every registered tenant, or only `only` (with its recent
+/// transitions).
+pub async fn tenants(
+    broker: &Broker,
+    settings: &Settings,
+    only: Option<&str>,
+) -> Result<Vec<TenantReport>> {
+    let names = match only {
+        Some(t) => {
+            known_tenant(broker, t).await?;
+            vec![t.to_owned()]
+        }
+        None => broker.tenants().await?,
+    };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (now, breakers) = broker.breaker_states(&refs).await?;
+    let mut out = Vec::with_capacity(names.len());
+    for (name, b) in names.iter().zip(breakers) {
+        let (lane_depth, pending, retries, dead, in_flight) = tokio::try_join!(
+            broker.lane_len(name),
+            broker.pending_count(name),
+            broker.retry_len(name),
+            broker.dlq_len(name),
+            broker.in_flight(name),
+        )?;
+        let transitions = if only.is_some() {
+            Some(
+                broker
+                    .breaker_log(name, 20)
+                    .await?
+                    .into_iter()
+                    .map(TransitionReport::from)
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let cap = settings.isolation.cap(name);
+        out.push(TenantReport {
+            tenant: name.clone(),
+            lane_depth,
+            pending,
+            retries_scheduled: retries,
+            dead_letters: dead,
+            in_flight: in_flight.0,
+            in_flight_peak: in_flight.1,
+            max_in_flight: (cap > 0).then_some(cap),
+            weight: settings.isolation.weight(name),
+            breaker: BreakerReport::new(b, now),
+            transitions,
+        });
+    }
+    Ok(out)
+}
+
+fn breaker_text(b: &BreakerReport) -> String {
+    match b.state.as_str() {
+        "open" if b.held => format!("open, held ({})", b.detail),
+        "open" => format!(
+            "open ({}, {:.1} s left)",
+            b.reason,
+            b.cooldown_left_ms.unwrap_or(0) as f64 / 1000.0
+        ),
+        "half_open" => match &b.probe {
+            Some(_) => "half_open (probe running)".to_owned(),
+            None => "half_open (waiting for a probe)".to_owned(),
+        },
+        other => other.to_owned(),
+    }
+}
+
+/// Renders the report as a table.
+pub fn render(reports: &[TenantReport]) -> String {
+    let mut out = format!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>9} {:>5} {:>6}  {}\n",
+        "TENANT", "LANE", "PENDING", "RETRIES", "DEAD", "IN-FLIGHT", "CAP", "WEIGHT", "BREAKER"
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "{:<24} {:>8} {:>8} {:>8} {:>8} {:>9} {:>5} {:>6}  {}\n",
+            r.tenant,
+            r.lane_depth,
+            r.pending,
+            r.retries_scheduled,
+            r.dead_letters,
+            r.in_flight,
+            r.max_in_flight
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.weight,
+            breaker_text(&r.breaker)
+        ));
+        if let Some(ts) = &r.transitions {
+            if ts.is_empty() {
+                out.push_str("  no breaker transitions yet\n");
+            }
+            for t in ts {
+                out.push_str(&format!(
+                    "  {} {} → {} ({}) by {}: {}\n",
+                    t.at_ms, t.from, t.to, t.reason, t.by, t.detail
+                ));
+            }
+        }
+    }
+    if reports.is_empty() {
+        out.push_str("(no tenant is registered yet)\n");
+    }
+    out
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Protocol(format!("encoding the report: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Runs `redrive breaker open|close`.
+pub async fn run_breaker(action: BreakerAction, settings: &Settings) -> Result<()> {
+    let (open, args) = match action {
+        BreakerAction::Open(a) => (true, a),
+        BreakerAction::Close(a) => (false, a),
+    };
+    let broker = connect(settings).await?;
+    let change = breaker(
+        &broker,
+        &args.tenant,
+        open,
+        args.reason.as_deref(),
+        args.operator.as_deref(),
+    )
+    .await?;
+    if args.json {
+        return print_json(&change);
+    }
+    match (change.changed, open) {
+        (true, true) => println!(
+            "breaker of {}: {} → open, held until `redrive breaker close {}`",
+            change.tenant, change.from, change.tenant
+        ),
+        (true, false) => println!(
+            "breaker of {}: {} → closed; its tasks run again",
+            change.tenant, change.from
+        ),
+        (false, true) => println!("breaker of {} was already held open", change.tenant),
+        (false, false) => println!("breaker of {} was already closed", change.tenant),
+    }
+    Ok(())
+}
+
+/// Runs `redrive tenants`.
+pub async fn run_tenants(args: TenantsArgs, settings: &Settings) -> Result<()> {
+    let broker = connect(settings).await?;
+    let reports = tenants(&broker, settings, args.tenant.as_deref()).await?;
+    if args.json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            tenants: &'a [TenantReport],
+        }
+        return print_json(&Out { tenants: &reports });
+    }
+    print!("{}", render(&reports));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_is_checked() {
+        assert!(check_text("--reason", "incident 42", 500).is_ok());
+        for (bad, want) in [
+            ("", "must not be empty"),
+            ("a\nb", "control character"),
+            (&"x".repeat(501), "501 characters long"),
+        ] {
+            let e = check_text("--reason", bad, 500).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_held_breaker_reads_as_held() {
+        let b = BreakerInfo {
+            state: "open".into(),
+            until_ms: 0,
+            detail: "incident 42".into(),
+            ..Default::default()
+        };
+        let r = BreakerReport::new(b, 10);
+        assert!(r.held);
+        assert_eq!(r.cooldown_left_ms, None);
+        assert_eq!(breaker_text(&r), "open, held (incident 42)");
+        let b = BreakerInfo {
+            state: "open".into(),
+            until_ms: 2_500,
+            reason: "failure_threshold".into(),
+            ..Default::default()
+        };
+        let r = BreakerReport::new(b, 1_000);
+        assert_eq!(r.cooldown_left_ms, Some(1_500));
+        assert_eq!(breaker_text(&r), "open (failure_threshold, 1.5 s left)");
+    }
+}
