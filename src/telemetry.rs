@@ -178,6 +178,9 @@ pub fn register_tenant(tenant: &str) {
         names::OWNERSHIP_LOST,
         names::RETRIES_PROMOTED,
         names::DLQ_TRIMMED,
+        names::TASKS_DEFERRED,
+        names::TENANT_ATTEMPTS,
+        names::TENANT_CAPPED,
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }

@@ -1214,18 +1214,22 @@ const FAST_RETRY_TOML: &str = "[retry]\ndelays_ms = [100, 100, 100]\npoll_interv
 
 /// Starts `n` members serving /metrics on free loopback ports; returns them with their addresses.
 fn metered_members(env: &TestEnv, n: usize) -> Vec<(Member, String)> {
+    metered_members_with(env, n, &[])
+}
+
+/// [`metered_members`] with extra settings.
+fn metered_members_with(env: &TestEnv, n: usize, extra: &[(&str, &str)]) -> Vec<(Member, String)> {
     let cfg = env.config_file("fast-retry.toml", FAST_RETRY_TOML);
     (1..=n)
         .map(|i| {
             let addr = format!("127.0.0.1:{}", free_port());
-            let m = env.member(
-                &format!("m{i}"),
-                &[
-                    ("REDRIVE_CONFIG", cfg.as_str()),
-                    ("REDRIVE_METRICS__LISTEN", addr.as_str()),
-                    ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "200"),
-                ],
-            );
+            let mut vars = vec![
+                ("REDRIVE_CONFIG", cfg.as_str()),
+                ("REDRIVE_METRICS__LISTEN", addr.as_str()),
+                ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "200"),
+            ];
+            vars.extend_from_slice(extra);
+            let m = env.member(&format!("m{i}"), &vars);
             (m, addr)
         })
         .collect()
@@ -1284,7 +1288,16 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     );
 
     let env = TestEnv::new();
-    let members = metered_members(&env, 2);
+    // A breaker that opens on the poison tenant's few failures and probes again soon, so the
+    // breaker families are emitted too.
+    let members = metered_members_with(
+        &env,
+        2,
+        &[
+            ("REDRIVE_ISOLATION__BREAKER__MIN_FAILURES", "4"),
+            ("REDRIVE_ISOLATION__BREAKER__COOLDOWN_MS", "300"),
+        ],
+    );
     let mut batch = tasks("obs-ok", "ok", 20, json!({"simulate": "ok", "work_ms": 0}));
     batch.extend(tasks(
         "obs-poison",

@@ -62,8 +62,6 @@ pub(crate) struct Isolation {
     slots: tokio::sync::Mutex<HashMap<Arc<str>, Slot>>,
     /// Breaker states last published to the gauge.
     published: Mutex<HashMap<Arc<str>, BreakerState>>,
-    /// Tenants whose in-flight gauge is non-zero (so it is set back to 0 once).
-    gauged: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 fn local_ms() -> i64 {
@@ -83,7 +81,6 @@ impl Isolation {
             held: Mutex::new(HashMap::new()),
             slots: tokio::sync::Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
-            gauged: Mutex::new(HashMap::new()),
         }
     }
 
@@ -576,23 +573,14 @@ impl Isolation {
                 }
             }
         }
+        // Every known tenant's series, 0 while it holds nothing here ("export 0 for series
+        // known in advance"), so `sum by (tenant)` over members is always defined.
         let held: HashMap<Arc<str>, usize> =
             self.held.lock().map(|h| h.clone()).unwrap_or_default();
-        if let Ok(mut gauged) = self.gauged.lock() {
-            for (tenant, n) in &held {
-                metrics::gauge!(names::TENANT_IN_FLIGHT, "tenant" => tenant_label(tenant))
-                    .set(*n as f64);
-                gauged.insert(tenant.clone(), *n);
-            }
-            gauged.retain(|tenant, _| {
-                if held.contains_key(tenant) {
-                    true
-                } else {
-                    metrics::gauge!(names::TENANT_IN_FLIGHT, "tenant" => tenant_label(tenant))
-                        .set(0.0);
-                    false
-                }
-            });
+        for tenant in tenants {
+            let n = held.get(tenant).copied().unwrap_or(0);
+            metrics::gauge!(names::TENANT_IN_FLIGHT, "tenant" => tenant_label(tenant))
+                .set(n as f64);
         }
     }
 }
