@@ -596,10 +596,8 @@ stats_interval_ms = 100
     assert_eq!(acme["dead_letters_by_class"], json!({"schema_mismatch": 1}));
     assert_eq!(acme["window"]["completed"], 5);
     assert_eq!(acme["window"]["retried"], 1);
-    assert_eq!(
-        acme["breaker"], "n/a",
-        "circuit breakers come with issue #4"
-    );
+    assert_eq!(acme["breaker"], "closed");
+    assert_eq!(h["overall"]["breaker"], "0 not closed");
     assert_eq!(h["tenants"][1]["window"]["completed"], 3);
     assert_eq!(h["overall"]["tenant"], "*");
     let only_beta = run_json(&env, &["health", "--json", "--tenant", "beta"]);
@@ -607,7 +605,7 @@ stats_interval_ms = 100
     let (code, text, _) = env.cli(&["health"], &[]);
     assert_eq!(code, 0);
     assert!(
-        text.contains("live fleet members: m1") && text.contains("n/a"),
+        text.contains("live fleet members: m1") && text.contains("closed"),
         "{text}"
     );
 

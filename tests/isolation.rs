@@ -387,7 +387,11 @@ async fn a_poison_storm_leaves_other_tenants_at_least_80_percent_of_their_throug
 
     // Nothing of a is lost: with its breaker closed by hand and thresholds out of reach, its
     // tasks drain into the dead letters, each exactly once.
-    let (code, out, err) = env.cli(&["breaker", "close", "a", "--reason", "drain"], &[]);
+    // No member runs now: the command executes in the CLI process (same records and audit).
+    let (code, out, err) = env.cli(
+        &["breaker", "close", "a", "--reason", "drain", "--local"],
+        &[],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let drain = [
         ("REDRIVE_CONFIG", cfg.as_str()),
@@ -521,20 +525,32 @@ async fn operators_hold_and_release_a_tenant_and_bad_input_is_refused() {
     assert_eq!(acme["breaker"]["state"], "closed");
     assert_eq!(t["tenants"][1]["tenant"], "other");
 
+    // No fleet runs yet: without --local the CLI says so and changes nothing.
+    let (code, _, err) = env.cli(&["breaker", "open", "acme", "--reason", "incident 42"], &[]);
+    assert_eq!(code, 68, "{err}");
+    assert_eq!(
+        json_of(&["tenants", "acme", "--json"])["tenants"][0]["breaker"]["state"],
+        "closed"
+    );
     let opened = json_of(&[
         "breaker",
         "open",
         "acme",
         "--reason",
         "incident 42",
+        "--local",
         "--json",
     ]);
     assert_eq!(
-        (&opened["from"], &opened["to"], &opened["changed"]),
+        (
+            &opened["details"]["from"],
+            &opened["details"]["to"],
+            &opened["details"]["changed"]
+        ),
         (&json!("closed"), &json!("open"), &json!(true))
     );
-    let again = json_of(&["breaker", "open", "acme", "--json"]);
-    assert_eq!(again["changed"], false);
+    let again = json_of(&["breaker", "open", "acme", "--local", "--json"]);
+    assert_eq!(again["details"]["changed"], false);
     let (code, out, _) = env.cli(&["tenants", "acme"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("open, held (incident 42)"), "{out}");
@@ -556,12 +572,19 @@ async fn operators_hold_and_release_a_tenant_and_bad_input_is_refused() {
         (&["breaker", "open", "a{b}"], 64, "contains '{'"),
         (&["tenants", "a b"], 64, "contains ' '"),
         (
-            &["breaker", "close", "acme", "--reason", ""],
+            &["breaker", "close", "acme", "--reason", "", "--local"],
             64,
-            "--reason must not be empty",
+            "reason",
         ),
         (
-            &["breaker", "close", "acme", "--reason", "two\nlines"],
+            &[
+                "breaker",
+                "close",
+                "acme",
+                "--reason",
+                "two\nlines",
+                "--local",
+            ],
             64,
             "control character",
         ),
@@ -591,9 +614,18 @@ async fn operators_hold_and_release_a_tenant_and_bad_input_is_refused() {
     assert_eq!(t["tenants"][0]["lane_depth"], 20);
     assert_eq!(t["tenants"][0]["pending"], 0);
 
+    // With a member running, the command goes through the admin command stream: executed by
+    // the member, once, and kept in the audit trail with who and why.
     let (code, out, err) = env.cli(&["breaker", "close", "acme", "--reason", "fixed"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("open → closed"), "{out}");
+    assert!(out.contains("executed on m1"), "{out}");
+    let (code, audit, _) = env.cli(&["admin", "audit", "--limit", "1"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        audit.contains("breaker") && audit.contains("why: fixed"),
+        "{audit}"
+    );
     eventually(LONG, "acme completed", || async {
         completed(&env, "acme") == 20
     })

@@ -534,6 +534,31 @@ fn mutation(
     })
 }
 
+/// `redrive breaker open|close TENANT` through the admin command stream (or `--local`).
+pub async fn send_breaker(
+    tenant: &str,
+    open: bool,
+    m: &MutationArgs,
+    settings: &Settings,
+) -> Result<()> {
+    crate::task::validate_tenant(tenant).map_err(|e| usage(e.to_string()))?;
+    let v = mutation(m, settings, Some("by hand"))?;
+    let b = connect(settings).await?;
+    // An unknown tenant is refused here, before anything is sent.
+    crate::isolation::cli::known_tenant(&b, tenant).await?;
+    send(
+        b,
+        settings,
+        m,
+        v,
+        AdminCommand::Breaker(super::BreakerSpec {
+            tenant: tenant.to_owned(),
+            open,
+        }),
+    )
+    .await
+}
+
 /// Sends a command (or runs it with --local), waits, prints the result.
 async fn send(
     b: Broker,

@@ -59,11 +59,31 @@ pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Exe
         C::Discard(spec) => remove(ctx, env, spec, "discarded").await,
         C::Purge(spec) => purge(ctx, spec).await,
         C::Cancel(spec) => cancel(ctx, env, &spec.job).await,
+        C::Breaker(spec) => breaker(ctx, env, spec).await,
     };
     match simple {
         Ok((message, details)) => Executed::finished(Ok(message), details),
         Err(e) => Executed::finished(Err(e), Value::Null),
     }
+}
+
+/// Opens (holds) or closes a tenant's breaker, recording the operator and reason in its log.
+async fn breaker(
+    ctx: &AdminContext,
+    env: &Envelope,
+    spec: &super::BreakerSpec,
+) -> Result<(String, Value)> {
+    let change = crate::isolation::cli::breaker(
+        &ctx.broker,
+        &spec.tenant,
+        spec.open,
+        Some(&env.reason),
+        Some(&env.operator),
+    )
+    .await?;
+    let message = crate::isolation::cli::describe(&change, spec.open);
+    let details = serde_json::to_value(&change).unwrap_or(Value::Null);
+    Ok((message, details))
 }
 
 async fn remove(

@@ -40,9 +40,8 @@ use select::{field_str, Selection};
 
 /// An admin command: a change an operator asks the fleet to make.
 ///
-/// Adding a command (issue #4 adds `Breaker(BreakerSpec)` for `redrive breaker open|close
-/// TENANT`) takes a variant here, an arm in [`exec::execute`] and a CLI subcommand; the stream,
-/// exactly-once records, audit, metrics and reply wait need no change.
+/// Adding a command takes a variant here, an arm in [`exec::execute`] and a CLI subcommand; the
+/// stream, exactly-once records, audit, metrics and reply wait need no change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AdminCommand {
@@ -56,6 +55,17 @@ pub enum AdminCommand {
     Purge(PurgeSpec),
     /// Ask a running replay job to stop after its current step.
     Cancel(CancelSpec),
+    /// Hold a tenant back (open its breaker until closed by hand) or let it run (close it).
+    Breaker(BreakerSpec),
+}
+
+/// `redrive breaker open|close TENANT`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerSpec {
+    /// The tenant.
+    pub tenant: String,
+    /// Open (hold) or close.
+    pub open: bool,
 }
 
 impl AdminCommand {
@@ -67,6 +77,7 @@ impl AdminCommand {
             AdminCommand::Discard(_) => "discard",
             AdminCommand::Purge(_) => "purge",
             AdminCommand::Cancel(_) => "cancel",
+            AdminCommand::Breaker(_) => "breaker",
         }
     }
 
@@ -77,6 +88,7 @@ impl AdminCommand {
             AdminCommand::Resolve(r) | AdminCommand::Discard(r) => r.select.validate(),
             AdminCommand::Purge(p) => crate::task::validate_tenant(&p.tenant),
             AdminCommand::Cancel(c) => validate_command_id(&c.job),
+            AdminCommand::Breaker(b) => crate::task::validate_tenant(&b.tenant),
         }
     }
 }

@@ -333,7 +333,8 @@ pub struct TenantHealth {
     pub dead_letters_by_class: BTreeMap<String, u64>,
     /// Settle counts over the window.
     pub window: WindowCounts,
-    /// Circuit-breaker state. Breakers arrive with issue #4; until then this is always "n/a".
+    /// Circuit-breaker state: `closed`, `open` or `half_open` (for the overall row: how many
+    /// tenants' breakers are not closed).
     pub breaker: String,
 }
 
@@ -369,7 +370,6 @@ pub async fn health(
     let mut out = Vec::new();
     let mut overall = TenantHealth {
         tenant: "*".into(),
-        breaker: "n/a".into(),
         ..TenantHealth::default()
     };
     for t in tenants {
@@ -395,8 +395,7 @@ pub async fn health(
             dead_letters: by_class.total,
             dead_letters_by_class: by_class.by_class,
             window: window_counts(broker, &t, now, window).await?,
-            // Circuit breakers are issue #4; nothing to report until they exist.
-            breaker: "n/a".into(),
+            breaker: broker.breaker_info(&t).await?.state,
             tenant: t,
         };
         overall.lane_depth += h.lane_depth;
@@ -410,6 +409,8 @@ pub async fn health(
         overall.window.merge(&h.window);
         out.push(h);
     }
+    let not_closed = out.iter().filter(|h| h.breaker != "closed").count();
+    overall.breaker = format!("{not_closed} not closed");
     Ok(Health {
         window_ms: window.as_millis() as u64,
         live_members: broker.admin_live_members(member_ttl).await?,

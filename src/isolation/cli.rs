@@ -20,20 +20,16 @@ pub enum BreakerAction {
     Close(BreakerArgs),
 }
 
-/// The flags of `redrive breaker open|close`.
+/// The flags of `redrive breaker open|close`: the tenant, and the flags of every change made
+/// through the admin command stream (`--reason` defaults to "by hand" here; it goes into the
+/// tenant's breaker log and the audit trail).
 #[derive(Debug, Args)]
 pub struct BreakerArgs {
     /// The tenant.
     pub tenant: String,
-    /// Why, kept in the tenant's breaker log (default: "by hand").
-    #[arg(long)]
-    pub reason: Option<String>,
-    /// Who you are, kept in the breaker log (default: $USER@host).
-    #[arg(long)]
-    pub operator: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// Reason, operator, command id, `--local`, timeout, `--json`.
+    #[command(flatten)]
+    pub m: crate::admin::cli::MutationArgs,
 }
 
 /// The flags of `redrive tenants`.
@@ -210,7 +206,8 @@ async fn connect(settings: &Settings) -> Result<Broker> {
 }
 
 /// Checks that `tenant` is a valid name and a registered tenant.
-async fn known_tenant(broker: &Broker, tenant: &str) -> Result<()> {
+/// `Ok` when `tenant` is registered; a clear "not found" (with some registered names) otherwise.
+pub async fn known_tenant(broker: &Broker, tenant: &str) -> Result<()> {
     crate::task::validate_tenant(tenant).map_err(|e| usage(e.to_string()))?;
     let all = broker.tenants().await?;
     if all.iter().any(|t| t == tenant) {
@@ -383,31 +380,23 @@ pub async fn run_breaker(action: BreakerAction, settings: &Settings) -> Result<(
         BreakerAction::Open(a) => (true, a),
         BreakerAction::Close(a) => (false, a),
     };
-    let broker = connect(settings).await?;
-    let change = breaker(
-        &broker,
-        &args.tenant,
-        open,
-        args.reason.as_deref(),
-        args.operator.as_deref(),
-    )
-    .await?;
-    if args.json {
-        return print_json(&change);
-    }
+    crate::admin::cli::send_breaker(&args.tenant, open, &args.m, settings).await
+}
+
+/// One line saying what a breaker command did.
+pub fn describe(change: &BreakerChange, open: bool) -> String {
     match (change.changed, open) {
-        (true, true) => println!(
+        (true, true) => format!(
             "breaker of {}: {} → open, held until `redrive breaker close {}`",
             change.tenant, change.from, change.tenant
         ),
-        (true, false) => println!(
+        (true, false) => format!(
             "breaker of {}: {} → closed; its tasks run again",
             change.tenant, change.from
         ),
-        (false, true) => println!("breaker of {} was already held open", change.tenant),
-        (false, false) => println!("breaker of {} was already closed", change.tenant),
+        (false, true) => format!("breaker of {} was already held open", change.tenant),
+        (false, false) => format!("breaker of {} was already closed", change.tenant),
     }
-    Ok(())
 }
 
 /// Runs `redrive tenants`.
