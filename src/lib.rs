@@ -13,7 +13,7 @@
 //! * [`admin`] — operators' commands: dead-letter triage and replay, health, the admin command
 //!   stream with exactly-once execution and its audit trail.
 //! * [`isolation`] — tenant isolation: breaker views, fair shares, `redrive breaker|tenants`.
-//! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`] — `redrive bench`.
+//! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`](mod@bench) — `redrive bench`.
 //! * [`config`] — layered settings and their validation.
 //! * [`embedded`] — a private redis-server for the demo and the tests.
 //! * [`telemetry`] — logging and the metric-name catalogue; [`endpoint`] — /metrics,

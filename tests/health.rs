@@ -71,3 +71,59 @@ async fn a_taken_metrics_port_fails_at_start_with_a_clear_error() {
     assert_eq!(status.code(), Some(74), "{}", m.log_text());
     assert!(m.log_text().contains("binding metrics.listen"));
 }
+
+/// Every failed attempt is logged once, with tenant, task id, kind, class and attempt; the
+/// payload only when `log.log_payloads` is on; human and JSON formats.
+#[tokio::test]
+async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() {
+    let payload = json!({"simulate": "malformed_output", "work_ms": 0, "secret": "s3cr3t-token"});
+    for (format, log_payloads) in [("human", "false"), ("json", "false"), ("json", "true")] {
+        let env = TestEnv::new();
+        env.enqueue("acme", 1, payload.clone()).await;
+        let mut m = env.member(
+            "m1",
+            &[
+                ("REDRIVE_LOG__FORMAT", format),
+                ("REDRIVE_LOG__LOG_PAYLOADS", log_payloads),
+            ],
+        );
+        eventually(LONG, "dead-lettered", || async {
+            env.dead_letters("acme").await.len() == 1
+        })
+        .await;
+        assert!(m.stop().success());
+        let log = m.log_text();
+        let failures: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("task attempt failed"))
+            .collect();
+        assert_eq!(failures.len(), 1, "logged once: {log}");
+        let line = failures[0];
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["tenant"], "acme");
+            assert_eq!(v["task_id"], "acme-0");
+            assert_eq!(v["kind"], "test");
+            assert_eq!(v["class"], "schema_mismatch");
+            assert_eq!(v["attempt"], 1);
+            assert!(log
+                .lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+        } else {
+            for want in [
+                "tenant=acme",
+                "task_id=acme-0",
+                "kind=test",
+                "class=schema_mismatch",
+                "attempt=1",
+            ] {
+                assert!(line.contains(want), "{want} missing: {line}");
+            }
+        }
+        assert_eq!(
+            log.contains("s3cr3t-token"),
+            log_payloads == "true",
+            "payloads appear only when enabled ({format}, {log_payloads}): {log}"
+        );
+    }
+}

@@ -732,7 +732,7 @@ impl Broker {
         Ok(())
     }
 
-    /// "Redis <version>" from INFO server.
+    /// `Redis <version>` from INFO server.
     pub async fn server_version(&self) -> Result<String> {
         let info: String = redis::cmd("INFO")
             .arg("server")
