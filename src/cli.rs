@@ -161,6 +161,12 @@ pub struct BenchArgs {
     pub scenarios: Vec<crate::bench::Scenario>,
 }
 
+/// Connects to the configured Redis, or says how to configure it.
+pub(crate) async fn connect(settings: &Settings) -> Result<Broker> {
+    let url = require_url(settings)?;
+    Broker::connect(&url, &settings.redis, &settings.fleet.group).await
+}
+
 fn require_url(settings: &Settings) -> Result<String> {
     settings.redis.url.clone().ok_or_else(|| {
         Error::Config(

@@ -324,13 +324,7 @@ fn window(text: &str) -> Result<Duration> {
 }
 
 async fn connect(settings: &Settings) -> Result<Broker> {
-    let url = settings.redis.url.clone().ok_or_else(|| {
-        Error::Config(
-            "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file"
-                .into(),
-        )
-    })?;
-    Broker::connect(&url, &settings.redis, &settings.fleet.group).await
+    crate::cli::connect(settings).await
 }
 
 fn context(broker: Broker, settings: &Settings) -> AdminContext {

@@ -196,13 +196,7 @@ fn default_operator() -> String {
 }
 
 async fn connect(settings: &Settings) -> Result<Broker> {
-    let url = settings.redis.url.clone().ok_or_else(|| {
-        Error::Config(
-            "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file"
-                .into(),
-        )
-    })?;
-    Broker::connect(&url, &settings.redis, &settings.fleet.group).await
+    crate::cli::connect(settings).await
 }
 
 /// Checks that `tenant` is a valid name and a registered tenant.
