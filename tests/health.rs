@@ -127,3 +127,53 @@ async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() 
         );
     }
 }
+
+/// The dead-letter depth gauge follows the stream: non-empty streams are published, and a stream
+/// that empties reads 0 at the next refresh (so "a DLQ is non-empty" alerts clear).
+#[tokio::test]
+async fn the_dlq_depth_gauge_drops_to_zero_when_the_stream_empties() {
+    let env = TestEnv::new();
+    let mut m = env.member(
+        "m1",
+        &[
+            ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+            ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "100"),
+        ],
+    );
+    let addr = m.metrics_addr();
+    env.enqueue(
+        "acme",
+        2,
+        json!({"simulate": "malformed_output", "work_ms": 0}),
+    )
+    .await;
+    eventually(LONG, "depth 2 published", || async {
+        http_get(&addr, "/metrics")
+            .1
+            .contains("redrive_dlq_depth{tenant=\"acme\"} 2")
+    })
+    .await;
+    let (code, out, err) = env.cli(
+        &[
+            "dlq",
+            "purge",
+            "--tenant",
+            "acme",
+            "--older-than",
+            "0s",
+            "--yes",
+            "--reason",
+            "test",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(env.dead_letters("acme").await.is_empty());
+    eventually(LONG, "depth 0 published", || async {
+        http_get(&addr, "/metrics")
+            .1
+            .contains("redrive_dlq_depth{tenant=\"acme\"} 0")
+    })
+    .await;
+    assert!(m.stop().success());
+}

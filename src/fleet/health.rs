@@ -115,6 +115,10 @@ pub(crate) struct Refresher {
     pub shared: Arc<Shared>,
     pub health: Arc<Health>,
     pub cfg: MetricsSettings,
+    /// Tenants whose dead-letter depth was last published non-zero: when their stream empties,
+    /// the gauge is set to 0 once (instead of lingering at its last value until the idle
+    /// timeout drops it), so "a DLQ is non-empty" alerts clear at the next refresh.
+    pub dlq_published: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Refresher {
@@ -173,11 +177,22 @@ impl Refresher {
                 .collect();
             values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             let rest: u64 = values.iter().skip(n).map(|(_, v)| v).sum();
+            let mut shown: Vec<String> = Vec::new();
             for (tenant, v) in values.iter().take(n) {
                 metrics::gauge!(name, "tenant" => tenant.to_string()).set(*v as f64);
+                shown.push(tenant.to_string());
             }
             if values.len() > n {
                 metrics::gauge!(name, "tenant" => OTHER_TENANT).set(rest as f64);
+                shown.push(OTHER_TENANT.to_owned());
+            }
+            if nonzero_only {
+                if let Ok(mut before) = self.dlq_published.lock() {
+                    for gone in before.iter().filter(|t| !shown.contains(t)) {
+                        metrics::gauge!(name, "tenant" => gone.clone()).set(0.0);
+                    }
+                    *before = shown.into_iter().collect();
+                }
             }
         }
     }

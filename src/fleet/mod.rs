@@ -594,6 +594,7 @@ impl Fleet {
                 shared: shared.clone(),
                 health: self.health.clone(),
                 cfg: self.metrics,
+                dlq_published: Default::default(),
             }
             .run(background.clone()),
         );
