@@ -18,19 +18,6 @@ use common::{eventually, Member, TestEnv};
 use redrive::task::NewTask;
 use serde_json::{json, Value};
 
-/// Metric names the dashboards and rules use that arrive with issues 4 (breakers) and 5 (admin
-/// commands, replays), before `src/telemetry.rs` catalogues them. While a name here is missing from
-/// the catalogue, the fleet is not expected to emit it (the tests print it as awaited). Once the
-/// catalogue has it, it must be emitted by the scenario of
-/// `every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet` like any other name.
-/// `REDRIVE_OBS_STRICT=1` makes the awaited names fail too.
-const AWAITED_METRICS: [&str; 4] = [
-    "redrive_breaker_state",
-    "redrive_breaker_transitions_total",
-    "redrive_admin_commands_total",
-    "redrive_dlq_replayed_total",
-];
-
 /// The datasource uid every panel and Grafana-managed alert refers to.
 const DATASOURCE_UID: &str = "redrive-prometheus";
 
@@ -190,22 +177,6 @@ fn catalogue() -> BTreeSet<String> {
             let name = value.strip_suffix("\";")?;
             name.starts_with("redrive_").then(|| name.to_owned())
         })
-        .collect()
-}
-
-fn strict() -> bool {
-    std::env::var("REDRIVE_OBS_STRICT").is_ok_and(|v| v == "1")
-}
-
-/// Names that are awaited (see `AWAITED_METRICS`) and not catalogued yet.
-fn awaited(catalogue: &BTreeSet<String>) -> BTreeSet<String> {
-    if strict() {
-        return BTreeSet::new();
-    }
-    AWAITED_METRICS
-        .iter()
-        .filter(|n| !catalogue.contains(**n))
-        .map(|n| n.to_string())
         .collect()
 }
 
@@ -1276,12 +1247,8 @@ fn names_used() -> BTreeMap<String, Vec<String>> {
 #[tokio::test]
 async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     let catalogue = catalogue();
-    let awaited = awaited(&catalogue);
     let used = names_used();
-    let unknown: Vec<&String> = used
-        .keys()
-        .filter(|n| !catalogue.contains(*n) && !AWAITED_METRICS.contains(&n.as_str()))
-        .collect();
+    let unknown: Vec<&String> = used.keys().filter(|n| !catalogue.contains(*n)).collect();
     assert!(
         unknown.is_empty(),
         "names used by dashboards or rules that src/telemetry.rs does not catalogue: {unknown:?}"
@@ -1313,11 +1280,7 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     ));
     env.enqueue_tasks(batch).await;
 
-    let expected: BTreeSet<String> = used
-        .keys()
-        .filter(|n| !awaited.contains(*n))
-        .cloned()
-        .collect();
+    let expected: BTreeSet<String> = used.keys().cloned().collect();
     assert!(expected.len() >= 25, "too few names to check: {expected:?}");
     let mut emitted: BTreeMap<String, String> = BTreeMap::new();
     // The traffic moved the families it exercises (sums over both members).
@@ -1390,11 +1353,6 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
         "metric names used by dashboards or rules that the fleet does not emit:\n  {}\nmember logs:\n{logs}",
         missing.join("\n  ")
     );
-    for n in &awaited {
-        if used.contains_key(n) {
-            eprintln!("awaited (not catalogued yet, not required): {n}");
-        }
-    }
     eprintln!(
         "{} metric names used by dashboards and rules, all emitted: {expected:?}",
         expected.len()
@@ -1445,8 +1403,6 @@ fn fast_rules() -> String {
 /// and every dashboard query returns data.
 #[tokio::test]
 async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_data() {
-    let catalogue = catalogue();
-    let awaited = awaited(&catalogue);
     let env = TestEnv::new();
     let members = metered_members(&env, 2);
     let scratch = Scratch::new("e2e");
@@ -1560,12 +1516,7 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
     // Every dashboard query returns data against this fleet (the storming tenant as $tenant).
     let (exprs, vars) = dashboard_queries();
     let mut no_data = Vec::new();
-    let mut skipped = Vec::new();
     for q in &exprs {
-        if metric_names(&q.expr).iter().any(|n| awaited.contains(n)) {
-            skipped.push(q.at.clone());
-            continue;
-        }
         let e = substitute(&q.expr, "storm", "5m");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -1602,9 +1553,6 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
             "{}: {values:?}",
             v.at
         );
-    }
-    for s in &skipped {
-        eprintln!("skipped (awaited metric, not catalogued yet): {s}");
     }
     assert!(
         no_data.is_empty(),
