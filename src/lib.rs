@@ -23,6 +23,8 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod bench;
 pub mod broker;
