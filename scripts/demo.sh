@@ -3,5 +3,5 @@
 # Extra arguments go to `redrive demo`, e.g. scripts/demo.sh --tasks 10000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh demo
 exec cargo run --release --quiet -- demo "$@"

