@@ -1515,6 +1515,15 @@ async fn bad_input_unknown_ids_a_down_fleet_and_an_expired_wait_change_nothing()
         "no dead letter, lane or stat changed"
     );
     let trail = audit(&env).await;
+    let local_not_found = cases
+        .iter()
+        .filter(|(args, want, _)| *want == 66 && args.contains(&"--local"))
+        .count();
+    assert_eq!(
+        trail.len(),
+        local_not_found,
+        "each local unknown-id command was audited once: {trail:?}"
+    );
     assert!(
         trail.iter().all(|a| a["outcome"] == "not_found"),
         "only the local unknown-id commands were executed (and audited): {trail:?}"

@@ -611,13 +611,14 @@ async fn two_fleets_promote_and_reclaim_at_once_without_duplicates_or_loss() {
     }
 }
 
-/// How many entries a member's log says it reclaimed.
-fn reclaimed_in_log(m: &Member) -> u64 {
+/// The sum of `field=N` over a member's log lines that contain `message`.
+fn sum_in_log(m: &Member, message: &str, field: &str) -> u64 {
+    let key = format!("{field}=");
     m.log_text()
         .lines()
-        .filter(|l| l.contains("reclaimed stale entries"))
+        .filter(|l| l.contains(message))
         .filter_map(|l| {
-            l.split("entries=")
+            l.split(key.as_str())
                 .nth(1)?
                 .split_whitespace()
                 .next()?
@@ -625,6 +626,11 @@ fn reclaimed_in_log(m: &Member) -> u64 {
                 .ok()
         })
         .sum()
+}
+
+/// How many entries a member's log says it reclaimed.
+fn reclaimed_in_log(m: &Member) -> u64 {
+    sum_in_log(m, "reclaimed stale entries", "entries")
 }
 
 /// Starts member "a" with `cfg`, then enqueues one task working `work_ms` and waits until a
@@ -774,18 +780,6 @@ async fn tombstones_are_cleaned_and_counted() {
     env.wait_drained(&["acme"], LONG).await;
     assert_eq!(env.side_effects().len(), 6, "the six intact entries ran");
     assert!(m.stop().success());
-    let tombstones: u64 = m
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("deleted before they ran"))
-        .filter_map(|l| {
-            l.split("tombstones=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let tombstones = sum_in_log(&m, "deleted before they ran", "tombstones");
     assert_eq!(tombstones, 4, "{}", m.log_text());
 }

@@ -493,12 +493,12 @@ pub async fn run(
     stop: &Shutdown,
 ) -> Executed {
     let mut samples = Samples::default();
-    let (job, spec) = match start(ctx, env, spec).await {
-        Ok(Started::Go(job, spec)) => (job, *spec),
+    let (job, spec, selected) = match start(ctx, env, spec).await {
+        Ok(Started::Go(job, spec, selected)) => (job, *spec, selected),
         Ok(Started::Nothing(message, details)) => return Executed::finished(Ok(message), details),
         Err(e) => return Executed::finished(Err(e), Value::Null),
     };
-    let result = steps(ctx, env, &job, &spec, stop, &mut samples).await;
+    let result = steps(ctx, env, &job, &spec, selected, stop, &mut samples).await;
     let fields = ctx
         .broker
         .job_get(&job)
@@ -598,7 +598,10 @@ fn summary(job: &str, fields: &HashMap<String, String>, spec: &ReplaySpec) -> St
 }
 
 enum Started {
-    Go(String, Box<ReplaySpec>),
+    /// Run job `.0` with spec `.1`; `.2` is the selection a fresh job just pinned (its counts
+    /// are of exactly these entries), `None` for a resumed or taken-over job, which selects
+    /// again what is left.
+    Go(String, Box<ReplaySpec>, Option<Vec<Selected>>),
     Nothing(String, Value),
 }
 
@@ -645,7 +648,7 @@ async fn start(ctx: &AdminContext, env: &Envelope, spec: &ReplaySpec) -> Result<
         b.job_set(job, &running(job, &ctx.executor), &["cancel"])
             .await?;
         tracing::info!(job = %job, command_id = %env.id, "resuming replay job");
-        return Ok(Started::Go(job.clone(), Box::new(stored)));
+        return Ok(Started::Go(job.clone(), Box::new(stored), None));
     }
     let job = env.id.clone();
     if let Some(fields) = b.job_get(&job).await? {
@@ -671,7 +674,7 @@ async fn start(ctx: &AdminContext, env: &Envelope, spec: &ReplaySpec) -> Result<
             _ => {}
         }
         b.job_set(&job, &running(&job, &ctx.executor), &[]).await?;
-        return Ok(Started::Go(job, Box::new(stored)));
+        return Ok(Started::Go(job, Box::new(stored), None));
     }
     let mut pinned = spec.clone();
     pinned.select = spec.select.as_ref().map(|s| pin(s, now));
@@ -712,7 +715,7 @@ async fn start(ctx: &AdminContext, env: &Envelope, spec: &ReplaySpec) -> Result<
         ("created_at", now.to_string()),
     ]);
     b.job_set(&job, &fields, &[]).await?;
-    Ok(Started::Go(job, Box::new(pinned)))
+    Ok(Started::Go(job, Box::new(pinned), Some(items)))
 }
 
 enum Step {
@@ -726,11 +729,15 @@ async fn steps(
     env: &Envelope,
     job: &str,
     spec: &ReplaySpec,
+    selected: Option<Vec<Selected>>,
     stop: &Shutdown,
     samples: &mut Samples,
 ) -> Result<Step> {
     let b = &ctx.broker;
-    let (items, _) = select(ctx, spec).await?;
+    let items = match selected {
+        Some(items) => items,
+        None => select(ctx, spec).await?.0,
+    };
     let chunk = if spec.rate > 0 {
         ctx.settings.batch.min((spec.rate as usize / 4).max(1))
     } else {

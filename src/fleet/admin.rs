@@ -313,7 +313,7 @@ impl AdminLoop {
             env.id
         );
         tracing::error!(command_id = %env.id, deliveries, "{message}");
-        if let Ok(crate::broker::BeginCommand::Run(started)) = ctx
+        let begun = ctx
             .broker
             .admin_begin(
                 &env.id,
@@ -322,8 +322,8 @@ impl AdminLoop {
                 0,
                 ctx.settings.record_ttl,
             )
-            .await
-        {
+            .await;
+        if let Ok(crate::broker::BeginCommand::Run(started)) = begun {
             let r = CommandResult::new(
                 &env,
                 self.member(),
@@ -332,6 +332,10 @@ impl AdminLoop {
                 Value::Null,
             );
             finish(ctx, &env, &entry.id, &r).await;
+        } else if let Err(e) = begun {
+            // Redis failed: leave the entry pending so a later pass records it, instead of
+            // acking a command nobody answered.
+            tracing::warn!(command_id = %env.id, error = %e, "cannot record a crash-looping command yet; it stays pending");
         } else {
             let _ = ctx
                 .broker
@@ -472,6 +476,11 @@ async fn invalid(ctx: &AdminContext, member: &str, entry_id: &str, command_id: &
         .await
     {
         Ok(crate::broker::BeginCommand::Run(t)) => t,
+        Err(e) => {
+            // Redis failed: the entry stays pending and is answered on a later pass.
+            tracing::warn!(command_id, error = %e, "cannot record an unreadable command yet; it stays pending");
+            return;
+        }
         _ => {
             let _ = ctx
                 .broker

@@ -1,6 +1,7 @@
-//! The settler: turns outcomes into Redis state. Completed entries are acked (and deleted) in
-//! batches; every other move is one atomic script per entry, run concurrently so that a slow
-//! failure path never holds acks back.
+//! The settler: turns outcomes into Redis state. Completed entries are acked (and deleted),
+//! retries scheduled and held-back tasks deferred in per-tenant batches, one atomic call per
+//! tenant and kind per flush; dead letters and the rarer moves are one script per entry, run
+//! concurrently so that a slow failure path never holds acks back.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -159,12 +160,21 @@ impl Settler {
             let (fast, checked): (Vec<&Ack>, Vec<&Ack>) = ids
                 .iter()
                 .partition(|a| a.read_at.is_some_and(|t| t.elapsed() < window));
+            // The window must still hold when a retried call finally runs: once the oldest
+            // fast entry's read is past it, the retry falls back to the owner-checked ack.
+            let oldest = fast.iter().filter_map(|a| a.read_at).min();
             let fast: Vec<&str> = fast.iter().map(|a| a.entry_id.as_str()).collect();
             let checked: Vec<&str> = checked.iter().map(|a| a.entry_id.as_str()).collect();
             let broker = &self.broker;
             async move {
                 let (a, b) = tokio::join!(
-                    self.with_retry("ack", || broker.ack_unclaimable(tenant, &fast)),
+                    self.with_retry("ack", || async {
+                        if oldest.is_some_and(|t| t.elapsed() < window) {
+                            broker.ack_unclaimable(tenant, &fast).await
+                        } else {
+                            broker.ack(tenant, member, &fast).await
+                        }
+                    }),
                     self.with_retry("ack", || broker.ack(tenant, member, &checked)),
                 );
                 Some(a? + b?)
