@@ -171,7 +171,7 @@ fn require_url(settings: &Settings) -> Result<String> {
     settings.redis.url.clone().ok_or_else(|| {
         Error::Config(
             "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
-             (only `redrive demo` starts a private server)"
+             (only `redrive demo` and `redrive bench` start a private server)"
                 .into(),
         )
     })

@@ -131,7 +131,7 @@ pub fn install_prometheus(
 }
 
 /// The `op` label values of `names::REDIS_ERRORS` (registered at 0 when the recorder is installed).
-pub const REDIS_OPS: [&str; 10] = [
+pub const REDIS_OPS: [&str; 20] = [
     "read",
     "depths",
     "heartbeat",
@@ -142,23 +142,16 @@ pub const REDIS_OPS: [&str; 10] = [
     "schedule_retry",
     "read_entry",
     "dead_letter",
-];
-
-/// Every failure class's wire name, for series registered at zero.
-const CLASSES: [&str; 13] = [
-    "rate_limited",
-    "timeout",
-    "upstream_unavailable",
-    "llm_error",
-    "invalid_input",
-    "context_overflow",
-    "schema_mismatch",
-    "unauthorized",
-    "partial_execution",
-    "malformed_entry",
-    "crash_loop",
-    "silent_failure",
-    "unknown",
+    "defer",
+    "breaker_probe",
+    "breaker_probe_done",
+    "breaker_record",
+    "breaker_read",
+    "slots",
+    "stats",
+    "admin_read",
+    "admin_beat",
+    "admin_command",
 ];
 
 /// Registers a tenant's counter series at 0 the first time it is seen, so that the first
@@ -181,10 +174,11 @@ pub fn register_tenant(tenant: &str) {
         names::TASKS_DEFERRED,
         names::TENANT_ATTEMPTS,
         names::TENANT_CAPPED,
+        names::DLQ_REPLAYED,
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }
-    for class in CLASSES {
+    for class in crate::handler::FailureClass::ALL.map(|c| c.as_str()) {
         for name in [names::DEAD_LETTERED, names::TASKS_FAILED] {
             metrics::counter!(name, "tenant" => label.clone(), "class" => class).increment(0);
         }

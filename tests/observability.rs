@@ -8,13 +8,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, Member, TestEnv};
+use common::{eventually, try_http_get, Member, TestEnv};
 use redrive::task::NewTask;
 use serde_json::{json, Value};
 
@@ -420,26 +418,6 @@ fn run_rule_tests(scratch: &Scratch, files: &[String]) -> (bool, String) {
 
 // ------------------------------------------------------------------------------------ HTTP
 
-/// A minimal HTTP/1.0 GET on loopback: (status, body).
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned()))
-}
-
 fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -463,7 +441,7 @@ fn free_port() -> u16 {
 /// Scrapes a member's /metrics: metric name (histogram suffixes removed) → TYPE.
 fn scrape(addr: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Ok((200, body)) = http_get(addr, "/metrics") else {
+    let Ok((200, body)) = try_http_get(addr, "/metrics") else {
         return out;
     };
     for line in body.lines() {
@@ -484,7 +462,7 @@ fn scrape(addr: &str) -> BTreeMap<String, String> {
 /// Scrapes a member's /metrics: sample name (suffix kept) → sum of its series' values.
 fn scrape_sums(addr: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    let Ok((200, body)) = http_get(addr, "/metrics") else {
+    let Ok((200, body)) = try_http_get(addr, "/metrics") else {
         return out;
     };
     for line in body.lines().filter(|l| !l.starts_with('#')) {
@@ -523,7 +501,7 @@ impl Prometheus {
     }
 
     fn api(&self, path: &str) -> Option<Value> {
-        let (status, body) = http_get(&self.addr, path).ok()?;
+        let (status, body) = try_http_get(&self.addr, path).ok()?;
         if status != 200 {
             return None;
         }
@@ -1193,14 +1171,15 @@ fn metered_members_with(env: &TestEnv, n: usize, extra: &[(&str, &str)]) -> Vec<
     let cfg = env.config_file("fast-retry.toml", FAST_RETRY_TOML);
     (1..=n)
         .map(|i| {
-            let addr = format!("127.0.0.1:{}", free_port());
+            // Port 0: the member binds a free port itself and logs it (no race for the port).
             let mut vars = vec![
                 ("REDRIVE_CONFIG", cfg.as_str()),
-                ("REDRIVE_METRICS__LISTEN", addr.as_str()),
+                ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
                 ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "200"),
             ];
             vars.extend_from_slice(extra);
             let m = env.member(&format!("m{i}"), &vars);
+            let addr = m.metrics_addr();
             (m, addr)
         })
         .collect()
@@ -1296,14 +1275,12 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     ];
     // An operator replays the poison through the admin command stream, which a member runs:
     // the admin and replay families move too.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.dead_letters("obs-poison").await.len() < 6 {
-        assert!(
-            Instant::now() < deadline,
-            "the poison never reached the dead letters"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the poison reaches the dead letters",
+        || async { env.dead_letters("obs-poison").await.len() >= 6 },
+    )
+    .await;
     let (code, out, err) = env.cli(
         &[
             "dlq",

@@ -77,8 +77,8 @@ async fn breaker(
         &ctx.broker,
         &spec.tenant,
         spec.open,
-        Some(&env.reason),
-        Some(&env.operator),
+        &env.reason,
+        &env.operator,
     )
     .await?;
     let message = crate::isolation::cli::describe(&change, spec.open);
@@ -203,7 +203,7 @@ async fn cancel(ctx: &AdminContext, env: &Envelope, job: &str) -> Result<(String
 pub enum Ran {
     /// The command's result: just executed, or stored by its first execution.
     Result(CommandResult),
-    /// Another copy with the same command id is being executed by this member.
+    /// Another copy with the same command id is being executed by the member named.
     ElsewhereRunning(String),
     /// It was withdrawn or expired before it started; it never ran.
     Expired,

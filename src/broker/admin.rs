@@ -47,7 +47,7 @@ pub enum BeginCommand {
     Run(u64),
     /// It ran already; its result JSON.
     Done(String),
-    /// Another copy of it is being executed by this member.
+    /// Another copy of it is being executed by the member named.
     Running(String),
     /// It was withdrawn or is past its deadline; it never runs. The stored result JSON, if any.
     Expired(String),

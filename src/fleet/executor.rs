@@ -103,10 +103,20 @@ impl Executor {
                 });
                 continue;
             }
-            let exclusive = if matches!(job.work, Work::Suspect)
-                && job.deliveries >= 2
-                && self.concurrency > 1
-            {
+            let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 2;
+            if alone && self.concurrency > 1 {
+                // A suspect runs alone; if its tenant is held back it would only be deferred,
+                // so defer it before emptying every slot for it.
+                if let Gate::Defer(delay) = self.shared.isolation.gate(&job.tenant) {
+                    let _ = self.settle.send(Settlement::Defer {
+                        tenant: job.tenant,
+                        entry_id: job.entry_id,
+                        delay,
+                    });
+                    continue;
+                }
+            }
+            let exclusive = if alone && self.concurrency > 1 {
                 // Wait until nothing else runs; nothing new starts meanwhile.
                 let rest = tokio::select! {
                     biased;

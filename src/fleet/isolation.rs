@@ -263,7 +263,7 @@ impl Isolation {
     ) {
         let cooldown = self.settings.breaker.cooldown;
         let mut delay = Duration::from_millis(50);
-        for _ in 0..5 {
+        for attempt in 1..=5 {
             match broker
                 .breaker_probe_done(tenant, &self.member, entry_id, success, cooldown, detail)
                 .await
@@ -297,6 +297,11 @@ impl Isolation {
                 Err(e) => {
                     metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_probe_done")
                         .increment(1);
+                    if attempt == 5 {
+                        // The probe token expires by itself and another probe decides.
+                        tracing::error!(tenant = %tenant, error = %e, "gave up reporting the probe's outcome; the probe token will expire and another probe decide");
+                        return;
+                    }
                     tracing::warn!(tenant = %tenant, error = %e, "cannot report the probe's outcome; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;

@@ -1,7 +1,8 @@
-//! The operator's isolation commands: `redrive breaker open|close TENANT` and
-//! `redrive tenants [TENANT]`, each with `--json`. They talk to Redis directly through the
-//! broker's verbs ([`Broker::breaker_set`], [`Broker::breaker_info`], …), which an admin
-//! command stream can call as well.
+//! The operator's isolation commands, each with `--json`: `redrive tenants [TENANT]` reads
+//! Redis directly through the broker's verbs ([`Broker::breaker_info`], …);
+//! `redrive breaker open|close TENANT` is sent through the admin command stream
+//! ([`crate::admin::cli::send_breaker`], or run in the CLI with `--local`) and executed by
+//! [`breaker`] here.
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -167,40 +168,11 @@ fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }
 
-/// Checks free text from the command line (a reason, an operator): 1 to `max` characters,
-/// no control characters.
-fn check_text(flag: &str, value: &str, max: usize) -> Result<()> {
-    if value.trim().is_empty() {
-        return Err(usage(format!("{flag} must not be empty")));
-    }
-    if value.chars().count() > max {
-        return Err(usage(format!(
-            "{flag} is {} characters long; at most {max} are kept",
-            value.chars().count()
-        )));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(usage(format!(
-            "{flag} contains a control character (a newline, a tab, …)"
-        )));
-    }
-    Ok(())
-}
-
-fn default_operator() -> String {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "operator".to_owned());
-    format!("{user}@{}", crate::config::default_member_id())
-}
-
 async fn connect(settings: &Settings) -> Result<Broker> {
     crate::cli::connect(settings).await
 }
 
-/// Checks that `tenant` is a valid name and a registered tenant.
-/// `Ok` when `tenant` is registered; a clear "not found" (with some registered names) otherwise.
+/// `Ok` when `tenant` is a valid name and registered; a clear "not found" (with some registered names) otherwise.
 pub async fn known_tenant(broker: &Broker, tenant: &str) -> Result<()> {
     crate::task::validate_tenant(tenant).map_err(|e| usage(e.to_string()))?;
     let all = broker.tenants().await?;
@@ -221,18 +193,18 @@ pub async fn known_tenant(broker: &Broker, tenant: &str) -> Result<()> {
     )))
 }
 
-/// Opens or closes a tenant's breaker as an operator.
+/// Opens or closes a tenant's breaker as `operator`, for `reason` (checked by the same rules as
+/// every admin command, so what the CLI accepted the member accepts too).
 pub async fn breaker(
     broker: &Broker,
     tenant: &str,
     open: bool,
-    reason: Option<&str>,
-    operator: Option<&str>,
+    reason: &str,
+    operator: &str,
 ) -> Result<BreakerChange> {
-    let reason = reason.unwrap_or("by hand");
-    check_text("--reason", reason, 500)?;
-    let operator = operator.map(str::to_owned).unwrap_or_else(default_operator);
-    check_text("--operator", &operator, 128)?;
+    crate::admin::validate_reason(reason).map_err(usage)?;
+    crate::admin::validate_operator(operator).map_err(usage)?;
+    let operator = operator.to_owned();
     known_tenant(broker, tenant).await?;
     let (from, to, changed) = broker.breaker_set(tenant, open, &operator, reason).await?;
     if changed {
@@ -414,13 +386,13 @@ mod tests {
 
     #[test]
     fn free_text_is_checked() {
-        assert!(check_text("--reason", "incident 42", 500).is_ok());
+        assert!(crate::admin::validate_reason("incident 42").is_ok());
         for (bad, want) in [
-            ("", "must not be empty"),
-            ("a\nb", "control character"),
-            (&"x".repeat(501), "501 characters long"),
+            ("", "must say why"),
+            ("a\nb", "control characters"),
+            (&"x".repeat(1025), "at most 1024 bytes"),
         ] {
-            let e = check_text("--reason", bad, 500).unwrap_err().to_string();
+            let e = crate::admin::validate_reason(bad).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
     }

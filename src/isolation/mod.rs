@@ -9,7 +9,8 @@
 //! over and exactly one probe task may run fleet-wide; its success closes the breaker, its
 //! failure re-opens it). Closed → open is decided by a script over the tenant's failure window
 //! (count and rate); members send their outcome counts once per refresh and read every breaker
-//! in one pipelined call, so the hot path never waits on Redis for it.
+//! in one pipelined call, so the hot path never waits on Redis for a closed breaker (admitting
+//! a half-open tenant's one probe is a round trip).
 
 pub mod cli;
 
