@@ -371,9 +371,10 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(11);
         for attempt in 1..p.max_attempts {
             let tier = p.base_delay(attempt);
-            let draws = (0..10_000)
-                .map(|_| rng.f64())
-                .chain([0.0, f64::MIN_POSITIVE, 0.999_999_999]);
+            let draws =
+                (0..10_000)
+                    .map(|_| rng.f64())
+                    .chain([0.0, f64::MIN_POSITIVE, 0.999_999_999]);
             for unit in draws {
                 let Decision::Retry { delay } =
                     p.decide(FailureClass::RateLimited, attempt, None, unit)
