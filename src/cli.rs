@@ -186,6 +186,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let settings = Settings::from_raw(raw)?;
             print!("{}", settings.raw.redacted_toml());
+            for w in crate::config::env_warnings() {
+                eprintln!("warning: {w}");
+            }
             eprintln!("config: ok");
             Ok(())
         }
@@ -328,6 +331,9 @@ fn init(settings: &Settings) {
     crate::telemetry::init_logging(settings.log_format, &settings.log_level);
     crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
     crate::telemetry::install_panic_hook();
+    for w in crate::config::env_warnings() {
+        tracing::warn!("{w}");
+    }
 }
 
 fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<NewTask>> {

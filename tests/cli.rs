@@ -355,3 +355,62 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
     let (code, _, err) = env.cli(&["bench", "--tasks", "5"], &[]);
     assert_eq!(code, 2, "tasks below the minimum are refused: {err}");
 }
+
+/// Issue 11 #13: the variables Kubernetes injects for a Service named `redrive` are not
+/// settings and must not stop a member; a near-miss of a real setting is warned about and
+/// ignored; a typo in a real section's key is still an error.
+#[tokio::test]
+async fn kubernetes_service_variables_are_ignored_and_near_misses_warned() {
+    let env = TestEnv::new();
+    let k8s: &[(&str, &str)] = &[
+        ("REDRIVE_PORT", "tcp://10.0.0.1:9464"),
+        ("REDRIVE_SERVICE_HOST", "10.0.0.1"),
+        ("REDRIVE_SERVICE_PORT", "9464"),
+        ("REDRIVE_SERVICE_PORT_METRICS", "9464"),
+        ("REDRIVE_PORT_9464_TCP", "tcp://10.0.0.1:9464"),
+        ("REDRIVE_PORT_9464_TCP_ADDR", "10.0.0.1"),
+        ("REDRIVE_PORT_9464_TCP_PORT", "9464"),
+        ("REDRIVE_PORT_9464_TCP_PROTO", "tcp"),
+    ];
+    let (code, out, err) = env.cli(&["config", "check"], k8s);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("concurrency = 64"), "{out}");
+    assert!(!err.contains("warning"), "nothing to warn about: {err}");
+
+    let mut near = k8s.to_vec();
+    near.push(("REDRIVE_FLEET_CONCURRENCY", "8"));
+    let (code, out, err) = env.cli(&["config", "check"], &near);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("concurrency = 64"), "ignored: {out}");
+    assert!(
+        err.contains("REDRIVE_FLEET_CONCURRENCY") && err.contains("REDRIVE_FLEET__CONCURRENCY"),
+        "the warning names the intended key: {err}"
+    );
+    assert!(!err.contains("REDRIVE_PORT"), "{err}");
+
+    let (code, _, err) = env.cli(
+        &["config", "check"],
+        &[
+            ("REDRIVE_PORT", "tcp://10.0.0.1:9464"),
+            ("REDRIVE_FLEET__CONCURENCY", "8"),
+        ],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("concurency"),
+        "{err}"
+    );
+
+    // A member started among those variables runs tasks.
+    env.enqueue(
+        "acme",
+        3,
+        serde_json::json!({"simulate": "ok", "work_ms": 0}),
+    )
+    .await;
+    let mut m = env.member("k8s-0", k8s);
+    env.wait_drained(&["acme"], std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(env.side_effects().len(), 3);
+    assert!(m.stop().success(), "{}", m.log_text());
+}
