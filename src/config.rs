@@ -152,7 +152,7 @@ pub struct RawIsolation {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClassify {
-    /// Text rules for untyped errors.
+    /// Rules for untyped errors: whole words (`contains`) or status codes (`status`).
     pub rules: Vec<Rule>,
 }
 

@@ -564,3 +564,56 @@ async fn enqueue_file_errors_name_the_files_line() {
     assert!(!err.contains('#'), "{err}");
     assert_eq!(lanes_total(&env, &["acme"]).await, 0);
 }
+
+/// Issue 11 #1 through a real member: untyped errors whose digits are ids or plain numbers end
+/// as `unknown` (transient), never `unauthorized` (permanent); a real status still counts.
+#[tokio::test]
+async fn untyped_errors_with_ids_in_them_are_unknown_through_a_member() {
+    use redrive::task::NewTask;
+    use serde_json::json;
+    let env = TestEnv::new();
+    let error = |m: &str| json!({"simulate": "error", "message": m, "work_ms": 0});
+    let cases = [
+        (
+            "probe-panic-401",
+            json!({"simulate": "panic", "work_ms": 0}),
+            "unknown",
+        ),
+        ("t-ticket", error("could not load ticket 74012"), "unknown"),
+        ("t-number", error("15029"), "unknown"),
+        ("error:503", error("job error:503 gave up"), "unknown"),
+        (
+            "t-http",
+            error("upstream answered HTTP 401 Unauthorized"),
+            "unauthorized",
+        ),
+        (
+            "t-status",
+            error("provider: status code: 429"),
+            "rate_limited",
+        ),
+    ];
+    env.enqueue_tasks(
+        cases
+            .iter()
+            .map(|(id, p, _)| NewTask::new("acme", "triage", p.clone()).with_task_id(*id))
+            .collect(),
+    )
+    .await;
+    let mut m = env.member("m1", &[("REDRIVE_RETRY__MAX_ATTEMPTS", "1")]);
+    common::eventually(
+        std::time::Duration::from_secs(60),
+        "every task dead-lettered",
+        || async { env.dead_letters("acme").await.len() == cases.len() },
+    )
+    .await;
+    assert!(m.stop().success(), "{}", m.log_text());
+    let dead = env.dead_letters("acme").await;
+    for (id, _, class) in cases {
+        let d = dead
+            .iter()
+            .find(|d| d["task_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not dead-lettered: {dead:?}"));
+        assert_eq!(d["class"], class, "{id}: {}", d["error"]);
+    }
+}
