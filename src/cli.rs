@@ -32,7 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a fleet member until SIGTERM or SIGINT.
     Run(RunArgs),
-    /// Publish tasks: one from flags, or many from a JSON Lines file.
+    /// Publish tasks: one from flags, or many from a JSON Lines file (the whole file or
+    /// nothing: one transaction).
     Enqueue(EnqueueArgs),
     /// Run the whole product on a private redis-server with a simulated agent.
     Demo(DemoArgs),
@@ -95,7 +96,9 @@ pub struct RunArgs {
 #[command(group = clap::ArgGroup::new("source").required(true).args(["file", "tenant"]))]
 pub struct EnqueueArgs {
     /// JSON Lines file of tasks ("-" for standard input); each line like
-    /// {"tenant":"acme","kind":"triage","payload":{...}}.
+    /// {"tenant":"acme","kind":"triage","payload":{...}}; blank lines are skipped. Every line is
+    /// checked first, then the whole file is written in one transaction: all tasks or none
+    /// (errors name the file's line; a full Redis writes nothing and says so, exit 73).
     #[arg(long, conflicts_with_all = ["tenant", "kind", "payload", "task_id"])]
     pub file: Option<PathBuf>,
     /// The task's tenant.
@@ -186,6 +189,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let settings = Settings::from_raw(raw)?;
             print!("{}", settings.raw.redacted_toml());
+            for w in crate::config::env_warnings() {
+                eprintln!("warning: {w}");
+            }
             eprintln!("config: ok");
             Ok(())
         }
@@ -246,8 +252,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
             let producer = Producer::new(broker, settings.limits);
             let n = tasks.len();
-            let out = producer.enqueue_batch(tasks).await?;
-            if n == 1 {
+            let out = producer.enqueue_all(tasks).await?;
+            if n == 1 && out.len() == 1 {
                 println!("{} {}", out[0].task_id, out[0].entry_id);
             } else {
                 println!("enqueued {n} tasks");
@@ -328,9 +334,13 @@ fn init(settings: &Settings) {
     crate::telemetry::init_logging(settings.log_format, &settings.log_level);
     crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
     crate::telemetry::install_panic_hook();
+    for w in crate::config::env_warnings() {
+        tracing::warn!("{w}");
+    }
 }
 
-fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<NewTask>> {
+/// The tasks to enqueue, each with its 1-based line number in `--file` (1 for flags).
+fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<(usize, NewTask)>> {
     if let Some(path) = &args.file {
         let text = if path.as_os_str() == "-" {
             let mut s = String::new();
@@ -364,5 +374,5 @@ fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<NewTask>> {
     t.prompt_version = args.prompt_version.clone();
     t.trace_id = args.trace_id.clone();
     t.deadline = args.deadline;
-    Ok(vec![t])
+    Ok(vec![(1, t)])
 }

@@ -152,7 +152,7 @@ pub struct RawIsolation {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClassify {
-    /// Text rules for untyped errors.
+    /// Rules for untyped errors: whole words (`contains`) or status codes (`status`).
     pub rules: Vec<Rule>,
 }
 
@@ -318,10 +318,11 @@ impl RawConfig {
             }
             fig = fig.merge(Toml::file(path));
         }
+        let sections = sections();
         fig = fig
             .merge(
                 Env::prefixed("REDRIVE_")
-                    .ignore(&["CONFIG", "REDIS_URL", "FAILPOINT", "OPERATOR"])
+                    .filter(move |key| is_setting_var(key.as_str(), &sections))
                     .split("__"),
             )
             .merge(
@@ -339,6 +340,112 @@ impl RawConfig {
         copy.redis.url = redact_url(&copy.redis.url);
         toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
+}
+
+/// Variables under the `REDRIVE_` prefix that are read elsewhere, never as
+/// `REDRIVE_<SECTION>__<KEY>` settings.
+pub const OTHER_VARS: &[&str] = &[
+    "REDRIVE_CONFIG",
+    "REDRIVE_REDIS_URL",
+    "REDRIVE_FAILPOINT",
+    "REDRIVE_OPERATOR",
+];
+
+/// The top-level sections of the settings (`redis`, `fleet`, …), from the built-in defaults.
+fn sections() -> Vec<String> {
+    DEFAULT_TOML
+        .parse::<toml::Table>()
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Whether `key` (a variable's name after `REDRIVE_`) has the settings form
+/// `<SECTION>__<KEY>` with a real section. Anything else under the prefix (Kubernetes'
+/// `REDRIVE_PORT`, `REDRIVE_SERVICE_HOST`, …) is not a setting and is left alone; a wrong key
+/// inside a real section still fails validation.
+fn is_setting_var(key: &str, sections: &[String]) -> bool {
+    match key.split_once("__") {
+        Some((section, rest)) => {
+            !rest.is_empty() && sections.iter().any(|s| s.eq_ignore_ascii_case(section))
+        }
+        None => false,
+    }
+}
+
+/// Every setting's variable name (`REDRIVE_FLEET__CONCURRENCY`, …) with its dotted path.
+fn setting_vars() -> Vec<(String, String)> {
+    fn walk(table: &toml::Table, path: &mut Vec<String>, out: &mut Vec<(String, String)>) {
+        for (k, v) in table {
+            path.push(k.clone());
+            match v {
+                toml::Value::Table(t) if !t.is_empty() => walk(t, path, out),
+                _ => out.push((
+                    format!("REDRIVE_{}", path.join("__").to_ascii_uppercase()),
+                    path.join("."),
+                )),
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(t) = DEFAULT_TOML.parse::<toml::Table>() {
+        walk(&t, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// Warnings for the variables among `names` that start with `REDRIVE_`, are not settings
+/// (so they are ignored) and differ from a real setting's variable only in underscores, e.g.
+/// `REDRIVE_FLEET_CONCURRENCY` for `REDRIVE_FLEET__CONCURRENCY`. Values are never shown.
+pub fn env_near_misses<I, S>(names: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .map(|c| c.to_ascii_uppercase())
+            .collect()
+    };
+    let sections = sections();
+    let settings: Vec<(String, String, String)> = setting_vars()
+        .into_iter()
+        .map(|(var, path)| (squash(&var), var, path))
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        let Some(rest) = name
+            .get(..8)
+            .filter(|p| p.eq_ignore_ascii_case("REDRIVE_"))
+            .and_then(|_| name.get(8..))
+        else {
+            continue;
+        };
+        if is_setting_var(rest, &sections)
+            || OTHER_VARS.iter().any(|o| o.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        let squashed = squash(name);
+        if let Some((_, var, path)) = settings.iter().find(|(s, _, _)| *s == squashed) {
+            out.push(format!(
+                "environment variable {name} is not a setting and is ignored: did you mean {var} \
+                 ({path})? Section and key are separated by two underscores"
+            ));
+        }
+    }
+    out
+}
+
+/// [`env_near_misses`] over this process's environment.
+pub fn env_warnings() -> Vec<String> {
+    env_near_misses(
+        std::env::vars_os()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
@@ -1029,6 +1136,49 @@ patch = { lang = "en", meta = { source = "replay" } }
             serde_json::json!({"ticket_id": 3, "lang": "en", "meta": {"source": "replay"}})
         );
         assert!(raw.redacted_toml().contains("ticket_id"));
+    }
+
+    #[test]
+    fn only_section_key_variables_are_settings_and_near_misses_are_named() {
+        let sections = sections();
+        for (key, want) in [
+            ("FLEET__CONCURRENCY", true),
+            ("fleet__concurrency", true),
+            ("FLEET__CONCURENCY", true), // a real section: its typo fails validation
+            ("ISOLATION__BREAKER__MIN_FAILURES", true),
+            ("PORT", false),
+            ("SERVICE_HOST", false),
+            ("PORT_9464_TCP_ADDR", false),
+            ("FLEET_CONCURRENCY", false),
+            ("REDIS_URL", false),
+            ("NOPE__X", false),
+            ("FLEET__", false),
+        ] {
+            assert_eq!(is_setting_var(key, &sections), want, "{key}");
+        }
+        let warnings = env_near_misses([
+            "REDRIVE_FLEET_CONCURRENCY",
+            "REDRIVE_ISOLATION_BREAKER_MIN_FAILURES",
+            "REDRIVE_PORT",
+            "REDRIVE_SERVICE_HOST",
+            "REDRIVE_PORT_9464_TCP_ADDR",
+            "REDRIVE_REDIS_URL",
+            "REDRIVE_CONFIG",
+            "REDRIVE_FAILPOINT",
+            "REDRIVE_FLEET__CONCURRENCY",
+            "PATH",
+        ]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("REDRIVE_FLEET_CONCURRENCY")
+                && warnings[0]
+                    .contains("did you mean REDRIVE_FLEET__CONCURRENCY (fleet.concurrency)"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("REDRIVE_ISOLATION__BREAKER__MIN_FAILURES"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

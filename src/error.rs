@@ -17,6 +17,10 @@ pub enum Error {
     /// Redis refused a command or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis refused a write because it is out of memory (`maxmemory` reached under the
+    /// `noeviction` policy). The message says what was (not) written; it is one bounded line.
+    #[error("redis is out of memory: {0}")]
+    OutOfMemory(String),
     /// Reading or writing a local file, or starting a process, failed.
     #[error("{context}: {source}")]
     Io {
@@ -75,6 +79,7 @@ impl Error {
             Error::Usage(_) => 64,
             Error::InvalidTask(_) => 65,
             Error::Redis(_) | Error::Embedded(_) => 69,
+            Error::OutOfMemory(_) => 73,
             Error::Protocol(_) => 76,
             Error::Io { .. } => 74,
             Error::Config(_) => 78,
@@ -94,6 +99,7 @@ impl Error {
             Error::InvalidTask(_) => "invalid_task",
             Error::Usage(_) => "usage",
             Error::Redis(_) => "redis",
+            Error::OutOfMemory(_) => "redis_oom",
             Error::Io { .. } => "io",
             Error::Protocol(_) => "protocol",
             Error::Embedded(_) => "embedded",
@@ -120,7 +126,8 @@ impl Error {
             | Error::FleetDown(m)
             | Error::Timeout(m)
             | Error::Refused(m)
-            | Error::Interrupted(m) => m.clone(),
+            | Error::Interrupted(m)
+            | Error::OutOfMemory(m) => m.clone(),
             Error::Remote { message, .. } => message.clone(),
             other => other.to_string(),
         }
@@ -138,6 +145,7 @@ impl Error {
             "timeout" => Error::Timeout(message),
             "refused" => Error::Refused(message),
             "interrupted" => Error::Interrupted(message),
+            "redis_oom" => Error::OutOfMemory(message),
             _ => Error::Remote { code, message },
         }
     }
@@ -157,6 +165,7 @@ mod tests {
             Error::Refused("needs --force".into()),
             Error::Usage("bad".into()),
             Error::Interrupted("cancelled".into()),
+            Error::OutOfMemory("nothing was written".into()),
             Error::Remote {
                 code: 69,
                 message: "redis: gone".into(),

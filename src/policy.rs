@@ -22,9 +22,9 @@ pub enum Backoff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Jitter {
-    /// Uniform in `[0, delay]` (AWS "full jitter").
+    /// Uniform in `[0, delay]` (AWS "full jitter"): a retry may come almost at once. Opt-in.
     Full,
-    /// Uniform in `[delay/2, delay]`.
+    /// Uniform in `[delay/2, delay]`: never sooner than half the tier. The default.
     Equal,
     /// Exactly the delay.
     None,
@@ -355,6 +355,43 @@ mod tests {
             p.decide(FailureClass::RateLimited, 1, huge, 0.0),
             Decision::Retry {
                 delay: Duration::from_secs(300)
+            }
+        );
+    }
+
+    /// Issue 11 #12: with the shipped defaults no retry comes sooner than half its tier,
+    /// whatever the draw, and a handler's retry-after still wins (even below that floor).
+    #[test]
+    fn default_jitter_keeps_half_of_every_tier() {
+        let settings =
+            crate::config::Settings::from_raw(crate::config::RawConfig::defaults().unwrap())
+                .unwrap();
+        let p = settings.policies.for_task("acme", "triage");
+        assert!(p.max_attempts >= 2);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for attempt in 1..p.max_attempts {
+            let tier = p.base_delay(attempt);
+            let draws =
+                (0..10_000)
+                    .map(|_| rng.f64())
+                    .chain([0.0, f64::MIN_POSITIVE, 0.999_999_999]);
+            for unit in draws {
+                let Decision::Retry { delay } =
+                    p.decide(FailureClass::RateLimited, attempt, None, unit)
+                else {
+                    panic!("attempt {attempt} is retried");
+                };
+                assert!(
+                    delay * 2 >= tier && delay <= tier,
+                    "attempt {attempt}: {delay:?} for a {tier:?} tier (draw {unit})"
+                );
+            }
+        }
+        let after = Some(Duration::from_millis(200));
+        assert_eq!(
+            p.decide(FailureClass::RateLimited, 1, after, 0.0),
+            Decision::Retry {
+                delay: Duration::from_millis(200)
             }
         );
     }

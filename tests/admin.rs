@@ -1747,3 +1747,97 @@ async fn a_member_killed_mid_replay_is_taken_over_and_every_entry_replays_once()
     assert_eq!(replays.len(), 1, "one result recorded");
     assert!(b.stop().success(), "{}", b.log_text());
 }
+
+/// Issue 11 #7: a dead letter listed twice (or once with its tenant and once bare under
+/// `--tenant`) is one selection: dry runs count it once, and the real replay and discard
+/// agree with them.
+#[tokio::test]
+async fn a_repeated_id_is_one_selection_everywhere() {
+    let env = TestEnv::new();
+    let ids = seed(
+        &env,
+        &[
+            dl(
+                "acme",
+                "d-0",
+                "triage",
+                ok_payload(),
+                FailureClass::Timeout,
+                "timed out",
+            ),
+            dl(
+                "acme",
+                "d-1",
+                "triage",
+                ok_payload(),
+                FailureClass::Timeout,
+                "timed out",
+            ),
+        ],
+        None,
+    )
+    .await;
+    let (a, b) = (ids[0].as_str(), ids[1].as_str());
+    let bare_a = a.split_once('/').unwrap().1;
+
+    let d = run_json(&env, &["dlq", "replay", a, a, "--dry-run", "--json"]);
+    assert_eq!(
+        (d["selected"].clone(), d["would_replay"].clone()),
+        (json!(1), json!(1)),
+        "{d}"
+    );
+    assert_eq!(d["sample"].as_array().unwrap().len(), 1, "{d}");
+    let d = run_json(
+        &env,
+        &[
+            "dlq",
+            "replay",
+            "--tenant",
+            "acme",
+            bare_a,
+            a,
+            b,
+            bare_a,
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        (d["selected"].clone(), d["would_replay"].clone()),
+        (json!(2), json!(2)),
+        "{d}"
+    );
+    let (code, out, err) = env.cli(&["dlq", "replay", a, a, "--dry-run"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("1 dead letters selected; 1 would be replayed"),
+        "{out}"
+    );
+
+    // The real run replays it once and says so, without a phantom "already gone".
+    let (code, out, err) = env.cli(
+        &[
+            "dlq", "replay", a, a, "--reason", "dup", "--local", "--rate", "0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 1 of 1"), "{out}");
+    assert!(!out.contains("already gone"), "{out}");
+    assert_eq!(lane(&env, "acme").await.len(), 1);
+
+    // Discard with the id twice: one dead letter discarded, one archived copy.
+    let (code, out, err) = env.cli(&["dlq", "discard", b, b, "--reason", "dup", "--local"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("discarded 1 dead letter"), "{out}");
+    let broker = env.broker().await;
+    assert_eq!(
+        broker
+            .dlq_removed_range("acme", "-", 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(env.dead_letters("acme").await.is_empty());
+}

@@ -355,3 +355,265 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
     let (code, _, err) = env.cli(&["bench", "--tasks", "5"], &[]);
     assert_eq!(code, 2, "tasks below the minimum are refused: {err}");
 }
+
+/// Issue 11 #13: the variables Kubernetes injects for a Service named `redrive` are not
+/// settings and must not stop a member; a near-miss of a real setting is warned about and
+/// ignored; a typo in a real section's key is still an error.
+#[tokio::test]
+async fn kubernetes_service_variables_are_ignored_and_near_misses_warned() {
+    let env = TestEnv::new();
+    let k8s: &[(&str, &str)] = &[
+        ("REDRIVE_PORT", "tcp://10.0.0.1:9464"),
+        ("REDRIVE_SERVICE_HOST", "10.0.0.1"),
+        ("REDRIVE_SERVICE_PORT", "9464"),
+        ("REDRIVE_SERVICE_PORT_METRICS", "9464"),
+        ("REDRIVE_PORT_9464_TCP", "tcp://10.0.0.1:9464"),
+        ("REDRIVE_PORT_9464_TCP_ADDR", "10.0.0.1"),
+        ("REDRIVE_PORT_9464_TCP_PORT", "9464"),
+        ("REDRIVE_PORT_9464_TCP_PROTO", "tcp"),
+    ];
+    let (code, out, err) = env.cli(&["config", "check"], k8s);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("concurrency = 64"), "{out}");
+    assert!(!err.contains("warning"), "nothing to warn about: {err}");
+
+    let mut near = k8s.to_vec();
+    near.push(("REDRIVE_FLEET_CONCURRENCY", "8"));
+    let (code, out, err) = env.cli(&["config", "check"], &near);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("concurrency = 64"), "ignored: {out}");
+    assert!(
+        err.contains("REDRIVE_FLEET_CONCURRENCY") && err.contains("REDRIVE_FLEET__CONCURRENCY"),
+        "the warning names the intended key: {err}"
+    );
+    assert!(!err.contains("REDRIVE_PORT"), "{err}");
+
+    let (code, _, err) = env.cli(
+        &["config", "check"],
+        &[
+            ("REDRIVE_PORT", "tcp://10.0.0.1:9464"),
+            ("REDRIVE_FLEET__CONCURENCY", "8"),
+        ],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("concurency"),
+        "{err}"
+    );
+
+    // A member started among those variables runs tasks.
+    env.enqueue(
+        "acme",
+        3,
+        serde_json::json!({"simulate": "ok", "work_ms": 0}),
+    )
+    .await;
+    let mut m = env.member("k8s-0", k8s);
+    env.wait_drained(&["acme"], std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(env.side_effects().len(), 3);
+    assert!(m.stop().success(), "{}", m.log_text());
+}
+
+/// Puts the env's redis-server at `maxmemory` = used memory + `headroom` bytes (at least 1 byte
+/// when `headroom` is negative: already over) with `noeviction`, as a full production Redis.
+async fn fill_redis(env: &TestEnv, headroom: i64) {
+    let mut raw = env.raw().await;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let used: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg((used + headroom).max(1))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+}
+
+async fn lanes_total(env: &TestEnv, tenants: &[&str]) -> u64 {
+    let broker = env.broker().await;
+    let mut n = 0;
+    for t in tenants {
+        n += broker.lane_len(t).await.unwrap();
+    }
+    n
+}
+
+fn task_file(env: &TestEnv, name: &str, n: usize, pad: usize) -> String {
+    let lines: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"tenant\":\"t{}\",\"kind\":\"triage\",\"task_id\":\"f-{i}\",\"payload\":{{\"n\":{i},\"pad\":\"{}\"}}}}\n",
+                i % 4,
+                "x".repeat(pad)
+            )
+        })
+        .collect();
+    env.config_file(name, &lines)
+}
+
+/// Issue 11 #4: a full Redis is not "unreachable": its own exit code and one short line that
+/// says what happened and that nothing was written, never a dump of the refused commands.
+#[tokio::test]
+async fn enqueue_on_a_full_redis_says_out_of_memory_in_one_short_line() {
+    let env = TestEnv::new();
+    fill_redis(&env, -100_000).await;
+    let (code, out, err) = env.cli(
+        &[
+            "enqueue",
+            "--tenant",
+            "acme",
+            "--kind",
+            "k",
+            "--payload",
+            "{\"secret\":\"s3cr3t-payload\"}",
+        ],
+        &[],
+    );
+    assert_eq!(code, 73, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.len() < 600, "bounded ({} bytes): {err}", err.len());
+    assert!(
+        err.contains("out of memory") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-payload"), "{err}");
+
+    let file = task_file(&env, "tasks.jsonl", 2_000, 100);
+    let (code, _, err) = env.cli(&["enqueue", "--file", &file], &[]);
+    assert_eq!(code, 73, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.len() < 600, "bounded ({} bytes): {err}", err.len());
+    assert!(err.contains("none of the 2000 tasks"), "{err}");
+    assert_eq!(
+        lanes_total(&env, &["acme", "t0", "t1", "t2", "t3"]).await,
+        0
+    );
+}
+
+/// Issue 11 #5: a file is written whole or not at all. On a Redis that fills up part-way
+/// through the file nothing is written and the message says so; once memory is back the same
+/// file writes everything, exactly once.
+#[tokio::test]
+async fn enqueue_file_is_all_or_nothing_on_a_redis_that_fills_up() {
+    let env = TestEnv::new();
+    let tenants = ["t0", "t1", "t2", "t3"];
+    // Room for a few hundred of the 2,000 tasks (about 500 bytes each), not for all.
+    fill_redis(&env, 250_000).await;
+    let file = task_file(&env, "tasks.jsonl", 2_000, 400);
+    let (code, out, err) = env.cli(&["enqueue", "--file", &file], &[]);
+    assert_eq!(code, 73, "{out}{err}");
+    assert!(err.contains("none of the 2000 tasks"), "{err}");
+    assert_eq!(lanes_total(&env, &tenants).await, 0, "nothing half-written");
+    assert!(env.broker().await.tenants().await.unwrap().is_empty());
+
+    let mut raw = env.raw().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let (code, out, err) = env.cli(&["enqueue", "--file", &file], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("enqueued 2000 tasks"), "{out}");
+    assert_eq!(lanes_total(&env, &tenants).await, 2_000);
+    assert_eq!(env.broker().await.tenants().await.unwrap(), tenants);
+}
+
+/// Issue 11 #5: errors in a --file name the file's own 1-based line (blank lines counted).
+#[tokio::test]
+async fn enqueue_file_errors_name_the_files_line() {
+    let env = TestEnv::new();
+    let mut text = String::new();
+    for line in 1..=600 {
+        match line {
+            10 | 11 => text.push('\n'),
+            500 => text.push_str(
+                "{\"tenant\":\"acme\",\"kind\":\"k\",\"task_id\":\"bad id\",\"payload\":{}}\n",
+            ),
+            _ => text.push_str(&format!(
+                "{{\"tenant\":\"acme\",\"kind\":\"k\",\"payload\":{{\"line\":{line}}}}}\n"
+            )),
+        }
+    }
+    let file = env.config_file("tasks.jsonl", &text);
+    let (code, _, err) = env.cli(&["enqueue", "--file", &file], &[]);
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("line 500:") && err.contains("task_id 'bad id'"),
+        "{err}"
+    );
+    assert!(!err.contains('#'), "{err}");
+    assert_eq!(lanes_total(&env, &["acme"]).await, 0);
+}
+
+/// Issue 11 #1 through a real member: untyped errors whose digits are ids or plain numbers end
+/// as `unknown` (transient), never `unauthorized` (permanent); a real status still counts.
+#[tokio::test]
+async fn untyped_errors_with_ids_in_them_are_unknown_through_a_member() {
+    use redrive::task::NewTask;
+    use serde_json::json;
+    let env = TestEnv::new();
+    let error = |m: &str| json!({"simulate": "error", "message": m, "work_ms": 0});
+    let cases = [
+        (
+            "probe-panic-401",
+            json!({"simulate": "panic", "work_ms": 0}),
+            "unknown",
+        ),
+        ("t-ticket", error("could not load ticket 74012"), "unknown"),
+        ("t-number", error("15029"), "unknown"),
+        ("error:503", error("job error:503 gave up"), "unknown"),
+        (
+            "t-http",
+            error("upstream answered HTTP 401 Unauthorized"),
+            "unauthorized",
+        ),
+        (
+            "t-status",
+            error("provider: status code: 429"),
+            "rate_limited",
+        ),
+    ];
+    env.enqueue_tasks(
+        cases
+            .iter()
+            .map(|(id, p, _)| NewTask::new("acme", "triage", p.clone()).with_task_id(*id))
+            .collect(),
+    )
+    .await;
+    let mut m = env.member("m1", &[("REDRIVE_RETRY__MAX_ATTEMPTS", "1")]);
+    common::eventually(
+        std::time::Duration::from_secs(60),
+        "every task dead-lettered",
+        || async { env.dead_letters("acme").await.len() == cases.len() },
+    )
+    .await;
+    assert!(m.stop().success(), "{}", m.log_text());
+    let dead = env.dead_letters("acme").await;
+    for (id, _, class) in cases {
+        let d = dead
+            .iter()
+            .find(|d| d["task_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not dead-lettered: {dead:?}"));
+        assert_eq!(d["class"], class, "{id}: {}", d["error"]);
+    }
+}

@@ -37,10 +37,10 @@ delays_ms = [600000]
 
 [classify]
 rules = [
-  { contains = "503", class = "upstream_unavailable" },
+  { status = 503, class = "upstream_unavailable" },
   { contains = "model error", class = "llm_error" },
   { contains = "invalid input", class = "invalid_input" },
-  { contains = "401", class = "unauthorized" },
+  { status = 401, class = "unauthorized" },
 ]
 "#;
 
@@ -209,7 +209,7 @@ async fn permanent_failures_dead_letter_at_once_with_their_whole_context() {
             "acme",
             "triage",
             "acme-401",
-            error("upstream said 401 for key 'sk-abc'"),
+            error("upstream said HTTP 401 for key 'sk-abc'"),
         ),
         task(
             "acme",

@@ -611,7 +611,7 @@ fn selection(ids: &[String], filter: Filter, all: bool, what: &str) -> Result<Se
             .iter()
             .map(|id| DlId::parse(id, default_tenant).map_err(usage))
             .collect::<Result<Vec<_>>>()?;
-        return Ok(Selection::Ids(parsed));
+        return Ok(Selection::Ids(super::select::dedup(parsed)));
     }
     if filter.is_everything() && !all {
         return Err(usage(format!(

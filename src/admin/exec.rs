@@ -97,6 +97,7 @@ async fn remove(
     // Listed ids must all exist (nothing changes otherwise); a filter selects what exists now.
     let ids: Vec<DlId> = match &spec.select {
         Selection::Ids(ids) => {
+            let ids = &super::select::dedup(ids.clone());
             let mut missing = Vec::new();
             for d in ids {
                 if b.dlq_entries(&d.tenant, &[d.id.as_str()])

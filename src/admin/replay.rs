@@ -308,13 +308,13 @@ async fn select(ctx: &AdminContext, spec: &ReplaySpec) -> Result<(Vec<Selected>,
     Ok((items, missing))
 }
 
-/// Groups ids by tenant, keeping their order within each tenant.
+/// Groups ids by tenant, keeping their order within each tenant; a repeated id counts once.
 fn by_tenant(ids: &[DlId]) -> Vec<(String, Vec<DlId>)> {
     let mut out: Vec<(String, Vec<DlId>)> = Vec::new();
-    for d in ids {
+    for d in super::select::dedup(ids.to_vec()) {
         match out.iter_mut().find(|(t, _)| *t == d.tenant) {
-            Some((_, v)) => v.push(d.clone()),
-            None => out.push((d.tenant.clone(), vec![d.clone()])),
+            Some((_, v)) => v.push(d),
+            None => out.push((d.tenant.clone(), vec![d])),
         }
     }
     out

@@ -40,14 +40,15 @@ impl DlId {
         };
         crate::task::validate_tenant(tenant)
             .map_err(|e| format!("'{text}' is not a dead-letter id: {e}"))?;
-        if parse_stream_id(id).is_none() {
+        let Some((ms, seq)) = parse_stream_id(id) else {
             return Err(format!(
                 "'{text}' is not a dead-letter id: '{id}' is not a stream entry id like 1763800000000-0"
             ));
-        }
+        };
+        // Canonical form, so `acme/01-0` and `acme/1-0` are recognised as the same entry.
         Ok(DlId {
             tenant: tenant.to_owned(),
-            id: id.to_owned(),
+            id: format!("{ms}-{seq}"),
         })
     }
 
@@ -74,6 +75,13 @@ impl From<DlId> for String {
     fn from(d: DlId) -> String {
         d.to_string()
     }
+}
+
+/// The ids without repeats, in the order they were first given: an id listed twice (or once
+/// with its tenant and once bare under `--tenant`) is one dead letter, selected once.
+pub fn dedup(ids: Vec<DlId>) -> Vec<DlId> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.into_iter().filter(|d| seen.insert(d.clone())).collect()
 }
 
 /// Parses a complete stream entry id `ms-seq`.
@@ -243,6 +251,21 @@ mod tests {
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(json, "\"acme/1763800000000-3\"");
         assert!(serde_json::from_str::<DlId>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn repeated_ids_are_one_selection_in_first_order() {
+        let p = |t: &str, d: Option<&str>| DlId::parse(t, d).unwrap();
+        let ids = vec![
+            p("b/9-0", None),
+            p("acme/5-0", None),
+            p("9-0", Some("b")),
+            p("acme/005-0", None),
+            p("b/10-0", None),
+        ];
+        assert_eq!(p("acme/005-0", None).id, "5-0");
+        let got: Vec<String> = dedup(ids).iter().map(|d| d.to_string()).collect();
+        assert_eq!(got, ["b/9-0", "acme/5-0", "b/10-0"]);
     }
 
     #[test]

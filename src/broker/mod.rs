@@ -187,6 +187,63 @@ fn is_code(e: &redis::RedisError, code: &str) -> bool {
     e.code() == Some(code)
 }
 
+/// At most 200 characters of a server's error text.
+fn bounded(text: &str) -> String {
+    let mut out: String = text.chars().take(200).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// One bounded error for the refusals of a transaction that wrote nothing (`nothing` says so):
+/// [`Error::OutOfMemory`] when Redis refused for memory, else the first refusal and the count.
+fn refused(errors: &[&redis::ServerError], nothing: &str) -> Error {
+    let oom = errors.iter().find(|e| e.code() == "OOM");
+    let first = oom.unwrap_or(&errors[0]);
+    let said = bounded(
+        format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
+    );
+    match oom {
+        Some(_) => Error::OutOfMemory(format!(
+            "{nothing}. Redis said: {said}. Free memory in Redis (or raise maxmemory), then run \
+             it again"
+        )),
+        None => Error::Protocol(format!(
+            "redis refused the write ({} refusals, first: {said}); {nothing}",
+            errors.len()
+        )),
+    }
+}
+
+/// A bounded error for a pipelined write that Redis refused in part: how many of `total`
+/// commands were refused and the first refusal ([`Error::OutOfMemory`] when for memory).
+fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
+    let Some(errors) = e.clone().into_server_errors() else {
+        return Error::Redis(e);
+    };
+    let Some((index, first)) = errors
+        .iter()
+        .find(|(_, e)| e.code() == "OOM")
+        .or(errors.first())
+    else {
+        return Error::Redis(e);
+    };
+    let said = bounded(
+        format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
+    );
+    let what = format!(
+        "{} of {total} commands of a pipelined enqueue were refused (first at command {index}), \
+         the others were written; Redis said: {said}",
+        errors.len()
+    );
+    if first.code() == "OOM" {
+        Error::OutOfMemory(what)
+    } else {
+        Error::Protocol(what)
+    }
+}
+
 impl Broker {
     /// Connects to `url` and checks that the server answers.
     pub async fn connect(url: &str, settings: &RedisSettings, group: &str) -> Result<Broker> {
@@ -260,8 +317,100 @@ impl Broker {
                 cmd.arg(k).arg(v);
             }
         }
-        let ids: Vec<String> = pipe.query_async(&mut self.con()).await?;
+        let ids: Vec<String> = pipe
+            .query_async(&mut self.con())
+            .await
+            .map_err(|e| pipeline_refused(e, tasks.len() + 1))?;
         Ok(ids)
+    }
+
+    /// Appends tasks to their tenants' lanes and registers the tenants in one MULTI/EXEC:
+    /// all of them or none. Returns the new entry ids, in order. Tasks must be validated
+    /// already. A Redis at `maxmemory` (noeviction) refuses the whole transaction:
+    /// [`Error::OutOfMemory`], nothing written. Error messages are bounded: the first refusal
+    /// and how many there were, never the commands.
+    pub async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        // MULTI and EXEC as plain commands of one pipeline (one write on the connection, so
+        // nothing else interleaves), every reply kept, so each refusal can be told apart.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("MULTI");
+        pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
+        for task in tasks {
+            let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
+            for (k, v) in task.to_fields() {
+                cmd.arg(k).arg(v);
+            }
+        }
+        pipe.cmd("EXEC");
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        let n = tasks.len();
+        let nothing = if n == 1 {
+            "nothing was written".to_owned()
+        } else {
+            format!("none of the {n} tasks was written (they are one transaction)")
+        };
+        let exec = replies.pop();
+        let queued: Vec<&redis::ServerError> = replies
+            .iter()
+            .filter_map(|v| match v {
+                Value::ServerError(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if let Some(Value::ServerError(e)) = &exec {
+            if queued.is_empty() || e.code() == "OOM" {
+                return Err(refused(&[e], &nothing));
+            }
+        }
+        if !queued.is_empty() {
+            return Err(refused(&queued, &nothing));
+        }
+        let Some(Value::Array(mut results)) = exec else {
+            return Err(Error::Protocol(format!(
+                "EXEC of an enqueue answered {}",
+                exec.map(|v| format!("{v:?}").chars().take(100).collect::<String>())
+                    .unwrap_or_default()
+            )));
+        };
+        if results.len() != n + 1 {
+            return Err(Error::Protocol(format!(
+                "EXEC of an enqueue of {n} tasks answered {} results",
+                results.len()
+            )));
+        }
+        results.remove(0);
+        let failed: Vec<&redis::ServerError> = results
+            .iter()
+            .filter_map(|v| match v {
+                Value::ServerError(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            // Redis does not roll a transaction back: a command failing inside EXEC (a lane
+            // key holding another type) leaves the others written. Say so exactly.
+            return Err(Error::Protocol(format!(
+                "{} of {n} XADDs failed inside the transaction, the other {} tasks were written; \
+                 first error: {}",
+                failed.len(),
+                n - failed.len(),
+                bounded(&failed[0].to_string())
+            )));
+        }
+        results
+            .into_iter()
+            .map(|v| {
+                redis::from_redis_value::<String>(v)
+                    .map_err(|e| Error::Protocol(format!("an XADD answered {e}")))
+            })
+            .collect()
     }
 
     // ---- tenants and groups --------------------------------------------------------------

@@ -317,7 +317,9 @@ async fn attempt(
             ),
         },
         Outcome::Error { message } => Outcome::Fail {
-            class: ctx.classifier.classify(&message),
+            class: ctx
+                .classifier
+                .classify(&message, &[&task.task_id, &task.tenant]),
             reason: message,
             retry_after: None,
         },
