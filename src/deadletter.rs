@@ -1,7 +1,7 @@
 //! The dead-letter record: everything an operator needs to understand a failed task and replay
 //! it, written as the fields of one entry in the tenant's dead-letter stream.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::handler::FailureClass;
 use crate::task::{AttemptRecord, Task};
@@ -160,8 +160,107 @@ pub mod field {
     pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
     /// The recommended action.
     pub const ACTION: &str = "recommended_action";
-    /// For malformed entries: the raw fields as read (JSON object).
+    /// For entries that could not be read as a task: the raw fields as read, a JSON object
+    /// encoded by [`super::encode_raw`] (exact bytes recoverable with [`super::decode_raw`]).
     pub const RAW: &str = "raw";
+    /// The producer's own fields of the task, a JSON object of strings.
+    pub const EXTRA: &str = crate::task::field::EXTRA;
+}
+
+/// The prefix marking a base64-encoded name in a `raw` object.
+pub const RAW_BASE64_NAME: &str = "base64:";
+/// The member naming a base64-encoded value in a `raw` object: `{"base64": "…"}`.
+pub const RAW_BASE64_VALUE: &str = "base64";
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (RFC 4648, padding optional); `None` when it is not base64.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text.trim_end_matches('=').bytes().collect();
+    if digits.len() % 4 == 1 || text.len() - digits.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut n = 0u32;
+        for (i, &d) in chunk.iter().enumerate() {
+            let v = B64.iter().position(|&c| c == d)? as u32;
+            n |= v << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The raw fields of an entry as the JSON object kept in a dead letter's `raw`: a name or value
+/// that is UTF-8 text is kept as it is; a value that is not is `{"base64": "…"}`, and a name
+/// that is not (or that starts with `base64:`) is `base64:` followed by its base64. Every byte
+/// is recoverable with [`decode_raw`]. A name repeated in the entry keeps its last value.
+pub fn encode_raw(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let map: BTreeMap<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| {
+            let name = match std::str::from_utf8(k) {
+                Ok(n) if !n.starts_with(RAW_BASE64_NAME) => n.to_owned(),
+                _ => format!("{RAW_BASE64_NAME}{}", base64_encode(k)),
+            };
+            let value = match std::str::from_utf8(v) {
+                Ok(v) => serde_json::Value::String(v.to_owned()),
+                Err(_) => serde_json::json!({ RAW_BASE64_VALUE: base64_encode(v) }),
+            };
+            (name, value)
+        })
+        .collect();
+    serde_json::to_string(&map).unwrap_or_default()
+}
+
+/// The exact fields (bytes) of a `raw` object written by [`encode_raw`], sorted by name.
+pub fn decode_raw(raw: &str) -> Result<crate::broker::Fields, String> {
+    let map: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(raw).map_err(|e| format!("raw is not a JSON object: {e}"))?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let name = match k.strip_prefix(RAW_BASE64_NAME) {
+                Some(b) => {
+                    base64_decode(b).ok_or_else(|| format!("raw name {k:?} is not base64"))?
+                }
+                None => k.clone().into_bytes(),
+            };
+            let value = match v {
+                serde_json::Value::String(s) => s.into_bytes(),
+                serde_json::Value::Object(o) => o
+                    .get(RAW_BASE64_VALUE)
+                    .and_then(|b| b.as_str())
+                    .and_then(base64_decode)
+                    .ok_or_else(|| format!("raw value of {k:?} is not {{\"base64\": …}}"))?,
+                other => return Err(format!("raw value of {k:?} is {other}, not text")),
+            };
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// Everything known about a task at the moment it is dead-lettered.
@@ -173,8 +272,8 @@ pub struct DeadLetter {
     pub orig_id: String,
     /// The task, when the entry could be read as one.
     pub task: Option<Task>,
-    /// For unreadable entries: the raw fields.
-    pub raw: Option<HashMap<String, String>>,
+    /// For unreadable entries: the raw fields, bytes as read.
+    pub raw: Option<crate::broker::Fields>,
     /// Failure class.
     pub class: FailureClass,
     /// Error message.
@@ -208,24 +307,23 @@ impl DeadLetter {
         if let Some(task) = &self.task {
             let mut task = task.clone();
             task.steps = self.steps.clone();
-            f.extend(task.to_fields());
-        } else if let Some(raw) = &self.raw {
-            if let Some(id) = raw.get(crate::task::field::TASK_ID) {
-                if crate::task::validate_task_id(id).is_ok() {
-                    f.push((crate::task::field::TASK_ID, id.clone()));
-                }
+            f.extend(task.contract_fields());
+            // The producer's own fields, as one JSON object: their names cannot collide with
+            // the dead letter's own fields.
+            if let Some(extra) = task.extra_json() {
+                f.push((field::EXTRA, extra));
             }
-            let mut sorted: Vec<_> = raw.iter().collect();
-            sorted.sort();
-            f.push((
-                field::RAW,
-                serde_json::to_string(
-                    &sorted
-                        .into_iter()
-                        .collect::<std::collections::BTreeMap<_, _>>(),
-                )
-                .unwrap_or_default(),
-            ));
+        } else if let Some(raw) = &self.raw {
+            let id = raw
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_slice() == crate::task::field::TASK_ID.as_bytes())
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .filter(|id| crate::task::validate_task_id(id).is_ok());
+            if let Some(id) = id {
+                f.push((crate::task::field::TASK_ID, id.to_owned()));
+            }
+            f.push((field::RAW, encode_raw(raw)));
         }
         f.push((field::ORIG_LANE, self.orig_lane.clone()));
         f.push((field::ORIG_ID, self.orig_id.clone()));
@@ -291,5 +389,108 @@ mod tests {
         let b = bounded(&s, 1024);
         assert!(b.len() <= 1024 && b.ends_with("..."));
         assert_eq!(bounded("short", 10), "short");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), coded);
+            assert_eq!(base64_decode(coded).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
+        assert!(base64_decode("Zm9v!").is_none());
+        assert!(base64_decode("Z").is_none());
+    }
+
+    /// Every byte of an unreadable entry comes back from its dead letter's `raw`.
+    #[test]
+    fn raw_keeps_exact_bytes() {
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"kind".to_vec(), b"k".to_vec()),
+            (b"prompt_version".to_vec(), b"v\xff\xfe1".to_vec()),
+            (b"\xc3\x28name".to_vec(), b"\x00\x80".to_vec()),
+            (b"base64:looks-coded".to_vec(), b"plain".to_vec()),
+            (b"task_id".to_vec(), b"t-1".to_vec()),
+        ];
+        let dl = DeadLetter {
+            orig_lane: "lane".into(),
+            orig_id: "1-0".into(),
+            task: None,
+            raw: Some(fields.clone()),
+            class: FailureClass::MalformedEntry,
+            error: "field 'prompt_version' is not valid UTF-8".into(),
+            detail: None,
+            steps: Vec::new(),
+            partial_output: None,
+            member: "m".into(),
+            first_failed_at_ms: 1,
+            dead_lettered_at_ms: 1,
+        };
+        let out = dl.to_fields();
+        let raw = &out.iter().find(|(k, _)| *k == field::RAW).unwrap().1;
+        assert!(!raw.contains('\u{fffd}'), "{raw}");
+        let mut back = decode_raw(raw).unwrap();
+        let mut want = fields;
+        back.sort();
+        want.sort();
+        assert_eq!(back, want);
+        assert_eq!(out[0], ("task_id", "t-1".to_owned()));
+    }
+
+    /// The producer's own fields are one JSON field of the dead letter, so a producer field
+    /// named like a dead-letter field (`class`) cannot overwrite it.
+    #[test]
+    fn own_fields_go_into_extra() {
+        let task = Task::from_fields(
+            "acme",
+            "1-0",
+            &[
+                ("kind", "k"),
+                ("payload", "{}"),
+                ("class", "billing"),
+                ("tool_version", "1.4.2"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect::<Vec<_>>(),
+            &crate::task::Limits::default(),
+        )
+        .unwrap();
+        let dl = DeadLetter {
+            orig_lane: "lane".into(),
+            orig_id: "1-0".into(),
+            task: Some(task),
+            raw: None,
+            class: FailureClass::Timeout,
+            error: "timed out".into(),
+            detail: None,
+            steps: Vec::new(),
+            partial_output: None,
+            member: "m".into(),
+            first_failed_at_ms: 1,
+            dead_lettered_at_ms: 1,
+        };
+        let out = dl.to_fields();
+        let get = |n: &str| {
+            out.iter()
+                .filter(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(field::CLASS), ["timeout"]);
+        let extra: serde_json::Value = serde_json::from_str(get(field::EXTRA)[0]).unwrap();
+        assert_eq!(
+            extra,
+            serde_json::json!({"class": "billing", "tool_version": "1.4.2"})
+        );
     }
 }

@@ -4,6 +4,9 @@
 //! strings so that a producer in any language can publish one with a plain `XADD`; CONTRACT.md
 //! is the reference for producers and this module is the code that enforces it.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -40,6 +43,41 @@ pub mod field {
     pub const REPLAY_OF: &str = "replay_of";
     /// Reserved (written by redrive): the operator who replayed this task from a dead letter.
     pub const REPLAYED_BY: &str = "replayed_by";
+    /// Reserved (written by redrive): which of the producer's own fields were not carried
+    /// (over the limits, a bad name, or not UTF-8 text), and why.
+    pub const EXTRA_DROPPED: &str = "extra_dropped";
+    /// Reserved (written by redrive): the lane entry a retry or deferral was scheduled from.
+    /// Read and ignored; it keeps two schedule items of identical tasks apart.
+    pub const FROM_ENTRY: &str = "from_entry";
+    /// Reserved (written by redrive): in a dead letter, the producer's own fields as a JSON
+    /// object (kept apart from the dead-letter fields so that their names cannot collide).
+    pub const EXTRA: &str = "extra";
+    /// Reserved (written by redrive's recovery loop): a retry item that could not be decoded.
+    pub const UNREADABLE_RETRY: &str = "unreadable_retry";
+
+    /// Every field name with a meaning to redrive: the contract's fields and the reserved
+    /// ones. A producer's own fields must use other names.
+    pub const KNOWN: [&str; 19] = [
+        TASK_ID,
+        TENANT,
+        KIND,
+        PAYLOAD,
+        ATTEMPT,
+        ENQUEUED_AT,
+        SCHEMA_VERSION,
+        PROMPT_VERSION,
+        TRACE_ID,
+        DEADLINE,
+        FIRST_ENQUEUED_AT,
+        STEPS,
+        HISTORY,
+        REPLAY_OF,
+        REPLAYED_BY,
+        EXTRA_DROPPED,
+        FROM_ENTRY,
+        EXTRA,
+        UNREADABLE_RETRY,
+    ];
 }
 
 /// Longest tenant name accepted.
@@ -48,8 +86,16 @@ pub const MAX_TENANT_LEN: usize = 64;
 pub const MAX_KIND_LEN: usize = 64;
 /// Longest task id accepted.
 pub const MAX_TASK_ID_LEN: usize = 128;
-/// Longest prompt version or trace id accepted.
+/// Longest prompt version or trace id accepted, in characters (Unicode scalar values).
 pub const MAX_META_LEN: usize = 128;
+/// Most producer-own fields carried with a task.
+pub const MAX_EXTRA_FIELDS: usize = 16;
+/// Longest producer-own field name, in bytes.
+pub const MAX_EXTRA_NAME_LEN: usize = 64;
+/// Most bytes of producer-own fields carried with a task (names plus values).
+pub const MAX_EXTRA_BYTES: usize = 4096;
+/// Longest `extra_dropped` record kept, in bytes.
+pub const MAX_EXTRA_DROPPED_LEN: usize = 512;
 /// How many attempt records a task carries at most (the oldest are dropped first).
 pub const MAX_HISTORY: usize = 5;
 /// How many completed steps a task carries at most.
@@ -129,12 +175,132 @@ pub fn validate_task_id(task_id: &str) -> Result<(), String> {
     )
 }
 
-fn validate_meta(what: &str, value: &str) -> Result<(), String> {
-    if value.len() > MAX_META_LEN {
+/// Checks the name of a producer's own field: 1 to 64 of `A-Z a-z 0-9 _ - . : /`, and not a
+/// name redrive gives a meaning to ([`field::KNOWN`]).
+pub fn validate_extra_name(name: &str) -> Result<(), String> {
+    check_name(
+        "extra field name",
+        name,
+        MAX_EXTRA_NAME_LEN,
+        &['.', ':', '/'],
+    )?;
+    if field::KNOWN.contains(&name) {
         return Err(format!(
-            "{what} is {} bytes; the limit is {MAX_META_LEN}",
-            value.len()
+            "extra field name '{name}' is reserved: it is a contract field or written by redrive"
         ));
+    }
+    Ok(())
+}
+
+/// Checks a producer's own fields against the limits: each name valid, at most
+/// [`MAX_EXTRA_FIELDS`] of them and [`MAX_EXTRA_BYTES`] of names plus values.
+pub fn validate_extras<'a>(
+    extras: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    let (mut count, mut bytes) = (0usize, 0usize);
+    for (name, value) in extras {
+        validate_extra_name(name)?;
+        count += 1;
+        bytes += name.len() + value.len();
+    }
+    if count > MAX_EXTRA_FIELDS {
+        return Err(format!(
+            "{count} extra fields; the limit is {MAX_EXTRA_FIELDS}"
+        ));
+    }
+    if bytes > MAX_EXTRA_BYTES {
+        return Err(format!(
+            "extra fields are {bytes} bytes (names and values); the limit is {MAX_EXTRA_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// Collects a raw entry's own fields the way they are carried: in entry order, those that fit
+/// the limits; the rest are named, with the reason, in the `extra_dropped` record. Never fails:
+/// a foreign producer's task is never refused for its metadata.
+#[derive(Debug, Default)]
+struct Extras {
+    kept: Vec<(String, String)>,
+    bytes: usize,
+    dropped: Vec<String>,
+}
+
+impl Extras {
+    fn offer(&mut self, name: &[u8], value: &[u8]) {
+        let shown = || {
+            let n = String::from_utf8_lossy(name);
+            format!(
+                "{:?}",
+                n.chars().take(MAX_EXTRA_NAME_LEN).collect::<String>()
+            )
+        };
+        let why = match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+            (Err(_), _) => Some("name is not UTF-8".to_owned()),
+            (Ok(n), v) => match validate_extra_name(n) {
+                Err(_) if field::KNOWN.contains(&n) => Some("reserved name".to_owned()),
+                Err(_) => Some("name breaks the name rule".to_owned()),
+                Ok(()) => match v {
+                    Err(_) => Some("value is not UTF-8 text".to_owned()),
+                    Ok(_) if self.kept.iter().any(|(k, _)| k == n) => {
+                        Some("repeated name".to_owned())
+                    }
+                    Ok(_) if self.kept.len() >= MAX_EXTRA_FIELDS => {
+                        Some(format!("over {MAX_EXTRA_FIELDS} fields"))
+                    }
+                    Ok(v) if self.bytes + n.len() + v.len() > MAX_EXTRA_BYTES => {
+                        Some(format!("over {MAX_EXTRA_BYTES} bytes"))
+                    }
+                    Ok(v) => {
+                        self.bytes += n.len() + v.len();
+                        self.kept.push((n.to_owned(), v.to_owned()));
+                        None
+                    }
+                },
+            },
+        };
+        if let Some(why) = why {
+            self.dropped.push(format!("{} ({why})", shown()));
+        }
+    }
+
+    /// The `extra_dropped` record: an earlier one (carried from a previous attempt) first, then
+    /// this read's, bounded.
+    fn record(&self, earlier: Option<&str>) -> Option<String> {
+        let mut parts: Vec<&str> = earlier.into_iter().filter(|e| !e.is_empty()).collect();
+        let now = self.dropped.join(", ");
+        if !now.is_empty() {
+            parts.push(&now);
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(cut(&parts.join("; "), MAX_EXTRA_DROPPED_LEN))
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with "...".
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn validate_meta(what: &str, value: &str) -> Result<(), String> {
+    // Characters, not bytes: the contract promises 128 characters, and a multi-byte character
+    // is one of them. Only counted when the bytes could exceed the limit.
+    if value.len() > MAX_META_LEN {
+        let chars = value.chars().count();
+        if chars > MAX_META_LEN {
+            return Err(format!(
+                "{what} is {chars} characters; the limit is {MAX_META_LEN}"
+            ));
+        }
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(format!("{what} contains a control character"));
@@ -195,6 +361,11 @@ pub struct NewTask {
     /// Deadline, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
+    /// The producer's own fields (tool version, environment, log links…), carried through
+    /// retries, deferrals and replays and shown in dead letters. At most [`MAX_EXTRA_FIELDS`]
+    /// of them, [`MAX_EXTRA_BYTES`] in all, names by [`validate_extra_name`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
 }
 
 impl NewTask {
@@ -213,7 +384,14 @@ impl NewTask {
             prompt_version: None,
             trace_id: None,
             deadline: None,
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// Adds one of the producer's own fields.
+    pub fn with_extra(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.insert(name.into(), value.into());
+        self
     }
 
     /// Sets the idempotency key.
@@ -251,6 +429,8 @@ impl NewTask {
                 validate_meta(what, v).map_err(invalid)?;
             }
         }
+        validate_extras(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(invalid)?;
         Ok(Task {
             task_id,
             tenant: self.tenant,
@@ -267,6 +447,8 @@ impl NewTask {
             history: Vec::new(),
             replay_of: None,
             replayed_by: None,
+            extra: self.extra.into_iter().collect(),
+            extra_dropped: None,
         })
     }
 }
@@ -321,6 +503,10 @@ pub struct Task {
     pub replay_of: Option<String>,
     /// The operator who replayed it.
     pub replayed_by: Option<String>,
+    /// The producer's own fields, in entry order, within the limits.
+    pub extra: Vec<(String, String)>,
+    /// Which of the producer's own fields were not carried, and why.
+    pub extra_dropped: Option<String>,
 }
 
 /// Why a stream entry could not be read as a task.
@@ -340,15 +526,37 @@ fn parse_ms_of_entry_id(entry_id: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A task's fields as written to a lane entry or a retry item: names (static for the
+/// contract's, owned for the producer's own) and values.
+pub type TaskFields = Vec<(Cow<'static, str>, String)>;
+
+/// Where the fields [`Task::parse`] reads come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A lane entry: the producer's own fields are the entry's other fields.
+    Lane,
+    /// A dead letter: its own fields are ignored; the producer's are in `extra` (JSON).
+    DeadLetter,
+}
+
+/// Reads a non-negative decimal integer: ASCII digits only (no sign, no spaces, no exponent).
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 impl Task {
     /// Parses the payload into a caller-chosen type.
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
         serde_json::from_str(&self.payload)
     }
 
-    /// The entry's fields, in the order they are written.
-    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = Vec::with_capacity(14);
+    /// The contract's and the reserved fields, without the producer's own ones, in the order
+    /// they are written. A dead letter writes these plus the own fields as one `extra` field.
+    pub fn contract_fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = Vec::with_capacity(16);
         f.push((field::TASK_ID, self.task_id.clone()));
         f.push((field::TENANT, self.tenant.clone()));
         f.push((field::KIND, self.kind.clone()));
@@ -391,19 +599,95 @@ impl Task {
         if let Some(v) = &self.replayed_by {
             f.push((field::REPLAYED_BY, v.clone()));
         }
+        if let Some(v) = &self.extra_dropped {
+            f.push((field::EXTRA_DROPPED, v.clone()));
+        }
+        f
+    }
+
+    /// The producer's own fields as the JSON object a dead letter keeps in `extra`, or `None`
+    /// when there are none.
+    pub fn extra_json(&self) -> Option<String> {
+        if self.extra.is_empty() {
+            return None;
+        }
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        Some(serde_json::Value::Object(map).to_string())
+    }
+
+    /// The lane entry's fields, in the order they are written: [`Task::contract_fields`], then
+    /// the producer's own fields. Every path that writes a task to a lane or to the retry
+    /// schedule (enqueue, retries, replays) goes through here, so the own fields travel with it.
+    pub fn to_fields(&self) -> TaskFields {
+        let mut f: TaskFields = self
+            .contract_fields()
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), v))
+            .collect();
+        f.extend(
+            self.extra
+                .iter()
+                .map(|(k, v)| (Cow::Owned(k.clone()), v.clone())),
+        );
+        f
+    }
+
+    /// The retry schedule item's fields for this task, read from lane entry `from_entry`:
+    /// [`Task::to_fields`] without `enqueued_at` (the recovery loop stamps it when the item is
+    /// due), with `first_enqueued_at` always present and `from_entry` last, so that two entries
+    /// of identical tasks (a repeated `task_id`) never become one schedule item.
+    pub fn retry_fields(&self, from_entry: &str) -> TaskFields {
+        let mut f: TaskFields = self
+            .to_fields()
+            .into_iter()
+            .filter(|(k, _)| k != field::ENQUEUED_AT && k != field::FIRST_ENQUEUED_AT)
+            .collect();
+        f.push((
+            Cow::Borrowed(field::FIRST_ENQUEUED_AT),
+            self.first_enqueued_at_ms.to_string(),
+        ));
+        f.push((Cow::Borrowed(field::FROM_ENTRY), from_entry.to_owned()));
         f
     }
 
     /// Reads a task from the fields of entry `entry_id` in `lane_tenant`'s lane.
     ///
-    /// Unknown fields are ignored, so producers may add their own. Missing `task_id` falls back
-    /// to `x-<entry id>` (stable for the entry's life), missing `attempt` to 1, missing
-    /// `enqueued_at` to the entry id's time, missing `tenant` to the lane's tenant.
+    /// Missing `task_id` falls back to `x-<entry id>` (stable for the entry's life), missing
+    /// `attempt` to 1, missing `enqueued_at` to the entry id's time, missing `tenant` to the
+    /// lane's tenant. Reserved fields are read as redrive's own, whoever wrote them. Any other
+    /// field is the producer's own: carried within the limits, the rest recorded in
+    /// `extra_dropped` (never a reason to refuse the task).
     pub fn from_fields(
         lane_tenant: &str,
         entry_id: &str,
         fields: &[(Vec<u8>, Vec<u8>)],
         limits: &Limits,
+    ) -> Result<Task, Malformed> {
+        Task::parse(lane_tenant, entry_id, fields, limits, Source::Lane)
+    }
+
+    /// Reads the task kept in a dead letter's fields (`orig_id` is the lane entry it came
+    /// from): the dead letter's own fields are ignored and the producer's own fields come from
+    /// its `extra` field.
+    pub fn from_dead_letter(
+        lane_tenant: &str,
+        orig_id: &str,
+        fields: &[(Vec<u8>, Vec<u8>)],
+        limits: &Limits,
+    ) -> Result<Task, Malformed> {
+        Task::parse(lane_tenant, orig_id, fields, limits, Source::DeadLetter)
+    }
+
+    fn parse(
+        lane_tenant: &str,
+        entry_id: &str,
+        fields: &[(Vec<u8>, Vec<u8>)],
+        limits: &Limits,
+        source: Source,
     ) -> Result<Task, Malformed> {
         let mut task_id: Option<&str> = None;
         let mut tenant: Option<&str> = None;
@@ -420,6 +704,9 @@ impl Task {
         let mut history: Option<&str> = None;
         let mut replay_of: Option<&str> = None;
         let mut replayed_by: Option<&str> = None;
+        let mut extra_dropped: Option<&str> = None;
+        let mut extra_json: Option<&str> = None;
+        let mut extras = Extras::default();
         let mut bad: Option<String> = None;
         for (name, value) in fields {
             let slot = match name.as_slice() {
@@ -438,7 +725,16 @@ impl Task {
                 b"history" => &mut history,
                 b"replay_of" => &mut replay_of,
                 b"replayed_by" => &mut replayed_by,
-                _ => continue,
+                b"extra_dropped" => &mut extra_dropped,
+                // Written by redrive to keep schedule items apart; nothing to carry.
+                b"from_entry" => continue,
+                b"extra" if source == Source::DeadLetter => &mut extra_json,
+                _ => {
+                    if source == Source::Lane {
+                        extras.offer(name, value);
+                    }
+                    continue;
+                }
             };
             match std::str::from_utf8(value) {
                 Ok(s) => *slot = Some(s),
@@ -487,9 +783,10 @@ impl Task {
         validate_payload(payload, limits).map_err(&fail)?;
         let num = |what: &str, v: Option<&str>| -> Result<Option<u64>, Malformed> {
             v.map(|s| {
-                s.parse::<u64>().map_err(|_| {
+                parse_decimal(s).ok_or_else(|| {
                     fail(format!(
-                        "field '{what}' is not a non-negative integer: '{s}'"
+                        "field '{what}' is not a non-negative decimal integer below 2^64: '{}'",
+                        cut(s, 32)
                     ))
                 })
             })
@@ -506,10 +803,11 @@ impl Task {
             num(field::FIRST_ENQUEUED_AT, first_enqueued_at)?.unwrap_or(enqueued_at_ms);
         let schema_version = match num(field::SCHEMA_VERSION, schema_version)? {
             None => None,
-            Some(v) => Some(
-                u32::try_from(v)
-                    .map_err(|_| fail(format!("field 'schema_version' is out of range: {v}")))?,
-            ),
+            Some(v) => Some(u32::try_from(v).map_err(|_| {
+                fail(format!(
+                    "field 'schema_version' is out of range: {v} (0 to 4294967295)"
+                ))
+            })?),
         };
         for (what, v) in [
             (field::PROMPT_VERSION, &prompt_version),
@@ -535,6 +833,19 @@ impl Task {
                 ))
             })?,
         };
+        if let Some(json) = extra_json {
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
+                .map_err(|e| fail(format!("field 'extra' is not a JSON object: {e}")))?;
+            for (k, v) in &map {
+                match v {
+                    serde_json::Value::String(v) => extras.offer(k.as_bytes(), v.as_bytes()),
+                    _ => extras
+                        .dropped
+                        .push(format!("{k:?} (value is not a JSON string)")),
+                }
+            }
+        }
+        let extra_dropped = extras.record(extra_dropped);
         Ok(Task {
             task_id,
             tenant,
@@ -551,6 +862,8 @@ impl Task {
             history,
             replay_of: replay_of.map(str::to_owned),
             replayed_by: replayed_by.map(str::to_owned),
+            extra: extras.kept,
+            extra_dropped,
         })
     }
 }
@@ -655,5 +968,268 @@ mod tests {
             .task_id;
         assert_eq!(id.len(), 32);
         assert!(validate_tenant(&"x".repeat(65)).is_err());
+    }
+
+    fn raw(pairs: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Task, Malformed> {
+        let mut f = fields(&[("kind", "k"), ("payload", "{}")]);
+        f.extend(fields(pairs));
+        Task::from_fields("acme", "1-0", &f, &Limits::default())
+    }
+
+    fn produce(t: NewTask) -> Result<Task> {
+        t.into_task(&Limits::default(), 0)
+    }
+
+    /// prompt_version and trace_id: at most 128 characters, counted as characters, whatever
+    /// their bytes; control characters refused.
+    #[test]
+    fn meta_limits_count_characters_not_bytes() {
+        for (unit, n, ok) in [
+            ("a", 127, true),
+            ("a", 128, true),
+            ("a", 129, false),
+            ("é", 127, true),
+            ("é", 128, true),
+            ("é", 129, false),
+            ("🦀", 128, true),
+            ("🦀", 129, false),
+        ] {
+            let v = unit.repeat(n);
+            for name in ["prompt_version", "trace_id"] {
+                let got = read(&[(name, &v)]);
+                assert_eq!(got.is_ok(), ok, "{name} = {n} × {unit:?}: {got:?}");
+                if let Err(m) = got {
+                    assert!(
+                        m.reason.contains("129 characters; the limit is 128"),
+                        "{m:?}"
+                    );
+                }
+            }
+            let mut t = NewTask::new("acme", "k", serde_json::json!({}));
+            t.prompt_version = Some(v.clone());
+            assert_eq!(produce(t.clone()).is_ok(), ok, "producer: {n} × {unit:?}");
+            t.prompt_version = None;
+            t.trace_id = Some(v);
+            assert_eq!(produce(t).is_ok(), ok, "producer trace_id: {n} × {unit:?}");
+        }
+        assert!(read(&[("prompt_version", "v1\nv2")]).is_err());
+        assert!(read(&[("prompt_version", "")]).is_ok());
+    }
+
+    /// schema_version: a decimal integer from 0 to 2^32 − 1.
+    #[test]
+    fn schema_version_is_0_to_2_pow_32_minus_1() {
+        assert_eq!(
+            read(&[("schema_version", "0")]).unwrap().schema_version,
+            Some(0)
+        );
+        assert_eq!(
+            read(&[("schema_version", "4294967295")])
+                .unwrap()
+                .schema_version,
+            Some(u32::MAX)
+        );
+        for bad in ["4294967296", "-1", "+5", "1.0", " 7", "", "1e3"] {
+            let m = read(&[("schema_version", bad)]).unwrap_err();
+            assert!(m.reason.contains("schema_version"), "{bad:?}: {m:?}");
+        }
+        let line = |v: &str| {
+            serde_json::from_str::<NewTask>(&format!(
+                r#"{{"tenant":"a","kind":"k","payload":{{}},"schema_version":{v}}}"#
+            ))
+        };
+        assert_eq!(line("4294967295").unwrap().schema_version, Some(u32::MAX));
+        assert!(line("4294967296").is_err());
+        assert!(line("-1").is_err());
+    }
+
+    /// A bare JSON scalar (or array) is a valid payload and reaches the handler as it is.
+    #[test]
+    fn scalar_payloads_are_tasks() {
+        for p in ["42", "\"x\"", "null", "true", "[1,2]", " 7 "] {
+            assert_eq!(read(&[("payload", p)]).unwrap().payload, p);
+        }
+        let t = produce(NewTask::new("acme", "k", serde_json::json!(42))).unwrap();
+        assert_eq!(t.payload, "42");
+        assert!(read(&[("payload", "42 43")]).is_err());
+    }
+
+    /// Reserved fields are read as redrive's own whoever wrote them; an unreadable one makes
+    /// the entry malformed.
+    #[test]
+    fn reserved_fields_set_by_a_producer_are_taken_as_redrives() {
+        let t = read(&[
+            ("steps", r#"["fetch"]"#),
+            ("first_enqueued_at", "5"),
+            ("attempt", "3"),
+            ("replay_of", "1-0"),
+        ])
+        .unwrap();
+        assert_eq!(t.steps, ["fetch"]);
+        assert_eq!((t.first_enqueued_at_ms, t.attempt), (5, 3));
+        assert_eq!(t.replay_of.as_deref(), Some("1-0"));
+        assert!(t.extra.is_empty());
+        for (name, v) in [
+            ("history", "oops"),
+            ("steps", "{}"),
+            ("first_enqueued_at", "x"),
+        ] {
+            let m = read(&[(name, v)]).unwrap_err();
+            assert!(m.reason.contains(name), "{name}: {m:?}");
+        }
+        // `from_entry` is redrive's bookkeeping, never carried; `extra` on a lane is refused
+        // as a name and recorded.
+        let t = read(&[("from_entry", "9-9"), ("extra", "{}")]).unwrap();
+        assert!(t.extra.is_empty());
+        assert_eq!(
+            t.extra_dropped.as_deref(),
+            Some("\"extra\" (reserved name)")
+        );
+        let e =
+            produce(NewTask::new("acme", "k", serde_json::json!({})).with_extra("history", "[]"))
+                .unwrap_err();
+        assert!(e.to_string().contains("'history' is reserved"), "{e}");
+    }
+
+    /// A raw entry's own fields are carried in entry order within the limits; the rest are
+    /// recorded in `extra_dropped`, and the task is never refused for them.
+    #[test]
+    fn own_fields_are_carried_within_the_limits() {
+        let mut f = raw(&[
+            (b"kind", b"k"),
+            (b"tool_version", b"1.4.2"),
+            (b"payload", b"{}"),
+            (b"log_url", b"https://logs.example/run/7"),
+            (b"bin", b"\xff\x00"),
+            (b"\xfe", b"x"),
+            (b"bad name", b"x"),
+            (b"tool_version", b"again"),
+        ]);
+        for i in 0..20 {
+            f.push((format!("f{i:02}").into_bytes(), b"v".to_vec()));
+        }
+        let t = Task::from_fields("acme", "1-0", &f, &Limits::default()).unwrap();
+        assert_eq!(t.extra.len(), MAX_EXTRA_FIELDS);
+        assert_eq!(t.extra[0], ("tool_version".into(), "1.4.2".into()));
+        assert_eq!(t.extra[1].0, "log_url");
+        assert_eq!(t.extra[15].0, "f13");
+        let dropped = t.extra_dropped.clone().unwrap();
+        for want in [
+            "\"bin\" (value is not UTF-8 text)",
+            "\"\u{fffd}\" (name is not UTF-8)",
+            "\"bad name\" (name breaks the name rule)",
+            "\"tool_version\" (repeated name)",
+            "\"f14\" (over 16 fields)",
+            "\"f19\" (over 16 fields)",
+        ] {
+            assert!(dropped.contains(want), "{want} in {dropped}");
+        }
+        // The byte limit.
+        let big = "x".repeat(MAX_EXTRA_BYTES - 4);
+        let t = Task::from_fields(
+            "acme",
+            "1-0",
+            &fields(&[("kind", "k"), ("payload", "{}"), ("a1", &big), ("a2", "y")]),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(t.extra.len(), 1);
+        assert_eq!(t.extra_dropped.as_deref(), Some("\"a2\" (over 4096 bytes)"));
+        // Carried by the retry item, as the recovery loop writes it back into the lane.
+        let mut next = t.clone();
+        next.attempt = 2;
+        let mut wire: Vec<(Vec<u8>, Vec<u8>)> = next
+            .retry_fields("1-0")
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+            .collect();
+        wire.push((b"enqueued_at".to_vec(), b"77".to_vec()));
+        let back = Task::from_fields("acme", "2-0", &wire, &Limits::default()).unwrap();
+        assert_eq!(back.extra, t.extra);
+        assert_eq!(back.extra_dropped, t.extra_dropped);
+        assert_eq!((back.attempt, back.enqueued_at_ms), (2, 77));
+    }
+
+    /// The producer API refuses what it would have to drop, with a clear error.
+    #[test]
+    fn producer_own_fields_are_validated() {
+        let base = || NewTask::new("acme", "k", serde_json::json!({}));
+        let t = produce(
+            base()
+                .with_extra("env", "prod")
+                .with_extra("severity", "high"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.extra,
+            [
+                ("env".into(), "prod".into()),
+                ("severity".into(), "high".into())
+            ]
+        );
+        let mut many = base();
+        for i in 0..=MAX_EXTRA_FIELDS {
+            many = many.with_extra(format!("f{i}"), "v");
+        }
+        let e = produce(many).unwrap_err().to_string();
+        assert!(e.contains("17 extra fields; the limit is 16"), "{e}");
+        let e = produce(base().with_extra("a", "x".repeat(MAX_EXTRA_BYTES)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("4097 bytes (names and values); the limit is 4096"),
+            "{e}"
+        );
+        assert!(produce(base().with_extra("a", "x".repeat(MAX_EXTRA_BYTES - 1))).is_ok());
+        let e = produce(base().with_extra("bad name", "x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("extra field name 'bad name' contains ' '"),
+            "{e}"
+        );
+        let line = serde_json::from_str::<NewTask>(
+            r#"{"tenant":"a","kind":"k","payload":{},"extra":{"env":"prod"}}"#,
+        )
+        .unwrap();
+        assert_eq!(line.extra["env"], "prod");
+    }
+
+    /// Two entries of the same task (a repeated task_id, identical fields) make two schedule
+    /// items, so neither can overwrite the other.
+    #[test]
+    fn retry_items_of_identical_tasks_differ() {
+        let t = read(&[("task_id", "dup")]).unwrap();
+        assert_ne!(t.retry_fields("1-0"), t.retry_fields("1-1"));
+    }
+
+    /// A dead letter's own fields are not the producer's: only `extra` is.
+    #[test]
+    fn a_dead_letter_reads_back_its_task_and_own_fields() {
+        let t = read(&[("task_id", "t-1"), ("env", "prod"), ("class", "billing")]).unwrap();
+        assert_eq!(t.extra.len(), 2);
+        let mut f: Vec<(Vec<u8>, Vec<u8>)> = t
+            .contract_fields()
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+            .collect();
+        f.extend(fields(&[
+            ("class", "timeout"),
+            ("error", "timed out"),
+            ("extra", &t.extra_json().unwrap()),
+        ]));
+        let back = Task::from_dead_letter("acme", "1-0", &f, &Limits::default()).unwrap();
+        // A dead letter keeps them as a JSON object, by name.
+        let mut sorted = t.extra.clone();
+        sorted.sort();
+        assert_eq!(back.extra, sorted);
+        assert_eq!(back.extra_dropped, None);
     }
 }

@@ -79,7 +79,7 @@ pub fn build(id: &DlId, fields: &Fields, opts: &BuildOptions<'_>) -> Built {
         // A malformed entry: what was read is kept in `raw`; it replays only if it now reads as
         // a task (for example with --target-kind supplying a missing kind).
         Some(raw) if field_str(fields, field::KIND).is_none() => {
-            let map: HashMap<String, String> = match serde_json::from_str(raw) {
+            let map = match crate::deadletter::decode_raw(raw) {
                 Ok(m) => m,
                 Err(e) => {
                     return Built::Invalid(format!("{id}: its raw fields are unreadable: {e}"))
@@ -87,8 +87,9 @@ pub fn build(id: &DlId, fields: &Fields, opts: &BuildOptions<'_>) -> Built {
             };
             let mut pairs: Fields = map
                 .into_iter()
-                .filter(|(k, _)| !(opts.target_kind.is_some() && k == field::KIND))
-                .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
+                .filter(|(k, _)| {
+                    !(opts.target_kind.is_some() && k.as_slice() == field::KIND.as_bytes())
+                })
                 .collect();
             if let Some(k) = opts.target_kind {
                 pairs.push((field::KIND.as_bytes().to_vec(), k.as_bytes().to_vec()));
@@ -101,7 +102,7 @@ pub fn build(id: &DlId, fields: &Fields, opts: &BuildOptions<'_>) -> Built {
                 )
             })
         }
-        _ => Task::from_fields(&id.tenant, orig_id, fields, opts.limits)
+        _ => Task::from_dead_letter(&id.tenant, orig_id, fields, opts.limits)
             .map_err(|m| format!("{id} cannot be read as a task: {}", m.reason)),
     };
     let mut task = match parsed {

@@ -10,12 +10,13 @@ use crate::deadletter::field as dl;
 use crate::task::field;
 
 /// Fields holding JSON documents, shown parsed.
-const JSON_FIELDS: [&str; 5] = [
+const JSON_FIELDS: [&str; 6] = [
     field::PAYLOAD,
     field::STEPS,
     field::HISTORY,
     dl::PARTIAL_OUTPUT,
     dl::RAW,
+    dl::EXTRA,
 ];
 
 /// Fields holding integers, shown as numbers.

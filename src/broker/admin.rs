@@ -565,7 +565,7 @@ impl Broker {
         tenant: &str,
         minute: u64,
         stats_keep: Duration,
-        items: &[(String, Vec<(&'static str, String)>)],
+        items: &[(String, crate::task::TaskFields)],
     ) -> Result<Vec<Option<String>>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -577,7 +577,7 @@ impl Broker {
         for (id, fields) in items {
             inv.arg(id).arg(fields.len() * 2);
             for (k, v) in fields {
-                inv.arg(*k).arg(v);
+                inv.arg(k.as_ref()).arg(v);
             }
         }
         let v: Value = inv.invoke_async(&mut self.con()).await?;

@@ -115,8 +115,15 @@ pub struct RetryItem {
 
 impl RetryItem {
     /// Encodes the next attempt's `fields` for the schedule.
-    pub fn new(entry_id: &str, delay: Duration, fields: &[(&str, String)]) -> Result<RetryItem> {
-        let flat: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect();
+    pub fn new<K: AsRef<str>>(
+        entry_id: &str,
+        delay: Duration,
+        fields: &[(K, String)],
+    ) -> Result<RetryItem> {
+        let flat: Vec<&str> = fields
+            .iter()
+            .flat_map(|(k, v)| [k.as_ref(), v.as_str()])
+            .collect();
         let member = serde_json::to_string(&flat)
             .map_err(|e| Error::Protocol(format!("cannot encode a retry: {e}")))?;
         Ok(RetryItem {
@@ -314,7 +321,7 @@ impl Broker {
         for task in tasks {
             let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
             for (k, v) in task.to_fields() {
-                cmd.arg(k).arg(v);
+                cmd.arg(k.as_ref()).arg(v);
             }
         }
         let ids: Vec<String> = pipe

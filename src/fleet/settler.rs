@@ -18,7 +18,7 @@ use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::{Decision, Policies};
-use crate::task::{field, now_ms, AttemptRecord, Task, MAX_HISTORY, MAX_STEPS};
+use crate::task::{now_ms, AttemptRecord, Task, MAX_HISTORY, MAX_STEPS};
 use crate::telemetry::{names, tenant_label};
 
 /// A failed attempt's next move.
@@ -270,21 +270,12 @@ impl Settler {
                 fields,
             } => {
                 tracing::warn!(tenant = %tenant, entry_id = %entry_id, class = "malformed_entry", error = %reason, "malformed entry set aside");
-                let raw = fields
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            String::from_utf8_lossy(&k).into_owned(),
-                            String::from_utf8_lossy(&v).into_owned(),
-                        )
-                    })
-                    .collect();
                 let now = now_ms();
                 let dl = DeadLetter {
                     orig_lane: lane,
                     orig_id: entry_id.clone(),
                     task: None,
-                    raw: Some(raw),
+                    raw: Some(fields),
                     class: FailureClass::MalformedEntry,
                     error: reason,
                     detail: None,
@@ -385,16 +376,9 @@ impl Settler {
                 let attempt = next.attempt;
                 next.attempt += 1;
                 // The promote script stamps enqueued_at when the retry is due; the first
-                // enqueue time travels explicitly.
-                let mut fields: Vec<(&str, String)> = next
-                    .to_fields()
-                    .into_iter()
-                    .filter(|(k, _)| *k != field::ENQUEUED_AT && *k != field::FIRST_ENQUEUED_AT)
-                    .collect();
-                fields.push((
-                    field::FIRST_ENQUEUED_AT,
-                    next.first_enqueued_at_ms.to_string(),
-                ));
+                // enqueue time, the producer's own fields and the entry it came from travel
+                // in the item.
+                let fields = next.retry_fields(&entry_id);
                 match RetryItem::new(&entry_id, delay, &fields) {
                     Ok(item) => {
                         return FailedMove::Retry(
@@ -552,20 +536,7 @@ impl Settler {
         let (task, raw) = match Task::from_fields(&tenant, &entry_id, &fields, &self.shared.limits)
         {
             Ok(t) => (Some(t), None),
-            Err(_) => (
-                None,
-                Some(
-                    fields
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                String::from_utf8_lossy(k).into_owned(),
-                                String::from_utf8_lossy(v).into_owned(),
-                            )
-                        })
-                        .collect(),
-                ),
-            ),
+            Err(_) => (None, Some(fields)),
         };
         let now = now_ms();
         let dl = DeadLetter {

@@ -13,8 +13,9 @@
 --
 -- Each scheduled member is the entry's fields as a JSON array [field, value, …] without
 -- `enqueued_at` (promote.lua stamps it), with `task_id` = 'x-<entry id>' when the entry had
--- none (so its identity survives the move) and `first_enqueued_at` kept or taken from
--- `enqueued_at` (or the entry id's time).
+-- none (so its identity survives the move), `first_enqueued_at` kept or taken from
+-- `enqueued_at` (or the entry id's time), and `from_entry` = the entry id last (replacing an
+-- earlier one), so that two entries of identical tasks never become one schedule member.
 --
 -- Returns one value per pair: the due time (ms, server clock); -1 when this consumer no longer
 -- owns the entry (nothing written); -2 when the entry is gone (its pending id is acked).
@@ -38,7 +39,7 @@ for i = 3, #ARGV, 2 do
         local k = f[j]
         if k == 'enqueued_at' then
           enq = f[j + 1]
-        else
+        elseif k ~= 'from_entry' then
           if k == 'task_id' then
             has_id = true
           elseif k == 'first_enqueued_at' then
@@ -56,6 +57,8 @@ for i = 3, #ARGV, 2 do
         flat[#flat + 1] = 'first_enqueued_at'
         flat[#flat + 1] = enq or string.match(id, '^(%d+)') or string.format('%d', now)
       end
+      flat[#flat + 1] = 'from_entry'
+      flat[#flat + 1] = id
       local due = now + tonumber(ARGV[i + 1])
       redis.call('ZADD', KEYS[2], due, cjson.encode(flat))
       redis.call('XACK', KEYS[1], ARGV[1], id)

@@ -8,7 +8,7 @@
 -- ARGV[2]  the consumer that must own the entries (this member)
 -- ARGV[3…] triples: entry id in the lane, delay in ms (from the server's clock), schedule
 --          member (a JSON array [field, value, …] of the next attempt, unique because it holds
---          task_id and attempt)
+--          `from_entry`, the lane entry id: identical tasks never collapse into one member)
 --
 -- Returns one value per triple: the due time (ms, server clock), or -1 when this consumer no
 -- longer owns that entry (nothing is written for it).
