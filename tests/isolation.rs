@@ -691,7 +691,9 @@ async fn closing_a_breaker_by_hand_releases_held_tasks_at_once_and_retries_keep_
     // held back unattempted (attempt still 1) while the failed ones wait an hour (attempt 2).
     eventually(LONG, "the breaker opened and held tasks back", || async {
         let info = broker.breaker_info("acme").await.unwrap();
-        info.state == "open" && info.deferred >= 1 && broker.pending_count("acme").await.unwrap() == 0
+        info.state == "open"
+            && info.deferred >= 1
+            && broker.pending_count("acme").await.unwrap() == 0
     })
     .await;
     let retries: HashMap<String, u64> = env
@@ -715,7 +717,10 @@ async fn closing_a_breaker_by_hand_releases_held_tasks_at_once_and_retries_keep_
     })
     .await;
     let done: HashSet<String> = env.side_effects().into_iter().map(|e| e.1).collect();
-    assert!(retries.keys().all(|id| !done.contains(id)), "a retry ran early");
+    assert!(
+        retries.keys().all(|id| !done.contains(id)),
+        "a retry ran early"
+    );
     let still: HashMap<String, u64> = env
         .scheduled_retries("acme")
         .await
@@ -727,6 +732,9 @@ async fn closing_a_breaker_by_hand_releases_held_tasks_at_once_and_retries_keep_
         .collect();
     assert_eq!(still, retries, "genuine retries keep their due time");
     assert!(still.values().all(|due| *due > closed_at + 50 * 60 * 1000));
-    eprintln!("{held} held tasks released by the close; {} retries kept", retries.len());
+    eprintln!(
+        "{held} held tasks released by the close; {} retries kept",
+        retries.len()
+    );
     stop(&mut ms);
 }
