@@ -51,6 +51,7 @@ impl Action {
             | FailureClass::CrashLoop
             | FailureClass::SilentFailure
             | FailureClass::Unknown => Action::ManualReview,
+            FailureClass::Expired => Action::Discard,
         }
     }
 }
@@ -199,6 +200,21 @@ impl DeadLetter {
         Action::for_class(self.class)
     }
 
+    /// The task id the dead letter shows: the task's, or for an entry that could not be read
+    /// as a task its raw `task_id` when valid, else `x-<entry id>` (the name the contract gives
+    /// an entry without one, and the id a replay of it gets).
+    pub fn task_id(&self) -> String {
+        if let Some(task) = &self.task {
+            return task.task_id.clone();
+        }
+        self.raw
+            .as_ref()
+            .and_then(|r| r.get(crate::task::field::TASK_ID))
+            .filter(|id| crate::task::validate_task_id(id).is_ok())
+            .cloned()
+            .unwrap_or_else(|| format!("x-{}", self.orig_id))
+    }
+
     /// The fields of the dead-letter stream entry.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let error = bounded(&self.error, MAX_ERROR_BYTES);
@@ -210,11 +226,7 @@ impl DeadLetter {
             task.steps = self.steps.clone();
             f.extend(task.to_fields());
         } else if let Some(raw) = &self.raw {
-            if let Some(id) = raw.get(crate::task::field::TASK_ID) {
-                if crate::task::validate_task_id(id).is_ok() {
-                    f.push((crate::task::field::TASK_ID, id.clone()));
-                }
-            }
+            f.push((crate::task::field::TASK_ID, self.task_id()));
             let mut sorted: Vec<_> = raw.iter().collect();
             sorted.sort();
             f.push((

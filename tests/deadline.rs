@@ -64,7 +64,10 @@ async fn a_task_past_its_deadline_is_dead_lettered_expired_without_running() {
         &[
             ("REDRIVE_CONFIG", &cfg),
             ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
-            ("REDRIVE_DEMO_AGENT__ACTIVITY_LOG", activity.to_str().unwrap()),
+            (
+                "REDRIVE_DEMO_AGENT__ACTIVITY_LOG",
+                activity.to_str().unwrap(),
+            ),
         ],
     );
     let addr = m.metrics_addr();
@@ -83,7 +86,10 @@ async fn a_task_past_its_deadline_is_dead_lettered_expired_without_running() {
     assert!(d["error"].contains("deadline"), "{d:?}");
     assert!(!d.contains_key("history"), "no attempt was made: {d:?}");
     let ran = started(&env);
-    assert!(!ran.contains(&"late".to_owned()), "the late task started: {ran:?}");
+    assert!(
+        !ran.contains(&"late".to_owned()),
+        "the late task started: {ran:?}"
+    );
     let done: Vec<String> = env.side_effects().into_iter().map(|e| e.1).collect();
     assert_eq!(done.len(), 2, "{done:?}");
     assert!(!done.contains(&"late".to_owned()));
@@ -99,7 +105,12 @@ async fn a_task_past_its_deadline_is_dead_lettered_expired_without_running() {
         .lines()
         .find(|l| l.contains("past its deadline"))
         .unwrap_or_else(|| panic!("no expiry logged: {log}"));
-    for want in ["task_id=late", "trace_id=trace-late", "kind=triage", "attempt=1"] {
+    for want in [
+        "task_id=late",
+        "trace_id=trace-late",
+        "kind=triage",
+        "attempt=1",
+    ] {
         assert!(line.contains(want), "{want} missing: {line}");
     }
 }
@@ -119,8 +130,7 @@ async fn a_retry_that_would_come_after_the_deadline_is_dead_lettered_expired_wit
     .await;
     let mut m = env.member("m1", &[("REDRIVE_CONFIG", &cfg)]);
     eventually(LONG, "one dead letter and one retry", || async {
-        env.dead_letters("acme").await.len() == 1
-            && env.scheduled_retries("acme").await.len() == 1
+        env.dead_letters("acme").await.len() == 1 && env.scheduled_retries("acme").await.len() == 1
     })
     .await;
     let dead = by_task(env.dead_letters("acme").await);

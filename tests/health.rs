@@ -134,11 +134,29 @@ async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() 
         let failures = lines("task attempt failed", "acme-0");
         assert_eq!(failures.len(), 1, "logged once: {log}");
         // (line, task id, trace id, attempt, class when the line has one)
-        let mut checks = vec![(failures[0], "acme-0", "trace-acme-0", 1, Some("schema_mismatch"))];
+        let mut checks = vec![(
+            failures[0],
+            "acme-0",
+            "trace-acme-0",
+            1,
+            Some("schema_mismatch"),
+        )];
         let t1_failures = lines("task attempt failed", "acme-1");
         assert_eq!(t1_failures.len(), 2, "one line per failed attempt: {log}");
-        checks.push((t1_failures[0], "acme-1", "trace-acme-1", 1, Some("rate_limited")));
-        checks.push((t1_failures[1], "acme-1", "trace-acme-1", 2, Some("rate_limited")));
+        checks.push((
+            t1_failures[0],
+            "acme-1",
+            "trace-acme-1",
+            1,
+            Some("rate_limited"),
+        ));
+        checks.push((
+            t1_failures[1],
+            "acme-1",
+            "trace-acme-1",
+            2,
+            Some("rate_limited"),
+        ));
         let retry = lines("retry scheduled", "acme-1");
         assert_eq!(retry.len(), 1, "{log}");
         checks.push((retry[0], "acme-1", "trace-acme-1", 1, None));
@@ -173,7 +191,11 @@ async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() 
             }
         }
         let malformed = lines("malformed entry set aside", "raw-7");
-        assert_eq!(malformed.len(), 1, "the malformed entry's line names raw-7: {log}");
+        assert_eq!(
+            malformed.len(),
+            1,
+            "the malformed entry's line names raw-7: {log}"
+        );
         let malformed_dl = lines("task dead-lettered", "raw-7");
         assert_eq!(malformed_dl.len(), 1, "{log}");
         for line in [malformed[0], malformed_dl[0]] {
