@@ -667,8 +667,10 @@ poll_interval_ms = 50
 refresh_interval_ms = 100
 slot_ttl_ms = 2000
 
+# More failures to open than attempts can run at once: the reports of attempts that were still
+# running when it opened (they arrive within a refresh) cannot re-open it after the close alone.
 [isolation.breaker]
-min_failures = 2
+min_failures = 6
 failure_rate = 0.5
 window_ms = 60000
 cooldown_ms = 600000
