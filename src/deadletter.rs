@@ -51,6 +51,7 @@ impl Action {
             | FailureClass::CrashLoop
             | FailureClass::SilentFailure
             | FailureClass::Unknown => Action::ManualReview,
+            FailureClass::Expired => Action::Discard,
         }
     }
 }
@@ -298,6 +299,30 @@ impl DeadLetter {
         Action::for_class(self.class)
     }
 
+    /// The task id the dead letter shows: the task's, or for an entry that could not be read
+    /// as a task its raw `task_id` when valid, else `x-<entry id>` (the name the contract gives
+    /// an entry without one, and the id a replay of it gets).
+    pub fn task_id(&self) -> String {
+        if let Some(task) = &self.task {
+            return task.task_id.clone();
+        }
+        self.raw_text(crate::task::field::TASK_ID)
+            .filter(|id| crate::task::validate_task_id(id).is_ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("x-{}", self.orig_id))
+    }
+
+    /// The last value of the raw field `name` of an unreadable entry, when it is UTF-8 text
+    /// (unchecked: validate it before use).
+    pub fn raw_text(&self, name: &str) -> Option<&str> {
+        self.raw
+            .as_ref()?
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
     /// The fields of the dead-letter stream entry.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let error = bounded(&self.error, MAX_ERROR_BYTES);
@@ -314,15 +339,7 @@ impl DeadLetter {
                 f.push((field::EXTRA, extra));
             }
         } else if let Some(raw) = &self.raw {
-            let id = raw
-                .iter()
-                .rev()
-                .find(|(k, _)| k.as_slice() == crate::task::field::TASK_ID.as_bytes())
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .filter(|id| crate::task::validate_task_id(id).is_ok());
-            if let Some(id) = id {
-                f.push((crate::task::field::TASK_ID, id.to_owned()));
-            }
+            f.push((crate::task::field::TASK_ID, self.task_id()));
             f.push((field::RAW, encode_raw(raw)));
         }
         f.push((field::ORIG_LANE, self.orig_lane.clone()));

@@ -37,13 +37,16 @@ pub enum FailureClass {
     CrashLoop,
     /// The handler reported success but its output failed validation.
     SilentFailure,
+    /// Past its `deadline`: not started, or not retried because the next attempt would come
+    /// after it. Permanent.
+    Expired,
     /// Nothing more specific is known.
     Unknown,
 }
 
 impl FailureClass {
     /// Every class, in a stable order.
-    pub const ALL: [FailureClass; 13] = [
+    pub const ALL: [FailureClass; 14] = [
         FailureClass::RateLimited,
         FailureClass::Timeout,
         FailureClass::UpstreamUnavailable,
@@ -56,6 +59,7 @@ impl FailureClass {
         FailureClass::MalformedEntry,
         FailureClass::CrashLoop,
         FailureClass::SilentFailure,
+        FailureClass::Expired,
         FailureClass::Unknown,
     ];
 
@@ -74,6 +78,7 @@ impl FailureClass {
             FailureClass::MalformedEntry => "malformed_entry",
             FailureClass::CrashLoop => "crash_loop",
             FailureClass::SilentFailure => "silent_failure",
+            FailureClass::Expired => "expired",
             FailureClass::Unknown => "unknown",
         }
     }
@@ -271,6 +276,8 @@ mod tests {
         assert!(FailureClass::RateLimited.is_transient());
         assert!(!FailureClass::PartialExecution.is_transient());
         assert!(!FailureClass::ContextOverflow.is_transient());
+        assert!(!FailureClass::Expired.is_transient());
+        assert_eq!(FailureClass::parse("expired"), Some(FailureClass::Expired));
     }
 
     #[test]

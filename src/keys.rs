@@ -7,6 +7,7 @@
 //! | `redrive:tenants`                | SET    | registry of tenants that ever had work (discovery)    |
 //! | `redrive:{<tenant>}:lane`        | STREAM | the tenant's tasks, read through the fleet's group    |
 //! | `redrive:{<tenant>}:retry`       | ZSET   | scheduled retries, scored by due time (ms)            |
+//! | `redrive:{<tenant>}:deferred`    | ZSET   | tasks held back by the breaker, unattempted; due time |
 //! | `redrive:{<tenant>}:dlq`         | STREAM | the tenant's dead letters                             |
 //! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters removed by the length cap (a counter)    |
 //! | `redrive:{<tenant>}:dlq:removed` | STREAM | dead letters resolved or discarded, with who and why  |
@@ -61,6 +62,12 @@ impl Keys {
     /// The sorted set of a tenant's scheduled retries.
     pub fn retry(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:retry", self.prefix, tenant)
+    }
+
+    /// The sorted set of a tenant's tasks held back unattempted by its breaker (scored by due
+    /// time, ms), apart from genuine retries so that closing the breaker can release them.
+    pub fn deferred(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:deferred", self.prefix, tenant)
     }
 
     /// The stream of a tenant's dead letters.
@@ -153,6 +160,7 @@ mod tests {
         for key in [
             k.lane("acme"),
             k.retry("acme"),
+            k.deferred("acme"),
             k.dlq("acme"),
             k.dlq_trimmed("acme"),
             k.dlq_removed("acme"),

@@ -257,6 +257,33 @@ impl Policies {
     }
 }
 
+/// Whether a task with `deadline_ms` may start at `now_ms`: `Err(why)` when it is past its
+/// deadline (it is dead-lettered as `expired` without running). Pure: `now_ms` is the fleet's
+/// clock, the Redis server's as the member last read it (the clock retries are scheduled by).
+/// A task exactly at its deadline may still start.
+pub fn may_start(deadline_ms: Option<u64>, now_ms: u64) -> Result<(), String> {
+    match deadline_ms {
+        Some(d) if now_ms > d => Err(format!(
+            "the task's deadline {d} passed {} ms before it would start; not run",
+            now_ms - d
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a retry `delay` from `now_ms` comes in time for `deadline_ms`: `Err(why)` when the
+/// next attempt would be due after the deadline (the task is dead-lettered as `expired`, the
+/// failed attempt's error kept). Pure; same clock as [`may_start`].
+pub fn retry_in_time(deadline_ms: Option<u64>, now_ms: u64, delay: Duration) -> Result<(), String> {
+    let due = now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+    match deadline_ms {
+        Some(d) if due > d => Err(format!(
+            "the next attempt would be due at {due}, after the task's deadline {d}: not retried"
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +463,31 @@ mod tests {
         assert!(Policies::new(tiered(), bad, HashMap::new())
             .unwrap_err()
             .contains("retry.kinds.x.delays_ms"));
+    }
+
+    #[test]
+    fn deadlines_stop_starts_and_late_retries() {
+        assert!(may_start(None, u64::MAX).is_ok());
+        assert!(may_start(Some(1_000), 999).is_ok());
+        assert!(
+            may_start(Some(1_000), 1_000).is_ok(),
+            "at the deadline it still starts"
+        );
+        let why = may_start(Some(1_000), 1_250).unwrap_err();
+        assert!(why.contains("1000") && why.contains("250 ms"), "{why}");
+
+        let s = Duration::from_secs(1);
+        assert!(retry_in_time(None, 5_000, s).is_ok());
+        assert!(
+            retry_in_time(Some(6_000), 5_000, s).is_ok(),
+            "due exactly at the deadline"
+        );
+        let why = retry_in_time(Some(5_999), 5_000, s).unwrap_err();
+        assert!(why.contains("6000") && why.contains("5999"), "{why}");
+        assert!(
+            retry_in_time(Some(4_000), 5_000, Duration::ZERO).is_err(),
+            "already past"
+        );
+        assert!(retry_in_time(Some(u64::MAX), u64::MAX, Duration::MAX).is_ok());
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, http_get, TestEnv};
+use redrive::task::NewTask;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -72,53 +73,144 @@ async fn a_taken_metrics_port_fails_at_start_with_a_clear_error() {
     assert!(m.log_text().contains("binding metrics.listen"));
 }
 
-/// Every failed attempt is logged once, with tenant, task id, kind, class and attempt; the
-/// payload only when `log.log_payloads` is on; human and JSON formats.
+/// Every failed attempt is logged once, with tenant, task id, kind, class, attempt and trace id;
+/// the retry and dead-letter lines carry the same; a malformed entry's line names the task id
+/// its dead letter shows; the payload appears only when `log.log_payloads` is on; human and
+/// JSON formats.
 #[tokio::test]
 async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() {
     let payload = json!({"simulate": "malformed_output", "work_ms": 0, "secret": "s3cr3t-token"});
     for (format, log_payloads) in [("human", "false"), ("json", "false"), ("json", "true")] {
         let env = TestEnv::new();
-        env.enqueue("acme", 1, payload.clone()).await;
+        let mut permanent = NewTask::new("acme", "test", payload.clone()).with_task_id("acme-0");
+        permanent.trace_id = Some("trace-acme-0".into());
+        let mut transient = NewTask::new(
+            "acme",
+            "test",
+            json!({"simulate": "rate_limited", "work_ms": 0}),
+        )
+        .with_task_id("acme-1");
+        transient.trace_id = Some("trace-acme-1".into());
+        env.enqueue_tasks(vec![permanent, transient]).await;
+        // A foreign producer's entry without a kind: malformed, dead-lettered under its task id.
+        let mut raw = env.raw().await;
+        let _: String = redis::cmd("XADD")
+            .arg(format!("{}:{{acme}}:lane", env.prefix))
+            .arg("*")
+            .arg("task_id")
+            .arg("raw-7")
+            .arg("payload")
+            .arg("{}")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
         let mut m = env.member(
             "m1",
             &[
                 ("REDRIVE_LOG__FORMAT", format),
                 ("REDRIVE_LOG__LOG_PAYLOADS", log_payloads),
+                ("REDRIVE_RETRY__MAX_ATTEMPTS", "2"),
+                ("REDRIVE_RETRY__POLL_INTERVAL_MS", "50"),
             ],
         );
         eventually(LONG, "dead-lettered", || async {
-            env.dead_letters("acme").await.len() == 1
+            env.dead_letters("acme").await.len() == 3
         })
         .await;
         assert!(m.stop().success());
-        let log = m.log_text();
-        let failures: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("task attempt failed"))
+        let dead: Vec<String> = env
+            .dead_letters("acme")
+            .await
+            .into_iter()
+            .map(|d| d["task_id"].clone())
             .collect();
+        assert!(dead.contains(&"raw-7".to_owned()), "{dead:?}");
+        let log = m.log_text();
+        let lines = |msg: &str, task_id: &str| -> Vec<&str> {
+            log.lines()
+                .filter(|l| l.contains(msg) && l.contains(task_id))
+                .collect()
+        };
+        let failures = lines("task attempt failed", "acme-0");
         assert_eq!(failures.len(), 1, "logged once: {log}");
-        let line = failures[0];
+        // (line, task id, trace id, attempt, class when the line has one)
+        let mut checks = vec![(
+            failures[0],
+            "acme-0",
+            "trace-acme-0",
+            1,
+            Some("schema_mismatch"),
+        )];
+        let t1_failures = lines("task attempt failed", "acme-1");
+        assert_eq!(t1_failures.len(), 2, "one line per failed attempt: {log}");
+        checks.push((
+            t1_failures[0],
+            "acme-1",
+            "trace-acme-1",
+            1,
+            Some("rate_limited"),
+        ));
+        checks.push((
+            t1_failures[1],
+            "acme-1",
+            "trace-acme-1",
+            2,
+            Some("rate_limited"),
+        ));
+        let retry = lines("retry scheduled", "acme-1");
+        assert_eq!(retry.len(), 1, "{log}");
+        checks.push((retry[0], "acme-1", "trace-acme-1", 1, None));
+        for (id, trace, attempt) in [("acme-0", "trace-acme-0", 1), ("acme-1", "trace-acme-1", 2)] {
+            let dl = lines("task dead-lettered", id);
+            assert_eq!(dl.len(), 1, "{id}: {log}");
+            checks.push((dl[0], id, trace, attempt, None));
+        }
+        for (line, id, trace, attempt, class) in checks {
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["tenant"], "acme", "{line}");
+                assert_eq!(v["task_id"], id, "{line}");
+                assert_eq!(v["kind"], "test", "{line}");
+                assert_eq!(v["trace_id"], trace, "{line}");
+                assert_eq!(v["attempt"], attempt, "{line}");
+                if let Some(class) = class {
+                    assert_eq!(v["class"], class, "{line}");
+                }
+            } else {
+                let (task, trace, attempt) = (
+                    format!("task_id={id}"),
+                    format!("trace_id={trace}"),
+                    format!("attempt={attempt}"),
+                );
+                let mut want = vec!["tenant=acme", "kind=test", &task, &trace, &attempt];
+                let class = class.map(|c| format!("class={c}"));
+                want.extend(class.as_deref());
+                for w in want {
+                    assert!(line.contains(w), "{w} missing: {line}");
+                }
+            }
+        }
+        let malformed = lines("malformed entry set aside", "raw-7");
+        assert_eq!(
+            malformed.len(),
+            1,
+            "the malformed entry's line names raw-7: {log}"
+        );
+        let malformed_dl = lines("task dead-lettered", "raw-7");
+        assert_eq!(malformed_dl.len(), 1, "{log}");
+        for line in [malformed[0], malformed_dl[0]] {
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["task_id"], "raw-7", "{line}");
+                assert_eq!(v["tenant"], "acme", "{line}");
+            } else {
+                assert!(line.contains("task_id=raw-7"), "{line}");
+            }
+        }
         if format == "json" {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(v["tenant"], "acme");
-            assert_eq!(v["task_id"], "acme-0");
-            assert_eq!(v["kind"], "test");
-            assert_eq!(v["class"], "schema_mismatch");
-            assert_eq!(v["attempt"], 1);
             assert!(log
                 .lines()
                 .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
-        } else {
-            for want in [
-                "tenant=acme",
-                "task_id=acme-0",
-                "kind=test",
-                "class=schema_mismatch",
-                "attempt=1",
-            ] {
-                assert!(line.contains(want), "{want} missing: {line}");
-            }
         }
         assert_eq!(
             log.contains("s3cr3t-token"),

@@ -651,3 +651,92 @@ async fn operators_hold_and_release_a_tenant_and_bad_input_is_refused() {
         ]
     );
 }
+
+const HOLD_TOML: &str = r#"
+[fleet]
+concurrency = 2
+read_batch = 24
+
+[retry]
+delays_ms = [3600000]
+max_delay_ms = 3600000
+jitter = "none"
+poll_interval_ms = 50
+
+[isolation]
+refresh_interval_ms = 100
+slot_ttl_ms = 2000
+
+# More failures to open than attempts can run at once: the reports of attempts that were still
+# running when it opened (they arrive within a refresh) cannot re-open it after the close alone.
+[isolation.breaker]
+min_failures = 6
+failure_rate = 0.5
+window_ms = 60000
+cooldown_ms = 600000
+"#;
+
+/// Closing a breaker by hand releases the tasks it held back at once (the cool-down is ten
+/// minutes), while genuine retries keep their own due time.
+#[tokio::test]
+async fn closing_a_breaker_by_hand_releases_held_tasks_at_once_and_retries_keep_their_time() {
+    let env = TestEnv::new();
+    let cfg = env.config_file("hold.toml", HOLD_TOML);
+    let outage = env.dir.join("outage");
+    std::fs::write(&outage, "").unwrap();
+    let work = json!({"simulate": "ok", "work_ms": 100, "fail_while": outage.to_str().unwrap()});
+    env.enqueue_tasks(tasks("acme", "h", 40, work)).await;
+    let mut ms = members(&env, 1, &cfg);
+    let broker = env.broker().await;
+
+    // The first attempts fail, the breaker opens, and what the member had read already is
+    // held back unattempted (attempt still 1) while the failed ones wait an hour (attempt 2).
+    eventually(LONG, "the breaker opened and held tasks back", || async {
+        let info = broker.breaker_info("acme").await.unwrap();
+        info.state == "open"
+            && info.deferred >= 1
+            && broker.pending_count("acme").await.unwrap() == 0
+    })
+    .await;
+    let retries: HashMap<String, u64> = env
+        .scheduled_retries("acme")
+        .await
+        .into_iter()
+        .filter(|(f, _)| f["attempt"] == "2")
+        .map(|(f, due)| (f["task_id"].clone(), due))
+        .collect();
+    assert!(!retries.is_empty(), "no genuine retry was scheduled");
+    let held = broker.breaker_info("acme").await.unwrap().deferred;
+
+    // The upstream is back and the operator closes the breaker: everything but the genuine
+    // retries runs now, not after the ten-minute cool-down.
+    std::fs::remove_file(&outage).unwrap();
+    let closed_at = env.server_time_ms().await;
+    let (code, out, err) = env.cli(&["breaker", "close", "acme", "--reason", "fixed"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(Duration::from_secs(60), "the held tasks ran", || async {
+        completed(&env, "acme") == 40 - retries.len()
+    })
+    .await;
+    let done: HashSet<String> = env.side_effects().into_iter().map(|e| e.1).collect();
+    assert!(
+        retries.keys().all(|id| !done.contains(id)),
+        "a retry ran early"
+    );
+    let still: HashMap<String, u64> = env
+        .scheduled_retries("acme")
+        .await
+        .into_iter()
+        .map(|(f, due)| {
+            assert_eq!(f["attempt"], "2", "only genuine retries are left: {f:?}");
+            (f["task_id"].clone(), due)
+        })
+        .collect();
+    assert_eq!(still, retries, "genuine retries keep their due time");
+    assert!(still.values().all(|due| *due > closed_at + 50 * 60 * 1000));
+    eprintln!(
+        "{held} held tasks released by the close; {} retries kept",
+        retries.len()
+    );
+    stop(&mut ms);
+}

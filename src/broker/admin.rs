@@ -698,15 +698,21 @@ impl Broker {
         Ok(out)
     }
 
-    /// How many of a tenant's scheduled retries are due by the server's clock (and wait for
-    /// the recovery loop).
+    /// How many of a tenant's scheduled retries (and tasks held back by its breaker) are due
+    /// by the server's clock (and wait for the recovery loop).
     pub async fn retry_due_count(&self, tenant: &str) -> Result<u64> {
         let now = self.server_time_ms().await?;
-        Ok(redis::cmd("ZCOUNT")
+        let (retries, deferred): (u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
             .arg(self.keys.retry(tenant))
             .arg("-inf")
             .arg(now)
+            .cmd("ZCOUNT")
+            .arg(self.keys.deferred(tenant))
+            .arg("-inf")
+            .arg(now)
             .query_async(&mut self.con())
-            .await?)
+            .await?;
+        Ok(retries + deferred)
     }
 }

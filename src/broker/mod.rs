@@ -624,19 +624,26 @@ impl Broker {
             .collect())
     }
 
-    /// Moves up to `limit` due retries of `tenant` back into its lane. Returns how many moved.
+    /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane.
+    /// Returns how many moved.
     pub async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
         let mut inv = self.scripts.promote.key(self.keys.retry(tenant));
-        inv.key(self.keys.lane(tenant)).arg(limit);
+        inv.key(self.keys.lane(tenant))
+            .key(self.keys.deferred(tenant))
+            .arg(limit);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
-    /// Retries scheduled for a tenant (due or not).
+    /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.
     pub async fn retry_len(&self, tenant: &str) -> Result<u64> {
-        Ok(redis::cmd("ZCARD")
+        let (retries, deferred): (u64, u64) = redis::pipe()
+            .cmd("ZCARD")
             .arg(self.keys.retry(tenant))
+            .cmd("ZCARD")
+            .arg(self.keys.deferred(tenant))
             .query_async(&mut self.con())
-            .await?)
+            .await?;
+        Ok(retries + deferred)
     }
 
     /// One step of a member's drain of its own pending entries in `tenant`'s lane (see
@@ -815,13 +822,14 @@ impl Broker {
         }
     }
 
-    /// Deletes every key of `tenant` (lane, retry schedule, dead letters, trim counter, breaker,
+    /// Deletes every key of `tenant` (lane, retry schedule, deferred set, dead letters, trim counter, breaker,
     /// in-flight reservations) and removes it from the registry. For benchmarks that clean up
     /// after themselves; there is no way back.
     pub async fn drop_tenant(&self, tenant: &str) -> Result<()> {
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.lane(tenant))
             .arg(self.keys.retry(tenant))
+            .arg(self.keys.deferred(tenant))
             .arg(self.keys.dlq(tenant))
             .arg(self.keys.dlq_trimmed(tenant))
             .arg(self.keys.breaker(tenant))
@@ -849,6 +857,7 @@ impl Broker {
             let mut inv = self.scripts.depths.key(self.keys.lane(t));
             inv.key(self.keys.retry(t))
                 .key(self.keys.dlq(t))
+                .key(self.keys.deferred(t))
                 .arg(&*self.group);
             pipe.invoke_script(&inv);
         }

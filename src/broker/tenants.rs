@@ -306,7 +306,8 @@ impl Broker {
     }
 
     /// Reports the outcome of the probe `<member> <entry id>` of `tenant`
-    /// (scripts/breaker_probe_done.lua): `Some(true)` closes the breaker, `Some(false)`
+    /// (scripts/breaker_probe_done.lua): `Some(true)` closes the breaker (and makes every task
+    /// it held back due at once), `Some(false)`
     /// re-opens it for `cooldown`, `None` gives the token back without a decision. Returns the
     /// state after the call and the transition made, if any (none for a stale token).
     #[allow(clippy::too_many_arguments)]
@@ -323,6 +324,7 @@ impl Broker {
         let mut inv = scripts().probe_done.key(k.breaker(tenant));
         inv.key(k.breaker_window(tenant))
             .key(k.breaker_log(tenant))
+            .key(k.deferred(tenant))
             .arg(format!("{member} {entry_id}"))
             .arg(match success {
                 Some(true) => "success",
@@ -345,7 +347,7 @@ impl Broker {
     }
 
     /// Opens (held until closed by hand) or closes `tenant`'s breaker as an operator
-    /// (scripts/breaker_set.lua). `who` and `why` go into the transition log. Returns
+    /// (scripts/breaker_set.lua); closing makes every task it held back due at once. `who` and `why` go into the transition log. Returns
     /// `(from, to, moved)`; `moved` is false when it already was in that state.
     pub async fn breaker_set(
         &self,
@@ -358,6 +360,7 @@ impl Broker {
         let mut inv = scripts().set.key(k.breaker(tenant));
         inv.key(k.breaker_window(tenant))
             .key(k.breaker_log(tenant))
+            .key(k.deferred(tenant))
             .arg(if open { "open" } else { "closed" })
             .arg(who)
             .arg(why)
@@ -448,8 +451,9 @@ impl Broker {
         Ok(out)
     }
 
-    /// Moves entries of `tenant` that `consumer` owns from the lane to the retry schedule,
-    /// unattempted: same fields, same attempt (scripts/defer.lua). One result per item.
+    /// Moves entries of `tenant` that `consumer` owns from the lane to the tenant's deferred
+    /// set, unattempted: same fields, same attempt (scripts/defer.lua); due at once when the
+    /// breaker is closed by then. One result per item.
     pub async fn defer(
         &self,
         tenant: &str,
@@ -461,7 +465,7 @@ impl Broker {
         }
         let k = self.keys();
         let mut inv = scripts().defer.key(k.lane(tenant));
-        inv.key(k.retry(tenant))
+        inv.key(k.deferred(tenant))
             .key(k.breaker(tenant))
             .arg(self.group())
             .arg(consumer);

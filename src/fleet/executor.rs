@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::tasklog::{task_event, TaskLog};
 use super::{Job, Lost, Settlement, Shared, Work};
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
@@ -168,6 +169,9 @@ async fn run_job(
         Gate::Run => false,
         Gate::Probe => true,
         Gate::Defer(delay) => {
+            if let Work::Ready(task) = &job.work {
+                task_event!(debug, &TaskLog::of(task), entry_id = %job.entry_id, delay_ms = delay.as_millis() as u64, "task held back by the tenant's breaker; deferred unattempted");
+            }
             let _ = ctx.settle.send(Settlement::Defer {
                 tenant: job.tenant,
                 entry_id: job.entry_id,
@@ -221,7 +225,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             Ok(Begin::Run(fields)) => {
                 match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
                     Ok(task) => {
-                        tracing::info!(tenant = %tenant, task_id = %task.task_id, deliveries = deliveries + 1, "running a taken-over entry alone");
+                        task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, deliveries = deliveries + 1, "running a taken-over entry");
                         (Arc::new(task), deliveries + 1)
                     }
                     Err(m) => {
@@ -252,6 +256,17 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             }
         },
     };
+    // Past its deadline, a task is not worth running: dead letter, class expired.
+    if let Err(why) = crate::policy::may_start(task.deadline_ms, ctx.shared.isolation.now_ms()) {
+        task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
+        let _ = ctx.settle.send(Settlement::Expired {
+            tenant,
+            entry_id,
+            task,
+            why,
+        });
+        return None;
+    }
     attempt(tenant, entry_id, task, deliveries, lost, read_at, ctx).await
 }
 
@@ -267,6 +282,8 @@ async fn attempt(
     read_at: Option<Instant>,
     ctx: AttemptCtx,
 ) -> Option<Result<String, FailureClass>> {
+    let log = TaskLog::of(&task);
+    task_event!(debug, &log, entry_id = %entry_id, deliveries, "attempt started");
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
     ctx.meters.queue_wait.record(wait_ms as f64 / 1000.0);
     ctx.meters.in_flight.increment(1.0);
@@ -301,7 +318,7 @@ async fn attempt(
     ctx.meters.in_flight.decrement(1.0);
     ctx.meters.duration.record(duration.as_secs_f64());
     let Some(outcome) = outcome else {
-        tracing::warn!(tenant = %tenant, task_id = %task.task_id, "attempt stopped: another member took the entry over");
+        task_event!(warn, &log, entry_id = %entry_id, "attempt stopped: another member took the entry over");
         let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
         return None;
     };
@@ -339,6 +356,9 @@ async fn attempt(
             duration,
         })
     };
+    if outcome == Outcome::Done {
+        task_event!(debug, &log, entry_id = %entry_id, duration_ms = duration.as_millis() as u64, "attempt succeeded");
+    }
     let result = match &outcome {
         Outcome::Done => Ok(task.task_id.clone()),
         Outcome::Fail { class, .. } => Err(*class),

@@ -41,6 +41,7 @@ pub mod reader;
 pub mod reclaimer;
 pub mod recoverer;
 pub mod settler;
+pub(crate) mod tasklog;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -160,6 +161,14 @@ pub(crate) enum Settlement {
         tenant: Arc<str>,
         entry_id: String,
         delay: Duration,
+    },
+    /// The task was past its deadline when it was about to start: dead-letter it as
+    /// `expired`, unattempted (`why` says by how much).
+    Expired {
+        tenant: Arc<str>,
+        entry_id: String,
+        task: Arc<Task>,
+        why: String,
     },
     /// The entry was delivered `deliveries` times without settling.
     CrashLoop {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::tasklog::{task_event, TaskLog};
 use super::Failed;
 use super::{Settlement, Shared};
 use crate::broker::{Broker, DeferItem, Deferred, RetryItem};
@@ -32,9 +33,8 @@ enum FailedMove {
 /// A retry waiting for the next flush.
 struct Retry {
     item: RetryItem,
-    task_id: String,
-    /// The attempt that failed.
-    attempt: u32,
+    /// The task's log fields, with the attempt that failed.
+    log: TaskLog,
     class: FailureClass,
 }
 
@@ -269,7 +269,6 @@ impl Settler {
                 reason,
                 fields,
             } => {
-                tracing::warn!(tenant = %tenant, entry_id = %entry_id, class = "malformed_entry", error = %reason, "malformed entry set aside");
                 let now = now_ms();
                 let dl = DeadLetter {
                     orig_lane: lane,
@@ -283,6 +282,35 @@ impl Settler {
                     partial_output: None,
                     member: self.shared.member.to_string(),
                     first_failed_at_ms: now,
+                    dead_lettered_at_ms: now,
+                };
+                task_event!(warn, &TaskLog::of_dead_letter(&tenant, &dl), entry_id = %entry_id, class = "malformed_entry", error = %dl.error, "malformed entry set aside");
+                let member = self.shared.member.clone();
+                self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
+                    .await;
+            }
+            Settlement::Expired {
+                tenant,
+                entry_id,
+                task,
+                why,
+            } => {
+                let now = now_ms();
+                let task = (*task).clone();
+                let dl = DeadLetter {
+                    orig_lane: self.broker.keys().lane(&tenant),
+                    orig_id: entry_id.clone(),
+                    steps: task.steps.clone(),
+                    first_failed_at_ms: crate::deadletter::first_failed_at(&task.history, now),
+                    task: Some(task),
+                    raw: None,
+                    class: FailureClass::Expired,
+                    error: why,
+                    detail: Some(
+                        "past its deadline when a member was about to start it: not run".into(),
+                    ),
+                    partial_output: None,
+                    member: self.shared.member.to_string(),
                     dead_lettered_at_ms: now,
                 };
                 let member = self.shared.member.clone();
@@ -326,17 +354,16 @@ impl Settler {
         } = f;
         metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
             .increment(1);
+        let log = TaskLog::of(&task);
         if self.log_payloads {
-            tracing::warn!(
-                tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
-                attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
-                payload = %task.payload, "task attempt failed"
+            task_event!(
+                warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
+                poison, error = %reason, payload = %task.payload, "task attempt failed"
             );
         } else {
-            tracing::warn!(
-                tenant = %tenant, task_id = %task.task_id, kind = %task.kind, class = %class,
-                attempt = task.attempt, deliveries, duration_ms = duration.as_millis() as u64, poison, error = %reason,
-                "task attempt failed"
+            task_event!(
+                warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
+                poison, error = %reason, "task attempt failed"
             );
         }
         self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
@@ -371,26 +398,28 @@ impl Settler {
                 fastrand::f64(),
             )
         };
+        // A retry that would come after the task's deadline is not scheduled: the task is
+        // dead-lettered as expired, with this attempt's error.
+        let (class, decision) = match decision {
+            Decision::Retry { delay } => match crate::policy::retry_in_time(
+                task.deadline_ms,
+                self.shared.isolation.now_ms(),
+                delay,
+            ) {
+                Ok(()) => (class, Decision::Retry { delay }),
+                Err(why) => (FailureClass::Expired, Decision::DeadLetter { why }),
+            },
+            other => (class, other),
+        };
         let why = match decision {
             Decision::Retry { delay } => {
-                let attempt = next.attempt;
                 next.attempt += 1;
                 // The promote script stamps enqueued_at when the retry is due; the first
                 // enqueue time, the producer's own fields and the entry it came from travel
                 // in the item.
                 let fields = next.retry_fields(&entry_id);
                 match RetryItem::new(&entry_id, delay, &fields) {
-                    Ok(item) => {
-                        return FailedMove::Retry(
-                            tenant,
-                            Retry {
-                                item,
-                                task_id: next.task_id,
-                                attempt,
-                                class,
-                            },
-                        )
-                    }
+                    Ok(item) => return FailedMove::Retry(tenant, Retry { item, log, class }),
                     // Cannot happen for string fields; if it did, the task is kept, not lost.
                     Err(e) => format!("could not schedule a retry: {e}"),
                 }
@@ -440,7 +469,7 @@ impl Settler {
                     match due {
                         Some(due) => {
                             metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
-                            tracing::info!(tenant = %tenant, task_id = %r.task_id, attempt = r.attempt, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
+                            task_event!(info, &r.log, class = %r.class, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
                             self.shared.stats.with(tenant, |t| t.retried += 1);
                         }
                         None => {
@@ -586,8 +615,8 @@ impl Settler {
             if r.moved {
                 metrics::counter!(names::DEAD_LETTERED, "tenant" => label.clone(), "class" => dl.class.as_str())
                     .increment(1);
-                tracing::warn!(
-                    tenant = %tenant, task_id = dl.task.as_ref().map(|t| t.task_id.as_str()).unwrap_or(""),
+                task_event!(
+                    warn, &TaskLog::of_dead_letter(tenant, &dl), entry_id = %entry_id,
                     class = %dl.class, dead_letter_id = %r.id, action = dl.action().as_str(), "task dead-lettered"
                 );
                 self.shared.stats.with(tenant, |t| {

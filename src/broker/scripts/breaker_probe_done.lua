@@ -1,5 +1,6 @@
 -- breaker_probe_done.lua: the probe's outcome decides a half-open breaker: success closes it
--- (half_open → closed, reason probe_succeeded, failure window cleared), failure re-opens it for
+-- (half_open → closed, reason probe_succeeded, failure window cleared, every task the breaker
+-- held back due at once as when an operator closes it), failure re-opens it for
 -- another cool-down (half_open → open, reason probe_failed). An outcome that says nothing about
 -- the tenant's health (an ignored class, an entry lost to another member) only gives the token
 -- back. Only the token's holder decides: a stale token (expired and handed on, or the breaker
@@ -8,6 +9,7 @@
 -- KEYS[1]  the tenant's breaker (HASH)
 -- KEYS[2]  the tenant's failure window (HASH)
 -- KEYS[3]  the tenant's transition log (STREAM, capped)
+-- KEYS[4]  the tenant's deferred set (ZSET scored by due time)
 -- ARGV[1]  the probe token: '<member> <entry id>'
 -- ARGV[2]  'success', 'failure' or 'release'
 -- ARGV[3]  the cool-down, ms (after a failure)
@@ -33,6 +35,7 @@ if ARGV[2] == 'success' then
     'reason', reason, 'detail', ARGV[5], 'by', ARGV[4])
   redis.call('HDEL', KEYS[1], 'until', 'probe', 'probe_until')
   redis.call('DEL', KEYS[2])
+  redis.call('ZUNIONSTORE', KEYS[4], 1, KEYS[4], 'WEIGHTS', 0)
 else
   to, reason = 'open', 'probe_failed'
   redis.call('HSET', KEYS[1], 'state', 'open', 'since', string.format('%d', now),

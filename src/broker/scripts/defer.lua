@@ -1,11 +1,15 @@
 -- defer.lua: entries of a tenant whose breaker is not closed leave their lane unattempted and
--- wait in the tenant's retry schedule (owner check + ack + schedule + delete, one atomic step
+-- wait in the tenant's deferred set (owner check + ack + schedule + delete, one atomic step
 -- for the batch; all keys share the tenant's tag). Unlike retry.lua the next attempt's fields
 -- are the entry's own, read here: `attempt` is not raised, history is unchanged, so a deferral
--- is not an attempt. The recovery loop (promote.lua) puts them back when due.
+-- is not an attempt. The deferred set is apart from the retry schedule so that closing the
+-- breaker (breaker_set.lua, breaker_probe_done.lua) can make every held task due at once
+-- while genuine retries keep their time. The recovery loop (promote.lua) puts them back when
+-- due. A breaker already closed when this runs (the member's view was stale) holds nothing
+-- back: the entries are due at once.
 --
 -- KEYS[1]  the lane stream
--- KEYS[2]  the tenant's retry schedule (ZSET scored by due time, ms)
+-- KEYS[2]  the tenant's deferred set (ZSET scored by due time, ms)
 -- KEYS[3]  the tenant's breaker (HASH; its `deferred` counter is raised)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
@@ -22,6 +26,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, done = {}, 0
+local closed = (redis.call('HGET', KEYS[3], 'state') or 'closed') == 'closed'
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
@@ -59,7 +64,10 @@ for i = 3, #ARGV, 2 do
       end
       flat[#flat + 1] = 'from_entry'
       flat[#flat + 1] = id
-      local due = now + tonumber(ARGV[i + 1])
+      local due = now
+      if not closed then
+        due = now + tonumber(ARGV[i + 1])
+      end
       redis.call('ZADD', KEYS[2], due, cjson.encode(flat))
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)

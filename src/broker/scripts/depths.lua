@@ -3,9 +3,11 @@
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's retry schedule
 -- KEYS[3]  the tenant's dead-letter stream
+-- KEYS[4]  the tenant's deferred set (tasks held back by its breaker)
 -- ARGV[1]  the consumer group
 --
--- Returns {lane length, pending, lag, scheduled retries, overdue retries, dead letters}.
+-- Returns {lane length, pending, lag, scheduled retries, overdue retries, dead letters}; the
+-- retry figures include held-back tasks (both wait in a schedule for the recovery loop).
 -- Lag (entries not yet delivered to the group) is 0 when Redis cannot tell.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -34,7 +36,7 @@ return {
   redis.call('XLEN', KEYS[1]),
   pending,
   lag,
-  redis.call('ZCARD', KEYS[2]),
-  redis.call('ZCOUNT', KEYS[2], '-inf', now),
+  redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[4]),
+  redis.call('ZCOUNT', KEYS[2], '-inf', now) + redis.call('ZCOUNT', KEYS[4], '-inf', now),
   redis.call('XLEN', KEYS[3]),
 }
