@@ -114,8 +114,12 @@ async fn settles_go_on_while_redis_is_out_of_memory_and_the_rest_lands_after() {
             _ => "malformed_output",
         };
         tasks.push(
-            NewTask::new("acme", "test", json!({"simulate": simulate, "work_ms": 3000}))
-                .with_task_id(format!("acme-{i}")),
+            NewTask::new(
+                "acme",
+                "test",
+                json!({"simulate": simulate, "work_ms": 3000}),
+            )
+            .with_task_id(format!("acme-{i}")),
         );
     }
     env.enqueue_tasks(tasks).await;
@@ -129,9 +133,11 @@ async fn settles_go_on_while_redis_is_out_of_memory_and_the_rest_lands_after() {
 
     // Over maxmemory: the completed tasks are acked and leave the lane; the failed ones wait,
     // pending, neither retried nor dead-lettered yet.
-    eventually(LONG, "completed tasks acked while out of memory", || async {
-        broker.lane_len("acme").await.unwrap() == 10
-    })
+    eventually(
+        LONG,
+        "completed tasks acked while out of memory",
+        || async { broker.lane_len("acme").await.unwrap() == 10 },
+    )
     .await;
     assert_eq!(env.side_effects().len(), 40);
     eventually(LONG, "/readyz says why", || async {
@@ -140,13 +146,19 @@ async fn settles_go_on_while_redis_is_out_of_memory_and_the_rest_lands_after() {
     })
     .await;
     eventually(LONG, "the gauge says it", || async {
-        http_get(&addr, "/metrics").1.contains("redrive_redis_oom 1")
+        http_get(&addr, "/metrics")
+            .1
+            .contains("redrive_redis_oom 1")
     })
     .await;
-    eventually(LONG, "the refused settles are counted as waiting", || async {
-        let body = http_get(&addr, "/readyz").1;
-        body.contains("dead_letter=5") && body.contains("schedule_retry=5")
-    })
+    eventually(
+        LONG,
+        "the refused settles are counted as waiting",
+        || async {
+            let body = http_get(&addr, "/readyz").1;
+            body.contains("dead_letter=5") && body.contains("schedule_retry=5")
+        },
+    )
     .await;
     // Let the refused settles be tried again a few times: still one line for the episode.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -154,7 +166,9 @@ async fn settles_go_on_while_redis_is_out_of_memory_and_the_rest_lands_after() {
     assert!(env.dead_letters("acme").await.is_empty());
     assert!(env.scheduled_retries("acme").await.is_empty());
     assert!(
-        http_get(&addr, "/metrics").1.contains("redrive_redis_oom 1"),
+        http_get(&addr, "/metrics")
+            .1
+            .contains("redrive_redis_oom 1"),
         "still out of memory"
     );
     let log = m.log_text();
@@ -176,13 +190,14 @@ async fn settles_go_on_while_redis_is_out_of_memory_and_the_rest_lands_after() {
         .unwrap();
     env.wait_drained(&["acme"], LONG).await;
     eventually(LONG, "every failed task dead-lettered", || async {
-        env.dead_letters("acme").await.len() == 10
-            && env.scheduled_retries("acme").await.is_empty()
+        env.dead_letters("acme").await.len() == 10 && env.scheduled_retries("acme").await.is_empty()
     })
     .await;
     eventually(LONG, "ready again, gauge 0", || async {
         http_get(&addr, "/readyz").0 == 200
-            && http_get(&addr, "/metrics").1.contains("redrive_redis_oom 0")
+            && http_get(&addr, "/metrics")
+                .1
+                .contains("redrive_redis_oom 0")
     })
     .await;
     let effects = env.side_effects();
@@ -288,7 +303,7 @@ async fn health_counts_every_settle_exactly_across_sigkills() {
             assert!(dead >= bad, "{tenant}: {dead} dead letters");
             // Drained: every task either completed (acked) or is in the dead letters (some
             // innocents may be crash loops after the kills), each exactly once.
-            let completed = (ok + bad) as u64 - dead;
+            let completed = ok + bad - dead;
             assert_eq!(
                 health[tenant],
                 (completed, dead),

@@ -196,7 +196,9 @@ fn is_code(e: &redis::RedisError, code: &str) -> bool {
 pub fn is_oom(e: &Error) -> bool {
     match e {
         Error::Redis(r) => {
-            is_code(r, "OOM") || r.to_string().contains("command not allowed when used memory")
+            is_code(r, "OOM")
+                || r.to_string()
+                    .contains("command not allowed when used memory")
         }
         _ => false,
     }

@@ -174,9 +174,7 @@ impl Settler {
         for (tenant, ids) in acks.drain() {
             let me = self.clone();
             let (fast_first, checked_first) = (Self::first_try(firsts), Self::first_try(firsts));
-            moves.spawn(async move {
-                me.ack_batch(tenant, ids, fast_first, checked_first).await
-            });
+            moves.spawn(async move { me.ack_batch(tenant, ids, fast_first, checked_first).await });
         }
     }
 
@@ -212,17 +210,11 @@ impl Settler {
                         .ack_unclaimable(tenant_ref, &fast, fast_recovered)
                         .await
                 } else {
-                    broker
-                        .ack(tenant_ref, member, &fast, fast_recovered)
-                        .await
+                    broker.ack(tenant_ref, member, &fast, fast_recovered).await
                 }
             }),
-            self.with_retry(
-                "ack",
-                checked.len() as u64,
-                Some(checked_first),
-                || broker.ack(tenant_ref, member, &checked, checked_recovered)
-            ),
+            self.with_retry("ack", checked.len() as u64, Some(checked_first), || broker
+                .ack(tenant_ref, member, &checked, checked_recovered)),
         );
         let result = a.zip(b).map(|(a, b)| a + b);
         crate::failpoint::hit("after_ack");
@@ -233,8 +225,7 @@ impl Settler {
                 observer.acked(tenant, &refs);
             }
             let label = tenant_label(tenant);
-            metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone())
-                .increment(acked);
+            metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
             let lost = ids.len() as u64 - acked.min(ids.len() as u64);
             // Recovered counts only when every ack of the batch went through, which is the
             // normal case; a lost ack is already counted above.
@@ -607,8 +598,7 @@ impl Settler {
                 tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
             }
             if lost > 0 {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
-                    .increment(lost);
+                metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone()).increment(lost);
             }
             if gone > 0 {
                 tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
