@@ -192,7 +192,7 @@ pub struct RawAdmin {
     pub record_ttl_ms: u64,
     /// Approximate cap of the audit stream.
     pub audit_max_len: u64,
-    /// How often a member publishes its settle counts.
+    /// Not used any more (the settle scripts write the settle counts); still accepted.
     pub stats_interval_ms: u64,
     /// Dead letters shown by a dry run.
     pub sample: usize,
@@ -556,7 +556,7 @@ pub struct AdminSettings {
     /// Approximate cap of the audit stream (and of each tenant's archive of removed dead
     /// letters, which uses `dead_letter.max_len`).
     pub audit_max_len: u64,
-    /// How often a member publishes its settle counts for `health`.
+    /// Not used any more (the settle scripts write the settle counts); still accepted.
     pub stats_interval: Duration,
     /// Dead letters shown by a dry run.
     pub sample: usize,

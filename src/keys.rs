@@ -114,7 +114,13 @@ impl Keys {
 
     /// The tenant's settle counts for one minute (`minute` = ms since the epoch / 60,000).
     pub fn stats(&self, tenant: &str, minute: u64) -> String {
-        format!("{}:{{{}}}:stats:{}", self.prefix, tenant, minute)
+        format!("{}{}", self.stats_prefix(tenant), minute)
+    }
+
+    /// The start of the tenant's per-minute stats bucket names: the settle scripts append the
+    /// minute by the server's clock (the tenant's hash tag is in the prefix).
+    pub fn stats_prefix(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:stats:", self.prefix, tenant)
     }
 
     /// The admin command stream, read by every fleet member through the fleet's group.

@@ -58,6 +58,9 @@ pub mod names {
     pub const BUILD_INFO: &str = "redrive_build_info";
     /// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).
     pub const READY: &str = "redrive_ready";
+    /// Gauge: 1 while Redis refuses writes for memory (over `maxmemory`), as this member sees
+    /// it: acks go on, retries, dead letters and deferrals wait (pending) until it is 0 again.
+    pub const REDIS_OOM: &str = "redrive_redis_oom";
 
     /// Gauge{tenant,state}: 1 while the tenant's breaker is `open` or `half_open`, as this
     /// member last saw it; set to 0 when it closes and then no longer updated, so the series

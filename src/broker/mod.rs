@@ -27,6 +27,8 @@ pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerd
 
 struct Scripts {
     ack: Script,
+    fast_ack: Script,
+    oom_probe: Script,
     dead_letter: Script,
     retry: Script,
     promote: Script,
@@ -43,6 +45,8 @@ impl Scripts {
     fn load() -> Scripts {
         Scripts {
             ack: Script::new(include_str!("scripts/ack.lua")),
+            fast_ack: Script::new(include_str!("scripts/fast_ack.lua")),
+            oom_probe: Script::new(include_str!("scripts/oom_probe.lua")),
             dead_letter: Script::new(include_str!("scripts/dead_letter.lua")),
             retry: Script::new(include_str!("scripts/retry.lua")),
             promote: Script::new(include_str!("scripts/promote.lua")),
@@ -251,6 +255,25 @@ fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
     }
 }
 
+/// Whether Redis refused a command because it is over `maxmemory` (with `noeviction`, or when
+/// nothing more can be evicted): `-OOM command not allowed when used memory > 'maxmemory'`.
+pub fn is_oom(e: &Error) -> bool {
+    match e {
+        Error::OutOfMemory(_) => true,
+        Error::Redis(r) => {
+            is_code(r, "OOM")
+                || r.to_string()
+                    .contains("command not allowed when used memory")
+        }
+        _ => false,
+    }
+}
+
+/// How long the per-minute settle counts are kept (the settle scripts set it on new buckets).
+fn stats_keep_ms() -> u64 {
+    crate::admin::report::STATS_KEEP.as_millis() as u64
+}
+
 impl Broker {
     /// Connects to `url` and checks that the server answers.
     pub async fn connect(url: &str, settings: &RedisSettings, group: &str) -> Result<Broker> {
@@ -300,6 +323,28 @@ impl Broker {
     pub async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.con()).await?;
         Ok(())
+    }
+
+    /// Whether Redis accepts writes that grow memory right now: `false` while it is over
+    /// `maxmemory` and refuses them (scripts/oom_probe.lua, which writes nothing).
+    pub async fn accepts_writes(&self) -> Result<bool> {
+        match self
+            .scripts
+            .oom_probe
+            .prepare_invoke()
+            .invoke_async::<i64>(&mut self.con())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = Error::from(e);
+                if is_oom(&e) {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     // ---- enqueue -------------------------------------------------------------------------
@@ -478,9 +523,16 @@ impl Broker {
 
     // ---- settling ------------------------------------------------------------------------
 
-    /// Acks and deletes completed entries of one lane that `consumer` still owns. Returns how
-    /// many it acked; the rest were settled or reclaimed elsewhere.
-    pub async fn ack(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<u64> {
+    /// Acks and deletes completed entries of one lane that `consumer` still owns, and counts
+    /// them in the tenant's stats bucket (the first `recovered` of `ids` as recovered too).
+    /// Returns how many it acked; the rest were settled or reclaimed elsewhere.
+    pub async fn ack(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+        recovered: usize,
+    ) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -498,34 +550,38 @@ impl Broker {
             return Ok(0);
         };
         let mut inv = self.scripts.ack.key(self.keys.lane(tenant));
-        inv.arg(&*self.group)
+        inv.key(self.keys.stats_prefix(tenant))
+            .arg(&*self.group)
             .arg(consumer)
             .arg(*lo)
             .arg(*hi)
+            .arg(stats_keep_ms())
+            .arg(recovered.min(ids.len()))
             .arg(ids);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
     /// Acks and deletes completed entries that no other consumer can have taken over (see
-    /// the settler's fast-ack window): XACK + XDEL in one MULTI, without ack.lua's owner check.
-    /// Returns how many were acked.
-    pub async fn ack_unclaimable(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
+    /// the settler's fast-ack window), without ack.lua's owner check, and counts them in the
+    /// tenant's stats bucket (the first `recovered` of `ids` as recovered too): one script
+    /// (scripts/fast_ack.lua), which Redis runs even while over `maxmemory` (a MULTI would be
+    /// refused). Returns how many were acked.
+    pub async fn ack_unclaimable(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+        recovered: usize,
+    ) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let lane = self.keys.lane(tenant);
-        let (acked, _deleted): (u64, u64) = redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&lane)
+        let mut inv = self.scripts.fast_ack.key(self.keys.lane(tenant));
+        inv.key(self.keys.stats_prefix(tenant))
             .arg(&*self.group)
-            .arg(ids)
-            .cmd("XDEL")
-            .arg(&lane)
-            .arg(ids)
-            .query_async(&mut self.con())
-            .await?;
-        Ok(acked)
+            .arg(stats_keep_ms())
+            .arg(recovered.min(ids.len()))
+            .arg(ids);
+        Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
     /// Acks only (no delete): for tombstones, whose entry is already gone.
@@ -542,8 +598,9 @@ impl Broker {
     }
 
     /// Moves entry `entry_id` of `tenant`'s lane to the tenant's dead letters with `fields`,
-    /// atomically (see scripts/dead_letter.lua). With `owner`, only if that consumer owns it;
-    /// with `min_idle`, only if it has been idle that long.
+    /// atomically, counted in the tenant's stats bucket (see scripts/dead_letter.lua). With
+    /// `owner`, only if that consumer owns it; with `min_idle`, only if it has been idle that
+    /// long. Refused as a whole (an OOM error, see [`is_oom`]) while Redis is over `maxmemory`.
     pub async fn dead_letter(
         &self,
         tenant: &str,
@@ -556,11 +613,13 @@ impl Broker {
         let mut inv = self.scripts.dead_letter.key(self.keys.lane(tenant));
         inv.key(self.keys.dlq(tenant))
             .key(self.keys.dlq_trimmed(tenant))
+            .key(self.keys.stats_prefix(tenant))
             .arg(&*self.group)
             .arg(entry_id)
             .arg(max_len)
             .arg(owner.unwrap_or(""))
-            .arg(min_idle.as_millis() as u64);
+            .arg(min_idle.as_millis() as u64)
+            .arg(stats_keep_ms());
         for (k, v) in fields {
             inv.arg(*k).arg(v);
         }
@@ -590,8 +649,10 @@ impl Broker {
         Ok(due.pop().flatten())
     }
 
-    /// [`Broker::schedule_retry`] for a batch of one tenant's entries, in one atomic script.
-    /// Returns one due time per item, `None` for entries `consumer` no longer owns.
+    /// [`Broker::schedule_retry`] for a batch of one tenant's entries, in one atomic script
+    /// that also counts them in the tenant's stats bucket. Returns one due time per item,
+    /// `None` for entries `consumer` no longer owns. Refused as a whole (an OOM error, see
+    /// [`is_oom`]) while Redis is over `maxmemory`.
     pub async fn schedule_retries(
         &self,
         tenant: &str,
@@ -603,8 +664,10 @@ impl Broker {
         }
         let mut inv = self.scripts.retry.key(self.keys.lane(tenant));
         inv.key(self.keys.retry(tenant))
+            .key(self.keys.stats_prefix(tenant))
             .arg(&*self.group)
-            .arg(consumer);
+            .arg(consumer)
+            .arg(stats_keep_ms());
         for item in items {
             inv.arg(&item.entry_id)
                 .arg(item.delay.as_millis() as u64)

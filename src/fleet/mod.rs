@@ -17,16 +17,16 @@
 //!   one atomic script each.
 //! * [`lease`] holds the member id so that two processes never share one consumer name.
 //! * [`admin`] executes operators' admin commands from the admin stream (replays, removals)
-//!   and beats so that CLIs know a fleet is alive; [`publisher`] adds this member's settle
-//!   counts to the per-minute buckets `redrive health` reads.
+//!   and beats so that CLIs know a fleet is alive. The per-minute settle counts `redrive
+//!   health` reads are written by the settle scripts themselves, in the step that settles.
 //! * [`isolation`] keeps the member's view of every tenant's breaker and its share of each
 //!   tenant's fleet-wide in-flight cap, synced with Redis once per refresh.
 //! * [`health`] holds readiness and refreshes the Redis-derived gauges.
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
 //! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
-//! within the grace period (the rest stay pending for reclaim), flush settlements, publish the
-//! last settle counts, report the last attempt outcomes and give back the member's in-flight
+//! within the grace period (the rest stay pending for reclaim), flush settlements, report the
+//! last attempt outcomes and give back the member's in-flight
 //! reservations, release the lease.
 
 pub mod admin;
@@ -36,7 +36,6 @@ pub mod health;
 pub mod heartbeat;
 pub mod isolation;
 pub mod lease;
-pub mod publisher;
 pub mod reader;
 pub mod reclaimer;
 pub mod recoverer;
@@ -622,14 +621,6 @@ impl Fleet {
             }
             .run(shutdown.clone()),
         );
-        let publisher = tokio::spawn(
-            publisher::Publisher {
-                broker: self.broker.clone(),
-                stats: self.stats.clone(),
-                interval: self.admin.stats_interval,
-            }
-            .run(background.clone()),
-        );
 
         shutdown.wait().await;
         self.health.set_serving(false);
@@ -648,7 +639,6 @@ impl Fleet {
             let _ = h.await;
         }
         let _ = refresher.await;
-        let _ = publisher.await;
         let _ = isolation.await;
         if let Ok(lease) = lease_task.await {
             lease.release(&self.broker).await;

@@ -2,19 +2,27 @@
 //! retries scheduled and held-back tasks deferred in per-tenant batches, one atomic call per
 //! tenant and kind per flush; dead letters and the rarer moves are one script per entry, run
 //! concurrently so that a slow failure path never holds acks back.
+//!
+//! No batch holds the others hostage: each tenant's batch of each kind is its own task. A
+//! flush waits for the first try of each of its calls (so that, normally, what arrives
+//! meanwhile rides in the next batch), never for a call that failed: that one keeps trying
+//! in the background (backoff up to 2 s, until shutdown has run past its grace) while later
+//! batches go ahead. While Redis is over `maxmemory` acks still go through (their scripts free
+//! memory first), retries, deferrals and dead letters are refused and wait, their entries
+//! pending; the member's [`Health`](super::Health) tracks the episode.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::tasklog::{task_event, TaskLog};
 use super::Failed;
 use super::{Settlement, Shared};
-use crate::broker::{Broker, DeferItem, Deferred, RetryItem};
+use crate::broker::{is_oom, Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
 use crate::handler::FailureClass;
@@ -129,114 +137,174 @@ impl Settler {
                     next = rx.try_recv().ok();
                 }
             }
-            tokio::join!(
-                self.flush(&mut acks),
-                self.flush_retries(&mut retries),
-                self.flush_defers(&mut defers)
-            );
+            let mut firsts = Vec::new();
+            self.flush(&mut acks, &mut moves, &mut firsts);
+            self.flush_retries(&mut retries, &mut moves, &mut firsts);
+            self.flush_defers(&mut defers, &mut moves, &mut firsts);
+            // The first try of every call of this flush; a failed one goes on trying by itself.
+            futures_util::future::join_all(firsts).await;
             self.shared.health.settled();
             while moves.try_join_next().is_some() {}
         }
-        tokio::join!(
-            self.flush(&mut acks),
-            self.flush_retries(&mut retries),
-            self.flush_defers(&mut defers)
-        );
+        let mut firsts = Vec::new();
+        self.flush(&mut acks, &mut moves, &mut firsts);
+        self.flush_retries(&mut retries, &mut moves, &mut firsts);
+        self.flush_defers(&mut defers, &mut moves, &mut firsts);
         while moves.join_next().await.is_some() {}
     }
 
-    async fn flush(&self, acks: &mut HashMap<Arc<str>, Vec<Ack>>) {
+    /// A signal for the first try of one call: the flush waits for it, not for the call.
+    fn first_try(firsts: &mut Vec<oneshot::Receiver<()>>) -> oneshot::Sender<()> {
+        let (tx, rx) = oneshot::channel();
+        firsts.push(rx);
+        tx
+    }
+
+    /// Starts one ack task per tenant batch.
+    fn flush(
+        &self,
+        acks: &mut HashMap<Arc<str>, Vec<Ack>>,
+        moves: &mut JoinSet<()>,
+        firsts: &mut Vec<oneshot::Receiver<()>>,
+    ) {
         if acks.is_empty() {
             return;
         }
-        let batches: Vec<_> = acks.drain().collect();
         crate::failpoint::hit("before_ack");
-        // Each tenant's batch is one call per kind of ack; issued together they share round
-        // trips on the multiplexed connection. Entries read so recently that no other member
-        // can have claimed them skip the owner check (see `fast_ack_window`).
-        let member = &self.shared.member;
-        let window = self.fast_ack_window;
-        let calls = batches.iter().map(|(tenant, ids)| {
-            let (fast, checked): (Vec<&Ack>, Vec<&Ack>) = ids
-                .iter()
-                .partition(|a| a.read_at.is_some_and(|t| t.elapsed() < window));
-            // The window must still hold when a retried call finally runs: once the oldest
-            // fast entry's read is past it, the retry falls back to the owner-checked ack.
-            let oldest = fast.iter().filter_map(|a| a.read_at).min();
-            let fast: Vec<&str> = fast.iter().map(|a| a.entry_id.as_str()).collect();
-            let checked: Vec<&str> = checked.iter().map(|a| a.entry_id.as_str()).collect();
-            let broker = &self.broker;
-            async move {
-                let (a, b) = tokio::join!(
-                    self.with_retry("ack", || async {
-                        if oldest.is_some_and(|t| t.elapsed() < window) {
-                            broker.ack_unclaimable(tenant, &fast).await
-                        } else {
-                            broker.ack(tenant, member, &fast).await
-                        }
-                    }),
-                    self.with_retry("ack", || broker.ack(tenant, member, &checked)),
-                );
-                Some(a? + b?)
-            }
-        });
-        let results = futures_util::future::join_all(calls).await;
-        crate::failpoint::hit("after_ack");
-        for ((tenant, ids), result) in batches.iter().zip(results) {
-            if let Some(acked) = result {
-                if let Some(observer) = &self.shared.ack_observer {
-                    let refs: Vec<&str> = ids.iter().map(|a| a.entry_id.as_str()).collect();
-                    observer.acked(tenant, &refs);
-                }
-                let label = tenant_label(tenant);
-                metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone())
-                    .increment(acked);
-                let lost = ids.len() as u64 - acked.min(ids.len() as u64);
-                // Recovered counts only when every ack of the batch went through, which is the
-                // normal case; a lost ack is already counted above.
-                let recovered = if lost == 0 {
-                    ids.iter().filter(|a| a.recovered).count() as u64
-                } else {
-                    0
-                };
-                if recovered > 0 {
-                    metrics::counter!(names::TASKS_RECOVERED, "tenant" => label.clone())
-                        .increment(recovered);
-                }
-                if lost > 0 {
-                    metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(lost);
-                    tracing::warn!(tenant = %tenant, lost, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)");
-                }
-                self.shared.stats.with(tenant, |t| {
-                    t.completed += acked;
-                    t.settle_lost += lost;
-                    t.recovered += recovered;
-                });
-            }
-            // Released even when the ack was abandoned at shutdown: the entries stay pending
-            // in Redis and are redelivered, so nothing is lost.
-            self.shared
-                .release(tenant, ids.iter().map(|a| a.entry_id.as_str()));
+        for (tenant, ids) in acks.drain() {
+            let me = self.clone();
+            let (fast_first, checked_first) = (Self::first_try(firsts), Self::first_try(firsts));
+            moves.spawn(async move { me.ack_batch(tenant, ids, fast_first, checked_first).await });
         }
     }
 
-    /// Retries a Redis call with backoff until it succeeds or shutdown has run past its grace.
-    async fn with_retry<T, F, Fut>(&self, what: &'static str, mut call: F) -> Option<T>
+    /// Acks one tenant's completed entries: one call per kind of ack. Entries read so recently
+    /// that no other member can have claimed them skip the owner check (see
+    /// `fast_ack_window`). Recovered entries go first, so the script counts them.
+    async fn ack_batch(
+        &self,
+        tenant: Arc<str>,
+        mut ids: Vec<Ack>,
+        fast_first: oneshot::Sender<()>,
+        checked_first: oneshot::Sender<()>,
+    ) {
+        let member = &self.shared.member;
+        let window = self.fast_ack_window;
+        ids.sort_by_key(|a| !a.recovered);
+        let (fast, checked): (Vec<&Ack>, Vec<&Ack>) = ids
+            .iter()
+            .partition(|a| a.read_at.is_some_and(|t| t.elapsed() < window));
+        // The window must still hold when a retried call finally runs: once the oldest
+        // fast entry's read is past it, the retry falls back to the owner-checked ack.
+        let oldest = fast.iter().filter_map(|a| a.read_at).min();
+        let fast_recovered = fast.iter().filter(|a| a.recovered).count();
+        let checked_recovered = checked.iter().filter(|a| a.recovered).count();
+        let fast: Vec<&str> = fast.iter().map(|a| a.entry_id.as_str()).collect();
+        let checked: Vec<&str> = checked.iter().map(|a| a.entry_id.as_str()).collect();
+        let broker = &self.broker;
+        let tenant_ref: &str = &tenant;
+        let (a, b) = tokio::join!(
+            self.with_retry("ack", fast.len() as u64, Some(fast_first), || async {
+                if oldest.is_some_and(|t| t.elapsed() < window) {
+                    broker
+                        .ack_unclaimable(tenant_ref, &fast, fast_recovered)
+                        .await
+                } else {
+                    broker.ack(tenant_ref, member, &fast, fast_recovered).await
+                }
+            }),
+            self.with_retry("ack", checked.len() as u64, Some(checked_first), || broker
+                .ack(tenant_ref, member, &checked, checked_recovered)),
+        );
+        let result = a.zip(b).map(|(a, b)| a + b);
+        crate::failpoint::hit("after_ack");
+        let tenant = &tenant;
+        if let Some(acked) = result {
+            if let Some(observer) = &self.shared.ack_observer {
+                let refs: Vec<&str> = ids.iter().map(|a| a.entry_id.as_str()).collect();
+                observer.acked(tenant, &refs);
+            }
+            let label = tenant_label(tenant);
+            metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
+            let lost = ids.len() as u64 - acked.min(ids.len() as u64);
+            // Recovered counts only when every ack of the batch went through, which is the
+            // normal case; a lost ack is already counted above.
+            let recovered = if lost == 0 {
+                ids.iter().filter(|a| a.recovered).count() as u64
+            } else {
+                0
+            };
+            if recovered > 0 {
+                metrics::counter!(names::TASKS_RECOVERED, "tenant" => label.clone())
+                    .increment(recovered);
+            }
+            if lost > 0 {
+                metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(lost);
+                tracing::warn!(tenant = %tenant, lost, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)");
+            }
+            self.shared.stats.with(tenant, |t| {
+                t.completed += acked;
+                t.settle_lost += lost;
+                t.recovered += recovered;
+            });
+        }
+        // Released even when the ack was abandoned at shutdown: the entries stay pending
+        // in Redis and are redelivered, so nothing is lost.
+        self.shared
+            .release(tenant, ids.iter().map(|a| a.entry_id.as_str()));
+    }
+
+    /// Retries a Redis call about `entries` entries with backoff until it succeeds or shutdown
+    /// has run past its grace; `first` is told when the first try has answered. A refusal for
+    /// memory (Redis over `maxmemory`) is not logged per try: the member's health logs the
+    /// episode once, with what waits.
+    async fn with_retry<T, F, Fut>(
+        &self,
+        what: &'static str,
+        entries: u64,
+        mut first: Option<oneshot::Sender<()>>,
+        mut call: F,
+    ) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let health = &self.shared.health;
         let mut delay = Duration::from_millis(50);
+        let mut waiting = false;
         loop {
-            match call().await {
-                Ok(v) => return Some(v),
+            let sent = Instant::now();
+            let result = call().await;
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+            match result {
+                Ok(v) => {
+                    if waiting {
+                        health.settle_waiting(what, entries, false);
+                    }
+                    return Some(v);
+                }
                 Err(e) => {
                     metrics::counter!(names::REDIS_ERRORS, "op" => what).increment(1);
+                    let oom = is_oom(&e);
+                    if oom {
+                        if !waiting {
+                            waiting = true;
+                            health.settle_waiting(what, entries, true);
+                        }
+                        health.redis_refused(what, sent);
+                    }
                     if self.shared.past_hard_deadline() {
+                        if waiting {
+                            health.settle_waiting(what, entries, false);
+                        }
                         tracing::error!(op = what, error = %e, "giving up at shutdown; the entries stay pending and will be redelivered");
                         return None;
                     }
-                    tracing::warn!(op = what, error = %e, retry_in_ms = delay.as_millis() as u64, "redis call failed; retrying");
+                    if !oom {
+                        tracing::warn!(op = what, error = %e, retry_in_ms = delay.as_millis() as u64, "redis call failed; retrying");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -254,7 +322,9 @@ impl Settler {
                     .increment(1);
                 let ids = [entry_id.as_str()];
                 if self
-                    .with_retry("ack_tombstone", || self.broker.ack_only(&tenant, &ids))
+                    .with_retry("ack_tombstone", 1, None, || {
+                        self.broker.ack_only(&tenant, &ids)
+                    })
                     .await
                     .is_some()
                 {
@@ -444,97 +514,119 @@ impl Settler {
         FailedMove::Dead(tenant, entry_id, Box::new(dl))
     }
 
-    /// Schedules the collected retries: one atomic script per tenant, issued together.
-    async fn flush_retries(&self, retries: &mut HashMap<Arc<str>, Vec<Retry>>) {
+    /// Schedules the collected retries: one atomic script per tenant, each its own task.
+    fn flush_retries(
+        &self,
+        retries: &mut HashMap<Arc<str>, Vec<Retry>>,
+        moves: &mut JoinSet<()>,
+        firsts: &mut Vec<oneshot::Receiver<()>>,
+    ) {
         if retries.is_empty() {
             return;
         }
-        let batches: Vec<_> = retries.drain().collect();
         crate::failpoint::hit("before_retry");
-        let member = &self.shared.member;
-        let calls = batches.iter().map(|(tenant, items)| {
-            let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
-            async move {
-                self.with_retry("schedule_retry", || {
-                    self.broker.schedule_retries(tenant, member, &items)
-                })
-                .await
-            }
-        });
-        let results = futures_util::future::join_all(calls).await;
-        for ((tenant, items), result) in batches.iter().zip(results) {
-            if let Some(dues) = result {
-                let label = tenant_label(tenant);
-                for (r, due) in items.iter().zip(dues) {
-                    match due {
-                        Some(due) => {
-                            metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
-                            task_event!(info, &r.log, class = %r.class, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
-                            self.shared.stats.with(tenant, |t| t.retried += 1);
-                        }
-                        None => {
-                            metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
-                                .increment(1);
-                            self.shared.stats.with(tenant, |t| t.settle_lost += 1);
-                        }
-                    }
-                }
-            }
-            // Released even when abandoned at shutdown: the entries stay pending and are
-            // redelivered, so nothing is lost.
-            self.shared
-                .release(tenant, items.iter().map(|r| r.item.entry_id.as_str()));
+        for (tenant, items) in retries.drain() {
+            let me = self.clone();
+            let first = Self::first_try(firsts);
+            moves.spawn(async move { me.retry_batch(tenant, items, first).await });
         }
     }
 
-    /// Moves the collected held-back entries to their tenants' retry schedules, unattempted:
-    /// one atomic script per tenant, issued together.
-    async fn flush_defers(&self, defers: &mut HashMap<Arc<str>, Vec<DeferItem>>) {
-        if defers.is_empty() {
-            return;
-        }
-        let batches: Vec<_> = defers.drain().collect();
+    /// Schedules one tenant's retries in one atomic script.
+    async fn retry_batch(&self, tenant: Arc<str>, items: Vec<Retry>, first: oneshot::Sender<()>) {
         let member = &self.shared.member;
-        let calls = batches.iter().map(|(tenant, items)| async move {
-            self.with_retry("defer", || self.broker.defer(tenant, member, items))
-                .await
-        });
-        let results = futures_util::future::join_all(calls).await;
-        for ((tenant, items), result) in batches.iter().zip(results) {
-            if let Some(outcomes) = result {
-                let label = tenant_label(tenant);
-                let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
-                for o in outcomes {
-                    match o {
-                        Deferred::Due(_) => deferred += 1,
-                        Deferred::NotOwned => lost += 1,
-                        Deferred::Gone => gone += 1,
+        let tenant = &tenant;
+        let result = {
+            let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
+            self.with_retry("schedule_retry", items.len() as u64, Some(first), || {
+                self.broker.schedule_retries(tenant, member, &items)
+            })
+            .await
+        };
+        if let Some(dues) = result {
+            let label = tenant_label(tenant);
+            for (r, due) in items.iter().zip(dues) {
+                match due {
+                    Some(due) => {
+                        metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
+                        task_event!(info, &r.log, class = %r.class, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
+                        self.shared.stats.with(tenant, |t| t.retried += 1);
+                    }
+                    None => {
+                        metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
+                            .increment(1);
+                        self.shared.stats.with(tenant, |t| t.settle_lost += 1);
                     }
                 }
-                if deferred > 0 {
-                    metrics::counter!(names::TASKS_DEFERRED, "tenant" => label.clone())
-                        .increment(deferred);
-                    tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
-                }
-                if lost > 0 {
-                    metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
-                        .increment(lost);
-                }
-                if gone > 0 {
-                    tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
-                    metrics::counter!(names::TOMBSTONES, "tenant" => label).increment(gone);
-                }
-                self.shared.stats.with(tenant, |t| {
-                    t.deferred += deferred;
-                    t.settle_lost += lost;
-                    t.tombstones += gone;
-                });
             }
-            // Released even when abandoned at shutdown: the entries stay pending and are
-            // redelivered, so nothing is lost.
-            self.shared
-                .release(tenant, items.iter().map(|d| d.entry_id.as_str()));
         }
+        // Released even when abandoned at shutdown: the entries stay pending and are
+        // redelivered, so nothing is lost.
+        self.shared
+            .release(tenant, items.iter().map(|r| r.item.entry_id.as_str()));
+    }
+
+    /// Moves the collected held-back entries to their tenants' retry schedules, unattempted:
+    /// one atomic script per tenant, each its own task.
+    fn flush_defers(
+        &self,
+        defers: &mut HashMap<Arc<str>, Vec<DeferItem>>,
+        moves: &mut JoinSet<()>,
+        firsts: &mut Vec<oneshot::Receiver<()>>,
+    ) {
+        for (tenant, items) in defers.drain() {
+            let me = self.clone();
+            let first = Self::first_try(firsts);
+            moves.spawn(async move { me.defer_batch(tenant, items, first).await });
+        }
+    }
+
+    /// Defers one tenant's held-back entries in one atomic script.
+    async fn defer_batch(
+        &self,
+        tenant: Arc<str>,
+        items: Vec<DeferItem>,
+        first: oneshot::Sender<()>,
+    ) {
+        let member = &self.shared.member;
+        let tenant = &tenant;
+        let result = self
+            .with_retry("defer", items.len() as u64, Some(first), || {
+                self.broker.defer(tenant, member, &items)
+            })
+            .await;
+        if let Some(outcomes) = result {
+            let label = tenant_label(tenant);
+            let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
+            for o in outcomes {
+                match o {
+                    Deferred::Due(_) => deferred += 1,
+                    Deferred::NotOwned => lost += 1,
+                    Deferred::Gone => gone += 1,
+                }
+            }
+            if deferred > 0 {
+                metrics::counter!(names::TASKS_DEFERRED, "tenant" => label.clone())
+                    .increment(deferred);
+                tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
+            }
+            if lost > 0 {
+                metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone()).increment(lost);
+            }
+            if gone > 0 {
+                tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
+                metrics::counter!(names::TOMBSTONES, "tenant" => label).increment(gone);
+            }
+            self.shared.stats.with(tenant, |t| {
+                t.deferred += deferred;
+                t.settle_lost += lost;
+                t.tombstones += gone;
+            });
+        }
+        // Released even when abandoned at shutdown: the entries stay pending and are
+        // redelivered, so nothing is lost.
+        self.shared
+            .release(tenant, items.iter().map(|d| d.entry_id.as_str()));
     }
 
     async fn crash_loop(
@@ -546,14 +638,18 @@ impl Settler {
         min_idle: Duration,
     ) {
         let entry = self
-            .with_retry("read_entry", || self.broker.lane_entry(&tenant, &entry_id))
+            .with_retry("read_entry", 1, None, || {
+                self.broker.lane_entry(&tenant, &entry_id)
+            })
             .await;
         let Some(Some(entry)) = entry else {
             if entry.is_some() {
                 // Deleted meanwhile: a tombstone, acked so it leaves the PEL.
                 let ids = [entry_id.as_str()];
                 let _ = self
-                    .with_retry("ack_tombstone", || self.broker.ack_only(&tenant, &ids))
+                    .with_retry("ack_tombstone", 1, None, || {
+                        self.broker.ack_only(&tenant, &ids)
+                    })
                     .await;
                 metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
                     .increment(1);
@@ -599,7 +695,7 @@ impl Settler {
         let fields = dl.to_fields();
         crate::failpoint::hit("before_dead_letter");
         let result = self
-            .with_retry("dead_letter", || {
+            .with_retry("dead_letter", 1, None, || {
                 self.broker.dead_letter(
                     tenant,
                     entry_id,

@@ -1,12 +1,17 @@
 -- ack.lua: completed entries leave their lane (ack + delete, one atomic step), but only those
--- this consumer still owns: a member that lost an entry to a reclaim must not settle it.
+-- this consumer still owns: a member that lost an entry to a reclaim must not settle it. What
+-- it acks is counted in the tenant's stats bucket of the current minute, in the same step.
 --
 -- KEYS[1]  the lane stream
+-- KEYS[2]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
+--          minute by the server's clock (same hash tag, so the same slot)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer (this member)
 -- ARGV[3]  the smallest of the ids
 -- ARGV[4]  the largest of the ids
--- ARGV[5…] entry ids (at most fleet.ack_batch)
+-- ARGV[5]  how long a stats bucket is kept, ms
+-- ARGV[6]  how many of the ids (the first ones) completed after an earlier failure or a replay
+-- ARGV[7…] entry ids (at most fleet.ack_batch)
 --
 -- Ownership is read with one XPENDING over [smallest, largest] filtered to this consumer
 -- (paged by 1000), instead of one call per id: the consumer's PEL is bounded by its unsettled
@@ -26,15 +31,29 @@ while true do
   end
   start = '(' .. p[#p][1]
 end
-local owned = {}
-for i = 5, #ARGV do
+local owned, recovered = {}, 0
+local r = tonumber(ARGV[6])
+for i = 7, #ARGV do
   if mine[ARGV[i]] then
     owned[#owned + 1] = ARGV[i]
+    if i < 7 + r then
+      recovered = recovered + 1
+    end
   end
 end
 if #owned == 0 then
   return 0
 end
+-- XACK first: it frees memory, so Redis runs the script even while over maxmemory, and the
+-- stats HINCRBY after it cannot be refused on its own.
 redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
 redis.call('XDEL', KEYS[1], unpack(owned))
+local t = redis.call('TIME')
+local bucket = KEYS[2] .. math.floor(tonumber(t[1]) / 60)
+if redis.call('HINCRBY', bucket, 'completed', #owned) == #owned then
+  redis.call('PEXPIRE', bucket, ARGV[5])
+end
+if recovered > 0 then
+  redis.call('HINCRBY', bucket, 'recovered', recovered)
+end
 return #owned

@@ -12,10 +12,14 @@
 --
 -- Returns one value per triple: the due time (ms, server clock), or -1 when this consumer no
 -- longer owns that entry (nothing is written for it).
+--
+-- The schedule is written first: a retry adds data, so while Redis is over maxmemory it refuses
+-- the whole script (nothing written, the entries stay pending for the settler to try again),
+-- whereas a script whose first write is XACK would be let through.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, owned, zadd = {}, {}, {}
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
   if #p == 0 then
@@ -30,8 +34,12 @@ for i = 3, #ARGV, 3 do
 end
 if #owned > 0 then
   -- unpack must come last in an argument list (Lua keeps only its first value otherwise).
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
   redis.call('ZADD', KEYS[2], unpack(zadd))
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
   redis.call('XDEL', KEYS[1], unpack(owned))
+  local bucket = KEYS[3] .. math.floor(tonumber(t[1]) / 60)
+  if redis.call('HINCRBY', bucket, 'retried', #owned) == #owned then
+    redis.call('PEXPIRE', bucket, ARGV[3])
+  end
 end
 return out

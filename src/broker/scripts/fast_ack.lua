@@ -1,0 +1,39 @@
+-- fast_ack.lua: completed entries that no other consumer can have taken over yet (see the
+-- settler's fast-ack window) leave their lane: ack + delete, one atomic step, without
+-- ack.lua's owner check, and counted in the tenant's stats bucket of the current minute.
+--
+-- KEYS[1]  the lane stream
+-- KEYS[2]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
+--          minute by the server's clock (same hash tag, so the same slot)
+-- ARGV[1]  the consumer group
+-- ARGV[2]  how long a stats bucket is kept, ms
+-- ARGV[3]  how many of the ids (the first ones) completed after an earlier failure or a replay
+-- ARGV[4…] entry ids (at most fleet.ack_batch)
+--
+-- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
+-- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are
+-- not refused; a script is refused only when a command that may grow memory comes before its
+-- first write, so the stats HINCRBY goes last.
+--
+-- Returns the number of ids acked (the others were no longer pending: settled already).
+local r = tonumber(ARGV[3])
+local recovered, acked = 0, 0
+if r > 0 then
+  recovered = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4, 3 + r))
+end
+if 4 + r <= #ARGV then
+  acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4 + r))
+end
+acked = acked + recovered
+redis.call('XDEL', KEYS[1], unpack(ARGV, 4))
+if acked > 0 then
+  local t = redis.call('TIME')
+  local bucket = KEYS[2] .. math.floor(tonumber(t[1]) / 60)
+  if redis.call('HINCRBY', bucket, 'completed', acked) == acked then
+    redis.call('PEXPIRE', bucket, ARGV[2])
+  end
+  if recovered > 0 then
+    redis.call('HINCRBY', bucket, 'recovered', recovered)
+  end
+end
+return acked
