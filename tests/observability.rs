@@ -51,13 +51,14 @@ const DASHBOARD_PROVIDER: &str = "grafana/provisioning/dashboards/redrive.yaml";
 const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
 
 /// Every alert the kit must have.
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 7] = [
     "RedriveTenantPoison",
     "RedriveBreakerOpen",
     "RedriveRecoveryRateLow",
     "RedriveTenantDeadLetterShare",
     "RedriveDeadLettersWaiting",
     "RedriveMetricsDown",
+    "RedriveRedisOutOfMemory",
 ];
 
 // ------------------------------------------------------------------------------------ helpers
@@ -694,6 +695,20 @@ fn alert_unit_tests_fail_when_a_threshold_window_guard_or_for_changes() {
         ("RedriveMetricsDown", "for: 1m", "for: 2m"),
         ("RedriveMetricsDown", "{job=\"redrive\"}", ""),
         ("RedriveMetricsDown", "== 0", "== 1"),
+        ("RedriveRedisOutOfMemory", "for: 1m", "for: 0s"),
+        ("RedriveRedisOutOfMemory", "for: 1m", "for: 2m"),
+        ("RedriveRedisOutOfMemory", "> 0", "> 1"),
+        ("RedriveRedisOutOfMemory", "> 0", ">= 0"),
+        (
+            "RedriveRedisOutOfMemory",
+            "max(redrive_redis_oom)",
+            "min(redrive_redis_oom)",
+        ),
+        (
+            "RedriveRedisOutOfMemory",
+            "max(redrive_redis_oom)",
+            "max by (instance) (redrive_redis_oom)",
+        ),
     ];
     let rules = read(RULES);
     let scratch = Scratch::new("mutations");
