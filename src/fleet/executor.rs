@@ -1,6 +1,11 @@
 //! The executor: takes jobs from the fair queue and runs each attempt under a concurrency
 //! limit and a timeout, turning panics into failed attempts. Suspects (entries taken over after
-//! a crash or a stall) run alone, so a task that kills its process only counts against itself.
+//! a crash or a stall) that started before run alone, so a task that kills its process only
+//! counts against itself.
+//!
+//! Every start is recorded in the entry's delivery count before the handler runs (fresh
+//! entries by the [`Starter`] in batches, taken-over ones by begin.lua), so the count is 1 (the
+//! read) + starts: an entry that was only read when its member died does not count a start.
 //!
 //! Before an attempt starts, the tenant's breaker (the member's local view of it) decides:
 //! closed runs it; open defers it to the retry schedule unattempted; past the cool-down the
@@ -8,12 +13,13 @@
 //! when another member holds the probe. Every outcome is counted towards the tenant's failure
 //! window; a probe's outcome closes or re-opens the breaker.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{Job, Lost, Settlement, Shared, Work};
@@ -55,6 +61,89 @@ struct AttemptCtx {
     classifier: Arc<Classifier>,
     settle: mpsc::UnboundedSender<Settlement>,
     timeout: Duration,
+    starter: Starter,
+}
+
+/// The most fresh entries one start call records.
+const START_BATCH: usize = 1_000;
+
+/// What recording a fresh entry's start found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Recorded: the attempt may run.
+    Run,
+    /// The entry was deleted while pending.
+    Gone,
+    /// Another consumer owns the entry now, or it was settled elsewhere.
+    Lost,
+    /// Redis failed; the entry stays pending, for a reclaim to take up.
+    Failed,
+}
+
+/// Records the starts of fresh entries (scripts/start.lua) in batches: each attempt asks and
+/// waits; one call per tenant carries every start asked for while the previous call was in
+/// flight, so the hot path pays one round trip per batch of starts, not per task.
+#[derive(Clone)]
+struct Starter {
+    tx: mpsc::UnboundedSender<(Arc<str>, String, oneshot::Sender<Mark>)>,
+}
+
+impl Starter {
+    /// Starts the batching loop; it ends when the last handle is dropped.
+    fn spawn(broker: Broker, member: Arc<str>) -> Starter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<str>, String, oneshot::Sender<Mark>)>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut by_tenant: HashMap<Arc<str>, Vec<(String, oneshot::Sender<Mark>)>> =
+                    HashMap::new();
+                let mut next = Some(first);
+                let mut n = 0;
+                while let Some((tenant, id, reply)) = next.take() {
+                    by_tenant.entry(tenant).or_default().push((id, reply));
+                    n += 1;
+                    if n < START_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                let calls = by_tenant.into_iter().map(|(tenant, asks)| {
+                    let (broker, member) = (&broker, &member);
+                    async move {
+                        let ids: Vec<&str> = asks.iter().map(|(id, _)| id.as_str()).collect();
+                        let found = broker.start(&tenant, member, &ids).await;
+                        if let Err(e) = &found {
+                            metrics::counter!(names::REDIS_ERRORS, "op" => "start").increment(1);
+                            tracing::warn!(tenant = %tenant, entries = ids.len(), error = %e, "cannot record starts; the entries stay pending for a reclaim");
+                        }
+                        let found = found.ok();
+                        for (id, reply) in asks {
+                            let mark = match &found {
+                                None => Mark::Failed,
+                                Some(f) if f.started.contains(&id) => Mark::Run,
+                                Some(f) if f.gone.contains(&id) => Mark::Gone,
+                                Some(_) => Mark::Lost,
+                            };
+                            let _ = reply.send(mark);
+                        }
+                    }
+                });
+                futures_util::future::join_all(calls).await;
+            }
+        });
+        Starter { tx }
+    }
+
+    /// Records that `entry_id` starts now; waits for the batch it rides in.
+    async fn start(&self, tenant: &Arc<str>, entry_id: &str) -> Mark {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send((tenant.clone(), entry_id.to_owned(), reply))
+            .is_err()
+        {
+            return Mark::Failed;
+        }
+        answer.await.unwrap_or(Mark::Failed)
+    }
 }
 
 impl Executor {
@@ -74,6 +163,7 @@ impl Executor {
             classifier: self.classifier.clone(),
             settle: self.settle.clone(),
             timeout: self.task_timeout,
+            starter: Starter::spawn(self.broker.clone(), self.shared.member.clone()),
         };
         let mut running = JoinSet::new();
         'outer: loop {
@@ -103,7 +193,8 @@ impl Executor {
                 });
                 continue;
             }
-            let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 2;
+            // A suspect that started before may be what killed its last member.
+            let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 1;
             if alone && self.concurrency > 1 {
                 // A suspect runs alone; if its tenant is held back it would only be deferred,
                 // so defer it before emptying every slot for it.
@@ -199,8 +290,10 @@ async fn run_job(
     }
 }
 
-/// Starts a suspect (owner check + delivery) if needed, then runs the attempt. Returns the
-/// attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it did not run to one.
+/// Records the start (owner check + delivery count + 1: a fresh entry through the batching
+/// [`Starter`], a suspect through begin.lua, which also reads its fields), then runs the
+/// attempt. Returns the attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it
+/// did not run to one.
 async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureClass>> {
     let ctx = ctx.clone();
     let Job {
@@ -212,7 +305,18 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
         read_at,
     } = job;
     let (task, deliveries) = match work {
-        Work::Ready(task) => (task, deliveries),
+        Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id).await {
+            Mark::Run => (task, deliveries + 1),
+            Mark::Gone => {
+                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                return None;
+            }
+            Mark::Lost | Mark::Failed => {
+                // Not started here: whoever owns it now (or a later reclaim) runs it.
+                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                return None;
+            }
+        },
         Work::Suspect => match ctx
             .broker
             .begin(&tenant, &ctx.shared.member, &entry_id)
@@ -221,7 +325,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             Ok(Begin::Run(fields)) => {
                 match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
                     Ok(task) => {
-                        tracing::info!(tenant = %tenant, task_id = %task.task_id, deliveries = deliveries + 1, "running a taken-over entry alone");
+                        tracing::info!(tenant = %tenant, task_id = %task.task_id, starts = deliveries + 1, alone = deliveries >= 1, "running a taken-over entry");
                         (Arc::new(task), deliveries + 1)
                     }
                     Err(m) => {

@@ -461,7 +461,7 @@ impl Reader {
                 .increment(entries.len() as u64);
             crate::failpoint::hit("after_read");
             self.shared
-                .ingest(&lane, &tenant, entries, 1, sent, &self.settle);
+                .ingest(&lane, &tenant, entries, 0, sent, &self.settle);
         }
     }
 }

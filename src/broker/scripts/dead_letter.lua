@@ -14,7 +14,8 @@
 --
 -- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the cap removed,
 -- also added to KEYS[3]); {0, '', 0} when the entry is no longer pending for that owner, or
--- too fresh: nothing is written. The dead letter gets a `deliveries` field from the PEL.
+-- too fresh: nothing is written. The dead letter gets a `deliveries` field from the PEL: how
+-- many times the entry started (its delivery count minus the read, see start.lua).
 local p
 if ARGV[4] == '' then
   p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
@@ -26,7 +27,7 @@ if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 local before = redis.call('XLEN', KEYS[2])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'deliveries', p[1][4], unpack(ARGV, 6))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'deliveries', math.max(tonumber(p[1][4]) - 1, 0), unpack(ARGV, 6))
 local trimmed = before + 1 - redis.call('XLEN', KEYS[2])
 if trimmed > 0 then
   redis.call('INCRBY', KEYS[3], trimmed)
