@@ -193,11 +193,7 @@ async fn innocent_tasks_survive_ten_kills_of_their_members() {
         .map(|(t, n)| (t.clone(), n.to_string()))
         .collect();
     let acts = activity(&env);
-    let starts = counts(
-        acts.iter()
-            .filter(|a| a.start)
-            .map(|a| a.task_id.as_str()),
-    );
+    let starts = counts(acts.iter().filter(|a| a.start).map(|a| a.task_id.as_str()));
     let detail: Vec<String> = crash_loops
         .keys()
         .map(|t| {
@@ -282,7 +278,11 @@ async fn a_task_that_aborts_its_member_is_a_crash_loop_after_exactly_max_deliver
     assert_eq!(dead[0]["task_id"], "poison");
     assert_eq!(dead[0]["class"], "crash_loop");
     assert_eq!(dead[0]["deliveries"], "3", "{:?}", dead[0]);
-    assert!(dead[0]["error"].contains("started 3 times"), "{:?}", dead[0]);
+    assert!(
+        dead[0]["error"].contains("started 3 times"),
+        "{:?}",
+        dead[0]
+    );
     let starts = activity(&env)
         .iter()
         .filter(|a| a.start && a.task_id == "poison")

@@ -597,8 +597,7 @@ impl Broker {
         };
         let mut inv = self.scripts.start.key(self.keys.lane(tenant));
         inv.arg(&*self.group).arg(consumer).arg(lo).arg(hi).arg(ids);
-        let (started, gone): (Vec<String>, Vec<String>) =
-            inv.invoke_async(&mut self.con()).await?;
+        let (started, gone): (Vec<String>, Vec<String>) = inv.invoke_async(&mut self.con()).await?;
         let seen: std::collections::HashSet<&str> =
             started.iter().chain(&gone).map(String::as_str).collect();
         let lost = ids
@@ -645,6 +644,43 @@ impl Broker {
             }
             other => Err(Error::Protocol(format!("begin script returned {other:?}"))),
         }
+    }
+
+    /// Records the start of fresh entries that no other consumer can have taken over yet (read
+    /// by `consumer` within the fast window, see the settler's fast ack, so their delivery count
+    /// is still the read's 1): one `XCLAIM … RETRYCOUNT 2 JUSTID`, without start.lua's owner
+    /// check. Ids not claimed were deleted while pending (`gone`).
+    pub async fn start_unclaimable(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> Result<Starts> {
+        if ids.is_empty() {
+            return Ok(Starts::default());
+        }
+        let started: Vec<String> = redis::cmd("XCLAIM")
+            .arg(self.keys.lane(tenant))
+            .arg(&*self.group)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("RETRYCOUNT")
+            .arg(2)
+            .arg("JUSTID")
+            .query_async(&mut self.con())
+            .await?;
+        let seen: std::collections::HashSet<&str> = started.iter().map(String::as_str).collect();
+        let gone = ids
+            .iter()
+            .filter(|id| !seen.contains(**id))
+            .map(|id| id.to_string())
+            .collect();
+        Ok(Starts {
+            started,
+            gone,
+            lost: Vec::new(),
+        })
     }
 
     /// Refreshes the idle time of the entries `consumer` still owns; reports the others, those

@@ -13,7 +13,7 @@
 //! when another member holds the probe. Every outcome is counted towards the tenant's failure
 //! window; a probe's outcome closes or re-opens the breaker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +41,9 @@ pub(crate) struct Executor {
     pub concurrency: usize,
     pub task_timeout: Duration,
     pub grace: Duration,
+    /// Fresh entries whose read was sent less than this long ago have their start recorded
+    /// without the owner check (the settler's fast-ack window, for the same reason).
+    pub fast_start_window: Duration,
 }
 
 /// Metric handles resolved once per member, not per attempt.
@@ -80,51 +83,65 @@ enum Mark {
     Failed,
 }
 
-/// Records the starts of fresh entries (scripts/start.lua) in batches: each attempt asks and
-/// waits; one call per tenant carries every start asked for while the previous call was in
-/// flight, so the hot path pays one round trip per batch of starts, not per task.
+/// One fresh entry about to start, waiting for its start to be recorded.
+struct StartAsk {
+    entry_id: String,
+    /// When the read that delivered it was sent.
+    read_at: Option<Instant>,
+    reply: oneshot::Sender<Mark>,
+}
+
+/// Records the starts of fresh entries in batches: each attempt asks and waits; one call per
+/// tenant carries every start asked for while the previous call was in flight, so the hot path
+/// pays one round trip per batch of starts, not per task. Entries read within the fast window
+/// (nobody else can have claimed them yet, as for the fast ack) are marked with one plain
+/// XCLAIM; older ones through start.lua's owner check.
 #[derive(Clone)]
 struct Starter {
-    tx: mpsc::UnboundedSender<(Arc<str>, String, oneshot::Sender<Mark>)>,
+    tx: mpsc::UnboundedSender<(Arc<str>, StartAsk)>,
 }
 
 impl Starter {
     /// Starts the batching loop; it ends when the last handle is dropped.
-    fn spawn(broker: Broker, member: Arc<str>) -> Starter {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<str>, String, oneshot::Sender<Mark>)>();
+    fn spawn(broker: Broker, member: Arc<str>, fast_window: Duration) -> Starter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<str>, StartAsk)>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut by_tenant: HashMap<Arc<str>, Vec<(String, oneshot::Sender<Mark>)>> =
-                    HashMap::new();
+                let mut by_tenant: HashMap<Arc<str>, Vec<StartAsk>> = HashMap::new();
                 let mut next = Some(first);
                 let mut n = 0;
-                while let Some((tenant, id, reply)) = next.take() {
-                    by_tenant.entry(tenant).or_default().push((id, reply));
+                while let Some((tenant, ask)) = next.take() {
+                    by_tenant.entry(tenant).or_default().push(ask);
                     n += 1;
                     if n < START_BATCH {
                         next = rx.try_recv().ok();
                     }
                 }
-                let calls = by_tenant.into_iter().map(|(tenant, asks)| {
-                    let (broker, member) = (&broker, &member);
-                    async move {
-                        let ids: Vec<&str> = asks.iter().map(|(id, _)| id.as_str()).collect();
-                        let found = broker.start(&tenant, member, &ids).await;
-                        if let Err(e) = &found {
-                            metrics::counter!(names::REDIS_ERRORS, "op" => "start").increment(1);
-                            tracing::warn!(tenant = %tenant, entries = ids.len(), error = %e, "cannot record starts; the entries stay pending for a reclaim");
-                        }
-                        let found = found.ok();
-                        for (id, reply) in asks {
-                            let mark = match &found {
-                                None => Mark::Failed,
-                                Some(f) if f.started.contains(&id) => Mark::Run,
-                                Some(f) if f.gone.contains(&id) => Mark::Gone,
-                                Some(_) => Mark::Lost,
-                            };
-                            let _ = reply.send(mark);
-                        }
-                    }
+                let calls = by_tenant.into_iter().flat_map(|(tenant, asks)| {
+                    let (fast, checked): (Vec<StartAsk>, Vec<StartAsk>) = asks
+                        .into_iter()
+                        .partition(|a| a.read_at.is_some_and(|t| t.elapsed() < fast_window));
+                    [(tenant.clone(), fast, true), (tenant, checked, false)]
+                        .into_iter()
+                        .filter(|(_, asks, _)| !asks.is_empty())
+                        .map(|(tenant, asks, fast)| {
+                            let (broker, member) = (&broker, &member);
+                            async move {
+                                let ids: Vec<&str> =
+                                    asks.iter().map(|a| a.entry_id.as_str()).collect();
+                                let found = if fast {
+                                    broker.start_unclaimable(&tenant, member, &ids).await
+                                } else {
+                                    broker.start(&tenant, member, &ids).await
+                                };
+                                if let Err(e) = &found {
+                                    metrics::counter!(names::REDIS_ERRORS, "op" => "start")
+                                        .increment(1);
+                                    tracing::warn!(tenant = %tenant, entries = ids.len(), error = %e, "cannot record starts; the entries stay pending for a reclaim");
+                                }
+                                reply_marks(asks, found.ok());
+                            }
+                        })
                 });
                 futures_util::future::join_all(calls).await;
             }
@@ -133,16 +150,39 @@ impl Starter {
     }
 
     /// Records that `entry_id` starts now; waits for the batch it rides in.
-    async fn start(&self, tenant: &Arc<str>, entry_id: &str) -> Mark {
+    async fn start(&self, tenant: &Arc<str>, entry_id: &str, read_at: Option<Instant>) -> Mark {
         let (reply, answer) = oneshot::channel();
-        if self
-            .tx
-            .send((tenant.clone(), entry_id.to_owned(), reply))
-            .is_err()
-        {
+        let ask = StartAsk {
+            entry_id: entry_id.to_owned(),
+            read_at,
+            reply,
+        };
+        if self.tx.send((tenant.clone(), ask)).is_err() {
             return Mark::Failed;
         }
         answer.await.unwrap_or(Mark::Failed)
+    }
+}
+
+/// Answers each ask of a start call with what the call found (`None`: it failed).
+fn reply_marks(asks: Vec<StartAsk>, found: Option<crate::broker::Starts>) {
+    let Some(found) = found else {
+        for a in asks {
+            let _ = a.reply.send(Mark::Failed);
+        }
+        return;
+    };
+    let started: HashSet<String> = found.started.into_iter().collect();
+    let gone: HashSet<String> = found.gone.into_iter().collect();
+    for a in asks {
+        let mark = if started.contains(&a.entry_id) {
+            Mark::Run
+        } else if gone.contains(&a.entry_id) {
+            Mark::Gone
+        } else {
+            Mark::Lost
+        };
+        let _ = a.reply.send(mark);
     }
 }
 
@@ -163,7 +203,11 @@ impl Executor {
             classifier: self.classifier.clone(),
             settle: self.settle.clone(),
             timeout: self.task_timeout,
-            starter: Starter::spawn(self.broker.clone(), self.shared.member.clone()),
+            starter: Starter::spawn(
+                self.broker.clone(),
+                self.shared.member.clone(),
+                self.fast_start_window,
+            ),
         };
         let mut running = JoinSet::new();
         'outer: loop {
@@ -305,7 +349,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
         read_at,
     } = job;
     let (task, deliveries) = match work {
-        Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id).await {
+        Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id, read_at).await {
             Mark::Run => (task, deliveries + 1),
             Mark::Gone => {
                 let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });

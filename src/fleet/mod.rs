@@ -385,7 +385,10 @@ impl Shared {
         let m = self.inflight.lock().ok();
         ids.iter()
             .map(|id| {
-                let h = match m.as_ref().and_then(|m| m.get(&(tenant.clone(), id.clone()))) {
+                let h = match m
+                    .as_ref()
+                    .and_then(|m| m.get(&(tenant.clone(), id.clone())))
+                {
                     None => Holding::Released,
                     Some(l) if l.is_settling() => Holding::Settling,
                     Some(_) => Holding::Unsettled,
@@ -615,6 +618,7 @@ impl Fleet {
                 concurrency: s.concurrency,
                 task_timeout: s.task_timeout,
                 grace: s.shutdown_grace,
+                fast_start_window: self.fast_ack_window,
             }
             .run(shutdown.clone()),
         );
