@@ -149,7 +149,8 @@ pub mod field {
     pub const ERROR_PATTERN: &str = "error_pattern";
     /// Hash of kind, class and error pattern.
     pub const FINGERPRINT: &str = "fingerprint";
-    /// Redis deliveries of the entry (written by the dead-letter script from the PEL).
+    /// How many times the entry started on a member: its delivery count minus the read
+    /// (written by the dead-letter script from the PEL).
     pub const DELIVERIES: &str = "deliveries";
     /// Partial output reported by the handler (JSON).
     pub const PARTIAL_OUTPUT: &str = "partial_output";

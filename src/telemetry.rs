@@ -134,8 +134,9 @@ pub fn install_prometheus(
 }
 
 /// The `op` label values of `names::REDIS_ERRORS` (registered at 0 when the recorder is installed).
-pub const REDIS_OPS: [&str; 20] = [
+pub const REDIS_OPS: [&str; 21] = [
     "read",
+    "start",
     "depths",
     "heartbeat",
     "promote",

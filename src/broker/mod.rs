@@ -36,6 +36,7 @@ struct Scripts {
     autoclaim: Script,
     depths: Script,
     begin: Script,
+    start: Script,
     heartbeat: Script,
     lease_renew: Script,
     lease_release: Script,
@@ -54,6 +55,7 @@ impl Scripts {
             autoclaim: Script::new(include_str!("scripts/autoclaim.lua")),
             depths: Script::new(include_str!("scripts/depths.lua")),
             begin: Script::new(include_str!("scripts/begin.lua")),
+            start: Script::new(include_str!("scripts/start.lua")),
             heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
             lease_release: Script::new(include_str!("scripts/lease_release.lua")),
@@ -73,14 +75,18 @@ pub struct DeadLettered {
 }
 
 /// One step of a claim scan.
+///
+/// The counts are, for a tenant's lane ([`Broker::claim_own`], [`Broker::reclaim`]), how many
+/// times the entry started on a member (its delivery count minus the read, see
+/// scripts/start.lua); for the admin stream, its delivery count.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimStep {
     /// Where the next step starts, or `None` when the scan is complete.
     pub next: Option<String>,
-    /// Entries now owned by the claimer: (id, deliveries so far). Not yet re-delivered:
+    /// Entries now owned by the claimer: (id, count so far). Not yet re-delivered:
     /// [`Broker::begin`] does that when one starts.
     pub claimed: Vec<(String, u64)>,
-    /// Entries at or past the poison threshold: (id, deliveries). Still pending, owned by the
+    /// Entries at or past the poison threshold: (id, count). Still pending, owned by the
     /// claimer, not to be run: they go to the dead letters as crash loops.
     pub poison: Vec<(String, u64)>,
     /// Pending ids whose entry was gone; the claim removed them from the PEL.
@@ -136,6 +142,53 @@ impl RetryItem {
             member,
         })
     }
+}
+
+impl ClaimStep {
+    /// A lane's step with its delivery counts turned into starts (count − 1: the read itself
+    /// is no start).
+    fn into_starts(mut self) -> ClaimStep {
+        for (_, n) in self.claimed.iter_mut().chain(self.poison.iter_mut()) {
+            *n = n.saturating_sub(1);
+        }
+        self
+    }
+}
+
+/// What [`Broker::start`] found for a batch of entries about to start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Starts {
+    /// Entries whose start is now recorded: they may run.
+    pub started: Vec<String>,
+    /// Entries that were deleted while pending (tombstones, now gone from the PEL too).
+    pub gone: Vec<String>,
+    /// Entries no longer pending for this consumer (reclaimed or settled elsewhere): they
+    /// must not run here.
+    pub lost: Vec<String>,
+}
+
+/// What one heartbeat found besides the entries it refreshed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Beat {
+    /// Entries now pending for another consumer: lost to a reclaim.
+    pub taken: Vec<String>,
+    /// Entries pending for nobody: settled, by this member (a settle racing the beat) or by
+    /// another one after a reclaim.
+    pub gone: Vec<String>,
+}
+
+/// The smallest and largest of stream ids (by their numeric parts).
+fn id_range<'a>(ids: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    let key = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse().unwrap_or(u64::MAX),
+            seq.parse().unwrap_or(u64::MAX),
+        )
+    };
+    let lo = ids.iter().min_by_key(|id| key(id))?;
+    let hi = ids.iter().max_by_key(|id| key(id))?;
+    Some((lo, hi))
 }
 
 /// Parses the reply of claim.lua or autoclaim.lua.
@@ -711,30 +764,33 @@ impl Broker {
 
     /// One step of a member's drain of its own pending entries in `tenant`'s lane (see
     /// scripts/claim.lua). `start` is `-` or the `next` of the previous step; `skip` lists ids
-    /// the member already has in flight.
+    /// the member already has in flight. Entries that started `max_starts` times are poison;
+    /// the step's counts are starts (see [`ClaimStep`]).
     pub async fn claim_own(
         &self,
         tenant: &str,
         consumer: &str,
         start: &str,
         count: usize,
-        max_deliveries: u64,
+        max_starts: u64,
         skip: &[String],
     ) -> Result<ClaimStep> {
         let mut inv = self.scripts.claim.key(self.keys.lane(tenant));
+        // A lane's delivery count is 1 + starts (scripts/start.lua).
         inv.arg(&*self.group)
             .arg(consumer)
             .arg(start)
             .arg(count)
-            .arg(max_deliveries)
+            .arg(max_starts.saturating_add(1))
             .arg(skip);
-        claim_step(inv.invoke_async(&mut self.con()).await)
+        claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
     }
 
     /// One step of a reclaim scan over `tenant`'s lane with XAUTOCLAIM (see
     /// scripts/autoclaim.lua): entries idle for at least `min_idle` at any consumer are taken
     /// over by `consumer`. `cursor` is `0-0` or the `next` of the previous step; `skip` lists ids
-    /// the claimer already has in flight.
+    /// the claimer already has in flight. Entries that started `max_starts` times are poison;
+    /// the step's counts are starts (see [`ClaimStep`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn reclaim(
         &self,
@@ -743,18 +799,43 @@ impl Broker {
         min_idle: Duration,
         cursor: &str,
         count: usize,
-        max_deliveries: u64,
+        max_starts: u64,
         skip: &[String],
     ) -> Result<ClaimStep> {
         let mut inv = self.scripts.autoclaim.key(self.keys.lane(tenant));
+        // A lane's delivery count is 1 + starts (scripts/start.lua).
         inv.arg(&*self.group)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
             .arg(cursor)
             .arg(count)
-            .arg(max_deliveries)
+            .arg(max_starts.saturating_add(1))
             .arg(skip);
-        claim_step(inv.invoke_async(&mut self.con()).await)
+        claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
+    }
+
+    /// Records that entries of `tenant`'s lane read fresh by `consumer` start now (see
+    /// scripts/start.lua: owner check + delivery count + 1, one call for the batch). Only the
+    /// returned `started` ones may run.
+    pub async fn start(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Starts> {
+        let Some((lo, hi)) = id_range(ids) else {
+            return Ok(Starts::default());
+        };
+        let mut inv = self.scripts.start.key(self.keys.lane(tenant));
+        inv.arg(&*self.group).arg(consumer).arg(lo).arg(hi).arg(ids);
+        let (started, gone): (Vec<String>, Vec<String>) = inv.invoke_async(&mut self.con()).await?;
+        let seen: std::collections::HashSet<&str> =
+            started.iter().chain(&gone).map(String::as_str).collect();
+        let lost = ids
+            .iter()
+            .filter(|id| !seen.contains(**id))
+            .map(|id| id.to_string())
+            .collect();
+        Ok(Starts {
+            started,
+            gone,
+            lost,
+        })
     }
 
     /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
@@ -791,19 +872,53 @@ impl Broker {
         }
     }
 
-    /// Refreshes the idle time of the entries `consumer` still owns; returns the ones it lost.
-    pub async fn heartbeat(
+    /// Records the start of fresh entries that no other consumer can have taken over yet (read
+    /// by `consumer` within the fast window, see the settler's fast ack, so their delivery count
+    /// is still the read's 1): one `XCLAIM … RETRYCOUNT 2 JUSTID`, without start.lua's owner
+    /// check. Ids not claimed were deleted while pending (`gone`).
+    pub async fn start_unclaimable(
         &self,
         tenant: &str,
         consumer: &str,
         ids: &[&str],
-    ) -> Result<Vec<String>> {
+    ) -> Result<Starts> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Starts::default());
+        }
+        let started: Vec<String> = redis::cmd("XCLAIM")
+            .arg(self.keys.lane(tenant))
+            .arg(&*self.group)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("RETRYCOUNT")
+            .arg(2)
+            .arg("JUSTID")
+            .query_async(&mut self.con())
+            .await?;
+        let seen: std::collections::HashSet<&str> = started.iter().map(String::as_str).collect();
+        let gone = ids
+            .iter()
+            .filter(|id| !seen.contains(**id))
+            .map(|id| id.to_string())
+            .collect();
+        Ok(Starts {
+            started,
+            gone,
+            lost: Vec::new(),
+        })
+    }
+
+    /// Refreshes the idle time of the entries `consumer` still owns; reports the others, those
+    /// another consumer took apart from those no longer pending at all.
+    pub async fn heartbeat(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Beat> {
+        if ids.is_empty() {
+            return Ok(Beat::default());
         }
         let mut inv = self.scripts.heartbeat.key(self.keys.lane(tenant));
         inv.arg(&*self.group).arg(consumer).arg(ids);
-        Ok(inv.invoke_async(&mut self.con()).await?)
+        let (taken, gone) = inv.invoke_async(&mut self.con()).await?;
+        Ok(Beat { taken, gone })
     }
 
     /// One entry of a tenant's lane, if it still exists.

@@ -1,6 +1,11 @@
 //! The executor: takes jobs from the fair queue and runs each attempt under a concurrency
 //! limit and a timeout, turning panics into failed attempts. Suspects (entries taken over after
-//! a crash or a stall) run alone, so a task that kills its process only counts against itself.
+//! a crash or a stall) that started before run alone, so a task that kills its process only
+//! counts against itself.
+//!
+//! Every start is recorded in the entry's delivery count before the handler runs (fresh
+//! entries by the [`Starter`] in batches, taken-over ones by begin.lua), so the count is 1 (the
+//! read) + starts: an entry that was only read when its member died does not count a start.
 //!
 //! Before an attempt starts, the tenant's breaker (the member's local view of it) decides:
 //! closed runs it; open defers it to the retry schedule unattempted; past the cool-down the
@@ -8,12 +13,13 @@
 //! when another member holds the probe. Every outcome is counted towards the tenant's failure
 //! window; a probe's outcome closes or re-opens the breaker.
 
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::tasklog::{task_event, TaskLog};
@@ -36,6 +42,9 @@ pub(crate) struct Executor {
     pub concurrency: usize,
     pub task_timeout: Duration,
     pub grace: Duration,
+    /// Fresh entries whose read was sent less than this long ago have their start recorded
+    /// without the owner check (the settler's fast-ack window, for the same reason).
+    pub fast_start_window: Duration,
 }
 
 /// Metric handles resolved once per member, not per attempt.
@@ -56,6 +65,126 @@ struct AttemptCtx {
     classifier: Arc<Classifier>,
     settle: mpsc::UnboundedSender<Settlement>,
     timeout: Duration,
+    starter: Starter,
+}
+
+/// The most fresh entries one start call records.
+const START_BATCH: usize = 1_000;
+
+/// What recording a fresh entry's start found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Recorded: the attempt may run.
+    Run,
+    /// The entry was deleted while pending.
+    Gone,
+    /// Another consumer owns the entry now, or it was settled elsewhere.
+    Lost,
+    /// Redis failed; the entry stays pending, for a reclaim to take up.
+    Failed,
+}
+
+/// One fresh entry about to start, waiting for its start to be recorded.
+struct StartAsk {
+    entry_id: String,
+    /// When the read that delivered it was sent.
+    read_at: Option<Instant>,
+    reply: oneshot::Sender<Mark>,
+}
+
+/// Records the starts of fresh entries in batches: each attempt asks and waits; one call per
+/// tenant carries every start asked for while the previous call was in flight, so the hot path
+/// pays one round trip per batch of starts, not per task. Entries read within the fast window
+/// (nobody else can have claimed them yet, as for the fast ack) are marked with one plain
+/// XCLAIM; older ones through start.lua's owner check.
+#[derive(Clone)]
+struct Starter {
+    tx: mpsc::UnboundedSender<(Arc<str>, StartAsk)>,
+}
+
+impl Starter {
+    /// Starts the batching loop; it ends when the last handle is dropped.
+    fn spawn(broker: Broker, member: Arc<str>, fast_window: Duration) -> Starter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<str>, StartAsk)>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut by_tenant: HashMap<Arc<str>, Vec<StartAsk>> = HashMap::new();
+                let mut next = Some(first);
+                let mut n = 0;
+                while let Some((tenant, ask)) = next.take() {
+                    by_tenant.entry(tenant).or_default().push(ask);
+                    n += 1;
+                    if n < START_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                let calls = by_tenant.into_iter().flat_map(|(tenant, asks)| {
+                    let (fast, checked): (Vec<StartAsk>, Vec<StartAsk>) = asks
+                        .into_iter()
+                        .partition(|a| a.read_at.is_some_and(|t| t.elapsed() < fast_window));
+                    [(tenant.clone(), fast, true), (tenant, checked, false)]
+                        .into_iter()
+                        .filter(|(_, asks, _)| !asks.is_empty())
+                        .map(|(tenant, asks, fast)| {
+                            let (broker, member) = (&broker, &member);
+                            async move {
+                                let ids: Vec<&str> =
+                                    asks.iter().map(|a| a.entry_id.as_str()).collect();
+                                let found = if fast {
+                                    broker.start_unclaimable(&tenant, member, &ids).await
+                                } else {
+                                    broker.start(&tenant, member, &ids).await
+                                };
+                                if let Err(e) = &found {
+                                    metrics::counter!(names::REDIS_ERRORS, "op" => "start")
+                                        .increment(1);
+                                    tracing::warn!(tenant = %tenant, entries = ids.len(), error = %e, "cannot record starts; the entries stay pending for a reclaim");
+                                }
+                                reply_marks(asks, found.ok());
+                            }
+                        })
+                });
+                futures_util::future::join_all(calls).await;
+            }
+        });
+        Starter { tx }
+    }
+
+    /// Records that `entry_id` starts now; waits for the batch it rides in.
+    async fn start(&self, tenant: &Arc<str>, entry_id: &str, read_at: Option<Instant>) -> Mark {
+        let (reply, answer) = oneshot::channel();
+        let ask = StartAsk {
+            entry_id: entry_id.to_owned(),
+            read_at,
+            reply,
+        };
+        if self.tx.send((tenant.clone(), ask)).is_err() {
+            return Mark::Failed;
+        }
+        answer.await.unwrap_or(Mark::Failed)
+    }
+}
+
+/// Answers each ask of a start call with what the call found (`None`: it failed).
+fn reply_marks(asks: Vec<StartAsk>, found: Option<crate::broker::Starts>) {
+    let Some(found) = found else {
+        for a in asks {
+            let _ = a.reply.send(Mark::Failed);
+        }
+        return;
+    };
+    let started: HashSet<String> = found.started.into_iter().collect();
+    let gone: HashSet<String> = found.gone.into_iter().collect();
+    for a in asks {
+        let mark = if started.contains(&a.entry_id) {
+            Mark::Run
+        } else if gone.contains(&a.entry_id) {
+            Mark::Gone
+        } else {
+            Mark::Lost
+        };
+        let _ = a.reply.send(mark);
+    }
 }
 
 impl Executor {
@@ -75,6 +204,11 @@ impl Executor {
             classifier: self.classifier.clone(),
             settle: self.settle.clone(),
             timeout: self.task_timeout,
+            starter: Starter::spawn(
+                self.broker.clone(),
+                self.shared.member.clone(),
+                self.fast_start_window,
+            ),
         };
         let mut running = JoinSet::new();
         'outer: loop {
@@ -104,7 +238,8 @@ impl Executor {
                 });
                 continue;
             }
-            let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 2;
+            // A suspect that started before may be what killed its last member.
+            let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 1;
             if alone && self.concurrency > 1 {
                 // A suspect runs alone; if its tenant is held back it would only be deferred,
                 // so defer it before emptying every slot for it.
@@ -203,8 +338,10 @@ async fn run_job(
     }
 }
 
-/// Starts a suspect (owner check + delivery) if needed, then runs the attempt. Returns the
-/// attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it did not run to one.
+/// Records the start (owner check + delivery count + 1: a fresh entry through the batching
+/// [`Starter`], a suspect through begin.lua, which also reads its fields), then runs the
+/// attempt. Returns the attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it
+/// did not run to one.
 async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureClass>> {
     let ctx = ctx.clone();
     let Job {
@@ -215,8 +352,27 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
         lost,
         read_at,
     } = job;
+    // A fresh task past its deadline is dead-lettered before its start is marked, so it is not
+    // charged a start; a taken-over one is checked once begin.lua has read its fields.
+    let fresh = matches!(work, Work::Ready(_));
+    if let Work::Ready(task) = &work {
+        if expired(&ctx, &tenant, &entry_id, task) {
+            return None;
+        }
+    }
     let (task, deliveries) = match work {
-        Work::Ready(task) => (task, deliveries),
+        Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id, read_at).await {
+            Mark::Run => (task, deliveries + 1),
+            Mark::Gone => {
+                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                return None;
+            }
+            Mark::Lost | Mark::Failed => {
+                // Not started here: whoever owns it now (or a later reclaim) runs it.
+                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                return None;
+            }
+        },
         Work::Suspect => match ctx
             .broker
             .begin(&tenant, &ctx.shared.member, &entry_id)
@@ -225,7 +381,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             Ok(Begin::Run(fields)) => {
                 match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
                     Ok(task) => {
-                        task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, deliveries = deliveries + 1, "running a taken-over entry");
+                        task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, starts = deliveries + 1, alone = deliveries >= 1, "running a taken-over entry");
                         (Arc::new(task), deliveries + 1)
                     }
                     Err(m) => {
@@ -256,18 +412,26 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             }
         },
     };
-    // Past its deadline, a task is not worth running: dead letter, class expired.
-    if let Err(why) = crate::policy::may_start(task.deadline_ms, ctx.shared.isolation.now_ms()) {
-        task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
-        let _ = ctx.settle.send(Settlement::Expired {
-            tenant,
-            entry_id,
-            task,
-            why,
-        });
+    if !fresh && expired(&ctx, &tenant, &entry_id, &task) {
         return None;
     }
     attempt(tenant, entry_id, task, deliveries, lost, read_at, ctx).await
+}
+
+/// Past its deadline, a task is not worth running: it is sent to the dead letters as
+/// `expired`, unattempted. Returns whether it was.
+fn expired(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>) -> bool {
+    let Err(why) = crate::policy::may_start(task.deadline_ms, ctx.shared.isolation.now_ms()) else {
+        return false;
+    };
+    task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
+    let _ = ctx.settle.send(Settlement::Expired {
+        tenant: tenant.clone(),
+        entry_id: entry_id.to_owned(),
+        task: task.clone(),
+        why,
+    });
+    true
 }
 
 /// Runs one attempt and reports its outcome to the settler. Returns `Ok(task id)` or the

@@ -1,12 +1,17 @@
 //! The heartbeat: every third of `reclaim.min_idle_ms`, refreshes the idle time of every entry
 //! this member holds (owner-checked), so a slow but live task is never reclaimed; entries it
 //! finds lost to another member are marked so their attempts stop and never settle here.
+//!
+//! A beat races the settler: an entry in the beat's snapshot may be acked by this member
+//! before the script runs. The script therefore tells entries another consumer owns (lost)
+//! apart from entries pending for nobody, and one of those is lost only while this member
+//! still holds it without having handed it to the settler (see [`lost_after_beat`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Shared;
-use crate::broker::Broker;
+use super::{Holding, Shared};
+use crate::broker::{Beat, Broker};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
 
@@ -42,13 +47,23 @@ impl Heartbeat {
                     .heartbeat(&tenant, &self.shared.member, &refs)
                     .await
                 {
-                    Ok(lost) if !lost.is_empty() => {
-                        tracing::warn!(tenant = %tenant, lost = lost.len(), "entries were taken over by another member; dropping them here");
-                        metrics::counter!(names::OWNERSHIP_LOST, "tenant" => tenant_label(&tenant))
-                            .increment(lost.len() as u64);
-                        self.shared.mark_lost(&tenant, &lost);
+                    Ok(beat) => {
+                        let mut asked = beat.taken.clone();
+                        asked.extend(beat.gone.iter().cloned());
+                        if asked.is_empty() {
+                            continue;
+                        }
+                        let holding = self.shared.holding(&tenant, &asked);
+                        let lost = lost_after_beat(beat, |id| {
+                            holding.get(id).copied().unwrap_or(Holding::Released)
+                        });
+                        if !lost.is_empty() {
+                            tracing::warn!(tenant = %tenant, lost = lost.len(), "entries were taken over by another member; dropping them here");
+                            metrics::counter!(names::OWNERSHIP_LOST, "tenant" => tenant_label(&tenant))
+                                .increment(lost.len() as u64);
+                            self.shared.mark_lost(&tenant, &lost);
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => {
                         metrics::counter!(names::REDIS_ERRORS, "op" => "heartbeat").increment(1);
                         tracing::warn!(tenant = %tenant, error = %e, "heartbeat failed");
@@ -56,5 +71,60 @@ impl Heartbeat {
                 }
             }
         }
+    }
+}
+
+/// The entries a beat proves lost, judged after its reply: one another consumer owns, unless
+/// this member has released it meanwhile (its own settle already found that out); one pending
+/// for nobody only while this member still holds it unsettled, since a settlement handed to
+/// the settler before the beat's reply may have removed it (the settler marks an entry before
+/// any Redis call for it, so a removal by this member's own hand is always seen here).
+pub(crate) fn lost_after_beat(beat: Beat, holding: impl Fn(&str) -> Holding) -> Vec<String> {
+    let taken = beat
+        .taken
+        .into_iter()
+        .filter(|id| holding(id) != Holding::Released);
+    let gone = beat
+        .gone
+        .into_iter()
+        .filter(|id| holding(id) == Holding::Unsettled);
+    taken.chain(gone).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(taken: &[&str], gone: &[&str]) -> Beat {
+        Beat {
+            taken: taken.iter().map(|s| s.to_string()).collect(),
+            gone: gone.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_entry_settled_here_while_the_beat_ran_is_not_lost() {
+        // The settler acked 1-1 (handed over before the beat's reply) and 1-2 (released too).
+        let lost = lost_after_beat(beat(&[], &["1-1", "1-2"]), |id| match id {
+            "1-1" => Holding::Settling,
+            _ => Holding::Released,
+        });
+        assert!(lost.is_empty(), "{lost:?}");
+    }
+
+    #[test]
+    fn an_entry_gone_while_still_unsettled_here_was_settled_elsewhere() {
+        let lost = lost_after_beat(beat(&[], &["1-1"]), |_| Holding::Unsettled);
+        assert_eq!(lost, ["1-1"]);
+    }
+
+    #[test]
+    fn an_entry_another_consumer_owns_is_lost_even_while_settling() {
+        let lost = lost_after_beat(beat(&["1-1", "1-2", "1-3"], &[]), |id| match id {
+            "1-1" => Holding::Unsettled,
+            "1-2" => Holding::Settling,
+            _ => Holding::Released,
+        });
+        assert_eq!(lost, ["1-1", "1-2"]);
     }
 }

@@ -66,6 +66,9 @@ pub use health::Health;
 pub(crate) struct Lost {
     flag: AtomicBool,
     notify: Notify,
+    /// Set once a settlement for the entry has reached the settler: from then on the entry may
+    /// leave the PEL by this member's own hand, so a heartbeat that finds it gone saw no loss.
+    settling: AtomicBool,
 }
 
 impl Lost {
@@ -76,6 +79,10 @@ impl Lost {
 
     fn is_set(&self) -> bool {
         self.flag.load(Ordering::Acquire)
+    }
+
+    fn is_settling(&self) -> bool {
+        self.settling.load(Ordering::Acquire)
     }
 
     async fn wait(&self) {
@@ -95,8 +102,9 @@ pub(crate) enum Work {
     /// A task read normally: delivered to this member, ready to run.
     Ready(Arc<Task>),
     /// An entry taken over from a dead or stuck consumer (or from this member's previous
-    /// life). It is re-delivered right before it runs; one that was delivered twice already
-    /// runs alone, so that if it crashes the process again only its own delivery count grows.
+    /// life). It is re-delivered right before it runs (its start counted); one that started
+    /// before already runs alone, so that if it crashes the process again only its own count
+    /// of starts grows.
     Suspect,
 }
 
@@ -106,7 +114,8 @@ pub(crate) struct Job {
     pub tenant: Arc<str>,
     pub entry_id: String,
     pub work: Work,
-    /// Redis deliveries of this entry so far.
+    /// How many times this entry started on a member so far (its delivery count minus the
+    /// read; see scripts/start.lua). Only starts count towards `reclaim.max_deliveries`.
     pub deliveries: u64,
     pub lost: Arc<Lost>,
     /// For entries read fresh with XREADGROUP: when that read was sent. The delivery happened
@@ -120,6 +129,7 @@ pub(crate) struct Failed {
     pub tenant: Arc<str>,
     pub entry_id: String,
     pub task: Arc<Task>,
+    /// Starts of the entry, this attempt included.
     pub deliveries: u64,
     pub class: FailureClass,
     pub reason: String,
@@ -169,7 +179,7 @@ pub(crate) enum Settlement {
         task: Arc<Task>,
         why: String,
     },
-    /// The entry was delivered `deliveries` times without settling.
+    /// The entry started `deliveries` times without settling.
     CrashLoop {
         tenant: Arc<str>,
         entry_id: String,
@@ -178,6 +188,44 @@ pub(crate) enum Settlement {
         owner: Option<Arc<str>>,
         min_idle: Duration,
     },
+}
+
+impl Settlement {
+    /// The tenant and entry id this settlement is about.
+    pub(crate) fn entry(&self) -> (&Arc<str>, &str) {
+        match self {
+            Settlement::Done {
+                tenant, entry_id, ..
+            }
+            | Settlement::Malformed {
+                tenant, entry_id, ..
+            }
+            | Settlement::Tombstone { tenant, entry_id }
+            | Settlement::Lost { tenant, entry_id }
+            | Settlement::Defer {
+                tenant, entry_id, ..
+            }
+            | Settlement::CrashLoop {
+                tenant, entry_id, ..
+            }
+            | Settlement::Expired {
+                tenant, entry_id, ..
+            } => (tenant, entry_id),
+            Settlement::Failed(f) => (&f.tenant, &f.entry_id),
+        }
+    }
+}
+
+/// Where an entry stands at this member, for judging a heartbeat that found it pending for
+/// nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holding {
+    /// Held and not yet handed to the settler: if it is gone, someone else settled it.
+    Unsettled,
+    /// Its settlement has reached the settler, which may have removed it already.
+    Settling,
+    /// No longer held here (settled and released).
+    Released,
 }
 
 /// Per-tenant counts of what this member settled.
@@ -332,6 +380,35 @@ impl Shared {
         }
     }
 
+    /// Notes that `s` has reached the settler (before any of its Redis calls): the entry may
+    /// now leave the PEL by this member's own hand.
+    pub(crate) fn settling(&self, s: &Settlement) {
+        let (tenant, entry_id) = s.entry();
+        if let Ok(m) = self.inflight.lock() {
+            if let Some(l) = m.get(&(tenant.clone(), entry_id.to_owned())) {
+                l.settling.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Where each of `ids` stands at this member (see [`Holding`]).
+    fn holding(&self, tenant: &Arc<str>, ids: &[String]) -> HashMap<String, Holding> {
+        let m = self.inflight.lock().ok();
+        ids.iter()
+            .map(|id| {
+                let h = match m
+                    .as_ref()
+                    .and_then(|m| m.get(&(tenant.clone(), id.clone())))
+                {
+                    None => Holding::Released,
+                    Some(l) if l.is_settling() => Holding::Settling,
+                    Some(_) => Holding::Unsettled,
+                };
+                (id.clone(), h)
+            })
+            .collect()
+    }
+
     /// The unsettled entry ids, grouped by tenant.
     fn inflight_by_tenant(&self) -> HashMap<Arc<str>, Vec<String>> {
         let mut out: HashMap<Arc<str>, Vec<String>> = HashMap::new();
@@ -385,7 +462,7 @@ impl Shared {
     }
 
     /// Turns entries read or claimed from `lane` into jobs, or settlements for unreadable ones.
-    /// `deliveries` is the delivery count the entries now have. Returns how many were queued.
+    /// `deliveries` is how many times the entries started so far. Returns how many were queued.
     fn ingest(
         &self,
         lane: &str,
@@ -552,6 +629,7 @@ impl Fleet {
                 concurrency: s.concurrency,
                 task_timeout: s.task_timeout,
                 grace: s.shutdown_grace,
+                fast_start_window: self.fast_ack_window,
             }
             .run(shutdown.clone()),
         );

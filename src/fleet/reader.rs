@@ -398,9 +398,9 @@ impl Reader {
     }
 
     /// Takes up this member's own pending entries in every lane (start-up, and after a read
-    /// error): entries delivered too often are dead-lettered as crash loops (this member kept
-    /// dying on them), the rest are claimed back (a re-delivery) and queued, skipping those
-    /// already in flight here.
+    /// error): entries that started too often are dead-lettered as crash loops (this member
+    /// kept dying on them), the rest are claimed back (JUSTID: their count grows only when one
+    /// starts) and queued, skipping those already in flight here.
     async fn drain_own_pending(&mut self, shutdown: &Shutdown) -> Result<()> {
         let inflight = self.shared.inflight_by_tenant();
         for (lane, tenant) in self.shared.lanes() {
@@ -461,7 +461,7 @@ impl Reader {
                 .increment(entries.len() as u64);
             crate::failpoint::hit("after_read");
             self.shared
-                .ingest(&lane, &tenant, entries, 1, sent, &self.settle);
+                .ingest(&lane, &tenant, entries, 0, sent, &self.settle);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The reclaimer: takes over entries that stayed pending past `reclaim.min_idle_ms` at another
 //! (crashed or stuck) member, with a cursor per lane kept between passes so every entry is
-//! reached. Entries delivered `reclaim.max_deliveries` times are dead-lettered as crash loops.
+//! reached. Entries that started `reclaim.max_deliveries` times are dead-lettered as crash loops.
 
 use std::collections::HashMap;
 use std::sync::Arc;

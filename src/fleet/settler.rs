@@ -83,6 +83,9 @@ impl Settler {
             let mut next = Some(first);
             // Take what is already queued, up to a batch, so acks ride together.
             while let Some(s) = next.take() {
+                // Before any Redis call for it: a heartbeat racing this settle then knows the
+                // entry may leave the PEL by our own hand (see heartbeat::lost_after_beat).
+                self.shared.settling(&s);
                 match s {
                     Settlement::Done {
                         tenant,
@@ -673,7 +676,7 @@ impl Settler {
             raw,
             class: FailureClass::CrashLoop,
             error: format!(
-                "delivered {deliveries} times without ever settling: the task crashes or hangs the worker that runs it"
+                "started {deliveries} times without ever settling: the task crashes or hangs the worker that runs it"
             ),
             detail: Some("reached reclaim.max_deliveries; not handed out again".into()),
             partial_output: None,

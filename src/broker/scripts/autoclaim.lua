@@ -11,7 +11,7 @@
 -- ARGV[3]  the least idle time, ms
 -- ARGV[4]  the scan cursor ('0-0' starts over)
 -- ARGV[5]  the most pending entries to examine
--- ARGV[6]  the poison threshold on the delivery count
+-- ARGV[6]  the poison threshold on the delivery count (on a lane, 1 + the most starts: see start.lua)
 -- ARGV[7…] ids to leave alone (entries the claimer already has in flight)
 --
 -- Returns {next, claimed, poison, tombstones}: next is the cursor of the following step, or ''

@@ -10,7 +10,7 @@
 -- ARGV[2]  the consumer (this member)
 -- ARGV[3]  where the scan starts: '-' or an exclusive '(<id>'
 -- ARGV[4]  the most pending entries to examine
--- ARGV[5]  the poison threshold on the delivery count
+-- ARGV[5]  the poison threshold on the delivery count (on a lane, 1 + the most starts: see start.lua)
 -- ARGV[6…] ids to leave alone (entries the member already has in flight)
 --
 -- Returns {next, claimed, poison, tombstones}: next is the start of the following step, or ''

@@ -18,7 +18,8 @@
 --
 -- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the cap removed,
 -- also added to KEYS[3]); {0, '', 0} when the entry is no longer pending for that owner, or
--- too fresh: nothing is written. The dead letter gets a `deliveries` field from the PEL.
+-- too fresh: nothing is written. The dead letter gets a `deliveries` field from the PEL: how
+-- many times the entry started (its delivery count minus the read, see start.lua).
 --
 -- The dead letter is written first: it adds data, so while Redis is over maxmemory it refuses
 -- the whole script (nothing written, the entry stays pending for the settler to try again),
@@ -33,7 +34,7 @@ if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
   return {0, '', 0}
 end
 local before = redis.call('XLEN', KEYS[2])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'deliveries', p[1][4], unpack(ARGV, 7))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'deliveries', math.max(tonumber(p[1][4]) - 1, 0), unpack(ARGV, 7))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 local trimmed = before + 1 - redis.call('XLEN', KEYS[2])
 if trimmed > 0 then
