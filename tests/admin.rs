@@ -1545,6 +1545,24 @@ async fn bad_input_unknown_ids_a_down_fleet_and_an_expired_wait_change_nothing()
             .is_empty()
     })
     .await;
+    // The member's reader has joined both lanes (creating their groups) before it freezes, so
+    // the snapshot below sees everything its start-up writes.
+    eventually(LONG, "m1 joined both lanes", || async {
+        let mut raw = env.raw().await;
+        let mut joined = 0;
+        for t in ["acme", "beta"] {
+            let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(format!("{}:{{{t}}}:lane", env.prefix))
+                .query_async(&mut raw)
+                .await;
+            if matches!(groups, Ok(redis::Value::Array(ref g)) if !g.is_empty()) {
+                joined += 1;
+            }
+        }
+        joined == 2
+    })
+    .await;
     m.signal("STOP");
     let before = snapshot(&env, false).await;
     let (code, _, err) = env.cli(
