@@ -199,7 +199,7 @@ pub struct RawAdmin {
     /// Deliveries after which a command that keeps crashing its member is failed.
     pub max_deliveries: u64,
     /// Payload schema migrations applied on replay.
-    pub migrations: Vec<crate::admin::migrate::MigrationSpec>,
+    pub migrations: Vec<crate::schema::migrate::MigrationSpec>,
 }
 
 /// The `[log]` section as written.
@@ -563,7 +563,7 @@ pub struct AdminSettings {
     /// Deliveries after which a command that keeps crashing its member is failed.
     pub max_deliveries: u64,
     /// Payload schema migrations applied on replay.
-    pub migrations: crate::admin::migrate::Migrations,
+    pub migrations: crate::schema::migrate::Migrations,
 }
 
 /// Validated Redis settings.
@@ -827,8 +827,8 @@ impl Settings {
                 ad.claim_idle_ms, ad.member_ttl_ms
             )));
         }
-        let migrations =
-            crate::admin::migrate::Migrations::from_specs(&ad.migrations).map_err(Error::Config)?;
+        let migrations = crate::schema::migrate::Migrations::from_specs(&ad.migrations)
+            .map_err(Error::Config)?;
 
         let log_format = match raw.log.format.as_str() {
             "human" => LogFormat::Human,
@@ -1289,7 +1289,7 @@ patch = { lang = "en", meta = { source = "replay" } }
             ),
             (
                 |c| {
-                    c.admin.migrations = vec![crate::admin::migrate::MigrationSpec {
+                    c.admin.migrations = vec![crate::schema::migrate::MigrationSpec {
                         kind: "k".into(),
                         from: 3,
                         to: 1,

@@ -26,16 +26,12 @@
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod bench;
+pub mod app;
 pub mod broker;
 pub mod classify;
-pub mod cli;
 pub mod config;
 pub mod deadletter;
-pub mod demo;
-pub mod demo_agent;
 pub mod embedded;
-pub mod endpoint;
 pub mod error;
 pub mod failpoint;
 pub mod fleet;
@@ -44,6 +40,7 @@ pub mod isolation;
 pub mod keys;
 pub mod policy;
 pub mod producer;
+pub mod schema;
 pub mod shutdown;
 pub mod task;
 pub mod telemetry;

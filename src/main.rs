@@ -9,7 +9,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = redrive::cli::Cli::parse();
+    let cli = redrive::app::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -20,7 +20,7 @@ fn main() {
             std::process::exit(70);
         }
     };
-    if let Err(e) = runtime.block_on(redrive::cli::run(cli)) {
+    if let Err(e) = runtime.block_on(redrive::app::cli::run(cli)) {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());
     }

@@ -12,8 +12,6 @@
 //! in one pipelined call, so the hot path never waits on Redis for a closed breaker (admitting
 //! a half-open tenant's one probe is a round trip).
 
-pub mod cli;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -95,7 +95,7 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
         started.elapsed().as_secs_f64() * 1000.0
     );
 
-    let handler = crate::demo_agent::handler(settings.demo_agent.clone())?;
+    let handler = crate::app::demo_agent::handler(settings.demo_agent.clone())?;
     let fleet = Fleet::new(broker, &settings, handler);
     let stats = fleet.stats();
     let fleet_shutdown = Shutdown::new();

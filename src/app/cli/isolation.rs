@@ -1,7 +1,7 @@
 //! The operator's isolation commands, each with `--json`: `redrive tenants [TENANT]` reads
 //! Redis directly through the broker's verbs ([`Broker::breaker_info`], …);
 //! `redrive breaker open|close TENANT` is sent through the admin command stream
-//! ([`crate::admin::cli::send_breaker`], or run in the CLI with `--local`) and executed by
+//! ([`crate::app::cli::admin::send_breaker`], or run in the CLI with `--local`) and executed by
 //! [`breaker`] here.
 
 use clap::{Args, Subcommand};
@@ -30,7 +30,7 @@ pub struct BreakerArgs {
     pub tenant: String,
     /// Reason, operator, command id, `--local`, timeout, `--json`.
     #[command(flatten)]
-    pub m: crate::admin::cli::MutationArgs,
+    pub m: crate::app::cli::admin::MutationArgs,
 }
 
 /// The flags of `redrive tenants`.
@@ -169,7 +169,7 @@ fn usage(msg: impl Into<String>) -> Error {
 }
 
 async fn connect(settings: &Settings) -> Result<Broker> {
-    crate::cli::connect(settings).await
+    super::connect(settings).await
 }
 
 /// `Ok` when `tenant` is a valid name and registered; a clear "not found" (with some registered names) otherwise.
@@ -346,7 +346,7 @@ pub async fn run_breaker(action: BreakerAction, settings: &Settings) -> Result<(
         BreakerAction::Open(a) => (true, a),
         BreakerAction::Close(a) => (false, a),
     };
-    crate::admin::cli::send_breaker(&args.tenant, open, &args.m, settings).await
+    crate::app::cli::admin::send_breaker(&args.tenant, open, &args.m, settings).await
 }
 
 /// One line saying what a breaker command did.

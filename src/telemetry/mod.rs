@@ -6,6 +6,8 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::config::LogFormat;
 
+pub mod endpoint;
+
 /// Metric names, all with the `redrive_` prefix.
 pub mod names {
     /// Counter{tenant}: entries read from lanes (first delivery or redelivery).
