@@ -73,7 +73,7 @@ async fn breaker(
     env: &Envelope,
     spec: &super::BreakerSpec,
 ) -> Result<(String, Value)> {
-    let change = crate::app::cli::isolation::breaker(
+    let change = super::breaker::breaker(
         &ctx.broker,
         &spec.tenant,
         spec.open,
@@ -81,7 +81,7 @@ async fn breaker(
         &env.operator,
     )
     .await?;
-    let message = crate::app::cli::isolation::describe(&change, spec.open);
+    let message = super::breaker::describe(&change, spec.open);
     let details = serde_json::to_value(&change).unwrap_or(Value::Null);
     Ok((message, details))
 }

@@ -20,6 +20,7 @@
 //! * [`client`] — the CLI side of the stream: fleet check, submit, wait, withdraw.
 //! * [`cli`] — the `dlq`, `health` and `admin` subcommands.
 
+pub mod breaker;
 pub mod exec;
 pub mod replay;
 pub mod select;

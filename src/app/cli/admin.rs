@@ -543,7 +543,7 @@ pub async fn send_breaker(
     let v = mutation(m, settings, Some("by hand"))?;
     let b = connect(settings).await?;
     // An unknown tenant is refused here, before anything is sent.
-    crate::app::cli::isolation::known_tenant(&b, tenant).await?;
+    crate::admin::breaker::known_tenant(&b, tenant).await?;
     send(
         b,
         settings,
