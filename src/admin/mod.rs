@@ -21,6 +21,7 @@
 //! * [`cli`] — the `dlq`, `health` and `admin` subcommands.
 
 pub mod breaker;
+pub mod context;
 pub mod exec;
 pub mod replay;
 pub mod select;

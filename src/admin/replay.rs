@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::exec::{AdminContext, Executed};
+use super::context::{AdminContext, Executed};
 use super::select::{field_str, DlId, Filter, Selection};
 use super::{Envelope, ReplaySpec};
 use crate::broker::{Broker, Fields};
@@ -792,7 +792,7 @@ async fn steps(
                 }
             }
             let results = b
-                .replay(&tenant, minute, crate::app::report::STATS_KEEP, &ready)
+                .replay(&tenant, minute, crate::broker::STATS_KEEP, &ready)
                 .await?;
             let replayed = results.iter().filter(|r| r.is_some()).count() as u64;
             counts.replayed += replayed;

@@ -14,8 +14,6 @@ use crate::app::view::DeadLetterView;
 use crate::broker::{Broker, FingerprintTally};
 use crate::error::{Error, Result};
 
-/// How long the per-minute settle counts are kept (health and stats windows reach back 24 h).
-pub const STATS_KEEP: Duration = Duration::from_secs(2 * 86_400);
 /// The longest window `health` and `stats` accept.
 pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Dead letters one tally call counts on the server.

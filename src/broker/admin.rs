@@ -12,6 +12,9 @@ use redis::{Script, Value};
 use super::{claim_step, is_code, reply, Broker, ClaimStep, Entry};
 use crate::error::{Error, Result};
 
+/// How long the per-minute settle counts are kept (health and stats windows reach back 24 h).
+pub const STATS_KEEP: Duration = Duration::from_secs(2 * 86_400);
+
 struct AdminScripts {
     begin: Script,
     finish: Script,

@@ -21,7 +21,7 @@ use crate::config::RedisSettings;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::task::Task;
-pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw};
+pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw, STATS_KEEP};
 pub use reply::{Entry, Fields};
 pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict, SlotGrant};
 

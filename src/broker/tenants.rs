@@ -10,6 +10,7 @@ use redis::{Script, Value};
 
 use super::Broker;
 use crate::error::{Error, Result};
+use crate::isolation::Thresholds;
 
 /// Approximate cap of each tenant's breaker transition log.
 pub const BREAKER_LOG_MAX_LEN: u64 = 1_000;
@@ -211,19 +212,6 @@ pub struct Recorded {
     pub failures: u64,
     /// Outcomes in the window (0 when the breaker was not closed).
     pub outcomes: u64,
-}
-
-/// Thresholds of the closed → open decision, as [`Broker::breaker_record`] takes them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    /// The window.
-    pub window: Duration,
-    /// The fewest failures in the window that open the breaker.
-    pub min_failures: u64,
-    /// The lowest failure rate (0..1) that opens it.
-    pub failure_rate: f64,
-    /// How long it stays open before a probe may run.
-    pub cooldown: Duration,
 }
 
 impl Broker {

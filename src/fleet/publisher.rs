@@ -59,7 +59,7 @@ impl Publisher {
         }
         match self
             .broker
-            .stats_add(&items, crate::app::report::STATS_KEEP)
+            .stats_add(&items, crate::broker::STATS_KEEP)
             .await
         {
             Ok(()) => *sent = now,
