@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+pub use crate::broker::{redact_url, RedisSettings};
 use crate::classify::{Classifier, Rule};
 use crate::error::{Error, Result};
 use crate::handler::FailureClass;
 use crate::isolation::{BreakerSettings, IsolationSettings, TenantOverride};
 use crate::policy::{Backoff, Jitter, Policies, PolicyOverride, RetryPolicy};
 use crate::task::Limits;
+pub use crate::telemetry::{LogFormat, MetricsSettings};
 
 /// The documented defaults, compiled in.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -448,32 +450,6 @@ pub fn env_warnings() -> Vec<String> {
     )
 }
 
-/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let redacted = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
-}
-
-/// Output format of logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
 /// Validated fleet settings.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
@@ -524,17 +500,6 @@ pub struct ReclaimSettings {
     pub heartbeat: bool,
 }
 
-/// Metrics and health settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MetricsSettings {
-    /// Most distinct tenant label values per metric family (the rest are `__other__`).
-    pub max_tenant_labels: usize,
-    /// Refresh period of the Redis-derived gauges (and of the Redis reachability check).
-    pub refresh_interval: Duration,
-    /// No read and no settle for this long (with work waiting) makes the member not ready.
-    pub stall_after: Duration,
-}
-
 /// Validated admin settings: the admin command stream, replays and health counts.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
@@ -564,19 +529,6 @@ pub struct AdminSettings {
     pub max_deliveries: u64,
     /// Payload schema migrations applied on replay.
     pub migrations: crate::schema::migrate::Migrations,
-}
-
-/// Validated Redis settings.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// Connection URL, or `None` when not configured.
-    pub url: Option<String>,
-    /// Key prefix.
-    pub key_prefix: String,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Response timeout of non-blocking commands.
-    pub response_timeout: Duration,
 }
 
 /// Every setting, validated.
@@ -689,7 +641,7 @@ impl Settings {
         let url = if r.url.trim().is_empty() {
             None
         } else {
-            redis::Client::open(r.url.as_str()).map_err(|e| {
+            crate::broker::check_url(&r.url).map_err(|e| {
                 Error::Config(format!(
                     "redis.url = '{}' is not a valid Redis URL: {e}",
                     redact_url(&r.url)

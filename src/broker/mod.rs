@@ -7,6 +7,7 @@
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
 pub mod admin;
+mod connect;
 pub mod raw;
 pub mod reply;
 pub mod tenants;
@@ -17,11 +18,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
 
-use crate::config::RedisSettings;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::task::Task;
 pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw, STATS_KEEP};
+pub use connect::{check_url, redact_url, RedisSettings};
 pub use reply::{Entry, Fields};
 pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict, SlotGrant};
 
@@ -266,7 +267,7 @@ impl Broker {
                 Error::Redis(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "cannot connect to redis",
-                    format!("{} ({e})", crate::config::redact_url(url)),
+                    format!("{} ({e})", redact_url(url)),
                 )))
             })?;
         let broker = Broker {

@@ -4,9 +4,32 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
-use crate::config::LogFormat;
+use std::time::Duration;
 
 pub mod endpoint;
+mod health;
+
+pub use health::Health;
+
+/// Output format of logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Metrics and health settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricsSettings {
+    /// Most distinct tenant label values per metric family (the rest are `__other__`).
+    pub max_tenant_labels: usize,
+    /// Refresh period of the Redis-derived gauges (and of the Redis reachability check).
+    pub refresh_interval: Duration,
+    /// No read and no settle for this long (with work waiting) makes the member not ready.
+    pub stall_after: Duration,
+}
 
 /// Metric names, all with the `redrive_` prefix.
 pub mod names {
