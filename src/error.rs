@@ -16,7 +16,7 @@ pub enum Error {
     Usage(String),
     /// Redis refused a command or could not be reached.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(RedisFailure),
     /// Redis refused a write because it is out of memory (`maxmemory` reached under the
     /// `noeviction` policy). The message says what was (not) written; it is one bounded line.
     #[error("redis is out of memory: {0}")]
@@ -150,6 +150,35 @@ impl Error {
         }
     }
 }
+
+/// A failure reported by the Redis client: its text and, when the server refused a command,
+/// the server's error code (`NOGROUP`, `OOM`, …). Opaque, so that the library's users do not
+/// depend on the Redis client's types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisFailure {
+    text: String,
+    code: Option<String>,
+}
+
+impl RedisFailure {
+    /// A failure with this text and server error code.
+    pub(crate) fn new(text: String, code: Option<String>) -> RedisFailure {
+        RedisFailure { text, code }
+    }
+
+    /// The server's error code, when the server refused a command.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for RedisFailure {}
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

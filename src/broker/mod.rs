@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod connect;
+mod error;
 pub mod raw;
 pub mod reply;
 pub mod tenants;
@@ -228,14 +229,14 @@ fn refused(errors: &[&redis::ServerError], nothing: &str) -> Error {
 /// commands were refused and the first refusal ([`Error::OutOfMemory`] when for memory).
 fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
     let Some(errors) = e.clone().into_server_errors() else {
-        return Error::Redis(e);
+        return Error::from(e);
     };
     let Some((index, first)) = errors
         .iter()
         .find(|(_, e)| e.code() == "OOM")
         .or(errors.first())
     else {
-        return Error::Redis(e);
+        return Error::from(e);
     };
     let said = bounded(
         format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
@@ -264,7 +265,7 @@ impl Broker {
         let conn = ConnectionManager::new_with_config(client.clone(), cfg)
             .await
             .map_err(|e| {
-                Error::Redis(redis::RedisError::from((
+                Error::from(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "cannot connect to redis",
                     format!("{} ({e})", redact_url(url)),
@@ -984,7 +985,7 @@ pub struct LaneReader {
 /// Whether an error means the group or stream is gone (deleted lane, new lane).
 pub fn is_missing_group(e: &Error) -> bool {
     match e {
-        Error::Redis(r) => is_code(r, "NOGROUP") || is_code(r, "UNBLOCKED"),
+        Error::Redis(r) => matches!(r.code(), Some("NOGROUP" | "UNBLOCKED")),
         _ => false,
     }
 }
