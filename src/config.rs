@@ -629,6 +629,21 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
     Ok(())
 }
 
+impl crate::broker::Broker {
+    /// Connects to the configured Redis (`redis.url`) and checks that the server answers; says
+    /// how to configure it when no URL is set.
+    pub async fn connect(settings: &Settings) -> Result<crate::broker::Broker> {
+        let Some(url) = settings.redis.url.as_deref() else {
+            return Err(Error::Config(
+                "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
+                 (only `redrive demo` and `redrive bench` start a private server)"
+                    .into(),
+            ));
+        };
+        crate::broker::Broker::connect_to(url, &settings.redis, &settings.fleet.group).await
+    }
+}
+
 impl Settings {
     /// Loads and validates in one step.
     pub fn load(file: Option<&Path>) -> Result<Settings> {

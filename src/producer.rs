@@ -6,6 +6,7 @@
 //! leaves the chunks before it written, and its error says how many tasks that is.
 
 use crate::broker::Broker;
+use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::task::{now_ms, Limits, NewTask, Task};
 
@@ -29,9 +30,12 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer writing through `broker`, enforcing `limits`.
-    pub fn new(broker: Broker, limits: Limits) -> Producer {
-        Producer { broker, limits }
+    /// A producer writing through `broker`, enforcing the task limits of `settings`.
+    pub fn new(broker: Broker, settings: &Settings) -> Producer {
+        Producer {
+            broker,
+            limits: settings.limits,
+        }
     }
 
     /// Enqueues one task.

@@ -69,8 +69,8 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
             url
         }
     };
-    let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let broker = Broker::connect_to(&url, &settings.redis, &settings.fleet.group).await?;
+    let producer = Producer::new(broker.clone(), &settings);
 
     let n = settings.demo_tenants.len();
     let mut tasks = Vec::with_capacity(settings.demo_tasks);

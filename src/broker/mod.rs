@@ -255,7 +255,11 @@ fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
 
 impl Broker {
     /// Connects to `url` and checks that the server answers.
-    pub async fn connect(url: &str, settings: &RedisSettings, group: &str) -> Result<Broker> {
+    pub(crate) async fn connect_to(
+        url: &str,
+        settings: &RedisSettings,
+        group: &str,
+    ) -> Result<Broker> {
         let client = redis::Client::open(url)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))

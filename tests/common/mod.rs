@@ -56,13 +56,11 @@ impl TestEnv {
 
     pub async fn broker(&self) -> Broker {
         let s = self.settings();
-        Broker::connect(&self.url(), &s.redis, &s.fleet.group)
-            .await
-            .unwrap()
+        Broker::connect(&s).await.unwrap()
     }
 
     pub async fn producer(&self) -> Producer {
-        Producer::new(self.broker().await, self.settings().limits)
+        Producer::new(self.broker().await, &self.settings())
     }
 
     /// A plain redis connection, for seeding raw entries as a foreign producer would.

@@ -169,18 +169,7 @@ pub struct BenchArgs {
 
 /// Connects to the configured Redis, or says how to configure it.
 pub(crate) async fn connect(settings: &Settings) -> Result<Broker> {
-    let url = require_url(settings)?;
-    Broker::connect(&url, &settings.redis, &settings.fleet.group).await
-}
-
-fn require_url(settings: &Settings) -> Result<String> {
-    settings.redis.url.clone().ok_or_else(|| {
-        Error::Config(
-            "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
-             (only `redrive demo` and `redrive bench` start a private server)"
-                .into(),
-        )
-    })
+    Broker::connect(settings).await
 }
 
 /// Runs the parsed command line.
@@ -210,8 +199,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            let url = require_url(&settings)?;
-            let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
+            let broker = Broker::connect(&settings).await?;
             let handler: Arc<dyn Handler> = match settings.fleet.handler.as_str() {
                 "noop" => Arc::new(NoopHandler),
                 _ => crate::app::demo_agent::handler(settings.demo_agent.clone())?,
@@ -251,9 +239,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
             let tasks = enqueue_input(&args)?;
-            let url = require_url(&settings)?;
-            let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
-            let producer = Producer::new(broker, settings.limits);
+            let broker = Broker::connect(&settings).await?;
+            let producer = Producer::new(broker, &settings);
             let n = tasks.len();
             let out = producer.enqueue_all(tasks).await?;
             if n == 1 && out.len() == 1 {
