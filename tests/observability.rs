@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{eventually, try_http_get, Member, TestEnv};
-use redrive::task::NewTask;
+use redrive::NewTask;
 use serde_json::{json, Value};
 
 /// The datasource uid every panel and Grafana-managed alert refers to.

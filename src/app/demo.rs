@@ -26,8 +26,6 @@ pub struct DemoSummary {
     pub tallies: BTreeMap<String, TenantTally>,
     /// Wall time from the first enqueue to the last settle.
     pub elapsed: Duration,
-    /// Whether every task was settled (false when interrupted).
-    pub complete: bool,
 }
 
 /// How many of `total` tasks tenant `i` of `n` gets: a skewed split, the first tenant largest.
@@ -103,13 +101,11 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
 
     let tty = std::io::stderr().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(10);
-    let complete = loop {
+    // Until every task is settled, or the demo is interrupted.
+    loop {
         let settled = stats.settled();
-        if settled >= total {
-            break true;
-        }
-        if shutdown.is_triggered() || member.is_finished() {
-            break false;
+        if settled >= total || shutdown.is_triggered() || member.is_finished() {
+            break;
         }
         let every = if tty {
             Duration::from_millis(200)
@@ -131,7 +127,7 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
             _ = shutdown.wait() => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-    };
+    }
     let elapsed = started.elapsed();
     if tty {
         eprintln!();
@@ -149,7 +145,6 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
         enqueued,
         tallies: stats.snapshot(),
         elapsed,
-        complete,
     };
     print_summary(&summary);
     Ok(summary)

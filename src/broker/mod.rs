@@ -22,10 +22,10 @@ use redis::{AsyncConnectionConfig, Script, Value};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::task::Task;
-pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw, STATS_KEEP};
+pub use admin::{BeginCommand, FingerprintTally, FinishMode, Withdraw, STATS_KEEP};
 pub use connect::{check_url, redact_url, RedisSettings};
 pub use reply::{Entry, Fields};
-pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict, SlotGrant};
+pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict};
 
 struct Scripts {
     ack: Script,

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::enqueue::parse_jsonl;
 use crate::broker::Broker;
 use crate::config::{RawConfig, Settings};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::handler::{Handler, NoopHandler};
-use crate::producer::{parse_jsonl, Producer};
+use crate::producer::Producer;
 use crate::shutdown::Shutdown;
 use crate::task::NewTask;
 
