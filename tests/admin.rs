@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{counts, eventually, text_fields, TestEnv};
+use redrive::testkit::BrokerExt;
 use redrive::testkit::DeadLetter;
 use redrive::testkit::Limits;
 use redrive::FailureClass;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{counts, Supervisor, TestEnv};
+use redrive::testkit::BrokerExt;
 use redrive::NewTask;
 use serde_json::json;
 

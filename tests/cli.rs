@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestEnv;
+use redrive::testkit::BrokerExt;
 
 #[tokio::test]
 async fn enqueue_rejects_bad_input_and_writes_nothing() {

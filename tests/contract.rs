@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{eventually, text_fields, TestEnv};
+use redrive::testkit::BrokerExt;
 use redrive::testkit::{DeferItem, Deferred};
 use serde_json::Value;
 

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::{counts, eventually, Member, Supervisor, TestEnv};
+use redrive::testkit::BrokerExt;
 use redrive::NewTask;
 use serde_json::{json, Value};
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{counts, eventually, Member, TestEnv};
 use redrive::testkit::BreakerTransition;
+use redrive::testkit::BrokerExt;
 use redrive::NewTask;
 use serde_json::{json, Value};
 

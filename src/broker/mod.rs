@@ -289,12 +289,12 @@ impl Broker {
     }
 
     /// The key names this broker uses.
-    pub fn keys(&self) -> &Keys {
+    pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
 
     /// The consumer group name.
-    pub fn group(&self) -> &str {
+    pub(crate) fn group(&self) -> &str {
         &self.group
     }
 
@@ -303,7 +303,7 @@ impl Broker {
     }
 
     /// Checks that Redis answers.
-    pub async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.con()).await?;
         Ok(())
     }
@@ -312,7 +312,7 @@ impl Broker {
 
     /// Appends tasks to their tenants' lanes in one pipelined round trip, registering the
     /// tenants first. Returns the new entry ids, in order. Tasks must be validated already.
-    pub async fn enqueue(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    pub(crate) async fn enqueue(&self, tasks: &[Task]) -> Result<Vec<String>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -342,7 +342,7 @@ impl Broker {
     /// already. A Redis at `maxmemory` (noeviction) refuses the whole transaction:
     /// [`Error::OutOfMemory`], nothing written. Error messages are bounded: the first refusal
     /// and how many there were, never the commands.
-    pub async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    pub(crate) async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -429,7 +429,7 @@ impl Broker {
     // ---- tenants and groups --------------------------------------------------------------
 
     /// Every registered tenant.
-    pub async fn tenants(&self) -> Result<Vec<String>> {
+    pub(crate) async fn tenants(&self) -> Result<Vec<String>> {
         let mut t: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.tenants())
             .query_async(&mut self.con())
@@ -439,7 +439,7 @@ impl Broker {
     }
 
     /// How many tenants are registered (O(1), for cheap change detection).
-    pub async fn tenant_count(&self) -> Result<u64> {
+    pub(crate) async fn tenant_count(&self) -> Result<u64> {
         Ok(redis::cmd("SCARD")
             .arg(self.keys.tenants())
             .query_async(&mut self.con())
@@ -448,7 +448,7 @@ impl Broker {
 
     /// Creates the fleet's group on a tenant's lane if it is missing. The group starts at id 0,
     /// so entries written before it existed are delivered too.
-    pub async fn ensure_group(&self, tenant: &str) -> Result<()> {
+    pub(crate) async fn ensure_group(&self, tenant: &str) -> Result<()> {
         let r: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.lane(tenant))
@@ -467,7 +467,7 @@ impl Broker {
     // ---- reading -------------------------------------------------------------------------
 
     /// A reader with its own connection, for blocking reads of up to `block`.
-    pub async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
+    pub(crate) async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(block + self.response_timeout));
@@ -486,7 +486,7 @@ impl Broker {
 
     /// Acks and deletes completed entries of one lane that `consumer` still owns. Returns how
     /// many it acked; the rest were settled or reclaimed elsewhere.
-    pub async fn ack(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<u64> {
+    pub(crate) async fn ack(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -515,7 +515,7 @@ impl Broker {
     /// Acks and deletes completed entries that no other consumer can have taken over (see
     /// the settler's fast-ack window): XACK + XDEL in one MULTI, without ack.lua's owner check.
     /// Returns how many were acked.
-    pub async fn ack_unclaimable(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
+    pub(crate) async fn ack_unclaimable(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -535,7 +535,7 @@ impl Broker {
     }
 
     /// Acks only (no delete): for tombstones, whose entry is already gone.
-    pub async fn ack_only(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
+    pub(crate) async fn ack_only(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -550,7 +550,7 @@ impl Broker {
     /// Moves entry `entry_id` of `tenant`'s lane to the tenant's dead letters with `fields`,
     /// atomically (see scripts/dead_letter.lua). With `owner`, only if that consumer owns it;
     /// with `min_idle`, only if it has been idle that long.
-    pub async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         tenant: &str,
         entry_id: &str,
@@ -581,7 +581,8 @@ impl Broker {
     /// Acks and removes a failed attempt owned by `consumer` and schedules the next one
     /// (`fields`) `delay` from now by the server's clock. Returns the due time in ms, or `None`
     /// when `consumer` no longer owns the entry (nothing was written).
-    pub async fn schedule_retry(
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) async fn schedule_retry(
         &self,
         tenant: &str,
         consumer: &str,
@@ -598,7 +599,7 @@ impl Broker {
 
     /// [`Broker::schedule_retry`] for a batch of one tenant's entries, in one atomic script.
     /// Returns one due time per item, `None` for entries `consumer` no longer owns.
-    pub async fn schedule_retries(
+    pub(crate) async fn schedule_retries(
         &self,
         tenant: &str,
         consumer: &str,
@@ -632,7 +633,7 @@ impl Broker {
 
     /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane.
     /// Returns how many moved.
-    pub async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
+    pub(crate) async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
         let mut inv = self.scripts.promote.key(self.keys.retry(tenant));
         inv.key(self.keys.lane(tenant))
             .key(self.keys.deferred(tenant))
@@ -641,7 +642,7 @@ impl Broker {
     }
 
     /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.
-    pub async fn retry_len(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn retry_len(&self, tenant: &str) -> Result<u64> {
         let (retries, deferred): (u64, u64) = redis::pipe()
             .cmd("ZCARD")
             .arg(self.keys.retry(tenant))
@@ -655,7 +656,7 @@ impl Broker {
     /// One step of a member's drain of its own pending entries in `tenant`'s lane (see
     /// scripts/claim.lua). `start` is `-` or the `next` of the previous step; `skip` lists ids
     /// the member already has in flight.
-    pub async fn claim_own(
+    pub(crate) async fn claim_own(
         &self,
         tenant: &str,
         consumer: &str,
@@ -679,7 +680,7 @@ impl Broker {
     /// over by `consumer`. `cursor` is `0-0` or the `next` of the previous step; `skip` lists ids
     /// the claimer already has in flight.
     #[allow(clippy::too_many_arguments)]
-    pub async fn reclaim(
+    pub(crate) async fn reclaim(
         &self,
         tenant: &str,
         consumer: &str,
@@ -701,7 +702,7 @@ impl Broker {
     }
 
     /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
-    pub async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
+    pub(crate) async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
         self.begin_on(self.keys.lane(tenant), consumer, id).await
     }
 
@@ -735,7 +736,7 @@ impl Broker {
     }
 
     /// Refreshes the idle time of the entries `consumer` still owns; returns the ones it lost.
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         tenant: &str,
         consumer: &str,
@@ -750,7 +751,7 @@ impl Broker {
     }
 
     /// One entry of a tenant's lane, if it still exists.
-    pub async fn lane_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>> {
+    pub(crate) async fn lane_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>> {
         let v: Value = redis::cmd("XRANGE")
             .arg(self.keys.lane(tenant))
             .arg(id)
@@ -763,7 +764,12 @@ impl Broker {
     // ---- member lease --------------------------------------------------------------------
 
     /// Takes the lease on `member_id` for `ttl` if nobody holds it. Returns whether it was taken.
-    pub async fn acquire_lease(&self, member_id: &str, token: &str, ttl: Duration) -> Result<bool> {
+    pub(crate) async fn acquire_lease(
+        &self,
+        member_id: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let v: Value = redis::cmd("SET")
             .arg(self.keys.member(member_id))
             .arg(token)
@@ -776,7 +782,7 @@ impl Broker {
     }
 
     /// How long the current holder's lease on `member_id` still runs (None when free).
-    pub async fn lease_remaining(&self, member_id: &str) -> Result<Option<Duration>> {
+    pub(crate) async fn lease_remaining(&self, member_id: &str) -> Result<Option<Duration>> {
         let ms: i64 = redis::cmd("PTTL")
             .arg(self.keys.member(member_id))
             .query_async(&mut self.con())
@@ -785,7 +791,12 @@ impl Broker {
     }
 
     /// Extends the lease if `token` still holds it. Returns whether it did.
-    pub async fn renew_lease(&self, member_id: &str, token: &str, ttl: Duration) -> Result<bool> {
+    pub(crate) async fn renew_lease(
+        &self,
+        member_id: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let mut inv = self.scripts.lease_renew.key(self.keys.member(member_id));
         inv.arg(token).arg(ttl.as_millis() as u64);
         let n: i64 = inv.invoke_async(&mut self.con()).await?;
@@ -793,7 +804,7 @@ impl Broker {
     }
 
     /// Gives up the lease if `token` still holds it.
-    pub async fn release_lease(&self, member_id: &str, token: &str) -> Result<bool> {
+    pub(crate) async fn release_lease(&self, member_id: &str, token: &str) -> Result<bool> {
         let mut inv = self.scripts.lease_release.key(self.keys.member(member_id));
         inv.arg(token);
         let n: i64 = inv.invoke_async(&mut self.con()).await?;
@@ -803,7 +814,7 @@ impl Broker {
     // ---- inspection ----------------------------------------------------------------------
 
     /// Entries in a tenant's lane (waiting, pending, or settled-but-not-deleted).
-    pub async fn lane_len(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn lane_len(&self, tenant: &str) -> Result<u64> {
         Ok(redis::cmd("XLEN")
             .arg(self.keys.lane(tenant))
             .query_async(&mut self.con())
@@ -811,7 +822,7 @@ impl Broker {
     }
 
     /// Entries of a tenant's lane delivered to the group but not settled yet.
-    pub async fn pending_count(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn pending_count(&self, tenant: &str) -> Result<u64> {
         let r: redis::RedisResult<Value> = redis::cmd("XPENDING")
             .arg(self.keys.lane(tenant))
             .arg(&*self.group)
@@ -831,7 +842,7 @@ impl Broker {
     /// Deletes every key of `tenant` (lane, retry schedule, deferred set, dead letters, trim counter, breaker,
     /// in-flight reservations) and removes it from the registry. For benchmarks that clean up
     /// after themselves; there is no way back.
-    pub async fn drop_tenant(&self, tenant: &str) -> Result<()> {
+    pub(crate) async fn drop_tenant(&self, tenant: &str) -> Result<()> {
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.lane(tenant))
             .arg(self.keys.retry(tenant))
@@ -853,7 +864,7 @@ impl Broker {
     }
 
     /// Depth figures of each of `tenants` (one script per tenant, all in one pipeline).
-    pub async fn tenant_depths(&self, tenants: &[Arc<str>]) -> Result<Vec<TenantDepth>> {
+    pub(crate) async fn tenant_depths(&self, tenants: &[Arc<str>]) -> Result<Vec<TenantDepth>> {
         if tenants.is_empty() {
             return Ok(Vec::new());
         }
@@ -894,7 +905,7 @@ impl Broker {
 
     /// Deletes the admin command stream and the live-member set of this prefix (benchmarks
     /// that clean up after themselves; nothing else should call it).
-    pub async fn drop_admin_stream(&self) -> Result<()> {
+    pub(crate) async fn drop_admin_stream(&self) -> Result<()> {
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.admin_commands())
             .arg(self.keys.admin_members())
@@ -904,7 +915,7 @@ impl Broker {
     }
 
     /// `Redis <version>` from INFO server.
-    pub async fn server_version(&self) -> Result<String> {
+    pub(crate) async fn server_version(&self) -> Result<String> {
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut self.con())
@@ -919,7 +930,7 @@ impl Broker {
     }
 
     /// Entries in a tenant's dead-letter stream.
-    pub async fn dlq_len(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn dlq_len(&self, tenant: &str) -> Result<u64> {
         Ok(redis::cmd("XLEN")
             .arg(self.keys.dlq(tenant))
             .query_async(&mut self.con())
@@ -927,7 +938,7 @@ impl Broker {
     }
 
     /// Dead letters of a tenant from `start` to `end` (stream ids, `-`/`+` for the ends).
-    pub async fn dlq_range(
+    pub(crate) async fn dlq_range(
         &self,
         tenant: &str,
         start: &str,
@@ -972,11 +983,9 @@ fn id_counts(v: Option<Value>) -> Result<Vec<(String, u64)>> {
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFrom<'a> {
+pub enum ReadFrom {
     /// Entries never delivered to the group (`>`).
     New,
-    /// This consumer's own pending entries with an id above the given one.
-    OwnPendingAfter(&'a str),
 }
 
 /// A dedicated connection for one member's XREADGROUP calls.
@@ -1000,7 +1009,7 @@ impl LaneReader {
     pub async fn read(
         &mut self,
         lanes: &[String],
-        from: ReadFrom<'_>,
+        from: ReadFrom,
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<(String, Vec<Entry>)>> {
@@ -1019,7 +1028,6 @@ impl LaneReader {
         cmd.arg("STREAMS").arg(lanes);
         let id = match from {
             ReadFrom::New => ">",
-            ReadFrom::OwnPendingAfter(id) => id,
         };
         for _ in lanes {
             cmd.arg(id);

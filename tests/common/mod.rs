@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use redrive::testkit::RedisServer;
+use redrive::testkit::{BrokerExt, RedisServer};
 use redrive::Broker;
 use redrive::NewTask;
 use redrive::Producer;
