@@ -535,39 +535,39 @@ pub struct AdminSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Redis connection.
-    pub redis: RedisSettings,
+    pub(crate) redis: RedisSettings,
     /// Fleet member behaviour.
-    pub fleet: FleetSettings,
+    pub(crate) fleet: FleetSettings,
     /// Task limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Cap of each dead-letter stream.
-    pub dead_letter_max_len: u64,
+    pub(crate) dead_letter_max_len: u64,
     /// Admin commands, replays and health.
-    pub admin: AdminSettings,
+    pub(crate) admin: AdminSettings,
     /// Retry policies.
-    pub policies: Policies,
+    pub(crate) policies: Policies,
     /// Rules for untyped errors.
-    pub classifier: Classifier,
+    pub(crate) classifier: Classifier,
     /// Tenant isolation: breakers, caps, weights.
-    pub isolation: IsolationSettings,
+    pub(crate) isolation: IsolationSettings,
     /// Log format.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Log filter.
-    pub log_level: String,
+    pub(crate) log_level: String,
     /// Whether payloads may be logged.
-    pub log_payloads: bool,
+    pub(crate) log_payloads: bool,
     /// Metrics endpoint address.
-    pub metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Metrics and health settings besides the address.
-    pub metrics: MetricsSettings,
+    pub(crate) metrics: MetricsSettings,
     /// Demo task count.
-    pub demo_tasks: usize,
+    pub(crate) demo_tasks: usize,
     /// Demo tenants.
-    pub demo_tenants: Vec<String>,
+    pub(crate) demo_tenants: Vec<String>,
     /// Simulated agent behaviour.
-    pub demo_agent: DemoAgentSettings,
+    pub(crate) demo_agent: DemoAgentSettings,
     /// What was loaded, for `config check`.
-    pub raw: RawConfig,
+    pub(crate) raw: RawConfig,
 }
 
 /// The handler names the binary knows.

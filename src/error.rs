@@ -66,7 +66,7 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with a description of what was being done.
-    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
         Error::Io {
             context: context.to_string(),
             source,
@@ -134,7 +134,7 @@ impl Error {
     }
 
     /// Rebuilds an error reported by a fleet member from its kind, message and exit code.
-    pub fn from_remote(kind: &str, message: String, code: i32) -> Error {
+    pub(crate) fn from_remote(kind: &str, message: String, code: i32) -> Error {
         match kind {
             "config" => Error::Config(message),
             "invalid_task" => Error::InvalidTask(message),

@@ -23,7 +23,7 @@ pub struct Health {
 
 impl Health {
     /// A member that has not started yet.
-    pub fn new(stall_after: Duration) -> Health {
+    pub(crate) fn new(stall_after: Duration) -> Health {
         Health {
             epoch: Instant::now(),
             last_read: AtomicU64::new(0),
@@ -40,18 +40,18 @@ impl Health {
     }
 
     /// A read completed (with or without entries).
-    pub fn read_done(&self) {
+    pub(crate) fn read_done(&self) {
         self.last_read.store(self.now(), Ordering::Relaxed);
         self.redis_ok.store(true, Ordering::Relaxed);
     }
 
     /// Something was settled.
-    pub fn settled(&self) {
+    pub(crate) fn settled(&self) {
         self.last_settle.store(self.now(), Ordering::Relaxed);
     }
 
     /// The member serves (or stopped serving).
-    pub fn set_serving(&self, on: bool) {
+    pub(crate) fn set_serving(&self, on: bool) {
         if on {
             // Start the stall clocks now, not at process start.
             self.read_done();
@@ -61,12 +61,12 @@ impl Health {
     }
 
     /// The latest Redis check.
-    pub fn set_redis(&self, ok: bool) {
+    pub(crate) fn set_redis(&self, ok: bool) {
         self.redis_ok.store(ok, Ordering::Relaxed);
     }
 
     /// Whether work waits for this member.
-    pub fn set_work_waiting(&self, waiting: bool) {
+    pub(crate) fn set_work_waiting(&self, waiting: bool) {
         self.work_waiting.store(waiting, Ordering::Relaxed);
     }
 
