@@ -325,7 +325,7 @@ fn window(text: &str) -> Result<Duration> {
 }
 
 async fn connect(settings: &Settings) -> Result<Broker> {
-    super::connect(settings).await
+    Broker::connect(settings).await
 }
 
 fn context(broker: Broker, settings: &Settings) -> AdminContext {

@@ -149,7 +149,7 @@ impl BreakerReport {
 }
 
 async fn connect(settings: &Settings) -> Result<Broker> {
-    super::connect(settings).await
+    Broker::connect(settings).await
 }
 
 /// The report of `redrive tenants`: every registered tenant, or only `only` (with its recent

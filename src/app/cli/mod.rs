@@ -168,11 +168,6 @@ pub struct BenchArgs {
     pub scenarios: Vec<crate::app::bench::Scenario>,
 }
 
-/// Connects to the configured Redis, or says how to configure it.
-pub(crate) async fn connect(settings: &Settings) -> Result<Broker> {
-    Broker::connect(settings).await
-}
-
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let mut raw = RawConfig::load(cli.config.as_deref())?;
