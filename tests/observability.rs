@@ -164,9 +164,9 @@ fn base_name(name: &str) -> &str {
     name
 }
 
-/// The names catalogued in src/telemetry.rs (`names::*`).
+/// The names catalogued in src/telemetry/mod.rs (`names::*`).
 fn catalogue() -> BTreeSet<String> {
-    let src = read("src/telemetry.rs");
+    let src = read("src/telemetry/mod.rs");
     src.lines()
         .filter_map(|l| {
             let l = l.trim();
@@ -1230,7 +1230,7 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     let unknown: Vec<&String> = used.keys().filter(|n| !catalogue.contains(*n)).collect();
     assert!(
         unknown.is_empty(),
-        "names used by dashboards or rules that src/telemetry.rs does not catalogue: {unknown:?}"
+        "names used by dashboards or rules that src/telemetry/mod.rs does not catalogue: {unknown:?}"
     );
 
     let env = TestEnv::new();
