@@ -8,6 +8,7 @@ scripts/setup.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+scripts/check-layers.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
   # Test groups in .config/nextest.toml keep process-spawning tests from fighting over 2 cores.

@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+pub use crate::broker::{redact_url, RedisSettings};
 use crate::classify::{Classifier, Rule};
 use crate::error::{Error, Result};
 use crate::handler::FailureClass;
 use crate::isolation::{BreakerSettings, IsolationSettings, TenantOverride};
 use crate::policy::{Backoff, Jitter, Policies, PolicyOverride, RetryPolicy};
 use crate::task::Limits;
+pub use crate::telemetry::{LogFormat, MetricsSettings};
 
 /// The documented defaults, compiled in.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -199,7 +201,7 @@ pub struct RawAdmin {
     /// Deliveries after which a command that keeps crashing its member is failed.
     pub max_deliveries: u64,
     /// Payload schema migrations applied on replay.
-    pub migrations: Vec<crate::admin::migrate::MigrationSpec>,
+    pub migrations: Vec<crate::schema::migrate::MigrationSpec>,
 }
 
 /// The `[log]` section as written.
@@ -448,32 +450,6 @@ pub fn env_warnings() -> Vec<String> {
     )
 }
 
-/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let redacted = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
-}
-
-/// Output format of logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
 /// Validated fleet settings.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
@@ -524,17 +500,6 @@ pub struct ReclaimSettings {
     pub heartbeat: bool,
 }
 
-/// Metrics and health settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MetricsSettings {
-    /// Most distinct tenant label values per metric family (the rest are `__other__`).
-    pub max_tenant_labels: usize,
-    /// Refresh period of the Redis-derived gauges (and of the Redis reachability check).
-    pub refresh_interval: Duration,
-    /// No read and no settle for this long (with work waiting) makes the member not ready.
-    pub stall_after: Duration,
-}
-
 /// Validated admin settings: the admin command stream, replays and health counts.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
@@ -556,66 +521,52 @@ pub struct AdminSettings {
     /// Approximate cap of the audit stream (and of each tenant's archive of removed dead
     /// letters, which uses `dead_letter.max_len`).
     pub audit_max_len: u64,
-    /// Not used any more (the settle scripts write the settle counts); still accepted.
-    pub stats_interval: Duration,
+
     /// Dead letters shown by a dry run.
     pub sample: usize,
     /// Deliveries after which a command that keeps crashing its member is failed.
     pub max_deliveries: u64,
     /// Payload schema migrations applied on replay.
-    pub migrations: crate::admin::migrate::Migrations,
-}
-
-/// Validated Redis settings.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// Connection URL, or `None` when not configured.
-    pub url: Option<String>,
-    /// Key prefix.
-    pub key_prefix: String,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Response timeout of non-blocking commands.
-    pub response_timeout: Duration,
+    pub migrations: crate::schema::migrate::Migrations,
 }
 
 /// Every setting, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Redis connection.
-    pub redis: RedisSettings,
+    pub(crate) redis: RedisSettings,
     /// Fleet member behaviour.
-    pub fleet: FleetSettings,
+    pub(crate) fleet: FleetSettings,
     /// Task limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Cap of each dead-letter stream.
-    pub dead_letter_max_len: u64,
+    pub(crate) dead_letter_max_len: u64,
     /// Admin commands, replays and health.
-    pub admin: AdminSettings,
+    pub(crate) admin: AdminSettings,
     /// Retry policies.
-    pub policies: Policies,
+    pub(crate) policies: Policies,
     /// Rules for untyped errors.
-    pub classifier: Classifier,
+    pub(crate) classifier: Classifier,
     /// Tenant isolation: breakers, caps, weights.
-    pub isolation: IsolationSettings,
+    pub(crate) isolation: IsolationSettings,
     /// Log format.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Log filter.
-    pub log_level: String,
+    pub(crate) log_level: String,
     /// Whether payloads may be logged.
-    pub log_payloads: bool,
+    pub(crate) log_payloads: bool,
     /// Metrics endpoint address.
-    pub metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Metrics and health settings besides the address.
-    pub metrics: MetricsSettings,
+    pub(crate) metrics: MetricsSettings,
     /// Demo task count.
-    pub demo_tasks: usize,
+    pub(crate) demo_tasks: usize,
     /// Demo tenants.
-    pub demo_tenants: Vec<String>,
+    pub(crate) demo_tenants: Vec<String>,
     /// Simulated agent behaviour.
-    pub demo_agent: DemoAgentSettings,
+    pub(crate) demo_agent: DemoAgentSettings,
     /// What was loaded, for `config check`.
-    pub raw: RawConfig,
+    pub(crate) raw: RawConfig,
 }
 
 /// The handler names the binary knows.
@@ -677,6 +628,21 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
     Ok(())
 }
 
+impl crate::broker::Broker {
+    /// Connects to the configured Redis (`redis.url`) and checks that the server answers; says
+    /// how to configure it when no URL is set.
+    pub async fn connect(settings: &Settings) -> Result<crate::broker::Broker> {
+        let Some(url) = settings.redis.url.as_deref() else {
+            return Err(Error::Config(
+                "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
+                 (only `redrive demo` and `redrive bench` start a private server)"
+                    .into(),
+            ));
+        };
+        crate::broker::Broker::connect_to(url, &settings.redis, &settings.fleet.group).await
+    }
+}
+
 impl Settings {
     /// Loads and validates in one step.
     pub fn load(file: Option<&Path>) -> Result<Settings> {
@@ -689,7 +655,7 @@ impl Settings {
         let url = if r.url.trim().is_empty() {
             None
         } else {
-            redis::Client::open(r.url.as_str()).map_err(|e| {
+            crate::broker::check_url(&r.url).map_err(|e| {
                 Error::Config(format!(
                     "redis.url = '{}' is not a valid Redis URL: {e}",
                     redact_url(&r.url)
@@ -827,8 +793,8 @@ impl Settings {
                 ad.claim_idle_ms, ad.member_ttl_ms
             )));
         }
-        let migrations =
-            crate::admin::migrate::Migrations::from_specs(&ad.migrations).map_err(Error::Config)?;
+        let migrations = crate::schema::migrate::Migrations::from_specs(&ad.migrations)
+            .map_err(Error::Config)?;
 
         let log_format = match raw.log.format.as_str() {
             "human" => LogFormat::Human,
@@ -963,7 +929,6 @@ impl Settings {
                 rate: ad.rate,
                 record_ttl: Duration::from_millis(ad.record_ttl_ms),
                 audit_max_len: ad.audit_max_len,
-                stats_interval: Duration::from_millis(ad.stats_interval_ms),
                 sample: ad.sample,
                 max_deliveries: ad.max_deliveries,
                 migrations,
@@ -1289,7 +1254,7 @@ patch = { lang = "en", meta = { source = "replay" } }
             ),
             (
                 |c| {
-                    c.admin.migrations = vec![crate::admin::migrate::MigrationSpec {
+                    c.admin.migrations = vec![crate::schema::migrate::MigrationSpec {
                         kind: "k".into(),
                         from: 3,
                         to: 1,

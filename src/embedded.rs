@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -168,23 +168,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// The server's working directory (AOF files land here).
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Starts the server again on the same port and directory (after [`RedisServer::kill`]).
-    pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        self.spawn()
     }
 }
 

@@ -16,7 +16,7 @@ pub enum Error {
     Usage(String),
     /// Redis refused a command or could not be reached.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(RedisFailure),
     /// Redis refused a write because it is out of memory (`maxmemory` reached under the
     /// `noeviction` policy). The message says what was (not) written; it is one bounded line.
     #[error("redis is out of memory: {0}")]
@@ -66,7 +66,7 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with a description of what was being done.
-    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
         Error::Io {
             context: context.to_string(),
             source,
@@ -134,7 +134,7 @@ impl Error {
     }
 
     /// Rebuilds an error reported by a fleet member from its kind, message and exit code.
-    pub fn from_remote(kind: &str, message: String, code: i32) -> Error {
+    pub(crate) fn from_remote(kind: &str, message: String, code: i32) -> Error {
         match kind {
             "config" => Error::Config(message),
             "invalid_task" => Error::InvalidTask(message),
@@ -150,6 +150,35 @@ impl Error {
         }
     }
 }
+
+/// A failure reported by the Redis client: its text and, when the server refused a command,
+/// the server's error code (`NOGROUP`, `OOM`, …). Opaque, so that the library's users do not
+/// depend on the Redis client's types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisFailure {
+    text: String,
+    code: Option<String>,
+}
+
+impl RedisFailure {
+    /// A failure with this text and server error code.
+    pub(crate) fn new(text: String, code: Option<String>) -> RedisFailure {
+        RedisFailure { text, code }
+    }
+
+    /// The server's error code, when the server refused a command.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for RedisFailure {}
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

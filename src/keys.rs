@@ -149,6 +149,7 @@ impl Keys {
     }
 
     /// Recovers the tenant from a lane key built by [`Keys::lane`].
+    #[cfg(test)]
     pub fn tenant_of_lane<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
             .strip_prefix(":{")?

@@ -1,51 +1,82 @@
 //! redrive: a worker fleet on Redis Streams that keeps AI-agent tasks from vanishing.
 //!
+//! A handler author implements [`Handler`] (returning an [`Outcome`], with a [`FailureClass`]
+//! when an attempt fails); an embedder loads [`Settings`] (from a file and `REDRIVE_*`
+//! variables, or from an edited [`RawConfig`]), connects a [`Broker`], and runs a [`Fleet`]
+//! member until its [`Shutdown`] is triggered. Producers enqueue [`NewTask`]s through a
+//! [`Producer`].
+//!
 //! # Layout
 //!
-//! * [`task`] — the task contract: wire fields, limits, validation.
-//! * [`keys`] — every Redis key name, each tenant's keys under one hash tag.
-//! * [`broker`] — the only module that talks to Redis; domain verbs and Lua scripts.
-//! * [`producer`] — validated, pipelined enqueue.
-//! * [`handler`] — the trait agent code implements and the outcomes it returns.
-//! * [`fleet`] — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat, lease.
-//! * [`policy`] — retry decisions; [`classify`] — rules for untyped errors.
-//! * [`deadletter`] — the dead-letter record and error fingerprints.
-//! * [`admin`] — operators' commands: dead-letter triage and replay, health, the admin command
-//!   stream with exactly-once execution and its audit trail.
-//! * [`isolation`] — tenant isolation: breaker views, fair shares, `redrive breaker|tenants`.
-//! * [`demo_agent`] — the simulated agent; [`demo`] — `redrive demo`; [`bench`](mod@bench) — `redrive bench`.
-//! * [`config`] — layered settings and their validation.
-//! * [`embedded`] — a private redis-server for the demo and the tests.
-//! * [`telemetry`] — logging and the metric-name catalogue; [`endpoint`] — /metrics,
-//!   /healthz, /readyz.
-//! * [`failpoint`] — SIGKILL at a named point, for crash tests.
-//! * [`shutdown`] — the shutdown signal; [`cli`] — the command line; [`error`] — errors.
+//! The library (everything below is crate-private; the items above are its public API):
+//!
+//! * `task` — the task contract: wire fields, limits, validation.
+//! * `keys` — every Redis key name, each tenant's keys under one hash tag.
+//! * `broker` — the only module that talks to Redis; domain verbs and Lua scripts.
+//! * `producer` — validated, pipelined enqueue.
+//! * `handler` — the trait agent code implements and the outcomes it returns.
+//! * `fleet` — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat,
+//!   lease, admin loop, publisher.
+//! * `policy` — retry decisions; `classify` — rules for untyped errors.
+//! * `deadletter` — the dead-letter record and error fingerprints.
+//! * `admin` — operators' commands: the command model, dead-letter selection, replay jobs,
+//!   the exactly-once executor shared by fleet members and `--local`.
+//! * `isolation` — tenant isolation, pure: breaker views, fair shares.
+//! * `schema` — JSON merge patch and payload schema migrations.
+//! * `config` — layered settings and their validation.
+//! * `embedded` — a private redis-server for the demo and the tests.
+//! * `telemetry` — logging, the metric-name catalogue, readiness and the /metrics endpoint.
+//! * `failpoint` — SIGKILL at a named point, for crash tests.
+//! * `shutdown` — the shutdown signal; `error` — errors and their exit codes.
+//!
+//! The application (`app`, the default `app` feature): the command line, bench, demo, demo
+//! agent and the operators' reports. Nothing in the library imports it.
 //!
 //! See ARCHITECTURE.md for the invariants that hold across these modules.
 
 #![warn(missing_docs)]
+// Without the application, the helpers only it uses (the CLI's time parsing, logging and
+// metrics set-up, the endpoint, the embedded server) have no caller yet; the library's own
+// telemetry entry point (issue 12, WP B) gives most of them one.
+#![cfg_attr(not(feature = "app"), allow(dead_code, unused_imports))]
 
-pub mod admin;
-pub mod bench;
-pub mod broker;
-pub mod classify;
-pub mod cli;
-pub mod config;
-pub mod deadletter;
-pub mod demo;
-pub mod demo_agent;
-pub mod embedded;
-pub mod endpoint;
-pub mod error;
-pub mod failpoint;
-pub mod fleet;
-pub mod handler;
-pub mod isolation;
-pub mod keys;
-pub mod policy;
-pub mod producer;
-pub mod shutdown;
-pub mod task;
-pub mod telemetry;
+pub(crate) mod admin;
+#[cfg(feature = "app")]
+mod app;
+pub(crate) mod broker;
+pub(crate) mod classify;
+pub(crate) mod config;
+pub(crate) mod deadletter;
+pub(crate) mod embedded;
+pub(crate) mod error;
+pub(crate) mod failpoint;
+pub(crate) mod fleet;
+pub(crate) mod handler;
+pub(crate) mod isolation;
+pub(crate) mod keys;
+pub(crate) mod policy;
+pub(crate) mod producer;
+pub(crate) mod schema;
+pub(crate) mod shutdown;
+pub(crate) mod task;
+pub(crate) mod telemetry;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
 
-pub use error::{Error, Result};
+pub use broker::Broker;
+pub use config::{RawConfig, Settings};
+pub use error::{Error, RedisFailure, Result};
+pub use fleet::Fleet;
+pub use handler::{
+    FailureClass, Handler, HandlerFuture, NoopHandler, Outcome, Progress, TaskContext,
+};
+pub use producer::{Enqueued, Producer};
+pub use shutdown::Shutdown;
+pub use task::{AttemptRecord, NewTask, Task};
+pub use telemetry::Health;
+
+/// Runs the `redrive` command line (the binary's `main`).
+#[cfg(feature = "app")]
+#[doc(hidden)]
+pub use app::run as run_app;

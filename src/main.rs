@@ -1,6 +1,4 @@
-//! The `redrive` binary: parse, run, map the error to an exit code.
-
-use clap::Parser;
+//! The `redrive` binary: the application in `src/app/` runs and maps its error to an exit code.
 
 // glibc malloc was a fifth of the member's CPU time in the drain profile (benches/README.md);
 // mimalloc's thread-local free lists fit the allocate-here, free-on-another-worker pattern of
@@ -9,19 +7,5 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = redrive::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(70);
-        }
-    };
-    if let Err(e) = runtime.block_on(redrive::cli::run(cli)) {
-        eprintln!("error: {e}");
-        std::process::exit(e.exit_code());
-    }
+    redrive::run_app()
 }

@@ -6,6 +6,7 @@
 //! leaves the chunks before it written, and its error says how many tasks that is.
 
 use crate::broker::Broker;
+use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::task::{now_ms, Limits, NewTask, Task};
 
@@ -29,9 +30,12 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer writing through `broker`, enforcing `limits`.
-    pub fn new(broker: Broker, limits: Limits) -> Producer {
-        Producer { broker, limits }
+    /// A producer writing through `broker`, enforcing the task limits of `settings`.
+    pub fn new(broker: Broker, settings: &Settings) -> Producer {
+        Producer {
+            broker,
+            limits: settings.limits,
+        }
     }
 
     /// Enqueues one task.
@@ -103,35 +107,5 @@ impl Producer {
                 })
             })
             .collect()
-    }
-}
-
-/// Parses JSON Lines (one [`NewTask`] object per line; blank lines are skipped but counted),
-/// each task with its 1-based line number in `text`. The first bad line fails the whole input
-/// with its line number, so nothing is half-enqueued.
-pub fn parse_jsonl(text: &str) -> Result<Vec<(usize, NewTask)>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str::<NewTask>(line)
-                .map(|t| (i + 1, t))
-                .map_err(|e| Error::InvalidTask(format!("line {}: {e}", i + 1)))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jsonl_errors_name_the_line() {
-        let ok = parse_jsonl("\n{\"tenant\":\"a\",\"kind\":\"k\",\"payload\":{}}\n\n").unwrap();
-        assert_eq!(ok.len(), 1);
-        assert_eq!(ok[0].0, 2, "blank lines count");
-        let err =
-            parse_jsonl("{\"tenant\":\"a\",\"kind\":\"k\",\"payload\":{}}\n{oops\n").unwrap_err();
-        assert!(err.to_string().contains("line 2"), "{err}");
     }
 }

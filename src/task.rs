@@ -362,8 +362,8 @@ pub struct NewTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
     /// The producer's own fields (tool version, environment, log links…), carried through
-    /// retries, deferrals and replays and shown in dead letters. At most [`MAX_EXTRA_FIELDS`]
-    /// of them, [`MAX_EXTRA_BYTES`] in all, names by [`validate_extra_name`].
+    /// retries, deferrals and replays and shown in dead letters. At most `MAX_EXTRA_FIELDS`
+    /// of them, `MAX_EXTRA_BYTES` in all, names by `validate_extra_name`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
 }
@@ -401,6 +401,7 @@ impl NewTask {
     }
 
     /// Validates every field and produces the first attempt of the task, enqueued at `now_ms`.
+    #[doc(hidden)]
     pub fn into_task(self, limits: &Limits, now_ms: u64) -> Result<Task> {
         let invalid = Error::InvalidTask;
         validate_tenant(&self.tenant).map_err(invalid)?;
@@ -555,7 +556,7 @@ impl Task {
 
     /// The contract's and the reserved fields, without the producer's own ones, in the order
     /// they are written. A dead letter writes these plus the own fields as one `extra` field.
-    pub fn contract_fields(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn contract_fields(&self) -> Vec<(&'static str, String)> {
         let mut f = Vec::with_capacity(16);
         f.push((field::TASK_ID, self.task_id.clone()));
         f.push((field::TENANT, self.tenant.clone()));
@@ -607,7 +608,7 @@ impl Task {
 
     /// The producer's own fields as the JSON object a dead letter keeps in `extra`, or `None`
     /// when there are none.
-    pub fn extra_json(&self) -> Option<String> {
+    pub(crate) fn extra_json(&self) -> Option<String> {
         if self.extra.is_empty() {
             return None;
         }
@@ -622,6 +623,7 @@ impl Task {
     /// The lane entry's fields, in the order they are written: [`Task::contract_fields`], then
     /// the producer's own fields. Every path that writes a task to a lane or to the retry
     /// schedule (enqueue, retries, replays) goes through here, so the own fields travel with it.
+    #[doc(hidden)]
     pub fn to_fields(&self) -> TaskFields {
         let mut f: TaskFields = self
             .contract_fields()
@@ -640,7 +642,7 @@ impl Task {
     /// [`Task::to_fields`] without `enqueued_at` (the recovery loop stamps it when the item is
     /// due), with `first_enqueued_at` always present and `from_entry` last, so that two entries
     /// of identical tasks (a repeated `task_id`) never become one schedule item.
-    pub fn retry_fields(&self, from_entry: &str) -> TaskFields {
+    pub(crate) fn retry_fields(&self, from_entry: &str) -> TaskFields {
         let mut f: TaskFields = self
             .to_fields()
             .into_iter()
@@ -661,7 +663,7 @@ impl Task {
     /// lane's tenant. Reserved fields are read as redrive's own, whoever wrote them. Any other
     /// field is the producer's own: carried within the limits, the rest recorded in
     /// `extra_dropped` (never a reason to refuse the task).
-    pub fn from_fields(
+    pub(crate) fn from_fields(
         lane_tenant: &str,
         entry_id: &str,
         fields: &[(Vec<u8>, Vec<u8>)],
@@ -673,7 +675,7 @@ impl Task {
     /// Reads the task kept in a dead letter's fields (`orig_id` is the lane entry it came
     /// from): the dead letter's own fields are ignored and the producer's own fields come from
     /// its `extra` field.
-    pub fn from_dead_letter(
+    pub(crate) fn from_dead_letter(
         lane_tenant: &str,
         orig_id: &str,
         fields: &[(Vec<u8>, Vec<u8>)],

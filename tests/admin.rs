@@ -11,9 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{counts, eventually, text_fields, TestEnv};
-use redrive::deadletter::DeadLetter;
-use redrive::handler::FailureClass;
-use redrive::task::{Limits, NewTask};
+use redrive::testkit::BrokerExt;
+use redrive::testkit::DeadLetter;
+use redrive::testkit::Limits;
+use redrive::FailureClass;
+use redrive::NewTask;
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -242,7 +244,7 @@ async fn audit(env: &TestEnv) -> Vec<HashMap<String, String>> {
         .query_async(&mut raw)
         .await
         .unwrap();
-    redrive::broker::reply::entries(v)
+    redrive::testkit::entries(v)
         .unwrap()
         .into_iter()
         .map(|e| text_fields(e.fields.unwrap_or_default()))
@@ -258,7 +260,7 @@ async fn lane(env: &TestEnv, tenant: &str) -> Vec<HashMap<String, String>> {
         .query_async(&mut raw)
         .await
         .unwrap();
-    redrive::broker::reply::entries(v)
+    redrive::testkit::entries(v)
         .unwrap()
         .into_iter()
         .map(|e| text_fields(e.fields.unwrap_or_default()))
@@ -388,7 +390,7 @@ async fn reads_filter_paginate_and_change_nothing() {
         12,
         "relative: acme 0..=8, beta 0..=2"
     );
-    let rfc = redrive::admin::time::format_time(base + 5 * HOUR);
+    let rfc = redrive::testkit::format_time(base + 5 * HOUR);
     assert_eq!(n(&["--since", &rfc, "--tenant", "beta"]), 1);
     let timeouts = run_json(
         &env,

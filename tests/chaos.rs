@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{counts, Supervisor, TestEnv};
-use redrive::task::NewTask;
+use redrive::testkit::BrokerExt;
+use redrive::NewTask;
 use serde_json::json;
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];

@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestEnv;
+use redrive::testkit::BrokerExt;
 
 #[tokio::test]
 async fn enqueue_rejects_bad_input_and_writes_nothing() {
@@ -569,7 +570,7 @@ async fn enqueue_file_errors_name_the_files_line() {
 /// as `unknown` (transient), never `unauthorized` (permanent); a real status still counts.
 #[tokio::test]
 async fn untyped_errors_with_ids_in_them_are_unknown_through_a_member() {
-    use redrive::task::NewTask;
+    use redrive::NewTask;
     use serde_json::json;
     let env = TestEnv::new();
     let error = |m: &str| json!({"simulate": "error", "message": m, "work_ms": 0});

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{eventually, text_fields, TestEnv};
-use redrive::broker::{DeferItem, Deferred};
+use redrive::testkit::BrokerExt;
+use redrive::testkit::{DeferItem, Deferred};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -75,7 +76,7 @@ async fn lane(env: &TestEnv, tenant: &str) -> Vec<HashMap<String, String>> {
         .query_async(&mut raw)
         .await
         .unwrap();
-    redrive::broker::reply::entries(v)
+    redrive::testkit::entries(v)
         .unwrap()
         .into_iter()
         .map(|e| text_fields(e.fields.unwrap_or_default()))
@@ -321,7 +322,7 @@ async fn entries_with_a_repeated_task_id_are_separate_tasks() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let entries: Vec<_> = redrive::broker::reply::streams(v)
+    let entries: Vec<_> = redrive::testkit::streams(v)
         .unwrap()
         .into_iter()
         .flat_map(|(_, e)| e)

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{eventually, http_get, TestEnv};
-use redrive::task::NewTask;
+use redrive::NewTask;
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(120);

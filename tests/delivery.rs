@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{counts, eventually, http_get, Supervisor, TestEnv};
-use redrive::task::NewTask;
+use redrive::testkit::BrokerExt;
+use redrive::NewTask;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -68,7 +69,7 @@ fn unfinished(acts: &[Activity], member: &str, after_ms: u64, until_ms: u64) -> 
 }
 
 fn now_ms() -> u64 {
-    redrive::task::now_ms()
+    redrive::testkit::now_ms()
 }
 
 /// How many entries `consumer` holds pending in `tenant`'s lane.

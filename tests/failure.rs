@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::{counts, eventually, Member, Supervisor, TestEnv};
-use redrive::task::NewTask;
+use redrive::testkit::BrokerExt;
+use redrive::NewTask;
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -441,7 +442,7 @@ async fn assert_every_task_ended_once(
 
 #[tokio::test]
 async fn sigkill_at_each_settle_point_loses_nothing() {
-    for (i, point) in redrive::failpoint::POINTS.iter().enumerate() {
+    for (i, point) in redrive::testkit::POINTS.iter().enumerate() {
         let env = TestEnv::new();
         let mut ok = HashSet::new();
         let mut failing = HashMap::new();
@@ -521,7 +522,7 @@ async fn sigkill_at_each_settle_point_loses_nothing() {
 
 /// Reads up to `count` new entries of `tenant`'s lane as consumer `ghost`, a member that then
 /// vanishes; returns the entries.
-async fn ghost_read(env: &TestEnv, tenant: &str, count: usize) -> Vec<redrive::broker::Entry> {
+async fn ghost_read(env: &TestEnv, tenant: &str, count: usize) -> Vec<redrive::testkit::Entry> {
     env.broker().await.ensure_group(tenant).await.unwrap();
     let mut raw = env.raw().await;
     let v: redis::Value = redis::cmd("XREADGROUP")
@@ -536,7 +537,7 @@ async fn ghost_read(env: &TestEnv, tenant: &str, count: usize) -> Vec<redrive::b
         .query_async(&mut raw)
         .await
         .unwrap();
-    let streams = redrive::broker::reply::streams(v).unwrap();
+    let streams = redrive::testkit::streams(v).unwrap();
     streams.into_iter().flat_map(|(_, e)| e).collect()
 }
 
@@ -639,7 +640,7 @@ async fn one_task_at_member_a(
     env: &TestEnv,
     cfg: &[(&str, &str)],
     work_ms: u64,
-) -> (Member, redrive::broker::Broker) {
+) -> (Member, redrive::Broker) {
     let a = env.member("a", cfg);
     let broker = env.broker().await;
     eventually(LONG, "member a serves", || async {

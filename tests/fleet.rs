@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{counts, eventually, TestEnv};
+use redrive::testkit::BrokerExt;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(120);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, http_get, TestEnv};
-use redrive::task::NewTask;
+use redrive::NewTask;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(60);

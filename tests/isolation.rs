@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{counts, eventually, Member, TestEnv};
-use redrive::broker::BreakerTransition;
-use redrive::task::NewTask;
+use redrive::testkit::BreakerTransition;
+use redrive::testkit::BrokerExt;
+use redrive::NewTask;
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(180);

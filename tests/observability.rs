@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{eventually, try_http_get, Member, TestEnv};
-use redrive::task::NewTask;
+use redrive::NewTask;
 use serde_json::{json, Value};
 
 /// The datasource uid every panel and Grafana-managed alert refers to.
@@ -165,9 +165,9 @@ fn base_name(name: &str) -> &str {
     name
 }
 
-/// The names catalogued in src/telemetry.rs (`names::*`).
+/// The names catalogued in src/telemetry/names.rs.
 fn catalogue() -> BTreeSet<String> {
-    let src = read("src/telemetry.rs");
+    let src = read("src/telemetry/names.rs");
     src.lines()
         .filter_map(|l| {
             let l = l.trim();
@@ -1245,7 +1245,7 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     let unknown: Vec<&String> = used.keys().filter(|n| !catalogue.contains(*n)).collect();
     assert!(
         unknown.is_empty(),
-        "names used by dashboards or rules that src/telemetry.rs does not catalogue: {unknown:?}"
+        "names used by dashboards or rules that src/telemetry/names.rs does not catalogue: {unknown:?}"
     );
 
     let env = TestEnv::new();

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{counts, eventually, http_get, Supervisor, TestEnv};
-use redrive::task::NewTask;
+use redrive::testkit::BrokerExt;
+use redrive::NewTask;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(60);

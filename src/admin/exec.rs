@@ -8,47 +8,14 @@
 
 use serde_json::{json, Value};
 
+pub use super::context::{AdminContext, Executed};
 use super::select::{DlId, Selection};
 use super::{CommandResult, Envelope, PurgeSpec, RemoveSpec};
 use crate::broker::{BeginCommand, Broker, FinishMode};
-use crate::config::AdminSettings;
 use crate::deadletter::bounded;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
-use crate::task::Limits;
 use crate::telemetry::names;
-
-/// Everything executing a command needs.
-#[derive(Debug, Clone)]
-pub struct AdminContext {
-    /// Redis.
-    pub broker: Broker,
-    /// `[admin]` settings, migrations included.
-    pub settings: AdminSettings,
-    /// Task limits (a replayed payload must fit them).
-    pub limits: Limits,
-    /// Cap of each tenant's dead-letter stream (also caps its archive of removed ones).
-    pub dlq_max_len: u64,
-    /// Who executes: the member id, or `local@host` for `--local`.
-    pub executor: String,
-}
-
-/// How an execution ended.
-#[derive(Debug)]
-pub enum Executed {
-    /// It finished (well or not): its message or error, and details.
-    Finished(Result<String>, Value),
-    /// The executor is shutting down mid-command: leave it pending so that a restart or
-    /// another member resumes it.
-    Interrupted,
-}
-
-impl Executed {
-    /// A finished execution.
-    pub fn finished(result: Result<String>, details: Value) -> Executed {
-        Executed::Finished(result, details)
-    }
-}
 
 /// Executes one command. Replays may run long; `stop` interrupts them between steps.
 pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Executed {
@@ -73,7 +40,7 @@ async fn breaker(
     env: &Envelope,
     spec: &super::BreakerSpec,
 ) -> Result<(String, Value)> {
-    let change = crate::isolation::cli::breaker(
+    let change = super::breaker::breaker(
         &ctx.broker,
         &spec.tenant,
         spec.open,
@@ -81,7 +48,7 @@ async fn breaker(
         &env.operator,
     )
     .await?;
-    let message = crate::isolation::cli::describe(&change, spec.open);
+    let message = super::breaker::describe(&change, spec.open);
     let details = serde_json::to_value(&change).unwrap_or(Value::Null);
     Ok((message, details))
 }

@@ -20,16 +20,12 @@
 //! * [`client`] — the CLI side of the stream: fleet check, submit, wait, withdraw.
 //! * [`cli`] — the `dlq`, `health` and `admin` subcommands.
 
-pub mod cli;
-pub mod client;
+pub mod breaker;
+pub mod context;
 pub mod exec;
-pub mod migrate;
-pub mod patch;
 pub mod replay;
-pub mod report;
 pub mod select;
 pub mod time;
-pub mod view;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

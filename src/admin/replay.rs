@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::exec::{AdminContext, Executed};
-use super::migrate::Migrations;
-use super::patch::merge_patch;
+use super::context::{AdminContext, Executed};
 use super::select::{field_str, DlId, Filter, Selection};
 use super::{Envelope, ReplaySpec};
 use crate::broker::{Broker, Fields};
 use crate::deadletter::field as dl;
 use crate::error::{Error, Result};
 use crate::handler::FailureClass;
+use crate::schema::migrate::Migrations;
+use crate::schema::patch::merge_patch;
 use crate::shutdown::Shutdown;
 use crate::task::{field, validate_payload, Limits, Task};
 use crate::telemetry::{names, tenant_label};
@@ -792,7 +792,7 @@ async fn steps(
                 }
             }
             let results = b
-                .replay(&tenant, minute, super::report::STATS_KEEP, &ready)
+                .replay(&tenant, minute, crate::broker::STATS_KEEP, &ready)
                 .await?;
             let replayed = results.iter().filter(|r| r.is_some()).count() as u64;
             counts.replayed += replayed;

@@ -12,6 +12,9 @@ use redis::{Script, Value};
 use super::{claim_step, is_code, reply, Broker, ClaimStep, Entry};
 use crate::error::{Error, Result};
 
+/// How long the per-minute settle counts are kept (health and stats windows reach back 24 h).
+pub const STATS_KEEP: Duration = Duration::from_secs(2 * 86_400);
+
 struct AdminScripts {
     begin: Script,
     finish: Script,
@@ -77,9 +80,6 @@ pub enum Withdraw {
         member: String,
     },
 }
-
-/// Settle counts to add: (tenant, minute, [(field, n)]).
-pub type StatsDelta = (String, u64, Vec<(&'static str, u64)>);
 
 /// Counts of one fingerprint in a tally.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ fn hash(v: Value) -> Option<HashMap<String, String>> {
 impl Broker {
     /// The Redis server's clock, ms since the epoch. Times that several processes compare (the
     /// dead-letter ids, beats, deadlines) all come from this clock.
-    pub async fn server_time_ms(&self) -> Result<u64> {
+    pub(crate) async fn server_time_ms(&self) -> Result<u64> {
         let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.con()).await?;
         Ok(s * 1000 + us / 1000)
     }
@@ -179,7 +179,7 @@ impl Broker {
 
     /// Creates the fleet's group on the admin command stream if it is missing. It starts at id
     /// 0, so commands sent before any member ran are read too (their deadline guards age).
-    pub async fn admin_ensure_group(&self) -> Result<()> {
+    pub(crate) async fn admin_ensure_group(&self) -> Result<()> {
         let r: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.admin_commands())
@@ -196,7 +196,7 @@ impl Broker {
     }
 
     /// Appends a command to the admin stream. Returns its entry id.
-    pub async fn admin_submit(&self, fields: &[(&str, String)]) -> Result<String> {
+    pub(crate) async fn admin_submit(&self, fields: &[(&str, String)]) -> Result<String> {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(self.keys.admin_commands()).arg("*");
         for (k, v) in fields {
@@ -205,20 +205,9 @@ impl Broker {
         Ok(cmd.query_async(&mut self.con()).await?)
     }
 
-    /// One entry of the admin stream, if it still exists.
-    pub async fn admin_entry(&self, entry_id: &str) -> Result<Option<Entry>> {
-        let v: Value = redis::cmd("XRANGE")
-            .arg(self.keys.admin_commands())
-            .arg(entry_id)
-            .arg(entry_id)
-            .query_async(&mut self.con())
-            .await?;
-        Ok(reply::entries(v)?.into_iter().next())
-    }
-
     /// One step of a member's drain of its own pending admin commands (claim.lua on the admin
     /// stream): after a restart it takes them up again, except those delivered too often.
-    pub async fn admin_claim_own(
+    pub(crate) async fn admin_claim_own(
         &self,
         consumer: &str,
         start: &str,
@@ -239,7 +228,7 @@ impl Broker {
     /// One step of a reclaim scan over the admin stream (autoclaim.lua): commands left pending
     /// by a member that stopped beating for `min_idle` are taken over by `consumer`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn admin_reclaim(
+    pub(crate) async fn admin_reclaim(
         &self,
         consumer: &str,
         min_idle: Duration,
@@ -261,14 +250,18 @@ impl Broker {
 
     /// Re-delivers a taken-over admin command to `consumer` (begin.lua on the admin stream:
     /// owner check + delivery count + 1) and returns its fields.
-    pub async fn admin_redeliver(&self, consumer: &str, entry_id: &str) -> Result<super::Begin> {
+    pub(crate) async fn admin_redeliver(
+        &self,
+        consumer: &str,
+        entry_id: &str,
+    ) -> Result<super::Begin> {
         self.begin_on(self.keys.admin_commands(), consumer, entry_id)
             .await
     }
 
     /// Claims the execution of command `command_id` carried by `entry` (see
     /// scripts/admin_begin.lua).
-    pub async fn admin_begin(
+    pub(crate) async fn admin_begin(
         &self,
         command_id: &str,
         entry: &str,
@@ -299,7 +292,7 @@ impl Broker {
     /// Records a command's result, audits it and settles its stream entry, atomically (see
     /// scripts/admin_finish.lua). Returns whether the result or note was written.
     #[allow(clippy::too_many_arguments)]
-    pub async fn admin_finish(
+    pub(crate) async fn admin_finish(
         &self,
         command_id: &str,
         entry: &str,
@@ -332,7 +325,7 @@ impl Broker {
     /// A beat of an admin loop (see scripts/admin_beat.lua): `member` (None for a `--local`
     /// CLI) counts as live, and the running commands `(command id, entry)` stay fresh. Returns
     /// the entries the member no longer owns.
-    pub async fn admin_beat(
+    pub(crate) async fn admin_beat(
         &self,
         member: Option<&str>,
         ttl: Duration,
@@ -353,14 +346,14 @@ impl Broker {
     }
 
     /// The members whose admin loop beat within `ttl` (server clock).
-    pub async fn admin_live_members(&self, ttl: Duration) -> Result<Vec<String>> {
+    pub(crate) async fn admin_live_members(&self, ttl: Duration) -> Result<Vec<String>> {
         let mut inv = scripts().live.key(self.keys.admin_members());
         inv.arg(ttl.as_millis() as u64);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
     /// Removes `member` from the live set (clean shutdown).
-    pub async fn admin_leave(&self, member: &str) -> Result<()> {
+    pub(crate) async fn admin_leave(&self, member: &str) -> Result<()> {
         let _: i64 = redis::cmd("ZREM")
             .arg(self.keys.admin_members())
             .arg(member)
@@ -370,7 +363,10 @@ impl Broker {
     }
 
     /// A command's record (state, executor, result), if it exists.
-    pub async fn admin_record(&self, command_id: &str) -> Result<Option<HashMap<String, String>>> {
+    pub(crate) async fn admin_record(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<HashMap<String, String>>> {
         let v: Value = redis::cmd("HGETALL")
             .arg(self.keys.admin_command(command_id))
             .query_async(&mut self.con())
@@ -379,7 +375,11 @@ impl Broker {
     }
 
     /// Withdraws a command nobody has started (see scripts/admin_withdraw.lua).
-    pub async fn admin_withdraw(&self, command_id: &str, keep: Duration) -> Result<Withdraw> {
+    pub(crate) async fn admin_withdraw(
+        &self,
+        command_id: &str,
+        keep: Duration,
+    ) -> Result<Withdraw> {
         let mut inv = scripts().withdraw.key(self.keys.admin_command(command_id));
         inv.arg(keep.as_millis() as u64);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
@@ -394,7 +394,11 @@ impl Broker {
     }
 
     /// Audit entries, newest first, starting before `before` (an exclusive entry id) if given.
-    pub async fn admin_audit(&self, before: Option<&str>, count: usize) -> Result<Vec<Entry>> {
+    pub(crate) async fn admin_audit(
+        &self,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
         let end = before
             .map(|b| format!("({b}"))
             .unwrap_or_else(|| "+".into());
@@ -412,7 +416,7 @@ impl Broker {
     // ---- replay jobs ---------------------------------------------------------------------
 
     /// A replay job's fields, if it exists.
-    pub async fn job_get(&self, job: &str) -> Result<Option<HashMap<String, String>>> {
+    pub(crate) async fn job_get(&self, job: &str) -> Result<Option<HashMap<String, String>>> {
         let v: Value = redis::cmd("HGETALL")
             .arg(self.keys.admin_job(job))
             .query_async(&mut self.con())
@@ -421,7 +425,12 @@ impl Broker {
     }
 
     /// Sets fields of a job and removes `clear` (no expiry: a job lives until it finishes).
-    pub async fn job_set(&self, job: &str, set: &[(&str, String)], clear: &[&str]) -> Result<()> {
+    pub(crate) async fn job_set(
+        &self,
+        job: &str,
+        set: &[(&str, String)],
+        clear: &[&str],
+    ) -> Result<()> {
         let key = self.keys.admin_job(job);
         let mut pipe = redis::pipe();
         pipe.cmd("PERSIST").arg(&key).ignore();
@@ -441,7 +450,7 @@ impl Broker {
 
     /// Records a job's progress: adds `incr` to its counters, sets `set`, and returns the id of
     /// a cancel request if one is pending. One round trip.
-    pub async fn job_progress(
+    pub(crate) async fn job_progress(
         &self,
         job: &str,
         incr: &[(&str, u64)],
@@ -467,7 +476,7 @@ impl Broker {
     }
 
     /// Lets a finished job's record expire after `keep`.
-    pub async fn job_expire(&self, job: &str, keep: Duration) -> Result<()> {
+    pub(crate) async fn job_expire(&self, job: &str, keep: Duration) -> Result<()> {
         let _: i64 = redis::cmd("PEXPIRE")
             .arg(self.keys.admin_job(job))
             .arg(keep.as_millis() as u64)
@@ -478,7 +487,7 @@ impl Broker {
 
     /// Asks a job to stop (see scripts/job_cancel.lua). Returns its state, `None` when there is
     /// no such job.
-    pub async fn job_cancel(&self, job: &str, command_id: &str) -> Result<Option<String>> {
+    pub(crate) async fn job_cancel(&self, job: &str, command_id: &str) -> Result<Option<String>> {
         let mut inv = scripts().job_cancel.key(self.keys.admin_job(job));
         inv.arg(command_id);
         Ok(inv.invoke_async(&mut self.con()).await?)
@@ -487,7 +496,11 @@ impl Broker {
     // ---- dead letters --------------------------------------------------------------------
 
     /// The dead letters `ids` of a tenant in one round trip; `None` for ids that do not exist.
-    pub async fn dlq_entries(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<Entry>>> {
+    pub(crate) async fn dlq_entries(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<Entry>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -503,18 +516,9 @@ impl Broker {
             .collect()
     }
 
-    /// The first dead letter of a tenant at or after `start` (`-` for the oldest).
-    pub async fn dlq_first(&self, tenant: &str, start: &str, end: &str) -> Result<Option<Entry>> {
-        Ok(self
-            .dlq_range(tenant, start, end, 1)
-            .await?
-            .into_iter()
-            .next())
-    }
-
     /// Counts one page of a tenant's dead letters on the server (see scripts/dlq_tally.lua).
     /// `filter_json` holds the class, kind and fingerprint criteria.
-    pub async fn dlq_tally(
+    pub(crate) async fn dlq_tally(
         &self,
         tenant: &str,
         start: &str,
@@ -560,7 +564,7 @@ impl Broker {
     /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua): each item is a
     /// dead-letter id and the replayed task's fields. Returns per item the new lane entry id, or
     /// `None` when the dead letter was already gone. `minute` is the stats bucket counting them.
-    pub async fn replay(
+    pub(crate) async fn replay(
         &self,
         tenant: &str,
         minute: u64,
@@ -598,7 +602,7 @@ impl Broker {
     /// Moves dead letters of `tenant` to its archive of removed ones, stamped with the action,
     /// operator, reason and command (see scripts/dlq_remove.lua). Returns the ids removed.
     #[allow(clippy::too_many_arguments)]
-    pub async fn dlq_remove(
+    pub(crate) async fn dlq_remove(
         &self,
         tenant: &str,
         ids: &[&str],
@@ -624,7 +628,7 @@ impl Broker {
 
     /// Deletes a tenant's dead letters with an id below `before_ms` (exact XTRIM MINID).
     /// Returns how many were deleted.
-    pub async fn dlq_purge(&self, tenant: &str, before_ms: u64) -> Result<u64> {
+    pub(crate) async fn dlq_purge(&self, tenant: &str, before_ms: u64) -> Result<u64> {
         Ok(redis::cmd("XTRIM")
             .arg(self.keys.dlq(tenant))
             .arg("MINID")
@@ -634,7 +638,8 @@ impl Broker {
     }
 
     /// Removed dead letters of a tenant (its archive), oldest first.
-    pub async fn dlq_removed_range(
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) async fn dlq_removed_range(
         &self,
         tenant: &str,
         start: &str,
@@ -653,32 +658,8 @@ impl Broker {
 
     // ---- settle counts -------------------------------------------------------------------
 
-    /// Adds settle counts into per-tenant minute buckets, kept for `keep`: items of (tenant,
-    /// minute, counts). One pipelined round trip.
-    pub async fn stats_add(&self, items: &[StatsDelta], keep: Duration) -> Result<()> {
-        let mut pipe = redis::pipe();
-        let mut any = false;
-        for (tenant, minute, counts) in items {
-            let key = self.keys.stats(tenant, *minute);
-            for (field, n) in counts {
-                if *n > 0 {
-                    pipe.cmd("HINCRBY").arg(&key).arg(*field).arg(*n).ignore();
-                    any = true;
-                }
-            }
-            pipe.cmd("PEXPIRE")
-                .arg(&key)
-                .arg(keep.as_millis() as u64)
-                .ignore();
-        }
-        if any {
-            let _: () = pipe.query_async(&mut self.con()).await?;
-        }
-        Ok(())
-    }
-
     /// The sums of a tenant's settle counts over the minutes `from..=to`.
-    pub async fn stats_sum(
+    pub(crate) async fn stats_sum(
         &self,
         tenant: &str,
         from: u64,
@@ -700,7 +681,7 @@ impl Broker {
 
     /// How many of a tenant's scheduled retries (and tasks held back by its breaker) are due
     /// by the server's clock (and wait for the recovery loop).
-    pub async fn retry_due_count(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn retry_due_count(&self, tenant: &str) -> Result<u64> {
         let now = self.server_time_ms().await?;
         let (retries, deferred): (u64, u64) = redis::pipe()
             .cmd("ZCOUNT")

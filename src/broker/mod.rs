@@ -7,6 +7,8 @@
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
 pub mod admin;
+mod connect;
+mod error;
 pub mod raw;
 pub mod reply;
 pub mod tenants;
@@ -17,13 +19,13 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
 
-use crate::config::RedisSettings;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::task::Task;
-pub use admin::{BeginCommand, FingerprintTally, FinishMode, TallyPage, Withdraw};
+pub use admin::{BeginCommand, FingerprintTally, FinishMode, Withdraw, STATS_KEEP};
+pub use connect::{check_url, redact_url, RedisSettings};
 pub use reply::{Entry, Fields};
-pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict, SlotGrant};
+pub use tenants::{BreakerInfo, BreakerTransition, DeferItem, Deferred, ProbeVerdict};
 
 struct Scripts {
     ack: Script,
@@ -125,7 +127,7 @@ pub struct RetryItem {
 
 impl RetryItem {
     /// Encodes the next attempt's `fields` for the schedule.
-    pub fn new<K: AsRef<str>>(
+    pub(crate) fn new<K: AsRef<str>>(
         entry_id: &str,
         delay: Duration,
         fields: &[(K, String)],
@@ -284,14 +286,14 @@ fn refused(errors: &[&redis::ServerError], nothing: &str) -> Error {
 /// commands were refused and the first refusal ([`Error::OutOfMemory`] when for memory).
 fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
     let Some(errors) = e.clone().into_server_errors() else {
-        return Error::Redis(e);
+        return Error::from(e);
     };
     let Some((index, first)) = errors
         .iter()
         .find(|(_, e)| e.code() == "OOM")
         .or(errors.first())
     else {
-        return Error::Redis(e);
+        return Error::from(e);
     };
     let said = bounded(
         format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
@@ -310,11 +312,11 @@ fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
 
 /// Whether Redis refused a command because it is over `maxmemory` (with `noeviction`, or when
 /// nothing more can be evicted): `-OOM command not allowed when used memory > 'maxmemory'`.
-pub fn is_oom(e: &Error) -> bool {
+pub(crate) fn is_oom(e: &Error) -> bool {
     match e {
         Error::OutOfMemory(_) => true,
         Error::Redis(r) => {
-            is_code(r, "OOM")
+            r.code() == Some("OOM")
                 || r.to_string()
                     .contains("command not allowed when used memory")
         }
@@ -324,12 +326,16 @@ pub fn is_oom(e: &Error) -> bool {
 
 /// How long the per-minute settle counts are kept (the settle scripts set it on new buckets).
 fn stats_keep_ms() -> u64 {
-    crate::admin::report::STATS_KEEP.as_millis() as u64
+    STATS_KEEP.as_millis() as u64
 }
 
 impl Broker {
     /// Connects to `url` and checks that the server answers.
-    pub async fn connect(url: &str, settings: &RedisSettings, group: &str) -> Result<Broker> {
+    pub(crate) async fn connect_to(
+        url: &str,
+        settings: &RedisSettings,
+        group: &str,
+    ) -> Result<Broker> {
         let client = redis::Client::open(url)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
@@ -339,10 +345,10 @@ impl Broker {
         let conn = ConnectionManager::new_with_config(client.clone(), cfg)
             .await
             .map_err(|e| {
-                Error::Redis(redis::RedisError::from((
+                Error::from(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "cannot connect to redis",
-                    format!("{} ({e})", crate::config::redact_url(url)),
+                    format!("{} ({e})", redact_url(url)),
                 )))
             })?;
         let broker = Broker {
@@ -359,12 +365,12 @@ impl Broker {
     }
 
     /// The key names this broker uses.
-    pub fn keys(&self) -> &Keys {
+    pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
 
     /// The consumer group name.
-    pub fn group(&self) -> &str {
+    pub(crate) fn group(&self) -> &str {
         &self.group
     }
 
@@ -373,14 +379,14 @@ impl Broker {
     }
 
     /// Checks that Redis answers.
-    pub async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.con()).await?;
         Ok(())
     }
 
     /// Whether Redis accepts writes that grow memory right now: `false` while it is over
     /// `maxmemory` and refuses them (scripts/oom_probe.lua, which writes nothing).
-    pub async fn accepts_writes(&self) -> Result<bool> {
+    pub(crate) async fn accepts_writes(&self) -> Result<bool> {
         match self
             .scripts
             .oom_probe
@@ -404,7 +410,7 @@ impl Broker {
 
     /// Appends tasks to their tenants' lanes in one pipelined round trip, registering the
     /// tenants first. Returns the new entry ids, in order. Tasks must be validated already.
-    pub async fn enqueue(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    pub(crate) async fn enqueue(&self, tasks: &[Task]) -> Result<Vec<String>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -434,7 +440,7 @@ impl Broker {
     /// already. A Redis at `maxmemory` (noeviction) refuses the whole transaction:
     /// [`Error::OutOfMemory`], nothing written. Error messages are bounded: the first refusal
     /// and how many there were, never the commands.
-    pub async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    pub(crate) async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -521,7 +527,7 @@ impl Broker {
     // ---- tenants and groups --------------------------------------------------------------
 
     /// Every registered tenant.
-    pub async fn tenants(&self) -> Result<Vec<String>> {
+    pub(crate) async fn tenants(&self) -> Result<Vec<String>> {
         let mut t: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.tenants())
             .query_async(&mut self.con())
@@ -531,7 +537,7 @@ impl Broker {
     }
 
     /// How many tenants are registered (O(1), for cheap change detection).
-    pub async fn tenant_count(&self) -> Result<u64> {
+    pub(crate) async fn tenant_count(&self) -> Result<u64> {
         Ok(redis::cmd("SCARD")
             .arg(self.keys.tenants())
             .query_async(&mut self.con())
@@ -540,7 +546,7 @@ impl Broker {
 
     /// Creates the fleet's group on a tenant's lane if it is missing. The group starts at id 0,
     /// so entries written before it existed are delivered too.
-    pub async fn ensure_group(&self, tenant: &str) -> Result<()> {
+    pub(crate) async fn ensure_group(&self, tenant: &str) -> Result<()> {
         let r: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.lane(tenant))
@@ -559,7 +565,7 @@ impl Broker {
     // ---- reading -------------------------------------------------------------------------
 
     /// A reader with its own connection, for blocking reads of up to `block`.
-    pub async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
+    pub(crate) async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(block + self.response_timeout));
@@ -579,7 +585,7 @@ impl Broker {
     /// Acks and deletes completed entries of one lane that `consumer` still owns, and counts
     /// them in the tenant's stats bucket (the first `recovered` of `ids` as recovered too).
     /// Returns how many it acked; the rest were settled or reclaimed elsewhere.
-    pub async fn ack(
+    pub(crate) async fn ack(
         &self,
         tenant: &str,
         consumer: &str,
@@ -619,7 +625,7 @@ impl Broker {
     /// tenant's stats bucket (the first `recovered` of `ids` as recovered too): one script
     /// (scripts/fast_ack.lua), which Redis runs even while over `maxmemory` (a MULTI would be
     /// refused). Returns how many were acked.
-    pub async fn ack_unclaimable(
+    pub(crate) async fn ack_unclaimable(
         &self,
         tenant: &str,
         ids: &[&str],
@@ -638,7 +644,7 @@ impl Broker {
     }
 
     /// Acks only (no delete): for tombstones, whose entry is already gone.
-    pub async fn ack_only(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
+    pub(crate) async fn ack_only(&self, tenant: &str, ids: &[&str]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -654,7 +660,7 @@ impl Broker {
     /// atomically, counted in the tenant's stats bucket (see scripts/dead_letter.lua). With
     /// `owner`, only if that consumer owns it; with `min_idle`, only if it has been idle that
     /// long. Refused as a whole (an OOM error, see [`is_oom`]) while Redis is over `maxmemory`.
-    pub async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         tenant: &str,
         entry_id: &str,
@@ -687,7 +693,8 @@ impl Broker {
     /// Acks and removes a failed attempt owned by `consumer` and schedules the next one
     /// (`fields`) `delay` from now by the server's clock. Returns the due time in ms, or `None`
     /// when `consumer` no longer owns the entry (nothing was written).
-    pub async fn schedule_retry(
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) async fn schedule_retry(
         &self,
         tenant: &str,
         consumer: &str,
@@ -706,7 +713,7 @@ impl Broker {
     /// that also counts them in the tenant's stats bucket. Returns one due time per item,
     /// `None` for entries `consumer` no longer owns. Refused as a whole (an OOM error, see
     /// [`is_oom`]) while Redis is over `maxmemory`.
-    pub async fn schedule_retries(
+    pub(crate) async fn schedule_retries(
         &self,
         tenant: &str,
         consumer: &str,
@@ -742,7 +749,7 @@ impl Broker {
 
     /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane.
     /// Returns how many moved.
-    pub async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
+    pub(crate) async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
         let mut inv = self.scripts.promote.key(self.keys.retry(tenant));
         inv.key(self.keys.lane(tenant))
             .key(self.keys.deferred(tenant))
@@ -751,7 +758,7 @@ impl Broker {
     }
 
     /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.
-    pub async fn retry_len(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn retry_len(&self, tenant: &str) -> Result<u64> {
         let (retries, deferred): (u64, u64) = redis::pipe()
             .cmd("ZCARD")
             .arg(self.keys.retry(tenant))
@@ -766,7 +773,7 @@ impl Broker {
     /// scripts/claim.lua). `start` is `-` or the `next` of the previous step; `skip` lists ids
     /// the member already has in flight. Entries that started `max_starts` times are poison;
     /// the step's counts are starts (see [`ClaimStep`]).
-    pub async fn claim_own(
+    pub(crate) async fn claim_own(
         &self,
         tenant: &str,
         consumer: &str,
@@ -792,7 +799,7 @@ impl Broker {
     /// the claimer already has in flight. Entries that started `max_starts` times are poison;
     /// the step's counts are starts (see [`ClaimStep`]).
     #[allow(clippy::too_many_arguments)]
-    pub async fn reclaim(
+    pub(crate) async fn reclaim(
         &self,
         tenant: &str,
         consumer: &str,
@@ -817,7 +824,7 @@ impl Broker {
     /// Records that entries of `tenant`'s lane read fresh by `consumer` start now (see
     /// scripts/start.lua: owner check + delivery count + 1, one call for the batch). Only the
     /// returned `started` ones may run.
-    pub async fn start(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Starts> {
+    pub(crate) async fn start(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Starts> {
         let Some((lo, hi)) = id_range(ids) else {
             return Ok(Starts::default());
         };
@@ -839,7 +846,7 @@ impl Broker {
     }
 
     /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
-    pub async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
+    pub(crate) async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
         self.begin_on(self.keys.lane(tenant), consumer, id).await
     }
 
@@ -876,7 +883,7 @@ impl Broker {
     /// by `consumer` within the fast window, see the settler's fast ack, so their delivery count
     /// is still the read's 1): one `XCLAIM … RETRYCOUNT 2 JUSTID`, without start.lua's owner
     /// check. Ids not claimed were deleted while pending (`gone`).
-    pub async fn start_unclaimable(
+    pub(crate) async fn start_unclaimable(
         &self,
         tenant: &str,
         consumer: &str,
@@ -911,7 +918,12 @@ impl Broker {
 
     /// Refreshes the idle time of the entries `consumer` still owns; reports the others, those
     /// another consumer took apart from those no longer pending at all.
-    pub async fn heartbeat(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Beat> {
+    pub(crate) async fn heartbeat(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> Result<Beat> {
         if ids.is_empty() {
             return Ok(Beat::default());
         }
@@ -922,7 +934,7 @@ impl Broker {
     }
 
     /// One entry of a tenant's lane, if it still exists.
-    pub async fn lane_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>> {
+    pub(crate) async fn lane_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>> {
         let v: Value = redis::cmd("XRANGE")
             .arg(self.keys.lane(tenant))
             .arg(id)
@@ -935,7 +947,12 @@ impl Broker {
     // ---- member lease --------------------------------------------------------------------
 
     /// Takes the lease on `member_id` for `ttl` if nobody holds it. Returns whether it was taken.
-    pub async fn acquire_lease(&self, member_id: &str, token: &str, ttl: Duration) -> Result<bool> {
+    pub(crate) async fn acquire_lease(
+        &self,
+        member_id: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let v: Value = redis::cmd("SET")
             .arg(self.keys.member(member_id))
             .arg(token)
@@ -948,7 +965,7 @@ impl Broker {
     }
 
     /// How long the current holder's lease on `member_id` still runs (None when free).
-    pub async fn lease_remaining(&self, member_id: &str) -> Result<Option<Duration>> {
+    pub(crate) async fn lease_remaining(&self, member_id: &str) -> Result<Option<Duration>> {
         let ms: i64 = redis::cmd("PTTL")
             .arg(self.keys.member(member_id))
             .query_async(&mut self.con())
@@ -957,7 +974,12 @@ impl Broker {
     }
 
     /// Extends the lease if `token` still holds it. Returns whether it did.
-    pub async fn renew_lease(&self, member_id: &str, token: &str, ttl: Duration) -> Result<bool> {
+    pub(crate) async fn renew_lease(
+        &self,
+        member_id: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let mut inv = self.scripts.lease_renew.key(self.keys.member(member_id));
         inv.arg(token).arg(ttl.as_millis() as u64);
         let n: i64 = inv.invoke_async(&mut self.con()).await?;
@@ -965,7 +987,7 @@ impl Broker {
     }
 
     /// Gives up the lease if `token` still holds it.
-    pub async fn release_lease(&self, member_id: &str, token: &str) -> Result<bool> {
+    pub(crate) async fn release_lease(&self, member_id: &str, token: &str) -> Result<bool> {
         let mut inv = self.scripts.lease_release.key(self.keys.member(member_id));
         inv.arg(token);
         let n: i64 = inv.invoke_async(&mut self.con()).await?;
@@ -975,7 +997,7 @@ impl Broker {
     // ---- inspection ----------------------------------------------------------------------
 
     /// Entries in a tenant's lane (waiting, pending, or settled-but-not-deleted).
-    pub async fn lane_len(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn lane_len(&self, tenant: &str) -> Result<u64> {
         Ok(redis::cmd("XLEN")
             .arg(self.keys.lane(tenant))
             .query_async(&mut self.con())
@@ -983,7 +1005,7 @@ impl Broker {
     }
 
     /// Entries of a tenant's lane delivered to the group but not settled yet.
-    pub async fn pending_count(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn pending_count(&self, tenant: &str) -> Result<u64> {
         let r: redis::RedisResult<Value> = redis::cmd("XPENDING")
             .arg(self.keys.lane(tenant))
             .arg(&*self.group)
@@ -1003,7 +1025,7 @@ impl Broker {
     /// Deletes every key of `tenant` (lane, retry schedule, deferred set, dead letters, trim counter, breaker,
     /// in-flight reservations) and removes it from the registry. For benchmarks that clean up
     /// after themselves; there is no way back.
-    pub async fn drop_tenant(&self, tenant: &str) -> Result<()> {
+    pub(crate) async fn drop_tenant(&self, tenant: &str) -> Result<()> {
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.lane(tenant))
             .arg(self.keys.retry(tenant))
@@ -1025,7 +1047,7 @@ impl Broker {
     }
 
     /// Depth figures of each of `tenants` (one script per tenant, all in one pipeline).
-    pub async fn tenant_depths(&self, tenants: &[Arc<str>]) -> Result<Vec<TenantDepth>> {
+    pub(crate) async fn tenant_depths(&self, tenants: &[Arc<str>]) -> Result<Vec<TenantDepth>> {
         if tenants.is_empty() {
             return Ok(Vec::new());
         }
@@ -1066,7 +1088,7 @@ impl Broker {
 
     /// Deletes the admin command stream and the live-member set of this prefix (benchmarks
     /// that clean up after themselves; nothing else should call it).
-    pub async fn drop_admin_stream(&self) -> Result<()> {
+    pub(crate) async fn drop_admin_stream(&self) -> Result<()> {
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.admin_commands())
             .arg(self.keys.admin_members())
@@ -1076,7 +1098,7 @@ impl Broker {
     }
 
     /// `Redis <version>` from INFO server.
-    pub async fn server_version(&self) -> Result<String> {
+    pub(crate) async fn server_version(&self) -> Result<String> {
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut self.con())
@@ -1091,7 +1113,7 @@ impl Broker {
     }
 
     /// Entries in a tenant's dead-letter stream.
-    pub async fn dlq_len(&self, tenant: &str) -> Result<u64> {
+    pub(crate) async fn dlq_len(&self, tenant: &str) -> Result<u64> {
         Ok(redis::cmd("XLEN")
             .arg(self.keys.dlq(tenant))
             .query_async(&mut self.con())
@@ -1099,7 +1121,7 @@ impl Broker {
     }
 
     /// Dead letters of a tenant from `start` to `end` (stream ids, `-`/`+` for the ends).
-    pub async fn dlq_range(
+    pub(crate) async fn dlq_range(
         &self,
         tenant: &str,
         start: &str,
@@ -1144,11 +1166,9 @@ fn id_counts(v: Option<Value>) -> Result<Vec<(String, u64)>> {
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFrom<'a> {
+pub enum ReadFrom {
     /// Entries never delivered to the group (`>`).
     New,
-    /// This consumer's own pending entries with an id above the given one.
-    OwnPendingAfter(&'a str),
 }
 
 /// A dedicated connection for one member's XREADGROUP calls.
@@ -1159,9 +1179,9 @@ pub struct LaneReader {
 }
 
 /// Whether an error means the group or stream is gone (deleted lane, new lane).
-pub fn is_missing_group(e: &Error) -> bool {
+pub(crate) fn is_missing_group(e: &Error) -> bool {
     match e {
-        Error::Redis(r) => is_code(r, "NOGROUP") || is_code(r, "UNBLOCKED"),
+        Error::Redis(r) => matches!(r.code(), Some("NOGROUP" | "UNBLOCKED")),
         _ => false,
     }
 }
@@ -1169,10 +1189,10 @@ pub fn is_missing_group(e: &Error) -> bool {
 impl LaneReader {
     /// Reads up to `count` entries from each of `lanes` (stream keys). With `block`, waits up to
     /// that long when none has anything. Returns `(lane key, entries)` pairs with entries.
-    pub async fn read(
+    pub(crate) async fn read(
         &mut self,
         lanes: &[String],
-        from: ReadFrom<'_>,
+        from: ReadFrom,
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<(String, Vec<Entry>)>> {
@@ -1191,7 +1211,6 @@ impl LaneReader {
         cmd.arg("STREAMS").arg(lanes);
         let id = match from {
             ReadFrom::New => ">",
-            ReadFrom::OwnPendingAfter(id) => id,
         };
         for _ in lanes {
             cmd.arg(id);

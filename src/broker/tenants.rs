@@ -10,6 +10,7 @@ use redis::{Script, Value};
 
 use super::Broker;
 use crate::error::{Error, Result};
+use crate::isolation::Thresholds;
 
 /// Approximate cap of each tenant's breaker transition log.
 pub const BREAKER_LOG_MAX_LEN: u64 = 1_000;
@@ -213,24 +214,11 @@ pub struct Recorded {
     pub outcomes: u64,
 }
 
-/// Thresholds of the closed → open decision, as [`Broker::breaker_record`] takes them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    /// The window.
-    pub window: Duration,
-    /// The fewest failures in the window that open the breaker.
-    pub min_failures: u64,
-    /// The lowest failure rate (0..1) that opens it.
-    pub failure_rate: f64,
-    /// How long it stays open before a probe may run.
-    pub cooldown: Duration,
-}
-
 impl Broker {
     /// Adds `failures` out of `outcomes` attempts of `tenant` to its failure window and opens a
     /// closed breaker that crosses `thresholds` (scripts/breaker_record.lua). One call per
     /// tenant per refresh; with zero counts it only reads the state.
-    pub async fn breaker_record(
+    pub(crate) async fn breaker_record(
         &self,
         tenant: &str,
         failures: u64,
@@ -265,7 +253,7 @@ impl Broker {
     /// cool-down turns half-open, and a half-open one without a live probe hands the token
     /// `<member> <entry id>` to this caller for `ttl`. The second value is the transition this
     /// call made (open → half_open), if any.
-    pub async fn breaker_probe(
+    pub(crate) async fn breaker_probe(
         &self,
         tenant: &str,
         member: &str,
@@ -311,7 +299,7 @@ impl Broker {
     /// re-opens it for `cooldown`, `None` gives the token back without a decision. Returns the
     /// state after the call and the transition made, if any (none for a stale token).
     #[allow(clippy::too_many_arguments)]
-    pub async fn breaker_probe_done(
+    pub(crate) async fn breaker_probe_done(
         &self,
         tenant: &str,
         member: &str,
@@ -349,7 +337,7 @@ impl Broker {
     /// Opens (held until closed by hand) or closes `tenant`'s breaker as an operator
     /// (scripts/breaker_set.lua); closing makes every task it held back due at once. `who` and `why` go into the transition log. Returns
     /// `(from, to, moved)`; `moved` is false when it already was in that state.
-    pub async fn breaker_set(
+    pub(crate) async fn breaker_set(
         &self,
         tenant: &str,
         open: bool,
@@ -371,7 +359,7 @@ impl Broker {
     }
 
     /// The breaker of `tenant` as stored (closed when it never moved).
-    pub async fn breaker_info(&self, tenant: &str) -> Result<BreakerInfo> {
+    pub(crate) async fn breaker_info(&self, tenant: &str) -> Result<BreakerInfo> {
         let m: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys().breaker(tenant))
             .query_async(&mut self.con())
@@ -381,7 +369,7 @@ impl Broker {
 
     /// The breakers of `tenants` in one pipelined round trip, with the server's clock (ms) at
     /// the time of the read, for members' local views.
-    pub async fn breaker_states(&self, tenants: &[&str]) -> Result<(u64, Vec<BreakerInfo>)> {
+    pub(crate) async fn breaker_states(&self, tenants: &[&str]) -> Result<(u64, Vec<BreakerInfo>)> {
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
         for t in tenants {
@@ -413,7 +401,11 @@ impl Broker {
     }
 
     /// The newest `count` transitions of `tenant`'s breaker, oldest first.
-    pub async fn breaker_log(&self, tenant: &str, count: usize) -> Result<Vec<BreakerTransition>> {
+    pub(crate) async fn breaker_log(
+        &self,
+        tenant: &str,
+        count: usize,
+    ) -> Result<Vec<BreakerTransition>> {
         let v: Value = redis::cmd("XREVRANGE")
             .arg(self.keys().breaker_log(tenant))
             .arg("+")
@@ -454,7 +446,7 @@ impl Broker {
     /// Moves entries of `tenant` that `consumer` owns from the lane to the tenant's deferred
     /// set, unattempted: same fields, same attempt (scripts/defer.lua); due at once when the
     /// breaker is closed by then. One result per item.
-    pub async fn defer(
+    pub(crate) async fn defer(
         &self,
         tenant: &str,
         consumer: &str,
@@ -493,7 +485,7 @@ impl Broker {
     /// Reports that `member` holds `held` entries of `tenant` and asks for `wanted` more under
     /// the fleet-wide `cap` (0 for none); the reservation lasts `ttl` unless renewed
     /// (scripts/slots.lua).
-    pub async fn slots(
+    pub(crate) async fn slots(
         &self,
         tenant: &str,
         member: &str,
@@ -517,7 +509,7 @@ impl Broker {
 
     /// `tenant`'s fleet-wide in-flight entries (live reservations of every member, as last
     /// reported) and the highest total ever reserved.
-    pub async fn in_flight(&self, tenant: &str) -> Result<(u64, u64)> {
+    pub(crate) async fn in_flight(&self, tenant: &str) -> Result<(u64, u64)> {
         let (m, now): (HashMap<String, String>, (u64, u64)) = redis::pipe()
             .cmd("HGETALL")
             .arg(self.keys().slots(tenant))

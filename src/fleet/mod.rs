@@ -563,13 +563,13 @@ impl Fleet {
     }
 
     /// Reports every successful ack batch to `observer`.
-    pub fn with_ack_observer(mut self, observer: Arc<dyn AckObserver>) -> Fleet {
+    pub(crate) fn with_ack_observer(mut self, observer: Arc<dyn AckObserver>) -> Fleet {
         self.ack_observer = Some(observer);
         self
     }
 
     /// The member's live tallies.
-    pub fn stats(&self) -> Arc<FleetStats> {
+    pub(crate) fn stats(&self) -> Arc<FleetStats> {
         self.stats.clone()
     }
 

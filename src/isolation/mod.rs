@@ -12,13 +12,23 @@
 //! in one pipelined call, so the hot path never waits on Redis for a closed breaker (admitting
 //! a half-open tenant's one probe is a round trip).
 
-pub mod cli;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::broker::tenants::Thresholds;
 use crate::handler::FailureClass;
+
+/// Thresholds of the closed → open decision, as the breaker_record script takes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// The window.
+    pub window: Duration,
+    /// The fewest failures in the window that open the breaker.
+    pub min_failures: u64,
+    /// The lowest failure rate (0..1) that opens it.
+    pub failure_rate: f64,
+    /// How long it stays open before a probe may run.
+    pub cooldown: Duration,
+}
 
 /// The reasons a breaker moves, as logged, counted and stored (a bounded set).
 pub mod reason {

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use redrive::broker::Broker;
-use redrive::config::Settings;
-use redrive::embedded::RedisServer;
-use redrive::producer::Producer;
-use redrive::task::NewTask;
+use redrive::testkit::{BrokerExt, RedisServer};
+use redrive::Broker;
+use redrive::NewTask;
+use redrive::Producer;
+use redrive::Settings;
 
 /// One test's world: its own redis-server, key prefix and scratch directory.
 pub struct TestEnv {
@@ -47,7 +47,7 @@ impl TestEnv {
 
     /// Settings as a member would load them, pointed at this env.
     pub fn settings(&self) -> Settings {
-        let mut raw = redrive::config::RawConfig::defaults().unwrap();
+        let mut raw = redrive::RawConfig::defaults().unwrap();
         raw.redis.url = self.url();
         raw.redis.key_prefix = self.prefix.clone();
         raw.fleet.member_id = "test-harness".into();
@@ -56,13 +56,11 @@ impl TestEnv {
 
     pub async fn broker(&self) -> Broker {
         let s = self.settings();
-        Broker::connect(&self.url(), &s.redis, &s.fleet.group)
-            .await
-            .unwrap()
+        Broker::connect(&s).await.unwrap()
     }
 
     pub async fn producer(&self) -> Producer {
-        Producer::new(self.broker().await, self.settings().limits)
+        Producer::new(self.broker().await, &self.settings())
     }
 
     /// A plain redis connection, for seeding raw entries as a foreign producer would.

@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::select::{id_ms, DlId};
-use super::time::{format_age, format_time};
+use crate::admin::select::{id_ms, DlId};
+use crate::admin::time::{format_age, format_time};
 use crate::broker::Entry;
 use crate::deadletter::field as dl;
 use crate::task::field;

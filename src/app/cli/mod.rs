@@ -1,17 +1,21 @@
 //! The command line: clap parses raw arguments, then each command turns them into validated
 //! settings and runs. `main.rs` only maps the returned error to an exit code.
 
+pub mod admin;
+pub mod isolation;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::enqueue::parse_jsonl;
 use crate::broker::Broker;
 use crate::config::{RawConfig, Settings};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::handler::{Handler, NoopHandler};
-use crate::producer::{parse_jsonl, Producer};
+use crate::producer::Producer;
 use crate::shutdown::Shutdown;
 use crate::task::NewTask;
 
@@ -43,10 +47,10 @@ pub enum Command {
     Breaker {
         /// What to do.
         #[command(subcommand)]
-        action: crate::isolation::cli::BreakerAction,
+        action: crate::app::cli::isolation::BreakerAction,
     },
     /// Every tenant: lane depth, pending, scheduled retries, dead letters, in-flight, breaker.
-    Tenants(crate::isolation::cli::TenantsArgs),
+    Tenants(crate::app::cli::isolation::TenantsArgs),
     /// Inspect configuration.
     Config {
         /// What to do with it.
@@ -58,15 +62,15 @@ pub enum Command {
     Dlq {
         /// What to do.
         #[command(subcommand)]
-        action: crate::admin::cli::DlqCommand,
+        action: crate::app::cli::admin::DlqCommand,
     },
     /// Health per tenant and overall: lane depth, pending, retries, dead letters, recent counts.
-    Health(crate::admin::cli::HealthArgs),
+    Health(crate::app::cli::admin::HealthArgs),
     /// The admin command trail: the audit log and one command's status.
     Admin {
         /// What to look at.
         #[command(subcommand)]
-        action: crate::admin::cli::AdminAction,
+        action: crate::app::cli::admin::AdminAction,
     },
 }
 
@@ -161,23 +165,7 @@ pub struct BenchArgs {
     pub read_batch: u64,
     /// Scenarios to run (repeat or comma-separate); all when absent. The raw ceiling always runs.
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
-    pub scenarios: Vec<crate::bench::Scenario>,
-}
-
-/// Connects to the configured Redis, or says how to configure it.
-pub(crate) async fn connect(settings: &Settings) -> Result<Broker> {
-    let url = require_url(settings)?;
-    Broker::connect(&url, &settings.redis, &settings.fleet.group).await
-}
-
-fn require_url(settings: &Settings) -> Result<String> {
-    settings.redis.url.clone().ok_or_else(|| {
-        Error::Config(
-            "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
-             (only `redrive demo` and `redrive bench` start a private server)"
-                .into(),
-        )
-    })
+    pub scenarios: Vec<crate::app::bench::Scenario>,
 }
 
 /// Runs the parsed command line.
@@ -207,11 +195,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            let url = require_url(&settings)?;
-            let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
+            let broker = Broker::connect(&settings).await?;
             let handler: Arc<dyn Handler> = match settings.fleet.handler.as_str() {
                 "noop" => Arc::new(NoopHandler),
-                _ => crate::demo_agent::handler(settings.demo_agent.clone())?,
+                _ => crate::app::demo_agent::handler(settings.demo_agent.clone())?,
             };
             let fleet = Fleet::new(broker, &settings, handler);
             let shutdown = Shutdown::new();
@@ -219,13 +206,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(addr) = settings.metrics_listen {
                 let handle =
                     crate::telemetry::install_prometheus(settings.metrics.refresh_interval * 3)?;
-                let listener = crate::endpoint::bind(addr).await?;
+                let listener = crate::telemetry::endpoint::bind(addr).await?;
                 let bound = listener
                     .local_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
                 tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
-                tokio::spawn(crate::endpoint::serve(
+                tokio::spawn(crate::telemetry::endpoint::serve(
                     listener,
                     handle,
                     fleet.health(),
@@ -237,20 +224,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Breaker { action } => {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            crate::isolation::cli::run_breaker(action, &settings).await
+            crate::app::cli::isolation::run_breaker(action, &settings).await
         }
         Command::Tenants(args) => {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            crate::isolation::cli::run_tenants(args, &settings).await
+            crate::app::cli::isolation::run_tenants(args, &settings).await
         }
         Command::Enqueue(args) => {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
             let tasks = enqueue_input(&args)?;
-            let url = require_url(&settings)?;
-            let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
-            let producer = Producer::new(broker, settings.limits);
+            let broker = Broker::connect(&settings).await?;
+            let producer = Producer::new(broker, &settings);
             let n = tasks.len();
             let out = producer.enqueue_all(tasks).await?;
             if n == 1 && out.len() == 1 {
@@ -263,17 +249,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dlq { action } => {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            crate::admin::cli::run_dlq(action, &settings).await
+            crate::app::cli::admin::run_dlq(action, &settings).await
         }
         Command::Health(args) => {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            crate::admin::cli::run_health(args, &settings).await
+            crate::app::cli::admin::run_health(args, &settings).await
         }
         Command::Admin { action } => {
             let settings = Settings::from_raw(raw)?;
             init(&settings);
-            crate::admin::cli::run_admin(action, &settings).await
+            crate::app::cli::admin::run_admin(action, &settings).await
         }
         Command::Demo(args) => {
             if let Some(v) = args.tasks {
@@ -291,7 +277,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             init(&settings);
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
-            crate::demo::run(settings, shutdown).await.map(|_| ())
+            crate::app::demo::run(settings, shutdown).await.map(|_| ())
         }
         Command::Bench(args) => {
             if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
@@ -304,7 +290,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "bench: this is a debug build; build with --release for meaningful figures"
                 );
             }
-            let opts = crate::bench::BenchOptions {
+            let opts = crate::app::bench::BenchOptions {
                 tasks: args.tasks as usize,
                 rate: args.rate,
                 rate_seconds: args.rate_seconds,
@@ -312,18 +298,18 @@ pub async fn run(cli: Cli) -> Result<()> {
                 concurrency: args.concurrency as usize,
                 read_batch: args.read_batch as usize,
                 scenarios: if args.scenarios.is_empty() {
-                    crate::bench::Scenario::ALL.to_vec()
+                    crate::app::bench::Scenario::ALL.to_vec()
                 } else {
                     args.scenarios
                 },
             };
-            let report = crate::bench::run(&settings, opts).await?;
+            let report = crate::app::bench::run(&settings, opts).await?;
             if args.json {
                 let text = serde_json::to_string_pretty(&report)
                     .map_err(|e| Error::Protocol(format!("encoding the report: {e}")))?;
                 println!("{text}");
             } else {
-                print!("{}", crate::bench::render(&report));
+                print!("{}", crate::app::bench::render(&report));
             }
             Ok(())
         }

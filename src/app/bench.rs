@@ -338,7 +338,7 @@ impl Bench {
     }
 
     async fn broker(&self, settings: &Settings) -> Result<Broker> {
-        Broker::connect(&self.url, &settings.redis, &settings.fleet.group).await
+        Broker::connect_to(&self.url, &settings.redis, &settings.fleet.group).await
     }
 
     fn ratio(&self, per_second: f64) -> Option<f64> {
@@ -598,7 +598,7 @@ async fn enqueue(bench: &mut Bench) -> Result<Vec<BenchRow>> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let single_n = (bench.opts.tasks / 10).max(1);
     let tasks = bench.new_tasks("t", single_n, "");
     let started = Instant::now();
@@ -639,7 +639,7 @@ async fn drain(bench: &mut Bench, tenants: usize) -> Result<BenchRow> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let per = bench.opts.tasks / tenants;
     let names: Vec<String> = (0..tenants).map(|i| format!("t{i:03}")).collect();
     let mut all = Vec::with_capacity(per * tenants);
@@ -680,7 +680,7 @@ async fn end_to_end(bench: &mut Bench, rate: Option<u64>) -> Result<BenchRow> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let probe = Probe::new(bench.epoch, None);
     let handler = Arc::new(ProbeHandler {
         probe: probe.clone(),
@@ -760,7 +760,7 @@ async fn failure(bench: &mut Bench) -> Result<BenchRow> {
         c.retry.promote_batch = 1000;
     })?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let n = bench.opts.tasks;
     let failing = n / 10;
     let mut tasks = bench.new_tasks("t", n - failing, "");
@@ -814,7 +814,7 @@ async fn reclaim(bench: &mut Bench) -> Result<BenchRow> {
         c.fleet.task_timeout_ms = 30_000;
     })?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let n = 500;
     // The victim (demo agent) works a minute on each; the survivor's probe handler finishes
     // them at once and records when each started again ("t_us":0 makes the recorded latency
@@ -884,7 +884,7 @@ async fn fairness(bench: &mut Bench) -> Result<BenchRow> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let big = bench.opts.tasks;
     producer
         .enqueue_batch(bench.new_tasks("big", big, ""))
@@ -938,7 +938,7 @@ async fn memory(bench: &mut Bench) -> Result<BenchRow> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let producer = Producer::new(broker.clone(), &settings);
     let n = 10_000;
     let mut member = bench.spawn_member(
         &prefix,

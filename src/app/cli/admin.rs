@@ -1,6 +1,6 @@
 //! The operator's commands: `redrive dlq …`, `redrive health`, `redrive admin …`. Raw flags are
 //! turned into validated values first (bad input exits 64 before anything is sent); reads go
-//! to Redis directly; changes go through the admin command stream ([`super::client`]).
+//! to Redis directly; changes go through the admin command stream ([`crate::app::admin_client`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,15 +9,16 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use super::client::submit_and_wait;
-use super::exec::AdminContext;
-use super::select::{DlId, Filter, Selection};
-use super::time::{format_age, format_time, parse_duration, parse_time};
-use super::view::DeadLetterView;
-use super::{
-    new_command_id, report, validate_command_id, validate_operator, validate_reason, AdminCommand,
+use crate::admin::exec::AdminContext;
+use crate::admin::select::{DlId, Filter, Selection};
+use crate::admin::time::{format_age, format_time, parse_duration, parse_time};
+use crate::admin::{
+    new_command_id, validate_command_id, validate_operator, validate_reason, AdminCommand,
     CancelSpec, CommandResult, Envelope, PurgeSpec, RemoveSpec, ReplaySpec,
 };
+use crate::app::admin_client::submit_and_wait;
+use crate::app::report;
+use crate::app::view::DeadLetterView;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::error::{Error, Result};
@@ -324,7 +325,7 @@ fn window(text: &str) -> Result<Duration> {
 }
 
 async fn connect(settings: &Settings) -> Result<Broker> {
-    crate::cli::connect(settings).await
+    Broker::connect(settings).await
 }
 
 fn context(broker: Broker, settings: &Settings) -> AdminContext {
@@ -501,7 +502,10 @@ fn mutation(
         .or_else(|| default_reason.map(str::to_owned))
         .ok_or_else(|| usage("--reason is required: say why, it goes into the audit trail"))?;
     validate_reason(&reason).map_err(usage)?;
-    let operator = m.operator.clone().unwrap_or_else(super::default_operator);
+    let operator = m
+        .operator
+        .clone()
+        .unwrap_or_else(crate::admin::default_operator);
     validate_operator(&operator).map_err(usage)?;
     let command_id = match &m.command_id {
         Some(id) => {
@@ -539,13 +543,13 @@ pub async fn send_breaker(
     let v = mutation(m, settings, Some("by hand"))?;
     let b = connect(settings).await?;
     // An unknown tenant is refused here, before anything is sent.
-    crate::isolation::cli::known_tenant(&b, tenant).await?;
+    crate::admin::breaker::known_tenant(&b, tenant).await?;
     send(
         b,
         settings,
         m,
         v,
-        AdminCommand::Breaker(super::BreakerSpec {
+        AdminCommand::Breaker(crate::admin::BreakerSpec {
             tenant: tenant.to_owned(),
             open,
         }),
@@ -611,7 +615,7 @@ fn selection(ids: &[String], filter: Filter, all: bool, what: &str) -> Result<Se
             .iter()
             .map(|id| DlId::parse(id, default_tenant).map_err(usage))
             .collect::<Result<Vec<_>>>()?;
-        return Ok(Selection::Ids(super::select::dedup(parsed)));
+        return Ok(Selection::Ids(crate::admin::select::dedup(parsed)));
     }
     if filter.is_everything() && !all {
         return Err(usage(format!(
@@ -686,8 +690,11 @@ async fn replay(a: ReplayArgs, settings: &Settings) -> Result<()> {
     spec.validate().map_err(usage)?;
     if a.dry_run {
         let ctx = context(b, settings);
-        let operator = a.m.operator.clone().unwrap_or_else(super::default_operator);
-        let d = super::replay::dry_run(&ctx, &spec, &operator).await?;
+        let operator =
+            a.m.operator
+                .clone()
+                .unwrap_or_else(crate::admin::default_operator);
+        let d = crate::admin::replay::dry_run(&ctx, &spec, &operator).await?;
         if a.m.json {
             print_json(&serde_json::to_value(&d).unwrap_or(Value::Null));
         } else {
@@ -707,7 +714,7 @@ async fn replay(a: ReplayArgs, settings: &Settings) -> Result<()> {
     send(b, settings, &a.m, v, AdminCommand::Replay(spec)).await
 }
 
-fn print_dry_run(d: &super::replay::DryRun) {
+fn print_dry_run(d: &crate::admin::replay::DryRun) {
     println!(
         "dry run: {} dead letters selected; {} would be replayed, {} refused (partial_execution \
          without --force), {} not replayable as they are. Nothing was changed.",

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::replay::{scan, tenants_of, SCAN_PAGE};
-use super::select::{compare_ids, DlId, Filter};
-use super::view::DeadLetterView;
+use crate::admin::replay::{scan, tenants_of, SCAN_PAGE};
+use crate::admin::select::{compare_ids, DlId, Filter};
+use crate::app::view::DeadLetterView;
 use crate::broker::{Broker, FingerprintTally};
 use crate::error::{Error, Result};
 
-/// How long the per-minute settle counts are kept (health and stats windows reach back 24 h).
-pub const STATS_KEEP: Duration = Duration::from_secs(2 * 86_400);
 /// The longest window `health` and `stats` accept.
 pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Dead letters one tally call counts on the server.
@@ -308,7 +306,7 @@ pub async fn stats(
     acc.top_fingerprints = top_list;
     acc.oldest_age_ms = oldest
         .as_ref()
-        .map(|o| now.saturating_sub(super::select::id_ms(&o.id)));
+        .map(|o| now.saturating_sub(crate::admin::select::id_ms(&o.id)));
     acc.oldest = oldest.map(|o| o.to_string());
     acc.recovery_rate = acc.window.recovery_rate();
     Ok(acc)
@@ -428,7 +426,7 @@ pub fn health_text(h: &Health) -> String {
         } else {
             h.live_members.join(", ")
         },
-        super::time::format_age(h.window_ms)
+        crate::admin::time::format_age(h.window_ms)
     );
     s.push_str(&format!(
         "{:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>8} {:>8}  {:<7} {}\n",
@@ -476,7 +474,7 @@ pub fn stats_text(s: &Stats) -> String {
     if let (Some(id), Some(age)) = (&s.oldest, s.oldest_age_ms) {
         out.push_str(&format!(
             "oldest: {id} ({} old)\n",
-            super::time::format_age(age)
+            crate::admin::time::format_age(age)
         ));
     }
     let rate = s
@@ -485,7 +483,7 @@ pub fn stats_text(s: &Stats) -> String {
         .unwrap_or_else(|| "n/a (nothing recovered or dead-lettered)".into());
     out.push_str(&format!(
         "last {}: completed {}, recovered {}, dead-lettered {}, replayed {}; recovery rate {rate}\n",
-        super::time::format_age(s.window_ms),
+        crate::admin::time::format_age(s.window_ms),
         s.window.completed,
         s.window.recovered,
         s.window.dead_lettered,

@@ -133,11 +133,6 @@ impl Migrations {
         Ok(m)
     }
 
-    /// Whether no migration is registered.
-    pub fn is_empty(&self) -> bool {
-        self.by_kind.is_empty()
-    }
-
     /// Applies every step registered for `kind` starting at `version`, in a chain.
     pub fn migrate(
         &self,

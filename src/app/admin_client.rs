@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::exec::{run_command, stored, AdminContext, Ran};
-use super::{AdminCommand, CancelSpec, CommandResult, Envelope};
+use crate::admin::exec::{run_command, stored, AdminContext, Ran};
+use crate::admin::{AdminCommand, CancelSpec, CommandResult, Envelope};
 use crate::broker::Withdraw;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
@@ -244,7 +244,7 @@ async fn wait(
                 if let Some(job) = job {
                     eprintln!("cancelling replay job {job} after its current step (Ctrl-C again to stop waiting)…");
                     let cancel = Envelope {
-                        id: super::new_command_id(),
+                        id: crate::admin::new_command_id(),
                         operator: env.operator.clone(),
                         reason: format!("Ctrl-C while waiting for command {}", env.id),
                         issued_at_ms: b.server_time_ms().await?,

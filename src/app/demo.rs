@@ -26,8 +26,6 @@ pub struct DemoSummary {
     pub tallies: BTreeMap<String, TenantTally>,
     /// Wall time from the first enqueue to the last settle.
     pub elapsed: Duration,
-    /// Whether every task was settled (false when interrupted).
-    pub complete: bool,
 }
 
 /// How many of `total` tasks tenant `i` of `n` gets: a skewed split, the first tenant largest.
@@ -69,8 +67,8 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
             url
         }
     };
-    let broker = Broker::connect(&url, &settings.redis, &settings.fleet.group).await?;
-    let producer = Producer::new(broker.clone(), settings.limits);
+    let broker = Broker::connect_to(&url, &settings.redis, &settings.fleet.group).await?;
+    let producer = Producer::new(broker.clone(), &settings);
 
     let n = settings.demo_tenants.len();
     let mut tasks = Vec::with_capacity(settings.demo_tasks);
@@ -95,7 +93,7 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
         started.elapsed().as_secs_f64() * 1000.0
     );
 
-    let handler = crate::demo_agent::handler(settings.demo_agent.clone())?;
+    let handler = crate::app::demo_agent::handler(settings.demo_agent.clone())?;
     let fleet = Fleet::new(broker, &settings, handler);
     let stats = fleet.stats();
     let fleet_shutdown = Shutdown::new();
@@ -103,13 +101,11 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
 
     let tty = std::io::stderr().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(10);
-    let complete = loop {
+    // Until every task is settled, or the demo is interrupted.
+    loop {
         let settled = stats.settled();
-        if settled >= total {
-            break true;
-        }
-        if shutdown.is_triggered() || member.is_finished() {
-            break false;
+        if settled >= total || shutdown.is_triggered() || member.is_finished() {
+            break;
         }
         let every = if tty {
             Duration::from_millis(200)
@@ -131,7 +127,7 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
             _ = shutdown.wait() => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-    };
+    }
     let elapsed = started.elapsed();
     if tty {
         eprintln!();
@@ -149,7 +145,6 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
         enqueued,
         tallies: stats.snapshot(),
         elapsed,
-        complete,
     };
     print_summary(&summary);
     Ok(summary)

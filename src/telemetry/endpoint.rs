@@ -10,9 +10,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::Health;
 use crate::error::{Error, Result};
-use crate::fleet::Health;
 use crate::shutdown::Shutdown;
+
+/// The log target this module had before it moved under telemetry; filters name it.
+const LOG_TARGET: &str = "redrive::endpoint";
 
 /// The largest request head read; anything longer is refused.
 const MAX_HEAD: usize = 8 * 1024;
@@ -50,7 +53,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                    tracing::warn!(target: LOG_TARGET, error = %e, "metrics endpoint: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -1,0 +1,45 @@
+//! The `redrive` application on top of the library: the command line, the demo and its
+//! simulated agent, the benchmark, and the operators' reports. Compiled with the `app`
+//! feature (the default); the library never imports it.
+//!
+//! # Layout
+//!
+//! * [`cli`] — clap parsing and dispatch; [`cli::admin`] the `dlq`, `health` and `admin`
+//!   subcommands, [`cli::isolation`] `redrive breaker|tenants`.
+//! * [`admin_client`] — the CLI side of the admin command stream: fleet check, submit, wait,
+//!   withdraw.
+//! * [`report`] — `dlq list|stats|export` and `health`; [`view`] — a dead letter as text/JSON.
+//! * [`enqueue`] — JSON Lines input of `redrive enqueue --file`.
+//! * [`demo`] — `redrive demo`; [`demo_agent`] — the simulated agent it runs.
+//! * [`bench`](mod@bench) — `redrive bench`.
+
+pub(crate) mod admin_client;
+pub(crate) mod bench;
+pub(crate) mod cli;
+pub(crate) mod demo;
+pub(crate) mod demo_agent;
+pub(crate) mod enqueue;
+pub(crate) mod report;
+pub(crate) mod view;
+
+use clap::Parser;
+
+/// Parses the command line, runs it on a multi-threaded runtime and exits with the error's
+/// exit code (0 on success).
+pub fn run() {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    if let Err(e) = runtime.block_on(cli::run(cli)) {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

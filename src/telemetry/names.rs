@@ -1,0 +1,92 @@
+//! Metric names, all with the `redrive_` prefix: the one catalogue (dashboards, rules and
+//! tests/observability.rs read it).
+
+/// Counter{tenant}: entries read from lanes (first delivery or redelivery).
+pub const TASKS_READ: &str = "redrive_tasks_read_total";
+/// Counter{tenant}: tasks acked as done.
+pub const TASKS_COMPLETED: &str = "redrive_tasks_completed_total";
+/// Counter{tenant,class}: failed attempts.
+pub const TASKS_FAILED: &str = "redrive_tasks_failed_total";
+/// Counter{tenant,class}: tasks moved to the dead letters.
+pub const DEAD_LETTERED: &str = "redrive_dead_lettered_total";
+/// Counter{tenant}: dead letters removed by the per-tenant cap.
+pub const DLQ_TRIMMED: &str = "redrive_dlq_trimmed_total";
+/// Counter{tenant}: pending ids whose entry was deleted (payload lost before it ran).
+pub const TOMBSTONES: &str = "redrive_tombstones_total";
+/// Counter{tenant}: settles that found the entry already settled by someone else.
+pub const SETTLE_LOST: &str = "redrive_settle_lost_total";
+/// Counter{tenant,class}: failed attempts scheduled for another attempt.
+pub const TASKS_RETRIED: &str = "redrive_tasks_retried_total";
+/// Counter{tenant}: tasks completed after an earlier failure or a replay.
+pub const TASKS_RECOVERED: &str = "redrive_tasks_recovered_total";
+/// Counter{tenant}: scheduled retries moved back into their lane.
+pub const RETRIES_PROMOTED: &str = "redrive_retries_promoted_total";
+/// Counter{tenant}: stale entries taken over from another member.
+pub const RECLAIMED: &str = "redrive_reclaimed_total";
+/// Counter{tenant}: entries a heartbeat found taken over by another member.
+pub const OWNERSHIP_LOST: &str = "redrive_ownership_lost_total";
+/// Counter: events counted under the `__other__` tenant because the label cap was reached.
+pub const TENANT_LABEL_OVERFLOW: &str = "redrive_tenant_label_overflow_total";
+/// Histogram: handler run time of one attempt, seconds.
+pub const TASK_DURATION: &str = "redrive_task_duration_seconds";
+/// Histogram: time from enqueue to the start of an attempt, seconds.
+pub const QUEUE_WAIT: &str = "redrive_queue_wait_seconds";
+/// Gauge: attempts running in this member.
+pub const IN_FLIGHT: &str = "redrive_in_flight";
+/// Counter: errors talking to Redis, by operation.
+pub const REDIS_ERRORS: &str = "redrive_redis_errors_total";
+/// Gauge{tenant}: entries in the lane (waiting or pending), top tenants + `__other__`.
+pub const LANE_DEPTH: &str = "redrive_lane_depth";
+/// Gauge{tenant}: entries delivered and not yet settled.
+pub const PENDING: &str = "redrive_pending";
+/// Gauge{tenant}: entries not yet delivered to the group (Redis 7 consumer-group lag).
+pub const LAG: &str = "redrive_lag";
+/// Gauge{tenant}: retries scheduled.
+pub const RETRIES_SCHEDULED: &str = "redrive_retries_scheduled";
+/// Gauge{tenant}: scheduled retries already due (the recovery loop is behind when this grows).
+pub const RETRIES_OVERDUE: &str = "redrive_retries_overdue";
+/// Gauge{tenant}: entries in the dead-letter stream; non-empty streams only.
+pub const DLQ_DEPTH: &str = "redrive_dlq_depth";
+/// Gauge{version}: always 1.
+pub const BUILD_INFO: &str = "redrive_build_info";
+/// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).
+pub const READY: &str = "redrive_ready";
+/// Gauge: 1 while Redis refuses writes for memory (over `maxmemory`), as this member sees
+/// it: acks go on, retries, dead letters and deferrals wait (pending) until it is 0 again.
+pub const REDIS_OOM: &str = "redrive_redis_oom";
+
+/// Gauge{tenant,state}: 1 while the tenant's breaker is `open` or `half_open`, as this
+/// member last saw it; set to 0 when it closes and then no longer updated, so the series
+/// exists only while the breaker is not closed.
+pub const BREAKER_STATE: &str = "redrive_breaker_state";
+/// Counter{tenant,from,to,reason}: breaker transitions this member made (each transition
+/// is made by exactly one script call, so `sum` over members counts each once; operators'
+/// transitions are in the tenant's breaker log). reason: failure_threshold,
+/// cooldown_elapsed, probe_succeeded, probe_failed.
+pub const BREAKER_TRANSITIONS: &str = "redrive_breaker_transitions_total";
+/// Counter{tenant}: tasks held back unattempted (deferred to the retry schedule) because
+/// their tenant's breaker was not closed.
+pub const TASKS_DEFERRED: &str = "redrive_tasks_deferred_total";
+/// Gauge{tenant}: the tenant's entries this member holds (read, not settled); `sum by
+/// (tenant)` over members is the fleet-wide in-flight the cap applies to.
+pub const TENANT_IN_FLIGHT: &str = "redrive_tenant_in_flight";
+/// Counter{tenant}: attempts that ran to an outcome (added once per isolation refresh, so
+/// the hot path takes no label lock). Share of work:
+/// `sum by (tenant) (rate(X[5m])) / on () group_left sum(rate(X[5m]))`.
+pub const TENANT_ATTEMPTS: &str = "redrive_tenant_attempts_total";
+/// Counter{tenant}: reads that asked for more of a tenant's slots than its fleet-wide cap
+/// left (the tenant waited for its share).
+pub const TENANT_CAPPED: &str = "redrive_tenant_capped_total";
+/// Counter{command,outcome}: admin commands executed (by a fleet member or `--local`).
+pub const ADMIN_COMMANDS: &str = "redrive_admin_commands_total";
+/// Counter{tenant}: dead letters replayed into their lane.
+pub const DLQ_REPLAYED: &str = "redrive_dlq_replayed_total";
+
+/// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Buckets of the queue-wait histogram, seconds.
+pub const WAIT_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+];

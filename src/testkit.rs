@@ -1,0 +1,188 @@
+//! What the integration tests in tests/ need from the crate's internals. Hidden from the
+//! documentation, compiled only with the `testkit` feature, and imported by nothing in src/.
+
+pub use crate::admin::time::format_time;
+pub use crate::broker::reply::{entries, streams};
+pub use crate::broker::BreakerInfo;
+pub use crate::broker::{BreakerTransition, DeferItem, Deferred, Entry};
+pub use crate::deadletter::DeadLetter;
+pub use crate::embedded::RedisServer;
+pub use crate::failpoint::POINTS;
+pub use crate::task::{now_ms, Limits};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::error::Result;
+
+/// The broker verbs the tests read state with (and a few they seed it with). On the
+/// production [`Broker`] they are crate-private; this trait lends them to tests/ under the
+/// same names, so a test reads `broker.lane_len(t)` as before.
+pub trait BrokerExt {
+    /// Tenants in the registry, sorted.
+    fn tenants(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Creates a tenant lane's consumer group (and the stream) when absent.
+    fn ensure_group(&self, tenant: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Entries in a tenant's lane.
+    fn lane_len(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Entries of a tenant's lane delivered to the group but not settled yet.
+    fn pending_count(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Scheduled retries plus deferred tasks of a tenant.
+    fn retry_len(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Dead letters of a tenant.
+    fn dlq_len(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Dead letters of a tenant from `start` to `end`.
+    fn dlq_range(
+        &self,
+        tenant: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+    /// The archive of removed dead letters of a tenant, from `start`.
+    fn dlq_removed_range(
+        &self,
+        tenant: &str,
+        start: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+    /// Time left on a member's lease.
+    fn lease_remaining(
+        &self,
+        member_id: &str,
+    ) -> impl Future<Output = Result<Option<Duration>>> + Send;
+    /// Schedules the retry of one failed attempt (retry.lua for one entry).
+    fn schedule_retry(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        entry_id: &str,
+        delay: Duration,
+        fields: &[(&str, String)],
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// Defers held-back entries (defer.lua).
+    fn defer(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        items: &[DeferItem],
+    ) -> impl Future<Output = Result<Vec<Deferred>>> + Send;
+    /// A tenant's breaker.
+    fn breaker_info(&self, tenant: &str) -> impl Future<Output = Result<BreakerInfo>> + Send;
+    /// The latest transitions of a tenant's breaker, newest first.
+    fn breaker_log(
+        &self,
+        tenant: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<BreakerTransition>>> + Send;
+    /// A tenant's fleet-wide in-flight entries and the highest total ever reserved.
+    fn in_flight(&self, tenant: &str) -> impl Future<Output = Result<(u64, u64)>> + Send;
+    /// Appends an entry to the admin command stream.
+    fn admin_submit(
+        &self,
+        fields: &[(&str, String)],
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Members whose admin loop beat within `ttl`.
+    fn admin_live_members(&self, ttl: Duration)
+        -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// A replay job's record.
+    fn job_get(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send;
+}
+
+impl BrokerExt for Broker {
+    fn tenants(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
+        Broker::tenants(self)
+    }
+    fn ensure_group(&self, tenant: &str) -> impl Future<Output = Result<()>> + Send {
+        Broker::ensure_group(self, tenant)
+    }
+    fn lane_len(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send {
+        Broker::lane_len(self, tenant)
+    }
+    fn pending_count(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send {
+        Broker::pending_count(self, tenant)
+    }
+    fn retry_len(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send {
+        Broker::retry_len(self, tenant)
+    }
+    fn dlq_len(&self, tenant: &str) -> impl Future<Output = Result<u64>> + Send {
+        Broker::dlq_len(self, tenant)
+    }
+    fn dlq_range(
+        &self,
+        tenant: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send {
+        Broker::dlq_range(self, tenant, start, end, count)
+    }
+    fn dlq_removed_range(
+        &self,
+        tenant: &str,
+        start: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send {
+        Broker::dlq_removed_range(self, tenant, start, count)
+    }
+    fn lease_remaining(
+        &self,
+        member_id: &str,
+    ) -> impl Future<Output = Result<Option<Duration>>> + Send {
+        Broker::lease_remaining(self, member_id)
+    }
+    fn schedule_retry(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        entry_id: &str,
+        delay: Duration,
+        fields: &[(&str, String)],
+    ) -> impl Future<Output = Result<Option<u64>>> + Send {
+        Broker::schedule_retry(self, tenant, consumer, entry_id, delay, fields)
+    }
+    fn defer(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        items: &[DeferItem],
+    ) -> impl Future<Output = Result<Vec<Deferred>>> + Send {
+        Broker::defer(self, tenant, consumer, items)
+    }
+    fn breaker_info(&self, tenant: &str) -> impl Future<Output = Result<BreakerInfo>> + Send {
+        Broker::breaker_info(self, tenant)
+    }
+    fn breaker_log(
+        &self,
+        tenant: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<BreakerTransition>>> + Send {
+        Broker::breaker_log(self, tenant, count)
+    }
+    fn in_flight(&self, tenant: &str) -> impl Future<Output = Result<(u64, u64)>> + Send {
+        Broker::in_flight(self, tenant)
+    }
+    fn admin_submit(
+        &self,
+        fields: &[(&str, String)],
+    ) -> impl Future<Output = Result<String>> + Send {
+        Broker::admin_submit(self, fields)
+    }
+    fn admin_live_members(
+        &self,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send {
+        Broker::admin_live_members(self, ttl)
+    }
+    fn job_get(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send {
+        Broker::job_get(self, job)
+    }
+}
