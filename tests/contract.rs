@@ -537,7 +537,10 @@ async fn one_script_call_settles_a_full_batch_of_5000_entries() {
     // Owner-checked acks (ack.lua), half of them counted as recovered.
     let ids = read_many(&env, "acks", "ghost", N).await;
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    assert_eq!(broker.ack("acks", "ghost", &refs, N / 2).await.unwrap(), N as u64);
+    assert_eq!(
+        broker.ack("acks", "ghost", &refs, N / 2).await.unwrap(),
+        N as u64
+    );
     assert_eq!(broker.lane_len("acks").await.unwrap(), 0);
     assert_eq!(broker.pending_count("acks").await.unwrap(), 0);
 

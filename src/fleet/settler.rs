@@ -396,6 +396,10 @@ impl Settler {
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
+            Settlement::NotStarted { tenant, entry_id } => {
+                // Logged by the executor; the Redis error is counted under op="start".
+                self.shared.release(&tenant, [entry_id.as_str()]);
+            }
             Settlement::CrashLoop {
                 tenant,
                 entry_id,
