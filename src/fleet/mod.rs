@@ -263,6 +263,9 @@ pub struct TenantTally {
     pub tombstones: u64,
     /// Settles another member had already done.
     pub settle_lost: u64,
+    /// Settles a later try found already done after an earlier try's reply was lost (that
+    /// try most likely did them).
+    pub settle_reply_lost: u64,
     /// Failed attempts scheduled for a retry.
     pub retried: u64,
     /// Completed tasks that had failed before (or were replayed).
