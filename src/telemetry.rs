@@ -138,10 +138,11 @@ pub fn install_prometheus(
 }
 
 /// The `op` label values of `names::REDIS_ERRORS` (registered at 0 when the recorder is installed).
-pub const REDIS_OPS: [&str; 21] = [
+pub const REDIS_OPS: [&str; 22] = [
     "read",
     "start",
     "depths",
+    "oom_probe",
     "heartbeat",
     "promote",
     "reclaim",
