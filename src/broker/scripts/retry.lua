@@ -22,6 +22,7 @@
 -- the whole script (nothing written, the entries stay pending for the settler to try again),
 -- whereas a script whose first write is XACK would be let through. (Only the first write is
 -- checked: the later ZADD chunks go through once the first has.)
+
 -- Commands over many ids go in chunks of at most 1000 (Lua's unpack fails beyond a few
 -- thousand values, and a flush may carry fleet.ack_batch = 5000 entries).
 local function chunks(cmd, head, list, per)
