@@ -158,12 +158,30 @@ impl Error {
 pub struct RedisFailure {
     text: String,
     code: Option<String>,
+    /// Whether the request may have run in Redis although it failed (its reply was lost).
+    may_have_run: bool,
 }
 
 impl RedisFailure {
     /// A failure with this text and server error code.
     pub(crate) fn new(text: String, code: Option<String>) -> RedisFailure {
-        RedisFailure { text, code }
+        RedisFailure {
+            text,
+            code,
+            may_have_run: false,
+        }
+    }
+
+    /// The same failure, marked as one whose request may have run in Redis (a lost reply).
+    pub(crate) fn reply_lost(mut self) -> RedisFailure {
+        self.may_have_run = true;
+        self
+    }
+
+    /// Whether the request may have run in Redis although it failed: its reply was lost (a
+    /// response timeout, a connection reset while it may have been sent) or could not be read.
+    pub(crate) fn may_have_run(&self) -> bool {
+        self.may_have_run
     }
 
     /// The server's error code, when the server refused a command.

@@ -4,7 +4,9 @@
 pub use crate::admin::time::format_time;
 pub use crate::broker::reply::{entries, streams};
 pub use crate::broker::BreakerInfo;
-pub use crate::broker::{BreakerTransition, DeferItem, Deferred, Entry};
+pub use crate::broker::{
+    BreakerTransition, ClaimStep, DeferItem, Deferred, Entry, RetryItem, Starts,
+};
 pub use crate::deadletter::DeadLetter;
 pub use crate::embedded::RedisServer;
 pub use crate::failpoint::POINTS;
@@ -92,6 +94,45 @@ pub trait BrokerExt {
         &self,
         job: &str,
     ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send;
+    /// Records the start of fresh entries (start.lua).
+    fn start(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<Starts>> + Send;
+    /// Schedules the retries of a batch of one tenant's entries (retry.lua).
+    fn schedule_retries(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        items: &[RetryItem],
+    ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send;
+    /// Owner-checked acks of a batch, the first `recovered` counted as recovered (ack.lua).
+    fn ack(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+        recovered: usize,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Acks without the owner check (fast_ack.lua).
+    fn ack_unclaimable(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+        recovered: usize,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// One step of a member's drain of its own pending entries (claim.lua).
+    fn claim_own(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        start: &str,
+        count: usize,
+        max_starts: u64,
+        skip: &[String],
+    ) -> impl Future<Output = Result<ClaimStep>> + Send;
 }
 
 impl BrokerExt for Broker {
@@ -184,5 +225,49 @@ impl BrokerExt for Broker {
         job: &str,
     ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send {
         Broker::job_get(self, job)
+    }
+    fn start(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<Starts>> + Send {
+        Broker::start(self, tenant, consumer, ids)
+    }
+    fn schedule_retries(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        items: &[RetryItem],
+    ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send {
+        Broker::schedule_retries(self, tenant, consumer, items)
+    }
+    fn ack(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
+        recovered: usize,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        Broker::ack(self, tenant, consumer, ids, recovered)
+    }
+    fn ack_unclaimable(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+        recovered: usize,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        Broker::ack_unclaimable(self, tenant, ids, recovered)
+    }
+    fn claim_own(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        start: &str,
+        count: usize,
+        max_starts: u64,
+        skip: &[String],
+    ) -> impl Future<Output = Result<ClaimStep>> + Send {
+        Broker::claim_own(self, tenant, consumer, start, count, max_starts, skip)
     }
 }

@@ -449,3 +449,117 @@ async fn enqueue_file_carries_own_fields_and_refuses_what_it_would_drop() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(broker.lane_len("acme").await.unwrap(), 2);
 }
+
+/// `n` minimal tasks appended to `tenant`'s lane in one pipeline, then read by `consumer` (so
+/// they are pending for it, as after a member's read). Returns the entry ids.
+async fn read_many(env: &TestEnv, tenant: &str, consumer: &str, n: usize) -> Vec<String> {
+    let broker = env.broker().await;
+    broker.ensure_group(tenant).await.unwrap();
+    let lane = format!("{}:{{{tenant}}}:lane", env.prefix);
+    let mut raw = env.raw().await;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XADD")
+            .arg(&lane)
+            .arg("*")
+            .arg("task_id")
+            .arg(format!("t{i}"))
+            .arg("kind")
+            .arg("k")
+            .arg("payload")
+            .arg("{}")
+            .ignore();
+    }
+    let () = pipe.query_async(&mut raw).await.unwrap();
+    let v: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("redrive")
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(n)
+        .arg("STREAMS")
+        .arg(&lane)
+        .arg(">")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let ids: Vec<String> = redrive::testkit::streams(v)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, e)| e)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), n);
+    ids
+}
+
+/// One flush may carry up to `fleet.ack_batch` (5,000) entries of one tenant into one script
+/// call: every batched script takes that many in one call (Lua's `unpack` stops at a few
+/// thousand values, so the scripts write in chunks).
+#[tokio::test]
+async fn one_script_call_settles_a_full_batch_of_5000_entries() {
+    const N: usize = 5_000;
+    let env = TestEnv::new();
+    let broker = env.broker().await;
+
+    // Starts (start.lua), then retries (retry.lua: 2 × 5,000 ZADD arguments).
+    let ids = read_many(&env, "retries", "ghost", N).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let starts = broker.start("retries", "ghost", &refs).await.unwrap();
+    assert_eq!(starts.started.len(), N, "every entry's start recorded");
+    let items: Vec<redrive::testkit::RetryItem> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            redrive::testkit::RetryItem::new(
+                id,
+                Duration::from_secs(3600),
+                &[
+                    ("task_id", format!("t{i}")),
+                    ("kind", "k".to_owned()),
+                    ("payload", "{}".to_owned()),
+                    ("attempt", "2".to_owned()),
+                    ("from_entry", id.clone()),
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    let due = broker
+        .schedule_retries("retries", "ghost", &items)
+        .await
+        .expect("one retry script call for 5,000 entries");
+    assert_eq!(due.len(), N);
+    assert!(due.iter().all(Option::is_some), "every entry was owned");
+    assert_eq!(broker.retry_len("retries").await.unwrap(), N as u64);
+    assert_eq!(broker.lane_len("retries").await.unwrap(), 0);
+    assert_eq!(broker.pending_count("retries").await.unwrap(), 0);
+
+    // Owner-checked acks (ack.lua), half of them counted as recovered.
+    let ids = read_many(&env, "acks", "ghost", N).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        broker.ack("acks", "ghost", &refs, N / 2).await.unwrap(),
+        N as u64
+    );
+    assert_eq!(broker.lane_len("acks").await.unwrap(), 0);
+    assert_eq!(broker.pending_count("acks").await.unwrap(), 0);
+
+    // Fast acks (fast_ack.lua), recovered ones first.
+    let ids = read_many(&env, "fast", "ghost", N).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        broker.ack_unclaimable("fast", &refs, N / 2).await.unwrap(),
+        N as u64
+    );
+    assert_eq!(broker.lane_len("fast").await.unwrap(), 0);
+    assert_eq!(broker.pending_count("fast").await.unwrap(), 0);
+
+    // A drain of the member's own pending entries (claim.lua) takes them all in one step.
+    let ids = read_many(&env, "drain", "ghost", N).await;
+    let step = broker
+        .claim_own("drain", "ghost", "-", N, 10, &[])
+        .await
+        .expect("one claim script call for 5,000 entries");
+    assert_eq!(step.claimed.len(), ids.len());
+}

@@ -784,3 +784,115 @@ async fn tombstones_are_cleaned_and_counted() {
     let tombstones = sum_in_log(&m, "deleted before they ran", "tombstones");
     assert_eq!(tombstones, 4, "{}", m.log_text());
 }
+
+/// The sum of a metric family's samples in a Prometheus text body.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A dead letter that commits while its reply is lost: Redis holds the script (CLIENT PAUSE
+/// WRITE) longer than `redis.response_timeout_ms`, the member's call times out and is tried
+/// again; when the pause ends the first try moves the entry and the later ones find it no
+/// longer pending. The task is dead-lettered exactly once, the member says so in its log
+/// with the task's fields, and it is not counted as a settle lost to another member.
+#[tokio::test]
+async fn a_settle_whose_reply_was_lost_is_logged_not_counted_lost() {
+    let env = TestEnv::new();
+    env.enqueue_tasks(vec![task(
+        "acme",
+        "k",
+        "late-reply",
+        json!({"simulate": "malformed_output", "work_ms": 1500}),
+    )])
+    .await;
+    let mut m = env.member(
+        "m1",
+        &[
+            ("REDRIVE_REDIS__RESPONSE_TIMEOUT_MS", "200"),
+            // The pause holds lease renewals too.
+            ("REDRIVE_FLEET__LEASE_TTL_MS", "30000"),
+            ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let addr = m.metrics_addr();
+    let broker = env.broker().await;
+    let lane = format!("{}:{{acme}}:lane", env.prefix);
+    let mut raw = env.raw().await;
+    // As on any Redis that has seen a dead letter: the script is cached, so the paused tries
+    // run as EVALSHA when the pause ends (uncached, each would only answer NOSCRIPT).
+    let _: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(include_str!("../src/broker/scripts/dead_letter.lua"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // The start mark (delivery count 2) comes right before the handler runs its 1.5 s.
+    eventually(LONG, "the task starts", || {
+        let (lane, mut raw) = (lane.clone(), raw.clone());
+        async move {
+            let p: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&lane)
+                .arg("redrive")
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut raw)
+                .await
+                .unwrap_or_default();
+            p.first().is_some_and(|e| e.3 >= 2)
+        }
+    })
+    .await;
+    // Writes (scripts included) wait from now until 4 s from now: the attempt fails about
+    // 1.5 s into it, inside the pause, and its dead letter waits for the pause's end.
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("WRITE")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    eventually(LONG, "the task is dead-lettered", || async {
+        !env.dead_letters("acme").await.is_empty()
+    })
+    .await;
+    eventually(
+        LONG,
+        "the member logs the settle whose reply was lost",
+        || async {
+            m.log_text()
+                .contains("settled by an earlier try whose reply was lost")
+        },
+    )
+    .await;
+    let (status, body) = common::http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(m.stop().success(), "{}", m.log_text());
+    let log = m.log_text();
+    let dead = env.dead_letters("acme").await;
+    assert_eq!(dead.len(), 1, "dead-lettered exactly once: {dead:?}");
+    assert_eq!(dead[0]["task_id"], "late-reply");
+    assert_eq!(broker.lane_len("acme").await.unwrap(), 0);
+    assert_eq!(broker.pending_count("acme").await.unwrap(), 0);
+    let line = log
+        .lines()
+        .find(|l| l.contains("settled by an earlier try whose reply was lost"))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("late-reply") && line.contains("schema_mismatch"),
+        "logged at warn with the task's fields and class: {line}"
+    );
+    assert!(
+        log.contains("redis call failed; retrying"),
+        "the fault happened: the first try's reply was lost\n{log}"
+    );
+    assert_eq!(
+        metric_sum(&body, "redrive_settle_lost_total"),
+        0.0,
+        "not a settle lost to another member"
+    );
+    assert_eq!(metric_sum(&body, "redrive_settle_reply_lost_total"), 1.0);
+}

@@ -127,7 +127,7 @@ pub struct RetryItem {
 
 impl RetryItem {
     /// Encodes the next attempt's `fields` for the schedule.
-    pub(crate) fn new<K: AsRef<str>>(
+    pub fn new<K: AsRef<str>>(
         entry_id: &str,
         delay: Duration,
         fields: &[(K, String)],
@@ -320,6 +320,18 @@ pub(crate) fn is_oom(e: &Error) -> bool {
                 || r.to_string()
                     .contains("command not allowed when used memory")
         }
+        _ => false,
+    }
+}
+
+/// Whether a call that failed with `e` may nevertheless have run in Redis: its reply was lost
+/// (a response timeout, a connection reset or closed while the request may have been sent), or
+/// a reply came that redrive could not read. A refusal Redis answered (out of memory, any other
+/// error reply) and a connection that could not be opened are clean: nothing ran.
+pub(crate) fn may_have_run(e: &Error) -> bool {
+    match e {
+        Error::Redis(r) => r.may_have_run(),
+        Error::Protocol(_) => true,
         _ => false,
     }
 }
@@ -1217,5 +1229,35 @@ impl LaneReader {
         }
         let v: Value = cmd.query_async(&mut self.conn).await?;
         reply::streams(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> Error {
+        Error::from(redis::RedisError::from(std::io::Error::from(kind)))
+    }
+
+    #[test]
+    fn a_lost_reply_may_have_run_a_refusal_did_not() {
+        // No reply: the request may have run.
+        assert!(may_have_run(&io(std::io::ErrorKind::TimedOut)));
+        assert!(may_have_run(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(may_have_run(&io(std::io::ErrorKind::BrokenPipe)));
+        // A reply redrive could not read: it ran.
+        assert!(may_have_run(&Error::Protocol(
+            "retry script answered 1 times".into()
+        )));
+        // Never sent, or refused by Redis: it did not.
+        assert!(!may_have_run(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(!may_have_run(&Error::OutOfMemory("nothing written".into())));
+        let oom = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "OOM",
+            "command not allowed when used memory > 'maxmemory'".to_owned(),
+        ));
+        assert!(!may_have_run(&Error::from(oom)));
     }
 }

@@ -360,16 +360,27 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             return None;
         }
     }
+    // From here until the mark lets the entry run, a heartbeat that finds it pending for
+    // nobody does not count it lost: the mark drops a deleted entry from the PEL itself.
+    lost.set_starting(true);
     let (task, deliveries) = match work {
         Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id, read_at).await {
-            Mark::Run => (task, deliveries + 1),
+            Mark::Run => {
+                lost.set_starting(false);
+                (task, deliveries + 1)
+            }
             Mark::Gone => {
                 let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
                 return None;
             }
-            Mark::Lost | Mark::Failed => {
-                // Not started here: whoever owns it now (or a later reclaim) runs it.
+            Mark::Lost => {
+                // Not started here: whoever owns it now runs it.
                 let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                return None;
+            }
+            Mark::Failed => {
+                task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "cannot record the start; not run here, the entry stays pending for a reclaim");
+                let _ = ctx.settle.send(Settlement::NotStarted { tenant, entry_id });
                 return None;
             }
         },
@@ -379,6 +390,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             .await
         {
             Ok(Begin::Run(fields)) => {
+                lost.set_starting(false);
                 match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
                     Ok(task) => {
                         task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, starts = deliveries + 1, alone = deliveries >= 1, "running a taken-over entry");
@@ -406,8 +418,9 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             }
             Err(e) => {
                 // Still pending here: a later drain or reclaim takes it up again.
-                tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry");
-                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                metrics::counter!(names::REDIS_ERRORS, "op" => "start").increment(1);
+                tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry; not run here, the entry stays pending for a reclaim");
+                let _ = ctx.settle.send(Settlement::NotStarted { tenant, entry_id });
                 return None;
             }
         },

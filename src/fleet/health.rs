@@ -68,7 +68,7 @@ impl Refresher {
             Ok(true) => self.health.redis_accepts(sent),
             Ok(false) => self.health.redis_refused("probe", sent),
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "depths").increment(1);
+                metrics::counter!(names::REDIS_ERRORS, "op" => "oom_probe").increment(1);
                 tracing::debug!(error = %e, "cannot probe whether redis accepts writes");
             }
         }

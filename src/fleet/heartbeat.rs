@@ -78,7 +78,9 @@ impl Heartbeat {
 /// this member has released it meanwhile (its own settle already found that out); one pending
 /// for nobody only while this member still holds it unsettled, since a settlement handed to
 /// the settler before the beat's reply may have removed it (the settler marks an entry before
-/// any Redis call for it, so a removal by this member's own hand is always seen here).
+/// any Redis call for it, so a removal by this member's own hand is always seen here), and so
+/// may a start mark in flight, which drops a deleted entry from the PEL (the executor marks
+/// the entry `Starting` before it sends the mark and keeps that until its settlement).
 pub(crate) fn lost_after_beat(beat: Beat, holding: impl Fn(&str) -> Holding) -> Vec<String> {
     let taken = beat
         .taken
@@ -116,6 +118,18 @@ mod tests {
     fn an_entry_gone_while_still_unsettled_here_was_settled_elsewhere() {
         let lost = lost_after_beat(beat(&[], &["1-1"]), |_| Holding::Unsettled);
         assert_eq!(lost, ["1-1"]);
+    }
+
+    #[test]
+    fn an_entry_whose_start_mark_dropped_it_is_not_lost() {
+        // The start mark (XCLAIM in start.lua, the fast window's XCLAIM or begin.lua) found
+        // 1-1 deleted and dropped it from the PEL; its Tombstone settlement has not reached
+        // the settler yet when the beat's reply is judged.
+        let lost = lost_after_beat(beat(&[], &["1-1"]), |_| Holding::Starting);
+        assert!(lost.is_empty(), "{lost:?}");
+        // Taken by another consumer is lost whatever the start mark found.
+        let lost = lost_after_beat(beat(&["1-2"], &[]), |_| Holding::Starting);
+        assert_eq!(lost, ["1-2"]);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub(crate) struct Lost {
     /// Set once a settlement for the entry has reached the settler: from then on the entry may
     /// leave the PEL by this member's own hand, so a heartbeat that finds it gone saw no loss.
     settling: AtomicBool,
+    /// Set while the entry's start mark (the fast-window XCLAIM, start.lua or begin.lua) is in
+    /// flight, and kept when the mark did not let it run: the mark itself drops a deleted
+    /// entry from the PEL, before its Tombstone settlement reaches the settler.
+    starting: AtomicBool,
 }
 
 impl Lost {
@@ -83,6 +87,16 @@ impl Lost {
 
     fn is_settling(&self) -> bool {
         self.settling.load(Ordering::Acquire)
+    }
+
+    /// Notes that the entry's start mark is about to be sent (`true`), or that it landed and
+    /// the entry runs (`false`: it is pending here again, as before the mark).
+    pub(crate) fn set_starting(&self, on: bool) {
+        self.starting.store(on, Ordering::Release);
+    }
+
+    fn is_starting(&self) -> bool {
+        self.starting.load(Ordering::Acquire)
     }
 
     async fn wait(&self) {
@@ -164,6 +178,10 @@ pub(crate) enum Settlement {
     Tombstone { tenant: Arc<str>, entry_id: String },
     /// Another member owns the entry now: release it here without settling.
     Lost { tenant: Arc<str>, entry_id: String },
+    /// Its start could not be recorded (Redis failed): it did not run, stays pending for this
+    /// consumer in Redis and is released here for a reclaim to take up. Nothing was lost to
+    /// another member, so it is not counted as a lost settle.
+    NotStarted { tenant: Arc<str>, entry_id: String },
     /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
     /// due after `delay`.
     Defer {
@@ -202,6 +220,7 @@ impl Settlement {
             }
             | Settlement::Tombstone { tenant, entry_id }
             | Settlement::Lost { tenant, entry_id }
+            | Settlement::NotStarted { tenant, entry_id }
             | Settlement::Defer {
                 tenant, entry_id, ..
             }
@@ -224,6 +243,9 @@ pub(crate) enum Holding {
     Unsettled,
     /// Its settlement has reached the settler, which may have removed it already.
     Settling,
+    /// Its start mark is in flight (or did not let it run and its settlement is on the way):
+    /// the mark removes a deleted entry from the PEL by this member's own hand.
+    Starting,
     /// No longer held here (settled and released).
     Released,
 }
@@ -241,6 +263,9 @@ pub struct TenantTally {
     pub tombstones: u64,
     /// Settles another member had already done.
     pub settle_lost: u64,
+    /// Settles a later try found already done after an earlier try's reply was lost (that
+    /// try most likely did them).
+    pub settle_reply_lost: u64,
     /// Failed attempts scheduled for a retry.
     pub retried: u64,
     /// Completed tasks that had failed before (or were replayed).
@@ -402,6 +427,7 @@ impl Shared {
                 {
                     None => Holding::Released,
                     Some(l) if l.is_settling() => Holding::Settling,
+                    Some(l) if l.is_starting() => Holding::Starting,
                     Some(_) => Holding::Unsettled,
                 };
                 (id.clone(), h)

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use super::tasklog::{task_event, TaskLog};
 use super::Failed;
 use super::{Settlement, Shared};
-use crate::broker::{is_oom, Broker, DeferItem, Deferred, RetryItem};
+use crate::broker::{is_oom, may_have_run, Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
 use crate::handler::FailureClass;
@@ -44,6 +44,34 @@ struct Retry {
     /// The task's log fields, with the attempt that failed.
     log: TaskLog,
     class: FailureClass,
+}
+
+/// What a call retried by [`Settler::with_retry`] answered.
+struct Tried<T> {
+    value: T,
+    /// An earlier try failed in a way that may have run it (its reply was lost): what this
+    /// answer finds already settled was most likely settled by that try.
+    earlier_may_have_run: bool,
+}
+
+/// How a settle that found entries no longer pending for this member counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotPending {
+    /// Settled or taken over elsewhere: a lost settle.
+    Lost,
+    /// An earlier try of the same call may have settled them, its reply lost.
+    ReplyLost,
+}
+
+impl NotPending {
+    /// The judgement for entries a settle call found no longer pending for this member.
+    fn judge(earlier_may_have_run: bool) -> NotPending {
+        if earlier_may_have_run {
+            NotPending::ReplyLost
+        } else {
+            NotPending::Lost
+        }
+    }
 }
 
 /// The settler loop's settings and handles.
@@ -219,55 +247,87 @@ impl Settler {
             self.with_retry("ack", checked.len() as u64, Some(checked_first), || broker
                 .ack(tenant_ref, member, &checked, checked_recovered)),
         );
-        let result = a.zip(b).map(|(a, b)| a + b);
         crate::failpoint::hit("after_ack");
-        let tenant = &tenant;
-        if let Some(acked) = result {
-            if let Some(observer) = &self.shared.ack_observer {
-                let refs: Vec<&str> = ids.iter().map(|a| a.entry_id.as_str()).collect();
-                observer.acked(tenant, &refs);
+        // Each half on its own: one given up at shutdown does not hide what the other wrote.
+        for (half, recovered, tried) in [(fast, fast_recovered, a), (checked, checked_recovered, b)]
+        {
+            if let Some(tried) = tried {
+                self.acked(&tenant, &half, recovered as u64, tried);
             }
-            let label = tenant_label(tenant);
-            metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
-            let lost = ids.len() as u64 - acked.min(ids.len() as u64);
-            // Recovered counts only when every ack of the batch went through, which is the
-            // normal case; a lost ack is already counted above.
-            let recovered = if lost == 0 {
-                ids.iter().filter(|a| a.recovered).count() as u64
-            } else {
-                0
-            };
-            if recovered > 0 {
-                metrics::counter!(names::TASKS_RECOVERED, "tenant" => label.clone())
-                    .increment(recovered);
-            }
-            if lost > 0 {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(lost);
-                tracing::warn!(tenant = %tenant, lost, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)");
-            }
-            self.shared.stats.with(tenant, |t| {
-                t.completed += acked;
-                t.settle_lost += lost;
-                t.recovered += recovered;
-            });
         }
         // Released even when the ack was abandoned at shutdown: the entries stay pending
         // in Redis and are redelivered, so nothing is lost.
         self.shared
-            .release(tenant, ids.iter().map(|a| a.entry_id.as_str()));
+            .release(&tenant, ids.iter().map(|a| a.entry_id.as_str()));
+    }
+
+    /// Counts what one ack call of `ids` (the first `recovered` of them recovered) answered.
+    fn acked(&self, tenant: &Arc<str>, ids: &[&str], recovered: u64, tried: Tried<u64>) {
+        if ids.is_empty() {
+            return;
+        }
+        let acked = tried.value.min(ids.len() as u64);
+        if let Some(observer) = &self.shared.ack_observer {
+            observer.acked(tenant, ids);
+        }
+        let label = tenant_label(tenant);
+        metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
+        let missing = ids.len() as u64 - acked;
+        // Recovered counts only when every ack of the call went through, which is the normal
+        // case; a missing ack is counted below.
+        let recovered = if missing == 0 { recovered } else { 0 };
+        if recovered > 0 {
+            metrics::counter!(names::TASKS_RECOVERED, "tenant" => label).increment(recovered);
+        }
+        let how = NotPending::judge(tried.earlier_may_have_run);
+        self.not_pending(tenant, missing, how);
+        if missing > 0 {
+            match how {
+                NotPending::Lost => {
+                    tracing::warn!(tenant = %tenant, lost = missing, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)")
+                }
+                NotPending::ReplyLost => {
+                    tracing::warn!(tenant = %tenant, entries = missing, "completed entries settled by an earlier try whose reply was lost")
+                }
+            }
+        }
+        self.shared.stats.with(tenant, |t| {
+            t.completed += acked;
+            t.recovered += recovered;
+        });
+    }
+
+    /// Counts `n` entries a settle found no longer pending for this member.
+    fn not_pending(&self, tenant: &str, n: u64, how: NotPending) {
+        if n == 0 {
+            return;
+        }
+        let label = tenant_label(tenant);
+        match how {
+            NotPending::Lost => {
+                metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(n);
+                self.shared.stats.with(tenant, |t| t.settle_lost += n);
+            }
+            NotPending::ReplyLost => {
+                metrics::counter!(names::SETTLE_REPLY_LOST, "tenant" => label).increment(n);
+                self.shared.stats.with(tenant, |t| t.settle_reply_lost += n);
+            }
+        }
     }
 
     /// Retries a Redis call about `entries` entries with backoff until it succeeds or shutdown
     /// has run past its grace; `first` is told when the first try has answered. A refusal for
     /// memory (Redis over `maxmemory`) is not logged per try: the member's health logs the
-    /// episode once, with what waits.
+    /// episode once, with what waits. The answer says whether an earlier try may have run
+    /// (its reply was lost), so that what the answering try found already settled is not
+    /// taken for another member's doing.
     async fn with_retry<T, F, Fut>(
         &self,
         what: &'static str,
         entries: u64,
         mut first: Option<oneshot::Sender<()>>,
         mut call: F,
-    ) -> Option<T>
+    ) -> Option<Tried<T>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -275,6 +335,7 @@ impl Settler {
         let health = &self.shared.health;
         let mut delay = Duration::from_millis(50);
         let mut waiting = false;
+        let mut earlier_may_have_run = false;
         loop {
             let sent = Instant::now();
             let result = call().await;
@@ -282,14 +343,18 @@ impl Settler {
                 let _ = tx.send(());
             }
             match result {
-                Ok(v) => {
+                Ok(value) => {
                     if waiting {
                         health.settle_waiting(what, entries, false);
                     }
-                    return Some(v);
+                    return Some(Tried {
+                        value,
+                        earlier_may_have_run,
+                    });
                 }
                 Err(e) => {
                     metrics::counter!(names::REDIS_ERRORS, "op" => what).increment(1);
+                    earlier_may_have_run |= may_have_run(&e);
                     let oom = is_oom(&e);
                     if oom {
                         if !waiting {
@@ -394,6 +459,10 @@ impl Settler {
                 metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(&tenant))
                     .increment(1);
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
+                self.shared.release(&tenant, [entry_id.as_str()]);
+            }
+            Settlement::NotStarted { tenant, entry_id } => {
+                // Logged by the executor; the Redis error is counted under op="start".
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
             Settlement::CrashLoop {
@@ -546,9 +615,10 @@ impl Settler {
             })
             .await
         };
-        if let Some(dues) = result {
+        if let Some(tried) = result {
             let label = tenant_label(tenant);
-            for (r, due) in items.iter().zip(dues) {
+            let how = NotPending::judge(tried.earlier_may_have_run);
+            for (r, due) in items.iter().zip(tried.value) {
                 match due {
                     Some(due) => {
                         metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
@@ -556,9 +626,10 @@ impl Settler {
                         self.shared.stats.with(tenant, |t| t.retried += 1);
                     }
                     None => {
-                        metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone())
-                            .increment(1);
-                        self.shared.stats.with(tenant, |t| t.settle_lost += 1);
+                        self.not_pending(tenant, 1, how);
+                        if how == NotPending::ReplyLost {
+                            task_event!(warn, &r.log, entry_id = %r.item.entry_id, class = %r.class, "settled by an earlier try whose reply was lost (most likely its retry was scheduled then)");
+                        }
                     }
                 }
             }
@@ -598,10 +669,10 @@ impl Settler {
                 self.broker.defer(tenant, member, &items)
             })
             .await;
-        if let Some(outcomes) = result {
+        if let Some(tried) = result {
             let label = tenant_label(tenant);
             let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
-            for o in outcomes {
+            for o in tried.value {
                 match o {
                     Deferred::Due(_) => deferred += 1,
                     Deferred::NotOwned => lost += 1,
@@ -613,8 +684,10 @@ impl Settler {
                     .increment(deferred);
                 tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
             }
-            if lost > 0 {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone()).increment(lost);
+            let how = NotPending::judge(tried.earlier_may_have_run);
+            self.not_pending(tenant, lost, how);
+            if lost > 0 && how == NotPending::ReplyLost {
+                tracing::warn!(tenant = %tenant, entries = lost, "held-back entries settled by an earlier try whose reply was lost (most likely deferred then)");
             }
             if gone > 0 {
                 tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
@@ -622,7 +695,6 @@ impl Settler {
             }
             self.shared.stats.with(tenant, |t| {
                 t.deferred += deferred;
-                t.settle_lost += lost;
                 t.tombstones += gone;
             });
         }
@@ -644,7 +716,8 @@ impl Settler {
             .with_retry("read_entry", 1, None, || {
                 self.broker.lane_entry(&tenant, &entry_id)
             })
-            .await;
+            .await
+            .map(|t| t.value);
         let Some(Some(entry)) = entry else {
             if entry.is_some() {
                 // Deleted meanwhile: a tombstone, acked so it leaves the PEL.
@@ -709,7 +782,8 @@ impl Settler {
                 )
             })
             .await;
-        if let Some(r) = result {
+        if let Some(tried) = result {
+            let r = tried.value;
             let label = tenant_label(tenant);
             if r.moved {
                 metrics::counter!(names::DEAD_LETTERED, "tenant" => label.clone(), "class" => dl.class.as_str())
@@ -724,8 +798,15 @@ impl Settler {
                         .or_default() += 1
                 });
             } else {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => label.clone()).increment(1);
-                self.shared.stats.with(tenant, |t| t.settle_lost += 1);
+                let how = NotPending::judge(tried.earlier_may_have_run);
+                self.not_pending(tenant, 1, how);
+                if how == NotPending::ReplyLost {
+                    task_event!(
+                        warn, &TaskLog::of_dead_letter(tenant, &dl), entry_id = %entry_id,
+                        class = %dl.class, action = dl.action().as_str(),
+                        "settled by an earlier try whose reply was lost (most likely dead-lettered then)"
+                    );
+                }
             }
             if r.trimmed > 0 {
                 metrics::counter!(names::DLQ_TRIMMED, "tenant" => label).increment(r.trimmed);

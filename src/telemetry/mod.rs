@@ -68,10 +68,11 @@ pub fn install_prometheus(
 }
 
 /// The `op` label values of `names::REDIS_ERRORS` (registered at 0 when the recorder is installed).
-pub const REDIS_OPS: [&str; 21] = [
+pub const REDIS_OPS: [&str; 22] = [
     "read",
     "start",
     "depths",
+    "oom_probe",
     "heartbeat",
     "promote",
     "reclaim",
@@ -106,6 +107,7 @@ pub fn register_tenant(tenant: &str) {
         names::RECLAIMED,
         names::TOMBSTONES,
         names::SETTLE_LOST,
+        names::SETTLE_REPLY_LOST,
         names::OWNERSHIP_LOST,
         names::RETRIES_PROMOTED,
         names::DLQ_TRIMMED,

@@ -15,6 +15,10 @@ pub const DLQ_TRIMMED: &str = "redrive_dlq_trimmed_total";
 pub const TOMBSTONES: &str = "redrive_tombstones_total";
 /// Counter{tenant}: settles that found the entry already settled by someone else.
 pub const SETTLE_LOST: &str = "redrive_settle_lost_total";
+/// Counter{tenant}: settles whose call was tried again after a reply was lost (a timeout,
+/// a dropped connection) and then found the entry no longer pending: most likely settled
+/// by the earlier try (its Redis stats counted it), not by another member.
+pub const SETTLE_REPLY_LOST: &str = "redrive_settle_reply_lost_total";
 /// Counter{tenant,class}: failed attempts scheduled for another attempt.
 pub const TASKS_RETRIED: &str = "redrive_tasks_retried_total";
 /// Counter{tenant}: tasks completed after an earlier failure or a replay.

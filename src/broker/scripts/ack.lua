@@ -19,6 +19,22 @@
 --
 -- Returns the number of ids acked and deleted. The others were not pending for this consumer:
 -- settled already, or reclaimed by another member, who now owns them.
+-- Commands over many ids go in chunks of at most 1000 (Lua's unpack fails beyond a few
+-- thousand values, and a flush may carry fleet.ack_batch = 5000 entries).
+local function chunks(cmd, head, list, per)
+  local n = 0
+  for i = 1, #list, per do
+    local args = {cmd}
+    for _, a in ipairs(head) do
+      args[#args + 1] = a
+    end
+    for j = i, math.min(i + per - 1, #list) do
+      args[#args + 1] = list[j]
+    end
+    n = n + redis.call(unpack(args))
+  end
+  return n
+end
 local mine = {}
 local start = ARGV[3]
 while true do
@@ -46,8 +62,8 @@ if #owned == 0 then
 end
 -- XACK first: it frees memory, so Redis runs the script even while over maxmemory, and the
 -- stats HINCRBY after it cannot be refused on its own.
-redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
-redis.call('XDEL', KEYS[1], unpack(owned))
+chunks('XACK', {KEYS[1], ARGV[1]}, owned, 1000)
+chunks('XDEL', {KEYS[1]}, owned, 1000)
 local t = redis.call('TIME')
 local bucket = KEYS[2] .. math.floor(tonumber(t[1]) / 60)
 if redis.call('HINCRBY', bucket, 'completed', #owned) == #owned then

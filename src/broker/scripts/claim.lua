@@ -36,14 +36,14 @@ for _, e in ipairs(p) do
   end
 end
 local claimed, n = {}, 0
-if #ids > 0 then
-  -- unpack must come last in an argument list (Lua keeps only its first value otherwise).
-  local args = {KEYS[1], ARGV[1], ARGV[2], 0}
-  for _, id in ipairs(ids) do
-    args[#args + 1] = id
+-- In chunks of at most 1000 ids (Lua's unpack fails beyond a few thousand values).
+for i = 1, #ids, 1000 do
+  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+  for j = i, math.min(i + 999, #ids) do
+    args[#args + 1] = ids[j]
   end
   args[#args + 1] = 'JUSTID'
-  for _, id in ipairs(redis.call('XCLAIM', unpack(args))) do
+  for _, id in ipairs(redis.call(unpack(args))) do
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = tostring(count[id])
     n = n + 1

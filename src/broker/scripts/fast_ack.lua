@@ -16,16 +16,35 @@
 -- first write, so the stats HINCRBY goes last.
 --
 -- Returns the number of ids acked (the others were no longer pending: settled already).
+-- Commands over many ids go in chunks of at most 1000 (Lua's unpack fails beyond a few
+-- thousand values, and a flush may carry fleet.ack_batch = 5000 entries).
+local function chunks(cmd, head, list, per)
+  local n = 0
+  for i = 1, #list, per do
+    local args = {cmd}
+    for _, a in ipairs(head) do
+      args[#args + 1] = a
+    end
+    for j = i, math.min(i + per - 1, #list) do
+      args[#args + 1] = list[j]
+    end
+    n = n + redis.call(unpack(args))
+  end
+  return n
+end
 local r = tonumber(ARGV[3])
-local recovered, acked = 0, 0
-if r > 0 then
-  recovered = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4, 3 + r))
+local first, rest = {}, {}
+for i = 4, #ARGV do
+  if i < 4 + r then
+    first[#first + 1] = ARGV[i]
+  else
+    rest[#rest + 1] = ARGV[i]
+  end
 end
-if 4 + r <= #ARGV then
-  acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4 + r))
-end
-acked = acked + recovered
-redis.call('XDEL', KEYS[1], unpack(ARGV, 4))
+local recovered = chunks('XACK', {KEYS[1], ARGV[1]}, first, 1000)
+local acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
+chunks('XDEL', {KEYS[1]}, first, 1000)
+chunks('XDEL', {KEYS[1]}, rest, 1000)
 if acked > 0 then
   local t = redis.call('TIME')
   local bucket = KEYS[2] .. math.floor(tonumber(t[1]) / 60)

@@ -4,18 +4,41 @@
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's retry schedule (ZSET scored by due time, ms)
+-- KEYS[3]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
+--          minute by the server's clock (same hash tag, so the same slot)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
--- ARGV[3…] triples: entry id in the lane, delay in ms (from the server's clock), schedule
+-- ARGV[3]  how long a stats bucket is kept, ms
+-- ARGV[4…] triples: entry id in the lane, delay in ms (from the server's clock), schedule
 --          member (a JSON array [field, value, …] of the next attempt, unique because it holds
---          `from_entry`, the lane entry id: identical tasks never collapse into one member)
+--          `from_entry`, the lane entry id: identical tasks never collapse into one member);
+--          at most fleet.ack_batch triples
 --
 -- Returns one value per triple: the due time (ms, server clock), or -1 when this consumer no
--- longer owns that entry (nothing is written for it).
+-- longer owns that entry (nothing is written for it). What it schedules is counted as
+-- `retried` in the tenant's stats bucket of the current minute, in the same step.
 --
 -- The schedule is written first: a retry adds data, so while Redis is over maxmemory it refuses
 -- the whole script (nothing written, the entries stay pending for the settler to try again),
--- whereas a script whose first write is XACK would be let through.
+-- whereas a script whose first write is XACK would be let through. (Only the first write is
+-- checked: the later ZADD chunks go through once the first has.)
+
+-- Commands over many ids go in chunks of at most 1000 (Lua's unpack fails beyond a few
+-- thousand values, and a flush may carry fleet.ack_batch = 5000 entries).
+local function chunks(cmd, head, list, per)
+  local n = 0
+  for i = 1, #list, per do
+    local args = {cmd}
+    for _, a in ipairs(head) do
+      args[#args + 1] = a
+    end
+    for j = i, math.min(i + per - 1, #list) do
+      args[#args + 1] = list[j]
+    end
+    n = n + redis.call(unpack(args))
+  end
+  return n
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, owned, zadd = {}, {}, {}
@@ -33,10 +56,9 @@ for i = 4, #ARGV, 3 do
   end
 end
 if #owned > 0 then
-  -- unpack must come last in an argument list (Lua keeps only its first value otherwise).
-  redis.call('ZADD', KEYS[2], unpack(zadd))
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
-  redis.call('XDEL', KEYS[1], unpack(owned))
+  chunks('ZADD', {KEYS[2]}, zadd, 2000)
+  chunks('XACK', {KEYS[1], ARGV[1]}, owned, 1000)
+  chunks('XDEL', {KEYS[1]}, owned, 1000)
   local bucket = KEYS[3] .. math.floor(tonumber(t[1]) / 60)
   if redis.call('HINCRBY', bucket, 'retried', #owned) == #owned then
     redis.call('PEXPIRE', bucket, ARGV[3])

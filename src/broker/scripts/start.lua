@@ -45,20 +45,22 @@ for i = 5, #ARGV do
 end
 local started, gone = {}, {}
 for _, n in ipairs(order) do
-  -- unpack must come last in an argument list (Lua keeps only its first value otherwise).
-  local args = {KEYS[1], ARGV[1], ARGV[2], 0}
-  for _, id in ipairs(groups[n]) do
-    args[#args + 1] = id
+  local ids, claimed = groups[n], {}
+  -- In chunks of at most 1000 ids (Lua's unpack fails beyond a few thousand values).
+  for i = 1, #ids, 1000 do
+    local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+    for j = i, math.min(i + 999, #ids) do
+      args[#args + 1] = ids[j]
+    end
+    args[#args + 1] = 'RETRYCOUNT'
+    args[#args + 1] = n + 1
+    args[#args + 1] = 'JUSTID'
+    for _, id in ipairs(redis.call(unpack(args))) do
+      claimed[id] = true
+      started[#started + 1] = id
+    end
   end
-  args[#args + 1] = 'RETRYCOUNT'
-  args[#args + 1] = n + 1
-  args[#args + 1] = 'JUSTID'
-  local claimed = {}
-  for _, id in ipairs(redis.call('XCLAIM', unpack(args))) do
-    claimed[id] = true
-    started[#started + 1] = id
-  end
-  for _, id in ipairs(groups[n]) do
+  for _, id in ipairs(ids) do
     if not claimed[id] then
       gone[#gone + 1] = id
     end
