@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 pub use super::context::{AdminContext, Executed};
+use super::replay::job::JobState;
 use super::select::{DlId, Selection};
 use super::{CommandResult, Envelope, PurgeSpec, RemoveSpec};
 use crate::broker::{BeginCommand, Broker, FinishMode};
@@ -21,7 +22,7 @@ use crate::telemetry::names;
 pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Executed {
     use super::AdminCommand as C;
     let simple = match &env.command {
-        C::Replay(spec) => return super::replay::run(ctx, env, spec, stop).await,
+        C::Replay(spec) => return super::replay::runner::run(ctx, env, spec, stop).await,
         C::Resolve(spec) => remove(ctx, env, spec, "resolved").await,
         C::Discard(spec) => remove(ctx, env, spec, "discarded").await,
         C::Purge(spec) => purge(ctx, spec).await,
@@ -87,11 +88,11 @@ async fn remove(
         }
         Selection::Filter(_) => {
             let now = b.server_time_ms().await?;
-            let Selection::Filter(pinned) = super::replay::pin(&spec.select, now) else {
+            let Selection::Filter(pinned) = super::scan::pin(&spec.select, now) else {
                 return Err(Error::Usage("unexpected selection".into()));
             };
             let mut ids = Vec::new();
-            super::replay::scan(b, &pinned, |tenant, entry, _| {
+            super::scan::scan(b, &pinned, |tenant, entry, _| {
                 ids.push(DlId {
                     tenant: tenant.to_owned(),
                     id: entry.id,
@@ -155,10 +156,17 @@ async fn cancel(ctx: &AdminContext, env: &Envelope, job: &str) -> Result<(String
         None => Err(Error::NotFound(format!(
             "no replay job '{job}' (a job exists once its replay command has started)"
         ))),
-        Some(state) if state == "running" || state == "interrupted" => Ok((
-            format!("cancel requested: replay job {job} stops after its current step"),
-            json!({"job": job, "state": state}),
-        )),
+        Some(state)
+            if matches!(
+                JobState::parse(&state),
+                Some(JobState::Running | JobState::Interrupted)
+            ) =>
+        {
+            Ok((
+                format!("cancel requested: replay job {job} stops after its current step"),
+                json!({"job": job, "state": state}),
+            ))
+        }
         Some(state) => Ok((
             format!("replay job {job} is {state} already; nothing to cancel"),
             json!({"job": job, "state": state}),

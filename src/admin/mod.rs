@@ -14,7 +14,9 @@
 //! * [`select`] — dead-letter addresses and filters; [`time`] — durations and times as typed.
 //! * [`patch`] — JSON merge patch; [`migrate`] — payload schema migrations.
 //! * [`view`] — a dead letter as operators see it (text and JSON).
-//! * [`replay`] — building a replayed task (pure) and running a replay job.
+//! * [`scan`] — the dead-letter scan shared by replay, `resolve`/`discard` and the reports.
+//! * [`replay`] — building a replayed task (pure), the selection, the dry run, the typed job
+//!   record and the job runner.
 //! * [`exec`] — executing one command: the code a fleet member and `--local` share.
 //! * [`report`] — `list`, `stats`, `health`, `export`.
 //! * [`client`] — the CLI side of the stream: fleet check, submit, wait, withdraw.
@@ -24,6 +26,7 @@ pub mod breaker;
 pub mod context;
 pub mod exec;
 pub mod replay;
+pub mod scan;
 pub mod select;
 pub mod time;
 

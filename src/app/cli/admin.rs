@@ -694,7 +694,7 @@ async fn replay(a: ReplayArgs, settings: &Settings) -> Result<()> {
             a.m.operator
                 .clone()
                 .unwrap_or_else(crate::admin::default_operator);
-        let d = crate::admin::replay::dry_run(&ctx, &spec, &operator).await?;
+        let d = crate::admin::replay::dry_run::dry_run(&ctx, &spec, &operator).await?;
         if a.m.json {
             print_json(&serde_json::to_value(&d).unwrap_or(Value::Null));
         } else {
@@ -714,7 +714,7 @@ async fn replay(a: ReplayArgs, settings: &Settings) -> Result<()> {
     send(b, settings, &a.m, v, AdminCommand::Replay(spec)).await
 }
 
-fn print_dry_run(d: &crate::admin::replay::DryRun) {
+fn print_dry_run(d: &crate::admin::replay::dry_run::DryRun) {
     println!(
         "dry run: {} dead letters selected; {} would be replayed, {} refused (partial_execution \
          without --force), {} not replayable as they are. Nothing was changed.",
