@@ -386,3 +386,46 @@ async fn steps(
     b.job_set(job, &JobState::Done.fields(), &[]).await?;
     Ok(Step::Done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_and_summary_read_the_typed_record() {
+        let fields = [
+            ("state", "done"),
+            ("selected", "5"),
+            ("replayed", "2"),
+            ("skipped", "1"),
+            ("refused", "1"),
+            ("invalid", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let record = JobRecord::from_fields(&fields);
+        let samples = Samples {
+            refused: vec!["r".into()],
+            invalid: vec![],
+        };
+        assert_eq!(
+            details("j1", &record, &samples).to_string(),
+            r#"{"invalid":1,"invalid_sample":[],"job":"j1","refused":1,"refused_sample":["r"],"replayed":2,"selected":5,"skipped":1,"state":"done"}"#
+        );
+        assert_eq!(
+            details("j1", &JobRecord::default(), &Samples::default())["state"],
+            ""
+        );
+        let spec = ReplaySpec {
+            order_by_key: Some("user".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            summary("j1", &record, &spec),
+            "replayed 2 of 5 dead letters, 1 already gone (replayed or removed by someone else), \
+             1 partial_execution refused (review them, then replay with --force), 1 not \
+             replayable as they are, ordered by payload field 'user' [job j1]"
+        );
+    }
+}
