@@ -6,11 +6,11 @@
 //! command id that ran already returns its first result; one past its deadline or withdrawn by
 //! its CLI never runs.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use super::context::{AdminContext, Executed};
-use super::select::{DlId, Selection};
-use super::{CommandResult, Envelope, PurgeSpec, RemoveSpec};
+use super::mutate;
+use super::{CommandResult, Envelope};
 use crate::broker::{BeginCommand, Broker, FinishMode};
 use crate::deadletter::bounded;
 use crate::error::{Error, Result};
@@ -21,148 +21,16 @@ use crate::telemetry::names;
 pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Executed {
     use super::AdminCommand as C;
     let simple = match &env.command {
-        C::Replay(spec) => return super::replay::run(ctx, env, spec, stop).await,
-        C::Resolve(spec) => remove(ctx, env, spec, "resolved").await,
-        C::Discard(spec) => remove(ctx, env, spec, "discarded").await,
-        C::Purge(spec) => purge(ctx, spec).await,
-        C::Cancel(spec) => cancel(ctx, env, &spec.job).await,
-        C::Breaker(spec) => breaker(ctx, env, spec).await,
+        C::Replay(spec) => return super::replay::runner::run(ctx, env, spec, stop).await,
+        C::Resolve(spec) => mutate::remove(ctx, env, spec, "resolved").await,
+        C::Discard(spec) => mutate::remove(ctx, env, spec, "discarded").await,
+        C::Purge(spec) => mutate::purge(ctx, spec).await,
+        C::Cancel(spec) => mutate::cancel(ctx, env, &spec.job).await,
+        C::Breaker(spec) => mutate::breaker(ctx, env, spec).await,
     };
     match simple {
         Ok((message, details)) => Executed::finished(Ok(message), details),
         Err(e) => Executed::finished(Err(e), Value::Null),
-    }
-}
-
-/// Opens (holds) or closes a tenant's breaker, recording the operator and reason in its log.
-async fn breaker(
-    ctx: &AdminContext,
-    env: &Envelope,
-    spec: &super::BreakerSpec,
-) -> Result<(String, Value)> {
-    let change = super::breaker::breaker(
-        &ctx.broker,
-        &spec.tenant,
-        spec.open,
-        &env.reason,
-        &env.operator,
-    )
-    .await?;
-    let message = super::breaker::describe(&change, spec.open);
-    let details = serde_json::to_value(&change).unwrap_or(Value::Null);
-    Ok((message, details))
-}
-
-async fn remove(
-    ctx: &AdminContext,
-    env: &Envelope,
-    spec: &RemoveSpec,
-    action: &str,
-) -> Result<(String, Value)> {
-    spec.select.validate().map_err(Error::Usage)?;
-    let b = &ctx.broker;
-    // Listed ids must all exist (nothing changes otherwise); a filter selects what exists now.
-    let ids: Vec<DlId> = match &spec.select {
-        Selection::Ids(ids) => {
-            let ids = &super::select::dedup(ids.clone());
-            let mut missing = Vec::new();
-            for d in ids {
-                if b.dlq_entries(&d.tenant, &[d.id.as_str()])
-                    .await?
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .is_none()
-                {
-                    missing.push(d.to_string());
-                }
-            }
-            if !missing.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "dead letters {} do not exist; nothing was {action}",
-                    missing.join(", ")
-                )));
-            }
-            ids.clone()
-        }
-        Selection::Filter(_) => {
-            let now = b.server_time_ms().await?;
-            let Selection::Filter(pinned) = super::replay::pin(&spec.select, now) else {
-                return Err(Error::Usage("unexpected selection".into()));
-            };
-            let mut ids = Vec::new();
-            super::replay::scan(b, &pinned, |tenant, entry, _| {
-                ids.push(DlId {
-                    tenant: tenant.to_owned(),
-                    id: entry.id,
-                });
-                Ok(())
-            })
-            .await?;
-            ids
-        }
-    };
-    let mut removed = 0u64;
-    let mut by_tenant: Vec<(String, Vec<&str>)> = Vec::new();
-    for d in &ids {
-        match by_tenant.iter_mut().find(|(t, _)| *t == d.tenant) {
-            Some((_, v)) => v.push(&d.id),
-            None => by_tenant.push((d.tenant.clone(), vec![&d.id])),
-        }
-    }
-    for (tenant, list) in &by_tenant {
-        for chunk in list.chunks(ctx.settings.batch) {
-            removed += b
-                .dlq_remove(
-                    tenant,
-                    chunk,
-                    action,
-                    &env.operator,
-                    &env.reason,
-                    &env.id,
-                    ctx.dlq_max_len,
-                )
-                .await?
-                .len() as u64;
-        }
-    }
-    let gone = ids.len() as u64 - removed;
-    let mut message = format!("{action} {removed} dead letters (archived with the reason)");
-    if gone > 0 {
-        message.push_str(&format!(", {gone} already gone"));
-    }
-    Ok((
-        message,
-        json!({"selected": ids.len(), action: removed, "already_gone": gone}),
-    ))
-}
-
-async fn purge(ctx: &AdminContext, spec: &PurgeSpec) -> Result<(String, Value)> {
-    crate::task::validate_tenant(&spec.tenant).map_err(Error::Usage)?;
-    let n = ctx.broker.dlq_purge(&spec.tenant, spec.before_ms).await?;
-    Ok((
-        format!(
-            "purged {n} dead letters of tenant {} from before {}",
-            spec.tenant,
-            super::time::format_time(spec.before_ms)
-        ),
-        json!({"tenant": spec.tenant, "purged": n, "before_ms": spec.before_ms}),
-    ))
-}
-
-async fn cancel(ctx: &AdminContext, env: &Envelope, job: &str) -> Result<(String, Value)> {
-    match ctx.broker.job_cancel(job, &env.id).await? {
-        None => Err(Error::NotFound(format!(
-            "no replay job '{job}' (a job exists once its replay command has started)"
-        ))),
-        Some(state) if state == "running" || state == "interrupted" => Ok((
-            format!("cancel requested: replay job {job} stops after its current step"),
-            json!({"job": job, "state": state}),
-        )),
-        Some(state) => Ok((
-            format!("replay job {job} is {state} already; nothing to cancel"),
-            json!({"job": job, "state": state}),
-        )),
     }
 }
 

@@ -11,19 +11,24 @@
 //!
 //! # Layout
 //!
+//! * this file — the command model: [`AdminCommand`], its specs, the [`Envelope`] it travels
+//!   in, and the [`CommandResult`] recorded for it.
 //! * [`select`] — dead-letter addresses and filters; [`time`] — durations and times as typed.
-//! * [`patch`] — JSON merge patch; [`migrate`] — payload schema migrations.
-//! * [`view`] — a dead letter as operators see it (text and JSON).
-//! * [`replay`] — building a replayed task (pure) and running a replay job.
-//! * [`exec`] — executing one command: the code a fleet member and `--local` share.
-//! * [`report`] — `list`, `stats`, `health`, `export`.
-//! * [`client`] — the CLI side of the stream: fleet check, submit, wait, withdraw.
-//! * [`cli`] — the `dlq`, `health` and `admin` subcommands.
+//! * [`scan`] — the dead-letter scan shared by replay, `resolve`/`discard` and the reports.
+//! * [`replay`] — building a replayed task (pure), the selection, the dry run, the typed job
+//!   record and the job runner.
+//! * [`mutate`] — the short commands: resolve, discard, purge, cancel, breaker.
+//! * [`breaker`] — opening and closing a tenant's breaker by hand.
+//! * [`context`] — what executing a command needs, and how it ended.
+//! * [`exec`] — executing one command exactly once: the code a fleet member and `--local`
+//!   share.
 
 pub mod breaker;
 pub mod context;
 pub mod exec;
+pub mod mutate;
 pub mod replay;
+pub mod scan;
 pub mod select;
 pub mod time;
 

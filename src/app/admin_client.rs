@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::admin::exec::{run_command, stored, AdminContext, Ran};
+use crate::admin::replay::job::JobRecord;
 use crate::admin::{AdminCommand, CancelSpec, CommandResult, Envelope};
 use crate::broker::Withdraw;
 use crate::error::{Error, Result};
@@ -76,15 +77,15 @@ impl Progress {
         let Ok(Some(j)) = ctx.broker.job_get(job).await else {
             return;
         };
-        let g = |k: &str| j.get(k).map(String::as_str).unwrap_or("0");
+        let j = JobRecord::from_fields(&j);
         let line = format!(
             "replay job {job}: {} replayed of {} selected ({} already gone, {} refused, {} invalid) on {}",
-            g("replayed"),
-            g("selected"),
-            g("skipped"),
-            g("refused"),
-            g("invalid"),
-            j.get("member").map(String::as_str).unwrap_or("?")
+            j.counts.replayed,
+            j.selected,
+            j.counts.skipped,
+            j.counts.refused,
+            j.counts.invalid,
+            j.member.as_deref().unwrap_or("?")
         );
         if line != self.last {
             eprintln!("{line}");

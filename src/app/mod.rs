@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //!
-//! * [`cli`] — clap parsing and dispatch; [`cli::admin`] the `dlq`, `health` and `admin`
-//!   subcommands, [`cli::isolation`] `redrive breaker|tenants`.
+//! * [`cli`] — clap parsing and dispatch, one file per subcommand family ([`cli::dlq`],
+//!   [`cli::health`], [`cli::admin`], [`cli::breaker`], [`cli::tenants`], [`cli::run`], …).
 //! * [`admin_client`] — the CLI side of the admin command stream: fleet check, submit, wait,
 //!   withdraw.
 //! * [`report`] — `dlq list|stats|export` and `health`; [`view`] — a dead letter as text/JSON.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::admin::replay::{scan, tenants_of, SCAN_PAGE};
+use crate::admin::scan::{scan, tenants_of, SCAN_PAGE};
 use crate::admin::select::{compare_ids, DlId, Filter};
 use crate::app::view::DeadLetterView;
 use crate::broker::{Broker, FingerprintTally};

@@ -1,23 +1,31 @@
 //! The command line: clap parses raw arguments, then each command turns them into validated
 //! settings and runs. `main.rs` only maps the returned error to an exit code.
+//!
+//! This file is the clap root and the dispatch; each subcommand family has its own file, with
+//! its flags and its code. [`args`] holds the flags several of them share, [`common`] the
+//! helpers (settings and logging, connecting, printing), [`submit`] sending a change through
+//! the admin command stream.
 
 pub mod admin;
-pub mod isolation;
+pub mod args;
+pub mod bench;
+pub mod breaker;
+pub mod common;
+pub mod config;
+pub mod demo;
+pub mod dlq;
+pub mod enqueue;
+pub mod health;
+pub mod run;
+pub mod submit;
+pub mod tenants;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::app::enqueue::parse_jsonl;
-use crate::broker::Broker;
-use crate::config::{RawConfig, Settings};
-use crate::error::{Error, Result};
-use crate::fleet::Fleet;
-use crate::handler::{Handler, NoopHandler};
-use crate::producer::Producer;
-use crate::shutdown::Shutdown;
-use crate::task::NewTask;
+use crate::config::RawConfig;
+use crate::error::Result;
 
 /// redrive: a worker fleet on Redis Streams that keeps AI-agent tasks from vanishing.
 #[derive(Debug, Parser)]
@@ -35,330 +43,58 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a fleet member until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(run::RunArgs),
     /// Publish tasks: one from flags, or many from a JSON Lines file (the whole file or
     /// nothing: one transaction).
-    Enqueue(EnqueueArgs),
+    Enqueue(enqueue::EnqueueArgs),
     /// Run the whole product on a private redis-server with a simulated agent.
-    Demo(DemoArgs),
+    Demo(demo::DemoArgs),
     /// Measure throughput and latency against the raw Redis ceiling of the same run.
-    Bench(BenchArgs),
+    Bench(bench::BenchArgs),
     /// Open or close a tenant's circuit breaker by hand.
     Breaker {
         /// What to do.
         #[command(subcommand)]
-        action: crate::app::cli::isolation::BreakerAction,
+        action: breaker::BreakerAction,
     },
     /// Every tenant: lane depth, pending, scheduled retries, dead letters, in-flight, breaker.
-    Tenants(crate::app::cli::isolation::TenantsArgs),
+    Tenants(tenants::TenantsArgs),
     /// Inspect configuration.
     Config {
         /// What to do with it.
         #[command(subcommand)]
-        action: ConfigAction,
+        action: config::ConfigAction,
     },
     /// Triage and recover dead letters: list, show, stats, export, replay, resolve, discard,
     /// purge, cancel.
     Dlq {
         /// What to do.
         #[command(subcommand)]
-        action: crate::app::cli::admin::DlqCommand,
+        action: dlq::DlqCommand,
     },
     /// Health per tenant and overall: lane depth, pending, retries, dead letters, recent counts.
-    Health(crate::app::cli::admin::HealthArgs),
+    Health(health::HealthArgs),
     /// The admin command trail: the audit log and one command's status.
     Admin {
         /// What to look at.
         #[command(subcommand)]
-        action: crate::app::cli::admin::AdminAction,
+        action: admin::AdminAction,
     },
-}
-
-/// `redrive config …`
-#[derive(Debug, Subcommand)]
-pub enum ConfigAction {
-    /// Validate the effective settings and print them, secrets redacted.
-    Check,
-}
-
-/// `redrive run` flags; each overrides its setting.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Overrides fleet.member_id.
-    #[arg(long)]
-    pub member_id: Option<String>,
-    /// Overrides fleet.concurrency.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Overrides fleet.handler.
-    #[arg(long)]
-    pub handler: Option<String>,
-}
-
-/// `redrive enqueue` flags.
-#[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["file", "tenant"]))]
-pub struct EnqueueArgs {
-    /// JSON Lines file of tasks ("-" for standard input); each line like
-    /// {"tenant":"acme","kind":"triage","payload":{...}}; blank lines are skipped. Every line is
-    /// checked first, then the whole file is written in one transaction: all tasks or none
-    /// (errors name the file's line; a full Redis writes nothing and says so, exit 73).
-    #[arg(long, conflicts_with_all = ["tenant", "kind", "payload", "task_id"])]
-    pub file: Option<PathBuf>,
-    /// The task's tenant.
-    #[arg(long, requires_all = ["kind", "payload"])]
-    pub tenant: Option<String>,
-    /// The task's kind.
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// The task's payload, a JSON document.
-    #[arg(long)]
-    pub payload: Option<String>,
-    /// Idempotency key (generated when absent).
-    #[arg(long)]
-    pub task_id: Option<String>,
-    /// Payload schema version.
-    #[arg(long)]
-    pub schema_version: Option<u32>,
-    /// Prompt version.
-    #[arg(long)]
-    pub prompt_version: Option<String>,
-    /// Trace id.
-    #[arg(long)]
-    pub trace_id: Option<String>,
-    /// Deadline, ms since the Unix epoch.
-    #[arg(long)]
-    pub deadline: Option<u64>,
-}
-
-/// `redrive demo` flags.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Overrides demo.tasks.
-    #[arg(long)]
-    pub tasks: Option<usize>,
-}
-
-/// `redrive bench` flags.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Print the report as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Tasks per throughput scenario.
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
-    pub tasks: u64,
-    /// Offered rate of the e2e-rate scenario, tasks/s.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub rate: u64,
-    /// How long the e2e-rate scenario offers load, seconds.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    pub rate_seconds: u64,
-    /// Runs of each throughput scenario (raw, drain, failure); the median is reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
-    pub repeat: u64,
-    /// fleet.concurrency of the benchmarked member.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub concurrency: u64,
-    /// fleet.read_batch of the benchmarked member.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub read_batch: u64,
-    /// Scenarios to run (repeat or comma-separate); all when absent. The raw ceiling always runs.
-    #[arg(long = "scenario", value_enum, value_delimiter = ',')]
-    pub scenarios: Vec<crate::app::bench::Scenario>,
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let mut raw = RawConfig::load(cli.config.as_deref())?;
+    let raw = RawConfig::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Config {
-            action: ConfigAction::Check,
-        } => {
-            let settings = Settings::from_raw(raw)?;
-            print!("{}", settings.raw.redacted_toml());
-            for w in crate::config::env_warnings() {
-                eprintln!("warning: {w}");
-            }
-            eprintln!("config: ok");
-            Ok(())
-        }
-        Command::Run(args) => {
-            if let Some(v) = args.member_id {
-                raw.fleet.member_id = v;
-            }
-            if let Some(v) = args.concurrency {
-                raw.fleet.concurrency = v;
-            }
-            if let Some(v) = args.handler {
-                raw.fleet.handler = v;
-            }
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            let broker = Broker::connect(&settings).await?;
-            let handler: Arc<dyn Handler> = match settings.fleet.handler.as_str() {
-                "noop" => Arc::new(NoopHandler),
-                _ => crate::app::demo_agent::handler(settings.demo_agent.clone())?,
-            };
-            let fleet = Fleet::new(broker, &settings, handler);
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            if let Some(addr) = settings.metrics_listen {
-                let handle =
-                    crate::telemetry::install_prometheus(settings.metrics.refresh_interval * 3)?;
-                let listener = crate::telemetry::endpoint::bind(addr).await?;
-                let bound = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
-                tokio::spawn(crate::telemetry::endpoint::serve(
-                    listener,
-                    handle,
-                    fleet.health(),
-                    shutdown.clone(),
-                ));
-            }
-            fleet.run(shutdown).await
-        }
-        Command::Breaker { action } => {
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            crate::app::cli::isolation::run_breaker(action, &settings).await
-        }
-        Command::Tenants(args) => {
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            crate::app::cli::isolation::run_tenants(args, &settings).await
-        }
-        Command::Enqueue(args) => {
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            let tasks = enqueue_input(&args)?;
-            let broker = Broker::connect(&settings).await?;
-            let producer = Producer::new(broker, &settings);
-            let n = tasks.len();
-            let out = producer.enqueue_all(tasks).await?;
-            if n == 1 && out.len() == 1 {
-                println!("{} {}", out[0].task_id, out[0].entry_id);
-            } else {
-                println!("enqueued {n} tasks");
-            }
-            Ok(())
-        }
-        Command::Dlq { action } => {
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            crate::app::cli::admin::run_dlq(action, &settings).await
-        }
-        Command::Health(args) => {
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            crate::app::cli::admin::run_health(args, &settings).await
-        }
-        Command::Admin { action } => {
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            crate::app::cli::admin::run_admin(action, &settings).await
-        }
-        Command::Demo(args) => {
-            if let Some(v) = args.tasks {
-                raw.demo.tasks = v;
-            }
-            // A demo should finish in seconds: retry after 0.1, 0.3 and 1 s instead of minutes,
-            // and run with a task timeout short enough for simulated hangs.
-            raw.retry.delays_ms = vec![100, 300, 1000];
-            raw.fleet.task_timeout_ms = raw.fleet.task_timeout_ms.min(500);
-            // The demo prints its own progress; keep per-task failure logs out of the way.
-            if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-                raw.log.level = "error,redrive::telemetry=off".into();
-            }
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            crate::app::demo::run(settings, shutdown).await.map(|_| ())
-        }
-        Command::Bench(args) => {
-            if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-                raw.log.level = "error".into();
-            }
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            if cfg!(debug_assertions) {
-                eprintln!(
-                    "bench: this is a debug build; build with --release for meaningful figures"
-                );
-            }
-            let opts = crate::app::bench::BenchOptions {
-                tasks: args.tasks as usize,
-                rate: args.rate,
-                rate_seconds: args.rate_seconds,
-                repeat: args.repeat as usize,
-                concurrency: args.concurrency as usize,
-                read_batch: args.read_batch as usize,
-                scenarios: if args.scenarios.is_empty() {
-                    crate::app::bench::Scenario::ALL.to_vec()
-                } else {
-                    args.scenarios
-                },
-            };
-            let report = crate::app::bench::run(&settings, opts).await?;
-            if args.json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::Protocol(format!("encoding the report: {e}")))?;
-                println!("{text}");
-            } else {
-                print!("{}", crate::app::bench::render(&report));
-            }
-            Ok(())
-        }
+        Command::Config { action } => config::run(action, raw),
+        Command::Run(args) => run::run(args, raw).await,
+        Command::Breaker { action } => breaker::run(action, &common::settings(raw)?).await,
+        Command::Tenants(args) => tenants::run(args, &common::settings(raw)?).await,
+        Command::Enqueue(args) => enqueue::run(args, &common::settings(raw)?).await,
+        Command::Dlq { action } => dlq::run(action, &common::settings(raw)?).await,
+        Command::Health(args) => health::run(args, &common::settings(raw)?).await,
+        Command::Admin { action } => admin::run(action, &common::settings(raw)?).await,
+        Command::Demo(args) => demo::run(args, raw).await,
+        Command::Bench(args) => bench::run(args, raw).await,
     }
-}
-
-fn init(settings: &Settings) {
-    crate::telemetry::init_logging(settings.log_format, &settings.log_level);
-    crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
-    crate::telemetry::install_panic_hook();
-    for w in crate::config::env_warnings() {
-        tracing::warn!("{w}");
-    }
-}
-
-/// The tasks to enqueue, each with its 1-based line number in `--file` (1 for flags).
-fn enqueue_input(args: &EnqueueArgs) -> Result<Vec<(usize, NewTask)>> {
-    if let Some(path) = &args.file {
-        let text = if path.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .map_err(|e| Error::io("reading tasks from standard input", e))?;
-            s
-        } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-        };
-        let tasks = parse_jsonl(&text)?;
-        if tasks.is_empty() {
-            return Err(Error::InvalidTask(format!(
-                "{} holds no tasks",
-                path.display()
-            )));
-        }
-        return Ok(tasks);
-    }
-    let (Some(tenant), Some(kind), Some(payload)) = (&args.tenant, &args.kind, &args.payload)
-    else {
-        return Err(Error::Usage(
-            "give --file, or --tenant, --kind and --payload".into(),
-        ));
-    };
-    let payload: serde_json::Value = serde_json::from_str(payload)
-        .map_err(|e| Error::InvalidTask(format!("--payload is not valid JSON: {e}")))?;
-    let mut t = NewTask::new(tenant.clone(), kind.clone(), payload);
-    t.task_id = args.task_id.clone();
-    t.schema_version = args.schema_version;
-    t.prompt_version = args.prompt_version.clone();
-    t.trace_id = args.trace_id.clone();
-    t.deadline = args.deadline;
-    Ok(vec![(1, t)])
 }

@@ -1,38 +1,14 @@
-//! The operator's isolation commands, each with `--json`: `redrive tenants [TENANT]` reads
-//! Redis directly through the broker's verbs ([`Broker::breaker_info`], …);
-//! `redrive breaker open|close TENANT` is sent through the admin command stream
-//! ([`crate::app::cli::admin::send_breaker`], or run in the CLI with `--local`) and executed by
-//! [`crate::admin::breaker::breaker`].
+//! `redrive tenants [TENANT]`: every tenant (lane depth, pending, retries, dead letters,
+//! in-flight, breaker), read from Redis directly through the broker's verbs.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::Serialize;
 
+use super::common::{connect, print_report};
 use crate::admin::breaker::known_tenant;
 use crate::broker::{BreakerInfo, BreakerTransition, Broker};
 use crate::config::Settings;
-use crate::error::{Error, Result};
-
-/// `redrive breaker …`
-#[derive(Debug, Subcommand)]
-pub enum BreakerAction {
-    /// Open a tenant's breaker and hold it open (no cool-down, no probe) until closed by hand:
-    /// its tasks stay in its lane, unattempted.
-    Open(BreakerArgs),
-    /// Close a tenant's breaker (clearing its failure window): its tasks run again.
-    Close(BreakerArgs),
-}
-
-/// The flags of `redrive breaker open|close`: the tenant, and the flags of every change made
-/// through the admin command stream (`--reason` defaults to "by hand" here; it goes into the
-/// tenant's breaker log and the audit trail).
-#[derive(Debug, Args)]
-pub struct BreakerArgs {
-    /// The tenant.
-    pub tenant: String,
-    /// Reason, operator, command id, `--local`, timeout, `--json`.
-    #[command(flatten)]
-    pub m: crate::app::cli::admin::MutationArgs,
-}
+use crate::error::Result;
 
 /// The flags of `redrive tenants`.
 #[derive(Debug, Args)]
@@ -148,10 +124,6 @@ impl BreakerReport {
     }
 }
 
-async fn connect(settings: &Settings) -> Result<Broker> {
-    Broker::connect(settings).await
-}
-
 /// The report of `redrive tenants`: every registered tenant, or only `only` (with its recent
 /// transitions).
 pub async fn tenants(
@@ -262,24 +234,8 @@ pub fn render(reports: &[TenantReport]) -> String {
     out
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(v)
-        .map_err(|e| Error::Protocol(format!("encoding the report: {e}")))?;
-    println!("{text}");
-    Ok(())
-}
-
-/// Runs `redrive breaker open|close`.
-pub async fn run_breaker(action: BreakerAction, settings: &Settings) -> Result<()> {
-    let (open, args) = match action {
-        BreakerAction::Open(a) => (true, a),
-        BreakerAction::Close(a) => (false, a),
-    };
-    crate::app::cli::admin::send_breaker(&args.tenant, open, &args.m, settings).await
-}
-
 /// Runs `redrive tenants`.
-pub async fn run_tenants(args: TenantsArgs, settings: &Settings) -> Result<()> {
+pub async fn run(args: TenantsArgs, settings: &Settings) -> Result<()> {
     let broker = connect(settings).await?;
     let reports = tenants(&broker, settings, args.tenant.as_deref()).await?;
     if args.json {
@@ -287,7 +243,7 @@ pub async fn run_tenants(args: TenantsArgs, settings: &Settings) -> Result<()> {
         struct Out<'a> {
             tenants: &'a [TenantReport],
         }
-        return print_json(&Out { tenants: &reports });
+        return print_report(&Out { tenants: &reports });
     }
     print!("{}", render(&reports));
     Ok(())
@@ -296,19 +252,6 @@ pub async fn run_tenants(args: TenantsArgs, settings: &Settings) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn free_text_is_checked() {
-        assert!(crate::admin::validate_reason("incident 42").is_ok());
-        for (bad, want) in [
-            ("", "must say why"),
-            ("a\nb", "control characters"),
-            (&"x".repeat(1025), "at most 1024 bytes"),
-        ] {
-            let e = crate::admin::validate_reason(bad).unwrap_err();
-            assert!(e.contains(want), "{e}");
-        }
-    }
 
     #[test]
     fn a_held_breaker_reads_as_held() {

@@ -1,0 +1,66 @@
+//! Helpers every subcommand shares: settings and logging, connecting, the admin context of
+//! `--local`, sending a command through the admin stream, and printing.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::admin::exec::AdminContext;
+
+use crate::broker::Broker;
+use crate::config::{RawConfig, Settings};
+use crate::error::{Error, Result};
+
+/// The validated settings of `raw`, with logging, the tenant label cap and the panic hook set
+/// up from them.
+pub fn settings(raw: RawConfig) -> Result<Settings> {
+    let settings = Settings::from_raw(raw)?;
+    init(&settings);
+    Ok(settings)
+}
+
+/// Sets up logging, the tenant label cap and the panic hook; warns about near-miss variables.
+pub fn init(settings: &Settings) {
+    crate::telemetry::init_logging(settings.log_format, &settings.log_level);
+    crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
+    crate::telemetry::install_panic_hook();
+    for w in crate::config::env_warnings() {
+        tracing::warn!("{w}");
+    }
+}
+
+/// A usage error (exit 64).
+pub fn usage(m: impl Into<String>) -> Error {
+    Error::Usage(m.into())
+}
+
+/// Connects to Redis.
+pub async fn connect(settings: &Settings) -> Result<Broker> {
+    Broker::connect(settings).await
+}
+
+/// The admin context of a command executed in this process (`--local`).
+pub fn context(broker: Broker, settings: &Settings) -> AdminContext {
+    AdminContext {
+        broker,
+        settings: settings.admin.clone(),
+        limits: settings.limits,
+        dlq_max_len: settings.dead_letter_max_len,
+        executor: format!("local@{}", crate::config::default_member_id()),
+    }
+}
+
+/// Prints JSON, pretty.
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// Prints a report as pretty JSON.
+pub fn print_report<T: Serialize>(v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Protocol(format!("encoding the report: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
