@@ -69,7 +69,7 @@ pub use config::{RawConfig, Settings};
 pub use error::{Error, RedisFailure, Result};
 pub use fleet::Fleet;
 pub use handler::{
-    FailureClass, Handler, HandlerFuture, NoopHandler, Outcome, Progress, TaskContext,
+    FailureClass, Handler, HandlerFuture, Handlers, NoopHandler, Outcome, Progress, TaskContext,
 };
 pub use producer::{Enqueued, Producer};
 pub use shutdown::Shutdown;
