@@ -15,7 +15,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::DemoAgentSettings;
+use crate::app::settings::DemoAgentSettings;
 use crate::error::{Error, Result};
 use crate::handler::{FailureClass, Handler, HandlerFuture, Outcome, TaskContext};
 use crate::task::Task;

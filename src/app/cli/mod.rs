@@ -3,18 +3,17 @@
 
 pub mod admin;
 pub mod isolation;
+mod run;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::enqueue::parse_jsonl;
+use crate::app::settings::{self, AppRaw};
 use crate::broker::Broker;
-use crate::config::{RawConfig, Settings};
+use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::fleet::Fleet;
-use crate::handler::{Handler, NoopHandler};
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
 use crate::task::NewTask;
@@ -170,69 +169,32 @@ pub struct BenchArgs {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let mut raw = RawConfig::load(cli.config.as_deref())?;
+    let mut raw = AppRaw::load(cli.config.as_deref())?;
     match cli.command {
         Command::Config {
             action: ConfigAction::Check,
         } => {
-            let settings = Settings::from_raw(raw)?;
-            print!("{}", settings.raw.redacted_toml());
-            for w in crate::config::env_warnings() {
+            settings::validate(raw.clone())?;
+            print!("{}", raw.redacted_toml());
+            for w in settings::env_warnings() {
                 eprintln!("warning: {w}");
             }
             eprintln!("config: ok");
             Ok(())
         }
-        Command::Run(args) => {
-            if let Some(v) = args.member_id {
-                raw.fleet.member_id = v;
-            }
-            if let Some(v) = args.concurrency {
-                raw.fleet.concurrency = v;
-            }
-            if let Some(v) = args.handler {
-                raw.fleet.handler = v;
-            }
-            let settings = Settings::from_raw(raw)?;
-            init(&settings);
-            let broker = Broker::connect(&settings).await?;
-            let handler: Arc<dyn Handler> = match settings.fleet.handler.as_str() {
-                "noop" => Arc::new(NoopHandler),
-                _ => crate::app::demo_agent::handler(settings.demo_agent.clone())?,
-            };
-            let fleet = Fleet::new(broker, &settings, handler);
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            if let Some(addr) = settings.metrics_listen {
-                let handle =
-                    crate::telemetry::install_prometheus(settings.metrics.refresh_interval * 3)?;
-                let listener = crate::telemetry::endpoint::bind(addr).await?;
-                let bound = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
-                tokio::spawn(crate::telemetry::endpoint::serve(
-                    listener,
-                    handle,
-                    fleet.health(),
-                    shutdown.clone(),
-                ));
-            }
-            fleet.run(shutdown).await
-        }
+        Command::Run(args) => run::run(args, raw).await,
         Command::Breaker { action } => {
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             crate::app::cli::isolation::run_breaker(action, &settings).await
         }
         Command::Tenants(args) => {
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             crate::app::cli::isolation::run_tenants(args, &settings).await
         }
         Command::Enqueue(args) => {
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             let tasks = enqueue_input(&args)?;
             let broker = Broker::connect(&settings).await?;
@@ -247,17 +209,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Dlq { action } => {
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             crate::app::cli::admin::run_dlq(action, &settings).await
         }
         Command::Health(args) => {
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             crate::app::cli::admin::run_health(args, &settings).await
         }
         Command::Admin { action } => {
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             crate::app::cli::admin::run_admin(action, &settings).await
         }
@@ -267,23 +229,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             // A demo should finish in seconds: retry after 0.1, 0.3 and 1 s instead of minutes,
             // and run with a task timeout short enough for simulated hangs.
-            raw.retry.delays_ms = vec![100, 300, 1000];
-            raw.fleet.task_timeout_ms = raw.fleet.task_timeout_ms.min(500);
+            raw.lib.retry.delays_ms = vec![100, 300, 1000];
+            raw.lib.fleet.task_timeout_ms = raw.lib.fleet.task_timeout_ms.min(500);
             // The demo prints its own progress; keep per-task failure logs out of the way.
-            if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-                raw.log.level = "error,redrive::telemetry=off".into();
+            if std::env::var_os("RUST_LOG").is_none() && raw.lib.log.level == "info" {
+                raw.lib.log.level = "error,redrive::telemetry=off".into();
             }
-            let settings = Settings::from_raw(raw)?;
+            let (settings, app) = settings::validate(raw)?;
             init(&settings);
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
-            crate::app::demo::run(settings, shutdown).await.map(|_| ())
+            crate::app::demo::run(settings, app, shutdown)
+                .await
+                .map(|_| ())
         }
         Command::Bench(args) => {
-            if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-                raw.log.level = "error".into();
+            if std::env::var_os("RUST_LOG").is_none() && raw.lib.log.level == "info" {
+                raw.lib.log.level = "error".into();
             }
-            let settings = Settings::from_raw(raw)?;
+            let (settings, _) = settings::validate(raw)?;
             init(&settings);
             if cfg!(debug_assertions) {
                 eprintln!(
@@ -316,13 +280,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Logging, the tenant label cap and panics as log lines, then warnings about ignored
+/// variables (the application's sections included).
 fn init(settings: &Settings) {
-    crate::telemetry::init_logging(settings.log_format, &settings.log_level);
-    crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
-    crate::telemetry::install_panic_hook();
-    for w in crate::config::env_warnings() {
-        tracing::warn!("{w}");
-    }
+    settings.telemetry().install_logging(
+        settings.log_format,
+        &settings.log_level,
+        settings::env_warnings(),
+    );
 }
 
 /// The tasks to enqueue, each with its 1-based line number in `--file` (1 for flags).
