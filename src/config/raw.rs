@@ -128,6 +128,32 @@ pub(crate) fn section<T: DeserializeOwned>(fig: &Figment, name: &str) -> Result<
     })
 }
 
+/// Refuses a top-level section nobody reads, with the message a whole-config extraction gives
+/// ("unknown field: found `flet`, expected `one of `redis`, …`` for key "default.flet" …").
+fn check_sections(fig: &Figment, other_sections: &'static [&'static str]) -> Result<()> {
+    let top: BTreeMap<String, IgnoredAny> =
+        fig.extract().map_err(|e| Error::Config(e.to_string()))?;
+    let known = |name: &str| SECTIONS.contains(&name) || other_sections.contains(&name);
+    let Some(unknown) = top.keys().find(|k| !known(k)) else {
+        return Ok(());
+    };
+    // figment's error kind wants the expected names as a 'static list; it is built once, on
+    // the way to a configuration error that ends the command.
+    let expected: Vec<&'static str> = SECTIONS
+        .iter()
+        .copied()
+        .chain(other_sections.iter().copied())
+        .collect();
+    let mut err = figment::Error::from(figment::error::Kind::UnknownField(
+        unknown.clone(),
+        Box::leak(expected.into_boxed_slice()),
+    ));
+    err.profile = Some(figment::Profile::Default);
+    err.path = vec![unknown.clone()];
+    err.metadata = fig.find_metadata(unknown).cloned();
+    Err(Error::Config(err.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,30 +179,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Refuses a top-level section nobody reads, with the message a whole-config extraction gives
-/// ("unknown field: found `flet`, expected `one of `redis`, …`` for key "default.flet" …").
-fn check_sections(fig: &Figment, other_sections: &'static [&'static str]) -> Result<()> {
-    let top: BTreeMap<String, IgnoredAny> =
-        fig.extract().map_err(|e| Error::Config(e.to_string()))?;
-    let known = |name: &str| SECTIONS.contains(&name) || other_sections.contains(&name);
-    let Some(unknown) = top.keys().find(|k| !known(k)) else {
-        return Ok(());
-    };
-    // figment's error kind wants the expected names as a 'static list; it is built once, on
-    // the way to a configuration error that ends the command.
-    let expected: Vec<&'static str> = SECTIONS
-        .iter()
-        .copied()
-        .chain(other_sections.iter().copied())
-        .collect();
-    let mut err = figment::Error::from(figment::error::Kind::UnknownField(
-        unknown.clone(),
-        Box::leak(expected.into_boxed_slice()),
-    ));
-    err.profile = Some(figment::Profile::Default);
-    err.path = vec![unknown.clone()];
-    err.metadata = fig.find_metadata(unknown).cloned();
-    Err(Error::Config(err.to_string()))
 }
