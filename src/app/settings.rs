@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::app::demo_agent::DemoAgentSettings;
 use crate::config::check::check_range;
 use crate::config::{layers, rules, section, RawConfig, Settings};
 use crate::error::{Error, Result};
@@ -26,34 +27,6 @@ pub struct RawDemo {
     pub tasks: usize,
     /// Tenants of the demo.
     pub tenants: Vec<String>,
-}
-
-/// The `[demo_agent]` section: the simulated agent's behaviour.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DemoAgentSettings {
-    /// Probability of a rate-limit answer.
-    pub rate_limited: f64,
-    /// Probability of a hang past the task timeout.
-    pub timeout: f64,
-    /// Probability of output that fails validation.
-    pub malformed_output: f64,
-    /// Probability of a context-window overflow.
-    pub context_overflow: f64,
-    /// Probability of a tool failing after some steps.
-    pub tool_failure: f64,
-    /// Probability of a panic in the handler.
-    pub panic: f64,
-    /// Probability of a success with empty output (a swallowed error).
-    pub silent: f64,
-    /// Lower bound of simulated work.
-    pub min_work_ms: u64,
-    /// Upper bound of simulated work.
-    pub max_work_ms: u64,
-    /// File that records each successful attempt; empty for none.
-    pub side_effect_log: String,
-    /// File that records the start and end of every attempt; empty for none.
-    pub activity_log: String,
 }
 
 /// The application's sections as written.
@@ -189,6 +162,14 @@ fn validate_demo_agent(a: &DemoAgentSettings) -> Result<DemoAgentSettings> {
         )));
     }
     Ok(a.clone())
+}
+
+/// Logging, the tenant label cap and panics as log lines, then warnings about ignored
+/// variables (the application's sections included).
+pub(crate) fn install_logging(settings: &Settings) {
+    settings
+        .telemetry()
+        .install_logging(settings.log_format, &settings.log_level, env_warnings());
 }
 
 /// Near-miss warnings for `REDRIVE_*` variables, the application's sections included.

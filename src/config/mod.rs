@@ -8,13 +8,14 @@
 //!
 //! * `layers` — the defaults, file and environment layers; near-miss variable warnings.
 //! * `raw` — [`RawConfig`], one raw struct per section.
-//! * one file per section (`redis`, `fleet`, `retry`, `reclaim`, `classify`, `isolation`,
+//! * one file per section (`connection` for `[redis]`, `fleet`, `retry`, `reclaim`, `classify`, `isolation`,
 //!   `limits`, `admin`, `log`, `metrics`), each with `validate(raw) -> Result<section>`.
 //! * `rules` — rules across sections; `check` — identifier and range checks.
 
 mod admin;
 pub(crate) mod check;
 mod classify;
+mod connection;
 mod fleet;
 mod isolation;
 pub(crate) mod layers;
@@ -23,7 +24,6 @@ mod log;
 mod metrics;
 mod raw;
 mod reclaim;
-mod redis;
 mod retry;
 pub(crate) mod rules;
 
@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 pub use self::admin::{AdminSettings, RawAdmin};
 pub use self::classify::RawClassify;
+pub use self::connection::RawRedis;
 pub use self::fleet::{default_member_id, FleetSettings, RawFleet};
 pub use self::isolation::{RawBreaker, RawIsolation};
 pub use self::limits::{RawDeadLetter, RawLimits};
@@ -41,7 +42,6 @@ pub use self::metrics::RawMetrics;
 pub(crate) use self::raw::section;
 pub use self::raw::RawConfig;
 pub use self::reclaim::{RawReclaim, ReclaimSettings};
-pub use self::redis::RawRedis;
 pub use self::retry::RawRetry;
 pub use crate::broker::{redact_url, RedisSettings};
 use crate::classify::Classifier;
@@ -94,7 +94,7 @@ impl Settings {
     /// Validates `raw`, section by section, then the rules across sections; every refusal
     /// names the setting.
     pub fn from_raw(raw: RawConfig) -> Result<Settings> {
-        let redis = redis::validate(&raw.redis)?;
+        let redis = connection::validate(&raw.redis)?;
         let retry = retry::validate(&raw.retry)?;
         let reclaim = reclaim::validate(&raw.reclaim)?;
         let fleet = fleet::validate(&raw.fleet, reclaim, &retry)?;

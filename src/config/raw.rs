@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::RawAdmin;
 use super::classify::RawClassify;
+use super::connection::RawRedis;
 use super::fleet::RawFleet;
 use super::isolation::RawIsolation;
 use super::layers;
@@ -16,7 +17,6 @@ use super::limits::{RawDeadLetter, RawLimits};
 use super::log::RawLog;
 use super::metrics::RawMetrics;
 use super::reclaim::RawReclaim;
-use super::redis::RawRedis;
 use super::retry::RawRetry;
 use crate::broker::redact_url;
 use crate::error::{Error, Result};

@@ -5,6 +5,8 @@ pub mod admin;
 pub mod isolation;
 mod run;
 
+pub use run::RunArgs;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +14,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::enqueue::parse_jsonl;
 use crate::app::settings::{self, AppRaw};
 use crate::broker::Broker;
-use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
@@ -78,20 +79,6 @@ pub enum Command {
 pub enum ConfigAction {
     /// Validate the effective settings and print them, secrets redacted.
     Check,
-}
-
-/// `redrive run` flags; each overrides its setting.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Overrides fleet.member_id.
-    #[arg(long)]
-    pub member_id: Option<String>,
-    /// Overrides fleet.concurrency.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Overrides fleet.handler.
-    #[arg(long)]
-    pub handler: Option<String>,
 }
 
 /// `redrive enqueue` flags.
@@ -185,17 +172,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run(args, raw).await,
         Command::Breaker { action } => {
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             crate::app::cli::isolation::run_breaker(action, &settings).await
         }
         Command::Tenants(args) => {
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             crate::app::cli::isolation::run_tenants(args, &settings).await
         }
         Command::Enqueue(args) => {
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             let tasks = enqueue_input(&args)?;
             let broker = Broker::connect(&settings).await?;
             let producer = Producer::new(broker, &settings);
@@ -210,17 +197,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Dlq { action } => {
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             crate::app::cli::admin::run_dlq(action, &settings).await
         }
         Command::Health(args) => {
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             crate::app::cli::admin::run_health(args, &settings).await
         }
         Command::Admin { action } => {
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             crate::app::cli::admin::run_admin(action, &settings).await
         }
         Command::Demo(args) => {
@@ -236,7 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 raw.lib.log.level = "error,redrive::telemetry=off".into();
             }
             let (settings, app) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             crate::app::demo::run(settings, app, shutdown)
@@ -248,7 +235,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 raw.lib.log.level = "error".into();
             }
             let (settings, _) = settings::validate(raw)?;
-            init(&settings);
+            settings::install_logging(&settings);
             if cfg!(debug_assertions) {
                 eprintln!(
                     "bench: this is a debug build; build with --release for meaningful figures"
@@ -278,16 +265,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Logging, the tenant label cap and panics as log lines, then warnings about ignored
-/// variables (the application's sections included).
-fn init(settings: &Settings) {
-    settings.telemetry().install_logging(
-        settings.log_format,
-        &settings.log_level,
-        settings::env_warnings(),
-    );
 }
 
 /// The tasks to enqueue, each with its 1-based line number in `--file` (1 for flags).

@@ -1,4 +1,4 @@
-//! `[redis]`: the connection.
+//! `[redis]`: the connection (named `connection`, as only `src/broker/` names the Redis client).
 
 use std::time::Duration;
 
