@@ -14,25 +14,35 @@ use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// The built example, next to the test binaries (`target/<profile>/examples/`); built here
-/// when the test run did not build examples (`cargo nextest run --test example`).
+/// The example, built (or found up to date) by cargo into `target/<profile>/examples/`, next
+/// to the test binaries: `cargo nextest run --test example` does not build examples itself,
+/// and a binary left from an earlier build may be stale.
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
-    let bin = profile_dir.join("examples").join("custom_handler");
-    if !bin.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "custom_handler", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .status()
-            .expect("run cargo build --example custom_handler");
-        assert!(status.success(), "building the example failed");
-    }
-    bin
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "custom_handler",
+            "--profile",
+        ])
+        .arg(&profile)
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .status()
+        .expect("run cargo build --example custom_handler");
+    assert!(status.success(), "building the example failed");
+    profile_dir.join("examples").join("custom_handler")
 }
 
 /// Starts the example with `handler` as fleet.handler; standard output and error go to files
