@@ -69,12 +69,21 @@ pub use config::{RawConfig, Settings};
 pub use error::{Error, RedisFailure, Result};
 pub use fleet::Fleet;
 pub use handler::{
-    FailureClass, Handler, HandlerFuture, NoopHandler, Outcome, Progress, TaskContext,
+    FailureClass, Handler, HandlerFuture, Handlers, NoopHandler, Outcome, Progress, TaskContext,
 };
 pub use producer::{Enqueued, Producer};
 pub use shutdown::Shutdown;
 pub use task::{AttemptRecord, NewTask, Task};
-pub use telemetry::Health;
+pub use telemetry::{Health, Telemetry};
+
+/// The sections of [`RawConfig`] as loaded, before validation: what an embedder edits before
+/// [`Settings::from_raw`].
+pub mod sections {
+    pub use crate::config::{
+        RawAdmin, RawBreaker, RawClassify, RawDeadLetter, RawFleet, RawIsolation, RawLimits,
+        RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry,
+    };
+}
 
 /// Runs the `redrive` command line (the binary's `main`).
 #[cfg(feature = "app")]

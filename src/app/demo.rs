@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::app::settings::AppSettings;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::embedded::RedisServer;
@@ -40,7 +41,11 @@ fn share(total: usize, i: usize, n: usize) -> usize {
 }
 
 /// Runs the demo and prints its summary to stdout.
-pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSummary> {
+pub async fn run(
+    mut settings: Settings,
+    app: AppSettings,
+    shutdown: Shutdown,
+) -> Result<DemoSummary> {
     let mut _server = None;
     let url = match settings.redis.url.clone() {
         Some(url) => {
@@ -70,11 +75,11 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
     let broker = Broker::connect_to(&url, &settings.redis, &settings.fleet.group).await?;
     let producer = Producer::new(broker.clone(), &settings);
 
-    let n = settings.demo_tenants.len();
-    let mut tasks = Vec::with_capacity(settings.demo_tasks);
+    let n = app.demo.tenants.len();
+    let mut tasks = Vec::with_capacity(app.demo.tasks);
     let mut enqueued = BTreeMap::new();
-    for (i, tenant) in settings.demo_tenants.iter().enumerate() {
-        let count = share(settings.demo_tasks, i, n);
+    for (i, tenant) in app.demo.tenants.iter().enumerate() {
+        let count = share(app.demo.tasks, i, n);
         enqueued.insert(tenant.clone(), count as u64);
         for j in 0..count {
             let kind = KINDS[j % KINDS.len()];
@@ -93,7 +98,7 @@ pub async fn run(mut settings: Settings, shutdown: Shutdown) -> Result<DemoSumma
         started.elapsed().as_secs_f64() * 1000.0
     );
 
-    let handler = crate::app::demo_agent::handler(settings.demo_agent.clone())?;
+    let handler = crate::app::demo_agent::handler(app.demo_agent.clone())?;
     let fleet = Fleet::new(broker, &settings, handler);
     let stats = fleet.stats();
     let fleet_shutdown = Shutdown::new();

@@ -15,10 +15,39 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::DemoAgentSettings;
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::handler::{FailureClass, Handler, HandlerFuture, Outcome, TaskContext};
 use crate::task::Task;
+
+/// The `[demo_agent]` section: the simulated agent's behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DemoAgentSettings {
+    /// Probability of a rate-limit answer.
+    pub rate_limited: f64,
+    /// Probability of a hang past the task timeout.
+    pub timeout: f64,
+    /// Probability of output that fails validation.
+    pub malformed_output: f64,
+    /// Probability of a context-window overflow.
+    pub context_overflow: f64,
+    /// Probability of a tool failing after some steps.
+    pub tool_failure: f64,
+    /// Probability of a panic in the handler.
+    pub panic: f64,
+    /// Probability of a success with empty output (a swallowed error).
+    pub silent: f64,
+    /// Lower bound of simulated work.
+    pub min_work_ms: u64,
+    /// Upper bound of simulated work.
+    pub max_work_ms: u64,
+    /// File that records each successful attempt; empty for none.
+    pub side_effect_log: String,
+    /// File that records the start and end of every attempt; empty for none.
+    pub activity_log: String,
+}
 
 /// What one attempt of the simulated agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,8 @@
 //! * [`enqueue`] — JSON Lines input of `redrive enqueue --file`.
 //! * [`demo`] — `redrive demo`; [`demo_agent`] — the simulated agent it runs.
 //! * [`bench`](mod@bench) — `redrive bench`.
+//! * [`settings`] — the application's own sections (`[demo]`, `[demo_agent]`) and the handlers
+//!   `fleet.handler` may name.
 
 pub(crate) mod admin_client;
 pub(crate) mod bench;
@@ -20,6 +22,7 @@ pub(crate) mod demo;
 pub(crate) mod demo_agent;
 pub(crate) mod enqueue;
 pub(crate) mod report;
+pub(crate) mod settings;
 pub(crate) mod view;
 
 use clap::Parser;

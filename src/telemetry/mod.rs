@@ -8,8 +8,10 @@ use std::time::Duration;
 
 pub mod endpoint;
 mod health;
+mod install;
 
 pub use health::Health;
+pub use install::Telemetry;
 
 /// Output format of logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,7 @@
 
 use clap::Args;
 
-use super::common::init;
-use crate::config::{RawConfig, Settings};
+use crate::app::settings::{self, AppRaw};
 use crate::error::{Error, Result};
 
 /// `redrive bench` flags.
@@ -36,12 +35,12 @@ pub struct BenchArgs {
 }
 
 /// Runs `redrive bench` and prints its report (a table, or JSON).
-pub async fn run(args: BenchArgs, mut raw: RawConfig) -> Result<()> {
-    if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-        raw.log.level = "error".into();
+pub async fn run(args: BenchArgs, mut raw: AppRaw) -> Result<()> {
+    if std::env::var_os("RUST_LOG").is_none() && raw.lib.log.level == "info" {
+        raw.lib.log.level = "error".into();
     }
-    let settings = Settings::from_raw(raw)?;
-    init(&settings);
+    let (settings, _) = settings::validate(raw)?;
+    settings::install_logging(&settings);
     if cfg!(debug_assertions) {
         eprintln!("bench: this is a debug build; build with --release for meaningful figures");
     }

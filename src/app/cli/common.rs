@@ -6,26 +6,17 @@ use serde_json::Value;
 
 use crate::admin::exec::AdminContext;
 
+use crate::app::settings::AppRaw;
 use crate::broker::Broker;
-use crate::config::{RawConfig, Settings};
+use crate::config::Settings;
 use crate::error::{Error, Result};
 
-/// The validated settings of `raw`, with logging, the tenant label cap and the panic hook set
-/// up from them.
-pub fn settings(raw: RawConfig) -> Result<Settings> {
-    let settings = Settings::from_raw(raw)?;
-    init(&settings);
+/// The validated library settings of `raw` (the application's own sections validated too),
+/// with logging, the tenant label cap and the panic hook set up from them.
+pub fn settings(raw: AppRaw) -> Result<Settings> {
+    let (settings, _) = crate::app::settings::validate(raw)?;
+    crate::app::settings::install_logging(&settings);
     Ok(settings)
-}
-
-/// Sets up logging, the tenant label cap and the panic hook; warns about near-miss variables.
-pub fn init(settings: &Settings) {
-    crate::telemetry::init_logging(settings.log_format, &settings.log_level);
-    crate::telemetry::set_tenant_label_cap(settings.metrics.max_tenant_labels);
-    crate::telemetry::install_panic_hook();
-    for w in crate::config::env_warnings() {
-        tracing::warn!("{w}");
-    }
 }
 
 /// A usage error (exit 64).

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use crate::config::{RawConfig, Settings};
+use crate::app::settings::{self, AppRaw};
 use crate::error::Result;
 
 /// `redrive config …`
@@ -13,12 +13,12 @@ pub enum ConfigAction {
 }
 
 /// Runs `redrive config …`.
-pub fn run(action: ConfigAction, raw: RawConfig) -> Result<()> {
+pub fn run(action: ConfigAction, raw: AppRaw) -> Result<()> {
     match action {
         ConfigAction::Check => {
-            let settings = Settings::from_raw(raw)?;
-            print!("{}", settings.raw.redacted_toml());
-            for w in crate::config::env_warnings() {
+            settings::validate(raw.clone())?;
+            print!("{}", raw.redacted_toml());
+            for w in settings::env_warnings() {
                 eprintln!("warning: {w}");
             }
             eprintln!("config: ok");

@@ -2,8 +2,7 @@
 
 use clap::Args;
 
-use super::common::init;
-use crate::config::{RawConfig, Settings};
+use crate::app::settings::{self, AppRaw};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 
@@ -16,21 +15,23 @@ pub struct DemoArgs {
 }
 
 /// Runs `redrive demo`, with retries and timeouts short enough to finish in seconds.
-pub async fn run(args: DemoArgs, mut raw: RawConfig) -> Result<()> {
+pub async fn run(args: DemoArgs, mut raw: AppRaw) -> Result<()> {
     if let Some(v) = args.tasks {
         raw.demo.tasks = v;
     }
     // A demo should finish in seconds: retry after 0.1, 0.3 and 1 s instead of minutes,
     // and run with a task timeout short enough for simulated hangs.
-    raw.retry.delays_ms = vec![100, 300, 1000];
-    raw.fleet.task_timeout_ms = raw.fleet.task_timeout_ms.min(500);
+    raw.lib.retry.delays_ms = vec![100, 300, 1000];
+    raw.lib.fleet.task_timeout_ms = raw.lib.fleet.task_timeout_ms.min(500);
     // The demo prints its own progress; keep per-task failure logs out of the way.
-    if std::env::var_os("RUST_LOG").is_none() && raw.log.level == "info" {
-        raw.log.level = "error,redrive::telemetry=off".into();
+    if std::env::var_os("RUST_LOG").is_none() && raw.lib.log.level == "info" {
+        raw.lib.log.level = "error,redrive::telemetry=off".into();
     }
-    let settings = Settings::from_raw(raw)?;
-    init(&settings);
+    let (settings, app) = settings::validate(raw)?;
+    settings::install_logging(&settings);
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    crate::app::demo::run(settings, shutdown).await.map(|_| ())
+    crate::app::demo::run(settings, app, shutdown)
+        .await
+        .map(|_| ())
 }

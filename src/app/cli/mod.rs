@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::RawConfig;
+use crate::app::settings::AppRaw;
 use crate::error::Result;
 
 /// redrive: a worker fleet on Redis Streams that keeps AI-agent tasks from vanishing.
@@ -84,7 +84,7 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let raw = RawConfig::load(cli.config.as_deref())?;
+    let raw = AppRaw::load(cli.config.as_deref())?;
     match cli.command {
         Command::Config { action } => config::run(action, raw),
         Command::Run(args) => run::run(args, raw).await,

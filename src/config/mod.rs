@@ -1,0 +1,410 @@
+//! Configuration in two steps: figment layers into [`RawConfig`], then [`Settings::from_raw`]
+//! validates it section by section and rejects contradictions with a message that names the
+//! setting.
+//!
+//! `config/default.toml` is compiled in as the first layer, so it is the single list of every
+//! setting and its default. An application adds its own sections as a further defaults layer
+//! and validates them itself (`redrive`'s `[demo]` and `[demo_agent]`, in `src/app/settings.rs`).
+//!
+//! * `layers` — the defaults, file and environment layers; near-miss variable warnings.
+//! * `raw` — [`RawConfig`], one raw struct per section.
+//! * one file per section (`connection` for `[redis]`, `fleet`, `retry`, `reclaim`, `classify`, `isolation`,
+//!   `limits`, `admin`, `log`, `metrics`), each with `validate(raw) -> Result<section>`.
+//! * `rules` — rules across sections; `check` — identifier and range checks.
+
+mod admin;
+pub(crate) mod check;
+mod classify;
+mod connection;
+mod fleet;
+mod isolation;
+pub(crate) mod layers;
+mod limits;
+mod log;
+mod metrics;
+mod raw;
+mod reclaim;
+mod retry;
+pub(crate) mod rules;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use self::admin::{AdminSettings, RawAdmin};
+pub use self::classify::RawClassify;
+pub use self::connection::RawRedis;
+pub use self::fleet::{default_member_id, FleetSettings, RawFleet};
+pub use self::isolation::{RawBreaker, RawIsolation};
+pub use self::limits::{RawDeadLetter, RawLimits};
+pub use self::log::RawLog;
+pub use self::metrics::RawMetrics;
+pub(crate) use self::raw::section;
+pub use self::raw::RawConfig;
+pub use self::reclaim::{RawReclaim, ReclaimSettings};
+pub use self::retry::RawRetry;
+pub use crate::broker::{redact_url, RedisSettings};
+use crate::classify::Classifier;
+use crate::error::{Error, Result};
+use crate::handler::{Handler, Handlers};
+use crate::isolation::IsolationSettings;
+use crate::policy::Policies;
+use crate::task::Limits;
+use crate::telemetry::Telemetry;
+pub use crate::telemetry::{LogFormat, MetricsSettings};
+
+/// Every setting of the library, validated. It holds no copy of what was loaded: print a
+/// [`RawConfig`] for that.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Redis connection.
+    pub(crate) redis: RedisSettings,
+    /// Fleet member behaviour.
+    pub(crate) fleet: FleetSettings,
+    /// Task limits.
+    pub(crate) limits: Limits,
+    /// Cap of each dead-letter stream.
+    pub(crate) dead_letter_max_len: u64,
+    /// Admin commands, replays and health.
+    pub(crate) admin: AdminSettings,
+    /// Retry policies.
+    pub(crate) policies: Policies,
+    /// Rules for untyped errors.
+    pub(crate) classifier: Classifier,
+    /// Tenant isolation: breakers, caps, weights.
+    pub(crate) isolation: IsolationSettings,
+    /// Log format.
+    pub(crate) log_format: LogFormat,
+    /// Log filter.
+    pub(crate) log_level: String,
+    /// Whether payloads may be logged.
+    pub(crate) log_payloads: bool,
+    /// Metrics endpoint address.
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Metrics and health settings besides the address.
+    pub(crate) metrics: MetricsSettings,
+}
+
+impl Settings {
+    /// Loads and validates in one step.
+    pub fn load(file: Option<&Path>) -> Result<Settings> {
+        Settings::from_raw(RawConfig::load(file)?)
+    }
+
+    /// Validates `raw`, section by section, then the rules across sections; every refusal
+    /// names the setting.
+    pub fn from_raw(raw: RawConfig) -> Result<Settings> {
+        let redis = connection::validate(&raw.redis)?;
+        let retry = retry::validate(&raw.retry)?;
+        let reclaim = reclaim::validate(&raw.reclaim)?;
+        let fleet = fleet::validate(&raw.fleet, reclaim, &retry)?;
+        rules::reclaim_outlasts_attempts(&fleet)?;
+        let classifier = classify::validate(&raw.classify)?;
+        let isolation = isolation::validate(&raw.isolation)?;
+        let limits = limits::validate(&raw.limits)?;
+        let dead_letter_max_len = limits::validate_dead_letter(&raw.dead_letter)?;
+        let admin = admin::validate(&raw.admin)?;
+        let log = log::validate(&raw.log)?;
+        let (metrics_listen, metrics) = metrics::validate(&raw.metrics)?;
+        Ok(Settings {
+            redis,
+            fleet,
+            limits,
+            dead_letter_max_len,
+            admin,
+            policies: retry.policies,
+            classifier,
+            isolation,
+            log_format: log.format,
+            log_level: log.level,
+            log_payloads: log.payloads,
+            metrics_listen,
+            metrics,
+        })
+    }
+
+    /// The metrics half of [`Telemetry`], with nothing installed (the application installs
+    /// logging itself, warning about its own sections' variables too).
+    pub(crate) fn telemetry(&self) -> Telemetry {
+        Telemetry::new(self.metrics, self.metrics_listen)
+    }
+
+    /// The configured handler name (`fleet.handler`).
+    pub fn handler_name(&self) -> &str {
+        &self.fleet.handler
+    }
+}
+
+impl Telemetry {
+    /// Installs logging as `[log]` says (`RUST_LOG` overrides `log.level`), the tenant label
+    /// cap of `[metrics]` and panics as log lines, and warns about `REDRIVE_*` variables that
+    /// look like settings but are ignored. The endpoint starts with
+    /// [`Telemetry::serve_metrics`].
+    pub fn install(settings: &Settings) -> Telemetry {
+        let telemetry = settings.telemetry();
+        telemetry.install_logging(
+            settings.log_format,
+            &settings.log_level,
+            layers::env_warnings(&[]),
+        );
+        telemetry
+    }
+}
+
+impl crate::broker::Broker {
+    /// Connects to the configured Redis (`redis.url`) and checks that the server answers; says
+    /// how to configure it when no URL is set.
+    pub async fn connect(settings: &Settings) -> Result<crate::broker::Broker> {
+        let Some(url) = settings.redis.url.as_deref() else {
+            return Err(Error::Config(
+                "redis.url is not set: set REDRIVE_REDIS_URL=redis://host:port or redis.url in the config file \
+                 (only `redrive demo` and `redrive bench` start a private server)"
+                    .into(),
+            ));
+        };
+        crate::broker::Broker::connect_to(url, &settings.redis, &settings.fleet.group).await
+    }
+}
+
+impl Handlers {
+    /// Builds the handler `fleet.handler` names; a name nobody registered is refused
+    /// ("fleet.handler = 'gpt' is unknown: the handlers are …", exit code 78).
+    pub fn resolve(&self, settings: &Settings) -> Result<Arc<dyn Handler>> {
+        rules::handler_known(&settings.fleet, self)?;
+        self.build(&settings.fleet.handler)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::FailureClass;
+    use crate::isolation::TenantOverride;
+    use figment::providers::{Format, Toml};
+
+    fn defaults() -> RawConfig {
+        RawConfig::defaults().unwrap()
+    }
+
+    fn with(toml: &str) -> RawConfig {
+        let fig = layers::defaults(&[]).merge(Toml::string(toml));
+        RawConfig::from_figment(&fig, &[]).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::from_raw(defaults()).unwrap();
+        assert_eq!(s.fleet.concurrency, 64);
+        assert!(s.redis.url.is_none());
+        assert!(!s.fleet.member_id.is_empty());
+        assert!(s.isolation.breaker.enabled);
+        assert_eq!(s.isolation.cap("anyone"), 0);
+        assert_eq!(s.isolation.breaker.ignored, [FailureClass::MalformedEntry]);
+    }
+
+    #[test]
+    fn per_tenant_isolation_overrides_load_from_a_file() {
+        let raw = with("[isolation.tenants.acme]\nmax_in_flight = 8\nweight = 3\n");
+        let s = Settings::from_raw(raw.clone()).unwrap();
+        assert_eq!(
+            (s.isolation.cap("acme"), s.isolation.weight("acme")),
+            (8, 3)
+        );
+        assert!(raw.redacted_toml().contains("[isolation.tenants.acme]"));
+    }
+
+    #[test]
+    fn migrations_load_from_toml() {
+        let toml = r#"
+[[admin.migrations]]
+kind = "triage"
+from = 1
+to = 2
+rename = { ticket = "ticket_id" }
+remove = ["legacy"]
+patch = { lang = "en", meta = { source = "replay" } }
+"#;
+        let raw = with(toml);
+        let s = Settings::from_raw(raw.clone()).unwrap();
+        let out = s
+            .admin
+            .migrations
+            .migrate(
+                "triage",
+                Some(1),
+                serde_json::json!({"ticket": 3, "legacy": 1}),
+            )
+            .unwrap();
+        assert_eq!(
+            out.payload,
+            serde_json::json!({"ticket_id": 3, "lang": "en", "meta": {"source": "replay"}})
+        );
+        assert!(raw.redacted_toml().contains("ticket_id"));
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let mut raw = defaults();
+        raw.redis.url = "redis://app:hunter2@db:6379".into();
+        let text = raw.redacted_toml();
+        assert!(
+            !text.contains("hunter2") && text.contains("app:***@db"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn contradictions_name_the_setting() {
+        type Edit = fn(&mut RawConfig);
+        let cases: &[(Edit, &str)] = &[
+            (
+                |c| c.fleet.block_ms = 20_000,
+                "fleet.block_ms = 20000 must be shorter than fleet.shutdown_grace_ms",
+            ),
+            (
+                |c| c.fleet.concurrency = 0,
+                "fleet.concurrency = 0 is out of range",
+            ),
+            (
+                |c| c.redis.key_prefix = "a{b}".into(),
+                "redis.key_prefix = 'a{b}' is invalid",
+            ),
+            (
+                |c| c.redis.url = "http://x".into(),
+                "redis.url = 'http://x' is not a valid Redis URL",
+            ),
+            (
+                |c| c.fleet.member_id = "a b".into(),
+                "fleet.member_id = 'a b' is invalid",
+            ),
+            (
+                |c| c.log.format = "xml".into(),
+                "log.format = 'xml' is unknown",
+            ),
+            (
+                |c| c.metrics.listen = "nowhere".into(),
+                "metrics.listen = 'nowhere'",
+            ),
+            (
+                |c| c.limits.max_payload_bytes = 0,
+                "limits.max_payload_bytes = 0 is out of range",
+            ),
+            (
+                |c| c.fleet.ack_batch = 9999,
+                "fleet.ack_batch = 9999 is out of range",
+            ),
+            (
+                |c| {
+                    c.reclaim.heartbeat = false;
+                    c.reclaim.min_idle_ms = 30_000
+                },
+                "reclaim.min_idle_ms = 30000 must exceed fleet.task_timeout_ms = 30000 when reclaim.heartbeat = false",
+            ),
+            (
+                |c| c.reclaim.max_deliveries = 1,
+                "reclaim.max_deliveries = 1 is out of range",
+            ),
+            (
+                |c| c.retry.max_attempts = 0,
+                "retry.max_attempts = 0 must be between 1 and 1000",
+            ),
+            (
+                |c| c.retry.delays_ms = vec![],
+                "retry.delays_ms must list at least one delay",
+            ),
+            (
+                |c| c.retry.delays_ms = vec![999_999],
+                "retry.delays_ms has a delay above retry.max_delay_ms",
+            ),
+            (
+                |c| c.classify.rules[0].class = "flaky".into(),
+                "classify.rules[0].class = 'flaky' is unknown",
+            ),
+            (
+                |c| c.admin.batch = 0,
+                "admin.batch = 0 is out of range",
+            ),
+            (
+                |c| c.admin.claim_idle_ms = 1_000,
+                "admin.claim_idle_ms = 1000 must be at least admin.member_ttl_ms",
+            ),
+            (
+                |c| {
+                    c.admin.migrations = vec![crate::schema::migrate::MigrationSpec {
+                        kind: "k".into(),
+                        from: 3,
+                        to: 1,
+                        rename: Default::default(),
+                        remove: vec![],
+                        patch: None,
+                    }]
+                },
+                "admin.migrations[0]: migration of kind 'k' from 3 to 1",
+            ),
+            (
+                |c| c.isolation.refresh_interval_ms = 5,
+                "isolation.refresh_interval_ms = 5 is out of range",
+            ),
+            (
+                |c| {
+                    c.isolation.refresh_interval_ms = 500;
+                    c.isolation.slot_ttl_ms = 1_500
+                },
+                "isolation.slot_ttl_ms = 1500 must be at least 4 × isolation.refresh_interval_ms = 500",
+            ),
+            (
+                |c| c.isolation.weight = 0,
+                "isolation.weight = 0 is out of range",
+            ),
+            (
+                |c| {
+                    c.isolation.tenants.insert(
+                        "acme".into(),
+                        TenantOverride {
+                            max_in_flight: None,
+                            weight: Some(5_000),
+                        },
+                    );
+                },
+                "isolation.tenants.acme.weight = 5000 is out of range",
+            ),
+            (
+                |c| {
+                    c.isolation
+                        .tenants
+                        .insert("a b".into(), TenantOverride::default());
+                },
+                "isolation.tenants: tenant 'a b'",
+            ),
+            (
+                |c| c.isolation.breaker.failure_rate = 0.0,
+                "isolation.breaker.failure_rate = 0 must be a fraction above 0",
+            ),
+            (
+                |c| c.isolation.breaker.failure_rate = 1.5,
+                "isolation.breaker.failure_rate = 1.5 must be a fraction",
+            ),
+            (
+                |c| c.isolation.breaker.min_failures = 0,
+                "isolation.breaker.min_failures = 0 is out of range",
+            ),
+            (
+                |c| c.isolation.breaker.cooldown_ms = 10,
+                "isolation.breaker.cooldown_ms = 10 is out of range",
+            ),
+            (
+                |c| c.isolation.breaker.ignore_classes = vec!["boring".into()],
+                "isolation.breaker.ignore_classes[0] = 'boring' is unknown",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut raw = defaults();
+            edit(&mut raw);
+            let err = Settings::from_raw(raw).unwrap_err().to_string();
+            assert!(err.contains(want), "wanted {want:?} in {err:?}");
+        }
+    }
+}

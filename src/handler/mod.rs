@@ -1,0 +1,23 @@
+//! The interface between the fleet and agent code: a [`Handler`] runs one attempt of a task and
+//! returns an [`Outcome`] that says what happens next.
+//!
+//! * `handle` — the [`Handler`] trait and the future it returns.
+//! * `outcome` — [`Outcome`]: done, fail with a class, poison, or an unclassified error.
+//! * `class` — [`FailureClass`] and its stable wire names.
+//! * `context` — [`TaskContext`]: progress and output reported during an attempt.
+//! * `registry` — [`Handlers`]: handlers by name, for `fleet.handler`.
+//! * `noop` — [`NoopHandler`], which finishes every task at once.
+
+mod class;
+mod context;
+mod handle;
+mod noop;
+mod outcome;
+mod registry;
+
+pub use class::FailureClass;
+pub use context::{Progress, TaskContext};
+pub use handle::{Handler, HandlerFuture};
+pub use noop::NoopHandler;
+pub use outcome::Outcome;
+pub use registry::Handlers;

@@ -1,0 +1,76 @@
+//! [`Telemetry`]: what an embedder calls to get redrive's logs, metrics and health endpoint
+//! without copying the application's set-up: logging (format, filter, panics as log lines),
+//! the tenant label cap, then on demand the Prometheus recorder and the HTTP endpoint
+//! (/metrics, /healthz, /readyz). `Telemetry::install(&Settings)` is defined next to the
+//! settings (`src/config/mod.rs`), because telemetry sits below config.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::health::Health;
+use super::{endpoint, MetricsSettings};
+use crate::error::Result;
+use crate::shutdown::Shutdown;
+
+/// Logging and metrics of one process, installed from the settings.
+///
+/// ```no_run
+/// # async fn doc(fleet: redrive::Fleet) -> redrive::Result<()> {
+/// let settings = redrive::Settings::load(None)?;
+/// let telemetry = redrive::Telemetry::install(&settings);
+/// let shutdown = redrive::Shutdown::new();
+/// telemetry.serve_metrics(fleet.health(), shutdown.clone()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    /// Label cap, gauge refresh and stall detection.
+    metrics: MetricsSettings,
+    /// Where to serve the endpoint (`metrics.listen`); `None` turns it off.
+    listen: Option<SocketAddr>,
+}
+
+impl Telemetry {
+    /// The metrics half, with nothing installed yet.
+    pub(crate) fn new(metrics: MetricsSettings, listen: Option<SocketAddr>) -> Telemetry {
+        Telemetry { metrics, listen }
+    }
+
+    /// Installs the global log subscriber (`RUST_LOG` overrides `level`), the tenant label
+    /// cap and the panic hook, then logs each of `warnings` (settings that were ignored).
+    pub(crate) fn install_logging(
+        &self,
+        format: super::LogFormat,
+        level: &str,
+        warnings: Vec<String>,
+    ) {
+        super::init_logging(format, level);
+        super::set_tenant_label_cap(self.metrics.max_tenant_labels);
+        super::install_panic_hook();
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+    }
+
+    /// When `metrics.listen` is set: installs the Prometheus recorder, binds the address (a
+    /// taken port fails here, clearly) and serves /metrics, /healthz and /readyz (readiness
+    /// from `health`, e.g. [`crate::Fleet::health`]) until `shutdown`. Returns the bound
+    /// address, or `None` when the endpoint is off. Call it once per process: the recorder
+    /// is global.
+    pub async fn serve_metrics(
+        &self,
+        health: Arc<Health>,
+        shutdown: Shutdown,
+    ) -> Result<Option<SocketAddr>> {
+        let Some(addr) = self.listen else {
+            return Ok(None);
+        };
+        let handle = super::install_prometheus(self.metrics.refresh_interval * 3)?;
+        let listener = endpoint::bind(addr).await?;
+        let bound = listener.local_addr().ok();
+        let shown = bound.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(listen = %shown, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(endpoint::serve(listener, handle, health, shutdown));
+        Ok(bound.or(Some(addr)))
+    }
+}
