@@ -130,3 +130,47 @@ impl Broker {
         claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::{claim_step, ClaimStep};
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_claim_reply_becomes_a_step_and_counts_become_starts() {
+        let reply = Value::Array(vec![
+            bulk("7-0"),
+            Value::Array(vec![bulk("1-0"), Value::Int(1), bulk("2-0"), Value::Int(3)]),
+            Value::Array(vec![bulk("3-0"), Value::Int(5)]),
+            Value::Int(2),
+        ]);
+        let step = claim_step(Ok(reply)).unwrap();
+        assert_eq!(step.next.as_deref(), Some("7-0"));
+        assert_eq!(step.tombstones, 2);
+        let starts = step.into_starts();
+        assert_eq!(
+            starts.claimed,
+            vec![("1-0".to_owned(), 0), ("2-0".to_owned(), 2)]
+        );
+        assert_eq!(starts.poison, vec![("3-0".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn an_empty_cursor_ends_the_scan_and_a_malformed_reply_is_an_error() {
+        let reply = Value::Array(vec![
+            bulk(""),
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+            Value::Int(0),
+        ]);
+        assert_eq!(claim_step(Ok(reply)).unwrap(), ClaimStep::default());
+        assert!(claim_step(Ok(Value::Int(1))).is_err());
+        let no_count = Value::Array(vec![bulk("0-0"), Value::Nil, Value::Nil]);
+        assert!(claim_step(Ok(no_count)).is_err());
+    }
+}

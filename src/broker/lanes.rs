@@ -342,3 +342,21 @@ impl Broker {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::id_range;
+
+    #[test]
+    fn id_range_orders_by_the_numeric_parts() {
+        assert_eq!(id_range(&[]), None);
+        assert_eq!(id_range(&["5-0"]), Some(("5-0", "5-0")));
+        // Text order would put "10-0" before "9-0" and "9-10" before "9-2".
+        assert_eq!(
+            id_range(&["9-2", "10-0", "9-10", "9-0"]),
+            Some(("9-0", "10-0"))
+        );
+        // An id without a sequence counts as `-0`; an unreadable one sorts last.
+        assert_eq!(id_range(&["7", "x-1", "6-3"]), Some(("6-3", "x-1")));
+    }
+}
