@@ -191,8 +191,9 @@ impl Broker {
         Ok(due.pop().flatten())
     }
 
-    /// [`Broker::schedule_retry`] for a batch of one tenant's entries, in one atomic script
-    /// that also counts them in the tenant's stats bucket. Returns one due time per item,
+    /// Acks and removes failed attempts of one tenant owned by `consumer` and schedules their
+    /// next ones (`schedule_retry`, the tests' verb, for a batch), in one atomic script that
+    /// also counts them in the tenant's stats bucket. Returns one due time per item,
     /// `None` for entries `consumer` no longer owns. Refused as a whole (an OOM error, see
     /// [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`.
     pub(crate) async fn schedule_retries(
