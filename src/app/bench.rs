@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::broker::raw::{raw_ceiling, RawCeiling};
 use crate::broker::Broker;
+use crate::broker::{raw_ceiling, RawCeiling};
 use crate::config::{RawConfig, Settings};
 use crate::embedded::RedisServer;
 use crate::error::{Error, Result};

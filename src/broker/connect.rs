@@ -1,7 +1,21 @@
-//! Connecting to Redis: the validated connection settings, the URL check the config runs, and
-//! how a URL is shown (password redacted).
+//! Connecting to Redis: the [`Broker`] handle itself (its connection, key names and group),
+//! the validated connection settings, the URL check the config runs, how a URL is shown
+//! (password redacted), and what every caller may ask of the server (ping, clock, whether it
+//! accepts writes).
+//!
+//! Connections: one shared auto-reconnecting [`ConnectionManager`] carries every non-blocking
+//! command; each `LaneReader` (lanes.rs) owns a dedicated connection for its blocking
+//! XREADGROUP, made from the same client.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::error::is_oom;
+use super::scripts::scripts;
+use crate::error::{Error, Result};
+use crate::keys::Keys;
 
 /// Validated Redis settings.
 #[derive(Debug, Clone)]
@@ -38,4 +52,114 @@ pub fn redact_url(url: &str) -> String {
         None => "***".to_owned(),
     };
     format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
+}
+
+/// A handle on Redis for one key prefix and consumer group. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    /// The client, for the dedicated connections of blocking reads.
+    pub(super) client: redis::Client,
+    /// The shared connection of every non-blocking command.
+    pub(super) conn: ConnectionManager,
+    /// The key names under this broker's prefix.
+    pub(super) keys: Keys,
+    /// The fleet's consumer group.
+    pub(super) group: Arc<str>,
+    /// Connect timeout of new connections.
+    pub(super) connect_timeout: Duration,
+    /// Response timeout of non-blocking commands.
+    pub(super) response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("prefix", &self.keys.prefix())
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Connects to `url` and checks that the server answers.
+    pub(crate) async fn connect_to(
+        url: &str,
+        settings: &RedisSettings,
+        group: &str,
+    ) -> Result<Broker> {
+        let client = redis::Client::open(url)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), cfg)
+            .await
+            .map_err(|e| {
+                Error::from(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot connect to redis",
+                    format!("{} ({e})", redact_url(url)),
+                )))
+            })?;
+        let broker = Broker {
+            client,
+            conn,
+            keys: Keys::new(settings.key_prefix.clone()),
+            group: group.into(),
+            connect_timeout: settings.connect_timeout,
+            response_timeout: settings.response_timeout,
+        };
+        broker.ping().await?;
+        Ok(broker)
+    }
+
+    /// The key names this broker uses.
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The consumer group name.
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The shared connection (a cheap clone).
+    pub(super) fn con(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Checks that Redis answers.
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// Whether Redis accepts writes that grow memory right now: `false` while it is over
+    /// `maxmemory` and refuses them (scripts/oom_probe.lua, which writes nothing).
+    pub(crate) async fn accepts_writes(&self) -> Result<bool> {
+        match scripts()
+            .oom_probe
+            .prepare_invoke()
+            .invoke_async::<i64>(&mut self.con())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = Error::from(e);
+                if is_oom(&e) {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The Redis server's clock, ms since the epoch. Times that several processes compare (the
+    /// dead-letter ids, beats, deadlines) all come from this clock.
+    pub(crate) async fn server_time_ms(&self) -> Result<u64> {
+        let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.con()).await?;
+        Ok(s * 1000 + us / 1000)
+    }
 }

@@ -1,4 +1,6 @@
-//! The Redis client's errors as the crate's [`Error`]: only `broker/` names the client.
+//! The Redis client's errors as the crate's [`Error`]: only `broker/` names the client. Also
+//! how the broker tells errors apart (a server code, out of memory, a missing group) and how
+//! it bounds a refusal's text.
 
 use crate::error::{Error, RedisFailure};
 
@@ -14,5 +16,131 @@ impl From<redis::RedisError> for Error {
         };
         let failure = RedisFailure::new(e.to_string(), code);
         Error::Redis(if lost { failure.reply_lost() } else { failure })
+    }
+}
+
+/// Whether a Redis error carries the server code `code` (`NOGROUP`, `BUSYGROUP`, …).
+pub(super) fn is_code(e: &redis::RedisError, code: &str) -> bool {
+    e.code() == Some(code)
+}
+
+/// At most 200 characters of a server's error text.
+pub(super) fn bounded(text: &str) -> String {
+    let mut out: String = text.chars().take(200).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// One bounded error for the refusals of a transaction that wrote nothing (`nothing` says so):
+/// [`Error::OutOfMemory`] when Redis refused for memory, else the first refusal and the count.
+pub(super) fn refused(errors: &[&redis::ServerError], nothing: &str) -> Error {
+    let oom = errors.iter().find(|e| e.code() == "OOM");
+    let first = oom.unwrap_or(&errors[0]);
+    let said = bounded(
+        format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
+    );
+    match oom {
+        Some(_) => Error::OutOfMemory(format!(
+            "{nothing}. Redis said: {said}. Free memory in Redis (or raise maxmemory), then run \
+             it again"
+        )),
+        None => Error::Protocol(format!(
+            "redis refused the write ({} refusals, first: {said}); {nothing}",
+            errors.len()
+        )),
+    }
+}
+
+/// A bounded error for a pipelined write that Redis refused in part: how many of `total`
+/// commands were refused and the first refusal ([`Error::OutOfMemory`] when for memory).
+pub(super) fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
+    let Some(errors) = e.clone().into_server_errors() else {
+        return Error::from(e);
+    };
+    let Some((index, first)) = errors
+        .iter()
+        .find(|(_, e)| e.code() == "OOM")
+        .or(errors.first())
+    else {
+        return Error::from(e);
+    };
+    let said = bounded(
+        format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
+    );
+    let what = format!(
+        "{} of {total} commands of a pipelined enqueue were refused (first at command {index}), \
+         the others were written; Redis said: {said}",
+        errors.len()
+    );
+    if first.code() == "OOM" {
+        Error::OutOfMemory(what)
+    } else {
+        Error::Protocol(what)
+    }
+}
+
+/// Whether Redis refused a command because it is over `maxmemory` (with `noeviction`, or when
+/// nothing more can be evicted): `-OOM command not allowed when used memory > 'maxmemory'`.
+pub(crate) fn is_oom(e: &Error) -> bool {
+    match e {
+        Error::OutOfMemory(_) => true,
+        Error::Redis(r) => {
+            r.code() == Some("OOM")
+                || r.to_string()
+                    .contains("command not allowed when used memory")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a call that failed with `e` may nevertheless have run in Redis: its reply was lost
+/// (a response timeout, a connection reset or closed while the request may have been sent), or
+/// a reply came that redrive could not read. A refusal Redis answered (out of memory, any other
+/// error reply) and a connection that could not be opened are clean: nothing ran.
+pub(crate) fn may_have_run(e: &Error) -> bool {
+    match e {
+        Error::Redis(r) => r.may_have_run(),
+        Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether an error means the group or stream is gone (deleted lane, new lane).
+pub(crate) fn is_missing_group(e: &Error) -> bool {
+    match e {
+        Error::Redis(r) => matches!(r.code(), Some("NOGROUP" | "UNBLOCKED")),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> Error {
+        Error::from(redis::RedisError::from(std::io::Error::from(kind)))
+    }
+
+    #[test]
+    fn a_lost_reply_may_have_run_a_refusal_did_not() {
+        // No reply: the request may have run.
+        assert!(may_have_run(&io(std::io::ErrorKind::TimedOut)));
+        assert!(may_have_run(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(may_have_run(&io(std::io::ErrorKind::BrokenPipe)));
+        // A reply redrive could not read: it ran.
+        assert!(may_have_run(&Error::Protocol(
+            "retry script answered 1 times".into()
+        )));
+        // Never sent, or refused by Redis: it did not.
+        assert!(!may_have_run(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(!may_have_run(&Error::OutOfMemory("nothing written".into())));
+        let oom = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "OOM",
+            "command not allowed when used memory > 'maxmemory'".to_owned(),
+        ));
+        assert!(!may_have_run(&Error::from(oom)));
     }
 }

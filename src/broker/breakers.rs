@@ -1,41 +1,22 @@
-//! The tenant-isolation verbs of the broker: circuit breakers (record outcomes, admit the one
-//! probe, settle it, operator open/close, read states), deferral of a held tenant's entries,
-//! and fleet-wide in-flight reservations. Every script touches the keys of one tenant only.
+//! Circuit breakers: record outcomes, admit the one probe, settle it, operator open/close, and
+//! read states and the transition log. Every script touches the keys of one tenant only.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use redis::{Script, Value};
+use redis::Value;
 
-use super::Broker;
+use super::connect::Broker;
+use super::reply::{self, array, int, text};
+use super::scripts::scripts;
 use crate::error::{Error, Result};
 use crate::isolation::Thresholds;
 
+/// What errors about the breaker scripts' replies call them.
+const SCRIPT: &str = "breaker script";
+
 /// Approximate cap of each tenant's breaker transition log.
 pub const BREAKER_LOG_MAX_LEN: u64 = 1_000;
-
-struct TenantScripts {
-    record: Script,
-    probe: Script,
-    probe_done: Script,
-    set: Script,
-    defer: Script,
-    slots: Script,
-}
-
-/// Loaded once per process; `Script` handles EVALSHA and reloading.
-fn scripts() -> &'static TenantScripts {
-    static S: OnceLock<TenantScripts> = OnceLock::new();
-    S.get_or_init(|| TenantScripts {
-        record: Script::new(include_str!("scripts/breaker_record.lua")),
-        probe: Script::new(include_str!("scripts/breaker_probe.lua")),
-        probe_done: Script::new(include_str!("scripts/breaker_probe_done.lua")),
-        set: Script::new(include_str!("scripts/breaker_set.lua")),
-        defer: Script::new(include_str!("scripts/defer.lua")),
-        slots: Script::new(include_str!("scripts/slots.lua")),
-    })
-}
 
 /// A breaker as stored in Redis (all times are the server's clock, ms).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,70 +116,6 @@ pub enum ProbeVerdict {
     },
 }
 
-/// One entry to defer: its id and how long from now (server clock) it is due again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeferItem {
-    /// The entry id in the lane.
-    pub entry_id: String,
-    /// Delay before it goes back into the lane.
-    pub delay: Duration,
-}
-
-/// What became of one deferred entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deferred {
-    /// Scheduled; due at this time (server clock, ms).
-    Due(u64),
-    /// The consumer no longer owned it: nothing was written.
-    NotOwned,
-    /// The entry was gone (a tombstone): its pending id was acked.
-    Gone,
-}
-
-/// The answer of [`Broker::slots`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotGrant {
-    /// How many more entries the member may read.
-    pub granted: usize,
-    /// The tenant's fleet-wide total reserved after the call.
-    pub total: u64,
-}
-
-/// A transition a script made, as its caller reports it.
-fn moved(from: &str, to: &str) -> Option<(String, String)> {
-    Some((from.to_owned(), to.to_owned()))
-}
-
-fn text(v: &Value) -> Result<String> {
-    match v {
-        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Ok(s.clone()),
-        Value::Int(i) => Ok(i.to_string()),
-        other => Err(Error::Protocol(format!(
-            "breaker script returned {other:?} where a string belongs"
-        ))),
-    }
-}
-
-fn int(v: &Value) -> Result<i64> {
-    match v {
-        Value::Int(i) => Ok(*i),
-        Value::BulkString(b) => String::from_utf8_lossy(b)
-            .parse()
-            .map_err(|_| Error::Protocol("breaker script returned a non-number".into())),
-        other => Err(Error::Protocol(format!(
-            "breaker script returned {other:?} where a number belongs"
-        ))),
-    }
-}
-
-fn array(v: Value, what: &str, len: usize) -> Result<Vec<Value>> {
-    match v {
-        Value::Array(items) if items.len() >= len => Ok(items),
-        other => Err(Error::Protocol(format!("{what} returned {other:?}"))),
-    }
-}
-
 /// The result of [`Broker::breaker_record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -214,6 +131,11 @@ pub struct Recorded {
     pub outcomes: u64,
 }
 
+/// A transition a script made, as its caller reports it.
+fn moved(from: &str, to: &str) -> Option<(String, String)> {
+    Some((from.to_owned(), to.to_owned()))
+}
+
 impl Broker {
     /// Adds `failures` out of `outcomes` attempts of `tenant` to its failure window and opens a
     /// closed breaker that crosses `thresholds` (scripts/breaker_record.lua). One call per
@@ -227,7 +149,7 @@ impl Broker {
         who: &str,
     ) -> Result<Recorded> {
         let k = self.keys();
-        let mut inv = scripts().record.key(k.breaker(tenant));
+        let mut inv = scripts().breaker_record.key(k.breaker(tenant));
         inv.key(k.breaker_window(tenant))
             .key(k.breaker_log(tenant))
             .arg(failures)
@@ -239,13 +161,14 @@ impl Broker {
             .arg(who)
             .arg(BREAKER_LOG_MAX_LEN);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let p = array(v, "breaker_record.lua", 5)?;
+        let mut p = array(v, "breaker_record.lua", Some(5))?.into_iter();
+        let mut next = || p.next().unwrap_or(Value::Nil);
         Ok(Recorded {
-            state: text(&p[0])?,
-            until_ms: int(&p[1])?.max(0) as u64,
-            opened: int(&p[2])? == 1,
-            failures: int(&p[3])?.max(0) as u64,
-            outcomes: int(&p[4])?.max(0) as u64,
+            state: text(next(), SCRIPT)?,
+            until_ms: int(next(), SCRIPT)?.max(0) as u64,
+            opened: int(next(), SCRIPT)? == 1,
+            failures: int(next(), SCRIPT)?.max(0) as u64,
+            outcomes: int(next(), SCRIPT)?.max(0) as u64,
         })
     }
 
@@ -261,18 +184,19 @@ impl Broker {
         ttl: Duration,
     ) -> Result<(ProbeVerdict, Option<(String, String)>)> {
         let k = self.keys();
-        let mut inv = scripts().probe.key(k.breaker(tenant));
+        let mut inv = scripts().breaker_probe.key(k.breaker(tenant));
         inv.key(k.breaker_log(tenant))
             .arg(format!("{member} {entry_id}"))
             .arg(ttl.as_millis() as u64)
             .arg(member)
             .arg(BREAKER_LOG_MAX_LEN);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let p = array(v, "breaker_probe.lua", 4)?;
-        let verdict = text(&p[0])?;
-        let state = text(&p[1])?;
-        let until_ms = int(&p[2])?.max(0) as u64;
-        let transition = if int(&p[3])? == 1 {
+        let mut p = array(v, "breaker_probe.lua", Some(4))?.into_iter();
+        let mut next = || p.next().unwrap_or(Value::Nil);
+        let verdict = text(next(), SCRIPT)?;
+        let state = text(next(), SCRIPT)?;
+        let until_ms = int(next(), SCRIPT)?.max(0) as u64;
+        let transition = if int(next(), SCRIPT)? == 1 {
             moved("open", "half_open")
         } else {
             None
@@ -309,7 +233,7 @@ impl Broker {
         detail: &str,
     ) -> Result<(String, Option<(String, String)>)> {
         let k = self.keys();
-        let mut inv = scripts().probe_done.key(k.breaker(tenant));
+        let mut inv = scripts().breaker_probe_done.key(k.breaker(tenant));
         inv.key(k.breaker_window(tenant))
             .key(k.breaker_log(tenant))
             .key(k.deferred(tenant))
@@ -324,9 +248,10 @@ impl Broker {
             .arg(detail)
             .arg(BREAKER_LOG_MAX_LEN);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let p = array(v, "breaker_probe_done.lua", 2)?;
-        let state = text(&p[0])?;
-        let transition = if int(&p[1])? == 1 {
+        let mut p = array(v, "breaker_probe_done.lua", Some(2))?.into_iter();
+        let mut next = || p.next().unwrap_or(Value::Nil);
+        let state = text(next(), SCRIPT)?;
+        let transition = if int(next(), SCRIPT)? == 1 {
             moved("half_open", &state)
         } else {
             None
@@ -345,7 +270,7 @@ impl Broker {
         why: &str,
     ) -> Result<(String, String, bool)> {
         let k = self.keys();
-        let mut inv = scripts().set.key(k.breaker(tenant));
+        let mut inv = scripts().breaker_set.key(k.breaker(tenant));
         inv.key(k.breaker_window(tenant))
             .key(k.breaker_log(tenant))
             .key(k.deferred(tenant))
@@ -354,8 +279,13 @@ impl Broker {
             .arg(why)
             .arg(BREAKER_LOG_MAX_LEN);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let p = array(v, "breaker_set.lua", 3)?;
-        Ok((text(&p[0])?, text(&p[1])?, int(&p[2])? == 1))
+        let mut p = array(v, "breaker_set.lua", Some(3))?.into_iter();
+        let mut next = || p.next().unwrap_or(Value::Nil);
+        Ok((
+            text(next(), SCRIPT)?,
+            text(next(), SCRIPT)?,
+            int(next(), SCRIPT)? == 1,
+        ))
     }
 
     /// The breaker of `tenant` as stored (closed when it never moved).
@@ -414,7 +344,7 @@ impl Broker {
             .arg(count)
             .query_async(&mut self.con())
             .await?;
-        let mut out: Vec<BreakerTransition> = super::reply::entries(v)?
+        let mut out: Vec<BreakerTransition> = reply::entries(v)?
             .into_iter()
             .map(|e| {
                 let f: HashMap<String, String> = e
@@ -442,99 +372,7 @@ impl Broker {
         out.reverse();
         Ok(out)
     }
-
-    /// Moves entries of `tenant` that `consumer` owns from the lane to the tenant's deferred
-    /// set, unattempted: same fields, same attempt (scripts/defer.lua); due at once when the
-    /// breaker is closed by then. One result per item.
-    pub(crate) async fn defer(
-        &self,
-        tenant: &str,
-        consumer: &str,
-        items: &[DeferItem],
-    ) -> Result<Vec<Deferred>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let k = self.keys();
-        let mut inv = scripts().defer.key(k.lane(tenant));
-        inv.key(k.deferred(tenant))
-            .key(k.breaker(tenant))
-            .arg(self.group())
-            .arg(consumer);
-        for item in items {
-            inv.arg(&item.entry_id).arg(item.delay.as_millis() as u64);
-        }
-        let due: Vec<i64> = inv.invoke_async(&mut self.con()).await?;
-        if due.len() != items.len() {
-            return Err(Error::Protocol(format!(
-                "defer script answered {} times for {} entries",
-                due.len(),
-                items.len()
-            )));
-        }
-        Ok(due
-            .into_iter()
-            .map(|d| match d {
-                -1 => Deferred::NotOwned,
-                d if d < 0 => Deferred::Gone,
-                d => Deferred::Due(d as u64),
-            })
-            .collect())
-    }
-
-    /// Reports that `member` holds `held` entries of `tenant` and asks for `wanted` more under
-    /// the fleet-wide `cap` (0 for none); the reservation lasts `ttl` unless renewed
-    /// (scripts/slots.lua).
-    pub(crate) async fn slots(
-        &self,
-        tenant: &str,
-        member: &str,
-        held: usize,
-        wanted: usize,
-        cap: usize,
-        ttl: Duration,
-    ) -> Result<SlotGrant> {
-        let mut inv = scripts().slots.key(self.keys().slots(tenant));
-        inv.arg(member)
-            .arg(held)
-            .arg(wanted)
-            .arg(cap)
-            .arg(ttl.as_millis() as u64);
-        let (granted, total): (i64, i64) = inv.invoke_async(&mut self.con()).await?;
-        Ok(SlotGrant {
-            granted: granted.max(0) as usize,
-            total: total.max(0) as u64,
-        })
-    }
-
-    /// `tenant`'s fleet-wide in-flight entries (live reservations of every member, as last
-    /// reported) and the highest total ever reserved.
-    pub(crate) async fn in_flight(&self, tenant: &str) -> Result<(u64, u64)> {
-        let (m, now): (HashMap<String, String>, (u64, u64)) = redis::pipe()
-            .cmd("HGETALL")
-            .arg(self.keys().slots(tenant))
-            .cmd("TIME")
-            .query_async(&mut self.con())
-            .await?;
-        let now_ms = now.0 * 1000 + now.1 / 1000;
-        let mut total = 0;
-        let mut peak = 0;
-        for (k, v) in &m {
-            if k == "@peak" {
-                peak = v.parse().unwrap_or(0);
-                continue;
-            }
-            let mut parts = v.split(' ');
-            let count: u64 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-            let expiry: u64 = parts.next().and_then(|e| e.parse().ok()).unwrap_or(0);
-            if expiry >= now_ms {
-                total += count;
-            }
-        }
-        Ok((total, peak))
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

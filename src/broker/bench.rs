@@ -1,12 +1,68 @@
-//! The raw ceiling for `redrive bench`: the least a consumer of this Redis can do per entry,
-//! measured in the same run as the fleet so every fleet figure has a reference. Pipelined XADD
-//! of task-shaped entries, then one consumer doing XREADGROUP COUNT 500 and one XACK per batch.
+//! Verbs only `redrive bench` uses (compiled with the `app` feature only): dropping what a
+//! run created, the server's version, and the raw ceiling of the same Redis (the least a
+//! consumer can do per entry, measured in the same run as the fleet so every fleet figure has
+//! a reference: pipelined XADD of task-shaped entries, then one consumer doing XREADGROUP
+//! COUNT 500 and one XACK per batch).
 
 use std::time::{Duration, Instant};
 
 use redis::Value;
 
+use super::connect::Broker;
+use super::reply::entry_ids;
 use crate::error::{Error, Result};
+
+impl Broker {
+    /// Deletes every key of `tenant` (lane, retry schedule, deferred set, dead letters, trim counter, breaker,
+    /// in-flight reservations) and removes it from the registry. For benchmarks that clean up
+    /// after themselves; there is no way back.
+    pub(crate) async fn drop_tenant(&self, tenant: &str) -> Result<()> {
+        let _: Value = redis::cmd("DEL")
+            .arg(self.keys.lane(tenant))
+            .arg(self.keys.retry(tenant))
+            .arg(self.keys.deferred(tenant))
+            .arg(self.keys.dlq(tenant))
+            .arg(self.keys.dlq_trimmed(tenant))
+            .arg(self.keys.breaker(tenant))
+            .arg(self.keys.breaker_window(tenant))
+            .arg(self.keys.breaker_log(tenant))
+            .arg(self.keys.slots(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        let _: Value = redis::cmd("SREM")
+            .arg(self.keys.tenants())
+            .arg(tenant)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the admin command stream and the live-member set of this prefix (benchmarks
+    /// that clean up after themselves; nothing else should call it).
+    pub(crate) async fn drop_admin_stream(&self) -> Result<()> {
+        let _: Value = redis::cmd("DEL")
+            .arg(self.keys.admin_commands())
+            .arg(self.keys.admin_members())
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// `Redis <version>` from INFO server.
+    pub(crate) async fn server_version(&self) -> Result<String> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.con())
+            .await?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("(unknown version)")
+            .trim()
+            .to_owned();
+        Ok(format!("Redis {version}"))
+    }
+}
 
 /// What the raw loop achieved.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,7 +77,12 @@ pub struct RawCeiling {
 
 /// Runs the raw loop on stream `key` (created here, deleted afterwards) with `n` entries whose
 /// payload is `payload`.
-pub async fn raw_ceiling(url: &str, key: &str, n: usize, payload: &str) -> Result<RawCeiling> {
+pub(crate) async fn raw_ceiling(
+    url: &str,
+    key: &str,
+    n: usize,
+    payload: &str,
+) -> Result<RawCeiling> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let _: Value = redis::cmd("DEL").arg(key).query_async(&mut con).await?;
@@ -96,36 +157,4 @@ pub async fn raw_ceiling(url: &str, key: &str, n: usize, payload: &str) -> Resul
         consume_per_s: n as f64 / consume_time.as_secs_f64().max(1e-9),
         consume_time,
     })
-}
-
-/// The entry ids of an XREADGROUP reply over one stream (RESP2: [[key, [[id, fields]…]]]).
-fn entry_ids(v: Value) -> Result<Vec<Vec<u8>>> {
-    let bad = || Error::Protocol("raw loop: unexpected XREADGROUP reply".into());
-    let streams = match v {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Array(s) => s,
-        _ => return Err(bad()),
-    };
-    let mut ids = Vec::new();
-    for s in streams {
-        let Value::Array(mut pair) = s else {
-            return Err(bad());
-        };
-        let Some(Value::Array(entries)) = pair.pop() else {
-            return Err(bad());
-        };
-        for e in entries {
-            let Value::Array(mut idf) = e else {
-                return Err(bad());
-            };
-            if idf.is_empty() {
-                return Err(bad());
-            }
-            match idf.swap_remove(0) {
-                Value::BulkString(id) => ids.push(id),
-                _ => return Err(bad()),
-            }
-        }
-    }
-    Ok(ids)
 }

@@ -1,0 +1,176 @@
+//! Claims: a member's drain of its own pending entries after a restart (claim.lua) and the
+//! take-over of stale entries of any member (autoclaim.lua), one step of a scan at a time.
+//! The admin command stream is claimed the same way (commands.rs).
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::connect::Broker;
+use super::error::is_code;
+use super::reply::id_counts;
+use super::scripts::scripts;
+use crate::error::{Error, Result};
+
+/// One step of a claim scan.
+///
+/// The counts are, for a tenant's lane ([`Broker::claim_own`], [`Broker::reclaim`]), how many
+/// times the entry started on a member (its delivery count minus the read, see
+/// scripts/start.lua); for the admin stream, its delivery count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimStep {
+    /// Where the next step starts, or `None` when the scan is complete.
+    pub next: Option<String>,
+    /// Entries now owned by the claimer: (id, count so far). Not yet re-delivered:
+    /// [`Broker::begin`] does that when one starts.
+    pub claimed: Vec<(String, u64)>,
+    /// Entries at or past the poison threshold: (id, count). Still pending, owned by the
+    /// claimer, not to be run: they go to the dead letters as crash loops.
+    pub poison: Vec<(String, u64)>,
+    /// Pending ids whose entry was gone; the claim removed them from the PEL.
+    pub tombstones: usize,
+}
+
+impl ClaimStep {
+    /// A lane's step with its delivery counts turned into starts (count − 1: the read itself
+    /// is no start).
+    pub(super) fn into_starts(mut self) -> ClaimStep {
+        for (_, n) in self.claimed.iter_mut().chain(self.poison.iter_mut()) {
+            *n = n.saturating_sub(1);
+        }
+        self
+    }
+}
+
+/// Parses the reply of claim.lua or autoclaim.lua.
+pub(super) fn claim_step(reply: redis::RedisResult<Value>) -> Result<ClaimStep> {
+    let v = match reply {
+        Ok(v) => v,
+        Err(e) if is_code(&e, "NOGROUP") => return Ok(ClaimStep::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let Value::Array(parts) = v else {
+        return Err(Error::Protocol("claim script returned a non-array".into()));
+    };
+    let mut parts = parts.into_iter();
+    let next = match parts.next() {
+        Some(Value::BulkString(b)) if !b.is_empty() => {
+            Some(String::from_utf8_lossy(&b).into_owned())
+        }
+        _ => None,
+    };
+    let claimed = id_counts(parts.next())?;
+    let poison = id_counts(parts.next())?;
+    let tombstones = match parts.next() {
+        Some(Value::Int(n)) => n.max(0) as usize,
+        other => {
+            return Err(Error::Protocol(format!(
+                "claim script returned {other:?} for the tombstone count"
+            )))
+        }
+    };
+    Ok(ClaimStep {
+        next,
+        claimed,
+        poison,
+        tombstones,
+    })
+}
+
+impl Broker {
+    /// One step of a member's drain of its own pending entries in `tenant`'s lane (see
+    /// scripts/claim.lua). `start` is `-` or the `next` of the previous step; `skip` lists ids
+    /// the member already has in flight. Entries that started `max_starts` times are poison;
+    /// the step's counts are starts (see [`ClaimStep`]).
+    pub(crate) async fn claim_own(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        start: &str,
+        count: usize,
+        max_starts: u64,
+        skip: &[String],
+    ) -> Result<ClaimStep> {
+        let mut inv = scripts().claim.key(self.keys.lane(tenant));
+        // A lane's delivery count is 1 + starts (scripts/start.lua).
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(start)
+            .arg(count)
+            .arg(max_starts.saturating_add(1))
+            .arg(skip);
+        claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
+    }
+
+    /// One step of a reclaim scan over `tenant`'s lane with XAUTOCLAIM (see
+    /// scripts/autoclaim.lua): entries idle for at least `min_idle` at any consumer are taken
+    /// over by `consumer`. `cursor` is `0-0` or the `next` of the previous step; `skip` lists ids
+    /// the claimer already has in flight. Entries that started `max_starts` times are poison;
+    /// the step's counts are starts (see [`ClaimStep`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn reclaim(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+        max_starts: u64,
+        skip: &[String],
+    ) -> Result<ClaimStep> {
+        let mut inv = scripts().autoclaim.key(self.keys.lane(tenant));
+        // A lane's delivery count is 1 + starts (scripts/start.lua).
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(cursor)
+            .arg(count)
+            .arg(max_starts.saturating_add(1))
+            .arg(skip);
+        claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::{claim_step, ClaimStep};
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_claim_reply_becomes_a_step_and_counts_become_starts() {
+        let reply = Value::Array(vec![
+            bulk("7-0"),
+            Value::Array(vec![bulk("1-0"), Value::Int(1), bulk("2-0"), Value::Int(3)]),
+            Value::Array(vec![bulk("3-0"), Value::Int(5)]),
+            Value::Int(2),
+        ]);
+        let step = claim_step(Ok(reply)).unwrap();
+        assert_eq!(step.next.as_deref(), Some("7-0"));
+        assert_eq!(step.tombstones, 2);
+        let starts = step.into_starts();
+        assert_eq!(
+            starts.claimed,
+            vec![("1-0".to_owned(), 0), ("2-0".to_owned(), 2)]
+        );
+        assert_eq!(starts.poison, vec![("3-0".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn an_empty_cursor_ends_the_scan_and_a_malformed_reply_is_an_error() {
+        let reply = Value::Array(vec![
+            bulk(""),
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+            Value::Int(0),
+        ]);
+        assert_eq!(claim_step(Ok(reply)).unwrap(), ClaimStep::default());
+        assert!(claim_step(Ok(Value::Int(1))).is_err());
+        let no_count = Value::Array(vec![bulk("0-0"), Value::Nil, Value::Nil]);
+        assert!(claim_step(Ok(no_count)).is_err());
+    }
+}

@@ -1,0 +1,362 @@
+//! Lanes, the tenants' streams: enqueue (pipelined or all-or-nothing), the tenant registry,
+//! the fleet's consumer group on each lane, blocking reads on a dedicated connection
+//! ([`LaneReader`]), and what a lane holds (length, pending, one entry, the depth figures).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+
+use super::connect::Broker;
+use super::error::{bounded, is_code, pipeline_refused, refused};
+use super::reply::{self, Entry};
+use super::scripts::scripts;
+use crate::error::{Error, Result};
+use crate::task::Task;
+
+/// One tenant's depth figures, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDepth {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// Entries in the lane (waiting or pending).
+    pub lane: u64,
+    /// Entries delivered and not settled.
+    pub pending: u64,
+    /// Entries not yet delivered to the group.
+    pub lag: u64,
+    /// Scheduled retries.
+    pub retries: u64,
+    /// Scheduled retries already due.
+    pub overdue: u64,
+    /// Dead letters.
+    pub dlq: u64,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Entries never delivered to the group (`>`).
+    New,
+}
+
+/// A dedicated connection for one member's XREADGROUP calls.
+pub struct LaneReader {
+    conn: MultiplexedConnection,
+    group: Arc<str>,
+    consumer: String,
+}
+
+impl LaneReader {
+    /// Reads up to `count` entries from each of `lanes` (stream keys). With `block`, waits up to
+    /// that long when none has anything. Returns `(lane key, entries)` pairs with entries.
+    pub(crate) async fn read(
+        &mut self,
+        lanes: &[String],
+        from: ReadFrom,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<(String, Vec<Entry>)>> {
+        if lanes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&*self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let (ReadFrom::New, Some(b)) = (from, block) {
+            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(lanes);
+        let id = match from {
+            ReadFrom::New => ">",
+        };
+        for _ in lanes {
+            cmd.arg(id);
+        }
+        let v: Value = cmd.query_async(&mut self.conn).await?;
+        reply::streams(v)
+    }
+}
+
+/// The smallest and largest of stream ids (by their numeric parts).
+pub(super) fn id_range<'a>(ids: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    let key = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse().unwrap_or(u64::MAX),
+            seq.parse().unwrap_or(u64::MAX),
+        )
+    };
+    let lo = ids.iter().min_by_key(|id| key(id))?;
+    let hi = ids.iter().max_by_key(|id| key(id))?;
+    Some((lo, hi))
+}
+
+impl Broker {
+    /// Appends tasks to their tenants' lanes in one pipelined round trip, registering the
+    /// tenants first. Returns the new entry ids, in order. Tasks must be validated already.
+    pub(crate) async fn enqueue(&self, tasks: &[Task]) -> Result<Vec<String>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(&tenants)
+            .ignore();
+        for task in tasks {
+            let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
+            for (k, v) in task.to_fields() {
+                cmd.arg(k.as_ref()).arg(v);
+            }
+        }
+        let ids: Vec<String> = pipe
+            .query_async(&mut self.con())
+            .await
+            .map_err(|e| pipeline_refused(e, tasks.len() + 1))?;
+        Ok(ids)
+    }
+
+    /// Appends tasks to their tenants' lanes and registers the tenants in one MULTI/EXEC:
+    /// all of them or none. Returns the new entry ids, in order. Tasks must be validated
+    /// already. A Redis at `maxmemory` (noeviction) refuses the whole transaction:
+    /// [`Error::OutOfMemory`], nothing written. Error messages are bounded: the first refusal
+    /// and how many there were, never the commands.
+    pub(crate) async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        // MULTI and EXEC as plain commands of one pipeline (one write on the connection, so
+        // nothing else interleaves), every reply kept, so each refusal can be told apart.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("MULTI");
+        pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
+        for task in tasks {
+            let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
+            for (k, v) in task.to_fields() {
+                cmd.arg(k).arg(v);
+            }
+        }
+        pipe.cmd("EXEC");
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        let n = tasks.len();
+        let nothing = if n == 1 {
+            "nothing was written".to_owned()
+        } else {
+            format!("none of the {n} tasks was written (they are one transaction)")
+        };
+        let exec = replies.pop();
+        let queued: Vec<&redis::ServerError> = replies
+            .iter()
+            .filter_map(|v| match v {
+                Value::ServerError(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if let Some(Value::ServerError(e)) = &exec {
+            if queued.is_empty() || e.code() == "OOM" {
+                return Err(refused(&[e], &nothing));
+            }
+        }
+        if !queued.is_empty() {
+            return Err(refused(&queued, &nothing));
+        }
+        let Some(Value::Array(mut results)) = exec else {
+            return Err(Error::Protocol(format!(
+                "EXEC of an enqueue answered {}",
+                exec.map(|v| format!("{v:?}").chars().take(100).collect::<String>())
+                    .unwrap_or_default()
+            )));
+        };
+        if results.len() != n + 1 {
+            return Err(Error::Protocol(format!(
+                "EXEC of an enqueue of {n} tasks answered {} results",
+                results.len()
+            )));
+        }
+        results.remove(0);
+        let failed: Vec<&redis::ServerError> = results
+            .iter()
+            .filter_map(|v| match v {
+                Value::ServerError(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            // Redis does not roll a transaction back: a command failing inside EXEC (a lane
+            // key holding another type) leaves the others written. Say so exactly.
+            return Err(Error::Protocol(format!(
+                "{} of {n} XADDs failed inside the transaction, the other {} tasks were written; \
+                 first error: {}",
+                failed.len(),
+                n - failed.len(),
+                bounded(&failed[0].to_string())
+            )));
+        }
+        results
+            .into_iter()
+            .map(|v| {
+                redis::from_redis_value::<String>(v)
+                    .map_err(|e| Error::Protocol(format!("an XADD answered {e}")))
+            })
+            .collect()
+    }
+
+    /// Every registered tenant.
+    pub(crate) async fn tenants(&self) -> Result<Vec<String>> {
+        let mut t: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.tenants())
+            .query_async(&mut self.con())
+            .await?;
+        t.sort_unstable();
+        Ok(t)
+    }
+
+    /// How many tenants are registered (O(1), for cheap change detection).
+    pub(crate) async fn tenant_count(&self) -> Result<u64> {
+        Ok(redis::cmd("SCARD")
+            .arg(self.keys.tenants())
+            .query_async(&mut self.con())
+            .await?)
+    }
+
+    /// Creates the fleet's group on a tenant's lane if it is missing. The group starts at id 0,
+    /// so entries written before it existed are delivered too.
+    pub(crate) async fn ensure_group(&self, tenant: &str) -> Result<()> {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.keys.lane(tenant))
+            .arg(&*self.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.con())
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if is_code(&e, "BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A reader with its own connection, for blocking reads of up to `block`.
+    pub(crate) async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(block + self.response_timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        Ok(LaneReader {
+            conn,
+            group: self.group.clone(),
+            consumer: consumer.into(),
+        })
+    }
+
+    /// Entries in a tenant's lane (waiting, pending, or settled-but-not-deleted).
+    pub(crate) async fn lane_len(&self, tenant: &str) -> Result<u64> {
+        Ok(redis::cmd("XLEN")
+            .arg(self.keys.lane(tenant))
+            .query_async(&mut self.con())
+            .await?)
+    }
+
+    /// Entries of a tenant's lane delivered to the group but not settled yet.
+    pub(crate) async fn pending_count(&self, tenant: &str) -> Result<u64> {
+        let r: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(self.keys.lane(tenant))
+            .arg(&*self.group)
+            .query_async(&mut self.con())
+            .await;
+        match r {
+            Ok(Value::Array(items)) => match items.first() {
+                Some(Value::Int(n)) => Ok(*n as u64),
+                _ => Ok(0),
+            },
+            Ok(_) => Ok(0),
+            Err(e) if is_code(&e, "NOGROUP") => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One entry of a tenant's lane, if it still exists.
+    pub(crate) async fn lane_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>> {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(self.keys.lane(tenant))
+            .arg(id)
+            .arg(id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(reply::entries(v)?.into_iter().next())
+    }
+
+    /// Depth figures of each of `tenants` (one script per tenant, all in one pipeline).
+    pub(crate) async fn tenant_depths(&self, tenants: &[Arc<str>]) -> Result<Vec<TenantDepth>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts().depths).ignore();
+        for t in tenants {
+            let mut inv = scripts().depths.key(self.keys.lane(t));
+            inv.key(self.keys.retry(t))
+                .key(self.keys.dlq(t))
+                .key(self.keys.deferred(t))
+                .arg(&*self.group);
+            pipe.invoke_script(&inv);
+        }
+        let rows: Vec<Vec<i64>> = pipe.query_async(&mut self.con()).await?;
+        if rows.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "depth read answered {} rows for {} tenants",
+                rows.len(),
+                tenants.len()
+            )));
+        }
+        rows.into_iter()
+            .zip(tenants)
+            .map(|(r, t)| match r[..] {
+                [lane, pending, lag, retries, overdue, dlq] => Ok(TenantDepth {
+                    tenant: t.clone(),
+                    lane: lane.max(0) as u64,
+                    pending: pending.max(0) as u64,
+                    lag: lag.max(0) as u64,
+                    retries: retries.max(0) as u64,
+                    overdue: overdue.max(0) as u64,
+                    dlq: dlq.max(0) as u64,
+                }),
+                _ => Err(Error::Protocol(format!("depth read of {t} returned {r:?}"))),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_range;
+
+    #[test]
+    fn id_range_orders_by_the_numeric_parts() {
+        assert_eq!(id_range(&[]), None);
+        assert_eq!(id_range(&["5-0"]), Some(("5-0", "5-0")));
+        // Text order would put "10-0" before "9-0" and "9-10" before "9-2".
+        assert_eq!(
+            id_range(&["9-2", "10-0", "9-10", "9-0"]),
+            Some(("9-0", "10-0"))
+        );
+        // An id without a sequence counts as `-0`; an unreadable one sorts last.
+        assert_eq!(id_range(&["7", "x-1", "6-3"]), Some(("6-3", "x-1")));
+    }
+}

@@ -1,0 +1,48 @@
+//! The retry schedule and the deferred set of a tenant: promoting due items back into the
+//! lane, and counting them.
+
+use super::connect::Broker;
+use super::scripts::scripts;
+use crate::error::Result;
+
+impl Broker {
+    /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane.
+    /// Returns how many moved.
+    pub(crate) async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
+        let mut inv = scripts().promote.key(self.keys.retry(tenant));
+        inv.key(self.keys.lane(tenant))
+            .key(self.keys.deferred(tenant))
+            .arg(limit);
+        Ok(inv.invoke_async(&mut self.con()).await?)
+    }
+
+    /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.
+    pub(crate) async fn retry_len(&self, tenant: &str) -> Result<u64> {
+        let (retries, deferred): (u64, u64) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(self.keys.retry(tenant))
+            .cmd("ZCARD")
+            .arg(self.keys.deferred(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(retries + deferred)
+    }
+
+    /// How many of a tenant's scheduled retries (and tasks held back by its breaker) are due
+    /// by the server's clock (and wait for the recovery loop).
+    pub(crate) async fn retry_due_count(&self, tenant: &str) -> Result<u64> {
+        let now = self.server_time_ms().await?;
+        let (retries, deferred): (u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(self.keys.retry(tenant))
+            .arg("-inf")
+            .arg(now)
+            .cmd("ZCOUNT")
+            .arg(self.keys.deferred(tenant))
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(retries + deferred)
+    }
+}

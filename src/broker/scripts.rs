@@ -1,0 +1,136 @@
+//! The one registry of Lua scripts: one [`Script`] per file in `scripts/`, named after it and
+//! loaded once per process. `Script` sends EVALSHA and reloads the script when the server lost
+//! it (a restart, SCRIPT FLUSH), so nothing else manages script caches.
+
+use std::sync::OnceLock;
+
+use redis::Script;
+
+/// Every script the broker runs. Each file starts with a header naming its KEYS, ARGV and reply.
+pub(super) struct Scripts {
+    // ---- lanes and settling (one tenant's keys) ----
+    /// Owner-checked ack + delete + settle count of a batch.
+    pub(super) ack: Script,
+    /// Ack + delete + settle count without the owner check (the fast-ack window).
+    pub(super) fast_ack: Script,
+    /// Owner/idle-checked move of an entry to the dead letters.
+    pub(super) dead_letter: Script,
+    /// Owner-checked ack + retry schedule of a batch of failed attempts.
+    pub(super) retry: Script,
+    /// Owner-checked move of held-back entries to the deferred set.
+    pub(super) defer: Script,
+    /// Due retries and deferred tasks back into the lane.
+    pub(super) promote: Script,
+    /// A member's own pending entries taken up again.
+    pub(super) claim: Script,
+    /// Stale entries of any member taken over (XAUTOCLAIM).
+    pub(super) autoclaim: Script,
+    /// Owner check + re-delivery of a taken-over entry before it runs.
+    pub(super) begin: Script,
+    /// Owner check + start mark of a batch of fresh entries.
+    pub(super) start: Script,
+    /// Owner-checked idle reset of running entries.
+    pub(super) heartbeat: Script,
+    /// Read-only depth figures of one tenant.
+    pub(super) depths: Script,
+    /// Writes nothing; refused only while Redis is over `maxmemory`.
+    pub(super) oom_probe: Script,
+    // ---- member lease ----
+    /// Extends the member lease while this process holds its token.
+    pub(super) lease_renew: Script,
+    /// Gives the member lease up while this process holds its token.
+    pub(super) lease_release: Script,
+    // ---- breakers and slots (one tenant's keys) ----
+    /// Outcome counts into the failure window; closed → open.
+    pub(super) breaker_record: Script,
+    /// open → half_open after the cool-down; the single probe token.
+    pub(super) breaker_probe: Script,
+    /// The probe's holder decides: half_open → closed or → open.
+    pub(super) breaker_probe_done: Script,
+    /// Operator hold / close.
+    pub(super) breaker_set: Script,
+    /// Fleet-wide in-flight reservations under a cap.
+    pub(super) slots: Script,
+    // ---- dead letters (one tenant's keys) ----
+    /// Dead letters back into the lane, counted.
+    pub(super) replay: Script,
+    /// Dead letters to the archive of removed ones.
+    pub(super) dlq_remove: Script,
+    /// Read-only counts of a page of dead letters.
+    pub(super) dlq_tally: Script,
+    // ---- admin commands and jobs (`{@admin}` keys) ----
+    /// Claims the one execution of a command.
+    pub(super) admin_begin: Script,
+    /// Result + audit + ack/delete of a command entry.
+    pub(super) admin_finish: Script,
+    /// An admin loop's beat: live set and running commands kept fresh.
+    pub(super) admin_beat: Script,
+    /// Members whose admin loop beat recently.
+    pub(super) admin_live: Script,
+    /// Withdraws a command nobody started.
+    pub(super) admin_withdraw: Script,
+    /// Asks a replay job to stop.
+    pub(super) job_cancel: Script,
+}
+
+/// The scripts, loaded once per process.
+pub(super) fn scripts() -> &'static Scripts {
+    static S: OnceLock<Scripts> = OnceLock::new();
+    S.get_or_init(|| Scripts {
+        ack: Script::new(include_str!("scripts/ack.lua")),
+        fast_ack: Script::new(include_str!("scripts/fast_ack.lua")),
+        dead_letter: Script::new(include_str!("scripts/dead_letter.lua")),
+        retry: Script::new(include_str!("scripts/retry.lua")),
+        defer: Script::new(include_str!("scripts/defer.lua")),
+        promote: Script::new(include_str!("scripts/promote.lua")),
+        claim: Script::new(include_str!("scripts/claim.lua")),
+        autoclaim: Script::new(include_str!("scripts/autoclaim.lua")),
+        begin: Script::new(include_str!("scripts/begin.lua")),
+        start: Script::new(include_str!("scripts/start.lua")),
+        heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
+        depths: Script::new(include_str!("scripts/depths.lua")),
+        oom_probe: Script::new(include_str!("scripts/oom_probe.lua")),
+        lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
+        lease_release: Script::new(include_str!("scripts/lease_release.lua")),
+        breaker_record: Script::new(include_str!("scripts/breaker_record.lua")),
+        breaker_probe: Script::new(include_str!("scripts/breaker_probe.lua")),
+        breaker_probe_done: Script::new(include_str!("scripts/breaker_probe_done.lua")),
+        breaker_set: Script::new(include_str!("scripts/breaker_set.lua")),
+        slots: Script::new(include_str!("scripts/slots.lua")),
+        replay: Script::new(include_str!("scripts/replay.lua")),
+        dlq_remove: Script::new(include_str!("scripts/dlq_remove.lua")),
+        dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
+        admin_begin: Script::new(include_str!("scripts/admin_begin.lua")),
+        admin_finish: Script::new(include_str!("scripts/admin_finish.lua")),
+        admin_beat: Script::new(include_str!("scripts/admin_beat.lua")),
+        admin_live: Script::new(include_str!("scripts/admin_live.lua")),
+        admin_withdraw: Script::new(include_str!("scripts/admin_withdraw.lua")),
+        job_cancel: Script::new(include_str!("scripts/job_cancel.lua")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `scripts/` is in the registry (one `include_str!` each), so a new script
+    /// cannot be loaded from a second place.
+    #[test]
+    fn every_script_file_is_registered() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/broker/scripts");
+        let registry = include_str!("scripts.rs");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".lua"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 29);
+        for f in files {
+            let load = format!("include_str!(\"scripts/{f}\")");
+            assert_eq!(
+                registry.matches(&load).count(),
+                1,
+                "{f} is not loaded exactly once"
+            );
+        }
+    }
+}
