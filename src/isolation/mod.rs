@@ -1,7 +1,7 @@
 //! Tenant isolation, the pure part: settings, a member's local view of a fleet-wide circuit
 //! breaker and what it means for a task (run, defer, probe), and how a read's capacity is
 //! shared between lanes by weight and fleet-wide budget. No I/O: the state lives in Redis (see
-//! `broker::tenants` and its scripts), the loops in `fleet::isolation`, the commands in
+//! `broker::breakers` and its scripts), the loops in `fleet::isolation`, the commands in
 //! [`cli`].
 //!
 //! A breaker is closed (tasks run), open (tasks are held back: not read, and those already
