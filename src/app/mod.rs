@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! * [`cli`] — clap parsing and dispatch, one file per subcommand family ([`cli::dlq`],
-//!   [`cli::health`], [`cli::admin`], [`cli::breaker`], [`cli::tenants`], [`cli::run`], …).
+//!   [`cli::health`], [`cli::admin`], [`cli::breaker`], [`cli::tenants`], [`cli::run`](mod@cli::run), …).
 //! * [`admin_client`] — the CLI side of the admin command stream: fleet check, submit, wait,
 //!   withdraw.
 //! * [`report`] — `dlq list|stats|export` and `health`; [`view`] — a dead letter as text/JSON.

@@ -1,8 +1,8 @@
 //! Tenant isolation, the pure part: settings, a member's local view of a fleet-wide circuit
 //! breaker and what it means for a task (run, defer, probe), and how a read's capacity is
 //! shared between lanes by weight and fleet-wide budget. No I/O: the state lives in Redis (see
-//! `broker::breakers` and its scripts), the loops in `fleet::isolation`, the commands in
-//! [`cli`].
+//! `broker::breakers` and its scripts), the loops in `fleet::isolation`, the operator's
+//! commands in `admin::breaker` and `app/cli/{breaker,tenants}.rs`.
 //!
 //! A breaker is closed (tasks run), open (tasks are held back: not read, and those already
 //! read are deferred unattempted to the tenant's retry schedule) or half-open (the cool-down is
