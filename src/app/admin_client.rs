@@ -73,10 +73,11 @@ impl Progress {
         if self.at.elapsed() < PROGRESS_EVERY {
             return;
         }
-        self.at = Instant::now();
+        // The pace starts at the first record seen: until the job exists, every poll looks.
         let Ok(Some(j)) = ctx.broker.job_get(job).await else {
             return;
         };
+        self.at = Instant::now();
         let j = JobRecord::from_fields(&j);
         let line = format!(
             "replay job {job}: {} replayed of {} selected ({} already gone, {} refused, {} invalid) on {}",
