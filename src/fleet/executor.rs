@@ -22,8 +22,9 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::settlement::{Aside, Failed, Settlement};
+use super::shared::{Job, Lost, Shared, Work};
 use super::tasklog::{task_event, TaskLog};
-use super::{Job, Lost, Settlement, Shared, Work};
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
 use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
@@ -232,10 +233,10 @@ impl Executor {
                 }
             };
             if job.lost.is_set() {
-                let _ = self.settle.send(Settlement::Lost {
+                let _ = self.settle.send(Settlement::Aside(Aside::Lost {
                     tenant: job.tenant,
                     entry_id: job.entry_id,
-                });
+                }));
                 continue;
             }
             // A suspect that started before may be what killed its last member.
@@ -364,12 +365,16 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
         Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id, read_at).await {
             Mark::Run => (task, deliveries + 1),
             Mark::Gone => {
-                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
                 return None;
             }
             Mark::Lost | Mark::Failed => {
                 // Not started here: whoever owns it now (or a later reclaim) runs it.
-                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
                 return None;
             }
         },
@@ -385,29 +390,35 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
                         (Arc::new(task), deliveries + 1)
                     }
                     Err(m) => {
-                        let _ = ctx.settle.send(Settlement::Malformed {
+                        let _ = ctx.settle.send(Settlement::Aside(Aside::Malformed {
                             lane: ctx.broker.keys().lane(&tenant),
                             tenant,
                             entry_id,
                             reason: m.reason,
                             fields,
-                        });
+                        }));
                         return None;
                     }
                 }
             }
             Ok(Begin::Tombstone) => {
-                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
                 return None;
             }
             Ok(Begin::Lost) => {
-                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
                 return None;
             }
             Err(e) => {
                 // Still pending here: a later drain or reclaim takes it up again.
                 tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry");
-                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
                 return None;
             }
         },
@@ -425,12 +436,12 @@ fn expired(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>
         return false;
     };
     task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
-    let _ = ctx.settle.send(Settlement::Expired {
+    let _ = ctx.settle.send(Settlement::Aside(Aside::Expired {
         tenant: tenant.clone(),
         entry_id: entry_id.to_owned(),
         task: task.clone(),
         why,
-    });
+    }));
     true
 }
 
@@ -483,7 +494,9 @@ async fn attempt(
     ctx.meters.duration.record(duration.as_secs_f64());
     let Some(outcome) = outcome else {
         task_event!(warn, &log, entry_id = %entry_id, "attempt stopped: another member took the entry over");
-        let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+        let _ = ctx
+            .settle
+            .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
         return None;
     };
     let outcome = match outcome {
@@ -507,7 +520,7 @@ async fn attempt(
         other => other,
     };
     let failed = |class, reason, retry_after, poison| {
-        Settlement::Failed(super::Failed {
+        Settlement::Failed(Failed {
             tenant: tenant.clone(),
             entry_id: entry_id.clone(),
             task: task.clone(),

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Settlement, Shared};
+use super::settlement::{Aside, Settlement};
+use super::shared::Shared;
 use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, ReadFrom};
 use crate::config::FleetSettings;
 use crate::error::Result;
@@ -487,13 +488,13 @@ pub(crate) fn report_claim(
     }
     for (id, deliveries) in poison {
         if shared.admit(tenant, id).is_some() {
-            let _ = settle.send(Settlement::CrashLoop {
+            let _ = settle.send(Settlement::Aside(Aside::CrashLoop {
                 tenant: tenant.clone(),
                 entry_id: id.clone(),
                 deliveries: *deliveries,
                 owner: owner.clone(),
                 min_idle,
-            });
+            }));
         }
     }
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::settlement::{Aside, Failed, Settlement};
+use super::shared::Shared;
 use super::tasklog::{task_event, TaskLog};
-use super::Failed;
-use super::{Settlement, Shared};
 use crate::broker::{is_oom, Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
 use crate::error::Result;
@@ -131,9 +131,9 @@ impl Settler {
                             });
                         }
                     },
-                    other => {
+                    Settlement::Aside(aside) => {
                         let me = self.clone();
-                        moves.spawn(async move { me.settle_other(other).await });
+                        moves.spawn(async move { me.settle_other(aside).await });
                     }
                 }
                 if batched < self.ack_batch {
@@ -315,11 +315,10 @@ impl Settler {
         }
     }
 
-    async fn settle_other(&self, s: Settlement) {
+    /// Settles one entry set aside: each kind is one move of its own.
+    async fn settle_other(&self, s: Aside) {
         match s {
-            Settlement::Done { .. } => unreachable!("acks are batched by run()"),
-            Settlement::Defer { .. } => unreachable!("deferrals are batched by run()"),
-            Settlement::Tombstone { tenant, entry_id } => {
+            Aside::Tombstone { tenant, entry_id } => {
                 tracing::error!(tenant = %tenant, entry_id = %entry_id, "pending entry was deleted before it ran: payload lost");
                 metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
                     .increment(1);
@@ -335,7 +334,7 @@ impl Settler {
                 }
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
-            Settlement::Malformed {
+            Aside::Malformed {
                 tenant,
                 lane,
                 entry_id,
@@ -362,7 +361,7 @@ impl Settler {
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
                     .await;
             }
-            Settlement::Expired {
+            Aside::Expired {
                 tenant,
                 entry_id,
                 task,
@@ -390,13 +389,13 @@ impl Settler {
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
                     .await;
             }
-            Settlement::Lost { tenant, entry_id } => {
+            Aside::Lost { tenant, entry_id } => {
                 metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(&tenant))
                     .increment(1);
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
-            Settlement::CrashLoop {
+            Aside::CrashLoop {
                 tenant,
                 entry_id,
                 deliveries,
@@ -406,7 +405,6 @@ impl Settler {
                 self.crash_loop(tenant, entry_id, deliveries, owner, min_idle)
                     .await
             }
-            Settlement::Failed(_) => unreachable!("failed attempts are prepared by run()"),
         }
     }
 
