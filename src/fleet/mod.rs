@@ -44,6 +44,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod isolation;
 pub(crate) mod isolation_sync;
 pub(crate) mod lease;
+pub(crate) mod next_move;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
 pub(crate) mod recoverer;

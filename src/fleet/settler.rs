@@ -19,15 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::next_move::{next_move, MoveInputs, NextMove};
 use super::settlement::{Aside, Failed, Settlement};
 use super::shared::Shared;
 use super::tasklog::{task_event, TaskLog};
 use crate::broker::{is_oom, Broker, DeferItem, Deferred, RetryItem};
-use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
+use crate::deadletter::DeadLetter;
 use crate::error::Result;
 use crate::handler::FailureClass;
-use crate::policy::{Decision, Policies};
-use crate::task::{now_ms, AttemptRecord, Task, MAX_HISTORY, MAX_STEPS};
+use crate::policy::Policies;
+use crate::task::{now_ms, Task};
 use crate::telemetry::{names, tenant_label};
 
 /// A failed attempt's next move.
@@ -408,24 +409,22 @@ impl Settler {
         }
     }
 
-    /// Counts and logs a failed attempt and decides its next move (pure apart from metrics
-    /// and logs): another attempt, batched with the tenant's other retries, or a dead letter.
+    /// Counts and logs a failed attempt and turns its [`next_move`] into a batched retry or a
+    /// dead letter.
     fn prepare_failed(&self, f: Failed) -> FailedMove {
         let Failed {
-            tenant,
-            entry_id,
-            task,
+            ref tenant,
+            ref task,
             deliveries,
             class,
-            reason,
-            retry_after,
+            ref reason,
             poison,
-            progress,
             duration,
+            ..
         } = f;
-        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
+        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
             .increment(1);
-        let log = TaskLog::of(&task);
+        let log = TaskLog::of(task);
         if self.log_payloads {
             task_event!(
                 warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
@@ -437,82 +436,23 @@ impl Settler {
                 poison, error = %reason, "task attempt failed"
             );
         }
-        self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
-        let now = now_ms();
-        let mut next: Task = (*task).clone();
-        next.steps.extend(progress.steps);
-        if next.steps.len() > MAX_STEPS {
-            let cut = next.steps.len() - MAX_STEPS;
-            next.steps.drain(..cut);
-        }
-        next.history.push(AttemptRecord {
-            attempt: task.attempt,
-            class: class.as_str().to_owned(),
-            error: bounded(&reason, MAX_ERROR_BYTES),
-            at_ms: now,
-            duration_ms: duration.as_millis() as u64,
-            member: self.shared.member.to_string(),
-        });
-        if next.history.len() > MAX_HISTORY {
-            let cut = next.history.len() - MAX_HISTORY;
-            next.history.drain(..cut);
-        }
-        let decision = if poison {
-            Decision::DeadLetter {
-                why: "the handler declared the task poison".into(),
-            }
-        } else {
-            self.policies.for_task(&tenant, &task.kind).decide(
-                class,
-                task.attempt,
-                retry_after,
-                fastrand::f64(),
-            )
-        };
-        // A retry that would come after the task's deadline is not scheduled: the task is
-        // dead-lettered as expired, with this attempt's error.
-        let (class, decision) = match decision {
-            Decision::Retry { delay } => match crate::policy::retry_in_time(
-                task.deadline_ms,
-                self.shared.isolation.now_ms(),
-                delay,
-            ) {
-                Ok(()) => (class, Decision::Retry { delay }),
-                Err(why) => (FailureClass::Expired, Decision::DeadLetter { why }),
-            },
-            other => (class, other),
-        };
-        let why = match decision {
-            Decision::Retry { delay } => {
-                next.attempt += 1;
-                // The promote script stamps enqueued_at when the retry is due; the first
-                // enqueue time, the producer's own fields and the entry it came from travel
-                // in the item.
-                let fields = next.retry_fields(&entry_id);
-                match RetryItem::new(&entry_id, delay, &fields) {
-                    Ok(item) => return FailedMove::Retry(tenant, Retry { item, log, class }),
-                    // Cannot happen for string fields; if it did, the task is kept, not lost.
-                    Err(e) => format!("could not schedule a retry: {e}"),
-                }
-            }
-            Decision::DeadLetter { why } => why,
-        };
-        let first_failed = crate::deadletter::first_failed_at(&next.history, now);
-        let dl = DeadLetter {
+        self.shared.stats.with(tenant, |t| t.failed_attempts += 1);
+        let (tenant, entry_id) = (f.tenant.clone(), f.entry_id.clone());
+        let member = self.shared.member.to_string();
+        let inputs = MoveInputs {
+            policies: &self.policies,
+            now_ms: now_ms(),
+            deadline_clock_ms: self.shared.isolation.now_ms(),
+            jitter: fastrand::f64(),
+            member: &member,
             orig_lane: self.broker.keys().lane(&tenant),
-            orig_id: entry_id.clone(),
-            steps: next.steps.clone(),
-            task: Some(next),
-            raw: None,
-            class,
-            error: reason,
-            detail: Some(why),
-            partial_output: progress.partial_output,
-            member: self.shared.member.to_string(),
-            first_failed_at_ms: first_failed,
-            dead_lettered_at_ms: now,
         };
-        FailedMove::Dead(tenant, entry_id, Box::new(dl))
+        match next_move(f, &inputs) {
+            NextMove::Retry { item, class } => {
+                FailedMove::Retry(tenant, Retry { item, log, class })
+            }
+            NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl),
+        }
     }
 
     /// Schedules the collected retries: one atomic script per tenant, each its own task.
