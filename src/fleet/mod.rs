@@ -45,6 +45,7 @@ pub(crate) mod isolation;
 pub(crate) mod isolation_sync;
 pub(crate) mod lease;
 pub(crate) mod next_move;
+pub(crate) mod read_plan;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
 pub(crate) mod recoverer;
