@@ -212,7 +212,7 @@ impl Loops {
             .run(settle_rx),
         );
         let executor = tokio::spawn(
-            executor::Executor {
+            executor::Executor::new(executor::ExecutorSettings {
                 broker: broker.clone(),
                 shared: shared.clone(),
                 handler: fleet.handler.clone(),
@@ -222,7 +222,7 @@ impl Loops {
                 task_timeout: s.task_timeout,
                 grace: s.shutdown_grace,
                 fast_start_window: fleet.fast_ack_window,
-            }
+            })
             .run(shutdown.clone()),
         );
         let recoverer = tokio::spawn(
@@ -277,17 +277,17 @@ impl Loops {
         );
         fleet.health.set_serving(true);
         let admin = tokio::spawn(
-            admin::AdminLoop {
-                ctx: crate::admin::exec::AdminContext {
+            admin::AdminLoop::new(
+                crate::admin::exec::AdminContext {
                     broker: broker.clone(),
                     settings: fleet.admin.clone(),
                     limits: fleet.limits,
                     dlq_max_len: fleet.dlq_max_len,
                     executor: shared.member.to_string(),
                 },
-                block: s.block,
-                grace: s.shutdown_grace,
-            }
+                s.block,
+                s.shutdown_grace,
+            )
             .run(shutdown.clone()),
         );
         Loops {

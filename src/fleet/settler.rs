@@ -72,89 +72,119 @@ struct Ack {
     read_at: Option<std::time::Instant>,
 }
 
-impl Settler {
-    /// Settles until every sender is gone, then flushes what is left.
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Settlement>) {
-        let mut acks: HashMap<Arc<str>, Vec<Ack>> = HashMap::new();
-        let mut retries: HashMap<Arc<str>, Vec<Retry>> = HashMap::new();
-        let mut defers: HashMap<Arc<str>, Vec<DeferItem>> = HashMap::new();
-        let mut moves = JoinSet::new();
-        while let Some(first) = rx.recv().await {
-            let mut batched = 0;
-            let mut next = Some(first);
-            // Take what is already queued, up to a batch, so acks ride together.
-            while let Some(s) = next.take() {
-                // Before any Redis call for it: a heartbeat racing this settle then knows the
-                // entry may leave the PEL by our own hand (see heartbeat::lost_after_beat).
-                self.shared.settling(&s);
-                match s {
-                    Settlement::Done {
-                        tenant,
+/// The settler loop: what arrived and is waiting for the next flush, and the moves in flight.
+pub(crate) struct SettleLoop {
+    settler: Settler,
+    rx: mpsc::UnboundedReceiver<Settlement>,
+    acks: HashMap<Arc<str>, Vec<Ack>>,
+    retries: HashMap<Arc<str>, Vec<Retry>>,
+    defers: HashMap<Arc<str>, Vec<DeferItem>>,
+    moves: JoinSet<()>,
+}
+
+impl SettleLoop {
+    /// Settles until every sender is gone, then flushes what is left. It stops on its channel
+    /// closing, not on shutdown: the executor's last outcomes must still be settled.
+    pub(crate) async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            self.step(first).await;
+        }
+        let mut firsts = Vec::new();
+        self.flush_all(&mut firsts);
+        while self.moves.join_next().await.is_some() {}
+    }
+
+    /// One batch: `first` and what is already queued behind it (up to `ack_batch` batched
+    /// entries) are sorted into acks, retries, deferrals and single moves, then flushed; waits
+    /// for the first try of each flushed call, never for a retrying one. Never sleeps.
+    pub(crate) async fn step(&mut self, first: Settlement) {
+        let me = &self.settler;
+        let mut batched = 0;
+        let mut next = Some(first);
+        // Take what is already queued, up to a batch, so acks ride together.
+        while let Some(s) = next.take() {
+            // Before any Redis call for it: a heartbeat racing this settle then knows the
+            // entry may leave the PEL by our own hand (see heartbeat::lost_after_beat).
+            me.shared.settling(&s);
+            match s {
+                Settlement::Done {
+                    tenant,
+                    entry_id,
+                    recovered,
+                    read_at,
+                } => {
+                    self.acks.entry(tenant).or_default().push(Ack {
                         entry_id,
                         recovered,
                         read_at,
-                    } => {
-                        acks.entry(tenant).or_default().push(Ack {
-                            entry_id,
-                            recovered,
-                            read_at,
-                        });
-                        batched += 1;
-                    }
-                    Settlement::Defer {
-                        tenant,
-                        entry_id,
-                        delay,
-                    } => {
-                        defers
-                            .entry(tenant)
-                            .or_default()
-                            .push(DeferItem { entry_id, delay });
-                        batched += 1;
-                    }
-                    Settlement::Failed(failed) => match self.prepare_failed(failed) {
-                        FailedMove::Retry(tenant, r) => {
-                            retries.entry(tenant).or_default().push(r);
-                            batched += 1;
-                        }
-                        FailedMove::Dead(tenant, entry_id, dl) => {
-                            let me = self.clone();
-                            moves.spawn(async move {
-                                let member = me.shared.member.clone();
-                                me.dead_letter(
-                                    &tenant,
-                                    &entry_id,
-                                    *dl,
-                                    Some(&member),
-                                    Duration::ZERO,
-                                )
-                                .await
-                            });
-                        }
-                    },
-                    Settlement::Aside(aside) => {
-                        let me = self.clone();
-                        moves.spawn(async move { me.settle_other(aside).await });
-                    }
+                    });
+                    batched += 1;
                 }
-                if batched < self.ack_batch {
-                    next = rx.try_recv().ok();
+                Settlement::Defer {
+                    tenant,
+                    entry_id,
+                    delay,
+                } => {
+                    self.defers
+                        .entry(tenant)
+                        .or_default()
+                        .push(DeferItem { entry_id, delay });
+                    batched += 1;
+                }
+                Settlement::Failed(failed) => match me.prepare_failed(failed) {
+                    FailedMove::Retry(tenant, r) => {
+                        self.retries.entry(tenant).or_default().push(r);
+                        batched += 1;
+                    }
+                    FailedMove::Dead(tenant, entry_id, dl) => {
+                        let me = me.clone();
+                        self.moves.spawn(async move {
+                            let member = me.shared.member.clone();
+                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO)
+                                .await
+                        });
+                    }
+                },
+                Settlement::Aside(aside) => {
+                    let me = me.clone();
+                    self.moves
+                        .spawn(async move { me.settle_other(aside).await });
                 }
             }
-            let mut firsts = Vec::new();
-            self.flush(&mut acks, &mut moves, &mut firsts);
-            self.flush_retries(&mut retries, &mut moves, &mut firsts);
-            self.flush_defers(&mut defers, &mut moves, &mut firsts);
-            // The first try of every call of this flush; a failed one goes on trying by itself.
-            futures_util::future::join_all(firsts).await;
-            self.shared.health.settled();
-            while moves.try_join_next().is_some() {}
+            if batched < me.ack_batch {
+                next = self.rx.try_recv().ok();
+            }
         }
         let mut firsts = Vec::new();
-        self.flush(&mut acks, &mut moves, &mut firsts);
-        self.flush_retries(&mut retries, &mut moves, &mut firsts);
-        self.flush_defers(&mut defers, &mut moves, &mut firsts);
-        while moves.join_next().await.is_some() {}
+        self.flush_all(&mut firsts);
+        // The first try of every call of this flush; a failed one goes on trying by itself.
+        futures_util::future::join_all(firsts).await;
+        self.settler.shared.health.settled();
+        while self.moves.try_join_next().is_some() {}
+    }
+
+    /// Starts the calls for everything batched: acks, retries, deferrals.
+    fn flush_all(&mut self, firsts: &mut Vec<oneshot::Receiver<()>>) {
+        let me = &self.settler;
+        me.flush(&mut self.acks, &mut self.moves, firsts);
+        me.flush_retries(&mut self.retries, &mut self.moves, firsts);
+        me.flush_defers(&mut self.defers, &mut self.moves, firsts);
+    }
+}
+
+impl Settler {
+    /// Settles what arrives on `rx` until every sender is gone, then flushes what is left.
+    pub async fn run(self, rx: mpsc::UnboundedReceiver<Settlement>) {
+        SettleLoop {
+            settler: self,
+            rx,
+            acks: HashMap::new(),
+            retries: HashMap::new(),
+            defers: HashMap::new(),
+            moves: JoinSet::new(),
+        }
+        .run()
+        .await
     }
 
     /// A signal for the first try of one call: the flush waits for it, not for the call.
