@@ -59,6 +59,12 @@ impl Lease {
         }
     }
 
+    /// The lease's token (tests stand in for another process with it).
+    #[cfg(test)]
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Gives the lease up so that a restart under the same id need not wait.
     pub async fn release(self, broker: &Broker) {
         if let Err(e) = broker.release_lease(&self.member, &self.token).await {

@@ -44,6 +44,8 @@ pub(crate) mod heartbeat;
 pub(crate) mod isolation;
 pub(crate) mod isolation_sync;
 pub(crate) mod lease;
+#[cfg(test)]
+mod loop_steps;
 pub(crate) mod next_move;
 pub(crate) mod read_plan;
 pub(crate) mod reader;

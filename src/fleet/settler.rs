@@ -91,6 +91,23 @@ impl SettleLoop {
         }
         let mut firsts = Vec::new();
         self.flush_all(&mut firsts);
+        self.drain().await;
+    }
+
+    /// A loop settling what arrives on `rx` through `settler`.
+    pub(crate) fn new(settler: Settler, rx: mpsc::UnboundedReceiver<Settlement>) -> SettleLoop {
+        SettleLoop {
+            settler,
+            rx,
+            acks: HashMap::new(),
+            retries: HashMap::new(),
+            defers: HashMap::new(),
+            moves: JoinSet::new(),
+        }
+    }
+
+    /// Waits for every move in flight, retrying ones included.
+    pub(crate) async fn drain(&mut self) {
         while self.moves.join_next().await.is_some() {}
     }
 
@@ -175,16 +192,7 @@ impl SettleLoop {
 impl Settler {
     /// Settles what arrives on `rx` until every sender is gone, then flushes what is left.
     pub async fn run(self, rx: mpsc::UnboundedReceiver<Settlement>) {
-        SettleLoop {
-            settler: self,
-            rx,
-            acks: HashMap::new(),
-            retries: HashMap::new(),
-            defers: HashMap::new(),
-            moves: JoinSet::new(),
-        }
-        .run()
-        .await
+        SettleLoop::new(self, rx).run().await
     }
 
     /// A signal for the first try of one call: the flush waits for it, not for the call.
