@@ -496,6 +496,28 @@ fn expired(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>
     true
 }
 
+/// Calls the handler within the task timeout, turning a panic or a timeout into a failure.
+async fn invoke(ctx: &AttemptCtx, task: &Arc<Task>, tctx: &TaskContext) -> Outcome {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        ctx.handler.handle(task.clone(), tctx.clone())
+    })) {
+        Err(p) => panicked(&*p),
+        Ok(fut) => {
+            match tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+                Err(_) => Outcome::fail(
+                    FailureClass::Timeout,
+                    format!(
+                        "the attempt ran past fleet.task_timeout_ms = {}",
+                        ctx.timeout.as_millis()
+                    ),
+                ),
+                Ok(Err(p)) => panicked(&*p),
+                Ok(Ok(outcome)) => outcome,
+            }
+        }
+    }
+}
+
 /// Runs one attempt and reports its outcome to the settler. Returns `Ok(task id)` or the
 /// failure's class, or `None` when the entry was lost to another member meanwhile.
 async fn attempt(
@@ -514,29 +536,8 @@ async fn attempt(
     ctx.meters.in_flight.increment(1.0);
     let started = Instant::now();
     let tctx = TaskContext::new(ctx.shared.member.clone());
-    let run = async {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            ctx.handler.handle(task.clone(), tctx.clone())
-        })) {
-            Err(p) => panicked(&*p),
-            Ok(fut) => {
-                match tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()).await
-                {
-                    Err(_) => Outcome::fail(
-                        FailureClass::Timeout,
-                        format!(
-                            "the attempt ran past fleet.task_timeout_ms = {}",
-                            ctx.timeout.as_millis()
-                        ),
-                    ),
-                    Ok(Err(p)) => panicked(&*p),
-                    Ok(Ok(outcome)) => outcome,
-                }
-            }
-        }
-    };
     let outcome = tokio::select! {
-        o = run => Some(o),
+        o = invoke(&ctx, &task, &tctx) => Some(o),
         _ = lost.wait() => None,
     };
     let duration = started.elapsed();

@@ -163,6 +163,65 @@ impl Fleet {
         tracing::info!(member = %member, left_pending = left, "fleet member stopped");
         result
     }
+
+    /// The settler, settling through the member's state.
+    fn settler(&self, shared: &Arc<Shared>) -> settler::Settler {
+        settler::Settler {
+            broker: self.broker.clone(),
+            shared: shared.clone(),
+            ack_batch: self.settings.ack_batch,
+            dlq_max_len: self.dlq_max_len,
+            policies: self.policies.clone(),
+            log_payloads: self.log_payloads,
+            fast_ack_window: self.fast_ack_window,
+        }
+    }
+
+    /// The executor, handing outcomes to `settle`.
+    fn executor(
+        &self,
+        shared: &Arc<Shared>,
+        settle: &mpsc::UnboundedSender<Settlement>,
+    ) -> executor::Executor {
+        let s = &self.settings;
+        executor::Executor::new(executor::ExecutorSettings {
+            broker: self.broker.clone(),
+            shared: shared.clone(),
+            handler: self.handler.clone(),
+            classifier: self.classifier.clone(),
+            settle: settle.clone(),
+            concurrency: s.concurrency,
+            task_timeout: s.task_timeout,
+            grace: s.shutdown_grace,
+            fast_start_window: self.fast_ack_window,
+        })
+    }
+
+    /// The depth refresher, feeding the member's health.
+    fn depth_refresher(&self, shared: &Arc<Shared>) -> health::DepthRefresher {
+        health::DepthRefresher {
+            broker: self.broker.clone(),
+            shared: shared.clone(),
+            health: self.health.clone(),
+            cfg: self.metrics,
+            dlq_published: Default::default(),
+        }
+    }
+
+    /// The admin loop, executing commands as this member.
+    fn admin_loop(&self, shared: &Arc<Shared>) -> admin::AdminLoop {
+        admin::AdminLoop::new(
+            crate::admin::exec::AdminContext {
+                broker: self.broker.clone(),
+                settings: self.admin.clone(),
+                limits: self.limits,
+                dlq_max_len: self.dlq_max_len,
+                executor: shared.member.to_string(),
+            },
+            self.settings.block,
+            self.settings.shutdown_grace,
+        )
+    }
 }
 
 /// The running loops of one member, held so they can be stopped in the documented order.
@@ -201,32 +260,8 @@ impl Loops {
         let lease = tokio::spawn(
             lease::LeaseKeeper::new(lease, broker.clone(), lease_period).run(shutdown.clone()),
         );
-        let settler = tokio::spawn(
-            settler::Settler {
-                broker: broker.clone(),
-                shared: shared.clone(),
-                ack_batch: s.ack_batch,
-                dlq_max_len: fleet.dlq_max_len,
-                policies: fleet.policies.clone(),
-                log_payloads: fleet.log_payloads,
-                fast_ack_window: fleet.fast_ack_window,
-            }
-            .run(settle_rx),
-        );
-        let executor = tokio::spawn(
-            executor::Executor::new(executor::ExecutorSettings {
-                broker: broker.clone(),
-                shared: shared.clone(),
-                handler: fleet.handler.clone(),
-                classifier: fleet.classifier.clone(),
-                settle: settle_tx.clone(),
-                concurrency: s.concurrency,
-                task_timeout: s.task_timeout,
-                grace: s.shutdown_grace,
-                fast_start_window: fleet.fast_ack_window,
-            })
-            .run(shutdown.clone()),
-        );
+        let settler = tokio::spawn(fleet.settler(&shared).run(settle_rx));
+        let executor = tokio::spawn(fleet.executor(&shared, &settle_tx).run(shutdown.clone()));
         let recoverer = tokio::spawn(
             recoverer::Recoverer {
                 broker: broker.clone(),
@@ -267,31 +302,9 @@ impl Loops {
         let reader = tokio::spawn(
             reader::Reader::new(broker.clone(), shared.clone(), settle_tx, s).run(shutdown.clone()),
         );
-        let depths = tokio::spawn(
-            health::DepthRefresher {
-                broker: broker.clone(),
-                shared: shared.clone(),
-                health: fleet.health.clone(),
-                cfg: fleet.metrics,
-                dlq_published: Default::default(),
-            }
-            .run(background.clone()),
-        );
+        let depths = tokio::spawn(fleet.depth_refresher(&shared).run(background.clone()));
         fleet.health.set_serving(true);
-        let admin = tokio::spawn(
-            admin::AdminLoop::new(
-                crate::admin::exec::AdminContext {
-                    broker: broker.clone(),
-                    settings: fleet.admin.clone(),
-                    limits: fleet.limits,
-                    dlq_max_len: fleet.dlq_max_len,
-                    executor: shared.member.to_string(),
-                },
-                s.block,
-                s.shutdown_grace,
-            )
-            .run(shutdown.clone()),
-        );
+        let admin = tokio::spawn(fleet.admin_loop(&shared).run(shutdown.clone()));
         Loops {
             reader,
             admin,
