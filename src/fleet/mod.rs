@@ -20,14 +20,19 @@
 //!   and beats so that CLIs know a fleet is alive. The per-minute settle counts `redrive
 //!   health` reads are written by the settle scripts themselves, in the step that settles.
 //! * [`isolation`] keeps the member's view of every tenant's breaker and its share of each
-//!   tenant's fleet-wide in-flight cap, synced with Redis once per refresh.
-//! * [`health`] holds readiness and refreshes the Redis-derived gauges.
+//!   tenant's fleet-wide in-flight cap; [`isolation_sync`] syncs it with Redis once per refresh.
+//! * [`health`] refreshes the Redis-derived gauges and the readiness inputs.
+//! * [`reclaimer`] takes over stale entries of dead or stuck members, [`recoverer`] promotes
+//!   due retries, [`heartbeat`] keeps held entries fresh.
 //! * [`shared`] is the member's state every loop shares, [`settlement`] the messages the
 //!   settler takes, [`stats`] the tallies; [`next_move`] and [`read_plan`] are the pure
 //!   decisions of the settler and the reader.
 //!
 //! Every loop has one shape: a struct owning its state, `run(self, shutdown)` that paces it,
-//! and one `step` that does one pass and never sleeps (tests call it directly).
+//! and one `step` that does one pass and never sleeps (tests call it directly, see
+//! `loop_steps`): `Reader`, `Executor`, `SettleLoop` (ends when its channel closes, not on
+//! shutdown), `Reclaimer`, `Recoverer`, `Heartbeat`, `LeaseKeeper`, `IsolationSync`,
+//! `DepthRefresher`, `AdminLoop`.
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
 //! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
