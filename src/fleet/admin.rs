@@ -41,128 +41,198 @@ struct Ctl {
     slots: Arc<Semaphore>,
 }
 
-/// The admin loop's settings and handles.
+/// The admin loop's settings, handles and state.
 pub(crate) struct AdminLoop {
-    pub ctx: AdminContext,
-    pub block: Duration,
-    pub grace: Duration,
+    ctx: AdminContext,
+    block: Duration,
+    grace: Duration,
+    /// Running commands, the stop signal for long jobs and the slots.
+    ctl: Ctl,
+    /// The command tasks.
+    tasks: JoinSet<()>,
+    /// The reader's connection (`None` until opened, or after a read error).
+    reader: Option<LaneReader>,
+    /// Whether the command group is known to exist.
+    group_ready: bool,
+    /// Whether this member's own pending commands were taken up since the last read error.
+    own_drained: bool,
+    /// Where the scan for stale members' commands continues.
+    cursor: String,
+    next_beat: Instant,
+    next_reclaim: Instant,
+}
+
+/// What one step of the admin loop did, for `run` to pace the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdminStep {
+    /// A read went out; this many commands were started (or queued for a slot).
+    Read(usize),
+    /// As many commands wait as run: wait for one to finish (or the next beat).
+    Full,
+    /// The command group could not be created: retry after a pause.
+    NoGroup,
+    /// The command reader could not be opened: retry after a pause.
+    NoReader,
+    /// The read failed: retry after a short pause (own pending commands are drained again).
+    ReadFailed,
 }
 
 impl AdminLoop {
+    /// An admin loop running commands with `ctx`, reading blocked at most `block`, giving
+    /// running commands `grace` at shutdown.
+    pub(crate) fn new(ctx: AdminContext, block: Duration, grace: Duration) -> AdminLoop {
+        let slots = ctx.settings.concurrency;
+        AdminLoop {
+            ctx,
+            block,
+            grace,
+            ctl: Ctl {
+                running: Arc::default(),
+                stop: Shutdown::new(),
+                slots: Arc::new(Semaphore::new(slots)),
+            },
+            tasks: JoinSet::new(),
+            reader: None,
+            group_ready: false,
+            own_drained: false,
+            cursor: "0-0".to_owned(),
+            next_beat: Instant::now(),
+            next_reclaim: Instant::now(),
+        }
+    }
+
     fn member(&self) -> &str {
         &self.ctx.executor
     }
 
     /// Runs until `shutdown`, then stops in order (see the module doc).
-    pub async fn run(self, shutdown: Shutdown) {
-        let b = self.ctx.broker.clone();
-        let s = self.ctx.settings.clone();
-        let ctl = Ctl {
-            running: Arc::default(),
-            stop: Shutdown::new(),
-            slots: Arc::new(Semaphore::new(s.concurrency)),
-        };
-        // Commands read but waiting for a slot stay in this member's PEL and are kept fresh by
-        // the beat; at most as many wait as run.
-        let backlog = 2 * s.concurrency;
-        let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut reader: Option<LaneReader> = None;
-        let mut group_ready = false;
-        let beat_every = s.member_ttl / 3;
-        let reclaim_every = (s.claim_idle / 2).max(Duration::from_millis(100));
-        let mut next_beat = Instant::now();
-        let mut next_reclaim = Instant::now();
-        let mut own_drained = false;
-        let mut cursor = "0-0".to_owned();
-        let stream = vec![b.keys().admin_commands()];
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         while !shutdown.is_triggered() {
-            while tasks.try_join_next().is_some() {}
-            if Instant::now() >= next_beat {
-                self.beat(&ctl.running).await;
-                next_beat = Instant::now() + beat_every;
-            }
-            if !group_ready {
-                match b.admin_ensure_group().await {
-                    Ok(()) => group_ready = true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot create the admin command group; retrying");
-                        self.pause(&shutdown, Duration::from_millis(500)).await;
-                        continue;
+            match self.step().await {
+                AdminStep::Read(_) => {}
+                AdminStep::Full => {
+                    let next_beat = self.next_beat;
+                    tokio::select! {
+                        _ = shutdown.wait() => {}
+                        _ = self.tasks.join_next() => {}
+                        _ = tokio::time::sleep(next_beat.saturating_duration_since(Instant::now())) => {}
                     }
                 }
-            }
-            if Instant::now() >= next_reclaim {
-                if !own_drained {
-                    own_drained = self.take_over_own(&mut tasks, &ctl).await;
+                AdminStep::NoGroup | AdminStep::NoReader => {
+                    self.pause(&shutdown, Duration::from_millis(500)).await
                 }
-                self.take_over_stale(&mut tasks, &ctl, &mut cursor).await;
-                next_reclaim = Instant::now() + reclaim_every;
-            }
-            let free = backlog.saturating_sub(tasks.len());
-            if free == 0 {
-                tokio::select! {
-                    _ = shutdown.wait() => {}
-                    _ = tasks.join_next() => {}
-                    _ = tokio::time::sleep(next_beat.saturating_duration_since(Instant::now())) => {}
-                }
-                continue;
-            }
-            if reader.is_none() {
-                match b.reader(self.member(), self.block).await {
-                    Ok(r) => reader = Some(r),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot open the admin command reader; retrying");
-                        self.pause(&shutdown, Duration::from_millis(500)).await;
-                        continue;
-                    }
-                }
-            }
-            let Some(r) = reader.as_mut() else { continue };
-            // Blocks at most until the next beat is due; never cancelled mid-read, so a
-            // delivered command is never dropped on the floor.
-            let block = self
-                .block
-                .min(next_beat.saturating_duration_since(Instant::now()))
-                .max(Duration::from_millis(10));
-            match r.read(&stream, ReadFrom::New, free, Some(block)).await {
-                Ok(streams) => {
-                    for (_, entries) in streams {
-                        for entry in entries {
-                            self.spawn(&mut tasks, &ctl, entry);
-                        }
-                    }
-                }
-                Err(e) if is_missing_group(&e) => group_ready = false,
-                Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "admin_read").increment(1);
-                    tracing::warn!(error = %e, "reading admin commands failed");
-                    reader = None;
-                    // An entry delivered to a lost reply is pending here: drain our own again.
-                    own_drained = false;
-                    next_reclaim = Instant::now();
-                    self.pause(&shutdown, Duration::from_millis(200)).await;
-                }
+                AdminStep::ReadFailed => self.pause(&shutdown, Duration::from_millis(200)).await,
             }
         }
-        ctl.stop.trigger();
+        self.ctl.stop.trigger();
         let deadline = tokio::time::Instant::now() + self.grace;
         loop {
             tokio::select! {
-                r = tokio::time::timeout_at(deadline, tasks.join_next()) => match r {
+                r = tokio::time::timeout_at(deadline, self.tasks.join_next()) => match r {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => {
-                        tracing::warn!(abandoned = tasks.len(), "shutdown grace expired; abandoning admin commands, they stay pending and resume elsewhere");
-                        tasks.abort_all();
-                        while tasks.join_next().await.is_some() {}
+                        tracing::warn!(abandoned = self.tasks.len(), "shutdown grace expired; abandoning admin commands, they stay pending and resume elsewhere");
+                        self.tasks.abort_all();
+                        while self.tasks.join_next().await.is_some() {}
                         break;
                     }
                 },
-                _ = tokio::time::sleep(Duration::from_millis(500)) => self.beat(&ctl.running).await,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => self.beat(&self.ctl.running).await,
             }
         }
-        if let Err(e) = b.admin_leave(self.member()).await {
+        if let Err(e) = self.ctx.broker.admin_leave(self.member()).await {
             tracing::warn!(error = %e, "cannot leave the live-members set; the entry ages out");
+        }
+    }
+
+    /// One beat (when due), take-over of pending commands (when due) and one read of new
+    /// commands, each started in its own task. Never sleeps; the read blocks at most until
+    /// the next beat is due.
+    pub(crate) async fn step(&mut self) -> AdminStep {
+        let s = &self.ctx.settings;
+        // Commands read but waiting for a slot stay in this member's PEL and are kept fresh by
+        // the beat; at most as many wait as run.
+        let backlog = 2 * s.concurrency;
+        let beat_every = s.member_ttl / 3;
+        let reclaim_every = (s.claim_idle / 2).max(Duration::from_millis(100));
+        while self.tasks.try_join_next().is_some() {}
+        if Instant::now() >= self.next_beat {
+            self.beat(&self.ctl.running).await;
+            self.next_beat = Instant::now() + beat_every;
+        }
+        if !self.group_ready {
+            match self.ctx.broker.admin_ensure_group().await {
+                Ok(()) => self.group_ready = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the admin command group; retrying");
+                    return AdminStep::NoGroup;
+                }
+            }
+        }
+        if Instant::now() >= self.next_reclaim {
+            let ctl = self.ctl.clone();
+            let mut tasks = std::mem::take(&mut self.tasks);
+            if !self.own_drained {
+                self.own_drained = self.take_over_own(&mut tasks, &ctl).await;
+            }
+            let mut cursor = std::mem::take(&mut self.cursor);
+            self.take_over_stale(&mut tasks, &ctl, &mut cursor).await;
+            self.cursor = cursor;
+            self.tasks = tasks;
+            self.next_reclaim = Instant::now() + reclaim_every;
+        }
+        let free = backlog.saturating_sub(self.tasks.len());
+        if free == 0 {
+            return AdminStep::Full;
+        }
+        if self.reader.is_none() {
+            match self.ctx.broker.reader(self.member(), self.block).await {
+                Ok(r) => self.reader = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the admin command reader; retrying");
+                    return AdminStep::NoReader;
+                }
+            }
+        }
+        let Some(mut r) = self.reader.take() else {
+            return AdminStep::NoReader;
+        };
+        // Blocks at most until the next beat is due; never cancelled mid-read, so a
+        // delivered command is never dropped on the floor.
+        let block = self
+            .block
+            .min(self.next_beat.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(10));
+        let stream = vec![self.ctx.broker.keys().admin_commands()];
+        match r.read(&stream, ReadFrom::New, free, Some(block)).await {
+            Ok(streams) => {
+                self.reader = Some(r);
+                let ctl = self.ctl.clone();
+                let mut tasks = std::mem::take(&mut self.tasks);
+                let mut started = 0;
+                for (_, entries) in streams {
+                    for entry in entries {
+                        self.spawn(&mut tasks, &ctl, entry);
+                        started += 1;
+                    }
+                }
+                self.tasks = tasks;
+                AdminStep::Read(started)
+            }
+            Err(e) if is_missing_group(&e) => {
+                self.reader = Some(r);
+                self.group_ready = false;
+                AdminStep::Read(0)
+            }
+            Err(e) => {
+                metrics::counter!(names::REDIS_ERRORS, "op" => "admin_read").increment(1);
+                tracing::warn!(error = %e, "reading admin commands failed");
+                // An entry delivered to a lost reply is pending here: drain our own again.
+                self.own_drained = false;
+                self.next_reclaim = Instant::now();
+                AdminStep::ReadFailed
+            }
         }
     }
 
@@ -411,11 +481,7 @@ impl AdminLoop {
                 return;
             }
             Err((None, _)) => {
-                let me = AdminLoop {
-                    ctx: self.ctx.clone(),
-                    block: self.block,
-                    grace: self.grace,
-                };
+                let me = AdminLoop::new(self.ctx.clone(), self.block, self.grace);
                 tasks.spawn(async move { me.unreadable(&entry.id, &fields).await });
                 return;
             }

@@ -22,8 +22,9 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::settlement::{Aside, Failed, Settlement};
+use super::shared::{Job, Lost, Shared, Work};
 use super::tasklog::{task_event, TaskLog};
-use super::{Job, Lost, Settlement, Shared, Work};
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
 use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
@@ -33,7 +34,7 @@ use crate::task::Task;
 use crate::telemetry::{names, panic_message};
 
 /// The executor loop's settings and handles.
-pub(crate) struct Executor {
+pub(crate) struct ExecutorSettings {
     pub broker: Broker,
     pub shared: Arc<Shared>,
     pub handler: Arc<dyn Handler>,
@@ -45,6 +46,31 @@ pub(crate) struct Executor {
     /// Fresh entries whose read was sent less than this long ago have their start recorded
     /// without the owner check (the settler's fast-ack window, for the same reason).
     pub fast_start_window: Duration,
+}
+
+/// The executor loop: pops jobs round-robin across tenants and runs each in its own task,
+/// within `concurrency` permits.
+pub(crate) struct Executor {
+    cfg: ExecutorSettings,
+    /// One permit per attempt that may run at once.
+    permits: Arc<Semaphore>,
+    /// The running attempts.
+    running: JoinSet<()>,
+    /// What every attempt shares.
+    ctx: AttemptCtx,
+}
+
+/// What one dispatch step did with its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dispatch {
+    /// The job runs in its own task.
+    Spawned,
+    /// The entry was lost to another member: released without an attempt.
+    Dropped,
+    /// A suspect of a held-back tenant: deferred unattempted.
+    Deferred,
+    /// Shutdown fired while the job waited to run alone; it stays pending.
+    Stopped,
 }
 
 /// Metric handles resolved once per member, not per attempt.
@@ -188,99 +214,125 @@ fn reply_marks(asks: Vec<StartAsk>, found: Option<crate::broker::Starts>) {
 }
 
 impl Executor {
-    /// Runs jobs until shutdown, then waits up to the grace period for running ones. Attempts
-    /// still running then are abandoned: their entries stay pending for a restart or reclaim.
-    pub async fn run(self, shutdown: Shutdown) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+    /// An executor with `cfg`; its start recorder is spawned on the current runtime.
+    pub(crate) fn new(cfg: ExecutorSettings) -> Executor {
         let ctx = AttemptCtx {
             meters: Meters {
                 queue_wait: metrics::histogram!(names::QUEUE_WAIT),
                 duration: metrics::histogram!(names::TASK_DURATION),
                 in_flight: metrics::gauge!(names::IN_FLIGHT),
             },
-            broker: self.broker.clone(),
-            shared: self.shared.clone(),
-            handler: self.handler.clone(),
-            classifier: self.classifier.clone(),
-            settle: self.settle.clone(),
-            timeout: self.task_timeout,
+            broker: cfg.broker.clone(),
+            shared: cfg.shared.clone(),
+            handler: cfg.handler.clone(),
+            classifier: cfg.classifier.clone(),
+            settle: cfg.settle.clone(),
+            timeout: cfg.task_timeout,
             starter: Starter::spawn(
-                self.broker.clone(),
-                self.shared.member.clone(),
-                self.fast_start_window,
+                cfg.broker.clone(),
+                cfg.shared.member.clone(),
+                cfg.fast_start_window,
             ),
         };
-        let mut running = JoinSet::new();
+        Executor {
+            permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            running: JoinSet::new(),
+            ctx,
+            cfg,
+        }
+    }
+
+    /// Runs jobs until shutdown, then waits up to the grace period for running ones. Attempts
+    /// still running then are abandoned: their entries stay pending for a restart or reclaim.
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         'outer: loop {
-            while running.try_join_next().is_some() {}
+            while self.running.try_join_next().is_some() {}
             let permit = tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
-                p = permits.clone().acquire_owned() => match p {
+                p = self.permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
             };
             let job = loop {
-                if let Some(job) = self.shared.pop() {
+                if let Some(job) = self.cfg.shared.pop() {
                     break job;
                 }
                 tokio::select! {
                     biased;
                     _ = shutdown.wait() => break 'outer,
-                    _ = self.shared.queue_ready.notified() => {}
+                    _ = self.cfg.shared.queue_ready.notified() => {}
                 }
             };
-            if job.lost.is_set() {
-                let _ = self.settle.send(Settlement::Lost {
-                    tenant: job.tenant,
-                    entry_id: job.entry_id,
-                });
-                continue;
+            if self.step(job, permit, &shutdown).await == Dispatch::Stopped {
+                break;
             }
-            // A suspect that started before may be what killed its last member.
-            let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 1;
-            if alone && self.concurrency > 1 {
-                // A suspect runs alone; if its tenant is held back it would only be deferred,
-                // so defer it before emptying every slot for it.
-                if let Gate::Defer(delay) = self.shared.isolation.gate(&job.tenant) {
-                    let _ = self.settle.send(Settlement::Defer {
-                        tenant: job.tenant,
-                        entry_id: job.entry_id,
-                        delay,
-                    });
-                    continue;
-                }
-            }
-            let exclusive = if alone && self.concurrency > 1 {
-                // Wait until nothing else runs; nothing new starts meanwhile.
-                let rest = tokio::select! {
-                    biased;
-                    _ = shutdown.wait() => break,
-                    p = permits.clone().acquire_many_owned(self.concurrency as u32 - 1) => p.ok(),
-                };
-                rest
-            } else {
-                None
-            };
-            running.spawn(run_job(job, (permit, exclusive), ctx.clone()));
         }
-        let deadline = tokio::time::Instant::now() + self.grace;
+        let deadline = tokio::time::Instant::now() + self.cfg.grace;
         loop {
-            match tokio::time::timeout_at(deadline, running.join_next()).await {
+            match tokio::time::timeout_at(deadline, self.running.join_next()).await {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
-                        abandoned = running.len(),
+                        abandoned = self.running.len(),
                         "shutdown grace expired; abandoning running tasks, their entries stay pending"
                     );
-                    running.abort_all();
-                    while running.join_next().await.is_some() {}
+                    self.running.abort_all();
+                    while self.running.join_next().await.is_some() {}
                     break;
                 }
             }
         }
+    }
+
+    /// Dispatches one popped job holding `permit`: drops it when it was lost, runs a suspect
+    /// that started before alone (deferring it first when its tenant is held back), and spawns
+    /// its attempt. Never sleeps; it waits only for the other attempts to finish before one
+    /// that must run alone.
+    pub(crate) async fn step(
+        &mut self,
+        job: Job,
+        permit: OwnedSemaphorePermit,
+        shutdown: &Shutdown,
+    ) -> Dispatch {
+        let concurrency = self.cfg.concurrency;
+        if job.lost.is_set() {
+            let _ = self.cfg.settle.send(Settlement::Aside(Aside::Lost {
+                tenant: job.tenant,
+                entry_id: job.entry_id,
+            }));
+            return Dispatch::Dropped;
+        }
+        // A suspect that started before may be what killed its last member.
+        let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 1;
+        if alone && concurrency > 1 {
+            // A suspect runs alone; if its tenant is held back it would only be deferred,
+            // so defer it before emptying every slot for it.
+            if let Gate::Defer(delay) = self.cfg.shared.isolation.gate(&job.tenant) {
+                let _ = self.cfg.settle.send(Settlement::Defer {
+                    tenant: job.tenant,
+                    entry_id: job.entry_id,
+                    delay,
+                });
+                return Dispatch::Deferred;
+            }
+        }
+        let exclusive = if alone && concurrency > 1 {
+            // Wait until nothing else runs; nothing new starts meanwhile.
+            let rest = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Dispatch::Stopped,
+                p = self.permits.clone().acquire_many_owned(concurrency as u32 - 1) => p.ok(),
+            };
+            rest
+        } else {
+            None
+        };
+        self.running
+            .spawn(run_job(job, (permit, exclusive), self.ctx.clone()));
+        Dispatch::Spawned
     }
 }
 
@@ -370,17 +422,23 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
                 (task, deliveries + 1)
             }
             Mark::Gone => {
-                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
                 return None;
             }
             Mark::Lost => {
                 // Not started here: whoever owns it now runs it.
-                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
                 return None;
             }
             Mark::Failed => {
                 task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "cannot record the start; not run here, the entry stays pending for a reclaim");
-                let _ = ctx.settle.send(Settlement::NotStarted { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
                 return None;
             }
         },
@@ -397,30 +455,36 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
                         (Arc::new(task), deliveries + 1)
                     }
                     Err(m) => {
-                        let _ = ctx.settle.send(Settlement::Malformed {
+                        let _ = ctx.settle.send(Settlement::Aside(Aside::Malformed {
                             lane: ctx.broker.keys().lane(&tenant),
                             tenant,
                             entry_id,
                             reason: m.reason,
                             fields,
-                        });
+                        }));
                         return None;
                     }
                 }
             }
             Ok(Begin::Tombstone) => {
-                let _ = ctx.settle.send(Settlement::Tombstone { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
                 return None;
             }
             Ok(Begin::Lost) => {
-                let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
                 return None;
             }
             Err(e) => {
                 // Still pending here: a later drain or reclaim takes it up again.
                 metrics::counter!(names::REDIS_ERRORS, "op" => "start").increment(1);
                 tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry; not run here, the entry stays pending for a reclaim");
-                let _ = ctx.settle.send(Settlement::NotStarted { tenant, entry_id });
+                let _ = ctx
+                    .settle
+                    .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
                 return None;
             }
         },
@@ -438,18 +502,39 @@ fn expired(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>
         return false;
     };
     task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
-    let _ = ctx.settle.send(Settlement::Expired {
+    let _ = ctx.settle.send(Settlement::Aside(Aside::Expired {
         tenant: tenant.clone(),
         entry_id: entry_id.to_owned(),
         task: task.clone(),
         why,
-    });
+    }));
     true
+}
+
+/// Calls the handler within the task timeout, turning a panic or a timeout into a failure.
+async fn invoke(ctx: &AttemptCtx, task: &Arc<Task>, tctx: &TaskContext) -> Outcome {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        ctx.handler.handle(task.clone(), tctx.clone())
+    })) {
+        Err(p) => panicked(&*p),
+        Ok(fut) => {
+            match tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+                Err(_) => Outcome::fail(
+                    FailureClass::Timeout,
+                    format!(
+                        "the attempt ran past fleet.task_timeout_ms = {}",
+                        ctx.timeout.as_millis()
+                    ),
+                ),
+                Ok(Err(p)) => panicked(&*p),
+                Ok(Ok(outcome)) => outcome,
+            }
+        }
+    }
 }
 
 /// Runs one attempt and reports its outcome to the settler. Returns `Ok(task id)` or the
 /// failure's class, or `None` when the entry was lost to another member meanwhile.
-#[allow(clippy::too_many_arguments)]
 async fn attempt(
     tenant: Arc<str>,
     entry_id: String,
@@ -466,29 +551,8 @@ async fn attempt(
     ctx.meters.in_flight.increment(1.0);
     let started = Instant::now();
     let tctx = TaskContext::new(ctx.shared.member.clone());
-    let run = async {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            ctx.handler.handle(task.clone(), tctx.clone())
-        })) {
-            Err(p) => panicked(&*p),
-            Ok(fut) => {
-                match tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()).await
-                {
-                    Err(_) => Outcome::fail(
-                        FailureClass::Timeout,
-                        format!(
-                            "the attempt ran past fleet.task_timeout_ms = {}",
-                            ctx.timeout.as_millis()
-                        ),
-                    ),
-                    Ok(Err(p)) => panicked(&*p),
-                    Ok(Ok(outcome)) => outcome,
-                }
-            }
-        }
-    };
     let outcome = tokio::select! {
-        o = run => Some(o),
+        o = invoke(&ctx, &task, &tctx) => Some(o),
         _ = lost.wait() => None,
     };
     let duration = started.elapsed();
@@ -496,7 +560,9 @@ async fn attempt(
     ctx.meters.duration.record(duration.as_secs_f64());
     let Some(outcome) = outcome else {
         task_event!(warn, &log, entry_id = %entry_id, "attempt stopped: another member took the entry over");
-        let _ = ctx.settle.send(Settlement::Lost { tenant, entry_id });
+        let _ = ctx
+            .settle
+            .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
         return None;
     };
     let outcome = match outcome {
@@ -520,7 +586,7 @@ async fn attempt(
         other => other,
     };
     let failed = |class, reason, retry_after, poison| {
-        Settlement::Failed(super::Failed {
+        Settlement::Failed(Failed {
             tenant: tenant.clone(),
             entry_id: entry_id.clone(),
             task: task.clone(),

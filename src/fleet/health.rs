@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::broker::{Broker, TenantDepth};
 use crate::config::MetricsSettings;
 use crate::shutdown::Shutdown;
@@ -18,7 +18,7 @@ type Gauge = (&'static str, fn(&TenantDepth) -> u64, bool);
 /// The refresh loop: every `metrics.refresh_interval`, one pipelined read of every known
 /// tenant's depths, published as gauges (top `max_tenant_labels` tenants by value, the rest
 /// summed under `__other__`), and the readiness inputs updated.
-pub(crate) struct Refresher {
+pub(crate) struct DepthRefresher {
     pub broker: Broker,
     pub shared: Arc<Shared>,
     pub health: Arc<Health>,
@@ -29,10 +29,10 @@ pub(crate) struct Refresher {
     pub dlq_published: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-impl Refresher {
-    pub async fn run(self, shutdown: Shutdown) {
+impl DepthRefresher {
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         loop {
-            self.refresh().await;
+            self.step().await;
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(self.cfg.refresh_interval) => {}
@@ -40,7 +40,7 @@ impl Refresher {
         }
     }
 
-    async fn refresh(&self) {
+    pub(crate) async fn step(&mut self) {
         let tenants: Vec<Arc<str>> = self.shared.lanes().into_iter().map(|(_, t)| t).collect();
         let result = if tenants.is_empty() {
             self.broker.ping().await.map(|()| Vec::new())

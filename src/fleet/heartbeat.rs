@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Holding, Shared};
+use super::shared::{Holding, Shared};
 use crate::broker::{Beat, Broker};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
@@ -26,19 +26,19 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Beats every `period` until `stop` fires.
-    pub async fn run(self, stop: Shutdown) {
+    /// Beats every `period` until `shutdown` fires.
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         loop {
             tokio::select! {
-                _ = stop.wait() => return,
+                _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(self.period) => {}
             }
-            self.beat().await;
+            self.step().await;
         }
     }
 
     /// One heartbeat over every held entry.
-    pub async fn beat(&self) {
+    pub(crate) async fn step(&mut self) {
         for (tenant, ids) in self.shared.inflight_by_tenant() {
             for chunk in ids.chunks(CHUNK) {
                 let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();

@@ -1,6 +1,7 @@
 //! Tenant isolation inside a member: the local view of every tenant's breaker, the outcome
-//! counts waiting to be reported, this member's fleet-wide in-flight reservations, and the loop
-//! that syncs all three with Redis once per `isolation.refresh_interval_ms`.
+//! counts waiting to be reported and this member's fleet-wide in-flight reservations; the loop
+//! that syncs all three with Redis once per `isolation.refresh_interval_ms` is
+//! [`IsolationSync`](super::isolation_sync::IsolationSync).
 //!
 //! The hot path only reads local state: the executor asks `Isolation::gate` before an attempt
 //! and `Isolation::record`s its outcome; the reader asks `Isolation::read_allowance` and, for
@@ -12,11 +13,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::Shared;
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::isolation::{BreakerState, BreakerView, Gate, IsolationSettings};
-use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
 
 /// How long a member waits before asking again for slots the cap refused.
@@ -405,7 +404,7 @@ impl Isolation {
         self.publish(tenants);
     }
 
-    async fn report_outcomes(&self, broker: &Broker) {
+    pub(crate) async fn report_outcomes(&self, broker: &Broker) {
         let tallies: Vec<(Arc<str>, Tally)> = match self.outcomes.lock() {
             Ok(mut o) => o.drain().collect(),
             Err(_) => return,
@@ -510,7 +509,7 @@ impl Isolation {
     /// what it holds plus what reads in progress took, renewed every third of the TTL. With
     /// `release`, writes 0 everywhere (shutdown: entries left pending are someone else's to
     /// reclaim and count).
-    async fn report_slots(&self, broker: &Broker, release: bool) {
+    pub(crate) async fn report_slots(&self, broker: &Broker, release: bool) {
         let mut table = self.slots.lock().await;
         let now = Instant::now();
         let renew = self.settings.slot_ttl / 3;
@@ -587,34 +586,5 @@ impl Isolation {
             metrics::gauge!(names::TENANT_IN_FLIGHT, "tenant" => tenant_label(tenant))
                 .set(n as f64);
         }
-    }
-}
-
-/// The refresh loop.
-pub(crate) struct IsolationLoop {
-    pub broker: Broker,
-    pub shared: Arc<Shared>,
-}
-
-impl IsolationLoop {
-    /// One refresh every `isolation.refresh_interval_ms` until `stop` fires (after the settler
-    /// has flushed), then a last report of outcomes and the release of every reservation.
-    pub async fn run(self, stop: Shutdown) {
-        let iso = &self.shared.isolation;
-        loop {
-            self.tick().await;
-            tokio::select! {
-                _ = stop.wait() => break,
-                _ = tokio::time::sleep(iso.settings.refresh_interval) => {}
-            }
-        }
-        iso.report_outcomes(&self.broker).await;
-        iso.report_slots(&self.broker, true).await;
-    }
-
-    /// One refresh over every known tenant.
-    pub async fn tick(&self) {
-        let tenants: Vec<Arc<str>> = self.shared.lanes().into_iter().map(|(_, t)| t).collect();
-        self.shared.isolation.refresh(&self.broker, &tenants).await;
     }
 }

@@ -59,48 +59,84 @@ impl Lease {
         }
     }
 
-    /// Renews the lease every third of its TTL until shutdown. If another process took the id,
-    /// fires shutdown: this member must not go on under a name someone else holds.
-    pub async fn keep(self, broker: Broker, shutdown: Shutdown) -> Lease {
-        let period = self.ttl / 3;
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => return self,
-                _ = tokio::time::sleep(period) => {}
-            }
-            match broker
-                .renew_lease(&self.member, &self.token, self.ttl)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => match broker
-                    .acquire_lease(&self.member, &self.token, self.ttl)
-                    .await
-                {
-                    // The key expired (a Redis restart without persistence, a long stall): take it back.
-                    Ok(true) => {
-                        tracing::warn!(member = %self.member, "member lease had expired; re-acquired it")
-                    }
-                    Ok(false) => {
-                        tracing::error!(member = %self.member, "another process took this member id; stopping");
-                        shutdown.trigger();
-                        return self;
-                    }
-                    Err(e) => {
-                        tracing::warn!(member = %self.member, error = %e, "cannot renew member lease")
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(member = %self.member, error = %e, "cannot renew member lease")
-                }
-            }
-        }
+    /// The lease's token (tests stand in for another process with it).
+    #[cfg(test)]
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 
     /// Gives the lease up so that a restart under the same id need not wait.
     pub async fn release(self, broker: &Broker) {
         if let Err(e) = broker.release_lease(&self.member, &self.token).await {
             tracing::warn!(member = %self.member, error = %e, "cannot release member lease; it expires by itself");
+        }
+    }
+}
+
+/// The lease keeper loop: renews the member's lease every third of its TTL.
+pub(crate) struct LeaseKeeper {
+    lease: Lease,
+    broker: Broker,
+    period: Duration,
+}
+
+impl LeaseKeeper {
+    /// A keeper renewing `lease` through `broker` every `period`.
+    pub(crate) fn new(lease: Lease, broker: Broker, period: Duration) -> LeaseKeeper {
+        LeaseKeeper {
+            lease,
+            broker,
+            period,
+        }
+    }
+
+    /// Renews the lease until shutdown, then hands it back for release. If another process
+    /// took the id, fires shutdown: this member must not go on under a name someone else holds.
+    pub(crate) async fn run(mut self, shutdown: Shutdown) -> Lease {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return self.lease,
+                _ = tokio::time::sleep(self.period) => {}
+            }
+            if !self.step().await {
+                shutdown.trigger();
+                return self.lease;
+            }
+        }
+    }
+
+    /// One renewal (re-acquiring a lease that expired). False when another process holds the
+    /// member id now; a Redis error is logged and counts as still held (the next step retries).
+    pub(crate) async fn step(&mut self) -> bool {
+        let lease = &self.lease;
+        match self
+            .broker
+            .renew_lease(&lease.member, &lease.token, lease.ttl)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => match self
+                .broker
+                .acquire_lease(&lease.member, &lease.token, lease.ttl)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(member = %lease.member, "member lease had expired; re-acquired it");
+                    true
+                }
+                Ok(false) => {
+                    tracing::error!(member = %lease.member, "another process took this member id; stopping");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(member = %lease.member, error = %e, "cannot renew member lease");
+                    true
+                }
+            },
+            Err(e) => {
+                tracing::warn!(member = %lease.member, error = %e, "cannot renew member lease");
+                true
+            }
         }
     }
 }

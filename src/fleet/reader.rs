@@ -8,17 +8,18 @@
 //! no more than the fleet-wide slots this member could reserve. Lanes asking for different
 //! counts are read in one XREADGROUP per count.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Settlement, Shared};
+use super::read_plan::{read_groups, read_plan, LaneInput, ReadPlan};
+use super::settlement::{Aside, Settlement};
+use super::shared::Shared;
 use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, ReadFrom};
 use crate::config::FleetSettings;
 use crate::error::Result;
-use crate::isolation::{lane_counts, Allowance, LaneDemand};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
 
@@ -45,17 +46,40 @@ pub(crate) struct Reader {
     /// Tenants whose lanes had entries in the last non-empty read (or were skipped since,
     /// waiting for their turn): the basis for per-lane COUNT.
     active: HashSet<Arc<str>>,
-    /// Each lane's share carried over between reads (see [`lane_counts`]).
+    /// Each lane's share carried over between reads (see [`crate::isolation::lane_counts`]).
     credits: HashMap<Arc<str>, f64>,
+    /// The reader's own connection (`None` until the first connect).
+    conn: Option<LaneReader>,
+    /// Whether the next read may block: the last one found nothing and no lane waits on its cap.
+    block_next: bool,
+    /// Whether this member's own pending entries must be taken up before the next read (on
+    /// start, and after a read error whose lost reply may have delivered entries).
+    must_drain: bool,
+    /// The pause before the next reconnect.
+    backoff: Duration,
+}
+
+/// What one step of the reader did, for `run` to pace the next.
+#[derive(Debug)]
+pub(crate) enum ReadStep {
+    /// A read went out.
+    Read(Cycle),
+    /// Every lane is held back or at its cap: wait for capacity to free.
+    HeldBack,
+    /// No lane is known yet: look again after the discovery interval.
+    NoLanes,
+    /// Shutdown fired while waiting for capacity.
+    Stopped,
 }
 
 /// What one read cycle found.
-struct Cycle {
+#[derive(Debug)]
+pub(crate) struct Cycle {
     /// Entries read in all.
-    found: usize,
+    pub found: usize,
     /// Whether some lane took less than its share because its tenant is at its fleet-wide cap
     /// (its slots come back without a new entry arriving, so the next read must not block).
-    capped: bool,
+    pub capped: bool,
 }
 
 /// How long a reader that can read nothing (every lane held back or at its cap) waits for its
@@ -86,76 +110,95 @@ impl Reader {
             rotation: 0,
             active: HashSet::new(),
             credits: HashMap::new(),
+            conn: None,
+            block_next: false,
+            must_drain: true,
+            backoff: Duration::from_millis(100),
         }
     }
 
     /// Reads until shutdown. Errors from Redis are retried with backoff; the loop only ends
     /// with an error when it cannot even start.
-    pub async fn run(mut self, shutdown: Shutdown) -> Result<()> {
-        let mut backoff = Duration::from_millis(100);
-        let mut conn = loop {
+    pub(crate) async fn run(mut self, shutdown: Shutdown) -> Result<()> {
+        loop {
             match self.connect().await {
-                Ok(c) => break c,
+                Ok(c) => break self.conn = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "reader cannot connect; retrying");
-                    if !pause(&shutdown, backoff).await {
+                    if !pause(&shutdown, self.backoff).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        };
-        let mut block_next = false;
-        let mut must_drain = true;
+        }
         while !shutdown.is_triggered() {
-            if must_drain {
-                match self.drain_own_pending(&shutdown).await {
-                    Ok(()) => must_drain = false,
-                    Err(e) => {
-                        if !self.recover(&mut conn, e, &shutdown, &mut backoff).await {
-                            break;
-                        }
-                        continue;
+            match self.step(&shutdown).await {
+                Ok(ReadStep::Stopped) => break,
+                Ok(ReadStep::NoLanes) => {
+                    if !pause(&shutdown, self.discovery_interval).await {
+                        break;
                     }
                 }
-            }
-            if !self.wait_for_capacity(&shutdown).await {
-                break;
-            }
-            if let Err(e) = self.discover(false).await {
-                tracing::warn!(error = %e, "tenant discovery failed; keeping the known lanes");
-            }
-            if self.lanes.is_empty() {
-                if !pause(&shutdown, self.discovery_interval).await {
-                    break;
-                }
-                continue;
-            }
-            match self.read_cycle(&mut conn, block_next).await {
-                Ok(None) => {
-                    // Every lane is held back or at its cap: wait for capacity to free.
-                    block_next = false;
-                    self.held_back_wait(&shutdown).await;
-                }
-                Ok(Some(cycle)) => {
-                    self.shared.health.read_done();
-                    backoff = Duration::from_millis(100);
-                    block_next = cycle.found == 0 && !cycle.capped;
+                Ok(ReadStep::HeldBack) => self.held_back_wait(&shutdown).await,
+                Ok(ReadStep::Read(cycle)) => {
                     if cycle.found == 0 && cycle.capped {
                         self.held_back_wait(&shutdown).await;
                     }
                 }
                 Err(e) => {
-                    block_next = false;
-                    // A lost reply may have delivered entries into our PEL: drain it again.
-                    must_drain = true;
-                    if !self.recover(&mut conn, e, &shutdown, &mut backoff).await {
+                    if !self.recover(e, &shutdown).await {
                         break;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// One drain-or-read cycle: takes up this member's own pending entries when it must, waits
+    /// for free capacity, picks up new tenants, then reads once. Never sleeps; an error leaves
+    /// the reader to drain again before its next read.
+    pub(crate) async fn step(&mut self, shutdown: &Shutdown) -> Result<ReadStep> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect().await?);
+        }
+        if self.must_drain {
+            self.drain_own_pending(shutdown).await?;
+            self.must_drain = false;
+        }
+        if !self.wait_for_capacity(shutdown).await {
+            return Ok(ReadStep::Stopped);
+        }
+        if let Err(e) = self.discover(false).await {
+            tracing::warn!(error = %e, "tenant discovery failed; keeping the known lanes");
+        }
+        if self.lanes.is_empty() {
+            return Ok(ReadStep::NoLanes);
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(ReadStep::NoLanes);
+        };
+        let read = self.read_cycle(&mut conn, self.block_next).await;
+        self.conn = Some(conn);
+        match read {
+            Ok(None) => {
+                self.block_next = false;
+                Ok(ReadStep::HeldBack)
+            }
+            Ok(Some(cycle)) => {
+                self.shared.health.read_done();
+                self.backoff = Duration::from_millis(100);
+                self.block_next = cycle.found == 0 && !cycle.capped;
+                Ok(ReadStep::Read(cycle))
+            }
+            Err(e) => {
+                self.block_next = false;
+                // A lost reply may have delivered entries into our PEL: drain it again.
+                self.must_drain = true;
+                Err(e)
+            }
+        }
     }
 
     /// One read over the current window of lanes, shaped by tenant isolation. `None` when no
@@ -170,37 +213,30 @@ impl Reader {
             .unsettled_limit
             .saturating_sub(self.shared.unsettled())
             .max(1);
-        let window = self.window();
+        let window: Vec<LaneInput> = self
+            .window()
+            .into_iter()
+            .filter_map(|lane| {
+                let tenant = self.tenant_of.get(&lane)?.clone();
+                let iso = &self.shared.isolation;
+                Some(LaneInput {
+                    weight: iso.settings.weight(&tenant),
+                    active: self.active.contains(&tenant),
+                    allowance: iso.read_allowance(&tenant),
+                    credit: self.credits.get(&tenant).copied().unwrap_or(0.0),
+                    lane,
+                    tenant,
+                })
+            })
+            .collect();
+        let ReadPlan {
+            lanes,
+            mut counts,
+            credits,
+            still_active,
+        } = read_plan(free, self.read_batch, window);
+        self.credits.extend(credits);
         let iso = &self.shared.isolation;
-        let mut lanes: Vec<(String, Arc<str>)> = Vec::with_capacity(window.len());
-        let mut demands = Vec::with_capacity(window.len());
-        for lane in window {
-            let Some(tenant) = self.tenant_of.get(&lane).cloned() else {
-                continue;
-            };
-            let limit = match iso.read_allowance(&tenant) {
-                Allowance::Nothing => continue,
-                Allowance::One => Some(1),
-                Allowance::Share => None,
-            };
-            demands.push(LaneDemand {
-                weight: iso.settings.weight(&tenant),
-                active: self.active.contains(&tenant),
-                limit,
-                credit: self.credits.get(&tenant).copied().unwrap_or(0.0),
-            });
-            lanes.push((lane, tenant));
-        }
-        let mut counts = lane_counts(free, self.read_batch, &mut demands);
-        // Lanes with work that wait for their turn stay active; the others are judged by
-        // what this read finds.
-        let mut still_active: HashSet<Arc<str>> = HashSet::new();
-        for (i, (_, tenant)) in lanes.iter().enumerate() {
-            self.credits.insert(tenant.clone(), demands[i].credit);
-            if demands[i].active && counts[i] == 0 {
-                still_active.insert(tenant.clone());
-            }
-        }
         // Capped tenants read only what the fleet-wide cap leaves them.
         let capped_idx: Vec<usize> = (0..lanes.len())
             .filter(|i| iso.settings.cap(&lanes[*i].1) > 0)
@@ -221,20 +257,10 @@ impl Reader {
         }
         // One XREADGROUP per distinct count (usually one); a blocking read only when the last
         // one found nothing and no lane waits on its cap, over every lane at the smallest count.
-        let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for ((lane, _), n) in lanes.into_iter().zip(counts) {
-            if n > 0 {
-                groups.entry(n).or_default().push(lane);
-            }
-        }
+        let groups = read_groups(lanes, counts, block_next && !capped);
         if groups.is_empty() {
             iso.finish_read(&reading, || ()).await;
             return Ok(None);
-        }
-        if block_next && !capped && groups.len() > 1 {
-            let smallest = groups.keys().next().copied().unwrap_or(1);
-            let all: Vec<String> = groups.into_values().flatten().collect();
-            groups = BTreeMap::from([(smallest, all)]);
         }
         let block = (block_next && !capped).then_some(self.block);
         let mut found = 0;
@@ -295,13 +321,7 @@ impl Reader {
 
     /// Handles a read error: recreates missing groups, or reconnects after a pause. Returns
     /// false when shutdown fired meanwhile.
-    async fn recover(
-        &mut self,
-        conn: &mut LaneReader,
-        e: crate::error::Error,
-        shutdown: &Shutdown,
-        backoff: &mut Duration,
-    ) -> bool {
+    async fn recover(&mut self, e: crate::error::Error, shutdown: &Shutdown) -> bool {
         metrics::counter!(names::REDIS_ERRORS, "op" => "read").increment(1);
         if is_missing_group(&e) {
             tracing::warn!(error = %e, "a lane or its group is gone; recreating groups");
@@ -312,13 +332,13 @@ impl Reader {
             }
             return true;
         }
-        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "read failed; reconnecting");
-        if !pause(shutdown, *backoff).await {
+        tracing::warn!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "read failed; reconnecting");
+        if !pause(shutdown, self.backoff).await {
             return false;
         }
-        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
         match self.connect().await {
-            Ok(c) => *conn = c,
+            Ok(c) => self.conn = Some(c),
             Err(e) => tracing::warn!(error = %e, "reconnect failed"),
         }
         true
@@ -487,13 +507,13 @@ pub(crate) fn report_claim(
     }
     for (id, deliveries) in poison {
         if shared.admit(tenant, id).is_some() {
-            let _ = settle.send(Settlement::CrashLoop {
+            let _ = settle.send(Settlement::Aside(Aside::CrashLoop {
                 tenant: tenant.clone(),
                 entry_id: id.clone(),
                 deliveries: *deliveries,
                 owner: owner.clone(),
                 min_idle,
-            });
+            }));
         }
     }
 }

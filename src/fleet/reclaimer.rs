@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::reader::report_claim;
-use super::{Settlement, Shared};
+use super::settlement::Settlement;
+use super::shared::Shared;
 use crate::broker::Broker;
 use crate::config::ReclaimSettings;
 use crate::shutdown::Shutdown;
@@ -41,20 +42,21 @@ impl Reclaimer {
     }
 
     /// One pass every `reclaim.interval_ms` until shutdown.
-    pub async fn run(mut self, shutdown: Shutdown) {
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(self.cfg.interval) => {}
             }
-            self.pass().await;
+            self.step().await;
         }
     }
 
     /// One scan over every lane, within free capacity: a lane is scanned step by step until
     /// its cursor comes round or a step finds fewer stale entries than it asked for, so a
     /// crashed member's whole backlog is taken in one pass, not one batch per interval.
-    pub async fn pass(&mut self) {
+    pub(crate) async fn step(&mut self) -> u64 {
+        let mut queued = 0;
         for (lane, tenant) in self.shared.lanes() {
             loop {
                 let free = self
@@ -62,27 +64,30 @@ impl Reclaimer {
                     .unsettled_limit
                     .saturating_sub(self.shared.unsettled());
                 if free == 0 {
-                    return;
+                    return queued;
                 }
                 let asked = self.cfg.batch.min(free);
-                let Some(step) = self.step(&lane, &tenant, asked).await else {
+                let Some((step, n)) = self.claim_page(&lane, &tenant, asked).await else {
                     break;
                 };
+                queued += n as u64;
                 let found = step.claimed.len() + step.poison.len() + step.tombstones;
                 if step.next.is_none() || found < asked {
                     break;
                 }
             }
         }
+        queued
     }
 
-    /// One claim step on one lane; `None` when Redis failed (logged, counted).
-    async fn step(
+    /// One claim step on one lane, with how many entries it queued; `None` when Redis failed
+    /// (logged, counted).
+    async fn claim_page(
         &mut self,
         lane: &str,
         tenant: &Arc<str>,
         asked: usize,
-    ) -> Option<crate::broker::ClaimStep> {
+    ) -> Option<(crate::broker::ClaimStep, usize)> {
         let cursor = self
             .cursors
             .get(lane)
@@ -136,6 +141,6 @@ impl Reclaimer {
             Some(next) => self.cursors.insert(lane.to_owned(), next.clone()),
             None => self.cursors.remove(lane),
         };
-        Some(step)
+        Some((step, n))
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::broker::Broker;
 use crate::shutdown::Shutdown;
 use crate::telemetry::{names, tenant_label};
@@ -19,22 +19,24 @@ pub(crate) struct Recoverer {
 
 impl Recoverer {
     /// One pass every `retry.poll_interval_ms` until shutdown.
-    pub async fn run(self, shutdown: Shutdown) {
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            self.pass().await;
+            self.step().await;
         }
     }
 
     /// Promotes every due retry of every known tenant.
-    pub async fn pass(&self) {
+    pub(crate) async fn step(&mut self) -> u64 {
+        let mut promoted = 0;
         for (_, tenant) in self.shared.lanes() {
             loop {
                 match self.broker.promote_due(&tenant, self.batch).await {
                     Ok(n) => {
+                        promoted += n;
                         if n > 0 {
                             metrics::counter!(names::RETRIES_PROMOTED, "tenant" => tenant_label(&tenant)).increment(n);
                         }
@@ -50,5 +52,6 @@ impl Recoverer {
                 }
             }
         }
+        promoted
     }
 }

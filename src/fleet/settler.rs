@@ -19,15 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::next_move::{next_move, MoveInputs, NextMove};
+use super::settlement::{Aside, Failed, Settlement};
+use super::shared::Shared;
 use super::tasklog::{task_event, TaskLog};
-use super::Failed;
-use super::{Settlement, Shared};
 use crate::broker::{is_oom, may_have_run, Broker, DeferItem, Deferred, RetryItem};
-use crate::deadletter::{bounded, DeadLetter, MAX_ERROR_BYTES};
+use crate::deadletter::DeadLetter;
 use crate::error::Result;
 use crate::handler::FailureClass;
-use crate::policy::{Decision, Policies};
-use crate::task::{now_ms, AttemptRecord, Task, MAX_HISTORY, MAX_STEPS};
+use crate::policy::Policies;
+use crate::task::{now_ms, Task};
 use crate::telemetry::{names, tenant_label};
 
 /// A failed attempt's next move.
@@ -99,89 +100,127 @@ struct Ack {
     read_at: Option<std::time::Instant>,
 }
 
-impl Settler {
-    /// Settles until every sender is gone, then flushes what is left.
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Settlement>) {
-        let mut acks: HashMap<Arc<str>, Vec<Ack>> = HashMap::new();
-        let mut retries: HashMap<Arc<str>, Vec<Retry>> = HashMap::new();
-        let mut defers: HashMap<Arc<str>, Vec<DeferItem>> = HashMap::new();
-        let mut moves = JoinSet::new();
-        while let Some(first) = rx.recv().await {
-            let mut batched = 0;
-            let mut next = Some(first);
-            // Take what is already queued, up to a batch, so acks ride together.
-            while let Some(s) = next.take() {
-                // Before any Redis call for it: a heartbeat racing this settle then knows the
-                // entry may leave the PEL by our own hand (see heartbeat::lost_after_beat).
-                self.shared.settling(&s);
-                match s {
-                    Settlement::Done {
-                        tenant,
+/// The settler loop: what arrived and is waiting for the next flush, and the moves in flight.
+pub(crate) struct SettleLoop {
+    settler: Settler,
+    rx: mpsc::UnboundedReceiver<Settlement>,
+    acks: HashMap<Arc<str>, Vec<Ack>>,
+    retries: HashMap<Arc<str>, Vec<Retry>>,
+    defers: HashMap<Arc<str>, Vec<DeferItem>>,
+    moves: JoinSet<()>,
+}
+
+impl SettleLoop {
+    /// Settles until every sender is gone, then flushes what is left. It stops on its channel
+    /// closing, not on shutdown: the executor's last outcomes must still be settled.
+    pub(crate) async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            self.step(first).await;
+        }
+        let mut firsts = Vec::new();
+        self.flush_all(&mut firsts);
+        self.drain().await;
+    }
+
+    /// A loop settling what arrives on `rx` through `settler`.
+    pub(crate) fn new(settler: Settler, rx: mpsc::UnboundedReceiver<Settlement>) -> SettleLoop {
+        SettleLoop {
+            settler,
+            rx,
+            acks: HashMap::new(),
+            retries: HashMap::new(),
+            defers: HashMap::new(),
+            moves: JoinSet::new(),
+        }
+    }
+
+    /// Waits for every move in flight, retrying ones included.
+    pub(crate) async fn drain(&mut self) {
+        while self.moves.join_next().await.is_some() {}
+    }
+
+    /// One batch: `first` and what is already queued behind it (up to `ack_batch` batched
+    /// entries) are sorted into acks, retries, deferrals and single moves, then flushed; waits
+    /// for the first try of each flushed call, never for a retrying one. Never sleeps.
+    pub(crate) async fn step(&mut self, first: Settlement) {
+        let me = &self.settler;
+        let mut batched = 0;
+        let mut next = Some(first);
+        // Take what is already queued, up to a batch, so acks ride together.
+        while let Some(s) = next.take() {
+            // Before any Redis call for it: a heartbeat racing this settle then knows the
+            // entry may leave the PEL by our own hand (see heartbeat::lost_after_beat).
+            me.shared.settling(&s);
+            match s {
+                Settlement::Done {
+                    tenant,
+                    entry_id,
+                    recovered,
+                    read_at,
+                } => {
+                    self.acks.entry(tenant).or_default().push(Ack {
                         entry_id,
                         recovered,
                         read_at,
-                    } => {
-                        acks.entry(tenant).or_default().push(Ack {
-                            entry_id,
-                            recovered,
-                            read_at,
-                        });
-                        batched += 1;
-                    }
-                    Settlement::Defer {
-                        tenant,
-                        entry_id,
-                        delay,
-                    } => {
-                        defers
-                            .entry(tenant)
-                            .or_default()
-                            .push(DeferItem { entry_id, delay });
-                        batched += 1;
-                    }
-                    Settlement::Failed(failed) => match self.prepare_failed(failed) {
-                        FailedMove::Retry(tenant, r) => {
-                            retries.entry(tenant).or_default().push(r);
-                            batched += 1;
-                        }
-                        FailedMove::Dead(tenant, entry_id, dl) => {
-                            let me = self.clone();
-                            moves.spawn(async move {
-                                let member = me.shared.member.clone();
-                                me.dead_letter(
-                                    &tenant,
-                                    &entry_id,
-                                    *dl,
-                                    Some(&member),
-                                    Duration::ZERO,
-                                )
-                                .await
-                            });
-                        }
-                    },
-                    other => {
-                        let me = self.clone();
-                        moves.spawn(async move { me.settle_other(other).await });
-                    }
+                    });
+                    batched += 1;
                 }
-                if batched < self.ack_batch {
-                    next = rx.try_recv().ok();
+                Settlement::Defer {
+                    tenant,
+                    entry_id,
+                    delay,
+                } => {
+                    self.defers
+                        .entry(tenant)
+                        .or_default()
+                        .push(DeferItem { entry_id, delay });
+                    batched += 1;
+                }
+                Settlement::Failed(failed) => match me.prepare_failed(failed) {
+                    FailedMove::Retry(tenant, r) => {
+                        self.retries.entry(tenant).or_default().push(r);
+                        batched += 1;
+                    }
+                    FailedMove::Dead(tenant, entry_id, dl) => {
+                        let me = me.clone();
+                        self.moves.spawn(async move {
+                            let member = me.shared.member.clone();
+                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO)
+                                .await
+                        });
+                    }
+                },
+                Settlement::Aside(aside) => {
+                    let me = me.clone();
+                    self.moves
+                        .spawn(async move { me.settle_other(aside).await });
                 }
             }
-            let mut firsts = Vec::new();
-            self.flush(&mut acks, &mut moves, &mut firsts);
-            self.flush_retries(&mut retries, &mut moves, &mut firsts);
-            self.flush_defers(&mut defers, &mut moves, &mut firsts);
-            // The first try of every call of this flush; a failed one goes on trying by itself.
-            futures_util::future::join_all(firsts).await;
-            self.shared.health.settled();
-            while moves.try_join_next().is_some() {}
+            if batched < me.ack_batch {
+                next = self.rx.try_recv().ok();
+            }
         }
         let mut firsts = Vec::new();
-        self.flush(&mut acks, &mut moves, &mut firsts);
-        self.flush_retries(&mut retries, &mut moves, &mut firsts);
-        self.flush_defers(&mut defers, &mut moves, &mut firsts);
-        while moves.join_next().await.is_some() {}
+        self.flush_all(&mut firsts);
+        // The first try of every call of this flush; a failed one goes on trying by itself.
+        futures_util::future::join_all(firsts).await;
+        self.settler.shared.health.settled();
+        while self.moves.try_join_next().is_some() {}
+    }
+
+    /// Starts the calls for everything batched: acks, retries, deferrals.
+    fn flush_all(&mut self, firsts: &mut Vec<oneshot::Receiver<()>>) {
+        let me = &self.settler;
+        me.flush(&mut self.acks, &mut self.moves, firsts);
+        me.flush_retries(&mut self.retries, &mut self.moves, firsts);
+        me.flush_defers(&mut self.defers, &mut self.moves, firsts);
+    }
+}
+
+impl Settler {
+    /// Settles what arrives on `rx` until every sender is gone, then flushes what is left.
+    pub async fn run(self, rx: mpsc::UnboundedReceiver<Settlement>) {
+        SettleLoop::new(self, rx).run().await
     }
 
     /// A signal for the first try of one call: the flush waits for it, not for the call.
@@ -380,11 +419,10 @@ impl Settler {
         }
     }
 
-    async fn settle_other(&self, s: Settlement) {
+    /// Settles one entry set aside: each kind is one move of its own.
+    async fn settle_other(&self, s: Aside) {
         match s {
-            Settlement::Done { .. } => unreachable!("acks are batched by run()"),
-            Settlement::Defer { .. } => unreachable!("deferrals are batched by run()"),
-            Settlement::Tombstone { tenant, entry_id } => {
+            Aside::Tombstone { tenant, entry_id } => {
                 tracing::error!(tenant = %tenant, entry_id = %entry_id, "pending entry was deleted before it ran: payload lost");
                 metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
                     .increment(1);
@@ -400,7 +438,7 @@ impl Settler {
                 }
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
-            Settlement::Malformed {
+            Aside::Malformed {
                 tenant,
                 lane,
                 entry_id,
@@ -427,7 +465,7 @@ impl Settler {
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
                     .await;
             }
-            Settlement::Expired {
+            Aside::Expired {
                 tenant,
                 entry_id,
                 task,
@@ -455,17 +493,17 @@ impl Settler {
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
                     .await;
             }
-            Settlement::Lost { tenant, entry_id } => {
+            Aside::Lost { tenant, entry_id } => {
                 metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(&tenant))
                     .increment(1);
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
-            Settlement::NotStarted { tenant, entry_id } => {
+            Aside::NotStarted { tenant, entry_id } => {
                 // Logged by the executor; the Redis error is counted under op="start".
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
-            Settlement::CrashLoop {
+            Aside::CrashLoop {
                 tenant,
                 entry_id,
                 deliveries,
@@ -475,28 +513,25 @@ impl Settler {
                 self.crash_loop(tenant, entry_id, deliveries, owner, min_idle)
                     .await
             }
-            Settlement::Failed(_) => unreachable!("failed attempts are prepared by run()"),
         }
     }
 
-    /// Counts and logs a failed attempt and decides its next move (pure apart from metrics
-    /// and logs): another attempt, batched with the tenant's other retries, or a dead letter.
+    /// Counts and logs a failed attempt and turns its [`next_move`] into a batched retry or a
+    /// dead letter.
     fn prepare_failed(&self, f: Failed) -> FailedMove {
         let Failed {
-            tenant,
-            entry_id,
-            task,
+            ref tenant,
+            ref task,
             deliveries,
             class,
-            reason,
-            retry_after,
+            ref reason,
             poison,
-            progress,
             duration,
+            ..
         } = f;
-        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(&tenant), "class" => class.as_str())
+        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
             .increment(1);
-        let log = TaskLog::of(&task);
+        let log = TaskLog::of(task);
         if self.log_payloads {
             task_event!(
                 warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
@@ -508,82 +543,23 @@ impl Settler {
                 poison, error = %reason, "task attempt failed"
             );
         }
-        self.shared.stats.with(&tenant, |t| t.failed_attempts += 1);
-        let now = now_ms();
-        let mut next: Task = (*task).clone();
-        next.steps.extend(progress.steps);
-        if next.steps.len() > MAX_STEPS {
-            let cut = next.steps.len() - MAX_STEPS;
-            next.steps.drain(..cut);
-        }
-        next.history.push(AttemptRecord {
-            attempt: task.attempt,
-            class: class.as_str().to_owned(),
-            error: bounded(&reason, MAX_ERROR_BYTES),
-            at_ms: now,
-            duration_ms: duration.as_millis() as u64,
-            member: self.shared.member.to_string(),
-        });
-        if next.history.len() > MAX_HISTORY {
-            let cut = next.history.len() - MAX_HISTORY;
-            next.history.drain(..cut);
-        }
-        let decision = if poison {
-            Decision::DeadLetter {
-                why: "the handler declared the task poison".into(),
-            }
-        } else {
-            self.policies.for_task(&tenant, &task.kind).decide(
-                class,
-                task.attempt,
-                retry_after,
-                fastrand::f64(),
-            )
-        };
-        // A retry that would come after the task's deadline is not scheduled: the task is
-        // dead-lettered as expired, with this attempt's error.
-        let (class, decision) = match decision {
-            Decision::Retry { delay } => match crate::policy::retry_in_time(
-                task.deadline_ms,
-                self.shared.isolation.now_ms(),
-                delay,
-            ) {
-                Ok(()) => (class, Decision::Retry { delay }),
-                Err(why) => (FailureClass::Expired, Decision::DeadLetter { why }),
-            },
-            other => (class, other),
-        };
-        let why = match decision {
-            Decision::Retry { delay } => {
-                next.attempt += 1;
-                // The promote script stamps enqueued_at when the retry is due; the first
-                // enqueue time, the producer's own fields and the entry it came from travel
-                // in the item.
-                let fields = next.retry_fields(&entry_id);
-                match RetryItem::new(&entry_id, delay, &fields) {
-                    Ok(item) => return FailedMove::Retry(tenant, Retry { item, log, class }),
-                    // Cannot happen for string fields; if it did, the task is kept, not lost.
-                    Err(e) => format!("could not schedule a retry: {e}"),
-                }
-            }
-            Decision::DeadLetter { why } => why,
-        };
-        let first_failed = crate::deadletter::first_failed_at(&next.history, now);
-        let dl = DeadLetter {
+        self.shared.stats.with(tenant, |t| t.failed_attempts += 1);
+        let (tenant, entry_id) = (f.tenant.clone(), f.entry_id.clone());
+        let member = self.shared.member.to_string();
+        let inputs = MoveInputs {
+            policies: &self.policies,
+            now_ms: now_ms(),
+            deadline_clock_ms: self.shared.isolation.now_ms(),
+            jitter: fastrand::f64(),
+            member: &member,
             orig_lane: self.broker.keys().lane(&tenant),
-            orig_id: entry_id.clone(),
-            steps: next.steps.clone(),
-            task: Some(next),
-            raw: None,
-            class,
-            error: reason,
-            detail: Some(why),
-            partial_output: progress.partial_output,
-            member: self.shared.member.to_string(),
-            first_failed_at_ms: first_failed,
-            dead_lettered_at_ms: now,
         };
-        FailedMove::Dead(tenant, entry_id, Box::new(dl))
+        match next_move(f, &inputs) {
+            NextMove::Retry { item, class } => {
+                FailedMove::Retry(tenant, Retry { item, log, class })
+            }
+            NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl),
+        }
     }
 
     /// Schedules the collected retries: one atomic script per tenant, each its own task.

@@ -1,0 +1,125 @@
+//! The settlement messages: what the executor, reader and reclaimer ask the settler to do
+//! with one entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::broker::Fields;
+use crate::handler::{FailureClass, Progress};
+use crate::task::Task;
+
+/// A failed attempt, as the executor reports it.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub tenant: Arc<str>,
+    pub entry_id: String,
+    pub task: Arc<Task>,
+    /// Starts of the entry, this attempt included.
+    pub deliveries: u64,
+    pub class: FailureClass,
+    pub reason: String,
+    pub retry_after: Option<Duration>,
+    pub poison: bool,
+    pub progress: Progress,
+    pub duration: Duration,
+}
+
+/// What the settler is asked to do with one entry. Completed entries, held-back entries and
+/// failed attempts are batched or decided by the settler's loop; everything set aside is one
+/// move of its own (see [`Aside`]).
+#[derive(Debug)]
+pub(crate) enum Settlement {
+    /// The attempt succeeded: ack and delete.
+    Done {
+        tenant: Arc<str>,
+        entry_id: String,
+        recovered: bool,
+        /// When the read that delivered the entry was sent (`None` for taken-over entries).
+        read_at: Option<Instant>,
+    },
+    /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
+    /// due after `delay`.
+    Defer {
+        tenant: Arc<str>,
+        entry_id: String,
+        delay: Duration,
+    },
+    /// The attempt failed.
+    Failed(Failed),
+    /// The entry is set aside without an attempt's outcome: one move of its own.
+    Aside(Aside),
+}
+
+/// An entry set aside without an attempt's outcome; each is settled by one call of its own.
+#[derive(Debug)]
+pub(crate) enum Aside {
+    /// The entry could not be read as a task.
+    Malformed {
+        tenant: Arc<str>,
+        lane: String,
+        entry_id: String,
+        reason: String,
+        fields: Fields,
+    },
+    /// A pending id whose entry no longer exists.
+    Tombstone { tenant: Arc<str>, entry_id: String },
+    /// Another member owns the entry now: release it here without settling.
+    Lost { tenant: Arc<str>, entry_id: String },
+    /// Its start could not be recorded (Redis failed): it did not run, stays pending for this
+    /// consumer in Redis and is released here for a reclaim to take up. Nothing was lost to
+    /// another member, so it is not counted as a lost settle.
+    NotStarted { tenant: Arc<str>, entry_id: String },
+    /// The task was past its deadline when it was about to start: dead-letter it as
+    /// `expired`, unattempted (`why` says by how much).
+    Expired {
+        tenant: Arc<str>,
+        entry_id: String,
+        task: Arc<Task>,
+        why: String,
+    },
+    /// The entry started `deliveries` times without settling.
+    CrashLoop {
+        tenant: Arc<str>,
+        entry_id: String,
+        deliveries: u64,
+        /// The consumer that must still own it (`None`: any), and how idle it must be.
+        owner: Option<Arc<str>>,
+        min_idle: Duration,
+    },
+}
+
+impl Settlement {
+    /// The tenant and entry id this settlement is about.
+    pub(crate) fn entry(&self) -> (&Arc<str>, &str) {
+        match self {
+            Settlement::Done {
+                tenant, entry_id, ..
+            }
+            | Settlement::Defer {
+                tenant, entry_id, ..
+            } => (tenant, entry_id),
+            Settlement::Failed(f) => (&f.tenant, &f.entry_id),
+            Settlement::Aside(a) => a.entry(),
+        }
+    }
+}
+
+impl Aside {
+    /// The tenant and entry id this move is about.
+    pub(crate) fn entry(&self) -> (&Arc<str>, &str) {
+        match self {
+            Aside::Malformed {
+                tenant, entry_id, ..
+            }
+            | Aside::Tombstone { tenant, entry_id }
+            | Aside::Lost { tenant, entry_id }
+            | Aside::NotStarted { tenant, entry_id }
+            | Aside::Expired {
+                tenant, entry_id, ..
+            }
+            | Aside::CrashLoop {
+                tenant, entry_id, ..
+            } => (tenant, entry_id),
+        }
+    }
+}
