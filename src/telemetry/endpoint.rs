@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Health;
+use super::health::Health;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 

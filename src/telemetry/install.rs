@@ -7,8 +7,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::endpoint;
 use super::health::Health;
-use super::{endpoint, MetricsSettings};
+use super::logging::{self, LogFormat};
+use super::recorder;
+use super::settings::MetricsSettings;
 use crate::error::Result;
 use crate::shutdown::Shutdown;
 
@@ -38,15 +41,10 @@ impl Telemetry {
 
     /// Installs the global log subscriber (`RUST_LOG` overrides `level`), the tenant label
     /// cap and the panic hook, then logs each of `warnings` (settings that were ignored).
-    pub(crate) fn install_logging(
-        &self,
-        format: super::LogFormat,
-        level: &str,
-        warnings: Vec<String>,
-    ) {
-        super::init_logging(format, level);
-        super::set_tenant_label_cap(self.metrics.max_tenant_labels);
-        super::install_panic_hook();
+    pub(crate) fn install_logging(&self, format: LogFormat, level: &str, warnings: Vec<String>) {
+        logging::init_logging(format, level);
+        recorder::set_tenant_label_cap(self.metrics.max_tenant_labels);
+        logging::install_panic_hook();
         for w in warnings {
             tracing::warn!("{w}");
         }
@@ -65,7 +63,7 @@ impl Telemetry {
         let Some(addr) = self.listen else {
             return Ok(None);
         };
-        let handle = super::install_prometheus(self.metrics.refresh_interval * 3)?;
+        let handle = recorder::install_prometheus(self.metrics.refresh_interval * 3)?;
         let listener = endpoint::bind(addr).await?;
         let bound = listener.local_addr().ok();
         let shown = bound.map(|a| a.to_string()).unwrap_or_default();
