@@ -240,7 +240,7 @@ pub fn encode_raw(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
 }
 
 /// The exact fields (bytes) of a `raw` object written by [`encode_raw`], sorted by name.
-pub fn decode_raw(raw: &str) -> Result<crate::broker::Fields, String> {
+pub fn decode_raw(raw: &str) -> Result<crate::task::Fields, String> {
     let map: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(raw).map_err(|e| format!("raw is not a JSON object: {e}"))?;
     map.into_iter()
@@ -275,7 +275,7 @@ pub struct DeadLetter {
     /// The task, when the entry could be read as one.
     pub task: Option<Task>,
     /// For unreadable entries: the raw fields, bytes as read.
-    pub raw: Option<crate::broker::Fields>,
+    pub raw: Option<crate::task::Fields>,
     /// Failure class.
     pub class: FailureClass,
     /// Error message.

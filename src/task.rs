@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Names of the stream-entry fields of a task.
+/// The field/value pairs of a stream entry, as raw bytes.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 pub mod field {
     /// Producer-chosen idempotency key; redrive generates one when the producer gives none.
     pub const TASK_ID: &str = "task_id";

@@ -12,8 +12,7 @@ use redis::Value;
 
 use crate::error::{Error, Result};
 
-/// The field/value pairs of an entry, as raw bytes.
-pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+pub use crate::task::Fields;
 
 /// One stream entry as read.
 #[derive(Debug, Clone, PartialEq)]
