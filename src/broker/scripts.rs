@@ -77,10 +77,19 @@ pub(super) struct Scripts {
 pub(super) fn scripts() -> &'static Scripts {
     static S: OnceLock<Scripts> = OnceLock::new();
     S.get_or_init(|| Scripts {
-        ack: Script::new(include_str!("scripts/ack.lua")),
-        fast_ack: Script::new(include_str!("scripts/fast_ack.lua")),
+        ack: Script::new(concat!(
+            include_str!("scripts/lib/chunks.lua"),
+            include_str!("scripts/ack.lua")
+        )),
+        fast_ack: Script::new(concat!(
+            include_str!("scripts/lib/chunks.lua"),
+            include_str!("scripts/fast_ack.lua")
+        )),
         dead_letter: Script::new(include_str!("scripts/dead_letter.lua")),
-        retry: Script::new(include_str!("scripts/retry.lua")),
+        retry: Script::new(concat!(
+            include_str!("scripts/lib/chunks.lua"),
+            include_str!("scripts/retry.lua")
+        )),
         defer: Script::new(include_str!("scripts/defer.lua")),
         promote: Script::new(include_str!("scripts/promote.lua")),
         claim: Script::new(include_str!("scripts/claim.lua")),

@@ -19,22 +19,8 @@
 --
 -- Returns the number of ids acked and deleted. The others were not pending for this consumer:
 -- settled already, or reclaimed by another member, who now owns them.
--- Commands over many ids go in chunks of at most 1000 (Lua's unpack fails beyond a few
--- thousand values, and a flush may carry fleet.ack_batch = 5000 entries).
-local function chunks(cmd, head, list, per)
-  local n = 0
-  for i = 1, #list, per do
-    local args = {cmd}
-    for _, a in ipairs(head) do
-      args[#args + 1] = a
-    end
-    for j = i, math.min(i + per - 1, #list) do
-      args[#args + 1] = list[j]
-    end
-    n = n + redis.call(unpack(args))
-  end
-  return n
-end
+-- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, which the script
+-- registry prepends.
 local mine = {}
 local start = ARGV[3]
 while true do

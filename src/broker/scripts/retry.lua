@@ -23,22 +23,8 @@
 -- whereas a script whose first write is XACK would be let through. (Only the first write is
 -- checked: the later ZADD chunks go through once the first has.)
 
--- Commands over many ids go in chunks of at most 1000 (Lua's unpack fails beyond a few
--- thousand values, and a flush may carry fleet.ack_batch = 5000 entries).
-local function chunks(cmd, head, list, per)
-  local n = 0
-  for i = 1, #list, per do
-    local args = {cmd}
-    for _, a in ipairs(head) do
-      args[#args + 1] = a
-    end
-    for j = i, math.min(i + per - 1, #list) do
-      args[#args + 1] = list[j]
-    end
-    n = n + redis.call(unpack(args))
-  end
-  return n
-end
+-- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, which the script
+-- registry prepends.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, owned, zadd = {}, {}, {}
