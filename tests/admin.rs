@@ -251,22 +251,6 @@ async fn audit(env: &TestEnv) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-async fn lane(env: &TestEnv, tenant: &str) -> Vec<HashMap<String, String>> {
-    let mut raw = env.raw().await;
-    let v: redis::Value = redis::cmd("XRANGE")
-        .arg(format!("{}:{{{tenant}}}:lane", env.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    redrive::testkit::entries(v)
-        .unwrap()
-        .into_iter()
-        .map(|e| text_fields(e.fields.unwrap_or_default()))
-        .collect()
-}
-
 fn ids_of(list: &Value) -> Vec<String> {
     list["entries"]
         .as_array()
@@ -700,7 +684,7 @@ async fn a_replay_keeps_the_task_identity_and_runs_with_a_fix() {
         env.dead_letters("acme").await.is_empty(),
         "removed in the same step"
     );
-    let replayed = lane(&env, "acme").await;
+    let replayed = env.lane_entries("acme").await;
     assert_eq!(replayed.len(), 1, "re-added in the same step");
     let t = &replayed[0];
     assert_eq!(t["task_id"], "p-1", "the idempotency key is kept");
@@ -786,7 +770,7 @@ async fn replays_go_in_chronological_or_per_key_order_and_batches_skip_partials(
     let order = |tenant: &'static str| {
         let env = &env;
         async move {
-            lane(env, tenant)
+            env.lane_entries(tenant)
                 .await
                 .into_iter()
                 .map(|f| f["task_id"].clone())
@@ -928,7 +912,8 @@ patch = { locale = "en" }
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 3 of 3"), "{out}");
-    let by_id: HashMap<String, HashMap<String, String>> = lane(&env, "acme")
+    let by_id: HashMap<String, HashMap<String, String>> = env
+        .lane_entries("acme")
         .await
         .into_iter()
         .map(|f| (f["task_id"].clone(), f))
@@ -1844,7 +1829,7 @@ async fn a_repeated_id_is_one_selection_everywhere() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 1 of 1"), "{out}");
     assert!(!out.contains("already gone"), "{out}");
-    assert_eq!(lane(&env, "acme").await.len(), 1);
+    assert_eq!(env.lane_entries("acme").await.len(), 1);
 
     // Discard with the id twice: one dead letter discarded, one archived copy.
     let (code, out, err) = env.cli(&["dlq", "discard", b, b, "--reason", "dup", "--local"], &[]);

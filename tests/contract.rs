@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{eventually, text_fields, TestEnv};
+use common::{eventually, TestEnv};
 use redrive::testkit::BrokerExt;
 use redrive::testkit::{DeferItem, Deferred};
 use serde_json::Value;
@@ -64,23 +64,6 @@ async fn xadd(env: &TestEnv, tenant: &str, fields: &[(&[u8], &[u8])]) -> String 
         cmd.arg(*k).arg(*v);
     }
     cmd.query_async(&mut raw).await.unwrap()
-}
-
-/// The entries of `tenant`'s lane, as text.
-async fn lane(env: &TestEnv, tenant: &str) -> Vec<HashMap<String, String>> {
-    let mut raw = env.raw().await;
-    let v: redis::Value = redis::cmd("XRANGE")
-        .arg(format!("{}:{{{tenant}}}:lane", env.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    redrive::testkit::entries(v)
-        .unwrap()
-        .into_iter()
-        .map(|e| text_fields(e.fields.unwrap_or_default()))
-        .collect()
 }
 
 async fn wait_dead_letters(env: &TestEnv, tenant: &str, n: usize) -> Vec<HashMap<String, String>> {
@@ -279,7 +262,7 @@ async fn own_fields_travel_through_retries_dead_letters_and_replays() {
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    let lane = lane(&env, "acme").await;
+    let lane = env.lane_entries("acme").await;
     assert_eq!(lane.len(), 1);
     let replayed = &lane[0];
     assert_eq!(replayed["task_id"], "meta-1");
@@ -391,7 +374,7 @@ async fn enqueue_file_carries_own_fields_and_refuses_what_it_would_drop() {
     let (code, _, err) = env.cli(&["enqueue", "--file", file.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{err}");
     let broker = env.broker().await;
-    let f = &lane(&env, "acme").await[0];
+    let f = &env.lane_entries("acme").await[0];
     assert_eq!(f["tool_version"], "1.4.2");
     assert_eq!(f["env"], "prod");
     assert_eq!(f["payload"], "42");

@@ -7,54 +7,18 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{counts, eventually, http_get, Supervisor, TestEnv};
+use common::{counts, eventually, http_get, Act, Supervisor, TestEnv};
 use redrive::testkit::BrokerExt;
 use redrive::NewTask;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(180);
 
-fn activity_log(env: &TestEnv) -> PathBuf {
-    env.dir.join("activity.log")
-}
-
-/// One line of the demo agent's activity log.
-#[derive(Debug, Clone)]
-struct Activity {
-    start: bool,
-    task_id: String,
-    attempt: u32,
-    member: String,
-    at_ms: u64,
-}
-
-/// The activity log: a "start" line when a handler begins an attempt, an "end" line when it
-/// finishes (none when its process is killed mid-attempt).
-fn activity(env: &TestEnv) -> Vec<Activity> {
-    let text = std::fs::read_to_string(activity_log(env)).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let p: Vec<&str> = l.split(' ').collect();
-            if p.len() != 6 {
-                return None;
-            }
-            Some(Activity {
-                start: p[0] == "start",
-                task_id: p[2].to_owned(),
-                attempt: p[3].parse().ok()?,
-                member: p[4].to_owned(),
-                at_ms: p[5].parse().ok()?,
-            })
-        })
-        .collect()
-}
-
 /// Attempts started by `member` in (`after_ms`, `until_ms`] that have not ended: (task, attempt)
 /// with more starts than ends in that window.
-fn unfinished(acts: &[Activity], member: &str, after_ms: u64, until_ms: u64) -> Vec<String> {
+fn unfinished(acts: &[Act], member: &str, after_ms: u64, until_ms: u64) -> Vec<String> {
     let mut open: HashMap<(String, u32), i64> = HashMap::new();
     for a in acts
         .iter()
@@ -96,7 +60,7 @@ async fn innocent_tasks_survive_ten_kills_of_their_members() {
         .await;
     // Two slots and a read-ahead of 16: at any kill, most of what the victim holds was read
     // and never started. Two starts make a crash loop.
-    let log = activity_log(&env);
+    let log = env.activity_log();
     let log = log.to_string_lossy();
     let max_starts = 2;
     let cfg = [
@@ -131,7 +95,7 @@ async fn innocent_tasks_survive_ten_kills_of_their_members() {
         // The victim: a member that has been up a while, runs something and holds more than it
         // runs; never one running a task that a kill already cut short (that task would then
         // rightly end as a crash loop: it started twice on members that died under it).
-        let acts = activity(&env);
+        let acts = env.activity();
         let now = now_ms();
         let mut victim = None;
         for i in 0..sup.members.len() {
@@ -164,7 +128,7 @@ async fn innocent_tasks_survive_ten_kills_of_their_members() {
         running_at_kills += running;
         // What the victim had running when it died (its log lines are final now).
         let since = last_kill.insert(m.id.clone(), killed_at).unwrap_or(0);
-        for t in unfinished(&activity(&env), &m.id, since, killed_at) {
+        for t in unfinished(&env.activity(), &m.id, since, killed_at) {
             *killed_starts.entry(t).or_default() += 1;
         }
         next_kill = Instant::now() + Duration::from_millis(fastrand::u64(700..1500));
@@ -193,7 +157,7 @@ async fn innocent_tasks_survive_ten_kills_of_their_members() {
         .filter(|(_, n)| **n >= max_starts)
         .map(|(t, n)| (t.clone(), n.to_string()))
         .collect();
-    let acts = activity(&env);
+    let acts = env.activity();
     let starts = counts(acts.iter().filter(|a| a.start).map(|a| a.task_id.as_str()));
     let detail: Vec<String> = crash_loops
         .keys()
@@ -240,7 +204,7 @@ async fn a_task_that_aborts_its_member_is_a_crash_loop_after_exactly_max_deliver
         .await;
     env.enqueue("good", 200, json!({"simulate": "ok", "work_ms": 20}))
         .await;
-    let log = activity_log(&env);
+    let log = env.activity_log();
     let log = log.to_string_lossy();
     let cfg = [
         ("REDRIVE_FLEET__TASK_TIMEOUT_MS", "2000"),
@@ -284,7 +248,8 @@ async fn a_task_that_aborts_its_member_is_a_crash_loop_after_exactly_max_deliver
         "{:?}",
         dead[0]
     );
-    let starts = activity(&env)
+    let starts = env
+        .activity()
         .iter()
         .filter(|a| a.start && a.task_id == "poison")
         .count();

@@ -7,52 +7,15 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{counts, eventually, Member, TestEnv};
+use common::{counts, eventually, Act, Member, TestEnv};
 use redrive::testkit::BreakerTransition;
 use redrive::testkit::BrokerExt;
 use redrive::NewTask;
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(180);
-
-/// One line of the demo agent's activity log.
-#[derive(Debug, Clone)]
-struct Act {
-    start: bool,
-    tenant: String,
-    task_id: String,
-    attempt: u32,
-    member: String,
-    at_ms: u64,
-}
-
-fn activity_log(env: &TestEnv) -> PathBuf {
-    env.dir.join("activity.log")
-}
-
-/// The activity log, in the order its lines were written.
-fn activity(env: &TestEnv) -> Vec<Act> {
-    let text = std::fs::read_to_string(activity_log(env)).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let p: Vec<&str> = l.split(' ').collect();
-            if p.len() != 6 {
-                return None;
-            }
-            Some(Act {
-                start: p[0] == "start",
-                tenant: p[1].to_owned(),
-                task_id: p[2].to_owned(),
-                attempt: p[3].parse().ok()?,
-                member: p[4].to_owned(),
-                at_ms: p[5].parse().ok()?,
-            })
-        })
-        .collect()
-}
 
 /// The most attempts of `tenant` running at once, fleet-wide, by the order of the log. A start
 /// line is written after the attempt's slot was reserved and an end line before its entry is
@@ -84,7 +47,7 @@ async fn transitions(env: &TestEnv, tenant: &str) -> Vec<BreakerTransition> {
 }
 
 fn members(env: &TestEnv, n: usize, cfg: &str) -> Vec<Member> {
-    let log = activity_log(env);
+    let log = env.activity_log();
     let log = log.to_str().unwrap();
     (1..=n)
         .map(|i| {
@@ -217,7 +180,7 @@ async fn a_failing_tenant_is_held_back_and_one_probe_at_a_time_closes_its_breake
     }
     assert!(log[0].detail.contains("attempts failed within 60000 ms"));
 
-    let acts = activity(&env);
+    let acts = env.activity();
     let info = broker.breaker_info("flaky").await.unwrap();
     let mut half_open_windows = 0;
     for (i, t) in log.iter().enumerate() {
@@ -358,7 +321,7 @@ async fn a_poison_storm_leaves_other_tenants_at_least_80_percent_of_their_throug
     let storm_ended_ms = env.server_time_ms().await;
 
     let ratio = without.as_secs_f64() / with.as_secs_f64();
-    let attempts_of_a = starts(&activity(&env), "a")
+    let attempts_of_a = starts(&env.activity(), "a")
         .filter(|s| (storm_started_ms..=storm_ended_ms).contains(&s.at_ms))
         .count();
     eprintln!(
@@ -453,7 +416,7 @@ async fn a_tenants_concurrency_cap_holds_across_three_members() {
     let (_, reserved_peak) = broker.in_flight("capped").await.unwrap();
     stop(&mut ms);
 
-    let acts = activity(&env);
+    let acts = env.activity();
     let capped = peak_running(&acts, "capped");
     let free = peak_running(&acts, "free");
     let capped_members: HashSet<&str> =
@@ -493,7 +456,7 @@ async fn weights_share_a_member_between_tenants_with_work() {
     let mut ms = members(&env, 1, &cfg);
     env.wait_drained(&["gold", "basic"], LONG).await;
     stop(&mut ms);
-    let acts = activity(&env);
+    let acts = env.activity();
     // While both have a backlog (the first 200 starts), gold gets three turns for each of
     // basic's.
     let first: Vec<&Act> = acts.iter().filter(|a| a.start).take(200).collect();

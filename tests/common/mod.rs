@@ -526,3 +526,61 @@ pub fn counts<'a>(ids: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, us
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// One line of the demo agent's activity log: a "start" line when a handler begins an attempt,
+/// an "end" line when it finishes (none when its process is killed mid-attempt).
+#[derive(Debug, Clone)]
+pub struct Act {
+    pub start: bool,
+    pub tenant: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub member: String,
+    pub at_ms: u64,
+}
+
+impl TestEnv {
+    /// Where the demo agent of this env's members writes its activity log
+    /// (`REDRIVE_DEMO_AGENT__ACTIVITY_LOG`).
+    pub fn activity_log(&self) -> PathBuf {
+        self.dir.join("activity.log")
+    }
+
+    /// The activity log, in the order its lines were written.
+    pub fn activity(&self) -> Vec<Act> {
+        let text = std::fs::read_to_string(self.activity_log()).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let p: Vec<&str> = l.split(' ').collect();
+                if p.len() != 6 {
+                    return None;
+                }
+                Some(Act {
+                    start: p[0] == "start",
+                    tenant: p[1].to_owned(),
+                    task_id: p[2].to_owned(),
+                    attempt: p[3].parse().ok()?,
+                    member: p[4].to_owned(),
+                    at_ms: p[5].parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The entries of `tenant`'s lane, as text.
+    pub async fn lane_entries(&self, tenant: &str) -> Vec<HashMap<String, String>> {
+        let mut raw = self.raw().await;
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(format!("{}:{{{tenant}}}:lane", self.prefix))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        redrive::testkit::entries(v)
+            .unwrap()
+            .into_iter()
+            .map(|e| text_fields(e.fields.unwrap_or_default()))
+            .collect()
+    }
+}
