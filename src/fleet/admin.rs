@@ -26,7 +26,7 @@ use crate::admin::{CommandResult, Envelope};
 use crate::broker::{is_missing_group, Begin, Entry, Fields, FinishMode, LaneReader, ReadFrom};
 use crate::error::Error;
 use crate::shutdown::Shutdown;
-use crate::telemetry::names;
+use crate::telemetry::{events, names, RedisOp};
 
 /// Running commands: stream entry → command id.
 type Running = Arc<Mutex<HashMap<String, String>>>;
@@ -226,7 +226,7 @@ impl AdminLoop {
                 AdminStep::Read(0)
             }
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "admin_read").increment(1);
+                events::redis::redis_error(RedisOp::AdminRead);
                 tracing::warn!(error = %e, "reading admin commands failed");
                 // An entry delivered to a lost reply is pending here: drain our own again.
                 self.own_drained = false;
@@ -260,7 +260,7 @@ impl AdminLoop {
             }
             Ok(_) => {}
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "admin_beat").increment(1);
+                events::redis::redis_error(RedisOp::AdminBeat);
                 tracing::warn!(error = %e, "admin beat failed");
             }
         }
@@ -515,7 +515,7 @@ impl AdminLoop {
                 Ok(_) => {}
                 Err(e) => {
                     // Still pending here: retried after a restart or by another member.
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "admin_command").increment(1);
+                    events::redis::redis_error(RedisOp::AdminCommand);
                     tracing::warn!(command_id = %env.id, error = %e, "admin command could not be run or recorded; it stays pending");
                 }
             }

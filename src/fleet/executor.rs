@@ -31,7 +31,7 @@ use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
 use crate::isolation::Gate;
 use crate::shutdown::Shutdown;
 use crate::task::Task;
-use crate::telemetry::{names, panic_message};
+use crate::telemetry::{events, names, panic_message, RedisOp};
 
 /// The executor loop's settings and handles.
 pub(crate) struct ExecutorSettings {
@@ -162,8 +162,7 @@ impl Starter {
                                     broker.start(&tenant, member, &ids).await
                                 };
                                 if let Err(e) = &found {
-                                    metrics::counter!(names::REDIS_ERRORS, "op" => "start")
-                                        .increment(1);
+                                    events::redis::redis_error(RedisOp::Start);
                                     tracing::warn!(tenant = %tenant, entries = ids.len(), error = %e, "cannot record starts; the entries stay pending for a reclaim");
                                 }
                                 reply_marks(asks, found.ok());
@@ -480,7 +479,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             }
             Err(e) => {
                 // Still pending here: a later drain or reclaim takes it up again.
-                metrics::counter!(names::REDIS_ERRORS, "op" => "start").increment(1);
+                events::redis::redis_error(RedisOp::Start);
                 tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry; not run here, the entry stays pending for a reclaim");
                 let _ = ctx
                     .settle

@@ -10,7 +10,7 @@ use crate::broker::{Broker, TenantDepth};
 use crate::config::MetricsSettings;
 use crate::shutdown::Shutdown;
 pub use crate::telemetry::Health;
-use crate::telemetry::{names, OTHER_TENANT};
+use crate::telemetry::{events, names, RedisOp, OTHER_TENANT};
 
 /// A depth gauge: its name, how to read it, and whether zeros are left out.
 type Gauge = (&'static str, fn(&TenantDepth) -> u64, bool);
@@ -57,7 +57,7 @@ impl DepthRefresher {
             }
             Err(e) => {
                 self.health.set_redis(false);
-                metrics::counter!(names::REDIS_ERRORS, "op" => "depths").increment(1);
+                events::redis::redis_error(RedisOp::Depths);
                 tracing::warn!(error = %e, "cannot read tenant depths");
             }
         }
@@ -68,7 +68,7 @@ impl DepthRefresher {
             Ok(true) => self.health.redis_accepts(sent),
             Ok(false) => self.health.redis_refused("probe", sent),
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "oom_probe").increment(1);
+                events::redis::redis_error(RedisOp::OomProbe);
                 tracing::debug!(error = %e, "cannot probe whether redis accepts writes");
             }
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::shared::{Holding, Shared};
 use crate::broker::{Beat, Broker};
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, names, tenant_label, RedisOp};
 
 /// Ids per heartbeat script call.
 const CHUNK: usize = 500;
@@ -65,7 +65,7 @@ impl Heartbeat {
                         }
                     }
                     Err(e) => {
-                        metrics::counter!(names::REDIS_ERRORS, "op" => "heartbeat").increment(1);
+                        events::redis::redis_error(RedisOp::Heartbeat);
                         tracing::warn!(tenant = %tenant, error = %e, "heartbeat failed");
                     }
                 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::isolation::{BreakerState, BreakerView, Gate, IsolationSettings};
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, names, tenant_label, RedisOp};
 
 /// How long a member waits before asking again for slots the cap refused.
 const REFUSED_BACKOFF: Duration = Duration::from_millis(50);
@@ -242,7 +242,7 @@ impl Isolation {
                 }
             }
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_probe").increment(1);
+                events::redis::redis_error(RedisOp::BreakerProbe);
                 tracing::warn!(tenant = %tenant, error = %e, "cannot ask for a probe; holding the task back");
                 Gate::Defer(self.defer_delay(tenant))
             }
@@ -294,8 +294,7 @@ impl Isolation {
                     return;
                 }
                 Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_probe_done")
-                        .increment(1);
+                    events::redis::redis_error(RedisOp::BreakerProbeDone);
                     if attempt == 5 {
                         // The probe token expires by itself and another probe decides.
                         tracing::error!(tenant = %tenant, error = %e, "gave up reporting the probe's outcome; the probe token will expire and another probe decide");
@@ -361,7 +360,7 @@ impl Isolation {
                         out[i] = g.granted;
                     }
                     Err(e) => {
-                        metrics::counter!(names::REDIS_ERRORS, "op" => "slots").increment(1);
+                        events::redis::redis_error(RedisOp::Slots);
                         tracing::warn!(tenant = %tenant, error = %e, "cannot reserve slots; reading within the earlier reservation");
                         out[i] = spare;
                     }
@@ -454,7 +453,7 @@ impl Isolation {
                 }
                 Err(e) => {
                     // The counts are dropped: the breaker decides on a slightly smaller window.
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_record").increment(1);
+                    events::redis::redis_error(RedisOp::BreakerRecord);
                     tracing::warn!(tenant = %tenant, error = %e, "cannot report attempt outcomes to the breaker");
                 }
             }
@@ -463,7 +462,7 @@ impl Isolation {
 
     async fn read_breakers(&self, broker: &Broker, tenants: &[Arc<str>]) {
         if let Err(e) = self.load_views(broker, tenants).await {
-            metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_read").increment(1);
+            events::redis::redis_error(RedisOp::BreakerRead);
             tracing::warn!(error = %e, "cannot read the breakers; keeping the last view");
         }
     }
@@ -551,7 +550,7 @@ impl Isolation {
                     }
                 }
                 Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "slots").increment(1);
+                    events::redis::redis_error(RedisOp::Slots);
                     tracing::warn!(tenant = %tenant, error = %e, "cannot renew the in-flight reservation");
                 }
             }

@@ -21,7 +21,7 @@ use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, Read
 use crate::config::FleetSettings;
 use crate::error::Result;
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, names, tenant_label, RedisOp};
 
 /// The reader loop's state.
 pub(crate) struct Reader {
@@ -322,7 +322,7 @@ impl Reader {
     /// Handles a read error: recreates missing groups, or reconnects after a pause. Returns
     /// false when shutdown fired meanwhile.
     async fn recover(&mut self, e: crate::error::Error, shutdown: &Shutdown) -> bool {
-        metrics::counter!(names::REDIS_ERRORS, "op" => "read").increment(1);
+        events::redis::redis_error(RedisOp::Read);
         if is_missing_group(&e) {
             tracing::warn!(error = %e, "a lane or its group is gone; recreating groups");
             for tenant in self.tenant_of.values().cloned().collect::<Vec<_>>() {

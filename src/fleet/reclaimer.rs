@@ -13,7 +13,7 @@ use super::shared::Shared;
 use crate::broker::Broker;
 use crate::config::ReclaimSettings;
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, names, tenant_label, RedisOp};
 
 /// The reclaimer loop's state.
 pub(crate) struct Reclaimer {
@@ -113,7 +113,7 @@ impl Reclaimer {
         {
             Ok(step) => step,
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "reclaim").increment(1);
+                events::redis::redis_error(RedisOp::Reclaim);
                 tracing::warn!(tenant = %tenant, error = %e, "reclaim step failed");
                 return None;
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::shared::Shared;
 use crate::broker::Broker;
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, names, tenant_label, RedisOp};
 
 /// The recovery loop's settings and handles.
 pub(crate) struct Recoverer {
@@ -45,7 +45,7 @@ impl Recoverer {
                         }
                     }
                     Err(e) => {
-                        metrics::counter!(names::REDIS_ERRORS, "op" => "promote").increment(1);
+                        events::redis::redis_error(RedisOp::Promote);
                         tracing::warn!(tenant = %tenant, error = %e, "promoting due retries failed");
                         break;
                     }

@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::Policies;
 use crate::task::{now_ms, Task};
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, names, tenant_label, RedisOp};
 
 /// A failed attempt's next move.
 enum FailedMove {
@@ -274,17 +274,26 @@ impl Settler {
         let broker = &self.broker;
         let tenant_ref: &str = &tenant;
         let (a, b) = tokio::join!(
-            self.with_retry("ack", fast.len() as u64, Some(fast_first), || async {
-                if oldest.is_some_and(|t| t.elapsed() < window) {
-                    broker
-                        .ack_unclaimable(tenant_ref, &fast, fast_recovered)
-                        .await
-                } else {
-                    broker.ack(tenant_ref, member, &fast, fast_recovered).await
+            self.with_retry(
+                RedisOp::Ack,
+                fast.len() as u64,
+                Some(fast_first),
+                || async {
+                    if oldest.is_some_and(|t| t.elapsed() < window) {
+                        broker
+                            .ack_unclaimable(tenant_ref, &fast, fast_recovered)
+                            .await
+                    } else {
+                        broker.ack(tenant_ref, member, &fast, fast_recovered).await
+                    }
                 }
-            }),
-            self.with_retry("ack", checked.len() as u64, Some(checked_first), || broker
-                .ack(tenant_ref, member, &checked, checked_recovered)),
+            ),
+            self.with_retry(
+                RedisOp::Ack,
+                checked.len() as u64,
+                Some(checked_first),
+                || broker.ack(tenant_ref, member, &checked, checked_recovered)
+            ),
         );
         crate::failpoint::hit("after_ack");
         // Each half on its own: one given up at shutdown does not hide what the other wrote.
@@ -362,7 +371,7 @@ impl Settler {
     /// taken for another member's doing.
     async fn with_retry<T, F, Fut>(
         &self,
-        what: &'static str,
+        what: RedisOp,
         entries: u64,
         mut first: Option<oneshot::Sender<()>>,
         mut call: F,
@@ -384,7 +393,7 @@ impl Settler {
             match result {
                 Ok(value) => {
                     if waiting {
-                        health.settle_waiting(what, entries, false);
+                        health.settle_waiting(what.as_str(), entries, false);
                     }
                     return Some(Tried {
                         value,
@@ -392,25 +401,25 @@ impl Settler {
                     });
                 }
                 Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => what).increment(1);
+                    events::redis::redis_error(what);
                     earlier_may_have_run |= may_have_run(&e);
                     let oom = is_oom(&e);
                     if oom {
                         if !waiting {
                             waiting = true;
-                            health.settle_waiting(what, entries, true);
+                            health.settle_waiting(what.as_str(), entries, true);
                         }
-                        health.redis_refused(what, sent);
+                        health.redis_refused(what.as_str(), sent);
                     }
                     if self.shared.past_hard_deadline() {
                         if waiting {
-                            health.settle_waiting(what, entries, false);
+                            health.settle_waiting(what.as_str(), entries, false);
                         }
-                        tracing::error!(op = what, error = %e, "giving up at shutdown; the entries stay pending and will be redelivered");
+                        tracing::error!(op = what.as_str(), error = %e, "giving up at shutdown; the entries stay pending and will be redelivered");
                         return None;
                     }
                     if !oom {
-                        tracing::warn!(op = what, error = %e, retry_in_ms = delay.as_millis() as u64, "redis call failed; retrying");
+                        tracing::warn!(op = what.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64, "redis call failed; retrying");
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -428,7 +437,7 @@ impl Settler {
                     .increment(1);
                 let ids = [entry_id.as_str()];
                 if self
-                    .with_retry("ack_tombstone", 1, None, || {
+                    .with_retry(RedisOp::AckTombstone, 1, None, || {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await
@@ -586,9 +595,12 @@ impl Settler {
         let tenant = &tenant;
         let result = {
             let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
-            self.with_retry("schedule_retry", items.len() as u64, Some(first), || {
-                self.broker.schedule_retries(tenant, member, &items)
-            })
+            self.with_retry(
+                RedisOp::ScheduleRetry,
+                items.len() as u64,
+                Some(first),
+                || self.broker.schedule_retries(tenant, member, &items),
+            )
             .await
         };
         if let Some(tried) = result {
@@ -641,7 +653,7 @@ impl Settler {
         let member = &self.shared.member;
         let tenant = &tenant;
         let result = self
-            .with_retry("defer", items.len() as u64, Some(first), || {
+            .with_retry(RedisOp::Defer, items.len() as u64, Some(first), || {
                 self.broker.defer(tenant, member, &items)
             })
             .await;
@@ -689,7 +701,7 @@ impl Settler {
         min_idle: Duration,
     ) {
         let entry = self
-            .with_retry("read_entry", 1, None, || {
+            .with_retry(RedisOp::ReadEntry, 1, None, || {
                 self.broker.lane_entry(&tenant, &entry_id)
             })
             .await
@@ -699,7 +711,7 @@ impl Settler {
                 // Deleted meanwhile: a tombstone, acked so it leaves the PEL.
                 let ids = [entry_id.as_str()];
                 let _ = self
-                    .with_retry("ack_tombstone", 1, None, || {
+                    .with_retry(RedisOp::AckTombstone, 1, None, || {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await;
@@ -747,7 +759,7 @@ impl Settler {
         let fields = dl.to_fields();
         crate::failpoint::hit("before_dead_letter");
         let result = self
-            .with_retry("dead_letter", 1, None, || {
+            .with_retry(RedisOp::DeadLetter, 1, None, || {
                 self.broker.dead_letter(
                     tenant,
                     entry_id,

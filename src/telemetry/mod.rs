@@ -4,15 +4,18 @@
 //! embedder's [`Telemetry`].
 
 pub mod endpoint;
+pub mod events;
 mod health;
 mod install;
 mod logging;
 pub mod names;
 mod recorder;
+mod redis_op;
 mod settings;
 
 pub use health::Health;
 pub use install::Telemetry;
 pub use logging::{panic_message, LogFormat};
 pub use recorder::{install_prometheus, register_tenant, tenant_label, OTHER_TENANT};
+pub use redis_op::RedisOp;
 pub use settings::MetricsSettings;
