@@ -3,4 +3,5 @@
 //! target of the code that used to log it (`target: "redrive::fleet::settler"` and so on),
 //! because log filters name those targets.
 
+pub mod claims;
 pub mod redis;
