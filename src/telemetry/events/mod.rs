@@ -4,4 +4,5 @@
 //! because log filters name those targets.
 
 pub mod claims;
+pub mod read;
 pub mod redis;
