@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::Policies;
 use crate::task::{now_ms, Task};
-use crate::telemetry::{events, names, tenant_label, RedisOp};
+use crate::telemetry::{events, RedisOp};
 
 /// A failed attempt's next move.
 enum FailedMove {
@@ -318,15 +318,11 @@ impl Settler {
         if let Some(observer) = &self.shared.ack_observer {
             observer.acked(tenant, ids);
         }
-        let label = tenant_label(tenant);
-        metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
         let missing = ids.len() as u64 - acked;
         // Recovered counts only when every ack of the call went through, which is the normal
         // case; a missing ack is counted below.
         let recovered = if missing == 0 { recovered } else { 0 };
-        if recovered > 0 {
-            metrics::counter!(names::TASKS_RECOVERED, "tenant" => label).increment(recovered);
-        }
+        events::settle::tasks_completed(tenant, acked, recovered);
         let how = NotPending::judge(tried.earlier_may_have_run);
         self.not_pending(tenant, missing, how);
         if missing > 0 {
@@ -350,14 +346,13 @@ impl Settler {
         if n == 0 {
             return;
         }
-        let label = tenant_label(tenant);
         match how {
             NotPending::Lost => {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(n);
+                events::settle::settle_lost(tenant, n);
                 self.shared.stats.with(tenant, |t| t.settle_lost += n);
             }
             NotPending::ReplyLost => {
-                metrics::counter!(names::SETTLE_REPLY_LOST, "tenant" => label).increment(n);
+                events::settle::settle_reply_lost(tenant, n);
                 self.shared.stats.with(tenant, |t| t.settle_reply_lost += n);
             }
         }
@@ -415,11 +410,11 @@ impl Settler {
                         if waiting {
                             health.settle_waiting(what.as_str(), entries, false);
                         }
-                        tracing::error!(op = what.as_str(), error = %e, "giving up at shutdown; the entries stay pending and will be redelivered");
+                        events::settle::redis_gave_up(what, &e);
                         return None;
                     }
                     if !oom {
-                        tracing::warn!(op = what.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64, "redis call failed; retrying");
+                        events::settle::redis_retrying(what, &e, delay);
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -432,9 +427,7 @@ impl Settler {
     async fn settle_other(&self, s: Aside) {
         match s {
             Aside::Tombstone { tenant, entry_id } => {
-                tracing::error!(tenant = %tenant, entry_id = %entry_id, "pending entry was deleted before it ran: payload lost");
-                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
-                    .increment(1);
+                events::settle::entry_gone_before_run(&tenant, &entry_id);
                 let ids = [entry_id.as_str()];
                 if self
                     .with_retry(RedisOp::AckTombstone, 1, None, || {
@@ -503,8 +496,7 @@ impl Settler {
                     .await;
             }
             Aside::Lost { tenant, entry_id } => {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(&tenant))
-                    .increment(1);
+                events::settle::settle_lost(&tenant, 1);
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
@@ -538,8 +530,7 @@ impl Settler {
             duration,
             ..
         } = f;
-        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
-            .increment(1);
+        events::settle::attempt_failed(tenant, class);
         let log = TaskLog::of(task);
         if self.log_payloads {
             task_event!(
@@ -604,12 +595,11 @@ impl Settler {
             .await
         };
         if let Some(tried) = result {
-            let label = tenant_label(tenant);
             let how = NotPending::judge(tried.earlier_may_have_run);
             for (r, due) in items.iter().zip(tried.value) {
                 match due {
                     Some(due) => {
-                        metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
+                        events::settle::retry_scheduled(tenant, r.class);
                         task_event!(info, &r.log, class = %r.class, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
                         self.shared.stats.with(tenant, |t| t.retried += 1);
                     }
@@ -658,7 +648,6 @@ impl Settler {
             })
             .await;
         if let Some(tried) = result {
-            let label = tenant_label(tenant);
             let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
             for o in tried.value {
                 match o {
@@ -668,9 +657,7 @@ impl Settler {
                 }
             }
             if deferred > 0 {
-                metrics::counter!(names::TASKS_DEFERRED, "tenant" => label.clone())
-                    .increment(deferred);
-                tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
+                events::settle::tasks_deferred(tenant, deferred);
             }
             let how = NotPending::judge(tried.earlier_may_have_run);
             self.not_pending(tenant, lost, how);
@@ -678,8 +665,7 @@ impl Settler {
                 tracing::warn!(tenant = %tenant, entries = lost, "held-back entries settled by an earlier try whose reply was lost (most likely deferred then)");
             }
             if gone > 0 {
-                tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
-                metrics::counter!(names::TOMBSTONES, "tenant" => label).increment(gone);
+                events::settle::entries_gone_before_run(tenant, gone);
             }
             self.shared.stats.with(tenant, |t| {
                 t.deferred += deferred;
@@ -715,8 +701,7 @@ impl Settler {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await;
-                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
-                    .increment(1);
+                events::settle::entry_deleted_meanwhile(&tenant);
             }
             self.shared.release(&tenant, [entry_id.as_str()]);
             return;
@@ -772,10 +757,8 @@ impl Settler {
             .await;
         if let Some(tried) = result {
             let r = tried.value;
-            let label = tenant_label(tenant);
             if r.moved {
-                metrics::counter!(names::DEAD_LETTERED, "tenant" => label.clone(), "class" => dl.class.as_str())
-                    .increment(1);
+                events::settle::dead_lettered(tenant, dl.class);
                 task_event!(
                     warn, &TaskLog::of_dead_letter(tenant, &dl), entry_id = %entry_id,
                     class = %dl.class, dead_letter_id = %r.id, action = dl.action().as_str(), "task dead-lettered"
@@ -797,8 +780,7 @@ impl Settler {
                 }
             }
             if r.trimmed > 0 {
-                metrics::counter!(names::DLQ_TRIMMED, "tenant" => label).increment(r.trimmed);
-                tracing::warn!(tenant = %tenant, trimmed = r.trimmed, "dead-letter cap trimmed the oldest dead letters");
+                events::settle::dlq_trimmed(tenant, r.trimmed);
             }
         }
         self.shared.release(tenant, [entry_id]);

@@ -6,3 +6,4 @@
 pub mod claims;
 pub mod read;
 pub mod redis;
+pub mod settle;
