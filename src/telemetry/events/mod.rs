@@ -4,6 +4,7 @@
 //! because log filters name those targets.
 
 pub mod claims;
+pub mod isolation;
 pub mod read;
 pub mod redis;
 pub mod settle;
