@@ -5,6 +5,7 @@
 
 pub mod attempt;
 pub mod claims;
+pub mod health;
 pub mod isolation;
 pub mod read;
 pub mod redis;
