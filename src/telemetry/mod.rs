@@ -16,6 +16,6 @@ mod settings;
 pub use health::Health;
 pub use install::Telemetry;
 pub use logging::{panic_message, LogFormat};
-pub use recorder::{install_prometheus, tenant_label, OTHER_TENANT};
+pub use recorder::{install_prometheus, OTHER_TENANT};
 pub use redis_op::RedisOp;
 pub use settings::MetricsSettings;

@@ -3,6 +3,7 @@
 //! target of the code that used to log it (`target: "redrive::fleet::settler"` and so on),
 //! because log filters name those targets.
 
+pub mod admin;
 pub mod attempt;
 pub mod claims;
 pub mod health;
