@@ -322,7 +322,7 @@ impl Reader {
     /// Handles a read error: recreates missing groups, or reconnects after a pause. Returns
     /// false when shutdown fired meanwhile.
     async fn recover(&mut self, e: crate::error::Error, shutdown: &Shutdown) -> bool {
-        events::redis::redis_error(RedisOp::Read);
+        events::redis_calls::failed(RedisOp::Read);
         if is_missing_group(&e) {
             tracing::warn!(error = %e, "a lane or its group is gone; recreating groups");
             for tenant in self.tenant_of.values().cloned().collect::<Vec<_>>() {

@@ -396,7 +396,7 @@ impl Settler {
                     });
                 }
                 Err(e) => {
-                    events::redis::redis_error(what);
+                    events::redis_calls::failed(what);
                     earlier_may_have_run |= may_have_run(&e);
                     let oom = is_oom(&e);
                     if oom {

@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use crate::telemetry::events::redis::redis_error;
+use crate::telemetry::events::redis_calls;
 use crate::telemetry::names;
 use crate::telemetry::recorder::tenant_label;
 use crate::telemetry::redis_op::RedisOp;
@@ -61,19 +61,19 @@ pub fn command_unreadable(entry_id: &str, why: &dyn Display) {
 
 /// Reading the admin stream failed.
 pub fn read_failed(error: &crate::Error) {
-    redis_error(RedisOp::AdminRead);
+    redis_calls::failed(RedisOp::AdminRead);
     tracing::warn!(target: LOOP, error = %error, "reading admin commands failed");
 }
 
 /// The admin loop's beat on the commands it runs failed.
 pub fn beat_failed(error: &crate::Error) {
-    redis_error(RedisOp::AdminBeat);
+    redis_calls::failed(RedisOp::AdminBeat);
     tracing::warn!(target: LOOP, error = %error, "admin beat failed");
 }
 
 /// An admin command could not be run or recorded; it stays pending.
 pub fn command_failed(command_id: &str, error: &crate::Error) {
-    redis_error(RedisOp::AdminCommand);
+    redis_calls::failed(RedisOp::AdminCommand);
     tracing::warn!(target: LOOP, command_id = %command_id, error = %error, "admin command could not be run or recorded; it stays pending");
 }
 

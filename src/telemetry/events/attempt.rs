@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::telemetry::events::redis::redis_error;
+use crate::telemetry::events::redis_calls;
 use crate::telemetry::names;
 use crate::telemetry::redis_op::RedisOp;
 
@@ -52,12 +52,12 @@ impl Default for AttemptMeters {
 
 /// Recording the starts of `entries` of `tenant`'s entries failed; they stay pending.
 pub fn starts_failed(tenant: &str, entries: usize, error: &crate::Error) {
-    redis_error(RedisOp::Start);
+    redis_calls::failed(RedisOp::Start);
     tracing::warn!(target: TARGET, tenant = %tenant, entries, error = %error, "cannot record starts; the entries stay pending for a reclaim");
 }
 
 /// Starting a taken-over entry of `tenant` failed; it is not run here and stays pending.
 pub fn takeover_start_failed(tenant: &str, entry_id: &str, error: &crate::Error) {
-    redis_error(RedisOp::Start);
+    redis_calls::failed(RedisOp::Start);
     tracing::warn!(target: TARGET, tenant = %tenant, entry_id = %entry_id, error = %error, "cannot start a taken-over entry; not run here, the entry stays pending for a reclaim");
 }

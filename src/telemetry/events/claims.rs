@@ -2,7 +2,7 @@
 //! entries and the recoverer's promotion of due retries. Each event keeps the log target of
 //! the loop that reports it.
 
-use crate::telemetry::events::redis::redis_error;
+use crate::telemetry::events::redis_calls;
 use crate::telemetry::names;
 use crate::telemetry::recorder::tenant_label;
 use crate::telemetry::redis_op::RedisOp;
@@ -23,7 +23,7 @@ pub fn ownership_lost(tenant: &str, lost: usize) {
 
 /// A heartbeat's lease renewal for `tenant` failed.
 pub fn heartbeat_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::Heartbeat);
+    redis_calls::failed(RedisOp::Heartbeat);
     tracing::warn!(target: HEARTBEAT, tenant = %tenant, error = %error, "heartbeat failed");
 }
 
@@ -35,7 +35,7 @@ pub fn reclaimed(tenant: &str, n: usize) {
 
 /// A reclaim step for `tenant` failed.
 pub fn reclaim_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::Reclaim);
+    redis_calls::failed(RedisOp::Reclaim);
     tracing::warn!(target: RECLAIMER, tenant = %tenant, error = %error, "reclaim step failed");
 }
 
@@ -46,6 +46,6 @@ pub fn retries_promoted(tenant: &str, n: u64) {
 
 /// The recoverer's promotion of `tenant`'s due retries failed.
 pub fn promote_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::Promote);
+    redis_calls::failed(RedisOp::Promote);
     tracing::warn!(target: RECOVERER, tenant = %tenant, error = %error, "promoting due retries failed");
 }

@@ -1,7 +1,7 @@
 //! The health loop's reports: readiness, memory refusals, stream depths and its Redis
 //! failures. Logged under the health loop's target.
 
-use crate::telemetry::events::redis::redis_error;
+use crate::telemetry::events::redis_calls;
 use crate::telemetry::names;
 use crate::telemetry::redis_op::RedisOp;
 
@@ -10,13 +10,13 @@ const TARGET: &str = "redrive::fleet::health";
 
 /// Reading the tenant depths failed.
 pub fn depths_failed(error: &crate::Error) {
-    redis_error(RedisOp::Depths);
+    redis_calls::failed(RedisOp::Depths);
     tracing::warn!(target: TARGET, error = %error, "cannot read tenant depths");
 }
 
 /// Probing whether Redis accepts writes failed.
 pub fn oom_probe_failed(error: &crate::Error) {
-    redis_error(RedisOp::OomProbe);
+    redis_calls::failed(RedisOp::OomProbe);
     tracing::debug!(target: TARGET, error = %error, "cannot probe whether redis accepts writes");
 }
 

@@ -3,7 +3,7 @@
 //! target tests/isolation.rs filters on.
 
 use crate::isolation::BreakerState;
-use crate::telemetry::events::redis::redis_error;
+use crate::telemetry::events::redis_calls;
 use crate::telemetry::names;
 use crate::telemetry::recorder::tenant_label;
 use crate::telemetry::redis_op::RedisOp;
@@ -47,13 +47,13 @@ pub fn tenant_in_flight(tenant: &str, n: usize) {
 
 /// Asking for a probe of `tenant`'s breaker failed; the task is held back.
 pub fn probe_ask_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::BreakerProbe);
+    redis_calls::failed(RedisOp::BreakerProbe);
     tracing::warn!(target: TARGET, tenant = %tenant, error = %error, "cannot ask for a probe; holding the task back");
 }
 
 /// Reporting a probe's outcome for `tenant` failed; `gave_up` after the last try.
 pub fn probe_report_failed(tenant: &str, error: &crate::Error, gave_up: bool) {
-    redis_error(RedisOp::BreakerProbeDone);
+    redis_calls::failed(RedisOp::BreakerProbeDone);
     if gave_up {
         // The probe token expires by itself and another probe decides.
         tracing::error!(target: TARGET, tenant = %tenant, error = %error, "gave up reporting the probe's outcome; the probe token will expire and another probe decide");
@@ -64,24 +64,24 @@ pub fn probe_report_failed(tenant: &str, error: &crate::Error, gave_up: bool) {
 
 /// Reserving slots for `tenant` failed; the reader reads within the earlier reservation.
 pub fn slots_reserve_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::Slots);
+    redis_calls::failed(RedisOp::Slots);
     tracing::warn!(target: TARGET, tenant = %tenant, error = %error, "cannot reserve slots; reading within the earlier reservation");
 }
 
 /// Renewing `tenant`'s in-flight reservation failed.
 pub fn slots_renew_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::Slots);
+    redis_calls::failed(RedisOp::Slots);
     tracing::warn!(target: TARGET, tenant = %tenant, error = %error, "cannot renew the in-flight reservation");
 }
 
 /// Reporting attempt outcomes of `tenant` to its breaker failed (the counts are dropped).
 pub fn outcomes_report_failed(tenant: &str, error: &crate::Error) {
-    redis_error(RedisOp::BreakerRecord);
+    redis_calls::failed(RedisOp::BreakerRecord);
     tracing::warn!(target: TARGET, tenant = %tenant, error = %error, "cannot report attempt outcomes to the breaker");
 }
 
 /// Reading the breakers failed; the last view is kept.
 pub fn breakers_read_failed(error: &crate::Error) {
-    redis_error(RedisOp::BreakerRead);
+    redis_calls::failed(RedisOp::BreakerRead);
     tracing::warn!(target: TARGET, error = %error, "cannot read the breakers; keeping the last view");
 }

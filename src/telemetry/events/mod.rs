@@ -9,5 +9,5 @@ pub mod claims;
 pub mod health;
 pub mod isolation;
 pub mod read;
-pub mod redis;
+pub mod redis_calls;
 pub mod settle;

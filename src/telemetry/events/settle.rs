@@ -35,7 +35,7 @@ pub fn settle_reply_lost(tenant: &str, n: u64) {
 }
 
 /// A settling Redis call `op` is abandoned at shutdown (the failure itself is counted by
-/// [`redis_error`](super::redis::redis_error)).
+/// [`redis_calls::failed`](super::redis_calls::failed)).
 pub fn redis_gave_up(op: RedisOp, error: &crate::Error) {
     tracing::error!(target: TARGET, op = op.as_str(), error = %error, "giving up at shutdown; the entries stay pending and will be redelivered");
 }

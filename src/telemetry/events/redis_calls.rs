@@ -5,6 +5,6 @@ use crate::telemetry::redis_op::RedisOp;
 
 /// Counts one failed Redis call of kind `op` in `redrive_redis_errors_total`. The events that
 /// report a failure (and log it with their own words) call this for the metric.
-pub fn redis_error(op: RedisOp) {
+pub fn failed(op: RedisOp) {
     metrics::counter!(names::REDIS_ERRORS, "op" => op.as_str()).increment(1);
 }
