@@ -24,7 +24,6 @@ use tokio::task::JoinSet;
 
 use super::settlement::{Aside, Failed, Settlement};
 use super::shared::{Job, Lost, Shared, Work};
-use super::tasklog::{task_event, TaskLog};
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
 use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
@@ -33,6 +32,7 @@ use crate::shutdown::Shutdown;
 use crate::task::Task;
 use crate::telemetry::events::{self, attempt::AttemptMeters};
 use crate::telemetry::panic_message;
+use crate::telemetry::tasklog::{task_event, TaskLog};
 
 /// The executor loop's settings and handles.
 pub(crate) struct ExecutorSettings {

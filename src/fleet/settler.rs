@@ -22,13 +22,13 @@ use tokio::task::JoinSet;
 use super::next_move::{next_move, MoveInputs, NextMove};
 use super::settlement::{Aside, Failed, Settlement};
 use super::shared::Shared;
-use super::tasklog::{task_event, TaskLog};
 use crate::broker::{is_oom, may_have_run, Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::DeadLetter;
 use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::Policies;
 use crate::task::{now_ms, Task};
+use crate::telemetry::tasklog::{task_event, TaskLog};
 use crate::telemetry::{events, RedisOp};
 
 /// A failed attempt's next move.
@@ -530,19 +530,18 @@ impl Settler {
             duration,
             ..
         } = f;
-        events::settle::attempt_failed(tenant, class);
         let log = TaskLog::of(task);
-        if self.log_payloads {
-            task_event!(
-                warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
-                poison, error = %reason, payload = %task.payload, "task attempt failed"
-            );
-        } else {
-            task_event!(
-                warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
-                poison, error = %reason, "task attempt failed"
-            );
-        }
+        let failure = events::settle::AttemptFailure {
+            class,
+            deliveries,
+            duration,
+            poison,
+            reason,
+            payload: self
+                .log_payloads
+                .then_some(&task.payload as &dyn std::fmt::Display),
+        };
+        events::settle::attempt_failed(tenant, &log, &failure);
         self.shared.stats.with(tenant, |t| t.failed_attempts += 1);
         let (tenant, entry_id) = (f.tenant.clone(), f.entry_id.clone());
         let member = self.shared.member.to_string();
@@ -599,8 +598,7 @@ impl Settler {
             for (r, due) in items.iter().zip(tried.value) {
                 match due {
                     Some(due) => {
-                        events::settle::retry_scheduled(tenant, r.class);
-                        task_event!(info, &r.log, class = %r.class, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
+                        events::settle::retry_scheduled(tenant, &r.log, r.class, r.item.delay, due);
                         self.shared.stats.with(tenant, |t| t.retried += 1);
                     }
                     None => {
@@ -758,10 +756,13 @@ impl Settler {
         if let Some(tried) = result {
             let r = tried.value;
             if r.moved {
-                events::settle::dead_lettered(tenant, dl.class);
-                task_event!(
-                    warn, &TaskLog::of_dead_letter(tenant, &dl), entry_id = %entry_id,
-                    class = %dl.class, dead_letter_id = %r.id, action = dl.action().as_str(), "task dead-lettered"
+                events::settle::dead_lettered(
+                    tenant,
+                    &TaskLog::of_dead_letter(tenant, &dl),
+                    entry_id,
+                    dl.class,
+                    &r.id,
+                    dl.action().as_str(),
                 );
                 self.shared.stats.with(tenant, |t| {
                     *t.dead_lettered

@@ -1,7 +1,6 @@
 //! What the settler reports: acks, entries no longer pending, failed attempts, retries,
 //! deferrals, dead letters and the dead-letter cap, and its Redis calls' retries. Logged under
-//! the settler's target. Lines about one task are written by the settler itself (with the
-//! task's fields); their metric is recorded here.
+//! the settler's target; lines about one task carry its fields (a [`TaskLog`]).
 
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use crate::handler::FailureClass;
 use crate::telemetry::names;
 use crate::telemetry::recorder::tenant_label;
 use crate::telemetry::redis_op::RedisOp;
+use crate::telemetry::tasklog::{task_event, TaskLog};
 
 /// The settler's module path, which log filters name.
 const TARGET: &str = "redrive::fleet::settler";
@@ -62,16 +62,53 @@ pub fn entries_gone_before_run(tenant: &str, n: u64) {
     metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(tenant)).increment(n);
 }
 
-/// An attempt of one of `tenant`'s tasks failed with `class`.
-pub fn attempt_failed(tenant: &str, class: FailureClass) {
-    metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
-        .increment(1);
+/// How an attempt failed, as its log line shows it.
+pub struct AttemptFailure<'a> {
+    /// The failure's class.
+    pub class: FailureClass,
+    /// Deliveries of the entry so far.
+    pub deliveries: u64,
+    /// How long the attempt ran.
+    pub duration: Duration,
+    /// Whether the entry counts as poison (delivered too often).
+    pub poison: bool,
+    /// The failure's reason.
+    pub reason: &'a str,
+    /// The task's payload, when payloads may be logged.
+    pub payload: Option<&'a dyn std::fmt::Display>,
 }
 
-/// A retry of one of `tenant`'s tasks, failed with `class`, was scheduled.
-pub fn retry_scheduled(tenant: &str, class: FailureClass) {
+/// An attempt of `log`'s task (of `tenant`) failed.
+pub fn attempt_failed(tenant: &str, log: &TaskLog, f: &AttemptFailure<'_>) {
+    let (class, deliveries, poison, reason) = (f.class, f.deliveries, f.poison, f.reason);
+    metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
+        .increment(1);
+    let duration_ms = f.duration.as_millis() as u64;
+    if let Some(payload) = f.payload {
+        task_event!(
+            warn, target: TARGET, log, class = %class, deliveries, duration_ms,
+            poison, error = %reason, payload = %payload, "task attempt failed"
+        );
+    } else {
+        task_event!(
+            warn, target: TARGET, log, class = %class, deliveries, duration_ms,
+            poison, error = %reason, "task attempt failed"
+        );
+    }
+}
+
+/// A retry of `log`'s task (of `tenant`), failed with `class`, was scheduled after `delay`,
+/// due at `due_ms`.
+pub fn retry_scheduled(
+    tenant: &str,
+    log: &TaskLog,
+    class: FailureClass,
+    delay: Duration,
+    due_ms: u64,
+) {
     metrics::counter!(names::TASKS_RETRIED, "tenant" => tenant_label(tenant), "class" => class.as_str())
         .increment(1);
+    task_event!(info, target: TARGET, log, class = %class, delay_ms = delay.as_millis() as u64, due_ms, "retry scheduled");
 }
 
 /// `n` of `tenant`'s tasks held back by its breaker were deferred unattempted (n > 0).
@@ -80,10 +117,22 @@ pub fn tasks_deferred(tenant: &str, n: u64) {
     tracing::info!(target: TARGET, tenant = %tenant, deferred = n, "tasks held back by the tenant's breaker, deferred unattempted");
 }
 
-/// One of `tenant`'s tasks, failed with `class`, was moved to the dead-letter stream.
-pub fn dead_lettered(tenant: &str, class: FailureClass) {
+/// Entry `entry_id` of `tenant` (`log`'s task), failed with `class`, was moved to the
+/// dead-letter stream as `dead_letter_id`; `action` says what an operator may do with it.
+pub fn dead_lettered(
+    tenant: &str,
+    log: &TaskLog,
+    entry_id: &str,
+    class: FailureClass,
+    dead_letter_id: &str,
+    action: &str,
+) {
     metrics::counter!(names::DEAD_LETTERED, "tenant" => tenant_label(tenant), "class" => class.as_str())
         .increment(1);
+    task_event!(
+        warn, target: TARGET, log, entry_id = %entry_id,
+        class = %class, dead_letter_id = %dead_letter_id, action, "task dead-lettered"
+    );
 }
 
 /// The dead-letter cap trimmed `n` of `tenant`'s oldest dead letters (n > 0).
