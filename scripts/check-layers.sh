@@ -3,7 +3,8 @@
 #  - the library never imports the application (src/app/);
 #  - only src/broker/ names the Redis client (`redis::`);
 #  - only src/app/ names clap (the `app` feature's dependency);
-#  - nothing in src/ imports the testkit (it exists for tests/ only).
+#  - nothing in src/ imports the testkit (it exists for tests/ only);
+#  - only src/telemetry/ records metrics (`metrics::` macros and handles; telemetry as events).
 # Prints each offending line and exits 1 when a boundary is crossed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,7 @@ check "code outside src/app/ names clap" \
   "$(grep -rnE '\bclap::' src --include='*.rs' | grep -v '^src/app/' || true)"
 check "production code imports the testkit" \
   "$(grep -rnE '\btestkit::' src --include='*.rs' | grep -v '^src/testkit\.rs:' || true)"
+check "code outside src/telemetry/ records metrics (use a telemetry event)" \
+  "$(grep -rnE '(^|[^[:alnum:]_:])metrics::(counter|gauge|histogram|describe_|Counter|Gauge|Histogram)|\buse metrics\b' src --include='*.rs' | grep -v '^src/telemetry/' || true)"
 
 exit "$status"

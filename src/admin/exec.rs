@@ -15,7 +15,7 @@ use crate::broker::{BeginCommand, Broker, FinishMode};
 use crate::deadletter::bounded;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
-use crate::telemetry::names;
+use crate::telemetry::events;
 
 /// Executes one command. Replays may run long; `stop` interrupts them between steps.
 pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Executed {
@@ -91,11 +91,12 @@ pub async fn run_command(
                     None => Ran::Result(result),
                 });
             }
-            metrics::counter!(names::ADMIN_COMMANDS, "command" => name, "outcome" => result.outcome.clone())
-                .increment(1);
-            tracing::info!(
-                command_id = %env.id, operator = %env.operator, command = name,
-                outcome = %result.outcome, member = %ctx.executor, "admin command"
+            events::admin::command_ran(
+                &env.id,
+                &env.operator,
+                name,
+                &result.outcome,
+                &ctx.executor,
             );
             Ok(Ran::Result(result))
         }
@@ -116,9 +117,7 @@ pub async fn run_command(
                 &[],
             )
             .await?;
-            metrics::counter!(names::ADMIN_COMMANDS, "command" => name, "outcome" => "duplicate")
-                .increment(1);
-            tracing::info!(command_id = %env.id, operator = %env.operator, command = name, outcome = "duplicate", "admin command id seen again; not executed twice");
+            events::admin::command_duplicate(&env.id, &env.operator, name);
             Ok(Ran::Result(r))
         }
         BeginCommand::Running(member) => {
@@ -155,9 +154,7 @@ pub async fn run_command(
                 &audit_fields(env, &result, entry),
             )
             .await?;
-            metrics::counter!(names::ADMIN_COMMANDS, "command" => name, "outcome" => "expired")
-                .increment(1);
-            tracing::info!(command_id = %env.id, operator = %env.operator, command = name, outcome = "expired", "admin command expired before it started; not executed");
+            events::admin::command_expired(&env.id, &env.operator, name);
             Ok(Ran::Expired)
         }
     }

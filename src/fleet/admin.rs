@@ -26,7 +26,7 @@ use crate::admin::{CommandResult, Envelope};
 use crate::broker::{is_missing_group, Begin, Entry, Fields, FinishMode, LaneReader, ReadFrom};
 use crate::error::Error;
 use crate::shutdown::Shutdown;
-use crate::telemetry::names;
+use crate::telemetry::events;
 
 /// Running commands: stream entry → command id.
 type Running = Arc<Mutex<HashMap<String, String>>>;
@@ -226,8 +226,7 @@ impl AdminLoop {
                 AdminStep::Read(0)
             }
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "admin_read").increment(1);
-                tracing::warn!(error = %e, "reading admin commands failed");
+                events::admin::read_failed(&e);
                 // An entry delivered to a lost reply is pending here: drain our own again.
                 self.own_drained = false;
                 self.next_reclaim = Instant::now();
@@ -260,8 +259,7 @@ impl AdminLoop {
             }
             Ok(_) => {}
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "admin_beat").increment(1);
-                tracing::warn!(error = %e, "admin beat failed");
+                events::admin::beat_failed(&e);
             }
         }
     }
@@ -429,9 +427,7 @@ impl AdminLoop {
             Err((_, why)) => why,
             Ok(_) => return,
         };
-        tracing::warn!(entry = %entry_id, error = %why, "unreadable admin command; dropped with a note in the audit trail");
-        metrics::counter!(names::ADMIN_COMMANDS, "command" => "unknown", "outcome" => "invalid")
-            .increment(1);
+        events::admin::command_unreadable(entry_id, &why);
         let _ = ctx
             .broker
             .admin_finish(
@@ -515,8 +511,7 @@ impl AdminLoop {
                 Ok(_) => {}
                 Err(e) => {
                     // Still pending here: retried after a restart or by another member.
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "admin_command").increment(1);
-                    tracing::warn!(command_id = %env.id, error = %e, "admin command could not be run or recorded; it stays pending");
+                    events::admin::command_failed(&env.id, &e);
                 }
             }
             if let Ok(mut r) = running.lock() {
@@ -588,7 +583,7 @@ async fn finish(ctx: &AdminContext, env: &Envelope, entry_id: &str, r: &CommandR
         ("exit_code", r.exit_code.to_string()),
         ("message", r.message.clone()),
     ];
-    metrics::counter!(names::ADMIN_COMMANDS, "command" => r.command.clone(), "outcome" => r.outcome.clone()).increment(1);
+    events::admin::command_finished(&r.command, &r.outcome);
     if let Err(e) = ctx
         .broker
         .admin_finish(

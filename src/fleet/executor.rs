@@ -24,14 +24,15 @@ use tokio::task::JoinSet;
 
 use super::settlement::{Aside, Failed, Settlement};
 use super::shared::{Job, Lost, Shared, Work};
-use super::tasklog::{task_event, TaskLog};
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
 use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
 use crate::isolation::Gate;
 use crate::shutdown::Shutdown;
 use crate::task::Task;
-use crate::telemetry::{names, panic_message};
+use crate::telemetry::events::{self, attempt::AttemptMeters};
+use crate::telemetry::panic_message;
+use crate::telemetry::tasklog::{task_event, TaskLog};
 
 /// The executor loop's settings and handles.
 pub(crate) struct ExecutorSettings {
@@ -73,18 +74,10 @@ pub(crate) enum Dispatch {
     Stopped,
 }
 
-/// Metric handles resolved once per member, not per attempt.
-#[derive(Clone)]
-struct Meters {
-    queue_wait: metrics::Histogram,
-    duration: metrics::Histogram,
-    in_flight: metrics::Gauge,
-}
-
 /// Everything one attempt needs besides its job.
 #[derive(Clone)]
 struct AttemptCtx {
-    meters: Meters,
+    meters: AttemptMeters,
     broker: Broker,
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
@@ -162,9 +155,7 @@ impl Starter {
                                     broker.start(&tenant, member, &ids).await
                                 };
                                 if let Err(e) = &found {
-                                    metrics::counter!(names::REDIS_ERRORS, "op" => "start")
-                                        .increment(1);
-                                    tracing::warn!(tenant = %tenant, entries = ids.len(), error = %e, "cannot record starts; the entries stay pending for a reclaim");
+                                    events::attempt::starts_failed(&tenant, ids.len(), e);
                                 }
                                 reply_marks(asks, found.ok());
                             }
@@ -217,11 +208,7 @@ impl Executor {
     /// An executor with `cfg`; its start recorder is spawned on the current runtime.
     pub(crate) fn new(cfg: ExecutorSettings) -> Executor {
         let ctx = AttemptCtx {
-            meters: Meters {
-                queue_wait: metrics::histogram!(names::QUEUE_WAIT),
-                duration: metrics::histogram!(names::TASK_DURATION),
-                in_flight: metrics::gauge!(names::IN_FLIGHT),
-            },
+            meters: AttemptMeters::new(),
             broker: cfg.broker.clone(),
             shared: cfg.shared.clone(),
             handler: cfg.handler.clone(),
@@ -480,8 +467,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             }
             Err(e) => {
                 // Still pending here: a later drain or reclaim takes it up again.
-                metrics::counter!(names::REDIS_ERRORS, "op" => "start").increment(1);
-                tracing::warn!(tenant = %tenant, entry_id = %entry_id, error = %e, "cannot start a taken-over entry; not run here, the entry stays pending for a reclaim");
+                events::attempt::takeover_start_failed(&tenant, &entry_id, &e);
                 let _ = ctx
                     .settle
                     .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
@@ -547,8 +533,7 @@ async fn attempt(
     let log = TaskLog::of(&task);
     task_event!(debug, &log, entry_id = %entry_id, deliveries, "attempt started");
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
-    ctx.meters.queue_wait.record(wait_ms as f64 / 1000.0);
-    ctx.meters.in_flight.increment(1.0);
+    ctx.meters.started(wait_ms);
     let started = Instant::now();
     let tctx = TaskContext::new(ctx.shared.member.clone());
     let outcome = tokio::select! {
@@ -556,8 +541,7 @@ async fn attempt(
         _ = lost.wait() => None,
     };
     let duration = started.elapsed();
-    ctx.meters.in_flight.decrement(1.0);
-    ctx.meters.duration.record(duration.as_secs_f64());
+    ctx.meters.finished(duration);
     let Some(outcome) = outcome else {
         task_event!(warn, &log, entry_id = %entry_id, "attempt stopped: another member took the entry over");
         let _ = ctx

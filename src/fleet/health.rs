@@ -10,7 +10,7 @@ use crate::broker::{Broker, TenantDepth};
 use crate::config::MetricsSettings;
 use crate::shutdown::Shutdown;
 pub use crate::telemetry::Health;
-use crate::telemetry::{names, OTHER_TENANT};
+use crate::telemetry::{events, names, OTHER_TENANT};
 
 /// A depth gauge: its name, how to read it, and whether zeros are left out.
 type Gauge = (&'static str, fn(&TenantDepth) -> u64, bool);
@@ -57,8 +57,7 @@ impl DepthRefresher {
             }
             Err(e) => {
                 self.health.set_redis(false);
-                metrics::counter!(names::REDIS_ERRORS, "op" => "depths").increment(1);
-                tracing::warn!(error = %e, "cannot read tenant depths");
+                events::health::depths_failed(&e);
             }
         }
         // Whether Redis accepts writes that grow memory (a probe that writes nothing): starts
@@ -68,15 +67,12 @@ impl DepthRefresher {
             Ok(true) => self.health.redis_accepts(sent),
             Ok(false) => self.health.redis_refused("probe", sent),
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "oom_probe").increment(1);
-                tracing::debug!(error = %e, "cannot probe whether redis accepts writes");
+                events::health::oom_probe_failed(&e);
             }
         }
-        metrics::gauge!(names::REDIS_OOM).set(if self.health.redis_oom() { 1.0 } else { 0.0 });
+        let redis_oom = self.health.redis_oom();
         let ready = self.health.readiness();
-        metrics::gauge!(names::READY).set(if ready.is_ok() { 1.0 } else { 0.0 });
-        metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        metrics::gauge!(names::IN_FLIGHT).increment(0.0);
+        events::health::readiness(redis_oom, ready.is_ok());
     }
 
     fn publish(&self, depths: &[TenantDepth]) {
@@ -99,17 +95,17 @@ impl DepthRefresher {
             let rest: u64 = values.iter().skip(n).map(|(_, v)| v).sum();
             let mut shown: Vec<String> = Vec::new();
             for (tenant, v) in values.iter().take(n) {
-                metrics::gauge!(name, "tenant" => tenant.to_string()).set(*v as f64);
+                events::health::tenant_depth(name, tenant.to_string(), *v);
                 shown.push(tenant.to_string());
             }
             if values.len() > n {
-                metrics::gauge!(name, "tenant" => OTHER_TENANT).set(rest as f64);
+                events::health::tenant_depth(name, OTHER_TENANT.to_owned(), rest);
                 shown.push(OTHER_TENANT.to_owned());
             }
             if nonzero_only {
                 if let Ok(mut before) = self.dlq_published.lock() {
                     for gone in before.iter().filter(|t| !shown.contains(t)) {
-                        metrics::gauge!(name, "tenant" => gone.clone()).set(0.0);
+                        events::health::tenant_depth(name, gone.clone(), 0);
                     }
                     *before = shown.into_iter().collect();
                 }

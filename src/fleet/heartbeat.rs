@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::shared::{Holding, Shared};
 use crate::broker::{Beat, Broker};
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::events;
 
 /// Ids per heartbeat script call.
 const CHUNK: usize = 500;
@@ -58,15 +58,12 @@ impl Heartbeat {
                             holding.get(id).copied().unwrap_or(Holding::Released)
                         });
                         if !lost.is_empty() {
-                            tracing::warn!(tenant = %tenant, lost = lost.len(), "entries were taken over by another member; dropping them here");
-                            metrics::counter!(names::OWNERSHIP_LOST, "tenant" => tenant_label(&tenant))
-                                .increment(lost.len() as u64);
+                            events::claims::ownership_lost(&tenant, lost.len());
                             self.shared.mark_lost(&tenant, &lost);
                         }
                     }
                     Err(e) => {
-                        metrics::counter!(names::REDIS_ERRORS, "op" => "heartbeat").increment(1);
-                        tracing::warn!(tenant = %tenant, error = %e, "heartbeat failed");
+                        events::claims::heartbeat_failed(&tenant, &e);
                     }
                 }
             }

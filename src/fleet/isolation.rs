@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::isolation::{BreakerState, BreakerView, Gate, IsolationSettings};
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::events;
 
 /// How long a member waits before asking again for slots the cap refused.
 const REFUSED_BACKOFF: Duration = Duration::from_millis(50);
@@ -173,15 +173,7 @@ impl Isolation {
 
     /// Logs and counts a transition this member made.
     pub fn transitioned(&self, tenant: &str, from: &str, to: &str, reason: &str, detail: &str) {
-        tracing::warn!(tenant = %tenant, from, to, reason, detail, "breaker transition");
-        metrics::counter!(
-            names::BREAKER_TRANSITIONS,
-            "tenant" => tenant_label(tenant),
-            "from" => from.to_owned(),
-            "to" => to.to_owned(),
-            "reason" => reason.to_owned()
-        )
-        .increment(1);
+        events::isolation::breaker_transition(tenant, from, to, reason, detail);
     }
 
     /// Asks Redis for `tenant`'s one probe for `entry_id`; updates the view with the answer.
@@ -242,8 +234,7 @@ impl Isolation {
                 }
             }
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_probe").increment(1);
-                tracing::warn!(tenant = %tenant, error = %e, "cannot ask for a probe; holding the task back");
+                events::isolation::probe_ask_failed(tenant, &e);
                 Gate::Defer(self.defer_delay(tenant))
             }
         }
@@ -294,14 +285,11 @@ impl Isolation {
                     return;
                 }
                 Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_probe_done")
-                        .increment(1);
+                    // The probe token expires by itself and another probe decides.
+                    events::isolation::probe_report_failed(tenant, &e, attempt == 5);
                     if attempt == 5 {
-                        // The probe token expires by itself and another probe decides.
-                        tracing::error!(tenant = %tenant, error = %e, "gave up reporting the probe's outcome; the probe token will expire and another probe decide");
                         return;
                     }
-                    tracing::warn!(tenant = %tenant, error = %e, "cannot report the probe's outcome; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
@@ -354,15 +342,14 @@ impl Isolation {
                         slot.written = Some(now);
                         if g.granted < wanted {
                             slot.refused_until = Some(now + REFUSED_BACKOFF);
-                            metrics::counter!(names::TENANT_CAPPED, "tenant" => tenant_label(&tenant)).increment(1);
+                            events::isolation::tenant_capped(&tenant);
                         } else {
                             slot.refused_until = None;
                         }
                         out[i] = g.granted;
                     }
                     Err(e) => {
-                        metrics::counter!(names::REDIS_ERRORS, "op" => "slots").increment(1);
-                        tracing::warn!(tenant = %tenant, error = %e, "cannot reserve slots; reading within the earlier reservation");
+                        events::isolation::slots_reserve_failed(&tenant, &e);
                         out[i] = spare;
                     }
                 }
@@ -410,8 +397,7 @@ impl Isolation {
             Err(_) => return,
         };
         for (tenant, t) in &tallies {
-            metrics::counter!(names::TENANT_ATTEMPTS, "tenant" => tenant_label(tenant))
-                .increment(t.attempts);
+            events::isolation::tenant_attempts(tenant, t.attempts);
         }
         let batch: Vec<(Arc<str>, Tally)> = tallies
             .into_iter()
@@ -454,8 +440,7 @@ impl Isolation {
                 }
                 Err(e) => {
                     // The counts are dropped: the breaker decides on a slightly smaller window.
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_record").increment(1);
-                    tracing::warn!(tenant = %tenant, error = %e, "cannot report attempt outcomes to the breaker");
+                    events::isolation::outcomes_report_failed(tenant, &e);
                 }
             }
         }
@@ -463,8 +448,7 @@ impl Isolation {
 
     async fn read_breakers(&self, broker: &Broker, tenants: &[Arc<str>]) {
         if let Err(e) = self.load_views(broker, tenants).await {
-            metrics::counter!(names::REDIS_ERRORS, "op" => "breaker_read").increment(1);
-            tracing::warn!(error = %e, "cannot read the breakers; keeping the last view");
+            events::isolation::breakers_read_failed(&e);
         }
     }
 
@@ -551,8 +535,7 @@ impl Isolation {
                     }
                 }
                 Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => "slots").increment(1);
-                    tracing::warn!(tenant = %tenant, error = %e, "cannot renew the in-flight reservation");
+                    events::isolation::slots_renew_failed(&tenant, &e);
                 }
             }
         }
@@ -567,12 +550,12 @@ impl Isolation {
                 let before = published.get(tenant).copied();
                 if state != BreakerState::Closed {
                     if let Some(b) = before.filter(|b| *b != state) {
-                        metrics::gauge!(names::BREAKER_STATE, "tenant" => tenant_label(tenant), "state" => b.as_str()).set(0.0);
+                        events::isolation::breaker_state(tenant, b, false);
                     }
-                    metrics::gauge!(names::BREAKER_STATE, "tenant" => tenant_label(tenant), "state" => state.as_str()).set(1.0);
+                    events::isolation::breaker_state(tenant, state, true);
                     published.insert(tenant.clone(), state);
                 } else if let Some(b) = before {
-                    metrics::gauge!(names::BREAKER_STATE, "tenant" => tenant_label(tenant), "state" => b.as_str()).set(0.0);
+                    events::isolation::breaker_state(tenant, b, false);
                     published.remove(tenant);
                 }
             }
@@ -583,8 +566,7 @@ impl Isolation {
             self.held.lock().map(|h| h.clone()).unwrap_or_default();
         for tenant in tenants {
             let n = held.get(tenant).copied().unwrap_or(0);
-            metrics::gauge!(names::TENANT_IN_FLIGHT, "tenant" => tenant_label(tenant))
-                .set(n as f64);
+            events::isolation::tenant_in_flight(tenant, n);
         }
     }
 }

@@ -60,7 +60,6 @@ pub(crate) mod settlement;
 pub(crate) mod settler;
 pub(crate) mod shared;
 pub(crate) mod stats;
-pub(crate) mod tasklog;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -21,7 +21,7 @@ use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, Read
 use crate::config::FleetSettings;
 use crate::error::Result;
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::{events, RedisOp};
 
 /// The reader loop's state.
 pub(crate) struct Reader {
@@ -322,7 +322,7 @@ impl Reader {
     /// Handles a read error: recreates missing groups, or reconnects after a pause. Returns
     /// false when shutdown fired meanwhile.
     async fn recover(&mut self, e: crate::error::Error, shutdown: &Shutdown) -> bool {
-        metrics::counter!(names::REDIS_ERRORS, "op" => "read").increment(1);
+        events::redis_calls::failed(RedisOp::Read);
         if is_missing_group(&e) {
             tracing::warn!(error = %e, "a lane or its group is gone; recreating groups");
             for tenant in self.tenant_of.values().cloned().collect::<Vec<_>>() {
@@ -375,8 +375,7 @@ impl Reader {
         self.shared.isolation.load_views(&self.broker, &new).await?;
         for tenant in new {
             let lane = self.broker.keys().lane(&tenant);
-            tracing::info!(tenant = %tenant, "serving tenant");
-            crate::telemetry::register_tenant(&tenant);
+            events::read::tenant_served(&tenant);
             self.tenant_of.insert(lane.clone(), tenant.clone());
             if let Ok(mut shared) = self.shared.lanes.write() {
                 shared.push((lane.clone(), tenant));
@@ -477,8 +476,7 @@ impl Reader {
             if entries.is_empty() {
                 continue;
             }
-            metrics::counter!(names::TASKS_READ, "tenant" => tenant_label(&tenant))
-                .increment(entries.len() as u64);
+            events::read::tasks_read(&tenant, entries.len());
             crate::failpoint::hit("after_read");
             self.shared
                 .ingest(&lane, &tenant, entries, 0, sent, &self.settle);
@@ -498,9 +496,7 @@ pub(crate) fn report_claim(
 ) {
     let (tombstones, poison) = (step.tombstones, &step.poison);
     if tombstones > 0 {
-        tracing::error!(lane = %lane, tombstones, "pending entries were deleted before they ran: payloads lost");
-        metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(tenant))
-            .increment(tombstones as u64);
+        events::read::tombstones_found(lane, tenant, tombstones);
         shared
             .stats
             .with(tenant, |t| t.tombstones += tombstones as u64);

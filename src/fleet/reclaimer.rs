@@ -13,7 +13,7 @@ use super::shared::Shared;
 use crate::broker::Broker;
 use crate::config::ReclaimSettings;
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::events;
 
 /// The reclaimer loop's state.
 pub(crate) struct Reclaimer {
@@ -113,8 +113,7 @@ impl Reclaimer {
         {
             Ok(step) => step,
             Err(e) => {
-                metrics::counter!(names::REDIS_ERRORS, "op" => "reclaim").increment(1);
-                tracing::warn!(tenant = %tenant, error = %e, "reclaim step failed");
+                events::claims::reclaim_failed(tenant, &e);
                 return None;
             }
         };
@@ -132,9 +131,7 @@ impl Reclaimer {
         }
         let n = self.shared.queue_suspects(tenant, step.claimed.clone());
         if n > 0 {
-            tracing::info!(tenant = %tenant, entries = n, "reclaimed stale entries");
-            metrics::counter!(names::RECLAIMED, "tenant" => tenant_label(tenant))
-                .increment(n as u64);
+            events::claims::reclaimed(tenant, n);
             self.shared.stats.with(tenant, |t| t.reclaimed += n as u64);
         }
         match &step.next {

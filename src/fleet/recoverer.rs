@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::shared::Shared;
 use crate::broker::Broker;
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::events;
 
 /// The recovery loop's settings and handles.
 pub(crate) struct Recoverer {
@@ -38,15 +38,14 @@ impl Recoverer {
                     Ok(n) => {
                         promoted += n;
                         if n > 0 {
-                            metrics::counter!(names::RETRIES_PROMOTED, "tenant" => tenant_label(&tenant)).increment(n);
+                            events::claims::retries_promoted(&tenant, n);
                         }
                         if (n as usize) < self.batch {
                             break;
                         }
                     }
                     Err(e) => {
-                        metrics::counter!(names::REDIS_ERRORS, "op" => "promote").increment(1);
-                        tracing::warn!(tenant = %tenant, error = %e, "promoting due retries failed");
+                        events::claims::promote_failed(&tenant, &e);
                         break;
                     }
                 }

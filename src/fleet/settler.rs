@@ -22,14 +22,14 @@ use tokio::task::JoinSet;
 use super::next_move::{next_move, MoveInputs, NextMove};
 use super::settlement::{Aside, Failed, Settlement};
 use super::shared::Shared;
-use super::tasklog::{task_event, TaskLog};
 use crate::broker::{is_oom, may_have_run, Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::DeadLetter;
 use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::Policies;
 use crate::task::{now_ms, Task};
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::tasklog::{task_event, TaskLog};
+use crate::telemetry::{events, RedisOp};
 
 /// A failed attempt's next move.
 enum FailedMove {
@@ -274,17 +274,26 @@ impl Settler {
         let broker = &self.broker;
         let tenant_ref: &str = &tenant;
         let (a, b) = tokio::join!(
-            self.with_retry("ack", fast.len() as u64, Some(fast_first), || async {
-                if oldest.is_some_and(|t| t.elapsed() < window) {
-                    broker
-                        .ack_unclaimable(tenant_ref, &fast, fast_recovered)
-                        .await
-                } else {
-                    broker.ack(tenant_ref, member, &fast, fast_recovered).await
+            self.with_retry(
+                RedisOp::Ack,
+                fast.len() as u64,
+                Some(fast_first),
+                || async {
+                    if oldest.is_some_and(|t| t.elapsed() < window) {
+                        broker
+                            .ack_unclaimable(tenant_ref, &fast, fast_recovered)
+                            .await
+                    } else {
+                        broker.ack(tenant_ref, member, &fast, fast_recovered).await
+                    }
                 }
-            }),
-            self.with_retry("ack", checked.len() as u64, Some(checked_first), || broker
-                .ack(tenant_ref, member, &checked, checked_recovered)),
+            ),
+            self.with_retry(
+                RedisOp::Ack,
+                checked.len() as u64,
+                Some(checked_first),
+                || broker.ack(tenant_ref, member, &checked, checked_recovered)
+            ),
         );
         crate::failpoint::hit("after_ack");
         // Each half on its own: one given up at shutdown does not hide what the other wrote.
@@ -309,15 +318,11 @@ impl Settler {
         if let Some(observer) = &self.shared.ack_observer {
             observer.acked(tenant, ids);
         }
-        let label = tenant_label(tenant);
-        metrics::counter!(names::TASKS_COMPLETED, "tenant" => label.clone()).increment(acked);
         let missing = ids.len() as u64 - acked;
         // Recovered counts only when every ack of the call went through, which is the normal
         // case; a missing ack is counted below.
         let recovered = if missing == 0 { recovered } else { 0 };
-        if recovered > 0 {
-            metrics::counter!(names::TASKS_RECOVERED, "tenant" => label).increment(recovered);
-        }
+        events::settle::tasks_completed(tenant, acked, recovered);
         let how = NotPending::judge(tried.earlier_may_have_run);
         self.not_pending(tenant, missing, how);
         if missing > 0 {
@@ -341,14 +346,13 @@ impl Settler {
         if n == 0 {
             return;
         }
-        let label = tenant_label(tenant);
         match how {
             NotPending::Lost => {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => label).increment(n);
+                events::settle::settle_lost(tenant, n);
                 self.shared.stats.with(tenant, |t| t.settle_lost += n);
             }
             NotPending::ReplyLost => {
-                metrics::counter!(names::SETTLE_REPLY_LOST, "tenant" => label).increment(n);
+                events::settle::settle_reply_lost(tenant, n);
                 self.shared.stats.with(tenant, |t| t.settle_reply_lost += n);
             }
         }
@@ -362,7 +366,7 @@ impl Settler {
     /// taken for another member's doing.
     async fn with_retry<T, F, Fut>(
         &self,
-        what: &'static str,
+        what: RedisOp,
         entries: u64,
         mut first: Option<oneshot::Sender<()>>,
         mut call: F,
@@ -384,7 +388,7 @@ impl Settler {
             match result {
                 Ok(value) => {
                     if waiting {
-                        health.settle_waiting(what, entries, false);
+                        health.settle_waiting(what.as_str(), entries, false);
                     }
                     return Some(Tried {
                         value,
@@ -392,25 +396,25 @@ impl Settler {
                     });
                 }
                 Err(e) => {
-                    metrics::counter!(names::REDIS_ERRORS, "op" => what).increment(1);
+                    events::redis_calls::failed(what);
                     earlier_may_have_run |= may_have_run(&e);
                     let oom = is_oom(&e);
                     if oom {
                         if !waiting {
                             waiting = true;
-                            health.settle_waiting(what, entries, true);
+                            health.settle_waiting(what.as_str(), entries, true);
                         }
-                        health.redis_refused(what, sent);
+                        health.redis_refused(what.as_str(), sent);
                     }
                     if self.shared.past_hard_deadline() {
                         if waiting {
-                            health.settle_waiting(what, entries, false);
+                            health.settle_waiting(what.as_str(), entries, false);
                         }
-                        tracing::error!(op = what, error = %e, "giving up at shutdown; the entries stay pending and will be redelivered");
+                        events::settle::redis_gave_up(what, &e);
                         return None;
                     }
                     if !oom {
-                        tracing::warn!(op = what, error = %e, retry_in_ms = delay.as_millis() as u64, "redis call failed; retrying");
+                        events::settle::redis_retrying(what, &e, delay);
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -423,12 +427,10 @@ impl Settler {
     async fn settle_other(&self, s: Aside) {
         match s {
             Aside::Tombstone { tenant, entry_id } => {
-                tracing::error!(tenant = %tenant, entry_id = %entry_id, "pending entry was deleted before it ran: payload lost");
-                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
-                    .increment(1);
+                events::settle::entry_gone_before_run(&tenant, &entry_id);
                 let ids = [entry_id.as_str()];
                 if self
-                    .with_retry("ack_tombstone", 1, None, || {
+                    .with_retry(RedisOp::AckTombstone, 1, None, || {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await
@@ -494,8 +496,7 @@ impl Settler {
                     .await;
             }
             Aside::Lost { tenant, entry_id } => {
-                metrics::counter!(names::SETTLE_LOST, "tenant" => tenant_label(&tenant))
-                    .increment(1);
+                events::settle::settle_lost(&tenant, 1);
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
                 self.shared.release(&tenant, [entry_id.as_str()]);
             }
@@ -529,20 +530,18 @@ impl Settler {
             duration,
             ..
         } = f;
-        metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
-            .increment(1);
         let log = TaskLog::of(task);
-        if self.log_payloads {
-            task_event!(
-                warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
-                poison, error = %reason, payload = %task.payload, "task attempt failed"
-            );
-        } else {
-            task_event!(
-                warn, &log, class = %class, deliveries, duration_ms = duration.as_millis() as u64,
-                poison, error = %reason, "task attempt failed"
-            );
-        }
+        let failure = events::settle::AttemptFailure {
+            class,
+            deliveries,
+            duration,
+            poison,
+            reason,
+            payload: self
+                .log_payloads
+                .then_some(&task.payload as &dyn std::fmt::Display),
+        };
+        events::settle::attempt_failed(tenant, &log, &failure);
         self.shared.stats.with(tenant, |t| t.failed_attempts += 1);
         let (tenant, entry_id) = (f.tenant.clone(), f.entry_id.clone());
         let member = self.shared.member.to_string();
@@ -586,19 +585,20 @@ impl Settler {
         let tenant = &tenant;
         let result = {
             let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
-            self.with_retry("schedule_retry", items.len() as u64, Some(first), || {
-                self.broker.schedule_retries(tenant, member, &items)
-            })
+            self.with_retry(
+                RedisOp::ScheduleRetry,
+                items.len() as u64,
+                Some(first),
+                || self.broker.schedule_retries(tenant, member, &items),
+            )
             .await
         };
         if let Some(tried) = result {
-            let label = tenant_label(tenant);
             let how = NotPending::judge(tried.earlier_may_have_run);
             for (r, due) in items.iter().zip(tried.value) {
                 match due {
                     Some(due) => {
-                        metrics::counter!(names::TASKS_RETRIED, "tenant" => label.clone(), "class" => r.class.as_str()).increment(1);
-                        task_event!(info, &r.log, class = %r.class, delay_ms = r.item.delay.as_millis() as u64, due_ms = due, "retry scheduled");
+                        events::settle::retry_scheduled(tenant, &r.log, r.class, r.item.delay, due);
                         self.shared.stats.with(tenant, |t| t.retried += 1);
                     }
                     None => {
@@ -641,12 +641,11 @@ impl Settler {
         let member = &self.shared.member;
         let tenant = &tenant;
         let result = self
-            .with_retry("defer", items.len() as u64, Some(first), || {
+            .with_retry(RedisOp::Defer, items.len() as u64, Some(first), || {
                 self.broker.defer(tenant, member, &items)
             })
             .await;
         if let Some(tried) = result {
-            let label = tenant_label(tenant);
             let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
             for o in tried.value {
                 match o {
@@ -656,9 +655,7 @@ impl Settler {
                 }
             }
             if deferred > 0 {
-                metrics::counter!(names::TASKS_DEFERRED, "tenant" => label.clone())
-                    .increment(deferred);
-                tracing::info!(tenant = %tenant, deferred, "tasks held back by the tenant's breaker, deferred unattempted");
+                events::settle::tasks_deferred(tenant, deferred);
             }
             let how = NotPending::judge(tried.earlier_may_have_run);
             self.not_pending(tenant, lost, how);
@@ -666,8 +663,7 @@ impl Settler {
                 tracing::warn!(tenant = %tenant, entries = lost, "held-back entries settled by an earlier try whose reply was lost (most likely deferred then)");
             }
             if gone > 0 {
-                tracing::error!(tenant = %tenant, tombstones = gone, "pending entries were deleted before they ran: payloads lost");
-                metrics::counter!(names::TOMBSTONES, "tenant" => label).increment(gone);
+                events::settle::entries_gone_before_run(tenant, gone);
             }
             self.shared.stats.with(tenant, |t| {
                 t.deferred += deferred;
@@ -689,7 +685,7 @@ impl Settler {
         min_idle: Duration,
     ) {
         let entry = self
-            .with_retry("read_entry", 1, None, || {
+            .with_retry(RedisOp::ReadEntry, 1, None, || {
                 self.broker.lane_entry(&tenant, &entry_id)
             })
             .await
@@ -699,12 +695,11 @@ impl Settler {
                 // Deleted meanwhile: a tombstone, acked so it leaves the PEL.
                 let ids = [entry_id.as_str()];
                 let _ = self
-                    .with_retry("ack_tombstone", 1, None, || {
+                    .with_retry(RedisOp::AckTombstone, 1, None, || {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await;
-                metrics::counter!(names::TOMBSTONES, "tenant" => tenant_label(&tenant))
-                    .increment(1);
+                events::settle::entry_deleted_meanwhile(&tenant);
             }
             self.shared.release(&tenant, [entry_id.as_str()]);
             return;
@@ -747,7 +742,7 @@ impl Settler {
         let fields = dl.to_fields();
         crate::failpoint::hit("before_dead_letter");
         let result = self
-            .with_retry("dead_letter", 1, None, || {
+            .with_retry(RedisOp::DeadLetter, 1, None, || {
                 self.broker.dead_letter(
                     tenant,
                     entry_id,
@@ -760,13 +755,14 @@ impl Settler {
             .await;
         if let Some(tried) = result {
             let r = tried.value;
-            let label = tenant_label(tenant);
             if r.moved {
-                metrics::counter!(names::DEAD_LETTERED, "tenant" => label.clone(), "class" => dl.class.as_str())
-                    .increment(1);
-                task_event!(
-                    warn, &TaskLog::of_dead_letter(tenant, &dl), entry_id = %entry_id,
-                    class = %dl.class, dead_letter_id = %r.id, action = dl.action().as_str(), "task dead-lettered"
+                events::settle::dead_lettered(
+                    tenant,
+                    &TaskLog::of_dead_letter(tenant, &dl),
+                    entry_id,
+                    dl.class,
+                    &r.id,
+                    dl.action().as_str(),
                 );
                 self.shared.stats.with(tenant, |t| {
                     *t.dead_lettered
@@ -785,8 +781,7 @@ impl Settler {
                 }
             }
             if r.trimmed > 0 {
-                metrics::counter!(names::DLQ_TRIMMED, "tenant" => label).increment(r.trimmed);
-                tracing::warn!(tenant = %tenant, trimmed = r.trimmed, "dead-letter cap trimmed the oldest dead letters");
+                events::settle::dlq_trimmed(tenant, r.trimmed);
             }
         }
         self.shared.release(tenant, [entry_id]);

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
 use super::names;
+use super::redis_op::RedisOp;
 
 /// Installs the Prometheus recorder (explicit histogram buckets; gauges that stop being
 /// updated are dropped after `gauge_idle`, so a tenant that leaves the top list disappears).
@@ -34,37 +35,11 @@ pub fn install_prometheus(
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Series known in advance start at 0, so dashboards and alerts see them before the first event.
     metrics::counter!(names::TENANT_LABEL_OVERFLOW).increment(0);
-    for op in REDIS_OPS {
-        metrics::counter!(names::REDIS_ERRORS, "op" => op).increment(0);
+    for op in RedisOp::ALL {
+        metrics::counter!(names::REDIS_ERRORS, "op" => op.as_str()).increment(0);
     }
     Ok(handle)
 }
-
-/// The `op` label values of `names::REDIS_ERRORS` (registered at 0 when the recorder is installed).
-pub const REDIS_OPS: [&str; 22] = [
-    "read",
-    "start",
-    "depths",
-    "oom_probe",
-    "heartbeat",
-    "promote",
-    "reclaim",
-    "ack",
-    "ack_tombstone",
-    "schedule_retry",
-    "read_entry",
-    "dead_letter",
-    "defer",
-    "breaker_probe",
-    "breaker_probe_done",
-    "breaker_record",
-    "breaker_read",
-    "slots",
-    "stats",
-    "admin_read",
-    "admin_beat",
-    "admin_command",
-];
 
 /// Registers a tenant's counter series at 0 the first time it is seen, so that the first
 /// increments show in `increase()` (a series first scraped at 4 reads as no increase).

@@ -21,7 +21,7 @@ use crate::admin::select::Selection;
 use crate::admin::{Envelope, ReplaySpec};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
-use crate::telemetry::{names, tenant_label};
+use crate::telemetry::events;
 
 /// The details a replay result carries: the job's counters and samples.
 fn details(job: &str, record: &JobRecord, samples: &Samples) -> Value {
@@ -354,8 +354,7 @@ async fn steps(
             counts.replayed += replayed;
             counts.skipped += results.len() as u64 - replayed;
             if replayed > 0 {
-                metrics::counter!(names::DLQ_REPLAYED, "tenant" => tenant_label(&tenant))
-                    .increment(replayed);
+                events::admin::dlq_replayed(&tenant, replayed);
             }
             i = j;
         }

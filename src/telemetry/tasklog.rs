@@ -56,10 +56,24 @@ impl TaskLog {
 }
 
 /// Writes a log line about a task at `level` with the task's fields (a [`TaskLog`]) first,
-/// then the caller's fields and message: `task_event!(warn, &log, class = %c, "msg")`.
+/// then the caller's fields and message: `task_event!(warn, &log, class = %c, "msg")`. The
+/// target is the caller's module unless given: `task_event!(warn, target: T, &log, "msg")`
+/// (events in telemetry pass the target of the code that used to log the line).
 macro_rules! task_event {
+    ($level:ident, target: $target:expr, $log:expr, $($rest:tt)+) => {{
+        let log: &$crate::telemetry::tasklog::TaskLog = $log;
+        tracing::$level!(
+            target: $target,
+            tenant = %log.tenant,
+            task_id = %log.task_id,
+            kind = %log.kind,
+            attempt = log.attempt,
+            trace_id = %log.trace_id,
+            $($rest)+
+        )
+    }};
     ($level:ident, $log:expr, $($rest:tt)+) => {{
-        let log: &$crate::fleet::tasklog::TaskLog = $log;
+        let log: &$crate::telemetry::tasklog::TaskLog = $log;
         tracing::$level!(
             tenant = %log.tenant,
             task_id = %log.task_id,
