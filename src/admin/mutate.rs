@@ -9,6 +9,7 @@ use super::context::AdminContext;
 use super::replay::job::JobState;
 use super::select::{DlId, Selection};
 use super::{BreakerSpec, Envelope, PurgeSpec, RemoveSpec};
+use crate::broker::Removal;
 use crate::error::{Error, Result};
 
 /// Opens (holds) or closes a tenant's breaker, recording the operator and reason in its log.
@@ -95,10 +96,12 @@ pub async fn remove(
                 .dlq_remove(
                     tenant,
                     chunk,
-                    action,
-                    &env.operator,
-                    &env.reason,
-                    &env.id,
+                    &Removal {
+                        action,
+                        operator: &env.operator,
+                        reason: &env.reason,
+                        command_id: &env.id,
+                    },
                     ctx.dlq_max_len,
                 )
                 .await?

@@ -222,7 +222,6 @@ impl Broker {
     /// it held back due at once), `Some(false)`
     /// re-opens it for `cooldown`, `None` gives the token back without a decision. Returns the
     /// state after the call and the transition made, if any (none for a stale token).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn breaker_probe_done(
         &self,
         tenant: &str,

@@ -77,6 +77,21 @@ pub(super) fn claim_step(reply: redis::RedisResult<Value>) -> Result<ClaimStep> 
     })
 }
 
+/// One step of a reclaim scan over a lane ([`Broker::reclaim`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReclaimScan<'a> {
+    /// Entries idle at least this long at any consumer are taken over.
+    pub min_idle: Duration,
+    /// `0-0`, or the `next` of the previous step.
+    pub cursor: &'a str,
+    /// The most pending entries to examine.
+    pub count: usize,
+    /// Entries that started this many times are poison.
+    pub max_starts: u64,
+    /// Ids the claimer already has in flight.
+    pub skip: &'a [String],
+}
+
 impl Broker {
     /// One step of a member's drain of its own pending entries in `tenant`'s lane (see
     /// scripts/claim.lua). `start` is `-` or the `next` of the previous step; `skip` lists ids
@@ -107,26 +122,21 @@ impl Broker {
     /// over by `consumer`. `cursor` is `0-0` or the `next` of the previous step; `skip` lists ids
     /// the claimer already has in flight. Entries that started `max_starts` times are poison;
     /// the step's counts are starts (see [`ClaimStep`]).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn reclaim(
         &self,
         tenant: &str,
         consumer: &str,
-        min_idle: Duration,
-        cursor: &str,
-        count: usize,
-        max_starts: u64,
-        skip: &[String],
+        scan: ReclaimScan<'_>,
     ) -> Result<ClaimStep> {
         let mut inv = scripts().autoclaim.key(self.keys.lane(tenant));
         // A lane's delivery count is 1 + starts (scripts/start.lua).
         inv.arg(&*self.group)
             .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg(cursor)
-            .arg(count)
-            .arg(max_starts.saturating_add(1))
-            .arg(skip);
+            .arg(scan.min_idle.as_millis() as u64)
+            .arg(scan.cursor)
+            .arg(scan.count)
+            .arg(scan.max_starts.saturating_add(1))
+            .arg(scan.skip);
         claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
     }
 }

@@ -31,9 +31,9 @@ pub enum BeginCommand {
 
 /// How [`Broker::admin_finish`] settles a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishMode {
-    /// Record the result and audit it (only while the record runs this entry).
-    Result,
+pub enum FinishMode<'a> {
+    /// Record the result (JSON) and audit it (only while the record runs this entry).
+    Result(&'a str),
     /// Audit only, leaving the record alone.
     Note,
     /// Settle the stream entry only.
@@ -105,7 +105,6 @@ impl Broker {
 
     /// One step of a reclaim scan over the admin stream (autoclaim.lua): commands left pending
     /// by a member that stopped beating for `min_idle` are taken over by `consumer`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn admin_reclaim(
         &self,
         consumer: &str,
@@ -167,13 +166,11 @@ impl Broker {
 
     /// Records a command's result, audits it and settles its stream entry, atomically (see
     /// scripts/admin_finish.lua). Returns whether the result or note was written.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn admin_finish(
         &self,
         command_id: &str,
         entry: &str,
-        mode: FinishMode,
-        result_json: &str,
+        mode: FinishMode<'_>,
         keep: Duration,
         audit_max_len: u64,
         audit: &[(&str, String)],
@@ -184,11 +181,14 @@ impl Broker {
             .arg(&*self.group)
             .arg(entry)
             .arg(match mode {
-                FinishMode::Result => "result",
+                FinishMode::Result(_) => "result",
                 FinishMode::Note => "note",
                 FinishMode::Ack => "ack",
             })
-            .arg(result_json)
+            .arg(match mode {
+                FinishMode::Result(json) => json,
+                FinishMode::Note | FinishMode::Ack => "",
+            })
             .arg(keep.as_millis() as u64)
             .arg(audit_max_len);
         for (k, v) in audit {

@@ -44,6 +44,19 @@ pub struct TallyPage {
     pub fingerprints: Vec<FingerprintTally>,
 }
 
+/// What a removal of dead letters stamps on the archived copies ([`Broker::dlq_remove`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Removal<'a> {
+    /// `resolve` or `discard`.
+    pub action: &'a str,
+    /// Who asked.
+    pub operator: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// The admin command that removed them.
+    pub command_id: &'a str,
+}
+
 impl Broker {
     /// Entries in a tenant's dead-letter stream.
     pub(crate) async fn dlq_len(&self, tenant: &str) -> Result<u64> {
@@ -178,15 +191,11 @@ impl Broker {
 
     /// Moves dead letters of `tenant` to its archive of removed ones, stamped with the action,
     /// operator, reason and command (see scripts/dlq_remove.lua). Returns the ids removed.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn dlq_remove(
         &self,
         tenant: &str,
         ids: &[&str],
-        action: &str,
-        operator: &str,
-        reason: &str,
-        command_id: &str,
+        stamp: &Removal<'_>,
         archive_max_len: u64,
     ) -> Result<Vec<String>> {
         if ids.is_empty() {
@@ -195,10 +204,10 @@ impl Broker {
         let mut inv = scripts().dlq_remove.key(self.keys.dlq(tenant));
         inv.key(self.keys.dlq_removed(tenant))
             .arg(archive_max_len)
-            .arg(action)
-            .arg(operator)
-            .arg(reason)
-            .arg(command_id)
+            .arg(stamp.action)
+            .arg(stamp.operator)
+            .arg(stamp.reason)
+            .arg(stamp.command_id)
             .arg(ids);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }

@@ -37,10 +37,10 @@ mod bench;
 #[cfg(feature = "app")]
 pub(crate) use bench::{raw_ceiling, RawCeiling};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
-pub use claims::ClaimStep;
+pub use claims::{ClaimStep, ReclaimScan};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
 pub use connect::{check_url, redact_url, Broker, RedisSettings};
-pub use dead_letters::FingerprintTally;
+pub use dead_letters::{FingerprintTally, Removal};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
 pub use reply::{Entry, Fields};

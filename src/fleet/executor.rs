@@ -416,6 +416,7 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
             }
             Mark::Lost => {
                 // Not started here: whoever owns it now runs it.
+                task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "not started: another member took the entry over while it waited here");
                 let _ = ctx
                     .settle
                     .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::reader::report_claim;
 use super::settlement::Settlement;
 use super::shared::Shared;
-use crate::broker::Broker;
+use crate::broker::{Broker, ReclaimScan};
 use crate::config::ReclaimSettings;
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
@@ -103,11 +103,13 @@ impl Reclaimer {
             .reclaim(
                 tenant,
                 &self.shared.member,
-                self.cfg.min_idle,
-                &cursor,
-                asked,
-                self.cfg.max_deliveries,
-                &skip,
+                ReclaimScan {
+                    min_idle: self.cfg.min_idle,
+                    cursor: &cursor,
+                    count: asked,
+                    max_starts: self.cfg.max_deliveries,
+                    skip: &skip,
+                },
             )
             .await
         {
