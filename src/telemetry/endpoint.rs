@@ -27,47 +27,73 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Error::io(format!("binding metrics.listen = {addr}"), e))
 }
 
-/// Serves requests until `shutdown`.
-pub async fn serve(
+/// The endpoint loop, in the fleet's one loop shape: `run` paces it (and the recorder's
+/// upkeep) until shutdown, `step` accepts one connection and hands it to its own task.
+pub(crate) struct MetricsEndpoint {
     listener: TcpListener,
     metrics: PrometheusHandle,
     health: Arc<Health>,
-    shutdown: Shutdown,
-) {
-    // Histograms and idle gauges need periodic upkeep when nothing scrapes for a while.
-    let upkeep = {
-        let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+}
+
+impl MetricsEndpoint {
+    /// The endpoint on a bound listener (see [`bind`]).
+    pub(crate) fn new(
+        listener: TcpListener,
+        metrics: PrometheusHandle,
+        health: Arc<Health>,
+    ) -> MetricsEndpoint {
+        MetricsEndpoint {
+            listener,
+            metrics,
+            health,
+        }
+    }
+
+    /// Serves requests until `shutdown`.
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
+        // Histograms and idle gauges need periodic upkeep when nothing scrapes for a while.
+        let upkeep = {
+            let metrics = self.metrics.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+                    }
+                }
+            })
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                stepped = self.step() => {
+                    if let Err(e) = stepped {
+                        tracing::warn!(target: LOG_TARGET, error = %e, "metrics endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
-        })
-    };
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(target: LOG_TARGET, error = %e, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let metrics = metrics.clone();
-        let health = health.clone();
+        }
+        let _ = upkeep.await;
+    }
+
+    /// Accepts one connection and answers it in its own task (bounded to 10 s).
+    pub(crate) async fn step(&mut self) -> Result<()> {
+        let (stream, _) = self
+            .listener
+            .accept()
+            .await
+            .map_err(|e| Error::io("accepting a metrics connection", e))?;
+        let metrics = self.metrics.clone();
+        let health = self.health.clone();
         tokio::spawn(async move {
             let _ =
                 tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics, &health))
                     .await;
         });
+        Ok(())
     }
-    let _ = upkeep.await;
 }
 
 async fn answer(mut stream: TcpStream, metrics: &PrometheusHandle, health: &Health) {
@@ -159,4 +185,31 @@ async fn respond(
         stream.write_all(body.as_bytes()).await?;
     }
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_step_answers_one_connection() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let mut endpoint = MetricsEndpoint::new(
+            listener,
+            recorder.handle(),
+            Arc::new(Health::new(Duration::from_secs(60))),
+        );
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        });
+        endpoint.step().await.unwrap();
+        let reply = client.await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
 }

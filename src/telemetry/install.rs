@@ -68,7 +68,7 @@ impl Telemetry {
         let bound = listener.local_addr().ok();
         let shown = bound.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(listen = %shown, "serving /metrics, /healthz and /readyz");
-        tokio::spawn(endpoint::serve(listener, handle, health, shutdown));
+        tokio::spawn(endpoint::MetricsEndpoint::new(listener, handle, health).run(shutdown));
         Ok(bound.or(Some(addr)))
     }
 }
