@@ -218,73 +218,123 @@ async fn wait(
     ctx: &AdminContext,
     env: &Envelope,
     timeout: Duration,
-    mut prog: Progress,
+    prog: Progress,
 ) -> Result<CommandResult> {
-    let b = &ctx.broker;
-    let since = Instant::now();
-    let mut last_alive = String::new();
-    let mut alive_seen = Instant::now();
-    let mut cancelled = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = &mut ctrl_c => {
-                let job = job_of(env);
-                if cancelled || job.is_none() {
-                    return Err(Error::Interrupted(format!(
-                        "stopped waiting; command {} goes on{} — see `redrive admin status {}`",
-                        env.id,
-                        if cancelled { " until its cancel takes effect" } else { "" },
-                        env.id
-                    )));
-                }
-                cancelled = true;
-                // A second Ctrl-C stops waiting.
-                ctrl_c.set(tokio::signal::ctrl_c());
-                if let Some(job) = job {
-                    eprintln!("cancelling replay job {job} after its current step (Ctrl-C again to stop waiting)…");
-                    let cancel = Envelope {
-                        id: crate::admin::new_command_id(),
-                        operator: env.operator.clone(),
-                        reason: format!("Ctrl-C while waiting for command {}", env.id),
-                        issued_at_ms: b.server_time_ms().await?,
-                        deadline_ms: 0,
-                        command: AdminCommand::Cancel(CancelSpec { job }),
-                    };
-                    b.admin_submit(&cancel.to_fields()).await?;
+    Waiter::new(ctx, env, timeout, prog).run().await
+}
+
+/// The CLI's wait for a command's result, in the fleet's loop shape: `run` paces it and
+/// handles Ctrl-C (the first cancels a replay job, the second stops waiting), `step` looks at
+/// the command's record once.
+struct Waiter<'a> {
+    ctx: &'a AdminContext,
+    env: &'a Envelope,
+    timeout: Duration,
+    prog: Progress,
+    since: Instant,
+    last_alive: String,
+    alive_seen: Instant,
+    cancelled: bool,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(
+        ctx: &'a AdminContext,
+        env: &'a Envelope,
+        timeout: Duration,
+        prog: Progress,
+    ) -> Waiter<'a> {
+        Waiter {
+            ctx,
+            env,
+            timeout,
+            prog,
+            since: Instant::now(),
+            last_alive: String::new(),
+            alive_seen: Instant::now(),
+            cancelled: false,
+        }
+    }
+
+    /// Polls until the command has a result, or the wait ends in an error.
+    async fn run(mut self) -> Result<CommandResult> {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = &mut ctrl_c => {
+                    self.interrupted().await?;
+                    // A second Ctrl-C stops waiting.
+                    ctrl_c.set(tokio::signal::ctrl_c());
                 }
             }
+            if let Some(result) = self.step().await? {
+                return Ok(result);
+            }
         }
+    }
+
+    /// Ctrl-C: the first one cancels a replay job (it can be resumed); otherwise, or the second
+    /// time, stop waiting.
+    async fn interrupted(&mut self) -> Result<()> {
+        let (b, env) = (&self.ctx.broker, self.env);
+        let job = job_of(env);
+        if self.cancelled || job.is_none() {
+            return Err(Error::Interrupted(format!(
+                "stopped waiting; command {} goes on{} — see `redrive admin status {}`",
+                env.id,
+                if self.cancelled {
+                    " until its cancel takes effect"
+                } else {
+                    ""
+                },
+                env.id
+            )));
+        }
+        self.cancelled = true;
+        if let Some(job) = job {
+            eprintln!("cancelling replay job {job} after its current step (Ctrl-C again to stop waiting)…");
+            let cancel = Envelope {
+                id: crate::admin::new_command_id(),
+                operator: env.operator.clone(),
+                reason: format!("Ctrl-C while waiting for command {}", env.id),
+                issued_at_ms: b.server_time_ms().await?,
+                deadline_ms: 0,
+                command: AdminCommand::Cancel(CancelSpec { job }),
+            };
+            b.admin_submit(&cancel.to_fields()).await?;
+        }
+        Ok(())
+    }
+
+    /// One look at the command's record: its result when done; an error when it expired, when a
+    /// started command shows no sign of life for `timeout`, or when no member picked it up
+    /// within `timeout` (then it is withdrawn and never runs); `None` to look again.
+    async fn step(&mut self) -> Result<Option<CommandResult>> {
+        let (b, env, timeout) = (&self.ctx.broker, self.env, self.timeout);
         let rec = b.admin_record(&env.id).await?;
         let state = rec
             .as_ref()
             .and_then(|r| r.get("state"))
             .map(String::as_str);
         match state {
-            Some("done") => {
-                if let Some(r) = stored(b, &env.id).await? {
-                    return Ok(r);
-                }
-            }
-            Some("expired") => {
-                return Err(Error::Timeout(format!(
+            Some("done") => stored(b, &env.id).await,
+            Some("expired") => Err(Error::Timeout(format!(
                 "command {} expired before any member started it; it never ran and nothing changed",
                 env.id
-            )))
-            }
+            ))),
             Some(_) => {
-                prog.show(ctx).await;
+                self.prog.show(self.ctx).await;
                 let alive = rec
                     .as_ref()
                     .and_then(|r| r.get("alive_at"))
                     .cloned()
                     .unwrap_or_default();
-                if alive != last_alive {
-                    last_alive = alive;
-                    alive_seen = Instant::now();
-                } else if alive_seen.elapsed() >= timeout {
+                if alive != self.last_alive {
+                    self.last_alive = alive;
+                    self.alive_seen = Instant::now();
+                } else if self.alive_seen.elapsed() >= timeout {
                     let member = rec
                         .as_ref()
                         .and_then(|r| r.get("member"))
@@ -299,23 +349,65 @@ async fn wait(
                         env.id
                     )));
                 }
+                Ok(None)
             }
             None => {
-                if since.elapsed() >= timeout {
-                    match b.admin_withdraw(&env.id, ctx.settings.record_ttl).await? {
-                        Withdraw::Withdrawn => {
-                            return Err(Error::Timeout(format!(
-                                "no fleet member picked command {} up within {} ms; it was withdrawn \
-                                 and will never run, so nothing changed. Check the fleet (`redrive health`) \
-                                 or use --local",
-                                env.id,
-                                timeout.as_millis()
-                            )))
-                        }
-                        Withdraw::Found { .. } => continue,
-                    }
+                if self.since.elapsed() < timeout {
+                    return Ok(None);
+                }
+                match b.admin_withdraw(&env.id, self.ctx.settings.record_ttl).await? {
+                    Withdraw::Withdrawn => Err(Error::Timeout(format!(
+                        "no fleet member picked command {} up within {} ms; it was withdrawn \
+                         and will never run, so nothing changed. Check the fleet (`redrive health`) \
+                         or use --local",
+                        env.id,
+                        timeout.as_millis()
+                    ))),
+                    Withdraw::Found { .. } => Ok(None),
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawConfig, Settings};
+    use crate::embedded::RedisServer;
+
+    /// The wait's step against a real Redis: before the timeout a command nobody picked up is
+    /// looked at again; after it, the command is withdrawn and the wait ends saying so.
+    #[tokio::test]
+    async fn a_step_withdraws_a_command_nobody_picked_up_once_the_timeout_passed() {
+        let redis = RedisServer::start().unwrap();
+        let mut raw = RawConfig::defaults().unwrap();
+        raw.redis.url = redis.url();
+        let settings = Settings::from_raw(raw).unwrap();
+        let broker = crate::broker::Broker::connect(&settings).await.unwrap();
+        let ctx = crate::app::cli::common::context(broker, &settings);
+        let env = Envelope {
+            id: crate::admin::new_command_id(),
+            operator: "tester".into(),
+            reason: "step test".into(),
+            issued_at_ms: 0,
+            deadline_ms: 0,
+            command: AdminCommand::Cancel(CancelSpec {
+                job: "job-x".into(),
+            }),
+        };
+        let mut waiter = Waiter::new(
+            &ctx,
+            &env,
+            Duration::from_secs(3600),
+            Progress::new(None, false),
+        );
+        assert!(
+            waiter.step().await.unwrap().is_none(),
+            "still within the timeout"
+        );
+        let mut waiter = Waiter::new(&ctx, &env, Duration::ZERO, Progress::new(None, false));
+        let err = waiter.step().await.unwrap_err().to_string();
+        assert!(err.contains("withdrawn") && err.contains(&env.id), "{err}");
     }
 }
