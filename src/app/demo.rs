@@ -105,34 +105,15 @@ pub async fn run(
     let member = tokio::spawn(fleet.run(fleet_shutdown.clone()));
 
     let tty = std::io::stderr().is_terminal();
-    let mut last_print = Instant::now() - Duration::from_secs(10);
-    // Until every task is settled, or the demo is interrupted.
-    loop {
-        let settled = stats.settled();
-        if settled >= total || shutdown.is_triggered() || member.is_finished() {
-            break;
-        }
-        let every = if tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(1)
-        };
-        if last_print.elapsed() >= every {
-            last_print = Instant::now();
-            let rate = settled as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            let line = format!("demo: {settled}/{total} settled ({rate:.0} tasks/s)");
-            if tty {
-                eprint!("\r{line}   ");
-            } else {
-                eprintln!("{line}");
-            }
-            let _ = std::io::stderr().flush();
-        }
-        tokio::select! {
-            _ = shutdown.wait() => {}
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
+    ProgressPrinter {
+        stats: stats.clone(),
+        total,
+        started,
+        tty,
+        last_print: Instant::now() - Duration::from_secs(10),
     }
+    .run(&shutdown, &member)
+    .await;
     let elapsed = started.elapsed();
     if tty {
         eprintln!();
@@ -218,8 +199,70 @@ fn print_summary(s: &DemoSummary) {
     print!("{out}");
 }
 
+/// The demo's progress line, in the fleet's loop shape: `run` paces it until every task is
+/// settled (or the demo is interrupted, or the member stopped), `step` prints one line when it
+/// is due.
+struct ProgressPrinter {
+    stats: std::sync::Arc<crate::fleet::FleetStats>,
+    total: u64,
+    started: Instant,
+    tty: bool,
+    last_print: Instant,
+}
+
+impl ProgressPrinter {
+    async fn run(mut self, shutdown: &Shutdown, member: &tokio::task::JoinHandle<Result<()>>) {
+        while self.step() < self.total && !shutdown.is_triggered() && !member.is_finished() {
+            tokio::select! {
+                _ = shutdown.wait() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// Prints the progress line when one is due (every 200 ms on a terminal, every second
+    /// otherwise); returns how many tasks are settled.
+    fn step(&mut self) -> u64 {
+        let settled = self.stats.settled();
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
+        if settled < self.total && self.last_print.elapsed() >= every {
+            self.last_print = Instant::now();
+            let rate = settled as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            let line = format!("demo: {settled}/{} settled ({rate:.0} tasks/s)", self.total);
+            if self.tty {
+                eprint!("\r{line}   ");
+            } else {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+        settled
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_progress_step_reports_the_settled_count_and_prints_when_due() {
+        use std::time::{Duration, Instant};
+        let mut p = super::ProgressPrinter {
+            stats: std::sync::Arc::new(crate::fleet::FleetStats::default()),
+            total: 3,
+            started: Instant::now(),
+            tty: false,
+            last_print: Instant::now() - Duration::from_secs(10),
+        };
+        assert_eq!(p.step(), 0);
+        assert!(
+            p.last_print.elapsed() < Duration::from_secs(5),
+            "a due line was printed"
+        );
+    }
+
     #[test]
     fn shares_add_up() {
         for total in [1, 7, 3000, 10_001] {
