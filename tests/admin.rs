@@ -236,19 +236,7 @@ async fn wait_live(env: &TestEnv, member: &str) {
 
 /// The audit trail, oldest first, as field maps.
 async fn audit(env: &TestEnv) -> Vec<HashMap<String, String>> {
-    let mut raw = env.raw().await;
-    let v: redis::Value = redis::cmd("XRANGE")
-        .arg(format!("{}:{{@admin}}:audit", env.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    redrive::testkit::entries(v)
-        .unwrap()
-        .into_iter()
-        .map(|e| text_fields(e.fields.unwrap_or_default()))
-        .collect()
+    env.stream_entries("{@admin}:audit").await
 }
 
 fn ids_of(list: &Value) -> Vec<String> {

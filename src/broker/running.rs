@@ -43,6 +43,15 @@ pub enum Begin {
     Run(Fields),
 }
 
+/// The `ids` a script's answer did not name, in order.
+fn not_in<'a>(ids: &[&str], named: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let named: std::collections::HashSet<&str> = named.into_iter().map(String::as_str).collect();
+    ids.iter()
+        .filter(|id| !named.contains(**id))
+        .map(|id| id.to_string())
+        .collect()
+}
+
 impl Broker {
     /// Records that entries of `tenant`'s lane read fresh by `consumer` start now (see
     /// scripts/start.lua: owner check + delivery count + 1, one call for the batch). Only the
@@ -54,13 +63,7 @@ impl Broker {
         let mut inv = scripts().start.key(self.keys.lane(tenant));
         inv.arg(&*self.group).arg(consumer).arg(lo).arg(hi).arg(ids);
         let (started, gone): (Vec<String>, Vec<String>) = inv.invoke_async(&mut self.con()).await?;
-        let seen: std::collections::HashSet<&str> =
-            started.iter().chain(&gone).map(String::as_str).collect();
-        let lost = ids
-            .iter()
-            .filter(|id| !seen.contains(**id))
-            .map(|id| id.to_string())
-            .collect();
+        let lost = not_in(ids, started.iter().chain(&gone));
         Ok(Starts {
             started,
             gone,
@@ -92,12 +95,7 @@ impl Broker {
             .arg("JUSTID")
             .query_async(&mut self.con())
             .await?;
-        let seen: std::collections::HashSet<&str> = started.iter().map(String::as_str).collect();
-        let gone = ids
-            .iter()
-            .filter(|id| !seen.contains(**id))
-            .map(|id| id.to_string())
-            .collect();
+        let gone = not_in(ids, &started);
         Ok(Starts {
             started,
             gone,

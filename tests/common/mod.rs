@@ -569,9 +569,14 @@ impl TestEnv {
 
     /// The entries of `tenant`'s lane, as text.
     pub async fn lane_entries(&self, tenant: &str) -> Vec<HashMap<String, String>> {
+        self.stream_entries(&format!("{{{tenant}}}:lane")).await
+    }
+
+    /// The entries of the stream `<prefix>:<key>`, oldest first, as text.
+    pub async fn stream_entries(&self, key: &str) -> Vec<HashMap<String, String>> {
         let mut raw = self.raw().await;
         let v: redis::Value = redis::cmd("XRANGE")
-            .arg(format!("{}:{{{tenant}}}:lane", self.prefix))
+            .arg(format!("{}:{key}", self.prefix))
             .arg("-")
             .arg("+")
             .query_async(&mut raw)
