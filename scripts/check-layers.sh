@@ -4,7 +4,9 @@
 #  - only src/broker/ names the Redis client (`redis::`);
 #  - only src/app/ names clap (the `app` feature's dependency);
 #  - nothing in src/ imports the testkit (it exists for tests/ only);
-#  - only src/telemetry/ records metrics (`metrics::` macros and handles; telemetry as events).
+#  - only src/telemetry/ records metrics (`metrics::` macros and handles; telemetry as events);
+#  - the agent handlers (src/agents/) never reach Redis or the fleet: steps go through the
+#    TaskContext's sink.
 # Prints each offending line and exits 1 when a boundary is crossed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +31,8 @@ check "production code imports the testkit" \
   "$(grep -rnE '\btestkit::' src --include='*.rs' | grep -v '^src/testkit\.rs:' || true)"
 check "code outside src/telemetry/ records metrics (use a telemetry event)" \
   "$(grep -rnE '(^|[^[:alnum:]_:])metrics::(counter|gauge|histogram|describe_|Counter|Gauge|Histogram)|\buse metrics\b' src --include='*.rs' | grep -v '^src/telemetry/' || true)"
+
+check "src/agents/ reaches for Redis or the fleet" \
+  "$(grep -rnE 'crate::(broker|fleet|admin|config)\b' src/agents --include='*.rs' || true)"
 
 exit "$status"

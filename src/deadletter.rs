@@ -45,10 +45,12 @@ impl Action {
             FailureClass::InvalidInput
             | FailureClass::ContextOverflow
             | FailureClass::SchemaMismatch
-            | FailureClass::MalformedEntry => Action::ReplayWithFix,
+            | FailureClass::MalformedEntry
+            | FailureClass::NoHandler => Action::ReplayWithFix,
             FailureClass::Unauthorized
             | FailureClass::PartialExecution
             | FailureClass::CrashLoop
+            | FailureClass::AgentCrashed
             | FailureClass::SilentFailure
             | FailureClass::Unknown => Action::ManualReview,
             FailureClass::Expired => Action::Discard,
@@ -283,7 +285,7 @@ pub struct DeadLetter {
     /// Further detail.
     pub detail: Option<String>,
     /// Steps completed across attempts.
-    pub steps: Vec<String>,
+    pub steps: Vec<crate::task::Step>,
     /// Partial output of the last attempt.
     pub partial_output: Option<serde_json::Value>,
     /// The member that ran the last attempt.

@@ -41,6 +41,7 @@
 #![cfg_attr(not(feature = "app"), allow(dead_code, unused_imports))]
 
 pub(crate) mod admin;
+pub(crate) mod agents;
 #[cfg(feature = "app")]
 mod app;
 pub(crate) mod broker;
@@ -69,11 +70,12 @@ pub use config::{RawConfig, Settings};
 pub use error::{Error, RedisFailure, Result};
 pub use fleet::Fleet;
 pub use handler::{
-    FailureClass, Handler, HandlerFuture, Handlers, NoopHandler, Outcome, Progress, TaskContext,
+    FailureClass, Handler, HandlerFuture, HandlerSpec, Handlers, NoopHandler, Outcome, Progress,
+    ShutdownFuture, StepEvent, TaskContext,
 };
 pub use producer::{Enqueued, Producer};
 pub use shutdown::Shutdown;
-pub use task::{AttemptRecord, NewTask, Task};
+pub use task::{AttemptRecord, NewTask, Step, Task};
 pub use telemetry::{Health, Telemetry};
 
 /// The sections of [`RawConfig`] as loaded, before validation: what an embedder edits before

@@ -251,14 +251,14 @@ impl Handler for Arc<DemoAgent> {
             }
             match what {
                 Simulated::Ok => {
-                    ctx.step_done("think");
+                    let _ = ctx.step_done("think", serde_json::Value::Null);
                     me.record(&task, ctx.member_id());
-                    ctx.step_done("act");
+                    let _ = ctx.step_done("act", serde_json::Value::Null);
                     ctx.output(serde_json::json!({"summary": format!("handled {} for {}", task.kind, task.tenant)}));
                     Outcome::Done
                 }
                 Simulated::Silent => {
-                    ctx.step_done("think");
+                    let _ = ctx.step_done("think", serde_json::Value::Null);
                     ctx.output(serde_json::json!({"summary": ""}));
                     Outcome::Done
                 }
@@ -283,8 +283,8 @@ impl Handler for Arc<DemoAgent> {
                     ),
                 ),
                 Simulated::ToolFailure => {
-                    ctx.step_done("lookup_customer");
-                    ctx.step_done("update_crm_record");
+                    let _ = ctx.step_done("lookup_customer", serde_json::Value::Null);
+                    let _ = ctx.step_done("update_crm_record", serde_json::Value::Null);
                     ctx.partial_output(
                         serde_json::json!({"crm_record": "updated", "email": "not sent"}),
                     );
@@ -365,7 +365,7 @@ mod tests {
             }
         ));
         assert_eq!(
-            ctx.progress().steps,
+            crate::task::step_names(&ctx.progress().steps),
             ["think", "act", "lookup_customer", "update_crm_record"]
         );
         let rl = agent.handle(mk("rate_limited"), ctx).await;

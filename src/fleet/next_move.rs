@@ -125,7 +125,7 @@ fn decide(
 /// The task with the failed attempt's steps and record added, both capped.
 fn recorded(
     task: &Task,
-    steps: Vec<String>,
+    steps: Vec<crate::task::Step>,
     class: FailureClass,
     reason: &str,
     now: u64,
@@ -133,7 +133,7 @@ fn recorded(
     inputs: &MoveInputs<'_>,
 ) -> Task {
     let mut next: Task = task.clone();
-    next.steps.extend(steps);
+    crate::task::merge_steps(&mut next.steps, steps);
     if next.steps.len() > MAX_STEPS {
         let cut = next.steps.len() - MAX_STEPS;
         next.steps.drain(..cut);
@@ -209,7 +209,10 @@ mod tests {
             retry_after: None,
             poison: false,
             progress: Progress {
-                steps: vec!["fetched".into()],
+                steps: vec![crate::task::Step::completed(
+                    "fetched",
+                    serde_json::Value::Null,
+                )],
                 partial_output: None,
             },
             duration: Duration::from_millis(20),
@@ -258,7 +261,7 @@ mod tests {
         let task = dl.task.as_ref().unwrap();
         assert_eq!(task.attempt, max);
         assert_eq!(task.history.len(), 1);
-        assert_eq!(dl.steps, ["fetched"]);
+        assert_eq!(crate::task::step_names(&dl.steps), ["fetched"]);
         assert_eq!(dl.orig_lane, "lane");
         assert_eq!(dl.dead_lettered_at_ms, 10_000);
     }
@@ -310,7 +313,9 @@ mod tests {
                 member: "m0".into(),
             });
         }
-        task.steps = (0..MAX_STEPS + 3).map(|i| format!("s{i}")).collect();
+        task.steps = (0..MAX_STEPS + 3)
+            .map(|i| crate::task::Step::completed(format!("s{i}"), serde_json::Value::Null))
+            .collect();
         f.task = Arc::new(task);
         let NextMove::DeadLetter(dl) = ({
             let mut f = f;
@@ -323,6 +328,6 @@ mod tests {
         assert_eq!(task.history.len(), MAX_HISTORY);
         assert_eq!(task.history.last().unwrap().error, "upstream said no");
         assert_eq!(task.steps.len(), MAX_STEPS);
-        assert_eq!(task.steps.last().map(String::as_str), Some("fetched"));
+        assert_eq!(task.steps.last().map(|s| s.name.as_str()), Some("fetched"));
     }
 }

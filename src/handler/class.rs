@@ -12,6 +12,10 @@ pub enum FailureClass {
     Timeout,
     /// A dependency was down or unreachable. Transient.
     UpstreamUnavailable,
+    /// The agent process exited, was killed or broke the stdio protocol during the attempt.
+    /// Transient, and counted toward poison detection: after `reclaim.max_deliveries` such
+    /// attempts in a row the task is a `crash_loop`.
+    AgentCrashed,
     /// The model call failed in a way worth retrying (5xx, truncated stream). Transient.
     LlmError,
     /// The task's input can never succeed as it is. Permanent.
@@ -33,16 +37,19 @@ pub enum FailureClass {
     /// Past its `deadline`: not started, or not retried because the next attempt would come
     /// after it. Permanent.
     Expired,
+    /// No `[[handlers]]` entry matches the task's kind: it was not run. Permanent.
+    NoHandler,
     /// Nothing more specific is known.
     Unknown,
 }
 
 impl FailureClass {
     /// Every class, in a stable order.
-    pub const ALL: [FailureClass; 14] = [
+    pub const ALL: [FailureClass; 16] = [
         FailureClass::RateLimited,
         FailureClass::Timeout,
         FailureClass::UpstreamUnavailable,
+        FailureClass::AgentCrashed,
         FailureClass::LlmError,
         FailureClass::InvalidInput,
         FailureClass::ContextOverflow,
@@ -53,6 +60,7 @@ impl FailureClass {
         FailureClass::CrashLoop,
         FailureClass::SilentFailure,
         FailureClass::Expired,
+        FailureClass::NoHandler,
         FailureClass::Unknown,
     ];
 
@@ -62,6 +70,7 @@ impl FailureClass {
             FailureClass::RateLimited => "rate_limited",
             FailureClass::Timeout => "timeout",
             FailureClass::UpstreamUnavailable => "upstream_unavailable",
+            FailureClass::AgentCrashed => "agent_crashed",
             FailureClass::LlmError => "llm_error",
             FailureClass::InvalidInput => "invalid_input",
             FailureClass::ContextOverflow => "context_overflow",
@@ -72,6 +81,7 @@ impl FailureClass {
             FailureClass::CrashLoop => "crash_loop",
             FailureClass::SilentFailure => "silent_failure",
             FailureClass::Expired => "expired",
+            FailureClass::NoHandler => "no_handler",
             FailureClass::Unknown => "unknown",
         }
     }
@@ -88,6 +98,7 @@ impl FailureClass {
             FailureClass::RateLimited
                 | FailureClass::Timeout
                 | FailureClass::UpstreamUnavailable
+                | FailureClass::AgentCrashed
                 | FailureClass::LlmError
                 | FailureClass::Unknown
         )
@@ -116,5 +127,7 @@ mod tests {
         assert!(!FailureClass::ContextOverflow.is_transient());
         assert!(!FailureClass::Expired.is_transient());
         assert_eq!(FailureClass::parse("expired"), Some(FailureClass::Expired));
+        assert!(FailureClass::AgentCrashed.is_transient());
+        assert!(!FailureClass::NoHandler.is_transient());
     }
 }

@@ -11,6 +11,9 @@ use crate::task::Task;
 /// The future a handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>;
 
+/// The future [`Handler::shutdown`] returns.
+pub type ShutdownFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Agent code. One value serves every task of the member, concurrently, so it holds shared
 /// clients (HTTP, model SDKs) and returns a future per attempt. A panic inside the future is
 /// caught by the fleet and treated as a failed attempt.
@@ -24,5 +27,12 @@ pub trait Handler: Send + Sync + 'static {
     fn check_output(&self, task: &Task, output: Option<&serde_json::Value>) -> Result<(), String> {
         let _ = (task, output);
         Ok(())
+    }
+
+    /// Releases what the handler holds (child processes, connections) once the member has
+    /// stopped running attempts. Called once, after the last attempt ended or was abandoned;
+    /// the default does nothing.
+    fn shutdown(&self) -> ShutdownFuture {
+        Box::pin(async {})
     }
 }

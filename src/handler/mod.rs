@@ -6,6 +6,7 @@
 //! * `class` — [`FailureClass`] and its stable wire names.
 //! * `context` — [`TaskContext`]: progress and output reported during an attempt.
 //! * `registry` — [`Handlers`]: handlers by name, for `fleet.handler`.
+//! * `spec` — [`HandlerSpec`]: one `[[handlers]]` entry as a factory receives it.
 //! * `noop` — [`NoopHandler`], which finishes every task at once.
 
 mod class;
@@ -14,10 +15,12 @@ mod handle;
 mod noop;
 mod outcome;
 mod registry;
+mod spec;
 
 pub use class::FailureClass;
-pub use context::{Progress, TaskContext};
-pub use handle::{Handler, HandlerFuture};
+pub use context::{Progress, StepEvent, TaskContext};
+pub use handle::{Handler, HandlerFuture, ShutdownFuture};
 pub use noop::NoopHandler;
 pub use outcome::Outcome;
 pub use registry::Handlers;
+pub use spec::HandlerSpec;

@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(task.first_enqueued_at_ms, 1_000);
         assert_eq!(task.replay_of.as_deref(), Some("5000-0"));
         assert_eq!(task.replayed_by.as_deref(), Some("ana@ops"));
-        assert_eq!(task.steps, ["lookup", "update"]);
+        assert_eq!(crate::task::step_names(&task.steps), ["lookup", "update"]);
         assert_eq!(task.history.len(), 1);
         assert_eq!(task.trace_id.as_deref(), Some("tr-1"));
         let payload: Value = serde_json::from_str(&task.payload).unwrap();

@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod step;
+#[allow(unused_imports)]
+pub use step::{
+    check_step_output, merge_steps, parse_steps, step_names, validate_step_name, Step, MAX_STEPS,
+    MAX_STEPS_OUTPUT_BYTES, MAX_STEP_NAME_CHARS, MAX_STEP_OUTPUT_BYTES,
+};
+
 /// Names of the stream-entry fields of a task.
 /// The field/value pairs of a stream entry, as raw bytes.
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -101,8 +108,6 @@ pub const MAX_EXTRA_BYTES: usize = 4096;
 pub const MAX_EXTRA_DROPPED_LEN: usize = 512;
 /// How many attempt records a task carries at most (the oldest are dropped first).
 pub const MAX_HISTORY: usize = 5;
-/// How many completed steps a task carries at most.
-pub const MAX_STEPS: usize = 64;
 
 /// Limits that depend on configuration.
 #[derive(Debug, Clone, Copy)]
@@ -499,8 +504,8 @@ pub struct Task {
     pub trace_id: Option<String>,
     /// Deadline, ms since the Unix epoch.
     pub deadline_ms: Option<u64>,
-    /// Steps completed by earlier attempts.
-    pub steps: Vec<String>,
+    /// Steps recorded by earlier attempts (checkpoints with their outputs).
+    pub steps: Vec<Step>,
     /// The last failed attempts, oldest first.
     pub history: Vec<AttemptRecord>,
     /// The dead-letter id this task was replayed from.
@@ -825,10 +830,9 @@ impl Task {
             }
         }
         let deadline_ms = num(field::DEADLINE, deadline)?;
-        let steps: Vec<String> = match steps {
+        let steps: Vec<Step> = match steps {
             None => Vec::new(),
-            Some(s) => serde_json::from_str(s)
-                .map_err(|e| fail(format!("field 'steps' is not a JSON array of strings: {e}")))?,
+            Some(s) => parse_steps(s).map_err(&fail)?,
         };
         let history: Vec<AttemptRecord> = match history {
             None => Vec::new(),
@@ -890,7 +894,7 @@ mod tests {
             .with_task_id("t-1")
             .into_task(&Limits::default(), 1_000)
             .unwrap();
-        task.steps = vec!["fetch".into()];
+        task.steps = vec![Step::completed("fetch", serde_json::json!({"n": 1}))];
         task.trace_id = Some("abc".into());
         let wire = task
             .to_fields()
@@ -1077,7 +1081,7 @@ mod tests {
             ("replay_of", "1-0"),
         ])
         .unwrap();
-        assert_eq!(t.steps, ["fetch"]);
+        assert_eq!(step_names(&t.steps), ["fetch"]);
         assert_eq!((t.first_enqueued_at_ms, t.attempt), (5, 3));
         assert_eq!(t.replay_of.as_deref(), Some("1-0"));
         assert!(t.extra.is_empty());

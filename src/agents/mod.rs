@@ -1,0 +1,13 @@
+//! Handlers for agents that are not compiled into the fleet (PROTOCOL.md): an HTTP endpoint
+//! (`http`), long-lived worker processes speaking JSON lines on stdio (`pool`), and one process
+//! per attempt (`exec`). They share the protocol: the request built from a task, the events and
+//! replies read back.
+//!
+//! This layer never talks to Redis: step events go to the attempt's [`TaskContext`]
+//! (crate::handler::TaskContext), whose sink the fleet records.
+//!
+//! * `protocol` — the request body, the event and reply lines, the HTTP status mapping.
+
+// Until the handlers that use it land (issue 13 in progress).
+#[allow(dead_code)]
+pub(crate) mod protocol;
