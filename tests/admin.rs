@@ -86,7 +86,11 @@ async fn seed(env: &TestEnv, dls: &[Dl], ids: Option<&[String]>) -> Vec<String> 
             let fields = DeadLetter {
                 orig_lane: format!("{}:{{{}}}:lane", env.prefix, d.tenant),
                 orig_id: format!("{}-{i}", now - 1_000),
-                steps: d.steps.clone(),
+                steps: d
+                    .steps
+                    .iter()
+                    .map(|s| redrive::Step::completed(s.clone(), serde_json::Value::Null))
+                    .collect(),
                 task: Some(task),
                 raw: None,
                 class: d.class,
