@@ -221,12 +221,16 @@ def test_a_streamed_attempt_writes_the_lines_of_the_steps_vector() -> None:
 def test_a_completed_step_is_not_run_again_and_returns_its_stored_output() -> None:
     calls: list[str] = []
 
+    def running(name: str, output: Any) -> Any:
+        calls.append(name)
+        return output
+
     def h(task: Task, ctx: Context) -> Any:
         assert ctx.completed("send_email")
-        draft = ctx.step("draft", lambda: calls.append("draft") or "new draft")
-        sent = ctx.step("send_email", lambda: calls.append("send") or {"x": 1}, True)
-        summary = ctx.step("summary", lambda: calls.append("summary") or f"{draft}/{sent}")
-        again = ctx.step("summary", lambda: calls.append("summary again") or "other")
+        draft = ctx.step("draft", lambda: running("draft", "new draft"))
+        sent = ctx.step("send_email", lambda: running("send", {"x": 1}), True)
+        summary = ctx.step("summary", lambda: running("summary", f"{draft}/{sent}"))
+        again = ctx.step("summary", lambda: running("summary again", "other"))
         return [draft, sent, summary, again]
 
     req = request(
@@ -371,9 +375,7 @@ def test_the_limits_are_the_protocol_ones() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "name", ["", "n" * 129, "a\u0007b", "a\nb", "a\u0085b", 5], ids=repr
-)
+@pytest.mark.parametrize("name", ["", "n" * 129, "a\u0007b", "a\nb", "a\u0085b", 5], ids=repr)
 def test_a_bad_step_name_is_refused_before_anything_is_sent(name: Any) -> None:
     ran: list[int] = []
 

@@ -122,10 +122,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """One attempt."""
-        if not self._on_path():
-            return
         body = self._read_body()
-        if body is None:
+        if body is None or not self._on_path():
             return
         prep = prepare(body, self.headers.get(HEADER), self.server.secrets)
         if isinstance(prep, Refusal):
