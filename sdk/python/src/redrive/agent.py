@@ -306,8 +306,15 @@ class Agent:
         text = await self.arun_line(_task(request), emit, executor)
         return json.loads(text)  # type: ignore[no-any-return]
 
-    def run_line(self, task: Task, emit: Emit | None = None) -> str:
-        """:meth:`run`, returning the final reply as its JSON text (for transports)."""
+    def run_line(
+        self,
+        task: Task,
+        emit: Emit | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> str:
+        """:meth:`run`, returning the final reply as its JSON text (for transports). An
+        ``async`` handler runs in ``loop`` (not running; kept across calls by a transport) or
+        in a fresh one."""
         found = self._route(task.kind)
         if found is None:
             return self._no_handler(task)
@@ -316,13 +323,19 @@ class Agent:
         try:
             result = fn(task, ctx)
             if inspect.isawaitable(result):
-                result = asyncio.run(_awaited(result))
+                if loop is None:
+                    result = asyncio.run(_awaited(result))
+                else:
+                    result = loop.run_until_complete(_awaited(result))
         except Exception as e:  # noqa: BLE001 - any exception of a handler becomes its reply
             return self._failure(task, e)
         return self._ok(result)
 
     async def arun_line(
-        self, task: Task, emit: Emit | None = None, executor: Executor | None = None
+        self,
+        task: Task,
+        emit: Emit | None = None,
+        executor: Executor | None = None,
     ) -> str:
         """:meth:`arun`, returning the final reply as its JSON text (for transports)."""
         found = self._route(task.kind)

@@ -99,7 +99,27 @@ def serve_pool(agent: Agent, concurrency: int = 1) -> None:
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     writer = LineWriter(claim_stdout())
-    asyncio.run(_pool(agent, concurrency, sys.stdin.buffer, writer))
+    if concurrency == 1:
+        _serial(agent, sys.stdin.buffer, writer)
+    else:
+        asyncio.run(_pool(agent, concurrency, sys.stdin.buffer, writer))
+
+
+def _serial(agent: Agent, stdin: BinaryIO, writer: LineWriter) -> None:
+    """One request at a time, on this thread: no hand-off between threads per task. An
+    ``async`` handler runs in one event loop kept for the process's life."""
+    loop = asyncio.new_event_loop()
+    try:
+        for line in stdin:
+            if not line.strip():
+                continue
+            request_id, parsed = _parse(line)
+            if request_id is None or isinstance(parsed, str):
+                _bad_request(writer, request_id, str(parsed))
+                continue
+            writer.write(request_id, agent.run_line(parsed, writer.emitter(request_id), loop))
+    finally:
+        loop.close()
 
 
 async def _pool(agent: Agent, concurrency: int, stdin: BinaryIO, writer: LineWriter) -> None:

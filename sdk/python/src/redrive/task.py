@@ -136,6 +136,8 @@ def _is_int(v: object) -> bool:
 
 def _int(obj: Mapping[str, Any], key: str, default: int | None) -> int:
     v = obj.get(key)
+    if type(v) is int and v >= 0:  # the common case first: every request reads several
+        return v
     if v is None:
         if default is None:
             raise InvalidRequest(f"the request has no '{key}'")
@@ -151,7 +153,7 @@ def _opt_int(obj: Mapping[str, Any], key: str) -> int | None:
 
 def _str(obj: Mapping[str, Any], key: str) -> str:
     v = obj.get(key)
-    if not isinstance(v, str) or not v:
+    if type(v) is not str or not v:
         raise InvalidRequest(f"'{key}' is {v!r}, not a non-empty string")
     return v
 
@@ -165,8 +167,10 @@ def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
 
 def _list(obj: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     v = obj.get(key)
-    if v is None:
-        return []
+    if not v:
+        if v is None or v == []:
+            return []
+        raise InvalidRequest(f"'{key}' is not an array of objects")
     if not isinstance(v, list) or not all(isinstance(x, Mapping) for x in v):
         raise InvalidRequest(f"'{key}' is not an array of objects")
     return v
@@ -202,8 +206,10 @@ def _record(h: Mapping[str, Any]) -> AttemptRecord:
 
 def _extra(obj: Mapping[str, Any]) -> dict[str, str]:
     v = obj.get("extra")
-    if v is None:
-        return {}
+    if not v:
+        if v is None or v == {}:
+            return {}
+        raise InvalidRequest("'extra' is not an object of strings")
     if not isinstance(v, Mapping) or not all(isinstance(x, str) for x in v.values()):
         raise InvalidRequest("'extra' is not an object of strings")
     return dict(v)
