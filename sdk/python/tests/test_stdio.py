@@ -214,3 +214,18 @@ def test_exec_without_a_request_line_exits_65() -> None:
     assert proc.returncode == 65
     assert proc.stdout == b""
     assert b"not JSON" in proc.stderr
+
+
+def test_one_at_a_time_on_the_main_thread() -> None:
+    """concurrency 1 (the default): requests answered in order, sync and async handlers, steps,
+    a bad line answered, stray prints on stderr, exit 0 at end of input."""
+    p = Pool("pool", "pool_agent:agent")
+    p.send("r1", request("sleep", {"ms": 50}, task_id="t-1"))
+    p.send("r2", request("asleep", {"ms": 1}, task_id="t-2"))
+    p.send("r3", {"kind": "x"})
+    p.send("r4", request("flaky"))
+    assert [p.reply()["id"] for _ in range(4)] == ["r1", "r2", "r3", "r4"]
+    assert p.close() == 0
+    events = [json.loads(x) for x in p.out.all if b'"event"' in x]
+    assert [(e["id"], e["event"]) for e in events] == [("r1", "step_started"), ("r1", "step_done")]
+    assert b"stray print from t-1" in b"".join(p.err.rest())

@@ -399,12 +399,18 @@ class Agent:
         )
 
     def asgi(
-        self, *, secrets: str | list[str] | None = None, max_request_bytes: int | None = None
+        self,
+        *,
+        secrets: str | list[str] | None = None,
+        max_request_bytes: int | None = None,
+        executor: Executor | None = None,
     ) -> ASGIApp:
         """An ASGI3 application serving this agent (see :func:`redrive.asgi.asgi_app`)."""
         from .asgi import asgi_app
 
-        return asgi_app(self, secrets=secrets, max_request_bytes=max_request_bytes)
+        return asgi_app(
+            self, secrets=secrets, max_request_bytes=max_request_bytes, executor=executor
+        )
 
 
 def _fail(cls: str, error: str, retry_after_ms: int | None = None) -> str:

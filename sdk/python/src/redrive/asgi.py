@@ -5,7 +5,7 @@ The same behaviour as :mod:`redrive.http`: a ``POST`` runs one attempt and strea
 (events as they happen, the final reply last), a ``GET`` tells what the agent serves, and
 refusals carry a JSON reply (401 ``unauthorized``, 400/413 ``invalid_input``). The path is not
 checked: route to the app as your framework does. An ``async`` handler runs on the server's
-event loop; a plain one in the loop's default executor (a thread).
+event loop; a plain one in a thread of the app's own pool.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._serving import (
@@ -28,6 +29,9 @@ from ._wire import dumps
 
 if TYPE_CHECKING:
     from .agent import Agent
+
+#: How many threads run plain handlers by default.
+DEFAULT_THREADS = 64
 
 #: An ASGI message.
 Message = MutableMapping[str, Any]
@@ -84,11 +88,20 @@ def asgi_app(
     *,
     secrets: str | Sequence[str] | None = None,
     max_request_bytes: int | None = None,
+    executor: Executor | None = None,
 ) -> ASGIApp:
     """An ASGI3 application running ``agent``; with ``secrets`` every request must carry a
-    valid ``Redrive-Signature``."""
+    valid ``Redrive-Signature``. Plain (blocking) handlers run in ``executor``, by default a
+    pool of :data:`DEFAULT_THREADS` threads of this app's own (the loop's default executor
+    has only a few, and a handler waiting on a model would hold one for seconds)."""
     keys = secrets_list(secrets)
     limit = DEFAULT_MAX_REQUEST_BYTES if max_request_bytes is None else max_request_bytes
+    pool: list[Executor] = [] if executor is None else [executor]
+
+    def threads() -> Executor:
+        if not pool:
+            pool.append(ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="redrive-asgi"))
+        return pool[0]
 
     async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -117,12 +130,12 @@ def asgi_app(
         if isinstance(prep, Refusal):
             await _respond(send, prep.status, prep.body)
             return
-        await _stream(agent, prep, send)
+        await _stream(agent, prep, send, threads())
 
     return app
 
 
-async def _stream(agent: Agent, task: Any, send: Send) -> None:
+async def _stream(agent: Agent, task: Any, send: Send, executor: Executor) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -154,7 +167,7 @@ async def _stream(agent: Agent, task: Any, send: Send) -> None:
 
     pumping = asyncio.create_task(pump())
     try:
-        reply = await agent.arun_line(task, emit)
+        reply = await agent.arun_line(task, emit, executor)
     finally:
         # Events a worker thread emitted were queued before its result reached this loop,
         # so the end marker comes after every one of them.

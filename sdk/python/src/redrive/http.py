@@ -3,7 +3,8 @@
 One ``POST`` per attempt (PROTOCOL.md, "The request"); the reply is streamed as NDJSON with
 chunked encoding, each event line sent as it happens and the final reply line last.
 Connections are kept alive (HTTP/1.1) and every connection has its own thread, so a plain
-(blocking) handler runs in it; an ``async`` handler runs in an event loop of that thread.
+(blocking) handler runs in it; an ``async`` handler runs in an event loop of that thread (one
+per connection, kept across its requests).
 
 Refusals carry a JSON reply whose class decides the outcome at the fleet: 401
 ``unauthorized`` (missing, wrong or stale ``Redrive-Signature`` when secrets are set), 400
@@ -13,6 +14,7 @@ large), 503 ``upstream_unavailable`` while the server is shutting down.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
@@ -89,6 +91,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
     # Event lines are small writes; Nagle's algorithm would hold them back.
     disable_nagle_algorithm = True
     server: AgentServer
+    # The event loop this connection's async handlers run in: one per connection thread,
+    # created on first use, closed with the connection (asyncio.run per request costs more).
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def finish(self) -> None:
+        """Closes the connection and its event loop."""
+        try:
+            super().finish()
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: one log line per attempt would cost more than the attempt."""
@@ -159,7 +173,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     # The fleet went away (its timeout, a crash): the attempt is over for it.
                     broken = True
 
-        reply = self.server.agent.run_line(task, lambda event: write(dumps(event)))
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        reply = self.server.agent.run_line(task, lambda event: write(dumps(event)), self._loop)
         write(reply)
         with lock:
             if not broken:
