@@ -356,7 +356,9 @@ def test_pool_lines_carry_the_id_first_as_the_stdio_vector() -> None:
         raise Retry("429", retry_after_ms=100, cls="rate_limited")
 
     task = Task.from_request(request())
-    writer.write("r1", agent.run_line(task, writer.emitter("r1")))
+    lines = writer.request("r1")
+    lines.reply(agent.run_line(task, lines))
+    lines({"event": "progress", "late": True})  # after the reply: dropped
     assert out.getvalue().decode().splitlines() == STDIO["events then fail"]["lines"]
 
 

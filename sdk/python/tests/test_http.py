@@ -29,6 +29,7 @@ class Gate:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.finished = threading.Event()
+        self.late: list[threading.Thread] = []
 
 
 def build_agent(gate: Gate) -> Agent:
@@ -51,6 +52,17 @@ def build_agent(gate: Gate) -> Agent:
             return 1
 
         return await ctx.astep("a", one)
+
+    @agent.handler("late")
+    def late(task: Task, ctx: Context) -> str:
+        def after() -> None:
+            gate.release.wait(WAIT)
+            ctx.progress(late=True)
+
+        thread = threading.Thread(target=after)
+        thread.start()
+        gate.late.append(thread)
+        return "replied"
 
     @agent.handler("slow_down")
     def slow_down(task: Task, ctx: Context) -> None:
@@ -186,7 +198,7 @@ def test_another_path_is_404_and_get_says_what_is_served(server: AgentServer) ->
     assert json.loads(resp.read()) == {
         "agent": "redrive",
         "protocol": 1,
-        "kinds": ["stream", "echo", "async_*", "slow_down"],
+        "kinds": ["stream", "echo", "async_*", "late", "slow_down"],
     }
     conn.close()
 
@@ -266,4 +278,17 @@ def test_draining_refuses_new_attempts_with_503(server: AgentServer) -> None:
     resp = post(conn, body(request("echo")))
     assert resp.status == 503
     assert json.loads(resp.read())["class"] == "upstream_unavailable"
+    conn.close()
+
+
+def test_an_event_after_the_reply_never_reaches_the_connection(
+    server: AgentServer, gate: Gate
+) -> None:
+    conn = connect(server)
+    assert ndjson(post(conn, body(request("late")))) == [{"status": "ok", "output": "replied"}]
+    gate.release.set()
+    gate.late[0].join(WAIT)
+    assert not gate.late[0].is_alive()
+    lines = ndjson(post(conn, body(request("echo", payload=1))))
+    assert lines == [{"status": "ok", "output": {"payload": 1, "attempt": 1}}]
     conn.close()

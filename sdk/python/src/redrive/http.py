@@ -160,15 +160,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         lock = threading.Lock()
         broken = False
+        answered = False
 
-        def write(line: str) -> None:
-            nonlocal broken
+        def write(line: str, final: bool = False) -> None:
+            nonlocal broken, answered
             data = line.encode("utf-8") + b"\n"
+            chunk = b"%x\r\n%b\r\n" % (len(data), data)
             with lock:
-                if broken:
+                # After the final line nothing more may go out: a late event from a handler's
+                # stray thread would land in the next response on this connection.
+                if broken or answered:
                     return
+                answered = final
                 try:
-                    self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+                    self.wfile.write(chunk + b"0\r\n\r\n" if final else chunk)
                 except OSError:
                     # The fleet went away (its timeout, a crash): the attempt is over for it.
                     broken = True
@@ -176,13 +181,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         reply = self.server.agent.run_line(task, lambda event: write(dumps(event)), self._loop)
-        write(reply)
+        write(reply, final=True)
         with lock:
-            if not broken:
-                try:
-                    self.wfile.write(b"0\r\n\r\n")
-                except OSError:
-                    broken = True
             if broken:
                 self.close_connection = True
 

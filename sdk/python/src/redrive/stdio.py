@@ -37,11 +37,19 @@ class LineWriter:
         self._lock = threading.Lock()
         self.broken = False
 
-    def write(self, request_id: str, line: str) -> None:
-        """Writes the JSON object ``line`` with ``"id": request_id`` as its first key."""
+    def write(
+        self, request_id: str, line: str, request: Request | None = None, final: bool = False
+    ) -> None:
+        """Writes the JSON object ``line`` with ``"id": request_id`` as its first key. With
+        ``request``, nothing is written once that request has its final reply (``final``
+        marks it)."""
         framed = '{"id":' + dumps(request_id) + ("," + line[1:] if line != "{}" else "}")
         data = framed.encode("utf-8") + b"\n"
         with self._lock:
+            if request is not None:
+                if request.answered:
+                    return
+                request.answered = final
             if self.broken:
                 return
             try:
@@ -50,9 +58,28 @@ class LineWriter:
             except OSError:
                 self.broken = True
 
-    def emitter(self, request_id: str) -> Any:
-        """The ``emit`` callback of request ``request_id``."""
-        return lambda event: self.write(request_id, dumps(event))
+    def request(self, request_id: str) -> Request:
+        """The writer of request ``request_id``'s lines."""
+        return Request(self, request_id)
+
+
+class Request:
+    """One request's lines: events (it is the handler's ``emit``), then one final reply. An
+    event a handler's stray thread emits after the reply is dropped: the fleet would read a
+    line for a finished ``id`` as a broken protocol and fail every attempt of the process."""
+
+    def __init__(self, writer: LineWriter, request_id: str) -> None:
+        self.writer = writer
+        self.request_id = request_id
+        self.answered = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Writes an event line."""
+        self.writer.write(self.request_id, dumps(event), self)
+
+    def reply(self, line: str) -> None:
+        """Writes the final reply line; later events are dropped."""
+        self.writer.write(self.request_id, line, self, final=True)
 
 
 def claim_stdout() -> BinaryIO:
@@ -117,7 +144,8 @@ def _serial(agent: Agent, stdin: BinaryIO, writer: LineWriter) -> None:
             if request_id is None or isinstance(parsed, str):
                 _bad_request(writer, request_id, str(parsed))
                 continue
-            writer.write(request_id, agent.run_line(parsed, writer.emitter(request_id), loop))
+            out = writer.request(request_id)
+            out.reply(agent.run_line(parsed, out, loop))
     finally:
         loop.close()
 
@@ -142,8 +170,8 @@ async def _pool(agent: Agent, concurrency: int, stdin: BinaryIO, writer: LineWri
 
         async def one(request_id: str, task: Task) -> None:
             try:
-                reply = await agent.arun_line(task, writer.emitter(request_id), executor)
-                writer.write(request_id, reply)
+                out = writer.request(request_id)
+                out.reply(await agent.arun_line(task, out, executor))
             finally:
                 slots.release()
 
@@ -173,5 +201,6 @@ def run_exec(agent: Agent) -> int:
     if request_id is None or isinstance(parsed, str):
         _bad_request(writer, request_id, str(parsed))
         return 0 if request_id is not None else EXIT_BAD_INPUT
-    writer.write(request_id, agent.run_line(parsed, writer.emitter(request_id)))
+    out = writer.request(request_id)
+    out.reply(agent.run_line(parsed, out))
     return 0
