@@ -6,12 +6,45 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from typing import Any
 
-from redrive import Agent, Context, Retry, Task, serve_pool
+from redrive import Agent, Context, Fail, Retry, Task, serve_pool
 
 agent = Agent()
+
+_finished: dict[str, threading.Event] = {}
+_finished_lock = threading.Lock()
+
+
+def finished(name: str) -> threading.Event:
+    """The event set when the chain task ``name`` is done."""
+    with _finished_lock:
+        return _finished.setdefault(name, threading.Event())
+
+
+@agent.handler("chain")
+def chain(task: Task, ctx: Context) -> Any:
+    """Finishes only after the task named payload["after"] finished (in a worker thread)."""
+    after = task.payload.get("after")
+    if after and not finished(after).wait(5):
+        raise Fail("invalid_input", f"{after} never finished: not run concurrently")
+    finished(task.payload["name"]).set()
+    return {"task": task.task_id}
+
+
+@agent.handler("achain")
+async def achain(task: Task, ctx: Context) -> Any:
+    """As chain, waiting on the event loop."""
+    after = task.payload.get("after")
+    deadline = time.monotonic() + 5
+    while after and not finished(after).is_set():
+        if time.monotonic() > deadline:
+            raise Fail("invalid_input", f"{after} never finished: not run concurrently")
+        await asyncio.sleep(0.005)
+    finished(task.payload["name"]).set()
+    return {"task": task.task_id}
 
 
 @agent.handler("sleep")
