@@ -175,6 +175,10 @@ def test_an_output_that_is_not_json_or_too_big_is_schema_mismatch() -> None:
     reply, _ = run(lambda t, c: {"when": object()})
     assert reply["class"] == "schema_mismatch"
     assert "not JSON" in reply["error"]
+    # A lone surrogate (a "\ud800" escape in the request) cannot be sent as UTF-8.
+    reply, _ = run(lambda t, c: t.payload, request(payload="\ud800"))
+    assert reply["class"] == "schema_mismatch"
+    assert "lone surrogate" in reply["error"]
     agent = Agent(max_reply_bytes=1000)
     agent.add_handler(["*"], lambda t, c: "x" * 1000)
     reply = agent.run(request())
@@ -423,6 +427,15 @@ def test_an_output_that_is_not_json_is_refused() -> None:
     reply, events = run(h)
     assert reply["class"] == "schema_mismatch"
     assert "not JSON" in reply["error"]
+    assert events.kinds() == ["step_started:s"]
+
+    def lone(task: Task, ctx: Context) -> None:
+        with pytest.raises(ValueError, match="lone surrogate"):
+            ctx.progress(x="\udc80")
+        ctx.step("s", lambda: "\udc80")
+
+    reply, events = run(lone, request(steps=[step("earlier", "\ud800")]))
+    assert "lone surrogate" in reply["error"]
     assert events.kinds() == ["step_started:s"]
 
 

@@ -54,9 +54,20 @@ def _discard(_event: dict[str, Any]) -> None:
 
 
 def _json_bytes(text: str) -> int:
-    # A JSON text from dumps() is valid Unicode, so the UTF-8 size needs no error handling;
-    # an ASCII-only text is as long as its byte count, which skips the copy in the common case.
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    """The UTF-8 size of a JSON text (an ASCII-only text, the common case, without a copy)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _not_unicode(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (from a ``\\ud800`` escape in a request, say),
+    which UTF-8 cannot carry: such a line could not be sent."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def validate_step_name(name: object) -> str:
@@ -161,9 +172,12 @@ class Context:
             raise ValueError(f"progress keys {sorted(clash)} are reserved by the protocol")
         event = {"event": "progress", **fields}
         try:
-            size = _json_bytes(dumps(event))
+            text = dumps(event)
         except (TypeError, ValueError) as e:
             raise ValueError(f"progress is not JSON: {e}") from None
+        if _not_unicode(text):
+            raise ValueError("progress is not valid Unicode text (a lone surrogate)")
+        size = _json_bytes(text)
         if size > self._max_line_bytes:
             raise ValueError(
                 f"progress is {size} bytes of JSON; the line limit is {self._max_line_bytes}"
@@ -188,6 +202,8 @@ class Context:
             text = dumps(output)
         except (TypeError, ValueError) as e:
             raise StepRefused(f"step '{name}' output is not JSON: {e}") from None
+        if _not_unicode(text):
+            raise StepRefused(f"step '{name}' output is not valid Unicode text (a lone surrogate)")
         size = _json_bytes(text)
         if size > MAX_STEP_OUTPUT_BYTES:
             raise StepRefused(
@@ -360,6 +376,11 @@ class Agent:
             text = dumps({"status": "ok", "output": output})
         except (TypeError, ValueError) as e:
             return _fail("schema_mismatch", f"the handler's output is not JSON: {e}")
+        if _not_unicode(text):
+            return _fail(
+                "schema_mismatch",
+                "the handler's output is not valid Unicode text (a lone surrogate)",
+            )
         size = len(text) if len(text) * 4 <= self.max_reply_bytes else _json_bytes(text)
         if size > self.max_reply_bytes:
             return _fail(
