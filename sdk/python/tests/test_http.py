@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,3 +298,35 @@ def test_an_event_after_the_reply_never_reaches_the_connection(
     lines = ndjson(post(conn, body(request("echo", payload=1))))
     assert lines == [{"status": "ok", "output": {"payload": 1, "attempt": 1}}]
     conn.close()
+
+
+def test_serve_http_as_a_process_verifies_signatures_and_stops_on_sigterm() -> None:
+    """``python -m redrive http`` (serve_http): secrets from REDRIVE_SECRETS, the bound port
+    in its first log line, a clean exit 0 on SIGTERM."""
+    agents = Path(__file__).resolve().parent / "agents"
+    env = {**os.environ, "PYTHONPATH": str(agents), "REDRIVE_SECRETS": f"{SECRET}, older"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redrive", "http", "pool_agent:agent", "--port", "0"],
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline().decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", first)
+        assert found, first
+        conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=WAIT)
+        data = body(request("flaky"))
+        resp = post(conn, data, "/", {"Redrive-Signature": sign("older", data)})
+        assert resp.status == 200
+        assert ndjson(resp)[-1]["class"] == "upstream_unavailable"
+        resp = post(conn, data, "/")
+        assert resp.status == 401
+        resp.read()
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
