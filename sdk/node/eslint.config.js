@@ -16,6 +16,11 @@ export default tseslint.config(
       // The protocol counts characters as Unicode code points (Rust's chars), which is what
       // spreading a string yields.
       "@typescript-eslint/no-misused-spread": "off",
+      // node:test's describe/it return promises the runner awaits itself.
+      "@typescript-eslint/no-floating-promises": [
+        "error",
+        { allowForKnownSafeCalls: [{ from: "package", package: "node:test", name: ["describe", "it", "test"] }] },
+      ],
       "@typescript-eslint/no-unused-vars": ["error", { varsIgnorePattern: "^_", argsIgnorePattern: "^_" }],
     },
   },

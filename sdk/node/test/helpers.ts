@@ -18,7 +18,8 @@ export function conformanceDir(): string {
   throw new Error("conformance/ not found above the test directory");
 }
 
-/** A conformance file, parsed. */
+/** A conformance file, parsed (the caller names the shape it reads). */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
 export function vectors<T>(name: string): T {
   return JSON.parse(readFileSync(join(conformanceDir(), name), "utf8")) as T;
 }

@@ -39,7 +39,7 @@ describe("conformance/tasks.json", () => {
         assert.throws(
           () => prepareTask(c.task, NOW),
           (e: unknown) => {
-            assert.ok(e instanceof InvalidTaskError, `${String(e)}`);
+            assert.ok(e instanceof InvalidTaskError, String(e));
             assert.equal(e.field, c.field, e.message);
             return true;
           },
