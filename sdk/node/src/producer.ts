@@ -3,6 +3,8 @@
  * the same keys, fields and field order as the Rust producer (src/producer.rs).
  */
 
+import { once } from "node:events";
+
 import { Redis } from "ioredis";
 
 import { InvalidTaskError } from "./errors.js";
@@ -108,9 +110,13 @@ export class Producer {
     return out;
   }
 
-  /** Closes the connection if the producer opened it (a URL was given). */
+  /** Closes the connection if the producer opened it (a URL was given); resolves once it is closed. */
   async close(): Promise<void> {
-    if (this.owned) await this.redis.quit();
+    const ended = (): boolean => this.redis.status === "end";
+    if (!this.owned || ended()) return;
+    const end = once(this.redis, "end");
+    await this.redis.quit();
+    if (!ended()) await end;
   }
 
   private async writeChunk(chunk: PreparedTask[], before: number): Promise<string[]> {
