@@ -62,7 +62,8 @@ export interface Context {
   /**
    * Reports progress (any JSON fields except `event`, `status` and `id`); the latest report is
    * the attempt's partial output in a dead letter. Best effort: a report that cannot be sent
-   * is dropped; it rejects only with a TypeError for fields that cannot be a report.
+   * is dropped; it rejects only for fields that cannot be a report (TypeError) or a report over
+   * the reply limit (RangeError).
    */
   progress(fields: Record<string, unknown>): Promise<void>;
 }
@@ -201,7 +202,7 @@ export class Agent {
     if (route === undefined) {
       return failLine("no_handler", `no handler for kind '${task.kind}' in this agent`);
     }
-    const ctx = new TaskContext(task, emit, signal, this.json);
+    const ctx = new TaskContext(task, emit, signal, this.json, this.maxReplyBytes);
     let result: unknown;
     try {
       result = await (route.handler as Handler)(task, ctx);
@@ -255,9 +256,11 @@ class TaskContext implements Context {
   /** Completed steps (earlier attempts' and this one's): name → output JSON text. */
   private readonly completed = new Map<string, string>();
   private outputBytes = 0;
+  private readonly maxLineBytes: number;
 
-  constructor(task: Task, emit: Emit, signal: AbortSignal, json: JsonCodec) {
+  constructor(task: Task, emit: Emit, signal: AbortSignal, json: JsonCodec, maxLineBytes: number) {
     this.task = task;
+    this.maxLineBytes = maxLineBytes;
     this.emit = emit;
     this.signal = signal;
     this.json = json;
@@ -322,6 +325,10 @@ class TaskContext implements Context {
     const body = this.json.stringify(fields);
     if (body === undefined || !body.startsWith("{")) throw new TypeError("progress fields must be a JSON object");
     const line = body === "{}" ? `{"event":"progress"}` : `{"event":"progress",${body.slice(1)}`;
+    const size = Buffer.byteLength(line);
+    if (size > this.maxLineBytes) {
+      throw new RangeError(`a progress report of ${size} bytes is over the reply limit of ${this.maxLineBytes} bytes`);
+    }
     await this.emit(line).catch(() => undefined);
   }
 

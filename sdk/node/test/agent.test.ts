@@ -390,6 +390,7 @@ describe("steps", () => {
       await assert.rejects(ctx.progress({ status: "ok" }), TypeError);
       await assert.rejects(ctx.progress({ id: "r1" }), TypeError);
       await ctx.progress({});
+      await assert.rejects(ctx.progress({ blob: "x".repeat(1024 * 1024) }), /over the reply limit/);
       return "ok";
     });
     const { events } = await attempt(agent, "k");
