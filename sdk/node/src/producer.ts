@@ -65,6 +65,11 @@ export class Producer {
       this.redis = new Redis(redis, { lazyConnect: false });
       this.owned = true;
     } else {
+      if (redis.options.keyPrefix) {
+        throw new TypeError(
+          "the ioredis client has a keyPrefix option, which would move every key; pass keyPrefix to the Producer instead",
+        );
+      }
       this.redis = redis;
       this.owned = false;
     }

@@ -118,6 +118,9 @@ describe("Producer against a real redis-server", () => {
       await producer.close();
     }
     assert.equal(producer.redis.status, "end");
+    const prefixed = new Redis(server.port, "127.0.0.1", { keyPrefix: "x:", lazyConnect: true });
+    assert.throws(() => new Producer(prefixed), /keyPrefix/);
+    prefixed.disconnect();
     const mine = new Producer(redis);
     await mine.close();
     assert.equal(redis.status, "ready", "a client passed in stays open");
