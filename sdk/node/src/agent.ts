@@ -104,7 +104,7 @@ export function kindMatches(pattern: string, kind: string): boolean {
 function compileGlob(pattern: string): (kind: string) => boolean {
   if (!pattern.includes("*") && !pattern.includes("?")) return (kind) => kind === pattern;
   const source = [...pattern]
-    .map((c) => (c === "*" ? "[\\s\\S]*" : c === "?" ? "[\\s\\S]" : c.replace(/[\\^$.|+()[\]{}/-]/g, "\\$&")))
+    .map((c) => (c === "*" ? "[\\s\\S]*" : c === "?" ? "[\\s\\S]" : c.replace(/[\\^$.|+()[\]{}/]/g, "\\$&")))
     .join("");
   const re = new RegExp(`^${source}$`, "u");
   return (kind) => re.test(kind);
@@ -234,7 +234,11 @@ export class Agent {
     if (e instanceof FailError) return failLine(e.cls, e.message);
     if (e instanceof PartialExecutionError) return failLine("partial_execution", e.message);
     if (e instanceof StepRefusedError) return failLine("schema_mismatch", `a step was refused: ${e.message}`);
-    this.onError(e, task);
+    try {
+      this.onError(e, task);
+    } catch (hookError) {
+      console.error("redrive: the onError hook threw:", hookError);
+    }
     const text = e instanceof Error ? `${e.name}: ${e.message}` : `thrown: ${safeString(e)}`;
     return JSON.stringify({ status: "fail", error: bound(text) });
   }

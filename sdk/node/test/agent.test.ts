@@ -178,6 +178,9 @@ describe("routing", () => {
     assert.ok(!kindMatches("a.b", "axb"), "a dot is a dot");
     assert.ok(kindMatches("ns:*/v?", "ns:x/y/v2"));
     assert.ok(kindMatches("*", "anything"));
+    assert.ok(kindMatches("lead-*", "lead-score"), "a dash in a glob");
+    assert.ok(kindMatches("a+b(c)[d]{e}|f^$\\*", "a+b(c)[d]{e}|f^$\\x"), "regex characters are literal");
+    assert.ok(!kindMatches("a+b", "aab"));
     const agent = new Agent()
       .handle(["score_lead", "triage_*"], () => "first")
       .handle("triage_ticket", () => "second")
