@@ -97,15 +97,18 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
 
 /**
  * The body as the fleet sent it: `req.rawBody` or a Buffer/string `req.body` left by a body
- * parser, else read from the stream. `undefined` with a parsed object when only that is left.
+ * parser, else read from the stream (when nothing consumed it), else a parsed object left in
+ * `req.body`, else nothing.
  */
 async function bodyOf(req: ParsedRequest, max: number): Promise<{ raw?: Buffer; parsed?: unknown }> {
   const pre = req.rawBody ?? req.body;
   if (Buffer.isBuffer(pre)) return { raw: pre };
   if (typeof pre === "string") return { raw: Buffer.from(pre, "utf8") };
+  // The stream first: a parser that skipped the body (another content type) may still have
+  // left an empty object in req.body.
+  if (!req.readableEnded) return { raw: await readBody(req, max) };
   if (req.body !== undefined && req.body !== null && typeof req.body === "object") return { parsed: req.body };
-  if (req.readableEnded) return {};
-  return { raw: await readBody(req, max) };
+  return {};
 }
 
 /**

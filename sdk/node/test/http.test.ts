@@ -267,6 +267,17 @@ describe("agent.middleware on a plain node:http server", () => {
     assert.deepEqual(lines(r.body).at(-1), { status: "ok", output: { a: 1 } });
   });
 
+  it("reads the stream itself when a parser left only an empty object", async () => {
+    const mw = agent.middleware({ secrets: "s3cret" });
+    const url = await start((req, res) => {
+      req.body = {};
+      mw(req, res);
+    });
+    const r = await post(url, body, { "Redrive-Signature": sign("s3cret", body) });
+    assert.equal(r.status, 200);
+    assert.deepEqual(lines(r.body).at(-1), { status: "ok", output: { a: 1 } });
+  });
+
   it("passes a non-POST request to next", async () => {
     const mw = agent.middleware();
     const url = await start((req, res) => {
