@@ -1,0 +1,50 @@
+/**
+ * redrive's Node/TypeScript SDK: a {@link Producer} for redrive's lanes and the agent side of
+ * the redrive agent protocol ({@link Agent}, {@link serveHttp}, `agent.middleware()`,
+ * {@link servePool}), with signature verification ({@link verify}).
+ */
+
+export { Agent, kindMatches, validateStepName } from "./agent.js";
+export type { AgentOptions, Context, Emit, Handler, JsonCodec, StepOptions } from "./agent.js";
+export {
+  DEFAULT_MAX_REPLY_BYTES,
+  MAX_STEPS,
+  MAX_STEPS_OUTPUT_BYTES,
+  MAX_STEP_NAME_CHARS,
+  MAX_STEP_OUTPUT_BYTES,
+} from "./agent.js";
+export {
+  AttemptClosedError,
+  FailError,
+  InvalidTaskError,
+  PERMANENT_CLASSES,
+  PartialExecutionError,
+  RetryError,
+  StepRefusedError,
+  TRANSIENT_CLASSES,
+  isPermanentClass,
+  isTransientClass,
+} from "./errors.js";
+export type { FailureClass, PermanentClass, RetryOptions, TransientClass } from "./errors.js";
+export { DEFAULT_MAX_BODY_BYTES, createMiddleware, serveHttp } from "./http.js";
+export type { HttpOptions, Middleware, ServeHttpOptions } from "./http.js";
+export { Keys } from "./keys.js";
+export { servePool } from "./pool.js";
+export type { PoolOptions } from "./pool.js";
+export { EnqueueError, PIPELINE_CHUNK, Producer } from "./producer.js";
+export type { Enqueued, ProducerOptions } from "./producer.js";
+export { MAX_ERROR_BYTES, bound } from "./reply.js";
+export { RequestError, parseRequest } from "./request.js";
+export type { AttemptRecord, Step, Task } from "./request.js";
+export { SIGNATURE_TOLERANCE_SECS, checkSignature, sign, verify } from "./signature.js";
+export type { VerifyOptions } from "./signature.js";
+export {
+  DEFAULT_MAX_PAYLOAD_BYTES,
+  KNOWN_FIELDS,
+  MAX_EXTRA_BYTES,
+  MAX_EXTRA_FIELDS,
+  MAX_SCHEMA_VERSION,
+  generateTaskId,
+  prepareTask,
+} from "./task.js";
+export type { NewTask, PreparedTask } from "./task.js";
