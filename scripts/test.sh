@@ -17,3 +17,7 @@ else
   echo "test: cargo-nextest not found; running cargo test with one test thread" >&2
   cargo test -- --test-threads=1
 fi
+
+# The SDKs' own checks: lint, types, unit and transport tests, packaging.
+sdk/python/check.sh
+sdk/node/check.sh

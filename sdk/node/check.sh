@@ -2,6 +2,7 @@
 # The Node SDK's full check: install (npm ci when node_modules is missing or stale), lint
 # (eslint + tsc --noEmit, strict), build, the tests (a real redis-server, real sockets, a real
 # child process), and a real `npm pack` whose tarball is imported by its package name.
+# `--setup-only` installs and builds, nothing else (scripts/setup.sh).
 # Never skips: a missing node, npm or redis-server fails the check.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +23,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   step "npm ci"
   npm ci --no-audit --no-fund
   echo "$lock_sum" > "$stamp"
+fi
+
+if [ "${1:-}" = "--setup-only" ]; then
+  # scripts/setup.sh: dependencies and the built package (the end-to-end tests import dist/).
+  npm run --silent build
+  exit 0
 fi
 
 step "lint (eslint, tsc --noEmit)"

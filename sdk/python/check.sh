@@ -3,6 +3,7 @@
 #
 #   sdk/python/check.sh            # everything
 #   sdk/python/check.sh -k pool    # extra arguments go to pytest
+#   sdk/python/check.sh --setup-only   # only create/refresh the venv (scripts/setup.sh)
 #
 # Creates sdk/python/.venv on first use (or when requirements-dev.txt or pyproject.toml
 # changed) and installs the package (editable) and the pinned dev tools from PyPI. Fails
@@ -30,6 +31,10 @@ if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
     --no-build-isolation -e .
   echo "$want" > "$STAMP"
+fi
+
+if [[ "${1:-}" == "--setup-only" ]]; then
+  exit 0
 fi
 
 echo "== ruff check"
