@@ -129,8 +129,7 @@ impl HttpOptions {
             Some(n) => n as usize,
             None => DEFAULT_MAX_REPLY_BYTES,
         };
-        let connect_timeout = match integer(spec, "connect_timeout_ms", CONNECT_TIMEOUT_RANGE_MS)?
-        {
+        let connect_timeout = match integer(spec, "connect_timeout_ms", CONNECT_TIMEOUT_RANGE_MS)? {
             Some(ms) => Duration::from_millis(ms),
             None => DEFAULT_CONNECT_TIMEOUT,
         };
@@ -189,13 +188,16 @@ fn url(spec: &HandlerSpec) -> Result<(reqwest::Url, String)> {
         ));
     };
     // Not echoed: a URL may carry a token.
-    let url = reqwest::Url::parse(text)
-        .map_err(|e| err(spec, "url", format!("is not a URL ({e})")))?;
+    let url =
+        reqwest::Url::parse(text).map_err(|e| err(spec, "url", format!("is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(err(
             spec,
             "url",
-            format!("scheme '{}' is not supported: use http or https", url.scheme()),
+            format!(
+                "scheme '{}' is not supported: use http or https",
+                url.scheme()
+            ),
         ));
     }
     let Some(host) = url.host_str() else {
@@ -292,8 +294,13 @@ fn ca_file(spec: &HandlerSpec) -> Result<Vec<CertificateDer<'static>>> {
         return Ok(Vec::new());
     };
     let path = PathBuf::from(path);
-    let text = std::fs::read(&path)
-        .map_err(|e| err(spec, "ca_file", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read(&path).map_err(|e| {
+        err(
+            spec,
+            "ca_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| {
@@ -352,8 +359,8 @@ mod tests {
 
     #[test]
     fn defaults_and_a_full_entry() {
-        let o = HttpOptions::from_spec(&spec(json!({"url": "http://127.0.0.1:8000/redrive"})))
-            .unwrap();
+        let o =
+            HttpOptions::from_spec(&spec(json!({"url": "http://127.0.0.1:8000/redrive"}))).unwrap();
         assert_eq!(o.endpoint, "http://127.0.0.1:8000");
         assert_eq!(o.max_reply_bytes, DEFAULT_MAX_REPLY_BYTES);
         assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
@@ -383,11 +390,23 @@ mod tests {
     fn bad_entries_are_refused_naming_the_setting_without_echoing_secrets() {
         let cases = [
             (json!({}), "handlers[2].url (type http): is required"),
-            (json!({"url": "http://a", "urll": 1}), "handlers[2].urll (type http): unknown key"),
+            (
+                json!({"url": "http://a", "urll": 1}),
+                "handlers[2].urll (type http): unknown key",
+            ),
             (json!({"url": "ftp://a/x"}), "scheme 'ftp' is not supported"),
-            (json!({"url": "not a url"}), "handlers[2].url (type http): is not a URL"),
-            (json!({"url": 5}), "handlers[2].url (type http): must be a string"),
-            (json!({"url": "http://u:pw@a/"}), "must not carry credentials"),
+            (
+                json!({"url": "not a url"}),
+                "handlers[2].url (type http): is not a URL",
+            ),
+            (
+                json!({"url": 5}),
+                "handlers[2].url (type http): must be a string",
+            ),
+            (
+                json!({"url": "http://u:pw@a/"}),
+                "must not carry credentials",
+            ),
             (
                 json!({"url": "http://a", "headers": {"Content-Type": "x"}}),
                 "handlers[2].headers.Content-Type (type http): cannot be configured",
@@ -408,7 +427,10 @@ mod tests {
                 json!({"url": "http://a", "headers": {"X-Key": 1}}),
                 "headers.X-Key (type http): must be a string",
             ),
-            (json!({"url": "http://a", "headers": "x"}), "must be a table"),
+            (
+                json!({"url": "http://a", "headers": "x"}),
+                "must be a table",
+            ),
             (
                 json!({"url": "http://a", "secret": "s3cret", "secrets": ["s3cret"]}),
                 "not both",

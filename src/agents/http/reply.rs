@@ -66,7 +66,9 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Beyond u64 seconds: as long as can be said (the policy caps it anyway).
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX / 1000)));
+        return Some(Duration::from_secs(
+            value.parse().unwrap_or(u64::MAX / 1000),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     at.duration_since(now).ok()
@@ -311,7 +313,12 @@ fn broke_off(e: reqwest::Error) -> Outcome {
 
 /// A whole JSON body: a contract reply decides; anything else is a silent failure on a 2xx
 /// and the status's outcome (with the body as its text) otherwise.
-fn json_body(ctx: &TaskContext, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Outcome {
+fn json_body(
+    ctx: &TaskContext,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Outcome {
     if is_blank(body) {
         return status_outcome(status, retry_after, "");
     }
