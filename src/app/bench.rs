@@ -1080,7 +1080,7 @@ fn open_file_limit() -> Option<u64> {
 /// agent (a child process) that holds every request until told to answer.
 async fn http_memory(bench: &mut Bench) -> Result<BenchRow> {
     let n = 10_000usize;
-    let scenario = "memory: 10,000 http attempts in flight".to_owned();
+    let scenario = "memory: 10,000 http in flight".to_owned();
     // One socket per attempt here and in the agent.
     if let Some(limit) = open_file_limit().filter(|l| *l < n as u64 + 1_000) {
         return Ok(BenchRow {
