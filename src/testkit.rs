@@ -271,3 +271,31 @@ impl BrokerExt for Broker {
         Broker::claim_own(self, tenant, consumer, start, count, max_starts, skip)
     }
 }
+
+// ------------------------------------------------------------ the `http` agent handler
+
+/// Builds the handler of a `type = "http"` `[[handlers]]` entry, as the registry does.
+pub fn http_handler(
+    spec: &crate::handler::HandlerSpec,
+) -> Result<std::sync::Arc<dyn crate::handler::Handler>> {
+    crate::agents::http::build(spec)
+}
+
+/// Whether a `Redrive-Signature` header signs `body` under one of `secrets` at unix second
+/// `now` (PROTOCOL.md, "Signature").
+pub fn verify_signature(secrets: &[String], header: &str, body: &[u8], now: u64) -> bool {
+    crate::agents::protocol::verify_signature(secrets, header, body, now)
+}
+
+/// The task a lane entry's fields stand for (with the default limits), or why it is malformed.
+pub fn task_from_fields(
+    tenant: &str,
+    entry_id: &str,
+    fields: &[(Vec<u8>, Vec<u8>)],
+) -> std::result::Result<crate::task::Task, String> {
+    crate::task::Task::from_fields(tenant, entry_id, fields, &Limits::default())
+        .map_err(|m| format!("{m:?}"))
+}
+
+/// The Prometheus recorder the fleet installs (explicit buckets), for tests that render it.
+pub use crate::telemetry::install_prometheus;

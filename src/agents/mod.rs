@@ -6,8 +6,12 @@
 //! This layer never talks to Redis: step events go to the attempt's [`TaskContext`]
 //! (crate::handler::TaskContext), whose sink the fleet records.
 //!
-//! * `protocol` — the request body, the event and reply lines, the HTTP status mapping.
+//! * `protocol` — the request body, the event and reply lines.
+//! * `http` — the `http` handler type: one POST per attempt, JSON or streamed NDJSON replies.
 
-// Until the handlers that use it land (issue 13 in progress).
+// Until the registry builds the handlers from `[[handlers]]` (issue 13 in progress).
+#[allow(dead_code)]
+pub(crate) mod http;
+// Until the handlers that use all of it land (issue 13 in progress).
 #[allow(dead_code)]
 pub(crate) mod protocol;

@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::app::bench_agent::AgentProcess;
 use crate::broker::Broker;
 use crate::broker::{raw_ceiling, RawCeiling};
 use crate::config::{RawConfig, Settings};
 use crate::embedded::RedisServer;
 use crate::error::{Error, Result};
 use crate::fleet::{AckObserver, Fleet, FleetStats};
-use crate::handler::{FailureClass, Handler, HandlerFuture, NoopHandler, Outcome, TaskContext};
+use crate::handler::{
+    FailureClass, Handler, HandlerFuture, HandlerSpec, NoopHandler, Outcome, TaskContext,
+};
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
 use crate::task::{NewTask, Task};
@@ -48,11 +51,16 @@ pub enum Scenario {
     Fairness,
     /// Peak RSS of a member with 10,000 tasks in flight.
     Memory,
+    /// The `http` handler draining one tenant against the bench's Rust agent (a keep-alive
+    /// hyper server in a child process), next to the no-op drain of the same run.
+    Http,
+    /// Peak RSS of this process (the member) with 10,000 `http` attempts in flight.
+    HttpMemory,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -63,6 +71,8 @@ impl Scenario {
         Scenario::Reclaim,
         Scenario::Fairness,
         Scenario::Memory,
+        Scenario::Http,
+        Scenario::HttpMemory,
     ];
 }
 
@@ -314,6 +324,8 @@ struct Bench {
     opts: BenchOptions,
     raw: Option<RawCeiling>,
     run: u32,
+    /// The bench agent's URL while an http scenario runs.
+    http_agent: Option<String>,
 }
 
 impl Bench {
@@ -472,6 +484,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         opts,
         raw: None,
         run: 0,
+        http_agent: None,
     };
     let probe_settings = bench.settings("bench-probe", |_| {})?;
     let redis = bench
@@ -537,6 +550,8 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::Reclaim => vec![reclaim(&mut bench).await?],
             Scenario::Fairness => vec![fairness(&mut bench).await?],
             Scenario::Memory => vec![memory(&mut bench).await?],
+            Scenario::Http => http(&mut bench).await?,
+            Scenario::HttpMemory => vec![http_memory(&mut bench).await?],
         };
         results.extend(rows);
     }
@@ -557,11 +572,16 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
 type RowFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<BenchRow>> + 'a>>;
 
 fn drain_one(b: &mut Bench) -> RowFuture<'_> {
-    Box::pin(drain(b, 1))
+    Box::pin(drain(b, 1, None))
 }
 
 fn drain_hundred(b: &mut Bench) -> RowFuture<'_> {
-    Box::pin(drain(b, 100))
+    Box::pin(drain(b, 100, None))
+}
+
+fn drain_one_http(b: &mut Bench) -> RowFuture<'_> {
+    let url = b.http_agent.clone();
+    Box::pin(drain(b, 1, url))
 }
 
 fn failure_path(b: &mut Bench) -> RowFuture<'_> {
@@ -635,7 +655,17 @@ async fn enqueue(bench: &mut Bench) -> Result<Vec<BenchRow>> {
     ])
 }
 
-async fn drain(bench: &mut Bench, tenants: usize) -> Result<BenchRow> {
+/// The `http` handler of a bench scenario: every kind to `url`.
+fn http_handler(url: &str, timeout: Duration, concurrency: usize) -> Result<Arc<dyn Handler>> {
+    let mut spec = HandlerSpec::catch_all("http", timeout, concurrency);
+    spec.options
+        .insert("url".into(), serde_json::Value::String(url.to_owned()));
+    crate::agents::http::build(&spec)
+}
+
+/// Drains `tasks` pre-enqueued tasks over `tenants` tenants with the no-op handler, or with the
+/// `http` handler against `http_url`.
+async fn drain(bench: &mut Bench, tenants: usize, http_url: Option<String>) -> Result<BenchRow> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
@@ -648,7 +678,11 @@ async fn drain(bench: &mut Bench, tenants: usize) -> Result<BenchRow> {
     }
     let total = all.len() as u64;
     producer.enqueue_batch(all).await?;
-    let fleet = bench.start_fleet(broker.clone(), &settings, Arc::new(NoopHandler), None);
+    let handler: Arc<dyn Handler> = match &http_url {
+        Some(url) => http_handler(url, Duration::from_secs(30), settings.fleet.concurrency)?,
+        None => Arc::new(NoopHandler),
+    };
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
     let took = fleet.until_settled(total, LIMIT).await?;
     fleet.stop(&broker).await?;
     let mut left = 0;
@@ -658,7 +692,9 @@ async fn drain(bench: &mut Bench, tenants: usize) -> Result<BenchRow> {
     }
     let rate = total as f64 / took.as_secs_f64();
     Ok(BenchRow {
-        scenario: if tenants == 1 {
+        scenario: if http_url.is_some() {
+            format!("drain: {tenants} tenant, http handler")
+        } else if tenants == 1 {
             "drain: 1 tenant".into()
         } else {
             format!("drain: {tenants} tenants")
@@ -986,6 +1022,141 @@ async fn memory(bench: &mut Bench) -> Result<BenchRow> {
         scenario: "memory: 10,000 in flight".into(),
         tasks: n as u64,
         seconds: started.elapsed().as_secs_f64(),
+        per_second: None,
+        ratio_to_raw: None,
+        latency_ms: None,
+        note,
+    })
+}
+
+/// The `http` handler against the bench's Rust agent, next to the no-op drain of the same run
+/// (both against the raw ceiling).
+async fn http(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let agent = AgentProcess::start(&bench.exe)?;
+    let noop = repeated(bench, drain_one).await?;
+    bench.http_agent = Some(agent.url("/ok"));
+    let row = repeated(bench, drain_one_http).await;
+    bench.http_agent = None;
+    let mut row = row?;
+    if let (Some(h), Some(n)) = (row.per_second, noop.per_second) {
+        row.note = format!(
+            "{:.2}× the no-op drain of this run; one POST per task over kept-alive \
+             connections to a hyper agent in a child process; {}",
+            h / n.max(1e-9),
+            row.note
+        );
+    }
+    Ok(vec![noop, row])
+}
+
+/// VmHWM and VmRSS of this process, KiB.
+fn own_rss_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// The soft limit on open files of this process.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// Peak RSS of this process — the member — with 10,000 `http` attempts in flight against an
+/// agent (a child process) that holds every request until told to answer.
+async fn http_memory(bench: &mut Bench) -> Result<BenchRow> {
+    let n = 10_000usize;
+    let scenario = "memory: 10,000 http in flight".to_owned();
+    // One socket per attempt here and in the agent.
+    if let Some(limit) = open_file_limit().filter(|l| *l < n as u64 + 1_000) {
+        return Ok(BenchRow {
+            scenario,
+            tasks: 0,
+            seconds: 0.0,
+            per_second: None,
+            ratio_to_raw: None,
+            latency_ms: None,
+            note: format!(
+                "not run: the open-file limit is {limit} (ulimit -n); it needs {}",
+                n + 1_000
+            ),
+        });
+    }
+    let agent = AgentProcess::start(&bench.exe)?;
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |c| {
+        c.fleet.concurrency = n;
+        c.fleet.read_batch = 1_000;
+        c.fleet.task_timeout_ms = 600_000;
+        c.reclaim.min_idle_ms = 700_000;
+    })?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), &settings);
+    producer.enqueue_batch(bench.new_tasks("t", n, "")).await?;
+    // The peak from here on (Linux: "5" resets VmHWM), not the earlier scenarios'.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let idle = own_rss_kib();
+    let handler = http_handler(&agent.url("/hold"), Duration::from_secs(600), n)?;
+    let started = Instant::now();
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
+    while agent.held().await? < n {
+        if started.elapsed() > Duration::from_secs(120) || fleet.task.is_finished() {
+            let held = agent.held().await.unwrap_or(0);
+            agent.release().await?;
+            fleet.stop(&broker).await?;
+            broker.drop_tenant("t").await?;
+            return Err(Error::Protocol(format!(
+                "bench: only {held} of {n} http attempts reached the agent within 120 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_in_flight = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = own_rss_kib();
+    agent.release().await?;
+    fleet.until_settled(n as u64, LIMIT).await?;
+    let took = started.elapsed();
+    fleet.stop(&broker).await?;
+    broker.drop_tenant("t").await?;
+    let mib = |k: u64| k as f64 / 1024.0;
+    let note = match (idle, loaded) {
+        (Some((_, idle_rss)), Some((hwm, rss))) => format!(
+            "peak RSS {:.1} MiB {} with {n} http attempts in flight (RSS then {:.1} MiB; before \
+             the member started {:.1} MiB; {:.1} KiB per in-flight attempt); all in flight \
+             after {:.2} s, all answered and settled at {:.2} s",
+            mib(hwm),
+            if reset {
+                "since the scenario began"
+            } else {
+                "since the bench began (clear_refs refused)"
+            },
+            mib(rss),
+            mib(idle_rss),
+            rss.saturating_sub(idle_rss) as f64 / n as f64,
+            all_in_flight.as_secs_f64(),
+            took.as_secs_f64()
+        ),
+        _ => "RSS not readable on this system (/proc)".into(),
+    };
+    Ok(BenchRow {
+        scenario,
+        tasks: n as u64,
+        seconds: took.as_secs_f64(),
         per_second: None,
         ratio_to_raw: None,
         latency_ms: None,

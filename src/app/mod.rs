@@ -11,12 +11,14 @@
 //! * [`report`] — `dlq list|stats|export` and `health`; [`view`] — a dead letter as text/JSON.
 //! * [`enqueue`] — JSON Lines input of `redrive enqueue --file`.
 //! * [`demo`] — `redrive demo`; [`demo_agent`] — the simulated agent it runs.
-//! * [`bench`](mod@bench) — `redrive bench`.
+//! * [`bench`](mod@bench) — `redrive bench`; [`bench_agent`] — the HTTP agent its http
+//!   scenarios run in a child process.
 //! * [`settings`] — the application's own sections (`[demo]`, `[demo_agent]`) and the handlers
 //!   `fleet.handler` may name.
 
 pub(crate) mod admin_client;
 pub(crate) mod bench;
+pub(crate) mod bench_agent;
 pub(crate) mod cli;
 pub(crate) mod demo;
 pub(crate) mod demo_agent;

@@ -85,6 +85,14 @@ pub const TENANT_CAPPED: &str = "redrive_tenant_capped_total";
 pub const ADMIN_COMMANDS: &str = "redrive_admin_commands_total";
 /// Counter{tenant}: dead letters replayed into their lane.
 pub const DLQ_REPLAYED: &str = "redrive_dlq_replayed_total";
+/// Counter{handler,outcome}: attempts of `http` agent handlers by what the exchange came to
+/// (`ok`, a failure class, or `unclassified`: a fail reply without a known class), before the
+/// step rules (`partial_execution`) apply. `handler` is `<index>:http`, the `[[handlers]]`
+/// entry.
+pub const HTTP_ATTEMPTS: &str = "redrive_http_attempts_total";
+/// Histogram{handler,outcome}: seconds from sending an `http` attempt's request to the end
+/// of its reply (or its failure), streamed replies included.
+pub const HTTP_ATTEMPT_DURATION: &str = "redrive_http_attempt_duration_seconds";
 
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [

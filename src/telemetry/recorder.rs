@@ -25,6 +25,11 @@ pub fn install_prometheus(
         )
         .map_err(err)?
         .set_buckets_for_metric(
+            Matcher::Full(names::HTTP_ATTEMPT_DURATION.into()),
+            &names::DURATION_BUCKETS,
+        )
+        .map_err(err)?
+        .set_buckets_for_metric(
             Matcher::Full(names::QUEUE_WAIT.into()),
             &names::WAIT_BUCKETS,
         )

@@ -32,10 +32,17 @@ pub struct BenchArgs {
     /// Scenarios to run (repeat or comma-separate); all when absent. The raw ceiling always runs.
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
     pub scenarios: Vec<crate::app::bench::Scenario>,
+    /// Serve the bench's HTTP agent on this address instead (the bench starts it as a child
+    /// process for its http scenarios).
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pub serve_agent: Option<String>,
 }
 
 /// Runs `redrive bench` and prints its report (a table, or JSON).
 pub async fn run(args: BenchArgs, mut raw: AppRaw) -> Result<()> {
+    if let Some(addr) = &args.serve_agent {
+        return crate::app::bench_agent::serve(addr).await;
+    }
     if std::env::var_os("RUST_LOG").is_none() && raw.lib.log.level == "info" {
         raw.lib.log.level = "error".into();
     }
