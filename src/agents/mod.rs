@@ -7,7 +7,17 @@
 //! (crate::handler::TaskContext), whose sink the fleet records.
 //!
 //! * `protocol` — the request body, the event and reply lines, the HTTP status mapping.
+//! * `process` — child-process plumbing of `pool` and `exec`: options, hardened spawn (process
+//!   group, parent-death signal, a dedicated spawner thread), group kills, bounded lines.
+//! * `pool` — the `pool` handler; `exec` — the `exec` handler.
 
+// Until the registry that builds them lands (issue 13 in progress).
+#[allow(dead_code)]
+pub(crate) mod exec;
+#[allow(dead_code)]
+pub(crate) mod pool;
+#[allow(dead_code)]
+pub(crate) mod process;
 // Until the handlers that use it land (issue 13 in progress).
 #[allow(dead_code)]
 pub(crate) mod protocol;

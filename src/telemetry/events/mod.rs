@@ -4,6 +4,7 @@
 //! because log filters name those targets.
 
 pub mod admin;
+pub mod agent_process;
 pub mod attempt;
 pub mod claims;
 pub mod health;
