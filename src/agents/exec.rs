@@ -7,7 +7,7 @@
 //! killed when it ends.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub(crate) fn build(spec: &HandlerSpec) -> Result<Arc<dyn Handler>> {
     let o = Options::new(spec, &KEYS)?;
     let command = o.command()?;
-    let max_reply_bytes =
-        o.integer("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, 64, 256 * 1024 * 1024)?;
+    let max_reply_bytes = o.integer(
+        "max_reply_bytes",
+        DEFAULT_MAX_REPLY_BYTES,
+        64,
+        256 * 1024 * 1024,
+    )?;
     if spec.timeout.is_zero() {
         return Err(o.error("timeout_ms", "must be more than 0"));
     }
@@ -65,6 +69,7 @@ pub(crate) fn build(spec: &HandlerSpec) -> Result<Arc<dyn Handler>> {
             meters: AgentMeters::new(&format!("{}:{}", spec.index, spec.type_name), false),
             next_id: AtomicU64::new(1),
             running: Mutex::new(HashSet::new()),
+            closed: AtomicBool::new(false),
         }),
     }))
 }
@@ -84,6 +89,9 @@ struct Exec {
     next_id: AtomicU64,
     /// The process groups of attempts running now.
     running: Mutex<HashSet<u32>>,
+    /// Set by `shutdown`: no new attempt starts, and the ones it stops fail as
+    /// `upstream_unavailable`.
+    closed: AtomicBool,
 }
 
 impl Exec {
@@ -124,6 +132,7 @@ impl Handler for ExecHandler {
     fn shutdown(&self) -> ShutdownFuture {
         let exec = self.inner.clone();
         Box::pin(async move {
+            exec.closed.store(true, Ordering::SeqCst);
             let pids = exec.running();
             for pid in &pids {
                 kill_group(*pid, libc::SIGTERM);
@@ -163,6 +172,15 @@ enum Read {
 /// One attempt: start the process, send the request, read until it exits.
 async fn run(exec: &Arc<Exec>, task: &Task, ctx: &TaskContext) -> Outcome {
     let deadline = tokio::time::Instant::now() + exec.timeout;
+    let stopped = || {
+        Outcome::fail(
+            FailureClass::UpstreamUnavailable,
+            format!("{} is shut down: the member is stopping", exec.name),
+        )
+    };
+    if exec.closed.load(Ordering::SeqCst) {
+        return stopped();
+    }
     let body = match request_body(task, ctx.max_attempts()) {
         Ok(b) => b,
         Err(why) => return Outcome::fail(FailureClass::InvalidInput, why),
@@ -184,7 +202,10 @@ async fn run(exec: &Arc<Exec>, task: &Task, ctx: &TaskContext) -> Outcome {
     let Some(pid) = child.id() else {
         return Outcome::fail(
             FailureClass::AgentCrashed,
-            format!("{}: the agent process ended before it could be used", exec.name),
+            format!(
+                "{}: the agent process ended before it could be used",
+                exec.name
+            ),
         );
     };
     if let Ok(mut r) = exec.running.lock() {
@@ -316,7 +337,15 @@ async fn run(exec: &Arc<Exec>, task: &Task, ctx: &TaskContext) -> Outcome {
         (_, Some(e)) => (EndReason::Exit, e.to_string()),
         (_, None) => (EndReason::Exit, "ended".to_owned()),
     };
+    let reason = if exec.closed.load(Ordering::SeqCst) {
+        EndReason::Shutdown
+    } else {
+        reason
+    };
     exec.meters.process_ended(0, pid, reason, &detail, 1, None);
+    if reason == EndReason::Shutdown && reply.is_none() {
+        return stopped();
+    }
     match read {
         Read::TimedOut => Outcome::fail(
             FailureClass::Timeout,
@@ -364,17 +393,31 @@ async fn run(exec: &Arc<Exec>, task: &Task, ctx: &TaskContext) -> Outcome {
 
 /// Applies one stdout line of the attempt `id`. Lines after the final reply are ignored; an
 /// error is a protocol break.
-fn route(id: &str, ctx: &TaskContext, line: &[u8], reply: &mut Option<Outcome>) -> std::result::Result<(), String> {
+fn route(
+    id: &str,
+    ctx: &TaskContext,
+    line: &[u8],
+    reply: &mut Option<Outcome>,
+) -> std::result::Result<(), String> {
     if reply.is_some() || is_blank(line) {
         return Ok(());
     }
     let quote = || bounded_text(line, 200);
-    let framed = parse_line(line)
-        .map_err(|e| format!("a stdout line is not an event or a reply ({e}): {}", quote()))?;
+    let framed = parse_line(line).map_err(|e| {
+        format!(
+            "a stdout line is not an event or a reply ({e}): {}",
+            quote()
+        )
+    })?;
     match framed.id.as_deref() {
         Some(got) if got == id => {}
         Some(got) => return Err(format!("a line for unknown request id {got:?}")),
-        None => return Err(format!("a stdout line without a string \"id\": {}", quote())),
+        None => {
+            return Err(format!(
+                "a stdout line without a string \"id\": {}",
+                quote()
+            ))
+        }
     }
     match framed.line {
         Line::Event(event) => {

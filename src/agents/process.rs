@@ -109,7 +109,10 @@ impl<'a> Options<'a> {
             None => Ok(default),
             Some(v) => match v.as_u64() {
                 Some(n) if (min as u64..=max as u64).contains(&n) => Ok(n as usize),
-                _ => Err(self.error(key, format!("must be an integer from {min} to {max}, got {v}"))),
+                _ => Err(self.error(
+                    key,
+                    format!("must be an integer from {min} to {max}, got {v}"),
+                )),
             },
         }
     }
@@ -119,12 +122,20 @@ impl<'a> Options<'a> {
     /// sets one).
     pub fn command(&self) -> Result<CommandSpec> {
         let argv: Vec<String> = match self.spec.options.get("command") {
-            None => return Err(self.error("command", "missing: the program and its arguments, as an array of strings (no shell)")),
+            None => {
+                return Err(self.error(
+                    "command",
+                    "missing: the program and its arguments, as an array of strings (no shell)",
+                ))
+            }
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
                 .map(|v| match v.as_str() {
                     Some(s) if !s.contains('\0') => Ok(s.to_owned()),
-                    _ => Err(self.error("command", format!("every item must be a string without NUL characters, got {v}"))),
+                    _ => Err(self.error(
+                        "command",
+                        format!("every item must be a string without NUL characters, got {v}"),
+                    )),
                 })
                 .collect::<Result<_>>()?,
             Some(other) => {
@@ -147,7 +158,8 @@ impl<'a> Options<'a> {
                     }
                     match v.as_str() {
                         Some(s) if !s.contains('\0') => Ok((k.clone(), s.to_owned())),
-                        _ => Err(self.error("env", format!("the value of {k} must be a string, got {v}"))),
+                        _ => Err(self
+                            .error("env", format!("the value of {k} must be a string, got {v}"))),
                     }
                 })
                 .collect::<Result<_>>()?,
@@ -208,7 +220,10 @@ fn resolve_program(
             return Err(format!("{program:?} does not exist ({})", p.display()));
         }
         if !executable(&p) {
-            return Err(format!("{program:?} is not an executable file ({})", p.display()));
+            return Err(format!(
+                "{program:?} is not an executable file ({})",
+                p.display()
+            ));
         }
         return p
             .to_str()
@@ -246,7 +261,14 @@ pub(crate) fn command(spec: &CommandSpec) -> std::process::Command {
     // system calls (prctl, getppid); it allocates nothing (errors are raw OS errors).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             // The member died between fork and prctl: the signal will never come.
@@ -305,7 +327,9 @@ pub(crate) async fn spawn(spec: Arc<CommandSpec>) -> io::Result<tokio::process::
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| io::Error::other(format!("no tokio runtime to spawn on: {e}")))?;
     let Some(queue) = spawner() else {
-        return Err(io::Error::other("the agent spawner thread could not be started"));
+        return Err(io::Error::other(
+            "the agent spawner thread could not be started",
+        ));
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
     queue
@@ -338,7 +362,9 @@ pub(crate) fn kill_group(pid: u32, signal: libc::c_int) {
 /// Whether any process of the group led by `pid` is still alive (zombies excepted), read from
 /// /proc.
 pub(crate) fn group_alive(pid: u32) -> bool {
-    group_members(pid).into_iter().any(|(_, state)| state != 'Z' && state != 'X')
+    group_members(pid)
+        .into_iter()
+        .any(|(_, state)| state != 'Z' && state != 'X')
 }
 
 /// The processes (pid, state letter) whose process group is `pgid`, read from /proc.
@@ -348,7 +374,11 @@ pub(crate) fn group_members(pgid: u32) -> Vec<(u32, char)> {
     };
     let mut out = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -581,7 +611,11 @@ impl Tail {
 
     /// The lines joined with newlines.
     pub fn text(&self) -> String {
-        self.lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -614,7 +648,10 @@ mod tests {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(Instant::now() < deadline, "the child outlived its spawning thread");
+            assert!(
+                Instant::now() < deadline,
+                "the child outlived its spawning thread"
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
@@ -666,7 +703,10 @@ mod tests {
         assert_eq!(got, ["short", "0123456789", "", "last"]);
         // A line of exactly the limit is a line.
         let mut exact = LineReader::strict(&b"0123456789\n"[..], 10);
-        assert_eq!(exact.next().await.unwrap(), Next::Line(b"0123456789".to_vec()));
+        assert_eq!(
+            exact.next().await.unwrap(),
+            Next::Line(b"0123456789".to_vec())
+        );
         assert_eq!(exact.next().await.unwrap(), Next::Eof);
     }
 

@@ -12,9 +12,7 @@ use super::state::{Assign, Kill, Pool};
 use super::supervisor::supervise;
 use crate::agents::process::{kill_group, request_line};
 use crate::agents::protocol::request_body;
-use crate::handler::{
-    FailureClass, Handler, HandlerFuture, Outcome, ShutdownFuture, TaskContext,
-};
+use crate::handler::{FailureClass, Handler, HandlerFuture, Outcome, ShutdownFuture, TaskContext};
 use crate::task::Task;
 use crate::telemetry::tasklog::TaskLog;
 
@@ -199,7 +197,10 @@ async fn attempt(pool: &Arc<Pool>, task: &Task, ctx: &TaskContext) -> Outcome {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(_)) => Outcome::fail(
             FailureClass::AgentCrashed,
-            format!("{} stopped supervising the agent process", pool.settings.name),
+            format!(
+                "{} stopped supervising the agent process",
+                pool.settings.name
+            ),
         ),
         Err(_) => {
             if pool.give_up(slot, generation, &id, Kill::Timeout(id.clone())) {

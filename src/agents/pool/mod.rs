@@ -26,5 +26,7 @@ use crate::handler::{Handler, HandlerSpec};
 /// first attempt.
 pub(crate) fn build(spec: &HandlerSpec) -> Result<Arc<dyn Handler>> {
     let settings = settings::PoolSettings::from_spec(spec)?;
-    Ok(Arc::new(handler::PoolHandler::new(state::Pool::new(settings))))
+    Ok(Arc::new(handler::PoolHandler::new(state::Pool::new(
+        settings,
+    ))))
 }

@@ -42,8 +42,12 @@ impl PoolSettings {
         let command = o.command()?;
         let processes = o.integer("processes", 1, 1, 1024)?;
         let concurrency = o.integer("concurrency", 1, 1, 10_000)?;
-        let max_reply_bytes =
-            o.integer("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES, 64, 256 * 1024 * 1024)?;
+        let max_reply_bytes = o.integer(
+            "max_reply_bytes",
+            DEFAULT_MAX_REPLY_BYTES,
+            64,
+            256 * 1024 * 1024,
+        )?;
         if spec.timeout.is_zero() {
             return Err(o.error("timeout_ms", "must be more than 0"));
         }

@@ -171,7 +171,9 @@ impl Pool {
             .iter_mut()
             .enumerate()
             .filter_map(|(i, s)| s.live.as_mut().map(|l| (i, l)))
-            .filter(|(_, l)| l.kill.is_none() && l.stdin.is_some() && l.in_flight.len() < concurrency)
+            .filter(|(_, l)| {
+                l.kill.is_none() && l.stdin.is_some() && l.in_flight.len() < concurrency
+            })
             .min_by_key(|(_, l)| l.in_flight.len());
         if let Some((slot, live)) = best {
             let (tx, rx) = oneshot::channel();

@@ -39,10 +39,7 @@ pub(crate) async fn supervise(pool: Arc<Pool>, slot: usize) {
     while !pool.is_closed() {
         let restart_in = match spawn(pool.command.clone()).await {
             Err(e) => {
-                let why = format!(
-                    "cannot start {:?}: {e}",
-                    pool.command.program()
-                );
+                let why = format!("cannot start {:?}: {e}", pool.command.program());
                 pool.meters.spawn_failed(slot, &why, Some(backoff));
                 pool.start_failed(slot, backoff, why);
                 backoff
@@ -256,10 +253,17 @@ fn route(pool: &Pool, slot: usize, line: &[u8]) -> Result<(), String> {
         return Ok(());
     }
     let quote = || bounded_text(line, 200);
-    let framed =
-        parse_line(line).map_err(|e| format!("a stdout line is not an event or a reply ({e}): {}", quote()))?;
+    let framed = parse_line(line).map_err(|e| {
+        format!(
+            "a stdout line is not an event or a reply ({e}): {}",
+            quote()
+        )
+    })?;
     let Some(id) = framed.id else {
-        return Err(format!("a stdout line without a string \"id\": {}", quote()));
+        return Err(format!(
+            "a stdout line without a string \"id\": {}",
+            quote()
+        ));
     };
     match framed.line {
         Line::Event(event) => {
