@@ -4,7 +4,7 @@
 //! `TaskContext`. Orphans are looked for in the process table (/proc). Every wait is bounded.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -210,7 +210,15 @@ fn echoed_pid(ctx: &TaskContext) -> u32 {
 
 #[tokio::test]
 async fn a_pool_attempt_gets_the_request_and_its_reply() {
-    let h = pool(json!({ "command": pool_agent() }), 10_000);
+    let dir = Scratch::new();
+    let starts = dir.path("starts");
+    let h = pool(
+        json!({ "command": pool_agent(), "env": { "AGENT_STARTS": starts } }),
+        10_000,
+    );
+    // Building starts nothing (`config check` builds handlers too): the first attempt does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!Path::new(&starts).exists(), "a process started at build");
     let t = scripted("t-ok", json!([{ "op": "echo" }]));
     let (outcome, ctx) = run(&h, t.clone()).await;
     assert_eq!(outcome, Outcome::Done);
@@ -228,6 +236,7 @@ async fn a_pool_attempt_gets_the_request_and_its_reply() {
     let (outcome, ctx) = run(&h, scripted("t-ok2", json!([{ "op": "echo" }]))).await;
     assert_eq!(outcome, Outcome::Done);
     assert_eq!(echoed_pid(&ctx), pid);
+    assert_eq!(pids_in(&starts).await, [pid]);
     h.shutdown().await;
     gone(pid, &[]).await;
 }

@@ -27,17 +27,13 @@ pub(crate) struct PoolHandler {
 }
 
 impl PoolHandler {
-    /// A handler over `pool`; its processes start now when a tokio runtime is running, else at
-    /// the first attempt.
+    /// A handler over `pool`. Its processes start at the first attempt (on that attempt's
+    /// runtime), so building one (`redrive config check`, a test) starts nothing.
     pub fn new(pool: Pool) -> PoolHandler {
-        let handler = PoolHandler {
+        PoolHandler {
             pool: Arc::new(pool),
             supervisors: Arc::new(Mutex::new(None)),
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            start(&handler.pool, &handler.supervisors);
         }
-        handler
     }
 }
 
@@ -83,8 +79,9 @@ impl Drop for Abandon {
 impl Handler for PoolHandler {
     fn handle(&self, task: Arc<Task>, ctx: TaskContext) -> HandlerFuture {
         let pool = self.pool.clone();
-        start(&pool, &self.supervisors);
+        let supervisors = self.supervisors.clone();
         Box::pin(async move {
+            start(&pool, &supervisors);
             let outcome = attempt(&pool, &task, &ctx).await;
             pool.meters.attempt_finished(&outcome);
             outcome

@@ -22,8 +22,8 @@ use crate::handler::{Handler, HandlerSpec};
 /// Builds the `pool` handler of a `[[handlers]]` entry. Options: `command` (argv, no shell;
 /// the program must exist now), `env`, `cwd`, `processes` (default 1), `concurrency` (requests
 /// in flight per process, default 1), `max_reply_bytes` (per stdout line, default 1 MiB). The
-/// attempt timeout is the entry's. Processes start at once inside a tokio runtime, else at the
-/// first attempt.
+/// attempt timeout is the entry's. The processes start at the first attempt (building starts
+/// nothing: `redrive config check` builds handlers too).
 pub(crate) fn build(spec: &HandlerSpec) -> Result<Arc<dyn Handler>> {
     let settings = settings::PoolSettings::from_spec(spec)?;
     Ok(Arc::new(handler::PoolHandler::new(state::Pool::new(

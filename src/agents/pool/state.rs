@@ -58,7 +58,8 @@ struct Live {
 #[derive(Default)]
 struct Slot {
     live: Option<Live>,
-    /// When the next start is due (`None` while starting or running).
+    /// When the next start is due (`None` while starting or running, and before the first
+    /// start).
     next_start: Option<Instant>,
     /// Why the last process ended or could not start.
     last_error: Option<String>,
@@ -195,16 +196,25 @@ impl Pool {
                 rx,
             };
         }
-        if st.slots.iter().any(|s| s.live.is_some()) {
+        // A process runs (busy) or is starting: wait for a change.
+        if st
+            .slots
+            .iter()
+            .any(|s| s.live.is_some() || s.next_start.is_none())
+        {
             return Assign::Wait(None);
         }
-        // Nothing runs: wait for a start that is due soon, else fail now.
+        // Every slot waits for its restart: wait for one due soon (its supervisor marks it
+        // starting when the delay is over), else fail now.
         let soonest = st
             .slots
             .iter()
-            .map(|s| s.next_start.unwrap_or(now))
+            .filter_map(|s| s.next_start)
             .min()
             .unwrap_or(now);
+        if soonest <= now {
+            return Assign::Wait(None);
+        }
         if soonest <= now + RESTART_WAIT && soonest < deadline {
             return Assign::Wait(Some(soonest));
         }
@@ -331,6 +341,16 @@ impl Pool {
         drop(st);
         self.changed.notify_waiters();
         ended
+    }
+
+    /// `slot`'s supervisor starts a process now.
+    pub fn starting(&self, slot: usize) {
+        let mut st = self.lock();
+        if let Some(s) = st.slots.get_mut(slot) {
+            s.next_start = None;
+        }
+        drop(st);
+        self.changed.notify_waiters();
     }
 
     /// `slot`'s process could not be started: the next try is after `restart_in`.

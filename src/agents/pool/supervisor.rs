@@ -37,6 +37,7 @@ pub(crate) async fn supervise(pool: Arc<Pool>, slot: usize) {
     let mut stop = pool.stop_signal();
     let mut backoff = BACKOFF_START;
     while !pool.is_closed() {
+        pool.starting(slot);
         let restart_in = match spawn(pool.command.clone()).await {
             Err(e) => {
                 let why = format!("cannot start {:?}: {e}", pool.command.program());
