@@ -299,3 +299,28 @@ pub fn task_from_fields(
 
 /// The Prometheus recorder the fleet installs (explicit buckets), for tests that render it.
 pub use crate::telemetry::install_prometheus;
+/// Builds the `pool` handler of a `[[handlers]]` entry (tests/agent_pool.rs drives it directly).
+pub fn build_pool_handler(
+    spec: &crate::handler::HandlerSpec,
+) -> Result<std::sync::Arc<dyn crate::handler::Handler>> {
+    crate::agents::pool::build(spec)
+}
+
+/// Builds the `exec` handler of a `[[handlers]]` entry.
+pub fn build_exec_handler(
+    spec: &crate::handler::HandlerSpec,
+) -> Result<std::sync::Arc<dyn crate::handler::Handler>> {
+    crate::agents::exec::build(spec)
+}
+
+/// Installs the Prometheus recorder in this test process (once) and returns its handle, so a
+/// test can render what the code under test emitted.
+pub fn prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let h = crate::telemetry::install_prometheus(Duration::from_secs(3600))?;
+    Ok(HANDLE.get_or_init(|| h).clone())
+}

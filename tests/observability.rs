@@ -1212,7 +1212,10 @@ fn tasks(tenant: &str, tag: &str, n: usize, payload: Value) -> Vec<NewTask> {
 /// Metric families (by name prefix) only a member running a handler of an agent type emits;
 /// the members here run the demo agent, so the named test checks them against that real
 /// handler instead (every such name a dashboard uses is emitted there).
-const EMITTED_BY_HANDLER_TESTS: [(&str, &str); 1] = [("redrive_http_", "tests/agent_http.rs")];
+const EMITTED_BY_HANDLER_TESTS: [(&str, &str); 2] = [
+    ("redrive_http_", "tests/agent_http.rs"),
+    ("redrive_agent_", "tests/agent_pool.rs"),
+];
 
 fn emitted_by_handler_tests(name: &str) -> bool {
     EMITTED_BY_HANDLER_TESTS

@@ -8,10 +8,19 @@
 //!
 //! * `protocol` — the request body, the event and reply lines.
 //! * `http` — the `http` handler type: one POST per attempt, JSON or streamed NDJSON replies.
+//! * `process` — child-process plumbing of `pool` and `exec`: options, hardened spawn (process
+//!   group, parent-death signal, a dedicated spawner thread), group kills, bounded lines.
+//! * `pool` — the `pool` handler; `exec` — the `exec` handler.
 
 // Until the registry builds the handlers from `[[handlers]]` (issue 13 in progress).
 #[allow(dead_code)]
+pub(crate) mod exec;
+#[allow(dead_code)]
 pub(crate) mod http;
+#[allow(dead_code)]
+pub(crate) mod pool;
+#[allow(dead_code)]
+pub(crate) mod process;
 // Until the handlers that use all of it land (issue 13 in progress).
 #[allow(dead_code)]
 pub(crate) mod protocol;

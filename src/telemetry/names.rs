@@ -94,6 +94,19 @@ pub const HTTP_ATTEMPTS: &str = "redrive_http_attempts_total";
 /// of its reply (or its failure), streamed replies included.
 pub const HTTP_ATTEMPT_DURATION: &str = "redrive_http_attempt_duration_seconds";
 
+/// Gauge{handler}: agent processes running for a `pool` or `exec` handler (`handler` is the
+/// entry's `<index>:<type>`, e.g. `0:pool`).
+pub const AGENT_PROCESSES: &str = "redrive_agent_processes";
+/// Counter{handler,reason}: pool processes replaced, by why the previous one ended: `exit`
+/// (it exited or was killed), `protocol` (it broke the stdio protocol), `timeout` (an attempt
+/// timed out or was abandoned, its group was killed), `spawn_failed` (it could not be started).
+pub const AGENT_RESTARTS: &str = "redrive_agent_restarts_total";
+/// Counter{handler}: stderr lines of agent processes forwarded to the member's log.
+pub const AGENT_STDERR_LINES: &str = "redrive_agent_stderr_lines_total";
+/// Counter{handler,outcome}: attempts a `pool` or `exec` handler finished, by outcome (`ok`, a
+/// failure class, or `error` for a failure without a class), before the executor's checks.
+pub const AGENT_ATTEMPTS: &str = "redrive_agent_attempts_total";
+
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,

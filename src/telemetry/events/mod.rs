@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agent_http;
+pub mod agent_process;
 pub mod attempt;
 pub mod claims;
 pub mod health;
