@@ -85,6 +85,13 @@ pub const TENANT_CAPPED: &str = "redrive_tenant_capped_total";
 pub const ADMIN_COMMANDS: &str = "redrive_admin_commands_total";
 /// Counter{tenant}: dead letters replayed into their lane.
 pub const DLQ_REPLAYED: &str = "redrive_dlq_replayed_total";
+/// Counter{result}: step checkpoints written to Redis, by result: `recorded` (stored),
+/// `fenced` (refused: the member no longer owns the entry), `failed` (Redis failed; the step
+/// is still in the attempt's memory, not in Redis).
+pub const STEP_RECORDS: &str = "redrive_step_records_total";
+/// Counter{route}: attempts started, by route (`<index>:<type>` of the `[[handlers]]` entry:
+/// bounded by the routing table).
+pub const ROUTE_ATTEMPTS: &str = "redrive_route_attempts_total";
 
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [
