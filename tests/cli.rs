@@ -293,9 +293,15 @@ type = "demo"
 "#,
     )
     .unwrap();
-    let (code, out, err) = env.cli(&["--config", file.to_str().unwrap(), "config", "check"], &[]);
+    let (code, out, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(!out.contains("s3cret") && !err.contains("s3cret"), "{out}{err}");
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
     assert!(
         out.contains("# routing table (first match wins):")
             && out.contains("[0] kinds = triage_*, score_lead  type = noop  timeout_ms = 60000  max_concurrent = 8")
@@ -307,24 +313,39 @@ type = "demo"
         "header names and harmless values are kept: {out}"
     );
     // The settings print as TOML with the same secrets redacted.
-    assert!(out.contains("[[handlers]]") && out.contains("<redacted>"), "{out}");
+    assert!(
+        out.contains("[[handlers]]") && out.contains("<redacted>"),
+        "{out}"
+    );
 
     // No handler: fine for config check, which says what `run` will do.
     let (code, out, _) = env.cli(&["config", "check"], &[]);
     assert_eq!(code, 0);
-    assert!(out.contains("no handler configured; `redrive run` refuses to start"), "{out}");
+    assert!(
+        out.contains("no handler configured; `redrive run` refuses to start"),
+        "{out}"
+    );
 
     // An unknown type, and both forms at once.
     std::fs::write(&file, "[[handlers]]\nkinds = [\"a\"]\ntype = \"gpt\"\n").unwrap();
-    let (code, _, err) = env.cli(&["--config", file.to_str().unwrap(), "config", "check"], &[]);
+    let (code, _, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[],
+    );
     assert_eq!(code, 78);
-    assert!(err.contains("handlers[0].type = 'gpt' is unknown: the known types are demo, noop"), "{err}");
+    assert!(
+        err.contains("handlers[0].type = 'gpt' is unknown: the known types are demo, noop"),
+        "{err}"
+    );
     let (code, _, err) = env.cli(
         &["--config", file.to_str().unwrap(), "config", "check"],
         &[("REDRIVE_FLEET__HANDLER", "demo")],
     );
     assert_eq!(code, 78);
-    assert!(err.contains("fleet.handler = 'demo' and [[handlers]] are both set"), "{err}");
+    assert!(
+        err.contains("fleet.handler = 'demo' and [[handlers]] are both set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -348,7 +369,10 @@ fn commands_that_need_redis_say_how_to_configure_it() {
     let env = TestEnv::new();
     let (code, _, err) = env.cli(
         &["run"],
-        &[("REDRIVE_REDIS_URL", ""), ("REDRIVE_FLEET__HANDLER", "noop")],
+        &[
+            ("REDRIVE_REDIS_URL", ""),
+            ("REDRIVE_FLEET__HANDLER", "noop"),
+        ],
     );
     assert_eq!(code, 78);
     assert!(err.contains("redis.url is not set"), "{err}");

@@ -218,10 +218,8 @@ mod tests {
             ),
             (
                 |c| {
-                    c.lib.handlers = vec![serde_json::from_str(
-                        r#"{"kinds": ["a"], "type": "gpt"}"#,
-                    )
-                    .unwrap()]
+                    c.lib.handlers =
+                        vec![serde_json::from_str(r#"{"kinds": ["a"], "type": "gpt"}"#).unwrap()]
                 },
                 "handlers[0].type = 'gpt' is unknown: the known types are demo, noop",
             ),

@@ -93,7 +93,11 @@ impl DeadLetterView {
         if steps.is_none() && recorded.is_none() {
             return None;
         }
-        let read = |t: Option<&str>| t.map(parse_steps).transpose().map(Option::unwrap_or_default);
+        let read = |t: Option<&str>| {
+            t.map(parse_steps)
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
         Some(read(steps).and_then(|mut all| {
             merge_steps(&mut all, read(recorded)?);
             Ok(all)
@@ -341,15 +345,28 @@ mod tests {
         let steps = j["steps"].as_array().unwrap();
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[0]["output"]["eur"], 12.5);
-        assert_eq!(steps[1]["output"].as_str().unwrap().len(), 500, "--json keeps outputs whole");
+        assert_eq!(
+            steps[1]["output"].as_str().unwrap().len(),
+            500,
+            "--json keeps outputs whole"
+        );
         assert_eq!(steps[2]["done"], false);
         assert!(j.get("recorded_steps").is_none(), "merged into steps");
         assert_eq!(j["failed_step"], "charge", "the open side effect");
         let t = v.show_text(1_763_800_060_000);
-        assert!(t.contains("1. quote  done, attempt 1  {\"eur\":12.5}"), "{t}");
-        assert!(t.contains("3. charge  STARTED, NOT DONE (side effect), attempt 2"), "{t}");
+        assert!(
+            t.contains("1. quote  done, attempt 1  {\"eur\":12.5}"),
+            "{t}"
+        );
+        assert!(
+            t.contains("3. charge  STARTED, NOT DONE (side effect), attempt 2"),
+            "{t}"
+        );
         assert!(t.contains("… (502 bytes)"), "{t}");
-        assert!(!t.contains(&"x".repeat(300)), "outputs are cut for display: {t}");
+        assert!(
+            !t.contains(&"x".repeat(300)),
+            "outputs are cut for display: {t}"
+        );
         assert!(t.contains("failed_step") && t.contains("charge"), "{t}");
         // An explicit failed_step wins.
         let mut v = with_steps();

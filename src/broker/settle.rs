@@ -230,9 +230,7 @@ impl Broker {
         for item in items {
             inv.key(self.keys.steps(tenant, &item.entry_id));
         }
-        inv.arg(&*self.group)
-            .arg(consumer)
-            .arg(stats_keep_ms());
+        inv.arg(&*self.group).arg(consumer).arg(stats_keep_ms());
         for item in items {
             inv.arg(&item.entry_id)
                 .arg(item.delay.as_millis() as u64)
@@ -271,8 +269,7 @@ impl Broker {
         for item in items {
             inv.key(k.steps(tenant, &item.entry_id));
         }
-        inv.arg(self.group())
-            .arg(consumer);
+        inv.arg(self.group()).arg(consumer);
         for item in items {
             inv.arg(&item.entry_id).arg(item.delay.as_millis() as u64);
         }

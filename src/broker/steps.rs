@@ -75,7 +75,9 @@ impl Broker {
             let mut parts = value.splitn(3, ':');
             let seq = parts.next().and_then(|s| s.parse().ok());
             let (Some(seq), Some(_state), Some(json)) = (seq, parts.next(), parts.next()) else {
-                return Err(Error::Protocol(format!("unreadable step record of {name:?}")));
+                return Err(Error::Protocol(format!(
+                    "unreadable step record of {name:?}"
+                )));
             };
             let step: Step = serde_json::from_str(json)
                 .map_err(|e| Error::Protocol(format!("step record of {name:?}: {e}")))?;

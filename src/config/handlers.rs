@@ -140,9 +140,10 @@ fn entry_spec(index: usize, entry: &RawHandler, fleet: &FleetSettings) -> Result
     let int = |key: &str| -> Result<Option<u64>> {
         match entry.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                bad(key, &format!("= {v} must be a whole number"))
-            }),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| bad(key, &format!("= {v} must be a whole number"))),
         }
     };
     let timeout = match int("timeout_ms")? {
@@ -325,11 +326,7 @@ impl Handlers {
     /// Refuses a routing table that names a type nobody provides (without building anything).
     pub(crate) fn check_types(&self, routing: &Routing) -> Result<()> {
         let known = self.known_types();
-        match routing
-            .specs
-            .iter()
-            .find(|s| !known.contains(&s.type_name))
-        {
+        match routing.specs.iter().find(|s| !known.contains(&s.type_name)) {
             Some(s) => Err(self.unknown(s, routing.shorthand)),
             None => Ok(()),
         }
@@ -394,18 +391,22 @@ type = "noop"
         let a = &r.specs[0];
         assert_eq!(
             (a.index, a.type_name.as_str(), a.kinds.clone()),
-            (0, "http", vec!["triage_*".to_owned(), "score_lead".to_owned()])
+            (
+                0,
+                "http",
+                vec!["triage_*".to_owned(), "score_lead".to_owned()]
+            )
         );
-        assert_eq!(
-            (a.timeout, a.max_concurrent),
-            (Duration::from_secs(60), 4)
-        );
+        assert_eq!((a.timeout, a.max_concurrent), (Duration::from_secs(60), 4));
         assert_eq!(
             Value::Object(a.options.clone()),
             json!({"url": "http://127.0.0.1:8000/redrive", "headers": {"Authorization": "Bearer x"}})
         );
         let b = &r.specs[1];
-        assert_eq!((b.index, b.timeout, b.max_concurrent), (1, Duration::from_secs(5), 16));
+        assert_eq!(
+            (b.index, b.timeout, b.max_concurrent),
+            (1, Duration::from_secs(5), 16)
+        );
         assert!(b.options.is_empty());
     }
 
@@ -418,8 +419,9 @@ type = "noop"
         assert_eq!(s.routing.specs[0].max_concurrent, s.fleet.concurrency);
         let none = settings("").unwrap();
         assert!(none.routing.specs.is_empty(), "no default handler any more");
-        let err = settings("[fleet]\nhandler = \"noop\"\n[[handlers]]\nkinds = [\"a\"]\ntype = \"x\"\n")
-            .unwrap_err();
+        let err =
+            settings("[fleet]\nhandler = \"noop\"\n[[handlers]]\nkinds = [\"a\"]\ntype = \"x\"\n")
+                .unwrap_err();
         assert_eq!(err.exit_code(), 78);
         assert!(
             err.to_string()
@@ -432,18 +434,51 @@ type = "noop"
     fn bad_entries_name_the_key() {
         let cases = [
             ("type = \"http\"", "handlers[0].kinds is missing"),
-            ("kinds = []\ntype = \"http\"", "handlers[0].kinds must list at least one"),
-            ("kinds = \"a\"\ntype = \"http\"", "handlers[0].kinds = \"a\" must be a list"),
-            ("kinds = [\"ok\", \"tri age\"]\ntype = \"http\"", "handlers[0].kinds[1] = 'tri age' is invalid"),
-            ("kinds = [\"a{b}\"]\ntype = \"http\"", "handlers[0].kinds[0] = 'a{b}' is invalid"),
-            ("kinds = [1]\ntype = \"http\"", "handlers[0].kinds[0] = 1 must be a string"),
+            (
+                "kinds = []\ntype = \"http\"",
+                "handlers[0].kinds must list at least one",
+            ),
+            (
+                "kinds = \"a\"\ntype = \"http\"",
+                "handlers[0].kinds = \"a\" must be a list",
+            ),
+            (
+                "kinds = [\"ok\", \"tri age\"]\ntype = \"http\"",
+                "handlers[0].kinds[1] = 'tri age' is invalid",
+            ),
+            (
+                "kinds = [\"a{b}\"]\ntype = \"http\"",
+                "handlers[0].kinds[0] = 'a{b}' is invalid",
+            ),
+            (
+                "kinds = [1]\ntype = \"http\"",
+                "handlers[0].kinds[0] = 1 must be a string",
+            ),
             ("kinds = [\"a\"]", "handlers[0].type is missing"),
-            ("kinds = [\"a\"]\ntype = \"\"", "handlers[0].type must not be empty"),
-            ("kinds = [\"a\"]\ntype = 3", "handlers[0].type = 3 must be a string"),
-            ("kinds = [\"a\"]\ntype = \"x\"\ntimeout_ms = 0", "handlers[0].timeout_ms = 0 is out of range"),
-            ("kinds = [\"a\"]\ntype = \"x\"\ntimeout_ms = \"5s\"", "handlers[0].timeout_ms = \"5s\" must be a whole number"),
-            ("kinds = [\"a\"]\ntype = \"x\"\nmax_concurrent = 0", "handlers[0].max_concurrent = 0 is out of range"),
-            ("kinds = [\"a\"]\ntype = \"x\"\nmax_concurrent = -1", "handlers[0].max_concurrent = -1 must be a whole number"),
+            (
+                "kinds = [\"a\"]\ntype = \"\"",
+                "handlers[0].type must not be empty",
+            ),
+            (
+                "kinds = [\"a\"]\ntype = 3",
+                "handlers[0].type = 3 must be a string",
+            ),
+            (
+                "kinds = [\"a\"]\ntype = \"x\"\ntimeout_ms = 0",
+                "handlers[0].timeout_ms = 0 is out of range",
+            ),
+            (
+                "kinds = [\"a\"]\ntype = \"x\"\ntimeout_ms = \"5s\"",
+                "handlers[0].timeout_ms = \"5s\" must be a whole number",
+            ),
+            (
+                "kinds = [\"a\"]\ntype = \"x\"\nmax_concurrent = 0",
+                "handlers[0].max_concurrent = 0 is out of range",
+            ),
+            (
+                "kinds = [\"a\"]\ntype = \"x\"\nmax_concurrent = -1",
+                "handlers[0].max_concurrent = -1 must be a whole number",
+            ),
         ];
         for (entry, want) in cases {
             let err = settings(&format!("[[handlers]]\n{entry}\n")).unwrap_err();
@@ -455,7 +490,8 @@ type = "noop"
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("handlers[1] is never used: handlers[0]"),
+            err.to_string()
+                .contains("handlers[1] is never used: handlers[0]"),
             "{err}"
         );
     }
@@ -475,10 +511,16 @@ type = "noop"
         );
         let short = settings("[fleet]\nhandler = \"gpt\"\n").unwrap();
         let text = h.check_types(&short.routing).unwrap_err().to_string();
-        assert!(text.contains("fleet.handler = 'gpt' is unknown: the handlers are noop"), "{text}");
+        assert!(
+            text.contains("fleet.handler = 'gpt' is unknown: the handlers are noop"),
+            "{text}"
+        );
         let empty = settings("").unwrap();
         let text = h.build_routes(&empty.routing).err().unwrap().to_string();
-        assert!(text.contains("[[handlers]]") && text.contains("Plug in your agents"), "{text}");
+        assert!(
+            text.contains("[[handlers]]") && text.contains("Plug in your agents"),
+            "{text}"
+        );
         let ok = settings("[[handlers]]\nkinds = [\"a\"]\ntype = \"noop\"\n").unwrap();
         let routes = h.build_routes(&ok.routing).unwrap();
         assert_eq!(routes.len(), 1);
@@ -496,13 +538,21 @@ type = "noop"
             "Auth_Mode": "s3cr3t-9",
             "command": ["python", "agent.py"],
         });
-        let Value::Object(map) = options else { unreachable!() };
+        let Value::Object(map) = options else {
+            unreachable!()
+        };
         let shown = Value::Object(redact(&map)).to_string();
         for i in 1..=9 {
             assert!(!shown.contains(&format!("s3cr3t-{i}")), "{shown}");
         }
-        assert!(shown.contains("Authorization") && shown.contains("X-Trace"), "{shown}");
-        assert!(shown.contains("\"MODE\":\"fast\"") && shown.contains("agent.py"), "{shown}");
+        assert!(
+            shown.contains("Authorization") && shown.contains("X-Trace"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\"MODE\":\"fast\"") && shown.contains("agent.py"),
+            "{shown}"
+        );
         let s = settings(
             "[[handlers]]\nkinds = [\"t_*\"]\ntype = \"http\"\nsecret = \"s3cr3t-1\"\nurl = \"http://a\"\n",
         )

@@ -214,8 +214,7 @@ impl Harness {
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
-        Task::from_dead_letter(TENANT, &dl["orig_id"], &fields, &self.env.settings.limits)
-            .unwrap()
+        Task::from_dead_letter(TENANT, &dl["orig_id"], &fields, &self.env.settings.limits).unwrap()
     }
 
     async fn steps_keys(&self) -> u64 {
@@ -368,7 +367,14 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
         dead_lettered_at_ms: 1,
     };
     let moved = b
-        .dead_letter(TENANT, &ids[1], 100, Some(MEMBER), Duration::ZERO, &dl.to_fields())
+        .dead_letter(
+            TENANT,
+            &ids[1],
+            100,
+            Some(MEMBER),
+            Duration::ZERO,
+            &dl.to_fields(),
+        )
         .await
         .unwrap();
     assert!(moved.moved);
@@ -386,7 +392,12 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
         .unwrap();
     assert!(matches!(out[0], Deferred::Due(_)));
     // Acks (owner-checked and fast) delete them.
-    assert_eq!(b.ack(TENANT, MEMBER, &[&ids[3]], 0, &[&ids[3]]).await.unwrap(), 1);
+    assert_eq!(
+        b.ack(TENANT, MEMBER, &[&ids[3]], 0, &[&ids[3]])
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         b.ack_unclaimable(TENANT, &[&ids[4]], 0, &[&ids[4]])
             .await
@@ -398,14 +409,19 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
     assert_eq!(b.promote_due(TENANT, 10).await.unwrap(), 1);
     let mut reader = b.reader("reader", Duration::from_millis(10)).await.unwrap();
     let streams = reader
-        .read(&[b.keys().lane(TENANT)], crate::broker::ReadFrom::New, 10, None)
+        .read(
+            &[b.keys().lane(TENANT)],
+            crate::broker::ReadFrom::New,
+            10,
+            None,
+        )
         .await
         .unwrap();
     let entries: Vec<_> = streams.into_iter().flat_map(|(_, e)| e).collect();
     assert_eq!(entries.len(), 2);
     for e in entries {
         let t = task_of(&e.id, e.fields.as_deref().unwrap());
-        assert_eq!(t.steps, [draft.clone()], "{}", t.task_id);
+        assert_eq!(t.steps, std::slice::from_ref(&draft), "{}", t.task_id);
     }
     let dls = b.dlq_range(TENANT, "-", "+", 10).await.unwrap();
     let fields = dls[0].fields.clone().unwrap();
@@ -445,7 +461,12 @@ async fn steps_of_a_failed_attempt_reach_the_next_attempt_with_their_outputs() {
     let draft = &seen[1].steps;
     assert_eq!(draft.len(), 1);
     assert_eq!(
-        (draft[0].name.as_str(), &draft[0].output, draft[0].attempt, draft[0].done),
+        (
+            draft[0].name.as_str(),
+            &draft[0].output,
+            draft[0].attempt,
+            draft[0].done
+        ),
         ("draft", &json!({"text": "Dear customer"}), 1, true)
     );
     assert_eq!(h.env.broker.lane_len(TENANT).await.unwrap(), 0);
@@ -485,7 +506,10 @@ async fn an_attempt_failing_inside_a_side_effect_is_a_partial_execution() {
     h.read().await;
     h.run_next().await;
     let dls = h.dead_letters().await;
-    assert_eq!(dls[0]["class"], "partial_execution", "never retried blindly");
+    assert_eq!(
+        dls[0]["class"], "partial_execution",
+        "never retried blindly"
+    );
     assert_eq!(dls[0]["failed_step"], "pay");
     assert!(dls[0]["error"].contains("timeout: the payment API hung"));
     let task = h.task_of(&dls[0]);
@@ -504,7 +528,12 @@ async fn a_taken_over_entry_runs_with_the_steps_its_dead_member_recorded() {
     let recorded = h
         .env
         .broker
-        .record_steps(TENANT, "dead-member", &id, &[StepWrite::Done(draft.clone())])
+        .record_steps(
+            TENANT,
+            "dead-member",
+            &id,
+            &[StepWrite::Done(draft.clone())],
+        )
         .await
         .unwrap();
     assert_eq!(recorded, StepsRecorded::Applied(1));

@@ -45,6 +45,8 @@
 //! stage.
 
 pub(crate) mod admin;
+#[cfg(test)]
+mod checkpoint_steps;
 pub(crate) mod executor;
 pub(crate) mod fair;
 pub(crate) mod health;
@@ -52,8 +54,6 @@ pub(crate) mod heartbeat;
 pub(crate) mod isolation;
 pub(crate) mod isolation_sync;
 pub(crate) mod lease;
-#[cfg(test)]
-mod checkpoint_steps;
 #[cfg(test)]
 mod loop_steps;
 pub(crate) mod next_move;

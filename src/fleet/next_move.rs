@@ -311,10 +311,7 @@ mod tests {
         )
         .unwrap();
         let crash = |h: &[FailureClass]| {
-            next_move(
-                with_history(failed(1, AgentCrashed, None), h),
-                &inputs(&p),
-            )
+            next_move(with_history(failed(1, AgentCrashed, None), h), &inputs(&p))
         };
         // The third crash in a row (max_deliveries = 3): poison, not retried.
         let NextMove::DeadLetter(dl) = crash(&[Timeout, AgentCrashed, AgentCrashed]) else {
@@ -323,7 +320,10 @@ mod tests {
         assert_eq!(dl.class, FailureClass::CrashLoop);
         assert_eq!(dl.action().as_str(), "manual_review");
         assert!(
-            dl.detail.as_deref().unwrap_or("").contains("crashed on 3 attempts in a row"),
+            dl.detail
+                .as_deref()
+                .unwrap_or("")
+                .contains("crashed on 3 attempts in a row"),
             "{:?}",
             dl.detail
         );
@@ -340,7 +340,13 @@ mod tests {
             &[],
         ] {
             assert!(
-                matches!(crash(h), NextMove::Retry { class: AgentCrashed, .. }),
+                matches!(
+                    crash(h),
+                    NextMove::Retry {
+                        class: AgentCrashed,
+                        ..
+                    }
+                ),
                 "{h:?}"
             );
         }

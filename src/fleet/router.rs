@@ -78,11 +78,7 @@ impl Router {
 
     /// The route that runs tasks of `kind`: the first whose kinds match, or `None`.
     pub fn route(&self, kind: &str) -> Option<&Arc<Route>> {
-        let cached = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(kind).copied());
+        let cached = self.cache.read().ok().and_then(|c| c.get(kind).copied());
         let index = match cached {
             Some(i) => i,
             None => {
@@ -172,7 +168,11 @@ mod tests {
     fn exact_names_and_globs_route_and_the_first_match_wins() {
         let r = router();
         assert_eq!(index_of(&r, "score_lead"), Some(0));
-        assert_eq!(index_of(&r, "triage_ax"), Some(0), "handlers[0] matches first");
+        assert_eq!(
+            index_of(&r, "triage_ax"),
+            Some(0),
+            "handlers[0] matches first"
+        );
         assert_eq!(index_of(&r, "summarise"), Some(1));
         assert_eq!(index_of(&r, "run_42"), Some(2));
         assert_eq!(index_of(&r, "run_4"), None);
@@ -202,7 +202,11 @@ mod tests {
             assert_eq!(index_of(&r, &kind), None);
         }
         assert_eq!(r.cached(), MAX_CACHED_KINDS);
-        assert_eq!(index_of(&r, "summary"), Some(1), "uncached kinds still route");
+        assert_eq!(
+            index_of(&r, "summary"),
+            Some(1),
+            "uncached kinds still route"
+        );
     }
 
     struct Closing(Arc<AtomicUsize>);

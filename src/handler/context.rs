@@ -398,7 +398,11 @@ mod tests {
         assert!(ctx.step_failed("pay").is_ok());
         assert_eq!(ctx.open_side_effect(), None);
         assert!(ctx.progress().steps.is_empty());
-        assert_eq!(ctx.failed_step().as_deref(), Some("pay"), "it failed in 'pay'");
+        assert_eq!(
+            ctx.failed_step().as_deref(),
+            Some("pay"),
+            "it failed in 'pay'"
+        );
     }
 
     #[test]

@@ -120,7 +120,8 @@ mod tests {
     #[test]
     fn names_keep_registration_order_and_re_registering_replaces() {
         let mut h = Handlers::new();
-        h.register_simple("demo", noop).register_simple("noop", noop);
+        h.register_simple("demo", noop)
+            .register_simple("noop", noop);
         assert_eq!(h.names(), ["demo", "noop"]);
         assert!(h.contains("noop") && !h.contains("gpt"));
         assert!(matches!(h.build_registered(&spec("demo")), Some(Ok(_))));

@@ -845,9 +845,8 @@ impl Task {
             Some(s) => parse_steps(s).map_err(&fail)?,
         };
         if let Some(s) = recorded_steps {
-            let recorded = parse_steps(s).map_err(|e| {
-                fail(e.replacen("field 'steps'", "field 'recorded_steps'", 1))
-            })?;
+            let recorded = parse_steps(s)
+                .map_err(|e| fail(e.replacen("field 'steps'", "field 'recorded_steps'", 1)))?;
             merge_steps(&mut steps, recorded);
         }
         let history: Vec<AttemptRecord> = match history {

@@ -336,8 +336,15 @@ mod tests {
         assert_eq!(task.steps[1].output, json!("Dear"));
         assert!(task.steps.iter().all(|s| s.done));
         // The replayed lane entry carries them in `steps` (recorded_steps is not written).
-        let written: Vec<String> = task.to_fields().into_iter().map(|(k, _)| k.into_owned()).collect();
-        assert!(written.contains(&"steps".to_owned()) && !written.contains(&"recorded_steps".to_owned()));
+        let written: Vec<String> = task
+            .to_fields()
+            .into_iter()
+            .map(|(k, _)| k.into_owned())
+            .collect();
+        assert!(
+            written.contains(&"steps".to_owned())
+                && !written.contains(&"recorded_steps".to_owned())
+        );
     }
 
     #[test]
