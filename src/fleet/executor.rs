@@ -52,7 +52,8 @@ use crate::isolation::Gate;
 use crate::policy::Policies;
 use crate::shutdown::Shutdown;
 use crate::task::Task;
-use crate::telemetry::events::{self, attempt::AttemptMeters};
+use crate::telemetry::events;
+use crate::telemetry::events::attempt::{AttemptMeters, RouteMeter};
 use crate::telemetry::panic_message;
 use crate::telemetry::tasklog::{task_event, TaskLog};
 
@@ -102,6 +103,9 @@ pub(crate) enum Dispatch {
 #[derive(Clone)]
 struct AttemptCtx {
     meters: AttemptMeters,
+    /// One per route, in the router's order (series registered when the executor starts,
+    /// after the metrics recorder is installed).
+    route_meters: Arc<Vec<RouteMeter>>,
     broker: Broker,
     shared: Arc<Shared>,
     router: Arc<Router>,
@@ -233,6 +237,13 @@ impl Executor {
     pub(crate) fn new(cfg: ExecutorSettings) -> Executor {
         let ctx = AttemptCtx {
             meters: AttemptMeters::new(),
+            route_meters: Arc::new(
+                cfg.router
+                    .routes()
+                    .iter()
+                    .map(|r| RouteMeter::new(&r.label))
+                    .collect(),
+            ),
             broker: cfg.broker.clone(),
             shared: cfg.shared.clone(),
             router: cfg.router.clone(),
@@ -701,7 +712,9 @@ async fn attempt(
     task_event!(debug, &log, entry_id = %entry_id, deliveries, route = %route.label, "attempt started");
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
     ctx.meters.started(wait_ms);
-    route.meter.attempt();
+    if let Some(m) = ctx.route_meters.get(route.position) {
+        m.attempt();
+    }
     let max_attempts = ctx.policies.for_task(&tenant, &task.kind).max_attempts;
     let (recorder, sink) = StepRecorder::new(
         ctx.broker.clone(),

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::handler::{Handler, HandlerSpec};
-use crate::telemetry::events::attempt::RouteMeter;
 
 /// The most kinds whose route the cache remembers; kinds beyond it are matched every time
 /// (producers choose kinds, so their number is not ours to bound).
@@ -28,8 +27,8 @@ pub(crate) struct Route {
     pub label: Arc<str>,
     /// The setting its timeout comes from, for messages (`handlers[0].timeout_ms`).
     pub timeout_setting: String,
-    /// Counts the route's attempts (series registered when the router is built).
-    pub meter: RouteMeter,
+    /// Its position in the router, from 0 (the executor's meters are kept in this order).
+    pub position: usize,
 }
 
 impl Route {
@@ -53,7 +52,8 @@ impl Router {
     pub fn new(table: Vec<(HandlerSpec, Arc<dyn Handler>)>, shorthand: bool) -> Router {
         let routes = table
             .into_iter()
-            .map(|(spec, handler)| {
+            .enumerate()
+            .map(|(position, (spec, handler))| {
                 let timeout_setting = if shorthand {
                     "fleet.task_timeout_ms".to_owned()
                 } else {
@@ -62,7 +62,7 @@ impl Router {
                 let label: Arc<str> = spec.metric_label().into();
                 Arc::new(Route {
                     permits: Arc::new(Semaphore::new(spec.max_concurrent.max(1))),
-                    meter: RouteMeter::new(&label),
+                    position,
                     label,
                     timeout_setting,
                     handler,
@@ -95,7 +95,6 @@ impl Router {
     }
 
     /// Every route, in order.
-    #[cfg(test)]
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
