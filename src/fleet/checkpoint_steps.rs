@@ -432,6 +432,10 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
 #[tokio::test]
 async fn steps_of_a_failed_attempt_reach_the_next_attempt_with_their_outputs() {
     let handler = Scripted::new(|task, ctx| {
+        // The context knows the attempt and the retry policy's budget (retry.max_attempts).
+        if (ctx.attempt(), ctx.max_attempts()) != (task.attempt, 3) {
+            return Outcome::fail(FailureClass::InvalidInput, "wrong attempt numbers");
+        }
         if task.attempt == 1 {
             ctx.step_started("draft", false).unwrap();
             ctx.step_done("draft", json!({"text": "Dear customer"}))

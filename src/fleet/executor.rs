@@ -715,7 +715,7 @@ async fn attempt(
     if let Some(m) = ctx.route_meters.get(route.position) {
         m.attempt();
     }
-    let max_attempts = ctx.policies.for_task(&tenant, &task.kind).max_attempts;
+    let max_attempts = ctx.policies.max_attempts(&tenant, &task.kind);
     let (recorder, sink) = StepRecorder::new(
         ctx.broker.clone(),
         tenant.clone(),
