@@ -527,6 +527,24 @@ type = "noop"
     }
 
     #[test]
+    fn resolve_builds_the_one_handler_of_the_shorthand_only() {
+        let mut h = Handlers::new();
+        h.register_simple("noop", || Ok(Arc::new(NoopHandler)));
+        assert!(h
+            .resolve(&settings("[fleet]\nhandler = \"noop\"\n").unwrap())
+            .is_ok());
+        let table = settings("[[handlers]]\nkinds = [\"a\"]\ntype = \"noop\"\n").unwrap();
+        let err = h.resolve(&table).err().unwrap();
+        assert!(err.to_string().contains("Fleet::routed"), "{err}");
+        assert!(h.check(&table).is_ok());
+        let none = h.resolve(&settings("").unwrap()).err().unwrap();
+        assert!(
+            none.to_string().contains("no handler is configured"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn secrets_are_redacted_at_any_depth_and_headers_keep_their_names() {
         let options = json!({
             "url": "http://x",
