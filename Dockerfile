@@ -1,4 +1,6 @@
-# The redrive binary in a slim image: `docker build -t redrive .`, then `docker run redrive run`.
+# The redrive binary in a slim image: `docker build -t redrive .`, then `docker run redrive` (the
+# simulated agent) or `docker run -v ./redrive.toml:/etc/redrive.toml -e REDRIVE_CONFIG=/etc/redrive.toml
+# redrive run` (your [[handlers]]).
 # Used by docker-compose.yml for the fleet replicas.
 
 FROM rust:1.88-slim-bookworm AS build
@@ -23,4 +25,6 @@ EXPOSE 9464
 # SIGTERM stops a member gracefully (stop reading, finish running attempts, flush settles).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["redrive"]
-CMD ["run"]
+# `redrive run` has no default handler: the image names the simulated agent explicitly. Pass
+# `run` alone with a config file that routes kinds to your agents ([[handlers]]).
+CMD ["run", "--handler", "demo"]

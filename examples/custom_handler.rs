@@ -1,6 +1,6 @@
 //! A fleet member with its own handler: what an embedder writes instead of `redrive run`.
 //!
-//! It registers a `summarise` handler, loads the settings (the built-in defaults, the file in
+//! It registers a `summarise` handler type, loads the settings (the built-in defaults, the file in
 //! `REDRIVE_CONFIG` if any, then `REDRIVE_<SECTION>__<KEY>` variables), connects to Redis,
 //! installs logging and serves /metrics, /healthz and /readyz (when `metrics.listen` is set),
 //! and runs until SIGTERM or SIGINT, then stops in order (stop reading, drain, settle).
@@ -59,16 +59,18 @@ impl Handler for Summarise {
 }
 
 async fn run() -> redrive::Result<()> {
+    // Its own handler type, besides the library's (http, pool, exec).
     let mut handlers = Handlers::new();
-    handlers.register("summarise", || Ok(Arc::new(Summarise { words: 8 })));
+    handlers.register_simple("summarise", || Ok(Arc::new(Summarise { words: 8 })));
 
     let config = std::env::var_os("REDRIVE_CONFIG").map(std::path::PathBuf::from);
     let settings = Settings::load(config.as_deref())?;
-    let handler = handlers.resolve(&settings)?;
+    handlers.check(&settings)?;
     let telemetry = Telemetry::install(&settings);
 
     let broker = Broker::connect(&settings).await?;
-    let fleet = Fleet::new(broker, &settings, handler);
+    // Routes each task by its kind ([[handlers]], or fleet.handler for every kind).
+    let fleet = Fleet::routed(broker, &settings, &handlers)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     telemetry

@@ -169,6 +169,9 @@ pub mod field {
     pub const RAW: &str = "raw";
     /// The producer's own fields of the task, a JSON object of strings.
     pub const EXTRA: &str = crate::task::field::EXTRA;
+    /// The step the task failed in, when known: the side-effecting step left open, else the
+    /// last step started and not completed.
+    pub const FAILED_STEP: &str = "failed_step";
 }
 
 /// The prefix marking a base64-encoded name in a `raw` object.
@@ -284,8 +287,12 @@ pub struct DeadLetter {
     pub error: String,
     /// Further detail.
     pub detail: Option<String>,
-    /// Steps completed across attempts.
+    /// Steps recorded across attempts (completed ones with their outputs, and side-effecting
+    /// ones left open). The dead-letter script adds the steps recorded in Redis for the entry
+    /// (`recorded_steps`), so a step recorded after this record was built is not lost.
     pub steps: Vec<crate::task::Step>,
+    /// The step the task failed in, when known.
+    pub failed_step: Option<String>,
     /// Partial output of the last attempt.
     pub partial_output: Option<serde_json::Value>,
     /// The member that ran the last attempt.
@@ -349,6 +356,9 @@ impl DeadLetter {
         f.push((field::ORIG_ID, self.orig_id.clone()));
         f.push((field::CLASS, self.class.as_str().to_owned()));
         f.push((field::ERROR, error));
+        if let Some(step) = &self.failed_step {
+            f.push((field::FAILED_STEP, step.clone()));
+        }
         if let Some(d) = &self.detail {
             f.push((field::DETAIL, bounded(d, MAX_DETAIL_BYTES)));
         }
@@ -450,6 +460,7 @@ mod tests {
             error: "field 'prompt_version' is not valid UTF-8".into(),
             detail: None,
             steps: Vec::new(),
+            failed_step: None,
             partial_output: None,
             member: "m".into(),
             first_failed_at_ms: 1,
@@ -494,6 +505,7 @@ mod tests {
             error: "timed out".into(),
             detail: None,
             steps: Vec::new(),
+            failed_step: None,
             partial_output: None,
             member: "m".into(),
             first_failed_at_ms: 1,

@@ -16,6 +16,7 @@
 //! | `redrive:{<tenant>}:breaker:window` | HASH | failure window: outcome and failure counts per bucket |
 //! | `redrive:{<tenant>}:breaker:log` | STREAM | every breaker transition with its reason (capped)     |
 //! | `redrive:{<tenant>}:slots`       | HASH   | fleet-wide in-flight reservations, one per member     |
+//! | `redrive:{<tenant>}:steps:<entry>` | HASH | steps recorded for one lane entry while it runs (see step.lua) |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
 //! | `redrive:{@admin}:commands`      | STREAM | admin commands, read by fleet members through a group |
 //! | `redrive:{@admin}:audit`         | STREAM | every admin command and its outcome (capped)          |
@@ -101,6 +102,19 @@ impl Keys {
         format!("{}:{{{}}}:slots", self.prefix, tenant)
     }
 
+    /// The hash of the steps recorded for lane entry `entry_id` of `tenant` while it is in the
+    /// lane (scripts/step.lua writes it, fenced by the entry's owner; every script that moves
+    /// the entry out of the lane folds it into what it writes, or deletes it).
+    pub fn steps(&self, tenant: &str, entry_id: &str) -> String {
+        format!("{}:{{{}}}:steps:{}", self.prefix, tenant, entry_id)
+    }
+
+    /// A SCAN pattern matching every steps hash under the prefix (tests check none is left).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn steps_pattern(&self) -> String {
+        format!("{}:{{*}}:steps:*", self.prefix)
+    }
+
     /// The lease key of a fleet member.
     pub fn member(&self, member_id: &str) -> String {
         format!("{}:member:{}", self.prefix, member_id)
@@ -176,6 +190,7 @@ mod tests {
             k.breaker_window("acme"),
             k.breaker_log("acme"),
             k.slots("acme"),
+            k.steps("acme", "1-0"),
         ] {
             let open = key.find('{').unwrap();
             let close = key[open..].find('}').unwrap() + open;

@@ -82,8 +82,8 @@ pub use telemetry::{Health, Telemetry};
 /// [`Settings::from_raw`].
 pub mod sections {
     pub use crate::config::{
-        RawAdmin, RawBreaker, RawClassify, RawDeadLetter, RawFleet, RawIsolation, RawLimits,
-        RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry,
+        RawAdmin, RawBreaker, RawClassify, RawDeadLetter, RawFleet, RawHandler, RawIsolation,
+        RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry,
     };
 }
 

@@ -244,6 +244,16 @@ impl Policies {
         Ok(p)
     }
 
+    /// The attempts a task of `kind` for `tenant` gets in all (what [`Policies::for_task`]
+    /// says, without building the whole policy: asked once per attempt).
+    pub fn max_attempts(&self, tenant: &str, kind: &str) -> u32 {
+        self.tenants
+            .get(tenant)
+            .and_then(|o| o.max_attempts)
+            .or_else(|| self.kinds.get(kind).and_then(|o| o.max_attempts))
+            .unwrap_or(self.default.max_attempts)
+    }
+
     /// The policy that applies to a task of `kind` for `tenant`.
     pub fn for_task(&self, tenant: &str, kind: &str) -> RetryPolicy {
         let mut p = self.default.clone();
@@ -453,6 +463,18 @@ mod tests {
         assert_eq!(p.for_task("globex", "summarise").max_attempts, 6);
         assert_eq!(p.for_task("acme", "summarise").max_attempts, 2);
         assert_eq!(p.for_task("globex", "other").max_attempts, 4);
+        for (t, k) in [
+            ("globex", "summarise"),
+            ("acme", "summarise"),
+            ("globex", "other"),
+            ("acme", "x"),
+        ] {
+            assert_eq!(
+                p.max_attempts(t, k),
+                p.for_task(t, k).max_attempts,
+                "{t} {k}"
+            );
+        }
         let bad = HashMap::from([(
             "x".to_string(),
             PolicyOverride {

@@ -123,6 +123,14 @@ pub trait BrokerExt {
         ids: &[&str],
         recovered: usize,
     ) -> impl Future<Output = Result<u64>> + Send;
+    /// The steps recorded in Redis for a lane entry, in the order they were written.
+    fn recorded_steps(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::task::Step>>> + Send;
+    /// How many steps hashes exist under the key prefix.
+    fn steps_keys(&self) -> impl Future<Output = Result<u64>> + Send;
     /// One step of a member's drain of its own pending entries (claim.lua).
     fn claim_own(
         &self,
@@ -249,7 +257,7 @@ impl BrokerExt for Broker {
         ids: &[&str],
         recovered: usize,
     ) -> impl Future<Output = Result<u64>> + Send {
-        Broker::ack(self, tenant, consumer, ids, recovered)
+        Broker::ack(self, tenant, consumer, ids, recovered, &[])
     }
     fn ack_unclaimable(
         &self,
@@ -257,7 +265,17 @@ impl BrokerExt for Broker {
         ids: &[&str],
         recovered: usize,
     ) -> impl Future<Output = Result<u64>> + Send {
-        Broker::ack_unclaimable(self, tenant, ids, recovered)
+        Broker::ack_unclaimable(self, tenant, ids, recovered, &[])
+    }
+    fn recorded_steps(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::task::Step>>> + Send {
+        Broker::recorded_steps(self, tenant, entry_id)
+    }
+    fn steps_keys(&self) -> impl Future<Output = Result<u64>> + Send {
+        Broker::steps_keys(self)
     }
     fn claim_own(
         &self,

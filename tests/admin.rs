@@ -96,6 +96,7 @@ async fn seed(env: &TestEnv, dls: &[Dl], ids: Option<&[String]>) -> Vec<String> 
                 class: d.class,
                 error: d.error.clone(),
                 detail: Some("seeded by the test".into()),
+                failed_step: None,
                 partial_output: None,
                 member: "seed".into(),
                 first_failed_at_ms: now - 500,

@@ -269,9 +269,111 @@ fn config_check_prints_redacted_settings_and_rejects_contradictions() {
 }
 
 #[test]
+fn config_check_shows_the_routing_table_and_never_a_secret() {
+    let env = TestEnv::new();
+    let file = env.dir.join("routes.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[handlers]]
+kinds = ["triage_*", "score_lead"]
+type = "noop"
+timeout_ms = 60000
+max_concurrent = 8
+url = "http://127.0.0.1:8000/redrive"
+secret = "whsec-s3cret-1"
+secrets = ["whsec-s3cret-2", "whsec-s3cret-3"]
+headers = { Authorization = "Bearer s3cret-4", X-Api-Key = "s3cret-5" }
+api_token = "s3cret-6"
+env = { OPENAI_API_KEY = "sk-s3cret-7", MODE = "fast" }
+
+[[handlers]]
+kinds = ["*"]
+type = "demo"
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("# routing table (first match wins):")
+            && out.contains("[0] kinds = triage_*, score_lead  type = noop  timeout_ms = 60000  max_concurrent = 8")
+            && out.contains("[1] kinds = *  type = demo  timeout_ms = 30000  max_concurrent = 64"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""Authorization":"<redacted>""#) && out.contains(r#""MODE":"fast""#),
+        "header names and harmless values are kept: {out}"
+    );
+    // The settings print as TOML with the same secrets redacted.
+    assert!(
+        out.contains("[[handlers]]") && out.contains("<redacted>"),
+        "{out}"
+    );
+
+    // No handler: fine for config check, which says what `run` will do.
+    let (code, out, _) = env.cli(&["config", "check"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("no handler configured; `redrive run` refuses to start"),
+        "{out}"
+    );
+
+    // An unknown type, and both forms at once.
+    std::fs::write(&file, "[[handlers]]\nkinds = [\"a\"]\ntype = \"gpt\"\n").unwrap();
+    let (code, _, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("handlers[0].type = 'gpt' is unknown: the known types are demo, noop"),
+        "{err}"
+    );
+    let (code, _, err) = env.cli(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &[("REDRIVE_FLEET__HANDLER", "demo")],
+    );
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("fleet.handler = 'demo' and [[handlers]] are both set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_without_a_handler_refuses_to_start_and_says_how_to_configure_one() {
+    let env = TestEnv::new();
+    let (code, out, err) = env.cli(&["run"], &[]);
+    assert_eq!(code, 78, "{out}{err}");
+    for want in [
+        "no handler is configured",
+        "[[handlers]]",
+        "kinds = [\"*\"]",
+        "type = \"http\"",
+        "Plug in your agents",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from {err}");
+    }
+}
+
+#[test]
 fn commands_that_need_redis_say_how_to_configure_it() {
     let env = TestEnv::new();
-    let (code, _, err) = env.cli(&["run"], &[("REDRIVE_REDIS_URL", "")]);
+    let (code, _, err) = env.cli(
+        &["run"],
+        &[
+            ("REDRIVE_REDIS_URL", ""),
+            ("REDRIVE_FLEET__HANDLER", "noop"),
+        ],
+    );
     assert_eq!(code, 78);
     assert!(err.contains("redis.url is not set"), "{err}");
     // A server that is not there: a clear error, not a hang.

@@ -298,8 +298,11 @@ async fn permanent_failures_dead_letter_at_once_with_their_whole_context() {
     // Partial execution: the completed steps and partial output travel with it.
     let tool = &dead["acme-tool"];
     assert_eq!(tool["kind"], "crm");
-    let steps: Vec<String> = serde_json::from_str(&tool["steps"]).unwrap();
-    assert_eq!(steps, ["lookup_customer", "update_crm_record"]);
+    // Step records (name, output, side_effect, attempt, at_ms), in the order they completed.
+    let steps: Vec<Value> = serde_json::from_str(&tool["steps"]).unwrap();
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["lookup_customer", "update_crm_record"]);
+    assert!(steps.iter().all(|s| s["attempt"] == 1), "{steps:?}");
     let partial: Value = serde_json::from_str(&tool["partial_output"]).unwrap();
     assert_eq!(partial["crm_record"], "updated");
     assert!(
@@ -825,7 +828,10 @@ async fn a_settle_whose_reply_was_lost_is_logged_not_counted_lost() {
     // run as EVALSHA when the pause ends (uncached, each would only answer NOSCRIPT).
     let _: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(include_str!("../src/broker/scripts/dead_letter.lua"))
+        .arg(concat!(
+            include_str!("../src/broker/scripts/lib/steps.lua"),
+            include_str!("../src/broker/scripts/dead_letter.lua")
+        ))
         .query_async(&mut raw)
         .await
         .unwrap();

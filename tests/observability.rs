@@ -1121,9 +1121,7 @@ fn provisioning_prometheus_config_and_compose_file_fit_together() {
         2
     );
     assert!(dockerfile.contains("cargo build --release"));
-    assert!(
-        dockerfile.contains("ENTRYPOINT [\"redrive\"]") && dockerfile.contains("CMD [\"run\"]")
-    );
+    assert!(dockerfile.contains("ENTRYPOINT [\"redrive\"]") && dockerfile.contains("CMD [\"run\""));
     assert!(dockerfile.contains("COPY config ") && dockerfile.contains("COPY src "));
 
     // Prometheus gets this directory (config + rules).

@@ -12,15 +12,8 @@
 //!   group, parent-death signal, a dedicated spawner thread), group kills, bounded lines.
 //! * `pool` — the `pool` handler; `exec` — the `exec` handler.
 
-// Until the registry builds the handlers from `[[handlers]]` (issue 13 in progress).
-#[allow(dead_code)]
 pub(crate) mod exec;
-#[allow(dead_code)]
 pub(crate) mod http;
-#[allow(dead_code)]
 pub(crate) mod pool;
-#[allow(dead_code)]
 pub(crate) mod process;
-// Until the handlers that use all of it land (issue 13 in progress).
-#[allow(dead_code)]
 pub(crate) mod protocol;

@@ -361,6 +361,7 @@ pub(crate) fn kill_group(pid: u32, signal: libc::c_int) {
 
 /// Whether any process of the group led by `pid` is still alive (zombies excepted), read from
 /// /proc.
+#[cfg(test)]
 pub(crate) fn group_alive(pid: u32) -> bool {
     group_members(pid)
         .into_iter()
@@ -368,6 +369,7 @@ pub(crate) fn group_alive(pid: u32) -> bool {
 }
 
 /// The processes (pid, state letter) whose process group is `pgid`, read from /proc.
+#[cfg(test)]
 pub(crate) fn group_members(pgid: u32) -> Vec<(u32, char)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -17,6 +17,7 @@ use crate::task::{AttemptRecord, Step, Task};
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// How many seconds a signature's `t` may differ from the verifier's clock.
+#[cfg(any(test, feature = "testkit"))]
 pub(crate) const SIGNATURE_TOLERANCE_SECS: u64 = 300;
 
 /// The request body of one attempt (every key always present).
@@ -127,6 +128,7 @@ pub(crate) fn signature(secrets: &[String], t: u64, body: &[u8]) -> String {
 /// Whether `header` signs `body` under one of `secrets` within the tolerance of `now` (unix
 /// seconds). The SDKs implement the same; the fleet uses it in tests and for notifications'
 /// receivers.
+#[cfg(any(test, feature = "testkit"))]
 pub(crate) fn verify_signature(secrets: &[String], header: &str, body: &[u8], now: u64) -> bool {
     let mut t: Option<u64> = None;
     let mut sigs = Vec::new();
@@ -150,6 +152,7 @@ pub(crate) fn verify_signature(secrets: &[String], header: &str, body: &[u8], no
     })
 }
 
+#[cfg(any(test, feature = "testkit"))]
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

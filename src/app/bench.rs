@@ -335,7 +335,8 @@ impl Bench {
         format!("{}-{}", self.prefix, self.run)
     }
 
-    /// Settings of an in-process member: no-op handler, the defaults otherwise, then `tweak`.
+    /// Settings of an in-process member: the no-op handler named explicitly, the defaults
+    /// otherwise, then `tweak`.
     fn settings(&self, prefix: &str, tweak: impl FnOnce(&mut RawConfig)) -> Result<Settings> {
         let mut raw = RawConfig::defaults()?;
         raw.redis.url = self.url.clone();
@@ -390,6 +391,8 @@ impl Bench {
             .env("REDRIVE_REDIS_URL", &self.url)
             .env("REDRIVE_REDIS__KEY_PREFIX", prefix)
             .env("REDRIVE_FLEET__MEMBER_ID", id)
+            // Child members run the simulated agent, named explicitly (no default handler).
+            .env("REDRIVE_FLEET__HANDLER", "demo")
             .env("REDRIVE_FLEET__DISCOVERY_INTERVAL_MS", "100")
             .env("REDRIVE_LOG__LEVEL", "error")
             .env_remove("REDRIVE_CONFIG")

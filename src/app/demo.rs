@@ -98,6 +98,8 @@ pub async fn run(
         started.elapsed().as_secs_f64() * 1000.0
     );
 
+    // The simulated agent, named explicitly, for every kind (the demo ignores [[handlers]]).
+    settings.fleet.handler = "demo".into();
     let handler = crate::app::demo_agent::handler(app.demo_agent.clone())?;
     let fleet = Fleet::new(broker, &settings, handler);
     let stats = fleet.stats();

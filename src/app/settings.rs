@@ -1,5 +1,6 @@
 //! The application's own settings: `[demo]` and `[demo_agent]` (defaults in `config/app.toml`,
-//! layered right after the library's), and which handlers `fleet.handler` may name. The
+//! layered right after the library's), and the handler types it registers besides the
+//! library's (`demo`, `noop`), which `[[handlers]]` entries and `fleet.handler` may name. The
 //! library neither reads nor validates them; every `redrive` command does, with the same
 //! messages and exit code 78 as the library's settings.
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::app::demo_agent::DemoAgentSettings;
 use crate::config::check::check_range;
-use crate::config::{layers, rules, section, RawConfig, Settings};
+use crate::config::{layers, section, RawConfig, Settings};
 use crate::error::{Error, Result};
 use crate::handler::{Handlers, NoopHandler};
 
@@ -92,23 +93,24 @@ pub(crate) struct AppSettings {
     pub(crate) demo_agent: DemoAgentSettings,
 }
 
-/// The handlers `redrive` knows: `demo` (the simulated agent, built only when configured) and
-/// `noop`.
+/// The handler types `redrive` registers besides the library's (`http`, `pool`, `exec`):
+/// `demo` (the simulated agent, built only when configured) and `noop`.
 pub(crate) fn handlers(agent: DemoAgentSettings) -> Handlers {
     let mut handlers = Handlers::new();
     handlers
-        .register("demo", move || {
+        .register_simple("demo", move || {
             crate::app::demo_agent::handler(agent.clone())
         })
-        .register("noop", || Ok(std::sync::Arc::new(NoopHandler)));
+        .register_simple("noop", || Ok(std::sync::Arc::new(NoopHandler)));
     handlers
 }
 
-/// Validates everything `redrive` loaded: the library's settings, then that `fleet.handler`
-/// is one of [`handlers`], then `[demo]` and `[demo_agent]`.
+/// Validates everything `redrive` loaded: the library's settings, then that every handler type
+/// the routing table names is known ([`handlers`] or the library's), then `[demo]` and
+/// `[demo_agent]`.
 pub(crate) fn validate(raw: AppRaw) -> Result<(Settings, AppSettings)> {
     let settings = Settings::from_raw(raw.lib)?;
-    rules::handler_known(&settings.fleet, &handlers(raw.demo_agent.clone()))?;
+    handlers(raw.demo_agent.clone()).check(&settings)?;
     let demo = validate_demo(&raw.demo)?;
     let demo_agent = validate_demo_agent(&raw.demo_agent)?;
     Ok((settings, AppSettings { demo, demo_agent }))
@@ -193,7 +195,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_print_every_section() {
         let (settings, app) = validate(defaults()).unwrap();
-        assert_eq!(settings.fleet.handler, "demo");
+        assert!(
+            settings.handlers().is_empty(),
+            "no handler runs unless configured"
+        );
         assert_eq!(app.demo.tasks, 3000);
         let text = defaults().redacted_toml();
         let at = |s: &str| text.find(s).unwrap_or(usize::MAX);
@@ -210,6 +215,13 @@ mod tests {
             (
                 |c| c.lib.fleet.handler = "gpt".into(),
                 "fleet.handler = 'gpt' is unknown: the handlers are demo, noop",
+            ),
+            (
+                |c| {
+                    c.lib.handlers =
+                        vec![serde_json::from_str(r#"{"kinds": ["a"], "type": "gpt"}"#).unwrap()]
+                },
+                "handlers[0].type = 'gpt' is unknown: the known types are demo, noop",
             ),
             (
                 |c| c.demo_agent.panic = 1.5,

@@ -29,6 +29,7 @@ mod running;
 mod settle;
 mod slots;
 mod stats;
+mod steps;
 
 // Verbs only `redrive bench` uses.
 #[cfg(feature = "app")]
@@ -47,3 +48,4 @@ pub use reply::{Entry, Fields};
 pub use running::{Beat, Begin, Starts};
 pub use settle::{DeferItem, Deferred, RetryItem};
 pub use stats::STATS_KEEP;
+pub use steps::{StepWrite, StepsRecorded};

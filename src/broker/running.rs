@@ -104,13 +104,31 @@ impl Broker {
     }
 
     /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
+    /// Its fields carry the steps recorded for it so far (`recorded_steps`, see
+    /// scripts/begin.lua).
     pub(crate) async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
-        self.begin_on(self.keys.lane(tenant), consumer, id).await
+        self.begin_on(
+            self.keys.lane(tenant),
+            Some(self.keys.steps(tenant, id)),
+            consumer,
+            id,
+        )
+        .await
     }
 
-    /// begin.lua on any stream read through the fleet's group (a lane or the admin stream).
-    pub(crate) async fn begin_on(&self, stream: String, consumer: &str, id: &str) -> Result<Begin> {
+    /// begin.lua on any stream read through the fleet's group (a lane, with the entry's steps
+    /// hash, or the admin stream).
+    pub(crate) async fn begin_on(
+        &self,
+        stream: String,
+        steps: Option<String>,
+        consumer: &str,
+        id: &str,
+    ) -> Result<Begin> {
         let mut inv = scripts().begin.key(stream);
+        if let Some(steps) = steps {
+            inv.key(steps);
+        }
         inv.arg(&*self.group).arg(consumer).arg(id);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
         let Value::Array(parts) = v else {

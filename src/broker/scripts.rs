@@ -31,6 +31,8 @@ pub(super) struct Scripts {
     pub(super) start: Script,
     /// Owner-checked idle reset of running entries.
     pub(super) heartbeat: Script,
+    /// Owner-checked step records of a running attempt (the entry's steps hash).
+    pub(super) step: Script,
     /// Read-only depth figures of one tenant.
     pub(super) depths: Script,
     /// Writes nothing; refused only while Redis is over `maxmemory`.
@@ -85,18 +87,29 @@ pub(super) fn scripts() -> &'static Scripts {
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/fast_ack.lua")
         )),
-        dead_letter: Script::new(include_str!("scripts/dead_letter.lua")),
+        dead_letter: Script::new(concat!(
+            include_str!("scripts/lib/steps.lua"),
+            include_str!("scripts/dead_letter.lua")
+        )),
         retry: Script::new(concat!(
             include_str!("scripts/lib/chunks.lua"),
+            include_str!("scripts/lib/steps.lua"),
             include_str!("scripts/retry.lua")
         )),
-        defer: Script::new(include_str!("scripts/defer.lua")),
+        defer: Script::new(concat!(
+            include_str!("scripts/lib/steps.lua"),
+            include_str!("scripts/defer.lua")
+        )),
         promote: Script::new(include_str!("scripts/promote.lua")),
         claim: Script::new(include_str!("scripts/claim.lua")),
         autoclaim: Script::new(include_str!("scripts/autoclaim.lua")),
-        begin: Script::new(include_str!("scripts/begin.lua")),
+        begin: Script::new(concat!(
+            include_str!("scripts/lib/steps.lua"),
+            include_str!("scripts/begin.lua")
+        )),
         start: Script::new(include_str!("scripts/start.lua")),
         heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
+        step: Script::new(include_str!("scripts/step.lua")),
         depths: Script::new(include_str!("scripts/depths.lua")),
         oom_probe: Script::new(include_str!("scripts/oom_probe.lua")),
         lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
@@ -132,7 +145,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 29);
+        assert_eq!(files.len(), 30);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

@@ -76,13 +76,16 @@ pub enum Deferred {
 impl Broker {
     /// Acks and deletes completed entries of one lane that `consumer` still owns, and counts
     /// them in the tenant's stats bucket (the first `recovered` of `ids` as recovered too).
-    /// Returns how many it acked; the rest were settled or reclaimed elsewhere.
+    /// The steps hashes of `with_steps` (those of `ids` that may have recorded steps) are
+    /// deleted with their entries. Returns how many it acked; the rest were settled or
+    /// reclaimed elsewhere.
     pub(crate) async fn ack(
         &self,
         tenant: &str,
         consumer: &str,
         ids: &[&str],
         recovered: usize,
+        with_steps: &[&str],
     ) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
@@ -91,13 +94,18 @@ impl Broker {
             return Ok(0);
         };
         let mut inv = scripts().ack.key(self.keys.lane(tenant));
-        inv.key(self.keys.stats_prefix(tenant))
-            .arg(&*self.group)
+        inv.key(self.keys.stats_prefix(tenant));
+        for id in with_steps {
+            inv.key(self.keys.steps(tenant, id));
+        }
+        inv.arg(&*self.group)
             .arg(consumer)
             .arg(lo)
             .arg(hi)
             .arg(stats_keep_ms())
             .arg(recovered.min(ids.len()))
+            .arg(with_steps.len())
+            .arg(with_steps)
             .arg(ids);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
@@ -107,20 +115,26 @@ impl Broker {
     /// tenant's stats bucket (the first `recovered` of `ids` as recovered too): one script
     /// (scripts/fast_ack.lua), which Redis runs even while over `maxmemory` (a MULTI would be
     /// refused). Returns how many were acked.
+    /// The steps hashes of `with_steps` are deleted with their entries.
     pub(crate) async fn ack_unclaimable(
         &self,
         tenant: &str,
         ids: &[&str],
         recovered: usize,
+        with_steps: &[&str],
     ) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
         let mut inv = scripts().fast_ack.key(self.keys.lane(tenant));
-        inv.key(self.keys.stats_prefix(tenant))
-            .arg(&*self.group)
+        inv.key(self.keys.stats_prefix(tenant));
+        for id in with_steps {
+            inv.key(self.keys.steps(tenant, id));
+        }
+        inv.arg(&*self.group)
             .arg(stats_keep_ms())
             .arg(recovered.min(ids.len()))
+            .arg(with_steps.len())
             .arg(ids);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
@@ -141,7 +155,9 @@ impl Broker {
     /// Moves entry `entry_id` of `tenant`'s lane to the tenant's dead letters with `fields`,
     /// atomically, counted in the tenant's stats bucket (see scripts/dead_letter.lua). With
     /// `owner`, only if that consumer owns it; with `min_idle`, only if it has been idle that
-    /// long. Refused as a whole (an OOM error, see [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`.
+    /// long. The steps recorded for the entry join the dead letter (`recorded_steps`) and its
+    /// steps hash is deleted. Refused as a whole (an OOM error, see
+    /// [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`.
     pub(crate) async fn dead_letter(
         &self,
         tenant: &str,
@@ -155,6 +171,7 @@ impl Broker {
         inv.key(self.keys.dlq(tenant))
             .key(self.keys.dlq_trimmed(tenant))
             .key(self.keys.stats_prefix(tenant))
+            .key(self.keys.steps(tenant, entry_id))
             .arg(&*self.group)
             .arg(entry_id)
             .arg(max_len)
@@ -193,7 +210,9 @@ impl Broker {
 
     /// Acks and removes failed attempts of one tenant owned by `consumer` and schedules their
     /// next ones (`schedule_retry`, the tests' verb, for a batch), in one atomic script that
-    /// also counts them in the tenant's stats bucket. Returns one due time per item,
+    /// also counts them in the tenant's stats bucket. The steps recorded for an entry are
+    /// folded into its item (`recorded_steps`) and its steps hash deleted. Returns one due
+    /// time per item,
     /// `None` for entries `consumer` no longer owns. Refused as a whole (an OOM error, see
     /// [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`.
     pub(crate) async fn schedule_retries(
@@ -207,10 +226,11 @@ impl Broker {
         }
         let mut inv = scripts().retry.key(self.keys.lane(tenant));
         inv.key(self.keys.retry(tenant))
-            .key(self.keys.stats_prefix(tenant))
-            .arg(&*self.group)
-            .arg(consumer)
-            .arg(stats_keep_ms());
+            .key(self.keys.stats_prefix(tenant));
+        for item in items {
+            inv.key(self.keys.steps(tenant, &item.entry_id));
+        }
+        inv.arg(&*self.group).arg(consumer).arg(stats_keep_ms());
         for item in items {
             inv.arg(&item.entry_id)
                 .arg(item.delay.as_millis() as u64)
@@ -232,7 +252,8 @@ impl Broker {
 
     /// Moves entries of `tenant` that `consumer` owns from the lane to the tenant's deferred
     /// set, unattempted: same fields, same attempt (scripts/defer.lua); due at once when the
-    /// breaker is closed by then. One result per item.
+    /// breaker is closed by then; the steps recorded for an entry go with it
+    /// (`recorded_steps`) and its steps hash is deleted. One result per item.
     pub(crate) async fn defer(
         &self,
         tenant: &str,
@@ -244,10 +265,11 @@ impl Broker {
         }
         let k = self.keys();
         let mut inv = scripts().defer.key(k.lane(tenant));
-        inv.key(k.deferred(tenant))
-            .key(k.breaker(tenant))
-            .arg(self.group())
-            .arg(consumer);
+        inv.key(k.deferred(tenant)).key(k.breaker(tenant));
+        for item in items {
+            inv.key(k.steps(tenant, &item.entry_id));
+        }
+        inv.arg(self.group()).arg(consumer);
         for item in items {
             inv.arg(&item.entry_id).arg(item.delay.as_millis() as u64);
         }

@@ -17,7 +17,7 @@ pub struct RawFleet {
     pub member_id: String,
     /// Consumer group name.
     pub group: String,
-    /// Handler name.
+    /// Shorthand for one catch-all `[[handlers]]` entry of this type; empty when not set.
     pub handler: String,
     /// Tasks run at once.
     pub concurrency: usize,
@@ -46,7 +46,7 @@ pub struct FleetSettings {
     pub member_id: String,
     /// Consumer group name.
     pub group: String,
-    /// Handler name.
+    /// Shorthand for one catch-all handler entry of this type; empty when not set.
     pub handler: String,
     /// Tasks run at once.
     pub concurrency: usize,
@@ -102,7 +102,7 @@ pub fn default_member_id() -> String {
 
 /// Validates `[fleet]` and joins it with the member's share of the validated `[reclaim]` and
 /// `[retry]` sections. The handler name is not checked here: which names exist is up to the
-/// embedder's [`crate::handler::Handlers`] (see [`super::rules::handler_known`]).
+/// embedder's [`crate::handler::Handlers`] (see [`crate::handler::Handlers::check`]).
 pub(crate) fn validate(
     f: &RawFleet,
     reclaim: ReclaimSettings,

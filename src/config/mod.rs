@@ -9,7 +9,8 @@
 //! * `layers` — the defaults, file and environment layers; near-miss variable warnings.
 //! * `raw` — [`RawConfig`], one raw struct per section.
 //! * one file per section (`connection` for `[redis]`, `fleet`, `retry`, `reclaim`, `classify`, `isolation`,
-//!   `limits`, `admin`, `log`, `metrics`), each with `validate(raw) -> Result<section>`.
+//!   `limits`, `admin`, `log`, `metrics`), each with `validate(raw) -> Result<section>`;
+//!   `handlers` for `[[handlers]]` (the routing table, the library's own handler types).
 //! * `rules` — rules across sections; `check` — identifier and range checks.
 
 mod admin;
@@ -17,6 +18,7 @@ pub(crate) mod check;
 mod classify;
 mod connection;
 mod fleet;
+pub(crate) mod handlers;
 mod isolation;
 pub(crate) mod layers;
 mod limits;
@@ -35,6 +37,7 @@ pub use self::admin::{AdminSettings, RawAdmin};
 pub use self::classify::RawClassify;
 pub use self::connection::RawRedis;
 pub use self::fleet::{default_member_id, FleetSettings, RawFleet};
+pub use self::handlers::RawHandler;
 pub use self::isolation::{RawBreaker, RawIsolation};
 pub use self::limits::{RawDeadLetter, RawLimits};
 pub use self::log::RawLog;
@@ -46,7 +49,7 @@ pub use self::retry::RawRetry;
 pub use crate::broker::{redact_url, RedisSettings};
 use crate::classify::Classifier;
 use crate::error::{Error, Result};
-use crate::handler::{Handler, Handlers};
+use crate::handler::{Handler, HandlerSpec, Handlers};
 use crate::isolation::IsolationSettings;
 use crate::policy::Policies;
 use crate::task::Limits;
@@ -83,6 +86,8 @@ pub struct Settings {
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// Metrics and health settings besides the address.
     pub(crate) metrics: MetricsSettings,
+    /// `[[handlers]]` (or `fleet.handler`): which handler runs which kinds.
+    pub(crate) routing: handlers::Routing,
 }
 
 impl Settings {
@@ -99,6 +104,7 @@ impl Settings {
         let reclaim = reclaim::validate(&raw.reclaim)?;
         let fleet = fleet::validate(&raw.fleet, reclaim, &retry)?;
         rules::reclaim_outlasts_attempts(&fleet)?;
+        let routing = handlers::validate(&raw.handlers, &fleet)?;
         let classifier = classify::validate(&raw.classify)?;
         let isolation = isolation::validate(&raw.isolation)?;
         let limits = limits::validate(&raw.limits)?;
@@ -120,6 +126,7 @@ impl Settings {
             log_payloads: log.payloads,
             metrics_listen,
             metrics,
+            routing,
         })
     }
 
@@ -129,9 +136,22 @@ impl Settings {
         Telemetry::new(self.metrics, self.metrics_listen)
     }
 
-    /// The configured handler name (`fleet.handler`).
+    /// The configured handler name (`fleet.handler`; empty when not set).
     pub fn handler_name(&self) -> &str {
         &self.fleet.handler
+    }
+
+    /// The routing table: `[[handlers]]` in order (the first entry whose kinds match a task's
+    /// kind runs it), or the one catch-all entry `fleet.handler` stands for; empty when no
+    /// handler is configured.
+    pub fn handlers(&self) -> &[HandlerSpec] {
+        &self.routing.specs
+    }
+
+    /// The routing table as `redrive config check` prints it: TOML comments, secrets
+    /// redacted.
+    pub fn routing_table(&self) -> String {
+        handlers::routing_table(&self.routing)
     }
 }
 
@@ -167,11 +187,30 @@ impl crate::broker::Broker {
 }
 
 impl Handlers {
-    /// Builds the handler `fleet.handler` names; a name nobody registered is refused
-    /// ("fleet.handler = 'gpt' is unknown: the handlers are …", exit code 78).
+    /// Builds the one handler `fleet.handler` names (a member with one catch-all route; see
+    /// [`crate::Fleet::routed`] for `[[handlers]]`). Refuses a name nobody provides ("fleet.handler
+    /// = 'gpt' is unknown: the handlers are …", exit code 78), no handler at all (with how to
+    /// configure one) and a `[[handlers]]` table.
     pub fn resolve(&self, settings: &Settings) -> Result<Arc<dyn Handler>> {
-        rules::handler_known(&settings.fleet, self)?;
-        self.build(&settings.fleet.handler)
+        let routing = &settings.routing;
+        if !routing.shorthand && !routing.specs.is_empty() {
+            return Err(Error::Config(
+                "[[handlers]] routes kinds to handlers: build the member with Fleet::routed, \
+                 not one handler"
+                    .into(),
+            ));
+        }
+        let mut routes = self.build_routes(routing)?;
+        match routes.pop() {
+            Some((_, handler)) => Ok(handler),
+            None => Err(Error::Config(handlers::no_handler_message())),
+        }
+    }
+
+    /// Refuses a routing table that names a type nobody provides (neither registered here
+    /// nor one of the library's), without building any handler (exit code 78).
+    pub fn check(&self, settings: &Settings) -> Result<()> {
+        self.check_types(&settings.routing)
     }
 }
 

@@ -11,6 +11,7 @@ use super::admin::RawAdmin;
 use super::classify::RawClassify;
 use super::connection::RawRedis;
 use super::fleet::RawFleet;
+use super::handlers::{redact, RawHandler};
 use super::isolation::RawIsolation;
 use super::layers;
 use super::limits::{RawDeadLetter, RawLimits};
@@ -21,8 +22,8 @@ use super::retry::RawRetry;
 use crate::broker::redact_url;
 use crate::error::{Error, Result};
 
-/// The library's sections, in the order they are read and printed.
-pub(crate) const SECTIONS: [&str; 11] = [
+/// The library's sections (`[[handlers]]` included), in the order they are read.
+pub(crate) const SECTIONS: [&str; 12] = [
     "redis",
     "fleet",
     "retry",
@@ -34,6 +35,7 @@ pub(crate) const SECTIONS: [&str; 11] = [
     "admin",
     "log",
     "metrics",
+    "handlers",
 ];
 
 /// Every setting as loaded, before validation. An embedder may edit it before
@@ -41,6 +43,9 @@ pub(crate) const SECTIONS: [&str; 11] = [
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `[[handlers]]`: the routing table, each entry as written.
+    #[serde(default)]
+    pub handlers: Vec<RawHandler>,
     /// `[redis]`
     pub redis: RawRedis,
     /// `[fleet]`
@@ -84,6 +89,7 @@ impl RawConfig {
     ) -> Result<RawConfig> {
         check_sections(fig, other_sections)?;
         Ok(RawConfig {
+            handlers: section(fig, "handlers")?,
             redis: section(fig, "redis")?,
             fleet: section(fig, "fleet")?,
             retry: section(fig, "retry")?,
@@ -98,10 +104,13 @@ impl RawConfig {
         })
     }
 
-    /// The settings as TOML with the password in redis.url replaced by `***`.
+    /// The settings as TOML with the password in redis.url replaced by `***` and the secrets
+    /// of `[[handlers]]` entries (secrets, tokens, passwords, keys, header values) by
+    /// `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut copy = self.clone();
         copy.redis.url = redact_url(&copy.redis.url);
+        copy.handlers = copy.handlers.iter().map(redact).collect();
         toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
 }
@@ -174,7 +183,7 @@ mod tests {
             .to_string();
         assert!(
             err.contains("unknown field: found `flet`, expected `one of `redis`, `fleet`")
-                && err.contains("`metrics`, `demo``")
+                && err.contains("`metrics`, `handlers`, `demo``")
                 && err.contains("for key \"default.flet\""),
             "{err}"
         );

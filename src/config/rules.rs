@@ -2,7 +2,6 @@
 
 use super::fleet::FleetSettings;
 use crate::error::{Error, Result};
-use crate::handler::Handlers;
 
 /// Without heartbeats a running task's entry ages from its delivery, so the idle time must
 /// outlast the longest attempt. With heartbeats a live attempt keeps its entry fresh and the
@@ -20,11 +19,6 @@ pub(crate) fn reclaim_outlasts_attempts(fleet: &FleetSettings) -> Result<()> {
     Ok(())
 }
 
-/// `fleet.handler` must name a registered handler.
-pub fn handler_known(fleet: &FleetSettings, handlers: &Handlers) -> Result<()> {
-    handlers.check(&fleet.handler)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,7 +26,6 @@ mod tests {
 
     fn fleet(edit: impl FnOnce(&mut RawConfig)) -> FleetSettings {
         let mut raw = RawConfig::defaults().unwrap();
-        raw.fleet.handler = "noop".into();
         edit(&mut raw);
         // Settings::from_raw applies the rule; build the section without it to test it alone.
         let retry = crate::config::retry::validate(&raw.retry).unwrap();
@@ -59,23 +52,5 @@ mod tests {
         });
         assert!(reclaim_outlasts_attempts(&longer).is_ok());
         assert!(Settings::from_raw(RawConfig::defaults().unwrap()).is_ok());
-    }
-
-    #[test]
-    fn the_handler_must_be_registered() {
-        let mut handlers = Handlers::new();
-        handlers.register("summarise", || {
-            Ok(std::sync::Arc::new(crate::handler::NoopHandler) as _)
-        });
-        let ok = fleet(|c| c.fleet.handler = "summarise".into());
-        assert!(handler_known(&ok, &handlers).is_ok());
-        let gpt = fleet(|c| c.fleet.handler = "gpt".into());
-        let err = handler_known(&gpt, &handlers).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("fleet.handler = 'gpt' is unknown: the handlers are summarise"),
-            "{err}"
-        );
-        assert_eq!(err.exit_code(), 78);
     }
 }

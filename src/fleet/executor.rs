@@ -7,6 +7,25 @@
 //! entries by the [`Starter`] in batches, taken-over ones by begin.lua), so the count is 1 (the
 //! read) + starts: an entry that was only read when its member died does not count a start.
 //!
+//! Each task runs on its route (see [`super::router`]): the first `[[handlers]]` entry whose
+//! kinds match its kind, with that entry's timeout and concurrency cap. A task no route
+//! matches is not run and not charged a start: it is dead-lettered as `no_handler`. A task
+//! that arrives with a side-effecting step started and not done (a member died inside it) is
+//! not run either: it is dead-lettered as `partial_execution`, naming the step.
+//!
+//! The route's permit is taken before the start is marked, so waiting for it costs no
+//! delivery count. While an attempt waits for its route's permit it holds one of the member's
+//! `fleet.concurrency` slots: when one route's cap is full, tasks of that route at the head of
+//! the queue keep slots that tasks of other routes could use (head-of-line blocking, bounded
+//! by the slots). Keep `max_concurrent` near what the agent can take, and the member's
+//! concurrency above the sum of the caps that should run at once.
+//!
+//! Each attempt gets a [`TaskContext`] with the task's earlier steps and a sink whose events a
+//! [`StepRecorder`] writes to Redis as they arrive; the recorder has flushed before the
+//! attempt's settlement is sent. Every outcome (the handler's, a timeout, a panic) goes through
+//! [`TaskContext::conclude`] first: a failure while a side-effecting step is open is a
+//! `partial_execution`, a refused step a `schema_mismatch`.
+//!
 //! Before an attempt starts, the tenant's breaker (the member's local view of it) decides:
 //! closed runs it; open defers it to the retry schedule unattempted; past the cool-down the
 //! member asks Redis for the tenant's one probe and runs the task as that probe, or defers it
@@ -22,15 +41,19 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::settlement::{Aside, Failed, Settlement};
+use super::router::{Route, Router};
+use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::{Job, Lost, Shared, Work};
+use super::steps::StepRecorder;
 use crate::broker::{Begin, Broker};
 use crate::classify::Classifier;
-use crate::handler::{FailureClass, Handler, Outcome, TaskContext};
+use crate::handler::{FailureClass, Outcome, TaskContext};
 use crate::isolation::Gate;
+use crate::policy::Policies;
 use crate::shutdown::Shutdown;
 use crate::task::Task;
-use crate::telemetry::events::{self, attempt::AttemptMeters};
+use crate::telemetry::events;
+use crate::telemetry::events::attempt::{AttemptMeters, RouteMeter};
 use crate::telemetry::panic_message;
 use crate::telemetry::tasklog::{task_event, TaskLog};
 
@@ -38,11 +61,13 @@ use crate::telemetry::tasklog::{task_event, TaskLog};
 pub(crate) struct ExecutorSettings {
     pub broker: Broker,
     pub shared: Arc<Shared>,
-    pub handler: Arc<dyn Handler>,
+    /// The routes by kind, each with its handler, timeout and cap.
+    pub router: Arc<Router>,
+    /// The retry policies (an attempt's `max_attempts`).
+    pub policies: Arc<Policies>,
     pub classifier: Arc<Classifier>,
     pub settle: mpsc::UnboundedSender<Settlement>,
     pub concurrency: usize,
-    pub task_timeout: Duration,
     pub grace: Duration,
     /// Fresh entries whose read was sent less than this long ago have their start recorded
     /// without the owner check (the settler's fast-ack window, for the same reason).
@@ -78,12 +103,15 @@ pub(crate) enum Dispatch {
 #[derive(Clone)]
 struct AttemptCtx {
     meters: AttemptMeters,
+    /// One per route, in the router's order (series registered when the executor starts,
+    /// after the metrics recorder is installed).
+    route_meters: Arc<Vec<RouteMeter>>,
     broker: Broker,
     shared: Arc<Shared>,
-    handler: Arc<dyn Handler>,
+    router: Arc<Router>,
+    policies: Arc<Policies>,
     classifier: Arc<Classifier>,
     settle: mpsc::UnboundedSender<Settlement>,
-    timeout: Duration,
     starter: Starter,
 }
 
@@ -209,12 +237,19 @@ impl Executor {
     pub(crate) fn new(cfg: ExecutorSettings) -> Executor {
         let ctx = AttemptCtx {
             meters: AttemptMeters::new(),
+            route_meters: Arc::new(
+                cfg.router
+                    .routes()
+                    .iter()
+                    .map(|r| RouteMeter::new(&r.label))
+                    .collect(),
+            ),
             broker: cfg.broker.clone(),
             shared: cfg.shared.clone(),
-            handler: cfg.handler.clone(),
+            router: cfg.router.clone(),
+            policies: cfg.policies.clone(),
             classifier: cfg.classifier.clone(),
             settle: cfg.settle.clone(),
-            timeout: cfg.task_timeout,
             starter: Starter::spawn(
                 cfg.broker.clone(),
                 cfg.shared.member.clone(),
@@ -317,8 +352,12 @@ impl Executor {
         } else {
             None
         };
-        self.running
-            .spawn(run_job(job, (permit, exclusive), self.ctx.clone()));
+        self.running.spawn(run_job(
+            job,
+            (permit, exclusive),
+            self.ctx.clone(),
+            shutdown.clone(),
+        ));
         Dispatch::Spawned
     }
 }
@@ -330,6 +369,7 @@ async fn run_job(
     job: Job,
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     ctx: AttemptCtx,
+    shutdown: Shutdown,
 ) {
     let iso = &ctx.shared.isolation;
     let gate = match iso.gate(&job.tenant) {
@@ -356,7 +396,7 @@ async fn run_job(
     };
     let tenant = job.tenant.clone();
     let entry_id = job.entry_id.clone();
-    let result = start_job(job, &ctx).await;
+    let result = start_job(job, &ctx, &shutdown).await;
     if let Some(r) = &result {
         iso.record(&tenant, r.as_ref().map(|_| ()).map_err(|c| *c));
     }
@@ -377,11 +417,16 @@ async fn run_job(
     }
 }
 
-/// Records the start (owner check + delivery count + 1: a fresh entry through the batching
-/// [`Starter`], a suspect through begin.lua, which also reads its fields), then runs the
-/// attempt. Returns the attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it
-/// did not run to one.
-async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureClass>> {
+/// Checks the task may run and takes its route's permit, then records the start (owner
+/// check + delivery count + 1: a fresh entry through the batching [`Starter`], a suspect
+/// through begin.lua, which also reads its fields and recorded steps), then runs the attempt.
+/// Returns the attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it did not
+/// run to one.
+async fn start_job(
+    job: Job,
+    ctx: &AttemptCtx,
+    shutdown: &Shutdown,
+) -> Option<Result<String, FailureClass>> {
     let ctx = ctx.clone();
     let Job {
         tenant,
@@ -391,126 +436,253 @@ async fn start_job(job: Job, ctx: &AttemptCtx) -> Option<Result<String, FailureC
         lost,
         read_at,
     } = job;
-    // A fresh task past its deadline is dead-lettered before its start is marked, so it is not
-    // charged a start; a taken-over one is checked once begin.lua has read its fields.
-    let fresh = matches!(work, Work::Ready(_));
-    if let Work::Ready(task) = &work {
-        if expired(&ctx, &tenant, &entry_id, task) {
-            return None;
-        }
-    }
-    // From here until the mark lets the entry run, a heartbeat that finds it pending for
-    // nobody does not count it lost: the mark drops a deleted entry from the PEL itself.
-    lost.set_starting(true);
-    let (task, deliveries) = match work {
-        Work::Ready(task) => match ctx.starter.start(&tenant, &entry_id, read_at).await {
-            Mark::Run => {
-                lost.set_starting(false);
-                (task, deliveries + 1)
-            }
-            Mark::Gone => {
-                let _ = ctx
-                    .settle
-                    .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+    let (task, deliveries, route, permit) = match work {
+        Work::Ready(task) => {
+            // A fresh task that must not run is dead-lettered and a fresh one waits for its
+            // route's permit before its start is marked, so neither is charged a start.
+            if !runnable(&ctx, &tenant, &entry_id, &task) {
                 return None;
             }
-            Mark::Lost => {
-                // Not started here: whoever owns it now runs it.
-                task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "not started: another member took the entry over while it waited here");
-                let _ = ctx
-                    .settle
-                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
-                return None;
-            }
-            Mark::Failed => {
-                task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "cannot record the start; not run here, the entry stays pending for a reclaim");
-                let _ = ctx
-                    .settle
-                    .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
-                return None;
-            }
-        },
-        Work::Suspect => match ctx
-            .broker
-            .begin(&tenant, &ctx.shared.member, &entry_id)
-            .await
-        {
-            Ok(Begin::Run(fields)) => {
-                lost.set_starting(false);
-                match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
-                    Ok(task) => {
-                        task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, starts = deliveries + 1, alone = deliveries >= 1, "running a taken-over entry");
-                        (Arc::new(task), deliveries + 1)
-                    }
-                    Err(m) => {
-                        let _ = ctx.settle.send(Settlement::Aside(Aside::Malformed {
-                            lane: ctx.broker.keys().lane(&tenant),
-                            tenant,
-                            entry_id,
-                            reason: m.reason,
-                            fields,
-                        }));
-                        return None;
-                    }
+            let (route, permit) = admit(&ctx, &tenant, &entry_id, &task, shutdown).await?;
+            // From here until the mark lets the entry run, a heartbeat that finds it pending
+            // for nobody does not count it lost: the mark drops a deleted entry from the PEL.
+            lost.set_starting(true);
+            match ctx.starter.start(&tenant, &entry_id, read_at).await {
+                Mark::Run => {
+                    lost.set_starting(false);
+                    (task, deliveries + 1, route, permit)
+                }
+                Mark::Gone => {
+                    let _ = ctx
+                        .settle
+                        .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+                    return None;
+                }
+                Mark::Lost => {
+                    // Not started here: whoever owns it now runs it.
+                    task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "not started: another member took the entry over while it waited here");
+                    let _ = ctx
+                        .settle
+                        .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
+                    return None;
+                }
+                Mark::Failed => {
+                    task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "cannot record the start; not run here, the entry stays pending for a reclaim");
+                    let _ = ctx
+                        .settle
+                        .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
+                    return None;
                 }
             }
-            Ok(Begin::Tombstone) => {
-                let _ = ctx
-                    .settle
-                    .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+        }
+        Work::Suspect => {
+            lost.set_starting(true);
+            let task = match ctx
+                .broker
+                .begin(&tenant, &ctx.shared.member, &entry_id)
+                .await
+            {
+                Ok(Begin::Run(fields)) => {
+                    lost.set_starting(false);
+                    match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
+                        Ok(task) => {
+                            task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, starts = deliveries + 1, alone = deliveries >= 1, steps = task.steps.len(), "running a taken-over entry");
+                            Arc::new(task)
+                        }
+                        Err(m) => {
+                            let _ = ctx.settle.send(Settlement::Aside(Aside::Malformed {
+                                lane: ctx.broker.keys().lane(&tenant),
+                                tenant,
+                                entry_id,
+                                reason: m.reason,
+                                fields,
+                            }));
+                            return None;
+                        }
+                    }
+                }
+                Ok(Begin::Tombstone) => {
+                    let _ = ctx
+                        .settle
+                        .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+                    return None;
+                }
+                Ok(Begin::Lost) => {
+                    let _ = ctx
+                        .settle
+                        .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
+                    return None;
+                }
+                Err(e) => {
+                    // Still pending here: a later drain or reclaim takes it up again.
+                    events::attempt::takeover_start_failed(&tenant, &entry_id, &e);
+                    let _ = ctx
+                        .settle
+                        .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
+                    return None;
+                }
+            };
+            // A taken-over entry's kind and steps are known once begin.lua has read them,
+            // after its start was counted (the known over-count of one start, as for expired).
+            if !runnable(&ctx, &tenant, &entry_id, &task) {
                 return None;
             }
-            Ok(Begin::Lost) => {
-                let _ = ctx
-                    .settle
-                    .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
-                return None;
-            }
-            Err(e) => {
-                // Still pending here: a later drain or reclaim takes it up again.
-                events::attempt::takeover_start_failed(&tenant, &entry_id, &e);
-                let _ = ctx
-                    .settle
-                    .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
-                return None;
-            }
-        },
+            let (route, permit) = admit(&ctx, &tenant, &entry_id, &task, shutdown).await?;
+            (task, deliveries + 1, route, permit)
+        }
     };
-    if !fresh && expired(&ctx, &tenant, &entry_id, &task) {
-        return None;
-    }
-    attempt(tenant, entry_id, task, deliveries, lost, read_at, ctx).await
+    let job = Started {
+        tenant,
+        entry_id,
+        task,
+        deliveries,
+        lost,
+        read_at,
+    };
+    let result = attempt(job, &route, ctx).await;
+    drop(permit);
+    result
 }
 
-/// Past its deadline, a task is not worth running: it is sent to the dead letters as
-/// `expired`, unattempted. Returns whether it was.
-fn expired(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>) -> bool {
-    let Err(why) = crate::policy::may_start(task.deadline_ms, ctx.shared.isolation.now_ms()) else {
+/// Whether the task may start: past its deadline it is dead-lettered as `expired`; arrived
+/// with a side-effecting step started and not done (its member died inside it), as
+/// `partial_execution` naming the step. Returns whether it may run.
+fn runnable(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>) -> bool {
+    if let Err(why) = crate::policy::may_start(task.deadline_ms, ctx.shared.isolation.now_ms()) {
+        task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
+        not_run(
+            ctx,
+            tenant,
+            entry_id,
+            task,
+            FailureClass::Expired,
+            why,
+            "past its deadline when a member was about to start it: not run",
+            None,
+        );
         return false;
-    };
-    task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
-    let _ = ctx.settle.send(Settlement::Aside(Aside::Expired {
-        tenant: tenant.clone(),
-        entry_id: entry_id.to_owned(),
-        task: task.clone(),
-        why,
-    }));
+    }
+    if let Some(open) = task.steps.iter().find(|s| s.side_effect && !s.done) {
+        let why = format!(
+            "side-effecting step '{}' was started (attempt {}) and never completed: the member \
+             running it stopped inside it, so its effect may or may not have happened",
+            open.name, open.attempt
+        );
+        task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, step = %open.name, "task arrived inside a side-effecting step; not run");
+        not_run(
+            ctx,
+            tenant,
+            entry_id,
+            task,
+            FailureClass::PartialExecution,
+            why,
+            "not run again: check whether the step's effect happened, then resolve the dead \
+             letter or replay it (a replay drops the unfinished step, so it runs again)",
+            Some(open.name.clone()),
+        );
+        return false;
+    }
     true
 }
 
-/// Calls the handler within the task timeout, turning a panic or a timeout into a failure.
-async fn invoke(ctx: &AttemptCtx, task: &Arc<Task>, tctx: &TaskContext) -> Outcome {
+/// Sends the task to the dead letters unattempted.
+#[allow(clippy::too_many_arguments)]
+fn not_run(
+    ctx: &AttemptCtx,
+    tenant: &Arc<str>,
+    entry_id: &str,
+    task: &Arc<Task>,
+    class: FailureClass,
+    error: String,
+    detail: &str,
+    failed_step: Option<String>,
+) {
+    let _ = ctx
+        .settle
+        .send(Settlement::Aside(Aside::NotRun(Box::new(NotRun {
+            tenant: tenant.clone(),
+            entry_id: entry_id.to_owned(),
+            task: task.clone(),
+            class,
+            error,
+            detail: detail.to_owned(),
+            failed_step,
+        }))));
+}
+
+/// The task's route and one of its permits (waited for). A task no route matches is
+/// dead-lettered as `no_handler`; one still waiting when shutdown fires is released unstarted
+/// (it stays pending for this member's next life or a reclaim).
+async fn admit(
+    ctx: &AttemptCtx,
+    tenant: &Arc<str>,
+    entry_id: &str,
+    task: &Arc<Task>,
+    shutdown: &Shutdown,
+) -> Option<(Arc<Route>, OwnedSemaphorePermit)> {
+    let Some(route) = ctx.router.route(&task.kind).cloned() else {
+        let why = format!(
+            "no handler matches kind '{}': the configured kinds are {}",
+            task.kind,
+            ctx.router.patterns()
+        );
+        task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, error = %why, "no handler for the task's kind; not run");
+        not_run(
+            ctx,
+            tenant,
+            entry_id,
+            task,
+            FailureClass::NoHandler,
+            why,
+            "not run: add a [[handlers]] entry whose kinds match it (redrive config check shows \
+             the routing table), then replay it",
+            None,
+        );
+        return None;
+    };
+    let permit = tokio::select! {
+        biased;
+        p = route.permits.clone().acquire_owned() => p.ok(),
+        _ = shutdown.wait() => None,
+    };
+    match permit {
+        Some(p) => Some((route, p)),
+        None => {
+            let _ = ctx.settle.send(Settlement::Aside(Aside::NotStarted {
+                tenant: tenant.clone(),
+                entry_id: entry_id.to_owned(),
+            }));
+            None
+        }
+    }
+}
+
+/// A started attempt's entry and task.
+struct Started {
+    tenant: Arc<str>,
+    entry_id: String,
+    task: Arc<Task>,
+    /// Starts of the entry, this one included.
+    deliveries: u64,
+    lost: Arc<Lost>,
+    read_at: Option<Instant>,
+}
+
+/// Calls the route's handler within its timeout, turning a panic or a timeout into a failure.
+async fn invoke(route: &Route, task: &Arc<Task>, tctx: &TaskContext) -> Outcome {
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        ctx.handler.handle(task.clone(), tctx.clone())
+        route.handler.handle(task.clone(), tctx.clone())
     })) {
         Err(p) => panicked(&*p),
         Ok(fut) => {
-            match tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+            match tokio::time::timeout(route.timeout(), AssertUnwindSafe(fut).catch_unwind()).await
+            {
                 Err(_) => Outcome::fail(
                     FailureClass::Timeout,
                     format!(
-                        "the attempt ran past fleet.task_timeout_ms = {}",
-                        ctx.timeout.as_millis()
+                        "the attempt ran past {} = {}",
+                        route.timeout_setting,
+                        route.timeout().as_millis()
                     ),
                 ),
                 Ok(Err(p)) => panicked(&*p),
@@ -520,28 +692,57 @@ async fn invoke(ctx: &AttemptCtx, task: &Arc<Task>, tctx: &TaskContext) -> Outco
     }
 }
 
-/// Runs one attempt and reports its outcome to the settler. Returns `Ok(task id)` or the
-/// failure's class, or `None` when the entry was lost to another member meanwhile.
+/// Runs one attempt on `route` with its step recorder and reports its outcome to the
+/// settler once the recorder has flushed. Returns `Ok(task id)` or the failure's class, or
+/// `None` when the entry was lost to another member meanwhile.
 async fn attempt(
-    tenant: Arc<str>,
-    entry_id: String,
-    task: Arc<Task>,
-    deliveries: u64,
-    lost: Arc<Lost>,
-    read_at: Option<Instant>,
+    job: Started,
+    route: &Route,
     ctx: AttemptCtx,
 ) -> Option<Result<String, FailureClass>> {
+    let Started {
+        tenant,
+        entry_id,
+        task,
+        deliveries,
+        lost,
+        read_at,
+    } = job;
     let log = TaskLog::of(&task);
-    task_event!(debug, &log, entry_id = %entry_id, deliveries, "attempt started");
+    task_event!(debug, &log, entry_id = %entry_id, deliveries, route = %route.label, "attempt started");
     let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
     ctx.meters.started(wait_ms);
+    if let Some(m) = ctx.route_meters.get(route.position) {
+        m.attempt();
+    }
+    let max_attempts = ctx.policies.max_attempts(&tenant, &task.kind);
+    let (recorder, sink) = StepRecorder::new(
+        ctx.broker.clone(),
+        tenant.clone(),
+        ctx.shared.member.clone(),
+        entry_id.clone(),
+    );
+    let tctx = TaskContext::for_attempt(
+        ctx.shared.member.clone(),
+        task.attempt,
+        max_attempts,
+        &task.steps,
+        Some(sink),
+    );
     let started = Instant::now();
-    let tctx = TaskContext::new(ctx.shared.member.clone());
-    let outcome = tokio::select! {
-        o = invoke(&ctx, &task, &tctx) => Some(o),
-        _ = lost.wait() => None,
+    let (finish, finished) = oneshot::channel();
+    let run = async {
+        let outcome = tokio::select! {
+            o = invoke(route, &task, &tctx) => Some(o),
+            _ = lost.wait() => None,
+        };
+        let duration = started.elapsed();
+        let _ = finish.send(());
+        (outcome, duration)
     };
-    let duration = started.elapsed();
+    // The recorder runs beside the attempt and has written every step the attempt reported
+    // before the settlement below is sent.
+    let ((outcome, duration), recording) = tokio::join!(run, recorder.run(finished));
     ctx.meters.finished(duration);
     let Some(outcome) = outcome else {
         task_event!(warn, &log, entry_id = %entry_id, "attempt stopped: another member took the entry over");
@@ -550,8 +751,10 @@ async fn attempt(
             .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
         return None;
     };
-    let outcome = match outcome {
-        Outcome::Done => match ctx
+    // Steps first: a failure inside an open side-effecting step is a partial execution, a
+    // refused step a schema mismatch, whatever the handler said.
+    let outcome = match tctx.conclude(outcome) {
+        Outcome::Done => match route
             .handler
             .check_output(&task, tctx.final_output().as_ref())
         {
@@ -581,6 +784,7 @@ async fn attempt(
             retry_after,
             poison,
             progress: tctx.progress(),
+            failed_step: tctx.failed_step(),
             duration,
         })
     };
@@ -598,6 +802,7 @@ async fn attempt(
             recovered: task.attempt > 1 || task.replay_of.is_some(),
             tenant: tenant.clone(),
             entry_id: entry_id.clone(),
+            steps: recording.sent || !task.steps.is_empty(),
         },
         Outcome::Fail {
             class,

@@ -15,6 +15,7 @@ use super::lease::{Lease, LeaseKeeper};
 use super::reader::{ReadStep, Reader};
 use super::reclaimer::Reclaimer;
 use super::recoverer::Recoverer;
+use super::router::Router;
 use super::settlement::{Aside, Settlement};
 use super::settler::{SettleLoop, Settler};
 use super::shared::{Job, Lost, Shared, SharedParts, Work};
@@ -22,25 +23,25 @@ use super::stats::FleetStats;
 use crate::broker::{Broker, ReadFrom};
 use crate::config::{RawConfig, Settings};
 use crate::embedded::RedisServer;
-use crate::handler::{FailureClass, NoopHandler};
+use crate::handler::{FailureClass, Handler, HandlerSpec, NoopHandler};
 use crate::isolation::BreakerView;
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
 use crate::task::NewTask;
 use crate::telemetry::Health;
 
-const MEMBER: &str = "step-member";
-const TENANT: &str = "acme";
+pub(super) const MEMBER: &str = "step-member";
+pub(super) const TENANT: &str = "acme";
 
 /// A private Redis, settings pointed at it, a broker and a member's shared state.
-struct Env {
+pub(super) struct Env {
     _redis: RedisServer,
-    settings: Settings,
-    broker: Broker,
-    shared: Arc<Shared>,
+    pub(super) settings: Settings,
+    pub(super) broker: Broker,
+    pub(super) shared: Arc<Shared>,
 }
 
-async fn env() -> Env {
+pub(super) async fn env() -> Env {
     let redis = RedisServer::start().unwrap();
     let mut raw = RawConfig::defaults().unwrap();
     raw.redis.url = redis.url();
@@ -89,7 +90,7 @@ impl Env {
     }
 
     /// Delivers up to `n` new entries of the lane to `consumer`; returns their ids.
-    async fn deliver(&self, consumer: &str, n: usize) -> Vec<String> {
+    pub(super) async fn deliver(&self, consumer: &str, n: usize) -> Vec<String> {
         let mut reader = self
             .broker
             .reader(consumer, Duration::from_millis(10))
@@ -103,7 +104,7 @@ impl Env {
             .collect()
     }
 
-    fn settler(&self) -> Settler {
+    pub(super) fn settler(&self) -> Settler {
         Settler {
             broker: self.broker.clone(),
             shared: self.shared.clone(),
@@ -111,6 +112,7 @@ impl Env {
             dlq_max_len: self.settings.dead_letter_max_len,
             policies: Arc::new(self.settings.policies.clone()),
             log_payloads: false,
+            max_deliveries: self.settings.fleet.reclaim.max_deliveries,
             fast_ack_window: Duration::ZERO,
         }
     }
@@ -150,11 +152,17 @@ async fn executor_step_drops_a_job_lost_to_another_member() {
     let mut executor = Executor::new(ExecutorSettings {
         broker: env.broker.clone(),
         shared: env.shared.clone(),
-        handler: Arc::new(NoopHandler),
+        router: Arc::new(Router::new(
+            vec![(
+                HandlerSpec::catch_all("noop", Duration::from_secs(5), 2),
+                Arc::new(NoopHandler) as Arc<dyn Handler>,
+            )],
+            true,
+        )),
+        policies: Arc::new(env.settings.policies.clone()),
         classifier: Arc::new(env.settings.classifier.clone()),
         settle: tx,
         concurrency: 2,
-        task_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(1),
         fast_start_window: Duration::ZERO,
     });
@@ -196,6 +204,7 @@ async fn settler_step_acks_a_completed_entry() {
             entry_id: id,
             recovered: false,
             read_at: None,
+            steps: false,
         })
         .await;
     // The flush waits for the first try of its ack; the task then releases the slot.

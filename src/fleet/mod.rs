@@ -11,8 +11,10 @@
 //!
 //! * [`reader`] owns a dedicated connection, discovers tenants from the registry, drains its
 //!   own pending entries on start, then reads new entries across lanes sized to free capacity.
-//! * [`executor`] pops tasks round-robin across tenants and runs each attempt with a timeout,
-//!   catching panics.
+//! * [`executor`] pops tasks round-robin across tenants and runs each attempt on its route
+//!   ([`router`]: the handler, timeout and concurrency cap of the first `[[handlers]]` entry
+//!   matching its kind) with a timeout, catching panics; [`steps`] records the attempt's step
+//!   checkpoints in Redis as they arrive.
 //! * [`settler`] acks completed entries in batches and moves failures to their destination in
 //!   one atomic script each.
 //! * [`lease`] holds the member id so that two processes never share one consumer name.
@@ -36,12 +38,15 @@
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
 //! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
-//! within the grace period (the rest stay pending for reclaim), flush settlements, report the
+//! within the grace period (the rest stay pending for reclaim), shut every route's handler down,
+//! flush settlements, report the
 //! last attempt outcomes and give back the member's in-flight
 //! reservations, release the lease. [`Loops::stop_in_order`] spells this out, one line per
 //! stage.
 
 pub(crate) mod admin;
+#[cfg(test)]
+mod checkpoint_steps;
 pub(crate) mod executor;
 pub(crate) mod fair;
 pub(crate) mod health;
@@ -56,10 +61,12 @@ pub(crate) mod read_plan;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
 pub(crate) mod recoverer;
+pub(crate) mod router;
 pub(crate) mod settlement;
 pub(crate) mod settler;
 pub(crate) mod shared;
 pub(crate) mod stats;
+pub(crate) mod steps;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +78,7 @@ use crate::broker::Broker;
 use crate::classify::Classifier;
 use crate::config::{AdminSettings, FleetSettings, MetricsSettings, Settings};
 use crate::error::Result;
-use crate::handler::Handler;
+use crate::handler::{Handler, HandlerSpec, Handlers};
 use crate::policy::Policies;
 use crate::shutdown::Shutdown;
 use crate::task::Limits;
@@ -88,7 +95,7 @@ pub struct Fleet {
     dlq_max_len: u64,
     policies: Arc<Policies>,
     classifier: Arc<Classifier>,
-    handler: Arc<dyn Handler>,
+    router: Arc<router::Router>,
     stats: Arc<FleetStats>,
     ack_observer: Option<Arc<dyn AckObserver>>,
     metrics: MetricsSettings,
@@ -100,8 +107,39 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// A member reading through `broker`'s group with `handler`, configured by `settings`.
+    /// A member reading through `broker`'s group that runs every task with `handler` (one
+    /// catch-all route: `fleet.task_timeout_ms`, at most `fleet.concurrency` at once),
+    /// configured by `settings`; its `[[handlers]]` are not used (see [`Fleet::routed`]).
     pub fn new(broker: Broker, settings: &Settings, handler: Arc<dyn Handler>) -> Fleet {
+        let name = match settings.fleet.handler.as_str() {
+            "" => "custom",
+            named => named,
+        };
+        let spec = HandlerSpec::catch_all(
+            name,
+            settings.fleet.task_timeout,
+            settings.fleet.concurrency,
+        );
+        Fleet::with_router(
+            broker,
+            settings,
+            router::Router::new(vec![(spec, handler)], true),
+        )
+    }
+
+    /// A member that routes each task by its kind to the handlers the routing table of
+    /// `settings` configures (`[[handlers]]`, or the one entry `fleet.handler` stands for),
+    /// each built by `handlers` (an application's registrations, then the library's own types).
+    /// Refuses a table that names an unknown type, a handler whose factory refuses its entry,
+    /// and an empty table (with the message that says how to configure one): configuration
+    /// errors, exit code 78.
+    pub fn routed(broker: Broker, settings: &Settings, handlers: &Handlers) -> Result<Fleet> {
+        let routes = handlers.build_routes(&settings.routing)?;
+        let router = router::Router::new(routes, settings.routing.shorthand);
+        Ok(Fleet::with_router(broker, settings, router))
+    }
+
+    fn with_router(broker: Broker, settings: &Settings, router: router::Router) -> Fleet {
         Fleet {
             broker,
             settings: settings.fleet.clone(),
@@ -109,7 +147,7 @@ impl Fleet {
             dlq_max_len: settings.dead_letter_max_len,
             policies: Arc::new(settings.policies.clone()),
             classifier: Arc::new(settings.classifier.clone()),
-            handler,
+            router: Arc::new(router),
             stats: Arc::new(FleetStats::default()),
             ack_observer: None,
             metrics: settings.metrics,
@@ -162,7 +200,7 @@ impl Fleet {
         let _ = shared
             .hard_deadline
             .set(Instant::now() + s.shutdown_grace + Duration::from_secs(2));
-        let result = loops.stop_in_order(&self.broker).await;
+        let result = loops.stop_in_order(&self.broker, &self.router).await;
         let left = shared.unsettled();
         tracing::info!(member = %member, left_pending = left, "fleet member stopped");
         result
@@ -177,6 +215,7 @@ impl Fleet {
             dlq_max_len: self.dlq_max_len,
             policies: self.policies.clone(),
             log_payloads: self.log_payloads,
+            max_deliveries: self.settings.reclaim.max_deliveries,
             fast_ack_window: self.fast_ack_window,
         }
     }
@@ -191,11 +230,11 @@ impl Fleet {
         executor::Executor::new(executor::ExecutorSettings {
             broker: self.broker.clone(),
             shared: shared.clone(),
-            handler: self.handler.clone(),
+            router: self.router.clone(),
+            policies: self.policies.clone(),
             classifier: self.classifier.clone(),
             settle: settle.clone(),
             concurrency: s.concurrency,
-            task_timeout: s.task_timeout,
             grace: s.shutdown_grace,
             fast_start_window: self.fast_ack_window,
         })
@@ -326,15 +365,17 @@ impl Loops {
 
     /// Waits for the loops in the documented order once shutdown has fired; the reader's
     /// result is the member's.
-    async fn stop_in_order(self, broker: &Broker) -> Result<()> {
+    async fn stop_in_order(self, broker: &Broker, router: &router::Router) -> Result<()> {
         // 1. Stop reading tasks, then admin commands (a running replay stays pending).
         let reader = self.reader.await;
         let _ = self.admin.await;
         // 2. Stop taking over entries and promoting retries.
         let _ = self.reclaimer.await;
         let _ = self.recoverer.await;
-        // 3. Let running tasks finish within the grace period.
+        // 3. Let running tasks finish within the grace period, then let every route's handler
+        //    release what it holds (child processes, connections).
         let _ = self.executor.await;
+        router.shutdown().await;
         // 4. Flush settlements (the settler ends when its last sender is gone).
         let _ = self.settler.await;
         // 5. Stop the background loops: heartbeat, depths, then isolation's last report and

@@ -1,8 +1,11 @@
 //! The next move after a failed attempt, decided without I/O: another attempt after a delay,
 //! or a dead letter that says why. The settler counts, logs and carries out the move.
 //!
-//! The rules, in order: a task the handler declared poison is dead-lettered; otherwise the
-//! tenant's and kind's retry policy decides (permanent classes and exhausted attempts go to the
+//! The rules, in order: a task the handler declared poison is dead-lettered; an
+//! `agent_crashed` failure whose previous `reclaim.max_deliveries - 1` attempts (in its history)
+//! all ended `agent_crashed` too is dead-lettered as `crash_loop` (the task crashes its agent
+//! process as a crash-looping task kills members); otherwise the tenant's and kind's retry
+//! policy decides (permanent classes and exhausted attempts go to the
 //! dead letters); a retry that would come after the task's deadline is not scheduled, the task
 //! is dead-lettered as `expired` instead, with this attempt's error.
 
@@ -29,6 +32,8 @@ pub(crate) struct MoveInputs<'a> {
     pub member: &'a str,
     /// The lane the entry came from, named in the dead letter.
     pub orig_lane: String,
+    /// `reclaim.max_deliveries`: this many `agent_crashed` attempts in a row are a crash loop.
+    pub max_deliveries: u64,
 }
 
 /// A failed attempt's next move.
@@ -57,6 +62,7 @@ pub(crate) fn next_move(f: Failed, inputs: &MoveInputs<'_>) -> NextMove {
         retry_after,
         poison,
         progress,
+        failed_step,
         duration,
         ..
     } = f;
@@ -81,12 +87,23 @@ pub(crate) fn next_move(f: Failed, inputs: &MoveInputs<'_>) -> NextMove {
     dead_letter(
         next,
         entry_id,
-        class,
-        reason,
-        why,
+        Verdict {
+            class,
+            reason,
+            why,
+            failed_step,
+        },
         progress.partial_output,
         inputs,
     )
+}
+
+/// Why a failed attempt's task goes to the dead letters.
+struct Verdict {
+    class: FailureClass,
+    reason: String,
+    why: String,
+    failed_step: Option<String>,
 }
 
 /// The retry decision, with the deadline rule applied: a retry due after the deadline becomes
@@ -99,6 +116,18 @@ fn decide(
     poison: bool,
     inputs: &MoveInputs<'_>,
 ) -> (FailureClass, Decision) {
+    if class == FailureClass::AgentCrashed && crashed_in_a_row(task, inputs.max_deliveries) {
+        return (
+            FailureClass::CrashLoop,
+            Decision::DeadLetter {
+                why: format!(
+                    "its agent crashed on {} attempts in a row (reclaim.max_deliveries = {}): \
+                     the task crashes the agent that runs it; not retried",
+                    inputs.max_deliveries, inputs.max_deliveries
+                ),
+            },
+        );
+    }
     let decision = if poison {
         Decision::DeadLetter {
             why: "the handler declared the task poison".into(),
@@ -120,6 +149,17 @@ fn decide(
         }
         other => (class, other),
     }
+}
+
+/// Whether the `max_deliveries - 1` attempts before this one (the last records of the task's
+/// history) all ended `agent_crashed`. The history keeps `MAX_HISTORY` records, so a larger
+/// threshold is never reached this way (the retry budget ends the task instead).
+fn crashed_in_a_row(task: &Task, max_deliveries: u64) -> bool {
+    let earlier = max_deliveries.saturating_sub(1) as usize;
+    earlier <= task.history.len()
+        && task.history[task.history.len() - earlier..]
+            .iter()
+            .all(|r| r.class == FailureClass::AgentCrashed.as_str())
 }
 
 /// The task with the failed attempt's steps and record added, both capped.
@@ -157,17 +197,22 @@ fn recorded(
 fn dead_letter(
     next: Task,
     entry_id: String,
-    class: FailureClass,
-    reason: String,
-    why: String,
+    verdict: Verdict,
     partial_output: Option<serde_json::Value>,
     inputs: &MoveInputs<'_>,
 ) -> NextMove {
     let now = inputs.now_ms;
+    let Verdict {
+        class,
+        reason,
+        why,
+        failed_step,
+    } = verdict;
     NextMove::DeadLetter(Box::new(DeadLetter {
         orig_lane: inputs.orig_lane.clone(),
         orig_id: entry_id,
         steps: next.steps.clone(),
+        failed_step,
         first_failed_at_ms: first_failed_at(&next.history, now),
         task: Some(next),
         raw: None,
@@ -215,6 +260,7 @@ mod tests {
                 )],
                 partial_output: None,
             },
+            failed_step: None,
             duration: Duration::from_millis(20),
         }
     }
@@ -227,7 +273,91 @@ mod tests {
             jitter: 0.5,
             member: "m1",
             orig_lane: "lane".into(),
+            max_deliveries: 3,
         }
+    }
+
+    fn with_history(mut f: Failed, classes: &[FailureClass]) -> Failed {
+        let mut task = (*f.task).clone();
+        task.history = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| AttemptRecord {
+                attempt: i as u32 + 1,
+                class: c.as_str().to_owned(),
+                error: "agent process exited".into(),
+                at_ms: 0,
+                duration_ms: 0,
+                member: "m0".into(),
+            })
+            .collect();
+        task.attempt = classes.len() as u32 + 1;
+        f.task = Arc::new(task);
+        f
+    }
+
+    #[test]
+    fn agent_crashes_in_a_row_are_a_crash_loop() {
+        use FailureClass::{AgentCrashed, Timeout};
+        let mut p = policies();
+        // Enough attempts that the retry budget is not what ends the task.
+        p = Policies::new(
+            crate::policy::RetryPolicy {
+                max_attempts: 10,
+                ..p.for_task("acme", "triage")
+            },
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
+        let crash = |h: &[FailureClass]| {
+            next_move(with_history(failed(1, AgentCrashed, None), h), &inputs(&p))
+        };
+        // The third crash in a row (max_deliveries = 3): poison, not retried.
+        let NextMove::DeadLetter(dl) = crash(&[Timeout, AgentCrashed, AgentCrashed]) else {
+            panic!("expected a crash loop");
+        };
+        assert_eq!(dl.class, FailureClass::CrashLoop);
+        assert_eq!(dl.action().as_str(), "manual_review");
+        assert!(
+            dl.detail
+                .as_deref()
+                .unwrap_or("")
+                .contains("crashed on 3 attempts in a row"),
+            "{:?}",
+            dl.detail
+        );
+        assert_eq!(
+            dl.task.as_ref().unwrap().history.last().unwrap().class,
+            "agent_crashed",
+            "the attempt itself is recorded with its own class"
+        );
+        // Fewer crashes in a row, or another class between them: retried.
+        for h in [
+            &[AgentCrashed][..],
+            &[AgentCrashed, Timeout],
+            &[AgentCrashed, Timeout, AgentCrashed],
+            &[],
+        ] {
+            assert!(
+                matches!(
+                    crash(h),
+                    NextMove::Retry {
+                        class: AgentCrashed,
+                        ..
+                    }
+                ),
+                "{h:?}"
+            );
+        }
+        // Another class after crashes is judged by the policy.
+        let NextMove::Retry { class, .. } = next_move(
+            with_history(failed(1, Timeout, None), &[AgentCrashed, AgentCrashed]),
+            &inputs(&p),
+        ) else {
+            panic!("expected a retry");
+        };
+        assert_eq!(class, Timeout);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(crate) struct Failed {
     pub retry_after: Option<Duration>,
     pub poison: bool,
     pub progress: Progress,
+    /// The step the attempt failed in, when known: the side-effecting step left open, else
+    /// the last step started and not completed.
+    pub failed_step: Option<String>,
     pub duration: Duration,
 }
 
@@ -36,6 +39,9 @@ pub(crate) enum Settlement {
         recovered: bool,
         /// When the read that delivered the entry was sent (`None` for taken-over entries).
         read_at: Option<Instant>,
+        /// Whether steps may be recorded for the entry in Redis (its task carried steps or
+        /// this attempt recorded some): the ack then deletes the entry's steps hash too.
+        steps: bool,
     },
     /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
     /// due after `delay`.
@@ -69,14 +75,10 @@ pub(crate) enum Aside {
     /// consumer in Redis and is released here for a reclaim to take up. Nothing was lost to
     /// another member, so it is not counted as a lost settle.
     NotStarted { tenant: Arc<str>, entry_id: String },
-    /// The task was past its deadline when it was about to start: dead-letter it as
-    /// `expired`, unattempted (`why` says by how much).
-    Expired {
-        tenant: Arc<str>,
-        entry_id: String,
-        task: Arc<Task>,
-        why: String,
-    },
+    /// The task must not run: dead-letter it unattempted with `class` — `expired` (past its
+    /// deadline when it was about to start), `no_handler` (no route matches its kind),
+    /// `partial_execution` (it arrived with a side-effecting step started and not done).
+    NotRun(Box<NotRun>),
     /// The entry started `deliveries` times without settling.
     CrashLoop {
         tenant: Arc<str>,
@@ -114,12 +116,25 @@ impl Aside {
             | Aside::Tombstone { tenant, entry_id }
             | Aside::Lost { tenant, entry_id }
             | Aside::NotStarted { tenant, entry_id }
-            | Aside::Expired {
-                tenant, entry_id, ..
-            }
             | Aside::CrashLoop {
                 tenant, entry_id, ..
             } => (tenant, entry_id),
+            Aside::NotRun(n) => (&n.tenant, &n.entry_id),
         }
     }
+}
+
+/// A task dead-lettered without running (see [`Aside::NotRun`]).
+#[derive(Debug)]
+pub(crate) struct NotRun {
+    pub tenant: Arc<str>,
+    pub entry_id: String,
+    pub task: Arc<Task>,
+    pub class: FailureClass,
+    /// The dead letter's error: why it did not run.
+    pub error: String,
+    /// The dead letter's detail.
+    pub detail: String,
+    /// The step it stopped at, if any (the open side-effecting step of a partial execution).
+    pub failed_step: Option<String>,
 }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::next_move::{next_move, MoveInputs, NextMove};
-use super::settlement::{Aside, Failed, Settlement};
+use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::Shared;
 use crate::broker::{is_oom, may_have_run, Broker, DeferItem, Deferred, RetryItem};
 use crate::deadletter::DeadLetter;
@@ -85,6 +85,8 @@ pub(crate) struct Settler {
     pub policies: Arc<Policies>,
     /// Whether failure logs carry the task payload (`log.log_payloads`).
     pub log_payloads: bool,
+    /// `reclaim.max_deliveries`: this many `agent_crashed` attempts in a row are a crash loop.
+    pub max_deliveries: u64,
     /// Completed entries whose read was sent less than this long ago are acked without the
     /// owner check: another member can only claim an entry idle for `reclaim.min_idle_ms`,
     /// and its idle time counts from a delivery that came after the read was sent. Half the
@@ -98,6 +100,8 @@ struct Ack {
     entry_id: String,
     recovered: bool,
     read_at: Option<std::time::Instant>,
+    /// Steps may be recorded for it: its steps hash is deleted with it.
+    steps: bool,
 }
 
 /// The settler loop: what arrived and is waiting for the next flush, and the moves in flight.
@@ -157,11 +161,13 @@ impl SettleLoop {
                     entry_id,
                     recovered,
                     read_at,
+                    steps,
                 } => {
                     self.acks.entry(tenant).or_default().push(Ack {
                         entry_id,
                         recovered,
                         read_at,
+                        steps,
                     });
                     batched += 1;
                 }
@@ -269,6 +275,15 @@ impl Settler {
         let oldest = fast.iter().filter_map(|a| a.read_at).min();
         let fast_recovered = fast.iter().filter(|a| a.recovered).count();
         let checked_recovered = checked.iter().filter(|a| a.recovered).count();
+        let with_steps = |acks: &[&Ack]| -> Vec<String> {
+            acks.iter()
+                .filter(|a| a.steps)
+                .map(|a| a.entry_id.clone())
+                .collect()
+        };
+        let (fast_steps, checked_steps) = (with_steps(&fast), with_steps(&checked));
+        let fast_steps: Vec<&str> = fast_steps.iter().map(String::as_str).collect();
+        let checked_steps: Vec<&str> = checked_steps.iter().map(String::as_str).collect();
         let fast: Vec<&str> = fast.iter().map(|a| a.entry_id.as_str()).collect();
         let checked: Vec<&str> = checked.iter().map(|a| a.entry_id.as_str()).collect();
         let broker = &self.broker;
@@ -281,10 +296,12 @@ impl Settler {
                 || async {
                     if oldest.is_some_and(|t| t.elapsed() < window) {
                         broker
-                            .ack_unclaimable(tenant_ref, &fast, fast_recovered)
+                            .ack_unclaimable(tenant_ref, &fast, fast_recovered, &fast_steps)
                             .await
                     } else {
-                        broker.ack(tenant_ref, member, &fast, fast_recovered).await
+                        broker
+                            .ack(tenant_ref, member, &fast, fast_recovered, &fast_steps)
+                            .await
                     }
                 }
             ),
@@ -292,7 +309,13 @@ impl Settler {
                 RedisOp::Ack,
                 checked.len() as u64,
                 Some(checked_first),
-                || broker.ack(tenant_ref, member, &checked, checked_recovered)
+                || broker.ack(
+                    tenant_ref,
+                    member,
+                    &checked,
+                    checked_recovered,
+                    &checked_steps
+                )
             ),
         );
         crate::failpoint::hit("after_ack");
@@ -457,6 +480,7 @@ impl Settler {
                     error: reason,
                     detail: None,
                     steps: Vec::new(),
+                    failed_step: None,
                     partial_output: None,
                     member: self.shared.member.to_string(),
                     first_failed_at_ms: now,
@@ -467,26 +491,29 @@ impl Settler {
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
                     .await;
             }
-            Aside::Expired {
-                tenant,
-                entry_id,
-                task,
-                why,
-            } => {
+            Aside::NotRun(n) => {
+                let NotRun {
+                    tenant,
+                    entry_id,
+                    task,
+                    class,
+                    error,
+                    detail,
+                    failed_step,
+                } = *n;
                 let now = now_ms();
                 let task = (*task).clone();
                 let dl = DeadLetter {
                     orig_lane: self.broker.keys().lane(&tenant),
                     orig_id: entry_id.clone(),
                     steps: task.steps.clone(),
+                    failed_step,
                     first_failed_at_ms: crate::deadletter::first_failed_at(&task.history, now),
                     task: Some(task),
                     raw: None,
-                    class: FailureClass::Expired,
-                    error: why,
-                    detail: Some(
-                        "past its deadline when a member was about to start it: not run".into(),
-                    ),
+                    class,
+                    error,
+                    detail: Some(detail),
                     partial_output: None,
                     member: self.shared.member.to_string(),
                     dead_lettered_at_ms: now,
@@ -552,6 +579,7 @@ impl Settler {
             jitter: fastrand::f64(),
             member: &member,
             orig_lane: self.broker.keys().lane(&tenant),
+            max_deliveries: self.max_deliveries,
         };
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
@@ -715,6 +743,12 @@ impl Settler {
             orig_lane: self.broker.keys().lane(&tenant),
             orig_id: entry_id.clone(),
             steps: task.as_ref().map(|t| t.steps.clone()).unwrap_or_default(),
+            // The steps recorded in Redis join the dead letter in dead_letter.lua; `dlq show`
+            // names their open side-effecting step when this does not.
+            failed_step: task
+                .as_ref()
+                .and_then(|t| t.steps.iter().find(|s| s.side_effect && !s.done))
+                .map(|s| s.name.clone()),
             first_failed_at_ms: task.as_ref().map(|t| crate::deadletter::first_failed_at(&t.history, now)).unwrap_or(now),
             task,
             raw,

@@ -66,6 +66,8 @@ struct State {
     output_bytes: usize,
     output: Option<serde_json::Value>,
     refused: Option<String>,
+    /// The last step started and not (yet) completed, side-effecting or not.
+    started: Option<String>,
 }
 
 impl TaskContext {
@@ -126,6 +128,7 @@ impl TaskContext {
     pub fn step_started(&self, name: &str, side_effect: bool) -> Result<(), String> {
         self.checked(|st| {
             validate_step_name(name)?;
+            st.started = Some(name.to_owned());
             if !side_effect {
                 return Ok(None);
             }
@@ -179,6 +182,9 @@ impl TaskContext {
                 done: true,
             };
             st.output_bytes += size;
+            if st.started.as_deref() == Some(name) {
+                st.started = None;
+            }
             upsert(&mut st.progress.steps, step.clone());
             Ok(Some(StepEvent::Done(step)))
         })
@@ -206,6 +212,14 @@ impl TaskContext {
             .iter()
             .find(|s| s.side_effect && !s.done)
             .map(|s| s.name.clone())
+    }
+
+    /// The step the attempt stopped in, for a dead letter's `failed_step`: the side-effecting
+    /// step left open, else the last step started and not completed (a step the agent reported
+    /// failed included), else none.
+    pub fn failed_step(&self) -> Option<String> {
+        self.open_side_effect()
+            .or_else(|| self.inner.state.lock().ok()?.started.clone())
     }
 
     /// Why a step was refused, if one was: the attempt then fails as `schema_mismatch`.
@@ -238,7 +252,7 @@ impl TaskContext {
                 Outcome::fail(
                     FailureClass::PartialExecution,
                     format!(
-                        "the attempt failed while side-effecting step '{step}' was started and                          not done ({why})"
+                        "the attempt failed while side-effecting step '{step}' was started and not done ({why})"
                     ),
                 )
             }
@@ -384,6 +398,28 @@ mod tests {
         assert!(ctx.step_failed("pay").is_ok());
         assert_eq!(ctx.open_side_effect(), None);
         assert!(ctx.progress().steps.is_empty());
+        assert_eq!(
+            ctx.failed_step().as_deref(),
+            Some("pay"),
+            "it failed in 'pay'"
+        );
+    }
+
+    #[test]
+    fn the_failed_step_is_the_open_side_effect_else_the_last_unfinished_start() {
+        let ctx = TaskContext::new("m".into());
+        assert_eq!(ctx.failed_step(), None);
+        assert!(ctx.step_started("draft", false).is_ok());
+        assert_eq!(ctx.failed_step().as_deref(), Some("draft"));
+        assert!(ctx.step_done("draft", json!(1)).is_ok());
+        assert_eq!(ctx.failed_step(), None, "nothing unfinished");
+        assert!(ctx.step_started("send", true).is_ok());
+        assert!(ctx.step_started("log", false).is_ok());
+        assert_eq!(
+            ctx.failed_step().as_deref(),
+            Some("send"),
+            "an open side effect wins"
+        );
     }
 
     #[test]

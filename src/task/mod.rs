@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod step;
-#[allow(unused_imports)]
+
 pub use step::{
-    check_step_output, merge_steps, parse_steps, step_names, validate_step_name, Step, MAX_STEPS,
-    MAX_STEPS_OUTPUT_BYTES, MAX_STEP_NAME_CHARS, MAX_STEP_OUTPUT_BYTES,
+    check_step_output, merge_steps, parse_steps, validate_step_name, Step, MAX_STEPS,
+    MAX_STEPS_OUTPUT_BYTES,
 };
+#[cfg(test)]
+pub use step::{step_names, MAX_STEP_OUTPUT_BYTES};
 
 /// Names of the stream-entry fields of a task.
 /// The field/value pairs of a stream entry, as raw bytes.
@@ -45,8 +47,15 @@ pub mod field {
     pub const DEADLINE: &str = "deadline";
     /// Reserved (written by redrive): when the first attempt was enqueued.
     pub const FIRST_ENQUEUED_AT: &str = "first_enqueued_at";
-    /// Reserved (written by redrive): JSON array of steps completed by earlier attempts.
+    /// Reserved (written by redrive): JSON array of the steps of earlier attempts (completed
+    /// ones with their outputs, side-effecting ones left open), in the order they were
+    /// recorded. Older entries hold an array of step names.
     pub const STEPS: &str = "steps";
+    /// Reserved (written by redrive's scripts): JSON array of steps recorded in Redis for the
+    /// lane entry the task came from (`redrive:{t}:steps:<entry id>`), folded into the item a
+    /// script writes when the entry leaves its lane. Read as later than `steps`: a record of
+    /// the same name replaces the one in `steps`.
+    pub const RECORDED_STEPS: &str = "recorded_steps";
     /// Reserved (written by redrive): JSON array of the last attempts' errors.
     pub const HISTORY: &str = "history";
     /// Reserved (written by redrive): the dead-letter id this task was replayed from.
@@ -67,7 +76,7 @@ pub mod field {
 
     /// Every field name with a meaning to redrive: the contract's fields and the reserved
     /// ones. A producer's own fields must use other names.
-    pub const KNOWN: [&str; 19] = [
+    pub const KNOWN: [&str; 20] = [
         TASK_ID,
         TENANT,
         KIND,
@@ -80,6 +89,7 @@ pub mod field {
         DEADLINE,
         FIRST_ENQUEUED_AT,
         STEPS,
+        RECORDED_STEPS,
         HISTORY,
         REPLAY_OF,
         REPLAYED_BY,
@@ -711,6 +721,7 @@ impl Task {
         let mut trace_id: Option<&str> = None;
         let mut deadline: Option<&str> = None;
         let mut steps: Option<&str> = None;
+        let mut recorded_steps: Option<&str> = None;
         let mut history: Option<&str> = None;
         let mut replay_of: Option<&str> = None;
         let mut replayed_by: Option<&str> = None;
@@ -732,6 +743,7 @@ impl Task {
                 b"trace_id" => &mut trace_id,
                 b"deadline" => &mut deadline,
                 b"steps" => &mut steps,
+                b"recorded_steps" => &mut recorded_steps,
                 b"history" => &mut history,
                 b"replay_of" => &mut replay_of,
                 b"replayed_by" => &mut replayed_by,
@@ -830,10 +842,15 @@ impl Task {
             }
         }
         let deadline_ms = num(field::DEADLINE, deadline)?;
-        let steps: Vec<Step> = match steps {
+        let mut steps: Vec<Step> = match steps {
             None => Vec::new(),
             Some(s) => parse_steps(s).map_err(&fail)?,
         };
+        if let Some(s) = recorded_steps {
+            let recorded = parse_steps(s)
+                .map_err(|e| fail(e.replacen("field 'steps'", "field 'recorded_steps'", 1)))?;
+            merge_steps(&mut steps, recorded);
+        }
         let history: Vec<AttemptRecord> = match history {
             None => Vec::new(),
             Some(s) => serde_json::from_str(s).map_err(|e| {

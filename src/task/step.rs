@@ -50,7 +50,7 @@ impl Step {
 }
 
 /// The names of `steps`, in order.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 pub fn step_names(steps: &[Step]) -> Vec<&str> {
     steps.iter().map(|s| s.name.as_str()).collect()
 }

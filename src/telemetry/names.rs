@@ -107,6 +107,14 @@ pub const AGENT_STDERR_LINES: &str = "redrive_agent_stderr_lines_total";
 /// failure class, or `error` for a failure without a class), before the executor's checks.
 pub const AGENT_ATTEMPTS: &str = "redrive_agent_attempts_total";
 
+/// Counter{result}: step checkpoints written to Redis, by result: `recorded` (stored),
+/// `fenced` (refused: the member no longer owns the entry), `failed` (Redis failed; the step
+/// is still in the attempt's memory, not in Redis).
+pub const STEP_RECORDS: &str = "redrive_step_records_total";
+/// Counter{route}: attempts started, by route (`<index>:<type>` of the `[[handlers]]` entry:
+/// bounded by the routing table).
+pub const ROUTE_ATTEMPTS: &str = "redrive_route_attempts_total";
+
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,

@@ -43,6 +43,9 @@ pub fn install_prometheus(
     for op in RedisOp::ALL {
         metrics::counter!(names::REDIS_ERRORS, "op" => op.as_str()).increment(0);
     }
+    for result in ["recorded", "fenced", "failed"] {
+        metrics::counter!(names::STEP_RECORDS, "result" => result).increment(0);
+    }
     Ok(handle)
 }
 

@@ -48,11 +48,13 @@ pub enum RedisOp {
     AdminBeat,
     /// The admin loop's execution of a command.
     AdminCommand,
+    /// The executor's record of an attempt's step checkpoints.
+    RecordSteps,
 }
 
 impl RedisOp {
     /// Every op, in the order their series are registered at 0.
-    pub const ALL: [RedisOp; 22] = [
+    pub const ALL: [RedisOp; 23] = [
         RedisOp::Read,
         RedisOp::Start,
         RedisOp::Depths,
@@ -75,6 +77,7 @@ impl RedisOp {
         RedisOp::AdminRead,
         RedisOp::AdminBeat,
         RedisOp::AdminCommand,
+        RedisOp::RecordSteps,
     ];
 
     /// The label value on the wire.
@@ -102,6 +105,7 @@ impl RedisOp {
             RedisOp::AdminRead => "admin_read",
             RedisOp::AdminBeat => "admin_beat",
             RedisOp::AdminCommand => "admin_command",
+            RedisOp::RecordSteps => "record_steps",
         }
     }
 }
@@ -144,6 +148,7 @@ mod tests {
                 "admin_read",
                 "admin_beat",
                 "admin_command",
+                "record_steps",
             ]
         );
         let distinct: std::collections::HashSet<&str> = wire.iter().copied().collect();

@@ -106,6 +106,7 @@ mod tests {
             error: "missing field 'kind'".into(),
             detail: None,
             steps: Vec::new(),
+            failed_step: None,
             partial_output: None,
             member: "m".into(),
             first_failed_at_ms: 0,

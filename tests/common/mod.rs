@@ -107,6 +107,9 @@ impl TestEnv {
             .env("REDRIVE_REDIS_URL", self.url())
             .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
             .env("REDRIVE_FLEET__MEMBER_ID", id)
+            // The simulated agent, named explicitly: `redrive run` has no default handler. A
+            // test routing with [[handlers]] clears it (REDRIVE_FLEET__HANDLER = "").
+            .env("REDRIVE_FLEET__HANDLER", "demo")
             .env("REDRIVE_FLEET__BLOCK_MS", "200")
             .env("REDRIVE_FLEET__LEASE_TTL_MS", "2000")
             .env("REDRIVE_FLEET__DISCOVERY_INTERVAL_MS", "100")

@@ -2,7 +2,9 @@
 //! must not or cannot be replayed; and the order a selection is replayed in.
 //!
 //! [`build`] keeps the task id, records `replay_of` and `replayed_by`, carries completed steps
-//! and history forward, sets attempt 1 so the retry budget starts afresh, applies schema
+//! (with their outputs, the dead letter's `recorded_steps` merged in) and history forward,
+//! drops a side-effecting step that was started and never completed (the operator who
+//! replays has decided it may run again), sets attempt 1 so the retry budget starts afresh, applies schema
 //! migrations then the operator's merge patch, and optionally routes to another kind.
 
 use std::cmp::Ordering;
@@ -54,9 +56,12 @@ pub enum Built {
 pub fn build(id: &DlId, fields: &Fields, opts: &BuildOptions<'_>) -> Built {
     let class = field_str(fields, dl::CLASS).unwrap_or("");
     if class == FailureClass::PartialExecution.as_str() && !opts.force {
+        let step = field_str(fields, crate::deadletter::field::FAILED_STEP)
+            .map(|s| format!(" (it stopped inside step '{s}')"))
+            .unwrap_or_default();
         return Built::Refused(format!(
-            "{id} is partial_execution: steps {} already ran and may have had side effects; \
-             review it, then replay with --force",
+            "{id} is partial_execution{step}: steps {} already ran and may have had side \
+             effects; review it, then replay with --force",
             field_str(fields, field::STEPS).unwrap_or("[]")
         ));
     }
@@ -118,6 +123,9 @@ pub fn build(id: &DlId, fields: &Fields, opts: &BuildOptions<'_>) -> Built {
     if let Some(k) = opts.target_kind {
         task.kind = k.to_owned();
     }
+    // Completed steps go back to the agent (it skips them); a side-effecting step started and
+    // never completed runs again: replaying is the operator's decision that it may.
+    task.steps.retain(|s| s.done);
     task.attempt = 1;
     task.enqueued_at_ms = opts.now_ms;
     task.replay_of = Some(id.id.clone());
@@ -291,6 +299,52 @@ mod tests {
         assert_eq!(task.trace_id.as_deref(), Some("tr-1"));
         let payload: Value = serde_json::from_str(&task.payload).unwrap();
         assert_eq!(payload, json!({"ticket": 7, "simulate": "ok"}));
+    }
+
+    #[test]
+    fn a_replay_hands_back_completed_steps_with_outputs_and_drops_unfinished_ones() {
+        let id = DlId::parse("acme/5000-0", None).unwrap();
+        let (m, l) = (Migrations::new(), Limits::default());
+        let mut dl = dead_letter("partial_execution");
+        dl.retain(|(k, _)| k.as_slice() != b"steps");
+        dl.push((
+            b"steps".to_vec(),
+            br#"[{"name":"quote","output":{"eur":12.5},"side_effect":false,"attempt":1,"at_ms":5}]"#
+                .to_vec(),
+        ));
+        // What the dead-letter script folded in from Redis: later records of the entry.
+        dl.push((
+            b"recorded_steps".to_vec(),
+            br#"[{"name":"draft","output":"Dear","attempt":2,"at_ms":6},{"name":"charge","output":null,"side_effect":true,"attempt":2,"at_ms":7,"done":false}]"#
+                .to_vec(),
+        ));
+        dl.push((b"failed_step".to_vec(), b"charge".to_vec()));
+        let refused = build(&id, &dl, &opts(&m, &l, None));
+        assert!(
+            matches!(&refused, Built::Refused(why) if why.contains("inside step 'charge'")),
+            "{refused:?}"
+        );
+        let forced = BuildOptions {
+            force: true,
+            ..opts(&m, &l, None)
+        };
+        let Built::Ready(task, _) = build(&id, &dl, &forced) else {
+            panic!("not ready")
+        };
+        assert_eq!(crate::task::step_names(&task.steps), ["quote", "draft"]);
+        assert_eq!(task.steps[0].output, json!({"eur": 12.5}));
+        assert_eq!(task.steps[1].output, json!("Dear"));
+        assert!(task.steps.iter().all(|s| s.done));
+        // The replayed lane entry carries them in `steps` (recorded_steps is not written).
+        let written: Vec<String> = task
+            .to_fields()
+            .into_iter()
+            .map(|(k, _)| k.into_owned())
+            .collect();
+        assert!(
+            written.contains(&"steps".to_owned())
+                && !written.contains(&"recorded_steps".to_owned())
+        );
     }
 
     #[test]

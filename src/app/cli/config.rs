@@ -1,4 +1,5 @@
-//! `redrive config check`: validate the effective settings and print them, secrets redacted.
+//! `redrive config check`: validate the effective settings and print them and the routing
+//! table (`[[handlers]]`), secrets redacted.
 
 use clap::Subcommand;
 
@@ -8,7 +9,7 @@ use crate::error::Result;
 /// `redrive config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Validate the effective settings and print them, secrets redacted.
+    /// Validate the effective settings and print them and the routing table, secrets redacted.
     Check,
 }
 
@@ -16,8 +17,9 @@ pub enum ConfigAction {
 pub fn run(action: ConfigAction, raw: AppRaw) -> Result<()> {
     match action {
         ConfigAction::Check => {
-            settings::validate(raw.clone())?;
+            let (settings, _) = settings::validate(raw.clone())?;
             print!("{}", raw.redacted_toml());
+            print!("\n{}", settings.routing_table());
             for w in settings::env_warnings() {
                 eprintln!("warning: {w}");
             }

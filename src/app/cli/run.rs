@@ -1,11 +1,12 @@
-//! `redrive run`: one fleet member with the handler `fleet.handler` names, until SIGTERM or
-//! SIGINT.
+//! `redrive run`: one fleet member routing tasks by kind to the handlers `[[handlers]]` (or the
+//! shorthand `fleet.handler`) configures, until SIGTERM or SIGINT. Without a handler it refuses
+//! to start (exit 78) and says how to configure one.
 
 use clap::Args;
 
 use crate::app::settings::{self, AppRaw};
 use crate::broker::Broker;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::shutdown::Shutdown;
 
@@ -18,14 +19,15 @@ pub struct RunArgs {
     /// Overrides fleet.concurrency.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Overrides fleet.handler.
+    /// Sets fleet.handler: one handler type for every kind (not together with [[handlers]]).
     #[arg(long)]
     pub handler: Option<String>,
 }
 
-/// Applies the flags over the loaded settings, validates them, builds the configured handler
-/// from the application's registry (`demo`, `noop`) and runs the member, serving /metrics,
-/// /healthz and /readyz when `metrics.listen` is set.
+/// Applies the flags over the loaded settings, validates them, refuses to start without a
+/// handler, builds the routes from the application's registry (`demo`, `noop`) and the
+/// library's types, and runs the member, serving /metrics, /healthz and /readyz when
+/// `metrics.listen` is set.
 pub async fn run(args: RunArgs, mut raw: AppRaw) -> Result<()> {
     if let Some(v) = args.member_id {
         raw.lib.fleet.member_id = v;
@@ -37,10 +39,12 @@ pub async fn run(args: RunArgs, mut raw: AppRaw) -> Result<()> {
         raw.lib.fleet.handler = v;
     }
     let (settings, app) = settings::validate(raw)?;
+    if settings.handlers().is_empty() {
+        return Err(Error::Config(crate::config::handlers::no_handler_message()));
+    }
     settings::install_logging(&settings);
     let broker = Broker::connect(&settings).await?;
-    let handler = settings::handlers(app.demo_agent).resolve(&settings)?;
-    let fleet = Fleet::new(broker, &settings, handler);
+    let fleet = Fleet::routed(broker, &settings, &settings::handlers(app.demo_agent))?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     settings

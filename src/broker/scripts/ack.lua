@@ -11,7 +11,9 @@
 -- ARGV[4]  the largest of the ids
 -- ARGV[5]  how long a stats bucket is kept, ms
 -- ARGV[6]  how many of the ids (the first ones) completed after an earlier failure or a replay
--- ARGV[7…] entry ids (at most fleet.ack_batch)
+-- ARGV[7]  n: how many of the ids may have recorded steps (see step.lua)
+-- ARGV[8…7+n] those ids; KEYS[2+i] is the steps hash of ARGV[7+i], deleted when the id is acked
+-- ARGV[8+n…] entry ids (at most fleet.ack_batch)
 --
 -- Ownership is read with one XPENDING over [smallest, largest] filtered to this consumer
 -- (paged by 1000), instead of one call per id: the consumer's PEL is bounded by its unsettled
@@ -35,10 +37,12 @@ while true do
 end
 local owned, recovered = {}, 0
 local r = tonumber(ARGV[6])
-for i = 7, #ARGV do
+local n = tonumber(ARGV[7])
+local first = 8 + n
+for i = first, #ARGV do
   if mine[ARGV[i]] then
     owned[#owned + 1] = ARGV[i]
-    if i < 7 + r then
+    if i < first + r then
       recovered = recovered + 1
     end
   end
@@ -50,6 +54,15 @@ end
 -- stats HINCRBY after it cannot be refused on its own.
 chunks('XACK', {KEYS[1], ARGV[1]}, owned, 1000)
 chunks('XDEL', {KEYS[1]}, owned, 1000)
+local steps = {}
+for i = 1, n do
+  if mine[ARGV[7 + i]] then
+    steps[#steps + 1] = KEYS[2 + i]
+  end
+end
+if #steps > 0 then
+  chunks('DEL', {}, steps, 1000)
+end
 local t = redis.call('TIME')
 local bucket = KEYS[2] .. math.floor(tonumber(t[1]) / 60)
 if redis.call('HINCRBY', bucket, 'completed', #owned) == #owned then

@@ -7,6 +7,9 @@
 -- KEYS[3]  the tenant's counter of dead letters trimmed by the cap
 -- KEYS[4]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
 --          minute by the server's clock (same hash tag, so the same slot)
+-- KEYS[5]  the entry's steps hash (see step.lua): its records are added to the dead letter as
+--          'recorded_steps' (`recorded_steps` from lib/steps.lua, which the script registry
+--          prepends) and the hash is deleted with the entry
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane
 -- ARGV[3]  the dead-letter stream's approximate cap (MAXLEN ~)
@@ -33,14 +36,26 @@ end
 if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
   return {0, '', 0}
 end
+local fields = {'deliveries', math.max(tonumber(p[1][4]) - 1, 0)}
+for i = 7, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+local rec = recorded_steps(KEYS[5])
+if rec then
+  fields[#fields + 1] = 'recorded_steps'
+  fields[#fields + 1] = rec
+end
 local before = redis.call('XLEN', KEYS[2])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'deliveries', math.max(tonumber(p[1][4]) - 1, 0), unpack(ARGV, 7))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 local trimmed = before + 1 - redis.call('XLEN', KEYS[2])
 if trimmed > 0 then
   redis.call('INCRBY', KEYS[3], trimmed)
 end
 redis.call('XDEL', KEYS[1], ARGV[2])
+if rec then
+  redis.call('DEL', KEYS[5])
+end
 local t = redis.call('TIME')
 local bucket = KEYS[4] .. math.floor(tonumber(t[1]) / 60)
 if redis.call('HINCRBY', bucket, 'dead_lettered', 1) == 1 then

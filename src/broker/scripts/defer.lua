@@ -11,6 +11,10 @@
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's deferred set (ZSET scored by due time, ms)
 -- KEYS[3]  the tenant's breaker (HASH; its `deferred` counter is raised)
+-- KEYS[4…] the steps hash of each pair's entry, in the order of the pairs (see step.lua): a
+--          moved entry's records are folded into its member as 'recorded_steps' and the hash
+--          is deleted with the entry (`recorded_steps` and `fold_steps` from lib/steps.lua,
+--          which the script registry prepends)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
 -- ARGV[3…] pairs: entry id in the lane, delay in ms (from the server's clock)
@@ -22,7 +26,8 @@
 -- earlier one), so that two entries of identical tasks never become one schedule member.
 --
 -- Returns one value per pair: the due time (ms, server clock); -1 when this consumer no longer
--- owns the entry (nothing written); -2 when the entry is gone (its pending id is acked).
+-- owns the entry (nothing written); -2 when the entry is gone (its pending id is acked, its
+-- steps hash deleted).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, done = {}, 0
@@ -36,6 +41,7 @@ for i = 3, #ARGV, 2 do
     local e = redis.call('XRANGE', KEYS[1], id, id)
     if #e == 0 then
       redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('DEL', KEYS[3 + (i - 1) / 2])
       out[#out + 1] = -2
     else
       local f = e[1][2]
@@ -62,6 +68,11 @@ for i = 3, #ARGV, 2 do
         flat[#flat + 1] = 'first_enqueued_at'
         flat[#flat + 1] = enq or string.match(id, '^(%d+)') or string.format('%d', now)
       end
+      local key = KEYS[3 + (i - 1) / 2]
+      local rec = recorded_steps(key)
+      if rec then
+        fold_steps(flat, rec)
+      end
       flat[#flat + 1] = 'from_entry'
       flat[#flat + 1] = id
       local due = now
@@ -71,6 +82,9 @@ for i = 3, #ARGV, 2 do
       redis.call('ZADD', KEYS[2], due, cjson.encode(flat))
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
+      if rec then
+        redis.call('DEL', key)
+      end
       out[#out + 1] = due
       done = done + 1
     end

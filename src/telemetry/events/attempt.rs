@@ -61,3 +61,45 @@ pub fn takeover_start_failed(tenant: &str, entry_id: &str, error: &crate::Error)
     redis_calls::failed(RedisOp::Start);
     tracing::warn!(target: TARGET, tenant = %tenant, entry_id = %entry_id, error = %error, "cannot start a taken-over entry; not run here, the entry stays pending for a reclaim");
 }
+
+/// Counts the attempts of one route (`<index>:<type>`); its series exists from the member's
+/// start (registered at 0), so `increase()` sees the first attempts.
+#[derive(Clone)]
+pub struct RouteMeter {
+    /// Attempts started on the route.
+    attempts: metrics::Counter,
+}
+
+impl RouteMeter {
+    /// The meter of the route labelled `route`, its series registered at 0.
+    pub fn new(route: &str) -> RouteMeter {
+        let attempts = metrics::counter!(names::ROUTE_ATTEMPTS, "route" => route.to_owned());
+        attempts.increment(0);
+        RouteMeter { attempts }
+    }
+
+    /// An attempt of the route starts.
+    pub fn attempt(&self) {
+        self.attempts.increment(1);
+    }
+}
+
+/// `n` step changes of an attempt were stored in Redis.
+pub fn steps_recorded(n: u64) {
+    metrics::counter!(names::STEP_RECORDS, "result" => "recorded").increment(n);
+}
+
+/// The fence refused `n` step changes of entry `entry_id` of `tenant`: another member owns
+/// the entry now. Logged once per attempt (the recording ends).
+pub fn steps_fenced(tenant: &str, entry_id: &str, n: u64) {
+    metrics::counter!(names::STEP_RECORDS, "result" => "fenced").increment(n);
+    tracing::warn!(target: TARGET, tenant = %tenant, entry_id = %entry_id, steps = n, "step records refused: another member owns the entry now; this attempt records no more steps");
+}
+
+/// Recording `n` step changes of entry `entry_id` of `tenant` failed; they stay in the
+/// attempt's memory (and reach its retry or dead letter), not in Redis.
+pub fn steps_failed(tenant: &str, entry_id: &str, n: u64, error: &crate::Error) {
+    redis_calls::failed(RedisOp::RecordSteps);
+    metrics::counter!(names::STEP_RECORDS, "result" => "failed").increment(n);
+    tracing::warn!(target: TARGET, tenant = %tenant, entry_id = %entry_id, steps = n, error = %error, "cannot record step checkpoints in Redis; a crash now would lose them");
+}

@@ -72,6 +72,11 @@ mod tests {
                 Level::WARN,
             ),
             (
+                Box::new(|| super::attempt::steps_fenced("t", "1-0", 2)),
+                "redrive::fleet::executor",
+                Level::WARN,
+            ),
+            (
                 Box::new(move || super::health::depths_failed(&err)),
                 "redrive::fleet::health",
                 Level::WARN,
