@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::app::bench_agent::AgentProcess;
+use crate::app::bench_python::PythonAgent;
 use crate::broker::Broker;
 use crate::broker::{raw_ceiling, RawCeiling};
 use crate::config::{RawConfig, Settings};
@@ -56,11 +57,17 @@ pub enum Scenario {
     Http,
     /// Peak RSS of this process (the member) with 10,000 `http` attempts in flight.
     HttpMemory,
+    /// The `http` handler against the Python SDK's own HTTP server (a no-op agent), next to
+    /// the no-op drain of the same run.
+    HttpPython,
+    /// The `pool` handler with two Python SDK worker processes (a no-op async agent), next to
+    /// the no-op drain of the same run.
+    PoolPython,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -73,6 +80,8 @@ impl Scenario {
         Scenario::Memory,
         Scenario::Http,
         Scenario::HttpMemory,
+        Scenario::HttpPython,
+        Scenario::PoolPython,
     ];
 }
 
@@ -324,8 +333,8 @@ struct Bench {
     opts: BenchOptions,
     raw: Option<RawCeiling>,
     run: u32,
-    /// The bench agent's URL while an http scenario runs.
-    http_agent: Option<String>,
+    /// The agent the drain of an agent scenario runs against.
+    drain_agent: Option<DrainAgent>,
 }
 
 impl Bench {
@@ -487,7 +496,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         opts,
         raw: None,
         run: 0,
-        http_agent: None,
+        drain_agent: None,
     };
     let probe_settings = bench.settings("bench-probe", |_| {})?;
     let redis = bench
@@ -555,6 +564,8 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::Memory => vec![memory(&mut bench).await?],
             Scenario::Http => http(&mut bench).await?,
             Scenario::HttpMemory => vec![http_memory(&mut bench).await?],
+            Scenario::HttpPython => http_python(&mut bench).await?,
+            Scenario::PoolPython => pool_python(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -582,9 +593,9 @@ fn drain_hundred(b: &mut Bench) -> RowFuture<'_> {
     Box::pin(drain(b, 100, None))
 }
 
-fn drain_one_http(b: &mut Bench) -> RowFuture<'_> {
-    let url = b.http_agent.clone();
-    Box::pin(drain(b, 1, url))
+fn drain_one_agent(b: &mut Bench) -> RowFuture<'_> {
+    let agent = b.drain_agent.clone();
+    Box::pin(drain(b, 1, agent))
 }
 
 fn failure_path(b: &mut Bench) -> RowFuture<'_> {
@@ -666,9 +677,62 @@ fn http_handler(url: &str, timeout: Duration, concurrency: usize) -> Result<Arc<
     crate::agents::http::build(&spec)
 }
 
-/// Drains `tasks` pre-enqueued tasks over `tenants` tenants with the no-op handler, or with the
-/// `http` handler against `http_url`.
-async fn drain(bench: &mut Bench, tenants: usize, http_url: Option<String>) -> Result<BenchRow> {
+/// What an agent scenario's drain runs its tasks on.
+#[derive(Clone)]
+enum DrainAgent {
+    /// The `http` handler against `url`; `what` names the agent in the row.
+    Http { url: String, what: &'static str },
+    /// The `pool` handler running `command` in `dir`: `processes` × `concurrency`.
+    Pool {
+        command: Vec<String>,
+        dir: PathBuf,
+        processes: usize,
+        concurrency: usize,
+    },
+}
+
+impl DrainAgent {
+    /// A fresh handler for one drain (a pool's processes end with its fleet).
+    fn handler(&self, concurrency: usize) -> Result<Arc<dyn Handler>> {
+        match self {
+            DrainAgent::Http { url, .. } => http_handler(url, Duration::from_secs(30), concurrency),
+            DrainAgent::Pool {
+                command,
+                dir,
+                processes,
+                concurrency: per_process,
+            } => {
+                let mut spec = HandlerSpec::catch_all(
+                    "pool",
+                    Duration::from_secs(30),
+                    processes * per_process,
+                );
+                let o = &mut spec.options;
+                o.insert("command".into(), serde_json::json!(command));
+                o.insert("cwd".into(), serde_json::json!(dir.display().to_string()));
+                o.insert("processes".into(), serde_json::json!(processes));
+                o.insert("concurrency".into(), serde_json::json!(per_process));
+                crate::agents::pool::build(&spec)
+            }
+        }
+    }
+
+    /// How the row names it.
+    fn label(&self) -> String {
+        match self {
+            DrainAgent::Http { what, .. } => format!("http handler, {what}"),
+            DrainAgent::Pool {
+                processes,
+                concurrency,
+                ..
+            } => format!("pool handler, {processes} Python processes × {concurrency}"),
+        }
+    }
+}
+
+/// Drains `tasks` pre-enqueued tasks over `tenants` tenants with the no-op handler, or with an
+/// agent's handler.
+async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> Result<BenchRow> {
     let prefix = bench.next_prefix();
     let settings = bench.settings(&prefix, |_| {})?;
     let broker = bench.broker(&settings).await?;
@@ -681,8 +745,8 @@ async fn drain(bench: &mut Bench, tenants: usize, http_url: Option<String>) -> R
     }
     let total = all.len() as u64;
     producer.enqueue_batch(all).await?;
-    let handler: Arc<dyn Handler> = match &http_url {
-        Some(url) => http_handler(url, Duration::from_secs(30), settings.fleet.concurrency)?,
+    let handler: Arc<dyn Handler> = match &agent {
+        Some(a) => a.handler(settings.fleet.concurrency)?,
         None => Arc::new(NoopHandler),
     };
     let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
@@ -695,8 +759,8 @@ async fn drain(bench: &mut Bench, tenants: usize, http_url: Option<String>) -> R
     }
     let rate = total as f64 / took.as_secs_f64();
     Ok(BenchRow {
-        scenario: if http_url.is_some() {
-            format!("drain: {tenants} tenant, http handler")
+        scenario: if let Some(a) = &agent {
+            format!("drain: {tenants} tenant, {}", a.label())
         } else if tenants == 1 {
             "drain: 1 tenant".into()
         } else {
@@ -1037,9 +1101,12 @@ async fn memory(bench: &mut Bench) -> Result<BenchRow> {
 async fn http(bench: &mut Bench) -> Result<Vec<BenchRow>> {
     let agent = AgentProcess::start(&bench.exe)?;
     let noop = repeated(bench, drain_one).await?;
-    bench.http_agent = Some(agent.url("/ok"));
-    let row = repeated(bench, drain_one_http).await;
-    bench.http_agent = None;
+    bench.drain_agent = Some(DrainAgent::Http {
+        url: agent.url("/ok"),
+        what: "Rust agent",
+    });
+    let row = repeated(bench, drain_one_agent).await;
+    bench.drain_agent = None;
     let mut row = row?;
     if let (Some(h), Some(n)) = (row.per_second, noop.per_second) {
         row.note = format!(
@@ -1050,6 +1117,50 @@ async fn http(bench: &mut Bench) -> Result<Vec<BenchRow>> {
         );
     }
     Ok(vec![noop, row])
+}
+
+/// The `http` handler against the Python SDK's HTTP server, next to the no-op drain.
+async fn http_python(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let py = PythonAgent::prepare()?;
+    let (_server, url) = py.serve_http()?;
+    let noop = repeated(bench, drain_one).await?;
+    bench.drain_agent = Some(DrainAgent::Http {
+        url,
+        what: "Python SDK server",
+    });
+    let row = repeated(bench, drain_one_agent).await;
+    bench.drain_agent = None;
+    let rate = noop.per_second;
+    Ok(vec![noop, compared(row?, rate, "one POST per task to the Python SDK's threaded stdlib server (a sync no-op handler), kept-alive")])
+}
+
+/// The `pool` handler with two Python SDK processes, next to the no-op drain.
+async fn pool_python(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let py = PythonAgent::prepare()?;
+    let concurrency = 32;
+    let noop = repeated(bench, drain_one).await?;
+    bench.drain_agent = Some(DrainAgent::Pool {
+        command: py.pool_command(concurrency),
+        dir: py.dir.clone(),
+        processes: 2,
+        concurrency,
+    });
+    let row = repeated(bench, drain_one_agent).await;
+    bench.drain_agent = None;
+    let rate = noop.per_second;
+    Ok(vec![noop, compared(row?, rate, "one JSON line each way per task over stdio to `python -m redrive pool` (an async no-op handler), processes started inside the timed drain")])
+}
+
+/// `row` with its rate relative to the no-op drain and `how` in front of its note.
+fn compared(mut row: BenchRow, noop: Option<f64>, how: &str) -> BenchRow {
+    if let (Some(r), Some(n)) = (row.per_second, noop) {
+        row.note = format!(
+            "{:.2}× the no-op drain of this run; {how}; {}",
+            r / n.max(1e-9),
+            row.note
+        );
+    }
+    row
 }
 
 /// VmHWM and VmRSS of this process, KiB.

@@ -19,6 +19,7 @@
 pub(crate) mod admin_client;
 pub(crate) mod bench;
 pub(crate) mod bench_agent;
+pub(crate) mod bench_python;
 pub(crate) mod cli;
 pub(crate) mod demo;
 pub(crate) mod demo_agent;

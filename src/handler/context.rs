@@ -151,21 +151,32 @@ impl TaskContext {
         self.checked(|st| {
             validate_step_name(name)?;
             let size = check_step_output(name, &output)?;
-            let known = st.earlier.iter().any(|(n, _)| n == name)
-                || st.progress.steps.iter().any(|s| s.name == name && s.done);
-            let count = st.earlier.len()
-                + st.progress.steps.iter().filter(|s| s.done).count()
-                + usize::from(!known);
+            // The task's completed steps by name (earlier attempts' and this one's): a name
+            // recorded again replaces its earlier record, in the count and in the bytes.
+            let previous = st
+                .progress
+                .steps
+                .iter()
+                .find(|s| s.name == name && s.done)
+                .map(|s| json_len(&s.output))
+                .or_else(|| st.earlier.iter().find(|(n, _)| n == name).map(|(_, b)| *b));
+            let this_attempt_new = st
+                .progress
+                .steps
+                .iter()
+                .filter(|s| s.done && !st.earlier.iter().any(|(n, _)| *n == s.name))
+                .count();
+            let count = st.earlier.len() + this_attempt_new + usize::from(previous.is_none());
             if count > MAX_STEPS {
                 return Err(format!(
                     "step '{name}' would be step {count} of the task; the limit is {MAX_STEPS}"
                 ));
             }
-            if st.output_bytes + size > MAX_STEPS_OUTPUT_BYTES {
+            let total = st.output_bytes.saturating_sub(previous.unwrap_or(0)) + size;
+            if total > MAX_STEPS_OUTPUT_BYTES {
                 return Err(format!(
-                    "step '{name}' would bring the task's step outputs to {} bytes; the limit is \
-                     {MAX_STEPS_OUTPUT_BYTES}",
-                    st.output_bytes + size
+                    "step '{name}' would bring the task's step outputs to {total} bytes; the limit \
+                     is {MAX_STEPS_OUTPUT_BYTES}"
                 ));
             }
             let side_effect = st
@@ -181,7 +192,7 @@ impl TaskContext {
                 at_ms: crate::task::now_ms(),
                 done: true,
             };
-            st.output_bytes += size;
+            st.output_bytes = total;
             if st.started.as_deref() == Some(name) {
                 st.started = None;
             }
@@ -466,5 +477,10 @@ mod tests {
             "re-recording a known step is no new step"
         );
         assert!(ctx.step_done("one-more", json!(1)).is_err());
+        // Recording a name again replaces its bytes instead of adding them.
+        let ctx = TaskContext::new("m".into());
+        for _ in 0..20 {
+            assert!(ctx.step_done("same", json!("q".repeat(60 * 1024))).is_ok());
+        }
     }
 }
