@@ -25,6 +25,6 @@ EXPOSE 9464
 # SIGTERM stops a member gracefully (stop reading, finish running attempts, flush settles).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["redrive"]
-# `redrive run` has no default handler: the image names the simulated agent explicitly. Pass
-# `run` alone with a config file that routes kinds to your agents ([[handlers]]).
-CMD ["run", "--handler", "demo"]
+# `redrive run` needs a config that routes kinds to your agents ([[handlers]]; mount it and set
+# REDRIVE_CONFIG, as docker-compose.yml does); without one it refuses to start and says how.
+CMD ["run"]

@@ -720,3 +720,43 @@ async fn untyped_errors_with_ids_in_them_are_unknown_through_a_member() {
         assert_eq!(d["class"], class, "{id}: {}", d["error"]);
     }
 }
+
+/// The configs the repository ships (the examples' and the Compose stack's) are valid, route
+/// the example kinds, and name no handler besides their `[[handlers]]` (the image's `run`
+/// with REDRIVE_CONFIG, as docker-compose.yml starts members).
+#[test]
+fn the_shipped_agent_configs_pass_config_check() {
+    let env = TestEnv::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (file, url) in [
+        (
+            "examples/python-agent/redrive.toml",
+            "http://127.0.0.1:8000/",
+        ),
+        ("examples/python-agent/compose.toml", "http://agent:8000/"),
+        ("examples/node-agent/redrive.toml", "http://127.0.0.1:8001/"),
+    ] {
+        let path = format!("{root}/{file}");
+        let (code, out, err) = env.cli(&["config", "check"], &[("REDRIVE_CONFIG", path.as_str())]);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert!(
+            out.contains("summarize_ticket") && out.contains("send_followup"),
+            "{file}: {out}"
+        );
+        assert!(out.contains(url), "{file}: {out}");
+        assert!(
+            !out.contains("example-secret-change-me"),
+            "{file}: a secret printed: {out}"
+        );
+    }
+    let compose = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    assert!(
+        !compose.contains("REDRIVE_FLEET__HANDLER"),
+        "the members route by [[handlers]] only"
+    );
+    let dockerfile = std::fs::read_to_string(format!("{root}/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("CMD [\"run\"]"),
+        "the image runs no simulator by default"
+    );
+}

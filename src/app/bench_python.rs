@@ -52,7 +52,13 @@ impl PythonAgent {
                 }
             }
         };
-        let python = std::fs::canonicalize(&python).unwrap_or(python);
+        // Absolute (the pool runs it from another directory), but not resolved: a venv's
+        // interpreter is a symlink whose target would lose the venv.
+        let python = if python.components().count() > 1 {
+            std::path::absolute(&python).unwrap_or(python)
+        } else {
+            python
+        };
         let ok = Command::new(&python)
             .args(["-c", "import redrive"])
             .stdin(Stdio::null())
