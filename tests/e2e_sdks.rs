@@ -213,6 +213,17 @@ poll_interval_ms = 50
     })
     .await;
     let (_, text) = http_get(&metrics, "/metrics");
+    // The pool's processes gauge is kept present (a gauge idle for 3 × the refresh interval
+    // is dropped by the recorder; one late health step may miss a scrape, so a few are read).
+    eventually(
+        Duration::from_secs(10),
+        "redrive_agent_processes{handler=\"1:pool\"} 2 on /metrics",
+        || async {
+            let (_, text) = http_get(&metrics, "/metrics");
+            metric(&text, "redrive_agent_processes", &[("handler", "1:pool")]) == 2.0
+        },
+    )
+    .await;
     assert!(m.stop().success(), "{}", m.log_text());
 
     // The dead letters are exactly the invalid tasks and the unrouted one.
@@ -288,11 +299,6 @@ poll_interval_ms = 50
     assert_eq!(
         metric(&text, "redrive_agent_attempts_total", &[("outcome", "ok")]),
         16.0
-    );
-    assert_eq!(
-        metric(&text, "redrive_agent_processes", &[("handler", "1:pool")]),
-        2.0,
-        "{text}"
     );
     let recovered = metric(&text, "redrive_tasks_recovered_total", &[]);
     assert!(recovered >= 1.0, "a retried task completed: {recovered}");
