@@ -67,6 +67,8 @@ async fn run() -> redrive::Result<()> {
     let settings = Settings::load(config.as_deref())?;
     handlers.check(&settings)?;
     let telemetry = Telemetry::install(&settings);
+    // Before the fleet: its handlers register their metric series as they are built.
+    telemetry.install_metrics()?;
 
     let broker = Broker::connect(&settings).await?;
     // Routes each task by its kind ([[handlers]], or fleet.handler for every kind).

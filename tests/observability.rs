@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::agents::{python_http_agent, python_pool_command, toml_str, AgentProcess};
 use common::{eventually, try_http_get, Member, TestEnv};
 use redrive::NewTask;
 use serde_json::{json, Value};
@@ -1174,18 +1175,67 @@ fn provisioning_prometheus_config_and_compose_file_fit_together() {
 /// Retry quickly so retries are scheduled, promoted and exhausted within a test.
 const FAST_RETRY_TOML: &str = "[retry]\ndelays_ms = [100, 100, 100]\npoll_interval_ms = 50\n";
 
-/// Starts `n` members serving /metrics on free loopback ports; returns them with their addresses.
-fn metered_members(env: &TestEnv, n: usize) -> Vec<(Member, String)> {
-    metered_members_with(env, n, &[])
+/// The agent the members' `http` entry posts to: the Python SDK serving
+/// tests/agents/sdk_agent.py (its `echo` handler serves `echo_*`).
+fn sdk_agent(env: &TestEnv) -> AgentProcess {
+    python_http_agent(
+        "sdk_agent:agent",
+        &repo().join("tests/agents"),
+        "obs-secret",
+        &[],
+        env.dir.join("agent.log"),
+    )
+}
+
+/// The members' routing: `echo_http` to `agent` over HTTP, `echo_pool` to a pool of the same
+/// SDK agent, everything else to the demo agent; so the handler families are emitted for real.
+fn routing_toml(agent: &AgentProcess) -> String {
+    let command = python_pool_command("sdk_agent:agent");
+    format!(
+        "[[handlers]]\nkinds = [\"echo_http\"]\ntype = \"http\"\nurl = \"http://{}/\"\n\
+         secret = \"obs-secret\"\n\n\
+         [[handlers]]\nkinds = [\"echo_pool\"]\ntype = \"pool\"\ncommand = {command}\ncwd = {}\n\
+         env = {{ PYTHONDONTWRITEBYTECODE = \"1\" }}\n\n\
+         [[handlers]]\nkinds = [\"*\"]\ntype = \"demo\"\n\n",
+        agent.addr,
+        toml_str(&repo().join("tests/agents").display().to_string()),
+    )
+}
+
+/// Two tasks of `tenant` for each agent handler.
+fn agent_tasks(tenant: &str) -> Vec<NewTask> {
+    ["echo_http", "echo_pool"]
+        .iter()
+        .flat_map(|kind| {
+            (0..2).map(move |i| {
+                NewTask::new(tenant, *kind, json!({})).with_task_id(format!("{tenant}-{kind}-{i}"))
+            })
+        })
+        .collect()
+}
+
+/// Starts `n` members serving /metrics on free loopback ports, routing as [`routing_toml`]
+/// says; returns them with their addresses.
+fn metered_members(env: &TestEnv, agent: &AgentProcess, n: usize) -> Vec<(Member, String)> {
+    metered_members_with(env, agent, n, &[])
 }
 
 /// [`metered_members`] with extra settings.
-fn metered_members_with(env: &TestEnv, n: usize, extra: &[(&str, &str)]) -> Vec<(Member, String)> {
-    let cfg = env.config_file("fast-retry.toml", FAST_RETRY_TOML);
+fn metered_members_with(
+    env: &TestEnv,
+    agent: &AgentProcess,
+    n: usize,
+    extra: &[(&str, &str)],
+) -> Vec<(Member, String)> {
+    let cfg = env.config_file(
+        "fleet.toml",
+        &format!("{}{FAST_RETRY_TOML}", routing_toml(agent)),
+    );
     (1..=n)
         .map(|i| {
             // Port 0: the member binds a free port itself and logs it (no race for the port).
             let mut vars = vec![
+                ("REDRIVE_FLEET__HANDLER", ""),
                 ("REDRIVE_CONFIG", cfg.as_str()),
                 ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
                 ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "200"),
@@ -1205,20 +1255,6 @@ fn tasks(tenant: &str, tag: &str, n: usize, payload: Value) -> Vec<NewTask> {
                 .with_task_id(format!("{tenant}-{tag}-{i}"))
         })
         .collect()
-}
-
-/// Metric families (by name prefix) only a member running a handler of an agent type emits;
-/// the members here run the demo agent, so the named test checks them against that real
-/// handler instead (every such name a dashboard uses is emitted there).
-const EMITTED_BY_HANDLER_TESTS: [(&str, &str); 2] = [
-    ("redrive_http_", "tests/agent_http.rs"),
-    ("redrive_agent_", "tests/agent_pool.rs"),
-];
-
-fn emitted_by_handler_tests(name: &str) -> bool {
-    EMITTED_BY_HANDLER_TESTS
-        .iter()
-        .any(|(prefix, _)| name.starts_with(prefix))
 }
 
 /// Every metric name the dashboards and the rules (Prometheus and Grafana) use.
@@ -1261,10 +1297,12 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     );
 
     let env = TestEnv::new();
+    let agent = sdk_agent(&env);
     // A breaker that opens on the poison tenant's few failures and probes again soon, so the
     // breaker families are emitted too.
     let members = metered_members_with(
         &env,
+        &agent,
         2,
         &[
             ("REDRIVE_ISOLATION__BREAKER__MIN_FAILURES", "4"),
@@ -1284,19 +1322,18 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
         3,
         json!({"simulate": "rate_limited", "work_ms": 0}),
     ));
+    batch.extend(agent_tasks("obs-ok"));
     env.enqueue_tasks(batch).await;
 
-    let expected: BTreeSet<String> = used
-        .keys()
-        .filter(|n| !emitted_by_handler_tests(n))
-        .cloned()
-        .collect();
+    let expected: BTreeSet<String> = used.keys().cloned().collect();
     assert!(expected.len() >= 25, "too few names to check: {expected:?}");
     let mut emitted: BTreeMap<String, String> = BTreeMap::new();
     // The traffic moved the families it exercises (sums over both members).
-    let activity: [(&str, f64); 8] = [
-        ("redrive_tasks_read_total", 29.0),
-        ("redrive_tasks_completed_total", 20.0),
+    let activity: [(&str, f64); 10] = [
+        ("redrive_tasks_read_total", 29.0 + 4.0),
+        ("redrive_tasks_completed_total", 20.0 + 4.0),
+        ("redrive_http_attempts_total", 2.0),
+        ("redrive_agent_attempts_total", 2.0),
         ("redrive_tasks_failed_total", 6.0 + 9.0),
         ("redrive_tasks_retried_total", 6.0),
         ("redrive_retries_promoted_total", 6.0),
@@ -1367,7 +1404,7 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     );
     // Quantiles need real histograms (with _bucket series), not summaries.
     for n in used.keys() {
-        if n.ends_with("_seconds") && !emitted_by_handler_tests(n) {
+        if n.ends_with("_seconds") {
             assert_eq!(
                 emitted.get(n).map(String::as_str),
                 Some("histogram"),
@@ -1412,7 +1449,8 @@ fn fast_rules() -> String {
 #[tokio::test]
 async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_data() {
     let env = TestEnv::new();
-    let members = metered_members(&env, 2);
+    let agent = sdk_agent(&env);
+    let members = metered_members(&env, &agent, 2);
     let scratch = Scratch::new("e2e");
     scratch.write("prometheus/rules.yml", &fast_rules());
     let targets: Vec<String> = members.iter().map(|(_, a)| format!("'{a}'")).collect();
@@ -1472,6 +1510,7 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
         2,
         json!({"simulate": "rate_limited", "work_ms": 0}),
     ));
+    batch.extend(agent_tasks("calm"));
     env.enqueue_tasks(batch).await;
 
     let firing = |alerts: &[Value], name: &str, tenant: &str| {
@@ -1505,32 +1544,32 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
     }
 
     // An operator replays part of the storm through the admin command stream (a member runs
-    // it), so the admin panels have data too.
-    let (code, out, err) = env.cli(
-        &[
-            "dlq",
-            "replay",
-            "--tenant",
-            "storm",
-            "--rate",
-            "0",
-            "--reason",
-            "observability test",
-        ],
-        &[],
-    );
+    // it), so the admin panels have data too. Part only: replaying all of it would empty the
+    // tenant's dead letters, and with its breaker open the replayed tasks wait out the
+    // cool-down (30 s) before they are dead-lettered again — meanwhile its dead-letter depth
+    // has no series for the dashboards to show.
+    let (code, out, err) = env.cli(&["dlq", "list", "--json", "--tenant", "storm"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(5)
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "{out}");
+    let mut args = vec!["dlq", "replay"];
+    args.extend(&ids);
+    args.extend(["--rate", "0", "--reason", "observability test"]);
+    let (code, out, err) = env.cli(&args, &[]);
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
+    assert!(out.contains("replayed 5 of 5"), "{out}");
 
     // Every dashboard query returns data against this fleet (the storming tenant as $tenant).
     let (exprs, vars) = dashboard_queries();
     let mut no_data = Vec::new();
     for q in &exprs {
-        if metric_names(&q.expr)
-            .iter()
-            .all(|n| emitted_by_handler_tests(n))
-        {
-            continue;
-        }
         let e = substitute(&q.expr, "storm", "5m");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -18,9 +18,13 @@ use crate::shutdown::Shutdown;
 /// Logging and metrics of one process, installed from the settings.
 ///
 /// ```no_run
-/// # async fn doc(fleet: redrive::Fleet) -> redrive::Result<()> {
+/// # async fn doc(handlers: redrive::Handlers) -> redrive::Result<()> {
 /// let settings = redrive::Settings::load(None)?;
 /// let telemetry = redrive::Telemetry::install(&settings);
+/// // Before the fleet is built: its handlers register their series as they are built.
+/// telemetry.install_metrics()?;
+/// let broker = redrive::Broker::connect(&settings).await?;
+/// let fleet = redrive::Fleet::routed(broker, &settings, &handlers)?;
 /// let shutdown = redrive::Shutdown::new();
 /// telemetry.serve_metrics(fleet.health(), shutdown.clone()).await?;
 /// # Ok(()) }
@@ -50,11 +54,23 @@ impl Telemetry {
         }
     }
 
-    /// When `metrics.listen` is set: installs the Prometheus recorder, binds the address (a
-    /// taken port fails here, clearly) and serves /metrics, /healthz and /readyz (readiness
-    /// from `health`, e.g. [`crate::Fleet::health`]) until `shutdown`. Returns the bound
-    /// address, or `None` when the endpoint is off. Call it once per process: the recorder
-    /// is global.
+    /// When `metrics.listen` is set: installs the Prometheus recorder (nothing otherwise).
+    /// Call it before building the fleet: metric handles resolved while no recorder is
+    /// installed record nowhere, and the handlers of `[[handlers]]` resolve theirs (their
+    /// series registered at 0) when they are built. Idempotent; [`Telemetry::serve_metrics`]
+    /// installs it too, for whoever did not.
+    pub fn install_metrics(&self) -> Result<()> {
+        if self.listen.is_some() {
+            recorder::install_prometheus(self.metrics.refresh_interval * 3)?;
+        }
+        Ok(())
+    }
+
+    /// When `metrics.listen` is set: installs the Prometheus recorder (unless
+    /// [`Telemetry::install_metrics`] did), binds the address (a taken port fails here,
+    /// clearly) and serves /metrics, /healthz and /readyz (readiness from `health`, e.g.
+    /// [`crate::Fleet::health`]) until `shutdown`. Returns the bound address, or `None` when
+    /// the endpoint is off. Call it once per process.
     pub async fn serve_metrics(
         &self,
         health: Arc<Health>,

@@ -7,10 +7,31 @@ use std::sync::{Mutex, OnceLock};
 use super::names;
 use super::redis_op::RedisOp;
 
+/// The recorder this process installed, once it has.
+static INSTALLED: Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> = Mutex::new(None);
+
 /// Installs the Prometheus recorder (explicit histogram buckets; gauges that stop being
 /// updated are dropped after `gauge_idle`, so a tenant that leaves the top list disappears).
-/// Returns the handle that renders the text format.
+/// Returns the handle that renders the text format. Idempotent: a second call returns the
+/// first call's handle (the recorder is global).
+///
+/// Metric handles resolved before the recorder exists record nowhere, for good: install it
+/// before building what resolves handles up front (the handlers of `[[handlers]]` register
+/// their series at 0 when they are built).
 pub fn install_prometheus(
+    gauge_idle: std::time::Duration,
+) -> crate::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = build_prometheus(gauge_idle)?;
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+/// [`install_prometheus`]'s first call.
+fn build_prometheus(
     gauge_idle: std::time::Duration,
 ) -> crate::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};

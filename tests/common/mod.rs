@@ -2,6 +2,8 @@
 //! `redrive` binary, and helpers that seed and read back state.
 #![allow(dead_code)]
 
+pub mod agents;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

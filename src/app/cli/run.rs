@@ -43,12 +43,14 @@ pub async fn run(args: RunArgs, mut raw: AppRaw) -> Result<()> {
         return Err(Error::Config(crate::config::handlers::no_handler_message()));
     }
     settings::install_logging(&settings);
+    // Before the handlers are built: they register their series as they are.
+    let telemetry = settings.telemetry();
+    telemetry.install_metrics()?;
     let broker = Broker::connect(&settings).await?;
     let fleet = Fleet::routed(broker, &settings, &settings::handlers(app.demo_agent))?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    settings
-        .telemetry()
+    telemetry
         .serve_metrics(fleet.health(), shutdown.clone())
         .await?;
     fleet.run(shutdown).await

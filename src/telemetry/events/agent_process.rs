@@ -5,6 +5,7 @@
 //! the configuration.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::handler::{FailureClass, Outcome};
@@ -55,12 +56,44 @@ impl EndReason {
 /// The `reason` of a process that could not be started.
 const SPAWN_FAILED: &str = "spawn_failed";
 
+/// How many processes one handler runs: the value of its `redrive_agent_processes` series.
+#[derive(Debug)]
+struct ProcessCount {
+    handler: String,
+    alive: AtomicI64,
+}
+
+impl ProcessCount {
+    /// Sets the gauge, resolved anew each time: the recorder drops a gauge that was not set
+    /// for its idle timeout, and a handle kept from before would then record nowhere.
+    fn publish(&self) {
+        metrics::gauge!(names::AGENT_PROCESSES, "handler" => self.handler.clone())
+            .set(self.alive.load(Ordering::Relaxed).max(0) as f64);
+    }
+}
+
+/// Every live handler's count, published again at each health step
+/// ([`publish_process_counts`]), so the series stays present while a handler sits idle.
+static COUNTS: Mutex<Vec<Weak<ProcessCount>>> = Mutex::new(Vec::new());
+
+/// Publishes the processes gauge of every agent handler alive in this process (called by the
+/// health step every `metrics.refresh_interval`, which the recorder's idle timeout follows).
+pub fn publish_process_counts() {
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    counts.retain(|weak| match weak.upgrade() {
+        Some(count) => {
+            count.publish();
+            true
+        }
+        None => false,
+    });
+}
+
 /// One handler's agent-process telemetry, its series registered at 0 when it is built.
 pub struct AgentMeters {
     handler: String,
     pooled: bool,
-    alive: AtomicI64,
-    processes: metrics::Gauge,
+    count: Arc<ProcessCount>,
     stderr: metrics::Counter,
 }
 
@@ -77,8 +110,15 @@ impl AgentMeters {
     /// processes that restart), else exec (one process per attempt).
     pub fn new(handler: &str, pooled: bool) -> AgentMeters {
         let label = handler.to_owned();
-        let processes = metrics::gauge!(names::AGENT_PROCESSES, "handler" => label.clone());
-        processes.set(0.0);
+        let count = Arc::new(ProcessCount {
+            handler: label.clone(),
+            alive: AtomicI64::new(0),
+        });
+        count.publish();
+        COUNTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&count));
         let stderr = metrics::counter!(names::AGENT_STDERR_LINES, "handler" => label.clone());
         stderr.increment(0);
         if pooled {
@@ -102,22 +142,19 @@ impl AgentMeters {
         AgentMeters {
             handler: label,
             pooled,
-            alive: AtomicI64::new(0),
-            processes,
+            count,
             stderr,
         }
     }
 
-    /// Sets the processes gauge again (gauges not updated for a while are dropped from
-    /// /metrics; the handlers call this every second while they have processes).
+    /// Sets the processes gauge again (the health step does too, for every handler).
     pub fn refresh(&self) {
-        self.processes
-            .set(self.alive.load(Ordering::Relaxed).max(0) as f64);
+        self.count.publish();
     }
 
     /// Process `index` (pid `pid`) started.
     pub fn process_started(&self, index: usize, pid: u32) {
-        self.alive.fetch_add(1, Ordering::Relaxed);
+        self.count.alive.fetch_add(1, Ordering::Relaxed);
         self.refresh();
         if self.pooled {
             tracing::info!(target: POOL, handler = %self.handler, process = index, pid, "agent process started");
@@ -137,7 +174,7 @@ impl AgentMeters {
         in_flight: usize,
         restart_in: Option<Duration>,
     ) {
-        self.alive.fetch_sub(1, Ordering::Relaxed);
+        self.count.alive.fetch_sub(1, Ordering::Relaxed);
         self.refresh();
         if !self.pooled {
             tracing::debug!(target: EXEC, handler = %self.handler, pid, reason = reason.as_str(), detail = %detail, "agent process ended");

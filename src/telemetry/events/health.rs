@@ -21,12 +21,14 @@ pub fn oom_probe_failed(error: &crate::Error) {
 }
 
 /// The member's state after a health step: whether Redis refuses writes for memory and
-/// whether the member is ready. Also keeps the build-info and in-flight series present.
+/// whether the member is ready. Also keeps the build-info, in-flight and agent-processes
+/// series present.
 pub fn readiness(redis_oom: bool, ready: bool) {
     metrics::gauge!(names::REDIS_OOM).set(if redis_oom { 1.0 } else { 0.0 });
     metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 });
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(names::IN_FLIGHT).increment(0.0);
+    super::agent_process::publish_process_counts();
 }
 
 /// One depth gauge (`name`, one of the per-tenant depth metrics of [`names`]) for the label
