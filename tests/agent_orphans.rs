@@ -2,8 +2,8 @@
 //! `pool` handler of two Python SDK processes (tests/agents/sdk_agent.py), each of which
 //! starts a grandchild (`sleep 300`) of its own. Found in the process table (/proc): after
 //! the member's SIGTERM nothing of the pool's process groups remains; after its SIGKILL the
-//! pool processes die by their parent-death signal, and their grandchildren — which the
-//! parent-death signal does not reach — survive, as PROTOCOL.md documents.
+//! pool processes die by their parent-death signal, and their grandchildren with them: the
+//! Python SDK's pool turns its own parent-death signal into a SIGKILL of its process group.
 
 mod common;
 
@@ -101,7 +101,7 @@ async fn a_member_stopped_by_sigterm_leaves_nothing_of_its_pool_behind() {
 }
 
 #[tokio::test]
-async fn a_member_killed_by_sigkill_takes_its_pool_processes_but_not_their_grandchildren() {
+async fn a_member_killed_by_sigkill_takes_its_pool_processes_and_their_grandchildren() {
     let env = TestEnv::new();
     let log = env.dir.join("grandchildren");
     let mut m = pool_member(&env, "m1", &log);
@@ -113,28 +113,13 @@ async fn a_member_killed_by_sigkill_takes_its_pool_processes_but_not_their_grand
         Duration::from_secs(5),
         || pairs.iter().all(|&(a, _)| !alive(a)),
     );
-    // A process the agent started is not reached by it: nothing is left to signal its group
-    // (PROTOCOL.md, "Processes": the agent must tie its own children to its life). This is
-    // the documented limitation, asserted so a change of it is noticed.
-    std::thread::sleep(Duration::from_millis(300));
-    let survivors: Vec<u32> = pairs
-        .iter()
-        .map(|&(_, g)| g)
-        .filter(|g| alive(*g))
-        .collect();
-    for g in &survivors {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(g.to_string())
-            .status();
-    }
-    assert_eq!(
-        survivors.len(),
-        2,
-        "grandchildren survive a SIGKILL of the member (PROTOCOL.md says so); if this changed, \
-         update PROTOCOL.md"
+    // A process the agent started is not reached by the fleet's parent-death signal, but the
+    // Python SDK's pool ties its group to its parent (PROTOCOL.md, "Processes"): its own
+    // parent-death signal SIGKILLs the group, grandchildren included.
+    let grandchildren: Vec<u32> = pairs.iter().map(|&(_, g)| g).collect();
+    wait_until(
+        "the grandchildren killed with their group",
+        Duration::from_secs(5),
+        || grandchildren.iter().all(|g| !alive(*g)),
     );
-    wait_until("the grandchildren killed", Duration::from_secs(5), || {
-        survivors.iter().all(|g| !alive(*g))
-    });
 }

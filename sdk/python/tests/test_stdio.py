@@ -229,3 +229,78 @@ def test_one_at_a_time_on_the_main_thread() -> None:
     events = [json.loads(x) for x in p.out.all if b'"event"' in x]
     assert [(e["id"], e["event"]) for e in events] == [("r1", "step_started"), ("r1", "step_done")]
     assert b"stray print from t-1" in b"".join(p.err.rest())
+
+
+PARENT = """
+import os
+import subprocess
+import sys
+child = subprocess.Popen(
+    sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=os.setpgrp
+)
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _catches_sigterm(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(ln for ln in f if ln.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) & (1 << (15 - 1)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_killed_parent_takes_the_pools_whole_process_group() -> None:
+    """The pool leads its own process group, as the fleet starts it (setpgid, same session).
+    SIGKILL its parent: the pool and every process of its group (what the agent started) die."""
+    import signal as sig
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, sys.executable, "-m", "redrive", "pool", "pool_agent:agent"],
+        stdout=subprocess.PIPE,
+        env=env(),
+    )
+    grandchild: subprocess.Popen[bytes] | None = None
+    try:
+        assert parent.stdout is not None
+        pool_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + WAIT
+        while not _catches_sigterm(pool_pid):
+            assert time.monotonic() < deadline, "the pool never tied its group to its parent"
+            time.sleep(0.02)
+        time.sleep(0.1)
+        # A process in the pool's group, as a tool the agent started would be.
+        grandchild = subprocess.Popen(["sleep", "300"], preexec_fn=lambda: os.setpgid(0, pool_pid))  # noqa: PLW1509 (setpgid only)
+        os.kill(parent.pid, sig.SIGKILL)
+        parent.wait(WAIT)
+        left = _wait_gone([pool_pid, grandchild.pid], 10)
+        assert left == [], f"still alive after the parent's SIGKILL: {left}"
+    finally:
+        for p in (parent, grandchild):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(WAIT)

@@ -11,8 +11,10 @@ real stdout for themselves and point file descriptor 1, ``sys.stdout`` and there
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +96,41 @@ def claim_stdout() -> BinaryIO:
     return os.fdopen(fd, "wb", buffering=1 << 16)
 
 
+def tie_group_to_parent() -> bool:
+    """When this process leads its own process group (as the fleet starts every ``pool`` and
+    ``exec`` process), makes the death of its parent end the whole group, the processes the
+    agent started (tools, subprocesses) included: the parent-death signal becomes SIGTERM,
+    whose handler SIGKILLs the group. The fleet's own parent-death signal (SIGKILL) reaches
+    this process only, never its children. Linux only; returns whether it took effect."""
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return False
+    if os.getpgid(0) != os.getpid():
+        return False
+    parent = os.getppid()
+
+    def end_group(signum: int, _frame: object) -> None:
+        try:
+            os.killpg(0, signal.SIGKILL)
+        finally:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end_group)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:
+        # The parent died before the signal was set: nobody would send it.
+        end_group(signal.SIGTERM, None)
+    return True
+
+
 def _parse(line: bytes) -> tuple[str | None, Task | str]:
     """A request line's id and task, or its id (if any) and what is wrong with it."""
     try:
@@ -125,6 +162,7 @@ def serve_pool(agent: Agent, concurrency: int = 1) -> None:
     fleet member is gone."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    tie_group_to_parent()
     writer = LineWriter(claim_stdout())
     if concurrency == 1:
         _serial(agent, sys.stdin.buffer, writer)
@@ -194,6 +232,7 @@ def run_exec(agent: Agent) -> int:
     """Runs the one request line read from stdin and writes its events and reply on stdout.
     Returns the exit code: 0 (the reply decides the outcome), or :data:`EXIT_BAD_INPUT` when
     the input is not a request line (nothing to reply to)."""
+    tie_group_to_parent()
     writer = LineWriter(claim_stdout())
     data = sys.stdin.buffer.read()
     line = next((ln for ln in data.splitlines() if ln.strip()), b"")
