@@ -193,3 +193,44 @@ def test_lifespan_is_acknowledged() -> None:
         ]
 
     asyncio.run(scenario())
+
+
+def test_no_step_starts_once_the_client_has_disconnected() -> None:
+    """The fleet timed the attempt out and went away: the side-effecting step that comes next
+    must not run."""
+    charged: list[str] = []
+    outcome: list[str] = []
+    agent = Agent()
+
+    @agent.handler("charge")
+    async def charge(task: Task, ctx: Context) -> str:
+        await gone.wait()
+        await asyncio.sleep(0)  # the adapter sees the disconnect
+
+        async def act() -> None:
+            charged.append(task.task_id)
+
+        try:
+            await ctx.astep("charge", act, side_effect=True)
+            outcome.append("ran")
+        except Exception as e:
+            outcome.append(type(e).__name__)
+            raise
+        return "charged"
+
+    gone = asyncio.Event()
+    data = json.dumps(request("charge", {})).encode()
+
+    class Leaving(Exchange):
+        async def receive(self) -> Message:
+            if self.incoming:
+                return self.incoming.pop(0)
+            gone.set()
+            return {"type": "http.disconnect"}
+
+    async def main() -> None:
+        await call(agent.asgi(), Leaving(data))
+
+    asyncio.run(main())
+    assert charged == []
+    assert outcome == ["AttemptClosed"]

@@ -330,3 +330,43 @@ def test_serve_http_as_a_process_verifies_signatures_and_stops_on_sigterm() -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait(WAIT)
+
+
+def test_no_step_starts_once_the_fleet_has_closed_the_attempt() -> None:
+    """The fleet timed the attempt out and closed the connection while the handler was busy:
+    the side-effecting step that comes next must not run (a retry would run it again)."""
+    entered = threading.Event()
+    release = threading.Event()
+    done = threading.Event()
+    charged: list[str] = []
+    outcome: list[str] = []
+    agent = Agent()
+
+    @agent.handler("charge")
+    def charge(task: Task, ctx: Context) -> str:
+        entered.set()
+        release.wait(WAIT)
+        try:
+            ctx.step("charge", lambda: charged.append(task.task_id), side_effect=True)
+            outcome.append("ran")
+        except Exception as e:
+            outcome.append(type(e).__name__)
+            raise
+        finally:
+            done.set()
+        return "charged"
+
+    for server in serve(agent, path="/redrive"):
+        host, port = server.server_address[:2]
+        data = body(request("charge", {}))
+        raw = socket.create_connection((str(host), port), timeout=WAIT)
+        raw.sendall(
+            b"POST /redrive HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n%b" % (len(data), data)
+        )
+        assert entered.wait(WAIT)
+        raw.close()  # the fleet's timeout: it drops the connection
+        release.set()
+        assert done.wait(WAIT)
+    assert charged == []
+    assert outcome == ["AttemptClosed"]

@@ -11,6 +11,7 @@ PROTOCOL.md and CONTRACT.md in the redrive repository are the contracts this pac
 
 from .agent import Agent, Context
 from .errors import (
+    AttemptClosed,
     EnqueueFailed,
     Fail,
     InvalidRequest,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AsyncProducer",
+    "AttemptClosed",
     "AttemptRecord",
     "Context",
     "EnqueueFailed",

@@ -26,6 +26,7 @@ from ._serving import (
     secrets_list,
 )
 from ._wire import dumps
+from .errors import AttemptClosed
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -130,12 +131,14 @@ def asgi_app(
         if isinstance(prep, Refusal):
             await _respond(send, prep.status, prep.body)
             return
-        await _stream(agent, prep, send, threads())
+        await _stream(agent, prep, receive, send, threads())
 
     return app
 
 
-async def _stream(agent: Agent, task: Any, send: Send, executor: Executor) -> None:
+async def _stream(
+    agent: Agent, task: Any, receive: Receive, send: Send, executor: Executor
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -146,8 +149,20 @@ async def _stream(agent: Agent, task: Any, send: Send, executor: Executor) -> No
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+    closed = threading.Event()
+
+    async def watch() -> None:
+        # The body is read: the next message is the client going away (the fleet's timeout).
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        closed.set()
+
+    watching = asyncio.create_task(watch())
 
     def emit(event: dict[str, Any]) -> None:
+        if closed.is_set():
+            # No step may start once nobody can record it: a retry would run it again.
+            raise AttemptClosed("the fleet closed this attempt's connection")
         line = dumps(event).encode("utf-8") + b"\n"
         if threading.get_ident() == loop_thread:
             lines.put_nowait(line)
@@ -164,6 +179,7 @@ async def _stream(agent: Agent, task: Any, send: Send, executor: Executor) -> No
                 await send({"type": "http.response.body", "body": line, "more_body": True})
             except OSError:
                 broken = True  # the client went away; keep draining so the handler never waits
+                closed.set()
 
     pumping = asyncio.create_task(pump())
     try:
@@ -173,6 +189,7 @@ async def _stream(agent: Agent, task: Any, send: Send, executor: Executor) -> No
         # so the end marker comes after every one of them.
         lines.put_nowait(None)
         await pumping
+        watching.cancel()
     await send(
         {"type": "http.response.body", "body": reply.encode("utf-8") + b"\n", "more_body": False}
     )

@@ -55,6 +55,12 @@ class InvalidRequest(RedriveError, ValueError):
     ``invalid_input``)."""
 
 
+class AttemptClosed(RedriveError):
+    """The fleet's side of the attempt is gone (its timeout, a crash): no new step may start,
+    since nothing could record it and a retry would run it again. Raised by ``ctx.step`` before
+    the step's function runs."""
+
+
 class StepRefused(RedriveError):
     """A step over the protocol's limits (name, output size, count, total output). It is
     refused before anything is sent; uncaught, the attempt fails as ``schema_mismatch``."""

@@ -15,7 +15,9 @@ large), 503 ``upstream_unavailable`` while the server is shutting down.
 from __future__ import annotations
 
 import asyncio
+import select
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from ._serving import (
 )
 from ._wire import dumps
 from .agent import Agent
+from .errors import AttemptClosed
 from .signature import HEADER
 
 
@@ -164,6 +167,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
         def write(line: str, final: bool = False) -> None:
             nonlocal broken, answered
+            if not final and (broken or peer_gone(self.connection)):
+                # A step must not start once nobody can record it: its side effect would be
+                # repeated by the retry (the fleet has timed the attempt out or gone away).
+                broken = True
+                raise AttemptClosed("the fleet closed this attempt's connection")
             data = line.encode("utf-8") + b"\n"
             chunk = b"%x\r\n%b\r\n" % (len(data), data)
             with lock:
@@ -236,6 +244,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return b"".join(parts)
+
+
+def peer_gone(sock: socket.socket) -> bool:
+    """Whether the client closed the connection (readable with nothing to read). A client that
+    already sent its next keep-alive request is not gone."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def make_server(
