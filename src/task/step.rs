@@ -122,9 +122,15 @@ pub fn check_step_output(name: &str, output: &serde_json::Value) -> Result<usize
 
 /// Merges `later` steps into `steps` by name (a later record of a name replaces the earlier
 /// one, in place), keeping completion order for new names.
+///
+/// One exception: a started-only record never replaces a completed step of the same or a later
+/// attempt. Such a record is stale — its `step_done` reached the attempt but not Redis (a
+/// failed write) — and taking it for an open side effect would dead-letter a task whose step
+/// completed as `partial_execution`.
 pub fn merge_steps(steps: &mut Vec<Step>, later: impl IntoIterator<Item = Step>) {
     for s in later {
         match steps.iter_mut().find(|x| x.name == s.name) {
+            Some(slot) if slot.done && !s.done && slot.attempt >= s.attempt => {}
             Some(slot) => *slot = s,
             None => steps.push(s),
         }
@@ -166,6 +172,25 @@ mod tests {
         let big = serde_json::Value::String("x".repeat(MAX_STEP_OUTPUT_BYTES));
         assert!(check_step_output("big", &big).is_err());
         assert!(check_step_output("ok", &serde_json::json!({"a": 1})).is_ok());
+    }
+
+    #[test]
+    fn a_stale_started_record_never_reopens_a_completed_step() {
+        let at = |name: &str, done, attempt| Step {
+            name: name.into(),
+            output: serde_json::Value::Null,
+            side_effect: true,
+            attempt,
+            at_ms: 1,
+            done,
+        };
+        // The attempt completed "send" but its done record failed to reach Redis.
+        let mut s = vec![at("send", true, 2)];
+        merge_steps(&mut s, [at("send", false, 2)]);
+        assert!(s[0].done, "the completed step stays completed");
+        // A later attempt that started it again (and died inside) does reopen it.
+        merge_steps(&mut s, [at("send", false, 3)]);
+        assert!(!s[0].done);
     }
 
     #[test]
