@@ -9,6 +9,7 @@ import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 
 import type { Agent } from "./agent.js";
+import { AttemptClosedError } from "./errors.js";
 import { failLine } from "./reply.js";
 import { RequestError, parseRequest } from "./request.js";
 
@@ -93,14 +94,21 @@ export async function servePool(agent: Agent, options: PoolOptions = {}): Promis
     }
     const prefix = `{"id":${JSON.stringify(id)},`;
     const withId = (l: string): string => prefix + l.slice(1);
+    // After its reply a request's id is finished for the fleet: a late event (a step still
+    // running beside the one that failed) would be a line for an unknown id, a protocol break
+    // that fails every attempt of this process. It is refused here instead.
+    let answered = false;
+    const emit = (l: string): Promise<void> =>
+      answered ? Promise.reject(new AttemptClosedError("the attempt has already been answered")) : writeLine(withId(l));
     let reply: string;
     try {
       const task = parseRequest(obj.task);
-      reply = await agent.run(task, (l) => writeLine(withId(l)), closed.signal);
+      reply = await agent.run(task, emit, closed.signal);
     } catch (e) {
       if (!(e instanceof RequestError)) throw e;
       reply = failLine("invalid_input", e.message);
     }
+    answered = true;
     await writeLine(withId(reply)).catch((e: unknown) => {
       console.error(`redrive: could not write the reply of request ${String(id)}:`, e);
     });

@@ -7,7 +7,7 @@ import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { Agent, servePool } from "../src/index.js";
+import { Agent, FailError, servePool } from "../src/index.js";
 import { requestBody, within } from "./helpers.js";
 
 type Line = Record<string, unknown>;
@@ -142,6 +142,15 @@ describe("servePool in a child process", () => {
   });
 });
 
+/** Polls `ok` every 5 ms until it holds, for at most `ms`. */
+async function waitFor(ms: number, what: string, ok: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 describe("servePool on given streams", () => {
   it("frames events and replies with the request id, one write per line", async () => {
     const input = new PassThrough();
@@ -158,6 +167,41 @@ describe("servePool on given streams", () => {
       '{"id":42,"event":"step_done","name":"s","output":7}\n',
       '{"id":42,"status":"ok","output":7}\n',
     ]);
+  });
+
+  it("writes nothing for a request after its reply (a late step's event would break the protocol)", async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const writes: string[] = [];
+    output.on("data", (c: Buffer) => writes.push(c.toString()));
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let late: unknown = "not settled";
+    const agent = new Agent().handle("k", async (_t, ctx) => {
+      // "slow" finishes after "fails" has failed the attempt and its reply went out.
+      const slow = ctx.step("slow", async () => {
+        await held;
+        return 1;
+      });
+      slow.then(
+        () => (late = "ran"),
+        (e: unknown) => (late = e instanceof Error ? e.name : e),
+      );
+      await ctx.step("fails", () => {
+        throw new FailError("invalid_input", "no");
+      });
+      return await slow;
+    });
+    const served = servePool(agent, { input, output, concurrency: 2 });
+    input.write(`${JSON.stringify({ id: "r1", task: requestBody("k") })}\n`);
+    await waitFor(5000, "the reply", () => writes.some((w) => w.includes('"status"')));
+    release();
+    input.end();
+    await within(5000, "servePool to finish", served);
+    await waitFor(5000, "the late step to settle", () => late !== "not settled");
+    const afterReply = writes.slice(writes.findIndex((w) => w.includes('"status"')) + 1);
+    assert.deepEqual(afterReply, [], "no line after the reply");
+    assert.equal(late, "AttemptClosedError");
   });
 
   it("refuses a bad concurrency", async () => {
