@@ -20,6 +20,16 @@ import { charCount, hasControl } from "./task.js";
 export const MAX_STEP_NAME_CHARS = 128;
 /** Largest output of one step, in bytes of its JSON. */
 export const MAX_STEP_OUTPUT_BYTES = 64 * 1024;
+
+/**
+ * Whether JSON text from `JSON.stringify` holds a lone surrogate: it writes one as a `\uD800`
+ * style escape (a pair is written as the character itself), which the fleet's JSON parser
+ * refuses. An escaped backslash before `u` is text, not an escape.
+ */
+export function hasLoneSurrogate(json: string): boolean {
+  return /(?:^|[^\\])(?:\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/.test(json);
+}
+
 /** Most steps per task (earlier attempts' included). */
 export const MAX_STEPS = 64;
 /** Largest sum of a task's step outputs, in bytes of JSON. */
@@ -218,6 +228,9 @@ export class Agent {
     if (output === undefined) {
       return failLine("schema_mismatch", `the handler returned ${typeof result}, which has no JSON form`);
     }
+    if (hasLoneSurrogate(output)) {
+      return failLine("schema_mismatch", "the handler's output is not valid Unicode text (a lone surrogate)");
+    }
     const line = `{"status":"ok","output":${output}}`;
     const size = Buffer.byteLength(line);
     if (size > this.maxReplyBytes) {
@@ -306,6 +319,9 @@ class TaskContext implements Context {
     if (text === undefined) {
       throw new StepRefusedError(name, `step '${name}' returned ${typeof value}, which has no JSON form`);
     }
+    if (hasLoneSurrogate(text)) {
+      throw new StepRefusedError(name, `step '${name}' output is not valid Unicode text (a lone surrogate)`);
+    }
     const size = Buffer.byteLength(text);
     if (size > MAX_STEP_OUTPUT_BYTES) {
       throw new StepRefusedError(name, `step '${name}' output is ${size} bytes of JSON; the limit is ${MAX_STEP_OUTPUT_BYTES}`);
@@ -328,6 +344,7 @@ class TaskContext implements Context {
     }
     const body = this.json.stringify(fields);
     if (body === undefined || !body.startsWith("{")) throw new TypeError("progress fields must be a JSON object");
+    if (hasLoneSurrogate(body)) throw new TypeError("progress fields are not valid Unicode text (a lone surrogate)");
     const line = body === "{}" ? `{"event":"progress"}` : `{"event":"progress",${body.slice(1)}`;
     const size = Buffer.byteLength(line);
     if (size > this.maxLineBytes) {

@@ -47,6 +47,23 @@ describe("step limits", () => {
   });
 });
 
+describe("lone surrogates (the fleet's JSON parser refuses them)", () => {
+  it("are refused in step outputs and replies; pairs and escaped backslashes pass", async () => {
+    const agent = new Agent()
+      .handle("step", async (_t, ctx) => ctx.step("s", () => "bad \ud800 text"))
+      .handle("out", () => ({ text: "\udc00" }))
+      .handle("fine", () => ({ emoji: "😀", text: "\\ud800 is text" }));
+    const step = await attempt(agent, "step");
+    assert.equal(step.reply.class, "schema_mismatch");
+    assert.match(String(step.reply.error), /lone surrogate/);
+    assert.ok(!step.events.some((e) => e.event === "step_done"), "nothing recorded");
+    const out = await attempt(agent, "out");
+    assert.equal(out.reply.class, "schema_mismatch");
+    const fine = await attempt(agent, "fine");
+    assert.equal(fine.reply.status, "ok");
+  });
+});
+
 describe("handler results and errors become replies", () => {
   const agent = new Agent({ onError: () => undefined })
     .handle("ok", (task) => ({ echo: task.payload }))
