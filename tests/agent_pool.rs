@@ -398,6 +398,42 @@ async fn a_process_that_dies_mid_task_fails_its_attempt_and_is_restarted() {
 }
 
 #[tokio::test]
+async fn an_attempt_is_not_sent_to_a_process_that_has_just_exited() {
+    // An agent that recycles itself after a task (exits 0 once it answered): the next
+    // attempt, arriving while the exited process's slot is being torn down, waits for the
+    // restart instead of being written into a process that will never answer.
+    let dir = Scratch::new();
+    let starts = dir.path("starts");
+    let h = pool(
+        json!({ "command": pool_agent(), "env": { "AGENT_STARTS": starts } }),
+        10_000,
+    );
+    let (o, _) = run(
+        &h,
+        scripted(
+            "t-recycles",
+            json!([
+                { "op": "echo" },
+                // Holds stdout open after the exit, as a tool the agent started may: the
+                // member sees the exit before the end of stdout and tears the slot down slowly.
+                { "op": "grandchild", "path": dir.path("grandchild"), "keep_stdout": true },
+                { "op": "sleep", "seconds": 0.05 },
+                { "op": "exit", "code": 0 }
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(o, Outcome::Done, "{o:?}");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (o, ctx) = run(&h, scripted("t-after", json!([{ "op": "echo" }]))).await;
+    assert_eq!(o, Outcome::Done, "not charged to the exited process: {o:?}");
+    let pids = pids_in(&starts).await;
+    assert_eq!(pids.len(), 2, "started twice: {pids:?}");
+    assert_eq!(echoed_pid(&ctx), pids[1], "ran on the restarted process");
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_hang_is_killed_at_the_timeout_with_its_whole_group() {
     let dir = Scratch::new();
     let (me, grandchild) = (dir.path("me"), dir.path("grandchild"));

@@ -13,7 +13,8 @@ arguments):
   stderr text [times] -- write text on stderr
   sleep seconds | hang | wait_file path (bounded: 30 s)
   touch path          -- write this process's pid into path
-  grandchild path [ignore_term] -- start `sleep 3600` (in this process group) and write its pid
+  grandchild path [ignore_term] [keep_stdout] -- start `sleep 3600` (in this process group)
+                      and write its pid; keep_stdout: it holds this process's stdout open
   exit code           -- exit the whole process now
   kill signal         -- send the signal to this process
 
@@ -78,7 +79,8 @@ def run(req):
         elif op == "grandchild":
             pre = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if a.get("ignore_term") else None
             p = subprocess.Popen(["sleep", "3600"], preexec_fn=pre,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stdin=subprocess.DEVNULL,
+                                 stdout=None if a.get("keep_stdout") else subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             with open(a["path"], "w") as f:
                 f.write(str(p.pid))

@@ -369,6 +369,16 @@ impl Pool {
         self.lock().closed
     }
 
+    /// The process of `slot` is ending (it exited, or closed its stdout): no new attempt goes to
+    /// it from now on; attempts still in flight there end with it. New attempts wait for its
+    /// restart instead of being written into a process that will never answer.
+    pub fn ending(&self, slot: usize) {
+        let mut st = self.lock();
+        if let Some(live) = st.slots.get_mut(slot).and_then(|s| s.live.as_mut()) {
+            live.stdin = None;
+        }
+    }
+
     /// Closes the pool: no new attempt is taken, supervisors stop restarting, every running
     /// process is marked as stopped by the pool and its stdin closed. Returns their pids.
     pub fn close(&self) -> Vec<u32> {

@@ -144,6 +144,7 @@ async fn run_process(
                 Ok(Next::Eof) | Err(_) => break,
             },
             s = child.wait() => {
+                pool.ending(slot);
                 status = s.ok();
                 // Lines already in the pipe still count (a reply written right before the exit).
                 let drained = tokio::time::timeout(DRAIN, async {
@@ -167,6 +168,7 @@ async fn run_process(
             _ = tick.tick() => pool.meters.refresh(),
         }
     }
+    pool.ending(slot);
     if let Some(why) = &broke {
         pool.kill(slot, Kill::Protocol(why.clone()));
     }
