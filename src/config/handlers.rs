@@ -209,15 +209,16 @@ fn secret_key(key: &str) -> bool {
 }
 
 /// `options` with every secret replaced by [`REDACTED`], at any depth: the value of a
-/// secret-looking key (see `secret_key`) whatever its type, and every value of a `headers`
-/// table (its names kept).
+/// secret-looking key (see `secret_key`) whatever its type, and every value of a `headers` or
+/// `env` table (its names kept: environment values routinely carry credentials under any name,
+/// `DATABASE_URL=postgres://user:password@…`).
 pub(crate) fn redact(options: &Map<String, Value>) -> Map<String, Value> {
     options
         .iter()
         .map(|(k, v)| {
             let shown = if secret_key(k) {
                 Value::String(REDACTED.into())
-            } else if k.eq_ignore_ascii_case("headers") {
+            } else if k.eq_ignore_ascii_case("headers") || k.eq_ignore_ascii_case("env") {
                 match v {
                     Value::Object(h) => Value::Object(
                         h.keys()
@@ -553,7 +554,7 @@ type = "noop"
             "secrets": ["s3cr3t-2", "s3cr3t-3"],
             "headers": {"Authorization": "Bearer s3cr3t-4", "X-Trace": "s3cr3t-5"},
             "api_token": "s3cr3t-6",
-            "env": {"OPENAI_API_KEY": "s3cr3t-7", "MODE": "fast", "DB_PASSWORD": "s3cr3t-8"},
+            "env": {"OPENAI_API_KEY": "s3cr3t-7", "DATABASE_URL": "postgres://u:s3cr3t-10@db", "DB_PASSWORD": "s3cr3t-8"},
             "Auth_Mode": "s3cr3t-9",
             "command": ["python", "agent.py"],
         });
@@ -561,7 +562,7 @@ type = "noop"
             unreachable!()
         };
         let shown = Value::Object(redact(&map)).to_string();
-        for i in 1..=9 {
+        for i in 1..=10 {
             assert!(!shown.contains(&format!("s3cr3t-{i}")), "{shown}");
         }
         assert!(
@@ -569,8 +570,8 @@ type = "noop"
             "{shown}"
         );
         assert!(
-            shown.contains("\"MODE\":\"fast\"") && shown.contains("agent.py"),
-            "{shown}"
+            shown.contains("DATABASE_URL") && shown.contains("agent.py"),
+            "names and the command stay: {shown}"
         );
         let s = settings(
             "[[handlers]]\nkinds = [\"t_*\"]\ntype = \"http\"\nsecret = \"s3cr3t-1\"\nurl = \"http://a\"\n",
