@@ -292,7 +292,6 @@ def test_a_killed_parent_takes_the_pools_whole_process_group() -> None:
         while not _catches_sigterm(pool_pid):
             assert time.monotonic() < deadline, "the pool never tied its group to its parent"
             time.sleep(0.02)
-        time.sleep(0.1)
         # A process in the pool's group, as a tool the agent started would be.
         grandchild = subprocess.Popen(["sleep", "300"], preexec_fn=lambda: os.setpgid(0, pool_pid))  # noqa: PLW1509 (setpgid only)
         os.kill(parent.pid, sig.SIGKILL)

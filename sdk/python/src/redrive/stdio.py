@@ -117,7 +117,6 @@ def tie_group_to_parent() -> bool:
         finally:
             os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, end_group)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
@@ -125,6 +124,9 @@ def tie_group_to_parent() -> bool:
             return False
     except (OSError, AttributeError):
         return False
+    # After the signal is set: a handler seen in /proc (SigCgt) means both are in place, and a
+    # parent dying in between only ends this process by SIGTERM's default (nothing started yet).
+    signal.signal(signal.SIGTERM, end_group)
     if os.getppid() != parent:
         # The parent died before the signal was set: nobody would send it.
         end_group(signal.SIGTERM, None)
