@@ -102,6 +102,27 @@ impl Keys {
         format!("{}:{{{}}}:slots", self.prefix, tenant)
     }
 
+    /// The hash holding the record of task `task_id` of `tenant` (src/records.rs): its state,
+    /// attempts, result and links, written by the scripts that move the task.
+    #[allow(dead_code)] // until the record writers land (issue 14)
+    pub fn task(&self, tenant: &str, task_id: &str) -> String {
+        format!("{}:{{{}}}:task:{}", self.prefix, tenant, task_id)
+    }
+
+    /// The sorted set indexing a tenant's task records: member task_id, score the record's last
+    /// update (ms).
+    #[allow(dead_code)] // until the record writers land (issue 14)
+    pub fn tasks(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:tasks", self.prefix, tenant)
+    }
+
+    /// The capped stream of a tenant's task finishes (`task_id`, `state`, `at`): what `wait`
+    /// blocks on.
+    #[allow(dead_code)] // until the record writers land (issue 14)
+    pub fn events(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:events", self.prefix, tenant)
+    }
+
     /// The hash of the steps recorded for lane entry `entry_id` of `tenant` while it is in the
     /// lane (scripts/step.lua writes it, fenced by the entry's owner; every script that moves
     /// the entry out of the lane folds it into what it writes, or deletes it).

@@ -1,0 +1,191 @@
+//! Task records (issue 14, in progress on this branch): one hash per task_id in its tenant's
+//! hash tag, written by the scripts that move the task, so it never disagrees with where the
+//! task is. This module names the fields and states and reads a record back; the writers are
+//! the Lua scripts (lib/record.lua).
+
+use std::collections::HashMap;
+
+/// Where a task is, as its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// In its lane, not started.
+    Queued,
+    /// Started by a member.
+    Running,
+    /// Failed; waiting in the retry schedule.
+    RetryScheduled,
+    /// Held back unattempted by its tenant's breaker.
+    Deferred,
+    /// Finished successfully.
+    Done,
+    /// In its tenant's dead letters.
+    DeadLettered,
+    /// Its dead letter was replayed (the replay is the same task_id, linked).
+    Replayed,
+    /// Its dead letter was resolved by an operator.
+    Resolved,
+    /// Its dead letter was discarded by an operator.
+    Discarded,
+    /// Dead-lettered because its deadline passed.
+    Expired,
+}
+
+impl TaskState {
+    /// Every state, in a stable order.
+    pub const ALL: [TaskState; 10] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::RetryScheduled,
+        TaskState::Deferred,
+        TaskState::Done,
+        TaskState::DeadLettered,
+        TaskState::Replayed,
+        TaskState::Resolved,
+        TaskState::Discarded,
+        TaskState::Expired,
+    ];
+
+    /// The wire name (what the record's `state` field holds).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::RetryScheduled => "retry_scheduled",
+            TaskState::Deferred => "deferred",
+            TaskState::Done => "done",
+            TaskState::DeadLettered => "dead_lettered",
+            TaskState::Replayed => "replayed",
+            TaskState::Resolved => "resolved",
+            TaskState::Discarded => "discarded",
+            TaskState::Expired => "expired",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether the task will not move again by itself (its record then expires after the
+    /// retention, except while a dead letter holds it).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            TaskState::Done
+                | TaskState::DeadLettered
+                | TaskState::Replayed
+                | TaskState::Resolved
+                | TaskState::Discarded
+                | TaskState::Expired
+        )
+    }
+
+    /// Whether a record in this state makes a new enqueue of the same task_id a duplicate
+    /// (queued, running, scheduled, dead, or done within retention).
+    pub fn refuses_duplicates(self) -> bool {
+        matches!(
+            self,
+            TaskState::Queued
+                | TaskState::Running
+                | TaskState::RetryScheduled
+                | TaskState::Deferred
+                | TaskState::Done
+                | TaskState::DeadLettered
+                | TaskState::Expired
+        )
+    }
+}
+
+/// The record's field names, shared with lib/record.lua.
+pub mod field {
+    /// The state's wire name.
+    pub const STATE: &str = "state";
+    /// The task's kind.
+    pub const KIND: &str = "kind";
+    /// The current attempt.
+    pub const ATTEMPT: &str = "attempt";
+    /// The lane entry or schedule item the task is now.
+    pub const ENTRY: &str = "entry";
+    /// When this attempt was enqueued (ms).
+    pub const ENQUEUED: &str = "enq";
+    /// When the first attempt was enqueued (ms).
+    pub const FIRST_ENQUEUED: &str = "first";
+    /// The member that ran the last attempt.
+    pub const MEMBER: &str = "member";
+    /// When the last attempt started (ms).
+    pub const STARTED: &str = "started";
+    /// When the last attempt ended (ms).
+    pub const ENDED: &str = "ended";
+    /// The last failure's class.
+    pub const CLASS: &str = "class";
+    /// The last failure's error (bounded).
+    pub const ERROR: &str = "error";
+    /// The dead-letter id while the task is dead.
+    pub const DLQ: &str = "dlq";
+    /// The dead-letter id this task was replayed from.
+    pub const REPLAY_OF: &str = "replay_of";
+    /// The task id of the replay of this task's dead letter (the same task_id, a new life).
+    pub const REPLAYED_AS: &str = "replayed_as";
+    /// The handler's output (bounded).
+    pub const OUTPUT: &str = "output";
+    /// "1" when the output was cut to the bound.
+    pub const OUTPUT_TRUNCATED: &str = "output_truncated";
+    /// When the record last changed (ms).
+    pub const UPDATED: &str = "updated";
+}
+
+/// A record as read back (`HGETALL`), tolerant of missing fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskRecord {
+    /// The state, when the field holds a known one.
+    pub state: Option<TaskState>,
+    /// Every field as stored, for display.
+    pub fields: HashMap<String, String>,
+}
+
+impl TaskRecord {
+    /// Reads the fields of a record hash.
+    pub fn from_fields(fields: HashMap<String, String>) -> TaskRecord {
+        let state = fields.get(field::STATE).and_then(|s| TaskState::parse(s));
+        TaskRecord { state, fields }
+    }
+
+    /// A numeric field.
+    pub fn number(&self, name: &str) -> Option<u64> {
+        self.fields.get(name)?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_classify() {
+        let mut seen = std::collections::HashSet::new();
+        for s in TaskState::ALL {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert!(seen.insert(s.as_str()));
+        }
+        assert!(TaskState::Done.is_finished() && TaskState::Done.refuses_duplicates());
+        assert!(!TaskState::Queued.is_finished() && TaskState::Queued.refuses_duplicates());
+        assert!(
+            !TaskState::Replayed.refuses_duplicates(),
+            "a replay is the same task, linked"
+        );
+        assert!(!TaskState::Resolved.refuses_duplicates());
+    }
+
+    #[test]
+    fn records_read_tolerantly() {
+        let r = TaskRecord::from_fields(HashMap::from([
+            ("state".to_owned(), "done".to_owned()),
+            ("attempt".to_owned(), "2".to_owned()),
+            ("ended".to_owned(), "x".to_owned()),
+        ]));
+        assert_eq!(r.state, Some(TaskState::Done));
+        assert_eq!(r.number(field::ATTEMPT), Some(2));
+        assert_eq!(r.number(field::ENDED), None);
+        assert_eq!(TaskRecord::from_fields(HashMap::new()).state, None);
+    }
+}
