@@ -104,21 +104,28 @@ impl Keys {
 
     /// The hash holding the record of task `task_id` of `tenant` (src/records.rs): its state,
     /// attempts, result and links, written by the scripts that move the task.
-    #[allow(dead_code)] // until the record writers land (issue 14)
+    #[allow(dead_code)] // the readers use it (issue 14)
     pub fn task(&self, tenant: &str, task_id: &str) -> String {
-        format!("{}:{{{}}}:task:{}", self.prefix, tenant, task_id)
+        format!("{}{}", self.task_prefix(tenant), task_id)
+    }
+
+    /// The prefix of `tenant`'s task records (`task` minus the task_id): what the scripts
+    /// that move tasks get, to name the record of a task_id they read (lib/record.lua).
+    #[allow(dead_code)] // the writers use it (issue 14)
+    pub fn task_prefix(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:task:", self.prefix, tenant)
     }
 
     /// The sorted set indexing a tenant's task records: member task_id, score the record's last
     /// update (ms).
-    #[allow(dead_code)] // until the record writers land (issue 14)
+    #[allow(dead_code)] // the writers use it (issue 14)
     pub fn tasks(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:tasks", self.prefix, tenant)
     }
 
     /// The capped stream of a tenant's task finishes (`task_id`, `state`, `at`): what `wait`
     /// blocks on.
-    #[allow(dead_code)] // until the record writers land (issue 14)
+    #[allow(dead_code)] // the writers use it (issue 14)
     pub fn events(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:events", self.prefix, tenant)
     }

@@ -57,8 +57,6 @@ pub(crate) mod isolation;
 pub(crate) mod keys;
 pub(crate) mod policy;
 pub(crate) mod producer;
-// Task records (issue 14): field names and states; the writers land with the scripts.
-#[allow(dead_code)]
 pub(crate) mod records;
 pub(crate) mod schema;
 pub(crate) mod shutdown;
@@ -69,6 +67,7 @@ pub(crate) mod telemetry;
 pub mod testkit;
 
 pub use broker::Broker;
+pub use config::TasksSettings;
 pub use config::{RawConfig, Settings};
 pub use error::{Error, RedisFailure, Result};
 pub use fleet::Fleet;
@@ -77,6 +76,7 @@ pub use handler::{
     ShutdownFuture, StepEvent, TaskContext,
 };
 pub use producer::{Enqueued, Producer};
+pub use records::{TaskRecord, TaskState};
 pub use shutdown::Shutdown;
 pub use task::{AttemptRecord, NewTask, Step, Task};
 pub use telemetry::{Health, Telemetry};
@@ -86,7 +86,7 @@ pub use telemetry::{Health, Telemetry};
 pub mod sections {
     pub use crate::config::{
         RawAdmin, RawBreaker, RawClassify, RawDeadLetter, RawFleet, RawHandler, RawIsolation,
-        RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry,
+        RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry, RawTaskOverride, RawTasks,
     };
 }
 

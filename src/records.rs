@@ -1,7 +1,7 @@
-//! Task records (issue 14, in progress on this branch): one hash per task_id in its tenant's
-//! hash tag, written by the scripts that move the task, so it never disagrees with where the
-//! task is. This module names the fields and states and reads a record back; the writers are
-//! the Lua scripts (lib/record.lua).
+//! Task records: one hash per task_id in its tenant's hash tag (`redrive:{t}:task:<task_id>`),
+//! written by the scripts that move the task (broker/scripts/lib/record.lua is the one writer),
+//! so it never disagrees with where the task is. This module names the fields and states and
+//! reads a record back.
 
 use std::collections::HashMap;
 
@@ -20,7 +20,8 @@ pub enum TaskState {
     Done,
     /// In its tenant's dead letters.
     DeadLettered,
-    /// Its dead letter was replayed (the replay is the same task_id, linked).
+    /// Its dead letter was replayed: back in its lane as entry `replayed_as` (the same
+    /// task_id, linked by `replay_of`), not started yet.
     Replayed,
     /// Its dead letter was resolved by an operator.
     Resolved,
@@ -67,13 +68,12 @@ impl TaskState {
     }
 
     /// Whether the task will not move again by itself (its record then expires after the
-    /// retention, except while a dead letter holds it).
+    /// retention, except while a dead letter holds it): what `wait` returns on.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
             TaskState::Done
                 | TaskState::DeadLettered
-                | TaskState::Replayed
                 | TaskState::Resolved
                 | TaskState::Discarded
                 | TaskState::Expired
@@ -92,11 +92,15 @@ impl TaskState {
                 | TaskState::Done
                 | TaskState::DeadLettered
                 | TaskState::Expired
+                | TaskState::Replayed
         )
     }
 }
 
-/// The record's field names, shared with lib/record.lua.
+/// The record's field names, shared with lib/record.lua. Besides these, start N of the task
+/// writes `r<N>:start`, `r<N>:member`, `r<N>:end` and `r<N>:outcome` ([`run_field`]); the last
+/// 16 starts are kept.
+#[allow(dead_code)] // each reader names the fields it needs
 pub mod field {
     /// The state's wire name.
     pub const STATE: &str = "state";
@@ -124,14 +128,25 @@ pub mod field {
     pub const DLQ: &str = "dlq";
     /// The dead-letter id this task was replayed from.
     pub const REPLAY_OF: &str = "replay_of";
-    /// The task id of the replay of this task's dead letter (the same task_id, a new life).
+    /// The lane entry its dead letter was replayed as (the same task_id, a new life).
     pub const REPLAYED_AS: &str = "replayed_as";
+    /// How many times its dead letters were replayed.
+    pub const REPLAYS: &str = "replays";
+    /// How many times the task started (across retries, crashes and replays).
+    pub const RUNS: &str = "runs";
     /// The handler's output (bounded).
     pub const OUTPUT: &str = "output";
     /// "1" when the output was cut to the bound.
     pub const OUTPUT_TRUNCATED: &str = "output_truncated";
     /// When the record last changed (ms).
     pub const UPDATED: &str = "updated";
+}
+
+/// The name of a per-start field: `r<run>:<what>`, `what` one of `start`, `member`, `end`,
+/// `outcome` (`ok` or a failure class).
+#[allow(dead_code)] // the readers use it (issue 14)
+pub fn run_field(run: u64, what: &str) -> String {
+    format!("r{run}:{what}")
 }
 
 /// A record as read back (`HGETALL`), tolerant of missing fields.
@@ -170,8 +185,8 @@ mod tests {
         assert!(TaskState::Done.is_finished() && TaskState::Done.refuses_duplicates());
         assert!(!TaskState::Queued.is_finished() && TaskState::Queued.refuses_duplicates());
         assert!(
-            !TaskState::Replayed.refuses_duplicates(),
-            "a replay is the same task, linked"
+            TaskState::Replayed.refuses_duplicates() && !TaskState::Replayed.is_finished(),
+            "a replayed task is back in its lane"
         );
         assert!(!TaskState::Resolved.refuses_duplicates());
     }

@@ -9,6 +9,9 @@ use redis::Script;
 /// Every script the broker runs. Each file starts with a header naming its KEYS, ARGV and reply.
 pub(super) struct Scripts {
     // ---- lanes and settling (one tenant's keys) ----
+    /// One task into its lane with its record, unless its task_id is live (a duplicate).
+    #[allow(dead_code)] // the producer side takes it up next (issue 14)
+    pub(super) enqueue: Script,
     /// Owner-checked ack + delete + settle count of a batch.
     pub(super) ack: Script,
     /// Ack + delete + settle count without the owner check (the fast-ack window).
@@ -75,10 +78,19 @@ pub(super) struct Scripts {
     pub(super) job_cancel: Script,
 }
 
+/// enqueue.lua with its prelude, as Redis runs it: the text the SDKs ship byte for byte.
+pub(crate) fn enqueue_source() -> &'static str {
+    concat!(
+        include_str!("scripts/lib/record.lua"),
+        include_str!("scripts/enqueue.lua")
+    )
+}
+
 /// The scripts, loaded once per process.
 pub(super) fn scripts() -> &'static Scripts {
     static S: OnceLock<Scripts> = OnceLock::new();
     S.get_or_init(|| Scripts {
+        enqueue: Script::new(enqueue_source()),
         ack: Script::new(concat!(
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/ack.lua")
@@ -145,7 +157,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 30);
+        assert_eq!(files.len(), 31);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

@@ -28,6 +28,7 @@ mod raw;
 mod reclaim;
 mod retry;
 pub(crate) mod rules;
+pub(crate) mod tasks;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,6 +47,7 @@ pub(crate) use self::raw::section;
 pub use self::raw::RawConfig;
 pub use self::reclaim::{RawReclaim, ReclaimSettings};
 pub use self::retry::RawRetry;
+pub use self::tasks::{RawTaskOverride, RawTasks, TasksSettings};
 pub use crate::broker::{redact_url, RedisSettings};
 use crate::classify::Classifier;
 use crate::error::{Error, Result};
@@ -68,6 +70,8 @@ pub struct Settings {
     pub(crate) limits: Limits,
     /// Cap of each dead-letter stream.
     pub(crate) dead_letter_max_len: u64,
+    /// Task records, retention and duplicate refusal.
+    pub(crate) tasks: TasksSettings,
     /// Admin commands, replays and health.
     pub(crate) admin: AdminSettings,
     /// Retry policies.
@@ -109,6 +113,7 @@ impl Settings {
         let isolation = isolation::validate(&raw.isolation)?;
         let limits = limits::validate(&raw.limits)?;
         let dead_letter_max_len = limits::validate_dead_letter(&raw.dead_letter)?;
+        let tasks = tasks::validate(&raw.tasks)?;
         let admin = admin::validate(&raw.admin)?;
         let log = log::validate(&raw.log)?;
         let (metrics_listen, metrics) = metrics::validate(&raw.metrics)?;
@@ -117,6 +122,7 @@ impl Settings {
             fleet,
             limits,
             dead_letter_max_len,
+            tasks,
             admin,
             policies: retry.policies,
             classifier,
@@ -134,6 +140,11 @@ impl Settings {
     /// logging itself, warning about its own sections' variables too).
     pub(crate) fn telemetry(&self) -> Telemetry {
         Telemetry::new(self.metrics, self.metrics_listen)
+    }
+
+    /// `[tasks]`: task records, their retention and duplicate refusal.
+    pub fn tasks(&self) -> &TasksSettings {
+        &self.tasks
     }
 
     /// The configured handler name (`fleet.handler`; empty when not set).

@@ -19,11 +19,12 @@ use super::log::RawLog;
 use super::metrics::RawMetrics;
 use super::reclaim::RawReclaim;
 use super::retry::RawRetry;
+use super::tasks::RawTasks;
 use crate::broker::redact_url;
 use crate::error::{Error, Result};
 
 /// The library's sections (`[[handlers]]` included), in the order they are read.
-pub(crate) const SECTIONS: [&str; 12] = [
+pub(crate) const SECTIONS: [&str; 13] = [
     "redis",
     "fleet",
     "retry",
@@ -32,6 +33,7 @@ pub(crate) const SECTIONS: [&str; 12] = [
     "isolation",
     "limits",
     "dead_letter",
+    "tasks",
     "admin",
     "log",
     "metrics",
@@ -62,6 +64,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// `[dead_letter]`
     pub dead_letter: RawDeadLetter,
+    /// `[tasks]`
+    pub tasks: RawTasks,
     /// `[admin]`
     pub admin: RawAdmin,
     /// `[log]`
@@ -98,6 +102,7 @@ impl RawConfig {
             isolation: section(fig, "isolation")?,
             limits: section(fig, "limits")?,
             dead_letter: section(fig, "dead_letter")?,
+            tasks: section(fig, "tasks")?,
             admin: section(fig, "admin")?,
             log: section(fig, "log")?,
             metrics: section(fig, "metrics")?,

@@ -23,4 +23,5 @@ pub use handle::{Handler, HandlerFuture, ShutdownFuture};
 pub use noop::NoopHandler;
 pub use outcome::Outcome;
 pub use registry::Handlers;
+pub(crate) use spec::glob_match;
 pub use spec::HandlerSpec;
