@@ -52,6 +52,9 @@ pub enum Scenario {
     Fairness,
     /// Peak RSS of a member with 10,000 tasks in flight.
     Memory,
+    /// Redis memory of task records: bytes per queued record, per done record with and
+    /// without a 200-byte output, per index entry and per events entry.
+    Records,
     /// The `http` handler draining one tenant against the bench's Rust agent (a keep-alive
     /// hyper server in a child process), next to the no-op drain of the same run.
     Http,
@@ -67,7 +70,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -78,6 +81,7 @@ impl Scenario {
         Scenario::Reclaim,
         Scenario::Fairness,
         Scenario::Memory,
+        Scenario::Records,
         Scenario::Http,
         Scenario::HttpMemory,
         Scenario::HttpPython,
@@ -335,6 +339,8 @@ struct Bench {
     run: u32,
     /// The agent the drain of an agent scenario runs against.
     drain_agent: Option<DrainAgent>,
+    /// Whether members and producers of the next runs keep task records (`tasks.enabled`).
+    records: bool,
 }
 
 impl Bench {
@@ -355,6 +361,7 @@ impl Bench {
         raw.fleet.concurrency = self.opts.concurrency;
         raw.fleet.read_batch = self.opts.read_batch;
         raw.fleet.discovery_interval_ms = 100;
+        raw.tasks.enabled = self.records;
         tweak(&mut raw);
         Settings::from_raw(raw)
     }
@@ -497,6 +504,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         raw: None,
         run: 0,
         drain_agent: None,
+        records: true,
     };
     let probe_settings = bench.settings("bench-probe", |_| {})?;
     let redis = bench
@@ -551,17 +559,18 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         let rows = match s {
             Scenario::Raw => Vec::new(),
             Scenario::Enqueue => enqueue(&mut bench).await?,
-            Scenario::Drain => vec![repeated(&mut bench, drain_one).await?],
+            Scenario::Drain => records_on_off(&mut bench, drain_one).await?,
             Scenario::Drain100 => vec![repeated(&mut bench, drain_hundred).await?],
             Scenario::E2e => vec![end_to_end(&mut bench, None).await?],
             Scenario::E2eRate => {
                 let rate = bench.opts.rate;
                 vec![end_to_end(&mut bench, Some(rate)).await?]
             }
-            Scenario::Failure => vec![repeated(&mut bench, failure_path).await?],
+            Scenario::Failure => records_on_off(&mut bench, failure_path).await?,
             Scenario::Reclaim => vec![reclaim(&mut bench).await?],
             Scenario::Fairness => vec![fairness(&mut bench).await?],
             Scenario::Memory => vec![memory(&mut bench).await?],
+            Scenario::Records => records(&mut bench).await?,
             Scenario::Http => http(&mut bench).await?,
             Scenario::HttpMemory => vec![http_memory(&mut bench).await?],
             Scenario::HttpPython => http_python(&mut bench).await?,
@@ -602,6 +611,54 @@ fn failure_path(b: &mut Bench) -> RowFuture<'_> {
     Box::pin(failure(b))
 }
 
+/// Runs a throughput scenario with task records on (the default) and off, alternating run by
+/// run so drift hits both alike; two rows, the records-on row saying what records cost.
+async fn records_on_off(
+    bench: &mut Bench,
+    scenario: for<'a> fn(&'a mut Bench) -> RowFuture<'a>,
+) -> Result<Vec<BenchRow>> {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..bench.opts.repeat.max(1) {
+        bench.records = true;
+        on.push(scenario(bench).await?);
+        bench.records = false;
+        let row = scenario(bench).await;
+        bench.records = true;
+        off.push(row?);
+    }
+    let mut on = median(on);
+    let mut off = median(off);
+    off.scenario = format!("{} (records off)", off.scenario);
+    if let (Some(a), Some(b)) = (on.per_second, off.per_second) {
+        let ratio = a / b.max(1e-9);
+        on.note = format!(
+            "records on: {ratio:.3}× records off ({:+.1}%); {}",
+            (ratio - 1.0) * 100.0,
+            on.note
+        );
+    }
+    Ok(vec![on, off])
+}
+
+/// The median row of `rows` by rate, its note saying the spread.
+fn median(mut rows: Vec<BenchRow>) -> BenchRow {
+    rows.sort_by(|a, b| {
+        a.per_second
+            .unwrap_or(0.0)
+            .total_cmp(&b.per_second.unwrap_or(0.0))
+    });
+    let n = rows.len();
+    let (lo, hi) = (
+        rows.first().and_then(|r| r.per_second).unwrap_or(0.0),
+        rows.last().and_then(|r| r.per_second).unwrap_or(0.0),
+    );
+    let mut row = rows.swap_remove(n / 2);
+    if n > 1 {
+        row.note = format!("median of {n}: {lo:.0}–{hi:.0}/s; {}", row.note);
+    }
+    row
+}
+
 /// Runs a throughput scenario `repeat` times and reports the median run, with the spread.
 async fn repeated(
     bench: &mut Bench,
@@ -611,21 +668,7 @@ async fn repeated(
     for _ in 0..bench.opts.repeat.max(1) {
         rows.push(scenario(bench).await?);
     }
-    rows.sort_by(|a, b| {
-        a.per_second
-            .unwrap_or(0.0)
-            .total_cmp(&b.per_second.unwrap_or(0.0))
-    });
-    let (lo, hi) = (
-        rows[0].per_second.unwrap_or(0.0),
-        rows[rows.len() - 1].per_second.unwrap_or(0.0),
-    );
-    let n = rows.len();
-    let mut row = rows.swap_remove(n / 2);
-    if n > 1 {
-        row.note = format!("median of {n}: {lo:.0}–{hi:.0}/s; {}", row.note);
-    }
-    Ok(row)
+    Ok(median(rows))
 }
 
 async fn enqueue(bench: &mut Bench) -> Result<Vec<BenchRow>> {
@@ -1094,6 +1137,86 @@ async fn memory(bench: &mut Bench) -> Result<BenchRow> {
         latency_ms: None,
         note,
     })
+}
+
+/// A handler that succeeds with a 200-byte JSON output (what a record keeps as the result).
+struct OutputHandler;
+
+impl Handler for OutputHandler {
+    fn handle(&self, _task: Arc<Task>, ctx: TaskContext) -> HandlerFuture {
+        Box::pin(async move {
+            ctx.output(serde_json::json!({
+                "label": "billing",
+                "confidence": 0.93,
+                "summary": "x".repeat(150),
+            }));
+            Outcome::Done
+        })
+    }
+}
+
+/// Redis memory of task records: 10,000 tasks enqueued (queued records), drained with a
+/// 200-byte output (done records with a result), and again without output; `MEMORY USAGE` of
+/// every record, of the index and of the events stream.
+async fn records(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let n = 10_000usize;
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), &settings);
+    let mut rows = Vec::new();
+    let retention = settings.tasks().retention.as_secs_f64();
+    for (tenant, handler, what) in [
+        (
+            "with-output",
+            Arc::new(OutputHandler) as Arc<dyn Handler>,
+            "done, 200-byte output",
+        ),
+        ("no-output", Arc::new(NoopHandler), "done, no output"),
+    ] {
+        producer
+            .enqueue_batch(bench.new_tasks(tenant, n, ""))
+            .await?;
+        let queued = broker.record_memory(tenant).await?;
+        let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
+        let took = fleet.until_settled(n as u64, LIMIT).await?;
+        fleet.stop(&broker).await?;
+        let done = broker.record_memory(tenant).await?;
+        broker.drop_tenant(tenant).await?;
+        if tenant == "with-output" {
+            rows.push(BenchRow {
+                scenario: "records: queued".into(),
+                tasks: queued.records,
+                seconds: 0.0,
+                per_second: None,
+                ratio_to_raw: None,
+                latency_ms: None,
+                note: format!(
+                    "{:.0} bytes per record + {:.0} per index entry (10,000 records, MEMORY USAGE)",
+                    queued.per_record(),
+                    queued.per_index_entry()
+                ),
+            });
+        }
+        let per_task = done.per_record() + done.per_index_entry() + done.per_event();
+        rows.push(BenchRow {
+            scenario: format!("records: {what}"),
+            tasks: done.records,
+            seconds: took.as_secs_f64(),
+            per_second: None,
+            ratio_to_raw: None,
+            latency_ms: None,
+            note: format!(
+                "{:.0} bytes per record + {:.0} per index entry + {:.0} per events entry =                  {per_task:.0} per finished task; at 100 tasks/s kept {:.0} h: {:.2} GiB",
+                done.per_record(),
+                done.per_index_entry(),
+                done.per_event(),
+                retention / 3600.0,
+                per_task * 100.0 * retention / (1024.0 * 1024.0 * 1024.0)
+            ),
+        });
+    }
+    Ok(rows)
 }
 
 /// The `http` handler against the bench's Rust agent, next to the no-op drain of the same run

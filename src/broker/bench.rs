@@ -13,10 +13,36 @@ use super::reply::entry_ids;
 use crate::error::{Error, Result};
 
 impl Broker {
-    /// Deletes every key of `tenant` (lane, retry schedule, deferred set, dead letters, trim counter, breaker,
-    /// in-flight reservations) and removes it from the registry. For benchmarks that clean up
+    /// Deletes every key of `tenant` (task records and their index and events, lane, retry
+    /// schedule, deferred set, dead letters, trim counter, breaker, in-flight reservations) and
+    /// removes it from the registry. For benchmarks that clean up
     /// after themselves; there is no way back.
     pub(crate) async fn drop_tenant(&self, tenant: &str) -> Result<()> {
+        // The task records, found through their index, a page at a time.
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.tasks(tenant))
+                .arg(0)
+                .arg(999)
+                .query_async(&mut self.con())
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("UNLINK")
+                .arg(
+                    ids.iter()
+                        .map(|id| self.keys.task(tenant, id))
+                        .collect::<Vec<_>>(),
+                )
+                .ignore();
+            pipe.cmd("ZREM")
+                .arg(self.keys.tasks(tenant))
+                .arg(&ids)
+                .ignore();
+            let () = pipe.query_async(&mut self.con()).await?;
+        }
         let _: Value = redis::cmd("DEL")
             .arg(self.keys.lane(tenant))
             .arg(self.keys.retry(tenant))
@@ -27,6 +53,8 @@ impl Broker {
             .arg(self.keys.breaker_window(tenant))
             .arg(self.keys.breaker_log(tenant))
             .arg(self.keys.slots(tenant))
+            .arg(self.keys.tasks(tenant))
+            .arg(self.keys.events(tenant))
             .query_async(&mut self.con())
             .await?;
         let _: Value = redis::cmd("SREM")
@@ -35,6 +63,55 @@ impl Broker {
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    /// `MEMORY USAGE` of every task record of `tenant` (found through the index), of the
+    /// index and of the events stream.
+    pub(crate) async fn record_memory(&self, tenant: &str) -> Result<RecordMemory> {
+        let index = self.keys.tasks(tenant);
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.con())
+            .await?;
+        let mut out = RecordMemory::default();
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(self.keys.task(tenant, id))
+                    .arg("SAMPLES")
+                    .arg(0);
+            }
+            let sizes: Vec<Option<u64>> = pipe.query_async(&mut self.con()).await?;
+            for size in sizes.into_iter().flatten() {
+                out.records += 1;
+                out.record_bytes += size;
+            }
+        }
+        let usage = |key: String| {
+            let mut con = self.con();
+            async move {
+                let v: Option<u64> = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .arg("SAMPLES")
+                    .arg(0)
+                    .query_async(&mut con)
+                    .await?;
+                Ok::<u64, Error>(v.unwrap_or(0))
+            }
+        };
+        out.index_entries = ids.len() as u64;
+        out.index_bytes = usage(index).await?;
+        out.events_bytes = usage(self.keys.events(tenant)).await?;
+        out.events = redis::cmd("XLEN")
+            .arg(self.keys.events(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(out)
     }
 
     /// Deletes the admin command stream and the live-member set of this prefix (benchmarks
@@ -157,4 +234,38 @@ pub(crate) async fn raw_ceiling(
         consume_per_s: n as f64 / consume_time.as_secs_f64().max(1e-9),
         consume_time,
     })
+}
+
+/// Redis memory of one tenant's task records (the bench's `records` scenario).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecordMemory {
+    /// Records measured.
+    pub records: u64,
+    /// Their bytes, summed.
+    pub record_bytes: u64,
+    /// Members of the index.
+    pub index_entries: u64,
+    /// Bytes of the index.
+    pub index_bytes: u64,
+    /// Entries of the events stream.
+    pub events: u64,
+    /// Bytes of the events stream.
+    pub events_bytes: u64,
+}
+
+impl RecordMemory {
+    /// Mean bytes of one record.
+    pub fn per_record(&self) -> f64 {
+        self.record_bytes as f64 / self.records.max(1) as f64
+    }
+
+    /// Bytes of the index per member.
+    pub fn per_index_entry(&self) -> f64 {
+        self.index_bytes as f64 / self.index_entries.max(1) as f64
+    }
+
+    /// Bytes of the events stream per entry.
+    pub fn per_event(&self) -> f64 {
+        self.events_bytes as f64 / self.events.max(1) as f64
+    }
 }
