@@ -228,6 +228,17 @@ class Enqueued:
         """Whether the enqueue was refused as a duplicate."""
         return self.duplicate is not None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (what ``python -m redrive enqueue`` prints)."""
+        dup = self.duplicate
+        return {
+            "task_id": self.task_id,
+            "entry_id": self.entry_id,
+            "duplicate": None
+            if dup is None
+            else {"state": None if dup.state is None else dup.state.value, "entry": dup.entry},
+        }
+
 
 @dataclass(frozen=True)
 class Encoded:
