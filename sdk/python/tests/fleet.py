@@ -65,9 +65,7 @@ def start(
     kind: str = "k",
 ) -> Any:
     """A member starts an attempt (start.lua's ``rec_start``); returns the previous state."""
-    return r.eval(
-        _START, 3, *_keys(prefix, tenant), task_id, entry, str(attempt), member, kind
-    )
+    return r.eval(_START, 3, *_keys(prefix, tenant), task_id, entry, str(attempt), member, kind)
 
 
 def finish(
