@@ -384,6 +384,8 @@ def _wait_kwargs(kwargs: Mapping[str, Any], retry: object) -> dict[str, Any]:
         socket_timeout=WAIT_SOCKET_TIMEOUT_S,
         socket_connect_timeout=WAIT_CONNECT_TIMEOUT_S,
         decode_responses=True,
+        encoding="utf-8",
+        encoding_errors="replace",
     )
     return out
 
