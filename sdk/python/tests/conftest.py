@@ -59,41 +59,82 @@ def _wait_ready(server: RedisServer, proc: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server without persistence on a free loopback port, killed at the end."""
+def start_redis(log: Path, port: int | None = None) -> tuple[RedisServer, subprocess.Popen[bytes]]:
+    """Starts a redis-server without persistence on ``port`` (a free loopback port when
+    ``None``) and waits until it answers."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed: the producer tests need a real Redis")
-    log = tmp_path_factory.mktemp("redis") / "redis.log"
-    for _ in range(5):
-        port = free_port()
+    for _ in range(5 if port is None else 50):
+        chosen = free_port() if port is None else port
         proc = subprocess.Popen(
             [
                 exe,
-                *("--port", str(port), "--bind", "127.0.0.1"),
+                *("--port", str(chosen), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--logfile", str(log)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        server = RedisServer(f"redis://127.0.0.1:{port}/0", port)
+        server = RedisServer(f"redis://127.0.0.1:{chosen}/0", chosen)
         if _wait_ready(server, proc):
-            break
-        # The port was taken between the probe and the start, or the server hung: next one.
+            return server, proc
+        # The port was taken between the probe and the start, or the server hung (or, on a
+        # fixed port, the old server's socket is not released yet): try again.
+        stop_redis(proc)
+        if port is not None:
+            time.sleep(0.1)
+    pytest.fail(f"redis-server did not start; see {log}")
+
+
+def stop_redis(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
+    """Stops a redis-server started by :func:`start_redis` (SIGKILL when ``kill``)."""
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
-    else:
-        pytest.fail(f"redis-server did not start; see {log}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server without persistence on a free loopback port, killed at the end."""
+    server, proc = start_redis(tmp_path_factory.mktemp("redis") / "redis.log")
     try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_redis(proc)
+
+
+class OwnRedis:
+    """A redis-server of one test's own, which the test may kill and start again on the same
+    port (no persistence: a restart loses every key)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.server, self.proc = start_redis(log)
+
+    def kill(self) -> None:
+        """SIGKILLs the server."""
+        stop_redis(self.proc, kill=True)
+
+    def restart(self) -> None:
+        """Starts the server again on the same port, empty."""
+        self.server, self.proc = start_redis(self.log, self.server.port)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server of this test's own (see :class:`OwnRedis`), stopped at the end."""
+    own = OwnRedis(tmp_path / "redis.log")
+    try:
+        yield own
+    finally:
+        stop_redis(own.proc)
 
 
 @pytest.fixture

@@ -1,6 +1,10 @@
 """redrive's Python SDK.
 
-- Publish tasks: :class:`Producer` / :class:`AsyncProducer` (``redrive.producer``).
+- Publish tasks: :class:`Producer` / :class:`AsyncProducer` (``redrive.producer``);
+  enqueue is idempotent (a live task_id is reported as a duplicate, :class:`Duplicate`).
+- Look a task up and wait for its result: ``get_task`` / ``wait`` on the producers, or
+  :class:`TaskReader` / :class:`AsyncTaskReader` (``redrive.records``), returning a
+  :class:`TaskRecord`; ``wait`` raises :class:`TaskFailed` or :class:`WaitTimeout`.
 - Serve them: an :class:`Agent` with handlers per kind and :class:`Context` steps
   (``redrive.agent``), over HTTP (:func:`serve_http`), ASGI (``agent.asgi()``) or stdio
   (:func:`serve_pool`, :func:`run_exec`).
@@ -20,9 +24,12 @@ from .errors import (
     RedriveError,
     Retry,
     StepRefused,
+    TaskFailed,
+    WaitTimeout,
 )
 from .http import serve_http
-from .producer import AsyncProducer, Enqueued, NewTask, Producer
+from .producer import AsyncProducer, Duplicate, Enqueued, NewTask, Producer
+from .records import AsyncTaskReader, Run, TaskReader, TaskRecord, TaskState
 from .stdio import run_exec, serve_pool
 from .task import AttemptRecord, Step, Task
 
@@ -31,9 +38,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AsyncProducer",
+    "AsyncTaskReader",
     "AttemptClosed",
     "AttemptRecord",
     "Context",
+    "Duplicate",
     "EnqueueFailed",
     "Enqueued",
     "Fail",
@@ -44,9 +53,15 @@ __all__ = [
     "Producer",
     "RedriveError",
     "Retry",
+    "Run",
     "Step",
     "StepRefused",
     "Task",
+    "TaskFailed",
+    "TaskReader",
+    "TaskRecord",
+    "TaskState",
+    "WaitTimeout",
     "__version__",
     "run_exec",
     "serve_http",

@@ -15,7 +15,12 @@ side-effecting step leaves the step open, which ends the attempt as ``partial_ex
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._wire import CLASSES, TRANSIENT_CLASSES
+
+if TYPE_CHECKING:
+    from .records import TaskRecord
 
 
 class RedriveError(Exception):
@@ -114,3 +119,69 @@ class PartialExecution(RedriveError):
     def __init__(self, error: str) -> None:
         self.error = error
         super().__init__(error)
+
+
+class TaskFailed(RedriveError):
+    """``wait`` found the task finished without success: dead-lettered (``dead_lettered``, or
+    ``expired`` when its deadline passed) or its dead letter resolved or discarded by an
+    operator.
+
+    ``record`` is the task's record; ``state``, ``cls`` (the last failure class), ``error``
+    (its text, at most 1 KiB) and ``dlq`` (the dead-letter id, while it is dead) are copied from
+    it.
+    """
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.record = record
+        self.state = None if record.state is None else record.state.value
+        self.cls = record.cls
+        self.error = record.error
+        self.dlq = record.dlq
+        what = f"task {record.tenant}/{record.task_id} is {self.state}"
+        if self.cls:
+            what += f" ({self.cls}"
+            what += f": {self.error})" if self.error else ")"
+        if self.dlq:
+            what += f", dead letter {self.dlq}"
+        super().__init__(what)
+
+
+class WaitTimeout(RedriveError, TimeoutError):
+    """``wait`` reached its timeout before the task finished (a ``TimeoutError``).
+
+    ``state`` is the task's state at the last look: a state's wire name, ``"no record"`` when
+    it has none (never enqueued with records on, expired, or lost with a Redis that restarted
+    without persistence), or ``"unknown"`` when Redis could not be reached at all. ``record``
+    is the record read last (``None`` without one) and ``error`` the last Redis connection
+    error when Redis was unreachable at the end.
+    """
+
+    def __init__(
+        self,
+        tenant: str,
+        task_id: str,
+        timeout: float,
+        record: TaskRecord | None,
+        *,
+        error: Exception | None = None,
+        looked: bool = True,
+    ) -> None:
+        self.tenant = tenant
+        self.task_id = task_id
+        self.timeout = timeout
+        self.record = record
+        self.error = error
+        if record is not None:
+            raw = record.fields.get("state", "unknown")
+            self.state = raw if record.state is None else record.state.value
+            where = f"it is {self.state}"
+        elif looked:
+            self.state = "no record"
+            where = "no record"
+        else:
+            self.state = "unknown"
+            where = "its record could not be read"
+        msg = f"task {tenant}/{task_id} did not finish within {timeout:g} s: {where}"
+        if error is not None:
+            msg += f" (Redis unreachable at the end: {error})"
+        super().__init__(msg)

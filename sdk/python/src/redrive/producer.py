@@ -11,28 +11,84 @@ producer writes a fresh task:
 Rust producers write byte-identical entries for the same integers and strings. The tenant is
 registered in ``{prefix}:tenants`` in the same round trip. A batch is validated whole before
 anything is written.
+
+Enqueue is idempotent: each task goes through the fleet's ``enqueue.lua`` (shipped in this
+package byte for byte, :data:`ENQUEUE_SCRIPT`), which appends it and writes its record
+``queued`` in one atomic step, unless its task_id already has a live record: then nothing is
+written and the result says it is a duplicate, with the live task's state and entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import redis
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
+from ._keys import KIND_CHARS as _KIND
+from ._keys import (
+    MAX_KIND_LEN,
+    MAX_TASK_ID_LEN,
+    MAX_TENANT_LEN,
+    lane_key,
+    stats_prefix,
+    task_key,
+    tasks_key,
+    tenants_key,
+)
+from ._keys import TASK_ID_CHARS as _TASK_ID
+from ._keys import TENANT_CHARS as _TENANT
+from ._keys import check_name as _check_name
+from ._keys import check_prefix as _check_prefix
 from ._wire import dumps, has_control
 from .errors import EnqueueFailed, InvalidTask
+from .records import AsyncTaskReader, TaskReader, TaskRecord, TaskState
 
-#: Longest tenant name, in bytes.
-MAX_TENANT_LEN = 64
-#: Longest kind, in bytes.
-MAX_KIND_LEN = 64
-#: Longest task id, in bytes.
-MAX_TASK_ID_LEN = 128
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "ENQUEUE_SCRIPT",
+    "ENQUEUE_SCRIPT_SHA",
+    "KNOWN_FIELDS",
+    "MAX_EXTRA_BYTES",
+    "MAX_EXTRA_FIELDS",
+    "MAX_EXTRA_NAME_LEN",
+    "MAX_KIND_LEN",
+    "MAX_META_CHARS",
+    "MAX_TASK_ID_LEN",
+    "MAX_TENANT_LEN",
+    "PIPELINE_CHUNK",
+    "STATS_KEEP_MS",
+    "TASK_KEYS",
+    "AsyncProducer",
+    "Duplicate",
+    "Encoded",
+    "Enqueued",
+    "NewTask",
+    "Producer",
+    "encode",
+    "lane_key",
+    "tenants_key",
+]
+
+#: The fleet's enqueue script (``src/broker/scripts/lib/record.lua`` followed by
+#: ``src/broker/scripts/enqueue.lua``, byte for byte; the tests compare them).
+ENQUEUE_SCRIPT: str = (
+    resources.files("redrive").joinpath("enqueue.lua").read_bytes().decode("utf-8")
+)
+#: The SHA-1 Redis knows :data:`ENQUEUE_SCRIPT` by (``EVALSHA``).
+ENQUEUE_SCRIPT_SHA: str = hashlib.sha1(
+    ENQUEUE_SCRIPT.encode("utf-8"), usedforsecurity=False
+).hexdigest()
+#: How long a per-minute stats bucket is kept, ms (the fleet's ``STATS_KEEP``, 2 days): the
+#: script counts refused duplicates there.
+STATS_KEEP_MS = 2 * 86_400 * 1000
 #: Longest prompt version or trace id, in characters.
 MAX_META_CHARS = 128
 #: Most producer-own fields per task.
@@ -85,10 +141,6 @@ TASK_KEYS: tuple[str, ...] = (
     "extra",
 )
 
-_BASE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_TENANT = _BASE | {"."}
-_KIND = _BASE | {".", ":", "/"}
-_TASK_ID = _BASE | {".", ":", "/", "@", "+", "="}
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
 
@@ -146,11 +198,46 @@ class NewTask:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """The live task an enqueue was refused for (its task_id has a live record): nothing was
+    written. ``state`` is its state (``None`` only for a state this SDK does not know) and
+    ``entry`` the lane entry or schedule item it is (or was last)."""
+
+    #: The live task's state.
+    state: TaskState | None
+    #: The live task's entry.
+    entry: str
+
+
+@dataclass(frozen=True)
 class Enqueued:
-    """Where a task landed: its id (given or generated) and its entry id in the lane."""
+    """Where a task landed: its id (given or generated) and its entry id in the lane.
+
+    For a duplicate (its task_id already had a live record: queued, running, scheduled,
+    deferred, dead, or done within the fleet's retention) nothing was written: ``duplicate``
+    says what the live task is and ``entry_id`` is its entry. Otherwise ``duplicate`` is
+    ``None``.
+    """
 
     task_id: str
     entry_id: str
+    duplicate: Duplicate | None = None
+
+    @property
+    def is_duplicate(self) -> bool:
+        """Whether the enqueue was refused as a duplicate."""
+        return self.duplicate is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (what ``python -m redrive enqueue`` prints)."""
+        dup = self.duplicate
+        return {
+            "task_id": self.task_id,
+            "entry_id": self.entry_id,
+            "duplicate": None
+            if dup is None
+            else {"state": None if dup.state is None else dup.state.value, "entry": dup.entry},
+        }
 
 
 @dataclass(frozen=True)
@@ -160,27 +247,6 @@ class Encoded:
     tenant: str
     task_id: str
     fields: dict[str, str]
-
-
-def _check_name(what: str, value: object, limit: int, allowed: frozenset[str]) -> str:
-    if not isinstance(value, str):
-        raise InvalidTask(what, f"{what} must be a string, not {type(value).__name__}")
-    if not value:
-        raise InvalidTask(what, f"{what} must not be empty")
-    size = len(value.encode("utf-8", "surrogatepass"))
-    if size > limit:
-        raise InvalidTask(
-            what, f"{what} '{value[:16]}…' is {size} bytes long; the limit is {limit}"
-        )
-    for ch in value:
-        if ch not in allowed:
-            extra = "".join(f", '{c}'" for c in sorted(allowed - _BASE))
-            raise InvalidTask(
-                what,
-                f"{what} {value!r} contains {ch!r}; allowed are ASCII letters, digits, "
-                f"'_', '-'{extra}",
-            )
-    return value
 
 
 def _check_meta(what: str, value: object) -> str | None:
@@ -301,39 +367,25 @@ def encode(task: NewTask, max_payload_bytes: int, now_ms: int) -> Encoded:
     return Encoded(tenant=tenant, task_id=task_id, fields=fields)
 
 
-def lane_key(prefix: str, tenant: str) -> str:
-    """The tenant's lane: ``{prefix}:{<tenant>}:lane`` (the braces are a Redis Cluster hash
-    tag shared by every key of the tenant)."""
-    return f"{prefix}:{{{tenant}}}:lane"
-
-
-def tenants_key(prefix: str) -> str:
-    """The registry of tenants the fleet discovers lanes from."""
-    return f"{prefix}:tenants"
-
-
-def _check_prefix(prefix: str) -> str:
-    allowed = _BASE | {".", ":"}
-    if not prefix or len(prefix) > 64 or any(c not in allowed for c in prefix):
-        raise ValueError(
-            f"key_prefix {prefix!r} is invalid: use 1 to 64 ASCII letters, digits, '_', '-', "
-            "'.', ':' (the fleet's redis.key_prefix)"
-        )
-    return prefix
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class _Base:
-    """Validation and encoding shared by the sync and the async producer."""
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
-    def __init__(self, key_prefix: str, max_payload_bytes: int) -> None:
+
+class _Base:
+    """Validation, encoding and the reading of replies shared by the sync and the async
+    producer."""
+
+    def __init__(self, key_prefix: str, max_payload_bytes: int, dedup: bool, records: bool) -> None:
         if max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be positive")
         self.key_prefix = _check_prefix(key_prefix)
         self.max_payload_bytes = max_payload_bytes
+        self.dedup = bool(dedup)
+        self.records = bool(records)
 
     def _one(self, task: NewTask) -> list[Encoded]:
         return [encode(task, self.max_payload_bytes, _now_ms())]
@@ -350,30 +402,147 @@ class _Base:
                 raise (e.at(i) if len(items) > 1 else e) from None
         return out
 
-    def _chunks(self, encoded: list[Encoded]) -> Iterable[tuple[list[str], list[Encoded]]]:
+    def _chunks(self, encoded: list[Encoded]) -> Iterable[_Chunk]:
         for start in range(0, len(encoded), PIPELINE_CHUNK):
-            chunk = encoded[start : start + PIPELINE_CHUNK]
-            yield sorted({e.tenant for e in chunk}), chunk
+            yield _Chunk(self, start, encoded[start : start + PIPELINE_CHUNK])
+
+    def _queue(self, pipe: Any, e: Encoded) -> None:
+        """Adds the write of one task to ``pipe``: enqueue.lua (``EVALSHA``) with records on,
+        a plain ``XADD`` without."""
+        lane = lane_key(self.key_prefix, e.tenant)
+        if not self.records:
+            pipe.xadd(lane, e.fields)
+            return
+        flat = [x for pair in e.fields.items() for x in pair]
+        pipe.evalsha(
+            ENQUEUE_SCRIPT_SHA,
+            4,
+            lane,
+            task_key(self.key_prefix, e.tenant, e.task_id),
+            tasks_key(self.key_prefix, e.tenant),
+            stats_prefix(self.key_prefix, e.tenant),
+            "1" if self.dedup else "0",
+            e.task_id,
+            e.fields["kind"],
+            e.fields["attempt"],
+            str(STATS_KEEP_MS),
+            *flat,
+        )
+
+    def _result(self, e: Encoded, reply: object) -> Enqueued:
+        if not self.records:
+            return Enqueued(e.task_id, _text(reply))
+        # enqueue.lua: {1, entry} appended, {0, state, entry} a duplicate.
+        if isinstance(reply, list) and len(reply) == 2 and reply[0] == 1:
+            return Enqueued(e.task_id, _text(reply[1]))
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == 0:
+            state, entry = _text(reply[1]), _text(reply[2])
+            return Enqueued(e.task_id, entry, Duplicate(TaskState.parse(state), entry))
+        raise ValueError(f"enqueue.lua answered {reply!r}, not {{1, entry}} or {{0, state, entry}}")
 
 
-def _entry_id(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+class _Chunk:
+    """One pipelined round trip of up to :data:`PIPELINE_CHUNK` tasks, sent again for the
+    tasks Redis answered ``NOSCRIPT`` (its script cache was flushed: a restart, SCRIPT FLUSH)
+    once the script is loaded. A task answered NOSCRIPT ran nothing, so sending it again
+    cannot write it twice."""
+
+    #: How many times a chunk loads the script before giving up on NOSCRIPT.
+    LOADS = 2
+
+    def __init__(self, base: _Base, start: int, tasks: list[Encoded]) -> None:
+        self.base = base
+        self.start = start
+        self.tasks = tasks
+        self.todo = list(range(len(tasks)))
+        self.results: list[Enqueued | None] = [None] * len(tasks)
+        self.first = True
+        self.loads = 0
+        self.failure: tuple[int | None, Exception] | None = None
+
+    def fill(self, pipe: Any) -> None:
+        """Adds this round's commands to ``pipe`` (the tenants' SADD on the first one)."""
+        if self.first:
+            tenants = sorted({e.tenant for e in self.tasks})
+            pipe.sadd(tenants_key(self.base.key_prefix), *tenants)
+        for i in self.todo:
+            self.base._queue(pipe, self.tasks[i])
+
+    def absorb(self, replies: list[Any]) -> bool:
+        """Reads a round's replies; true when the script must be loaded and the tasks answered
+        NOSCRIPT sent again."""
+        if self.first:
+            registered = replies[0]
+            replies = replies[1:]
+            if isinstance(registered, Exception):
+                self._fail(None, registered)
+            self.first = False
+        missing = []
+        for i, reply in zip(self.todo, replies, strict=True):
+            if isinstance(reply, NoScriptError) and self.loads < self.LOADS:
+                missing.append(i)
+            elif isinstance(reply, Exception):
+                self._fail(i, reply)
+            else:
+                try:
+                    self.results[i] = self.base._result(self.tasks[i], reply)
+                except ValueError as err:
+                    self._fail(i, err)
+        self.todo = missing
+        if missing:
+            self.loads += 1
+        return bool(missing)
+
+    def _fail(self, i: int | None, err: Exception) -> None:
+        if self.failure is None or (i is not None and (self.failure[0] or 0) > i):
+            self.failure = (i, err)
+
+    def written(self) -> list[Enqueued]:
+        """The tasks of this chunk written so far (and duplicates reported), in order."""
+        return [r for r in self.results if r is not None]
+
+    def finish(self, out: list[Enqueued]) -> None:
+        """Adds this chunk's results to ``out``; raises :class:`EnqueueFailed` when Redis
+        refused one of its commands."""
+        out.extend(self.written())
+        if self.failure is None:
+            return
+        i, err = self.failure
+        if i is None:
+            msg = f"Redis refused registering the tenants ({err})"
+        else:
+            at = self.start + i
+            msg = f"Redis refused task #{at} ({err}); "
+            if len(out) == at:
+                msg += f"the first {at} tasks were written"
+            else:
+                msg += f"{len(out)} other tasks were written (listed in .written)"
+        raise EnqueueFailed(msg, list(out)) from err
 
 
 def _failed(e: Exception, written: list[Enqueued]) -> EnqueueFailed:
-    if written:
-        msg = f"Redis refused a round trip ({e}); the first {len(written)} tasks were written"
-    else:
-        msg = f"Redis refused the enqueue ({e}); nothing of this round trip was written"
+    msg = (
+        f"Redis failed a round trip ({e}); the first {len(written)} tasks were written and "
+        "the tasks of the failed round trip may or may not have been: enqueue them again (with "
+        "dedup on, those written come back as duplicates)"
+    )
     return EnqueueFailed(msg, list(written))
 
 
 class Producer(_Base):
-    """Publishes tasks through redis-py.
+    """Publishes tasks through redis-py, and reads their records back.
 
     ``redis_client_or_url`` is a ``redis.Redis`` (shared, thread-safe) or a URL such as
     ``redis://127.0.0.1:6379/0``. ``key_prefix`` and ``max_payload_bytes`` must match the
     fleet's ``redis.key_prefix`` and ``limits.max_payload_bytes``.
+
+    ``records`` and ``dedup`` follow the fleet's ``[tasks]`` settings: with ``records`` (the
+    default; the fleet's ``tasks.enabled``) each task is enqueued with its record, atomically,
+    and with ``dedup`` too (the default; ``tasks.dedup``) a task_id that already has a live
+    record is reported as a duplicate instead of enqueued again. ``dedup=False`` is for
+    producers that reuse ids on purpose (the new task's record replaces the old one).
+    ``records=False`` (fleets with ``tasks.enabled = false``) writes a plain ``XADD``: no
+    record, no duplicate check.
     """
 
     def __init__(
@@ -381,12 +550,16 @@ class Producer(_Base):
         redis_client_or_url: redis.Redis | str,
         key_prefix: str = "redrive",
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        *,
+        dedup: bool = True,
+        records: bool = True,
     ) -> None:
-        super().__init__(key_prefix, max_payload_bytes)
+        super().__init__(key_prefix, max_payload_bytes, dedup, records)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.Redis = redis.Redis.from_url(redis_client_or_url)
         else:
             self.redis = redis_client_or_url
+        self.reader = TaskReader(self.redis, self.key_prefix)
 
     def enqueue(
         self,
@@ -401,7 +574,11 @@ class Producer(_Base):
         deadline: int | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> Enqueued:
-        """Validates and publishes one task (raises :class:`InvalidTask`, nothing written)."""
+        """Validates and publishes one task (raises :class:`InvalidTask`, nothing written).
+
+        Returns where it landed. When its task_id already has a live record (records and
+        dedup on) nothing is written and the result's ``duplicate`` holds the live task's
+        state and entry."""
         encoded = self._one(
             NewTask(
                 tenant,
@@ -420,41 +597,60 @@ class Producer(_Base):
     def enqueue_many(self, tasks: Iterable[NewTask | Mapping[str, Any]]) -> list[Enqueued]:
         """Validates every task (an invalid one raises :class:`InvalidTask` naming its
         position; nothing is written), then publishes them in pipelined round trips of up to
-        1000 tasks. A Redis failure part-way raises :class:`EnqueueFailed` with the tasks
-        written before it."""
+        1000 tasks. Duplicates are reported in the results (a task_id twice in one batch: the
+        second is a duplicate of the first). A Redis failure part-way raises
+        :class:`EnqueueFailed` with the tasks written before it."""
         return self._write(self._batch(tasks))
+
+    def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+        """The task's record, or ``None`` (see :meth:`TaskReader.get_task`)."""
+        return self.reader.get_task(tenant, task_id)
+
+    def wait(
+        self, tenant: str, task_id: str, timeout: float, *, raise_on_failure: bool = True
+    ) -> TaskRecord:
+        """Waits for the task to finish (see :meth:`TaskReader.wait`)."""
+        return self.reader.wait(tenant, task_id, timeout, raise_on_failure=raise_on_failure)
+
+    def close(self) -> None:
+        """Closes the connections ``wait`` opened (the client given stays open)."""
+        self.reader.close()
 
     def _write(self, encoded: list[Encoded]) -> list[Enqueued]:
         out: list[Enqueued] = []
-        for tenants, chunk in self._chunks(encoded):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(tenants_key(self.key_prefix), *tenants)
-            for e in chunk:
-                pipe.xadd(lane_key(self.key_prefix, e.tenant), e.fields)  # type: ignore[arg-type]
-            try:
-                replies = pipe.execute()
-            except Exception as err:
-                raise _failed(err, out) from err
-            out.extend(
-                Enqueued(e.task_id, _entry_id(r)) for e, r in zip(chunk, replies[1:], strict=True)
-            )
+        for chunk in self._chunks(encoded):
+            again = True
+            while again:
+                pipe = self.redis.pipeline(transaction=False)
+                chunk.fill(pipe)
+                try:
+                    again = chunk.absorb(pipe.execute(raise_on_error=False))
+                    if again:
+                        self.redis.script_load(ENQUEUE_SCRIPT)
+                except redis.RedisError as err:
+                    raise _failed(err, out + chunk.written()) from err
+            chunk.finish(out)
         return out
 
 
 class AsyncProducer(_Base):
-    """Publishes tasks through ``redis.asyncio``; the same API as :class:`Producer`, awaited."""
+    """:class:`Producer` on ``redis.asyncio``: the same API, awaited."""
 
     def __init__(
         self,
         redis_client_or_url: redis.asyncio.Redis | str,
         key_prefix: str = "redrive",
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        *,
+        dedup: bool = True,
+        records: bool = True,
     ) -> None:
-        super().__init__(key_prefix, max_payload_bytes)
+        super().__init__(key_prefix, max_payload_bytes, dedup, records)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_client_or_url)
         else:
             self.redis = redis_client_or_url
+        self.reader = AsyncTaskReader(self.redis, self.key_prefix)
 
     async def enqueue(
         self,
@@ -469,7 +665,11 @@ class AsyncProducer(_Base):
         deadline: int | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> Enqueued:
-        """Validates and publishes one task (raises :class:`InvalidTask`, nothing written)."""
+        """Validates and publishes one task (raises :class:`InvalidTask`, nothing written).
+
+        Returns where it landed. When its task_id already has a live record (records and
+        dedup on) nothing is written and the result's ``duplicate`` holds the live task's
+        state and entry."""
         encoded = self._one(
             NewTask(
                 tenant,
@@ -489,18 +689,32 @@ class AsyncProducer(_Base):
         """As :meth:`Producer.enqueue_many`."""
         return await self._write(self._batch(tasks))
 
+    async def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+        """The task's record, or ``None`` (see :meth:`TaskReader.get_task`)."""
+        return await self.reader.get_task(tenant, task_id)
+
+    async def wait(
+        self, tenant: str, task_id: str, timeout: float, *, raise_on_failure: bool = True
+    ) -> TaskRecord:
+        """Waits for the task to finish (see :meth:`TaskReader.wait`)."""
+        return await self.reader.wait(tenant, task_id, timeout, raise_on_failure=raise_on_failure)
+
+    async def aclose(self) -> None:
+        """Closes the connections ``wait`` opened (the client given stays open)."""
+        await self.reader.aclose()
+
     async def _write(self, encoded: list[Encoded]) -> list[Enqueued]:
         out: list[Enqueued] = []
-        for tenants, chunk in self._chunks(encoded):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(tenants_key(self.key_prefix), *tenants)
-            for e in chunk:
-                pipe.xadd(lane_key(self.key_prefix, e.tenant), e.fields)  # type: ignore[arg-type]
-            try:
-                replies = await pipe.execute()
-            except Exception as err:
-                raise _failed(err, out) from err
-            out.extend(
-                Enqueued(e.task_id, _entry_id(r)) for e, r in zip(chunk, replies[1:], strict=True)
-            )
+        for chunk in self._chunks(encoded):
+            again = True
+            while again:
+                pipe = self.redis.pipeline(transaction=False)
+                chunk.fill(pipe)
+                try:
+                    again = chunk.absorb(await pipe.execute(raise_on_error=False))
+                    if again:
+                        await self.redis.script_load(ENQUEUE_SCRIPT)
+                except redis.RedisError as err:
+                    raise _failed(err, out + chunk.written()) from err
+            chunk.finish(out)
         return out

@@ -1,0 +1,628 @@
+"""Task records: look a task up by id (:meth:`TaskReader.get_task`) and wait for its result
+(:meth:`TaskReader.wait`), sync and async.
+
+The fleet keeps one record per task_id, the HASH ``{prefix}:{<tenant>}:task:<task_id>``,
+written by the same atomic scripts that move the task (so it never disagrees with where the
+task is): its state, kind, attempt, times, the member that ran it, each start and end, the
+last failure, the dead-letter id, the replay links and the handler's output. A finished record
+expires after the fleet's ``tasks.retention``, except while its dead letter exists.
+
+Every task that finishes (done, dead-lettered, expired, resolved, discarded) also gets one
+entry in the tenant's events stream ``{prefix}:{<tenant>}:events`` (fields ``task``,
+``state``, ``entry``). ``wait`` blocks on that stream (``XREAD BLOCK``) instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._keys import check_prefix, check_task_id, check_tenant, events_key, task_key
+from .errors import TaskFailed, WaitTimeout
+
+
+class TaskState(str, Enum):
+    """Where a task is, as its record says (the record's ``state`` field; the values are the
+    wire names, and a member compares equal to its name: ``TaskState.DONE == "done"``)."""
+
+    #: In its lane, not started.
+    QUEUED = "queued"
+    #: Started by a member.
+    RUNNING = "running"
+    #: Failed; waiting in the retry schedule.
+    RETRY_SCHEDULED = "retry_scheduled"
+    #: Held back unattempted by its tenant's breaker.
+    DEFERRED = "deferred"
+    #: Finished successfully (its output is in the record).
+    DONE = "done"
+    #: In its tenant's dead letters.
+    DEAD_LETTERED = "dead_lettered"
+    #: Its dead letter was replayed: back in its lane (same task_id), not started yet.
+    REPLAYED = "replayed"
+    #: Its dead letter was resolved by an operator.
+    RESOLVED = "resolved"
+    #: Its dead letter was discarded by an operator.
+    DISCARDED = "discarded"
+    #: Dead-lettered because its deadline passed.
+    EXPIRED = "expired"
+
+    def __str__(self) -> str:
+        """The wire name."""
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task will not move again by itself: what ``wait`` returns on."""
+        return self in FINISHED_STATES
+
+    @property
+    def failed(self) -> bool:
+        """Whether the task finished without success (``wait`` raises :class:`TaskFailed`)."""
+        return self in FAILED_STATES
+
+    @classmethod
+    def parse(cls, value: str | None) -> TaskState | None:
+        """The state of a wire name; ``None`` for a missing or unknown one."""
+        try:
+            return None if value is None else cls(value)
+        except ValueError:
+            return None
+
+
+#: The states ``wait`` returns on (the fleet's ``TaskState::is_finished``).
+FINISHED_STATES: frozenset[TaskState] = frozenset(
+    {
+        TaskState.DONE,
+        TaskState.DEAD_LETTERED,
+        TaskState.RESOLVED,
+        TaskState.DISCARDED,
+        TaskState.EXPIRED,
+    }
+)
+#: The finished states that are not a success.
+FAILED_STATES: frozenset[TaskState] = FINISHED_STATES - {TaskState.DONE}
+
+#: The longest ``XREAD BLOCK`` of one ``wait`` slice, in seconds: a wait re-reads the record
+#: at least this often even when no events entry names its task.
+WAIT_SLICE_S = 5.0
+#: Events entries read per ``XREAD`` while waiting.
+WAIT_EVENTS_BATCH = 1000
+#: The socket timeout of the connections ``wait`` uses (a slice plus a margin), seconds.
+WAIT_SOCKET_TIMEOUT_S = WAIT_SLICE_S + 2.0
+#: How long ``wait`` gives a (re)connect, seconds.
+WAIT_CONNECT_TIMEOUT_S = 2.0
+#: The pause after a lost connection, doubled per failure up to :data:`WAIT_BACKOFF_MAX_S`.
+WAIT_BACKOFF_S = 0.05
+#: The longest pause between reconnects while waiting.
+WAIT_BACKOFF_MAX_S = 1.0
+
+
+@dataclass(frozen=True)
+class Run:
+    """One start of the task (the record keeps the last 16): ``r<N>:start``, ``r<N>:member``,
+    ``r<N>:end``, ``r<N>:outcome``."""
+
+    #: The start's number N (1 for the first start of the task).
+    number: int
+    #: When it started, ms since the epoch.
+    start: int | None
+    #: The fleet member that ran it.
+    member: str | None
+    #: When it ended, ms (``None`` while running, or when the member crashed).
+    end: int | None
+    #: ``"ok"`` or the failure class it ended with.
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task's record as read back; tolerant of missing fields (each is ``None`` then).
+
+    Times are ms since the epoch. ``output`` is the handler's output parsed as JSON, except
+    when ``output_truncated`` is true (the fleet cut it to its ``tasks.max_output_bytes``):
+    then it is the raw text kept. ``has_output`` tells an output of ``null`` from none.
+    ``fields`` holds every field as stored.
+    """
+
+    #: The tenant.
+    tenant: str
+    #: The task's id.
+    task_id: str
+    #: The state (``None`` when the field is missing or a state this SDK does not know;
+    #: ``fields["state"]`` has the text).
+    state: TaskState | None
+    #: The task's kind.
+    kind: str | None = None
+    #: The current attempt.
+    attempt: int | None = None
+    #: The lane entry or schedule item the task is now (or was last).
+    entry: str | None = None
+    #: When this life of the task was enqueued (``enq``).
+    enqueued_at: int | None = None
+    #: When it was first enqueued (``first``).
+    first_enqueued_at: int | None = None
+    #: The member that ran the last attempt.
+    member: str | None = None
+    #: When the last attempt started.
+    started_at: int | None = None
+    #: When the last attempt ended.
+    ended_at: int | None = None
+    #: When the record last changed.
+    updated_at: int | None = None
+    #: The last failure class (the record's ``class`` field).
+    cls: str | None = None
+    #: The last failure's error text (at most 1 KiB).
+    error: str | None = None
+    #: The dead-letter id while the task is dead.
+    dlq: str | None = None
+    #: The dead-letter id this task was replayed from.
+    replay_of: str | None = None
+    #: The lane entry its dead letter was replayed as.
+    replayed_as: str | None = None
+    #: How many times its dead letters were replayed.
+    replays: int = 0
+    #: How many times the task started, across retries, crashes and replays.
+    run_count: int = 0
+    #: The starts kept (the last 16), oldest first.
+    runs: tuple[Run, ...] = ()
+    #: The handler's output: parsed JSON, or the raw text when truncated.
+    output: Any = None
+    #: Whether the record holds an output.
+    has_output: bool = False
+    #: Whether the output was cut to the fleet's bound (``output`` is then raw text).
+    output_truncated: bool = False
+    #: Every field as stored.
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task finished (done, dead_lettered, expired, resolved, discarded)."""
+        return self.state is not None and self.state.finished
+
+    @property
+    def failed(self) -> bool:
+        """Whether the task finished without success."""
+        return self.state is not None and self.state.failed
+
+    @classmethod
+    def from_fields(
+        cls, tenant: str, task_id: str, raw: Mapping[str, str] | Mapping[bytes, bytes]
+    ) -> TaskRecord:
+        """A record from its hash's fields (``HGETALL``), text or bytes."""
+        f = {_text(k): _text(v) for k, v in raw.items()}
+        numbers: dict[int, dict[str, str]] = {}
+        for name, value in f.items():
+            if name.startswith("r") and ":" in name:
+                head, _, what = name.partition(":")
+                if head[1:].isdigit() and what in ("start", "member", "end", "outcome"):
+                    numbers.setdefault(int(head[1:]), {})[what] = value
+        runs = tuple(
+            Run(
+                number=n,
+                start=_int(parts.get("start")),
+                member=parts.get("member"),
+                end=_int(parts.get("end")),
+                outcome=parts.get("outcome"),
+            )
+            for n, parts in sorted(numbers.items())
+        )
+        truncated = f.get("output_truncated") in ("1", "true")
+        raw_output = f.get("output")
+        output: Any = raw_output
+        if raw_output is not None and not truncated:
+            try:
+                output = json.loads(raw_output)
+            except ValueError:
+                output = raw_output  # not JSON after all: the text as stored
+        return cls(
+            tenant=tenant,
+            task_id=task_id,
+            state=TaskState.parse(f.get("state")),
+            kind=f.get("kind"),
+            attempt=_int(f.get("attempt")),
+            entry=f.get("entry") or None,
+            enqueued_at=_int(f.get("enq")),
+            first_enqueued_at=_int(f.get("first")),
+            member=f.get("member"),
+            started_at=_int(f.get("started")),
+            ended_at=_int(f.get("ended")),
+            updated_at=_int(f.get("updated")),
+            cls=f.get("class") or None,
+            error=f.get("error") or None,
+            dlq=f.get("dlq") or None,
+            replay_of=f.get("replay_of") or None,
+            replayed_as=f.get("replayed_as") or None,
+            replays=_int(f.get("replays")) or 0,
+            run_count=_int(f.get("runs")) or 0,
+            runs=runs,
+            output=output,
+            has_output=raw_output is not None,
+            output_truncated=truncated,
+            fields=f,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (what ``python -m redrive task`` prints)."""
+        return {
+            "tenant": self.tenant,
+            "task_id": self.task_id,
+            "state": None if self.state is None else self.state.value,
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "entry": self.entry,
+            "enqueued_at": self.enqueued_at,
+            "first_enqueued_at": self.first_enqueued_at,
+            "member": self.member,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "updated_at": self.updated_at,
+            "class": self.cls,
+            "error": self.error,
+            "dlq": self.dlq,
+            "replay_of": self.replay_of,
+            "replayed_as": self.replayed_as,
+            "replays": self.replays,
+            "run_count": self.run_count,
+            "runs": [
+                {
+                    "run": r.number,
+                    "start": r.start,
+                    "member": r.member,
+                    "end": r.end,
+                    "outcome": r.outcome,
+                }
+                for r in self.runs
+            ],
+            "output": self.output,
+            "has_output": self.has_output,
+            "output_truncated": self.output_truncated,
+            "fields": dict(self.fields),
+        }
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError(f"timeout must be a number of seconds, not {timeout!r}")
+    if math.isnan(timeout) or timeout < 0 or math.isinf(timeout):
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+def _last_id(reply: object) -> str:
+    """The id of XREVRANGE … COUNT 1's entry, or "0-0" for an empty (or missing) stream."""
+    if isinstance(reply, list) and reply:
+        first = reply[0]
+        if isinstance(first, (list, tuple)) and first:
+            return _text(first[0])
+    return "0-0"
+
+
+def _is_entry_id(value: object) -> bool:
+    head, dash, tail = _text(value).partition("-")
+    return bool(dash) and head.isdigit() and tail.isdigit()
+
+
+def _entries(reply: object) -> list[tuple[str, Mapping[Any, Any]]]:
+    """The (id, fields) of an XREAD reply in any of redis-py's shapes: RESP2 (a list of
+    [stream, entries]) or RESP3 (a map of stream to entries, or to a list of them)."""
+    out: list[tuple[str, Mapping[Any, Any]]] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, Mapping):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            if len(node) == 2 and isinstance(node[0], (str, bytes)) and _is_entry_id(node[0]):
+                fields = node[1]
+                if isinstance(fields, (list, tuple)):
+                    fields = dict(zip(fields[::2], fields[1::2], strict=False))
+                out.append((_text(node[0]), fields if isinstance(fields, Mapping) else {}))
+            else:
+                for item in node:
+                    walk(item)
+
+    walk(reply)
+    return out
+
+
+def _names_task(fields: Mapping[Any, Any], task_id: str) -> bool:
+    value = fields.get("task", fields.get(b"task"))
+    return value is not None and _text(value) == task_id
+
+
+def _block_ms(remaining: float) -> int:
+    return max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
+
+
+def _settle(record: TaskRecord, raise_on_failure: bool) -> TaskRecord:
+    if record.failed and raise_on_failure:
+        raise TaskFailed(record)
+    return record
+
+
+_SYNC_CONNECTIONS = (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection)
+_ASYNC_CONNECTIONS = (
+    redis.asyncio.connection.Connection,
+    redis.asyncio.connection.SSLConnection,
+    redis.asyncio.connection.UnixDomainSocketConnection,
+)
+
+
+def _wait_kwargs(kwargs: Mapping[str, Any], retry: object) -> dict[str, Any]:
+    out = dict(kwargs)
+    out.update(
+        retry=retry,
+        retry_on_error=[],
+        socket_timeout=WAIT_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=WAIT_CONNECT_TIMEOUT_S,
+        decode_responses=True,
+        encoding="utf-8",
+        encoding_errors="replace",
+    )
+    return out
+
+
+class _ReaderBase:
+    def __init__(self, key_prefix: str) -> None:
+        self.key_prefix = check_prefix(key_prefix)
+
+    def _keys(self, tenant: str, task_id: str) -> tuple[str, str, str]:
+        tenant = check_tenant(tenant)
+        task_id = check_task_id(task_id)
+        return tenant, task_id, task_key(self.key_prefix, tenant, task_id)
+
+
+class TaskReader(_ReaderBase):
+    """Reads task records through redis-py: :meth:`get_task` and :meth:`wait`.
+
+    ``redis_client_or_url`` is a ``redis.Redis`` or a URL; ``key_prefix`` is the fleet's
+    ``redis.key_prefix``. :class:`~redrive.Producer` has the same two methods (it holds one of
+    these).
+
+    ``wait`` talks to Redis on connections of its own, made with the client's connection
+    settings but without redis-py's retries and with bounded socket timeouts, so a lost
+    connection is retried by ``wait`` itself within its deadline.
+    """
+
+    def __init__(self, redis_client_or_url: redis.Redis | str, key_prefix: str = "redrive") -> None:
+        super().__init__(key_prefix)
+        if isinstance(redis_client_or_url, str):
+            self.redis: redis.Redis = redis.Redis.from_url(redis_client_or_url)
+        else:
+            self.redis = redis_client_or_url
+        self._waiter: redis.Redis | None = None
+        self._waiter_pool: redis.ConnectionPool | None = None
+
+    def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+        """The task's record, or ``None`` when it has none (never enqueued with records on,
+        or expired after the fleet's retention). Raises :class:`~redrive.InvalidTask` for a
+        tenant or task_id that breaks CONTRACT.md."""
+        tenant, task_id, key = self._keys(tenant, task_id)
+        return self._read(self.redis, tenant, task_id, key)
+
+    @staticmethod
+    def _read(r: redis.Redis, tenant: str, task_id: str, key: str) -> TaskRecord | None:
+        raw: Mapping[Any, Any] = r.hgetall(key)
+        return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
+
+    def wait(
+        self,
+        tenant: str,
+        task_id: str,
+        timeout: float,
+        *,
+        raise_on_failure: bool = True,
+    ) -> TaskRecord:
+        """Waits up to ``timeout`` seconds for the task to finish and returns its record.
+
+        The task done: its record (``output`` holds the handler's output). Finished without
+        success (dead_lettered, expired, resolved, discarded): raises :class:`TaskFailed`
+        carrying the record (class, error, dead-letter id), or returns the record when
+        ``raise_on_failure`` is false. Still unfinished at the deadline: raises
+        :class:`WaitTimeout` (a ``TimeoutError``) with the state it is in, or ``"no record"``.
+
+        Returns at once when the task has already finished. Otherwise it blocks on the
+        tenant's events stream (slices of at most 5 s, re-reading the record after each slice
+        and after each events entry that names the task), never polling in a tight loop. A
+        lost connection (a Redis restart) is retried until the deadline; a record lost with a
+        Redis that restarted without persistence is waited for until the deadline, then
+        reported as ``"no record"``.
+        """
+        tenant, task_id, key = self._keys(tenant, task_id)
+        timeout = _check_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        events = events_key(self.key_prefix, tenant)
+        r = self._wait_client()
+        cursor: str | None = None
+        record: TaskRecord | None = None
+        looked = False
+        looked_at = 0.0
+        error: Exception | None = None
+        pause = WAIT_BACKOFF_S
+        while True:
+            try:
+                if cursor is None:
+                    # The last events id first, then the record: a finish after the read is
+                    # an entry after the cursor, so it cannot slip between the two.
+                    cursor = _last_id(r.xrevrange(events, "+", "-", count=1))
+                    record = self._read(r, tenant, task_id, key)
+                    looked, error, pause = True, None, WAIT_BACKOFF_S
+                    looked_at = time.monotonic()
+                    if record is not None and record.finished:
+                        return _settle(record, raise_on_failure)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                reply = r.xread(
+                    {events: cursor}, count=WAIT_EVENTS_BATCH, block=_block_ms(remaining)
+                )
+                # A slice with no entry, or one slice's time without an entry naming the
+                # task (a busy tenant): look at the record again.
+                hit = not reply or time.monotonic() - looked_at >= WAIT_SLICE_S
+                for entry_id, fields in _entries(reply):
+                    cursor = entry_id
+                    hit = hit or _names_task(fields, task_id)
+                if hit:
+                    record = self._read(r, tenant, task_id, key)
+                    looked_at = time.monotonic()
+                    if record is not None and record.finished:
+                        return _settle(record, raise_on_failure)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                # Reconnect (the next command does) and start over from a fresh cursor: a
+                # restarted server may have a new events stream.
+                error, cursor = e, None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
+        raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
+
+    def _wait_client(self) -> redis.Redis:
+        if self._waiter is None:
+            pool = self.redis.connection_pool
+            if pool.connection_class in _SYNC_CONNECTIONS:
+                kwargs = _wait_kwargs(pool.connection_kwargs, Retry(NoBackoff(), 0))
+                self._waiter_pool = redis.ConnectionPool(
+                    connection_class=pool.connection_class, **kwargs
+                )
+                self._waiter = redis.Redis(connection_pool=self._waiter_pool)
+            else:
+                # A pool of another kind (Sentinel…): wait uses the client as it is.
+                self._waiter = self.redis
+        return self._waiter
+
+    def close(self) -> None:
+        """Closes the connections ``wait`` opened (not the client given)."""
+        if self._waiter_pool is not None:
+            self._waiter_pool.disconnect()
+        self._waiter = self._waiter_pool = None
+
+
+class AsyncTaskReader(_ReaderBase):
+    """:class:`TaskReader` on ``redis.asyncio``: the same methods, awaited."""
+
+    def __init__(
+        self, redis_client_or_url: redis.asyncio.Redis | str, key_prefix: str = "redrive"
+    ) -> None:
+        super().__init__(key_prefix)
+        if isinstance(redis_client_or_url, str):
+            self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_client_or_url)
+        else:
+            self.redis = redis_client_or_url
+        self._waiter: redis.asyncio.Redis | None = None
+        self._waiter_pool: redis.asyncio.ConnectionPool | None = None
+
+    async def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+        """As :meth:`TaskReader.get_task`."""
+        tenant, task_id, key = self._keys(tenant, task_id)
+        return await self._read(self.redis, tenant, task_id, key)
+
+    @staticmethod
+    async def _read(
+        r: redis.asyncio.Redis, tenant: str, task_id: str, key: str
+    ) -> TaskRecord | None:
+        raw: Mapping[Any, Any] = await r.hgetall(key)
+        return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
+
+    async def wait(
+        self,
+        tenant: str,
+        task_id: str,
+        timeout: float,
+        *,
+        raise_on_failure: bool = True,
+    ) -> TaskRecord:
+        """As :meth:`TaskReader.wait`."""
+        tenant, task_id, key = self._keys(tenant, task_id)
+        timeout = _check_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        events = events_key(self.key_prefix, tenant)
+        r = self._wait_client()
+        cursor: str | None = None
+        record: TaskRecord | None = None
+        looked = False
+        looked_at = 0.0
+        error: Exception | None = None
+        pause = WAIT_BACKOFF_S
+        while True:
+            try:
+                if cursor is None:
+                    cursor = _last_id(await r.xrevrange(events, "+", "-", count=1))
+                    record = await self._read(r, tenant, task_id, key)
+                    looked, error, pause = True, None, WAIT_BACKOFF_S
+                    looked_at = time.monotonic()
+                    if record is not None and record.finished:
+                        return _settle(record, raise_on_failure)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                reply = await r.xread(
+                    {events: cursor}, count=WAIT_EVENTS_BATCH, block=_block_ms(remaining)
+                )
+                hit = not reply or time.monotonic() - looked_at >= WAIT_SLICE_S
+                for entry_id, fields in _entries(reply):
+                    cursor = entry_id
+                    hit = hit or _names_task(fields, task_id)
+                if hit:
+                    record = await self._read(r, tenant, task_id, key)
+                    looked_at = time.monotonic()
+                    if record is not None and record.finished:
+                        return _settle(record, raise_on_failure)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                error, cursor = e, None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(min(pause, remaining))
+                pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
+        raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
+
+    def _wait_client(self) -> redis.asyncio.Redis:
+        if self._waiter is None:
+            pool = self.redis.connection_pool
+            if pool.connection_class in _ASYNC_CONNECTIONS:
+                kwargs = _wait_kwargs(
+                    pool.connection_kwargs, redis.asyncio.retry.Retry(NoBackoff(), 0)
+                )
+                self._waiter_pool = redis.asyncio.ConnectionPool(
+                    connection_class=pool.connection_class, **kwargs
+                )
+                self._waiter = redis.asyncio.Redis(connection_pool=self._waiter_pool)
+            else:
+                self._waiter = self.redis
+        return self._waiter
+
+    async def aclose(self) -> None:
+        """Closes the connections ``wait`` opened (not the client given)."""
+        if self._waiter_pool is not None:
+            await self._waiter_pool.disconnect()
+        self._waiter = self._waiter_pool = None

@@ -1,0 +1,388 @@
+"""Reading task records back (``get_task``) and waiting for a task's result (``wait``) against
+a real redis-server, and ``python -m redrive task|wait`` as a child process.
+
+The SDK tests run no fleet member: a task's start and finish are written by tests/fleet.py,
+which runs the fleet's own record writer (lib/record.lua) as the member's start.lua, ack.lua
+and dead_letter.lua call it, the events entry included. The Rust end-to-end test
+(tests/e2e_wait.rs) covers the real member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from redrive import (
+    AsyncProducer,
+    InvalidTask,
+    Producer,
+    Run,
+    TaskFailed,
+    TaskRecord,
+    TaskState,
+    WaitTimeout,
+)
+
+from . import fleet
+from .conftest import OwnRedis, RedisServer
+
+
+def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Waits (bounded) until ``cond()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def blocked_readers(r: redis.Redis) -> int:
+    """Clients blocked in XREAD right now."""
+    clients: list[dict[str, Any]] = r.client_list()
+    return sum(1 for c in clients if c.get("cmd") == "xread" and "b" in str(c.get("flags")))
+
+
+def calls(r: redis.Redis, command: str) -> int:
+    stats: dict[str, Any] = r.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+class Waiter:
+    """``wait`` run on a thread; ``result()`` returns its record or raises what it raised."""
+
+    def __init__(self, fn: Callable[[], TaskRecord]) -> None:
+        self.value: TaskRecord | None = None
+        self.error: BaseException | None = None
+        self.ended_at = 0.0
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], TaskRecord]) -> None:
+        try:
+            self.value = fn()
+        except BaseException as e:
+            self.error = e
+        self.ended_at = time.monotonic()
+
+    def result(self, timeout: float) -> TaskRecord:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "wait did not return"
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
+def test_get_task_reads_a_queued_task(redis_server: RedisServer, prefix: str) -> None:
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    before = int(time.time() * 1000)
+    got = producer.enqueue("acme", "triage_ticket", {"ticket": 1}, task_id="t-1")
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert rec.state is TaskState.QUEUED
+    assert str(rec.state) == "queued"
+    assert (rec.tenant, rec.task_id, rec.kind, rec.attempt) == ("acme", "t-1", "triage_ticket", 1)
+    assert rec.entry == got.entry_id
+    assert rec.enqueued_at is not None
+    assert before - 1000 <= rec.enqueued_at <= int(time.time() * 1000) + 1000
+    assert rec.first_enqueued_at == rec.enqueued_at == rec.updated_at
+    assert (rec.run_count, rec.runs, rec.member, rec.started_at) == (0, (), None, None)
+    assert (rec.output, rec.has_output, rec.output_truncated) == (None, False, False)
+    assert not rec.finished
+    assert not rec.failed
+    assert rec.fields["state"] == "queued"
+    assert producer.get_task("acme", "t-unknown") is None
+    with pytest.raises(InvalidTask) as bad:
+        producer.get_task("a b", "t-1")
+    assert bad.value.field == "tenant"
+    with pytest.raises(InvalidTask) as bad:
+        producer.get_task("acme", "t" * 129)
+    assert bad.value.field == "task_id"
+
+    async def read() -> TaskRecord | None:
+        aproducer = AsyncProducer(redis_server.url, key_prefix=prefix)
+        try:
+            return await aproducer.get_task("acme", "t-1")
+        finally:
+            await aproducer.redis.aclose()
+
+    assert asyncio.run(read()) == rec
+
+
+def test_a_finished_record_reads_back_whole(redis_server: RedisServer, prefix: str) -> None:
+    """Runs, times, output (JSON; raw text when truncated), failure fields, any client."""
+    r = redis_server.client()
+    producer = Producer(redis.Redis(port=redis_server.port), key_prefix=prefix)  # bytes replies
+    entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    fleet.start(r, prefix, "acme", "t-1", entry=entry, member="m-a")
+    fleet.finish(r, prefix, "acme", "t-1", "retry_scheduled", outcome="timeout",
+                 fields={"class": "timeout", "error": "slow", "attempt": "2"})  # fmt: skip
+    fleet.start(r, prefix, "acme", "t-1", entry=entry, attempt=2, member="m-b")
+    fleet.done(r, prefix, "acme", "t-1", '{"summary":"ok","n":[1,2]}')
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert rec.state is TaskState.DONE
+    assert rec.finished
+    assert not rec.failed
+    assert rec.output == {"summary": "ok", "n": [1, 2]}
+    assert rec.has_output
+    assert rec.run_count == 2
+    assert [(x.number, x.member, x.outcome) for x in rec.runs] == [
+        (1, "m-a", "timeout"),
+        (2, "m-b", "ok"),
+    ]
+    assert all(isinstance(x, Run) and x.start and x.end and x.start <= x.end for x in rec.runs)
+    assert rec.member == "m-b"
+    assert rec.attempt == 2
+    assert rec.ended_at == rec.runs[1].end
+    assert 0 < r.ttl(f"{prefix}:{{acme}}:task:t-1") <= 86_400, "a done record expires"
+    d = rec.to_dict()
+    assert d["state"] == "done"
+    assert d["runs"][1] == {"run": 2, "start": rec.runs[1].start, "member": "m-b",
+                            "end": rec.runs[1].end, "outcome": "ok"}  # fmt: skip
+    assert json.loads(json.dumps(d)) == d
+
+    truncated = TaskRecord.from_fields(
+        "acme", "t-2", {b"state": b"done", b"output": b'{"long":"tex', b"output_truncated": b"1"}
+    )
+    assert truncated.output == '{"long":"tex'
+    assert truncated.output_truncated
+    assert TaskRecord.from_fields("acme", "t-3", {"state": "done", "output": "null"}).has_output
+    odd = TaskRecord.from_fields("acme", "t-4", {"state": "later", "attempt": "x"})
+    assert odd.state is None
+    assert odd.attempt is None
+    assert odd.fields["state"] == "later"
+
+
+def test_wait_returns_at_once_when_finished(redis_server: RedisServer, prefix: str) -> None:
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    producer.enqueue("acme", "k", 1, task_id="t-ok")
+    fleet.done(r, prefix, "acme", "t-ok", '"fine"')
+    producer.enqueue("acme", "k", 1, task_id="t-dead")
+    fleet.dead_letter(r, prefix, "acme", "t-dead", cls="invalid_input", error="no ticket",
+                      dlq="1700000000000-0")  # fmt: skip
+    xreads = calls(r, "xread")
+    started = time.monotonic()
+    assert producer.wait("acme", "t-ok", 30).output == "fine"
+    with pytest.raises(TaskFailed) as failed:
+        producer.wait("acme", "t-dead", 30)
+    assert time.monotonic() - started < 1.0
+    assert calls(r, "xread") == xreads, "a finished task needs no blocking read"
+    assert (failed.value.state, failed.value.cls, failed.value.error, failed.value.dlq) == (
+        "dead_lettered", "invalid_input", "no ticket", "1700000000000-0",
+    )  # fmt: skip
+    assert failed.value.record.state is TaskState.DEAD_LETTERED
+    assert "invalid_input: no ticket" in str(failed.value)
+    assert r.ttl(f"{prefix}:{{acme}}:task:t-dead") == -1, "kept while its dead letter exists"
+    rec = producer.wait("acme", "t-dead", 30, raise_on_failure=False)
+    assert rec.state is TaskState.DEAD_LETTERED
+    for state in ("resolved", "discarded", "expired"):
+        r.hset(f"{prefix}:{{acme}}:task:t-dead", "state", state)
+        with pytest.raises(TaskFailed) as failed:
+            producer.wait("acme", "t-dead", 30)
+        assert failed.value.state == state
+    producer.close()
+
+
+def test_wait_times_out_with_the_state_without_polling(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    producer.enqueue("acme", "k", 1, task_id="t-1")
+    xreads, hgetalls = calls(r, "xread"), calls(r, "hgetall")
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as timed_out:
+        producer.wait("acme", "t-1", 1.5)
+    took = time.monotonic() - started
+    assert 1.5 <= took < 2.5
+    assert isinstance(timed_out.value, TimeoutError)
+    assert timed_out.value.state == "queued"
+    assert timed_out.value.record is not None
+    assert str(timed_out.value) == "task acme/t-1 did not finish within 1.5 s: it is queued"
+    # One blocking read for the whole 1.5 s (slices are up to 5 s), the record read before
+    # and after it: no polling.
+    assert calls(r, "xread") - xreads == 1
+    assert calls(r, "hgetall") - hgetalls == 2
+
+    with pytest.raises(WaitTimeout) as timed_out:
+        producer.wait("acme", "t-none", 0.2)
+    assert timed_out.value.state == "no record"
+    assert timed_out.value.record is None
+    assert str(timed_out.value).endswith("0.2 s: no record")
+    with pytest.raises(ValueError, match="timeout"):
+        producer.wait("acme", "t-1", float("inf"))
+    with pytest.raises(InvalidTask):
+        producer.wait("acme", "", 1)
+    producer.close()
+
+
+def test_wait_wakes_on_the_events_entry(redis_server: RedisServer, prefix: str) -> None:
+    """An events entry of another task does not end the wait; the task's own finish (the
+    member's ack: record done + output, then the events entry) ends it at once."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    producer.enqueue("acme", "k", 1, task_id="t-1")
+    producer.enqueue("acme", "k", 2, task_id="t-2")
+    xreads = calls(r, "xread")
+    waiter = Waiter(lambda: producer.wait("acme", "t-1", 30))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    fleet.done(r, prefix, "acme", "t-2", '"other"')
+    # The XADD answered the blocked XREAD before this client's next command ran, so a
+    # blocked reader now is a new XREAD: the waiter read the entry and went on waiting.
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block again")
+    assert waiter.thread.is_alive()
+    finished_at = time.monotonic()
+    fleet.done(r, prefix, "acme", "t-1", '{"answer":42}')
+    rec = waiter.result(10)
+    assert waiter.ended_at - finished_at < 1.0
+    assert rec.state is TaskState.DONE
+    assert rec.output == {"answer": 42}
+    assert calls(r, "xread") - xreads == 2, "one blocking read per events entry, no polling"
+    producer.close()
+
+
+def test_async_wait_wakes_and_raises_the_failure(redis_server: RedisServer, prefix: str) -> None:
+    r = redis_server.client()
+
+    async def scenario() -> TaskFailed:
+        producer = AsyncProducer(redis_server.url, key_prefix=prefix)
+        await producer.enqueue("acme", "k", 1, task_id="t-1")
+        waiting = asyncio.create_task(producer.wait("acme", "t-1", 30))
+        deadline = time.monotonic() + 10
+        while blocked_readers(r) == 0:
+            assert time.monotonic() < deadline, "the waiter did not block"
+            await asyncio.sleep(0.01)
+        fleet.dead_letter(r, prefix, "acme", "t-1", cls="expired", error="deadline passed",
+                          dlq="1-5")  # fmt: skip
+        try:
+            await asyncio.wait_for(waiting, 5)
+        except TaskFailed as e:
+            return e
+        finally:
+            await producer.aclose()
+            await producer.redis.aclose()
+        raise AssertionError("wait did not raise")
+
+    failed = asyncio.run(scenario())
+    assert (failed.state, failed.cls, failed.dlq) == ("expired", "expired", "1-5")
+
+
+def test_wait_survives_a_redis_restart(own_redis: OwnRedis, prefix: str) -> None:
+    """Redis is killed mid-wait and restarted empty on the same port (no persistence, so the
+    record is gone). ``wait`` reconnects and keeps waiting: a task finishing after the
+    restart is returned; with nothing coming back it ends at its deadline with WaitTimeout
+    "no record" (the record was lost with the server)."""
+    url = own_redis.server.url
+    producer = Producer(url, key_prefix=prefix)
+    producer.enqueue("acme", "k", 1, task_id="t-1")
+    r = own_redis.server.client()
+    waiter = Waiter(lambda: producer.wait("acme", "t-1", 20))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    own_redis.kill()
+    time.sleep(0.3)  # the waiter meets a dead server (and retries) before the restart
+    own_redis.restart()
+    r = own_redis.server.client()
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block on the new server")
+    assert waiter.thread.is_alive()
+    # The producer's own client reconnects too: enqueue again (a fresh record) and finish.
+    assert producer.enqueue("acme", "k", 1, task_id="t-1").duplicate is None
+    fleet.done(r, prefix, "acme", "t-1", '"after the restart"')
+    assert waiter.result(10).output == "after the restart"
+
+    producer.enqueue("acme", "k", 1, task_id="t-2")
+    started = time.monotonic()
+    waiter = Waiter(lambda: producer.wait("acme", "t-2", 3))
+    until(lambda: blocked_readers(r) == 1, what="the second waiter to block")
+    own_redis.kill()
+    own_redis.restart()
+    with pytest.raises(WaitTimeout) as timed_out:
+        waiter.result(10)
+    assert 3 <= waiter.ended_at - started < 4.5
+    assert timed_out.value.state == "no record"
+    assert timed_out.value.error is None, "Redis was back: its answer was 'no record'"
+    producer.close()
+
+
+def test_wait_with_redis_down_to_the_end(own_redis: OwnRedis, prefix: str) -> None:
+    producer = Producer(own_redis.server.url, key_prefix=prefix)
+    own_redis.kill()
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as timed_out:
+        producer.wait("acme", "t-1", 1)
+    assert 1 <= time.monotonic() - started < 2.5
+    assert timed_out.value.state == "unknown"
+    assert isinstance(timed_out.value.error, redis.ConnectionError)
+    assert "its record could not be read" in str(timed_out.value)
+    own_redis.restart()
+    producer.close()
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "redrive", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_the_cli_enqueues_reads_and_waits(redis_server: RedisServer, prefix: str) -> None:
+    r = redis_server.client()
+    at = ("--redis-url", redis_server.url, "--key-prefix", prefix)
+    first = cli("enqueue", "acme", "k", '{"q":1}', "--task-id", "t-1", *at)
+    assert first.returncode == 0, first.stderr
+    enq = json.loads(first.stdout)
+    assert enq["task_id"] == "t-1"
+    assert enq["duplicate"] is None
+    again = cli("enqueue", "acme", "k", '{"q":1}', "--task-id", "t-1", *at)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["duplicate"] == {"state": "queued", "entry": enq["entry_id"]}
+
+    shown = cli("task", "acme", "t-1", *at)
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["state"] == "queued"
+    missing = cli("task", "acme", "t-none", *at)
+    assert (missing.returncode, missing.stdout.strip()) == (1, "null")
+
+    timed_out = cli("wait", "acme", "t-1", "--timeout", "0.5", *at)
+    assert timed_out.returncode == 2
+    assert json.loads(timed_out.stdout)["state"] == "queued"
+    assert "did not finish within 0.5 s: it is queued" in timed_out.stderr
+
+    fleet.done(r, prefix, "acme", "t-1", '{"answer":42}')
+    done = cli("wait", "acme", "t-1", "--timeout", "10", *at)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == {"answer": 42}
+
+    cli("enqueue", "acme", "k", "1", "--task-id", "t-2", *at)
+    fleet.dead_letter(r, prefix, "acme", "t-2", cls="no_handler", error="nobody", dlq="9-0")
+    failed = cli("wait", "acme", "t-2", "--timeout", "10", *at)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["dlq"] == "9-0"
+    assert "no_handler: nobody" in failed.stderr
+
+    assert cli("wait", "a b", "t-1", "--timeout", "1", *at).returncode == 64
+    assert cli("wait", "acme", "t-1", *at).returncode == 64, "--timeout is required"
+    assert cli("enqueue", "acme", "k", "{not json", *at).returncode == 64
+    no_url = subprocess.run(
+        [sys.executable, "-m", "redrive", "task", "acme", "t-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert no_url.returncode == 64
+    assert "REDRIVE_REDIS_URL" in no_url.stderr
