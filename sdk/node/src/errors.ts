@@ -195,20 +195,21 @@ export class TaskFailedError extends Error {
 
 /**
  * `Producer.wait` reached its timeout before the task finished. `state` is the task's state
- * when the wait gave up, or `"no record"` when it had none (not enqueued through the script,
- * records off, expired, or a Redis that lost its data).
+ * when the wait gave up; `"no record"` when it had none (not enqueued through the script,
+ * records off, expired, or a Redis that lost its data); `"not read"` when Redis could not be
+ * reached at all within the timeout.
  */
 export class WaitTimeoutError extends Error {
-  /** The last state read (a {@link TaskState} wire name), or `"no record"`. */
+  /** The last state read (a {@link TaskState} wire name), `"no record"` or `"not read"`. */
   readonly state: string;
   /** The last record read, if any. */
   readonly record: TaskRecord | null;
   /** The timeout waited, in ms. */
   readonly timeoutMs: number;
 
-  /** A timeout after `timeoutMs` with `record` the last read. */
-  constructor(tenant: string, taskId: string, timeoutMs: number, record: TaskRecord | null) {
-    const state = record === null ? "no record" : (record.fields.state ?? "no state");
+  /** A timeout after `timeoutMs` with `record` the last read (`read`: whether there was one). */
+  constructor(tenant: string, taskId: string, timeoutMs: number, record: TaskRecord | null, read = true) {
+    const state = !read ? "not read" : record === null ? "no record" : (record.fields.state ?? "no state");
     super(`task ${tenant}/${taskId} did not finish within ${timeoutMs} ms (state: ${state})`);
     this.name = "WaitTimeoutError";
     this.state = state;

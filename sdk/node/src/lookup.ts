@@ -16,12 +16,22 @@ export const WAIT_SLICE_MS = 5000;
 /** How long past its BLOCK time a read may stay unanswered before its connection is deemed lost, ms. */
 const HUNG_READ_GRACE_MS = 3000;
 
+/**
+ * How long the wait's own connection may take to open at first, ms, even past a shorter
+ * timeout: a wait reads the record at least once (timeout 0 is "read it now").
+ */
+export const WAIT_CONNECT_MS = 1000;
+
 /** How many events one blocking read takes at most. */
 const EVENTS_PER_READ = 1000;
 
 /** Options of `Producer.wait`. */
 export interface WaitOptions {
-  /** How long to wait at most, in ms (a finite number ≥ 0; 0 reads the record once). */
+  /**
+   * How long to wait at most, in ms (a finite number ≥ 0; 0 reads the record once). Opening
+   * the wait's connection counts in it, except that the first may take up to 1 s
+   * (`WAIT_CONNECT_MS`).
+   */
   timeoutMs: number;
   /**
    * Reject with `TaskFailedError` when the task ends without success (dead_lettered, expired,
@@ -89,13 +99,15 @@ export async function waitTask(
     return record;
   };
   let record: TaskRecord | null = null;
+  let reads = 0;
   try {
-    while (await ready(conn, deadline)) {
+    while (await ready(conn, reads === 0 ? Math.max(deadline, Date.now() + WAIT_CONNECT_MS) : deadline)) {
       try {
         // The last event before the record is read: a finish after the read lands after it.
         const last = await conn.xrevrange(events, "+", "-", "COUNT", 1);
         let from = last[0]?.[0] ?? "0-0";
         record = await read(conn, keys, tenant, taskId);
+        reads++;
         for (;;) {
           if (record?.finished) return settle(record);
           const left = deadline - Date.now();
@@ -121,7 +133,7 @@ export async function waitTask(
   } finally {
     conn.disconnect();
   }
-  throw new WaitTimeoutError(tenant, taskId, timeoutMs, record);
+  throw new WaitTimeoutError(tenant, taskId, timeoutMs, record, reads > 0);
 }
 
 /** Whether `conn` is (or becomes, before `deadline`) ready for commands. */
