@@ -92,14 +92,9 @@ export async function waitTask(
   // The connection's errors are seen through its commands; without a listener ioredis would
   // print each reconnect failure.
   conn.on("error", () => undefined);
-  const settle = (record: TaskRecord): TaskRecord => {
-    if (raiseOnFailure && record.state !== undefined && FAILED_STATES.includes(record.state)) {
-      throw new TaskFailedError(record);
-    }
-    return record;
-  };
   let record: TaskRecord | null = null;
   let reads = 0;
+  let finished: TaskRecord | null = null;
   try {
     while (await ready(conn, reads === 0 ? Math.max(deadline, Date.now() + WAIT_CONNECT_MS) : deadline)) {
       try {
@@ -109,7 +104,7 @@ export async function waitTask(
         record = await read(conn, keys, tenant, taskId);
         reads++;
         for (;;) {
-          if (record?.finished) return settle(record);
+          if (record?.finished) break;
           const left = deadline - Date.now();
           if (left <= 0) break;
           const slice = Math.max(1, Math.min(Math.ceil(left), WAIT_SLICE_MS));
@@ -122,18 +117,61 @@ export async function waitTask(
           // read covers a finish whose event was trimmed away or never written).
           record = await read(conn, keys, tenant, taskId);
         }
+        if (record?.finished) finished = record;
         break;
       } catch (e) {
-        // A lost connection (ours, or ioredis failing the commands in flight as it drops):
-        // wait for it to come back within the deadline and start the cycle again. Anything
-        // else (Redis refusing a command, a failed task) is the caller's.
-        if (!(e instanceof ConnectionLost) && conn.status === "ready") throw e;
+        // Redis refusing a command (WRONGTYPE, say) is the caller's; anything else is a lost
+        // connection (ours, or ioredis failing the commands in flight as it drops): wait for
+        // it to come back within the deadline and start the cycle again.
+        if (isReplyError(e)) throw e;
+        await closed(conn, deadline);
       }
     }
   } finally {
     conn.disconnect();
   }
+  if (finished !== null) {
+    if (raiseOnFailure && finished.state !== undefined && FAILED_STATES.includes(finished.state)) {
+      throw new TaskFailedError(finished);
+    }
+    return finished;
+  }
   throw new WaitTimeoutError(tenant, taskId, timeoutMs, record, reads > 0);
+}
+
+/** Whether `e` is Redis's reply refusing a command (not a connection failing). */
+function isReplyError(e: unknown): boolean {
+  return e instanceof Error && e.name === "ReplyError";
+}
+
+/**
+ * After a command failed on a lost connection: until ioredis has seen the connection close
+ * (a connection dropped on purpose still says `ready` for a moment), wait for that — bounded —
+ * so the next attempt does not run on the dead one.
+ */
+async function closed(conn: Redis, deadline: number): Promise<void> {
+  if (conn.status !== "ready") return;
+  const left = Math.min(deadline - Date.now(), 1000);
+  if (left > 0) {
+    await new Promise<void>((resolve) => {
+      const onClose = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        conn.off("close", onClose);
+        resolve();
+      }, left);
+      conn.once("close", onClose);
+    });
+  }
+  // Still "ready" on a connection whose command failed: drop it; ioredis opens a new one.
+  if (statusOf(conn) === "ready") conn.disconnect(true);
+}
+
+/** The connection's status, read afresh (it changes under an await). */
+function statusOf(conn: Redis): string {
+  return conn.status;
 }
 
 /** Whether `conn` is (or becomes, before `deadline`) ready for commands. */

@@ -12,6 +12,7 @@
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -71,6 +72,47 @@ async function statsSum(redis: Redis, tenant: string, field: string): Promise<nu
   let sum = 0;
   for (const k of keys) sum += Number((await redis.hget(k, field)) ?? 0);
   return sum;
+}
+
+/**
+ * A TCP proxy to a Redis on loopback whose open connections can be frozen: bytes stop flowing
+ * both ways and nothing is closed (a network that silently drops everything). New connections
+ * flow normally.
+ */
+async function freezingProxy(target: number): Promise<{ port: number; freeze(): void; close(): Promise<void> }> {
+  const pairs: [Socket, Socket][] = [];
+  const server: Server = createServer((client) => {
+    const upstream = connect(target, "127.0.0.1");
+    client.on("error", () => undefined);
+    upstream.on("error", () => undefined);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    pairs.push([client, upstream]);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address();
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+  return {
+    port,
+    freeze: () => {
+      for (const [client, upstream] of pairs.splice(0)) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const [a, b] of pairs) {
+          a.destroy();
+          b.destroy();
+        }
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
 }
 
 interface Exit {
@@ -397,6 +439,12 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(rec.output, "the answer");
     assert.equal(rec.member, "m-1");
     assert.ok(woke < 1000, `woke ${woke} ms after the finish (a block, not a 5 s slice)`);
+    // Its connection is closed once it is over.
+    await within(3_000, "the wait's connection to close", (async () => {
+      while (String(await redis.client("LIST")).trim().split("\n").length > 1) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })());
     assert.ok((await calls(redis, "xread")) <= 4, "a few blocking reads, no poll");
   });
 
@@ -435,7 +483,7 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
   });
 });
 
-describe("wait across a Redis restart", () => {
+describe("wait across a lost connection", () => {
   it("keeps waiting through a restart on the same port, and wakes on a finish after it", async () => {
     let server = await startRedis();
     const port = server.port;
@@ -473,6 +521,32 @@ describe("wait across a Redis restart", () => {
       assert.ok(Date.now() - t0 < 20_000);
     } finally {
       redis.disconnect();
+      await server.stop();
+    }
+  });
+
+  it("a connection gone silent under a blocking read is dropped and the wait goes on", async () => {
+    const server = await startRedis();
+    const redis = new Redis(server.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
+    const proxy = await freezingProxy(server.port);
+    const viaProxy = new Producer(new Redis(proxy.port, "127.0.0.1", { maxRetriesPerRequest: 1 }));
+    try {
+      await new Producer(redis).enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "s-1" });
+      const waiting = viaProxy.wait("acme", "s-1", { timeoutMs: 20_000 });
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.freeze();
+      const t0 = Date.now();
+      await finish(redis, "acme", "s-1", "done", { output: "1" });
+      // The event's reply is stuck in the frozen connection: the read is overdue after its
+      // 5 s slice plus 3 s, the connection is dropped, a new one reads the record.
+      const rec = await within(15_000, "wait to recover from a silent connection", waiting);
+      const took = Date.now() - t0;
+      assert.equal(rec.state, "done");
+      assert.ok(took > 4000 && took < 11_000, `recovered after ${took} ms`);
+    } finally {
+      viaProxy.redis.disconnect();
+      redis.disconnect();
+      await proxy.close();
       await server.stop();
     }
   });
