@@ -22,6 +22,7 @@ import { Redis } from "ioredis";
 import {
   InvalidTaskError,
   Producer,
+  STATS_KEEP_MS,
   TaskFailedError,
   WaitTimeoutError,
   enqueueScript,
@@ -151,6 +152,14 @@ describe("enqueue.lua shipped with the SDK", () => {
     assert.ok(readFileSync(SHIPPED).equals(expected), `${SHIPPED} has drifted from src/broker/scripts; copy it again`);
     assert.ok(Buffer.from(enqueueScript().text, "utf8").equals(expected), "the script the producer runs is that text");
   });
+
+  it("is passed the stats keep time of the Rust callers (src/broker/stats.rs STATS_KEEP)", () => {
+    const rust = readFileSync(join(repoRoot(), "src", "broker", "stats.rs"), "utf8");
+    const m = /pub const STATS_KEEP: Duration = Duration::from_secs\(([0-9_ *]+)\);/.exec(rust);
+    assert.ok(m?.[1] !== undefined, "STATS_KEEP found in stats.rs");
+    const secs = m[1].split("*").reduce((p, f) => p * Number(f.replaceAll("_", "").trim()), 1);
+    assert.equal(STATS_KEEP_MS, secs * 1000);
+  });
 });
 
 describe("records, idempotent enqueue and wait against a real redis-server", () => {
@@ -187,6 +196,9 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(await redis.xlen("redrive:{acme}:lane"), 1);
     assert.equal(await redis.hget("redrive:{acme}:task:t-1", "kind"), "k", "the record is the first task's");
     assert.equal(await statsSum(redis, "acme", "duplicates"), 1);
+    const [bucket] = await redis.keys("redrive:{acme}:stats:*");
+    const ttl = await redis.pttl(bucket ?? "");
+    assert.ok(ttl > STATS_KEEP_MS - 60_000 && ttl <= STATS_KEEP_MS, `the bucket expires after the stats keep time: ${ttl}`);
     // Within one batch too, and for a done task (within its retention).
     await finish(redis, "acme", "t-1", "done", { output: "1" });
     const batch = await producer.enqueueMany([
@@ -375,7 +387,7 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
       (e: unknown) => e instanceof WaitTimeoutError && e.state === "queued" && e.record?.state === "queued" && e.timeoutMs === 1200,
     );
     const took = Date.now() - t0;
-    assert.ok(took >= 1150 && took < 3000, `timed out after ${took} ms`);
+    assert.ok(took >= 1150 && took < 4000, `timed out after ${took} ms`);
     await assert.rejects(
       within(10_000, "wait to time out", producer.wait("acme", "never", { timeoutMs: 300 })),
       (e: unknown) => e instanceof WaitTimeoutError && e.state === "no record" && e.record === null && /no record/.test(e.message),
@@ -426,7 +438,7 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     // The producer's client is free while the wait blocks.
     const t1 = Date.now();
     await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "meanwhile" });
-    assert.ok(Date.now() - t1 < 500, "an enqueue is not held up by the blocking read");
+    assert.ok(Date.now() - t1 < 2500, "an enqueue is not held up by the 5 s blocking read");
     await finish(redis, "acme", "other", "done");
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(settled, false, "another task's finish does not end the wait");
@@ -438,7 +450,7 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(rec.state, "done");
     assert.equal(rec.output, "the answer");
     assert.equal(rec.member, "m-1");
-    assert.ok(woke < 1000, `woke ${woke} ms after the finish (a block, not a 5 s slice)`);
+    assert.ok(woke < 2500, `woke ${woke} ms after the finish (a block, not a 5 s slice)`);
     // Its connection is closed once it is over.
     await within(3_000, "the wait's connection to close", (async () => {
       while (String(await redis.client("LIST")).trim().split("\n").length > 1) {
@@ -515,7 +527,7 @@ describe("wait across a lost connection", () => {
       const t1 = Date.now();
       await finish(redis, "acme", "r-1", "done", { output: "true" });
       const rec = await within(8_000, "wait to wake after the restart", waiting);
-      assert.ok(Date.now() - t1 < 2500, `woke ${Date.now() - t1} ms after the finish`);
+      assert.ok(Date.now() - t1 < 3000, `woke ${Date.now() - t1} ms after the finish`);
       assert.equal(rec.state, "done");
       assert.equal(rec.output, true);
       assert.ok(Date.now() - t0 < 20_000);
@@ -567,7 +579,7 @@ describe("wait across a lost connection", () => {
         (e: unknown) => e instanceof WaitTimeoutError && e.state === "queued",
       );
       const took = Date.now() - t0;
-      assert.ok(took >= 2400 && took < 4500, `timed out after ${took} ms`);
+      assert.ok(took >= 2400 && took < 5500, `timed out after ${took} ms`);
     } finally {
       redis.disconnect();
     }
