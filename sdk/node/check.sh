@@ -44,18 +44,25 @@ trap 'rm -rf "$tmp"' EXIT
 npm pack --silent --ignore-scripts --pack-destination "$tmp" >/dev/null
 tarball=$(ls "$tmp"/*.tgz)
 tar -xzf "$tarball" -C "$tmp"
-for f in package.json README.md dist/index.js dist/index.d.ts dist/pool.js; do
+for f in package.json README.md dist/index.js dist/index.d.ts dist/pool.js dist/cli.js lua/enqueue.lua; do
   [ -f "$tmp/package/$f" ] || fail "the packed tarball lacks $f"
 done
 if tar -tzf "$tarball" | grep -qE '(^package/(src|test|build-test|node_modules)/|\.test\.)'; then
   fail "the packed tarball carries sources or tests: $(tar -tzf "$tarball" | tr '\n' ' ')"
 fi
-# The packed package resolves by its own name (exports map) and loads with its dependency.
+cmp -s "$tmp/package/lua/enqueue.lua" lua/enqueue.lua || fail "the packed lua/enqueue.lua differs from sdk/node/lua/enqueue.lua"
+# The packed package resolves by its own name (exports map) and loads with its dependency, and
+# finds its enqueue script next to dist/.
 ln -s "$PWD/node_modules" "$tmp/package/node_modules"
 (cd "$tmp/package" && node --input-type=module -e '
   const m = await import("@redrive/sdk");
-  for (const name of ["Producer", "Agent", "serveHttp", "servePool", "sign", "verify", "RetryError"]) {
+  for (const name of ["Producer", "Agent", "serveHttp", "servePool", "sign", "verify", "RetryError", "TaskFailedError", "WaitTimeoutError"]) {
     if (typeof m[name] !== "function") throw new Error(`the package does not export ${name}`);
   }
+  const { createHash } = await import("node:crypto");
+  const { readFileSync } = await import("node:fs");
+  const sha = createHash("sha1").update(readFileSync("lua/enqueue.lua")).digest("hex");
+  if (m.enqueueScript().sha !== sha) throw new Error("the packed package does not load lua/enqueue.lua");
 ') || fail "the packed package does not load"
+(cd "$tmp/package" && node dist/cli.js --help >/dev/null) || fail "the packed redrive-sdk does not run"
 echo "sdk/node: OK ($(basename "$tarball"), $(tar -tzf "$tarball" | wc -l) files)"

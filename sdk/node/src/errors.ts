@@ -1,3 +1,5 @@
+import type { TaskRecord, TaskState } from "./records.js";
+
 /**
  * Failure classes (PROTOCOL.md, "Failure classes") and the typed errors a handler throws to
  * choose how its attempt ends.
@@ -161,5 +163,57 @@ export class AttemptClosedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "AttemptClosedError";
+  }
+}
+
+/**
+ * `Producer.wait` saw the task finish without success: dead-lettered, expired (its deadline
+ * passed), or its dead letter resolved or discarded by an operator. `record` says how (class,
+ * error, dlq id).
+ */
+export class TaskFailedError extends Error {
+  /** The finished record. */
+  readonly record: TaskRecord;
+  /** Its state. */
+  readonly state: TaskState | undefined;
+
+  /** A failure told by `record`. */
+  constructor(record: TaskRecord) {
+    const how = [
+      record.class === undefined ? undefined : `class ${record.class}`,
+      record.error === undefined || record.error === "" ? undefined : `error: ${record.error}`,
+      record.dlq === undefined ? undefined : `dead letter ${record.dlq}`,
+    ].filter((s) => s !== undefined);
+    super(
+      `task ${record.tenant}/${record.taskId} ended ${record.fields.state ?? "without a state"}${how.length > 0 ? ` (${how.join("; ")})` : ""}`,
+    );
+    this.name = "TaskFailedError";
+    this.record = record;
+    this.state = record.state;
+  }
+}
+
+/**
+ * `Producer.wait` reached its timeout before the task finished. `state` is the task's state
+ * when the wait gave up; `"no record"` when it had none (not enqueued through the script,
+ * records off, expired, or a Redis that lost its data); `"not read"` when Redis could not be
+ * reached at all within the timeout.
+ */
+export class WaitTimeoutError extends Error {
+  /** The last state read (a {@link TaskState} wire name), `"no record"` or `"not read"`. */
+  readonly state: string;
+  /** The last record read, if any. */
+  readonly record: TaskRecord | null;
+  /** The timeout waited, in ms. */
+  readonly timeoutMs: number;
+
+  /** A timeout after `timeoutMs` with `record` the last read (`read`: whether there was one). */
+  constructor(tenant: string, taskId: string, timeoutMs: number, record: TaskRecord | null, read = true) {
+    const state = !read ? "not read" : record === null ? "no record" : (record.fields.state ?? "no state");
+    super(`task ${tenant}/${taskId} did not finish within ${timeoutMs} ms (state: ${state})`);
+    this.name = "WaitTimeoutError";
+    this.state = state;
+    this.record = record;
+    this.timeoutMs = timeoutMs;
   }
 }

@@ -1,5 +1,6 @@
 /**
- * redrive's Node/TypeScript SDK: a {@link Producer} for redrive's lanes and the agent side of
+ * redrive's Node/TypeScript SDK: a {@link Producer} for redrive's lanes (idempotent enqueue, a
+ * task's record by id, waiting for its result) and the agent side of
  * the redrive agent protocol ({@link Agent}, {@link serveHttp}, `agent.middleware()`,
  * {@link servePool}), with signature verification ({@link verify}).
  */
@@ -22,6 +23,8 @@ export {
   RetryError,
   StepRefusedError,
   TRANSIENT_CLASSES,
+  TaskFailedError,
+  WaitTimeoutError,
   isPermanentClass,
   isTransientClass,
 } from "./errors.js";
@@ -31,8 +34,14 @@ export type { HttpOptions, Middleware, ServeHttpOptions } from "./http.js";
 export { Keys } from "./keys.js";
 export { servePool } from "./pool.js";
 export type { PoolOptions } from "./pool.js";
-export { EnqueueError, PIPELINE_CHUNK, Producer } from "./producer.js";
-export type { Enqueued, ProducerOptions } from "./producer.js";
+export { WAIT_SLICE_MS } from "./lookup.js";
+export type { WaitOptions } from "./lookup.js";
+export { EnqueueError, PIPELINE_CHUNK, Producer, STATS_KEEP_MS } from "./producer.js";
+export type { EnqueueOptions, Enqueued, ProducerOptions } from "./producer.js";
+export { FAILED_STATES, FINISHED_STATES, TASK_STATES, isFinished, isTaskState, parseRecord } from "./records.js";
+export type { TaskRecord, TaskRun, TaskState } from "./records.js";
+export { enqueueScript, enqueueScriptPath } from "./scripts.js";
+export type { LuaScript } from "./scripts.js";
 export { MAX_ERROR_BYTES, bound } from "./reply.js";
 export { RequestError, parseRequest } from "./request.js";
 export type { AttemptRecord, Step, Task } from "./request.js";

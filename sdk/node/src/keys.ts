@@ -1,5 +1,5 @@
 /**
- * The Redis key names the producer writes (src/keys.rs): every key of a tenant carries the
+ * The Redis key names the producer writes and reads (src/keys.rs): every key of a tenant carries the
  * Redis Cluster hash tag `{<tenant>}`.
  */
 
@@ -22,5 +22,33 @@ export class Keys {
   /** The stream holding a tenant's tasks: `<prefix>:{<tenant>}:lane`. */
   lane(tenant: string): string {
     return `${this.prefix}:{${tenant}}:lane`;
+  }
+
+  /** The record of one task (a hash): `<prefix>:{<tenant>}:task:<task_id>`. */
+  task(tenant: string, taskId: string): string {
+    return `${this.taskPrefix(tenant)}${taskId}`;
+  }
+
+  /** The start of a tenant's record names: `<prefix>:{<tenant>}:task:`. */
+  taskPrefix(tenant: string): string {
+    return `${this.prefix}:{${tenant}}:task:`;
+  }
+
+  /** The index of a tenant's records (a sorted set by last change): `<prefix>:{<tenant>}:tasks`. */
+  tasks(tenant: string): string {
+    return `${this.prefix}:{${tenant}}:tasks`;
+  }
+
+  /**
+   * The stream of a tenant's task finishes (fields `task`, `state`, `entry`), what
+   * `Producer.wait` blocks on: `<prefix>:{<tenant>}:events`.
+   */
+  events(tenant: string): string {
+    return `${this.prefix}:{${tenant}}:events`;
+  }
+
+  /** The start of a tenant's per-minute stats bucket names: `<prefix>:{<tenant>}:stats:`. */
+  statsPrefix(tenant: string): string {
+    return `${this.prefix}:{${tenant}}:stats:`;
   }
 }

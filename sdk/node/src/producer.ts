@@ -1,41 +1,79 @@
 /**
  * The producer: validate tasks, then append them to their tenants' lanes (CONTRACT.md), with
- * the same keys, fields and field order as the Rust producer (src/producer.rs).
+ * the same keys, fields and field order as the Rust producer (src/producer.rs), through the
+ * fleet's own enqueue script (the task's record and duplicate refusal in one atomic step); and
+ * read a task's record back, or wait for it to finish.
  */
 
 import { once } from "node:events";
 
-import { Redis } from "ioredis";
+import { Redis, type ChainableCommander } from "ioredis";
 
 import { InvalidTaskError } from "./errors.js";
 import { Keys } from "./keys.js";
+import { readTask, waitTask, type WaitOptions } from "./lookup.js";
+import type { TaskRecord, TaskState } from "./records.js";
+import { enqueueScript } from "./scripts.js";
 import { DEFAULT_MAX_PAYLOAD_BYTES, prepareTask, type NewTask, type PreparedTask } from "./task.js";
 
 /** How many tasks one pipelined round trip carries (as the Rust producer). */
 export const PIPELINE_CHUNK = 1000;
 
 /** Options of a {@link Producer}. */
-export interface ProducerOptions {
+export interface ProducerOptions extends EnqueueOptions {
   /** The fleet's `redis.key_prefix`; default `redrive`. */
   keyPrefix?: string;
   /** The fleet's `limits.max_payload_bytes`; default 262144 (256 KiB of JSON). */
   maxPayloadBytes?: number;
 }
 
-/** Where an enqueued task landed. */
+/** How tasks are enqueued (a {@link Producer}'s defaults, or one call's). */
+export interface EnqueueOptions {
+  /**
+   * Refuse a task_id whose record is live (queued, running, retry_scheduled, deferred, done
+   * within retention, dead_lettered, expired, replayed): it is reported as a duplicate, not
+   * written. Default true; false for producers that reuse ids on purpose (the fleet's
+   * `tasks.dedup = false`): the new task replaces the old record.
+   */
+  dedup?: boolean;
+  /**
+   * Write the task's record with it (enqueue.lua). Default true; false writes a plain XADD and
+   * no record, for fleets with `tasks.enabled = false` (then nothing is deduplicated).
+   */
+  records?: boolean;
+}
+
+/** Where an enqueued task landed, or the live task it duplicates. */
 export interface Enqueued {
   /** The task's idempotency key (given or generated). */
   taskId: string;
-  /** The entry id in the tenant's lane. */
+  /**
+   * The entry id in the tenant's lane; for a duplicate, the entry the live record names (the
+   * same as `duplicate.entry`).
+   */
   entryId: string;
+  /**
+   * Set when nothing was written because the task_id has a live record: its state and entry.
+   * A duplicate is a normal outcome, not an error.
+   */
+  duplicate?: { state: TaskState; entry: string };
 }
+
+/** How long the tenant's per-minute stats buckets are kept, ms (src/broker/stats.rs `STATS_KEEP`: 2 days). */
+export const STATS_KEEP_MS = 2 * 86_400_000;
+
+/** How many times a round trip is re-sent after Redis forgot the enqueue script (SCRIPT FLUSH, a restart). */
+const NOSCRIPT_RETRIES = 3;
 
 /**
  * A Redis failure part-way through {@link Producer.enqueueMany}: the round trips before the
- * failing one are written; within the failing one, Redis may have taken some XADDs.
+ * failing one are written; within the failing one, Redis may have taken some tasks.
  */
 export class EnqueueError extends Error {
-  /** How many tasks of the batch were written (counted from Redis's replies). */
+  /**
+   * How many tasks of the batch Redis took (counted from its replies): written, or reported as
+   * duplicates.
+   */
   readonly written: number;
 
   /** A failure after `written` tasks were written. */
@@ -46,7 +84,7 @@ export class EnqueueError extends Error {
   }
 }
 
-/** Publishes tasks to redrive's lanes. */
+/** Publishes tasks to redrive's lanes, and looks them up. */
 export class Producer {
   /** The Redis client written through. */
   readonly redis: Redis;
@@ -54,6 +92,10 @@ export class Producer {
   readonly keys: Keys;
   /** The payload limit enforced, in bytes of JSON. */
   readonly maxPayloadBytes: number;
+  /** Whether duplicates are refused by default ({@link EnqueueOptions.dedup}). */
+  readonly dedup: boolean;
+  /** Whether records are written by default ({@link EnqueueOptions.records}). */
+  readonly records: boolean;
   private readonly owned: boolean;
 
   /**
@@ -79,22 +121,31 @@ export class Producer {
       throw new RangeError(`maxPayloadBytes must be a positive integer, not ${String(max)}`);
     }
     this.maxPayloadBytes = max;
+    this.dedup = flag("dedup", options.dedup, true);
+    this.records = flag("records", options.records, true);
   }
 
-  /** Validates and enqueues one task. Throws {@link InvalidTaskError} (nothing written) when invalid. */
-  async enqueue(task: NewTask): Promise<Enqueued> {
-    const [one] = await this.enqueueMany([task]);
-    if (one === undefined) throw new Error("XADD returned no entry id");
+  /**
+   * Validates and enqueues one task. Throws {@link InvalidTaskError} (nothing written) when
+   * invalid. A task_id with a live record comes back with `duplicate` set (nothing written).
+   */
+  async enqueue(task: NewTask, options: EnqueueOptions = {}): Promise<Enqueued> {
+    const [one] = await this.enqueueMany([task], options);
+    if (one === undefined) throw new Error("the enqueue returned no entry id");
     return one;
   }
 
   /**
    * Validates every task, then enqueues them in pipelined round trips of up to 1000 tasks (each
-   * registering its tenants, then one XADD per task). An invalid task throws
-   * {@link InvalidTaskError} naming its position and field, and nothing is written. A Redis
-   * failure part-way throws {@link EnqueueError} saying how many tasks were written before.
+   * registering its tenants, then one enqueue script per task: EVALSHA, the script loaded again
+   * when Redis has forgotten it). An invalid task throws {@link InvalidTaskError} naming its
+   * position and field, and nothing is written. A Redis failure part-way throws
+   * {@link EnqueueError} saying how many tasks were written before. Results are in order; a
+   * duplicate (also of an earlier task of the same batch) has `duplicate` set.
    */
-  async enqueueMany(tasks: readonly NewTask[]): Promise<Enqueued[]> {
+  async enqueueMany(tasks: readonly NewTask[], options: EnqueueOptions = {}): Promise<Enqueued[]> {
+    const dedup = flag("dedup", options.dedup, this.dedup);
+    const records = flag("records", options.records, this.records);
     const now = Date.now();
     const prepared: PreparedTask[] = tasks.map((t, i) => {
       try {
@@ -109,10 +160,33 @@ export class Producer {
     const out: Enqueued[] = [];
     for (let start = 0; start < prepared.length; start += PIPELINE_CHUNK) {
       const chunk = prepared.slice(start, start + PIPELINE_CHUNK);
-      const ids = await this.writeChunk(chunk, out.length);
-      chunk.forEach((t, i) => out.push({ taskId: t.taskId, entryId: ids[i] ?? "" }));
+      const done = records ? await this.writeScripted(chunk, out.length, dedup) : await this.writePlain(chunk, out.length);
+      out.push(...done);
     }
     return out;
+  }
+
+  /**
+   * The record of `taskId` in `tenant` (the fleet's `redrive task show`), or null when it has
+   * none (never enqueued with records, expired after the retention, or published with a raw
+   * XADD and not started yet). Throws {@link InvalidTaskError} for a malformed tenant or id.
+   */
+  async getTask(tenant: string, taskId: string): Promise<TaskRecord | null> {
+    return readTask(this.redis, this.keys, tenant, taskId);
+  }
+
+  /**
+   * Waits until the task finishes and resolves with its record when it is `done`. It rejects
+   * with {@link TaskFailedError} when it ends dead-lettered, expired, resolved or discarded
+   * (unless `raiseOnFailure` is false: then it resolves with that record), and with
+   * {@link WaitTimeoutError} (carrying the current state) after `timeoutMs`.
+   *
+   * It blocks on the tenant's events stream on a connection of its own (so the producer's
+   * other commands are not held up), in slices of at most 5 s, never polling; a lost
+   * connection is reconnected and the wait goes on within the deadline.
+   */
+  async wait(tenant: string, taskId: string, options: WaitOptions): Promise<TaskRecord> {
+    return waitTask(this.redis, this.keys, tenant, taskId, options);
   }
 
   /** Closes the connection if the producer opened it (a URL was given); resolves once it is closed. */
@@ -124,34 +198,150 @@ export class Producer {
     if (!ended()) await end;
   }
 
-  private async writeChunk(chunk: PreparedTask[], before: number): Promise<string[]> {
-    const tenants = [...new Set(chunk.map((t) => t.tenant))].sort();
+  /** The tasks as plain XADDs (no record, no duplicate refusal), after the tenant registry. */
+  private async writePlain(chunk: PreparedTask[], before: number): Promise<Enqueued[]> {
     const pipe = this.redis.pipeline();
-    pipe.sadd(this.keys.tenants(), ...tenants);
+    pipe.sadd(this.keys.tenants(), ...tenantsOf(chunk));
     for (const t of chunk) {
       pipe.xadd(this.keys.lane(t.tenant), "*", ...t.fields.flat());
     }
-    const written = (): string =>
+    const replies = await this.exec(pipe, before);
+    const failed = replies.findIndex(([err]) => err !== null);
+    if (failed >= 0) {
+      const ok = replies.slice(1).filter(([e]) => e === null).length;
+      throw refusedPart(replies[failed]?.[0], ok, chunk.length, before);
+    }
+    return replies.slice(1).map(([, id], i) => ({ taskId: chunk[i]?.taskId ?? "", entryId: String(id) }));
+  }
+
+  /**
+   * The tasks through enqueue.lua (record + duplicate refusal, one atomic step each), after the
+   * tenant registry. Tasks Redis answered NOSCRIPT for did not run: the script is loaded and
+   * they are sent again.
+   */
+  private async writeScripted(chunk: PreparedTask[], before: number, dedup: boolean): Promise<Enqueued[]> {
+    const script = enqueueScript();
+    const results: (Enqueued | undefined)[] = chunk.map(() => undefined);
+    const taken = (): number => results.filter((r) => r !== undefined).length;
+    let todo = chunk.map((_, i) => i);
+    for (let round = 0; todo.length > 0; round++) {
+      if (round > NOSCRIPT_RETRIES) {
+        throw new EnqueueError(
+          `Redis keeps forgetting the enqueue script (NOSCRIPT after ${NOSCRIPT_RETRIES} loads); ${taken()} of this round trip's ${chunk.length} tasks were written (${before} before it)`,
+          before + taken(),
+        );
+      }
+      if (round > 0) await this.loadScript(script.text, script.sha, before + taken());
+      const pipe = this.redis.pipeline();
+      if (round === 0) pipe.sadd(this.keys.tenants(), ...tenantsOf(chunk));
+      for (const i of todo) {
+        const t = chunk[i];
+        if (t === undefined) continue;
+        pipe.evalsha(
+          script.sha,
+          4,
+          this.keys.lane(t.tenant),
+          this.keys.task(t.tenant, t.taskId),
+          this.keys.tasks(t.tenant),
+          this.keys.statsPrefix(t.tenant),
+          dedup ? "1" : "0",
+          t.taskId,
+          t.kind,
+          "1",
+          String(STATS_KEEP_MS),
+          ...t.fields.flat(),
+        );
+      }
+      const replies = await this.exec(pipe, before + taken());
+      let offset = 0;
+      let refusal: unknown = null;
+      if (round === 0) {
+        offset = 1;
+        const [saddErr] = replies[0] ?? [null];
+        if (saddErr !== null) refusal = saddErr;
+      }
+      const again: number[] = [];
+      todo.forEach((i, k) => {
+        const [err, value] = replies[offset + k] ?? [new Error("no reply"), null];
+        const t = chunk[i];
+        if (t === undefined) return;
+        if (err !== null) {
+          if (isNoScript(err)) again.push(i);
+          else refusal ??= err;
+          return;
+        }
+        const parsed = parseEnqueueReply(t.taskId, value);
+        if (parsed === null) refusal ??= new Error(`unexpected reply from the enqueue script: ${short(value)}`);
+        else results[i] = parsed;
+      });
+      if (refusal !== null) throw refusedPart(refusal, taken(), chunk.length, before);
+      todo = again;
+    }
+    return results.map((r, i) => r ?? { taskId: chunk[i]?.taskId ?? "", entryId: "" });
+  }
+
+  private async loadScript(text: string, sha: string, written: number): Promise<void> {
+    let loaded: unknown;
+    try {
+      loaded = await this.redis.script("LOAD", text);
+    } catch (e) {
+      throw new EnqueueError(`loading the enqueue script failed: ${errorText(e)}`, written, { cause: e });
+    }
+    if (loaded !== sha) {
+      throw new EnqueueError(`Redis named the enqueue script ${short(loaded)}, not ${sha}`, written);
+    }
+  }
+
+  private async exec(pipe: ChainableCommander, before: number): Promise<[Error | null, unknown][]> {
+    const written =
       before === 0 ? "nothing was written" : `the first ${before} tasks of the batch were written before`;
     let replies: [Error | null, unknown][] | null;
     try {
       replies = await pipe.exec();
     } catch (e) {
-      throw new EnqueueError(`enqueue failed: ${errorText(e)}; ${written()}`, before, { cause: e });
+      throw new EnqueueError(`enqueue failed: ${errorText(e)}; ${written}`, before, { cause: e });
     }
-    if (replies === null) throw new EnqueueError(`enqueue got no reply; ${written()}`, before);
-    const failed = replies.findIndex(([err]) => err !== null);
-    if (failed >= 0) {
-      const err = replies[failed]?.[0];
-      const ok = replies.slice(1).filter(([e]) => e === null).length;
-      throw new EnqueueError(
-        `enqueue refused by Redis: ${errorText(err)}; ${ok} of this round trip's ${chunk.length} tasks were written (${before} before it)`,
-        before + ok,
-        { cause: err },
-      );
-    }
-    return replies.slice(1).map(([, id]) => String(id));
+    if (replies === null) throw new EnqueueError(`enqueue got no reply; ${written}`, before);
+    return replies;
   }
+}
+
+function flag(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new TypeError(`${name} must be a boolean, not ${typeof value}`);
+  return value;
+}
+
+function tenantsOf(chunk: PreparedTask[]): string[] {
+  return [...new Set(chunk.map((t) => t.tenant))].sort();
+}
+
+function refusedPart(err: unknown, ok: number, size: number, before: number): EnqueueError {
+  return new EnqueueError(
+    `enqueue refused by Redis: ${errorText(err)}; ${ok} of this round trip's ${size} tasks were written (${before} before it)`,
+    before + ok,
+    { cause: err },
+  );
+}
+
+function isNoScript(err: Error): boolean {
+  return err.message.startsWith("NOSCRIPT");
+}
+
+/** `{1, entry}` (appended) or `{0, state, entry}` (a duplicate), as enqueue.lua answers. */
+function parseEnqueueReply(taskId: string, value: unknown): Enqueued | null {
+  if (!Array.isArray(value)) return null;
+  const [flagValue, a, b] = value as unknown[];
+  if (flagValue === 1 && typeof a === "string") return { taskId, entryId: a };
+  if (flagValue === 0 && typeof a === "string" && typeof b === "string") {
+    return { taskId, entryId: b, duplicate: { state: a as TaskState, entry: b } };
+  }
+  return null;
+}
+
+function short(v: unknown): string {
+  const text = typeof v === "string" ? v : ((JSON.stringify(v) as string | undefined) ?? String(v));
+  return text.length > 100 ? `${text.slice(0, 100)}…` : text;
 }
 
 function errorText(e: unknown): string {

@@ -96,6 +96,8 @@ export interface PreparedTask {
   taskId: string;
   /** The tenant (selects the lane). */
   tenant: string;
+  /** The kind (the record's `kind`). */
+  kind: string;
   /** The lane entry's field/value pairs, in the Rust producer's order. */
   fields: [string, string][];
 }
@@ -332,7 +334,7 @@ export function prepareTask(
   if (traceId !== undefined) fields.push(["trace_id", traceId]);
   if (deadline !== undefined) fields.push(["deadline", String(deadline)]);
   fields.push(...extra);
-  return { taskId, tenant, fields };
+  return { taskId, tenant, kind, fields };
 }
 
 function typeName(v: unknown): string {

@@ -18,6 +18,11 @@ export function conformanceDir(): string {
   throw new Error("conformance/ not found above the test directory");
 }
 
+/** The repository's root (the directory holding src/broker/scripts). */
+export function repoRoot(): string {
+  return dirname(conformanceDir());
+}
+
 /** A conformance file, parsed (the caller names the shape it reads). */
 // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
 export function vectors<T>(name: string): T {
@@ -73,11 +78,14 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-/** Starts a real redis-server (fails when it is not installed: tests never skip). */
-export async function startRedis(): Promise<RedisServer> {
+/**
+ * Starts a real redis-server (fails when it is not installed: tests never skip), on a free
+ * port, or on `port` (a restart of a server stopped before).
+ */
+export async function startRedis(fixedPort?: number): Promise<RedisServer> {
   let lastError = "";
   for (let tries = 0; tries < 3; tries++) {
-    const port = await freePort();
+    const port = fixedPort ?? (await freePort());
     const child: ChildProcess = spawn(
       "redis-server",
       ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],

@@ -1,4 +1,7 @@
-/** The producer against a real redis-server: the Rust producer's keys, fields and batching. */
+/**
+ * The producer against a real redis-server: the Rust producer's keys, fields and batching
+ * (records, duplicates and wait: records.test.ts).
+ */
 
 import { strict as assert } from "node:assert";
 import { after, before, beforeEach, describe, it } from "node:test";
@@ -58,7 +61,14 @@ describe("Producer against a real redis-server", () => {
       "3", "v7", "0af7651916cd43dd8448eb211c80319c", "1893456000000", "prod", "1.4.2",
     ]);
     assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
-    assert.deepEqual((await redis.keys("*")).sort(), ["redrive:tenants", "redrive:{acme}:lane"]);
+    assert.deepEqual((await redis.keys("*")).sort(), [
+      "redrive:tenants", "redrive:{acme}:lane", "redrive:{acme}:task:t-123", "redrive:{acme}:tasks",
+    ]);
+    const record = await redis.hgetall("redrive:{acme}:task:t-123");
+    assert.equal(record.state, "queued");
+    assert.equal(record.kind, "triage_ticket");
+    assert.equal(record.entry, out.entryId);
+    assert.equal(out.duplicate, undefined);
   });
 
   it("a minimal task: generated id, scalar payload, no optional fields", async () => {
@@ -85,6 +95,7 @@ describe("Producer against a real redis-server", () => {
     const stats = await redis.info("commandstats");
     const calls = (cmd: string): number => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
     assert.equal(calls("xadd"), n);
+    assert.equal(calls("evalsha"), n, "one enqueue script per task");
     assert.equal(calls("sadd"), 3, "one SADD per round trip of up to 1000 tasks");
     assert.equal(await redis.xlen("redrive:{acme}:lane"), n / 2);
     assert.equal(await redis.xlen("redrive:{globex}:lane"), n / 2);
@@ -112,6 +123,7 @@ describe("Producer against a real redis-server", () => {
     try {
       await producer.enqueue({ tenant: "t-1", kind: "k", payload: [1, 2] });
       assert.equal(await redis.xlen("team:x:{t-1}:lane"), 1);
+      assert.equal(await redis.zcard("team:x:{t-1}:tasks"), 1, "the record is under the prefix too");
       assert.deepEqual(await redis.smembers("team:x:tenants"), ["t-1"]);
       await assert.rejects(producer.enqueue({ tenant: "t-1", kind: "k", payload: "0123456789" }), /12 bytes; the limit is 10/);
     } finally {

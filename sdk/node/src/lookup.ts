@@ -1,0 +1,228 @@
+/**
+ * Reading a task's record back, and waiting for a task to finish: block on the tenant's events
+ * stream (one entry per finish: `task`, `state`, `entry`), never poll.
+ */
+
+import type { Redis } from "ioredis";
+
+import { TaskFailedError, WaitTimeoutError } from "./errors.js";
+import type { Keys } from "./keys.js";
+import { FAILED_STATES, parseRecord, type TaskRecord } from "./records.js";
+import { validateTaskId, validateTenant } from "./task.js";
+
+/** The longest single blocking read of a wait, ms: the wait re-reads the record at least this often. */
+export const WAIT_SLICE_MS = 5000;
+
+/** How long past its BLOCK time a read may stay unanswered before its connection is deemed lost, ms. */
+const HUNG_READ_GRACE_MS = 3000;
+
+/**
+ * How long the wait's own connection may take to open at first, ms, even past a shorter
+ * timeout: a wait reads the record at least once (timeout 0 is "read it now").
+ */
+export const WAIT_CONNECT_MS = 1000;
+
+/** How many events one blocking read takes at most. */
+const EVENTS_PER_READ = 1000;
+
+/** Options of `Producer.wait`. */
+export interface WaitOptions {
+  /**
+   * How long to wait at most, in ms (a finite number ≥ 0; 0 reads the record once). Opening
+   * the wait's connection counts in it, except that the first may take up to 1 s
+   * (`WAIT_CONNECT_MS`).
+   */
+  timeoutMs: number;
+  /**
+   * Reject with `TaskFailedError` when the task ends without success (dead_lettered, expired,
+   * resolved, discarded); default true. False resolves with that record instead.
+   */
+  raiseOnFailure?: boolean;
+}
+
+/** Reads the record of `taskId` in `tenant` through `redis`, or null when there is none. */
+export async function readTask(redis: Redis, keys: Keys, tenant: string, taskId: string): Promise<TaskRecord | null> {
+  validateTenant(tenant);
+  validateTaskId(taskId);
+  return read(redis, keys, tenant, taskId);
+}
+
+async function read(redis: Redis, keys: Keys, tenant: string, taskId: string): Promise<TaskRecord | null> {
+  const fields = await redis.hgetall(keys.task(tenant, taskId));
+  if (Object.keys(fields).length === 0) return null;
+  return parseRecord(tenant, taskId, fields);
+}
+
+/** A connection lost under a blocking read (ours: the reply did not come in time). */
+class ConnectionLost extends Error {}
+
+/**
+ * Waits for the task to finish (see `Producer.wait`). The wait runs on a connection of its
+ * own, a duplicate of `redis` that never queues or re-sends commands across a reconnect: each
+ * reconnect starts the cycle again (last event id, then the record), so no finish is missed.
+ */
+export async function waitTask(
+  redis: Redis,
+  keys: Keys,
+  tenant: string,
+  taskId: string,
+  options: WaitOptions,
+): Promise<TaskRecord> {
+  validateTenant(tenant);
+  validateTaskId(taskId);
+  const timeoutMs: unknown = options.timeoutMs;
+  if (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+    throw new RangeError(`timeoutMs must be a finite number ≥ 0, not ${String(timeoutMs)}`);
+  }
+  const raiseOnFailure: unknown = options.raiseOnFailure ?? true;
+  if (typeof raiseOnFailure !== "boolean") {
+    throw new TypeError(`raiseOnFailure must be a boolean, not ${typeof raiseOnFailure}`);
+  }
+  const deadline = Date.now() + timeoutMs;
+  const events = keys.events(tenant);
+  const conn = redis.duplicate({
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    // Every command in flight is failed at once when the connection drops: the loop below
+    // decides what to send again.
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times: number) => Math.min(50 * times, 500),
+  });
+  // The connection's errors are seen through its commands; without a listener ioredis would
+  // print each reconnect failure.
+  conn.on("error", () => undefined);
+  let record: TaskRecord | null = null;
+  let reads = 0;
+  let finished: TaskRecord | null = null;
+  try {
+    while (await ready(conn, reads === 0 ? Math.max(deadline, Date.now() + WAIT_CONNECT_MS) : deadline)) {
+      try {
+        // The last event before the record is read: a finish after the read lands after it.
+        const last = await conn.xrevrange(events, "+", "-", "COUNT", 1);
+        let from = last[0]?.[0] ?? "0-0";
+        record = await read(conn, keys, tenant, taskId);
+        reads++;
+        for (;;) {
+          if (record?.finished) break;
+          const left = deadline - Date.now();
+          if (left <= 0) break;
+          const slice = Math.max(1, Math.min(Math.ceil(left), WAIT_SLICE_MS));
+          const got = await blockingRead(conn, events, from, slice);
+          if (got.length > 0) {
+            from = got[got.length - 1]?.[0] ?? from;
+            if (!got.some(([, flat]) => fieldOf(flat, "task") === taskId)) continue;
+          }
+          // An event of this task, or a quiet slice: read the record again (a quiet slice's
+          // read covers a finish whose event was trimmed away or never written).
+          record = await read(conn, keys, tenant, taskId);
+        }
+        if (record?.finished) finished = record;
+        break;
+      } catch (e) {
+        // Redis refusing a command (WRONGTYPE, say) is the caller's; anything else is a lost
+        // connection (ours, or ioredis failing the commands in flight as it drops): wait for
+        // it to come back within the deadline and start the cycle again.
+        if (isReplyError(e)) throw e;
+        await closed(conn, deadline);
+      }
+    }
+  } finally {
+    conn.disconnect();
+  }
+  if (finished !== null) {
+    if (raiseOnFailure && finished.state !== undefined && FAILED_STATES.includes(finished.state)) {
+      throw new TaskFailedError(finished);
+    }
+    return finished;
+  }
+  throw new WaitTimeoutError(tenant, taskId, timeoutMs, record, reads > 0);
+}
+
+/** Whether `e` is Redis's reply refusing a command (not a connection failing). */
+function isReplyError(e: unknown): boolean {
+  return e instanceof Error && e.name === "ReplyError";
+}
+
+/**
+ * After a command failed on a lost connection: until ioredis has seen the connection close
+ * (a connection dropped on purpose still says `ready` for a moment), wait for that — bounded —
+ * so the next attempt does not run on the dead one.
+ */
+async function closed(conn: Redis, deadline: number): Promise<void> {
+  if (conn.status !== "ready") return;
+  const left = Math.min(deadline - Date.now(), 1000);
+  if (left > 0) {
+    await new Promise<void>((resolve) => {
+      const onClose = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        conn.off("close", onClose);
+        resolve();
+      }, left);
+      conn.once("close", onClose);
+    });
+  }
+  // Still "ready" on a connection whose command failed: drop it; ioredis opens a new one.
+  if (statusOf(conn) === "ready") conn.disconnect(true);
+}
+
+/** The connection's status, read afresh (it changes under an await). */
+function statusOf(conn: Redis): string {
+  return conn.status;
+}
+
+/** Whether `conn` is (or becomes, before `deadline`) ready for commands. */
+async function ready(conn: Redis, deadline: number): Promise<boolean> {
+  if (conn.status === "ready") return true;
+  if (conn.status === "wait" || conn.status === "end") {
+    conn.connect().catch(() => undefined);
+  }
+  const left = deadline - Date.now();
+  if (left <= 0) return false;
+  return new Promise<boolean>((resolve) => {
+    const onReady = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      conn.off("ready", onReady);
+      resolve(false);
+    }, left);
+    conn.once("ready", onReady);
+  });
+}
+
+type StreamEntry = [id: string, fields: string[]];
+
+/**
+ * XREAD BLOCK `slice` ms on `stream` after `from`. A reply overdue by more than a grace period
+ * (a connection gone silent) drops the connection (ioredis reconnects it) and throws.
+ */
+async function blockingRead(conn: Redis, stream: string, from: string, slice: number): Promise<StreamEntry[]> {
+  const reply = conn.xread("COUNT", EVENTS_PER_READ, "BLOCK", slice, "STREAMS", stream, from);
+  let timer: NodeJS.Timeout | undefined;
+  const overdue = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      conn.disconnect(true);
+      reject(new ConnectionLost(`no reply to a ${slice} ms blocking read after ${slice + HUNG_READ_GRACE_MS} ms`));
+    }, slice + HUNG_READ_GRACE_MS);
+  });
+  reply.catch(() => undefined);
+  try {
+    const got = await Promise.race([reply, overdue]);
+    if (got === null) return [];
+    return got.flatMap(([, entries]) => entries);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function fieldOf(flat: string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    if (flat[i] === name) return flat[i + 1];
+  }
+  return undefined;
+}
