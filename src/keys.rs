@@ -123,7 +123,7 @@ impl Keys {
         format!("{}:{{{}}}:tasks", self.prefix, tenant)
     }
 
-    /// The capped stream of a tenant's task finishes (`task_id`, `state`, `at`): what `wait`
+    /// The capped stream of a tenant's task finishes (`task`, `state`, `entry`): what `wait`
     /// blocks on.
     #[allow(dead_code)] // the writers use it (issue 14)
     pub fn events(&self, tenant: &str) -> String {
