@@ -57,6 +57,7 @@ pub(super) async fn env() -> Env {
             limits: settings.limits,
             ack_observer: None,
             health: Arc::new(Health::new(settings.metrics.stall_after)),
+            tasks: Arc::new(settings.tasks().clone()),
         },
     ));
     Env {

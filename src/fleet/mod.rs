@@ -104,6 +104,7 @@ pub struct Fleet {
     fast_ack_window: Duration,
     admin: AdminSettings,
     isolation: Arc<crate::isolation::IsolationSettings>,
+    tasks: Arc<crate::config::TasksSettings>,
 }
 
 impl Fleet {
@@ -157,6 +158,7 @@ impl Fleet {
                 .saturating_sub(settings.redis.response_timeout),
             admin: settings.admin.clone(),
             isolation: Arc::new(settings.isolation.clone()),
+            tasks: Arc::new(settings.tasks().clone()),
         }
     }
 
@@ -191,6 +193,7 @@ impl Fleet {
                 limits: self.limits,
                 ack_observer: self.ack_observer.clone(),
                 health: self.health.clone(),
+                tasks: self.tasks.clone(),
             },
         ));
         let loops = Loops::spawn(&self, lease, shared.clone(), &shutdown);
