@@ -17,7 +17,7 @@ use super::recoverer::Recoverer;
 use super::router::Router;
 use super::settlement::Settlement;
 use super::settler::SettleLoop;
-use crate::broker::{DeferItem, Deferred, RetryItem, StepWrite, StepsRecorded};
+use crate::broker::{AckEntry, DeferItem, Deferred, RetryItem, StepWrite, StepsRecorded};
 use crate::handler::{FailureClass, Handler, HandlerFuture, HandlerSpec, Outcome, TaskContext};
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
@@ -345,10 +345,14 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
     let t0 = task_of(&ids[0], &f0);
     assert!(t0.steps.is_empty());
     let item = RetryItem::new(&ids[0], Duration::ZERO, &t0.retry_fields(&ids[0])).unwrap();
-    let due = b.schedule_retries(TENANT, MEMBER, &[item]).await.unwrap();
+    let item = item.recorded(&t0.task_id, 2, "timeout", "slow".into());
+    let due = b
+        .schedule_retries(TENANT, MEMBER, &[item], true)
+        .await
+        .unwrap();
     assert!(due[0].is_some());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(b.promote_due(TENANT, 10).await.unwrap(), 1);
+    assert_eq!(b.promote_due(TENANT, 10, true).await.unwrap().moved, 1);
     // Dead letter: the steps are in it.
     let f1 = entry(ids[1].clone()).await;
     let dl = crate::deadletter::DeadLetter {
@@ -373,6 +377,8 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
             100,
             Some(MEMBER),
             Duration::ZERO,
+            dl.record_task_id().as_deref(),
+            true,
             &dl.to_fields(),
         )
         .await
@@ -387,26 +393,26 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
                 entry_id: ids[2].clone(),
                 delay: Duration::ZERO,
             }],
+            true,
         )
         .await
         .unwrap();
     assert!(matches!(out[0], Deferred::Due(_)));
     // Acks (owner-checked and fast) delete them.
+    let acked = b
+        .ack(TENANT, MEMBER, &[AckEntry::bare(&ids[3])], 0, &[&ids[3]], true)
+        .await
+        .unwrap();
+    assert_eq!(acked.acked, 1);
     assert_eq!(
-        b.ack(TENANT, MEMBER, &[&ids[3]], 0, &[&ids[3]])
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        b.ack_unclaimable(TENANT, &[&ids[4]], 0, &[&ids[4]])
+        b.ack_unclaimable(TENANT, &[AckEntry::bare(&ids[4])], 0, &[&ids[4]], true)
             .await
             .unwrap(),
         1
     );
     assert_eq!(b.steps_keys().await.unwrap(), 0, "no steps hash is left");
     // The promoted retry and the released deferral are new lane entries with the steps.
-    assert_eq!(b.promote_due(TENANT, 10).await.unwrap(), 1);
+    assert_eq!(b.promote_due(TENANT, 10, true).await.unwrap().moved, 1);
     let mut reader = b.reader("reader", Duration::from_millis(10)).await.unwrap();
     let streams = reader
         .read(

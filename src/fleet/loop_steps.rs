@@ -27,7 +27,7 @@ use crate::handler::{FailureClass, Handler, HandlerSpec, NoopHandler};
 use crate::isolation::BreakerView;
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
-use crate::task::NewTask;
+use crate::task::{NewTask, Task};
 use crate::telemetry::Health;
 
 pub(super) const MEMBER: &str = "step-member";
@@ -66,6 +66,15 @@ pub(super) async fn env() -> Env {
         broker,
         shared,
     }
+}
+
+/// A task of `kind` with id `task_id`, as a member reads it.
+pub(super) fn a_task(task_id: &str, kind: &str) -> Arc<Task> {
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = [("task_id", task_id), ("kind", kind), ("payload", "{}")]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    Arc::new(Task::from_fields(TENANT, "1-0", &fields, &crate::task::Limits::default()).unwrap())
 }
 
 impl Env {
@@ -206,6 +215,8 @@ async fn settler_step_acks_a_completed_entry() {
             recovered: false,
             read_at: None,
             steps: false,
+            task: a_task("t-1", "triage"),
+            output: None,
         })
         .await;
     // The flush waits for the first try of its ack; the task then releases the slot.
