@@ -192,7 +192,11 @@ impl Output {
 /// `x-<entry id>` when it has none, `None` when it is invalid — a malformed entry gets no
 /// record.
 pub fn entry_task_id(fields: &[(Vec<u8>, Vec<u8>)], entry_id: &str) -> Option<String> {
-    match fields.iter().rev().find(|(k, _)| k.as_slice() == b"task_id") {
+    match fields
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_slice() == b"task_id")
+    {
         None => Some(format!("x-{entry_id}")),
         Some((_, v)) => std::str::from_utf8(v)
             .ok()
@@ -271,7 +275,10 @@ mod tests {
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
                 .collect()
         };
-        assert_eq!(entry_task_id(&f(&[("kind", b"k")]), "1-0").as_deref(), Some("x-1-0"));
+        assert_eq!(
+            entry_task_id(&f(&[("kind", b"k")]), "1-0").as_deref(),
+            Some("x-1-0")
+        );
         assert_eq!(
             entry_task_id(&f(&[("task_id", b"a"), ("task_id", b"b=c")]), "1-0").as_deref(),
             Some("b=c")

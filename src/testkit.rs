@@ -271,8 +271,10 @@ impl BrokerExt for Broker {
         recovered: usize,
     ) -> impl Future<Output = Result<u64>> + Send {
         async move {
-            let entries: Vec<crate::broker::AckEntry<'_>> =
-                ids.iter().map(|id| crate::broker::AckEntry::bare(id)).collect();
+            let entries: Vec<crate::broker::AckEntry<'_>> = ids
+                .iter()
+                .map(|id| crate::broker::AckEntry::bare(id))
+                .collect();
             let a = Broker::ack(self, tenant, consumer, &entries, recovered, &[], false).await?;
             Ok(a.acked)
         }
@@ -284,8 +286,10 @@ impl BrokerExt for Broker {
         recovered: usize,
     ) -> impl Future<Output = Result<u64>> + Send {
         async move {
-            let entries: Vec<crate::broker::AckEntry<'_>> =
-                ids.iter().map(|id| crate::broker::AckEntry::bare(id)).collect();
+            let entries: Vec<crate::broker::AckEntry<'_>> = ids
+                .iter()
+                .map(|id| crate::broker::AckEntry::bare(id))
+                .collect();
             Broker::ack_unclaimable(self, tenant, &entries, recovered, &[], false).await
         }
     }

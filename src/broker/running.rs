@@ -120,9 +120,9 @@ fn begin_reply(v: Value, id: &str) -> Result<Begin> {
             ))
         }
         Some(Value::Int(3)) => match parts.next() {
-            Some(Value::BulkString(b)) => Ok(Begin::Duplicate(
-                String::from_utf8_lossy(&b).into_owned(),
-            )),
+            Some(Value::BulkString(b)) => {
+                Ok(Begin::Duplicate(String::from_utf8_lossy(&b).into_owned()))
+            }
             other => Err(Error::Protocol(format!(
                 "begin script named a duplicate as {other:?}"
             ))),

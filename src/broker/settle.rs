@@ -466,3 +466,80 @@ fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
             .arg(text);
     }
 }
+
+/// Reading records back, for the crate's own tests (the readers' verbs are the CLI's).
+#[cfg(test)]
+impl Broker {
+    /// Every field of task `task_id`'s record and its time to live in ms (-1: kept, -2: no
+    /// record).
+    pub(crate) async fn record_of(
+        &self,
+        tenant: &str,
+        task_id: &str,
+    ) -> Result<(std::collections::HashMap<String, String>, i64)> {
+        let key = self.keys.task(tenant, task_id);
+        let (fields, ttl) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.con())
+            .await?;
+        Ok((fields, ttl))
+    }
+
+    /// The finish events of `tenant`, oldest first: (task, state, entry).
+    pub(crate) async fn record_events(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(self.keys.events(tenant))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.con())
+            .await?;
+        let mut out = Vec::new();
+        for e in super::reply::entries(v)? {
+            let f: std::collections::HashMap<String, String> = e
+                .fields
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(&k).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+            let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+            out.push((get("task"), get("state"), get("entry")));
+        }
+        Ok(out)
+    }
+
+    /// How many keys of task records, record indexes and events streams exist under this
+    /// broker's prefix.
+    pub(crate) async fn record_keys_count(&self) -> Result<u64> {
+        let mut n = 0;
+        for pattern in ["*:task:*", "*:tasks", "*:events"] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}:{pattern}", self.keys.prefix()))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut self.con())
+                    .await?;
+                n += keys.len() as u64;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -42,10 +42,16 @@ pub(super) struct Env {
 }
 
 pub(super) async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// [`env`] with settings changed by `f` (after the private Redis and member id are set).
+pub(super) async fn env_with(f: impl FnOnce(&mut RawConfig)) -> Env {
     let redis = RedisServer::start().unwrap();
     let mut raw = RawConfig::defaults().unwrap();
     raw.redis.url = redis.url();
     raw.fleet.member_id = MEMBER.into();
+    f(&mut raw);
     let settings = Settings::from_raw(raw).unwrap();
     let broker = Broker::connect(&settings).await.unwrap();
     let shared = Arc::new(Shared::new(

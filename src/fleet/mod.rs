@@ -60,6 +60,8 @@ pub(crate) mod next_move;
 pub(crate) mod read_plan;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
+#[cfg(test)]
+mod record_steps;
 pub(crate) mod recoverer;
 pub(crate) mod router;
 pub(crate) mod settlement;

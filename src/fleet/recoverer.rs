@@ -41,7 +41,11 @@ impl Recoverer {
                         let n = p.moved;
                         promoted += n;
                         if p.recorded > 0 {
-                            events::records::written(&tenant, TaskState::Queued.as_str(), p.recorded);
+                            events::records::written(
+                                &tenant,
+                                TaskState::Queued.as_str(),
+                                p.recorded,
+                            );
                         }
                         if n > 0 {
                             events::claims::retries_promoted(&tenant, n);

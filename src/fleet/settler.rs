@@ -26,9 +26,7 @@ use tokio::task::JoinSet;
 use super::next_move::{next_move, MoveInputs, NextMove};
 use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::Shared;
-use crate::broker::{
-    is_oom, may_have_run, AckEntry, Broker, DeferItem, Deferred, RetryItem,
-};
+use crate::broker::{is_oom, may_have_run, AckEntry, Broker, DeferItem, Deferred, RetryItem};
 use crate::config::TasksSettings;
 use crate::deadletter::DeadLetter;
 use crate::error::Result;
@@ -721,7 +719,10 @@ impl Settler {
                 RedisOp::ScheduleRetry,
                 items.len() as u64,
                 Some(first),
-                || self.broker.schedule_retries(tenant, member, &items, records),
+                || {
+                    self.broker
+                        .schedule_retries(tenant, member, &items, records)
+                },
             )
             .await
         };
