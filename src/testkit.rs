@@ -235,13 +235,8 @@ impl BrokerExt for Broker {
     ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send {
         Broker::job_get(self, job)
     }
-    fn start(
-        &self,
-        tenant: &str,
-        consumer: &str,
-        ids: &[&str],
-    ) -> impl Future<Output = Result<Starts>> + Send {
-        async move {
+    async fn start(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Starts> {
+        {
             let entries: Vec<crate::broker::StartEntry<'_>> = ids
                 .iter()
                 .map(|id| crate::broker::StartEntry {
@@ -263,14 +258,14 @@ impl BrokerExt for Broker {
     ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send {
         Broker::schedule_retries(self, tenant, consumer, items, false)
     }
-    fn ack(
+    async fn ack(
         &self,
         tenant: &str,
         consumer: &str,
         ids: &[&str],
         recovered: usize,
-    ) -> impl Future<Output = Result<u64>> + Send {
-        async move {
+    ) -> Result<u64> {
+        {
             let entries: Vec<crate::broker::AckEntry<'_>> = ids
                 .iter()
                 .map(|id| crate::broker::AckEntry::bare(id))
@@ -279,13 +274,8 @@ impl BrokerExt for Broker {
             Ok(a.acked)
         }
     }
-    fn ack_unclaimable(
-        &self,
-        tenant: &str,
-        ids: &[&str],
-        recovered: usize,
-    ) -> impl Future<Output = Result<u64>> + Send {
-        async move {
+    async fn ack_unclaimable(&self, tenant: &str, ids: &[&str], recovered: usize) -> Result<u64> {
+        {
             let entries: Vec<crate::broker::AckEntry<'_>> = ids
                 .iter()
                 .map(|id| crate::broker::AckEntry::bare(id))

@@ -43,7 +43,7 @@ const RECORD_ERROR_BYTES: usize = 1024;
 /// A failed attempt's next move.
 enum FailedMove {
     /// Another attempt, scheduled with the tenant's other retries.
-    Retry(Arc<str>, Retry),
+    Retry(Arc<str>, Box<Retry>),
     /// The dead letters (tenant, entry id, record).
     Dead(Arc<str>, String, Box<DeadLetter>),
 }
@@ -215,7 +215,7 @@ impl SettleLoop {
                 }
                 Settlement::Failed(failed) => match me.prepare_failed(failed) {
                     FailedMove::Retry(tenant, r) => {
-                        self.retries.entry(tenant).or_default().push(r);
+                        self.retries.entry(tenant).or_default().push(*r);
                         batched += 1;
                     }
                     FailedMove::Dead(tenant, entry_id, dl) => {
@@ -684,7 +684,7 @@ impl Settler {
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
                 let item = item.recorded(&task_id, next_attempt, class.as_str(), error);
-                FailedMove::Retry(tenant, Retry { item, log, class })
+                FailedMove::Retry(tenant, Box::new(Retry { item, log, class }))
             }
             NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl),
         }
