@@ -322,6 +322,18 @@ impl DeadLetter {
             .unwrap_or_else(|| format!("x-{}", self.orig_id))
     }
 
+    /// The task_id whose record the dead letter changes: the task's, or for an entry that
+    /// could not be read as a task the one its record was named by
+    /// ([`entry_task_id`](crate::records::entry_task_id)); `None` when its raw `task_id` is
+    /// invalid (no record).
+    pub fn record_task_id(&self) -> Option<String> {
+        match (&self.task, &self.raw) {
+            (Some(task), _) => Some(task.task_id.clone()),
+            (None, Some(raw)) => crate::records::entry_task_id(raw, &self.orig_id),
+            (None, None) => None,
+        }
+    }
+
     /// The last value of the raw field `name` of an unreadable entry, when it is UTF-8 text
     /// (unchecked: validate it before use).
     pub fn raw_text(&self, name: &str) -> Option<&str> {

@@ -149,6 +149,62 @@ pub fn run_field(run: u64, what: &str) -> String {
     format!("r{run}:{what}")
 }
 
+/// What a cut output ends with (after the cut, on a UTF-8 character boundary).
+pub const TRUNCATED_MARK: &str = "…[truncated]";
+
+/// A handler's output as a record keeps it: its JSON text, cut to `tasks.max_output_bytes`
+/// when longer. A cut output ends with [`TRUNCATED_MARK`] (so it is up to that many bytes
+/// longer than the bound) and is not valid JSON: readers show it as text, and the record
+/// says `output_truncated = 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The JSON text, or its first bytes and the mark.
+    pub text: String,
+    /// Whether it was cut.
+    pub truncated: bool,
+}
+
+impl Output {
+    /// `text` bounded to `max` bytes: cut on a character boundary at or below `max`, then
+    /// marked.
+    pub fn bounded(mut text: String, max: usize) -> Output {
+        if text.len() <= max {
+            return Output {
+                text,
+                truncated: false,
+            };
+        }
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(TRUNCATED_MARK);
+        Output {
+            text,
+            truncated: true,
+        }
+    }
+}
+
+/// The task_id a lane entry's record is named by, from its raw fields, as the member reads it
+/// (and lib/task_id.lua `entry_task_id`): its `task_id` field (the last one) when valid,
+/// `x-<entry id>` when it has none, `None` when it is invalid — a malformed entry gets no
+/// record.
+pub fn entry_task_id(fields: &[(Vec<u8>, Vec<u8>)], entry_id: &str) -> Option<String> {
+    match fields
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_slice() == b"task_id")
+    {
+        None => Some(format!("x-{entry_id}")),
+        Some((_, v)) => std::str::from_utf8(v)
+            .ok()
+            .filter(|id| crate::task::validate_task_id(id).is_ok())
+            .map(str::to_owned),
+    }
+}
+
 /// A record as read back (`HGETALL`), tolerant of missing fields.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskRecord {
@@ -189,6 +245,47 @@ mod tests {
             "a replayed task is back in its lane"
         );
         assert!(!TaskState::Resolved.refuses_duplicates());
+    }
+
+    #[test]
+    fn outputs_are_cut_on_a_character_boundary_and_marked() {
+        let short = Output::bounded("{\"a\":1}".into(), 7);
+        assert_eq!(
+            short,
+            Output {
+                text: "{\"a\":1}".into(),
+                truncated: false
+            }
+        );
+        // "é" is two bytes: a bound inside it cuts before it.
+        let cut = Output::bounded("\"aé\"".into(), 3);
+        assert!(cut.truncated);
+        assert_eq!(cut.text, format!("\"a{TRUNCATED_MARK}"));
+        let cut = Output::bounded("\"aé\"".into(), 4);
+        assert_eq!(cut.text, format!("\"aé{TRUNCATED_MARK}"));
+        assert_eq!(Output::bounded("x".into(), 0).text, TRUNCATED_MARK);
+        assert!(serde_json::from_str::<serde_json::Value>(&cut.text).is_err());
+    }
+
+    #[test]
+    fn entry_task_ids_follow_the_member() {
+        let f = |pairs: &[(&str, &[u8])]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            entry_task_id(&f(&[("kind", b"k")]), "1-0").as_deref(),
+            Some("x-1-0")
+        );
+        assert_eq!(
+            entry_task_id(&f(&[("task_id", b"a"), ("task_id", b"b=c")]), "1-0").as_deref(),
+            Some("b=c")
+        );
+        assert_eq!(entry_task_id(&f(&[("task_id", b"no space")]), "1-0"), None);
+        assert_eq!(entry_task_id(&f(&[("task_id", b"")]), "1-0"), None);
+        assert_eq!(entry_task_id(&f(&[("task_id", &[0xff])]), "1-0"), None);
     }
 
     #[test]

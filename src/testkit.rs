@@ -108,7 +108,8 @@ pub trait BrokerExt {
         consumer: &str,
         items: &[RetryItem],
     ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send;
-    /// Owner-checked acks of a batch, the first `recovered` counted as recovered (ack.lua).
+    /// Owner-checked acks of a batch, the first `recovered` counted as recovered (ack.lua,
+    /// records off, like every seeding verb here).
     fn ack(
         &self,
         tenant: &str,
@@ -201,7 +202,7 @@ impl BrokerExt for Broker {
         consumer: &str,
         items: &[DeferItem],
     ) -> impl Future<Output = Result<Vec<Deferred>>> + Send {
-        Broker::defer(self, tenant, consumer, items)
+        Broker::defer(self, tenant, consumer, items, false)
     }
     fn breaker_info(&self, tenant: &str) -> impl Future<Output = Result<BreakerInfo>> + Send {
         Broker::breaker_info(self, tenant)
@@ -234,13 +235,20 @@ impl BrokerExt for Broker {
     ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send {
         Broker::job_get(self, job)
     }
-    fn start(
-        &self,
-        tenant: &str,
-        consumer: &str,
-        ids: &[&str],
-    ) -> impl Future<Output = Result<Starts>> + Send {
-        Broker::start(self, tenant, consumer, ids)
+    async fn start(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Starts> {
+        {
+            let entries: Vec<crate::broker::StartEntry<'_>> = ids
+                .iter()
+                .map(|id| crate::broker::StartEntry {
+                    id,
+                    task_id: "",
+                    attempt: 1,
+                    kind: "",
+                })
+                .collect();
+            let records = crate::broker::StartRecords::default();
+            Broker::start(self, tenant, consumer, &entries, records).await
+        }
     }
     fn schedule_retries(
         &self,
@@ -248,24 +256,32 @@ impl BrokerExt for Broker {
         consumer: &str,
         items: &[RetryItem],
     ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send {
-        Broker::schedule_retries(self, tenant, consumer, items)
+        Broker::schedule_retries(self, tenant, consumer, items, false)
     }
-    fn ack(
+    async fn ack(
         &self,
         tenant: &str,
         consumer: &str,
         ids: &[&str],
         recovered: usize,
-    ) -> impl Future<Output = Result<u64>> + Send {
-        Broker::ack(self, tenant, consumer, ids, recovered, &[])
+    ) -> Result<u64> {
+        {
+            let entries: Vec<crate::broker::AckEntry<'_>> = ids
+                .iter()
+                .map(|id| crate::broker::AckEntry::bare(id))
+                .collect();
+            let a = Broker::ack(self, tenant, consumer, &entries, recovered, &[], false).await?;
+            Ok(a.acked)
+        }
     }
-    fn ack_unclaimable(
-        &self,
-        tenant: &str,
-        ids: &[&str],
-        recovered: usize,
-    ) -> impl Future<Output = Result<u64>> + Send {
-        Broker::ack_unclaimable(self, tenant, ids, recovered, &[])
+    async fn ack_unclaimable(&self, tenant: &str, ids: &[&str], recovered: usize) -> Result<u64> {
+        {
+            let entries: Vec<crate::broker::AckEntry<'_>> = ids
+                .iter()
+                .map(|id| crate::broker::AckEntry::bare(id))
+                .collect();
+            Broker::ack_unclaimable(self, tenant, &entries, recovered, &[], false).await
+        }
     }
     fn recorded_steps(
         &self,

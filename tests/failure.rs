@@ -829,6 +829,7 @@ async fn a_settle_whose_reply_was_lost_is_logged_not_counted_lost() {
     let _: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(concat!(
+            include_str!("../src/broker/scripts/lib/record.lua"),
             include_str!("../src/broker/scripts/lib/steps.lua"),
             include_str!("../src/broker/scripts/dead_letter.lua")
         ))

@@ -128,7 +128,7 @@ impl Broker {
     /// Re-delivers a taken-over admin command to `consumer` (begin.lua on the admin stream:
     /// owner check + delivery count + 1) and returns its fields.
     pub(crate) async fn admin_redeliver(&self, consumer: &str, entry_id: &str) -> Result<Begin> {
-        self.begin_on(self.keys.admin_commands(), None, consumer, entry_id)
+        self.begin_on(self.keys.admin_commands(), consumer, entry_id)
             .await
     }
 

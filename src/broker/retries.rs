@@ -3,17 +3,26 @@
 
 use super::connect::Broker;
 use super::scripts::scripts;
+use super::settle::Promoted;
 use crate::error::Result;
 
 impl Broker {
-    /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane.
-    /// Returns how many moved.
-    pub(crate) async fn promote_due(&self, tenant: &str, limit: usize) -> Result<u64> {
+    /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane
+    /// (scripts/promote.lua); with `records`, each moved task's record says `queued` with its
+    /// new entry. Returns how many moved and how many records were written.
+    pub(crate) async fn promote_due(
+        &self,
+        tenant: &str,
+        limit: usize,
+        records: bool,
+    ) -> Result<Promoted> {
         let mut inv = scripts().promote.key(self.keys.retry(tenant));
         inv.key(self.keys.lane(tenant))
-            .key(self.keys.deferred(tenant))
-            .arg(limit);
-        Ok(inv.invoke_async(&mut self.con()).await?)
+            .key(self.keys.deferred(tenant));
+        self.record_keys(&mut inv, tenant, records, false);
+        inv.arg(limit);
+        let (moved, recorded): (u64, u64) = inv.invoke_async(&mut self.con()).await?;
+        Ok(Promoted { moved, recorded })
     }
 
     /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.

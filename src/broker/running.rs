@@ -1,6 +1,6 @@
-//! Entries about to run and running: the start mark of fresh entries (their delivery count),
-//! the re-delivery of a taken-over one ([`Broker::begin`]), and heartbeats that keep running
-//! entries fresh and report the ones this member lost.
+//! Entries about to run and running: the start mark of fresh entries (their delivery count
+//! and their task records), the re-delivery of a taken-over one ([`Broker::begin`]), and
+//! heartbeats that keep running entries fresh and report the ones this member lost.
 
 use redis::Value;
 
@@ -20,6 +20,32 @@ pub struct Starts {
     /// Entries no longer pending for this consumer (reclaimed or settled elsewhere): they
     /// must not run here.
     pub lost: Vec<String>,
+    /// Entries whose task's record is already `done` (asked with `refuse_done`): not started,
+    /// still pending here; the member acks them without running them.
+    pub duplicates: Vec<String>,
+}
+
+/// One fresh entry about to start, with what its task record needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartEntry<'a> {
+    /// The lane entry id.
+    pub id: &'a str,
+    /// The task's id (its record's name).
+    pub task_id: &'a str,
+    /// The attempt about to start.
+    pub attempt: u32,
+    /// The task's kind.
+    pub kind: &'a str,
+}
+
+/// How a start treats task records (lib/record.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StartRecords {
+    /// Whether records are written (`tasks.enabled`).
+    pub on: bool,
+    /// Whether a task already `done` is refused (`tasks.dedup` of the tenant): not started,
+    /// reported as a duplicate.
+    pub refuse_done: bool,
 }
 
 /// What one heartbeat found besides the entries it refreshed.
@@ -41,6 +67,9 @@ pub enum Begin {
     Tombstone,
     /// The entry's fields; it may run.
     Run(Fields),
+    /// Its task (this task_id) is already `done` (asked with `refuse_done`): not started, its
+    /// record untouched; the member acks it without running it.
+    Duplicate(String),
 }
 
 /// The `ids` a script's answer did not name, in order.
@@ -52,107 +81,149 @@ fn not_in<'a>(ids: &[&str], named: impl IntoIterator<Item = &'a String>) -> Vec<
         .collect()
 }
 
+/// '1' or '0', as the scripts take a flag.
+pub(super) fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// The start scripts' quadruples: entry id, task_id, attempt, kind.
+fn start_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[StartEntry<'_>]) {
+    for e in entries {
+        inv.arg(e.id).arg(e.task_id).arg(e.attempt).arg(e.kind);
+    }
+}
+
+/// Reads begin.lua's answer about entry `id`.
+fn begin_reply(v: Value, id: &str) -> Result<Begin> {
+    let Value::Array(parts) = v else {
+        return Err(Error::Protocol("begin script returned a non-array".into()));
+    };
+    let mut parts = parts.into_iter();
+    match parts.next() {
+        Some(Value::Int(0)) => Ok(Begin::Lost),
+        Some(Value::Int(1)) => Ok(Begin::Tombstone),
+        Some(Value::Int(2)) => {
+            let entries = reply::entries(Value::Array(vec![Value::Array(vec![
+                Value::BulkString(id.as_bytes().to_vec()),
+                parts.next().unwrap_or(Value::Nil),
+            ])]))?;
+            Ok(Begin::Run(
+                entries
+                    .into_iter()
+                    .next()
+                    .and_then(|e| e.fields)
+                    .unwrap_or_default(),
+            ))
+        }
+        Some(Value::Int(3)) => match parts.next() {
+            Some(Value::BulkString(b)) => {
+                Ok(Begin::Duplicate(String::from_utf8_lossy(&b).into_owned()))
+            }
+            other => Err(Error::Protocol(format!(
+                "begin script named a duplicate as {other:?}"
+            ))),
+        },
+        other => Err(Error::Protocol(format!("begin script returned {other:?}"))),
+    }
+}
+
 impl Broker {
     /// Records that entries of `tenant`'s lane read fresh by `consumer` start now (see
-    /// scripts/start.lua: owner check + delivery count + 1, one call for the batch). Only the
-    /// returned `started` ones may run.
-    pub(crate) async fn start(&self, tenant: &str, consumer: &str, ids: &[&str]) -> Result<Starts> {
-        let Some((lo, hi)) = id_range(ids) else {
+    /// scripts/start.lua: owner check + delivery count + 1, and each task's record `running`,
+    /// one call for the batch). Only the returned `started` ones may run.
+    pub(crate) async fn start(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        entries: &[StartEntry<'_>],
+        records: StartRecords,
+    ) -> Result<Starts> {
+        let ids: Vec<&str> = entries.iter().map(|e| e.id).collect();
+        let Some((lo, hi)) = id_range(&ids) else {
             return Ok(Starts::default());
         };
         let mut inv = scripts().start.key(self.keys.lane(tenant));
-        inv.arg(&*self.group).arg(consumer).arg(lo).arg(hi).arg(ids);
-        let (started, gone): (Vec<String>, Vec<String>) = inv.invoke_async(&mut self.con()).await?;
-        let lost = not_in(ids, started.iter().chain(&gone));
+        self.record_keys(&mut inv, tenant, records.on, false);
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(lo)
+            .arg(hi)
+            .arg(flag(records.refuse_done));
+        start_args(&mut inv, entries);
+        let (started, gone, duplicates): (Vec<String>, Vec<String>, Vec<String>) =
+            inv.invoke_async(&mut self.con()).await?;
+        let lost = not_in(&ids, started.iter().chain(&gone).chain(&duplicates));
         Ok(Starts {
             started,
             gone,
             lost,
+            duplicates,
         })
     }
 
     /// Records the start of fresh entries that no other consumer can have taken over yet (read
     /// by `consumer` within the fast window, see the settler's fast ack, so their delivery count
-    /// is still the read's 1): one `XCLAIM … RETRYCOUNT 2 JUSTID`, without start.lua's owner
-    /// check. Ids not claimed were deleted while pending (`gone`).
+    /// is still the read's 1): scripts/start_fast.lua, `XCLAIM … RETRYCOUNT 2 JUSTID` and each
+    /// task's record `running` in one round trip, without start.lua's owner check. Ids not
+    /// claimed were deleted while pending (`gone`).
     pub(crate) async fn start_unclaimable(
         &self,
         tenant: &str,
         consumer: &str,
-        ids: &[&str],
+        entries: &[StartEntry<'_>],
+        records: StartRecords,
     ) -> Result<Starts> {
-        if ids.is_empty() {
+        if entries.is_empty() {
             return Ok(Starts::default());
         }
-        let started: Vec<String> = redis::cmd("XCLAIM")
-            .arg(self.keys.lane(tenant))
-            .arg(&*self.group)
+        let mut inv = scripts().start_fast.key(self.keys.lane(tenant));
+        self.record_keys(&mut inv, tenant, records.on, false);
+        inv.arg(&*self.group)
             .arg(consumer)
-            .arg(0)
-            .arg(ids)
-            .arg("RETRYCOUNT")
-            .arg(2)
-            .arg("JUSTID")
-            .query_async(&mut self.con())
-            .await?;
-        let gone = not_in(ids, &started);
+            .arg(flag(records.refuse_done));
+        start_args(&mut inv, entries);
+        let (started, gone, duplicates): (Vec<String>, Vec<String>, Vec<String>) =
+            inv.invoke_async(&mut self.con()).await?;
         Ok(Starts {
             started,
             gone,
             lost: Vec::new(),
+            duplicates,
         })
     }
 
-    /// Starts a taken-over entry: checks `consumer` still owns it and records the delivery.
-    /// Its fields carry the steps recorded for it so far (`recorded_steps`, see
-    /// scripts/begin.lua).
-    pub(crate) async fn begin(&self, tenant: &str, consumer: &str, id: &str) -> Result<Begin> {
-        self.begin_on(
-            self.keys.lane(tenant),
-            Some(self.keys.steps(tenant, id)),
-            consumer,
-            id,
-        )
-        .await
-    }
-
-    /// begin.lua on any stream read through the fleet's group (a lane, with the entry's steps
-    /// hash, or the admin stream).
-    pub(crate) async fn begin_on(
+    /// Starts a taken-over entry: checks `consumer` still owns it, records the delivery and
+    /// its task's record `running` (see scripts/begin.lua). Its fields carry the steps
+    /// recorded for it so far (`recorded_steps`).
+    pub(crate) async fn begin(
         &self,
-        stream: String,
-        steps: Option<String>,
+        tenant: &str,
         consumer: &str,
         id: &str,
+        records: StartRecords,
     ) -> Result<Begin> {
+        let mut inv = scripts().begin.key(self.keys.lane(tenant));
+        inv.key(self.keys.steps(tenant, id));
+        self.record_keys(&mut inv, tenant, records.on, false);
+        inv.arg(&*self.group)
+            .arg(consumer)
+            .arg(id)
+            .arg(flag(records.refuse_done));
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        begin_reply(v, id)
+    }
+
+    /// begin.lua on a stream read through the fleet's group that holds no tasks (the admin
+    /// stream): owner check + delivery, no steps, no record.
+    pub(crate) async fn begin_on(&self, stream: String, consumer: &str, id: &str) -> Result<Begin> {
         let mut inv = scripts().begin.key(stream);
-        if let Some(steps) = steps {
-            inv.key(steps);
-        }
         inv.arg(&*self.group).arg(consumer).arg(id);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let Value::Array(parts) = v else {
-            return Err(Error::Protocol("begin script returned a non-array".into()));
-        };
-        let mut parts = parts.into_iter();
-        match parts.next() {
-            Some(Value::Int(0)) => Ok(Begin::Lost),
-            Some(Value::Int(1)) => Ok(Begin::Tombstone),
-            Some(Value::Int(2)) => {
-                let entries = reply::entries(Value::Array(vec![Value::Array(vec![
-                    Value::BulkString(id.as_bytes().to_vec()),
-                    parts.next().unwrap_or(Value::Nil),
-                ])]))?;
-                Ok(Begin::Run(
-                    entries
-                        .into_iter()
-                        .next()
-                        .and_then(|e| e.fields)
-                        .unwrap_or_default(),
-                ))
-            }
-            other => Err(Error::Protocol(format!("begin script returned {other:?}"))),
-        }
+        begin_reply(v, id)
     }
 
     /// Refreshes the idle time of the entries `consumer` still owns; reports the others, those

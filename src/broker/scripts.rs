@@ -30,8 +30,10 @@ pub(super) struct Scripts {
     pub(super) autoclaim: Script,
     /// Owner check + re-delivery of a taken-over entry before it runs.
     pub(super) begin: Script,
-    /// Owner check + start mark of a batch of fresh entries.
+    /// Owner check + start mark of a batch of fresh entries, with their records.
     pub(super) start: Script,
+    /// Start mark of fresh entries within the fast window (no owner check), with their records.
+    pub(super) start_fast: Script,
     /// Owner-checked idle reset of running entries.
     pub(super) heartbeat: Script,
     /// Owner-checked step records of a running attempt (the entry's steps hash).
@@ -92,34 +94,53 @@ pub(super) fn scripts() -> &'static Scripts {
     S.get_or_init(|| Scripts {
         enqueue: Script::new(enqueue_source()),
         ack: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/ack.lua")
         )),
         fast_ack: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/fast_ack.lua")
         )),
         dead_letter: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/steps.lua"),
             include_str!("scripts/dead_letter.lua")
         )),
         retry: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/lib/steps.lua"),
             include_str!("scripts/retry.lua")
         )),
         defer: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/task_id.lua"),
             include_str!("scripts/lib/steps.lua"),
             include_str!("scripts/defer.lua")
         )),
-        promote: Script::new(include_str!("scripts/promote.lua")),
+        promote: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/task_id.lua"),
+            include_str!("scripts/promote.lua")
+        )),
         claim: Script::new(include_str!("scripts/claim.lua")),
         autoclaim: Script::new(include_str!("scripts/autoclaim.lua")),
         begin: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/task_id.lua"),
             include_str!("scripts/lib/steps.lua"),
             include_str!("scripts/begin.lua")
         )),
-        start: Script::new(include_str!("scripts/start.lua")),
+        start: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/start.lua")
+        )),
+        start_fast: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/start_fast.lua")
+        )),
         heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
         step: Script::new(include_str!("scripts/step.lua")),
         depths: Script::new(include_str!("scripts/depths.lua")),
@@ -157,7 +178,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 31);
+        assert_eq!(files.len(), 32);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

@@ -1,11 +1,13 @@
 //! Settling an attempt's entry: ack (owner-checked or within the fast window), ack of a
 //! tombstone, the move to the dead letters, the retry schedule, and deferral of a held-back
-//! entry. Each move is one script that also counts what it settled in the tenant's stats bucket.
+//! entry. Each move is one script that also counts what it settled in the tenant's stats bucket
+//! and writes the task's record (lib/record.lua) when records are on.
 
 use std::time::Duration;
 
 use super::connect::Broker;
 use super::lanes::id_range;
+use super::running::flag;
 use super::scripts::scripts;
 use super::stats::stats_keep_ms;
 use crate::error::{Error, Result};
@@ -21,6 +23,44 @@ pub struct DeadLettered {
     pub trimmed: u64,
 }
 
+/// One completed entry to ack, with what its task's `done` record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckEntry<'a> {
+    /// The entry id in the lane.
+    pub id: &'a str,
+    /// The task's id, `""` to write no record.
+    pub task_id: &'a str,
+    /// How long the done record is kept.
+    pub retention: Duration,
+    /// The handler's output as JSON text, bounded (`None`: not kept).
+    pub output: Option<&'a str>,
+    /// Whether `output` was cut to `tasks.max_output_bytes` (then it is not valid JSON).
+    pub truncated: bool,
+}
+
+impl<'a> AckEntry<'a> {
+    /// An entry acked without writing its record.
+    pub fn bare(id: &'a str) -> AckEntry<'a> {
+        AckEntry {
+            id,
+            task_id: "",
+            retention: Duration::ZERO,
+            output: None,
+            truncated: false,
+        }
+    }
+}
+
+/// What an owner-checked ack did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Acked {
+    /// Entries acked and deleted (their records `done`).
+    pub acked: u64,
+    /// Entries no longer ours whose record said `running` on that very entry: marked `done`,
+    /// not acked (their new owner acks them as duplicates without running them).
+    pub marked_done: u64,
+}
+
 /// One failed attempt to schedule again: its entry, its delay and the next attempt's fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryItem {
@@ -30,6 +70,14 @@ pub struct RetryItem {
     pub delay: Duration,
     /// The schedule member: a JSON array [field, value, …] of the next attempt.
     pub member: String,
+    /// The task's id for its `retry_scheduled` record, `""` for none.
+    pub task_id: String,
+    /// The next attempt (the record's `attempt`).
+    pub attempt: u32,
+    /// The failed attempt's class (the record's `class` and the run's outcome).
+    pub class: &'static str,
+    /// The failure's error (the record keeps 1 KiB of it).
+    pub error: String,
 }
 
 impl RetryItem {
@@ -49,8 +97,37 @@ impl RetryItem {
             entry_id: entry_id.to_owned(),
             delay,
             member,
+            task_id: String::new(),
+            attempt: 0,
+            class: "",
+            error: String::new(),
         })
     }
+
+    /// The same item, recorded as `retry_scheduled` in task `task_id`'s record with its next
+    /// `attempt`, the failure's `class` and `error`.
+    pub fn recorded(
+        mut self,
+        task_id: &str,
+        attempt: u32,
+        class: &'static str,
+        error: String,
+    ) -> RetryItem {
+        self.task_id = task_id.to_owned();
+        self.attempt = attempt;
+        self.class = class;
+        self.error = error;
+        self
+    }
+}
+
+/// What one promote call moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Promoted {
+    /// Items moved back into the lane.
+    pub moved: u64,
+    /// Queued records written for them.
+    pub recorded: u64,
 }
 
 /// One entry to defer: its id and how long from now (server clock) it is due again.
@@ -74,27 +151,88 @@ pub enum Deferred {
 }
 
 impl Broker {
-    /// Acks and deletes completed entries of one lane that `consumer` still owns, and counts
-    /// them in the tenant's stats bucket (the first `recovered` of `ids` as recovered too).
-    /// The steps hashes of `with_steps` (those of `ids` that may have recorded steps) are
-    /// deleted with their entries. Returns how many it acked; the rest were settled or
-    /// reclaimed elsewhere.
+    /// Adds the record keys of `tenant` to a script call: the records' prefix (`""` when
+    /// records are off, which the scripts read as "write no record"), the index and, with
+    /// `events`, the events stream.
+    pub(super) fn record_keys(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        tenant: &str,
+        on: bool,
+        events: bool,
+    ) {
+        if on {
+            inv.key(self.keys.task_prefix(tenant));
+        } else {
+            inv.key("");
+        }
+        inv.key(self.keys.tasks(tenant));
+        if events {
+            inv.key(self.keys.events(tenant));
+        }
+    }
+
+    /// Acks and deletes completed entries of one lane that `consumer` still owns, counts them
+    /// in the tenant's stats bucket (the first `recovered` of `entries` as recovered too) and,
+    /// with `records`, writes each task's `done` record (scripts/ack.lua). An entry no longer
+    /// ours whose record says `running` on that entry is marked done, not acked. The steps
+    /// hashes of `with_steps` (those of the entries that may have recorded steps) are deleted
+    /// with their entries.
     pub(crate) async fn ack(
         &self,
         tenant: &str,
         consumer: &str,
-        ids: &[&str],
+        entries: &[AckEntry<'_>],
         recovered: usize,
         with_steps: &[&str],
+        records: bool,
+    ) -> Result<Acked> {
+        self.ack_counted(
+            tenant,
+            consumer,
+            entries,
+            recovered,
+            with_steps,
+            records,
+            "completed",
+        )
+        .await
+    }
+
+    /// Acks and deletes entries `consumer` owns whose task is already done (found by a start):
+    /// their records are untouched and they count as `duplicates` in the stats bucket; their
+    /// steps hashes are deleted. Returns how many were acked.
+    pub(crate) async fn ack_duplicates(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        ids: &[&str],
     ) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let Some((lo, hi)) = id_range(ids) else {
-            return Ok(0);
+        let entries: Vec<AckEntry<'_>> = ids.iter().map(|id| AckEntry::bare(id)).collect();
+        let a = self
+            .ack_counted(tenant, consumer, &entries, 0, ids, false, "duplicates")
+            .await?;
+        Ok(a.acked)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn ack_counted(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        entries: &[AckEntry<'_>],
+        recovered: usize,
+        with_steps: &[&str],
+        records: bool,
+        stat: &str,
+    ) -> Result<Acked> {
+        let ids: Vec<&str> = entries.iter().map(|e| e.id).collect();
+        let Some((lo, hi)) = id_range(&ids) else {
+            return Ok(Acked::default());
         };
         let mut inv = scripts().ack.key(self.keys.lane(tenant));
         inv.key(self.keys.stats_prefix(tenant));
+        self.record_keys(&mut inv, tenant, records, true);
         for id in with_steps {
             inv.key(self.keys.steps(tenant, id));
         }
@@ -103,39 +241,43 @@ impl Broker {
             .arg(lo)
             .arg(hi)
             .arg(stats_keep_ms())
-            .arg(recovered.min(ids.len()))
+            .arg(recovered.min(entries.len()))
+            .arg(stat)
             .arg(with_steps.len())
-            .arg(with_steps)
-            .arg(ids);
-        Ok(inv.invoke_async(&mut self.con()).await?)
+            .arg(with_steps);
+        ack_args(&mut inv, entries);
+        let (acked, marked_done): (u64, u64) = inv.invoke_async(&mut self.con()).await?;
+        Ok(Acked { acked, marked_done })
     }
 
     /// Acks and deletes completed entries that no other consumer can have taken over (see
-    /// the settler's fast-ack window), without ack.lua's owner check, and counts them in the
-    /// tenant's stats bucket (the first `recovered` of `ids` as recovered too): one script
-    /// (scripts/fast_ack.lua), which Redis runs even while over `maxmemory` (a MULTI would be
-    /// refused). Returns how many were acked.
-    /// The steps hashes of `with_steps` are deleted with their entries.
+    /// the settler's fast-ack window), without ack.lua's owner check, counts them in the
+    /// tenant's stats bucket (the first `recovered` of `entries` as recovered too) and, with
+    /// `records`, writes each acked task's `done` record: one script (scripts/fast_ack.lua),
+    /// which Redis runs even while over `maxmemory` (a MULTI would be refused). Returns how
+    /// many were acked. The steps hashes of `with_steps` are deleted with their entries.
     pub(crate) async fn ack_unclaimable(
         &self,
         tenant: &str,
-        ids: &[&str],
+        entries: &[AckEntry<'_>],
         recovered: usize,
         with_steps: &[&str],
+        records: bool,
     ) -> Result<u64> {
-        if ids.is_empty() {
+        if entries.is_empty() {
             return Ok(0);
         }
         let mut inv = scripts().fast_ack.key(self.keys.lane(tenant));
         inv.key(self.keys.stats_prefix(tenant));
+        self.record_keys(&mut inv, tenant, records, true);
         for id in with_steps {
             inv.key(self.keys.steps(tenant, id));
         }
         inv.arg(&*self.group)
             .arg(stats_keep_ms())
-            .arg(recovered.min(ids.len()))
-            .arg(with_steps.len())
-            .arg(ids);
+            .arg(recovered.min(entries.len()))
+            .arg(with_steps.len());
+        ack_args(&mut inv, entries);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
@@ -157,7 +299,10 @@ impl Broker {
     /// `owner`, only if that consumer owns it; with `min_idle`, only if it has been idle that
     /// long. The steps recorded for the entry join the dead letter (`recorded_steps`) and its
     /// steps hash is deleted. Refused as a whole (an OOM error, see
-    /// [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`.
+    /// [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`. With `records`
+    /// and a `task_id` (`None` for an entry whose task_id is invalid), the task's record says
+    /// `dead_lettered` (`expired` for that class) with the dead letter's id, kept while it is.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn dead_letter(
         &self,
         tenant: &str,
@@ -165,19 +310,23 @@ impl Broker {
         max_len: u64,
         owner: Option<&str>,
         min_idle: Duration,
+        task_id: Option<&str>,
+        records: bool,
         fields: &[(&str, String)],
     ) -> Result<DeadLettered> {
         let mut inv = scripts().dead_letter.key(self.keys.lane(tenant));
         inv.key(self.keys.dlq(tenant))
             .key(self.keys.dlq_trimmed(tenant))
             .key(self.keys.stats_prefix(tenant))
-            .key(self.keys.steps(tenant, entry_id))
-            .arg(&*self.group)
+            .key(self.keys.steps(tenant, entry_id));
+        self.record_keys(&mut inv, tenant, records, true);
+        inv.arg(&*self.group)
             .arg(entry_id)
             .arg(max_len)
             .arg(owner.unwrap_or(""))
             .arg(min_idle.as_millis() as u64)
-            .arg(stats_keep_ms());
+            .arg(stats_keep_ms())
+            .arg(task_id.unwrap_or(""));
         for (k, v) in fields {
             inv.arg(*k).arg(v);
         }
@@ -203,7 +352,7 @@ impl Broker {
     ) -> Result<Option<u64>> {
         let item = RetryItem::new(entry_id, delay, fields)?;
         let mut due = self
-            .schedule_retries(tenant, consumer, std::slice::from_ref(&item))
+            .schedule_retries(tenant, consumer, std::slice::from_ref(&item), false)
             .await?;
         Ok(due.pop().flatten())
     }
@@ -213,13 +362,15 @@ impl Broker {
     /// also counts them in the tenant's stats bucket. The steps recorded for an entry are
     /// folded into its item (`recorded_steps`) and its steps hash deleted. Returns one due
     /// time per item,
-    /// `None` for entries `consumer` no longer owns. Refused as a whole (an OOM error, see
+    /// `None` for entries `consumer` no longer owns. With `records`, each item with a task_id
+    /// writes its task's `retry_scheduled` record. Refused as a whole (an OOM error, see
     /// [`is_oom`](super::error::is_oom)) while Redis is over `maxmemory`.
     pub(crate) async fn schedule_retries(
         &self,
         tenant: &str,
         consumer: &str,
         items: &[RetryItem],
+        records: bool,
     ) -> Result<Vec<Option<u64>>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -227,6 +378,7 @@ impl Broker {
         let mut inv = scripts().retry.key(self.keys.lane(tenant));
         inv.key(self.keys.retry(tenant))
             .key(self.keys.stats_prefix(tenant));
+        self.record_keys(&mut inv, tenant, records, false);
         for item in items {
             inv.key(self.keys.steps(tenant, &item.entry_id));
         }
@@ -234,7 +386,11 @@ impl Broker {
         for item in items {
             inv.arg(&item.entry_id)
                 .arg(item.delay.as_millis() as u64)
-                .arg(&item.member);
+                .arg(&item.member)
+                .arg(&item.task_id)
+                .arg(item.attempt)
+                .arg(item.class)
+                .arg(&item.error);
         }
         let due: Vec<i64> = inv.invoke_async(&mut self.con()).await?;
         if due.len() != items.len() {
@@ -253,12 +409,14 @@ impl Broker {
     /// Moves entries of `tenant` that `consumer` owns from the lane to the tenant's deferred
     /// set, unattempted: same fields, same attempt (scripts/defer.lua); due at once when the
     /// breaker is closed by then; the steps recorded for an entry go with it
-    /// (`recorded_steps`) and its steps hash is deleted. One result per item.
+    /// (`recorded_steps`) and its steps hash is deleted; with `records`, each moved task's
+    /// record says `deferred`. One result per item.
     pub(crate) async fn defer(
         &self,
         tenant: &str,
         consumer: &str,
         items: &[DeferItem],
+        records: bool,
     ) -> Result<Vec<Deferred>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -266,6 +424,7 @@ impl Broker {
         let k = self.keys();
         let mut inv = scripts().defer.key(k.lane(tenant));
         inv.key(k.deferred(tenant)).key(k.breaker(tenant));
+        self.record_keys(&mut inv, tenant, records, false);
         for item in items {
             inv.key(k.steps(tenant, &item.entry_id));
         }
@@ -289,5 +448,98 @@ impl Broker {
                 d => Deferred::Due(d as u64),
             })
             .collect())
+    }
+}
+
+/// The ack scripts' quintuples: entry id, task_id, retention (ms), output flag ('' none, '0'
+/// whole, '1' cut), output.
+fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
+    for e in entries {
+        let (mark, text) = match e.output {
+            None => ("", ""),
+            Some(text) => (flag(e.truncated), text),
+        };
+        inv.arg(e.id)
+            .arg(e.task_id)
+            .arg(e.retention.as_millis() as u64)
+            .arg(mark)
+            .arg(text);
+    }
+}
+
+/// Reading records back, for the crate's own tests (the readers' verbs are the CLI's).
+#[cfg(test)]
+impl Broker {
+    /// Every field of task `task_id`'s record and its time to live in ms (-1: kept, -2: no
+    /// record).
+    pub(crate) async fn record_of(
+        &self,
+        tenant: &str,
+        task_id: &str,
+    ) -> Result<(std::collections::HashMap<String, String>, i64)> {
+        let key = self.keys.task(tenant, task_id);
+        let (fields, ttl) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.con())
+            .await?;
+        Ok((fields, ttl))
+    }
+
+    /// The finish events of `tenant`, oldest first: (task, state, entry).
+    pub(crate) async fn record_events(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(self.keys.events(tenant))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.con())
+            .await?;
+        let mut out = Vec::new();
+        for e in super::reply::entries(v)? {
+            let f: std::collections::HashMap<String, String> = e
+                .fields
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(&k).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+            let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+            out.push((get("task"), get("state"), get("entry")));
+        }
+        Ok(out)
+    }
+
+    /// How many keys of task records, record indexes and events streams exist under this
+    /// broker's prefix.
+    pub(crate) async fn record_keys_count(&self) -> Result<u64> {
+        let mut n = 0;
+        for pattern in ["*:task:*", "*:tasks", "*:events"] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}:{pattern}", self.keys.prefix()))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut self.con())
+                    .await?;
+                n += keys.len() as u64;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(n)
     }
 }

@@ -359,7 +359,8 @@ impl AdminLoop {
                         self.spawn(tasks, ctl, entry);
                     }
                 }
-                Ok(Begin::Tombstone) | Ok(Begin::Lost) => {}
+                // The admin stream has no task records: never a duplicate.
+                Ok(Begin::Tombstone) | Ok(Begin::Lost) | Ok(Begin::Duplicate(_)) => {}
                 Err(e) => {
                     tracing::warn!(entry = %id, error = %e, "cannot take up an admin command")
                 }

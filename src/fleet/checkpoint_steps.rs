@@ -17,7 +17,7 @@ use super::recoverer::Recoverer;
 use super::router::Router;
 use super::settlement::Settlement;
 use super::settler::SettleLoop;
-use crate::broker::{DeferItem, Deferred, RetryItem, StepWrite, StepsRecorded};
+use crate::broker::{AckEntry, DeferItem, Deferred, RetryItem, StepWrite, StepsRecorded};
 use crate::handler::{FailureClass, Handler, HandlerFuture, HandlerSpec, Outcome, TaskContext};
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
@@ -27,20 +27,22 @@ use crate::task::{NewTask, Step, Task};
 type Script = dyn Fn(&Task, &TaskContext) -> Outcome + Send + Sync;
 
 /// A handler that runs a script and remembers every task it was given.
-struct Scripted {
+pub(super) struct Scripted {
     script: Box<Script>,
     seen: Mutex<Vec<Task>>,
 }
 
 impl Scripted {
-    fn new(script: impl Fn(&Task, &TaskContext) -> Outcome + Send + Sync + 'static) -> Arc<Self> {
+    pub(super) fn new(
+        script: impl Fn(&Task, &TaskContext) -> Outcome + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Scripted {
             script: Box::new(script),
             seen: Mutex::new(Vec::new()),
         })
     }
 
-    fn seen(&self) -> Vec<Task> {
+    pub(super) fn seen(&self) -> Vec<Task> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -65,21 +67,25 @@ fn step(name: &str, output: serde_json::Value, done: bool) -> Step {
 }
 
 /// A member's executor and settler around one handler, driven step by step.
-struct Harness {
-    env: Env,
-    executor: Executor,
+pub(super) struct Harness {
+    pub(super) env: Env,
+    pub(super) executor: Executor,
     reader: Reader,
-    settled: mpsc::UnboundedReceiver<Settlement>,
-    settle: SettleLoop,
+    pub(super) settled: mpsc::UnboundedReceiver<Settlement>,
+    pub(super) settle: SettleLoop,
     /// Feeds the reclaimer's settlements (crash loops) nowhere: none happen here.
     reclaims: mpsc::UnboundedSender<Settlement>,
-    shutdown: Shutdown,
+    pub(super) shutdown: Shutdown,
 }
 
 impl Harness {
     /// `handler` serves the kinds `kinds` (one route, `handlers[0]`).
     async fn new(kinds: &[&str], handler: Arc<dyn Handler>) -> Harness {
-        let env = env().await;
+        Harness::on(env().await, kinds, handler)
+    }
+
+    /// A harness on `env` (see [`Harness::new`]).
+    pub(super) fn on(env: Env, kinds: &[&str], handler: Arc<dyn Handler>) -> Harness {
         let spec = HandlerSpec {
             index: 0,
             type_name: "scripted".into(),
@@ -120,7 +126,7 @@ impl Harness {
     }
 
     /// Enqueues one task of `kind`; returns its task id.
-    async fn enqueue(&self, kind: &str, id: &str) {
+    pub(super) async fn enqueue(&self, kind: &str, id: &str) {
         let producer = Producer::new(self.env.broker.clone(), &self.env.settings);
         producer
             .enqueue(NewTask::new(TENANT, kind, json!({"n": 1})).with_task_id(id))
@@ -130,7 +136,7 @@ impl Harness {
     }
 
     /// Reads until the member's queue holds something.
-    async fn read(&mut self) {
+    pub(super) async fn read(&mut self) {
         for _ in 0..5 {
             if let ReadStep::Read(_) = self.reader.step(&self.shutdown).await.unwrap() {
                 if self.env.shared.queued() > 0 {
@@ -142,7 +148,7 @@ impl Harness {
     }
 
     /// Runs the next queued job to its settlement and settles it.
-    async fn run_next(&mut self) {
+    pub(super) async fn run_next(&mut self) {
         let job = self.env.shared.pop().expect("a queued job");
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .acquire_owned()
@@ -161,7 +167,7 @@ impl Harness {
     }
 
     /// Takes over entries of other consumers idle for any time.
-    async fn reclaim(&mut self) -> u64 {
+    pub(super) async fn reclaim(&mut self) -> u64 {
         let mut cfg = self.env.settings.fleet.reclaim.clone();
         cfg.min_idle = Duration::ZERO;
         let mut r = Reclaimer::new(
@@ -174,7 +180,7 @@ impl Harness {
     }
 
     /// Moves due retries back into the lane.
-    async fn promote(&self) -> u64 {
+    pub(super) async fn promote(&self) -> u64 {
         Recoverer {
             broker: self.env.broker.clone(),
             shared: self.env.shared.clone(),
@@ -186,7 +192,7 @@ impl Harness {
     }
 
     /// The tenant's dead letters, each a field map.
-    async fn dead_letters(&self) -> Vec<HashMap<String, String>> {
+    pub(super) async fn dead_letters(&self) -> Vec<HashMap<String, String>> {
         self.env
             .broker
             .dlq_range(TENANT, "-", "+", 100)
@@ -345,10 +351,14 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
     let t0 = task_of(&ids[0], &f0);
     assert!(t0.steps.is_empty());
     let item = RetryItem::new(&ids[0], Duration::ZERO, &t0.retry_fields(&ids[0])).unwrap();
-    let due = b.schedule_retries(TENANT, MEMBER, &[item]).await.unwrap();
+    let item = item.recorded(&t0.task_id, 2, "timeout", "slow".into());
+    let due = b
+        .schedule_retries(TENANT, MEMBER, &[item], true)
+        .await
+        .unwrap();
     assert!(due[0].is_some());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(b.promote_due(TENANT, 10).await.unwrap(), 1);
+    assert_eq!(b.promote_due(TENANT, 10, true).await.unwrap().moved, 1);
     // Dead letter: the steps are in it.
     let f1 = entry(ids[1].clone()).await;
     let dl = crate::deadletter::DeadLetter {
@@ -373,6 +383,8 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
             100,
             Some(MEMBER),
             Duration::ZERO,
+            dl.record_task_id().as_deref(),
+            true,
             &dl.to_fields(),
         )
         .await
@@ -387,26 +399,33 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
                 entry_id: ids[2].clone(),
                 delay: Duration::ZERO,
             }],
+            true,
         )
         .await
         .unwrap();
     assert!(matches!(out[0], Deferred::Due(_)));
     // Acks (owner-checked and fast) delete them.
+    let acked = b
+        .ack(
+            TENANT,
+            MEMBER,
+            &[AckEntry::bare(&ids[3])],
+            0,
+            &[&ids[3]],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked.acked, 1);
     assert_eq!(
-        b.ack(TENANT, MEMBER, &[&ids[3]], 0, &[&ids[3]])
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        b.ack_unclaimable(TENANT, &[&ids[4]], 0, &[&ids[4]])
+        b.ack_unclaimable(TENANT, &[AckEntry::bare(&ids[4])], 0, &[&ids[4]], true)
             .await
             .unwrap(),
         1
     );
     assert_eq!(b.steps_keys().await.unwrap(), 0, "no steps hash is left");
     // The promoted retry and the released deferral are new lane entries with the steps.
-    assert_eq!(b.promote_due(TENANT, 10).await.unwrap(), 1);
+    assert_eq!(b.promote_due(TENANT, 10, true).await.unwrap().moved, 1);
     let mut reader = b.reader("reader", Duration::from_millis(10)).await.unwrap();
     let streams = reader
         .read(

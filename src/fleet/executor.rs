@@ -6,6 +6,9 @@
 //! Every start is recorded in the entry's delivery count before the handler runs (fresh
 //! entries by the [`Starter`] in batches, taken-over ones by begin.lua), so the count is 1 (the
 //! read) + starts: an entry that was only read when its member died does not count a start.
+//! The same scripts write the task's record (`running`); with `tasks.dedup` an entry whose
+//! task is already `done` (a raw duplicate, or a redelivery after a lost ack) is not started:
+//! it is settled as [`Aside::Duplicate`] (acked, never run).
 //!
 //! Each task runs on its route (see [`super::router`]): the first `[[handlers]]` entry whose
 //! kinds match its kind, with that entry's timeout and concurrency cap. A task no route
@@ -45,11 +48,13 @@ use super::router::{Route, Router};
 use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::{Job, Lost, Shared, Work};
 use super::steps::StepRecorder;
-use crate::broker::{Begin, Broker};
+use crate::broker::{Begin, Broker, StartEntry, StartRecords};
 use crate::classify::Classifier;
+use crate::config::TasksSettings;
 use crate::handler::{FailureClass, Outcome, TaskContext};
 use crate::isolation::Gate;
 use crate::policy::Policies;
+use crate::records::{Output, TaskState};
 use crate::shutdown::Shutdown;
 use crate::task::Task;
 use crate::telemetry::events;
@@ -127,6 +132,8 @@ enum Mark {
     Gone,
     /// Another consumer owns the entry now, or it was settled elsewhere.
     Lost,
+    /// Its task is already done (the tenant refuses duplicates): not started.
+    Duplicate,
     /// Redis failed; the entry stays pending, for a reclaim to take up.
     Failed,
 }
@@ -134,6 +141,8 @@ enum Mark {
 /// One fresh entry about to start, waiting for its start to be recorded.
 struct StartAsk {
     entry_id: String,
+    /// Its task (the record's task_id, attempt and kind).
+    task: Arc<Task>,
     /// When the read that delivered it was sent.
     read_at: Option<Instant>,
     reply: oneshot::Sender<Mark>,
@@ -151,7 +160,12 @@ struct Starter {
 
 impl Starter {
     /// Starts the batching loop; it ends when the last handle is dropped.
-    fn spawn(broker: Broker, member: Arc<str>, fast_window: Duration) -> Starter {
+    fn spawn(
+        broker: Broker,
+        member: Arc<str>,
+        fast_window: Duration,
+        tasks: Arc<TasksSettings>,
+    ) -> Starter {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<str>, StartAsk)>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -173,17 +187,41 @@ impl Starter {
                         .into_iter()
                         .filter(|(_, asks, _)| !asks.is_empty())
                         .map(|(tenant, asks, fast)| {
-                            let (broker, member) = (&broker, &member);
+                            let (broker, member, tasks) = (&broker, &member, &tasks);
                             async move {
-                                let ids: Vec<&str> =
-                                    asks.iter().map(|a| a.entry_id.as_str()).collect();
-                                let found = if fast {
-                                    broker.start_unclaimable(&tenant, member, &ids).await
-                                } else {
-                                    broker.start(&tenant, member, &ids).await
+                                let entries: Vec<StartEntry<'_>> = asks
+                                    .iter()
+                                    .map(|a| StartEntry {
+                                        id: &a.entry_id,
+                                        task_id: &a.task.task_id,
+                                        attempt: a.task.attempt,
+                                        kind: &a.task.kind,
+                                    })
+                                    .collect();
+                                let records = StartRecords {
+                                    on: tasks.enabled,
+                                    refuse_done: tasks.dedup_for(&tenant),
                                 };
-                                if let Err(e) = &found {
-                                    events::attempt::starts_failed(&tenant, ids.len(), e);
+                                let found = if fast {
+                                    broker
+                                        .start_unclaimable(&tenant, member, &entries, records)
+                                        .await
+                                } else {
+                                    broker.start(&tenant, member, &entries, records).await
+                                };
+                                drop(entries);
+                                match &found {
+                                    Err(e) => {
+                                        events::attempt::starts_failed(&tenant, asks.len(), e)
+                                    }
+                                    Ok(s) if records.on && !s.started.is_empty() => {
+                                        events::records::written(
+                                            &tenant,
+                                            TaskState::Running.as_str(),
+                                            s.started.len() as u64,
+                                        )
+                                    }
+                                    Ok(_) => {}
                                 }
                                 reply_marks(asks, found.ok());
                             }
@@ -195,11 +233,18 @@ impl Starter {
         Starter { tx }
     }
 
-    /// Records that `entry_id` starts now; waits for the batch it rides in.
-    async fn start(&self, tenant: &Arc<str>, entry_id: &str, read_at: Option<Instant>) -> Mark {
+    /// Records that `entry_id` (of `task`) starts now; waits for the batch it rides in.
+    async fn start(
+        &self,
+        tenant: &Arc<str>,
+        entry_id: &str,
+        task: &Arc<Task>,
+        read_at: Option<Instant>,
+    ) -> Mark {
         let (reply, answer) = oneshot::channel();
         let ask = StartAsk {
             entry_id: entry_id.to_owned(),
+            task: task.clone(),
             read_at,
             reply,
         };
@@ -220,11 +265,14 @@ fn reply_marks(asks: Vec<StartAsk>, found: Option<crate::broker::Starts>) {
     };
     let started: HashSet<String> = found.started.into_iter().collect();
     let gone: HashSet<String> = found.gone.into_iter().collect();
+    let duplicates: HashSet<String> = found.duplicates.into_iter().collect();
     for a in asks {
         let mark = if started.contains(&a.entry_id) {
             Mark::Run
         } else if gone.contains(&a.entry_id) {
             Mark::Gone
+        } else if duplicates.contains(&a.entry_id) {
+            Mark::Duplicate
         } else {
             Mark::Lost
         };
@@ -254,6 +302,7 @@ impl Executor {
                 cfg.broker.clone(),
                 cfg.shared.member.clone(),
                 cfg.fast_start_window,
+                cfg.shared.tasks.clone(),
             ),
         };
         Executor {
@@ -447,10 +496,20 @@ async fn start_job(
             // From here until the mark lets the entry run, a heartbeat that finds it pending
             // for nobody does not count it lost: the mark drops a deleted entry from the PEL.
             lost.set_starting(true);
-            match ctx.starter.start(&tenant, &entry_id, read_at).await {
+            match ctx.starter.start(&tenant, &entry_id, &task, read_at).await {
                 Mark::Run => {
                     lost.set_starting(false);
                     (task, deliveries + 1, route, permit)
+                }
+                Mark::Duplicate => {
+                    // Still pending here: acked as a duplicate, never run.
+                    lost.set_starting(false);
+                    let _ = ctx.settle.send(Settlement::Aside(Aside::Duplicate {
+                        tenant,
+                        entry_id,
+                        task_id: task.task_id.clone(),
+                    }));
+                    return None;
                 }
                 Mark::Gone => {
                     let _ = ctx
@@ -477,13 +536,30 @@ async fn start_job(
         }
         Work::Suspect => {
             lost.set_starting(true);
+            let tasks = &ctx.shared.tasks;
+            let records = StartRecords {
+                on: tasks.enabled,
+                refuse_done: tasks.dedup_for(&tenant),
+            };
             let task = match ctx
                 .broker
-                .begin(&tenant, &ctx.shared.member, &entry_id)
+                .begin(&tenant, &ctx.shared.member, &entry_id, records)
                 .await
             {
+                Ok(Begin::Duplicate(task_id)) => {
+                    lost.set_starting(false);
+                    let _ = ctx.settle.send(Settlement::Aside(Aside::Duplicate {
+                        tenant,
+                        entry_id,
+                        task_id,
+                    }));
+                    return None;
+                }
                 Ok(Begin::Run(fields)) => {
                     lost.set_starting(false);
+                    if records.on && crate::records::entry_task_id(&fields, &entry_id).is_some() {
+                        events::records::written(&tenant, TaskState::Running.as_str(), 1);
+                    }
                     match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
                         Ok(task) => {
                             task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, starts = deliveries + 1, alone = deliveries >= 1, steps = task.steps.len(), "running a taken-over entry");
@@ -753,17 +829,18 @@ async fn attempt(
     };
     // Steps first: a failure inside an open side-effecting step is a partial execution, a
     // refused step a schema mismatch, whatever the handler said.
+    let mut final_output = None;
     let outcome = match tctx.conclude(outcome) {
-        Outcome::Done => match route
-            .handler
-            .check_output(&task, tctx.final_output().as_ref())
-        {
-            Ok(()) => Outcome::Done,
-            Err(why) => Outcome::fail(
-                FailureClass::SilentFailure,
-                format!("reported success but its output failed validation: {why}"),
-            ),
-        },
+        Outcome::Done => {
+            final_output = tctx.final_output();
+            match route.handler.check_output(&task, final_output.as_ref()) {
+                Ok(()) => Outcome::Done,
+                Err(why) => Outcome::fail(
+                    FailureClass::SilentFailure,
+                    format!("reported success but its output failed validation: {why}"),
+                ),
+            }
+        }
         Outcome::Error { message } => Outcome::Fail {
             class: ctx
                 .classifier
@@ -800,8 +877,10 @@ async fn attempt(
         Outcome::Done => Settlement::Done {
             read_at,
             recovered: task.attempt > 1 || task.replay_of.is_some(),
+            output: record_output(&ctx.shared.tasks, &tenant, &task.kind, final_output),
             tenant: tenant.clone(),
             entry_id: entry_id.clone(),
+            task: task.clone(),
             steps: recording.sent || !task.steps.is_empty(),
         },
         Outcome::Fail {
@@ -815,6 +894,22 @@ async fn attempt(
     // The settler lives until every sender is gone, so this cannot fail while we run.
     let _ = ctx.settle.send(settlement);
     Some(result)
+}
+
+/// The output a done record keeps: the final output as JSON text, bounded to
+/// `tasks.max_output_bytes`; `None` when the task's kind keeps none (or records are off) or
+/// the attempt reported none.
+fn record_output(
+    tasks: &TasksSettings,
+    tenant: &str,
+    kind: &str,
+    output: Option<serde_json::Value>,
+) -> Option<Output> {
+    if !tasks.stores_output(tenant, kind) {
+        return None;
+    }
+    let text = serde_json::to_string(&output?).ok()?;
+    Some(Output::bounded(text, tasks.max_output_bytes))
 }
 
 fn panicked(payload: &(dyn std::any::Any + Send)) -> Outcome {

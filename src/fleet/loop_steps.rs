@@ -27,7 +27,7 @@ use crate::handler::{FailureClass, Handler, HandlerSpec, NoopHandler};
 use crate::isolation::BreakerView;
 use crate::producer::Producer;
 use crate::shutdown::Shutdown;
-use crate::task::NewTask;
+use crate::task::{NewTask, Task};
 use crate::telemetry::Health;
 
 pub(super) const MEMBER: &str = "step-member";
@@ -42,10 +42,16 @@ pub(super) struct Env {
 }
 
 pub(super) async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// [`env`] with settings changed by `f` (after the private Redis and member id are set).
+pub(super) async fn env_with(f: impl FnOnce(&mut RawConfig)) -> Env {
     let redis = RedisServer::start().unwrap();
     let mut raw = RawConfig::defaults().unwrap();
     raw.redis.url = redis.url();
     raw.fleet.member_id = MEMBER.into();
+    f(&mut raw);
     let settings = Settings::from_raw(raw).unwrap();
     let broker = Broker::connect(&settings).await.unwrap();
     let shared = Arc::new(Shared::new(
@@ -57,6 +63,7 @@ pub(super) async fn env() -> Env {
             limits: settings.limits,
             ack_observer: None,
             health: Arc::new(Health::new(settings.metrics.stall_after)),
+            tasks: Arc::new(settings.tasks().clone()),
         },
     ));
     Env {
@@ -65,6 +72,15 @@ pub(super) async fn env() -> Env {
         broker,
         shared,
     }
+}
+
+/// A task of `kind` with id `task_id`, as a member reads it.
+pub(super) fn a_task(task_id: &str, kind: &str) -> Arc<Task> {
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = [("task_id", task_id), ("kind", kind), ("payload", "{}")]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    Arc::new(Task::from_fields(TENANT, "1-0", &fields, &crate::task::Limits::default()).unwrap())
 }
 
 impl Env {
@@ -205,6 +221,8 @@ async fn settler_step_acks_a_completed_entry() {
             recovered: false,
             read_at: None,
             steps: false,
+            task: a_task("t-1", "triage"),
+            output: None,
         })
         .await;
     // The flush waits for the first try of its ack; the task then releases the slot.

@@ -60,6 +60,8 @@ pub(crate) mod next_move;
 pub(crate) mod read_plan;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
+#[cfg(test)]
+mod record_steps;
 pub(crate) mod recoverer;
 pub(crate) mod router;
 pub(crate) mod settlement;
@@ -104,6 +106,7 @@ pub struct Fleet {
     fast_ack_window: Duration,
     admin: AdminSettings,
     isolation: Arc<crate::isolation::IsolationSettings>,
+    tasks: Arc<crate::config::TasksSettings>,
 }
 
 impl Fleet {
@@ -157,6 +160,7 @@ impl Fleet {
                 .saturating_sub(settings.redis.response_timeout),
             admin: settings.admin.clone(),
             isolation: Arc::new(settings.isolation.clone()),
+            tasks: Arc::new(settings.tasks().clone()),
         }
     }
 
@@ -191,6 +195,7 @@ impl Fleet {
                 limits: self.limits,
                 ack_observer: self.ack_observer.clone(),
                 health: self.health.clone(),
+                tasks: self.tasks.clone(),
             },
         ));
         let loops = Loops::spawn(&self, lease, shared.clone(), &shutdown);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::shared::Shared;
 use crate::broker::Broker;
+use crate::records::TaskState;
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
 
@@ -34,9 +35,18 @@ impl Recoverer {
         let mut promoted = 0;
         for (_, tenant) in self.shared.lanes() {
             loop {
-                match self.broker.promote_due(&tenant, self.batch).await {
-                    Ok(n) => {
+                let records = self.shared.tasks.enabled;
+                match self.broker.promote_due(&tenant, self.batch, records).await {
+                    Ok(p) => {
+                        let n = p.moved;
                         promoted += n;
+                        if p.recorded > 0 {
+                            events::records::written(
+                                &tenant,
+                                TaskState::Queued.as_str(),
+                                p.recorded,
+                            );
+                        }
                         if n > 0 {
                             events::claims::retries_promoted(&tenant, n);
                         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::broker::Fields;
 use crate::handler::{FailureClass, Progress};
+use crate::records::Output;
 use crate::task::Task;
 
 /// A failed attempt, as the executor reports it.
@@ -42,6 +43,10 @@ pub(crate) enum Settlement {
         /// Whether steps may be recorded for the entry in Redis (its task carried steps or
         /// this attempt recorded some): the ack then deletes the entry's steps hash too.
         steps: bool,
+        /// The task (its task_id and kind name its done record and the record's retention).
+        task: Arc<Task>,
+        /// The handler's output for the record, bounded; `None` when the kind keeps none.
+        output: Option<Output>,
     },
     /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
     /// due after `delay`.
@@ -71,6 +76,13 @@ pub(crate) enum Aside {
     Tombstone { tenant: Arc<str>, entry_id: String },
     /// Another member owns the entry now: release it here without settling.
     Lost { tenant: Arc<str>, entry_id: String },
+    /// Its task (`task_id`) is already done and the tenant refuses duplicates: ack and delete
+    /// the entry without running it, the record untouched.
+    Duplicate {
+        tenant: Arc<str>,
+        entry_id: String,
+        task_id: String,
+    },
     /// Its start could not be recorded (Redis failed): it did not run, stays pending for this
     /// consumer in Redis and is released here for a reclaim to take up. Nothing was lost to
     /// another member, so it is not counted as a lost settle.
@@ -115,6 +127,9 @@ impl Aside {
             }
             | Aside::Tombstone { tenant, entry_id }
             | Aside::Lost { tenant, entry_id }
+            | Aside::Duplicate {
+                tenant, entry_id, ..
+            }
             | Aside::NotStarted { tenant, entry_id }
             | Aside::CrashLoop {
                 tenant, entry_id, ..

@@ -10,6 +10,10 @@
 //! batches go ahead. While Redis is over `maxmemory` acks still go through (their scripts free
 //! memory first), retries, deferrals and dead letters are refused and wait, their entries
 //! pending; the member's [`Health`](super::Health) tracks the episode.
+//!
+//! Every move also writes the task's record in its script (when `tasks.enabled`): `done` with
+//! the bounded output and the retention of the task's kind, `retry_scheduled`, `deferred`,
+//! `dead_lettered` or `expired`; what was written is counted from the scripts' answers.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,19 +26,24 @@ use tokio::task::JoinSet;
 use super::next_move::{next_move, MoveInputs, NextMove};
 use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::Shared;
-use crate::broker::{is_oom, may_have_run, Broker, DeferItem, Deferred, RetryItem};
+use crate::broker::{is_oom, may_have_run, AckEntry, Broker, DeferItem, Deferred, RetryItem};
+use crate::config::TasksSettings;
 use crate::deadletter::DeadLetter;
 use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::Policies;
+use crate::records::{Output, TaskState};
 use crate::task::{now_ms, Task};
 use crate::telemetry::tasklog::{task_event, TaskLog};
 use crate::telemetry::{events, RedisOp};
 
+/// How much of a failure's error a retry sends for the record (lib/record.lua keeps 1 KiB).
+const RECORD_ERROR_BYTES: usize = 1024;
+
 /// A failed attempt's next move.
 enum FailedMove {
     /// Another attempt, scheduled with the tenant's other retries.
-    Retry(Arc<str>, Retry),
+    Retry(Arc<str>, Box<Retry>),
     /// The dead letters (tenant, entry id, record).
     Dead(Arc<str>, String, Box<DeadLetter>),
 }
@@ -102,6 +111,24 @@ struct Ack {
     read_at: Option<std::time::Instant>,
     /// Steps may be recorded for it: its steps hash is deleted with it.
     steps: bool,
+    /// Its task (task_id and kind of the done record).
+    task: Arc<Task>,
+    /// The output the done record keeps.
+    output: Option<Output>,
+}
+
+/// The ack scripts' entries of `acks`: each with its task's done record (task_id, the
+/// retention of its kind, its output).
+fn ack_entries<'a>(acks: &[&'a Ack], tenant: &str, tasks: &TasksSettings) -> Vec<AckEntry<'a>> {
+    acks.iter()
+        .map(|a| AckEntry {
+            id: &a.entry_id,
+            task_id: &a.task.task_id,
+            retention: tasks.retention_for(tenant, &a.task.kind),
+            output: a.output.as_ref().map(|o| o.text.as_str()),
+            truncated: a.output.as_ref().is_some_and(|o| o.truncated),
+        })
+        .collect()
 }
 
 /// The settler loop: what arrived and is waiting for the next flush, and the moves in flight.
@@ -162,12 +189,16 @@ impl SettleLoop {
                     recovered,
                     read_at,
                     steps,
+                    task,
+                    output,
                 } => {
                     self.acks.entry(tenant).or_default().push(Ack {
                         entry_id,
                         recovered,
                         read_at,
                         steps,
+                        task,
+                        output,
                     });
                     batched += 1;
                 }
@@ -184,7 +215,7 @@ impl SettleLoop {
                 }
                 Settlement::Failed(failed) => match me.prepare_failed(failed) {
                     FailedMove::Retry(tenant, r) => {
-                        self.retries.entry(tenant).or_default().push(r);
+                        self.retries.entry(tenant).or_default().push(*r);
                         batched += 1;
                     }
                     FailedMove::Dead(tenant, entry_id, dl) => {
@@ -284,6 +315,12 @@ impl Settler {
         let (fast_steps, checked_steps) = (with_steps(&fast), with_steps(&checked));
         let fast_steps: Vec<&str> = fast_steps.iter().map(String::as_str).collect();
         let checked_steps: Vec<&str> = checked_steps.iter().map(String::as_str).collect();
+        let tasks = &self.shared.tasks;
+        let records = tasks.enabled;
+        let (fast_entries, checked_entries) = (
+            ack_entries(&fast, &tenant, tasks),
+            ack_entries(&checked, &tenant, tasks),
+        );
         let fast: Vec<&str> = fast.iter().map(|a| a.entry_id.as_str()).collect();
         let checked: Vec<&str> = checked.iter().map(|a| a.entry_id.as_str()).collect();
         let broker = &self.broker;
@@ -296,12 +333,29 @@ impl Settler {
                 || async {
                     if oldest.is_some_and(|t| t.elapsed() < window) {
                         broker
-                            .ack_unclaimable(tenant_ref, &fast, fast_recovered, &fast_steps)
+                            .ack_unclaimable(
+                                tenant_ref,
+                                &fast_entries,
+                                fast_recovered,
+                                &fast_steps,
+                                records,
+                            )
                             .await
                     } else {
                         broker
-                            .ack(tenant_ref, member, &fast, fast_recovered, &fast_steps)
+                            .ack(
+                                tenant_ref,
+                                member,
+                                &fast_entries,
+                                fast_recovered,
+                                &fast_steps,
+                                records,
+                            )
                             .await
+                            .map(|a| {
+                                self.marked_done(tenant_ref, a.marked_done);
+                                a.acked
+                            })
                     }
                 }
             ),
@@ -309,13 +363,22 @@ impl Settler {
                 RedisOp::Ack,
                 checked.len() as u64,
                 Some(checked_first),
-                || broker.ack(
-                    tenant_ref,
-                    member,
-                    &checked,
-                    checked_recovered,
-                    &checked_steps
-                )
+                || async {
+                    broker
+                        .ack(
+                            tenant_ref,
+                            member,
+                            &checked_entries,
+                            checked_recovered,
+                            &checked_steps,
+                            records,
+                        )
+                        .await
+                        .map(|a| {
+                            self.marked_done(tenant_ref, a.marked_done);
+                            a.acked
+                        })
+                }
             ),
         );
         crate::failpoint::hit("after_ack");
@@ -341,6 +404,9 @@ impl Settler {
         if let Some(observer) = &self.shared.ack_observer {
             observer.acked(tenant, ids);
         }
+        if self.shared.tasks.enabled && acked > 0 {
+            events::records::written(tenant, TaskState::Done.as_str(), acked);
+        }
         let missing = ids.len() as u64 - acked;
         // Recovered counts only when every ack of the call went through, which is the normal
         // case; a missing ack is counted below.
@@ -362,6 +428,15 @@ impl Settler {
             t.completed += acked;
             t.recovered += recovered;
         });
+    }
+
+    /// Counts `n` entries an ack found no longer ours but still running under their task's
+    /// record on the same entry: marked done for their new owner to ack as duplicates.
+    fn marked_done(&self, tenant: &str, n: u64) {
+        if n > 0 {
+            tracing::info!(tenant = %tenant, entries = n, "completed entries taken over by another member meanwhile: their records say done, so their new owner acks them without running them again");
+            events::records::written(tenant, TaskState::Done.as_str(), n);
+        }
     }
 
     /// Counts `n` entries a settle found no longer pending for this member.
@@ -522,6 +597,28 @@ impl Settler {
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
                     .await;
             }
+            Aside::Duplicate {
+                tenant,
+                entry_id,
+                task_id,
+            } => {
+                let ids = [entry_id.as_str()];
+                let member = &self.shared.member;
+                if let Some(tried) = self
+                    .with_retry(RedisOp::Ack, 1, None, || {
+                        self.broker.ack_duplicates(&tenant, member, &ids)
+                    })
+                    .await
+                {
+                    if tried.value == 1 {
+                        events::records::member_duplicate(&tenant, &task_id, &entry_id);
+                        self.shared.stats.with(&tenant, |t| t.duplicates += 1);
+                    } else {
+                        self.not_pending(&tenant, 1, NotPending::judge(tried.earlier_may_have_run));
+                    }
+                }
+                self.shared.release(&tenant, [entry_id.as_str()]);
+            }
             Aside::Lost { tenant, entry_id } => {
                 events::settle::settle_lost(&tenant, 1);
                 self.shared.stats.with(&tenant, |t| t.settle_lost += 1);
@@ -581,9 +678,13 @@ impl Settler {
             orig_lane: self.broker.keys().lane(&tenant),
             max_deliveries: self.max_deliveries,
         };
+        // The record's next attempt and error, taken before `next_move` consumes the attempt.
+        let (task_id, next_attempt) = (f.task.task_id.clone(), f.task.attempt + 1);
+        let error = crate::deadletter::bounded(&f.reason, RECORD_ERROR_BYTES);
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
-                FailedMove::Retry(tenant, Retry { item, log, class })
+                let item = item.recorded(&task_id, next_attempt, class.as_str(), error);
+                FailedMove::Retry(tenant, Box::new(Retry { item, log, class }))
             }
             NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl),
         }
@@ -613,15 +714,29 @@ impl Settler {
         let tenant = &tenant;
         let result = {
             let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
+            let records = self.shared.tasks.enabled;
             self.with_retry(
                 RedisOp::ScheduleRetry,
                 items.len() as u64,
                 Some(first),
-                || self.broker.schedule_retries(tenant, member, &items),
+                || {
+                    self.broker
+                        .schedule_retries(tenant, member, &items, records)
+                },
             )
             .await
         };
         if let Some(tried) = result {
+            if self.shared.tasks.enabled {
+                let written = items
+                    .iter()
+                    .zip(&tried.value)
+                    .filter(|(r, due)| due.is_some() && !r.item.task_id.is_empty())
+                    .count() as u64;
+                if written > 0 {
+                    events::records::written(tenant, TaskState::RetryScheduled.as_str(), written);
+                }
+            }
             let how = NotPending::judge(tried.earlier_may_have_run);
             for (r, due) in items.iter().zip(tried.value) {
                 match due {
@@ -668,9 +783,10 @@ impl Settler {
     ) {
         let member = &self.shared.member;
         let tenant = &tenant;
+        let records = self.shared.tasks.enabled;
         let result = self
             .with_retry(RedisOp::Defer, items.len() as u64, Some(first), || {
-                self.broker.defer(tenant, member, &items)
+                self.broker.defer(tenant, member, &items, records)
             })
             .await;
         if let Some(tried) = result {
@@ -684,6 +800,9 @@ impl Settler {
             }
             if deferred > 0 {
                 events::settle::tasks_deferred(tenant, deferred);
+                if records {
+                    events::records::written(tenant, TaskState::Deferred.as_str(), deferred);
+                }
             }
             let how = NotPending::judge(tried.earlier_may_have_run);
             self.not_pending(tenant, lost, how);
@@ -774,6 +893,8 @@ impl Settler {
         min_idle: Duration,
     ) {
         let fields = dl.to_fields();
+        let records = self.shared.tasks.enabled;
+        let task_id = dl.record_task_id();
         crate::failpoint::hit("before_dead_letter");
         let result = self
             .with_retry(RedisOp::DeadLetter, 1, None, || {
@@ -783,6 +904,8 @@ impl Settler {
                     self.dlq_max_len,
                     owner,
                     min_idle,
+                    task_id.as_deref(),
+                    records,
                     &fields,
                 )
             })
@@ -790,6 +913,14 @@ impl Settler {
         if let Some(tried) = result {
             let r = tried.value;
             if r.moved {
+                if records && task_id.is_some() {
+                    let state = if dl.class == FailureClass::Expired {
+                        TaskState::Expired
+                    } else {
+                        TaskState::DeadLettered
+                    };
+                    events::records::written(tenant, state.as_str(), 1);
+                }
                 events::settle::dead_lettered(
                     tenant,
                     &TaskLog::of_dead_letter(tenant, &dl),

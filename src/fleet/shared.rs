@@ -13,7 +13,7 @@ use super::isolation;
 use super::settlement::{Aside, Settlement};
 use super::stats::{AckObserver, FleetStats};
 use crate::broker::Entry;
-use crate::config::FleetSettings;
+use crate::config::{FleetSettings, TasksSettings};
 use crate::task::{Limits, Task};
 use crate::telemetry::Health;
 
@@ -139,6 +139,8 @@ pub(crate) struct Shared {
     pub(crate) ack_observer: Option<Arc<dyn AckObserver>>,
     /// Liveness and readiness inputs.
     pub(crate) health: Arc<Health>,
+    /// `[tasks]`: whether moves write task records, their retention, outputs, dedup.
+    pub(crate) tasks: Arc<TasksSettings>,
 }
 
 /// What a member's shared state is built from, besides its settings.
@@ -155,6 +157,8 @@ pub(crate) struct SharedParts {
     pub ack_observer: Option<Arc<dyn AckObserver>>,
     /// The member's liveness and readiness.
     pub health: Arc<Health>,
+    /// `[tasks]`: task records.
+    pub tasks: Arc<TasksSettings>,
 }
 
 impl Shared {
@@ -180,6 +184,7 @@ impl Shared {
             limits: parts.limits,
             ack_observer: parts.ack_observer,
             health: parts.health,
+            tasks: parts.tasks,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct TenantTally {
     pub reclaimed: u64,
     /// Entries held back unattempted because the tenant's breaker was not closed.
     pub deferred: u64,
+    /// Entries acked without running because their task was already done.
+    pub duplicates: u64,
 }
 
 /// What a member has settled so far, per tenant. Shared with the demo and tests.

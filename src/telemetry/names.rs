@@ -23,6 +23,13 @@ pub const SETTLE_REPLY_LOST: &str = "redrive_settle_reply_lost_total";
 pub const TASKS_RETRIED: &str = "redrive_tasks_retried_total";
 /// Counter{tenant}: tasks completed after an earlier failure or a replay.
 pub const TASKS_RECOVERED: &str = "redrive_tasks_recovered_total";
+/// Counter{tenant,side}: duplicates refused: `side="producer"` an enqueue of a task_id whose
+/// record is live, `side="member"` an entry whose task was already done, acked without
+/// running.
+pub const DUPLICATES: &str = "redrive_duplicates_total";
+/// Counter{tenant,state}: task records this member's moves wrote (starts, acks, retries,
+/// deferrals, promotions, dead letters), by the state written.
+pub const RECORDS_WRITTEN: &str = "redrive_task_records_written_total";
 /// Counter{tenant}: scheduled retries moved back into their lane.
 pub const RETRIES_PROMOTED: &str = "redrive_retries_promoted_total";
 /// Counter{tenant}: stale entries taken over from another member.

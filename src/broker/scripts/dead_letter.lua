@@ -1,6 +1,8 @@
 -- dead_letter.lua: an entry moves from its lane to its tenant's dead-letter stream
 -- (check + append + ack + delete + count, one atomic step; all keys share the tenant's hash
--- tag).
+-- tag). The task's record says `dead_lettered` — or `expired` for the class `expired` (past
+-- its deadline) — with the class, the error and the dead letter's id, kept (no expiry) as long
+-- as its dead letter, and a finish event, in the same step.
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's dead-letter stream
@@ -10,6 +12,10 @@
 -- KEYS[5]  the entry's steps hash (see step.lua): its records are added to the dead letter as
 --          'recorded_steps' (`recorded_steps` from lib/steps.lua, which the script registry
 --          prepends) and the hash is deleted with the entry
+-- KEYS[6]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
+--          are off (tasks.enabled = false): then no record is written
+-- KEYS[7]  the tenant's record index (ZSET)
+-- KEYS[8]  the tenant's events stream (one entry per finish)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane
 -- ARGV[3]  the dead-letter stream's approximate cap (MAXLEN ~)
@@ -17,7 +23,9 @@
 -- ARGV[5]  the least idle time (ms) the entry must have, 0 for none (so a live owner's fresh
 --          heartbeat wins over a reclaimer's decision)
 -- ARGV[6]  how long a stats bucket is kept, ms
--- ARGV[7…] field, value, field, value … of the dead letter
+-- ARGV[7]  the task_id whose record changes, '' for none (an entry whose task_id is invalid)
+-- ARGV[8…] field, value, field, value … of the dead letter (its `class` and `error` are the
+--          record's too)
 --
 -- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the cap removed,
 -- also added to KEYS[3]); {0, '', 0} when the entry is no longer pending for that owner, or
@@ -27,6 +35,8 @@
 -- The dead letter is written first: it adds data, so while Redis is over maxmemory it refuses
 -- the whole script (nothing written, the entry stays pending for the settler to try again),
 -- whereas a script whose first write is XACK would be let through.
+-- `recorded_steps` comes from lib/steps.lua, `rec_*` from lib/record.lua; the script registry
+-- prepends both.
 local p
 if ARGV[4] == '' then
   p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
@@ -37,8 +47,15 @@ if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
   return {0, '', 0}
 end
 local fields = {'deliveries', math.max(tonumber(p[1][4]) - 1, 0)}
-for i = 7, #ARGV do
+local class, err = '', ''
+for i = 8, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  if ARGV[i] == 'class' then
+    class = ARGV[i + 1]
+  elseif ARGV[i] == 'error' then
+    err = ARGV[i + 1]
+  end
 end
 local rec = recorded_steps(KEYS[5])
 if rec then
@@ -55,6 +72,16 @@ end
 redis.call('XDEL', KEYS[1], ARGV[2])
 if rec then
   redis.call('DEL', KEYS[5])
+end
+local R = rec_ctx(KEYS[6], KEYS[7], KEYS[8])
+if R and ARGV[7] ~= '' then
+  local state = 'dead_lettered'
+  if class == 'expired' then
+    state = 'expired'
+  end
+  rec_end(R, ARGV[7], rec_now(), state, class, {'class', class, 'error', rec_error(err), 'dlq', id})
+  rec_expire(R, ARGV[7], 0)
+  rec_event(R, ARGV[7], state, id)
 end
 local t = redis.call('TIME')
 local bucket = KEYS[4] .. math.floor(tonumber(t[1]) / 60)

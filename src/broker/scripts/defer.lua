@@ -6,15 +6,20 @@
 -- breaker (breaker_set.lua, breaker_probe_done.lua) can make every held task due at once
 -- while genuine retries keep their time. The recovery loop (promote.lua) puts them back when
 -- due. A breaker already closed when this runs (the member's view was stale) holds nothing
--- back: the entries are due at once.
+-- back: the entries are due at once. Each moved task's record says `deferred` (not the end of
+-- a run: the task did not start), in the same step.
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's deferred set (ZSET scored by due time, ms)
 -- KEYS[3]  the tenant's breaker (HASH; its `deferred` counter is raised)
--- KEYS[4…] the steps hash of each pair's entry, in the order of the pairs (see step.lua): a
+-- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
+--          are off (tasks.enabled = false): then no record is written
+-- KEYS[5]  the tenant's record index (ZSET)
+-- KEYS[6…] the steps hash of each pair's entry, in the order of the pairs (see step.lua): a
 --          moved entry's records are folded into its member as 'recorded_steps' and the hash
 --          is deleted with the entry (`recorded_steps` and `fold_steps` from lib/steps.lua,
---          which the script registry prepends)
+--          `entry_task_id` from lib/task_id.lua and `rec_*` from lib/record.lua, which the
+--          script registry prepends)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
 -- ARGV[3…] pairs: entry id in the lane, delay in ms (from the server's clock)
@@ -27,11 +32,13 @@
 --
 -- Returns one value per pair: the due time (ms, server clock); -1 when this consumer no longer
 -- owns the entry (nothing written); -2 when the entry is gone (its pending id is acked, its
--- steps hash deleted).
+-- steps hash deleted). The record is named by the entry's task_id as the member reads it
+-- (`entry_task_id`: none for an invalid one).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, done = {}, 0
 local closed = (redis.call('HGET', KEYS[3], 'state') or 'closed') == 'closed'
+local R = rec_ctx(KEYS[4], KEYS[5], nil)
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
@@ -41,7 +48,7 @@ for i = 3, #ARGV, 2 do
     local e = redis.call('XRANGE', KEYS[1], id, id)
     if #e == 0 then
       redis.call('XACK', KEYS[1], ARGV[1], id)
-      redis.call('DEL', KEYS[3 + (i - 1) / 2])
+      redis.call('DEL', KEYS[6 + (i - 3) / 2])
       out[#out + 1] = -2
     else
       local f = e[1][2]
@@ -68,7 +75,7 @@ for i = 3, #ARGV, 2 do
         flat[#flat + 1] = 'first_enqueued_at'
         flat[#flat + 1] = enq or string.match(id, '^(%d+)') or string.format('%d', now)
       end
-      local key = KEYS[3 + (i - 1) / 2]
+      local key = KEYS[6 + (i - 3) / 2]
       local rec = recorded_steps(key)
       if rec then
         fold_steps(flat, rec)
@@ -84,6 +91,12 @@ for i = 3, #ARGV, 2 do
       redis.call('XDEL', KEYS[1], id)
       if rec then
         redis.call('DEL', key)
+      end
+      if R then
+        local tid = entry_task_id(f, id)
+        if tid then
+          rec_write(R, tid, now, 'deferred', nil)
+        end
       end
       out[#out + 1] = due
       done = done + 1

@@ -1,41 +1,85 @@
 -- fast_ack.lua: completed entries that no other consumer can have taken over yet (see the
 -- settler's fast-ack window) leave their lane: ack + delete, one atomic step, without
--- ack.lua's owner check, and counted in the tenant's stats bucket of the current minute.
+-- ack.lua's owner check, counted in the tenant's stats bucket of the current minute, and each
+-- acked task's record says `done` (with its output, expiring after its retention, and a
+-- finish event).
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
 --          minute by the server's clock (same hash tag, so the same slot)
+-- KEYS[3]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
+--          are off (tasks.enabled = false): then no record is written
+-- KEYS[4]  the tenant's record index (ZSET)
+-- KEYS[5]  the tenant's events stream (one entry per finish)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  how long a stats bucket is kept, ms
--- ARGV[3]  how many of the ids (the first ones) completed after an earlier failure or a replay
--- ARGV[4]  n: how many steps hashes follow in KEYS[3…2+n] (see step.lua): those of the ids that
+-- ARGV[3]  how many of the entries (the first ones) completed after an earlier failure or a
+--          replay
+-- ARGV[4]  n: how many steps hashes follow in KEYS[6…5+n] (see step.lua): those of the ids that
 --          may have recorded steps, deleted with them (nobody else can own these entries)
--- ARGV[5…] entry ids (at most fleet.ack_batch)
+-- ARGV[5…] quintuples, one per entry (at most fleet.ack_batch), as in ack.lua: entry id,
+--          task_id ('': no record), retention of the done record in ms, output flag ('': no
+--          output kept, '0': whole, '1': cut and marked), output text
 --
 -- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
 -- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are
 -- not refused; a script is refused only when a command that may grow memory comes before its
--- first write, so the stats HINCRBY goes last.
+-- first write, so the records and the stats HINCRBY go after the acks. With records on, each
+-- id is acked on its own (an XACK per id tells which were still pending: only those get a
+-- done record); with records off, in chunks.
 --
 -- Returns the number of ids acked (the others were no longer pending: settled already).
--- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, which the script
--- registry prepends.
+-- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua; `rec_ctx`, `rec_now`,
+-- `rec_end`, `rec_expire` and `rec_event` from lib/record.lua; the script registry prepends
+-- both.
+local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 local r = tonumber(ARGV[3])
-local first, rest = {}, {}
-for i = 5, #ARGV do
-  if i < 5 + r then
-    first[#first + 1] = ARGV[i]
-  else
-    rest[#rest + 1] = ARGV[i]
+local ids, acked, recovered = {}, 0, 0
+if R then
+  local at = {}
+  for i = 5, #ARGV, 5 do
+    ids[#ids + 1] = ARGV[i]
+    if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+      at[#at + 1] = i
+      if i < 5 + 5 * r then
+        recovered = recovered + 1
+      end
+    end
   end
+  acked = #at
+  chunks('XDEL', {KEYS[1]}, ids, 1000)
+  local now = rec_now()
+  for _, k in ipairs(at) do
+    local tid = ARGV[k + 1]
+    if tid ~= '' then
+      local pairs = nil
+      if ARGV[k + 3] == '1' then
+        pairs = {'output', ARGV[k + 4], 'output_truncated', '1'}
+      elseif ARGV[k + 3] ~= '' then
+        pairs = {'output', ARGV[k + 4]}
+      end
+      rec_end(R, tid, now, 'done', 'ok', pairs)
+      rec_expire(R, tid, ARGV[k + 2])
+      rec_event(R, tid, 'done', ARGV[k])
+    end
+  end
+else
+  local first, rest = {}, {}
+  for i = 5, #ARGV, 5 do
+    if i < 5 + 5 * r then
+      first[#first + 1] = ARGV[i]
+    else
+      rest[#rest + 1] = ARGV[i]
+    end
+  end
+  recovered = chunks('XACK', {KEYS[1], ARGV[1]}, first, 1000)
+  acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
+  chunks('XDEL', {KEYS[1]}, first, 1000)
+  chunks('XDEL', {KEYS[1]}, rest, 1000)
 end
-local recovered = chunks('XACK', {KEYS[1], ARGV[1]}, first, 1000)
-local acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
-chunks('XDEL', {KEYS[1]}, first, 1000)
-chunks('XDEL', {KEYS[1]}, rest, 1000)
 local steps = {}
 for i = 1, tonumber(ARGV[4]) do
-  steps[#steps + 1] = KEYS[2 + i]
+  steps[#steps + 1] = KEYS[5 + i]
 end
 if #steps > 0 then
   chunks('DEL', {}, steps, 1000)

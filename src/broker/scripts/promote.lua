@@ -1,20 +1,30 @@
 -- promote.lua: due retries and due held-back (deferred) tasks go back into their lane (read +
 -- append + remove, one atomic step, so any number of members may run it at once without
--- duplicating or losing an item).
+-- duplicating or losing an item). Each moved task's record says `queued` again, with its new
+-- lane entry, in the same step.
 --
 -- KEYS[1]  the tenant's retry schedule (ZSET)
 -- KEYS[2]  the tenant's lane stream
 -- KEYS[3]  the tenant's deferred set (ZSET, same member format)
+-- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
+--          are off (tasks.enabled = false): then no record is written
+-- KEYS[5]  the tenant's record index (ZSET)
 -- ARGV[1]  the most items to move
 --
--- Returns the number of items moved (retries first, then deferred tasks); call again while it
--- equals ARGV[1]. Due means a score at or below the server's clock. Each moved entry gets enqueued_at = now. An item that is not a
--- JSON array of strings is appended as {unreadable_retry = item}: the fleet then dead-letters
--- it as malformed_entry instead of dropping it.
+-- Returns {moved, recorded}: the number of items moved (retries first, then deferred tasks;
+-- call again while it equals ARGV[1]) and how many queued records were written. Due means a
+-- score at or below the server's clock. Each moved entry gets enqueued_at = now; its record
+-- entry = the new lane id, enq = now and attempt = the item's (its task_id named as the member
+-- will read it, `entry_task_id` from lib/task_id.lua; none for an invalid one). An item that is
+-- not a JSON array of strings is appended as {unreadable_retry = item}, without a record: the
+-- fleet then dead-letters it as malformed_entry instead of dropping it.
+-- `rec_*` come from lib/record.lua, which the script registry prepends with lib/task_id.lua.
+local R = rec_ctx(KEYS[4], KEYS[5], nil)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ts = string.format('%d', now)
 local limit = tonumber(ARGV[1])
-local moved = 0
+local moved, recorded = 0, 0
 for _, set in ipairs({KEYS[1], KEYS[3]}) do
   if moved >= limit then
     break
@@ -24,8 +34,21 @@ for _, set in ipairs({KEYS[1], KEYS[3]}) do
     local ok, fields = pcall(cjson.decode, item)
     if ok and type(fields) == 'table' and #fields > 0 and #fields % 2 == 0 then
       fields[#fields + 1] = 'enqueued_at'
-      fields[#fields + 1] = string.format('%d', now)
-      redis.call('XADD', KEYS[2], '*', unpack(fields))
+      fields[#fields + 1] = ts
+      local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+      if R then
+        local tid = entry_task_id(fields, id)
+        if tid then
+          local attempt = '1'
+          for j = 1, #fields, 2 do
+            if fields[j] == 'attempt' then
+              attempt = fields[j + 1]
+            end
+          end
+          rec_write(R, tid, now, 'queued', {'entry', id, 'enq', ts, 'attempt', attempt})
+          recorded = recorded + 1
+        end
+      end
     else
       redis.call('XADD', KEYS[2], '*', 'unreadable_retry', item)
     end
@@ -33,4 +56,4 @@ for _, set in ipairs({KEYS[1], KEYS[3]}) do
   end
   moved = moved + #due
 end
-return moved
+return {moved, recorded}

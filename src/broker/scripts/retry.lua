@@ -1,23 +1,29 @@
 -- retry.lua: failed attempts leave their lane and are scheduled for their next attempt (owner
 -- check + ack + schedule + delete, one atomic step for the whole batch; both keys share the
--- tenant's tag).
+-- tenant's tag). Each scheduled task's record says `retry_scheduled` (the run ends with the
+-- failure's class as its outcome; class, error and the next attempt recorded), in the same
+-- step.
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's retry schedule (ZSET scored by due time, ms)
 -- KEYS[3]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
 --          minute by the server's clock (same hash tag, so the same slot)
--- KEYS[4…] the steps hash of each triple's entry, in the order of the triples (see step.lua):
+-- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
+--          are off (tasks.enabled = false): then no record is written
+-- KEYS[5]  the tenant's record index (ZSET)
+-- KEYS[6…] the steps hash of each item's entry, in the order of the items (see step.lua):
 --          an owned entry's records are folded into its schedule member as 'recorded_steps'
 --          (before `from_entry`, which stays last) and the hash is deleted with the entry
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
 -- ARGV[3]  how long a stats bucket is kept, ms
--- ARGV[4…] triples: entry id in the lane, delay in ms (from the server's clock), schedule
---          member (a JSON array [field, value, …] of the next attempt, unique because it holds
---          `from_entry`, the lane entry id: identical tasks never collapse into one member);
---          at most fleet.ack_batch triples
+-- ARGV[4…] items of seven: entry id in the lane, delay in ms (from the server's clock),
+--          schedule member (a JSON array [field, value, …] of the next attempt, unique because
+--          it holds `from_entry`, the lane entry id: identical tasks never collapse into one
+--          member), task_id ('': no record), the next attempt, the failure's class, its error
+--          (cut to 1 KiB by rec_error); at most fleet.ack_batch items
 --
--- Returns one value per triple: the due time (ms, server clock), or -1 when this consumer no
+-- Returns one value per item: the due time (ms, server clock), or -1 when this consumer no
 -- longer owns that entry (nothing is written for it). What it schedules is counted as
 -- `retried` in the tenant's stats bucket of the current minute, in the same step.
 --
@@ -27,11 +33,12 @@
 -- checked: the later ZADD chunks go through once the first has.)
 
 -- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, `recorded_steps` and
--- `fold_steps` from lib/steps.lua; the script registry prepends both.
+-- `fold_steps` from lib/steps.lua, `rec_*` from lib/record.lua; the script registry prepends
+-- them.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out, owned, zadd, steps = {}, {}, {}, {}
-for i = 4, #ARGV, 3 do
+local out, owned, zadd, steps, recs = {}, {}, {}, {}, {}
+for i = 4, #ARGV, 7 do
   local id = ARGV[i]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
   if #p == 0 then
@@ -39,7 +46,7 @@ for i = 4, #ARGV, 3 do
   else
     local due = now + tonumber(ARGV[i + 1])
     local member = ARGV[i + 2]
-    local key = KEYS[3 + (i - 1) / 3]
+    local key = KEYS[6 + (i - 4) / 7]
     local rec = recorded_steps(key)
     if rec then
       local ok, flat = pcall(cjson.decode, member)
@@ -54,6 +61,9 @@ for i = 4, #ARGV, 3 do
     owned[#owned + 1] = id
     zadd[#zadd + 1] = due
     zadd[#zadd + 1] = member
+    if ARGV[i + 3] ~= '' then
+      recs[#recs + 1] = i
+    end
   end
 end
 if #owned > 0 then
@@ -62,6 +72,15 @@ if #owned > 0 then
   chunks('XDEL', {KEYS[1]}, owned, 1000)
   if #steps > 0 then
     chunks('DEL', {}, steps, 1000)
+  end
+  local R = rec_ctx(KEYS[4], KEYS[5], nil)
+  if R then
+    for _, i in ipairs(recs) do
+      local class = ARGV[i + 5]
+      rec_end(R, ARGV[i + 3], now, 'retry_scheduled', class, {
+        'class', class, 'error', rec_error(ARGV[i + 6]), 'attempt', ARGV[i + 4],
+      })
+    end
   end
   local bucket = KEYS[3] .. math.floor(tonumber(t[1]) / 60)
   if redis.call('HINCRBY', bucket, 'retried', #owned) == #owned then

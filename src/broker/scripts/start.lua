@@ -3,21 +3,33 @@
 -- XREADGROUP set it to 1 at the read, whether or not the entry ever started; only a start
 -- counts towards reclaim.max_deliveries. RETRYCOUNT sets the count even with JUSTID, which
 -- keeps the reply short; the claim also resets the idle time (that only delays a reclaim).
+-- Each started entry's task record says `running` (rec_start), in the same step.
 --
 -- KEYS[1]  the lane stream
+-- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
+--          are off (tasks.enabled = false): then nothing but the start mark is written
+-- KEYS[3]  the tenant's record index (ZSET)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer (this member)
 -- ARGV[3]  the smallest of the ids
 -- ARGV[4]  the largest of the ids
--- ARGV[5…] entry ids about to start (one batch of the executor's starts)
+-- ARGV[5]  '1': refuse a task whose record is already `done` (tasks.dedup): such an entry is
+--          not started (its record untouched) and is returned in `duplicates`; '0': run it
+-- ARGV[6…] quadruples, one per entry about to start (one batch of the executor's starts):
+--          entry id, task_id, attempt, kind
 --
 -- Ownership is read with one XPENDING over [smallest, largest] filtered to this consumer
 -- (paged by 1000), as in ack.lua.
 --
--- Returns {started, gone}: started lists the ids marked, which may run; gone lists ids that
--- were pending here but whose entry was deleted (XCLAIM dropped them from the PEL). Ids in
--- neither list are no longer pending for this consumer (reclaimed or settled elsewhere): they
--- must not run.
+-- Returns {started, gone, duplicates}: started lists the ids marked, which may run; gone lists
+-- ids that were pending here but whose entry was deleted (XCLAIM dropped them from the PEL);
+-- duplicates lists ids whose task is already done (their delivery count was raised, nothing
+-- else written): the member acks them without running them. Ids in none of the lists are no
+-- longer pending for this consumer (reclaimed or settled elsewhere): they must not run.
+-- `rec_ctx`, `rec_now` and `rec_start` come from lib/record.lua, which the script registry
+-- prepends.
+local R = rec_ctx(KEYS[2], KEYS[3], nil)
+local refuse = ARGV[5] == '1'
 local count = {}
 local start = ARGV[3]
 while true do
@@ -30,20 +42,24 @@ while true do
   end
   start = '(' .. p[#p][1]
 end
--- Owned ids grouped by their current count (almost always 1: read, never started), in order.
-local groups, order = {}, {}
-for i = 5, #ARGV do
-  local n = count[ARGV[i]]
+-- Owned ids grouped by their current count (almost always 1: read, never started), in order;
+-- `at` keeps each id's position in ARGV for its record.
+local groups, order, at = {}, {}, {}
+for i = 6, #ARGV, 4 do
+  local id = ARGV[i]
+  local n = count[id]
   if n then
+    at[id] = i
     if not groups[n] then
       groups[n] = {}
       order[#order + 1] = n
     end
     local g = groups[n]
-    g[#g + 1] = ARGV[i]
+    g[#g + 1] = id
   end
 end
-local started, gone = {}, {}
+local started, gone, dups = {}, {}, {}
+local now = R and rec_now()
 for _, n in ipairs(order) do
   local ids, claimed = groups[n], {}
   -- In chunks of at most 1000 ids (Lua's unpack fails beyond a few thousand values).
@@ -57,7 +73,13 @@ for _, n in ipairs(order) do
     args[#args + 1] = 'JUSTID'
     for _, id in ipairs(redis.call(unpack(args))) do
       claimed[id] = true
-      started[#started + 1] = id
+      local k = at[id]
+      if R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
+          and refuse then
+        dups[#dups + 1] = id
+      else
+        started[#started + 1] = id
+      end
     end
   end
   for _, id in ipairs(ids) do
@@ -66,4 +88,4 @@ for _, n in ipairs(order) do
     end
   end
 end
-return {started, gone}
+return {started, gone, dups}

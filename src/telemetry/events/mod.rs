@@ -11,6 +11,7 @@ pub mod claims;
 pub mod health;
 pub mod isolation;
 pub mod read;
+pub mod records;
 pub mod redis_calls;
 pub mod settle;
 
@@ -82,6 +83,11 @@ mod tests {
                 Level::WARN,
             ),
             (
+                Box::new(|| super::records::member_duplicate("t", "task-1", "1-0")),
+                "redrive::fleet::settler",
+                Level::INFO,
+            ),
+            (
                 Box::new(|| super::admin::command_duplicate("id", "op", "pause")),
                 "redrive::admin::exec",
                 Level::INFO,
@@ -90,7 +96,8 @@ mod tests {
         for (emit, target, level) in cases {
             assert_eq!(targets_of(emit), vec![(target.to_owned(), level)]);
         }
-        // Gauges log nothing.
+        // Gauges, and counts of records written, log nothing.
+        assert!(targets_of(|| super::records::written("t", "done", 2)).is_empty());
         assert!(
             targets_of(|| super::isolation::breaker_state("t", BreakerState::Open, true))
                 .is_empty()

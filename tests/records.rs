@@ -1,0 +1,375 @@
+//! Task records written by real members: a raw-XADD duplicate of a done task is acked without
+//! running (both start paths) and counted, and a SIGKILL at each settle point never leaves a
+//! record that disagrees with where its task is — checked the moment the member dies and
+//! again once another life has settled everything. Real redis-server, real member processes.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{eventually, text_fields, TestEnv};
+use redrive::testkit::BrokerExt;
+use redrive::NewTask;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// Quick retries (so failing tasks reach the dead letters fast), a short idle time.
+const QUICK_TOML: &str = r#"
+[fleet]
+task_timeout_ms = 500
+concurrency = 16
+read_batch = 32
+
+[reclaim]
+min_idle_ms = 1000
+interval_ms = 200
+
+[retry]
+max_attempts = 2
+delays_ms = [50]
+jitter = "none"
+poll_interval_ms = 50
+"#;
+
+/// A task record's fields (empty when there is none).
+async fn record(env: &TestEnv, tenant: &str, task_id: &str) -> HashMap<String, String> {
+    let mut raw = env.raw().await;
+    redis::cmd("HGETALL")
+        .arg(format!("{}:{{{tenant}}}:task:{task_id}", env.prefix))
+        .query_async(&mut raw)
+        .await
+        .unwrap()
+}
+
+/// Where each task of a tenant is: lane entries (with whether pending), the retry schedule and
+/// the deferred set (with the entry each came from), the dead letters.
+#[derive(Debug, Default)]
+struct Places {
+    /// lane entry id → (task_id, pending)
+    lane: HashMap<String, (String, bool)>,
+    /// task_id → from_entry, per set
+    retry: HashMap<String, String>,
+    deferred: HashMap<String, String>,
+    /// dead-letter id → task_id
+    dlq: HashMap<String, String>,
+}
+
+impl Places {
+    async fn read(env: &TestEnv, tenant: &str) -> Places {
+        let mut raw = env.raw().await;
+        let key = |k: &str| format!("{}:{{{tenant}}}:{k}", env.prefix);
+        let mut p = Places::default();
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(key("lane"))
+            .arg("redrive")
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .query_async(&mut raw)
+            .await
+            .unwrap_or_default();
+        let pending: HashSet<String> = pending.into_iter().map(|e| e.0).collect();
+        for (stream, dead) in [("lane", false), ("dlq", true)] {
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(key(stream))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            for e in redrive::testkit::entries(v).unwrap() {
+                let f = text_fields(e.fields.unwrap_or_default());
+                let tid = f
+                    .get("task_id")
+                    .cloned()
+                    .unwrap_or_else(|| format!("x-{}", e.id));
+                if dead {
+                    p.dlq.insert(e.id, tid);
+                } else {
+                    let is_pending = pending.contains(&e.id);
+                    p.lane.insert(e.id, (tid, is_pending));
+                }
+            }
+        }
+        for (set, into) in [("retry", &mut p.retry), ("deferred", &mut p.deferred)] {
+            let items: Vec<String> = redis::cmd("ZRANGE")
+                .arg(key(set))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            for item in items {
+                let flat: Vec<String> = serde_json::from_str(&item).unwrap();
+                let f: HashMap<&str, &str> = flat
+                    .chunks(2)
+                    .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+                    .collect();
+                into.insert(f["task_id"].to_owned(), f["from_entry"].to_owned());
+            }
+        }
+        p
+    }
+}
+
+/// Every way the record of one of `ids` disagrees with where its task is.
+async fn disagreements(env: &TestEnv, tenant: &str, ids: &[String]) -> Vec<String> {
+    let places = Places::read(env, tenant).await;
+    let mut bad = Vec::new();
+    for id in ids {
+        let r = record(env, tenant, id).await;
+        let in_lane: Vec<(&String, bool)> = places
+            .lane
+            .iter()
+            .filter(|(_, (t, _))| t == id)
+            .map(|(e, (_, p))| (e, *p))
+            .collect();
+        let in_dlq: Vec<&String> = places
+            .dlq
+            .iter()
+            .filter(|(_, t)| *t == id)
+            .map(|(d, _)| d)
+            .collect();
+        let (retry, deferred) = (places.retry.get(id), places.deferred.get(id));
+        let somewhere =
+            in_lane.len() + in_dlq.len() + retry.is_some() as usize + deferred.is_some() as usize;
+        let mut fail = |why: &str| {
+            bad.push(format!("{id}: {why}; record {r:?}; lane {in_lane:?}, dlq {in_dlq:?}, retry {retry:?}, deferred {deferred:?}"))
+        };
+        if somewhere != 1 && !(somewhere == 0 && r.get("state").map(String::as_str) == Some("done"))
+        {
+            fail("not in exactly one place");
+            continue;
+        }
+        let entry = r.get("entry");
+        match r.get("state").map(String::as_str) {
+            // Not started yet: published without a record (until the producer writes one).
+            None => {
+                if in_lane.is_empty() {
+                    fail("no record, not in its lane");
+                }
+            }
+            Some("queued") | Some("replayed") => {
+                if !in_lane.iter().any(|(e, _)| Some(*e) == entry) {
+                    fail("queued, but its entry is not in the lane");
+                }
+            }
+            Some("running") => {
+                if !in_lane
+                    .iter()
+                    .any(|(e, pending)| Some(*e) == entry && *pending)
+                {
+                    fail("running, but its entry is not pending in the lane");
+                }
+            }
+            Some("retry_scheduled") => {
+                if retry != entry {
+                    fail("retry_scheduled, but not scheduled from its entry");
+                }
+            }
+            Some("deferred") => {
+                if deferred != entry {
+                    fail("deferred, but not held back from its entry");
+                }
+            }
+            Some("done") => {
+                if somewhere != 0 {
+                    fail("done, but still somewhere");
+                }
+            }
+            Some("dead_lettered") | Some("expired") => {
+                if in_dlq.len() != 1 || r.get("dlq") != Some(in_dlq[0]) {
+                    fail("dead, but not in the dead letters under its dlq id");
+                }
+            }
+            Some(other) => fail(&format!("unexpected state {other}")),
+        }
+    }
+    bad
+}
+
+fn sim(what: &str) -> serde_json::Value {
+    json!({"simulate": what, "work_ms": 5})
+}
+
+#[tokio::test]
+async fn sigkill_at_each_settle_point_leaves_records_that_agree_with_the_tasks() {
+    for (i, point) in redrive::testkit::POINTS.iter().enumerate() {
+        let env = TestEnv::new();
+        let cfg = env.config_file("quick.toml", QUICK_TOML);
+        let vars = [
+            ("REDRIVE_CONFIG", cfg.as_str()),
+            ("REDRIVE_FLEET__HANDLER", "demo"),
+        ];
+        let mut ids = Vec::new();
+        let mut failing = HashSet::new();
+        let mut tasks = Vec::new();
+        for n in 0..120 {
+            let id = format!("t{n}");
+            let payload = match n % 12 {
+                0 => {
+                    failing.insert(id.clone());
+                    sim("malformed_output")
+                }
+                1 => {
+                    failing.insert(id.clone());
+                    sim("rate_limited")
+                }
+                _ => sim("ok"),
+            };
+            tasks.push(NewTask::new("acme", "triage", payload).with_task_id(&id));
+            ids.push(id);
+        }
+        env.enqueue_tasks(tasks).await;
+        let broker = env.broker().await;
+        if *point == "after_claim" {
+            // Entries pending at a consumer that never comes back, for the reclaim.
+            broker.ensure_group("acme").await.unwrap();
+            let mut raw = env.raw().await;
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("redrive")
+                .arg("ghost")
+                .arg("COUNT")
+                .arg(30)
+                .arg("STREAMS")
+                .arg(format!("{}:{{acme}}:lane", env.prefix))
+                .arg(">")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+        let hit = if *point == "after_claim" { "1" } else { "2" };
+        let failpoint = format!("{point}:{hit}");
+        let mut killed = vars.to_vec();
+        killed.push(("REDRIVE_FAILPOINT", &failpoint));
+        let mut a = env.member("a", &killed);
+        let status = a.wait_exit(LONG);
+        assert_eq!(status.code(), None, "{point}: killed by a signal");
+        assert!(a.log_text().contains("failpoint reached"), "{point}");
+        // The moment of the kill: every record agrees with where its task is.
+        let bad = disagreements(&env, "acme", &ids).await;
+        assert!(bad.is_empty(), "{point}, at the kill:\n{}", bad.join("\n"));
+        let mut after = if i % 2 == 0 {
+            eventually(LONG, "the dead member's lease expired", || async {
+                broker.lease_remaining("a").await.unwrap().is_none()
+            })
+            .await;
+            env.member("a", &vars)
+        } else {
+            env.member("b", &vars)
+        };
+        eventually(LONG, "everything settled", || async {
+            broker.lane_len("acme").await.unwrap() == 0
+                && broker.pending_count("acme").await.unwrap() == 0
+                && broker.retry_len("acme").await.unwrap() == 0
+                && broker.dlq_len("acme").await.unwrap() as usize >= failing.len()
+        })
+        .await;
+        assert!(after.stop().success(), "{}", after.log_text());
+        let bad = disagreements(&env, "acme", &ids).await;
+        assert!(bad.is_empty(), "{point}, settled:\n{}", bad.join("\n"));
+        for id in &ids {
+            let state = record(&env, "acme", id).await.remove("state");
+            let want = if failing.contains(id) {
+                "dead_lettered"
+            } else {
+                "done"
+            };
+            assert_eq!(state.as_deref(), Some(want), "{point}: {id}");
+        }
+        eprintln!(
+            "{point}: {} records agree with their tasks at the kill and after",
+            ids.len()
+        );
+    }
+}
+
+/// Sums the samples of a metric family whose labels contain `labels`.
+fn metric(body: &str, name: &str, labels: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A raw XADD of a task_id whose record says done (a foreign producer's duplicate) is acked
+/// without running, counted and logged; through the fast start (fresh reads) and through
+/// start.lua (no fast window: a short idle time).
+#[tokio::test]
+async fn a_raw_duplicate_of_a_done_task_is_acked_without_running_and_counted() {
+    for (label, idle) in [("fast start", "30000"), ("checked start", "200")] {
+        let env = TestEnv::new();
+        env.enqueue_tasks(vec![
+            NewTask::new("acme", "triage", sim("ok")).with_task_id("once")
+        ])
+        .await;
+        let mut m = env.member(
+            "m1",
+            &[
+                ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+                ("REDRIVE_RECLAIM__MIN_IDLE_MS", idle),
+                ("REDRIVE_RECLAIM__HEARTBEAT", "true"),
+            ],
+        );
+        let addr = m.metrics_addr();
+        eventually(LONG, "the task is done", || async {
+            record(&env, "acme", "once")
+                .await
+                .get("state")
+                .map(String::as_str)
+                == Some("done")
+        })
+        .await;
+        let done = record(&env, "acme", "once").await;
+        let mut raw = env.raw().await;
+        let dup: String = redis::cmd("XADD")
+            .arg(format!("{}:{{acme}}:lane", env.prefix))
+            .arg("*")
+            .arg("task_id")
+            .arg("once")
+            .arg("kind")
+            .arg("triage")
+            .arg("payload")
+            .arg(sim("ok").to_string())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        env.wait_drained(&["acme"], LONG).await;
+        eventually(LONG, "the duplicate is counted", || async {
+            let (_, body) = common::http_get(&addr, "/metrics");
+            metric(&body, "redrive_duplicates_total", r#"side="member""#) == 1.0
+        })
+        .await;
+        let (_, body) = common::http_get(&addr, "/metrics");
+        assert_eq!(
+            metric(
+                &body,
+                "redrive_task_records_written_total",
+                r#"state="done""#
+            ),
+            1.0,
+            "{label}: one done record, none for the duplicate"
+        );
+        assert!(m.stop().success());
+        let runs: Vec<_> = env
+            .side_effects()
+            .into_iter()
+            .filter(|e| e.1 == "once")
+            .collect();
+        assert_eq!(runs.len(), 1, "{label}: the handler ran once: {runs:?}");
+        assert_eq!(
+            record(&env, "acme", "once").await,
+            done,
+            "{label}: record untouched"
+        );
+        let log = m.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("acked as a duplicate"))
+            .unwrap_or_else(|| panic!("{label}: no duplicate line in {log}"));
+        assert!(line.contains("once") && line.contains(&dup), "{line}");
+    }
+}
