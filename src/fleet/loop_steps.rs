@@ -352,6 +352,7 @@ async fn admin_loop_step_beats_into_the_live_members_set() {
             limits: env.settings.limits,
             dlq_max_len: env.settings.dead_letter_max_len,
             executor: MEMBER.to_owned(),
+            tasks: env.settings.tasks().clone(),
         },
         Duration::from_millis(10),
         Duration::from_secs(1),

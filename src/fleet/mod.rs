@@ -103,6 +103,8 @@ pub struct Fleet {
     log_payloads: bool,
     fast_ack_window: Duration,
     admin: AdminSettings,
+    /// `[tasks]`: task records (the admin moves write them; the recovery loop sweeps them).
+    tasks: crate::config::TasksSettings,
     isolation: Arc<crate::isolation::IsolationSettings>,
 }
 
@@ -156,6 +158,7 @@ impl Fleet {
             fast_ack_window: (settings.fleet.reclaim.min_idle / 2)
                 .saturating_sub(settings.redis.response_timeout),
             admin: settings.admin.clone(),
+            tasks: settings.tasks().clone(),
             isolation: Arc::new(settings.isolation.clone()),
         }
     }
@@ -260,6 +263,7 @@ impl Fleet {
                 limits: self.limits,
                 dlq_max_len: self.dlq_max_len,
                 executor: shared.member.to_string(),
+                tasks: self.tasks.clone(),
             },
             self.settings.block,
             self.settings.shutdown_grace,

@@ -115,6 +115,17 @@ pub const STEP_RECORDS: &str = "redrive_step_records_total";
 /// bounded by the routing table).
 pub const ROUTE_ATTEMPTS: &str = "redrive_route_attempts_total";
 
+/// Counter{tenant,side}: task_ids refused as duplicates: side="producer" (an enqueue of a live task_id) or "member" (an entry whose task is already done, acked without running).
+pub const DUPLICATES: &str = "redrive_duplicates_total";
+/// Counter{tenant,state}: task records written by this member's moves, by the state written.
+pub const TASK_RECORDS_WRITTEN: &str = "redrive_task_records_written_total";
+/// Counter{tenant}: index entries of expired task records removed by the index sweep (each
+/// record once, by the member whose sweep step found it expired).
+pub const TASK_RECORDS_EXPIRED: &str = "redrive_task_records_expired_total";
+/// Counter{found}: task lookups by id made by this process (`found` = `record`: its record
+/// answered; `located`: no record, found by scanning where tasks wait; `none`: not found).
+pub const TASK_LOOKUPS: &str = "redrive_task_lookups_total";
+
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,

@@ -13,6 +13,7 @@ pub mod isolation;
 pub mod read;
 pub mod redis_calls;
 pub mod settle;
+pub mod task_records;
 
 #[cfg(test)]
 mod tests {
