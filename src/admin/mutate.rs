@@ -10,9 +10,9 @@ use super::replay::job::JobState;
 use super::select::{DlId, Selection};
 use super::{BreakerSpec, Envelope, PurgeSpec, RemoveSpec};
 use crate::broker::{Entry, RecordTarget, Removal};
+use crate::error::{Error, Result};
 use crate::task::field;
 use crate::telemetry::events;
-use crate::error::{Error, Result};
 
 /// Opens (holds) or closes a tenant's breaker, recording the operator and reason in its log.
 pub async fn breaker(

@@ -266,10 +266,14 @@ impl Broker {
         }
         let v: Value = inv.invoke_async(&mut self.con()).await?;
         let mut parts = array(v, "dlq_remove.lua", Some(2))?.into_iter();
-        let removed = array(parts.next().unwrap_or(Value::Nil), "dlq_remove.lua ids", None)?
-            .into_iter()
-            .map(text_or_empty)
-            .collect();
+        let removed = array(
+            parts.next().unwrap_or(Value::Nil),
+            "dlq_remove.lua ids",
+            None,
+        )?
+        .into_iter()
+        .map(text_or_empty)
+        .collect();
         Ok((removed, int_or_zero(parts.next().unwrap_or(Value::Nil))))
     }
 

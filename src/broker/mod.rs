@@ -45,7 +45,9 @@ pub use connect::{check_url, redact_url, Broker, RedisSettings};
 pub use dead_letters::{FingerprintTally, RecordTarget, Removal, ReplayItem};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
-pub use records::{IndexedTask, Located, Place, RecordRead, Searched, SweepStep};
+pub use records::{
+    IndexedTask, Located, Place, RecordRead, Searched, SweepStep, TaskCursor, TaskFilter,
+};
 pub use reply::{Entry, Fields};
 pub use running::{Beat, Begin, Starts};
 pub use settle::{DeferItem, Deferred, RetryItem};

@@ -11,7 +11,7 @@ use super::error::is_code;
 use super::reply::{self, array, hash, int_or_zero, text_or_empty};
 use super::scripts::scripts;
 use crate::error::Result;
-use crate::records::TaskRecord;
+use crate::records::{field, TaskRecord, TaskState};
 
 /// Entries one XRANGE / ZRANGE page of a [`Broker::locate`] scan reads.
 const LOCATE_PAGE: usize = 1_000;
@@ -98,6 +98,72 @@ pub struct Located {
     pub places: Vec<Place>,
     /// How far each place was read.
     pub searched: Vec<Searched>,
+}
+
+/// What `task list` selects (every criterion must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only records in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this kind.
+    pub kind: Option<String>,
+    /// Only records changed at or after this time, ms.
+    pub since_ms: Option<u64>,
+}
+
+impl TaskFilter {
+    fn matches(&self, r: &TaskRecord) -> bool {
+        self.state.is_none_or(|s| r.state == Some(s))
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|k| r.fields.get(field::KIND).map(String::as_str) == Some(k))
+    }
+}
+
+/// Where a page of `task list` continues: after the task `task_id` whose record changed at
+/// `score` (the index is read newest change first). Written `<score>:<task_id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCursor {
+    /// The index score of the last task shown.
+    pub score: u64,
+    /// Its task id.
+    pub task_id: String,
+}
+
+impl TaskCursor {
+    /// Reads `<score>:<task_id>`.
+    pub fn parse(text: &str) -> std::result::Result<TaskCursor, String> {
+        let bad =
+            || format!("'{text}' is not a task list cursor (<ms>:<task_id>, as a page prints it)");
+        let (score, id) = text.split_once(':').ok_or_else(bad)?;
+        let score = score.parse().map_err(|_| bad())?;
+        crate::task::validate_task_id(id).map_err(|_| bad())?;
+        Ok(TaskCursor {
+            score,
+            task_id: id.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for TaskCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.score, self.task_id)
+    }
+}
+
+/// One page of [`Broker::task_list`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPage {
+    /// The tasks, newest change first.
+    pub tasks: Vec<IndexedTask>,
+    /// Where the next page starts; `None` when the index has no more.
+    pub next: Option<TaskCursor>,
+    /// Index entries read for this page.
+    pub scanned: u64,
+    /// Whether the page stopped at the scan bound before it was full (the filter matched
+    /// few of the entries read): `next` continues the scan.
+    pub scan_bound_hit: bool,
 }
 
 /// Whether an entry's fields carry `task_id`.
@@ -220,12 +286,58 @@ impl Broker {
             .collect())
     }
 
-    /// How many tasks `tenant`'s record index holds.
-    pub(crate) async fn task_index_len(&self, tenant: &str) -> Result<u64> {
-        Ok(redis::cmd("ZCARD")
-            .arg(self.keys.tasks(tenant))
-            .query_async(&mut self.con())
-            .await?)
+    /// A page of `tenant`'s tasks by their records, newest change first, matching `filter`,
+    /// after `cursor`: at most `limit` tasks, reading at most `scan_max` index entries (the
+    /// index by ZREVRANGEBYSCORE, the records by pipelined HGETALL). Index entries whose record
+    /// expired (not swept yet) are skipped.
+    pub(crate) async fn task_list(
+        &self,
+        tenant: &str,
+        filter: &TaskFilter,
+        cursor: Option<&TaskCursor>,
+        limit: usize,
+        scan_max: usize,
+    ) -> Result<TaskPage> {
+        let limit = limit.max(1);
+        let page_size = limit.clamp(100, 1_000);
+        let max = cursor.map(|c| c.score).unwrap_or(u64::MAX);
+        let min = filter.since_ms.unwrap_or(0);
+        let mut out = TaskPage::default();
+        let mut offset = 0usize;
+        loop {
+            let page = self
+                .task_index_page(tenant, max, min, offset, page_size)
+                .await?;
+            let n = page.len();
+            offset += n;
+            for t in page {
+                // Entries of the cursor's score down to the cursor itself were on earlier
+                // pages (equal scores come in reverse order of task_id).
+                if cursor.is_some_and(|c| t.score == c.score && t.task_id >= c.task_id) {
+                    continue;
+                }
+                out.scanned += 1;
+                let here = TaskCursor {
+                    score: t.score,
+                    task_id: t.task_id.clone(),
+                };
+                if t.record.as_ref().is_some_and(|r| filter.matches(r)) {
+                    out.tasks.push(t);
+                    if out.tasks.len() >= limit {
+                        out.next = Some(here);
+                        return Ok(out);
+                    }
+                }
+                if out.scanned as usize >= scan_max {
+                    out.next = Some(here);
+                    out.scan_bound_hit = true;
+                    return Ok(out);
+                }
+            }
+            if n < page_size {
+                return Ok(out);
+            }
+        }
     }
 
     /// One bounded step of the sweep over `tenant`'s record index (scripts/records_sweep.lua):
@@ -263,7 +375,12 @@ impl Broker {
     /// Where task `task_id` of `tenant` is, by looking: its lane (and the PEL for each entry
     /// found), the retry schedule, the deferred set and the dead letters, each read up to
     /// `limit` entries (oldest first). For a task without a record (published by a raw XADD).
-    pub(crate) async fn locate(&self, tenant: &str, task_id: &str, limit: usize) -> Result<Located> {
+    pub(crate) async fn locate(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<Located> {
         let mut out = Located::default();
         // The lane, then the PEL of each entry found.
         let lane = self.keys.lane(tenant);
@@ -434,6 +551,17 @@ mod tests {
         assert!(has_task_id(&fields, "t-1"));
         assert!(!has_task_id(&fields, "t-2"));
         assert!(!has_task_id(&fields, "k"));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_junk() {
+        let c = TaskCursor::parse("1700000000000:a:b/c").unwrap();
+        assert_eq!(c.score, 1_700_000_000_000);
+        assert_eq!(c.task_id, "a:b/c");
+        assert_eq!(c.to_string(), "1700000000000:a:b/c");
+        for bad in ["", "x:1", "12", "12:", "12:a b"] {
+            assert!(TaskCursor::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

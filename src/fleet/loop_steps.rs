@@ -254,6 +254,7 @@ async fn recoverer_step_promotes_a_due_retry() {
         shared: env.shared.clone(),
         interval: Duration::from_secs(1),
         batch: 10,
+        sweep: None,
     };
     assert_eq!(recoverer.step().await, 1);
     assert_eq!(env.broker.retry_len(TENANT).await.unwrap(), 0);

@@ -315,6 +315,10 @@ impl Loops {
                 shared: shared.clone(),
                 interval: s.retry_poll_interval,
                 batch: s.promote_batch,
+                sweep: fleet
+                    .tasks
+                    .enabled
+                    .then(|| recoverer::RecordSweep::new(fleet.tasks.clone())),
             }
             .run(shutdown.clone()),
         );

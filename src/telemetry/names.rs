@@ -116,6 +116,7 @@ pub const STEP_RECORDS: &str = "redrive_step_records_total";
 pub const ROUTE_ATTEMPTS: &str = "redrive_route_attempts_total";
 
 /// Counter{tenant,side}: task_ids refused as duplicates: side="producer" (an enqueue of a live task_id) or "member" (an entry whose task is already done, acked without running).
+#[allow(dead_code)] // emitted by the producer and member sides (issue 14)
 pub const DUPLICATES: &str = "redrive_duplicates_total";
 /// Counter{tenant,state}: task records written by this member's moves, by the state written.
 pub const TASK_RECORDS_WRITTEN: &str = "redrive_task_records_written_total";

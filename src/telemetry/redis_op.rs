@@ -153,6 +153,7 @@ mod tests {
                 "admin_beat",
                 "admin_command",
                 "record_steps",
+                "records_sweep",
             ]
         );
         let distinct: std::collections::HashSet<&str> = wire.iter().copied().collect();
