@@ -8,7 +8,8 @@
 -- KEYS[1]  the tenant's record index (ZSET: task_id scored by last change)
 -- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:')
 -- KEYS[3]  the tenant's dead-letter stream
--- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor, '0' between passes)
+-- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor; absent between passes, so
+--          a tenant without records has no sweep key)
 -- ARGV[1]  how many index entries to look at (ZSCAN COUNT: bounded work per call)
 -- ARGV[2]  the tenant's retention of finished records, ms (when no kind rule below matches)
 -- ARGV[3…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
@@ -66,6 +67,11 @@ local function id_lt(a, b)
   return tonumber(as) < tonumber(bs)
 end
 
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- No records: nothing to sweep, nothing written.
+  redis.call('DEL', KEYS[4])
+  return {'0', 0, 0, 0}
+end
 local cursor = redis.call('GET', KEYS[4]) or '0'
 local scan = redis.call('ZSCAN', KEYS[1], cursor, 'COUNT', tonumber(ARGV[1]))
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
@@ -90,5 +96,9 @@ for i = 1, #items, 2 do
     retained = retained + 1
   end
 end
-redis.call('SET', KEYS[4], scan[1])
+if scan[1] == '0' then
+  redis.call('DEL', KEYS[4])
+else
+  redis.call('SET', KEYS[4], scan[1])
+end
 return {scan[1], looked, removed, retained}
