@@ -17,6 +17,10 @@
 //! | `redrive:{<tenant>}:breaker:log` | STREAM | every breaker transition with its reason (capped)     |
 //! | `redrive:{<tenant>}:slots`       | HASH   | fleet-wide in-flight reservations, one per member     |
 //! | `redrive:{<tenant>}:steps:<entry>` | HASH | steps recorded for one lane entry while it runs (see step.lua) |
+//! | `redrive:{<tenant>}:task:<task_id>` | HASH | a task's record (src/records.rs), expiring after retention |
+//! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by last change  |
+//! | `redrive:{<tenant>}:tasks:sweep` | STRING | the index sweep's cursor (records_sweep.lua)          |
+//! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry), capped            |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
 //! | `redrive:{@admin}:commands`      | STREAM | admin commands, read by fleet members through a group |
 //! | `redrive:{@admin}:audit`         | STREAM | every admin command and its outcome (capped)          |
@@ -121,6 +125,12 @@ impl Keys {
     #[allow(dead_code)] // the writers use it (issue 14)
     pub fn tasks(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:tasks", self.prefix, tenant)
+    }
+
+    /// The cursor of the sweep over a tenant's record index (scripts/records_sweep.lua): the
+    /// index's ZSCAN cursor, shared by every member's recovery loop.
+    pub fn tasks_sweep(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:tasks:sweep", self.prefix, tenant)
     }
 
     /// The capped stream of a tenant's task finishes (`task`, `state`, `entry`): what `wait`

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::broker::Broker;
-use crate::config::AdminSettings;
+use crate::config::{AdminSettings, TasksSettings};
 use crate::error::Result;
 use crate::task::Limits;
 
@@ -21,6 +21,8 @@ pub struct AdminContext {
     pub dlq_max_len: u64,
     /// Who executes: the member id, or `local@host` for `--local`.
     pub executor: String,
+    /// `[tasks]`: whether the moves write task records, and their retention.
+    pub tasks: TasksSettings,
 }
 
 /// How an execution ended.

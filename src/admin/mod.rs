@@ -17,6 +17,7 @@
 //! * [`scan`] — the dead-letter scan shared by replay, `resolve`/`discard` and the reports.
 //! * [`replay`] — building a replayed task (pure), the selection, the dry run, the typed job
 //!   record and the job runner.
+//! * [`lookup`] — a task by id: its record, or where it is when it has none.
 //! * [`mutate`] — the short commands: resolve, discard, purge, cancel, breaker.
 //! * [`breaker`] — opening and closing a tenant's breaker by hand.
 //! * [`context`] — what executing a command needs, and how it ended.
@@ -26,6 +27,7 @@
 pub mod breaker;
 pub mod context;
 pub mod exec;
+pub mod lookup;
 pub mod mutate;
 pub mod replay;
 pub mod scan;

@@ -9,8 +9,10 @@ use super::context::AdminContext;
 use super::replay::job::JobState;
 use super::select::{DlId, Selection};
 use super::{BreakerSpec, Envelope, PurgeSpec, RemoveSpec};
-use crate::broker::Removal;
+use crate::broker::{Entry, RecordTarget, Removal};
 use crate::error::{Error, Result};
+use crate::task::field;
+use crate::telemetry::events;
 
 /// Opens (holds) or closes a tenant's breaker, recording the operator and reason in its log.
 pub async fn breaker(
@@ -42,19 +44,22 @@ pub async fn remove(
     spec.select.validate().map_err(Error::Usage)?;
     let b = &ctx.broker;
     // Listed ids must all exist (nothing changes otherwise); a filter selects what exists now.
-    let ids: Vec<DlId> = match &spec.select {
+    // Each selected dead letter with what its task's record needs (task_id, kind).
+    let targets: Vec<(DlId, Option<Entry>)> = match &spec.select {
         Selection::Ids(ids) => {
-            let ids = &super::select::dedup(ids.clone());
+            let ids = super::select::dedup(ids.clone());
+            let mut found = Vec::with_capacity(ids.len());
             let mut missing = Vec::new();
             for d in ids {
-                if b.dlq_entries(&d.tenant, &[d.id.as_str()])
+                match b
+                    .dlq_entries(&d.tenant, &[d.id.as_str()])
                     .await?
                     .into_iter()
                     .next()
                     .flatten()
-                    .is_none()
                 {
-                    missing.push(d.to_string());
+                    Some(e) => found.push((d, Some(e))),
+                    None => missing.push(d.to_string()),
                 }
             }
             if !missing.is_empty() {
@@ -63,36 +68,41 @@ pub async fn remove(
                     missing.join(", ")
                 )));
             }
-            ids.clone()
+            found
         }
         Selection::Filter(_) => {
             let now = b.server_time_ms().await?;
             let Selection::Filter(pinned) = super::scan::pin(&spec.select, now) else {
                 return Err(Error::Usage("unexpected selection".into()));
             };
-            let mut ids = Vec::new();
+            let mut found = Vec::new();
             super::scan::scan(b, &pinned, |tenant, entry, _| {
-                ids.push(DlId {
-                    tenant: tenant.to_owned(),
-                    id: entry.id,
-                });
+                found.push((
+                    DlId {
+                        tenant: tenant.to_owned(),
+                        id: entry.id.clone(),
+                    },
+                    Some(entry),
+                ));
                 Ok(())
             })
             .await?;
-            ids
+            found
         }
     };
     let mut removed = 0u64;
-    let mut by_tenant: Vec<(String, Vec<&str>)> = Vec::new();
-    for d in &ids {
-        match by_tenant.iter_mut().find(|(t, _)| *t == d.tenant) {
-            Some((_, v)) => v.push(&d.id),
-            None => by_tenant.push((d.tenant.clone(), vec![&d.id])),
+    let mut by_tenant: Vec<(String, Vec<RecordTarget>)> = Vec::new();
+    for (d, e) in &targets {
+        let t = record_target(ctx, &d.tenant, &d.id, e.as_ref());
+        match by_tenant.iter_mut().find(|(x, _)| *x == d.tenant) {
+            Some((_, v)) => v.push(t),
+            None => by_tenant.push((d.tenant.clone(), vec![t])),
         }
     }
+    let records = ctx.tasks.enabled;
     for (tenant, list) in &by_tenant {
         for chunk in list.chunks(ctx.settings.batch) {
-            removed += b
+            let (ids, written) = b
                 .dlq_remove(
                     tenant,
                     chunk,
@@ -103,26 +113,80 @@ pub async fn remove(
                         command_id: &env.id,
                     },
                     ctx.dlq_max_len,
+                    records,
                 )
-                .await?
-                .len() as u64;
+                .await?;
+            removed += ids.len() as u64;
+            events::task_records::written(tenant, action, written);
         }
     }
-    let gone = ids.len() as u64 - removed;
+    let gone = targets.len() as u64 - removed;
     let mut message = format!("{action} {removed} dead letters (archived with the reason)");
     if gone > 0 {
         message.push_str(&format!(", {gone} already gone"));
     }
     Ok((
         message,
-        json!({"selected": ids.len(), action: removed, "already_gone": gone}),
+        json!({"selected": targets.len(), action: removed, "already_gone": gone}),
     ))
 }
 
-/// Deletes a tenant's dead letters from before the spec's cutoff.
+/// What a dead letter's task record needs from it: its task_id when valid (a dead letter
+/// without one gets no record), its kind and the retention of that kind in `tenant`.
+pub(crate) fn record_target(
+    ctx: &AdminContext,
+    tenant: &str,
+    dlq_id: &str,
+    entry: Option<&Entry>,
+) -> RecordTarget {
+    let get = |name: &str| -> Option<String> {
+        entry?
+            .fields
+            .as_ref()?
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+    let task_id = get(field::TASK_ID).filter(|id| crate::task::validate_task_id(id).is_ok());
+    let kind = get(field::KIND)
+        .filter(|k| crate::task::validate_kind(k).is_ok())
+        .unwrap_or_default();
+    RecordTarget {
+        dlq_id: dlq_id.to_owned(),
+        task_id,
+        retention: ctx.tasks.retention_for(tenant, &kind),
+        kind,
+    }
+}
+
+/// Deletes a tenant's dead letters from before the spec's cutoff, their tasks' records
+/// `discarded` (page by page; with records off, one exact XTRIM).
 pub async fn purge(ctx: &AdminContext, spec: &PurgeSpec) -> Result<(String, Value)> {
     crate::task::validate_tenant(&spec.tenant).map_err(Error::Usage)?;
-    let n = ctx.broker.dlq_purge(&spec.tenant, spec.before_ms).await?;
+    let b = &ctx.broker;
+    let n = if ctx.tasks.enabled {
+        let mut n = 0u64;
+        loop {
+            let page = b
+                .dlq_before(&spec.tenant, spec.before_ms, ctx.settings.batch.max(1))
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let targets: Vec<RecordTarget> = page
+                .iter()
+                .map(|e| record_target(ctx, &spec.tenant, &e.id, Some(e)))
+                .collect();
+            let (deleted, written) = b.dlq_purge_entries(&spec.tenant, &targets, true).await?;
+            n += deleted;
+            events::task_records::written(&spec.tenant, "discarded", written);
+        }
+        n
+    } else {
+        b.dlq_purge(&spec.tenant, spec.before_ms).await?
+    };
     Ok((
         format!(
             "purged {n} dead letters of tenant {} from before {}",

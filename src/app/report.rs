@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::admin::scan::{scan, tenants_of, SCAN_PAGE};
-use crate::admin::select::{compare_ids, DlId, Filter};
+use crate::admin::select::{compare_ids, field_str, DlId, Filter};
 use crate::app::view::DeadLetterView;
 use crate::broker::{Broker, FingerprintTally};
 use crate::error::{Error, Result};
@@ -28,11 +28,12 @@ pub struct ListPage {
     pub next_cursor: Option<String>,
 }
 
-/// A page of dead letters matching `filter`, after `cursor` (the id of the last entry of the
-/// previous page), at most `limit`.
+/// A page of dead letters matching `filter` (and with `task_id` when given), after `cursor`
+/// (the id of the last entry of the previous page), at most `limit`.
 pub async fn list(
     broker: &Broker,
     filter: &Filter,
+    task_id: Option<&str>,
     cursor: Option<&DlId>,
     limit: usize,
 ) -> Result<ListPage> {
@@ -63,7 +64,11 @@ pub async fn list(
             let len = page.len();
             for e in page {
                 from = format!("({}", e.id);
-                let matched = e.fields.as_ref().is_some_and(|f| filter.matches(f));
+                let matched = e.fields.as_ref().is_some_and(|f| {
+                    filter.matches(f)
+                        && task_id
+                            .is_none_or(|id| field_str(f, crate::task::field::TASK_ID) == Some(id))
+                });
                 if matched {
                     found.push(DeadLetterView::from_entry(&tenant, e));
                     mine += 1;
@@ -131,6 +136,8 @@ pub struct WindowCounts {
     pub retried: u64,
     /// Dead letters replayed.
     pub replayed: u64,
+    /// Enqueues refused as duplicates of a live task_id (the producer side, enqueue.lua).
+    pub duplicates: u64,
 }
 
 impl WindowCounts {
@@ -141,6 +148,7 @@ impl WindowCounts {
         self.dead_lettered += g("dead_lettered");
         self.retried += g("retried");
         self.replayed += g("replayed");
+        self.duplicates += g("duplicates");
     }
 
     fn merge(&mut self, o: &WindowCounts) {
@@ -149,6 +157,14 @@ impl WindowCounts {
         self.dead_lettered += o.dead_lettered;
         self.retried += o.retried;
         self.replayed += o.replayed;
+        self.duplicates += o.duplicates;
+    }
+
+    /// Of the tasks that finished in the window, the share that completed:
+    /// completed / (completed + dead-lettered). `None` when none finished.
+    pub fn success_rate(&self) -> Option<f64> {
+        let d = self.completed + self.dead_lettered;
+        (d > 0).then(|| self.completed as f64 / d as f64)
     }
 
     /// Of the tasks that failed at least once (or were replayed) and then ended in the window,
@@ -331,6 +347,8 @@ pub struct TenantHealth {
     pub dead_letters_by_class: BTreeMap<String, u64>,
     /// Settle counts over the window.
     pub window: WindowCounts,
+    /// completed / (completed + dead-lettered) over the window; `None` when nothing finished.
+    pub success_rate: Option<f64>,
     /// Circuit-breaker state: `closed`, `open` or `half_open` (for the overall row: how many
     /// tenants' breakers are not closed).
     pub breaker: String,
@@ -393,6 +411,7 @@ pub async fn health(
             dead_letters: by_class.total,
             dead_letters_by_class: by_class.by_class,
             window: window_counts(broker, &t, now, window).await?,
+            success_rate: None,
             breaker: broker.breaker_info(&t).await?.state,
             tenant: t,
         };
@@ -405,10 +424,13 @@ pub async fn health(
             *overall.dead_letters_by_class.entry(c.clone()).or_default() += n;
         }
         overall.window.merge(&h.window);
+        let mut h = h;
+        h.success_rate = h.window.success_rate();
         out.push(h);
     }
     let not_closed = out.iter().filter(|h| h.breaker != "closed").count();
     overall.breaker = format!("{not_closed} not closed");
+    overall.success_rate = overall.window.success_rate();
     Ok(Health {
         window_ms: window.as_millis() as u64,
         live_members: broker.admin_live_members(member_ttl).await?,
@@ -428,8 +450,9 @@ pub fn health_text(h: &Health) -> String {
         },
         crate::admin::time::format_age(h.window_ms)
     );
+    s.push_str("SUCCESS = completed / (completed + dead-lettered) in the window; DUPS = enqueues refused as duplicates\n\n");
     s.push_str(&format!(
-        "{:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>8} {:>8}  {:<7} {}\n",
+        "{:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6}  {:<7} {}\n",
         "TENANT",
         "LANE",
         "PENDING",
@@ -440,6 +463,8 @@ pub fn health_text(h: &Health) -> String {
         "RECOVERED",
         "DEAD",
         "REPLAYED",
+        "SUCCESS",
+        "DUPS",
         "BREAKER",
         "DLQ BY CLASS"
     ));
@@ -450,7 +475,7 @@ pub fn health_text(h: &Health) -> String {
             .map(|(c, n)| format!("{c}={n}"))
             .collect();
         s.push_str(&format!(
-            "{:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>8} {:>8}  {:<7} {}\n",
+            "{:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6}  {:<7} {}\n",
             t.tenant,
             t.lane_depth,
             t.pending,
@@ -461,6 +486,10 @@ pub fn health_text(h: &Health) -> String {
             t.window.recovered,
             t.window.dead_lettered,
             t.window.replayed,
+            t.success_rate
+                .map(|r| format!("{:.1}%", r * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            t.window.duplicates,
             t.breaker,
             classes.join(" ")
         ));

@@ -5,8 +5,9 @@ use serde_json::{Map, Value};
 
 use crate::admin::select::{id_ms, DlId};
 use crate::admin::time::{format_age, format_time};
-use crate::broker::Entry;
+use crate::broker::{Entry, IndexedTask, Located, Place, RecordRead, Searched};
 use crate::deadletter::field as dl;
+use crate::records::{field as rf, run_field, TaskRecord};
 use crate::task::{field, merge_steps, parse_steps, Step};
 
 /// Fields holding JSON documents, shown parsed.
@@ -281,6 +282,404 @@ pub fn typed(name: &str, value: &str) -> Value {
     Value::String(value.to_owned())
 }
 
+// ---- task records (`redrive task show|list`) ----
+
+/// A span of time for people: `350ms`, `1.2s`, `3m 2s`, `2h 5m`, `3d 4h`.
+pub fn format_span(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m {}s", ms / 60_000, ms % 60_000 / 1000),
+        3_600_000..=86_399_999 => format!("{}h {}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        _ => format!("{}d {}h", ms / 86_400_000, ms % 86_400_000 / 3_600_000),
+    }
+}
+
+/// One start of a task as its record keeps it (`r<N>:*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunView {
+    /// Its number (1 = the first start).
+    pub run: u64,
+    /// When it started, ms.
+    pub start: Option<u64>,
+    /// The member that ran it.
+    pub member: Option<String>,
+    /// When it ended, ms (`None` while it runs, or if its member died).
+    pub end: Option<u64>,
+    /// `ok` or the failure class.
+    pub outcome: Option<String>,
+}
+
+/// The starts a record keeps, oldest first (the last 16 of `runs`).
+pub fn runs_of(r: &TaskRecord) -> Vec<RunView> {
+    let n = r.number(rf::RUNS).unwrap_or(0);
+    (n.saturating_sub(15).max(1)..=n)
+        .filter_map(|i| {
+            let get = |what: &str| r.fields.get(&run_field(i, what)).cloned();
+            let v = RunView {
+                run: i,
+                start: get("start").and_then(|s| s.parse().ok()),
+                member: get("member"),
+                end: get("end").and_then(|s| s.parse().ok()),
+                outcome: get("outcome"),
+            };
+            (v.start.is_some() || v.end.is_some()).then_some(v)
+        })
+        .collect()
+}
+
+/// The output a record holds: parsed JSON, or (when cut, or not JSON) the text.
+fn output_of(r: &TaskRecord) -> Option<(Value, bool)> {
+    let text = r.fields.get(rf::OUTPUT)?;
+    let truncated = r.fields.get(rf::OUTPUT_TRUNCATED).is_some_and(|v| v == "1");
+    let value = if truncated {
+        Value::String(text.clone())
+    } else {
+        serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+    };
+    Some((value, truncated))
+}
+
+/// A task record as `task show --json` prints it: typed fields, times in ms, the runs.
+pub fn task_json(tenant: &str, task_id: &str, read: &RecordRead) -> Value {
+    let r = &read.record;
+    let text = |name: &str| {
+        r.fields
+            .get(name)
+            .map(|v| Value::String(v.clone()))
+            .unwrap_or(Value::Null)
+    };
+    let num = |name: &str| r.number(name).map(Value::from).unwrap_or(Value::Null);
+    let (output, truncated) = output_of(r)
+        .map(|(v, t)| (v, Value::Bool(t)))
+        .unwrap_or((Value::Null, Value::Bool(false)));
+    let runs: Vec<Value> = runs_of(r)
+        .into_iter()
+        .map(|v| {
+            serde_json::json!({
+                "run": v.run, "start": v.start, "member": v.member, "end": v.end,
+                "outcome": v.outcome,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "tenant": tenant,
+        "task_id": task_id,
+        "source": "record",
+        "state": text(rf::STATE),
+        "finished": r.state.is_some_and(|s| s.is_finished()),
+        "kind": text(rf::KIND),
+        "attempt": num(rf::ATTEMPT),
+        "entry": text(rf::ENTRY),
+        "member": text(rf::MEMBER),
+        "enqueued_at": num(rf::ENQUEUED),
+        "first_enqueued_at": num(rf::FIRST_ENQUEUED),
+        "started_at": num(rf::STARTED),
+        "ended_at": num(rf::ENDED),
+        "updated_at": num(rf::UPDATED),
+        "class": text(rf::CLASS),
+        "error": text(rf::ERROR),
+        "dlq": text(rf::DLQ),
+        "replay_of": text(rf::REPLAY_OF),
+        "replayed_as": text(rf::REPLAYED_AS),
+        "replays": num(rf::REPLAYS),
+        "runs": num(rf::RUNS),
+        "run_history": runs,
+        "output": output,
+        "output_truncated": truncated,
+        "expires_in_ms": read.expires_in.map(|d| d.as_millis() as u64),
+    })
+}
+
+/// A time with how long ago it was.
+fn when(ms: u64, now_ms: u64) -> String {
+    format!(
+        "{} ({} ago)",
+        format_time(ms),
+        format_span(now_ms.saturating_sub(ms))
+    )
+}
+
+/// A task record as `task show` prints it for people.
+pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) -> String {
+    let r = &read.record;
+    let get = |name: &str| r.fields.get(name).filter(|v| !v.is_empty());
+    let mut out = format!(
+        "task {tenant}/{task_id}: {}\n",
+        get(rf::STATE).map(String::as_str).unwrap_or("(no state)")
+    );
+    let mut line = |label: &str, value: String| out.push_str(&format!("  {label:<16}{value}\n"));
+    if let Some(k) = get(rf::KIND) {
+        line("kind", k.clone());
+    }
+    if let Some(a) = get(rf::ATTEMPT) {
+        line("attempt", a.clone());
+    }
+    if let Some(e) = get(rf::ENTRY) {
+        line("entry", e.clone());
+    }
+    if let Some(ms) = r.number(rf::ENQUEUED) {
+        line("enqueued", when(ms, now_ms));
+    }
+    if let Some(ms) = r
+        .number(rf::FIRST_ENQUEUED)
+        .filter(|f| Some(*f) != r.number(rf::ENQUEUED))
+    {
+        line("first enqueued", when(ms, now_ms));
+    }
+    if let Some(ms) = r.number(rf::STARTED) {
+        let by = get(rf::MEMBER)
+            .map(|m| format!(" on {m}"))
+            .unwrap_or_default();
+        line("started", format!("{}{by}", when(ms, now_ms)));
+    }
+    if let Some(ms) = r.number(rf::ENDED) {
+        let ran = r
+            .number(rf::STARTED)
+            .filter(|s| *s <= ms)
+            .map(|s| format!(", ran {}", format_span(ms - s)))
+            .unwrap_or_default();
+        line("ended", format!("{}{ran}", when(ms, now_ms)));
+    }
+    if let Some(c) = get(rf::CLASS) {
+        let error = get(rf::ERROR).map(String::as_str).unwrap_or("");
+        line("last failure", format!("{c}: {error}"));
+    }
+    if let Some(d) = get(rf::DLQ) {
+        line("dead letter", format!("{tenant}/{d}"));
+    }
+    if let Some(d) = get(rf::REPLAY_OF) {
+        let n = get(rf::REPLAYS).map(String::as_str).unwrap_or("1");
+        line(
+            "replayed from",
+            format!("dead letter {tenant}/{d} (replays: {n})"),
+        );
+    }
+    if let Some(e) = get(rf::REPLAYED_AS) {
+        line("replayed as", format!("lane entry {e}"));
+    }
+    match read.expires_in {
+        Some(d) => line(
+            "record expires",
+            format!("in {}", format_span(d.as_millis() as u64)),
+        ),
+        None => line(
+            "record kept",
+            if r.state.is_some_and(|s| s.is_finished()) {
+                "while its dead letter exists".into()
+            } else {
+                "until the task finishes".into()
+            },
+        ),
+    }
+    if let Some((value, truncated)) = output_of(r) {
+        if truncated {
+            out.push_str("output (truncated: the handler's output was longer than tasks.max_output_bytes; raw text):\n");
+            out.push_str(&format!("  {}\n", value.as_str().unwrap_or_default()));
+        } else {
+            out.push_str("output:\n");
+            let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+            for l in pretty.lines() {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+    }
+    let runs = runs_of(r);
+    if !runs.is_empty() {
+        out.push_str(&format!(
+            "runs ({} in all):\n  {:<5}{:<26}{:<24}{:<10}{}\n",
+            r.number(rf::RUNS).unwrap_or(runs.len() as u64),
+            "RUN",
+            "STARTED",
+            "MEMBER",
+            "TOOK",
+            "OUTCOME"
+        ));
+        for v in runs {
+            let took = match (v.start, v.end) {
+                (Some(s), Some(e)) if e >= s => format_span(e - s),
+                (Some(_), None) => "-".into(),
+                _ => "?".into(),
+            };
+            out.push_str(&format!(
+                "  {:<5}{:<26}{:<24}{:<10}{}\n",
+                format!("r{}", v.run),
+                v.start.map(format_time).unwrap_or_else(|| "?".into()),
+                v.member.as_deref().unwrap_or("?"),
+                took,
+                v.outcome.as_deref().unwrap_or(if v.end.is_none() {
+                    "(running or lost)"
+                } else {
+                    "?"
+                })
+            ));
+        }
+    }
+    out
+}
+
+/// A place a scan found a task, as JSON.
+fn place_json(p: &Place) -> Value {
+    match p {
+        Place::Lane { entry, pending } => serde_json::json!({
+            "place": if pending.is_some() { "pending" } else { "lane" },
+            "entry": entry,
+            "member": pending.as_ref().map(|p| p.0.clone()),
+            "idle_ms": pending.as_ref().map(|p| p.1),
+            "deliveries": pending.as_ref().map(|p| p.2),
+        }),
+        Place::Scheduled {
+            deferred,
+            due_ms,
+            attempt,
+            from_entry,
+        } => serde_json::json!({
+            "place": if *deferred { "deferred" } else { "retry" },
+            "due_at": due_ms,
+            "attempt": attempt,
+            "from_entry": from_entry,
+        }),
+        Place::DeadLetter { id, class } => serde_json::json!({
+            "place": "dead_letters", "dead_letter_id": id, "class": class,
+        }),
+    }
+}
+
+/// A task without a record, as `task show --json` prints it: where the scans found it.
+pub fn located_json(tenant: &str, task_id: &str, l: &Located) -> Value {
+    serde_json::json!({
+        "tenant": tenant,
+        "task_id": task_id,
+        "source": if l.places.is_empty() { "not_found" } else { "scan" },
+        "state": Value::Null,
+        "found_in": l.places.iter().map(place_json).collect::<Vec<_>>(),
+        "searched": l.searched.iter().map(|s| serde_json::json!({
+            "place": s.place, "looked": s.looked, "total": s.total,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// How far the scans read, for people: `all 3 lane entries`, `the first 10000 of 25000 …`.
+pub fn searched_text(searched: &[Searched]) -> String {
+    searched
+        .iter()
+        .map(|s| {
+            let what = match s.place {
+                "lane" => "lane entries",
+                "retry" => "scheduled retries",
+                "deferred" => "deferred tasks",
+                _ => "dead letters",
+            };
+            if s.looked >= s.total {
+                format!("all {} {what}", s.total)
+            } else {
+                format!("the first {} of {} {what}", s.looked, s.total)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A task without a record, as `task show` prints it for people.
+pub fn located_text(tenant: &str, task_id: &str, l: &Located, now_ms: u64) -> String {
+    let mut out = format!(
+        "task {tenant}/{task_id}: no record (published without one, e.g. a raw XADD, or records \
+         are off); looked where tasks wait:\n"
+    );
+    for p in &l.places {
+        let line = match p {
+            Place::Lane {
+                entry,
+                pending: None,
+            } => format!("in the lane as entry {entry}, not delivered to a member yet"),
+            Place::Lane {
+                entry,
+                pending: Some((member, idle, n)),
+            } => format!(
+                "pending on member {member}: lane entry {entry}, delivered {n} time(s), idle {}",
+                format_span(*idle)
+            ),
+            Place::Scheduled {
+                deferred,
+                due_ms,
+                attempt,
+                ..
+            } => {
+                let due = if *due_ms > now_ms {
+                    format!("due in {}", format_span(due_ms - now_ms))
+                } else {
+                    format!("due {} ago", format_span(now_ms - due_ms))
+                };
+                let what = if *deferred {
+                    "held back by its tenant's breaker (deferred)"
+                } else {
+                    "in the retry schedule"
+                };
+                format!(
+                    "{what}, attempt {}, {due} ({})",
+                    attempt.as_deref().unwrap_or("?"),
+                    format_time(*due_ms)
+                )
+            }
+            Place::DeadLetter { id, class } => format!(
+                "in the dead letters as {tenant}/{id} ({}); see `redrive dlq show {tenant}/{id}`",
+                class.as_deref().unwrap_or("?")
+            ),
+        };
+        out.push_str(&format!("  {line}\n"));
+    }
+    if l.places.is_empty() {
+        out.push_str(&format!("  not found in {}\n", searched_text(&l.searched)));
+    } else {
+        out.push_str(&format!("  (searched {})\n", searched_text(&l.searched)));
+    }
+    out
+}
+
+/// One line of `task list`.
+pub fn task_list_line(t: &IndexedTask, now_ms: u64) -> String {
+    let r = t.record.as_ref();
+    let get = |name: &str| {
+        r.and_then(|r| r.fields.get(name))
+            .filter(|v| !v.is_empty())
+            .map(String::as_str)
+            .unwrap_or("-")
+    };
+    let error: String = get(rf::ERROR).chars().take(60).collect();
+    format!(
+        "{:<32} {:<16} {:<18} {:>3} {:>7} {:<20} {}",
+        t.task_id,
+        get(rf::STATE),
+        get(rf::KIND),
+        get(rf::ATTEMPT),
+        format_span(now_ms.saturating_sub(t.score)),
+        get(rf::CLASS),
+        error
+    )
+}
+
+/// One task of `task list --json`.
+pub fn task_list_json(t: &IndexedTask) -> Value {
+    let r = t.record.as_ref();
+    let get = |name: &str| {
+        r.and_then(|r| r.fields.get(name))
+            .map(|v| Value::String(v.clone()))
+            .unwrap_or(Value::Null)
+    };
+    serde_json::json!({
+        "task_id": t.task_id,
+        "updated_at": t.score,
+        "state": get(rf::STATE),
+        "kind": get(rf::KIND),
+        "attempt": r.and_then(|r| r.number(rf::ATTEMPT)),
+        "member": get(rf::MEMBER),
+        "class": get(rf::CLASS),
+        "error": get(rf::ERROR),
+        "dlq": get(rf::DLQ),
+        "entry": get(rf::ENTRY),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +781,98 @@ mod tests {
         let line = view().list_line(1_763_800_060_000);
         assert!(line.starts_with("acme/1763800000000-0"));
         assert!(line.contains("timeout") && line.contains("t-1"));
+    }
+
+    fn record() -> RecordRead {
+        let fields: std::collections::HashMap<String, String> = [
+            ("state", "done"),
+            ("kind", "triage"),
+            ("attempt", "2"),
+            ("enq", "1763800000000"),
+            ("first", "1763799990000"),
+            ("started", "1763800001000"),
+            ("ended", "1763800002500"),
+            ("member", "m-1"),
+            ("class", "timeout"),
+            ("error", "timed out"),
+            ("runs", "2"),
+            ("r1:start", "1763799991000"),
+            ("r1:member", "m-0"),
+            ("r1:end", "1763799992000"),
+            ("r1:outcome", "timeout"),
+            ("r2:start", "1763800001000"),
+            ("r2:member", "m-1"),
+            ("r2:end", "1763800002500"),
+            ("r2:outcome", "ok"),
+            ("output", r#"{"answer":42}"#),
+            ("replay_of", "1763799995000-0"),
+            ("replays", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        RecordRead {
+            record: TaskRecord::from_fields(fields),
+            expires_in: Some(std::time::Duration::from_secs(3_600)),
+        }
+    }
+
+    #[test]
+    fn a_record_shows_times_runs_links_and_output() {
+        let r = record();
+        let t = task_text("acme", "t-1", &r, 1_763_800_062_500);
+        assert!(t.starts_with("task acme/t-1: done\n"), "{t}");
+        assert!(
+            t.contains("2025-11-22T08:26:41.000Z (1m 1s ago) on m-1"),
+            "{t}"
+        );
+        assert!(t.contains("ran 1.5s"), "{t}");
+        assert!(t.contains("last failure    timeout: timed out"), "{t}");
+        assert!(
+            t.contains("dead letter acme/1763799995000-0 (replays: 1)"),
+            "{t}"
+        );
+        assert!(t.contains("record expires  in 1h 0m"), "{t}");
+        assert!(t.contains("\"answer\": 42"), "pretty JSON: {t}");
+        assert!(
+            t.contains("r1   ") && t.contains("m-0") && t.contains("timeout"),
+            "{t}"
+        );
+        assert!(
+            t.contains("r2   ") && t.contains("1.5s") && t.contains("ok"),
+            "{t}"
+        );
+        let j = task_json("acme", "t-1", &r);
+        assert_eq!(j["state"], "done");
+        assert_eq!(j["finished"], true);
+        assert_eq!(j["attempt"], 2);
+        assert_eq!(j["output"]["answer"], 42);
+        assert_eq!(j["output_truncated"], false);
+        assert_eq!(j["run_history"][1]["outcome"], "ok");
+        assert_eq!(j["run_history"].as_array().unwrap().len(), 2);
+        assert_eq!(j["expires_in_ms"], 3_600_000);
+        // A cut output is shown raw, with a note.
+        let mut r = record();
+        r.record
+            .fields
+            .insert("output".into(), r#"{"answer":"4"#.into());
+        r.record
+            .fields
+            .insert("output_truncated".into(), "1".into());
+        let t = task_text("acme", "t-1", &r, 1_763_800_062_500);
+        assert!(
+            t.contains("output (truncated") && t.contains(r#"{"answer":"4"#),
+            "{t}"
+        );
+        assert_eq!(task_json("acme", "t-1", &r)["output"], r#"{"answer":"4"#);
+    }
+
+    #[test]
+    fn spans_read_at_a_glance() {
+        assert_eq!(format_span(350), "350ms");
+        assert_eq!(format_span(1_250), "1.2s");
+        assert_eq!(format_span(182_000), "3m 2s");
+        assert_eq!(format_span(7_500_000), "2h 5m");
+        assert_eq!(format_span(3 * 86_400_000 + 4 * 3_600_000), "3d 4h");
     }
 }

@@ -57,6 +57,41 @@ pub struct Removal<'a> {
     pub command_id: &'a str,
 }
 
+/// One dead letter to replay ([`Broker::replay`]).
+#[derive(Debug, Clone)]
+pub struct ReplayItem {
+    /// The dead-letter id.
+    pub dlq_id: String,
+    /// The replayed task's id (`None`: no record is written).
+    pub task_id: Option<String>,
+    /// The replayed task's kind (for a record created by the replay).
+    pub kind: String,
+    /// The replayed task's fields.
+    pub fields: crate::task::TaskFields,
+}
+
+/// A dead letter a removal or purge is about, with what its task's record needs.
+#[derive(Debug, Clone)]
+pub struct RecordTarget {
+    /// The dead-letter id.
+    pub dlq_id: String,
+    /// Its task's id when valid (`None`: no record is written).
+    pub task_id: Option<String>,
+    /// Its task's kind (`""` when it has none).
+    pub kind: String,
+    /// How long the record is kept once the dead letter is gone (tasks.retention).
+    pub retention: Duration,
+}
+
+impl RecordTarget {
+    fn args(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.arg(&self.dlq_id)
+            .arg(self.task_id.as_deref().unwrap_or(""))
+            .arg(&self.kind)
+            .arg((self.retention.as_millis() as u64).max(1));
+    }
+}
+
 impl Broker {
     /// Entries in a tenant's dead-letter stream.
     pub(crate) async fn dlq_len(&self, tenant: &str) -> Result<u64> {
@@ -151,31 +186,42 @@ impl Broker {
         })
     }
 
-    /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua): each item is a
-    /// dead-letter id and the replayed task's fields. Returns per item the new lane entry id, or
-    /// `None` when the dead letter was already gone. `minute` is the stats bucket counting them.
+    /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua), with their
+    /// tasks' records when `records` (tasks.enabled). Returns per item the new lane entry id,
+    /// or `None` when the dead letter was already gone, and how many records were written.
+    /// `minute` is the stats bucket counting them.
     pub(crate) async fn replay(
         &self,
         tenant: &str,
         minute: u64,
         stats_keep: Duration,
-        items: &[(String, crate::task::TaskFields)],
-    ) -> Result<Vec<Option<String>>> {
+        records: bool,
+        items: &[ReplayItem],
+    ) -> Result<(Vec<Option<String>>, u64)> {
         if items.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let mut inv = scripts().replay.key(self.keys.dlq(tenant));
         inv.key(self.keys.lane(tenant))
             .key(self.keys.stats(tenant, minute))
-            .arg(stats_keep.as_millis() as u64);
-        for (id, fields) in items {
-            inv.arg(id).arg(fields.len() * 2);
-            for (k, v) in fields {
+            .key(self.keys.task_prefix(tenant))
+            .key(self.keys.tasks(tenant))
+            .arg(stats_keep.as_millis() as u64)
+            .arg(if records { "1" } else { "0" });
+        for item in items {
+            inv.arg(&item.dlq_id)
+                .arg(item.task_id.as_deref().unwrap_or(""))
+                .arg(&item.kind)
+                .arg(item.fields.len() * 2);
+            for (k, v) in &item.fields {
                 inv.arg(k.as_ref()).arg(v);
             }
         }
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let out: Vec<Option<String>> = array(v, "replay.lua", None)?
+        let mut parts = array(v, "replay.lua", Some(2))?.into_iter();
+        let ids = parts.next().unwrap_or(Value::Nil);
+        let written = int_or_zero(parts.next().unwrap_or(Value::Nil));
+        let out: Vec<Option<String>> = array(ids, "replay.lua ids", None)?
             .into_iter()
             .map(|v| Some(text_or_empty(v)).filter(|s| !s.is_empty()))
             .collect();
@@ -186,34 +232,53 @@ impl Broker {
                 items.len()
             )));
         }
-        Ok(out)
+        Ok((out, written))
     }
 
     /// Moves dead letters of `tenant` to its archive of removed ones, stamped with the action,
-    /// operator, reason and command (see scripts/dlq_remove.lua). Returns the ids removed.
+    /// operator, reason and command, their tasks' records `resolved` / `discarded` with
+    /// their retention when `records` (see scripts/dlq_remove.lua). Returns the ids removed
+    /// and how many records were written.
     pub(crate) async fn dlq_remove(
         &self,
         tenant: &str,
-        ids: &[&str],
+        targets: &[RecordTarget],
         stamp: &Removal<'_>,
         archive_max_len: u64,
-    ) -> Result<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        records: bool,
+    ) -> Result<(Vec<String>, u64)> {
+        if targets.is_empty() {
+            return Ok((Vec::new(), 0));
         }
         let mut inv = scripts().dlq_remove.key(self.keys.dlq(tenant));
         inv.key(self.keys.dlq_removed(tenant))
+            .key(self.keys.task_prefix(tenant))
+            .key(self.keys.tasks(tenant))
+            .key(self.keys.events(tenant))
             .arg(archive_max_len)
             .arg(stamp.action)
             .arg(stamp.operator)
             .arg(stamp.reason)
             .arg(stamp.command_id)
-            .arg(ids);
-        Ok(inv.invoke_async(&mut self.con()).await?)
+            .arg(if records { "1" } else { "0" });
+        for t in targets {
+            t.args(&mut inv);
+        }
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        let mut parts = array(v, "dlq_remove.lua", Some(2))?.into_iter();
+        let removed = array(
+            parts.next().unwrap_or(Value::Nil),
+            "dlq_remove.lua ids",
+            None,
+        )?
+        .into_iter()
+        .map(text_or_empty)
+        .collect();
+        Ok((removed, int_or_zero(parts.next().unwrap_or(Value::Nil))))
     }
 
-    /// Deletes a tenant's dead letters with an id below `before_ms` (exact XTRIM MINID).
-    /// Returns how many were deleted.
+    /// Deletes a tenant's dead letters with an id below `before_ms` (exact XTRIM MINID), for
+    /// when records are off. Returns how many were deleted.
     pub(crate) async fn dlq_purge(&self, tenant: &str, before_ms: u64) -> Result<u64> {
         Ok(redis::cmd("XTRIM")
             .arg(self.keys.dlq(tenant))
@@ -221,6 +286,44 @@ impl Broker {
             .arg(format!("{before_ms}-0"))
             .query_async(&mut self.con())
             .await?)
+    }
+
+    /// Up to `count` of a tenant's dead letters with an id below `before_ms`, oldest first:
+    /// the next page a purge with records deletes.
+    pub(crate) async fn dlq_before(
+        &self,
+        tenant: &str,
+        before_ms: u64,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        self.dlq_range(tenant, "-", &format!("({before_ms}-0"), count)
+            .await
+    }
+
+    /// Deletes the dead letters `targets` of `tenant` for good, their tasks' records
+    /// `discarded` with their retention when `records` (see scripts/dlq_purge.lua). Returns
+    /// how many were deleted and how many records were written.
+    pub(crate) async fn dlq_purge_entries(
+        &self,
+        tenant: &str,
+        targets: &[RecordTarget],
+        records: bool,
+    ) -> Result<(u64, u64)> {
+        if targets.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut inv = scripts().dlq_purge.key(self.keys.dlq(tenant));
+        inv.key(self.keys.task_prefix(tenant))
+            .key(self.keys.tasks(tenant))
+            .key(self.keys.events(tenant))
+            .arg(if records { "1" } else { "0" });
+        for t in targets {
+            t.args(&mut inv);
+        }
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        let mut parts = array(v, "dlq_purge.lua", Some(2))?.into_iter();
+        let deleted = int_or_zero(parts.next().unwrap_or(Value::Nil));
+        Ok((deleted, int_or_zero(parts.next().unwrap_or(Value::Nil))))
     }
 
     /// Removed dead letters of a tenant (its archive), oldest first.

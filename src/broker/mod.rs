@@ -24,6 +24,7 @@ mod dead_letters;
 mod jobs;
 mod lanes;
 mod lease;
+mod records;
 mod retries;
 mod running;
 mod settle;
@@ -41,9 +42,12 @@ pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
 pub use connect::{check_url, redact_url, Broker, RedisSettings};
-pub use dead_letters::{FingerprintTally, Removal};
+pub use dead_letters::{FingerprintTally, RecordTarget, Removal, ReplayItem};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
+pub use records::{
+    IndexedTask, Located, Place, RecordRead, Searched, SweepStep, TaskCursor, TaskFilter,
+};
 pub use reply::{Entry, Fields};
 pub use running::{Beat, Begin, StartEntry, StartRecords, Starts};
 pub use settle::{AckEntry, DeferItem, Deferred, RetryItem};

@@ -61,8 +61,12 @@ pub(super) struct Scripts {
     // ---- dead letters (one tenant's keys) ----
     /// Dead letters back into the lane, counted.
     pub(super) replay: Script,
-    /// Dead letters to the archive of removed ones.
+    /// Dead letters to the archive of removed ones, their records resolved / discarded.
     pub(super) dlq_remove: Script,
+    /// Dead letters deleted for good, their records discarded.
+    pub(super) dlq_purge: Script,
+    /// One bounded step of the sweep over a tenant's record index.
+    pub(super) records_sweep: Script,
     /// Read-only counts of a page of dead letters.
     pub(super) dlq_tally: Script,
     // ---- admin commands and jobs (`{@admin}` keys) ----
@@ -152,8 +156,19 @@ pub(super) fn scripts() -> &'static Scripts {
         breaker_probe_done: Script::new(include_str!("scripts/breaker_probe_done.lua")),
         breaker_set: Script::new(include_str!("scripts/breaker_set.lua")),
         slots: Script::new(include_str!("scripts/slots.lua")),
-        replay: Script::new(include_str!("scripts/replay.lua")),
-        dlq_remove: Script::new(include_str!("scripts/dlq_remove.lua")),
+        replay: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/replay.lua")
+        )),
+        dlq_remove: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/dlq_remove.lua")
+        )),
+        dlq_purge: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/dlq_purge.lua")
+        )),
+        records_sweep: Script::new(include_str!("scripts/records_sweep.lua")),
         dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
         admin_begin: Script::new(include_str!("scripts/admin_begin.lua")),
         admin_finish: Script::new(include_str!("scripts/admin_finish.lua")),
@@ -178,7 +193,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 32);
+        assert_eq!(files.len(), 34);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

@@ -109,6 +109,24 @@ impl TasksSettings {
             .unwrap_or(self.retention)
     }
 
+    /// `tenant`'s retention rules as the index sweep applies them in Redis: the kind globs
+    /// with their retention in order (first match wins), then the retention of every other
+    /// kind. Equivalent to [`TasksSettings::retention_for`] for each kind.
+    pub fn retention_rules(&self, tenant: &str) -> (Vec<(String, Duration)>, Duration) {
+        let mut rules = Vec::new();
+        for o in &self.overrides {
+            let Some(r) = o.retention else { continue };
+            if o.tenant.as_deref().is_some_and(|t| t != tenant) {
+                continue;
+            }
+            match &o.kind {
+                Some(glob) => rules.push((glob.clone(), r)),
+                None => return (rules, r),
+            }
+        }
+        (rules, self.retention)
+    }
+
     /// The shortest retention any override (or the default) gives: an index entry older than
     /// this may belong to an expired record, so the index sweep looks at it.
     pub fn shortest_retention(&self) -> Duration {
@@ -260,6 +278,17 @@ mod tests {
         assert!(!s.dedup_for("acme"));
         assert!(s.dedup_for("other"));
         assert_eq!(s.shortest_retention(), Duration::from_secs(3_600));
+        // The sweep's rules give what retention_for gives, kind by kind.
+        let (rules, rest) = s.retention_rules("acme");
+        assert_eq!(
+            rules,
+            vec![("report.*".to_owned(), Duration::from_secs(7_200))]
+        );
+        assert_eq!(rest, Duration::from_secs(3_600));
+        assert_eq!(
+            s.retention_rules("other"),
+            (Vec::new(), Duration::from_secs(86_400))
+        );
     }
 
     #[test]

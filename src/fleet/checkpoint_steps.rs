@@ -186,6 +186,7 @@ impl Harness {
             shared: self.env.shared.clone(),
             interval: Duration::from_secs(1),
             batch: 10,
+            sweep: None,
         }
         .step()
         .await

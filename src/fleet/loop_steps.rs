@@ -272,6 +272,7 @@ async fn recoverer_step_promotes_a_due_retry() {
         shared: env.shared.clone(),
         interval: Duration::from_secs(1),
         batch: 10,
+        sweep: None,
     };
     assert_eq!(recoverer.step().await, 1);
     assert_eq!(env.broker.retry_len(TENANT).await.unwrap(), 0);
@@ -370,6 +371,7 @@ async fn admin_loop_step_beats_into_the_live_members_set() {
             limits: env.settings.limits,
             dlq_max_len: env.settings.dead_letter_max_len,
             executor: MEMBER.to_owned(),
+            tasks: env.settings.tasks().clone(),
         },
         Duration::from_millis(10),
         Duration::from_secs(1),

@@ -265,6 +265,7 @@ impl Fleet {
                 limits: self.limits,
                 dlq_max_len: self.dlq_max_len,
                 executor: shared.member.to_string(),
+                tasks: (*self.tasks).clone(),
             },
             self.settings.block,
             self.settings.shutdown_grace,
@@ -316,6 +317,10 @@ impl Loops {
                 shared: shared.clone(),
                 interval: s.retry_poll_interval,
                 batch: s.promote_batch,
+                sweep: fleet
+                    .tasks
+                    .enabled
+                    .then(|| recoverer::RecordSweep::new((*fleet.tasks).clone())),
             }
             .run(shutdown.clone()),
         );

@@ -1,11 +1,14 @@
 //! The recovery loop: moves due retries back into their lanes, in bounded atomic batches by the
-//! server's clock. Any number of members may run it at once.
+//! server's clock, and every so often sweeps each tenant's task record index (one bounded step
+//! per tenant, see scripts/records_sweep.lua). Any number of members may run it at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::shared::Shared;
-use crate::broker::Broker;
+use crate::broker::{Broker, SweepStep};
+use crate::config::TasksSettings;
 use crate::records::TaskState;
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
@@ -16,6 +19,37 @@ pub(crate) struct Recoverer {
     pub shared: Arc<Shared>,
     pub interval: Duration,
     pub batch: usize,
+    /// The record index sweep; `None` when records are off.
+    pub sweep: Option<RecordSweep>,
+}
+
+/// The index sweep's settings and when each tenant was last swept by this member.
+pub(crate) struct RecordSweep {
+    /// `[tasks]`: the retention of trimmed dead letters' records.
+    pub tasks: TasksSettings,
+    /// How often each tenant gets one step.
+    pub every: Duration,
+    /// Index entries one step looks at.
+    pub batch: usize,
+    /// When each tenant was last swept.
+    pub last: HashMap<String, Instant>,
+}
+
+impl RecordSweep {
+    /// How often a member sweeps each tenant's index by default.
+    pub const EVERY: Duration = Duration::from_secs(5);
+    /// Index entries one step looks at by default.
+    pub const BATCH: usize = 500;
+
+    /// The sweep with the default pace.
+    pub fn new(tasks: TasksSettings) -> RecordSweep {
+        RecordSweep {
+            tasks,
+            every: Self::EVERY,
+            batch: Self::BATCH,
+            last: HashMap::new(),
+        }
+    }
 }
 
 impl Recoverer {
@@ -27,7 +61,43 @@ impl Recoverer {
                 _ = tokio::time::sleep(self.interval) => {}
             }
             self.step().await;
+            self.sweep_due().await;
         }
+    }
+
+    /// One sweep step for each tenant not swept for `every`. Returns the steps' sums.
+    pub(crate) async fn sweep_due(&mut self) -> SweepStep {
+        let mut sum = SweepStep::default();
+        let Some(sweep) = self.sweep.as_mut() else {
+            return sum;
+        };
+        let now = Instant::now();
+        for (_, tenant) in self.shared.lanes() {
+            if sweep
+                .last
+                .get(&*tenant)
+                .is_some_and(|t| now.duration_since(*t) < sweep.every)
+            {
+                continue;
+            }
+            sweep.last.insert(tenant.to_string(), now);
+            let (rules, retention) = sweep.tasks.retention_rules(&tenant);
+            match self
+                .broker
+                .records_sweep(&tenant, sweep.batch, retention, &rules)
+                .await
+            {
+                Ok(step) => {
+                    events::task_records::swept(&tenant, step.removed, step.retained);
+                    sum.looked += step.looked;
+                    sum.removed += step.removed;
+                    sum.retained += step.retained;
+                    sum.pass_done |= step.pass_done;
+                }
+                Err(e) => events::task_records::sweep_failed(&tenant, &e),
+            }
+        }
+        sum
     }
 
     /// Promotes every due retry of every known tenant.

@@ -28,7 +28,8 @@ pub const TASKS_RECOVERED: &str = "redrive_tasks_recovered_total";
 /// running.
 pub const DUPLICATES: &str = "redrive_duplicates_total";
 /// Counter{tenant,state}: task records this member's moves wrote (starts, acks, retries,
-/// deferrals, promotions, dead letters), by the state written.
+/// deferrals, promotions, dead letters, and the admin moves it executed: replays, resolves,
+/// discards, purges), by the state written.
 pub const RECORDS_WRITTEN: &str = "redrive_task_records_written_total";
 /// Counter{tenant}: scheduled retries moved back into their lane.
 pub const RETRIES_PROMOTED: &str = "redrive_retries_promoted_total";
@@ -121,6 +122,13 @@ pub const STEP_RECORDS: &str = "redrive_step_records_total";
 /// Counter{route}: attempts started, by route (`<index>:<type>` of the `[[handlers]]` entry:
 /// bounded by the routing table).
 pub const ROUTE_ATTEMPTS: &str = "redrive_route_attempts_total";
+
+/// Counter{tenant}: index entries of expired task records removed by the index sweep (each
+/// record once, by the member whose sweep step found it expired).
+pub const TASK_RECORDS_EXPIRED: &str = "redrive_task_records_expired_total";
+/// Counter{found}: task lookups by id made by this process (`found` = `record`: its record
+/// answered; `located`: no record, found by scanning where tasks wait; `none`: not found).
+pub const TASK_LOOKUPS: &str = "redrive_task_lookups_total";
 
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [

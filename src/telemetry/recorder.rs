@@ -67,6 +67,7 @@ fn build_prometheus(
     for result in ["recorded", "fenced", "failed"] {
         metrics::counter!(names::STEP_RECORDS, "result" => result).increment(0);
     }
+    crate::telemetry::events::task_records::register();
     Ok(handle)
 }
 
@@ -92,6 +93,7 @@ pub fn register_tenant(tenant: &str) {
         names::TENANT_ATTEMPTS,
         names::TENANT_CAPPED,
         names::DLQ_REPLAYED,
+        names::TASK_RECORDS_EXPIRED,
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }

@@ -50,11 +50,13 @@ pub enum RedisOp {
     AdminCommand,
     /// The executor's record of an attempt's step checkpoints.
     RecordSteps,
+    /// The recoverer's sweep of a tenant's task record index.
+    RecordsSweep,
 }
 
 impl RedisOp {
     /// Every op, in the order their series are registered at 0.
-    pub const ALL: [RedisOp; 23] = [
+    pub const ALL: [RedisOp; 24] = [
         RedisOp::Read,
         RedisOp::Start,
         RedisOp::Depths,
@@ -78,6 +80,7 @@ impl RedisOp {
         RedisOp::AdminBeat,
         RedisOp::AdminCommand,
         RedisOp::RecordSteps,
+        RedisOp::RecordsSweep,
     ];
 
     /// The label value on the wire.
@@ -106,6 +109,7 @@ impl RedisOp {
             RedisOp::AdminBeat => "admin_beat",
             RedisOp::AdminCommand => "admin_command",
             RedisOp::RecordSteps => "record_steps",
+            RedisOp::RecordsSweep => "records_sweep",
         }
     }
 }
@@ -149,6 +153,7 @@ mod tests {
                 "admin_beat",
                 "admin_command",
                 "record_steps",
+                "records_sweep",
             ]
         );
         let distinct: std::collections::HashSet<&str> = wire.iter().copied().collect();

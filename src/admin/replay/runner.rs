@@ -19,6 +19,7 @@ use crate::admin::context::{AdminContext, Executed};
 use crate::admin::scan::pin;
 use crate::admin::select::Selection;
 use crate::admin::{Envelope, ReplaySpec};
+use crate::broker::ReplayItem;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
@@ -336,7 +337,14 @@ async fn steps(
                     continue;
                 };
                 match build(&s.id, &fields, &opts) {
-                    Built::Ready(task, _) => ready.push((s.id.id.clone(), task.to_fields())),
+                    Built::Ready(task, _) => ready.push(ReplayItem {
+                        dlq_id: s.id.id.clone(),
+                        task_id: crate::task::validate_task_id(&task.task_id)
+                            .is_ok()
+                            .then(|| task.task_id.clone()),
+                        kind: task.kind.clone(),
+                        fields: task.to_fields(),
+                    }),
                     Built::Refused(why) => {
                         counts.refused += 1;
                         Samples::push(&mut samples.refused, why);
@@ -347,9 +355,16 @@ async fn steps(
                     }
                 }
             }
-            let results = b
-                .replay(&tenant, minute, crate::broker::STATS_KEEP, &ready)
+            let (results, written) = b
+                .replay(
+                    &tenant,
+                    minute,
+                    crate::broker::STATS_KEEP,
+                    ctx.tasks.enabled,
+                    &ready,
+                )
                 .await?;
+            events::task_records::written(&tenant, "replayed", written);
             let replayed = results.iter().filter(|r| r.is_some()).count() as u64;
             counts.replayed += replayed;
             counts.skipped += results.len() as u64 - replayed;

@@ -37,6 +37,7 @@ pub fn context(broker: Broker, settings: &Settings) -> AdminContext {
         limits: settings.limits,
         dlq_max_len: settings.dead_letter_max_len,
         executor: format!("local@{}", crate::config::default_member_id()),
+        tasks: settings.tasks().clone(),
     }
 }
 

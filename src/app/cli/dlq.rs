@@ -52,6 +52,9 @@ pub struct ListArgs {
     /// Which dead letters.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Only the dead letters of this task id.
+    #[arg(long, value_name = "TASK_ID")]
+    pub task_id: Option<String>,
     /// Continue after this entry (the `next cursor` a previous page printed).
     #[arg(long, value_name = "CURSOR")]
     pub cursor: Option<String>,
@@ -222,10 +225,13 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
         .as_deref()
         .map(|c| DlId::parse(c, None).map_err(|e| usage(format!("--cursor: {e}"))))
         .transpose()?;
+    if let Some(id) = &a.task_id {
+        crate::task::validate_task_id(id).map_err(|e| usage(format!("--task-id: {e}")))?;
+    }
     let b = connect(settings).await?;
     let now = b.server_time_ms().await?;
     let filter = a.filter.to_filter(now)?;
-    let page = report::list(&b, &filter, cursor.as_ref(), a.limit).await?;
+    let page = report::list(&b, &filter, a.task_id.as_deref(), cursor.as_ref(), a.limit).await?;
     if a.json {
         print_json(&json!({
             "entries": page.entries.iter().map(|e| e.summary_json()).collect::<Vec<_>>(),

@@ -18,6 +18,7 @@ pub mod enqueue;
 pub mod health;
 pub mod run;
 pub mod submit;
+pub mod task;
 pub mod tenants;
 
 use std::path::PathBuf;
@@ -72,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         action: dlq::DlqCommand,
     },
+    /// What happened to a task: show one by id, list a tenant's by their records.
+    Task {
+        /// What to do.
+        #[command(subcommand)]
+        action: task::TaskCommand,
+    },
     /// Health per tenant and overall: lane depth, pending, retries, dead letters, recent counts.
     Health(health::HealthArgs),
     /// The admin command trail: the audit log and one command's status.
@@ -92,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tenants(args) => tenants::run(args, &common::settings(raw)?).await,
         Command::Enqueue(args) => enqueue::run(args, &common::settings(raw)?).await,
         Command::Dlq { action } => dlq::run(action, &common::settings(raw)?).await,
+        Command::Task { action } => task::run(action, &common::settings(raw)?).await,
         Command::Health(args) => health::run(args, &common::settings(raw)?).await,
         Command::Admin { action } => admin::run(action, &common::settings(raw)?).await,
         Command::Demo(args) => demo::run(args, raw).await,

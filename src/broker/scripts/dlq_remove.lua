@@ -1,26 +1,47 @@
 -- dlq_remove.lua: resolved or discarded dead letters leave the dead-letter stream for the
--- tenant's archive, stamped with who removed them, why, and by which command (copy + delete,
--- one atomic step; both keys share the tenant's hash tag).
+-- tenant's archive, stamped with who removed them, why, and by which command, and their tasks'
+-- records say so (copy + delete + record, one atomic step; every key shares the tenant's hash
+-- tag).
 --
 -- KEYS[1]  the tenant's dead-letter stream
 -- KEYS[2]  the tenant's archive of removed dead letters
+-- KEYS[3]  the prefix of the tenant's task records ('redrive:{t}:task:', lib/record.lua)
+-- KEYS[4]  the tenant's record index (ZSET)
+-- KEYS[5]  the tenant's task events stream
 -- ARGV[1]  the archive's approximate cap (MAXLEN ~)
--- ARGV[2]  the action: 'resolved' or 'discarded'
+-- ARGV[2]  the action: 'resolved' or 'discarded' (also the record's new state)
 -- ARGV[3]  the operator
 -- ARGV[4]  the reason
 -- ARGV[5]  the admin command id
--- ARGV[6…] dead-letter ids
+-- ARGV[6]  '1': write task records; '0': records are off (KEYS[3..5] are not touched)
+-- ARGV[7…] per dead letter: its id, its task_id ('' for none: no record), its kind, and how
+--          long the record is kept from now, ms (the tenant/kind's tasks.retention)
 --
--- Returns the ids removed; ids already gone are left out (nothing is written for them).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The record becomes `resolved` / `discarded` (ended = now, the dlq id kept as the link to the
+-- archived copy), expires after the given retention, and the events stream gets one entry.
+-- Only the record of THIS dead letter is written: one whose `dlq` field is the dead-letter id,
+-- or a missing one (created); a record of a later life of the same task_id is left alone.
+--
+-- Returns {removed, written}: the ids removed (ids already gone are left out, nothing is
+-- written for them) and how many records were written. `rec_*` come from lib/record.lua.
+if (#ARGV - 6) % 4 ~= 0 or (ARGV[2] ~= 'resolved' and ARGV[2] ~= 'discarded') then
+  return redis.error_reply('dlq_remove.lua: malformed arguments')
+end
+local R = nil
+if ARGV[6] == '1' then
+  R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
+end
+local now = rec_now()
+local ts = string.format('%d', now)
 local removed = {}
-for i = 6, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+local written = 0
+for i = 7, #ARGV, 4 do
+  local id, task_id, kind, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local e = redis.call('XRANGE', KEYS[1], id, id)
   if #e == 1 then
     local f = e[1][2]
     f[#f + 1] = 'dead_letter_id'
-    f[#f + 1] = ARGV[i]
+    f[#f + 1] = id
     f[#f + 1] = 'removed_action'
     f[#f + 1] = ARGV[2]
     f[#f + 1] = 'removed_by'
@@ -30,10 +51,24 @@ for i = 6, #ARGV do
     f[#f + 1] = 'removed_command'
     f[#f + 1] = ARGV[5]
     f[#f + 1] = 'removed_at'
-    f[#f + 1] = tostring(now)
+    f[#f + 1] = ts
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(f))
-    redis.call('XDEL', KEYS[1], ARGV[i])
-    removed[#removed + 1] = ARGV[i]
+    redis.call('XDEL', KEYS[1], id)
+    removed[#removed + 1] = id
+    if R and task_id ~= '' then
+      local old = redis.call('HMGET', R.prefix .. task_id, 'state', 'dlq')
+      if not old[1] or old[2] == id then
+        local pairs = {'ended', ts, 'dlq', id}
+        if not old[1] then
+          pairs[#pairs + 1] = 'kind'
+          pairs[#pairs + 1] = kind
+        end
+        rec_write(R, task_id, now, ARGV[2], pairs)
+        rec_expire(R, task_id, ttl)
+        rec_event(R, task_id, ARGV[2], id)
+        written = written + 1
+      end
+    end
   end
 end
-return removed
+return {removed, written}

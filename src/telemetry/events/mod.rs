@@ -14,6 +14,7 @@ pub mod read;
 pub mod records;
 pub mod redis_calls;
 pub mod settle;
+pub mod task_records;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,586 @@
+//! Task records (src/records.rs): reading one, a page of a tenant's index, where a task is when
+//! it has no record (a raw XADD: bounded scans of the places a task can be), and the index
+//! sweep (scripts/records_sweep.lua). The scripts that move tasks write the records.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::connect::Broker;
+use super::error::is_code;
+use super::reply::{self, array, hash, int_or_zero, text_or_empty};
+use super::scripts::scripts;
+use crate::error::Result;
+use crate::records::{field, TaskRecord, TaskState};
+
+/// Entries one XRANGE / ZRANGE page of a [`Broker::locate`] scan reads.
+const LOCATE_PAGE: usize = 1_000;
+
+/// A record as read, with how long it has left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRead {
+    /// The record.
+    pub record: TaskRecord,
+    /// Time left before it expires; `None` while it is kept (not finished, or dead-lettered).
+    pub expires_in: Option<Duration>,
+}
+
+/// One task of a [`Broker::task_index_page`]: its index position and its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedTask {
+    /// The task id.
+    pub task_id: String,
+    /// Its index score: when its record last changed, ms.
+    pub score: u64,
+    /// Its record; `None` when it expired and the sweep has not removed its entry yet.
+    pub record: Option<TaskRecord>,
+}
+
+/// One step of the index sweep ([`Broker::records_sweep`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStep {
+    /// Whether this step ended a full pass over the index.
+    pub pass_done: bool,
+    /// Index entries looked at.
+    pub looked: u64,
+    /// Index entries removed: their record had expired.
+    pub removed: u64,
+    /// Dead-letter records given a retention: their dead letter was trimmed by the cap.
+    pub retained: u64,
+}
+
+/// Where a scan found a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// In its lane as entry `entry`; `pending` when delivered to a member and not settled:
+    /// (consumer, idle ms, deliveries).
+    Lane {
+        /// The lane entry id.
+        entry: String,
+        /// The PEL's view: consumer, idle ms, delivery count.
+        pending: Option<(String, u64, u64)>,
+    },
+    /// In the retry schedule (`deferred`: held back by its tenant's breaker), due at `due_ms`.
+    Scheduled {
+        /// Held back by the breaker rather than failed.
+        deferred: bool,
+        /// Due time, ms.
+        due_ms: u64,
+        /// The attempt it will run as.
+        attempt: Option<String>,
+        /// The lane entry it was scheduled from.
+        from_entry: Option<String>,
+    },
+    /// In the dead letters as `id`.
+    DeadLetter {
+        /// The dead-letter id.
+        id: String,
+        /// Its failure class.
+        class: Option<String>,
+    },
+}
+
+/// How much of one place a scan read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Searched {
+    /// `lane`, `retry`, `deferred` or `dead_letters`.
+    pub place: &'static str,
+    /// Entries read.
+    pub looked: u64,
+    /// Entries there.
+    pub total: u64,
+}
+
+/// What [`Broker::locate`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Located {
+    /// Every place the task was found (a task_id repeated by raw XADDs may be in several).
+    pub places: Vec<Place>,
+    /// How far each place was read.
+    pub searched: Vec<Searched>,
+}
+
+/// What `task list` selects (every criterion must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only records in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this kind.
+    pub kind: Option<String>,
+    /// Only records changed at or after this time, ms.
+    pub since_ms: Option<u64>,
+}
+
+impl TaskFilter {
+    fn matches(&self, r: &TaskRecord) -> bool {
+        self.state.is_none_or(|s| r.state == Some(s))
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|k| r.fields.get(field::KIND).map(String::as_str) == Some(k))
+    }
+}
+
+/// Where a page of `task list` continues: after the task `task_id` whose record changed at
+/// `score` (the index is read newest change first). Written `<score>:<task_id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCursor {
+    /// The index score of the last task shown.
+    pub score: u64,
+    /// Its task id.
+    pub task_id: String,
+}
+
+impl TaskCursor {
+    /// Reads `<score>:<task_id>`.
+    pub fn parse(text: &str) -> std::result::Result<TaskCursor, String> {
+        let bad =
+            || format!("'{text}' is not a task list cursor (<ms>:<task_id>, as a page prints it)");
+        let (score, id) = text.split_once(':').ok_or_else(bad)?;
+        let score = score.parse().map_err(|_| bad())?;
+        crate::task::validate_task_id(id).map_err(|_| bad())?;
+        Ok(TaskCursor {
+            score,
+            task_id: id.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for TaskCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.score, self.task_id)
+    }
+}
+
+/// One page of [`Broker::task_list`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPage {
+    /// The tasks, newest change first.
+    pub tasks: Vec<IndexedTask>,
+    /// Where the next page starts; `None` when the index has no more.
+    pub next: Option<TaskCursor>,
+    /// Index entries read for this page.
+    pub scanned: u64,
+    /// Whether the page stopped at the scan bound before it was full (the filter matched
+    /// few of the entries read): `next` continues the scan.
+    pub scan_bound_hit: bool,
+}
+
+/// Whether an entry's fields carry `task_id`.
+fn has_task_id(fields: &[(Vec<u8>, Vec<u8>)], task_id: &str) -> bool {
+    fields
+        .iter()
+        .any(|(k, v)| k.as_slice() == b"task_id" && v.as_slice() == task_id.as_bytes())
+}
+
+/// The value of `name` in a flat `[k, v, k, v, …]` JSON array (a schedule member).
+fn flat_get<'a>(flat: &'a [serde_json::Value], name: &str) -> Option<&'a str> {
+    flat.chunks(2)
+        .filter(|p| p.len() == 2 && p[0].as_str() == Some(name))
+        .filter_map(|p| p[1].as_str())
+        .next_back()
+}
+
+/// The `[member, score, …]` reply of a ZRANGE … WITHSCORES (RESP2 flat or RESP3 pairs).
+fn scored(v: Value) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    let items = array(v, "ZRANGE WITHSCORES", None)?;
+    let score = |v: Value| text_or_empty(v).parse::<f64>().unwrap_or(0.0);
+    if items.iter().all(|i| matches!(i, Value::Array(_))) {
+        for i in items {
+            let mut p = array(i, "ZRANGE pair", None)?.into_iter();
+            let m = text_or_empty(p.next().unwrap_or(Value::Nil));
+            let s = match p.next() {
+                Some(Value::Double(d)) => d,
+                Some(other) => score(other),
+                None => 0.0,
+            };
+            out.push((m, s));
+        }
+        return Ok(out);
+    }
+    let mut it = items.into_iter();
+    while let (Some(m), Some(s)) = (it.next(), it.next()) {
+        let s = match s {
+            Value::Double(d) => d,
+            other => score(other),
+        };
+        out.push((text_or_empty(m), s));
+    }
+    Ok(out)
+}
+
+impl Broker {
+    /// The record of `task_id` of `tenant` with its time left; `None` when there is none.
+    pub(crate) async fn task_record(
+        &self,
+        tenant: &str,
+        task_id: &str,
+    ) -> Result<Option<RecordRead>> {
+        let key = self.keys.task(tenant, task_id);
+        let (fields, ttl): (Value, i64) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(hash(fields).map(|f| RecordRead {
+            record: TaskRecord::from_fields(f),
+            expires_in: (ttl >= 0).then(|| Duration::from_millis(ttl as u64)),
+        }))
+    }
+
+    /// The records of `task_ids` of `tenant` in one round trip (`None` where there is none).
+    pub(crate) async fn task_records(
+        &self,
+        tenant: &str,
+        task_ids: &[&str],
+    ) -> Result<Vec<Option<TaskRecord>>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in task_ids {
+            pipe.cmd("HGETALL").arg(self.keys.task(tenant, id));
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        Ok(replies
+            .into_iter()
+            .map(|v| hash(v).map(TaskRecord::from_fields))
+            .collect())
+    }
+
+    /// Up to `count` entries of `tenant`'s record index, newest change first, with a score at
+    /// most `max_score` and at least `min_score`, skipping the first `offset` of them; each with
+    /// its record (one pipelined read).
+    pub(crate) async fn task_index_page(
+        &self,
+        tenant: &str,
+        max_score: u64,
+        min_score: u64,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<IndexedTask>> {
+        let v: Value = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.keys.tasks(tenant))
+            .arg(max_score)
+            .arg(min_score)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(count)
+            .query_async(&mut self.con())
+            .await?;
+        let page = scored(v)?;
+        let ids: Vec<&str> = page.iter().map(|(m, _)| m.as_str()).collect();
+        let records = self.task_records(tenant, &ids).await?;
+        Ok(page
+            .iter()
+            .zip(records)
+            .map(|((m, s), record)| IndexedTask {
+                task_id: m.clone(),
+                score: *s as u64,
+                record,
+            })
+            .collect())
+    }
+
+    /// A page of `tenant`'s tasks by their records, newest change first, matching `filter`,
+    /// after `cursor`: at most `limit` tasks, reading at most `scan_max` index entries (the
+    /// index by ZREVRANGEBYSCORE, the records by pipelined HGETALL). Index entries whose record
+    /// expired (not swept yet) are skipped.
+    pub(crate) async fn task_list(
+        &self,
+        tenant: &str,
+        filter: &TaskFilter,
+        cursor: Option<&TaskCursor>,
+        limit: usize,
+        scan_max: usize,
+    ) -> Result<TaskPage> {
+        let limit = limit.max(1);
+        let page_size = limit.clamp(100, 1_000);
+        let max = cursor.map(|c| c.score).unwrap_or(u64::MAX);
+        let min = filter.since_ms.unwrap_or(0);
+        let mut out = TaskPage::default();
+        let mut offset = 0usize;
+        loop {
+            let page = self
+                .task_index_page(tenant, max, min, offset, page_size)
+                .await?;
+            let n = page.len();
+            offset += n;
+            for t in page {
+                // Entries of the cursor's score down to the cursor itself were on earlier
+                // pages (equal scores come in reverse order of task_id).
+                if cursor.is_some_and(|c| t.score == c.score && t.task_id >= c.task_id) {
+                    continue;
+                }
+                out.scanned += 1;
+                let here = TaskCursor {
+                    score: t.score,
+                    task_id: t.task_id.clone(),
+                };
+                if t.record.as_ref().is_some_and(|r| filter.matches(r)) {
+                    out.tasks.push(t);
+                    if out.tasks.len() >= limit {
+                        out.next = Some(here);
+                        return Ok(out);
+                    }
+                }
+                if out.scanned as usize >= scan_max {
+                    out.next = Some(here);
+                    out.scan_bound_hit = true;
+                    return Ok(out);
+                }
+            }
+            if n < page_size {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One bounded step of the sweep over `tenant`'s record index (scripts/records_sweep.lua):
+    /// looks at about `batch` entries from the shared cursor, removes those whose record
+    /// expired, and gives `retention` (or the first matching `kind_rules` glob's) to records of
+    /// dead letters the cap trimmed.
+    pub(crate) async fn records_sweep(
+        &self,
+        tenant: &str,
+        batch: usize,
+        retention: Duration,
+        kind_rules: &[(String, Duration)],
+    ) -> Result<SweepStep> {
+        let mut inv = scripts().records_sweep.key(self.keys.tasks(tenant));
+        inv.key(self.keys.task_prefix(tenant))
+            .key(self.keys.dlq(tenant))
+            .key(self.keys.tasks_sweep(tenant))
+            .arg(batch.max(1))
+            .arg((retention.as_millis() as u64).max(1));
+        for (glob, r) in kind_rules {
+            inv.arg(glob).arg((r.as_millis() as u64).max(1));
+        }
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        let mut p = array(v, "records_sweep.lua", Some(4))?.into_iter();
+        let mut next = || p.next().unwrap_or(Value::Nil);
+        let cursor = text_or_empty(next());
+        Ok(SweepStep {
+            pass_done: cursor == "0",
+            looked: int_or_zero(next()),
+            removed: int_or_zero(next()),
+            retained: int_or_zero(next()),
+        })
+    }
+
+    /// Where task `task_id` of `tenant` is, by looking: its lane (and the PEL for each entry
+    /// found), the retry schedule, the deferred set and the dead letters, each read up to
+    /// `limit` entries (oldest first). For a task without a record (published by a raw XADD).
+    pub(crate) async fn locate(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<Located> {
+        let mut out = Located::default();
+        // The lane, then the PEL of each entry found.
+        let lane = self.keys.lane(tenant);
+        let (looked, total, found) = self.scan_stream(&lane, task_id, limit).await?;
+        out.searched.push(Searched {
+            place: "lane",
+            looked,
+            total,
+        });
+        for e in found {
+            let pending = self.pending_of(&lane, &e.id).await?;
+            out.places.push(Place::Lane {
+                entry: e.id,
+                pending,
+            });
+        }
+        // The schedules.
+        for (place, key, deferred) in [
+            ("retry", self.keys.retry(tenant), false),
+            ("deferred", self.keys.deferred(tenant), true),
+        ] {
+            let total: u64 = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut self.con())
+                .await?;
+            let mut looked = 0u64;
+            let mut start = 0usize;
+            while start < limit {
+                let stop = (start + LOCATE_PAGE).min(limit) - 1;
+                let v: Value = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(start)
+                    .arg(stop)
+                    .arg("WITHSCORES")
+                    .query_async(&mut self.con())
+                    .await?;
+                let page = scored(v)?;
+                let n = page.len();
+                looked += n as u64;
+                for (member, due) in page {
+                    let Ok(flat) = serde_json::from_str::<Vec<serde_json::Value>>(&member) else {
+                        continue;
+                    };
+                    if flat_get(&flat, "task_id") == Some(task_id) {
+                        out.places.push(Place::Scheduled {
+                            deferred,
+                            due_ms: due as u64,
+                            attempt: flat_get(&flat, "attempt").map(str::to_owned),
+                            from_entry: flat_get(&flat, "from_entry").map(str::to_owned),
+                        });
+                    }
+                }
+                if n < stop - start + 1 {
+                    break;
+                }
+                start = stop + 1;
+            }
+            out.searched.push(Searched {
+                place,
+                looked,
+                total,
+            });
+        }
+        // The dead letters.
+        let (looked, total, found) = self
+            .scan_stream(&self.keys.dlq(tenant), task_id, limit)
+            .await?;
+        out.searched.push(Searched {
+            place: "dead_letters",
+            looked,
+            total,
+        });
+        for e in found {
+            let class = e.fields.as_ref().and_then(|f| {
+                f.iter()
+                    .find(|(k, _)| k.as_slice() == b"class")
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            });
+            out.places.push(Place::DeadLetter { id: e.id, class });
+        }
+        Ok(out)
+    }
+
+    /// Reads `key` (a stream) oldest first up to `limit` entries; returns how many were read,
+    /// its length, and the entries whose `task_id` is `task_id`.
+    async fn scan_stream(
+        &self,
+        key: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<(u64, u64, Vec<reply::Entry>)> {
+        let total: u64 = redis::cmd("XLEN")
+            .arg(key)
+            .query_async(&mut self.con())
+            .await?;
+        let mut from = "-".to_owned();
+        let mut looked = 0usize;
+        let mut found = Vec::new();
+        while looked < limit {
+            let count = LOCATE_PAGE.min(limit - looked);
+            let v: Value = redis::cmd("XRANGE")
+                .arg(key)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut self.con())
+                .await?;
+            let page = reply::entries(v)?;
+            let n = page.len();
+            looked += n;
+            for e in page {
+                from = format!("({}", e.id);
+                if e.fields.as_deref().is_some_and(|f| has_task_id(f, task_id)) {
+                    found.push(e);
+                }
+            }
+            if n < count {
+                break;
+            }
+        }
+        Ok((looked as u64, total, found))
+    }
+
+    /// The PEL's view of lane entry `id`: (consumer, idle ms, deliveries), `None` when it is
+    /// not pending (or the group does not exist yet).
+    async fn pending_of(&self, lane: &str, id: &str) -> Result<Option<(String, u64, u64)>> {
+        let r: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(lane)
+            .arg(self.group())
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut self.con())
+            .await;
+        let v = match r {
+            Ok(v) => v,
+            Err(e) if is_code(&e, "NOGROUP") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(first) = array(v, "XPENDING", None)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut p = array(first, "XPENDING entry", Some(4))?.into_iter().skip(1);
+        let mut next = || p.next().unwrap_or(Value::Nil);
+        let consumer = text_or_empty(next());
+        let idle = int_or_zero(next());
+        let deliveries = int_or_zero(next());
+        Ok(Some((consumer, idle, deliveries)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_members_and_entries_are_read_by_task_id() {
+        let flat: Vec<serde_json::Value> =
+            serde_json::from_str(r#"["task_id","t-1","attempt","2","from_entry","5-0"]"#).unwrap();
+        assert_eq!(flat_get(&flat, "task_id"), Some("t-1"));
+        assert_eq!(flat_get(&flat, "attempt"), Some("2"));
+        assert_eq!(flat_get(&flat, "nope"), None);
+        let fields = vec![
+            (b"kind".to_vec(), b"k".to_vec()),
+            (b"task_id".to_vec(), b"t-1".to_vec()),
+        ];
+        assert!(has_task_id(&fields, "t-1"));
+        assert!(!has_task_id(&fields, "t-2"));
+        assert!(!has_task_id(&fields, "k"));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_junk() {
+        let c = TaskCursor::parse("1700000000000:a:b/c").unwrap();
+        assert_eq!(c.score, 1_700_000_000_000);
+        assert_eq!(c.task_id, "a:b/c");
+        assert_eq!(c.to_string(), "1700000000000:a:b/c");
+        for bad in ["", "x:1", "12", "12:", "12:a b"] {
+            assert!(TaskCursor::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scored_replies_read_in_both_protocols() {
+        let resp2 = Value::Array(vec![
+            Value::BulkString(b"a".to_vec()),
+            Value::BulkString(b"12".to_vec()),
+            Value::BulkString(b"b".to_vec()),
+            Value::BulkString(b"7".to_vec()),
+        ]);
+        assert_eq!(
+            scored(resp2).unwrap(),
+            vec![("a".to_owned(), 12.0), ("b".to_owned(), 7.0)]
+        );
+        let resp3 = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"a".to_vec()),
+            Value::Double(3.0),
+        ])]);
+        assert_eq!(scored(resp3).unwrap(), vec![("a".to_owned(), 3.0)]);
+        assert!(scored(Value::Nil).unwrap().is_empty());
+    }
+}

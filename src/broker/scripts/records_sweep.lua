@@ -1,0 +1,104 @@
+-- records_sweep.lua: one bounded step of the sweep over a tenant's record index (run by the
+-- recovery loop of any member, one tenant per call). A record expires by itself (PEXPIRE), but
+-- its index entry does not: this step removes the index entries whose record is gone. And a
+-- dead letter's record lives as long as its dead letter (no expiry): when the dead-letter
+-- stream's length cap trimmed the dead letter away, this step gives the record the tenant's
+-- retention, so it ends too.
+--
+-- KEYS[1]  the tenant's record index (ZSET: task_id scored by last change)
+-- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:')
+-- KEYS[3]  the tenant's dead-letter stream
+-- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor; absent between passes, so
+--          a tenant without records has no sweep key)
+-- ARGV[1]  how many index entries to look at (ZSCAN COUNT: bounded work per call)
+-- ARGV[2]  the tenant's retention of finished records, ms (when no kind rule below matches)
+-- ARGV[3…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
+--          character) and its retention, ms
+--
+-- The cursor is kept in Redis, so steps by any member continue one pass: a full pass
+-- (the cursor back at '0') looks at every record that was indexed for the whole pass once
+-- (ZSCAN's guarantee; an entry may rarely be seen twice, which is harmless).
+--
+-- A record whose state is dead_lettered or expired, with a `dlq` id older than the first
+-- dead letter left in the stream (or the stream empty), and without an expiry, gets the
+-- retention of its kind. Dead letters removed by a replay, resolve, discard or purge are not
+-- its business: those scripts write the record themselves.
+--
+-- Returns {cursor, looked, removed, retained}: the next cursor ('0': a pass ended), the index
+-- entries looked at, the entries removed (record expired) and the records given a retention.
+local function glob_pattern(g)
+  local p = {'^'}
+  for c in string.gmatch(g, '.') do
+    if c == '*' then
+      p[#p + 1] = '.*'
+    elseif c == '?' then
+      p[#p + 1] = '.'
+    elseif string.match(c, '%w') then
+      p[#p + 1] = c
+    else
+      p[#p + 1] = '%' .. c
+    end
+  end
+  p[#p + 1] = '$'
+  return table.concat(p)
+end
+local rules = {}
+for i = 3, #ARGV - 1, 2 do
+  rules[#rules + 1] = {glob_pattern(ARGV[i]), ARGV[i + 1]}
+end
+local function retention(kind)
+  for _, r in ipairs(rules) do
+    if kind and string.match(kind, r[1]) then
+      return r[2]
+    end
+  end
+  return ARGV[2]
+end
+local function id_lt(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not am or not bm then
+    return false
+  end
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then
+    return am < bm
+  end
+  return tonumber(as) < tonumber(bs)
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- No records: nothing to sweep, nothing written.
+  redis.call('DEL', KEYS[4])
+  return {'0', 0, 0, 0}
+end
+local cursor = redis.call('GET', KEYS[4]) or '0'
+local scan = redis.call('ZSCAN', KEYS[1], cursor, 'COUNT', tonumber(ARGV[1]))
+local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local first_id = nil
+if #first == 1 then
+  first_id = first[1][1]
+end
+local looked, removed, retained = 0, 0, 0
+local items = scan[2]
+for i = 1, #items, 2 do
+  local task_id = items[i]
+  local key = KEYS[2] .. task_id
+  looked = looked + 1
+  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind')
+  if not r[1] and redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], task_id)
+    removed = removed + 1
+  elseif (r[1] == 'dead_lettered' or r[1] == 'expired') and r[2]
+      and (first_id == nil or id_lt(r[2], first_id))
+      and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, retention(r[3]))
+    retained = retained + 1
+  end
+end
+if scan[1] == '0' then
+  redis.call('DEL', KEYS[4])
+else
+  redis.call('SET', KEYS[4], scan[1])
+end
+return {scan[1], looked, removed, retained}
