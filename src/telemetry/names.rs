@@ -93,6 +93,8 @@ pub const HTTP_ATTEMPTS: &str = "redrive_http_attempts_total";
 /// Histogram{handler,outcome}: seconds from sending an `http` attempt's request to the end
 /// of its reply (or its failure), streamed replies included.
 pub const HTTP_ATTEMPT_DURATION: &str = "redrive_http_attempt_duration_seconds";
+/// Counter{tenant,side}: task_ids refused as duplicates: side="producer" (an enqueue of a live task_id) or "member" (an entry whose task is already done, acked without running).
+pub const DUPLICATES: &str = "redrive_duplicates_total";
 
 /// Gauge{handler}: agent processes running for a `pool` or `exec` handler (`handler` is the
 /// entry's `<index>:<type>`, e.g. `0:pool`).

@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod claims;
 pub mod health;
 pub mod isolation;
+pub mod producer;
 pub mod read;
 pub mod redis_calls;
 pub mod settle;
@@ -84,6 +85,13 @@ mod tests {
             (
                 Box::new(|| super::admin::command_duplicate("id", "op", "pause")),
                 "redrive::admin::exec",
+                Level::INFO,
+            ),
+            (
+                Box::new(|| {
+                    super::producer::duplicate_refused("t", "t-1", crate::TaskState::Done, "1-0")
+                }),
+                "redrive::producer",
                 Level::INFO,
             ),
         ];
