@@ -100,7 +100,8 @@ pub(super) fn id_range<'a>(ids: &[&'a str]) -> Option<(&'a str, &'a str)> {
     Some((lo, hi))
 }
 
-/// How many times a pipelined enqueue sends again the tasks the server answered NOSCRIPT for.
+/// How many rounds in a row a pipelined enqueue may find every task it sent answered NOSCRIPT
+/// (the script cache flushed after each load) before it gives up.
 const ENQUEUE_NOSCRIPT_ROUNDS: usize = 3;
 
 /// What became of one task given to [`Broker::enqueue`] or [`Broker::enqueue_atomic`].
@@ -151,9 +152,11 @@ impl Broker {
     ///
     /// With records on (`records.enabled`) each task is one `enqueue.lua` (append + record,
     /// or a duplicate refused when `records.dedup_for(tenant)`); the script is loaded at the
-    /// head of the pipeline, and a task the server answered NOSCRIPT for (its script cache was
-    /// flushed between the load and the call: nothing of it ran) is sent again after another
-    /// load. With records off each task is a plain XADD.
+    /// head of the pipeline, and the tasks the server answered NOSCRIPT for (its script cache
+    /// was flushed between the load and the call: nothing of them ran) are sent again, after
+    /// another load, once the round is over. Only then can the lane order differ from the
+    /// batch's (and of a task_id given twice, the later one be the one appended). With
+    /// records off each task is a plain XADD.
     pub(crate) async fn enqueue(
         &self,
         tasks: &[Task],
@@ -181,7 +184,9 @@ impl Broker {
         let mut out: Vec<Option<Landed>> = vec![None; tasks.len()];
         // Positions still to send: all of them, then those the server had no script for.
         let mut todo: Vec<usize> = (0..tasks.len()).collect();
-        for round in 0..ENQUEUE_NOSCRIPT_ROUNDS {
+        let mut round = 0;
+        let mut stalled = 0;
+        while !todo.is_empty() {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             pipe.load_script(&scripts().enqueue);
@@ -220,22 +225,24 @@ impl Broker {
             if !refusals.is_empty() {
                 return Err(refused_in_part(&refusals, tasks.len() + 2));
             }
-            if again.is_empty() {
-                break;
+            stalled = if again.len() == todo.len() {
+                stalled + 1
+            } else {
+                0
+            };
+            if stalled >= ENQUEUE_NOSCRIPT_ROUNDS {
+                return Err(Error::Protocol(format!(
+                    "Redis kept losing the enqueue script (NOSCRIPT for every task \
+                     {ENQUEUE_NOSCRIPT_ROUNDS} times in a row: is something flushing its \
+                     script cache?); {} of {} tasks were written or found duplicate",
+                    out.iter().flatten().count(),
+                    out.len()
+                )));
             }
             todo = again;
+            round += 1;
         }
-        let n = out.len();
-        let landed: Vec<Landed> = out.into_iter().flatten().collect();
-        if landed.len() != n {
-            return Err(Error::Protocol(format!(
-                "Redis kept losing the enqueue script (NOSCRIPT {ENQUEUE_NOSCRIPT_ROUNDS} times \
-                 in a row: is something flushing its script cache?); {} of {n} tasks were \
-                 written",
-                landed.len()
-            )));
-        }
-        Ok(landed)
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Appends tasks to their tenants' lanes and registers the tenants in one MULTI/EXEC:
