@@ -108,7 +108,6 @@ impl Keys {
 
     /// The hash holding the record of task `task_id` of `tenant` (src/records.rs): its state,
     /// attempts, result and links, written by the scripts that move the task.
-    #[allow(dead_code)] // the readers use it (issue 14)
     pub fn task(&self, tenant: &str, task_id: &str) -> String {
         format!("{}{}", self.task_prefix(tenant), task_id)
     }
@@ -122,7 +121,6 @@ impl Keys {
 
     /// The sorted set indexing a tenant's task records: member task_id, score the record's last
     /// update (ms).
-    #[allow(dead_code)] // the writers use it (issue 14)
     pub fn tasks(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:tasks", self.prefix, tenant)
     }

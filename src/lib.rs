@@ -4,7 +4,8 @@
 //! when an attempt fails); an embedder loads [`Settings`] (from a file and `REDRIVE_*`
 //! variables, or from an edited [`RawConfig`]), connects a [`Broker`], and runs a [`Fleet`]
 //! member until its [`Shutdown`] is triggered. Producers enqueue [`NewTask`]s through a
-//! [`Producer`].
+//! [`Producer`]; each comes back [`Enqueued`], or refused as a [`Duplicate`] when its task_id
+//! already has a live record.
 //!
 //! # Layout
 //!
@@ -13,7 +14,7 @@
 //! * `task` — the task contract: wire fields, limits, validation.
 //! * `keys` — every Redis key name, each tenant's keys under one hash tag.
 //! * `broker` — the only module that talks to Redis; domain verbs and Lua scripts.
-//! * `producer` — validated, pipelined enqueue.
+//! * `producer` — validated, pipelined enqueue with duplicate refusal.
 //! * `handler` — the trait agent code implements and the outcomes it returns.
 //! * `fleet` — a fleet member: reader, executor, settler, reclaimer, recoverer, heartbeat,
 //!   lease, admin loop, publisher.
@@ -75,7 +76,7 @@ pub use handler::{
     FailureClass, Handler, HandlerFuture, HandlerSpec, Handlers, NoopHandler, Outcome, Progress,
     ShutdownFuture, StepEvent, TaskContext,
 };
-pub use producer::{Enqueued, Producer};
+pub use producer::{Duplicate, Enqueued, Producer};
 pub use records::{TaskRecord, TaskState};
 pub use shutdown::Shutdown;
 pub use task::{AttemptRecord, NewTask, Step, Task};

@@ -4,22 +4,54 @@
 //! MULTI/EXEC: all or nothing, also when Redis refuses writes (out of memory).
 //! [`Producer::enqueue_batch`] pipelines chunks for throughput; a Redis failure part-way
 //! leaves the chunks before it written, and its error says how many tasks that is.
+//!
+//! With task records on (`[tasks] enabled`, the default) every task goes in through
+//! `enqueue.lua`: a task_id that already has a live record (queued, running, scheduled, dead,
+//! or done within its retention) is not appended again but reported as a duplicate
+//! ([`Enqueued::duplicate`]), atomically: of any number of producers racing with the same
+//! task_id exactly one appends. A duplicate is not an error. A tenant with `dedup = false`
+//! (`[[tasks.overrides]]`) reuses ids on purpose: every enqueue appends and starts a new record.
+//! With records off every task is a plain XADD and nothing is refused.
 
-use crate::broker::Broker;
-use crate::config::Settings;
+use crate::broker::{Broker, Landed};
+use crate::config::{Settings, TasksSettings};
 use crate::error::{Error, Result};
+use crate::records::TaskState;
 use crate::task::{now_ms, Limits, NewTask, Task};
+use crate::telemetry::events::producer as report;
 
 /// How many tasks one pipeline carries.
 const PIPELINE_CHUNK: usize = 1000;
 
-/// Where an enqueued task landed.
+/// What became of one task given to a [`Producer`]: appended to its tenant's lane, or — when
+/// its task_id already has a live record — refused as a duplicate (nothing written but a
+/// count of duplicates in the tenant's health statistics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
+    /// The task's tenant.
+    pub tenant: String,
     /// The task's idempotency key (given or generated).
     pub task_id: String,
-    /// The entry id in the tenant's lane.
+    /// The task's lane entry: the one just appended; for a duplicate, the entry the live
+    /// record names (its lane entry, retry or deferral item, or dead letter, where the task
+    /// is now; the entry a done task had, since deleted; empty when the record names none).
     pub entry_id: String,
+    /// `Some` when nothing was appended because the task_id has a live record.
+    pub duplicate: Option<Duplicate>,
+}
+
+impl Enqueued {
+    /// Whether the task was refused as a duplicate (nothing appended).
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate.is_some()
+    }
+}
+
+/// Why an enqueue was refused: the live record of the same task_id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The live record's state (one that [`TaskState::refuses_duplicates`]).
+    pub state: TaskState,
 }
 
 /// Publishes tasks.
@@ -27,34 +59,40 @@ pub struct Enqueued {
 pub struct Producer {
     broker: Broker,
     limits: Limits,
+    tasks: TasksSettings,
 }
 
 impl Producer {
-    /// A producer writing through `broker`, enforcing the task limits of `settings`.
+    /// A producer writing through `broker`, enforcing the task limits of `settings` and its
+    /// `[tasks]` section (records on or off, duplicate refusal per tenant). Settings built
+    /// from [`RawConfig::defaults`](crate::RawConfig::defaults) give records on and
+    /// duplicates refused.
     pub fn new(broker: Broker, settings: &Settings) -> Producer {
         Producer {
             broker,
             limits: settings.limits,
+            tasks: settings.tasks().clone(),
         }
     }
 
-    /// Enqueues one task.
+    /// Enqueues one task. A duplicate comes back as `Ok` with [`Enqueued::duplicate`] set.
     pub async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
         let mut out = self.enqueue_batch(vec![task]).await?;
         out.pop()
-            .ok_or_else(|| Error::Protocol("XADD returned no entry id".into()))
+            .ok_or_else(|| Error::Protocol("an enqueue of one task answered nothing".into()))
     }
 
     /// Validates every task, then enqueues them all in pipelined round trips of up to 1000
     /// tasks. On a validation error nothing is written and the error names the task's position
     /// (0-based). On a Redis error part-way, the error says how many tasks (the first ones)
-    /// were written before the failing round trip.
+    /// were written before the failing round trip. Duplicates are reported in the result, in
+    /// order; the same task_id twice in one batch: the second is a duplicate of the first.
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>> {
         let tasks = self.validate(tasks.into_iter().enumerate(), |i| format!("task #{i}"))?;
         let mut out = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(PIPELINE_CHUNK) {
-            let ids = match self.broker.enqueue(chunk).await {
-                Ok(ids) => ids,
+            let landed = match self.broker.enqueue(chunk, &self.tasks).await {
+                Ok(l) => l,
                 Err(Error::OutOfMemory(m)) if !out.is_empty() => {
                     return Err(Error::OutOfMemory(format!(
                         "{m}; the first {} tasks of the batch were written before",
@@ -63,10 +101,7 @@ impl Producer {
                 }
                 Err(e) => return Err(e),
             };
-            out.extend(chunk.iter().zip(ids).map(|(t, entry_id)| Enqueued {
-                task_id: t.task_id.clone(),
-                entry_id,
-            }));
+            out.extend(outcomes(chunk, landed)?);
         }
         Ok(out)
     }
@@ -75,18 +110,12 @@ impl Producer {
     /// included: all or nothing. Each task comes with its number for error messages (a file's
     /// 1-based line number: `line 500: …`); a single task's errors carry no number. A Redis
     /// that is out of memory refuses the whole transaction: [`Error::OutOfMemory`], nothing
-    /// written, and the message says so.
+    /// written, and the message says so. Duplicates are refused inside the transaction and
+    /// reported in the result, in order (they do not fail the others).
     pub async fn enqueue_all(&self, tasks: Vec<(usize, NewTask)>) -> Result<Vec<Enqueued>> {
         let tasks = self.validate(tasks.into_iter(), |line| format!("line {line}"))?;
-        let ids = self.broker.enqueue_atomic(&tasks).await?;
-        Ok(tasks
-            .iter()
-            .zip(ids)
-            .map(|(t, entry_id)| Enqueued {
-                task_id: t.task_id.clone(),
-                entry_id,
-            })
-            .collect())
+        let landed = self.broker.enqueue_atomic(&tasks, &self.tasks).await?;
+        outcomes(&tasks, landed)
     }
 
     /// Validates numbered tasks; an error of one of several names it with `label(number)`.
@@ -108,4 +137,36 @@ impl Producer {
             })
             .collect()
     }
+}
+
+/// The tasks with what became of them (reporting each duplicate).
+fn outcomes(tasks: &[Task], landed: Vec<Landed>) -> Result<Vec<Enqueued>> {
+    if landed.len() != tasks.len() {
+        return Err(Error::Protocol(format!(
+            "an enqueue of {} tasks answered {} results",
+            tasks.len(),
+            landed.len()
+        )));
+    }
+    Ok(tasks
+        .iter()
+        .zip(landed)
+        .map(|(t, l)| match l {
+            Landed::Appended(entry_id) => Enqueued {
+                tenant: t.tenant.clone(),
+                task_id: t.task_id.clone(),
+                entry_id,
+                duplicate: None,
+            },
+            Landed::Duplicate { state, entry } => {
+                report::duplicate_refused(&t.tenant, &t.task_id, state, &entry);
+                Enqueued {
+                    tenant: t.tenant.clone(),
+                    task_id: t.task_id.clone(),
+                    entry_id: entry,
+                    duplicate: Some(Duplicate { state }),
+                }
+            }
+        })
+        .collect())
 }

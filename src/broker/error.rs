@@ -59,12 +59,21 @@ pub(super) fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
     let Some(errors) = e.clone().into_server_errors() else {
         return Error::from(e);
     };
+    if errors.is_empty() {
+        return Error::from(e);
+    }
+    refused_in_part(&errors, total)
+}
+
+/// [`pipeline_refused`] from the refusals themselves: `(command index, refusal)` pairs, at
+/// least one.
+pub(super) fn refused_in_part(errors: &[(usize, redis::ServerError)], total: usize) -> Error {
     let Some((index, first)) = errors
         .iter()
         .find(|(_, e)| e.code() == "OOM")
         .or(errors.first())
     else {
-        return Error::from(e);
+        return Error::Protocol(format!("a pipelined enqueue of {total} commands failed"));
     };
     let said = bounded(
         format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),

@@ -1,4 +1,5 @@
-//! Lanes, the tenants' streams: enqueue (pipelined or all-or-nothing), the tenant registry,
+//! Lanes, the tenants' streams: enqueue (pipelined or all-or-nothing, through enqueue.lua when
+//! task records are on: duplicate refusal), the tenant registry,
 //! the fleet's consumer group on each lane, blocking reads on a dedicated connection
 //! ([`LaneReader`]), and what a lane holds (length, pending, one entry, the depth figures).
 
@@ -9,10 +10,13 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
 use super::connect::Broker;
-use super::error::{bounded, is_code, pipeline_refused, refused};
+use super::error::{bounded, is_code, pipeline_refused, refused, refused_in_part};
 use super::reply::{self, Entry};
 use super::scripts::scripts;
+use super::stats::stats_keep_ms;
+use crate::config::TasksSettings;
 use crate::error::{Error, Result};
+use crate::records::TaskState;
 use crate::task::Task;
 
 /// One tenant's depth figures, read together.
@@ -96,56 +100,184 @@ pub(super) fn id_range<'a>(ids: &[&'a str]) -> Option<(&'a str, &'a str)> {
     Some((lo, hi))
 }
 
+/// How many rounds in a row a pipelined enqueue may find every task it sent answered NOSCRIPT
+/// (the script cache flushed after each load) before it gives up.
+const ENQUEUE_NOSCRIPT_ROUNDS: usize = 3;
+
+/// What became of one task given to [`Broker::enqueue`] or [`Broker::enqueue_atomic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Landed {
+    /// Appended to its lane as this entry.
+    Appended(String),
+    /// Not appended: its task_id has a live record in `state`, whose current entry is
+    /// `entry` (empty when the record names none).
+    Duplicate {
+        /// The live record's state.
+        state: TaskState,
+        /// The live record's entry.
+        entry: String,
+    },
+}
+
+/// The distinct tenants of `tasks`, sorted.
+fn tenants_of(tasks: &[Task]) -> Vec<&str> {
+    let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
+}
+
+/// Reads enqueue.lua's reply: `{1, entry}` or `{0, state, entry}`.
+fn landed(v: Value) -> Result<Landed> {
+    const WHAT: &str = "enqueue.lua";
+    let mut parts = reply::array(v, WHAT, Some(2))?.into_iter();
+    let flag = reply::int(parts.next().unwrap_or(Value::Nil), WHAT)?;
+    let second = reply::text(parts.next().unwrap_or(Value::Nil), WHAT)?;
+    if flag == 1 {
+        return Ok(Landed::Appended(second));
+    }
+    let state = TaskState::parse(&second).ok_or_else(|| {
+        Error::Protocol(format!(
+            "{WHAT} answered a duplicate in the unknown state '{}'",
+            bounded(&second)
+        ))
+    })?;
+    let entry = parts.next().map(reply::text_or_empty).unwrap_or_default();
+    Ok(Landed::Duplicate { state, entry })
+}
+
 impl Broker {
-    /// Appends tasks to their tenants' lanes in one pipelined round trip, registering the
-    /// tenants first. Returns the new entry ids, in order. Tasks must be validated already.
-    pub(crate) async fn enqueue(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    /// Appends tasks to their tenants' lanes in pipelined round trips, registering the tenants
+    /// first. Returns what became of each task, in order. Tasks must be validated already.
+    ///
+    /// With records on (`records.enabled`) each task is one `enqueue.lua` (append + record,
+    /// or a duplicate refused when `records.dedup_for(tenant)`); the script is loaded at the
+    /// head of the pipeline, and the tasks the server answered NOSCRIPT for (its script cache
+    /// was flushed between the load and the call: nothing of them ran) are sent again, after
+    /// another load, once the round is over. Only then can the lane order differ from the
+    /// batch's (and of a task_id given twice, the later one be the one appended). With
+    /// records off each task is a plain XADD.
+    pub(crate) async fn enqueue(
+        &self,
+        tasks: &[Task],
+        records: &TasksSettings,
+    ) -> Result<Vec<Landed>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
-        tenants.sort_unstable();
-        tenants.dedup();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD")
-            .arg(self.keys.tenants())
-            .arg(&tenants)
-            .ignore();
-        for task in tasks {
-            let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
-            for (k, v) in task.to_fields() {
-                cmd.arg(k.as_ref()).arg(v);
+        let tenants = tenants_of(tasks);
+        if !records.enabled {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD")
+                .arg(self.keys.tenants())
+                .arg(&tenants)
+                .ignore();
+            for task in tasks {
+                self.xadd(&mut pipe, task);
             }
+            let ids: Vec<String> = pipe
+                .query_async(&mut self.con())
+                .await
+                .map_err(|e| pipeline_refused(e, tasks.len() + 1))?;
+            return Ok(ids.into_iter().map(Landed::Appended).collect());
         }
-        let ids: Vec<String> = pipe
-            .query_async(&mut self.con())
-            .await
-            .map_err(|e| pipeline_refused(e, tasks.len() + 1))?;
-        Ok(ids)
+        let mut out: Vec<Option<Landed>> = vec![None; tasks.len()];
+        // Positions still to send: all of them, then those the server had no script for.
+        let mut todo: Vec<usize> = (0..tasks.len()).collect();
+        let mut round = 0;
+        let mut stalled = 0;
+        while !todo.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.load_script(&scripts().enqueue);
+            if round == 0 {
+                pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
+            }
+            for &i in &todo {
+                pipe.invoke_script(&self.enqueue_invocation(&tasks[i], records));
+            }
+            let mut replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+            let head = if round == 0 { 2 } else { 1 };
+            if replies.len() != head + todo.len() {
+                return Err(Error::Protocol(format!(
+                    "a pipelined enqueue of {} tasks answered {} replies",
+                    todo.len(),
+                    replies.len()
+                )));
+            }
+            let task_replies = replies.split_off(head);
+            let mut refusals: Vec<(usize, redis::ServerError)> = replies
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    Value::ServerError(e) => Some((i, e)),
+                    _ => None,
+                })
+                .collect();
+            let mut again = Vec::new();
+            for (&i, v) in todo.iter().zip(task_replies) {
+                match v {
+                    Value::ServerError(e) if e.code() == "NOSCRIPT" => again.push(i),
+                    Value::ServerError(e) => refusals.push((head + i, e)),
+                    v => out[i] = Some(landed(v)?),
+                }
+            }
+            if !refusals.is_empty() {
+                return Err(refused_in_part(&refusals, tasks.len() + 2));
+            }
+            stalled = if again.len() == todo.len() {
+                stalled + 1
+            } else {
+                0
+            };
+            if stalled >= ENQUEUE_NOSCRIPT_ROUNDS {
+                return Err(Error::Protocol(format!(
+                    "Redis kept losing the enqueue script (NOSCRIPT for every task \
+                     {ENQUEUE_NOSCRIPT_ROUNDS} times in a row: is something flushing its \
+                     script cache?); {} of {} tasks were written or found duplicate",
+                    out.iter().flatten().count(),
+                    out.len()
+                )));
+            }
+            todo = again;
+            round += 1;
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Appends tasks to their tenants' lanes and registers the tenants in one MULTI/EXEC:
-    /// all of them or none. Returns the new entry ids, in order. Tasks must be validated
-    /// already. A Redis at `maxmemory` (noeviction) refuses the whole transaction:
+    /// all of them or none. Returns what became of each task, in order. Tasks must be
+    /// validated already. A Redis at `maxmemory` (noeviction) refuses the whole transaction:
     /// [`Error::OutOfMemory`], nothing written. Error messages are bounded: the first refusal
     /// and how many there were, never the commands.
-    pub(crate) async fn enqueue_atomic(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    ///
+    /// With records on each task is one `enqueue.lua` (a duplicate is refused inside the
+    /// transaction and writes nothing but its count). The script is loaded by a SCRIPT LOAD
+    /// inside the transaction, before the calls, so a flushed script cache never fails part
+    /// of it. With records off each task is a plain XADD.
+    pub(crate) async fn enqueue_atomic(
+        &self,
+        tasks: &[Task],
+        records: &TasksSettings,
+    ) -> Result<Vec<Landed>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
-        tenants.sort_unstable();
-        tenants.dedup();
+        let tenants = tenants_of(tasks);
         // MULTI and EXEC as plain commands of one pipeline (one write on the connection, so
         // nothing else interleaves), every reply kept, so each refusal can be told apart.
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("MULTI");
+        if records.enabled {
+            pipe.load_script(&scripts().enqueue);
+        }
         pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
         for task in tasks {
-            let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
-            for (k, v) in task.to_fields() {
-                cmd.arg(k).arg(v);
+            if records.enabled {
+                pipe.invoke_script(&self.enqueue_invocation(task, records));
+            } else {
+                self.xadd(&mut pipe, task);
             }
         }
         pipe.cmd("EXEC");
@@ -179,13 +311,14 @@ impl Broker {
                     .unwrap_or_default()
             )));
         };
-        if results.len() != n + 1 {
+        let head = if records.enabled { 2 } else { 1 };
+        if results.len() != n + head {
             return Err(Error::Protocol(format!(
                 "EXEC of an enqueue of {n} tasks answered {} results",
                 results.len()
             )));
         }
-        results.remove(0);
+        let results = results.split_off(head);
         let failed: Vec<&redis::ServerError> = results
             .iter()
             .filter_map(|v| match v {
@@ -197,8 +330,8 @@ impl Broker {
             // Redis does not roll a transaction back: a command failing inside EXEC (a lane
             // key holding another type) leaves the others written. Say so exactly.
             return Err(Error::Protocol(format!(
-                "{} of {n} XADDs failed inside the transaction, the other {} tasks were written; \
-                 first error: {}",
+                "{} of {n} enqueues failed inside the transaction, the other {} tasks were \
+                 written or found duplicate; first error: {}",
                 failed.len(),
                 n - failed.len(),
                 bounded(&failed[0].to_string())
@@ -207,10 +340,45 @@ impl Broker {
         results
             .into_iter()
             .map(|v| {
-                redis::from_redis_value::<String>(v)
-                    .map_err(|e| Error::Protocol(format!("an XADD answered {e}")))
+                if records.enabled {
+                    landed(v)
+                } else {
+                    redis::from_redis_value::<String>(v)
+                        .map(Landed::Appended)
+                        .map_err(|e| Error::Protocol(format!("an XADD answered {e}")))
+                }
             })
             .collect()
+    }
+
+    /// A plain XADD of `task` into its lane (records off), added to `pipe`.
+    fn xadd(&self, pipe: &mut redis::Pipeline, task: &Task) {
+        let cmd = pipe.cmd("XADD").arg(self.keys.lane(&task.tenant)).arg("*");
+        for (k, v) in task.to_fields() {
+            cmd.arg(k.as_ref()).arg(v);
+        }
+    }
+
+    /// One call of enqueue.lua for `task` (its header names the KEYS and ARGV).
+    fn enqueue_invocation<'a>(
+        &self,
+        task: &Task,
+        records: &TasksSettings,
+    ) -> redis::ScriptInvocation<'a> {
+        let t = task.tenant.as_str();
+        let mut inv = scripts().enqueue.key(self.keys.lane(t));
+        inv.key(self.keys.task(t, &task.task_id))
+            .key(self.keys.tasks(t))
+            .key(self.keys.stats_prefix(t))
+            .arg(if records.dedup_for(t) { "1" } else { "0" })
+            .arg(&task.task_id)
+            .arg(&task.kind)
+            .arg(task.attempt)
+            .arg(stats_keep_ms());
+        for (k, v) in task.to_fields() {
+            inv.arg(k.as_ref()).arg(v);
+        }
+        inv
     }
 
     /// Every registered tenant.

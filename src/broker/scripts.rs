@@ -10,7 +10,6 @@ use redis::Script;
 pub(super) struct Scripts {
     // ---- lanes and settling (one tenant's keys) ----
     /// One task into its lane with its record, unless its task_id is live (a duplicate).
-    #[allow(dead_code)] // the producer side takes it up next (issue 14)
     pub(super) enqueue: Script,
     /// Owner-checked ack + delete + settle count of a batch.
     pub(super) ack: Script,

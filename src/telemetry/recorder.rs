@@ -97,6 +97,9 @@ pub fn register_tenant(tenant: &str) {
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }
+    // A member's side of the duplicates (a producer counts its own side where it runs).
+    metrics::counter!(names::DUPLICATES, "tenant" => label.clone(), "side" => "member")
+        .increment(0);
     for class in crate::handler::FailureClass::ALL.map(|c| c.as_str()) {
         for name in [names::DEAD_LETTERED, names::TASKS_FAILED] {
             metrics::counter!(name, "tenant" => label.clone(), "class" => class).increment(0);

@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod claims;
 pub mod health;
 pub mod isolation;
+pub mod producer;
 pub mod read;
 pub mod records;
 pub mod redis_calls;
@@ -91,6 +92,13 @@ mod tests {
             (
                 Box::new(|| super::admin::command_duplicate("id", "op", "pause")),
                 "redrive::admin::exec",
+                Level::INFO,
+            ),
+            (
+                Box::new(|| {
+                    super::producer::duplicate_refused("t", "t-1", crate::TaskState::Done, "1-0")
+                }),
+                "redrive::producer",
                 Level::INFO,
             ),
         ];

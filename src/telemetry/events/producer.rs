@@ -1,0 +1,17 @@
+//! What a producer reports: task_ids refused as duplicates at enqueue (their live record's
+//! state and entry). Logged under the producer's target.
+
+use crate::records::TaskState;
+use crate::telemetry::names;
+use crate::telemetry::recorder::tenant_label;
+
+/// The producer's module path, which log filters name.
+const TARGET: &str = "redrive::producer";
+
+/// An enqueue of `task_id` in `tenant` was refused: the task_id has a live record in `state`
+/// (its entry `entry`); nothing was appended.
+pub fn duplicate_refused(tenant: &str, task_id: &str, state: TaskState, entry: &str) {
+    tracing::info!(target: TARGET, tenant = %tenant, task_id = %task_id, state = state.as_str(), entry_id = %entry, "duplicate task_id not enqueued: it has a live record");
+    metrics::counter!(names::DUPLICATES, "tenant" => tenant_label(tenant), "side" => "producer")
+        .increment(1);
+}
