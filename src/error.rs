@@ -54,6 +54,10 @@ pub enum Error {
     /// A batch was cancelled or interrupted before it finished; it can be resumed.
     #[error("{0}")]
     Interrupted(String),
+    /// A task waited for finished other than done (dead-lettered, expired, resolved,
+    /// discarded): `redrive task wait` exits 1.
+    #[error("{0}")]
+    TaskFailed(String),
     /// A fleet member reported a failure that maps to no other kind; carries its exit code.
     #[error("{message}")]
     Remote {
@@ -88,6 +92,7 @@ impl Error {
             Error::FleetDown(_) => 68,
             Error::Timeout(_) | Error::Interrupted(_) => 75,
             Error::Refused(_) => 77,
+            Error::TaskFailed(_) => 1,
             Error::Remote { code, .. } => *code,
         }
     }
@@ -109,6 +114,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Refused(_) => "refused",
             Error::Interrupted(_) => "interrupted",
+            Error::TaskFailed(_) => "task_failed",
             Error::Remote { .. } => "remote",
         }
     }
@@ -123,6 +129,7 @@ impl Error {
             | Error::Embedded(m)
             | Error::MemberBusy(m)
             | Error::NotFound(m)
+            | Error::TaskFailed(m)
             | Error::FleetDown(m)
             | Error::Timeout(m)
             | Error::Refused(m)

@@ -76,7 +76,7 @@ pub use handler::{
     FailureClass, Handler, HandlerFuture, HandlerSpec, Handlers, NoopHandler, Outcome, Progress,
     ShutdownFuture, StepEvent, TaskContext,
 };
-pub use producer::{Duplicate, Enqueued, Producer};
+pub use producer::{Duplicate, Enqueued, Producer, Waited};
 pub use records::{TaskRecord, TaskState};
 pub use shutdown::Shutdown;
 pub use task::{AttemptRecord, NewTask, Step, Task};

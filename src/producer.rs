@@ -13,10 +13,12 @@
 //! (`[[tasks.overrides]]`) reuses ids on purpose: every enqueue appends and starts a new record.
 //! With records off every task is a plain XADD and nothing is refused.
 
+use std::time::{Duration, Instant};
+
 use crate::broker::{Broker, Landed};
 use crate::config::{Settings, TasksSettings};
 use crate::error::{Error, Result};
-use crate::records::TaskState;
+use crate::records::{TaskRecord, TaskState};
 use crate::task::{now_ms, Limits, NewTask, Task};
 use crate::telemetry::events::producer as report;
 
@@ -169,4 +171,112 @@ fn outcomes(tasks: &[Task], landed: Vec<Landed>) -> Result<Vec<Enqueued>> {
             }
         })
         .collect())
+}
+
+/// How long one blocking read of a wait lasts at most: a wait re-reads the task's record at
+/// least this often, whatever the events stream says.
+const WAIT_SLICE: Duration = Duration::from_secs(5);
+
+/// How a [`Producer::wait`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Waited {
+    /// The task finished: its record, in state done, dead_lettered, expired, resolved or
+    /// discarded (see [`TaskState::is_finished`]).
+    Finished(TaskRecord),
+    /// The timeout passed first: the record as last read (`None`: no record, or Redis could
+    /// not be read).
+    TimedOut(Option<TaskRecord>),
+}
+
+impl Producer {
+    /// The record of task `task_id` of `tenant` (`None` when there is none: never enqueued
+    /// with records on, or expired after its retention).
+    pub async fn task(&self, tenant: &str, task_id: &str) -> Result<Option<TaskRecord>> {
+        check_address(tenant, task_id)?;
+        Ok(self
+            .broker
+            .task_record(tenant, task_id)
+            .await?
+            .map(|r| r.record))
+    }
+
+    /// Waits up to `timeout` for task `task_id` of `tenant` to finish and returns its record.
+    /// It blocks on the tenant's events stream (one entry per finish), never polls: the last
+    /// event id is taken before the record is read, so a finish between the two is not missed,
+    /// and the record is read again after each event naming the task and at least every 5 s.
+    /// A lost connection (a Redis restart, a failover) is retried until the deadline; the
+    /// wait then ends [`Waited::TimedOut`]. A blocking read uses a connection of its own.
+    pub async fn wait(&self, tenant: &str, task_id: &str, timeout: Duration) -> Result<Waited> {
+        check_address(tenant, task_id)?;
+        let deadline = Instant::now() + timeout;
+        let key = self.broker.keys().events(tenant);
+        let mut last: Option<TaskRecord> = None;
+        let mut after: Option<String> = None;
+        let mut reader = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let step: Result<Option<TaskRecord>> = async {
+                if after.is_none() {
+                    let id = self.broker.events_last_id(tenant).await?;
+                    let read = self.broker.task_record(tenant, task_id).await?;
+                    last = read.map(|r| r.record);
+                    after = Some(id);
+                    if let Some(r) = last.as_ref().filter(|r| finished(r)) {
+                        return Ok(Some(r.clone()));
+                    }
+                }
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                if reader.is_none() {
+                    reader = Some(self.broker.events_reader(WAIT_SLICE).await?);
+                }
+                let (Some(r), Some(from)) = (reader.as_mut(), after.as_deref()) else {
+                    return Ok(None);
+                };
+                let events = r.read(&key, from, left.min(WAIT_SLICE)).await?;
+                let ours = events.iter().any(|e| e.task_id == task_id);
+                if let Some(e) = events.last() {
+                    after = Some(e.id.clone());
+                }
+                if ours || events.is_empty() {
+                    let read = self.broker.task_record(tenant, task_id).await?;
+                    last = read.map(|r| r.record);
+                    if let Some(r) = last.as_ref().filter(|r| finished(r)) {
+                        return Ok(Some(r.clone()));
+                    }
+                }
+                Ok(None)
+            }
+            .await;
+            match step {
+                Ok(Some(done)) => return Ok(Waited::Finished(done)),
+                Ok(None) if Instant::now() >= deadline => return Ok(Waited::TimedOut(last)),
+                Ok(None) => {}
+                Err(Error::Redis(e)) => {
+                    // Reconnect from scratch (the stream may be gone with a restarted server).
+                    report::wait_retrying(tenant, task_id, &e);
+                    reader = None;
+                    after = None;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Waited::TimedOut(last));
+                    }
+                    tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether a record's state is one a wait ends on.
+fn finished(r: &TaskRecord) -> bool {
+    r.state.is_some_and(TaskState::is_finished)
+}
+
+/// Refuses a tenant or task id the contract does not allow.
+fn check_address(tenant: &str, task_id: &str) -> Result<()> {
+    crate::task::validate_tenant(tenant).map_err(Error::InvalidTask)?;
+    crate::task::validate_task_id(task_id).map_err(Error::InvalidTask)
 }

@@ -282,9 +282,9 @@ async fn a_replay_leaves_the_record_replayed_with_both_links_then_a_member_runs_
     );
     assert_eq!(r["r2:outcome"], "ok");
     let shown = cli_json(&env, &["task", "show", "rp/t-1", "--json"], &[]);
-    assert_eq!(shown["run_history"].as_array().unwrap().len(), 2, "{shown}");
-    assert_eq!(shown["run_history"][0]["member"], "m1");
-    assert_eq!(shown["run_history"][1]["member"], "m2");
+    assert_eq!(shown["runs"].as_array().unwrap().len(), 2, "{shown}");
+    assert_eq!(shown["runs"][0]["member"], "m1");
+    assert_eq!(shown["runs"][1]["member"], "m2");
     assert!(
         shown["expires_in_ms"].as_u64().is_some(),
         "a finished record expires: {shown}"

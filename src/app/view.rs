@@ -383,8 +383,8 @@ pub fn task_json(tenant: &str, task_id: &str, read: &RecordRead) -> Value {
         "replay_of": text(rf::REPLAY_OF),
         "replayed_as": text(rf::REPLAYED_AS),
         "replays": num(rf::REPLAYS),
-        "runs": num(rf::RUNS),
-        "run_history": runs,
+        "run_count": num(rf::RUNS),
+        "runs": runs,
         "output": output,
         "output_truncated": truncated,
         "expires_in_ms": read.expires_in.map(|d| d.as_millis() as u64),
@@ -848,8 +848,8 @@ mod tests {
         assert_eq!(j["attempt"], 2);
         assert_eq!(j["output"]["answer"], 42);
         assert_eq!(j["output_truncated"], false);
-        assert_eq!(j["run_history"][1]["outcome"], "ok");
-        assert_eq!(j["run_history"].as_array().unwrap().len(), 2);
+        assert_eq!(j["runs"][1]["outcome"], "ok");
+        assert_eq!(j["runs"].as_array().unwrap().len(), 2);
         assert_eq!(j["expires_in_ms"], 3_600_000);
         // A cut output is shown raw, with a note.
         let mut r = record();

@@ -584,3 +584,94 @@ mod tests {
         assert!(scored(Value::Nil).unwrap().is_empty());
     }
 }
+
+/// A connection of its own for blocking reads of a tenant's events stream (`wait`): a
+/// blocking read on the shared connection would hold every other command behind it.
+pub struct EventsReader {
+    conn: redis::aio::MultiplexedConnection,
+}
+
+/// One entry of a tenant's events stream: a task finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishEvent {
+    /// The stream entry id.
+    pub id: String,
+    /// The task that finished.
+    pub task_id: String,
+    /// The state it finished in (a wire name; see [`TaskState`]).
+    pub state: String,
+}
+
+impl Broker {
+    /// A reader of events streams with its own connection, for blocking reads of up to `block`.
+    pub(crate) async fn events_reader(&self, block: Duration) -> Result<EventsReader> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(block + self.response_timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        Ok(EventsReader { conn })
+    }
+
+    /// The id of the last entry of `tenant`'s events stream (`0-0` when it is empty): what a
+    /// wait reads after, taken *before* it reads the record so no finish falls between.
+    pub(crate) async fn events_last_id(&self, tenant: &str) -> Result<String> {
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.events(tenant))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(reply::entries(v)?
+            .into_iter()
+            .next()
+            .map(|e| e.id)
+            .unwrap_or_else(|| "0-0".to_owned()))
+    }
+}
+
+impl EventsReader {
+    /// Up to 1000 finishes of `tenant`'s events stream (`key`) after entry `after`, waiting up
+    /// to `block` for the first; empty when none came.
+    pub(crate) async fn read(
+        &mut self,
+        key: &str,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<FinishEvent>> {
+        let v: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(after)
+            .query_async(&mut self.conn)
+            .await?;
+        let mut out = Vec::new();
+        for (_, entries) in reply::streams(v)? {
+            for e in entries {
+                let mut task_id = String::new();
+                let mut state = String::new();
+                for (k, val) in e.fields.unwrap_or_default() {
+                    match k.as_slice() {
+                        b"task" => task_id = String::from_utf8_lossy(&val).into_owned(),
+                        b"state" => state = String::from_utf8_lossy(&val).into_owned(),
+                        _ => {}
+                    }
+                }
+                out.push(FinishEvent {
+                    id: e.id,
+                    task_id,
+                    state,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

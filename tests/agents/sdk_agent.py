@@ -20,7 +20,11 @@ Kinds:
   exists (at most 30 s) and returns nothing recorded, afterwards returns;
 * ``crash_in_side_effect``: step ``one``, then the side-effecting step ``send``, in which the
   process exits the first time, afterwards it "sends";
-* ``echo`` (and ``echo_*``): returns this process's pid.
+* ``echo`` (and ``echo_*``): returns this process's pid;
+* ``answer``: the first time writes ``<task_id>.started`` and blocks until
+  ``<task_id>.release`` exists (at most 30 s; its member is meant to be killed meanwhile),
+  afterwards returns ``{"answer": 42, "attempt": …}`` at once (tests/e2e_wait.rs);
+* ``refuse``: fails ``invalid_input`` (permanent: dead-lettered at once).
 
 With ``$GRANDCHILD_LOG`` set, the process starts ``sleep 300`` when it starts and appends
 ``<its pid> <the sleep's pid>`` to that file.
@@ -34,7 +38,7 @@ import subprocess
 import time
 from typing import Any
 
-from redrive import Agent, Context, Task
+from redrive import Agent, Context, Fail, Task
 
 agent = Agent()
 DIR = os.environ.get("CK_DIR", ".")
@@ -117,6 +121,21 @@ def crash_in_side_effect(task: Task, ctx: Context) -> Any:
 @agent.handler("echo", "echo_*")
 def echo(task: Task, ctx: Context) -> Any:
     return {"pid": os.getpid()}
+
+
+@agent.handler("answer")
+def answer(task: Task, ctx: Context) -> Any:
+    if _first_time(task, "started-once"):
+        _append(task.task_id + ".started", str(os.getpid()))
+        deadline = time.time() + 30
+        while not os.path.exists(_path(task.task_id, "release")) and time.time() < deadline:
+            time.sleep(0.02)
+    return {"answer": 42, "attempt": task.attempt}
+
+
+@agent.handler("refuse")
+def refuse(task: Task, ctx: Context) -> Any:
+    raise Fail("invalid_input", "the question makes no sense")
 
 
 if os.environ.get("GRANDCHILD_LOG"):

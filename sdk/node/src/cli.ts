@@ -19,6 +19,7 @@ import { Redis } from "ioredis";
 
 import { InvalidTaskError, TaskFailedError, WaitTimeoutError } from "./errors.js";
 import { Producer } from "./producer.js";
+import { recordToJson } from "./records.js";
 
 const USAGE = `usage:
   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
@@ -82,13 +83,14 @@ async function main(argv: string[]): Promise<number> {
           { tenant, kind, payload, task_id: values["task-id"] ?? null },
           { dedup: values["no-dedup"] !== true, records: values["no-records"] !== true },
         );
-        out(result);
+        // The same shape as `python -m redrive enqueue`.
+        out({ task_id: result.taskId, entry_id: result.entryId, duplicate: result.duplicate ?? null });
         return 0;
       }
       case "get": {
         const [tenant = "", taskId = ""] = positionals(rest, ["TENANT", "TASK_ID"]);
         const record = await producer.getTask(tenant, taskId);
-        out(record);
+        out(record === null ? null : recordToJson(record));
         return record === null ? 1 : 0;
       }
       case "wait": {
@@ -99,13 +101,14 @@ async function main(argv: string[]): Promise<number> {
         const timeoutMs = Number(raw);
         try {
           const record = await producer.wait(tenant, taskId, { timeoutMs, raiseOnFailure: false });
-          out(record);
+          out(recordToJson(record));
           if (record.state === "done") return 0;
           process.stderr.write(`redrive-sdk: ${new TaskFailedError(record).message}\n`);
           return 1;
         } catch (e) {
           if (e instanceof WaitTimeoutError) {
-            out({ timeout: true, timeoutMs: e.timeoutMs, state: e.state, record: e.record });
+            // As the other languages: the record as last read, or null.
+            out(e.record === null ? null : recordToJson(e.record));
             process.stderr.write(`redrive-sdk: ${e.message}\n`);
             return 2;
           }

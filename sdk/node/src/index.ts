@@ -38,7 +38,15 @@ export { WAIT_SLICE_MS } from "./lookup.js";
 export type { WaitOptions } from "./lookup.js";
 export { EnqueueError, PIPELINE_CHUNK, Producer, STATS_KEEP_MS } from "./producer.js";
 export type { EnqueueOptions, Enqueued, ProducerOptions } from "./producer.js";
-export { FAILED_STATES, FINISHED_STATES, TASK_STATES, isFinished, isTaskState, parseRecord } from "./records.js";
+export {
+  FAILED_STATES,
+  FINISHED_STATES,
+  TASK_STATES,
+  isFinished,
+  isTaskState,
+  parseRecord,
+  recordToJson,
+} from "./records.js";
 export type { TaskRecord, TaskRun, TaskState } from "./records.js";
 export { enqueueScript, enqueueScriptPath } from "./scripts.js";
 export type { LuaScript } from "./scripts.js";

@@ -212,3 +212,44 @@ export function parseRecord(tenant: string, taskId: string, fields: Record<strin
   }
   return ordered as unknown as TaskRecord;
 }
+
+/**
+ * A record as the command lines print it, the same shape in every language (`redrive task show
+ * --json`, `python -m redrive task`, `redrive-sdk get`): snake_case keys, `null` for what the
+ * record does not hold, `run_count` and the kept `runs`.
+ */
+export function recordToJson(r: TaskRecord): Record<string, unknown> {
+  const v = <T>(x: T | undefined): T | null => (x === undefined ? null : x);
+  return {
+    tenant: r.tenant,
+    task_id: r.taskId,
+    state: v(r.state),
+    finished: r.finished,
+    kind: v(r.kind),
+    attempt: v(r.attempt),
+    entry: v(r.entry),
+    enqueued_at: v(r.enqueuedAt),
+    first_enqueued_at: v(r.firstEnqueuedAt),
+    member: v(r.member),
+    started_at: v(r.startedAt),
+    ended_at: v(r.endedAt),
+    updated_at: v(r.updatedAt),
+    class: v(r.class),
+    error: v(r.error),
+    dlq: v(r.dlq),
+    replay_of: v(r.replayOf),
+    replayed_as: v(r.replayedAs),
+    replays: v(r.replays),
+    run_count: v(r.starts),
+    runs: r.runs.map((x) => ({
+      run: x.run,
+      start: v(x.start),
+      member: v(x.member),
+      end: v(x.end),
+      outcome: v(x.outcome),
+    })),
+    output: v(r.output),
+    output_truncated: r.outputTruncated,
+    fields: { ...r.fields },
+  };
+}

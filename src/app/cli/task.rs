@@ -22,6 +22,22 @@ pub enum TaskCommand {
     Show(ShowArgs),
     /// A tenant's tasks by their records, newest change first, a page at a time.
     List(ListArgs),
+    /// Waits for one task to finish and prints its record: exit 0 when it is done, 1 when it
+    /// finished otherwise (dead-lettered, expired, resolved, discarded), 75 on timeout.
+    Wait(WaitArgs),
+}
+
+/// `task wait`
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The task: TENANT/TASK_ID.
+    pub id: String,
+    /// How long to wait, seconds (0 to 86400; 0 reads the record once).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `task show`
@@ -75,6 +91,7 @@ pub async fn run(cmd: TaskCommand, settings: &Settings) -> Result<()> {
     match cmd {
         TaskCommand::Show(a) => show(a, settings).await,
         TaskCommand::List(a) => list(a, settings).await,
+        TaskCommand::Wait(a) => wait(a, settings).await,
     }
 }
 
@@ -111,6 +128,50 @@ async fn show(a: ShowArgs, settings: &Settings) -> Result<()> {
             "task {tenant}/{id}: no record, and not found in {} (a finished task's record \
              expires after tasks.retention)",
             view::searched_text(&l.searched)
+        )));
+    }
+    Ok(())
+}
+
+async fn wait(a: WaitArgs, settings: &Settings) -> Result<()> {
+    let (tenant, id) = parse_task_address(&a.id)?;
+    if !(0.0..=86_400.0).contains(&a.timeout) {
+        return Err(usage("--timeout must be between 0 and 86400 seconds"));
+    }
+    let b = connect(settings).await?;
+    let producer = crate::producer::Producer::new(b.clone(), settings);
+    let waited = producer
+        .wait(&tenant, &id, std::time::Duration::from_secs_f64(a.timeout))
+        .await?;
+    let (record, finished) = match waited {
+        crate::producer::Waited::Finished(r) => (Some(r), true),
+        crate::producer::Waited::TimedOut(r) => (r, false),
+    };
+    let read = record.map(|record| crate::broker::RecordRead {
+        record,
+        expires_in: None,
+    });
+    match &read {
+        Some(r) if a.json => print_json(&view::task_json(&tenant, &id, r)),
+        Some(r) => print!(
+            "{}",
+            view::task_text(&tenant, &id, r, b.server_time_ms().await.unwrap_or(0))
+        ),
+        None if a.json => print_json(&serde_json::Value::Null),
+        None => println!("task {tenant}/{id}: no record"),
+    }
+    let state = read.as_ref().and_then(|r| r.record.state);
+    if !finished {
+        return Err(Error::Timeout(format!(
+            "task {tenant}/{id} did not finish within {}s (state: {})",
+            a.timeout,
+            state.map(TaskState::as_str).unwrap_or("no record")
+        )));
+    }
+    if state != Some(TaskState::Done) {
+        return Err(Error::TaskFailed(format!(
+            "task {tenant}/{id} finished {}",
+            state.map(TaskState::as_str).unwrap_or("?")
         )));
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! What a producer reports: task_ids refused as duplicates at enqueue (their live record's
-//! state and entry). Logged under the producer's target.
+//! state and entry), and waits retrying while Redis is unreachable. Logged under the
+//! producer's target.
 
 use crate::records::TaskState;
 use crate::telemetry::names;
@@ -14,4 +15,10 @@ pub fn duplicate_refused(tenant: &str, task_id: &str, state: TaskState, entry: &
     tracing::info!(target: TARGET, tenant = %tenant, task_id = %task_id, state = state.as_str(), entry_id = %entry, "duplicate task_id not enqueued: it has a live record");
     metrics::counter!(names::DUPLICATES, "tenant" => tenant_label(tenant), "side" => "producer")
         .increment(1);
+}
+
+/// A wait for `task_id` of `tenant` could not read Redis (`error`) and tries again until its
+/// deadline (debug: a wait across a restart logs one line per try).
+pub fn wait_retrying(tenant: &str, task_id: &str, error: &dyn std::fmt::Display) {
+    tracing::debug!(target: TARGET, tenant = %tenant, task_id = %task_id, error = %error, "wait: Redis unreachable; trying again until the deadline");
 }
