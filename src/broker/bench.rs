@@ -54,6 +54,7 @@ impl Broker {
             .arg(self.keys.breaker_log(tenant))
             .arg(self.keys.slots(tenant))
             .arg(self.keys.tasks(tenant))
+            .arg(self.keys.tasks_sweep(tenant))
             .arg(self.keys.events(tenant))
             .query_async(&mut self.con())
             .await?;

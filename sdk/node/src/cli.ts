@@ -3,7 +3,7 @@
  * `redrive-sdk`: the SDK's producer side from a shell (and for end-to-end tests).
  *
  *   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
- *   redrive-sdk get TENANT TASK_ID
+ *   redrive-sdk task TENANT TASK_ID     (also: get)
  *   redrive-sdk wait TENANT TASK_ID --timeout-ms N
  *
  * Common options: `--redis-url URL` (default `$REDRIVE_REDIS_URL`, else
@@ -23,7 +23,7 @@ import { recordToJson } from "./records.js";
 
 const USAGE = `usage:
   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
-  redrive-sdk get TENANT TASK_ID
+  redrive-sdk task TENANT TASK_ID     (also: get)
   redrive-sdk wait TENANT TASK_ID --timeout-ms N
 options: --redis-url URL (default $REDRIVE_REDIS_URL, else redis://127.0.0.1:6379), --key-prefix P (default redrive)
 exit: 0 ok, 1 task failed / no record, 2 wait timed out, 3 usage or Redis error`;
@@ -87,6 +87,7 @@ async function main(argv: string[]): Promise<number> {
         out({ task_id: result.taskId, entry_id: result.entryId, duplicate: result.duplicate ?? null });
         return 0;
       }
+      case "task":
       case "get": {
         const [tenant = "", taskId = ""] = positionals(rest, ["TENANT", "TASK_ID"]);
         const record = await producer.getTask(tenant, taskId);
