@@ -138,6 +138,8 @@ pub mod field {
     pub const OUTPUT: &str = "output";
     /// "1" when the output was cut to the bound.
     pub const OUTPUT_TRUNCATED: &str = "output_truncated";
+    /// When a `retry_scheduled` or `deferred` task is due back in its lane (ms).
+    pub const DUE: &str = "due";
     /// When the record last changed (ms).
     pub const UPDATED: &str = "updated";
 }

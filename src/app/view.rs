@@ -7,7 +7,7 @@ use crate::admin::select::{id_ms, DlId};
 use crate::admin::time::{format_age, format_time};
 use crate::broker::{Entry, IndexedTask, Located, Place, RecordRead, Searched};
 use crate::deadletter::field as dl;
-use crate::records::{field as rf, run_field, TaskRecord};
+use crate::records::{field as rf, run_field, TaskRecord, TaskState};
 use crate::task::{field, merge_steps, parse_steps, Step};
 
 /// Fields holding JSON documents, shown parsed.
@@ -377,6 +377,7 @@ pub fn task_json(tenant: &str, task_id: &str, read: &RecordRead) -> Value {
         "started_at": num(rf::STARTED),
         "ended_at": num(rf::ENDED),
         "updated_at": num(rf::UPDATED),
+        "due_at": num(rf::DUE),
         "class": text(rf::CLASS),
         "error": text(rf::ERROR),
         "dlq": text(rf::DLQ),
@@ -440,6 +441,18 @@ pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) ->
             .map(|s| format!(", ran {}", format_span(ms - s)))
             .unwrap_or_default();
         line("ended", format!("{}{ran}", when(ms, now_ms)));
+    }
+    let waiting = matches!(
+        r.state,
+        Some(TaskState::RetryScheduled | TaskState::Deferred)
+    );
+    if let Some(ms) = r.number(rf::DUE).filter(|_| waiting) {
+        let left = if ms > now_ms {
+            format!("in {}", format_span(ms - now_ms))
+        } else {
+            "now".to_owned()
+        };
+        line("due", format!("{} ({left})", format_time(ms)));
     }
     if let Some(c) = get(rf::CLASS) {
         let error = get(rf::ERROR).map(String::as_str).unwrap_or("");

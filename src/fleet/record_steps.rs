@@ -166,6 +166,12 @@ async fn a_retry_is_scheduled_then_queued_again_then_done_on_its_second_run() {
     assert_eq!(r["error"], "429 slow down");
     assert_eq!(r["attempt"], "2", "the next attempt");
     assert_eq!(r["r1:outcome"], "rate_limited");
+    let due: u64 = r["due"].parse().unwrap();
+    let ended: u64 = r["ended"].parse().unwrap();
+    assert!(
+        due >= ended && due <= ended + 1_000,
+        "due after the retry delay: {r:?}"
+    );
     assert_eq!(ttl, -1, "a live record does not expire");
     let first_entry = r["entry"].clone();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -217,6 +223,10 @@ async fn a_task_held_back_by_an_open_breaker_is_deferred_then_runs_when_it_close
     h.settle.drain().await;
     let (r, _) = record(&h, "t-d").await;
     assert_eq!(r["state"], "deferred", "{r:?}");
+    assert!(
+        r["due"].parse::<u64>().is_ok(),
+        "when it is due back: {r:?}"
+    );
     assert!(
         !r.contains_key("runs") || r["runs"] == "0",
         "not a run: {r:?}"

@@ -95,7 +95,7 @@ for i = 3, #ARGV, 2 do
       if R then
         local tid = entry_task_id(f, id)
         if tid then
-          rec_write(R, tid, now, 'deferred', nil)
+          rec_write(R, tid, now, 'deferred', {'due', string.format('%d', due)})
         end
       end
       out[#out + 1] = due

@@ -79,6 +79,7 @@ if #owned > 0 then
       local class = ARGV[i + 5]
       rec_end(R, ARGV[i + 3], now, 'retry_scheduled', class, {
         'class', class, 'error', rec_error(ARGV[i + 6]), 'attempt', ARGV[i + 4],
+        'due', string.format('%d', now + tonumber(ARGV[i + 1])),
       })
     end
   end

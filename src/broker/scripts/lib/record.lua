@@ -11,7 +11,8 @@
 -- Fields (names shared with src/records.rs `field`): state, kind, attempt, entry (the lane
 -- entry or schedule item the task is now), enq (this life's enqueue, ms), first (first
 -- enqueue), member, started, ended, class, error (≤ 1 KiB), dlq, replay_of, replays,
--- output + output_truncated, updated, runs (how many starts so far) and per start N the fields
+-- output + output_truncated, due (when a retry_scheduled or deferred task is due again, ms),
+-- updated, runs (how many starts so far) and per start N the fields
 -- 'r<N>:start', 'r<N>:member', 'r<N>:end', 'r<N>:outcome' ('ok' or a class) — the last
 -- REC_RUNS_KEPT starts are kept.
 --
