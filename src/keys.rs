@@ -18,7 +18,7 @@
 //! | `redrive:{<tenant>}:slots`       | HASH   | fleet-wide in-flight reservations, one per member     |
 //! | `redrive:{<tenant>}:steps:<entry>` | HASH | steps recorded for one lane entry while it runs (see step.lua) |
 //! | `redrive:{<tenant>}:task:<task_id>` | HASH | a task's record (src/records.rs), expiring after retention |
-//! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by last change  |
+//! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by creation     |
 //! | `redrive:{<tenant>}:tasks:sweep` | STRING | the index sweep's cursor (records_sweep.lua)          |
 //! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry), capped            |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
@@ -132,10 +132,15 @@ impl Keys {
     }
 
     /// The capped stream of a tenant's task finishes (`task`, `state`, `entry`): what `wait`
-    /// blocks on.
-    #[allow(dead_code)] // the writers use it (issue 14)
+    /// blocks on. The scripts write it only while someone waits (see `waiters`).
     pub fn events(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:events", self.prefix, tenant)
+    }
+
+    /// The sorted set of a tenant's waiters: member a waiter's id, score when its registration
+    /// expires (server clock, ms). lib/record.lua derives it from `events` (same tag).
+    pub fn waiters(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:waiters", self.prefix, tenant)
     }
 
     /// The hash of the steps recorded for lane entry `entry_id` of `tenant` while it is in the

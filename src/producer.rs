@@ -177,6 +177,9 @@ fn outcomes(tasks: &[Task], landed: Vec<Landed>) -> Result<Vec<Enqueued>> {
 /// least this often, whatever the events stream says.
 const WAIT_SLICE: Duration = Duration::from_secs(5);
 
+/// How long a waiter's registration lives unless refreshed (every slice refreshes it).
+const WAITER_TTL_MS: u64 = 15_000;
+
 /// How a [`Producer::wait`] ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Waited {
@@ -208,14 +211,46 @@ impl Producer {
     /// wait then ends [`Waited::TimedOut`]. A blocking read uses a connection of its own.
     pub async fn wait(&self, tenant: &str, task_id: &str, timeout: Duration) -> Result<Waited> {
         check_address(tenant, task_id)?;
+        let waiter = format!("rs-{:016x}{:08x}", fastrand::u64(..), std::process::id());
+        let out = self
+            .wait_registered(tenant, task_id, timeout, &waiter)
+            .await;
+        // Best effort: an unremoved registration expires by itself.
+        let _ = self.broker.unregister_waiter(tenant, &waiter).await;
+        out
+    }
+
+    async fn wait_registered(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        timeout: Duration,
+        waiter: &str,
+    ) -> Result<Waited> {
         let deadline = Instant::now() + timeout;
         let key = self.broker.keys().events(tenant);
         let mut last: Option<TaskRecord> = None;
         let mut after: Option<String> = None;
         let mut reader = None;
+        // The server's clock: (its ms, the local instant it was read at).
+        let mut clock: Option<(u64, Instant)> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let step: Result<Option<TaskRecord>> = async {
+                let (server_ms, at) = match clock {
+                    Some(c) => c,
+                    None => {
+                        let c = (self.broker.server_time_ms().await?, Instant::now());
+                        clock = Some(c);
+                        c
+                    }
+                };
+                let now_ms = server_ms + at.elapsed().as_millis() as u64;
+                // Registered (or refreshed) before anything is read: a finish before this is in
+                // the record, one after it publishes an event.
+                self.broker
+                    .register_waiter(tenant, waiter, now_ms, now_ms + WAITER_TTL_MS)
+                    .await?;
                 if after.is_none() {
                     let id = self.broker.events_last_id(tenant).await?;
                     let read = self.broker.task_record(tenant, task_id).await?;
@@ -254,10 +289,12 @@ impl Producer {
                 Ok(None) if Instant::now() >= deadline => return Ok(Waited::TimedOut(last)),
                 Ok(None) => {}
                 Err(Error::Redis(e)) => {
-                    // Reconnect from scratch (the stream may be gone with a restarted server).
+                    // Start over (the stream and the registration may be gone with a restarted
+                    // server): clock, registration, last id, record.
                     report::wait_retrying(tenant, task_id, &e);
                     reader = None;
                     after = None;
+                    clock = None;
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Ok(Waited::TimedOut(last));

@@ -54,6 +54,20 @@ async fn indexed(env: &TestEnv, tenant: &str, task_id: &str) -> bool {
     score.is_some()
 }
 
+/// Registers a waiter on `tenant` for a minute (the scripts publish finish events only while
+/// someone waits; CONTRACT.md).
+async fn listen(env: &TestEnv, tenant: &str) {
+    let now = env.server_time_ms().await;
+    let mut raw = env.raw().await;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(format!("{}:{{{tenant}}}:waiters", env.prefix))
+        .arg(now + 60_000)
+        .arg("test-waiter")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+}
+
 /// The tenant's task events: (task, state, entry).
 async fn events(env: &TestEnv, tenant: &str) -> Vec<(String, String, String)> {
     env.stream_entries(&format!("{{{tenant}}}:events"))
@@ -294,6 +308,7 @@ async fn a_replay_leaves_the_record_replayed_with_both_links_then_a_member_runs_
 #[tokio::test]
 async fn resolve_and_discard_end_the_records_with_their_retention_and_an_event() {
     let env = TestEnv::new();
+    listen(&env, "rs").await;
     let config = env.config_file(
         "tasks.toml",
         r#"
@@ -389,6 +404,7 @@ retention_ms = 600000
 #[tokio::test]
 async fn a_purge_discards_the_records_of_the_dead_letters_it_deletes() {
     let env = TestEnv::new();
+    listen(&env, "pg").await;
     let vars = [("REDRIVE_TASKS__RETENTION_MS", "5000")];
     let now = env.server_time_ms().await;
     let mut old = Vec::new();

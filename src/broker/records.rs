@@ -30,7 +30,7 @@ pub struct RecordRead {
 pub struct IndexedTask {
     /// The task id.
     pub task_id: String,
-    /// Its index score: when its record last changed, ms.
+    /// Its index score: when its record was created (enqueued), ms.
     pub score: u64,
     /// Its record; `None` when it expired and the sweep has not removed its entry yet.
     pub record: Option<TaskRecord>,
@@ -107,7 +107,7 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     /// Only tasks of this kind.
     pub kind: Option<String>,
-    /// Only records changed at or after this time, ms.
+    /// Only records created at or after this time, ms.
     pub since_ms: Option<u64>,
 }
 
@@ -121,8 +121,8 @@ impl TaskFilter {
     }
 }
 
-/// Where a page of `task list` continues: after the task `task_id` whose record changed at
-/// `score` (the index is read newest change first). Written `<score>:<task_id>`.
+/// Where a page of `task list` continues: after the task `task_id` whose record was created at
+/// `score` (the index is read newest first, by creation). Written `<score>:<task_id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskCursor {
     /// The index score of the last task shown.
@@ -155,7 +155,7 @@ impl std::fmt::Display for TaskCursor {
 /// One page of [`Broker::task_list`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskPage {
-    /// The tasks, newest change first.
+    /// The tasks, newest first (by when the record was created: its enqueue).
     pub tasks: Vec<IndexedTask>,
     /// Where the next page starts; `None` when the index has no more.
     pub next: Option<TaskCursor>,
@@ -251,7 +251,7 @@ impl Broker {
             .collect())
     }
 
-    /// Up to `count` entries of `tenant`'s record index, newest change first, with a score at
+    /// Up to `count` entries of `tenant`'s record index, newest first (by when the record was created: its enqueue), with a score at
     /// most `max_score` and at least `min_score`, skipping the first `offset` of them; each with
     /// its record (one pipelined read).
     pub(crate) async fn task_index_page(
@@ -286,7 +286,7 @@ impl Broker {
             .collect())
     }
 
-    /// A page of `tenant`'s tasks by their records, newest change first, matching `filter`,
+    /// A page of `tenant`'s tasks by their records, newest first (by when the record was created: its enqueue), matching `filter`,
     /// after `cursor`: at most `limit` tasks, reading at most `scan_max` index entries (the
     /// index by ZREVRANGEBYSCORE, the records by pipelined HGETALL). Index entries whose record
     /// expired (not swept yet) are skipped.
@@ -613,6 +613,43 @@ impl Broker {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?;
         Ok(EventsReader { conn })
+    }
+
+    /// Registers waiter `id` for `tenant` until `until_ms` (server clock): while a live waiter
+    /// is registered, the scripts that finish tasks publish events. Drops registrations that
+    /// expired before `now_ms`.
+    pub(crate) async fn register_waiter(
+        &self,
+        tenant: &str,
+        id: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<()> {
+        let key = self.keys.waiters(tenant);
+        let () = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(until_ms)
+            .arg(id)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(format!("({now_ms}"))
+            .ignore()
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes waiter `id` of `tenant`.
+    pub(crate) async fn unregister_waiter(&self, tenant: &str, id: &str) -> Result<()> {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.keys.waiters(tenant))
+            .arg(id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
     }
 
     /// The id of the last entry of `tenant`'s events stream (`0-0` when it is empty): what a

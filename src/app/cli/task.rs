@@ -1,5 +1,5 @@
 //! `redrive task …`: one task by id (`show`: its record, or where it is when it has none) and
-//! a tenant's tasks by their records (`list`: newest change first, filtered, a page at a
+//! a tenant's tasks by their records (`list`: newest first (by when the record was created: its enqueue), filtered, a page at a
 //! time). Reads only. Bad input exits 64 before anything is read.
 
 use clap::{Args, Subcommand};
@@ -20,7 +20,7 @@ pub enum TaskCommand {
     /// What happened to one task: its state, attempts, times, member, last failure, dead
     /// letter, replay links, output and every run. Without a record (a raw XADD), where it is.
     Show(ShowArgs),
-    /// A tenant's tasks by their records, newest change first, a page at a time.
+    /// A tenant's tasks by their records, newest first (by when the record was created: its enqueue), a page at a time.
     List(ListArgs),
     /// Waits for one task to finish and prints its record: exit 0 when it is done, 1 when it
     /// finished otherwise (dead-lettered, expired, resolved, discarded), 75 on timeout.
@@ -67,7 +67,7 @@ pub struct ListArgs {
     /// Only tasks of this kind.
     #[arg(long)]
     pub kind: Option<String>,
-    /// Only tasks whose record changed at or after: a duration ago (2h), an RFC 3339 time, or
+    /// Only tasks whose record was created (enqueued) at or after: a duration ago (2h), an RFC 3339 time, or
     /// epoch ms.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
@@ -232,7 +232,7 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     } else {
         println!(
             "{:<32} {:<16} {:<18} {:>3} {:>7} {:<20} ERROR",
-            "TASK_ID", "STATE", "KIND", "ATT", "CHANGED", "CLASS"
+            "TASK_ID", "STATE", "KIND", "ATT", "CREATED", "CLASS"
         );
         for t in &page.tasks {
             println!("{}", view::task_list_line(t, now));

@@ -78,9 +78,10 @@ local function done(now, k)
   elseif ARGV[k + 3] ~= '' then
     pairs = {'output', ARGV[k + 4]}
   end
-  rec_end(R, tid, now, 'done', 'ok', pairs)
-  rec_expire(R, tid, ARGV[k + 2])
-  rec_event(R, tid, 'done', ARGV[k])
+  if rec_end(R, tid, now, 'done', 'ok', pairs, true) == 'running' then
+    rec_expire(R, tid, ARGV[k + 2])
+    rec_event(R, tid, 'done', ARGV[k])
+  end
 end
 local marked = 0
 if #owned > 0 then

@@ -55,4 +55,7 @@ local ts = string.format('%d', now)
 rec_write(R, ARGV[2], now, 'queued', {
   'kind', ARGV[3], 'attempt', ARGV[4], 'entry', id, 'enq', ts, 'first', ts, 'runs', 0,
 })
+if old[1] then
+  redis.call('ZADD', KEYS[3], now, ARGV[2])
+end
 return {1, id}

@@ -24,9 +24,7 @@
 -- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
 -- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are
 -- not refused; a script is refused only when a command that may grow memory comes before its
--- first write, so the records and the stats HINCRBY go after the acks. With records on, each
--- id is acked on its own (an XACK per id tells which were still pending: only those get a
--- done record); with records off, in chunks.
+-- first write, so the records and the stats HINCRBY go after the acks (in chunks).
 --
 -- Returns the number of ids acked (the others were no longer pending: settled already).
 -- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua; `rec_ctx`, `rec_now`,
@@ -34,22 +32,23 @@
 -- both.
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 local r = tonumber(ARGV[3])
-local ids, acked, recovered = {}, 0, 0
-if R then
-  local at = {}
-  for i = 5, #ARGV, 5 do
-    ids[#ids + 1] = ARGV[i]
-    if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
-      at[#at + 1] = i
-      if i < 5 + 5 * r then
-        recovered = recovered + 1
-      end
-    end
+local first, rest = {}, {}
+for i = 5, #ARGV, 5 do
+  if i < 5 + 5 * r then
+    first[#first + 1] = ARGV[i]
+  else
+    rest[#rest + 1] = ARGV[i]
   end
-  acked = #at
-  chunks('XDEL', {KEYS[1]}, ids, 1000)
+end
+local recovered = chunks('XACK', {KEYS[1], ARGV[1]}, first, 1000)
+local acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
+chunks('XDEL', {KEYS[1]}, first, 1000)
+chunks('XDEL', {KEYS[1]}, rest, 1000)
+if R and acked > 0 then
+  -- Only records that say `running` become done: an entry no longer pending (this ack
+  -- repeated after a lost reply) already has its done record.
   local now = rec_now()
-  for _, k in ipairs(at) do
+  for k = 5, #ARGV, 5 do
     local tid = ARGV[k + 1]
     if tid ~= '' then
       local pairs = nil
@@ -58,24 +57,12 @@ if R then
       elseif ARGV[k + 3] ~= '' then
         pairs = {'output', ARGV[k + 4]}
       end
-      rec_end(R, tid, now, 'done', 'ok', pairs)
-      rec_expire(R, tid, ARGV[k + 2])
-      rec_event(R, tid, 'done', ARGV[k])
+      if rec_end(R, tid, now, 'done', 'ok', pairs, true) == 'running' then
+        rec_expire(R, tid, ARGV[k + 2])
+        rec_event(R, tid, 'done', ARGV[k])
+      end
     end
   end
-else
-  local first, rest = {}, {}
-  for i = 5, #ARGV, 5 do
-    if i < 5 + 5 * r then
-      first[#first + 1] = ARGV[i]
-    else
-      rest[#rest + 1] = ARGV[i]
-    end
-  end
-  recovered = chunks('XACK', {KEYS[1], ARGV[1]}, first, 1000)
-  acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
-  chunks('XDEL', {KEYS[1]}, first, 1000)
-  chunks('XDEL', {KEYS[1]}, rest, 1000)
 end
 local steps = {}
 for i = 1, tonumber(ARGV[4]) do

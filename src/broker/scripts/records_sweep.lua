@@ -5,7 +5,7 @@
 -- stream's length cap trimmed the dead letter away, this step gives the record the tenant's
 -- retention, so it ends too.
 --
--- KEYS[1]  the tenant's record index (ZSET: task_id scored by last change)
+-- KEYS[1]  the tenant's record index (ZSET: task_id scored by when its record was created)
 -- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:')
 -- KEYS[3]  the tenant's dead-letter stream
 -- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor; absent between passes, so
