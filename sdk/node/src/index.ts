@@ -34,7 +34,7 @@ export type { HttpOptions, Middleware, ServeHttpOptions } from "./http.js";
 export { Keys } from "./keys.js";
 export { servePool } from "./pool.js";
 export type { PoolOptions } from "./pool.js";
-export { WAIT_SLICE_MS } from "./lookup.js";
+export { WAITER_TTL_MS, WAIT_SLICE_MS } from "./lookup.js";
 export type { WaitOptions } from "./lookup.js";
 export { EnqueueError, PIPELINE_CHUNK, Producer, STATS_KEEP_MS } from "./producer.js";
 export type { EnqueueOptions, Enqueued, ProducerOptions } from "./producer.js";

@@ -40,11 +40,21 @@ export class Keys {
   }
 
   /**
-   * The stream of a tenant's task finishes (fields `task`, `state`, `entry`), what
-   * `Producer.wait` blocks on: `<prefix>:{<tenant>}:events`.
+   * The stream of a tenant's task finishes (fields `task`, `state`, `entry`; written only while
+   * a waiter is registered in {@link Keys.waiters}), what `Producer.wait` blocks on:
+   * `<prefix>:{<tenant>}:events`.
    */
   events(tenant: string): string {
     return `${this.prefix}:{${tenant}}:events`;
+  }
+
+  /**
+   * The tenant's registered waiters (a sorted set: member a waiter id, score when its
+   * registration expires, ms by the Redis server's clock): the fleet publishes finish events
+   * only while one is live. `<prefix>:{<tenant>}:waiters`.
+   */
+  waiters(tenant: string): string {
+    return `${this.prefix}:{${tenant}}:waiters`;
   }
 
   /** The start of a tenant's per-minute stats bucket names: `<prefix>:{<tenant>}:stats:`. */

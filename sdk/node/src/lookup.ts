@@ -1,7 +1,10 @@
 /**
- * Reading a task's record back, and waiting for a task to finish: block on the tenant's events
- * stream (one entry per finish: `task`, `state`, `entry`), never poll.
+ * Reading a task's record back, and waiting for a task to finish: register as a waiter (the
+ * fleet publishes finish events only while one is registered), then block on the tenant's
+ * events stream (one entry per finish: `task`, `state`, `entry`), never poll.
  */
+
+import { randomUUID } from "node:crypto";
 
 import type { Redis } from "ioredis";
 
@@ -24,6 +27,15 @@ export const WAIT_CONNECT_MS = 1000;
 
 /** How many events one blocking read takes at most. */
 const EVENTS_PER_READ = 1000;
+
+/**
+ * How long a waiter's registration lives, ms by the Redis server's clock: it is refreshed
+ * before every blocking slice, so it lapses only when its waiter is gone.
+ */
+export const WAITER_TTL_MS = 15_000;
+
+/** How long the ZREM that ends a registration may take, ms (best effort: it lapses anyway). */
+const UNREGISTER_MS = 1000;
 
 /** Options of `Producer.wait`. */
 export interface WaitOptions {
@@ -57,9 +69,70 @@ async function read(redis: Redis, keys: Keys, tenant: string, taskId: string): P
 class ConnectionLost extends Error {}
 
 /**
+ * One wait's registration in the tenant's waiters ZSET (`<prefix>:{<tenant>}:waiters`): member
+ * a unique id, score when it expires in ms by the server's clock. The fleet's scripts publish a
+ * finish event only while a member's score is at least the server's now.
+ */
+class Registration {
+  /** The server's clock minus the local one, ms (read with TIME at each registration). */
+  private offset = 0;
+  private registered = false;
+
+  constructor(
+    private readonly key: string,
+    private readonly id: string,
+  ) {}
+
+  /**
+   * Reads the server's clock, registers until 15 s past it, and drops registrations that have
+   * lapsed. Runs before the last event id and the record are read, at the start and after
+   * every reconnect: a finish before it shows in the record, one after it publishes an event.
+   */
+  async register(conn: Redis): Promise<void> {
+    const sent = Date.now();
+    const [sec, usec] = await conn.time();
+    const serverNow = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+    this.offset = serverNow - (sent + Date.now()) / 2;
+    this.registered = true;
+    await Promise.all([
+      conn.zadd(this.key, serverNow + WAITER_TTL_MS, this.id),
+      conn.zremrangebyscore(this.key, "-inf", `(${serverNow}`),
+    ]);
+  }
+
+  /**
+   * Sends the ZADD that moves the expiry to 15 s past the server's now (estimated from the
+   * offset). The caller sends its blocking read right after, without awaiting this: Redis runs
+   * one connection's commands in order, so the refresh lands before the slice starts.
+   */
+  refresh(conn: Redis): Promise<number> {
+    return conn.zadd(this.key, Math.floor(Date.now() + this.offset) + WAITER_TTL_MS, this.id);
+  }
+
+  /** ZREM of the registration, best effort: errors are ignored and the wait is bounded. */
+  async unregister(conn: Redis): Promise<void> {
+    if (!this.registered) return;
+    let timer: NodeJS.Timeout | undefined;
+    const removed = conn.zrem(this.key, this.id).then(
+      () => undefined,
+      () => undefined,
+    );
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, UNREGISTER_MS);
+    });
+    try {
+      await Promise.race([removed, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/**
  * Waits for the task to finish (see `Producer.wait`). The wait runs on a connection of its
  * own, a duplicate of `redis` that never queues or re-sends commands across a reconnect: each
- * reconnect starts the cycle again (last event id, then the record), so no finish is missed.
+ * reconnect starts the cycle again (registration, last event id, then the record), so no
+ * finish is missed. However the wait ends, its registration is removed (best effort).
  */
 export async function waitTask(
   redis: Redis,
@@ -80,6 +153,7 @@ export async function waitTask(
   }
   const deadline = Date.now() + timeoutMs;
   const events = keys.events(tenant);
+  const registration = new Registration(keys.waiters(tenant), randomUUID());
   const conn = redis.duplicate({
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -98,7 +172,10 @@ export async function waitTask(
   try {
     while (await ready(conn, reads === 0 ? Math.max(deadline, Date.now() + WAIT_CONNECT_MS) : deadline)) {
       try {
-        // The last event before the record is read: a finish after the read lands after it.
+        // Registered first: from here on a finish publishes an event (one before shows in the
+        // record). Then the last event before the record is read: a finish after the read
+        // lands after it.
+        await registration.register(conn);
         const last = await conn.xrevrange(events, "+", "-", "COUNT", 1);
         let from = last[0]?.[0] ?? "0-0";
         record = await read(conn, keys, tenant, taskId);
@@ -108,7 +185,11 @@ export async function waitTask(
           const left = deadline - Date.now();
           if (left <= 0) break;
           const slice = Math.max(1, Math.min(Math.ceil(left), WAIT_SLICE_MS));
+          // The registration is refreshed in the same round trip, ahead of the read.
+          const refreshed = registration.refresh(conn);
+          refreshed.catch(() => undefined);
           const got = await blockingRead(conn, events, from, slice);
+          await refreshed;
           if (got.length > 0) {
             from = got[got.length - 1]?.[0] ?? from;
             if (!got.some(([, flat]) => fieldOf(flat, "task") === taskId)) continue;
@@ -128,6 +209,7 @@ export async function waitTask(
       }
     }
   } finally {
+    await registration.unregister(conn);
     conn.disconnect();
   }
   if (finished !== null) {

@@ -181,9 +181,12 @@ export class Producer {
    * (unless `raiseOnFailure` is false: then it resolves with that record), and with
    * {@link WaitTimeoutError} (carrying the current state) after `timeoutMs`.
    *
-   * It blocks on the tenant's events stream on a connection of its own (so the producer's
-   * other commands are not held up), in slices of at most 5 s, never polling; a lost
-   * connection is reconnected and the wait goes on within the deadline.
+   * It registers in the tenant's waiters ZSET (the fleet publishes finish events only while
+   * someone waits; the registration expires 15 s past the server's clock, is refreshed before
+   * every slice and removed when the wait ends), then blocks on the tenant's events stream on
+   * a connection of its own (so the producer's other commands are not held up), in slices of
+   * at most 5 s, never polling; a lost connection is reconnected, registered again, and the
+   * wait goes on within the deadline.
    */
   async wait(tenant: string, taskId: string, options: WaitOptions): Promise<TaskRecord> {
     return waitTask(this.redis, this.keys, tenant, taskId, options);

@@ -4,9 +4,9 @@
  *
  * No fleet member runs here, so a task's finish is written by {@link finish} exactly as the
  * member's ack / dead-letter scripts write it (lib/record.lua's rec_end + rec_event: the record's
- * state, ended, output, then one entry `task, state, entry` in the tenant's events stream). It
- * stands for the member's scripts; the Rust end-to-end test (tests/e2e_wait.rs) covers the real
- * member with this SDK's `redrive-sdk wait`.
+ * state, ended, output, then — only while a waiter is registered — one entry `task, state,
+ * entry` in the tenant's events stream). It stands for the member's scripts; the Rust end-to-end
+ * test (tests/e2e_wait.rs) covers the real member with this SDK's `redrive-sdk wait`.
  */
 
 import { strict as assert } from "node:assert";
@@ -38,9 +38,34 @@ const CLI = join(HERE, "..", "src", "cli.js");
 const SHIPPED = join(repoRoot(), "sdk", "node", "lua", "enqueue.lua");
 
 /**
+ * A task's finish as lib/record.lua writes it (rec_end, rec_event), in one script: the record's
+ * state and fields (indexed if it was not), then the events entry only when the waiters ZSET
+ * has a live member (scored at least the server's now). KEYS: record, index, events, waiters;
+ * ARGV: task_id, state, field/value pairs. Returns 1 when it published the event.
+ */
+const FINISH_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ts = string.format('%d', now)
+local entry = redis.call('HGET', KEYS[1], 'entry') or ''
+local args = {'HSET', KEYS[1], 'state', ARGV[2], 'updated', ts, 'ended', ts}
+for i = 3, #ARGV do
+  args[#args + 1] = ARGV[i]
+end
+redis.call(unpack(args))
+redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
+if #redis.call('ZRANGEBYSCORE', KEYS[4], now, '+inf', 'LIMIT', 0, 1) == 0 then
+  return 0
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'task', ARGV[1], 'state', ARGV[2], 'entry', entry)
+return 1
+`;
+
+/**
  * Writes a task's finish as the member's scripts do (ack.lua → done; dead_letter.lua →
- * dead_lettered): the record's state and fields, then the events entry — one MULTI, as one
- * script would. It stands for the member side, which the Rust e2e test runs for real.
+ * dead_lettered): the record's state and fields, then the events entry while someone waits —
+ * one script, as the member's. It stands for the member side, which the Rust e2e test runs for
+ * real. Resolves with whether it published the event.
  */
 async function finish(
   redis: Redis,
@@ -48,16 +73,47 @@ async function finish(
   taskId: string,
   state: string,
   fields: Record<string, string> = {},
-): Promise<void> {
-  const key = `redrive:{${tenant}}:task:${taskId}`;
-  const now = String(Date.now());
-  const entry = (await redis.hget(key, "entry")) ?? "";
-  await redis
-    .multi()
-    .hset(key, { state, updated: now, ended: now, ...fields })
-    .zadd(`redrive:{${tenant}}:tasks`, now, taskId)
-    .xadd(`redrive:{${tenant}}:events`, "MAXLEN", "~", 10000, "*", "task", taskId, "state", state, "entry", entry)
-    .exec();
+): Promise<boolean> {
+  const published = await redis.eval(
+    FINISH_SCRIPT,
+    4,
+    `redrive:{${tenant}}:task:${taskId}`,
+    `redrive:{${tenant}}:tasks`,
+    `redrive:{${tenant}}:events`,
+    `redrive:{${tenant}}:waiters`,
+    taskId,
+    state,
+    ...Object.entries(fields).flat(),
+  );
+  return published === 1;
+}
+
+/** The Redis server's clock, ms. */
+async function serverNow(redis: Redis): Promise<number> {
+  const [sec, usec] = await redis.time();
+  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+}
+
+/** The tenant's waiters ZSET: `[member, score]` pairs. */
+async function waiters(redis: Redis, tenant: string): Promise<[string, number][]> {
+  const flat = await redis.zrange(`redrive:{${tenant}}:waiters`, 0, -1, "WITHSCORES");
+  const out: [string, number][] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] ?? "", Number(flat[i + 1])]);
+  return out;
+}
+
+/** A waiter id as `wait` makes them (a random UUID). */
+const WAITER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Until the tenant's waiters ZSET holds `n` members, all waits' ids (bounded); then its pairs. */
+async function registered(redis: Redis, tenant: string, n: number): Promise<[string, number][]> {
+  return within(5_000, `${n} registered waiter(s)`, (async () => {
+    for (;;) {
+      const got = await waiters(redis, tenant);
+      if (got.length === n && got.every(([id]) => WAITER_ID.test(id))) return got;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })());
 }
 
 /** INFO commandstats calls of `cmd` (lowercase). */
@@ -460,6 +516,73 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.ok((await calls(redis, "xread")) <= 4, "a few blocking reads, no poll");
   });
 
+  it("a finish publishes its event only while a waiter is registered (a live member of the waiters ZSET)", async () => {
+    await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "n-1" });
+    assert.equal(await finish(redis, "acme", "n-1", "done"), false, "nobody waits: no event");
+    assert.equal(await redis.exists("redrive:{acme}:events"), 0);
+    await redis.zadd("redrive:{acme}:waiters", (await serverNow(redis)) - 1, "lapsed");
+    assert.equal(await finish(redis, "acme", "n-1", "done"), false, "a lapsed registration: no event");
+    assert.equal(await redis.exists("redrive:{acme}:events"), 0);
+    assert.equal((await producer.getTask("acme", "n-1"))?.state, "done", "the record says it all the same");
+    await redis.zadd("redrive:{acme}:waiters", (await serverNow(redis)) + 15_000, "live");
+    assert.equal(await finish(redis, "acme", "n-1", "done"), true);
+    const entries = await redis.xrange("redrive:{acme}:events", "-", "+");
+    assert.equal(entries.length, 1);
+    assert.deepEqual(entries[0]?.[1].slice(0, 4), ["task", "n-1", "state", "done"]);
+  });
+
+  it("a wait registers in the waiters ZSET while it waits and unregisters however it ends", async () => {
+    const tenant = "reg";
+    // A registration that has lapsed, dropped when a wait registers.
+    await redis.zadd(`redrive:{${tenant}}:waiters`, (await serverNow(redis)) - 1, "lapsed");
+    await producer.enqueueMany(["ok", "bad", "slow", "broken"].map((id) => ({ tenant, kind: "k", payload: 1, task_id: id })));
+
+    // A result: registered 15 s ahead of the server's clock, the finish publishes, the wait
+    // wakes on it, the registration is gone once it resolves.
+    const ok = producer.wait(tenant, "ok", { timeoutMs: 20_000 });
+    ok.catch(() => undefined);
+    // Registered (a random id), and the lapsed registration is gone.
+    const [[id, score] = ["", 0]] = await registered(redis, tenant, 1);
+    const now = await serverNow(redis);
+    assert.ok(score > now + 15_000 - 2000 && score <= now + 15_000, `expires 15 s past the server's now: ${score - now}`);
+    assert.equal(await finish(redis, tenant, "ok", "done", { output: "1" }), true, "the finish published its event");
+    assert.equal((await within(3_000, "the wait to wake", ok)).state, "done");
+    assert.deepEqual(await waiters(redis, tenant), [], "unregistered after a result");
+
+    // A failure.
+    const bad = producer.wait(tenant, "bad", { timeoutMs: 20_000 });
+    bad.catch(() => undefined);
+    const [[badId] = [""]] = await registered(redis, tenant, 1);
+    assert.notEqual(badId, id, "each wait has its own id");
+    await finish(redis, tenant, "bad", "dead_lettered", { class: "invalid_input", dlq: "1-0" });
+    await assert.rejects(within(3_000, "the wait to fail", bad), TaskFailedError);
+    assert.deepEqual(await waiters(redis, tenant), [], "unregistered after a failure");
+
+    // A timeout, past one 5 s slice: the registration was refreshed before the second slice.
+    const slow = producer.wait(tenant, "slow", { timeoutMs: 6500 });
+    slow.catch(() => undefined);
+    const [[, first] = ["", 0]] = await registered(redis, tenant, 1);
+    await new Promise((r) => setTimeout(r, 5600));
+    const [[, second] = ["", 0]] = await waiters(redis, tenant);
+    assert.ok(second - first >= 4500, `refreshed for the second slice: +${second - first} ms`);
+    await assert.rejects(within(5_000, "the wait to time out", slow), WaitTimeoutError);
+    assert.deepEqual(await waiters(redis, tenant), [], "unregistered after a timeout");
+
+    // An error: Redis refuses a command (the record is no hash any more).
+    const broken = producer.wait(tenant, "broken", { timeoutMs: 20_000 });
+    broken.catch(() => undefined);
+    await registered(redis, tenant, 1);
+    await redis.del(`redrive:{${tenant}}:task:broken`);
+    await redis.set(`redrive:{${tenant}}:task:broken`, "not a hash");
+    await redis.xadd(`redrive:{${tenant}}:events`, "*", "task", "broken", "state", "done", "entry", "");
+    await assert.rejects(within(3_000, "the wait to fail", broken), (e: unknown) => e instanceof Error && /WRONGTYPE/.test(e.message));
+    assert.deepEqual(await waiters(redis, tenant), [], "unregistered after an error");
+
+    // A task finished before the wait: it returns at once, and unregisters.
+    assert.equal((await producer.wait(tenant, "ok", { timeoutMs: 20_000 })).state, "done");
+    assert.deepEqual(await waiters(redis, tenant), []);
+  });
+
   it("redrive-sdk wait/get/enqueue: JSON on stdout, exit 0 done, 1 failed, 2 timeout", async () => {
     const url = ["--redis-url", server.url];
     const enq = await cli(["enqueue", "acme", "k", "--payload", '{"n":1}', "--task-id", "c-1", ...url]);
@@ -522,15 +645,17 @@ describe("wait across a lost connection", () => {
         while (redis.status !== "ready") await new Promise((r) => setTimeout(r, 50));
       })());
       await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "r-1" });
-      await new Promise((r) => setTimeout(r, 500));
+      // The wait registers again on the new server (which lost the old registration).
+      await registered(redis, "acme", 1);
       assert.equal(settled, false);
       const t1 = Date.now();
-      await finish(redis, "acme", "r-1", "done", { output: "true" });
+      assert.equal(await finish(redis, "acme", "r-1", "done", { output: "true" }), true, "a waiter is registered: the event is published");
       const rec = await within(8_000, "wait to wake after the restart", waiting);
       assert.ok(Date.now() - t1 < 3000, `woke ${Date.now() - t1} ms after the finish`);
       assert.equal(rec.state, "done");
       assert.equal(rec.output, true);
       assert.ok(Date.now() - t0 < 20_000);
+      assert.deepEqual(await waiters(redis, "acme"), [], "unregistered once it woke");
     } finally {
       redis.disconnect();
       await server.stop();

@@ -3,7 +3,8 @@ a real redis-server, and ``python -m redrive task|wait`` as a child process.
 
 The SDK tests run no fleet member: a task's start and finish are written by tests/fleet.py,
 which runs the fleet's own record writer (lib/record.lua) as the member's start.lua, ack.lua
-and dead_letter.lua call it, the events entry included. The Rust end-to-end test
+and dead_letter.lua call it, the events entry included — written, as the fleet does, only while
+the tenant's waiters ZSET holds a live registration. The Rust end-to-end test
 (tests/e2e_wait.rs) covers the real member.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 
+import redrive.records
 from redrive import (
     AsyncProducer,
     InvalidTask,
@@ -54,6 +56,31 @@ def blocked_readers(r: redis.Redis) -> int:
 def calls(r: redis.Redis, command: str) -> int:
     stats: dict[str, Any] = r.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def registrations(r: redis.Redis, prefix: str, tenant: str = "acme") -> dict[str, float]:
+    """The tenant's waiters ZSET: member -> score (when it expires, server ms)."""
+    got: Any = r.zrange(fleet.waiters(prefix, tenant), 0, -1, withscores=True)
+    return {str(member): float(score) for member, score in got}
+
+
+def server_ms(r: redis.Redis) -> int:
+    """The Redis server's clock, ms."""
+    sec, usec = r.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def registered_once(r: redis.Redis, prefix: str) -> float:
+    """Asserts the waiters ZSET holds exactly one live registration, expiring about 15 s from
+    the server's now; returns its score."""
+    now = server_ms(r)
+    got = registrations(r, prefix)
+    assert len(got) == 1, got
+    ((member, score),) = got.items()
+    assert len(member) == 32
+    int(member, 16)  # a uuid4().hex
+    assert now + 15_000 - 6_000 <= score <= now + 15_000 + 100
+    return score
 
 
 class Waiter:
@@ -278,6 +305,203 @@ def test_async_wait_wakes_and_raises_the_failure(redis_server: RedisServer, pref
     assert (failed.state, failed.cls, failed.dlq) == ("expired", "expired", "1-5")
 
 
+def test_wait_registers_while_it_waits(redis_server: RedisServer, prefix: str) -> None:
+    """While ``wait`` waits, the tenant's waiters ZSET holds its one registration (expiring
+    15 s from the server's now); once it ends — a result, a failure, a timeout, an exception,
+    a task finished already — the ZSET is empty again. A wait drops stale registrations and
+    leaves live ones of others alone."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    for n in range(1, 6):
+        producer.enqueue("acme", "k", n, task_id=f"t-{n}")
+    zadds = calls(r, "zadd")
+
+    waiter = Waiter(lambda: producer.wait("acme", "t-1", 30))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    registered_once(r, prefix)
+    assert fleet.done(r, prefix, "acme", "t-1", '"ok"'), "a waiter: the events entry is written"
+    assert waiter.result(10).output == "ok"
+    assert registrations(r, prefix) == {}, "unregistered after a result"
+
+    waiter = Waiter(lambda: producer.wait("acme", "t-2", 30))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    registered_once(r, prefix)
+    assert fleet.dead_letter(r, prefix, "acme", "t-2", cls="invalid_input", error="no",
+                             dlq="1-2")  # fmt: skip
+    with pytest.raises(TaskFailed):
+        waiter.result(10)
+    assert registrations(r, prefix) == {}, "unregistered after a failure"
+
+    waiter = Waiter(lambda: producer.wait("acme", "t-3", 1))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    registered_once(r, prefix)
+    with pytest.raises(WaitTimeout):
+        waiter.result(10)
+    assert registrations(r, prefix) == {}, "unregistered after a timeout"
+
+    # An exception mid-wait: the record becomes a string (WRONGTYPE) and an events entry
+    # names the task, so the record read fails.
+    waiter = Waiter(lambda: producer.wait("acme", "t-4", 30))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    registered_once(r, prefix)
+    r.delete(f"{prefix}:{{acme}}:task:t-4")
+    r.set(f"{prefix}:{{acme}}:task:t-4", "not a hash")
+    r.xadd(f"{prefix}:{{acme}}:events", {"task": "t-4", "state": "done", "entry": ""})
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        waiter.result(10)
+    assert registrations(r, prefix) == {}, "unregistered after an exception"
+
+    fleet.done(r, prefix, "acme", "t-5", '"early"')
+    assert producer.wait("acme", "t-5", 30).output == "early"
+    assert registrations(r, prefix) == {}, "unregistered after a task finished already"
+    assert calls(r, "zadd") - zadds >= 5, "every wait registered"
+
+    waiters = fleet.waiters(prefix, "acme")
+    now = server_ms(r)
+    r.zadd(waiters, {"stale": now - 1, "other": now + 60_000})
+    producer.enqueue("acme", "k", 6, task_id="t-6")
+    waiter = Waiter(lambda: producer.wait("acme", "t-6", 30))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    got = registrations(r, prefix)
+    assert "stale" not in got, "a stale registration is dropped"
+    assert got.pop("other") == now + 60_000, "a live one of another waiter stays"
+    assert len(got) == 1
+    fleet.done(r, prefix, "acme", "t-6", "6")
+    assert waiter.result(10).output == 6
+    assert registrations(r, prefix) == {"other": now + 60_000}
+    producer.close()
+
+
+def test_a_finish_without_waiters_writes_no_event(redis_server: RedisServer, prefix: str) -> None:
+    """The stand-in finish (as the fleet's scripts) writes the events entry only while the
+    waiters ZSET holds a live registration; the record is written either way, and a wait
+    started later finds it there."""
+    r = redis_server.client()
+    events = f"{prefix}:{{acme}}:events"
+    waiters = fleet.waiters(prefix, "acme")
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    for n in range(1, 4):
+        producer.enqueue("acme", "k", n, task_id=f"t-{n}")
+
+    assert not fleet.done(r, prefix, "acme", "t-1", '"quiet"')
+    assert r.xlen(events) == 0, "nobody waits: no events entry"
+    assert r.hget(f"{prefix}:{{acme}}:task:t-1", "state") == "done"
+    r.zadd(waiters, {"gone": server_ms(r) - 1})
+    assert not fleet.dead_letter(r, prefix, "acme", "t-2", cls="x", error="y", dlq="1-1")
+    assert r.xlen(events) == 0, "an expired registration is nobody"
+    assert producer.wait("acme", "t-1", 5).output == "quiet"
+    with pytest.raises(TaskFailed):
+        producer.wait("acme", "t-2", 5)
+    assert r.xlen(events) == 0
+    assert registrations(r, prefix) == {}, "the waits dropped the stale one and their own"
+
+    r.zadd(waiters, {"live": server_ms(r) + 15_000})
+    assert fleet.done(r, prefix, "acme", "t-3", '"heard"')
+    assert r.xlen(events) == 1
+    entries: Any = r.xrange(events)
+    assert entries[0][1] == {"task": "t-3", "state": "done", "entry": "1-1"}
+    producer.close()
+
+
+def test_wait_refreshes_its_registration_every_slice(
+    redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each blocking slice the registration is pushed to 15 s past the server's now
+    (estimated from the clock read once at the start: one TIME per wait), sync and async."""
+    monkeypatch.setattr(redrive.records, "WAIT_SLICE_S", 0.3)
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    producer.enqueue("acme", "k", 1, task_id="t-1")
+    times, xreads = calls(r, "time"), calls(r, "xread")
+    waiter = Waiter(lambda: producer.wait("acme", "t-1", 1.6))
+    until(lambda: blocked_readers(r) == 1, what="the waiter to block")
+    first = registered_once(r, prefix)
+    time.sleep(0.8)
+    later = registered_once(r, prefix)
+    assert later - first >= 400, "refreshed while waiting"
+    with pytest.raises(WaitTimeout):
+        waiter.result(10)
+    assert calls(r, "xread") - xreads >= 5, "slices of 0.3 s"
+    # The two registered_once calls read the clock too.
+    assert calls(r, "time") - times == 1 + 2, "the wait reads the server's clock once"
+    assert registrations(r, prefix) == {}
+    producer.close()
+
+    async def scenario() -> tuple[float, float]:
+        aproducer = AsyncProducer(redis_server.url, key_prefix=prefix)
+        try:
+            waiting = asyncio.create_task(aproducer.wait("acme", "t-1", 1.6))
+            while blocked_readers(r) == 0:
+                await asyncio.sleep(0.01)
+            first = registered_once(r, prefix)
+            await asyncio.sleep(0.8)
+            later = registered_once(r, prefix)
+            with pytest.raises(WaitTimeout):
+                await waiting
+            return first, later
+        finally:
+            await aproducer.aclose()
+            await aproducer.redis.aclose()
+
+    first, later = asyncio.run(scenario())
+    assert later - first >= 400
+    assert registrations(r, prefix) == {}
+
+
+def test_async_wait_registers_while_it_waits(redis_server: RedisServer, prefix: str) -> None:
+    """As the sync wait: registered while waiting, unregistered after a result, a failure, a
+    timeout and a cancellation."""
+    r = redis_server.client()
+
+    async def blocked() -> None:
+        deadline = time.monotonic() + 10
+        while blocked_readers(r) == 0:
+            assert time.monotonic() < deadline, "the waiter did not block"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        producer = AsyncProducer(redis_server.url, key_prefix=prefix)
+        try:
+            for n in range(1, 5):
+                await producer.enqueue("acme", "k", n, task_id=f"t-{n}")
+
+            waiting = asyncio.create_task(producer.wait("acme", "t-1", 30))
+            await blocked()
+            registered_once(r, prefix)
+            assert fleet.done(r, prefix, "acme", "t-1", '"ok"')
+            assert (await asyncio.wait_for(waiting, 5)).output == "ok"
+            assert registrations(r, prefix) == {}, "unregistered after a result"
+
+            waiting = asyncio.create_task(producer.wait("acme", "t-2", 30))
+            await blocked()
+            registered_once(r, prefix)
+            fleet.dead_letter(r, prefix, "acme", "t-2", cls="c", error="e", dlq="1-2")
+            with pytest.raises(TaskFailed):
+                await asyncio.wait_for(waiting, 5)
+            assert registrations(r, prefix) == {}, "unregistered after a failure"
+
+            waiting = asyncio.create_task(producer.wait("acme", "t-3", 0.5))
+            await blocked()
+            registered_once(r, prefix)
+            with pytest.raises(WaitTimeout):
+                await asyncio.wait_for(waiting, 5)
+            assert registrations(r, prefix) == {}, "unregistered after a timeout"
+
+            waiting = asyncio.create_task(producer.wait("acme", "t-4", 30))
+            await blocked()
+            registered_once(r, prefix)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert registrations(r, prefix) == {}, "unregistered after a cancellation"
+            assert not fleet.done(r, prefix, "acme", "t-4", "4"), "nobody waits any more"
+        finally:
+            await producer.aclose()
+            await producer.redis.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_wait_survives_a_redis_restart(own_redis: OwnRedis, prefix: str) -> None:
     """Redis is killed mid-wait and restarted empty on the same port (no persistence, so the
     record is gone). ``wait`` reconnects and keeps waiting: a task finishing after the
@@ -295,6 +519,7 @@ def test_wait_survives_a_redis_restart(own_redis: OwnRedis, prefix: str) -> None
     r = own_redis.server.client()
     until(lambda: blocked_readers(r) == 1, what="the waiter to block on the new server")
     assert waiter.thread.is_alive()
+    registered_once(r, prefix)  # registered again on the new (empty) server
     # The producer's own client reconnects too: enqueue again (a fresh record) and finish.
     assert producer.enqueue("acme", "k", 1, task_id="t-1").duplicate is None
     fleet.done(r, prefix, "acme", "t-1", '"after the restart"')

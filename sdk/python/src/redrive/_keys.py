@@ -2,7 +2,7 @@
 
 Every key of a tenant carries the tenant in braces (``{prefix}:{<tenant>}:…``): a Redis
 Cluster hash tag, so a script touching the lane, a task's record, the record index, the events
-stream and the stats buckets of one tenant runs on one slot.
+stream, the waiters and the stats buckets of one tenant runs on one slot.
 """
 
 from __future__ import annotations
@@ -100,8 +100,16 @@ def tasks_key(prefix: str, tenant: str) -> str:
 
 def events_key(prefix: str, tenant: str) -> str:
     """The tenant's events stream ``{prefix}:{<tenant>}:events``: one entry (``task``,
-    ``state``, ``entry``) per task that finishes; what ``wait`` blocks on."""
+    ``state``, ``entry``) per task that finishes while someone waits (see
+    :func:`waiters_key`); what ``wait`` blocks on."""
     return f"{prefix}:{{{tenant}}}:events"
+
+
+def waiters_key(prefix: str, tenant: str) -> str:
+    """The tenant's waiters: the ZSET ``{prefix}:{<tenant>}:waiters`` (member a waiter's
+    unique id, score when its registration expires, ms by the Redis server's clock). The
+    fleet writes an events entry for a finish only while it holds a live member."""
+    return f"{prefix}:{{{tenant}}}:waiters"
 
 
 def stats_prefix(prefix: str, tenant: str) -> str:

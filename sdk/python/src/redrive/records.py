@@ -7,17 +7,22 @@ task is): its state, kind, attempt, times, the member that ran it, each start an
 last failure, the dead-letter id, the replay links and the handler's output. A finished record
 expires after the fleet's ``tasks.retention``, except while its dead letter exists.
 
-Every task that finishes (done, dead-lettered, expired, resolved, discarded) also gets one
-entry in the tenant's events stream ``{prefix}:{<tenant>}:events`` (fields ``task``,
-``state``, ``entry``). ``wait`` blocks on that stream (``XREAD BLOCK``) instead of polling.
+A task that finishes (done, dead-lettered, expired, resolved, discarded) while someone waits
+gets one entry in the tenant's events stream ``{prefix}:{<tenant>}:events`` (fields ``task``,
+``state``, ``entry``). ``wait`` blocks on that stream (``XREAD BLOCK``) instead of polling; it
+registers in the tenant's waiters ZSET ``{prefix}:{<tenant>}:waiters`` (member a unique id,
+score when the registration expires, ms by the server's clock) for as long as it waits, so
+that the fleet publishes finishes only while someone listens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,7 +35,7 @@ import redis.asyncio.retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._keys import check_prefix, check_task_id, check_tenant, events_key, task_key
+from ._keys import check_prefix, check_task_id, check_tenant, events_key, task_key, waiters_key
 from .errors import TaskFailed, WaitTimeout
 
 
@@ -108,6 +113,10 @@ WAIT_CONNECT_TIMEOUT_S = 2.0
 WAIT_BACKOFF_S = 0.05
 #: The longest pause between reconnects while waiting.
 WAIT_BACKOFF_MAX_S = 1.0
+#: How long a wait's registration in the waiters ZSET lasts, ms by the server's clock. It is
+#: refreshed before each blocking slice (at most :data:`WAIT_SLICE_S` apart), so it lapses only
+#: for a waiter gone without its ``ZREM``.
+WAIT_REGISTRATION_MS = 15_000
 
 
 @dataclass(frozen=True)
@@ -362,6 +371,35 @@ def _block_ms(remaining: float) -> int:
     return max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
 
 
+def _record(tenant: str, task_id: str, raw: Mapping[Any, Any] | None) -> TaskRecord | None:
+    return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
+
+
+class _Registration:
+    """A wait's member in the tenant's waiters ZSET: a unique id, scored with when it expires
+    by the server's clock. The clock is read once per (re)connect (``TIME``); in between it is
+    estimated from the offset to the local monotonic clock."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.member = uuid.uuid4().hex
+        self.sent = False
+        self._offset_ms = 0.0
+
+    def clock(self, reply: Any) -> int:
+        """Takes ``TIME``'s reply (seconds, microseconds); returns the server's now in ms."""
+        now = int(reply[0]) * 1000 + int(reply[1]) // 1000
+        self._offset_ms = now - time.monotonic() * 1000
+        return now
+
+    def expiry(self, now: int | None = None) -> dict[str, int]:
+        """The ``ZADD`` mapping: the member, expiring :data:`WAIT_REGISTRATION_MS` after
+        ``now`` (the server's now as estimated when ``None``)."""
+        if now is None:
+            now = int(time.monotonic() * 1000 + self._offset_ms)
+        return {self.member: now + WAIT_REGISTRATION_MS}
+
+
 def _settle(record: TaskRecord, raise_on_failure: bool) -> TaskRecord:
     if record.failed and raise_on_failure:
         raise TaskFailed(record)
@@ -451,7 +489,9 @@ class TaskReader(_ReaderBase):
 
         Returns at once when the task has already finished. Otherwise it blocks on the
         tenant's events stream (slices of at most 5 s, re-reading the record after each slice
-        and after each events entry that names the task), never polling in a tight loop. A
+        and after each events entry that names the task), never polling in a tight loop. It
+        registers in the tenant's waiters ZSET first (the fleet publishes finishes only while
+        someone waits), refreshes that before each slice and removes it when it ends. A
         lost connection (a Redis restart) is retried until the deadline; a record lost with a
         Redis that restarted without persistence is waited for until the deadline, then
         reported as ``"no record"``.
@@ -461,50 +501,71 @@ class TaskReader(_ReaderBase):
         deadline = time.monotonic() + timeout
         events = events_key(self.key_prefix, tenant)
         r = self._wait_client()
-        cursor: str | None = None
-        record: TaskRecord | None = None
-        looked = False
-        looked_at = 0.0
-        error: Exception | None = None
-        pause = WAIT_BACKOFF_S
-        while True:
-            try:
-                if cursor is None:
-                    # The last events id first, then the record: a finish after the read is
-                    # an entry after the cursor, so it cannot slip between the two.
-                    cursor = _last_id(r.xrevrange(events, "+", "-", count=1))
-                    record = self._read(r, tenant, task_id, key)
-                    looked, error, pause = True, None, WAIT_BACKOFF_S
-                    looked_at = time.monotonic()
-                    if record is not None and record.finished:
-                        return _settle(record, raise_on_failure)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                reply = r.xread(
-                    {events: cursor}, count=WAIT_EVENTS_BATCH, block=_block_ms(remaining)
-                )
-                # A slice with no entry, or one slice's time without an entry naming the
-                # task (a busy tenant): look at the record again.
-                hit = not reply or time.monotonic() - looked_at >= WAIT_SLICE_S
-                for entry_id, fields in _entries(reply):
-                    cursor = entry_id
-                    hit = hit or _names_task(fields, task_id)
-                if hit:
-                    record = self._read(r, tenant, task_id, key)
-                    looked_at = time.monotonic()
-                    if record is not None and record.finished:
-                        return _settle(record, raise_on_failure)
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                # Reconnect (the next command does) and start over from a fresh cursor: a
-                # restarted server may have a new events stream.
-                error, cursor = e, None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                time.sleep(min(pause, remaining))
-                pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
-        raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
+        reg = _Registration(waiters_key(self.key_prefix, tenant))
+        try:
+            cursor: str | None = None
+            record: TaskRecord | None = None
+            looked = False
+            looked_at = 0.0
+            error: Exception | None = None
+            pause = WAIT_BACKOFF_S
+            while True:
+                try:
+                    if cursor is None:
+                        # Register (and drop the stale registrations), then the last events id,
+                        # then the record, in this order: a finish before the registration shows
+                        # in the record; one after it writes an events entry, after the cursor
+                        # or, when before it, also before the record read.
+                        now = reg.clock(r.time())
+                        pipe = r.pipeline(transaction=False)
+                        pipe.zadd(reg.key, reg.expiry(now))
+                        pipe.zremrangebyscore(reg.key, "-inf", f"({now}")
+                        pipe.xrevrange(events, "+", "-", count=1)
+                        pipe.hgetall(key)
+                        reg.sent = True
+                        replies = pipe.execute()
+                        cursor = _last_id(replies[2])
+                        record = _record(tenant, task_id, replies[3])
+                        looked, error, pause = True, None, WAIT_BACKOFF_S
+                        looked_at = time.monotonic()
+                        if record is not None and record.finished:
+                            return _settle(record, raise_on_failure)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    # Refresh the registration in the slice's round trip, ahead of its XREAD.
+                    pipe = r.pipeline(transaction=False)
+                    pipe.zadd(reg.key, reg.expiry())
+                    block = _block_ms(remaining)
+                    pipe.xread({events: cursor}, count=WAIT_EVENTS_BATCH, block=block)
+                    reply = pipe.execute()[1]
+                    # A slice with no entry, or one slice's time without an entry naming the
+                    # task (a busy tenant): look at the record again.
+                    hit = not reply or time.monotonic() - looked_at >= WAIT_SLICE_S
+                    for entry_id, fields in _entries(reply):
+                        cursor = entry_id
+                        hit = hit or _names_task(fields, task_id)
+                    if hit:
+                        record = _record(tenant, task_id, r.hgetall(key))
+                        looked_at = time.monotonic()
+                        if record is not None and record.finished:
+                            return _settle(record, raise_on_failure)
+                except (redis.ConnectionError, redis.TimeoutError) as e:
+                    # Reconnect (the next command does) and start over, registering again, from a
+                    # fresh cursor: a restarted server has lost the registration and may have a
+                    # new events stream.
+                    error, cursor = e, None
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
+            raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
+        finally:
+            if reg.sent:
+                # Best effort: a registration left behind lapses on its own.
+                with contextlib.suppress(redis.RedisError, OSError):
+                    r.zrem(reg.key, reg.member)
 
     def _wait_client(self) -> redis.Redis:
         if self._waiter is None:
@@ -567,44 +628,60 @@ class AsyncTaskReader(_ReaderBase):
         deadline = time.monotonic() + timeout
         events = events_key(self.key_prefix, tenant)
         r = self._wait_client()
-        cursor: str | None = None
-        record: TaskRecord | None = None
-        looked = False
-        looked_at = 0.0
-        error: Exception | None = None
-        pause = WAIT_BACKOFF_S
-        while True:
-            try:
-                if cursor is None:
-                    cursor = _last_id(await r.xrevrange(events, "+", "-", count=1))
-                    record = await self._read(r, tenant, task_id, key)
-                    looked, error, pause = True, None, WAIT_BACKOFF_S
-                    looked_at = time.monotonic()
-                    if record is not None and record.finished:
-                        return _settle(record, raise_on_failure)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                reply = await r.xread(
-                    {events: cursor}, count=WAIT_EVENTS_BATCH, block=_block_ms(remaining)
-                )
-                hit = not reply or time.monotonic() - looked_at >= WAIT_SLICE_S
-                for entry_id, fields in _entries(reply):
-                    cursor = entry_id
-                    hit = hit or _names_task(fields, task_id)
-                if hit:
-                    record = await self._read(r, tenant, task_id, key)
-                    looked_at = time.monotonic()
-                    if record is not None and record.finished:
-                        return _settle(record, raise_on_failure)
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                error, cursor = e, None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                await asyncio.sleep(min(pause, remaining))
-                pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
-        raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
+        reg = _Registration(waiters_key(self.key_prefix, tenant))
+        try:
+            cursor: str | None = None
+            record: TaskRecord | None = None
+            looked = False
+            looked_at = 0.0
+            error: Exception | None = None
+            pause = WAIT_BACKOFF_S
+            while True:
+                try:
+                    if cursor is None:
+                        now = reg.clock(await r.time())
+                        pipe = r.pipeline(transaction=False)
+                        pipe.zadd(reg.key, reg.expiry(now))
+                        pipe.zremrangebyscore(reg.key, "-inf", f"({now}")
+                        pipe.xrevrange(events, "+", "-", count=1)
+                        pipe.hgetall(key)
+                        reg.sent = True
+                        replies = await pipe.execute()
+                        cursor = _last_id(replies[2])
+                        record = _record(tenant, task_id, replies[3])
+                        looked, error, pause = True, None, WAIT_BACKOFF_S
+                        looked_at = time.monotonic()
+                        if record is not None and record.finished:
+                            return _settle(record, raise_on_failure)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    pipe = r.pipeline(transaction=False)
+                    pipe.zadd(reg.key, reg.expiry())
+                    block = _block_ms(remaining)
+                    pipe.xread({events: cursor}, count=WAIT_EVENTS_BATCH, block=block)
+                    reply = (await pipe.execute())[1]
+                    hit = not reply or time.monotonic() - looked_at >= WAIT_SLICE_S
+                    for entry_id, fields in _entries(reply):
+                        cursor = entry_id
+                        hit = hit or _names_task(fields, task_id)
+                    if hit:
+                        record = _record(tenant, task_id, await r.hgetall(key))
+                        looked_at = time.monotonic()
+                        if record is not None and record.finished:
+                            return _settle(record, raise_on_failure)
+                except (redis.ConnectionError, redis.TimeoutError) as e:
+                    error, cursor = e, None
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    await asyncio.sleep(min(pause, remaining))
+                    pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
+            raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
+        finally:
+            if reg.sent:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await r.zrem(reg.key, reg.member)
 
     def _wait_client(self) -> redis.asyncio.Redis:
         if self._waiter is None:
