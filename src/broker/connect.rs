@@ -69,6 +69,9 @@ pub struct Broker {
     pub(super) connect_timeout: Duration,
     /// Response timeout of non-blocking commands.
     pub(super) response_timeout: Duration,
+    /// Whether enqueue.lua is known to be in the server's script cache (set by a load, cleared
+    /// by a NOSCRIPT answer): an enqueue then sends no SCRIPT LOAD of its ~10 KiB text.
+    pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -109,6 +112,7 @@ impl Broker {
             group: group.into(),
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
+            enqueue_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         broker.ping().await?;
         Ok(broker)

@@ -3,6 +3,7 @@
 //! the fleet's consumer group on each lane, blocking reads on a dedicated connection
 //! ([`LaneReader`]), and what a lane holds (length, pending, one entry, the depth figures).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,9 +153,9 @@ impl Broker {
     ///
     /// With records on (`records.enabled`) each task is one `enqueue.lua` (append + record,
     /// or a duplicate refused when `records.dedup_for(tenant)`); the script is loaded at the
-    /// head of the pipeline, and the tasks the server answered NOSCRIPT for (its script cache
-    /// was flushed between the load and the call: nothing of them ran) are sent again, after
-    /// another load, once the round is over. Only then can the lane order differ from the
+    /// head of the first pipeline of this broker (and of any after a NOSCRIPT), and the tasks
+    /// the server answered NOSCRIPT for (a restarted server, or its script cache flushed:
+    /// nothing of them ran) are sent again, after another load, once the round is over. Only then can the lane order differ from the
     /// batch's (and of a task_id given twice, the later one be the one appended). With
     /// records off each task is a plain XADD.
     pub(crate) async fn enqueue(
@@ -189,7 +190,11 @@ impl Broker {
         while !todo.is_empty() {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            pipe.load_script(&scripts().enqueue);
+            // Loaded once per broker, and again after a NOSCRIPT answer.
+            let load = !self.enqueue_loaded.load(Ordering::Relaxed);
+            if load {
+                pipe.load_script(&scripts().enqueue);
+            }
             if round == 0 {
                 pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
             }
@@ -197,7 +202,7 @@ impl Broker {
                 pipe.invoke_script(&self.enqueue_invocation(&tasks[i], records));
             }
             let mut replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
-            let head = if round == 0 { 2 } else { 1 };
+            let head = usize::from(load) + usize::from(round == 0);
             if replies.len() != head + todo.len() {
                 return Err(Error::Protocol(format!(
                     "a pipelined enqueue of {} tasks answered {} replies",
@@ -225,6 +230,8 @@ impl Broker {
             if !refusals.is_empty() {
                 return Err(refused_in_part(&refusals, tasks.len() + 2));
             }
+            self.enqueue_loaded
+                .store(again.is_empty(), Ordering::Relaxed);
             stalled = if again.len() == todo.len() {
                 stalled + 1
             } else {
