@@ -4,6 +4,9 @@
 //! reads a record back.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::handler::glob_match;
 
 /// Where a task is, as its record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,6 +229,118 @@ impl TaskRecord {
     /// A numeric field.
     pub fn number(&self, name: &str) -> Option<u64> {
         self.fields.get(name)?.parse().ok()
+    }
+}
+
+/// One validated override.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TaskOverride {
+    pub(crate) tenant: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) retention: Option<Duration>,
+    pub(crate) store_output: Option<bool>,
+    pub(crate) dedup: Option<bool>,
+}
+
+impl TaskOverride {
+    fn matches(&self, tenant: &str, kind: Option<&str>) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+            && match (&self.kind, kind) {
+                (None, _) => true,
+                (Some(p), Some(k)) => glob_match(p, k),
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// Validated `[tasks]` (config/tasks.rs reads it): whether records are kept, for how long, how
+/// much of a result, and duplicate refusal, with per tenant and kind overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TasksSettings {
+    /// Whether records are written.
+    pub enabled: bool,
+    /// Default retention of finished records.
+    pub retention: Duration,
+    /// The most bytes of output a record keeps (longer outputs are cut, with a marker and
+    /// `output_truncated = 1`).
+    pub max_output_bytes: usize,
+    /// Default duplicate refusal.
+    pub dedup: bool,
+    pub(crate) overrides: Vec<TaskOverride>,
+}
+
+impl Default for TasksSettings {
+    fn default() -> Self {
+        TasksSettings {
+            enabled: true,
+            retention: Duration::from_secs(86_400),
+            max_output_bytes: 64 * 1024,
+            dedup: true,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl TasksSettings {
+    /// How long a finished record of `kind` in `tenant` is kept.
+    pub fn retention_for(&self, tenant: &str, kind: &str) -> Duration {
+        self.overrides
+            .iter()
+            .filter(|o| o.matches(tenant, Some(kind)))
+            .find_map(|o| o.retention)
+            .unwrap_or(self.retention)
+    }
+
+    /// `tenant`'s retention rules as the index sweep applies them in Redis: the kind globs
+    /// with their retention in order (first match wins), then the retention of every other
+    /// kind. Equivalent to [`TasksSettings::retention_for`] for each kind.
+    pub fn retention_rules(&self, tenant: &str) -> (Vec<(String, Duration)>, Duration) {
+        let mut rules = Vec::new();
+        for o in &self.overrides {
+            let Some(r) = o.retention else { continue };
+            if o.tenant.as_deref().is_some_and(|t| t != tenant) {
+                continue;
+            }
+            match &o.kind {
+                Some(glob) => rules.push((glob.clone(), r)),
+                None => return (rules, r),
+            }
+        }
+        (rules, self.retention)
+    }
+
+    /// The shortest retention any override (or the default) gives: an index entry older than
+    /// this may belong to an expired record, so the index sweep looks at it.
+    pub fn shortest_retention(&self) -> Duration {
+        self.overrides
+            .iter()
+            .filter_map(|o| o.retention)
+            .chain([self.retention])
+            .min()
+            .unwrap_or(self.retention)
+    }
+
+    /// Whether the output of a task of `kind` in `tenant` is kept in its record.
+    pub fn stores_output(&self, tenant: &str, kind: &str) -> bool {
+        self.enabled
+            && self
+                .overrides
+                .iter()
+                .filter(|o| o.matches(tenant, Some(kind)))
+                .find_map(|o| o.store_output)
+                .unwrap_or(true)
+    }
+
+    /// Whether `tenant` refuses duplicates (producer side: a live task_id is not enqueued
+    /// again; member side: an entry whose task is already done is acked without running).
+    pub fn dedup_for(&self, tenant: &str) -> bool {
+        self.enabled
+            && self
+                .overrides
+                .iter()
+                .filter(|o| o.matches(tenant, None))
+                .find_map(|o| o.dedup)
+                .unwrap_or(self.dedup)
     }
 }
 

@@ -15,9 +15,9 @@ use super::error::{bounded, is_code, pipeline_refused, refused, refused_in_part}
 use super::reply::{self, Entry};
 use super::scripts::scripts;
 use super::stats::stats_keep_ms;
-use crate::config::TasksSettings;
 use crate::error::{Error, Result};
 use crate::records::TaskState;
+use crate::records::TasksSettings;
 use crate::task::Task;
 
 /// One tenant's depth figures, read together.

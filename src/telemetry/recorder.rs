@@ -67,7 +67,9 @@ fn build_prometheus(
     for result in ["recorded", "fenced", "failed"] {
         metrics::counter!(names::STEP_RECORDS, "result" => result).increment(0);
     }
-    crate::telemetry::events::task_records::register();
+    for found in ["record", "located", "none"] {
+        metrics::counter!(names::TASK_LOOKUPS, "found" => found).increment(0);
+    }
     Ok(handle)
 }
 

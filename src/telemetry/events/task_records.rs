@@ -44,10 +44,3 @@ pub fn sweep_failed(tenant: &str, error: &crate::Error) {
 pub fn lookup(found: &'static str) {
     metrics::counter!(names::TASK_LOOKUPS, "found" => found).increment(1);
 }
-
-/// Registers the lookup series at 0, so they exist before the first lookup.
-pub(crate) fn register() {
-    for found in ["record", "located", "none"] {
-        metrics::counter!(names::TASK_LOOKUPS, "found" => found).increment(0);
-    }
-}
