@@ -99,7 +99,7 @@ mod tests {
                     super::producer::duplicate_refused("t", "t-1", crate::TaskState::Done, "1-0")
                 }),
                 "redrive::producer",
-                Level::INFO,
+                Level::DEBUG,
             ),
         ];
         for (emit, target, level) in cases {

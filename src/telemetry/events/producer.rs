@@ -10,9 +10,11 @@ use crate::telemetry::recorder::tenant_label;
 const TARGET: &str = "redrive::producer";
 
 /// An enqueue of `task_id` in `tenant` was refused: the task_id has a live record in `state`
-/// (its entry `entry`); nothing was appended.
+/// (its entry `entry`); nothing was appended. Counted, and logged at debug only: the caller gets
+/// each duplicate back (`Enqueued::duplicate`, `redrive enqueue` prints it), and a producer
+/// retrying a batch must not flood the log with one line per task.
 pub fn duplicate_refused(tenant: &str, task_id: &str, state: TaskState, entry: &str) {
-    tracing::info!(target: TARGET, tenant = %tenant, task_id = %task_id, state = state.as_str(), entry_id = %entry, "duplicate task_id not enqueued: it has a live record");
+    tracing::debug!(target: TARGET, tenant = %tenant, task_id = %task_id, state = state.as_str(), entry_id = %entry, "duplicate task_id not enqueued: it has a live record");
     metrics::counter!(names::DUPLICATES, "tenant" => tenant_label(tenant), "side" => "producer")
         .increment(1);
 }
