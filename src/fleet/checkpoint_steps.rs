@@ -319,6 +319,46 @@ async fn only_the_entry_owner_records_steps() {
     assert_eq!(b.steps_keys().await.unwrap(), 1);
 }
 
+/// A retry item that is not a JSON array (no redrive writer makes one) cannot carry the steps;
+/// its entry's steps hash is deleted with the entry all the same, never left behind.
+#[tokio::test]
+async fn an_unreadable_retry_item_does_not_leave_its_steps_hash_behind() {
+    let env = env().await;
+    Producer::new(env.broker.clone(), &env.settings)
+        .enqueue(NewTask::new(TENANT, "triage", json!({})).with_task_id("t-u"))
+        .await
+        .unwrap();
+    env.broker.ensure_group(TENANT).await.unwrap();
+    let ids = env.deliver(MEMBER, 1).await;
+    let b = &env.broker;
+    b.record_steps(
+        TENANT,
+        MEMBER,
+        &ids[0],
+        &[StepWrite::Done(step("draft", json!(1), false))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.steps_keys().await.unwrap(), 1);
+    let item = RetryItem {
+        entry_id: ids[0].clone(),
+        delay: Duration::ZERO,
+        member: "not a JSON array".into(),
+        ..RetryItem::new(&ids[0], Duration::ZERO, &[("task_id", "t-u".to_owned())]).unwrap()
+    };
+    let due = b
+        .schedule_retries(TENANT, MEMBER, &[item], true)
+        .await
+        .unwrap();
+    assert!(due[0].is_some(), "scheduled as it is");
+    assert_eq!(
+        b.steps_keys().await.unwrap(),
+        0,
+        "no steps hash left behind"
+    );
+    assert_eq!(b.lane_len(TENANT).await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
     let env = env().await;

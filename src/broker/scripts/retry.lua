@@ -54,8 +54,11 @@ for i = 4, #ARGV, 7 do
         -- Strings only (field names and values): nothing is rounded by the round trip.
         fold_steps(flat, rec)
         member = cjson.encode(flat)
-        steps[#steps + 1] = key
       end
+      -- Deleted with the entry either way: a member that is not a JSON array cannot carry the
+      -- steps, and promote.lua turns it into an unreadable_retry dead letter anyway; kept, the
+      -- hash would outlive its entry forever.
+      steps[#steps + 1] = key
     end
     out[#out + 1] = due
     owned[#owned + 1] = id
