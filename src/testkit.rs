@@ -244,6 +244,7 @@ impl BrokerExt for Broker {
                     task_id: "",
                     attempt: 1,
                     kind: "",
+                    recorded: false,
                 })
                 .collect();
             let records = crate::broker::StartRecords::default();

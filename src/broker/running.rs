@@ -36,6 +36,9 @@ pub struct StartEntry<'a> {
     pub attempt: u32,
     /// The task's kind.
     pub kind: &'a str,
+    /// Whether the entry carries `recorded` (its record was written when it was appended): its
+    /// start marks the record running without reading it.
+    pub recorded: bool,
 }
 
 /// How a start treats task records (lib/record.lua).
@@ -93,7 +96,11 @@ pub(super) fn flag(on: bool) -> &'static str {
 /// The start scripts' quadruples: entry id, task_id, attempt, kind.
 fn start_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[StartEntry<'_>]) {
     for e in entries {
-        inv.arg(e.id).arg(e.task_id).arg(e.attempt).arg(e.kind);
+        inv.arg(e.id)
+            .arg(e.task_id)
+            .arg(e.attempt)
+            .arg(e.kind)
+            .arg(if e.recorded { "1" } else { "0" });
     }
 }
 

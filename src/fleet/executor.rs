@@ -196,6 +196,7 @@ impl Starter {
                                         task_id: &a.task.task_id,
                                         attempt: a.task.attempt,
                                         kind: &a.task.kind,
+                                        recorded: a.task.recorded,
                                     })
                                     .collect();
                                 let records = StartRecords {

@@ -58,6 +58,7 @@ fn mk<'a>(id: &'a str, task_id: &'a str) -> StartEntry<'a> {
         task_id,
         attempt: 1,
         kind: "triage",
+        recorded: false,
     }
 }
 
@@ -290,6 +291,7 @@ async fn a_task_taken_over_after_a_crash_runs_on_the_new_member_then_is_done() {
                 task_id: "t-c",
                 attempt: 1,
                 kind: "triage",
+                recorded: false,
             }],
             StartRecords {
                 on: true,
@@ -472,6 +474,7 @@ async fn a_redelivery_after_a_lost_ack_is_acked_as_a_duplicate_without_running()
         task_id: "t-l",
         attempt: 1,
         kind: "triage",
+        recorded: false,
     };
     assert_eq!(
         b.start(TENANT, "slow", &[entry], on).await.unwrap().started,

@@ -68,6 +68,11 @@ pub mod field {
     /// Reserved (written by redrive): the lane entry a retry or deferral was scheduled from.
     /// Read and ignored; it keeps two schedule items of identical tasks apart.
     pub const FROM_ENTRY: &str = "from_entry";
+    /// Reserved (written by redrive's scripts): `1` when the script that appended the entry
+    /// wrote its task record too (enqueue.lua, promote.lua, replay.lua), so a fresh start of
+    /// the entry need not read the record. Read as a flag ([`super::Task::recorded`]), never
+    /// carried.
+    pub const RECORDED: &str = "recorded";
     /// Reserved (written by redrive): in a dead letter, the producer's own fields as a JSON
     /// object (kept apart from the dead-letter fields so that their names cannot collide).
     pub const EXTRA: &str = "extra";
@@ -76,7 +81,7 @@ pub mod field {
 
     /// Every field name with a meaning to redrive: the contract's fields and the reserved
     /// ones. A producer's own fields must use other names.
-    pub const KNOWN: [&str; 20] = [
+    pub const KNOWN: [&str; 21] = [
         TASK_ID,
         TENANT,
         KIND,
@@ -95,6 +100,7 @@ pub mod field {
         REPLAYED_BY,
         EXTRA_DROPPED,
         FROM_ENTRY,
+        RECORDED,
         EXTRA,
         UNREADABLE_RETRY,
     ];
@@ -468,6 +474,7 @@ impl NewTask {
             replayed_by: None,
             extra: self.extra.into_iter().collect(),
             extra_dropped: None,
+            recorded: false,
         })
     }
 }
@@ -526,6 +533,10 @@ pub struct Task {
     pub extra: Vec<(String, String)>,
     /// Which of the producer's own fields were not carried, and why.
     pub extra_dropped: Option<String>,
+    /// Whether the script that appended this entry wrote the task's record with it (the
+    /// reserved field `recorded`): a fresh start then marks it running without reading it.
+    /// Never written back by [`Task::to_fields`].
+    pub recorded: bool,
 }
 
 /// Why a stream entry could not be read as a task.
@@ -725,6 +736,7 @@ impl Task {
         let mut history: Option<&str> = None;
         let mut replay_of: Option<&str> = None;
         let mut replayed_by: Option<&str> = None;
+        let mut recorded = false;
         let mut extra_dropped: Option<&str> = None;
         let mut extra_json: Option<&str> = None;
         let mut extras = Extras::default();
@@ -750,6 +762,11 @@ impl Task {
                 b"extra_dropped" => &mut extra_dropped,
                 // Written by redrive to keep schedule items apart; nothing to carry.
                 b"from_entry" => continue,
+                // Written by redrive's scripts: a flag of this entry, never carried.
+                b"recorded" => {
+                    recorded = value.as_slice() == b"1";
+                    continue;
+                }
                 b"extra" if source == Source::DeadLetter => &mut extra_json,
                 _ => {
                     if source == Source::Lane {
@@ -890,6 +907,7 @@ impl Task {
             replayed_by: replayed_by.map(str::to_owned),
             extra: extras.kept,
             extra_dropped,
+            recorded,
         })
     }
 }

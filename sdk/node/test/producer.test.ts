@@ -53,12 +53,14 @@ describe("Producer against a real redis-server", () => {
     assert.deepEqual(names, [
       "task_id", "tenant", "kind", "payload", "attempt", "enqueued_at",
       "schema_version", "prompt_version", "trace_id", "deadline", "env", "tool_version",
+      "recorded", // appended by the script: the record was written with the entry
     ]);
     const enqueuedAt = Number(values[5]);
     assert.ok(enqueuedAt >= before && enqueuedAt <= afterMs, "enqueued_at is the enqueue time in ms");
     assert.deepEqual(values, [
       "t-123", "acme", "triage_ticket", '{"ticket":42,"text":"héllo"}', "1", String(enqueuedAt),
       "3", "v7", "0af7651916cd43dd8448eb211c80319c", "1893456000000", "prod", "1.4.2",
+      "1",
     ]);
     assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
     assert.deepEqual((await redis.keys("*")).sort(), [
@@ -75,7 +77,16 @@ describe("Producer against a real redis-server", () => {
     const out = await new Producer(redis).enqueue({ tenant: "acme", kind: "score_lead", payload: 7 });
     assert.match(out.taskId, /^[0-9a-f]{32}$/);
     const [[, flat] = ["", []]] = (await redis.xrange("redrive:{acme}:lane", "-", "+")) as Entry[];
-    assert.deepEqual(flat.filter((_, i) => i % 2 === 0), ["task_id", "tenant", "kind", "payload", "attempt", "enqueued_at"]);
+    // The script appends `recorded`: the record was written with the entry.
+    assert.deepEqual(flat.filter((_, i) => i % 2 === 0), [
+      "task_id",
+      "tenant",
+      "kind",
+      "payload",
+      "attempt",
+      "enqueued_at",
+      "recorded",
+    ]);
     assert.equal(flat[1], out.taskId);
     assert.equal(flat[7], "7");
   });

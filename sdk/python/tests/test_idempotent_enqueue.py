@@ -64,9 +64,11 @@ def test_enqueue_writes_the_task_and_its_record_queued(
     assert not got.is_duplicate
     [(entry_id, fields)] = lane(r, prefix, "acme")
     assert entry_id == got.entry_id
+    # `recorded` (added by the script): the record was written with the entry.
     assert [k for k, _ in fields] == [
-        "task_id", "tenant", "kind", "payload", "attempt", "enqueued_at",
+        "task_id", "tenant", "kind", "payload", "attempt", "enqueued_at", "recorded",
     ]  # fmt: skip
+    assert dict(fields)["recorded"] == "1"
     rec = record(r, prefix, "acme", "t-1")
     enq = rec["enq"]
     assert rec == {

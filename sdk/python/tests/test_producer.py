@@ -52,7 +52,8 @@ def test_enqueue_writes_the_contract_fields_in_the_rust_order(
     [(entry_id, fields)] = lane(r, prefix, "acme")
     assert entry_id == got.entry_id
     names = [k for k, _ in fields]
-    assert names == ["task_id", "tenant", "kind", "payload", "attempt", "enqueued_at"]
+    # The script appends `recorded` (the record was written with the entry).
+    assert names == ["task_id", "tenant", "kind", "payload", "attempt", "enqueued_at", "recorded"]
     values = dict(fields)
     assert values["task_id"] == got.task_id
     assert values["tenant"] == "acme"
@@ -95,6 +96,7 @@ def test_every_optional_field_and_the_own_fields_by_name(
         ("deadline", "1893456000000"),
         ("env", "prod"),
         ("tool_version", "1.4.2"),
+        ("recorded", "1"),
     ]
 
 
@@ -194,7 +196,7 @@ def test_the_async_producer_writes_the_same_entries(redis_server: RedisServer, p
     assert len(entries) == 4
     first = entries[0][1]
     assert [k for k, _ in first] == [
-        "task_id", "tenant", "kind", "payload", "attempt", "enqueued_at", "a", "z",
+        "task_id", "tenant", "kind", "payload", "attempt", "enqueued_at", "a", "z", "recorded",
     ]  # fmt: skip
     assert dict(first)["payload"] == '{"a":2,"b":1}'
     assert dict(lane(r, prefix, "globex")[0][1])["payload"] == "null"

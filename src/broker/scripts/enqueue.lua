@@ -41,10 +41,17 @@ if old[1] then
     return {0, old[1], old[2] or ''}
   end
 end
+-- `recorded`: the record is written with the entry, so its start need not read it (a
+-- producer's own `recorded` field is dropped: the name is reserved).
 local fields = {}
-for i = 6, #ARGV do
-  fields[#fields + 1] = ARGV[i]
+for i = 6, #ARGV, 2 do
+  if ARGV[i] ~= 'recorded' then
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
 end
+fields[#fields + 1] = 'recorded'
+fields[#fields + 1] = '1'
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 if old[1] then
   -- A record replaced (ids reused on purpose, or the old task was resolved or discarded by an

@@ -33,11 +33,29 @@ for _, set in ipairs({KEYS[1], KEYS[3]}) do
   for _, item in ipairs(due) do
     local ok, fields = pcall(cjson.decode, item)
     if ok and type(fields) == 'table' and #fields > 0 and #fields % 2 == 0 then
+      -- `recorded` says whether this script wrote the record with the entry (below): an earlier
+      -- one (a deferred entry's own) does not count.
+      local kept = {}
+      for j = 1, #fields, 2 do
+        if fields[j] ~= 'recorded' then
+          kept[#kept + 1] = fields[j]
+          kept[#kept + 1] = fields[j + 1]
+        end
+      end
+      fields = kept
+      -- Every schedule item carries its task_id (retry items and deferred entries do).
+      local tid = R and entry_task_id(fields, '')
+      if tid == 'x-' then
+        tid = nil
+      end
       fields[#fields + 1] = 'enqueued_at'
       fields[#fields + 1] = ts
+      if tid then
+        fields[#fields + 1] = 'recorded'
+        fields[#fields + 1] = '1'
+      end
       local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
       if R then
-        local tid = entry_task_id(fields, id)
         if tid then
           local attempt = '1'
           for j = 1, #fields, 2 do

@@ -48,17 +48,26 @@ while i <= #ARGV do
   local dlq_id, task_id, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local n = tonumber(ARGV[i + 3])
   if redis.call('XDEL', KEYS[1], dlq_id) == 1 then
+    local key = R and task_id ~= '' and (R.prefix .. task_id)
+    local old = key and redis.call('HMGET', key, 'state', 'dlq', 'replays')
+    local write = old and (not old[1] or old[2] == dlq_id)
     local args = {KEYS[2], '*'}
-    for j = i + 4, i + 3 + n do
-      args[#args + 1] = ARGV[j]
+    for j = i + 4, i + 3 + n, 2 do
+      if ARGV[j] ~= 'recorded' then
+        args[#args + 1] = ARGV[j]
+        args[#args + 1] = ARGV[j + 1]
+      end
+    end
+    if write then
+      -- The record is written with the entry: its start need not read it.
+      args[#args + 1] = 'recorded'
+      args[#args + 1] = '1'
     end
     local id = redis.call('XADD', unpack(args))
     out[#out + 1] = id
     replayed = replayed + 1
-    if R and task_id ~= '' then
-      local key = R.prefix .. task_id
-      local old = redis.call('HMGET', key, 'state', 'dlq', 'replays')
-      if not old[1] or old[2] == dlq_id then
+    if write then
+      do
         local pairs = {
           'entry', id, 'replayed_as', id, 'replay_of', dlq_id,
           'replays', (tonumber(old[3]) or 0) + 1, 'attempt', 1, 'enq', ts,

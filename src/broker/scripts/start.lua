@@ -15,8 +15,9 @@
 -- ARGV[4]  the largest of the ids
 -- ARGV[5]  '1': refuse a task whose record is already `done` (tasks.dedup): such an entry is
 --          not started (its record untouched) and is returned in `duplicates`; '0': run it
--- ARGV[6…] quadruples, one per entry about to start (one batch of the executor's starts):
---          entry id, task_id, attempt, kind
+-- ARGV[6…] quintuples, one per entry about to start (one batch of the executor's starts):
+--          entry id, task_id, attempt, kind, '1' when the entry carries `recorded` (its record
+--          was written with it: marked running without a read, see rec_started) else '0'
 --
 -- Ownership is read with one XPENDING over [smallest, largest] filtered to this consumer
 -- (paged by 1000), as in ack.lua.
@@ -45,7 +46,7 @@ end
 -- Owned ids grouped by their current count (almost always 1: read, never started), in order;
 -- `at` keeps each id's position in ARGV for its record.
 local groups, order, at = {}, {}, {}
-for i = 6, #ARGV, 4 do
+for i = 6, #ARGV, 5 do
   local id = ARGV[i]
   local n = count[id]
   if n then
@@ -74,7 +75,10 @@ for _, n in ipairs(order) do
     for _, id in ipairs(redis.call(unpack(args))) do
       claimed[id] = true
       local k = at[id]
-      if R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
+      if R and ARGV[k + 4] == '1' then
+        rec_started(R, ARGV[k + 1], now, ARGV[2])
+        started[#started + 1] = id
+      elseif R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
           and refuse then
         dups[#dups + 1] = id
       else

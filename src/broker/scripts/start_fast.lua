@@ -11,7 +11,9 @@
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer (this member)
 -- ARGV[3]  '1': refuse a task whose record is already `done` (tasks.dedup, see start.lua)
--- ARGV[4…] quadruples, one per entry about to start: entry id, task_id, attempt, kind
+-- ARGV[4…] quintuples, one per entry about to start: entry id, task_id, attempt, kind, '1'
+--          when the entry carries `recorded` (its record was written with it: marked running
+--          without a read, see rec_started) else '0'
 --
 -- Returns {started, gone, duplicates} as start.lua does: ids not claimed were deleted while
 -- pending (`gone`); `duplicates` are claimed ids whose task is already done (not started).
@@ -23,9 +25,9 @@ local at = {}
 local started, gone, dups = {}, {}, {}
 local now = R and rec_now()
 -- In chunks of at most 1000 ids (Lua's unpack fails beyond a few thousand values).
-for i = 4, #ARGV, 4000 do
+for i = 4, #ARGV, 5000 do
   local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-  for j = i, math.min(i + 3999, #ARGV), 4 do
+  for j = i, math.min(i + 4999, #ARGV), 5 do
     args[#args + 1] = ARGV[j]
     at[ARGV[j]] = j
   end
@@ -36,14 +38,17 @@ for i = 4, #ARGV, 4000 do
   for _, id in ipairs(redis.call(unpack(args))) do
     claimed[id] = true
     local k = at[id]
-    if R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
+    if R and ARGV[k + 4] == '1' then
+      rec_started(R, ARGV[k + 1], now, ARGV[2])
+      started[#started + 1] = id
+    elseif R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
         and refuse then
       dups[#dups + 1] = id
     else
       started[#started + 1] = id
     end
   end
-  for j = i, math.min(i + 3999, #ARGV), 4 do
+  for j = i, math.min(i + 4999, #ARGV), 5 do
     if not claimed[ARGV[j]] then
       gone[#gone + 1] = ARGV[j]
     end

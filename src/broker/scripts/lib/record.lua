@@ -24,8 +24,9 @@
 -- CONTRACT.md), and a script publishes only when one is live (one ZRANGEBYSCORE per script
 -- call, not per task). The waiters key is the events key with 'events' replaced by 'waiters'.
 --
--- Cost: a start reads and writes the record (HMGET + HSET), an end reads, writes and expires it
--- (HMGET + HSET + PEXPIRE); the index is written only when a record is created.
+-- Cost: a fresh start of an entry appended with its record writes it (HSET), any other start
+-- reads and writes it (HMGET + HSET); an end reads, writes and expires it (HMGET + HSET +
+-- PEXPIRE); the index is written only when a record is created.
 --
 -- rec_ctx(prefix, index, events): the record context `R`, or nil when prefix is nil or ''.
 -- rec_now(): the server's clock in ms.
@@ -38,6 +39,10 @@
 --   and that state is 'done' nothing is written (the caller acks the entry as a duplicate). A
 --   previous state 'running' means that run's member died: it goes into the history (r<N>
 --   without an end).
+-- rec_started(R, task_id, now, member): the start of an entry whose record the script that
+--   appended it wrote (its `recorded` field; enqueue.lua, promote.lua, replay.lua): running,
+--   member, started — one HSET, nothing read (the record exists, says queued or replayed with
+--   this entry, and duplicates were refused when it was appended).
 -- rec_end(R, task_id, now, state, outcome, pairs, only_running): the end of the current run:
 --   state, ended, plus `pairs`; a record that says 'running' gets the run into its history
 --   (runs + 1, r<N>:start/member from started/member, r<N>:end, r<N>:outcome). With
@@ -130,6 +135,15 @@ local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_d
   redis.call('HSET', key, 'state', 'running', 'updated', ts, 'entry', entry, 'attempt', attempt,
     'member', member, 'started', ts)
   return old[1]
+end
+
+local function rec_started(R, task_id, now, member)
+  if R == nil then
+    return
+  end
+  local ts = rec_ts(now)
+  redis.call('HSET', R.prefix .. task_id, 'state', 'running', 'updated', ts, 'member', member,
+    'started', ts)
 end
 
 local function rec_end(R, task_id, now, state, outcome, pairs, only_running)
