@@ -20,7 +20,8 @@
 //! | `redrive:{<tenant>}:task:<task_id>` | HASH | a task's record (src/records.rs), expiring after retention |
 //! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by creation     |
 //! | `redrive:{<tenant>}:tasks:sweep` | STRING | the index sweep's cursor (records_sweep.lua)          |
-//! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry), capped            |
+//! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry) while one waits    |
+//! | `redrive:{<tenant>}:waiters`     | ZSET   | registered waiters, scored by their expiry (ms)       |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
 //! | `redrive:{@admin}:commands`      | STREAM | admin commands, read by fleet members through a group |
 //! | `redrive:{@admin}:audit`         | STREAM | every admin command and its outcome (capped)          |

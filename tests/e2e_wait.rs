@@ -199,7 +199,28 @@ async fn three_languages_wait_for_one_result_across_a_member_killed_mid_task() {
 
     // The member dies mid-task; the waiters keep waiting; another member takes it over.
     m1.kill9();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The task stays unfinished for a while (its entry idles, pending at the dead member):
+    // every waiter is still waiting then.
+    let lane = format!("{}:{{{TENANT}}}:lane", env.prefix);
+    eventually(WITHIN, "the dead member's entry to idle 500 ms", || {
+        let lane = &lane;
+        let env = &env;
+        async move {
+            let mut raw = env.raw().await;
+            let p: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(lane)
+                .arg("redrive")
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            p.iter()
+                .any(|(_, who, idle, _)| who == "m1" && *idle >= 500)
+        }
+    })
+    .await;
     for w in &mut waiting {
         assert!(
             w.running(),

@@ -472,20 +472,7 @@ async fn sigkill_at_each_settle_point_loses_nothing() {
         let broker = env.broker().await;
         if *point == "after_claim" {
             // Leave entries pending at a consumer that never comes back, for the reclaim.
-            broker.ensure_group("acme").await.unwrap();
-            let mut raw = env.raw().await;
-            let _: redis::Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("redrive")
-                .arg("ghost")
-                .arg("COUNT")
-                .arg(40)
-                .arg("STREAMS")
-                .arg(format!("{}:{{acme}}:lane", env.prefix))
-                .arg(">")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
+            env.read_as("acme", "ghost", 40).await;
         }
         let hit = if *point == "after_claim" { "1" } else { "2" };
         let failpoint = format!("{point}:{hit}");

@@ -226,20 +226,7 @@ async fn sigkill_at_each_settle_point_leaves_records_that_agree_with_the_tasks()
         let broker = env.broker().await;
         if *point == "after_claim" {
             // Entries pending at a consumer that never comes back, for the reclaim.
-            broker.ensure_group("acme").await.unwrap();
-            let mut raw = env.raw().await;
-            let _: redis::Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("redrive")
-                .arg("ghost")
-                .arg("COUNT")
-                .arg(30)
-                .arg("STREAMS")
-                .arg(format!("{}:{{acme}}:lane", env.prefix))
-                .arg(">")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
+            env.read_as("acme", "ghost", 30).await;
         }
         let hit = if *point == "after_claim" { "1" } else { "2" };
         let failpoint = format!("{point}:{hit}");

@@ -500,8 +500,29 @@ async fn records_live_as_long_as_their_dead_letter_and_the_sweep_ends_trimmed_on
             .any(|l| l.starts_with("redrive_task_records_expired_total{tenant=\"sw\"} 1")),
         "{text}"
     );
-    // Many retentions later, with sweeps in between, the dead letters' records are all there.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Retentions later, with another sweep in between (it removed a second done record written
+    // after the first sweep), the dead letters' records are all there.
+    let now = env.server_time_ms().await;
+    put_record(
+        &env,
+        "sw",
+        "done-2",
+        now,
+        &[("state", "done"), ("kind", "k")],
+    )
+    .await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(key(&env, "sw", "task:done-2"))
+        .arg(1000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "a later sweep removes the second expired record's index entry",
+        || async { !indexed(&env, "sw", "done-2").await },
+    )
+    .await;
     for t in &dead {
         assert_eq!(record(&env, "sw", t).await["state"], "dead_lettered", "{t}");
         assert_eq!(
@@ -542,7 +563,8 @@ async fn records_live_as_long_as_their_dead_letter_and_the_sweep_ends_trimmed_on
     let text = http_get(&addr, "/metrics").1;
     assert!(
         text.lines()
-            .any(|l| l.starts_with("redrive_task_records_expired_total{tenant=\"sw\"} 4")),
+            // done-1, done-2 and the three trimmed dead letters' records.
+            .any(|l| l.starts_with("redrive_task_records_expired_total{tenant=\"sw\"} 5")),
         "{text}"
     );
     assert!(m.stop().success());

@@ -477,15 +477,13 @@ impl Broker {
         tenant: &str,
         task_id: &str,
     ) -> Result<(std::collections::HashMap<String, String>, i64)> {
-        let key = self.keys.task(tenant, task_id);
-        let (fields, ttl) = redis::pipe()
-            .cmd("HGETALL")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.con())
-            .await?;
-        Ok((fields, ttl))
+        Ok(match self.task_record(tenant, task_id).await? {
+            None => (Default::default(), -2),
+            Some(r) => (
+                r.record.fields,
+                r.expires_in.map_or(-1, |d| d.as_millis() as i64),
+            ),
+        })
     }
 
     /// The finish events of `tenant`, oldest first: (task, state, entry).

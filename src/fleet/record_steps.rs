@@ -192,8 +192,7 @@ async fn a_retry_is_scheduled_then_queued_again_then_done_on_its_second_run() {
     );
     assert_eq!(ttl, -1, "a live record does not expire");
     let first_entry = r["entry"].clone();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(h.promote().await, 1);
+    assert_eq!(h.promote_when_due().await, 1);
     let (q, _) = record(&h, "t-r").await;
     assert_eq!(q["state"], "queued", "{q:?}");
     assert_ne!(q["entry"], first_entry, "the new lane entry");
@@ -446,8 +445,7 @@ async fn with_records_off_no_record_index_or_event_is_written() {
     for _ in 0..3 {
         h.run_next().await;
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(h.promote().await, 1);
+    assert_eq!(h.promote_when_due().await, 1);
     h.read().await;
     h.run_next().await;
     assert_eq!(handler.seen().len(), 4);

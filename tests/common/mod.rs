@@ -165,6 +165,26 @@ impl TestEnv {
         )
     }
 
+    /// Reads up to `count` new entries of `tenant`'s lane as `consumer` through the fleet's
+    /// group (created if needed), as a member would that then never comes back: they stay
+    /// pending there, for a reclaim.
+    pub async fn read_as(&self, tenant: &str, consumer: &str, count: usize) -> redis::Value {
+        self.broker().await.ensure_group(tenant).await.unwrap();
+        let mut raw = self.raw().await;
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("redrive")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(format!("{}:{{{tenant}}}:lane", self.prefix))
+            .arg(">")
+            .query_async(&mut raw)
+            .await
+            .unwrap()
+    }
+
     /// Enqueues `n` tasks for `tenant` with `payload`, through the library producer.
     pub async fn enqueue(&self, tenant: &str, n: usize, payload: serde_json::Value) -> Vec<String> {
         let producer = self.producer().await;

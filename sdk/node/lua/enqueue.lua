@@ -48,6 +48,13 @@
 --   (runs + 1, r<N>:start/member from started/member, r<N>:end, r<N>:outcome). With
 --   only_running, a record that does not say 'running' is left alone (an ack repeated after a
 --   lost reply). Returns the previous state.
+-- rec_done(R, now, entry, task_id, ttl, flag, output): the done record of an acked entry, in
+--   the shape ack.lua and fast_ack.lua receive it (flag '' no output kept, '0' whole, '1' cut):
+--   only a record that says running becomes done (an ack repeated after a lost reply finds its
+--   done record), then expires after ttl and publishes its finish event.
+-- rec_begin(R, now, member, refuse, entry, task_id, attempt, kind, recorded): the start of one
+--   fresh entry in the shape start.lua and start_fast.lua receive it: rec_started when
+--   `recorded` is '1', else rec_start. Returns true when the task is a refused duplicate.
 -- rec_expire(R, task_id, ttl): a finished record expires after ttl ms (0 or less: kept, as
 --   while its dead letter exists).
 -- rec_event(R, task_id, state, entry): one entry in the events stream, if someone waits.
@@ -186,6 +193,17 @@ local function rec_end(R, task_id, now, state, outcome, pairs, only_running)
   return old[1]
 end
 
+local function rec_begin(R, now, member, refuse, entry, task_id, attempt, kind, recorded)
+  if R == nil then
+    return false
+  end
+  if recorded == '1' then
+    rec_started(R, task_id, now, member)
+    return false
+  end
+  return rec_start(R, task_id, now, entry, attempt, member, kind, refuse) == 'done' and refuse
+end
+
 local function rec_expire(R, task_id, ttl)
   if R == nil then
     return
@@ -217,6 +235,22 @@ local function rec_event(R, task_id, state, entry)
   end
   redis.call('XADD', R.events, 'MAXLEN', '~', REC_EVENTS_MAX, '*', 'task', task_id, 'state', state,
     'entry', entry or '')
+end
+
+local function rec_done(R, now, entry, task_id, ttl, flag, output)
+  if R == nil or task_id == '' then
+    return
+  end
+  local pairs = nil
+  if flag == '1' then
+    pairs = {'output', output, 'output_truncated', '1'}
+  elseif flag ~= '' then
+    pairs = {'output', output}
+  end
+  if rec_end(R, task_id, now, 'done', 'ok', pairs, true) == 'running' then
+    rec_expire(R, task_id, ttl)
+    rec_event(R, task_id, 'done', entry)
+  end
 end
 
 local function rec_error(text)

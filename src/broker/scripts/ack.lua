@@ -69,19 +69,9 @@ for i = first, #ARGV, 5 do
   end
 end
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
--- The done record of the entry at ARGV[k].
+-- The done record of the entry at ARGV[k] (rec_done, lib/record.lua).
 local function done(now, k)
-  local tid = ARGV[k + 1]
-  local pairs = nil
-  if ARGV[k + 3] == '1' then
-    pairs = {'output', ARGV[k + 4], 'output_truncated', '1'}
-  elseif ARGV[k + 3] ~= '' then
-    pairs = {'output', ARGV[k + 4]}
-  end
-  if rec_end(R, tid, now, 'done', 'ok', pairs, true) == 'running' then
-    rec_expire(R, tid, ARGV[k + 2])
-    rec_event(R, tid, 'done', ARGV[k])
-  end
+  rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4])
 end
 local marked = 0
 if #owned > 0 then

@@ -27,9 +27,8 @@
 -- first write, so the records and the stats HINCRBY go after the acks (in chunks).
 --
 -- Returns the number of ids acked (the others were no longer pending: settled already).
--- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua; `rec_ctx`, `rec_now`,
--- `rec_end`, `rec_expire` and `rec_event` from lib/record.lua; the script registry prepends
--- both.
+-- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua; `rec_ctx`, `rec_now` and
+-- `rec_done` from lib/record.lua; the script registry prepends both.
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 local r = tonumber(ARGV[3])
 local first, rest = {}, {}
@@ -49,19 +48,7 @@ if R and acked > 0 then
   -- repeated after a lost reply) already has its done record.
   local now = rec_now()
   for k = 5, #ARGV, 5 do
-    local tid = ARGV[k + 1]
-    if tid ~= '' then
-      local pairs = nil
-      if ARGV[k + 3] == '1' then
-        pairs = {'output', ARGV[k + 4], 'output_truncated', '1'}
-      elseif ARGV[k + 3] ~= '' then
-        pairs = {'output', ARGV[k + 4]}
-      end
-      if rec_end(R, tid, now, 'done', 'ok', pairs, true) == 'running' then
-        rec_expire(R, tid, ARGV[k + 2])
-        rec_event(R, tid, 'done', ARGV[k])
-      end
-    end
+    rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4])
   end
 end
 local steps = {}

@@ -3,7 +3,7 @@
 -- XREADGROUP set it to 1 at the read, whether or not the entry ever started; only a start
 -- counts towards reclaim.max_deliveries. RETRYCOUNT sets the count even with JUSTID, which
 -- keeps the reply short; the claim also resets the idle time (that only delays a reclaim).
--- Each started entry's task record says `running` (rec_start), in the same step.
+-- Each started entry's task record says `running` (rec_begin), in the same step.
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
@@ -27,7 +27,7 @@
 -- duplicates lists ids whose task is already done (their delivery count was raised, nothing
 -- else written): the member acks them without running them. Ids in none of the lists are no
 -- longer pending for this consumer (reclaimed or settled elsewhere): they must not run.
--- `rec_ctx`, `rec_now` and `rec_start` come from lib/record.lua, which the script registry
+-- `rec_ctx`, `rec_now` and `rec_begin` come from lib/record.lua, which the script registry
 -- prepends.
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
 local refuse = ARGV[5] == '1'
@@ -75,11 +75,7 @@ for _, n in ipairs(order) do
     for _, id in ipairs(redis.call(unpack(args))) do
       claimed[id] = true
       local k = at[id]
-      if R and ARGV[k + 4] == '1' then
-        rec_started(R, ARGV[k + 1], now, ARGV[2])
-        started[#started + 1] = id
-      elseif R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
-          and refuse then
+      if rec_begin(R, now, ARGV[2], refuse, id, ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4]) then
         dups[#dups + 1] = id
       else
         started[#started + 1] = id

@@ -1,7 +1,7 @@
 -- start_fast.lua: the start of fresh entries that no other consumer can have taken over yet
 -- (read by this consumer within the fast window, see the settler's fast ack, so their
 -- delivery count is still the read's 1): XCLAIM … RETRYCOUNT 2 JUSTID without start.lua's
--- owner check, and each started entry's task record says `running` (rec_start), in the same
+-- owner check, and each started entry's task record says `running` (rec_begin), in the same
 -- step: one round trip, as the plain XCLAIM it replaces.
 --
 -- KEYS[1]  the lane stream
@@ -17,7 +17,7 @@
 --
 -- Returns {started, gone, duplicates} as start.lua does: ids not claimed were deleted while
 -- pending (`gone`); `duplicates` are claimed ids whose task is already done (not started).
--- `rec_ctx`, `rec_now` and `rec_start` come from lib/record.lua, which the script registry
+-- `rec_ctx`, `rec_now` and `rec_begin` come from lib/record.lua, which the script registry
 -- prepends.
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
 local refuse = ARGV[3] == '1'
@@ -38,11 +38,7 @@ for i = 4, #ARGV, 5000 do
   for _, id in ipairs(redis.call(unpack(args))) do
     claimed[id] = true
     local k = at[id]
-    if R and ARGV[k + 4] == '1' then
-      rec_started(R, ARGV[k + 1], now, ARGV[2])
-      started[#started + 1] = id
-    elseif R and rec_start(R, ARGV[k + 1], now, id, ARGV[k + 2], ARGV[2], ARGV[k + 3], refuse) == 'done'
-        and refuse then
+    if rec_begin(R, now, ARGV[2], refuse, id, ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4]) then
       dups[#dups + 1] = id
     else
       started[#started + 1] = id
