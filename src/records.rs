@@ -84,7 +84,8 @@ impl TaskState {
     }
 
     /// Whether a record in this state makes a new enqueue of the same task_id a duplicate
-    /// (queued, running, scheduled, dead, or done within retention).
+    /// (queued, running, scheduled, dead, or done within retention) where the tenant refuses
+    /// duplicates (`tasks.dedup`); elsewhere only [`in_flight`](Self::in_flight) ones do.
     pub fn refuses_duplicates(self) -> bool {
         matches!(
             self,
@@ -97,6 +98,14 @@ impl TaskState {
                 | TaskState::Expired
                 | TaskState::Replayed
         )
+    }
+
+    /// Whether the task is still in flight (queued, running, retry_scheduled, deferred, or
+    /// replayed: back in its lane). A new enqueue of its task_id is a duplicate even where
+    /// producers reuse ids (`tasks.dedup = false`): one task_id has one record, and the done
+    /// of an entry appended with its record writes that record without reading it.
+    pub fn in_flight(self) -> bool {
+        !self.is_finished()
     }
 }
 
@@ -210,7 +219,10 @@ pub fn entry_task_id(fields: &[(Vec<u8>, Vec<u8>)], entry_id: &str) -> Option<St
     }
 }
 
-/// A record as read back (`HGETALL`), tolerant of missing fields.
+/// A record as read back (`HGETALL`), tolerant of missing fields. Its history (`runs` and the
+/// `r<N>:*` fields) holds the runs that did not end the task well; a done task's last run is
+/// its `member`, `started` and `ended`, a running task's current one its `member` and
+/// `started` (see lib/record.lua).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskRecord {
     /// The state, when the field holds a known one.
@@ -229,6 +241,28 @@ impl TaskRecord {
     /// A numeric field.
     pub fn number(&self, name: &str) -> Option<u64> {
         self.fields.get(name)?.parse().ok()
+    }
+
+    /// The entry the record says the task is now, when it says the task waits in its lane
+    /// (`queued`, or `replayed`): an entry appended with its record starts without a record
+    /// write (lib/record.lua, Running), so whether it runs is the PEL's to say.
+    pub fn waiting_entry(&self) -> Option<&str> {
+        matches!(self.state, Some(TaskState::Queued | TaskState::Replayed))
+            .then(|| self.fields.get(field::ENTRY).map(String::as_str))
+            .flatten()
+            .filter(|e| !e.is_empty())
+    }
+
+    /// The record as readers show it while its [`waiting_entry`](Self::waiting_entry) is
+    /// pending for `consumer`: `running` there, since a start unknown to the record (the
+    /// `started` and `ended` of an earlier run no longer apply).
+    pub fn running_on(&mut self, consumer: &str) {
+        self.state = Some(TaskState::Running);
+        self.fields
+            .insert(field::STATE.into(), TaskState::Running.as_str().into());
+        self.fields.insert(field::MEMBER.into(), consumer.into());
+        self.fields.remove(field::STARTED);
+        self.fields.remove(field::ENDED);
     }
 }
 
@@ -362,6 +396,19 @@ mod tests {
             "a replayed task is back in its lane"
         );
         assert!(!TaskState::Resolved.refuses_duplicates());
+        let flight: Vec<_> = TaskState::ALL.into_iter().filter(|s| s.in_flight()).collect();
+        assert_eq!(
+            flight,
+            [
+                TaskState::Queued,
+                TaskState::Running,
+                TaskState::RetryScheduled,
+                TaskState::Deferred,
+                TaskState::Replayed
+            ],
+            "the states enqueue.lua refuses with dedup off"
+        );
+        assert!(flight.iter().all(|s| s.refuses_duplicates()));
     }
 
     #[test]

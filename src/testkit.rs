@@ -281,7 +281,7 @@ impl BrokerExt for Broker {
                 .iter()
                 .map(|id| crate::broker::AckEntry::bare(id))
                 .collect();
-            Broker::ack_unclaimable(self, tenant, &entries, recovered, &[], false).await
+            Broker::ack_unclaimable(self, tenant, "", &entries, recovered, &[], false).await
         }
     }
     fn recorded_steps(

@@ -310,22 +310,50 @@ pub struct RunView {
     pub outcome: Option<String>,
 }
 
-/// The starts a record keeps, oldest first (the last 16 of `runs`).
+/// How many runs a record knows of: its history (`runs`) and, for a done or running task,
+/// the last run, which its main fields hold.
+pub fn run_count(r: &TaskRecord) -> u64 {
+    let n = r.number(rf::RUNS).unwrap_or(0);
+    match r.state {
+        Some(TaskState::Done | TaskState::Running) => n + 1,
+        _ => n,
+    }
+}
+
+/// The runs a record keeps, oldest first: the history (the last 16 of `runs`; a run whose
+/// member died has an empty outcome and no end) and, for a done or running task, its last run
+/// from `member`, `started` and `ended`.
 pub fn runs_of(r: &TaskRecord) -> Vec<RunView> {
     let n = r.number(rf::RUNS).unwrap_or(0);
-    (n.saturating_sub(15).max(1)..=n)
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let mut runs: Vec<RunView> = (n.saturating_sub(15).max(1)..=n)
         .filter_map(|i| {
             let get = |what: &str| r.fields.get(&run_field(i, what)).cloned();
             let v = RunView {
                 run: i,
                 start: get("start").and_then(|s| s.parse().ok()),
-                member: get("member"),
+                member: nonempty(get("member")),
                 end: get("end").and_then(|s| s.parse().ok()),
-                outcome: get("outcome"),
+                outcome: nonempty(get("outcome")),
             };
-            (v.start.is_some() || v.end.is_some()).then_some(v)
+            r.fields
+                .contains_key(&run_field(i, "member"))
+                .then_some(v)
         })
-        .collect()
+        .collect();
+    let last = |outcome: Option<&str>| RunView {
+        run: n + 1,
+        start: r.number(rf::STARTED),
+        member: nonempty(r.fields.get(rf::MEMBER).cloned()),
+        end: outcome.and_then(|_| r.number(rf::ENDED)),
+        outcome: outcome.map(str::to_owned),
+    };
+    match r.state {
+        Some(TaskState::Done) => runs.push(last(Some("ok"))),
+        Some(TaskState::Running) => runs.push(last(None)),
+        _ => {}
+    }
+    runs
 }
 
 /// The output a record holds: parsed JSON, or (when cut, or not JSON) the text.
@@ -384,7 +412,7 @@ pub fn task_json(tenant: &str, task_id: &str, read: &RecordRead) -> Value {
         "replay_of": text(rf::REPLAY_OF),
         "replayed_as": text(rf::REPLAYED_AS),
         "replays": num(rf::REPLAYS),
-        "run_count": num(rf::RUNS),
+        "run_count": run_count(r),
         "runs": runs,
         "output": output,
         "output_truncated": truncated,
@@ -433,6 +461,8 @@ pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) ->
             .map(|m| format!(" on {m}"))
             .unwrap_or_default();
         line("started", format!("{}{by}", when(ms, now_ms)));
+    } else if let Some(m) = get(rf::MEMBER).filter(|_| r.state == Some(TaskState::Running)) {
+        line("running on", m.clone());
     }
     if let Some(ms) = r.number(rf::ENDED) {
         let ran = r
@@ -498,10 +528,10 @@ pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) ->
         }
     }
     let runs = runs_of(r);
+    let count = run_count(r);
     if !runs.is_empty() {
         out.push_str(&format!(
-            "runs ({} in all):\n  {:<5}{:<26}{:<24}{:<10}{}\n",
-            r.number(rf::RUNS).unwrap_or(runs.len() as u64),
+            "runs ({count} in all):\n  {:<5}{:<26}{:<24}{:<10}{}\n",
             "RUN",
             "STARTED",
             "MEMBER",
@@ -520,11 +550,15 @@ pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) ->
                 v.start.map(format_time).unwrap_or_else(|| "?".into()),
                 v.member.as_deref().unwrap_or("?"),
                 took,
-                v.outcome.as_deref().unwrap_or(if v.end.is_none() {
-                    "(running or lost)"
-                } else {
-                    "?"
-                })
+                v.outcome.as_deref().unwrap_or(
+                    if v.run == count && r.state == Some(TaskState::Running) {
+                        "running"
+                    } else if v.end.is_none() {
+                        "died (its member stopped)"
+                    } else {
+                        "?"
+                    }
+                )
             ));
         }
     }
@@ -808,15 +842,11 @@ mod tests {
             ("member", "m-1"),
             ("class", "timeout"),
             ("error", "timed out"),
-            ("runs", "2"),
+            ("runs", "1"),
             ("r1:start", "1763799991000"),
             ("r1:member", "m-0"),
             ("r1:end", "1763799992000"),
             ("r1:outcome", "timeout"),
-            ("r2:start", "1763800001000"),
-            ("r2:member", "m-1"),
-            ("r2:end", "1763800002500"),
-            ("r2:outcome", "ok"),
             ("output", r#"{"answer":42}"#),
             ("replay_of", "1763799995000-0"),
             ("replays", "1"),
@@ -862,7 +892,9 @@ mod tests {
         assert_eq!(j["output"]["answer"], 42);
         assert_eq!(j["output_truncated"], false);
         assert_eq!(j["runs"][1]["outcome"], "ok");
+        assert_eq!(j["runs"][1]["member"], "m-1");
         assert_eq!(j["runs"].as_array().unwrap().len(), 2);
+        assert_eq!(j["run_count"], 2);
         assert_eq!(j["expires_in_ms"], 3_600_000);
         // A cut output is shown raw, with a note.
         let mut r = record();

@@ -2,6 +2,7 @@
 //! take-over of stale entries of any member (autoclaim.lua), one step of a scan at a time.
 //! The admin command stream is claimed the same way (commands.rs).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
@@ -29,6 +30,9 @@ pub struct ClaimStep {
     pub poison: Vec<(String, u64)>,
     /// Pending ids whose entry was gone; the claim removed them from the PEL.
     pub tombstones: usize,
+    /// Whom each claimed entry was pending for before the claim (its run there died, if it
+    /// started: the takeover's start records that run with this member).
+    pub owners: HashMap<String, String>,
 }
 
 impl ClaimStep {
@@ -69,11 +73,32 @@ pub(super) fn claim_step(reply: redis::RedisResult<Value>) -> Result<ClaimStep> 
             )))
         }
     };
+    // autoclaim.lua names the previous consumers; claim.lua's are the claimer itself.
+    let owners = match parts.next() {
+        Some(Value::Array(flat)) => {
+            let mut owners = HashMap::new();
+            let mut it = flat.into_iter();
+            while let (Some(id), Some(who)) = (it.next(), it.next()) {
+                let id: String = redis::from_redis_value(id).map_err(redis::RedisError::from)?;
+                let who: String =
+                    redis::from_redis_value(who).map_err(redis::RedisError::from)?;
+                owners.insert(id, who);
+            }
+            owners
+        }
+        None => HashMap::new(),
+        Some(other) => {
+            return Err(Error::Protocol(format!(
+                "claim script returned {other:?} for the previous owners"
+            )))
+        }
+    };
     Ok(ClaimStep {
         next,
         claimed,
         poison,
         tombstones,
+        owners,
     })
 }
 
@@ -114,11 +139,18 @@ impl Broker {
             .arg(count)
             .arg(max_starts.saturating_add(1))
             .arg(skip);
-        claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
+        let mut step =
+            claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)?;
+        step.owners = step
+            .claimed
+            .iter()
+            .map(|(id, _)| (id.clone(), consumer.to_owned()))
+            .collect();
+        Ok(step)
     }
 
-    /// One step of a reclaim scan over `tenant`'s lane with XAUTOCLAIM (see
-    /// scripts/autoclaim.lua): entries idle for at least `min_idle` at any consumer are taken
+    /// One step of a reclaim scan over `tenant`'s lane (see scripts/autoclaim.lua: XPENDING
+    /// … IDLE + XCLAIM … JUSTID): entries idle for at least `min_idle` at any consumer are taken
     /// over by `consumer`. `cursor` is `0-0` or the `next` of the previous step; `skip` lists ids
     /// the claimer already has in flight. Entries that started `max_starts` times are poison;
     /// the step's counts are starts (see [`ClaimStep`]).
@@ -158,10 +190,13 @@ mod tests {
             Value::Array(vec![bulk("1-0"), Value::Int(1), bulk("2-0"), Value::Int(3)]),
             Value::Array(vec![bulk("3-0"), Value::Int(5)]),
             Value::Int(2),
+            Value::Array(vec![bulk("1-0"), bulk("m-dead"), bulk("2-0"), bulk("m-stuck")]),
         ]);
         let step = claim_step(Ok(reply)).unwrap();
         assert_eq!(step.next.as_deref(), Some("7-0"));
         assert_eq!(step.tombstones, 2);
+        assert_eq!(step.owners["1-0"], "m-dead");
+        assert_eq!(step.owners["2-0"], "m-stuck");
         let starts = step.into_starts();
         assert_eq!(
             starts.claimed,
@@ -180,6 +215,14 @@ mod tests {
         ]);
         assert_eq!(claim_step(Ok(reply)).unwrap(), ClaimStep::default());
         assert!(claim_step(Ok(Value::Int(1))).is_err());
+        let bad_owners = Value::Array(vec![
+            bulk(""),
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+            Value::Int(0),
+            Value::Int(3),
+        ]);
+        assert!(claim_step(Ok(bad_owners)).is_err());
         let no_count = Value::Array(vec![bulk("0-0"), Value::Nil, Value::Nil]);
         assert!(claim_step(Ok(no_count)).is_err());
     }

@@ -211,7 +211,9 @@ fn scored(v: Value) -> Result<Vec<(String, f64)>> {
 }
 
 impl Broker {
-    /// The record of `task_id` of `tenant` with its time left; `None` when there is none.
+    /// The record of `task_id` of `tenant` with its time left; `None` when there is none. A
+    /// record waiting on an entry that is pending in the group reads `running` on the member
+    /// holding it ([`TaskRecord::running_on`]).
     pub(crate) async fn task_record(
         &self,
         tenant: &str,
@@ -225,13 +227,62 @@ impl Broker {
             .arg(&key)
             .query_async(&mut self.con())
             .await?;
-        Ok(hash(fields).map(|f| RecordRead {
-            record: TaskRecord::from_fields(f),
+        let Some(f) = hash(fields) else {
+            return Ok(None);
+        };
+        let mut record = TaskRecord::from_fields(f);
+        self.overlay_pending(tenant, std::slice::from_mut(&mut record))
+            .await?;
+        Ok(Some(RecordRead {
+            record,
             expires_in: (ttl >= 0).then(|| Duration::from_millis(ttl as u64)),
         }))
     }
 
-    /// The records of `task_ids` of `tenant` in one round trip (`None` where there is none).
+    /// Marks `running` the records whose waiting entry is pending in the group (one pipelined
+    /// XPENDING per such record; none when no record waits).
+    async fn overlay_pending(&self, tenant: &str, records: &mut [TaskRecord]) -> Result<()> {
+        let waiting: Vec<(usize, String)> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.waiting_entry().map(|e| (i, e.to_owned())))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let lane = self.keys.lane(tenant);
+        let mut pipe = redis::pipe();
+        for (_, entry) in &waiting {
+            pipe.cmd("XPENDING")
+                .arg(&lane)
+                .arg(self.group())
+                .arg(entry)
+                .arg(entry)
+                .arg(1);
+        }
+        let replies: Vec<redis::RedisResult<Value>> =
+            pipe.ignore_errors().query_async(&mut self.con()).await?;
+        for ((i, _), reply) in waiting.iter().zip(replies) {
+            let v = match reply {
+                Ok(v) => v,
+                // No group (or lane) yet: nothing is pending.
+                Err(e) if is_code(&e, "NOGROUP") => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(first) = array(v, "XPENDING", None)?.into_iter().next() {
+                let consumer = array(first, "XPENDING entry", Some(4))?
+                    .into_iter()
+                    .nth(1)
+                    .map(text_or_empty)
+                    .unwrap_or_default();
+                records[*i].running_on(&consumer);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records of `task_ids` of `tenant` in one round trip (`None` where there is none),
+    /// plus one for the XPENDING of those waiting on an entry (see [`Broker::task_record`]).
     pub(crate) async fn task_records(
         &self,
         tenant: &str,
@@ -245,9 +296,17 @@ impl Broker {
             pipe.cmd("HGETALL").arg(self.keys.task(tenant, id));
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
-        Ok(replies
+        let read: Vec<Option<TaskRecord>> = replies
             .into_iter()
             .map(|v| hash(v).map(TaskRecord::from_fields))
+            .collect();
+        let had: Vec<bool> = read.iter().map(Option::is_some).collect();
+        let mut found: Vec<TaskRecord> = read.into_iter().flatten().collect();
+        self.overlay_pending(tenant, &mut found).await?;
+        let mut found = found.into_iter();
+        Ok(had
+            .into_iter()
+            .map(|h| if h { found.next() } else { None })
             .collect())
     }
 

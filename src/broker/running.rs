@@ -174,9 +174,11 @@ impl Broker {
 
     /// Records the start of fresh entries that no other consumer can have taken over yet (read
     /// by `consumer` within the fast window, see the settler's fast ack, so their delivery count
-    /// is still the read's 1): scripts/start_fast.lua, `XCLAIM … RETRYCOUNT 2 JUSTID` and each
-    /// task's record `running` in one round trip, without start.lua's owner check. Ids not
-    /// claimed were deleted while pending (`gone`).
+    /// is still the read's 1): `XCLAIM … RETRYCOUNT 2 JUSTID` without start.lua's owner check.
+    /// When records are on and an entry was not appended with its record (a raw XADD), the
+    /// batch goes through scripts/start_fast.lua, which also writes those records `running`
+    /// (and refuses done duplicates); otherwise nothing but the XCLAIM is needed (see
+    /// lib/record.lua, Running). Ids not claimed were deleted while pending (`gone`).
     pub(crate) async fn start_unclaimable(
         &self,
         tenant: &str,
@@ -186,6 +188,28 @@ impl Broker {
     ) -> Result<Starts> {
         if entries.is_empty() {
             return Ok(Starts::default());
+        }
+        if !records.on || entries.iter().all(|e| e.recorded) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(self.keys.lane(tenant))
+                .arg(&*self.group)
+                .arg(consumer)
+                .arg(0);
+            for e in entries {
+                cmd.arg(e.id);
+            }
+            cmd.arg("RETRYCOUNT").arg(2).arg("JUSTID");
+            let started: Vec<String> = cmd.query_async(&mut self.con()).await?;
+            let gone = not_in(
+                &entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+                started.iter(),
+            );
+            return Ok(Starts {
+                started,
+                gone,
+                lost: Vec::new(),
+                duplicates: Vec::new(),
+            });
         }
         let mut inv = scripts().start_fast.key(self.keys.lane(tenant));
         self.record_keys(&mut inv, tenant, records.on, false);
@@ -204,14 +228,16 @@ impl Broker {
     }
 
     /// Starts a taken-over entry: checks `consumer` still owns it, records the delivery and
-    /// its task's record `running` (see scripts/begin.lua). Its fields carry the steps
-    /// recorded for it so far (`recorded_steps`).
+    /// its task's record `running` (see scripts/begin.lua; a run that died there goes into
+    /// the record's history with `previous`, whom the entry was pending for before the
+    /// claim). Its fields carry the steps recorded for it so far (`recorded_steps`).
     pub(crate) async fn begin(
         &self,
         tenant: &str,
         consumer: &str,
         id: &str,
         records: StartRecords,
+        previous: Option<&str>,
     ) -> Result<Begin> {
         let mut inv = scripts().begin.key(self.keys.lane(tenant));
         inv.key(self.keys.steps(tenant, id));
@@ -219,7 +245,8 @@ impl Broker {
         inv.arg(&*self.group)
             .arg(consumer)
             .arg(id)
-            .arg(flag(records.refuse_done));
+            .arg(flag(records.refuse_done))
+            .arg(previous.unwrap_or(""));
         let v: Value = inv.invoke_async(&mut self.con()).await?;
         begin_reply(v, id)
     }

@@ -36,6 +36,12 @@ pub struct AckEntry<'a> {
     pub output: Option<&'a str>,
     /// Whether `output` was cut to `tasks.max_output_bytes` (then it is not valid JSON).
     pub truncated: bool,
+    /// How long ago the run started (the done record's `started` is the server's clock minus
+    /// this).
+    pub ran_for: Duration,
+    /// Whether the entry was appended together with its record (`recorded`): acked by the
+    /// same call, its done record is written without a read (lib/record.lua, rec_done).
+    pub recorded: bool,
 }
 
 impl<'a> AckEntry<'a> {
@@ -47,6 +53,8 @@ impl<'a> AckEntry<'a> {
             retention: Duration::ZERO,
             output: None,
             truncated: false,
+            ran_for: Duration::ZERO,
+            recorded: false,
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct RetryItem {
     pub class: &'static str,
     /// The failure's error (the record keeps 1 KiB of it).
     pub error: String,
+    /// How long ago the failed run started (its start in the record's history).
+    pub ran_for: Duration,
 }
 
 impl RetryItem {
@@ -101,22 +111,26 @@ impl RetryItem {
             attempt: 0,
             class: "",
             error: String::new(),
+            ran_for: Duration::ZERO,
         })
     }
 
     /// The same item, recorded as `retry_scheduled` in task `task_id`'s record with its next
-    /// `attempt`, the failure's `class` and `error`.
+    /// `attempt`, the failure's `class` and `error`, and the failed run, which started
+    /// `ran_for` ago, in the record's history.
     pub fn recorded(
         mut self,
         task_id: &str,
         attempt: u32,
         class: &'static str,
         error: String,
+        ran_for: Duration,
     ) -> RetryItem {
         self.task_id = task_id.to_owned();
         self.attempt = attempt;
         self.class = class;
         self.error = error;
+        self.ran_for = ran_for;
         self
     }
 }
@@ -259,6 +273,7 @@ impl Broker {
     pub(crate) async fn ack_unclaimable(
         &self,
         tenant: &str,
+        consumer: &str,
         entries: &[AckEntry<'_>],
         recovered: usize,
         with_steps: &[&str],
@@ -276,7 +291,8 @@ impl Broker {
         inv.arg(&*self.group)
             .arg(stats_keep_ms())
             .arg(recovered.min(entries.len()))
-            .arg(with_steps.len());
+            .arg(with_steps.len())
+            .arg(consumer);
         ack_args(&mut inv, entries);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
@@ -312,6 +328,7 @@ impl Broker {
         min_idle: Duration,
         task_id: Option<&str>,
         records: bool,
+        ran_for: Option<Duration>,
         fields: &[(&str, String)],
     ) -> Result<DeadLettered> {
         let mut inv = scripts().dead_letter.key(self.keys.lane(tenant));
@@ -326,7 +343,8 @@ impl Broker {
             .arg(owner.unwrap_or(""))
             .arg(min_idle.as_millis() as u64)
             .arg(stats_keep_ms())
-            .arg(task_id.unwrap_or(""));
+            .arg(task_id.unwrap_or(""))
+            .arg(ran_for.map(|d| d.as_millis().to_string()).unwrap_or_default());
         for (k, v) in fields {
             inv.arg(*k).arg(v);
         }
@@ -390,7 +408,8 @@ impl Broker {
                 .arg(&item.task_id)
                 .arg(item.attempt)
                 .arg(item.class)
-                .arg(&item.error);
+                .arg(&item.error)
+                .arg(item.ran_for.as_millis() as u64);
         }
         let due: Vec<i64> = inv.invoke_async(&mut self.con()).await?;
         if due.len() != items.len() {
@@ -451,8 +470,9 @@ impl Broker {
     }
 }
 
-/// The ack scripts' quintuples: entry id, task_id, retention (ms), output flag ('' none, '0'
-/// whole, '1' cut), output.
+/// The ack scripts' septuples: entry id, task_id, retention (ms), output flag ('' none, '0'
+/// whole, '1' cut), output, how long ago the run started (ms), '1' when appended with its
+/// record.
 fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
     for e in entries {
         let (mark, text) = match e.output {
@@ -463,7 +483,9 @@ fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
             .arg(e.task_id)
             .arg(e.retention.as_millis() as u64)
             .arg(mark)
-            .arg(text);
+            .arg(text)
+            .arg(e.ran_for.as_millis() as u64)
+            .arg(flag(e.recorded));
     }
 }
 
@@ -484,6 +506,19 @@ impl Broker {
                 r.expires_in.map_or(-1, |d| d.as_millis() as i64),
             ),
         })
+    }
+
+    /// The state a record's hash holds, as stored (no PEL overlay; `None` without one).
+    pub(crate) async fn record_state_stored(
+        &self,
+        tenant: &str,
+        task_id: &str,
+    ) -> Result<Option<String>> {
+        Ok(redis::cmd("HGET")
+            .arg(self.keys.task(tenant, task_id))
+            .arg("state")
+            .query_async(&mut self.con())
+            .await?)
     }
 
     /// The finish events of `tenant`, oldest first: (task, state, entry).

@@ -405,7 +405,7 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
     let t0 = task_of(&ids[0], &f0);
     assert!(t0.steps.is_empty());
     let item = RetryItem::new(&ids[0], Duration::ZERO, &t0.retry_fields(&ids[0])).unwrap();
-    let item = item.recorded(&t0.task_id, 2, "timeout", "slow".into());
+    let item = item.recorded(&t0.task_id, 2, "timeout", "slow".into(), Duration::ZERO);
     let due = b
         .schedule_retries(TENANT, MEMBER, &[item], true)
         .await
@@ -439,6 +439,7 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
             Duration::ZERO,
             dl.record_task_id().as_deref(),
             true,
+            Some(Duration::ZERO),
             &dl.to_fields(),
         )
         .await
@@ -472,7 +473,7 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
         .unwrap();
     assert_eq!(acked.acked, 1);
     assert_eq!(
-        b.ack_unclaimable(TENANT, &[AckEntry::bare(&ids[4])], 0, &[&ids[4]], true)
+        b.ack_unclaimable(TENANT, MEMBER, &[AckEntry::bare(&ids[4])], 0, &[&ids[4]], true)
             .await
             .unwrap(),
         1

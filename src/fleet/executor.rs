@@ -378,7 +378,7 @@ impl Executor {
             return Dispatch::Dropped;
         }
         // A suspect that started before may be what killed its last member.
-        let alone = matches!(job.work, Work::Suspect) && job.deliveries >= 1;
+        let alone = matches!(job.work, Work::Suspect(_)) && job.deliveries >= 1;
         if alone && concurrency > 1 {
             // A suspect runs alone; if its tenant is held back it would only be deferred,
             // so defer it before emptying every slot for it.
@@ -535,7 +535,7 @@ async fn start_job(
                 }
             }
         }
-        Work::Suspect => {
+        Work::Suspect(owner) => {
             lost.set_starting(true);
             let tasks = &ctx.shared.tasks;
             let records = StartRecords {
@@ -544,7 +544,13 @@ async fn start_job(
             };
             let task = match ctx
                 .broker
-                .begin(&tenant, &ctx.shared.member, &entry_id, records)
+                .begin(
+                    &tenant,
+                    &ctx.shared.member,
+                    &entry_id,
+                    records,
+                    owner.as_deref(),
+                )
                 .await
             {
                 Ok(Begin::Duplicate(task_id)) => {
@@ -864,6 +870,7 @@ async fn attempt(
             progress: tctx.progress(),
             failed_step: tctx.failed_step(),
             duration,
+            started,
         })
     };
     if outcome == Outcome::Done {
@@ -883,6 +890,7 @@ async fn attempt(
             entry_id: entry_id.clone(),
             task: task.clone(),
             steps: recording.sent || !task.steps.is_empty(),
+            started,
         },
         Outcome::Fail {
             class,

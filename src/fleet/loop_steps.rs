@@ -187,7 +187,7 @@ async fn executor_step_drops_a_job_lost_to_another_member() {
     let job = Job {
         tenant: TENANT.into(),
         entry_id: "1-0".into(),
-        work: Work::Suspect,
+        work: Work::Suspect(None),
         deliveries: 0,
         lost,
         read_at: None,
@@ -223,6 +223,7 @@ async fn settler_step_acks_a_completed_entry() {
             steps: false,
             task: a_task("t-1", "triage"),
             output: None,
+            started: std::time::Instant::now(),
         })
         .await;
     // The flush waits for the first try of its ack; the task then releases the slot.
@@ -245,7 +246,7 @@ async fn reclaimer_step_takes_over_a_stale_entry() {
     assert_eq!(env.shared.queued(), 1);
     let job = env.shared.pop().unwrap();
     assert_eq!(job.entry_id, ids[0]);
-    assert!(matches!(job.work, Work::Suspect));
+    assert!(matches!(job.work, Work::Suspect(_)));
 }
 
 #[tokio::test]

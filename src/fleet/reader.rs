@@ -456,7 +456,8 @@ impl Reader {
                     Some(me),
                     Duration::ZERO,
                 );
-                self.shared.queue_suspects(&tenant, step.claimed);
+                self.shared
+                    .queue_suspects(&tenant, step.claimed, &step.owners);
                 match step.next {
                     Some(next) => cursor = next,
                     None => break,

@@ -100,7 +100,8 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
         h.executor.step(job, permit, &h.shutdown).await,
         Dispatch::Spawned
     );
-    // While the handler runs, the record says running, on this entry, at this member.
+    // While the handler runs, readers see it running, on this entry, at this member: the
+    // record itself still says queued (a start writes nothing), the PEL says where it runs.
     let mut running = HashMap::new();
     for _ in 0..200 {
         running = record(&h, "t-1").await.0;
@@ -119,6 +120,7 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
     assert!(!running.contains_key("r1:member"), "{running:?}");
     assert_eq!(running["kind"], "triage");
     assert_eq!(running["attempt"], "1");
+    assert_eq!(raw_state(&h, "t-1").await, "queued", "no record write at the start");
     gate.notify_one();
     let s = tokio::time::timeout(Duration::from_secs(10), h.settled.recv())
         .await
@@ -128,8 +130,12 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
     h.settle.drain().await;
     let (done, ttl) = record(&h, "t-1").await;
     assert_eq!(done["state"], "done", "{done:?}");
-    assert_eq!(done["r1:outcome"], "ok");
-    assert!(done.contains_key("r1:end") && done.contains_key("ended"));
+    assert_eq!(done["member"], MEMBER);
+    let (started, ended): (u64, u64) = (
+        done["started"].parse().unwrap(),
+        done["ended"].parse().unwrap(),
+    );
+    assert!(started <= ended, "{done:?}");
     assert_eq!(done["output"], r#"{"answer":42}"#);
     assert!(!done.contains_key("output_truncated"));
     let retention = h.env.settings.tasks().retention.as_millis() as i64;
@@ -138,9 +144,25 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
         h.env.broker.record_events(TENANT).await.unwrap(),
         [("t-1".to_owned(), "done".to_owned(), entry)]
     );
-    assert_eq!(done["runs"], "1");
-    assert_eq!(done["r1:member"], MEMBER);
+    assert_eq!(done["runs"], "0", "the history holds only runs that did not end well");
+    assert!(!done.contains_key("r1:member"), "{done:?}");
+    let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(done));
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].member.as_deref(), runs[0].outcome.as_deref()),
+        (Some(MEMBER), Some("ok"))
+    );
     assert_eq!(h.env.broker.lane_len(TENANT).await.unwrap(), 0);
+}
+
+/// The record's state as stored (no PEL overlay).
+async fn raw_state(h: &Harness, task_id: &str) -> String {
+    h.env
+        .broker
+        .record_state_stored(TENANT, task_id)
+        .await
+        .unwrap()
+        .unwrap_or_default()
 }
 
 /// Waits for its gate, then reports `output` and succeeds.
@@ -184,6 +206,8 @@ async fn a_retry_is_scheduled_then_queued_again_then_done_on_its_second_run() {
     assert_eq!(r["error"], "429 slow down");
     assert_eq!(r["attempt"], "2", "the next attempt");
     assert_eq!(r["r1:outcome"], "rate_limited");
+    assert_eq!(r["r1:member"], MEMBER);
+    assert_eq!(r["member"], MEMBER);
     let due: u64 = r["due"].parse().unwrap();
     let ended: u64 = r["ended"].parse().unwrap();
     assert!(
@@ -201,14 +225,17 @@ async fn a_retry_is_scheduled_then_queued_again_then_done_on_its_second_run() {
     h.run_next().await;
     let (d, _) = record(&h, "t-r").await;
     assert_eq!(d["state"], "done", "{d:?}");
-    assert_eq!(d["runs"], "2");
+    assert_eq!(d["runs"], "1", "the failed run; the done one is the main fields");
     assert_eq!(d["attempt"], "2");
     assert_eq!(d["entry"], q["entry"]);
-    for f in ["r1:start", "r1:end", "r2:start", "r2:end"] {
+    for f in ["r1:start", "r1:end", "started", "ended"] {
         assert!(d.contains_key(f), "{f} in {d:?}");
     }
     assert_eq!(d["r1:outcome"], "rate_limited");
-    assert_eq!(d["r2:outcome"], "ok");
+    assert!(!d.contains_key("r2:outcome"), "{d:?}");
+    let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(d.clone()));
+    let outcomes: Vec<_> = runs.iter().map(|r| r.outcome.as_deref()).collect();
+    assert_eq!(outcomes, [Some("rate_limited"), Some("ok")]);
     assert_eq!(d["output"], r#""second time lucky""#);
     assert_eq!(handler.seen().len(), 2);
     assert!(
@@ -270,7 +297,8 @@ async fn a_task_held_back_by_an_open_breaker_is_deferred_then_runs_when_it_close
     h.run_next().await;
     let (d, _) = record(&h, "t-d").await;
     assert_eq!(d["state"], "done", "{d:?}");
-    assert_eq!(d["runs"], "1");
+    assert_eq!(d["runs"], "0", "one run, the done one (main fields)");
+    assert_eq!(d["member"], MEMBER);
 }
 
 #[tokio::test]
@@ -312,14 +340,73 @@ async fn a_task_taken_over_after_a_crash_runs_on_the_new_member_then_is_done() {
     h.run_next().await;
     let (d, _) = record(&h, "t-c").await;
     assert_eq!(d["state"], "done", "{d:?}");
-    assert_eq!(d["runs"], "2");
+    assert_eq!(d["runs"], "1");
     assert_eq!(d["r1:member"], "dead-member");
+    assert_eq!(d["r1:outcome"], "", "a run whose member died");
     assert!(
         !d.contains_key("r1:end"),
         "the first run never ended: {d:?}"
     );
-    assert_eq!(d["r2:member"], MEMBER);
     assert_eq!(d["member"], MEMBER);
+    assert_eq!(handler.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn an_enqueued_task_whose_member_died_is_running_there_then_keeps_a_dead_run() {
+    let handler = succeeding(json!("ok"));
+    let mut h = harness_on(env().await, handler.clone());
+    h.enqueue("triage", "t-k").await;
+    // A member started it the fast way (no record write), then died.
+    let b = h.env.broker.clone();
+    let ids = h.env.deliver("dead-member", 1).await;
+    let started = b
+        .start_unclaimable(
+            TENANT,
+            "dead-member",
+            &[StartEntry {
+                id: &ids[0],
+                task_id: "t-k",
+                attempt: 1,
+                kind: "triage",
+                recorded: true,
+            }],
+            StartRecords {
+                on: true,
+                refuse_done: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.started, ids);
+    assert_eq!(raw_state(&h, "t-k").await, "queued");
+    let (r, _) = record(&h, "t-k").await;
+    assert_eq!(
+        (r["state"].as_str(), r["member"].as_str()),
+        ("running", "dead-member"),
+        "readers see where it runs: {r:?}"
+    );
+    if let Ok(mut lanes) = h.env.shared.lanes.write() {
+        lanes.push((b.keys().lane(TENANT), TENANT.into()));
+    }
+    assert_eq!(h.reclaim().await, 1);
+    h.run_next().await;
+    let (d, _) = record(&h, "t-k").await;
+    assert_eq!(d["state"], "done", "{d:?}");
+    assert_eq!(d["runs"], "1", "the dead run: {d:?}");
+    assert_eq!(
+        (d["r1:member"].as_str(), d["r1:outcome"].as_str()),
+        ("dead-member", ""),
+        "the reclaim named the member it took the entry from"
+    );
+    assert_eq!(d["r1:start"], "", "when it started only the PEL knew");
+    assert_eq!(d["member"], MEMBER);
+    let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(d));
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        (runs[0].member.as_deref(), runs[0].start, runs[0].outcome.as_deref()),
+        (Some("dead-member"), None, None)
+    );
+    assert_eq!(runs[1].outcome.as_deref(), Some("ok"));
     assert_eq!(handler.seen().len(), 1);
 }
 
@@ -488,6 +575,8 @@ async fn a_redelivery_after_a_lost_ack_is_acked_as_a_duplicate_without_running()
         retention: Duration::from_secs(60),
         output: Some("\"done by slow\""),
         truncated: false,
+        ran_for: Duration::ZERO,
+        recorded: false,
     };
     let acked = b.ack(TENANT, "slow", &[ack], 0, &[], true).await.unwrap();
     assert_eq!(
@@ -542,9 +631,11 @@ async fn both_start_paths_refuse_a_done_task_and_only_with_dedup() {
             retention: Duration::from_secs(60),
             output: None,
             truncated: false,
+            ran_for: Duration::ZERO,
+            recorded: false,
         };
         assert_eq!(
-            b.ack_unclaimable(TENANT, &[done], 0, &[], true)
+            b.ack_unclaimable(TENANT, MEMBER, &[done], 0, &[], true)
                 .await
                 .unwrap(),
             1
@@ -569,7 +660,7 @@ async fn both_start_paths_refuse_a_done_task_and_only_with_dedup() {
             assert_eq!(checked.duplicates, [ids[3].clone()]);
             assert!(checked.started.is_empty() && checked.lost.is_empty());
             assert_eq!(r["state"], "done", "untouched: {r:?}");
-            assert_eq!(r["runs"], "1");
+            assert_eq!(r["runs"], "0");
             assert_eq!(
                 b.ack_duplicates(TENANT, MEMBER, &[&ids[1], &ids[3]])
                     .await
@@ -581,10 +672,11 @@ async fn both_start_paths_refuse_a_done_task_and_only_with_dedup() {
             assert!(fast.duplicates.is_empty() && checked.duplicates.is_empty());
             assert_eq!(checked.started, [ids[3].clone()]);
             assert_eq!(r["state"], "running", "runs again: {r:?}");
-            // r1 done; r2 the fast start, which the checked start found still running (it
-            // enters the history without an end); the checked start's run is not over yet.
-            assert_eq!(r["runs"], "2");
-            assert!(!r.contains_key("r2:end"), "{r:?}");
+            // The done run left no history; r1 is the fast start, which the checked start
+            // found still running (it enters the history without an end); the checked
+            // start's run is not over yet.
+            assert_eq!(r["runs"], "1");
+            assert!(!r.contains_key("r1:end"), "{r:?}");
         }
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct Failed {
     /// the last step started and not completed.
     pub failed_step: Option<String>,
     pub duration: Duration,
+    /// When the attempt started (its run's start in the task's record).
+    pub started: Instant,
 }
 
 /// What the settler is asked to do with one entry. Completed entries, held-back entries and
@@ -47,6 +49,8 @@ pub(crate) enum Settlement {
         task: Arc<Task>,
         /// The handler's output for the record, bounded; `None` when the kind keeps none.
         output: Option<Output>,
+        /// When the attempt started (the done record's `started`).
+        started: Instant,
     },
     /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
     /// due after `delay`.

@@ -44,8 +44,8 @@ const RECORD_ERROR_BYTES: usize = 1024;
 enum FailedMove {
     /// Another attempt, scheduled with the tenant's other retries.
     Retry(Arc<str>, Box<Retry>),
-    /// The dead letters (tenant, entry id, record).
-    Dead(Arc<str>, String, Box<DeadLetter>),
+    /// The dead letters (tenant, entry id, record, when the failed run started).
+    Dead(Arc<str>, String, Box<DeadLetter>, Instant),
 }
 
 /// A retry waiting for the next flush.
@@ -115,6 +115,8 @@ struct Ack {
     task: Arc<Task>,
     /// The output the done record keeps.
     output: Option<Output>,
+    /// When its run started (the done record's `started`).
+    started: Instant,
 }
 
 /// The ack scripts' entries of `acks`: each with its task's done record (task_id, the
@@ -127,6 +129,8 @@ fn ack_entries<'a>(acks: &[&'a Ack], tenant: &str, tasks: &TasksSettings) -> Vec
             retention: tasks.retention_for(tenant, &a.task.kind),
             output: a.output.as_ref().map(|o| o.text.as_str()),
             truncated: a.output.as_ref().is_some_and(|o| o.truncated),
+            ran_for: a.started.elapsed(),
+            recorded: a.task.recorded,
         })
         .collect()
 }
@@ -191,8 +195,10 @@ impl SettleLoop {
                     steps,
                     task,
                     output,
+                    started,
                 } => {
                     self.acks.entry(tenant).or_default().push(Ack {
+                        started,
                         entry_id,
                         recovered,
                         read_at,
@@ -218,11 +224,11 @@ impl SettleLoop {
                         self.retries.entry(tenant).or_default().push(*r);
                         batched += 1;
                     }
-                    FailedMove::Dead(tenant, entry_id, dl) => {
+                    FailedMove::Dead(tenant, entry_id, dl, started) => {
                         let me = me.clone();
                         self.moves.spawn(async move {
                             let member = me.shared.member.clone();
-                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO)
+                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO, Some(started))
                                 .await
                         });
                     }
@@ -335,6 +341,7 @@ impl Settler {
                         broker
                             .ack_unclaimable(
                                 tenant_ref,
+                                member,
                                 &fast_entries,
                                 fast_recovered,
                                 &fast_steps,
@@ -563,7 +570,7 @@ impl Settler {
                 };
                 task_event!(warn, &TaskLog::of_dead_letter(&tenant, &dl), entry_id = %entry_id, class = "malformed_entry", error = %dl.error, "malformed entry set aside");
                 let member = self.shared.member.clone();
-                self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
+                self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO, None)
                     .await;
             }
             Aside::NotRun(n) => {
@@ -594,7 +601,7 @@ impl Settler {
                     dead_lettered_at_ms: now,
                 };
                 let member = self.shared.member.clone();
-                self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO)
+                self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO, None)
                     .await;
             }
             Aside::Duplicate {
@@ -679,14 +686,21 @@ impl Settler {
             max_deliveries: self.max_deliveries,
         };
         // The record's next attempt and error, taken before `next_move` consumes the attempt.
-        let (task_id, next_attempt) = (f.task.task_id.clone(), f.task.attempt + 1);
+        let (task_id, next_attempt, started) =
+            (f.task.task_id.clone(), f.task.attempt + 1, f.started);
         let error = crate::deadletter::bounded(&f.reason, RECORD_ERROR_BYTES);
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
-                let item = item.recorded(&task_id, next_attempt, class.as_str(), error);
+                let item = item.recorded(
+                    &task_id,
+                    next_attempt,
+                    class.as_str(),
+                    error,
+                    started.elapsed(),
+                );
                 FailedMove::Retry(tenant, Box::new(Retry { item, log, class }))
             }
-            NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl),
+            NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl, started),
         }
     }
 
@@ -880,7 +894,7 @@ impl Settler {
             member: self.shared.member.to_string(),
             dead_lettered_at_ms: now,
         };
-        self.dead_letter(&tenant, &entry_id, dl, owner.as_deref(), min_idle)
+        self.dead_letter(&tenant, &entry_id, dl, owner.as_deref(), min_idle, None)
             .await;
     }
 
@@ -891,6 +905,7 @@ impl Settler {
         dl: DeadLetter,
         owner: Option<&str>,
         min_idle: Duration,
+        started: Option<Instant>,
     ) {
         let fields = dl.to_fields();
         let records = self.shared.tasks.enabled;
@@ -906,6 +921,7 @@ impl Settler {
                     min_idle,
                     task_id.as_deref(),
                     records,
+                    started.map(|t| t.elapsed()),
                     &fields,
                 )
             })

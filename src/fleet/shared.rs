@@ -73,10 +73,11 @@ pub(crate) enum Work {
     /// A task read normally: delivered to this member, ready to run.
     Ready(Arc<Task>),
     /// An entry taken over from a dead or stuck consumer (or from this member's previous
-    /// life). It is re-delivered right before it runs (its start counted); one that started
-    /// before already runs alone, so that if it crashes the process again only its own count
-    /// of starts grows.
-    Suspect,
+    /// life), named when known (its record then names the member of the run that died). It
+    /// is re-delivered right before it runs (its start counted); one that started before
+    /// already runs alone, so that if it crashes the process again only its own count of
+    /// starts grows.
+    Suspect(Option<Arc<str>>),
 }
 
 /// An entry waiting to run.
@@ -310,15 +311,22 @@ impl Shared {
             .is_some_and(|d| Instant::now() >= *d)
     }
 
-    /// Queues entries taken over by a claim as suspects. Returns how many were queued.
-    pub(crate) fn queue_suspects(&self, tenant: &Arc<str>, claimed: Vec<(String, u64)>) -> usize {
+    /// Queues entries taken over by a claim as suspects, each with whom it was pending for
+    /// (`owners`). Returns how many were queued.
+    pub(crate) fn queue_suspects(
+        &self,
+        tenant: &Arc<str>,
+        claimed: Vec<(String, u64)>,
+        owners: &std::collections::HashMap<String, String>,
+    ) -> usize {
         let mut queued = 0;
         for (id, deliveries) in claimed {
             if let Some(lost) = self.admit(tenant, &id) {
+                let owner = owners.get(&id).map(|o| Arc::from(o.as_str()));
                 self.push(Job {
                     tenant: tenant.clone(),
                     entry_id: id,
-                    work: Work::Suspect,
+                    work: Work::Suspect(owner),
                     deliveries,
                     lost,
                     read_at: None,

@@ -57,11 +57,11 @@ local owned, at, others, recovered = {}, {}, {}, 0
 local r = tonumber(ARGV[6])
 local n = tonumber(ARGV[8])
 local first = 9 + n
-for i = first, #ARGV, 5 do
+for i = first, #ARGV, 7 do
   if mine[ARGV[i]] then
     owned[#owned + 1] = ARGV[i]
     at[#at + 1] = i
-    if i < first + 5 * r then
+    if i < first + 7 * r then
       recovered = recovered + 1
     end
   elseif ARGV[i + 1] ~= '' then
@@ -69,9 +69,11 @@ for i = first, #ARGV, 5 do
   end
 end
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
--- The done record of the entry at ARGV[k] (rec_done, lib/record.lua).
-local function done(now, k)
-  rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4])
+-- The done record of the entry at ARGV[k] (rec_done, lib/record.lua); `blind` for entries
+-- acked here that were appended with their record.
+local function done(now, k, blind)
+  rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[2],
+    ARGV[k + 5], blind and ARGV[k + 6] == '1')
 end
 local marked = 0
 if #owned > 0 then
@@ -93,13 +95,14 @@ if R and (#owned > 0 or #others > 0) then
   local now = rec_now()
   for _, k in ipairs(at) do
     if ARGV[k + 1] ~= '' then
-      done(now, k)
+      done(now, k, true)
     end
   end
   for _, k in ipairs(others) do
     local rec = rec_get(R, ARGV[k + 1], 'state', 'entry')
-    if rec[1] == 'running' and rec[2] == ARGV[k] then
-      done(now, k)
+    if rec[2] == ARGV[k]
+      and (rec[1] == 'running' or rec[1] == 'queued' or rec[1] == 'replayed') then
+      done(now, k, false)
       marked = marked + 1
     end
   end

@@ -10,6 +10,8 @@
 -- ARGV[2]  the consumer (this member)
 -- ARGV[3]  the entry id
 -- ARGV[4]  optional: '1' to refuse a task whose record is already `done` (tasks.dedup)
+-- ARGV[5]  optional: the consumer the entry was pending for before it was claimed ('' when
+--          unknown): the member of a run that died, for the record's history
 --
 -- Returns {0} when this consumer no longer owns the entry, {1} when the entry was deleted
 -- (XCLAIM removed the tombstone from the PEL; its steps hash is deleted too), {3, task_id}
@@ -49,7 +51,14 @@ if R then
       end
     end
     local refuse = ARGV[4] == '1'
-    if rec_start(R, tid, rec_now(), ARGV[3], attempt, ARGV[2], kind, refuse) == 'done' and refuse then
+    -- Delivered more than once before this start: an earlier start's member died (a fresh
+    -- read counts 1, every start 1 more; see start.lua).
+    local died = nil
+    if tonumber(p[1][4]) >= 2 then
+      died = ARGV[5] or ''
+    end
+    if rec_start(R, tid, rec_now(), ARGV[3], attempt, ARGV[2], kind, refuse, died) == 'done'
+      and refuse then
       return {3, tid}
     end
   end

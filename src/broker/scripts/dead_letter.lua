@@ -24,7 +24,10 @@
 --          heartbeat wins over a reclaimer's decision)
 -- ARGV[6]  how long a stats bucket is kept, ms
 -- ARGV[7]  the task_id whose record changes, '' for none (an entry whose task_id is invalid)
--- ARGV[8…] field, value, field, value … of the dead letter (its `class` and `error` are the
+-- ARGV[8]  how long ago (ms) the run that failed started, when ARGV[4] ran it (the run in the
+--          record's history); '' when no run ends here (a reclaimer's decision, a malformed or
+--          expired entry)
+-- ARGV[9…] field, value, field, value … of the dead letter (its `class` and `error` are the
 --          record's too)
 --
 -- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the cap removed,
@@ -48,7 +51,7 @@ if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
 end
 local fields = {'deliveries', math.max(tonumber(p[1][4]) - 1, 0)}
 local class, err = '', ''
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
   if ARGV[i] == 'class' then
@@ -79,7 +82,12 @@ if R and ARGV[7] ~= '' then
   if class == 'expired' then
     state = 'expired'
   end
-  rec_end(R, ARGV[7], rec_now(), state, class, {'class', class, 'error', rec_error(err), 'dlq', id})
+  local ran = ''
+  if ARGV[8] ~= '' then
+    ran = ARGV[4]
+  end
+  rec_end(R, ARGV[7], rec_now(), state, class, {'class', class, 'error', rec_error(err), 'dlq', id},
+    ran, ARGV[8])
   rec_expire(R, ARGV[7], 0)
   rec_event(R, ARGV[7], state, id)
 end

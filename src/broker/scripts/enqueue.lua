@@ -10,7 +10,10 @@
 --          minute by the server's clock (same hash tag, so the same slot)
 -- ARGV[1]  '1': refuse a task_id whose record is live (queued, running, retry_scheduled,
 --          deferred, done, dead_lettered, expired, replayed); '0': the producer reuses ids on
---          purpose (tasks.dedup = false): a new record replaces the old one
+--          purpose (tasks.dedup = false): a new record replaces the old one, unless that task
+--          is still in flight (queued, running, retry_scheduled, deferred, replayed): one
+--          task_id has one record, and the done of an entry appended with its record writes it
+--          without a read
 -- ARGV[2]  the task_id
 -- ARGV[3]  the task's kind
 -- ARGV[4]  the task's attempt
@@ -33,7 +36,10 @@ if old[1] then
     queued = true, running = true, retry_scheduled = true, deferred = true, done = true,
     dead_lettered = true, expired = true, replayed = true,
   }
-  if ARGV[1] == '1' and live[old[1]] then
+  local flight = {
+    queued = true, running = true, retry_scheduled = true, deferred = true, replayed = true,
+  }
+  if (ARGV[1] == '1' and live[old[1]]) or flight[old[1]] then
     local bucket = KEYS[4] .. math.floor(now / 60000)
     if redis.call('HINCRBY', bucket, 'duplicates', 1) == 1 then
       redis.call('PEXPIRE', bucket, ARGV[5])

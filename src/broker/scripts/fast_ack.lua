@@ -17,9 +17,11 @@
 --          replay
 -- ARGV[4]  n: how many steps hashes follow in KEYS[6…5+n] (see step.lua): those of the ids that
 --          may have recorded steps, deleted with them (nobody else can own these entries)
--- ARGV[5…] quintuples, one per entry (at most fleet.ack_batch), as in ack.lua: entry id,
+-- ARGV[5]  the consumer that ran the entries (this member; the done records' member)
+-- ARGV[6…] septuples, one per entry (at most fleet.ack_batch), as in ack.lua: entry id,
 --          task_id ('': no record), retention of the done record in ms, output flag ('': no
---          output kept, '0': whole, '1': cut and marked), output text
+--          output kept, '0': whole, '1': cut and marked), output text, how long ago the run
+--          started (ms), '1' when the entry was appended with its record (`recorded`)
 --
 -- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
 -- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are
@@ -32,8 +34,8 @@
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 local r = tonumber(ARGV[3])
 local first, rest = {}, {}
-for i = 5, #ARGV, 5 do
-  if i < 5 + 5 * r then
+for i = 6, #ARGV, 7 do
+  if i < 6 + 7 * r then
     first[#first + 1] = ARGV[i]
   else
     rest[#rest + 1] = ARGV[i]
@@ -44,11 +46,14 @@ local acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
 chunks('XDEL', {KEYS[1]}, first, 1000)
 chunks('XDEL', {KEYS[1]}, rest, 1000)
 if R and acked > 0 then
-  -- Only records that say `running` become done: an entry no longer pending (this ack
-  -- repeated after a lost reply) already has its done record.
+  -- When every entry was acked here, those appended with their record are written without
+  -- a read (rec_done's `blind`); otherwise (some were settled already: an ack repeated after
+  -- a lost reply) each record is checked first.
   local now = rec_now()
-  for k = 5, #ARGV, 5 do
-    rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4])
+  local all = acked == #first + #rest
+  for k = 6, #ARGV, 7 do
+    rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[5],
+      ARGV[k + 5], all and ARGV[k + 6] == '1')
   end
 end
 local steps = {}

@@ -17,11 +17,12 @@
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
 -- ARGV[3]  how long a stats bucket is kept, ms
--- ARGV[4…] items of seven: entry id in the lane, delay in ms (from the server's clock),
+-- ARGV[4…] items of eight: entry id in the lane, delay in ms (from the server's clock),
 --          schedule member (a JSON array [field, value, …] of the next attempt, unique because
 --          it holds `from_entry`, the lane entry id: identical tasks never collapse into one
 --          member), task_id ('': no record), the next attempt, the failure's class, its error
---          (cut to 1 KiB by rec_error); at most fleet.ack_batch items
+--          (cut to 1 KiB by rec_error), how long ago (ms) the failed run started (the run in
+--          the record's history: ARGV[2]'s); at most fleet.ack_batch items
 --
 -- Returns one value per item: the due time (ms, server clock), or -1 when this consumer no
 -- longer owns that entry (nothing is written for it). What it schedules is counted as
@@ -38,7 +39,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, owned, zadd, steps, recs = {}, {}, {}, {}, {}
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
   if #p == 0 then
@@ -46,7 +47,7 @@ for i = 4, #ARGV, 7 do
   else
     local due = now + tonumber(ARGV[i + 1])
     local member = ARGV[i + 2]
-    local key = KEYS[6 + (i - 4) / 7]
+    local key = KEYS[6 + (i - 4) / 8]
     local rec = recorded_steps(key)
     if rec then
       local ok, flat = pcall(cjson.decode, member)
@@ -83,7 +84,7 @@ if #owned > 0 then
       rec_end(R, ARGV[i + 3], now, 'retry_scheduled', class, {
         'class', class, 'error', rec_error(ARGV[i + 6]), 'attempt', ARGV[i + 4],
         'due', string.format('%d', now + tonumber(ARGV[i + 1])),
-      })
+      }, ARGV[2], ARGV[i + 7])
     end
   end
   local bucket = KEYS[3] .. math.floor(tonumber(t[1]) / 60)

@@ -17,7 +17,7 @@
 --          not started (its record untouched) and is returned in `duplicates`; '0': run it
 -- ARGV[6…] quintuples, one per entry about to start (one batch of the executor's starts):
 --          entry id, task_id, attempt, kind, '1' when the entry carries `recorded` (its record
---          was written with it: marked running without a read, see rec_started) else '0'
+--          was written with it: nothing written at its start, see rec_begin) else '0'
 --
 -- Ownership is read with one XPENDING over [smallest, largest] filtered to this consumer
 -- (paged by 1000), as in ack.lua.

@@ -13,7 +13,7 @@
 -- ARGV[3]  '1': refuse a task whose record is already `done` (tasks.dedup, see start.lua)
 -- ARGV[4…] quintuples, one per entry about to start: entry id, task_id, attempt, kind, '1'
 --          when the entry carries `recorded` (its record was written with it: marked running
---          without a read, see rec_started) else '0'
+--          without a record write, see rec_begin) else '0'
 --
 -- Returns {started, gone, duplicates} as start.lua does: ids not claimed were deleted while
 -- pending (`gone`); `duplicates` are claimed ids whose task is already done (not started).
