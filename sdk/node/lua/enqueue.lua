@@ -12,9 +12,16 @@
 -- entry or schedule item the task is now), enq (this life's enqueue, ms), first (first
 -- enqueue), member, started, ended, class, error (≤ 1 KiB), dlq, replay_of, replays,
 -- output + output_truncated, due (when a retry_scheduled or deferred task is due again, ms),
--- updated, runs (how many starts so far) and per start N the fields
--- 'r<N>:start', 'r<N>:member', 'r<N>:end', 'r<N>:outcome' ('ok' or a class) — the last
--- REC_RUNS_KEPT starts are kept.
+-- updated, runs (how many runs are in the history) and per run N of the history the fields
+-- 'r<N>:start', 'r<N>:member', 'r<N>:end', 'r<N>:outcome' (a class, or '' for a run whose
+-- member died) — the last REC_RUNS_KEPT are kept. The history holds the runs that did not
+-- end the task well: a done task's last run is in member, started and ended (readers add it).
+--
+-- Running: an entry appended together with its record (its `recorded` field: enqueue.lua,
+-- promote.lua, replay.lua) starts without a record write — its record keeps saying queued
+-- (or replayed) with `entry` = that entry, and readers show it running while the entry is
+-- pending in the group (XPENDING names the member). Other starts (a raw XADD, a taken-over
+-- entry) write `running`, member and started.
 --
 -- The index ZSET '<tenant>:tasks' holds every task_id with a record, scored by when its record
 -- was first written (ms; an enqueue, or the first move of a task published without one). The
@@ -24,37 +31,43 @@
 -- CONTRACT.md), and a script publishes only when one is live (one ZRANGEBYSCORE per script
 -- call, not per task). The waiters key is the events key with 'events' replaced by 'waiters'.
 --
--- Cost: a fresh start of an entry appended with its record writes it (HSET), any other start
--- reads and writes it (HMGET + HSET); an end reads, writes and expires it (HMGET + HSET +
--- PEXPIRE); the index is written only when a record is created.
+-- Cost: a fresh start of an entry appended with its record writes nothing, any other start
+-- reads and writes it (HMGET + HSET); the done of an entry appended with its record, acked by
+-- the same call, writes and expires it without a read (HSET + PEXPIRE); other ends read,
+-- write and expire it (HMGET + HSET + PEXPIRE); the index is written only when a record is
+-- created.
 --
 -- rec_ctx(prefix, index, events): the record context `R`, or nil when prefix is nil or ''.
 -- rec_now(): the server's clock in ms.
 -- rec_get(R, task_id, ...): HMGET of fields of a record (a table of values, false when absent).
 -- rec_write(R, task_id, now, state, pairs): sets state, updated and the field/value list
 --   `pairs`, and indexes the task if it was not (ZADD NX). Returns nothing.
--- rec_start(R, task_id, now, entry, attempt, member, kind, refuse_done): the start of one
---   attempt: running, entry, attempt, member, started. Returns the record's previous state
---   (false when there was none: the record is created and indexed). When refuse_done is true
---   and that state is 'done' nothing is written (the caller acks the entry as a duplicate). A
---   previous state 'running' means that run's member died: it goes into the history (r<N>
---   without an end).
--- rec_started(R, task_id, now, member): the start of an entry whose record the script that
---   appended it wrote (its `recorded` field; enqueue.lua, promote.lua, replay.lua): running,
---   member, started — one HSET, nothing read (the record exists, says queued or replayed with
---   this entry, and duplicates were refused when it was appended).
--- rec_end(R, task_id, now, state, outcome, pairs, only_running): the end of the current run:
---   state, ended, plus `pairs`; a record that says 'running' gets the run into its history
---   (runs + 1, r<N>:start/member from started/member, r<N>:end, r<N>:outcome). With
---   only_running, a record that does not say 'running' is left alone (an ack repeated after a
---   lost reply). Returns the previous state.
--- rec_done(R, now, entry, task_id, ttl, flag, output): the done record of an acked entry, in
---   the shape ack.lua and fast_ack.lua receive it (flag '' no output kept, '0' whole, '1' cut):
---   only a record that says running becomes done (an ack repeated after a lost reply finds its
---   done record), then expires after ttl and publishes its finish event.
+-- rec_start(R, task_id, now, entry, attempt, member, kind, refuse_done, died): the start of
+--   one attempt: running, entry, attempt, member, started. Returns the record's previous
+--   state (false when there was none: the record is created and indexed). When refuse_done is
+--   true and that state is 'done' nothing is written (the caller acks the entry as a
+--   duplicate). A previous run that never ended — the record says 'running', or (`died`, the
+--   member it ran on, '' when unknown) it says queued or replayed on this very entry, which
+--   started before — goes into the history without an end (outcome ''; the second kind
+--   without a start, which only the PEL knew).
+-- rec_end(R, task_id, now, state, outcome, pairs, run_member, run_ago): the end
+--   of the current run: state, ended, plus `pairs`. The run goes into the history (runs + 1,
+--   r<N>:start/member/end/outcome): run_member's, started run_ago ms before now, as the
+--   caller ran it; else, when the record says 'running', the record's member and started.
+--   Returns the previous state.
+-- rec_done(R, now, entry, task_id, ttl, flag, output, member, ago, blind): the done record of
+--   an acked entry, in the shape ack.lua and fast_ack.lua receive it (flag '' no output kept,
+--   '0' whole, '1' cut; ago: how long before now the run started, ms): state done, ended,
+--   member, started. Without `blind` it is written only when the record is on this entry and
+--   says queued, replayed or running (an ack repeated after a lost reply finds its done
+--   record; a record replaced since is another task's). `blind`: the caller acked this entry
+--   in the same call and it was appended with its record, so the record is this entry's and
+--   is not read (enqueue.lua never replaces the record of a task in flight). The record then
+--   expires after ttl and publishes its finish event.
 -- rec_begin(R, now, member, refuse, entry, task_id, attempt, kind, recorded): the start of one
---   fresh entry in the shape start.lua and start_fast.lua receive it: rec_started when
---   `recorded` is '1', else rec_start. Returns true when the task is a refused duplicate.
+--   fresh entry in the shape start.lua and start_fast.lua receive it: nothing when `recorded`
+--   is '1' (see Running above), else rec_start. Returns true when the task is a refused
+--   duplicate.
 -- rec_expire(R, task_id, ttl): a finished record expires after ttl ms (0 or less: kept, as
 --   while its dead letter exists).
 -- rec_event(R, task_id, state, entry): one entry in the events stream, if someone waits.
@@ -115,12 +128,12 @@ local function rec_forget_run(key, n)
   end
 end
 
-local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_done)
+local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_done, died)
   if R == nil then
     return false
   end
   local key = R.prefix .. task_id
-  local old = redis.call('HMGET', key, 'state', 'runs', 'member', 'started')
+  local old = redis.call('HMGET', key, 'state', 'runs', 'member', 'started', 'entry')
   if refuse_done and old[1] == 'done' then
     return old[1]
   end
@@ -132,11 +145,18 @@ local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_d
     redis.call('ZADD', R.index, 'NX', now, task_id)
     return false
   end
+  local dead = nil
   if old[1] == 'running' and old[3] then
-    -- The previous run never ended: its member died. It stays in the history, without an end.
+    -- The previous run never ended: its member died.
+    dead = {old[4] or '', old[3]}
+  elseif died and old[5] == entry and (old[1] == 'queued' or old[1] == 'replayed') then
+    -- Started before without a record write (see Running) on `died`, which died.
+    dead = {'', died}
+  end
+  if dead then
     local n = (tonumber(old[2]) or 0) + 1
-    redis.call('HSET', key, 'runs', n, 'r' .. n .. ':start', old[4] or '', 'r' .. n .. ':member',
-      old[3])
+    redis.call('HSET', key, 'runs', n, 'r' .. n .. ':start', dead[1], 'r' .. n .. ':member',
+      dead[2], 'r' .. n .. ':outcome', '')
     rec_forget_run(key, n - REC_RUNS_KEPT)
   end
   redis.call('HSET', key, 'state', 'running', 'updated', ts, 'entry', entry, 'attempt', attempt,
@@ -144,36 +164,35 @@ local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_d
   return old[1]
 end
 
-local function rec_started(R, task_id, now, member)
-  if R == nil then
-    return
-  end
-  local ts = rec_ts(now)
-  redis.call('HSET', R.prefix .. task_id, 'state', 'running', 'updated', ts, 'member', member,
-    'started', ts)
-end
-
-local function rec_end(R, task_id, now, state, outcome, pairs, only_running)
+local function rec_end(R, task_id, now, state, outcome, pairs, run_member, run_ago)
   if R == nil then
     return false
   end
   local key = R.prefix .. task_id
   local old = redis.call('HMGET', key, 'state', 'runs', 'member', 'started')
-  if only_running and old[1] ~= 'running' then
-    return old[1]
-  end
   local ts = rec_ts(now)
   local args = {'HSET', key, 'state', state, 'updated', ts, 'ended', ts}
+  local member, started = nil, nil
+  if run_member ~= nil and run_member ~= '' then
+    member = run_member
+    started = string.format('%d', now - (tonumber(run_ago) or 0))
+    args[#args + 1] = 'member'
+    args[#args + 1] = member
+    args[#args + 1] = 'started'
+    args[#args + 1] = started
+  elseif old[1] == 'running' then
+    member, started = old[3] or '', old[4] or ''
+  end
   local n = 0
-  if old[1] == 'running' then
+  if member ~= nil then
     n = (tonumber(old[2]) or 0) + 1
     local r = 'r' .. n
     args[#args + 1] = 'runs'
     args[#args + 1] = n
     args[#args + 1] = r .. ':start'
-    args[#args + 1] = old[4] or ''
+    args[#args + 1] = started
     args[#args + 1] = r .. ':member'
-    args[#args + 1] = old[3] or ''
+    args[#args + 1] = member
     args[#args + 1] = r .. ':end'
     args[#args + 1] = ts
     args[#args + 1] = r .. ':outcome'
@@ -198,7 +217,6 @@ local function rec_begin(R, now, member, refuse, entry, task_id, attempt, kind, 
     return false
   end
   if recorded == '1' then
-    rec_started(R, task_id, now, member)
     return false
   end
   return rec_start(R, task_id, now, entry, attempt, member, kind, refuse) == 'done' and refuse
@@ -237,20 +255,32 @@ local function rec_event(R, task_id, state, entry)
     'entry', entry or '')
 end
 
-local function rec_done(R, now, entry, task_id, ttl, flag, output)
+local function rec_done(R, now, entry, task_id, ttl, flag, output, member, ago, blind)
   if R == nil or task_id == '' then
     return
   end
-  local pairs = nil
+  local key = R.prefix .. task_id
+  if not blind then
+    local old = redis.call('HMGET', key, 'state', 'entry')
+    if old[2] ~= entry
+      or not (old[1] == 'queued' or old[1] == 'running' or old[1] == 'replayed') then
+      return
+    end
+  end
+  local ts = rec_ts(now)
+  local started = string.format('%d', now - (tonumber(ago) or 0))
   if flag == '1' then
-    pairs = {'output', output, 'output_truncated', '1'}
+    redis.call('HSET', key, 'state', 'done', 'updated', ts, 'ended', ts, 'member', member,
+      'started', started, 'output', output, 'output_truncated', '1')
   elseif flag ~= '' then
-    pairs = {'output', output}
+    redis.call('HSET', key, 'state', 'done', 'updated', ts, 'ended', ts, 'member', member,
+      'started', started, 'output', output)
+  else
+    redis.call('HSET', key, 'state', 'done', 'updated', ts, 'ended', ts, 'member', member,
+      'started', started)
   end
-  if rec_end(R, task_id, now, 'done', 'ok', pairs, true) == 'running' then
-    rec_expire(R, task_id, ttl)
-    rec_event(R, task_id, 'done', entry)
-  end
+  rec_expire(R, task_id, ttl)
+  rec_event(R, task_id, 'done', entry)
 end
 
 local function rec_error(text)
@@ -284,7 +314,10 @@ end
 --          minute by the server's clock (same hash tag, so the same slot)
 -- ARGV[1]  '1': refuse a task_id whose record is live (queued, running, retry_scheduled,
 --          deferred, done, dead_lettered, expired, replayed); '0': the producer reuses ids on
---          purpose (tasks.dedup = false): a new record replaces the old one
+--          purpose (tasks.dedup = false): a new record replaces the old one, unless that task
+--          is still in flight (queued, running, retry_scheduled, deferred, replayed): one
+--          task_id has one record, and the done of an entry appended with its record writes it
+--          without a read
 -- ARGV[2]  the task_id
 -- ARGV[3]  the task's kind
 -- ARGV[4]  the task's attempt
@@ -307,7 +340,10 @@ if old[1] then
     queued = true, running = true, retry_scheduled = true, deferred = true, done = true,
     dead_lettered = true, expired = true, replayed = true,
   }
-  if ARGV[1] == '1' and live[old[1]] then
+  local flight = {
+    queued = true, running = true, retry_scheduled = true, deferred = true, replayed = true,
+  }
+  if (ARGV[1] == '1' and live[old[1]]) or flight[old[1]] then
     local bucket = KEYS[4] .. math.floor(now / 60000)
     if redis.call('HINCRBY', bucket, 'duplicates', 1) == 1 then
       redis.call('PEXPIRE', bucket, ARGV[5])

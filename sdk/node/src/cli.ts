@@ -3,11 +3,13 @@
  * `redrive-sdk`: the SDK's producer side from a shell (and for end-to-end tests).
  *
  *   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
- *   redrive-sdk task TENANT TASK_ID     (also: get)
- *   redrive-sdk wait TENANT TASK_ID --timeout-ms N
+ *   redrive-sdk task TENANT TASK_ID [--group G]     (also: get)
+ *   redrive-sdk wait TENANT TASK_ID --timeout-ms N [--group G]
  *
  * Common options: `--redis-url URL` (default `$REDRIVE_REDIS_URL`, else
- * `redis://127.0.0.1:6379`) and `--key-prefix P` (default `redrive`). Each command prints one
+ * `redis://127.0.0.1:6379`) and `--key-prefix P` (default `redrive`); `--group G` is the fleet's
+ * consumer group (default `redrive`): a queued task whose entry is pending in it shows as
+ * running. `--no-dedup`: ids reused on purpose (only a task still in flight is a duplicate). Each command prints one
  * JSON line on stdout. Exit codes: 0 success (enqueued or a duplicate; a record found; the task
  * done), 1 the task failed (wait: dead_lettered, expired, resolved or discarded; get: no
  * record), 2 wait timed out, 3 a usage error or Redis refusing.
@@ -18,14 +20,16 @@ import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 
 import { InvalidTaskError, TaskFailedError, WaitTimeoutError } from "./errors.js";
+import { validateGroup } from "./lookup.js";
 import { Producer } from "./producer.js";
 import { recordToJson } from "./records.js";
 
 const USAGE = `usage:
   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
-  redrive-sdk task TENANT TASK_ID     (also: get)
-  redrive-sdk wait TENANT TASK_ID --timeout-ms N
-options: --redis-url URL (default $REDRIVE_REDIS_URL, else redis://127.0.0.1:6379), --key-prefix P (default redrive)
+  redrive-sdk task TENANT TASK_ID [--group G]     (also: get)
+  redrive-sdk wait TENANT TASK_ID --timeout-ms N [--group G]
+options: --redis-url URL (default $REDRIVE_REDIS_URL, else redis://127.0.0.1:6379), --key-prefix P (default redrive),
+  --group G (the fleet's consumer group, default redrive: a queued task whose entry is pending in it shows as running)
 exit: 0 ok, 1 task failed / no record, 2 wait timed out, 3 usage or Redis error`;
 
 class Usage extends Error {}
@@ -54,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
       "no-dedup": { type: "boolean" },
       "no-records": { type: "boolean" },
       "timeout-ms": { type: "string" },
+      group: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -62,11 +67,21 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return command === undefined && values.help !== true ? 3 : 0;
   }
+  if (values.group !== undefined) {
+    try {
+      validateGroup(values.group);
+    } catch (e) {
+      throw new Usage(e instanceof Error ? e.message : String(e));
+    }
+  }
   const url = values["redis-url"] ?? process.env.REDRIVE_REDIS_URL ?? "redis://127.0.0.1:6379";
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   // Connection failures surface through the commands (never the URL: it may hold a password).
   redis.on("error", () => undefined);
-  const producer = new Producer(redis, values["key-prefix"] === undefined ? {} : { keyPrefix: values["key-prefix"] });
+  const producer = new Producer(redis, {
+    ...(values["key-prefix"] === undefined ? {} : { keyPrefix: values["key-prefix"] }),
+    ...(values.group === undefined ? {} : { group: values.group }),
+  });
   try {
     switch (command) {
       case "enqueue": {

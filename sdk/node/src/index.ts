@@ -34,18 +34,21 @@ export type { HttpOptions, Middleware, ServeHttpOptions } from "./http.js";
 export { Keys } from "./keys.js";
 export { servePool } from "./pool.js";
 export type { PoolOptions } from "./pool.js";
-export { WAITER_TTL_MS, WAIT_SLICE_MS } from "./lookup.js";
-export type { WaitOptions } from "./lookup.js";
+export { DEFAULT_GROUP, WAITER_TTL_MS, WAIT_SLICE_MS } from "./lookup.js";
+export type { GetTaskOptions, WaitOptions } from "./lookup.js";
 export { EnqueueError, PIPELINE_CHUNK, Producer, STATS_KEEP_MS } from "./producer.js";
 export type { EnqueueOptions, Enqueued, ProducerOptions } from "./producer.js";
 export {
   FAILED_STATES,
   FINISHED_STATES,
+  RUNS_KEPT,
   TASK_STATES,
   isFinished,
   isTaskState,
   parseRecord,
   recordToJson,
+  runningOn,
+  waitingEntry,
 } from "./records.js";
 export type { TaskRecord, TaskRun, TaskState } from "./records.js";
 export { enqueueScript, enqueueScriptPath } from "./scripts.js";

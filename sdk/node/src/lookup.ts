@@ -2,6 +2,9 @@
  * Reading a task's record back, and waiting for a task to finish: register as a waiter (the
  * fleet publishes finish events only while one is registered), then block on the tenant's
  * events stream (one entry per finish: `task`, `state`, `entry`), never poll.
+ *
+ * A record that says `queued` or `replayed` is shown `running` while its entry is pending in
+ * the fleet's consumer group (`XPENDING <lane> <group> <entry> <entry> 1`; see records.ts).
  */
 
 import { randomUUID } from "node:crypto";
@@ -10,7 +13,7 @@ import type { Redis } from "ioredis";
 
 import { TaskFailedError, WaitTimeoutError } from "./errors.js";
 import type { Keys } from "./keys.js";
-import { FAILED_STATES, parseRecord, type TaskRecord } from "./records.js";
+import { FAILED_STATES, parseRecord, runningOn, waitingEntry, type TaskRecord } from "./records.js";
 import { validateTaskId, validateTenant } from "./task.js";
 
 /** The longest single blocking read of a wait, ms: the wait re-reads the record at least this often. */
@@ -37,6 +40,28 @@ export const WAITER_TTL_MS = 15_000;
 /** How long the ZREM that ends a registration may take, ms (best effort: it lapses anyway). */
 const UNREGISTER_MS = 1000;
 
+/** The fleet's default consumer group (`fleet.group`). */
+export const DEFAULT_GROUP = "redrive";
+
+/** `group` when it is a valid consumer group name (the fleet's `fleet.group`); throws a TypeError otherwise. */
+export function validateGroup(group: unknown): string {
+  if (typeof group !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(group)) {
+    throw new TypeError(
+      `group ${typeof group === "string" ? `'${group}'` : typeof group} is invalid: use 1 to 64 ASCII letters, digits, '_', '-', '.' (the fleet's fleet.group)`,
+    );
+  }
+  return group;
+}
+
+/** Options of `Producer.getTask`. */
+export interface GetTaskOptions {
+  /**
+   * The fleet's consumer group (`fleet.group`), asked whether a queued task's entry is pending
+   * (then the task is shown running); default the producer's (`redrive` unless set).
+   */
+  group?: string;
+}
+
 /** Options of `Producer.wait`. */
 export interface WaitOptions {
   /**
@@ -50,13 +75,50 @@ export interface WaitOptions {
    * resolved, discarded); default true. False resolves with that record instead.
    */
   raiseOnFailure?: boolean;
+  /**
+   * The fleet's consumer group: a wait that times out reports a queued task whose entry is
+   * pending there as running (as `getTask` shows it); default the producer's.
+   */
+  group?: string;
 }
 
-/** Reads the record of `taskId` in `tenant` through `redis`, or null when there is none. */
-export async function readTask(redis: Redis, keys: Keys, tenant: string, taskId: string): Promise<TaskRecord | null> {
+/**
+ * Reads the record of `taskId` in `tenant` through `redis`, or null when there is none; shown
+ * running when it waits on an entry pending in `group` (one XPENDING, only for such a record).
+ */
+export async function readTask(
+  redis: Redis,
+  keys: Keys,
+  tenant: string,
+  taskId: string,
+  group: string = DEFAULT_GROUP,
+): Promise<TaskRecord | null> {
   validateTenant(tenant);
   validateTaskId(taskId);
-  return read(redis, keys, tenant, taskId);
+  validateGroup(group);
+  return overlay(redis, keys, await read(redis, keys, tenant, taskId), group);
+}
+
+/**
+ * `record` as readers show it: running on the consumer holding its waiting entry when that is
+ * pending in `group` (a missing group or lane, NOGROUP, means nothing is pending).
+ */
+async function overlay(conn: Redis, keys: Keys, record: TaskRecord | null, group: string): Promise<TaskRecord | null> {
+  if (record === null) return null;
+  const entry = waitingEntry(record);
+  if (entry === undefined) return record;
+  let rows: unknown[];
+  try {
+    rows = await conn.xpending(keys.lane(record.tenant), group, entry, entry, 1);
+  } catch (e) {
+    if (isReplyError(e) && (e as Error).message.startsWith("NOGROUP")) return record;
+    throw e;
+  }
+  const first = rows[0];
+  const consumer: unknown = Array.isArray(first) ? first[1] : undefined;
+  if (typeof consumer === "string") return runningOn(record, consumer);
+  if (Buffer.isBuffer(consumer)) return runningOn(record, consumer.toString("utf8"));
+  return record;
 }
 
 async function read(redis: Redis, keys: Keys, tenant: string, taskId: string): Promise<TaskRecord | null> {
@@ -151,6 +213,7 @@ export async function waitTask(
   if (typeof raiseOnFailure !== "boolean") {
     throw new TypeError(`raiseOnFailure must be a boolean, not ${typeof raiseOnFailure}`);
   }
+  const group = validateGroup(options.group ?? DEFAULT_GROUP);
   const deadline = Date.now() + timeoutMs;
   const events = keys.events(tenant);
   const registration = new Registration(keys.waiters(tenant), randomUUID());
@@ -199,6 +262,7 @@ export async function waitTask(
           record = await read(conn, keys, tenant, taskId);
         }
         if (record?.finished) finished = record;
+        else record = await reportable(conn, keys, record, group);
         break;
       } catch (e) {
         // Redis refusing a command (WRONGTYPE, say) is the caller's; anything else is a lost
@@ -219,6 +283,29 @@ export async function waitTask(
     return finished;
   }
   throw new WaitTimeoutError(tenant, taskId, timeoutMs, record, reads > 0);
+}
+
+/** How long the XPENDING that tells a timed-out wait's state may take, ms (best effort). */
+const REPORT_MS = 1000;
+
+/**
+ * The record a timed-out wait reports: running when its entry is pending ({@link overlay}),
+ * best effort — on any failure, or past {@link REPORT_MS}, the record as read.
+ */
+async function reportable(conn: Redis, keys: Keys, record: TaskRecord | null, group: string): Promise<TaskRecord | null> {
+  if (record === null || waitingEntry(record) === undefined) return record;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<TaskRecord | null>((resolve) => {
+    timer = setTimeout(() => {
+      resolve(record);
+    }, REPORT_MS);
+  });
+  const shown = overlay(conn, keys, record, group).catch(() => record);
+  try {
+    return await Promise.race([shown, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Whether `e` is Redis's reply refusing a command (not a connection failing). */

@@ -11,7 +11,7 @@ import { Redis, type ChainableCommander } from "ioredis";
 
 import { InvalidTaskError } from "./errors.js";
 import { Keys } from "./keys.js";
-import { readTask, waitTask, type WaitOptions } from "./lookup.js";
+import { DEFAULT_GROUP, readTask, validateGroup, waitTask, type GetTaskOptions, type WaitOptions } from "./lookup.js";
 import type { TaskRecord, TaskState } from "./records.js";
 import { enqueueScript } from "./scripts.js";
 import { DEFAULT_MAX_PAYLOAD_BYTES, prepareTask, type NewTask, type PreparedTask } from "./task.js";
@@ -25,6 +25,11 @@ export interface ProducerOptions extends EnqueueOptions {
   keyPrefix?: string;
   /** The fleet's `limits.max_payload_bytes`; default 262144 (256 KiB of JSON). */
   maxPayloadBytes?: number;
+  /**
+   * The fleet's consumer group (`fleet.group`); default `redrive`. `getTask` (and a timed-out
+   * `wait`) ask it whether a queued task's entry is pending: then the task is shown running.
+   */
+  group?: string;
 }
 
 /** How tasks are enqueued (a {@link Producer}'s defaults, or one call's). */
@@ -33,7 +38,10 @@ export interface EnqueueOptions {
    * Refuse a task_id whose record is live (queued, running, retry_scheduled, deferred, done
    * within retention, dead_lettered, expired, replayed): it is reported as a duplicate, not
    * written. Default true; false for producers that reuse ids on purpose (the fleet's
-   * `tasks.dedup = false`): the new task replaces the old record.
+   * `tasks.dedup = false`): a task_id whose task finished (done, dead_lettered, expired,
+   * resolved, discarded) is enqueued again and the new task's record replaces the old one, but
+   * one still in flight (queued, running, retry_scheduled, deferred, replayed) is reported as a
+   * duplicate all the same — one task_id has one record.
    */
   dedup?: boolean;
   /**
@@ -96,6 +104,8 @@ export class Producer {
   readonly dedup: boolean;
   /** Whether records are written by default ({@link EnqueueOptions.records}). */
   readonly records: boolean;
+  /** The fleet's consumer group that `getTask` and `wait` ask about pending entries ({@link ProducerOptions.group}). */
+  readonly group: string;
   private readonly owned: boolean;
 
   /**
@@ -123,6 +133,7 @@ export class Producer {
     this.maxPayloadBytes = max;
     this.dedup = flag("dedup", options.dedup, true);
     this.records = flag("records", options.records, true);
+    this.group = validateGroup(options.group ?? DEFAULT_GROUP);
   }
 
   /**
@@ -170,16 +181,21 @@ export class Producer {
    * The record of `taskId` in `tenant` (the fleet's `redrive task show`), or null when it has
    * none (never enqueued with records, expired after the retention, or published with a raw
    * XADD and not started yet). Throws {@link InvalidTaskError} for a malformed tenant or id.
+   *
+   * A record that says `queued` or `replayed` is shown `running` on the consumer holding its
+   * entry while that entry is pending in the consumer group (`options.group`, default the
+   * producer's): a task enqueued with its record starts without a record write.
    */
-  async getTask(tenant: string, taskId: string): Promise<TaskRecord | null> {
-    return readTask(this.redis, this.keys, tenant, taskId);
+  async getTask(tenant: string, taskId: string, options: GetTaskOptions = {}): Promise<TaskRecord | null> {
+    return readTask(this.redis, this.keys, tenant, taskId, options.group ?? this.group);
   }
 
   /**
    * Waits until the task finishes and resolves with its record when it is `done`. It rejects
    * with {@link TaskFailedError} when it ends dead-lettered, expired, resolved or discarded
    * (unless `raiseOnFailure` is false: then it resolves with that record), and with
-   * {@link WaitTimeoutError} (carrying the current state) after `timeoutMs`.
+   * {@link WaitTimeoutError} (carrying the current state — `running` while a queued task's
+   * entry is pending in the group, as `getTask` shows it) after `timeoutMs`.
    *
    * It registers in the tenant's waiters ZSET (the fleet publishes finish events only while
    * someone waits; the registration expires 15 s past the server's clock, is refreshed before
@@ -189,7 +205,7 @@ export class Producer {
    * wait goes on within the deadline.
    */
   async wait(tenant: string, taskId: string, options: WaitOptions): Promise<TaskRecord> {
-    return waitTask(this.redis, this.keys, tenant, taskId, options);
+    return waitTask(this.redis, this.keys, tenant, taskId, { ...options, group: options.group ?? this.group });
   }
 
   /** Closes the connection if the producer opened it (a URL was given); resolves once it is closed. */

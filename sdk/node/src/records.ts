@@ -2,6 +2,18 @@
  * Task records (src/records.rs): one hash per task_id in its tenant's hash tag, written by the
  * fleet's scripts in the same atomic step that moves the task. This module names the states and
  * reads a record back into a typed {@link TaskRecord}.
+ *
+ * Running is the PEL's to say: a task enqueued with its record (everything this SDK enqueues)
+ * starts without a record write, so its record keeps saying `queued` (or `replayed`) with
+ * `entry` = its lane entry while the entry is pending in the fleet's consumer group. The readers
+ * (`Producer.getTask`) ask the group about that entry ({@link waitingEntry}) and show the task
+ * {@link runningOn} the consumer holding it.
+ *
+ * Runs: the record's history (`runs`, `r<N>:start|member|end|outcome`, the last 16 kept) holds
+ * only the runs that did not end the task well — failed runs (outcome the class) and runs whose
+ * member died (outcome, and possibly start and member, `''`: unknown). A done task's last run is
+ * its `member`, `started` and `ended` (outcome `ok`); a running task's current one its `member`
+ * and `started`. See lib/record.lua and src/app/view.rs `runs_of`.
  */
 
 /** Every state a record can be in (the wire names of src/records.rs `TaskState`). */
@@ -37,19 +49,26 @@ export function isFinished(s: TaskState | undefined): boolean {
   return s !== undefined && FINISHED_STATES.includes(s);
 }
 
-/** One start of the task (`r<N>:start|member|end|outcome`; the fleet keeps the last 16). */
+/**
+ * One run of the task: one of the history's (`r<N>:start|member|end|outcome`: a run that failed,
+ * or whose member died; the fleet keeps the last 16), or the last run of a done or running task
+ * (the record's `member`, `started`, `ended`).
+ */
 export interface TaskRun {
-  /** The start's number, 1 for the first start of the task (across retries and replays). */
+  /** The run's number, 1 for the first run of the task (across retries and replays). */
   run: number;
-  /** When it started (ms since the Unix epoch). */
+  /** When it started (ms since the Unix epoch); absent when unknown. */
   start?: number;
-  /** The fleet member that ran it. */
+  /** The fleet member that ran it; absent when unknown (a run whose member died unseen). */
   member?: string;
-  /** When it ended (ms), absent while it runs (or when the member died). */
+  /** When it ended (ms), absent while it runs (or when its member died). */
   end?: number;
-  /** How it ended: `ok` or a failure class. */
+  /** How it ended: `ok` (a done task's last run) or a failure class; absent while it runs or when its member died. */
   outcome?: string;
 }
+
+/** How many runs of its history a record keeps (lib/record.lua `REC_RUNS_KEPT`). */
+export const RUNS_KEPT = 16;
 
 /** A task's record as read back. Fields the record does not hold are absent. */
 export interface TaskRecord {
@@ -71,9 +90,9 @@ export interface TaskRecord {
   enqueuedAt?: number;
   /** When the task was first enqueued (ms; `first`). */
   firstEnqueuedAt?: number;
-  /** The member that ran the last attempt. */
+  /** The member that runs (running) or ran the last attempt. */
   member?: string;
-  /** When the last attempt started (ms). */
+  /** When the last attempt started (ms); absent for a running task whose start only the PEL knows. */
   startedAt?: number;
   /** When the last attempt ended (ms). */
   endedAt?: number;
@@ -91,9 +110,12 @@ export interface TaskRecord {
   replayedAs?: string;
   /** How many times its dead letters were replayed. */
   replays?: number;
-  /** How many times the task started (the record's `runs` field). */
-  starts?: number;
-  /** The starts the record keeps, oldest first. */
+  /**
+   * How many runs the record knows of (`run_count` in JSON): its history (the `runs` field) plus,
+   * for a done or running task, the last run.
+   */
+  starts: number;
+  /** The runs kept, oldest first: the history's last 16, then a done or running task's last run. */
   runs: TaskRun[];
   /**
    * The handler's output: the stored JSON parsed; the raw text when it was cut to the fleet's
@@ -102,11 +124,12 @@ export interface TaskRecord {
   output?: unknown;
   /** Whether the stored output was cut to `tasks.max_output_bytes` (then `output` is raw text). */
   outputTruncated: boolean;
-  /** Every field as stored. */
+  /**
+   * Every field as stored — or, for a task shown running because its entry is pending, as
+   * shown: `state` running, `member` the consumer, no `started`/`ended` ({@link runningOn}).
+   */
   fields: Record<string, string>;
 }
-
-const RUN_FIELD = /^r([1-9][0-9]*):(start|member|end|outcome)$/;
 
 function int(v: string | undefined): number | undefined {
   if (v === undefined || !/^-?[0-9]+$/.test(v)) return undefined;
@@ -125,6 +148,7 @@ export function parseRecord(tenant: string, taskId: string, fields: Record<strin
     tenant,
     taskId,
     finished: false,
+    starts: 0,
     runs: [],
     outputTruncated: f("output_truncated") === "1",
     fields: { ...fields },
@@ -156,38 +180,37 @@ export function parseRecord(tenant: string, taskId: string, fields: Record<strin
     ["endedAt", "ended"],
     ["updatedAt", "updated"],
     ["replays", "replays"],
-    ["starts", "runs"],
   ];
   for (const [prop, name] of numbers) {
     const v = int(f(name));
     if (v !== undefined) target[prop] = v;
   }
-  const runs = new Map<number, TaskRun>();
-  for (const [name, value] of Object.entries(fields)) {
-    const m = RUN_FIELD.exec(name);
-    if (m === null) continue;
-    const n = Number(m[1]);
-    if (!Number.isSafeInteger(n)) continue;
-    let run = runs.get(n);
-    if (run === undefined) {
-      run = { run: n };
-      runs.set(n, run);
-    }
-    switch (m[2]) {
-      case "start":
-      case "end": {
-        const t = int(value);
-        if (t !== undefined) run[m[2]] = t;
-        break;
-      }
-      case "member":
-        run.member = value;
-        break;
-      default:
-        run.outcome = value;
-    }
+  // The history: a run exists when its r<N>:member field does; '' is unknown.
+  const history = Math.max(int(f("runs")) ?? 0, 0);
+  const run = (n: number, start: string | undefined, member: string | undefined, end: string | undefined, outcome: string | undefined): TaskRun => {
+    const r: TaskRun = { run: n };
+    const s = int(start);
+    if (s !== undefined) r.start = s;
+    if (member !== undefined && member !== "") r.member = member;
+    const e = int(end);
+    if (e !== undefined) r.end = e;
+    if (outcome !== undefined && outcome !== "") r.outcome = outcome;
+    return r;
+  };
+  for (let n = Math.max(history - RUNS_KEPT + 1, 1); n <= history; n++) {
+    const member = f(`r${String(n)}:member`);
+    if (member === undefined) continue;
+    rec.runs.push(run(n, f(`r${String(n)}:start`), member, f(`r${String(n)}:end`), f(`r${String(n)}:outcome`)));
   }
-  rec.runs = [...runs.values()].sort((a, b) => a.run - b.run);
+  rec.starts = history;
+  // A done task's last run, or a running task's current one: the record's own fields.
+  if (rec.state === "done") {
+    rec.runs.push(run(history + 1, f("started"), f("member"), f("ended"), "ok"));
+    rec.starts = history + 1;
+  } else if (rec.state === "running") {
+    rec.runs.push(run(history + 1, f("started"), f("member"), undefined, undefined));
+    rec.starts = history + 1;
+  }
   const output = f("output");
   if (output !== undefined) {
     if (rec.outputTruncated) {
@@ -211,6 +234,27 @@ export function parseRecord(tenant: string, taskId: string, fields: Record<strin
     if (Object.hasOwn(rec, k)) ordered[k] = rec[k];
   }
   return ordered as unknown as TaskRecord;
+}
+
+/**
+ * The lane entry the record says the task waits as, when it says `queued` or `replayed`: whether
+ * it runs is the PEL's to say (pending in the fleet's group: running). Undefined otherwise.
+ */
+export function waitingEntry(r: TaskRecord): string | undefined {
+  if (r.state !== "queued" && r.state !== "replayed") return undefined;
+  const entry = r.fields.entry;
+  return entry === undefined || entry === "" ? undefined : entry;
+}
+
+/**
+ * The record as shown while its {@link waitingEntry} is pending for `consumer`: `running` there,
+ * without the `started` and `ended` of an earlier run (src/records.rs `running_on`).
+ */
+export function runningOn(r: TaskRecord, consumer: string): TaskRecord {
+  const fields: Record<string, string> = { ...r.fields, state: "running", member: consumer };
+  delete fields.started;
+  delete fields.ended;
+  return parseRecord(r.tenant, r.taskId, fields);
 }
 
 /**
@@ -240,7 +284,7 @@ export function recordToJson(r: TaskRecord): Record<string, unknown> {
     replay_of: v(r.replayOf),
     replayed_as: v(r.replayedAs),
     replays: v(r.replays),
-    run_count: v(r.starts),
+    run_count: r.starts,
     runs: r.runs.map((x) => ({
       run: x.run,
       start: v(x.start),

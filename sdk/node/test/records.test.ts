@@ -2,11 +2,12 @@
  * Issue 14 on the Node side, against a real redis-server: idempotent enqueue through the
  * fleet's own enqueue.lua (byte for byte), getTask, and wait on the events stream.
  *
- * No fleet member runs here, so a task's finish is written by {@link finish} exactly as the
- * member's ack / dead-letter scripts write it (lib/record.lua's rec_end + rec_event: the record's
- * state, ended, output, then — only while a waiter is registered — one entry `task, state,
- * entry` in the tenant's events stream). It stands for the member's scripts; the Rust end-to-end
- * test (tests/e2e_wait.rs) covers the real member with this SDK's `redrive-sdk wait`.
+ * No fleet member runs here: test/member.ts does what a member does — a start is `XREADGROUP` +
+ * `XCLAIM` without any record write (getTask shows the task running from the PEL), a finish
+ * runs the fleet's record writer (lib/record.lua) as fast_ack.lua, retry.lua, dead_letter.lua
+ * and begin.lua call it, the events entry (`task, state, entry`) written only while a waiter is
+ * registered. The Rust end-to-end test (tests/e2e_wait.rs) covers the real member with this
+ * SDK's `redrive-sdk wait`.
  */
 
 import { strict as assert } from "node:assert";
@@ -26,9 +27,11 @@ import {
   TaskFailedError,
   WaitTimeoutError,
   enqueueScript,
+  recordToJson,
   type TaskRecord,
 } from "../src/index.js";
 import { repoRoot, startRedis, within, type RedisServer } from "./helpers.js";
+import * as member from "./member.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RACER = join(HERE, "fixtures", "enqueue-race.js");
@@ -38,54 +41,19 @@ const CLI = join(HERE, "..", "src", "cli.js");
 const SHIPPED = join(repoRoot(), "sdk", "node", "lua", "enqueue.lua");
 
 /**
- * A task's finish as lib/record.lua writes it (rec_end, rec_event), in one script: the record's
- * state and fields (indexed if it was not), then the events entry only when the waiters ZSET
- * has a live member (scored at least the server's now). KEYS: record, index, events, waiters;
- * ARGV: task_id, state, field/value pairs. Returns 1 when it published the event.
- */
-const FINISH_SCRIPT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ts = string.format('%d', now)
-local entry = redis.call('HGET', KEYS[1], 'entry') or ''
-local args = {'HSET', KEYS[1], 'state', ARGV[2], 'updated', ts, 'ended', ts}
-for i = 3, #ARGV do
-  args[#args + 1] = ARGV[i]
-end
-redis.call(unpack(args))
-redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
-if #redis.call('ZRANGEBYSCORE', KEYS[4], now, '+inf', 'LIMIT', 0, 1) == 0 then
-  return 0
-end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'task', ARGV[1], 'state', ARGV[2], 'entry', entry)
-return 1
-`;
-
-/**
- * Writes a task's finish as the member's scripts do (ack.lua → done; dead_letter.lua →
- * dead_lettered): the record's state and fields, then the events entry while someone waits —
- * one script, as the member's. It stands for the member side, which the Rust e2e test runs for
- * real. Resolves with whether it published the event.
+ * A task finishes as the member's scripts write it (test/member.ts): `done` as fast_ack.lua
+ * (`fields.output` the output; started first when its entry is not pending), the others as
+ * dead_letter.lua or an operator's decision. Resolves with whether it published the event.
  */
 async function finish(
   redis: Redis,
   tenant: string,
   taskId: string,
-  state: string,
+  state: "done" | "dead_lettered" | "expired" | "resolved" | "discarded",
   fields: Record<string, string> = {},
 ): Promise<boolean> {
-  const published = await redis.eval(
-    FINISH_SCRIPT,
-    4,
-    `redrive:{${tenant}}:task:${taskId}`,
-    `redrive:{${tenant}}:tasks`,
-    `redrive:{${tenant}}:events`,
-    `redrive:{${tenant}}:waiters`,
-    taskId,
-    state,
-    ...Object.entries(fields).flat(),
-  );
-  return published === 1;
+  if (state === "done") return member.done(redis, tenant, taskId, fields.output);
+  return member.end(redis, tenant, taskId, state, fields);
 }
 
 /** The Redis server's clock, ms. */
@@ -265,7 +233,7 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(batch[0]?.duplicate, undefined);
     assert.deepEqual(batch[1]?.duplicate, { state: "queued", entry: batch[0]?.entryId });
     assert.deepEqual(batch[2]?.duplicate, { state: "done", entry: first.entryId });
-    assert.equal(await redis.xlen("redrive:{acme}:lane"), 2);
+    assert.equal(await redis.xlen("redrive:{acme}:lane"), 1, "t-2 only: the done t-1 was acked and deleted");
     assert.equal(await statsSum(redis, "acme", "duplicates"), 3);
     // A resolved dead letter's id may be enqueued again: a new task, a fresh record.
     await finish(redis, "acme", "t-1", "resolved");
@@ -278,17 +246,53 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(rec.output, undefined, "the old record's fields are gone");
   });
 
-  it("dedup false (producer default or per call): an id reused on purpose is enqueued again", async () => {
+  it("dedup false refuses an id still in flight (also while it runs) and replaces a done one", async () => {
     const reuse = new Producer(redis, { dedup: false });
     const a = await reuse.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "same" });
+    assert.equal(a.duplicate, undefined);
     const b = await reuse.enqueue({ tenant: "acme", kind: "k", payload: 2, task_id: "same" });
+    assert.deepEqual(b, { taskId: "same", entryId: a.entryId, duplicate: { state: "queued", entry: a.entryId } });
+    await member.start(redis, "acme", a.entryId, { member: "m-1" });
+    assert.equal((await producer.getTask("acme", "same"))?.state, "running");
     const c = await producer.enqueue({ tenant: "acme", kind: "k", payload: 3, task_id: "same" }, { dedup: false });
-    assert.equal(a.duplicate ?? b.duplicate ?? c.duplicate, undefined);
-    assert.equal(await redis.xlen("redrive:{acme}:lane"), 3);
-    assert.equal(await redis.hget("redrive:{acme}:task:same", "entry"), c.entryId, "the record follows the newest task");
-    assert.equal(await statsSum(redis, "acme", "duplicates"), 0);
-    const d = await producer.enqueue({ tenant: "acme", kind: "k", payload: 4, task_id: "same" });
-    assert.deepEqual(d.duplicate, { state: "queued", entry: c.entryId }, "dedup stays on for the default producer");
+    assert.deepEqual(c.duplicate, { state: "queued", entry: a.entryId }, "running: refused with the record's state");
+    assert.equal(await redis.xlen("redrive:{acme}:lane"), 1);
+    assert.equal(await statsSum(redis, "acme", "duplicates"), 2);
+
+    await member.done(redis, "acme", "same", '"first"', { member: "m-1" });
+    assert.equal(await redis.hget("redrive:{acme}:task:same", "state"), "done");
+    const d = await reuse.enqueue({ tenant: "acme", kind: "k", payload: 4, task_id: "same" });
+    assert.equal(d.duplicate, undefined, "done: the id is enqueued again");
+    assert.notEqual(d.entryId, a.entryId);
+    assert.deepEqual((await redis.xrange("redrive:{acme}:lane", "-", "+")).map(([id]) => id), [d.entryId]);
+    const rec = await redis.hgetall("redrive:{acme}:task:same");
+    assert.equal(rec.state, "queued");
+    assert.equal(rec.entry, d.entryId, "the record follows the newest task");
+    assert.equal(rec.runs, "0");
+    for (const gone of ["member", "started", "ended", "output"]) assert.equal(rec[gone], undefined, `a fresh record: no ${gone}`);
+    assert.equal(await redis.ttl("redrive:{acme}:task:same"), -1, "the done record's expiry is gone");
+    assert.equal(await statsSum(redis, "acme", "duplicates"), 2);
+    const e = await producer.enqueue({ tenant: "acme", kind: "k", payload: 5, task_id: "same" });
+    assert.deepEqual(e.duplicate, { state: "queued", entry: d.entryId }, "dedup stays on for the default producer");
+  });
+
+  it("dedup false decides by the record's state: in flight refused, finished replaced", async () => {
+    const reuse = new Producer(redis, { dedup: false });
+    const inFlight = ["queued", "running", "retry_scheduled", "deferred", "replayed"];
+    const finishedStates = ["done", "dead_lettered", "expired", "resolved", "discarded"];
+    for (const state of [...inFlight, ...finishedStates]) {
+      const id = `t-${state}`;
+      const { entryId } = await reuse.enqueue({ tenant: "acme", kind: "k", payload: 0, task_id: id });
+      await redis.hset(`redrive:{acme}:task:${id}`, "state", state);
+      const got = await reuse.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: id });
+      if (inFlight.includes(state)) {
+        assert.deepEqual(got.duplicate, { state, entry: entryId }, state);
+      } else {
+        assert.equal(got.duplicate, undefined, state);
+        assert.equal(await redis.hget(`redrive:{acme}:task:${id}`, "entry"), got.entryId, state);
+        assert.equal(await redis.hget(`redrive:{acme}:task:${id}`, "state"), "queued", state);
+      }
+    }
   });
 
   it("records false writes plain XADDs: no record, no index, no duplicate refusal", async () => {
@@ -388,12 +392,11 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(await producer.getTask("acme", "nope"), null);
   });
 
-  it("getTask reads runs, output (JSON, or raw when truncated), failure and replay fields", async () => {
+  it("getTask reads runs (the history, then a done task's last run), output (JSON, or raw when truncated), failure and replay fields", async () => {
     await redis.hset("redrive:{acme}:task:t-1", {
       state: "done", kind: "k", attempt: "2", entry: "1-0", enq: "100", first: "50", member: "m-2",
-      started: "200", ended: "300", updated: "300", runs: "2", class: "timeout", error: "slow",
+      started: "200", ended: "300", updated: "300", runs: "1", class: "timeout", error: "slow",
       "r1:start": "110", "r1:member": "m-1", "r1:end": "150", "r1:outcome": "timeout",
-      "r2:start": "200", "r2:member": "m-2", "r2:end": "300", "r2:outcome": "ok",
       output: '{"answer":42,"big":"x"}', replay_of: "9-0", replays: "1", custom: "kept",
     });
     const rec = await producer.getTask("acme", "t-1");
@@ -424,6 +427,176 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(dead?.dlq, "5-0");
     assert.equal(dead.attempt, undefined, "a number that does not parse is left out");
     assert.equal(dead.fields.attempt, "x");
+    assert.equal(dead.starts, 0);
+    assert.deepEqual(dead.runs, []);
+    // A history run exists when its r<N>:member field does ('' is unknown); the last 16 kept.
+    const many: Record<string, string> = { state: "dead_lettered", runs: "20", "r3:start": "5", "r3:member": "m", "r3:outcome": "c" };
+    for (let n = 5; n <= 20; n++) Object.assign(many, { [`r${String(n)}:start`]: "", [`r${String(n)}:member`]: "", [`r${String(n)}:outcome`]: "" });
+    await redis.hset("redrive:{acme}:task:t-3", many);
+    const kept = await producer.getTask("acme", "t-3");
+    assert.equal(kept?.starts, 20);
+    assert.deepEqual(kept.runs, Array.from({ length: 16 }, (_, i) => ({ run: i + 5 })));
+  });
+
+  it("an enqueued task read by XREADGROUP and XCLAIM-started on m-1 reads running on m-1 while its record says queued", async () => {
+    const { entryId } = await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    const other = await producer.enqueue({ tenant: "acme", kind: "k", payload: 2, task_id: "t-2" });
+    assert.equal((await producer.getTask("acme", "t-1"))?.state, "queued", "no group yet (NOGROUP): nothing is pending");
+
+    await member.start(redis, "acme", entryId, { member: "m-1" });
+    assert.equal(await redis.hget("redrive:{acme}:task:t-1", "state"), "queued", "the start wrote nothing to the record");
+    const pending = (await redis.xpending("redrive:{acme}:lane", "redrive", entryId, entryId, 1)) as [string, string, number, number][];
+    assert.deepEqual([pending[0]?.[1], pending[0]?.[3]], ["m-1", 2], "pending on m-1, delivered once and started once");
+    const rec = await producer.getTask("acme", "t-1");
+    assert.ok(rec !== null);
+    assert.equal(rec.state, "running");
+    assert.equal(rec.finished, false);
+    assert.equal(rec.member, "m-1");
+    assert.equal(rec.entry, entryId);
+    assert.equal(rec.startedAt, undefined, "the start is the PEL's: unknown");
+    assert.equal(rec.endedAt, undefined);
+    assert.equal(rec.starts, 1);
+    assert.deepEqual(rec.runs, [{ run: 1, member: "m-1" }]);
+    assert.equal(rec.fields.state, "running");
+    const json = recordToJson(rec);
+    assert.equal(json.state, "running");
+    assert.equal(json.member, "m-1");
+    assert.equal(json.started_at, null);
+    assert.equal(json.run_count, 1);
+    assert.deepEqual(json.runs, [{ run: 1, start: null, member: "m-1", end: null, outcome: null }]);
+    const untouched = await producer.getTask("acme", "t-2");
+    assert.equal(untouched?.state, "queued", "an entry nobody read is not pending");
+    assert.equal(untouched.entry, other.entryId);
+
+    // The group asked about: another one has nothing pending (NOGROUP), per call or producer.
+    assert.equal((await producer.getTask("acme", "t-1", { group: "other" }))?.state, "queued");
+    const elsewhere = new Producer(redis, { group: "other" });
+    assert.equal(elsewhere.group, "other");
+    assert.equal((await elsewhere.getTask("acme", "t-1"))?.state, "queued");
+    assert.equal((await elsewhere.getTask("acme", "t-1", { group: "redrive" }))?.state, "running");
+    assert.throws(() => new Producer(redis, { group: "no spaces" }), /group/);
+    await assert.rejects(producer.getTask("acme", "t-1", { group: "" }), TypeError);
+
+    // A replayed record on a pending entry runs too; an earlier run's times are not shown.
+    await redis.hset("redrive:{acme}:task:t-1", { state: "replayed", started: "100", ended: "200" });
+    const replayed = await producer.getTask("acme", "t-1");
+    assert.deepEqual([replayed?.state, replayed?.member, replayed?.startedAt, replayed?.endedAt], ["running", "m-1", undefined, undefined]);
+    await redis.hset("redrive:{acme}:task:t-1", "state", "queued");
+    await redis.hdel("redrive:{acme}:task:t-1", "started", "ended");
+
+    // A wait that times out reports it running too.
+    await assert.rejects(
+      within(5_000, "wait to time out", producer.wait("acme", "t-1", { timeoutMs: 200 })),
+      (e: unknown) => e instanceof WaitTimeoutError && e.state === "running" && e.record?.member === "m-1",
+    );
+
+    const url = ["--redis-url", server.url];
+    const shown = await cli(["task", "acme", "t-1", ...url]);
+    assert.equal(shown.code, 0, shown.stderr);
+    const printed = JSON.parse(shown.stdout) as Record<string, unknown>;
+    assert.deepEqual([printed.state, printed.member, printed.started_at, printed.run_count], ["running", "m-1", null, 1]);
+    assert.deepEqual(printed.runs, json.runs);
+    const inOther = await cli(["get", "acme", "t-1", "--group", "other", ...url]);
+    assert.equal((JSON.parse(inOther.stdout) as { state: string }).state, "queued");
+    const waited = await cli(["wait", "acme", "t-1", "--timeout-ms", "200", ...url]);
+    assert.equal(waited.code, 2, waited.stderr);
+    assert.equal((JSON.parse(waited.stdout) as { state: string }).state, "running");
+    const bad = await cli(["get", "acme", "t-1", "--group", "a b", ...url]);
+    assert.equal(bad.code, 3);
+    assert.match(bad.stderr, /group 'a b' is invalid/);
+
+    // Done: as stored again, one ok run.
+    await member.done(redis, "acme", "t-1", "1", { member: "m-1" });
+    const done = await producer.getTask("acme", "t-1");
+    assert.deepEqual([done?.state, done?.starts, done?.runs.map((r) => r.outcome)], ["done", 1, ["ok"]]);
+  });
+
+  it("a done record reads one run with outcome ok and run_count 1", async () => {
+    const { entryId } = await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    await member.start(redis, "acme", entryId, { member: "m-1" });
+    await member.done(redis, "acme", "t-1", '{"v":1}', { member: "m-1", agoMs: 250 });
+    const stored = await redis.hgetall("redrive:{acme}:task:t-1");
+    assert.deepEqual([stored.state, stored.runs, stored.member], ["done", "0", "m-1"]);
+    assert.deepEqual(Object.keys(stored).filter((k) => k.startsWith("r1:")), [], "no history: the run ended well");
+    assert.equal(await redis.xlen("redrive:{acme}:lane"), 0, "acked and deleted");
+    const rec = await producer.getTask("acme", "t-1");
+    assert.ok(rec !== null);
+    assert.equal(rec.state, "done");
+    assert.deepEqual(rec.output, { v: 1 });
+    assert.equal(rec.starts, 1);
+    assert.ok(rec.startedAt !== undefined && rec.endedAt !== undefined);
+    assert.equal(rec.endedAt - rec.startedAt, 250, "started `ago` ms before the ack");
+    assert.deepEqual(rec.runs, [{ run: 1, start: rec.startedAt, member: "m-1", end: rec.endedAt, outcome: "ok" }]);
+    const json = recordToJson(rec);
+    assert.equal(json.run_count, 1);
+    assert.deepEqual(json.runs, [{ run: 1, start: rec.startedAt, member: "m-1", end: rec.endedAt, outcome: "ok" }]);
+  });
+
+  it("a failed run in the history, then done: two runs, run_count 2 (and running again in between)", async () => {
+    const first = await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    await member.start(redis, "acme", first.entryId, { member: "m-a" });
+    const again = await member.retry(redis, "acme", "t-1", first.entryId, "timeout", { member: "m-a", error: "slow" });
+    const stored = await redis.hgetall("redrive:{acme}:task:t-1");
+    assert.deepEqual([stored.state, stored.entry, stored.runs, stored.member], ["queued", again, "1", "m-a"]);
+    assert.ok(stored.started !== undefined && stored.ended !== undefined, "the failed run's times stay in the record");
+    const waiting = await producer.getTask("acme", "t-1");
+    assert.equal(waiting?.state, "queued");
+    assert.equal(waiting.starts, 1);
+    const failed = waiting.runs[0];
+    assert.deepEqual([failed?.run, failed?.member, failed?.outcome], [1, "m-a", "timeout"]);
+    assert.ok(failed?.start !== undefined && failed.end !== undefined && failed.start <= failed.end);
+
+    await member.start(redis, "acme", again, { member: "m-b" });
+    const running = await producer.getTask("acme", "t-1");
+    assert.ok(running !== null);
+    assert.deepEqual([running.state, running.member, running.attempt], ["running", "m-b", 2]);
+    assert.equal(running.startedAt, undefined, "the failed run's start is not the current run's");
+    assert.equal(running.endedAt, undefined);
+    assert.equal(running.starts, 2);
+    assert.deepEqual(running.runs, [failed, { run: 2, member: "m-b" }]);
+
+    await member.done(redis, "acme", "t-1", '"fine"', { member: "m-b" });
+    const rec = await producer.getTask("acme", "t-1");
+    assert.ok(rec !== null);
+    assert.equal(rec.state, "done");
+    assert.equal(rec.starts, 2);
+    assert.deepEqual(rec.runs, [failed, { run: 2, start: rec.startedAt, member: "m-b", end: rec.endedAt, outcome: "ok" }]);
+    assert.deepEqual([rec.class, rec.error, rec.output], ["timeout", "slow", "fine"]);
+    assert.equal(await redis.hget("redrive:{acme}:task:t-1", "runs"), "1", "the history holds the failed run only");
+    const json = recordToJson(rec);
+    assert.equal(json.run_count, 2);
+    assert.deepEqual((json.runs as { member: string; outcome: string }[]).map((r) => [r.member, r.outcome]), [["m-a", "timeout"], ["m-b", "ok"]]);
+  });
+
+  it("a dead run (r1:member '', r1:outcome '') reads with member and outcome null", async () => {
+    const { entryId } = await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    await member.start(redis, "acme", entryId, { member: "m-1" });
+    // m-1 died; m-2 takes the entry over (begin.lua): the record gets the unseen run as dead.
+    assert.equal(await member.takeOver(redis, "acme", "t-1", entryId, { member: "m-2" }), "queued");
+    const stored = await redis.hgetall("redrive:{acme}:task:t-1");
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(stored).filter(([k]) => k.startsWith("r1:"))),
+      { "r1:start": "", "r1:member": "", "r1:outcome": "" },
+    );
+    assert.deepEqual([stored.runs, stored.state, stored.member], ["1", "running", "m-2"]);
+    const running = await producer.getTask("acme", "t-1");
+    assert.ok(running !== null);
+    assert.equal(running.starts, 2);
+    assert.ok(running.startedAt !== undefined, "a start written by the takeover is known");
+    assert.deepEqual(running.runs, [{ run: 1 }, { run: 2, start: running.startedAt, member: "m-2" }]);
+    assert.deepEqual(recordToJson(running).runs, [
+      { run: 1, start: null, member: null, end: null, outcome: null },
+      { run: 2, start: running.startedAt, member: "m-2", end: null, outcome: null },
+    ]);
+
+    await member.done(redis, "acme", "t-1", '"late"', { member: "m-2" });
+    const rec = await producer.getTask("acme", "t-1");
+    assert.ok(rec !== null);
+    assert.deepEqual([rec.state, rec.starts, rec.output], ["done", 2, "late"]);
+    assert.deepEqual(rec.runs, [{ run: 1 }, { run: 2, start: rec.startedAt, member: "m-2", end: rec.endedAt, outcome: "ok" }]);
+    const printed = await cli(["get", "acme", "t-1", "--redis-url", server.url]);
+    const runs = (JSON.parse(printed.stdout) as { runs: { member: string | null; outcome: string | null }[] }).runs;
+    assert.deepEqual(runs.map((r) => [r.member, r.outcome]), [[null, null], ["m-2", "ok"]]);
   });
 
   it("getTask and wait refuse a malformed tenant or task id", async () => {
@@ -474,14 +647,14 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     const dead = await within(2_000, "wait, no raise", producer.wait("acme", "bad", { timeoutMs: 30_000, raiseOnFailure: false }));
     assert.equal(dead.state, "dead_lettered");
     assert.ok(Date.now() - t0 < 1500);
-    for (const state of ["expired", "resolved", "discarded"]) {
+    for (const state of ["expired", "resolved", "discarded"] as const) {
       await finish(redis, "acme", "bad", state);
       await assert.rejects(producer.wait("acme", "bad", { timeoutMs: 30_000 }), (e: unknown) => e instanceof TaskFailedError && e.state === state);
     }
   });
 
   it("wait wakes on the task's finish event (not on others'), blocking on a connection of its own", async () => {
-    await producer.enqueueMany([
+    const [mine] = await producer.enqueueMany([
       { tenant: "acme", kind: "k", payload: 1, task_id: "mine" },
       { tenant: "acme", kind: "k", payload: 1, task_id: "other" },
     ]);
@@ -498,7 +671,8 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     await finish(redis, "acme", "other", "done");
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(settled, false, "another task's finish does not end the wait");
-    await redis.hset("redrive:{acme}:task:mine", { state: "running", member: "m-1" });
+    await member.start(redis, "acme", mine?.entryId ?? "", { member: "m-1" });
+    assert.equal((await producer.getTask("acme", "mine"))?.state, "running");
     const t2 = Date.now();
     await finish(redis, "acme", "mine", "done", { output: '"the answer"' });
     const rec = await within(3_000, "wait to wake", waiting);
@@ -517,18 +691,19 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
   });
 
   it("a finish publishes its event only while a waiter is registered (a live member of the waiters ZSET)", async () => {
-    await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "n-1" });
+    const tasks = ["n-1", "n-2", "n-3"].map((id) => ({ tenant: "acme", kind: "k", payload: 1, task_id: id }));
+    const [, , third] = await producer.enqueueMany(tasks);
     assert.equal(await finish(redis, "acme", "n-1", "done"), false, "nobody waits: no event");
     assert.equal(await redis.exists("redrive:{acme}:events"), 0);
     await redis.zadd("redrive:{acme}:waiters", (await serverNow(redis)) - 1, "lapsed");
-    assert.equal(await finish(redis, "acme", "n-1", "done"), false, "a lapsed registration: no event");
+    assert.equal(await finish(redis, "acme", "n-2", "done"), false, "a lapsed registration: no event");
     assert.equal(await redis.exists("redrive:{acme}:events"), 0);
     assert.equal((await producer.getTask("acme", "n-1"))?.state, "done", "the record says it all the same");
     await redis.zadd("redrive:{acme}:waiters", (await serverNow(redis)) + 15_000, "live");
-    assert.equal(await finish(redis, "acme", "n-1", "done"), true);
+    assert.equal(await finish(redis, "acme", "n-3", "done"), true);
     const entries = await redis.xrange("redrive:{acme}:events", "-", "+");
     assert.equal(entries.length, 1);
-    assert.deepEqual(entries[0]?.[1].slice(0, 4), ["task", "n-1", "state", "done"]);
+    assert.deepEqual(entries[0]?.[1], ["task", "n-3", "state", "done", "entry", third?.entryId]);
   });
 
   it("a wait registers in the waiters ZSET while it waits and unregisters however it ends", async () => {
@@ -604,8 +779,9 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     const done = await waiting;
     assert.equal(done.code, 0, done.stderr);
     assert.deepEqual((JSON.parse(done.stdout) as TaskRecord).output, [1, 2]);
-    await finish(redis, "acme", "c-1", "dead_lettered", { class: "invalid_input", dlq: "3-0" });
-    const failed = await cli(["wait", "acme", "c-1", "--timeout-ms", "1000", ...url]);
+    assert.equal((await cli(["enqueue", "acme", "k", "--task-id", "c-2", ...url])).code, 0);
+    await finish(redis, "acme", "c-2", "dead_lettered", { class: "invalid_input", dlq: "3-0" });
+    const failed = await cli(["wait", "acme", "c-2", "--timeout-ms", "1000", ...url]);
     assert.equal(failed.code, 1);
     assert.equal((JSON.parse(failed.stdout) as TaskRecord).state, "dead_lettered");
     assert.match(failed.stderr, /dead_lettered \(class invalid_input; dead letter 3-0\)/);

@@ -103,15 +103,16 @@ def test_a_live_task_id_is_a_duplicate_with_its_state(
     assert len(lane(r, prefix, "acme")) == 1
     assert duplicates_counted(r, prefix, "acme") == 1
 
-    # Running, then done: still refused, with the live state.
-    assert fleet.start(r, prefix, "acme", "t-1", entry=first.entry_id) == "queued"
+    # Running (the record still says queued: running is the PEL's), then done: still refused,
+    # with the record's state.
+    fleet.start(r, prefix, "acme", first.entry_id)
     dup = producer.enqueue("acme", "k", 3, task_id="t-1").duplicate
-    assert dup == Duplicate(TaskState.RUNNING, first.entry_id)
+    assert dup == Duplicate(TaskState.QUEUED, first.entry_id)
     fleet.done(r, prefix, "acme", "t-1", '{"ok":true}')
     dup = producer.enqueue("acme", "k", 4, task_id="t-1").duplicate
     assert dup is not None
     assert dup.state is TaskState.DONE
-    assert len(lane(r, prefix, "acme")) == 1
+    assert lane(r, prefix, "acme") == [], "nothing appended (the done entry was acked and deleted)"
     assert duplicates_counted(r, prefix, "acme") == 3
 
     # Resolved by an operator: no longer live, so a new task with a fresh record.
@@ -122,8 +123,8 @@ def test_a_live_task_id_is_a_duplicate_with_its_state(
     rec = record(r, prefix, "acme", "t-1")
     assert rec["state"] == "queued"
     assert rec["entry"] == new.entry_id
-    assert not {"output", "r1:start", "member"} & set(rec), "the old record is replaced whole"
-    assert len(lane(r, prefix, "acme")) == 2
+    assert not {"output", "started", "member"} & set(rec), "the old record is replaced whole"
+    assert [e for e, _ in lane(r, prefix, "acme")] == [new.entry_id]
 
 
 def test_duplicates_in_a_batch_are_reported_in_place(
@@ -204,21 +205,78 @@ def test_concurrent_enqueues_from_processes_make_one_task_per_id(
         assert rec["state"] == "queued"
 
 
-def test_dedup_off_enqueues_a_reused_id_again(redis_server: RedisServer, prefix: str) -> None:
+#: The states of a task still in flight, and of a finished one (lib/record.lua's view).
+IN_FLIGHT = ("queued", "running", "retry_scheduled", "deferred", "replayed")
+FINISHED = ("done", "dead_lettered", "expired", "resolved", "discarded")
+
+
+def test_dedup_off_refuses_an_id_in_flight_and_replaces_a_finished_one(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """dedup=False (ids reused on purpose): a task_id still in flight — queued, also while its
+    entry runs — is a duplicate exactly as with dedup on; once done its record is replaced by
+    the new task's."""
     r = redis_server.client()
     producer = Producer(redis_server.url, key_prefix=prefix, dedup=False)
     first = producer.enqueue("acme", "k", 1, task_id="t-1")
-    fleet.start(r, prefix, "acme", "t-1", entry=first.entry_id)
-    second = producer.enqueue("acme", "k", 2, task_id="t-1")
+    assert first.duplicate is None
+    again = producer.enqueue("acme", "k", 2, task_id="t-1")
+    assert again == Enqueued("t-1", first.entry_id, Duplicate(TaskState.QUEUED, first.entry_id))
+    fleet.start(r, prefix, "acme", first.entry_id, member="m-1")
+    running = producer.get_task("acme", "t-1")
+    assert running is not None
+    assert running.state is TaskState.RUNNING
+    again = producer.enqueue("acme", "k", 3, task_id="t-1")
+    assert again.duplicate == Duplicate(TaskState.QUEUED, first.entry_id), "the record's state"
+    assert len(lane(r, prefix, "acme")) == 1
+    assert duplicates_counted(r, prefix, "acme") == 2
+
+    fleet.done(r, prefix, "acme", "t-1", '"first"', member="m-1")
+    assert record(r, prefix, "acme", "t-1")["state"] == "done"
+    second = producer.enqueue("acme", "k", 4, task_id="t-1")
     assert second.duplicate is None
     assert second.entry_id != first.entry_id
-    assert len(lane(r, prefix, "acme")) == 2
+    assert [e for e, _ in lane(r, prefix, "acme")] == [second.entry_id], "the first was acked"
     rec = record(r, prefix, "acme", "t-1")
     assert rec["state"] == "queued"
     assert rec["entry"] == second.entry_id
     assert rec["runs"] == "0"
-    assert "member" not in rec, "the new task's record starts empty"
-    assert duplicates_counted(r, prefix, "acme") == 0
+    assert not {"member", "started", "ended", "output"} & set(rec), "the record starts empty"
+    assert r.ttl(f"{prefix}:{{acme}}:task:t-1") == -1, "the done record's expiry is gone"
+    assert duplicates_counted(r, prefix, "acme") == 2
+
+    async def async_again() -> Enqueued:
+        aproducer = AsyncProducer(redis_server.url, key_prefix=prefix, dedup=False)
+        try:
+            return await aproducer.enqueue("acme", "k", 5, task_id="t-1")
+        finally:
+            await aproducer.redis.aclose()
+
+    assert asyncio.run(async_again()).duplicate == Duplicate(TaskState.QUEUED, second.entry_id)
+
+
+def test_dedup_off_decides_by_the_records_state(redis_server: RedisServer, prefix: str) -> None:
+    """Every state: in flight is refused (with dedup on or off), finished is replaced with
+    dedup off; with dedup on only resolved and discarded are (done, dead_lettered and expired
+    are live)."""
+    r = redis_server.client()
+    off = Producer(redis_server.url, key_prefix=prefix, dedup=False)
+    on = Producer(redis_server.url, key_prefix=prefix)
+    for state in IN_FLIGHT + FINISHED:
+        entries = {}
+        for how in ("on", "off"):
+            task_id = f"t-{how}-{state}"
+            entries[how] = off.enqueue("acme", "k", 0, task_id=task_id).entry_id
+            r.hset(f"{prefix}:{{acme}}:task:{task_id}", "state", state)
+        live = state in IN_FLIGHT or state in ("done", "dead_lettered", "expired")
+        assert on.enqueue("acme", "k", 1, task_id=f"t-on-{state}").is_duplicate == live, state
+        got = off.enqueue("acme", "k", 2, task_id=f"t-off-{state}")
+        if state in IN_FLIGHT:
+            assert got.duplicate == Duplicate(TaskState(state), entries["off"]), state
+        else:
+            assert got.duplicate is None, state
+            rec = record(r, prefix, "acme", f"t-off-{state}")
+            assert (rec["state"], rec["entry"]) == ("queued", got.entry_id), state
 
 
 def test_records_off_is_a_plain_xadd(redis_server: RedisServer, prefix: str) -> None:

@@ -1,11 +1,12 @@
 """Reading task records back (``get_task``) and waiting for a task's result (``wait``) against
 a real redis-server, and ``python -m redrive task|wait`` as a child process.
 
-The SDK tests run no fleet member: a task's start and finish are written by tests/fleet.py,
-which runs the fleet's own record writer (lib/record.lua) as the member's start.lua, ack.lua
-and dead_letter.lua call it, the events entry included — written, as the fleet does, only while
-the tenant's waiters ZSET holds a live registration. The Rust end-to-end test
-(tests/e2e_wait.rs) covers the real member.
+The SDK tests run no fleet member: a task's start and finish are done by tests/fleet.py as a
+member does them — a start is ``XREADGROUP`` + ``XCLAIM`` with no record write (readers show
+the task running from the PEL), a finish runs the fleet's own record writer (lib/record.lua) as
+fast_ack.lua, retry.lua, dead_letter.lua and begin.lua call it, the events entry included —
+written, as the fleet does, only while the tenant's waiters ZSET holds a live registration.
+The Rust end-to-end test (tests/e2e_wait.rs) covers the real member.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from redrive import (
     Producer,
     Run,
     TaskFailed,
+    TaskReader,
     TaskRecord,
     TaskState,
     WaitTimeout,
@@ -145,16 +147,20 @@ def test_get_task_reads_a_queued_task(redis_server: RedisServer, prefix: str) ->
     assert asyncio.run(read()) == rec
 
 
-def test_a_finished_record_reads_back_whole(redis_server: RedisServer, prefix: str) -> None:
-    """Runs, times, output (JSON; raw text when truncated), failure fields, any client."""
+def test_a_failed_run_then_done_reads_two_runs(redis_server: RedisServer, prefix: str) -> None:
+    """A failed run (in the history: r1, outcome the class) and the done run (the record's
+    member/started/ended, outcome ok): two runs, run_count 2; times, output (JSON; raw text
+    when truncated), failure fields, any client."""
     r = redis_server.client()
     producer = Producer(redis.Redis(port=redis_server.port), key_prefix=prefix)  # bytes replies
     entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
-    fleet.start(r, prefix, "acme", "t-1", entry=entry, member="m-a")
-    fleet.finish(r, prefix, "acme", "t-1", "retry_scheduled", outcome="timeout",
-                 fields={"class": "timeout", "error": "slow", "attempt": "2"})  # fmt: skip
-    fleet.start(r, prefix, "acme", "t-1", entry=entry, attempt=2, member="m-b")
-    fleet.done(r, prefix, "acme", "t-1", '{"summary":"ok","n":[1,2]}')
+    fleet.start(r, prefix, "acme", entry, member="m-a")
+    again = fleet.retry(r, prefix, "acme", "t-1", entry, cls="timeout", error="slow",
+                        member="m-a", attempt=2)  # fmt: skip
+    fleet.start(r, prefix, "acme", again, member="m-b")
+    fleet.done(r, prefix, "acme", "t-1", '{"summary":"ok","n":[1,2]}', member="m-b")
+    key = f"{prefix}:{{acme}}:task:t-1"
+    assert r.hget(key, "runs") == "1", "the history holds the failed run only"
     rec = producer.get_task("acme", "t-1")
     assert rec is not None
     assert rec.state is TaskState.DONE
@@ -168,12 +174,17 @@ def test_a_finished_record_reads_back_whole(redis_server: RedisServer, prefix: s
         (2, "m-b", "ok"),
     ]
     assert all(isinstance(x, Run) and x.start and x.end and x.start <= x.end for x in rec.runs)
-    assert rec.member == "m-b"
-    assert rec.attempt == 2
-    assert rec.ended_at == rec.runs[1].end
-    assert 0 < r.ttl(f"{prefix}:{{acme}}:task:t-1") <= 86_400, "a done record expires"
+    first_end, last_end = rec.runs[0].end, rec.runs[1].end
+    assert first_end is not None
+    assert last_end is not None
+    assert first_end <= last_end
+    assert (rec.member, rec.attempt, rec.entry) == ("m-b", 2, again)
+    assert (rec.cls, rec.error) == ("timeout", "slow"), "the last failure stays in the record"
+    assert (rec.runs[1].start, rec.runs[1].end) == (rec.started_at, rec.ended_at)
+    assert 0 < r.ttl(key) <= 86_400, "a done record expires"
     d = rec.to_dict()
     assert d["state"] == "done"
+    assert d["run_count"] == 2
     assert d["runs"][1] == {"run": 2, "start": rec.runs[1].start, "member": "m-b",
                             "end": rec.runs[1].end, "outcome": "ok"}  # fmt: skip
     assert json.loads(json.dumps(d)) == d
@@ -188,6 +199,229 @@ def test_a_finished_record_reads_back_whole(redis_server: RedisServer, prefix: s
     assert odd.state is None
     assert odd.attempt is None
     assert odd.fields["state"] == "later"
+    assert (odd.run_count, odd.runs) == (0, ())
+
+
+def test_a_done_record_reads_one_ok_run(redis_server: RedisServer, prefix: str) -> None:
+    """Started (PEL only) and done at the first attempt: the history is empty (``runs`` 0) and
+    the one run is the record's member/started/ended with outcome ok; run_count 1."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    fleet.start(r, prefix, "acme", entry, member="m-1")
+    fleet.done(r, prefix, "acme", "t-1", '"fine"', member="m-1", ago_ms=250)
+    stored: Any = r.hgetall(f"{prefix}:{{acme}}:task:t-1")
+    assert (stored["state"], stored["runs"], stored["member"]) == ("done", "0", "m-1")
+    assert not [k for k in stored if k.startswith("r1:")], "no history: the run ended well"
+    assert r.xlen(fleet.lane(prefix, "acme")) == 0, "acked and deleted"
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert rec.state is TaskState.DONE
+    assert rec.output == "fine"
+    assert rec.run_count == 1
+    assert rec.started_at is not None
+    assert rec.ended_at is not None
+    assert rec.ended_at - rec.started_at == 250, "started `ago` ms before the ack"
+    assert rec.runs == (Run(1, rec.started_at, "m-1", rec.ended_at, "ok"),)
+    d = rec.to_dict()
+    assert (d["run_count"], d["runs"]) == (1, [{"run": 1, "start": rec.started_at,
+        "member": "m-1", "end": rec.ended_at, "outcome": "ok"}])  # fmt: skip
+
+    async def read() -> TaskRecord | None:
+        aproducer = AsyncProducer(redis_server.url, key_prefix=prefix)
+        try:
+            return await aproducer.get_task("acme", "t-1")
+        finally:
+            await aproducer.redis.aclose()
+
+    assert asyncio.run(read()) == rec
+    producer.close()
+
+
+def test_an_entry_pending_in_the_group_reads_running(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """An enqueued task read by XREADGROUP and XCLAIM-started on m-1: its record hash still
+    says queued (no record write at the start), get_task shows it running on m-1 (sync, async,
+    the CLI, a wait's timeout), in the group asked about only."""
+    r = redis_server.client()
+    key = f"{prefix}:{{acme}}:task:t-1"
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    other = producer.enqueue("acme", "k", 2, task_id="t-2").entry_id
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert rec.state is TaskState.QUEUED, "no group yet (NOGROUP): nothing is pending"
+    assert rec.waiting_entry == entry
+
+    fleet.start(r, prefix, "acme", entry, member="m-1")
+    assert r.hget(key, "state") == "queued", "the start wrote nothing to the record"
+    pending: Any = r.xpending_range(fleet.lane(prefix, "acme"), "redrive", entry, entry, 1)
+    assert (pending[0]["consumer"], pending[0]["times_delivered"]) == ("m-1", 2)
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert rec.state is TaskState.RUNNING
+    assert str(rec.state) == "running"
+    assert not rec.finished
+    assert (rec.member, rec.entry, rec.attempt) == ("m-1", entry, 1)
+    assert (rec.started_at, rec.ended_at) == (None, None), "the start is the PEL's, unknown"
+    assert rec.run_count == 1
+    assert rec.runs == (Run(1, None, "m-1", None, None),)
+    assert rec.fields["state"] == "running"
+    assert rec.waiting_entry is None
+    d = rec.to_dict()
+    assert (d["state"], d["member"], d["run_count"]) == ("running", "m-1", 1)
+    assert d["runs"] == [{"run": 1, "start": None, "member": "m-1", "end": None,
+                          "outcome": None}]  # fmt: skip
+    untouched = producer.get_task("acme", "t-2")
+    assert untouched is not None
+    assert untouched.state is TaskState.QUEUED, "an entry nobody read is not pending"
+    assert untouched.entry == other
+
+    # The group asked about: another one has nothing pending (NOGROUP), per call or reader.
+    elsewhere = producer.get_task("acme", "t-1", group="other")
+    assert elsewhere is not None
+    assert elsewhere.state is TaskState.QUEUED
+    reader = TaskReader(redis_server.url, prefix, group="other")
+    assert reader.get_task("acme", "t-1") == elsewhere
+    running = reader.get_task("acme", "t-1", group="redrive")
+    assert running is not None
+    assert running.state is TaskState.RUNNING
+    with pytest.raises(ValueError, match="group"):
+        producer.get_task("acme", "t-1", group="no spaces")
+    with pytest.raises(ValueError, match="group"):
+        TaskReader(redis_server.url, prefix, group="")
+
+    # A replayed record on a pending entry is running too; its earlier run's times are not
+    # shown (they belong to that run).
+    r.hset(key, mapping={"state": "replayed", "started": "100", "ended": "200"})
+    replayed = producer.get_task("acme", "t-1")
+    assert replayed is not None
+    assert (replayed.state, replayed.member) == (TaskState.RUNNING, "m-1")
+    assert (replayed.started_at, replayed.ended_at) == (None, None)
+    r.hset(key, "state", "queued")
+    r.hdel(key, "started", "ended")
+
+    async def read() -> tuple[TaskRecord | None, TaskRecord | None]:
+        aproducer = AsyncProducer(redis_server.url, key_prefix=prefix)
+        try:
+            return (
+                await aproducer.get_task("acme", "t-1"),
+                await aproducer.get_task("acme", "t-1", group="other"),
+            )
+        finally:
+            await aproducer.redis.aclose()
+
+    assert asyncio.run(read()) == (rec, elsewhere)
+
+    with pytest.raises(WaitTimeout) as timed_out:
+        producer.wait("acme", "t-1", 0.2)
+    assert timed_out.value.state == "running"
+    assert str(timed_out.value).endswith("it is running")
+
+    at = ("--redis-url", redis_server.url, "--key-prefix", prefix)
+    shown = cli("task", "acme", "t-1", *at)
+    assert shown.returncode == 0, shown.stderr
+    got = json.loads(shown.stdout)
+    assert (got["state"], got["member"], got["started_at"], got["run_count"]) == (
+        "running", "m-1", None, 1,
+    )  # fmt: skip
+    assert got["runs"] == d["runs"]
+    assert json.loads(cli("task", "acme", "t-1", *at, "--group", "other").stdout)["state"] == (
+        "queued"
+    )
+    waited = cli("wait", "acme", "t-1", "--timeout", "0.2", *at)
+    assert waited.returncode == 2
+    assert json.loads(waited.stdout)["state"] == "running"
+
+    # Done: as stored again, one ok run.
+    fleet.done(r, prefix, "acme", "t-1", "1", member="m-1")
+    done = producer.get_task("acme", "t-1")
+    assert done is not None
+    assert (done.state, done.run_count, [x.outcome for x in done.runs]) == (
+        TaskState.DONE, 1, ["ok"],
+    )  # fmt: skip
+    producer.close()
+    reader.close()
+
+
+def test_a_retried_task_running_again_reads_its_runs(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """After a failed run (history) the next attempt's entry is pending on another member: the
+    task is running there, the failed run first, the current one without a start; the failed
+    run's started/ended (still in the record) are not shown as the current run's."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    fleet.start(r, prefix, "acme", entry, member="m-a")
+    again = fleet.retry(r, prefix, "acme", "t-1", entry, cls="upstream_unavailable", member="m-a")
+    stored: Any = r.hgetall(f"{prefix}:{{acme}}:task:t-1")
+    assert (stored["state"], stored["entry"], stored["member"]) == ("queued", again, "m-a")
+    assert "started" in stored
+    assert "ended" in stored
+    waiting = producer.get_task("acme", "t-1")
+    assert waiting is not None
+    assert waiting.state is TaskState.QUEUED
+    assert waiting.run_count == 1
+    assert [(x.number, x.member, x.outcome) for x in waiting.runs] == [
+        (1, "m-a", "upstream_unavailable")
+    ]
+    fleet.start(r, prefix, "acme", again, member="m-b")
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert (rec.state, rec.member, rec.attempt) == (TaskState.RUNNING, "m-b", 2)
+    assert (rec.started_at, rec.ended_at) == (None, None)
+    assert rec.run_count == 2
+    assert rec.runs[0] == waiting.runs[0]
+    assert rec.runs[1] == Run(2, None, "m-b", None, None)
+    producer.close()
+
+
+def test_a_dead_run_reads_with_unknown_member_and_outcome(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """m-1 started the entry (PEL only) and died; m-2 takes it over (begin.lua: rec_start with
+    ``died``): the history gets a run with r1:member = "" and r1:outcome = "" — read as member
+    and outcome null (start and end too) — and m-2's run follows, running, then done."""
+    r = redis_server.client()
+    key = f"{prefix}:{{acme}}:task:t-1"
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    fleet.start(r, prefix, "acme", entry, member="m-1")
+    assert fleet.take_over(r, prefix, "acme", "t-1", entry, member="m-2") == "queued"
+    stored: Any = r.hgetall(key)
+    assert {k: v for k, v in stored.items() if k.startswith("r1:")} == {
+        "r1:start": "", "r1:member": "", "r1:outcome": "",
+    }  # fmt: skip
+    assert (stored["runs"], stored["state"], stored["member"]) == ("1", "running", "m-2")
+    dead = Run(1, None, None, None, None)
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert (rec.state, rec.member, rec.run_count) == (TaskState.RUNNING, "m-2", 2)
+    assert rec.runs == (dead, Run(2, rec.started_at, "m-2", None, None))
+    assert rec.started_at is not None, "a start written by the takeover is known"
+    assert rec.to_dict()["runs"][0] == {"run": 1, "start": None, "member": None, "end": None,
+                                        "outcome": None}  # fmt: skip
+
+    fleet.done(r, prefix, "acme", "t-1", '"late"', member="m-2")
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert (rec.state, rec.run_count, rec.output) == (TaskState.DONE, 2, "late")
+    assert rec.runs == (dead, Run(2, rec.started_at, "m-2", rec.ended_at, "ok"))
+    d = json.loads(json.dumps(rec.to_dict()))
+    assert [(x["member"], x["outcome"]) for x in d["runs"]] == [(None, None), ("m-2", "ok")]
+
+    # Read as stored: a history run exists when its r<N>:member field does; only the last 16.
+    fields = {"state": "dead_lettered", "runs": "20", "r3:start": "5", "r3:member": "m",
+              "r3:outcome": "c"}  # fmt: skip
+    for n in range(5, 21):
+        fields |= {f"r{n}:start": "", f"r{n}:member": "", f"r{n}:outcome": ""}
+    many = TaskRecord.from_fields("acme", "t-9", fields)
+    assert (many.run_count, len(many.runs)) == (20, 16)
+    assert [x.number for x in many.runs] == list(range(5, 21))
+    assert all(x == Run(x.number, None, None, None, None) for x in many.runs)
+    producer.close()
 
 
 def test_wait_returns_at_once_when_finished(redis_server: RedisServer, prefix: str) -> None:
@@ -396,10 +630,11 @@ def test_a_finish_without_waiters_writes_no_event(redis_server: RedisServer, pre
     assert registrations(r, prefix) == {}, "the waits dropped the stale one and their own"
 
     r.zadd(waiters, {"live": server_ms(r) + 15_000})
+    t3 = fleet.record_entry(r, prefix, "acme", "t-3")
     assert fleet.done(r, prefix, "acme", "t-3", '"heard"')
     assert r.xlen(events) == 1
     entries: Any = r.xrange(events)
-    assert entries[0][1] == {"task": "t-3", "state": "done", "entry": "1-1"}
+    assert entries[0][1] == {"task": "t-3", "state": "done", "entry": t3}
     producer.close()
 
 

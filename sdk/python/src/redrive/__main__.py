@@ -6,10 +6,13 @@ for ``http`` come from the ``REDRIVE_SECRETS`` environment variable (comma-separ
 from the command line, where the process table would show them.
 
 Publish and follow tasks (``--redis-url``, default ``$REDRIVE_REDIS_URL``; ``--key-prefix``,
-default ``$REDRIVE_REDIS__KEY_PREFIX`` or ``redrive``), each printing one line of JSON:
+default ``$REDRIVE_REDIS__KEY_PREFIX`` or ``redrive``; for ``task`` and ``wait`` also
+``--group``, the fleet's consumer group, default ``$REDRIVE_FLEET__GROUP`` or ``redrive``: a
+queued task whose entry is pending in it shows as running), each printing one line of JSON:
 
 - ``enqueue TENANT KIND PAYLOAD_JSON [--task-id ID]``: the result (``task_id``, ``entry_id``,
   ``duplicate``: null or the live task's ``state`` and ``entry``); exit 0, also for a
+  duplicate. ``--no-dedup``: ids reused on purpose, only a task still in flight is a
   duplicate.
 - ``task TENANT TASK_ID``: the task's record; exit 0, or 1 with ``null`` when it has none.
 - ``wait TENANT TASK_ID --timeout S``: waits for the task to finish and prints its record;
@@ -72,6 +75,15 @@ def _redis_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _group_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--group",
+        default=os.environ.get("REDRIVE_FLEET__GROUP", "redrive"),
+        help="the fleet's consumer group, fleet.group (default: $REDRIVE_FLEET__GROUP or "
+        "redrive): a queued task whose entry is pending in it shows as running",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m redrive",
@@ -96,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     enq.add_argument("payload", help="the payload as JSON text")
     enq.add_argument("--task-id", help="the task's id (default: 32 random hex digits)")
     enq.add_argument(
-        "--no-dedup", action="store_true", help="enqueue even when the task_id is live"
+        "--no-dedup",
+        action="store_true",
+        help="ids reused on purpose: enqueue again unless the task_id is still in flight",
     )
     enq.add_argument(
         "--no-records", action="store_true", help="plain XADD (fleets with tasks.enabled=false)"
@@ -106,11 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     task.add_argument("tenant")
     task.add_argument("task_id")
     _redis_options(task)
+    _group_option(task)
     wait = sub.add_parser("wait", help="wait for a task to finish and print its record")
     wait.add_argument("tenant")
     wait.add_argument("task_id")
     wait.add_argument("--timeout", type=float, required=True, help="seconds to wait at most")
     _redis_options(wait)
+    _group_option(wait)
     return parser
 
 
@@ -133,6 +149,7 @@ def _tasks_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             key_prefix=args.key_prefix,
             dedup=not getattr(args, "no_dedup", False),
             records=not getattr(args, "no_records", False),
+            group=getattr(args, "group", "redrive"),
         )
     except ValueError as e:
         parser.error(str(e))

@@ -71,6 +71,27 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+#: The fleet's default consumer group (``fleet.group``).
+DEFAULT_GROUP = "redrive"
+
+
+def check_group(group: str) -> str:
+    """``group`` when it is a valid consumer group name (the fleet's ``fleet.group``: 1 to 64
+    ASCII letters, digits, ``_``, ``-``, ``.``); raises ``ValueError`` otherwise."""
+    allowed = BASE | {"."}
+    if (
+        not isinstance(group, str)
+        or not group
+        or len(group) > 64
+        or any(c not in allowed for c in group)
+    ):
+        raise ValueError(
+            f"group {group!r} is invalid: use 1 to 64 ASCII letters, digits, '_', '-', '.' "
+            "(the fleet's fleet.group)"
+        )
+    return group
+
+
 def lane_key(prefix: str, tenant: str) -> str:
     """The tenant's lane: ``{prefix}:{<tenant>}:lane`` (the braces are a Redis Cluster hash
     tag shared by every key of the tenant)."""

@@ -15,7 +15,9 @@ anything is written.
 Enqueue is idempotent: each task goes through the fleet's ``enqueue.lua`` (shipped in this
 package byte for byte, :data:`ENQUEUE_SCRIPT`), which appends it and writes its record
 ``queued`` in one atomic step, unless its task_id already has a live record: then nothing is
-written and the result says it is a duplicate, with the live task's state and entry.
+written and the result says it is a duplicate, with the live task's state and entry. With
+``dedup=False`` only a task still in flight (queued, running, retry_scheduled, deferred,
+replayed) counts as live: a finished one's record is replaced.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from ._keys import KIND_CHARS as _KIND
 from ._keys import (
+    DEFAULT_GROUP,
     MAX_KIND_LEN,
     MAX_TASK_ID_LEN,
     MAX_TENANT_LEN,
@@ -43,6 +45,7 @@ from ._keys import (
     tasks_key,
     tenants_key,
 )
+from ._keys import KIND_CHARS as _KIND
 from ._keys import TASK_ID_CHARS as _TASK_ID
 from ._keys import TENANT_CHARS as _TENANT
 from ._keys import check_name as _check_name
@@ -540,9 +543,14 @@ class Producer(_Base):
     default; the fleet's ``tasks.enabled``) each task is enqueued with its record, atomically,
     and with ``dedup`` too (the default; ``tasks.dedup``) a task_id that already has a live
     record is reported as a duplicate instead of enqueued again. ``dedup=False`` is for
-    producers that reuse ids on purpose (the new task's record replaces the old one).
-    ``records=False`` (fleets with ``tasks.enabled = false``) writes a plain ``XADD``: no
-    record, no duplicate check.
+    producers that reuse ids on purpose: a task_id whose task is done, dead-lettered, expired,
+    resolved or discarded is enqueued again (the new task's record replaces the old one), but
+    one still in flight (queued, running, retry_scheduled, deferred, replayed) is reported as a
+    duplicate all the same — one task_id has one record. ``records=False`` (fleets with
+    ``tasks.enabled = false``) writes a plain ``XADD``: no record, no duplicate check.
+
+    ``group`` is the fleet's consumer group (``fleet.group``), which :meth:`get_task` and
+    :meth:`wait` ask whether a queued task's entry is pending (then it is running).
     """
 
     def __init__(
@@ -553,13 +561,14 @@ class Producer(_Base):
         *,
         dedup: bool = True,
         records: bool = True,
+        group: str = DEFAULT_GROUP,
     ) -> None:
         super().__init__(key_prefix, max_payload_bytes, dedup, records)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.Redis = redis.Redis.from_url(redis_client_or_url)
         else:
             self.redis = redis_client_or_url
-        self.reader = TaskReader(self.redis, self.key_prefix)
+        self.reader = TaskReader(self.redis, self.key_prefix, group)
 
     def enqueue(
         self,
@@ -576,9 +585,9 @@ class Producer(_Base):
     ) -> Enqueued:
         """Validates and publishes one task (raises :class:`InvalidTask`, nothing written).
 
-        Returns where it landed. When its task_id already has a live record (records and
-        dedup on) nothing is written and the result's ``duplicate`` holds the live task's
-        state and entry."""
+        Returns where it landed. When its task_id already has a live record (records on; with
+        dedup off only a task still in flight counts) nothing is written and the result's
+        ``duplicate`` holds the live task's state and entry."""
         encoded = self._one(
             NewTask(
                 tenant,
@@ -602,15 +611,23 @@ class Producer(_Base):
         :class:`EnqueueFailed` with the tasks written before it."""
         return self._write(self._batch(tasks))
 
-    def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+    def get_task(self, tenant: str, task_id: str, *, group: str | None = None) -> TaskRecord | None:
         """The task's record, or ``None`` (see :meth:`TaskReader.get_task`)."""
-        return self.reader.get_task(tenant, task_id)
+        return self.reader.get_task(tenant, task_id, group=group)
 
     def wait(
-        self, tenant: str, task_id: str, timeout: float, *, raise_on_failure: bool = True
+        self,
+        tenant: str,
+        task_id: str,
+        timeout: float,
+        *,
+        raise_on_failure: bool = True,
+        group: str | None = None,
     ) -> TaskRecord:
         """Waits for the task to finish (see :meth:`TaskReader.wait`)."""
-        return self.reader.wait(tenant, task_id, timeout, raise_on_failure=raise_on_failure)
+        return self.reader.wait(
+            tenant, task_id, timeout, raise_on_failure=raise_on_failure, group=group
+        )
 
     def close(self) -> None:
         """Closes the connections ``wait`` opened (the client given stays open)."""
@@ -644,13 +661,14 @@ class AsyncProducer(_Base):
         *,
         dedup: bool = True,
         records: bool = True,
+        group: str = DEFAULT_GROUP,
     ) -> None:
         super().__init__(key_prefix, max_payload_bytes, dedup, records)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_client_or_url)
         else:
             self.redis = redis_client_or_url
-        self.reader = AsyncTaskReader(self.redis, self.key_prefix)
+        self.reader = AsyncTaskReader(self.redis, self.key_prefix, group)
 
     async def enqueue(
         self,
@@ -667,9 +685,9 @@ class AsyncProducer(_Base):
     ) -> Enqueued:
         """Validates and publishes one task (raises :class:`InvalidTask`, nothing written).
 
-        Returns where it landed. When its task_id already has a live record (records and
-        dedup on) nothing is written and the result's ``duplicate`` holds the live task's
-        state and entry."""
+        Returns where it landed. When its task_id already has a live record (records on; with
+        dedup off only a task still in flight counts) nothing is written and the result's
+        ``duplicate`` holds the live task's state and entry."""
         encoded = self._one(
             NewTask(
                 tenant,
@@ -689,15 +707,25 @@ class AsyncProducer(_Base):
         """As :meth:`Producer.enqueue_many`."""
         return await self._write(self._batch(tasks))
 
-    async def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+    async def get_task(
+        self, tenant: str, task_id: str, *, group: str | None = None
+    ) -> TaskRecord | None:
         """The task's record, or ``None`` (see :meth:`TaskReader.get_task`)."""
-        return await self.reader.get_task(tenant, task_id)
+        return await self.reader.get_task(tenant, task_id, group=group)
 
     async def wait(
-        self, tenant: str, task_id: str, timeout: float, *, raise_on_failure: bool = True
+        self,
+        tenant: str,
+        task_id: str,
+        timeout: float,
+        *,
+        raise_on_failure: bool = True,
+        group: str | None = None,
     ) -> TaskRecord:
         """Waits for the task to finish (see :meth:`TaskReader.wait`)."""
-        return await self.reader.wait(tenant, task_id, timeout, raise_on_failure=raise_on_failure)
+        return await self.reader.wait(
+            tenant, task_id, timeout, raise_on_failure=raise_on_failure, group=group
+        )
 
     async def aclose(self) -> None:
         """Closes the connections ``wait`` opened (the client given stays open)."""

@@ -7,6 +7,21 @@ task is): its state, kind, attempt, times, the member that ran it, each start an
 last failure, the dead-letter id, the replay links and the handler's output. A finished record
 expires after the fleet's ``tasks.retention``, except while its dead letter exists.
 
+**Running is the PEL's to say.** A task enqueued with its record (everything the producers
+here enqueue) starts without a record write: its record keeps saying ``queued`` (or
+``replayed``) with ``entry`` = its lane entry. While that entry is pending in the fleet's
+consumer group (``XPENDING <lane> <group> <entry> <entry> 1`` returns a row), ``get_task``
+shows the task ``running`` on the consumer holding it (``member``), without the ``started_at``
+and ``ended_at`` of an earlier run. ``group`` is the fleet's ``fleet.group`` (default
+``"redrive"``). Records in any other state are shown as stored.
+
+**Runs.** The record's history (``runs`` and ``r<N>:start|member|end|outcome``, the last 16
+kept) holds the runs that did not end the task well: failed runs (outcome = the failure class)
+and runs whose member died (no end, outcome and possibly start and member unknown). A done
+task's last run is its ``member``, ``started`` and ``ended`` (outcome ``ok``); a running task's
+current one its ``member`` and ``started``. :attr:`TaskRecord.runs` lists them all, oldest
+first, and :attr:`TaskRecord.run_count` counts them.
+
 A task that finishes (done, dead-lettered, expired, resolved, discarded) while someone waits
 gets one entry in the tenant's events stream ``{prefix}:{<tenant>}:events`` (fields ``task``,
 ``state``, ``entry``). ``wait`` blocks on that stream (``XREAD BLOCK``) instead of polling; it
@@ -35,7 +50,17 @@ import redis.asyncio.retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._keys import check_prefix, check_task_id, check_tenant, events_key, task_key, waiters_key
+from ._keys import (
+    DEFAULT_GROUP,
+    check_group,
+    check_prefix,
+    check_task_id,
+    check_tenant,
+    events_key,
+    lane_key,
+    task_key,
+    waiters_key,
+)
 from .errors import TaskFailed, WaitTimeout
 
 
@@ -119,20 +144,26 @@ WAIT_BACKOFF_MAX_S = 1.0
 WAIT_REGISTRATION_MS = 15_000
 
 
+#: How many runs of its history a record keeps (lib/record.lua ``REC_RUNS_KEPT``).
+RUNS_KEPT = 16
+
+
 @dataclass(frozen=True)
 class Run:
-    """One start of the task (the record keeps the last 16): ``r<N>:start``, ``r<N>:member``,
-    ``r<N>:end``, ``r<N>:outcome``."""
+    """One run of the task: one of the history's (``r<N>:start``, ``r<N>:member``,
+    ``r<N>:end``, ``r<N>:outcome``: a run that failed, or whose member died), or the last run of
+    a done or running task (its record's ``member``, ``started`` and ``ended``)."""
 
-    #: The start's number N (1 for the first start of the task).
+    #: The run's number N (1 for the first run of the task).
     number: int
-    #: When it started, ms since the epoch.
+    #: When it started, ms since the epoch (``None`` when unknown).
     start: int | None
-    #: The fleet member that ran it.
+    #: The fleet member that ran it (``None`` when unknown: a run whose member died unseen).
     member: str | None
-    #: When it ended, ms (``None`` while running, or when the member crashed).
+    #: When it ended, ms (``None`` while running, or when its member died).
     end: int | None
-    #: ``"ok"`` or the failure class it ended with.
+    #: ``"ok"`` (the done task's last run) or the failure class it ended with; ``None`` while
+    #: running, or when its member died.
     outcome: str | None
 
 
@@ -143,7 +174,9 @@ class TaskRecord:
     Times are ms since the epoch. ``output`` is the handler's output parsed as JSON, except
     when ``output_truncated`` is true (the fleet cut it to its ``tasks.max_output_bytes``):
     then it is the raw text kept. ``has_output`` tells an output of ``null`` from none.
-    ``fields`` holds every field as stored.
+    ``fields`` holds every field as stored — or, for a task shown ``running`` because its
+    entry is pending (see the module's docs), as the reader shows it: ``state`` running,
+    ``member`` the consumer, no ``started``/``ended``.
     """
 
     #: The tenant.
@@ -163,9 +196,10 @@ class TaskRecord:
     enqueued_at: int | None = None
     #: When it was first enqueued (``first``).
     first_enqueued_at: int | None = None
-    #: The member that ran the last attempt.
+    #: The member that runs (running) or ran the last attempt.
     member: str | None = None
-    #: When the last attempt started.
+    #: When the last attempt started (``None`` for a running task whose start only the PEL
+    #: knows).
     started_at: int | None = None
     #: When the last attempt ended.
     ended_at: int | None = None
@@ -183,9 +217,11 @@ class TaskRecord:
     replayed_as: str | None = None
     #: How many times its dead letters were replayed.
     replays: int = 0
-    #: How many times the task started, across retries, crashes and replays.
+    #: How many runs the record knows of, across retries, crashes and replays: its history
+    #: (``runs``) plus, for a done or running task, the last run.
     run_count: int = 0
-    #: The starts kept (the last 16), oldest first.
+    #: The runs kept, oldest first: the history's last 16, then a done or running task's last
+    #: run (see :class:`Run`).
     runs: tuple[Run, ...] = ()
     #: The handler's output: parsed JSON, or the raw text when truncated.
     output: Any = None
@@ -206,28 +242,56 @@ class TaskRecord:
         """Whether the task finished without success."""
         return self.state is not None and self.state.failed
 
+    @property
+    def waiting_entry(self) -> str | None:
+        """The lane entry the record says the task waits as, when it says ``queued`` or
+        ``replayed``: whether it runs is the PEL's to say (see the module's docs)."""
+        if self.state in (TaskState.QUEUED, TaskState.REPLAYED):
+            return self.fields.get("entry") or None
+        return None
+
+    def running_on(self, consumer: str) -> TaskRecord:
+        """The record as shown while its :attr:`waiting_entry` is pending for ``consumer``:
+        ``running`` there, without the ``started``/``ended`` of an earlier run."""
+        f = dict(self.fields)
+        f["state"] = TaskState.RUNNING.value
+        f["member"] = consumer
+        f.pop("started", None)
+        f.pop("ended", None)
+        return TaskRecord.from_fields(self.tenant, self.task_id, f)
+
     @classmethod
     def from_fields(
         cls, tenant: str, task_id: str, raw: Mapping[str, str] | Mapping[bytes, bytes]
     ) -> TaskRecord:
-        """A record from its hash's fields (``HGETALL``), text or bytes."""
+        """A record from its hash's fields (``HGETALL``), text or bytes, as stored (no
+        ``XPENDING``: a task waiting on a pending entry reads ``queued`` here; the readers'
+        ``get_task`` shows it running)."""
         f = {_text(k): _text(v) for k, v in raw.items()}
-        numbers: dict[int, dict[str, str]] = {}
-        for name, value in f.items():
-            if name.startswith("r") and ":" in name:
-                head, _, what = name.partition(":")
-                if head[1:].isdigit() and what in ("start", "member", "end", "outcome"):
-                    numbers.setdefault(int(head[1:]), {})[what] = value
-        runs = tuple(
+        state = TaskState.parse(f.get("state"))
+        history = max(_int(f.get("runs")) or 0, 0)
+        runs = [
             Run(
                 number=n,
-                start=_int(parts.get("start")),
-                member=parts.get("member"),
-                end=_int(parts.get("end")),
-                outcome=parts.get("outcome"),
+                start=_int(f.get(f"r{n}:start")),
+                member=f[f"r{n}:member"] or None,
+                end=_int(f.get(f"r{n}:end")),
+                outcome=f.get(f"r{n}:outcome") or None,
             )
-            for n, parts in sorted(numbers.items())
-        )
+            for n in range(max(history - RUNS_KEPT + 1, 1), history + 1)
+            if f"r{n}:member" in f
+        ]
+        if state in (TaskState.DONE, TaskState.RUNNING):
+            done = state is TaskState.DONE
+            runs.append(
+                Run(
+                    number=history + 1,
+                    start=_int(f.get("started")),
+                    member=f.get("member") or None,
+                    end=_int(f.get("ended")) if done else None,
+                    outcome="ok" if done else None,
+                )
+            )
         truncated = f.get("output_truncated") in ("1", "true")
         raw_output = f.get("output")
         output: Any = raw_output
@@ -239,7 +303,7 @@ class TaskRecord:
         return cls(
             tenant=tenant,
             task_id=task_id,
-            state=TaskState.parse(f.get("state")),
+            state=state,
             kind=f.get("kind"),
             attempt=_int(f.get("attempt")),
             entry=f.get("entry") or None,
@@ -255,8 +319,8 @@ class TaskRecord:
             replay_of=f.get("replay_of") or None,
             replayed_as=f.get("replayed_as") or None,
             replays=_int(f.get("replays")) or 0,
-            run_count=_int(f.get("runs")) or 0,
-            runs=runs,
+            run_count=history + 1 if state in (TaskState.DONE, TaskState.RUNNING) else history,
+            runs=tuple(runs),
             output=output,
             has_output=raw_output is not None,
             output_truncated=truncated,
@@ -400,6 +464,23 @@ class _Registration:
         return {self.member: now + WAIT_REGISTRATION_MS}
 
 
+def _pending_consumer(rows: Any) -> str | None:
+    """The consumer of the first row of ``XPENDING … <entry> <entry> 1`` (redis-py's
+    ``xpending_range``: dicts), or ``None`` when the entry is not pending."""
+    if isinstance(rows, (list, tuple)) and rows:
+        first = rows[0]
+        if isinstance(first, Mapping):
+            return _text(first.get("consumer", ""))
+        if isinstance(first, (list, tuple)) and len(first) > 1:
+            return _text(first[1])
+    return None
+
+
+def _is_nogroup(e: redis.ResponseError) -> bool:
+    """The group (or the lane) does not exist: nothing is pending."""
+    return str(e).startswith("NOGROUP")
+
+
 def _settle(record: TaskRecord, raise_on_failure: bool) -> TaskRecord:
     if record.failed and raise_on_failure:
         raise TaskFailed(record)
@@ -429,29 +510,44 @@ def _wait_kwargs(kwargs: Mapping[str, Any], retry: object) -> dict[str, Any]:
 
 
 class _ReaderBase:
-    def __init__(self, key_prefix: str) -> None:
+    def __init__(self, key_prefix: str, group: str) -> None:
         self.key_prefix = check_prefix(key_prefix)
+        self.group = check_group(group)
 
     def _keys(self, tenant: str, task_id: str) -> tuple[str, str, str]:
         tenant = check_tenant(tenant)
         task_id = check_task_id(task_id)
         return tenant, task_id, task_key(self.key_prefix, tenant, task_id)
 
+    def _group(self, group: str | None) -> str:
+        return self.group if group is None else check_group(group)
+
+    def _pending_args(self, record: TaskRecord, group: str) -> tuple[str, str, str, str, int]:
+        entry = record.waiting_entry or ""
+        return lane_key(self.key_prefix, record.tenant), group, entry, entry, 1
+
 
 class TaskReader(_ReaderBase):
     """Reads task records through redis-py: :meth:`get_task` and :meth:`wait`.
 
     ``redis_client_or_url`` is a ``redis.Redis`` or a URL; ``key_prefix`` is the fleet's
-    ``redis.key_prefix``. :class:`~redrive.Producer` has the same two methods (it holds one of
-    these).
+    ``redis.key_prefix`` and ``group`` its consumer group (``fleet.group``, default
+    ``"redrive"``): a task whose record says queued is shown running while its entry is
+    pending in that group (see the module's docs). :class:`~redrive.Producer` has the same two
+    methods (it holds one of these).
 
     ``wait`` talks to Redis on connections of its own, made with the client's connection
     settings but without redis-py's retries and with bounded socket timeouts, so a lost
     connection is retried by ``wait`` itself within its deadline.
     """
 
-    def __init__(self, redis_client_or_url: redis.Redis | str, key_prefix: str = "redrive") -> None:
-        super().__init__(key_prefix)
+    def __init__(
+        self,
+        redis_client_or_url: redis.Redis | str,
+        key_prefix: str = "redrive",
+        group: str = DEFAULT_GROUP,
+    ) -> None:
+        super().__init__(key_prefix, group)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.Redis = redis.Redis.from_url(redis_client_or_url)
         else:
@@ -459,17 +555,35 @@ class TaskReader(_ReaderBase):
         self._waiter: redis.Redis | None = None
         self._waiter_pool: redis.ConnectionPool | None = None
 
-    def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+    def get_task(self, tenant: str, task_id: str, *, group: str | None = None) -> TaskRecord | None:
         """The task's record, or ``None`` when it has none (never enqueued with records on,
         or expired after the fleet's retention). Raises :class:`~redrive.InvalidTask` for a
-        tenant or task_id that breaks CONTRACT.md."""
+        tenant or task_id that breaks CONTRACT.md.
+
+        A record that says ``queued`` or ``replayed`` is shown ``running`` on the consumer
+        holding its entry while that entry is pending in ``group`` (default: the reader's,
+        ``"redrive"`` unless given; one ``XPENDING``, only for such a record)."""
         tenant, task_id, key = self._keys(tenant, task_id)
-        return self._read(self.redis, tenant, task_id, key)
+        group = self._group(group)
+        return self._overlay(self.redis, self._read(self.redis, tenant, task_id, key), group)
 
     @staticmethod
     def _read(r: redis.Redis, tenant: str, task_id: str, key: str) -> TaskRecord | None:
         raw: Mapping[Any, Any] = r.hgetall(key)
         return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
+
+    def _overlay(self, r: redis.Redis, record: TaskRecord | None, group: str) -> TaskRecord | None:
+        """``record`` shown running when its waiting entry is pending in ``group``."""
+        if record is None or record.waiting_entry is None:
+            return record
+        try:
+            rows: Any = r.xpending_range(*self._pending_args(record, group))
+        except redis.ResponseError as e:
+            if _is_nogroup(e):
+                return record
+            raise
+        consumer = _pending_consumer(rows)
+        return record if consumer is None else record.running_on(consumer)
 
     def wait(
         self,
@@ -478,6 +592,7 @@ class TaskReader(_ReaderBase):
         timeout: float,
         *,
         raise_on_failure: bool = True,
+        group: str | None = None,
     ) -> TaskRecord:
         """Waits up to ``timeout`` seconds for the task to finish and returns its record.
 
@@ -485,7 +600,8 @@ class TaskReader(_ReaderBase):
         success (dead_lettered, expired, resolved, discarded): raises :class:`TaskFailed`
         carrying the record (class, error, dead-letter id), or returns the record when
         ``raise_on_failure`` is false. Still unfinished at the deadline: raises
-        :class:`WaitTimeout` (a ``TimeoutError``) with the state it is in, or ``"no record"``.
+        :class:`WaitTimeout` (a ``TimeoutError``) with the state it is in, or ``"no record"``
+        (``running`` while its entry is pending in ``group``, as :meth:`get_task` shows it).
 
         Returns at once when the task has already finished. Otherwise it blocks on the
         tenant's events stream (slices of at most 5 s, re-reading the record after each slice
@@ -497,6 +613,7 @@ class TaskReader(_ReaderBase):
         reported as ``"no record"``.
         """
         tenant, task_id, key = self._keys(tenant, task_id)
+        group = self._group(group)
         timeout = _check_timeout(timeout)
         deadline = time.monotonic() + timeout
         events = events_key(self.key_prefix, tenant)
@@ -560,6 +677,11 @@ class TaskReader(_ReaderBase):
                         break
                     time.sleep(min(pause, remaining))
                     pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
+            if error is None and record is not None and record.waiting_entry is not None:
+                # The state to report: running while its entry is pending (best effort; not
+                # tried when the last attempt lost its connection).
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    record = self._overlay(r, record, group)
             raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
         finally:
             if reg.sent:
@@ -592,9 +714,12 @@ class AsyncTaskReader(_ReaderBase):
     """:class:`TaskReader` on ``redis.asyncio``: the same methods, awaited."""
 
     def __init__(
-        self, redis_client_or_url: redis.asyncio.Redis | str, key_prefix: str = "redrive"
+        self,
+        redis_client_or_url: redis.asyncio.Redis | str,
+        key_prefix: str = "redrive",
+        group: str = DEFAULT_GROUP,
     ) -> None:
-        super().__init__(key_prefix)
+        super().__init__(key_prefix, group)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_client_or_url)
         else:
@@ -602,10 +727,14 @@ class AsyncTaskReader(_ReaderBase):
         self._waiter: redis.asyncio.Redis | None = None
         self._waiter_pool: redis.asyncio.ConnectionPool | None = None
 
-    async def get_task(self, tenant: str, task_id: str) -> TaskRecord | None:
+    async def get_task(
+        self, tenant: str, task_id: str, *, group: str | None = None
+    ) -> TaskRecord | None:
         """As :meth:`TaskReader.get_task`."""
         tenant, task_id, key = self._keys(tenant, task_id)
-        return await self._read(self.redis, tenant, task_id, key)
+        group = self._group(group)
+        record = await self._read(self.redis, tenant, task_id, key)
+        return await self._overlay(self.redis, record, group)
 
     @staticmethod
     async def _read(
@@ -614,6 +743,21 @@ class AsyncTaskReader(_ReaderBase):
         raw: Mapping[Any, Any] = await r.hgetall(key)
         return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
 
+    async def _overlay(
+        self, r: redis.asyncio.Redis, record: TaskRecord | None, group: str
+    ) -> TaskRecord | None:
+        """As :meth:`TaskReader._overlay`."""
+        if record is None or record.waiting_entry is None:
+            return record
+        try:
+            rows: Any = await r.xpending_range(*self._pending_args(record, group))
+        except redis.ResponseError as e:
+            if _is_nogroup(e):
+                return record
+            raise
+        consumer = _pending_consumer(rows)
+        return record if consumer is None else record.running_on(consumer)
+
     async def wait(
         self,
         tenant: str,
@@ -621,9 +765,11 @@ class AsyncTaskReader(_ReaderBase):
         timeout: float,
         *,
         raise_on_failure: bool = True,
+        group: str | None = None,
     ) -> TaskRecord:
         """As :meth:`TaskReader.wait`."""
         tenant, task_id, key = self._keys(tenant, task_id)
+        group = self._group(group)
         timeout = _check_timeout(timeout)
         deadline = time.monotonic() + timeout
         events = events_key(self.key_prefix, tenant)
@@ -677,6 +823,9 @@ class AsyncTaskReader(_ReaderBase):
                         break
                     await asyncio.sleep(min(pause, remaining))
                     pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
+            if error is None and record is not None and record.waiting_entry is not None:
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    record = await self._overlay(r, record, group)
             raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
         finally:
             if reg.sent:
