@@ -36,9 +36,9 @@ pub struct AckEntry<'a> {
     pub output: Option<&'a str>,
     /// Whether `output` was cut to `tasks.max_output_bytes` (then it is not valid JSON).
     pub truncated: bool,
-    /// How long ago the run started (the done record's `started` is the server's clock minus
-    /// this).
-    pub ran_for: Duration,
+    /// When the run started, ms by the server's clock (the member's estimate of it; 0 or a
+    /// time after the ack: the ack's time): the done record's `started`.
+    pub started_ms: u64,
     /// Whether the entry was appended together with its record (`recorded`): acked by the
     /// same call, its done record is written without a read (lib/record.lua, rec_done).
     pub recorded: bool,
@@ -53,7 +53,7 @@ impl<'a> AckEntry<'a> {
             retention: Duration::ZERO,
             output: None,
             truncated: false,
-            ran_for: Duration::ZERO,
+            started_ms: 0,
             recorded: false,
         }
     }
@@ -86,8 +86,9 @@ pub struct RetryItem {
     pub class: &'static str,
     /// The failure's error (the record keeps 1 KiB of it).
     pub error: String,
-    /// How long ago the failed run started (its start in the record's history).
-    pub ran_for: Duration,
+    /// When the failed run started, ms by the server's clock (its start in the record's
+    /// history; 0: unknown).
+    pub started_ms: u64,
 }
 
 impl RetryItem {
@@ -111,26 +112,26 @@ impl RetryItem {
             attempt: 0,
             class: "",
             error: String::new(),
-            ran_for: Duration::ZERO,
+            started_ms: 0,
         })
     }
 
     /// The same item, recorded as `retry_scheduled` in task `task_id`'s record with its next
-    /// `attempt`, the failure's `class` and `error`, and the failed run, which started
-    /// `ran_for` ago, in the record's history.
+    /// `attempt`, the failure's `class` and `error`, and the failed run, which started at
+    /// `started_ms` (server clock), in the record's history.
     pub fn recorded(
         mut self,
         task_id: &str,
         attempt: u32,
         class: &'static str,
         error: String,
-        ran_for: Duration,
+        started_ms: u64,
     ) -> RetryItem {
         self.task_id = task_id.to_owned();
         self.attempt = attempt;
         self.class = class;
         self.error = error;
-        self.ran_for = ran_for;
+        self.started_ms = started_ms;
         self
     }
 }
@@ -328,7 +329,7 @@ impl Broker {
         min_idle: Duration,
         task_id: Option<&str>,
         records: bool,
-        ran_for: Option<Duration>,
+        started_ms: Option<u64>,
         fields: &[(&str, String)],
     ) -> Result<DeadLettered> {
         let mut inv = scripts().dead_letter.key(self.keys.lane(tenant));
@@ -344,7 +345,7 @@ impl Broker {
             .arg(min_idle.as_millis() as u64)
             .arg(stats_keep_ms())
             .arg(task_id.unwrap_or(""))
-            .arg(ran_for.map(|d| d.as_millis().to_string()).unwrap_or_default());
+            .arg(started_ms.map(|t| t.to_string()).unwrap_or_default());
         for (k, v) in fields {
             inv.arg(*k).arg(v);
         }
@@ -409,7 +410,7 @@ impl Broker {
                 .arg(item.attempt)
                 .arg(item.class)
                 .arg(&item.error)
-                .arg(item.ran_for.as_millis() as u64);
+                .arg(item.started_ms);
         }
         let due: Vec<i64> = inv.invoke_async(&mut self.con()).await?;
         if due.len() != items.len() {
@@ -471,8 +472,8 @@ impl Broker {
 }
 
 /// The ack scripts' septuples: entry id, task_id, retention (ms), output flag ('' none, '0'
-/// whole, '1' cut), output, how long ago the run started (ms), '1' when appended with its
-/// record.
+/// whole, '1' cut), output, when the run started (ms, server clock), '1' when appended with
+/// its record.
 fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
     for e in entries {
         let (mark, text) = match e.output {
@@ -484,7 +485,7 @@ fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
             .arg(e.retention.as_millis() as u64)
             .arg(mark)
             .arg(text)
-            .arg(e.ran_for.as_millis() as u64)
+            .arg(e.started_ms)
             .arg(flag(e.recorded));
     }
 }

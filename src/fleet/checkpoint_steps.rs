@@ -405,7 +405,7 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
     let t0 = task_of(&ids[0], &f0);
     assert!(t0.steps.is_empty());
     let item = RetryItem::new(&ids[0], Duration::ZERO, &t0.retry_fields(&ids[0])).unwrap();
-    let item = item.recorded(&t0.task_id, 2, "timeout", "slow".into(), Duration::ZERO);
+    let item = item.recorded(&t0.task_id, 2, "timeout", "slow".into(), 0);
     let due = b
         .schedule_retries(TENANT, MEMBER, &[item], true)
         .await
@@ -439,7 +439,7 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
             Duration::ZERO,
             dl.record_task_id().as_deref(),
             true,
-            Some(Duration::ZERO),
+            Some(0),
             &dl.to_fields(),
         )
         .await

@@ -210,20 +210,35 @@ impl Starter {
                                 } else {
                                     broker.start(&tenant, member, &entries, records).await
                                 };
-                                drop(entries);
+                                // Only starts of entries appended without their record write
+                                // it (lib/record.lua, Running).
+                                let unrecorded: HashSet<&str> = entries
+                                    .iter()
+                                    .filter(|e| !e.recorded)
+                                    .map(|e| e.id)
+                                    .collect();
                                 match &found {
                                     Err(e) => {
                                         events::attempt::starts_failed(&tenant, asks.len(), e)
                                     }
-                                    Ok(s) if records.on && !s.started.is_empty() => {
-                                        events::records::written(
-                                            &tenant,
-                                            TaskState::Running.as_str(),
-                                            s.started.len() as u64,
-                                        )
+                                    Ok(s) if records.on => {
+                                        let n = s
+                                            .started
+                                            .iter()
+                                            .filter(|id| unrecorded.contains(id.as_str()))
+                                            .count();
+                                        if n > 0 {
+                                            events::records::written(
+                                                &tenant,
+                                                TaskState::Running.as_str(),
+                                                n as u64,
+                                            )
+                                        }
                                     }
                                     Ok(_) => {}
                                 }
+                                drop(unrecorded);
+                                drop(entries);
                                 reply_marks(asks, found.ok());
                             }
                         })
@@ -813,6 +828,7 @@ async fn attempt(
         Some(sink),
     );
     let started = Instant::now();
+    let started_ms = ctx.shared.isolation.now_ms();
     let (finish, finished) = oneshot::channel();
     let run = async {
         let outcome = tokio::select! {
@@ -870,7 +886,7 @@ async fn attempt(
             progress: tctx.progress(),
             failed_step: tctx.failed_step(),
             duration,
-            started,
+            started_ms,
         })
     };
     if outcome == Outcome::Done {
@@ -890,7 +906,7 @@ async fn attempt(
             entry_id: entry_id.clone(),
             task: task.clone(),
             steps: recording.sent || !task.steps.is_empty(),
-            started,
+            started_ms,
         },
         Outcome::Fail {
             class,

@@ -223,7 +223,7 @@ async fn settler_step_acks_a_completed_entry() {
             steps: false,
             task: a_task("t-1", "triage"),
             output: None,
-            started: std::time::Instant::now(),
+            started_ms: 0,
         })
         .await;
     // The flush waits for the first try of its ack; the task then releases the slot.

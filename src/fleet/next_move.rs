@@ -262,7 +262,7 @@ mod tests {
             },
             failed_step: None,
             duration: Duration::from_millis(20),
-            started: std::time::Instant::now(),
+            started_ms: 0,
         }
     }
 

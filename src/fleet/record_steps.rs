@@ -575,7 +575,7 @@ async fn a_redelivery_after_a_lost_ack_is_acked_as_a_duplicate_without_running()
         retention: Duration::from_secs(60),
         output: Some("\"done by slow\""),
         truncated: false,
-        ran_for: Duration::ZERO,
+        started_ms: 0,
         recorded: false,
     };
     let acked = b.ack(TENANT, "slow", &[ack], 0, &[], true).await.unwrap();
@@ -631,7 +631,7 @@ async fn both_start_paths_refuse_a_done_task_and_only_with_dedup() {
             retention: Duration::from_secs(60),
             output: None,
             truncated: false,
-            ran_for: Duration::ZERO,
+            started_ms: 0,
             recorded: false,
         };
         assert_eq!(

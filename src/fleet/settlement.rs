@@ -26,8 +26,9 @@ pub(crate) struct Failed {
     /// the last step started and not completed.
     pub failed_step: Option<String>,
     pub duration: Duration,
-    /// When the attempt started (its run's start in the task's record).
-    pub started: Instant,
+    /// When the attempt started, ms by the server's clock (the member's estimate of it): its
+    /// run's start in the task's record.
+    pub started_ms: u64,
 }
 
 /// What the settler is asked to do with one entry. Completed entries, held-back entries and
@@ -49,8 +50,9 @@ pub(crate) enum Settlement {
         task: Arc<Task>,
         /// The handler's output for the record, bounded; `None` when the kind keeps none.
         output: Option<Output>,
-        /// When the attempt started (the done record's `started`).
-        started: Instant,
+        /// When the attempt started, ms by the server's clock (the member's estimate of it:
+        /// the done record's `started`).
+        started_ms: u64,
     },
     /// The tenant's breaker is not closed: move the entry to the retry schedule unattempted,
     /// due after `delay`.

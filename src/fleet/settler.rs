@@ -44,8 +44,9 @@ const RECORD_ERROR_BYTES: usize = 1024;
 enum FailedMove {
     /// Another attempt, scheduled with the tenant's other retries.
     Retry(Arc<str>, Box<Retry>),
-    /// The dead letters (tenant, entry id, record, when the failed run started).
-    Dead(Arc<str>, String, Box<DeadLetter>, Instant),
+    /// The dead letters (tenant, entry id, record, when the failed run started: ms by the
+    /// server's clock).
+    Dead(Arc<str>, String, Box<DeadLetter>, u64),
 }
 
 /// A retry waiting for the next flush.
@@ -115,8 +116,8 @@ struct Ack {
     task: Arc<Task>,
     /// The output the done record keeps.
     output: Option<Output>,
-    /// When its run started (the done record's `started`).
-    started: Instant,
+    /// When its run started, ms by the server's clock (the done record's `started`).
+    started_ms: u64,
 }
 
 /// The ack scripts' entries of `acks`: each with its task's done record (task_id, the
@@ -129,7 +130,7 @@ fn ack_entries<'a>(acks: &[&'a Ack], tenant: &str, tasks: &TasksSettings) -> Vec
             retention: tasks.retention_for(tenant, &a.task.kind),
             output: a.output.as_ref().map(|o| o.text.as_str()),
             truncated: a.output.as_ref().is_some_and(|o| o.truncated),
-            ran_for: a.started.elapsed(),
+            started_ms: a.started_ms,
             recorded: a.task.recorded,
         })
         .collect()
@@ -195,10 +196,10 @@ impl SettleLoop {
                     steps,
                     task,
                     output,
-                    started,
+                    started_ms,
                 } => {
                     self.acks.entry(tenant).or_default().push(Ack {
-                        started,
+                        started_ms,
                         entry_id,
                         recovered,
                         read_at,
@@ -224,11 +225,11 @@ impl SettleLoop {
                         self.retries.entry(tenant).or_default().push(*r);
                         batched += 1;
                     }
-                    FailedMove::Dead(tenant, entry_id, dl, started) => {
+                    FailedMove::Dead(tenant, entry_id, dl, started_ms) => {
                         let me = me.clone();
                         self.moves.spawn(async move {
                             let member = me.shared.member.clone();
-                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO, Some(started))
+                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO, Some(started_ms))
                                 .await
                         });
                     }
@@ -687,7 +688,7 @@ impl Settler {
         };
         // The record's next attempt and error, taken before `next_move` consumes the attempt.
         let (task_id, next_attempt, started) =
-            (f.task.task_id.clone(), f.task.attempt + 1, f.started);
+            (f.task.task_id.clone(), f.task.attempt + 1, f.started_ms);
         let error = crate::deadletter::bounded(&f.reason, RECORD_ERROR_BYTES);
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
@@ -696,7 +697,7 @@ impl Settler {
                     next_attempt,
                     class.as_str(),
                     error,
-                    started.elapsed(),
+                    started,
                 );
                 FailedMove::Retry(tenant, Box::new(Retry { item, log, class }))
             }
@@ -905,7 +906,7 @@ impl Settler {
         dl: DeadLetter,
         owner: Option<&str>,
         min_idle: Duration,
-        started: Option<Instant>,
+        started_ms: Option<u64>,
     ) {
         let fields = dl.to_fields();
         let records = self.shared.tasks.enabled;
@@ -921,7 +922,7 @@ impl Settler {
                     min_idle,
                     task_id.as_deref(),
                     records,
-                    started.map(|t| t.elapsed()),
+                    started_ms,
                     &fields,
                 )
             })

@@ -27,9 +27,10 @@ pub const TASKS_RECOVERED: &str = "redrive_tasks_recovered_total";
 /// record is live, `side="member"` an entry whose task was already done, acked without
 /// running.
 pub const DUPLICATES: &str = "redrive_duplicates_total";
-/// Counter{tenant,state}: task records this member's moves wrote (starts, acks, retries,
-/// deferrals, promotions, dead letters, and the admin moves it executed: replays, resolves,
-/// discards, purges), by the state written.
+/// Counter{tenant,state}: task records this member's moves wrote (acks, retries, deferrals,
+/// promotions, dead letters, the starts that write one — an entry published without its
+/// record, a takeover; an enqueued task's start writes none — and the admin moves it
+/// executed: replays, resolves, discards, purges), by the state written.
 pub const RECORDS_WRITTEN: &str = "redrive_task_records_written_total";
 /// Counter{tenant}: scheduled retries moved back into their lane.
 pub const RETRIES_PROMOTED: &str = "redrive_retries_promoted_total";

@@ -24,9 +24,9 @@
 --          heartbeat wins over a reclaimer's decision)
 -- ARGV[6]  how long a stats bucket is kept, ms
 -- ARGV[7]  the task_id whose record changes, '' for none (an entry whose task_id is invalid)
--- ARGV[8]  how long ago (ms) the run that failed started, when ARGV[4] ran it (the run in the
---          record's history); '' when no run ends here (a reclaimer's decision, a malformed or
---          expired entry)
+-- ARGV[8]  when the run that failed started (ms, the server's clock as the member estimates
+--          it), when ARGV[4] ran it (the run in the record's history); '' when no run ends
+--          here (a reclaimer's decision, a malformed or expired entry)
 -- ARGV[9…] field, value, field, value … of the dead letter (its `class` and `error` are the
 --          record's too)
 --

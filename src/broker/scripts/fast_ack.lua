@@ -20,8 +20,9 @@
 -- ARGV[5]  the consumer that ran the entries (this member; the done records' member)
 -- ARGV[6…] septuples, one per entry (at most fleet.ack_batch), as in ack.lua: entry id,
 --          task_id ('': no record), retention of the done record in ms, output flag ('': no
---          output kept, '0': whole, '1': cut and marked), output text, how long ago the run
---          started (ms), '1' when the entry was appended with its record (`recorded`)
+--          output kept, '0': whole, '1': cut and marked), output text, when the run started (ms,
+--          the server's clock as the member estimates it), '1' when the entry was appended
+--          with its record (`recorded`)
 --
 -- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
 -- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are

@@ -21,8 +21,9 @@
 --          schedule member (a JSON array [field, value, …] of the next attempt, unique because
 --          it holds `from_entry`, the lane entry id: identical tasks never collapse into one
 --          member), task_id ('': no record), the next attempt, the failure's class, its error
---          (cut to 1 KiB by rec_error), how long ago (ms) the failed run started (the run in
---          the record's history: ARGV[2]'s); at most fleet.ack_batch items
+--          (cut to 1 KiB by rec_error), when the failed run started (ms, the server's clock as
+--          the member estimates it; the run in the record's history: ARGV[2]'s); at most
+--          fleet.ack_batch items
 --
 -- Returns one value per item: the due time (ms, server clock), or -1 when this consumer no
 -- longer owns that entry (nothing is written for it). What it schedules is counted as

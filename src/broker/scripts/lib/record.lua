@@ -50,15 +50,16 @@
 --   member it ran on, '' when unknown) it says queued or replayed on this very entry, which
 --   started before — goes into the history without an end (outcome ''; the second kind
 --   without a start, which only the PEL knew).
--- rec_end(R, task_id, now, state, outcome, pairs, run_member, run_ago): the end
---   of the current run: state, ended, plus `pairs`. The run goes into the history (runs + 1,
---   r<N>:start/member/end/outcome): run_member's, started run_ago ms before now, as the
---   caller ran it; else, when the record says 'running', the record's member and started.
+-- rec_end(R, task_id, now, state, outcome, pairs, run_member, run_started): the end of the
+--   current run: state, ended, plus `pairs`. The run goes into the history (runs + 1,
+--   r<N>:start/member/end/outcome): run_member's, started at run_started (see rec_started_at),
+--   as the caller ran it; else, when the record says 'running', the record's member and
+--   started.
 --   Returns the previous state.
--- rec_done(R, now, entry, task_id, ttl, flag, output, member, ago, blind): the done record of
---   an acked entry, in the shape ack.lua and fast_ack.lua receive it (flag '' no output kept,
---   '0' whole, '1' cut; ago: how long before now the run started, ms): state done, ended,
---   member, started. Without `blind` it is written only when the record is on this entry and
+-- rec_done(R, now, entry, task_id, ttl, flag, output, member, started, blind): the done
+--   record of an acked entry, in the shape ack.lua and fast_ack.lua receive it (flag '' no
+--   output kept, '0' whole, '1' cut; started: see rec_started_at): state done, ended, member,
+--   started. Without `blind` it is written only when the record is on this entry and
 --   says queued, replayed or running (an ack repeated after a lost reply finds its done
 --   record; a record replaced since is another task's). `blind`: the caller acked this entry
 --   in the same call and it was appended with its record, so the record is this entry's and
@@ -72,6 +73,9 @@
 --   while its dead letter exists).
 -- rec_event(R, task_id, state, entry): one entry in the events stream, if someone waits.
 -- rec_error(text): an error text bounded to REC_ERROR_MAX bytes.
+-- rec_started_at(started, now): when a run started as its member tells (ms by the server's
+--   clock as the member estimates it, text; passed on as it is, no number formatting), or now
+--   when that is missing, 0 or later than now (the estimate can be off by a little).
 local REC_RUNS_KEPT = 16
 local REC_ERROR_MAX = 1024
 local REC_EVENTS_MAX = 10000
@@ -164,7 +168,16 @@ local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_d
   return old[1]
 end
 
-local function rec_end(R, task_id, now, state, outcome, pairs, run_member, run_ago)
+-- See the header.
+local function rec_started_at(started, now)
+  local t = tonumber(started)
+  if t == nil or t <= 0 or t > now then
+    return rec_ts(now)
+  end
+  return started
+end
+
+local function rec_end(R, task_id, now, state, outcome, pairs, run_member, run_started)
   if R == nil then
     return false
   end
@@ -175,7 +188,7 @@ local function rec_end(R, task_id, now, state, outcome, pairs, run_member, run_a
   local member, started = nil, nil
   if run_member ~= nil and run_member ~= '' then
     member = run_member
-    started = string.format('%d', now - (tonumber(run_ago) or 0))
+    started = rec_started_at(run_started, now)
     args[#args + 1] = 'member'
     args[#args + 1] = member
     args[#args + 1] = 'started'
@@ -222,16 +235,21 @@ local function rec_begin(R, now, member, refuse, entry, task_id, attempt, kind, 
   return rec_start(R, task_id, now, entry, attempt, member, kind, refuse) == 'done' and refuse
 end
 
+-- The record `key` expires after ttl ms (given as text, passed on as it is: no number
+-- formatting), or is kept (0 or less).
+local function rec_expire_key(key, ttl)
+  if (tonumber(ttl) or 0) > 0 then
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+
 local function rec_expire(R, task_id, ttl)
   if R == nil then
     return
   end
-  ttl = tonumber(ttl) or 0
-  if ttl > 0 then
-    redis.call('PEXPIRE', R.prefix .. task_id, ttl)
-  else
-    redis.call('PERSIST', R.prefix .. task_id)
-  end
+  rec_expire_key(R.prefix .. task_id, ttl)
 end
 
 -- Whether a waiter is registered (checked once per script call).
@@ -255,7 +273,7 @@ local function rec_event(R, task_id, state, entry)
     'entry', entry or '')
 end
 
-local function rec_done(R, now, entry, task_id, ttl, flag, output, member, ago, blind)
+local function rec_done(R, now, entry, task_id, ttl, flag, output, member, started, blind)
   if R == nil or task_id == '' then
     return
   end
@@ -268,7 +286,7 @@ local function rec_done(R, now, entry, task_id, ttl, flag, output, member, ago, 
     end
   end
   local ts = rec_ts(now)
-  local started = string.format('%d', now - (tonumber(ago) or 0))
+  started = rec_started_at(started, now)
   if flag == '1' then
     redis.call('HSET', key, 'state', 'done', 'updated', ts, 'ended', ts, 'member', member,
       'started', started, 'output', output, 'output_truncated', '1')
@@ -279,7 +297,7 @@ local function rec_done(R, now, entry, task_id, ttl, flag, output, member, ago, 
     redis.call('HSET', key, 'state', 'done', 'updated', ts, 'ended', ts, 'member', member,
       'started', started)
   end
-  rec_expire(R, task_id, ttl)
+  rec_expire_key(key, ttl)
   rec_event(R, task_id, 'done', entry)
 end
 
