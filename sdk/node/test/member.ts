@@ -42,6 +42,13 @@ export const GROUP = "redrive";
  * output, how long ago the run started (ms). Returns {acked, published}.
  */
 const DONE = `${RECORD_LUA}
+-- A member passes when the run started (server clock, ms); these helpers take how long ago.
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
 local recorded = false
@@ -56,7 +63,7 @@ end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 if acked > 0 then
-  rec_done(R, rec_now(), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2], ARGV[8], recorded)
+  rec_done(R, rec_now(), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2], started_ago(ARGV[8]), recorded)
 end
 return {acked, R.listened and 1 or 0}
 `;
@@ -67,6 +74,13 @@ return {acked, R.listened and 1 or 0}
  * then field, value, … of the next attempt's entry. Returns {acked, new entry id}.
  */
 const RETRY = `${RECORD_LUA}
+-- A member passes when the run started (server clock, ms); these helpers take how long ago.
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 if acked == 0 then
@@ -76,7 +90,7 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 local now = rec_now()
 rec_end(R, ARGV[4], now, 'retry_scheduled', ARGV[5], {
   'class', ARGV[5], 'error', rec_error(ARGV[6]), 'attempt', ARGV[7], 'due', string.format('%d', now),
-}, ARGV[2], ARGV[8])
+}, ARGV[2], started_ago(ARGV[8]))
 local fields = {}
 for i = 9, #ARGV do
   fields[#fields + 1] = ARGV[i]
@@ -95,6 +109,13 @@ return {1, id}
  * events entry's `entry`, then field, value, … Returns whether it published the event.
  */
 const END = `${RECORD_LUA}
+-- A member passes when the run started (server clock, ms); these helpers take how long ago.
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 if ARGV[2] ~= '' then
   redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -104,7 +125,7 @@ local pairs = {}
 for i = 10, #ARGV do
   pairs[#pairs + 1] = ARGV[i]
 end
-rec_end(R, ARGV[3], rec_now(), ARGV[4], ARGV[5], pairs, ARGV[6], ARGV[7])
+rec_end(R, ARGV[3], rec_now(), ARGV[4], ARGV[5], pairs, ARGV[6], started_ago(ARGV[7]))
 rec_expire(R, ARGV[3], ARGV[8])
 rec_event(R, ARGV[3], ARGV[4], ARGV[9])
 return R.listened and 1 or 0

@@ -43,6 +43,13 @@ GROUP = "redrive"
 _DONE = (
     RECORD_LUA
     + """
+-- A member passes when the run started (server clock, ms); these helpers take how long ago.
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
 local recorded = false
@@ -57,8 +64,8 @@ end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 if acked > 0 then
-  rec_done(R, rec_now(), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2], ARGV[8],
-    recorded)
+  rec_done(R, rec_now(), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2],
+    started_ago(ARGV[8]), recorded)
 end
 return {acked, R.listened and 1 or 0}
 """
@@ -70,6 +77,13 @@ return {acked, R.listened and 1 or 0}
 _RETRY = (
     RECORD_LUA
     + """
+-- A member passes when the run started (server clock, ms); these helpers take how long ago.
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 if acked == 0 then
@@ -80,7 +94,7 @@ local now = rec_now()
 rec_end(R, ARGV[4], now, 'retry_scheduled', ARGV[5], {
   'class', ARGV[5], 'error', rec_error(ARGV[6]), 'attempt', ARGV[7],
   'due', string.format('%d', now),
-}, ARGV[2], ARGV[8])
+}, ARGV[2], started_ago(ARGV[8]))
 local fields = {}
 for i = 9, #ARGV do
   fields[#fields + 1] = ARGV[i]
@@ -100,13 +114,20 @@ return {1, id}
 _DEAD = (
     RECORD_LUA
     + """
+-- A member passes when the run started (server clock, ms); these helpers take how long ago.
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 if ARGV[2] ~= '' then
   redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
 end
 rec_end(R, ARGV[3], rec_now(), ARGV[4], ARGV[5],
-  {'class', ARGV[5], 'error', rec_error(ARGV[6]), 'dlq', ARGV[7]}, ARGV[8], ARGV[9])
+  {'class', ARGV[5], 'error', rec_error(ARGV[6]), 'dlq', ARGV[7]}, ARGV[8], started_ago(ARGV[9]))
 rec_expire(R, ARGV[3], 0)
 rec_event(R, ARGV[3], ARGV[4], ARGV[7])
 return R.listened and 1 or 0
