@@ -25,7 +25,7 @@ pub(super) struct Scripts {
     pub(super) promote: Script,
     /// A member's own pending entries taken up again.
     pub(super) claim: Script,
-    /// Stale entries of any member taken over (XAUTOCLAIM).
+    /// Stale entries of any member taken over (XPENDING IDLE + XCLAIM, naming the previous owner).
     pub(super) autoclaim: Script,
     /// Owner check + re-delivery of a taken-over entry before it runs.
     pub(super) begin: Script,
