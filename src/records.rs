@@ -266,6 +266,65 @@ impl TaskRecord {
     }
 }
 
+/// One run of a task as its record keeps it: a history entry (`r<N>:*`) or its last run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunView {
+    /// Its number (1 = the first start).
+    pub run: u64,
+    /// When it started, ms.
+    pub start: Option<u64>,
+    /// The member that ran it.
+    pub member: Option<String>,
+    /// When it ended, ms (`None` while it runs, or if its member died).
+    pub end: Option<u64>,
+    /// `ok` or the failure class.
+    pub outcome: Option<String>,
+}
+
+/// How many runs a record knows of: its history (`runs`) and, for a done or running task,
+/// the last run, which its main fields hold.
+pub fn run_count(r: &TaskRecord) -> u64 {
+    let n = r.number(field::RUNS).unwrap_or(0);
+    match r.state {
+        Some(TaskState::Done | TaskState::Running) => n + 1,
+        _ => n,
+    }
+}
+
+/// The runs a record keeps, oldest first: the history (the last 16 of `runs`; a run whose
+/// member died has an empty outcome and no end) and, for a done or running task, its last run
+/// from `member`, `started` and `ended`.
+pub fn runs_of(r: &TaskRecord) -> Vec<RunView> {
+    let n = r.number(field::RUNS).unwrap_or(0);
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let mut runs: Vec<RunView> = (n.saturating_sub(15).max(1)..=n)
+        .filter_map(|i| {
+            let get = |what: &str| r.fields.get(&run_field(i, what)).cloned();
+            let v = RunView {
+                run: i,
+                start: get("start").and_then(|s| s.parse().ok()),
+                member: nonempty(get("member")),
+                end: get("end").and_then(|s| s.parse().ok()),
+                outcome: nonempty(get("outcome")),
+            };
+            r.fields.contains_key(&run_field(i, "member")).then_some(v)
+        })
+        .collect();
+    let last = |outcome: Option<&str>| RunView {
+        run: n + 1,
+        start: r.number(field::STARTED),
+        member: nonempty(r.fields.get(field::MEMBER).cloned()),
+        end: outcome.and_then(|_| r.number(field::ENDED)),
+        outcome: outcome.map(str::to_owned),
+    };
+    match r.state {
+        Some(TaskState::Done) => runs.push(last(Some("ok"))),
+        Some(TaskState::Running) => runs.push(last(None)),
+        _ => {}
+    }
+    runs
+}
+
 /// One validated override.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TaskOverride {

@@ -7,7 +7,7 @@ use crate::admin::select::{id_ms, DlId};
 use crate::admin::time::{format_age, format_time};
 use crate::broker::{Entry, IndexedTask, Located, Place, RecordRead, Searched};
 use crate::deadletter::field as dl;
-use crate::records::{field as rf, run_field, TaskRecord, TaskState};
+use crate::records::{field as rf, run_count, runs_of, TaskRecord, TaskState};
 use crate::task::{field, merge_steps, parse_steps, Step};
 
 /// Fields holding JSON documents, shown parsed.
@@ -293,65 +293,6 @@ pub fn format_span(ms: u64) -> String {
         3_600_000..=86_399_999 => format!("{}h {}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
         _ => format!("{}d {}h", ms / 86_400_000, ms % 86_400_000 / 3_600_000),
     }
-}
-
-/// One start of a task as its record keeps it (`r<N>:*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunView {
-    /// Its number (1 = the first start).
-    pub run: u64,
-    /// When it started, ms.
-    pub start: Option<u64>,
-    /// The member that ran it.
-    pub member: Option<String>,
-    /// When it ended, ms (`None` while it runs, or if its member died).
-    pub end: Option<u64>,
-    /// `ok` or the failure class.
-    pub outcome: Option<String>,
-}
-
-/// How many runs a record knows of: its history (`runs`) and, for a done or running task,
-/// the last run, which its main fields hold.
-pub fn run_count(r: &TaskRecord) -> u64 {
-    let n = r.number(rf::RUNS).unwrap_or(0);
-    match r.state {
-        Some(TaskState::Done | TaskState::Running) => n + 1,
-        _ => n,
-    }
-}
-
-/// The runs a record keeps, oldest first: the history (the last 16 of `runs`; a run whose
-/// member died has an empty outcome and no end) and, for a done or running task, its last run
-/// from `member`, `started` and `ended`.
-pub fn runs_of(r: &TaskRecord) -> Vec<RunView> {
-    let n = r.number(rf::RUNS).unwrap_or(0);
-    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let mut runs: Vec<RunView> = (n.saturating_sub(15).max(1)..=n)
-        .filter_map(|i| {
-            let get = |what: &str| r.fields.get(&run_field(i, what)).cloned();
-            let v = RunView {
-                run: i,
-                start: get("start").and_then(|s| s.parse().ok()),
-                member: nonempty(get("member")),
-                end: get("end").and_then(|s| s.parse().ok()),
-                outcome: nonempty(get("outcome")),
-            };
-            r.fields.contains_key(&run_field(i, "member")).then_some(v)
-        })
-        .collect();
-    let last = |outcome: Option<&str>| RunView {
-        run: n + 1,
-        start: r.number(rf::STARTED),
-        member: nonempty(r.fields.get(rf::MEMBER).cloned()),
-        end: outcome.and_then(|_| r.number(rf::ENDED)),
-        outcome: outcome.map(str::to_owned),
-    };
-    match r.state {
-        Some(TaskState::Done) => runs.push(last(Some("ok"))),
-        Some(TaskState::Running) => runs.push(last(None)),
-        _ => {}
-    }
-    runs
 }
 
 /// The output a record holds: parsed JSON, or (when cut, or not JSON) the text.

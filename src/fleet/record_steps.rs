@@ -153,7 +153,7 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
         "the history holds only runs that did not end well"
     );
     assert!(!done.contains_key("r1:member"), "{done:?}");
-    let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(done));
+    let runs = crate::records::runs_of(&crate::records::TaskRecord::from_fields(done));
     assert_eq!(runs.len(), 1);
     assert_eq!(
         (runs[0].member.as_deref(), runs[0].outcome.as_deref()),
@@ -243,7 +243,7 @@ async fn a_retry_is_scheduled_then_queued_again_then_done_on_its_second_run() {
     }
     assert_eq!(d["r1:outcome"], "rate_limited");
     assert!(!d.contains_key("r2:outcome"), "{d:?}");
-    let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(d.clone()));
+    let runs = crate::records::runs_of(&crate::records::TaskRecord::from_fields(d.clone()));
     let outcomes: Vec<_> = runs.iter().map(|r| r.outcome.as_deref()).collect();
     assert_eq!(outcomes, [Some("rate_limited"), Some("ok")]);
     assert_eq!(d["output"], r#""second time lucky""#);
@@ -410,7 +410,7 @@ async fn an_enqueued_task_whose_member_died_is_running_there_then_keeps_a_dead_r
     );
     assert_eq!(d["r1:start"], "", "when it started only the PEL knew");
     assert_eq!(d["member"], MEMBER);
-    let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(d));
+    let runs = crate::records::runs_of(&crate::records::TaskRecord::from_fields(d));
     assert_eq!(runs.len(), 2);
     assert_eq!(
         (
