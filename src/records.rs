@@ -396,7 +396,10 @@ mod tests {
             "a replayed task is back in its lane"
         );
         assert!(!TaskState::Resolved.refuses_duplicates());
-        let flight: Vec<_> = TaskState::ALL.into_iter().filter(|s| s.in_flight()).collect();
+        let flight: Vec<_> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.in_flight())
+            .collect();
         assert_eq!(
             flight,
             [

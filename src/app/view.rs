@@ -336,9 +336,7 @@ pub fn runs_of(r: &TaskRecord) -> Vec<RunView> {
                 end: get("end").and_then(|s| s.parse().ok()),
                 outcome: nonempty(get("outcome")),
             };
-            r.fields
-                .contains_key(&run_field(i, "member"))
-                .then_some(v)
+            r.fields.contains_key(&run_field(i, "member")).then_some(v)
         })
         .collect();
     let last = |outcome: Option<&str>| RunView {
@@ -532,11 +530,7 @@ pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) ->
     if !runs.is_empty() {
         out.push_str(&format!(
             "runs ({count} in all):\n  {:<5}{:<26}{:<24}{:<10}{}\n",
-            "RUN",
-            "STARTED",
-            "MEMBER",
-            "TOOK",
-            "OUTCOME"
+            "RUN", "STARTED", "MEMBER", "TOOK", "OUTCOME"
         ));
         for v in runs {
             let took = match (v.start, v.end) {

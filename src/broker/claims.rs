@@ -80,8 +80,7 @@ pub(super) fn claim_step(reply: redis::RedisResult<Value>) -> Result<ClaimStep> 
             let mut it = flat.into_iter();
             while let (Some(id), Some(who)) = (it.next(), it.next()) {
                 let id: String = redis::from_redis_value(id).map_err(redis::RedisError::from)?;
-                let who: String =
-                    redis::from_redis_value(who).map_err(redis::RedisError::from)?;
+                let who: String = redis::from_redis_value(who).map_err(redis::RedisError::from)?;
                 owners.insert(id, who);
             }
             owners
@@ -190,7 +189,12 @@ mod tests {
             Value::Array(vec![bulk("1-0"), Value::Int(1), bulk("2-0"), Value::Int(3)]),
             Value::Array(vec![bulk("3-0"), Value::Int(5)]),
             Value::Int(2),
-            Value::Array(vec![bulk("1-0"), bulk("m-dead"), bulk("2-0"), bulk("m-stuck")]),
+            Value::Array(vec![
+                bulk("1-0"),
+                bulk("m-dead"),
+                bulk("2-0"),
+                bulk("m-stuck"),
+            ]),
         ]);
         let step = claim_step(Ok(reply)).unwrap();
         assert_eq!(step.next.as_deref(), Some("7-0"));

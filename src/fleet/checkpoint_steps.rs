@@ -473,9 +473,16 @@ async fn every_move_out_of_the_lane_folds_the_recorded_steps_or_deletes_them() {
         .unwrap();
     assert_eq!(acked.acked, 1);
     assert_eq!(
-        b.ack_unclaimable(TENANT, MEMBER, &[AckEntry::bare(&ids[4])], 0, &[&ids[4]], true)
-            .await
-            .unwrap(),
+        b.ack_unclaimable(
+            TENANT,
+            MEMBER,
+            &[AckEntry::bare(&ids[4])],
+            0,
+            &[&ids[4]],
+            true
+        )
+        .await
+        .unwrap(),
         1
     );
     assert_eq!(b.steps_keys().await.unwrap(), 0, "no steps hash is left");

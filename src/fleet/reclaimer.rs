@@ -131,7 +131,8 @@ impl Reclaimer {
         if !step.claimed.is_empty() {
             crate::failpoint::hit("after_claim");
         }
-        let n = self.shared
+        let n = self
+            .shared
             .queue_suspects(tenant, step.claimed.clone(), &step.owners);
         if n > 0 {
             events::claims::reclaimed(tenant, n);

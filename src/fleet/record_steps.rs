@@ -120,7 +120,11 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
     assert!(!running.contains_key("r1:member"), "{running:?}");
     assert_eq!(running["kind"], "triage");
     assert_eq!(running["attempt"], "1");
-    assert_eq!(raw_state(&h, "t-1").await, "queued", "no record write at the start");
+    assert_eq!(
+        raw_state(&h, "t-1").await,
+        "queued",
+        "no record write at the start"
+    );
     gate.notify_one();
     let s = tokio::time::timeout(Duration::from_secs(10), h.settled.recv())
         .await
@@ -144,7 +148,10 @@ async fn a_task_runs_then_is_done_with_its_output_expiry_and_event() {
         h.env.broker.record_events(TENANT).await.unwrap(),
         [("t-1".to_owned(), "done".to_owned(), entry)]
     );
-    assert_eq!(done["runs"], "0", "the history holds only runs that did not end well");
+    assert_eq!(
+        done["runs"], "0",
+        "the history holds only runs that did not end well"
+    );
     assert!(!done.contains_key("r1:member"), "{done:?}");
     let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(done));
     assert_eq!(runs.len(), 1);
@@ -225,7 +232,10 @@ async fn a_retry_is_scheduled_then_queued_again_then_done_on_its_second_run() {
     h.run_next().await;
     let (d, _) = record(&h, "t-r").await;
     assert_eq!(d["state"], "done", "{d:?}");
-    assert_eq!(d["runs"], "1", "the failed run; the done one is the main fields");
+    assert_eq!(
+        d["runs"], "1",
+        "the failed run; the done one is the main fields"
+    );
     assert_eq!(d["attempt"], "2");
     assert_eq!(d["entry"], q["entry"]);
     for f in ["r1:start", "r1:end", "started", "ended"] {
@@ -403,7 +413,11 @@ async fn an_enqueued_task_whose_member_died_is_running_there_then_keeps_a_dead_r
     let runs = crate::app::view::runs_of(&crate::records::TaskRecord::from_fields(d));
     assert_eq!(runs.len(), 2);
     assert_eq!(
-        (runs[0].member.as_deref(), runs[0].start, runs[0].outcome.as_deref()),
+        (
+            runs[0].member.as_deref(),
+            runs[0].start,
+            runs[0].outcome.as_deref()
+        ),
         (Some("dead-member"), None, None)
     );
     assert_eq!(runs[1].outcome.as_deref(), Some("ok"));

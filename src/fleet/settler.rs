@@ -229,8 +229,15 @@ impl SettleLoop {
                         let me = me.clone();
                         self.moves.spawn(async move {
                             let member = me.shared.member.clone();
-                            me.dead_letter(&tenant, &entry_id, *dl, Some(&member), Duration::ZERO, Some(started_ms))
-                                .await
+                            me.dead_letter(
+                                &tenant,
+                                &entry_id,
+                                *dl,
+                                Some(&member),
+                                Duration::ZERO,
+                                Some(started_ms),
+                            )
+                            .await
                         });
                     }
                 },
@@ -692,13 +699,7 @@ impl Settler {
         let error = crate::deadletter::bounded(&f.reason, RECORD_ERROR_BYTES);
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
-                let item = item.recorded(
-                    &task_id,
-                    next_attempt,
-                    class.as_str(),
-                    error,
-                    started,
-                );
+                let item = item.recorded(&task_id, next_attempt, class.as_str(), error, started);
                 FailedMove::Retry(tenant, Box::new(Retry { item, log, class }))
             }
             NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl, started),
