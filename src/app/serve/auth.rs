@@ -1,7 +1,7 @@
 //! Tokens: how they are made (`redrive serve token`), stored (their SHA-256 only) and checked
 //! (`Authorization: Bearer <token>`, compared in constant time against every configured
-//! hash), and the role each carries. A checked token becomes a [`Principal`], which is where
-//! scope is enforced.
+//! hash), and the role each carries. A checked token becomes a
+//! [`super::principal::Principal`], which is where scope is enforced.
 //!
 //! A token is never logged, never printed back, and never stored: the config holds its hash.
 
@@ -11,7 +11,6 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::principal::Principal;
 
 /// What a token may do. Ordered: each role may do everything the ones below it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,9 +93,9 @@ impl Tokens {
         found
     }
 
-    /// The principal a request's `Authorization: Bearer <token>` header stands for: 401 when
-    /// the header is missing or malformed, or the token unknown.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    /// The token a request's `Authorization: Bearer <token>` header presents: 401 when the
+    /// header is missing or malformed, or the token unknown.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&TokenEntry, ApiError> {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
@@ -123,7 +122,6 @@ impl Tokens {
             ));
         }
         self.find(token)
-            .map(Principal::from_token)
             .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))
     }
 }
@@ -193,7 +191,7 @@ mod tests {
         let mut h = HeaderMap::new();
         let bearer = |v: &str| HeaderValue::from_str(v).unwrap();
         h.insert("authorization", bearer(&format!("Bearer {token}")));
-        assert_eq!(tokens.authenticate(&h).unwrap().name(), "ops");
+        assert_eq!(tokens.authenticate(&h).unwrap().name, "ops");
         h.insert("authorization", bearer(&format!("bearer  {token} ")));
         assert!(tokens.authenticate(&h).is_ok(), "scheme case and spaces");
         for bad in [

@@ -45,7 +45,7 @@ fn check(state: &AppState, spec: &RouteSpec, req: &mut Request) -> ApiResult<()>
     let Access::Token(needed) = spec.access else {
         return Ok(());
     };
-    let principal = state.tokens.authenticate(req.headers())?;
+    let principal = Principal::from_token(state.tokens.authenticate(req.headers())?);
     if spec.change && state.serve.read_only {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
