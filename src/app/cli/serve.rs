@@ -89,7 +89,12 @@ fn token(a: TokenArgs) -> Result<()> {
         see_payloads: a.see_payloads,
     };
     // The same checks as the config file's, so the entry printed loads.
-    serve::config::check_token(&entry).map_err(Error::Usage)?;
+    serve::config::check_token(&entry).map_err(|e| {
+        Error::Usage(
+            e.replace("serve.tokens[0].tenants", "--tenant")
+                .replace("serve.tokens[0].", "--"),
+        )
+    })?;
     #[derive(serde::Serialize)]
     struct Snippet<'a> {
         serve: Tokens<'a>,

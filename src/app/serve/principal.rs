@@ -134,7 +134,7 @@ impl Principal {
     /// [`Principal::tenant`], and registered (it had a task enqueued): 404 otherwise.
     pub async fn registered_tenant(&self, broker: &Broker, name: &str) -> ApiResult<String> {
         let t = self.tenant(name)?;
-        if !broker.tenants().await?.contains(&t) {
+        if !broker.is_tenant(&t).await? {
             return Err(no_tenant(name));
         }
         Ok(t)

@@ -128,10 +128,19 @@ fn filter(
     Ok(f)
 }
 
-/// A message written for the CLI (`--class 'x' is not …`), with the API's names (`class 'x'
-/// is not …`).
+/// A message written for the CLI (`--class 'x' is not …`, `--order-by-key must …`), with the
+/// API's names (`class 'x' is not …`, `order_by_key must …`).
 pub fn plain(message: &str) -> String {
-    message.replace("--", "")
+    let mut m = message.to_owned();
+    for (flag, name) in [
+        ("--order-by-key", "order_by_key"),
+        ("--target-kind", "target_kind"),
+        ("--older-than", "older_than"),
+        ("--task-id", "task_id"),
+    ] {
+        m = m.replace(flag, name);
+    }
+    m.replace("--", "")
 }
 
 /// The `window` query parameter (default `default`): between 1m and 24h.
@@ -144,4 +153,29 @@ pub fn window(q: &mut Params, default: &str) -> ApiResult<Duration> {
         )));
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_messages_get_the_api_names() {
+        assert_eq!(
+            plain("--order-by-key must name a payload field; --class 'x' is not a failure class"),
+            "order_by_key must name a payload field; class 'x' is not a failure class"
+        );
+        let mut q = Params::parse("window=30s");
+        assert!(window(&mut q, "1h")
+            .unwrap_err()
+            .message
+            .contains("between 1m and 24h"));
+        let mut q = Params::parse("class=nope&since=2h");
+        let e = query_filter(&mut q, 10_000_000).unwrap_err();
+        assert!(
+            e.message.starts_with("class 'nope' is not a failure class"),
+            "{}",
+            e.message
+        );
+    }
 }
