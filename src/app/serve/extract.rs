@@ -9,12 +9,17 @@ use std::str::FromStr;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiResult};
 
 /// The largest request body read, bytes; a larger one is refused (413) before it is parsed.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// How much of a refused body is still read (and dropped) before the answer, so that a client
+/// still sending it gets the 413 instead of a connection closed under it; a body larger than
+/// this gets the answer as soon as it is known, and the connection is closed.
+pub const DRAIN_MAX: u64 = 8 * 1024 * 1024;
 
 /// A request's query parameters. Routes ask for the names they take; [`Params::finish`] then
 /// refuses any other, so a misspelt filter is an error rather than silently ignored.
@@ -104,7 +109,8 @@ impl Params {
 
 /// A JSON request body. An empty body reads as `{}` (every field at its default); a body that
 /// is not JSON of the expected shape is a 400 naming what is wrong, a body over [`MAX_BODY`]
-/// a 413, another content type than JSON a 415.
+/// a 413 (read to its end first when not over [`DRAIN_MAX`], so the client sending it gets
+/// the answer), another content type than JSON a 415.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -124,9 +130,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(too_large());
-        }
         let json_type = req.headers().get(header::CONTENT_TYPE).map(|v| {
             v.to_str()
                 .unwrap_or("")
@@ -136,9 +139,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 .trim()
                 .eq_ignore_ascii_case("application/json")
         });
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-            .await
-            .map_err(|_| too_large())?;
+        let mut body = req.into_body();
+        if declared.is_some_and(|n| n > DRAIN_MAX) {
+            return Err(too_large());
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut read: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request(format!("the request body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            read += data.len() as u64;
+            if read > DRAIN_MAX {
+                return Err(too_large());
+            }
+            if read <= MAX_BODY as u64 {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        if read > MAX_BODY as u64 {
+            return Err(too_large());
+        }
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
