@@ -990,7 +990,7 @@ async fn read_only_bad_input_and_no_live_member_change_nothing() {
             "colour=red",
             Body::None,
             400,
-            "unknown query parameter 'colour'",
+            "unknown query parameter 'colour'; GET /api/v1/dead-letters takes tenant, class, kind",
         ),
         (
             "GET",
@@ -1162,6 +1162,15 @@ async fn read_only_bad_input_and_no_live_member_change_nothing() {
             Body::Json(json!({"all": true, "patch": [1], "reason": "x"})),
             400,
             "merge patch",
+        ),
+        (
+            "POST",
+            "/api/v1/dead-letters/replay",
+            vec![],
+            "dry_run=true",
+            Body::Json(json!({"all": true, "patch": {"simulate": "ok"}, "reason": "x"})),
+            400,
+            "unknown query parameter 'dry_run'; POST /api/v1/dead-letters/replay takes none",
         ),
         (
             "POST",

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult};
 use super::principal::Principal;
-use super::spec::{Access, RouteSpec};
+use super::spec::{Access, In, RouteSpec};
 use super::state::AppState;
 use crate::telemetry::events;
 
@@ -40,10 +40,12 @@ pub async fn guard(
     resp
 }
 
-/// The token (401), its role (403) and the read-only switch (403), in that order.
+/// The token (401), its role (403), the read-only switch (403), then the query: a parameter
+/// the route table does not list for the route is refused (400), so what a route accepts is
+/// what its OpenAPI entry says, and a change never ignores a stray `?dry_run=true`.
 fn check(state: &AppState, spec: &RouteSpec, req: &mut Request) -> ApiResult<()> {
     let Access::Token(needed) = spec.access else {
-        return Ok(());
+        return known_query(spec, req);
     };
     let principal = Principal::from_token(state.tokens.authenticate(req.headers())?);
     if spec.change && state.serve.read_only {
@@ -65,6 +67,33 @@ fn check(state: &AppState, spec: &RouteSpec, req: &mut Request) -> ApiResult<()>
         )));
     }
     req.extensions_mut().insert(principal);
+    known_query(spec, req)
+}
+
+/// 400 when the query holds a parameter the route does not take.
+fn known_query(spec: &RouteSpec, req: &Request) -> ApiResult<()> {
+    let query = req.uri().query().unwrap_or("");
+    let taken = || {
+        spec.params
+            .iter()
+            .filter(|p| p.location == In::Query)
+            .map(|p| p.name)
+    };
+    for (k, _) in form_urlencoded::parse(query.as_bytes()) {
+        if !taken().any(|name| name == k) {
+            let known: Vec<&str> = taken().collect();
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter '{k}'; {} {} takes {}",
+                spec.method.as_str(),
+                spec.path,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
     Ok(())
 }
 
