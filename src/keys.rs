@@ -27,6 +27,7 @@
 //! | `redrive:{@admin}:audit`         | STREAM | every admin command and its outcome (capped)          |
 //! | `redrive:{@admin}:cmd:<id>`      | HASH   | one command's state and result (idempotency record)   |
 //! | `redrive:{@admin}:job:<id>`      | HASH   | a batch replay's spec and progress (resumable)        |
+//! | `redrive:{@admin}:scope:<id>`    | STRING | the tenants a command sent through the HTTP API touches (JSON), for its scope |
 //! | `redrive:{@admin}:members`       | ZSET   | fleet members whose admin loop is alive, by last beat |
 //!
 //! Every key of one tenant carries the hash tag `{<tenant>}`, so all of them live in one Redis Cluster
@@ -199,6 +200,12 @@ impl Keys {
         format!("{}:{{@admin}}:job:{}", self.prefix, job_id)
     }
 
+    /// The tenants the admin command `command_id` touches (a JSON list, or `"*"`), written by
+    /// the HTTP API when it sends the command, so a tenant-scoped token can follow it.
+    pub fn admin_scope(&self, command_id: &str) -> String {
+        format!("{}:{{@admin}}:scope:{}", self.prefix, command_id)
+    }
+
     /// The members whose admin loop is alive, scored by their last beat (server clock, ms).
     pub fn admin_members(&self) -> String {
         format!("{}:{{@admin}}:members", self.prefix)
@@ -248,6 +255,7 @@ mod tests {
             k.admin_audit(),
             k.admin_command("c-1"),
             k.admin_job("c-1"),
+            k.admin_scope("c-1"),
             k.admin_members(),
         ] {
             assert!(key.starts_with("redrive:{@admin}:"), "{key}");

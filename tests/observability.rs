@@ -1175,6 +1175,48 @@ fn provisioning_prometheus_config_and_compose_file_fit_together() {
 /// Retry quickly so retries are scheduled, promoted and exhausted within a test.
 const FAST_RETRY_TOML: &str = "[retry]\ndelays_ms = [100, 100, 100]\npoll_interval_ms = 50\n";
 
+/// The token the members' HTTP API accepts (`[serve] enabled = true` in [`serve_toml`]).
+const API_TOKEN: &str = "observability-test-token";
+
+/// The HTTP API inside every member, on a free port, with one viewer token.
+fn serve_toml() -> String {
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(API_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "\n[serve]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n[[serve.tokens]]\n\
+         name = \"grafana-test\"\nrole = \"viewer\"\ntenants = [\"*\"]\nsha256 = \"{hash}\"\n"
+    )
+}
+
+/// Calls the HTTP API inside `member` (a few reads, one unknown path), so the API families are
+/// emitted; returns the statuses.
+fn call_member_api(member: &Member) -> Vec<u16> {
+    use std::io::{Read, Write};
+    let addr = member.listen_addr("serving the HTTP API");
+    ["/api/v1/tenants", "/api/v1/health", "/api/v1/nothing"]
+        .iter()
+        .map(|path| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n"
+            )
+            .unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).unwrap();
+            let head = String::from_utf8_lossy(&raw);
+            head.split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 /// The agent the members' `http` entry posts to: the Python SDK serving
 /// tests/agents/sdk_agent.py (its `echo` handler serves `echo_*`).
 fn sdk_agent(env: &TestEnv) -> AgentProcess {
@@ -1229,7 +1271,7 @@ fn metered_members_with(
 ) -> Vec<(Member, String)> {
     let cfg = env.config_file(
         "fleet.toml",
-        &format!("{}{FAST_RETRY_TOML}", routing_toml(agent)),
+        &format!("{}{FAST_RETRY_TOML}{}", routing_toml(agent), serve_toml()),
     );
     (1..=n)
         .map(|i| {
@@ -1361,6 +1403,8 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
         &[],
     );
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
+    // The HTTP API inside a member answers, so the API families are emitted too.
+    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404]);
     let mut sums = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1565,6 +1609,8 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
     let (code, out, err) = env.cli(&args, &[]);
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
     assert!(out.contains("replayed 5 of 5"), "{out}");
+    // A few API requests to a member, so the HTTP API panels have data too.
+    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404]);
 
     // Every dashboard query returns data against this fleet (the storming tenant as $tenant).
     let (exprs, vars) = dashboard_queries();

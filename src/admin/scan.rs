@@ -28,29 +28,80 @@ pub async fn scan<F>(broker: &Broker, filter: &Filter, mut each: F) -> Result<u6
 where
     F: FnMut(&str, Entry, &Fields) -> Result<()>,
 {
-    let (start, end) = filter.range();
+    let mut pages = Pages::new(broker.clone(), filter.clone()).await?;
     let mut n = 0;
-    for tenant in tenants_of(broker, filter).await? {
-        let mut from = start.clone();
-        loop {
-            let page = broker.dlq_range(&tenant, &from, &end, SCAN_PAGE).await?;
-            let len = page.len();
-            for entry in page {
-                from = format!("({}", entry.id);
-                let Some(fields) = entry.fields.clone() else {
-                    continue;
-                };
-                if filter.matches(&fields) {
-                    n += 1;
-                    each(&tenant, entry, &fields)?;
-                }
-            }
-            if len < SCAN_PAGE {
-                break;
-            }
+    while let Some((tenant, page)) = pages.next().await? {
+        for (entry, fields) in page {
+            n += 1;
+            each(&tenant, entry, &fields)?;
         }
     }
     Ok(n)
+}
+
+/// [`scan`] a page at a time, for a consumer that awaits between pages (the HTTP API's export
+/// streams each page out before it reads the next).
+#[derive(Debug)]
+pub struct Pages {
+    broker: Broker,
+    filter: Filter,
+    /// The tenants still to read.
+    tenants: std::vec::IntoIter<String>,
+    /// The tenant being read and where its next read starts.
+    current: Option<(String, String)>,
+    /// The XRANGE bounds of the filter's times.
+    range: (String, String),
+}
+
+impl Pages {
+    /// The scan of the dead letters `filter` matches (its tenants, or every registered one).
+    pub async fn new(broker: Broker, filter: Filter) -> Result<Pages> {
+        let tenants = tenants_of(&broker, &filter).await?.into_iter();
+        let range = filter.range();
+        Ok(Pages {
+            broker,
+            filter,
+            tenants,
+            current: None,
+            range,
+        })
+    }
+
+    /// The next matches of one tenant (at most [`SCAN_PAGE`], never none), in stream order;
+    /// `None` once every tenant was read.
+    pub async fn next(&mut self) -> Result<Option<(String, Vec<(Entry, Fields)>)>> {
+        loop {
+            let Some((tenant, from)) = self.current.as_mut() else {
+                match self.tenants.next() {
+                    Some(t) => self.current = Some((t, self.range.0.clone())),
+                    None => return Ok(None),
+                }
+                continue;
+            };
+            let page = self
+                .broker
+                .dlq_range(tenant, from, &self.range.1, SCAN_PAGE)
+                .await?;
+            let len = page.len();
+            let tenant = tenant.clone();
+            let mut matched = Vec::new();
+            for entry in page {
+                *from = format!("({}", entry.id);
+                let Some(fields) = entry.fields.clone() else {
+                    continue;
+                };
+                if self.filter.matches(&fields) {
+                    matched.push((entry, fields));
+                }
+            }
+            if len < SCAN_PAGE {
+                self.current = None;
+            }
+            if !matched.is_empty() {
+                return Ok(Some((tenant, matched)));
+            }
+        }
+    }
 }
 
 /// Pins a filter's open end to `now` so a job selects what existed when it started.

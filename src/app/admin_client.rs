@@ -1,6 +1,7 @@
-//! The CLI side of the admin command stream: is a fleet member alive, send the command, wait
-//! for its result (showing a replay's progress), withdraw it when nobody picks it up in time,
-//! or run it in this process with `--local`.
+//! The sending side of the admin command stream, shared by the CLI and the HTTP API: is a
+//! fleet member alive, send the command, wait for its result (the CLI showing a replay's
+//! progress), withdraw it when nobody picks it up in time, or run it in this process with
+//! `--local` (CLI only).
 //!
 //! Fleet-down detection: every member's admin loop beats into `redrive:{@admin}:members` (a
 //! ZSET scored by the server's clock) every third of `admin.member_ttl_ms`; a member counts as
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 use crate::admin::exec::{run_command, stored, AdminContext, Ran};
 use crate::admin::replay::job::JobRecord;
 use crate::admin::{AdminCommand, CancelSpec, CommandResult, Envelope};
-use crate::broker::Withdraw;
+use crate::broker::{Broker, Withdraw};
+use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 
@@ -21,6 +23,19 @@ use crate::shutdown::Shutdown;
 const POLL: Duration = Duration::from_millis(100);
 /// How often a replay's progress line is printed at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The admin context of a command sent or executed from this process: the settings' `[admin]`,
+/// limits, dead-letter cap and records, executed as `local@<host>` (with `--local`).
+pub fn context(broker: Broker, settings: &Settings) -> AdminContext {
+    AdminContext {
+        broker,
+        settings: settings.admin.clone(),
+        limits: settings.limits,
+        dlq_max_len: settings.dead_letter_max_len,
+        executor: format!("local@{}", crate::config::default_member_id()),
+        tasks: settings.tasks().clone(),
+    }
+}
 
 /// Fails with a clear message unless a fleet member's admin loop is alive; returns the live
 /// members.
@@ -134,8 +149,7 @@ pub async fn submit_and_wait(
     if local {
         return run_local(ctx, env, timeout, progress).await;
     }
-    let live = require_fleet(ctx).await?;
-    b.admin_submit(&env.to_fields()).await?;
+    let live = send(ctx, env).await?;
     if progress {
         eprintln!(
             "sent command {} ({}); live members: {}",
@@ -145,6 +159,31 @@ pub async fn submit_and_wait(
         );
     }
     wait(ctx, env, timeout, Progress::new(job_of(env), progress)).await
+}
+
+/// Sends `env` to the fleet: refuses with [`Error::FleetDown`] (nothing sent) when no member's
+/// admin loop is alive, else appends it to the admin stream. Returns the live members.
+pub async fn send(ctx: &AdminContext, env: &Envelope) -> Result<Vec<String>> {
+    let live = require_fleet(ctx).await?;
+    ctx.broker.admin_submit(&env.to_fields()).await?;
+    Ok(live)
+}
+
+/// Waits for the result of a command already sent, printing nothing and ignoring Ctrl-C (the
+/// HTTP API's wait): the same steps and time-outs as the CLI's (a command nobody picked up
+/// within `timeout` is withdrawn and never runs).
+pub async fn wait_quietly(
+    ctx: &AdminContext,
+    env: &Envelope,
+    timeout: Duration,
+) -> Result<CommandResult> {
+    let mut waiter = Waiter::new(ctx, env, timeout, Progress::new(None, false));
+    loop {
+        tokio::time::sleep(POLL).await;
+        if let Some(result) = waiter.step().await? {
+            return Ok(result);
+        }
+    }
 }
 
 /// Runs the command in this process, with the same records and audit as a fleet member.
@@ -385,7 +424,7 @@ mod tests {
         raw.redis.url = redis.url();
         let settings = Settings::from_raw(raw).unwrap();
         let broker = crate::broker::Broker::connect(&settings).await.unwrap();
-        let ctx = crate::app::cli::common::context(broker, &settings);
+        let ctx = context(broker, &settings);
         let env = Envelope {
             id: crate::admin::new_command_id(),
             operator: "tester".into(),

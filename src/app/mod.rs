@@ -6,9 +6,12 @@
 //!
 //! * [`cli`] — clap parsing and dispatch, one file per subcommand family ([`cli::dlq`],
 //!   [`cli::health`], [`cli::admin`], [`cli::breaker`], [`cli::tenants`], [`cli::run`](mod@cli::run), …).
-//! * [`admin_client`] — the CLI side of the admin command stream: fleet check, submit, wait,
-//!   withdraw.
-//! * [`report`] — `dlq list|stats|export` and `health`; [`view`] — a dead letter as text/JSON.
+//! * [`admin_client`] — the sending side of the admin command stream (CLI and API): fleet
+//!   check, submit, wait, withdraw; [`changes`] — what a change selects, built alike by both.
+//! * [`report`] — `dlq list|stats|export` and `health`; [`tenants`](mod@tenants) — the tenants
+//!   report; [`view`] — a dead letter and a task record as text/JSON.
+//! * [`serve`] — `redrive serve`: the versioned JSON API over HTTP, with tokens, roles and
+//!   tenant scope.
 //! * [`enqueue`] — JSON Lines input of `redrive enqueue --file`.
 //! * [`demo`] — `redrive demo`; [`demo_agent`] — the simulated agent it runs.
 //! * [`bench`](mod@bench) — `redrive bench`; [`bench_agent`] — the HTTP agent its http
@@ -20,12 +23,15 @@ pub(crate) mod admin_client;
 pub(crate) mod bench;
 pub(crate) mod bench_agent;
 pub(crate) mod bench_python;
+pub(crate) mod changes;
 pub(crate) mod cli;
 pub(crate) mod demo;
 pub(crate) mod demo_agent;
 pub(crate) mod enqueue;
 pub(crate) mod report;
+pub(crate) mod serve;
 pub(crate) mod settings;
+pub(crate) mod tenants;
 pub(crate) mod view;
 
 use clap::Parser;

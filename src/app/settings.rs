@@ -1,4 +1,4 @@
-//! The application's own settings: `[demo]` and `[demo_agent]` (defaults in `config/app.toml`,
+//! The application's own settings: `[demo]`, `[demo_agent]` and `[serve]` (defaults in `config/app.toml`,
 //! layered right after the library's), and the handler types it registers besides the
 //! library's (`demo`, `noop`), which `[[handlers]]` entries and `fleet.handler` may name. The
 //! library neither reads nor validates them; every `redrive` command does, with the same
@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::app::demo_agent::DemoAgentSettings;
+use crate::app::serve::config::{RawServe, ServeSettings};
 use crate::config::check::check_range;
 use crate::config::{layers, section, RawConfig, Settings};
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ use crate::handler::{Handlers, NoopHandler};
 pub(crate) const APP_TOML: &str = include_str!("../../config/app.toml");
 
 /// The application's sections, known to the loader besides the library's.
-pub(crate) const APP_SECTIONS: &[&str] = &["demo", "demo_agent"];
+pub(crate) const APP_SECTIONS: &[&str] = &["demo", "demo_agent", "serve"];
 
 /// The `[demo]` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +38,8 @@ struct RawApp {
     demo: RawDemo,
     /// `[demo_agent]`
     demo_agent: DemoAgentSettings,
+    /// `[serve]`
+    serve: RawServe,
 }
 
 /// Everything `redrive` loads, before validation: the library's sections and its own.
@@ -48,6 +51,8 @@ pub(crate) struct AppRaw {
     pub(crate) demo: RawDemo,
     /// `[demo_agent]`
     pub(crate) demo_agent: DemoAgentSettings,
+    /// `[serve]`
+    pub(crate) serve: RawServe,
 }
 
 impl AppRaw {
@@ -59,6 +64,7 @@ impl AppRaw {
             lib: RawConfig::from_figment(&fig, APP_SECTIONS)?,
             demo: section(&fig, "demo")?,
             demo_agent: section(&fig, "demo_agent")?,
+            serve: section(&fig, "serve")?,
         })
     }
 
@@ -68,6 +74,7 @@ impl AppRaw {
         let app = RawApp {
             demo: self.demo.clone(),
             demo_agent: self.demo_agent.clone(),
+            serve: self.serve.clone(),
         };
         let app =
             toml::to_string(&app).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"));
@@ -91,6 +98,8 @@ pub(crate) struct AppSettings {
     pub(crate) demo: DemoSettings,
     /// `[demo_agent]`: the simulated agent.
     pub(crate) demo_agent: DemoAgentSettings,
+    /// `[serve]`: the HTTP API.
+    pub(crate) serve: ServeSettings,
 }
 
 /// The handler types `redrive` registers besides the library's (`http`, `pool`, `exec`):
@@ -106,14 +115,28 @@ pub(crate) fn handlers(agent: DemoAgentSettings) -> Handlers {
 }
 
 /// Validates everything `redrive` loaded: the library's settings, then that every handler type
-/// the routing table names is known ([`handlers`] or the library's), then `[demo]` and
-/// `[demo_agent]`.
+/// the routing table names is known ([`handlers`] or the library's), then `[demo]`,
+/// `[demo_agent]` and `[serve]` (which, enabled in members, needs a token).
 pub(crate) fn validate(raw: AppRaw) -> Result<(Settings, AppSettings)> {
     let settings = Settings::from_raw(raw.lib)?;
     handlers(raw.demo_agent.clone()).check(&settings)?;
     let demo = validate_demo(&raw.demo)?;
     let demo_agent = validate_demo_agent(&raw.demo_agent)?;
-    Ok((settings, AppSettings { demo, demo_agent }))
+    let serve = crate::app::serve::config::validate(&raw.serve)?;
+    if serve.enabled && serve.tokens.is_empty() {
+        return Err(Error::Config(
+            "serve.enabled = true starts the HTTP API in every member, and it needs at least one              [[serve.tokens]] entry: create one with `redrive serve token --name NAME`"
+                .into(),
+        ));
+    }
+    Ok((
+        settings,
+        AppSettings {
+            demo,
+            demo_agent,
+            serve,
+        },
+    ))
 }
 
 /// Validates `[demo]`.
@@ -189,6 +212,7 @@ mod tests {
             lib: RawConfig::from_figment(&fig, APP_SECTIONS).unwrap(),
             demo: section(&fig, "demo").unwrap(),
             demo_agent: section(&fig, "demo_agent").unwrap(),
+            serve: section(&fig, "serve").unwrap(),
         }
     }
 
@@ -203,7 +227,9 @@ mod tests {
         let text = defaults().redacted_toml();
         let at = |s: &str| text.find(s).unwrap_or(usize::MAX);
         assert!(
-            at("[metrics]") < at("[demo]") && at("[demo]") < at("[demo_agent]"),
+            at("[metrics]") < at("[demo]")
+                && at("[demo]") < at("[demo_agent]")
+                && at("[demo_agent]") < at("[serve]"),
             "{text}"
         );
     }
@@ -235,6 +261,14 @@ mod tests {
             (
                 |c| c.demo.tenants = vec!["no way".into()],
                 "demo.tenants: tenant 'no way'",
+            ),
+            (
+                |c| c.serve.listen = "nowhere".into(),
+                "serve.listen = 'nowhere'",
+            ),
+            (
+                |c| c.serve.enabled = true,
+                "serve.enabled = true starts the HTTP API in every member, and it needs",
             ),
         ];
         for (edit, want) in cases {

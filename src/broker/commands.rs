@@ -271,6 +271,32 @@ impl Broker {
         }
     }
 
+    /// Notes the tenants a command sent through the HTTP API touches (`tenants`: JSON), kept
+    /// for `keep` like the command's record, so a tenant-scoped token can follow it.
+    pub(crate) async fn admin_set_scope(
+        &self,
+        command_id: &str,
+        tenants: &str,
+        keep: Duration,
+    ) -> Result<()> {
+        let _: () = redis::cmd("SET")
+            .arg(self.keys.admin_scope(command_id))
+            .arg(tenants)
+            .arg("PX")
+            .arg(keep.as_millis() as u64)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// The tenants noted by [`Broker::admin_set_scope`] for a command, if any.
+    pub(crate) async fn admin_scope(&self, command_id: &str) -> Result<Option<String>> {
+        Ok(redis::cmd("GET")
+            .arg(self.keys.admin_scope(command_id))
+            .query_async(&mut self.con())
+            .await?)
+    }
+
     /// Audit entries, newest first, starting before `before` (an exclusive entry id) if given.
     pub(crate) async fn admin_audit(
         &self,

@@ -398,6 +398,15 @@ impl Broker {
         Ok(t)
     }
 
+    /// Whether `tenant` is registered (it had a task enqueued).
+    pub(crate) async fn is_tenant(&self, tenant: &str) -> Result<bool> {
+        Ok(redis::cmd("SISMEMBER")
+            .arg(self.keys.tenants())
+            .arg(tenant)
+            .query_async(&mut self.con())
+            .await?)
+    }
+
     /// How many tenants are registered (O(1), for cheap change detection).
     pub(crate) async fn tenant_count(&self) -> Result<u64> {
         Ok(redis::cmd("SCARD")

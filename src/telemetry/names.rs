@@ -131,9 +131,21 @@ pub const TASK_RECORDS_EXPIRED: &str = "redrive_task_records_expired_total";
 /// answered; `located`: no record, found by scanning where tasks wait; `none`: not found).
 pub const TASK_LOOKUPS: &str = "redrive_task_lookups_total";
 
+/// Counter{route,method,status}: requests the HTTP API answered (`redrive serve`, or the API
+/// inside a member), by route template (never the raw path: `/api/v1/tenants/{tenant}`;
+/// `unmatched` for a path no route has), method and status code.
+pub const API_REQUESTS: &str = "redrive_api_requests_total";
+/// Histogram{route}: seconds from a request's arrival to its answer's head (a streamed
+/// export's body goes on after), by route template.
+pub const API_REQUEST_DURATION: &str = "redrive_api_request_duration_seconds";
+
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Buckets of the API request-duration histogram, seconds.
+pub const API_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 /// Buckets of the queue-wait histogram, seconds.
 pub const WAIT_BUCKETS: [f64; 14] = [

@@ -51,6 +51,11 @@ fn build_prometheus(
         )
         .map_err(err)?
         .set_buckets_for_metric(
+            Matcher::Full(names::API_REQUEST_DURATION.into()),
+            &names::API_BUCKETS,
+        )
+        .map_err(err)?
+        .set_buckets_for_metric(
             Matcher::Full(names::QUEUE_WAIT.into()),
             &names::WAIT_BUCKETS,
         )

@@ -145,6 +145,39 @@ impl TestEnv {
         }
     }
 
+    /// Starts `redrive serve --config <config>` (the HTTP API as a process of its own) against
+    /// this env's Redis; its log goes to `serve-<id>.log`. Read its address with
+    /// [`Member::listen_addr`]`("serving the HTTP API")`.
+    pub fn serve(&self, id: &str, config: &str, env: &[(&str, &str)]) -> Member {
+        let log = self.dir.join(format!("serve-{id}.log"));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redrive"));
+        cmd.args(["serve", "--config", config])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("REDRIVE_REDIS_URL", self.url())
+            .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
+            .env("REDRIVE_LOG__LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn redrive serve");
+        Member {
+            child: Some(child),
+            id: id.to_owned(),
+            log,
+            exited: None,
+            started: Instant::now(),
+        }
+    }
+
     /// Runs the binary to completion with extra args and env; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_redrive"));
@@ -383,12 +416,18 @@ impl Member {
     /// The address of the member's metrics endpoint (started with
     /// `REDRIVE_METRICS__LISTEN=127.0.0.1:0`), read from its log once it is listening.
     pub fn metrics_addr(&self) -> String {
+        self.listen_addr("serving /metrics")
+    }
+
+    /// The `listen=` address of the first log line containing `marker` (the process logs it
+    /// once it is listening), waiting up to 60 s for it.
+    pub fn listen_addr(&self, marker: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let log = self.log_text();
             if let Some(addr) = log
                 .lines()
-                .find(|l| l.contains("serving /metrics"))
+                .find(|l| l.contains(marker))
                 .and_then(|l| l.split("listen=").nth(1))
                 .and_then(|r| r.split_whitespace().next())
             {
@@ -396,7 +435,12 @@ impl Member {
             }
             assert!(
                 Instant::now() < deadline,
-                "member {} never listened: {log}",
+                "{} never logged {marker:?}: {log}",
+                self.id
+            );
+            assert!(
+                !log.lines().any(|l| l.starts_with("error: ")),
+                "{} failed before it logged {marker:?}: {log}",
                 self.id
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -4,8 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::admin::exec::AdminContext;
-
+pub use crate::app::admin_client::context;
 use crate::app::settings::AppRaw;
 use crate::broker::Broker;
 use crate::config::Settings;
@@ -27,18 +26,6 @@ pub fn usage(m: impl Into<String>) -> Error {
 /// Connects to Redis.
 pub async fn connect(settings: &Settings) -> Result<Broker> {
     Broker::connect(settings).await
-}
-
-/// The admin context of a command executed in this process (`--local`).
-pub fn context(broker: Broker, settings: &Settings) -> AdminContext {
-    AdminContext {
-        broker,
-        settings: settings.admin.clone(),
-        limits: settings.limits,
-        dlq_max_len: settings.dead_letter_max_len,
-        executor: format!("local@{}", crate::config::default_member_id()),
-        tasks: settings.tasks().clone(),
-    }
 }
 
 /// Prints JSON, pretty.

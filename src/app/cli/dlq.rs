@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -13,11 +12,12 @@ use serde_json::{json, Value};
 use super::args::{mutation, window, FilterArgs, MutationArgs};
 use super::common::{connect, context, print_json, usage};
 use super::submit::send;
-use crate::admin::select::{DlId, Filter, Selection};
+use crate::admin::select::{DlId, Selection};
 use crate::admin::time::{format_age, parse_duration};
 use crate::admin::{
     validate_command_id, AdminCommand, CancelSpec, PurgeSpec, RemoveSpec, ReplaySpec,
 };
+use crate::app::changes::{purge_count, selection};
 use crate::app::report;
 use crate::app::view::DeadLetterView;
 use crate::config::Settings;
@@ -342,37 +342,6 @@ async fn export(a: ExportArgs, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-fn selection(ids: &[String], filter: Filter, all: bool, what: &str) -> Result<Selection> {
-    if !ids.is_empty() {
-        if filter.classes.len()
-            + filter.kinds.len()
-            + filter.fingerprints.len()
-            + usize::from(filter.since_ms.is_some())
-            + usize::from(filter.until_ms.is_some())
-            > 0
-            || filter.tenants.len() > 1
-        {
-            return Err(usage(format!(
-                "give dead-letter ids or filters to {what}, not both"
-            )));
-        }
-        let default_tenant = filter.tenants.first().map(String::as_str);
-        let parsed = ids
-            .iter()
-            .map(|id| DlId::parse(id, default_tenant).map_err(usage))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(Selection::Ids(crate::admin::select::dedup(parsed)));
-    }
-    if filter.is_everything() && !all {
-        return Err(usage(format!(
-            "nothing selected: give dead-letter ids or at least one filter to {what} \
-             (--tenant, --class, --kind, --fingerprint, --since, --until){}",
-            if what == "replay" { ", or --all" } else { "" }
-        )));
-    }
-    Ok(Selection::Filter(filter))
-}
-
 async fn replay(a: ReplayArgs, settings: &Settings) -> Result<()> {
     let rate = a.rate.unwrap_or(settings.admin.rate);
     let spec = if let Some(job) = &a.resume {
@@ -530,18 +499,7 @@ async fn purge(a: PurgeArgs, settings: &Settings) -> Result<()> {
     let now = b.server_time_ms().await?;
     let before_ms = now.saturating_sub(older.as_millis() as u64);
     if !a.yes {
-        let n = report::stats(
-            &b,
-            &Filter {
-                tenants: vec![a.tenant.clone()],
-                until_ms: Some(before_ms.saturating_sub(1)),
-                ..Filter::default()
-            },
-            1,
-            Duration::from_secs(60),
-        )
-        .await?
-        .total;
+        let n = purge_count(&b, &a.tenant, before_ms).await?;
         return Err(Error::Refused(format!(
             "purge deletes dead letters for good (they are not archived): {n} dead letters of tenant {} \
              are older than {}. Add --yes to delete them",

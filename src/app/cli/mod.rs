@@ -17,6 +17,7 @@ pub mod dlq;
 pub mod enqueue;
 pub mod health;
 pub mod run;
+pub mod serve;
 pub mod submit;
 pub mod task;
 pub mod tenants;
@@ -81,6 +82,9 @@ pub enum Command {
     },
     /// Health per tenant and overall: lane depth, pending, retries, dead letters, recent counts.
     Health(health::HealthArgs),
+    /// The HTTP API: the reads and changes of the CLI as JSON, for tokens with a role and a
+    /// tenant scope, until SIGTERM or SIGINT (`serve token` makes a token).
+    Serve(serve::ServeArgs),
     /// The admin command trail: the audit log and one command's status.
     Admin {
         /// What to look at.
@@ -95,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Config { action } => config::run(action, raw),
         Command::Run(args) => run::run(args, raw).await,
+        Command::Serve(args) => serve::run(args, raw).await,
         Command::Breaker { action } => breaker::run(action, &common::settings(raw)?).await,
         Command::Tenants(args) => tenants::run(args, &common::settings(raw)?).await,
         Command::Enqueue(args) => enqueue::run(args, &common::settings(raw)?).await,

@@ -27,7 +27,7 @@ pub struct RunArgs {
 /// Applies the flags over the loaded settings, validates them, refuses to start without a
 /// handler, builds the routes from the application's registry (`demo`, `noop`) and the
 /// library's types, and runs the member, serving /metrics, /healthz and /readyz when
-/// `metrics.listen` is set.
+/// `metrics.listen` is set, and the HTTP API when `serve.enabled` is.
 pub async fn run(args: RunArgs, mut raw: AppRaw) -> Result<()> {
     if let Some(v) = args.member_id {
         raw.lib.fleet.member_id = v;
@@ -47,11 +47,24 @@ pub async fn run(args: RunArgs, mut raw: AppRaw) -> Result<()> {
     let telemetry = settings.telemetry();
     telemetry.install_metrics()?;
     let broker = Broker::connect(&settings).await?;
-    let fleet = Fleet::routed(broker, &settings, &settings::handlers(app.demo_agent))?;
+    let fleet = Fleet::routed(
+        broker.clone(),
+        &settings,
+        &settings::handlers(app.demo_agent),
+    )?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     telemetry
         .serve_metrics(fleet.health(), shutdown.clone())
         .await?;
-    fleet.run(shutdown).await
+    let api = if app.serve.enabled {
+        Some(crate::app::serve::start(&settings, &app.serve, broker, shutdown.clone()).await?)
+    } else {
+        None
+    };
+    let result = fleet.run(shutdown).await;
+    if let Some(api) = api {
+        api.stopped(std::time::Duration::from_secs(2)).await;
+    }
+    result
 }

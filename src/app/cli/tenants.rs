@@ -1,12 +1,12 @@
 //! `redrive tenants [TENANT]`: every tenant (lane depth, pending, retries, dead letters,
-//! in-flight, breaker), read from Redis directly through the broker's verbs.
+//! in-flight, breaker), read from Redis directly through the broker's verbs; the report
+//! itself is [`crate::app::tenants`], which the HTTP API serves too.
 
 use clap::Args;
 use serde::Serialize;
 
 use super::common::{connect, print_report};
-use crate::admin::breaker::known_tenant;
-use crate::broker::{BreakerInfo, BreakerTransition, Broker};
+pub use crate::app::tenants::{tenants, BreakerReport, TenantReport};
 use crate::config::Settings;
 use crate::error::Result;
 
@@ -18,165 +18,6 @@ pub struct TenantsArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One tenant's line of `redrive tenants`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TenantReport {
-    /// The tenant.
-    pub tenant: String,
-    /// Entries in its lane (waiting, or read and not settled yet).
-    pub lane_depth: u64,
-    /// Entries delivered to a member and not settled.
-    pub pending: u64,
-    /// Entries in its retry schedule (retries and deferred tasks).
-    pub retries_scheduled: u64,
-    /// Entries in its dead-letter stream.
-    pub dead_letters: u64,
-    /// Entries the fleet holds (read, not settled), as members last reported them.
-    pub in_flight: u64,
-    /// The highest fleet-wide in-flight total reserved so far (while members report).
-    pub in_flight_peak: u64,
-    /// Its fleet-wide cap, when it has one.
-    pub max_in_flight: Option<usize>,
-    /// Its weight in fair selection.
-    pub weight: u32,
-    /// Its breaker.
-    pub breaker: BreakerReport,
-    /// Its recent breaker transitions, oldest first (only when one tenant is asked for).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transitions: Option<Vec<TransitionReport>>,
-}
-
-/// A breaker as `redrive tenants` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct BreakerReport {
-    /// `closed`, `open` or `half_open`.
-    pub state: String,
-    /// Held open by an operator until closed by hand.
-    pub held: bool,
-    /// Open: ms left of the cool-down (by the server's clock).
-    pub cooldown_left_ms: Option<u64>,
-    /// The last transition's reason.
-    pub reason: String,
-    /// The last transition's detail.
-    pub detail: String,
-    /// Who made the last transition.
-    pub by: String,
-    /// When the last transition happened (ms since the epoch, server clock; 0 if never).
-    pub since_ms: u64,
-    /// Transitions so far.
-    pub transitions: u64,
-    /// Probes admitted so far.
-    pub probes: u64,
-    /// Tasks deferred unattempted so far.
-    pub deferred: u64,
-    /// The running probe (`<member> <entry id>`), if any.
-    pub probe: Option<String>,
-}
-
-/// One transition as `redrive tenants TENANT` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TransitionReport {
-    /// When (ms since the epoch, server clock).
-    pub at_ms: u64,
-    /// The state before.
-    pub from: String,
-    /// The state after.
-    pub to: String,
-    /// Why (bounded name).
-    pub reason: String,
-    /// Details.
-    pub detail: String,
-    /// Who.
-    pub by: String,
-}
-
-impl From<BreakerTransition> for TransitionReport {
-    fn from(t: BreakerTransition) -> Self {
-        TransitionReport {
-            at_ms: t.at_ms(),
-            from: t.from,
-            to: t.to,
-            reason: t.reason,
-            detail: t.detail,
-            by: t.by,
-        }
-    }
-}
-
-impl BreakerReport {
-    fn new(b: BreakerInfo, now_ms: u64) -> BreakerReport {
-        let open = b.state == "open";
-        BreakerReport {
-            held: open && b.until_ms == 0,
-            cooldown_left_ms: (open && b.until_ms > 0).then(|| b.until_ms.saturating_sub(now_ms)),
-            state: b.state,
-            reason: b.reason,
-            detail: b.detail,
-            by: b.by,
-            since_ms: b.since_ms,
-            transitions: b.transitions,
-            probes: b.probes,
-            deferred: b.deferred,
-            probe: b.probe,
-        }
-    }
-}
-
-/// The report of `redrive tenants`: every registered tenant, or only `only` (with its recent
-/// transitions).
-pub async fn tenants(
-    broker: &Broker,
-    settings: &Settings,
-    only: Option<&str>,
-) -> Result<Vec<TenantReport>> {
-    let names = match only {
-        Some(t) => {
-            known_tenant(broker, t).await?;
-            vec![t.to_owned()]
-        }
-        None => broker.tenants().await?,
-    };
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (now, breakers) = broker.breaker_states(&refs).await?;
-    let mut out = Vec::with_capacity(names.len());
-    for (name, b) in names.iter().zip(breakers) {
-        let (lane_depth, pending, retries, dead, in_flight) = tokio::try_join!(
-            broker.lane_len(name),
-            broker.pending_count(name),
-            broker.retry_len(name),
-            broker.dlq_len(name),
-            broker.in_flight(name),
-        )?;
-        let transitions = if only.is_some() {
-            Some(
-                broker
-                    .breaker_log(name, 20)
-                    .await?
-                    .into_iter()
-                    .map(TransitionReport::from)
-                    .collect(),
-            )
-        } else {
-            None
-        };
-        let cap = settings.isolation.cap(name);
-        out.push(TenantReport {
-            tenant: name.clone(),
-            lane_depth,
-            pending,
-            retries_scheduled: retries,
-            dead_letters: dead,
-            in_flight: in_flight.0,
-            in_flight_peak: in_flight.1,
-            max_in_flight: (cap > 0).then_some(cap),
-            weight: settings.isolation.weight(name),
-            breaker: BreakerReport::new(b, now),
-            transitions,
-        });
-    }
-    Ok(out)
 }
 
 fn breaker_text(b: &BreakerReport) -> String {
@@ -252,6 +93,7 @@ pub async fn run(args: TenantsArgs, settings: &Settings) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::BreakerInfo;
 
     #[test]
     fn a_held_breaker_reads_as_held() {

@@ -1,0 +1,322 @@
+//! `[serve]`: where the HTTP API listens, under which path, whether it may change anything,
+//! its TLS certificate, and the tokens it accepts. Read like the other application sections
+//! (defaults in `config/app.toml`, `REDRIVE_SERVE__LISTEN`, …) and validated here with
+//! messages that name the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Role, Scope, TokenEntry};
+use crate::error::{Error, Result};
+
+/// `[serve]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServe {
+    /// `redrive run` starts the API inside the member too.
+    pub enabled: bool,
+    /// The address to listen on.
+    pub listen: String,
+    /// The path every route lives under (behind a reverse proxy), `/` for none.
+    pub base_path: String,
+    /// Refuse every change.
+    pub read_only: bool,
+    /// PEM certificate chain; with `tls_key`, the server terminates TLS itself.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// The tokens the API accepts.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+/// One `[[serve.tokens]]` entry as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Who holds it: written into the audit trail as the operator of every change it makes.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// The tenants it may see, or `["*"]` for all.
+    pub tenants: Vec<String>,
+    /// The token's SHA-256, hex (the token itself is never stored).
+    pub sha256: String,
+    /// A viewer sees payloads and outputs only with this (operators and admins always do).
+    #[serde(default)]
+    pub see_payloads: bool,
+}
+
+/// `[serve]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// `redrive run` starts the API inside the member too.
+    pub enabled: bool,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The path prefix of every route: `""` for none, else `/a/b` (no trailing slash).
+    pub base_path: String,
+    /// Refuse every change.
+    pub read_only: bool,
+    /// The certificate and key files when the server terminates TLS itself.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The tokens the API accepts.
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// Validates `[serve]`.
+pub fn validate(raw: &RawServe) -> Result<ServeSettings> {
+    let cfg = |m: String| Error::Config(m);
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        cfg(format!(
+            "serve.listen = '{}' is not an address like 127.0.0.1:8089",
+            raw.listen
+        ))
+    })?;
+    let base_path = base_path(&raw.base_path).map_err(cfg)?;
+    let tls =
+        match (raw.tls_cert.is_empty(), raw.tls_key.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((PathBuf::from(&raw.tls_cert), PathBuf::from(&raw.tls_key))),
+            _ => return Err(cfg(
+                "serve.tls_cert and serve.tls_key go together: set both (the server terminates \
+                 TLS) or neither (plain HTTP, behind a proxy that terminates it)"
+                    .into(),
+            )),
+        };
+    let mut tokens: Vec<TokenEntry> = Vec::with_capacity(raw.tokens.len());
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let entry = token(i, t).map_err(cfg)?;
+        if let Some(other) = tokens.iter().find(|o| o.name == entry.name) {
+            return Err(cfg(format!(
+                "serve.tokens[{i}].name = '{}' is used by another token already; names go into \
+                 the audit trail, so each token needs its own",
+                other.name
+            )));
+        }
+        if tokens.iter().any(|o| o.hash == entry.hash) {
+            return Err(cfg(format!(
+                "serve.tokens[{i}].sha256 is the hash of another token too; create a token per \
+                 holder with `redrive serve token --name NAME`"
+            )));
+        }
+        tokens.push(entry);
+    }
+    Ok(ServeSettings {
+        enabled: raw.enabled,
+        listen,
+        base_path,
+        read_only: raw.read_only,
+        tls,
+        tokens,
+    })
+}
+
+/// `serve.base_path` normalised: `""` for `/`, else `/seg/seg` of URL-safe segments.
+fn base_path(text: &str) -> std::result::Result<String, String> {
+    let bad = |why: &str| format!("serve.base_path = '{text}' {why}");
+    if !text.starts_with('/') {
+        return Err(bad("must start with '/' (e.g. /redrive)"));
+    }
+    let trimmed = text.trim_end_matches('/');
+    for seg in trimmed.split('/').skip(1) {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(bad("has an empty, '.' or '..' segment"));
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        {
+            return Err(bad(
+                "may hold only ASCII letters, digits, '-', '_', '.', '~' between slashes",
+            ));
+        }
+    }
+    if trimmed.len() > 200 {
+        return Err(bad("is longer than 200 bytes"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks one token entry as the config file's are checked (`redrive serve token` prints only
+/// entries that load).
+pub fn check_token(raw: &RawToken) -> std::result::Result<(), String> {
+    token(0, raw).map(|_| ())
+}
+
+/// One token entry, validated.
+fn token(i: usize, t: &RawToken) -> std::result::Result<TokenEntry, String> {
+    let at = |field: &str| format!("serve.tokens[{i}].{field}");
+    if t.name.is_empty()
+        || t.name.len() > 64
+        || !t
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+    {
+        return Err(format!(
+            "{} = '{}' is invalid: use 1 to 64 ASCII letters, digits, '-', '_', '.', '@' (it is \
+             the operator the audit trail names)",
+            at("name"),
+            t.name
+        ));
+    }
+    let role = Role::parse(&t.role).ok_or_else(|| {
+        format!(
+            "{} = '{}' is not a role; the roles are viewer, operator, admin",
+            at("role"),
+            t.role
+        )
+    })?;
+    let scope = if t.tenants.iter().any(|x| x == "*") {
+        if t.tenants.len() > 1 {
+            return Err(format!(
+                "{} mixes \"*\" with tenant names; write [\"*\"] for every tenant or list them",
+                at("tenants")
+            ));
+        }
+        Scope::All
+    } else if t.tenants.is_empty() {
+        return Err(format!(
+            "{} is empty: list the tenants the token may see, or [\"*\"] for all",
+            at("tenants")
+        ));
+    } else {
+        for name in &t.tenants {
+            crate::task::validate_tenant(name).map_err(|e| format!("{}: {e}", at("tenants")))?;
+        }
+        Scope::Tenants(t.tenants.iter().cloned().collect())
+    };
+    let hash = parse_hex32(&t.sha256).ok_or_else(|| {
+        format!(
+            "{} is not a SHA-256 in hex (64 characters 0-9 a-f); `redrive serve token --name {}` \
+             prints a token and its hash",
+            at("sha256"),
+            t.name
+        )
+    })?;
+    Ok(TokenEntry {
+        name: t.name.clone(),
+        role,
+        scope,
+        see_payloads: t.see_payloads || role >= Role::Operator,
+        hash,
+    })
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawServe {
+        RawServe {
+            enabled: false,
+            listen: "127.0.0.1:8089".into(),
+            base_path: "/".into(),
+            read_only: false,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tokens: vec![RawToken {
+                name: "ops".into(),
+                role: "operator".into(),
+                tenants: vec!["*".into()],
+                sha256: "ab".repeat(32),
+                see_payloads: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn defaults_and_a_token_validate() {
+        let s = validate(&raw()).unwrap();
+        assert_eq!(s.base_path, "");
+        assert_eq!(s.tokens[0].role, Role::Operator);
+        assert!(s.tokens[0].see_payloads, "operators see payloads");
+        assert_eq!(s.tokens[0].hash, [0xab; 32]);
+        let mut r = raw();
+        r.base_path = "/redrive/api/".into();
+        assert_eq!(validate(&r).unwrap().base_path, "/redrive/api");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        type Edit = fn(&mut RawServe);
+        let cases: &[(Edit, &str)] = &[
+            (
+                |r| r.listen = "localhost".into(),
+                "serve.listen = 'localhost'",
+            ),
+            (|r| r.base_path = "redrive".into(), "must start with '/'"),
+            (|r| r.base_path = "/a//b".into(), "empty, '.' or '..'"),
+            (|r| r.base_path = "/a/../b".into(), "empty, '.' or '..'"),
+            (|r| r.base_path = "/a b".into(), "may hold only"),
+            (|r| r.tls_cert = "cert.pem".into(), "go together"),
+            (
+                |r| r.tokens[0].name = "a b".into(),
+                "serve.tokens[0].name = 'a b'",
+            ),
+            (|r| r.tokens[0].role = "root".into(), "is not a role"),
+            (|r| r.tokens[0].tenants = vec![], "is empty"),
+            (
+                |r| r.tokens[0].tenants = vec!["*".into(), "acme".into()],
+                "mixes \"*\"",
+            ),
+            (
+                |r| r.tokens[0].tenants = vec!["no way".into()],
+                "serve.tokens[0].tenants: tenant 'no way'",
+            ),
+            (|r| r.tokens[0].sha256 = "abc".into(), "is not a SHA-256"),
+            (|r| r.tokens[0].sha256 = "zz".repeat(32), "is not a SHA-256"),
+            (
+                |r| {
+                    let mut t = r.tokens[0].clone();
+                    t.sha256 = "cd".repeat(32);
+                    r.tokens.push(t);
+                },
+                "serve.tokens[1].name = 'ops' is used by another token",
+            ),
+            (
+                |r| {
+                    let mut t = r.tokens[0].clone();
+                    t.name = "other".into();
+                    r.tokens.push(t);
+                },
+                "serve.tokens[1].sha256 is the hash of another token",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut r = raw();
+            edit(&mut r);
+            let err = validate(&r).unwrap_err();
+            assert_eq!(err.exit_code(), 78);
+            let err = err.to_string();
+            assert!(err.contains(want), "wanted {want:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_viewer_sees_payloads_only_when_allowed() {
+        let mut r = raw();
+        r.tokens[0].role = "viewer".into();
+        assert!(!validate(&r).unwrap().tokens[0].see_payloads);
+        r.tokens[0].see_payloads = true;
+        assert!(validate(&r).unwrap().tokens[0].see_payloads);
+    }
+}

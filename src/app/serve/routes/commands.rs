@@ -1,0 +1,208 @@
+//! The admin trail: the audit log (`GET /api/v1/audit`, newest first), one command's state,
+//! result and replay progress (`GET /api/v1/commands/{id}`), and the cancel of a running
+//! replay job (`POST /api/v1/commands/{id}/cancel`). A tenant-scoped token sees the entries
+//! and commands that touch only its tenants.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::admin::replay::job::JobRecord;
+use crate::admin::select::parse_stream_id;
+use crate::admin::{validate_command_id, AdminCommand, CancelSpec};
+use crate::app::serve::error::{ApiError, ApiResult};
+use crate::app::serve::extract::{Body, Params, PathArgs};
+use crate::app::serve::principal::{job_touches, touches, Principal, Touches};
+use crate::app::serve::state::AppState;
+use crate::app::serve::submit::{change, ChangeMeta, Wait};
+use crate::broker::Entry;
+
+/// Audit entries read per page while looking for a scoped token's.
+const AUDIT_PAGE: usize = 200;
+/// The most audit entries one request reads looking for a scoped token's; the page then ends
+/// early with a cursor to go on.
+const AUDIT_SCAN_MAX: usize = 10_000;
+
+/// One audit entry as `redrive admin audit --json` prints it: the entry id, then its fields
+/// (`args` and `details` parsed).
+fn audit_json(e: Entry) -> (Value, Option<AdminCommand>) {
+    let mut m = Map::new();
+    m.insert("audit_id".into(), Value::String(e.id.clone()));
+    let mut command = None;
+    for (k, v) in e.fields.unwrap_or_default() {
+        let k = String::from_utf8_lossy(&k).into_owned();
+        let v = String::from_utf8_lossy(&v).into_owned();
+        if k == "args" {
+            command = serde_json::from_str::<AdminCommand>(&v).ok();
+        }
+        let typed = if k == "args" || k == "details" {
+            serde_json::from_str(&v).unwrap_or(Value::String(v))
+        } else {
+            Value::String(v)
+        };
+        m.insert(k, typed);
+    }
+    (Value::Object(m), command)
+}
+
+/// The audit trail, newest first: `limit` entries (1 to 1000, default 20) before `cursor` (the
+/// `next_cursor` of the page before).
+pub async fn audit(
+    State(st): State<AppState>,
+    p: Principal,
+    mut q: Params,
+) -> ApiResult<Json<Value>> {
+    let limit = q.number("limit", 20usize, 1, 1_000)?;
+    let cursor = q.one("cursor")?;
+    q.finish()?;
+    if let Some(c) = &cursor {
+        if parse_stream_id(c).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "cursor: '{c}' is not an audit entry id like 1763800000000-0"
+            )));
+        }
+    }
+    let b = &st.broker;
+    let mut out: Vec<Value> = Vec::new();
+    let mut before = cursor;
+    let mut scanned = 0;
+    let mut jobs: HashMap<String, Touches> = HashMap::new();
+    // Where the next page starts: after the last entry shown when one more was found, after
+    // the last entry read when the scan bound stopped the search; none at the trail's end.
+    let next = 'pages: loop {
+        let want = if p.is_unscoped() {
+            limit - out.len() + 1
+        } else {
+            AUDIT_PAGE
+        };
+        let page = b.admin_audit(before.as_deref(), want).await?;
+        let len = page.len();
+        for e in page {
+            scanned += 1;
+            let id = e.id.clone();
+            let (v, command) = audit_json(e);
+            let seen = match &command {
+                _ if p.is_unscoped() => true,
+                Some(c) => p.may_see_touches(&touches(b, c, &mut jobs).await?),
+                None => false,
+            };
+            if seen {
+                if out.len() == limit {
+                    break 'pages before;
+                }
+                out.push(v);
+            }
+            before = Some(id);
+        }
+        if len < want {
+            break None;
+        }
+        if scanned >= AUDIT_SCAN_MAX {
+            break before;
+        }
+    };
+    Ok(Json(json!({ "entries": out, "next_cursor": next })))
+}
+
+/// The tenants a command touches, as far as the API can tell: noted when the API sent it, else
+/// its replay job's.
+async fn command_touches(st: &AppState, id: &str) -> ApiResult<Option<Touches>> {
+    if let Some(t) = st.broker.admin_scope(id).await? {
+        return Ok(Some(Touches::from_json(&t)));
+    }
+    if st.broker.job_get(id).await?.is_some() {
+        return Ok(Some(
+            job_touches(&st.broker, id, &mut HashMap::new()).await?,
+        ));
+    }
+    Ok(None)
+}
+
+/// One command: its state (`queued` until a member takes it, then `running`, `done` or
+/// `expired`), its record, its result once done, and — for a replay — its job's progress.
+pub async fn status(
+    State(st): State<AppState>,
+    p: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<Json<Value>> {
+    validate_command_id(&id).map_err(ApiError::bad_request)?;
+    let not_found = || {
+        ApiError::not_found(format!(
+            "command {id} not found (never sent, or its record expired after admin.record_ttl_ms)"
+        ))
+    };
+    let touched = command_touches(&st, &id).await?;
+    if !p.is_unscoped() && !touched.as_ref().is_some_and(|t| p.may_see_touches(t)) {
+        return Err(not_found());
+    }
+    let b = &st.broker;
+    let record = b.admin_record(&id).await?;
+    let job = b.job_get(&id).await?;
+    let state = match (&record, &touched) {
+        (Some(r), _) => r.get("state").cloned().unwrap_or_else(|| "unknown".into()),
+        (None, Some(_)) => "queued".into(),
+        (None, None) => return Err(not_found()),
+    };
+    let result: Option<Value> = record
+        .as_ref()
+        .and_then(|r| r.get("result"))
+        .and_then(|r| serde_json::from_str(r).ok());
+    let progress = job.as_ref().map(|j| {
+        let r = JobRecord::from_fields(j);
+        json!({
+            "state": j.get("state"),
+            "selected": r.selected,
+            "replayed": r.counts.replayed,
+            "skipped": r.counts.skipped,
+            "refused": r.counts.refused,
+            "invalid": r.counts.invalid,
+            "member": r.member,
+        })
+    });
+    Ok(Json(json!({
+        "command_id": id,
+        "state": state,
+        "record": record,
+        "result": result,
+        "job": job,
+        "progress": progress,
+    })))
+}
+
+/// The body of a cancel.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Why (default "cancel requested by operator").
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Send under this command id.
+    #[serde(default)]
+    pub command_id: Option<String>,
+}
+
+/// Asks a running replay job (named by the command id that started it) to stop after its
+/// current step; it can be resumed.
+pub async fn cancel(
+    State(st): State<AppState>,
+    p: Principal,
+    PathArgs(job): PathArgs<String>,
+    Body(body): Body<CancelBody>,
+) -> ApiResult<Response> {
+    validate_command_id(&job).map_err(ApiError::bad_request)?;
+    let command = AdminCommand::Cancel(CancelSpec { job });
+    let meta = ChangeMeta::new(body.reason, body.command_id);
+    change(
+        &st,
+        &p,
+        command,
+        meta,
+        Some("cancel requested by operator"),
+        Wait::Result,
+    )
+    .await
+}

@@ -1,0 +1,179 @@
+//! The dead-letter reads, as `redrive dlq list|stats|export|show --json` give them: a page of
+//! a filtered list with a cursor, stats with the top fingerprints, every match as a JSON Lines
+//! stream, one dead letter whole. Every filter is narrowed to the token's tenants first.
+
+use axum::body::Body as HttpBody;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::{query_filter, window};
+use crate::admin::scan::Pages;
+use crate::admin::select::DlId;
+use crate::app::report;
+use crate::app::serve::error::{ApiError, ApiResult};
+use crate::app::serve::extract::{Params, PathArgs};
+use crate::app::serve::principal::Principal;
+use crate::app::serve::redact;
+use crate::app::serve::state::AppState;
+use crate::app::view::DeadLetterView;
+use crate::error::Error;
+
+/// The most entries one page lists.
+const MAX_LIMIT: usize = 10_000;
+
+/// A page of dead letters, oldest first: the filter (`tenant`, `class`, `kind`,
+/// `fingerprint`, `since`, `until`), `task_id`, `cursor` (the `next_cursor` of the page
+/// before) and `limit` (1 to 10000, default 50).
+pub async fn list(
+    State(st): State<AppState>,
+    p: Principal,
+    mut q: Params,
+) -> ApiResult<Json<Value>> {
+    let now = st.broker.server_time_ms().await?;
+    let mut filter = query_filter(&mut q, now)?;
+    let task_id = q.one("task_id")?;
+    let cursor = q.one("cursor")?;
+    let limit = q.number("limit", 50usize, 1, MAX_LIMIT)?;
+    q.finish()?;
+    if let Some(id) = &task_id {
+        crate::task::validate_task_id(id)
+            .map_err(|e| ApiError::bad_request(format!("task_id: {e}")))?;
+    }
+    let cursor = cursor
+        .as_deref()
+        .map(|c| DlId::parse(c, None).map_err(|e| ApiError::bad_request(format!("cursor: {e}"))))
+        .transpose()?;
+    p.narrow(&mut filter)?;
+    let page = report::list(
+        &st.broker,
+        &filter,
+        task_id.as_deref(),
+        cursor.as_ref(),
+        limit,
+    )
+    .await?;
+    Ok(Json(json!({
+        "entries": page.entries.iter().map(|e| e.summary_json()).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// Counts by tenant, class and kind, the `top` (1 to 1000, default 10) fingerprints with a
+/// sample error, the oldest entry and the recovery rate over `window` (default 24h).
+pub async fn stats(
+    State(st): State<AppState>,
+    p: Principal,
+    mut q: Params,
+) -> ApiResult<Json<Value>> {
+    let now = st.broker.server_time_ms().await?;
+    let mut filter = query_filter(&mut q, now)?;
+    let top = q.number("top", 10usize, 1, 1_000)?;
+    let w = window(&mut q, "24h")?;
+    q.finish()?;
+    p.narrow(&mut filter)?;
+    let s = report::stats(&st.broker, &filter, top, w).await?;
+    Ok(Json(serde_json::to_value(s).unwrap_or(Value::Null)))
+}
+
+/// Every dead letter the filter matches as JSON Lines (`application/x-ndjson`), tenant by
+/// tenant, oldest first, streamed a page at a time. An error once the stream has begun ends
+/// it with a last line `{"error": …}` and a broken transfer, so a partial export cannot pass
+/// for a whole one.
+pub async fn export(
+    State(st): State<AppState>,
+    p: Principal,
+    mut q: Params,
+) -> ApiResult<Response> {
+    let now = st.broker.server_time_ms().await?;
+    let mut filter = query_filter(&mut q, now)?;
+    q.finish()?;
+    p.narrow(&mut filter)?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let broker = st.broker.clone();
+    let see = p.sees_payloads();
+    tokio::spawn(async move {
+        let mut pages = match Pages::new(broker, filter).await {
+            Ok(p) => p,
+            Err(e) => return export_failed(&tx, e).await,
+        };
+        loop {
+            let (tenant, page) = match pages.next().await {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => return export_failed(&tx, e).await,
+            };
+            let mut chunk = Vec::with_capacity(page.len() * 512);
+            for (entry, _) in page {
+                let mut v = DeadLetterView::from_entry(&tenant, entry).to_json();
+                if !see {
+                    redact::dead_letter(&mut v);
+                }
+                chunk.extend_from_slice(v.to_string().as_bytes());
+                chunk.push(b'\n');
+            }
+            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                // The client went away: stop reading.
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = HttpBody::from_stream(stream).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+/// Ends an export that failed: a last line saying why, then a broken transfer.
+async fn export_failed(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, e: Error) {
+    let line = json!({"error": {"code": "export_failed", "message": e.message()}});
+    let _ = tx.send(Ok(Bytes::from(format!("{line}\n")))).await;
+    let _ = tx
+        .send(Err(std::io::Error::other("the export failed")))
+        .await;
+}
+
+/// One dead letter whole: payload, attempts, error, steps, partial output, recommended action
+/// (payloads and outputs hidden from a viewer that may not see them).
+pub async fn show(
+    State(st): State<AppState>,
+    p: Principal,
+    PathArgs((tenant, id)): PathArgs<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let tenant = p.tenant(&tenant)?;
+    let id = DlId::parse(&id, Some(&tenant)).map_err(ApiError::bad_request)?;
+    if id.tenant != tenant {
+        return Err(ApiError::bad_request(format!(
+            "'{id}' is an entry id of tenant {}: give the bare entry id",
+            id.tenant
+        )));
+    }
+    let entry = st
+        .broker
+        .dlq_entries(&id.tenant, &[id.id.as_str()])
+        .await?
+        .into_iter()
+        .next()
+        .flatten()
+        .filter(|e| e.fields.is_some())
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "dead letter {id} not found (it may have been replayed, resolved, discarded or \
+                 purged; see the audit trail)"
+            ))
+        })?;
+    let mut v = DeadLetterView::from_entry(&id.tenant, entry).to_json();
+    if !p.sees_payloads() {
+        redact::dead_letter(&mut v);
+    }
+    Ok(Json(v))
+}
