@@ -131,6 +131,12 @@ pub const TASK_RECORDS_EXPIRED: &str = "redrive_task_records_expired_total";
 /// answered; `located`: no record, found by scanning where tasks wait; `none`: not found).
 pub const TASK_LOOKUPS: &str = "redrive_task_lookups_total";
 
+/// Counter{event}: log lines not written one by one because a storm repeated them (the first
+/// line of each cause per `log.storm_interval_ms` is written, the rest counted into one
+/// summary line); `event` is the line's event (`attempt_failed`, `dead_lettered`, …). Every
+/// other metric still counts every event.
+pub const LOG_LINES_SUPPRESSED: &str = "redrive_log_lines_suppressed_total";
+
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
