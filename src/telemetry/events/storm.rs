@@ -20,7 +20,7 @@
 //! both alike.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::telemetry::names;
@@ -237,9 +237,24 @@ pub fn admit(
         write_summary(s);
     }
     if !admitted.write {
-        metrics::counter!(names::LOG_LINES_SUPPRESSED, "event" => event.as_str()).increment(1);
+        count_suppressed(event);
     }
     admitted.write
+}
+
+/// The suppressed-lines counters of every event, in [`StormEvent::ALL`]'s order, resolved once
+/// the recorder is installed ([`register_series`]).
+static SUPPRESSED: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+
+/// Counts one line of `event` not written: through the handle resolved at start (no label
+/// allocation per line), or resolved now when none was.
+fn count_suppressed(event: StormEvent) {
+    match SUPPRESSED.get().and_then(|c| c.get(event as usize)) {
+        Some(counter) => counter.increment(1),
+        None => {
+            metrics::counter!(names::LOG_LINES_SUPPRESSED, "event" => event.as_str()).increment(1)
+        }
+    }
 }
 
 /// Writes the summaries of the windows that have ended; returns how long until the next open
@@ -265,12 +280,19 @@ pub fn flush_all() {
     }
 }
 
-/// Registers every event's suppressed-lines series at 0 (once the recorder is installed), so
-/// `increase()` sees the first suppressed lines.
+/// Registers every event's suppressed-lines series at 0, so `increase()` sees the first
+/// suppressed lines, and keeps their handles. Called by the recorder right after it is
+/// installed: handles resolved earlier would record nowhere.
 pub fn register_series() {
-    for e in StormEvent::ALL {
-        metrics::counter!(names::LOG_LINES_SUPPRESSED, "event" => e.as_str()).increment(0);
-    }
+    let counters = StormEvent::ALL
+        .iter()
+        .map(|e| {
+            let c = metrics::counter!(names::LOG_LINES_SUPPRESSED, "event" => e.as_str());
+            c.increment(0);
+            c
+        })
+        .collect();
+    let _ = SUPPRESSED.set(counters);
 }
 
 /// What a summary line says, worked out once for both formats.
@@ -570,6 +592,17 @@ mod tests {
             flush_all();
         });
         assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    /// The suppressed-lines handles are looked up by discriminant in `ALL`'s order.
+    #[test]
+    fn every_event_is_at_its_discriminant_in_all() {
+        for (i, e) in StormEvent::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
+        }
+        let labels: std::collections::BTreeSet<_> =
+            StormEvent::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(labels.len(), StormEvent::ALL.len(), "labels are distinct");
     }
 
     #[test]
