@@ -60,79 +60,140 @@ impl Action {
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
 pub fn bounded(s: &str, max: usize) -> String {
+    match cut(s, max) {
+        (whole, false) => whole.to_owned(),
+        (head, true) => format!("{head}..."),
+    }
+}
+
+/// What [`bounded`] keeps of `s`, and whether it cut (then it appends `...`).
+fn cut(s: &str, max: usize) -> (&str, bool) {
     if s.len() <= max {
-        return s.to_owned();
+        return (s, false);
     }
     let mut end = max.saturating_sub(3);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end])
+    (&s[..end], true)
 }
 
 /// The error message with its variable parts replaced: quoted values by `<str>`, long hex and
 /// UUID-like ids by `<id>`, numbers by `<n>`. Identical root causes give identical patterns.
 pub fn error_pattern(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let chars: Vec<char> = message.chars().collect();
+    pattern_pieces(message, |piece| out.push_str(piece));
+    out
+}
+
+/// Hands the pieces of `message`'s [`error_pattern`] to `emit`, in order, without allocating
+/// (a fingerprint is hashed from them directly).
+fn pattern_pieces(message: &str, mut emit: impl FnMut(&str)) {
+    let bytes = message.as_bytes();
     let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' || c == '\'' || c == '`' {
-            if let Some(close) = chars[i + 1..].iter().position(|&d| d == c) {
-                out.push_str("<str>");
+    while i < bytes.len() {
+        let c = bytes[i];
+        if matches!(c, b'"' | b'\'' | b'`') {
+            if let Some(close) = message[i + 1..].find(c as char) {
+                emit("<str>");
                 i += close + 2;
                 continue;
             }
         }
         if c.is_ascii_alphanumeric() {
             let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || chars[i] == '-' || chars[i] == '_')
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'-' || bytes[i] == b'_')
             {
                 i += 1;
             }
-            let word: String = chars[start..i].iter().collect();
-            let digits = word.chars().filter(|c| c.is_ascii_digit()).count();
-            let hexish = word.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            if word
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '_')
-                && digits > 0
-            {
-                out.push_str("<n>");
-            } else if (hexish && word.len() >= 8 && digits > 0)
-                || (digits >= 4 && digits * 2 >= word.len())
-            {
-                out.push_str("<id>");
-            } else if word.starts_with(|c: char| c.is_ascii_digit()) {
-                out.push_str("<n>");
-            } else {
-                out.push_str(&word);
-            }
+            emit(word_pattern(&message[start..i]));
             continue;
         }
-        out.push(c);
-        i += 1;
+        let len = message[i..].chars().next().map_or(1, char::len_utf8);
+        emit(&message[i..i + len]);
+        i += len;
     }
-    out
+}
+
+/// One word of an error message (ASCII letters, digits, `-` and `_`) as its pattern shows it.
+fn word_pattern(word: &str) -> &str {
+    let digits = word.bytes().filter(u8::is_ascii_digit).count();
+    let hexish = word.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-');
+    if digits > 0
+        && word
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-' || c == b'_')
+    {
+        "<n>"
+    } else if (hexish && word.len() >= 8 && digits > 0) || (digits >= 4 && digits * 2 >= word.len())
+    {
+        "<id>"
+    } else if word.starts_with(|c: char| c.is_ascii_digit()) {
+        "<n>"
+    } else {
+        word
+    }
 }
 
 /// A short stable hash of kind, class and error pattern: the key dead letters group by.
 pub fn fingerprint(kind: &str, class: FailureClass, pattern: &str) -> String {
-    // FNV-1a, 64 bit: stable across processes and versions, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in kind
-        .bytes()
-        .chain([0])
-        .chain(class.as_str().bytes())
-        .chain([0])
-        .chain(pattern.bytes())
-    {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    Fingerprint::of_pattern(kind, class, pattern).to_string()
+}
+
+/// The fingerprint of a failure as a number (shown as 12 hex digits, the dead letters'
+/// `fingerprint` field): what log lines about one cause are grouped by, computed without
+/// allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    /// The fingerprint of kind, class and an error pattern ([`fingerprint`] as a number).
+    pub fn of_pattern(kind: &str, class: FailureClass, pattern: &str) -> Fingerprint {
+        let mut h = Fnv::of(kind, class);
+        h.write(pattern);
+        Fingerprint(h.0 >> 16)
     }
-    format!("{:012x}", h >> 16)
+
+    /// The fingerprint a dead letter with this kind, class and error gets: the error bounded
+    /// to [`MAX_ERROR_BYTES`], then normalised by [`error_pattern`].
+    pub fn of_error(kind: &str, class: FailureClass, error: &str) -> Fingerprint {
+        let mut h = Fnv::of(kind, class);
+        let (kept, cut) = cut(error, MAX_ERROR_BYTES);
+        pattern_pieces(kept, |piece| h.write(piece));
+        if cut {
+            h.write("...");
+        }
+        Fingerprint(h.0 >> 16)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:012x}", self.0)
+    }
+}
+
+/// FNV-1a, 64 bit: stable across processes and versions, unlike std's hasher.
+struct Fnv(u64);
+
+impl Fnv {
+    /// The hash of kind and class, each followed by a 0 byte, ready for the pattern.
+    fn of(kind: &str, class: FailureClass) -> Fnv {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.write(kind);
+        h.write("\0");
+        h.write(class.as_str());
+        h.write("\0");
+        h
+    }
+
+    fn write(&mut self, text: &str) {
+        for b in text.bytes() {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 /// Names of the dead-letter fields.
@@ -345,6 +406,12 @@ impl DeadLetter {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// The fingerprint its `fingerprint` field holds (kind, class, error pattern).
+    pub fn fingerprint(&self) -> Fingerprint {
+        let kind = self.task.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+        Fingerprint::of_error(kind, self.class, &self.error)
+    }
+
     /// The fields of the dead-letter stream entry.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let error = bounded(&self.error, MAX_ERROR_BYTES);
@@ -423,6 +490,95 @@ mod tests {
             fingerprint("k", FailureClass::Timeout, &a)
         );
         assert_eq!(error_pattern("tool failed"), "tool failed");
+    }
+
+    /// The pattern as it was built before it was streamed (over chars, a String per word): the
+    /// reference the streamed one must equal.
+    fn char_pattern(message: &str) -> String {
+        let mut out = String::new();
+        let chars: Vec<char> = message.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if c == '"' || c == '\'' || c == '`' {
+                if let Some(close) = chars[i + 1..].iter().position(|&d| d == c) {
+                    out.push_str("<str>");
+                    i += close + 2;
+                    continue;
+                }
+            }
+            if c.is_ascii_alphanumeric() {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '-' || chars[i] == '_')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let digits = word.chars().filter(|c| c.is_ascii_digit()).count();
+                let hexish = word.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+                if word
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '_')
+                    && digits > 0
+                {
+                    out.push_str("<n>");
+                } else if (hexish && word.len() >= 8 && digits > 0)
+                    || (digits >= 4 && digits * 2 >= word.len())
+                {
+                    out.push_str("<id>");
+                } else if word.starts_with(|c: char| c.is_ascii_digit()) {
+                    out.push_str("<n>");
+                } else {
+                    out.push_str(&word);
+                }
+                continue;
+            }
+            out.push(c);
+            i += 1;
+        }
+        out
+    }
+
+    /// A fingerprint hashed from the pattern's pieces is the dead letter's, for short, long
+    /// (cut) and non-ASCII errors, and the streamed pattern is the one the old code built.
+    #[test]
+    fn fingerprints_of_errors_match_the_dead_letters() {
+        let long = format!("{} and 'x'", "é tool 42 failed ".repeat(90));
+        for error in [
+            "",
+            "tool failed",
+            "rate limited by 'gpt-4o' for ticket 123456, retry in 30s (req 9f8e7d6c5b4a)",
+            "unclosed 'quote and `ticks` and \"dq\" 3.14 v2 0x1f 2024-01-02 a_b-c 12ab",
+            "ünïcödé 'ß' 9000 ms — ok",
+            long.as_str(),
+            &"x".repeat(2000),
+        ] {
+            for (kind, class) in [
+                ("k", FailureClass::RateLimited),
+                ("", FailureClass::MalformedEntry),
+            ] {
+                let via_text = fingerprint(
+                    kind,
+                    class,
+                    &error_pattern(&bounded(error, MAX_ERROR_BYTES)),
+                );
+                assert_eq!(
+                    Fingerprint::of_error(kind, class, error).to_string(),
+                    via_text,
+                    "{error}"
+                );
+            }
+            assert_eq!(error_pattern(error), char_pattern(error), "{error}");
+        }
+        assert_eq!(
+            error_pattern("unclosed 'quote 12ab 3.14 0x1f a_b ß"),
+            "unclosed 'quote <n> <n>.<n> <n> a_b ß"
+        );
+        assert_eq!(
+            error_pattern("id 550e8400-e29b-41d4-a716-446655440000 v2 ab12cd34"),
+            "id <id> v2 <id>"
+        );
     }
 
     #[test]

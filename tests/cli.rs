@@ -410,7 +410,7 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
             "--repeat",
             "1",
             "--scenario",
-            "drain,failure",
+            "drain,failure,log-volume",
         ],
         &[],
     );
@@ -435,6 +435,22 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
             .unwrap()
             .contains("200 dead-lettered (expected 200: exact)"),
         "{failure}"
+    );
+    // The storm's log: every failure event written or summarised, far fewer lines with
+    // summaries on than off.
+    let lines = |row: &serde_json::Value| -> u64 {
+        let note = row["note"].as_str().unwrap();
+        assert!(note.contains("every event accounted for"), "{row}");
+        assert!(note.contains("2000 dead letters: exact"), "{row}");
+        note.split(' ').next().unwrap().parse().unwrap()
+    };
+    let (on, off) = (
+        lines(row("log volume: every task fails, default level")),
+        lines(row("log volume: every task fails, summaries off")),
+    );
+    assert!(
+        off > 6_000 && on < 100,
+        "{on} lines with summaries, {off} without"
     );
     // Nothing of the benchmark stays behind in the server it used, except per-minute settle
     // counts, which expire by themselves.

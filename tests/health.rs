@@ -76,7 +76,8 @@ async fn a_taken_metrics_port_fails_at_start_with_a_clear_error() {
 /// Every failed attempt is logged once, with tenant, task id, kind, class, attempt and trace id;
 /// the retry and dead-letter lines carry the same; a malformed entry's line names the task id
 /// its dead letter shows; the payload appears only when `log.log_payloads` is on; human and
-/// JSON formats.
+/// JSON formats. Storm summaries are off here (`log.storm_interval_ms = 0`), so acme-1's second
+/// failure of the same cause has its own line; tests/log_storm.rs covers the default.
 #[tokio::test]
 async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() {
     let payload = json!({"simulate": "malformed_output", "work_ms": 0, "secret": "s3cr3t-token"});
@@ -111,6 +112,7 @@ async fn failures_are_logged_once_with_context_and_payloads_only_when_enabled() 
                 ("REDRIVE_LOG__LOG_PAYLOADS", log_payloads),
                 ("REDRIVE_RETRY__MAX_ATTEMPTS", "2"),
                 ("REDRIVE_RETRY__POLL_INTERVAL_MS", "50"),
+                ("REDRIVE_LOG__STORM_INTERVAL_MS", "0"),
             ],
         );
         eventually(LONG, "dead-lettered", || async {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::app::bench_agent::AgentProcess;
+use crate::app::bench_logs::LogTally;
 use crate::app::bench_python::PythonAgent;
 use crate::broker::Broker;
 use crate::broker::{raw_ceiling, RawCeiling};
@@ -66,11 +67,14 @@ pub enum Scenario {
     /// The `pool` handler with two Python SDK worker processes (a no-op async agent), next to
     /// the no-op drain of the same run.
     PoolPython,
+    /// Log lines and bytes a child member writes at the default level while every task fails
+    /// (three causes, ten tenants), with storm summaries on (the default) and off.
+    LogVolume,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -86,6 +90,7 @@ impl Scenario {
         Scenario::HttpMemory,
         Scenario::HttpPython,
         Scenario::PoolPython,
+        Scenario::LogVolume,
     ];
 }
 
@@ -320,6 +325,26 @@ impl Child {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM (a clean stop), then waits up to `limit` for the exit; whether it exited
+    /// successfully in time.
+    async fn terminate(&mut self, limit: Duration) -> bool {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid (> 1); no memory is involved.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
 }
 
 impl Drop for Child {
@@ -402,6 +427,21 @@ impl Bench {
 
     /// A child `redrive run` member.
     fn spawn_member(&self, prefix: &str, id: &str, env: &[(&str, &str)]) -> Result<Child> {
+        let child = self
+            .member_command(prefix, id, env)
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", self.exe.display()), e))?;
+        Ok(Child { child })
+    }
+
+    /// The command of a child `redrive run` member: the demo agent with every random failure
+    /// off, logging errors only, output discarded; `env` adds or overrides variables.
+    fn member_command(
+        &self,
+        prefix: &str,
+        id: &str,
+        env: &[(&str, &str)],
+    ) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("run")
             .env("REDRIVE_REDIS_URL", &self.url)
@@ -432,10 +472,7 @@ impl Bench {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {}", self.exe.display()), e))?;
-        Ok(Child { child })
+        cmd
     }
 }
 
@@ -575,6 +612,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::HttpMemory => vec![http_memory(&mut bench).await?],
             Scenario::HttpPython => http_python(&mut bench).await?,
             Scenario::PoolPython => pool_python(&mut bench).await?,
+            Scenario::LogVolume => log_volume(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -1076,6 +1114,150 @@ async fn fairness(bench: &mut Bench) -> Result<BenchRow> {
         latency_ms: Percentiles::of_micros(probe.start_latencies()),
         note: format!(
             "small tenant's enqueue→start while a {big}-task backlog drained (≥ {min_backlog} still waiting at every small enqueue)"
+        ),
+    })
+}
+
+/// What the tasks of the `log-volume` storm fail with (the demo agent's forced outcome) and
+/// whether that class is retried (three attempts) or dead-lettered at once.
+const STORM_CAUSES: [(&str, bool); 3] = [
+    ("rate_limited", true),
+    ("malformed_output", false),
+    ("context_overflow", false),
+];
+/// Tenants of the `log-volume` storm.
+const STORM_TENANTS: usize = 10;
+
+/// `log-volume`: the storm with summaries on (the default) and off (every line, as before).
+async fn log_volume(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let on = log_storm(bench, None).await?;
+    let off = log_storm(bench, Some(0)).await?;
+    Ok(vec![on, off])
+}
+
+/// Every task fails (a third each of [`STORM_CAUSES`], over [`STORM_TENANTS`] tenants; three
+/// attempts, no backoff, breakers off so the storm runs straight through) in a child member at
+/// the default log level, `log.storm_interval_ms` = `interval_ms` (the default when `None`).
+/// Its stderr is counted to the end of a clean stop.
+async fn log_storm(bench: &mut Bench, interval_ms: Option<u64>) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |_| {})?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), &settings);
+    let n = bench.opts.tasks;
+    let tenants: Vec<String> = (0..STORM_TENANTS).map(|i| format!("t{i}")).collect();
+    let mut tasks = Vec::with_capacity(n);
+    let mut transient = 0u64;
+    for i in 0..n {
+        let (simulate, retried) = STORM_CAUSES[i % STORM_CAUSES.len()];
+        transient += retried as u64;
+        // Payloads of varying length make the context overflow's message differ per task
+        // (its fingerprint's pattern masks the number).
+        let body = serde_json::json!({
+            "simulate": simulate,
+            "work_ms": 0,
+            "text": "x".repeat(120 + i % 80),
+        });
+        tasks.push(NewTask::new(&tenants[i % STORM_TENANTS], "bench", body));
+    }
+    // A transient task fails three times and is retried twice; every task ends dead-lettered.
+    let failed_attempts = n as u64 + 2 * transient;
+    let retries = 2 * transient;
+    let events = failed_attempts + retries + n as u64;
+    producer.enqueue_batch(tasks).await?;
+    let (concurrency, read_batch) = (
+        bench.opts.concurrency.to_string(),
+        bench.opts.read_batch.to_string(),
+    );
+    let interval = interval_ms.map(|ms| ms.to_string());
+    let mut env = vec![
+        // The default level (the bench's children log errors only otherwise).
+        ("REDRIVE_LOG__LEVEL", "info"),
+        ("REDRIVE_FLEET__CONCURRENCY", concurrency.as_str()),
+        ("REDRIVE_FLEET__READ_BATCH", read_batch.as_str()),
+        ("REDRIVE_RETRY__DELAYS_MS", "[0]"),
+        ("REDRIVE_RETRY__JITTER", "none"),
+        ("REDRIVE_RETRY__POLL_INTERVAL_MS", "10"),
+        ("REDRIVE_RETRY__PROMOTE_BATCH", "1000"),
+        ("REDRIVE_ISOLATION__BREAKER__ENABLED", "false"),
+    ];
+    if let Some(ms) = &interval {
+        env.push(("REDRIVE_LOG__STORM_INTERVAL_MS", ms.as_str()));
+    }
+    let mut cmd = bench.member_command(&prefix, "storm", &env);
+    cmd.env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped());
+    let mut member = Child {
+        child: cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", bench.exe.display()), e))?,
+    };
+    let stderr = member
+        .child
+        .stderr
+        .take()
+        .ok_or_else(|| Error::Protocol("bench: the storm member has no stderr".into()))?;
+    let counting = LogTally::spawn(stderr);
+    let started = Instant::now();
+    let mut dead = 0;
+    while dead < n as u64 {
+        if started.elapsed() > LIMIT || member.child.try_wait().ok().flatten().is_some() {
+            return Err(Error::Protocol(format!(
+                "bench log volume: {dead} of {n} tasks dead-lettered when the member stopped or {LIMIT:?} passed"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        dead = 0;
+        for t in &tenants {
+            dead += broker.dlq_len(t).await?;
+        }
+    }
+    let took = started.elapsed();
+    let clean = member.terminate(Duration::from_secs(30)).await;
+    let tally = counting
+        .join()
+        .map_err(|_| Error::Protocol("bench: the log counter panicked".into()))?;
+    for t in &tenants {
+        broker.drop_tenant(t).await?;
+    }
+    broker.drop_admin_stream().await?;
+    if dead != n as u64 || !clean {
+        return Err(Error::Protocol(format!(
+            "bench log volume: {dead} dead letters for {n} tasks, clean stop: {clean}"
+        )));
+    }
+    let accounted = tally.failure_lines + tally.suppressed;
+    let mode = match interval_ms {
+        None => format!(
+            "summaries every {} s (default)",
+            settings.log_storm_interval.as_secs_f64()
+        ),
+        Some(_) => "summaries off (log.storm_interval_ms = 0: every line, as before)".to_owned(),
+    };
+    Ok(BenchRow {
+        scenario: match interval_ms {
+            None => "log volume: every task fails, default level".into(),
+            Some(_) => "log volume: every task fails, summaries off".into(),
+        },
+        tasks: n as u64,
+        seconds: took.as_secs_f64(),
+        per_second: None,
+        ratio_to_raw: None,
+        latency_ms: None,
+        note: format!(
+            "{} log lines ({} at WARN), {:.1} KiB, for {events} failure events ({failed_attempts} failed attempts, \
+             {retries} retries, {n} dead letters: exact) over {STORM_TENANTS} tenants and {} causes; \
+             {} failure lines in full + {} summarised in {} summaries = {accounted} ({}); {mode}; \
+             {:.2} lines per 1,000 tasks",
+            tally.lines,
+            tally.warn,
+            tally.bytes as f64 / 1024.0,
+            STORM_CAUSES.len(),
+            tally.failure_lines,
+            tally.suppressed,
+            tally.summaries,
+            if accounted == events { "every event accounted for" } else { "MISMATCH" },
+            tally.lines as f64 * 1000.0 / n as f64,
         ),
     })
 }

@@ -15,13 +15,14 @@
 //! * [`enqueue`] — JSON Lines input of `redrive enqueue --file`.
 //! * [`demo`] — `redrive demo`; [`demo_agent`] — the simulated agent it runs.
 //! * [`bench`](mod@bench) — `redrive bench`; [`bench_agent`] — the HTTP agent its http
-//!   scenarios run in a child process.
+//!   scenarios run in a child process; [`bench_logs`] — the log counter of `log-volume`.
 //! * [`settings`] — the application's own sections (`[demo]`, `[demo_agent]`) and the handlers
 //!   `fleet.handler` may name.
 
 pub(crate) mod admin_client;
 pub(crate) mod bench;
 pub(crate) mod bench_agent;
+pub(crate) mod bench_logs;
 pub(crate) mod bench_python;
 pub(crate) mod changes;
 pub(crate) mod cli;

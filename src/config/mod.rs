@@ -86,6 +86,8 @@ pub struct Settings {
     pub(crate) log_level: String,
     /// Whether payloads may be logged.
     pub(crate) log_payloads: bool,
+    /// Window of storm-proof logging (zero: every line).
+    pub(crate) log_storm_interval: std::time::Duration,
     /// Metrics endpoint address.
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// Metrics and health settings besides the address.
@@ -130,6 +132,7 @@ impl Settings {
             log_format: log.format,
             log_level: log.level,
             log_payloads: log.payloads,
+            log_storm_interval: log.storm_interval,
             metrics_listen,
             metrics,
             routing,
@@ -139,7 +142,7 @@ impl Settings {
     /// The metrics half of [`Telemetry`], with nothing installed (the application installs
     /// logging itself, warning about its own sections' variables too).
     pub(crate) fn telemetry(&self) -> Telemetry {
-        Telemetry::new(self.metrics, self.metrics_listen)
+        Telemetry::new(self.metrics, self.metrics_listen, self.log_storm_interval)
     }
 
     /// `[tasks]`: task records, their retention and duplicate refusal.
@@ -167,7 +170,8 @@ impl Settings {
 }
 
 impl Telemetry {
-    /// Installs logging as `[log]` says (`RUST_LOG` overrides `log.level`), the tenant label
+    /// Installs logging as `[log]` says (`RUST_LOG` overrides `log.level`; repeated lines
+    /// summarised per `log.storm_interval_ms`), the tenant label
     /// cap of `[metrics]` and panics as log lines, and warns about `REDRIVE_*` variables that
     /// look like settings but are ignored. The endpoint starts with
     /// [`Telemetry::serve_metrics`].
@@ -250,6 +254,15 @@ mod tests {
         assert!(s.isolation.breaker.enabled);
         assert_eq!(s.isolation.cap("anyone"), 0);
         assert_eq!(s.isolation.breaker.ignored, [FailureClass::MalformedEntry]);
+        // The limiter's own default (before any settings are installed) is the file's.
+        assert_eq!(
+            s.log_storm_interval,
+            crate::telemetry::events::storm::DEFAULT_INTERVAL
+        );
+        let mut off = defaults();
+        off.log.storm_interval_ms = 0;
+        let off = Settings::from_raw(off).unwrap();
+        assert!(off.log_storm_interval.is_zero());
     }
 
     #[test]
@@ -333,6 +346,10 @@ patch = { lang = "en", meta = { source = "replay" } }
             (
                 |c| c.log.format = "xml".into(),
                 "log.format = 'xml' is unknown",
+            ),
+            (
+                |c| c.log.storm_interval_ms = 50,
+                "log.storm_interval_ms (0 turns summaries off) = 50 is out of range",
             ),
             (
                 |c| c.metrics.listen = "nowhere".into(),

@@ -535,14 +535,14 @@ async fn start_job(
                 }
                 Mark::Lost => {
                     // Not started here: whoever owns it now runs it.
-                    task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "not started: another member took the entry over while it waited here");
+                    events::attempt::start_lost(&TaskLog::of(&task), &entry_id);
                     let _ = ctx
                         .settle
                         .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
                     return None;
                 }
                 Mark::Failed => {
-                    task_event!(warn, &TaskLog::of(&task), entry_id = %entry_id, "cannot record the start; not run here, the entry stays pending for a reclaim");
+                    events::attempt::start_failed(&TaskLog::of(&task), &entry_id);
                     let _ = ctx
                         .settle
                         .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
@@ -584,7 +584,13 @@ async fn start_job(
                     }
                     match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
                         Ok(task) => {
-                            task_event!(info, &TaskLog::of(&task), entry_id = %entry_id, starts = deliveries + 1, alone = deliveries >= 1, steps = task.steps.len(), "running a taken-over entry");
+                            events::attempt::takeover_running(
+                                &TaskLog::of(&task),
+                                &entry_id,
+                                deliveries + 1,
+                                deliveries >= 1,
+                                task.steps.len(),
+                            );
                             Arc::new(task)
                         }
                         Err(m) => {
@@ -647,7 +653,12 @@ async fn start_job(
 /// `partial_execution` naming the step. Returns whether it may run.
 fn runnable(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task>) -> bool {
     if let Err(why) = crate::policy::may_start(task.deadline_ms, ctx.shared.isolation.now_ms()) {
-        task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, deadline = task.deadline_ms.unwrap_or(0), error = %why, "task past its deadline; not run");
+        events::attempt::expired(
+            &TaskLog::of(task),
+            entry_id,
+            task.deadline_ms.unwrap_or(0),
+            &why,
+        );
         not_run(
             ctx,
             tenant,
@@ -666,7 +677,7 @@ fn runnable(ctx: &AttemptCtx, tenant: &Arc<str>, entry_id: &str, task: &Arc<Task
              running it stopped inside it, so its effect may or may not have happened",
             open.name, open.attempt
         );
-        task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, step = %open.name, "task arrived inside a side-effecting step; not run");
+        events::attempt::inside_side_effect(&TaskLog::of(task), entry_id, &open.name, &why);
         not_run(
             ctx,
             tenant,
@@ -724,7 +735,7 @@ async fn admit(
             task.kind,
             ctx.router.patterns()
         );
-        task_event!(warn, &TaskLog::of(task), entry_id = %entry_id, error = %why, "no handler for the task's kind; not run");
+        events::attempt::no_handler(&TaskLog::of(task), entry_id, &why);
         not_run(
             ctx,
             tenant,
@@ -844,7 +855,7 @@ async fn attempt(
     let ((outcome, duration), recording) = tokio::join!(run, recorder.run(finished));
     ctx.meters.finished(duration);
     let Some(outcome) = outcome else {
-        task_event!(warn, &log, entry_id = %entry_id, "attempt stopped: another member took the entry over");
+        events::attempt::attempt_lost(&log, &entry_id);
         let _ = ctx
             .settle
             .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));

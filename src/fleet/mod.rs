@@ -24,6 +24,8 @@
 //! * [`isolation`] keeps the member's view of every tenant's breaker and its share of each
 //!   tenant's fleet-wide in-flight cap; [`isolation_sync`] syncs it with Redis once per refresh.
 //! * [`health`] refreshes the Redis-derived gauges and the readiness inputs.
+//! * [`log_summaries`] writes the summaries of log lines a storm repeated (the first of each
+//!   cause per `log.storm_interval_ms` is written, the rest counted) when their windows end.
 //! * [`reclaimer`] takes over stale entries of dead or stuck members, [`recoverer`] promotes
 //!   due retries, [`heartbeat`] keeps held entries fresh.
 //! * [`shared`] is the member's state every loop shares, [`settlement`] the messages the
@@ -34,15 +36,15 @@
 //! and one `step` that does one pass and never sleeps (tests call it directly, see
 //! `loop_steps`): `Reader`, `Executor`, `SettleLoop` (ends when its channel closes, not on
 //! shutdown), `Reclaimer`, `Recoverer`, `Heartbeat`, `LeaseKeeper`, `IsolationSync`,
-//! `DepthRefresher`, `AdminLoop`.
+//! `DepthRefresher`, `AdminLoop`, `LogSummaries`.
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
 //! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
 //! within the grace period (the rest stay pending for reclaim), shut every route's handler down,
 //! flush settlements, report the
 //! last attempt outcomes and give back the member's in-flight
-//! reservations, release the lease. [`Loops::stop_in_order`] spells this out, one line per
-//! stage.
+//! reservations, write the summaries of the log lines not written one by one, release the
+//! lease. [`Loops::stop_in_order`] spells this out, one line per stage.
 
 pub(crate) mod admin;
 #[cfg(test)]
@@ -54,6 +56,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod isolation;
 pub(crate) mod isolation_sync;
 pub(crate) mod lease;
+pub(crate) mod log_summaries;
 #[cfg(test)]
 mod loop_steps;
 pub(crate) mod next_move;
@@ -284,8 +287,10 @@ struct Loops {
     heartbeat: Option<JoinHandle<()>>,
     depths: JoinHandle<()>,
     isolation: JoinHandle<()>,
+    summaries: JoinHandle<()>,
     lease: JoinHandle<lease::Lease>,
-    /// Stops the background loops (heartbeat, depth refresher, isolation sync), which keep
+    /// Stops the background loops (heartbeat, depth refresher, isolation sync, log summaries),
+    /// which keep
     /// running after the executor has drained, so heartbeats keep running tasks' entries fresh
     /// through the grace period.
     background: Shutdown,
@@ -356,6 +361,8 @@ impl Loops {
             reader::Reader::new(broker.clone(), shared.clone(), settle_tx, s).run(shutdown.clone()),
         );
         let depths = tokio::spawn(fleet.depth_refresher(&shared).run(background.clone()));
+        // Runs to the end too: what the last settles logged is summarised when it stops.
+        let summaries = tokio::spawn(log_summaries::LogSummaries.run(background.clone()));
         fleet.health.set_serving(true);
         let admin = tokio::spawn(fleet.admin_loop(&shared).run(shutdown.clone()));
         Loops {
@@ -368,6 +375,7 @@ impl Loops {
             heartbeat,
             depths,
             isolation,
+            summaries,
             lease,
             background,
         }
@@ -389,13 +397,15 @@ impl Loops {
         // 4. Flush settlements (the settler ends when its last sender is gone).
         let _ = self.settler.await;
         // 5. Stop the background loops: heartbeat, depths, then isolation's last report and
-        //    the release of the member's reservations.
+        //    the release of the member's reservations, then the summaries of every log line
+        //    not written one by one.
         self.background.trigger();
         if let Some(h) = self.heartbeat {
             let _ = h.await;
         }
         let _ = self.depths.await;
         let _ = self.isolation.await;
+        let _ = self.summaries.await;
         // 6. Release the lease.
         if let Ok(lease) = self.lease.await {
             lease.release(broker).await;

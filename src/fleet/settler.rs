@@ -28,13 +28,13 @@ use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::Shared;
 use crate::broker::{is_oom, may_have_run, AckEntry, Broker, DeferItem, Deferred, RetryItem};
 use crate::config::TasksSettings;
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, Fingerprint};
 use crate::error::Result;
 use crate::handler::FailureClass;
 use crate::policy::Policies;
 use crate::records::{Output, TaskState};
 use crate::task::{now_ms, Task};
-use crate::telemetry::tasklog::{task_event, TaskLog};
+use crate::telemetry::tasklog::TaskLog;
 use crate::telemetry::{events, RedisOp};
 
 /// How much of a failure's error a retry sends for the record (lib/record.lua keeps 1 KiB).
@@ -55,6 +55,8 @@ struct Retry {
     /// The task's log fields, with the attempt that failed.
     log: TaskLog,
     class: FailureClass,
+    /// The failure's fingerprint, which its log lines are grouped by.
+    fingerprint: Fingerprint,
 }
 
 /// What a call retried by [`Settler::with_retry`] answered.
@@ -431,12 +433,8 @@ impl Settler {
         self.not_pending(tenant, missing, how);
         if missing > 0 {
             match how {
-                NotPending::Lost => {
-                    tracing::warn!(tenant = %tenant, lost = missing, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)")
-                }
-                NotPending::ReplyLost => {
-                    tracing::warn!(tenant = %tenant, entries = missing, "completed entries settled by an earlier try whose reply was lost")
-                }
+                NotPending::Lost => events::settle::acks_lost(tenant, missing),
+                NotPending::ReplyLost => events::settle::acks_reply_lost(tenant, missing),
             }
         }
         self.shared.stats.with(tenant, |t| {
@@ -576,7 +574,13 @@ impl Settler {
                     first_failed_at_ms: now,
                     dead_lettered_at_ms: now,
                 };
-                task_event!(warn, &TaskLog::of_dead_letter(&tenant, &dl), entry_id = %entry_id, class = "malformed_entry", error = %dl.error, "malformed entry set aside");
+                events::settle::malformed_set_aside(
+                    &tenant,
+                    &TaskLog::of_dead_letter(&tenant, &dl),
+                    &entry_id,
+                    &dl.error,
+                    dl.fingerprint(),
+                );
                 let member = self.shared.member.clone();
                 self.dead_letter(&tenant, &entry_id, dl, Some(&member), Duration::ZERO, None)
                     .await;
@@ -670,6 +674,7 @@ impl Settler {
             ..
         } = f;
         let log = TaskLog::of(task);
+        let fingerprint = Fingerprint::of_error(&task.kind, class, reason);
         let failure = events::settle::AttemptFailure {
             class,
             deliveries,
@@ -679,6 +684,7 @@ impl Settler {
             payload: self
                 .log_payloads
                 .then_some(&task.payload as &dyn std::fmt::Display),
+            fingerprint,
         };
         events::settle::attempt_failed(tenant, &log, &failure);
         self.shared.stats.with(tenant, |t| t.failed_attempts += 1);
@@ -700,7 +706,15 @@ impl Settler {
         match next_move(f, &inputs) {
             NextMove::Retry { item, class } => {
                 let item = item.recorded(&task_id, next_attempt, class.as_str(), error, started);
-                FailedMove::Retry(tenant, Box::new(Retry { item, log, class }))
+                FailedMove::Retry(
+                    tenant,
+                    Box::new(Retry {
+                        item,
+                        log,
+                        class,
+                        fingerprint,
+                    }),
+                )
             }
             NextMove::DeadLetter(dl) => FailedMove::Dead(tenant, entry_id, dl, started),
         }
@@ -757,13 +771,20 @@ impl Settler {
             for (r, due) in items.iter().zip(tried.value) {
                 match due {
                     Some(due) => {
-                        events::settle::retry_scheduled(tenant, &r.log, r.class, r.item.delay, due);
+                        events::settle::retry_scheduled(
+                            tenant,
+                            &r.log,
+                            r.class,
+                            r.fingerprint,
+                            r.item.delay,
+                            due,
+                        );
                         self.shared.stats.with(tenant, |t| t.retried += 1);
                     }
                     None => {
                         self.not_pending(tenant, 1, how);
                         if how == NotPending::ReplyLost {
-                            task_event!(warn, &r.log, entry_id = %r.item.entry_id, class = %r.class, "settled by an earlier try whose reply was lost (most likely its retry was scheduled then)");
+                            events::settle::retry_reply_lost(&r.log, &r.item.entry_id, r.class);
                         }
                     }
                 }
@@ -823,7 +844,7 @@ impl Settler {
             let how = NotPending::judge(tried.earlier_may_have_run);
             self.not_pending(tenant, lost, how);
             if lost > 0 && how == NotPending::ReplyLost {
-                tracing::warn!(tenant = %tenant, entries = lost, "held-back entries settled by an earlier try whose reply was lost (most likely deferred then)");
+                events::settle::defers_reply_lost(tenant, lost);
             }
             if gone > 0 {
                 events::settle::entries_gone_before_run(tenant, gone);
@@ -943,7 +964,7 @@ impl Settler {
                     tenant,
                     &TaskLog::of_dead_letter(tenant, &dl),
                     entry_id,
-                    dl.class,
+                    (dl.class, dl.fingerprint()),
                     &r.id,
                     dl.action().as_str(),
                 );
@@ -956,10 +977,11 @@ impl Settler {
                 let how = NotPending::judge(tried.earlier_may_have_run);
                 self.not_pending(tenant, 1, how);
                 if how == NotPending::ReplyLost {
-                    task_event!(
-                        warn, &TaskLog::of_dead_letter(tenant, &dl), entry_id = %entry_id,
-                        class = %dl.class, action = dl.action().as_str(),
-                        "settled by an earlier try whose reply was lost (most likely dead-lettered then)"
+                    events::settle::dead_letter_reply_lost(
+                        &TaskLog::of_dead_letter(tenant, &dl),
+                        entry_id,
+                        dl.class,
+                        dl.action().as_str(),
                     );
                 }
             }

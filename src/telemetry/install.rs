@@ -6,8 +6,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::endpoint;
+use super::events::storm;
 use super::health::Health;
 use super::logging::{self, LogFormat};
 use super::recorder;
@@ -35,18 +37,30 @@ pub struct Telemetry {
     metrics: MetricsSettings,
     /// Where to serve the endpoint (`metrics.listen`); `None` turns it off.
     listen: Option<SocketAddr>,
+    /// Window of storm-proof logging (`log.storm_interval_ms`; zero: every line).
+    storm_interval: Duration,
 }
 
 impl Telemetry {
     /// The metrics half, with nothing installed yet.
-    pub(crate) fn new(metrics: MetricsSettings, listen: Option<SocketAddr>) -> Telemetry {
-        Telemetry { metrics, listen }
+    pub(crate) fn new(
+        metrics: MetricsSettings,
+        listen: Option<SocketAddr>,
+        storm_interval: Duration,
+    ) -> Telemetry {
+        Telemetry {
+            metrics,
+            listen,
+            storm_interval,
+        }
     }
 
-    /// Installs the global log subscriber (`RUST_LOG` overrides `level`), the tenant label
-    /// cap and the panic hook, then logs each of `warnings` (settings that were ignored).
+    /// Installs the global log subscriber (`RUST_LOG` overrides `level`) with its storm
+    /// interval, the tenant label cap and the panic hook, then logs each of `warnings`
+    /// (settings that were ignored).
     pub(crate) fn install_logging(&self, format: LogFormat, level: &str, warnings: Vec<String>) {
         logging::init_logging(format, level);
+        storm::set_interval(self.storm_interval);
         recorder::set_tenant_label_cap(self.metrics.max_tenant_labels);
         logging::install_panic_hook();
         for w in warnings {

@@ -17,6 +17,7 @@ pub mod names;
 mod recorder;
 mod redis_op;
 mod settings;
+pub mod storm;
 pub mod tasklog;
 
 pub use health::Health;

@@ -138,6 +138,11 @@ pub const API_REQUESTS: &str = "redrive_api_requests_total";
 /// Histogram{route}: seconds from a request's arrival to its answer's head (a streamed
 /// export's body goes on after), by route template.
 pub const API_REQUEST_DURATION: &str = "redrive_api_request_duration_seconds";
+/// Counter{event}: log lines not written one by one because a storm repeated them (the first
+/// line of each cause per `log.storm_interval_ms` is written, the rest counted into one
+/// summary line); `event` is the line's event (`attempt_failed`, `dead_lettered`, …). Every
+/// other metric still counts every event.
+pub const LOG_LINES_SUPPRESSED: &str = "redrive_log_lines_suppressed_total";
 
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [

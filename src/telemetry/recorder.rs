@@ -75,6 +75,7 @@ fn build_prometheus(
     for found in ["record", "located", "none"] {
         metrics::counter!(names::TASK_LOOKUPS, "found" => found).increment(0);
     }
+    super::events::storm::register_series();
     Ok(handle)
 }
 

@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use super::storm::{self, StormEvent};
+use crate::deadletter::Fingerprint;
 use crate::handler::{FailureClass, Outcome};
 use crate::telemetry::names;
+use crate::telemetry::storm::Print;
 use crate::telemetry::tasklog::{task_event, TaskLog};
 
 /// The pool handler's module path, which log filters name.
@@ -201,9 +204,26 @@ impl AgentMeters {
     }
 
     /// A line process `index` (pid `pid`) wrote on stderr (already bounded), tagged with the
-    /// task when exactly one attempt was in flight in it.
+    /// task when exactly one attempt was in flight in it. Lines of one pattern (numbers, ids
+    /// and quoted values aside) repeated within the storm interval are summarised.
     pub fn stderr_line(&self, index: usize, pid: u32, task: Option<&TaskLog>, line: &str) {
         self.stderr.increment(1);
+        let event = if self.pooled {
+            StormEvent::PoolStderr
+        } else {
+            StormEvent::ExecStderr
+        };
+        let print = Print::Of(Fingerprint::of_error(
+            &self.handler,
+            FailureClass::Unknown,
+            line,
+        ));
+        let (tenant, task_id) = task.map_or(("", None), |t| {
+            (t.tenant.as_str(), Some(t.task_id.as_str()))
+        });
+        if !storm::admit(event, print, tenant, task_id, 1) {
+            return;
+        }
         match (task, self.pooled) {
             (Some(log), true) => {
                 task_event!(info, target: POOL, log, handler = %self.handler, process = index, pid, line = %line, "agent stderr")

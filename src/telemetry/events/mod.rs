@@ -16,6 +16,7 @@ pub mod read;
 pub mod records;
 pub mod redis_calls;
 pub mod settle;
+pub mod storm;
 pub mod task_records;
 
 #[cfg(test)]

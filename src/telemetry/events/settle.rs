@@ -1,13 +1,18 @@
 //! What the settler reports: acks, entries no longer pending, failed attempts, retries,
 //! deferrals, dead letters and the dead-letter cap, and its Redis calls' retries. Logged under
-//! the settler's target; lines about one task carry its fields (a [`TaskLog`]).
+//! the settler's target; lines about one task carry its fields (a [`TaskLog`]). The lines a
+//! storm repeats go through [`storm::admit`]: the first of each cause per interval in full,
+//! the rest summarised; their metrics count every event.
 
 use std::time::Duration;
 
+use super::storm::{self, StormEvent};
+use crate::deadletter::Fingerprint;
 use crate::handler::FailureClass;
 use crate::telemetry::names;
 use crate::telemetry::recorder::tenant_label;
 use crate::telemetry::redis_op::RedisOp;
+use crate::telemetry::storm::Print;
 use crate::telemetry::tasklog::{task_event, TaskLog};
 
 /// The settler's module path, which log filters name.
@@ -76,6 +81,8 @@ pub struct AttemptFailure<'a> {
     pub reason: &'a str,
     /// The task's payload, when payloads may be logged.
     pub payload: Option<&'a dyn std::fmt::Display>,
+    /// The failure's fingerprint (kind, class, error pattern): the one its dead letter gets.
+    pub fingerprint: Fingerprint,
 }
 
 /// An attempt of `log`'s task (of `tenant`) failed.
@@ -83,6 +90,16 @@ pub fn attempt_failed(tenant: &str, log: &TaskLog, f: &AttemptFailure<'_>) {
     let (class, deliveries, poison, reason) = (f.class, f.deliveries, f.poison, f.reason);
     metrics::counter!(names::TASKS_FAILED, "tenant" => tenant_label(tenant), "class" => class.as_str())
         .increment(1);
+    let print = Print::Of(f.fingerprint);
+    if !storm::admit(
+        StormEvent::AttemptFailed,
+        print,
+        tenant,
+        Some(&log.task_id),
+        1,
+    ) {
+        return;
+    }
     let duration_ms = f.duration.as_millis() as u64;
     if let Some(payload) = f.payload {
         task_event!(
@@ -97,38 +114,63 @@ pub fn attempt_failed(tenant: &str, log: &TaskLog, f: &AttemptFailure<'_>) {
     }
 }
 
-/// A retry of `log`'s task (of `tenant`), failed with `class`, was scheduled after `delay`,
-/// due at `due_ms`.
+/// A retry of `log`'s task (of `tenant`), failed with `class` (fingerprint `fingerprint`),
+/// was scheduled after `delay`, due at `due_ms`.
 pub fn retry_scheduled(
     tenant: &str,
     log: &TaskLog,
     class: FailureClass,
+    fingerprint: Fingerprint,
     delay: Duration,
     due_ms: u64,
 ) {
     metrics::counter!(names::TASKS_RETRIED, "tenant" => tenant_label(tenant), "class" => class.as_str())
         .increment(1);
+    let print = Print::Of(fingerprint);
+    if !storm::admit(
+        StormEvent::RetryScheduled,
+        print,
+        tenant,
+        Some(&log.task_id),
+        1,
+    ) {
+        return;
+    }
     task_event!(info, target: TARGET, log, class = %class, delay_ms = delay.as_millis() as u64, due_ms, "retry scheduled");
 }
 
 /// `n` of `tenant`'s tasks held back by its breaker were deferred unattempted (n > 0).
 pub fn tasks_deferred(tenant: &str, n: u64) {
     metrics::counter!(names::TASKS_DEFERRED, "tenant" => tenant_label(tenant)).increment(n);
+    if !storm::admit(StormEvent::TasksDeferred, Print::Plain, tenant, None, n) {
+        return;
+    }
     tracing::info!(target: TARGET, tenant = %tenant, deferred = n, "tasks held back by the tenant's breaker, deferred unattempted");
 }
 
 /// Entry `entry_id` of `tenant` (`log`'s task), failed with `class`, was moved to the
-/// dead-letter stream as `dead_letter_id`; `action` says what an operator may do with it.
+/// dead-letter stream as `dead_letter_id` with `fingerprint`; `action` says what an operator
+/// may do with it.
 pub fn dead_lettered(
     tenant: &str,
     log: &TaskLog,
     entry_id: &str,
-    class: FailureClass,
+    (class, fingerprint): (FailureClass, Fingerprint),
     dead_letter_id: &str,
     action: &str,
 ) {
     metrics::counter!(names::DEAD_LETTERED, "tenant" => tenant_label(tenant), "class" => class.as_str())
         .increment(1);
+    let print = Print::Of(fingerprint);
+    if !storm::admit(
+        StormEvent::DeadLettered,
+        print,
+        tenant,
+        Some(&log.task_id),
+        1,
+    ) {
+        return;
+    }
     task_event!(
         warn, target: TARGET, log, entry_id = %entry_id,
         class = %class, dead_letter_id = %dead_letter_id, action, "task dead-lettered"
@@ -138,5 +180,84 @@ pub fn dead_lettered(
 /// The dead-letter cap trimmed `n` of `tenant`'s oldest dead letters (n > 0).
 pub fn dlq_trimmed(tenant: &str, n: u64) {
     metrics::counter!(names::DLQ_TRIMMED, "tenant" => tenant_label(tenant)).increment(n);
+    if !storm::admit(StormEvent::DlqTrimmed, Print::Plain, tenant, None, n) {
+        return;
+    }
     tracing::warn!(target: TARGET, tenant = %tenant, trimmed = n, "dead-letter cap trimmed the oldest dead letters");
+}
+
+/// Entry `entry_id` of `tenant` could not be read as a task (`error`, the task fields of its
+/// dead letter in `log`); it is set aside as a dead letter with `fingerprint`.
+pub fn malformed_set_aside(
+    tenant: &str,
+    log: &TaskLog,
+    entry_id: &str,
+    error: &str,
+    fingerprint: Fingerprint,
+) {
+    let print = Print::Of(fingerprint);
+    if storm::admit(
+        StormEvent::MalformedEntry,
+        print,
+        tenant,
+        Some(&log.task_id),
+        1,
+    ) {
+        task_event!(warn, target: TARGET, log, entry_id = %entry_id, class = "malformed_entry", error = %error, "malformed entry set aside");
+    }
+}
+
+/// The retry of entry `entry_id` (`log`'s task, failed with `class`) found it no longer
+/// pending after a try whose reply was lost: most likely that try scheduled it.
+pub fn retry_reply_lost(log: &TaskLog, entry_id: &str, class: FailureClass) {
+    if storm::admit(
+        StormEvent::ReplyLost,
+        Print::Plain,
+        &log.tenant,
+        Some(&log.task_id),
+        1,
+    ) {
+        task_event!(warn, target: TARGET, log, entry_id = %entry_id, class = %class, "settled by an earlier try whose reply was lost (most likely its retry was scheduled then)");
+    }
+}
+
+/// The dead letter of entry `entry_id` (`log`'s task, failed with `class`) found it no longer
+/// pending after a try whose reply was lost: most likely that try dead-lettered it.
+pub fn dead_letter_reply_lost(log: &TaskLog, entry_id: &str, class: FailureClass, action: &str) {
+    if storm::admit(
+        StormEvent::ReplyLost,
+        Print::Plain,
+        &log.tenant,
+        Some(&log.task_id),
+        1,
+    ) {
+        task_event!(
+            warn, target: TARGET, log, entry_id = %entry_id, class = %class, action,
+            "settled by an earlier try whose reply was lost (most likely dead-lettered then)"
+        );
+    }
+}
+
+/// An ack of `tenant`'s completed entries found `n` no longer pending after a try whose reply
+/// was lost: that try acked them (n > 0).
+pub fn acks_reply_lost(tenant: &str, n: u64) {
+    if storm::admit(StormEvent::EntriesReplyLost, Print::Plain, tenant, None, n) {
+        tracing::warn!(target: TARGET, tenant = %tenant, entries = n, "completed entries settled by an earlier try whose reply was lost");
+    }
+}
+
+/// A deferral of `tenant`'s held-back entries found `n` no longer pending after a try whose
+/// reply was lost: most likely that try deferred them (n > 0).
+pub fn defers_reply_lost(tenant: &str, n: u64) {
+    if storm::admit(StormEvent::EntriesReplyLost, Print::Plain, tenant, None, n) {
+        tracing::warn!(target: TARGET, tenant = %tenant, entries = n, "held-back entries settled by an earlier try whose reply was lost (most likely deferred then)");
+    }
+}
+
+/// An ack of `tenant`'s completed entries found `n` no longer this member's: settled or
+/// reclaimed elsewhere (n > 0).
+pub fn acks_lost(tenant: &str, n: u64) {
+    if storm::admit(StormEvent::AcksLost, Print::Plain, tenant, None, n) {
+        tracing::warn!(target: TARGET, tenant = %tenant, lost = n, "completed entries were no longer ours to ack (settled or reclaimed elsewhere)");
+    }
 }
