@@ -105,7 +105,7 @@ macro_rules! storm_events {
                         tenants = %line.tenants,
                         first_task_id = s.first_task_id.as_deref(),
                         last_task_id = s.last_task_id.as_deref(),
-                        fingerprint = %line.fingerprint,
+                        fingerprint = line.fingerprint.as_deref(),
                         window_ms = s.span_ms,
                         find = line.find.as_deref(),
                         "{}", line.message
@@ -302,7 +302,9 @@ struct SummaryLine {
     /// Entries counted, for events about batches.
     tasks: Option<u64>,
     tenants: String,
-    fingerprint: String,
+    /// The fingerprint of the lines' cause (`overflow` for causes beyond the tracked ones;
+    /// none for events without one).
+    fingerprint: Option<String>,
     /// The command that lists the dead letters of the fingerprint.
     find: Option<String>,
 }
@@ -316,11 +318,11 @@ impl SummaryLine {
             tenants.push_str(&format!(", … (more than {MAX_TENANTS})"));
         }
         let (fingerprint, of) = match s.print {
-            Print::Of(f) => (f.to_string(), " like the one above"),
-            Print::Plain => ("-".to_owned(), " like the one above"),
+            Print::Of(f) => (Some(f.to_string()), " like the one above".to_owned()),
+            Print::Plain => (None, " like the one above".to_owned()),
             Print::Overflow => (
-                "overflow".to_owned(),
-                " of further causes (more than the tracked 1000)",
+                Some("overflow".to_owned()),
+                format!(" of further causes (beyond the {MAX_KEYS} tracked)"),
             ),
         };
         let find = match s.print {
