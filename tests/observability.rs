@@ -257,7 +257,9 @@ fn referenced_vars(text: &str) -> BTreeSet<String> {
             if !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) {
                 out.insert(name);
             }
-        } else if text[i..].starts_with("[[") {
+        } else if b[i..].starts_with(b"[[") {
+            // Bytes, not `text[i..]`: `i` walks bytes and may sit inside a multi-byte character
+            // of a description; after the ASCII `[[` (or `$`) the slice is on a boundary.
             let name = ident(&text[i + 2..]);
             if !name.is_empty() {
                 out.insert(name);
@@ -266,6 +268,15 @@ fn referenced_vars(text: &str) -> BTreeSet<String> {
         i += 1;
     }
     out
+}
+
+#[test]
+fn variables_are_found_in_text_with_multi_byte_characters() {
+    let found = referenced_vars("rate … of ${tenant:csv} – see [[job]] and $$ or $1 “quoted”");
+    assert_eq!(
+        found.into_iter().collect::<Vec<_>>(),
+        ["job".to_owned(), "tenant".to_owned()]
+    );
 }
 
 /// Replaces Grafana's variables by values PromQL accepts.
