@@ -36,19 +36,22 @@ const RECORD_LUA = readFileSync(join(repoRoot(), "src", "broker", "scripts", "li
 /** The fleet's default consumer group. */
 export const GROUP = "redrive";
 
+/** A member passes when the run started (server clock, ms); these helpers take how long ago. */
+const STARTED_AGO = `
+local function started_ago(ago)
+  if ago == nil or ago == '' then
+    return ''
+  end
+  return string.format('%d', rec_now() - tonumber(ago))
+end`;
+
 /**
  * fast_ack.lua for one entry. KEYS: the lane, the record prefix, the index, the events stream.
  * ARGV: group, member, entry, task_id, retention ms, output flag ('' none, '0' whole, '1' cut),
  * output, how long ago the run started (ms). Returns {acked, published}.
  */
 const DONE = `${RECORD_LUA}
--- A member passes when the run started (server clock, ms); these helpers take how long ago.
-local function started_ago(ago)
-  if ago == nil or ago == '' then
-    return ''
-  end
-  return string.format('%d', rec_now() - tonumber(ago))
-end
+${STARTED_AGO}
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
 local recorded = false
@@ -74,13 +77,7 @@ return {acked, R.listened and 1 or 0}
  * then field, value, … of the next attempt's entry. Returns {acked, new entry id}.
  */
 const RETRY = `${RECORD_LUA}
--- A member passes when the run started (server clock, ms); these helpers take how long ago.
-local function started_ago(ago)
-  if ago == nil or ago == '' then
-    return ''
-  end
-  return string.format('%d', rec_now() - tonumber(ago))
-end
+${STARTED_AGO}
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 if acked == 0 then
@@ -109,13 +106,7 @@ return {1, id}
  * events entry's `entry`, then field, value, … Returns whether it published the event.
  */
 const END = `${RECORD_LUA}
--- A member passes when the run started (server clock, ms); these helpers take how long ago.
-local function started_ago(ago)
-  if ago == nil or ago == '' then
-    return ''
-  end
-  return string.format('%d', rec_now() - tonumber(ago))
-end
+${STARTED_AGO}
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 if ARGV[2] ~= '' then
   redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])

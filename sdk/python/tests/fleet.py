@@ -37,19 +37,23 @@ RECORD_LUA = (ROOT / "src/broker/scripts/lib/record.lua").read_text(encoding="ut
 #: The fleet's default consumer group.
 GROUP = "redrive"
 
-# fast_ack.lua for one entry. KEYS: the lane, the record prefix, the index, the events stream.
-# ARGV: group, member, entry, task_id, retention ms, output flag ('' none, '0' whole, '1' cut),
-# output, how long ago the run started (ms). Returns {acked, published}.
-_DONE = (
-    RECORD_LUA
-    + """
--- A member passes when the run started (server clock, ms); these helpers take how long ago.
+# A member passes when the run started (server clock, ms); these helpers take how long ago.
+_STARTED_AGO = """
 local function started_ago(ago)
   if ago == nil or ago == '' then
     return ''
   end
   return string.format('%d', rec_now() - tonumber(ago))
 end
+"""
+
+# fast_ack.lua for one entry. KEYS: the lane, the record prefix, the index, the events stream.
+# ARGV: group, member, entry, task_id, retention ms, output flag ('' none, '0' whole, '1' cut),
+# output, how long ago the run started (ms). Returns {acked, published}.
+_DONE = (
+    RECORD_LUA
+    + _STARTED_AGO
+    + """
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
 local recorded = false
@@ -76,14 +80,8 @@ return {acked, R.listened and 1 or 0}
 # (ms), then field, value, … of the next attempt's lane entry. Returns {acked, new entry id}.
 _RETRY = (
     RECORD_LUA
+    + _STARTED_AGO
     + """
--- A member passes when the run started (server clock, ms); these helpers take how long ago.
-local function started_ago(ago)
-  if ago == nil or ago == '' then
-    return ''
-  end
-  return string.format('%d', rec_now() - tonumber(ago))
-end
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 if acked == 0 then
@@ -113,14 +111,8 @@ return {1, id}
 # the failed run ('' for none), how long ago it started (ms). Returns whether it published.
 _DEAD = (
     RECORD_LUA
+    + _STARTED_AGO
     + """
--- A member passes when the run started (server clock, ms); these helpers take how long ago.
-local function started_ago(ago)
-  if ago == nil or ago == '' then
-    return ''
-  end
-  return string.format('%d', rec_now() - tonumber(ago))
-end
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 if ARGV[2] ~= '' then
   redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
