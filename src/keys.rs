@@ -5,6 +5,7 @@
 //! | key                              | type   | what it holds                                         |
 //! |----------------------------------|--------|-------------------------------------------------------|
 //! | `redrive:tenants`                | SET    | registry of tenants that ever had work (discovery)    |
+//! | `redrive:tenants:new`            | CHANNEL| pub/sub: tenants just registered (members' discovery) |
 //! | `redrive:{<tenant>}:lane`        | STREAM | the tenant's tasks, read through the fleet's group    |
 //! | `redrive:{<tenant>}:retry`       | ZSET   | scheduled retries, scored by due time (ms)            |
 //! | `redrive:{<tenant>}:deferred`    | ZSET   | tasks held back by the breaker, unattempted; due time |
@@ -59,6 +60,13 @@ impl Keys {
     /// The registry of tenants, written by the enqueue path and read by fleet discovery.
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.prefix)
+    }
+
+    /// The pub/sub channel a producer publishes on when its registration added a tenant, so
+    /// members discover it at once (not a key: it holds nothing, and the registry stays the
+    /// truth; a member that missed a message finds the tenant by its periodic look).
+    pub fn tenant_signals(&self) -> String {
+        format!("{}:tenants:new", self.prefix)
     }
 
     /// The stream holding a tenant's tasks.

@@ -93,8 +93,8 @@ impl Producer {
         let tasks = self.validate(tasks.into_iter().enumerate(), |i| format!("task #{i}"))?;
         let mut out = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(PIPELINE_CHUNK) {
-            let landed = match self.broker.enqueue(chunk, &self.tasks).await {
-                Ok(l) => l,
+            let appended = match self.broker.enqueue(chunk, &self.tasks).await {
+                Ok(a) => a,
                 Err(Error::OutOfMemory(m)) if !out.is_empty() => {
                     return Err(Error::OutOfMemory(format!(
                         "{m}; the first {} tasks of the batch were written before",
@@ -103,7 +103,8 @@ impl Producer {
                 }
                 Err(e) => return Err(e),
             };
-            out.extend(outcomes(chunk, landed)?);
+            self.announce(chunk, appended.new_tenants).await;
+            out.extend(outcomes(chunk, appended.landed)?);
         }
         Ok(out)
     }
@@ -116,8 +117,24 @@ impl Producer {
     /// reported in the result, in order (they do not fail the others).
     pub async fn enqueue_all(&self, tasks: Vec<(usize, NewTask)>) -> Result<Vec<Enqueued>> {
         let tasks = self.validate(tasks.into_iter(), |line| format!("line {line}"))?;
-        let landed = self.broker.enqueue_atomic(&tasks, &self.tasks).await?;
-        outcomes(&tasks, landed)
+        let appended = self.broker.enqueue_atomic(&tasks, &self.tasks).await?;
+        self.announce(&tasks, appended.new_tenants).await;
+        outcomes(&tasks, appended.landed)
+    }
+
+    /// After an enqueue that registered `new_tenants` (> 0) tenants, tells the members so they
+    /// discover them at once. The tasks are written either way: a failed announcement is
+    /// logged and counted, and members find the tenants at their next periodic look.
+    async fn announce(&self, tasks: &[Task], new_tenants: u64) {
+        if new_tenants == 0 {
+            return;
+        }
+        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        if let Err(e) = self.broker.announce_tenants(&tenants).await {
+            report::announce_failed(&tenants, &e);
+        }
     }
 
     /// Validates numbered tasks; an error of one of several names it with `label(number)`.

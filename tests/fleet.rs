@@ -273,3 +273,152 @@ async fn two_live_members_cannot_share_a_member_id() {
         .contains("member id 'same' is held by another live process"));
     assert!(first.stop().success());
 }
+
+/// Settings under which only an announcement can make a member serve a new tenant in time: the
+/// periodic look is an hour away and an idle read blocks for 50 s (the shutdown grace must be
+/// longer than that).
+const ANNOUNCED_ONLY: [(&str, &str); 4] = [
+    ("REDRIVE_FLEET__DISCOVERY_INTERVAL_MS", "3600000"),
+    ("REDRIVE_FLEET__BLOCK_MS", "50000"),
+    ("REDRIVE_FLEET__SHUTDOWN_GRACE_MS", "60000"),
+    ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+];
+
+/// How many tenants the member says it started serving `via` connect / signal / poll.
+fn discovered(m: &common::Member, via: &str) -> usize {
+    m.log_text()
+        .lines()
+        .filter(|l| l.contains("serving tenant") && l.contains(&format!("via={via}")))
+        .count()
+}
+
+/// Enqueues one ok task for `tenant` with the CLI (a producer of its own process).
+fn cli_enqueue(env: &TestEnv, tenant: &str, task_id: &str) {
+    let (code, out, err) = env.cli(
+        &[
+            "enqueue",
+            "--tenant",
+            tenant,
+            "--kind",
+            "k",
+            "--task-id",
+            task_id,
+            "--payload",
+            r#"{"simulate":"ok","work_ms":0}"#,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[tokio::test]
+async fn a_new_tenant_is_served_as_soon_as_a_producer_announces_it() {
+    let env = TestEnv::new();
+    env.enqueue("known", 1, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let m = env.member("watch-1", &ANNOUNCED_ONLY);
+    eventually(LONG, "the known tenant's task done", || async {
+        env.side_effects().len() == 1
+    })
+    .await;
+    assert_eq!(discovered(&m, "connect"), 1, "{}", m.log_text());
+    // The member is idle now, its read blocked on the one lane it knows. Only the
+    // announcement of the CLI's enqueue can bring the new tenant in within this wait.
+    cli_enqueue(&env, "fresh", "f-1");
+    eventually(
+        Duration::from_secs(20),
+        "the new tenant's task done",
+        || async { env.side_effects().iter().any(|e| e.0 == "fresh") },
+    )
+    .await;
+    assert_eq!(discovered(&m, "signal"), 1, "{}", m.log_text());
+    assert_eq!(discovered(&m, "poll"), 0, "{}", m.log_text());
+    let (_, body) = common::http_get(&m.metrics_addr(), "/metrics");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("redrive_tenants_discovered_total{via=\"signal\"} 1")),
+        "{body}"
+    );
+    // A second task of a tenant already registered announces nothing new.
+    cli_enqueue(&env, "fresh", "f-2");
+    eventually(Duration::from_secs(20), "the second task done", || async {
+        env.side_effects().iter().filter(|e| e.0 == "fresh").count() == 2
+    })
+    .await;
+    assert_eq!(discovered(&m, "signal"), 1, "{}", m.log_text());
+}
+
+#[tokio::test]
+async fn the_tenant_watch_subscribes_again_after_its_connection_is_killed() {
+    let env = TestEnv::new();
+    env.enqueue("known", 1, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let m = env.member("watch-2", &ANNOUNCED_ONLY);
+    eventually(LONG, "the known tenant's task done", || async {
+        env.side_effects().len() == 1
+    })
+    .await;
+    let mut raw = env.raw().await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the member's one subscription");
+    eventually(Duration::from_secs(20), "subscribed again", || async {
+        m.log_text()
+            .contains("tenant announcements subscribed again")
+    })
+    .await;
+    cli_enqueue(&env, "later", "l-1");
+    eventually(
+        Duration::from_secs(20),
+        "the new tenant's task done",
+        || async { env.side_effects().iter().any(|e| e.0 == "later") },
+    )
+    .await;
+    assert_eq!(discovered(&m, "signal"), 1, "{}", m.log_text());
+}
+
+#[tokio::test]
+async fn a_tenant_nobody_announced_is_found_by_the_periodic_look() {
+    let env = TestEnv::new();
+    env.enqueue("known", 1, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let m = env.member(
+        "watch-3",
+        &[("REDRIVE_FLEET__DISCOVERY_INTERVAL_MS", "100")],
+    );
+    eventually(LONG, "the known tenant's task done", || async {
+        env.side_effects().len() == 1
+    })
+    .await;
+    // A foreign producer doing only what CONTRACT.md requires: register, append.
+    let mut raw = env.raw().await;
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(format!("{}:tenants", env.prefix))
+        .arg("foreign")
+        .ignore()
+        .cmd("XADD")
+        .arg(format!("{}:{{foreign}}:lane", env.prefix))
+        .arg("*")
+        .arg("task_id")
+        .arg("x-1")
+        .arg("kind")
+        .arg("k")
+        .arg("payload")
+        .arg(r#"{"simulate":"ok","work_ms":0}"#)
+        .ignore()
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    eventually(LONG, "the foreign task done", || async {
+        env.side_effects().iter().any(|e| e.0 == "foreign")
+    })
+    .await;
+    assert_eq!(discovered(&m, "poll"), 1, "{}", m.log_text());
+    assert_eq!(discovered(&m, "signal"), 0, "{}", m.log_text());
+}

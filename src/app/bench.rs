@@ -70,11 +70,14 @@ pub enum Scenario {
     /// Log lines and bytes a child member writes at the default level while every task fails
     /// (three causes, ten tenants), with storm summaries on (the default) and off.
     LogVolume,
+    /// How soon an idle member serves a tenant it has never seen: 200 new tenants, one task
+    /// each, with producers' announcements on (the default) and off (the periodic look only).
+    Discovery,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -91,6 +94,7 @@ impl Scenario {
         Scenario::HttpPython,
         Scenario::PoolPython,
         Scenario::LogVolume,
+        Scenario::Discovery,
     ];
 }
 
@@ -613,6 +617,10 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::HttpPython => http_python(&mut bench).await?,
             Scenario::PoolPython => pool_python(&mut bench).await?,
             Scenario::LogVolume => log_volume(&mut bench).await?,
+            Scenario::Discovery => vec![
+                new_tenants(&mut bench, true).await?,
+                new_tenants(&mut bench, false).await?,
+            ],
         };
         results.extend(rows);
     }
@@ -1115,6 +1123,70 @@ async fn fairness(bench: &mut Bench) -> Result<BenchRow> {
         note: format!(
             "small tenant's enqueue→start while a {big}-task backlog drained (≥ {min_backlog} still waiting at every small enqueue)"
         ),
+    })
+}
+
+/// New tenants of the `discovery` scenario, and the pause between two of them.
+const NEW_TENANTS: usize = 200;
+const NEW_TENANT_EVERY: Duration = Duration::from_millis(5);
+
+/// `discovery`: a member idles with one known tenant (its read blocked, as a quiet fleet's
+/// is); then [`NEW_TENANTS`] tenants it has never seen enqueue one task each, one every
+/// [`NEW_TENANT_EVERY`]; each task's enqueue→start. With `signals` the producer announces each
+/// new tenant and the member serves it at once; without, the member finds it at its next
+/// periodic look (`fleet.discovery_interval_ms` at its default, 500 ms).
+async fn new_tenants(bench: &mut Bench, signals: bool) -> Result<BenchRow> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |raw| {
+        raw.fleet.tenant_signals = signals;
+        raw.fleet.discovery_interval_ms = 500;
+    })?;
+    let broker = bench.broker(&settings).await?;
+    let producer = Producer::new(broker.clone(), &settings);
+    producer
+        .enqueue_batch(bench.new_tasks("known", 1, ""))
+        .await?;
+    let probe = Probe::new(bench.epoch, None);
+    let handler = Arc::new(ProbeHandler {
+        probe: probe.clone(),
+    });
+    let fleet = bench.start_fleet(broker.clone(), &settings, handler, Some(probe.clone()));
+    fleet.until_settled(1, LIMIT).await?;
+    // Idle: the reader is now blocked on the one lane it knows.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    for i in 0..NEW_TENANTS {
+        let now = micros(bench.epoch);
+        let tenant = format!("new-{i}");
+        let done = producer
+            .enqueue_batch(bench.new_tasks(&tenant, 1, &format!("\"t_us\":{now},")))
+            .await?;
+        probe.record_sent(done.into_iter().map(|e| e.entry_id), now);
+        tokio::time::sleep(NEW_TENANT_EVERY).await;
+    }
+    let sent_for = started.elapsed();
+    fleet.until_settled((NEW_TENANTS + 1) as u64, LIMIT).await?;
+    fleet.stop(&broker).await?;
+    broker.drop_tenant("known").await?;
+    for i in 0..NEW_TENANTS {
+        broker.drop_tenant(&format!("new-{i}")).await?;
+    }
+    let how = if signals {
+        "announced by the producer (fleet.tenant_signals = true, the default)"
+    } else {
+        "found by the periodic look only (tenant_signals = false, discovery_interval_ms = 500)"
+    };
+    Ok(BenchRow {
+        scenario: format!(
+            "discovery: new tenant, {}",
+            if signals { "announced" } else { "polled" }
+        ),
+        tasks: NEW_TENANTS as u64,
+        seconds: sent_for.as_secs_f64(),
+        per_second: None,
+        ratio_to_raw: None,
+        latency_ms: Percentiles::of_micros(probe.start_latencies()),
+        note: format!("a never-seen tenant's first task, enqueue→start; {how}"),
     })
 }
 

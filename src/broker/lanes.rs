@@ -51,9 +51,42 @@ pub struct LaneReader {
     conn: MultiplexedConnection,
     group: Arc<str>,
     consumer: String,
+    client_id: u64,
+}
+
+/// A subscription to the tenant announcements, from [`Broker::tenant_signals`].
+pub struct TenantSignals {
+    sink: redis::aio::PubSubSink,
+    stream: redis::aio::PubSubStream,
+}
+
+impl TenantSignals {
+    /// The next announcement: the tenants it names (as the producer wrote them; the registry
+    /// stays the truth). `None` once the connection is gone: subscribe again.
+    pub(crate) async fn next(&mut self) -> Option<String> {
+        use futures_util::StreamExt;
+        let msg = self.stream.next().await?;
+        Some(String::from_utf8_lossy(msg.get_payload_bytes()).into_owned())
+    }
+
+    /// Checks that the subscription's connection still answers, within `timeout`.
+    pub(crate) async fn ping(&mut self, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.sink.ping::<Value>()).await {
+            Ok(r) => r.map(|_| ()).map_err(Error::from),
+            Err(_) => Err(Error::Timeout(format!(
+                "the tenant announcements' connection did not answer a PING within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
 }
 
 impl LaneReader {
+    /// This connection's id on the server (`CLIENT ID`), for [`Broker::unblock`].
+    pub(crate) fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
     /// Reads up to `count` entries from each of `lanes` (stream keys). With `block`, waits up to
     /// that long when none has anything. Returns `(lane key, entries)` pairs with entries.
     pub(crate) async fn read(
@@ -101,9 +134,28 @@ pub(super) fn id_range<'a>(ids: &[&'a str]) -> Option<(&'a str, &'a str)> {
     Some((lo, hi))
 }
 
+/// The number of members an `SADD` added (0 for anything else: the registry is then announced
+/// by nobody, and members find the tenants by their periodic look).
+fn added(v: &Value) -> u64 {
+    match v {
+        Value::Int(n) if *n > 0 => *n as u64,
+        _ => 0,
+    }
+}
+
 /// How many rounds in a row a pipelined enqueue may find every task it sent answered NOSCRIPT
 /// (the script cache flushed after each load) before it gives up.
 const ENQUEUE_NOSCRIPT_ROUNDS: usize = 3;
+
+/// What an enqueue of a batch did: each task's fate, and how many of its tenants it
+/// registered for the first time (the caller then announces them: [`Broker::announce_tenants`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Appended {
+    /// What became of each task, in order.
+    pub landed: Vec<Landed>,
+    /// Tenants the registry did not hold before this enqueue (the `SADD`'s answer).
+    pub new_tenants: u64,
+}
 
 /// What became of one task given to [`Broker::enqueue`] or [`Broker::enqueue_atomic`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,26 +214,43 @@ impl Broker {
         &self,
         tasks: &[Task],
         records: &TasksSettings,
-    ) -> Result<Vec<Landed>> {
+    ) -> Result<Appended> {
         if tasks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                landed: Vec::new(),
+                new_tenants: 0,
+            });
         }
         let tenants = tenants_of(tasks);
         if !records.enabled {
             let mut pipe = redis::pipe();
-            pipe.cmd("SADD")
-                .arg(self.keys.tenants())
-                .arg(&tenants)
-                .ignore();
+            pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
             for task in tasks {
                 self.xadd(&mut pipe, task);
             }
-            let ids: Vec<String> = pipe
-                .query_async(&mut self.con())
+            let (new_tenants, ids): (u64, Vec<String>) = pipe
+                .query_async::<Vec<Value>>(&mut self.con())
                 .await
-                .map_err(|e| pipeline_refused(e, tasks.len() + 1))?;
-            return Ok(ids.into_iter().map(Landed::Appended).collect());
+                .map_err(|e| pipeline_refused(e, tasks.len() + 1))
+                .and_then(|mut replies| {
+                    if replies.is_empty() {
+                        return Err(Error::Protocol(
+                            "a pipelined enqueue answered nothing".into(),
+                        ));
+                    }
+                    let ids = replies
+                        .split_off(1)
+                        .into_iter()
+                        .map(|v| reply::text(v, "an XADD"))
+                        .collect::<Result<Vec<String>>>()?;
+                    Ok((added(&replies[0]), ids))
+                })?;
+            return Ok(Appended {
+                landed: ids.into_iter().map(Landed::Appended).collect(),
+                new_tenants,
+            });
         }
+        let mut new_tenants = 0;
         let mut out: Vec<Option<Landed>> = vec![None; tasks.len()];
         // Positions still to send: all of them, then those the server had no script for.
         let mut todo: Vec<usize> = (0..tasks.len()).collect();
@@ -211,6 +280,9 @@ impl Broker {
                 )));
             }
             let task_replies = replies.split_off(head);
+            if round == 0 {
+                new_tenants = replies.last().map(added).unwrap_or(0);
+            }
             let mut refusals: Vec<(usize, redis::ServerError)> = replies
                 .into_iter()
                 .enumerate()
@@ -249,7 +321,10 @@ impl Broker {
             todo = again;
             round += 1;
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(Appended {
+            landed: out.into_iter().flatten().collect(),
+            new_tenants,
+        })
     }
 
     /// Appends tasks to their tenants' lanes and registers the tenants in one MULTI/EXEC:
@@ -266,9 +341,12 @@ impl Broker {
         &self,
         tasks: &[Task],
         records: &TasksSettings,
-    ) -> Result<Vec<Landed>> {
+    ) -> Result<Appended> {
         if tasks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                landed: Vec::new(),
+                new_tenants: 0,
+            });
         }
         let tenants = tenants_of(tasks);
         // MULTI and EXEC as plain commands of one pipeline (one write on the connection, so
@@ -325,7 +403,10 @@ impl Broker {
                 results.len()
             )));
         }
-        let results = results.split_off(head);
+        let tail = results.split_off(head);
+        // The head: [SCRIPT LOAD,] SADD.
+        let new_tenants = results.last().map(added).unwrap_or(0);
+        let results = tail;
         let failed: Vec<&redis::ServerError> = results
             .iter()
             .filter_map(|v| match v {
@@ -344,7 +425,7 @@ impl Broker {
                 bounded(&failed[0].to_string())
             )));
         }
-        results
+        let landed = results
             .into_iter()
             .map(|v| {
                 if records.enabled {
@@ -355,7 +436,11 @@ impl Broker {
                         .map_err(|e| Error::Protocol(format!("an XADD answered {e}")))
                 }
             })
-            .collect()
+            .collect::<Result<Vec<Landed>>>()?;
+        Ok(Appended {
+            landed,
+            new_tenants,
+        })
     }
 
     /// A plain XADD of `task` into its lane (records off), added to `pipe`.
@@ -407,6 +492,54 @@ impl Broker {
             .await?)
     }
 
+    /// Tells members that the registry holds new tenants (`PUBLISH` on
+    /// [`Keys::tenant_signals`](crate::keys::Keys::tenant_signals)), after an enqueue whose
+    /// registration added some ([`Appended::new_tenants`]): they look at the registry at once
+    /// instead of at their next periodic look. Returns how many members heard it.
+    pub(crate) async fn announce_tenants(&self, tenants: &[&str]) -> Result<u64> {
+        Ok(redis::cmd("PUBLISH")
+            .arg(self.keys.tenant_signals())
+            .arg(tenants.join(","))
+            .query_async(&mut self.con())
+            .await?)
+    }
+
+    /// A subscription to the tenant announcements ([`Broker::announce_tenants`]) on a
+    /// connection of its own, subscribed before this returns.
+    pub(crate) async fn tenant_signals(&self) -> Result<TenantSignals> {
+        let connect = self.client.get_async_pubsub();
+        let mut pubsub = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "connecting for tenant announcements took over {} ms",
+                    self.connect_timeout.as_millis()
+                ))
+            })??;
+        let subscribe = pubsub.subscribe(self.keys.tenant_signals());
+        tokio::time::timeout(self.response_timeout, subscribe)
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "subscribing to tenant announcements took over {} ms",
+                    self.response_timeout.as_millis()
+                ))
+            })??;
+        let (sink, stream) = pubsub.split();
+        Ok(TenantSignals { sink, stream })
+    }
+
+    /// Ends the blocking command the connection `client_id` is blocked in, as if it timed out
+    /// (`CLIENT UNBLOCK`). True when one was blocked.
+    pub(crate) async fn unblock(&self, client_id: u64) -> Result<bool> {
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(client_id)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(n == 1)
+    }
+
     /// How many tenants are registered (O(1), for cheap change detection).
     pub(crate) async fn tenant_count(&self) -> Result<u64> {
         Ok(redis::cmd("SCARD")
@@ -438,14 +571,19 @@ impl Broker {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(block + self.response_timeout));
-        let conn = self
+        let mut conn = self
             .client
             .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        let client_id: u64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
             .await?;
         Ok(LaneReader {
             conn,
             group: self.group.clone(),
             consumer: consumer.into(),
+            client_id,
         })
     }
 

@@ -44,7 +44,7 @@ pub use commands::{BeginCommand, FinishMode, Withdraw};
 pub use connect::{check_url, redact_url, Broker, RedisSettings};
 pub use dead_letters::{FingerprintTally, RecordTarget, Removal, ReplayItem};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
-pub(crate) use lanes::Landed;
+pub(crate) use lanes::{Landed, TenantSignals};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
 pub use records::{
     IndexedTask, Located, Place, RecordRead, Searched, SweepStep, TaskCursor, TaskFilter,

@@ -33,6 +33,8 @@ pub struct RawFleet {
     pub ack_batch: usize,
     /// Registry check period.
     pub discovery_interval_ms: u64,
+    /// Hear producers' announcements of new tenants.
+    pub tenant_signals: bool,
     /// Lanes per read.
     pub max_lanes_per_read: usize,
     /// Member lease time to live.
@@ -62,6 +64,8 @@ pub struct FleetSettings {
     pub ack_batch: usize,
     /// Registry check period.
     pub discovery_interval: Duration,
+    /// Whether the member subscribes to producers' announcements of new tenants.
+    pub tenant_signals: bool,
     /// Lanes per read.
     pub max_lanes_per_read: usize,
     /// Member lease TTL.
@@ -147,6 +151,7 @@ pub(crate) fn validate(
         shutdown_grace: Duration::from_millis(f.shutdown_grace_ms),
         ack_batch: f.ack_batch,
         discovery_interval: Duration::from_millis(f.discovery_interval_ms),
+        tenant_signals: f.tenant_signals,
         max_lanes_per_read: f.max_lanes_per_read,
         lease_ttl: Duration::from_millis(f.lease_ttl_ms),
         reclaim,

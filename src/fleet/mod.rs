@@ -11,6 +11,8 @@
 //!
 //! * [`reader`] owns a dedicated connection, discovers tenants from the registry, drains its
 //!   own pending entries on start, then reads new entries across lanes sized to free capacity.
+//! * [`discovery`] hears producers announce new tenants (pub/sub) and has the reader take them
+//!   in at once, ending its blocking read; the reader's periodic look is the fallback.
 //! * [`executor`] pops tasks round-robin across tenants and runs each attempt on its route
 //!   ([`router`]: the handler, timeout and concurrency cap of the first `[[handlers]]` entry
 //!   matching its kind) with a timeout, catching panics; [`steps`] records the attempt's step
@@ -36,7 +38,8 @@
 //! and one `step` that does one pass and never sleeps (tests call it directly, see
 //! `loop_steps`): `Reader`, `Executor`, `SettleLoop` (ends when its channel closes, not on
 //! shutdown), `Reclaimer`, `Recoverer`, `Heartbeat`, `LeaseKeeper`, `IsolationSync`,
-//! `DepthRefresher`, `AdminLoop`, `LogSummaries`.
+//! `DepthRefresher`, `AdminLoop`, `LogSummaries`, `TenantWatch` (its step waits for an
+//! announcement and may retry the reader's unblock briefly, bounded by `fleet.block_ms`).
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
 //! current step and stays pending, to be resumed), stop starting tasks, let running tasks finish
@@ -49,6 +52,7 @@
 pub(crate) mod admin;
 #[cfg(test)]
 mod checkpoint_steps;
+pub(crate) mod discovery;
 pub(crate) mod executor;
 pub(crate) mod fair;
 pub(crate) mod health;
@@ -279,6 +283,7 @@ impl Fleet {
 /// The running loops of one member, held so they can be stopped in the documented order.
 struct Loops {
     reader: JoinHandle<Result<()>>,
+    watch: Option<JoinHandle<()>>,
     admin: JoinHandle<()>,
     reclaimer: JoinHandle<()>,
     recoverer: JoinHandle<()>,
@@ -360,6 +365,16 @@ impl Loops {
         let reader = tokio::spawn(
             reader::Reader::new(broker.clone(), shared.clone(), settle_tx, s).run(shutdown.clone()),
         );
+        let watch = s.tenant_signals.then(|| {
+            tokio::spawn(
+                discovery::TenantWatch {
+                    broker: broker.clone(),
+                    shared: shared.clone(),
+                    block: s.block,
+                }
+                .run(shutdown.clone()),
+            )
+        });
         let depths = tokio::spawn(fleet.depth_refresher(&shared).run(background.clone()));
         // Runs to the end too: what the last settles logged is summarised when it stops.
         let summaries = tokio::spawn(log_summaries::LogSummaries.run(background.clone()));
@@ -367,6 +382,7 @@ impl Loops {
         let admin = tokio::spawn(fleet.admin_loop(&shared).run(shutdown.clone()));
         Loops {
             reader,
+            watch,
             admin,
             reclaimer,
             recoverer,
@@ -386,6 +402,9 @@ impl Loops {
     async fn stop_in_order(self, broker: &Broker, router: &router::Router) -> Result<()> {
         // 1. Stop reading tasks, then admin commands (a running replay stays pending).
         let reader = self.reader.await;
+        if let Some(w) = self.watch {
+            let _ = w.await;
+        }
         let _ = self.admin.await;
         // 2. Stop taking over entries and promoting retries.
         let _ = self.reclaimer.await;

@@ -72,6 +72,29 @@ pub(crate) enum ReadStep {
     Stopped,
 }
 
+/// Why the reader looks at the tenant registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// On (re)connecting: always.
+    Connect,
+    /// The tenant watch heard a producer announce new tenants: at once.
+    Signalled,
+    /// Every `fleet.discovery_interval_ms`, when the registry's size changed: the fallback for
+    /// announcements missed and producers that do not announce.
+    Periodic,
+}
+
+impl Look {
+    /// The `via` label of the tenants found this way.
+    fn as_str(self) -> &'static str {
+        match self {
+            Look::Connect => "connect",
+            Look::Signalled => "signal",
+            Look::Periodic => "poll",
+        }
+    }
+}
+
 /// What one read cycle found.
 #[derive(Debug)]
 pub(crate) struct Cycle {
@@ -136,8 +159,10 @@ impl Reader {
             match self.step(&shutdown).await {
                 Ok(ReadStep::Stopped) => break,
                 Ok(ReadStep::NoLanes) => {
-                    if !pause(&shutdown, self.discovery_interval).await {
-                        break;
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = self.shared.discovery.wake.notified() => {}
+                        _ = tokio::time::sleep(self.discovery_interval) => {}
                     }
                 }
                 Ok(ReadStep::HeldBack) => self.held_back_wait(&shutdown).await,
@@ -170,7 +195,12 @@ impl Reader {
         if !self.wait_for_capacity(shutdown).await {
             return Ok(ReadStep::Stopped);
         }
-        if let Err(e) = self.discover(false).await {
+        let look = if self.shared.discovery.take() {
+            Look::Signalled
+        } else {
+            Look::Periodic
+        };
+        if let Err(e) = self.discover(look).await {
             tracing::warn!(error = %e, "tenant discovery failed; keeping the known lanes");
         }
         if self.lanes.is_empty() {
@@ -315,7 +345,8 @@ impl Reader {
 
     async fn connect(&mut self) -> Result<LaneReader> {
         let conn = self.broker.reader(&self.member, self.block).await?;
-        self.discover(true).await?;
+        self.shared.discovery.set_reader_client(conn.client_id());
+        self.discover(Look::Connect).await?;
         Ok(conn)
     }
 
@@ -345,7 +376,8 @@ impl Reader {
     }
 
     /// Picks up tenants registered since the last look, creating the group on their lanes.
-    async fn discover(&mut self, force: bool) -> Result<()> {
+    async fn discover(&mut self, look: Look) -> Result<()> {
+        let force = look != Look::Periodic;
         let due = self
             .last_discovery
             .is_none_or(|t| t.elapsed() >= self.discovery_interval);
@@ -375,7 +407,7 @@ impl Reader {
         self.shared.isolation.load_views(&self.broker, &new).await?;
         for tenant in new {
             let lane = self.broker.keys().lane(&tenant);
-            events::read::tenant_served(&tenant);
+            events::read::tenant_served(&tenant, look.as_str());
             self.tenant_of.insert(lane.clone(), tenant.clone());
             if let Ok(mut shared) = self.shared.lanes.write() {
                 shared.push((lane.clone(), tenant));

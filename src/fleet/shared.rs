@@ -2,7 +2,7 @@
 //! every loop of one member.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,50 @@ pub(crate) struct Shared {
     pub(crate) health: Arc<Health>,
     /// `[tasks]`: whether moves write task records, their retention, outputs, dedup.
     pub(crate) tasks: Arc<TasksSettings>,
+    /// Between the tenant watch (which hears of new tenants) and the reader (which serves them).
+    pub(crate) discovery: Discovery,
+}
+
+/// The hand-off from the tenant watch to the reader: a wanted flag, a wake-up for a reader
+/// waiting without lanes, and the id of the reader's connection, so a blocked read can be
+/// ended (`CLIENT UNBLOCK`) to take the new lane in.
+#[derive(Debug, Default)]
+pub(crate) struct Discovery {
+    wanted: AtomicBool,
+    pub(crate) wake: Notify,
+    /// The reader connection's `CLIENT ID`; 0 while it has none.
+    reader_client: AtomicU64,
+}
+
+impl Discovery {
+    /// The watch heard of new tenants: the reader looks at the registry before its next read.
+    pub(crate) fn want(&self) {
+        self.wanted.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether a look is wanted, clearing the wish (the reader calls this before each read).
+    pub(crate) fn take(&self) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a wish is still waiting for the reader.
+    pub(crate) fn is_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Acquire)
+    }
+
+    /// The reader's connection is now `id` (0: none).
+    pub(crate) fn set_reader_client(&self, id: u64) {
+        self.reader_client.store(id, Ordering::Release);
+    }
+
+    /// The reader connection's id, if it has one.
+    pub(crate) fn reader_client(&self) -> Option<u64> {
+        match self.reader_client.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
 }
 
 /// What a member's shared state is built from, besides its settings.
@@ -186,6 +230,7 @@ impl Shared {
             ack_observer: parts.ack_observer,
             health: parts.health,
             tasks: parts.tasks,
+            discovery: Discovery::default(),
         }
     }
 

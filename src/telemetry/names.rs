@@ -3,6 +3,9 @@
 
 /// Counter{tenant}: entries read from lanes (first delivery or redelivery).
 pub const TASKS_READ: &str = "redrive_tasks_read_total";
+/// Counter{via}: tenants a member started serving, by how it found them: `connect` (its start
+/// or a reconnect), `signal` (a producer announced the new tenant), `poll` (the periodic look).
+pub const TENANTS_DISCOVERED: &str = "redrive_tenants_discovered_total";
 /// Counter{tenant}: tasks acked as done.
 pub const TASKS_COMPLETED: &str = "redrive_tasks_completed_total";
 /// Counter{tenant,class}: failed attempts.

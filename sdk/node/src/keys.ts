@@ -19,6 +19,16 @@ export class Keys {
     return `${this.prefix}:tenants`;
   }
 
+  /**
+   * The pub/sub channel a producer publishes on (the round trip's tenants, comma-separated) after
+   * an enqueue whose registration added a tenant, so members serve it at once:
+   * `<prefix>:tenants:new`. Not a key: it holds nothing, and the registry stays the truth (a member
+   * that missed a message finds the tenant by its periodic look).
+   */
+  tenantSignals(): string {
+    return `${this.prefix}:tenants:new`;
+  }
+
   /** The stream holding a tenant's tasks: `<prefix>:{<tenant>}:lane`. */
   lane(tenant: string): string {
     return `${this.prefix}:{${tenant}}:lane`;

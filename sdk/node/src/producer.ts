@@ -2,7 +2,9 @@
  * The producer: validate tasks, then append them to their tenants' lanes (CONTRACT.md), with
  * the same keys, fields and field order as the Rust producer (src/producer.rs), through the
  * fleet's own enqueue script (the task's record and duplicate refusal in one atomic step); and
- * read a task's record back, or wait for it to finish.
+ * read a task's record back, or wait for it to finish. When a round trip's registration added a
+ * tenant, its tenants are published on `<prefix>:tenants:new` afterwards so members serve it at
+ * once (a failed publish is a warning, not a failed enqueue).
  */
 
 import { once } from "node:events";
@@ -69,6 +71,12 @@ export interface Enqueued {
 
 /** How long the tenant's per-minute stats buckets are kept, ms (src/broker/stats.rs `STATS_KEEP`: 2 days). */
 export const STATS_KEEP_MS = 2 * 86_400_000;
+
+/** One round trip's outcome: its tasks' results, and how many tenants its SADD added. */
+interface Written {
+  landed: Enqueued[];
+  newTenants: number;
+}
 
 /** How many times a round trip is re-sent after Redis forgot the enqueue script (SCRIPT FLUSH, a restart). */
 const NOSCRIPT_RETRIES = 3;
@@ -153,6 +161,12 @@ export class Producer {
    * position and field, and nothing is written. A Redis failure part-way throws
    * {@link EnqueueError} saying how many tasks were written before. Results are in order; a
    * duplicate (also of an earlier task of the same batch) has `duplicate` set.
+   *
+   * When a round trip's `SADD` added a tenant, its tenants (distinct, sorted, comma-separated)
+   * are then published on `<prefix>:tenants:new` ({@link Keys.tenantSignals}), as the Rust
+   * producer does, so members serve the tenant at once. A failed publish does not fail the
+   * enqueue (the tasks are written; members find the tenant by their periodic look): it is
+   * reported with `console.warn`.
    */
   async enqueueMany(tasks: readonly NewTask[], options: EnqueueOptions = {}): Promise<Enqueued[]> {
     const dedup = flag("dedup", options.dedup, this.dedup);
@@ -172,7 +186,8 @@ export class Producer {
     for (let start = 0; start < prepared.length; start += PIPELINE_CHUNK) {
       const chunk = prepared.slice(start, start + PIPELINE_CHUNK);
       const done = records ? await this.writeScripted(chunk, out.length, dedup) : await this.writePlain(chunk, out.length);
-      out.push(...done);
+      out.push(...done.landed);
+      if (done.newTenants > 0) await this.announce(tenantsOf(chunk));
     }
     return out;
   }
@@ -217,8 +232,24 @@ export class Producer {
     if (!ended()) await end;
   }
 
+  /**
+   * Publishes newly registered `tenants` on the tenants channel, after their tasks landed; a
+   * failure is a warning (the enqueue stands).
+   */
+  private async announce(tenants: string[]): Promise<void> {
+    const channel = this.keys.tenantSignals();
+    const message = tenants.join(",");
+    try {
+      await this.redis.publish(channel, message);
+    } catch (e) {
+      console.warn(
+        `redrive: new tenants ${message} enqueued but not announced on ${channel} (${errorText(e)}); members find them by their periodic look`,
+      );
+    }
+  }
+
   /** The tasks as plain XADDs (no record, no duplicate refusal), after the tenant registry. */
-  private async writePlain(chunk: PreparedTask[], before: number): Promise<Enqueued[]> {
+  private async writePlain(chunk: PreparedTask[], before: number): Promise<Written> {
     const pipe = this.redis.pipeline();
     pipe.sadd(this.keys.tenants(), ...tenantsOf(chunk));
     for (const t of chunk) {
@@ -230,7 +261,10 @@ export class Producer {
       const ok = replies.slice(1).filter(([e]) => e === null).length;
       throw refusedPart(replies[failed]?.[0], ok, chunk.length, before);
     }
-    return replies.slice(1).map(([, id], i) => ({ taskId: chunk[i]?.taskId ?? "", entryId: String(id) }));
+    return {
+      landed: replies.slice(1).map(([, id], i) => ({ taskId: chunk[i]?.taskId ?? "", entryId: String(id) })),
+      newTenants: added(replies[0]?.[1]),
+    };
   }
 
   /**
@@ -238,11 +272,12 @@ export class Producer {
    * tenant registry. Tasks Redis answered NOSCRIPT for did not run: the script is loaded and
    * they are sent again.
    */
-  private async writeScripted(chunk: PreparedTask[], before: number, dedup: boolean): Promise<Enqueued[]> {
+  private async writeScripted(chunk: PreparedTask[], before: number, dedup: boolean): Promise<Written> {
     const script = enqueueScript();
     const results: (Enqueued | undefined)[] = chunk.map(() => undefined);
     const taken = (): number => results.filter((r) => r !== undefined).length;
     let todo = chunk.map((_, i) => i);
+    let newTenants = 0;
     for (let round = 0; todo.length > 0; round++) {
       if (round > NOSCRIPT_RETRIES) {
         throw new EnqueueError(
@@ -276,8 +311,9 @@ export class Producer {
       let refusal: unknown = null;
       if (round === 0) {
         offset = 1;
-        const [saddErr] = replies[0] ?? [null];
+        const [saddErr, saddReply] = replies[0] ?? [null, 0];
         if (saddErr !== null) refusal = saddErr;
+        else newTenants = added(saddReply);
       }
       const again: number[] = [];
       todo.forEach((i, k) => {
@@ -296,7 +332,7 @@ export class Producer {
       if (refusal !== null) throw refusedPart(refusal, taken(), chunk.length, before);
       todo = again;
     }
-    return results.map((r, i) => r ?? { taskId: chunk[i]?.taskId ?? "", entryId: "" });
+    return { landed: results.map((r, i) => r ?? { taskId: chunk[i]?.taskId ?? "", entryId: "" }), newTenants };
   }
 
   private async loadScript(text: string, sha: string, written: number): Promise<void> {
@@ -329,6 +365,11 @@ function flag(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== "boolean") throw new TypeError(`${name} must be a boolean, not ${typeof value}`);
   return value;
+}
+
+/** The count an `SADD` answered (tenants it added); 0 for anything else. */
+function added(reply: unknown): number {
+  return typeof reply === "number" && reply > 0 ? reply : 0;
 }
 
 function tenantsOf(chunk: PreparedTask[]): string[] {

@@ -1,9 +1,11 @@
 /**
  * The producer against a real redis-server: the Rust producer's keys, fields and batching
- * (records, duplicates and wait: records.test.ts).
+ * (records, duplicates and wait: records.test.ts), and the announcement of new tenants on
+ * `<prefix>:tenants:new`.
  */
 
 import { strict as assert } from "node:assert";
+import { randomBytes } from "node:crypto";
 import { after, before, beforeEach, describe, it } from "node:test";
 
 import { Redis } from "ioredis";
@@ -159,5 +161,172 @@ describe("Producer against a real redis-server", () => {
       (e: unknown) => e instanceof EnqueueError && e.written === 1 && /WRONGTYPE/.test(e.message),
     );
     assert.equal(await redis.xlen("redrive:{acme}:lane"), 1);
+  });
+});
+
+/** A subscriber on one channel, on a connection of its own, subscribed before use. */
+class Subscriber {
+  private readonly queue: string[] = [];
+  private waiter: ((message: string) => void) | undefined;
+
+  private constructor(
+    readonly redis: Redis,
+    readonly channel: string,
+  ) {}
+
+  /** Subscribes to `channel` on the server at `port`. */
+  static async open(port: number, channel: string): Promise<Subscriber> {
+    const sub = new Subscriber(new Redis(port, "127.0.0.1", { maxRetriesPerRequest: 1 }), channel);
+    sub.redis.on("message", (from: string, message: string) => {
+      if (from !== channel) return;
+      const waiter = sub.waiter;
+      sub.waiter = undefined;
+      if (waiter) waiter(message);
+      else sub.queue.push(message);
+    });
+    await within(5_000, `SUBSCRIBE ${channel}`, sub.redis.subscribe(channel));
+    return sub;
+  }
+
+  /** The next message (fails after 5 s without one). */
+  async next(): Promise<string> {
+    const queued = this.queue.shift();
+    if (queued !== undefined) return queued;
+    try {
+      return await within(
+        5_000,
+        `a message on ${this.channel}`,
+        new Promise<string>((resolve) => {
+          this.waiter = resolve;
+        }),
+      );
+    } finally {
+      this.waiter = undefined; // a message after a timeout is queued, not lost
+    }
+  }
+
+  /**
+   * Asserts nothing was published since the last message read: a marker published now is the
+   * next message (a channel delivers in order), so no wait on silence.
+   */
+  async nothingMore(publisher: Redis): Promise<void> {
+    const marker = `marker-${randomBytes(8).toString("hex")}`;
+    await publisher.publish(this.channel, marker);
+    assert.equal(await this.next(), marker, "an unexpected announcement came before the marker");
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit();
+  }
+}
+
+describe("Producer announces new tenants on <prefix>:tenants:new", () => {
+  let server: RedisServer;
+  let redis: Redis;
+  let sub: Subscriber;
+  before(async () => {
+    server = await startRedis();
+    redis = new Redis(server.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
+    sub = await Subscriber.open(server.port, "redrive:tenants:new");
+  });
+  after(async () => {
+    await sub.close();
+    await redis.quit();
+    await server.stop();
+  });
+  beforeEach(async () => {
+    await redis.flushall();
+  });
+
+  for (const records of [true, false]) {
+    it(`announces a new tenant once, after its task landed (records: ${String(records)})`, async () => {
+      const producer = new Producer(redis, { records });
+      // Redis forgot the script: the task goes in a second round, the SADD only in the first;
+      // the announcement follows the round that lands it.
+      await redis.script("FLUSH");
+      const first = await within(5_000, "enqueue", producer.enqueue({ tenant: "acme", kind: "k", payload: 1 }));
+      assert.equal(await sub.next(), "acme");
+      // Published after the write: the entry is there by the time the message arrives.
+      const lane = (await redis.xrange("redrive:{acme}:lane", "-", "+")) as Entry[];
+      assert.deepEqual(lane.map(([id]) => id), [first.entryId]);
+      await within(5_000, "enqueue", producer.enqueue({ tenant: "acme", kind: "k", payload: 2 }));
+      await within(5_000, "enqueueMany", producer.enqueueMany([
+        { tenant: "acme", kind: "k", payload: 3 },
+        { tenant: "acme", kind: "k", payload: 4 },
+      ]));
+      await sub.nothingMore(redis);
+      assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
+    });
+  }
+
+  it("a batch adding two tenants announces the round trip's tenants in one message", async () => {
+    const producer = new Producer(redis);
+    await producer.enqueue({ tenant: "acme", kind: "k", payload: 0 });
+    assert.equal(await sub.next(), "acme");
+    const out = await within(5_000, "enqueueMany", producer.enqueueMany([
+      { tenant: "initech", kind: "k", payload: 1 },
+      { tenant: "acme", kind: "k", payload: 2 },
+      { tenant: "globex", kind: "k", payload: 3 },
+      { tenant: "initech", kind: "k", payload: 4 },
+    ]));
+    assert.equal(out.length, 4);
+    // The round trip's distinct tenants, sorted, as the Rust producer sends them.
+    assert.equal(await sub.next(), "acme,globex,initech");
+    await sub.nothingMore(redis);
+    assert.equal(await redis.xlen("redrive:{globex}:lane"), 1);
+    assert.equal(await redis.xlen("redrive:{initech}:lane"), 2);
+  });
+
+  it("honours keyPrefix: the channel is <prefix>:tenants:new", async () => {
+    const own = await Subscriber.open(server.port, "team:x:tenants:new");
+    try {
+      await new Producer(redis, { keyPrefix: "team:x" }).enqueue({ tenant: "acme", kind: "k", payload: 1 });
+      assert.equal(await own.next(), "acme");
+      await sub.nothingMore(redis);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it("a refused PUBLISH (a user without +publish) is a warning: the enqueue stands", async (t) => {
+    const acl = await startRedis();
+    const admin = new Redis(acl.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
+    const password = randomBytes(16).toString("hex");
+    await admin.acl("SETUSER", "producer", "on", `>${password}`, "~*", "&*", "+@all", "-publish");
+    const watcher = await Subscriber.open(acl.port, "redrive:tenants:new");
+    const client = new Redis(acl.port, "127.0.0.1", { username: "producer", password, maxRetriesPerRequest: 1 });
+    const warn = t.mock.method(console, "warn", () => undefined);
+    try {
+      await assert.rejects(client.publish("redrive:tenants:new", "x"), /NOPERM/, "the user really cannot publish");
+      const producer = new Producer(client);
+      const one = await within(5_000, "enqueue", producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" }));
+      const many = await within(5_000, "enqueueMany", producer.enqueueMany([
+        { tenant: "acme", kind: "k", payload: 2 },
+        { tenant: "globex", kind: "k", payload: 3 },
+      ]));
+      const plain = await within(5_000, "enqueue", producer.enqueue({ tenant: "hooli", kind: "k", payload: 4 }, { records: false }));
+      await producer.enqueue({ tenant: "globex", kind: "k", payload: 5 }); // registered: nothing to announce
+      assert.equal(one.taskId, "t-1");
+      assert.equal(one.duplicate, undefined);
+      assert.deepEqual(many.map((m) => m.duplicate), [undefined, undefined]);
+      const lane = (await admin.xrange("redrive:{acme}:lane", "-", "+")) as Entry[];
+      assert.deepEqual(lane.map(([id]) => id), [one.entryId, many[0]?.entryId]);
+      assert.equal(await admin.xlen("redrive:{hooli}:lane"), 1);
+      assert.equal(plain.entryId, ((await admin.xrange("redrive:{hooli}:lane", "-", "+")) as Entry[])[0]?.[0]);
+      assert.equal(await admin.hget("redrive:{acme}:task:t-1", "state"), "queued");
+      assert.deepEqual((await admin.smembers("redrive:tenants")).sort(), ["acme", "globex", "hooli"]);
+      const warnings = warn.mock.calls.map((c) => String(c.arguments[0]));
+      assert.equal(warnings.length, 3, warnings.join("\n"));
+      assert.match(warnings[0] ?? "", /^redrive: new tenants acme enqueued but not announced on redrive:tenants:new \(NOPERM.*publish/);
+      assert.match(warnings[1] ?? "", /^redrive: new tenants acme,globex enqueued but not announced/);
+      assert.match(warnings[2] ?? "", /^redrive: new tenants hooli enqueued but not announced/);
+      assert.ok(warnings.every((w) => !w.includes(password)), "the password is never printed");
+      await watcher.nothingMore(admin);
+    } finally {
+      client.disconnect();
+      await watcher.close();
+      await admin.quit();
+      await acl.stop();
+    }
   });
 });

@@ -24,3 +24,10 @@ pub fn duplicate_refused(tenant: &str, task_id: &str, state: TaskState, entry: &
 pub fn wait_retrying(tenant: &str, task_id: &str, error: &dyn std::fmt::Display) {
     tracing::debug!(target: TARGET, tenant = %tenant, task_id = %task_id, error = %error, "wait: Redis unreachable; trying again until the deadline");
 }
+
+/// The announcement of `tenants`, newly registered by an enqueue, could not be published
+/// (`error`): the tasks are written, and members find the tenants at their next periodic look
+/// (`fleet.discovery_interval_ms`) instead of at once.
+pub fn announce_failed(tenants: &[&str], error: &dyn std::fmt::Display) {
+    tracing::warn!(target: TARGET, tenants = %tenants.join(","), error = %error, "new tenants enqueued but not announced to members; they are found by the periodic look");
+}

@@ -103,6 +103,14 @@ def tenants_key(prefix: str) -> str:
     return f"{prefix}:tenants"
 
 
+def tenant_signals(prefix: str) -> str:
+    """The pub/sub channel ``{prefix}:tenants:new`` a producer publishes on (the batch's
+    tenants, comma-separated) after an enqueue whose registration added a tenant, so members
+    serve it at once. Not a key: it holds nothing, and the registry stays the truth (a member
+    that missed a message finds the tenant by its periodic look)."""
+    return f"{prefix}:tenants:new"
+
+
 def task_prefix(prefix: str, tenant: str) -> str:
     """The start of the names of a tenant's task records: ``{prefix}:{<tenant>}:task:``."""
     return f"{prefix}:{{{tenant}}}:task:"

@@ -9,8 +9,12 @@ producer writes a fresh task:
 
 ``payload`` is compact JSON text with object keys sorted (serde_json's order), so Python and
 Rust producers write byte-identical entries for the same integers and strings. The tenant is
-registered in ``{prefix}:tenants`` in the same round trip. A batch is validated whole before
-anything is written.
+registered in ``{prefix}:tenants`` in the same round trip; when that registration added a
+tenant, the producer then publishes the round trip's tenants (comma-separated) on
+``{prefix}:tenants:new`` so members serve it at once, as the Rust producer does. A failed
+publish is logged (logger ``redrive.producer``, a warning) and does not fail the enqueue: the
+tasks are written, and members find the tenant by their periodic look. A batch is validated
+whole before anything is written.
 
 Enqueue is idempotent: each task goes through the fleet's ``enqueue.lua`` (shipped in this
 package byte for byte, :data:`ENQUEUE_SCRIPT`), which appends it and writes its record
@@ -23,6 +27,7 @@ replayed) counts as live: a finished one's record is replaced.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -43,6 +48,7 @@ from ._keys import (
     stats_prefix,
     task_key,
     tasks_key,
+    tenant_signals,
     tenants_key,
 )
 from ._keys import KIND_CHARS as _KIND
@@ -77,8 +83,11 @@ __all__ = [
     "Producer",
     "encode",
     "lane_key",
+    "tenant_signals",
     "tenants_key",
 ]
+
+_log = logging.getLogger("redrive.producer")
 
 #: The fleet's enqueue script (``src/broker/scripts/lib/record.lua`` followed by
 #: ``src/broker/scripts/enqueue.lua``, byte for byte; the tests compare them).
@@ -432,6 +441,16 @@ class _Base:
             *flat,
         )
 
+    def _unannounced(self, tenants: str, err: Exception) -> None:
+        """Logs a publish of new ``tenants`` that failed: the enqueue stands."""
+        _log.warning(
+            "new tenants %s enqueued but not announced on %s (%s); members find them by their "
+            "periodic look",
+            tenants,
+            tenant_signals(self.key_prefix),
+            err,
+        )
+
     def _result(self, e: Encoded, reply: object) -> Enqueued:
         if not self.records:
             return Enqueued(e.task_id, _text(reply))
@@ -457,6 +476,8 @@ class _Chunk:
         self.base = base
         self.start = start
         self.tasks = tasks
+        self.tenants = sorted({e.tenant for e in tasks})
+        self.registered = 0
         self.todo = list(range(len(tasks)))
         self.results: list[Enqueued | None] = [None] * len(tasks)
         self.first = True
@@ -466,8 +487,7 @@ class _Chunk:
     def fill(self, pipe: Any) -> None:
         """Adds this round's commands to ``pipe`` (the tenants' SADD on the first one)."""
         if self.first:
-            tenants = sorted({e.tenant for e in self.tasks})
-            pipe.sadd(tenants_key(self.base.key_prefix), *tenants)
+            pipe.sadd(tenants_key(self.base.key_prefix), *self.tenants)
         for i in self.todo:
             self.base._queue(pipe, self.tasks[i])
 
@@ -479,6 +499,8 @@ class _Chunk:
             replies = replies[1:]
             if isinstance(registered, Exception):
                 self._fail(None, registered)
+            elif isinstance(registered, int):
+                self.registered = registered
             self.first = False
         missing = []
         for i, reply in zip(self.todo, replies, strict=True):
@@ -499,6 +521,11 @@ class _Chunk:
     def _fail(self, i: int | None, err: Exception) -> None:
         if self.failure is None or (i is not None and (self.failure[0] or 0) > i):
             self.failure = (i, err)
+
+    def announcement(self) -> str | None:
+        """What to publish on the tenants channel once this chunk is written: its tenants,
+        comma-separated, when its SADD added one (answered > 0); otherwise ``None``."""
+        return ",".join(self.tenants) if self.registered > 0 else None
 
     def written(self) -> list[Enqueued]:
         """The tasks of this chunk written so far (and duplicates reported), in order."""
@@ -647,7 +674,19 @@ class Producer(_Base):
                 except redis.RedisError as err:
                     raise _failed(err, out + chunk.written()) from err
             chunk.finish(out)
+            self._announce(chunk)
         return out
+
+    def _announce(self, chunk: _Chunk) -> None:
+        """Publishes the chunk's tenants when its registration added one (after its tasks
+        landed); a failure is logged, not raised."""
+        tenants = chunk.announcement()
+        if tenants is None:
+            return
+        try:
+            self.redis.publish(tenant_signals(self.key_prefix), tenants)
+        except redis.RedisError as err:
+            self._unannounced(tenants, err)
 
 
 class AsyncProducer(_Base):
@@ -745,4 +784,15 @@ class AsyncProducer(_Base):
                 except redis.RedisError as err:
                     raise _failed(err, out + chunk.written()) from err
             chunk.finish(out)
+            await self._announce(chunk)
         return out
+
+    async def _announce(self, chunk: _Chunk) -> None:
+        """As :meth:`Producer._announce`, awaited."""
+        tenants = chunk.announcement()
+        if tenants is None:
+            return
+        try:
+            await self.redis.publish(tenant_signals(self.key_prefix), tenants)
+        except redis.RedisError as err:
+            self._unannounced(tenants, err)
