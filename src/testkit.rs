@@ -8,7 +8,7 @@ pub use crate::broker::{
     BreakerTransition, ClaimStep, DeferItem, Deferred, Entry, RetryItem, Starts,
 };
 pub use crate::deadletter::DeadLetter;
-pub use crate::embedded::RedisServer;
+pub use crate::embedded::{RedisServer, ServerTls};
 pub use crate::failpoint::POINTS;
 pub use crate::task::{now_ms, Limits};
 

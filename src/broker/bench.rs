@@ -156,13 +156,19 @@ pub struct RawCeiling {
 /// Runs the raw loop on stream `key` (created here, deleted afterwards) with `n` entries whose
 /// payload is `payload`.
 pub(crate) async fn raw_ceiling(
-    url: &str,
+    broker: &Broker,
     key: &str,
     n: usize,
     payload: &str,
 ) -> Result<RawCeiling> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
+    // A connection of its own from the broker's client (so with its TLS and credentials).
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(broker.connect_timeout))
+        .set_response_timeout(Some(broker.response_timeout));
+    let mut con = broker
+        .client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
     let _: Value = redis::cmd("DEL").arg(key).query_async(&mut con).await?;
 
     let started = Instant::now();

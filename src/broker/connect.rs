@@ -1,7 +1,6 @@
-//! Connecting to Redis: the [`Broker`] handle itself (its connection, key names and group),
-//! the validated connection settings, the URL check the config runs, how a URL is shown
-//! (password redacted), and what every caller may ask of the server (ping, clock, whether it
-//! accepts writes).
+//! Connecting to Redis: the [`Broker`] handle itself (its connection, key names and group,
+//! from a client `client.rs` built), what a failed TLS connection should make the user check,
+//! and what every caller may ask of the server (ping, clock, whether it accepts writes).
 //!
 //! Connections: one shared auto-reconnecting [`ConnectionManager`] carries every non-blocking
 //! command; each `LaneReader` (lanes.rs) owns a dedicated connection for its blocking
@@ -12,46 +11,34 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::client::{is_tls_url, open_client, redact_url, RedisSettings};
 use super::error::is_oom;
 use super::scripts::scripts;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 
-/// Validated Redis settings.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// Connection URL, or `None` when not configured.
-    pub url: Option<String>,
-    /// Key prefix.
-    pub key_prefix: String,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Response timeout of non-blocking commands.
-    pub response_timeout: Duration,
-}
-
-/// Checks that `url` is a Redis URL the client accepts; the client's reason otherwise.
-pub fn check_url(url: &str) -> std::result::Result<(), String> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let redacted = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
+/// What to check when a TLS connection failed: the client certificate when the server sent
+/// an alert (it refused the handshake), the authority when this side refused the server's
+/// certificate, the port when the server did not answer in TLS at all.
+fn tls_hint(url: &str, e: &redis::RedisError) -> &'static str {
+    if !is_tls_url(url) {
+        return "";
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("alert") && text.contains("certificaterequired") {
+        "; the server requires a client certificate: set redis.tls_cert_file and \
+         redis.tls_key_file"
+    } else if text.contains("alert") {
+        "; the server refused the TLS handshake: if it checks client certificates, set \
+         redis.tls_cert_file and redis.tls_key_file to one its authority signed"
+    } else if text.contains("certificate") {
+        "; the server's TLS certificate was not accepted: set redis.tls_ca_file to the PEM of \
+         the authority that signed it (and check the URL's host is a name in it)"
+    } else if text.contains("corrupt") || text.contains("invalid") {
+        "; is the server listening with TLS on that port? (rediss:// needs its tls-port)"
+    } else {
+        ""
+    }
 }
 
 /// A handle on Redis for one key prefix and consumer group. Cheap to clone.
@@ -90,7 +77,7 @@ impl Broker {
         settings: &RedisSettings,
         group: &str,
     ) -> Result<Broker> {
-        let client = redis::Client::open(url)?;
+        let client = open_client(url, settings)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout))
@@ -102,7 +89,7 @@ impl Broker {
                 Error::from(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "cannot connect to redis",
-                    format!("{} ({e})", redact_url(url)),
+                    format!("{} ({e}){}", redact_url(url), tls_hint(url, &e)),
                 )))
             })?;
         let broker = Broker {
@@ -116,6 +103,14 @@ impl Broker {
         };
         broker.ping().await?;
         Ok(broker)
+    }
+
+    /// A client like this broker's (same URL, TLS and credentials), for tests that seed
+    /// state with raw commands.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn redis_client(&self) -> redis::Client {
+        self.client.clone()
     }
 
     /// The key names this broker uses.

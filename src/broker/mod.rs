@@ -11,6 +11,7 @@
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
 // Plumbing shared by the verbs.
+mod client;
 mod connect;
 mod error;
 pub(crate) mod reply;
@@ -40,8 +41,10 @@ mod bench;
 pub(crate) use bench::{raw_ceiling, RawCeiling};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
+pub(crate) use client::open_client;
+pub use client::{check_url, redact_url, PasswordSource, RedisPassword, RedisSettings, RedisTls};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
-pub use connect::{check_url, redact_url, Broker, RedisSettings};
+pub use connect::Broker;
 pub use dead_letters::{FingerprintTally, RecordTarget, Removal, ReplayItem};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::Landed;
