@@ -228,6 +228,18 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// The server process's id while it runs.
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The binary this server runs (its `redis-cli` is looked for beside it).
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
