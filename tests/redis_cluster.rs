@@ -102,6 +102,132 @@ async fn tenants_spread_over_three_masters_and_a_killed_master_is_replaced() {
     }
 }
 
+/// Two tenants whose hash tags map to slots on the same master (found by asking the
+/// cluster), as `(tenant, tenant)`.
+fn tenants_on_one_master(cluster: &RedisCluster) -> (String, String) {
+    let port = cluster.masters()[0].port;
+    let slot_of = |t: &str| {
+        common::cluster::command(port, &["CLUSTER", "KEYSLOT", t])
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let mine: Vec<String> = (0..200)
+        .map(|i| format!("tenant-{i}"))
+        .filter(|t| serves(port, slot_of(t)))
+        .take(2)
+        .collect();
+    assert_eq!(mine.len(), 2, "two tenants on master {port}");
+    (mine[0].clone(), mine[1].clone())
+}
+
+/// Whether the node on `port` serves `slot` (the slot ranges of its own `CLUSTER NODES`
+/// line).
+fn serves(port: u16, slot: u16) -> bool {
+    let text = common::cluster::command(port, &["CLUSTER", "NODES"]).unwrap();
+    text.lines()
+        .filter(|l| l.contains("myself"))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .skip(8)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| !r.starts_with('['))
+        .any(|r| match r.split_once('-') {
+            Some((a, b)) => {
+                (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
+            }
+            None => r.parse() == Ok(slot),
+        })
+}
+
+/// What cluster mode (CLUSTER-PLAN.md) has to design around, checked on the real cluster:
+/// one XREADGROUP over two tenants' lanes is refused (CROSSSLOT) even when both live on the
+/// same master; a script that declares one tenant's key may write that tenant's other keys
+/// built inside Lua (the stats bucket, records), but a `""` key beside a tenant key (what the
+/// settle scripts get for the records prefix with records off) makes the call cross-slot.
+#[tokio::test]
+async fn what_cluster_mode_must_design_around() {
+    let cluster = RedisCluster::start(3, 0);
+    let (a, b) = tenants_on_one_master(&cluster);
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let mut con = client.get_async_connection().await.unwrap();
+    let lane = |t: &str| format!("redrive:{{{t}}}:lane");
+    for t in [&a, &b] {
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(lane(t))
+            .arg("g")
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let both: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c")
+        .arg("STREAMS")
+        .arg(lane(&a))
+        .arg(lane(&b))
+        .arg(">")
+        .arg(">")
+        .query_async(&mut con)
+        .await;
+    // The client refuses it before sending; the server would too, on the master of both.
+    let e = both.expect_err("a read over two tenants' lanes is cross-slot");
+    assert_eq!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
+        "{e}"
+    );
+    let port = cluster.masters()[0].port;
+    let (la, lb) = (lane(&a), lane(&b));
+    let refused = common::cluster::command(
+        port,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            &la,
+            &lb,
+            ">",
+            ">",
+        ],
+    )
+    .expect_err("the server refuses it");
+    assert!(refused.to_string().contains("CROSSSLOT"), "{refused}");
+
+    let write_undeclared = redis::Script::new(
+        "redis.call('HINCRBY', KEYS[2] .. '123', 'completed', 1) \
+         return redis.call('XLEN', KEYS[1])",
+    );
+    let n: i64 = write_undeclared
+        .key(lane(&a))
+        .key(format!("redrive:{{{a}}}:stats:"))
+        .invoke_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let counted: i64 = redis::cmd("HGET")
+        .arg(format!("redrive:{{{a}}}:stats:123"))
+        .arg("completed")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(counted, 1);
+    let refused = common::cluster::command(
+        port,
+        &["EVAL", "return redis.call('XLEN', KEYS[1])", "2", &la, ""],
+    )
+    .expect_err("'' beside a tenant key is another slot");
+    assert!(refused.to_string().contains("CROSSSLOT"), "{refused}");
+}
+
 #[test]
 fn cluster_nodes_lines_are_read() {
     let text = "07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected\n\
