@@ -22,6 +22,22 @@ pub struct RedisServer {
     dir: PathBuf,
     binary: PathBuf,
     extra_args: Vec<String>,
+    tls: Option<ServerTls>,
+}
+
+/// The TLS files of a server that listens with TLS only (`--port 0 --tls-port <port>`): its
+/// certificate and key, the authority clients' certificates are checked against, and whether
+/// clients must present one.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate (PEM).
+    pub cert_file: PathBuf,
+    /// The server certificate's private key (PEM).
+    pub key_file: PathBuf,
+    /// The authority client certificates must chain to (PEM; redis-server requires one).
+    pub ca_file: PathBuf,
+    /// `--tls-auth-clients yes` (mutual TLS) or `no`.
+    pub auth_clients: bool,
 }
 
 /// Finds the redis-server binary: `REDRIVE_REDIS_SERVER`, else `redis-server` on PATH.
@@ -81,6 +97,17 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (for example `--appendonly yes`).
     pub fn start_with(extra_args: &[&str]) -> Result<RedisServer> {
+        RedisServer::start_inner(extra_args, None)
+    }
+
+    /// Starts a server that speaks TLS only, with `tls`'s files, and extra arguments (for
+    /// example `--requirepass`). Its [`url`](RedisServer::url) is `rediss://`.
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub fn start_tls(tls: ServerTls, extra_args: &[&str]) -> Result<RedisServer> {
+        RedisServer::start_inner(extra_args, Some(tls))
+    }
+
+    fn start_inner(extra_args: &[&str], tls: Option<ServerTls>) -> Result<RedisServer> {
         let binary = find_redis_server()?;
         let dir = std::env::temp_dir().join(format!(
             "redrive-redis-{}-{:08x}",
@@ -95,6 +122,7 @@ impl RedisServer {
             dir,
             binary,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         let mut last_err = None;
         // The port is free when chosen but another process may take it before redis-server
@@ -110,10 +138,29 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        // A failed attempt's log must not answer for this one.
+        let _ = std::fs::remove_file(self.dir.join("redis.log"));
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+        match &self.tls {
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert_file)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key_file)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca_file)
+                    .args([
+                        "--tls-auth-clients",
+                        if tls.auth_clients { "yes" } else { "no" },
+                    ]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
             .args([
                 "--maxmemory-policy",
                 "noeviction",
@@ -132,8 +179,16 @@ impl RedisServer {
             .spawn()
             .map_err(|e| Error::io(format!("starting {}", self.binary.display()), e))?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let log = self.dir.join("redis.log");
         loop {
-            if ping(self.port) {
+            let up = match self.tls {
+                None => ping(self.port),
+                // No plain port to PING: the server says when it listens (it has nothing to
+                // load, persistence being off).
+                Some(_) => std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections")),
+            };
+            if up {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -163,9 +218,26 @@ impl RedisServer {
         self.port
     }
 
-    /// A URL for it.
+    /// A URL for it: `rediss://` when it speaks TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The server process's id while it runs.
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The binary this server runs (its `redis-cli` is looked for beside it).
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
     }
 
     /// Kills the server with SIGKILL, as a crash would.

@@ -7,8 +7,9 @@ pub use crate::broker::BreakerInfo;
 pub use crate::broker::{
     BreakerTransition, ClaimStep, DeferItem, Deferred, Entry, RetryItem, Starts,
 };
+pub use crate::broker::{ServerFlavor, ServerInfo, ServerVersion};
 pub use crate::deadletter::DeadLetter;
-pub use crate::embedded::RedisServer;
+pub use crate::embedded::{find_redis_server, RedisServer, ServerTls};
 pub use crate::failpoint::POINTS;
 pub use crate::task::{now_ms, Limits};
 
@@ -50,6 +51,8 @@ pub trait BrokerExt {
         start: &str,
         count: usize,
     ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+    /// What the server is, as probed when the broker connected.
+    fn server_info(&self) -> ServerInfo;
     /// Time left on a member's lease.
     fn lease_remaining(
         &self,
@@ -179,6 +182,9 @@ impl BrokerExt for Broker {
         count: usize,
     ) -> impl Future<Output = Result<Vec<Entry>>> + Send {
         Broker::dlq_removed_range(self, tenant, start, count)
+    }
+    fn server_info(&self) -> ServerInfo {
+        self.server().clone()
     }
     fn lease_remaining(
         &self,

@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::app::bench_agent::AgentProcess;
 use crate::app::bench_logs::LogTally;
 use crate::app::bench_python::PythonAgent;
-use crate::broker::Broker;
 use crate::broker::{raw_ceiling, RawCeiling};
+use crate::broker::{Broker, PasswordSource, RedisSettings};
 use crate::config::{RawConfig, Settings};
 use crate::embedded::RedisServer;
 use crate::error::{Error, Result};
@@ -360,6 +360,9 @@ impl Drop for Child {
 /// Shared state of one bench run.
 struct Bench {
     url: String,
+    /// The `[redis]` settings the bench was started with (TLS, credentials): every member,
+    /// in process or child, connects with them.
+    redis: RedisSettings,
     prefix: String,
     epoch: Instant,
     exe: PathBuf,
@@ -392,11 +395,17 @@ impl Bench {
         raw.fleet.discovery_interval_ms = 100;
         raw.tasks.enabled = self.records;
         tweak(&mut raw);
-        Settings::from_raw(raw)
+        let mut settings = Settings::from_raw(raw)?;
+        settings.redis = RedisSettings {
+            url: Some(self.url.clone()),
+            key_prefix: settings.redis.key_prefix.clone(),
+            ..self.redis.clone()
+        };
+        Ok(settings)
     }
 
     async fn broker(&self, settings: &Settings) -> Result<Broker> {
-        Broker::connect_to(&self.url, &settings.redis, &settings.fleet.group).await
+        Broker::connect_at(&self.url, settings).await
     }
 
     fn ratio(&self, per_second: f64) -> Option<f64> {
@@ -449,6 +458,7 @@ impl Bench {
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("run")
             .env("REDRIVE_REDIS_URL", &self.url)
+            .envs(redis_env(&self.redis))
             .env("REDRIVE_REDIS__KEY_PREFIX", prefix)
             .env("REDRIVE_FLEET__MEMBER_ID", id)
             // Child members run the simulated agent, named explicitly (no default handler).
@@ -515,6 +525,37 @@ impl RunningFleet {
 
 const LIMIT: Duration = Duration::from_secs(600);
 
+/// The `REDRIVE_REDIS__*` variables that give a child member the TLS settings and the
+/// credentials' sources of `redis` (never a password itself: the child reads the same file or
+/// variable).
+fn redis_env(redis: &RedisSettings) -> Vec<(&'static str, String)> {
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (file, var) = match &redis.password_source {
+        Some(PasswordSource::File(f)) => (f.to_string_lossy().into_owned(), String::new()),
+        Some(PasswordSource::Env(v)) => (String::new(), v.clone()),
+        None => (String::new(), String::new()),
+    };
+    vec![
+        ("REDRIVE_REDIS__TLS_CA_FILE", path(&redis.tls.ca_file)),
+        ("REDRIVE_REDIS__TLS_CERT_FILE", path(&redis.tls.cert_file)),
+        ("REDRIVE_REDIS__TLS_KEY_FILE", path(&redis.tls.key_file)),
+        (
+            "REDRIVE_REDIS__TLS_INSECURE",
+            redis.tls.insecure.to_string(),
+        ),
+        (
+            "REDRIVE_REDIS__USERNAME",
+            redis.username.clone().unwrap_or_default(),
+        ),
+        ("REDRIVE_REDIS__PASSWORD_FILE", file),
+        ("REDRIVE_REDIS__PASSWORD_ENV", var),
+    ]
+}
+
 /// Runs the benchmark and returns the report. `settings.redis.url` set: that server, else a
 /// private one.
 pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport> {
@@ -534,6 +575,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
     let _metrics = crate::telemetry::install_prometheus(Duration::from_secs(60))?;
     let mut bench = Bench {
         url: url.clone(),
+        redis: settings.redis.clone(),
         prefix: format!(
             "{}:bench-{}",
             settings.redis.key_prefix,
@@ -548,18 +590,15 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
         records: true,
     };
     let probe_settings = bench.settings("bench-probe", |_| {})?;
-    let redis = bench
-        .broker(&probe_settings)
-        .await?
-        .server_version()
-        .await?;
+    let probe = bench.broker(&probe_settings).await?;
+    let redis = probe.server().to_string();
     let mut results = Vec::new();
 
     eprintln!("bench: raw ceiling ({} entries)…", bench.opts.tasks);
     let raw_key = format!("{}:raw", bench.prefix);
     let mut raws = Vec::new();
     for _ in 0..bench.opts.repeat.max(1) {
-        raws.push(raw_ceiling(&url, &raw_key, bench.opts.tasks, &payload("")).await?);
+        raws.push(raw_ceiling(&probe, &raw_key, bench.opts.tasks, &payload("")).await?);
     }
     raws.sort_by(|a, b| a.consume_per_s.total_cmp(&b.consume_per_s));
     let raw = raws[raws.len() / 2];

@@ -72,7 +72,7 @@ pub async fn run(
             url
         }
     };
-    let broker = Broker::connect_to(&url, &settings.redis, &settings.fleet.group).await?;
+    let broker = Broker::connect_at(&url, &settings).await?;
     let producer = Producer::new(broker.clone(), &settings);
 
     let n = app.demo.tenants.len();

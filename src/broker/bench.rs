@@ -125,21 +125,6 @@ impl Broker {
             .await?;
         Ok(())
     }
-
-    /// `Redis <version>` from INFO server.
-    pub(crate) async fn server_version(&self) -> Result<String> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.con())
-            .await?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("(unknown version)")
-            .trim()
-            .to_owned();
-        Ok(format!("Redis {version}"))
-    }
 }
 
 /// What the raw loop achieved.
@@ -156,13 +141,19 @@ pub struct RawCeiling {
 /// Runs the raw loop on stream `key` (created here, deleted afterwards) with `n` entries whose
 /// payload is `payload`.
 pub(crate) async fn raw_ceiling(
-    url: &str,
+    broker: &Broker,
     key: &str,
     n: usize,
     payload: &str,
 ) -> Result<RawCeiling> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
+    // A connection of its own from the broker's client (so with its TLS and credentials).
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(broker.connect_timeout))
+        .set_response_timeout(Some(broker.response_timeout));
+    let mut con = broker
+        .client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
     let _: Value = redis::cmd("DEL").arg(key).query_async(&mut con).await?;
 
     let started = Instant::now();

@@ -1,7 +1,7 @@
-//! Connecting to Redis: the [`Broker`] handle itself (its connection, key names and group),
-//! the validated connection settings, the URL check the config runs, how a URL is shown
-//! (password redacted), and what every caller may ask of the server (ping, clock, whether it
-//! accepts writes).
+//! Connecting to Redis: the [`Broker`] handle itself (its connection, key names and group,
+//! from a client `client.rs` built), what a failed TLS connection should make the user check,
+//! and what every caller may ask of the server (ping, clock, whether it accepts writes, what it
+//! is: the capability probe at connect, whose findings `server.rs` reads).
 //!
 //! Connections: one shared auto-reconnecting [`ConnectionManager`] carries every non-blocking
 //! command; each `LaneReader` (lanes.rs) owns a dedicated connection for its blocking
@@ -11,47 +11,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
 
+use super::client::{is_tls_url, open_client, redact_url, RedisSettings};
 use super::error::is_oom;
 use super::scripts::scripts;
+use super::server::ServerInfo;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 
-/// Validated Redis settings.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// Connection URL, or `None` when not configured.
-    pub url: Option<String>,
-    /// Key prefix.
-    pub key_prefix: String,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Response timeout of non-blocking commands.
-    pub response_timeout: Duration,
-}
-
-/// Checks that `url` is a Redis URL the client accepts; the client's reason otherwise.
-pub fn check_url(url: &str) -> std::result::Result<(), String> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let redacted = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
+/// What to check when a TLS connection failed: the client certificate when the server sent
+/// an alert (it refused the handshake), the authority when this side refused the server's
+/// certificate, the port when the server did not answer in TLS at all.
+fn tls_hint(url: &str, e: &redis::RedisError) -> &'static str {
+    if !is_tls_url(url) {
+        return "";
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("alert") && text.contains("certificaterequired") {
+        "; the server requires a client certificate: set redis.tls_cert_file and \
+         redis.tls_key_file"
+    } else if text.contains("alert") {
+        "; the server refused the TLS handshake: if it checks client certificates, set \
+         redis.tls_cert_file and redis.tls_key_file to one its authority signed"
+    } else if text.contains("certificate") {
+        "; the server's TLS certificate was not accepted: set redis.tls_ca_file to the PEM of \
+         the authority that signed it (and check the URL's host is a name in it)"
+    } else if text.contains("corrupt") || text.contains("invalid") {
+        "; is the server listening with TLS on that port? (rediss:// needs its tls-port)"
+    } else {
+        ""
+    }
 }
 
 /// A handle on Redis for one key prefix and consumer group. Cheap to clone.
@@ -69,6 +59,8 @@ pub struct Broker {
     pub(super) connect_timeout: Duration,
     /// Response timeout of non-blocking commands.
     pub(super) response_timeout: Duration,
+    /// What the server is and which newer commands it knows, probed at connect.
+    pub(super) server: Arc<ServerInfo>,
     /// Whether enqueue.lua is known to be in the server's script cache (set by a load, cleared
     /// by a NOSCRIPT answer): an enqueue then sends no SCRIPT LOAD of its ~10 KiB text.
     pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
@@ -90,7 +82,7 @@ impl Broker {
         settings: &RedisSettings,
         group: &str,
     ) -> Result<Broker> {
-        let client = redis::Client::open(url)?;
+        let client = open_client(url, settings)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout))
@@ -102,10 +94,10 @@ impl Broker {
                 Error::from(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "cannot connect to redis",
-                    format!("{} ({e})", redact_url(url)),
+                    format!("{} ({e}){}", redact_url(url), tls_hint(url, &e)),
                 )))
             })?;
-        let broker = Broker {
+        let mut broker = Broker {
             client,
             conn,
             keys: Keys::new(settings.key_prefix.clone()),
@@ -113,9 +105,19 @@ impl Broker {
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             enqueue_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            server: Arc::new(ServerInfo::unknown()),
         };
         broker.ping().await?;
+        broker.server = Arc::new(broker.probe_server().await);
         Ok(broker)
+    }
+
+    /// A client like this broker's (same URL, TLS and credentials), for tests that seed
+    /// state with raw commands.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn redis_client(&self) -> redis::Client {
+        self.client.clone()
     }
 
     /// The key names this broker uses.
@@ -165,5 +167,41 @@ impl Broker {
     pub(crate) async fn server_time_ms(&self) -> Result<u64> {
         let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.con()).await?;
         Ok(s * 1000 + us / 1000)
+    }
+}
+
+impl Broker {
+    /// Asks the server what it is (`INFO server`) and which newer commands it knows
+    /// (`COMMAND INFO`), in one round trip. Never fails: what the server refuses to say is
+    /// unknown ([`ServerInfo::unknown`]'s parts).
+    pub(super) async fn probe_server(&self) -> ServerInfo {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        pipe.cmd("COMMAND").arg("INFO").arg("XACKDEL").arg("HSETEX");
+        let replies: redis::RedisResult<Vec<redis::RedisResult<Value>>> =
+            pipe.ignore_errors().query_async(&mut self.con()).await;
+        let Ok(replies) = replies else {
+            return ServerInfo::unknown();
+        };
+        let mut replies = replies.into_iter();
+        let info = match replies.next() {
+            Some(Ok(v)) => match v {
+                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                Value::VerbatimString { text, .. } => text,
+                Value::SimpleString(s) => s,
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        let probed = ServerInfo::from_info(&info);
+        match replies.next() {
+            Some(Ok(table)) => probed.with_command_table(&table),
+            _ => probed,
+        }
+    }
+
+    /// What the server is and can do, as probed when this broker connected.
+    pub(crate) fn server(&self) -> &ServerInfo {
+        &self.server
     }
 }

@@ -11,10 +11,12 @@
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
 // Plumbing shared by the verbs.
+mod client;
 mod connect;
 mod error;
 pub(crate) mod reply;
 mod scripts;
+mod server;
 
 // The verbs, by the data they own.
 mod breakers;
@@ -40,8 +42,10 @@ mod bench;
 pub(crate) use bench::{raw_ceiling, RawCeiling};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
+pub(crate) use client::open_client;
+pub use client::{check_url, redact_url, PasswordSource, RedisPassword, RedisSettings, RedisTls};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
-pub use connect::{check_url, redact_url, Broker, RedisSettings};
+pub use connect::Broker;
 pub use dead_letters::{FingerprintTally, RecordTarget, Removal, ReplayItem};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::{Landed, TenantSignals};
@@ -51,6 +55,8 @@ pub use records::{
 };
 pub use reply::{Entry, Fields};
 pub use running::{Beat, Begin, StartEntry, StartRecords, Starts};
+#[cfg_attr(not(feature = "testkit"), allow(unused_imports))]
+pub use server::{ServerFlavor, ServerInfo, ServerVersion};
 pub use settle::{AckEntry, DeferItem, Deferred, RetryItem};
 pub use stats::STATS_KEEP;
 pub use steps::{StepWrite, StepsRecorded};

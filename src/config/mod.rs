@@ -197,6 +197,19 @@ impl crate::broker::Broker {
                     .into(),
             ));
         };
+        crate::broker::Broker::connect_at(url, settings).await
+    }
+
+    /// Connects to `url` (a private server's, or the configured one) with the TLS settings
+    /// and credentials of `settings.redis`, warning at every connect while
+    /// `redis.tls_insecure` is on.
+    pub(crate) async fn connect_at(
+        url: &str,
+        settings: &Settings,
+    ) -> Result<crate::broker::Broker> {
+        if settings.redis.tls.insecure {
+            crate::telemetry::events::redis_server::tls_insecure(&crate::broker::redact_url(url));
+        }
         crate::broker::Broker::connect_to(url, &settings.redis, &settings.fleet.group).await
     }
 }
@@ -317,6 +330,68 @@ patch = { lang = "en", meta = { source = "replay" } }
             !text.contains("hunter2") && text.contains("app:***@db"),
             "{text}"
         );
+        // Debug formatting (a `{:?}` anywhere) redacts too, of the raw and of the settings.
+        let debug = format!("{raw:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("app:***@db"),
+            "{debug}"
+        );
+        raw.redis.url = "rediss://app:hunter2@db:6380".into();
+        let s = Settings::from_raw(raw).unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("app:***@db"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn passwords_from_a_file_or_variable_are_never_shown() {
+        let dir = std::env::temp_dir().join(format!("redrive-pw-{:08x}", fastrand::u32(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let mut raw = defaults();
+        raw.redis.url = "rediss://db:6380".into();
+        raw.redis.password_file = file.to_string_lossy().into_owned();
+        raw.redis.username = "app".into();
+        let s = Settings::from_raw(raw.clone()).unwrap();
+        assert_eq!(
+            s.redis.password,
+            Some(crate::broker::RedisPassword::new("s3cret-from-file".into()))
+        );
+        let shown = format!("{s:?}{raw:?}{}", raw.redacted_toml());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // Two sources, a variable that is not set, an empty file: refused, naming the setting.
+        raw.redis.password_env = "REDRIVE_TEST_UNSET_PASSWORD_VAR".into();
+        let e = Settings::from_raw(raw.clone()).unwrap_err().to_string();
+        assert!(e.contains("both set"), "{e}");
+        raw.redis.password_file = String::new();
+        let e = Settings::from_raw(raw.clone()).unwrap_err().to_string();
+        assert!(e.contains("names a variable that is not set"), "{e}");
+        raw.redis.password_env = String::new();
+        std::fs::write(&file, "\n").unwrap();
+        raw.redis.password_file = file.to_string_lossy().into_owned();
+        let e = Settings::from_raw(raw.clone()).unwrap_err().to_string();
+        assert!(e.contains("empty or spans several lines"), "{e}");
+        // A password in the URL and another from a file: one place per credential.
+        std::fs::write(&file, "zz-file-pw").unwrap();
+        raw.redis.url = "rediss://app:in-url@db:6380".into();
+        let e = Settings::from_raw(raw.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("one place") && !e.contains("in-url") && !e.contains("zz-file-pw"),
+            "{e}"
+        );
+        // TLS settings without a rediss:// URL.
+        let mut raw = defaults();
+        raw.redis.url = "redis://db:6379".into();
+        raw.redis.tls_insecure = true;
+        let e = Settings::from_raw(raw.clone()).unwrap_err().to_string();
+        assert!(e.contains("not a rediss:// URL"), "{e}");
+        raw.redis.url = String::new();
+        let e = Settings::from_raw(raw).unwrap_err().to_string();
+        assert!(e.contains("redis.url is not"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

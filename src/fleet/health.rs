@@ -73,6 +73,8 @@ impl DepthRefresher {
         let redis_oom = self.health.redis_oom();
         let ready = self.health.readiness();
         events::health::readiness(redis_oom, ready.is_ok());
+        let server = self.broker.server();
+        events::redis_server::server_info(server.flavor.as_str(), &server.version_label());
     }
 
     fn publish(&self, depths: &[TenantDepth]) {

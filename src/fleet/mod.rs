@@ -193,6 +193,13 @@ impl Fleet {
         let member: Arc<str> = s.member_id.as_str().into();
         let lease = lease::Lease::acquire(&self.broker, &member, s.lease_ttl, &shutdown).await?;
         tracing::info!(member = %member, group = self.broker.group(), concurrency = s.concurrency, "fleet member started");
+        let server = self.broker.server();
+        crate::telemetry::events::redis_server::server_probed(
+            server.flavor.as_str(),
+            &server.version_label(),
+            server.xackdel,
+            server.hsetex,
+        );
         let shared = Arc::new(Shared::new(
             s,
             SharedParts {

@@ -70,6 +70,10 @@ pub const READY: &str = "redrive_ready";
 /// Gauge: 1 while Redis refuses writes for memory (over `maxmemory`), as this member sees
 /// it: acks go on, retries, dead letters and deferrals wait (pending) until it is 0 again.
 pub const REDIS_OOM: &str = "redrive_redis_oom";
+/// Gauge{flavor,version}: 1, naming the server this member is connected to as probed at
+/// connect (`INFO server`): `flavor` `redis` or `valkey`, `version` its own (`7.0.15`, or
+/// `unknown` when the server would not say).
+pub const REDIS_INFO: &str = "redrive_redis_info";
 
 /// Gauge{tenant,state}: 1 while the tenant's breaker is `open` or `half_open`, as this
 /// member last saw it; set to 0 when it closes and then no longer updated, so the series

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod cluster;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,11 @@ pub struct TestEnv {
     pub redis: RedisServer,
     pub prefix: String,
     pub dir: PathBuf,
+    /// The certificates of a server that speaks TLS ([`TestEnv::with_tls`]).
+    pub tls: Option<tls::TlsFiles>,
+    /// `[redis]` settings every process and connection of this env gets (as
+    /// `REDRIVE_REDIS__<KEY>` variables for child processes): the TLS files, credentials.
+    pub redis_settings: Vec<(String, String)>,
 }
 
 impl Drop for TestEnv {
@@ -36,11 +43,63 @@ impl Drop for TestEnv {
 impl TestEnv {
     pub fn new() -> TestEnv {
         let redis = RedisServer::start().expect("start redis-server");
-        let prefix = format!("t{:08x}", fastrand::u32(..));
-        let dir =
-            std::env::temp_dir().join(format!("redrive-test-{}-{}", std::process::id(), prefix));
-        std::fs::create_dir_all(&dir).unwrap();
-        TestEnv { redis, prefix, dir }
+        let (prefix, dir) = scratch();
+        TestEnv {
+            redis,
+            prefix,
+            dir,
+            tls: None,
+            redis_settings: Vec::new(),
+        }
+    }
+
+    /// An env whose redis-server speaks TLS only (`rediss://`), with certificates made for
+    /// it in the env's directory; `mutual`: the server requires client certificates. Every
+    /// process and connection of the env trusts the test authority (`redis.tls_ca_file`) and,
+    /// with `mutual`, presents the client certificate. `extra_args` go to redis-server (e.g.
+    /// `--requirepass`).
+    pub fn with_tls(mutual: bool, extra_args: &[&str]) -> TestEnv {
+        let (prefix, dir) = scratch();
+        let files = tls::generate(&dir.join("tls"));
+        let server = redrive::testkit::ServerTls {
+            cert_file: files.server_cert.clone(),
+            key_file: files.server_key.clone(),
+            ca_file: files.ca.clone(),
+            auth_clients: mutual,
+        };
+        let redis = RedisServer::start_tls(server, extra_args).expect("start redis-server (TLS)");
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut redis_settings = vec![("tls_ca_file".to_owned(), path(&files.ca))];
+        if mutual {
+            redis_settings.push(("tls_cert_file".to_owned(), path(&files.client_cert)));
+            redis_settings.push(("tls_key_file".to_owned(), path(&files.client_key)));
+        }
+        TestEnv {
+            redis,
+            prefix,
+            dir,
+            tls: Some(files),
+            redis_settings,
+        }
+    }
+
+    /// Adds a `[redis]` setting every process and connection of this env gets.
+    pub fn set_redis(&mut self, key: &str, value: &str) {
+        self.redis_settings.retain(|(k, _)| k != key);
+        self.redis_settings.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The `REDRIVE_REDIS__<KEY>` variables of [`TestEnv::redis_settings`].
+    pub fn redis_vars(&self) -> Vec<(String, String)> {
+        self.redis_settings
+            .iter()
+            .map(|(k, v)| {
+                (
+                    format!("REDRIVE_REDIS__{}", k.to_ascii_uppercase()),
+                    v.clone(),
+                )
+            })
+            .collect()
     }
 
     pub fn url(&self) -> String {
@@ -53,6 +112,18 @@ impl TestEnv {
         raw.redis.url = self.url();
         raw.redis.key_prefix = self.prefix.clone();
         raw.fleet.member_id = "test-harness".into();
+        for (k, v) in &self.redis_settings {
+            match k.as_str() {
+                "tls_ca_file" => raw.redis.tls_ca_file = v.clone(),
+                "tls_cert_file" => raw.redis.tls_cert_file = v.clone(),
+                "tls_key_file" => raw.redis.tls_key_file = v.clone(),
+                "tls_insecure" => raw.redis.tls_insecure = v == "true",
+                "username" => raw.redis.username = v.clone(),
+                "password_file" => raw.redis.password_file = v.clone(),
+                "password_env" => raw.redis.password_env = v.clone(),
+                other => panic!("TestEnv: unknown [redis] setting {other}"),
+            }
+        }
         Settings::from_raw(raw).unwrap()
     }
 
@@ -65,13 +136,15 @@ impl TestEnv {
         Producer::new(self.broker().await, &self.settings())
     }
 
-    /// A plain redis connection, for seeding raw entries as a foreign producer would.
+    /// A plain redis connection, for seeding raw entries as a foreign producer would (with
+    /// the env's TLS settings and credentials, from the broker's client, when it has any).
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        let client = if self.redis_settings.is_empty() {
+            redis::Client::open(self.url()).unwrap()
+        } else {
+            self.broker().await.redis_client()
+        };
+        client.get_multiplexed_async_connection().await.unwrap()
     }
 
     pub fn side_effect_log(&self) -> PathBuf {
@@ -109,6 +182,7 @@ impl TestEnv {
             .env("REDRIVE_REDIS_URL", self.url())
             .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
             .env("REDRIVE_FLEET__MEMBER_ID", id)
+            .envs(self.redis_vars())
             // The simulated agent, named explicitly: `redrive run` has no default handler. A
             // test routing with [[handlers]] clears it (REDRIVE_FLEET__HANDLER = "").
             .env("REDRIVE_FLEET__HANDLER", "demo")
@@ -161,6 +235,7 @@ impl TestEnv {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("REDRIVE_REDIS_URL", self.url())
             .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
+            .envs(self.redis_vars())
             .env("REDRIVE_LOG__LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -178,19 +253,26 @@ impl TestEnv {
         }
     }
 
-    /// Runs the binary to completion with extra args and env; returns (exit code, stdout, stderr).
-    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    /// The command [`TestEnv::cli`] runs: the binary with `args`, the env's Redis settings
+    /// and `env` added (for a test that runs it in the background).
+    pub fn cli_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_redrive"));
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("REDRIVE_REDIS_URL", self.url())
             .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
+            .envs(self.redis_vars())
             .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run redrive");
+        cmd
+    }
+
+    /// Runs the binary to completion with extra args and env; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let out = self.cli_command(args, env).output().expect("run redrive");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -335,6 +417,14 @@ impl TestEnv {
         })
         .await;
     }
+}
+
+/// A fresh key prefix and its scratch directory.
+fn scratch() -> (String, PathBuf) {
+    let prefix = format!("t{:08x}", fastrand::u32(..));
+    let dir = std::env::temp_dir().join(format!("redrive-test-{}-{}", std::process::id(), prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    (prefix, dir)
 }
 
 /// A fleet member process.

@@ -17,8 +17,9 @@
 
 import { parseArgs } from "node:util";
 
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 
+import { connect, connectOptionsFromEnv } from "./connection.js";
 import { InvalidTaskError, TaskFailedError, WaitTimeoutError } from "./errors.js";
 import { validateGroup } from "./lookup.js";
 import { Producer } from "./producer.js";
@@ -30,6 +31,8 @@ const USAGE = `usage:
   redrive-sdk wait TENANT TASK_ID --timeout-ms N [--group G]
 options: --redis-url URL (default $REDRIVE_REDIS_URL, else redis://127.0.0.1:6379), --key-prefix P (default redrive),
   --group G (the fleet's consumer group, default redrive: a queued task whose entry is pending in it shows as running)
+TLS and credentials: the variables a member reads, REDRIVE_REDIS__TLS_CA_FILE, __TLS_CERT_FILE, __TLS_KEY_FILE,
+  __TLS_INSECURE, __USERNAME, __PASSWORD_FILE, __PASSWORD_ENV
 exit: 0 ok, 1 task failed / no record, 2 wait timed out, 3 usage or Redis error`;
 
 class Usage extends Error {}
@@ -75,7 +78,13 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   const url = values["redis-url"] ?? process.env.REDRIVE_REDIS_URL ?? "redis://127.0.0.1:6379";
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  // TLS and credentials from the variables a member reads (REDRIVE_REDIS__TLS_CA_FILE, …).
+  let redis: Redis;
+  try {
+    redis = connect(url, { ...connectOptionsFromEnv(), redis: { lazyConnect: true, maxRetriesPerRequest: 1 } });
+  } catch (e) {
+    throw new Usage(e instanceof Error ? e.message : String(e));
+  }
   // Connection failures surface through the commands (never the URL: it may hold a password).
   redis.on("error", () => undefined);
   const producer = new Producer(redis, {

@@ -31,6 +31,8 @@ export {
 export type { FailureClass, PermanentClass, RetryOptions, TransientClass } from "./errors.js";
 export { DEFAULT_MAX_BODY_BYTES, createMiddleware, serveHttp } from "./http.js";
 export type { HttpOptions, Middleware, ServeHttpOptions } from "./http.js";
+export { connect, connectOptionsFromEnv } from "./connection.js";
+export type { ConnectOptions } from "./connection.js";
 export { Keys } from "./keys.js";
 export { servePool } from "./pool.js";
 export type { PoolOptions } from "./pool.js";

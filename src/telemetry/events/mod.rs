@@ -15,6 +15,7 @@ pub mod producer;
 pub mod read;
 pub mod records;
 pub mod redis_calls;
+pub mod redis_server;
 pub mod settle;
 pub mod storm;
 pub mod task_records;
@@ -102,6 +103,11 @@ mod tests {
                 }),
                 "redrive::producer",
                 Level::DEBUG,
+            ),
+            (
+                Box::new(|| super::redis_server::tls_insecure("rediss://h:6380")),
+                "redrive::broker::connect",
+                Level::WARN,
             ),
         ];
         for (emit, target, level) in cases {

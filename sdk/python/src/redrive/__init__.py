@@ -14,6 +14,7 @@ PROTOCOL.md and CONTRACT.md in the redrive repository are the contracts this pac
 """
 
 from .agent import Agent, Context
+from .connection import connect, connect_async
 from .errors import (
     AttemptClosed,
     EnqueueFailed,
@@ -63,6 +64,8 @@ __all__ = [
     "TaskState",
     "WaitTimeout",
     "__version__",
+    "connect",
+    "connect_async",
     "run_exec",
     "serve_http",
     "serve_pool",

@@ -68,6 +68,27 @@ def _redis_options(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("REDRIVE_REDIS_URL"),
         help="the fleet's Redis (default: $REDRIVE_REDIS_URL)",
     )
+    for name, what in (
+        ("tls-ca-file", "PEM of the authority that signed the server's certificate (rediss://)"),
+        ("tls-cert-file", "client certificate for mutual TLS (PEM)"),
+        ("tls-key-file", "the client certificate's private key (PEM)"),
+        ("username", "ACL user, when not in the URL"),
+        ("password-file", "file holding the password, when not in the URL"),
+        ("password-env", "variable holding the password, when not in the URL"),
+    ):
+        var = "REDRIVE_REDIS__" + name.upper().replace("-", "_")
+        p.add_argument(
+            f"--{name}",
+            default=os.environ.get(var) or None,
+            help=f"{what} (default: ${var})",
+        )
+    p.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        default=os.environ.get("REDRIVE_REDIS__TLS_INSECURE", "").lower() in ("1", "true", "yes"),
+        help="do not check the server's certificate (warned about; default: "
+        "$REDRIVE_REDIS__TLS_INSECURE)",
+    )
     p.add_argument(
         "--key-prefix",
         default=os.environ.get("REDRIVE_REDIS__KEY_PREFIX", "redrive"),
@@ -143,9 +164,20 @@ def _tasks_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
     if not args.redis_url:
         parser.error("no Redis: pass --redis-url or set REDRIVE_REDIS_URL")
+    from .connection import connect
+
     try:
         producer = Producer(
-            args.redis_url,
+            connect(
+                args.redis_url,
+                tls_ca_file=args.tls_ca_file,
+                tls_cert_file=args.tls_cert_file,
+                tls_key_file=args.tls_key_file,
+                tls_insecure=args.tls_insecure,
+                username=args.username,
+                password_file=args.password_file,
+                password_env=args.password_env,
+            ),
             key_prefix=args.key_prefix,
             dedup=not getattr(args, "no_dedup", False),
             records=not getattr(args, "no_records", False),
