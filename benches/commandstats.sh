@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Redis-side cost per task of one drain: INFO commandstats after draining 200k noop tasks with
 # one release member. Wall time on a shared VM is noisy; Redis's own per-command time is not.
-# Usage: benches/commandstats.sh   (needs redis-server, redis-cli, python3)
+# Usage: benches/commandstats.sh [drain|failure]   (needs redis-server, redis-cli, python3)
+#   drain (default): 200k no-op tasks, the no-op handler.
+#   failure: the same 200k tasks through the demo agent, 10% of them forced to fail with a
+#   transient class (rate_limited) on every attempt: 3 attempts, no backoff, then the dead
+#   letters; per task of the 200k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 B=$PWD/target/release/redrive
+MODE="${1:-drain}"
 mkdir -p /tmp/prof
 [ -f /tmp/prof/t.jsonl ] || python3 -c "
 import json
@@ -13,12 +18,31 @@ with open('/tmp/prof/t.jsonl','w') as f:
     for i in range(200000):
         f.write(json.dumps({'tenant':'acme','kind':'k','payload':{'i':i,'pad':'x'*150}})+'\\n')
 "
+[ -f /tmp/prof/f.jsonl ] || python3 -c "
+import json
+with open('/tmp/prof/f.jsonl','w') as f:
+    for i in range(200000):
+        sim = 'rate_limited' if i % 10 == 0 else 'ok'
+        f.write(json.dumps({'tenant':'acme','kind':'k','payload':{'i':i,'simulate':sim,'work_ms':0,'pad':'x'*120}})+'\\n')
+"
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 redis-server --port $PORT --save "" --appendonly no --daemonize yes --logfile /tmp/prof/r3.log; sleep 0.3
 export REDRIVE_REDIS_URL=redis://127.0.0.1:$PORT
-$B enqueue --file /tmp/prof/t.jsonl >/dev/null
-redis-cli -p $PORT config resetstat >/dev/null
-REDRIVE_FLEET__HANDLER=noop REDRIVE_LOG__LEVEL=warn $B run --member-id d1 & PID=$!
+if [ "$MODE" = failure ]; then
+  $B enqueue --file /tmp/prof/f.jsonl >/dev/null
+  redis-cli -p $PORT config resetstat >/dev/null
+  for k in RATE_LIMITED TIMEOUT MALFORMED_OUTPUT CONTEXT_OVERFLOW TOOL_FAILURE PANIC SILENT MIN_WORK_MS MAX_WORK_MS; do
+    export REDRIVE_DEMO_AGENT__$k=0
+  done
+  REDRIVE_FLEET__HANDLER=demo REDRIVE_RETRY__DELAYS_MS='[0]' REDRIVE_RETRY__JITTER=none \
+    REDRIVE_RETRY__POLL_INTERVAL_MS=10 REDRIVE_ISOLATION__BREAKER__ENABLED=false \
+    REDRIVE_LOG__LEVEL=error $B run --member-id d1 & PID=$!
+  while [ "$(redis-cli -p $PORT xlen 'redrive:{acme}:dlq')" != "20000" ]; do sleep 0.05; done
+else
+  $B enqueue --file /tmp/prof/t.jsonl >/dev/null
+  redis-cli -p $PORT config resetstat >/dev/null
+  REDRIVE_FLEET__HANDLER=noop REDRIVE_LOG__LEVEL=warn $B run --member-id d1 & PID=$!
+fi
 while [ "$(redis-cli -p $PORT xlen 'redrive:{acme}:lane')" != "0" ]; do sleep 0.02; done
 kill -TERM $PID; wait $PID || true
 redis-cli -p $PORT info commandstats | python3 -c "
