@@ -70,11 +70,15 @@ pub enum Scenario {
     /// Log lines and bytes a child member writes at the default level while every task fails
     /// (three causes, ten tenants), with storm summaries on (the default) and off.
     LogVolume,
+    /// The HTTP API's reads (overview, dead-letter pages with and without rare filters,
+    /// cursor pages, stats, one dead letter) over 100,000 dead letters across 100 tenants:
+    /// p50/p99 per page type and what each request costs Redis.
+    ApiLoad,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -91,6 +95,7 @@ impl Scenario {
         Scenario::HttpPython,
         Scenario::PoolPython,
         Scenario::LogVolume,
+        Scenario::ApiLoad,
     ];
 }
 
@@ -613,6 +618,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::HttpPython => http_python(&mut bench).await?,
             Scenario::PoolPython => pool_python(&mut bench).await?,
             Scenario::LogVolume => log_volume(&mut bench).await?,
+            Scenario::ApiLoad => api_load(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -858,6 +864,20 @@ async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> 
             settings.fleet.read_batch
         ),
     })
+}
+
+/// The `api-load` scenario ([`crate::app::bench_api`]): `--tasks` dead letters, at most
+/// 100,000, over 100 tenants; breakers off and one attempt, so every task is dead-lettered at
+/// its first failure.
+async fn api_load(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |c| {
+        c.retry.max_attempts = 1;
+        c.isolation.breaker.enabled = false;
+    })?;
+    let broker = bench.broker(&settings).await?;
+    let n = bench.opts.tasks.min(100_000);
+    crate::app::bench_api::run(&settings, &broker, n).await
 }
 
 async fn end_to_end(bench: &mut Bench, rate: Option<u64>) -> Result<BenchRow> {

@@ -126,6 +126,60 @@ impl Broker {
         Ok(())
     }
 
+    /// What Redis has done so far: commands processed (`INFO stats`) and the server time
+    /// they took, µs (the sum of `INFO commandstats`; a script's commands count inside it), so
+    /// the bench can say what one request costs Redis. Each call adds two commands of its own.
+    pub(crate) async fn server_work(&self) -> Result<ServerWork> {
+        let (stats, cmds): (String, String) = redis::pipe()
+            .cmd("INFO")
+            .arg("stats")
+            .cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.con())
+            .await?;
+        let commands = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut usec = 0;
+        for line in cmds.lines().filter(|l| l.starts_with("cmdstat_")) {
+            if let Some(u) = line
+                .split(',')
+                .find_map(|kv| kv.split_once("usec=").map(|(_, v)| v))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                usec += u;
+            }
+        }
+        Ok(ServerWork { commands, usec })
+    }
+
+    /// One round trip of the least a dead-letter page needs: `XREVRANGE … COUNT count` of one
+    /// tenant's dead letters (the raw ceiling of the API's page reads).
+    pub(crate) async fn raw_dlq_page(&self, tenant: &str, count: usize) -> Result<usize> {
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.dlq(tenant))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(super::reply::entries(v)?.len())
+    }
+
+    /// One pipelined round trip of `XLEN` over every tenant's dead letters (the raw ceiling of
+    /// a per-tenant overview).
+    pub(crate) async fn raw_dlq_lens(&self, tenants: &[String]) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        for t in tenants {
+            pipe.cmd("XLEN").arg(self.keys.dlq(t));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.con()).await?;
+        Ok(lens.iter().sum())
+    }
+
     /// `Redis <version>` from INFO server.
     pub(crate) async fn server_version(&self) -> Result<String> {
         let info: String = redis::cmd("INFO")
@@ -140,6 +194,15 @@ impl Broker {
             .to_owned();
         Ok(format!("Redis {version}"))
     }
+}
+
+/// Counters of what a Redis server has done ([`Broker::server_work`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ServerWork {
+    /// Commands processed (`total_commands_processed`).
+    pub commands: u64,
+    /// Server time spent in commands, µs.
+    pub usec: u64,
 }
 
 /// What the raw loop achieved.

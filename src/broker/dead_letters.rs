@@ -44,6 +44,41 @@ pub struct TallyPage {
     pub fingerprints: Vec<FingerprintTally>,
 }
 
+/// One tenant's step of a filtered dead-letter scan ([`Broker::dlq_pages`], see
+/// scripts/dlq_page.lua).
+#[derive(Debug, Clone)]
+pub struct PageScan<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Newest first (XREVRANGE) instead of oldest first.
+    pub newest_first: bool,
+    /// Where the step starts: an id, `(id` (exclusive), or the open end (`-`, `+` newest first).
+    pub start: String,
+    /// Where the scan ends, inclusive: an id or the open end.
+    pub end: &'a str,
+    /// Entries the step reads at most (≥ 1).
+    pub budget: usize,
+    /// Matches the step returns at most (≥ 1); it stops at the last one.
+    pub want: usize,
+    /// The criteria as dlq_page.lua reads them.
+    pub filter_json: &'a str,
+    /// The fields of each match returned (empty: all).
+    pub fields: &'a [&'a str],
+}
+
+/// What one step of a filtered scan read ([`Broker::dlq_pages`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScanStep {
+    /// Entries read.
+    pub scanned: u64,
+    /// The id of the last entry read; `None` when the range held nothing (more).
+    pub last: Option<String>,
+    /// The range has nothing after `last`.
+    pub ended: bool,
+    /// The matches, in scan order, with the fields asked for.
+    pub matches: Vec<Entry>,
+}
+
 /// What a removal of dead letters stamps on the archived copies ([`Broker::dlq_remove`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Removal<'a> {
@@ -184,6 +219,88 @@ impl Broker {
             kinds,
             fingerprints,
         })
+    }
+
+    /// One step of a filtered scan of each tenant's dead letters, every step in one
+    /// pipelined round trip (scripts/dlq_page.lua: matched on the server, so a rare filter
+    /// moves only its matches).
+    pub(crate) async fn dlq_pages(&self, steps: &[PageScan<'_>]) -> Result<Vec<ScanStep>> {
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts().dlq_page).ignore();
+        for s in steps {
+            let mut inv = scripts().dlq_page.key(self.keys.dlq(s.tenant));
+            inv.arg(if s.newest_first { "desc" } else { "asc" })
+                .arg(&s.start)
+                .arg(s.end)
+                .arg(s.budget.max(1))
+                .arg(s.want.max(1))
+                .arg(s.filter_json);
+            for f in s.fields {
+                inv.arg(*f);
+            }
+            pipe.invoke_script(&inv);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        if replies.len() != steps.len() {
+            return Err(Error::Protocol(format!(
+                "dlq_page.lua answered {} times for {} tenants",
+                replies.len(),
+                steps.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .map(|v| {
+                let mut parts = array(v, "dlq_page.lua", Some(4))?.into_iter();
+                let mut next = || parts.next().unwrap_or(Value::Nil);
+                let scanned = int_or_zero(next());
+                let last = text_or_empty(next());
+                let ended = int_or_zero(next()) == 1;
+                let flat = array(next(), "dlq_page.lua matches", None)?;
+                let mut pairs = Vec::with_capacity(flat.len() / 2);
+                let mut it = flat.into_iter();
+                while let (Some(id), Some(fields)) = (it.next(), it.next()) {
+                    pairs.push(Value::Array(vec![id, fields]));
+                }
+                Ok(ScanStep {
+                    scanned,
+                    last: (!last.is_empty()).then_some(last),
+                    ended,
+                    matches: reply::entries(Value::Array(pairs))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The dead letter each tenant's record of `task_id` names (its `dlq` field while the
+    /// record says `dead_lettered` or `expired`), one pipelined round trip; `None` for a
+    /// tenant whose record names none (or that has no record).
+    pub(crate) async fn dlq_ids_of_task(
+        &self,
+        tenants: &[String],
+        task_id: &str,
+    ) -> Result<Vec<Option<String>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in tenants {
+            pipe.cmd("HMGET")
+                .arg(self.keys.task(t, task_id))
+                .arg(crate::records::field::STATE)
+                .arg(crate::records::field::DLQ);
+        }
+        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut self.con()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(state, dlq)| match state.as_deref() {
+                Some("dead_lettered") | Some("expired") => dlq.filter(|d| !d.is_empty()),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua), with their
@@ -343,5 +460,45 @@ impl Broker {
             .query_async(&mut self.con())
             .await?;
         reply::entries(v)
+    }
+
+    /// Appends a dead letter by hand (`XADD`, no script, no record, no count; the tenant
+    /// registered): what another tool or an operator's `redis-cli` might do. `id` is `*` or an
+    /// explicit id. Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_append_raw(
+        &self,
+        tenant: &str,
+        id: &str,
+        fields: &[(&str, String)],
+    ) -> Result<String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(tenant)
+            .ignore();
+        let add = pipe.cmd("XADD").arg(self.keys.dlq(tenant)).arg(id);
+        for (k, v) in fields {
+            add.arg(*k).arg(v);
+        }
+        let (id,): (String,) = pipe.query_async(&mut self.con()).await?;
+        Ok(id)
+    }
+
+    /// Writes fields of a task's record by hand (`HSET`). Tests only.
+    #[cfg(test)]
+    pub(crate) async fn task_record_set_raw(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.task(tenant, task_id));
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: i64 = cmd.query_async(&mut self.con()).await?;
+        Ok(())
     }
 }

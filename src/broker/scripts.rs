@@ -68,6 +68,8 @@ pub(super) struct Scripts {
     pub(super) records_sweep: Script,
     /// Read-only counts of a page of dead letters.
     pub(super) dlq_tally: Script,
+    /// Read-only step of a filtered scan of dead letters, matched on the server.
+    pub(super) dlq_page: Script,
     // ---- admin commands and jobs (`{@admin}` keys) ----
     /// Claims the one execution of a command.
     pub(super) admin_begin: Script,
@@ -169,6 +171,7 @@ pub(super) fn scripts() -> &'static Scripts {
         )),
         records_sweep: Script::new(include_str!("scripts/records_sweep.lua")),
         dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
+        dlq_page: Script::new(include_str!("scripts/dlq_page.lua")),
         admin_begin: Script::new(include_str!("scripts/admin_begin.lua")),
         admin_finish: Script::new(include_str!("scripts/admin_finish.lua")),
         admin_beat: Script::new(include_str!("scripts/admin_beat.lua")),
@@ -192,7 +195,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 34);
+        assert_eq!(files.len(), 35);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(
