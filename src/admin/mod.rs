@@ -26,6 +26,8 @@
 
 pub mod breaker;
 pub mod context;
+#[cfg(test)]
+mod counts_steps;
 pub mod exec;
 pub mod lookup;
 pub mod mutate;

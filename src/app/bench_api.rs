@@ -258,7 +258,7 @@ fn row(name: &str, n: usize, s: &Sampled, raw_p50: f64, what: String) -> BenchRo
         ratio_to_raw: None,
         latency_ms: lat,
         note: format!(
-            "{} requests; {times}Redis per request: {} commands, {:.2} ms server time; {what}",
+            "{} requests; {times}Redis per request: {} commands (scripts' own included), {:.2} ms CPU; {what}",
             s.latencies_us.len(),
             s.work.commands,
             s.work.usec as f64 / 1000.0

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::admin::scan::{scan, tenants_of};
 use crate::admin::select::{compare_ids, DlId, Filter};
 use crate::app::view::DeadLetterView;
-use crate::broker::{Broker, FingerprintTally};
+use crate::broker::{Broker, DlqCounts, DlqGroup, FingerprintTally};
 use crate::error::{Error, Result};
 
 /// The longest window `health` and `stats` accept.
@@ -467,18 +467,33 @@ impl WindowCounts {
     }
 }
 
-/// The sums of a tenant's settle counts over the last `window` (server clock).
-pub async fn window_counts(
-    broker: &Broker,
-    tenant: &str,
-    now_ms: u64,
-    window: Duration,
-) -> Result<WindowCounts> {
+/// The minutes (`from..=to`, server clock) of the settle-count buckets a window of `window`
+/// ending at `now_ms` covers.
+fn window_minutes(now_ms: u64, window: Duration) -> (u64, u64) {
     let to = now_ms / 60_000;
     let from = now_ms.saturating_sub(window.as_millis() as u64) / 60_000;
-    let mut w = WindowCounts::default();
-    w.add(&broker.stats_sum(tenant, from, to).await?);
-    Ok(w)
+    (from, to)
+}
+
+/// The sums of each of `tenants`' settle counts over the last `window` (server clock), added
+/// up on the server, every tenant in one round trip.
+async fn window_counts_of(
+    broker: &Broker,
+    tenants: &[String],
+    now_ms: u64,
+    window: Duration,
+) -> Result<Vec<WindowCounts>> {
+    let (from, to) = window_minutes(now_ms, window);
+    Ok(broker
+        .stats_sums(tenants, from, to)
+        .await?
+        .iter()
+        .map(|m| {
+            let mut w = WindowCounts::default();
+            w.add(m);
+            w
+        })
+        .collect())
 }
 
 /// `dlq stats`.
@@ -568,8 +583,51 @@ async fn tally(
     }
 }
 
+/// Dead letters each tenant's scan for the oldest match reads at most, when the counts answer
+/// everything else (`dlq stats` with a class, kind or fingerprint criterion).
+const OLDEST_SCAN: usize = 10_000;
+
+/// Adds the groups of one tenant's whole counts that `filter`'s class, kind and fingerprint
+/// criteria select to `acc` and `fps`. Returns how many dead letters they hold.
+fn add_counts(
+    tenant: &str,
+    counts: &DlqCounts,
+    filter: &Filter,
+    acc: &mut Stats,
+    fps: &mut BTreeMap<String, TopFingerprint>,
+) -> u64 {
+    let mut matched = 0;
+    let selected = |g: &&DlqGroup| filter.selects(&g.class, &g.kind, &g.fingerprint);
+    for g in counts.groups.iter().filter(selected) {
+        matched += g.count;
+        *acc.by_class.entry(g.class.clone()).or_default() += g.count;
+        *acc.by_kind.entry(g.kind.clone()).or_default() += g.count;
+        fps.entry(g.fingerprint.clone())
+            .or_insert(TopFingerprint {
+                fingerprint: g.fingerprint.clone(),
+                count: 0,
+                class: g.class.clone(),
+                kind: g.kind.clone(),
+                sample_error: g.sample.clone(),
+            })
+            .count += g.count;
+    }
+    acc.total += matched;
+    if matched > 0 {
+        *acc.by_tenant.entry(tenant.to_owned()).or_default() += matched;
+    }
+    matched
+}
+
 /// Computes `dlq stats` for `filter`, with the `top` most frequent fingerprints and settle
 /// counts over `window`.
+///
+/// Without a time range, each tenant's counts (kept by the scripts that add and remove dead
+/// letters, see scripts/lib/dlq_counts.lua) answer in one round trip for every tenant, and the
+/// oldest match is one more (the stream's first entry, or — with a class, kind or fingerprint
+/// criterion — the first match of a scan of at most [`OLDEST_SCAN`] entries per tenant; none
+/// found there leaves `oldest` out). A tenant whose counts are being rebuilt, and any time
+/// range, are tallied on the server page by page as before.
 pub async fn stats(
     broker: &Broker,
     filter: &Filter,
@@ -591,18 +649,71 @@ pub async fn stats(
     };
     let mut fps = BTreeMap::new();
     let mut oldest: Option<DlId> = None;
-    for tenant in tenants_of(broker, filter).await? {
-        if let Some(id) = tally(broker, &tenant, filter, &mut acc, &mut fps).await? {
-            let cand = DlId {
-                tenant: tenant.clone(),
-                id,
-            };
-            if oldest.as_ref().is_none_or(|o| cand.order(o).is_lt()) {
-                oldest = Some(cand);
+    let mut consider = |cand: DlId| {
+        if oldest.as_ref().is_none_or(|o| cand.order(o).is_lt()) {
+            oldest = Some(cand);
+        }
+    };
+    let tenants = tenants_of(broker, filter).await?;
+    let timed = filter.since_ms.is_some() || filter.until_ms.is_some();
+    let (counts, windows) = tokio::try_join!(
+        async {
+            if timed {
+                Ok(vec![None; tenants.len()])
+            } else {
+                broker.dlq_counts_of(&tenants).await
+            }
+        },
+        window_counts_of(broker, &tenants, now, window),
+    )?;
+    for w in &windows {
+        acc.window.merge(w);
+    }
+    // Tenants answered by their counts: the oldest match comes from a short scan.
+    let fj = ListQuery {
+        filter: filter.clone(),
+        task_id: None,
+        payload: None,
+        cursor: None,
+        limit: 1,
+        newest_first: false,
+        scan_limit: OLDEST_SCAN,
+    }
+    .filter_json();
+    let mut steps = Vec::new();
+    for (tenant, c) in tenants.iter().zip(&counts) {
+        match c {
+            Some(c) => {
+                if add_counts(tenant, c, filter, &mut acc, &mut fps) > 0 {
+                    steps.push(crate::broker::PageScan {
+                        tenant,
+                        newest_first: false,
+                        start: "-".into(),
+                        end: "+",
+                        budget: OLDEST_SCAN,
+                        want: 1,
+                        filter_json: &fj,
+                        fields: &[crate::deadletter::field::CLASS],
+                    });
+                }
+            }
+            None => {
+                if let Some(id) = tally(broker, tenant, filter, &mut acc, &mut fps).await? {
+                    consider(DlId {
+                        tenant: tenant.clone(),
+                        id,
+                    });
+                }
             }
         }
-        acc.window
-            .merge(&window_counts(broker, &tenant, now, window).await?);
+    }
+    for (step, r) in steps.iter().zip(broker.dlq_pages(&steps).await?) {
+        if let Some(e) = r.matches.into_iter().next() {
+            consider(DlId {
+                tenant: step.tenant.to_owned(),
+                id: e.id,
+            });
+        }
     }
     let mut top_list: Vec<TopFingerprint> = fps.into_values().collect();
     top_list.sort_by(|a, b| {
@@ -659,7 +770,10 @@ pub struct Health {
     pub overall: TenantHealth,
 }
 
-/// Computes `health` for `tenants` (every registered tenant when empty).
+/// Computes `health` for `tenants` (every registered tenant when empty): five pipelined round
+/// trips whatever the number of tenants (depths, breakers, dead-letter counts, settle counts
+/// summed on the server, live members); a tenant whose dead-letter counts are being rebuilt
+/// has its classes tallied page by page instead.
 pub async fn health(
     broker: &Broker,
     tenants: &[String],
@@ -675,36 +789,69 @@ pub async fn health(
         },
     )
     .await?;
+    let refs: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let arcs: Vec<std::sync::Arc<str>> = tenants.iter().map(|t| t.as_str().into()).collect();
+    let (depths, (_, breakers), counts, windows, live_members) = tokio::try_join!(
+        broker.tenant_depths(&arcs),
+        broker.breaker_states(&refs),
+        broker.dlq_counts_of(&tenants),
+        window_counts_of(broker, &tenants, now, window),
+        broker.admin_live_members(member_ttl),
+    )?;
     let mut out = Vec::new();
     let mut overall = TenantHealth {
         tenant: "*".into(),
         ..TenantHealth::default()
     };
-    for t in tenants {
-        let mut by_class = Stats {
-            total: 0,
-            by_tenant: BTreeMap::new(),
-            by_class: BTreeMap::new(),
-            by_kind: BTreeMap::new(),
-            top_fingerprints: Vec::new(),
-            oldest: None,
-            oldest_age_ms: None,
-            window_ms: 0,
-            window: WindowCounts::default(),
-            recovery_rate: None,
+    let rows = tenants
+        .into_iter()
+        .zip(depths)
+        .zip(breakers)
+        .zip(counts)
+        .zip(windows);
+    for ((((t, d), b), c), w) in rows {
+        let by_class = match c {
+            Some(c) => {
+                let mut m = BTreeMap::new();
+                for g in c.groups {
+                    *m.entry(g.class).or_default() += g.count;
+                }
+                m
+            }
+            None => {
+                let mut acc = Stats {
+                    total: 0,
+                    by_tenant: BTreeMap::new(),
+                    by_class: BTreeMap::new(),
+                    by_kind: BTreeMap::new(),
+                    top_fingerprints: Vec::new(),
+                    oldest: None,
+                    oldest_age_ms: None,
+                    window_ms: 0,
+                    window: WindowCounts::default(),
+                    recovery_rate: None,
+                };
+                tally(
+                    broker,
+                    &t,
+                    &Filter::default(),
+                    &mut acc,
+                    &mut BTreeMap::new(),
+                )
+                .await?;
+                acc.by_class
+            }
         };
-        let mut fps = BTreeMap::new();
-        tally(broker, &t, &Filter::default(), &mut by_class, &mut fps).await?;
         let h = TenantHealth {
-            lane_depth: broker.lane_len(&t).await?,
-            pending: broker.pending_count(&t).await?,
-            retries_scheduled: broker.retry_len(&t).await?,
-            retries_due: broker.retry_due_count(&t).await?,
-            dead_letters: by_class.total,
-            dead_letters_by_class: by_class.by_class,
-            window: window_counts(broker, &t, now, window).await?,
-            success_rate: None,
-            breaker: broker.breaker_info(&t).await?.state,
+            lane_depth: d.lane,
+            pending: d.pending,
+            retries_scheduled: d.retries,
+            retries_due: d.overdue,
+            dead_letters: d.dlq,
+            dead_letters_by_class: by_class,
+            success_rate: w.success_rate(),
+            window: w,
+            breaker: b.state,
             tenant: t,
         };
         overall.lane_depth += h.lane_depth;
@@ -716,8 +863,6 @@ pub async fn health(
             *overall.dead_letters_by_class.entry(c.clone()).or_default() += n;
         }
         overall.window.merge(&h.window);
-        let mut h = h;
-        h.success_rate = h.window.success_rate();
         out.push(h);
     }
     let not_closed = out.iter().filter(|h| h.breaker != "closed").count();
@@ -725,7 +870,7 @@ pub async fn health(
     overall.success_rate = overall.window.success_rate();
     Ok(Health {
         window_ms: window.as_millis() as u64,
-        live_members: broker.admin_live_members(member_ttl).await?,
+        live_members,
         tenants: out,
         overall,
     })
@@ -1116,5 +1261,79 @@ mod tests {
             .unwrap();
         q.filter.until_ms = None;
         assert_eq!(walk(&b, q).await.0, ids(with_id.iter().cloned()));
+    }
+
+    /// `dlq stats` and `health` answer the same from the counts as from a scan (a time range
+    /// covering everything takes the scan), and use the counts only once they are whole.
+    #[tokio::test]
+    async fn stats_and_health_answer_the_same_from_counts_as_from_a_scan() {
+        let redis = RedisServer::start().unwrap();
+        let b = broker(&redis).await;
+        seed(&b, 200).await;
+        let window = Duration::from_secs(3600);
+        // Everything but the oldest entry's age, which grows between two reads.
+        let as_json = |s: &Stats| {
+            let mut v = serde_json::to_value(s).unwrap();
+            v["oldest_age_ms"] = serde_json::Value::Null;
+            v
+        };
+        // Written by hand, the dead letters have no counts yet: both answers scan.
+        let before = stats(&b, &Filter::default(), 10, window).await.unwrap();
+        for t in ["a", "b", "c"] {
+            while b.dlq_counts_step(t, 50).await.unwrap() != crate::broker::CountsStep::Complete {}
+        }
+        assert!(b
+            .dlq_counts_of(&["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_some));
+        assert_eq!(
+            as_json(&stats(&b, &Filter::default(), 10, window).await.unwrap()),
+            as_json(&before)
+        );
+        for filter in [
+            Filter::default(),
+            Filter {
+                classes: vec!["context_overflow".into()],
+                ..Filter::default()
+            },
+            Filter {
+                tenants: vec!["b".into(), "c".into()],
+                fingerprints: vec!["aa".into()],
+                kinds: vec!["k".into()],
+                ..Filter::default()
+            },
+            Filter {
+                kinds: vec!["other".into()],
+                ..Filter::default()
+            },
+        ] {
+            let counted = stats(&b, &filter, 10, window).await.unwrap();
+            let scanned = stats(
+                &b,
+                &Filter {
+                    since_ms: Some(0),
+                    ..filter.clone()
+                },
+                10,
+                window,
+            )
+            .await
+            .unwrap();
+            assert_eq!(as_json(&counted), as_json(&scanned), "{filter:?}");
+        }
+        let h = health(&b, &[], window, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(h.tenants.len(), 3);
+        assert_eq!(h.overall.dead_letters, before.total);
+        assert_eq!(h.overall.dead_letters_by_class, before.by_class);
+        for t in &h.tenants {
+            assert_eq!(
+                t.dead_letters_by_class.values().sum::<u64>(),
+                before.by_tenant[&t.tenant]
+            );
+        }
     }
 }

@@ -49,6 +49,7 @@ impl Broker {
             .arg(self.keys.deferred(tenant))
             .arg(self.keys.dlq(tenant))
             .arg(self.keys.dlq_trimmed(tenant))
+            .arg(self.keys.dlq_counts(tenant))
             .arg(self.keys.breaker(tenant))
             .arg(self.keys.breaker_window(tenant))
             .arg(self.keys.breaker_log(tenant))
@@ -126,33 +127,29 @@ impl Broker {
         Ok(())
     }
 
-    /// What Redis has done so far: commands processed (`INFO stats`) and the server time
-    /// they took, µs (the sum of `INFO commandstats`; a script's commands count inside it), so
-    /// the bench can say what one request costs Redis. Each call adds two commands of its own.
+    /// What Redis has done so far: commands processed (`INFO stats`; a script's own commands
+    /// count too) and the CPU time of its main thread, µs (`INFO cpu`), so the bench can say
+    /// what one request costs Redis. Each call adds two commands of its own.
     pub(crate) async fn server_work(&self) -> Result<ServerWork> {
-        let (stats, cmds): (String, String) = redis::pipe()
+        let (stats, cpu): (String, String) = redis::pipe()
             .cmd("INFO")
             .arg("stats")
             .cmd("INFO")
-            .arg("commandstats")
+            .arg("cpu")
             .query_async(&mut self.con())
             .await?;
-        let commands = stats
-            .lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
-        let mut usec = 0;
-        for line in cmds.lines().filter(|l| l.starts_with("cmdstat_")) {
-            if let Some(u) = line
-                .split(',')
-                .find_map(|kv| kv.split_once("usec=").map(|(_, v)| v))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                usec += u;
-            }
-        }
-        Ok(ServerWork { commands, usec })
+        let field = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let seconds =
+            field(&cpu, "used_cpu_user_main_thread:") + field(&cpu, "used_cpu_sys_main_thread:");
+        Ok(ServerWork {
+            commands: field(&stats, "total_commands_processed:") as u64,
+            usec: (seconds * 1e6) as u64,
+        })
     }
 
     /// One round trip of the least a dead-letter page needs: `XREVRANGE … COUNT count` of one
@@ -201,7 +198,7 @@ impl Broker {
 pub(crate) struct ServerWork {
     /// Commands processed (`total_commands_processed`).
     pub commands: u64,
-    /// Server time spent in commands, µs.
+    /// CPU time of the server's main thread, µs.
     pub usec: u64,
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::connect::Broker;
-use super::reply::{self, array, int_or_zero, pairs, text_or_empty, Entry};
+use super::reply::{self, array, hash, int_or_zero, pairs, text_or_empty, Entry};
 use super::scripts::scripts;
 use crate::error::{Error, Result};
 
@@ -79,6 +79,45 @@ pub struct ScanStep {
     pub matches: Vec<Entry>,
 }
 
+/// One group of a tenant's dead letters in its counts: those with one fingerprint, class and
+/// kind ([`Broker::dlq_counts_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqGroup {
+    /// The fingerprint (`""` for dead letters without one).
+    pub fingerprint: String,
+    /// Their class.
+    pub class: String,
+    /// Their kind (`""` for malformed entries without one).
+    pub kind: String,
+    /// How many.
+    pub count: u64,
+    /// The error of one dead letter with the fingerprint.
+    pub sample: String,
+}
+
+/// A tenant's dead-letter counts, whole and in agreement with its stream
+/// ([`Broker::dlq_counts_of`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DlqCounts {
+    /// Dead letters.
+    pub total: u64,
+    /// By fingerprint, class and kind.
+    pub groups: Vec<DlqGroup>,
+}
+
+/// What one upkeep step of a tenant's dead-letter counts did ([`Broker::dlq_counts_step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountsStep {
+    /// The counts are whole and agree with the stream; nothing was written.
+    Ok,
+    /// A rebuild began (the counts were missing or disagreed with the stream).
+    Started,
+    /// A rebuild counted another page.
+    Rebuilding,
+    /// A rebuild counted its last page.
+    Complete,
+}
+
 /// What a removal of dead letters stamps on the archived copies ([`Broker::dlq_remove`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Removal<'a> {
@@ -125,6 +164,45 @@ impl RecordTarget {
             .arg(&self.kind)
             .arg((self.retention.as_millis() as u64).max(1));
     }
+}
+
+/// Whole counts from a counts hash and the stream's length, or `None` when they are missing,
+/// being rebuilt, or disagree with the length.
+fn counts_from_hash(len: u64, h: &std::collections::HashMap<String, String>) -> Option<DlqCounts> {
+    let total: u64 = h.get("n")?.parse().ok()?;
+    if total != len || h.contains_key("rebuild_to") {
+        return None;
+    }
+    let mut groups = Vec::new();
+    for (k, v) in h {
+        let Some(g) = k.strip_prefix("g:") else {
+            continue;
+        };
+        let mut parts = g.splitn(3, '\u{1f}');
+        let (Some(fingerprint), Some(class), Some(kind)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let count: u64 = v.parse().unwrap_or(0);
+        if count == 0 {
+            continue;
+        }
+        groups.push(DlqGroup {
+            fingerprint: fingerprint.to_owned(),
+            class: class.to_owned(),
+            kind: kind.to_owned(),
+            count,
+            sample: h
+                .get(&format!("s:{fingerprint}"))
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+    groups.sort_by(|a, b| {
+        (&a.fingerprint, &a.class, &a.kind).cmp(&(&b.fingerprint, &b.class, &b.kind))
+    });
+    Some(DlqCounts { total, groups })
 }
 
 impl Broker {
@@ -303,6 +381,57 @@ impl Broker {
             .collect())
     }
 
+    /// Each tenant's dead-letter counts (scripts/lib/dlq_counts.lua) in one pipelined round
+    /// trip, each read atomically with its stream's length; `None` for a tenant whose counts
+    /// are missing, being rebuilt, or disagree with the stream (the reader must scan).
+    pub(crate) async fn dlq_counts_of(&self, tenants: &[String]) -> Result<Vec<Option<DlqCounts>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts().dlq_counts_read).ignore();
+        for t in tenants {
+            let mut inv = scripts().dlq_counts_read.key(self.keys.dlq(t));
+            inv.key(self.keys.dlq_counts(t));
+            pipe.invoke_script(&inv);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        if replies.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "dlq_counts_read.lua answered {} times for {} tenants",
+                replies.len(),
+                tenants.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .map(|v| {
+                let mut parts = array(v, "dlq_counts_read.lua", Some(2))?.into_iter();
+                let len = int_or_zero(parts.next().unwrap_or(Value::Nil));
+                let h = hash(parts.next().unwrap_or(Value::Nil)).unwrap_or_default();
+                Ok(counts_from_hash(len, &h))
+            })
+            .collect()
+    }
+
+    /// One upkeep step of `tenant`'s dead-letter counts (scripts/dlq_counts.lua): a check
+    /// when they are whole, else a rebuild step of up to `page` entries.
+    pub(crate) async fn dlq_counts_step(&self, tenant: &str, page: usize) -> Result<CountsStep> {
+        let mut inv = scripts().dlq_counts.key(self.keys.dlq(tenant));
+        inv.key(self.keys.dlq_counts(tenant)).arg(page.max(1));
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        let mut parts = array(v, "dlq_counts.lua", Some(2))?.into_iter();
+        match text_or_empty(parts.next().unwrap_or(Value::Nil)).as_str() {
+            "ok" => Ok(CountsStep::Ok),
+            "started" => Ok(CountsStep::Started),
+            "rebuilding" => Ok(CountsStep::Rebuilding),
+            "complete" => Ok(CountsStep::Complete),
+            other => Err(Error::Protocol(format!(
+                "dlq_counts.lua answered state '{other}'"
+            ))),
+        }
+    }
+
     /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua), with their
     /// tasks' records when `records` (tasks.enabled). Returns per item the new lane entry id,
     /// or `None` when the dead letter was already gone, and how many records were written.
@@ -323,6 +452,7 @@ impl Broker {
             .key(self.keys.stats(tenant, minute))
             .key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
+            .key(self.keys.dlq_counts(tenant))
             .arg(stats_keep.as_millis() as u64)
             .arg(if records { "1" } else { "0" });
         for item in items {
@@ -372,6 +502,7 @@ impl Broker {
             .key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))
+            .key(self.keys.dlq_counts(tenant))
             .arg(archive_max_len)
             .arg(stamp.action)
             .arg(stamp.operator)
@@ -392,17 +523,6 @@ impl Broker {
         .map(text_or_empty)
         .collect();
         Ok((removed, int_or_zero(parts.next().unwrap_or(Value::Nil))))
-    }
-
-    /// Deletes a tenant's dead letters with an id below `before_ms` (exact XTRIM MINID), for
-    /// when records are off. Returns how many were deleted.
-    pub(crate) async fn dlq_purge(&self, tenant: &str, before_ms: u64) -> Result<u64> {
-        Ok(redis::cmd("XTRIM")
-            .arg(self.keys.dlq(tenant))
-            .arg("MINID")
-            .arg(format!("{before_ms}-0"))
-            .query_async(&mut self.con())
-            .await?)
     }
 
     /// Up to `count` of a tenant's dead letters with an id below `before_ms`, oldest first:
@@ -433,6 +553,7 @@ impl Broker {
         inv.key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))
+            .key(self.keys.dlq_counts(tenant))
             .arg(if records { "1" } else { "0" });
         for t in targets {
             t.args(&mut inv);
@@ -499,6 +620,26 @@ impl Broker {
             cmd.arg(*k).arg(*v);
         }
         let _: i64 = cmd.query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// The counter of dead letters the cap trimmed. Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_trimmed_count(&self, tenant: &str) -> Result<u64> {
+        let n: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.dlq_trimmed(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Deletes a tenant's dead-letter counts (as before they existed). Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_counts_delete(&self, tenant: &str) -> Result<()> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys.dlq_counts(tenant))
+            .query_async(&mut self.con())
+            .await?;
         Ok(())
     }
 }

@@ -42,7 +42,9 @@ pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
 pub use connect::{check_url, redact_url, Broker, RedisSettings};
-pub use dead_letters::{FingerprintTally, PageScan, RecordTarget, Removal, ReplayItem};
+pub use dead_letters::{
+    CountsStep, DlqCounts, DlqGroup, FingerprintTally, PageScan, RecordTarget, Removal, ReplayItem,
+};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::Landed;
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
