@@ -482,7 +482,12 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         s.last["total"],
         s.last["top_fingerprints"].as_array().map_or(0, Vec::len)
     );
-    rows.push(row("stats: top 10 fingerprints", n, &s, raw_p50, what));
+    rows.push(row("stats: top 10, 24h window", n, &s, raw_p50, what));
+    let s = api
+        .sample(fixed("/api/v1/dead-letters/stats?top=10&window=1h".into()))
+        .await?;
+    let what = "the same with the settle counts of the last hour".to_owned();
+    rows.push(row("stats: top 10, 1h window", n, &s, raw_p50, what));
 
     let one = api.get("/api/v1/dead-letters?limit=1").await?;
     let id = one["entries"][0]["id"]

@@ -129,6 +129,29 @@ struct Lane {
     done: bool,
     /// Entries per step (grows as the page needs more).
     chunk: usize,
+    /// How many matches it holds in all, when its counts tell.
+    expect: Option<u64>,
+}
+
+impl Lane {
+    /// The lane holds no more matches up to `t_ms` (the server's clock when its counts were
+    /// read): newest first it is done; oldest first it counts as read up to then, so only
+    /// dead letters added since are read (and the cursor never passes one).
+    fn exhausted(&mut self, t_ms: u64, newest_first: bool) {
+        if newest_first {
+            self.done = true;
+            return;
+        }
+        let at = format!("{t_ms}-{}", u64::MAX);
+        if self
+            .pos
+            .as_ref()
+            .is_none_or(|p| compare_ids(p, &at).is_lt())
+        {
+            self.start = format!("({at}");
+            self.pos = Some(at);
+        }
+    }
 }
 
 /// The sort key of a page: (entry id, tenant), reversed for newest first.
@@ -206,6 +229,7 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
             pos: None,
             done: false,
             chunk: 0,
+            expect: None,
         })
         .collect();
     let mut found: Vec<DeadLetterView> = Vec::new();
@@ -277,6 +301,36 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
         }
     }
 
+    // The tenants' counts say how many dead letters of each class, kind and fingerprint they
+    // hold: a tenant with none of the criteria's is not read at all, and one read from its
+    // start to the end of its stream is done once it gave all of them.
+    let counted = !(q.filter.classes.is_empty()
+        && q.filter.kinds.is_empty()
+        && q.filter.fingerprints.is_empty());
+    let mut counted_at = 0;
+    if counted {
+        counted_at = broker.server_time_ms().await?;
+        let whole = q.cursor.is_none()
+            && q.filter.since_ms.is_none()
+            && q.filter.until_ms.is_none()
+            && q.task_id.is_none()
+            && q.payload.is_none();
+        for (l, c) in lanes.iter_mut().zip(broker.dlq_counts_of(&tenants).await?) {
+            let Some(c) = c else { continue };
+            let n: u64 = c
+                .groups
+                .iter()
+                .filter(|g| q.filter.selects(&g.class, &g.kind, &g.fingerprint))
+                .map(|g| g.count)
+                .sum();
+            if n == 0 {
+                l.exhausted(counted_at, q.newest_first);
+            } else if whole {
+                l.expect = Some(n);
+            }
+        }
+    }
+
     // At least one entry per tenant per request, so every page moves the cursor on.
     let budget = q.scan_limit.max(lanes.len()) as u64;
     let first_chunk = if q.selective() { 64 } else { 4 };
@@ -330,7 +384,15 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
                 start: l.start.clone(),
                 end: &l.end,
                 budget: l.chunk.min(share),
-                want: want.saturating_sub(mine).max(1),
+                // No more than the page needs, nor than the tenant holds (then the step
+                // stops at its last match).
+                want: want
+                    .saturating_sub(mine)
+                    .min(
+                        l.expect
+                            .map_or(usize::MAX, |n| (n as usize).saturating_sub(mine)),
+                    )
+                    .max(1),
                 filter_json: &fj,
                 fields: &SUMMARY_FIELDS,
             });
@@ -353,6 +415,13 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
                     .into_iter()
                     .map(|e| DeadLetterView::from_entry(&l.tenant, e)),
             );
+            if let Some(n) = l.expect {
+                let mine = found.iter().filter(|v| v.id.tenant == l.tenant).count() as u64;
+                if mine >= n && !l.done {
+                    l.expect = None;
+                    l.exhausted(counted_at, q.newest_first);
+                }
+            }
         }
     }
     found.sort_by(|a, b| page_order(&a.id, &b.id, q.newest_first));
@@ -1206,6 +1275,48 @@ mod tests {
         // A row carries what a list shows, not the payload.
         assert_eq!(page.entries[0].get("class"), Some("context_overflow"));
         assert_eq!(page.entries[0].get("payload"), None);
+
+        // Once the tenants' dead letters are counted, a tenant without the class is not read,
+        // and one is read only up to its last match.
+        for t in ["a", "b", "c"] {
+            while b.dlq_counts_step(t, 500).await.unwrap() != crate::broker::CountsStep::Complete {}
+        }
+        let page = list_page(&b, &q).await.unwrap();
+        assert_eq!(
+            page.entries
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>(),
+            ids(rare.iter().cloned())
+        );
+        assert_eq!(page.next_cursor, None);
+        let last_match: u64 = ["a", "b", "c"]
+            .iter()
+            .map(|t| {
+                let mine: Vec<&Seeded> = all.iter().filter(|s| s.id.tenant == *t).collect();
+                mine.iter()
+                    .rposition(|s| s.class == "context_overflow")
+                    .map_or(0, |i| i as u64 + 1)
+            })
+            .sum();
+        assert!(
+            page.scanned <= last_match,
+            "{} read; the matches end after {last_match}",
+            page.scanned
+        );
+        for newest_first in [false, true] {
+            let mut q = q.clone();
+            q.newest_first = newest_first;
+            q.scan_limit = 100;
+            q.limit = 3;
+            let (got, pages) = walk(&b, q).await;
+            let mut want = ids(rare.iter().cloned());
+            if newest_first {
+                want.reverse();
+            }
+            assert_eq!(got, want);
+            assert!(pages.iter().all(|p| p.scanned <= 100));
+        }
     }
 
     /// A payload field (a string, a number) and a task id without a record are criteria of

@@ -91,15 +91,27 @@ while scanned < budget and found < want do
     scanned = scanned + 1
     last = e[1]
     local flat = e[2]
-    local f = {}
+    -- The criteria's fields only (no table of every field: most entries do not match).
+    local class, kind, fp, task, payload = '', '', '', nil, nil
     for j = 1, #flat, 2 do
-      f[flat[j]] = flat[j + 1]
+      local k = flat[j]
+      if k == 'class' then
+        class = flat[j + 1]
+      elseif k == 'kind' then
+        kind = flat[j + 1]
+      elseif k == 'fingerprint' then
+        fp = flat[j + 1]
+      elseif k == 'task_id' then
+        task = flat[j + 1]
+      elseif k == 'payload' then
+        payload = flat[j + 1]
+      end
     end
-    local ok = (not want_class or want_class[f['class'] or ''])
-      and (not want_kind or want_kind[f['kind'] or ''])
-      and (not want_fp or want_fp[f['fingerprint'] or ''])
-      and (not want_task or f['task_id'] == want_task)
-      and (not pfield or payload_matches(f['payload']))
+    local ok = (not want_class or want_class[class])
+      and (not want_kind or want_kind[kind])
+      and (not want_fp or want_fp[fp])
+      and (not want_task or task == want_task)
+      and (not pfield or payload_matches(payload))
     if ok then
       found = found + 1
       local out = flat
