@@ -82,7 +82,7 @@ impl Env {
             .unwrap();
         let lane = self.broker.keys().lane(TENANT);
         let read = reader
-            .read(&[lane.clone()], ReadFrom::New, n, None)
+            .read(std::slice::from_ref(&lane), ReadFrom::New, n, None)
             .await
             .unwrap();
         let mut ids = Vec::new();

@@ -6,7 +6,7 @@
 //! did not touch. A filter without tenants touches every tenant (`"*"`), whatever it matched:
 //! what a command touches never depends on other tenants' data, so it cannot reveal them.
 //! The HTTP API shows a tenant-scoped token only the commands whose scope lies within its
-//! tenants ([`crate::app`]'s principal).
+//! tenants (the API's principal).
 
 use std::collections::{BTreeSet, HashMap};
 

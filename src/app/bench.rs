@@ -877,7 +877,19 @@ async fn api_load(bench: &mut Bench) -> Result<Vec<BenchRow>> {
     })?;
     let broker = bench.broker(&settings).await?;
     let n = bench.opts.tasks.min(100_000);
-    crate::app::bench_api::run(&settings, &broker, n).await
+    Ok(crate::app::bench_api::run(&settings, &broker, n)
+        .await?
+        .into_iter()
+        .map(|r| BenchRow {
+            scenario: r.name,
+            tasks: n as u64,
+            seconds: r.samples_us.iter().sum::<u64>() as f64 / 1e6,
+            per_second: None,
+            ratio_to_raw: None,
+            latency_ms: Percentiles::of_micros(r.samples_us),
+            note: r.note,
+        })
+        .collect())
 }
 
 async fn end_to_end(bench: &mut Bench, rate: Option<u64>) -> Result<BenchRow> {

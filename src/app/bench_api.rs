@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::app::bench::{BenchRow, Percentiles};
 use crate::app::serve::auth::{new_token, Role, Scope, TokenEntry};
 use crate::app::serve::config::ServeSettings;
 use crate::broker::{Broker, ServerWork};
@@ -243,20 +242,38 @@ impl Caller {
     }
 }
 
+/// One row of the scenario: a page type's latencies (µs; none when it was not measured) and
+/// what else was seen. `redrive bench` turns it into a report row.
+#[derive(Debug, Clone)]
+pub struct PageRow {
+    /// The page type.
+    pub name: String,
+    /// One latency per request, µs.
+    pub samples_us: Vec<u64>,
+    /// What each request cost Redis, and what the answers held.
+    pub note: String,
+}
+
+/// The median of `samples` (µs), in ms.
+fn median_ms(samples: &[u64]) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).map_or(0.0, |us| *us as f64 / 1000.0)
+}
+
 /// The row of one page type.
-fn row(name: &str, n: usize, s: &Sampled, raw_p50: f64, what: String) -> BenchRow {
-    let lat = Percentiles::of_micros(s.latencies_us.clone());
-    let seconds = s.latencies_us.iter().sum::<u64>() as f64 / 1e6;
-    let times = lat
-        .map(|p| format!("p50 {:.0}× the raw page; ", p.p50 / raw_p50.max(1e-6)))
-        .unwrap_or_default();
-    BenchRow {
-        scenario: format!("api: {name}"),
-        tasks: n as u64,
-        seconds,
-        per_second: None,
-        ratio_to_raw: None,
-        latency_ms: lat,
+fn row(name: &str, s: &Sampled, raw_p50: f64, what: String) -> PageRow {
+    let times = if s.latencies_us.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "p50 {:.0}× the raw page; ",
+            median_ms(&s.latencies_us) / raw_p50.max(1e-6)
+        )
+    };
+    PageRow {
+        name: format!("api: {name}"),
+        samples_us: s.latencies_us.clone(),
         note: format!(
             "{} requests; {times}Redis per request: {} commands (scripts' own included), {:.2} ms CPU; {what}",
             s.latencies_us.len(),
@@ -280,7 +297,7 @@ fn listed(v: &Value) -> String {
 }
 
 /// Runs the scenario with `settings` (its own key prefix) and `n` dead letters.
-pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<BenchRow>> {
+pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<PageRow>> {
     let mut rows = Vec::new();
     let took = load(settings, broker, n).await?;
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i:03}")).collect();
@@ -328,28 +345,19 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         broker.raw_dlq_lens(&tenants).await?;
         raw_lens.push(t.elapsed().as_micros() as u64);
     }
-    let raw_page = Percentiles::of_micros(raw_page);
-    let raw_p50 = raw_page.map(|p| p.p50).unwrap_or(0.0);
-    rows.push(BenchRow {
-        scenario: "api: raw XREVRANGE COUNT 50".into(),
-        tasks: n as u64,
-        seconds: 0.0,
-        per_second: None,
-        ratio_to_raw: None,
-        latency_ms: raw_page,
+    let raw_p50 = median_ms(&raw_page);
+    rows.push(PageRow {
+        name: "api: raw XREVRANGE COUNT 50".into(),
+        samples_us: raw_page,
         note: format!(
             "the raw ceiling of a page: one round trip, one tenant; {n} dead letters loaded over \
              {TENANTS} tenants in {:.1} s through a member",
             took.as_secs_f64()
         ),
     });
-    rows.push(BenchRow {
-        scenario: "api: raw XLEN × 100 pipelined".into(),
-        tasks: n as u64,
-        seconds: 0.0,
-        per_second: None,
-        ratio_to_raw: None,
-        latency_ms: Percentiles::of_micros(raw_lens),
+    rows.push(PageRow {
+        name: "api: raw XLEN × 100 pipelined".into(),
+        samples_us: raw_lens,
         note: "the raw ceiling of an overview: one pipelined round trip over every tenant".into(),
     });
 
@@ -360,18 +368,18 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         "{} tenants",
         s.last["tenants"].as_array().map_or(0, Vec::len)
     );
-    rows.push(row("overview: tenants", n, &s, raw_p50, what));
+    rows.push(row("overview: tenants", &s, raw_p50, what));
     let s = api.sample(fixed("/api/v1/health?window=1h".into())).await?;
     let what = format!(
         "{} dead letters counted by class, last hour's settle counts",
         s.last["overall"]["dead_letters"]
     );
-    rows.push(row("overview: health (1h)", n, &s, raw_p50, what));
+    rows.push(row("overview: health (1h)", &s, raw_p50, what));
 
     let first = "/api/v1/dead-letters?limit=50".to_owned();
     let s = api.sample(fixed(first.clone())).await?;
     let what = listed(&s.last);
-    rows.push(row("list: first page (50)", n, &s, raw_p50, what));
+    rows.push(row("list: first page (50)", &s, raw_p50, what));
 
     // Later pages: each request follows the cursor of the one before.
     let s = api
@@ -389,7 +397,7 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         s.latencies_us.len() + 1,
         listed(&s.last)
     );
-    rows.push(row("list: later page via cursor", n, &s, raw_p50, what));
+    rows.push(row("list: later page via cursor", &s, raw_p50, what));
 
     // Rare filters: every page until the answer has no cursor, so the row says how many
     // requests the whole answer took.
@@ -414,7 +422,7 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
             "{rare_count} match of {n}; first request: {}",
             listed(&s.last)
         );
-        rows.push(row(&format!("list: {name}"), n, &s, raw_p50, what));
+        rows.push(row(&format!("list: {name}"), &s, raw_p50, what));
     }
 
     // A narrow time range: 20 ms around the middle task's dead letter.
@@ -438,7 +446,7 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         )))
         .await?;
     let what = format!("a 20 ms window in the middle; {}", listed(&s.last));
-    rows.push(row("list: time range", n, &s, raw_p50, what));
+    rows.push(row("list: time range", &s, raw_p50, what));
 
     let s = api
         .sample(fixed(format!(
@@ -447,7 +455,7 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         )))
         .await?;
     let what = format!("1 match; {}", listed(&s.last));
-    rows.push(row("list: task id", n, &s, raw_p50, what));
+    rows.push(row("list: task id", &s, raw_p50, what));
 
     match api
         .get("/api/v1/dead-letters?limit=50&payload_field=customer&payload_value=c123")
@@ -461,15 +469,11 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
                 ))
                 .await?;
             let what = format!("{} match; {}", n / CUSTOMERS, listed(&s.last));
-            rows.push(row("list: payload field", n, &s, raw_p50, what));
+            rows.push(row("list: payload field", &s, raw_p50, what));
         }
-        Err(e) => rows.push(BenchRow {
-            scenario: "api: list: payload field".into(),
-            tasks: n as u64,
-            seconds: 0.0,
-            per_second: None,
-            ratio_to_raw: None,
-            latency_ms: None,
+        Err(e) => rows.push(PageRow {
+            name: "api: list: payload field".into(),
+            samples_us: Vec::new(),
             note: format!("not measured: {e}"),
         }),
     }
@@ -482,12 +486,12 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
         s.last["total"],
         s.last["top_fingerprints"].as_array().map_or(0, Vec::len)
     );
-    rows.push(row("stats: top 10, 24h window", n, &s, raw_p50, what));
+    rows.push(row("stats: top 10, 24h window", &s, raw_p50, what));
     let s = api
         .sample(fixed("/api/v1/dead-letters/stats?top=10&window=1h".into()))
         .await?;
     let what = "the same with the settle counts of the last hour".to_owned();
-    rows.push(row("stats: top 10, 1h window", n, &s, raw_p50, what));
+    rows.push(row("stats: top 10, 1h window", &s, raw_p50, what));
 
     let one = api.get("/api/v1/dead-letters?limit=1").await?;
     let id = one["entries"][0]["id"]
@@ -500,13 +504,7 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<B
             "/api/v1/tenants/{tenant}/dead-letters/{entry}"
         )))
         .await?;
-    rows.push(row(
-        "show one",
-        n,
-        &s,
-        raw_p50,
-        "one dead letter whole".into(),
-    ));
+    rows.push(row("show one", &s, raw_p50, "one dead letter whole".into()));
 
     shutdown.trigger();
     server.stopped(Duration::from_secs(5)).await;

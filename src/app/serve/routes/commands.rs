@@ -36,7 +36,7 @@ enum Scoped {
     /// Its `tenants` field, written by the member that ran the command.
     Recorded(Touches),
     /// No such field (written before members recorded it): its command, when readable.
-    Command(Option<AdminCommand>),
+    Command(Option<Box<AdminCommand>>),
 }
 
 /// One audit entry as `redrive admin audit --json` prints it: the entry id, then its fields
@@ -64,7 +64,7 @@ fn audit_json(e: Entry) -> (Value, Scoped) {
     }
     let scoped = match recorded {
         Some(t) => Scoped::Recorded(t),
-        None => Scoped::Command(command),
+        None => Scoped::Command(command.map(Box::new)),
     };
     (Value::Object(m), scoped)
 }
