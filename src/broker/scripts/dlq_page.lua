@@ -52,9 +52,24 @@ if #ARGV > 6 then
   end
 end
 
+-- Text that JSON writes as it is (no escapes), so a payload holding it holds it verbatim:
+-- such a name and value are looked for as plain text first, and only a payload holding both
+-- is decoded.
+local function verbatim(t)
+  return t ~= nil and string.match(t, '^[%w _%.%-:@%+=,;]*$') ~= nil
+end
+local quick_field = verbatim(pfield) and ('"' .. pfield .. '"') or nil
+local quick_value = verbatim(pvalue) and pvalue ~= '' and pvalue or nil
+
 -- Whether the payload's top-level field `pfield` equals `pvalue`.
 local function payload_matches(payload)
   if not payload then
+    return false
+  end
+  if quick_field and not string.find(payload, quick_field, 1, true) then
+    return false
+  end
+  if quick_value and not string.find(payload, quick_value, 1, true) then
     return false
   end
   local ok, doc = pcall(cjson.decode, payload)
@@ -79,8 +94,11 @@ local scanned, last, ended = 0, '', 0
 local matches = {}
 local found = 0
 local from = ARGV[2]
+-- Reads grow from what the caller wants (a page of one reads one entry first) to 100.
+local step = math.max(1, math.min(want, 100))
 while scanned < budget and found < want do
-  local count = math.min(budget - scanned, 100)
+  local count = math.min(budget - scanned, step)
+  step = math.min(step * 4, 100)
   local page
   if desc then
     page = redis.call('XREVRANGE', KEYS[1], from, ARGV[3], 'COUNT', count)
