@@ -90,6 +90,13 @@ impl Keys {
         format!("{}:{{{}}}:dlq", self.prefix, tenant)
     }
 
+    /// The counts of a tenant's dead letters (HASH: `n`, per fingerprint/class/kind group a
+    /// count, a sample error per fingerprint), kept by the scripts that add and remove dead
+    /// letters (scripts/lib/dlq_counts.lua).
+    pub fn dlq_counts(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:counts", self.prefix, tenant)
+    }
+
     /// The counter of dead letters the length cap has trimmed away.
     pub fn dlq_trimmed(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:dlq:trimmed", self.prefix, tenant)

@@ -410,7 +410,7 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
             "--repeat",
             "1",
             "--scenario",
-            "drain,failure,log-volume",
+            "drain,failure,log-volume,api-load",
         ],
         &[],
     );
@@ -452,6 +452,34 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
         off > 6_000 && on < 100,
         "{on} lines with summaries, {off} without"
     );
+    // The API's pages over the dead letters it made (2,000 over 100 tenants here), each with
+    // its latencies and what it cost Redis.
+    for name in [
+        "api: raw XREVRANGE",
+        "api: overview: tenants",
+        "api: overview: health",
+        "api: list: first page",
+        "api: list: later page via cursor",
+        "api: list: rare fingerprint",
+        "api: list: time range",
+        "api: list: task id",
+        "api: list: payload field",
+        "api: stats: top 10, 24h window",
+        "api: show one",
+    ] {
+        let r = row(name);
+        assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+        if name != "api: raw XREVRANGE" {
+            assert!(
+                r["note"].as_str().unwrap().contains("Redis per request"),
+                "{r}"
+            );
+        }
+    }
+    assert!(row("api: raw XREVRANGE")["note"]
+        .as_str()
+        .unwrap()
+        .contains("2000 dead letters loaded over 100 tenants"));
     // Nothing of the benchmark stays behind in the server it used, except per-minute settle
     // counts, which expire by themselves.
     let mut raw = env.raw().await;

@@ -818,6 +818,7 @@ async fn a_settle_whose_reply_was_lost_is_logged_not_counted_lost() {
         .arg(concat!(
             include_str!("../src/broker/scripts/lib/record.lua"),
             include_str!("../src/broker/scripts/lib/steps.lua"),
+            include_str!("../src/broker/scripts/lib/dlq_counts.lua"),
             include_str!("../src/broker/scripts/dead_letter.lua")
         ))
         .query_async(&mut raw)

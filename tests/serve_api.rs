@@ -16,13 +16,14 @@ use serde_json::{json, Value};
 
 /// The tokens every server here accepts: name, role, tenants (none: every tenant), whether a
 /// viewer sees payloads.
-const TOKENS: [(&str, &str, &[&str], bool); 6] = [
+const TOKENS: [(&str, &str, &[&str], bool); 7] = [
     ("admin", "admin", &[], false),
     ("ops", "operator", &[], false),
     ("viewer", "viewer", &[], false),
     ("viewer-payloads", "viewer", &[], true),
     ("acme-ops", "operator", &["acme"], false),
     ("acme-viewer", "viewer", &["acme"], false),
+    ("globex-viewer", "viewer", &["globex"], false),
 ];
 
 /// What a request carries as its body.
@@ -926,6 +927,160 @@ async fn a_tenant_scoped_token_never_sees_or_changes_another_tenants_data() {
     );
     let r = api.get("viewer", "/api/v1/audit", &[], "limit=100").await;
     assert_eq!(r.body["entries"].as_array().unwrap().len(), 2);
+}
+
+/// Commands sent by the CLI — through a member, and run in the CLI with `--local` — are seen
+/// by a tenant-scoped token exactly when they touch only its tenants, in the audit trail and as
+/// a command status: the member records what each command touches, whoever sent it. One that
+/// touches another tenant too, or every tenant (a filter without tenants), is seen by neither.
+/// An audit entry written before members recorded it is judged by its command.
+#[tokio::test]
+async fn a_scoped_token_sees_the_cli_commands_that_touch_only_its_tenants() {
+    let env = TestEnv::new();
+    let _member = env.member("m1", &[]);
+    let api = Api::start(&env, "api", "");
+    seed(&env, &[("acme", 3), ("globex", 1)]).await;
+    let acme = api.dead_letter_ids("viewer", "tenant=acme").await;
+    let globex = api.dead_letter_ids("viewer", "tenant=globex").await;
+    let cli = |args: &[&str]| {
+        let (code, out, err) = env.cli(args, &[]);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    };
+    cli(&[
+        "dlq",
+        "resolve",
+        &acme[0],
+        "--reason",
+        "done by hand",
+        "--command-id",
+        "cli-acme",
+    ]);
+    cli(&[
+        "dlq",
+        "resolve",
+        &acme[1],
+        "--reason",
+        "done by hand",
+        "--command-id",
+        "cli-acme-local",
+        "--local",
+    ]);
+    cli(&[
+        "breaker",
+        "open",
+        "globex",
+        "--reason",
+        "maintenance",
+        "--command-id",
+        "cli-globex",
+    ]);
+    cli(&[
+        "dlq",
+        "resolve",
+        &acme[2],
+        &globex[0],
+        "--reason",
+        "both",
+        "--command-id",
+        "cli-both",
+    ]);
+    cli(&[
+        "dlq",
+        "discard",
+        "--kind",
+        "nosuch",
+        "--yes",
+        "--reason",
+        "every tenant",
+        "--command-id",
+        "cli-every",
+    ]);
+    // An audit entry as members wrote them before they recorded the tenants: no `tenants`,
+    // judged by its command.
+    let mut raw = env.raw().await;
+    let args = json!({"type": "breaker", "tenant": "acme", "open": false}).to_string();
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}:{{@admin}}:audit", env.prefix))
+        .arg("*")
+        .arg("command_id")
+        .arg("old-acme")
+        .arg("command")
+        .arg("breaker")
+        .arg("outcome")
+        .arg("ok")
+        .arg("args")
+        .arg(&args)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let audit = |who: &'static str| {
+        let api = &api;
+        async move {
+            let r = api.get(who, "/api/v1/audit", &[], "limit=100").await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.body["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["command_id"].as_str().unwrap().to_owned())
+                .collect::<BTreeSet<String>>()
+        }
+    };
+    let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        audit("acme-viewer").await,
+        set(&["cli-acme", "cli-acme-local", "old-acme"])
+    );
+    assert_eq!(audit("globex-viewer").await, set(&["cli-globex"]));
+    assert_eq!(
+        audit("viewer").await,
+        set(&[
+            "cli-acme",
+            "cli-acme-local",
+            "cli-globex",
+            "cli-both",
+            "cli-every",
+            "old-acme"
+        ])
+    );
+    let r = api
+        .get("acme-viewer", "/api/v1/audit", &[], "limit=100")
+        .await;
+    for e in r.body["entries"].as_array().unwrap() {
+        if e["command_id"] != "old-acme" {
+            assert_eq!(e["tenants"], json!(["acme"]), "{e}");
+        }
+    }
+    for (id, acme_sees, globex_sees) in [
+        ("cli-acme", true, false),
+        ("cli-acme-local", true, false),
+        ("cli-globex", false, true),
+        ("cli-both", false, false),
+        ("cli-every", false, false),
+    ] {
+        for (who, sees) in [("acme-viewer", acme_sees), ("globex-viewer", globex_sees)] {
+            let r = api.get(who, "/api/v1/commands/{id}", &[id], "").await;
+            if sees {
+                assert_eq!(r.status, 200, "{who} {id}: {}", r.text);
+                assert_eq!(r.body["state"], "done");
+                assert_eq!(r.body["result"]["outcome"], "ok", "{}", r.text);
+            } else {
+                assert_eq!(r.status, 404, "{who} {id}: {}", r.text);
+                assert!(
+                    !r.text.contains("acme/") && !r.text.contains("globex/"),
+                    "{}",
+                    r.text
+                );
+            }
+        }
+        let r = api.get("viewer", "/api/v1/commands/{id}", &[id], "").await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text);
+    }
+    let r = api
+        .get("viewer", "/api/v1/commands/{id}", &["cli-every"], "")
+        .await;
+    assert_eq!(r.body["record"]["tenants"], "\"*\"", "{}", r.text);
 }
 
 #[tokio::test]

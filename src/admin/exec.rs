@@ -58,8 +58,21 @@ pub async fn run_command(
     let b = &ctx.broker;
     let s = &ctx.settings;
     let name = env.command.name();
+    // The scope comes from the command itself, whoever sent it; one that cannot be told (a
+    // job record unreadable) touches every tenant, which no tenant-scoped token sees.
+    let scope = super::scope::touches(b, &env.command, &mut Default::default())
+        .await
+        .unwrap_or(super::scope::Touches::All)
+        .to_json();
     match b
-        .admin_begin(&env.id, entry, &ctx.executor, env.deadline_ms, s.record_ttl)
+        .admin_begin(
+            &env.id,
+            entry,
+            &ctx.executor,
+            env.deadline_ms,
+            s.record_ttl,
+            &scope,
+        )
         .await?
     {
         BeginCommand::Run(started) => {
@@ -80,7 +93,7 @@ pub async fn run_command(
                     FinishMode::Result(&json),
                     s.record_ttl,
                     s.audit_max_len,
-                    &audit_fields(env, &result, entry),
+                    &audit_fields(env, &result, entry, &scope),
                 )
                 .await?;
             if !written {
@@ -147,7 +160,7 @@ pub async fn run_command(
                 FinishMode::Note,
                 s.record_ttl,
                 s.audit_max_len,
-                &audit_fields(env, &result, entry),
+                &audit_fields(env, &result, entry, &scope),
             )
             .await?;
             events::admin::command_expired(&env.id, &env.operator, name);
@@ -171,10 +184,17 @@ pub async fn stored(b: &Broker, command_id: &str) -> Result<Option<CommandResult
     }
 }
 
-/// The audit entry of a command: who, when, what, why, outcome. Payloads never appear here,
-/// but an operator's `--patch` does (it is part of what was asked).
-fn audit_fields(env: &Envelope, r: &CommandResult, entry: &str) -> Vec<(&'static str, String)> {
+/// The audit entry of a command: who, when, what, why, outcome, and the tenants it touches
+/// (`scope`, [`super::scope::FIELD`]). Payloads never appear here, but an operator's `--patch`
+/// does (it is part of what was asked).
+fn audit_fields(
+    env: &Envelope,
+    r: &CommandResult,
+    entry: &str,
+    scope: &str,
+) -> Vec<(&'static str, String)> {
     vec![
+        (super::scope::FIELD, scope.to_owned()),
         ("command_id", env.id.clone()),
         ("command", r.command.clone()),
         ("operator", env.operator.clone()),

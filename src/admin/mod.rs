@@ -18,6 +18,7 @@
 //! * [`replay`] — building a replayed task (pure), the selection, the dry run, the typed job
 //!   record and the job runner.
 //! * [`lookup`] — a task by id: its record, or where it is when it has none.
+//! * [`scope`] — the tenants a command touches, recorded by the member that runs it.
 //! * [`mutate`] — the short commands: resolve, discard, purge, cancel, breaker.
 //! * [`breaker`] — opening and closing a tenant's breaker by hand.
 //! * [`context`] — what executing a command needs, and how it ended.
@@ -26,11 +27,14 @@
 
 pub mod breaker;
 pub mod context;
+#[cfg(test)]
+mod counts_steps;
 pub mod exec;
 pub mod lookup;
 pub mod mutate;
 pub mod replay;
 pub mod scan;
+pub mod scope;
 pub mod select;
 pub mod time;
 

@@ -166,7 +166,10 @@ pub(crate) fn record_target(
 pub async fn purge(ctx: &AdminContext, spec: &PurgeSpec) -> Result<(String, Value)> {
     crate::task::validate_tenant(&spec.tenant).map_err(Error::Usage)?;
     let b = &ctx.broker;
-    let n = if ctx.tasks.enabled {
+    // Page by page through dlq_purge.lua (with records or without), so the tenant's
+    // dead-letter counts see every deletion.
+    let records = ctx.tasks.enabled;
+    let n = {
         let mut n = 0u64;
         loop {
             let page = b
@@ -179,13 +182,13 @@ pub async fn purge(ctx: &AdminContext, spec: &PurgeSpec) -> Result<(String, Valu
                 .iter()
                 .map(|e| record_target(ctx, &spec.tenant, &e.id, Some(e)))
                 .collect();
-            let (deleted, written) = b.dlq_purge_entries(&spec.tenant, &targets, true).await?;
+            let (deleted, written) = b.dlq_purge_entries(&spec.tenant, &targets, records).await?;
             n += deleted;
-            events::task_records::written(&spec.tenant, "discarded", written);
+            if records {
+                events::task_records::written(&spec.tenant, "discarded", written);
+            }
         }
         n
-    } else {
-        b.dlq_purge(&spec.tenant, spec.before_ms).await?
     };
     Ok((
         format!(

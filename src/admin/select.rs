@@ -176,6 +176,13 @@ impl Filter {
         *self == Filter::default()
     }
 
+    /// Whether dead letters of this class, kind and fingerprint satisfy the class, kind and
+    /// fingerprint criteria (`""` for a field a dead letter lacks, which no criterion names).
+    pub fn selects(&self, class: &str, kind: &str, fingerprint: &str) -> bool {
+        let ok = |wanted: &[String], v: &str| wanted.is_empty() || wanted.iter().any(|w| w == v);
+        ok(&self.classes, class) && ok(&self.kinds, kind) && ok(&self.fingerprints, fingerprint)
+    }
+
     /// Whether a dead letter's fields satisfy the class, kind and fingerprint criteria (tenant
     /// and time are applied by where and how far the scan reads).
     pub fn matches(&self, fields: &Fields) -> bool {

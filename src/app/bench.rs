@@ -73,11 +73,15 @@ pub enum Scenario {
     /// How soon an idle member serves a tenant it has never seen: 200 new tenants, one task
     /// each, with producers' announcements on (the default) and off (the periodic look only).
     Discovery,
+    /// The HTTP API's reads (overview, dead-letter pages with and without rare filters,
+    /// cursor pages, stats, one dead letter) over 100,000 dead letters across 100 tenants:
+    /// p50/p99 per page type and what each request costs Redis.
+    ApiLoad,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -95,6 +99,7 @@ impl Scenario {
         Scenario::PoolPython,
         Scenario::LogVolume,
         Scenario::Discovery,
+        Scenario::ApiLoad,
     ];
 }
 
@@ -660,6 +665,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
                 new_tenants(&mut bench, true).await?,
                 new_tenants(&mut bench, false).await?,
             ],
+            Scenario::ApiLoad => api_load(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -905,6 +911,32 @@ async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> 
             settings.fleet.read_batch
         ),
     })
+}
+
+/// The `api-load` scenario ([`crate::app::bench_api`]): `--tasks` dead letters, at most
+/// 100,000, over 100 tenants; breakers off and one attempt, so every task is dead-lettered at
+/// its first failure.
+async fn api_load(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let prefix = bench.next_prefix();
+    let settings = bench.settings(&prefix, |c| {
+        c.retry.max_attempts = 1;
+        c.isolation.breaker.enabled = false;
+    })?;
+    let broker = bench.broker(&settings).await?;
+    let n = bench.opts.tasks.min(100_000);
+    Ok(crate::app::bench_api::run(&settings, &broker, n)
+        .await?
+        .into_iter()
+        .map(|r| BenchRow {
+            scenario: r.name,
+            tasks: n as u64,
+            seconds: r.samples_us.iter().sum::<u64>() as f64 / 1e6,
+            per_second: None,
+            ratio_to_raw: None,
+            latency_ms: Percentiles::of_micros(r.samples_us),
+            note: r.note,
+        })
+        .collect())
 }
 
 async fn end_to_end(bench: &mut Bench, rate: Option<u64>) -> Result<BenchRow> {

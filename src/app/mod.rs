@@ -15,13 +15,15 @@
 //! * [`enqueue`] — JSON Lines input of `redrive enqueue --file`.
 //! * [`demo`] — `redrive demo`; [`demo_agent`] — the simulated agent it runs.
 //! * [`bench`](mod@bench) — `redrive bench`; [`bench_agent`] — the HTTP agent its http
-//!   scenarios run in a child process; [`bench_logs`] — the log counter of `log-volume`.
+//!   scenarios run in a child process; [`bench_logs`] — the log counter of `log-volume`;
+//!   [`bench_api`] — the `api-load` scenario (the HTTP API over 100,000 dead letters).
 //! * [`settings`] — the application's own sections (`[demo]`, `[demo_agent]`) and the handlers
 //!   `fleet.handler` may name.
 
 pub(crate) mod admin_client;
 pub(crate) mod bench;
 pub(crate) mod bench_agent;
+pub(crate) mod bench_api;
 pub(crate) mod bench_logs;
 pub(crate) mod bench_python;
 pub(crate) mod changes;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::admin::scan::{scan, tenants_of, SCAN_PAGE};
-use crate::admin::select::{compare_ids, field_str, DlId, Filter};
+use crate::admin::scan::{scan, tenants_of};
+use crate::admin::select::{compare_ids, DlId, Filter};
 use crate::app::view::DeadLetterView;
-use crate::broker::{Broker, FingerprintTally};
+use crate::broker::{Broker, DlqCounts, DlqGroup, FingerprintTally};
 use crate::error::{Error, Result};
 
 /// The longest window `health` and `stats` accept.
@@ -19,80 +19,441 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Dead letters one tally call counts on the server.
 const TALLY_PAGE: usize = 1_000;
 
+/// Entries one `dlq list` request reads at most by default (`scan_limit`): a filter that
+/// matches rarely answers a page of what it found in that many, with a cursor to go on,
+/// instead of reading every dead letter in one request.
+pub const LIST_SCAN_LIMIT: usize = 10_000;
+/// The largest `scan_limit` a request may ask for.
+pub const LIST_SCAN_MAX: usize = 1_000_000;
+
+/// The fields a list row shows ([`DeadLetterView::summary_json`], `list_line`): the rest of a
+/// dead letter (payload, history, steps, outputs) stays in Redis until it is shown whole.
+const SUMMARY_FIELDS: [&str; 8] = [
+    crate::task::field::TASK_ID,
+    crate::task::field::KIND,
+    crate::deadletter::field::CLASS,
+    crate::deadletter::field::FINGERPRINT,
+    crate::deadletter::field::ERROR,
+    crate::task::field::ATTEMPT,
+    crate::deadletter::field::ACTION,
+    crate::task::field::REPLAY_OF,
+];
+
+/// What `dlq list` asks for.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Tenants, classes, kinds, fingerprints, time range.
+    pub filter: Filter,
+    /// Only the dead letters of this task id.
+    pub task_id: Option<String>,
+    /// Only dead letters whose payload's top-level field (first) equals the value (second):
+    /// a string equal to it, or a number, boolean or null written as it.
+    pub payload: Option<(String, String)>,
+    /// Continue after this position (the `next_cursor` of the page before).
+    pub cursor: Option<DlId>,
+    /// Entries per page.
+    pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    /// Entries read at most (at least one per tenant is read whatever it says).
+    pub scan_limit: usize,
+}
+
+impl ListQuery {
+    /// The criteria as scripts/dlq_page.lua reads them.
+    fn filter_json(&self) -> String {
+        let (field, value) = match &self.payload {
+            Some((f, v)) => (f.as_str(), v.as_str()),
+            None => ("", ""),
+        };
+        serde_json::json!({
+            "classes": self.filter.classes,
+            "kinds": self.filter.kinds,
+            "fingerprints": self.filter.fingerprints,
+            "task_id": self.task_id.as_deref().unwrap_or(""),
+            "payload_field": field,
+            "payload_value": value,
+        })
+        .to_string()
+    }
+
+    /// Whether anything but tenants and time narrows the list (then a page may need many
+    /// entries read per match).
+    fn selective(&self) -> bool {
+        !self.filter.classes.is_empty()
+            || !self.filter.kinds.is_empty()
+            || !self.filter.fingerprints.is_empty()
+            || self.task_id.is_some()
+            || self.payload.is_some()
+    }
+}
+
+/// Checks a payload criterion: a top-level field name (1 to 128 bytes) and its value (at
+/// most 1024 bytes).
+pub fn validate_payload_criterion(field: &str, value: &str) -> std::result::Result<(), String> {
+    if field.is_empty() || field.len() > 128 {
+        return Err("payload_field must name a top-level payload field (1 to 128 bytes)".into());
+    }
+    if value.len() > 1024 {
+        return Err("payload_value is longer than 1024 bytes".into());
+    }
+    Ok(())
+}
+
 /// One page of `dlq list`.
 #[derive(Debug, Clone)]
 pub struct ListPage {
-    /// The dead letters, oldest first (by dead-letter time, then tenant).
+    /// The dead letters in the page's order (by dead-letter time, then tenant; oldest first
+    /// unless asked newest first), with the fields a list row shows.
     pub entries: Vec<DeadLetterView>,
-    /// Pass as `--cursor` for the next page; `None` on the last page.
+    /// Pass as `--cursor` for the next page; `None` once nothing is left. After a page that
+    /// ended at its scan limit it is where the scan stopped, not an entry of the page.
     pub next_cursor: Option<String>,
+    /// Dead letters read for this page.
+    pub scanned: u64,
+    /// The page ended because `scan_limit` entries were read: fewer than `limit` entries
+    /// (maybe none) matched up to `next_cursor`, and more may match after it.
+    pub scan_limit_reached: bool,
 }
 
-/// A page of dead letters matching `filter` (and with `task_id` when given), after `cursor`
-/// (the id of the last entry of the previous page), at most `limit`.
-pub async fn list(
-    broker: &Broker,
-    filter: &Filter,
-    task_id: Option<&str>,
+/// Where one tenant's scan stands while a page is assembled.
+struct Lane {
+    tenant: String,
+    /// Where its next step starts.
+    start: String,
+    /// Where its range ends.
+    end: String,
+    /// The last entry read, if any.
+    pos: Option<String>,
+    /// Nothing is left in its range.
+    done: bool,
+    /// Entries per step (grows as the page needs more).
+    chunk: usize,
+    /// How many matches it holds in all, when its counts tell.
+    expect: Option<u64>,
+}
+
+impl Lane {
+    /// The lane holds no more matches up to `t_ms` (the server's clock when its counts were
+    /// read): newest first it is done; oldest first it counts as read up to then, so only
+    /// dead letters added since are read (and the cursor never passes one).
+    fn exhausted(&mut self, t_ms: u64, newest_first: bool) {
+        if newest_first {
+            self.done = true;
+            return;
+        }
+        let at = format!("{t_ms}-{}", u64::MAX);
+        if self
+            .pos
+            .as_ref()
+            .is_none_or(|p| compare_ids(p, &at).is_lt())
+        {
+            self.start = format!("({at}");
+            self.pos = Some(at);
+        }
+    }
+}
+
+/// The sort key of a page: (entry id, tenant), reversed for newest first.
+fn page_order(a: &DlId, b: &DlId, newest_first: bool) -> std::cmp::Ordering {
+    let o = a.order(b);
+    if newest_first {
+        o.reverse()
+    } else {
+        o
+    }
+}
+
+/// Where tenant `tenant`'s part of a page starts: after `cursor` in the page's order
+/// (position (id, tenant)), within the filter's range (`range_start`, `-` or `+` when open).
+fn lane_start(
+    tenant: &str,
     cursor: Option<&DlId>,
-    limit: usize,
-) -> Result<ListPage> {
-    let (since, end) = filter.range();
+    range_start: &str,
+    newest_first: bool,
+) -> String {
+    let Some(c) = cursor else {
+        return range_start.to_owned();
+    };
+    // Oldest first, after (id, t) means a later id, or the same id in a later tenant; newest
+    // first, an earlier id, or the same id in an earlier tenant.
+    let same_id_follows = if newest_first {
+        tenant < c.tenant.as_str()
+    } else {
+        tenant > c.tenant.as_str()
+    };
+    let at = if same_id_follows {
+        c.id.clone()
+    } else {
+        format!("({}", c.id)
+    };
+    if range_start == "-" || range_start == "+" {
+        return at;
+    }
+    let beyond = if newest_first {
+        compare_ids(&c.id, range_start) != std::cmp::Ordering::Greater
+    } else {
+        compare_ids(&c.id, range_start) != std::cmp::Ordering::Less
+    };
+    if beyond {
+        at
+    } else {
+        range_start.to_owned()
+    }
+}
+
+/// A page of `dlq list` ([`ListQuery`]).
+///
+/// Each tenant's dead letters are scanned on the server (scripts/dlq_page.lua: matched there,
+/// only matches come back, with the fields a row shows), every tenant's step in one pipelined
+/// round trip, and merged by (dead-letter id, tenant). A step reads a few entries per tenant
+/// first, more (×4) in the next round, and only tenants that could still hold one of the
+/// page's entries are read again, so an unfiltered page reads about its own size. Reading
+/// stops at `scan_limit` entries: the page then holds what matched up to where every tenant
+/// was read, and its cursor is that position. A `task_id` is looked up in the tenants' task
+/// records first (one round trip): the dead letters they name are the answer; only when no
+/// record names one (records off, dead letters older than records) is it a scan like any
+/// other criterion.
+pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
+    let tenants = tenants_of(broker, &q.filter).await?;
+    let (lo, hi) = q.filter.range();
+    let (range_start, range_end) = if q.newest_first { (hi, lo) } else { (lo, hi) };
+    let fj = q.filter_json();
+    let want = q.limit + 1;
+    let mut lanes: Vec<Lane> = tenants
+        .iter()
+        .map(|t| Lane {
+            tenant: t.clone(),
+            start: lane_start(t, q.cursor.as_ref(), &range_start, q.newest_first),
+            end: range_end.clone(),
+            pos: None,
+            done: false,
+            chunk: 0,
+            expect: None,
+        })
+        .collect();
     let mut found: Vec<DeadLetterView> = Vec::new();
-    for tenant in tenants_of(broker, filter).await? {
-        // Order is (id, tenant): after the cursor means a later id, or the same id in a later
-        // tenant.
-        let mut from = match cursor {
-            Some(c) => {
-                let at = if tenant > c.tenant {
-                    c.id.clone()
-                } else {
-                    format!("({}", c.id)
-                };
-                let since_id = since.trim_start_matches('(');
-                if since == "-" || compare_ids(&c.id, since_id) != std::cmp::Ordering::Less {
-                    at
-                } else {
-                    since.clone()
-                }
-            }
-            None => since.clone(),
-        };
-        let mut mine = 0;
-        'pages: loop {
-            let page = broker.dlq_range(&tenant, &from, &end, SCAN_PAGE).await?;
-            let len = page.len();
-            for e in page {
-                from = format!("({}", e.id);
-                let matched = e.fields.as_ref().is_some_and(|f| {
-                    filter.matches(f)
-                        && task_id
-                            .is_none_or(|id| field_str(f, crate::task::field::TASK_ID) == Some(id))
-                });
-                if matched {
-                    found.push(DeadLetterView::from_entry(&tenant, e));
-                    mine += 1;
-                    if mine > limit {
-                        break 'pages;
+    let mut scanned = 0u64;
+
+    if let Some(task_id) = &q.task_id {
+        let named = broker.dlq_ids_of_task(&tenants, task_id).await?;
+        if named.iter().any(Option::is_some) {
+            // The records' dead letters: each read alone, if it is in the page's range.
+            let mut steps = Vec::new();
+            for (lane, id) in lanes.iter().zip(&named) {
+                let Some(id) = id else { continue };
+                let within = |bound: &str, below: bool| {
+                    let (exclusive, b) = match bound.strip_prefix('(') {
+                        Some(b) => (true, b),
+                        None => (false, bound),
+                    };
+                    if b == "-" || b == "+" {
+                        return true;
                     }
+                    let o = compare_ids(id, b);
+                    match (below, exclusive) {
+                        (true, false) => o != std::cmp::Ordering::Greater,
+                        (true, true) => o == std::cmp::Ordering::Less,
+                        (false, false) => o != std::cmp::Ordering::Less,
+                        (false, true) => o == std::cmp::Ordering::Greater,
+                    }
+                };
+                let (lower, upper) = if q.newest_first {
+                    (&lane.end, &lane.start)
+                } else {
+                    (&lane.start, &lane.end)
+                };
+                if within(lower, false) && within(upper, true) {
+                    steps.push(crate::broker::PageScan {
+                        tenant: &lane.tenant,
+                        newest_first: false,
+                        start: id.clone(),
+                        end: id,
+                        budget: 1,
+                        want: 1,
+                        filter_json: &fj,
+                        fields: &SUMMARY_FIELDS,
+                    });
                 }
             }
-            if len < SCAN_PAGE {
-                break;
+            let replies = broker.dlq_pages(&steps).await?;
+            for (step, r) in steps.iter().zip(replies) {
+                scanned += r.scanned;
+                found.extend(
+                    r.matches
+                        .into_iter()
+                        .map(|e| DeadLetterView::from_entry(step.tenant, e)),
+                );
+            }
+            found.sort_by(|a, b| page_order(&a.id, &b.id, q.newest_first));
+            let more = found.len() > q.limit;
+            found.truncate(q.limit);
+            return Ok(ListPage {
+                next_cursor: if more {
+                    found.last().map(|v| v.id.to_string())
+                } else {
+                    None
+                },
+                entries: found,
+                scanned,
+                scan_limit_reached: false,
+            });
+        }
+    }
+
+    // The tenants' counts say how many dead letters of each class, kind and fingerprint they
+    // hold: a tenant with none of the criteria's is not read at all, and one read from its
+    // start to the end of its stream is done once it gave all of them.
+    let counted = !(q.filter.classes.is_empty()
+        && q.filter.kinds.is_empty()
+        && q.filter.fingerprints.is_empty());
+    let mut counted_at = 0;
+    if counted {
+        counted_at = broker.server_time_ms().await?;
+        let whole = q.cursor.is_none()
+            && q.filter.since_ms.is_none()
+            && q.filter.until_ms.is_none()
+            && q.task_id.is_none()
+            && q.payload.is_none();
+        for (l, c) in lanes.iter_mut().zip(broker.dlq_counts_of(&tenants).await?) {
+            let Some(c) = c else { continue };
+            let n: u64 = c
+                .groups
+                .iter()
+                .filter(|g| q.filter.selects(&g.class, &g.kind, &g.fingerprint))
+                .map(|g| g.count)
+                .sum();
+            if n == 0 {
+                l.exhausted(counted_at, q.newest_first);
+            } else if whole {
+                l.expect = Some(n);
             }
         }
     }
-    found.sort_by(|a, b| a.id.order(&b.id));
-    let more = found.len() > limit;
-    found.truncate(limit);
-    let next_cursor = if more {
-        found.last().map(|v| v.id.to_string())
+
+    // At least one entry per tenant per request, so every page moves the cursor on.
+    let budget = q.scan_limit.max(lanes.len()) as u64;
+    let first_chunk = if q.selective() { 64 } else { 4 };
+    let pos_key = |l: &Lane| {
+        l.pos.as_ref().map(|p| DlId {
+            tenant: l.tenant.clone(),
+            id: p.clone(),
+        })
+    };
+    loop {
+        // The want-th entry found so far: a tenant read up to it or beyond cannot add an
+        // entry before it, so it need not be read again.
+        found.sort_by(|a, b| page_order(&a.id, &b.id, q.newest_first));
+        let kth = found.get(want - 1).map(|v| v.id.clone());
+        let behind = |l: &Lane| match (&kth, pos_key(l)) {
+            (None, _) | (_, None) => true,
+            (Some(k), Some(p)) => page_order(&p, k, q.newest_first).is_lt(),
+        };
+        let mut need: Vec<usize> = (0..lanes.len())
+            .filter(|&i| !lanes[i].done && behind(&lanes[i]))
+            .collect();
+        if need.is_empty() || scanned >= budget {
+            break;
+        }
+        // Furthest behind first (never read before: first of all), so a budget smaller than
+        // one round reads where the page needs it.
+        need.sort_by(|&a, &b| match (pos_key(&lanes[a]), pos_key(&lanes[b])) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => page_order(&x, &y, q.newest_first),
+        });
+        let left = (budget - scanned) as usize;
+        need.truncate(left);
+        let share = (left / need.len()).max(1);
+        for &i in &need {
+            let l = &mut lanes[i];
+            l.chunk = if l.chunk == 0 {
+                first_chunk.max((2 * want).div_ceil(need.len()))
+            } else {
+                (l.chunk * 4).min(1_000)
+            };
+        }
+        let mut steps = Vec::with_capacity(need.len());
+        for &i in &need {
+            let l = &lanes[i];
+            let mine = found.iter().filter(|v| v.id.tenant == l.tenant).count();
+            steps.push(crate::broker::PageScan {
+                tenant: &l.tenant,
+                newest_first: q.newest_first,
+                start: l.start.clone(),
+                end: &l.end,
+                budget: l.chunk.min(share),
+                // No more than the page needs, nor than the tenant holds (then the step
+                // stops at its last match).
+                want: want
+                    .saturating_sub(mine)
+                    .min(
+                        l.expect
+                            .map_or(usize::MAX, |n| (n as usize).saturating_sub(mine)),
+                    )
+                    .max(1),
+                filter_json: &fj,
+                fields: &SUMMARY_FIELDS,
+            });
+        }
+        let replies = broker.dlq_pages(&steps).await?;
+        drop(steps);
+        for (&i, r) in need.iter().zip(replies) {
+            let l = &mut lanes[i];
+            scanned += r.scanned;
+            match &r.last {
+                Some(last) => {
+                    l.start = format!("({last}");
+                    l.pos = Some(last.clone());
+                    l.done = r.ended;
+                }
+                None => l.done = true,
+            }
+            found.extend(
+                r.matches
+                    .into_iter()
+                    .map(|e| DeadLetterView::from_entry(&l.tenant, e)),
+            );
+            if let Some(n) = l.expect {
+                let mine = found.iter().filter(|v| v.id.tenant == l.tenant).count() as u64;
+                if mine >= n && !l.done {
+                    l.expect = None;
+                    l.exhausted(counted_at, q.newest_first);
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| page_order(&a.id, &b.id, q.newest_first));
+    // Every entry up to the least-read tenant's position has been considered.
+    let frontier = lanes
+        .iter()
+        .filter(|l| !l.done)
+        .filter_map(pos_key)
+        .min_by(|a, b| page_order(a, b, q.newest_first));
+    let unread = lanes.iter().any(|l| !l.done && l.pos.is_none());
+    if let Some(f) = &frontier {
+        found.retain(|v| page_order(&v.id, f, q.newest_first).is_le());
+    }
+    if unread {
+        // Only possible with a budget below the tenant count, which `budget` rules out.
+        found.clear();
+    }
+    let (next_cursor, scan_limit_reached) = if found.len() > q.limit {
+        found.truncate(q.limit);
+        (found.last().map(|v| v.id.to_string()), false)
     } else {
-        None
+        match &frontier {
+            Some(f) => (Some(f.to_string()), true),
+            None if unread => (q.cursor.as_ref().map(DlId::to_string), true),
+            None => (None, false),
+        }
     };
     Ok(ListPage {
         entries: found,
         next_cursor,
+        scanned,
+        scan_limit_reached,
     })
 }
 
@@ -175,18 +536,33 @@ impl WindowCounts {
     }
 }
 
-/// The sums of a tenant's settle counts over the last `window` (server clock).
-pub async fn window_counts(
-    broker: &Broker,
-    tenant: &str,
-    now_ms: u64,
-    window: Duration,
-) -> Result<WindowCounts> {
+/// The minutes (`from..=to`, server clock) of the settle-count buckets a window of `window`
+/// ending at `now_ms` covers.
+fn window_minutes(now_ms: u64, window: Duration) -> (u64, u64) {
     let to = now_ms / 60_000;
     let from = now_ms.saturating_sub(window.as_millis() as u64) / 60_000;
-    let mut w = WindowCounts::default();
-    w.add(&broker.stats_sum(tenant, from, to).await?);
-    Ok(w)
+    (from, to)
+}
+
+/// The sums of each of `tenants`' settle counts over the last `window` (server clock), added
+/// up on the server, every tenant in one round trip.
+async fn window_counts_of(
+    broker: &Broker,
+    tenants: &[String],
+    now_ms: u64,
+    window: Duration,
+) -> Result<Vec<WindowCounts>> {
+    let (from, to) = window_minutes(now_ms, window);
+    Ok(broker
+        .stats_sums(tenants, from, to)
+        .await?
+        .iter()
+        .map(|m| {
+            let mut w = WindowCounts::default();
+            w.add(m);
+            w
+        })
+        .collect())
 }
 
 /// `dlq stats`.
@@ -276,8 +652,51 @@ async fn tally(
     }
 }
 
+/// Dead letters each tenant's scan for the oldest match reads at most, when the counts answer
+/// everything else (`dlq stats` with a class, kind or fingerprint criterion).
+const OLDEST_SCAN: usize = 10_000;
+
+/// Adds the groups of one tenant's whole counts that `filter`'s class, kind and fingerprint
+/// criteria select to `acc` and `fps`. Returns how many dead letters they hold.
+fn add_counts(
+    tenant: &str,
+    counts: &DlqCounts,
+    filter: &Filter,
+    acc: &mut Stats,
+    fps: &mut BTreeMap<String, TopFingerprint>,
+) -> u64 {
+    let mut matched = 0;
+    let selected = |g: &&DlqGroup| filter.selects(&g.class, &g.kind, &g.fingerprint);
+    for g in counts.groups.iter().filter(selected) {
+        matched += g.count;
+        *acc.by_class.entry(g.class.clone()).or_default() += g.count;
+        *acc.by_kind.entry(g.kind.clone()).or_default() += g.count;
+        fps.entry(g.fingerprint.clone())
+            .or_insert(TopFingerprint {
+                fingerprint: g.fingerprint.clone(),
+                count: 0,
+                class: g.class.clone(),
+                kind: g.kind.clone(),
+                sample_error: g.sample.clone(),
+            })
+            .count += g.count;
+    }
+    acc.total += matched;
+    if matched > 0 {
+        *acc.by_tenant.entry(tenant.to_owned()).or_default() += matched;
+    }
+    matched
+}
+
 /// Computes `dlq stats` for `filter`, with the `top` most frequent fingerprints and settle
 /// counts over `window`.
+///
+/// Without a time range, each tenant's counts (kept by the scripts that add and remove dead
+/// letters, see scripts/lib/dlq_counts.lua) answer in one round trip for every tenant, and the
+/// oldest match is one more (the stream's first entry, or — with a class, kind or fingerprint
+/// criterion — the first match of a scan of at most [`OLDEST_SCAN`] entries per tenant; none
+/// found there leaves `oldest` out). A tenant whose counts are being rebuilt, and any time
+/// range, are tallied on the server page by page as before.
 pub async fn stats(
     broker: &Broker,
     filter: &Filter,
@@ -299,18 +718,71 @@ pub async fn stats(
     };
     let mut fps = BTreeMap::new();
     let mut oldest: Option<DlId> = None;
-    for tenant in tenants_of(broker, filter).await? {
-        if let Some(id) = tally(broker, &tenant, filter, &mut acc, &mut fps).await? {
-            let cand = DlId {
-                tenant: tenant.clone(),
-                id,
-            };
-            if oldest.as_ref().is_none_or(|o| cand.order(o).is_lt()) {
-                oldest = Some(cand);
+    let mut consider = |cand: DlId| {
+        if oldest.as_ref().is_none_or(|o| cand.order(o).is_lt()) {
+            oldest = Some(cand);
+        }
+    };
+    let tenants = tenants_of(broker, filter).await?;
+    let timed = filter.since_ms.is_some() || filter.until_ms.is_some();
+    let (counts, windows) = tokio::try_join!(
+        async {
+            if timed {
+                Ok(vec![None; tenants.len()])
+            } else {
+                broker.dlq_counts_of(&tenants).await
+            }
+        },
+        window_counts_of(broker, &tenants, now, window),
+    )?;
+    for w in &windows {
+        acc.window.merge(w);
+    }
+    // Tenants answered by their counts: the oldest match comes from a short scan.
+    let fj = ListQuery {
+        filter: filter.clone(),
+        task_id: None,
+        payload: None,
+        cursor: None,
+        limit: 1,
+        newest_first: false,
+        scan_limit: OLDEST_SCAN,
+    }
+    .filter_json();
+    let mut steps = Vec::new();
+    for (tenant, c) in tenants.iter().zip(&counts) {
+        match c {
+            Some(c) => {
+                if add_counts(tenant, c, filter, &mut acc, &mut fps) > 0 {
+                    steps.push(crate::broker::PageScan {
+                        tenant,
+                        newest_first: false,
+                        start: "-".into(),
+                        end: "+",
+                        budget: OLDEST_SCAN,
+                        want: 1,
+                        filter_json: &fj,
+                        fields: &[crate::deadletter::field::CLASS],
+                    });
+                }
+            }
+            None => {
+                if let Some(id) = tally(broker, tenant, filter, &mut acc, &mut fps).await? {
+                    consider(DlId {
+                        tenant: tenant.clone(),
+                        id,
+                    });
+                }
             }
         }
-        acc.window
-            .merge(&window_counts(broker, &tenant, now, window).await?);
+    }
+    for (step, r) in steps.iter().zip(broker.dlq_pages(&steps).await?) {
+        if let Some(e) = r.matches.into_iter().next() {
+            consider(DlId {
+                tenant: step.tenant.to_owned(),
+                id: e.id,
+            });
+        }
     }
     let mut top_list: Vec<TopFingerprint> = fps.into_values().collect();
     top_list.sort_by(|a, b| {
@@ -367,7 +839,10 @@ pub struct Health {
     pub overall: TenantHealth,
 }
 
-/// Computes `health` for `tenants` (every registered tenant when empty).
+/// Computes `health` for `tenants` (every registered tenant when empty): five pipelined round
+/// trips whatever the number of tenants (depths, breakers, dead-letter counts, settle counts
+/// summed on the server, live members); a tenant whose dead-letter counts are being rebuilt
+/// has its classes tallied page by page instead.
 pub async fn health(
     broker: &Broker,
     tenants: &[String],
@@ -383,36 +858,69 @@ pub async fn health(
         },
     )
     .await?;
+    let refs: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let arcs: Vec<std::sync::Arc<str>> = tenants.iter().map(|t| t.as_str().into()).collect();
+    let (depths, (_, breakers), counts, windows, live_members) = tokio::try_join!(
+        broker.tenant_depths(&arcs),
+        broker.breaker_states(&refs),
+        broker.dlq_counts_of(&tenants),
+        window_counts_of(broker, &tenants, now, window),
+        broker.admin_live_members(member_ttl),
+    )?;
     let mut out = Vec::new();
     let mut overall = TenantHealth {
         tenant: "*".into(),
         ..TenantHealth::default()
     };
-    for t in tenants {
-        let mut by_class = Stats {
-            total: 0,
-            by_tenant: BTreeMap::new(),
-            by_class: BTreeMap::new(),
-            by_kind: BTreeMap::new(),
-            top_fingerprints: Vec::new(),
-            oldest: None,
-            oldest_age_ms: None,
-            window_ms: 0,
-            window: WindowCounts::default(),
-            recovery_rate: None,
+    let rows = tenants
+        .into_iter()
+        .zip(depths)
+        .zip(breakers)
+        .zip(counts)
+        .zip(windows);
+    for ((((t, d), b), c), w) in rows {
+        let by_class = match c {
+            Some(c) => {
+                let mut m = BTreeMap::new();
+                for g in c.groups {
+                    *m.entry(g.class).or_default() += g.count;
+                }
+                m
+            }
+            None => {
+                let mut acc = Stats {
+                    total: 0,
+                    by_tenant: BTreeMap::new(),
+                    by_class: BTreeMap::new(),
+                    by_kind: BTreeMap::new(),
+                    top_fingerprints: Vec::new(),
+                    oldest: None,
+                    oldest_age_ms: None,
+                    window_ms: 0,
+                    window: WindowCounts::default(),
+                    recovery_rate: None,
+                };
+                tally(
+                    broker,
+                    &t,
+                    &Filter::default(),
+                    &mut acc,
+                    &mut BTreeMap::new(),
+                )
+                .await?;
+                acc.by_class
+            }
         };
-        let mut fps = BTreeMap::new();
-        tally(broker, &t, &Filter::default(), &mut by_class, &mut fps).await?;
         let h = TenantHealth {
-            lane_depth: broker.lane_len(&t).await?,
-            pending: broker.pending_count(&t).await?,
-            retries_scheduled: broker.retry_len(&t).await?,
-            retries_due: broker.retry_due_count(&t).await?,
-            dead_letters: by_class.total,
-            dead_letters_by_class: by_class.by_class,
-            window: window_counts(broker, &t, now, window).await?,
-            success_rate: None,
-            breaker: broker.breaker_info(&t).await?.state,
+            lane_depth: d.lane,
+            pending: d.pending,
+            retries_scheduled: d.retries,
+            retries_due: d.overdue,
+            dead_letters: d.dlq,
+            dead_letters_by_class: by_class,
+            success_rate: w.success_rate(),
+            window: w,
+            breaker: b.state,
             tenant: t,
         };
         overall.lane_depth += h.lane_depth;
@@ -424,8 +932,6 @@ pub async fn health(
             *overall.dead_letters_by_class.entry(c.clone()).or_default() += n;
         }
         overall.window.merge(&h.window);
-        let mut h = h;
-        h.success_rate = h.window.success_rate();
         out.push(h);
     }
     let not_closed = out.iter().filter(|h| h.breaker != "closed").count();
@@ -433,7 +939,7 @@ pub async fn health(
     overall.success_rate = overall.window.success_rate();
     Ok(Health {
         window_ms: window.as_millis() as u64,
-        live_members: broker.admin_live_members(member_ttl).await?,
+        live_members,
         tenants: out,
         overall,
     })
@@ -542,4 +1048,403 @@ pub fn stats_text(s: &Stats) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::select::id_ms;
+    use crate::config::{RawConfig, Settings};
+    use crate::embedded::RedisServer;
+
+    /// One seeded dead letter: where it is and what a filter looks at.
+    #[derive(Debug, Clone)]
+    struct Seeded {
+        id: DlId,
+        class: &'static str,
+        task_id: String,
+        customer: String,
+        n: u64,
+    }
+
+    async fn broker(redis: &RedisServer) -> Broker {
+        let mut raw = RawConfig::defaults().unwrap();
+        raw.redis.url = redis.url();
+        let settings = Settings::from_raw(raw).unwrap();
+        Broker::connect(&settings).await.unwrap()
+    }
+
+    /// Three tenants whose ids collide on purpose (the same `ms-seq` in several tenants, so
+    /// the tenant breaks ties): `a` at every ms from 1000, `b` at every other one, `c` at
+    /// every third one with sequence 1. One in 97 is the rare class `context_overflow`.
+    async fn seed(b: &Broker, per_tenant: u64) -> Vec<Seeded> {
+        let mut all = Vec::new();
+        for i in 0..per_tenant * 3 {
+            let (tenant, ms, seq) = match i % 3 {
+                0 => ("a", 1000 + i / 3, 0),
+                1 if (i / 3) % 2 == 0 => ("b", 1000 + i / 3, 0),
+                2 if (i / 3) % 3 == 0 => ("c", 1000 + i / 3, 1),
+                _ => continue,
+            };
+            let n = i / 3;
+            let class = if n % 97 == 13 {
+                "context_overflow"
+            } else {
+                "timeout"
+            };
+            let s = Seeded {
+                id: DlId {
+                    tenant: tenant.into(),
+                    id: format!("{ms}-{seq}"),
+                },
+                class,
+                task_id: format!("t-{}", n % 40),
+                customer: format!("c{}", n % 50),
+                n,
+            };
+            let payload = format!("{{\"customer\":\"{}\",\"n\":{}}}", s.customer, n);
+            b.dlq_append_raw(
+                tenant,
+                &s.id.id,
+                &[
+                    ("task_id", s.task_id.clone()),
+                    ("kind", "k".into()),
+                    ("payload", payload),
+                    ("class", class.into()),
+                    ("error", "boom".into()),
+                    (
+                        "fingerprint",
+                        if class == "timeout" { "aa" } else { "ff" }.into(),
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+            all.push(s);
+        }
+        all.sort_by(|x, y| x.id.order(&y.id));
+        all
+    }
+
+    fn query(filter: Filter, limit: usize) -> ListQuery {
+        ListQuery {
+            filter,
+            task_id: None,
+            payload: None,
+            cursor: None,
+            limit,
+            newest_first: false,
+            scan_limit: LIST_SCAN_LIMIT,
+        }
+    }
+
+    /// Every page of `q`, following the cursors; the ids in order and each page's answer.
+    async fn walk(b: &Broker, mut q: ListQuery) -> (Vec<String>, Vec<ListPage>) {
+        let mut ids = Vec::new();
+        let mut pages = Vec::new();
+        for _ in 0..10_000 {
+            let page = list_page(b, &q).await.unwrap();
+            ids.extend(page.entries.iter().map(|e| e.id.to_string()));
+            let next = page.next_cursor.clone();
+            pages.push(page);
+            match next {
+                Some(c) => q.cursor = Some(DlId::parse(&c, None).unwrap()),
+                None => return (ids, pages),
+            }
+        }
+        panic!("the cursor never ended");
+    }
+
+    fn ids(of: impl Iterator<Item = Seeded>) -> Vec<String> {
+        of.map(|s| s.id.to_string()).collect()
+    }
+
+    /// Pages follow each other exactly (every entry once, in (id, tenant) order, ties between
+    /// tenants included), oldest and newest first, within a time range too; an unfiltered
+    /// page reads about its own size, not every tenant's dead letters.
+    #[tokio::test]
+    async fn pages_walk_every_dead_letter_once_in_order() {
+        let redis = RedisServer::start().unwrap();
+        let b = broker(&redis).await;
+        let all = seed(&b, 300).await;
+        let (got, pages) = walk(&b, query(Filter::default(), 7)).await;
+        assert_eq!(got, ids(all.iter().cloned()));
+        for p in &pages {
+            assert!(!p.scan_limit_reached);
+            assert!(p.scanned <= 60, "a page of 7 read {} entries", p.scanned);
+        }
+        let mut q = query(Filter::default(), 11);
+        q.newest_first = true;
+        let (got, _) = walk(&b, q).await;
+        assert_eq!(got, ids(all.iter().rev().cloned()));
+        // A time range: ms 1100 to 1199, both ends inclusive, newest first.
+        let mut q = query(
+            Filter {
+                since_ms: Some(1100),
+                until_ms: Some(1199),
+                ..Filter::default()
+            },
+            13,
+        );
+        q.newest_first = true;
+        let (got, _) = walk(&b, q).await;
+        let want = all
+            .iter()
+            .rev()
+            .filter(|s| (1100..=1199).contains(&id_ms(&s.id.id)))
+            .cloned();
+        assert_eq!(got, ids(want));
+        // One tenant only.
+        let (got, _) = walk(
+            &b,
+            query(
+                Filter {
+                    tenants: vec!["b".into()],
+                    ..Filter::default()
+                },
+                50,
+            ),
+        )
+        .await;
+        assert_eq!(got, ids(all.iter().filter(|s| s.id.tenant == "b").cloned()));
+    }
+
+    /// A rare filter never reads more than its scan limit per request: a page that did not
+    /// fill says so and carries the cursor where the scan stopped, and walking those cursors
+    /// finds every match exactly once.
+    #[tokio::test]
+    async fn a_rare_filter_reads_at_most_its_scan_limit_and_resumes_where_it_stopped() {
+        let redis = RedisServer::start().unwrap();
+        let b = broker(&redis).await;
+        let all = seed(&b, 1000).await;
+        let rare: Vec<Seeded> = all
+            .iter()
+            .filter(|s| s.class == "context_overflow")
+            .cloned()
+            .collect();
+        assert!(rare.len() > 10 && rare.len() < 40, "{}", rare.len());
+        let mut q = query(
+            Filter {
+                classes: vec!["context_overflow".into()],
+                ..Filter::default()
+            },
+            50,
+        );
+        q.scan_limit = 100;
+        let (got, pages) = walk(&b, q.clone()).await;
+        assert_eq!(got, ids(rare.iter().cloned()));
+        for p in &pages {
+            assert!(p.scanned <= 100, "read {} with a limit of 100", p.scanned);
+        }
+        let stopped = pages.iter().filter(|p| p.scan_limit_reached).count();
+        assert!(
+            stopped >= all.len() / 100 - 1,
+            "{stopped} of {}",
+            pages.len()
+        );
+        assert!(pages
+            .iter()
+            .all(|p| p.next_cursor.is_some() || !p.scan_limit_reached));
+        // Newest first, and a page size smaller than the matches: the same set, reversed.
+        q.newest_first = true;
+        q.limit = 4;
+        q.scan_limit = 250;
+        let (got, pages) = walk(&b, q).await;
+        assert_eq!(got, ids(rare.iter().rev().cloned()));
+        assert!(pages.iter().all(|p| p.scanned <= 250));
+        // With room enough, one request answers: every match, no cursor.
+        let mut q = query(
+            Filter {
+                fingerprints: vec!["ff".into()],
+                ..Filter::default()
+            },
+            50,
+        );
+        q.scan_limit = 100_000;
+        let page = list_page(&b, &q).await.unwrap();
+        assert_eq!(page.next_cursor, None);
+        assert!(!page.scan_limit_reached);
+        assert_eq!(page.scanned, all.len() as u64);
+        assert_eq!(
+            page.entries
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>(),
+            ids(rare.iter().cloned())
+        );
+        // A row carries what a list shows, not the payload.
+        assert_eq!(page.entries[0].get("class"), Some("context_overflow"));
+        assert_eq!(page.entries[0].get("payload"), None);
+
+        // Once the tenants' dead letters are counted, a tenant without the class is not read,
+        // and one is read only up to its last match.
+        for t in ["a", "b", "c"] {
+            while b.dlq_counts_step(t, 500).await.unwrap() != crate::broker::CountsStep::Complete {}
+        }
+        let page = list_page(&b, &q).await.unwrap();
+        assert_eq!(
+            page.entries
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>(),
+            ids(rare.iter().cloned())
+        );
+        assert_eq!(page.next_cursor, None);
+        let last_match: u64 = ["a", "b", "c"]
+            .iter()
+            .map(|t| {
+                let mine: Vec<&Seeded> = all.iter().filter(|s| s.id.tenant == *t).collect();
+                mine.iter()
+                    .rposition(|s| s.class == "context_overflow")
+                    .map_or(0, |i| i as u64 + 1)
+            })
+            .sum();
+        assert!(
+            page.scanned <= last_match,
+            "{} read; the matches end after {last_match}",
+            page.scanned
+        );
+        for newest_first in [false, true] {
+            let mut q = q.clone();
+            q.newest_first = newest_first;
+            q.scan_limit = 100;
+            q.limit = 3;
+            let (got, pages) = walk(&b, q).await;
+            let mut want = ids(rare.iter().cloned());
+            if newest_first {
+                want.reverse();
+            }
+            assert_eq!(got, want);
+            assert!(pages.iter().all(|p| p.scanned <= 100));
+        }
+    }
+
+    /// A payload field (a string, a number) and a task id without a record are criteria of
+    /// the scan; a task id whose record names its dead letter is answered from the record
+    /// alone.
+    #[tokio::test]
+    async fn payload_fields_and_task_ids_select_their_dead_letters() {
+        let redis = RedisServer::start().unwrap();
+        let b = broker(&redis).await;
+        let all = seed(&b, 300).await;
+        let mut q = query(Filter::default(), 100);
+        q.payload = Some(("customer".into(), "c7".into()));
+        let (got, _) = walk(&b, q.clone()).await;
+        assert_eq!(got, ids(all.iter().filter(|s| s.customer == "c7").cloned()));
+        q.payload = Some(("n".into(), "42".into()));
+        let (got, _) = walk(&b, q.clone()).await;
+        assert_eq!(got, ids(all.iter().filter(|s| s.n == 42).cloned()));
+        q.payload = Some(("nope".into(), "42".into()));
+        assert!(walk(&b, q).await.0.is_empty());
+
+        let mut q = query(Filter::default(), 100);
+        q.task_id = Some("t-6".into());
+        let (got, _) = walk(&b, q.clone()).await;
+        let with_id: Vec<Seeded> = all.iter().filter(|s| s.task_id == "t-6").cloned().collect();
+        assert!(with_id.len() > 10);
+        assert_eq!(got, ids(with_id.iter().cloned()));
+        // A record that names one of them: that one, read alone (1 entry), in every tenant
+        // whose record names one.
+        let named = with_id.iter().find(|s| s.id.tenant == "b").unwrap();
+        b.task_record_set_raw(
+            "b",
+            "t-6",
+            &[("state", "dead_lettered"), ("dlq", named.id.id.as_str())],
+        )
+        .await
+        .unwrap();
+        let page = list_page(&b, &q).await.unwrap();
+        assert_eq!(
+            page.entries
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>(),
+            vec![named.id.to_string()]
+        );
+        assert_eq!(page.scanned, 1);
+        // The record's dead letter outside the time range: nothing, and no scan.
+        q.filter.until_ms = Some(id_ms(&named.id.id) - 1);
+        let page = list_page(&b, &q).await.unwrap();
+        assert!(page.entries.is_empty() && page.scanned == 0);
+        // A record that names none (done since): the scan again.
+        b.task_record_set_raw("b", "t-6", &[("state", "done")])
+            .await
+            .unwrap();
+        q.filter.until_ms = None;
+        assert_eq!(walk(&b, q).await.0, ids(with_id.iter().cloned()));
+    }
+
+    /// `dlq stats` and `health` answer the same from the counts as from a scan (a time range
+    /// covering everything takes the scan), and use the counts only once they are whole.
+    #[tokio::test]
+    async fn stats_and_health_answer_the_same_from_counts_as_from_a_scan() {
+        let redis = RedisServer::start().unwrap();
+        let b = broker(&redis).await;
+        seed(&b, 200).await;
+        let window = Duration::from_secs(3600);
+        // Everything but the oldest entry's age, which grows between two reads.
+        let as_json = |s: &Stats| {
+            let mut v = serde_json::to_value(s).unwrap();
+            v["oldest_age_ms"] = serde_json::Value::Null;
+            v
+        };
+        // Written by hand, the dead letters have no counts yet: both answers scan.
+        let before = stats(&b, &Filter::default(), 10, window).await.unwrap();
+        for t in ["a", "b", "c"] {
+            while b.dlq_counts_step(t, 50).await.unwrap() != crate::broker::CountsStep::Complete {}
+        }
+        assert!(b
+            .dlq_counts_of(&["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_some));
+        assert_eq!(
+            as_json(&stats(&b, &Filter::default(), 10, window).await.unwrap()),
+            as_json(&before)
+        );
+        for filter in [
+            Filter::default(),
+            Filter {
+                classes: vec!["context_overflow".into()],
+                ..Filter::default()
+            },
+            Filter {
+                tenants: vec!["b".into(), "c".into()],
+                fingerprints: vec!["aa".into()],
+                kinds: vec!["k".into()],
+                ..Filter::default()
+            },
+            Filter {
+                kinds: vec!["other".into()],
+                ..Filter::default()
+            },
+        ] {
+            let counted = stats(&b, &filter, 10, window).await.unwrap();
+            let scanned = stats(
+                &b,
+                &Filter {
+                    since_ms: Some(0),
+                    ..filter.clone()
+                },
+                10,
+                window,
+            )
+            .await
+            .unwrap();
+            assert_eq!(as_json(&counted), as_json(&scanned), "{filter:?}");
+        }
+        let h = health(&b, &[], window, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(h.tenants.len(), 3);
+        assert_eq!(h.overall.dead_letters, before.total);
+        assert_eq!(h.overall.dead_letters_by_class, before.by_class);
+        for t in &h.tenants {
+            assert_eq!(
+                t.dead_letters_by_class.values().sum::<u64>(),
+                before.by_tenant[&t.tenant]
+            );
+        }
+    }
 }

@@ -134,7 +134,8 @@ pub async fn tenants(
 }
 
 /// The report of the tenants `names`, in that order, with their recent breaker transitions
-/// when `transitions`.
+/// when `transitions`. Three pipelined round trips whatever the number of tenants (depths,
+/// breakers, in-flight reservations), plus one per tenant for the transitions.
 pub async fn reports(
     broker: &Broker,
     settings: &Settings,
@@ -142,17 +143,14 @@ pub async fn reports(
     transitions: bool,
 ) -> Result<Vec<TenantReport>> {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (now, breakers) = broker.breaker_states(&refs).await?;
+    let arcs: Vec<std::sync::Arc<str>> = names.iter().map(|n| n.as_str().into()).collect();
+    let ((now, breakers), depths, in_flight) = tokio::try_join!(
+        broker.breaker_states(&refs),
+        broker.tenant_depths(&arcs),
+        broker.in_flight_of(names),
+    )?;
     let mut out = Vec::with_capacity(names.len());
-    for (name, b) in names.iter().zip(breakers) {
-        let (lane_depth, pending, retries, due, dead, in_flight) = tokio::try_join!(
-            broker.lane_len(name),
-            broker.pending_count(name),
-            broker.retry_len(name),
-            broker.retry_due_count(name),
-            broker.dlq_len(name),
-            broker.in_flight(name),
-        )?;
+    for (((name, b), d), in_flight) in names.iter().zip(breakers).zip(depths).zip(in_flight) {
         let transitions = if transitions {
             Some(
                 broker
@@ -168,11 +166,11 @@ pub async fn reports(
         let cap = settings.isolation.cap(name);
         out.push(TenantReport {
             tenant: name.clone(),
-            lane_depth,
-            pending,
-            retries_scheduled: retries,
-            retries_due: due,
-            dead_letters: dead,
+            lane_depth: d.lane,
+            pending: d.pending,
+            retries_scheduled: d.retries,
+            retries_due: d.overdue,
+            dead_letters: d.dlq,
             in_flight: in_flight.0,
             in_flight_peak: in_flight.1,
             max_in_flight: (cap > 0).then_some(cap),

@@ -49,6 +49,7 @@ impl Broker {
             .arg(self.keys.deferred(tenant))
             .arg(self.keys.dlq(tenant))
             .arg(self.keys.dlq_trimmed(tenant))
+            .arg(self.keys.dlq_counts(tenant))
             .arg(self.keys.breaker(tenant))
             .arg(self.keys.breaker_window(tenant))
             .arg(self.keys.breaker_log(tenant))
@@ -125,6 +126,65 @@ impl Broker {
             .await?;
         Ok(())
     }
+
+    /// What Redis has done so far: commands processed (`INFO stats`; a script's own commands
+    /// count too) and the CPU time of its main thread, µs (`INFO cpu`), so the bench can say
+    /// what one request costs Redis. Each call adds two commands of its own.
+    pub(crate) async fn server_work(&self) -> Result<ServerWork> {
+        let (stats, cpu): (String, String) = redis::pipe()
+            .cmd("INFO")
+            .arg("stats")
+            .cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.con())
+            .await?;
+        let field = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let seconds =
+            field(&cpu, "used_cpu_user_main_thread:") + field(&cpu, "used_cpu_sys_main_thread:");
+        Ok(ServerWork {
+            commands: field(&stats, "total_commands_processed:") as u64,
+            usec: (seconds * 1e6) as u64,
+        })
+    }
+
+    /// One round trip of the least a dead-letter page needs: `XREVRANGE … COUNT count` of one
+    /// tenant's dead letters (the raw ceiling of the API's page reads).
+    pub(crate) async fn raw_dlq_page(&self, tenant: &str, count: usize) -> Result<usize> {
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.dlq(tenant))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(super::reply::entries(v)?.len())
+    }
+
+    /// One pipelined round trip of `XLEN` over every tenant's dead letters (the raw ceiling of
+    /// a per-tenant overview).
+    pub(crate) async fn raw_dlq_lens(&self, tenants: &[String]) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        for t in tenants {
+            pipe.cmd("XLEN").arg(self.keys.dlq(t));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.con()).await?;
+        Ok(lens.iter().sum())
+    }
+}
+
+/// Counters of what a Redis server has done ([`Broker::server_work`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ServerWork {
+    /// Commands processed (`total_commands_processed`).
+    pub commands: u64,
+    /// CPU time of the server's main thread, µs.
+    pub usec: u64,
 }
 
 /// What the raw loop achieved.

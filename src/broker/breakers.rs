@@ -288,6 +288,7 @@ impl Broker {
     }
 
     /// The breaker of `tenant` as stored (closed when it never moved).
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) async fn breaker_info(&self, tenant: &str) -> Result<BreakerInfo> {
         let m: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys().breaker(tenant))

@@ -133,7 +133,8 @@ impl Broker {
     }
 
     /// Claims the execution of command `command_id` carried by `entry` (see
-    /// scripts/admin_begin.lua).
+    /// scripts/admin_begin.lua); the record keeps `tenants`, the tenants the command touches
+    /// (JSON).
     pub(crate) async fn admin_begin(
         &self,
         command_id: &str,
@@ -141,6 +142,7 @@ impl Broker {
         executor: &str,
         deadline_ms: u64,
         keep: Duration,
+        tenants: &str,
     ) -> Result<BeginCommand> {
         let mut inv = scripts()
             .admin_begin
@@ -148,7 +150,8 @@ impl Broker {
         inv.arg(entry)
             .arg(executor)
             .arg(deadline_ms)
-            .arg(keep.as_millis() as u64);
+            .arg(keep.as_millis() as u64)
+            .arg(tenants);
         let v: Value = inv.invoke_async(&mut self.con()).await?;
         let mut parts = array(v, "admin_begin.lua", None)?.into_iter();
         let state = parts.next().map(text_or_empty).unwrap_or_default();
@@ -272,7 +275,8 @@ impl Broker {
     }
 
     /// Notes the tenants a command sent through the HTTP API touches (`tenants`: JSON), kept
-    /// for `keep` like the command's record, so a tenant-scoped token can follow it.
+    /// for `keep` like the command's record, so a tenant-scoped token can follow it while no
+    /// member has begun it (then the record's own `tenants`, written by the member, answer).
     pub(crate) async fn admin_set_scope(
         &self,
         command_id: &str,

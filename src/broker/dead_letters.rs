@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::connect::Broker;
-use super::reply::{self, array, int_or_zero, pairs, text_or_empty, Entry};
+use super::reply::{self, array, hash, int_or_zero, pairs, text_or_empty, Entry};
 use super::scripts::scripts;
 use crate::error::{Error, Result};
 
@@ -42,6 +42,80 @@ pub struct TallyPage {
     pub kinds: Vec<(String, u64)>,
     /// Matching entries by fingerprint.
     pub fingerprints: Vec<FingerprintTally>,
+}
+
+/// One tenant's step of a filtered dead-letter scan ([`Broker::dlq_pages`], see
+/// scripts/dlq_page.lua).
+#[derive(Debug, Clone)]
+pub struct PageScan<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Newest first (XREVRANGE) instead of oldest first.
+    pub newest_first: bool,
+    /// Where the step starts: an id, `(id` (exclusive), or the open end (`-`, `+` newest first).
+    pub start: String,
+    /// Where the scan ends, inclusive: an id or the open end.
+    pub end: &'a str,
+    /// Entries the step reads at most (≥ 1).
+    pub budget: usize,
+    /// Matches the step returns at most (≥ 1); it stops at the last one.
+    pub want: usize,
+    /// The criteria as dlq_page.lua reads them.
+    pub filter_json: &'a str,
+    /// The fields of each match returned (empty: all).
+    pub fields: &'a [&'a str],
+}
+
+/// What one step of a filtered scan read ([`Broker::dlq_pages`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScanStep {
+    /// Entries read.
+    pub scanned: u64,
+    /// The id of the last entry read; `None` when the range held nothing (more).
+    pub last: Option<String>,
+    /// The range has nothing after `last`.
+    pub ended: bool,
+    /// The matches, in scan order, with the fields asked for.
+    pub matches: Vec<Entry>,
+}
+
+/// One group of a tenant's dead letters in its counts: those with one fingerprint, class and
+/// kind ([`Broker::dlq_counts_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqGroup {
+    /// The fingerprint (`""` for dead letters without one).
+    pub fingerprint: String,
+    /// Their class.
+    pub class: String,
+    /// Their kind (`""` for malformed entries without one).
+    pub kind: String,
+    /// How many.
+    pub count: u64,
+    /// The error of one dead letter with the fingerprint.
+    pub sample: String,
+}
+
+/// A tenant's dead-letter counts, whole and in agreement with its stream
+/// ([`Broker::dlq_counts_of`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DlqCounts {
+    /// Dead letters.
+    pub total: u64,
+    /// By fingerprint, class and kind.
+    pub groups: Vec<DlqGroup>,
+}
+
+/// What one upkeep step of a tenant's dead-letter counts did ([`Broker::dlq_counts_step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountsStep {
+    /// The counts are whole and agree with the stream; nothing was written.
+    Ok,
+    /// A rebuild began (the counts were missing or disagreed with the stream).
+    Started,
+    /// A rebuild counted another page.
+    Rebuilding,
+    /// A rebuild counted its last page.
+    Complete,
 }
 
 /// What a removal of dead letters stamps on the archived copies ([`Broker::dlq_remove`]).
@@ -90,6 +164,45 @@ impl RecordTarget {
             .arg(&self.kind)
             .arg((self.retention.as_millis() as u64).max(1));
     }
+}
+
+/// Whole counts from a counts hash and the stream's length, or `None` when they are missing,
+/// being rebuilt, or disagree with the length.
+fn counts_from_hash(len: u64, h: &std::collections::HashMap<String, String>) -> Option<DlqCounts> {
+    let total: u64 = h.get("n")?.parse().ok()?;
+    if total != len || h.contains_key("rebuild_to") {
+        return None;
+    }
+    let mut groups = Vec::new();
+    for (k, v) in h {
+        let Some(g) = k.strip_prefix("g:") else {
+            continue;
+        };
+        let mut parts = g.splitn(3, '\u{1f}');
+        let (Some(fingerprint), Some(class), Some(kind)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let count: u64 = v.parse().unwrap_or(0);
+        if count == 0 {
+            continue;
+        }
+        groups.push(DlqGroup {
+            fingerprint: fingerprint.to_owned(),
+            class: class.to_owned(),
+            kind: kind.to_owned(),
+            count,
+            sample: h
+                .get(&format!("s:{fingerprint}"))
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+    groups.sort_by(|a, b| {
+        (&a.fingerprint, &a.class, &a.kind).cmp(&(&b.fingerprint, &b.class, &b.kind))
+    });
+    Some(DlqCounts { total, groups })
 }
 
 impl Broker {
@@ -186,6 +299,139 @@ impl Broker {
         })
     }
 
+    /// One step of a filtered scan of each tenant's dead letters, every step in one
+    /// pipelined round trip (scripts/dlq_page.lua: matched on the server, so a rare filter
+    /// moves only its matches).
+    pub(crate) async fn dlq_pages(&self, steps: &[PageScan<'_>]) -> Result<Vec<ScanStep>> {
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts().dlq_page).ignore();
+        for s in steps {
+            let mut inv = scripts().dlq_page.key(self.keys.dlq(s.tenant));
+            inv.arg(if s.newest_first { "desc" } else { "asc" })
+                .arg(&s.start)
+                .arg(s.end)
+                .arg(s.budget.max(1))
+                .arg(s.want.max(1))
+                .arg(s.filter_json);
+            for f in s.fields {
+                inv.arg(*f);
+            }
+            pipe.invoke_script(&inv);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        if replies.len() != steps.len() {
+            return Err(Error::Protocol(format!(
+                "dlq_page.lua answered {} times for {} tenants",
+                replies.len(),
+                steps.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .map(|v| {
+                let mut parts = array(v, "dlq_page.lua", Some(4))?.into_iter();
+                let mut next = || parts.next().unwrap_or(Value::Nil);
+                let scanned = int_or_zero(next());
+                let last = text_or_empty(next());
+                let ended = int_or_zero(next()) == 1;
+                let flat = array(next(), "dlq_page.lua matches", None)?;
+                let mut pairs = Vec::with_capacity(flat.len() / 2);
+                let mut it = flat.into_iter();
+                while let (Some(id), Some(fields)) = (it.next(), it.next()) {
+                    pairs.push(Value::Array(vec![id, fields]));
+                }
+                Ok(ScanStep {
+                    scanned,
+                    last: (!last.is_empty()).then_some(last),
+                    ended,
+                    matches: reply::entries(Value::Array(pairs))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The dead letter each tenant's record of `task_id` names (its `dlq` field while the
+    /// record says `dead_lettered` or `expired`), one pipelined round trip; `None` for a
+    /// tenant whose record names none (or that has no record).
+    pub(crate) async fn dlq_ids_of_task(
+        &self,
+        tenants: &[String],
+        task_id: &str,
+    ) -> Result<Vec<Option<String>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in tenants {
+            pipe.cmd("HMGET")
+                .arg(self.keys.task(t, task_id))
+                .arg(crate::records::field::STATE)
+                .arg(crate::records::field::DLQ);
+        }
+        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut self.con()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(state, dlq)| match state.as_deref() {
+                Some("dead_lettered") | Some("expired") => dlq.filter(|d| !d.is_empty()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Each tenant's dead-letter counts (scripts/lib/dlq_counts.lua) in one pipelined round
+    /// trip, each read atomically with its stream's length; `None` for a tenant whose counts
+    /// are missing, being rebuilt, or disagree with the stream (the reader must scan).
+    pub(crate) async fn dlq_counts_of(&self, tenants: &[String]) -> Result<Vec<Option<DlqCounts>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts().dlq_counts_read).ignore();
+        for t in tenants {
+            let mut inv = scripts().dlq_counts_read.key(self.keys.dlq(t));
+            inv.key(self.keys.dlq_counts(t));
+            pipe.invoke_script(&inv);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        if replies.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "dlq_counts_read.lua answered {} times for {} tenants",
+                replies.len(),
+                tenants.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .map(|v| {
+                let mut parts = array(v, "dlq_counts_read.lua", Some(2))?.into_iter();
+                let len = int_or_zero(parts.next().unwrap_or(Value::Nil));
+                let h = hash(parts.next().unwrap_or(Value::Nil)).unwrap_or_default();
+                Ok(counts_from_hash(len, &h))
+            })
+            .collect()
+    }
+
+    /// One upkeep step of `tenant`'s dead-letter counts (scripts/dlq_counts.lua): a check
+    /// when they are whole, else a rebuild step of up to `page` entries.
+    pub(crate) async fn dlq_counts_step(&self, tenant: &str, page: usize) -> Result<CountsStep> {
+        let mut inv = scripts().dlq_counts.key(self.keys.dlq(tenant));
+        inv.key(self.keys.dlq_counts(tenant)).arg(page.max(1));
+        let v: Value = inv.invoke_async(&mut self.con()).await?;
+        let mut parts = array(v, "dlq_counts.lua", Some(2))?.into_iter();
+        match text_or_empty(parts.next().unwrap_or(Value::Nil)).as_str() {
+            "ok" => Ok(CountsStep::Ok),
+            "started" => Ok(CountsStep::Started),
+            "rebuilding" => Ok(CountsStep::Rebuilding),
+            "complete" => Ok(CountsStep::Complete),
+            other => Err(Error::Protocol(format!(
+                "dlq_counts.lua answered state '{other}'"
+            ))),
+        }
+    }
+
     /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua), with their
     /// tasks' records when `records` (tasks.enabled). Returns per item the new lane entry id,
     /// or `None` when the dead letter was already gone, and how many records were written.
@@ -206,6 +452,7 @@ impl Broker {
             .key(self.keys.stats(tenant, minute))
             .key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
+            .key(self.keys.dlq_counts(tenant))
             .arg(stats_keep.as_millis() as u64)
             .arg(if records { "1" } else { "0" });
         for item in items {
@@ -255,6 +502,7 @@ impl Broker {
             .key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))
+            .key(self.keys.dlq_counts(tenant))
             .arg(archive_max_len)
             .arg(stamp.action)
             .arg(stamp.operator)
@@ -275,17 +523,6 @@ impl Broker {
         .map(text_or_empty)
         .collect();
         Ok((removed, int_or_zero(parts.next().unwrap_or(Value::Nil))))
-    }
-
-    /// Deletes a tenant's dead letters with an id below `before_ms` (exact XTRIM MINID), for
-    /// when records are off. Returns how many were deleted.
-    pub(crate) async fn dlq_purge(&self, tenant: &str, before_ms: u64) -> Result<u64> {
-        Ok(redis::cmd("XTRIM")
-            .arg(self.keys.dlq(tenant))
-            .arg("MINID")
-            .arg(format!("{before_ms}-0"))
-            .query_async(&mut self.con())
-            .await?)
     }
 
     /// Up to `count` of a tenant's dead letters with an id below `before_ms`, oldest first:
@@ -316,6 +553,7 @@ impl Broker {
         inv.key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))
+            .key(self.keys.dlq_counts(tenant))
             .arg(if records { "1" } else { "0" });
         for t in targets {
             t.args(&mut inv);
@@ -343,5 +581,65 @@ impl Broker {
             .query_async(&mut self.con())
             .await?;
         reply::entries(v)
+    }
+
+    /// Appends a dead letter by hand (`XADD`, no script, no record, no count; the tenant
+    /// registered): what another tool or an operator's `redis-cli` might do. `id` is `*` or an
+    /// explicit id. Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_append_raw(
+        &self,
+        tenant: &str,
+        id: &str,
+        fields: &[(&str, String)],
+    ) -> Result<String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(tenant)
+            .ignore();
+        let add = pipe.cmd("XADD").arg(self.keys.dlq(tenant)).arg(id);
+        for (k, v) in fields {
+            add.arg(*k).arg(v);
+        }
+        let (id,): (String,) = pipe.query_async(&mut self.con()).await?;
+        Ok(id)
+    }
+
+    /// Writes fields of a task's record by hand (`HSET`). Tests only.
+    #[cfg(test)]
+    pub(crate) async fn task_record_set_raw(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.task(tenant, task_id));
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: i64 = cmd.query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// The counter of dead letters the cap trimmed. Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_trimmed_count(&self, tenant: &str) -> Result<u64> {
+        let n: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.dlq_trimmed(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Deletes a tenant's dead-letter counts (as before they existed). Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_counts_delete(&self, tenant: &str) -> Result<()> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys.dlq_counts(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
     }
 }

@@ -39,14 +39,16 @@ mod steps;
 mod bench;
 
 #[cfg(feature = "app")]
-pub(crate) use bench::{raw_ceiling, RawCeiling};
+pub(crate) use bench::{raw_ceiling, RawCeiling, ServerWork};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
 pub(crate) use client::open_client;
 pub use client::{check_url, redact_url, PasswordSource, RedisPassword, RedisSettings, RedisTls};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
 pub use connect::Broker;
-pub use dead_letters::{FingerprintTally, RecordTarget, Removal, ReplayItem};
+pub use dead_letters::{
+    CountsStep, DlqCounts, DlqGroup, FingerprintTally, PageScan, RecordTarget, Removal, ReplayItem,
+};
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::{Landed, TenantSignals};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};

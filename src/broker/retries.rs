@@ -26,30 +26,13 @@ impl Broker {
     }
 
     /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) async fn retry_len(&self, tenant: &str) -> Result<u64> {
         let (retries, deferred): (u64, u64) = redis::pipe()
             .cmd("ZCARD")
             .arg(self.keys.retry(tenant))
             .cmd("ZCARD")
             .arg(self.keys.deferred(tenant))
-            .query_async(&mut self.con())
-            .await?;
-        Ok(retries + deferred)
-    }
-
-    /// How many of a tenant's scheduled retries (and tasks held back by its breaker) are due
-    /// by the server's clock (and wait for the recovery loop).
-    pub(crate) async fn retry_due_count(&self, tenant: &str) -> Result<u64> {
-        let now = self.server_time_ms().await?;
-        let (retries, deferred): (u64, u64) = redis::pipe()
-            .cmd("ZCOUNT")
-            .arg(self.keys.retry(tenant))
-            .arg("-inf")
-            .arg(now)
-            .cmd("ZCOUNT")
-            .arg(self.keys.deferred(tenant))
-            .arg("-inf")
-            .arg(now)
             .query_async(&mut self.con())
             .await?;
         Ok(retries + deferred)

@@ -68,6 +68,14 @@ pub(super) struct Scripts {
     pub(super) records_sweep: Script,
     /// Read-only counts of a page of dead letters.
     pub(super) dlq_tally: Script,
+    /// Read-only step of a filtered scan of dead letters, matched on the server.
+    pub(super) dlq_page: Script,
+    /// Read-only sums of a tenant's per-minute settle counts over a window.
+    pub(super) stats_window: Script,
+    /// One step of the upkeep of a tenant's dead-letter counts (a check, or a rebuild step).
+    pub(super) dlq_counts: Script,
+    /// Read-only: a tenant's dead-letter counts and its stream's length, together.
+    pub(super) dlq_counts_read: Script,
     // ---- admin commands and jobs (`{@admin}` keys) ----
     /// Claims the one execution of a command.
     pub(super) admin_begin: Script,
@@ -109,6 +117,7 @@ pub(super) fn scripts() -> &'static Scripts {
         dead_letter: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/steps.lua"),
+            include_str!("scripts/lib/dlq_counts.lua"),
             include_str!("scripts/dead_letter.lua")
         )),
         retry: Script::new(concat!(
@@ -157,18 +166,28 @@ pub(super) fn scripts() -> &'static Scripts {
         slots: Script::new(include_str!("scripts/slots.lua")),
         replay: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/dlq_counts.lua"),
             include_str!("scripts/replay.lua")
         )),
         dlq_remove: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/dlq_counts.lua"),
             include_str!("scripts/dlq_remove.lua")
         )),
         dlq_purge: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/dlq_counts.lua"),
             include_str!("scripts/dlq_purge.lua")
         )),
         records_sweep: Script::new(include_str!("scripts/records_sweep.lua")),
         dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
+        dlq_page: Script::new(include_str!("scripts/dlq_page.lua")),
+        stats_window: Script::new(include_str!("scripts/stats_window.lua")),
+        dlq_counts: Script::new(concat!(
+            include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/dlq_counts.lua")
+        )),
+        dlq_counts_read: Script::new(include_str!("scripts/dlq_counts_read.lua")),
         admin_begin: Script::new(include_str!("scripts/admin_begin.lua")),
         admin_finish: Script::new(include_str!("scripts/admin_finish.lua")),
         admin_beat: Script::new(include_str!("scripts/admin_beat.lua")),
@@ -192,7 +211,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 34);
+        assert_eq!(files.len(), 38);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

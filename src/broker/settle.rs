@@ -338,6 +338,7 @@ impl Broker {
             .key(self.keys.stats_prefix(tenant))
             .key(self.keys.steps(tenant, entry_id));
         self.record_keys(&mut inv, tenant, records, true);
+        inv.key(self.keys.dlq_counts(tenant));
         inv.arg(&*self.group)
             .arg(entry_id)
             .arg(max_len)

@@ -7,7 +7,8 @@ use std::time::Duration;
 use redis::Value;
 
 use super::connect::Broker;
-use super::reply::hash;
+use super::reply::pairs;
+use super::scripts::scripts;
 use crate::error::Result;
 
 /// How long the per-minute settle counts are kept (health and stats windows reach back 24 h).
@@ -19,24 +20,40 @@ pub(super) fn stats_keep_ms() -> u64 {
 }
 
 impl Broker {
-    /// The sums of a tenant's settle counts over the minutes `from..=to`.
-    pub(crate) async fn stats_sum(
+    /// The sums of each of `tenants`' settle counts over the minutes `from..=to` (at most 1,442
+    /// minutes), summed on the server (scripts/stats_window.lua), every tenant in one
+    /// pipelined round trip.
+    pub(crate) async fn stats_sums(
         &self,
-        tenant: &str,
+        tenants: &[String],
         from: u64,
         to: u64,
-    ) -> Result<BTreeMap<String, u64>> {
+    ) -> Result<Vec<BTreeMap<String, u64>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
-        for minute in from..=to {
-            pipe.cmd("HGETALL").arg(self.keys.stats(tenant, minute));
+        pipe.load_script(&scripts().stats_window).ignore();
+        for t in tenants {
+            let mut inv = scripts().stats_window.key(self.keys.stats_prefix(t));
+            inv.arg(from).arg(to);
+            pipe.invoke_script(&inv);
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
-        let mut out = BTreeMap::new();
-        for v in replies {
-            for (k, n) in hash(v).unwrap_or_default() {
-                *out.entry(k).or_insert(0) += n.parse::<u64>().unwrap_or(0);
-            }
+        if replies.len() != tenants.len() {
+            return Err(crate::error::Error::Protocol(format!(
+                "stats_window.lua answered {} times for {} tenants",
+                replies.len(),
+                tenants.len()
+            )));
         }
-        Ok(out)
+        replies
+            .into_iter()
+            .map(|v| {
+                Ok(pairs(v, "stats_window.lua")?
+                    .into_iter()
+                    .collect::<BTreeMap<String, u64>>())
+            })
+            .collect()
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::admin::exec::{run_command, AdminContext, Ran};
+use crate::admin::scope::Touches;
 use crate::admin::{CommandResult, Envelope};
 use crate::broker::{is_missing_group, Begin, Entry, Fields, FinishMode, LaneReader, ReadFrom};
 use crate::error::Error;
@@ -382,6 +383,11 @@ impl AdminLoop {
             env.id
         );
         tracing::error!(command_id = %env.id, deliveries, "{message}");
+        let scope =
+            crate::admin::scope::touches(&ctx.broker, &env.command, &mut Default::default())
+                .await
+                .unwrap_or(Touches::All)
+                .to_json();
         let begun = ctx
             .broker
             .admin_begin(
@@ -390,6 +396,7 @@ impl AdminLoop {
                 self.member(),
                 0,
                 ctx.settings.record_ttl,
+                &scope,
             )
             .await;
         if let Ok(crate::broker::BeginCommand::Run(started)) = begun {
@@ -400,7 +407,7 @@ impl AdminLoop {
                 Err(Error::Remote { code: 70, message }),
                 Value::Null,
             );
-            finish(ctx, &env, &entry.id, &r).await;
+            finish(ctx, &env, &entry.id, &r, &scope).await;
         } else if let Err(e) = begun {
             // Redis failed: leave the entry pending so a later pass records it, instead of
             // acking a command nobody answered.
@@ -529,9 +536,19 @@ async fn invalid(ctx: &AdminContext, member: &str, entry_id: &str, command_id: &
         deadline_ms: 0,
         command: crate::admin::AdminCommand::Cancel(crate::admin::CancelSpec { job: "-".into() }),
     };
+    // What an unreadable command touches cannot be told: every tenant, which no
+    // tenant-scoped token sees.
+    let scope = Touches::All.to_json();
     let started = match ctx
         .broker
-        .admin_begin(command_id, entry_id, member, 0, ctx.settings.record_ttl)
+        .admin_begin(
+            command_id,
+            entry_id,
+            member,
+            0,
+            ctx.settings.record_ttl,
+            &scope,
+        )
         .await
     {
         Ok(crate::broker::BeginCommand::Run(t)) => t,
@@ -564,12 +581,21 @@ async fn invalid(ctx: &AdminContext, member: &str, entry_id: &str, command_id: &
     );
     r.command = "unknown".into();
     tracing::warn!(command_id, error = %why, "unreadable admin command");
-    finish(ctx, &env, entry_id, &r).await;
+    finish(ctx, &env, entry_id, &r, &scope).await;
 }
 
-async fn finish(ctx: &AdminContext, env: &Envelope, entry_id: &str, r: &CommandResult) {
+/// Records the failure `r` of a command that did not run, with the tenants it touches
+/// (`scope`), in its record and the audit trail.
+async fn finish(
+    ctx: &AdminContext,
+    env: &Envelope,
+    entry_id: &str,
+    r: &CommandResult,
+    scope: &str,
+) {
     let json = serde_json::to_string(r).unwrap_or_default();
     let audit = vec![
+        (crate::admin::scope::FIELD, scope.to_owned()),
         ("command_id", env.id.clone()),
         ("command", r.command.clone()),
         ("operator", env.operator.clone()),

@@ -187,6 +187,7 @@ impl Harness {
             interval: Duration::from_secs(1),
             batch: 10,
             sweep: None,
+            counts: super::recoverer::CountsUpkeep::new(),
         }
         .step()
         .await

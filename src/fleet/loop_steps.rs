@@ -274,6 +274,7 @@ async fn recoverer_step_promotes_a_due_retry() {
         interval: Duration::from_secs(1),
         batch: 10,
         sweep: None,
+        counts: super::recoverer::CountsUpkeep::new(),
     };
     assert_eq!(recoverer.step().await, 1);
     assert_eq!(env.broker.retry_len(TENANT).await.unwrap(), 0);

@@ -338,6 +338,7 @@ impl Loops {
                     .tasks
                     .enabled
                     .then(|| recoverer::RecordSweep::new((*fleet.tasks).clone())),
+                counts: recoverer::CountsUpkeep::new(),
             }
             .run(shutdown.clone()),
         );

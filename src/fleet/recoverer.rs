@@ -1,13 +1,15 @@
 //! The recovery loop: moves due retries back into their lanes, in bounded atomic batches by the
 //! server's clock, and every so often sweeps each tenant's task record index (one bounded step
-//! per tenant, see scripts/records_sweep.lua). Any number of members may run it at once.
+//! per tenant, see scripts/records_sweep.lua) and looks after each tenant's dead-letter counts
+//! (a check, or a few steps of a rebuild, see scripts/dlq_counts.lua). Any number of members
+//! may run it at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shared::Shared;
-use crate::broker::{Broker, SweepStep};
+use crate::broker::{Broker, CountsStep, SweepStep};
 use crate::config::TasksSettings;
 use crate::records::TaskState;
 use crate::shutdown::Shutdown;
@@ -21,6 +23,45 @@ pub(crate) struct Recoverer {
     pub batch: usize,
     /// The record index sweep; `None` when records are off.
     pub sweep: Option<RecordSweep>,
+    /// The upkeep of the dead-letter counts.
+    pub counts: CountsUpkeep,
+}
+
+/// The upkeep of each tenant's dead-letter counts and when each tenant was last looked at.
+pub(crate) struct CountsUpkeep {
+    /// How often each tenant's counts are checked.
+    pub every: Duration,
+    /// Entries one rebuild step counts.
+    pub page: usize,
+    /// Rebuild steps per tenant per visit.
+    pub steps: usize,
+    /// When each tenant was last looked at.
+    pub last: HashMap<String, Instant>,
+}
+
+impl Default for CountsUpkeep {
+    fn default() -> CountsUpkeep {
+        CountsUpkeep::new()
+    }
+}
+
+impl CountsUpkeep {
+    /// How often a member checks each tenant's counts by default.
+    pub const EVERY: Duration = Duration::from_secs(5);
+    /// Entries one rebuild step counts by default (a few ms of Redis per step).
+    pub const PAGE: usize = 1_000;
+    /// Rebuild steps per tenant per visit by default: 100,000 dead letters in 50 s.
+    pub const STEPS: usize = 10;
+
+    /// The upkeep with the default pace.
+    pub fn new() -> CountsUpkeep {
+        CountsUpkeep {
+            every: Self::EVERY,
+            page: Self::PAGE,
+            steps: Self::STEPS,
+            last: HashMap::new(),
+        }
+    }
 }
 
 /// The index sweep's settings and when each tenant was last swept by this member.
@@ -62,7 +103,45 @@ impl Recoverer {
             }
             self.step().await;
             self.sweep_due().await;
+            self.counts_due().await;
         }
+    }
+
+    /// The upkeep of the dead-letter counts of each tenant not looked at for `every`: a check,
+    /// and while a rebuild runs up to `steps` steps of it. Returns how many steps rebuilt.
+    pub(crate) async fn counts_due(&mut self) -> usize {
+        let now = Instant::now();
+        let mut rebuilt = 0;
+        for (_, tenant) in self.shared.lanes() {
+            let c = &mut self.counts;
+            if c.last
+                .get(&*tenant)
+                .is_some_and(|t| now.duration_since(*t) < c.every)
+            {
+                continue;
+            }
+            c.last.insert(tenant.to_string(), now);
+            for _ in 0..c.steps.max(1) {
+                match self.broker.dlq_counts_step(&tenant, c.page).await {
+                    Ok(CountsStep::Ok) => break,
+                    Ok(CountsStep::Started) => {
+                        events::task_records::dlq_counts_rebuilding(&tenant);
+                        rebuilt += 1;
+                    }
+                    Ok(CountsStep::Rebuilding) => rebuilt += 1,
+                    Ok(CountsStep::Complete) => {
+                        events::task_records::dlq_counts_rebuilt(&tenant);
+                        rebuilt += 1;
+                        break;
+                    }
+                    Err(e) => {
+                        events::task_records::dlq_counts_failed(&tenant, &e);
+                        break;
+                    }
+                }
+            }
+        }
+        rebuilt
     }
 
     /// One sweep step for each tenant not swept for `every`. Returns the steps' sums.

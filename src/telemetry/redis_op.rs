@@ -52,11 +52,13 @@ pub enum RedisOp {
     RecordSteps,
     /// The recoverer's sweep of a tenant's task record index.
     RecordsSweep,
+    /// The recoverer's upkeep of a tenant's dead-letter counts.
+    DlqCounts,
 }
 
 impl RedisOp {
     /// Every op, in the order their series are registered at 0.
-    pub const ALL: [RedisOp; 24] = [
+    pub const ALL: [RedisOp; 25] = [
         RedisOp::Read,
         RedisOp::Start,
         RedisOp::Depths,
@@ -81,6 +83,7 @@ impl RedisOp {
         RedisOp::AdminCommand,
         RedisOp::RecordSteps,
         RedisOp::RecordsSweep,
+        RedisOp::DlqCounts,
     ];
 
     /// The label value on the wire.
@@ -110,6 +113,7 @@ impl RedisOp {
             RedisOp::AdminCommand => "admin_command",
             RedisOp::RecordSteps => "record_steps",
             RedisOp::RecordsSweep => "records_sweep",
+            RedisOp::DlqCounts => "dlq_counts",
         }
     }
 }
@@ -154,6 +158,7 @@ mod tests {
                 "admin_command",
                 "record_steps",
                 "records_sweep",
+                "dlq_counts",
             ]
         );
         let distinct: std::collections::HashSet<&str> = wire.iter().copied().collect();

@@ -52,15 +52,27 @@ pub struct ListArgs {
     /// Which dead letters.
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Only the dead letters of this task id.
+    /// Only the dead letters of this task id (the ones its task records name; without a
+    /// record, a scan like the other filters).
     #[arg(long, value_name = "TASK_ID")]
     pub task_id: Option<String>,
-    /// Continue after this entry (the `next cursor` a previous page printed).
+    /// Only dead letters whose payload's top-level FIELD has VALUE (a string equal to it, or
+    /// a number, boolean or null written as it), e.g. `--payload customer_id=42`.
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub payload: Option<String>,
+    /// Newest first (default: oldest first).
+    #[arg(long)]
+    pub newest_first: bool,
+    /// Continue after this position (the `next cursor` a previous page printed).
     #[arg(long, value_name = "CURSOR")]
     pub cursor: Option<String>,
     /// Entries per page (1 to 10000).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Dead letters one page reads at most (100 to 1000000; at least one per tenant): a rare
+    /// filter that has not filled the page by then prints what it found and where to go on.
+    #[arg(long, default_value_t = report::LIST_SCAN_LIMIT, value_name = "N")]
+    pub scan_limit: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -220,6 +232,12 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     if a.limit == 0 || a.limit > 10_000 {
         return Err(usage("--limit must be between 1 and 10000"));
     }
+    if !(100..=report::LIST_SCAN_MAX).contains(&a.scan_limit) {
+        return Err(usage(format!(
+            "--scan-limit must be between 100 and {}",
+            report::LIST_SCAN_MAX
+        )));
+    }
     let cursor = a
         .cursor
         .as_deref()
@@ -228,30 +246,71 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     if let Some(id) = &a.task_id {
         crate::task::validate_task_id(id).map_err(|e| usage(format!("--task-id: {e}")))?;
     }
+    let payload = a
+        .payload
+        .as_deref()
+        .map(|p| {
+            let (f, v) = p.split_once('=').ok_or_else(|| {
+                usage(format!(
+                    "--payload '{p}' is not FIELD=VALUE (e.g. --payload customer_id=42)"
+                ))
+            })?;
+            report::validate_payload_criterion(f, v).map_err(|e| {
+                usage(format!(
+                    "--payload: {}",
+                    e.replace("payload_field", "FIELD")
+                        .replace("payload_value", "VALUE")
+                ))
+            })?;
+            Ok::<_, Error>((f.to_owned(), v.to_owned()))
+        })
+        .transpose()?;
     let b = connect(settings).await?;
     let now = b.server_time_ms().await?;
     let filter = a.filter.to_filter(now)?;
-    let page = report::list(&b, &filter, a.task_id.as_deref(), cursor.as_ref(), a.limit).await?;
+    let page = report::list_page(
+        &b,
+        &report::ListQuery {
+            filter,
+            task_id: a.task_id,
+            payload,
+            cursor,
+            limit: a.limit,
+            newest_first: a.newest_first,
+            scan_limit: a.scan_limit,
+        },
+    )
+    .await?;
     if a.json {
         print_json(&json!({
             "entries": page.entries.iter().map(|e| e.summary_json()).collect::<Vec<_>>(),
             "next_cursor": page.next_cursor,
+            "scanned": page.scanned,
+            "scan_limit_reached": page.scan_limit_reached,
         }));
         return Ok(());
     }
-    if page.entries.is_empty() {
+    if page.entries.is_empty() && !page.scan_limit_reached {
         println!("no dead letters match");
         return Ok(());
     }
-    println!(
-        "{:<34} {:>5} {:<20} {:<18} {:<24} {:<12} ERROR",
-        "ID", "AGE", "CLASS", "KIND", "TASK_ID", "FINGERPRINT"
-    );
-    for e in &page.entries {
-        println!("{}", e.list_line(now));
+    if !page.entries.is_empty() {
+        println!(
+            "{:<34} {:>5} {:<20} {:<18} {:<24} {:<12} ERROR",
+            "ID", "AGE", "CLASS", "KIND", "TASK_ID", "FINGERPRINT"
+        );
+        for e in &page.entries {
+            println!("{}", e.list_line(now));
+        }
     }
-    if let Some(c) = page.next_cursor {
-        println!("\nmore: --cursor {c}");
+    match (page.next_cursor, page.scan_limit_reached) {
+        (Some(c), true) => println!(
+            "\n{} read ({} listed) without filling the page; more may match after it: --cursor {c}",
+            page.scanned,
+            page.entries.len()
+        ),
+        (Some(c), false) => println!("\nmore: --cursor {c}"),
+        (None, _) => {}
     }
     Ok(())
 }

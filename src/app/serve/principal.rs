@@ -4,15 +4,12 @@
 //! token sees only its tenants everywhere: lists and counts never include another tenant, and
 //! another tenant's name or id answers 404 exactly as one that does not exist.
 
-use std::collections::{BTreeSet, HashMap};
-
 use serde_json::{json, Value};
 
 use super::auth::{Role, Scope, TokenEntry};
 use super::error::{ApiError, ApiResult};
-use crate::admin::replay::job::field as job_field;
+pub use crate::admin::scope::{touches, Touches};
 use crate::admin::select::{Filter, Selection};
-use crate::admin::{AdminCommand, ReplaySpec};
 use crate::broker::Broker;
 
 /// Who makes a request: a checked token's holder, role and scope.
@@ -22,41 +19,6 @@ pub struct Principal {
     role: Role,
     scope: Scope,
     see_payloads: bool,
-}
-
-/// The tenants an admin command touches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Touches {
-    /// Every tenant (a filter without tenants), or it cannot be told (a job record gone).
-    All,
-    /// These tenants.
-    Tenants(BTreeSet<String>),
-}
-
-impl Touches {
-    /// The form the API notes for a command it sends (`"*"` or a list).
-    pub fn to_json(&self) -> String {
-        match self {
-            Touches::All => "\"*\"".into(),
-            Touches::Tenants(t) => serde_json::to_string(t).unwrap_or_else(|_| "\"*\"".into()),
-        }
-    }
-
-    /// Reads [`Touches::to_json`]; anything else touches everything.
-    pub fn from_json(text: &str) -> Touches {
-        match serde_json::from_str::<BTreeSet<String>>(text) {
-            Ok(t) if !t.is_empty() => Touches::Tenants(t),
-            _ => Touches::All,
-        }
-    }
-
-    fn of_selection(s: &Selection) -> Touches {
-        match s {
-            Selection::Ids(ids) => Touches::Tenants(ids.iter().map(|d| d.tenant.clone()).collect()),
-            Selection::Filter(f) if f.tenants.is_empty() => Touches::All,
-            Selection::Filter(f) => Touches::Tenants(f.tenants.iter().cloned().collect()),
-        }
-    }
 }
 
 /// Answers "tenant not found" the same way whether it does not exist or may not be seen.
@@ -182,53 +144,6 @@ impl Principal {
             (Scope::Tenants(own), Touches::Tenants(t)) => !t.is_empty() && t.is_subset(own),
         }
     }
-}
-
-/// The tenants a command touches: its selection's, its tenant's, or — for a resume or a
-/// cancel — the tenants of the replay job it names (read from the job's record; a job gone
-/// touches everything). `jobs` caches the job records read for one request.
-pub async fn touches(
-    broker: &Broker,
-    command: &AdminCommand,
-    jobs: &mut HashMap<String, Touches>,
-) -> crate::error::Result<Touches> {
-    let job = match command {
-        AdminCommand::Replay(ReplaySpec {
-            select: Some(s), ..
-        }) => return Ok(Touches::of_selection(s)),
-        AdminCommand::Resolve(r) | AdminCommand::Discard(r) => {
-            return Ok(Touches::of_selection(&r.select))
-        }
-        AdminCommand::Purge(p) => return Ok(Touches::Tenants([p.tenant.clone()].into())),
-        AdminCommand::Breaker(b) => return Ok(Touches::Tenants([b.tenant.clone()].into())),
-        AdminCommand::Replay(ReplaySpec {
-            resume: Some(job), ..
-        }) => job,
-        AdminCommand::Cancel(c) => &c.job,
-        AdminCommand::Replay(_) => return Ok(Touches::All),
-    };
-    job_touches(broker, job, jobs).await
-}
-
-/// The tenants a replay job touches, from its record's pinned spec.
-pub async fn job_touches(
-    broker: &Broker,
-    job: &str,
-    jobs: &mut HashMap<String, Touches>,
-) -> crate::error::Result<Touches> {
-    if let Some(t) = jobs.get(job) {
-        return Ok(t.clone());
-    }
-    let t = broker
-        .job_get(job)
-        .await?
-        .and_then(|j| j.get(job_field::SPEC).cloned())
-        .and_then(|spec| serde_json::from_str::<ReplaySpec>(&spec).ok())
-        .and_then(|spec| spec.select)
-        .map(|s| Touches::of_selection(&s))
-        .unwrap_or(Touches::All);
-    jobs.insert(job.to_owned(), t.clone());
-    Ok(t)
 }
 
 #[cfg(test)]

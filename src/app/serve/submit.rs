@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::principal::{touches, Principal, Touches};
+use super::principal::{touches, Principal};
 use super::state::AppState;
 use crate::admin::exec::stored;
 use crate::admin::{new_command_id, validate_command_id, validate_reason, AdminCommand};
@@ -86,7 +86,7 @@ pub async fn change(
     }
     // A re-sent command id: its record tells what happened, if the token may see it.
     if let Some(rec) = b.admin_record(&id).await? {
-        let theirs = b.admin_scope(&id).await?.map(|t| Touches::from_json(&t));
+        let theirs = crate::admin::scope::recorded(b, &id, Some(&rec)).await?;
         if !theirs.is_some_and(|t| principal.may_see_touches(&t)) && !principal.is_unscoped() {
             return Err(ApiError::refused(format!(
                 "command id {id} is taken; send the change without command_id, or with a new one"

@@ -8,6 +8,8 @@
 -- ARGV[3]  the deadline, ms by the server's clock (0: none): a command not started by then
 --          never runs
 -- ARGV[4]  how long an expired record is kept, ms
+-- ARGV[5]  the tenants the command touches, as the executor computed them from the command it
+--          runs (src/admin/scope.rs: a JSON list, or '"*"'), kept in the record's 'tenants'
 --
 -- Returns {'run', now} when the caller must execute it (a fresh command, or the same entry
 -- taken over); {'done', result} when it ran already (its result JSON); {'running', member}
@@ -21,17 +23,17 @@ if state == 'done' or state == 'expired' then
 end
 if state == 'running' then
   if redis.call('HGET', KEYS[1], 'entry') == ARGV[1] then
-    redis.call('HSET', KEYS[1], 'member', ARGV[2], 'alive_at', now)
+    redis.call('HSET', KEYS[1], 'member', ARGV[2], 'alive_at', now, 'tenants', ARGV[5])
     return {'run', now}
   end
   return {'running', redis.call('HGET', KEYS[1], 'member') or ''}
 end
 local deadline = tonumber(ARGV[3])
 if deadline > 0 and now > deadline then
-  redis.call('HSET', KEYS[1], 'state', 'expired', 'at', now)
+  redis.call('HSET', KEYS[1], 'state', 'expired', 'at', now, 'tenants', ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'expired', ''}
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'entry', ARGV[1], 'member', ARGV[2],
-  'started_at', now, 'alive_at', now)
+  'started_at', now, 'alive_at', now, 'tenants', ARGV[5])
 return {'run', now}

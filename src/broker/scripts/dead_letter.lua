@@ -16,9 +16,13 @@
 --          are off (tasks.enabled = false): then no record is written
 -- KEYS[7]  the tenant's record index (ZSET)
 -- KEYS[8]  the tenant's events stream (one entry per finish)
+-- KEYS[9]  the tenant's dead-letter counts (see lib/dlq_counts.lua): the dead letter is counted,
+--          and the ones the cap trims are taken out
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane
--- ARGV[3]  the dead-letter stream's approximate cap (MAXLEN ~)
+-- ARGV[3]  the dead-letter stream's cap: once it holds more than the cap plus a slack (a tenth
+--          of the cap, at most 100), the oldest beyond the cap are trimmed (at most 1,000 per
+--          call), so the trim works in batches like MAXLEN ~ and the counts see what it removes
 -- ARGV[4]  the consumer that must own the entry, or '' for any owner (reclaim of a crash loop)
 -- ARGV[5]  the least idle time (ms) the entry must have, 0 for none (so a live owner's fresh
 --          heartbeat wins over a reclaimer's decision)
@@ -38,8 +42,8 @@
 -- The dead letter is written first: it adds data, so while Redis is over maxmemory it refuses
 -- the whole script (nothing written, the entry stays pending for the settler to try again),
 -- whereas a script whose first write is XACK would be let through.
--- `recorded_steps` comes from lib/steps.lua, `rec_*` from lib/record.lua; the script registry
--- prepends both.
+-- `recorded_steps` comes from lib/steps.lua, `rec_*` from lib/record.lua, `dlc_*` from
+-- lib/dlq_counts.lua; the script registry prepends them.
 local p
 if ARGV[4] == '' then
   p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
@@ -51,9 +55,11 @@ if #p == 0 or tonumber(p[1][3]) < tonumber(ARGV[5]) then
 end
 local fields = {'deliveries', math.max(tonumber(p[1][4]) - 1, 0)}
 local class, err = '', ''
+local named = {}
 for i = 9, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
+  named[ARGV[i]] = ARGV[i + 1]
   if ARGV[i] == 'class' then
     class = ARGV[i + 1]
   elseif ARGV[i] == 'error' then
@@ -65,11 +71,19 @@ if rec then
   fields[#fields + 1] = 'recorded_steps'
   fields[#fields + 1] = rec
 end
-local before = redis.call('XLEN', KEYS[2])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-local trimmed = before + 1 - redis.call('XLEN', KEYS[2])
-if trimmed > 0 then
+local len = redis.call('XLEN', KEYS[2])
+dlc_add(KEYS[9], named, len)
+local cap = tonumber(ARGV[3])
+local trimmed = 0
+if len > cap + math.min(100, math.ceil(cap / 10)) then
+  local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', math.min(len - cap, 1000))
+  for _, e in ipairs(old) do
+    dlc_remove(KEYS[9], e[1], dlc_fields(e[2]))
+  end
+  trimmed = #old
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', len - trimmed)
   redis.call('INCRBY', KEYS[3], trimmed)
 end
 redis.call('XDEL', KEYS[1], ARGV[2])

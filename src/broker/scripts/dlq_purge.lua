@@ -7,6 +7,8 @@
 -- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:', lib/record.lua)
 -- KEYS[3]  the tenant's record index (ZSET)
 -- KEYS[4]  the tenant's task events stream
+-- KEYS[5]  the tenant's dead-letter counts (lib/dlq_counts.lua, prepended by the registry): each
+--          deleted dead letter is taken out
 -- ARGV[1]  '1': write task records; '0': records are off (KEYS[2..4] are not touched)
 -- ARGV[2…] per dead letter: its id, its task_id ('' for none: no record), its kind, and how
 --          long the record is kept from now, ms (the tenant/kind's tasks.retention)
@@ -29,7 +31,8 @@ local ts = string.format('%d', now)
 local deleted, written = 0, 0
 for i = 2, #ARGV, 4 do
   local id, task_id, kind, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('XDEL', KEYS[1], id) == 1 then
+  if dlc_remove_entry(KEYS[5], KEYS[1], id) then
+    redis.call('XDEL', KEYS[1], id)
     deleted = deleted + 1
     if R and task_id ~= '' then
       local old = redis.call('HMGET', R.prefix .. task_id, 'state', 'dlq')

@@ -8,6 +8,8 @@
 -- KEYS[3]  the prefix of the tenant's task records ('redrive:{t}:task:', lib/record.lua)
 -- KEYS[4]  the tenant's record index (ZSET)
 -- KEYS[5]  the tenant's task events stream
+-- KEYS[6]  the tenant's dead-letter counts (lib/dlq_counts.lua, prepended by the registry): each
+--          removed dead letter is taken out
 -- ARGV[1]  the archive's approximate cap (MAXLEN ~)
 -- ARGV[2]  the action: 'resolved' or 'discarded' (also the record's new state)
 -- ARGV[3]  the operator
@@ -40,6 +42,7 @@ for i = 7, #ARGV, 4 do
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if #e == 1 then
     local f = e[1][2]
+    dlc_remove(KEYS[6], id, dlc_fields(f))
     f[#f + 1] = 'dead_letter_id'
     f[#f + 1] = id
     f[#f + 1] = 'removed_action'

@@ -9,6 +9,8 @@
 -- KEYS[3]  the tenant's stats bucket of the current minute (HASH)
 -- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:', lib/record.lua)
 -- KEYS[5]  the tenant's record index (ZSET)
+-- KEYS[6]  the tenant's dead-letter counts (lib/dlq_counts.lua): each replayed dead letter is
+--          taken out
 -- ARGV[1]  how long the stats bucket is kept, ms
 -- ARGV[2]  '1': write task records; '0': records are off (tasks.enabled = false), KEYS[4] and
 --          KEYS[5] are not touched
@@ -26,7 +28,8 @@
 --
 -- Returns {ids, written}: ids per entry in order, the new lane entry id or '' when the dead
 -- letter was gone; written, how many records were written. The argument list is checked whole
--- before anything is written. `rec_*` come from lib/record.lua (prepended by the registry).
+-- before anything is written. `rec_*` come from lib/record.lua and `dlc_*` from lib/dlq_counts.lua (prepended by the
+-- registry).
 local i = 3
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 3])
@@ -47,7 +50,8 @@ i = 3
 while i <= #ARGV do
   local dlq_id, task_id, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local n = tonumber(ARGV[i + 3])
-  if redis.call('XDEL', KEYS[1], dlq_id) == 1 then
+  if dlc_remove_entry(KEYS[6], KEYS[1], dlq_id) then
+    redis.call('XDEL', KEYS[1], dlq_id)
     local key = R and task_id ~= '' and (R.prefix .. task_id)
     local old = key and redis.call('HMGET', key, 'state', 'dlq', 'replays')
     local write = old and (not old[1] or old[2] == dlq_id)

@@ -44,3 +44,24 @@ pub fn sweep_failed(tenant: &str, error: &crate::Error) {
 pub fn lookup(found: &'static str) {
     metrics::counter!(names::TASK_LOOKUPS, "found" => found).increment(1);
 }
+
+/// The recoverer began counting `tenant`'s dead letters again: its counts were missing (dead
+/// letters older than the counts) or disagreed with its stream (someone changed it by hand).
+/// Until the rebuild completes, `health` and `dlq stats` scan that tenant instead.
+pub fn dlq_counts_rebuilding(tenant: &str) {
+    tracing::info!(
+        target: RECOVERER, tenant = %tenant,
+        "counting the tenant's dead letters again (counts missing or disagreeing with the stream)"
+    );
+}
+
+/// The recoverer finished counting `tenant`'s dead letters.
+pub fn dlq_counts_rebuilt(tenant: &str) {
+    tracing::info!(target: RECOVERER, tenant = %tenant, "the tenant's dead letters are counted");
+}
+
+/// A step of the upkeep of `tenant`'s dead-letter counts failed (the next one tries again).
+pub fn dlq_counts_failed(tenant: &str, error: &crate::Error) {
+    redis_calls::failed(RedisOp::DlqCounts);
+    tracing::warn!(target: RECOVERER, tenant = %tenant, error = %error, "keeping the dead-letter counts failed");
+}

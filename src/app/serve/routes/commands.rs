@@ -1,7 +1,10 @@
 //! The admin trail: the audit log (`GET /api/v1/audit`, newest first), one command's state,
 //! result and replay progress (`GET /api/v1/commands/{id}`), and the cancel of a running
 //! replay job (`POST /api/v1/commands/{id}/cancel`). A tenant-scoped token sees the entries
-//! and commands that touch only its tenants.
+//! and commands that touch only its tenants, whoever sent them (the API, the CLI, `--local`):
+//! the member that runs a command records the tenants it touches in its record and its audit
+//! entry ([`crate::admin::scope`]). A command that touches another tenant too, or every tenant
+//! (a filter without tenants), is not shown to it: showing it would tell of the others.
 
 use std::collections::HashMap;
 
@@ -12,11 +15,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::admin::replay::job::JobRecord;
+use crate::admin::scope;
 use crate::admin::select::parse_stream_id;
 use crate::admin::{validate_command_id, AdminCommand, CancelSpec};
 use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Body, Params, PathArgs};
-use crate::app::serve::principal::{job_touches, touches, Principal, Touches};
+use crate::app::serve::principal::{touches, Principal, Touches};
 use crate::app::serve::state::AppState;
 use crate::app::serve::submit::{change, ChangeMeta, Wait};
 use crate::broker::Entry;
@@ -27,26 +31,42 @@ const AUDIT_PAGE: usize = 200;
 /// early with a cursor to go on.
 const AUDIT_SCAN_MAX: usize = 10_000;
 
+/// What an audit entry says about the tenants its command touches.
+enum Scoped {
+    /// Its `tenants` field, written by the member that ran the command.
+    Recorded(Touches),
+    /// No such field (written before members recorded it): its command, when readable.
+    Command(Option<Box<AdminCommand>>),
+}
+
 /// One audit entry as `redrive admin audit --json` prints it: the entry id, then its fields
-/// (`args` and `details` parsed).
-fn audit_json(e: Entry) -> (Value, Option<AdminCommand>) {
+/// (`args`, `details` and `tenants` parsed).
+fn audit_json(e: Entry) -> (Value, Scoped) {
     let mut m = Map::new();
     m.insert("audit_id".into(), Value::String(e.id.clone()));
     let mut command = None;
+    let mut recorded = None;
     for (k, v) in e.fields.unwrap_or_default() {
         let k = String::from_utf8_lossy(&k).into_owned();
         let v = String::from_utf8_lossy(&v).into_owned();
         if k == "args" {
             command = serde_json::from_str::<AdminCommand>(&v).ok();
         }
-        let typed = if k == "args" || k == "details" {
+        if k == scope::FIELD {
+            recorded = Some(Touches::from_json(&v));
+        }
+        let typed = if k == "args" || k == "details" || k == scope::FIELD {
             serde_json::from_str(&v).unwrap_or(Value::String(v))
         } else {
             Value::String(v)
         };
         m.insert(k, typed);
     }
-    (Value::Object(m), command)
+    let scoped = match recorded {
+        Some(t) => Scoped::Recorded(t),
+        None => Scoped::Command(command.map(Box::new)),
+    };
+    (Value::Object(m), scoped)
 }
 
 /// The audit trail, newest first: `limit` entries (1 to 1000, default 20) before `cursor` (the
@@ -84,11 +104,12 @@ pub async fn audit(
         for e in page {
             scanned += 1;
             let id = e.id.clone();
-            let (v, command) = audit_json(e);
-            let seen = match &command {
+            let (v, scoped) = audit_json(e);
+            let seen = match &scoped {
                 _ if p.is_unscoped() => true,
-                Some(c) => p.may_see_touches(&touches(b, c, &mut jobs).await?),
-                None => false,
+                Scoped::Recorded(t) => p.may_see_touches(t),
+                Scoped::Command(Some(c)) => p.may_see_touches(&touches(b, c, &mut jobs).await?),
+                Scoped::Command(None) => false,
             };
             if seen {
                 if out.len() == limit {
@@ -108,20 +129,6 @@ pub async fn audit(
     Ok(Json(json!({ "entries": out, "next_cursor": next })))
 }
 
-/// The tenants a command touches, as far as the API can tell: noted when the API sent it, else
-/// its replay job's.
-async fn command_touches(st: &AppState, id: &str) -> ApiResult<Option<Touches>> {
-    if let Some(t) = st.broker.admin_scope(id).await? {
-        return Ok(Some(Touches::from_json(&t)));
-    }
-    if st.broker.job_get(id).await?.is_some() {
-        return Ok(Some(
-            job_touches(&st.broker, id, &mut HashMap::new()).await?,
-        ));
-    }
-    Ok(None)
-}
-
 /// One command: its state (`queued` until a member takes it, then `running`, `done` or
 /// `expired`), its record, its result once done, and — for a replay — its job's progress.
 pub async fn status(
@@ -135,12 +142,12 @@ pub async fn status(
             "command {id} not found (never sent, or its record expired after admin.record_ttl_ms)"
         ))
     };
-    let touched = command_touches(&st, &id).await?;
+    let b = &st.broker;
+    let record = b.admin_record(&id).await?;
+    let touched = scope::recorded(b, &id, record.as_ref()).await?;
     if !p.is_unscoped() && !touched.as_ref().is_some_and(|t| p.may_see_touches(t)) {
         return Err(not_found());
     }
-    let b = &st.broker;
-    let record = b.admin_record(&id).await?;
     let job = b.job_get(&id).await?;
     let state = match (&record, &touched) {
         (Some(r), _) => r.get("state").cloned().unwrap_or_else(|| "unknown".into()),

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{query_filter, window};
 use crate::admin::scan::Pages;
 use crate::admin::select::DlId;
-use crate::app::report;
+use crate::app::report::{self, ListQuery};
 use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Params, PathArgs};
 use crate::app::serve::principal::Principal;
@@ -26,9 +26,10 @@ use crate::error::Error;
 /// The most entries one page lists.
 const MAX_LIMIT: usize = 10_000;
 
-/// A page of dead letters, oldest first: the filter (`tenant`, `class`, `kind`,
-/// `fingerprint`, `since`, `until`), `task_id`, `cursor` (the `next_cursor` of the page
-/// before) and `limit` (1 to 10000, default 50).
+/// A page of dead letters: the filter (`tenant`, `class`, `kind`, `fingerprint`, `since`,
+/// `until`), `task_id`, `payload_field` with `payload_value`, `order` (`oldest` or `newest`
+/// first), `cursor` (the `next_cursor` of the page before), `limit` (1 to 10000, default 50)
+/// and `scan_limit` (the most dead letters the page reads; see [`report::list_page`]).
 pub async fn list(
     State(st): State<AppState>,
     p: Principal,
@@ -37,29 +38,71 @@ pub async fn list(
     let now = st.broker.server_time_ms().await?;
     let mut filter = query_filter(&mut q, now)?;
     let task_id = q.one("task_id")?;
+    let payload_field = q.one("payload_field")?;
+    let payload_value = q.one("payload_value")?;
+    let order = q.one("order")?;
     let cursor = q.one("cursor")?;
     let limit = q.number("limit", 50usize, 1, MAX_LIMIT)?;
+    let scan_limit = q.number(
+        "scan_limit",
+        report::LIST_SCAN_LIMIT,
+        100,
+        report::LIST_SCAN_MAX,
+    )?;
     q.finish()?;
     if let Some(id) = &task_id {
         crate::task::validate_task_id(id)
             .map_err(|e| ApiError::bad_request(format!("task_id: {e}")))?;
     }
+    let payload = match (payload_field, payload_value) {
+        (Some(f), Some(v)) => {
+            report::validate_payload_criterion(&f, &v).map_err(ApiError::bad_request)?;
+            Some((f, v))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "payload_field and payload_value go together: give both, or neither",
+            ))
+        }
+    };
+    let newest_first = match order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order = '{other}' is not an order; give `oldest` or `newest`"
+            )))
+        }
+    };
     let cursor = cursor
         .as_deref()
         .map(|c| DlId::parse(c, None).map_err(|e| ApiError::bad_request(format!("cursor: {e}"))))
         .transpose()?;
+    if let Some(c) = &cursor {
+        // A cursor names a position in one tenant's dead letters: another tenant's answers
+        // like a tenant that does not exist.
+        p.tenant(&c.tenant)?;
+    }
     p.narrow(&mut filter)?;
-    let page = report::list(
+    let page = report::list_page(
         &st.broker,
-        &filter,
-        task_id.as_deref(),
-        cursor.as_ref(),
-        limit,
+        &ListQuery {
+            filter,
+            task_id,
+            payload,
+            cursor,
+            limit,
+            newest_first,
+            scan_limit,
+        },
     )
     .await?;
     Ok(Json(json!({
         "entries": page.entries.iter().map(|e| e.summary_json()).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
+        "scanned": page.scanned,
+        "scan_limit_reached": page.scan_limit_reached,
     })))
 }
 

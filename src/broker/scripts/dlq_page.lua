@@ -1,0 +1,158 @@
+-- dlq_page.lua: one bounded step of a filtered scan of a tenant's dead letters, matched on the
+-- server so a rare filter moves its matches, not the entries it passed over. Read-only; the
+-- scan budget bounds the work of one call.
+--
+-- KEYS[1]  the tenant's dead-letter stream
+-- ARGV[1]  'asc' (oldest first, XRANGE) or 'desc' (newest first, XREVRANGE)
+-- ARGV[2]  where the scan starts: an id, an exclusive '(id', or '-' ('+' for desc)
+-- ARGV[3]  where it ends (inclusive): an id, or '+' ('-' for desc)
+-- ARGV[4]  how many entries it reads at most (the scan budget, ≥ 1)
+-- ARGV[5]  how many matches it returns at most (≥ 1): it stops at the last one
+-- ARGV[6]  a JSON filter {"classes": […], "kinds": […], "fingerprints": […], "task_id": "…",
+--          "payload_field": "…", "payload_value": "…"}; a missing or empty list or text
+--          accepts anything. The payload criterion holds when the payload is a JSON object
+--          whose top-level field is the string payload_value, or a number, boolean or null
+--          written as payload_value.
+-- ARGV[7…] the fields of each match to return (none: every field)
+--
+-- Returns {scanned, last, ended, matches}: how many entries were read; the id of the last one
+-- read ('' when none: then nothing is left in the range); 1 when the range has no entry after
+-- `last`, else 0; matches flat id, {field, value, …}, … in scan order.
+local desc = ARGV[1] == 'desc'
+local budget = tonumber(ARGV[4])
+local want = tonumber(ARGV[5])
+local filter = cjson.decode(ARGV[6])
+local function set(list)
+  if type(list) ~= 'table' or #list == 0 then
+    return nil
+  end
+  local s = {}
+  for _, v in ipairs(list) do
+    s[v] = true
+  end
+  return s
+end
+local function text(v)
+  if type(v) == 'string' and v ~= '' then
+    return v
+  end
+  return nil
+end
+local want_class, want_kind, want_fp = set(filter.classes), set(filter.kinds), set(filter.fingerprints)
+local want_task = text(filter.task_id)
+local pfield, pvalue = text(filter.payload_field), filter.payload_value
+if type(pvalue) ~= 'string' then
+  pvalue = ''
+end
+local only = nil
+if #ARGV > 6 then
+  only = {}
+  for i = 7, #ARGV do
+    only[ARGV[i]] = true
+  end
+end
+
+-- Text that JSON writes as it is (no escapes), so a payload holding it holds it verbatim:
+-- such a name and value are looked for as plain text first, and only a payload holding both
+-- is decoded.
+local function verbatim(t)
+  return t ~= nil and string.match(t, '^[%w _%.%-:@%+=,;]*$') ~= nil
+end
+local quick_field = verbatim(pfield) and ('"' .. pfield .. '"') or nil
+local quick_value = verbatim(pvalue) and pvalue ~= '' and pvalue or nil
+
+-- Whether the payload's top-level field `pfield` equals `pvalue`.
+local function payload_matches(payload)
+  if not payload then
+    return false
+  end
+  if quick_field and not string.find(payload, quick_field, 1, true) then
+    return false
+  end
+  if quick_value and not string.find(payload, quick_value, 1, true) then
+    return false
+  end
+  local ok, doc = pcall(cjson.decode, payload)
+  if not ok or type(doc) ~= 'table' then
+    return false
+  end
+  local v = doc[pfield]
+  local t = type(v)
+  if t == 'string' then
+    return v == pvalue
+  elseif t == 'number' then
+    return tonumber(pvalue) == v
+  elseif t == 'boolean' then
+    return (v and 'true' or 'false') == pvalue
+  elseif v == cjson.null then
+    return pvalue == 'null'
+  end
+  return false
+end
+
+local scanned, last, ended = 0, '', 0
+local matches = {}
+local found = 0
+local from = ARGV[2]
+-- Reads grow from what the caller wants (a page of one reads one entry first) to 100.
+local step = math.max(1, math.min(want, 100))
+while scanned < budget and found < want do
+  local count = math.min(budget - scanned, step)
+  step = math.min(step * 4, 100)
+  local page
+  if desc then
+    page = redis.call('XREVRANGE', KEYS[1], from, ARGV[3], 'COUNT', count)
+  else
+    page = redis.call('XRANGE', KEYS[1], from, ARGV[3], 'COUNT', count)
+  end
+  for _, e in ipairs(page) do
+    scanned = scanned + 1
+    last = e[1]
+    local flat = e[2]
+    -- The criteria's fields only (no table of every field: most entries do not match).
+    local class, kind, fp, task, payload = '', '', '', nil, nil
+    for j = 1, #flat, 2 do
+      local k = flat[j]
+      if k == 'class' then
+        class = flat[j + 1]
+      elseif k == 'kind' then
+        kind = flat[j + 1]
+      elseif k == 'fingerprint' then
+        fp = flat[j + 1]
+      elseif k == 'task_id' then
+        task = flat[j + 1]
+      elseif k == 'payload' then
+        payload = flat[j + 1]
+      end
+    end
+    local ok = (not want_class or want_class[class])
+      and (not want_kind or want_kind[kind])
+      and (not want_fp or want_fp[fp])
+      and (not want_task or task == want_task)
+      and (not pfield or payload_matches(payload))
+    if ok then
+      found = found + 1
+      local out = flat
+      if only then
+        out = {}
+        for j = 1, #flat, 2 do
+          if only[flat[j]] then
+            out[#out + 1] = flat[j]
+            out[#out + 1] = flat[j + 1]
+          end
+        end
+      end
+      matches[#matches + 1] = e[1]
+      matches[#matches + 1] = out
+      if found >= want then
+        break
+      end
+    end
+  end
+  if #page < count then
+    ended = 1
+    break
+  end
+  from = '(' .. last
+end
+return {scanned, last, ended, matches}
