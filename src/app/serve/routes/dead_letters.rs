@@ -34,8 +34,13 @@ pub async fn list(
     p: Principal,
     mut q: Params,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(list_doc(&st, &p, &mut q).await?))
+}
+
+/// The document of `GET /api/v1/dead-letters` for the query `q` (the console's list shows it).
+pub async fn list_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult<Value> {
     let now = st.broker.server_time_ms().await?;
-    let mut filter = query_filter(&mut q, now)?;
+    let mut filter = query_filter(q, now)?;
     let task_id = q.one("task_id")?;
     let cursor = q.one("cursor")?;
     let limit = q.number("limit", 50usize, 1, MAX_LIMIT)?;
@@ -57,10 +62,10 @@ pub async fn list(
         limit,
     )
     .await?;
-    Ok(Json(json!({
+    Ok(json!({
         "entries": page.entries.iter().map(|e| e.summary_json()).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
-    })))
+    }))
 }
 
 /// Counts by tenant, class and kind, the `top` (1 to 1000, default 10) fingerprints with a
@@ -70,14 +75,20 @@ pub async fn stats(
     p: Principal,
     mut q: Params,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(stats_doc(&st, &p, &mut q).await?))
+}
+
+/// The document of `GET /api/v1/dead-letters/stats` for the query `q` (the console's grouping
+/// by fingerprint shows it).
+pub async fn stats_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult<Value> {
     let now = st.broker.server_time_ms().await?;
-    let mut filter = query_filter(&mut q, now)?;
+    let mut filter = query_filter(q, now)?;
     let top = q.number("top", 10usize, 1, 1_000)?;
-    let w = window(&mut q, "24h")?;
+    let w = window(q, "24h")?;
     q.finish()?;
     p.narrow(&mut filter)?;
     let s = report::stats(&st.broker, &filter, top, w).await?;
-    Ok(Json(serde_json::to_value(s).unwrap_or(Value::Null)))
+    Ok(serde_json::to_value(s).unwrap_or(Value::Null))
 }
 
 /// Every dead letter the filter matches as JSON Lines (`application/x-ndjson`), tenant by
@@ -149,8 +160,14 @@ pub async fn show(
     p: Principal,
     PathArgs((tenant, id)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let tenant = p.tenant(&tenant)?;
-    let id = DlId::parse(&id, Some(&tenant)).map_err(ApiError::bad_request)?;
+    Ok(Json(show_doc(&st, &p, &tenant, &id).await?))
+}
+
+/// The document of `GET /api/v1/tenants/{tenant}/dead-letters/{id}` (the console's page of
+/// one dead letter shows it).
+pub async fn show_doc(st: &AppState, p: &Principal, tenant: &str, id: &str) -> ApiResult<Value> {
+    let tenant = p.tenant(tenant)?;
+    let id = DlId::parse(id, Some(&tenant)).map_err(ApiError::bad_request)?;
     if id.tenant != tenant {
         return Err(ApiError::bad_request(format!(
             "'{id}' is an entry id of tenant {}: give the bare entry id",
@@ -175,5 +192,5 @@ pub async fn show(
     if !p.sees_payloads() {
         redact::dead_letter(&mut v);
     }
-    Ok(Json(v))
+    Ok(v)
 }
