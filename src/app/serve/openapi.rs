@@ -33,7 +33,9 @@ pub fn document(routes: &[RouteSpec], base_path: &str) -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "A token from `redrive serve token`, declared in [[serve.tokens]]."}
+                           "description": "A token from `redrive serve token`, declared in [[serve.tokens]]."},
+                "session": {"type": "apiKey", "in": "cookie", "name": "redrive_session",
+                            "description": "The console's browser session (opened by logging in at the base path's /login). A request other than a read also needs the session's CSRF token in the X-CSRF-Token header (403 `csrf` without it)."}
             },
             "schemas": schemas(),
         },
@@ -65,7 +67,7 @@ fn operation(r: &RouteSpec) -> Value {
             op.insert("security".into(), json!([]));
         }
         Access::Token(role) => {
-            op.insert("security".into(), json!([{"bearer": []}]));
+            op.insert("security".into(), json!([{"bearer": []}, {"session": []}]));
             op.insert("x-redrive-role".into(), json!(role.as_str()));
         }
     }

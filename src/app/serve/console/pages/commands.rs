@@ -65,7 +65,7 @@ pub async fn status(
         .sum::<u64>();
     let command = result["command"]
         .as_str()
-        .or_else(|| record["command"].as_str())
+        .or_else(|| (!progress.is_null()).then_some("replay"))
         .unwrap_or("");
     let body = html! {
         div.crumbs { a href=(ctx.url("/audit")) { "Audit" } " / command" }

@@ -107,7 +107,7 @@ fn task(ctx: &Ctx, v: &Value, now: u64) -> Markup {
                 dt { "Where" } dd.mono { (text(&v["entry"])) }
             }
             @if !runs.is_empty() {
-                h3 { "Runs that did not end well" }
+                h3 { "Runs" }
                 div.table-wrap { table {
                     thead { tr { th { "Run" } th { "Started" } th { "Member" } th { "Ended" } th { "Outcome" } } }
                     tbody { @for r in runs { tr {
