@@ -1202,19 +1202,27 @@ fn serve_toml() -> String {
     )
 }
 
-/// Calls the HTTP API inside `member` (a few reads, one unknown path), so the API families are
-/// emitted; returns the statuses.
+/// Calls the HTTP API inside `member` (a few reads, one unknown path, a console login with a
+/// wrong token), so the API families are emitted; returns the statuses.
 fn call_member_api(member: &Member) -> Vec<u16> {
     use std::io::{Read, Write};
     let addr = member.listen_addr("serving the HTTP API");
-    ["/api/v1/tenants", "/api/v1/health", "/api/v1/nothing"]
-        .iter()
-        .map(|path| {
+    [
+        "GET /api/v1/tenants",
+        "GET /api/v1/health",
+        "GET /api/v1/nothing",
+        "POST /login",
+    ]
+    .iter()
+    .map(|request| {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let body = if request.starts_with("POST") { "token=wrong" } else { "" };
             write!(
                 s,
-                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n"
+                "{request} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
             )
             .unwrap();
             let mut raw = Vec::new();
@@ -1415,7 +1423,7 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     );
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
     // The HTTP API inside a member answers, so the API families are emitted too.
-    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404]);
+    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404, 401]);
     let mut sums = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1621,7 +1629,7 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
     assert!(out.contains("replayed 5 of 5"), "{out}");
     // A few API requests to a member, so the HTTP API panels have data too.
-    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404]);
+    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404, 401]);
 
     // Every dashboard query returns data against this fleet (the storming tenant as $tenant).
     let (exprs, vars) = dashboard_queries();

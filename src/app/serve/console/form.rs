@@ -10,8 +10,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use http_body_util::BodyExt;
 
-use super::guard::Ctx;
 use super::html::error_page;
+use super::visit::Ctx;
 use crate::app::serve::error::ApiError;
 use crate::app::serve::extract::MAX_BODY;
 use crate::app::serve::session::{Session, CSRF_FIELD};

@@ -4,55 +4,19 @@
 
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::html::{error_page, PageError};
-use super::routes::Page;
+use super::page::Page;
+use super::visit::Ctx;
 use crate::app::serve::error::ApiError;
-use crate::app::serve::principal::Principal;
 use crate::app::serve::session::{self, Session};
 use crate::app::serve::spec::Access;
 use crate::app::serve::state::AppState;
 use crate::telemetry::events;
-
-/// What a page knows about the visit: who is logged in, the session's CSRF token for its
-/// forms, and where the console lives.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The session's token: role, tenants, payload visibility.
-    pub principal: Principal,
-    /// The session's CSRF token (the hidden `csrf` field of every form that changes something).
-    pub csrf: String,
-    /// `serve.base_path` (`""` for none).
-    pub base: String,
-    /// `serve.read_only`.
-    pub read_only: bool,
-}
-
-impl Ctx {
-    /// The console URL of `path` (which starts with `/`).
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Ctx {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Ctx, Response> {
-        parts.extensions.get::<Ctx>().cloned().ok_or_else(|| {
-            error_page(
-                None,
-                "",
-                &ApiError::unauthorized("this page needs a session; log in"),
-            )
-        })
-    }
-}
 
 /// Checks the visit against the page (session, role, read-only), runs the page, and counts
 /// the answer under the page's template.

@@ -4,15 +4,16 @@
 //! styles and images from this server only, no inline script or style, no framing.
 
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use super::assets;
-use super::guard::Ctx;
+use super::visit::Ctx;
 use crate::admin::time::{format_age, format_time};
 use crate::app::serve::error::ApiError;
 use crate::app::serve::session::CSRF_FIELD;
+use crate::app::serve::submit::Sent;
 
 /// The console's content security policy.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -210,7 +211,7 @@ pub fn count(v: &Value) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('\u{202f}');
         }
         out.push(c);
@@ -285,41 +286,54 @@ pub fn error_page(ctx: Option<&Ctx>, base: &str, e: &ApiError) -> Response {
     respond(e.status, page)
 }
 
-/// An error met while building a page, shown as a page.
+/// Where a change's answer goes: its command's status page (303, so a reload never sends it
+/// again).
+pub fn to_command(ctx: &Ctx, sent: &Sent) -> Response {
+    Redirect::to(&ctx.url(&format!("/commands/{}", seg(sent.id())))).into_response()
+}
+
+/// The read-only refusal (for the pages that check the switch themselves).
+pub fn read_only_error() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "read_only",
+        "this server is read-only (serve.read_only = true): it changes nothing. Make the change \
+         through a server that is not read-only, or with the CLI",
+    )
+}
+
+/// An error met while building a page, shown as a page (boxed: results stay small).
 #[derive(Debug)]
-pub struct PageError {
+pub struct PageError(Box<Failed>);
+
+/// What [`PageError`] holds.
+#[derive(Debug)]
+struct Failed {
     ctx: Option<Ctx>,
     error: ApiError,
 }
 
 impl PageError {
+    fn new(ctx: Option<Ctx>, error: ApiError) -> PageError {
+        PageError(Box::new(Failed { ctx, error }))
+    }
+
     /// The page a read-only server shows for a change.
     pub fn read_only() -> PageError {
-        PageError {
-            ctx: None,
-            error: ApiError::new(
-                StatusCode::FORBIDDEN,
-                "read_only",
-                "this server is read-only (serve.read_only = true): it changes nothing. Make \
-                 the change through a server that is not read-only, or with the CLI",
-            ),
-        }
+        PageError::new(None, read_only_error())
     }
 
     /// This error as a page for `ctx`.
     pub fn into_page(self, ctx: &Ctx) -> Response {
-        error_page(Some(ctx), &ctx.base, &self.error)
+        error_page(Some(ctx), &ctx.base, &self.0.error)
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let base = self
-            .ctx
-            .as_ref()
-            .map(|c| c.base.clone())
-            .unwrap_or_default();
-        error_page(self.ctx.as_ref(), &base, &self.error)
+        let f = self.0;
+        let base = f.ctx.as_ref().map(|c| c.base.clone()).unwrap_or_default();
+        error_page(f.ctx.as_ref(), &base, &f.error)
     }
 }
 
@@ -331,19 +345,13 @@ pub trait InPage<T> {
 
 impl<T> InPage<T> for Result<T, ApiError> {
     fn in_page(self, ctx: &Ctx) -> Result<T, PageError> {
-        self.map_err(|error| PageError {
-            ctx: Some(ctx.clone()),
-            error,
-        })
+        self.map_err(|error| PageError::new(Some(ctx.clone()), error))
     }
 }
 
 impl<T> InPage<T> for crate::error::Result<T> {
     fn in_page(self, ctx: &Ctx) -> Result<T, PageError> {
-        self.map_err(|e| PageError {
-            ctx: Some(ctx.clone()),
-            error: e.into(),
-        })
+        self.map_err(|e| PageError::new(Some(ctx.clone()), e.into()))
     }
 }
 

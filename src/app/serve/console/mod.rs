@@ -8,10 +8,11 @@
 //!
 //! # Layout
 //!
-//! * [`routes`] — every page once (its own list: the API's table and OpenAPI document stay
-//!   the API's); [`guard`] — around every page: the session (else the login page), role,
-//!   read-only, the request metrics by page template; [`form`] — form bodies, each change's
-//!   checked against the session's CSRF token.
+//! * [`page`] — what a page is; [`routes`] — every page once (its own list: the API's table
+//!   and OpenAPI document stay the API's); [`guard`] — around every page: the session (else
+//!   the login page), role, read-only, the request metrics by page template; [`visit`] — what
+//!   a page knows of the visit (`Ctx`); [`form`] — form bodies, each change's checked against
+//!   the session's CSRF token.
 //! * [`html`] — the page shell (navigation, who is logged in, logout) and shared pieces
 //!   (badges, tables, pagination, errors), written with maud, which escapes every value it
 //!   interpolates; [`assets`] — the stylesheet, script and icon, embedded, served under
@@ -27,8 +28,10 @@ pub mod assets;
 pub mod form;
 pub mod guard;
 pub mod html;
+pub mod page;
 pub mod pages;
 pub mod routes;
+pub mod visit;
 
 use std::collections::BTreeMap;
 
@@ -37,7 +40,7 @@ use axum::routing::MethodRouter;
 use axum::Router;
 
 use super::state::AppState;
-use routes::Page;
+use page::Page;
 
 /// The router of every page of [`routes::PAGES`] under the base path, each behind its
 /// [`guard::guard`].

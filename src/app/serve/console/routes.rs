@@ -1,31 +1,13 @@
-//! Every page of the console, once: its method, its path template below the base path (the
-//! metrics' route label), who may open it, whether it changes anything (refused by a
-//! read-only server), and its handler. The API's route table is separate: the OpenAPI
-//! document describes the API only.
+//! Every page of the console, once (what a page is: [`super::page::Page`]). The API's route
+//! table is separate: the OpenAPI document describes the API only.
 
-use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::routing::on;
 
 use super::assets;
+use super::page::Page;
 use super::pages::{audit, breakers, commands, dead_letters, login, overview, replay, tasks};
 use crate::app::serve::auth::Role;
 use crate::app::serve::spec::{Access, Method};
-use crate::app::serve::state::AppState;
-
-/// One page (or form target) of the console.
-#[derive(Debug)]
-pub struct Page {
-    /// Its method.
-    pub method: Method,
-    /// Its path below `serve.base_path` (`{name}` a segment, `{*name}` the rest).
-    pub path: &'static str,
-    /// Who may open it: anyone (the login page, the assets), or a session whose token has at
-    /// least this role.
-    pub access: Access,
-    /// Whether it changes something (refused when `serve.read_only`).
-    pub change: bool,
-    /// Builds its handler for a method filter.
-    pub handler: fn(MethodFilter) -> MethodRouter<AppState>,
-}
 
 const VIEWER: Access = Access::Token(Role::Viewer);
 const OPERATOR: Access = Access::Token(Role::Operator);

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::commands::outcome_badge;
 use super::dead_letters::api_query;
 use crate::app::serve::console::form::Fields;
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
     age, query, respond, seg, shell, text, title, InPage, Nav, PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::extract::Params;
 use crate::app::serve::routes::commands::audit_doc;
 use crate::app::serve::state::AppState;

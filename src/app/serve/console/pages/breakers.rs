@@ -11,11 +11,11 @@ use serde_json::Value;
 use super::commands::outcome_badge;
 use crate::app::serve::auth::Role;
 use crate::app::serve::console::form::{Fields, Form};
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
     age, breaker_badge, count, csrf, query, respond, seg, shell, text, title, InPage, Nav,
     PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::extract::PathArgs;
 use crate::app::serve::routes::breakers::{list_doc, set_breaker, BreakerBody};
 use crate::app::serve::routes::commands::status_doc;

@@ -11,10 +11,10 @@ use serde_json::Value;
 
 use crate::app::serve::auth::Role;
 use crate::app::serve::console::form::Form;
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
     age, count, csrf, json_block, respond, seg, shell, text, title, InPage, Nav, PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::error::ApiError;
 use crate::app::serve::extract::PathArgs;
 use crate::app::serve::routes::commands::{send_cancel, status_doc, CancelBody};

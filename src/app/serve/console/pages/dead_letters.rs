@@ -13,14 +13,13 @@ use axum::response::{IntoResponse, Redirect};
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::{read_only_error, to_command};
 use crate::app::serve::auth::Role;
 use crate::app::serve::console::form::{Fields, Form};
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
-    age, class_chip, count, csrf, json_block, query, respond, seg, shell, text, title, InPage, Nav,
-    PageResult,
+    age, class_chip, count, csrf, json_block, query, read_only_error, respond, seg, shell, text,
+    title, to_command, InPage, Nav, PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::error::ApiError;
 use crate::app::serve::extract::{Params, PathArgs};
 use crate::app::serve::routes::dead_letters::{list_doc, show_doc, stats_doc};

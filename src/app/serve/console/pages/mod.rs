@@ -21,26 +21,3 @@ pub mod login;
 pub mod overview;
 pub mod replay;
 pub mod tasks;
-
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
-
-use super::guard::Ctx;
-use crate::app::serve::error::ApiError;
-use crate::app::serve::submit::Sent;
-
-/// Where a change's answer goes: its command's status page (303, so a reload never sends it
-/// again).
-pub fn to_command(ctx: &Ctx, sent: &Sent) -> Response {
-    Redirect::to(&ctx.url(&format!("/commands/{}", super::html::seg(sent.id())))).into_response()
-}
-
-/// The read-only refusal as an API error (for the pages that check it themselves).
-pub fn read_only_error() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "read_only",
-        "this server is read-only (serve.read_only = true): it changes nothing. Make the change \
-         through a server that is not read-only, or with the CLI",
-    )
-}

@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 use maud::html;
 use serde_json::Value;
 
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
     breaker_badge, count, percent, query, respond, shell, title, InPage, Nav, PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::extract::Params;
 use crate::app::serve::routes::health::health_doc;
 use crate::app::serve::state::AppState;

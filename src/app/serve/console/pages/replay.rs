@@ -10,13 +10,12 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use super::dead_letters::FILTER_KEYS;
-use super::to_command;
 use crate::app::serve::console::form::{Fields, Form};
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
-    class_chip, count, csrf, json_block, query, respond, shell, text, title, InPage, Nav,
-    PageResult,
+    class_chip, count, csrf, json_block, query, respond, shell, text, title, to_command, InPage,
+    Nav, PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::routes::recovery::{dry_run_doc, send_replay, ReplayBody};
 use crate::app::serve::routes::FilterBody;

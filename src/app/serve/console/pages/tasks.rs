@@ -8,10 +8,10 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use crate::app::serve::console::form::Fields;
-use crate::app::serve::console::guard::Ctx;
 use crate::app::serve::console::html::{
     age, class_chip, json_block, respond, seg, shell, text, title, InPage, Nav, PageResult,
 };
+use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::error::ApiError;
 use crate::app::serve::routes::tasks::show_doc;
 use crate::app::serve::state::AppState;
