@@ -142,6 +142,16 @@ try {
     tds.map((td) => td.textContent?.trim()),
   );
   assert.deepEqual(rowTenants, ["acme", "acme", "acme"]);
+  // A payload field's value: globex's tickets of customer globex-c0 (tickets 0, 3, 6, 9).
+  await page.goto(`${BASE}/dead-letters`);
+  await page.fill("#f-payload", "customer=globex-c0");
+  await page.click("form[data-filter] button[type=submit]");
+  await page.waitForURL(/payload=customer%3Dglobex-c0/);
+  const byPayload = await page.$$eval("table#dead-letters tbody tr td:nth-child(5)", (tds) =>
+    tds.map((td) => td.textContent?.trim()).sort(),
+  );
+  assert.deepEqual(byPayload, ["globex-bad-0", "globex-bad-3", "globex-bad-6", "globex-bad-9"]);
+  await page.goto(`${BASE}/dead-letters?tenant=acme`);
   await page.click("nav.tabs a:has-text('Group by fingerprint')");
   await page.waitForSelector("table#groups");
   assert.match((await page.textContent("table#groups tbody"))?? "", /schema validation/);

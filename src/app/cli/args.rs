@@ -52,6 +52,7 @@ impl FilterArgs {
             fingerprints: self.fingerprints.clone(),
             since_ms: time("--since", &self.since)?,
             until_ms: time("--until", &self.until)?,
+            payload: Vec::new(),
         };
         f.validate().map_err(Error::Usage)?;
         Ok(f)

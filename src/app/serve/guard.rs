@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Tokens;
+use super::console;
 use super::error::{ApiError, ApiResult};
 use super::principal::Principal;
 use super::session;
@@ -198,7 +199,8 @@ pub async fn request_timeout(State(state): State<AppState>, req: Request, next: 
     }
 }
 
-/// The answer for a path no route has: 404, pointing at the OpenAPI document.
+/// The answer for a path no route has: 404 — under the API's path, JSON pointing at the OpenAPI
+/// document; elsewhere (a browser's mistyped console address), a page.
 pub async fn no_route(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let method = match req.method().as_str() {
@@ -210,17 +212,30 @@ pub async fn no_route(State(state): State<AppState>, req: Request) -> Response {
         "PATCH" => "PATCH",
         _ => "other",
     };
-    let resp = ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        format!(
-            "no route {} {}; the routes are listed in {}/api/v1/openapi.json",
-            req.method(),
-            req.uri().path(),
-            state.serve.base_path
-        ),
-    )
-    .into_response();
+    let base = state.serve.base_path.as_str();
+    let api = req.uri().path().starts_with(&format!("{base}/api/"));
+    let resp = if api {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!(
+                "no route {} {}; the routes are listed in {base}/api/v1/openapi.json",
+                req.method(),
+                req.uri().path(),
+            ),
+        )
+        .into_response()
+    } else {
+        console::html::error_page(
+            None,
+            base,
+            &ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_page",
+                format!("there is no page at {}", req.uri().path()),
+            ),
+        )
+    };
     events::api::request(UNMATCHED, method, 404, started.elapsed());
     resp
 }

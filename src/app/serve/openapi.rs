@@ -142,6 +142,7 @@ fn filter_schema() -> Value {
             "classes": list("Only these failure classes."),
             "kinds": list("Only these kinds."),
             "fingerprints": list("Only these error fingerprints."),
+            "payload_equals": list("Only dead letters whose payload has this value: FIELD=VALUE, FIELD a top-level field or a dotted path (customer.id); a string compared as text, another JSON value as its JSON text."),
             "since": {"type": "string", "description": "Dead-lettered at or after: 2h, an RFC 3339 time, or epoch ms."},
             "until": {"type": "string", "description": "Dead-lettered at or before."},
         },

@@ -54,6 +54,10 @@ pub struct FilterBody {
     /// Dead-lettered at or before, likewise.
     #[serde(default)]
     pub until: Option<String>,
+    /// Payload criteria, `field=value` (a dotted path into objects; alternatives): the query's
+    /// `payload`.
+    #[serde(default)]
+    pub payload_equals: Vec<String>,
 }
 
 impl FilterBody {
@@ -67,6 +71,7 @@ impl FilterBody {
             self.fingerprints.clone(),
             self.since.as_deref(),
             self.until.as_deref(),
+            self.payload_equals.clone(),
             now_ms,
         )
     }
@@ -79,11 +84,12 @@ impl FilterBody {
             && self.fingerprints.is_empty()
             && self.since.is_none()
             && self.until.is_none()
+            && self.payload_equals.is_empty()
     }
 }
 
-/// The dead-letter filter of a read's query: `tenant`, `class`, `kind`, `fingerprint`
-/// (repeatable: alternatives), `since`, `until`.
+/// The dead-letter filter of a read's query: `tenant`, `class`, `kind`, `fingerprint`,
+/// `payload` (repeatable: alternatives), `since`, `until`.
 pub fn query_filter(q: &mut Params, now_ms: u64) -> ApiResult<Filter> {
     let (tenants, classes, kinds, fps) = (
         q.all("tenant"),
@@ -91,6 +97,7 @@ pub fn query_filter(q: &mut Params, now_ms: u64) -> ApiResult<Filter> {
         q.all("kind"),
         q.all("fingerprint"),
     );
+    let payload = q.all("payload");
     let (since, until) = (q.one("since")?, q.one("until")?);
     filter(
         tenants,
@@ -99,6 +106,7 @@ pub fn query_filter(q: &mut Params, now_ms: u64) -> ApiResult<Filter> {
         fps,
         since.as_deref(),
         until.as_deref(),
+        payload,
         now_ms,
     )
 }
@@ -110,6 +118,7 @@ fn filter(
     fingerprints: Vec<String>,
     since: Option<&str>,
     until: Option<&str>,
+    payload: Vec<String>,
     now_ms: u64,
 ) -> ApiResult<Filter> {
     let time = |name: &str, v: Option<&str>| -> ApiResult<Option<u64>> {
@@ -123,6 +132,7 @@ fn filter(
         fingerprints,
         since_ms: time("since", since)?,
         until_ms: time("until", until)?,
+        payload,
     };
     f.validate().map_err(|e| ApiError::bad_request(plain(&e)))?;
     Ok(f)

@@ -28,11 +28,12 @@ use crate::app::serve::state::AppState;
 use crate::handler::FailureClass;
 
 /// The filter's query parameters, as the API names them.
-pub const FILTER_KEYS: [&str; 7] = [
+pub const FILTER_KEYS: [&str; 8] = [
     "tenant",
     "class",
     "kind",
     "fingerprint",
+    "payload",
     "since",
     "until",
     "task_id",
@@ -80,6 +81,7 @@ fn filter_form(ctx: &Ctx, tenants: &[String], f: &Fields, view: &str) -> Markup 
             div.field { label for="f-since" { "Since" } input #f-since type="text" name="since" value=[f.one("since")] placeholder="2h, 2025-01-31T08:00:00Z"; }
             div.field { label for="f-until" { "Until" } input #f-until type="text" name="until" value=[f.one("until")] placeholder="10m"; }
             div.field { label for="f-task" { "Task id" } input #f-task type="text" name="task_id" value=[f.one("task_id")]; }
+            div.field { label for="f-payload" { "Payload field = value" } input #f-payload type="text" name="payload" value=[f.one("payload")] placeholder="customer.id=acme-7"; }
             div.actions {
                 button.primary type="submit" { "Filter" }
                 a.button href={ (ctx.url("/dead-letters")) @if view == "groups" { "?view=groups" } } { "Clear" }
@@ -109,7 +111,8 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx, req: axum::extract::Requ
         let mut keys: Vec<&str> = FILTER_KEYS
             .iter()
             .copied()
-            .filter(|k| *k != "task_id")
+            // Stats count on the server and cannot look into payloads: grouped without it.
+            .filter(|k| *k != "task_id" && *k != "payload")
             .collect();
         keys.push("window");
         let mut q = Params::parse(&format!("{}&top=50", api_query(&f, &keys)));
@@ -152,6 +155,9 @@ fn groups(ctx: &Ctx, stats: &Value, filter_q: &str) -> Markup {
         ctx.url(&format!("/dead-letters?{}", q.finish()))
     };
     html! {
+        @if filter_q.contains("payload=") || filter_q.contains("task_id=") {
+            p.notice.warn { "Groups are counted by class, kind and fingerprint on the server: the payload and task id filters are left out here." }
+        }
         p.muted { (count(&stats["total"])) " dead letters match; the " (top.len()) " most frequent fingerprints:" }
         div.table-wrap {
             table #groups data-nav {

@@ -50,6 +50,7 @@ fn body(f: &Fields) -> ApiResult<ReplayBody> {
         fingerprints: f.all("fingerprint"),
         since: f.one("since"),
         until: f.one("until"),
+        payload_equals: f.all("payload"),
     };
     if f.one("task_id").is_some() && f.all("id").is_empty() {
         return Err(ApiError::bad_request(
