@@ -29,6 +29,7 @@ const SHORT = need("SHORT_URL");
 const SHOTS = need("SCREENSHOTS");
 const ADMIN = need("ADMIN_TOKEN");
 const ACME_VIEWER = need("ACME_VIEWER_TOKEN");
+const ACME_OPS = need("ACME_OPS_TOKEN");
 mkdirSync(SHOTS, { recursive: true });
 
 /** @param {string} step @param {Record<string, unknown>} [extra] */
@@ -128,7 +129,7 @@ try {
     rows.map((r) => r.getAttribute("data-tenant")),
   );
   assert.deepEqual(tenants, ["acme", "globex", "initech"]);
-  assert.equal((await page.textContent("#total-dead-letters"))?.trim(), "17");
+  assert.equal((await page.textContent("#total-dead-letters"))?.trim(), "18");
   await shot(page, "02-overview");
   passed("overview");
 
@@ -141,7 +142,7 @@ try {
   const rowTenants = await page.$$eval("table#dead-letters tbody tr td:nth-child(3)", (tds) =>
     tds.map((td) => td.textContent?.trim()),
   );
-  assert.deepEqual(rowTenants, ["acme", "acme", "acme"]);
+  assert.deepEqual(rowTenants, ["acme", "acme", "acme", "acme"]);
   // A payload field's value: globex's tickets of customer globex-c0 (tickets 0, 3, 6, 9).
   await page.goto(`${BASE}/dead-letters`);
   await page.fill("#f-payload", "customer=globex-c0");
@@ -167,8 +168,9 @@ try {
   await shot(page, "05-dead-letter");
   passed("dead-letter");
 
-  // The replay wizard: select acme's dead letters (select-all), patch, dry run, confirm, watch.
-  await page.goto(`${BASE}/dead-letters?tenant=acme`);
+  // The replay wizard: select acme's triage dead letters (select-all), patch, dry run, confirm,
+  // watch.
+  await page.goto(`${BASE}/dead-letters?tenant=acme&kind=triage`);
   await page.check("input[data-select-all]");
   assert.equal((await page.textContent("[data-selected-count]"))?.trim(), "3 selected");
   await page.click("button[value=replay]");
@@ -295,21 +297,50 @@ try {
     rows.map((r) => r.getAttribute("data-tenant")),
   );
   assert.deepEqual(seen, ["acme"]);
+  assert.equal((await sp.textContent("#total-dead-letters"))?.trim(), "1", "acme's count only");
   await shot(sp, "12-scoped-overview-dark");
   await sp.goto(`${BASE}/dead-letters`);
   const options = await sp.$$eval("#f-tenant option", (o) => o.map((x) => x.getAttribute("value")));
   assert.deepEqual(options, ["", "acme"]);
   assert.equal(await sp.$$eval("input[name=id]", (b) => b.length), 0, "a viewer gets no bulk selection");
+  assert.equal(await sp.$$eval("table#dead-letters tbody tr", (r) => r.length), 1);
   assert.doesNotMatch((await sp.textContent("main")) ?? "", /globex|initech/);
+  // Its dead letter, payload hidden (the viewer may not see payloads), no actions.
+  await sp.click("table#dead-letters tbody tr:first-child td:nth-child(3) a");
+  await sp.waitForSelector("#h-payload");
+  assert.equal(await sp.$("#payload"), null);
+  assert.match((await sp.textContent("main")) ?? "", /payload is hidden/);
+  assert.doesNotMatch(await sp.content(), /secret-lead-7/);
+  assert.equal(await sp.$("button[value=resolve]"), null);
+  await shot(sp, "13-scoped-dead-letter-dark");
   const other = await sp.goto(`${BASE}/dead-letters/globex/${encodeURIComponent(victim.split("/")[1] ?? "")}`);
   assert.equal(other?.status(), 404);
   const initechDl = await sp.goto(`${BASE}/dead-letters/${victim.split("/").map(encodeURIComponent).join("/")}`);
   assert.equal(initechDl?.status(), 404, "another tenant's dead letter");
-  await shot(sp, "13-scoped-404-dark");
+  await shot(sp, "14-scoped-404-dark");
   const replay = await sp.goto(`${BASE}/replay?all=1`);
   assert.equal(replay?.status(), 403, "a viewer cannot open the replay wizard");
   passed("scoped");
   await scoped.close();
+
+  // A tenant-scoped operator resolves its tenant's dead letter; the audit names it.
+  const ops = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const op = await ops.newPage();
+  op.setDefaultTimeout(20000);
+  await login(op, BASE, ACME_OPS);
+  await op.goto(`${BASE}/dead-letters`);
+  assert.equal(await op.$$eval("input[name=id]", (b) => b.length), 1, "an operator may select");
+  await op.click("table#dead-letters tbody tr:first-child td:nth-child(4) a");
+  await op.waitForSelector("#payload");
+  assert.match((await op.textContent("#payload")) ?? "", /secret-lead-7/, "operators see payloads");
+  await op.fill("#one-reason", "handled by acme support");
+  await op.click("button[value=resolve]");
+  await op.waitForSelector("#result");
+  assert.match((await op.textContent("#result")) ?? "", /ok/);
+  await op.goto(`${BASE}/breakers`);
+  assert.equal(await op.$("button:has-text('Open')"), null, "breakers need an admin");
+  passed("scoped-operator");
+  await ops.close();
 
   // A session that ends (1.5 s on the short server): the console goes back to the login page.
   const brief = await browser.newContext();
@@ -321,7 +352,7 @@ try {
   await bp.waitForSelector("#token");
   assert.match(bp.url(), /ended=1/);
   assert.match((await bp.textContent("main")) ?? "", /session has ended/);
-  await shot(bp, "14-session-ended");
+  await shot(bp, "15-session-ended");
   passed("expired");
   await brief.close();
   await ctx.close();

@@ -1,8 +1,10 @@
 // @ts-check
 // redrive console: progressive enhancement only. Every page works without this file; with it:
 //  - live progress: an element with data-poll="<API status URL>" is refreshed from the API
-//    (the session cookie authenticates a GET; no CSRF token is needed for reads) every second
-//    until its command is done, then the page reloads to show the result;
+//    (the session cookie authenticates a GET; no CSRF token is needed for reads) every second;
+//    when the command's or its job's state changes (a replay starts running, is cancelled, is
+//    done) the page reloads, so the server renders what that state allows (the cancel button,
+//    the result);
 //  - select-all: a checkbox with data-select-all toggles every `input[name=id]` of its form;
 //  - keyboard: "/" focuses the filter, j/k move through a table's rows, Enter opens the current
 //    row's first link, x toggles its checkbox, "g d" goes to the dead letters, "g o" overview.
@@ -39,8 +41,7 @@
   function poll(el) {
     const url = el.dataset.poll;
     if (!url) return;
-    /** @type {string | undefined} */
-    let last = el.dataset.state;
+    const rendered = { state: el.dataset.state ?? "", job: el.dataset.jobState ?? "" };
     const tick = async () => {
       /** @type {Response} */
       let resp;
@@ -80,11 +81,10 @@
       const state = s.state ?? "";
       setField(el, "state", state);
       el.dataset.live = "on";
-      if (state === "done" && last !== "done") {
+      if (state !== rendered.state || (p?.state ?? "") !== rendered.job) {
         window.location.reload();
         return;
       }
-      last = state;
       window.setTimeout(tick, POLL_MS);
     };
     window.setTimeout(tick, POLL_MS);

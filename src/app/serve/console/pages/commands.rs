@@ -70,7 +70,7 @@ pub async fn status(
     let body = html! {
         div.crumbs { a href=(ctx.url("/audit")) { "Audit" } " / command" }
         (title(&format!("Command {id}"), html! { (state_badge(state)) @if !command.is_empty() { span.chip { (command) } } }))
-        section.panel #status data-poll=[poll.as_deref()] data-state=(state) aria-live="polite" {
+        section.panel #status data-poll=[poll.as_deref()] data-state=(state) data-job-state=(job_state) aria-live="polite" {
             h2 { "Status" }
             dl.facts {
                 dt { "State" } dd { span data-field="state" { (state) } @if state == "queued" { span.muted { " · waiting for a fleet member to take it" } } }
