@@ -347,6 +347,23 @@ async fn a_session_cookie_changes_nothing_without_its_csrf_token() {
         "/redrive/login?next=%2Fredrive%2Fdead-letters&ended=1"
     );
 
+    // Console pages are counted with the API's requests, under their template.
+    let (_, text) = http_get(&srv.metrics, "/metrics");
+    let has = |route: &str, status: &str| {
+        text.lines().any(|l| {
+            l.starts_with("redrive_api_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(has("/login", "303") && has("/login", "401"), "{text}");
+    assert!(has("/dead-letters", "200") && has("/dead-letters/bulk", "303"));
+    assert!(has("/dead-letters/bulk", "403"));
+    assert!(
+        !text.contains("/redrive/"),
+        "no raw path, no base path in a label"
+    );
+
     // Secrets never reach the logs.
     let log = format!("{}{}", srv.process.log_text(), secure.process.log_text());
     assert!(log.contains("console login refused"), "{log}");
@@ -541,4 +558,61 @@ async fn slow_clients_are_cut_off() {
     // Everyone else is still served.
     let (status, _) = http_get(&addr, "/redrive/login");
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_read_only_server_refuses_console_changes_with_a_page_saying_so() {
+    let env = TestEnv::new();
+    let _member = env.member("m1", &[]);
+    let (tokens, entries) = make_tokens(&env, &[("admin", "admin")]);
+    let srv = serve(&env, "ro", "read_only = true", &entries);
+    seed(&env, "acme", 1).await;
+    let http = client([127, 0, 0, 1]);
+    let base = &srv.base;
+    let (s, _) = login(&http, base, &tokens["admin"]).await;
+    let csrf = csrf_of(&http, base, &s).await;
+    let page = get(&http, base, &s, "/dead-letters").await.1;
+    assert!(page.contains("read-only"), "the header says so");
+    let id = env.dead_letters("acme").await.len();
+    assert_eq!(id, 1);
+    let (_, list) = get(&http, base, &s, "/api/v1/dead-letters").await;
+    let dl = serde_json::from_str::<Value>(&list).unwrap()["entries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .replace('/', "%2F");
+    for (path, body) in [
+        (
+            "/dead-letters/bulk",
+            format!("action=discard&id={dl}&reason=x&csrf={csrf}"),
+        ),
+        ("/replay", format!("id={dl}&reason=x&csrf={csrf}")),
+        ("/breakers/acme/open", format!("reason=x&csrf={csrf}")),
+        ("/commands/c-1/cancel", format!("csrf={csrf}")),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .header("cookie", &s.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{path}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("this server is read-only"), "{path}: {html}");
+    }
+    // Reads and the replay wizard's dry run still work; logging out is not a change.
+    let (status, html) = get(&http, base, &s, &format!("/replay?id={dl}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("will be refused"), "{html}");
+    assert_eq!(env.dead_letters("acme").await.len(), 1, "nothing changed");
+    let r = http
+        .post(format!("{base}/logout"))
+        .header("cookie", &s.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
 }

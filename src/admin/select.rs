@@ -227,7 +227,7 @@ impl Filter {
             let found = path.split('.').try_fold(&payload, |v, key| v.get(key));
             match found {
                 Some(serde_json::Value::String(s)) => s == want,
-                Some(other) => other.to_string() == want,
+                Some(other) => serde_json::to_string(other).is_ok_and(|text| text == want),
                 None => false,
             }
         })
