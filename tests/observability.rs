@@ -52,7 +52,7 @@ const DASHBOARD_PROVIDER: &str = "grafana/provisioning/dashboards/redrive.yaml";
 const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
 
 /// Every alert the kit must have.
-const ALERTS: [&str; 7] = [
+const ALERTS: [&str; 8] = [
     "RedriveTenantPoison",
     "RedriveBreakerOpen",
     "RedriveRecoveryRateLow",
@@ -60,6 +60,7 @@ const ALERTS: [&str; 7] = [
     "RedriveDeadLettersWaiting",
     "RedriveMetricsDown",
     "RedriveRedisOutOfMemory",
+    "RedriveConsoleLoginsRefused",
 ];
 
 // ------------------------------------------------------------------------------------ helpers
@@ -720,6 +721,27 @@ fn alert_unit_tests_fail_when_a_threshold_window_guard_or_for_changes() {
             "RedriveRedisOutOfMemory",
             "max(redrive_redis_oom)",
             "max by (instance) (redrive_redis_oom)",
+        ),
+        ("RedriveConsoleLoginsRefused", "> 20", "> 19"),
+        ("RedriveConsoleLoginsRefused", "> 20", "> 21"),
+        ("RedriveConsoleLoginsRefused", "> 20", ">= 20"),
+        ("RedriveConsoleLoginsRefused", "[10m]", "[9m]"),
+        ("RedriveConsoleLoginsRefused", "[10m]", "[11m]"),
+        (
+            "RedriveConsoleLoginsRefused",
+            "{result=~\"bad_token|rate_limited\"}",
+            "",
+        ),
+        (
+            "RedriveConsoleLoginsRefused",
+            "result=~\"bad_token|rate_limited\"",
+            "result=\"bad_token\"",
+        ),
+        ("RedriveConsoleLoginsRefused", "sum(", "max("),
+        (
+            "RedriveConsoleLoginsRefused",
+            "        labels:",
+            "        for: 1m\n        labels:",
         ),
     ];
     let rules = read(RULES);
