@@ -6,7 +6,10 @@
 #    docker-compose.yml. Installed into a venv and linked as a Docker CLI plugin;
 #  - Node.js >= 20 and npm (Debian packages) and Python >= 3.10 with venv: the SDKs
 #    (sdk/python, sdk/node), their dependencies (a venv; `npm ci` from the lockfile) and the
-#    examples' (examples/node-agent), which the end-to-end tests run.
+#    examples' (examples/node-agent), which the end-to-end tests run;
+#  - Debian's chromium and chromium-driver, and tests/browser's packages (`npm ci`: playwright-core,
+#    which drives that chromium and never downloads a browser, and typescript): the console's
+#    browser test (tests/console_browser.rs) and the type check of the console's script.
 # Safe to run again; it only installs what is absent. `scripts/setup.sh demo` installs only what
 # the demo needs (redis-server).
 set -euo pipefail
@@ -31,6 +34,8 @@ fi
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
@@ -64,10 +69,17 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -e "$root/examples/node-agent/node_modules/@redrive/sdk" ]; then
   (cd "$root/examples/node-agent" && npm install --no-audit --no-fund --silent)
 fi
+# The console's browser test: playwright-core and typescript from the lockfile (again when the
+# lockfile is newer than what was installed).
+browser="$root/tests/browser"
+if [ ! -e "$browser/node_modules/.package-lock.json" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+  (cd "$browser" && npm ci --no-audit --no-fund --silent)
+fi
 
 # Debian's packages may start a system redis on 6379 and a system Prometheus on 9090. Nothing here
 # uses them: the demo and the tests start their own private servers on free loopback ports.
 redis-server --version >&2
 promtool --version 2>&1 | head -n 1 >&2
 echo "node $(node --version), $("$root/sdk/python/.venv/bin/python" --version)" >&2
+/usr/bin/chromium --version >&2
 "$plugins/docker-compose" version >&2

@@ -9,6 +9,8 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 scripts/check-layers.sh
+# The console's script and the browser test's driver: type-checked (tsc, strict).
+npm --prefix tests/browser run --silent check
 
 if cargo nextest --version >/dev/null 2>&1; then
   # Test groups in .config/nextest.toml keep process-spawning tests from fighting over 2 cores.

@@ -30,6 +30,7 @@
 //! | `redrive:{@admin}:job:<id>`      | HASH   | a batch replay's spec and progress (resumable)        |
 //! | `redrive:{@admin}:scope:<id>`    | STRING | the tenants a command sent through the HTTP API touches (JSON), for its scope |
 //! | `redrive:{@admin}:members`       | ZSET   | fleet members whose admin loop is alive, by last beat |
+//! | `redrive:{@admin}:session:<sha256>` | HASH | a browser session of the HTTP API (token name, CSRF token, created, seen), named by its id's SHA-256, expiring |
 //!
 //! Every key of one tenant carries the hash tag `{<tenant>}`, so all of them live in one Redis Cluster
 //! slot and every state move of that tenant can be a single atomic script. Tenant names are validated
@@ -221,6 +222,12 @@ impl Keys {
         format!("{}:{{@admin}}:scope:{}", self.prefix, command_id)
     }
 
+    /// A browser session of the HTTP API's console, named by the SHA-256 (hex) of its id: the
+    /// id itself, which the browser's cookie holds, is never stored.
+    pub fn admin_session(&self, id_sha256: &str) -> String {
+        format!("{}:{{@admin}}:session:{}", self.prefix, id_sha256)
+    }
+
     /// The members whose admin loop is alive, scored by their last beat (server clock, ms).
     pub fn admin_members(&self) -> String {
         format!("{}:{{@admin}}:members", self.prefix)
@@ -271,6 +278,7 @@ mod tests {
             k.admin_command("c-1"),
             k.admin_job("c-1"),
             k.admin_scope("c-1"),
+            k.admin_session("ab12"),
             k.admin_members(),
         ] {
             assert!(key.starts_with("redrive:{@admin}:"), "{key}");

@@ -52,7 +52,7 @@ const DASHBOARD_PROVIDER: &str = "grafana/provisioning/dashboards/redrive.yaml";
 const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
 
 /// Every alert the kit must have.
-const ALERTS: [&str; 7] = [
+const ALERTS: [&str; 8] = [
     "RedriveTenantPoison",
     "RedriveBreakerOpen",
     "RedriveRecoveryRateLow",
@@ -60,6 +60,7 @@ const ALERTS: [&str; 7] = [
     "RedriveDeadLettersWaiting",
     "RedriveMetricsDown",
     "RedriveRedisOutOfMemory",
+    "RedriveConsoleLoginsRefused",
 ];
 
 // ------------------------------------------------------------------------------------ helpers
@@ -721,6 +722,27 @@ fn alert_unit_tests_fail_when_a_threshold_window_guard_or_for_changes() {
             "max(redrive_redis_oom)",
             "max by (instance) (redrive_redis_oom)",
         ),
+        ("RedriveConsoleLoginsRefused", "> 20", "> 19"),
+        ("RedriveConsoleLoginsRefused", "> 20", "> 21"),
+        ("RedriveConsoleLoginsRefused", "> 20", ">= 20"),
+        ("RedriveConsoleLoginsRefused", "[10m]", "[9m]"),
+        ("RedriveConsoleLoginsRefused", "[10m]", "[11m]"),
+        (
+            "RedriveConsoleLoginsRefused",
+            "{result=~\"bad_token|rate_limited\"}",
+            "",
+        ),
+        (
+            "RedriveConsoleLoginsRefused",
+            "result=~\"bad_token|rate_limited\"",
+            "result=\"bad_token\"",
+        ),
+        ("RedriveConsoleLoginsRefused", "sum(", "max("),
+        (
+            "RedriveConsoleLoginsRefused",
+            "        labels:",
+            "        for: 1m\n        labels:",
+        ),
     ];
     let rules = read(RULES);
     let scratch = Scratch::new("mutations");
@@ -1202,19 +1224,27 @@ fn serve_toml() -> String {
     )
 }
 
-/// Calls the HTTP API inside `member` (a few reads, one unknown path), so the API families are
-/// emitted; returns the statuses.
+/// Calls the HTTP API inside `member` (a few reads, one unknown path, a console login with a
+/// wrong token), so the API families are emitted; returns the statuses.
 fn call_member_api(member: &Member) -> Vec<u16> {
     use std::io::{Read, Write};
     let addr = member.listen_addr("serving the HTTP API");
-    ["/api/v1/tenants", "/api/v1/health", "/api/v1/nothing"]
-        .iter()
-        .map(|path| {
+    [
+        "GET /api/v1/tenants",
+        "GET /api/v1/health",
+        "GET /api/v1/nothing",
+        "POST /login",
+    ]
+    .iter()
+    .map(|request| {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let body = if request.starts_with("POST") { "token=wrong" } else { "" };
             write!(
                 s,
-                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n"
+                "{request} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
             )
             .unwrap();
             let mut raw = Vec::new();
@@ -1415,7 +1445,7 @@ async fn every_metric_name_in_dashboards_and_rules_is_emitted_by_a_fleet() {
     );
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
     // The HTTP API inside a member answers, so the API families are emitted too.
-    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404]);
+    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404, 401]);
     let mut sums = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1621,7 +1651,7 @@ async fn a_poison_storm_fires_the_tenant_alerts_and_every_dashboard_query_has_da
     assert_eq!(code, 0, "replay through the fleet: {out} {err}");
     assert!(out.contains("replayed 5 of 5"), "{out}");
     // A few API requests to a member, so the HTTP API panels have data too.
-    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404]);
+    assert_eq!(call_member_api(&members[0].0), vec![200, 200, 404, 401]);
 
     // Every dashboard query returns data against this fleet (the storming tenant as $tenant).
     let (exprs, vars) = dashboard_queries();

@@ -137,6 +137,11 @@ pub struct Filter {
     /// Dead-lettered at or before this time, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
+    /// Payload criteria, `field=value`: the payload's value at `field` (a top-level field, or
+    /// a dotted path into objects: `customer.id`) equals `value` (a string's text, any other
+    /// JSON value's JSON text: `count=3`, `vip=true`). Alternatives, like the other criteria.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload: Vec<String>,
 }
 
 impl Filter {
@@ -163,6 +168,21 @@ impl Filter {
                 ));
             }
         }
+        for p in &self.payload {
+            match p.split_once('=') {
+                Some((field, value))
+                    if !field.is_empty()
+                        && field.len() <= 200
+                        && value.len() <= 1024
+                        && field.split('.').all(|s| !s.is_empty()) => {}
+                _ => {
+                    return Err(format!(
+                        "--payload '{p}' is not FIELD=VALUE (a payload field or dotted path of at \
+                         most 200 bytes, a value of at most 1024)"
+                    ))
+                }
+            }
+        }
         if let (Some(s), Some(u)) = (self.since_ms, self.until_ms) {
             if s > u {
                 return Err("--since is later than --until: nothing can match".into());
@@ -183,8 +203,8 @@ impl Filter {
         ok(&self.classes, class) && ok(&self.kinds, kind) && ok(&self.fingerprints, fingerprint)
     }
 
-    /// Whether a dead letter's fields satisfy the class, kind and fingerprint criteria (tenant
-    /// and time are applied by where and how far the scan reads).
+    /// Whether a dead letter's fields satisfy the class, kind, fingerprint and payload criteria
+    /// (tenant and time are applied by where and how far the scan reads).
     pub fn matches(&self, fields: &Fields) -> bool {
         let ok = |wanted: &[String], name: &str| {
             wanted.is_empty()
@@ -193,6 +213,37 @@ impl Filter {
         ok(&self.classes, dl::CLASS)
             && ok(&self.kinds, field::KIND)
             && ok(&self.fingerprints, dl::FINGERPRINT)
+            && self.payload_matches(fields)
+    }
+
+    /// Whether the payload satisfies a payload criterion (true without any). The payload is
+    /// parsed only when there is one.
+    fn payload_matches(&self, fields: &Fields) -> bool {
+        if self.payload.is_empty() {
+            return true;
+        }
+        let Some(payload) = field_str(fields, field::PAYLOAD)
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        else {
+            return false;
+        };
+        self.payload.iter().any(|criterion| {
+            let Some((path, want)) = criterion.split_once('=') else {
+                return false;
+            };
+            let found = path.split('.').try_fold(&payload, |v, key| v.get(key));
+            match found {
+                Some(serde_json::Value::String(s)) => s == want,
+                // A number by its value (`3`, `3.0` and `3e0` are one number), as the list's
+                // server-side scan (scripts/dlq_page.lua) compares it.
+                Some(serde_json::Value::Number(n)) => n
+                    .as_f64()
+                    .zip(want.trim().parse::<f64>().ok())
+                    .is_some_and(|(have, want)| have == want),
+                Some(other) => serde_json::to_string(other).is_ok_and(|text| text == want),
+                None => false,
+            }
+        })
     }
 
     /// The XRANGE bounds of the time criteria (`-`/`+` when open).
@@ -283,6 +334,42 @@ mod tests {
         assert_eq!(a.order(&b), Ordering::Less);
         assert_eq!(b.order(&c), Ordering::Less);
         assert_eq!(compare_ids("10-2", "10-10"), Ordering::Less);
+    }
+
+    #[test]
+    fn payload_criteria_compare_the_value_at_a_path() {
+        let f = Filter {
+            payload: vec!["customer.id=acme-7".into(), "count=3".into()],
+            ..Filter::default()
+        };
+        f.validate().unwrap();
+        let with = |p: &str| fields(&[("class", "timeout"), ("payload", p)]);
+        assert!(f.matches(&with(r#"{"customer": {"id": "acme-7"}}"#)));
+        assert!(
+            f.matches(&with(r#"{"count": 3}"#)),
+            "a number by its JSON text"
+        );
+        assert!(f.matches(&with(r#"{"count": 3.0}"#)), "or by its value");
+        assert!(!f.matches(&with(r#"{"customer": {"id": "acme-8"}, "count": "4"}"#)));
+        assert!(!f.matches(&with(r#"{"customer": "acme-7"}"#)));
+        assert!(!f.matches(&with("not json")));
+        assert!(!f.matches(&fields(&[("class", "timeout")])), "no payload");
+        let vip = Filter {
+            payload: vec!["vip=true".into(), "note=a=b".into()],
+            ..Filter::default()
+        };
+        assert!(vip.matches(&with(r#"{"vip": true}"#)));
+        assert!(
+            vip.matches(&with(r#"{"note": "a=b"}"#)),
+            "the first '=' splits"
+        );
+        for bad in ["novalue", "=x", "a..b=1"] {
+            let f = Filter {
+                payload: vec![bad.into()],
+                ..Filter::default()
+            };
+            assert!(f.validate().unwrap_err().contains("FIELD=VALUE"), "{bad}");
+        }
     }
 
     #[test]

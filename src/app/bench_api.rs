@@ -309,12 +309,18 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<P
         use sha2::{Digest, Sha256};
         Sha256::digest(token.as_bytes()).into()
     };
+    // The server's other settings are the defaults of config/app.toml.
+    let defaults: crate::app::serve::config::RawServe = figment::Figment::from(
+        <figment::providers::Toml as figment::providers::Format>::string(
+            crate::app::settings::APP_TOML,
+        ),
+    )
+    .extract_inner("serve")
+    .map_err(|e| Error::Config(format!("config/app.toml [serve]: {e}")))?;
     let serve = ServeSettings {
         enabled: false,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        base_path: String::new(),
         read_only: true,
-        tls: None,
         tokens: vec![TokenEntry {
             name: "bench".into(),
             role: Role::Admin,
@@ -322,6 +328,7 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<P
             see_payloads: true,
             hash: digest,
         }],
+        ..crate::app::serve::config::validate(&defaults)?
     };
     let shutdown = Shutdown::new();
     let server =
@@ -458,14 +465,13 @@ pub async fn run(settings: &Settings, broker: &Broker, n: usize) -> Result<Vec<P
     rows.push(row("list: task id", &s, raw_p50, what));
 
     match api
-        .get("/api/v1/dead-letters?limit=50&payload_field=customer&payload_value=c123")
+        .get("/api/v1/dead-letters?limit=50&payload=customer%3Dc123")
         .await
     {
         Ok(_) => {
             let s = api
                 .sample(fixed(
-                    "/api/v1/dead-letters?limit=50&payload_field=customer&payload_value=c123"
-                        .into(),
+                    "/api/v1/dead-letters?limit=50&payload=customer%3Dc123".into(),
                 ))
                 .await?;
             let what = format!("{} match; {}", n / CUSTOMERS, listed(&s.last));

@@ -46,9 +46,6 @@ pub struct ListQuery {
     pub filter: Filter,
     /// Only the dead letters of this task id.
     pub task_id: Option<String>,
-    /// Only dead letters whose payload's top-level field (first) equals the value (second):
-    /// a string equal to it, or a number, boolean or null written as it.
-    pub payload: Option<(String, String)>,
     /// Continue after this position (the `next_cursor` of the page before).
     pub cursor: Option<DlId>,
     /// Entries per page.
@@ -62,17 +59,12 @@ pub struct ListQuery {
 impl ListQuery {
     /// The criteria as scripts/dlq_page.lua reads them.
     fn filter_json(&self) -> String {
-        let (field, value) = match &self.payload {
-            Some((f, v)) => (f.as_str(), v.as_str()),
-            None => ("", ""),
-        };
         serde_json::json!({
             "classes": self.filter.classes,
             "kinds": self.filter.kinds,
             "fingerprints": self.filter.fingerprints,
             "task_id": self.task_id.as_deref().unwrap_or(""),
-            "payload_field": field,
-            "payload_value": value,
+            "payload": self.filter.payload,
         })
         .to_string()
     }
@@ -84,20 +76,8 @@ impl ListQuery {
             || !self.filter.kinds.is_empty()
             || !self.filter.fingerprints.is_empty()
             || self.task_id.is_some()
-            || self.payload.is_some()
+            || !self.filter.payload.is_empty()
     }
-}
-
-/// Checks a payload criterion: a top-level field name (1 to 128 bytes) and its value (at
-/// most 1024 bytes).
-pub fn validate_payload_criterion(field: &str, value: &str) -> std::result::Result<(), String> {
-    if field.is_empty() || field.len() > 128 {
-        return Err("payload_field must name a top-level payload field (1 to 128 bytes)".into());
-    }
-    if value.len() > 1024 {
-        return Err("payload_value is longer than 1024 bytes".into());
-    }
-    Ok(())
 }
 
 /// One page of `dlq list`.
@@ -314,7 +294,7 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
             && q.filter.since_ms.is_none()
             && q.filter.until_ms.is_none()
             && q.task_id.is_none()
-            && q.payload.is_none();
+            && q.filter.payload.is_empty();
         for (l, c) in lanes.iter_mut().zip(broker.dlq_counts_of(&tenants).await?) {
             let Some(c) = c else { continue };
             let n: u64 = c
@@ -742,7 +722,6 @@ pub async fn stats(
     let fj = ListQuery {
         filter: filter.clone(),
         task_id: None,
-        payload: None,
         cursor: None,
         limit: 1,
         newest_first: false,
@@ -1102,7 +1081,10 @@ mod tests {
                 customer: format!("c{}", n % 50),
                 n,
             };
-            let payload = format!("{{\"customer\":\"{}\",\"n\":{}}}", s.customer, n);
+            let payload = format!(
+                "{{\"customer\":\"{}\",\"n\":{},\"meta\":{{\"customer\":\"{}\"}}}}",
+                s.customer, n, s.customer
+            );
             b.dlq_append_raw(
                 tenant,
                 &s.id.id,
@@ -1130,7 +1112,6 @@ mod tests {
         ListQuery {
             filter,
             task_id: None,
-            payload: None,
             cursor: None,
             limit,
             newest_first: false,
@@ -1328,14 +1309,43 @@ mod tests {
         let b = broker(&redis).await;
         let all = seed(&b, 300).await;
         let mut q = query(Filter::default(), 100);
-        q.payload = Some(("customer".into(), "c7".into()));
+        q.filter.payload = vec!["customer=c7".into()];
         let (got, _) = walk(&b, q.clone()).await;
         assert_eq!(got, ids(all.iter().filter(|s| s.customer == "c7").cloned()));
-        q.payload = Some(("n".into(), "42".into()));
+        q.filter.payload = vec!["n=42".into()];
         let (got, _) = walk(&b, q.clone()).await;
         assert_eq!(got, ids(all.iter().filter(|s| s.n == 42).cloned()));
-        q.payload = Some(("nope".into(), "42".into()));
-        assert!(walk(&b, q).await.0.is_empty());
+        q.filter.payload = vec!["n=42.0".into()];
+        let (got, _) = walk(&b, q.clone()).await;
+        assert_eq!(
+            got.len(),
+            all.iter().filter(|s| s.n == 42).count(),
+            "a number by its value"
+        );
+        // Alternatives: any criterion may hold, as in the commands' scan (Filter::matches).
+        q.filter.payload = vec!["customer=c7".into(), "n=42".into()];
+        let (got, _) = walk(&b, q.clone()).await;
+        assert_eq!(
+            got,
+            ids(all
+                .iter()
+                .filter(|s| s.customer == "c7" || s.n == 42)
+                .cloned())
+        );
+        q.filter.payload = vec!["nope=42".into()];
+        assert!(walk(&b, q.clone()).await.0.is_empty());
+        q.filter.payload = vec!["customer.id=c7".into()];
+        assert!(
+            walk(&b, q.clone()).await.0.is_empty(),
+            "a string has no fields"
+        );
+        q.filter.payload = vec!["meta.customer=c7".into()];
+        let (got, _) = walk(&b, q).await;
+        assert_eq!(
+            got,
+            ids(all.iter().filter(|s| s.customer == "c7").cloned()),
+            "a dotted path"
+        );
 
         let mut q = query(Filter::default(), 100);
         q.task_id = Some("t-6".into());

@@ -129,6 +129,15 @@ pub(crate) fn validate(raw: AppRaw) -> Result<(Settings, AppSettings)> {
                 .into(),
         ));
     }
+    if serve.request_timeout <= settings.admin.reply_timeout {
+        return Err(Error::Config(format!(
+            "serve.request_timeout_ms = {} is not above admin.reply_timeout_ms = {}: a change that \
+             waits for its result would be cut off before the result can come; raise \
+             serve.request_timeout_ms",
+            serve.request_timeout.as_millis(),
+            settings.admin.reply_timeout.as_millis()
+        )));
+    }
     Ok((
         settings,
         AppSettings {
@@ -269,6 +278,10 @@ mod tests {
             (
                 |c| c.serve.enabled = true,
                 "serve.enabled = true starts the HTTP API in every member, and it needs",
+            ),
+            (
+                |c| c.serve.request_timeout_ms = 30_000,
+                "serve.request_timeout_ms = 30000 is not above admin.reply_timeout_ms = 30000",
             ),
         ];
         for (edit, want) in cases {

@@ -29,6 +29,7 @@ mod lease;
 mod records;
 mod retries;
 mod running;
+mod sessions;
 mod settle;
 mod slots;
 mod stats;

@@ -89,6 +89,11 @@ pub(super) struct Scripts {
     pub(super) admin_withdraw: Script,
     /// Asks a replay job to stop.
     pub(super) job_cancel: Script,
+    // ---- browser sessions of the HTTP API (`{@admin}` keys) ----
+    /// Starts a session: its hash and idle timeout.
+    pub(super) session_open: Script,
+    /// A session presented: marked seen, idle timeout renewed, never past its maximum age.
+    pub(super) session_touch: Script,
 }
 
 /// enqueue.lua with its prelude, as Redis runs it: the text the SDKs ship byte for byte.
@@ -194,6 +199,8 @@ pub(super) fn scripts() -> &'static Scripts {
         admin_live: Script::new(include_str!("scripts/admin_live.lua")),
         admin_withdraw: Script::new(include_str!("scripts/admin_withdraw.lua")),
         job_cancel: Script::new(include_str!("scripts/job_cancel.lua")),
+        session_open: Script::new(include_str!("scripts/session_open.lua")),
+        session_touch: Script::new(include_str!("scripts/session_touch.lua")),
     })
 }
 
@@ -211,7 +218,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 38);
+        assert_eq!(files.len(), 40);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

@@ -145,6 +145,10 @@ pub const API_REQUESTS: &str = "redrive_api_requests_total";
 /// Histogram{route}: seconds from a request's arrival to its answer's head (a streamed
 /// export's body goes on after), by route template.
 pub const API_REQUEST_DURATION: &str = "redrive_api_request_duration_seconds";
+/// Counter{result}: console logins (`redrive serve`'s login page) by result: `ok` (a session
+/// was opened), `bad_token` (no configured token matched), `rate_limited` (refused by the
+/// per-address or global limit before the token was looked at).
+pub const API_LOGINS: &str = "redrive_api_logins_total";
 /// Counter{event}: log lines not written one by one because a storm repeated them (the first
 /// line of each cause per `log.storm_interval_ms` is written, the rest counted into one
 /// summary line); `event` is the line's event (`attempt_failed`, `dead_lettered`, …). Every

@@ -75,6 +75,9 @@ fn build_prometheus(
     for found in ["record", "located", "none"] {
         metrics::counter!(names::TASK_LOOKUPS, "found" => found).increment(0);
     }
+    for result in super::events::api::LOGIN_RESULTS {
+        metrics::counter!(names::API_LOGINS, "result" => result).increment(0);
+    }
     super::events::storm::register_series();
     Ok(handle)
 }

@@ -35,6 +35,11 @@ pub struct FilterArgs {
     /// Dead-lettered at or before: a duration ago, an RFC 3339 time, or epoch ms.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Only dead letters whose payload has this value: FIELD is a top-level field or a dotted
+    /// path (`customer.id`); a string is compared as text, a number by its value, another
+    /// JSON value as its JSON text, e.g. `--payload customer_id=42` (repeatable: any of them).
+    #[arg(long = "payload", value_name = "FIELD=VALUE")]
+    pub payload: Vec<String>,
 }
 
 impl FilterArgs {
@@ -52,6 +57,7 @@ impl FilterArgs {
             fingerprints: self.fingerprints.clone(),
             since_ms: time("--since", &self.since)?,
             until_ms: time("--until", &self.until)?,
+            payload: self.payload.clone(),
         };
         f.validate().map_err(Error::Usage)?;
         Ok(f)

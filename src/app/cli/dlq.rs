@@ -56,10 +56,6 @@ pub struct ListArgs {
     /// record, a scan like the other filters).
     #[arg(long, value_name = "TASK_ID")]
     pub task_id: Option<String>,
-    /// Only dead letters whose payload's top-level FIELD has VALUE (a string equal to it, or
-    /// a number, boolean or null written as it), e.g. `--payload customer_id=42`.
-    #[arg(long, value_name = "FIELD=VALUE")]
-    pub payload: Option<String>,
     /// Newest first (default: oldest first).
     #[arg(long)]
     pub newest_first: bool,
@@ -246,25 +242,6 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     if let Some(id) = &a.task_id {
         crate::task::validate_task_id(id).map_err(|e| usage(format!("--task-id: {e}")))?;
     }
-    let payload = a
-        .payload
-        .as_deref()
-        .map(|p| {
-            let (f, v) = p.split_once('=').ok_or_else(|| {
-                usage(format!(
-                    "--payload '{p}' is not FIELD=VALUE (e.g. --payload customer_id=42)"
-                ))
-            })?;
-            report::validate_payload_criterion(f, v).map_err(|e| {
-                usage(format!(
-                    "--payload: {}",
-                    e.replace("payload_field", "FIELD")
-                        .replace("payload_value", "VALUE")
-                ))
-            })?;
-            Ok::<_, Error>((f.to_owned(), v.to_owned()))
-        })
-        .transpose()?;
     let b = connect(settings).await?;
     let now = b.server_time_ms().await?;
     let filter = a.filter.to_filter(now)?;
@@ -273,7 +250,6 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
         &report::ListQuery {
             filter,
             task_id: a.task_id,
-            payload,
             cursor,
             limit: a.limit,
             newest_first: a.newest_first,
@@ -346,6 +322,12 @@ async fn stats(a: StatsArgs, settings: &Settings) -> Result<()> {
     let w = window(&a.window)?;
     if a.top == 0 || a.top > 1_000 {
         return Err(usage("--top must be between 1 and 1000"));
+    }
+    if !a.filter.payload.is_empty() {
+        return Err(usage(
+            "--payload: stats count by class, kind and fingerprint and cannot look into \
+             payloads; use `dlq list --payload` to see the matching dead letters",
+        ));
     }
     let b = connect(settings).await?;
     let filter = a.filter.to_filter(b.server_time_ms().await?)?;

@@ -72,7 +72,7 @@ pub enum Command {
     Dlq {
         /// What to do.
         #[command(subcommand)]
-        action: dlq::DlqCommand,
+        action: Box<dlq::DlqCommand>,
     },
     /// What happened to a task: show one by id, list a tenant's by their records.
     Task {
@@ -103,7 +103,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Breaker { action } => breaker::run(action, &common::settings(raw)?).await,
         Command::Tenants(args) => tenants::run(args, &common::settings(raw)?).await,
         Command::Enqueue(args) => enqueue::run(args, &common::settings(raw)?).await,
-        Command::Dlq { action } => dlq::run(action, &common::settings(raw)?).await,
+        Command::Dlq { action } => dlq::run(*action, &common::settings(raw)?).await,
         Command::Task { action } => task::run(action, &common::settings(raw)?).await,
         Command::Health(args) => health::run(args, &common::settings(raw)?).await,
         Command::Admin { action } => admin::run(action, &common::settings(raw)?).await,

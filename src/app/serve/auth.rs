@@ -93,6 +93,17 @@ impl Tokens {
         found
     }
 
+    /// The entry named `name`, if the config still holds it (a browser session names its
+    /// token; a token removed from the config ends its sessions).
+    pub fn by_name(&self, name: &str) -> Option<&TokenEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// Whether the request presents a bearer token at all (an `Authorization` header).
+    pub fn presented(headers: &HeaderMap) -> bool {
+        headers.contains_key(axum::http::header::AUTHORIZATION)
+    }
+
     /// The token a request's `Authorization: Bearer <token>` header presents: 401 when the
     /// header is missing or malformed, or the token unknown.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<&TokenEntry, ApiError> {
@@ -126,6 +137,25 @@ impl Tokens {
     }
 }
 
+impl TokenEntry {
+    /// A check of this entry's hash that a browser session keeps (a SHA-256 of the hash, so it
+    /// is worth nothing to someone reading Redis): a token replaced under the same name no
+    /// longer matches, and ends the sessions opened with the old one.
+    pub fn session_check(&self) -> String {
+        hex(&Sha256::digest(self.hash))
+    }
+}
+
+/// Whether two byte strings are equal, looking at every byte whatever the first difference
+/// (their lengths are not secret).
+pub fn constant_time_eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
 /// Whether two digests are equal, looking at every byte whatever the first difference.
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
@@ -139,6 +169,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// A new token: 32 bytes from the operating system's random source, as 64 hex characters.
 pub fn new_token() -> crate::error::Result<String> {
+    Ok(hex(&random32()?))
+}
+
+/// 32 bytes from the operating system's random source.
+pub fn random32() -> crate::error::Result<[u8; 32]> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
         crate::error::Error::io(
@@ -146,7 +181,7 @@ pub fn new_token() -> crate::error::Result<String> {
             std::io::Error::other(e.to_string()),
         )
     })?;
-    Ok(hex(&bytes))
+    Ok(bytes)
 }
 
 /// The SHA-256 of a token, hex: what `[[serve.tokens]]` stores.

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,21 @@ pub struct RawServe {
     pub tls_cert: String,
     /// PEM private key of `tls_cert`.
     pub tls_key: String,
+    /// Mark the session cookie `Secure` although this server speaks plain HTTP (a proxy in
+    /// front terminates TLS). With `tls_cert` it is always `Secure`.
+    pub cookie_secure: bool,
+    /// A browser session ends after this long without a request, ms.
+    pub session_ttl_ms: u64,
+    /// A browser session ends this long after its login whatever its use, ms.
+    pub session_max_age_ms: u64,
+    /// Login attempts one client address may make per minute.
+    pub login_per_ip_per_minute: u32,
+    /// Login attempts every client together may make per minute.
+    pub login_global_per_minute: u32,
+    /// A connection that has not sent a request's whole head within this long is closed, ms.
+    pub header_read_timeout_ms: u64,
+    /// A request not answered (its head) within this long gets a 408, ms.
+    pub request_timeout_ms: u64,
     /// The tokens the API accepts.
     #[serde(default)]
     pub tokens: Vec<RawToken>,
@@ -62,8 +78,38 @@ pub struct ServeSettings {
     pub read_only: bool,
     /// The certificate and key files when the server terminates TLS itself.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whether the session cookie is `Secure` (TLS here, or `cookie_secure`).
+    pub cookie_secure: bool,
+    /// Browser sessions: idle timeout, maximum age.
+    pub sessions: SessionLimits,
+    /// Login attempts per minute: per client address, and every client together.
+    pub login_per_ip_per_minute: u32,
+    /// Login attempts per minute of every client together.
+    pub login_global_per_minute: u32,
+    /// How long a connection may take to send a request's head.
+    pub header_read_timeout: Duration,
+    /// How long a request may take to be answered (its head).
+    pub request_timeout: Duration,
     /// The tokens the API accepts.
     pub tokens: Vec<TokenEntry>,
+}
+
+/// How long browser sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Without a request for this long, a session ends.
+    pub idle: Duration,
+    /// This long after its login, a session ends whatever its use.
+    pub max_age: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> SessionLimits {
+        SessionLimits {
+            idle: Duration::from_secs(8 * 3600),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// Validates `[serve]`.
@@ -104,12 +150,64 @@ pub fn validate(raw: &RawServe) -> Result<ServeSettings> {
         }
         tokens.push(entry);
     }
+    let ms = |name: &str, v: u64, min: u64, max: u64| {
+        if v < min || v > max {
+            Err(cfg(format!(
+                "serve.{name} = {v} must be between {min} and {max} (milliseconds)"
+            )))
+        } else {
+            Ok(Duration::from_millis(v))
+        }
+    };
+    const DAY: u64 = 24 * 3600 * 1000;
+    let sessions = SessionLimits {
+        idle: ms("session_ttl_ms", raw.session_ttl_ms, 1_000, 30 * DAY)?,
+        max_age: ms(
+            "session_max_age_ms",
+            raw.session_max_age_ms,
+            1_000,
+            30 * DAY,
+        )?,
+    };
+    if sessions.max_age < sessions.idle {
+        return Err(cfg(format!(
+            "serve.session_max_age_ms = {} is shorter than serve.session_ttl_ms = {}: a session \
+             could never stay idle that long; raise the maximum age or lower the idle timeout",
+            raw.session_max_age_ms, raw.session_ttl_ms
+        )));
+    }
+    let per_minute = |name: &str, v: u32| {
+        if v == 0 || v > 100_000 {
+            Err(cfg(format!(
+                "serve.{name} = {v} must be between 1 and 100000 login attempts a minute"
+            )))
+        } else {
+            Ok(v)
+        }
+    };
     Ok(ServeSettings {
         enabled: raw.enabled,
         listen,
         base_path,
         read_only: raw.read_only,
+        cookie_secure: raw.cookie_secure || tls.is_some(),
         tls,
+        sessions,
+        login_per_ip_per_minute: per_minute(
+            "login_per_ip_per_minute",
+            raw.login_per_ip_per_minute,
+        )?,
+        login_global_per_minute: per_minute(
+            "login_global_per_minute",
+            raw.login_global_per_minute,
+        )?,
+        header_read_timeout: ms(
+            "header_read_timeout_ms",
+            raw.header_read_timeout_ms,
+            100,
+            600_000,
+        )?,
+        request_timeout: ms("request_timeout_ms", raw.request_timeout_ms, 100, DAY)?,
         tokens,
     })
 }
@@ -233,6 +331,13 @@ mod tests {
             read_only: false,
             tls_cert: String::new(),
             tls_key: String::new(),
+            cookie_secure: false,
+            session_ttl_ms: 8 * 3600 * 1000,
+            session_max_age_ms: 24 * 3600 * 1000,
+            login_per_ip_per_minute: 10,
+            login_global_per_minute: 100,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
             tokens: vec![RawToken {
                 name: "ops".into(),
                 role: "operator".into(),
@@ -253,6 +358,10 @@ mod tests {
         let mut r = raw();
         r.base_path = "/redrive/api/".into();
         assert_eq!(validate(&r).unwrap().base_path, "/redrive/api");
+        assert!(!s.cookie_secure, "plain HTTP");
+        assert_eq!(s.sessions, SessionLimits::default());
+        r.cookie_secure = true;
+        assert!(validate(&r).unwrap().cookie_secure, "behind a TLS proxy");
     }
 
     #[test]
@@ -268,6 +377,22 @@ mod tests {
             (|r| r.base_path = "/a/../b".into(), "empty, '.' or '..'"),
             (|r| r.base_path = "/a b".into(), "may hold only"),
             (|r| r.tls_cert = "cert.pem".into(), "go together"),
+            (
+                |r| r.session_ttl_ms = 10,
+                "serve.session_ttl_ms = 10 must be between 1000",
+            ),
+            (
+                |r| r.session_max_age_ms = 3_600_000,
+                "serve.session_max_age_ms = 3600000 is shorter than serve.session_ttl_ms",
+            ),
+            (
+                |r| r.login_per_ip_per_minute = 0,
+                "serve.login_per_ip_per_minute = 0 must be between 1",
+            ),
+            (
+                |r| r.header_read_timeout_ms = 0,
+                "serve.header_read_timeout_ms = 0",
+            ),
             (
                 |r| r.tokens[0].name = "a b".into(),
                 "serve.tokens[0].name = 'a b'",

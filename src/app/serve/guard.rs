@@ -6,12 +6,15 @@ use std::time::Instant;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::auth::Tokens;
+use super::console;
 use super::error::{ApiError, ApiResult};
 use super::principal::Principal;
+use super::session;
 use super::spec::{Access, In, RouteSpec};
 use super::state::AppState;
 use crate::telemetry::events;
@@ -27,7 +30,7 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let resp = match check(&state, spec, &mut req) {
+    let resp = match check(&state, spec, &mut req).await {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     };
@@ -40,14 +43,53 @@ pub async fn guard(
     resp
 }
 
-/// The token (401), its role (403), the read-only switch (403), then the query: a parameter
-/// the route table does not list for the route is refused (400), so what a route accepts is
-/// what its OpenAPI entry says, and a change never ignores a stray `?dry_run=true`.
-fn check(state: &AppState, spec: &RouteSpec, req: &mut Request) -> ApiResult<()> {
+/// Who makes a request: the bearer token of its `Authorization` header when it has one, else
+/// the browser session its cookie names (401 when neither holds). A session's request other
+/// than a read must carry the session's CSRF token in `X-CSRF-Token` (403 `csrf` otherwise):
+/// a cookie is sent by the browser on its own, a bearer token never is.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+) -> ApiResult<Principal> {
+    if Tokens::presented(headers) {
+        return Ok(Principal::from_token(state.tokens.authenticate(headers)?));
+    }
+    let Some(session) = session::resolve(state, headers).await? else {
+        // Neither: the bearer token's answer says how to authenticate.
+        return Err(state
+            .tokens
+            .authenticate(headers)
+            .err()
+            .unwrap_or_else(|| ApiError::unauthorized("this route needs a token or a session")));
+    };
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    if !read {
+        let presented = headers
+            .get(session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if !session.csrf_ok(presented) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "this request comes with a browser session but without its CSRF token: send it \
+                 in the X-CSRF-Token header (the console's pages carry it), or call the API with \
+                 a bearer token",
+            ));
+        }
+    }
+    Ok(session.principal)
+}
+
+/// The token or session (401, 403 without the CSRF token), its role (403), the read-only
+/// switch (403), then the query: a parameter the route table does not list for the route is
+/// refused (400), so what a route accepts is what its OpenAPI entry says, and a change never
+/// ignores a stray `?dry_run=true`.
+async fn check(state: &AppState, spec: &RouteSpec, req: &mut Request) -> ApiResult<()> {
     let Access::Token(needed) = spec.access else {
         return known_query(spec, req);
     };
-    let principal = Principal::from_token(state.tokens.authenticate(req.headers())?);
+    let principal = authenticate(state, req.headers(), req.method()).await?;
     if spec.change && state.serve.read_only {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -109,27 +151,56 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-/// Sets the security headers on every answer: no sniffing, no referrer, no framing, no
-/// caching, and a content security policy that allows nothing (the API serves data only).
+/// Sets the security headers on every answer: no sniffing, no framing, and — unless the answer
+/// set its own (the console's pages and assets do) — no referrer, no caching and a content
+/// security policy that allows nothing (the API serves data only).
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    for (name, value) in [
+        (header::REFERRER_POLICY, "no-referrer"),
         (
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; frame-ancestors 'none'",
         ),
         (header::CACHE_CONTROL, "no-store"),
     ] {
-        h.insert(name, HeaderValue::from_static(value));
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
     }
     resp
 }
 
-/// The answer for a path no route has: 404, pointing at the OpenAPI document.
+/// Answers 408 for a request whose answer has not begun within `serve.request_timeout_ms` (a
+/// body sent slowly, a client holding a request open); the handler is dropped, so whatever it
+/// waited for stops being waited for (a change already sent still runs: its status is on its
+/// command's page).
+pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.serve.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not answered within serve.request_timeout_ms = {} ms; send it \
+                 again (a change already sent goes on: see the audit trail)",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// The answer for a path no route has: 404 — under the API's path, JSON pointing at the OpenAPI
+/// document; elsewhere (a browser's mistyped console address), a page.
 pub async fn no_route(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let method = match req.method().as_str() {
@@ -141,17 +212,30 @@ pub async fn no_route(State(state): State<AppState>, req: Request) -> Response {
         "PATCH" => "PATCH",
         _ => "other",
     };
-    let resp = ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        format!(
-            "no route {} {}; the routes are listed in {}/api/v1/openapi.json",
-            req.method(),
-            req.uri().path(),
-            state.serve.base_path
-        ),
-    )
-    .into_response();
+    let base = state.serve.base_path.as_str();
+    let api = req.uri().path().starts_with(&format!("{base}/api/"));
+    let resp = if api {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!(
+                "no route {} {}; the routes are listed in {base}/api/v1/openapi.json",
+                req.method(),
+                req.uri().path(),
+            ),
+        )
+        .into_response()
+    } else {
+        console::html::error_page(
+            None,
+            base,
+            &ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_page",
+                format!("there is no page at {}", req.uri().path()),
+            ),
+        )
+    };
     events::api::request(UNMATCHED, method, 404, started.elapsed());
     resp
 }

@@ -1,12 +1,15 @@
 //! `redrive serve`: the reads and changes of the CLI as a versioned JSON API over HTTP/1
-//! (`/api/v1/…`), for tokens with a role and a tenant scope. The same server runs inside a
-//! fleet member with `[serve] enabled = true`. A browser console (a later slice) calls the same
-//! handlers' code and shares the auth and scope layer.
+//! (`/api/v1/…`), for tokens with a role and a tenant scope, and a browser console (HTML from
+//! the same binary, at the base path) that calls the same handlers' code through the same auth
+//! and scope layer. The same server runs inside a fleet member with `[serve] enabled = true`.
 //!
 //! # Layout
 //!
 //! * [`config`] — `[serve]`, validated; [`auth`] — tokens (made, hashed, checked) and roles;
-//!   [`principal`] — a checked token, and the one place tenant scope is enforced.
+//!   [`principal`] — a checked token, and the one place tenant scope is enforced;
+//!   [`session`] — browser sessions (cookie, Redis, CSRF); [`limit`] — the login's rate limits.
+//! * [`console`] — the browser console: its own route list, pages, embedded assets.
+//! * [`conn`] — the HTTP/1 loop (header-read timeout, peer addresses).
 //! * [`spec`] — what a route is; [`table`] — every route, once: the router, the checks, the
 //!   metrics' route label and the OpenAPI document ([`openapi`]) are built from it.
 //! * [`guard`] — around every handler: token, role, read-only, metrics, security headers, the
@@ -16,18 +19,22 @@
 //! * [`extract`] — query, body and path input with JSON errors; [`error`] — the one error
 //!   shape; [`state`] — what handlers share; [`tls`] — TLS terminated here.
 //!
-//! This file composes: [`router`] builds the router from the table, [`start`] binds and
-//! serves until the shutdown signal.
+//! This file composes: [`router`] builds the router from the API's table and the console's
+//! list, [`start`] binds and serves until the shutdown signal.
 
 pub mod auth;
 pub mod config;
+pub mod conn;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod guard;
+pub mod limit;
 pub mod openapi;
 pub mod principal;
 pub mod redact;
 pub mod routes;
+pub mod session;
 pub mod spec;
 pub mod state;
 pub mod submit;
@@ -46,6 +53,7 @@ use tokio::task::JoinHandle;
 
 use self::auth::Tokens;
 use self::config::ServeSettings;
+use self::limit::LoginLimiter;
 use self::spec::RouteSpec;
 use self::state::{AppState, Shared};
 use crate::app::admin_client::context;
@@ -54,9 +62,12 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 
-/// The router of every route in [`table::ROUTES`], under `serve.base_path`: each route behind
-/// its [`guard::guard`], a JSON 405 for a method a path does not take, a JSON 404 for a path no
-/// route has, and the security headers on every answer.
+/// The router of every route in [`table::ROUTES`] and every console page in
+/// [`console::routes::PAGES`], under `serve.base_path`: each API route behind its
+/// [`guard::guard`], each page behind the console's, a JSON 405 for a method an API path does
+/// not take, a 404 for a path nothing has (JSON under the API, a page elsewhere), a 408 for a
+/// request not answered within `serve.request_timeout_ms`, and the security headers on every
+/// answer.
 pub fn router(state: AppState) -> Router {
     let base = state.serve.base_path.clone();
     let mut by_path: BTreeMap<&'static str, Vec<&'static RouteSpec>> = BTreeMap::new();
@@ -84,7 +95,12 @@ pub fn router(state: AppState) -> Router {
         router = router.route(&format!("{base}{path}"), methods);
     }
     router
+        .merge(console::router(&state))
         .fallback(guard::no_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::request_timeout,
+        ))
         .layer(middleware::from_fn(guard::security_headers))
         .with_state(state)
 }
@@ -137,6 +153,11 @@ pub async fn start(
         tokens: Tokens::new(serve.tokens.clone()),
         ctx: context(broker, settings),
         openapi: openapi::document(&table::ROUTES, &serve.base_path),
+        logins: LoginLimiter::new(
+            serve.login_per_ip_per_minute,
+            serve.login_global_per_minute,
+            std::time::Instant::now(),
+        ),
     });
     let app = router(state);
     let tcp = TcpListener::bind(serve.listen)
@@ -145,24 +166,12 @@ pub async fn start(
     let addr = tcp
         .local_addr()
         .map_err(|e| Error::io("reading the API listener's address", e))?;
-    let stop = shutdown.clone();
-    let stopping = async move { stop.wait().await };
+    let header_timeout = serve.header_read_timeout;
     let task = match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(stopping).await {
-                tracing::error!(error = %e, "the HTTP API stopped");
-            }
-        }),
+        None => tokio::spawn(conn::serve(tcp, app, header_timeout, shutdown)),
         Some(cfg) => {
-            let listener = tls::TlsListener::new(tcp, cfg, shutdown)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stopping)
-                    .await
-                {
-                    tracing::error!(error = %e, "the HTTP API stopped");
-                }
-            })
+            let listener = tls::TlsListener::new(tcp, cfg, shutdown.clone())?;
+            tokio::spawn(conn::serve(listener, app, header_timeout, shutdown))
         }
     };
     let server = Server { addr, task };
@@ -219,6 +228,12 @@ mod tests {
             base_path: "/redrive".into(),
             read_only: false,
             tls: None,
+            cookie_secure: false,
+            sessions: config::SessionLimits::default(),
+            login_per_ip_per_minute: 10,
+            login_global_per_minute: 100,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
             tokens: vec![TokenEntry {
                 name: "ops".into(),
                 role: Role::Viewer,

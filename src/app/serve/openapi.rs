@@ -33,7 +33,9 @@ pub fn document(routes: &[RouteSpec], base_path: &str) -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "A token from `redrive serve token`, declared in [[serve.tokens]]."}
+                           "description": "A token from `redrive serve token`, declared in [[serve.tokens]]."},
+                "session": {"type": "apiKey", "in": "cookie", "name": "redrive_session",
+                            "description": "The console's browser session (opened by logging in at the base path's /login). A request other than a read also needs the session's CSRF token in the X-CSRF-Token header (403 `csrf` without it)."}
             },
             "schemas": schemas(),
         },
@@ -65,7 +67,7 @@ fn operation(r: &RouteSpec) -> Value {
             op.insert("security".into(), json!([]));
         }
         Access::Token(role) => {
-            op.insert("security".into(), json!([{"bearer": []}]));
+            op.insert("security".into(), json!([{"bearer": []}, {"session": []}]));
             op.insert("x-redrive-role".into(), json!(role.as_str()));
         }
     }
@@ -140,6 +142,7 @@ fn filter_schema() -> Value {
             "classes": list("Only these failure classes."),
             "kinds": list("Only these kinds."),
             "fingerprints": list("Only these error fingerprints."),
+            "payload_equals": list("Only dead letters whose payload has this value: FIELD=VALUE, FIELD a top-level field or a dotted path (customer.id); a string compared as text, another JSON value as its JSON text."),
             "since": {"type": "string", "description": "Dead-lettered at or after: 2h, an RFC 3339 time, or epoch ms."},
             "until": {"type": "string", "description": "Dead-lettered at or before."},
         },

@@ -1,5 +1,6 @@
 //! What every request handler shares: Redis, the settings, the tokens, the admin context
-//! changes are sent with, and the OpenAPI document built from the route table.
+//! changes are sent with, the OpenAPI document built from the route table, and the login's
+//! rate limits.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use serde_json::Value;
 
 use super::auth::Tokens;
 use super::config::ServeSettings;
+use super::limit::LoginLimiter;
 use crate::admin::exec::AdminContext;
 use crate::broker::Broker;
 use crate::config::Settings;
@@ -31,6 +33,8 @@ pub struct Shared {
     pub ctx: AdminContext,
     /// The OpenAPI document, built once from the route table.
     pub openapi: Value,
+    /// The console login's rate limits.
+    pub logins: LoginLimiter,
 }
 
 impl AppState {

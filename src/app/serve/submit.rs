@@ -47,9 +47,41 @@ pub enum Wait {
     Result,
 }
 
-/// Sends `command` as `principal` (the operator), for `meta.reason` (or `default_reason`).
-/// The command's tenants were narrowed to the token's scope by the caller; a command that
-/// names a replay job (resume, cancel) is checked here against the job's tenants.
+/// What became of a change that was sent (or had been sent under its command id).
+#[derive(Debug, Clone)]
+pub enum Sent {
+    /// On its way, or running: its status is at its command's route.
+    Accepted {
+        /// The command id.
+        id: String,
+        /// The command's name (`replay`, …).
+        command: &'static str,
+        /// A replay's job (the command id that started it).
+        job: Option<String>,
+    },
+    /// It finished: its result.
+    Done(CommandResult),
+}
+
+impl Sent {
+    /// The command id.
+    pub fn id(&self) -> &str {
+        match self {
+            Sent::Accepted { id, .. } => id,
+            Sent::Done(r) => &r.command_id,
+        }
+    }
+
+    /// The API's answer: 202 with where the status is, or the result (see [`result_response`]).
+    pub fn into_response(self, state: &AppState) -> Response {
+        match self {
+            Sent::Accepted { id, command, job } => accepted(state, &id, command, job),
+            Sent::Done(r) => result_response(r),
+        }
+    }
+}
+
+/// [`send`], answered as the API answers.
 pub async fn change(
     state: &AppState,
     principal: &Principal,
@@ -58,6 +90,23 @@ pub async fn change(
     default_reason: Option<&str>,
     wait: Wait,
 ) -> ApiResult<Response> {
+    Ok(send(state, principal, command, meta, default_reason, wait)
+        .await?
+        .into_response(state))
+}
+
+/// Sends `command` as `principal` (the operator), for `meta.reason` (or `default_reason`).
+/// The command's tenants were narrowed to the token's scope by the caller; a command that
+/// names a replay job (resume, cancel) is checked here against the job's tenants. The API
+/// and the console both send every change through here.
+pub async fn send(
+    state: &AppState,
+    principal: &Principal,
+    command: AdminCommand,
+    meta: ChangeMeta,
+    default_reason: Option<&str>,
+    wait: Wait,
+) -> ApiResult<Sent> {
     command.validate().map_err(ApiError::bad_request)?;
     let reason = meta
         .reason
@@ -94,8 +143,8 @@ pub async fn change(
         }
         return match rec.get("state").map(String::as_str) {
             Some("done") => match stored(b, &id).await? {
-                Some(r) => Ok(result_response(r)),
-                None => Ok(accepted(state, &id, &command)),
+                Some(r) => Ok(Sent::Done(r)),
+                None => Ok(Sent::accepted(&id, &command)),
             },
             Some("expired") => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -105,7 +154,7 @@ pub async fn change(
                      it again with a new command id"
                 ),
             )),
-            _ => Ok(accepted(state, &id, &command)),
+            _ => Ok(Sent::accepted(&id, &command)),
         };
     }
     let ctx = &state.ctx;
@@ -125,23 +174,33 @@ pub async fn change(
     b.admin_submit(&env.to_fields()).await?;
     events::api::change_sent(&id, env.command.name(), principal.name());
     match wait {
-        Wait::No => Ok(accepted(state, &id, &env.command)),
-        Wait::Result => Ok(result_response(wait_quietly(ctx, &env, timeout).await?)),
+        Wait::No => Ok(Sent::accepted(&id, &env.command)),
+        Wait::Result => Ok(Sent::Done(wait_quietly(ctx, &env, timeout).await?)),
+    }
+}
+
+impl Sent {
+    fn accepted(id: &str, command: &AdminCommand) -> Sent {
+        let job = match command {
+            AdminCommand::Replay(r) => Some(r.resume.clone().unwrap_or_else(|| id.to_owned())),
+            _ => None,
+        };
+        Sent::Accepted {
+            id: id.to_owned(),
+            command: command.name(),
+            job,
+        }
     }
 }
 
 /// 202: the command is on its way; its status is at `status_url` (also in `Location`).
-fn accepted(state: &AppState, id: &str, command: &AdminCommand) -> Response {
+fn accepted(state: &AppState, id: &str, command: &'static str, job: Option<String>) -> Response {
     let url = format!("{}/api/v1/commands/{id}", state.serve.base_path);
-    let job = match command {
-        AdminCommand::Replay(r) => Some(r.resume.clone().unwrap_or_else(|| id.to_owned())),
-        _ => None,
-    };
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(json!({
             "command_id": id,
-            "command": command.name(),
+            "command": command,
             "job": job,
             "status_url": url,
         })),

@@ -49,6 +49,13 @@ const TENANT_Q: Param = repeated(
 const CLASS: Param = repeated("class", "Only this failure class (repeatable).");
 const KIND: Param = repeated("kind", "Only this task kind (repeatable).");
 const FINGERPRINT: Param = repeated("fingerprint", "Only this error fingerprint (repeatable).");
+const PAYLOAD: Param = Param {
+    name: "payload",
+    location: In::Query,
+    repeated: true,
+    kind: "string",
+    description: "Only dead letters whose payload has this value: FIELD=VALUE, FIELD a top-level field or a dotted path (customer.id); a string compared as text, a number by its value, another JSON value as its JSON text (repeatable: any of them).",
+};
 const SINCE: Param = query(
     "since",
     "string",
@@ -138,22 +145,13 @@ pub static ROUTES: [RouteSpec; 23] = [
             CLASS,
             KIND,
             FINGERPRINT,
+            PAYLOAD,
             SINCE,
             UNTIL,
             query(
                 "task_id",
                 "string",
                 "Only the dead letters of this task id (the ones its task records name; a scan without records).",
-            ),
-            query(
-                "payload_field",
-                "string",
-                "With payload_value: only dead letters whose payload's top-level field has this value.",
-            ),
-            query(
-                "payload_value",
-                "string",
-                "The value payload_field must have: a string equal to it, or a number, boolean or null written as it.",
             ),
             query("order", "string", "`oldest` (default) or `newest` first."),
             query("cursor", "string", "The next_cursor of the page before."),
@@ -196,7 +194,7 @@ pub static ROUTES: [RouteSpec; 23] = [
         access: VIEWER,
         change: false,
         summary: "Every matching dead letter as JSON Lines, streamed; an error mid-stream ends it with an {\"error\": …} line and a broken transfer.",
-        params: &[TENANT_Q, CLASS, KIND, FINGERPRINT, SINCE, UNTIL],
+        params: &[TENANT_Q, CLASS, KIND, FINGERPRINT, PAYLOAD, SINCE, UNTIL],
         body: None,
         produces: Produces::NdJson,
         responses: &[(200, "One dead letter per line."), (404, "A tenant that is not the token's.")],

@@ -9,10 +9,11 @@
 -- ARGV[4]  how many entries it reads at most (the scan budget, ≥ 1)
 -- ARGV[5]  how many matches it returns at most (≥ 1): it stops at the last one
 -- ARGV[6]  a JSON filter {"classes": […], "kinds": […], "fingerprints": […], "task_id": "…",
---          "payload_field": "…", "payload_value": "…"}; a missing or empty list or text
---          accepts anything. The payload criterion holds when the payload is a JSON object
---          whose top-level field is the string payload_value, or a number, boolean or null
---          written as payload_value.
+--          "payload": ["path=value", …]}; a missing or empty list or text accepts anything.
+--          A payload criterion holds when the payload is a JSON object whose value at `path`
+--          (a top-level field, or a dotted path into objects) is the string `value`, or a
+--          number equal to it, or a boolean or null written as it; any criterion may hold
+--          (src/admin/select.rs Filter::matches is the same test).
 -- ARGV[7…] the fields of each match to return (none: every field)
 --
 -- Returns {scanned, last, ended, matches}: how many entries were read; the id of the last one
@@ -40,10 +41,6 @@ local function text(v)
 end
 local want_class, want_kind, want_fp = set(filter.classes), set(filter.kinds), set(filter.fingerprints)
 local want_task = text(filter.task_id)
-local pfield, pvalue = text(filter.payload_field), filter.payload_value
-if type(pvalue) ~= 'string' then
-  pvalue = ''
-end
 local only = nil
 if #ARGV > 6 then
   only = {}
@@ -53,39 +50,87 @@ if #ARGV > 6 then
 end
 
 -- Text that JSON writes as it is (no escapes), so a payload holding it holds it verbatim:
--- such a name and value are looked for as plain text first, and only a payload holding both
--- is decoded.
+-- such a name and value are looked for as plain text first, and only a payload holding
+-- them is decoded.
 local function verbatim(t)
-  return t ~= nil and string.match(t, '^[%w _%.%-:@%+=,;]*$') ~= nil
+  return t ~= nil and t ~= '' and string.match(t, '^[%w _%.%-:@%+=,;]*$') ~= nil
 end
-local quick_field = verbatim(pfield) and ('"' .. pfield .. '"') or nil
-local quick_value = verbatim(pvalue) and pvalue ~= '' and pvalue or nil
 
--- Whether the payload's top-level field `pfield` equals `pvalue`.
+-- The payload criteria: {path = {key, …}, value = '…', quick = {'"key"', 'value'}}.
+local criteria = nil
+if type(filter.payload) == 'table' and #filter.payload > 0 then
+  criteria = {}
+  for _, c in ipairs(filter.payload) do
+    local eq = type(c) == 'string' and string.find(c, '=', 1, true)
+    if eq then
+      local path, value = string.sub(c, 1, eq - 1), string.sub(c, eq + 1)
+      local keys = {}
+      for key in string.gmatch(path, '[^%.]+') do
+        keys[#keys + 1] = key
+      end
+      local quick = {}
+      local leaf = keys[#keys]
+      if verbatim(leaf) then
+        quick[#quick + 1] = '"' .. leaf .. '"'
+      end
+      -- A number may be written another way in the payload (3 for 3.0): decoded, not sought.
+      if verbatim(value) and tonumber(value) == nil then
+        quick[#quick + 1] = value
+      end
+      criteria[#criteria + 1] = {path = keys, value = value, quick = quick}
+    end
+  end
+end
+
+-- Whether `v`, a decoded JSON value, is `want` as a criterion compares it.
+local function equals(v, want)
+  local t = type(v)
+  if t == 'string' then
+    return v == want
+  elseif t == 'number' then
+    return tonumber(want) == v
+  elseif t == 'boolean' then
+    return (v and 'true' or 'false') == want
+  elseif v == cjson.null then
+    return want == 'null'
+  end
+  return false
+end
+
+-- Whether the payload satisfies one of the criteria.
 local function payload_matches(payload)
   if not payload then
     return false
   end
-  if quick_field and not string.find(payload, quick_field, 1, true) then
-    return false
-  end
-  if quick_value and not string.find(payload, quick_value, 1, true) then
-    return false
-  end
-  local ok, doc = pcall(cjson.decode, payload)
-  if not ok or type(doc) ~= 'table' then
-    return false
-  end
-  local v = doc[pfield]
-  local t = type(v)
-  if t == 'string' then
-    return v == pvalue
-  elseif t == 'number' then
-    return tonumber(pvalue) == v
-  elseif t == 'boolean' then
-    return (v and 'true' or 'false') == pvalue
-  elseif v == cjson.null then
-    return pvalue == 'null'
+  local doc = nil
+  for _, c in ipairs(criteria) do
+    local plausible = true
+    for _, q in ipairs(c.quick) do
+      if not string.find(payload, q, 1, true) then
+        plausible = false
+        break
+      end
+    end
+    if plausible then
+      if doc == nil then
+        local ok, d = pcall(cjson.decode, payload)
+        if not ok or type(d) ~= 'table' then
+          return false
+        end
+        doc = d
+      end
+      local v = doc
+      for _, key in ipairs(c.path) do
+        if type(v) ~= 'table' then
+          v = nil
+          break
+        end
+        v = v[key]
+      end
+      if v ~= nil and equals(v, c.value) then
+        return true
+      end
+    end
   end
   return false
 end
@@ -129,7 +174,7 @@ while scanned < budget and found < want do
       and (not want_kind or want_kind[kind])
       and (not want_fp or want_fp[fp])
       and (not want_task or task == want_task)
-      and (not pfield or payload_matches(payload))
+      and (not criteria or payload_matches(payload))
     if ok then
       found = found + 1
       local out = flat

@@ -31,3 +31,20 @@ pub fn request(route: &'static str, method: &'static str, status: u16, took: Dur
 pub fn change_sent(command_id: &str, command: &str, token: &str) {
     tracing::info!(target: TARGET, command_id, command, token, "api change sent");
 }
+
+/// How a console login ended: `ok`, `bad_token` (no configured token has that hash) or
+/// `rate_limited` (refused before the token was looked at). Failures are logged at warn with
+/// the client's address, never with what was typed.
+pub fn login(result: &'static str, peer: Option<std::net::IpAddr>, token: Option<&str>) {
+    metrics::counter!(names::API_LOGINS, "result" => result).increment(1);
+    let peer = peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match result {
+        "ok" => tracing::info!(target: TARGET, peer, token = token.unwrap_or(""), "console login"),
+        _ => tracing::warn!(target: TARGET, peer, result, "console login refused"),
+    }
+}
+
+/// The login results, in the order their series are registered at 0.
+pub const LOGIN_RESULTS: [&str; 3] = ["ok", "bad_token", "rate_limited"];

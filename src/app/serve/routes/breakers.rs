@@ -13,11 +13,16 @@ use crate::app::serve::error::ApiResult;
 use crate::app::serve::extract::{Body, PathArgs};
 use crate::app::serve::principal::Principal;
 use crate::app::serve::state::AppState;
-use crate::app::serve::submit::{change, ChangeMeta, Wait};
+use crate::app::serve::submit::{send, ChangeMeta, Sent, Wait};
 use crate::app::tenants::{BreakerReport, TransitionReport};
 
 /// Every breaker of the registered tenants the token may see.
 pub async fn list(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    Ok(Json(list_doc(&st, &p).await?))
+}
+
+/// The document of `GET /api/v1/breakers` (the console's breakers page shows it).
+pub async fn list_doc(st: &AppState, p: &Principal) -> ApiResult<Value> {
     let names = p.visible(st.broker.tenants().await?);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (now, infos) = st.broker.breaker_states(&refs).await?;
@@ -26,7 +31,7 @@ pub async fn list(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Va
         .zip(infos)
         .map(|(t, b)| json!({"tenant": t, "breaker": BreakerReport::new(b, now)}))
         .collect();
-    Ok(Json(json!({ "breakers": rows })))
+    Ok(json!({ "breakers": rows }))
 }
 
 /// One tenant's breaker and its recent transitions, oldest first.
@@ -91,8 +96,22 @@ async fn set(
     body: BreakerBody,
     open: bool,
 ) -> ApiResult<Response> {
-    let tenant = p.registered_tenant(&st.broker, &tenant).await?;
+    Ok(set_breaker(&st, &p, &tenant, body, open)
+        .await?
+        .into_response(&st))
+}
+
+/// Sends a breaker open (`open`) or close of `tenant` as `p` (the console's breaker buttons
+/// send the same).
+pub async fn set_breaker(
+    st: &AppState,
+    p: &Principal,
+    tenant: &str,
+    body: BreakerBody,
+    open: bool,
+) -> ApiResult<Sent> {
+    let tenant = p.registered_tenant(&st.broker, tenant).await?;
     let command = AdminCommand::Breaker(BreakerSpec { tenant, open });
     let meta = ChangeMeta::new(body.reason, body.command_id);
-    change(&st, &p, command, meta, Some("by hand"), Wait::Result).await
+    send(st, p, command, meta, Some("by hand"), Wait::Result).await
 }

@@ -22,7 +22,7 @@ use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Body, Params, PathArgs};
 use crate::app::serve::principal::{touches, Principal, Touches};
 use crate::app::serve::state::AppState;
-use crate::app::serve::submit::{change, ChangeMeta, Wait};
+use crate::app::serve::submit::{send, ChangeMeta, Sent, Wait};
 use crate::broker::Entry;
 
 /// Audit entries read per page while looking for a scoped token's.
@@ -76,6 +76,11 @@ pub async fn audit(
     p: Principal,
     mut q: Params,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(audit_doc(&st, &p, &mut q).await?))
+}
+
+/// The document of `GET /api/v1/audit` for the query `q` (the console's audit page shows it).
+pub async fn audit_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult<Value> {
     let limit = q.number("limit", 20usize, 1, 1_000)?;
     let cursor = q.one("cursor")?;
     q.finish()?;
@@ -126,7 +131,7 @@ pub async fn audit(
             break before;
         }
     };
-    Ok(Json(json!({ "entries": out, "next_cursor": next })))
+    Ok(json!({ "entries": out, "next_cursor": next }))
 }
 
 /// One command: its state (`queued` until a member takes it, then `running`, `done` or
@@ -136,19 +141,25 @@ pub async fn status(
     p: Principal,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Value>> {
-    validate_command_id(&id).map_err(ApiError::bad_request)?;
+    Ok(Json(status_doc(&st, &p, &id).await?))
+}
+
+/// The document of `GET /api/v1/commands/{id}` (the console's command page shows it, and its
+/// script polls the route).
+pub async fn status_doc(st: &AppState, p: &Principal, id: &str) -> ApiResult<Value> {
+    validate_command_id(id).map_err(ApiError::bad_request)?;
     let not_found = || {
         ApiError::not_found(format!(
             "command {id} not found (never sent, or its record expired after admin.record_ttl_ms)"
         ))
     };
     let b = &st.broker;
-    let record = b.admin_record(&id).await?;
-    let touched = scope::recorded(b, &id, record.as_ref()).await?;
+    let record = b.admin_record(id).await?;
+    let touched = scope::recorded(b, id, record.as_ref()).await?;
     if !p.is_unscoped() && !touched.as_ref().is_some_and(|t| p.may_see_touches(t)) {
         return Err(not_found());
     }
-    let job = b.job_get(&id).await?;
+    let job = b.job_get(id).await?;
     let state = match (&record, &touched) {
         (Some(r), _) => r.get("state").cloned().unwrap_or_else(|| "unknown".into()),
         (None, Some(_)) => "queued".into(),
@@ -170,14 +181,14 @@ pub async fn status(
             "member": r.member,
         })
     });
-    Ok(Json(json!({
+    Ok(json!({
         "command_id": id,
         "state": state,
         "record": record,
         "result": result,
         "job": job,
         "progress": progress,
-    })))
+    }))
 }
 
 /// The body of a cancel.
@@ -200,12 +211,24 @@ pub async fn cancel(
     PathArgs(job): PathArgs<String>,
     Body(body): Body<CancelBody>,
 ) -> ApiResult<Response> {
-    validate_command_id(&job).map_err(ApiError::bad_request)?;
-    let command = AdminCommand::Cancel(CancelSpec { job });
+    Ok(send_cancel(&st, &p, &job, body).await?.into_response(&st))
+}
+
+/// Sends the cancel of replay job `job` as `p` (the console's cancel button sends the same).
+pub async fn send_cancel(
+    st: &AppState,
+    p: &Principal,
+    job: &str,
+    body: CancelBody,
+) -> ApiResult<Sent> {
+    validate_command_id(job).map_err(ApiError::bad_request)?;
+    let command = AdminCommand::Cancel(CancelSpec {
+        job: job.to_owned(),
+    });
     let meta = ChangeMeta::new(body.reason, body.command_id);
-    change(
-        &st,
-        &p,
+    send(
+        st,
+        p,
         command,
         meta,
         Some("cancel requested by operator"),

@@ -20,11 +20,16 @@ pub async fn health(
     p: Principal,
     mut q: Params,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(health_doc(&st, &p, &mut q).await?))
+}
+
+/// The document of `GET /api/v1/health` for the query `q` (the console's overview shows it).
+pub async fn health_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult<Value> {
     let asked = q.all("tenant");
-    let w = window(&mut q, "1h")?;
+    let w = window(q, "1h")?;
     q.finish()?;
     // Never empty for a scoped token: an empty list would mean every tenant.
     let tenants = p.tenants(&asked)?;
     let h = report::health(&st.broker, &tenants, w, st.settings.admin.member_ttl).await?;
-    Ok(Json(serde_json::to_value(h).unwrap_or(Value::Null)))
+    Ok(serde_json::to_value(h).unwrap_or(Value::Null))
 }

@@ -54,21 +54,33 @@ pub struct FilterBody {
     /// Dead-lettered at or before, likewise.
     #[serde(default)]
     pub until: Option<String>,
+    /// Payload criteria, `field=value` (a dotted path into objects; alternatives): the query's
+    /// `payload`.
+    #[serde(default)]
+    pub payload_equals: Vec<String>,
 }
 
 impl FilterBody {
     /// The validated filter (not yet narrowed to a token's scope); relative times count back
     /// from `now_ms`.
     pub fn to_filter(&self, now_ms: u64) -> ApiResult<Filter> {
-        filter(
-            self.tenants.clone(),
-            self.classes.clone(),
-            self.kinds.clone(),
-            self.fingerprints.clone(),
-            self.since.as_deref(),
-            self.until.as_deref(),
-            now_ms,
-        )
+        let time = |name: &str, v: Option<&str>| -> ApiResult<Option<u64>> {
+            v.map(|t| {
+                parse_time(t, now_ms).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+            })
+            .transpose()
+        };
+        let f = Filter {
+            tenants: self.tenants.clone(),
+            classes: self.classes.clone(),
+            kinds: self.kinds.clone(),
+            fingerprints: self.fingerprints.clone(),
+            since_ms: time("since", self.since.as_deref())?,
+            until_ms: time("until", self.until.as_deref())?,
+            payload: self.payload_equals.clone(),
+        };
+        f.validate().map_err(|e| ApiError::bad_request(plain(&e)))?;
+        Ok(f)
     }
 
     /// Whether it names anything at all.
@@ -79,53 +91,23 @@ impl FilterBody {
             && self.fingerprints.is_empty()
             && self.since.is_none()
             && self.until.is_none()
+            && self.payload_equals.is_empty()
     }
 }
 
-/// The dead-letter filter of a read's query: `tenant`, `class`, `kind`, `fingerprint`
-/// (repeatable: alternatives), `since`, `until`.
+/// The dead-letter filter of a read's query: `tenant`, `class`, `kind`, `fingerprint`,
+/// `payload` (repeatable: alternatives), `since`, `until`.
 pub fn query_filter(q: &mut Params, now_ms: u64) -> ApiResult<Filter> {
-    let (tenants, classes, kinds, fps) = (
-        q.all("tenant"),
-        q.all("class"),
-        q.all("kind"),
-        q.all("fingerprint"),
-    );
-    let (since, until) = (q.one("since")?, q.one("until")?);
-    filter(
-        tenants,
-        classes,
-        kinds,
-        fps,
-        since.as_deref(),
-        until.as_deref(),
-        now_ms,
-    )
-}
-
-fn filter(
-    tenants: Vec<String>,
-    classes: Vec<String>,
-    kinds: Vec<String>,
-    fingerprints: Vec<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    now_ms: u64,
-) -> ApiResult<Filter> {
-    let time = |name: &str, v: Option<&str>| -> ApiResult<Option<u64>> {
-        v.map(|t| parse_time(t, now_ms).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
-            .transpose()
-    };
-    let f = Filter {
-        tenants,
-        classes,
-        kinds,
-        fingerprints,
-        since_ms: time("since", since)?,
-        until_ms: time("until", until)?,
-    };
-    f.validate().map_err(|e| ApiError::bad_request(plain(&e)))?;
-    Ok(f)
+    FilterBody {
+        tenants: q.all("tenant"),
+        classes: q.all("class"),
+        kinds: q.all("kind"),
+        fingerprints: q.all("fingerprint"),
+        payload_equals: q.all("payload"),
+        since: q.one("since")?,
+        until: q.one("until")?,
+    }
+    .to_filter(now_ms)
 }
 
 /// A message written for the CLI (`--class 'x' is not …`, `--order-by-key must …`), with the

@@ -19,7 +19,7 @@ use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Body, PathArgs};
 use crate::app::serve::principal::Principal;
 use crate::app::serve::state::AppState;
-use crate::app::serve::submit::{change, ChangeMeta, Wait};
+use crate::app::serve::submit::{change, send, ChangeMeta, Sent, Wait};
 use crate::error::Error;
 
 /// The body of a replay and of its dry run.
@@ -63,7 +63,7 @@ pub struct ReplayBody {
 
 impl ReplayBody {
     /// The replay spec, its selection narrowed to the token's tenants.
-    async fn spec(&self, st: &AppState, p: &Principal) -> ApiResult<ReplaySpec> {
+    pub async fn spec(&self, st: &AppState, p: &Principal) -> ApiResult<ReplaySpec> {
         let rate = self.rate.unwrap_or(st.settings.admin.rate);
         if let Some(job) = &self.resume {
             let conflicting = !self.ids.is_empty()
@@ -121,10 +121,15 @@ pub async fn replay(
     p: Principal,
     Body(body): Body<ReplayBody>,
 ) -> ApiResult<Response> {
-    let spec = body.spec(&st, &p).await?;
-    change(
-        &st,
-        &p,
+    Ok(send_replay(&st, &p, body).await?.into_response(&st))
+}
+
+/// Sends a replay as `p` (the console's wizard sends the same).
+pub async fn send_replay(st: &AppState, p: &Principal, body: ReplayBody) -> ApiResult<Sent> {
+    let spec = body.spec(st, p).await?;
+    send(
+        st,
+        p,
         AdminCommand::Replay(spec),
         ChangeMeta::new(body.reason, body.command_id),
         None,
@@ -140,14 +145,19 @@ pub async fn replay_dry_run(
     p: Principal,
     Body(body): Body<ReplayBody>,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(dry_run_doc(&st, &p, &body).await?))
+}
+
+/// The document of `POST /api/v1/dead-letters/replay/dry-run` (the console's wizard shows it).
+pub async fn dry_run_doc(st: &AppState, p: &Principal, body: &ReplayBody) -> ApiResult<Value> {
     if body.resume.is_some() {
         return Err(ApiError::bad_request(
             "a dry run evaluates a selection; resume continues a job as it started",
         ));
     }
-    let spec = body.spec(&st, &p).await?;
+    let spec = body.spec(st, p).await?;
     let d = dry_run(&st.ctx, &spec, p.name()).await?;
-    Ok(Json(serde_json::to_value(d).unwrap_or(Value::Null)))
+    Ok(serde_json::to_value(d).unwrap_or(Value::Null))
 }
 
 /// The body of resolve and discard.
@@ -196,6 +206,18 @@ async fn remove(
     body: RemoveBody,
     resolve: bool,
 ) -> ApiResult<Response> {
+    Ok(send_remove(&st, &p, body, resolve)
+        .await?
+        .into_response(&st))
+}
+
+/// Sends a resolve (`resolve`) or a discard as `p` (the console's bulk actions send the same).
+pub async fn send_remove(
+    st: &AppState,
+    p: &Principal,
+    body: RemoveBody,
+    resolve: bool,
+) -> ApiResult<Sent> {
     let what = if resolve { "resolve" } else { "discard" };
     let now = st.broker.server_time_ms().await?;
     let filter = body.filter.to_filter(now)?;
@@ -213,9 +235,9 @@ async fn remove(
     } else {
         AdminCommand::Discard(spec)
     };
-    change(
-        &st,
-        &p,
+    send(
+        st,
+        p,
         command,
         ChangeMeta::new(body.reason, body.command_id),
         None,

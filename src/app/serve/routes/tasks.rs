@@ -32,24 +32,38 @@ pub async fn show(
 ) -> ApiResult<Json<Value>> {
     let scan_limit = q.number("scan_limit", 10_000usize, 1, 10_000_000)?;
     q.finish()?;
-    let tenant = p.tenant(&tenant)?;
-    crate::task::validate_task_id(&task_id)
+    Ok(Json(
+        show_doc(&st, &p, &tenant, &task_id, scan_limit).await?,
+    ))
+}
+
+/// The document of `GET /api/v1/tenants/{tenant}/tasks/{task_id}` (the console's task lookup
+/// shows it): its record, or where it was found; 404 with the places searched.
+pub async fn show_doc(
+    st: &AppState,
+    p: &Principal,
+    tenant: &str,
+    task_id: &str,
+    scan_limit: usize,
+) -> ApiResult<Value> {
+    let tenant = p.tenant(tenant)?;
+    crate::task::validate_task_id(task_id)
         .map_err(|e| ApiError::bad_request(format!("task id: {e}")))?;
-    match lookup::find(&st.broker, &tenant, &task_id, scan_limit).await? {
+    match lookup::find(&st.broker, &tenant, task_id, scan_limit).await? {
         Lookup::Record(r) => {
-            let mut v = view::task_json(&tenant, &task_id, &r);
+            let mut v = view::task_json(&tenant, task_id, &r);
             if !p.sees_payloads() {
                 redact::task(&mut v);
             }
-            Ok(Json(v))
+            Ok(v)
         }
-        Lookup::Located(l) => Ok(Json(view::located_json(&tenant, &task_id, &l))),
+        Lookup::Located(l) => Ok(view::located_json(&tenant, task_id, &l)),
         Lookup::NotFound(l) => Err(ApiError::not_found(format!(
             "task {tenant}/{task_id}: no record, and not found in {} (a finished task's record \
              expires after tasks.retention)",
             view::searched_text(&l.searched)
         ))
-        .with_details(view::located_json(&tenant, &task_id, &l))),
+        .with_details(view::located_json(&tenant, task_id, &l))),
     }
 }
 

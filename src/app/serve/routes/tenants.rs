@@ -14,9 +14,14 @@ use crate::app::tenants::reports;
 /// Every registered tenant the token may see: lane depth, pending, retries (and those due),
 /// dead letters, in-flight, cap, weight, breaker.
 pub async fn list(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    Ok(Json(list_doc(&st, &p).await?))
+}
+
+/// The document of `GET /api/v1/tenants` (the console shows the same).
+pub async fn list_doc(st: &AppState, p: &Principal) -> ApiResult<Value> {
     let names = p.visible(st.broker.tenants().await?);
     let r = reports(&st.broker, &st.settings, &names, false).await?;
-    Ok(Json(json!({ "tenants": r })))
+    Ok(json!({ "tenants": r }))
 }
 
 /// One tenant, with its recent breaker transitions.
