@@ -129,12 +129,14 @@ pub(super) fn scripts() -> &'static Scripts {
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/lib/steps.lua"),
+            include_str!("scripts/lib/owned.lua"),
             include_str!("scripts/retry.lua")
         )),
         defer: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/task_id.lua"),
             include_str!("scripts/lib/steps.lua"),
+            include_str!("scripts/lib/owned.lua"),
             include_str!("scripts/defer.lua")
         )),
         promote: Script::new(concat!(
@@ -227,5 +229,77 @@ mod tests {
                 "{f} is not loaded exactly once"
             );
         }
+    }
+
+    /// lib/owned.lua: the ids pending for the consumer, read by ranged XPENDING pages of 1000,
+    /// whatever order the ids come in; another consumer's, acked and malformed ids are left out.
+    #[tokio::test]
+    async fn owned_finds_the_consumers_pending_ids_across_pages() {
+        let redis = crate::embedded::RedisServer::start().unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let cmd = |name: &str| redis::cmd(name);
+        let _: () = cmd("XGROUP")
+            .arg(&["CREATE", "s", "g", "$", "MKSTREAM"])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut pipe = redis::pipe();
+        for i in 0..2_500 {
+            pipe.cmd("XADD").arg(&["s", "*", "i"]).arg(i);
+        }
+        let ids: Vec<String> = pipe.query_async(&mut c).await.unwrap();
+        // The first 2,400 go to `me`, the rest to `other`; one of mine is acked.
+        let _: redis::Value = cmd("XREADGROUP")
+            .arg(&["GROUP", "g", "me", "COUNT", "2400", "STREAMS", "s", ">"])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: redis::Value = cmd("XREADGROUP")
+            .arg(&["GROUP", "g", "other", "COUNT", "100", "STREAMS", "s", ">"])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: u64 = cmd("XACK")
+            .arg(&["s", "g", ids[1_000].as_str()])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        // Asked in reverse order, with another's, an acked one and a malformed one.
+        let mut asked: Vec<&str> = vec![ids[2_450].as_str(), "not-an-id", ids[1_000].as_str()];
+        asked.extend(ids[..2_400].iter().rev().map(String::as_str));
+        let script = redis::Script::new(concat!(
+            include_str!("scripts/lib/owned.lua"),
+            "local got = {}\n",
+            "for id in pairs(owned(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 3)})) do\n",
+            "  got[#got + 1] = id\n",
+            "end\n",
+            "return got\n"
+        ));
+        let mut got: Vec<String> = script
+            .key("s")
+            .arg("g")
+            .arg("me")
+            .arg(&asked)
+            .invoke_async(&mut c)
+            .await
+            .unwrap();
+        got.sort_by_key(|id| {
+            let (ms, seq) = id.split_once('-').unwrap();
+            (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+        });
+        let mut want: Vec<String> = ids[..2_400].to_vec();
+        want.remove(1_000);
+        assert_eq!(got, want);
+        // Nothing parsable: nothing owned, no error.
+        let none: Vec<String> = script
+            .key("s")
+            .arg("g")
+            .arg("me")
+            .arg("x")
+            .invoke_async(&mut c)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
     }
 }

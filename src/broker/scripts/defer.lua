@@ -18,8 +18,8 @@
 -- KEYS[6…] the steps hash of each pair's entry, in the order of the pairs (see step.lua): a
 --          moved entry's records are folded into its member as 'recorded_steps' and the hash
 --          is deleted with the entry (`recorded_steps` and `fold_steps` from lib/steps.lua,
---          `entry_task_id` from lib/task_id.lua and `rec_*` from lib/record.lua, which the
---          script registry prepends)
+--          `entry_task_id` from lib/task_id.lua, `owned` from lib/owned.lua and `rec_*` from
+--          lib/record.lua, which the script registry prepends)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer that must own the entries (this member)
 -- ARGV[3…] pairs: entry id in the lane, delay in ms (from the server's clock)
@@ -39,10 +39,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, done = {}, 0
 local closed = (redis.call('HGET', KEYS[3], 'state') or 'closed') == 'closed'
 local R = rec_ctx(KEYS[4], KEYS[5], nil)
+local ids = {}
+for i = 3, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+end
+-- One ranged XPENDING for the batch (`owned`, lib/owned.lua), not one per pair.
+local mine = owned(KEYS[1], ARGV[1], ARGV[2], ids)
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
-  if #p == 0 then
+  if not mine[id] then
     out[#out + 1] = -1
   else
     local e = redis.call('XRANGE', KEYS[1], id, id)

@@ -34,16 +34,21 @@
 -- whereas a script whose first write is XACK would be let through. (Only the first write is
 -- checked: the later ZADD chunks go through once the first has.)
 
--- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, `recorded_steps` and
--- `fold_steps` from lib/steps.lua, `rec_*` from lib/record.lua; the script registry prepends
--- them.
+-- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, `owned` (the ownership
+-- check of the whole batch: one ranged XPENDING, not one per item) from lib/owned.lua,
+-- `recorded_steps` and `fold_steps` from lib/steps.lua, `rec_*` from lib/record.lua; the
+-- script registry prepends them.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out, owned, zadd, steps, recs = {}, {}, {}, {}, {}
+local ids = {}
+for i = 4, #ARGV, 8 do
+  ids[#ids + 1] = ARGV[i]
+end
+local mine = owned(KEYS[1], ARGV[1], ARGV[2], ids)
+local out, moved, zadd, steps, recs = {}, {}, {}, {}, {}
 for i = 4, #ARGV, 8 do
   local id = ARGV[i]
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
-  if #p == 0 then
+  if not mine[id] then
     out[#out + 1] = -1
   else
     local due = now + tonumber(ARGV[i + 1])
@@ -63,7 +68,7 @@ for i = 4, #ARGV, 8 do
       steps[#steps + 1] = key
     end
     out[#out + 1] = due
-    owned[#owned + 1] = id
+    moved[#moved + 1] = id
     zadd[#zadd + 1] = due
     zadd[#zadd + 1] = member
     if ARGV[i + 3] ~= '' then
@@ -71,10 +76,10 @@ for i = 4, #ARGV, 8 do
     end
   end
 end
-if #owned > 0 then
+if #moved > 0 then
   chunks('ZADD', {KEYS[2]}, zadd, 2000)
-  chunks('XACK', {KEYS[1], ARGV[1]}, owned, 1000)
-  chunks('XDEL', {KEYS[1]}, owned, 1000)
+  chunks('XACK', {KEYS[1], ARGV[1]}, moved, 1000)
+  chunks('XDEL', {KEYS[1]}, moved, 1000)
   if #steps > 0 then
     chunks('DEL', {}, steps, 1000)
   end
@@ -89,7 +94,7 @@ if #owned > 0 then
     end
   end
   local bucket = KEYS[3] .. math.floor(tonumber(t[1]) / 60)
-  if redis.call('HINCRBY', bucket, 'retried', #owned) == #owned then
+  if redis.call('HINCRBY', bucket, 'retried', #moved) == #moved then
     redis.call('PEXPIRE', bucket, ARGV[3])
   end
 end
