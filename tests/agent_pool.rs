@@ -1133,3 +1133,43 @@ async fn exec_conformance_vectors() {
         check_vector(case, &o, &ctx);
     }
 }
+
+/// An agent gets the member's environment without the member's Redis URL, its other
+/// `REDRIVE_*` settings and the variable its Redis password came from (`redis.password_env`);
+/// what the route's `env` sets explicitly, it gets.
+#[tokio::test]
+async fn agents_do_not_inherit_the_members_redis_credentials() {
+    // nextest runs each test in its own process: these variables stay in this one.
+    std::env::set_var("REDRIVE_REDIS_URL", "redis://:hunter2@127.0.0.1:9/");
+    std::env::set_var("AGENT_TEST_REDIS_PASSWORD", "hunter2");
+    std::env::set_var("AGENT_TEST_PLAIN", "kept");
+    let mut raw = redrive::RawConfig::defaults().unwrap();
+    // A server to use the password with (nothing connects to it here).
+    raw.redis.url = "redis://127.0.0.1:9/".into();
+    raw.redis.password_env = "AGENT_TEST_REDIS_PASSWORD".into();
+    redrive::Settings::from_raw(raw).unwrap();
+    let names = [
+        "env",
+        "REDRIVE_REDIS_URL",
+        "AGENT_TEST_REDIS_PASSWORD",
+        "AGENT_TEST_PLAIN",
+        "REDRIVE_GIVEN",
+    ];
+    let h = build_exec_handler(&spec(
+        "exec",
+        json!({ "command": exec_agent(&names), "env": { "REDRIVE_GIVEN": "by-route" } }),
+        10_000,
+    ))
+    .unwrap();
+    let (outcome, ctx) = run(&h, task("t-env", json!({}))).await;
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(
+        ctx.final_output().unwrap(),
+        json!({
+            "REDRIVE_REDIS_URL": null,
+            "AGENT_TEST_REDIS_PASSWORD": null,
+            "AGENT_TEST_PLAIN": "kept",
+            "REDRIVE_GIVEN": "by-route",
+        })
+    );
+}

@@ -21,6 +21,15 @@
 //! (`redrive-agent-spawner`), and only the process's death ends it. The unit test
 //! `a_child_dies_with_the_thread_that_spawned_it` shows the hazard and that the signal is set.
 //!
+//! # What a child inherits
+//!
+//! The member's environment, minus the member's own configuration and secrets: every
+//! `REDRIVE_*` variable (`REDRIVE_REDIS_URL` may carry the Redis password, `REDRIVE_REDIS__*`
+//! the TLS key and credential settings) and every variable the member read a secret from
+//! ([`withhold_variable`]: `redis.password_env`'s) are removed, unless the route's `env` sets
+//! one explicitly. An agent is user code handling untrusted input (a prompt injection can make
+//! it print its environment): it gets Redis access only when its route gives it.
+//!
 //! The parent-death signal reaches the direct child only. A grandchild the agent started
 //! survives a SIGKILL of the member unless the agent ties it to its own life; a clean stop
 //! ([`kill_group`] from `shutdown`, a timeout, a replaced process) reaches the whole group.
@@ -243,10 +252,46 @@ fn resolve_program(
     }
 }
 
+/// Variables the member read a secret from (other than `REDRIVE_*` ones): never passed to
+/// an agent unless its route's `env` sets them.
+static WITHHELD: Mutex<Vec<OsString>> = Mutex::new(Vec::new());
+
+/// Marks `name` as holding a secret of this process (`redis.password_env` names one): agent
+/// processes started from now on do not inherit it (see the module documentation).
+pub(crate) fn withhold_variable(name: &str) {
+    let name = OsString::from(name);
+    let mut w = WITHHELD.lock().unwrap_or_else(|e| e.into_inner());
+    if !w.contains(&name) {
+        w.push(name);
+    }
+}
+
+/// Of the member's variables `inherited`, the ones a child must not get: `REDRIVE_*` and the
+/// `withheld` ones, except those the route's `env` sets (it wins: it is set explicitly).
+fn scrubbed(
+    inherited: impl Iterator<Item = OsString>,
+    withheld: &[OsString],
+    route_env: &[(String, String)],
+) -> Vec<OsString> {
+    inherited
+        .filter(|k| {
+            k.as_encoded_bytes().starts_with(b"REDRIVE_") || withheld.iter().any(|w| w == k)
+        })
+        .filter(|k| !route_env.iter().any(|(name, _)| k == name.as_str()))
+        .collect()
+}
+
 /// The hardened command: own process group, parent-death signal with the parent re-checked,
-/// stdio piped, the extra environment and working directory.
+/// stdio piped, the member's environment without its configuration and secrets, the route's
+/// extra environment and working directory.
 pub(crate) fn command(spec: &CommandSpec) -> std::process::Command {
     let mut cmd = std::process::Command::new(spec.program());
+    {
+        let withheld = WITHHELD.lock().unwrap_or_else(|e| e.into_inner());
+        for k in scrubbed(std::env::vars_os().map(|(k, _)| k), &withheld, &spec.env) {
+            cmd.env_remove(k);
+        }
+    }
     cmd.args(spec.argv.iter().skip(1))
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
@@ -754,5 +799,36 @@ mod tests {
         assert!(resolve_program(manifest, None, None)
             .unwrap_err()
             .contains("not an executable"));
+    }
+
+    #[test]
+    fn children_do_not_inherit_the_members_configuration_or_secrets() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let inherited = os(&[
+            "PATH",
+            "HOME",
+            "REDRIVE_REDIS_URL",
+            "REDRIVE_REDIS__TLS_KEY_FILE",
+            "REDRIVE_LOG__LEVEL",
+            "REDIS_PASS",
+            "REDRIVE",
+        ]);
+        let route = vec![("REDRIVE_LOG__LEVEL".to_owned(), "debug".to_owned())];
+        assert_eq!(
+            scrubbed(inherited.into_iter(), &os(&["REDIS_PASS"]), &route),
+            os(&[
+                "REDRIVE_REDIS_URL",
+                "REDRIVE_REDIS__TLS_KEY_FILE",
+                "REDIS_PASS"
+            ]),
+            "every REDRIVE_* and withheld variable but the ones the route sets"
+        );
+        withhold_variable("REDRIVE_TEST_WITHHELD");
+        withhold_variable("REDRIVE_TEST_WITHHELD");
+        let w = WITHHELD.lock().unwrap();
+        assert_eq!(
+            w.iter().filter(|v| *v == "REDRIVE_TEST_WITHHELD").count(),
+            1
+        );
     }
 }

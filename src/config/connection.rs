@@ -94,7 +94,11 @@ fn password(r: &RawRedis) -> Result<Option<(RedisPassword, PasswordSource)>> {
             (text, PasswordSource::File(file))
         }
         (None, false) => match std::env::var(var) {
-            Ok(v) => (v, PasswordSource::Env(var.to_owned())),
+            Ok(v) => {
+                // The variable holds a secret: agent processes must not inherit it.
+                crate::agents::process::withhold_variable(var);
+                (v, PasswordSource::Env(var.to_owned()))
+            }
             Err(std::env::VarError::NotPresent) => {
                 return Err(Error::Config(format!(
                     "redis.password_env = '{var}' names a variable that is not set"

@@ -8,6 +8,8 @@
 #   steps FILE             a step's events, wait for FILE (bounded), reply ok, exit 0
 #   echo                   reply ok with the request as output
 #   hang PIDFILE           start `sleep 3600` in the group, write its pid and ours, hang
+#   env NAME…              reply ok with {NAME: its value, or null when unset, …} (values
+#                          without quotes or backslashes)
 req=$(cat)
 id=$(printf '%s' "$req" | sed -n 's/^{"id":"\([^"]*\)".*/\1/p')
 case "$1" in
@@ -31,6 +33,14 @@ case "$1" in
     exit 0 ;;
   echo)
     printf '{"id":"%s","status":"ok","output":%s}\n' "$id" "$req"
+    exit 0 ;;
+  env)
+    shift
+    out=""
+    for v in "$@"; do
+      if val=$(printenv "$v"); then out="$out\"$v\":\"$val\","; else out="$out\"$v\":null,"; fi
+    done
+    printf '{"id":"%s","status":"ok","output":{%s}}\n' "$id" "${out%,}"
     exit 0 ;;
   hang)
     sleep 3600 &
