@@ -303,15 +303,16 @@ async fn cutoff(st: &AppState, older_than: &str) -> ApiResult<(std::time::Durati
     Ok((older, now.saturating_sub(older.as_millis() as u64)))
 }
 
-/// Counts what a purge of `tenant` (404 for one the token may not see) older than
-/// `older_than` (a duration, `30d`; 400 otherwise) would delete. Changes nothing.
+/// Counts what a purge of `tenant` (404 for one the token may not see, or that never had a
+/// task) older than `older_than` (a duration, `30d`; 400 otherwise) would delete. Changes
+/// nothing.
 pub async fn purge_preview(
     st: &AppState,
     p: &Principal,
     tenant: &str,
     older_than: &str,
 ) -> ApiResult<PurgePreview> {
-    let tenant = p.tenant(tenant)?;
+    let tenant = p.registered_tenant(&st.broker, tenant).await?;
     let (older, before_ms) = cutoff(st, older_than).await?;
     let count = purge_count(&st.broker, &tenant, before_ms).await?;
     Ok(PurgePreview {
