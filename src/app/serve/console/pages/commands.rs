@@ -1,7 +1,7 @@
 //! `GET /commands/{id}`: one command — queued, running, done or expired — with a replay's
 //! progress (refreshed live by the script from `GET /api/v1/commands/{id}`, the same
 //! document; a resume shows the progress of the job it resumes), its result once done, the
-//! cancel of a running replay and the resume of one stopped before its end. `POST
+//! cancel of a running replay and the resume of one a cancel or an error stopped. `POST
 //! /commands/{id}/cancel` and `POST /commands/{id}/resume` send them for the job the command
 //! runs.
 
@@ -60,9 +60,10 @@ pub async fn status(
     let job_state = progress["state"].as_str().unwrap_or("");
     let operator = ctx.principal.role() >= Role::Operator;
     let cancellable = matches!(job_state, "running" | "interrupted") && operator;
-    // Stopped before its end: a cancel, an error, or its member shut down mid-job.
-    let resumable =
-        matches!(job_state, "cancelled" | "failed" | "interrupted") && operator && !ctx.read_only;
+    // Stopped before its end by a cancel or an error. An interrupted job (its member shut down
+    // mid-job) is not offered: its command is still pending, and a live member takes it over
+    // and resumes it on its own — a resume beside it would run the job twice at once.
+    let resumable = matches!(job_state, "cancelled" | "failed") && operator && !ctx.read_only;
     let job_id = progress["job"].as_str().unwrap_or(&id).to_owned();
     let job_rate = s["job"]["spec"]
         .as_str()
@@ -111,6 +112,9 @@ pub async fn status(
                             button.danger type="submit" #cancel-button { "Cancel replay" }
                         }
                     }
+                }
+                @if job_state == "interrupted" {
+                    p.muted #interrupted { "Its member stopped mid-job; a live member takes the command over and resumes the job on its own." }
                 }
                 @if resumable {
                     form method="post" action=(ctx.url(&format!("/commands/{}/resume", seg(&id)))) #resume {
@@ -190,7 +194,7 @@ pub async fn cancel(
     Ok(Redirect::to(&ctx.url(&format!("/commands/{}", seg(&id)))).into_response())
 }
 
-/// Resumes the replay job command `id` runs (cancelled, failed or interrupted), as `redrive dlq
+/// Resumes the replay job command `id` runs (cancelled or failed), as `redrive dlq
 /// replay --resume` does — the job's selection, patch and options, at the rate given — then
 /// shows the new command, whose page follows the job to its end.
 pub async fn resume(
