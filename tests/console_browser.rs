@@ -1,13 +1,16 @@
 //! The console in a real browser: Debian's headless chromium, driven by playwright-core from
 //! tests/browser/console.test.mjs (a typed Node script), against a real `redrive serve`, a real
 //! fleet member and a private redis-server. The script logs in as an admin, filters the dead
-//! letters, opens one, replays a tenant's dead letters with a patch through the wizard and
-//! watches the job finish, cancels a slow replay, opens and closes a breaker, looks a task up,
-//! is refused without the CSRF token, logs out; then as a tenant-scoped viewer it sees only its
-//! tenant (another tenant's dead letter: 404); on a server with a short session its session
-//! ends and the console goes back to the login page. Every page is saved as a screenshot in
-//! target/console-screenshots/. Here, afterwards, Redis is checked: the replayed tasks ran and
-//! are done, the cancelled job is cancelled, the audit trail names the tokens.
+//! letters and exports them (a downloaded file of exactly the filtered ones), opens one,
+//! replays a tenant's dead letters with a patch through the wizard and watches the job finish,
+//! cancels a slow replay and resumes it from its page to its end, opens and closes a breaker,
+//! purges a tenant's dead letters with the typed confirmation, looks a task up, is refused
+//! without the CSRF token, logs out; then as a tenant-scoped viewer it sees and exports only its
+//! tenant, payloads hidden (another tenant's dead letter: 404); on a server with a short session
+//! its session ends and the console goes back to the login page. Every page is saved as a
+//! screenshot in target/console-screenshots/. Here, afterwards, Redis is checked: the replayed
+//! tasks ran and are done, the cancelled job was resumed to its end, the purged tenant holds no
+//! dead letter while the others keep theirs, the audit trail names the tokens.
 //!
 //! Needs `scripts/setup.sh` (chromium, chromium-driver, tests/browser/node_modules): without
 //! them the test fails saying so, it never passes silently.
@@ -156,8 +159,9 @@ async fn the_console_works_in_a_real_browser() {
     );
     tasks.extend(bad_tasks("globex", 12));
     tasks.extend(bad_tasks("initech", 2));
+    tasks.extend(bad_tasks("umbrella", 3));
     env.enqueue_tasks(tasks).await;
-    for (t, n) in [("acme", 4), ("globex", 12), ("initech", 2)] {
+    for (t, n) in [("acme", 4), ("globex", 12), ("initech", 2), ("umbrella", 3)] {
         eventually(
             Duration::from_secs(60),
             "the dead letters are in",
@@ -208,15 +212,19 @@ async fn the_console_works_in_a_real_browser() {
         "login",
         "overview",
         "filter",
+        "export",
         "dead-letter",
         "replay",
         "cancel",
+        "resume",
         "breaker",
+        "purge",
         "task",
         "audit",
         "csrf",
         "logout",
         "scoped",
+        "scoped-export",
         "scoped-operator",
         "expired",
     ] {
@@ -250,7 +258,8 @@ async fn the_console_works_in_a_real_browser() {
         )
         .await;
     }
-    // The cancelled job is cancelled, and left the rest of globex's dead letters alone.
+    // The cancelled command stays cancelled; its job, resumed by another command, replayed
+    // the rest of globex's dead letters.
     let cancel_id = report["cancelled_command"].as_str().unwrap().to_owned();
     let status = api_get(
         &http,
@@ -259,11 +268,33 @@ async fn the_console_works_in_a_real_browser() {
         &format!("/api/v1/commands/{cancel_id}"),
     )
     .await;
-    assert_eq!(status["progress"]["state"], "cancelled", "{status}");
     assert_eq!(status["result"]["outcome"], "cancelled", "{status}");
-    let replayed = status["progress"]["replayed"].as_u64().unwrap();
-    assert!(replayed < 12, "{status}");
-    assert_eq!(env.dead_letters("globex").await.len() as u64, 12 - replayed);
+    let before = status["result"]["details"]["replayed"].as_u64().unwrap();
+    assert!((1..12).contains(&before), "cancelled mid-way: {status}");
+    assert_eq!(status["progress"]["state"], "done", "{status}");
+    let resumed_id = report["resumed_command"].as_str().unwrap().to_owned();
+    let status = api_get(
+        &http,
+        &base,
+        admin,
+        &format!("/api/v1/commands/{resumed_id}"),
+    )
+    .await;
+    assert_eq!(status["result"]["outcome"], "ok", "{status}");
+    assert_eq!(status["progress"]["job"], json!(cancel_id), "{status}");
+    assert_eq!(status["progress"]["replayed"], 12, "{status}");
+    assert!(
+        env.dead_letters("globex").await.is_empty(),
+        "globex replayed"
+    );
+    // The purge deleted umbrella's dead letters and nobody else's.
+    assert!(
+        env.dead_letters("umbrella").await.is_empty(),
+        "umbrella purged"
+    );
+    let purge_id = report["purge_command"].as_str().unwrap().to_owned();
+    let status = api_get(&http, &base, admin, &format!("/api/v1/commands/{purge_id}")).await;
+    assert_eq!(status["result"]["details"]["purged"], 3, "{status}");
     // The breaker was opened and closed again.
     let b = api_get(&http, &base, admin, "/api/v1/tenants/initech/breaker").await;
     assert_eq!(b["breaker"]["state"], "closed", "{b}");
@@ -297,7 +328,16 @@ async fn the_console_works_in_a_real_browser() {
         "{audit}"
     );
     assert!(
+        by("replay").contains(&("admin", "patch checked, going on")),
+        "the resume: {audit}"
+    );
+    assert!(
         by("cancel").iter().all(|(who, _)| *who == "admin"),
+        "{audit}"
+    );
+    assert_eq!(
+        by("purge"),
+        vec![("admin", "test tenant retired")],
         "{audit}"
     );
     assert_eq!(by("breaker").len(), 2, "{audit}");
@@ -338,5 +378,5 @@ async fn the_console_works_in_a_real_browser() {
                 .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png"))
         })
         .count();
-    assert!(pngs >= 12, "screenshots: {pngs}");
+    assert!(pngs >= 14, "screenshots: {pngs}");
 }

@@ -442,6 +442,13 @@ async fn every_route_answers_every_role_as_documented() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["content-type"], "application/x-ndjson");
+    // A download, named after the server's time (and its tenant, when it has one).
+    let disposition = r.headers["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"dead-letters-2")
+            && disposition.ends_with("Z.jsonl\""),
+        "{disposition}"
+    );
     let lines: Vec<Value> = r
         .text
         .lines()
@@ -459,6 +466,10 @@ async fn every_route_answers_every_role_as_documented() {
             "tenant=acme",
         )
         .await;
+    assert!(r.headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"dead-letters-acme-2"));
     let lines: Vec<Value> = r
         .text
         .lines()
@@ -1472,6 +1483,10 @@ async fn a_replay_shows_its_progress_and_a_cancelled_one_resumes() {
     let resumed = r.body["command_id"].as_str().unwrap().to_owned();
     let status = api.done("acme-viewer", &resumed).await;
     assert_eq!(status["result"]["outcome"], "ok", "{status}");
+    // The resume's status shows the job it resumed, run to its end.
+    assert_eq!(status["progress"]["job"], json!(job), "{status}");
+    assert_eq!(status["progress"]["state"], "done", "{status}");
+    assert_eq!(status["progress"]["replayed"], 12, "{status}");
     eventually(
         Duration::from_secs(30),
         "every dead letter replayed",

@@ -616,3 +616,434 @@ async fn a_read_only_server_refuses_console_changes_with_a_page_saying_so() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
 }
+
+/// POSTs a login with `token` carrying `X-Forwarded-For: forwarded`.
+async fn login_forwarded(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    forwarded: &str,
+) -> reqwest::Response {
+    http.post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", forwarded)
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_login_limit() {
+    let env = TestEnv::new();
+    let (tokens, entries) = make_tokens(&env, &[("ops", "operator")]);
+    let srv = serve(
+        &env,
+        "proxied",
+        "login_per_ip_per_minute = 2\nlogin_global_per_minute = 100\n\
+         trusted_proxies = [\"127.0.0.2\", \"192.0.2.0/24\"]",
+        &entries,
+    );
+    let base = &srv.base;
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    // 127.0.0.1 is not a proxy: whatever it forwards, it is counted as itself.
+    let direct = client([127, 0, 0, 1]);
+    assert_eq!(
+        status(login_forwarded(&direct, base, "wrong", "10.0.0.1").await),
+        401
+    );
+    assert_eq!(
+        status(login_forwarded(&direct, base, "wrong", "10.0.0.2").await),
+        401
+    );
+    let r = login_forwarded(&direct, base, &tokens["ops"], "10.0.0.3").await;
+    assert_eq!(
+        r.status().as_u16(),
+        429,
+        "a made-up X-Forwarded-For escapes nothing"
+    );
+
+    // 127.0.0.2 is the proxy: the clients it forwards are counted apart.
+    let proxy = client([127, 0, 0, 2]);
+    assert_eq!(
+        status(login_forwarded(&proxy, base, "wrong", "10.0.0.1").await),
+        401
+    );
+    assert_eq!(
+        status(login_forwarded(&proxy, base, "wrong", "10.0.0.1").await),
+        401
+    );
+    // The client wrote the left part itself; the rightmost untrusted entry is still 10.0.0.1
+    // (192.0.2.9 is a trusted proxy in front of this one).
+    let r = login_forwarded(
+        &proxy,
+        base,
+        &tokens["ops"],
+        "203.0.113.5, 10.0.0.1, 192.0.2.9",
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 429, "10.0.0.1 used its two attempts");
+    // Another forwarded client is not held back by 10.0.0.1, nor by what 127.0.0.1 claimed.
+    assert_eq!(
+        status(login_forwarded(&proxy, base, "wrong", "10.0.0.2").await),
+        401
+    );
+    let r = login_forwarded(&proxy, base, &tokens["ops"], "10.0.0.2").await;
+    assert_eq!(
+        r.status().as_u16(),
+        303,
+        "10.0.0.2's second attempt logs in"
+    );
+    // A header that does not read as addresses, or none: the proxy's own address counts.
+    assert_eq!(
+        status(login_forwarded(&proxy, base, "wrong", "10.0.0.7, bogus").await),
+        401
+    );
+    assert_eq!(status(login_form(&proxy, base, "wrong").await), 401);
+    assert_eq!(
+        status(login_forwarded(&proxy, base, "wrong", "bogus").await),
+        429
+    );
+    assert_eq!(logins(&srv.metrics, "rate_limited"), 3);
+    assert_eq!(logins(&srv.metrics, "ok"), 1);
+
+    // The refused logins are logged with the client's address and the proxy it came through;
+    // a claim of an untrusted peer is never taken for an address.
+    let log = srv.process.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("console login refused"))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("client=\"10.0.0.1\"") && l.contains("via=\"127.0.0.2\"")),
+        "{log}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("client=\"127.0.0.1\"") && !l.contains("via=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("10.0.0.3"),
+        "a spoofed address is never logged: {log}"
+    );
+}
+
+#[test]
+fn a_bad_trusted_proxies_entry_stops_the_server_with_what_to_write() {
+    let env = TestEnv::new();
+    let (_, entries) = make_tokens(&env, &[("ops", "operator")]);
+    let path = env.config_file(
+        "bad-proxies.toml",
+        &format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.1.2.3/16\"]\n\n{entries}"
+        ),
+    );
+    let (code, _, err) = env.cli(&["serve", "--config", &path], &[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("serve.trusted_proxies[1] = '10.1.2.3/16' has bits set past its /16 prefix; write the network's address, 10.1.0.0/16"),
+        "{err}"
+    );
+}
+
+/// A client that trusts the PEM authority at `ca` (for a server that terminates TLS).
+fn tls_client(ca: &std::path::Path) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_server_terminating_tls_marks_the_session_cookie_secure() {
+    let env = TestEnv::new();
+    let files = common::tls::generate(&env.dir.join("serve-tls"));
+    let (tokens, entries) = make_tokens(&env, &[("ops", "operator")]);
+    // cookie_secure is left false: the certificate alone makes the cookie Secure.
+    let config = format!(
+        "[serve]\nlisten = \"127.0.0.1:0\"\nbase_path = \"/redrive\"\ntls_cert = \"{}\"\n\
+         tls_key = \"{}\"\n\n{entries}",
+        files.server_cert.display(),
+        files.server_key.display()
+    );
+    let path = env.config_file("tls.toml", &config);
+    let process = env.serve("tls", &path, &[]);
+    let base = format!(
+        "https://{}/redrive",
+        process.listen_addr("serving the HTTP API")
+    );
+    let http = tls_client(&files.ca);
+    let r = login_form(&http, &base, &tokens["ops"]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["; Secure", "HttpOnly", "SameSite=Strict", "Path=/redrive"] {
+        assert!(set.contains(flag), "{flag} in {set}");
+    }
+    // The session works over TLS, and logging out clears the cookie with the same flags.
+    let id = set
+        .strip_prefix("redrive_session=")
+        .and_then(|s| s.split(';').next())
+        .unwrap()
+        .to_owned();
+    let s = Login {
+        cookie: format!("redrive_session={id}"),
+        id,
+    };
+    let (status, body) = get(&http, &base, &s, "/api/v1/me").await;
+    assert_eq!(status, 200, "{body}");
+    let csrf = csrf_of(&http, &base, &s).await;
+    let r = http
+        .post(format!("{base}/logout"))
+        .header("cookie", &s.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.contains("; Secure") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert!(
+        !process.log_text().contains(&s.id),
+        "the session id is never logged"
+    );
+}
+
+/// POSTs a console form with the session `s`; the answer.
+async fn post_form(
+    http: &reqwest::Client,
+    base: &str,
+    s: &Login,
+    path: &str,
+    body: &str,
+) -> reqwest::Response {
+    http.post(format!("{base}{path}"))
+        .header("cookie", &s.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET /api/v1/commands/{id}` with the session.
+async fn command(http: &reqwest::Client, base: &str, s: &Login, id: &str) -> Value {
+    let (status, body) = get(http, base, s, &format!("/api/v1/commands/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn purge_and_resume_forms_are_refused_below_their_roles_and_work_at_them() {
+    let env = TestEnv::new();
+    let _member = env.member("m1", &[]);
+    let (tokens, entries) = make_tokens(
+        &env,
+        &[
+            ("viewer", "viewer"),
+            ("ops", "operator"),
+            ("admin", "admin"),
+        ],
+    );
+    let srv = serve(&env, "roles", "", &entries);
+    seed(&env, "acme", 6).await;
+    seed(&env, "globex", 2).await;
+    let http = client([127, 0, 0, 1]);
+    let base = &srv.base;
+    let (viewer, _) = login(&http, base, &tokens["viewer"]).await;
+    let (ops, _) = login(&http, base, &tokens["ops"]).await;
+    let (admin, _) = login(&http, base, &tokens["admin"]).await;
+    let (v_csrf, o_csrf, a_csrf) = (
+        csrf_of(&http, base, &viewer).await,
+        csrf_of(&http, base, &ops).await,
+        csrf_of(&http, base, &admin).await,
+    );
+
+    // A slow replay of acme's dead letters (one a second), cancelled after its first.
+    let r = http
+        .post(format!("{base}/api/v1/dead-letters/replay"))
+        .bearer_auth(&tokens["ops"])
+        .header("content-type", "application/json")
+        .body(
+            json!({"filter": {"tenants": ["acme"]}, "rate": 1, "patch": {"simulate": "ok"}, "reason": "slow"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let job = serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["job"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(Duration::from_secs(30), "the replay runs", || async {
+        command(&http, base, &ops, &job).await["progress"]["replayed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    let r = post_form(
+        &http,
+        base,
+        &ops,
+        &format!("/commands/{job}/cancel"),
+        &format!("reason=stop&csrf={o_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    eventually(
+        Duration::from_secs(30),
+        "the replay is cancelled",
+        || async { command(&http, base, &ops, &job).await["progress"]["state"] == "cancelled" },
+    )
+    .await;
+    let left = env.dead_letters("acme").await.len();
+    assert!((1..6).contains(&left), "{left}");
+    // Its page offers the resume to an operator, not to a viewer.
+    let (_, page) = get(&http, base, &ops, &format!("/commands/{job}")).await;
+    assert!(page.contains("id=\"resume-button\""), "{page}");
+    assert!(
+        page.contains("name=\"rate\" value=\"1\""),
+        "the job's own rate: {page}"
+    );
+    let (_, page) = get(&http, base, &viewer, &format!("/commands/{job}")).await;
+    assert!(!page.contains("resume-button"));
+    // The purge is offered to the admin only.
+    for (s, offered) in [(&viewer, false), (&ops, false), (&admin, true)] {
+        let (_, page) = get(&http, base, s, "/dead-letters").await;
+        assert_eq!(page.contains("id=\"purge-link\""), offered);
+        assert!(page.contains("id=\"export\""), "everyone may export");
+    }
+
+    // Forged: the role's 403, CSRF token or not, and nothing changes.
+    let resume = format!("/commands/{job}/resume");
+    let r = post_form(
+        &http,
+        base,
+        &viewer,
+        &resume,
+        &format!("reason=x&rate=0&csrf={v_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().await.unwrap().contains("needs the operator role"));
+    let purge = "tenant=acme&older_than=0s&confirm=acme&reason=x";
+    for (s, csrf) in [(&viewer, &v_csrf), (&ops, &o_csrf)] {
+        let r = post_form(&http, base, s, "/purge", &format!("{purge}&csrf={csrf}")).await;
+        assert_eq!(r.status().as_u16(), 403);
+        assert!(r.text().await.unwrap().contains("needs the admin role"));
+        assert_eq!(get(&http, base, s, "/purge?tenant=acme").await.0, 403);
+    }
+    // The right role without the CSRF token: 403 too.
+    let r = post_form(&http, base, &ops, &resume, "reason=x&rate=0").await;
+    assert_eq!(r.status().as_u16(), 403);
+    let r = post_form(&http, base, &admin, "/purge", purge).await;
+    assert_eq!(r.status().as_u16(), 403);
+    // The admin with a confirmation that is not the tenant's name: refused, nothing purged.
+    let r = post_form(
+        &http,
+        base,
+        &admin,
+        "/purge",
+        &format!("tenant=acme&older_than=0s&confirm=acm&reason=x&csrf={a_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("Nothing was purged"));
+    assert_eq!(env.dead_letters("acme").await.len(), left);
+    assert_eq!(
+        command(&http, base, &ops, &job).await["progress"]["state"],
+        "cancelled"
+    );
+    let audit: Value =
+        serde_json::from_str(&get(&http, base, &admin, "/api/v1/audit").await.1).unwrap();
+    let mut commands: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    commands.sort();
+    assert_eq!(commands, vec!["cancel", "replay"], "nothing forged ran");
+
+    // The operator resumes it: the new command's status is the job's progress, to its end.
+    let r = post_form(
+        &http,
+        base,
+        &ops,
+        &resume,
+        &format!("reason=go+on&rate=0&csrf={o_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    let resumed = to.strip_prefix("/redrive/commands/").unwrap().to_owned();
+    assert_ne!(resumed, job);
+    eventually(
+        Duration::from_secs(30),
+        "the resumed replay finishes",
+        || async { command(&http, base, &viewer, &resumed).await["state"] == "done" },
+    )
+    .await;
+    let status = command(&http, base, &viewer, &resumed).await;
+    assert_eq!(status["result"]["outcome"], "ok", "{status}");
+    assert_eq!(status["progress"]["job"], json!(job), "{status}");
+    assert_eq!(status["progress"]["state"], "done", "{status}");
+    assert_eq!(status["progress"]["replayed"], 6, "{status}");
+    assert!(env.dead_letters("acme").await.is_empty());
+    let (_, page) = get(&http, base, &viewer, &format!("/commands/{resumed}")).await;
+    assert!(page.contains("id=\"resumed-job\""), "{page}");
+
+    // The admin's purge: the count first, then the typed confirmation.
+    let (status, page) = get(&http, base, &admin, "/purge?tenant=globex&older_than=0s").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"purge-would\">2<"), "{page}");
+    let (status, _) = get(&http, base, &admin, "/purge?tenant=nope&older_than=0s").await;
+    assert_eq!(status, 404);
+    let r = post_form(
+        &http,
+        base,
+        &admin,
+        "/purge",
+        &format!("tenant=globex&older_than=0s&confirm=globex&reason=test+data&csrf={a_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    let purge_id = to.strip_prefix("/redrive/commands/").unwrap();
+    let status = command(&http, base, &admin, purge_id).await;
+    assert_eq!(status["result"]["outcome"], "ok", "{status}");
+    assert_eq!(status["result"]["details"]["purged"], 2, "{status}");
+    assert!(env.dead_letters("globex").await.is_empty());
+    let audit: Value =
+        serde_json::from_str(&get(&http, base, &admin, "/api/v1/audit").await.1).unwrap();
+    let latest = &audit["entries"][0];
+    assert_eq!(
+        (&latest["command"], &latest["operator"], &latest["reason"]),
+        (&json!("purge"), &json!("admin"), &json!("test data"))
+    );
+}

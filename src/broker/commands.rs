@@ -301,6 +301,18 @@ impl Broker {
             .await?)
     }
 
+    /// The admin stream's entry `entry` (a command not yet settled: queued or running), if it
+    /// is still there.
+    pub(crate) async fn admin_command_entry(&self, entry: &str) -> Result<Option<Entry>> {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(self.keys.admin_commands())
+            .arg(entry)
+            .arg(entry)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(reply::entries(v)?.into_iter().next())
+    }
+
     /// Audit entries, newest first, starting before `before` (an exclusive entry id) if given.
     pub(crate) async fn admin_audit(
         &self,

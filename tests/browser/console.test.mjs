@@ -6,7 +6,7 @@
 // Type-checked with `npm run check` (tsc, strict).
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 
@@ -58,6 +58,22 @@ function commandId(page) {
   const m = /\/commands\/([^/?#]+)/.exec(page.url());
   assert.ok(m && m[1], `not a command page: ${page.url()}`);
   return decodeURIComponent(m[1]);
+}
+
+/**
+ * Clicks the export link of a dead-letters page and reads the file it downloads: its name
+ * and its lines, parsed.
+ * @param {Page} page
+ * @returns {Promise<{ name: string, lines: Record<string, any>[] }>}
+ */
+async function exportFile(page) {
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
+  const path = await download.path();
+  assert.ok(path, "the export was saved");
+  const text = readFileSync(path, "utf8");
+  assert.ok(text.endsWith("\n"), "the export ends with a whole line");
+  const lines = text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l));
+  return { name: download.suggestedFilename(), lines };
 }
 
 /**
@@ -128,8 +144,8 @@ try {
   const tenants = await page.$$eval("table#tenants tbody tr[data-tenant]", (rows) =>
     rows.map((r) => r.getAttribute("data-tenant")),
   );
-  assert.deepEqual(tenants, ["acme", "globex", "initech"]);
-  assert.equal((await page.textContent("#total-dead-letters"))?.trim(), "18");
+  assert.deepEqual(tenants, ["acme", "globex", "initech", "umbrella"]);
+  assert.equal((await page.textContent("#total-dead-letters"))?.trim(), "21");
   await shot(page, "02-overview");
   passed("overview");
 
@@ -152,6 +168,15 @@ try {
     tds.map((td) => td.textContent?.trim()).sort(),
   );
   assert.deepEqual(byPayload, ["globex-bad-0", "globex-bad-3", "globex-bad-6", "globex-bad-9"]);
+  // The export carries the filter: a file of exactly these, payloads included for the admin.
+  await page.selectOption("#f-tenant", "globex");
+  await page.click("form[data-filter] button[type=submit]");
+  await page.waitForURL(/tenant=globex/);
+  const exported = await exportFile(page);
+  assert.match(exported.name, /^dead-letters-globex-\d{8}T\d{6}Z\.jsonl$/);
+  assert.deepEqual(exported.lines.map((l) => l.task_id).sort(), byPayload);
+  assert.ok(exported.lines.every((l) => l.tenant === "globex" && l.payload?.customer === "globex-c0"));
+  passed("export");
   await page.goto(`${BASE}/dead-letters?tenant=acme`);
   await page.click("nav.tabs a:has-text('Group by fingerprint')");
   await page.waitForSelector("table#groups");
@@ -220,6 +245,22 @@ try {
   assert.match((await page.textContent("#result")) ?? "", /cancelled/);
   passed("cancel");
 
+  // Resumed from the cancelled command's page at full speed: the new command's page follows
+  // the job to its end.
+  await page.waitForSelector("#resume-button");
+  assert.equal(await page.inputValue("#resume-rate"), "1", "the job's own rate to start with");
+  await shot(page, "08b-replay-resume");
+  await page.fill("#resume-reason", "patch checked, going on");
+  await page.fill("#resume-rate", "0");
+  await page.click("#resume-button");
+  await page.waitForURL((u) => /\/commands\//.test(u.pathname) && !u.pathname.endsWith(`/${report.cancelled_command}`));
+  report.resumed_command = commandId(page);
+  await page.waitForSelector("#result", { timeout: 60000 });
+  assert.match((await page.textContent("#result")) ?? "", /ok/);
+  assert.equal((await page.textContent("#replayed"))?.trim(), "12", "the whole job, before and after the cancel");
+  assert.equal((await page.textContent("#resumed-job"))?.trim(), report.cancelled_command);
+  passed("resume");
+
   // Breakers: an admin holds one open, then closes it.
   await page.goto(`${BASE}/breakers`);
   await page.fill("tr[data-tenant=initech] input[name=reason]", "incident 7");
@@ -232,6 +273,25 @@ try {
   await page.waitForSelector("#sent.ok");
   assert.match((await page.textContent("tr[data-tenant=initech]")) ?? "", /closed/);
   passed("breaker");
+
+  // Purge: from the tenant's dead letters, count first, then type the tenant's name.
+  await page.goto(`${BASE}/dead-letters?tenant=umbrella`);
+  await page.click("#purge-link");
+  await page.waitForSelector("#purge-select");
+  assert.equal(await page.inputValue("#p-tenant"), "umbrella");
+  await page.fill("#p-older", "0s");
+  await page.click("#purge-count");
+  await page.waitForSelector("#purge-would");
+  assert.equal((await page.textContent("#purge-would"))?.trim(), "3");
+  await page.fill("#p-confirm", "umbrella");
+  await page.fill("#p-reason", "test tenant retired");
+  await shot(page, "09b-purge");
+  await page.click("#purge-submit");
+  await page.waitForURL(/\/commands\//);
+  report.purge_command = commandId(page);
+  await page.waitForSelector("#result");
+  assert.match((await page.textContent("#result-message")) ?? "", /purged 3/);
+  passed("purge");
 
   // Task lookup.
   await page.goto(`${BASE}/tasks`);
@@ -320,6 +380,14 @@ try {
   await shot(sp, "14-scoped-404-dark");
   const replay = await sp.goto(`${BASE}/replay?all=1`);
   assert.equal(replay?.status(), 403, "a viewer cannot open the replay wizard");
+  // Its export holds its tenant's dead letters only, payloads hidden as the API hides them.
+  await sp.goto(`${BASE}/dead-letters`);
+  assert.equal(await sp.$("#purge-link"), null, "purging needs an admin");
+  const own = await exportFile(sp);
+  assert.match(own.name, /^dead-letters-acme-/);
+  assert.deepEqual(own.lines.map((l) => l.task_id), ["acme-score-1"]);
+  assert.ok(own.lines.every((l) => l.payload === null && l.hidden.includes("payload")));
+  passed("scoped-export");
   passed("scoped");
   await scoped.close();
 

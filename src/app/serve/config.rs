@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Role, Scope, TokenEntry};
+use super::proxy::TrustedProxies;
 use crate::error::{Error, Result};
 
 /// `[serve]` as written.
@@ -39,6 +40,9 @@ pub struct RawServe {
     pub login_per_ip_per_minute: u32,
     /// Login attempts every client together may make per minute.
     pub login_global_per_minute: u32,
+    /// The reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// A connection that has not sent a request's whole head within this long is closed, ms.
     pub header_read_timeout_ms: u64,
     /// A request not answered (its head) within this long gets a 408, ms.
@@ -86,6 +90,9 @@ pub struct ServeSettings {
     pub login_per_ip_per_minute: u32,
     /// Login attempts per minute of every client together.
     pub login_global_per_minute: u32,
+    /// The reverse proxies whose `X-Forwarded-For` names the client (the login's per-address
+    /// limit and its log); empty: the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
     /// How long a connection may take to send a request's head.
     pub header_read_timeout: Duration,
     /// How long a request may take to be answered (its head).
@@ -201,6 +208,7 @@ pub fn validate(raw: &RawServe) -> Result<ServeSettings> {
             "login_global_per_minute",
             raw.login_global_per_minute,
         )?,
+        trusted_proxies: TrustedProxies::parse(&raw.trusted_proxies).map_err(cfg)?,
         header_read_timeout: ms(
             "header_read_timeout_ms",
             raw.header_read_timeout_ms,
@@ -336,6 +344,7 @@ mod tests {
             session_max_age_ms: 24 * 3600 * 1000,
             login_per_ip_per_minute: 10,
             login_global_per_minute: 100,
+            trusted_proxies: vec![],
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 60_000,
             tokens: vec![RawToken {
@@ -359,6 +368,12 @@ mod tests {
         r.base_path = "/redrive/api/".into();
         assert_eq!(validate(&r).unwrap().base_path, "/redrive/api");
         assert!(!s.cookie_secure, "plain HTTP");
+        assert!(s.trusted_proxies.is_empty(), "nobody is trusted by default");
+        let mut p = raw();
+        p.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
+        let trusted = validate(&p).unwrap().trusted_proxies;
+        assert!(trusted.trusts("10.2.3.4".parse().unwrap()));
+        assert!(!trusted.trusts("127.0.0.2".parse().unwrap()));
         assert_eq!(s.sessions, SessionLimits::default());
         r.cookie_secure = true;
         assert!(validate(&r).unwrap().cookie_secure, "behind a TLS proxy");
@@ -388,6 +403,10 @@ mod tests {
             (
                 |r| r.login_per_ip_per_minute = 0,
                 "serve.login_per_ip_per_minute = 0 must be between 1",
+            ),
+            (
+                |r| r.trusted_proxies = vec!["10.0.0.0/8".into(), "proxy".into()],
+                "serve.trusted_proxies[1] = 'proxy' is not an IP address or a CIDR range",
             ),
             (
                 |r| r.header_read_timeout_ms = 0,

@@ -7,7 +7,8 @@
 //!
 //! * [`config`] — `[serve]`, validated; [`auth`] — tokens (made, hashed, checked) and roles;
 //!   [`principal`] — a checked token, and the one place tenant scope is enforced;
-//!   [`session`] — browser sessions (cookie, Redis, CSRF); [`limit`] — the login's rate limits.
+//!   [`session`] — browser sessions (cookie, Redis, CSRF); [`limit`] — the login's rate limits;
+//!   [`proxy`] — the client's address behind trusted reverse proxies.
 //! * [`console`] — the browser console: its own route list, pages, embedded assets.
 //! * [`conn`] — the HTTP/1 loop (header-read timeout, peer addresses).
 //! * [`spec`] — what a route is; [`table`] — every route, once: the router, the checks, the
@@ -32,6 +33,7 @@ pub mod guard;
 pub mod limit;
 pub mod openapi;
 pub mod principal;
+pub mod proxy;
 pub mod redact;
 pub mod routes;
 pub mod session;
@@ -180,6 +182,7 @@ pub async fn start(
         base_path = %if serve.base_path.is_empty() { "/" } else { serve.base_path.as_str() },
         tls = serve.tls.is_some(),
         read_only = serve.read_only,
+        trusted_proxies = !serve.trusted_proxies.is_empty(),
         tokens = serve.tokens.len(),
         "serving the HTTP API"
     );
@@ -232,6 +235,7 @@ mod tests {
             sessions: config::SessionLimits::default(),
             login_per_ip_per_minute: 10,
             login_global_per_minute: 100,
+            trusted_proxies: proxy::TrustedProxies::default(),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             tokens: vec![TokenEntry {

@@ -81,20 +81,6 @@ impl Sent {
     }
 }
 
-/// [`send`], answered as the API answers.
-pub async fn change(
-    state: &AppState,
-    principal: &Principal,
-    command: AdminCommand,
-    meta: ChangeMeta,
-    default_reason: Option<&str>,
-    wait: Wait,
-) -> ApiResult<Response> {
-    Ok(send(state, principal, command, meta, default_reason, wait)
-        .await?
-        .into_response(state))
-}
-
 /// Sends `command` as `principal` (the operator), for `meta.reason` (or `default_reason`).
 /// The command's tenants were narrowed to the token's scope by the caller; a command that
 /// names a replay job (resume, cancel) is checked here against the job's tenants. The API

@@ -34,15 +34,24 @@ pub fn change_sent(command_id: &str, command: &str, token: &str) {
 
 /// How a console login ended: `ok`, `bad_token` (no configured token has that hash) or
 /// `rate_limited` (refused before the token was looked at). Failures are logged at warn with
-/// the client's address, never with what was typed.
-pub fn login(result: &'static str, peer: Option<std::net::IpAddr>, token: Option<&str>) {
+/// the client's address (`client`; `via` the trusted proxy that forwarded it, when one did),
+/// never with what was typed.
+pub fn login(
+    result: &'static str,
+    client: Option<std::net::IpAddr>,
+    via: Option<std::net::IpAddr>,
+    token: Option<&str>,
+) {
     metrics::counter!(names::API_LOGINS, "result" => result).increment(1);
-    let peer = peer
+    let client = client
         .map(|p| p.to_string())
         .unwrap_or_else(|| "unknown".into());
+    let via = via.map(|p| p.to_string());
     match result {
-        "ok" => tracing::info!(target: TARGET, peer, token = token.unwrap_or(""), "console login"),
-        _ => tracing::warn!(target: TARGET, peer, result, "console login refused"),
+        "ok" => {
+            tracing::info!(target: TARGET, client, via, token = token.unwrap_or(""), "console login")
+        }
+        _ => tracing::warn!(target: TARGET, client, via, result, "console login refused"),
     }
 }
 

@@ -3,7 +3,7 @@
 //! 403 before the page sees a single field — nothing changed. [`LoginForm`] is the login's,
 //! which has no session yet (its cross-site protection is the `Origin` check of the login).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -14,7 +14,9 @@ use super::html::error_page;
 use super::visit::Ctx;
 use crate::app::serve::error::ApiError;
 use crate::app::serve::extract::MAX_BODY;
+use crate::app::serve::proxy::Client;
 use crate::app::serve::session::{Session, CSRF_FIELD};
+use crate::app::serve::state::AppState;
 
 /// A form's fields in order (a repeated name gives several values).
 #[derive(Debug, Default, Clone)]
@@ -120,26 +122,27 @@ impl<S: Send + Sync> FromRequest<S> for Form {
 pub struct LoginForm {
     /// The fields.
     pub fields: Fields,
-    /// The client's address (the TCP peer: behind a proxy, the proxy's).
-    pub peer: Option<IpAddr>,
+    /// The client: the TCP peer, or behind a trusted proxy (`serve.trusted_proxies`) the
+    /// address it forwarded.
+    pub client: Option<Client>,
     /// Whether the browser says the form was sent from another site: an `Origin` other than
     /// this server's host, or `Sec-Fetch-Site` other than same-origin (a login CSRF attempt).
     pub cross_site: bool,
 }
 
-impl<S: Send + Sync> FromRequest<S> for LoginForm {
+impl FromRequest<AppState> for LoginForm {
     type Rejection = Response;
 
-    async fn from_request(req: Request, _: &S) -> Result<LoginForm, Response> {
-        let peer = req
+    async fn from_request(req: Request, state: &AppState) -> Result<LoginForm, Response> {
+        let client = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .map(|c| state.serve.trusted_proxies.client(c.0.ip(), req.headers()));
         let cross_site = cross_site(req.headers());
         let fields = read(req).await.map_err(|e| error_page(None, "", &e))?;
         Ok(LoginForm {
             fields,
-            peer,
+            client,
             cross_site,
         })
     }

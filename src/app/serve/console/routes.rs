@@ -5,7 +5,9 @@ use axum::routing::on;
 
 use super::assets;
 use super::page::Page;
-use super::pages::{audit, breakers, commands, dead_letters, login, overview, replay, tasks};
+use super::pages::{
+    audit, breakers, commands, dead_letters, login, overview, purge, replay, tasks,
+};
 use crate::app::serve::auth::Role;
 use crate::app::serve::spec::{Access, Method};
 
@@ -14,7 +16,7 @@ const OPERATOR: Access = Access::Token(Role::Operator);
 const ADMIN: Access = Access::Token(Role::Admin);
 
 /// Every page of the console.
-pub static PAGES: [Page; 17] = [
+pub static PAGES: [Page; 20] = [
     Page {
         method: Method::Get,
         path: "/login",
@@ -89,6 +91,20 @@ pub static PAGES: [Page; 17] = [
     },
     Page {
         method: Method::Get,
+        path: "/purge",
+        access: ADMIN,
+        change: false,
+        handler: |m| on(m, purge::page),
+    },
+    Page {
+        method: Method::Post,
+        path: "/purge",
+        access: ADMIN,
+        change: true,
+        handler: |m| on(m, purge::confirm),
+    },
+    Page {
+        method: Method::Get,
         path: "/commands/{id}",
         access: VIEWER,
         change: false,
@@ -100,6 +116,13 @@ pub static PAGES: [Page; 17] = [
         access: OPERATOR,
         change: true,
         handler: |m| on(m, commands::cancel),
+    },
+    Page {
+        method: Method::Post,
+        path: "/commands/{id}/resume",
+        access: OPERATOR,
+        change: true,
+        handler: |m| on(m, commands::resume),
     },
     Page {
         method: Method::Get,

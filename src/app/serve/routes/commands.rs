@@ -17,13 +17,13 @@ use serde_json::{json, Map, Value};
 use crate::admin::replay::job::JobRecord;
 use crate::admin::scope;
 use crate::admin::select::parse_stream_id;
-use crate::admin::{validate_command_id, AdminCommand, CancelSpec};
+use crate::admin::{validate_command_id, AdminCommand, CancelSpec, Envelope, ReplaySpec};
 use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Body, Params, PathArgs};
 use crate::app::serve::principal::{touches, Principal, Touches};
 use crate::app::serve::state::AppState;
 use crate::app::serve::submit::{send, ChangeMeta, Sent, Wait};
-use crate::broker::Entry;
+use crate::broker::{Broker, Entry};
 
 /// Audit entries read per page while looking for a scoped token's.
 const AUDIT_PAGE: usize = 200;
@@ -134,8 +134,48 @@ pub async fn audit_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResul
     Ok(json!({ "entries": out, "next_cursor": next }))
 }
 
+/// The replay job command `id` runs, with the job's record: its own (a replay's job is named
+/// after its command id), or for a resume the job it names — read from its result once done,
+/// from its entry in the admin stream while a member runs it. `None` for other commands, a
+/// resume no member has begun yet, and a job whose record has expired.
+pub async fn job_of(
+    b: &Broker,
+    id: &str,
+    record: Option<&HashMap<String, String>>,
+) -> crate::error::Result<Option<(String, HashMap<String, String>)>> {
+    if let Some(j) = b.job_get(id).await? {
+        return Ok(Some((id.to_owned(), j)));
+    }
+    let Some(r) = record else { return Ok(None) };
+    let from_result = r
+        .get("result")
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .filter(|v| v["command"] == "replay")
+        .and_then(|v| v["details"]["job"].as_str().map(str::to_owned));
+    let named = match (from_result, r.get("entry")) {
+        (Some(job), _) => Some(job),
+        (None, Some(entry)) if parse_stream_id(entry).is_some() => b
+            .admin_command_entry(entry)
+            .await?
+            .and_then(|e| e.fields)
+            .and_then(|f| Envelope::from_fields(&f).ok())
+            .and_then(|env| match env.command {
+                AdminCommand::Replay(ReplaySpec {
+                    resume: Some(job), ..
+                }) => Some(job),
+                _ => None,
+            }),
+        _ => None,
+    };
+    let Some(job) = named.filter(|j| j != id) else {
+        return Ok(None);
+    };
+    Ok(b.job_get(&job).await?.map(|j| (job, j)))
+}
+
 /// One command: its state (`queued` until a member takes it, then `running`, `done` or
-/// `expired`), its record, its result once done, and — for a replay — its job's progress.
+/// `expired`), its record, its result once done, and — for a replay or the resume of one — its
+/// job's progress (`progress.job` names the job).
 pub async fn status(
     State(st): State<AppState>,
     p: Principal,
@@ -159,7 +199,7 @@ pub async fn status_doc(st: &AppState, p: &Principal, id: &str) -> ApiResult<Val
     if !p.is_unscoped() && !touched.as_ref().is_some_and(|t| p.may_see_touches(t)) {
         return Err(not_found());
     }
-    let job = b.job_get(id).await?;
+    let job = job_of(b, id, record.as_ref()).await?;
     let state = match (&record, &touched) {
         (Some(r), _) => r.get("state").cloned().unwrap_or_else(|| "unknown".into()),
         (None, Some(_)) => "queued".into(),
@@ -169,9 +209,10 @@ pub async fn status_doc(st: &AppState, p: &Principal, id: &str) -> ApiResult<Val
         .as_ref()
         .and_then(|r| r.get("result"))
         .and_then(|r| serde_json::from_str(r).ok());
-    let progress = job.as_ref().map(|j| {
+    let progress = job.as_ref().map(|(job_id, j)| {
         let r = JobRecord::from_fields(j);
         json!({
+            "job": job_id,
             "state": j.get("state"),
             "selected": r.selected,
             "replayed": r.counts.replayed,
@@ -186,7 +227,7 @@ pub async fn status_doc(st: &AppState, p: &Principal, id: &str) -> ApiResult<Val
         "state": state,
         "record": record,
         "result": result,
-        "job": job,
+        "job": job.map(|(_, j)| j),
         "progress": progress,
     }))
 }

@@ -127,7 +127,8 @@ pub async fn stats_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResul
 }
 
 /// Every dead letter the filter matches as JSON Lines (`application/x-ndjson`), tenant by
-/// tenant, oldest first, streamed a page at a time. An error once the stream has begun ends
+/// tenant, oldest first, streamed a page at a time, as a download (`Content-Disposition:
+/// attachment`, so the console's link saves a file). An error once the stream has begun ends
 /// it with a last line `{"error": …}` and a broken transfer, so a partial export cannot pass
 /// for a whole one.
 pub async fn export(
@@ -139,6 +140,7 @@ pub async fn export(
     let mut filter = query_filter(&mut q, now)?;
     q.finish()?;
     p.narrow(&mut filter)?;
+    let disposition = export_disposition(filter.tenants.as_slice(), now);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let broker = st.broker.clone();
     let see = p.sees_payloads();
@@ -176,7 +178,26 @@ pub async fn export(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
     Ok(resp)
+}
+
+/// The export's `Content-Disposition`: a download named after its tenant (when the filter
+/// names one) and the server's time, `dead-letters-acme-20250131T080000Z.jsonl`. Tenant names
+/// are letters, digits, `-`, `_` and `.`, so the name needs no quoting beyond the quotes.
+fn export_disposition(tenants: &[String], now_ms: u64) -> String {
+    let stamp: String = crate::admin::time::format_time(now_ms)
+        .chars()
+        .take(19)
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let tenant = match tenants {
+        [one] => format!("{one}-"),
+        _ => String::new(),
+    };
+    format!("attachment; filename=\"dead-letters-{tenant}{stamp}Z.jsonl\"")
 }
 
 /// Ends an export that failed: a last line saying why, then a broken transfer.
@@ -228,4 +249,27 @@ pub async fn show_doc(st: &AppState, p: &Principal, tenant: &str, id: &str) -> A
         redact::dead_letter(&mut v);
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_is_a_download_named_after_its_tenant_and_time() {
+        // 2025-01-31T08:00:05.123Z
+        let now = 1_738_310_405_123;
+        assert_eq!(
+            export_disposition(&["acme".into()], now),
+            "attachment; filename=\"dead-letters-acme-20250131T080005Z.jsonl\""
+        );
+        assert_eq!(
+            export_disposition(&["acme".into(), "globex".into()], now),
+            "attachment; filename=\"dead-letters-20250131T080005Z.jsonl\""
+        );
+        assert_eq!(
+            export_disposition(&[], now),
+            "attachment; filename=\"dead-letters-20250131T080005Z.jsonl\""
+        );
+    }
 }

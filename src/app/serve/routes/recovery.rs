@@ -19,7 +19,7 @@ use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Body, PathArgs};
 use crate::app::serve::principal::Principal;
 use crate::app::serve::state::AppState;
-use crate::app::serve::submit::{change, send, ChangeMeta, Sent, Wait};
+use crate::app::serve::submit::{send, ChangeMeta, Sent, Wait};
 use crate::error::Error;
 
 /// The body of a replay and of its dry run.
@@ -271,11 +271,68 @@ pub async fn purge(
     PathArgs(tenant): PathArgs<String>,
     Body(body): Body<PurgeBody>,
 ) -> ApiResult<Response> {
-    let tenant = p.tenant(&tenant)?;
-    let older = parse_duration(&body.older_than)
+    Ok(send_purge(&st, &p, &tenant, body).await?.into_response(&st))
+}
+
+/// What a purge of `tenant`'s dead letters older than a duration would delete, counted now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgePreview {
+    /// The tenant (one the token may see).
+    pub tenant: String,
+    /// The age past which dead letters go.
+    pub older_than: std::time::Duration,
+    /// The cutoff: dead letters before this (server clock, ms) go.
+    pub before_ms: u64,
+    /// How many there are now.
+    pub count: u64,
+}
+
+impl PurgePreview {
+    /// `older_than` as the CLI writes ages (`30d`).
+    pub fn age(&self) -> String {
+        format_age(self.older_than.as_millis() as u64)
+    }
+}
+
+/// A purge's `older_than` (400 when it is not a duration) and the cutoff it means now (server
+/// clock, ms).
+async fn cutoff(st: &AppState, older_than: &str) -> ApiResult<(std::time::Duration, u64)> {
+    let older = parse_duration(older_than)
         .map_err(|e| ApiError::bad_request(format!("older_than: {e}")))?;
     let now = st.broker.server_time_ms().await?;
-    let before_ms = now.saturating_sub(older.as_millis() as u64);
+    Ok((older, now.saturating_sub(older.as_millis() as u64)))
+}
+
+/// Counts what a purge of `tenant` (404 for one the token may not see, or that never had a
+/// task) older than `older_than` (a duration, `30d`; 400 otherwise) would delete. Changes
+/// nothing.
+pub async fn purge_preview(
+    st: &AppState,
+    p: &Principal,
+    tenant: &str,
+    older_than: &str,
+) -> ApiResult<PurgePreview> {
+    let tenant = p.registered_tenant(&st.broker, tenant).await?;
+    let (older, before_ms) = cutoff(st, older_than).await?;
+    let count = purge_count(&st.broker, &tenant, before_ms).await?;
+    Ok(PurgePreview {
+        tenant,
+        older_than: older,
+        before_ms,
+        count,
+    })
+}
+
+/// Sends a purge of `tenant` as `p` (the console's purge page sends the same): refused with
+/// the count when `body.confirm` is not set.
+pub async fn send_purge(
+    st: &AppState,
+    p: &Principal,
+    tenant: &str,
+    body: PurgeBody,
+) -> ApiResult<Sent> {
+    let tenant = p.tenant(tenant)?;
+    let (older, before_ms) = cutoff(st, &body.older_than).await?;
     if !body.confirm {
         let n = purge_count(&st.broker, &tenant, before_ms).await?;
         return Err(ApiError::refused(format!(
@@ -285,9 +342,9 @@ pub async fn purge(
         )));
     }
     let command = AdminCommand::Purge(PurgeSpec { tenant, before_ms });
-    change(
-        &st,
-        &p,
+    send(
+        st,
+        p,
         command,
         ChangeMeta::new(body.reason, body.command_id),
         None,

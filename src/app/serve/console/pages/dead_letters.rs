@@ -1,8 +1,9 @@
 //! `GET /dead-letters`: the dead letters the login may see, filtered (tenant, class, kind,
 //! fingerprint, time range, task id), a page at a time with a cursor, with bulk selection
 //! (replay through the wizard, resolve, discard) — or grouped by fingerprint with counts and
-//! a sample error. `GET /dead-letters/{tenant}/{id}`: one dead letter whole. `POST
-//! /dead-letters/bulk`: what the selection's buttons send.
+//! a sample error; a link exports what the filter matches (`GET /api/v1/dead-letters/export`,
+//! as a download), and an admin's leads to the purge page. `GET /dead-letters/{tenant}/{id}`:
+//! one dead letter whole. `POST /dead-letters/bulk`: what the selection's buttons send.
 //!
 //! The figures are the API's: `GET /api/v1/dead-letters`, `…/stats`, `…/{tenant}/…/{id}`
 //! (payloads hidden from a viewer that may not see them, exactly as there).
@@ -126,7 +127,7 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx, req: axum::extract::Requ
         table(&ctx, &page, now, &f, &filter_only)
     };
     let body = html! {
-        (title("Dead letters", html! {}))
+        (title("Dead letters", actions(&ctx, &f)))
         (filter_form(&ctx, &tenants, &f, &view))
         (tabs)
         (content)
@@ -135,6 +136,42 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx, req: axum::extract::Requ
         StatusCode::OK,
         shell(&ctx, Nav::DeadLetters, "Dead letters", body),
     ))
+}
+
+/// The filter's keys an export takes (`GET /api/v1/dead-letters/export`: every one but the
+/// task id).
+const EXPORT_KEYS: [&str; 7] = [
+    "tenant",
+    "class",
+    "kind",
+    "fingerprint",
+    "payload",
+    "since",
+    "until",
+];
+
+/// The page's own actions: the export of what the filter matches (a download from the API,
+/// which the session authenticates: the login's scope, payloads hidden as there), and for an
+/// admin the purge page (with the filter's tenant when it names one).
+fn actions(ctx: &Ctx, f: &Fields) -> Markup {
+    let q = api_query(f, &EXPORT_KEYS);
+    let export = format!(
+        "{}{}{q}",
+        ctx.url("/api/v1/dead-letters/export"),
+        if q.is_empty() { "" } else { "?" }
+    );
+    let tenants = f.all("tenant");
+    let purge = match tenants.as_slice() {
+        [one] => ctx.url(&format!("/purge{}", query(&[("tenant", one.as_str())]))),
+        _ => ctx.url("/purge"),
+    };
+    html! {
+        a.button #export href=(export) download title="Every dead letter the filter matches, one JSON object a line" { "Export (JSON Lines)" }
+        @if f.one("task_id").is_some() { span.hint { "the export leaves the task id out" } }
+        @if ctx.principal.role() >= Role::Admin && !ctx.read_only {
+            a.button.danger #purge-link href=(purge) { "Purge…" }
+        }
+    }
 }
 
 /// The groups by fingerprint: each with its count, class, kind and a sample error, linking to

@@ -1,5 +1,5 @@
 //! `GET /login` (the form), `POST /login` (a token for a session: rate-limited per client
-//! address and globally, failures logged without what was typed, counted by result) and
+//! address — behind a trusted proxy, the address it forwarded — and globally, failures logged without what was typed, counted by result) and
 //! `POST /logout` (the session ended, the cookie cleared).
 
 use std::time::Instant;
@@ -73,9 +73,17 @@ pub async fn login(State(st): State<AppState>, form: LoginForm) -> Response {
             ),
         );
     }
-    let ip = form.peer.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let client = form.client;
+    let ip = client
+        .map(|c| c.addr)
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     if let Err(wait) = st.logins.attempt(ip, Instant::now()) {
-        events::api::login("rate_limited", form.peer, None);
+        events::api::login(
+            "rate_limited",
+            client.map(|c| c.addr),
+            client.and_then(|c| c.via),
+            None,
+        );
         let secs = wait.as_secs().max(1);
         let mut resp = respond(
             StatusCode::TOO_MANY_REQUESTS,
@@ -98,7 +106,12 @@ pub async fn login(State(st): State<AppState>, form: LoginForm) -> Response {
         .then(|| st.tokens.find(&token))
         .flatten();
     let Some(entry) = entry else {
-        events::api::login("bad_token", form.peer, None);
+        events::api::login(
+            "bad_token",
+            client.map(|c| c.addr),
+            client.and_then(|c| c.via),
+            None,
+        );
         return respond(
             StatusCode::UNAUTHORIZED,
             page(
@@ -113,7 +126,12 @@ pub async fn login(State(st): State<AppState>, form: LoginForm) -> Response {
         Ok(o) => o,
         Err(e) => return error_page(None, &base, &e.into()),
     };
-    events::api::login("ok", form.peer, Some(&entry.name));
+    events::api::login(
+        "ok",
+        client.map(|c| c.addr),
+        client.and_then(|c| c.via),
+        Some(&entry.name),
+    );
     let mut resp = Redirect::to(&safe_next(&base, next.as_deref())).into_response();
     if let Some(cookie) = session::set_cookie(&st.serve, &opened) {
         resp.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -8,7 +8,8 @@
 //! * [`dead_letters`] — the list (filters, pages, bulk actions, grouping by fingerprint) and
 //!   one dead letter.
 //! * [`replay`] — the replay wizard: selection, dry run, options, confirm.
-//! * [`commands`] — one command's status with live progress, and its cancel.
+//! * [`purge`] — an admin's purge of a tenant's old dead letters: count, typed confirm.
+//! * [`commands`] — one command's status with live progress, its cancel and its resume.
 //! * [`breakers`] — every breaker, open and close.
 //! * [`audit`] — the audit trail.
 //! * [`tasks`] — task lookup by id.
@@ -19,5 +20,6 @@ pub mod commands;
 pub mod dead_letters;
 pub mod login;
 pub mod overview;
+pub mod purge;
 pub mod replay;
 pub mod tasks;
