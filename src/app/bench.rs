@@ -41,6 +41,8 @@ pub enum Scenario {
     Drain,
     /// The same over 100 tenants.
     Drain100,
+    /// The same over 1,000 tenants.
+    Drain1000,
     /// A producer and the fleet at once, flat out.
     E2e,
     /// A producer at a fixed offered rate (`--rate`) and the fleet.
@@ -77,15 +79,19 @@ pub enum Scenario {
     /// cursor pages, stats, one dead letter) over 100,000 dead letters across 100 tenants:
     /// p50/p99 per page type and what each request costs Redis.
     ApiLoad,
+    /// What an idle member costs Redis, in commands per second, with 10, 100 and 1,000 known
+    /// tenants (each ran one task; nothing is pending).
+    Idle,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
         Scenario::Drain100,
+        Scenario::Drain1000,
         Scenario::E2e,
         Scenario::E2eRate,
         Scenario::Failure,
@@ -100,6 +106,7 @@ impl Scenario {
         Scenario::LogVolume,
         Scenario::Discovery,
         Scenario::ApiLoad,
+        Scenario::Idle,
     ];
 }
 
@@ -646,6 +653,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::Enqueue => enqueue(&mut bench).await?,
             Scenario::Drain => records_on_off(&mut bench, drain_one).await?,
             Scenario::Drain100 => vec![repeated(&mut bench, drain_hundred).await?],
+            Scenario::Drain1000 => vec![repeated(&mut bench, drain_thousand).await?],
             Scenario::E2e => vec![end_to_end(&mut bench, None).await?],
             Scenario::E2eRate => {
                 let rate = bench.opts.rate;
@@ -666,6 +674,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
                 new_tenants(&mut bench, false).await?,
             ],
             Scenario::ApiLoad => api_load(&mut bench).await?,
+            Scenario::Idle => idle(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -691,6 +700,10 @@ fn drain_one(b: &mut Bench) -> RowFuture<'_> {
 
 fn drain_hundred(b: &mut Bench) -> RowFuture<'_> {
     Box::pin(drain(b, 100, None))
+}
+
+fn drain_thousand(b: &mut Bench) -> RowFuture<'_> {
+    Box::pin(drain(b, 1000, None))
 }
 
 fn drain_one_agent(b: &mut Bench) -> RowFuture<'_> {
@@ -911,6 +924,62 @@ async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> 
             settings.fleet.read_batch
         ),
     })
+}
+
+/// How long the `idle` scenario counts an idle member's Redis commands.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The `idle` scenario: a member that has served `n` tenants one task each, then idles; Redis's
+/// own per-command call counts (`INFO commandstats`, script-inner commands included) over
+/// [`IDLE_WINDOW`], for n = 10, 100 and 1,000. The figure should not grow with n.
+async fn idle(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for tenants in [10usize, 100, 1000] {
+        let prefix = bench.next_prefix();
+        let settings = bench.settings(&prefix, |_| {})?;
+        let broker = bench.broker(&settings).await?;
+        let producer = Producer::new(broker.clone(), &settings);
+        let names: Vec<String> = (0..tenants).map(|i| format!("t{i:04}")).collect();
+        let mut tasks = Vec::with_capacity(tenants);
+        for name in &names {
+            tasks.extend(bench.new_tasks(name, 1, ""));
+        }
+        producer.enqueue_batch(tasks).await?;
+        let fleet = bench.start_fleet(broker.clone(), &settings, Arc::new(NoopHandler), None);
+        fleet.until_settled(tenants as u64, LIMIT).await?;
+        // The start-up's own work (discovery, the first rounds of every loop) passes first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        broker.reset_server_stats().await?;
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let calls = broker.command_calls().await?;
+        fleet.stop(&broker).await?;
+        for name in &names {
+            broker.drop_tenant(name).await?;
+        }
+        // The bench's own INFO is not the member's.
+        let calls: Vec<(String, u64)> = calls.into_iter().filter(|(c, _)| c != "info").collect();
+        let total: u64 = calls.iter().map(|(_, n)| n).sum();
+        let secs = IDLE_WINDOW.as_secs_f64();
+        let top: Vec<String> = calls
+            .iter()
+            .take(6)
+            .map(|(c, n)| format!("{c} {:.1}/s", *n as f64 / secs))
+            .collect();
+        rows.push(BenchRow {
+            scenario: format!("idle member, Redis commands/s: {tenants} tenants"),
+            tasks: tenants as u64,
+            seconds: secs,
+            per_second: Some(total as f64 / secs),
+            ratio_to_raw: None,
+            latency_ms: None,
+            note: format!(
+                "commands per second (not tasks), script-inner ones included, over {:.0} s; most called: {}",
+                secs,
+                top.join(", ")
+            ),
+        });
+    }
+    Ok(rows)
 }
 
 /// The `api-load` scenario ([`crate::app::bench_api`]): `--tasks` dead letters, at most

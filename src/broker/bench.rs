@@ -152,6 +152,38 @@ impl Broker {
         })
     }
 
+    /// Resets the server's statistics (`CONFIG RESETSTAT`: command counts among them).
+    pub(crate) async fn reset_server_stats(&self) -> Result<()> {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Calls per command since the last reset (`INFO commandstats`; commands run by scripts
+    /// included), most called first. Subcommands are named `config|resetstat`.
+    pub(crate) async fn command_calls(&self) -> Result<Vec<(String, u64)>> {
+        let text: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.con())
+            .await?;
+        let mut calls: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let n = rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), n))
+            })
+            .collect();
+        calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(calls)
+    }
+
     /// One round trip of the least a dead-letter page needs: `XREVRANGE … COUNT count` of one
     /// tenant's dead letters (the raw ceiling of the API's page reads).
     pub(crate) async fn raw_dlq_page(&self, tenant: &str, count: usize) -> Result<usize> {
