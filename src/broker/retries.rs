@@ -9,7 +9,8 @@ use crate::error::Result;
 impl Broker {
     /// Moves up to `limit` due retries and held-back tasks of `tenant` back into its lane
     /// (scripts/promote.lua); with `records`, each moved task's record says `queued` with its
-    /// new entry. Returns how many moved and how many records were written.
+    /// new entry. Returns how many moved, how many records were written and how long until
+    /// the earliest item left is due.
     pub(crate) async fn promote_due(
         &self,
         tenant: &str,
@@ -21,8 +22,14 @@ impl Broker {
             .key(self.keys.deferred(tenant));
         self.record_keys(&mut inv, tenant, records, false);
         inv.arg(limit);
-        let (moved, recorded): (u64, u64) = inv.invoke_async(&mut self.con()).await?;
-        Ok(Promoted { moved, recorded })
+        let (moved, recorded, wait): (u64, u64, i64) = inv.invoke_async(&mut self.con()).await?;
+        Ok(Promoted {
+            moved,
+            recorded,
+            wait: u64::try_from(wait)
+                .ok()
+                .map(std::time::Duration::from_millis),
+        })
     }
 
     /// Retries scheduled for a tenant (due or not), tasks held back by its breaker included.

@@ -143,6 +143,9 @@ pub struct Promoted {
     pub moved: u64,
     /// Queued records written for them.
     pub recorded: u64,
+    /// How long until the earliest item left is due by the server's clock (zero when the call
+    /// moved its limit: call again); `None` when nothing is scheduled.
+    pub wait: Option<std::time::Duration>,
 }
 
 /// One entry to defer: its id and how long from now (server clock) it is due again.

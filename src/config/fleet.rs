@@ -74,6 +74,8 @@ pub struct FleetSettings {
     pub reclaim: ReclaimSettings,
     /// Recovery loop period.
     pub retry_poll_interval: Duration,
+    /// The periodic look at a tenant's retry schedule when nothing there is known to be due.
+    pub retry_idle_look: Duration,
     /// Retries per atomic move.
     pub promote_batch: usize,
 }
@@ -156,6 +158,7 @@ pub(crate) fn validate(
         lease_ttl: Duration::from_millis(f.lease_ttl_ms),
         reclaim,
         retry_poll_interval: retry.poll_interval,
+        retry_idle_look: retry.idle_look,
         promote_batch: retry.promote_batch,
     })
 }

@@ -29,6 +29,8 @@ pub struct RawRetry {
     pub jitter: Jitter,
     /// Recovery loop period.
     pub poll_interval_ms: u64,
+    /// How often a tenant's schedule is looked at when nothing there is known to be due.
+    pub idle_look_ms: u64,
     /// Retries per atomic move.
     pub promote_batch: usize,
     /// Per-kind overrides.
@@ -44,6 +46,8 @@ pub(crate) struct RetrySettings {
     pub(crate) policies: Policies,
     /// Recovery loop period.
     pub(crate) poll_interval: Duration,
+    /// The periodic look at a tenant's schedule when nothing there is known to be due.
+    pub(crate) idle_look: Duration,
     /// Retries per atomic move.
     pub(crate) promote_batch: usize,
 }
@@ -71,9 +75,18 @@ pub(crate) fn validate(rt: &RawRetry) -> Result<RetrySettings> {
     .map_err(Error::Config)?;
     check_range("retry.poll_interval_ms", rt.poll_interval_ms, 10, 3_600_000)?;
     check_range("retry.promote_batch", rt.promote_batch, 1, 1_000)?;
+    check_range("retry.idle_look_ms", rt.idle_look_ms, 10, 3_600_000)?;
+    if rt.idle_look_ms < rt.poll_interval_ms {
+        return Err(Error::Config(format!(
+            "retry.idle_look_ms = {} is shorter than retry.poll_interval_ms = {}: the loop \
+             cannot look more often than it runs",
+            rt.idle_look_ms, rt.poll_interval_ms
+        )));
+    }
     Ok(RetrySettings {
         policies,
         poll_interval: Duration::from_millis(rt.poll_interval_ms),
+        idle_look: Duration::from_millis(rt.idle_look_ms),
         promote_batch: rt.promote_batch,
     })
 }

@@ -185,6 +185,8 @@ impl Harness {
             broker: self.env.broker.clone(),
             shared: self.env.shared.clone(),
             interval: Duration::from_secs(1),
+            idle_look: Duration::from_secs(1),
+            next_look: std::collections::HashMap::new(),
             batch: 10,
             sweep: None,
             counts: super::recoverer::CountsUpkeep::new(),

@@ -61,6 +61,9 @@ pub(crate) struct Isolation {
     slots: tokio::sync::Mutex<HashMap<Arc<str>, Slot>>,
     /// Breaker states last published to the gauge.
     published: Mutex<HashMap<Arc<str>, BreakerState>>,
+    /// Tenants whose breaker this member's own move closed (a probe's success) since the last
+    /// refresh, which reports them with the ones it reads closed.
+    closed_here: Mutex<Vec<Arc<str>>>,
 }
 
 fn local_ms() -> i64 {
@@ -80,6 +83,7 @@ impl Isolation {
             held: Mutex::new(HashMap::new()),
             slots: tokio::sync::Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
+            closed_here: Mutex::new(Vec::new()),
         }
     }
 
@@ -99,7 +103,12 @@ impl Isolation {
 
     fn set_view(&self, tenant: &Arc<str>, view: BreakerView) {
         if let Ok(mut v) = self.views.write() {
-            v.insert(tenant.clone(), view);
+            let old = v.insert(tenant.clone(), view).unwrap_or_default();
+            if old.state != BreakerState::Closed && view.state == BreakerState::Closed {
+                if let Ok(mut c) = self.closed_here.lock() {
+                    c.push(tenant.clone());
+                }
+            }
         }
     }
 
@@ -383,12 +392,19 @@ impl Isolation {
 
     /// One sync with Redis: report outcome counts (opening breakers that cross their
     /// thresholds), read every breaker of `tenants`, report and renew this member's
-    /// reservations, publish gauges.
-    pub async fn refresh(&self, broker: &Broker, tenants: &[Arc<str>]) {
+    /// reservations, publish gauges. Returns the tenants whose breaker this read found closed
+    /// after this member had seen it open or half open (their held tasks are due).
+    pub async fn refresh(&self, broker: &Broker, tenants: &[Arc<str>]) -> Vec<Arc<str>> {
         self.report_outcomes(broker).await;
-        self.read_breakers(broker, tenants).await;
+        let mut closed = self
+            .closed_here
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        closed.extend(self.read_breakers(broker, tenants).await);
         self.report_slots(broker, false).await;
         self.publish(tenants);
+        closed
     }
 
     pub(crate) async fn report_outcomes(&self, broker: &Broker) {
@@ -446,16 +462,22 @@ impl Isolation {
         }
     }
 
-    async fn read_breakers(&self, broker: &Broker, tenants: &[Arc<str>]) {
-        if let Err(e) = self.load_views(broker, tenants).await {
-            events::isolation::breakers_read_failed(&e);
+    async fn read_breakers(&self, broker: &Broker, tenants: &[Arc<str>]) -> Vec<Arc<str>> {
+        match self.load_views(broker, tenants).await {
+            Ok(closed) => closed,
+            Err(e) => {
+                events::isolation::breakers_read_failed(&e);
+                Vec::new()
+            }
         }
     }
 
     /// Reads the breakers of `tenants` into the local view (and the server's clock offset).
-    pub async fn load_views(&self, broker: &Broker, tenants: &[Arc<str>]) -> Result<()> {
+    /// Returns the tenants whose breaker is now closed after an open or half-open view.
+    pub async fn load_views(&self, broker: &Broker, tenants: &[Arc<str>]) -> Result<Vec<Arc<str>>> {
+        let mut closed = Vec::new();
         if tenants.is_empty() {
-            return Ok(());
+            return Ok(closed);
         }
         let names: Vec<&str> = tenants.iter().map(|t| &**t).collect();
         let before = local_ms();
@@ -464,7 +486,7 @@ impl Isolation {
         self.offset_ms
             .store(server_now as i64 - (before + after) / 2, Ordering::Relaxed);
         let Ok(mut views) = self.views.write() else {
-            return Ok(());
+            return Ok(closed);
         };
         for (tenant, info) in tenants.iter().zip(infos) {
             let state = BreakerState::parse(&info.state);
@@ -484,9 +506,12 @@ impl Isolation {
             let old = views.insert(tenant.clone(), view).unwrap_or_default();
             if old.state != state {
                 tracing::info!(tenant = %tenant, state = %state, reason = %info.reason, by = %info.by, "breaker is now {state}");
+                if state == BreakerState::Closed {
+                    closed.push(tenant.clone());
+                }
             }
         }
-        Ok(())
+        Ok(closed)
     }
 
     /// Writes this member's reservation of every tenant it holds entries of (or held before):

@@ -35,6 +35,12 @@ impl IsolationSync {
     /// One refresh over every known tenant.
     pub(crate) async fn step(&mut self) {
         let tenants: Vec<Arc<str>> = self.shared.lanes().into_iter().map(|(_, t)| t).collect();
-        self.shared.isolation.refresh(&self.broker, &tenants).await;
+        let closed = self.shared.isolation.refresh(&self.broker, &tenants).await;
+        // A closed breaker made its held tasks due (breaker_set.lua, breaker_probe_done.lua).
+        for tenant in &closed {
+            self.shared
+                .promote_wakes
+                .due(tenant, std::time::Duration::ZERO);
+        }
     }
 }

@@ -272,13 +272,80 @@ async fn recoverer_step_promotes_a_due_retry() {
         broker: env.broker.clone(),
         shared: env.shared.clone(),
         interval: Duration::from_secs(1),
+        idle_look: Duration::from_secs(3600),
+        next_look: std::collections::HashMap::new(),
         batch: 10,
         sweep: None,
         counts: super::recoverer::CountsUpkeep::new(),
     };
-    assert_eq!(recoverer.step().await, 1);
+    assert_eq!(
+        recoverer.step().await,
+        1,
+        "a tenant's first look is at once"
+    );
     assert_eq!(env.broker.retry_len(TENANT).await.unwrap(), 0);
     assert_eq!(env.broker.lane_len(TENANT).await.unwrap(), before + 1);
+}
+
+/// The recovery loop looks at a tenant when something there is due that it knows of — a
+/// wake (a retry this member scheduled, a breaker it saw close) or the earliest item its last
+/// look found — and otherwise only at the periodic look, not on every tick.
+#[tokio::test]
+async fn recoverer_looks_when_something_is_due_not_on_every_tick() {
+    let env = env().await;
+    env.enqueue(3).await;
+    let ids = env.deliver(MEMBER, 3).await;
+    let tenant: Arc<str> = TENANT.into();
+    let mut recoverer = Recoverer {
+        broker: env.broker.clone(),
+        shared: env.shared.clone(),
+        interval: Duration::from_millis(10),
+        idle_look: Duration::from_secs(3600),
+        next_look: std::collections::HashMap::new(),
+        batch: 10,
+        sweep: None,
+        counts: super::recoverer::CountsUpkeep::new(),
+    };
+    let schedule = |id: String, delay: Duration| {
+        let b = env.broker.clone();
+        async move {
+            b.schedule_retry(TENANT, MEMBER, &id, delay, &[("kind", "triage".to_owned())])
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // The first look finds an empty schedule: the next is the periodic one, an hour away.
+    assert_eq!(recoverer.step().await, 0);
+    // A retry nobody told this member of (another member's) waits for that look...
+    schedule(ids[0].clone(), Duration::ZERO).await;
+    assert_eq!(recoverer.step().await, 0, "not looked at on every tick");
+    assert_eq!(env.broker.retry_len(TENANT).await.unwrap(), 1);
+    // ...or for a wake: then it is promoted on the next tick.
+    env.shared.promote_wakes.due(&tenant, Duration::ZERO);
+    assert_eq!(recoverer.step().await, 1);
+    // A look that finds an item due later comes back when it is due, without a wake.
+    schedule(ids[1].clone(), Duration::from_millis(300)).await;
+    env.shared.promote_wakes.due(&tenant, Duration::ZERO);
+    assert_eq!(recoverer.step().await, 0, "not due yet");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut moved = 0;
+    while moved == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        moved = recoverer.step().await;
+    }
+    assert_eq!(
+        moved, 1,
+        "promoted once due, by the wait the last look returned"
+    );
+    assert_eq!(env.broker.retry_len(TENANT).await.unwrap(), 0);
+    // The periodic look reaches a tenant whatever it knows.
+    schedule(ids[2].clone(), Duration::ZERO).await;
+    recoverer.idle_look = Duration::from_millis(10);
+    recoverer
+        .next_look
+        .insert(tenant.clone(), std::time::Instant::now());
+    assert_eq!(recoverer.step().await, 1);
 }
 
 #[tokio::test]

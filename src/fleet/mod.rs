@@ -333,6 +333,8 @@ impl Loops {
                 broker: broker.clone(),
                 shared: shared.clone(),
                 interval: s.retry_poll_interval,
+                idle_look: s.retry_idle_look,
+                next_look: std::collections::HashMap::new(),
                 batch: s.promote_batch,
                 sweep: fleet
                     .tasks

@@ -404,7 +404,7 @@ impl Reader {
         }
         // A lane is served only once its tenant's breaker has been seen: an operator's hold
         // or an open breaker applies from this member's first read.
-        self.shared.isolation.load_views(&self.broker, &new).await?;
+        let _ = self.shared.isolation.load_views(&self.broker, &new).await?;
         for tenant in new {
             let lane = self.broker.keys().lane(&tenant);
             events::read::tenant_served(&tenant, look.as_str());

@@ -15,11 +15,20 @@ use crate::records::TaskState;
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
 
+/// Periodic looks at tenants' retry schedules one member makes per second at most: past
+/// `retry.idle_look_ms × LOOKS_PER_SECOND` tenants the looks slow down instead, so an idle
+/// member's Redis work stays bounded whatever the number of tenants.
+const LOOKS_PER_SECOND: f64 = 100.0;
+
 /// The recovery loop's settings and handles.
 pub(crate) struct Recoverer {
     pub broker: Broker,
     pub shared: Arc<Shared>,
     pub interval: Duration,
+    /// The periodic look at a tenant when nothing there is known to be due.
+    pub idle_look: Duration,
+    /// When each tenant's schedule is looked at next.
+    pub next_look: HashMap<Arc<str>, Instant>,
     pub batch: usize,
     /// The record index sweep; `None` when records are off.
     pub sweep: Option<RecordSweep>,
@@ -179,10 +188,36 @@ impl Recoverer {
         sum
     }
 
-    /// Promotes every due retry of every known tenant.
+    /// Promotes the due retries and held tasks of every tenant whose look is due: one this
+    /// member scheduled something in that is now due ([`PromoteWakes`](super::shared::PromoteWakes)),
+    /// one whose earliest item (as the last look found it) is due, and each tenant at its
+    /// periodic look (`idle_look`, spread over time and slower past [`LOOKS_PER_SECOND`]).
+    /// Nothing depends on the hints for its safety: an item stays in its set until a look
+    /// moves it, and the periodic look reaches every tenant.
     pub(crate) async fn step(&mut self) -> u64 {
+        let now = Instant::now();
+        let lanes = self.shared.lanes();
+        let period = self.idle_look.max(Duration::from_secs_f64(
+            lanes.len() as f64 / LOOKS_PER_SECOND,
+        ));
+        for (tenant, at) in self.shared.promote_wakes.take() {
+            self.next_look
+                .entry(tenant)
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
+        }
+        if self.next_look.len() > lanes.len() {
+            let known: std::collections::HashSet<&str> = lanes.iter().map(|(_, t)| &**t).collect();
+            self.next_look.retain(|t, _| known.contains(&**t));
+        }
         let mut promoted = 0;
-        for (_, tenant) in self.shared.lanes() {
+        for (_, tenant) in lanes {
+            if self.next_look.get(&tenant).is_some_and(|at| *at > now) {
+                continue;
+            }
+            // The next periodic look, spread around the period so tenants do not come due
+            // together.
+            let mut next = now + period.mul_f64(0.5 + fastrand::f64());
             loop {
                 let records = self.shared.tasks.enabled;
                 match self.broker.promote_due(&tenant, self.batch, records).await {
@@ -200,15 +235,20 @@ impl Recoverer {
                             events::claims::retries_promoted(&tenant, n);
                         }
                         if (n as usize) < self.batch {
+                            if let Some(wait) = p.wait {
+                                next = next.min(now + wait);
+                            }
                             break;
                         }
                     }
                     Err(e) => {
                         events::claims::promote_failed(&tenant, &e);
+                        next = now + self.interval;
                         break;
                     }
                 }
             }
+            self.next_look.insert(tenant, next);
         }
         promoted
     }

@@ -780,6 +780,8 @@ impl Settler {
                             due,
                         );
                         self.shared.stats.with(tenant, |t| t.retried += 1);
+                        // This member promotes what it scheduled when it is due.
+                        self.shared.promote_wakes.due(tenant, r.item.delay);
                     }
                     None => {
                         self.not_pending(tenant, 1, how);
@@ -836,6 +838,11 @@ impl Settler {
                 }
             }
             if deferred > 0 {
+                // Held until the breaker's cool-down (or its close, which the breakers' view
+                // reports): this member promotes them then.
+                if let Some(first) = items.iter().map(|d| d.delay).min() {
+                    self.shared.promote_wakes.due(tenant, first);
+                }
                 events::settle::tasks_deferred(tenant, deferred);
                 if records {
                     events::records::written(tenant, TaskState::Deferred.as_str(), deferred);

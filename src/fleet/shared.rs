@@ -144,6 +144,38 @@ pub(crate) struct Shared {
     pub(crate) tasks: Arc<TasksSettings>,
     /// Between the tenant watch (which hears of new tenants) and the reader (which serves them).
     pub(crate) discovery: Discovery,
+    /// Between what schedules retries or frees held tasks here (the settler, the breakers)
+    /// and the recovery loop, which promotes a tenant when something there may be due.
+    pub(crate) promote_wakes: PromoteWakes,
+}
+
+/// When the recovery loop should look at a tenant's retry schedule sooner than its periodic
+/// look: this member just scheduled a retry or a deferral there (due after its delay), or saw
+/// the tenant's breaker close (held tasks due at once). Only a hint: the periodic look finds
+/// everything in the end, whoever scheduled it.
+#[derive(Debug, Default)]
+pub(crate) struct PromoteWakes {
+    at: Mutex<HashMap<Arc<str>, Instant>>,
+}
+
+impl PromoteWakes {
+    /// Something in `tenant`'s schedule is due `after` from now.
+    pub(crate) fn due(&self, tenant: &Arc<str>, after: Duration) {
+        let at = Instant::now() + after;
+        if let Ok(mut m) = self.at.lock() {
+            m.entry(tenant.clone())
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
+        }
+    }
+
+    /// The wakes so far, emptied.
+    pub(crate) fn take(&self) -> HashMap<Arc<str>, Instant> {
+        self.at
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
 }
 
 /// The hand-off from the tenant watch to the reader: a wanted flag, a wake-up for a reader
@@ -231,6 +263,7 @@ impl Shared {
             health: parts.health,
             tasks: parts.tasks,
             discovery: Discovery::default(),
+            promote_wakes: PromoteWakes::default(),
         }
     }
 

@@ -11,8 +11,11 @@
 -- KEYS[5]  the tenant's record index (ZSET)
 -- ARGV[1]  the most items to move
 --
--- Returns {moved, recorded}: the number of items moved (retries first, then deferred tasks;
--- call again while it equals ARGV[1]) and how many queued records were written. Due means a
+-- Returns {moved, recorded, wait}: the number of items moved (retries first, then deferred
+-- tasks; call again while it equals ARGV[1]), how many queued records were written, and how
+-- long until the earliest item left in either set is due (ms by the server's clock; 0 when
+-- the call moved ARGV[1] items, -1 when both sets are empty): the recovery loop looks again
+-- then, not on every tick. Due means a
 -- score at or below the server's clock. Each moved entry gets enqueued_at = now; its record
 -- entry = the new lane id, enq = now and attempt = the item's (its task_id named as the member
 -- will read it, `entry_task_id` from lib/task_id.lua; none for an invalid one). An item that is
@@ -74,4 +77,17 @@ for _, set in ipairs({KEYS[1], KEYS[3]}) do
   end
   moved = moved + #due
 end
-return {moved, recorded}
+local wait = 0
+if moved < limit then
+  wait = -1
+  for _, set in ipairs({KEYS[1], KEYS[3]}) do
+    local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if #first == 2 then
+      local w = math.max(0, math.floor(tonumber(first[2]) - now))
+      if wait < 0 or w < wait then
+        wait = w
+      end
+    end
+  end
+end
+return {moved, recorded, wait}
