@@ -146,6 +146,19 @@ impl Isolation {
             .unwrap_or(0)
     }
 
+    /// The tenants this member holds entries of now.
+    pub fn holding(&self) -> Vec<Arc<str>> {
+        self.held
+            .lock()
+            .map(|h| {
+                h.iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Adds (or with `add = false` removes) `n` held entries of `tenant`.
     pub fn hold(&self, tenant: &Arc<str>, n: usize, add: bool) {
         if n == 0 {
@@ -391,17 +404,23 @@ impl Isolation {
     }
 
     /// One sync with Redis: report outcome counts (opening breakers that cross their
-    /// thresholds), read every breaker of `tenants`, report and renew this member's
-    /// reservations, publish gauges. Returns the tenants whose breaker this read found closed
-    /// after this member had seen it open or half open (their held tasks are due).
-    pub async fn refresh(&self, broker: &Broker, tenants: &[Arc<str>]) -> Vec<Arc<str>> {
+    /// thresholds), read the breakers of `read`, report and renew this member's reservations,
+    /// publish the gauges of every known tenant (`tenants`). Returns the tenants whose breaker
+    /// was found closed after this member had seen it open or half open (their held tasks are
+    /// due).
+    pub async fn refresh(
+        &self,
+        broker: &Broker,
+        read: &[Arc<str>],
+        tenants: &[Arc<str>],
+    ) -> Vec<Arc<str>> {
         self.report_outcomes(broker).await;
         let mut closed = self
             .closed_here
             .lock()
             .map(|mut c| std::mem::take(&mut *c))
             .unwrap_or_default();
-        closed.extend(self.read_breakers(broker, tenants).await);
+        closed.extend(self.read_breakers(broker, read).await);
         self.report_slots(broker, false).await;
         self.publish(tenants);
         closed

@@ -400,10 +400,7 @@ async fn isolation_sync_step_reports_outcomes_and_reads_the_breaker() {
             .isolation
             .record(&tenant, Err(FailureClass::UpstreamUnavailable));
     }
-    let mut sync = IsolationSync {
-        broker: env.broker.clone(),
-        shared: env.shared.clone(),
-    };
+    let mut sync = IsolationSync::new(env.broker.clone(), env.shared.clone());
     sync.step().await;
     // Every reported attempt failed: the breaker opened in Redis, and this member sees it.
     let info = env.broker.breaker_info(TENANT).await.unwrap();

@@ -70,6 +70,7 @@ pub(crate) mod reclaimer;
 #[cfg(test)]
 mod record_steps;
 pub(crate) mod recoverer;
+pub(crate) mod rotation;
 pub(crate) mod router;
 pub(crate) mod settlement;
 pub(crate) mod settler;
@@ -366,11 +367,8 @@ impl Loops {
         // Runs until the settler has flushed, so the last outcomes are reported and the
         // member's reservations are given back at the very end.
         let isolation = tokio::spawn(
-            isolation_sync::IsolationSync {
-                broker: broker.clone(),
-                shared: shared.clone(),
-            }
-            .run(background.clone()),
+            isolation_sync::IsolationSync::new(broker.clone(), shared.clone())
+                .run(background.clone()),
         );
         let reader = tokio::spawn(
             reader::Reader::new(broker.clone(), shared.clone(), settle_tx, s).run(shutdown.clone()),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::reader::report_claim;
+use super::rotation::{self, Rotation};
 use super::settlement::Settlement;
 use super::shared::Shared;
 use crate::broker::{Broker, ReclaimScan};
@@ -23,6 +24,8 @@ pub(crate) struct Reclaimer {
     cfg: ReclaimSettings,
     /// Where each lane's scan continues.
     cursors: HashMap<String, String>,
+    /// Whose turn it is when there are more lanes than one pass may scan.
+    rotation: Rotation,
 }
 
 impl Reclaimer {
@@ -38,6 +41,7 @@ impl Reclaimer {
             settle,
             cfg,
             cursors: HashMap::new(),
+            rotation: Rotation::default(),
         }
     }
 
@@ -52,12 +56,22 @@ impl Reclaimer {
         }
     }
 
-    /// One scan over every lane, within free capacity: a lane is scanned step by step until
-    /// its cursor comes round or a step finds fewer stale entries than it asked for, so a
-    /// crashed member's whole backlog is taken in one pass, not one batch per interval.
+    /// One scan over the lanes whose turn it is (every lane when there are at most
+    /// [`rotation::budget`] of them per interval; else that many, in turn, so an idle member's
+    /// reclaim work does not grow with the number of tenants), within free capacity: a lane is
+    /// scanned step by step until its cursor comes round or a step finds fewer stale entries
+    /// than it asked for, so a crashed member's whole backlog is taken in one pass, not one
+    /// batch per interval.
     pub(crate) async fn step(&mut self) -> u64 {
         let mut queued = 0;
-        for (lane, tenant) in self.shared.lanes() {
+        let lanes = self.shared.lanes();
+        let turn: Vec<(String, Arc<str>)> = self
+            .rotation
+            .pick(&lanes, rotation::budget(self.cfg.interval))
+            .into_iter()
+            .cloned()
+            .collect();
+        for (lane, tenant) in turn {
             loop {
                 let free = self
                     .shared

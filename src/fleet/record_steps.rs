@@ -266,12 +266,9 @@ async fn a_task_held_back_by_an_open_breaker_is_deferred_then_runs_when_it_close
         .breaker_set(TENANT, true, "test", "hold")
         .await
         .unwrap();
-    IsolationSync {
-        broker: h.env.broker.clone(),
-        shared: h.env.shared.clone(),
-    }
-    .step()
-    .await;
+    IsolationSync::new(h.env.broker.clone(), h.env.shared.clone())
+        .step()
+        .await;
     let s = dispatch(&mut h).await;
     assert!(
         matches!(s, super::settlement::Settlement::Defer { .. }),
@@ -295,12 +292,9 @@ async fn a_task_held_back_by_an_open_breaker_is_deferred_then_runs_when_it_close
         .breaker_set(TENANT, false, "test", "release")
         .await
         .unwrap();
-    IsolationSync {
-        broker: h.env.broker.clone(),
-        shared: h.env.shared.clone(),
-    }
-    .step()
-    .await;
+    IsolationSync::new(h.env.broker.clone(), h.env.shared.clone())
+        .step()
+        .await;
     assert_eq!(h.promote().await, 1);
     assert_eq!(record(&h, "t-d").await.0["state"], "queued");
     h.read().await;

@@ -8,17 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::rotation::LOOKS_PER_SECOND;
 use super::shared::Shared;
 use crate::broker::{Broker, CountsStep, SweepStep};
 use crate::config::TasksSettings;
 use crate::records::TaskState;
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
-
-/// Periodic looks at tenants' retry schedules one member makes per second at most: past
-/// `retry.idle_look_ms × LOOKS_PER_SECOND` tenants the looks slow down instead, so an idle
-/// member's Redis work stays bounded whatever the number of tenants.
-const LOOKS_PER_SECOND: f64 = 100.0;
 
 /// The recovery loop's settings and handles.
 pub(crate) struct Recoverer {
