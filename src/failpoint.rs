@@ -6,19 +6,21 @@
 //! Points: `after_read` (entries read, none run yet), `before_ack` (attempts done, their ack
 //! batch not yet sent), `after_ack` (acks sent, not yet recorded locally), `before_retry`,
 //! `before_dead_letter` (just before those scripts), `after_claim` (entries reclaimed, not
-//! yet run).
+//! yet run), `archive_uploaded` (an archive batch written and confirmed, its entries not yet
+//! removed from Redis).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Every point the code checks, for validation of the variable.
-pub const POINTS: [&str; 6] = [
+pub const POINTS: [&str; 7] = [
     "after_read",
     "before_ack",
     "after_ack",
     "before_retry",
     "before_dead_letter",
     "after_claim",
+    "archive_uploaded",
 ];
 
 static ARMED: AtomicBool = AtomicBool::new(true);

@@ -108,6 +108,15 @@ pub fn register_tenant(tenant: &str) {
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }
+    metrics::counter!(names::DLQ_ARCHIVED_BYTES, "tenant" => label.clone()).increment(0);
+    for class in crate::archive::ArchiveClass::ALL {
+        metrics::counter!(names::DLQ_ARCHIVED, "tenant" => label.clone(), "class" => class.as_str())
+            .increment(0);
+    }
+    for op in super::events::archive::OPS {
+        metrics::counter!(names::DLQ_ARCHIVE_ERRORS, "tenant" => label.clone(), "op" => op)
+            .increment(0);
+    }
     // A member's side of the duplicates (a producer counts its own side where it runs).
     metrics::counter!(names::DUPLICATES, "tenant" => label.clone(), "side" => "member")
         .increment(0);
