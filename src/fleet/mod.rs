@@ -53,6 +53,8 @@
 //! lease. [`Loops::stop_in_order`] spells this out, one line per stage.
 
 pub(crate) mod admin;
+#[cfg(test)]
+mod archive_steps;
 pub(crate) mod archiver;
 #[cfg(test)]
 mod checkpoint_steps;
