@@ -78,7 +78,8 @@ async fn dead_letters(env: &Env, n: usize) -> Vec<String> {
         .unwrap();
     let mut ids = Vec::new();
     for e in read.into_iter().flat_map(|(_, es)| es) {
-        let task = Task::from_fields(TENANT, &e.id, &e.fields.unwrap(), &Limits::default()).unwrap();
+        let task =
+            Task::from_fields(TENANT, &e.id, &e.fields.unwrap(), &Limits::default()).unwrap();
         ids.push(task.task_id.clone());
         let dl = DeadLetter {
             orig_lane: lane.clone(),
@@ -116,17 +117,32 @@ async fn dead_letters(env: &Env, n: usize) -> Vec<String> {
 }
 
 /// task_id → how many times it is in the tenant's dead-letter stream and in the archive.
-async fn where_tasks_are(env: &Env, store: &ArchiveStore) -> (HashMap<String, usize>, HashMap<String, usize>) {
+async fn where_tasks_are(
+    env: &Env,
+    store: &ArchiveStore,
+) -> (HashMap<String, usize>, HashMap<String, usize>) {
     let mut in_redis = HashMap::new();
-    for e in env.broker.dlq_range(TENANT, "-", "+", 100_000).await.unwrap() {
+    for e in env
+        .broker
+        .dlq_range(TENANT, "-", "+", 100_000)
+        .await
+        .unwrap()
+    {
         let f = e.fields.unwrap();
         let t = f.iter().find(|(k, _)| k == b"task_id").unwrap();
-        *in_redis.entry(String::from_utf8(t.1.clone()).unwrap()).or_default() += 1;
+        *in_redis
+            .entry(String::from_utf8(t.1.clone()).unwrap())
+            .or_default() += 1;
     }
     let mut archived = HashMap::new();
-    for (_, m) in read::manifests(store, Some(TENANT), None, None).await.unwrap() {
+    for (_, m) in read::manifests(store, Some(TENANT), None, None)
+        .await
+        .unwrap()
+    {
         for e in read::object_entries(store, &m.object, None).await.unwrap() {
-            *archived.entry(e.field("task_id").unwrap().to_owned()).or_default() += 1;
+            *archived
+                .entry(e.field("task_id").unwrap().to_owned())
+                .or_default() += 1;
         }
     }
     (in_redis, archived)
@@ -161,16 +177,39 @@ async fn the_cap_archives_before_it_removes_and_loses_nothing() {
         assert_eq!(n, 1, "{t}: in redis {in_redis:?}, archived {archived:?}");
     }
     // The counts agree with the stream; archived records name their object and now expire.
-    let counts = env.broker.dlq_counts_of(&[TENANT.to_owned()]).await.unwrap();
+    let counts = env
+        .broker
+        .dlq_counts_of(&[TENANT.to_owned()])
+        .await
+        .unwrap();
     assert_eq!(counts[0].as_ref().map(|c| c.total), Some(10));
     let archived_task = archived.keys().next().unwrap();
-    let rec = env.broker.task_record(TENANT, archived_task).await.unwrap().unwrap();
-    assert_eq!(rec.record.fields.get("state").map(String::as_str), Some("dead_lettered"));
+    let rec = env
+        .broker
+        .task_record(TENANT, archived_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.record.fields.get("state").map(String::as_str),
+        Some("dead_lettered")
+    );
     let object = rec.record.fields.get("archived").cloned().unwrap();
-    assert!(object.starts_with("acme/") && object.contains("/dead_letter/"), "{object}");
-    assert!(rec.expires_in.is_some(), "an archived dead letter's record expires");
+    assert!(
+        object.starts_with("acme/") && object.contains("/dead_letter/"),
+        "{object}"
+    );
+    assert!(
+        rec.expires_in.is_some(),
+        "an archived dead letter's record expires"
+    );
     let kept_task = in_redis.keys().next().unwrap();
-    let rec = env.broker.task_record(TENANT, kept_task).await.unwrap().unwrap();
+    let rec = env
+        .broker
+        .task_record(TENANT, kept_task)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rec.record.fields.get("archived").is_none() && rec.expires_in.is_none());
     // Nothing is left recorded.
     assert!(env.broker.archive_pending(TENANT).await.unwrap().is_none());
@@ -192,7 +231,11 @@ async fn a_batch_left_by_a_crash_is_uploaded_again_under_its_name_then_removed()
         first: ids[0].clone(),
         last: ids[3].clone(),
     };
-    assert!(env.broker.archive_lease(TENANT, "dead-member", Duration::from_millis(1)).await.unwrap());
+    assert!(env
+        .broker
+        .archive_lease(TENANT, "dead-member", Duration::from_millis(1))
+        .await
+        .unwrap());
     tokio::time::sleep(Duration::from_millis(5)).await;
     let pending = PendingBatch {
         source: ArchiveSource::Dlq,
@@ -203,28 +246,50 @@ async fn a_batch_left_by_a_crash_is_uploaded_again_under_its_name_then_removed()
     };
     // The lease is gone: a batch cannot be recorded without it.
     assert_eq!(
-        env.broker.archive_begin(TENANT, "dead-member", &pending).await.unwrap(),
+        env.broker
+            .archive_begin(TENANT, "dead-member", &pending)
+            .await
+            .unwrap(),
         crate::broker::BatchBegin::NotLeased
     );
-    assert!(env.broker.archive_lease(TENANT, "dead-member", Duration::from_millis(1)).await.unwrap());
+    assert!(env
+        .broker
+        .archive_lease(TENANT, "dead-member", Duration::from_millis(1))
+        .await
+        .unwrap());
     assert_eq!(
-        env.broker.archive_begin(TENANT, "dead-member", &pending).await.unwrap(),
+        env.broker
+            .archive_begin(TENANT, "dead-member", &pending)
+            .await
+            .unwrap(),
         crate::broker::BatchBegin::Recorded
     );
     tokio::time::sleep(Duration::from_millis(5)).await;
     let store = ArchiveStore::open(&env.settings.archive).unwrap();
-    store.put(&name.object(), b"\x1f\x8b half an upload".to_vec()).await.unwrap();
+    store
+        .put(&name.object(), b"\x1f\x8b half an upload".to_vec())
+        .await
+        .unwrap();
     let mut a = archiver(&env);
     let s = a.step().await;
     assert_eq!(s.failed, 0);
     // The recorded batch went first, under its recorded name (the day of 2023-11-14).
-    let got = read::object_entries(&store, &name.object(), None).await.unwrap();
+    let got = read::object_entries(&store, &name.object(), None)
+        .await
+        .unwrap();
     assert_eq!(got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
-    assert!(name.object().contains("/2023/11/14/dead_letter/"), "{}", name.object());
+    assert!(
+        name.object().contains("/2023/11/14/dead_letter/"),
+        "{}",
+        name.object()
+    );
     assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 5);
     // No object holds an entry twice.
     let mut seen = HashMap::new();
-    for (_, m) in read::manifests(&store, Some(TENANT), None, None).await.unwrap() {
+    for (_, m) in read::manifests(&store, Some(TENANT), None, None)
+        .await
+        .unwrap()
+    {
         for e in m.entries {
             *seen.entry(e.id).or_insert(0) += 1;
         }
@@ -278,16 +343,33 @@ async fn resolved_ones_follow_after_their_grace_and_restores_are_byte_exact_and_
     let mut a = archiver(&env);
     a.step().await;
     let store = ArchiveStore::open(&env.settings.archive).unwrap();
-    let ms = read::manifests(&store, Some(TENANT), None, None).await.unwrap();
+    let ms = read::manifests(&store, Some(TENANT), None, None)
+        .await
+        .unwrap();
     assert_eq!(ms.len(), 1, "only the resolved one so far");
     assert_eq!(ms[0].1.class, ArchiveClass::Resolved);
-    assert_eq!(ms[0].1.entries[0].id, all[0].id, "listed under its dead-letter id");
-    assert!(env.broker.dlq_removed_range(TENANT, "-", 10).await.unwrap().is_empty());
+    assert_eq!(
+        ms[0].1.entries[0].id, all[0].id,
+        "listed under its dead-letter id"
+    );
+    assert!(env
+        .broker
+        .dlq_removed_range(TENANT, "-", 10)
+        .await
+        .unwrap()
+        .is_empty());
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     a.step().await;
-    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 0, "past the retention");
+    assert_eq!(
+        env.broker.dlq_len(TENANT).await.unwrap(),
+        0,
+        "past the retention"
+    );
     // Encrypted at rest: no payload in the objects' text.
-    for (_, m) in read::manifests(&store, Some(TENANT), None, None).await.unwrap() {
+    for (_, m) in read::manifests(&store, Some(TENANT), None, None)
+        .await
+        .unwrap()
+    {
         let raw = store.get(&m.object).await.unwrap().unwrap();
         let text = format::object_lines(&raw).unwrap().join("\n");
         assert!(!text.contains("1.50") && text.contains("\"enc\""), "{text}");
@@ -313,11 +395,23 @@ async fn resolved_ones_follow_after_their_grace_and_restores_are_byte_exact_and_
         let from = String::from_utf8(from).unwrap();
         assert_eq!(&f, &before[&from], "restored byte for byte");
     }
-    let rec = env.broker.task_record(TENANT, &tasks[0]).await.unwrap().unwrap();
-    assert_eq!(rec.record.fields.get("state").map(String::as_str), Some("dead_lettered"));
+    let rec = env
+        .broker
+        .task_record(TENANT, &tasks[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.record.fields.get("state").map(String::as_str),
+        Some("dead_lettered")
+    );
     assert_eq!(rec.record.fields.get("restored_from"), Some(&all[0].id));
     assert!(rec.expires_in.is_none());
-    let counts = env.broker.dlq_counts_of(&[TENANT.to_owned()]).await.unwrap();
+    let counts = env
+        .broker
+        .dlq_counts_of(&[TENANT.to_owned()])
+        .await
+        .unwrap();
     assert_eq!(counts[0].as_ref().map(|c| c.total), Some(3));
     // A second restore of the same ids writes nothing.
     let (msg, _) = crate::admin::restore::restore(&ctx, &spec).await.unwrap();
