@@ -346,6 +346,10 @@ async fn the_s3_server_killed_mid_archive_then_restarted_loses_and_duplicates_no
         during > 100,
         "kept in redis while the archive is down: {during}"
     );
+    // The batch whose upload failed stays recorded, its entries still in Redis.
+    let (object, ids) = recorded_batch(&env, "acme")
+        .await
+        .expect("a failed batch stays recorded");
     // Back up: the batch recorded before the kill goes again under its name, then the rest.
     s3.restart();
     eventually(LONG, "the stream archived down to its cap", || async {
