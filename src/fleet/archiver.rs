@@ -53,6 +53,9 @@ pub(crate) struct Archiver {
     pub tenants: HashMap<String, TenantView>,
     /// No upload is tried before this (set after a failed write or confirmation).
     pub store_down_until: Option<Instant>,
+    /// The longest pause between two ticks: the metrics refresh interval, so the backlog
+    /// gauges are set again before the recorder drops them as idle.
+    pub republish: Duration,
 }
 
 /// What the archiver remembers of one tenant.
@@ -64,6 +67,8 @@ pub(crate) struct TenantView {
     pub backlog_since: Option<Instant>,
     /// Whether this member held its lease at the last visit.
     pub leased: bool,
+    /// The backlog seen at the last visit (entries), published with its age at every tick.
+    pub backlog: u64,
 }
 
 /// What one [`Archiver::step`] did.
@@ -104,19 +109,25 @@ impl Archiver {
             token,
             tenants: HashMap::new(),
             store_down_until: None,
+            republish: Duration::from_secs(1),
         }
     }
 
-    /// A step now, then one per tick (at most a second, at most `archive.interval_ms`) until
-    /// shutdown; a step cut short by shutdown leaves its batch recorded, to be resumed. Gives
-    /// the leases it holds up when it stops.
+    /// A step now, then one per tick (at most `archive.interval_ms`, at most the metrics
+    /// refresh interval) until shutdown; a step cut short by shutdown leaves its batch
+    /// recorded, to be resumed. Gives the leases it holds up when it stops.
     pub(crate) async fn run(mut self, shutdown: Shutdown) {
-        let tick = self.settings.interval.min(Duration::from_secs(1));
+        let tick = self
+            .settings
+            .interval
+            .min(self.republish)
+            .max(Duration::from_millis(10));
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = self.step() => {}
             }
+            self.publish();
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(tick) => {}
@@ -145,6 +156,17 @@ impl Archiver {
             self.visit(&tenant, &mut sum).await;
         }
         sum
+    }
+
+    /// Sets the backlog gauges of the tenants whose lease this member held at their last
+    /// visit again (the recorder drops a gauge left idle).
+    pub(crate) fn publish(&self) {
+        for (tenant, v) in &self.tenants {
+            if v.leased {
+                let age = v.backlog_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                events::archive::backlog(tenant, v.backlog, age);
+            }
+        }
     }
 
     fn uploads_paused(&self) -> bool {
@@ -241,6 +263,7 @@ impl Archiver {
             .await?;
         let backlog = due.dead_letters_due + due.removed.len() as u64;
         let view = self.view(tenant);
+        view.backlog = backlog;
         let age = if backlog == 0 {
             view.backlog_since = None;
             0.0

@@ -365,16 +365,15 @@ impl Loops {
             .run(shutdown.clone()),
         );
         let archiver = archive.map(|store| {
-            tokio::spawn(
-                archiver::Archiver::new(
-                    broker.clone(),
-                    shared.clone(),
-                    store,
-                    fleet.archive.clone(),
-                    fleet.retention.clone(),
-                )
-                .run(shutdown.clone()),
-            )
+            let mut a = archiver::Archiver::new(
+                broker.clone(),
+                shared.clone(),
+                store,
+                fleet.archive.clone(),
+                fleet.retention.clone(),
+            );
+            a.republish = fleet.metrics.refresh_interval;
+            tokio::spawn(a.run(shutdown.clone()))
         });
         let reclaimer = tokio::spawn(
             reclaimer::Reclaimer::new(
