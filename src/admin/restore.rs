@@ -13,7 +13,7 @@ use super::select::DlId;
 use super::RestoreSpec;
 use crate::archive::read;
 use crate::archive::ArchiveStore;
-use crate::broker::{RestoreItem, Restored};
+use crate::broker::{RestoreItem, RestoreOutcome};
 use crate::error::{Error, Result};
 use crate::telemetry::events;
 
@@ -97,15 +97,15 @@ pub async fn restore(ctx: &AdminContext, spec: &RestoreSpec) -> Result<(String, 
             for ((d, object, _), r) in chunk.iter().zip(out) {
                 let row = |id: &str| json!({"archived": d.to_string(), "object": object, "id": format!("{tenant}/{id}")});
                 match r {
-                    Restored::Restored(id) => {
+                    RestoreOutcome::Restored(id) => {
                         new += 1;
                         restored.push(row(&id));
                     }
-                    Restored::Already(id) => {
+                    RestoreOutcome::Already(id) => {
                         again += 1;
                         already.push(row(&id));
                     }
-                    Restored::Full => full.push(d.to_string()),
+                    RestoreOutcome::Full => full.push(d.to_string()),
                 }
             }
         }

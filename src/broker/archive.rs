@@ -104,7 +104,7 @@ pub struct RestoreItem {
 
 /// What became of one restored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Restored {
+pub enum RestoreOutcome {
     /// Back in the stream under this id.
     Restored(String),
     /// Restored before, as this id: nothing written.
@@ -333,7 +333,7 @@ impl Broker {
         ceiling: u64,
         records: bool,
         items: &[RestoreItem],
-    ) -> Result<Vec<Restored>> {
+    ) -> Result<Vec<RestoreOutcome>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -365,9 +365,9 @@ impl Broker {
                 let _old = p.next();
                 let id = text_or_empty(p.next().unwrap_or(Value::Nil));
                 match text_or_empty(p.next().unwrap_or(Value::Nil)).as_str() {
-                    "restored" => Ok(Restored::Restored(id)),
-                    "already" => Ok(Restored::Already(id)),
-                    "full" => Ok(Restored::Full),
+                    "restored" => Ok(RestoreOutcome::Restored(id)),
+                    "already" => Ok(RestoreOutcome::Already(id)),
+                    "full" => Ok(RestoreOutcome::Full),
                     other => Err(Error::Protocol(format!(
                         "dlq_restore.lua answered '{other}'"
                     ))),

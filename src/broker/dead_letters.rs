@@ -630,16 +630,6 @@ impl Broker {
         Ok(())
     }
 
-    /// The counter of dead letters the cap trimmed. Tests only.
-    #[cfg(test)]
-    pub(crate) async fn dlq_trimmed_count(&self, tenant: &str) -> Result<u64> {
-        let n: Option<u64> = redis::cmd("GET")
-            .arg(self.keys.dlq_trimmed(tenant))
-            .query_async(&mut self.con())
-            .await?;
-        Ok(n.unwrap_or(0))
-    }
-
     /// Deletes a tenant's dead-letter counts (as before they existed). Tests only.
     #[cfg(test)]
     pub(crate) async fn dlq_counts_delete(&self, tenant: &str) -> Result<()> {

@@ -40,7 +40,9 @@ mod steps;
 #[cfg(feature = "app")]
 mod bench;
 
-pub use archive::{ArchiveSource, ArchivedItem, BatchBegin, PendingBatch, RestoreItem, Restored};
+pub use archive::{
+    ArchiveSource, ArchivedItem, BatchBegin, PendingBatch, RestoreItem, RestoreOutcome,
+};
 #[cfg(feature = "app")]
 pub(crate) use bench::{raw_ceiling, RawCeiling, ServerWork};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};

@@ -11,9 +11,6 @@ const ARCHIVER: &str = "redrive::fleet::archiver";
 /// The admin executor's module path (restores, removals past the ceiling).
 const ADMIN: &str = "redrive::admin::exec";
 
-/// The `op` labels of [`failed`], registered at 0 per tenant.
-pub const OPS: [&str; 4] = ["read", "write", "confirm", "remove"];
-
 /// A batch of `entries` dead letters of `tenant` (`class`) was written to `object` (`bytes`
 /// compressed), confirmed, and removed from Redis (`removed` of them were still there).
 pub fn archived(tenant: &str, class: &str, object: &str, bytes: u64, entries: u64, removed: u64) {
@@ -36,7 +33,7 @@ pub fn resumed(tenant: &str, object: &str, entries: usize) {
     );
 }
 
-/// An archive step of `tenant` failed (`op`: one of [`OPS`]); nothing left Redis and the batch
+/// An archive step of `tenant` failed (`op`: one of `recorder::ARCHIVE_OPS`); nothing left Redis and the batch
 /// is tried again on the archiver's next turn. One line per failure: at most one per tenant
 /// per `archive.interval_ms`.
 pub fn failed(tenant: &str, op: &'static str, error: &crate::Error) {
