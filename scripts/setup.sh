@@ -9,7 +9,9 @@
 #    examples' (examples/node-agent), which the end-to-end tests run;
 #  - Debian's chromium and chromium-driver, and tests/browser's packages (`npm ci`: playwright-core,
 #    which drives that chromium and never downloads a browser, and typescript): the console's
-#    browser test (tests/console_browser.rs) and the type check of the console's script.
+#    browser test (tests/console_browser.rs) and the type check of the console's script;
+#  - tests/s3's package (`npm ci`: s3rver, a real S3-compatible HTTP server keeping objects as
+#    files): the dead-letter archive's tests (tests/archive.rs) start it on a free loopback port.
 # Safe to run again; it only installs what is absent. `scripts/setup.sh demo` installs only what
 # the demo needs (redis-server).
 set -euo pipefail
@@ -74,6 +76,12 @@ fi
 browser="$root/tests/browser"
 if [ ! -e "$browser/node_modules/.package-lock.json" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
   (cd "$browser" && npm ci --no-audit --no-fund --silent)
+fi
+
+# The archive's tests: s3rver from the lockfile (again when the lockfile is newer).
+s3="$root/tests/s3"
+if [ ! -e "$s3/node_modules/.package-lock.json" ] || [ "$s3/package-lock.json" -nt "$s3/node_modules/.package-lock.json" ]; then
+  (cd "$s3" && npm ci --no-audit --no-fund --silent)
 fi
 
 # Debian's packages may start a system redis on 6379 and a system Prometheus on 9090. Nothing here

@@ -58,6 +58,10 @@ pub enum Error {
     /// discarded): `redrive task wait` exits 1.
     #[error("{0}")]
     TaskFailed(String),
+    /// The dead-letter archive (a directory or S3-compatible object storage) could not be read
+    /// or written, or holds something unreadable.
+    #[error("archive: {0}")]
+    Archive(String),
     /// A fleet member reported a failure that maps to no other kind; carries its exit code.
     #[error("{message}")]
     Remote {
@@ -82,7 +86,7 @@ impl Error {
         match self {
             Error::Usage(_) => 64,
             Error::InvalidTask(_) => 65,
-            Error::Redis(_) | Error::Embedded(_) => 69,
+            Error::Redis(_) | Error::Embedded(_) | Error::Archive(_) => 69,
             Error::OutOfMemory(_) => 73,
             Error::Protocol(_) => 76,
             Error::Io { .. } => 74,
@@ -115,6 +119,7 @@ impl Error {
             Error::Refused(_) => "refused",
             Error::Interrupted(_) => "interrupted",
             Error::TaskFailed(_) => "task_failed",
+            Error::Archive(_) => "archive",
             Error::Remote { .. } => "remote",
         }
     }
@@ -134,7 +139,8 @@ impl Error {
             | Error::Timeout(m)
             | Error::Refused(m)
             | Error::Interrupted(m)
-            | Error::OutOfMemory(m) => m.clone(),
+            | Error::OutOfMemory(m)
+            | Error::Archive(m) => m.clone(),
             Error::Remote { message, .. } => message.clone(),
             other => other.to_string(),
         }
@@ -153,6 +159,7 @@ impl Error {
             "refused" => Error::Refused(message),
             "interrupted" => Error::Interrupted(message),
             "redis_oom" => Error::OutOfMemory(message),
+            "archive" => Error::Archive(message),
             _ => Error::Remote { code, message },
         }
     }
@@ -220,6 +227,7 @@ mod tests {
             Error::Usage("bad".into()),
             Error::Interrupted("cancelled".into()),
             Error::OutOfMemory("nothing was written".into()),
+            Error::Archive("s3://b: connection refused".into()),
             Error::Remote {
                 code: 69,
                 message: "redis: gone".into(),

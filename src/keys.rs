@@ -10,8 +10,12 @@
 //! | `redrive:{<tenant>}:retry`       | ZSET   | scheduled retries, scored by due time (ms)            |
 //! | `redrive:{<tenant>}:deferred`    | ZSET   | tasks held back by the breaker, unattempted; due time |
 //! | `redrive:{<tenant>}:dlq`         | STREAM | the tenant's dead letters                             |
-//! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters removed by the length cap (a counter)    |
-//! | `redrive:{<tenant>}:dlq:removed` | STREAM | dead letters resolved or discarded, with who and why  |
+//! | `redrive:{<tenant>}:dlq:trimmed` | STRING | dead letters that left the stream for the cap or the retention (archived, or dropped past the hard ceiling): a counter |
+//! | `redrive:{<tenant>}:dlq:dropped` | STRING | of those, deleted without an archive past the hard ceiling (a counter) |
+//! | `redrive:{<tenant>}:dlq:removed` | STREAM | dead letters resolved or discarded, with who and why, until archived |
+//! | `redrive:{<tenant>}:dlq:restored` | HASH  | archived dead-letter id → the id it was restored as (a restore happens once) |
+//! | `redrive:{<tenant>}:archive:lease` | STRING | the member archiving the tenant now (token, expiring) |
+//! | `redrive:{<tenant>}:archive:batch` | HASH | the batch being archived: its source, object, ids (until removed from Redis) |
 //! | `redrive:{<tenant>}:stats:<min>` | HASH   | settle counts of one minute (health windows), expiring |
 //! | `redrive:{<tenant>}:breaker`     | HASH   | the tenant's circuit breaker: state, until, probe, …  |
 //! | `redrive:{<tenant>}:breaker:window` | HASH | failure window: outcome and failure counts per bucket |
@@ -185,6 +189,27 @@ impl Keys {
         format!("{}:{{{}}}:dlq:removed", self.prefix, tenant)
     }
 
+    /// The counter of the tenant's dead letters deleted without an archive past the hard
+    /// ceiling.
+    pub fn dlq_dropped(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:dropped", self.prefix, tenant)
+    }
+
+    /// Archived dead-letter ids of the tenant that were restored, each with its new id.
+    pub fn dlq_restored(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:restored", self.prefix, tenant)
+    }
+
+    /// The lease of the member archiving the tenant's dead letters.
+    pub fn archive_lease(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:archive:lease", self.prefix, tenant)
+    }
+
+    /// The tenant's batch being archived (written before its upload, removed with its entries).
+    pub fn archive_batch(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:archive:batch", self.prefix, tenant)
+    }
+
     /// The tenant's settle counts for one minute (`minute` = ms since the epoch / 60,000).
     pub fn stats(&self, tenant: &str, minute: u64) -> String {
         format!("{}{}", self.stats_prefix(tenant), minute)
@@ -256,6 +281,10 @@ mod tests {
             k.dlq("acme"),
             k.dlq_trimmed("acme"),
             k.dlq_removed("acme"),
+            k.dlq_dropped("acme"),
+            k.dlq_restored("acme"),
+            k.archive_lease("acme"),
+            k.archive_batch("acme"),
             k.stats("acme", 29_000_000),
             k.breaker("acme"),
             k.breaker_window("acme"),

@@ -20,6 +20,8 @@
 //!   lease, admin loop, publisher.
 //! * `policy` — retry decisions; `classify` — rules for untyped errors.
 //! * `deadletter` — the dead-letter record and error fingerprints.
+//! * `archive` — the dead-letter archive (a directory or S3-compatible storage): batches as
+//!   compressed JSON Lines with manifests, encryption, reading archived dead letters back.
 //! * `admin` — operators' commands: the command model, dead-letter selection, replay jobs,
 //!   the exactly-once executor shared by fleet members and `--local`.
 //! * `isolation` — tenant isolation, pure: breaker views, fair shares.
@@ -45,6 +47,7 @@ pub(crate) mod admin;
 pub(crate) mod agents;
 #[cfg(feature = "app")]
 mod app;
+pub(crate) mod archive;
 pub(crate) mod broker;
 pub(crate) mod classify;
 pub(crate) mod config;
@@ -86,8 +89,9 @@ pub use telemetry::{Health, Telemetry};
 /// [`Settings::from_raw`].
 pub mod sections {
     pub use crate::config::{
-        RawAdmin, RawBreaker, RawClassify, RawDeadLetter, RawFleet, RawHandler, RawIsolation,
-        RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry, RawTaskOverride, RawTasks,
+        RawAdmin, RawArchive, RawBreaker, RawClassify, RawDeadLetter, RawDeadLetterTenant,
+        RawFleet, RawHandler, RawIsolation, RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis,
+        RawRetry, RawTaskOverride, RawTasks,
     };
 }
 

@@ -138,6 +138,15 @@ pub mod field {
     pub const ERROR: &str = "error";
     /// The dead-letter id while the task is dead.
     pub const DLQ: &str = "dlq";
+    /// Where the dead letter `dlq` names is now: the archive object's path (under the
+    /// archive's root), once the archiver moved it out of Redis (the record keeps its state —
+    /// dead_lettered, expired, resolved, discarded — and a dead letter's then expires after the
+    /// retention). Empty or absent: not archived.
+    pub const ARCHIVED: &str = "archived";
+    /// When it was archived (ms).
+    pub const ARCHIVED_AT: &str = "archived_at";
+    /// The archived dead-letter id this task's dead letter was restored from.
+    pub const RESTORED_FROM: &str = "restored_from";
     /// The dead-letter id this task was replayed from.
     pub const REPLAY_OF: &str = "replay_of";
     /// The lane entry its dead letter was replayed as (the same task_id, a new life).

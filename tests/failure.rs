@@ -707,22 +707,29 @@ async fn a_frozen_worker_without_heartbeats_has_its_task_reclaimed_once() {
     assert_eq!(broker.pending_count("acme").await.unwrap(), 0);
 }
 
+/// With the archive off (or unreachable), nothing archives a stream down to its cap: it grows
+/// to the hard ceiling (twice the cap by default), and past it the oldest are deleted without
+/// an archive — counted in Redis (trimmed and dropped) and logged loudly. tests/archive.rs
+/// covers the cap with an archive.
 #[tokio::test]
-async fn the_dead_letter_cap_counts_what_it_trims() {
+async fn the_hard_ceiling_counts_what_it_drops() {
     let env = TestEnv::new();
     env.enqueue("acme", 300, sim("malformed_output")).await;
     // 300 failures in a row would open acme's circuit breaker and hold the rest back (see
-    // tests/isolation.rs); this test is about the cap, so every task must reach the dead letters.
+    // tests/isolation.rs); this test is about the ceiling, so every task must reach the dead
+    // letters.
     let mut m = env.member(
         "m1",
         &[
             ("REDRIVE_DEAD_LETTER__MAX_LEN", "5"),
+            ("REDRIVE_ARCHIVE__ENABLED", "false"),
             ("REDRIVE_ISOLATION__BREAKER__ENABLED", "false"),
         ],
     );
     let broker = env.broker().await;
     let raw = env.raw().await;
-    let trimmed_key = format!("{}:{{acme}}:dlq:trimmed", env.prefix);
+    let key = |k: &str| format!("{}:{{acme}}:dlq:{k}", env.prefix);
+    let (trimmed_key, dropped_key) = (key("trimmed"), key("dropped"));
     eventually(LONG, "300 dead letters kept or counted", || {
         let broker = &broker;
         let mut raw = raw.clone();
@@ -739,10 +746,19 @@ async fn the_dead_letter_cap_counts_what_it_trims() {
     })
     .await;
     let kept = broker.dlq_len("acme").await.unwrap();
-    assert!(kept < 300, "the cap trimmed ({kept} kept)");
+    assert!((10..=11).contains(&kept), "the ceiling (2 x 5) kept {kept}");
+    let mut raw = raw.clone();
+    let dropped: u64 = redis::cmd("GET")
+        .arg(&dropped_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(dropped + kept, 300, "every trim past the ceiling is a drop");
     env.wait_drained(&["acme"], LONG).await;
     assert!(m.stop().success());
-    assert!(m.log_text().contains("dead-letter cap trimmed"));
+    assert!(m.log_text().contains(
+        "past its hard ceiling: the oldest dead letters were deleted WITHOUT an archive"
+    ));
 }
 
 #[tokio::test]

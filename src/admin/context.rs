@@ -17,10 +17,13 @@ pub struct AdminContext {
     pub settings: AdminSettings,
     /// Task limits (a replayed payload must fit them).
     pub limits: Limits,
-    /// Cap of each tenant's dead-letter stream (also caps its archive of removed ones).
-    pub dlq_max_len: u64,
+    /// The hard ceiling of each tenant's stream of removed dead letters (`dead_letter.hard_max_len`):
+    /// past it the oldest are deleted without an archive, counted.
+    pub dlq_ceiling: u64,
     /// Who executes: the member id, or `local@host` for `--local`.
     pub executor: String,
+    /// `[archive]`: where archived dead letters are read from by a restore.
+    pub archive: crate::archive::ArchiveSettings,
     /// `[tasks]`: whether the moves write task records, and their retention.
     pub tasks: TasksSettings,
 }

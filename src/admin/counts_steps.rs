@@ -110,7 +110,7 @@ impl Env {
                 .dead_letter(
                     TENANT,
                     &e.id,
-                    self.settings.dead_letter_max_len,
+                    self.settings.retention.hard_max_len,
                     Some(MEMBER),
                     Duration::ZERO,
                     Some(&task.task_id),
@@ -184,9 +184,10 @@ impl Env {
             broker: self.broker.clone(),
             settings: self.settings.admin.clone(),
             limits: self.settings.limits,
-            dlq_max_len: self.settings.dead_letter_max_len,
+            dlq_ceiling: self.settings.retention.hard_max_len,
             executor: "local@test".into(),
             tasks: self.settings.tasks().clone(),
+            archive: self.settings.archive.clone(),
         }
     }
 
@@ -294,18 +295,33 @@ async fn the_counts_follow_every_move_with_records_on_and_off() {
     }
 }
 
-/// The cap trims the oldest dead letters in batches (at most a tenth over the cap) and takes
-/// them out of the counts; the trimmed counter says how many.
+/// The hard ceiling (the archive unreachable: nothing archived the stream down to its cap)
+/// trims the oldest dead letters in batches (at most a tenth over the ceiling) and takes them
+/// out of the counts; the trim and drop counters say how many. The cap alone trims nothing:
+/// only the archiver removes, after the archive confirmed.
 #[tokio::test]
-async fn the_cap_trims_in_batches_and_the_counts_see_it() {
-    let env = env(|c| c.dead_letter.max_len = 20).await;
+async fn the_hard_ceiling_trims_in_batches_and_the_counts_see_it() {
+    let env = env(|c| {
+        c.dead_letter.max_len = 10;
+        c.dead_letter.hard_max_len = 20;
+    })
+    .await;
     env.dead_letters(95, 0).await;
-    env.assert_counts_exact("after 95 dead letters over a cap of 20")
+    env.assert_counts_exact("after 95 dead letters over a ceiling of 20")
         .await;
     let len = env.broker.dlq_len(TENANT).await.unwrap();
-    assert!((20..=22).contains(&len), "{len} kept with a cap of 20");
-    let trimmed = env.broker.dlq_trimmed_count(TENANT).await.unwrap();
+    assert!((20..=22).contains(&len), "{len} kept with a ceiling of 20");
+    let (trimmed, dropped) = env.broker.dlq_left_counts(TENANT).await.unwrap();
     assert_eq!(len + trimmed, 95);
+    assert_eq!(dropped, trimmed, "every trim past the ceiling is a drop");
+    // The default ceiling is twice the cap.
+    let env = env_default_ceiling().await;
+    env.dead_letters(30, 0).await;
+    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 30);
+}
+
+async fn env_default_ceiling() -> Env {
+    env(|c| c.dead_letter.max_len = 15).await
 }
 
 /// Counts made stale by hand (an XADD, an XDEL) are noticed by readers (they get none) and

@@ -27,6 +27,7 @@ pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Exe
         C::Purge(spec) => mutate::purge(ctx, spec).await,
         C::Cancel(spec) => mutate::cancel(ctx, env, &spec.job).await,
         C::Breaker(spec) => mutate::breaker(ctx, env, spec).await,
+        C::Restore(spec) => super::restore::restore(ctx, spec).await,
     };
     match simple {
         Ok((message, details)) => Executed::finished(Ok(message), details),

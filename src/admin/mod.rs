@@ -20,6 +20,7 @@
 //! * [`lookup`] — a task by id: its record, or where it is when it has none.
 //! * [`scope`] — the tenants a command touches, recorded by the member that runs it.
 //! * [`mutate`] — the short commands: resolve, discard, purge, cancel, breaker.
+//! * [`restore`] — archived dead letters back into their streams.
 //! * [`breaker`] — opening and closing a tenant's breaker by hand.
 //! * [`context`] — what executing a command needs, and how it ended.
 //! * [`exec`] — executing one command exactly once: the code a fleet member and `--local`
@@ -33,6 +34,7 @@ pub mod exec;
 pub mod lookup;
 pub mod mutate;
 pub mod replay;
+pub mod restore;
 pub mod scan;
 pub mod scope;
 pub mod select;
@@ -64,6 +66,37 @@ pub enum AdminCommand {
     Cancel(CancelSpec),
     /// Hold a tenant back (open its breaker until closed by hand) or let it run (close it).
     Breaker(BreakerSpec),
+    /// Put archived dead letters back into their tenants' dead-letter streams.
+    Restore(RestoreSpec),
+}
+
+/// `redrive dlq archive restore TENANT/ID…`: archived dead letters, by their dead-letter ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    /// The archived dead letters (1 to 1,000).
+    pub ids: Vec<select::DlId>,
+}
+
+impl RestoreSpec {
+    /// The most dead letters one restore names.
+    pub const MAX_IDS: usize = 1_000;
+
+    /// Checks the spec's values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ids.is_empty() || self.ids.len() > Self::MAX_IDS {
+            return Err(format!(
+                "a restore names 1 to {} archived dead letters (TENANT/ID)",
+                Self::MAX_IDS
+            ));
+        }
+        for d in &self.ids {
+            crate::task::validate_tenant(&d.tenant)?;
+            if crate::archive::format::parse_id(&d.id).is_none() {
+                return Err(format!("'{d}' is not a dead-letter id (TENANT/ms-seq)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `redrive breaker open|close TENANT`.
@@ -85,6 +118,7 @@ impl AdminCommand {
             AdminCommand::Purge(_) => "purge",
             AdminCommand::Cancel(_) => "cancel",
             AdminCommand::Breaker(_) => "breaker",
+            AdminCommand::Restore(_) => "restore",
         }
     }
 
@@ -96,6 +130,7 @@ impl AdminCommand {
             AdminCommand::Purge(p) => crate::task::validate_tenant(&p.tenant),
             AdminCommand::Cancel(c) => validate_command_id(&c.job),
             AdminCommand::Breaker(b) => crate::task::validate_tenant(&b.tenant),
+            AdminCommand::Restore(r) => r.validate(),
         }
     }
 }

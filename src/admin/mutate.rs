@@ -102,7 +102,7 @@ pub async fn remove(
     let records = ctx.tasks.enabled;
     for (tenant, list) in &by_tenant {
         for chunk in list.chunks(ctx.settings.batch) {
-            let (ids, written) = b
+            let (ids, written, dropped) = b
                 .dlq_remove(
                     tenant,
                     chunk,
@@ -112,16 +112,22 @@ pub async fn remove(
                         reason: &env.reason,
                         command_id: &env.id,
                     },
-                    ctx.dlq_max_len,
+                    ctx.dlq_ceiling,
                     records,
                 )
                 .await?;
             removed += ids.len() as u64;
             events::task_records::written(tenant, action, written);
+            if dropped > 0 {
+                events::archive::dropped(tenant, "removed", dropped);
+            }
         }
     }
     let gone = targets.len() as u64 - removed;
-    let mut message = format!("{action} {removed} dead letters (archived with the reason)");
+    let mut message = format!(
+        "{action} {removed} dead letters (kept with the reason, archived after \
+         dead_letter.removed_grace_ms)"
+    );
     if gone > 0 {
         message.push_str(&format!(", {gone} already gone"));
     }

@@ -69,6 +69,11 @@ pub async fn touches(
         }
         AdminCommand::Purge(p) => return Ok(Touches::Tenants([p.tenant.clone()].into())),
         AdminCommand::Breaker(b) => return Ok(Touches::Tenants([b.tenant.clone()].into())),
+        AdminCommand::Restore(r) => {
+            return Ok(Touches::Tenants(
+                r.ids.iter().map(|d| d.tenant.clone()).collect(),
+            ))
+        }
         AdminCommand::Replay(ReplaySpec {
             resume: Some(job), ..
         }) => job,

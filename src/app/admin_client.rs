@@ -31,9 +31,10 @@ pub fn context(broker: Broker, settings: &Settings) -> AdminContext {
         broker,
         settings: settings.admin.clone(),
         limits: settings.limits,
-        dlq_max_len: settings.dead_letter_max_len,
+        dlq_ceiling: settings.retention.hard_max_len,
         executor: format!("local@{}", crate::config::default_member_id()),
         tasks: settings.tasks().clone(),
+        archive: settings.archive.clone(),
     }
 }
 

@@ -348,6 +348,9 @@ pub fn task_json(tenant: &str, task_id: &str, read: &RecordRead) -> Value {
         "class": text(rf::CLASS),
         "error": text(rf::ERROR),
         "dlq": text(rf::DLQ),
+        "archived": text(rf::ARCHIVED),
+        "archived_at": num(rf::ARCHIVED_AT),
+        "restored_from": text(rf::RESTORED_FROM),
         "replay_of": text(rf::REPLAY_OF),
         "replayed_as": text(rf::REPLAYED_AS),
         "replays": num(rf::REPLAYS),
@@ -427,8 +430,22 @@ pub fn task_text(tenant: &str, task_id: &str, read: &RecordRead, now_ms: u64) ->
         let error = get(rf::ERROR).map(String::as_str).unwrap_or("");
         line("last failure", format!("{c}: {error}"));
     }
-    if let Some(d) = get(rf::DLQ) {
-        line("dead letter", format!("{tenant}/{d}"));
+    match (get(rf::DLQ), get(rf::ARCHIVED)) {
+        (Some(d), Some(object)) => {
+            line(
+                "dead letter",
+                format!("{tenant}/{d}, archived (out of redis): see `redrive dlq archive show {tenant}/{d}`"),
+            );
+            line("archive object", object.clone());
+        }
+        (Some(d), None) => line("dead letter", format!("{tenant}/{d}")),
+        _ => {}
+    }
+    if let Some(d) = get(rf::RESTORED_FROM) {
+        line(
+            "restored from",
+            format!("archived dead letter {tenant}/{d}"),
+        );
     }
     if let Some(d) = get(rf::REPLAY_OF) {
         let n = get(rf::REPLAYS).map(String::as_str).unwrap_or("1");

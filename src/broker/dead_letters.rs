@@ -482,20 +482,21 @@ impl Broker {
         Ok((out, written))
     }
 
-    /// Moves dead letters of `tenant` to its archive of removed ones, stamped with the action,
-    /// operator, reason and command, their tasks' records `resolved` / `discarded` with
-    /// their retention when `records` (see scripts/dlq_remove.lua). Returns the ids removed
-    /// and how many records were written.
+    /// Moves dead letters of `tenant` to its stream of removed ones (archived after the grace
+    /// period), stamped with the action, operator, reason and command, their tasks' records
+    /// `resolved` / `discarded` with their retention when `records` (see
+    /// scripts/dlq_remove.lua). Returns the ids removed, how many records were written and how
+    /// many removed ones the hard ceiling deleted without an archive.
     pub(crate) async fn dlq_remove(
         &self,
         tenant: &str,
         targets: &[RecordTarget],
         stamp: &Removal<'_>,
-        archive_max_len: u64,
+        hard_max_len: u64,
         records: bool,
-    ) -> Result<(Vec<String>, u64)> {
+    ) -> Result<(Vec<String>, u64, u64)> {
         if targets.is_empty() {
-            return Ok((Vec::new(), 0));
+            return Ok((Vec::new(), 0, 0));
         }
         let mut inv = scripts().dlq_remove.key(self.keys.dlq(tenant));
         inv.key(self.keys.dlq_removed(tenant))
@@ -503,7 +504,8 @@ impl Broker {
             .key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))
             .key(self.keys.dlq_counts(tenant))
-            .arg(archive_max_len)
+            .key(self.keys.dlq_dropped(tenant))
+            .arg(hard_max_len)
             .arg(stamp.action)
             .arg(stamp.operator)
             .arg(stamp.reason)
@@ -513,7 +515,7 @@ impl Broker {
             t.args(&mut inv);
         }
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let mut parts = array(v, "dlq_remove.lua", Some(2))?.into_iter();
+        let mut parts = array(v, "dlq_remove.lua", Some(3))?.into_iter();
         let removed = array(
             parts.next().unwrap_or(Value::Nil),
             "dlq_remove.lua ids",
@@ -522,7 +524,12 @@ impl Broker {
         .into_iter()
         .map(text_or_empty)
         .collect();
-        Ok((removed, int_or_zero(parts.next().unwrap_or(Value::Nil))))
+        let written = int_or_zero(parts.next().unwrap_or(Value::Nil));
+        Ok((
+            removed,
+            written,
+            int_or_zero(parts.next().unwrap_or(Value::Nil)),
+        ))
     }
 
     /// Up to `count` of a tenant's dead letters with an id below `before_ms`, oldest first:
@@ -621,16 +628,6 @@ impl Broker {
         }
         let _: i64 = cmd.query_async(&mut self.con()).await?;
         Ok(())
-    }
-
-    /// The counter of dead letters the cap trimmed. Tests only.
-    #[cfg(test)]
-    pub(crate) async fn dlq_trimmed_count(&self, tenant: &str) -> Result<u64> {
-        let n: Option<u64> = redis::cmd("GET")
-            .arg(self.keys.dlq_trimmed(tenant))
-            .query_async(&mut self.con())
-            .await?;
-        Ok(n.unwrap_or(0))
     }
 
     /// Deletes a tenant's dead-letter counts (as before they existed). Tests only.

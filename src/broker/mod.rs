@@ -19,6 +19,7 @@ mod scripts;
 mod server;
 
 // The verbs, by the data they own.
+mod archive;
 mod breakers;
 mod claims;
 mod commands;
@@ -39,6 +40,9 @@ mod steps;
 #[cfg(feature = "app")]
 mod bench;
 
+pub use archive::{
+    ArchiveSource, ArchivedItem, BatchBegin, PendingBatch, RestoreItem, RestoreOutcome,
+};
 #[cfg(feature = "app")]
 pub(crate) use bench::{raw_ceiling, RawCeiling, ServerWork};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};

@@ -64,6 +64,14 @@ pub(super) struct Scripts {
     pub(super) dlq_remove: Script,
     /// Dead letters deleted for good, their records discarded.
     pub(super) dlq_purge: Script,
+    /// A member's archiver lease on a tenant: taken, extended, given up.
+    pub(super) archive_lease: Script,
+    /// The batch about to be archived, recorded before its upload.
+    pub(super) archive_begin: Script,
+    /// The entries of a confirmed batch out of Redis, counted, their records marked archived.
+    pub(super) dlq_archived: Script,
+    /// Archived dead letters back into the stream, once each, counted, with their records.
+    pub(super) dlq_restore: Script,
     /// One bounded step of the sweep over a tenant's record index.
     pub(super) records_sweep: Script,
     /// Read-only counts of a page of dead letters.
@@ -186,6 +194,18 @@ pub(super) fn scripts() -> &'static Scripts {
             include_str!("scripts/lib/dlq_counts.lua"),
             include_str!("scripts/dlq_purge.lua")
         )),
+        archive_lease: Script::new(include_str!("scripts/archive_lease.lua")),
+        archive_begin: Script::new(include_str!("scripts/archive_begin.lua")),
+        dlq_archived: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/dlq_archived.lua")
+        )),
+        dlq_restore: Script::new(concat!(
+            include_str!("scripts/lib/record.lua"),
+            include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/dlq_restore.lua")
+        )),
         records_sweep: Script::new(include_str!("scripts/records_sweep.lua")),
         dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
         dlq_page: Script::new(include_str!("scripts/dlq_page.lua")),
@@ -220,7 +240,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 40);
+        assert_eq!(files.len(), 44);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

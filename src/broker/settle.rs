@@ -327,7 +327,7 @@ impl Broker {
         &self,
         tenant: &str,
         entry_id: &str,
-        max_len: u64,
+        hard_max_len: u64,
         owner: Option<&str>,
         min_idle: Duration,
         task_id: Option<&str>,
@@ -341,10 +341,11 @@ impl Broker {
             .key(self.keys.stats_prefix(tenant))
             .key(self.keys.steps(tenant, entry_id));
         self.record_keys(&mut inv, tenant, records, true);
-        inv.key(self.keys.dlq_counts(tenant));
+        inv.key(self.keys.dlq_counts(tenant))
+            .key(self.keys.dlq_dropped(tenant));
         inv.arg(&*self.group)
             .arg(entry_id)
-            .arg(max_len)
+            .arg(hard_max_len)
             .arg(owner.unwrap_or(""))
             .arg(min_idle.as_millis() as u64)
             .arg(stats_keep_ms())

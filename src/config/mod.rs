@@ -14,6 +14,7 @@
 //! * `rules` — rules across sections; `check` — identifier and range checks.
 
 mod admin;
+mod archive;
 pub(crate) mod check;
 mod classify;
 mod connection;
@@ -35,12 +36,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use self::admin::{AdminSettings, RawAdmin};
+pub use self::archive::RawArchive;
 pub use self::classify::RawClassify;
 pub use self::connection::RawRedis;
 pub use self::fleet::{default_member_id, FleetSettings, RawFleet};
 pub use self::handlers::RawHandler;
 pub use self::isolation::{RawBreaker, RawIsolation};
-pub use self::limits::{RawDeadLetter, RawLimits};
+pub use self::limits::{RawDeadLetter, RawDeadLetterTenant, RawLimits};
 pub use self::log::RawLog;
 pub use self::metrics::RawMetrics;
 pub(crate) use self::raw::section;
@@ -68,8 +70,10 @@ pub struct Settings {
     pub(crate) fleet: FleetSettings,
     /// Task limits.
     pub(crate) limits: Limits,
-    /// Cap of each dead-letter stream.
-    pub(crate) dead_letter_max_len: u64,
+    /// When dead letters leave Redis for the archive: cap, hard ceiling, retention, grace.
+    pub(crate) retention: crate::archive::Retention,
+    /// `[archive]`: where they go.
+    pub(crate) archive: crate::archive::ArchiveSettings,
     /// Task records, retention and duplicate refusal.
     pub(crate) tasks: TasksSettings,
     /// Admin commands, replays and health.
@@ -114,7 +118,8 @@ impl Settings {
         let classifier = classify::validate(&raw.classify)?;
         let isolation = isolation::validate(&raw.isolation)?;
         let limits = limits::validate(&raw.limits)?;
-        let dead_letter_max_len = limits::validate_dead_letter(&raw.dead_letter)?;
+        let retention = limits::validate_retention(&raw.dead_letter)?;
+        let archive = archive::validate(&raw.archive)?;
         let tasks = tasks::validate(&raw.tasks)?;
         let admin = admin::validate(&raw.admin)?;
         let log = log::validate(&raw.log)?;
@@ -123,7 +128,8 @@ impl Settings {
             redis,
             fleet,
             limits,
-            dead_letter_max_len,
+            retention,
+            archive,
             tasks,
             admin,
             policies: retry.policies,

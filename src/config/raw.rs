@@ -8,6 +8,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
 use super::admin::RawAdmin;
+use super::archive::RawArchive;
 use super::classify::RawClassify;
 use super::connection::RawRedis;
 use super::fleet::RawFleet;
@@ -24,7 +25,7 @@ use crate::broker::redact_url;
 use crate::error::{Error, Result};
 
 /// The library's sections (`[[handlers]]` included), in the order they are read.
-pub(crate) const SECTIONS: [&str; 13] = [
+pub(crate) const SECTIONS: [&str; 14] = [
     "redis",
     "fleet",
     "retry",
@@ -33,6 +34,7 @@ pub(crate) const SECTIONS: [&str; 13] = [
     "isolation",
     "limits",
     "dead_letter",
+    "archive",
     "tasks",
     "admin",
     "log",
@@ -64,6 +66,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// `[dead_letter]`
     pub dead_letter: RawDeadLetter,
+    /// `[archive]`
+    pub archive: RawArchive,
     /// `[tasks]`
     pub tasks: RawTasks,
     /// `[admin]`
@@ -102,6 +106,7 @@ impl RawConfig {
             isolation: section(fig, "isolation")?,
             limits: section(fig, "limits")?,
             dead_letter: section(fig, "dead_letter")?,
+            archive: section(fig, "archive")?,
             tasks: section(fig, "tasks")?,
             admin: section(fig, "admin")?,
             log: section(fig, "log")?,

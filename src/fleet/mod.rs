@@ -30,6 +30,9 @@
 //!   cause per `log.storm_interval_ms` is written, the rest counted) when their windows end.
 //! * [`reclaimer`] takes over stale entries of dead or stuck members, [`recoverer`] promotes
 //!   due retries, [`heartbeat`] keeps held entries fresh.
+//! * [`archiver`] moves dead letters past the cap or the retention, and resolved or discarded
+//!   ones past their grace period, into the archive — written and confirmed before they leave
+//!   Redis — one member per tenant at a time.
 //! * [`shared`] is the member's state every loop shares, [`settlement`] the messages the
 //!   settler takes, [`stats`] the tallies; [`next_move`] and [`read_plan`] are the pure
 //!   decisions of the settler and the reader.
@@ -38,7 +41,7 @@
 //! and one `step` that does one pass and never sleeps (tests call it directly, see
 //! `loop_steps`): `Reader`, `Executor`, `SettleLoop` (ends when its channel closes, not on
 //! shutdown), `Reclaimer`, `Recoverer`, `Heartbeat`, `LeaseKeeper`, `IsolationSync`,
-//! `DepthRefresher`, `AdminLoop`, `LogSummaries`, `TenantWatch` (its step waits for an
+//! `DepthRefresher`, `AdminLoop`, `LogSummaries`, `Archiver`, `TenantWatch` (its step waits for an
 //! announcement and may retry the reader's unblock briefly, bounded by `fleet.block_ms`).
 //!
 //! Shutdown order: stop reading (tasks and admin commands; a running replay stops after its
@@ -50,6 +53,9 @@
 //! lease. [`Loops::stop_in_order`] spells this out, one line per stage.
 
 pub(crate) mod admin;
+#[cfg(test)]
+mod archive_steps;
+pub(crate) mod archiver;
 #[cfg(test)]
 mod checkpoint_steps;
 pub(crate) mod discovery;
@@ -102,7 +108,7 @@ pub struct Fleet {
     broker: Broker,
     settings: FleetSettings,
     limits: Limits,
-    dlq_max_len: u64,
+    dlq_ceiling: u64,
     policies: Arc<Policies>,
     classifier: Arc<Classifier>,
     router: Arc<router::Router>,
@@ -115,6 +121,10 @@ pub struct Fleet {
     admin: AdminSettings,
     isolation: Arc<crate::isolation::IsolationSettings>,
     tasks: Arc<crate::config::TasksSettings>,
+    /// `[archive]`: where dead letters go when they leave Redis.
+    archive: crate::archive::ArchiveSettings,
+    /// `[dead_letter]`: when they leave (cap, retention, grace).
+    retention: crate::archive::Retention,
 }
 
 impl Fleet {
@@ -155,7 +165,7 @@ impl Fleet {
             broker,
             settings: settings.fleet.clone(),
             limits: settings.limits,
-            dlq_max_len: settings.dead_letter_max_len,
+            dlq_ceiling: settings.retention.hard_max_len,
             policies: Arc::new(settings.policies.clone()),
             classifier: Arc::new(settings.classifier.clone()),
             router: Arc::new(router),
@@ -169,6 +179,8 @@ impl Fleet {
             admin: settings.admin.clone(),
             isolation: Arc::new(settings.isolation.clone()),
             tasks: Arc::new(settings.tasks().clone()),
+            archive: settings.archive.clone(),
+            retention: settings.retention.clone(),
         }
     }
 
@@ -192,6 +204,13 @@ impl Fleet {
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let s = &self.settings;
         let member: Arc<str> = s.member_id.as_str().into();
+        // A directory that cannot be made, or S3 settings object_store refuses, fail the start
+        // (exit code 78) rather than leaving dead letters to pile up unarchived.
+        let archive = if self.archive.enabled {
+            Some(crate::archive::ArchiveStore::open(&self.archive)?)
+        } else {
+            None
+        };
         let lease = lease::Lease::acquire(&self.broker, &member, s.lease_ttl, &shutdown).await?;
         tracing::info!(member = %member, group = self.broker.group(), concurrency = s.concurrency, "fleet member started");
         let server = self.broker.server();
@@ -213,7 +232,7 @@ impl Fleet {
                 tasks: self.tasks.clone(),
             },
         ));
-        let loops = Loops::spawn(&self, lease, shared.clone(), &shutdown);
+        let loops = Loops::spawn(&self, lease, shared.clone(), &shutdown, archive);
         shutdown.wait().await;
         self.health.set_serving(false);
         tracing::info!(member = %member, "stopping: no new reads, finishing in-flight tasks");
@@ -232,7 +251,7 @@ impl Fleet {
             broker: self.broker.clone(),
             shared: shared.clone(),
             ack_batch: self.settings.ack_batch,
-            dlq_max_len: self.dlq_max_len,
+            dlq_ceiling: self.dlq_ceiling,
             policies: self.policies.clone(),
             log_payloads: self.log_payloads,
             max_deliveries: self.settings.reclaim.max_deliveries,
@@ -278,9 +297,10 @@ impl Fleet {
                 broker: self.broker.clone(),
                 settings: self.admin.clone(),
                 limits: self.limits,
-                dlq_max_len: self.dlq_max_len,
+                dlq_ceiling: self.dlq_ceiling,
                 executor: shared.member.to_string(),
                 tasks: (*self.tasks).clone(),
+                archive: self.archive.clone(),
             },
             self.settings.block,
             self.settings.shutdown_grace,
@@ -295,6 +315,7 @@ struct Loops {
     admin: JoinHandle<()>,
     reclaimer: JoinHandle<()>,
     recoverer: JoinHandle<()>,
+    archiver: Option<JoinHandle<()>>,
     executor: JoinHandle<()>,
     settler: JoinHandle<()>,
     heartbeat: Option<JoinHandle<()>>,
@@ -318,6 +339,7 @@ impl Loops {
         lease: lease::Lease,
         shared: Arc<Shared>,
         shutdown: &Shutdown,
+        archive: Option<crate::archive::ArchiveStore>,
     ) -> Loops {
         let s = &fleet.settings;
         let broker = &fleet.broker;
@@ -345,6 +367,17 @@ impl Loops {
             }
             .run(shutdown.clone()),
         );
+        let archiver = archive.map(|store| {
+            let mut a = archiver::Archiver::new(
+                broker.clone(),
+                shared.clone(),
+                store,
+                fleet.archive.clone(),
+                fleet.retention.clone(),
+            );
+            a.republish = fleet.metrics.refresh_interval;
+            tokio::spawn(a.run(shutdown.clone()))
+        });
         let reclaimer = tokio::spawn(
             reclaimer::Reclaimer::new(
                 broker.clone(),
@@ -394,6 +427,7 @@ impl Loops {
             admin,
             reclaimer,
             recoverer,
+            archiver,
             executor,
             settler,
             heartbeat,
@@ -414,9 +448,13 @@ impl Loops {
             let _ = w.await;
         }
         let _ = self.admin.await;
-        // 2. Stop taking over entries and promoting retries.
+        // 2. Stop taking over entries, promoting retries and archiving (a batch in flight
+        //    stays recorded in Redis, to be uploaded again and removed by whoever is next).
         let _ = self.reclaimer.await;
         let _ = self.recoverer.await;
+        if let Some(a) = self.archiver {
+            let _ = a.await;
+        }
         // 3. Let running tasks finish within the grace period, then let every route's handler
         //    release what it holds (child processes, connections).
         let _ = self.executor.await;

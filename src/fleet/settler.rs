@@ -93,7 +93,7 @@ pub(crate) struct Settler {
     pub broker: Broker,
     pub shared: Arc<Shared>,
     pub ack_batch: usize,
-    pub dlq_max_len: u64,
+    pub dlq_ceiling: u64,
     pub policies: Arc<Policies>,
     /// Whether failure logs carry the task payload (`log.log_payloads`).
     pub log_payloads: bool,
@@ -946,7 +946,7 @@ impl Settler {
                 self.broker.dead_letter(
                     tenant,
                     entry_id,
-                    self.dlq_max_len,
+                    self.dlq_ceiling,
                     owner,
                     min_idle,
                     task_id.as_deref(),

@@ -12,8 +12,30 @@ pub const TASKS_COMPLETED: &str = "redrive_tasks_completed_total";
 pub const TASKS_FAILED: &str = "redrive_tasks_failed_total";
 /// Counter{tenant,class}: tasks moved to the dead letters.
 pub const DEAD_LETTERED: &str = "redrive_dead_lettered_total";
-/// Counter{tenant}: dead letters removed by the per-tenant cap.
+/// Counter{tenant}: dead letters deleted WITHOUT an archive because a stream passed its hard
+/// ceiling (`dead_letter.hard_max_len`; the dead-letter stream, or the stream of resolved and
+/// discarded ones): content lost, which only happens while the archive is unreachable. The
+/// cap itself archives before it removes (`redrive_dlq_archived_total`).
 pub const DLQ_TRIMMED: &str = "redrive_dlq_trimmed_total";
+/// Counter{tenant,class}: dead letters moved out of Redis into the archive after their
+/// object was written and confirmed; `class` `dead_letter` (past the cap or the retention),
+/// `resolved`, `discarded` (after the grace period).
+pub const DLQ_ARCHIVED: &str = "redrive_dlq_archived_total";
+/// Counter{tenant}: bytes of archive objects written (compressed; a retried upload counts
+/// again).
+pub const DLQ_ARCHIVED_BYTES: &str = "redrive_dlq_archived_bytes_total";
+/// Counter{tenant,op}: archive steps that failed, by `op`: `read` (Redis, the batch's
+/// entries), `write` (an object or manifest upload), `confirm` (the object not there, or of
+/// another size, after its upload), `remove` (the removal script). Nothing leaves Redis after
+/// a failure; the batch is tried again.
+pub const DLQ_ARCHIVE_ERRORS: &str = "redrive_dlq_archive_errors_total";
+/// Gauge{tenant}: dead letters due for the archive and still in Redis (past the cap or the
+/// retention, removed ones past the grace period; the retention and grace parts counted up to
+/// one batch), as the member holding the tenant's archiver lease saw it last.
+pub const DLQ_ARCHIVE_BACKLOG: &str = "redrive_dlq_archive_backlog";
+/// Gauge{tenant}: seconds since the tenant's archive backlog was last empty (0 while it is),
+/// as the member holding its archiver lease sees it: grows while the archive is unreachable.
+pub const DLQ_ARCHIVE_BACKLOG_AGE: &str = "redrive_dlq_archive_backlog_age_seconds";
 /// Counter{tenant}: pending ids whose entry was deleted (payload lost before it ran).
 pub const TOMBSTONES: &str = "redrive_tombstones_total";
 /// Counter{tenant}: settles that found the entry already settled by someone else.

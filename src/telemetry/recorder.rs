@@ -108,6 +108,15 @@ pub fn register_tenant(tenant: &str) {
     ] {
         metrics::counter!(name, "tenant" => label.clone()).increment(0);
     }
+    metrics::counter!(names::DLQ_ARCHIVED_BYTES, "tenant" => label.clone()).increment(0);
+    for class in crate::archive::ArchiveClass::ALL {
+        metrics::counter!(names::DLQ_ARCHIVED, "tenant" => label.clone(), "class" => class.as_str())
+            .increment(0);
+    }
+    for op in ARCHIVE_OPS {
+        metrics::counter!(names::DLQ_ARCHIVE_ERRORS, "tenant" => label.clone(), "op" => op)
+            .increment(0);
+    }
     // A member's side of the duplicates (a producer counts its own side where it runs).
     metrics::counter!(names::DUPLICATES, "tenant" => label.clone(), "side" => "member")
         .increment(0);
@@ -125,6 +134,10 @@ pub fn register_tenant(tenant: &str) {
             .increment(0);
     }
 }
+
+/// The `op` labels of the archive's failures (`events::archive::failed`), registered at 0 per
+/// tenant.
+pub const ARCHIVE_OPS: [&str; 4] = ["read", "write", "confirm", "remove"];
 
 /// The label value used for tenants beyond the cap.
 pub const OTHER_TENANT: &str = "__other__";

@@ -203,6 +203,8 @@ impl TestEnv {
                 "REDRIVE_DEMO_AGENT__SIDE_EFFECT_LOG",
                 self.side_effect_log(),
             )
+            // The dead-letter archive in the test's own directory, never the working directory.
+            .env("REDRIVE_ARCHIVE__URL", self.dir.join("archive"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);

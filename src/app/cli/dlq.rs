@@ -44,6 +44,9 @@ pub enum DlqCommand {
     Purge(PurgeArgs),
     /// Cancel a running batch replay after its current step (resume it with --resume).
     Cancel(CancelArgs),
+    /// The archive of dead letters that left Redis: list, show, restore.
+    #[command(subcommand)]
+    Archive(super::dlq_archive::ArchiveCommand),
 }
 
 /// `dlq list`
@@ -221,6 +224,7 @@ pub async fn run(cmd: DlqCommand, settings: &Settings) -> Result<()> {
         DlqCommand::Discard(a) => remove(a, settings, false).await,
         DlqCommand::Purge(a) => purge(a, settings).await,
         DlqCommand::Cancel(a) => cancel(a, settings).await,
+        DlqCommand::Archive(a) => super::dlq_archive::run(a, settings).await,
     }
 }
 

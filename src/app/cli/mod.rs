@@ -14,6 +14,7 @@ pub mod common;
 pub mod config;
 pub mod demo;
 pub mod dlq;
+pub mod dlq_archive;
 pub mod enqueue;
 pub mod health;
 pub mod run;

@@ -6,7 +6,8 @@
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's dead-letter stream
--- KEYS[3]  the tenant's counter of dead letters trimmed by the cap
+-- KEYS[3]  the tenant's trim counter (dead letters that left the stream for the cap or the
+--          retention; those trimmed here are added)
 -- KEYS[4]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
 --          minute by the server's clock (same hash tag, so the same slot)
 -- KEYS[5]  the entry's steps hash (see step.lua): its records are added to the dead letter as
@@ -17,12 +18,17 @@
 -- KEYS[7]  the tenant's record index (ZSET)
 -- KEYS[8]  the tenant's events stream (one entry per finish)
 -- KEYS[9]  the tenant's dead-letter counts (see lib/dlq_counts.lua): the dead letter is counted,
---          and the ones the cap trims are taken out
+--          and the ones the ceiling trims are taken out
+-- KEYS[10] the tenant's counter of dead letters deleted without an archive (past the ceiling)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane
--- ARGV[3]  the dead-letter stream's cap: once it holds more than the cap plus a slack (a tenth
---          of the cap, at most 100), the oldest beyond the cap are trimmed (at most 1,000 per
---          call), so the trim works in batches like MAXLEN ~ and the counts see what it removes
+-- ARGV[3]  the dead-letter stream's HARD CEILING (dead_letter.hard_max_len; the cap itself is
+--          kept by the archiver, which archives before it removes): once the stream holds more
+--          than the ceiling plus a slack (a tenth of it, at most 100), the oldest beyond the
+--          ceiling are deleted (at most 1,000 per call) WITHOUT an archive — only while the
+--          archive has been unreachable long enough for the stream to get here — and counted in
+--          KEYS[3] and KEYS[10] (the member logs and counts them loudly). In batches like
+--          MAXLEN ~, and the counts see what it removes
 -- ARGV[4]  the consumer that must own the entry, or '' for any owner (reclaim of a crash loop)
 -- ARGV[5]  the least idle time (ms) the entry must have, 0 for none (so a live owner's fresh
 --          heartbeat wins over a reclaimer's decision)
@@ -34,8 +40,8 @@
 -- ARGV[9…] field, value, field, value … of the dead letter (its `class` and `error` are the
 --          record's too)
 --
--- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the cap removed,
--- also added to KEYS[3]); {0, '', 0} when the entry is no longer pending for that owner, or
+-- Returns {1, dead-letter id, trimmed} when moved (trimmed: older dead letters the ceiling
+-- deleted, also added to KEYS[3] and KEYS[10]); {0, '', 0} when the entry is no longer pending for that owner, or
 -- too fresh: nothing is written. The dead letter gets a `deliveries` field from the PEL: how
 -- many times the entry started (its delivery count minus the read, see start.lua).
 --
@@ -85,6 +91,7 @@ if len > cap + math.min(100, math.ceil(cap / 10)) then
   trimmed = #old
   redis.call('XTRIM', KEYS[2], 'MAXLEN', len - trimmed)
   redis.call('INCRBY', KEYS[3], trimmed)
+  redis.call('INCRBY', KEYS[10], trimmed)
 end
 redis.call('XDEL', KEYS[1], ARGV[2])
 if rec then

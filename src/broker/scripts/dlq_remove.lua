@@ -1,16 +1,19 @@
 -- dlq_remove.lua: resolved or discarded dead letters leave the dead-letter stream for the
--- tenant's archive, stamped with who removed them, why, and by which command, and their tasks'
--- records say so (copy + delete + record, one atomic step; every key shares the tenant's hash
--- tag).
+-- tenant's stream of removed ones, stamped with who removed them, why, and by which command, and
+-- their tasks' records say so (copy + delete + record, one atomic step; every key shares the
+-- tenant's hash tag). The archiver moves them on to the archive after the grace period.
 --
 -- KEYS[1]  the tenant's dead-letter stream
--- KEYS[2]  the tenant's archive of removed dead letters
+-- KEYS[2]  the tenant's stream of removed dead letters
 -- KEYS[3]  the prefix of the tenant's task records ('redrive:{t}:task:', lib/record.lua)
 -- KEYS[4]  the tenant's record index (ZSET)
 -- KEYS[5]  the tenant's task events stream
 -- KEYS[6]  the tenant's dead-letter counts (lib/dlq_counts.lua, prepended by the registry): each
 --          removed dead letter is taken out
--- ARGV[1]  the archive's approximate cap (MAXLEN ~)
+-- KEYS[7]  the tenant's counter of dead letters deleted without an archive
+-- ARGV[1]  the hard ceiling of the stream of removed ones: past it plus a slack (a tenth, at
+--          most 100) the oldest beyond it are deleted without an archive (only while the archive
+--          has been unreachable that long), counted in KEYS[7] and returned
 -- ARGV[2]  the action: 'resolved' or 'discarded' (also the record's new state)
 -- ARGV[3]  the operator
 -- ARGV[4]  the reason
@@ -24,8 +27,9 @@
 -- Only the record of THIS dead letter is written: one whose `dlq` field is the dead-letter id,
 -- or a missing one (created); a record of a later life of the same task_id is left alone.
 --
--- Returns {removed, written}: the ids removed (ids already gone are left out, nothing is
--- written for them) and how many records were written. `rec_*` come from lib/record.lua.
+-- Returns {removed, written, dropped}: the ids removed (ids already gone are left out, nothing
+-- is written for them), how many records were written and how many removed ones the ceiling
+-- deleted. `rec_*` come from lib/record.lua.
 if (#ARGV - 6) % 4 ~= 0 or (ARGV[2] ~= 'resolved' and ARGV[2] ~= 'discarded') then
   return redis.error_reply('dlq_remove.lua: malformed arguments')
 end
@@ -55,7 +59,7 @@ for i = 7, #ARGV, 4 do
     f[#f + 1] = ARGV[5]
     f[#f + 1] = 'removed_at'
     f[#f + 1] = ts
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(f))
+    redis.call('XADD', KEYS[2], '*', unpack(f))
     redis.call('XDEL', KEYS[1], id)
     removed[#removed + 1] = id
     if R and task_id ~= '' then
@@ -74,4 +78,13 @@ for i = 7, #ARGV, 4 do
     end
   end
 end
-return {removed, written}
+local dropped = 0
+local ceiling = tonumber(ARGV[1])
+local len = redis.call('XLEN', KEYS[2])
+if len > ceiling + math.min(100, math.ceil(ceiling / 10)) then
+  local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', math.min(len - ceiling, 1000))
+  dropped = #old
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', len - dropped)
+  redis.call('INCRBY', KEYS[7], dropped)
+end
+return {removed, written, dropped}

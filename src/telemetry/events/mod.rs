@@ -7,6 +7,7 @@ pub mod admin;
 pub mod agent_http;
 pub mod agent_process;
 pub mod api;
+pub mod archive;
 pub mod attempt;
 pub mod claims;
 pub mod health;

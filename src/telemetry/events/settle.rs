@@ -177,13 +177,18 @@ pub fn dead_lettered(
     );
 }
 
-/// The dead-letter cap trimmed `n` of `tenant`'s oldest dead letters (n > 0).
+/// The hard ceiling (`dead_letter.hard_max_len`) deleted `n` of `tenant`'s oldest dead letters
+/// WITHOUT an archive (n > 0): their content is gone. It only happens while the archive has
+/// been unreachable long enough for the stream to grow that far past its cap.
 pub fn dlq_trimmed(tenant: &str, n: u64) {
     metrics::counter!(names::DLQ_TRIMMED, "tenant" => tenant_label(tenant)).increment(n);
     if !storm::admit(StormEvent::DlqTrimmed, Print::Plain, tenant, None, n) {
         return;
     }
-    tracing::warn!(target: TARGET, tenant = %tenant, trimmed = n, "dead-letter cap trimmed the oldest dead letters");
+    tracing::warn!(
+        target: TARGET, tenant = %tenant, trimmed = n,
+        "dead-letter stream past its hard ceiling: the oldest dead letters were deleted WITHOUT an archive (is the archive unreachable?)"
+    );
 }
 
 /// Entry `entry_id` of `tenant` could not be read as a task (`error`, the task fields of its

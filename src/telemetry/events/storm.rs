@@ -136,8 +136,8 @@ storm_events! {
     AcksLost = "acks_lost", "redrive::fleet::settler", WARN, "completed entries were no longer ours to ack", none;
     /// Tasks held back by an open breaker, deferred (`settle::tasks_deferred`).
     TasksDeferred = "tasks_deferred", "redrive::fleet::settler", INFO, "tasks held back by the tenant's breaker, deferred unattempted", none;
-    /// Dead letters the cap trimmed (`settle::dlq_trimmed`).
-    DlqTrimmed = "dlq_trimmed", "redrive::fleet::settler", WARN, "dead-letter cap trimmed the oldest dead letters", none;
+    /// Dead letters deleted without an archive past the hard ceiling (`settle::dlq_trimmed`).
+    DlqTrimmed = "dlq_trimmed", "redrive::fleet::settler", WARN, "dead-letter stream past its hard ceiling: the oldest dead letters were deleted WITHOUT an archive (is the archive unreachable?)", none;
     /// An entry whose task is done, acked as a duplicate (`records::member_duplicate`).
     MemberDuplicate = "member_duplicate", "redrive::fleet::settler", INFO, "task already done: entry acked as a duplicate without running", none;
     /// A task past its deadline, not run (`attempt::not_run`).

@@ -1,0 +1,62 @@
+-- dlq_archived.lua: removes from Redis exactly the entries of a batch whose object the archive
+-- confirmed (src/fleet/archiver.rs), and forgets the batch, in one atomic step on the tenant's
+-- hash tag. Dead letters leave the dead-letter stream with their counts (lib/dlq_counts.lua,
+-- prepended) and the trim counter; removed ones leave the stream of removed dead letters. The
+-- record of each archived dead letter (only the record naming THAT dead letter in `dlq`) keeps
+-- its state and gets `archived` = the object's path and `archived_at`; a dead letter's record
+-- then expires after the retention passed (it lived as long as its dead letter, which is now in
+-- the archive); a removed one's keeps the expiry it has.
+--
+-- KEYS[1]  the source stream: the dead-letter stream or the stream of removed ones
+-- KEYS[2]  the tenant's batch (archive_begin.lua)
+-- KEYS[3]  the tenant's dead-letter counts (used when the source is the dead-letter stream)
+-- KEYS[4]  the tenant's trim counter (dead letters that left for the cap or the retention)
+-- KEYS[5]  the prefix of the tenant's task records, or '' when records are off
+-- KEYS[6]  the tenant's record index
+-- KEYS[7]  the tenant's events stream
+-- ARGV[1]  the data object's path: the batch is removed only if it is still the one recorded
+-- ARGV[2]  the source: 'dlq' or 'removed'
+-- ARGV[3…] per entry: its id in the source, its dead-letter id, its task_id ('' for none) and
+--          the record's retention, ms
+--
+-- Returns {removed ids (source ids; ids already gone are left out), records written}, or
+-- {-1, 0} when the batch recorded is another (or none): nothing is written.
+-- `rec_*` come from lib/record.lua, `dlc_*` from lib/dlq_counts.lua.
+if (#ARGV - 2) % 4 ~= 0 or (ARGV[2] ~= 'dlq' and ARGV[2] ~= 'removed') then
+  return redis.error_reply('dlq_archived.lua: malformed arguments')
+end
+if redis.call('HGET', KEYS[2], 'object') ~= ARGV[1] then
+  return {-1, 0}
+end
+local dlq = ARGV[2] == 'dlq'
+local R = rec_ctx(KEYS[5], KEYS[6], KEYS[7])
+local now = rec_now()
+local ts = string.format('%d', now)
+local removed = {}
+local written = 0
+for i = 3, #ARGV, 4 do
+  local id, dl_id, task_id, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if #e == 1 then
+    if dlq then
+      dlc_remove(KEYS[3], id, dlc_fields(e[1][2]))
+    end
+    redis.call('XDEL', KEYS[1], id)
+    removed[#removed + 1] = id
+    if R and task_id ~= '' then
+      local old = rec_get(R, task_id, 'state', 'dlq')
+      if old[1] and old[2] == dl_id then
+        rec_write(R, task_id, now, old[1], {'archived', ARGV[1], 'archived_at', ts})
+        if dlq then
+          rec_expire(R, task_id, ttl)
+        end
+        written = written + 1
+      end
+    end
+  end
+end
+if dlq and #removed > 0 then
+  redis.call('INCRBY', KEYS[4], #removed)
+end
+redis.call('DEL', KEYS[2])
+return {removed, written}
