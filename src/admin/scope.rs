@@ -69,6 +69,12 @@ pub async fn touches(
         }
         AdminCommand::Purge(p) => return Ok(Touches::Tenants([p.tenant.clone()].into())),
         AdminCommand::Breaker(b) => return Ok(Touches::Tenants([b.tenant.clone()].into())),
+        AdminCommand::Assign(r) | AdminCommand::Escalate(r) | AdminCommand::Note(r) => {
+            return Ok(Touches::Tenants(
+                r.ids.iter().map(|d| d.tenant.clone()).collect(),
+            ))
+        }
+        AdminCommand::Fold(f) => return Ok(Touches::Tenants([f.tenant.clone()].into())),
         AdminCommand::Replay(ReplaySpec {
             resume: Some(job), ..
         }) => job,

@@ -338,7 +338,10 @@ impl Broker {
             .key(self.keys.stats_prefix(tenant))
             .key(self.keys.steps(tenant, entry_id));
         self.record_keys(&mut inv, tenant, records, true);
-        inv.key(self.keys.dlq_counts(tenant));
+        inv.key(self.keys.dlq_counts(tenant))
+            .key(self.keys.dlq_review(tenant))
+            .key(self.keys.dlq_folds(tenant))
+            .key(self.notify_key(tenant, super::NotifyEvent::DeadLettered));
         inv.arg(&*self.group)
             .arg(entry_id)
             .arg(max_len)

@@ -267,6 +267,7 @@ impl Fleet {
             health: self.health.clone(),
             cfg: self.metrics,
             dlq_published: Default::default(),
+            unowned: Default::default(),
         }
     }
 

@@ -63,6 +63,11 @@ pub const RETRIES_SCHEDULED: &str = "redrive_retries_scheduled";
 pub const RETRIES_OVERDUE: &str = "redrive_retries_overdue";
 /// Gauge{tenant}: entries in the dead-letter stream; non-empty streams only.
 pub const DLQ_DEPTH: &str = "redrive_dlq_depth";
+/// Gauge{tenant}: seconds since the tenant's oldest dead letter that nobody owns (review
+/// state `new`: not in review, not escalated, not folded) was dead-lettered; 0 when none. Set
+/// by every member's health refresh (a bounded step behind a cursor, never a full scan); top
+/// tenants by age, the oldest of the rest under `__other__`.
+pub const DLQ_UNOWNED_AGE: &str = "redrive_dlq_oldest_unowned_age";
 /// Gauge{version}: always 1.
 pub const BUILD_INFO: &str = "redrive_build_info";
 /// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).

@@ -10,6 +10,9 @@
 -- KEYS[5]  the tenant's task events stream
 -- KEYS[6]  the tenant's dead-letter counts (lib/dlq_counts.lua, prepended by the registry): each
 --          removed dead letter is taken out
+-- KEYS[7]  the tenant's review hash (lib/review.lua): each removed dead letter's review ends,
+--          its record kept on the archived copy as `review`
+-- KEYS[8]  the tenant's folds (lib/review.lua): a removed representative's fold dissolves
 -- ARGV[1]  the archive's approximate cap (MAXLEN ~)
 -- ARGV[2]  the action: 'resolved' or 'discarded' (also the record's new state)
 -- ARGV[3]  the operator
@@ -25,7 +28,8 @@
 -- or a missing one (created); a record of a later life of the same task_id is left alone.
 --
 -- Returns {removed, written}: the ids removed (ids already gone are left out, nothing is
--- written for them) and how many records were written. `rec_*` come from lib/record.lua.
+-- written for them) and how many records were written. `rec_*` come from lib/record.lua, `rv_*`
+-- from lib/review.lua.
 if (#ARGV - 6) % 4 ~= 0 or (ARGV[2] ~= 'resolved' and ARGV[2] ~= 'discarded') then
   return redis.error_reply('dlq_remove.lua: malformed arguments')
 end
@@ -55,6 +59,11 @@ for i = 7, #ARGV, 4 do
     f[#f + 1] = ARGV[5]
     f[#f + 1] = 'removed_at'
     f[#f + 1] = ts
+    local review = rv_forget(KEYS[7] or '', KEYS[8], id, rv_fingerprint(e[1][2]))
+    if review then
+      f[#f + 1] = 'review'
+      f[#f + 1] = review
+    end
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(f))
     redis.call('XDEL', KEYS[1], id)
     removed[#removed + 1] = id
