@@ -215,9 +215,10 @@ impl Review {
         s
     }
 
-    /// The review as JSON for `dlq show --json`, the API and the list rows (`log`: the
-    /// record's log too).
-    pub fn to_json(&self, id: &str, log: bool) -> serde_json::Value {
+    /// The review of dead letter `dl` as JSON for `dlq show --json`, the API and the list rows
+    /// (`log`: the record's log too; its items' `from` are entry ids of the same tenant).
+    pub fn to_json(&self, dl: &super::select::DlId, log: bool) -> serde_json::Value {
+        let id = dl.id.as_str();
         let mut m = serde_json::Map::new();
         m.insert("state".into(), self.state(id).as_str().into());
         m.insert("assignee".into(), self.assignee().into());
@@ -227,7 +228,10 @@ impl Review {
         }
         if let Some(rep) = &self.representative {
             let mut f = serde_json::Map::new();
-            f.insert("representative".into(), rep.clone().into());
+            f.insert(
+                "representative".into(),
+                format!("{}/{rep}", dl.tenant).into(),
+            );
             f.insert("represents".into(), self.represents(id).into());
             if let Some(n) = self.fold_count {
                 f.insert("count".into(), n.into());
@@ -329,9 +333,13 @@ mod tests {
         let member = Review::from_scan(json, "1-0");
         assert_eq!(member.state("2-0"), ReviewState::Folded);
         assert_eq!(member.assignee(), "ana");
-        let v = member.to_json("2-0", true);
+        let dl = super::super::select::DlId {
+            tenant: "acme".into(),
+            id: "2-0".into(),
+        };
+        let v = member.to_json(&dl, true);
         assert_eq!(v["state"], "folded");
-        assert_eq!(v["fold"]["representative"], "1-0");
+        assert_eq!(v["fold"]["representative"], "acme/1-0");
         assert_eq!(v["log"][1]["text"], "seen");
         let none = Review::from_scan("", "");
         assert_eq!(none.state("3-0"), ReviewState::New);

@@ -165,7 +165,7 @@ impl DeadLetterView {
             m.insert(dl::FAILED_STEP.into(), Value::String(step));
         }
         if let Some(r) = &self.review {
-            m.insert("review".into(), r.to_json(&self.id.id, true));
+            m.insert("review".into(), r.to_json(&self.id, true));
         }
         Value::Object(m)
     }
@@ -194,7 +194,7 @@ impl DeadLetterView {
             }
         }
         if let Some(r) = &self.review {
-            m.insert("review".into(), r.to_json(&self.id.id, false));
+            m.insert("review".into(), r.to_json(&self.id, false));
         }
         Value::Object(m)
     }
