@@ -87,7 +87,8 @@ pub use telemetry::{Health, Telemetry};
 pub mod sections {
     pub use crate::config::{
         RawAdmin, RawBreaker, RawClassify, RawDeadLetter, RawFleet, RawHandler, RawIsolation,
-        RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis, RawRetry, RawTaskOverride, RawTasks,
+        RawLimits, RawLog, RawMetrics, RawNotify, RawReclaim, RawRedis, RawRetry, RawTarget,
+        RawTaskOverride, RawTasks,
     };
 }
 

@@ -118,7 +118,9 @@ async fn review_moves_are_audited_filtered_counted_and_end_with_the_dead_letter(
     // Assign, then the filters find it; assigning again changes nothing.
     let r = json_of(
         &env,
-        &["dlq", "assign", d1, "--to", "ana", "--reason", "on call", "--json"],
+        &[
+            "dlq", "assign", d1, "--to", "ana", "--reason", "on call", "--json",
+        ],
     );
     assert_eq!(r["details"]["moved"], 1, "{r}");
     assert_eq!(listed(&env, &["--state", "in_review"]), [d1]);
@@ -126,14 +128,25 @@ async fn review_moves_are_audited_filtered_counted_and_end_with_the_dead_letter(
     assert_eq!(listed(&env, &["--state", "new"]).len(), 4);
     let (code, out) = run(&env, &["dlq", "assign", d1, "--to", "ana"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("assigned 0 dead letters to ana (1 already were)"), "{out}");
+    assert!(
+        out.contains("assigned 0 dead letters to ana (1 already were)"),
+        "{out}"
+    );
 
     // A note keeps the state; an escalation moves it on, and show has it all.
     let (code, out) = run(&env, &["dlq", "note", d1, "--text", "the v2 schema again"]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = run(
         &env,
-        &["dlq", "escalate", d1, "--to", "payments-team", "--reason", "their schema"],
+        &[
+            "dlq",
+            "escalate",
+            d1,
+            "--to",
+            "payments-team",
+            "--reason",
+            "their schema",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let show = json_of(&env, &["dlq", "show", d1, "--json"]);
@@ -144,7 +157,9 @@ async fn review_moves_are_audited_filtered_counted_and_end_with_the_dead_letter(
     let log = review["log"].as_array().unwrap();
     let acts: Vec<&str> = log.iter().map(|i| i["act"].as_str().unwrap()).collect();
     assert_eq!(acts, ["assign", "note", "escalate"], "{review}");
-    assert!(log.iter().all(|i| i["by"] == "ana@ops" && i["cmd"].is_string()));
+    assert!(log
+        .iter()
+        .all(|i| i["by"] == "ana@ops" && i["cmd"].is_string()));
     assert_eq!(log[1]["text"], "the v2 schema again");
     assert_eq!(log[2]["why"], "their schema");
     let (_, text) = run(&env, &["dlq", "show", d1]);
@@ -155,10 +170,21 @@ async fn review_moves_are_audited_filtered_counted_and_end_with_the_dead_letter(
     // To the tenant, which has no notification target: said so, nothing queued.
     let (code, out) = run(
         &env,
-        &["dlq", "escalate", d2, "--to", "tenant", "--reason", "bad input"],
+        &[
+            "dlq",
+            "escalate",
+            d2,
+            "--to",
+            "tenant",
+            "--reason",
+            "bad input",
+        ],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("no notification target for escalations"), "{out}");
+    assert!(
+        out.contains("no notification target for escalations"),
+        "{out}"
+    );
 
     // Counted by state.
     let stats = json_of(&env, &["dlq", "stats", "--json"]);
@@ -171,10 +197,26 @@ async fn review_moves_are_audited_filtered_counted_and_end_with_the_dead_letter(
     // Bad input changes nothing, with the reason.
     for (args, want_code, want) in [
         (vec!["dlq", "assign", d2], 2, "--to"),
-        (vec!["dlq", "escalate", d2, "--to", "two words", "--reason", "x"], 64, "not an escalation target"),
-        (vec!["dlq", "note", d2, "--text", " "], 64, "--text must say something"),
-        (vec!["dlq", "assign", "acme/1-0", "--to", "bo"], 66, "do not exist"),
-        (vec!["dlq", "escalate", d2, "--to", "tenant"], 64, "--reason is required"),
+        (
+            vec!["dlq", "escalate", d2, "--to", "two words", "--reason", "x"],
+            64,
+            "not an escalation target",
+        ),
+        (
+            vec!["dlq", "note", d2, "--text", " "],
+            64,
+            "--text must say something",
+        ),
+        (
+            vec!["dlq", "assign", "acme/1-0", "--to", "bo"],
+            66,
+            "do not exist",
+        ),
+        (
+            vec!["dlq", "escalate", d2, "--to", "tenant"],
+            64,
+            "--reason is required",
+        ),
     ] {
         let (code, out) = run(&env, &args);
         assert_eq!(code, want_code, "{args:?}: {out}");
@@ -213,7 +255,8 @@ async fn review_moves_are_audited_filtered_counted_and_end_with_the_dead_letter(
     assert_eq!(code, 0, "{out}");
     let h = review_hash(&env, "acme").await;
     assert!(
-        !h.keys().any(|k| k.starts_with(|c: char| c.is_ascii_digit()) || k.starts_with('#')),
+        !h.keys()
+            .any(|k| k.starts_with(|c: char| c.is_ascii_digit()) || k.starts_with('#')),
         "no record or count left: {h:?}"
     );
     dead_letters(&env, "acme", 4).await;
@@ -255,22 +298,50 @@ async fn a_fold_is_listed_once_with_its_count_and_acted_on_once() {
     let early = storm[5].as_str();
     let (code, out) = run(
         &env,
-        &["dlq", "assign", early, "--to", "cy", "--reason", "looked first"],
+        &[
+            "dlq",
+            "assign",
+            early,
+            "--to",
+            "cy",
+            "--reason",
+            "looked first",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let (code, out) = run(
         &env,
-        &["dlq", "fold", "--tenant", "acme", "--fingerprint", &fp, "--reason", "one cause"],
+        &[
+            "dlq",
+            "fold",
+            "--tenant",
+            "acme",
+            "--fingerprint",
+            &fp,
+            "--reason",
+            "one cause",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let rep = storm[0].as_str();
     assert!(
-        out.contains(&format!("folded 30 dead letters of fingerprint {fp} under {rep}")),
+        out.contains(&format!(
+            "folded 30 dead letters of fingerprint {fp} under {rep}"
+        )),
         "{out}"
     );
     let (code, out) = run(
         &env,
-        &["dlq", "fold", "--tenant", "acme", "--fingerprint", &fp, "--reason", "again"],
+        &[
+            "dlq",
+            "fold",
+            "--tenant",
+            "acme",
+            "--fingerprint",
+            &fp,
+            "--reason",
+            "again",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("folded already"), "{out}");
@@ -281,14 +352,17 @@ async fn a_fold_is_listed_once_with_its_count_and_acted_on_once() {
     assert_eq!(rows.len(), 3, "{list}");
     let row = rows.iter().find(|r| r["id"] == rep).unwrap();
     assert_eq!(row["review"]["fold"]["count"], 30, "{list}");
-    assert_eq!(row["review"]["state"], "in_review", "the member's state, merged");
+    assert_eq!(
+        row["review"]["state"], "in_review",
+        "the member's state, merged"
+    );
     assert_eq!(listed(&env, &["--expand-folds"]).len(), 32);
     assert_eq!(listed(&env, &["--state", "folded"]).len(), 29);
     let show = json_of(&env, &["dlq", "show", rep, "--json"]);
     let log = show["review"]["log"].as_array().unwrap();
     assert!(
-        log.iter()
-            .any(|i| i["act"] == "assign" && Some(i["from"].as_str().unwrap_or("")) == early.split('/').nth(1)),
+        log.iter().any(|i| i["act"] == "assign"
+            && Some(i["from"].as_str().unwrap_or("")) == early.split('/').nth(1)),
         "{show}"
     );
     assert_eq!(log.last().unwrap()["act"], "fold");
@@ -323,7 +397,10 @@ async fn a_fold_is_listed_once_with_its_count_and_acted_on_once() {
     assert_eq!(r["details"]["resolved"], 31, "{r}");
     dead_letters(&env, "acme", 2).await;
     let h = review_hash(&env, "acme").await;
-    assert!(h.is_empty(), "records, counts and cursor gone with the fold: {h:?}");
+    assert!(
+        h.is_empty(),
+        "records, counts and cursor gone with the fold: {h:?}"
+    );
     let mut raw = env.raw().await;
     let folds: i64 = redis::cmd("HLEN")
         .arg(format!("{}:{{acme}}:dlq:folds", env.prefix))
@@ -337,14 +414,29 @@ async fn a_fold_is_listed_once_with_its_count_and_acted_on_once() {
     dead_letters(&env, "acme", 7).await;
     let (code, out) = run(
         &env,
-        &["dlq", "fold", "--tenant", "acme", "--fingerprint", &fp, "--reason", "again"],
+        &[
+            "dlq",
+            "fold",
+            "--tenant",
+            "acme",
+            "--fingerprint",
+            &fp,
+            "--reason",
+            "again",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let rep2 = listed(&env, &["--fingerprint", &fp])[0].clone();
     let r = json_of(
         &env,
         &[
-            "dlq", "replay", &rep2, "--patch", r#"{"simulate":"ok"}"#, "--reason", "fixed",
+            "dlq",
+            "replay",
+            &rep2,
+            "--patch",
+            r#"{"simulate":"ok"}"#,
+            "--reason",
+            "fixed",
             "--json",
         ],
     );

@@ -136,11 +136,6 @@ impl ReviewRecord {
     pub fn since_ms(&self) -> u64 {
         self.since.parse().unwrap_or(0)
     }
-
-    /// The notes, oldest first.
-    pub fn notes(&self) -> impl Iterator<Item = &LogItem> {
-        self.log.iter().filter(|i| i.act == "note")
-    }
 }
 
 /// A dead letter's review as operators see it.
@@ -325,7 +320,7 @@ mod tests {
             "to":"ana","why":"mine","cmd":"c1"},{"at":"2","by":"bo","act":"note","text":"seen"}]}"#;
         let r = ReviewRecord::parse(json).unwrap();
         assert_eq!(r.state(), ReviewState::InReview);
-        assert_eq!(r.notes().count(), 1);
+        assert_eq!(r.log.iter().filter(|i| i.act == "note").count(), 1);
         let rep = Review::from_scan(json, "1-0");
         assert!(rep.represents("1-0") && !rep.is_member("1-0"));
         assert_eq!(rep.state("1-0"), ReviewState::InReview);

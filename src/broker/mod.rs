@@ -56,15 +56,12 @@ pub use dead_letters::{
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::{Landed, TenantSignals};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
-pub use notify::{
-    Attempt, Delivery, DeliveryLogEntry, NotifyEvent, NotifyPlan, OutboxEvent, OutboxStatus,
-    TargetPosition, Tick, Wants,
-};
+pub use notify::{Attempt, Delivery, NotifyEvent, NotifyPlan, OutboxEvent, Wants};
 pub use records::{
     IndexedTask, Located, Place, RecordRead, Searched, SweepStep, TaskCursor, TaskFilter,
 };
 pub use reply::{Entry, Fields};
-pub use review::{FoldOutcome, ReviewCounts, ReviewMove, ReviewOutcome, Unowned};
+pub use review::{FoldOutcome, ReviewMove, ReviewOutcome, Unowned};
 pub use running::{Beat, Begin, StartEntry, StartRecords, Starts};
 #[cfg_attr(not(feature = "testkit"), allow(unused_imports))]
 pub use server::{ServerFlavor, ServerInfo, ServerVersion};

@@ -18,15 +18,14 @@ use super::reply::{self, array, int_or_zero, text_or_empty};
 use super::scripts::scripts;
 use crate::error::{Error, Result};
 
-/// An event a tenant's notification targets may want.
+/// An event a script records for a tenant's notification targets (breaker transitions come
+/// from the breaker's own log, copied by the delivery tick).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NotifyEvent {
     /// Tasks dead-lettered (a digest per interval).
     DeadLettered,
     /// A dead letter escalated to the tenant.
     Escalated,
-    /// The tenant's breaker opened or closed.
-    Breaker,
 }
 
 /// What one tenant's targets want recorded.
@@ -46,7 +45,6 @@ impl Wants {
         match event {
             NotifyEvent::DeadLettered => self.dead_lettered,
             NotifyEvent::Escalated => self.escalated,
-            NotifyEvent::Breaker => self.breaker,
         }
     }
 }
@@ -224,7 +222,7 @@ impl Broker {
         }
         match event {
             NotifyEvent::DeadLettered => self.keys.notify_pending(tenant),
-            NotifyEvent::Escalated | NotifyEvent::Breaker => self.keys.notify_outbox(tenant),
+            NotifyEvent::Escalated => self.keys.notify_outbox(tenant),
         }
     }
 

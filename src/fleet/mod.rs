@@ -28,6 +28,8 @@
 //! * [`health`] refreshes the Redis-derived gauges and the readiness inputs.
 //! * [`log_summaries`] writes the summaries of log lines a storm repeated (the first of each
 //!   cause per `log.storm_interval_ms` is written, the rest counted) when their windows end.
+//! * [`notifier`] delivers tenants' notifications (`[[notify.targets]]`) from their outboxes
+//!   in Redis, one member at a time per tenant, at least once.
 //! * [`reclaimer`] takes over stale entries of dead or stuck members, [`recoverer`] promotes
 //!   due retries, [`heartbeat`] keeps held entries fresh.
 //! * [`shared`] is the member's state every loop shares, [`settlement`] the messages the
@@ -64,6 +66,7 @@ pub(crate) mod log_summaries;
 #[cfg(test)]
 mod loop_steps;
 pub(crate) mod next_move;
+pub(crate) mod notifier;
 pub(crate) mod read_plan;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
@@ -114,6 +117,7 @@ pub struct Fleet {
     admin: AdminSettings,
     isolation: Arc<crate::isolation::IsolationSettings>,
     tasks: Arc<crate::config::TasksSettings>,
+    notify: Arc<crate::config::NotifySettings>,
 }
 
 impl Fleet {
@@ -168,6 +172,7 @@ impl Fleet {
             admin: settings.admin.clone(),
             isolation: Arc::new(settings.isolation.clone()),
             tasks: Arc::new(settings.tasks().clone()),
+            notify: Arc::new(settings.notify.clone()),
         }
     }
 
@@ -293,6 +298,7 @@ struct Loops {
     reader: JoinHandle<Result<()>>,
     watch: Option<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    notifier: Option<JoinHandle<()>>,
     reclaimer: JoinHandle<()>,
     recoverer: JoinHandle<()>,
     executor: JoinHandle<()>,
@@ -389,10 +395,26 @@ impl Loops {
         let summaries = tokio::spawn(log_summaries::LogSummaries.run(background.clone()));
         fleet.health.set_serving(true);
         let admin = tokio::spawn(fleet.admin_loop(&shared).run(shutdown.clone()));
+        let notifier = if fleet.notify.targets.is_empty() {
+            None
+        } else {
+            match notifier::Notifier::new(
+                broker.clone(),
+                shared.member.clone(),
+                fleet.notify.clone(),
+            ) {
+                Ok(n) => Some(tokio::spawn(n.run(shutdown.clone()))),
+                Err(e) => {
+                    tracing::error!(error = %e, "tenant notifications cannot start: no HTTP client");
+                    None
+                }
+            }
+        };
         Loops {
             reader,
             watch,
             admin,
+            notifier,
             reclaimer,
             recoverer,
             executor,
@@ -409,12 +431,17 @@ impl Loops {
     /// Waits for the loops in the documented order once shutdown has fired; the reader's
     /// result is the member's.
     async fn stop_in_order(self, broker: &Broker, router: &router::Router) -> Result<()> {
-        // 1. Stop reading tasks, then admin commands (a running replay stays pending).
+        // 1. Stop reading tasks, then admin commands (a running replay stays pending), then
+        //    delivering notifications.
         let reader = self.reader.await;
         if let Some(w) = self.watch {
             let _ = w.await;
         }
         let _ = self.admin.await;
+        if let Some(n) = self.notifier {
+            // Its tenants go to another member once its leases run out.
+            let _ = n.await;
+        }
         // 2. Stop taking over entries and promoting retries.
         let _ = self.reclaimer.await;
         let _ = self.recoverer.await;
