@@ -764,7 +764,11 @@ fn alert_unit_tests_fail_when_a_threshold_window_guard_or_for_changes() {
         ("RedriveNotificationsFailing", "> 0", ">= 0"),
         ("RedriveNotificationsFailing", "[1h]", "[59m]"),
         ("RedriveNotificationsFailing", "[1h]", "[61m]"),
-        ("RedriveNotificationsFailing", "sum by (tenant)", "max by (tenant)"),
+        (
+            "RedriveNotificationsFailing",
+            "sum by (tenant)",
+            "max by (tenant)",
+        ),
         ("RedriveNotificationsDelayed", "> 1800", "> 1799"),
         ("RedriveNotificationsDelayed", "> 1800", ">= 1800"),
         ("RedriveNotificationsDelayed", "> 1800", "> 1850"),
