@@ -65,7 +65,7 @@ pub struct Broker {
     /// by a NOSCRIPT answer): an enqueue then sends no SCRIPT LOAD of its ~10 KiB text.
     pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Which tenants' events the scripts record for their notification targets (notify.rs).
-    pub(super) notify: Arc<super::notify::NotifyPlan>,
+    pub(super) notify: Arc<super::notify_plan::NotifyPlan>,
 }
 
 impl std::fmt::Debug for Broker {

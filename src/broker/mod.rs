@@ -27,6 +27,7 @@ mod jobs;
 mod lanes;
 mod lease;
 mod notify;
+mod notify_plan;
 mod records;
 mod retries;
 mod review;
@@ -56,7 +57,8 @@ pub use dead_letters::{
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::{Landed, TenantSignals};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
-pub use notify::{Attempt, Delivery, NotifyEvent, NotifyPlan, OutboxEvent, Wants};
+pub use notify::{Attempt, Delivery, OutboxEvent};
+pub use notify_plan::{NotifyPlan, Wants};
 pub use records::{
     IndexedTask, Located, Place, RecordRead, Searched, SweepStep, TaskCursor, TaskFilter,
 };

@@ -11,7 +11,7 @@ use redis::Value;
 use super::connect::Broker;
 use super::reply::{array, int_or_zero, text_or_empty};
 use super::scripts::scripts;
-use super::NotifyEvent;
+use super::notify_plan::NotifyEvent;
 use crate::error::{Error, Result};
 
 /// One review move on listed dead letters ([`Broker::dlq_review`]).

@@ -341,7 +341,7 @@ impl Broker {
         inv.key(self.keys.dlq_counts(tenant))
             .key(self.keys.dlq_review(tenant))
             .key(self.keys.dlq_folds(tenant))
-            .key(self.notify_key(tenant, super::NotifyEvent::DeadLettered));
+            .key(self.notify_key(tenant, super::notify_plan::NotifyEvent::DeadLettered));
         inv.arg(&*self.group)
             .arg(entry_id)
             .arg(max_len)
