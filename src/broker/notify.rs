@@ -14,8 +14,8 @@ use std::time::Duration;
 use redis::Value;
 
 use super::connect::Broker;
-use super::reply::{self, array, int_or_zero, text_or_empty};
 use super::notify_plan::{NotifyEvent, NotifyPlan, Wants};
+use super::reply::{self, array, int_or_zero, text_or_empty};
 use super::scripts::scripts;
 use crate::error::{Error, Result};
 

@@ -41,4 +41,3 @@ pub struct NotifyPlan {
     /// Per tenant, what its targets want.
     pub tenants: HashMap<String, Wants>,
 }
-

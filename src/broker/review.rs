@@ -9,9 +9,9 @@ use std::sync::Arc;
 use redis::Value;
 
 use super::connect::Broker;
+use super::notify_plan::NotifyEvent;
 use super::reply::{array, int_or_zero, text_or_empty};
 use super::scripts::scripts;
-use super::notify_plan::NotifyEvent;
 use crate::error::{Error, Result};
 
 /// One review move on listed dead letters ([`Broker::dlq_review`]).
@@ -321,5 +321,14 @@ impl Broker {
                 })
             })
             .collect()
+    }
+
+    /// The tenant's review hash as stored (records, counts, cursor). Tests only.
+    #[cfg(test)]
+    pub(crate) async fn dlq_review_raw(&self, tenant: &str) -> Result<HashMap<String, String>> {
+        Ok(redis::cmd("HGETALL")
+            .arg(self.keys.dlq_review(tenant))
+            .query_async(&mut self.con())
+            .await?)
     }
 }
