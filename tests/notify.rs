@@ -575,3 +575,73 @@ async fn a_killed_member_leaves_its_tenant_to_another_and_a_dead_target_is_given
         .log_text()
         .contains("notification given up after its last attempt"));
 }
+
+#[tokio::test]
+async fn a_tenants_rate_holds_events_back_without_dropping_them() {
+    let env = TestEnv::new();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let receiver = Receiver::start(0, got).await;
+    let cfg = config(
+        &env,
+        "poll_interval_ms = 100\nlease_ms = 3000\ntimeout_ms = 1000\nrate_per_minute = 2",
+        &[("ops-hook", receiver.url())],
+    );
+    let member = env.member(
+        "m1",
+        &[
+            ("REDRIVE_CONFIG", cfg.as_str()),
+            ("REDRIVE_METRICS__LISTEN", "127.0.0.1:0"),
+            ("REDRIVE_METRICS__REFRESH_INTERVAL_MS", "200"),
+        ],
+    );
+    let metrics = member.metrics_addr();
+    let held = || {
+        metric(
+            &metrics,
+            "redrive_notify_rate_limited_total",
+            &["tenant=\"acme\""],
+        )
+        .is_some_and(|n| n >= 1.0)
+    };
+    let delivered = || receiver.of("breaker_opened").len() + receiver.of("breaker_closed").len();
+    // The tenant is registered by a task; the member delivers its notifications (from its first
+    // tick on, breaker moves are news, not history).
+    env.enqueue_tasks(vec![NewTask::new(
+        "acme",
+        "triage",
+        json!({"simulate": "ok"}),
+    )])
+    .await;
+    eventually(LONG, "m1 delivers acme's notifications", || async {
+        json_of(&env, &cfg, &["notify", "status", "--json"])[0]["delivered_by"] == "m1"
+    })
+    .await;
+    // Four breaker moves a round, two requests a minute: held back, unless the round happens to
+    // straddle a minute (then all four go, and the next round finds the new minute spent).
+    let mut events = 0;
+    for _ in 0..2 {
+        for action in ["open", "close", "open", "close"] {
+            let (code, out) = run(
+                &env,
+                &cfg,
+                &["breaker", action, "acme", "--reason", "drill"],
+            );
+            assert_eq!(code, 0, "{out}");
+        }
+        events += 4;
+        eventually(
+            LONG,
+            "events held back by the rate, or all delivered",
+            || async { held() || delivered() == events },
+        )
+        .await;
+        if held() {
+            break;
+        }
+    }
+    assert!(held(), "the rate held events back");
+    let status = json_of(&env, &cfg, &["notify", "status", "--json"]);
+    let waiting = status[0]["outbox"].as_u64().unwrap() as usize;
+    assert!(waiting >= 1, "{status}");
+    assert_eq!(delivered() + waiting, events, "held, not dropped: {status}");
+}

@@ -84,8 +84,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A validated target.
-#[derive(Debug, Clone)]
+/// A validated target. Its `Debug` shows the endpoint, never the URL's path or query (a
+/// webhook URL often carries a token) nor the secret.
+#[derive(Clone)]
 pub struct NotifyTarget {
     /// Its name.
     pub name: String,
@@ -99,6 +100,18 @@ pub struct NotifyTarget {
     pub secret: Secret,
     /// The events it wants.
     pub wants: Wants,
+}
+
+impl std::fmt::Debug for NotifyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyTarget")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("endpoint", &self.endpoint)
+            .field("secret", &self.secret)
+            .field("wants", &self.wants)
+            .finish()
+    }
 }
 
 impl NotifyTarget {
@@ -410,7 +423,10 @@ mod tests {
         assert!(t.wants.dead_lettered && t.wants.escalated && t.wants.breaker);
         assert!(t.wants_kind("breaker_closed") && !t.wants_kind("other"));
         let shown = format!("{s:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0ken"),
+            "{shown}"
+        );
         assert_eq!(
             s.plan().tenants["acme"],
             Wants {
