@@ -439,7 +439,7 @@ async fn review_records_and_folds_end_with_their_dead_letters() {
         Some(&dead[3]),
         "the oldest of the fingerprint represents it"
     );
-    let states = crate::app::report::by_state(&env.broker, &[TENANT.into()])
+    let states = super::triage::by_state(&env.broker, &[TENANT.into()])
         .await
         .unwrap()
         .unwrap();
@@ -500,7 +500,7 @@ async fn review_records_and_folds_end_with_their_dead_letters() {
         .await
         .unwrap();
     assert_eq!(step, [Unowned::None]);
-    let states = crate::app::report::by_state(&env.broker, &[TENANT.into()])
+    let states = super::triage::by_state(&env.broker, &[TENANT.into()])
         .await
         .unwrap()
         .unwrap();

@@ -3,12 +3,14 @@
 //! fold's representative takes every member of its fold too, members first, so a crash midway
 //! leaves the representative (and with it the fold) for the command's next execution.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Value};
 
 use super::context::AdminContext;
-use super::review::{validate_assignee, validate_escalation, validate_note, TO_TENANT};
+use super::review::{
+    validate_assignee, validate_escalation, validate_note, ReviewState, TO_TENANT,
+};
 use super::select::{dedup, field_str, DlId, Filter};
 use super::{Envelope, FoldSpec, ReviewSpec};
 use crate::broker::{Broker, Entry, FoldOutcome, PageScan, ReviewMove, ReviewOutcome};
@@ -316,4 +318,43 @@ pub async fn fold_members(
         }
     }
     Ok((members, reps))
+}
+
+/// `tenants`' dead letters by review state, from their counts and review records (two
+/// pipelined round trips); `None` when a tenant's counts are being rebuilt.
+pub async fn by_state(
+    broker: &Broker,
+    tenants: &[String],
+) -> Result<Option<BTreeMap<String, u64>>> {
+    let (counts, reviews) = tokio::try_join!(
+        broker.dlq_counts_of(tenants),
+        broker.dlq_review_counts(tenants)
+    )?;
+    let mut out: BTreeMap<String, u64> = ReviewState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    for (c, r) in counts.iter().zip(&reviews) {
+        let Some(c) = c else {
+            return Ok(None);
+        };
+        let folded: u64 = r
+            .folds
+            .keys()
+            .map(|fp| {
+                c.groups
+                    .iter()
+                    .filter(|g| g.fingerprint == *fp)
+                    .map(|g| g.count)
+                    .sum::<u64>()
+                    .saturating_sub(1)
+            })
+            .sum();
+        let owned = r.in_review + r.escalated + folded;
+        *out.entry("in_review".into()).or_default() += r.in_review;
+        *out.entry("escalated".into()).or_default() += r.escalated;
+        *out.entry("folded".into()).or_default() += folded;
+        *out.entry("new".into()).or_default() += c.total.saturating_sub(owned);
+    }
+    Ok(Some(out))
 }

@@ -59,7 +59,8 @@ pub struct ListQuery {
     pub states: Vec<ReviewState>,
     /// Only dead letters assigned to these operators (empty: any).
     pub assignees: Vec<String>,
-    /// List the members of folds too (by default a fold's representative stands for them).
+    /// List the members of folds too (by default a fold's representative stands for them;
+    /// with a `task_id`, its dead letters show whatever they are).
     pub expand_folds: bool,
 }
 
@@ -90,7 +91,8 @@ impl ListQuery {
             "payload": self.filter.payload,
             "states": self.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "assignees": self.assignees,
-            "members": if self.expand_folds { "show" } else { "hide" },
+            // A task's own dead letters show even as a fold's members.
+            "members": if self.expand_folds || self.task_id.is_some() { "show" } else { "hide" },
         })
         .to_string()
     }
@@ -853,47 +855,8 @@ pub async fn stats(
         .map(|o| now.saturating_sub(crate::admin::select::id_ms(&o.id)));
     acc.oldest = oldest.map(|o| o.to_string());
     acc.recovery_rate = acc.window.recovery_rate();
-    acc.by_state = by_state(broker, &tenants).await?;
+    acc.by_state = crate::admin::triage::by_state(broker, &tenants).await?;
     Ok(acc)
-}
-
-/// `tenants`' dead letters by review state, from their counts and review records (two
-/// pipelined round trips); `None` when a tenant's counts are being rebuilt.
-pub async fn by_state(
-    broker: &Broker,
-    tenants: &[String],
-) -> Result<Option<BTreeMap<String, u64>>> {
-    let (counts, reviews) = tokio::try_join!(
-        broker.dlq_counts_of(tenants),
-        broker.dlq_review_counts(tenants)
-    )?;
-    let mut out: BTreeMap<String, u64> = ReviewState::ALL
-        .iter()
-        .map(|s| (s.as_str().to_owned(), 0))
-        .collect();
-    for (c, r) in counts.iter().zip(&reviews) {
-        let Some(c) = c else {
-            return Ok(None);
-        };
-        let folded: u64 = r
-            .folds
-            .keys()
-            .map(|fp| {
-                c.groups
-                    .iter()
-                    .filter(|g| g.fingerprint == *fp)
-                    .map(|g| g.count)
-                    .sum::<u64>()
-                    .saturating_sub(1)
-            })
-            .sum();
-        let owned = r.in_review + r.escalated + folded;
-        *out.entry("in_review".into()).or_default() += r.in_review;
-        *out.entry("escalated".into()).or_default() += r.escalated;
-        *out.entry("folded".into()).or_default() += folded;
-        *out.entry("new".into()).or_default() += c.total.saturating_sub(owned);
-    }
-    Ok(Some(out))
 }
 
 /// The review of dead letter `id` of `tenant` (whose fields are `fields`): its own record, or
