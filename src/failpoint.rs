@@ -7,7 +7,8 @@
 //! batch not yet sent), `after_ack` (acks sent, not yet recorded locally), `before_retry`,
 //! `before_dead_letter` (just before those scripts), `after_claim` (entries reclaimed, not
 //! yet run), `archive_uploaded` (an archive batch written and confirmed, its entries not yet
-//! removed from Redis).
+//! removed from Redis), `notify_before_send` (a tenant's delivery lease held, a notification
+//! about to be sent).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -23,8 +24,8 @@ pub const POINTS: [&str; 6] = [
 ];
 
 /// Points outside the settle path (the crash tests of each feature name theirs):
-/// `archive_uploaded`.
-pub const OTHER_POINTS: [&str; 1] = ["archive_uploaded"];
+/// `archive_uploaded`, `notify_before_send`.
+pub const OTHER_POINTS: [&str; 2] = ["archive_uploaded", "notify_before_send"];
 
 static ARMED: AtomicBool = AtomicBool::new(true);
 static HITS: AtomicU64 = AtomicU64::new(0);

@@ -16,6 +16,13 @@
 //! | `redrive:{<tenant>}:dlq:restored` | HASH  | archived dead-letter id → the id it was restored as (a restore happens once) |
 //! | `redrive:{<tenant>}:archive:lease` | STRING | the member archiving the tenant now (token, expiring) |
 //! | `redrive:{<tenant>}:archive:batch` | HASH | the batch being archived: its source, object, ids (until removed from Redis) |
+//! | `redrive:{<tenant>}:dlq:review`  | HASH   | review records of dead letters past `new` (state, owner, log), state counts |
+//! | `redrive:{<tenant>}:dlq:folds`   | HASH   | folds: fingerprint → its representative dead letter   |
+//! | `redrive:{<tenant>}:notify:pending` | HASH | the open dead-letter digest (count, classes, samples) |
+//! | `redrive:{<tenant>}:notify:outbox` | STREAM | notifications waiting for their targets            |
+//! | `redrive:{<tenant>}:notify:state` | HASH  | per target: cursor, attempts, next try; rate window; breaker-log cursor |
+//! | `redrive:{<tenant>}:notify:lease` | STRING | the member delivering the tenant's notifications (expiring) |
+//! | `redrive:{<tenant>}:notify:log`  | STREAM | delivery log: each attempt's outcome (capped)         |
 //! | `redrive:{<tenant>}:stats:<min>` | HASH   | settle counts of one minute (health windows), expiring |
 //! | `redrive:{<tenant>}:breaker`     | HASH   | the tenant's circuit breaker: state, until, probe, …  |
 //! | `redrive:{<tenant>}:breaker:window` | HASH | failure window: outcome and failure counts per bucket |
@@ -100,6 +107,46 @@ impl Keys {
     /// letters (scripts/lib/dlq_counts.lua).
     pub fn dlq_counts(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:dlq:counts", self.prefix, tenant)
+    }
+
+    /// The review records of a tenant's dead letters (HASH, scripts/lib/review.lua): one field
+    /// per dead letter past `new` or with a note (its state, assignee, escalation and log as
+    /// JSON), the counts of records per state, per fingerprint, and the unowned scan's cursor.
+    pub fn dlq_review(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:review", self.prefix, tenant)
+    }
+
+    /// A tenant's folds (HASH): fingerprint → the dead letter that represents every dead
+    /// letter with that fingerprint.
+    pub fn dlq_folds(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:dlq:folds", self.prefix, tenant)
+    }
+
+    /// The open dead-letter digest of a tenant's notifications (HASH, lib/notify.lua): what
+    /// dead_letter.lua added since the last digest went to the outbox.
+    pub fn notify_pending(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:notify:pending", self.prefix, tenant)
+    }
+
+    /// A tenant's notification outbox (STREAM): events waiting for their targets.
+    pub fn notify_outbox(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:notify:outbox", self.prefix, tenant)
+    }
+
+    /// A tenant's notification delivery state (HASH): per target its cursor in the outbox, its
+    /// attempts and next try; the rate window; the breaker log's cursor.
+    pub fn notify_state(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:notify:state", self.prefix, tenant)
+    }
+
+    /// The lease of the member delivering a tenant's notifications (STRING, expiring).
+    pub fn notify_lease(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:notify:lease", self.prefix, tenant)
+    }
+
+    /// A tenant's notification delivery log (STREAM, capped): one entry per attempt's outcome.
+    pub fn notify_log(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:notify:log", self.prefix, tenant)
     }
 
     /// The counter of dead letters the length cap has trimmed away.
@@ -291,6 +338,13 @@ mod tests {
             k.breaker_log("acme"),
             k.slots("acme"),
             k.steps("acme", "1-0"),
+            k.dlq_review("acme"),
+            k.dlq_folds("acme"),
+            k.notify_pending("acme"),
+            k.notify_outbox("acme"),
+            k.notify_state("acme"),
+            k.notify_lease("acme"),
+            k.notify_log("acme"),
         ] {
             let open = key.find('{').unwrap();
             let close = key[open..].find('}').unwrap() + open;

@@ -90,8 +90,8 @@ pub use telemetry::{Health, Telemetry};
 pub mod sections {
     pub use crate::config::{
         RawAdmin, RawArchive, RawBreaker, RawClassify, RawDeadLetter, RawDeadLetterTenant,
-        RawFleet, RawHandler, RawIsolation, RawLimits, RawLog, RawMetrics, RawReclaim, RawRedis,
-        RawRetry, RawTaskOverride, RawTasks,
+        RawFleet, RawHandler, RawIsolation, RawLimits, RawLog, RawMetrics, RawNotify, RawReclaim,
+        RawRedis, RawRetry, RawTarget, RawTaskOverride, RawTasks,
     };
 }
 

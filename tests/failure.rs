@@ -835,6 +835,8 @@ async fn a_settle_whose_reply_was_lost_is_logged_not_counted_lost() {
             include_str!("../src/broker/scripts/lib/record.lua"),
             include_str!("../src/broker/scripts/lib/steps.lua"),
             include_str!("../src/broker/scripts/lib/dlq_counts.lua"),
+            include_str!("../src/broker/scripts/lib/review.lua"),
+            include_str!("../src/broker/scripts/lib/notify.lua"),
             include_str!("../src/broker/scripts/dead_letter.lua")
         ))
         .query_async(&mut raw)

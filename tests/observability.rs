@@ -42,10 +42,11 @@ const DASHBOARDS: [&str; 3] = [
     "grafana/dashboards/dead-letters.json",
 ];
 const RULES: &str = "prometheus/rules/redrive.yml";
-const RULE_TESTS: [&str; 3] = [
+const RULE_TESTS: [&str; 4] = [
     "prometheus/tests/redrive_test.yml",
     "prometheus/tests/recovery_test.yml",
     "prometheus/tests/archive_test.yml",
+    "prometheus/tests/review_notify_test.yml",
 ];
 const GRAFANA_RULES: &str = "grafana/provisioning/alerting/redrive-rules.json";
 const DATASOURCES: &str = "grafana/provisioning/datasources/prometheus.yaml";
@@ -53,7 +54,7 @@ const DASHBOARD_PROVIDER: &str = "grafana/provisioning/dashboards/redrive.yaml";
 const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
 
 /// Every alert the kit must have.
-const ALERTS: [&str; 10] = [
+const ALERTS: [&str; 13] = [
     "RedriveTenantPoison",
     "RedriveBreakerOpen",
     "RedriveRecoveryRateLow",
@@ -64,6 +65,9 @@ const ALERTS: [&str; 10] = [
     "RedriveMetricsDown",
     "RedriveRedisOutOfMemory",
     "RedriveConsoleLoginsRefused",
+    "RedriveDeadLettersUnowned",
+    "RedriveNotificationsFailing",
+    "RedriveNotificationsDelayed",
 ];
 
 // ------------------------------------------------------------------------------------ helpers
@@ -765,6 +769,41 @@ fn alert_unit_tests_fail_when_a_threshold_window_guard_or_for_changes() {
             "        labels:",
             "        for: 1m\n        labels:",
         ),
+        ("RedriveDeadLettersUnowned", "> 86400", "> 86399"),
+        ("RedriveDeadLettersUnowned", "> 86400", ">= 86400"),
+        ("RedriveDeadLettersUnowned", "> 86400", "> 86500"),
+        (
+            "RedriveDeadLettersUnowned",
+            "max by (tenant)",
+            "min by (tenant)",
+        ),
+        (
+            "RedriveDeadLettersUnowned",
+            "        labels:",
+            "        for: 1m\n        labels:",
+        ),
+        ("RedriveNotificationsFailing", "> 0", "> 1"),
+        ("RedriveNotificationsFailing", "> 0", ">= 0"),
+        ("RedriveNotificationsFailing", "[1h]", "[59m]"),
+        ("RedriveNotificationsFailing", "[1h]", "[61m]"),
+        (
+            "RedriveNotificationsFailing",
+            "sum by (tenant)",
+            "max by (tenant)",
+        ),
+        ("RedriveNotificationsDelayed", "> 1800", "> 1799"),
+        ("RedriveNotificationsDelayed", "> 1800", ">= 1800"),
+        ("RedriveNotificationsDelayed", "> 1800", "> 1850"),
+        (
+            "RedriveNotificationsDelayed",
+            "max by (tenant)",
+            "min by (tenant)",
+        ),
+        (
+            "RedriveNotificationsDelayed",
+            "        labels:",
+            "        for: 1m\n        labels:",
+        ),
     ];
     let rules = read(RULES);
     let scratch = Scratch::new("mutations");
@@ -1280,6 +1319,23 @@ fn call_member_api(member: &Member) -> Vec<u16> {
         .collect()
 }
 
+/// A notification target of tenant `storm` on a port nobody listens on, so the notification
+/// families are emitted (registered at 0 when the notifier starts, the outbox seen by the
+/// member holding the tenant's lease, failed attempts retried).
+fn notify_toml(env: &TestEnv) -> String {
+    let secret = env.dir.join("notify.secret");
+    std::fs::write(&secret, "obs-notify-secret\n").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    format!(
+        "\n[notify]\npoll_interval_ms = 100\n\n[[notify.targets]]\nname = \"obs-hook\"\n\
+         tenant = \"storm\"\nurl = \"http://127.0.0.1:{port}/\"\nsecret_file = {}\n",
+        toml_str(&secret.display().to_string())
+    )
+}
+
 /// The agent the members' `http` entry posts to: the Python SDK serving
 /// tests/agents/sdk_agent.py (its `echo` handler serves `echo_*`).
 fn sdk_agent(env: &TestEnv) -> AgentProcess {
@@ -1334,7 +1390,12 @@ fn metered_members_with(
 ) -> Vec<(Member, String)> {
     let cfg = env.config_file(
         "fleet.toml",
-        &format!("{}{FAST_RETRY_TOML}{}", routing_toml(agent), serve_toml()),
+        &format!(
+            "{}{FAST_RETRY_TOML}{}{}",
+            routing_toml(agent),
+            serve_toml(),
+            notify_toml(env)
+        ),
     );
     (1..=n)
         .map(|i| {

@@ -559,6 +559,15 @@ async fn every_route_answers_every_role_as_documented() {
             "/api/v1/tenants/{tenant}/breaker/open",
             vec!["acme"],
         ),
+        ("viewer", "POST", "/api/v1/dead-letters/assign", vec![]),
+        ("viewer", "POST", "/api/v1/dead-letters/escalate", vec![]),
+        ("viewer", "POST", "/api/v1/dead-letters/note", vec![]),
+        (
+            "viewer",
+            "POST",
+            "/api/v1/tenants/{tenant}/dead-letters/fold",
+            vec!["acme"],
+        ),
     ] {
         let r = api
             .call(Some(who), method, path, &args, "", Some(replay.clone()))
@@ -571,6 +580,119 @@ async fn every_route_answers_every_role_as_documented() {
         );
     }
     assert_eq!(env.dead_letters("acme").await.len(), 3, "nothing changed");
+
+    // The review: assign, note, escalate an acme dead letter, filter by state; fold acme's
+    // storm under its oldest and see it once, with its count.
+    let first = acme_ids[0].as_str();
+    let r = api
+        .post(
+            "ops",
+            "/api/v1/dead-letters/assign",
+            &[],
+            json!({"ids": [first], "to": "ana", "reason": "on call"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["result"]["command"], "assign");
+    let r = api
+        .get(
+            "viewer",
+            "/api/v1/dead-letters",
+            &[],
+            "state=in_review&assignee=ana",
+        )
+        .await;
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(r.body["entries"][0]["id"], first);
+    let r = api
+        .post(
+            "ops",
+            "/api/v1/dead-letters/note",
+            &[],
+            json!({"ids": [first], "text": "the v2 schema"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let escalate = "/api/v1/dead-letters/escalate";
+    let r = api
+        .post(
+            "ops",
+            escalate,
+            &[],
+            json!({"ids": [first], "to": "tenant"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "a reason is required"
+    );
+    let r = api
+        .post(
+            "ops",
+            escalate,
+            &[],
+            json!({"ids": [first], "to": "tenant", "reason": "their input"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = api.get("viewer", show, &[tenant, entry], "").await;
+    assert_eq!(r.body["review"]["state"], "escalated", "{}", r.text);
+    assert_eq!(r.body["review"]["log"].as_array().unwrap().len(), 3);
+    let r = api
+        .post(
+            "ops",
+            "/api/v1/dead-letters/assign",
+            &[],
+            json!({"ids": ["acme/1-0"], "to": "bo"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let fp = top["fingerprint"].as_str().unwrap();
+    let fold = "/api/v1/tenants/{tenant}/dead-letters/fold";
+    let r = api
+        .post(
+            "ops",
+            fold,
+            &["acme"],
+            json!({"fingerprint": fp, "reason": "one cause"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["result"]["details"]["count"], 3, "{}", r.text);
+    let r = api
+        .get("viewer", "/api/v1/dead-letters", &[], "tenant=acme")
+        .await;
+    let rows = r.body["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{}", r.text);
+    assert_eq!(rows[0]["review"]["fold"]["count"], 3);
+    let r = api
+        .get(
+            "viewer",
+            "/api/v1/dead-letters",
+            &[],
+            "tenant=acme&folds=expand",
+        )
+        .await;
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 3);
+    let r = api
+        .post(
+            "ops",
+            "/api/v1/dead-letters/assign",
+            &[],
+            json!({"ids": [acme_ids[1]], "to": "bo"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "refused"), "{}", r.text);
+    let r = api
+        .get("viewer", "/api/v1/dead-letters/stats", &[], "tenant=acme")
+        .await;
+    assert_eq!(
+        r.body["by_state"],
+        json!({"new": 0, "in_review": 0, "escalated": 1, "folded": 2}),
+        "{}",
+        r.text
+    );
 
     // A dry run, then the replay: 202 at once, its progress on the command route.
     let r = api
@@ -893,6 +1015,26 @@ async fn a_tenant_scoped_token_never_sees_or_changes_another_tenants_data() {
             "/api/v1/dead-letters/replay/dry-run",
             vec![],
             json!({"filter": {"tenants": ["globex"]}}),
+        ),
+        (
+            "/api/v1/dead-letters/assign",
+            vec![],
+            json!({"ids": [globex_dl], "to": "ana"}),
+        ),
+        (
+            "/api/v1/dead-letters/escalate",
+            vec![],
+            json!({"ids": [globex_dl], "to": "tenant", "reason": "x"}),
+        ),
+        (
+            "/api/v1/dead-letters/note",
+            vec![],
+            json!({"ids": [globex_dl], "text": "x"}),
+        ),
+        (
+            "/api/v1/tenants/{tenant}/dead-letters/fold",
+            vec!["globex"],
+            json!({"fingerprint": "abc123", "reason": "x"}),
         ),
     ] {
         let r = api.post(ops, template, &args, body).await;

@@ -38,10 +38,10 @@ if [[ "${1:-}" == "--setup-only" ]]; then
 fi
 
 echo "== ruff check"
-"$VENV/bin/ruff" check src tests
+"$VENV/bin/ruff" check src tests examples
 echo "== ruff format --check"
-"$VENV/bin/ruff" format --check src tests
+"$VENV/bin/ruff" format --check src tests examples
 echo "== mypy --strict"
-"$VENV/bin/mypy" --strict src tests
+"$VENV/bin/mypy" --strict src tests examples
 echo "== pytest"
 "$VENV/bin/python" -m pytest "$@"

@@ -2,7 +2,8 @@
 //! letters written by dead_letter.lua, then replayed, resolved, discarded, purged and trimmed
 //! by the real scripts (the commands executed as `--local` executes them), with task records on
 //! and off; after every move the counts equal a recount of the stream. Counts made stale by
-//! hand are rebuilt by the upkeep step while dead letters keep coming and going.
+//! hand are rebuilt by the upkeep step while dead letters keep coming and going. Review records
+//! and folds end with their dead letters, whoever removes them (the cap, a purge).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -398,4 +399,140 @@ async fn stale_counts_are_rebuilt_while_dead_letters_come_and_go() {
     while env.broker.dlq_counts_step(TENANT, 1_000).await.unwrap() != CountsStep::Complete {}
     env.assert_counts_exact("after counting an older stream")
         .await;
+}
+
+/// Review records and folds end with their dead letters whoever removes them: the cap trims a
+/// reviewed dead letter and a fold's representative (the fold dissolves, the unowned scan starts
+/// over), a purge deletes the rest; the counts by state follow, and the unowned step finds the
+/// oldest dead letter nobody owns behind its cursor.
+#[tokio::test]
+async fn review_records_and_folds_end_with_their_dead_letters() {
+    use super::{FoldSpec, ReviewSpec};
+    use crate::broker::Unowned;
+    // The cap and the hard ceiling both 20: past it the script itself trims (no archiver runs
+    // here), and the review records must go with what it trims.
+    let env = env(|c| {
+        c.dead_letter.max_len = 20;
+        c.dead_letter.hard_max_len = 20;
+    })
+    .await;
+    let dead = env.dead_letters(20, 0).await;
+    let one = |i: usize| {
+        vec![DlId {
+            tenant: TENANT.into(),
+            id: dead[i].clone(),
+        }]
+    };
+    env.run(AdminCommand::Assign(ReviewSpec {
+        ids: one(0),
+        to: "ana".into(),
+        text: String::new(),
+    }))
+    .await;
+    env.run(AdminCommand::Note(ReviewSpec {
+        ids: one(1),
+        to: String::new(),
+        text: "seen".into(),
+    }))
+    .await;
+    env.run(AdminCommand::Escalate(ReviewSpec {
+        ids: one(2),
+        to: "team-a".into(),
+        text: String::new(),
+    }))
+    .await;
+    let fp = env
+        .broker
+        .dlq_entries(TENANT, &[dead[3].as_str()])
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .and_then(|e| e.fields.as_ref())
+        .and_then(|f| super::select::field_str(f, "fingerprint").map(str::to_owned))
+        .unwrap();
+    env.run(AdminCommand::Fold(FoldSpec {
+        tenant: TENANT.into(),
+        fingerprint: fp.clone(),
+    }))
+    .await;
+    let folds = env.broker.dlq_folds_of(&[TENANT.into()]).await.unwrap();
+    assert_eq!(
+        folds[0].get(&fp),
+        Some(&dead[3]),
+        "the oldest of the fingerprint represents it"
+    );
+    let states = super::triage::by_state(&env.broker, &[TENANT.into()])
+        .await
+        .unwrap()
+        .unwrap();
+    // 20 dead letters, 4 causes in turn: 5 with the folded fingerprint, its representative new.
+    assert_eq!(states["in_review"], 1);
+    assert_eq!(states["escalated"], 1);
+    assert_eq!(states["folded"], 4);
+    assert_eq!(states["new"], 14);
+    // The oldest unowned: dead[1] (a note does not own it); the cursor stays at dead[0].
+    let t: std::sync::Arc<str> = TENANT.into();
+    let step = env
+        .broker
+        .dlq_unowned(std::slice::from_ref(&t), 100)
+        .await
+        .unwrap();
+    assert_eq!(step, [Unowned::Found(dead[1].clone())]);
+    let raw = env.broker.dlq_review_raw(TENANT).await.unwrap();
+    assert_eq!(raw.get("unowned_to"), Some(&dead[0]));
+    // Nine more: the ceiling (20, trimmed in batches past a slack of 2) trims the nine oldest, and
+    // with them their records; the representative's fold dissolves.
+    let more = env.dead_letters(9, 20).await;
+    env.assert_counts_exact("after the cap trimmed").await;
+    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 20);
+    let raw = env.broker.dlq_review_raw(TENANT).await.unwrap();
+    assert!(
+        raw.is_empty(),
+        "records, counts and cursor gone with their dead letters: {raw:?}"
+    );
+    let folds = env.broker.dlq_folds_of(&[TENANT.into()]).await.unwrap();
+    assert!(
+        folds[0].is_empty(),
+        "the fold dissolved with its representative"
+    );
+    let step = env
+        .broker
+        .dlq_unowned(std::slice::from_ref(&t), 100)
+        .await
+        .unwrap();
+    assert_eq!(step, [Unowned::Found(dead[9].clone())]);
+    // Owned all: none unowned; then a purge deletes them with their records.
+    let all: Vec<DlId> = dead[9..]
+        .iter()
+        .chain(&more)
+        .map(|id| DlId {
+            tenant: TENANT.into(),
+            id: id.clone(),
+        })
+        .collect();
+    env.run(AdminCommand::Assign(ReviewSpec {
+        ids: all,
+        to: "bo".into(),
+        text: String::new(),
+    }))
+    .await;
+    let step = env
+        .broker
+        .dlq_unowned(std::slice::from_ref(&t), 100)
+        .await
+        .unwrap();
+    assert_eq!(step, [Unowned::None]);
+    let states = super::triage::by_state(&env.broker, &[TENANT.into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((states["in_review"], states["new"]), (20, 0));
+    env.run(AdminCommand::Purge(PurgeSpec {
+        tenant: TENANT.into(),
+        before_ms: u64::MAX / 2,
+    }))
+    .await;
+    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 0);
+    let raw = env.broker.dlq_review_raw(TENANT).await.unwrap();
+    assert!(raw.keys().all(|k| k == "unowned_to"), "{raw:?}");
 }

@@ -28,6 +28,10 @@ pub async fn execute(ctx: &AdminContext, env: &Envelope, stop: &Shutdown) -> Exe
         C::Cancel(spec) => mutate::cancel(ctx, env, &spec.job).await,
         C::Breaker(spec) => mutate::breaker(ctx, env, spec).await,
         C::Restore(spec) => super::restore::restore(ctx, spec).await,
+        C::Assign(spec) => super::triage::review(ctx, env, spec, "assign").await,
+        C::Escalate(spec) => super::triage::review(ctx, env, spec, "escalate").await,
+        C::Note(spec) => super::triage::review(ctx, env, spec, "note").await,
+        C::Fold(spec) => super::triage::fold(ctx, env, spec).await,
     };
     match simple {
         Ok((message, details)) => Executed::finished(Ok(message), details),

@@ -21,6 +21,8 @@
 //! * [`scope`] — the tenants a command touches, recorded by the member that runs it.
 //! * [`mutate`] — the short commands: resolve, discard, purge, cancel, breaker.
 //! * [`restore`] — archived dead letters back into their streams.
+//! * [`review`] — the review lifecycle (states, records, checks), pure; [`triage`] — its
+//!   commands (assign, escalate, note, fold) and the fold expansion replays and removals use.
 //! * [`breaker`] — opening and closing a tenant's breaker by hand.
 //! * [`context`] — what executing a command needs, and how it ended.
 //! * [`exec`] — executing one command exactly once: the code a fleet member and `--local`
@@ -35,10 +37,12 @@ pub mod lookup;
 pub mod mutate;
 pub mod replay;
 pub mod restore;
+pub mod review;
 pub mod scan;
 pub mod scope;
 pub mod select;
 pub mod time;
+pub mod triage;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,6 +72,14 @@ pub enum AdminCommand {
     Breaker(BreakerSpec),
     /// Put archived dead letters back into their tenants' dead-letter streams.
     Restore(RestoreSpec),
+    /// Assign dead letters to an operator for review (→ `in_review`).
+    Assign(ReviewSpec),
+    /// Escalate dead letters to their tenant or a named team (→ `escalated`).
+    Escalate(ReviewSpec),
+    /// Add a note to dead letters (their state stays).
+    Note(ReviewSpec),
+    /// Fold a tenant's dead letters of one fingerprint under one representative.
+    Fold(FoldSpec),
 }
 
 /// `redrive dlq archive restore TENANT/ID…`: archived dead letters, by their dead-letter ids.
@@ -99,6 +111,28 @@ impl RestoreSpec {
     }
 }
 
+/// `redrive dlq assign|escalate|note TENANT/ID…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewSpec {
+    /// The dead letters (a fold's members are refused: act on its representative).
+    pub ids: Vec<select::DlId>,
+    /// assign: the assignee; escalate: `tenant` or a team's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to: String,
+    /// note: the note's text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+}
+
+/// `redrive dlq fold --tenant T --fingerprint F`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldSpec {
+    /// The tenant.
+    pub tenant: String,
+    /// The fingerprint whose dead letters are folded.
+    pub fingerprint: String,
+}
+
 /// `redrive breaker open|close TENANT`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerSpec {
@@ -119,6 +153,10 @@ impl AdminCommand {
             AdminCommand::Cancel(_) => "cancel",
             AdminCommand::Breaker(_) => "breaker",
             AdminCommand::Restore(_) => "restore",
+            AdminCommand::Assign(_) => "assign",
+            AdminCommand::Escalate(_) => "escalate",
+            AdminCommand::Note(_) => "note",
+            AdminCommand::Fold(_) => "fold",
         }
     }
 
@@ -131,7 +169,46 @@ impl AdminCommand {
             AdminCommand::Cancel(c) => validate_command_id(&c.job),
             AdminCommand::Breaker(b) => crate::task::validate_tenant(&b.tenant),
             AdminCommand::Restore(r) => r.validate(),
+            AdminCommand::Assign(r) => {
+                r.validate_ids()?;
+                review::validate_assignee(&r.to)
+            }
+            AdminCommand::Escalate(r) => {
+                r.validate_ids()?;
+                review::validate_escalation(&r.to)
+            }
+            AdminCommand::Note(r) => {
+                r.validate_ids()?;
+                review::validate_note(&r.text)
+            }
+            AdminCommand::Fold(f) => f.validate(),
         }
+    }
+}
+
+impl ReviewSpec {
+    /// At least one id, at most 10,000.
+    fn validate_ids(&self) -> Result<(), String> {
+        match self.ids.len() {
+            0 => Err("no dead-letter id given".into()),
+            n if n > 10_000 => Err(format!(
+                "{n} dead letters in one command; give at most 10000 (fold a storm by its \
+                 fingerprint and act on its representative)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FoldSpec {
+    /// Checks the tenant and the fingerprint.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::task::validate_tenant(&self.tenant).map_err(|e| format!("--tenant: {e}"))?;
+        select::Filter {
+            fingerprints: vec![self.fingerprint.clone()],
+            ..select::Filter::default()
+        }
+        .validate()
     }
 }
 

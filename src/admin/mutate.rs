@@ -68,7 +68,15 @@ pub async fn remove(
                     missing.join(", ")
                 )));
             }
-            found
+            // A fold's representative takes its members along: they go first, it goes last,
+            // so a crash midway leaves it (and its fold) for the command's next execution.
+            let listed: Vec<DlId> = found.iter().map(|(d, _)| d.clone()).collect();
+            let (members, reps) = super::triage::fold_members(b, &listed).await?;
+            let (rep_rows, mut rows): (Vec<_>, Vec<_>) =
+                found.into_iter().partition(|(d, _)| reps.contains(d));
+            rows.extend(members.into_iter().map(|(d, e)| (d, Some(e))));
+            rows.extend(rep_rows);
+            rows
         }
         Selection::Filter(_) => {
             let now = b.server_time_ms().await?;

@@ -74,6 +74,12 @@ pub async fn touches(
                 r.ids.iter().map(|d| d.tenant.clone()).collect(),
             ))
         }
+        AdminCommand::Assign(r) | AdminCommand::Escalate(r) | AdminCommand::Note(r) => {
+            return Ok(Touches::Tenants(
+                r.ids.iter().map(|d| d.tenant.clone()).collect(),
+            ))
+        }
+        AdminCommand::Fold(f) => return Ok(Touches::Tenants([f.tenant.clone()].into())),
         AdminCommand::Replay(ReplaySpec {
             resume: Some(job), ..
         }) => job,

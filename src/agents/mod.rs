@@ -11,9 +11,11 @@
 //! * `process` — child-process plumbing of `pool` and `exec`: options, hardened spawn (process
 //!   group, parent-death signal, a dedicated spawner thread), group kills, bounded lines.
 //! * `pool` — the `pool` handler; `exec` — the `exec` handler.
+//! * `webhook` — the sender of tenant notifications, signed like the `http` handler's requests.
 
 pub(crate) mod exec;
 pub(crate) mod http;
 pub(crate) mod pool;
 pub(crate) mod process;
 pub(crate) mod protocol;
+pub(crate) mod webhook;

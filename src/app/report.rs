@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::admin::review::{Review, ReviewState};
 use crate::admin::scan::{scan, tenants_of};
 use crate::admin::select::{compare_ids, DlId, Filter};
 use crate::app::view::DeadLetterView;
@@ -54,9 +55,32 @@ pub struct ListQuery {
     pub newest_first: bool,
     /// Entries read at most (at least one per tenant is read whatever it says).
     pub scan_limit: usize,
+    /// Only dead letters in these review states (empty: any).
+    pub states: Vec<ReviewState>,
+    /// Only dead letters assigned to these operators (empty: any).
+    pub assignees: Vec<String>,
+    /// List the members of folds too (by default a fold's representative stands for them;
+    /// with a `task_id`, its dead letters show whatever they are).
+    pub expand_folds: bool,
 }
 
 impl ListQuery {
+    /// A query of `filter` with the defaults of everything else: oldest first, one page of
+    /// `limit`, folds collapsed.
+    pub fn new(filter: Filter, limit: usize) -> ListQuery {
+        ListQuery {
+            filter,
+            task_id: None,
+            cursor: None,
+            limit,
+            newest_first: false,
+            scan_limit: LIST_SCAN_LIMIT,
+            states: Vec::new(),
+            assignees: Vec::new(),
+            expand_folds: false,
+        }
+    }
+
     /// The criteria as scripts/dlq_page.lua reads them.
     fn filter_json(&self) -> String {
         serde_json::json!({
@@ -65,6 +89,10 @@ impl ListQuery {
             "fingerprints": self.filter.fingerprints,
             "task_id": self.task_id.as_deref().unwrap_or(""),
             "payload": self.filter.payload,
+            "states": self.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "assignees": self.assignees,
+            // A task's own dead letters show even as a fold's members.
+            "members": if self.expand_folds || self.task_id.is_some() { "show" } else { "hide" },
         })
         .to_string()
     }
@@ -77,6 +105,8 @@ impl ListQuery {
             || !self.filter.fingerprints.is_empty()
             || self.task_id.is_some()
             || !self.filter.payload.is_empty()
+            || !self.states.is_empty()
+            || !self.assignees.is_empty()
     }
 }
 
@@ -253,21 +283,19 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
                         want: 1,
                         filter_json: &fj,
                         fields: &SUMMARY_FIELDS,
+                        review: true,
                     });
                 }
             }
             let replies = broker.dlq_pages(&steps).await?;
             for (step, r) in steps.iter().zip(replies) {
                 scanned += r.scanned;
-                found.extend(
-                    r.matches
-                        .into_iter()
-                        .map(|e| DeadLetterView::from_entry(step.tenant, e)),
-                );
+                found.extend(reviewed(step.tenant, r));
             }
             found.sort_by(|a, b| page_order(&a.id, &b.id, q.newest_first));
             let more = found.len() > q.limit;
             found.truncate(q.limit);
+            count_folds(broker, &mut found).await?;
             return Ok(ListPage {
                 next_cursor: if more {
                     found.last().map(|v| v.id.to_string())
@@ -375,6 +403,7 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
                     .max(1),
                 filter_json: &fj,
                 fields: &SUMMARY_FIELDS,
+                review: true,
             });
         }
         let replies = broker.dlq_pages(&steps).await?;
@@ -390,11 +419,7 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
                 }
                 None => l.done = true,
             }
-            found.extend(
-                r.matches
-                    .into_iter()
-                    .map(|e| DeadLetterView::from_entry(&l.tenant, e)),
-            );
+            found.extend(reviewed(&l.tenant, r));
             if let Some(n) = l.expect {
                 let mine = found.iter().filter(|v| v.id.tenant == l.tenant).count() as u64;
                 if mine >= n && !l.done {
@@ -429,12 +454,65 @@ pub async fn list_page(broker: &Broker, q: &ListQuery) -> Result<ListPage> {
             None => (None, false),
         }
     };
+    count_folds(broker, &mut found).await?;
     Ok(ListPage {
         entries: found,
         next_cursor,
         scanned,
         scan_limit_reached,
     })
+}
+
+/// The views of one scan step's matches, each with its review.
+fn reviewed(tenant: &str, step: crate::broker::ScanStep) -> Vec<DeadLetterView> {
+    let mut reviews = step.reviews.into_iter();
+    step.matches
+        .into_iter()
+        .map(|e| {
+            let (record, rep) = reviews.next().unwrap_or_default();
+            DeadLetterView::from_entry(tenant, e).with_review(Review::from_scan(&record, &rep))
+        })
+        .collect()
+}
+
+/// Fills in how many dead letters each fold a view represents holds (its tenant's counts, one
+/// round trip for the tenants that have one in `views`).
+pub async fn count_folds(broker: &Broker, views: &mut [DeadLetterView]) -> Result<()> {
+    let mut tenants: Vec<String> = views
+        .iter()
+        .filter(|v| v.review.as_ref().is_some_and(|r| r.represents(&v.id.id)))
+        .map(|v| v.id.tenant.clone())
+        .collect();
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    tenants.sort();
+    tenants.dedup();
+    let counts = broker.dlq_counts_of(&tenants).await?;
+    for v in views.iter_mut() {
+        let fp = v
+            .get(crate::deadletter::field::FINGERPRINT)
+            .unwrap_or("")
+            .to_owned();
+        let Some(review) = v.review.as_mut().filter(|r| r.represents(&v.id.id)) else {
+            continue;
+        };
+        let Some(Some(c)) = tenants
+            .iter()
+            .position(|t| *t == v.id.tenant)
+            .and_then(|i| counts.get(i))
+        else {
+            continue;
+        };
+        review.fold_count = Some(
+            c.groups
+                .iter()
+                .filter(|g| g.fingerprint == fp)
+                .map(|g| g.count)
+                .sum(),
+        );
+    }
+    Ok(())
 }
 
 /// Writes every dead letter matching `filter` as one JSON object per line (tenant by tenant,
@@ -568,6 +646,9 @@ pub struct Stats {
     pub window: WindowCounts,
     /// recovered / (recovered + dead-lettered) over the window.
     pub recovery_rate: Option<f64>,
+    /// The filter's tenants' dead letters by review state (`new`, `in_review`, `escalated`,
+    /// `folded`), whatever the other criteria; `None` while a tenant's counts are rebuilt.
+    pub by_state: Option<BTreeMap<String, u64>>,
 }
 
 fn filter_json(filter: &Filter) -> String {
@@ -695,6 +776,7 @@ pub async fn stats(
         window_ms: window.as_millis() as u64,
         window: WindowCounts::default(),
         recovery_rate: None,
+        by_state: None,
     };
     let mut fps = BTreeMap::new();
     let mut oldest: Option<DlId> = None;
@@ -720,12 +802,8 @@ pub async fn stats(
     }
     // Tenants answered by their counts: the oldest match comes from a short scan.
     let fj = ListQuery {
-        filter: filter.clone(),
-        task_id: None,
-        cursor: None,
-        limit: 1,
-        newest_first: false,
-        scan_limit: OLDEST_SCAN,
+        expand_folds: true,
+        ..ListQuery::new(filter.clone(), 1)
     }
     .filter_json();
     let mut steps = Vec::new();
@@ -742,6 +820,7 @@ pub async fn stats(
                         want: 1,
                         filter_json: &fj,
                         fields: &[crate::deadletter::field::CLASS],
+                        review: false,
                     });
                 }
             }
@@ -776,7 +855,46 @@ pub async fn stats(
         .map(|o| now.saturating_sub(crate::admin::select::id_ms(&o.id)));
     acc.oldest = oldest.map(|o| o.to_string());
     acc.recovery_rate = acc.window.recovery_rate();
+    acc.by_state = crate::admin::triage::by_state(broker, &tenants).await?;
     Ok(acc)
+}
+
+/// The review of dead letter `id` of `tenant` (whose fields are `fields`): its own record, or
+/// its fold's representative's, and how many its fold holds.
+pub async fn review_of(
+    broker: &Broker,
+    tenant: &str,
+    id: &str,
+    fields: &[(String, String)],
+) -> Result<Review> {
+    let fp = fields
+        .iter()
+        .find(|(k, _)| k == crate::deadletter::field::FINGERPRINT)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let folds = broker
+        .dlq_folds_of(&[tenant.to_owned()])
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let rep = folds.get(fp).cloned();
+    let holder = match &rep {
+        Some(r) if r != id => r.as_str(),
+        _ => id,
+    };
+    let record = broker
+        .dlq_review_records(tenant, &[holder])
+        .await?
+        .into_iter()
+        .next()
+        .flatten()
+        .unwrap_or_default();
+    let mut review = Review::from_scan(&record, rep.as_deref().unwrap_or(""));
+    if rep.is_some() {
+        review.fold_count = crate::admin::triage::fingerprint_count(broker, tenant, fp).await?;
+    }
+    Ok(review)
 }
 
 /// One tenant's health.
@@ -878,6 +996,7 @@ pub async fn health(
                     window_ms: 0,
                     window: WindowCounts::default(),
                     recovery_rate: None,
+                    by_state: None,
                 };
                 tally(
                     broker,
@@ -1018,6 +1137,16 @@ pub fn stats_text(s: &Stats) -> String {
             ));
         }
     }
+    if let Some(states) = &s.by_state {
+        let list: Vec<String> = ReviewState::ALL
+            .iter()
+            .map(|st| format!("{} {}", st.as_str(), states.get(st.as_str()).unwrap_or(&0)))
+            .collect();
+        out.push_str(&format!(
+            "\nby review state (the tenants' dead letters): {}\n",
+            list.join(", ")
+        ));
+    }
     out.push_str("\ntop fingerprints:\n");
     for f in &s.top_fingerprints {
         let sample: String = f.sample_error.chars().take(100).collect();
@@ -1109,14 +1238,7 @@ mod tests {
     }
 
     fn query(filter: Filter, limit: usize) -> ListQuery {
-        ListQuery {
-            filter,
-            task_id: None,
-            cursor: None,
-            limit,
-            newest_first: false,
-            scan_limit: LIST_SCAN_LIMIT,
-        }
+        ListQuery::new(filter, limit)
     }
 
     /// Every page of `q`, following the cursors; the ids in order and each page's answer.
@@ -1392,10 +1514,13 @@ mod tests {
         let b = broker(&redis).await;
         seed(&b, 200).await;
         let window = Duration::from_secs(3600);
-        // Everything but the oldest entry's age, which grows between two reads.
+        // Everything but the oldest entry's age, which grows between two reads, and the counts
+        // by review state, which come from the counts alone (none while they are missing;
+        // tests/dlq_lifecycle.rs checks them).
         let as_json = |s: &Stats| {
             let mut v = serde_json::to_value(s).unwrap();
             v["oldest_age_ms"] = serde_json::Value::Null;
+            v["by_state"] = serde_json::Value::Null;
             v
         };
         // Written by hand, the dead letters have no counts yet: both answers scan.

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::admin::review::Review;
 use crate::admin::select::{id_ms, DlId};
 use crate::admin::time::{format_age, format_time};
 use crate::broker::{Entry, IndexedTask, Located, Place, RecordRead, Searched};
@@ -45,6 +46,8 @@ pub struct DeadLetterView {
     pub id: DlId,
     /// Its fields as text, in the order they were written.
     pub fields: Vec<(String, String)>,
+    /// Its review (state, owner, notes, fold), when it was read.
+    pub review: Option<Review>,
 }
 
 impl DeadLetterView {
@@ -66,7 +69,22 @@ impl DeadLetterView {
                     )
                 })
                 .collect(),
+            review: None,
         }
+    }
+
+    /// The view with its review.
+    pub fn with_review(mut self, review: Review) -> DeadLetterView {
+        self.review = Some(review);
+        self
+    }
+
+    /// The review's label for a list row (`new` when it was not read).
+    fn review_label(&self) -> String {
+        self.review
+            .as_ref()
+            .map(|r| r.label(&self.id.id))
+            .unwrap_or_else(|| "new".into())
     }
 
     /// A field's value.
@@ -146,6 +164,9 @@ impl DeadLetterView {
         if let Some(step) = self.failed_step() {
             m.insert(dl::FAILED_STEP.into(), Value::String(step));
         }
+        if let Some(r) = &self.review {
+            m.insert("review".into(), r.to_json(&self.id, true));
+        }
         Value::Object(m)
     }
 
@@ -172,20 +193,24 @@ impl DeadLetterView {
                 m.insert(name.into(), typed(name, v));
             }
         }
+        if let Some(r) = &self.review {
+            m.insert("review".into(), r.to_json(&self.id, false));
+        }
         Value::Object(m)
     }
 
-    /// One line of `list`: id, age, class, kind, task id, fingerprint, error.
+    /// One line of `list`: id, age, class, kind, task id, fingerprint, review state, error.
     pub fn list_line(&self, now_ms: u64) -> String {
         let error: String = self.or_dash(dl::ERROR).chars().take(72).collect();
         format!(
-            "{:<34} {:>5} {:<20} {:<18} {:<24} {:<12} {}",
+            "{:<34} {:>5} {:<20} {:<18} {:<24} {:<12} {:<22} {}",
             self.id.to_string(),
             format_age(now_ms.saturating_sub(self.dead_lettered_at_ms())),
             self.or_dash(dl::CLASS),
             self.or_dash(field::KIND),
             self.or_dash(field::TASK_ID),
             self.or_dash(dl::FINGERPRINT),
+            self.review_label(),
             error
         )
     }
@@ -228,8 +253,78 @@ impl DeadLetterView {
                 out.push_str(&format!("{:<width$}  {step}\n", dl::FAILED_STEP));
             }
         }
+        if let Some(r) = &self.review {
+            out.push_str(&review_text(&self.id, r, now_ms));
+        }
         out
     }
+}
+
+/// The review as `show` prints it: state, owner, fold, then the log (moves and notes).
+fn review_text(id: &DlId, r: &Review, now_ms: u64) -> String {
+    let mut out = format!("\nreview: {}", r.state(&id.id).as_str());
+    if !r.assignee().is_empty() {
+        out.push_str(&format!(", assigned to {}", r.assignee()));
+    }
+    if !r.escalated_to().is_empty() {
+        out.push_str(&format!(", escalated to {}", r.escalated_to()));
+    }
+    if let Some(since) = r.record.as_ref().map(|x| x.since_ms()).filter(|s| *s > 0) {
+        if r.state(&id.id).owned() {
+            out.push_str(&format!(
+                " (for {})",
+                format_age(now_ms.saturating_sub(since))
+            ));
+        }
+    }
+    out.push('\n');
+    if let Some(rep) = &r.representative {
+        let count = r
+            .fold_count
+            .map(|n| format!("{n} dead letters"))
+            .unwrap_or_else(|| "its dead letters".into());
+        if r.represents(&id.id) {
+            out.push_str(&format!(
+                "fold: represents {count} with its fingerprint; a replay, resolve or discard of \
+                 it takes them all\n"
+            ));
+        } else {
+            out.push_str(&format!(
+                "fold: a member, folded under {}/{rep} ({count}); act on the representative\n",
+                id.tenant
+            ));
+        }
+    }
+    let Some(rec) = &r.record else {
+        return out;
+    };
+    if rec.dropped > 0 {
+        out.push_str(&format!("  ({} older log items not kept)\n", rec.dropped));
+    }
+    for item in &rec.log {
+        let what = match item.act.as_str() {
+            "note" => format!("note: {}", item.text),
+            "fold" => format!("folded fingerprint {}", item.to),
+            act if !item.to.is_empty() => format!("{act} → {}", item.to),
+            act => act.to_owned(),
+        };
+        let from = if item.from.is_empty() {
+            String::new()
+        } else {
+            format!(" [from {}]", item.from)
+        };
+        let why = if item.why.is_empty() || item.act == "note" && item.why == "note" {
+            String::new()
+        } else {
+            format!(" — {}", item.why)
+        };
+        out.push_str(&format!(
+            "  {}  {:<16} {what}{why}{from}\n",
+            format_time(item.at_ms()),
+            item.by
+        ));
+    }
+    out
 }
 
 /// The steps as `show` prints them: one line each — number, name, state, attempt and output

@@ -304,6 +304,8 @@ impl Broker {
                 .key(self.keys.tasks(tenant))
                 .key(self.keys.events(tenant));
         }
+        inv.key(self.keys.dlq_review(tenant))
+            .key(self.keys.dlq_folds(tenant));
         inv.arg(object).arg(source.as_str());
         for it in items {
             inv.arg(&it.source_id)

@@ -64,6 +64,8 @@ pub struct Broker {
     /// Whether enqueue.lua is known to be in the server's script cache (set by a load, cleared
     /// by a NOSCRIPT answer): an enqueue then sends no SCRIPT LOAD of its ~10 KiB text.
     pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// Which tenants' events the scripts record for their notification targets (notify.rs).
+    pub(super) notify: Arc<super::notify_plan::NotifyPlan>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -106,6 +108,7 @@ impl Broker {
             response_timeout: settings.response_timeout,
             enqueue_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             server: Arc::new(ServerInfo::unknown()),
+            notify: Arc::default(),
         };
         broker.ping().await?;
         broker.server = Arc::new(broker.probe_server().await);

@@ -64,6 +64,9 @@ pub struct PageScan<'a> {
     pub filter_json: &'a str,
     /// The fields of each match returned (empty: all).
     pub fields: &'a [&'a str],
+    /// Pass the tenant's review keys: the filter's review criteria (`states`, `assignees`,
+    /// `members`) apply and each match's review comes back ([`ScanStep::reviews`]).
+    pub review: bool,
 }
 
 /// What one step of a filtered scan read ([`Broker::dlq_pages`]).
@@ -77,6 +80,10 @@ pub struct ScanStep {
     pub ended: bool,
     /// The matches, in scan order, with the fields asked for.
     pub matches: Vec<Entry>,
+    /// With [`PageScan::review`], one per match: its review record's JSON (`""` without one;
+    /// a fold member's is its representative's) and its fold's representative (`""` when
+    /// none; the match's own id when it represents one). Empty otherwise.
+    pub reviews: Vec<(String, String)>,
 }
 
 /// One group of a tenant's dead letters in its counts: those with one fingerprint, class and
@@ -310,6 +317,10 @@ impl Broker {
         pipe.load_script(&scripts().dlq_page).ignore();
         for s in steps {
             let mut inv = scripts().dlq_page.key(self.keys.dlq(s.tenant));
+            if s.review {
+                inv.key(self.keys.dlq_review(s.tenant))
+                    .key(self.keys.dlq_folds(s.tenant));
+            }
             inv.arg(if s.newest_first { "desc" } else { "asc" })
                 .arg(&s.start)
                 .arg(s.end)
@@ -343,11 +354,17 @@ impl Broker {
                 while let (Some(id), Some(fields)) = (it.next(), it.next()) {
                     pairs.push(Value::Array(vec![id, fields]));
                 }
+                let mut reviews = Vec::new();
+                let mut it = array(next(), "dlq_page.lua reviews", None)?.into_iter();
+                while let (Some(record), Some(rep)) = (it.next(), it.next()) {
+                    reviews.push((text_or_empty(record), text_or_empty(rep)));
+                }
                 Ok(ScanStep {
                     scanned,
                     last: (!last.is_empty()).then_some(last),
                     ended,
                     matches: reply::entries(Value::Array(pairs))?,
+                    reviews,
                 })
             })
             .collect()
@@ -453,6 +470,8 @@ impl Broker {
             .key(self.keys.task_prefix(tenant))
             .key(self.keys.tasks(tenant))
             .key(self.keys.dlq_counts(tenant))
+            .key(self.keys.dlq_review(tenant))
+            .key(self.keys.dlq_folds(tenant))
             .arg(stats_keep.as_millis() as u64)
             .arg(if records { "1" } else { "0" });
         for item in items {
@@ -505,6 +524,8 @@ impl Broker {
             .key(self.keys.events(tenant))
             .key(self.keys.dlq_counts(tenant))
             .key(self.keys.dlq_dropped(tenant))
+            .key(self.keys.dlq_review(tenant))
+            .key(self.keys.dlq_folds(tenant))
             .arg(hard_max_len)
             .arg(stamp.action)
             .arg(stamp.operator)
@@ -561,6 +582,8 @@ impl Broker {
             .key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))
             .key(self.keys.dlq_counts(tenant))
+            .key(self.keys.dlq_review(tenant))
+            .key(self.keys.dlq_folds(tenant))
             .arg(if records { "1" } else { "0" });
         for t in targets {
             t.args(&mut inv);

@@ -27,8 +27,11 @@ mod dead_letters;
 mod jobs;
 mod lanes;
 mod lease;
+mod notify;
+mod notify_plan;
 mod records;
 mod retries;
+mod review;
 mod running;
 mod sessions;
 mod settle;
@@ -53,14 +56,18 @@ pub use commands::{BeginCommand, FinishMode, Withdraw};
 pub use connect::Broker;
 pub use dead_letters::{
     CountsStep, DlqCounts, DlqGroup, FingerprintTally, PageScan, RecordTarget, Removal, ReplayItem,
+    ScanStep,
 };
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
 pub(crate) use lanes::{Landed, TenantSignals};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
+pub use notify::{Attempt, Delivery, OutboxEvent};
+pub use notify_plan::{NotifyPlan, Wants};
 pub use records::{
     IndexedTask, Located, Place, RecordRead, Searched, SweepStep, TaskCursor, TaskFilter,
 };
 pub use reply::{Entry, Fields};
+pub use review::{FoldOutcome, ReviewMove, ReviewOutcome, Unowned};
 pub use running::{Beat, Begin, StartEntry, StartRecords, Starts};
 #[cfg_attr(not(feature = "testkit"), allow(unused_imports))]
 pub use server::{ServerFlavor, ServerInfo, ServerVersion};

@@ -84,6 +84,19 @@ pub(super) struct Scripts {
     pub(super) dlq_counts: Script,
     /// Read-only: a tenant's dead-letter counts and its stream's length, together.
     pub(super) dlq_counts_read: Script,
+    /// One review move (assign, escalate, note) on listed dead letters; an escalation to the
+    /// tenant appends its notification.
+    pub(super) dlq_review: Script,
+    /// Folds a fingerprint's dead letters under one representative.
+    pub(super) dlq_fold: Script,
+    /// A bounded step towards the oldest unowned dead letter.
+    pub(super) dlq_unowned: Script,
+    // ---- tenant notifications (one tenant's keys) ----
+    /// One tick of a tenant's delivery: lease, digest and breaker events into the outbox,
+    /// where each target stands.
+    pub(super) notify_tick: Script,
+    /// What became of one delivery attempt.
+    pub(super) notify_ack: Script,
     // ---- admin commands and jobs (`{@admin}` keys) ----
     /// Claims the one execution of a command.
     pub(super) admin_begin: Script,
@@ -131,6 +144,8 @@ pub(super) fn scripts() -> &'static Scripts {
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/steps.lua"),
             include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/lib/review.lua"),
+            include_str!("scripts/lib/notify.lua"),
             include_str!("scripts/dead_letter.lua")
         )),
         retry: Script::new(concat!(
@@ -182,16 +197,19 @@ pub(super) fn scripts() -> &'static Scripts {
         replay: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/lib/review.lua"),
             include_str!("scripts/replay.lua")
         )),
         dlq_remove: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/lib/review.lua"),
             include_str!("scripts/dlq_remove.lua")
         )),
         dlq_purge: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/lib/review.lua"),
             include_str!("scripts/dlq_purge.lua")
         )),
         archive_lease: Script::new(include_str!("scripts/archive_lease.lua")),
@@ -199,6 +217,7 @@ pub(super) fn scripts() -> &'static Scripts {
         dlq_archived: Script::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/dlq_counts.lua"),
+            include_str!("scripts/lib/review.lua"),
             include_str!("scripts/dlq_archived.lua")
         )),
         dlq_restore: Script::new(concat!(
@@ -208,13 +227,30 @@ pub(super) fn scripts() -> &'static Scripts {
         )),
         records_sweep: Script::new(include_str!("scripts/records_sweep.lua")),
         dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
-        dlq_page: Script::new(include_str!("scripts/dlq_page.lua")),
+        dlq_page: Script::new(concat!(
+            include_str!("scripts/lib/review.lua"),
+            include_str!("scripts/dlq_page.lua")
+        )),
         stats_window: Script::new(include_str!("scripts/stats_window.lua")),
         dlq_counts: Script::new(concat!(
             include_str!("scripts/lib/dlq_counts.lua"),
             include_str!("scripts/dlq_counts.lua")
         )),
         dlq_counts_read: Script::new(include_str!("scripts/dlq_counts_read.lua")),
+        dlq_review: Script::new(concat!(
+            include_str!("scripts/lib/review.lua"),
+            include_str!("scripts/dlq_review.lua")
+        )),
+        dlq_fold: Script::new(concat!(
+            include_str!("scripts/lib/review.lua"),
+            include_str!("scripts/dlq_fold.lua")
+        )),
+        dlq_unowned: Script::new(concat!(
+            include_str!("scripts/lib/review.lua"),
+            include_str!("scripts/dlq_unowned.lua")
+        )),
+        notify_tick: Script::new(include_str!("scripts/notify_tick.lua")),
+        notify_ack: Script::new(include_str!("scripts/notify_ack.lua")),
         admin_begin: Script::new(include_str!("scripts/admin_begin.lua")),
         admin_finish: Script::new(include_str!("scripts/admin_finish.lua")),
         admin_beat: Script::new(include_str!("scripts/admin_beat.lua")),
@@ -240,7 +276,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 44);
+        assert_eq!(files.len(), 49);
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

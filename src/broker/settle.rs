@@ -342,7 +342,10 @@ impl Broker {
             .key(self.keys.steps(tenant, entry_id));
         self.record_keys(&mut inv, tenant, records, true);
         inv.key(self.keys.dlq_counts(tenant))
-            .key(self.keys.dlq_dropped(tenant));
+            .key(self.keys.dlq_dropped(tenant))
+            .key(self.keys.dlq_review(tenant))
+            .key(self.keys.dlq_folds(tenant))
+            .key(self.notify_key(tenant, super::notify_plan::NotifyEvent::DeadLettered));
         inv.arg(&*self.group)
             .arg(entry_id)
             .arg(hard_max_len)

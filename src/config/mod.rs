@@ -9,7 +9,7 @@
 //! * `layers` — the defaults, file and environment layers; near-miss variable warnings.
 //! * `raw` — [`RawConfig`], one raw struct per section.
 //! * one file per section (`connection` for `[redis]`, `fleet`, `retry`, `reclaim`, `classify`, `isolation`,
-//!   `limits`, `admin`, `log`, `metrics`), each with `validate(raw) -> Result<section>`;
+//!   `limits`, `admin`, `log`, `metrics`, `notify`), each with `validate(raw) -> Result<section>`;
 //!   `handlers` for `[[handlers]]` (the routing table, the library's own handler types).
 //! * `rules` — rules across sections; `check` — identifier and range checks.
 
@@ -25,6 +25,7 @@ pub(crate) mod layers;
 mod limits;
 mod log;
 mod metrics;
+pub(crate) mod notify;
 mod raw;
 mod reclaim;
 mod retry;
@@ -45,6 +46,7 @@ pub use self::isolation::{RawBreaker, RawIsolation};
 pub use self::limits::{RawDeadLetter, RawDeadLetterTenant, RawLimits};
 pub use self::log::RawLog;
 pub use self::metrics::RawMetrics;
+pub use self::notify::{NotifySettings, NotifyTarget, RawNotify, RawTarget};
 pub(crate) use self::raw::section;
 pub use self::raw::RawConfig;
 pub use self::reclaim::{RawReclaim, ReclaimSettings};
@@ -98,6 +100,8 @@ pub struct Settings {
     pub(crate) metrics: MetricsSettings,
     /// `[[handlers]]` (or `fleet.handler`): which handler runs which kinds.
     pub(crate) routing: handlers::Routing,
+    /// `[notify]`: tenant notification targets and their delivery.
+    pub(crate) notify: NotifySettings,
 }
 
 impl Settings {
@@ -124,6 +128,7 @@ impl Settings {
         let admin = admin::validate(&raw.admin)?;
         let log = log::validate(&raw.log)?;
         let (metrics_listen, metrics) = metrics::validate(&raw.metrics)?;
+        let notify = notify::validate(&raw.notify)?;
         Ok(Settings {
             redis,
             fleet,
@@ -142,6 +147,7 @@ impl Settings {
             metrics_listen,
             metrics,
             routing,
+            notify,
         })
     }
 
@@ -216,7 +222,11 @@ impl crate::broker::Broker {
         if settings.redis.tls.insecure {
             crate::telemetry::events::redis_server::tls_insecure(&crate::broker::redact_url(url));
         }
-        crate::broker::Broker::connect_to(url, &settings.redis, &settings.fleet.group).await
+        Ok(
+            crate::broker::Broker::connect_to(url, &settings.redis, &settings.fleet.group)
+                .await?
+                .with_notify(settings.notify.plan()),
+        )
     }
 }
 

@@ -18,6 +18,7 @@ use super::layers;
 use super::limits::{RawDeadLetter, RawLimits};
 use super::log::RawLog;
 use super::metrics::RawMetrics;
+use super::notify::RawNotify;
 use super::reclaim::RawReclaim;
 use super::retry::RawRetry;
 use super::tasks::RawTasks;
@@ -25,7 +26,7 @@ use crate::broker::redact_url;
 use crate::error::{Error, Result};
 
 /// The library's sections (`[[handlers]]` included), in the order they are read.
-pub(crate) const SECTIONS: [&str; 14] = [
+pub(crate) const SECTIONS: [&str; 15] = [
     "redis",
     "fleet",
     "retry",
@@ -40,6 +41,7 @@ pub(crate) const SECTIONS: [&str; 14] = [
     "log",
     "metrics",
     "handlers",
+    "notify",
 ];
 
 /// Every setting as loaded, before validation. An embedder may edit it before
@@ -76,6 +78,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[metrics]`
     pub metrics: RawMetrics,
+    /// `[notify]` and `[[notify.targets]]`
+    pub notify: RawNotify,
 }
 
 impl RawConfig {
@@ -111,16 +115,23 @@ impl RawConfig {
             admin: section(fig, "admin")?,
             log: section(fig, "log")?,
             metrics: section(fig, "metrics")?,
+            notify: section(fig, "notify")?,
         })
     }
 
-    /// The settings as TOML with the password in redis.url replaced by `***` and the secrets
+    /// The settings as TOML with the password in redis.url replaced by `***`, the secrets
     /// of `[[handlers]]` entries (secrets, tokens, passwords, keys, header values) by
-    /// `<redacted>`.
+    /// `<redacted>`, and the paths of notification targets' URLs cut.
     pub fn redacted_toml(&self) -> String {
         let mut copy = self.clone();
         copy.redis.url = redact_url(&copy.redis.url);
         copy.handlers = copy.handlers.iter().map(redact).collect();
+        copy.notify.targets = copy
+            .notify
+            .targets
+            .iter()
+            .map(super::notify::redact)
+            .collect();
         toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
 }
@@ -193,7 +204,7 @@ mod tests {
             .to_string();
         assert!(
             err.contains("unknown field: found `flet`, expected `one of `redis`, `fleet`")
-                && err.contains("`metrics`, `handlers`, `demo``")
+                && err.contains("`metrics`, `handlers`, `notify`, `demo``")
                 && err.contains("for key \"default.flet\""),
             "{err}"
         );

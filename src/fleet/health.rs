@@ -1,12 +1,13 @@
 //! Liveness and readiness of a member, and the loop that refreshes the Redis-derived gauges
-//! (lane depth, pending, lag, scheduled and overdue retries, dead-letter depth) and checks that
+//! (lane depth, pending, lag, scheduled and overdue retries, dead-letter depth, the age of the
+//! oldest dead letter nobody owns) and checks that
 //! Redis answers and accepts writes (an out-of-memory episode: Redis over `maxmemory`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::shared::Shared;
-use crate::broker::{Broker, TenantDepth};
+use crate::broker::{Broker, TenantDepth, Unowned};
 use crate::config::MetricsSettings;
 use crate::shutdown::Shutdown;
 pub use crate::telemetry::Health;
@@ -27,7 +28,15 @@ pub(crate) struct DepthRefresher {
     /// the gauge is set to 0 once (instead of lingering at its last value until the idle
     /// timeout drops it), so "a DLQ is non-empty" alerts clear at the next refresh.
     pub dlq_published: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Per tenant, the oldest unowned dead letter's time as last found (`None`: every dead
+    /// letter is owned), kept while a step's budget runs out before it knows
+    /// (scripts/dlq_unowned.lua).
+    pub unowned: std::collections::HashMap<Arc<str>, Option<u64>>,
 }
+
+/// Dead letters one refresh reads per tenant at most, looking for the oldest unowned one
+/// (past the owned ones since the last refresh: usually one).
+const UNOWNED_BUDGET: usize = 1_000;
 
 impl DepthRefresher {
     pub(crate) async fn run(mut self, shutdown: Shutdown) {
@@ -54,6 +63,7 @@ impl DepthRefresher {
                     self.shared.queued() > 0 || depths.iter().any(|d| d.lag > 0 || d.overdue > 0);
                 self.health.set_work_waiting(waiting);
                 self.publish(&depths);
+                self.unowned_step(&tenants).await;
             }
             Err(e) => {
                 self.health.set_redis(false);
@@ -75,6 +85,50 @@ impl DepthRefresher {
         events::health::readiness(redis_oom, ready.is_ok());
         let server = self.broker.server();
         events::redis_server::server_info(server.flavor.as_str(), &server.version_label());
+    }
+
+    /// One step towards each tenant's oldest unowned dead letter, published as its age.
+    async fn unowned_step(&mut self, tenants: &[Arc<str>]) {
+        if tenants.is_empty() {
+            return;
+        }
+        let (steps, now) = match tokio::try_join!(
+            self.broker.dlq_unowned(tenants, UNOWNED_BUDGET),
+            self.broker.server_time_ms()
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                events::health::unowned_failed(&e);
+                return;
+            }
+        };
+        self.unowned.retain(|t, _| tenants.contains(t));
+        for (t, step) in tenants.iter().zip(steps) {
+            match step {
+                Unowned::Found(id) => {
+                    self.unowned
+                        .insert(t.clone(), Some(crate::admin::select::id_ms(&id)));
+                }
+                Unowned::None => {
+                    self.unowned.insert(t.clone(), None);
+                }
+                Unowned::More => {}
+            }
+        }
+        let mut ages: Vec<(&str, u64)> = self
+            .unowned
+            .iter()
+            .map(|(t, at)| (&**t, at.map_or(0, |ms| now.saturating_sub(ms) / 1000)))
+            .collect();
+        ages.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let n = self.cfg.max_tenant_labels;
+        for (tenant, age) in ages.iter().take(n) {
+            events::health::unowned_age(tenant.to_string(), *age);
+        }
+        if let Some((_, oldest)) = ages.get(n) {
+            // The tenants past the label cap: the oldest of theirs.
+            events::health::unowned_age(OTHER_TENANT.to_owned(), *oldest);
+        }
     }
 
     fn publish(&self, depths: &[TenantDepth]) {

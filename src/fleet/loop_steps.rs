@@ -422,6 +422,7 @@ async fn depth_refresher_step_marks_redis_answering() {
         health: health.clone(),
         cfg: env.settings.metrics,
         dlq_published: Default::default(),
+        unowned: Default::default(),
     };
     depths.step().await;
     assert_eq!(health.readiness(), Ok(()));

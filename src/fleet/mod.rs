@@ -28,6 +28,8 @@
 //! * [`health`] refreshes the Redis-derived gauges and the readiness inputs.
 //! * [`log_summaries`] writes the summaries of log lines a storm repeated (the first of each
 //!   cause per `log.storm_interval_ms` is written, the rest counted) when their windows end.
+//! * [`notifier`] delivers tenants' notifications (`[[notify.targets]]`) from their outboxes
+//!   in Redis, one member at a time per tenant, at least once.
 //! * [`reclaimer`] takes over stale entries of dead or stuck members, [`recoverer`] promotes
 //!   due retries, [`heartbeat`] keeps held entries fresh.
 //! * [`archiver`] moves dead letters past the cap or the retention, and resolved or discarded
@@ -70,6 +72,7 @@ pub(crate) mod log_summaries;
 #[cfg(test)]
 mod loop_steps;
 pub(crate) mod next_move;
+pub(crate) mod notifier;
 pub(crate) mod read_plan;
 pub(crate) mod reader;
 pub(crate) mod reclaimer;
@@ -125,6 +128,7 @@ pub struct Fleet {
     archive: crate::archive::ArchiveSettings,
     /// `[dead_letter]`: when they leave (cap, retention, grace).
     retention: crate::archive::Retention,
+    notify: Arc<crate::config::NotifySettings>,
 }
 
 impl Fleet {
@@ -181,6 +185,7 @@ impl Fleet {
             tasks: Arc::new(settings.tasks().clone()),
             archive: settings.archive.clone(),
             retention: settings.retention.clone(),
+            notify: Arc::new(settings.notify.clone()),
         }
     }
 
@@ -287,6 +292,7 @@ impl Fleet {
             health: self.health.clone(),
             cfg: self.metrics,
             dlq_published: Default::default(),
+            unowned: Default::default(),
         }
     }
 
@@ -313,6 +319,7 @@ struct Loops {
     reader: JoinHandle<Result<()>>,
     watch: Option<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    notifier: Option<JoinHandle<()>>,
     reclaimer: JoinHandle<()>,
     recoverer: JoinHandle<()>,
     archiver: Option<JoinHandle<()>>,
@@ -421,10 +428,26 @@ impl Loops {
         let summaries = tokio::spawn(log_summaries::LogSummaries.run(background.clone()));
         fleet.health.set_serving(true);
         let admin = tokio::spawn(fleet.admin_loop(&shared).run(shutdown.clone()));
+        let notifier = if fleet.notify.targets.is_empty() {
+            None
+        } else {
+            match notifier::Notifier::new(
+                broker.clone(),
+                shared.member.clone(),
+                fleet.notify.clone(),
+            ) {
+                Ok(n) => Some(tokio::spawn(n.run(shutdown.clone()))),
+                Err(e) => {
+                    tracing::error!(error = %e, "tenant notifications cannot start: no HTTP client");
+                    None
+                }
+            }
+        };
         Loops {
             reader,
             watch,
             admin,
+            notifier,
             reclaimer,
             recoverer,
             archiver,
@@ -442,12 +465,17 @@ impl Loops {
     /// Waits for the loops in the documented order once shutdown has fired; the reader's
     /// result is the member's.
     async fn stop_in_order(self, broker: &Broker, router: &router::Router) -> Result<()> {
-        // 1. Stop reading tasks, then admin commands (a running replay stays pending).
+        // 1. Stop reading tasks, then admin commands (a running replay stays pending), then
+        //    delivering notifications.
         let reader = self.reader.await;
         if let Some(w) = self.watch {
             let _ = w.await;
         }
         let _ = self.admin.await;
+        if let Some(n) = self.notifier {
+            // Its tenants go to another member once its leases run out.
+            let _ = n.await;
+        }
         // 2. Stop taking over entries, promoting retries and archiving (a batch in flight
         //    stays recorded in Redis, to be uploaded again and removed by whoever is next).
         let _ = self.reclaimer.await;

@@ -85,6 +85,11 @@ pub const RETRIES_SCHEDULED: &str = "redrive_retries_scheduled";
 pub const RETRIES_OVERDUE: &str = "redrive_retries_overdue";
 /// Gauge{tenant}: entries in the dead-letter stream; non-empty streams only.
 pub const DLQ_DEPTH: &str = "redrive_dlq_depth";
+/// Gauge{tenant}: seconds since the tenant's oldest dead letter that nobody owns (review
+/// state `new`: not in review, not escalated, not folded) was dead-lettered; 0 when none. Set
+/// by every member's health refresh (a bounded step behind a cursor, never a full scan); top
+/// tenants by age, the oldest of the rest under `__other__`.
+pub const DLQ_UNOWNED_AGE: &str = "redrive_dlq_oldest_unowned_age";
 /// Gauge{version}: always 1.
 pub const BUILD_INFO: &str = "redrive_build_info";
 /// Gauge: 1 while this member is ready (Redis answers, reads or settles progress).
@@ -176,6 +181,24 @@ pub const API_LOGINS: &str = "redrive_api_logins_total";
 /// summary line); `event` is the line's event (`attempt_failed`, `dead_lettered`, …). Every
 /// other metric still counts every event.
 pub const LOG_LINES_SUPPRESSED: &str = "redrive_log_lines_suppressed_total";
+
+/// Counter{tenant,event}: tenant notifications delivered (a 2xx from the target), by event
+/// type (`dead_lettered`, `escalated`, `breaker_opened`, `breaker_closed`).
+pub const NOTIFY_SENT: &str = "redrive_notify_sent_total";
+/// Counter{tenant,event}: tenant notifications given up after `notify.max_attempts` (the
+/// delivery log says `failed`; the target's next event is sent).
+pub const NOTIFY_FAILED: &str = "redrive_notify_failed_total";
+/// Counter{tenant}: notification attempts that failed and will be tried again (with backoff).
+pub const NOTIFY_RETRIES: &str = "redrive_notify_retries_total";
+/// Counter{tenant}: delivery ticks that held events back because the tenant's
+/// `notify.rate_per_minute` was used up (they wait, never dropped).
+pub const NOTIFY_RATE_LIMITED: &str = "redrive_notify_rate_limited_total";
+/// Gauge{tenant}: events waiting in the tenant's notification outbox, as the member
+/// delivering them (the lease holder) last saw it.
+pub const NOTIFY_OUTBOX_DEPTH: &str = "redrive_notify_outbox_depth";
+/// Gauge{tenant}: seconds since the oldest event waiting in the tenant's outbox was appended
+/// (0 when empty), as the member delivering them last saw it.
+pub const NOTIFY_OUTBOX_AGE: &str = "redrive_notify_outbox_oldest_age";
 
 /// Buckets of the task-duration histogram, seconds (agent calls: ms to minutes).
 pub const DURATION_BUCKETS: [f64; 14] = [

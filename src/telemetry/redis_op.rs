@@ -54,11 +54,13 @@ pub enum RedisOp {
     RecordsSweep,
     /// The recoverer's upkeep of a tenant's dead-letter counts.
     DlqCounts,
+    /// The notifier's tick or ack on a tenant's outbox.
+    Notify,
 }
 
 impl RedisOp {
     /// Every op, in the order their series are registered at 0.
-    pub const ALL: [RedisOp; 25] = [
+    pub const ALL: [RedisOp; 26] = [
         RedisOp::Read,
         RedisOp::Start,
         RedisOp::Depths,
@@ -84,6 +86,7 @@ impl RedisOp {
         RedisOp::RecordSteps,
         RedisOp::RecordsSweep,
         RedisOp::DlqCounts,
+        RedisOp::Notify,
     ];
 
     /// The label value on the wire.
@@ -114,6 +117,7 @@ impl RedisOp {
             RedisOp::RecordSteps => "record_steps",
             RedisOp::RecordsSweep => "records_sweep",
             RedisOp::DlqCounts => "dlq_counts",
+            RedisOp::Notify => "notify",
         }
     }
 }
@@ -159,6 +163,7 @@ mod tests {
                 "record_steps",
                 "records_sweep",
                 "dlq_counts",
+                "notify",
             ]
         );
         let distinct: std::collections::HashSet<&str> = wire.iter().copied().collect();

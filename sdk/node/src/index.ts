@@ -2,7 +2,8 @@
  * redrive's Node/TypeScript SDK: a {@link Producer} for redrive's lanes (idempotent enqueue, a
  * task's record by id, waiting for its result) and the agent side of
  * the redrive agent protocol ({@link Agent}, {@link serveHttp}, `agent.middleware()`,
- * {@link servePool}), with signature verification ({@link verify}).
+ * {@link servePool}), with signature verification ({@link verify}), and the receiving side of
+ * tenant notifications ({@link verifyNotification}; `examples/notify-receiver.ts`).
  */
 
 export { Agent, kindMatches, validateStepName } from "./agent.js";
@@ -59,6 +60,8 @@ export { MAX_ERROR_BYTES, bound } from "./reply.js";
 export { RequestError, parseRequest } from "./request.js";
 export type { AttemptRecord, Step, Task } from "./request.js";
 export { SIGNATURE_TOLERANCE_SECS, checkSignature, sign, verify } from "./signature.js";
+export { NOTIFICATION_TYPES, NotificationError, verifyNotification } from "./notify.js";
+export type { Headers, Notification } from "./notify.js";
 export type { VerifyOptions } from "./signature.js";
 export {
   DEFAULT_MAX_PAYLOAD_BYTES,

@@ -17,7 +17,7 @@ use super::job::{field as job_field, JobCounts, JobRecord, JobState};
 use super::selection::{by_tenant, select};
 use crate::admin::context::{AdminContext, Executed};
 use crate::admin::scan::pin;
-use crate::admin::select::Selection;
+use crate::admin::select::{DlId, Selection};
 use crate::admin::{Envelope, ReplaySpec};
 use crate::broker::ReplayItem;
 use crate::error::{Error, Result};
@@ -243,11 +243,18 @@ async fn start(ctx: &AdminContext, env: &Envelope, spec: &ReplaySpec) -> Result<
             if missing.len() > 10 { ", …" } else { "" }
         )));
     }
-    if let Some(Selection::Ids(_)) = &pinned.select {
+    if let Some(Selection::Ids(listed)) = &pinned.select {
         // Listed ids are all or nothing: any that a guardrail refuses or that cannot be
-        // replayed stops the command before anything changes.
+        // replayed stops the command before anything changes (a fold's members, taken along
+        // by its representative, are counted like a filter's matches instead).
         let opts = build_options(ctx, &pinned, &env.operator, now);
-        for (tenant, group) in by_tenant(&items.iter().map(|s| s.id.clone()).collect::<Vec<_>>()) {
+        let listed: std::collections::HashSet<&DlId> = listed.iter().collect();
+        let ids: Vec<DlId> = items
+            .iter()
+            .map(|s| s.id.clone())
+            .filter(|d| listed.contains(d))
+            .collect();
+        for (tenant, group) in by_tenant(&ids) {
             let refs: Vec<&str> = group.iter().map(|d| d.id.as_str()).collect();
             for (d, e) in group.iter().zip(b.dlq_entries(&tenant, &refs).await?) {
                 let fields = e.and_then(|e| e.fields).unwrap_or_default();

@@ -24,12 +24,29 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Builds the client of one entry.
 pub(crate) fn build(spec: &HandlerSpec, opts: &HttpOptions) -> Result<reqwest::Client> {
+    client(
+        &spec.label(),
+        &opts.ca_certs,
+        opts.connect_timeout,
+        opts.max_idle_per_host,
+    )
+}
+
+/// A client as every entry's (and the notification sender's, src/agents/webhook.rs): the
+/// built-in roots plus `ca_certs`, HTTP/1.1, no redirects, no proxy, no client retries;
+/// `label` names its owner in an error.
+pub(crate) fn client(
+    label: &str,
+    ca_certs: &[rustls::pki_types::CertificateDer<'static>],
+    connect_timeout: Duration,
+    max_idle_per_host: usize,
+) -> Result<reqwest::Client> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Config(format!("{}: cannot build the {what}: {e}", spec.label()))
+        Error::Config(format!("{label}: cannot build the {what}: {e}"))
     };
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in &opts.ca_certs {
+    for cert in ca_certs {
         roots
             .add(cert.clone())
             .map_err(|e| fail("trust store (ca_file)", &e))?;
@@ -47,8 +64,8 @@ pub(crate) fn build(spec: &HandlerSpec, opts: &HttpOptions) -> Result<reqwest::C
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .retry(reqwest::retry::never())
-        .connect_timeout(opts.connect_timeout)
-        .pool_max_idle_per_host(opts.max_idle_per_host)
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(max_idle_per_host)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))

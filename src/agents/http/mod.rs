@@ -11,10 +11,10 @@
 //! * `handler` — [`HttpHandler`](handler::HttpHandler): the request of one attempt, within
 //!   the entry's timeout.
 
-mod client;
+pub(crate) mod client;
 mod handler;
 mod options;
-mod reply;
+pub(crate) mod reply;
 
 use std::sync::Arc;
 

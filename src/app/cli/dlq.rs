@@ -1,5 +1,6 @@
 //! `redrive dlq …`: triage (list, show, stats, export) reads Redis directly; recovery (replay,
-//! resolve, discard, purge, cancel) goes through the admin command stream
+//! resolve, discard, purge, cancel) and review (assign, escalate, note, fold) go through the
+//! admin command stream
 //! ([`crate::app::admin_client`]). Raw flags are turned into validated values first (bad input
 //! exits 64 before anything is sent).
 
@@ -12,10 +13,12 @@ use serde_json::{json, Value};
 use super::args::{mutation, window, FilterArgs, MutationArgs};
 use super::common::{connect, context, print_json, usage};
 use super::submit::send;
+use crate::admin::review::ReviewState;
 use crate::admin::select::{DlId, Selection};
 use crate::admin::time::{format_age, parse_duration};
 use crate::admin::{
-    validate_command_id, AdminCommand, CancelSpec, PurgeSpec, RemoveSpec, ReplaySpec,
+    validate_command_id, AdminCommand, CancelSpec, FoldSpec, PurgeSpec, RemoveSpec, ReplaySpec,
+    ReviewSpec,
 };
 use crate::app::changes::{purge_count, selection};
 use crate::app::report;
@@ -47,6 +50,73 @@ pub enum DlqCommand {
     /// The archive of dead letters that left Redis: list, show, restore.
     #[command(subcommand)]
     Archive(super::dlq_archive::ArchiveCommand),
+    /// Assign dead letters to an operator for review (state in_review).
+    Assign(AssignArgs),
+    /// Escalate dead letters to their tenant (notified when it has a target for escalations)
+    /// or to a named team (state escalated).
+    Escalate(EscalateArgs),
+    /// Add a note to dead letters (their state stays).
+    Note(NoteArgs),
+    /// Fold a tenant's dead letters of one fingerprint under one representative: replaying,
+    /// resolving or discarding it does the same to all of them (later ones with that
+    /// fingerprint join the fold).
+    Fold(FoldArgs),
+}
+
+/// `dlq assign`
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    /// Dead letters (TENANT/ENTRY-ID; a fold's representative stands for its members).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Who reviews them.
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
+    /// Who, why, where and how long to wait (--reason defaults to "assigned for review").
+    #[command(flatten)]
+    pub m: MutationArgs,
+}
+
+/// `dlq escalate`
+#[derive(Debug, Args)]
+pub struct EscalateArgs {
+    /// Dead letters (TENANT/ENTRY-ID).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// `tenant` (the dead letter's own tenant) or a team's name.
+    #[arg(long, value_name = "tenant|TEAM")]
+    pub to: String,
+    /// Who, why (required), where and how long to wait.
+    #[command(flatten)]
+    pub m: MutationArgs,
+}
+
+/// `dlq note`
+#[derive(Debug, Args)]
+pub struct NoteArgs {
+    /// Dead letters (TENANT/ENTRY-ID).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// The note (at most 2048 bytes).
+    #[arg(long, value_name = "TEXT")]
+    pub text: String,
+    /// Who, why, where and how long to wait (--reason defaults to "note").
+    #[command(flatten)]
+    pub m: MutationArgs,
+}
+
+/// `dlq fold`
+#[derive(Debug, Args)]
+pub struct FoldArgs {
+    /// The tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// The fingerprint whose dead letters are folded (as `dlq stats` prints it).
+    #[arg(long, value_name = "FP")]
+    pub fingerprint: String,
+    /// Who, why (required), where and how long to wait.
+    #[command(flatten)]
+    pub m: MutationArgs,
 }
 
 /// `dlq list`
@@ -65,6 +135,16 @@ pub struct ListArgs {
     /// Continue after this position (the `next cursor` a previous page printed).
     #[arg(long, value_name = "CURSOR")]
     pub cursor: Option<String>,
+    /// Only dead letters in this review state (repeatable): new, in_review, escalated, folded.
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    /// Only dead letters assigned to this operator (repeatable).
+    #[arg(long = "assignee", value_name = "NAME")]
+    pub assignees: Vec<String>,
+    /// List the members of folds too (by default each fold's representative stands for them,
+    /// with their count).
+    #[arg(long)]
+    pub expand_folds: bool,
     /// Entries per page (1 to 10000).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -225,7 +305,70 @@ pub async fn run(cmd: DlqCommand, settings: &Settings) -> Result<()> {
         DlqCommand::Purge(a) => purge(a, settings).await,
         DlqCommand::Cancel(a) => cancel(a, settings).await,
         DlqCommand::Archive(a) => super::dlq_archive::run(a, settings).await,
+        DlqCommand::Assign(a) => {
+            let spec = ReviewSpec {
+                ids: review_ids(&a.ids)?,
+                to: a.to,
+                text: String::new(),
+            };
+            review(
+                settings,
+                &a.m,
+                "assigned for review",
+                AdminCommand::Assign(spec),
+            )
+            .await
+        }
+        DlqCommand::Escalate(a) => {
+            let spec = ReviewSpec {
+                ids: review_ids(&a.ids)?,
+                to: a.to,
+                text: String::new(),
+            };
+            let v = mutation(&a.m, settings, None)?;
+            let command = AdminCommand::Escalate(spec);
+            command.validate().map_err(usage)?;
+            send(connect(settings).await?, settings, &a.m, v, command).await
+        }
+        DlqCommand::Note(a) => {
+            let spec = ReviewSpec {
+                ids: review_ids(&a.ids)?,
+                to: String::new(),
+                text: a.text,
+            };
+            review(settings, &a.m, "note", AdminCommand::Note(spec)).await
+        }
+        DlqCommand::Fold(a) => {
+            let command = AdminCommand::Fold(FoldSpec {
+                tenant: a.tenant,
+                fingerprint: a.fingerprint,
+            });
+            command.validate().map_err(usage)?;
+            let v = mutation(&a.m, settings, None)?;
+            send(connect(settings).await?, settings, &a.m, v, command).await
+        }
     }
+}
+
+/// The ids of a review move (TENANT/ENTRY-ID each), without repeats.
+fn review_ids(ids: &[String]) -> Result<Vec<DlId>> {
+    let parsed = ids
+        .iter()
+        .map(|id| DlId::parse(id, None).map_err(usage))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::admin::select::dedup(parsed))
+}
+
+/// Sends an assign or a note (`default_reason` when --reason is not given).
+async fn review(
+    settings: &Settings,
+    m: &MutationArgs,
+    default_reason: &str,
+    command: AdminCommand,
+) -> Result<()> {
+    command.validate().map_err(usage)?;
+    let v = mutation(m, settings, Some(default_reason))?;
+    send(connect(settings).await?, settings, m, v, command).await
 }
 
 async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
@@ -246,6 +389,21 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     if let Some(id) = &a.task_id {
         crate::task::validate_task_id(id).map_err(|e| usage(format!("--task-id: {e}")))?;
     }
+    let states = a
+        .states
+        .iter()
+        .map(|s| {
+            ReviewState::parse(s).ok_or_else(|| {
+                usage(format!(
+                    "--state '{s}' is not a review state: new, in_review, escalated or folded"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for n in &a.assignees {
+        crate::admin::review::validate_assignee(n)
+            .map_err(|e| usage(e.replace("--to", "--assignee")))?;
+    }
     let b = connect(settings).await?;
     let now = b.server_time_ms().await?;
     let filter = a.filter.to_filter(now)?;
@@ -258,6 +416,10 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
             limit: a.limit,
             newest_first: a.newest_first,
             scan_limit: a.scan_limit,
+            // A folded member shows only when asked for (or expanded).
+            expand_folds: a.expand_folds || states.contains(&ReviewState::Folded),
+            states,
+            assignees: a.assignees,
         },
     )
     .await?;
@@ -276,8 +438,8 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     }
     if !page.entries.is_empty() {
         println!(
-            "{:<34} {:>5} {:<20} {:<18} {:<24} {:<12} ERROR",
-            "ID", "AGE", "CLASS", "KIND", "TASK_ID", "FINGERPRINT"
+            "{:<34} {:>5} {:<20} {:<18} {:<24} {:<12} {:<22} ERROR",
+            "ID", "AGE", "CLASS", "KIND", "TASK_ID", "FINGERPRINT", "REVIEW"
         );
         for e in &page.entries {
             println!("{}", e.list_line(now));
@@ -314,6 +476,8 @@ async fn show(a: ShowArgs, settings: &Settings) -> Result<()> {
             ))
         })?;
     let view = DeadLetterView::from_entry(&id.tenant, entry);
+    let review = report::review_of(&b, &id.tenant, &id.id, &view.fields).await?;
+    let view = view.with_review(review);
     if a.json {
         print_json(&view.to_json());
     } else {

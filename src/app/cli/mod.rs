@@ -17,6 +17,7 @@ pub mod dlq;
 pub mod dlq_archive;
 pub mod enqueue;
 pub mod health;
+pub mod notify;
 pub mod run;
 pub mod serve;
 pub mod submit;
@@ -68,8 +69,8 @@ pub enum Command {
         #[command(subcommand)]
         action: config::ConfigAction,
     },
-    /// Triage and recover dead letters: list, show, stats, export, replay, resolve, discard,
-    /// purge, cancel.
+    /// Triage, review and recover dead letters: list, show, stats, export, replay, resolve,
+    /// discard, purge, cancel, assign, escalate, note, fold.
     Dlq {
         /// What to do.
         #[command(subcommand)]
@@ -92,6 +93,12 @@ pub enum Command {
         #[command(subcommand)]
         action: admin::AdminAction,
     },
+    /// Tenant notifications: the delivery log, and where each tenant's outbox stands.
+    Notify {
+        /// What to look at.
+        #[command(subcommand)]
+        action: notify::NotifyAction,
+    },
 }
 
 /// Runs the parsed command line.
@@ -108,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Task { action } => task::run(action, &common::settings(raw)?).await,
         Command::Health(args) => health::run(args, &common::settings(raw)?).await,
         Command::Admin { action } => admin::run(action, &common::settings(raw)?).await,
+        Command::Notify { action } => notify::run(action, &common::settings(raw)?).await,
         Command::Demo(args) => demo::run(args, raw).await,
         Command::Bench(args) => bench::run(args, raw).await,
     }

@@ -23,7 +23,8 @@ pub fn document(routes: &[RouteSpec], base_path: &str) -> Value {
             "title": "redrive API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "The reads and changes of the redrive CLI over HTTP, per token: a role \
-                (viewer: reads; operator: + replay, resolve, discard, cancel; admin: + purge and \
+                (viewer: reads; operator: + replay, resolve, discard, cancel, assign, escalate, \
+                note, fold; admin: + purge and \
                 breaker control) and a scope (every tenant or a list; another tenant's data \
                 answers 404). Changes go through the admin command stream, exactly once and \
                 audited under the token's name. Every error is {\"error\": {\"code\", \"message\"}}.",
@@ -217,7 +218,7 @@ pub fn schemas() -> Value {
             "patch": {"lang": "en"}, "rate": 50, "reason": "fixed the schema (INC-42)"
         })),
         "RemoveRequest": object(props(&[
-            ("ids", ids),
+            ("ids", ids.clone()),
             ("filter", json!({"$ref": "#/components/schemas/Filter"})),
             ("confirm", json!({"type": "boolean", "description": "Confirms a removal by filter."})),
         ]), &["reason"], json!({
@@ -228,6 +229,29 @@ pub fn schemas() -> Value {
             ("confirm", json!({"type": "boolean", "description": "Confirms: purged dead letters are deleted, not archived."})),
         ]), &["older_than", "reason"], json!({
             "older_than": "30d", "confirm": true, "reason": "retention"
+        })),
+        "AssignRequest": object(props(&[
+            ("ids", ids.clone()),
+            ("to", json!({"type": "string", "description": "Who reviews them (1 to 128 printable characters)."})),
+        ]), &["ids", "to"], json!({
+            "ids": ["acme/1763800000000-0"], "to": "ana", "reason": "on call"
+        })),
+        "EscalateRequest": object(props(&[
+            ("ids", ids.clone()),
+            ("to", json!({"type": "string", "description": "`tenant` (the dead letter's own tenant) or a team's name."})),
+        ]), &["ids", "to", "reason"], json!({
+            "ids": ["acme/1763800000000-0"], "to": "tenant", "reason": "their input is invalid"
+        })),
+        "NoteRequest": object(props(&[
+            ("ids", ids),
+            ("text", json!({"type": "string", "description": "The note (at most 2048 bytes)."})),
+        ]), &["ids", "text"], json!({
+            "ids": ["acme/1763800000000-0"], "text": "upstream fixed in v2.3"
+        })),
+        "FoldRequest": object(props(&[
+            ("fingerprint", json!({"type": "string", "description": "The fingerprint whose dead letters are folded, as the stats show it."})),
+        ]), &["fingerprint", "reason"], json!({
+            "fingerprint": "9f2c4e1a", "reason": "one cause: the v2 schema"
         })),
         "BreakerRequest": object(Map::new(), &[], json!({"reason": "incident 42"})),
         "CancelRequest": object(Map::new(), &[], json!({"reason": "wrong patch"})),
@@ -240,6 +264,7 @@ mod tests {
     use crate::app::serve::routes::breakers::BreakerBody;
     use crate::app::serve::routes::commands::CancelBody;
     use crate::app::serve::routes::recovery::{PurgeBody, RemoveBody, ReplayBody};
+    use crate::app::serve::routes::review::{FoldBody, NoteBody, ReviewBody};
     use crate::app::serve::table::ROUTES;
 
     #[test]
@@ -287,7 +312,11 @@ mod tests {
             serde_json::from_value::<T>(v.clone()).is_ok()
         }
         type Check = fn(&Value) -> bool;
-        let bodies: [(&str, Check); 5] = [
+        let bodies: [(&str, Check); 9] = [
+            ("AssignRequest", reads::<ReviewBody>),
+            ("EscalateRequest", reads::<ReviewBody>),
+            ("NoteRequest", reads::<NoteBody>),
+            ("FoldRequest", reads::<FoldBody>),
             ("ReplayRequest", reads::<ReplayBody>),
             ("RemoveRequest", reads::<RemoveBody>),
             ("PurgeRequest", reads::<PurgeBody>),

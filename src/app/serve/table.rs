@@ -4,7 +4,9 @@
 use axum::routing::on;
 
 use super::auth::Role;
-use super::routes::{breakers, commands, dead_letters, health, meta, recovery, tasks, tenants};
+use super::routes::{
+    breakers, commands, dead_letters, health, meta, recovery, review, tasks, tenants,
+};
 use super::spec::{Access, In, Method, Param, Produces, RouteSpec};
 
 const VIEWER: Access = Access::Token(Role::Viewer);
@@ -73,7 +75,7 @@ const WINDOW: Param = query(
 );
 
 /// Every route of the API.
-pub static ROUTES: [RouteSpec; 23] = [
+pub static ROUTES: [RouteSpec; 27] = [
     RouteSpec {
         method: Method::Get,
         path: "/api/v1/openapi.json",
@@ -152,6 +154,16 @@ pub static ROUTES: [RouteSpec; 23] = [
                 "task_id",
                 "string",
                 "Only the dead letters of this task id (the ones its task records name; a scan without records).",
+            ),
+            repeated(
+                "state",
+                "Only dead letters in this review state (repeatable): new, in_review, escalated, folded.",
+            ),
+            repeated("assignee", "Only dead letters assigned to this operator (repeatable)."),
+            query(
+                "folds",
+                "string",
+                "`collapse` (default: a fold's representative stands for its members, with their count) or `expand` (list the members too).",
             ),
             query("order", "string", "`oldest` (default) or `newest` first."),
             query("cursor", "string", "The next_cursor of the page before."),
@@ -290,6 +302,70 @@ pub static ROUTES: [RouteSpec; 23] = [
             (409, "Refused: no confirm (the message says how many would go), or a command id taken."),
         ],
         handler: |m| on(m, recovery::purge),
+    },
+    RouteSpec {
+        method: Method::Post,
+        path: "/api/v1/dead-letters/assign",
+        access: OPERATOR,
+        change: true,
+        summary: "Assign dead letters to an operator for review (state in_review); waits for the result.",
+        params: &[],
+        body: Some("AssignRequest"),
+        produces: Produces::Json,
+        responses: &[
+            (200, "The command's result."),
+            (404, "A dead letter or tenant that is not the token's, or one that does not exist."),
+            (409, "Refused: a dead letter belongs to a fold (act on its representative), or a command id taken."),
+        ],
+        handler: |m| on(m, review::assign),
+    },
+    RouteSpec {
+        method: Method::Post,
+        path: "/api/v1/dead-letters/escalate",
+        access: OPERATOR,
+        change: true,
+        summary: "Escalate dead letters to their tenant (notified when it has a target for escalations) or a named team (state escalated); waits for the result.",
+        params: &[],
+        body: Some("EscalateRequest"),
+        produces: Produces::Json,
+        responses: &[
+            (200, "The command's result."),
+            (404, "A dead letter or tenant that is not the token's, or one that does not exist."),
+            (409, "Refused: a dead letter belongs to a fold (act on its representative), or a command id taken."),
+        ],
+        handler: |m| on(m, review::escalate),
+    },
+    RouteSpec {
+        method: Method::Post,
+        path: "/api/v1/dead-letters/note",
+        access: OPERATOR,
+        change: true,
+        summary: "Add a note to dead letters (their state stays); waits for the result.",
+        params: &[],
+        body: Some("NoteRequest"),
+        produces: Produces::Json,
+        responses: &[
+            (200, "The command's result."),
+            (404, "A dead letter or tenant that is not the token's, or one that does not exist."),
+            (409, "Refused: a dead letter belongs to a fold (act on its representative), or a command id taken."),
+        ],
+        handler: |m| on(m, review::note),
+    },
+    RouteSpec {
+        method: Method::Post,
+        path: "/api/v1/tenants/{tenant}/dead-letters/fold",
+        access: OPERATOR,
+        change: true,
+        summary: "Fold the tenant's dead letters of one fingerprint under the oldest of them: replaying, resolving or discarding it does the same to all of them; waits for the result.",
+        params: &[TENANT],
+        body: Some("FoldRequest"),
+        produces: Produces::Json,
+        responses: &[
+            (200, "The command's result (also when the fingerprint was folded already)."),
+            (404, "A tenant that is not the token's, or no dead letter with that fingerprint."),
+            (409, "Refused: a command id taken, or the dead letters kept changing."),
+        ],
+        handler: |m| on(m, review::fold),
     },
     RouteSpec {
         method: Method::Get,

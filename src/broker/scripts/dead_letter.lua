@@ -20,6 +20,11 @@
 -- KEYS[9]  the tenant's dead-letter counts (see lib/dlq_counts.lua): the dead letter is counted,
 --          and the ones the ceiling trims are taken out
 -- KEYS[10] the tenant's counter of dead letters deleted without an archive (past the ceiling)
+-- KEYS[11] the tenant's review hash (lib/review.lua): the review records of the dead letters
+--          the ceiling trims are forgotten with them
+-- KEYS[12] the tenant's folds (lib/review.lua): a trimmed representative's fold dissolves
+-- KEYS[13] the tenant's open dead-letter digest (lib/notify.lua), or '' when no notification
+--          target of the tenant wants dead letters: the dead letter is counted into it
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane
 -- ARGV[3]  the dead-letter stream's HARD CEILING (dead_letter.hard_max_len; the cap itself is
@@ -49,7 +54,8 @@
 -- the whole script (nothing written, the entry stays pending for the settler to try again),
 -- whereas a script whose first write is XACK would be let through.
 -- `recorded_steps` comes from lib/steps.lua, `rec_*` from lib/record.lua, `dlc_*` from
--- lib/dlq_counts.lua; the script registry prepends them.
+-- lib/dlq_counts.lua, `rv_*` from lib/review.lua, `nf_*` from lib/notify.lua; the script
+-- registry prepends them.
 local p
 if ARGV[4] == '' then
   p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
@@ -81,12 +87,14 @@ local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 local len = redis.call('XLEN', KEYS[2])
 dlc_add(KEYS[9], named, len)
+nf_digest_add(KEYS[13] or '', id, named)
 local cap = tonumber(ARGV[3])
 local trimmed = 0
 if len > cap + math.min(100, math.ceil(cap / 10)) then
   local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', math.min(len - cap, 1000))
   for _, e in ipairs(old) do
     dlc_remove(KEYS[9], e[1], dlc_fields(e[2]))
+    rv_forget(KEYS[11] or '', KEYS[12], e[1], rv_fingerprint(e[2]))
   end
   trimmed = #old
   redis.call('XTRIM', KEYS[2], 'MAXLEN', len - trimmed)

@@ -14,6 +14,9 @@
 -- KEYS[5]  the prefix of the tenant's task records, or '' when records are off
 -- KEYS[6]  the tenant's record index
 -- KEYS[7]  the tenant's events stream
+-- KEYS[8]  the tenant's review hash (lib/review.lua): an archived dead letter's review record
+--          ends with it (used when the source is the dead-letter stream)
+-- KEYS[9]  the tenant's folds (lib/review.lua): an archived representative's fold dissolves
 -- ARGV[1]  the data object's path: the batch is removed only if it is still the one recorded
 -- ARGV[2]  the source: 'dlq' or 'removed'
 -- ARGV[3…] per entry: its id in the source, its dead-letter id, its task_id ('' for none) and
@@ -21,7 +24,8 @@
 --
 -- Returns {removed ids (source ids; ids already gone are left out), records written}, or
 -- {-1, 0} when the batch recorded is another (or none): nothing is written.
--- `rec_*` come from lib/record.lua, `dlc_*` from lib/dlq_counts.lua.
+-- `rec_*` come from lib/record.lua, `dlc_*` from lib/dlq_counts.lua, `rv_*` from
+-- lib/review.lua.
 if (#ARGV - 2) % 4 ~= 0 or (ARGV[2] ~= 'dlq' and ARGV[2] ~= 'removed') then
   return redis.error_reply('dlq_archived.lua: malformed arguments')
 end
@@ -40,6 +44,7 @@ for i = 3, #ARGV, 4 do
   if #e == 1 then
     if dlq then
       dlc_remove(KEYS[3], id, dlc_fields(e[1][2]))
+      rv_forget(KEYS[8] or '', KEYS[9], id, rv_fingerprint(e[1][2]))
     end
     redis.call('XDEL', KEYS[1], id)
     removed[#removed + 1] = id

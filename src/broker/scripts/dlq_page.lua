@@ -3,6 +3,9 @@
 -- scan budget bounds the work of one call.
 --
 -- KEYS[1]  the tenant's dead-letter stream
+-- KEYS[2]  optional: the tenant's review hash (lib/review.lua) — with KEYS[3], the review
+--          criteria below apply and each match's review comes back
+-- KEYS[3]  optional: the tenant's folds (lib/review.lua)
 -- ARGV[1]  'asc' (oldest first, XRANGE) or 'desc' (newest first, XREVRANGE)
 -- ARGV[2]  where the scan starts: an id, an exclusive '(id', or '-' ('+' for desc)
 -- ARGV[3]  where it ends (inclusive): an id, or '+' ('-' for desc)
@@ -13,12 +16,19 @@
 --          A payload criterion holds when the payload is a JSON object whose value at `path`
 --          (a top-level field, or a dotted path into objects) is the string `value`, or a
 --          number equal to it, or a boolean or null written as it; any criterion may hold
---          (src/admin/select.rs Filter::matches is the same test).
+--          (src/admin/select.rs Filter::matches is the same test). With the review keys
+--          also "states": [new|in_review|escalated|folded …] (a fold's member is `folded`; a
+--          dead letter without a record `new`), "assignees": […] (its own record's assignee)
+--          and "members": "hide" (a fold's members are skipped: its representative stands for
+--          them) or "show" (the default).
 -- ARGV[7…] the fields of each match to return (none: every field)
 --
--- Returns {scanned, last, ended, matches}: how many entries were read; the id of the last one
--- read ('' when none: then nothing is left in the range); 1 when the range has no entry after
--- `last`, else 0; matches flat id, {field, value, …}, … in scan order.
+-- Returns {scanned, last, ended, matches, reviews}: how many entries were read; the id of the
+-- last one read ('' when none: then nothing is left in the range); 1 when the range has no
+-- entry after `last`, else 0; matches flat id, {field, value, …}, … in scan order; with the
+-- review keys, reviews flat per match: the review record's JSON ('' without one; a member's
+-- is its representative's) and its fold's representative ('' when none; the match's own id
+-- when it represents one). `rv_*` come from lib/review.lua (prepended by the registry).
 local desc = ARGV[1] == 'desc'
 local budget = tonumber(ARGV[4])
 local want = tonumber(ARGV[5])
@@ -41,6 +51,42 @@ local function text(v)
 end
 local want_class, want_kind, want_fp = set(filter.classes), set(filter.kinds), set(filter.fingerprints)
 local want_task = text(filter.task_id)
+local RK, FK = KEYS[2], KEYS[3]
+if RK == '' or FK == nil or FK == '' then
+  RK, FK = nil, nil
+end
+local want_state = RK and set(filter.states)
+local want_assignee = RK and set(filter.assignees)
+local hide_members = RK ~= nil and filter.members == 'hide'
+local reps = {}
+
+-- The representative of fingerprint `fp`'s fold, or false.
+local function rep_of(fp)
+  if fp == '' then
+    return false
+  end
+  if reps[fp] == nil then
+    reps[fp] = redis.call('HGET', FK, fp) or false
+  end
+  return reps[fp]
+end
+
+-- A dead letter's review: its state, its own record's assignee, the record's JSON ('' for
+-- none; a member's is its representative's) and its fold's representative (false for none).
+local function review_of(id, fp)
+  local rep = rep_of(fp)
+  if rep and rep ~= id then
+    return 'folded', '', redis.call('HGET', RK, rep) or '', rep
+  end
+  local raw, r = rv_get(RK, id)
+  if not raw then
+    return 'new', '', '', rep
+  end
+  if not r then
+    return 'new', '', raw, rep
+  end
+  return r.state or 'new', r.assignee or '', raw, rep
+end
 local only = nil
 if #ARGV > 6 then
   only = {}
@@ -137,6 +183,7 @@ end
 
 local scanned, last, ended = 0, '', 0
 local matches = {}
+local reviews = {}
 local found = 0
 local from = ARGV[2]
 -- Reads grow from what the caller wants (a page of one reads one entry first) to 100.
@@ -175,6 +222,13 @@ while scanned < budget and found < want do
       and (not want_fp or want_fp[fp])
       and (not want_task or task == want_task)
       and (not criteria or payload_matches(payload))
+    local rstate, rassignee, rraw, rrep
+    if ok and RK then
+      rstate, rassignee, rraw, rrep = review_of(e[1], fp)
+      ok = (not want_state or want_state[rstate])
+        and (not want_assignee or want_assignee[rassignee])
+        and not (hide_members and rstate == 'folded')
+    end
     if ok then
       found = found + 1
       local out = flat
@@ -189,6 +243,10 @@ while scanned < budget and found < want do
       end
       matches[#matches + 1] = e[1]
       matches[#matches + 1] = out
+      if RK then
+        reviews[#reviews + 1] = rraw
+        reviews[#reviews + 1] = rrep or ''
+      end
       if found >= want then
         break
       end
@@ -200,4 +258,4 @@ while scanned < budget and found < want do
   end
   from = '(' .. last
 end
-return {scanned, last, ended, matches}
+return {scanned, last, ended, matches, reviews}

@@ -9,6 +9,8 @@
 -- KEYS[4]  the tenant's task events stream
 -- KEYS[5]  the tenant's dead-letter counts (lib/dlq_counts.lua, prepended by the registry): each
 --          deleted dead letter is taken out
+-- KEYS[6]  the tenant's review hash (lib/review.lua): each deleted dead letter's review ends
+-- KEYS[7]  the tenant's folds (lib/review.lua): a deleted representative's fold dissolves
 -- ARGV[1]  '1': write task records; '0': records are off (KEYS[2..4] are not touched)
 -- ARGV[2…] per dead letter: its id, its task_id ('' for none: no record), its kind, and how
 --          long the record is kept from now, ms (the tenant/kind's tasks.retention)
@@ -18,7 +20,7 @@
 -- THIS dead letter is written (its `dlq` is the id, or it is missing and is created).
 --
 -- Returns {deleted, written}: how many dead letters were deleted and how many records were
--- written. `rec_*` come from lib/record.lua.
+-- written. `rec_*` come from lib/record.lua, `rv_*` from lib/review.lua.
 if (#ARGV - 1) % 4 ~= 0 then
   return redis.error_reply('dlq_purge.lua: malformed arguments')
 end
@@ -33,6 +35,7 @@ for i = 2, #ARGV, 4 do
   local id, task_id, kind, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if dlc_remove_entry(KEYS[5], KEYS[1], id) then
     redis.call('XDEL', KEYS[1], id)
+    rv_forget(KEYS[6] or '', KEYS[7], id, nil)
     deleted = deleted + 1
     if R and task_id ~= '' then
       local old = redis.call('HMGET', R.prefix .. task_id, 'state', 'dlq')

@@ -11,6 +11,9 @@
 -- KEYS[6]  the tenant's dead-letter counts (lib/dlq_counts.lua, prepended by the registry): each
 --          removed dead letter is taken out
 -- KEYS[7]  the tenant's counter of dead letters deleted without an archive
+-- KEYS[8]  the tenant's review hash (lib/review.lua): each removed dead letter's review ends,
+--          its record kept on the archived copy as `review`
+-- KEYS[9]  the tenant's folds (lib/review.lua): a removed representative's fold dissolves
 -- ARGV[1]  the hard ceiling of the stream of removed ones: past it plus a slack (a tenth, at
 --          most 100) the oldest beyond it are deleted without an archive (only while the archive
 --          has been unreachable that long), counted in KEYS[7] and returned
@@ -29,7 +32,7 @@
 --
 -- Returns {removed, written, dropped}: the ids removed (ids already gone are left out, nothing
 -- is written for them), how many records were written and how many removed ones the ceiling
--- deleted. `rec_*` come from lib/record.lua.
+-- deleted. `rec_*` come from lib/record.lua, `rv_*` from lib/review.lua.
 if (#ARGV - 6) % 4 ~= 0 or (ARGV[2] ~= 'resolved' and ARGV[2] ~= 'discarded') then
   return redis.error_reply('dlq_remove.lua: malformed arguments')
 end
@@ -59,6 +62,11 @@ for i = 7, #ARGV, 4 do
     f[#f + 1] = ARGV[5]
     f[#f + 1] = 'removed_at'
     f[#f + 1] = ts
+    local review = rv_forget(KEYS[8] or '', KEYS[9], id, rv_fingerprint(e[1][2]))
+    if review then
+      f[#f + 1] = 'review'
+      f[#f + 1] = review
+    end
     redis.call('XADD', KEYS[2], '*', unpack(f))
     redis.call('XDEL', KEYS[1], id)
     removed[#removed + 1] = id

@@ -11,6 +11,8 @@
 -- KEYS[5]  the tenant's record index (ZSET)
 -- KEYS[6]  the tenant's dead-letter counts (lib/dlq_counts.lua): each replayed dead letter is
 --          taken out
+-- KEYS[7]  the tenant's review hash (lib/review.lua): each replayed dead letter's review ends
+-- KEYS[8]  the tenant's folds (lib/review.lua): a replayed representative's fold dissolves
 -- ARGV[1]  how long the stats bucket is kept, ms
 -- ARGV[2]  '1': write task records; '0': records are off (tasks.enabled = false), KEYS[4] and
 --          KEYS[5] are not touched
@@ -28,8 +30,8 @@
 --
 -- Returns {ids, written}: ids per entry in order, the new lane entry id or '' when the dead
 -- letter was gone; written, how many records were written. The argument list is checked whole
--- before anything is written. `rec_*` come from lib/record.lua and `dlc_*` from lib/dlq_counts.lua (prepended by the
--- registry).
+-- before anything is written. `rec_*` come from lib/record.lua, `dlc_*` from lib/dlq_counts.lua and
+-- `rv_*` from lib/review.lua (prepended by the registry).
 local i = 3
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 3])
@@ -52,6 +54,7 @@ while i <= #ARGV do
   local n = tonumber(ARGV[i + 3])
   if dlc_remove_entry(KEYS[6], KEYS[1], dlq_id) then
     redis.call('XDEL', KEYS[1], dlq_id)
+    rv_forget(KEYS[7] or '', KEYS[8], dlq_id, nil)
     local key = R and task_id ~= '' and (R.prefix .. task_id)
     local old = key and redis.call('HMGET', key, 'state', 'dlq', 'replays')
     local write = old and (not old[1] or old[2] == dlq_id)

@@ -36,3 +36,15 @@ pub fn readiness(redis_oom: bool, ready: bool) {
 pub fn tenant_depth(name: &'static str, tenant: String, value: u64) {
     metrics::gauge!(name, "tenant" => tenant).set(value as f64);
 }
+
+/// The age (seconds) of `tenant`'s oldest dead letter nobody owns (0 when none), or of the
+/// oldest among the tenants past the label cap for `__other__`.
+pub fn unowned_age(tenant: String, secs: u64) {
+    metrics::gauge!(names::DLQ_UNOWNED_AGE, "tenant" => tenant).set(secs as f64);
+}
+
+/// Looking for the oldest unowned dead letters failed.
+pub fn unowned_failed(error: &crate::Error) {
+    redis_calls::failed(RedisOp::Depths);
+    tracing::warn!(target: TARGET, error = %error, "cannot look for the oldest unowned dead letters");
+}

@@ -12,6 +12,7 @@ pub mod attempt;
 pub mod claims;
 pub mod health;
 pub mod isolation;
+pub mod notify;
 pub mod producer;
 pub mod read;
 pub mod records;

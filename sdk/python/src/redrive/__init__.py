@@ -9,6 +9,9 @@
   (``redrive.agent``), over HTTP (:func:`serve_http`), ASGI (``agent.asgi()``) or stdio
   (:func:`serve_pool`, :func:`run_exec`).
 - Check requests: :func:`redrive.signature.verify`.
+- Receive tenant notifications (``[[notify.targets]]``): :func:`verify_notification`
+  (``redrive.notify``) checks one and reads it as a :class:`Notification`; see
+  ``examples/notify_receiver.py`` for a whole receiver.
 
 PROTOCOL.md and CONTRACT.md in the redrive repository are the contracts this package follows.
 """
@@ -29,6 +32,7 @@ from .errors import (
     WaitTimeout,
 )
 from .http import serve_http
+from .notify import InvalidNotification, Notification, verify_notification
 from .producer import AsyncProducer, Duplicate, Enqueued, NewTask, Producer
 from .records import AsyncTaskReader, Run, TaskReader, TaskRecord, TaskState
 from .stdio import run_exec, serve_pool
@@ -47,9 +51,11 @@ __all__ = [
     "EnqueueFailed",
     "Enqueued",
     "Fail",
+    "InvalidNotification",
     "InvalidRequest",
     "InvalidTask",
     "NewTask",
+    "Notification",
     "PartialExecution",
     "Producer",
     "RedriveError",
@@ -69,4 +75,5 @@ __all__ = [
     "run_exec",
     "serve_http",
     "serve_pool",
+    "verify_notification",
 ]

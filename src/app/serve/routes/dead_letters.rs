@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{query_filter, window};
+use crate::admin::review::ReviewState;
 use crate::admin::scan::Pages;
 use crate::admin::select::DlId;
 use crate::app::report::{self, ListQuery};
@@ -27,7 +28,8 @@ use crate::error::Error;
 const MAX_LIMIT: usize = 10_000;
 
 /// A page of dead letters: the filter (`tenant`, `class`, `kind`, `fingerprint`, `since`,
-/// `until`, `payload`), `task_id`, `order` (`oldest` or `newest` first), `cursor` (the `next_cursor` of the page before), `limit` (1 to 10000, default 50)
+/// `until`, `payload`), `task_id`, `state`, `assignee`, `folds` (`collapse`: a fold's
+/// representative stands for its members, the default; `expand`), `order` (`oldest` or `newest` first), `cursor` (the `next_cursor` of the page before), `limit` (1 to 10000, default 50)
 /// and `scan_limit` (the most dead letters the page reads; see [`report::list_page`]).
 pub async fn list(
     State(st): State<AppState>,
@@ -45,6 +47,23 @@ pub async fn list_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult
     let order = q.one("order")?;
     let cursor = q.one("cursor")?;
     let limit = q.number("limit", 50usize, 1, MAX_LIMIT)?;
+    let states = q
+        .all("state")
+        .iter()
+        .map(|s| {
+            ReviewState::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "state = '{s}' is not a review state; give new, in_review, escalated or folded"
+                ))
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let assignees = q.all("assignee");
+    for a in &assignees {
+        crate::admin::review::validate_assignee(a)
+            .map_err(|e| ApiError::bad_request(e.replace("--to", "assignee")))?;
+    }
+    let folds = q.one("folds")?;
     let scan_limit = q.number(
         "scan_limit",
         report::LIST_SCAN_LIMIT,
@@ -56,6 +75,15 @@ pub async fn list_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult
         crate::task::validate_task_id(id)
             .map_err(|e| ApiError::bad_request(format!("task_id: {e}")))?;
     }
+    let expand_folds = match folds.as_deref() {
+        None | Some("collapse") => states.contains(&ReviewState::Folded),
+        Some("expand") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "folds = '{other}' is not a choice; give `collapse` or `expand`"
+            )))
+        }
+    };
     let newest_first = match order.as_deref() {
         None | Some("oldest") => false,
         Some("newest") => true,
@@ -84,6 +112,9 @@ pub async fn list_doc(st: &AppState, p: &Principal, q: &mut Params) -> ApiResult
             limit,
             newest_first,
             scan_limit,
+            states,
+            assignees,
+            expand_folds,
         },
     )
     .await?;
@@ -244,7 +275,9 @@ pub async fn show_doc(st: &AppState, p: &Principal, tenant: &str, id: &str) -> A
                  purged; see the audit trail)"
             ))
         })?;
-    let mut v = DeadLetterView::from_entry(&id.tenant, entry).to_json();
+    let view = DeadLetterView::from_entry(&id.tenant, entry);
+    let review = report::review_of(&st.broker, &id.tenant, &id.id, &view.fields).await?;
+    let mut v = view.with_review(review).to_json();
     if !p.sees_payloads() {
         redact::dead_letter(&mut v);
     }

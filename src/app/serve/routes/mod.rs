@@ -5,7 +5,7 @@
 //! * [`meta`] — who the token is, the OpenAPI document.
 //! * [`tenants`] — the tenants report; [`health`] — health per tenant.
 //! * [`dead_letters`] — list, stats, export, show; [`recovery`] — replay (and its dry run),
-//!   resolve, discard, purge.
+//!   resolve, discard, purge; [`review`] — assign, escalate, note, fold.
 //! * [`breakers`] — list, show, open, close.
 //! * [`commands`] — the audit trail, one command's status and progress, cancel.
 //! * [`tasks`] — a task by id, a tenant's tasks.
@@ -16,6 +16,7 @@ pub mod dead_letters;
 pub mod health;
 pub mod meta;
 pub mod recovery;
+pub mod review;
 pub mod tasks;
 pub mod tenants;
 
