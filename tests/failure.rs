@@ -708,9 +708,9 @@ async fn a_frozen_worker_without_heartbeats_has_its_task_reclaimed_once() {
 }
 
 /// With the archive off (or unreachable), nothing archives a stream down to its cap: it grows
-/// to the hard ceiling (twice the cap by default), and past it the oldest are deleted without
-/// an archive — counted in Redis (trimmed and dropped) and logged loudly. tests/archive.rs
-/// covers the cap with an archive.
+/// to the hard ceiling an operator set (none by default), and past it the oldest are deleted
+/// without an archive — counted in Redis (trimmed and dropped) and logged loudly.
+/// tests/archive.rs covers the cap with an archive.
 #[tokio::test]
 async fn the_hard_ceiling_counts_what_it_drops() {
     let env = TestEnv::new();
@@ -722,6 +722,7 @@ async fn the_hard_ceiling_counts_what_it_drops() {
         "m1",
         &[
             ("REDRIVE_DEAD_LETTER__MAX_LEN", "5"),
+            ("REDRIVE_DEAD_LETTER__HARD_MAX_LEN", "10"),
             ("REDRIVE_ARCHIVE__ENABLED", "false"),
             ("REDRIVE_ISOLATION__BREAKER__ENABLED", "false"),
         ],
@@ -746,7 +747,7 @@ async fn the_hard_ceiling_counts_what_it_drops() {
     })
     .await;
     let kept = broker.dlq_len("acme").await.unwrap();
-    assert!((10..=11).contains(&kept), "the ceiling (2 x 5) kept {kept}");
+    assert!((10..=11).contains(&kept), "the ceiling (10) kept {kept}");
     let mut raw = raw.clone();
     let dropped: u64 = redis::cmd("GET")
         .arg(&dropped_key)

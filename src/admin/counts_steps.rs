@@ -315,10 +315,11 @@ async fn the_hard_ceiling_trims_in_batches_and_the_counts_see_it() {
     let (trimmed, dropped) = env.broker.dlq_left_counts(TENANT).await.unwrap();
     assert_eq!(len + trimmed, 95);
     assert_eq!(dropped, trimmed, "every trim past the ceiling is a drop");
-    // The default ceiling is twice the cap.
+    // By default there is no ceiling: nothing leaves without an archive.
     let env = env_default_ceiling().await;
-    env.dead_letters(30, 0).await;
-    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 30);
+    env.dead_letters(60, 0).await;
+    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 60);
+    assert_eq!(env.broker.dlq_left_counts(TENANT).await.unwrap(), (0, 0));
 }
 
 async fn env_default_ceiling() -> Env {

@@ -106,7 +106,8 @@ pub struct ArchiveSettings {
 pub struct Retention {
     /// The cap: a stream longer than this has its oldest archived down to it.
     pub max_len: u64,
-    /// The hard ceiling: past it the oldest are trimmed without an archive (counted).
+    /// The hard ceiling: past it the oldest are trimmed without an archive (counted);
+    /// `u64::MAX` (the default) when there is none.
     pub hard_max_len: u64,
     /// The default retention; `None`: kept until handled.
     pub retention: Option<Duration>,
@@ -130,7 +131,7 @@ impl Default for Retention {
     fn default() -> Retention {
         Retention {
             max_len: 100_000,
-            hard_max_len: 200_000,
+            hard_max_len: u64::MAX,
             retention: None,
             tenants: BTreeMap::new(),
             removed_grace: Duration::from_secs(86_400),

@@ -26,9 +26,9 @@ pub struct RawDeadLetter {
     /// The cap of each tenant's dead-letter stream: the oldest beyond it are archived, then
     /// removed from Redis.
     pub max_len: u64,
-    /// The hard ceiling: while the archive cannot be written, a stream grows past the cap up
-    /// to this; beyond it the oldest are deleted without an archive, counted loudly. 0: twice
-    /// `max_len`.
+    /// An optional hard ceiling: while the archive cannot be written (or is off), a stream
+    /// grows past the cap up to this; beyond it the oldest are deleted without an archive,
+    /// counted loudly. 0 (the default): no ceiling — nothing leaves Redis unarchived.
     #[serde(default)]
     pub hard_max_len: u64,
     /// How long a dead letter stays in Redis before it is archived, ms; 0: until handled.
@@ -78,7 +78,8 @@ pub(crate) fn validate_dead_letter(raw: &RawDeadLetter) -> Result<u64> {
 pub(crate) fn validate_retention(raw: &RawDeadLetter) -> Result<Retention> {
     let max_len = validate_dead_letter(raw)?;
     let hard_max_len = match raw.hard_max_len {
-        0 => max_len.saturating_mul(2),
+        // No ceiling: the scripts compare lengths with it, and no stream reaches this.
+        0 => u64::MAX,
         n if n < max_len => {
             return Err(Error::Config(format!(
                 "dead_letter.hard_max_len = {n} is below dead_letter.max_len = {max_len}: the hard \
