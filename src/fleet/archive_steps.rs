@@ -158,6 +158,21 @@ async fn the_cap_archives_before_it_removes_and_loses_nothing() {
     let tasks = dead_letters(&env, 30).await;
     // Past the cap but below the ceiling: nothing was trimmed without an archive.
     assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 30);
+    // The oldest is under review: its review goes into the archive with it.
+    let oldest = env.broker.dlq_range(TENANT, "-", "+", 1).await.unwrap()[0]
+        .id
+        .clone();
+    let mv = crate::broker::ReviewMove {
+        action: "assign",
+        arg: "ana",
+        operator: "ops",
+        reason: "look",
+        command_id: "c-review",
+    };
+    env.broker
+        .dlq_review(TENANT, &mv, &[oldest.as_str()])
+        .await
+        .unwrap();
     let mut a = archiver(&env);
     let mut sum = ArchiveStep::default();
     for _ in 0..5 {
@@ -213,6 +228,30 @@ async fn the_cap_archives_before_it_removes_and_loses_nothing() {
     assert!(!rec.record.fields.contains_key("archived") && rec.expires_in.is_none());
     // Nothing is left recorded.
     assert!(env.broker.archive_pending(TENANT).await.unwrap().is_none());
+    // The reviewed dead letter's record left Redis with it, into its archived entry.
+    assert_eq!(
+        env.broker
+            .dlq_review_records(TENANT, &[oldest.as_str()])
+            .await
+            .unwrap(),
+        [None]
+    );
+    let mut review = None;
+    for (_, m) in read::manifests(&store, Some(TENANT), None, None)
+        .await
+        .unwrap()
+    {
+        for e in read::object_entries(&store, &m.object, None).await.unwrap() {
+            if e.id == oldest {
+                review = e.field("review").map(str::to_owned);
+            }
+        }
+    }
+    let review = review.expect("the archived entry carries its review");
+    assert!(
+        review.contains("ana") && review.contains("in_review"),
+        "{review}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -341,11 +341,29 @@ impl Archiver {
             .archive_entries(tenant, batch.source, &batch.ids)
             .await
             .map_err(|e| ("read", e))?;
-        let entries: Vec<ArchivedEntry> = found
+        let mut entries: Vec<ArchivedEntry> = found
             .into_iter()
             .flatten()
             .map(|e| archived_entry(tenant, batch.source, class, e))
             .collect();
+        if batch.source == ArchiveSource::Dlq {
+            // A dead letter's review (assignee, escalation, notes) goes into the archive with
+            // it: dlq_archived.lua ends the record when the entry leaves Redis. (A removed
+            // one's copy carries its review already: dlq_remove.lua stamps it.)
+            let ids: Vec<&str> = entries.iter().map(|e| e.source_id.as_str()).collect();
+            let reviews = self
+                .broker
+                .dlq_review_records(tenant, &ids)
+                .await
+                .map_err(|e| ("read", e))?;
+            for (e, review) in entries.iter_mut().zip(reviews) {
+                if let Some(r) = review {
+                    if e.field("review").is_none() {
+                        e.fields.push((b"review".to_vec(), r.into_bytes()));
+                    }
+                }
+            }
+        }
         let key = self.settings.key.as_ref();
         let mut bytes = 0u64;
         if !entries.is_empty() {
