@@ -33,10 +33,20 @@ pub(super) fn bounded(text: &str) -> String {
     out
 }
 
+/// Whether Redis refused with "out of memory": `-OOM command not allowed when used memory >
+/// 'maxmemory'`, or (Redis 8, which checks memory for a transaction at EXEC) `-EXECABORT
+/// Transaction discarded because of: OOM command not allowed …`.
+pub(super) fn oom_refusal(e: &redis::ServerError) -> bool {
+    e.code() == "OOM"
+        || (e.code() == "EXECABORT"
+            && e.details()
+                .is_some_and(|d| d.contains("OOM command not allowed")))
+}
+
 /// One bounded error for the refusals of a transaction that wrote nothing (`nothing` says so):
 /// [`Error::OutOfMemory`] when Redis refused for memory, else the first refusal and the count.
 pub(super) fn refused(errors: &[&redis::ServerError], nothing: &str) -> Error {
-    let oom = errors.iter().find(|e| e.code() == "OOM");
+    let oom = errors.iter().find(|e| oom_refusal(e));
     let first = oom.unwrap_or(&errors[0]);
     let said = bounded(
         format!("{} {}", first.code(), first.details().unwrap_or_default()).trim_end_matches('.'),
@@ -70,7 +80,7 @@ pub(super) fn pipeline_refused(e: redis::RedisError, total: usize) -> Error {
 pub(super) fn refused_in_part(errors: &[(usize, redis::ServerError)], total: usize) -> Error {
     let Some((index, first)) = errors
         .iter()
-        .find(|(_, e)| e.code() == "OOM")
+        .find(|(_, e)| oom_refusal(e))
         .or(errors.first())
     else {
         return Error::Protocol(format!("a pipelined enqueue of {total} commands failed"));
@@ -83,7 +93,7 @@ pub(super) fn refused_in_part(errors: &[(usize, redis::ServerError)], total: usi
          the others were written; Redis said: {said}",
         errors.len()
     );
-    if first.code() == "OOM" {
+    if oom_refusal(first) {
         Error::OutOfMemory(what)
     } else {
         Error::Protocol(what)

@@ -382,7 +382,7 @@ impl Broker {
             })
             .collect();
         if let Some(Value::ServerError(e)) = &exec {
-            if queued.is_empty() || e.code() == "OOM" {
+            if queued.is_empty() || super::error::oom_refusal(e) {
                 return Err(refused(&[e], &nothing));
             }
         }

@@ -12,13 +12,13 @@ pub(super) struct Scripts {
     /// One task into its lane with its record, unless its task_id is live (a duplicate).
     pub(super) enqueue: Script,
     /// Owner-checked ack + delete + settle count of a batch.
-    pub(super) ack: Script,
+    pub(super) ack: Acking,
     /// Ack + delete + settle count without the owner check (the fast-ack window).
-    pub(super) fast_ack: Script,
+    pub(super) fast_ack: Acking,
     /// Owner/idle-checked move of an entry to the dead letters.
     pub(super) dead_letter: Script,
     /// Owner-checked ack + retry schedule of a batch of failed attempts.
-    pub(super) retry: Script,
+    pub(super) retry: Acking,
     /// Owner-checked move of held-back entries to the deferred set.
     pub(super) defer: Script,
     /// Due retries and deferred tasks back into the lane.
@@ -117,6 +117,32 @@ pub(super) struct Scripts {
     pub(super) session_touch: Script,
 }
 
+/// A script that acks and deletes a batch through lib/chunks.lua's `ackdel`, built twice: with
+/// `XACKDEL` for servers that have it (Redis ≥ 8.2, as [`ServerInfo`](super::server::ServerInfo)
+/// probed) and with `XACK` + `XDEL` for the others (Redis 7.0, Valkey 8).
+pub(super) struct Acking {
+    plain: Script,
+    xackdel: Script,
+}
+
+impl Acking {
+    fn new(source: &str) -> Self {
+        Acking {
+            plain: Script::new(&format!("local ACKDEL = false\n{source}")),
+            xackdel: Script::new(&format!("local ACKDEL = true\n{source}")),
+        }
+    }
+
+    /// The build for a server that has `XACKDEL` (`xackdel`) or not.
+    pub(super) fn on(&self, xackdel: bool) -> &Script {
+        if xackdel {
+            &self.xackdel
+        } else {
+            &self.plain
+        }
+    }
+}
+
 /// enqueue.lua with its prelude, as Redis runs it: the text the SDKs ship byte for byte.
 pub(crate) fn enqueue_source() -> &'static str {
     concat!(
@@ -130,12 +156,12 @@ pub(super) fn scripts() -> &'static Scripts {
     static S: OnceLock<Scripts> = OnceLock::new();
     S.get_or_init(|| Scripts {
         enqueue: Script::new(enqueue_source()),
-        ack: Script::new(concat!(
+        ack: Acking::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/ack.lua")
         )),
-        fast_ack: Script::new(concat!(
+        fast_ack: Acking::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/fast_ack.lua")
@@ -148,7 +174,7 @@ pub(super) fn scripts() -> &'static Scripts {
             include_str!("scripts/lib/notify.lua"),
             include_str!("scripts/dead_letter.lua")
         )),
-        retry: Script::new(concat!(
+        retry: Acking::new(concat!(
             include_str!("scripts/lib/record.lua"),
             include_str!("scripts/lib/chunks.lua"),
             include_str!("scripts/lib/steps.lua"),
@@ -284,6 +310,105 @@ mod tests {
                 1,
                 "{f} is not loaded exactly once"
             );
+        }
+    }
+
+    /// lib/chunks.lua's `ackdel` in the build the server takes: pending ids are acked and
+    /// deleted and counted, across chunks; ids already gone count nothing. The server's probe
+    /// decides the build (XACKDEL from Redis 8.2 on; the test suite runs on 7.0, 8.2 and
+    /// Valkey 8, see scripts/servers.sh), and the XACK + XDEL build works on every server.
+    #[tokio::test]
+    async fn ackdel_acks_and_deletes_pending_ids_in_either_build() {
+        let redis = crate::embedded::RedisServer::start().unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut server = super::super::server::ServerInfo::from_info(&info);
+        let table: redis::Value = redis::cmd("COMMAND")
+            .arg(&["INFO", "XACKDEL", "HSETEX"])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        server = server.with_command_table(&table);
+        let redis8 = server.flavor == super::super::server::ServerFlavor::Redis
+            && server.version.is_some_and(|v| v.at_least(8, 2));
+        assert_eq!(server.xackdel, redis8, "XACKDEL probed on {info:.200}");
+        let mut builds = vec![false];
+        if server.xackdel {
+            builds.push(true);
+        }
+        for xackdel in builds {
+            let lane = format!("lane-{xackdel}");
+            let _: () = redis::cmd("XGROUP")
+                .arg(&["CREATE", lane.as_str(), "g", "$", "MKSTREAM"])
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let mut pipe = redis::pipe();
+            for i in 0..2_100 {
+                pipe.cmd("XADD").arg(&[lane.as_str(), "*", "i"]).arg(i);
+            }
+            let ids: Vec<String> = pipe.query_async(&mut c).await.unwrap();
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg(&[
+                    "GROUP",
+                    "g",
+                    "me",
+                    "COUNT",
+                    "2100",
+                    "STREAMS",
+                    lane.as_str(),
+                    ">",
+                ])
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let source = concat!(
+                include_str!("scripts/lib/chunks.lua"),
+                "return ackdel(KEYS[1], ARGV[1], {unpack(ARGV, 2)})\n"
+            );
+            let script = super::Acking::new(source);
+            // 2,050 pending ids over three chunks, and two that are not there.
+            let mut asked: Vec<&str> = ids[..2_050].iter().map(String::as_str).collect();
+            asked.extend(["1-999", "2-999"]);
+            let n: u64 = script
+                .on(xackdel)
+                .key(&lane)
+                .arg("g")
+                .arg(&asked)
+                .invoke_async(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(n, 2_050, "build xackdel={xackdel}");
+            // Again (an ack repeated after a lost reply): nothing left to ack.
+            let again: u64 = script
+                .on(xackdel)
+                .key(&lane)
+                .arg("g")
+                .arg(&asked)
+                .invoke_async(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(again, 0);
+            let len: u64 = redis::cmd("XLEN")
+                .arg(&lane)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(len, 50, "only the 50 not asked for stay");
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(&[lane.as_str(), "g"])
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let redis::Value::Array(summary) = pending else {
+                panic!("XPENDING summary: {pending:?}")
+            };
+            assert_eq!(summary.first(), Some(&redis::Value::Int(50)));
         }
     }
 

@@ -248,7 +248,10 @@ impl Broker {
         let Some((lo, hi)) = id_range(&ids) else {
             return Ok(Acked::default());
         };
-        let mut inv = scripts().ack.key(self.keys.lane(tenant));
+        let mut inv = scripts()
+            .ack
+            .on(self.server().xackdel)
+            .key(self.keys.lane(tenant));
         inv.key(self.keys.stats_prefix(tenant));
         self.record_keys(&mut inv, tenant, records, true);
         for id in with_steps {
@@ -286,7 +289,10 @@ impl Broker {
         if entries.is_empty() {
             return Ok(0);
         }
-        let mut inv = scripts().fast_ack.key(self.keys.lane(tenant));
+        let mut inv = scripts()
+            .fast_ack
+            .on(self.server().xackdel)
+            .key(self.keys.lane(tenant));
         inv.key(self.keys.stats_prefix(tenant));
         self.record_keys(&mut inv, tenant, records, true);
         for id in with_steps {
@@ -402,7 +408,10 @@ impl Broker {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = scripts().retry.key(self.keys.lane(tenant));
+        let mut inv = scripts()
+            .retry
+            .on(self.server().xackdel)
+            .key(self.keys.lane(tenant));
         inv.key(self.keys.retry(tenant))
             .key(self.keys.stats_prefix(tenant));
         self.record_keys(&mut inv, tenant, records, false);

@@ -38,7 +38,7 @@
 -- Returns {acked, marked}: the number of ids acked and deleted (the others were not pending
 -- for this consumer: settled already, or reclaimed by another member, who now owns them), and
 -- how many of those others were marked done as above.
--- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua; `rec_ctx`, `rec_now`,
+-- `chunks` and `ackdel` (batch writes, ack + delete, in chunks of ids) come from lib/chunks.lua; `rec_ctx`, `rec_now`,
 -- `rec_get`, `rec_end`, `rec_expire` and `rec_event` from lib/record.lua; the script registry
 -- prepends both.
 local mine = {}
@@ -77,10 +77,9 @@ local function done(now, k, blind)
 end
 local marked = 0
 if #owned > 0 then
-  -- XACK first: it frees memory, so Redis runs the script even while over maxmemory, and the
+  -- The ack first (ackdel: XACK or XACKDEL): it frees memory, so Redis runs the script even while over maxmemory, and the
   -- writes after it (records, stats) cannot be refused on their own.
-  chunks('XACK', {KEYS[1], ARGV[1]}, owned, 1000)
-  chunks('XDEL', {KEYS[1]}, owned, 1000)
+  ackdel(KEYS[1], ARGV[1], owned)
   local steps = {}
   for i = 1, n do
     if mine[ARGV[8 + i]] then

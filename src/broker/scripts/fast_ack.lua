@@ -30,7 +30,7 @@
 -- first write, so the records and the stats HINCRBY go after the acks (in chunks).
 --
 -- Returns the number of ids acked (the others were no longer pending: settled already).
--- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua; `rec_ctx`, `rec_now` and
+-- `chunks` and `ackdel` (batch writes, ack + delete, in chunks of ids) come from lib/chunks.lua; `rec_ctx`, `rec_now` and
 -- `rec_done` from lib/record.lua; the script registry prepends both.
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 local r = tonumber(ARGV[3])
@@ -42,10 +42,8 @@ for i = 6, #ARGV, 7 do
     rest[#rest + 1] = ARGV[i]
   end
 end
-local recovered = chunks('XACK', {KEYS[1], ARGV[1]}, first, 1000)
-local acked = chunks('XACK', {KEYS[1], ARGV[1]}, rest, 1000) + recovered
-chunks('XDEL', {KEYS[1]}, first, 1000)
-chunks('XDEL', {KEYS[1]}, rest, 1000)
+local recovered = ackdel(KEYS[1], ARGV[1], first)
+local acked = ackdel(KEYS[1], ARGV[1], rest) + recovered
 if R and acked > 0 then
   -- When every entry was acked here, those appended with their record are written without
   -- a read (rec_done's `blind`); otherwise (some were settled already: an ack repeated after

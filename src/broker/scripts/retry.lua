@@ -34,7 +34,7 @@
 -- whereas a script whose first write is XACK would be let through. (Only the first write is
 -- checked: the later ZADD chunks go through once the first has.)
 
--- `chunks` (batch writes in chunks of ids) comes from lib/chunks.lua, `owned` (the ownership
+-- `chunks` and `ackdel` (batch writes, ack + delete, in chunks of ids) come from lib/chunks.lua, `owned` (the ownership
 -- check of the whole batch: one ranged XPENDING, not one per item) from lib/owned.lua,
 -- `recorded_steps` and `fold_steps` from lib/steps.lua, `rec_*` from lib/record.lua; the
 -- script registry prepends them.
@@ -78,8 +78,7 @@ for i = 4, #ARGV, 8 do
 end
 if #moved > 0 then
   chunks('ZADD', {KEYS[2]}, zadd, 2000)
-  chunks('XACK', {KEYS[1], ARGV[1]}, moved, 1000)
-  chunks('XDEL', {KEYS[1]}, moved, 1000)
+  ackdel(KEYS[1], ARGV[1], moved)
   if #steps > 0 then
     chunks('DEL', {}, steps, 1000)
   end
