@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::rotation::{budget, Rotation};
 use super::shared::Shared;
 use crate::broker::{Broker, TenantDepth, Unowned};
 use crate::config::MetricsSettings;
@@ -16,9 +17,11 @@ use crate::telemetry::{events, names, OTHER_TENANT};
 /// A depth gauge: its name, how to read it, and whether zeros are left out.
 type Gauge = (&'static str, fn(&TenantDepth) -> u64, bool);
 
-/// The refresh loop: every `metrics.refresh_interval`, one pipelined read of every known
-/// tenant's depths, published as gauges (top `max_tenant_labels` tenants by value, the rest
-/// summed under `__other__`), and the readiness inputs updated.
+/// The refresh loop: every `metrics.refresh_interval`, one pipelined read of the depths of the
+/// tenants whose turn it is (all of them while they fit the budget of
+/// [`LOOKS_PER_SECOND`](super::rotation::LOOKS_PER_SECOND) tenants a second; with more, in turn,
+/// each keeping its last figures meanwhile), published as gauges (top `max_tenant_labels`
+/// tenants by value, the rest summed under `__other__`), and the readiness inputs updated.
 pub(crate) struct DepthRefresher {
     pub broker: Broker,
     pub shared: Arc<Shared>,
@@ -32,6 +35,10 @@ pub(crate) struct DepthRefresher {
     /// letter is owned), kept while a step's budget runs out before it knows
     /// (scripts/dlq_unowned.lua).
     pub unowned: std::collections::HashMap<Arc<str>, Option<u64>>,
+    /// Each tenant's depths as last read.
+    pub known: std::collections::HashMap<Arc<str>, TenantDepth>,
+    /// Whose depths are read next.
+    pub turn: Rotation,
 }
 
 /// Dead letters one refresh reads per tenant at most, looking for the oldest unowned one
@@ -50,7 +57,13 @@ impl DepthRefresher {
     }
 
     pub(crate) async fn step(&mut self) {
-        let tenants: Vec<Arc<str>> = self.shared.lanes().into_iter().map(|(_, t)| t).collect();
+        let all: Vec<Arc<str>> = self.shared.lanes().into_iter().map(|(_, t)| t).collect();
+        let tenants: Vec<Arc<str>> = self
+            .turn
+            .pick(&all, budget(self.cfg.refresh_interval))
+            .into_iter()
+            .cloned()
+            .collect();
         let result = if tenants.is_empty() {
             self.broker.ping().await.map(|()| Vec::new())
         } else {
@@ -59,11 +72,17 @@ impl DepthRefresher {
         match result {
             Ok(depths) => {
                 self.health.set_redis(true);
+                let live: std::collections::HashSet<&Arc<str>> = all.iter().collect();
+                self.known.retain(|t, _| live.contains(t));
+                for d in depths {
+                    self.known.insert(d.tenant.clone(), d);
+                }
+                let depths: Vec<TenantDepth> = self.known.values().cloned().collect();
                 let waiting =
                     self.shared.queued() > 0 || depths.iter().any(|d| d.lag > 0 || d.overdue > 0);
                 self.health.set_work_waiting(waiting);
                 self.publish(&depths);
-                self.unowned_step(&tenants).await;
+                self.unowned_step(&all, &tenants).await;
             }
             Err(e) => {
                 self.health.set_redis(false);
@@ -87,8 +106,9 @@ impl DepthRefresher {
         events::redis_server::server_info(server.flavor.as_str(), &server.version_label());
     }
 
-    /// One step towards each tenant's oldest unowned dead letter, published as its age.
-    async fn unowned_step(&mut self, tenants: &[Arc<str>]) {
+    /// One step towards the oldest unowned dead letter of each of `tenants` (this turn's of
+    /// `all`), published with the others' last findings as ages.
+    async fn unowned_step(&mut self, all: &[Arc<str>], tenants: &[Arc<str>]) {
         if tenants.is_empty() {
             return;
         }
@@ -102,7 +122,8 @@ impl DepthRefresher {
                 return;
             }
         };
-        self.unowned.retain(|t, _| tenants.contains(t));
+        let live: std::collections::HashSet<&Arc<str>> = all.iter().collect();
+        self.unowned.retain(|t, _| live.contains(t));
         for (t, step) in tenants.iter().zip(steps) {
             match step {
                 Unowned::Found(id) => {

@@ -423,6 +423,8 @@ async fn depth_refresher_step_marks_redis_answering() {
         cfg: env.settings.metrics,
         dlq_published: Default::default(),
         unowned: Default::default(),
+        known: Default::default(),
+        turn: Default::default(),
     };
     depths.step().await;
     assert_eq!(health.readiness(), Ok(()));

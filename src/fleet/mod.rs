@@ -293,6 +293,8 @@ impl Fleet {
             cfg: self.metrics,
             dlq_published: Default::default(),
             unowned: Default::default(),
+            known: Default::default(),
+            turn: Default::default(),
         }
     }
 

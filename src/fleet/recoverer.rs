@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::rotation::LOOKS_PER_SECOND;
+use super::rotation::{budget, Rotation, LOOKS_PER_SECOND};
 use super::shared::Shared;
 use crate::broker::{Broker, CountsStep, SweepStep};
 use crate::config::TasksSettings;
@@ -42,6 +42,8 @@ pub(crate) struct CountsUpkeep {
     pub steps: usize,
     /// When each tenant was last looked at.
     pub last: HashMap<String, Instant>,
+    /// Whose turn it is: at most [`LOOKS_PER_SECOND`] tenants are looked at per second.
+    pub turn: Rotation,
 }
 
 impl Default for CountsUpkeep {
@@ -65,6 +67,7 @@ impl CountsUpkeep {
             page: Self::PAGE,
             steps: Self::STEPS,
             last: HashMap::new(),
+            turn: Rotation::default(),
         }
     }
 }
@@ -79,6 +82,8 @@ pub(crate) struct RecordSweep {
     pub batch: usize,
     /// When each tenant was last swept.
     pub last: HashMap<String, Instant>,
+    /// Whose turn it is: at most [`LOOKS_PER_SECOND`] tenants are swept per second.
+    pub turn: Rotation,
 }
 
 impl RecordSweep {
@@ -94,6 +99,7 @@ impl RecordSweep {
             every: Self::EVERY,
             batch: Self::BATCH,
             last: HashMap::new(),
+            turn: Rotation::default(),
         }
     }
 }
@@ -113,11 +119,21 @@ impl Recoverer {
     }
 
     /// The upkeep of the dead-letter counts of each tenant not looked at for `every`: a check,
-    /// and while a rebuild runs up to `steps` steps of it. Returns how many steps rebuilt.
+    /// and while a rebuild runs up to `steps` steps of it. The tenants come in turn, at most
+    /// [`LOOKS_PER_SECOND`] a second (with many tenants each is looked at less often than
+    /// `every`). Returns how many steps rebuilt.
     pub(crate) async fn counts_due(&mut self) -> usize {
         let now = Instant::now();
         let mut rebuilt = 0;
-        for (_, tenant) in self.shared.lanes() {
+        let lanes = self.shared.lanes();
+        let turn: Vec<Arc<str>> = self
+            .counts
+            .turn
+            .pick(&lanes, budget(self.interval))
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        for tenant in turn {
             let c = &mut self.counts;
             if c.last
                 .get(&*tenant)
@@ -149,14 +165,22 @@ impl Recoverer {
         rebuilt
     }
 
-    /// One sweep step for each tenant not swept for `every`. Returns the steps' sums.
+    /// One sweep step for each tenant not swept for `every`, in turn, at most
+    /// [`LOOKS_PER_SECOND`] tenants a second. Returns the steps' sums.
     pub(crate) async fn sweep_due(&mut self) -> SweepStep {
         let mut sum = SweepStep::default();
         let Some(sweep) = self.sweep.as_mut() else {
             return sum;
         };
         let now = Instant::now();
-        for (_, tenant) in self.shared.lanes() {
+        let lanes = self.shared.lanes();
+        let turn: Vec<Arc<str>> = sweep
+            .turn
+            .pick(&lanes, budget(self.interval))
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        for tenant in turn {
             if sweep
                 .last
                 .get(&*tenant)
