@@ -84,6 +84,9 @@ if [ ! -e "$s3/node_modules/.package-lock.json" ] || [ "$s3/package-lock.json" -
   (cd "$s3" && npm ci --no-audit --no-fund --silent)
 fi
 
+# The other servers the tests also run on (Redis 8.2, Valkey 8.0), beside the system's packages.
+"$root/scripts/servers.sh" >/dev/null
+
 # Debian's packages may start a system redis on 6379 and a system Prometheus on 9090. Nothing here
 # uses them: the demo and the tests start their own private servers on free loopback ports.
 redis-server --version >&2

@@ -15,6 +15,22 @@ npm --prefix tests/browser run --silent check
 if cargo nextest --version >/dev/null 2>&1; then
   # Test groups in .config/nextest.toml keep process-spawning tests from fighting over 2 cores.
   cargo nextest run --profile ci
+  # The other servers (issue 16, item 6): Redis 8.2 (XACKDEL) and Valkey 8.0, fetched by
+  # scripts/servers.sh (setup installs them), each running the server-sensitive suites
+  # (nextest profile `servers`); `--servers-all` runs the whole suite on each instead.
+  servers="$(scripts/servers.sh)"
+  while read -r name bin; do
+    echo "test: on $name ($("$bin" --version | cut -d' ' -f1-3))" >&2
+    if [ "${1:-}" = "--servers-all" ]; then
+      if "$bin" --version | grep -q '^Redis server v=8'; then
+        REDRIVE_REDIS_SERVER="$bin" cargo nextest run --profile ci -E 'not binary(redis_tls)'
+      else
+        REDRIVE_REDIS_SERVER="$bin" cargo nextest run --profile ci
+      fi
+    else
+      REDRIVE_REDIS_SERVER="$bin" cargo nextest run --profile servers
+    fi
+  done <<< "$servers"
 else
   echo "test: cargo-nextest not found; running cargo test with one test thread" >&2
   cargo test -- --test-threads=1

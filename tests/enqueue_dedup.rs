@@ -26,17 +26,29 @@ async fn record(env: &TestEnv, tenant: &str, task_id: &str) -> HashMap<String, S
         .unwrap()
 }
 
-/// The ids of `tenant`'s lane entries, oldest first.
+/// The ids of `tenant`'s lane entries, oldest first, read in pages of 1,000 (a lane of tens of
+/// thousands in one reply can outlast the connection's response timeout on a loaded machine).
 async fn lane_ids(env: &TestEnv, tenant: &str) -> Vec<String> {
     let mut raw = env.raw().await;
-    let v: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(format!("{}:{{{tenant}}}:lane", env.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    v.into_iter().map(|(id, _)| id).collect()
+    let mut ids = Vec::new();
+    let mut from = "-".to_owned();
+    loop {
+        let v: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("{}:{{{tenant}}}:lane", env.prefix))
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let n = v.len();
+        ids.extend(v.into_iter().map(|(id, _)| id));
+        match ids.last() {
+            Some(last) if n == 1_000 => from = format!("({last}"),
+            _ => return ids,
+        }
+    }
 }
 
 /// Every key of this env's prefix matching `pattern` (after the prefix).
