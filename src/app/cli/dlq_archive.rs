@@ -12,7 +12,7 @@ use super::submit::send;
 use crate::admin::select::DlId;
 use crate::admin::time::{format_time, parse_time};
 use crate::admin::{AdminCommand, RestoreSpec};
-use crate::app::view::DeadLetterView;
+use crate::app::view::{archived_row, DeadLetterView};
 use crate::archive::format::day_text;
 use crate::archive::{read, ArchiveStore};
 use crate::broker::Entry;
@@ -123,7 +123,7 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
         a.limit,
     )
     .await?;
-    let rows: Vec<Value> = page.entries.iter().map(page_row).collect();
+    let rows: Vec<Value> = page.entries.iter().map(archived_row).collect();
     if a.json {
         print_json(&json!({
             "archive": store.describe(),
@@ -164,21 +164,6 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// One archived dead letter as `archive list --json` (and the HTTP API) show it.
-pub(crate) fn page_row(e: &read::PageEntry) -> Value {
-    json!({
-        "id": format!("{}/{}", e.tenant, e.entry.id),
-        "tenant": e.tenant,
-        "day": e.day,
-        "archive_class": e.class.as_str(),
-        "class": e.entry.failure_class,
-        "kind": e.entry.kind,
-        "task_id": e.entry.task_id,
-        "object": e.object,
-        "encrypted": e.encrypted,
-    })
 }
 
 async fn show(a: ShowArgs, settings: &Settings) -> Result<()> {
