@@ -388,6 +388,19 @@ impl Archiver {
                     }
                 }
             }
+            // Writes happen only under this member's lease, renewed right before them: a write
+            // (bounded by archive.timeout_ms, at most a third of the lease) ends before another
+            // member could take the tenant over, so two members never write one batch at once
+            // and an older copy never overwrites a newer one.
+            if !self
+                .broker
+                .archive_lease(tenant, &self.token, self.settings.lease_ttl)
+                .await
+                .map_err(|e| ("read", e))?
+            {
+                self.view(tenant).leased = false;
+                return Ok(BatchEnd::Elsewhere);
+            }
             let key = self.settings.key.as_ref();
             let mut bytes = 0u64;
             if !entries.is_empty() {
