@@ -388,9 +388,9 @@ impl Archiver {
                     }
                 }
             }
-            // Writes happen only under this member's lease, renewed right before them: a write
-            // (bounded by archive.timeout_ms, at most a third of the lease) ends before another
-            // member could take the tenant over, so two members never write one batch at once
+            // Writes happen only under this member's lease, renewed right before them: the two
+            // writes (each bounded by archive.timeout_ms, the lease at least three times that)
+            // end before another member could take the tenant over, so two members never write one batch at once
             // and an older copy never overwrites a newer one.
             if !self
                 .broker
