@@ -214,6 +214,8 @@ async fn the_console_works_in_a_real_browser() {
         "filter",
         "export",
         "dead-letter",
+        "review",
+        "archive",
         "replay",
         "cancel",
         "resume",
@@ -351,6 +353,27 @@ async fn the_console_works_in_a_real_browser() {
         2,
         "nothing resolved"
     );
+    // The review made in the browser is in Redis: assigned to ana, noted, audited.
+    let reviewed = report["reviewed"].as_str().unwrap().to_owned();
+    let (rt, rid) = reviewed.split_once('/').unwrap();
+    let d = api_get(
+        &http,
+        &base,
+        admin,
+        &format!("/api/v1/tenants/{rt}/dead-letters/{rid}"),
+    )
+    .await;
+    assert_eq!(d["review"]["state"], "in_review", "{d}");
+    assert_eq!(d["review"]["assignee"], "ana", "{d}");
+    let log: Vec<&str> = d["review"]["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["act"].as_str())
+        .collect();
+    assert_eq!(log, ["assign", "note"], "{d}");
+    assert_eq!(by("assign"), vec![("admin", "on call")], "{audit}");
+    assert_eq!(by("note"), vec![("admin", "note")], "{audit}");
     // Sessions live in Redis under their hash only; the logged-out one is gone.
     let mut raw = env.raw().await;
     let keys: Vec<String> = redis::cmd("KEYS")

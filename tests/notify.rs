@@ -666,3 +666,92 @@ async fn a_tenants_rate_holds_events_back_without_dropping_them() {
     assert!(waiting >= 1, "{status}");
     assert_eq!(arrived + waiting, events, "held, not dropped: {status}");
 }
+
+#[tokio::test]
+async fn a_member_stopping_cleanly_gives_its_delivery_lease_up_at_once() {
+    let env = TestEnv::new();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let receiver = Receiver::start(0, got).await;
+    // A lease far longer than the test's patience: b can deliver within it only if a gives
+    // the lease up when it stops.
+    let cfg = config(
+        &env,
+        "poll_interval_ms = 100\nlease_ms = 60000\ntimeout_ms = 1000",
+        &[("ops-hook", receiver.url())],
+    );
+    let mut a = env.member("a", &[("REDRIVE_CONFIG", cfg.as_str())]);
+    let raw = env.raw().await;
+    let lease = format!("{}:{{acme}}:notify:lease", env.prefix);
+    let holder = || {
+        let lease = lease.clone();
+        let mut raw = raw.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&lease)
+                .query_async::<Option<String>>(&mut raw)
+                .await
+                .unwrap()
+        }
+    };
+    env.enqueue_tasks(bad("acme", 1, "one")).await;
+    eventually(LONG, "member a holds acme's delivery lease", || async {
+        holder().await.as_deref() == Some("a")
+    })
+    .await;
+    let b = env.member("b", &[("REDRIVE_CONFIG", cfg.as_str())]);
+    eventually(LONG, "a dead letter", || async {
+        env.dead_letters("acme").await.len() == 1
+    })
+    .await;
+    // b is up and ticking (it answers the CLI's fleet check) before a stops.
+    eventually(LONG, "b is a live member", || async {
+        b.log_text().contains("tenant notifications: delivering")
+    })
+    .await;
+    let status = a.stop();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a stopped cleanly: {}",
+        a.log_text()
+    );
+    assert!(
+        a.log_text()
+            .contains("notification delivery leases given up"),
+        "{}",
+        a.log_text()
+    );
+    // Well inside the 60 s lease: b takes the tenant over and delivers what happens next.
+    let stopped = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "b holds acme's delivery lease",
+        || async { holder().await.as_deref() == Some("b") },
+    )
+    .await;
+    let id = json_of(&env, &cfg, &["dlq", "list", "--json"])["entries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out) = run(
+        &env,
+        &cfg,
+        &[
+            "dlq", "escalate", &id, "--to", "tenant", "--reason", "yours",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        Duration::from_secs(10),
+        "the escalation, delivered by b",
+        || async { !receiver.of("escalated").is_empty() },
+    )
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(30),
+        "taken over long before the lease would have run out: {:?}",
+        stopped.elapsed()
+    );
+    let status = json_of(&env, &cfg, &["notify", "status", "--json"]);
+    assert_eq!(status[0]["delivered_by"], "b", "{status}");
+}

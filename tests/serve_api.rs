@@ -568,6 +568,7 @@ async fn every_route_answers_every_role_as_documented() {
             "/api/v1/tenants/{tenant}/dead-letters/fold",
             vec!["acme"],
         ),
+        ("viewer", "POST", "/api/v1/archive/restore", vec![]),
     ] {
         let r = api
             .call(Some(who), method, path, &args, "", Some(replay.clone()))
@@ -693,6 +694,32 @@ async fn every_route_answers_every_role_as_documented() {
         "{}",
         r.text
     );
+
+    // The archive (the members' directory): nothing archived yet — an empty page, a dead
+    // letter that is not there, a restore that names one that is not there changes nothing.
+    let r = api.get("viewer", "/api/v1/archive", &[], "limit=5").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["entries"], json!([]));
+    assert!(r.body["next"].is_null());
+    let r = api
+        .get(
+            "viewer",
+            "/api/v1/tenants/{tenant}/archive/{id}",
+            &["acme", "1-0"],
+            "",
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.text);
+    let r = api
+        .post(
+            "ops",
+            "/api/v1/archive/restore",
+            &[],
+            json!({"ids": ["acme/1-0"], "reason": "try"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.message().contains("not in the archive"), "{}", r.text);
 
     // A dry run, then the replay: 202 at once, its progress on the command route.
     let r = api
@@ -1669,4 +1696,171 @@ async fn tls_is_terminated_when_a_certificate_is_given() {
         .await
         .map(|r| r.status().as_u16());
     assert!(!matches!(answered, Ok(200)), "{answered:?}");
+}
+
+#[tokio::test]
+async fn the_archive_is_listed_shown_and_restored_within_the_tokens_scope() {
+    let env = TestEnv::new();
+    // A cap of 2 dead letters per tenant: the oldest go to the archive (the test's directory,
+    // shared by the member and the server).
+    let _member = env.member(
+        "m1",
+        &[
+            ("REDRIVE_ISOLATION__BREAKER__ENABLED", "false"),
+            ("REDRIVE_DEAD_LETTER__MAX_LEN", "2"),
+            ("REDRIVE_ARCHIVE__INTERVAL_MS", "100"),
+        ],
+    );
+    let api = Api::start(&env, "api", "");
+    env.enqueue_tasks(
+        bad_tasks("acme", 5)
+            .into_iter()
+            .chain(bad_tasks("globex", 4))
+            .collect(),
+    )
+    .await;
+    let page_of = |r: &Reply| -> Vec<String> {
+        r.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    eventually(Duration::from_secs(60), "5 archived", || async {
+        let r = api.get("admin", "/api/v1/archive", &[], "limit=100").await;
+        r.status == 200 && r.body["entries"].as_array().map_or(0, Vec::len) == 5
+    })
+    .await;
+    // Every token sees the archive of its own tenants only, a page at a time.
+    let all = api.get("viewer", "/api/v1/archive", &[], "limit=100").await;
+    let all_ids = page_of(&all);
+    assert_eq!(all_ids.len(), 5, "{}", all.text);
+    assert!(all.body["entries"][0]["task_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("acme-bad-"));
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let q = match &after {
+            Some(a) => format!("limit=2&after={}", urlencode(a)),
+            None => "limit=2".to_owned(),
+        };
+        let r = api.get("viewer", "/api/v1/archive", &[], &q).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        paged.extend(page_of(&r));
+        match r.body["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all_ids, "paged two at a time");
+    let acme = api.get("acme-viewer", "/api/v1/archive", &[], "").await;
+    let acme_ids = page_of(&acme);
+    assert_eq!(acme_ids.len(), 3, "{}", acme.text);
+    assert!(acme_ids.iter().all(|i| i.starts_with("acme/")));
+    let r = api
+        .get("acme-viewer", "/api/v1/archive", &[], "tenant=globex")
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.text);
+    let globex_id = all_ids.iter().find(|i| i.starts_with("globex/")).unwrap();
+    let (gt, gid) = globex_id.split_once('/').unwrap();
+    let r = api
+        .get(
+            "acme-viewer",
+            "/api/v1/tenants/{tenant}/archive/{id}",
+            &[gt, gid],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 404, "another tenant's: as if it did not exist");
+    // One archived dead letter whole: payloads only for a token that may see them.
+    let (at, aid) = acme_ids[0].split_once('/').unwrap();
+    let shown = |who: &'static str| {
+        let api = &api;
+        async move {
+            api.get(who, "/api/v1/tenants/{tenant}/archive/{id}", &[at, aid], "")
+                .await
+        }
+    };
+    let r = shown("viewer-payloads").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["archive"]["class"], "dead_letter");
+    assert!(r.body["archive"]["restored_as"].is_null());
+    assert_eq!(
+        r.body["payload"]["simulate"], "malformed_output",
+        "{}",
+        r.text
+    );
+    let r = shown("acme-viewer").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !r.text.contains("malformed_output"),
+        "the payload is hidden: {}",
+        r.text
+    );
+    // Restore: an operator of the tenant, once; another tenant's id is refused as unknown.
+    let r = api
+        .post(
+            "acme-viewer",
+            "/api/v1/archive/restore",
+            &[],
+            json!({"ids": [acme_ids[0]]}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = api
+        .post(
+            "acme-ops",
+            "/api/v1/archive/restore",
+            &[],
+            json!({"ids": [globex_id], "reason": "not mine"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = api
+        .post(
+            "acme-ops",
+            "/api/v1/archive/restore",
+            &[],
+            json!({"ids": [acme_ids[0]], "reason": "the customer asked again"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["result"]["command"], "restore", "{}", r.text);
+    let restored = r.body["result"]["details"]["restored"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api
+        .post(
+            "acme-ops",
+            "/api/v1/archive/restore",
+            &[],
+            json!({"ids": [acme_ids[0]], "reason": "again"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["result"]["details"]["already"][0]["id"], restored);
+    let r = shown("acme-viewer").await;
+    assert_eq!(r.body["archive"]["restored_as"], restored, "{}", r.text);
+    let audit = api.get("admin", "/api/v1/audit", &[], "").await;
+    assert!(
+        audit.text.contains("the customer asked again") && audit.text.contains("acme-ops"),
+        "{}",
+        audit.text
+    );
+}
+
+/// `text` as a query value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

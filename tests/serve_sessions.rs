@@ -1047,3 +1047,94 @@ async fn purge_and_resume_forms_are_refused_below_their_roles_and_work_at_them()
         (&json!("purge"), &json!("admin"), &json!("test data"))
     );
 }
+
+#[tokio::test]
+async fn the_console_browses_the_archive_and_restores_with_its_csrf_token() {
+    let env = TestEnv::new();
+    // A cap of 2: acme's 3 oldest dead letters go to the archive (the test's directory, the
+    // server's too).
+    let _member = env.member(
+        "m1",
+        &[
+            ("REDRIVE_ISOLATION__BREAKER__ENABLED", "false"),
+            ("REDRIVE_DEAD_LETTER__MAX_LEN", "2"),
+            ("REDRIVE_ARCHIVE__INTERVAL_MS", "100"),
+        ],
+    );
+    let (tokens, entries) = make_tokens(&env, &[("ops", "operator"), ("viewer", "viewer")]);
+    let server = serve(&env, "api", "", &entries);
+    let base = server.base.as_str();
+    let http = client([127, 0, 0, 1]);
+    let tasks = (0..5)
+        .map(|i| {
+            NewTask::new(
+                "acme",
+                "triage",
+                json!({"simulate": "malformed_output", "ticket": i}),
+            )
+            .with_task_id(format!("acme-bad-{i}"))
+        })
+        .collect();
+    env.enqueue_tasks(tasks).await;
+    let (ops, _) = login(&http, base, &tokens["ops"]).await;
+    let rows = |html: &str| -> Vec<String> {
+        html.split("data-id=\"")
+            .skip(1)
+            .filter_map(|r| r.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "3 archived, on the page",
+        || async {
+            let (status, html) = get(&http, base, &ops, "/archive").await;
+            status == 200 && rows(&html).len() == 3
+        },
+    )
+    .await;
+    let (_, html) = get(&http, base, &ops, "/archive?limit=2").await;
+    assert_eq!(rows(&html).len(), 2, "a page of two");
+    assert!(html.contains("id=\"next-page\""), "and a next page");
+    let (_, html) = get(&http, base, &ops, "/archive").await;
+    let archived = rows(&html);
+    let (tenant, id) = archived[0].split_once('/').unwrap();
+    let page = format!("/archive/{tenant}/{id}");
+    // A viewer reads it without its payload and cannot restore it.
+    let (viewer, _) = login(&http, base, &tokens["viewer"]).await;
+    let (status, html) = get(&http, base, &viewer, &page).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("payload is hidden") && !html.contains("malformed_output"));
+    assert!(!html.contains("restore-form"));
+    assert!(html.contains("Restoring needs an operator"));
+    // An operator restores it: not without the CSRF token, then once with it.
+    let (status, html) = get(&http, base, &ops, &page).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("restore-form") && html.contains("not restored"));
+    let post = |body: String| {
+        http.post(format!("{base}/archive/restore"))
+            .header("cookie", &ops.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let id_q = format!("{tenant}%2F{id}");
+    let r = post(format!("id={id_q}&reason=again")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403, "no csrf");
+    let csrf = csrf_of(&http, base, &ops).await;
+    let r = post(format!("id={id_q}&reason=customer+asked&csrf={csrf}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with("/redrive/commands/"), "{to}");
+    let (status, html) = get(&http, base, &ops, to.trim_start_matches("/redrive")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("restored 1 archived dead letters"), "{html}");
+    let (_, html) = get(&http, base, &ops, &page).await;
+    assert!(!html.contains("not restored"), "{html}");
+    assert!(
+        html.contains("/redrive/dead-letters/acme/"),
+        "a link to the restored one"
+    );
+}

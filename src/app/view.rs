@@ -774,6 +774,22 @@ pub fn task_list_json(t: &IndexedTask) -> Value {
     })
 }
 
+/// One archived dead letter as `dlq archive list --json` and the API's archive page show it
+/// (from its batch's manifest: no payload).
+pub fn archived_row(e: &crate::archive::read::PageEntry) -> Value {
+    serde_json::json!({
+        "id": format!("{}/{}", e.tenant, e.entry.id),
+        "tenant": e.tenant,
+        "day": e.day,
+        "archive_class": e.class.as_str(),
+        "class": e.entry.failure_class,
+        "kind": e.entry.kind,
+        "task_id": e.entry.task_id,
+        "object": e.object,
+        "encrypted": e.encrypted,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

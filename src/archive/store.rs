@@ -37,6 +37,8 @@ pub struct ArchiveStore {
     root: String,
     /// The location as people read it, for messages.
     describe: String,
+    /// Whether listings come in path order (S3) — a directory's walk does not.
+    ordered: bool,
 }
 
 /// Builds the reqwest client of S3 requests (see the module doc).
@@ -98,6 +100,7 @@ impl ArchiveStore {
                     store: Arc::new(fs),
                     root: String::new(),
                     describe,
+                    ordered: false,
                 })
             }
             Location::S3(s) => {
@@ -129,6 +132,7 @@ impl ArchiveStore {
                     store: Arc::new(store),
                     root: s.prefix.clone(),
                     describe,
+                    ordered: true,
                 })
             }
         }
@@ -195,13 +199,53 @@ impl ArchiveStore {
             .map_err(|e| self.fail("reading", rel, e))
     }
 
-    /// Every object under `rel_prefix` (a directory-like prefix, `""` for all), at any depth.
-    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<Listed>> {
-        let prefix = match (self.root.is_empty(), rel_prefix.is_empty()) {
+    /// Up to `max` objects under `rel_prefix` (`""` for all) whose path sorts after `after`
+    /// (every one when `None`), in path order. On S3 the listing starts there (`start-after`)
+    /// and stops after `max` keys, so its cost is set by `max`, not by the archive; a directory
+    /// is walked and sorted (names only, nothing read).
+    pub async fn list_after(
+        &self,
+        rel_prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<Listed>> {
+        if !self.ordered {
+            let mut all = self.list(rel_prefix).await?;
+            all.retain(|l| after.is_none_or(|a| l.path.as_str() > a));
+            all.truncate(max);
+            return Ok(all);
+        }
+        let prefix = self.prefix(rel_prefix);
+        let mut stream = match after {
+            Some(a) => self.store.list_with_offset(prefix.as_ref(), &self.path(a)),
+            None => self.store.list(prefix.as_ref()),
+        };
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = stream.next().await else {
+                break;
+            };
+            let meta = item.map_err(|e| self.fail("listing", rel_prefix, e))?;
+            out.push(Listed {
+                path: self.rel(&meta.location),
+                size: meta.size,
+            });
+        }
+        // S3 lists keys in their bytes' order, as `str` compares them.
+        Ok(out)
+    }
+
+    fn prefix(&self, rel_prefix: &str) -> Option<Path> {
+        match (self.root.is_empty(), rel_prefix.is_empty()) {
             (true, true) => None,
             (false, true) => Some(Path::from(self.root.as_str())),
             _ => Some(self.path(rel_prefix)),
-        };
+        }
+    }
+
+    /// Every object under `rel_prefix` (a directory-like prefix, `""` for all), at any depth.
+    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<Listed>> {
+        let prefix = self.prefix(rel_prefix);
         let mut stream = self.store.list(prefix.as_ref());
         let mut out = Vec::new();
         while let Some(item) = stream.next().await {

@@ -87,6 +87,22 @@ pub struct ArchivedItem {
     pub task_id: Option<String>,
     /// How long its record is kept from now (a dead letter's; a removed one keeps its own).
     pub retention: Duration,
+    /// The review record its archived copy carries (`""` for none): a dead letter leaves only
+    /// while its record is still this one.
+    pub review: String,
+}
+
+/// What became of a batch's removal ([`Broker::archive_remove`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveRemoval {
+    /// Removed: the source ids that left (those already gone left out), and the records
+    /// written.
+    Removed(Vec<String>, u64),
+    /// The batch recorded is another one (or none): another member finished it.
+    Elsewhere,
+    /// Nothing was removed: these dead letters' review records changed since they were read
+    /// (write the object again with the records as they are now, then remove).
+    ReviewChanged(Vec<String>),
 }
 
 /// One archived dead letter to restore ([`Broker::dlq_restore`]).
@@ -276,9 +292,10 @@ impl Broker {
     }
 
     /// Removes the entries of `tenant`'s confirmed batch `object` from Redis with their counts
-    /// and records (scripts/dlq_archived.lua). Returns the ids removed and how many records
-    /// were written, or `None` when the batch recorded is not `object` any more (another
-    /// member finished it): nothing was written.
+    /// and records (scripts/dlq_archived.lua): the ids removed and how many records were
+    /// written; nothing is written when the batch recorded is not `object` any more (another
+    /// member finished it) or when a dead letter's review record is no longer the one its
+    /// archived copy carries.
     pub(crate) async fn archive_remove(
         &self,
         tenant: &str,
@@ -286,7 +303,7 @@ impl Broker {
         object: &str,
         items: &[ArchivedItem],
         records: bool,
-    ) -> Result<Option<(Vec<String>, u64)>> {
+    ) -> Result<ArchiveRemoval> {
         let src = match source {
             ArchiveSource::Dlq => self.keys.dlq(tenant),
             ArchiveSource::Removed => self.keys.dlq_removed(tenant),
@@ -311,19 +328,30 @@ impl Broker {
             inv.arg(&it.source_id)
                 .arg(&it.dead_letter_id)
                 .arg(it.task_id.as_deref().unwrap_or(""))
-                .arg((it.retention.as_millis() as u64).max(1));
+                .arg((it.retention.as_millis() as u64).max(1))
+                .arg(&it.review);
         }
         let v: Value = inv.invoke_async(&mut self.con()).await?;
         let mut parts = array(v, "dlq_archived.lua", Some(2))?.into_iter();
         let first = parts.next().unwrap_or(Value::Nil);
-        if matches!(first, Value::Int(-1)) {
-            return Ok(None);
+        let second = parts.next().unwrap_or(Value::Nil);
+        let texts = |v: Value, what: &str| -> Result<Vec<String>> {
+            Ok(array(v, what, None)?
+                .into_iter()
+                .map(text_or_empty)
+                .collect())
+        };
+        match first {
+            Value::Int(-1) => Ok(ArchiveRemoval::Elsewhere),
+            Value::Int(-2) => Ok(ArchiveRemoval::ReviewChanged(texts(
+                second,
+                "dlq_archived.lua changed ids",
+            )?)),
+            first => Ok(ArchiveRemoval::Removed(
+                texts(first, "dlq_archived.lua ids")?,
+                int_or_zero(second),
+            )),
         }
-        let ids = array(first, "dlq_archived.lua ids", None)?
-            .into_iter()
-            .map(text_or_empty)
-            .collect();
-        Ok(Some((ids, int_or_zero(parts.next().unwrap_or(Value::Nil)))))
     }
 
     /// Puts archived dead letters back into `tenant`'s stream (scripts/dlq_restore.lua), each

@@ -44,7 +44,8 @@ mod steps;
 mod bench;
 
 pub use archive::{
-    ArchiveSource, ArchivedItem, BatchBegin, PendingBatch, RestoreItem, RestoreOutcome,
+    ArchiveRemoval, ArchiveSource, ArchivedItem, BatchBegin, PendingBatch, RestoreItem,
+    RestoreOutcome,
 };
 #[cfg(feature = "app")]
 pub(crate) use bench::{raw_ceiling, RawCeiling, ServerWork};

@@ -253,6 +253,17 @@ impl Broker {
         Ok(tick)
     }
 
+    /// Gives up `tenant`'s delivery lease if `member` still holds it (scripts/lease_release.lua:
+    /// one atomic compare-and-delete, so a lease another member took meanwhile stays theirs).
+    /// A member stopping cleanly calls it, so another member delivers at its next tick rather
+    /// than after the lease's time to live. Returns whether it was released.
+    pub(crate) async fn notify_release(&self, tenant: &str, member: &str) -> Result<bool> {
+        let mut inv = scripts().lease_release.key(self.keys.notify_lease(tenant));
+        inv.arg(member);
+        let n: i64 = inv.invoke_async(&mut self.con()).await?;
+        Ok(n == 1)
+    }
+
     /// Reports one delivery attempt of `tenant` as `member` (scripts/notify_ack.lua), renewing
     /// the lease for `lease`; `targets` are every target of the tenant (the outbox is trimmed
     /// to what they all had). Returns `None` when refused (the lease or the target's cursor

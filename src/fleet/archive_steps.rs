@@ -467,3 +467,119 @@ async fn resolved_ones_follow_after_their_grace_and_restores_are_byte_exact_and_
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(key_dir);
 }
+
+/// A review move (a note) that lands after the archiver read a dead letter's review record and
+/// uploaded it, but before the removal: the note must not vanish with the record — the removal
+/// is refused, the object is written again with the note, then removed.
+#[tokio::test]
+async fn a_note_made_while_its_dead_letter_is_being_archived_is_archived_too() {
+    let (env, _dir) = archive_env(|c| {
+        c.dead_letter.max_len = 2;
+        c.dead_letter.hard_max_len = 100;
+    })
+    .await;
+    dead_letters(&env, 5).await;
+    let oldest = env.broker.dlq_range(TENANT, "-", "+", 1).await.unwrap()[0]
+        .id
+        .clone();
+    let mut a = archiver(&env);
+    let broker = env.broker.clone();
+    let id = oldest.clone();
+    a.before_remove = Some(Box::new(move || {
+        Box::pin(async move {
+            let mv = crate::broker::ReviewMove {
+                action: "note",
+                arg: "customer called: keep this one",
+                operator: "ops",
+                reason: "note",
+                command_id: "c-late-note",
+            };
+            broker
+                .dlq_review(TENANT, &mv, &[id.as_str()])
+                .await
+                .unwrap();
+        })
+    }));
+    let s = a.step().await;
+    assert_eq!((s.batches, s.removed, s.failed), (1, 3, 0), "{s:?}");
+    assert!(a.before_remove.is_none(), "the note landed mid-batch");
+    // The dead letter left Redis; its archived copy carries the note.
+    assert!(env
+        .broker
+        .dlq_review_records(TENANT, &[oldest.as_str()])
+        .await
+        .unwrap()[0]
+        .is_none());
+    let store = ArchiveStore::open(&env.settings.archive).unwrap();
+    let (object, e) = read::find(&store, None, TENANT, &oldest)
+        .await
+        .unwrap()
+        .expect("archived");
+    let review = e.field("review").unwrap_or("");
+    assert!(
+        review.contains("customer called: keep this one"),
+        "the note is in the archive ({object}): {review:?}"
+    );
+    // One object for the batch: written again under the same name, never a second one.
+    let objects: Vec<_> = store
+        .list(TENANT)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.path.ends_with(".jsonl.gz"))
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+}
+
+/// A member whose lease another took over while it archived (its lease ran out mid-batch)
+/// writes nothing more: its second pass (a note forced one) stops before uploading, and the
+/// new holder finishes the batch with the note.
+#[tokio::test]
+async fn a_member_that_lost_its_lease_mid_batch_writes_nothing_more() {
+    let (env, _dir) = archive_env(|c| {
+        c.dead_letter.max_len = 2;
+        c.dead_letter.hard_max_len = 100;
+    })
+    .await;
+    dead_letters(&env, 5).await;
+    let oldest = env.broker.dlq_range(TENANT, "-", "+", 1).await.unwrap()[0]
+        .id
+        .clone();
+    let mut a = archiver(&env);
+    let broker = env.broker.clone();
+    let id = oldest.clone();
+    let ttl = env.settings.archive.lease_ttl;
+    a.before_remove = Some(Box::new(move || {
+        Box::pin(async move {
+            // a's lease runs out and another member takes the tenant; a note lands.
+            broker.archive_lease_release(TENANT, MEMBER).await.unwrap();
+            assert!(broker.archive_lease(TENANT, "other", ttl).await.unwrap());
+            let mv = crate::broker::ReviewMove {
+                action: "note",
+                arg: "late note",
+                operator: "ops",
+                reason: "note",
+                command_id: "c-late",
+            };
+            broker
+                .dlq_review(TENANT, &mv, &[id.as_str()])
+                .await
+                .unwrap();
+        })
+    }));
+    let s = a.step().await;
+    assert_eq!((s.batches, s.removed, s.failed), (0, 0, 0), "{s:?}");
+    assert_eq!(env.broker.dlq_len(TENANT).await.unwrap(), 5, "nothing left");
+    assert!(env.broker.archive_pending(TENANT).await.unwrap().is_some());
+    // The new holder finishes the same batch, with the note.
+    let mut b = archiver(&env);
+    b.token = "other".into();
+    let s = b.step().await;
+    assert_eq!((s.batches, s.removed, s.failed), (1, 3, 0), "{s:?}");
+    let store = ArchiveStore::open(&env.settings.archive).unwrap();
+    let (_, e) = read::find(&store, None, TENANT, &oldest)
+        .await
+        .unwrap()
+        .expect("archived");
+    assert!(e.field("review").unwrap_or("").contains("late note"));
+}

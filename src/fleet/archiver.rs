@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use super::shared::Shared;
 use crate::archive::format::{self, ArchiveClass, ArchivedEntry, BatchName};
 use crate::archive::{ArchiveSettings, ArchiveStore, Retention};
-use crate::broker::{ArchiveSource, ArchivedItem, BatchBegin, Broker, Entry, PendingBatch};
+use crate::broker::{
+    ArchiveRemoval, ArchiveSource, ArchivedItem, BatchBegin, Broker, Entry, PendingBatch,
+};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
@@ -56,6 +58,10 @@ pub(crate) struct Archiver {
     /// The longest pause between two ticks: the metrics refresh interval, so the backlog
     /// gauges are set again before the recorder drops them as idle.
     pub republish: Duration,
+    /// Tests only: runs once between a batch's confirmed upload and its removal (what another
+    /// process could do in that window).
+    #[cfg(test)]
+    pub before_remove: Option<BeforeRemove>,
 }
 
 /// What the archiver remembers of one tenant.
@@ -81,6 +87,15 @@ pub(crate) struct ArchiveStep {
     /// Failures (nothing removed for them).
     pub failed: usize,
 }
+
+/// What a test runs between a batch's upload and its removal.
+#[cfg(test)]
+pub(crate) type BeforeRemove =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+/// How many times a batch is written and its removal tried while review records keep
+/// changing under it, in one visit.
+const REVIEW_TRIES: usize = 3;
 
 /// How one batch ended.
 enum BatchEnd {
@@ -110,6 +125,8 @@ impl Archiver {
             tenants: HashMap::new(),
             store_down_until: None,
             republish: Duration::from_secs(1),
+            #[cfg(test)]
+            before_remove: None,
         }
     }
 
@@ -336,118 +353,158 @@ impl Archiver {
                 )),
             )
         })?;
-        let found = self
-            .broker
-            .archive_entries(tenant, batch.source, &batch.ids)
-            .await
-            .map_err(|e| ("read", e))?;
-        let mut entries: Vec<ArchivedEntry> = found
-            .into_iter()
-            .flatten()
-            .map(|e| archived_entry(tenant, batch.source, class, e))
-            .collect();
-        if batch.source == ArchiveSource::Dlq {
-            // A dead letter's review (assignee, escalation, notes) goes into the archive with
-            // it: dlq_archived.lua ends the record when the entry leaves Redis. (A removed
-            // one's copy carries its review already: dlq_remove.lua stamps it.)
-            let ids: Vec<&str> = entries.iter().map(|e| e.source_id.as_str()).collect();
-            let reviews = self
+        // A review move between the read and the removal makes the removal refuse: the object
+        // is written again (same name) with the records as they are now. Bounded: a record
+        // that keeps changing leaves the batch recorded for the next visit.
+        for _ in 0..REVIEW_TRIES {
+            let found = self
                 .broker
-                .dlq_review_records(tenant, &ids)
+                .archive_entries(tenant, batch.source, &batch.ids)
                 .await
                 .map_err(|e| ("read", e))?;
-            for (e, review) in entries.iter_mut().zip(reviews) {
-                if let Some(r) = review {
-                    if e.field("review").is_none() {
+            let mut entries: Vec<ArchivedEntry> = found
+                .into_iter()
+                .flatten()
+                .map(|e| archived_entry(tenant, batch.source, class, e))
+                .collect();
+            // The review record each archived copy carries, as read ("" for none).
+            let mut live = vec![String::new(); entries.len()];
+            if batch.source == ArchiveSource::Dlq {
+                // A dead letter's review (assignee, escalation, notes) goes into the archive with
+                // it: dlq_archived.lua ends the record when the entry leaves Redis. (A removed
+                // one's copy carries its review already: dlq_remove.lua stamps it.)
+                let ids: Vec<&str> = entries.iter().map(|e| e.source_id.as_str()).collect();
+                let reviews = self
+                    .broker
+                    .dlq_review_records(tenant, &ids)
+                    .await
+                    .map_err(|e| ("read", e))?;
+                for ((e, review), seen) in entries.iter_mut().zip(reviews).zip(live.iter_mut()) {
+                    if let Some(r) = review {
+                        seen.clone_from(&r);
+                        // Last of its name, so it is the one read back (a restored dead letter
+                        // carries the review it was archived with before it).
                         e.fields.push((b"review".to_vec(), r.into_bytes()));
                     }
                 }
             }
-        }
-        let key = self.settings.key.as_ref();
-        let mut bytes = 0u64;
-        if !entries.is_empty() {
-            let name = batch_name(tenant, batch, class, &entries);
-            let object = format::encode_object(&entries, key).map_err(|e| {
-                (
-                    "write",
-                    Error::Archive(format!("encoding {}: {e}", batch.object)),
-                )
-            })?;
-            let manifest = format::manifest(&name, &entries, &object, key);
-            let manifest = serde_json::to_vec_pretty(&manifest)
-                .map_err(|e| ("write", Error::Archive(format!("encoding a manifest: {e}"))))?;
-            bytes = object.len() as u64;
-            let sizes = (object.len() as u64, manifest.len() as u64);
-            self.store
-                .put(&batch.object, object)
+            // Writes happen only under this member's lease, renewed right before them: the two
+            // writes (each bounded by archive.timeout_ms, the lease at least three times that)
+            // end before another member could take the tenant over, so two members never write one batch at once
+            // and an older copy never overwrites a newer one.
+            if !self
+                .broker
+                .archive_lease(tenant, &self.token, self.settings.lease_ttl)
                 .await
-                .map_err(|e| ("write", e))?;
-            let manifest_path = format::manifest_of(&batch.object);
-            self.store
-                .put(&manifest_path, manifest)
-                .await
-                .map_err(|e| ("write", e))?;
-            let seen = (
-                self.store
-                    .size(&batch.object)
-                    .await
-                    .map_err(|e| ("confirm", e))?,
-                self.store
-                    .size(&manifest_path)
-                    .await
-                    .map_err(|e| ("confirm", e))?,
-            );
-            if seen != (Some(sizes.0), Some(sizes.1)) {
-                return Err((
-                    "confirm",
-                    Error::Archive(format!(
-                        "{} in {}: written {} and {} bytes, found {:?} and {:?}",
-                        batch.object,
-                        self.store.describe(),
-                        sizes.0,
-                        sizes.1,
-                        seen.0,
-                        seen.1
-                    )),
-                ));
+                .map_err(|e| ("read", e))?
+            {
+                self.view(tenant).leased = false;
+                return Ok(BatchEnd::Elsewhere);
             }
-        }
-        // The crash tests stop here: written and confirmed, not yet removed from Redis.
-        crate::failpoint::hit("archive_uploaded");
-        let tasks = &self.shared.tasks;
-        let items: Vec<ArchivedItem> = entries
-            .iter()
-            .map(|e| {
-                let task_id = e
-                    .field("task_id")
-                    .filter(|t| crate::task::validate_task_id(t).is_ok())
-                    .map(str::to_owned);
-                ArchivedItem {
-                    source_id: e.source_id.clone(),
-                    dead_letter_id: e.id.clone(),
-                    task_id,
-                    retention: tasks.retention_for(tenant, e.field("kind").unwrap_or("")),
+            let key = self.settings.key.as_ref();
+            let mut bytes = 0u64;
+            if !entries.is_empty() {
+                let name = batch_name(tenant, batch, class, &entries);
+                let object = format::encode_object(&entries, key).map_err(|e| {
+                    (
+                        "write",
+                        Error::Archive(format!("encoding {}: {e}", batch.object)),
+                    )
+                })?;
+                let manifest = format::manifest(&name, &entries, &object, key);
+                let manifest = serde_json::to_vec_pretty(&manifest)
+                    .map_err(|e| ("write", Error::Archive(format!("encoding a manifest: {e}"))))?;
+                bytes = object.len() as u64;
+                let sizes = (object.len() as u64, manifest.len() as u64);
+                self.store
+                    .put(&batch.object, object)
+                    .await
+                    .map_err(|e| ("write", e))?;
+                let manifest_path = format::manifest_of(&batch.object);
+                self.store
+                    .put(&manifest_path, manifest)
+                    .await
+                    .map_err(|e| ("write", e))?;
+                let seen = (
+                    self.store
+                        .size(&batch.object)
+                        .await
+                        .map_err(|e| ("confirm", e))?,
+                    self.store
+                        .size(&manifest_path)
+                        .await
+                        .map_err(|e| ("confirm", e))?,
+                );
+                if seen != (Some(sizes.0), Some(sizes.1)) {
+                    return Err((
+                        "confirm",
+                        Error::Archive(format!(
+                            "{} in {}: written {} and {} bytes, found {:?} and {:?}",
+                            batch.object,
+                            self.store.describe(),
+                            sizes.0,
+                            sizes.1,
+                            seen.0,
+                            seen.1
+                        )),
+                    ));
                 }
-            })
-            .collect();
-        let removed = self
-            .broker
-            .archive_remove(tenant, batch.source, &batch.object, &items, tasks.enabled)
-            .await
-            .map_err(|e| ("remove", e))?;
-        let Some((ids, _records)) = removed else {
-            return Ok(BatchEnd::Elsewhere);
-        };
-        events::archive::archived(
-            tenant,
-            class.as_str(),
-            &batch.object,
-            bytes,
-            entries.len() as u64,
-            ids.len() as u64,
-        );
-        Ok(BatchEnd::Done(ids.len() as u64))
+            }
+            // The crash tests stop here: written and confirmed, not yet removed from Redis.
+            crate::failpoint::hit("archive_uploaded");
+            #[cfg(test)]
+            if let Some(f) = self.before_remove.take() {
+                f().await;
+            }
+            let tasks = &self.shared.tasks;
+            let items: Vec<ArchivedItem> = entries
+                .iter()
+                .zip(live)
+                .map(|(e, review)| {
+                    let task_id = e
+                        .field("task_id")
+                        .filter(|t| crate::task::validate_task_id(t).is_ok())
+                        .map(str::to_owned);
+                    ArchivedItem {
+                        source_id: e.source_id.clone(),
+                        dead_letter_id: e.id.clone(),
+                        task_id,
+                        retention: tasks.retention_for(tenant, e.field("kind").unwrap_or("")),
+                        review,
+                    }
+                })
+                .collect();
+            let removed = self
+                .broker
+                .archive_remove(tenant, batch.source, &batch.object, &items, tasks.enabled)
+                .await
+                .map_err(|e| ("remove", e))?;
+            let ids = match removed {
+                ArchiveRemoval::Removed(ids, _records) => ids,
+                ArchiveRemoval::Elsewhere => return Ok(BatchEnd::Elsewhere),
+                ArchiveRemoval::ReviewChanged(changed) => {
+                    events::archive::review_changed(tenant, &batch.object, changed.len());
+                    continue;
+                }
+            };
+            events::archive::archived(
+                tenant,
+                class.as_str(),
+                &batch.object,
+                bytes,
+                entries.len() as u64,
+                ids.len() as u64,
+            );
+            return Ok(BatchEnd::Done(ids.len() as u64));
+        }
+        Err((
+            "remove",
+            Error::Archive(format!(
+                "the review records of the batch {} kept changing while it was archived; \
+                 it stays recorded and is tried again",
+                batch.object
+            )),
+        ))
     }
 }
 

@@ -475,7 +475,8 @@ impl Loops {
         }
         let _ = self.admin.await;
         if let Some(n) = self.notifier {
-            // Its tenants go to another member once its leases run out.
+            // It ends after the request in flight and gives its tenants' delivery leases up,
+            // so another member delivers at its next tick.
             let _ = n.await;
         }
         // 2. Stop taking over entries, promoting retries and archiving (a batch in flight

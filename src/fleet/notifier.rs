@@ -10,8 +10,13 @@
 //! order; a failed request is tried again after a backoff, and after `notify.max_attempts` the
 //! event is given up as `failed` (the delivery log, a metric, a warning) and the next one goes.
 //! The tenant's requests per minute are capped (`notify.rate_per_minute`): events wait.
+//!
+//! A member stopping cleanly finishes the event in flight (acked), sends nothing more, and
+//! gives up the leases it holds (only while still its own, one atomic step), so another member
+//! delivers at its next tick instead of after the lease's time to live.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::agents::webhook::{Notification, Webhook};
@@ -41,6 +46,10 @@ pub(crate) struct Notifier {
     settings: Arc<NotifySettings>,
     webhook: Webhook,
     tenants: Vec<Tenant>,
+    /// Tenants whose lease the last tick found this member holding (given up at shutdown).
+    held: Mutex<HashSet<String>>,
+    /// Fired when the member stops: no new request is sent once it has.
+    stopping: Shutdown,
 }
 
 /// What one step did (tests read it).
@@ -79,22 +88,55 @@ impl Notifier {
             settings,
             webhook,
             tenants,
+            held: Mutex::new(HashSet::new()),
+            stopping: Shutdown::new(),
         })
     }
 
     /// One step every `notify.poll_interval_ms` until shutdown.
-    pub(crate) async fn run(self, shutdown: Shutdown) {
+    /// A step cut short by shutdown ends after the request in flight (its ack written); then
+    /// the leases this member holds are given up.
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
+        self.stopping = shutdown.clone();
         for t in &self.tenants {
             events::notify::registered(&t.name);
         }
         events::notify::started(self.tenants.len(), self.settings.targets.len());
         loop {
             self.step().await;
+            if shutdown.is_triggered() {
+                break;
+            }
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
+        self.release().await;
+    }
+
+    /// Gives up every tenant's delivery lease the last tick held (each only while still this
+    /// member's); returns how many were released.
+    pub(crate) async fn release(&self) -> usize {
+        let held: Vec<String> = match self.held.lock() {
+            Ok(mut h) => h.drain().collect(),
+            Err(_) => return 0,
+        };
+        let results = futures_util::future::join_all(
+            held.iter()
+                .map(|t| self.broker.notify_release(t, &self.member)),
+        )
+        .await;
+        let mut released = 0;
+        for (t, r) in held.iter().zip(results) {
+            match r {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => events::notify::redis_failed(t, &e),
+            }
+        }
+        events::notify::released(released);
+        released
     }
 
     /// One tick of every tenant, the tenants at once.
@@ -137,6 +179,13 @@ impl Notifier {
             )
             .await?;
         let mut report = StepReport::default();
+        if let Ok(mut held) = self.held.lock() {
+            if tick.held {
+                held.insert(t.name.clone());
+            } else {
+                held.remove(&t.name);
+            }
+        }
         if !tick.held {
             return Ok(report);
         }
@@ -174,6 +223,10 @@ impl Notifier {
                 }
                 if budget == 0 {
                     events::notify::rate_limited(&t.name);
+                    return Ok(report);
+                }
+                if self.stopping.is_triggered() {
+                    // Stopping: the event stays where it is, for the next holder.
                     return Ok(report);
                 }
                 budget -= 1;

@@ -193,6 +193,40 @@ try {
   await shot(page, "05-dead-letter");
   passed("dead-letter");
 
+  // The review of one dead letter: assign it, note it; its state and log show on its page and
+  // in the list.
+  await page.goto(`${BASE}/dead-letters?tenant=initech`);
+  await page.click("table#dead-letters tbody tr:first-child td:nth-child(4) a");
+  await page.waitForSelector("#review");
+  assert.equal(await page.getAttribute("#review [data-review-state]", "data-review-state"), "new");
+  const reviewed = new URL(page.url()).pathname.split("/").slice(-2).map(decodeURIComponent).join("/");
+  await page.fill("#assign-to", "ana");
+  await page.fill("#assign-reason", "on call");
+  await page.click("#assign-form button[type=submit]");
+  await page.waitForSelector("#sent.ok");
+  assert.equal((await page.textContent("#review-assignee"))?.trim(), "ana");
+  assert.equal(await page.getAttribute("#review [data-review-state]", "data-review-state"), "in_review");
+  await page.fill("#note-text", "looked at the schema: v2 fields missing");
+  await page.click("#note-form button[type=submit]");
+  await page.waitForSelector("#sent.ok");
+  assert.match((await page.textContent("#review-log")) ?? "", /looked at the schema: v2 fields missing/);
+  assert.equal(await page.$$eval("#review-log li", (l) => l.length), 2);
+  await shot(page, "05b-review");
+  await page.goto(`${BASE}/dead-letters?tenant=initech`);
+  const states = await page.$$eval("table#dead-letters tbody tr td.review [data-review-state]", (s) =>
+    s.map((x) => x.getAttribute("data-review-state")).sort(),
+  );
+  assert.deepEqual(states, ["in_review", "new"]);
+  assert.match((await page.textContent("table#dead-letters tbody")) ?? "", /ana/);
+  report.reviewed = reviewed;
+  passed("review");
+
+  // The archive: nothing archived yet (no cap reached), a page that says so.
+  await page.click("header.top nav a:has-text('Archive')");
+  await page.waitForSelector("table#archive");
+  assert.match((await page.textContent("table#archive tbody")) ?? "", /Nothing archived matches/);
+  passed("archive");
+
   // The replay wizard: select acme's triage dead letters (select-all), patch, dry run, confirm,
   // watch.
   await page.goto(`${BASE}/dead-letters?tenant=acme&kind=triage`);

@@ -238,6 +238,8 @@ impl TestEnv {
             .env("REDRIVE_REDIS_URL", self.url())
             .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
             .envs(self.redis_vars())
+            // The members' archive (the test's own directory), never the working directory.
+            .env("REDRIVE_ARCHIVE__URL", self.dir.join("archive"))
             .env("REDRIVE_LOG__LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -265,6 +267,7 @@ impl TestEnv {
             .env("REDRIVE_REDIS_URL", self.url())
             .env("REDRIVE_REDIS__KEY_PREFIX", &self.prefix)
             .envs(self.redis_vars())
+            .env("REDRIVE_ARCHIVE__URL", self.dir.join("archive"))
             .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);

@@ -12,7 +12,7 @@ use super::submit::send;
 use crate::admin::select::DlId;
 use crate::admin::time::{format_time, parse_time};
 use crate::admin::{AdminCommand, RestoreSpec};
-use crate::app::view::DeadLetterView;
+use crate::app::view::{archived_row, DeadLetterView};
 use crate::archive::format::day_text;
 use crate::archive::{read, ArchiveStore};
 use crate::broker::Entry;
@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 /// `redrive dlq archive …`
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCommand {
-    /// List archived dead letters (from the manifests), oldest batch first.
+    /// List archived dead letters (from the manifests) a page at a time, by tenant, then
+    /// oldest day first.
     List(ListArgs),
     /// Show one archived dead letter's whole execution context.
     Show(ShowArgs),
@@ -43,9 +44,13 @@ pub struct ListArgs {
     /// Only batches archived on or before this day (same forms as --since).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
-    /// Print at most this many entries (1 to 100000).
+    /// Print at most this many entries (1 to 100000): a page, which reads only the manifests
+    /// it needs.
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
+    /// Start after this cursor (the `next` a previous page printed).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -108,39 +113,23 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
     let since = day_arg("--since", a.since.as_deref())?;
     let until = day_arg("--until", a.until.as_deref())?;
     let store = ArchiveStore::open(&settings.archive)?;
-    let batches = read::manifests(
+    let tenants = a.tenant.clone().map(|t| vec![t]);
+    let page = read::page(
         &store,
-        a.tenant.as_deref(),
+        tenants.as_deref(),
         since.as_deref(),
         until.as_deref(),
+        a.after.as_deref(),
+        a.limit,
     )
     .await?;
-    let mut rows = Vec::new();
-    'all: for (info, m) in &batches {
-        for e in &m.entries {
-            if rows.len() >= a.limit {
-                break 'all;
-            }
-            rows.push(json!({
-                "id": format!("{}/{}", m.tenant, e.id),
-                "tenant": m.tenant,
-                "day": info.day,
-                "archive_class": m.class.as_str(),
-                "class": e.failure_class,
-                "kind": e.kind,
-                "task_id": e.task_id,
-                "object": m.object,
-                "encrypted": m.key.is_some(),
-            }));
-        }
-    }
-    let total: usize = batches.iter().map(|(_, m)| m.count).sum();
+    let rows: Vec<Value> = page.entries.iter().map(archived_row).collect();
     if a.json {
         print_json(&json!({
             "archive": store.describe(),
             "entries": rows,
-            "batches": batches.len(),
-            "total": total,
+            "next": page.next,
+            "manifests_read": page.manifests_read,
         }));
         return Ok(());
     }
@@ -168,9 +157,9 @@ async fn list(a: ListArgs, settings: &Settings) -> Result<()> {
             text(r, "object")
         );
     }
-    if rows.len() < total {
+    if let Some(next) = &page.next {
         println!(
-            "\n{} of {total} shown (--limit); narrow with --tenant, --since, --until",
+            "\n{} shown (--limit); the next page: --after '{next}'",
             rows.len()
         );
     }

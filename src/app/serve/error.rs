@@ -77,6 +77,7 @@ impl From<Error> for ApiError {
             Error::Redis(_) | Error::OutOfMemory(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable")
             }
+            Error::Archive(_) => (StatusCode::INTERNAL_SERVER_ERROR, "archive_failed"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.message())

@@ -253,6 +253,11 @@ pub fn schemas() -> Value {
         ]), &["fingerprint", "reason"], json!({
             "fingerprint": "9f2c4e1a", "reason": "one cause: the v2 schema"
         })),
+        "RestoreRequest": object(props(&[
+            ("ids", json!({"type": "array", "items": {"type": "string"}, "description": "Archived dead letters as TENANT/ENTRY-ID (the dead-letter ids they had), 1 to 1000."})),
+        ]), &["ids"], json!({
+            "ids": ["acme/1763800000000-0"], "reason": "the customer asked again"
+        })),
         "BreakerRequest": object(Map::new(), &[], json!({"reason": "incident 42"})),
         "CancelRequest": object(Map::new(), &[], json!({"reason": "wrong patch"})),
     })
@@ -261,6 +266,7 @@ pub fn schemas() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::serve::routes::archive::RestoreBody;
     use crate::app::serve::routes::breakers::BreakerBody;
     use crate::app::serve::routes::commands::CancelBody;
     use crate::app::serve::routes::recovery::{PurgeBody, RemoveBody, ReplayBody};
@@ -312,7 +318,8 @@ mod tests {
             serde_json::from_value::<T>(v.clone()).is_ok()
         }
         type Check = fn(&Value) -> bool;
-        let bodies: [(&str, Check); 9] = [
+        let bodies: [(&str, Check); 10] = [
+            ("RestoreRequest", reads::<RestoreBody>),
             ("AssignRequest", reads::<ReviewBody>),
             ("EscalateRequest", reads::<ReviewBody>),
             ("NoteRequest", reads::<NoteBody>),

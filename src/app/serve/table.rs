@@ -5,7 +5,7 @@ use axum::routing::on;
 
 use super::auth::Role;
 use super::routes::{
-    breakers, commands, dead_letters, health, meta, recovery, review, tasks, tenants,
+    archive, breakers, commands, dead_letters, health, meta, recovery, review, tasks, tenants,
 };
 use super::spec::{Access, In, Method, Param, Produces, RouteSpec};
 
@@ -75,7 +75,7 @@ const WINDOW: Param = query(
 );
 
 /// Every route of the API.
-pub static ROUTES: [RouteSpec; 27] = [
+pub static ROUTES: [RouteSpec; 30] = [
     RouteSpec {
         method: Method::Get,
         path: "/api/v1/openapi.json",
@@ -366,6 +366,68 @@ pub static ROUTES: [RouteSpec; 27] = [
             (409, "Refused: a command id taken, or the dead letters kept changing."),
         ],
         handler: |m| on(m, review::fold),
+    },
+    RouteSpec {
+        method: Method::Get,
+        path: "/api/v1/archive",
+        access: VIEWER,
+        change: false,
+        summary: "A page of archived dead letters (from the archive's manifests: ids, task ids, kinds, classes; no payloads), by tenant, oldest day first; `next` continues. A page lists from its cursor and reads only the manifests it shows.",
+        params: &[
+            TENANT_Q,
+            query(
+                "since",
+                "string",
+                "Only batches archived on or after this day: a duration ago (7d), an RFC 3339 time, or epoch ms.",
+            ),
+            query(
+                "until",
+                "string",
+                "Only batches archived on or before this day (same forms as since).",
+            ),
+            query("limit", "integer", "Entries per page, 1 to 1000 (default 50)."),
+            query("after", "string", "The `next` of the page before."),
+        ],
+        body: None,
+        produces: Produces::Json,
+        responses: &[
+            (200, "A page of archived dead letters."),
+            (404, "A tenant that is not the token's."),
+            (500, "The archive could not be read (its message says where and why)."),
+        ],
+        handler: |m| on(m, archive::list),
+    },
+    RouteSpec {
+        method: Method::Get,
+        path: "/api/v1/tenants/{tenant}/archive/{id}",
+        access: VIEWER,
+        change: false,
+        summary: "One archived dead letter whole (payloads hidden from a token that may not see them), the object holding it, why it was archived, and its new id once restored.",
+        params: &[TENANT, path("id", "The dead-letter id it had (ms-seq).")],
+        body: None,
+        produces: Produces::Json,
+        responses: &[
+            (200, "The archived dead letter."),
+            (404, "Not in the archive, or a tenant that is not the token's."),
+            (500, "The archive could not be read, or the entry is encrypted with another key."),
+        ],
+        handler: |m| on(m, archive::show),
+    },
+    RouteSpec {
+        method: Method::Post,
+        path: "/api/v1/archive/restore",
+        access: OPERATOR,
+        change: true,
+        summary: "Put archived dead letters back as dead letters, byte for byte with restored_from, each at most once; waits for the result.",
+        params: &[],
+        body: Some("RestoreRequest"),
+        produces: Produces::Json,
+        responses: &[
+            (200, "The command's result: each dead letter's new id, or that it was restored before."),
+            (404, "A tenant that is not the token's, or an id that is not in the archive."),
+            (409, "Refused: a tenant's dead letters are at their hard ceiling, or a command id taken."),
+        ],
+        handler: |m| on(m, archive::restore),
     },
     RouteSpec {
         method: Method::Get,

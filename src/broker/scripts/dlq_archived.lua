@@ -19,26 +19,41 @@
 -- KEYS[9]  the tenant's folds (lib/review.lua): an archived representative's fold dissolves
 -- ARGV[1]  the data object's path: the batch is removed only if it is still the one recorded
 -- ARGV[2]  the source: 'dlq' or 'removed'
--- ARGV[3…] per entry: its id in the source, its dead-letter id, its task_id ('' for none) and
---          the record's retention, ms
+-- ARGV[3…] per entry: its id in the source, its dead-letter id, its task_id ('' for none), the
+--          record's retention, ms, and the review record its archived copy carries ('' for
+--          none; dead letters only)
 --
 -- Returns {removed ids (source ids; ids already gone are left out), records written}, or
--- {-1, 0} when the batch recorded is another (or none): nothing is written.
+-- {-1, 0} when the batch recorded is another (or none), or {-2, ids} when the review record of
+-- these dead letters is no longer the one their archived copy carries (a move since the
+-- archiver read it): nothing is written, and the archiver writes the object again (same name)
+-- with the records as they are now, so a note or an assignment never vanishes with its record.
 -- `rec_*` come from lib/record.lua, `dlc_*` from lib/dlq_counts.lua, `rv_*` from
 -- lib/review.lua.
-if (#ARGV - 2) % 4 ~= 0 or (ARGV[2] ~= 'dlq' and ARGV[2] ~= 'removed') then
+if (#ARGV - 2) % 5 ~= 0 or (ARGV[2] ~= 'dlq' and ARGV[2] ~= 'removed') then
   return redis.error_reply('dlq_archived.lua: malformed arguments')
 end
 if redis.call('HGET', KEYS[2], 'object') ~= ARGV[1] then
   return {-1, 0}
 end
 local dlq = ARGV[2] == 'dlq'
+if dlq and KEYS[8] and KEYS[8] ~= '' then
+  local changed = {}
+  for i = 3, #ARGV, 5 do
+    if (redis.call('HGET', KEYS[8], ARGV[i]) or '') ~= ARGV[i + 4] then
+      changed[#changed + 1] = ARGV[i]
+    end
+  end
+  if #changed > 0 then
+    return {-2, changed}
+  end
+end
 local R = rec_ctx(KEYS[5], KEYS[6], KEYS[7])
 local now = rec_now()
 local ts = string.format('%d', now)
 local removed = {}
 local written = 0
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   local id, dl_id, task_id, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if #e == 1 then

@@ -1,6 +1,8 @@
--- lease_release.lua: gives a member's lease up if this process still holds it.
+-- lease_release.lua: gives a lease up if this holder still holds it (one compare-and-delete:
+-- a lease another holder took meanwhile stays theirs). Used for a member's lease and for a
+-- tenant's notification delivery lease (held by the member id).
 --
--- KEYS[1]  the member's lease key
+-- KEYS[1]  the lease key
 -- ARGV[1]  the holder's token
 --
 -- Returns 1 when released, 0 when it was not held by this token.

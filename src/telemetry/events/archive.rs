@@ -33,6 +33,16 @@ pub fn resumed(tenant: &str, object: &str, entries: usize) {
     );
 }
 
+/// The removal of `tenant`'s batch `object` was refused: `n` of its dead letters' review
+/// records changed after they were read (a move while it was archived); the object is written
+/// again with the records as they are now.
+pub fn review_changed(tenant: &str, object: &str, n: usize) {
+    tracing::info!(
+        target: ARCHIVER, tenant = %tenant, object, changed = n,
+        "review records changed while archiving: writing the object again before the removal"
+    );
+}
+
 /// An archive step of `tenant` failed (`op`: one of `recorder::ARCHIVE_OPS`); nothing left Redis and the batch
 /// is tried again on the archiver's next turn. One line per failure: at most one per tenant
 /// per `archive.interval_ms`.

@@ -79,3 +79,10 @@ pub fn redis_failed(tenant: &str, error: &crate::Error) {
 pub fn started(tenants: usize, targets: usize) {
     tracing::info!(target: TARGET, tenants, targets, "tenant notifications: delivering");
 }
+
+/// A stopping member gave up `n` tenants' delivery leases.
+pub fn released(n: usize) {
+    if n > 0 {
+        tracing::info!(target: TARGET, tenants = n, "notification delivery leases given up");
+    }
+}

@@ -27,6 +27,8 @@ pub enum Nav {
     Overview,
     /// Dead letters (and one dead letter, the replay wizard).
     DeadLetters,
+    /// The archive (and one archived dead letter).
+    Archive,
     /// Breakers.
     Breakers,
     /// The audit trail (and a command's status).
@@ -92,6 +94,7 @@ pub fn shell(ctx: &Ctx, active: Nav, title: &str, body: Markup) -> Markup {
     let nav = [
         (Nav::Overview, "/", "Overview"),
         (Nav::DeadLetters, "/dead-letters", "Dead letters"),
+        (Nav::Archive, "/archive", "Archive"),
         (Nav::Breakers, "/breakers", "Breakers"),
         (Nav::Audit, "/audit", "Audit"),
         (Nav::Tasks, "/tasks", "Task lookup"),

@@ -6,7 +6,7 @@ use axum::routing::on;
 use super::assets;
 use super::page::Page;
 use super::pages::{
-    audit, breakers, commands, dead_letters, login, overview, purge, replay, tasks,
+    archive, audit, breakers, commands, dead_letters, login, overview, purge, replay, tasks,
 };
 use crate::app::serve::auth::Role;
 use crate::app::serve::spec::{Access, Method};
@@ -16,7 +16,7 @@ const OPERATOR: Access = Access::Token(Role::Operator);
 const ADMIN: Access = Access::Token(Role::Admin);
 
 /// Every page of the console.
-pub static PAGES: [Page; 20] = [
+pub static PAGES: [Page; 24] = [
     Page {
         method: Method::Get,
         path: "/login",
@@ -74,6 +74,34 @@ pub static PAGES: [Page; 20] = [
         access: OPERATOR,
         change: false,
         handler: |m| on(m, dead_letters::bulk),
+    },
+    Page {
+        method: Method::Post,
+        path: "/dead-letters/{tenant}/{id}/review",
+        access: OPERATOR,
+        change: true,
+        handler: |m| on(m, dead_letters::review),
+    },
+    Page {
+        method: Method::Get,
+        path: "/archive",
+        access: VIEWER,
+        change: false,
+        handler: |m| on(m, archive::list),
+    },
+    Page {
+        method: Method::Get,
+        path: "/archive/{tenant}/{id}",
+        access: VIEWER,
+        change: false,
+        handler: |m| on(m, archive::show),
+    },
+    Page {
+        method: Method::Post,
+        path: "/archive/restore",
+        access: OPERATOR,
+        change: true,
+        handler: |m| on(m, archive::restore),
     },
     Page {
         method: Method::Get,

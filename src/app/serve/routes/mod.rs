@@ -3,6 +3,7 @@
 //! calls the same code the CLI does (reports, views, the admin command stream).
 //!
 //! * [`meta`] — who the token is, the OpenAPI document.
+//! * [`archive`] — the dead-letter archive: a page, one archived dead letter, restore.
 //! * [`tenants`] — the tenants report; [`health`] — health per tenant.
 //! * [`dead_letters`] — list, stats, export, show; [`recovery`] — replay (and its dry run),
 //!   resolve, discard, purge; [`review`] — assign, escalate, note, fold.
@@ -10,6 +11,7 @@
 //! * [`commands`] — the audit trail, one command's status and progress, cancel.
 //! * [`tasks`] — a task by id, a tenant's tasks.
 
+pub mod archive;
 pub mod breakers;
 pub mod commands;
 pub mod dead_letters;

@@ -13,7 +13,7 @@ use crate::app::serve::error::{ApiError, ApiResult};
 use crate::app::serve::extract::{Body, PathArgs};
 use crate::app::serve::principal::Principal;
 use crate::app::serve::state::AppState;
-use crate::app::serve::submit::{send, ChangeMeta, Wait};
+use crate::app::serve::submit::{send, ChangeMeta, Sent, Wait};
 
 /// The body of an assign and of an escalation.
 #[derive(Debug, Default, Deserialize)]
@@ -67,7 +67,7 @@ pub struct FoldBody {
 }
 
 /// The listed dead letters, each of a tenant the token may see (404 otherwise).
-fn ids_of(p: &Principal, ids: &[String]) -> ApiResult<Vec<DlId>> {
+pub fn ids_of(p: &Principal, ids: &[String]) -> ApiResult<Vec<DlId>> {
     if ids.is_empty() {
         return Err(ApiError::bad_request(
             "ids: give the dead letters (TENANT/ENTRY-ID)",
@@ -93,12 +93,24 @@ async fn send_review(
     meta: ChangeMeta,
     default_reason: Option<&str>,
 ) -> ApiResult<Response> {
+    Ok(send_move(st, p, command, meta, default_reason)
+        .await?
+        .into_response(st))
+}
+
+/// Checks a review command (with the API's names in its messages) and sends it as `p`,
+/// waiting for its result: what the API's review routes and the console's review form send.
+pub async fn send_move(
+    st: &AppState,
+    p: &Principal,
+    command: AdminCommand,
+    meta: ChangeMeta,
+    default_reason: Option<&str>,
+) -> ApiResult<Sent> {
     command.validate().map_err(|e| {
         ApiError::bad_request(plain(&e).replace("--to", "to").replace("--text", "text"))
     })?;
-    Ok(send(st, p, command, meta, default_reason, Wait::Result)
-        .await?
-        .into_response(st))
+    send(st, p, command, meta, default_reason, Wait::Result).await
 }
 
 /// Assigns dead letters to an operator for review (→ `in_review`).

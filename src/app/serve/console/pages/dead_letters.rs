@@ -2,8 +2,12 @@
 //! fingerprint, time range, task id), a page at a time with a cursor, with bulk selection
 //! (replay through the wizard, resolve, discard) — or grouped by fingerprint with counts and
 //! a sample error; a link exports what the filter matches (`GET /api/v1/dead-letters/export`,
-//! as a download), and an admin's leads to the purge page. `GET /dead-letters/{tenant}/{id}`:
-//! one dead letter whole. `POST /dead-letters/bulk`: what the selection's buttons send.
+//! as a download), and an admin's leads to the purge page; each row shows its review state and
+//! assignee. `GET /dead-letters/{tenant}/{id}`: one dead letter whole, with its review (state,
+//! assignee, escalation, fold, notes) and, for an operator, assign / escalate / note —
+//! `POST /dead-letters/{tenant}/{id}/review`, sent as the API's review routes send them, then
+//! back to the page with the command's result. `POST /dead-letters/bulk`: what the
+//! selection's buttons send.
 //!
 //! The figures are the API's: `GET /api/v1/dead-letters`, `…/stats`, `…/{tenant}/…/{id}`
 //! (payloads hidden from a viewer that may not see them, exactly as there).
@@ -14,6 +18,8 @@ use axum::response::{IntoResponse, Redirect};
 use maud::{html, Markup};
 use serde_json::Value;
 
+use crate::admin::review::validate_assignee;
+use crate::admin::{AdminCommand, ReviewSpec};
 use crate::app::serve::auth::Role;
 use crate::app::serve::console::form::{Fields, Form};
 use crate::app::serve::console::html::{
@@ -23,9 +29,12 @@ use crate::app::serve::console::html::{
 use crate::app::serve::console::visit::Ctx;
 use crate::app::serve::error::ApiError;
 use crate::app::serve::extract::{Params, PathArgs};
+use crate::app::serve::routes::commands::status_doc;
 use crate::app::serve::routes::dead_letters::{list_doc, show_doc, stats_doc};
 use crate::app::serve::routes::recovery::{send_remove, RemoveBody};
+use crate::app::serve::routes::review::{ids_of, send_move};
 use crate::app::serve::state::AppState;
+use crate::app::serve::submit::ChangeMeta;
 use crate::handler::FailureClass;
 
 /// The filter's query parameters, as the API names them.
@@ -258,17 +267,18 @@ fn table(ctx: &Ctx, page: &Value, now: u64, f: &Fields, filter_q: &str) -> Marku
                 td.error title=(text(&e["error"])) { (text(&e["error"])) }
                 td.num { (text(&e["attempt"])) }
                 td { a.mono href=(ctx.url(&format!("/dead-letters{}", query(&[("fingerprint", e["fingerprint"].as_str().unwrap_or(""))])))) { (text(&e["fingerprint"])) } }
+                td.review { (review_cell(&e["review"])) }
             }
         }
         @if entries.is_empty() {
-            tr { td.empty colspan="10" { "No dead letter matches." } }
+            tr { td.empty colspan="11" { "No dead letter matches." } }
         }
     };
     let cols = html! {
         thead { tr {
             @if operator { th.check { input type="checkbox" data-select-all aria-label="Select every dead letter on this page"; } }
             th { "Dead-lettered" } th { "Tenant" } th { "Entry" } th { "Task id" } th { "Kind" }
-            th { "Class" } th { "Error" } th.num { "Attempt" } th { "Fingerprint" }
+            th { "Class" } th { "Error" } th.num { "Attempt" } th { "Fingerprint" } th { "Review" }
         } }
     };
     html! {
@@ -310,10 +320,16 @@ pub async fn show(
     State(st): State<AppState>,
     ctx: Ctx,
     PathArgs((tenant, id)): PathArgs<(String, String)>,
+    req: axum::extract::Request,
 ) -> PageResult {
     let d = show_doc(&st, &ctx.principal, &tenant, &id)
         .await
         .in_page(&ctx)?;
+    let f = Fields::parse(req.uri().query().unwrap_or(""));
+    let sent = match f.one("sent") {
+        Some(c) => status_doc(&st, &ctx.principal, &c).await.ok(),
+        None => None,
+    };
     let now = st.broker.server_time_ms().await.in_page(&ctx)?;
     let full = d["id"].as_str().unwrap_or("").to_owned();
     let hidden: Vec<&str> = d["hidden"]
@@ -329,7 +345,14 @@ pub async fn show(
     let dl_at = d["dead_lettered_at"].as_u64().unwrap_or(0);
     let body = html! {
         div.crumbs { a href=(ctx.url("/dead-letters")) { "Dead letters" } " / " (tenant) }
-        (title(&format!("Dead letter {full}"), html! { (class_chip(d["class"].as_str().unwrap_or(""))) }))
+        (title(&format!("Dead letter {full}"), html! { (class_chip(d["class"].as_str().unwrap_or(""))) " " (review_cell(&d["review"])) }))
+        @if let Some(s) = &sent {
+            @let r = &s["result"];
+            div class={ "notice " @if r["outcome"] == "ok" { "ok" } @else { "bad" } } role="status" #sent {
+                (text(&r["message"]))
+                " · " a href=(ctx.url(&format!("/commands/{}", seg(s["command_id"].as_str().unwrap_or(""))))) { "command" }
+            }
+        }
         div.grid-2 {
             section.panel aria-labelledby="h-what" {
                 h2 #h-what { "What failed" }
@@ -369,6 +392,7 @@ pub async fn show(
                 }
             }
         }
+        (review_panel(&ctx, &d, &tenant, &id, now))
         section.panel aria-labelledby="h-attempts" {
             h2 #h-attempts { "Attempts" }
             @if history.is_empty() {
@@ -429,6 +453,154 @@ pub async fn show(
         StatusCode::OK,
         shell(&ctx, Nav::DeadLetters, &format!("Dead letter {full}"), body),
     ))
+}
+
+/// A dead letter's review state as a badge, with its assignee or escalation.
+fn review_cell(r: &Value) -> Markup {
+    let state = r["state"].as_str().unwrap_or("new");
+    let badge = match state {
+        "in_review" => "badge ok",
+        "escalated" => "badge warn",
+        "folded" => "badge",
+        _ => "badge bad",
+    };
+    html! {
+        span class=(badge) data-review-state=(state) { (state) }
+        @if let Some(a) = r["assignee"].as_str().filter(|a| !a.is_empty()) { " " span.mono data-assignee { (a) } }
+        @if let Some(t) = r["escalated_to"].as_str().filter(|t| !t.is_empty()) { " → " span.mono { (t) } }
+        @if let Some(n) = r["fold"]["count"].as_u64() { " " span.badge title="a fold: acting on it acts on all of them" { "×" (n) } }
+    }
+}
+
+/// The review of one dead letter: its state, assignee, escalation, fold and log (notes, moves),
+/// and for an operator the forms that assign, escalate and note it.
+fn review_panel(ctx: &Ctx, d: &Value, tenant: &str, id: &str, now: u64) -> Markup {
+    let r = &d["review"];
+    let state = r["state"].as_str().unwrap_or("new");
+    let log: &[Value] = r["log"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let operator = ctx.principal.role() >= Role::Operator && !ctx.read_only;
+    let action = ctx.url(&format!("/dead-letters/{}/{}/review", seg(tenant), seg(id)));
+    html! {
+        section.panel aria-labelledby="h-review" #review {
+            h2 #h-review { "Review" }
+            dl.facts {
+                dt { "State" } dd { (review_cell(r)) }
+                dt { "Assignee" } dd.mono #review-assignee { @if let Some(a) = r["assignee"].as_str().filter(|a| !a.is_empty()) { (a) } @else { span.muted { "nobody" } } }
+                dt { "Escalated to" } dd.mono { @if let Some(t) = r["escalated_to"].as_str().filter(|t| !t.is_empty()) { (t) } @else { span.muted { "—" } } }
+                @if let Some(since) = r["since"].as_u64() { dt { "Since" } dd { (age(now, since)) } }
+                @if let Some(rep) = r["fold"]["representative"].as_str() {
+                    dt { "Fold" } dd { "represented by " span.mono { (rep) } @if let Some(n) = r["fold"]["count"].as_u64() { " · " (n) " dead letters" } }
+                }
+            }
+            h3 { "Log" }
+            @if log.is_empty() {
+                p.muted { "Nothing yet: nobody has assigned, escalated or noted it." }
+            } @else {
+                ol.timeline #review-log {
+                    @for item in log {
+                        @let at = item["at"].as_str().and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+                        li data-act=(text(&item["act"])) {
+                            div { b { (text(&item["act"])) } @if !item["to"].is_null() { " → " span.mono { (text(&item["to"])) } } " " span.when { (age(now, at)) " by " (text(&item["by"])) } }
+                            @if !item["text"].is_null() { div.note { (text(&item["text"])) } }
+                            @if !item["why"].is_null() { div.hint { (text(&item["why"])) } }
+                        }
+                    }
+                }
+            }
+            @if operator && state != "folded" {
+                h3 { "Change" }
+                form.actions-row method="post" action=(action) #assign-form {
+                    (csrf(ctx))
+                    input type="hidden" name="action" value="assign";
+                    div.field { label for="assign-to" { "Assign to" } input #assign-to type="text" name="to" required maxlength="128" placeholder="ana"; }
+                    div.field { label for="assign-reason" { "Reason" } input #assign-reason type="text" name="reason" maxlength="500" placeholder="on call"; }
+                    button.primary type="submit" { "Assign" }
+                }
+                form.actions-row method="post" action=(action) #escalate-form {
+                    (csrf(ctx))
+                    input type="hidden" name="action" value="escalate";
+                    div.field { label for="escalate-to" { "Escalate to (tenant, or a team)" } input #escalate-to type="text" name="to" required maxlength="128" placeholder="tenant"; }
+                    div.field { label for="escalate-reason" { "Reason" } input #escalate-reason type="text" name="reason" required maxlength="500"; }
+                    button type="submit" { "Escalate" }
+                }
+                form.actions-row method="post" action=(action) #note-form {
+                    (csrf(ctx))
+                    input type="hidden" name="action" value="note";
+                    div.field { label for="note-text" { "Note" } input #note-text type="text" name="text" required maxlength="2048"; }
+                    button type="submit" { "Add note" }
+                }
+            } @else if state == "folded" {
+                p.muted { "A fold's member: act on its representative." }
+            }
+        }
+    }
+}
+
+/// Assigns, escalates or notes one dead letter (`action`: assign, escalate, note; `to`,
+/// `text`, `reason`), sent as the API sends it, then back to its page with the result.
+pub async fn review(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    PathArgs((tenant, id)): PathArgs<(String, String)>,
+    Form(f): Form,
+) -> PageResult {
+    let full = format!("{tenant}/{id}");
+    let ids = ids_of(&ctx.principal, std::slice::from_ref(&full)).in_page(&ctx)?;
+    let to = f.one("to").unwrap_or_default().trim().to_owned();
+    let text = f.one("text").unwrap_or_default();
+    let reason = f.one("reason").filter(|r| !r.trim().is_empty());
+    let (command, default_reason) = match f.one("action").as_deref() {
+        Some("assign") => {
+            validate_assignee(&to)
+                .map_err(|e| ApiError::bad_request(e.replace("--to", "Assign to")))
+                .in_page(&ctx)?;
+            let spec = ReviewSpec {
+                ids,
+                to,
+                text: String::new(),
+            };
+            (AdminCommand::Assign(spec), Some("assigned for review"))
+        }
+        Some("escalate") => {
+            let spec = ReviewSpec {
+                ids,
+                to,
+                text: String::new(),
+            };
+            (AdminCommand::Escalate(spec), None)
+        }
+        Some("note") => {
+            let spec = ReviewSpec {
+                ids,
+                to: String::new(),
+                text,
+            };
+            (AdminCommand::Note(spec), Some("note"))
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "'{}' is not a review action; the actions are assign, escalate, note",
+                other.unwrap_or("")
+            )))
+            .in_page(&ctx)
+        }
+    };
+    let sent = send_move(
+        &st,
+        &ctx.principal,
+        command,
+        ChangeMeta::new(reason, None),
+        default_reason,
+    )
+    .await
+    .in_page(&ctx)?;
+    let back = format!(
+        "/dead-letters/{}/{}{}",
+        seg(&tenant),
+        seg(&id),
+        query(&[("sent", sent.id())])
+    );
+    Ok(Redirect::to(&ctx.url(&back)).into_response())
 }
 
 /// What the selection's buttons send: replay goes to the wizard with the selected ids (nothing

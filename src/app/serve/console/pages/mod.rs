@@ -5,8 +5,9 @@
 //!
 //! * [`login`] — the login form, login (rate-limited) and logout.
 //! * [`overview`] — every visible tenant's figures of the last hour.
-//! * [`dead_letters`] — the list (filters, pages, bulk actions, grouping by fingerprint) and
-//!   one dead letter.
+//! * [`dead_letters`] — the list (filters, pages, bulk actions, grouping by fingerprint, review
+//!   states) and one dead letter (its review: assign, escalate, note).
+//! * [`archive`] — the archive a page at a time, one archived dead letter and its restore.
 //! * [`replay`] — the replay wizard: selection, dry run, options, confirm.
 //! * [`purge`] — an admin's purge of a tenant's old dead letters: count, typed confirm.
 //! * [`commands`] — one command's status with live progress, its cancel and its resume.
@@ -14,6 +15,7 @@
 //! * [`audit`] — the audit trail.
 //! * [`tasks`] — task lookup by id.
 
+pub mod archive;
 pub mod audit;
 pub mod breakers;
 pub mod commands;
