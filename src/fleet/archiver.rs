@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::rotation::{budget, Rotation};
 use super::shared::Shared;
 use crate::archive::format::{self, ArchiveClass, ArchivedEntry, BatchName};
 use crate::archive::{ArchiveSettings, ArchiveStore, Retention};
@@ -58,6 +59,10 @@ pub(crate) struct Archiver {
     /// The longest pause between two ticks: the metrics refresh interval, so the backlog
     /// gauges are set again before the recorder drops them as idle.
     pub republish: Duration,
+    /// Whose visit is next: at most [`LOOKS_PER_SECOND`](super::rotation::LOOKS_PER_SECOND)
+    /// tenants are visited per second, so an idle member's Redis work does not grow with the
+    /// number of tenants (with many, each is visited less often than `archive.interval_ms`).
+    pub turn: Rotation,
     /// Tests only: runs once between a batch's confirmed upload and its removal (what another
     /// process could do in that window).
     #[cfg(test)]
@@ -125,6 +130,7 @@ impl Archiver {
             tenants: HashMap::new(),
             store_down_until: None,
             republish: Duration::from_secs(1),
+            turn: Rotation::default(),
             #[cfg(test)]
             before_remove: None,
         }
@@ -157,11 +163,20 @@ impl Archiver {
         }
     }
 
-    /// Visits each tenant not visited for `archive.interval_ms`.
+    /// Visits each tenant not visited for `archive.interval_ms`, in turn, at most
+    /// [`LOOKS_PER_SECOND`](super::rotation::LOOKS_PER_SECOND) tenants a second.
     pub(crate) async fn step(&mut self) -> ArchiveStep {
         let now = Instant::now();
         let mut sum = ArchiveStep::default();
-        for (_, tenant) in self.shared.lanes() {
+        let lanes = self.shared.lanes();
+        let tick = self.settings.interval.min(self.republish);
+        let turn: Vec<Arc<str>> = self
+            .turn
+            .pick(&lanes, budget(tick))
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        for tenant in turn {
             let view = self.tenants.entry(tenant.to_string()).or_default();
             if view
                 .last
