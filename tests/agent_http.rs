@@ -240,8 +240,8 @@ fn vectors(name: &str) -> Value {
 }
 
 /// The next step event of a sink, within 10 s.
-async fn next(events: &mut mpsc::UnboundedReceiver<StepEvent>) -> StepEvent {
-    tokio::time::timeout(Duration::from_secs(10), events.recv())
+async fn next(events: &mut mpsc::UnboundedReceiver<Box<StepEvent>>) -> StepEvent {
+    *tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
         .expect("a step event in time")
         .expect("the sink is open")

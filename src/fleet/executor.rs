@@ -88,7 +88,7 @@ pub(crate) struct Executor {
     /// The running attempts.
     running: JoinSet<()>,
     /// What every attempt shares.
-    ctx: AttemptCtx,
+    ctx: Arc<AttemptCtx>,
 }
 
 /// What one dispatch step did with its job.
@@ -104,8 +104,9 @@ pub(crate) enum Dispatch {
     Stopped,
 }
 
-/// Everything one attempt needs besides its job.
-#[derive(Clone)]
+/// Everything one attempt needs besides its job; shared by every attempt behind one `Arc`
+/// (an in-flight task's future holds a pointer, not a copy of every handle: issue 18's memory
+/// per task in flight).
 struct AttemptCtx {
     meters: AttemptMeters,
     /// One per route, in the router's order (series registered when the executor starts,
@@ -299,7 +300,7 @@ fn reply_marks(asks: Vec<StartAsk>, found: Option<crate::broker::Starts>) {
 impl Executor {
     /// An executor with `cfg`; its start recorder is spawned on the current runtime.
     pub(crate) fn new(cfg: ExecutorSettings) -> Executor {
-        let ctx = AttemptCtx {
+        let ctx = Arc::new(AttemptCtx {
             meters: AttemptMeters::new(),
             route_meters: Arc::new(
                 cfg.router
@@ -320,7 +321,7 @@ impl Executor {
                 cfg.fast_start_window,
                 cfg.shared.tasks.clone(),
             ),
-        };
+        });
         Executor {
             permits: Arc::new(Semaphore::new(cfg.concurrency)),
             running: JoinSet::new(),
@@ -433,7 +434,7 @@ impl Executor {
 async fn run_job(
     job: Job,
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
-    ctx: AttemptCtx,
+    ctx: Arc<AttemptCtx>,
     shutdown: Shutdown,
 ) {
     let iso = &ctx.shared.isolation;
@@ -489,7 +490,7 @@ async fn run_job(
 /// run to one.
 async fn start_job(
     job: Job,
-    ctx: &AttemptCtx,
+    ctx: &Arc<AttemptCtx>,
     shutdown: &Shutdown,
 ) -> Option<Result<String, FailureClass>> {
     let ctx = ctx.clone();
@@ -807,7 +808,7 @@ async fn invoke(route: &Route, task: &Arc<Task>, tctx: &TaskContext) -> Outcome 
 async fn attempt(
     job: Started,
     route: &Route,
-    ctx: AttemptCtx,
+    ctx: Arc<AttemptCtx>,
 ) -> Option<Result<String, FailureClass>> {
     let Started {
         tenant,

@@ -38,7 +38,7 @@ pub(crate) struct StepRecorder {
     tenant: Arc<str>,
     member: Arc<str>,
     entry_id: String,
-    rx: mpsc::UnboundedReceiver<StepEvent>,
+    rx: mpsc::UnboundedReceiver<Box<StepEvent>>,
     recording: Recording,
 }
 
@@ -50,7 +50,7 @@ impl StepRecorder {
         tenant: Arc<str>,
         member: Arc<str>,
         entry_id: String,
-    ) -> (StepRecorder, mpsc::UnboundedSender<StepEvent>) {
+    ) -> (StepRecorder, mpsc::UnboundedSender<Box<StepEvent>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let recorder = StepRecorder {
             broker,
@@ -72,7 +72,9 @@ impl StepRecorder {
                 event = self.rx.recv() => match event {
                     Some(first) => {
                         let batch = self.batch(Some(first));
-                        self.write(batch).await;
+                        // Boxed: the write's state exists only while a write runs, so the
+                        // recorder beside an attempt that reports no steps stays small.
+                        Box::pin(self.write(batch)).await;
                     }
                     None => break,
                 },
@@ -83,7 +85,7 @@ impl StepRecorder {
                         if batch.is_empty() {
                             break;
                         }
-                        self.write(batch).await;
+                        Box::pin(self.write(batch)).await;
                     }
                     break;
                 }
@@ -93,7 +95,7 @@ impl StepRecorder {
     }
 
     /// `first` and the events already waiting, up to a batch.
-    fn batch(&mut self, first: Option<StepEvent>) -> Vec<StepWrite> {
+    fn batch(&mut self, first: Option<Box<StepEvent>>) -> Vec<StepWrite> {
         let mut out: Vec<StepWrite> = first.into_iter().map(write_of).collect();
         while out.len() < MAX_BATCH {
             match self.rx.try_recv() {
@@ -127,8 +129,8 @@ impl StepRecorder {
 }
 
 /// The broker's write for a context's event.
-fn write_of(e: StepEvent) -> StepWrite {
-    match e {
+fn write_of(e: Box<StepEvent>) -> StepWrite {
+    match *e {
         StepEvent::Started(s) => StepWrite::Started(s),
         StepEvent::Done(s) => StepWrite::Done(s),
         StepEvent::Failed { name } => StepWrite::Failed(name),

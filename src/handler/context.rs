@@ -53,7 +53,7 @@ struct ContextInner {
     member_id: Arc<str>,
     attempt: u32,
     max_attempts: u32,
-    sink: Option<mpsc::UnboundedSender<StepEvent>>,
+    sink: Option<mpsc::UnboundedSender<Box<StepEvent>>>,
     state: Mutex<State>,
 }
 
@@ -78,13 +78,14 @@ impl TaskContext {
     }
 
     /// The context of attempt `attempt` (of at most `max_attempts`) of a task that carries
-    /// `earlier` steps; accepted step events go to `sink`.
+    /// `earlier` steps; accepted step events go to `sink` (boxed: a channel's first block holds
+    /// 32 slots, and a pointer per slot keeps an attempt's idle channel small).
     pub fn for_attempt(
         member_id: Arc<str>,
         attempt: u32,
         max_attempts: u32,
         earlier: &[Step],
-        sink: Option<mpsc::UnboundedSender<StepEvent>>,
+        sink: Option<mpsc::UnboundedSender<Box<StepEvent>>>,
     ) -> Self {
         let earlier: Vec<(String, usize)> = earlier
             .iter()
@@ -316,7 +317,7 @@ impl TaskContext {
         match f(&mut st) {
             Ok(event) => {
                 if let (Some(event), Some(sink)) = (event, &self.inner.sink) {
-                    let _ = sink.send(event);
+                    let _ = sink.send(Box::new(event));
                 }
                 Ok(())
             }
@@ -368,7 +369,7 @@ mod tests {
         assert_eq!(p.partial_output, Some(json!({"p": 1})));
         let mut kinds = Vec::new();
         while let Ok(e) = rx.try_recv() {
-            kinds.push(match e {
+            kinds.push(match *e {
                 StepEvent::Started(s) => format!("started {}", s.name),
                 StepEvent::Done(s) => format!("done {}", s.name),
                 StepEvent::Failed { name } => format!("failed {name}"),
