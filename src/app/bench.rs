@@ -934,7 +934,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// [`IDLE_WINDOW`], for n = 10, 100 and 1,000. The figure should not grow with n.
 async fn idle(bench: &mut Bench) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
-    for tenants in [10usize, 100, 1000] {
+    for tenants in [10usize, 100, 1000, 3000] {
         let prefix = bench.next_prefix();
         let settings = bench.settings(&prefix, |_| {})?;
         let broker = bench.broker(&settings).await?;
