@@ -112,7 +112,7 @@ struct AttemptCtx {
     /// One per route, in the router's order (series registered when the executor starts,
     /// after the metrics recorder is installed).
     route_meters: Arc<Vec<RouteMeter>>,
-    broker: Broker,
+    broker: Arc<Broker>,
     shared: Arc<Shared>,
     router: Arc<Router>,
     policies: Arc<Policies>,
@@ -309,7 +309,7 @@ impl Executor {
                     .map(|r| RouteMeter::new(&r.label))
                     .collect(),
             ),
-            broker: cfg.broker.clone(),
+            broker: Arc::new(cfg.broker.clone()),
             shared: cfg.shared.clone(),
             router: cfg.router.clone(),
             policies: cfg.policies.clone(),

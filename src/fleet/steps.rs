@@ -34,7 +34,8 @@ pub(crate) struct Recording {
 
 /// Records one attempt's step events for its entry.
 pub(crate) struct StepRecorder {
-    broker: Broker,
+    /// Shared (a `Broker` is ~350 bytes of handles; one recorder runs beside every attempt).
+    broker: Arc<Broker>,
     tenant: Arc<str>,
     member: Arc<str>,
     entry_id: String,
@@ -46,7 +47,7 @@ impl StepRecorder {
     /// A recorder for entry `entry_id` of `tenant`, run by `member`, and the sink to give the
     /// attempt's [`TaskContext`](crate::handler::TaskContext).
     pub fn new(
-        broker: Broker,
+        broker: Arc<Broker>,
         tenant: Arc<str>,
         member: Arc<str>,
         entry_id: String,
