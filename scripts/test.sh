@@ -15,9 +15,14 @@ npm --prefix tests/browser run --silent check
 if cargo nextest --version >/dev/null 2>&1; then
   # Test groups in .config/nextest.toml keep process-spawning tests from fighting over 2 cores.
   cargo nextest run --profile ci
+  # The same end-to-end, failure-pipeline and isolation tests again on a Redis Cluster (3 masters,
+  # 3 replicas started per test): the `cluster` profile in .config/nextest.toml.
+  REDRIVE_TEST_CLUSTER=1 cargo nextest run --profile cluster
 else
   echo "test: cargo-nextest not found; running cargo test with one test thread" >&2
   cargo test -- --test-threads=1
+  REDRIVE_TEST_CLUSTER=1 cargo test --test fleet --test failure --test isolation -- \
+    --test-threads=1 --skip the_tenant_watch_subscribes_again_after_its_connection_is_killed
 fi
 
 # The SDKs' own checks: lint, types, unit and transport tests, packaging.

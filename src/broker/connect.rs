@@ -63,11 +63,11 @@ pub struct Broker {
     pub(super) conn: Conn,
     /// The cluster client, in cluster mode: for the dedicated connections of readers.
     pub(super) cluster: Option<redis::cluster::ClusterClient>,
-    /// Wakes this process's lane reader on a cluster, where it cannot block on the lanes
-    /// (one read over several tenants' lanes is cross-slot): it reads each lane without
-    /// blocking and waits here, up to `fleet.block_ms`, for an entry signal or a new tenant
-    /// ([`Broker::unblock`], lanes.rs).
-    pub(super) lane_wake: Arc<tokio::sync::Notify>,
+    /// What wakes this process's readers on a cluster, where they cannot block on the lanes
+    /// (one read over several tenants' lanes is cross-slot): each reads its lanes without
+    /// blocking and waits on its own `Notify`, up to its block time, for an entry signal or a
+    /// new tenant ([`Broker::unblock`] wakes them all, lanes.rs).
+    pub(super) lane_wake: Arc<std::sync::Mutex<Vec<std::sync::Weak<tokio::sync::Notify>>>>,
     /// The key names under this broker's prefix.
     pub(super) keys: Keys,
     /// The fleet's consumer group.

@@ -745,7 +745,11 @@ impl Broker {
     /// process's reader after an empty read (or its next one, at once): always true.
     pub(crate) async fn unblock(&self, client_id: u64) -> Result<bool> {
         if self.is_cluster() {
-            self.lane_wake.notify_one();
+            if let Ok(readers) = self.lane_wake.lock() {
+                for wake in readers.iter().filter_map(std::sync::Weak::upgrade) {
+                    wake.notify_one();
+                }
+            }
             return Ok(true);
         }
         let n: i64 = redis::cmd("CLIENT")
@@ -786,8 +790,14 @@ impl Broker {
     pub(crate) async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
         let mut conn = self.dedicated(block).await?;
         let (client_id, wake) = if self.is_cluster() {
-            // No connection id to unblock: `unblock` of any id wakes the wait.
-            (u64::MAX, Some(self.lane_wake.clone()))
+            // No connection id to unblock: `unblock` of any id wakes every reader's wait
+            // (each its own, so one reader cannot take another's wake).
+            let wake = Arc::new(tokio::sync::Notify::new());
+            if let Ok(mut readers) = self.lane_wake.lock() {
+                readers.retain(|w| w.strong_count() > 0);
+                readers.push(Arc::downgrade(&wake));
+            }
+            (u64::MAX, Some(wake))
         } else {
             let id: u64 = redis::cmd("CLIENT")
                 .arg("ID")

@@ -113,6 +113,13 @@ impl Broker {
     /// own slots' keys).
     #[cfg(any(test, feature = "testkit"))]
     pub(crate) async fn count_keys(&self, pattern: &str) -> Result<u64> {
+        Ok(self.scan_keys(pattern).await?.len() as u64)
+    }
+
+    /// The keys that match `pattern` (SCAN, on every master of a cluster).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
         let one = |cursor: u64| {
             let mut c = redis::cmd("SCAN");
             c.arg(cursor)
@@ -126,7 +133,7 @@ impl Broker {
         if nodes.is_empty() {
             nodes.push(None);
         }
-        let mut n = 0u64;
+        let mut out = Vec::new();
         for node in nodes {
             let mut cursor = 0u64;
             loop {
@@ -136,14 +143,14 @@ impl Broker {
                 };
                 let (next, keys): (u64, Vec<String>) = redis::from_redis_value(v)
                     .map_err(|e| Error::Protocol(format!("SCAN answered {e}")))?;
-                n += keys.len() as u64;
+                out.extend(keys);
                 if next == 0 {
                     break;
                 }
                 cursor = next;
             }
         }
-        Ok(n)
+        Ok(out)
     }
 
     /// The probe of every master, kept at the least of them (a rolling upgrade mixes
