@@ -31,9 +31,15 @@ if cargo nextest --version >/dev/null 2>&1; then
       REDRIVE_REDIS_SERVER="$bin" cargo nextest run --profile servers
     fi
   done <<< "$servers"
+  # The same end-to-end, failure-pipeline, isolation and admin tests again on a Redis Cluster (3 masters,
+  # 3 replicas started per test): the `cluster` profile in .config/nextest.toml.
+  REDRIVE_TEST_CLUSTER=1 cargo nextest run --profile cluster
 else
   echo "test: cargo-nextest not found; running cargo test with one test thread" >&2
   cargo test -- --test-threads=1
+  REDRIVE_TEST_CLUSTER=1 cargo test --test fleet --test failure --test isolation --test admin -- \
+    --test-threads=1 --skip the_tenant_watch_subscribes_again_after_its_connection_is_killed \
+    --skip a_settle_whose_reply_was_lost_is_logged_not_counted_lost
 fi
 
 # The SDKs' own checks: lint, types, unit and transport tests, packaging.

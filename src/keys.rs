@@ -81,6 +81,14 @@ impl Keys {
         format!("{}:tenants:new", self.prefix)
     }
 
+    /// The pub/sub channel a producer publishes on, on a Redis Cluster, after it enqueued: the
+    /// tenants whose lanes got entries. A member's reader cannot block on its lanes there (one
+    /// read over several tenants' lanes is cross-slot), so it waits for this after an empty
+    /// read, up to `fleet.block_ms` (a member that missed a message reads at the next poll).
+    pub fn entry_signals(&self) -> String {
+        format!("{}:tenants:entries", self.prefix)
+    }
+
     /// The stream holding a tenant's tasks.
     pub fn lane(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:lane", self.prefix, tenant)
@@ -186,6 +194,22 @@ impl Keys {
     #[allow(dead_code)] // the writers use it (issue 14)
     pub fn task_prefix(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:task:", self.prefix, tenant)
+    }
+
+    /// What the scripts get in place of [`Keys::task_prefix`] while task records are off: a
+    /// name in the tenant's slot (so a call stays single-slot on a cluster) that no script
+    /// writes; lib/record.lua's `rec_ctx` reads its `:records-off` ending as "write no
+    /// record".
+    pub fn records_off(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:records-off", self.prefix, tenant)
+    }
+
+    /// What the scripts get in place of a notification key ([`Keys::notify_pending`],
+    /// [`Keys::notify_outbox`]) while no notification target of the tenant wants the event:
+    /// a name in the tenant's slot that no script writes (lib/notify.lua and dlq_review.lua
+    /// read its `:notify-off` ending as "none").
+    pub fn notify_off(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:notify-off", self.prefix, tenant)
     }
 
     /// The sorted set indexing a tenant's task records: member task_id, score the record's last

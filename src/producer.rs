@@ -125,14 +125,18 @@ impl Producer {
     /// After an enqueue that registered `new_tenants` (> 0) tenants, tells the members so they
     /// discover them at once. The tasks are written either way: a failed announcement is
     /// logged and counted, and members find the tenants at their next periodic look.
+    /// On a Redis Cluster it also tells them which lanes got entries (their readers cannot
+    /// block on the lanes there), so they read at once instead of at their next poll.
     async fn announce(&self, tasks: &[Task], new_tenants: u64) {
-        if new_tenants == 0 {
-            return;
-        }
         let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
-        if let Err(e) = self.broker.announce_tenants(&tenants).await {
+        if new_tenants > 0 {
+            if let Err(e) = self.broker.announce_tenants(&tenants).await {
+                report::announce_failed(&tenants, &e);
+            }
+        }
+        if let Err(e) = self.broker.signal_entries(&tenants).await {
             report::announce_failed(&tenants, &e);
         }
     }

@@ -7,7 +7,7 @@ pub use crate::broker::BreakerInfo;
 pub use crate::broker::{
     BreakerTransition, ClaimStep, DeferItem, Deferred, Entry, RetryItem, Starts,
 };
-pub use crate::broker::{ServerFlavor, ServerInfo, ServerVersion};
+pub use crate::broker::{RawConnection, ServerFlavor, ServerInfo, ServerVersion};
 pub use crate::deadletter::DeadLetter;
 pub use crate::embedded::{find_redis_server, RedisServer, ServerTls};
 pub use crate::failpoint::POINTS;

@@ -124,24 +124,13 @@ async fn seed(env: &TestEnv, dls: &[Dl], ids: Option<&[String]>) -> Vec<String> 
 /// member set (beats) is left out; admin keys only with `admin`.
 async fn snapshot(env: &TestEnv, admin: bool) -> BTreeMap<String, String> {
     let mut raw = env.raw().await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}:*", env.prefix))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        keys.extend(page);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    // Every master's keys, on a cluster.
+    let keys = env
+        .broker()
+        .await
+        .scan_keys(&format!("{}:*", env.prefix))
+        .await
+        .unwrap();
     let mut out = BTreeMap::new();
     for key in keys {
         // The dead-letter counts are derived: a member's upkeep counts dead letters the test
@@ -211,6 +200,7 @@ fn spawn_cli(env: &TestEnv, args: &[&str]) -> Child {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("REDRIVE_REDIS_URL", env.url())
         .env("REDRIVE_REDIS__KEY_PREFIX", &env.prefix)
+        .envs(env.redis_vars())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

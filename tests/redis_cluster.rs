@@ -242,3 +242,68 @@ fn cluster_nodes_lines_are_read() {
     assert_eq!(nodes[2].slots, 5462);
     assert!(nodes[3].failed && nodes[3].master && nodes[3].slots == 0);
 }
+
+/// A fleet on a cluster: 100 tenants spread over the three masters, two members; every task
+/// is processed once, and each tenant's poison task is a dead letter of that tenant and no
+/// other. Records are on (enqueue.lua, start, ack, dead_letter with their records).
+#[tokio::test]
+async fn a_fleet_on_a_cluster_processes_100_tenants_and_dead_letters_in_the_right_tenant() {
+    use common::TestEnv;
+    use redrive::NewTask;
+    use serde_json::json;
+
+    let env = TestEnv::on_cluster();
+    let tenants: Vec<String> = (0..100).map(|i| format!("tenant-{i}")).collect();
+    let mut tasks = Vec::new();
+    for t in &tenants {
+        for i in 0..3 {
+            tasks.push(
+                NewTask::new(t, "test", json!({"simulate": "ok", "work_ms": 0}))
+                    .with_task_id(format!("{t}-ok-{i}")),
+            );
+        }
+        tasks.push(
+            NewTask::new(
+                t,
+                "test",
+                json!({"simulate": "malformed_output", "work_ms": 0}),
+            )
+            .with_task_id(format!("{t}-poison")),
+        );
+    }
+    env.enqueue_tasks(tasks).await;
+    let mut a = env.member("a", &[]);
+    let mut b = env.member("b", &[]);
+    let refs: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    env.wait_drained(&refs, Duration::from_secs(60)).await;
+    common::eventually(Duration::from_secs(30), "300 side effects", || async {
+        env.side_effects().len() >= 300
+    })
+    .await;
+    let done = env.side_effects();
+    let ids: std::collections::HashSet<&str> =
+        done.iter().map(|(_, id, _, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 300, "every good task ran");
+    for (tenant, id, _, _) in &done {
+        assert!(
+            id.starts_with(&format!("{tenant}-ok-")),
+            "{tenant} ran {id}"
+        );
+    }
+    for t in &tenants {
+        let dead = env.dead_letters(t).await;
+        assert_eq!(dead.len(), 1, "{t}: {dead:?}");
+        assert_eq!(dead[0]["task_id"], format!("{t}-poison"));
+        assert_eq!(dead[0]["tenant"], *t);
+    }
+    assert!(a.stop().success(), "{}", a.log_text());
+    assert!(b.stop().success(), "{}", b.log_text());
+    // No loop of either member met a refusal of the cluster (a cross-slot call, a command
+    // sent to the wrong node).
+    for m in [&a, &b] {
+        let log = m.log_text();
+        for bad in ["CrossSlot", "CROSSSLOT", "redis call failed", "ERROR"] {
+            assert!(!log.contains(bad), "member {}: {bad}\n{log}", m.id);
+        }
+    }
+}

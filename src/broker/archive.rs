@@ -317,7 +317,7 @@ impl Broker {
                 .key(self.keys.tasks(tenant))
                 .key(self.keys.events(tenant));
         } else {
-            inv.key("")
+            inv.key(self.keys.records_off(tenant))
                 .key(self.keys.tasks(tenant))
                 .key(self.keys.events(tenant));
         }
@@ -373,7 +373,7 @@ impl Broker {
         if records {
             inv.key(self.keys.task_prefix(tenant));
         } else {
-            inv.key("");
+            inv.key(self.keys.records_off(tenant));
         }
         inv.key(self.keys.tasks(tenant))
             .key(self.keys.events(tenant))

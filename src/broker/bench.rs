@@ -244,13 +244,8 @@ pub(crate) async fn raw_ceiling(
     payload: &str,
 ) -> Result<RawCeiling> {
     // A connection of its own from the broker's client (so with its TLS and credentials).
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(broker.connect_timeout))
-        .set_response_timeout(Some(broker.response_timeout));
-    let mut con = broker
-        .client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await?;
+    // (On a cluster, a cluster connection of its own: the key's node.)
+    let mut con = broker.dedicated(Duration::ZERO).await?;
     let _: Value = redis::cmd("DEL").arg(key).query_async(&mut con).await?;
 
     let started = Instant::now();

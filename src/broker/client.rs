@@ -19,8 +19,11 @@ use crate::error::{Error, Result};
 /// Validated Redis settings. `Debug` shows the URL redacted and never the password.
 #[derive(Clone)]
 pub struct RedisSettings {
-    /// Connection URL, or `None` when not configured.
+    /// Connection URL, or `None` when not configured. In cluster mode, the seed nodes'
+    /// URLs separated by commas ([`seed_urls`]).
     pub url: Option<String>,
+    /// Cluster mode (`redis.cluster`): `url` lists seed nodes of a Redis Cluster.
+    pub cluster: bool,
     /// Key prefix.
     pub key_prefix: String,
     /// Connect timeout.
@@ -52,6 +55,7 @@ impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSettings")
             .field("url", &self.url.as_deref().map(redact_url))
+            .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
@@ -71,8 +75,20 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The seed nodes' URLs of a cluster-mode `redis.url`: comma-separated, blanks around each
+/// ignored, empty parts dropped. A single-node URL is one seed.
+pub fn seed_urls(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 /// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+    }
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -196,39 +212,9 @@ pub(crate) fn open_client(url: &str, settings: &RedisSettings) -> Result<redis::
                         .into(),
                 ));
             }
-            let client_tls = match (&tls.cert_file, &tls.key_file) {
-                (Some(cert), Some(key)) => Some(ClientTlsConfig {
-                    client_cert: read_pem("tls_cert_file", cert)?,
-                    client_key: read_pem("tls_key_file", key)?,
-                }),
-                (None, None) => None,
-                (Some(_), None) => {
-                    return Err(Error::Config(
-                        "redis.tls_cert_file is set without redis.tls_key_file: a client \
-                         certificate needs its private key"
-                            .into(),
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(Error::Config(
-                        "redis.tls_key_file is set without redis.tls_cert_file: a private key \
-                         needs its client certificate"
-                            .into(),
-                    ))
-                }
-            };
-            let root_cert = match &tls.ca_file {
-                Some(path) => Some(read_pem("tls_ca_file", path)?),
-                None => None,
-            };
-            let with_certs = redis::Client::build_with_tls(
-                info.clone(),
-                TlsCertificates {
-                    client_tls,
-                    root_cert,
-                },
-            )
-            .map_err(|e| Error::Config(format!("redis TLS settings: {e}")))?;
+            let certs = tls_certificates(tls)?;
+            let with_certs = redis::Client::build_with_tls(info.clone(), certs)
+                .map_err(|e| Error::Config(format!("redis TLS settings: {e}")))?;
             let tls_params = match with_certs.get_connection_info().addr() {
                 ConnectionAddr::TcpTls { tls_params, .. } => tls_params.clone(),
                 _ => None,
@@ -252,6 +238,127 @@ pub(crate) fn open_client(url: &str, settings: &RedisSettings) -> Result<redis::
     };
     let info = with_credentials(info, settings, &shown)?;
     redis::Client::open(info).map_err(|e| Error::Config(format!("redis.url = '{shown}': {e}")))
+}
+
+/// The TLS files of `tls` read: the client certificate and key (both or neither) and the
+/// authority's certificate. Errors name the setting.
+fn tls_certificates(tls: &RedisTls) -> Result<TlsCertificates> {
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read_pem("tls_cert_file", cert)?,
+            client_key: read_pem("tls_key_file", key)?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::Config(
+                "redis.tls_cert_file is set without redis.tls_key_file: a client \
+                 certificate needs its private key"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::Config(
+                "redis.tls_key_file is set without redis.tls_cert_file: a private key \
+                 needs its client certificate"
+                    .into(),
+            ))
+        }
+    };
+    let root_cert = match &tls.ca_file {
+        Some(path) => Some(read_pem("tls_ca_file", path)?),
+        None => None,
+    };
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// The clients of cluster mode: the cluster client over the seed nodes of `url`
+/// (comma-separated; each checked as `open_client` checks a URL, so TLS and credentials apply
+/// to every node the cluster client finds), and a plain client of the first seed, from which
+/// the clients of single nodes are made ([`node_client`]). The seeds must agree on TLS and
+/// credentials. MOVED, ASK, TRYAGAIN and CLUSTERDOWN are retried by the cluster client up to
+/// 8 times, waiting 20 ms to 1 s between tries (about 4 s in all: a failover with
+/// `cluster-node-timeout` 2000 takes 3–4 s).
+pub(crate) fn open_cluster_client(
+    url: &str,
+    settings: &RedisSettings,
+) -> Result<(redis::cluster::ClusterClient, redis::Client)> {
+    let seeds = seed_urls(url);
+    let Some(first) = seeds.first() else {
+        return Err(Error::Config(
+            "redis.cluster = true but redis.url lists no seed node: set it to \
+             redis://host1:port1,redis://host2:port2"
+                .into(),
+        ));
+    };
+    let tls = is_tls_url(first);
+    let mut infos = Vec::with_capacity(seeds.len());
+    for seed in &seeds {
+        if is_tls_url(seed) != tls {
+            return Err(Error::Config(format!(
+                "redis.url = '{}': the seed nodes mix rediss:// and redis:// URLs; every node of \
+                 a cluster is reached the same way",
+                redact_url(url)
+            )));
+        }
+        let info = open_client(seed, settings)?.get_connection_info().clone();
+        let db = info.redis_settings().db();
+        if db != 0 {
+            return Err(Error::Config(format!(
+                "redis.url = '{}' selects database {db}: a Redis Cluster has only database 0",
+                redact_url(seed)
+            )));
+        }
+        infos.push(info);
+    }
+    let base = open_client(first, settings)?;
+    let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+        .connection_timeout(settings.connect_timeout)
+        .response_timeout(settings.response_timeout)
+        .retries(8)
+        .min_retry_wait(20)
+        .max_retry_wait(1000);
+    if tls {
+        let t = &settings.tls;
+        builder = builder.tls(if t.insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        });
+        if t.ca_file.is_some() || t.cert_file.is_some() {
+            builder = builder.certs(tls_certificates(t)?);
+        }
+    }
+    let cluster = builder.build().map_err(|e| {
+        Error::Config(format!(
+            "redis.url = '{}' (cluster seeds): {e}",
+            redact_url(url)
+        ))
+    })?;
+    Ok((cluster, base))
+}
+
+/// A client of the node at `host:port`, like `base` (a client `open_client` built) in TLS
+/// and credentials: for the dedicated connections of one cluster node.
+pub(crate) fn node_client(base: &redis::Client, host: &str, port: u16) -> Result<redis::Client> {
+    let info = base.get_connection_info().clone();
+    let addr = match info.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    redis::Client::open(info.set_addr(addr))
+        .map_err(|e| Error::Config(format!("redis node {host}:{port}: {e}")))
 }
 
 /// Applies `redis.username` and the password read from a file or variable, refusing either
@@ -292,6 +399,7 @@ mod tests {
     fn settings() -> RedisSettings {
         RedisSettings {
             url: None,
+            cluster: false,
             key_prefix: "p".into(),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
@@ -382,6 +490,43 @@ mod tests {
         assert!(e.contains("differ"), "{e}");
         assert!(!e.contains("pw@"), "{e}");
         assert_eq!(format!("{:?}", RedisPassword::new("x".into())), "***");
+    }
+
+    #[test]
+    fn cluster_seeds_are_listed_redacted_and_share_tls_and_credentials() {
+        assert_eq!(
+            seed_urls(" redis://a:1 , redis://b:2,,"),
+            vec!["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(
+            redact_url("redis://u:p1@a:1,redis://u:p2@b:2"),
+            "redis://u:***@a:1,redis://u:***@b:2"
+        );
+        let mut s = settings();
+        s.cluster = true;
+        s.password = Some(RedisPassword::new("from-file".into()));
+        let (_, base) = open_cluster_client("redis://a:1,redis://b:2", &s).unwrap();
+        assert_eq!(
+            base.get_connection_info().redis_settings().password(),
+            Some("from-file")
+        );
+        let node = node_client(&base, "10.0.0.9", 7005).unwrap();
+        let info = node.get_connection_info();
+        assert_eq!(info.addr(), &ConnectionAddr::Tcp("10.0.0.9".into(), 7005));
+        assert_eq!(info.redis_settings().password(), Some("from-file"));
+        let tls = open_cluster_client("rediss://a:1,rediss://b:2", &settings())
+            .unwrap()
+            .1;
+        let node = node_client(&tls, "h", 1).unwrap();
+        assert!(matches!(
+            node.get_connection_info().addr(),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        ));
+        let e = open_cluster_client(" , ", &s).err().unwrap().to_string();
+        assert!(e.contains("lists no seed node"), "{e}");
     }
 
     #[test]

@@ -3,9 +3,16 @@
 //! and what every caller may ask of the server (ping, clock, whether it accepts writes, what it
 //! is: the capability probe at connect, whose findings `server.rs` reads).
 //!
-//! Connections: one shared auto-reconnecting [`ConnectionManager`] carries every non-blocking
-//! command; each `LaneReader` (lanes.rs) owns a dedicated connection for its blocking
-//! XREADGROUP, made from the same client.
+//! Connections: one shared connection (`conn.rs`: an auto-reconnecting [`ConnectionManager`]
+//! on one Redis, the cluster client's connection on a cluster) carries every non-blocking
+//! command; each `LaneReader` (lanes.rs) owns a dedicated connection for its reads, made from
+//! the same client (on a cluster, a client of each master: `client::node_client`).
+//!
+//! On a cluster the probe asks every master and keeps the least of them (a newer command is
+//! used only when every master knows it), the out-of-memory check asks every master (any one
+//! refusing writes is "not accepting"), and the clock is the clock of the master of the admin
+//! keys (`{@admin}`): one clock for every comparison a process makes. Scripts compare times on
+//! their own node; the nodes' clocks differ by what NTP leaves between them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +20,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
-use super::client::{is_tls_url, open_client, redact_url, RedisSettings};
+use super::client::{is_tls_url, open_client, open_cluster_client, redact_url, RedisSettings};
+use super::conn::Conn;
 use super::error::is_oom;
-use super::scripts::scripts;
+use super::scripts::{scripts, OOM_PROBE};
 use super::server::ServerInfo;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
@@ -47,10 +55,19 @@ fn tls_hint(url: &str, e: &redis::RedisError) -> &'static str {
 /// A handle on Redis for one key prefix and consumer group. Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
-    /// The client, for the dedicated connections of blocking reads.
+    /// The client, for the dedicated connections of blocking reads and the announcements'
+    /// subscription (on a cluster: of the first seed node, whose TLS and credentials the
+    /// clients of the other nodes copy; announcements reach every node of a cluster).
     pub(super) client: redis::Client,
     /// The shared connection of every non-blocking command.
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Conn,
+    /// The cluster client, in cluster mode: for the dedicated connections of readers.
+    pub(super) cluster: Option<redis::cluster::ClusterClient>,
+    /// What wakes this process's readers on a cluster, where they cannot block on the lanes
+    /// (one read over several tenants' lanes is cross-slot): each reads its lanes without
+    /// blocking and waits on its own `Notify`, up to its block time, for an entry signal or a
+    /// new tenant ([`Broker::unblock`] wakes them all, lanes.rs).
+    pub(super) lane_wake: Arc<std::sync::Mutex<Vec<std::sync::Weak<tokio::sync::Notify>>>>,
     /// The key names under this broker's prefix.
     pub(super) keys: Keys,
     /// The fleet's consumer group.
@@ -84,24 +101,45 @@ impl Broker {
         settings: &RedisSettings,
         group: &str,
     ) -> Result<Broker> {
-        let client = open_client(url, settings)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), cfg)
+        let connect_error = |e: redis::RedisError| {
+            Error::from(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "cannot connect to redis",
+                format!("{} ({e}){}", redact_url(url), tls_hint(url, &e)),
+            )))
+        };
+        let (client, conn, cluster) = if settings.cluster {
+            let (cluster, base) = open_cluster_client(url, settings)?;
+            let conn = tokio::time::timeout(
+                settings.connect_timeout * 2 + settings.response_timeout,
+                cluster.get_async_connection(),
+            )
             .await
-            .map_err(|e| {
-                Error::from(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "cannot connect to redis",
-                    format!("{} ({e}){}", redact_url(url), tls_hint(url, &e)),
-                )))
-            })?;
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "connecting to the redis cluster {} took too long",
+                    redact_url(url)
+                ))
+            })?
+            .map_err(connect_error)?;
+            (base, Conn::Cluster(conn), Some(cluster))
+        } else {
+            let client = open_client(url, settings)?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.response_timeout))
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_secs(2));
+            let conn = ConnectionManager::new_with_config(client.clone(), cfg)
+                .await
+                .map_err(connect_error)?;
+            (client, Conn::Single(conn), None)
+        };
         let mut broker = Broker {
             client,
             conn,
+            cluster,
+            lane_wake: Arc::default(),
             keys: Keys::new(settings.key_prefix.clone()),
             group: group.into(),
             connect_timeout: settings.connect_timeout,
@@ -123,6 +161,14 @@ impl Broker {
         self.client.clone()
     }
 
+    /// This broker's shared connection, for tests that seed and read state with raw commands
+    /// (on a cluster too).
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn raw_connection(&self) -> super::conn::RawConnection {
+        super::conn::RawConnection(self.con())
+    }
+
     /// The key names this broker uses.
     pub(crate) fn keys(&self) -> &Keys {
         &self.keys
@@ -134,7 +180,7 @@ impl Broker {
     }
 
     /// The shared connection (a cheap clone).
-    pub(super) fn con(&self) -> ConnectionManager {
+    pub(super) fn con(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -147,6 +193,19 @@ impl Broker {
     /// Whether Redis accepts writes that grow memory right now: `false` while it is over
     /// `maxmemory` and refuses them (scripts/oom_probe.lua, which writes nothing).
     pub(crate) async fn accepts_writes(&self) -> Result<bool> {
+        if self.is_cluster() {
+            // Out of memory is per node: every master is asked.
+            for shard in self.shards().await? {
+                let mut probe = redis::cmd("EVAL");
+                probe.arg(OOM_PROBE).arg(0);
+                match self.on_shard(&shard, probe).await {
+                    Ok(_) => {}
+                    Err(e) if is_oom(&e) => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(true);
+        }
         match scripts()
             .oom_probe
             .prepare_invoke()
@@ -167,8 +226,13 @@ impl Broker {
 
     /// The Redis server's clock, ms since the epoch. Times that several processes compare (the
     /// dead-letter ids, beats, deadlines) all come from this clock.
+    /// On a cluster: the clock of the admin keys' master.
     pub(crate) async fn server_time_ms(&self) -> Result<u64> {
-        let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.con()).await?;
+        let v = self
+            .on_key_node(&self.keys.admin_members(), redis::cmd("TIME"))
+            .await?;
+        let (s, us): (u64, u64) =
+            redis::from_redis_value(v).map_err(|e| Error::Protocol(format!("TIME: {e}")))?;
         Ok(s * 1000 + us / 1000)
     }
 }
@@ -178,6 +242,14 @@ impl Broker {
     /// (`COMMAND INFO`), in one round trip. Never fails: what the server refuses to say is
     /// unknown ([`ServerInfo::unknown`]'s parts).
     pub(super) async fn probe_server(&self) -> ServerInfo {
+        if !self.is_cluster() {
+            return self.probe_node().await;
+        }
+        self.probe_masters().await
+    }
+
+    /// The probe of the one server.
+    async fn probe_node(&self) -> ServerInfo {
         let mut pipe = redis::pipe();
         pipe.cmd("INFO").arg("server");
         pipe.cmd("COMMAND").arg("INFO").arg("XACKDEL").arg("HSETEX");
@@ -188,12 +260,7 @@ impl Broker {
         };
         let mut replies = replies.into_iter();
         let info = match replies.next() {
-            Some(Ok(v)) => match v {
-                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                Value::VerbatimString { text, .. } => text,
-                Value::SimpleString(s) => s,
-                _ => String::new(),
-            },
+            Some(Ok(v)) => info_text(v),
             _ => String::new(),
         };
         let probed = ServerInfo::from_info(&info);
@@ -206,5 +273,15 @@ impl Broker {
     /// What the server is and can do, as probed when this broker connected.
     pub(crate) fn server(&self) -> &ServerInfo {
         &self.server
+    }
+}
+
+/// The text of an `INFO` reply.
+pub(super) fn info_text(v: Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::VerbatimString { text, .. } => text,
+        Value::SimpleString(s) => s,
+        _ => String::new(),
     }
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 
+use super::conn::Conn;
 use super::connect::Broker;
 use super::error::{bounded, is_code, pipeline_refused, refused, refused_in_part};
 use super::reply::{self, Entry};
@@ -47,26 +47,51 @@ pub enum ReadFrom {
 }
 
 /// A dedicated connection for one member's XREADGROUP calls.
+///
+/// On one Redis, one XREADGROUP over every lane of the read, blocking while all are empty. On
+/// a cluster that read is cross-slot (each tenant is its own slot), so the reader sends one
+/// non-blocking XREADGROUP per lane, pipelined (split per slot, so per master, sent to every
+/// master at once) on a cluster connection of its own; while all are empty it waits, instead
+/// of blocking in Redis, for a wake ([`Broker::unblock`]: an entry signal from a producer, a new
+/// tenant) or `block` at most, the fallback poll.
 pub struct LaneReader {
-    conn: MultiplexedConnection,
+    conn: Conn,
     group: Arc<str>,
     consumer: String,
     client_id: u64,
+    /// On a cluster: what ends the wait of an empty read.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
-/// A subscription to the tenant announcements, from [`Broker::tenant_signals`].
+/// A subscription to the tenant announcements, from [`Broker::tenant_signals`] (on a
+/// cluster also to the entry signals).
 pub struct TenantSignals {
     sink: redis::aio::PubSubSink,
     stream: redis::aio::PubSubStream,
+    /// The channel of entry signals, on a cluster.
+    entries: Option<String>,
+}
+
+/// What a subscription heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// New tenants, as the producer wrote them (the registry stays the truth).
+    Tenants(String),
+    /// On a cluster: new entries in the lanes of these tenants.
+    Entries(String),
 }
 
 impl TenantSignals {
-    /// The next announcement: the tenants it names (as the producer wrote them; the registry
-    /// stays the truth). `None` once the connection is gone: subscribe again.
-    pub(crate) async fn next(&mut self) -> Option<String> {
+    /// The next announcement. `None` once the connection is gone: subscribe again.
+    pub(crate) async fn next(&mut self) -> Option<Signal> {
         use futures_util::StreamExt;
         let msg = self.stream.next().await?;
-        Some(String::from_utf8_lossy(msg.get_payload_bytes()).into_owned())
+        let text = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
+        if self.entries.as_deref() == Some(msg.get_channel_name()) {
+            Some(Signal::Entries(text))
+        } else {
+            Some(Signal::Tenants(text))
+        }
     }
 
     /// Checks that the subscription's connection still answers, within `timeout`.
@@ -99,6 +124,18 @@ impl LaneReader {
         if lanes.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(wake) = self.wake.clone() {
+            let found = self.read_each(lanes, from, count).await?;
+            let Some(block) = block.filter(|_| found.is_empty()) else {
+                return Ok(found);
+            };
+            // Nothing anywhere: wait for a wake or the fallback poll, then read again only
+            // when woken (after the poll's wait the caller's next read reads).
+            return match tokio::time::timeout(block, wake.notified()).await {
+                Ok(()) => self.read_each(lanes, from, count).await,
+                Err(_) => Ok(found),
+            };
+        }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&*self.group)
@@ -117,6 +154,36 @@ impl LaneReader {
         }
         let v: Value = cmd.query_async(&mut self.conn).await?;
         reply::streams(v)
+    }
+
+    /// On a cluster: one non-blocking XREADGROUP per lane, pipelined.
+    async fn read_each(
+        &mut self,
+        lanes: &[String],
+        from: ReadFrom,
+        count: usize,
+    ) -> Result<Vec<(String, Vec<Entry>)>> {
+        let id = match from {
+            ReadFrom::New => ">",
+        };
+        let mut pipe = redis::pipe();
+        for lane in lanes {
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&*self.group)
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(count.max(1))
+                .arg("STREAMS")
+                .arg(lane)
+                .arg(id);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        let mut out = Vec::new();
+        for v in replies {
+            out.extend(reply::streams(v)?);
+        }
+        Ok(out)
     }
 }
 
@@ -222,6 +289,9 @@ impl Broker {
             });
         }
         let tenants = tenants_of(tasks);
+        if self.is_cluster() {
+            return self.enqueue_on_cluster(tasks, &tenants, records).await;
+        }
         if !records.enabled {
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
@@ -250,6 +320,56 @@ impl Broker {
                 new_tenants,
             });
         }
+        self.enqueue_scripted(tasks, Some(&tenants), records).await
+    }
+
+    /// On a cluster the registry (no hash tag) and the lanes live on different nodes, and a
+    /// pipeline's parts go to their nodes at once: the tenants are registered first, and
+    /// their tasks written only once the registry said yes. A crash in between leaves a
+    /// registered tenant with an empty lane (harmless); never a lane nobody reads.
+    async fn enqueue_on_cluster(
+        &self,
+        tasks: &[Task],
+        tenants: &[&str],
+        records: &TasksSettings,
+    ) -> Result<Appended> {
+        let new_tenants: u64 = redis::cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(tenants)
+            .query_async(&mut self.con())
+            .await?;
+        if records.enabled {
+            let landed = self.enqueue_scripted(tasks, None, records).await?.landed;
+            return Ok(Appended {
+                landed,
+                new_tenants,
+            });
+        }
+        let mut pipe = redis::pipe();
+        for task in tasks {
+            self.xadd(&mut pipe, task);
+        }
+        let ids: Vec<String> = pipe
+            .query_async::<Vec<Value>>(&mut self.con())
+            .await
+            .map_err(|e| pipeline_refused(e, tasks.len()))?
+            .into_iter()
+            .map(|v| reply::text(v, "an XADD"))
+            .collect::<Result<Vec<String>>>()?;
+        Ok(Appended {
+            landed: ids.into_iter().map(Landed::Appended).collect(),
+            new_tenants,
+        })
+    }
+
+    /// Enqueue.lua for each of `tasks` in pipelined rounds (see [`Broker::enqueue`]), with the
+    /// registration of `register` in the first round's pipeline (`None`: registered already).
+    async fn enqueue_scripted(
+        &self,
+        tasks: &[Task],
+        register: Option<&[&str]>,
+        records: &TasksSettings,
+    ) -> Result<Appended> {
         let mut new_tenants = 0;
         let mut out: Vec<Option<Landed>> = vec![None; tasks.len()];
         // Positions still to send: all of them, then those the server had no script for.
@@ -264,14 +384,15 @@ impl Broker {
             if load {
                 pipe.load_script(&scripts().enqueue);
             }
-            if round == 0 {
-                pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
+            let sadd = round == 0 && register.is_some();
+            if let (true, Some(tenants)) = (sadd, register) {
+                pipe.cmd("SADD").arg(self.keys.tenants()).arg(tenants);
             }
             for &i in &todo {
                 pipe.invoke_script(&self.enqueue_invocation(&tasks[i], records));
             }
             let mut replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
-            let head = usize::from(load) + usize::from(round == 0);
+            let head = usize::from(load) + usize::from(sadd);
             if replies.len() != head + todo.len() {
                 return Err(Error::Protocol(format!(
                     "a pipelined enqueue of {} tasks answered {} replies",
@@ -280,7 +401,7 @@ impl Broker {
                 )));
             }
             let task_replies = replies.split_off(head);
-            if round == 0 {
+            if sadd {
                 new_tenants = replies.last().map(added).unwrap_or(0);
             }
             let mut refusals: Vec<(usize, redis::ServerError)> = replies
@@ -349,6 +470,67 @@ impl Broker {
             });
         }
         let tenants = tenants_of(tasks);
+        if self.is_cluster() {
+            return self
+                .enqueue_atomic_per_tenant(tasks, &tenants, records)
+                .await;
+        }
+        self.enqueue_transaction(tasks, Some(&tenants), records)
+            .await
+    }
+
+    /// On a cluster a transaction cannot span tenants (each is its own slot) nor include the
+    /// registry: the tenants are registered first (confirmed), then each tenant's tasks are one
+    /// transaction, tenant after tenant. All or nothing per tenant; a tenant refused leaves the
+    /// tenants before it written, which the error says.
+    async fn enqueue_atomic_per_tenant(
+        &self,
+        tasks: &[Task],
+        tenants: &[&str],
+        records: &TasksSettings,
+    ) -> Result<Appended> {
+        let new_tenants: u64 = redis::cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(tenants)
+            .query_async(&mut self.con())
+            .await?;
+        let mut out: Vec<Option<Landed>> = vec![None; tasks.len()];
+        for (done, tenant) in tenants.iter().enumerate() {
+            let at: Vec<usize> = (0..tasks.len())
+                .filter(|&i| tasks[i].tenant == *tenant)
+                .collect();
+            let mine: Vec<Task> = at.iter().map(|&i| tasks[i].clone()).collect();
+            let landed = match self.enqueue_transaction(&mine, None, records).await {
+                Ok(a) => a.landed,
+                Err(e) if done == 0 => return Err(e),
+                Err(e) => {
+                    return Err(Error::Protocol(format!(
+                        "on a Redis Cluster each tenant's tasks are one transaction: the tasks \
+                         of {done} of {} tenants ({}) were written, those of '{tenant}' and \
+                         after were not: {e}",
+                        tenants.len(),
+                        tenants[..done].join(", ")
+                    )))
+                }
+            };
+            for (i, l) in at.into_iter().zip(landed) {
+                out[i] = Some(l);
+            }
+        }
+        Ok(Appended {
+            landed: out.into_iter().flatten().collect(),
+            new_tenants,
+        })
+    }
+
+    /// One MULTI/EXEC of `tasks`, with the registration of `register` (`None`: registered
+    /// already).
+    async fn enqueue_transaction(
+        &self,
+        tasks: &[Task],
+        register: Option<&[&str]>,
+        records: &TasksSettings,
+    ) -> Result<Appended> {
         // MULTI and EXEC as plain commands of one pipeline (one write on the connection, so
         // nothing else interleaves), every reply kept, so each refusal can be told apart.
         let mut pipe = redis::pipe();
@@ -357,7 +539,9 @@ impl Broker {
         if records.enabled {
             pipe.load_script(&scripts().enqueue);
         }
-        pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
+        if let Some(tenants) = register {
+            pipe.cmd("SADD").arg(self.keys.tenants()).arg(tenants);
+        }
         for task in tasks {
             if records.enabled {
                 pipe.invoke_script(&self.enqueue_invocation(task, records));
@@ -396,7 +580,7 @@ impl Broker {
                     .unwrap_or_default()
             )));
         };
-        let head = if records.enabled { 2 } else { 1 };
+        let head = usize::from(records.enabled) + usize::from(register.is_some());
         if results.len() != n + head {
             return Err(Error::Protocol(format!(
                 "EXEC of an enqueue of {n} tasks answered {} results",
@@ -404,8 +588,12 @@ impl Broker {
             )));
         }
         let tail = results.split_off(head);
-        // The head: [SCRIPT LOAD,] SADD.
-        let new_tenants = results.last().map(added).unwrap_or(0);
+        // The head: [SCRIPT LOAD,] [SADD].
+        let new_tenants = if register.is_some() {
+            results.last().map(added).unwrap_or(0)
+        } else {
+            0
+        };
         let results = tail;
         let failed: Vec<&redis::ServerError> = results
             .iter()
@@ -507,7 +695,8 @@ impl Broker {
     /// A subscription to the tenant announcements ([`Broker::announce_tenants`]) on a
     /// connection of its own, subscribed before this returns.
     pub(crate) async fn tenant_signals(&self) -> Result<TenantSignals> {
-        let connect = self.client.get_async_pubsub();
+        let client = self.subscription_client().await?;
+        let connect = client.get_async_pubsub();
         let mut pubsub = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| {
@@ -516,7 +705,10 @@ impl Broker {
                     self.connect_timeout.as_millis()
                 ))
             })??;
-        let subscribe = pubsub.subscribe(self.keys.tenant_signals());
+        let entries = self.is_cluster().then(|| self.keys.entry_signals());
+        let mut channels = vec![self.keys.tenant_signals()];
+        channels.extend(entries.clone());
+        let subscribe = pubsub.subscribe(channels);
         tokio::time::timeout(self.response_timeout, subscribe)
             .await
             .map_err(|_| {
@@ -526,12 +718,40 @@ impl Broker {
                 ))
             })??;
         let (sink, stream) = pubsub.split();
-        Ok(TenantSignals { sink, stream })
+        Ok(TenantSignals {
+            sink,
+            stream,
+            entries,
+        })
+    }
+
+    /// On a cluster: tells members that `tenants`' lanes have new entries (`PUBLISH` on
+    /// [`Keys::entry_signals`](crate::keys::Keys::entry_signals)), so a reader waiting after
+    /// an empty read reads at once. Nothing on one Redis, where readers block in Redis.
+    pub(crate) async fn signal_entries(&self, tenants: &[&str]) -> Result<()> {
+        if !self.is_cluster() || tenants.is_empty() {
+            return Ok(());
+        }
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg(self.keys.entry_signals())
+            .arg(tenants.join(","))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
     }
 
     /// Ends the blocking command the connection `client_id` is blocked in, as if it timed out
-    /// (`CLIENT UNBLOCK`). True when one was blocked.
+    /// (`CLIENT UNBLOCK`). True when one was blocked. On a cluster, ends the wait of this
+    /// process's reader after an empty read (or its next one, at once): always true.
     pub(crate) async fn unblock(&self, client_id: u64) -> Result<bool> {
+        if self.is_cluster() {
+            if let Ok(readers) = self.lane_wake.lock() {
+                for wake in readers.iter().filter_map(std::sync::Weak::upgrade) {
+                    wake.notify_one();
+                }
+            }
+            return Ok(true);
+        }
         let n: i64 = redis::cmd("CLIENT")
             .arg("UNBLOCK")
             .arg(client_id)
@@ -568,22 +788,29 @@ impl Broker {
 
     /// A reader with its own connection, for blocking reads of up to `block`.
     pub(crate) async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(block + self.response_timeout));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
-        let client_id: u64 = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut conn)
-            .await?;
+        let mut conn = self.dedicated(block).await?;
+        let (client_id, wake) = if self.is_cluster() {
+            // No connection id to unblock: `unblock` of any id wakes every reader's wait
+            // (each its own, so one reader cannot take another's wake).
+            let wake = Arc::new(tokio::sync::Notify::new());
+            if let Ok(mut readers) = self.lane_wake.lock() {
+                readers.retain(|w| w.strong_count() > 0);
+                readers.push(Arc::downgrade(&wake));
+            }
+            (u64::MAX, Some(wake))
+        } else {
+            let id: u64 = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async(&mut conn)
+                .await?;
+            (id, None)
+        };
         Ok(LaneReader {
             conn,
             group: self.group.clone(),
             consumer: consumer.into(),
             client_id,
+            wake,
         })
     }
 

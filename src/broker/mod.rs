@@ -5,18 +5,21 @@
 //! `connect.rs`). All Lua scripts are in one registry (`scripts.rs`) and every reply is parsed
 //! by the one set of parsers in `reply.rs`. This file only declares and re-exports.
 //!
-//! Connections: one shared auto-reconnecting connection manager carries every non-blocking
-//! command; each [`LaneReader`] owns a dedicated connection for its blocking XREADGROUP, with a
+//! Connections: one shared connection carries every non-blocking command (`conn.rs`: an
+//! auto-reconnecting connection manager on one Redis, the cluster client's connection on a
+//! Redis Cluster, whose shape `topology.rs` reads); each [`LaneReader`] owns a dedicated connection for its blocking XREADGROUP, with a
 //! response timeout longer than the block time (the redis crate's default of 500 ms would fail
 //! a long BLOCK client-side while the server still delivers, stranding entries).
 
 // Plumbing shared by the verbs.
 mod client;
+mod conn;
 mod connect;
 mod error;
 pub(crate) mod reply;
 mod scripts;
 mod server;
+mod topology;
 
 // The verbs, by the data they own.
 mod archive;
@@ -51,16 +54,20 @@ pub use archive::{
 pub(crate) use bench::{raw_ceiling, RawCeiling, ServerWork};
 pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
-pub(crate) use client::open_client;
-pub use client::{check_url, redact_url, PasswordSource, RedisPassword, RedisSettings, RedisTls};
+pub use client::{
+    check_url, redact_url, seed_urls, PasswordSource, RedisPassword, RedisSettings, RedisTls,
+};
+pub(crate) use client::{open_client, open_cluster_client};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
+#[cfg(feature = "testkit")]
+pub use conn::RawConnection;
 pub use connect::Broker;
 pub use dead_letters::{
     CountsStep, DlqCounts, DlqGroup, FingerprintTally, PageScan, RecordTarget, Removal, ReplayItem,
     ScanStep,
 };
 pub(crate) use error::{is_missing_group, is_oom, may_have_run};
-pub(crate) use lanes::{Landed, TenantSignals};
+pub(crate) use lanes::{Landed, Signal, TenantSignals};
 pub use lanes::{LaneReader, ReadFrom, TenantDepth};
 pub use notify::{Attempt, Delivery, OutboxEvent};
 pub use notify_plan::{NotifyPlan, Wants};

@@ -180,7 +180,7 @@ impl Broker {
     /// the outbox for escalations — or `""` when no target of the tenant wants it.
     pub(crate) fn notify_key(&self, tenant: &str, event: NotifyEvent) -> String {
         if !self.notify_wants(tenant).wants(event) {
-            return String::new();
+            return self.keys.notify_off(tenant);
         }
         match event {
             NotifyEvent::DeadLettered => self.keys.notify_pending(tenant),

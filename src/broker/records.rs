@@ -647,7 +647,7 @@ mod tests {
 /// A connection of its own for blocking reads of a tenant's events stream (`wait`): a
 /// blocking read on the shared connection would hold every other command behind it.
 pub struct EventsReader {
-    conn: redis::aio::MultiplexedConnection,
+    conn: super::conn::Conn,
 }
 
 /// One entry of a tenant's events stream: a task finished.
@@ -663,15 +663,12 @@ pub struct FinishEvent {
 
 impl Broker {
     /// A reader of events streams with its own connection, for blocking reads of up to `block`.
+    /// (On a cluster: a cluster connection of its own, so the blocking read of one tenant's
+    /// events holds back nothing but itself.)
     pub(crate) async fn events_reader(&self, block: Duration) -> Result<EventsReader> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(block + self.response_timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
-        Ok(EventsReader { conn })
+        Ok(EventsReader {
+            conn: self.dedicated(block).await?,
+        })
     }
 
     /// Registers waiter `id` for `tenant` until `until_ms` (server clock): while a live waiter

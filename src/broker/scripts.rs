@@ -6,6 +6,10 @@ use std::sync::OnceLock;
 
 use redis::Script;
 
+/// scripts/oom_probe.lua's text: on a cluster it is sent with EVAL to each master in turn
+/// (connect.rs), as a key-less script cannot be routed to a chosen node by [`Script`].
+pub(super) const OOM_PROBE: &str = include_str!("scripts/oom_probe.lua");
+
 /// Every script the broker runs. Each file starts with a header naming its KEYS, ARGV and reply.
 pub(super) struct Scripts {
     // ---- lanes and settling (one tenant's keys) ----
@@ -212,7 +216,7 @@ pub(super) fn scripts() -> &'static Scripts {
         heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
         step: Script::new(include_str!("scripts/step.lua")),
         depths: Script::new(include_str!("scripts/depths.lua")),
-        oom_probe: Script::new(include_str!("scripts/oom_probe.lua")),
+        oom_probe: Script::new(OOM_PROBE),
         lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
         lease_release: Script::new(include_str!("scripts/lease_release.lua")),
         breaker_record: Script::new(include_str!("scripts/breaker_record.lua")),

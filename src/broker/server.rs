@@ -135,6 +135,23 @@ impl ServerInfo {
         }
     }
 
+    /// What two servers can both do (two masters of a cluster): the lower version (an
+    /// unknown version is the lowest) with its flavor, each newer command only when both
+    /// have it.
+    pub fn least(self, other: ServerInfo) -> ServerInfo {
+        let (xackdel, hsetex) = (self.xackdel && other.xackdel, self.hsetex && other.hsetex);
+        let low = if other.version < self.version {
+            other
+        } else {
+            self
+        };
+        ServerInfo {
+            xackdel,
+            hsetex,
+            ..low
+        }
+    }
+
     /// Sets the newer commands from a `COMMAND INFO XACKDEL HSETEX` reply: one entry per
     /// name asked, nil for a command the server does not know. A reply of another shape
     /// leaves the version rule's answer.
@@ -226,6 +243,20 @@ mod tests {
         // A field name that merely starts like another is not it.
         let odd = ServerInfo::from_info("redis_version_extra:9.0.0\nredis_version:7.2.0\n");
         assert_eq!(odd.version_label(), "7.2.0");
+    }
+
+    #[test]
+    fn the_least_of_two_masters_is_what_both_can_do() {
+        let old = ServerInfo::from_info("redis_version:7.0.15\n");
+        let new = ServerInfo::from_info("redis_version:8.2.1\n");
+        assert!(new.xackdel);
+        let l = new.clone().least(old.clone());
+        assert_eq!(l.version_label(), "7.0.15");
+        assert!(!l.xackdel && !l.hsetex);
+        assert_eq!(old.clone().least(new.clone()), l);
+        let unknown = ServerInfo::unknown().least(new);
+        assert_eq!(unknown.version_label(), "unknown");
+        assert!(!unknown.xackdel);
     }
 
     #[test]

@@ -169,9 +169,10 @@ pub enum Deferred {
 }
 
 impl Broker {
-    /// Adds the record keys of `tenant` to a script call: the records' prefix (`""` when
-    /// records are off, which the scripts read as "write no record"), the index and, with
-    /// `events`, the events stream.
+    /// Adds the record keys of `tenant` to a script call: the records' prefix
+    /// ([`Keys::records_off`](crate::keys::Keys::records_off) when records are off, which the
+    /// scripts read as "write no record": always a key of the tenant's slot), the index and,
+    /// with `events`, the events stream.
     pub(super) fn record_keys(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
@@ -182,7 +183,7 @@ impl Broker {
         if on {
             inv.key(self.keys.task_prefix(tenant));
         } else {
-            inv.key("");
+            inv.key(self.keys.records_off(tenant));
         }
         inv.key(self.keys.tasks(tenant));
         if events {
@@ -571,25 +572,13 @@ impl Broker {
 
     /// How many keys of task records, record indexes and events streams exist under this
     /// broker's prefix.
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) async fn record_keys_count(&self) -> Result<u64> {
         let mut n = 0;
         for pattern in ["*:task:*", "*:tasks", "*:events"] {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{}:{pattern}", self.keys.prefix()))
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut self.con())
-                    .await?;
-                n += keys.len() as u64;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            n += self
+                .count_keys(&format!("{}:{pattern}", self.keys.prefix()))
+                .await?;
         }
         Ok(n)
     }

@@ -91,24 +91,7 @@ impl Broker {
     /// that recorded steps has left its lane.
     #[cfg(any(test, feature = "testkit"))]
     pub(crate) async fn steps_keys(&self) -> Result<u64> {
-        let pattern = self.keys.steps_pattern();
-        let mut cursor = 0u64;
-        let mut n = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.con())
-                .await?;
-            n += keys.len() as u64;
-            if next == 0 {
-                return Ok(n);
-            }
-            cursor = next;
-        }
+        self.count_keys(&self.keys.steps_pattern()).await
     }
 }
 

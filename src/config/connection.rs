@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{check_ident, check_range};
 use crate::broker::{
-    check_url, open_client, redact_url, PasswordSource, RedisPassword, RedisSettings, RedisTls,
+    check_url, open_client, open_cluster_client, redact_url, seed_urls, PasswordSource,
+    RedisPassword, RedisSettings, RedisTls,
 };
 use crate::error::{Error, Result};
 
@@ -15,8 +16,11 @@ use crate::error::{Error, Result};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// Connection URL; empty means not configured.
+    /// Connection URL; empty means not configured. With `cluster`, the seed nodes' URLs
+    /// separated by commas.
     pub url: String,
+    /// Redis Cluster mode: `url` lists seed nodes.
+    pub cluster: bool,
     /// Prefix of every key.
     pub key_prefix: String,
     /// TCP connect timeout.
@@ -44,6 +48,7 @@ impl std::fmt::Debug for RawRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawRedis")
             .field("url", &redact_url(&self.url))
+            .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
@@ -130,13 +135,30 @@ pub(crate) fn validate(r: &RawRedis) -> Result<RedisSettings> {
     let url = if r.url.trim().is_empty() {
         None
     } else {
-        check_url(&r.url).map_err(|e| {
-            Error::Config(format!(
-                "redis.url = '{}' is not a valid Redis URL: {e}",
+        let seeds = seed_urls(&r.url);
+        if seeds.len() > 1 && !r.cluster {
+            return Err(Error::Config(format!(
+                "redis.url = '{}' lists {} servers: set redis.cluster = true for the seed nodes \
+                 of a Redis Cluster, or give one URL",
+                redact_url(&r.url),
+                seeds.len()
+            )));
+        }
+        if seeds.is_empty() {
+            return Err(Error::Config(format!(
+                "redis.url = '{}' names no server",
                 redact_url(&r.url)
-            ))
-        })?;
-        Some(r.url.clone())
+            )));
+        }
+        for seed in &seeds {
+            check_url(seed).map_err(|e| {
+                Error::Config(format!(
+                    "redis.url = '{}' is not a valid Redis URL: {e}",
+                    redact_url(seed)
+                ))
+            })?;
+        }
+        Some(r.url.trim().to_owned())
     };
     check_ident("redis.key_prefix", &r.key_prefix, &[':'])?;
     check_range(
@@ -164,6 +186,7 @@ pub(crate) fn validate(r: &RawRedis) -> Result<RedisSettings> {
     };
     let settings = RedisSettings {
         url,
+        cluster: r.cluster,
         key_prefix: r.key_prefix.clone(),
         connect_timeout: Duration::from_millis(r.connect_timeout_ms),
         response_timeout: Duration::from_millis(r.response_timeout_ms),
@@ -174,9 +197,21 @@ pub(crate) fn validate(r: &RawRedis) -> Result<RedisSettings> {
     };
     match settings.url.as_deref() {
         Some(url) => {
-            open_client(url, &settings)?;
+            for seed in seed_urls(url) {
+                open_client(seed, &settings)?;
+            }
+            if settings.cluster {
+                open_cluster_client(url, &settings)?;
+            }
         }
         None => {
+            if settings.cluster {
+                return Err(Error::Config(
+                    "redis.cluster = true but redis.url is not set: set it to the seed nodes, \
+                     e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000"
+                        .into(),
+                ));
+            }
             if settings.tls.any_set() {
                 return Err(Error::Config(
                     "redis.tls_* settings are set but redis.url is not: set a rediss:// URL".into(),

@@ -431,6 +431,35 @@ patch = { lang = "en", meta = { source = "replay" } }
                 "redis.url = 'http://x' is not a valid Redis URL",
             ),
             (
+                |c| c.redis.url = "redis://a:1,redis://b:2".into(),
+                "lists 2 servers: set redis.cluster = true",
+            ),
+            (
+                |c| c.redis.cluster = true,
+                "redis.cluster = true but redis.url is not set",
+            ),
+            (
+                |c| {
+                    c.redis.cluster = true;
+                    c.redis.url = "redis://a:1,rediss://b:2".into();
+                },
+                "mix rediss:// and redis://",
+            ),
+            (
+                |c| {
+                    c.redis.cluster = true;
+                    c.redis.url = "redis://a:1/3".into();
+                },
+                "selects database 3: a Redis Cluster has only database 0",
+            ),
+            (
+                |c| {
+                    c.redis.cluster = true;
+                    c.redis.url = "redis://a:1,http://b".into();
+                },
+                "redis.url = 'http://b' is not a valid Redis URL",
+            ),
+            (
                 |c| c.fleet.member_id = "a b".into(),
                 "fleet.member_id = 'a b' is invalid",
             ),

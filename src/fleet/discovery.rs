@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shared::Shared;
-use crate::broker::{Broker, TenantSignals};
+use crate::broker::{Broker, Signal, TenantSignals};
 use crate::shutdown::Shutdown;
 use crate::telemetry::events;
 
@@ -88,8 +88,13 @@ impl TenantWatch {
         tokio::select! {
             _ = shutdown.wait() => Heard::Stopped,
             msg = signals.next() => match msg {
-                Some(_) => {
+                Some(Signal::Tenants(_)) => {
                     self.wake().await;
+                    Heard::Announcement
+                }
+                // On a cluster: entries for lanes the reader knows; it reads at once.
+                Some(Signal::Entries(_)) => {
+                    let _ = self.broker.unblock(u64::MAX).await;
                     Heard::Announcement
                 }
                 None => Heard::Lost("the subscription's connection closed".into()),

@@ -17,9 +17,13 @@ use redrive::NewTask;
 use redrive::Producer;
 use redrive::Settings;
 
-/// One test's world: its own redis-server, key prefix and scratch directory.
+/// One test's world: its own redis-server (or Redis Cluster), key prefix and scratch
+/// directory.
 pub struct TestEnv {
     pub redis: RedisServer,
+    /// A Redis Cluster ([`TestEnv::on_cluster`]), which every process and connection of this
+    /// env uses instead of `redis` (then a server nothing talks to).
+    pub cluster: Option<cluster::RedisCluster>,
     pub prefix: String,
     pub dir: PathBuf,
     /// The certificates of a server that speaks TLS ([`TestEnv::with_tls`]).
@@ -41,16 +45,37 @@ impl Drop for TestEnv {
 }
 
 impl TestEnv {
+    /// A private redis-server — or, with `REDRIVE_TEST_CLUSTER=1` in the environment (the
+    /// nextest profile `cluster`), a private Redis Cluster ([`TestEnv::on_cluster`]): the same
+    /// tests run on both.
     pub fn new() -> TestEnv {
+        if std::env::var("REDRIVE_TEST_CLUSTER").is_ok_and(|v| v == "1") {
+            return TestEnv::on_cluster();
+        }
+        TestEnv::single()
+    }
+
+    /// An env on one private redis-server, whatever the environment says.
+    pub fn single() -> TestEnv {
         let redis = RedisServer::start().expect("start redis-server");
         let (prefix, dir) = scratch();
         TestEnv {
             redis,
+            cluster: None,
             prefix,
             dir,
             tls: None,
             redis_settings: Vec::new(),
         }
+    }
+
+    /// An env on a Redis Cluster of 3 masters with one replica each (`redis.cluster = true`,
+    /// the URL listing every node as a seed).
+    pub fn on_cluster() -> TestEnv {
+        let mut env = TestEnv::single();
+        env.cluster = Some(cluster::RedisCluster::start(3, 1));
+        env.set_redis("cluster", "true");
+        env
     }
 
     /// An env whose redis-server speaks TLS only (`rediss://`), with certificates made for
@@ -76,6 +101,7 @@ impl TestEnv {
         }
         TestEnv {
             redis,
+            cluster: None,
             prefix,
             dir,
             tls: Some(files),
@@ -102,8 +128,12 @@ impl TestEnv {
             .collect()
     }
 
+    /// The URL (on a cluster: every node's, comma-separated).
     pub fn url(&self) -> String {
-        self.redis.url()
+        match &self.cluster {
+            Some(c) => c.urls().join(","),
+            None => self.redis.url(),
+        }
     }
 
     /// Settings as a member would load them, pointed at this env.
@@ -118,6 +148,7 @@ impl TestEnv {
                 "tls_cert_file" => raw.redis.tls_cert_file = v.clone(),
                 "tls_key_file" => raw.redis.tls_key_file = v.clone(),
                 "tls_insecure" => raw.redis.tls_insecure = v == "true",
+                "cluster" => raw.redis.cluster = v == "true",
                 "username" => raw.redis.username = v.clone(),
                 "password_file" => raw.redis.password_file = v.clone(),
                 "password_env" => raw.redis.password_env = v.clone(),
@@ -138,13 +169,17 @@ impl TestEnv {
 
     /// A plain redis connection, for seeding raw entries as a foreign producer would (with
     /// the env's TLS settings and credentials, from the broker's client, when it has any).
-    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
+    /// On a cluster, a cluster connection (a pipeline through it must stay in one slot).
+    pub async fn raw(&self) -> RawConn {
+        if self.cluster.is_some() {
+            return RawConn::Cluster(self.broker().await.raw_connection());
+        }
         let client = if self.redis_settings.is_empty() {
             redis::Client::open(self.url()).unwrap()
         } else {
             self.broker().await.redis_client()
         };
-        client.get_multiplexed_async_connection().await.unwrap()
+        RawConn::Single(client.get_multiplexed_async_connection().await.unwrap())
     }
 
     pub fn side_effect_log(&self) -> PathBuf {
@@ -751,5 +786,41 @@ impl TestEnv {
             .into_iter()
             .map(|e| text_fields(e.fields.unwrap_or_default()))
             .collect()
+    }
+}
+
+/// A test's raw connection: to the env's redis-server, or to its cluster.
+#[derive(Clone)]
+pub enum RawConn {
+    Single(redis::aio::MultiplexedConnection),
+    /// The broker's connection, whose pipelines are split per slot.
+    Cluster(redrive::testkit::RawConnection),
+}
+
+impl redis::aio::ConnectionLike for RawConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RawConn::Single(c) => c.req_packed_command(cmd),
+            RawConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RawConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RawConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }

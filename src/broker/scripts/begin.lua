@@ -4,7 +4,7 @@
 -- KEYS[1]  the lane stream (or the admin command stream)
 -- KEYS[2]  optional: the entry's steps hash (lanes only; see step.lua)
 -- KEYS[3]  optional (lanes only): the prefix of the tenant's task records
---          ('redrive:{t}:task:'), or '' when records are off (tasks.enabled = false)
+--          ('redrive:{t}:task:'), or 'redrive:{t}:records-off' when records are off (tasks.enabled = false)
 -- KEYS[4]  optional, with KEYS[3]: the tenant's record index (ZSET)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer (this member)

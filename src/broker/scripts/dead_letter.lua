@@ -13,8 +13,8 @@
 -- KEYS[5]  the entry's steps hash (see step.lua): its records are added to the dead letter as
 --          'recorded_steps' (`recorded_steps` from lib/steps.lua, which the script registry
 --          prepends) and the hash is deleted with the entry
--- KEYS[6]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then no record is written
+-- KEYS[6]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then no record is written
 -- KEYS[7]  the tenant's record index (ZSET)
 -- KEYS[8]  the tenant's events stream (one entry per finish)
 -- KEYS[9]  the tenant's dead-letter counts (see lib/dlq_counts.lua): the dead letter is counted,
@@ -23,7 +23,8 @@
 -- KEYS[11] the tenant's review hash (lib/review.lua): the review records of the dead letters
 --          the ceiling trims are forgotten with them
 -- KEYS[12] the tenant's folds (lib/review.lua): a trimmed representative's fold dissolves
--- KEYS[13] the tenant's open dead-letter digest (lib/notify.lua), or '' when no notification
+-- KEYS[13] the tenant's open dead-letter digest (lib/notify.lua), or its
+--          '<prefix>:{t}:notify-off' when no notification
 --          target of the tenant wants dead letters: the dead letter is counted into it
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the entry id in the lane

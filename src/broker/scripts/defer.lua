@@ -12,8 +12,8 @@
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the tenant's deferred set (ZSET scored by due time, ms)
 -- KEYS[3]  the tenant's breaker (HASH; its `deferred` counter is raised)
--- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then no record is written
+-- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then no record is written
 -- KEYS[5]  the tenant's record index (ZSET)
 -- KEYS[6…] the steps hash of each pair's entry, in the order of the pairs (see step.lua): a
 --          moved entry's records are folded into its member as 'recorded_steps' and the hash

@@ -11,7 +11,7 @@
 -- KEYS[2]  the tenant's batch (archive_begin.lua)
 -- KEYS[3]  the tenant's dead-letter counts (used when the source is the dead-letter stream)
 -- KEYS[4]  the tenant's trim counter (dead letters that left for the cap or the retention)
--- KEYS[5]  the prefix of the tenant's task records, or '' when records are off
+-- KEYS[5]  the prefix of the tenant's task records, or 'redrive:{t}:records-off' when records are off
 -- KEYS[6]  the tenant's record index
 -- KEYS[7]  the tenant's events stream
 -- KEYS[8]  the tenant's review hash (lib/review.lua): an archived dead letter's review record

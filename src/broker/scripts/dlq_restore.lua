@@ -6,7 +6,7 @@
 -- KEYS[1]  the tenant's dead-letter stream
 -- KEYS[2]  the tenant's dead-letter counts
 -- KEYS[3]  the tenant's restored ids (HASH: archived dead-letter id → new id)
--- KEYS[4]  the prefix of the tenant's task records, or '' when records are off
+-- KEYS[4]  the prefix of the tenant's task records, or 'redrive:{t}:records-off' when records are off
 -- KEYS[5]  the tenant's record index
 -- KEYS[6]  the tenant's events stream
 -- ARGV[1]  the hard ceiling: a stream at it takes no restore (the entry stays archived)

@@ -6,7 +6,7 @@
 -- KEYS[1]  the tenant's dead-letter stream
 -- KEYS[2]  the tenant's review hash (lib/review.lua)
 -- KEYS[3]  the tenant's folds (lib/review.lua)
--- KEYS[4]  the tenant's notification outbox, or '' when no target of the tenant wants
+-- KEYS[4]  the tenant's notification outbox, or its '<prefix>:{t}:notify-off' when no target of the tenant wants
 --          escalations: then nothing is appended
 -- ARGV[1]  the move: 'assign', 'escalate' or 'note'
 -- ARGV[2]  assign: the assignee; escalate: 'tenant' or a team's name; note: the note's text
@@ -93,7 +93,8 @@ end
 
 -- An escalation to the tenant: one notification for the whole call (at most 100 listed).
 local event = ''
-if act == 'escalate' and arg == 'tenant' and #escalated > 0 and KEYS[4] and KEYS[4] ~= '' then
+if act == 'escalate' and arg == 'tenant' and #escalated > 0 and KEYS[4] and KEYS[4] ~= ''
+    and string.sub(KEYS[4], -11) ~= ':notify-off' then
   local list = {}
   for i, x in ipairs(escalated) do
     if i > 100 then

@@ -7,8 +7,8 @@
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
 --          minute by the server's clock (same hash tag, so the same slot)
--- KEYS[3]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then no record is written
+-- KEYS[3]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then no record is written
 -- KEYS[4]  the tenant's record index (ZSET)
 -- KEYS[5]  the tenant's events stream (one entry per finish)
 -- ARGV[1]  the consumer group

@@ -6,8 +6,8 @@
 -- KEYS[1]  the tenant's retry schedule (ZSET)
 -- KEYS[2]  the tenant's lane stream
 -- KEYS[3]  the tenant's deferred set (ZSET, same member format)
--- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then no record is written
+-- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then no record is written
 -- KEYS[5]  the tenant's record index (ZSET)
 -- ARGV[1]  the most items to move
 --

@@ -8,8 +8,8 @@
 -- KEYS[2]  the tenant's retry schedule (ZSET scored by due time, ms)
 -- KEYS[3]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
 --          minute by the server's clock (same hash tag, so the same slot)
--- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then no record is written
+-- KEYS[4]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then no record is written
 -- KEYS[5]  the tenant's record index (ZSET)
 -- KEYS[6…] the steps hash of each item's entry, in the order of the items (see step.lua):
 --          an owned entry's records are folded into its schedule member as 'recorded_steps'

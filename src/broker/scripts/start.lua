@@ -6,8 +6,8 @@
 -- Each started entry's task record says `running` (rec_begin), in the same step.
 --
 -- KEYS[1]  the lane stream
--- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then nothing but the start mark is written
+-- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then nothing but the start mark is written
 -- KEYS[3]  the tenant's record index (ZSET)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer (this member)

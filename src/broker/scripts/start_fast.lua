@@ -5,8 +5,8 @@
 -- step: one round trip, as the plain XCLAIM it replaces.
 --
 -- KEYS[1]  the lane stream
--- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:'), or '' when records
---          are off (tasks.enabled = false): then only the XCLAIM runs
+-- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:'), or the tenant's
+--          'redrive:{t}:records-off' when records are off (tasks.enabled = false): then only the XCLAIM runs
 -- KEYS[3]  the tenant's record index (ZSET)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  the consumer (this member)

@@ -9,10 +9,15 @@
 
 local NF_SAMPLES = 5
 
--- Counts dead letter `id` (fields `f`, a name → value table) into the digest `key`; '' (the
--- tenant's targets want no dead letters) writes nothing.
+-- Counts dead letter `id` (fields `f`, a name → value table) into the digest `key`; '' or the
+-- tenant's '<prefix>:{t}:notify-off' (the tenant's targets want no dead letters; a key of the
+-- tenant's slot, so the call stays single-slot on a cluster) writes nothing.
+local function nf_off(key)
+  return key == nil or key == '' or string.sub(key, -11) == ':notify-off'
+end
+
 local function nf_digest_add(key, id, f)
-  if key == nil or key == '' then
+  if nf_off(key) then
     return
   end
   local n = redis.call('HINCRBY', key, 'n', 1)
