@@ -97,10 +97,10 @@ impl StepRecorder {
 
     /// `first` and the events already waiting, up to a batch.
     fn batch(&mut self, first: Option<Box<StepEvent>>) -> Vec<StepWrite> {
-        let mut out: Vec<StepWrite> = first.into_iter().map(write_of).collect();
+        let mut out: Vec<StepWrite> = first.into_iter().map(|e| write_of(*e)).collect();
         while out.len() < MAX_BATCH {
             match self.rx.try_recv() {
-                Ok(e) => out.push(write_of(e)),
+                Ok(e) => out.push(write_of(*e)),
                 Err(_) => break,
             }
         }
@@ -130,8 +130,8 @@ impl StepRecorder {
 }
 
 /// The broker's write for a context's event.
-fn write_of(e: Box<StepEvent>) -> StepWrite {
-    match *e {
+fn write_of(e: StepEvent) -> StepWrite {
+    match e {
         StepEvent::Started(s) => StepWrite::Started(s),
         StepEvent::Done(s) => StepWrite::Done(s),
         StepEvent::Failed { name } => StepWrite::Failed(name),
