@@ -37,7 +37,8 @@
 -- write and expire it (HMGET + HSET + PEXPIRE); the index is written only when a record is
 -- created.
 --
--- rec_ctx(prefix, index, events): the record context `R`, or nil when prefix is nil or ''.
+-- rec_ctx(prefix, index, events): the record context `R`, or nil when prefix is nil, '' or
+--   ends in ':records-off' (records off: Keys::records_off, a key of the tenant's slot).
 -- rec_now(): the server's clock in ms.
 -- rec_get(R, task_id, ...): HMGET of fields of a record (a table of values, false when absent).
 -- rec_write(R, task_id, now, state, pairs): sets state, updated and the field/value list
@@ -83,7 +84,10 @@ local REC_NOW = nil
 local REC_TS = nil
 
 local function rec_ctx(prefix, index, events)
-  if prefix == nil or prefix == '' then
+  -- Records off: the caller passes the tenant's `<prefix>:{t}:records-off` (a key of the
+  -- tenant's slot, never written, so the call stays single-slot on a cluster); '' is read
+  -- alike.
+  if prefix == nil or prefix == '' or string.sub(prefix, -12) == ':records-off' then
     return nil
   end
   return {prefix = prefix, index = index, events = events, listened = nil}

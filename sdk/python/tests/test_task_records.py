@@ -656,7 +656,9 @@ def test_wait_refreshes_its_registration_every_slice(
     assert later - first >= 400, "refreshed while waiting"
     with pytest.raises(WaitTimeout):
         waiter.result(10)
-    assert calls(r, "xread") - xreads >= 5, "slices of 0.3 s"
+    # About five slices of 0.3 s in 1.6 s; at least three prove the wait is sliced (one slice
+    # would be one XREAD) and leave room for a loaded machine's scheduling.
+    assert calls(r, "xread") - xreads >= 3, "slices of 0.3 s"
     # The two registered_once calls read the clock too.
     assert calls(r, "time") - times == 1 + 2, "the wait reads the server's clock once"
     assert registrations(r, prefix) == {}
