@@ -103,6 +103,7 @@ impl Producer {
                 }
                 Err(e) => return Err(e),
             };
+            self.replicated(chunk).await;
             self.announce(chunk, appended.new_tenants).await;
             out.extend(outcomes(chunk, appended.landed)?);
         }
@@ -118,8 +119,34 @@ impl Producer {
     pub async fn enqueue_all(&self, tasks: Vec<(usize, NewTask)>) -> Result<Vec<Enqueued>> {
         let tasks = self.validate(tasks.into_iter(), |line| format!("line {line}"))?;
         let appended = self.broker.enqueue_atomic(&tasks, &self.tasks).await?;
+        self.replicated(&tasks).await;
         self.announce(&tasks, appended.new_tenants).await;
         outcomes(&tasks, appended.landed)
+    }
+
+    /// With `redis.wait_replicas` on, after an enqueue: waits (`WAIT`, bounded by
+    /// `redis.wait_timeout_ms`) until the replicas asked for have the tasks. A shortfall does
+    /// not fail the enqueue — the tasks are in Redis and reach the replicas when they catch up;
+    /// only a failover of their node before then loses them — it is counted
+    /// (`redrive_redis_wait_short_total{what="enqueue"}`) and logged at warn.
+    async fn replicated(&self, tasks: &[Task]) {
+        if !self.broker.waits_for_replicas() {
+            return;
+        }
+        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        if let Some(r) = self.broker.wait_written(&tenants).await {
+            if r.short() {
+                report::wait_short(
+                    "enqueue",
+                    &tenants,
+                    r.asked,
+                    r.confirmed,
+                    r.error.as_deref(),
+                );
+            }
+        }
     }
 
     /// After an enqueue that registered `new_tenants` (> 0) tenants, tells the members so they
