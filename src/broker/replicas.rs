@@ -27,14 +27,15 @@ use super::connect::Broker;
 use super::topology::Shard;
 
 /// What the `WAIT`s after a write answered, when `redis.wait_replicas` is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Replicated {
     /// Replicas asked for.
     pub(crate) asked: u64,
     /// The fewest replicas any of the write's nodes confirmed (0 when a `WAIT` failed).
     pub(crate) confirmed: u64,
-    /// Why a `WAIT` got no answer (its error), when one did not.
-    pub(crate) error: Option<String>,
+    /// Why a `WAIT` got no answer (its error), when one did not: the connection to the node
+    /// was lost, so the write may not have reached any replica — nor survive the node.
+    pub(crate) error: Option<crate::Error>,
 }
 
 impl Replicated {
@@ -75,11 +76,11 @@ impl Broker {
             let got = match answer {
                 Ok(Value::Int(n)) => u64::try_from(n).unwrap_or(0),
                 Ok(other) => {
-                    out.error = Some(format!("WAIT answered {other:?}"));
+                    out.error = Some(crate::Error::Protocol(format!("WAIT answered {other:?}")));
                     0
                 }
                 Err(e) => {
-                    out.error = Some(e.to_string());
+                    out.error = Some(e);
                     0
                 }
             };

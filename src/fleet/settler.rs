@@ -560,7 +560,7 @@ impl Settler {
                     &[tenant],
                     r.asked,
                     r.confirmed,
-                    r.error.as_deref(),
+                    r.error.as_ref().map(|e| e.to_string()).as_deref(),
                 );
             }
         }
