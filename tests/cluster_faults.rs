@@ -28,6 +28,8 @@ struct Sent {
     task_id: String,
     acked_at: Instant,
     ok: bool,
+    /// The error of a failed enqueue.
+    error: Option<String>,
 }
 
 /// Enqueues one task at a time over `tenants` from `loops` concurrent loops until `stop`.
@@ -56,12 +58,14 @@ fn start_producing(
                     let task =
                         NewTask::new(tenant, "test", json!({"simulate": "ok", "work_ms": 0}))
                             .with_task_id(&task_id);
-                    let ok = producer.enqueue(task).await.is_ok();
+                    let got = producer.enqueue(task).await;
+                    let ok = got.is_ok();
                     sent.lock().unwrap().push(Sent {
                         tenant: tenant.clone(),
                         task_id,
                         acked_at: Instant::now(),
                         ok,
+                        error: got.err().map(|e| e.to_string()),
                     });
                     i += 1;
                     if !ok {
@@ -163,6 +167,9 @@ async fn kill_a_master_under_load(wait: bool) -> (Vec<(Sent, Option<TaskState>, 
         "{} enqueues acknowledged, {failed} failed (not acknowledged)",
         acked.len()
     );
+    for s in sent.iter().filter(|s| !s.ok).take(5) {
+        eprintln!("enqueue of {} failed: {:?}", s.task_id, s.error);
+    }
     assert!(acked.len() > 50, "too little load: {}", acked.len());
     let after: Vec<&Sent> = acked
         .iter()
@@ -283,4 +290,190 @@ async fn a_master_killed_under_load_with_wait_off_loses_only_inside_the_window()
             s.task_id
         );
     }
+}
+
+/// A plain (non-cluster) connection to one node, for the slot-migration commands.
+async fn node(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Moves `slot` from master `src` to master `dst` by hand, as `redis-cli --cluster reshard`
+/// does: IMPORTING on the target, MIGRATING on the source, MIGRATE of the keys in batches
+/// until none is left, then the slot given to the target everywhere. Returns the keys moved
+/// and the MIGRATE refusals met (a key already on the target: BUSYKEY).
+async fn migrate_slot(
+    slot: u16,
+    (src, src_id): (u16, &str),
+    (dst, dst_id): (u16, &str),
+    others: &[u16],
+) -> (usize, Vec<String>) {
+    let (mut s, mut d) = (node(src).await, node(dst).await);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(src_id)
+        .query_async(&mut d)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(dst_id)
+        .query_async(&mut s)
+        .await
+        .unwrap();
+    let mut moved = 0;
+    let mut refusals = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query_async(&mut s)
+            .await
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let mut m = redis::cmd("MIGRATE");
+        m.arg("127.0.0.1")
+            .arg(dst)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS");
+        for k in &keys {
+            m.arg(k);
+        }
+        match m.query_async::<redis::Value>(&mut s).await {
+            Ok(_) => moved += keys.len(),
+            Err(e) => {
+                refusals.push(e.to_string());
+                break;
+            }
+        }
+        // Batches apart, so that scripts run while the slot is split between the nodes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for port in [dst, src].iter().chain(others) {
+        let mut c = node(*port).await;
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(dst_id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    (moved, refusals)
+}
+
+/// A busy tenant's slot migrated to another master, in batches, while a producer enqueues to
+/// it and two members drain it: every acknowledged task ends done, and ran exactly once (the
+/// side-effect log), with no member restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tenants_slot_migrated_under_load_loses_nothing() {
+    let env = TestEnv::on_cluster();
+    let busy = "rs-busy".to_owned();
+    let member_env = [("REDRIVE_FLEET__LEASE_TTL_MS", "15000")];
+    let mut a = env.member("a", &member_env);
+    let mut b = env.member("b", &member_env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, loops) = start_producing(&env, vec![busy.clone()], 3, stop.clone());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    let cluster = env.cluster.as_ref().unwrap();
+    let slot = redis_slot(&format!("{{{busy}}}"));
+    let masters = cluster.masters();
+    let port = *cluster.live_ports().first().unwrap();
+    let src = masters
+        .iter()
+        .find(|m| serves(port, m.port, slot))
+        .cloned()
+        .expect("a master serves the tenant's slot");
+    let dst = masters
+        .iter()
+        .find(|m| m.port != src.port)
+        .cloned()
+        .unwrap();
+    let others: Vec<u16> = masters
+        .iter()
+        .map(|m| m.port)
+        .filter(|p| *p != src.port && *p != dst.port)
+        .collect();
+    let (moved, refusals) =
+        migrate_slot(slot, (src.port, &src.id), (dst.port, &dst.id), &others).await;
+    eprintln!(
+        "slot {slot} of {busy}: {moved} keys moved from {} to {}; refusals: {refusals:?}",
+        src.port, dst.port
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert!(serves(port, dst.port, slot), "the slot did not move");
+    let sent = sent.lock().unwrap().clone();
+    let acked: Vec<Sent> = sent.iter().filter(|s| s.ok).cloned().collect();
+    eprintln!(
+        "{} enqueues acknowledged, {} failed",
+        acked.len(),
+        sent.len() - acked.len()
+    );
+    for s in sent.iter().filter(|s| !s.ok) {
+        eprintln!("enqueue of {} failed: {:?}", s.task_id, s.error);
+    }
+    // What the members met while the slot moved (settle retries and their causes).
+    for (m, log) in [("a", a.log_text()), ("b", b.log_text())] {
+        for line in log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(10)
+        {
+            eprintln!("member {m}: {line}");
+        }
+    }
+    assert!(
+        moved > 0 && acked.len() > 50,
+        "moved {moved}, acked {}",
+        acked.len()
+    );
+    let left = unfinished(&env, &acked, Duration::from_secs(30)).await;
+    for (s, st) in &left {
+        eprintln!("NOT DONE {} {} {st:?}", s.tenant, s.task_id);
+    }
+    let log_a = a.log_text();
+    let log_b = b.log_text();
+    assert!(
+        a.try_exit().is_none() && b.try_exit().is_none(),
+        "a member stopped:\n{log_a}\n{log_b}"
+    );
+    assert!(
+        left.is_empty(),
+        "{} of {} acknowledged tasks not done: {left:?}",
+        left.len(),
+        acked.len()
+    );
+    assert!(refusals.is_empty(), "MIGRATE refused: {refusals:?}");
+    // Each ran exactly once.
+    let effects = env.side_effects();
+    let runs = common::counts(effects.iter().map(|(_, id, _, _)| id.as_str()));
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    let never: Vec<&str> = acked
+        .iter()
+        .map(|s| s.task_id.as_str())
+        .filter(|id| !runs.contains_key(id))
+        .collect();
+    assert!(never.is_empty(), "acknowledged but never ran: {never:?}");
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    a.stop();
+    b.stop();
 }
