@@ -3,7 +3,9 @@
 //! by itself (no member is restarted). With WAIT on, every enqueue the producer saw succeed
 //! ends done or dead-lettered; with WAIT off, the test names every acknowledged task that
 //! was lost and checks each was acknowledged within the window asynchronous replication
-//! leaves open (README "Replication and failover").
+//! leaves open (README "Replication and failover"). A busy tenant's slot migrated under load
+//! loses nothing and runs nothing twice; on one server, writes whose replica is gone are
+//! counted short and still succeed.
 
 mod common;
 
@@ -476,4 +478,70 @@ async fn a_busy_tenants_slot_migrated_under_load_loses_nothing() {
     assert!(twice.is_empty(), "ran more than once: {twice:?}");
     a.stop();
     b.stop();
+}
+
+/// The sum of a counter's series with `label` in the metrics text.
+fn counter(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `redis.wait_replicas = 1` on one server with a replica: enqueues and settles are confirmed
+/// (nothing counted short). With the replica gone, enqueues still succeed and the fleet still
+/// drains, but every write's WAIT comes back short: counted by what it was for, and logged.
+#[tokio::test]
+async fn writes_whose_replica_is_gone_are_counted_short_and_still_succeed() {
+    let mut env = TestEnv::single();
+    env.set_redis("wait_replicas", "1");
+    env.set_redis("wait_timeout_ms", "50");
+    let port = env.redis.port().to_string();
+    let mut replica =
+        redrive::testkit::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).unwrap();
+    common::eventually(Duration::from_secs(20), "the replica linked", || async {
+        common::cluster::command(env.redis.port(), &["WAIT", "1", "100"]).is_ok_and(|n| n == "1")
+    })
+    .await;
+    let mut m = env.member("m", &[("REDRIVE_METRICS__LISTEN", "127.0.0.1:0")]);
+    let addr = m.metrics_addr();
+    env.enqueue("acme", 20, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    env.wait_drained(&["acme"], Duration::from_secs(30)).await;
+    let metrics = common::http_get(&addr, "/metrics").1;
+    assert!(
+        metrics.contains("redrive_redis_wait_short_total"),
+        "{metrics}"
+    );
+    let short = |m: &str, what: &str| {
+        counter(
+            m,
+            "redrive_redis_wait_short_total",
+            &format!("what=\"{what}\""),
+        )
+    };
+    assert_eq!(short(&metrics, "settle"), 0.0, "{metrics}");
+
+    // The replica gone: the writes stand, their WAITs come back short.
+    replica.kill();
+    // Another tenant: the harness's task ids (`<tenant>-<i>`) of acme are done, and would be
+    // refused as duplicates.
+    let ids = env
+        .enqueue("beta", 10, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    assert_eq!(ids.len(), 10);
+    env.wait_drained(&["beta"], Duration::from_secs(30)).await;
+    common::eventually(Duration::from_secs(10), "settles counted short", || async {
+        short(&common::http_get(&addr, "/metrics").1, "settle") >= 1.0
+    })
+    .await;
+    let done = env.side_effects();
+    assert_eq!(done.len(), 30, "{done:?}");
+    assert!(m.stop().success());
+    let log = m.log_text();
+    assert!(
+        log.contains("write not confirmed by enough replicas") && log.contains("what=\"settle\""),
+        "{log}"
+    );
 }
