@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Landed};
 use crate::config::{Settings, TasksSettings};
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisFailure, Result};
 use crate::records::{TaskRecord, TaskState};
 use crate::task::{now_ms, Limits, NewTask, Task};
 use crate::telemetry::events::producer as report;
@@ -103,6 +103,7 @@ impl Producer {
                 }
                 Err(e) => return Err(e),
             };
+            self.replicated(chunk, out.len()).await?;
             self.announce(chunk, appended.new_tenants).await;
             out.extend(outcomes(chunk, appended.landed)?);
         }
@@ -118,8 +119,57 @@ impl Producer {
     pub async fn enqueue_all(&self, tasks: Vec<(usize, NewTask)>) -> Result<Vec<Enqueued>> {
         let tasks = self.validate(tasks.into_iter(), |line| format!("line {line}"))?;
         let appended = self.broker.enqueue_atomic(&tasks, &self.tasks).await?;
+        self.replicated(&tasks, 0).await?;
         self.announce(&tasks, appended.new_tenants).await;
         outcomes(&tasks, appended.landed)
+    }
+
+    /// With `redis.wait_replicas` on, after an enqueue: waits (`WAIT`, bounded by
+    /// `redis.wait_timeout_ms`) until the replicas asked for have the tasks.
+    ///
+    /// A `WAIT` answered short does not fail the enqueue: the node is up and has the tasks,
+    /// which reach the replicas when they catch up (only a failover before then loses them);
+    /// it is counted (`redrive_redis_wait_short_total{what="enqueue"}`) and logged at warn —
+    /// failing enqueues while a replica is down would turn a lost replica into an outage. A
+    /// `WAIT` that got no answer (the connection to the node was lost: it may be failing over)
+    /// fails the enqueue as a lost reply ([`Error::Redis`], "may have been written"): the tasks
+    /// may be gone with the node, and enqueueing them again is safe (a task_id already
+    /// enqueued is refused as a duplicate).
+    async fn replicated(&self, tasks: &[Task], written_before: usize) -> Result<()> {
+        if !self.broker.waits_for_replicas() {
+            return Ok(());
+        }
+        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let Some(r) = self.broker.wait_written(&tenants).await else {
+            return Ok(());
+        };
+        if r.short() {
+            let error = r.error.as_ref().map(|e| e.to_string());
+            report::wait_short("enqueue", &tenants, r.asked, r.confirmed, error.as_deref());
+        }
+        match r.error {
+            Some(e) => Err(Error::Redis(
+                RedisFailure::new(
+                    format!(
+                "{} tasks were written but the WAIT for {} replicas got no answer ({e}): they \
+                 may not survive a failover of their node; enqueue them again (a task_id \
+                 already enqueued is refused as a duplicate){}",
+                tasks.len(),
+                r.asked,
+                if written_before > 0 {
+                    format!("; the first {written_before} tasks of the batch were confirmed before")
+                } else {
+                    String::new()
+                }
+            ),
+                    None,
+                )
+                .reply_lost(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// After an enqueue that registered `new_tenants` (> 0) tenants, tells the members so they

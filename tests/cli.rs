@@ -410,7 +410,7 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
             "--repeat",
             "1",
             "--scenario",
-            "drain,failure,log-volume,api-load",
+            "drain,failure,log-volume,api-load,wait",
         ],
         &[],
     );
@@ -428,6 +428,22 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
     assert!(drain["per_second"].as_f64().unwrap() > 0.0);
     assert!(drain["ratio_to_raw"].as_f64().unwrap() > 0.0);
     assert!(drain["note"].as_str().unwrap().contains("0 left in Redis"));
+    // The wait scenario: its own server with a replica, each row without and with WAIT.
+    for wait in ["wait_replicas=0", "wait_replicas=1"] {
+        for name in [
+            "enqueue: one task per call",
+            "enqueue: batched",
+            "drain: 1 tenant",
+        ] {
+            let r = row(&format!("{name} ({wait}, 1 replica)"));
+            assert!(r["per_second"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        let d = row(&format!("drain: 1 tenant ({wait}, 1 replica)"));
+        assert!(
+            d["note"].as_str().unwrap().contains("0 left in Redis"),
+            "{d}"
+        );
+    }
     let failure = row("failure path");
     assert!(
         failure["note"]

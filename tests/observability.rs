@@ -54,7 +54,7 @@ const DASHBOARD_PROVIDER: &str = "grafana/provisioning/dashboards/redrive.yaml";
 const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
 
 /// Every alert the kit must have.
-const ALERTS: [&str; 13] = [
+const ALERTS: [&str; 14] = [
     "RedriveTenantPoison",
     "RedriveBreakerOpen",
     "RedriveRecoveryRateLow",
@@ -64,6 +64,7 @@ const ALERTS: [&str; 13] = [
     "RedriveDeadLetterArchiveStalled",
     "RedriveMetricsDown",
     "RedriveRedisOutOfMemory",
+    "RedriveRedisWritesNotReplicated",
     "RedriveConsoleLoginsRefused",
     "RedriveDeadLettersUnowned",
     "RedriveNotificationsFailing",
@@ -748,6 +749,10 @@ fn alert_unit_tests_fail_when_a_threshold_window_guard_or_for_changes() {
             "max(redrive_redis_oom)",
             "max by (instance) (redrive_redis_oom)",
         ),
+        ("RedriveRedisWritesNotReplicated", "for: 10m", "for: 9m"),
+        ("RedriveRedisWritesNotReplicated", "for: 10m", "for: 11m"),
+        ("RedriveRedisWritesNotReplicated", "> 0", ">= 0"),
+        ("RedriveRedisWritesNotReplicated", "[5m]", "[7m]"),
         ("RedriveConsoleLoginsRefused", "> 20", "> 19"),
         ("RedriveConsoleLoginsRefused", "> 20", "> 21"),
         ("RedriveConsoleLoginsRefused", "> 20", ">= 20"),

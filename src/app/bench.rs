@@ -82,11 +82,14 @@ pub enum Scenario {
     /// What an idle member costs Redis, in commands per second, with 10, 100 and 1,000 known
     /// tenants (each ran one task; nothing is pending).
     Idle,
+    /// What `redis.wait_replicas = 1` costs: the enqueue and 1-tenant drain scenarios on a
+    /// private redis-server with one replica, without and with WAIT, side by side.
+    Wait,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -107,6 +110,7 @@ impl Scenario {
         Scenario::Discovery,
         Scenario::ApiLoad,
         Scenario::Idle,
+        Scenario::Wait,
     ];
 }
 
@@ -675,6 +679,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             ],
             Scenario::ApiLoad => api_load(&mut bench).await?,
             Scenario::Idle => idle(&mut bench).await?,
+            Scenario::Wait => wait_cost(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -924,6 +929,89 @@ async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> 
             settings.fleet.read_batch
         ),
     })
+}
+
+/// The `wait` scenario: a private redis-server with one replica (whatever server the bench was
+/// given: the figure needs a replica that acknowledges), then `enqueue` and the 1-tenant
+/// `drain` without WAIT and with `redis.wait_replicas = 1` (`wait_timeout_ms` 100), runs
+/// alternating so drift hits both alike. Each row says which.
+async fn wait_cost(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let primary = RedisServer::start()?;
+    let port = primary.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port])?;
+    let saved = (bench.url.clone(), bench.redis.clone());
+    bench.url = primary.url();
+    bench.redis.url = Some(primary.url());
+    let one = crate::broker::WaitReplicas {
+        replicas: 1,
+        timeout: Duration::from_millis(100),
+    };
+    // The replica linked and acknowledging before anything is measured.
+    bench.redis.wait = Some(one);
+    let probe_settings = bench.settings("bench-wait-probe", |_| {})?;
+    let probe = bench.broker(&probe_settings).await;
+    let linked = Instant::now();
+    let mut confirmed = false;
+    if let Ok(probe) = &probe {
+        while linked.elapsed() < Duration::from_secs(20) {
+            if probe
+                .wait_written(&["probe"])
+                .await
+                .is_some_and(|r| !r.short())
+            {
+                confirmed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if !confirmed {
+        (bench.url, bench.redis) = saved;
+        return Err(Error::Timeout(
+            "bench wait: the replica did not acknowledge within 20 s".into(),
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut result = Ok(());
+    for _ in 0..bench.opts.repeat.max(1) {
+        for wait in [None, Some(one)] {
+            bench.redis.wait = wait;
+            let label = if wait.is_some() {
+                "wait_replicas=1"
+            } else {
+                "wait_replicas=0"
+            };
+            let got = async {
+                let mut got = enqueue(bench).await?;
+                got.push(drain(bench, 1, None).await?);
+                Ok::<_, Error>(got)
+            }
+            .await;
+            match got {
+                Ok(got) => rows.extend(got.into_iter().map(|mut r| {
+                    r.scenario = format!("{} ({label}, 1 replica)", r.scenario);
+                    r
+                })),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    (bench.url, bench.redis) = saved;
+    drop(replica);
+    drop(primary);
+    result?;
+    // The median run of each row when repeated.
+    let mut by_name: Vec<(String, Vec<BenchRow>)> = Vec::new();
+    for r in rows {
+        match by_name.iter_mut().find(|(n, _)| *n == r.scenario) {
+            Some((_, v)) => v.push(r),
+            None => by_name.push((r.scenario.clone(), vec![r])),
+        }
+    }
+    Ok(by_name.into_iter().map(|(_, v)| median(v)).collect())
 }
 
 /// How long the `idle` scenario counts an idle member's Redis commands.

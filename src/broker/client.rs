@@ -40,6 +40,18 @@ pub struct RedisSettings {
     /// Where `password` was read from, so child processes (the bench's members) are pointed
     /// at the same place instead of handed the secret.
     pub password_source: Option<PasswordSource>,
+    /// The replicas every enqueue and settle write waits for (`WAIT`), `None` when off.
+    pub wait: Option<WaitReplicas>,
+}
+
+/// `redis.wait_replicas` and `redis.wait_timeout_ms` when on: after each enqueue and settle
+/// write, `WAIT replicas timeout` on the node that took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitReplicas {
+    /// Replicas that must confirm (at least 1).
+    pub replicas: u64,
+    /// How long one WAIT may block.
+    pub timeout: Duration,
 }
 
 /// Where a Redis password was read from.
@@ -63,6 +75,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("password_source", &self.password_source)
+            .field("wait", &self.wait)
             .finish()
     }
 }
@@ -407,6 +420,7 @@ mod tests {
             username: None,
             password: None,
             password_source: None,
+            wait: None,
         }
     }
 

@@ -83,6 +83,9 @@ pub struct Broker {
     pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Which tenants' events the scripts record for their notification targets (notify.rs).
     pub(super) notify: Arc<super::notify_plan::NotifyPlan>,
+    /// The replicas each enqueue and settle write waits for (`redis.wait_replicas`), `None`
+    /// when off (replicas.rs).
+    pub(super) wait: Option<super::client::WaitReplicas>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -147,6 +150,7 @@ impl Broker {
             enqueue_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             server: Arc::new(ServerInfo::unknown()),
             notify: Arc::default(),
+            wait: settings.wait,
         };
         broker.ping().await?;
         broker.server = Arc::new(broker.probe_server().await);

@@ -9,14 +9,29 @@ impl From<redis::RedisError> for Error {
         let code = e.code().map(str::to_owned);
         // A refusal Redis answered and a connection that could not be opened are clean: nothing
         // ran. A lost or unreadable reply may hide a request that did run.
+        // On a cluster, a redirection or refusal that reached us past the client's own retries
+        // (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) was answered before anything ran: clean. A
+        // script that stopped part-way because one of the keys it builds (a task record, a
+        // stats bucket) is in a slot being migrated, or the cluster went down under it, may
+        // have written before that key: it may have run.
         let lost = match e.kind() {
             redis::ErrorKind::Io => !e.is_connection_refusal(),
             redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => true,
-            _ => false,
+            _ if matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")) => false,
+            _ => script_stopped_part_way(&e.to_string()),
         };
         let failure = RedisFailure::new(e.to_string(), code);
         Error::Redis(if lost { failure.reply_lost() } else { failure })
     }
+}
+
+/// Whether a script's error says Redis stopped it at a command it refused on this node: a key
+/// of a slot in migration, or the cluster down (`Script attempted to access a non local key
+/// in a cluster node`, `… while the cluster is down`). What the script wrote before stands.
+fn script_stopped_part_way(text: &str) -> bool {
+    text.contains("Script attempted to access a non local key")
+        || text.contains("Script attempted to execute a command while the cluster is down")
+        || text.contains("Script attempted to execute a write command while the cluster is down")
 }
 
 /// Whether a Redis error carries the server code `code` (`NOGROUP`, `BUSYGROUP`, …).
@@ -161,5 +176,23 @@ mod tests {
             "command not allowed when used memory > 'maxmemory'".to_owned(),
         ));
         assert!(!may_have_run(&Error::from(oom)));
+        // Cluster redirections past the client's retries: nothing ran.
+        for code in ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"] {
+            let e = redis::RedisError::from((
+                redis::ErrorKind::Extension,
+                code,
+                "3999 127.0.0.1:7001".to_owned(),
+            ));
+            assert!(!may_have_run(&Error::from(e)), "{code}");
+        }
+        // A script stopped part-way at a key of a migrating slot: what it wrote before stands.
+        let e = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "ERR",
+            "Error in script: Script attempted to access a non local key in a cluster node \
+             script: f_1 on @user_script:12."
+                .to_owned(),
+        ));
+        assert!(may_have_run(&Error::from(e)));
     }
 }

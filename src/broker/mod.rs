@@ -33,6 +33,7 @@ mod lease;
 mod notify;
 mod notify_plan;
 mod records;
+mod replicas;
 mod retries;
 mod review;
 mod running;
@@ -56,6 +57,7 @@ pub use breakers::{BreakerInfo, BreakerTransition, ProbeVerdict};
 pub use claims::{ClaimStep, ReclaimScan};
 pub use client::{
     check_url, redact_url, seed_urls, PasswordSource, RedisPassword, RedisSettings, RedisTls,
+    WaitReplicas,
 };
 pub(crate) use client::{open_client, open_cluster_client};
 pub use commands::{BeginCommand, FinishMode, Withdraw};

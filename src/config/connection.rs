@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::check::{check_ident, check_range};
 use crate::broker::{
     check_url, open_client, open_cluster_client, redact_url, seed_urls, PasswordSource,
-    RedisPassword, RedisSettings, RedisTls,
+    RedisPassword, RedisSettings, RedisTls, WaitReplicas,
 };
 use crate::error::{Error, Result};
 
@@ -42,6 +42,11 @@ pub struct RawRedis {
     pub password_file: String,
     /// Name of an environment variable holding the password, when not in the URL; empty: none.
     pub password_env: String,
+    /// Replicas that must confirm each enqueue and settle write (`WAIT <n> <ms>` after it);
+    /// 0: off (no WAIT).
+    pub wait_replicas: u64,
+    /// How long one `WAIT` may block, ms (with `wait_replicas` > 0).
+    pub wait_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for RawRedis {
@@ -59,6 +64,8 @@ impl std::fmt::Debug for RawRedis {
             .field("username", &self.username)
             .field("password_file", &self.password_file)
             .field("password_env", &self.password_env)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout_ms", &self.wait_timeout_ms)
             .finish()
     }
 }
@@ -128,6 +135,29 @@ fn password(r: &RawRedis) -> Result<Option<(RedisPassword, PasswordSource)>> {
     Ok(Some((RedisPassword::new(password), source)))
 }
 
+/// The replicas to wait for after each write (`redis.wait_replicas`, `redis.wait_timeout_ms`),
+/// `None` when off. A timeout of 0 is refused: `WAIT n 0` blocks until the replicas answer,
+/// forever when one is down, which would stall every enqueue and settle.
+fn wait(r: &RawRedis) -> Result<Option<WaitReplicas>> {
+    if r.wait_replicas == 0 {
+        return Ok(None);
+    }
+    check_range("redis.wait_replicas", r.wait_replicas, 0, 16)?;
+    if r.wait_timeout_ms == 0 {
+        return Err(Error::Config(format!(
+            "redis.wait_timeout_ms = 0 with redis.wait_replicas = {}: WAIT would block every \
+             write until the replicas answer, forever while one is down; give a bound in ms \
+             (e.g. 100)",
+            r.wait_replicas
+        )));
+    }
+    check_range("redis.wait_timeout_ms", r.wait_timeout_ms, 1, 60_000)?;
+    Ok(Some(WaitReplicas {
+        replicas: r.wait_replicas,
+        timeout: Duration::from_millis(r.wait_timeout_ms),
+    }))
+}
+
 /// Validates `[redis]`: an empty URL means "not configured"; any other must parse. TLS
 /// settings need a `rediss://` URL and are checked by building the client once (files read,
 /// certificates parsed); credentials come from one place each.
@@ -173,6 +203,7 @@ pub(crate) fn validate(r: &RawRedis) -> Result<RedisSettings> {
         10,
         600_000,
     )?;
+    let wait = wait(r)?;
     let tls = RedisTls {
         ca_file: path(&r.tls_ca_file),
         cert_file: path(&r.tls_cert_file),
@@ -194,6 +225,7 @@ pub(crate) fn validate(r: &RawRedis) -> Result<RedisSettings> {
         username,
         password,
         password_source,
+        wait,
     };
     match settings.url.as_deref() {
         Some(url) => {

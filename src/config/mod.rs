@@ -362,6 +362,53 @@ patch = { lang = "en", meta = { source = "replay" } }
     }
 
     #[test]
+    fn waiting_for_replicas_is_off_by_default_and_bounded() {
+        let s = Settings::from_raw(defaults()).unwrap();
+        assert_eq!(s.redis.wait, None);
+        let s = Settings::from_raw(with("[redis]\nwait_replicas = 1\n")).unwrap();
+        assert_eq!(
+            s.redis.wait,
+            Some(crate::broker::WaitReplicas {
+                replicas: 1,
+                timeout: std::time::Duration::from_millis(100),
+            })
+        );
+        let s = Settings::from_raw(with("[redis]\nwait_replicas = 2\nwait_timeout_ms = 250\n"))
+            .unwrap();
+        assert_eq!(
+            s.redis.wait.map(|w| (w.replicas, w.timeout.as_millis())),
+            Some((2, 250))
+        );
+        // A timeout of 0 (WAIT would block forever), too many replicas, too long a timeout.
+        let e = Settings::from_raw(with("[redis]\nwait_replicas = 1\nwait_timeout_ms = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("redis.wait_timeout_ms = 0") && e.contains("forever"),
+            "{e}"
+        );
+        let e = Settings::from_raw(with("[redis]\nwait_replicas = 17\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("redis.wait_replicas = 17 is out of range"),
+            "{e}"
+        );
+        let e = Settings::from_raw(with(
+            "[redis]\nwait_replicas = 1\nwait_timeout_ms = 60001\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("redis.wait_timeout_ms = 60001 is out of range"),
+            "{e}"
+        );
+        // Off ignores the timeout.
+        let s = Settings::from_raw(with("[redis]\nwait_timeout_ms = 0\n")).unwrap();
+        assert_eq!(s.redis.wait, None);
+    }
+
+    #[test]
     fn passwords_from_a_file_or_variable_are_never_shown() {
         let dir = std::env::temp_dir().join(format!("redrive-pw-{:08x}", fastrand::u32(..)));
         std::fs::create_dir_all(&dir).unwrap();

@@ -342,8 +342,9 @@ impl Settler {
         let broker = &self.broker;
         let tenant_ref: &str = &tenant;
         let (a, b) = tokio::join!(
-            self.with_retry(
+            self.with_retry_replicated(
                 RedisOp::Ack,
+                tenant_ref,
                 fast.len() as u64,
                 Some(fast_first),
                 || async {
@@ -376,8 +377,9 @@ impl Settler {
                     }
                 }
             ),
-            self.with_retry(
+            self.with_retry_replicated(
                 RedisOp::Ack,
+                tenant_ref,
                 checked.len() as u64,
                 Some(checked_first),
                 || async {
@@ -534,6 +536,37 @@ impl Settler {
         }
     }
 
+    /// [`Settler::with_retry`] of a settle write of `tenant`'s keys, then, with
+    /// `redis.wait_replicas` on, a `WAIT` on its node: a shortfall is counted
+    /// (`redrive_redis_wait_short_total{what="settle"}`) and logged, never retried or failed
+    /// (the write is in Redis; only a failover before the replicas catch up loses it).
+    async fn with_retry_replicated<T, F, Fut>(
+        &self,
+        what: RedisOp,
+        tenant: &str,
+        entries: u64,
+        first: Option<oneshot::Sender<()>>,
+        call: F,
+    ) -> Option<Tried<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let tried = self.with_retry(what, entries, first, call).await?;
+        if let Some(r) = self.broker.wait_written(&[tenant]).await {
+            if r.short() {
+                events::replication::wait_short(
+                    "settle",
+                    &[tenant],
+                    r.asked,
+                    r.confirmed,
+                    r.error.as_ref().map(|e| e.to_string()).as_deref(),
+                );
+            }
+        }
+        Some(tried)
+    }
+
     /// Settles one entry set aside: each kind is one move of its own.
     async fn settle_other(&self, s: Aside) {
         match s {
@@ -541,7 +574,7 @@ impl Settler {
                 events::settle::entry_gone_before_run(&tenant, &entry_id);
                 let ids = [entry_id.as_str()];
                 if self
-                    .with_retry(RedisOp::AckTombstone, 1, None, || {
+                    .with_retry_replicated(RedisOp::AckTombstone, &tenant, 1, None, || {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await
@@ -624,7 +657,7 @@ impl Settler {
                 let ids = [entry_id.as_str()];
                 let member = &self.shared.member;
                 if let Some(tried) = self
-                    .with_retry(RedisOp::Ack, 1, None, || {
+                    .with_retry_replicated(RedisOp::Ack, &tenant, 1, None, || {
                         self.broker.ack_duplicates(&tenant, member, &ids)
                     })
                     .await
@@ -745,8 +778,9 @@ impl Settler {
         let result = {
             let items: Vec<RetryItem> = items.iter().map(|r| r.item.clone()).collect();
             let records = self.shared.tasks.enabled;
-            self.with_retry(
+            self.with_retry_replicated(
                 RedisOp::ScheduleRetry,
+                tenant,
                 items.len() as u64,
                 Some(first),
                 || {
@@ -824,9 +858,13 @@ impl Settler {
         let tenant = &tenant;
         let records = self.shared.tasks.enabled;
         let result = self
-            .with_retry(RedisOp::Defer, items.len() as u64, Some(first), || {
-                self.broker.defer(tenant, member, &items, records)
-            })
+            .with_retry_replicated(
+                RedisOp::Defer,
+                tenant,
+                items.len() as u64,
+                Some(first),
+                || self.broker.defer(tenant, member, &items, records),
+            )
             .await;
         if let Some(tried) = result {
             let (mut deferred, mut lost, mut gone) = (0u64, 0u64, 0u64);
@@ -886,7 +924,7 @@ impl Settler {
                 // Deleted meanwhile: a tombstone, acked so it leaves the PEL.
                 let ids = [entry_id.as_str()];
                 let _ = self
-                    .with_retry(RedisOp::AckTombstone, 1, None, || {
+                    .with_retry_replicated(RedisOp::AckTombstone, &tenant, 1, None, || {
                         self.broker.ack_only(&tenant, &ids)
                     })
                     .await;
@@ -942,7 +980,7 @@ impl Settler {
         let task_id = dl.record_task_id();
         crate::failpoint::hit("before_dead_letter");
         let result = self
-            .with_retry(RedisOp::DeadLetter, 1, None, || {
+            .with_retry_replicated(RedisOp::DeadLetter, tenant, 1, None, || {
                 self.broker.dead_letter(
                     tenant,
                     entry_id,

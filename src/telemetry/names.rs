@@ -101,6 +101,10 @@ pub const REDIS_OOM: &str = "redrive_redis_oom";
 /// connect (`INFO server`): `flavor` `redis` or `valkey`, `version` its own (`7.0.15`, or
 /// `unknown` when the server would not say).
 pub const REDIS_INFO: &str = "redrive_redis_info";
+/// Counter{what}: writes (`what`: `enqueue` batches, `settle` calls) whose `WAIT` for
+/// `redis.wait_replicas` replicas got fewer within `redis.wait_timeout_ms`: acknowledged, but a
+/// failover of their node before the replicas catch up would lose them.
+pub const REDIS_WAIT_SHORT: &str = "redrive_redis_wait_short_total";
 
 /// Gauge{tenant,state}: 1 while the tenant's breaker is `open` or `half_open`, as this
 /// member last saw it; set to 0 when it closes and then no longer updated, so the series

@@ -69,6 +69,9 @@ fn build_prometheus(
     for op in RedisOp::ALL {
         metrics::counter!(names::REDIS_ERRORS, "op" => op.as_str()).increment(0);
     }
+    for what in super::events::replication::WHAT {
+        metrics::counter!(names::REDIS_WAIT_SHORT, "what" => what).increment(0);
+    }
     for result in ["recorded", "fenced", "failed"] {
         metrics::counter!(names::STEP_RECORDS, "result" => result).increment(0);
     }

@@ -152,6 +152,8 @@ impl TestEnv {
                 "username" => raw.redis.username = v.clone(),
                 "password_file" => raw.redis.password_file = v.clone(),
                 "password_env" => raw.redis.password_env = v.clone(),
+                "wait_replicas" => raw.redis.wait_replicas = v.parse().unwrap(),
+                "wait_timeout_ms" => raw.redis.wait_timeout_ms = v.parse().unwrap(),
                 other => panic!("TestEnv: unknown [redis] setting {other}"),
             }
         }

@@ -18,6 +18,7 @@ pub mod read;
 pub mod records;
 pub mod redis_calls;
 pub mod redis_server;
+pub mod replication;
 pub mod settle;
 pub mod storm;
 pub mod task_records;

@@ -31,3 +31,5 @@ pub fn wait_retrying(tenant: &str, task_id: &str, error: &dyn std::fmt::Display)
 pub fn announce_failed(tenants: &[&str], error: &dyn std::fmt::Display) {
     tracing::warn!(target: TARGET, tenants = %tenants.join(","), error = %error, "new tenants enqueued but not announced to members; they are found by the periodic look");
 }
+
+pub use super::replication::wait_short;

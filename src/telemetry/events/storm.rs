@@ -162,6 +162,9 @@ storm_events! {
     PoolStderr = "pool_stderr", "redrive::agents::pool", INFO, "agent stderr", none;
     /// A line an exec agent wrote on stderr (`AgentMeters::stderr_line`).
     ExecStderr = "exec_stderr", "redrive::agents::exec", INFO, "agent stderr", none;
+    /// A write's `WAIT` confirmed fewer replicas than `redis.wait_replicas`
+    /// (`replication::wait_short`).
+    WaitShort = "wait_short", "redrive::broker::replicas", WARN, "write not confirmed by enough replicas within redis.wait_timeout_ms: a failover of its node now could lose it", none;
 }
 
 impl StormEvent {
@@ -473,6 +476,9 @@ mod tests {
                 let meters =
                     agent_process::AgentMeters::new("9:x", event == StormEvent::PoolStderr);
                 meters.stderr_line(0, 1, Some(&log), "Traceback at line 12");
+            }
+            StormEvent::WaitShort => {
+                crate::telemetry::events::replication::wait_short("settle", &[tenant], 1, 0, None)
             }
         }
     }
