@@ -200,7 +200,10 @@ impl Reader {
             return Ok(ReadStep::Stopped);
         }
         let looked = match self.shared.discovery.take() {
-            Some(Wish { full: false, named }) => self.discover_named(named).await,
+            // An announcement without a name (not one of redrive's producers) reads it all.
+            Some(Wish { full: false, named }) if !named.is_empty() => {
+                self.discover_named(named).await
+            }
             Some(_) => self.discover(Look::Signalled).await,
             None => self.discover(Look::Periodic).await,
         };
