@@ -13,6 +13,8 @@
 //! (`[[tasks.overrides]]`) reuses ids on purpose: every enqueue appends and starts a new record.
 //! With records off every task is a plain XADD and nothing is refused.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Landed};
@@ -24,6 +26,17 @@ use crate::telemetry::events::producer as report;
 
 /// How many tasks one pipeline carries.
 const PIPELINE_CHUNK: usize = 1000;
+
+/// How long after its registration (an `SADD` whose answer came back) a producer leaves a
+/// tenant out of the registry `SADD` of its enqueues. Nothing in redrive takes a tenant out of
+/// the registry; should Redis lose it (a restart without persistence, a failover), entries
+/// appended meanwhile wait at most this long for the next enqueue's `SADD` (or the periodic
+/// look) to register the tenant again: they are in the lane, the group is created at id 0.
+const REGISTERED_FOR: Duration = Duration::from_secs(1);
+
+/// How many tenants a producer remembers as registered; past that it forgets them all (and
+/// registers each again at its next enqueue).
+const REGISTERED_MAX: usize = 100_000;
 
 /// What became of one task given to a [`Producer`]: appended to its tenant's lane, or — when
 /// its task_id already has a live record — refused as a duplicate (nothing written but a
@@ -62,6 +75,8 @@ pub struct Producer {
     broker: Broker,
     limits: Limits,
     tasks: TasksSettings,
+    /// Tenants this producer (and its clones) registered, and when.
+    registered: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Producer {
@@ -74,14 +89,73 @@ impl Producer {
             broker,
             limits: settings.limits,
             tasks: settings.tasks().clone(),
+            registered: Arc::default(),
         }
     }
 
-    /// Enqueues one task. A duplicate comes back as `Ok` with [`Enqueued::duplicate`] set.
+    /// Enqueues one task: one round trip (`EVALSHA` of enqueue.lua, or `XADD` with records
+    /// off, with the registry `SADD` in the same pipeline the first time this producer sees the
+    /// tenant, and again at most once a second). A duplicate comes back as `Ok` with
+    /// [`Enqueued::duplicate`] set.
     pub async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
-        let mut out = self.enqueue_batch(vec![task]).await?;
+        let task = task.into_task(&self.limits, now_ms())?;
+        let mut out = self.enqueue_chunk(std::slice::from_ref(&task), 0).await?;
         out.pop()
             .ok_or_else(|| Error::Protocol("an enqueue of one task answered nothing".into()))
+    }
+
+    /// One pipelined round trip of validated `tasks` (≤ [`PIPELINE_CHUNK`]), registering the
+    /// tenants this producer has not registered within [`REGISTERED_FOR`], then announcing
+    /// those that were new. With `redis.wait_replicas` on, waits for the replicas first
+    /// ([`Producer::replicated`]; `written_before`: how many tasks of the batch were
+    /// confirmed before this chunk, for its error message).
+    async fn enqueue_chunk(&self, tasks: &[Task], written_before: usize) -> Result<Vec<Enqueued>> {
+        let register = self.to_register(tasks);
+        let appended = self.broker.enqueue(tasks, &register, &self.tasks).await?;
+        self.registered_now(&register);
+        self.replicated(tasks, written_before).await?;
+        self.announce(tasks, &register, appended.new_tenants).await;
+        outcomes(tasks, appended.landed)
+    }
+
+    /// The distinct tenants of `tasks` this producer has not registered lately, sorted.
+    fn to_register<'a>(&self, tasks: &'a [Task]) -> Vec<&'a str> {
+        let Ok(known) = self.registered.lock() else {
+            return tenants_of(tasks);
+        };
+        let mut out: Vec<&str> = tasks
+            .iter()
+            .map(|t| t.tenant.as_str())
+            .filter(|t| {
+                known
+                    .get(*t)
+                    .is_none_or(|at| at.elapsed() >= REGISTERED_FOR)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Remembers `tenants` as registered (their `SADD` answered).
+    fn registered_now(&self, tenants: &[&str]) {
+        if tenants.is_empty() {
+            return;
+        }
+        if let Ok(mut known) = self.registered.lock() {
+            if known.len() + tenants.len() > REGISTERED_MAX {
+                known.clear();
+            }
+            let now = Instant::now();
+            for t in tenants {
+                match known.get_mut(*t) {
+                    Some(at) => *at = now,
+                    None => {
+                        known.insert((*t).to_owned(), now);
+                    }
+                }
+            }
+        }
     }
 
     /// Validates every task, then enqueues them all in pipelined round trips of up to 1000
@@ -93,7 +167,7 @@ impl Producer {
         let tasks = self.validate(tasks.into_iter().enumerate(), |i| format!("task #{i}"))?;
         let mut out = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(PIPELINE_CHUNK) {
-            let appended = match self.broker.enqueue(chunk, &self.tasks).await {
+            let enqueued = match self.enqueue_chunk(chunk, out.len()).await {
                 Ok(a) => a,
                 Err(Error::OutOfMemory(m)) if !out.is_empty() => {
                     return Err(Error::OutOfMemory(format!(
@@ -103,9 +177,7 @@ impl Producer {
                 }
                 Err(e) => return Err(e),
             };
-            self.replicated(chunk, out.len()).await?;
-            self.announce(chunk, appended.new_tenants).await;
-            out.extend(outcomes(chunk, appended.landed)?);
+            out.extend(enqueued);
         }
         Ok(out)
     }
@@ -119,8 +191,10 @@ impl Producer {
     pub async fn enqueue_all(&self, tasks: Vec<(usize, NewTask)>) -> Result<Vec<Enqueued>> {
         let tasks = self.validate(tasks.into_iter(), |line| format!("line {line}"))?;
         let appended = self.broker.enqueue_atomic(&tasks, &self.tasks).await?;
+        let tenants = tenants_of(&tasks);
+        self.registered_now(&tenants);
         self.replicated(&tasks, 0).await?;
-        self.announce(&tasks, appended.new_tenants).await;
+        self.announce(&tasks, &tenants, appended.new_tenants).await;
         outcomes(&tasks, appended.landed)
     }
 
@@ -172,22 +246,23 @@ impl Producer {
         }
     }
 
-    /// After an enqueue that registered `new_tenants` (> 0) tenants, tells the members so they
-    /// discover them at once. The tasks are written either way: a failed announcement is
-    /// logged and counted, and members find the tenants at their next periodic look.
-    /// On a Redis Cluster it also tells them which lanes got entries (their readers cannot
-    /// block on the lanes there), so they read at once instead of at their next poll.
-    async fn announce(&self, tasks: &[Task], new_tenants: u64) {
-        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
-        tenants.sort_unstable();
-        tenants.dedup();
+    /// After an enqueue whose registration of `registered` added `new_tenants` (> 0) tenants,
+    /// tells the members (naming the tenants registered) so they serve them at once. The tasks
+    /// are written either way: a failed announcement is logged and counted, and members find
+    /// the tenants at their next periodic look. On a Redis Cluster it also tells them which
+    /// lanes got entries (their readers cannot block on the lanes there), so they read at once
+    /// instead of at their next poll.
+    async fn announce(&self, tasks: &[Task], registered: &[&str], new_tenants: u64) {
         if new_tenants > 0 {
-            if let Err(e) = self.broker.announce_tenants(&tenants).await {
-                report::announce_failed(&tenants, &e);
+            if let Err(e) = self.broker.announce_tenants(registered).await {
+                report::announce_failed(registered, &e);
             }
         }
-        if let Err(e) = self.broker.signal_entries(&tenants).await {
-            report::announce_failed(&tenants, &e);
+        if self.broker.is_cluster() {
+            let tenants = tenants_of(tasks);
+            if let Err(e) = self.broker.signal_entries(&tenants).await {
+                report::announce_failed(&tenants, &e);
+            }
         }
     }
 
@@ -210,6 +285,14 @@ impl Producer {
             })
             .collect()
     }
+}
+
+/// The distinct tenants of `tasks`, sorted.
+fn tenants_of(tasks: &[Task]) -> Vec<&str> {
+    let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
 }
 
 /// The tasks with what became of them (reporting each duplicate).

@@ -683,3 +683,58 @@ async fn a_script_cache_flushed_during_a_pipelined_batch_loses_no_task() {
         noscript_errors(&env).await
     );
 }
+
+/// A producer registers a tenant with its first enqueue and leaves the `SADD` out of the
+/// following ones for a second; should the registry lose the tenant, a later enqueue registers
+/// it again.
+#[tokio::test]
+async fn a_producer_registers_a_tenant_once_a_second_at_most() {
+    let env = TestEnv::new();
+    let producer = env.producer().await;
+    let registry = format!("{}:tenants", env.prefix);
+    let mut raw = env.raw().await;
+    let sadds = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_sadd:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        producer
+            .enqueue(NewTask::new("once", "k", json!({})))
+            .await
+            .unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(sadds(info), 1, "one SADD for five enqueues within a second");
+    // The registry loses the tenant (as a Redis without persistence would on a restart).
+    let _: () = redis::cmd("SREM")
+        .arg(&registry)
+        .arg("once")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    producer
+        .enqueue(NewTask::new("once", "k", json!({})))
+        .await
+        .unwrap();
+    let held: bool = redis::cmd("SISMEMBER")
+        .arg(&registry)
+        .arg("once")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(held, "registered again a second later");
+    assert_eq!(lane_ids(&env, "once").await.len(), 6);
+}

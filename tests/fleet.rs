@@ -348,6 +348,39 @@ async fn a_new_tenant_is_served_as_soon_as_a_producer_announces_it() {
     assert_eq!(discovered(&m, "signal"), 1, "{}", m.log_text());
 }
 
+/// Past `fleet.max_lanes_per_read` a read names a rotating window of lanes; a tenant just
+/// announced is named by the next read whatever the rotation, so its task does not wait for
+/// its lane's turn (here: the blocked read's 50 s, as no other tenant enqueues).
+#[tokio::test]
+async fn an_announced_tenant_past_the_read_window_is_read_at_once() {
+    let env = TestEnv::new();
+    let known = ["k0", "k1", "k2", "k3", "k4", "k5", "k6"];
+    for t in known {
+        env.enqueue(t, 1, json!({"simulate": "ok", "work_ms": 0}))
+            .await;
+    }
+    let mut vars = ANNOUNCED_ONLY.to_vec();
+    vars.push(("REDRIVE_FLEET__MAX_LANES_PER_READ", "2"));
+    let m = env.member("watch-window", &vars);
+    eventually(LONG, "the known tenants' tasks done", || async {
+        env.side_effects().len() == known.len()
+    })
+    .await;
+    // Idle now: each read names 2 of the 7 lanes, blocking for 50 s. The new lane is the 8th.
+    for i in 0..3 {
+        let tenant = format!("fresh{i}");
+        cli_enqueue(&env, &tenant, &format!("f-{i}"));
+        eventually(
+            Duration::from_secs(20),
+            "the new tenant's task done",
+            || async { env.side_effects().iter().any(|e| e.0 == tenant) },
+        )
+        .await;
+    }
+    assert_eq!(discovered(&m, "signal"), 3, "{}", m.log_text());
+    assert_eq!(discovered(&m, "poll"), 0, "{}", m.log_text());
+}
+
 #[tokio::test]
 async fn the_tenant_watch_subscribes_again_after_its_connection_is_killed() {
     let env = TestEnv::new();

@@ -10,9 +10,47 @@ use redis::Value;
 
 use super::connect::Broker;
 use super::reply::entry_ids;
+use super::scripts::scripts;
 use crate::error::{Error, Result};
+use crate::records::TasksSettings;
+use crate::task::Task;
 
 impl Broker {
+    /// The raw ceiling of a single awaited enqueue, on the shared connection the producer
+    /// uses: each of `tasks` (validated) as one `EVALSHA` of enqueue.lua — the producer's own
+    /// invocation, built before the clock starts — awaited before the next is sent; then as
+    /// many `PING`s, one at a time. Returns how long each loop took.
+    pub(crate) async fn raw_single_enqueue(
+        &self,
+        tasks: &[Task],
+        records: &TasksSettings,
+    ) -> Result<(Duration, Duration)> {
+        let mut con = self.con();
+        let _: Vec<Value> = redis::pipe()
+            .load_script(&scripts().enqueue)
+            .query_async(&mut con)
+            .await?;
+        let calls: Vec<redis::Pipeline> = tasks
+            .iter()
+            .map(|t| {
+                let mut p = redis::pipe();
+                p.invoke_script(&self.enqueue_invocation(t, records));
+                p
+            })
+            .collect();
+        let started = Instant::now();
+        for call in &calls {
+            let _: Vec<Value> = call.query_async(&mut con).await?;
+        }
+        let evalsha = started.elapsed();
+        let ping = redis::cmd("PING");
+        let started = Instant::now();
+        for _ in tasks {
+            let _: Value = ping.query_async(&mut con).await?;
+        }
+        Ok((evalsha, started.elapsed()))
+    }
+
     /// Deletes every key of `tenant` (task records and their index and events, lane, retry
     /// schedule, deferred set, dead letters, trim counter, breaker, in-flight reservations) and
     /// removes it from the registry. For benchmarks that clean up

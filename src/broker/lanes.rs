@@ -268,7 +268,9 @@ fn landed(v: Value) -> Result<Landed> {
 
 impl Broker {
     /// Appends tasks to their tenants' lanes in pipelined round trips, registering the tenants
-    /// first. Returns what became of each task, in order. Tasks must be validated already.
+    /// of `register` first (the caller leaves out those it registered moments ago; empty: no
+    /// `SADD` at all). Returns what became of each task, in order. Tasks must be validated
+    /// already.
     ///
     /// With records on (`records.enabled`) each task is one `enqueue.lua` (append + record,
     /// or a duplicate refused when `records.dedup_for(tenant)`); the script is loaded at the
@@ -280,6 +282,7 @@ impl Broker {
     pub(crate) async fn enqueue(
         &self,
         tasks: &[Task],
+        register: &[&str],
         records: &TasksSettings,
     ) -> Result<Appended> {
         if tasks.is_empty() {
@@ -288,39 +291,45 @@ impl Broker {
                 new_tenants: 0,
             });
         }
-        let tenants = tenants_of(tasks);
         if self.is_cluster() {
-            return self.enqueue_on_cluster(tasks, &tenants, records).await;
+            return self.enqueue_on_cluster(tasks, register, records).await;
         }
+        let sadd = !register.is_empty();
         if !records.enabled {
             let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(self.keys.tenants()).arg(&tenants);
+            if sadd {
+                pipe.cmd("SADD").arg(self.keys.tenants()).arg(register);
+            }
             for task in tasks {
                 self.xadd(&mut pipe, task);
             }
             let (new_tenants, ids): (u64, Vec<String>) = pipe
                 .query_async::<Vec<Value>>(&mut self.con())
                 .await
-                .map_err(|e| pipeline_refused(e, tasks.len() + 1))
+                .map_err(|e| pipeline_refused(e, tasks.len() + usize::from(sadd)))
                 .and_then(|mut replies| {
-                    if replies.is_empty() {
-                        return Err(Error::Protocol(
-                            "a pipelined enqueue answered nothing".into(),
-                        ));
+                    let head = usize::from(sadd);
+                    if replies.len() != tasks.len() + head {
+                        return Err(Error::Protocol(format!(
+                            "a pipelined enqueue of {} tasks answered {} replies",
+                            tasks.len(),
+                            replies.len()
+                        )));
                     }
                     let ids = replies
-                        .split_off(1)
+                        .split_off(head)
                         .into_iter()
                         .map(|v| reply::text(v, "an XADD"))
                         .collect::<Result<Vec<String>>>()?;
-                    Ok((added(&replies[0]), ids))
+                    Ok((replies.first().map(added).unwrap_or(0), ids))
                 })?;
             return Ok(Appended {
                 landed: ids.into_iter().map(Landed::Appended).collect(),
                 new_tenants,
             });
         }
-        self.enqueue_scripted(tasks, Some(&tenants), records).await
+        let register = sadd.then_some(register);
+        self.enqueue_scripted(tasks, register, records).await
     }
 
     /// On a cluster the registry (no hash tag) and the lanes live on different nodes, and a
@@ -333,11 +342,7 @@ impl Broker {
         tenants: &[&str],
         records: &TasksSettings,
     ) -> Result<Appended> {
-        let new_tenants: u64 = redis::cmd("SADD")
-            .arg(self.keys.tenants())
-            .arg(tenants)
-            .query_async(&mut self.con())
-            .await?;
+        let new_tenants = self.register_tenants(tenants).await?;
         if records.enabled {
             let landed = self.enqueue_scripted(tasks, None, records).await?.landed;
             return Ok(Appended {
@@ -360,6 +365,20 @@ impl Broker {
             landed: ids.into_iter().map(Landed::Appended).collect(),
             new_tenants,
         })
+    }
+
+    /// Registers `tenants` in the registry on their own (one `SADD`, its answer awaited: on a
+    /// cluster a lane is written only once its tenant is registered). Returns how many were
+    /// new. Nothing is sent for no tenants.
+    async fn register_tenants(&self, tenants: &[&str]) -> Result<u64> {
+        if tenants.is_empty() {
+            return Ok(0);
+        }
+        Ok(redis::cmd("SADD")
+            .arg(self.keys.tenants())
+            .arg(tenants)
+            .query_async(&mut self.con())
+            .await?)
     }
 
     /// Enqueue.lua for each of `tasks` in pipelined rounds (see [`Broker::enqueue`]), with the
@@ -489,11 +508,7 @@ impl Broker {
         tenants: &[&str],
         records: &TasksSettings,
     ) -> Result<Appended> {
-        let new_tenants: u64 = redis::cmd("SADD")
-            .arg(self.keys.tenants())
-            .arg(tenants)
-            .query_async(&mut self.con())
-            .await?;
+        let new_tenants = self.register_tenants(tenants).await?;
         let mut out: Vec<Option<Landed>> = vec![None; tasks.len()];
         for (done, tenant) in tenants.iter().enumerate() {
             let at: Vec<usize> = (0..tasks.len())
@@ -640,7 +655,7 @@ impl Broker {
     }
 
     /// One call of enqueue.lua for `task` (its header names the KEYS and ARGV).
-    fn enqueue_invocation<'a>(
+    pub(super) fn enqueue_invocation<'a>(
         &self,
         task: &Task,
         records: &TasksSettings,
@@ -678,6 +693,26 @@ impl Broker {
             .arg(tenant)
             .query_async(&mut self.con())
             .await?)
+    }
+
+    /// Which of `tenants` are registered, in order (one `SMISMEMBER`).
+    pub(crate) async fn registered(&self, tenants: &[String]) -> Result<Vec<bool>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held: Vec<bool> = redis::cmd("SMISMEMBER")
+            .arg(self.keys.tenants())
+            .arg(tenants)
+            .query_async(&mut self.con())
+            .await?;
+        if held.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "SMISMEMBER of {} tenants answered {}",
+                tenants.len(),
+                held.len()
+            )));
+        }
+        Ok(held)
     }
 
     /// Tells members that the registry holds new tenants (`PUBLISH` on

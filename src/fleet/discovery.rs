@@ -1,7 +1,8 @@
 //! The tenant watch: hears producers announce the tenants their enqueue registered for the first
 //! time (pub/sub on [`Keys::tenant_signals`](crate::keys::Keys::tenant_signals)) and has the
-//! reader take the new lanes in at once: it sets the reader's wish to look at the registry and
-//! ends the reader's blocking read (`CLIENT UNBLOCK` of the reader's connection), which would
+//! reader take the new lanes in at once: it hands the reader the announced names (the reader
+//! checks them against the registry, one `SMISMEMBER`, rather than reading the whole registry)
+//! and ends the reader's blocking read (`CLIENT UNBLOCK` of the reader's connection), which would
 //! otherwise wait up to `fleet.block_ms` on the lanes it already knows.
 //!
 //! The registry stays the truth: an announcement only says "look now". Whatever the watch
@@ -65,6 +66,7 @@ impl TenantWatch {
             };
             events::read::tenant_watch_up(again);
             if again {
+                self.shared.discovery.want();
                 self.wake().await;
             }
             again = true;
@@ -88,7 +90,8 @@ impl TenantWatch {
         tokio::select! {
             _ = shutdown.wait() => Heard::Stopped,
             msg = signals.next() => match msg {
-                Some(Signal::Tenants(_)) => {
+                Some(Signal::Tenants(names)) => {
+                    self.shared.discovery.want_named(&names);
                     self.wake().await;
                     Heard::Announcement
                 }
@@ -106,13 +109,12 @@ impl TenantWatch {
         }
     }
 
-    /// Has the reader look at the registry now: the wish first, then its blocked read ended.
+    /// Has the reader take the wish (set by the caller) now: its blocked read ended.
     /// A reader that is not blocked at this instant (busy, or its read not yet arrived at
     /// Redis) takes the wish before its next read; the unblock is tried again, briefly, only
     /// while the wish is still untaken, so a read that arrives just after is not left waiting.
     pub(crate) async fn wake(&self) {
         let discovery = &self.shared.discovery;
-        discovery.want();
         let deadline = Instant::now() + self.block;
         let mut pause = Duration::from_millis(1);
         while discovery.is_wanted() && Instant::now() < deadline {

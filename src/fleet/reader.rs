@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::read_plan::{read_groups, read_plan, LaneInput, ReadPlan};
 use super::settlement::{Aside, Settlement};
-use super::shared::Shared;
+use super::shared::{Shared, Wish};
 use crate::broker::{is_missing_group, Broker, ClaimStep, Entry, LaneReader, ReadFrom};
 use crate::config::FleetSettings;
 use crate::error::Result;
@@ -43,6 +43,9 @@ pub(crate) struct Reader {
     last_discovery: Option<Instant>,
     /// Where the next read's window of lanes starts, when there are more than fit one read.
     rotation: usize,
+    /// Lanes served since the last read: the next read names them whatever the rotation (a
+    /// new tenant's first entries wait for no turn).
+    fresh: Vec<String>,
     /// Tenants whose lanes had entries in the last non-empty read (or were skipped since,
     /// waiting for their turn): the basis for per-lane COUNT.
     active: HashSet<Arc<str>>,
@@ -131,6 +134,7 @@ impl Reader {
             known_count: 0,
             last_discovery: None,
             rotation: 0,
+            fresh: Vec::new(),
             active: HashSet::new(),
             credits: HashMap::new(),
             conn: None,
@@ -195,12 +199,15 @@ impl Reader {
         if !self.wait_for_capacity(shutdown).await {
             return Ok(ReadStep::Stopped);
         }
-        let look = if self.shared.discovery.take() {
-            Look::Signalled
-        } else {
-            Look::Periodic
+        let looked = match self.shared.discovery.take() {
+            // An announcement without a name (not one of redrive's producers) reads it all.
+            Some(Wish { full: false, named }) if !named.is_empty() => {
+                self.discover_named(named).await
+            }
+            Some(_) => self.discover(Look::Signalled).await,
+            None => self.discover(Look::Periodic).await,
         };
-        if let Err(e) = self.discover(look).await {
+        if let Err(e) = looked {
             tracing::warn!(error = %e, "tenant discovery failed; keeping the known lanes");
         }
         if self.lanes.is_empty() {
@@ -402,6 +409,40 @@ impl Reader {
             self.broker.ensure_group(&tenant).await?;
             new.push(tenant.as_str().into());
         }
+        self.serve(new, look).await?;
+        self.known_count = count;
+        Ok(())
+    }
+
+    /// Picks up the tenants a producer announced (the names it published), checking them
+    /// against the registry (one `SMISMEMBER`) instead of reading all of it: the cost of an
+    /// announcement does not grow with the number of tenants. A name the registry does not
+    /// hold is left to the periodic look. The registry's count is not taken: the next periodic
+    /// look sees it changed and reads the registry once.
+    async fn discover_named(&mut self, mut names: Vec<String>) -> Result<()> {
+        names.sort_unstable();
+        names.dedup();
+        names.retain(|t| {
+            crate::task::validate_tenant(t).is_ok()
+                && !self.tenant_of.contains_key(&self.broker.keys().lane(t))
+        });
+        if names.is_empty() {
+            return Ok(());
+        }
+        let held = self.broker.registered(&names).await?;
+        let mut new: Vec<Arc<str>> = Vec::with_capacity(names.len());
+        for (tenant, held) in names.iter().zip(held) {
+            if held {
+                self.broker.ensure_group(tenant).await?;
+                new.push(tenant.as_str().into());
+            }
+        }
+        self.serve(new, Look::Signalled).await
+    }
+
+    /// Serves the `new` tenants (their groups exist): their breakers read first, then their
+    /// lanes added, named by the next read whatever the rotation.
+    async fn serve(&mut self, new: Vec<Arc<str>>, look: Look) -> Result<()> {
         // A lane is served only once its tenant's breaker has been seen: an operator's hold
         // or an open breaker applies from this member's first read.
         let _ = self.shared.isolation.load_views(&self.broker, &new).await?;
@@ -412,24 +453,23 @@ impl Reader {
             if let Ok(mut shared) = self.shared.lanes.write() {
                 shared.push((lane.clone(), tenant));
             }
+            self.fresh.push(lane.clone());
             self.lanes.push(lane);
         }
-        self.known_count = count;
         Ok(())
     }
 
-    /// The lanes the next read covers: all of them, or a rotating window when there are more
-    /// than one read may name.
+    /// The lanes the next read covers: all of them, or — when there are more than one read may
+    /// name — the lanes served since the last read, then a rotating window.
     fn window(&mut self) -> Vec<String> {
-        let n = self.lanes.len();
-        if n <= self.max_lanes_per_read {
-            return self.lanes.clone();
-        }
-        let start = self.rotation % n;
-        self.rotation = (start + self.max_lanes_per_read) % n;
-        (0..self.max_lanes_per_read)
-            .map(|i| self.lanes[(start + i) % n].clone())
-            .collect()
+        let (lanes, rotation) = window(
+            &self.lanes,
+            &mut self.fresh,
+            self.rotation,
+            self.max_lanes_per_read,
+        );
+        self.rotation = rotation;
+        lanes
     }
 
     /// Waits until fewer entries are unsettled than the limit. False when shutdown fired.
@@ -517,6 +557,38 @@ impl Reader {
     }
 }
 
+/// The lanes a read names out of `lanes` (at most `max`) and where the next rotation starts:
+/// every lane when they fit, else first the `fresh` ones (taken out; those past `max` wait for
+/// the next read), then lanes in turn from `rotation`, each named once.
+fn window(
+    lanes: &[String],
+    fresh: &mut Vec<String>,
+    rotation: usize,
+    max: usize,
+) -> (Vec<String>, usize) {
+    let n = lanes.len();
+    if n <= max {
+        fresh.clear();
+        return (lanes.to_vec(), rotation);
+    }
+    let later = fresh.split_off(fresh.len().min(max));
+    let mut out = std::mem::replace(fresh, later);
+    let named: HashSet<String> = out.iter().cloned().collect();
+    let start = rotation % n;
+    let mut next = start;
+    for i in 0..n {
+        if out.len() >= max {
+            break;
+        }
+        next = (start + i + 1) % n;
+        let lane = &lanes[(start + i) % n];
+        if !named.contains(lane) {
+            out.push(lane.clone());
+        }
+    }
+    (out, next)
+}
+
 /// Hands the poison entries of a claim step to the settler and counts its tombstones.
 pub(crate) fn report_claim(
     shared: &Shared,
@@ -552,5 +624,53 @@ async fn pause(shutdown: &Shutdown, d: Duration) -> bool {
     tokio::select! {
         _ = shutdown.wait() => false,
         _ = tokio::time::sleep(d) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window;
+
+    fn lanes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("l{i}")).collect()
+    }
+
+    #[test]
+    fn every_lane_is_read_when_they_fit() {
+        let all = lanes(3);
+        let mut fresh = vec!["l2".to_owned()];
+        assert_eq!(window(&all, &mut fresh, 1, 3), (all.clone(), 1));
+        assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn the_window_rotates_over_every_lane() {
+        let all = lanes(5);
+        let mut fresh = Vec::new();
+        let (w, next) = window(&all, &mut fresh, 0, 2);
+        assert_eq!((w, next), (vec!["l0".to_owned(), "l1".to_owned()], 2));
+        let (w, next) = window(&all, &mut fresh, 4, 2);
+        assert_eq!((w, next), (vec!["l4".to_owned(), "l0".to_owned()], 1));
+    }
+
+    #[test]
+    fn fresh_lanes_are_read_first_whatever_the_rotation() {
+        let all = lanes(6);
+        // l5 is new; the rotation is at l0: it would wait for its turn.
+        let mut fresh = vec!["l5".to_owned()];
+        let (w, next) = window(&all, &mut fresh, 0, 3);
+        assert_eq!(w, vec!["l5", "l0", "l1"]);
+        assert_eq!(next, 2);
+        assert!(fresh.is_empty());
+        // A fresh lane the rotation reaches as well is named once.
+        let mut fresh = vec!["l3".to_owned()];
+        let (w, next) = window(&all, &mut fresh, 2, 3);
+        assert_eq!(w, vec!["l3", "l2", "l4"]);
+        assert_eq!(next, 5);
+        // More fresh lanes than a read names: the rest go first in the next read.
+        let mut fresh = vec!["l1".to_owned(), "l3".to_owned(), "l5".to_owned()];
+        let (w, next) = window(&all, &mut fresh, 4, 2);
+        assert_eq!((w, next), (vec!["l1".to_owned(), "l3".to_owned()], 4));
+        assert_eq!(fresh, vec!["l5"]);
     }
 }

@@ -178,27 +178,72 @@ impl PromoteWakes {
     }
 }
 
-/// The hand-off from the tenant watch to the reader: a wanted flag, a wake-up for a reader
-/// waiting without lanes, and the id of the reader's connection, so a blocked read can be
-/// ended (`CLIENT UNBLOCK`) to take the new lane in.
+/// The hand-off from the tenant watch to the reader: a wanted flag, the announced tenant
+/// names, a wake-up for a reader waiting without lanes, and the id of the reader's connection,
+/// so a blocked read can be ended (`CLIENT UNBLOCK`) to take the new lane in.
 #[derive(Debug, Default)]
 pub(crate) struct Discovery {
     wanted: AtomicBool,
+    /// What the reader is asked to look at (read with `wanted`).
+    wish: Mutex<Wish>,
     pub(crate) wake: Notify,
     /// The reader connection's `CLIENT ID`; 0 while it has none.
     reader_client: AtomicU64,
 }
 
+/// What the reader is asked to look at before its next read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Wish {
+    /// The whole registry (the watch subscribed again and may have missed announcements).
+    pub full: bool,
+    /// Tenants producers announced: only these need a look (the registry stays the truth).
+    pub named: Vec<String>,
+}
+
+/// How many announced names a wish keeps; past that the reader reads the whole registry.
+const WISH_NAMES: usize = 1_000;
+
 impl Discovery {
-    /// The watch heard of new tenants: the reader looks at the registry before its next read.
+    /// The watch may have missed announcements: the reader looks at the whole registry before
+    /// its next read.
     pub(crate) fn want(&self) {
+        if let Ok(mut w) = self.wish.lock() {
+            w.full = true;
+        }
         self.wanted.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
-    /// Whether a look is wanted, clearing the wish (the reader calls this before each read).
-    pub(crate) fn take(&self) -> bool {
-        self.wanted.swap(false, Ordering::AcqRel)
+    /// A producer announced `names` (comma-separated, as published): the reader looks at these
+    /// before its next read.
+    pub(crate) fn want_named(&self, names: &str) {
+        if let Ok(mut w) = self.wish.lock() {
+            for name in names.split(',').filter(|n| !n.is_empty()) {
+                if w.named.len() >= WISH_NAMES {
+                    w.full = true;
+                    break;
+                }
+                w.named.push(name.to_owned());
+            }
+        }
+        self.wanted.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The wish, if a look is wanted, clearing it (the reader calls this before each read).
+    pub(crate) fn take(&self) -> Option<Wish> {
+        if !self.wanted.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let wish = self
+            .wish
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or(Wish {
+                full: true,
+                named: Vec::new(),
+            });
+        Some(wish)
     }
 
     /// Whether a wish is still waiting for the reader.
