@@ -23,9 +23,9 @@
 //! by the slots). Keep `max_concurrent` near what the agent can take, and the member's
 //! concurrency above the sum of the caps that should run at once.
 //!
-//! Each attempt gets a [`TaskContext`] with the task's earlier steps and a sink whose events a
-//! [`StepRecorder`] writes to Redis as they arrive; the recorder has flushed before the
-//! attempt's settlement is sent. Every outcome (the handler's, a timeout, a panic) goes through
+//! Each attempt gets a [`TaskContext`] with the task's earlier steps and a sink
+//! ([`AttemptSteps`]) whose events a recorder, started by the attempt's first step, writes to
+//! Redis as they arrive; the recorder has flushed before the attempt's settlement is sent. Every outcome (the handler's, a timeout, a panic) goes through
 //! [`TaskContext::conclude`] first: a failure while a side-effecting step is open is a
 //! `partial_execution`, a refused step a `schema_mismatch`.
 //!
@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use super::router::{Route, Router};
 use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::{Job, Lost, Shared, Work};
-use super::steps::StepRecorder;
+use super::steps::AttemptSteps;
 use crate::broker::{Begin, Broker, StartEntry, StartRecords};
 use crate::classify::Classifier;
 use crate::config::TasksSettings;
@@ -826,34 +826,30 @@ async fn attempt(
         m.attempt();
     }
     let max_attempts = ctx.policies.max_attempts(&tenant, &task.kind);
-    let (recorder, sink) = StepRecorder::new(
+    let steps = Arc::new(AttemptSteps::new(
         ctx.broker.clone(),
         tenant.clone(),
         ctx.shared.member.clone(),
         entry_id.clone(),
-    );
-    let tctx = TaskContext::for_attempt(
+    ));
+    let tctx = TaskContext::recorded_by(
         ctx.shared.member.clone(),
         task.attempt,
         max_attempts,
         &task.steps,
-        Some(sink),
+        steps.clone(),
     );
     let started = Instant::now();
     let started_ms = ctx.shared.isolation.now_ms();
-    let (finish, finished) = oneshot::channel();
-    let run = async {
-        let outcome = tokio::select! {
-            o = invoke(route, &task, &tctx) => Some(o),
-            _ = lost.wait() => None,
-        };
-        let duration = started.elapsed();
-        let _ = finish.send(());
-        (outcome, duration)
+    let outcome = tokio::select! {
+        o = invoke(route, &task, &tctx) => Some(o),
+        _ = lost.wait() => None,
     };
-    // The recorder runs beside the attempt and has written every step the attempt reported
-    // before the settlement below is sent.
-    let ((outcome, duration), recording) = tokio::join!(run, recorder.run(finished));
+    let duration = started.elapsed();
+    // The recorder (started by the attempt's first step, if it reported one) has written
+    // every step the attempt reported before the settlement below is sent.
+    let recording = steps.finish().await;
+    drop(steps);
     ctx.meters.finished(duration);
     let Some(outcome) = outcome else {
         events::attempt::attempt_lost(&log, &entry_id);
