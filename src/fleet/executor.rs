@@ -438,6 +438,8 @@ impl Executor {
 /// `async fn` keeps each argument twice, as the future's capture and as a local), the start
 /// ([`prepare`]) and the attempt awaited one after the other (their states overlap instead of
 /// nesting), rare paths boxed.
+// Not an `async fn`: that would keep every argument twice in the task's future.
+#[allow(clippy::manual_async_fn)]
 fn run_job(
     job: Job,
     permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
@@ -522,10 +524,10 @@ fn prepare<'a>(
             Work::Ready(task) => {
                 // A fresh task that must not run is dead-lettered and a fresh one waits for its
                 // route's permit before its start is marked, so neither is charged a start.
-                if !runnable(&ctx, &tenant, &entry_id, &task) {
+                if !runnable(ctx, &tenant, &entry_id, &task) {
                     return None;
                 }
-                let (route, permit) = admit(&ctx, &tenant, &entry_id, &task, shutdown).await?;
+                let (route, permit) = admit(ctx, &tenant, &entry_id, &task, shutdown).await?;
                 // From here until the mark lets the entry run, a heartbeat that finds it pending
                 // for nobody does not count it lost: the mark drops a deleted entry from the PEL.
                 lost.set_starting(true);
@@ -644,10 +646,10 @@ fn prepare<'a>(
                 };
                 // A taken-over entry's kind and steps are known once begin.lua has read them,
                 // after its start was counted (the known over-count of one start, as for expired).
-                if !runnable(&ctx, &tenant, &entry_id, &task) {
+                if !runnable(ctx, &tenant, &entry_id, &task) {
                     return None;
                 }
-                let (route, permit) = admit(&ctx, &tenant, &entry_id, &task, shutdown).await?;
+                let (route, permit) = admit(ctx, &tenant, &entry_id, &task, shutdown).await?;
                 (task, deliveries + 1, route, permit)
             }
         };
