@@ -224,22 +224,29 @@ impl Handler for Arc<DemoAgent> {
         let me = self.clone();
         Box::pin(async move {
             let _activity = me.started(&task, ctx.member_id());
-            let payload: serde_json::Value = task.payload_as().unwrap_or(serde_json::Value::Null);
-            let outage = payload
-                .get("fail_while")
-                .and_then(|v| v.as_str())
-                .filter(|p| std::path::Path::new(p).exists());
-            let forced = payload
-                .get("simulate")
-                .and_then(|v| v.as_str())
-                .and_then(Simulated::parse);
-            let what = forced.unwrap_or_else(|| draw(&me.settings, &task.task_id, task.attempt));
-            let work_ms = payload
-                .get("work_ms")
-                .and_then(|v| v.as_u64())
-                .unwrap_or_else(|| {
-                    fastrand::u64(me.settings.min_work_ms..=me.settings.max_work_ms)
-                });
+            // What the payload asks for, read once; the parsed document is dropped before the
+            // simulated work (it is not kept for the task's whole run: issue 18's memory per
+            // task in flight).
+            let (outage, what, work_ms, message) = {
+                let payload: serde_json::Value =
+                    task.payload_as().unwrap_or(serde_json::Value::Null);
+                let text = |name: &str| payload.get(name).and_then(|v| v.as_str());
+                let outage = text("fail_while")
+                    .filter(|p| std::path::Path::new(p).exists())
+                    .map(str::to_owned);
+                let forced = text("simulate").and_then(Simulated::parse);
+                let what =
+                    forced.unwrap_or_else(|| draw(&me.settings, &task.task_id, task.attempt));
+                let work_ms = payload
+                    .get("work_ms")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or_else(|| {
+                        fastrand::u64(me.settings.min_work_ms..=me.settings.max_work_ms)
+                    });
+                let message = (what == Simulated::Error)
+                    .then(|| text("message").unwrap_or("agent error").to_owned());
+                (outage, what, work_ms, message)
+            };
             if work_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(work_ms)).await;
             }
@@ -294,11 +301,7 @@ impl Handler for Arc<DemoAgent> {
                     )
                 }
                 Simulated::Error => Outcome::Error {
-                    message: payload
-                        .get("message")
-                        .and_then(|m| m.as_str())
-                        .unwrap_or("agent error")
-                        .to_owned(),
+                    message: message.unwrap_or_else(|| "agent error".to_owned()),
                 },
                 Simulated::Panic => panic!("demo agent crashed on task {}", task.task_id),
                 Simulated::Abort => {

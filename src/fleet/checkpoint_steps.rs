@@ -561,6 +561,48 @@ async fn steps_of_a_failed_attempt_reach_the_next_attempt_with_their_outputs() {
     assert_eq!(h.steps_keys().await, 0);
 }
 
+/// The recorder starts with the attempt's first step, on the member's runtime: a step
+/// reported from a thread outside it (a handler's own OS thread) is recorded all the same,
+/// before the attempt settles.
+#[tokio::test]
+async fn a_step_reported_from_a_thread_outside_the_runtime_is_recorded() {
+    let handler = Scripted::new(|task, ctx| {
+        if task.attempt > 1 {
+            return Outcome::Done;
+        }
+        let ctx = ctx.clone();
+        let reported = std::thread::spawn(move || ctx.step_done("fetch", json!({"rows": 3})))
+            .join()
+            .expect("the reporting thread ran");
+        match reported {
+            Ok(()) => Outcome::Fail {
+                class: FailureClass::RateLimited,
+                reason: "slow down".into(),
+                retry_after: Some(Duration::from_millis(1)),
+            },
+            Err(why) => Outcome::fail(FailureClass::InvalidInput, why),
+        }
+    });
+    let mut h = Harness::new(&["triage_*"], handler.clone()).await;
+    h.enqueue("triage_ticket", "t-thread").await;
+    h.read().await;
+    h.run_next().await;
+    assert_eq!(h.env.broker.retry_len(TENANT).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(h.promote().await, 1);
+    h.read().await;
+    h.run_next().await;
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 2);
+    let steps: Vec<(&str, &serde_json::Value, bool)> = seen[1]
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), &s.output, s.done))
+        .collect();
+    assert_eq!(steps, [("fetch", &json!({"rows": 3}), true)]);
+    assert_eq!(h.steps_keys().await, 0);
+}
+
 #[tokio::test]
 async fn a_dead_letter_shows_the_steps_with_outputs_and_the_step_that_failed() {
     let handler = Scripted::new(|_, ctx| {

@@ -23,9 +23,9 @@
 //! by the slots). Keep `max_concurrent` near what the agent can take, and the member's
 //! concurrency above the sum of the caps that should run at once.
 //!
-//! Each attempt gets a [`TaskContext`] with the task's earlier steps and a sink whose events a
-//! [`StepRecorder`] writes to Redis as they arrive; the recorder has flushed before the
-//! attempt's settlement is sent. Every outcome (the handler's, a timeout, a panic) goes through
+//! Each attempt gets a [`TaskContext`] with the task's earlier steps and a sink
+//! ([`AttemptSteps`]) whose events a recorder, started by the attempt's first step, writes to
+//! Redis as they arrive; the recorder has flushed before the attempt's settlement is sent. Every outcome (the handler's, a timeout, a panic) goes through
 //! [`TaskContext::conclude`] first: a failure while a side-effecting step is open is a
 //! `partial_execution`, a refused step a `schema_mismatch`.
 //!
@@ -36,6 +36,7 @@
 //! window; a probe's outcome closes or re-opens the breaker.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ use tokio::task::JoinSet;
 use super::router::{Route, Router};
 use super::settlement::{Aside, Failed, NotRun, Settlement};
 use super::shared::{Job, Lost, Shared, Work};
-use super::steps::StepRecorder;
+use super::steps::AttemptSteps;
 use crate::broker::{Begin, Broker, StartEntry, StartRecords};
 use crate::classify::Classifier;
 use crate::config::TasksSettings;
@@ -431,69 +432,85 @@ impl Executor {
 /// Passes the job through its tenant's breaker, then starts it: deferred unattempted while the
 /// breaker holds the tenant, run as the tenant's one probe once its cool-down is over, run
 /// normally when closed. A probe's outcome is reported whatever becomes of the job.
-async fn run_job(
+///
+/// The task's future is what every task in flight costs (issue 18), so this and the phases it
+/// awaits are written to keep it small: plain functions returning `async move` blocks (an
+/// `async fn` keeps each argument twice, as the future's capture and as a local), the start
+/// ([`prepare`]) and the attempt awaited one after the other (their states overlap instead of
+/// nesting), rare paths boxed.
+// Not an `async fn`: that would keep every argument twice in the task's future.
+#[allow(clippy::manual_async_fn)]
+fn run_job(
     job: Job,
-    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+    permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     ctx: Arc<AttemptCtx>,
     shutdown: Shutdown,
-) {
-    let iso = &ctx.shared.isolation;
-    let gate = match iso.gate(&job.tenant) {
-        Gate::Probe => {
-            iso.admit_probe(&ctx.broker, &job.tenant, &job.entry_id)
-                .await
-        }
-        other => other,
-    };
-    let probe = match gate {
-        Gate::Run => false,
-        Gate::Probe => true,
-        Gate::Defer(delay) => {
-            if let Work::Ready(task) = &job.work {
-                task_event!(debug, &TaskLog::of(task), entry_id = %job.entry_id, delay_ms = delay.as_millis() as u64, "task held back by the tenant's breaker; deferred unattempted");
-            }
-            let _ = ctx.settle.send(Settlement::Defer {
-                tenant: job.tenant,
-                entry_id: job.entry_id,
-                delay,
-            });
-            return;
-        }
-    };
-    let tenant = job.tenant.clone();
-    let entry_id = job.entry_id.clone();
-    let result = start_job(job, &ctx, &shutdown).await;
-    if let Some(r) = &result {
-        iso.record(&tenant, r.as_ref().map(|_| ()).map_err(|c| *c));
-    }
-    if probe {
-        let (success, detail) = match &result {
-            Some(Ok(task_id)) => (Some(true), format!("probe {task_id} succeeded")),
-            Some(Err(class)) if iso.settings.breaker.counts(*class) => {
-                (Some(false), format!("probe failed: {class}"))
-            }
-            Some(Err(class)) => (
-                None,
-                format!("probe ended as {class}, which is not counted"),
-            ),
-            None => (None, "probe did not run to an outcome".to_owned()),
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Held until the job is done.
+        let _permits = &permits;
+        let iso = &ctx.shared.isolation;
+        let gate = match iso.gate(&job.tenant) {
+            // Boxed, here and below: rare paths whose state would otherwise size every task's
+            // future (issue 18's memory per task in flight).
+            Gate::Probe => Box::pin(iso.admit_probe(&ctx.broker, &job.tenant, &job.entry_id)).await,
+            other => other,
         };
-        iso.probe_done(&ctx.broker, &tenant, &entry_id, success, &detail)
-            .await;
+        let probe = match gate {
+            Gate::Run => false,
+            Gate::Probe => true,
+            Gate::Defer(delay) => {
+                if let Work::Ready(task) = &job.work {
+                    task_event!(debug, &TaskLog::of(task), entry_id = %job.entry_id, delay_ms = delay.as_millis() as u64, "task held back by the tenant's breaker; deferred unattempted");
+                }
+                let _ = ctx.settle.send(Settlement::Defer {
+                    tenant: job.tenant,
+                    entry_id: job.entry_id,
+                    delay,
+                });
+                return;
+            }
+        };
+        let tenant = job.tenant.clone();
+        let entry_id = probe.then(|| job.entry_id.clone());
+        let result = match prepare(job, &ctx, &shutdown).await {
+            Some((started, route, permit)) => {
+                let result = attempt(started, &route, &ctx).await;
+                drop(permit);
+                result
+            }
+            None => None,
+        };
+        if let Some(r) = &result {
+            iso.record(&tenant, r.as_ref().map(|_| ()).map_err(|c| *c));
+        }
+        if let Some(entry_id) = entry_id {
+            let (success, detail) = match &result {
+                Some(Ok(task_id)) => (Some(true), format!("probe {task_id} succeeded")),
+                Some(Err(class)) if iso.settings.breaker.counts(*class) => {
+                    (Some(false), format!("probe failed: {class}"))
+                }
+                Some(Err(class)) => (
+                    None,
+                    format!("probe ended as {class}, which is not counted"),
+                ),
+                None => (None, "probe did not run to an outcome".to_owned()),
+            };
+            Box::pin(iso.probe_done(&ctx.broker, &tenant, &entry_id, success, &detail)).await;
+        }
     }
 }
 
 /// Checks the task may run and takes its route's permit, then records the start (owner
 /// check + delivery count + 1: a fresh entry through the batching [`Starter`], a suspect
-/// through begin.lua, which also reads its fields and recorded steps), then runs the attempt.
-/// Returns the attempt's outcome (`Ok(task id)` or `Err(class)`), or `None` when it did not
-/// run to one.
-async fn start_job(
+/// through begin.lua, which also reads its fields and recorded steps). Returns the started
+/// attempt, its route and the route's permit, or `None` when the job is not run (settled
+/// aside here).
+fn prepare<'a>(
     job: Job,
-    ctx: &Arc<AttemptCtx>,
-    shutdown: &Shutdown,
-) -> Option<Result<String, FailureClass>> {
-    let ctx = ctx.clone();
+    ctx: &'a AttemptCtx,
+    shutdown: &'a Shutdown,
+) -> impl Future<Output = Option<(Started, Arc<Route>, OwnedSemaphorePermit)>> + Send + 'a {
     let Job {
         tenant,
         entry_id,
@@ -502,151 +519,150 @@ async fn start_job(
         lost,
         read_at,
     } = job;
-    let (task, deliveries, route, permit) = match work {
-        Work::Ready(task) => {
-            // A fresh task that must not run is dead-lettered and a fresh one waits for its
-            // route's permit before its start is marked, so neither is charged a start.
-            if !runnable(&ctx, &tenant, &entry_id, &task) {
-                return None;
+    async move {
+        let (task, deliveries, route, permit) = match work {
+            Work::Ready(task) => {
+                // A fresh task that must not run is dead-lettered and a fresh one waits for its
+                // route's permit before its start is marked, so neither is charged a start.
+                if !runnable(ctx, &tenant, &entry_id, &task) {
+                    return None;
+                }
+                let (route, permit) = admit(ctx, &tenant, &entry_id, &task, shutdown).await?;
+                // From here until the mark lets the entry run, a heartbeat that finds it pending
+                // for nobody does not count it lost: the mark drops a deleted entry from the PEL.
+                lost.set_starting(true);
+                match ctx.starter.start(&tenant, &entry_id, &task, read_at).await {
+                    Mark::Run => {
+                        lost.set_starting(false);
+                        (task, deliveries + 1, route, permit)
+                    }
+                    Mark::Duplicate => {
+                        // Still pending here: acked as a duplicate, never run.
+                        lost.set_starting(false);
+                        let _ = ctx.settle.send(Settlement::Aside(Aside::Duplicate {
+                            tenant,
+                            entry_id,
+                            task_id: task.task_id.clone(),
+                        }));
+                        return None;
+                    }
+                    Mark::Gone => {
+                        let _ = ctx
+                            .settle
+                            .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+                        return None;
+                    }
+                    Mark::Lost => {
+                        // Not started here: whoever owns it now runs it.
+                        events::attempt::start_lost(&TaskLog::of(&task), &entry_id);
+                        let _ = ctx
+                            .settle
+                            .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
+                        return None;
+                    }
+                    Mark::Failed => {
+                        events::attempt::start_failed(&TaskLog::of(&task), &entry_id);
+                        let _ = ctx
+                            .settle
+                            .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
+                        return None;
+                    }
+                }
             }
-            let (route, permit) = admit(&ctx, &tenant, &entry_id, &task, shutdown).await?;
-            // From here until the mark lets the entry run, a heartbeat that finds it pending
-            // for nobody does not count it lost: the mark drops a deleted entry from the PEL.
-            lost.set_starting(true);
-            match ctx.starter.start(&tenant, &entry_id, &task, read_at).await {
-                Mark::Run => {
-                    lost.set_starting(false);
-                    (task, deliveries + 1, route, permit)
-                }
-                Mark::Duplicate => {
-                    // Still pending here: acked as a duplicate, never run.
-                    lost.set_starting(false);
-                    let _ = ctx.settle.send(Settlement::Aside(Aside::Duplicate {
-                        tenant,
-                        entry_id,
-                        task_id: task.task_id.clone(),
-                    }));
-                    return None;
-                }
-                Mark::Gone => {
-                    let _ = ctx
-                        .settle
-                        .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
-                    return None;
-                }
-                Mark::Lost => {
-                    // Not started here: whoever owns it now runs it.
-                    events::attempt::start_lost(&TaskLog::of(&task), &entry_id);
-                    let _ = ctx
-                        .settle
-                        .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
-                    return None;
-                }
-                Mark::Failed => {
-                    events::attempt::start_failed(&TaskLog::of(&task), &entry_id);
-                    let _ = ctx
-                        .settle
-                        .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
-                    return None;
-                }
-            }
-        }
-        Work::Suspect(owner) => {
-            lost.set_starting(true);
-            let tasks = &ctx.shared.tasks;
-            let records = StartRecords {
-                on: tasks.enabled,
-                refuse_done: tasks.dedup_for(&tenant),
-            };
-            let task = match ctx
-                .broker
-                .begin(
+            Work::Suspect(owner) => {
+                lost.set_starting(true);
+                let tasks = &ctx.shared.tasks;
+                let records = StartRecords {
+                    on: tasks.enabled,
+                    refuse_done: tasks.dedup_for(&tenant),
+                };
+                let task = match Box::pin(ctx.broker.begin(
                     &tenant,
                     &ctx.shared.member,
                     &entry_id,
                     records,
                     owner.as_deref(),
-                )
+                ))
                 .await
-            {
-                Ok(Begin::Duplicate(task_id)) => {
-                    lost.set_starting(false);
-                    let _ = ctx.settle.send(Settlement::Aside(Aside::Duplicate {
-                        tenant,
-                        entry_id,
-                        task_id,
-                    }));
-                    return None;
-                }
-                Ok(Begin::Run(fields)) => {
-                    lost.set_starting(false);
-                    if records.on && crate::records::entry_task_id(&fields, &entry_id).is_some() {
-                        events::records::written(&tenant, TaskState::Running.as_str(), 1);
+                {
+                    Ok(Begin::Duplicate(task_id)) => {
+                        lost.set_starting(false);
+                        let _ = ctx.settle.send(Settlement::Aside(Aside::Duplicate {
+                            tenant,
+                            entry_id,
+                            task_id,
+                        }));
+                        return None;
                     }
-                    match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
-                        Ok(task) => {
-                            events::attempt::takeover_running(
-                                &TaskLog::of(&task),
-                                &entry_id,
-                                deliveries + 1,
-                                deliveries >= 1,
-                                task.steps.len(),
-                            );
-                            Arc::new(task)
+                    Ok(Begin::Run(fields)) => {
+                        lost.set_starting(false);
+                        if records.on && crate::records::entry_task_id(&fields, &entry_id).is_some()
+                        {
+                            events::records::written(&tenant, TaskState::Running.as_str(), 1);
                         }
-                        Err(m) => {
-                            let _ = ctx.settle.send(Settlement::Aside(Aside::Malformed {
-                                lane: ctx.broker.keys().lane(&tenant),
-                                tenant,
-                                entry_id,
-                                reason: m.reason,
-                                fields,
-                            }));
-                            return None;
+                        match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
+                            Ok(task) => {
+                                events::attempt::takeover_running(
+                                    &TaskLog::of(&task),
+                                    &entry_id,
+                                    deliveries + 1,
+                                    deliveries >= 1,
+                                    task.steps.len(),
+                                );
+                                Arc::new(task)
+                            }
+                            Err(m) => {
+                                let _ = ctx.settle.send(Settlement::Aside(Aside::Malformed {
+                                    lane: ctx.broker.keys().lane(&tenant),
+                                    tenant,
+                                    entry_id,
+                                    reason: m.reason,
+                                    fields,
+                                }));
+                                return None;
+                            }
                         }
                     }
-                }
-                Ok(Begin::Tombstone) => {
-                    let _ = ctx
-                        .settle
-                        .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+                    Ok(Begin::Tombstone) => {
+                        let _ = ctx
+                            .settle
+                            .send(Settlement::Aside(Aside::Tombstone { tenant, entry_id }));
+                        return None;
+                    }
+                    Ok(Begin::Lost) => {
+                        let _ = ctx
+                            .settle
+                            .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
+                        return None;
+                    }
+                    Err(e) => {
+                        // Still pending here: a later drain or reclaim takes it up again.
+                        events::attempt::takeover_start_failed(&tenant, &entry_id, &e);
+                        let _ = ctx
+                            .settle
+                            .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
+                        return None;
+                    }
+                };
+                // A taken-over entry's kind and steps are known once begin.lua has read them,
+                // after its start was counted (the known over-count of one start, as for expired).
+                if !runnable(ctx, &tenant, &entry_id, &task) {
                     return None;
                 }
-                Ok(Begin::Lost) => {
-                    let _ = ctx
-                        .settle
-                        .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
-                    return None;
-                }
-                Err(e) => {
-                    // Still pending here: a later drain or reclaim takes it up again.
-                    events::attempt::takeover_start_failed(&tenant, &entry_id, &e);
-                    let _ = ctx
-                        .settle
-                        .send(Settlement::Aside(Aside::NotStarted { tenant, entry_id }));
-                    return None;
-                }
-            };
-            // A taken-over entry's kind and steps are known once begin.lua has read them,
-            // after its start was counted (the known over-count of one start, as for expired).
-            if !runnable(&ctx, &tenant, &entry_id, &task) {
-                return None;
+                let (route, permit) = admit(ctx, &tenant, &entry_id, &task, shutdown).await?;
+                (task, deliveries + 1, route, permit)
             }
-            let (route, permit) = admit(&ctx, &tenant, &entry_id, &task, shutdown).await?;
-            (task, deliveries + 1, route, permit)
-        }
-    };
-    let job = Started {
-        tenant,
-        entry_id,
-        task,
-        deliveries,
-        lost,
-        read_at,
-    };
-    let result = attempt(job, &route, ctx).await;
-    drop(permit);
-    result
+        };
+        let started = Started {
+            tenant,
+            entry_id,
+            task,
+            deliveries,
+            lost,
+            read_at,
+        };
+        Some((started, route, permit))
+    }
 }
 
 /// Whether the task may start: past its deadline it is dead-lettered as `expired`; arrived
@@ -805,11 +821,11 @@ async fn invoke(route: &Route, task: &Arc<Task>, tctx: &TaskContext) -> Outcome 
 /// Runs one attempt on `route` with its step recorder and reports its outcome to the
 /// settler once the recorder has flushed. Returns `Ok(task id)` or the failure's class, or
 /// `None` when the entry was lost to another member meanwhile.
-async fn attempt(
+fn attempt<'a>(
     job: Started,
-    route: &Route,
-    ctx: Arc<AttemptCtx>,
-) -> Option<Result<String, FailureClass>> {
+    route: &'a Route,
+    ctx: &'a AttemptCtx,
+) -> impl Future<Output = Option<Result<String, FailureClass>>> + Send + 'a {
     let Started {
         tenant,
         entry_id,
@@ -818,119 +834,117 @@ async fn attempt(
         lost,
         read_at,
     } = job;
-    let log = TaskLog::of(&task);
-    task_event!(debug, &log, entry_id = %entry_id, deliveries, route = %route.label, "attempt started");
-    let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
-    ctx.meters.started(wait_ms);
-    if let Some(m) = ctx.route_meters.get(route.position) {
-        m.attempt();
-    }
-    let max_attempts = ctx.policies.max_attempts(&tenant, &task.kind);
-    let (recorder, sink) = StepRecorder::new(
-        ctx.broker.clone(),
-        tenant.clone(),
-        ctx.shared.member.clone(),
-        entry_id.clone(),
-    );
-    let tctx = TaskContext::for_attempt(
-        ctx.shared.member.clone(),
-        task.attempt,
-        max_attempts,
-        &task.steps,
-        Some(sink),
-    );
-    let started = Instant::now();
-    let started_ms = ctx.shared.isolation.now_ms();
-    let (finish, finished) = oneshot::channel();
-    let run = async {
+    async move {
+        // The log fields are built where a line is written, not kept for the attempt's whole run.
+        task_event!(debug, &TaskLog::of(&task), entry_id = %entry_id, deliveries, route = %route.label, "attempt started");
+        let wait_ms = crate::task::now_ms().saturating_sub(task.enqueued_at_ms);
+        ctx.meters.started(wait_ms);
+        if let Some(m) = ctx.route_meters.get(route.position) {
+            m.attempt();
+        }
+        let max_attempts = ctx.policies.max_attempts(&tenant, &task.kind);
+        let steps = Arc::new(AttemptSteps::new(
+            ctx.broker.clone(),
+            tenant.clone(),
+            ctx.shared.member.clone(),
+            entry_id.clone(),
+        ));
+        let tctx = TaskContext::recorded_by(
+            ctx.shared.member.clone(),
+            task.attempt,
+            max_attempts,
+            &task.steps,
+            steps.clone(),
+        );
+        let started = Instant::now();
+        let started_ms = ctx.shared.isolation.now_ms();
         let outcome = tokio::select! {
             o = invoke(route, &task, &tctx) => Some(o),
             _ = lost.wait() => None,
         };
         let duration = started.elapsed();
-        let _ = finish.send(());
-        (outcome, duration)
-    };
-    // The recorder runs beside the attempt and has written every step the attempt reported
-    // before the settlement below is sent.
-    let ((outcome, duration), recording) = tokio::join!(run, recorder.run(finished));
-    ctx.meters.finished(duration);
-    let Some(outcome) = outcome else {
-        events::attempt::attempt_lost(&log, &entry_id);
-        let _ = ctx
-            .settle
-            .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
-        return None;
-    };
-    // Steps first: a failure inside an open side-effecting step is a partial execution, a
-    // refused step a schema mismatch, whatever the handler said.
-    let mut final_output = None;
-    let outcome = match tctx.conclude(outcome) {
-        Outcome::Done => {
-            final_output = tctx.final_output();
-            match route.handler.check_output(&task, final_output.as_ref()) {
-                Ok(()) => Outcome::Done,
-                Err(why) => Outcome::fail(
-                    FailureClass::SilentFailure,
-                    format!("reported success but its output failed validation: {why}"),
-                ),
+        // The recorder (started by the attempt's first step, if it reported one) has written
+        // every step the attempt reported before the settlement below is sent.
+        let recording = steps.finish().await;
+        drop(steps);
+        ctx.meters.finished(duration);
+        let Some(outcome) = outcome else {
+            events::attempt::attempt_lost(&TaskLog::of(&task), &entry_id);
+            let _ = ctx
+                .settle
+                .send(Settlement::Aside(Aside::Lost { tenant, entry_id }));
+            return None;
+        };
+        // Steps first: a failure inside an open side-effecting step is a partial execution, a
+        // refused step a schema mismatch, whatever the handler said.
+        let mut final_output = None;
+        let outcome = match tctx.conclude(outcome) {
+            Outcome::Done => {
+                final_output = tctx.final_output();
+                match route.handler.check_output(&task, final_output.as_ref()) {
+                    Ok(()) => Outcome::Done,
+                    Err(why) => Outcome::fail(
+                        FailureClass::SilentFailure,
+                        format!("reported success but its output failed validation: {why}"),
+                    ),
+                }
             }
+            Outcome::Error { message } => Outcome::Fail {
+                class: ctx
+                    .classifier
+                    .classify(&message, &[&task.task_id, &task.tenant]),
+                reason: message,
+                retry_after: None,
+            },
+            other => other,
+        };
+        let failed = |class, reason, retry_after, poison| {
+            Settlement::Failed(Failed {
+                tenant: tenant.clone(),
+                entry_id: entry_id.clone(),
+                task: task.clone(),
+                deliveries,
+                class,
+                reason,
+                retry_after,
+                poison,
+                progress: tctx.progress(),
+                failed_step: tctx.failed_step(),
+                duration,
+                started_ms,
+            })
+        };
+        if outcome == Outcome::Done {
+            task_event!(debug, &TaskLog::of(&task), entry_id = %entry_id, duration_ms = duration.as_millis() as u64, "attempt succeeded");
         }
-        Outcome::Error { message } => Outcome::Fail {
-            class: ctx
-                .classifier
-                .classify(&message, &[&task.task_id, &task.tenant]),
-            reason: message,
-            retry_after: None,
-        },
-        other => other,
-    };
-    let failed = |class, reason, retry_after, poison| {
-        Settlement::Failed(Failed {
-            tenant: tenant.clone(),
-            entry_id: entry_id.clone(),
-            task: task.clone(),
-            deliveries,
-            class,
-            reason,
-            retry_after,
-            poison,
-            progress: tctx.progress(),
-            failed_step: tctx.failed_step(),
-            duration,
-            started_ms,
-        })
-    };
-    if outcome == Outcome::Done {
-        task_event!(debug, &log, entry_id = %entry_id, duration_ms = duration.as_millis() as u64, "attempt succeeded");
+        let result = match &outcome {
+            Outcome::Done => Ok(task.task_id.clone()),
+            Outcome::Fail { class, .. } => Err(*class),
+            Outcome::Poison { .. } | Outcome::Error { .. } => Err(FailureClass::Unknown),
+        };
+        let settlement = match outcome {
+            Outcome::Done => Settlement::Done {
+                read_at,
+                recovered: task.attempt > 1 || task.replay_of.is_some(),
+                output: record_output(&ctx.shared.tasks, &tenant, &task.kind, final_output),
+                tenant: tenant.clone(),
+                entry_id: entry_id.clone(),
+                task: task.clone(),
+                steps: recording.sent || !task.steps.is_empty(),
+                started_ms,
+            },
+            Outcome::Fail {
+                class,
+                reason,
+                retry_after,
+            } => failed(class, reason, retry_after, false),
+            Outcome::Poison { reason } => failed(FailureClass::Unknown, reason, None, true),
+            Outcome::Error { message } => failed(FailureClass::Unknown, message, None, false),
+        };
+        // The settler lives until every sender is gone, so this cannot fail while we run.
+        let _ = ctx.settle.send(settlement);
+        Some(result)
     }
-    let result = match &outcome {
-        Outcome::Done => Ok(task.task_id.clone()),
-        Outcome::Fail { class, .. } => Err(*class),
-        Outcome::Poison { .. } | Outcome::Error { .. } => Err(FailureClass::Unknown),
-    };
-    let settlement = match outcome {
-        Outcome::Done => Settlement::Done {
-            read_at,
-            recovered: task.attempt > 1 || task.replay_of.is_some(),
-            output: record_output(&ctx.shared.tasks, &tenant, &task.kind, final_output),
-            tenant: tenant.clone(),
-            entry_id: entry_id.clone(),
-            task: task.clone(),
-            steps: recording.sent || !task.steps.is_empty(),
-            started_ms,
-        },
-        Outcome::Fail {
-            class,
-            reason,
-            retry_after,
-        } => failed(class, reason, retry_after, false),
-        Outcome::Poison { reason } => failed(FailureClass::Unknown, reason, None, true),
-        Outcome::Error { message } => failed(FailureClass::Unknown, message, None, false),
-    };
-    // The settler lives until every sender is gone, so this cannot fail while we run.
-    let _ = ctx.settle.send(settlement);
-    Some(result)
 }
 
 /// The output a done record keeps: the final output as JSON text, bounded to

@@ -3,20 +3,24 @@
 //! call per batch of events already waiting), so a completed step survives a crash of the
 //! agent or the member right after it.
 //!
-//! It runs next to the attempt, in the same task (no spawn per attempt). When the attempt ends
-//! the executor signals it; it writes what was sent before the end and stops: the attempt's
-//! settlement is sent only after that, so no step record lands after the entry is settled.
-//! A write refused by the fence (another member owns the entry now) is logged once and ends
-//! the recording; a Redis error is logged and counted, and recording goes on.
+//! An attempt that reports no step costs no recorder: [`AttemptSteps`] holds only what a
+//! recorder needs, and the attempt's first step event starts one (a task of its own, with the
+//! channel its events travel on). When the attempt ends the executor [finishes] it: the
+//! recorder writes what was sent before the end and stops, and the attempt's settlement is
+//! sent only after that, so no step record lands after the entry is settled. A write refused
+//! by the fence (another member owns the entry now) is logged once and ends the recording; a
+//! Redis error is logged and counted, and recording goes on.
 //!
 //! [`TaskContext`]: crate::handler::TaskContext
+//! [finishes]: AttemptSteps::finish
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, StepWrite, StepsRecorded};
-use crate::handler::StepEvent;
+use crate::handler::{StepEvent, StepSink};
 use crate::telemetry::events;
 
 /// The most step changes one script call carries.
@@ -32,9 +36,117 @@ pub(crate) struct Recording {
     pub fenced: bool,
 }
 
+/// One attempt's step sink: idle (what a recorder needs) until the first event starts the
+/// recorder, then the channel to it.
+#[derive(Debug)]
+pub(crate) struct AttemptSteps {
+    state: Mutex<Lazy>,
+}
+
+#[derive(Debug)]
+enum Lazy {
+    /// No event yet.
+    Idle(Target),
+    /// The recorder runs; its events go through `tx`.
+    Running {
+        tx: mpsc::UnboundedSender<Box<StepEvent>>,
+        done: JoinHandle<Recording>,
+    },
+    /// The attempt ended: later events are not recorded.
+    Finished,
+}
+
+/// The entry an attempt's steps are recorded for, and how.
+#[derive(Debug)]
+struct Target {
+    /// Shared (a `Broker` is ~350 bytes of handles).
+    broker: Arc<Broker>,
+    tenant: Arc<str>,
+    member: Arc<str>,
+    entry_id: String,
+    /// The recorder is spawned here, whatever thread the handler reports its step from.
+    runtime: tokio::runtime::Handle,
+}
+
+impl AttemptSteps {
+    /// The sink of an attempt of entry `entry_id` of `tenant`, run by `member`; the recorder
+    /// starts on the current runtime when the first event comes.
+    pub fn new(
+        broker: Arc<Broker>,
+        tenant: Arc<str>,
+        member: Arc<str>,
+        entry_id: String,
+    ) -> AttemptSteps {
+        AttemptSteps {
+            state: Mutex::new(Lazy::Idle(Target {
+                broker,
+                tenant,
+                member,
+                entry_id,
+                runtime: tokio::runtime::Handle::current(),
+            })),
+        }
+    }
+
+    /// Ends the recording: waits until the recorder (if one started) has written every event
+    /// sent before this call, and returns what it did. Events sent later are not recorded.
+    pub async fn finish(&self) -> Recording {
+        let state = match self.state.lock() {
+            Ok(mut st) => std::mem::replace(&mut *st, Lazy::Finished),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Lazy::Finished),
+        };
+        match state {
+            Lazy::Running { tx, done } => {
+                // The recorder drains what was sent, then sees the channel closed.
+                drop(tx);
+                done.await.unwrap_or(Recording {
+                    // It died mid-way: a write may have landed.
+                    sent: true,
+                    fenced: false,
+                })
+            }
+            Lazy::Idle(_) | Lazy::Finished => Recording::default(),
+        }
+    }
+}
+
+impl StepSink for AttemptSteps {
+    fn send(&self, event: StepEvent) {
+        let mut st = match self.state.lock() {
+            Ok(st) => st,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Lazy::Idle(_) = &*st {
+            let Lazy::Idle(target) = std::mem::replace(&mut *st, Lazy::Finished) else {
+                return;
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let Target {
+                broker,
+                tenant,
+                member,
+                entry_id,
+                runtime,
+            } = target;
+            let recorder = StepRecorder {
+                broker,
+                tenant,
+                member,
+                entry_id,
+                rx,
+                recording: Recording::default(),
+            };
+            let done = runtime.spawn(recorder.run());
+            *st = Lazy::Running { tx, done };
+        }
+        if let Lazy::Running { tx, .. } = &*st {
+            let _ = tx.send(Box::new(event));
+        }
+    }
+}
+
 /// Records one attempt's step events for its entry.
-pub(crate) struct StepRecorder {
-    /// Shared (a `Broker` is ~350 bytes of handles; one recorder runs beside every attempt).
+struct StepRecorder {
     broker: Arc<Broker>,
     tenant: Arc<str>,
     member: Arc<str>,
@@ -44,60 +156,19 @@ pub(crate) struct StepRecorder {
 }
 
 impl StepRecorder {
-    /// A recorder for entry `entry_id` of `tenant`, run by `member`, and the sink to give the
-    /// attempt's [`TaskContext`](crate::handler::TaskContext).
-    pub fn new(
-        broker: Arc<Broker>,
-        tenant: Arc<str>,
-        member: Arc<str>,
-        entry_id: String,
-    ) -> (StepRecorder, mpsc::UnboundedSender<Box<StepEvent>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let recorder = StepRecorder {
-            broker,
-            tenant,
-            member,
-            entry_id,
-            rx,
-            recording: Recording::default(),
-        };
-        (recorder, tx)
-    }
-
-    /// Writes events as they arrive until `finish` fires (or its sender is dropped), then the
-    /// events sent before it, and returns what it did.
-    pub async fn run(mut self, mut finish: oneshot::Receiver<()>) -> Recording {
-        loop {
-            tokio::select! {
-                biased;
-                event = self.rx.recv() => match event {
-                    Some(first) => {
-                        let batch = self.batch(Some(first));
-                        // Boxed: the write's state exists only while a write runs, so the
-                        // recorder beside an attempt that reports no steps stays small.
-                        Box::pin(self.write(batch)).await;
-                    }
-                    None => break,
-                },
-                _ = &mut finish => {
-                    // Every event the attempt sent before it ended is queued by now.
-                    loop {
-                        let batch = self.batch(None);
-                        if batch.is_empty() {
-                            break;
-                        }
-                        Box::pin(self.write(batch)).await;
-                    }
-                    break;
-                }
-            }
+    /// Writes events as they arrive until the channel closes (the attempt finished and every
+    /// event sent before is written), and returns what it did.
+    async fn run(mut self) -> Recording {
+        while let Some(first) = self.rx.recv().await {
+            let batch = self.batch(*first);
+            self.write(batch).await;
         }
         self.recording
     }
 
     /// `first` and the events already waiting, up to a batch.
-    fn batch(&mut self, first: Option<Box<StepEvent>>) -> Vec<StepWrite> {
-        let mut out: Vec<StepWrite> = first.into_iter().map(|e| write_of(*e)).collect();
+    fn batch(&mut self, first: StepEvent) -> Vec<StepWrite> {
+        let mut out = vec![write_of(first)];
         while out.len() < MAX_BATCH {
             match self.rx.try_recv() {
                 Ok(e) => out.push(write_of(*e)),

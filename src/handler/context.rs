@@ -53,8 +53,25 @@ struct ContextInner {
     member_id: Arc<str>,
     attempt: u32,
     max_attempts: u32,
-    sink: Option<mpsc::UnboundedSender<Box<StepEvent>>>,
+    sink: Option<Sink>,
     state: Mutex<State>,
+}
+
+/// Where a context's accepted step events go.
+#[derive(Debug)]
+enum Sink {
+    /// A channel the caller gave ([`TaskContext::for_attempt`]).
+    Channel(mpsc::UnboundedSender<Box<StepEvent>>),
+    /// The fleet's recorder of the attempt ([`TaskContext::recorded_by`]).
+    Recorder(Arc<dyn StepSink>),
+}
+
+/// Takes the step events of one attempt, in the order its context accepted them: the fleet's
+/// step recorder, which starts writing them only once the first one comes (an attempt that
+/// reports no steps costs no channel and no recorder).
+pub(crate) trait StepSink: Send + Sync + std::fmt::Debug {
+    /// One accepted event.
+    fn send(&self, event: StepEvent);
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +103,40 @@ impl TaskContext {
         max_attempts: u32,
         earlier: &[Step],
         sink: Option<mpsc::UnboundedSender<Box<StepEvent>>>,
+    ) -> Self {
+        TaskContext::with_sink(
+            member_id,
+            attempt,
+            max_attempts,
+            earlier,
+            sink.map(Sink::Channel),
+        )
+    }
+
+    /// The context of an attempt run by the fleet: as [`TaskContext::for_attempt`], with the
+    /// accepted step events going to `recorder`.
+    pub(crate) fn recorded_by(
+        member_id: Arc<str>,
+        attempt: u32,
+        max_attempts: u32,
+        earlier: &[Step],
+        recorder: Arc<dyn StepSink>,
+    ) -> Self {
+        TaskContext::with_sink(
+            member_id,
+            attempt,
+            max_attempts,
+            earlier,
+            Some(Sink::Recorder(recorder)),
+        )
+    }
+
+    fn with_sink(
+        member_id: Arc<str>,
+        attempt: u32,
+        max_attempts: u32,
+        earlier: &[Step],
+        sink: Option<Sink>,
     ) -> Self {
         let earlier: Vec<(String, usize)> = earlier
             .iter()
@@ -316,8 +367,12 @@ impl TaskContext {
         };
         match f(&mut st) {
             Ok(event) => {
-                if let (Some(event), Some(sink)) = (event, &self.inner.sink) {
-                    let _ = sink.send(Box::new(event));
+                match (event, &self.inner.sink) {
+                    (Some(event), Some(Sink::Channel(tx))) => {
+                        let _ = tx.send(Box::new(event));
+                    }
+                    (Some(event), Some(Sink::Recorder(r))) => r.send(event),
+                    _ => {}
                 }
                 Ok(())
             }

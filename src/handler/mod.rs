@@ -18,6 +18,7 @@ mod registry;
 mod spec;
 
 pub use class::FailureClass;
+pub(crate) use context::StepSink;
 pub use context::{Progress, StepEvent, TaskContext};
 pub use handle::{Handler, HandlerFuture, ShutdownFuture};
 pub use noop::NoopHandler;
