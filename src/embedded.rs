@@ -333,6 +333,12 @@ impl LocalCluster {
         }
     }
 
+    /// The nodes' loopback ports, in slot order (the first serves slot 0).
+    #[cfg(test)]
+    pub(crate) fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+
     /// The seed URLs of every node, comma-separated (`redis.url` in cluster mode).
     pub fn url(&self) -> String {
         self.nodes

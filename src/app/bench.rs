@@ -405,6 +405,7 @@ impl Bench {
     fn settings(&self, prefix: &str, tweak: impl FnOnce(&mut RawConfig)) -> Result<Settings> {
         let mut raw = RawConfig::defaults()?;
         raw.redis.url = self.url.clone();
+        raw.redis.cluster = self.redis.cluster;
         raw.redis.key_prefix = prefix.to_owned();
         raw.fleet.member_id = format!("bench-{}", self.run);
         raw.fleet.handler = "noop".into();

@@ -199,18 +199,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Whether Redis accepts writes that grow memory right now: `false` while it is over
-    /// `maxmemory` and refuses them (scripts/oom_probe.lua, which writes nothing). On a
-    /// cluster, `false` when any master refuses.
-    #[cfg_attr(not(any(test, feature = "testkit")), allow(dead_code))]
-    pub(crate) async fn accepts_writes(&self) -> Result<bool> {
-        let check = self.write_check().await;
-        if let Some((_, e)) = check.unreachable.into_iter().next() {
-            return Err(e);
-        }
-        Ok(check.refusing.is_empty())
-    }
-
     /// Whether each master (the server on a single Redis) accepts writes that grow memory:
     /// the ones over `maxmemory`, and the ones the probe did not reach, by address (an out of
     /// memory episode is per shard, and so is an unreachable master: /readyz names them).
