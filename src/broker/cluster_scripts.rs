@@ -104,7 +104,7 @@ fn monitor_args(line: &str) -> (bool, Vec<Vec<u8>>) {
     let Some(open) = line.find("] ") else {
         return (by_script, args);
     };
-    let b = line[open + 2..].as_bytes();
+    let b = &line.as_bytes()[open + 2..];
     let mut i = 0;
     while i < b.len() {
         if b[i] != b'"' {
