@@ -351,7 +351,7 @@ impl LocalCluster {
 
 /// One command to the node on loopback `port` over a fresh plain connection: the reply as text
 /// (a bulk or simple string, an integer's digits); an error reply is an error.
-fn node_command(port: u16, args: &[&str]) -> Result<String> {
+pub(crate) fn node_command(port: u16, args: &[&str]) -> Result<String> {
     use std::io::{BufRead, BufReader};
     let io = |e: std::io::Error| Error::io(format!("talking to the cluster node on {port}"), e);
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
