@@ -255,3 +255,131 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private Redis Cluster of masters only (no replicas), for `redrive bench --cluster` and
+/// the `shards` scenario: `masters` redis-servers started with `--cluster-enabled yes` on free
+/// loopback ports, each its own directory (own `nodes.conf`), the 16,384 slots split evenly
+/// (`CLUSTER ADDSLOTSRANGE`, Redis ≥ 7.0), joined by `CLUSTER MEET`, and waited for (bounded)
+/// until every node says `cluster_state:ok` and knows every other. Dropping it kills every node.
+#[derive(Debug)]
+pub struct LocalCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// How long a private cluster may take to form.
+const CLUSTER_FORM_LIMIT: Duration = Duration::from_secs(60);
+
+impl LocalCluster {
+    /// Starts and forms a cluster of `masters` masters.
+    pub fn start(masters: usize) -> Result<LocalCluster> {
+        let masters = masters.max(1);
+        let nodes = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendonly",
+                    "no",
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cluster = LocalCluster { nodes };
+        let per = 16_384 / masters;
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let first = i * per;
+            let last = if i + 1 == masters {
+                16_383
+            } else {
+                first + per - 1
+            };
+            node_command(
+                node.port(),
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            )?;
+        }
+        let seed = cluster.nodes[0].port();
+        for node in &cluster.nodes[1..] {
+            node_command(
+                seed,
+                &["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string()],
+            )?;
+        }
+        let deadline = Instant::now() + CLUSTER_FORM_LIMIT;
+        let known = format!("cluster_known_nodes:{masters}");
+        loop {
+            let formed = cluster.nodes.iter().all(|n| {
+                node_command(n.port(), &["CLUSTER", "INFO"]).is_ok_and(|i| {
+                    i.contains("cluster_state:ok")
+                        && i.contains("cluster_slots_ok:16384")
+                        && i.contains(&known)
+                })
+            });
+            if formed {
+                return Ok(cluster);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Embedded(format!(
+                    "the private cluster of {masters} masters did not form within {CLUSTER_FORM_LIMIT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The nodes' loopback ports, in slot order (the first serves slot 0).
+    #[cfg(test)]
+    pub(crate) fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// The seed URLs of every node, comma-separated (`redis.url` in cluster mode).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One command to the node on loopback `port` over a fresh plain connection: the reply as text
+/// (a bulk or simple string, an integer's digits); an error reply is an error.
+pub(crate) fn node_command(port: u16, args: &[&str]) -> Result<String> {
+    use std::io::{BufRead, BufReader};
+    let io = |e: std::io::Error| Error::io(format!("talking to the cluster node on {port}"), e);
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
+        .map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).map_err(io)?;
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    r.read_line(&mut head).map_err(io)?;
+    let head = head.trim_end();
+    let refused = |m: &str| Error::Embedded(format!("node {port} answered {args:?} with {m}"));
+    match head.as_bytes().first() {
+        Some(b'+') | Some(b':') => Ok(head[1..].to_owned()),
+        Some(b'$') => {
+            let n: i64 = head[1..].parse().map_err(|_| refused(head))?;
+            let Ok(n) = usize::try_from(n) else {
+                return Ok(String::new());
+            };
+            let mut body = vec![0u8; n + 2];
+            r.read_exact(&mut body).map_err(io)?;
+            body.truncate(n);
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        _ => Err(refused(head)),
+    }
+}

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::TestEnv;
 use redrive::testkit::BrokerExt;
 
@@ -517,6 +519,68 @@ async fn bench_reports_every_requested_scenario_against_the_raw_ceiling() {
     }
     let (code, _, err) = env.cli(&["bench", "--tasks", "5"], &[]);
     assert_eq!(code, 2, "tasks below the minimum are refused: {err}");
+}
+
+/// `redrive bench --cluster` and `--scenario shards` start their own private clusters (never
+/// a server someone else runs): the shards scenario drains the same tasks on one server and on
+/// three masters, side by side, leaving nothing; `--cluster` with `redis.url` set is refused.
+#[test]
+fn bench_starts_its_own_clusters_for_shards_and_refuses_cluster_with_a_url() {
+    let run = |args: &[&str], url: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redrive"));
+        cmd.args(args)
+            .env_remove("REDRIVE_REDIS_URL")
+            .env_remove("REDRIVE_CONFIG")
+            .env("REDRIVE_LOG__LEVEL", "error");
+        if let Some(u) = url {
+            cmd.env("REDRIVE_REDIS_URL", u);
+        }
+        let out = cmd.output().expect("run redrive");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "--json",
+            "--cluster",
+            "--tasks",
+            "1000",
+            "--repeat",
+            "1",
+            "--scenario",
+            "shards",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = report["results"].as_array().unwrap();
+    for name in [
+        "shards: 100 tenants, 1 redis-server",
+        "shards: 100 tenants, 3-master cluster",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["scenario"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {out}"));
+        assert_eq!(row["tasks"], 1000, "{row}");
+        assert!(row["per_second"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["note"].as_str().unwrap().contains("0 left in Redis"),
+            "{row}"
+        );
+    }
+    let env = TestEnv::new();
+    let (code, _, err) = run(
+        &["bench", "--cluster", "--scenario", "idle"],
+        Some(&env.url()),
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("--cluster starts a private cluster"), "{err}");
 }
 
 /// Issue 11 #13: the variables Kubernetes injects for a Service named `redrive` are not

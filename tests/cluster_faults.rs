@@ -497,11 +497,16 @@ async fn writes_whose_replica_is_gone_are_counted_short_and_still_succeed() {
     let mut env = TestEnv::single();
     env.set_redis("wait_replicas", "1");
     env.set_redis("wait_timeout_ms", "50");
-    let port = env.redis.port().to_string();
+    let server_port = env
+        .redis
+        .as_ref()
+        .expect("TestEnv::single starts a server")
+        .port();
+    let port = server_port.to_string();
     let mut replica =
         redrive::testkit::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).unwrap();
     common::eventually(Duration::from_secs(20), "the replica linked", || async {
-        common::cluster::command(env.redis.port(), &["WAIT", "1", "100"]).is_ok_and(|n| n == "1")
+        common::cluster::command(server_port, &["WAIT", "1", "100"]).is_ok_and(|n| n == "1")
     })
     .await;
     let mut m = env.member("m", &[("REDRIVE_METRICS__LISTEN", "127.0.0.1:0")]);

@@ -19,7 +19,7 @@ use crate::app::bench_python::PythonAgent;
 use crate::broker::{raw_ceiling, RawCeiling};
 use crate::broker::{Broker, PasswordSource, RedisSettings};
 use crate::config::{RawConfig, Settings};
-use crate::embedded::RedisServer;
+use crate::embedded::{LocalCluster, RedisServer};
 use crate::error::{Error, Result};
 use crate::fleet::{AckObserver, Fleet, FleetStats};
 use crate::handler::{
@@ -85,11 +85,14 @@ pub enum Scenario {
     /// What `redis.wait_replicas = 1` costs: the enqueue and 1-tenant drain scenarios on a
     /// private redis-server with one replica, without and with WAIT, side by side.
     Wait,
+    /// Drain throughput of `--tasks` tasks over 100 tenants on one private redis-server and on
+    /// a private 3-master Redis Cluster, side by side (same machine, same run).
+    Shards,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 22] = [
         Scenario::Raw,
         Scenario::Enqueue,
         Scenario::Drain,
@@ -111,6 +114,7 @@ impl Scenario {
         Scenario::ApiLoad,
         Scenario::Idle,
         Scenario::Wait,
+        Scenario::Shards,
     ];
 }
 
@@ -131,6 +135,8 @@ pub struct BenchOptions {
     pub read_batch: usize,
     /// The scenarios to run (the raw ceiling always runs first).
     pub scenarios: Vec<Scenario>,
+    /// Run on a private 3-master Redis Cluster the bench starts itself (`--cluster`).
+    pub cluster: bool,
 }
 
 /// One line of results.
@@ -403,6 +409,7 @@ impl Bench {
     fn settings(&self, prefix: &str, tweak: impl FnOnce(&mut RawConfig)) -> Result<Settings> {
         let mut raw = RawConfig::defaults()?;
         raw.redis.url = self.url.clone();
+        raw.redis.cluster = self.redis.cluster;
         raw.redis.key_prefix = prefix.to_owned();
         raw.fleet.member_id = format!("bench-{}", self.run);
         raw.fleet.handler = "noop".into();
@@ -569,15 +576,33 @@ fn redis_env(redis: &RedisSettings) -> Vec<(&'static str, String)> {
         ),
         ("REDRIVE_REDIS__PASSWORD_FILE", file),
         ("REDRIVE_REDIS__PASSWORD_ENV", var),
+        ("REDRIVE_REDIS__CLUSTER", redis.cluster.to_string()),
     ]
 }
 
 /// Runs the benchmark and returns the report. `settings.redis.url` set: that server, else a
-/// private one.
+/// private one (with `opts.cluster`: a private 3-master cluster, never one someone else runs).
 pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport> {
     let mut _server = None;
+    let mut _cluster = None;
+    let mut redis_settings = settings.redis.clone();
     let url = match &settings.redis.url {
+        Some(_) if opts.cluster => {
+            return Err(Error::Config(
+                "redrive bench --cluster starts a private cluster of its own: unset redis.url \
+                 (REDRIVE_REDIS_URL)"
+                    .into(),
+            ))
+        }
         Some(url) => url.clone(),
+        None if opts.cluster => {
+            eprintln!("bench: starting a private Redis Cluster of 3 masters…");
+            let c = LocalCluster::start(3)?;
+            let url = c.url();
+            _cluster = Some(c);
+            redis_settings.cluster = true;
+            url
+        }
         None => {
             let s = RedisServer::start()?;
             let url = s.url();
@@ -591,7 +616,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
     let _metrics = crate::telemetry::install_prometheus(Duration::from_secs(60))?;
     let mut bench = Bench {
         url: url.clone(),
-        redis: settings.redis.clone(),
+        redis: redis_settings,
         prefix: format!(
             "{}:bench-{}",
             settings.redis.key_prefix,
@@ -680,6 +705,7 @@ pub async fn run(settings: &Settings, opts: BenchOptions) -> Result<BenchReport>
             Scenario::ApiLoad => api_load(&mut bench).await?,
             Scenario::Idle => idle(&mut bench).await?,
             Scenario::Wait => wait_cost(&mut bench).await?,
+            Scenario::Shards => shards(&mut bench).await?,
         };
         results.extend(rows);
     }
@@ -1083,6 +1109,7 @@ async fn idle(bench: &mut Bench) -> Result<Vec<BenchRow>> {
         broker.reset_server_stats().await?;
         tokio::time::sleep(IDLE_WINDOW).await;
         let calls = broker.command_calls().await?;
+        let reads = broker.socket_reads().await?;
         fleet.stop(&broker).await?;
         for name in &names {
             broker.drop_tenant(name).await?;
@@ -1096,6 +1123,10 @@ async fn idle(bench: &mut Bench) -> Result<Vec<BenchRow>> {
             .take(6)
             .map(|(c, n)| format!("{c} {:.1}/s", *n as f64 / secs))
             .collect();
+        let per_master: Vec<String> = reads
+            .iter()
+            .map(|n| format!("{:.0}", *n as f64 / secs))
+            .collect();
         rows.push(BenchRow {
             scenario: format!("idle member, Redis commands/s: {tenants} tenants"),
             tasks: tenants as u64,
@@ -1104,13 +1135,57 @@ async fn idle(bench: &mut Bench) -> Result<Vec<BenchRow>> {
             ratio_to_raw: None,
             latency_ms: None,
             note: format!(
-                "commands per second (not tasks), script-inner ones included, over {:.0} s; most called: {}",
+                "commands per second (not tasks), script-inner ones included, over {:.0} s; \
+                 round trips (socket reads)/s per master: {}; most called: {}",
                 secs,
+                per_master.join(" + "),
                 top.join(", ")
             ),
         });
     }
     Ok(rows)
+}
+
+/// The `shards` scenario: `--tasks` tasks over 100 tenants drained by one member on a private
+/// redis-server, then on a private 3-master cluster (masters only), alternating run by run so
+/// drift hits both alike; one row each, the median of `--repeat` runs.
+async fn shards(bench: &mut Bench) -> Result<Vec<BenchRow>> {
+    let single = RedisServer::start()?;
+    let cluster = LocalCluster::start(3)?;
+    let saved = (bench.url.clone(), bench.redis.cluster);
+    let mut one = Vec::new();
+    let mut three = Vec::new();
+    let mut outcome = Ok(());
+    for _ in 0..bench.opts.repeat.max(1) {
+        for (url, on_cluster) in [(single.url(), false), (cluster.url(), true)] {
+            bench.url = url;
+            bench.redis.cluster = on_cluster;
+            match drain(bench, 100, None).await {
+                Ok(row) if on_cluster => three.push(row),
+                Ok(row) => one.push(row),
+                Err(e) => outcome = Err(e),
+            }
+            if outcome.is_err() {
+                break;
+            }
+        }
+        if outcome.is_err() {
+            break;
+        }
+    }
+    (bench.url, bench.redis.cluster) = saved;
+    outcome?;
+    let mut one = median(one);
+    let mut three = median(three);
+    one.scenario = "shards: 100 tenants, 1 redis-server".into();
+    three.scenario = "shards: 100 tenants, 3-master cluster".into();
+    for r in [&mut one, &mut three] {
+        r.ratio_to_raw = None;
+    }
+    if let (Some(a), Some(b)) = (one.per_second, three.per_second) {
+        three.note = format!("{:.2}× one server; {}", b / a.max(1e-9), three.note);
+    }
+    Ok(vec![one, three])
 }
 
 /// The `api-load` scenario ([`crate::app::bench_api`]): `--tasks` dead letters, at most

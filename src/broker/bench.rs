@@ -195,36 +195,74 @@ impl Broker {
         })
     }
 
-    /// Resets the server's statistics (`CONFIG RESETSTAT`: command counts among them).
+    /// `cmd` sent to every master (on a single Redis: to the server), their replies.
+    async fn on_every_master(&self, cmd: redis::Cmd) -> Result<Vec<Value>> {
+        let shards = self.shards().await?;
+        if shards.is_empty() {
+            return Ok(vec![cmd.query_async(&mut self.con()).await?]);
+        }
+        let mut out = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            out.push(self.on_shard(shard, cmd.clone()).await?);
+        }
+        Ok(out)
+    }
+
+    /// Resets the statistics (`CONFIG RESETSTAT`: command counts among them) of the server, or
+    /// of every master of a cluster.
     pub(crate) async fn reset_server_stats(&self) -> Result<()> {
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut self.con())
-            .await?;
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("RESETSTAT");
+        self.on_every_master(cmd).await?;
         Ok(())
     }
 
     /// Calls per command since the last reset (`INFO commandstats`; commands run by scripts
-    /// included), most called first. Subcommands are named `config|resetstat`.
+    /// included), summed over every master of a cluster, most called first. Subcommands are
+    /// named `config|resetstat`.
     pub(crate) async fn command_calls(&self) -> Result<Vec<(String, u64)>> {
-        let text: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.con())
-            .await?;
-        let mut calls: Vec<(String, u64)> = text
-            .lines()
-            .filter_map(|l| {
-                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-                let n = rest
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("commandstats");
+        let mut calls: std::collections::BTreeMap<String, u64> = Default::default();
+        for v in self.on_every_master(cmd).await? {
+            let text = super::connect::info_text(v);
+            for l in text.lines() {
+                let Some((name, rest)) = l.strip_prefix("cmdstat_").and_then(|l| l.split_once(':'))
+                else {
+                    continue;
+                };
+                let n: Option<u64> = rest
                     .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))?
-                    .parse()
-                    .ok()?;
-                Some((name.to_owned(), n))
-            })
-            .collect();
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|n| n.parse().ok());
+                if let Some(n) = n {
+                    *calls.entry(name.to_owned()).or_default() += n;
+                }
+            }
+        }
+        let mut calls: Vec<(String, u64)> = calls.into_iter().collect();
         calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(calls)
+    }
+
+    /// Socket reads each master has processed since the last reset (`INFO stats`
+    /// `total_reads_processed`: one per batch of commands a client sent, so about one per
+    /// round trip), one figure per master (one on a single Redis).
+    pub(crate) async fn socket_reads(&self) -> Result<Vec<u64>> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("stats");
+        Ok(self
+            .on_every_master(cmd)
+            .await?
+            .into_iter()
+            .map(|v| {
+                super::connect::info_text(v)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("total_reads_processed:"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect())
     }
 
     /// One round trip of the least a dead-letter page needs: `XREVRANGE … COUNT count` of one

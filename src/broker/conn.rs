@@ -4,20 +4,28 @@
 //! On a cluster a single command goes where its key's slot lives (the cluster client routes it
 //! and follows MOVED, ASK, TRYAGAIN and CLUSTERDOWN with bounded backoff). A pipeline is split:
 //! the cluster client only sends pipelines whose keys share one slot, while redrive pipelines
-//! the same verb over many tenants (depth figures, breaker states, stats). Commands without a
-//! key (`SCRIPT LOAD`, `TIME`) go first, one by one, where the cluster client routes them
-//! (`SCRIPT LOAD` to every master, so the scripts that follow find it); then one pipeline per
-//! slot, all at once, each in the order it was written; the replies come back in the order of
-//! the whole pipeline. Order holds within a slot (a tenant), not across slots. A transaction
+//! the same verb over many tenants (depth figures, breaker states, stats, the periodic loops'
+//! looks). Commands without a key (`SCRIPT LOAD`, `TIME`) go first, one by one, where the
+//! cluster client routes them (`SCRIPT LOAD` to every master, so the scripts that follow find
+//! it); then one pipeline per *master* (every slot a master serves, by the slot map this
+//! connection keeps from `CLUSTER SLOTS`), all at once, each in the order it was written; the
+//! replies come back in the order of the whole pipeline. So a pipeline over 1,000 tenants costs
+//! one round trip per shard, not one per tenant. A command a master answers MOVED, ASK,
+//! TRYAGAIN or CLUSTERDOWN (the map was stale: a failover, a reshard) was not run: it is sent
+//! again alone, through the cluster client's own routing and retries, and the map is fetched
+//! afresh next time. Order holds within a slot (a tenant), not across slots. A transaction
 //! (`MULTI`, atomic or written out as commands) is never split: its keys must share one slot,
 //! and the cluster refuses it otherwise (CROSSSLOT).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, ServerErrorKind, Value};
 
 /// A connection: a single server's auto-reconnecting manager (the shared connection), a plain
 /// connection of one server (a dedicated connection for blocking reads), or a cluster client's
@@ -29,8 +37,63 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
     /// One Redis, a connection of its own.
     Node(MultiplexedConnection),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster, with the slot map its pipelines are grouped by.
+    Cluster(ClusterConnection, SlotMap),
+}
+
+/// Which master serves each slot, as `CLUSTER SLOTS` said when last asked (shared by the clones
+/// of one connection). Only pipelines are grouped by it; a stale map costs a re-send, never a
+/// wrong answer (the master refuses a slot it does not serve with MOVED).
+#[derive(Clone, Default)]
+pub(crate) struct SlotMap(Arc<Mutex<Option<Owners>>>);
+
+/// The slot map's content.
+struct Owners {
+    /// The index of each slot's master in the `CLUSTER SLOTS` reply, `u16::MAX` when unserved.
+    node_of: Vec<u16>,
+    /// When it was asked.
+    at: Instant,
+}
+
+/// How long a slot map is used before it is asked again (a MOVED answer drops it sooner).
+const SLOT_MAP_AGE: Duration = Duration::from_secs(30);
+
+impl SlotMap {
+    /// The master index of every slot: the map kept, or asked afresh when there is none, it is
+    /// old or was dropped; `None` when the cluster cannot say (then every slot is its own group).
+    async fn owners(&self, c: &mut ClusterConnection) -> Option<Vec<u16>> {
+        if let Ok(guard) = self.0.lock() {
+            if let Some(o) = guard.as_ref().filter(|o| o.at.elapsed() < SLOT_MAP_AGE) {
+                return Some(o.node_of.clone());
+            }
+        }
+        let reply = c
+            .req_packed_command(&redis::cmd("CLUSTER").arg("SLOTS").clone())
+            .await;
+        let shards = super::topology::parse_slots(reply.ok()?).ok()?;
+        let mut node_of = vec![u16::MAX; 16384];
+        for (i, shard) in shards.iter().enumerate() {
+            for &(a, b) in &shard.slots {
+                for slot in a..=b.min(16383) {
+                    node_of[usize::from(slot)] = i as u16;
+                }
+            }
+        }
+        if let Ok(mut guard) = self.0.lock() {
+            *guard = Some(Owners {
+                node_of: node_of.clone(),
+                at: Instant::now(),
+            });
+        }
+        Some(node_of)
+    }
+
+    /// Forgets the map (a master answered MOVED: it is stale).
+    fn drop_map(&self) {
+        if let Ok(mut guard) = self.0.lock() {
+            *guard = None;
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -38,7 +101,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Node(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -51,7 +114,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => Box::pin(cluster_pipeline(c, pipeline, offset, count)),
+            Conn::Cluster(c, map) => Box::pin(cluster_pipeline(c, map, pipeline, offset, count)),
         }
     }
 
@@ -59,7 +122,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Node(c) => c.get_db(),
-            Conn::Cluster(_) => 0,
+            Conn::Cluster(..) => 0,
         }
     }
 }
@@ -93,9 +156,10 @@ impl ConnectionLike for RawConnection {
 }
 
 /// Sends `pipeline` on a cluster: whole when it is a transaction or its keys share one slot,
-/// else split as the module says.
+/// else split per master as the module says.
 async fn cluster_pipeline(
     c: &mut ClusterConnection,
+    map: &SlotMap,
     pipeline: &Pipeline,
     offset: usize,
     count: usize,
@@ -116,37 +180,76 @@ async fn cluster_pipeline(
     if single {
         return c.req_packed_commands(pipeline, offset, count).await;
     }
+    let owners = map.owners(c).await;
+    let group_of = |slot: u16| -> u32 {
+        match owners.as_ref().map(|o| o[usize::from(slot)]) {
+            Some(node) if node != u16::MAX => u32::from(node),
+            // Unknown owner: the slot is its own group.
+            _ => 0x1_0000 + u32::from(slot),
+        }
+    };
     let mut replies: Vec<Option<Value>> = vec![None; slots.len()];
-    let mut groups: BTreeMap<u16, (Pipeline, Vec<usize>)> = BTreeMap::new();
+    // Per group: its pipeline, the slot it is routed by (its first command's), and where its
+    // replies go.
+    let mut groups: BTreeMap<u32, (Pipeline, u16, Vec<usize>)> = BTreeMap::new();
     for (i, (cmd, slot)) in pipeline.cmd_iter().zip(&slots).enumerate() {
         match slot {
             None => replies[i] = Some(c.req_packed_command(cmd).await?),
             Some(s) => {
-                let (sub, at) = groups
-                    .entry(*s)
-                    .or_insert_with(|| (redis::pipe(), Vec::new()));
+                let (sub, _, at) = groups
+                    .entry(group_of(*s))
+                    .or_insert_with(|| (redis::pipe(), *s, Vec::new()));
                 sub.add_command(cmd.clone());
                 at.push(i);
             }
         }
     }
-    let sent = groups.into_values().map(|(sub, at)| {
+    let sent = groups.into_values().map(|(sub, slot, at)| {
         let mut c = c.clone();
         async move {
-            let got = c.req_packed_commands(&sub, 0, sub.len()).await?;
-            Ok::<_, redis::RedisError>((got, at))
+            let n = sub.len();
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+            let got = c.route_pipeline(sub.clone(), 0, n, route).await?;
+            Ok::<_, redis::RedisError>((sub, got, at))
         }
     });
-    for (got, at) in try_join_all(sent).await? {
-        for (v, i) in got.into_iter().zip(at) {
-            replies[i] = Some(v);
+    let mut redirected = false;
+    for (sub, got, at) in try_join_all(sent).await? {
+        for ((v, i), cmd) in got.into_iter().zip(at).zip(sub.cmd_iter()) {
+            replies[i] = Some(if not_served_here(&v) {
+                // Not run on that master: sent again alone, routed and retried by the client.
+                redirected = true;
+                c.req_packed_command(cmd).await?
+            } else {
+                v
+            });
         }
+    }
+    if redirected {
+        map.drop_map();
     }
     let out: Vec<Value> = replies
         .into_iter()
         .map(|v| v.unwrap_or(Value::Nil))
         .collect();
     Ok(out.into_iter().skip(offset).take(count).collect())
+}
+
+/// Whether a reply says the master did not run the command because it does not serve its slot
+/// now (MOVED, ASK), or could not (TRYAGAIN, CLUSTERDOWN): safe to send again.
+fn not_served_here(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => matches!(
+            e.kind(),
+            Some(
+                ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+            )
+        ),
+        _ => false,
+    }
 }
 
 /// The slot of the key a command is routed by, `None` for a command without one (those the

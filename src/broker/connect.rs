@@ -78,6 +78,8 @@ pub struct Broker {
     pub(super) response_timeout: Duration,
     /// What the server is and which newer commands it knows, probed at connect.
     pub(super) server: Arc<ServerInfo>,
+    /// Each distinct (flavor, version) among the masters (the one server on a single Redis).
+    pub(super) servers: Arc<Vec<ServerInfo>>,
     /// Whether enqueue.lua is known to be in the server's script cache (set by a load, cleared
     /// by a NOSCRIPT answer): an enqueue then sends no SCRIPT LOAD of its ~10 KiB text.
     pub(super) enqueue_loaded: Arc<std::sync::atomic::AtomicBool>,
@@ -125,7 +127,11 @@ impl Broker {
                 ))
             })?
             .map_err(connect_error)?;
-            (base, Conn::Cluster(conn), Some(cluster))
+            (
+                base,
+                Conn::Cluster(conn, super::conn::SlotMap::default()),
+                Some(cluster),
+            )
         } else {
             let client = open_client(url, settings)?;
             let cfg = ConnectionManagerConfig::new()
@@ -149,11 +155,14 @@ impl Broker {
             response_timeout: settings.response_timeout,
             enqueue_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             server: Arc::new(ServerInfo::unknown()),
+            servers: Arc::new(Vec::new()),
             notify: Arc::default(),
             wait: settings.wait,
         };
         broker.ping().await?;
-        broker.server = Arc::new(broker.probe_server().await);
+        let (least, all) = broker.probe_server().await;
+        broker.server = Arc::new(least);
+        broker.servers = Arc::new(all);
         Ok(broker)
     }
 
@@ -194,21 +203,30 @@ impl Broker {
         Ok(())
     }
 
-    /// Whether Redis accepts writes that grow memory right now: `false` while it is over
-    /// `maxmemory` and refuses them (scripts/oom_probe.lua, which writes nothing).
-    pub(crate) async fn accepts_writes(&self) -> Result<bool> {
+    /// Whether each master (the server on a single Redis) accepts writes that grow memory:
+    /// the ones over `maxmemory`, and the ones the probe did not reach, by address (an out of
+    /// memory episode is per shard, and so is an unreachable master: /readyz names them).
+    pub(crate) async fn write_check(&self) -> WriteCheck {
+        let mut check = WriteCheck::default();
         if self.is_cluster() {
-            // Out of memory is per node: every master is asked.
-            for shard in self.shards().await? {
+            let shards = match self.shards().await {
+                Ok(s) => s,
+                Err(e) => {
+                    check.unreachable.push(("the cluster".into(), e));
+                    return check;
+                }
+            };
+            for shard in shards {
+                let at = format!("{}:{}", shard.host, shard.port);
                 let mut probe = redis::cmd("EVAL");
                 probe.arg(OOM_PROBE).arg(0);
                 match self.on_shard(&shard, probe).await {
                     Ok(_) => {}
-                    Err(e) if is_oom(&e) => return Ok(false),
-                    Err(e) => return Err(e),
+                    Err(e) if is_oom(&e) => check.refusing.push(at),
+                    Err(e) => check.unreachable.push((at, e)),
                 }
             }
-            return Ok(true);
+            return check;
         }
         match scripts()
             .oom_probe
@@ -216,15 +234,30 @@ impl Broker {
             .invoke_async::<i64>(&mut self.con())
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => {}
             Err(e) => {
                 let e = Error::from(e);
                 if is_oom(&e) {
-                    Ok(false)
+                    check.refusing.push(self.address());
                 } else {
-                    Err(e)
+                    check.unreachable.push((self.address(), e));
                 }
             }
+        }
+        check
+    }
+
+    /// `host:port` of the server this broker's client connects to (the first seed of a
+    /// cluster).
+    fn address(&self) -> String {
+        match &self.client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(h, p)
+            | redis::ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => {
+                format!("{h}:{p}")
+            }
+            other => other.to_string(),
         }
     }
 
@@ -241,13 +274,25 @@ impl Broker {
     }
 }
 
+/// What [`Broker::write_check`] found: the masters (`host:port`) that refuse writes for
+/// memory and those the probe did not reach, with why. Both empty: every master accepts.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCheck {
+    /// Masters over `maxmemory`.
+    pub(crate) refusing: Vec<String>,
+    /// Masters that did not answer the probe.
+    pub(crate) unreachable: Vec<(String, Error)>,
+}
+
 impl Broker {
     /// Asks the server what it is (`INFO server`) and which newer commands it knows
     /// (`COMMAND INFO`), in one round trip. Never fails: what the server refuses to say is
-    /// unknown ([`ServerInfo::unknown`]'s parts).
-    pub(super) async fn probe_server(&self) -> ServerInfo {
+    /// unknown ([`ServerInfo::unknown`]'s parts). On a cluster, every master: what all of them
+    /// can do, and each distinct (flavor, version) among them.
+    pub(super) async fn probe_server(&self) -> (ServerInfo, Vec<ServerInfo>) {
         if !self.is_cluster() {
-            return self.probe_node().await;
+            let one = self.probe_node().await;
+            return (one.clone(), vec![one]);
         }
         self.probe_masters().await
     }
@@ -274,9 +319,16 @@ impl Broker {
         }
     }
 
-    /// What the server is and can do, as probed when this broker connected.
+    /// What the server is and can do, as probed when this broker connected (on a cluster:
+    /// what every master can do, at the lowest version).
     pub(crate) fn server(&self) -> &ServerInfo {
         &self.server
+    }
+
+    /// Each distinct (flavor, version) among the masters as probed when this broker
+    /// connected (a rolling upgrade mixes them): one `redrive_redis_info` series each.
+    pub(crate) fn servers(&self) -> &[ServerInfo] {
+        &self.servers
     }
 }
 

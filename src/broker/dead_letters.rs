@@ -437,16 +437,39 @@ impl Broker {
         let mut inv = scripts().dlq_counts.key(self.keys.dlq(tenant));
         inv.key(self.keys.dlq_counts(tenant)).arg(page.max(1));
         let v: Value = inv.invoke_async(&mut self.con()).await?;
-        let mut parts = array(v, "dlq_counts.lua", Some(2))?.into_iter();
-        match text_or_empty(parts.next().unwrap_or(Value::Nil)).as_str() {
-            "ok" => Ok(CountsStep::Ok),
-            "started" => Ok(CountsStep::Started),
-            "rebuilding" => Ok(CountsStep::Rebuilding),
-            "complete" => Ok(CountsStep::Complete),
-            other => Err(Error::Protocol(format!(
-                "dlq_counts.lua answered state '{other}'"
-            ))),
+        counts_step(v)
+    }
+
+    /// One step of the counts upkeep ([`Broker::dlq_counts_step`]) of each of `tenants`, in one
+    /// pipeline (on a cluster, one round trip per master): one answer per tenant, in order.
+    pub(crate) async fn dlq_counts_steps(
+        &self,
+        tenants: &[std::sync::Arc<str>],
+        page: usize,
+    ) -> Result<Vec<Result<CountsStep>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts().dlq_counts).ignore();
+        for t in tenants {
+            let mut inv = scripts().dlq_counts.key(self.keys.dlq(t));
+            inv.key(self.keys.dlq_counts(t)).arg(page.max(1));
+            pipe.invoke_script(&inv);
+        }
+        let replies: Vec<redis::RedisResult<Value>> =
+            pipe.ignore_errors().query_async(&mut self.con()).await?;
+        if replies.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "dlq_counts.lua answered {} times for {} tenants",
+                replies.len(),
+                tenants.len()
+            )));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| r.map_err(Error::from).and_then(counts_step))
+            .collect())
     }
 
     /// Replays dead letters of `tenant` into its lane (see scripts/replay.lua), with their
@@ -661,5 +684,19 @@ impl Broker {
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+}
+
+/// A dlq_counts.lua answer.
+fn counts_step(v: Value) -> Result<CountsStep> {
+    let mut parts = array(v, "dlq_counts.lua", Some(2))?.into_iter();
+    match text_or_empty(parts.next().unwrap_or(Value::Nil)).as_str() {
+        "ok" => Ok(CountsStep::Ok),
+        "started" => Ok(CountsStep::Started),
+        "rebuilding" => Ok(CountsStep::Rebuilding),
+        "complete" => Ok(CountsStep::Complete),
+        other => Err(Error::Protocol(format!(
+            "dlq_counts.lua answered state '{other}'"
+        ))),
     }
 }

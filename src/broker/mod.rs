@@ -25,6 +25,8 @@ mod topology;
 mod archive;
 mod breakers;
 mod claims;
+#[cfg(test)]
+mod cluster_scripts;
 mod commands;
 mod dead_letters;
 mod jobs;

@@ -292,6 +292,94 @@ pub(super) fn scripts() -> &'static Scripts {
     })
 }
 
+/// Every script file (its name without `.lua`) with the SHA1 of each build of it (two for
+/// the acking scripts: XACK + XDEL, XACKDEL), for tests that find which scripts a server ran.
+#[cfg(test)]
+pub(super) fn hashes() -> Vec<(&'static str, Vec<String>)> {
+    let s = scripts();
+    vec![
+        ("enqueue", vec![s.enqueue.get_hash().to_owned()]),
+        (
+            "ack",
+            vec![
+                s.ack.on(false).get_hash().to_owned(),
+                s.ack.on(true).get_hash().to_owned(),
+            ],
+        ),
+        (
+            "fast_ack",
+            vec![
+                s.fast_ack.on(false).get_hash().to_owned(),
+                s.fast_ack.on(true).get_hash().to_owned(),
+            ],
+        ),
+        ("dead_letter", vec![s.dead_letter.get_hash().to_owned()]),
+        (
+            "retry",
+            vec![
+                s.retry.on(false).get_hash().to_owned(),
+                s.retry.on(true).get_hash().to_owned(),
+            ],
+        ),
+        ("defer", vec![s.defer.get_hash().to_owned()]),
+        ("promote", vec![s.promote.get_hash().to_owned()]),
+        ("claim", vec![s.claim.get_hash().to_owned()]),
+        ("autoclaim", vec![s.autoclaim.get_hash().to_owned()]),
+        ("begin", vec![s.begin.get_hash().to_owned()]),
+        ("start", vec![s.start.get_hash().to_owned()]),
+        ("start_fast", vec![s.start_fast.get_hash().to_owned()]),
+        ("heartbeat", vec![s.heartbeat.get_hash().to_owned()]),
+        ("step", vec![s.step.get_hash().to_owned()]),
+        ("depths", vec![s.depths.get_hash().to_owned()]),
+        ("oom_probe", vec![s.oom_probe.get_hash().to_owned()]),
+        ("lease_renew", vec![s.lease_renew.get_hash().to_owned()]),
+        ("lease_release", vec![s.lease_release.get_hash().to_owned()]),
+        (
+            "breaker_record",
+            vec![s.breaker_record.get_hash().to_owned()],
+        ),
+        ("breaker_probe", vec![s.breaker_probe.get_hash().to_owned()]),
+        (
+            "breaker_probe_done",
+            vec![s.breaker_probe_done.get_hash().to_owned()],
+        ),
+        ("breaker_set", vec![s.breaker_set.get_hash().to_owned()]),
+        ("slots", vec![s.slots.get_hash().to_owned()]),
+        ("replay", vec![s.replay.get_hash().to_owned()]),
+        ("dlq_remove", vec![s.dlq_remove.get_hash().to_owned()]),
+        ("dlq_purge", vec![s.dlq_purge.get_hash().to_owned()]),
+        ("archive_lease", vec![s.archive_lease.get_hash().to_owned()]),
+        ("archive_begin", vec![s.archive_begin.get_hash().to_owned()]),
+        ("dlq_archived", vec![s.dlq_archived.get_hash().to_owned()]),
+        ("dlq_restore", vec![s.dlq_restore.get_hash().to_owned()]),
+        ("records_sweep", vec![s.records_sweep.get_hash().to_owned()]),
+        ("dlq_tally", vec![s.dlq_tally.get_hash().to_owned()]),
+        ("dlq_page", vec![s.dlq_page.get_hash().to_owned()]),
+        ("stats_window", vec![s.stats_window.get_hash().to_owned()]),
+        ("dlq_counts", vec![s.dlq_counts.get_hash().to_owned()]),
+        (
+            "dlq_counts_read",
+            vec![s.dlq_counts_read.get_hash().to_owned()],
+        ),
+        ("dlq_review", vec![s.dlq_review.get_hash().to_owned()]),
+        ("dlq_fold", vec![s.dlq_fold.get_hash().to_owned()]),
+        ("dlq_unowned", vec![s.dlq_unowned.get_hash().to_owned()]),
+        ("notify_tick", vec![s.notify_tick.get_hash().to_owned()]),
+        ("notify_ack", vec![s.notify_ack.get_hash().to_owned()]),
+        ("admin_begin", vec![s.admin_begin.get_hash().to_owned()]),
+        ("admin_finish", vec![s.admin_finish.get_hash().to_owned()]),
+        ("admin_beat", vec![s.admin_beat.get_hash().to_owned()]),
+        ("admin_live", vec![s.admin_live.get_hash().to_owned()]),
+        (
+            "admin_withdraw",
+            vec![s.admin_withdraw.get_hash().to_owned()],
+        ),
+        ("job_cancel", vec![s.job_cancel.get_hash().to_owned()]),
+        ("session_open", vec![s.session_open.get_hash().to_owned()]),
+        ("session_touch", vec![s.session_touch.get_hash().to_owned()]),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     /// Every file in `scripts/` is in the registry (one `include_str!` each), so a new script
@@ -307,6 +395,12 @@ mod tests {
             .collect();
         files.sort();
         assert_eq!(files.len(), 49);
+        let mut named: Vec<String> = super::hashes()
+            .into_iter()
+            .map(|(n, _)| format!("{n}.lua"))
+            .collect();
+        named.sort();
+        assert_eq!(named, files, "hashes() names every script file once");
         for f in files {
             let load = format!("include_str!(\"scripts/{f}\")");
             assert_eq!(

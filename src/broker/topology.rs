@@ -84,7 +84,7 @@ impl Broker {
     /// Sends `cmd` to the master at `shard` (to the server on a single Redis).
     pub(crate) async fn on_shard(&self, shard: &Shard, cmd: redis::Cmd) -> Result<Value> {
         match self.con() {
-            Conn::Cluster(mut c) => {
+            Conn::Cluster(mut c, _) => {
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: shard.host.clone(),
                     port: shard.port,
@@ -99,7 +99,7 @@ impl Broker {
     /// key-less commands whose answer must come from that node (its clock).
     pub(crate) async fn on_key_node(&self, key: &str, cmd: redis::Cmd) -> Result<Value> {
         match self.con() {
-            Conn::Cluster(mut c) => {
+            Conn::Cluster(mut c, _) => {
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::with_key(key, SlotAddr::Master),
                 ));
@@ -154,12 +154,14 @@ impl Broker {
     }
 
     /// The probe of every master, kept at the least of them (a rolling upgrade mixes
-    /// versions: a newer command is used only when every master has it).
-    pub(super) async fn probe_masters(&self) -> ServerInfo {
+    /// versions: a newer command is used only when every master has it), and each distinct
+    /// (flavor, version) found.
+    pub(super) async fn probe_masters(&self) -> (ServerInfo, Vec<ServerInfo>) {
         let Ok(shards) = self.shards().await else {
-            return ServerInfo::unknown();
+            return (ServerInfo::unknown(), vec![ServerInfo::unknown()]);
         };
         let mut least: Option<ServerInfo> = None;
+        let mut all: Vec<ServerInfo> = Vec::new();
         for shard in shards {
             let mut info = redis::cmd("INFO");
             info.arg("server");
@@ -175,12 +177,18 @@ impl Broker {
                 Ok(t) => probed.with_command_table(&t),
                 Err(_) => probed,
             };
+            all.push(found.clone());
             least = Some(match least {
                 None => found,
                 Some(l) => l.least(found),
             });
         }
-        least.unwrap_or_else(ServerInfo::unknown)
+        let least = least.unwrap_or_else(ServerInfo::unknown);
+        let mut distinct = distinct_servers(all);
+        if distinct.is_empty() {
+            distinct.push(least.clone());
+        }
+        (least, distinct)
     }
 
     /// A connection of its own for blocking or long reads whose replies may take up to
@@ -195,6 +203,7 @@ impl Broker {
                     .set_response_timeout(block + self.response_timeout);
                 Ok(Conn::Cluster(
                     cluster.get_async_connection_with_config(cfg).await?,
+                    super::conn::SlotMap::default(),
                 ))
             }
             None => {
@@ -226,9 +235,47 @@ impl Broker {
     }
 }
 
+/// Each distinct (flavor, version label) of `all`, in the order first seen.
+pub(crate) fn distinct_servers(all: Vec<ServerInfo>) -> Vec<ServerInfo> {
+    let mut out: Vec<ServerInfo> = Vec::new();
+    for s in all {
+        if !out
+            .iter()
+            .any(|o| o.flavor == s.flavor && o.version_label() == s.version_label())
+        {
+            out.push(s);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rolling upgrade: two masters on 7.0.15, one on 8.2.3 — two `redrive_redis_info`
+    /// series, not only the lowest.
+    #[test]
+    fn each_distinct_flavor_and_version_is_kept() {
+        let info = |v: &str| ServerInfo::from_info(&format!("redis_version:{v}\r\n"));
+        let valkey = ServerInfo::from_info(
+            "redis_version:7.2.4\r\nvalkey_version:8.0.1\r\nserver_name:valkey\r\n",
+        );
+        let got = distinct_servers(vec![
+            info("7.0.15"),
+            info("8.2.3"),
+            info("7.0.15"),
+            valkey.clone(),
+        ]);
+        let labels: Vec<(String, String)> = got
+            .iter()
+            .map(|s| (s.flavor.as_str().to_owned(), s.version_label()))
+            .collect();
+        assert_eq!(labels.len(), 3, "{labels:?}");
+        assert_eq!(labels[0], ("redis".to_owned(), "7.0.15".to_owned()));
+        assert_eq!(labels[1], ("redis".to_owned(), "8.2.3".to_owned()));
+        assert_eq!(labels[2].0, valkey.flavor.as_str());
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

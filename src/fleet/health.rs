@@ -92,18 +92,29 @@ impl DepthRefresher {
         // Whether Redis accepts writes that grow memory (a probe that writes nothing): starts
         // or ends an out-of-memory episode even when no settle has been refused.
         let sent = Instant::now();
-        match self.broker.accepts_writes().await {
-            Ok(true) => self.health.redis_accepts(sent),
-            Ok(false) => self.health.redis_refused("probe", sent),
-            Err(e) => {
-                events::health::oom_probe_failed(&e);
-            }
+        let check = self.broker.write_check().await;
+        for (_, e) in &check.unreachable {
+            events::health::oom_probe_failed(e);
+        }
+        // On a cluster a master the probe did not reach is named (its tenants are not
+        // served); on a single Redis the depth read above already says whether it answers.
+        let unreachable = if self.broker.is_cluster() {
+            check.unreachable.iter().map(|(at, _)| at.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        self.health.set_unreachable(unreachable);
+        if !check.refusing.is_empty() {
+            self.health.redis_refused_on(check.refusing, sent);
+        } else if check.unreachable.is_empty() {
+            self.health.redis_accepts(sent);
         }
         let redis_oom = self.health.redis_oom();
         let ready = self.health.readiness();
         events::health::readiness(redis_oom, ready.is_ok());
-        let server = self.broker.server();
-        events::redis_server::server_info(server.flavor.as_str(), &server.version_label());
+        for server in self.broker.servers() {
+            events::redis_server::server_info(server.flavor.as_str(), &server.version_label());
+        }
     }
 
     /// One step towards the oldest unowned dead letter of each of `tenants` (this turn's of

@@ -218,6 +218,8 @@ impl Fleet {
         };
         let lease = lease::Lease::acquire(&self.broker, &member, s.lease_ttl, &shutdown).await?;
         tracing::info!(member = %member, group = self.broker.group(), concurrency = s.concurrency, "fleet member started");
+        // The probe's least (what the fleet uses), then one info series per distinct
+        // (flavor, version) of a cluster's masters.
         let server = self.broker.server();
         crate::telemetry::events::redis_server::server_probed(
             server.flavor.as_str(),
@@ -225,6 +227,12 @@ impl Fleet {
             server.xackdel,
             server.hsetex,
         );
+        for other in self.broker.servers() {
+            crate::telemetry::events::redis_server::server_info(
+                other.flavor.as_str(),
+                &other.version_label(),
+            );
+        }
         let shared = Arc::new(Shared::new(
             s,
             SharedParts {

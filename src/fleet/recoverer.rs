@@ -133,33 +133,56 @@ impl Recoverer {
             .into_iter()
             .map(|(_, t)| t.clone())
             .collect();
-        for tenant in turn {
-            let c = &mut self.counts;
-            if c.last
-                .get(&*tenant)
-                .is_some_and(|t| now.duration_since(*t) < c.every)
-            {
-                continue;
+        let due: Vec<Arc<str>> = turn
+            .into_iter()
+            .filter(|t| {
+                let c = &mut self.counts;
+                if c.last
+                    .get(&**t)
+                    .is_some_and(|at| now.duration_since(*at) < c.every)
+                {
+                    return false;
+                }
+                c.last.insert(t.to_string(), now);
+                true
+            })
+            .collect();
+        // The first step of every due tenant in one pipeline (one round trip per master on a
+        // cluster); a rebuild then takes its further steps one by one.
+        let first = match self.broker.dlq_counts_steps(&due, self.counts.page).await {
+            Ok(steps) => steps,
+            Err(e) => {
+                for t in &due {
+                    events::task_records::dlq_counts_failed(t, &e);
+                }
+                return 0;
             }
-            c.last.insert(tenant.to_string(), now);
-            for _ in 0..c.steps.max(1) {
-                match self.broker.dlq_counts_step(&tenant, c.page).await {
+        };
+        for (tenant, step) in due.iter().zip(first) {
+            let c = &self.counts;
+            let mut step = step;
+            for taken in 1..=c.steps.max(1) {
+                match step {
                     Ok(CountsStep::Ok) => break,
                     Ok(CountsStep::Started) => {
-                        events::task_records::dlq_counts_rebuilding(&tenant);
+                        events::task_records::dlq_counts_rebuilding(tenant);
                         rebuilt += 1;
                     }
                     Ok(CountsStep::Rebuilding) => rebuilt += 1,
                     Ok(CountsStep::Complete) => {
-                        events::task_records::dlq_counts_rebuilt(&tenant);
+                        events::task_records::dlq_counts_rebuilt(tenant);
                         rebuilt += 1;
                         break;
                     }
                     Err(e) => {
-                        events::task_records::dlq_counts_failed(&tenant, &e);
+                        events::task_records::dlq_counts_failed(tenant, &e);
                         break;
                     }
                 }
+                if taken == c.steps.max(1) {
+                    break;
+                }
+                step = self.broker.dlq_counts_step(tenant, c.page).await;
             }
         }
         rebuilt

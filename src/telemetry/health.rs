@@ -25,6 +25,8 @@ pub struct Health {
     stall_after: Duration,
     /// Whether Redis refuses writes for memory, and what waits for it.
     oom: Mutex<Oom>,
+    /// Masters (`host:port`) the last write probe did not reach (a cluster's shard down).
+    unreachable: Mutex<Vec<String>>,
 }
 
 /// An out-of-memory episode: Redis over `maxmemory` refuses every write that may grow memory.
@@ -42,6 +44,8 @@ struct Oom {
     waiting: BTreeMap<&'static str, u64>,
     /// Refused calls during the current episode, by settle kind (or `probe`).
     refused: BTreeMap<&'static str, u64>,
+    /// The masters (`host:port`) the last probe found over `maxmemory`.
+    shards: Vec<String>,
 }
 
 /// `kind=n kind=n …`, or `none`.
@@ -70,6 +74,24 @@ impl Health {
             work_waiting: AtomicBool::new(false),
             stall_after,
             oom: Mutex::new(Oom::default()),
+            unreachable: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The write probe found `shards` (`host:port` of each master, the server on a single
+    /// Redis) over `maxmemory`: an episode as [`Health::redis_refused`], /readyz naming them.
+    pub(crate) fn redis_refused_on(&self, shards: Vec<String>, sent: Instant) {
+        if let Ok(mut o) = self.oom.lock() {
+            o.shards = shards;
+        }
+        self.redis_refused("probe", sent);
+    }
+
+    /// The masters (`host:port`) the last write probe did not reach; empty when it reached
+    /// every one. /readyz is not ready while one is named.
+    pub(crate) fn set_unreachable(&self, shards: Vec<String>) {
+        if let Ok(mut u) = self.unreachable.lock() {
+            *u = shards;
         }
     }
 
@@ -104,6 +126,7 @@ impl Health {
         }
         if let Some(since) = o.since.take() {
             o.last_accepted = Some(Instant::now());
+            o.shards.clear();
             metrics::gauge!(names::REDIS_OOM).set(0.0);
             tracing::info!(
                 duration_ms = since.elapsed().as_millis() as u64,
@@ -178,10 +201,23 @@ impl Health {
         if !self.redis_ok.load(Ordering::Relaxed) {
             return Err("redis does not answer".into());
         }
+        if let Ok(u) = self.unreachable.lock() {
+            if !u.is_empty() {
+                return Err(format!(
+                    "redis does not answer on {}: its tenants are not served",
+                    u.join(", ")
+                ));
+            }
+        }
         if let Ok(o) = self.oom.lock() {
             if let Some(since) = o.since {
+                let on = if o.shards.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", o.shards.join(", "))
+                };
                 return Err(format!(
-                    "redis out of memory (over maxmemory) for {:.1} s: acks go on; settles waiting: {}",
+                    "redis out of memory (over maxmemory){on} for {:.1} s: acks go on; settles waiting: {}",
                     since.elapsed().as_secs_f64(),
                     counts_text(&o.waiting)
                 ));
@@ -246,5 +282,31 @@ mod tests {
         // A late refusal, sent before the episode ended, does not start another one.
         h.redis_refused("dead_letter", before);
         assert!(!h.redis_oom());
+    }
+
+    /// On a cluster the probe names the master over `maxmemory`, and the one it did not
+    /// reach: /readyz says which shard.
+    #[test]
+    fn readiness_names_the_shard_that_refuses_writes_or_does_not_answer() {
+        let h = Health::new(Duration::from_secs(60));
+        h.set_serving(true);
+        h.set_redis(true);
+        h.redis_refused_on(vec!["127.0.0.1:7002".into()], Instant::now());
+        let why = h.readiness().unwrap_err();
+        assert!(
+            why.contains("out of memory") && why.contains("on 127.0.0.1:7002"),
+            "{why}"
+        );
+        h.redis_accepts(Instant::now());
+        assert!(h.readiness().is_ok());
+        h.set_unreachable(vec!["127.0.0.1:7001".into()]);
+        let why = h.readiness().unwrap_err();
+        assert!(why.contains("does not answer on 127.0.0.1:7001"), "{why}");
+        h.set_unreachable(Vec::new());
+        assert!(h.readiness().is_ok());
+        // A refusal of a settle names no shard (the probe does, at its next look).
+        h.redis_refused("retry", Instant::now());
+        let why = h.readiness().unwrap_err();
+        assert!(!why.contains(" on "), "{why}");
     }
 }

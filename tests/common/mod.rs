@@ -20,9 +20,10 @@ use redrive::Settings;
 /// One test's world: its own redis-server (or Redis Cluster), key prefix and scratch
 /// directory.
 pub struct TestEnv {
-    pub redis: RedisServer,
+    /// The env's redis-server; `None` on a cluster.
+    pub redis: Option<RedisServer>,
     /// A Redis Cluster ([`TestEnv::on_cluster`]), which every process and connection of this
-    /// env uses instead of `redis` (then a server nothing talks to).
+    /// env uses (then no single server is started).
     pub cluster: Option<cluster::RedisCluster>,
     pub prefix: String,
     pub dir: PathBuf,
@@ -60,7 +61,7 @@ impl TestEnv {
         let redis = RedisServer::start().expect("start redis-server");
         let (prefix, dir) = scratch();
         TestEnv {
-            redis,
+            redis: Some(redis),
             cluster: None,
             prefix,
             dir,
@@ -72,8 +73,15 @@ impl TestEnv {
     /// An env on a Redis Cluster of 3 masters with one replica each (`redis.cluster = true`,
     /// the URL listing every node as a seed).
     pub fn on_cluster() -> TestEnv {
-        let mut env = TestEnv::single();
-        env.cluster = Some(cluster::RedisCluster::start(3, 1));
+        let (prefix, dir) = scratch();
+        let mut env = TestEnv {
+            redis: None,
+            cluster: Some(cluster::RedisCluster::start(3, 1)),
+            prefix,
+            dir,
+            tls: None,
+            redis_settings: Vec::new(),
+        };
         env.set_redis("cluster", "true");
         env
     }
@@ -100,7 +108,7 @@ impl TestEnv {
             redis_settings.push(("tls_key_file".to_owned(), path(&files.client_key)));
         }
         TestEnv {
-            redis,
+            redis: Some(redis),
             cluster: None,
             prefix,
             dir,
@@ -132,7 +140,11 @@ impl TestEnv {
     pub fn url(&self) -> String {
         match &self.cluster {
             Some(c) => c.urls().join(","),
-            None => self.redis.url(),
+            None => self
+                .redis
+                .as_ref()
+                .expect("an env has a redis-server or a cluster")
+                .url(),
         }
     }
 

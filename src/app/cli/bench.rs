@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Scenarios to run (repeat or comma-separate); all when absent. The raw ceiling always runs.
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
     pub scenarios: Vec<crate::app::bench::Scenario>,
+    /// Run on a private Redis Cluster of 3 masters the bench starts itself (redis.url must be
+    /// unset); the `idle` scenario then says each master's round trips.
+    #[arg(long)]
+    pub cluster: bool,
     /// Serve the bench's HTTP agent on this address instead (the bench starts it as a child
     /// process for its http scenarios).
     #[arg(long, hide = true, value_name = "ADDR")]
@@ -63,6 +67,7 @@ pub async fn run(args: BenchArgs, mut raw: AppRaw) -> Result<()> {
         } else {
             args.scenarios
         },
+        cluster: args.cluster,
     };
     let report = crate::app::bench::run(&settings, opts).await?;
     if args.json {
