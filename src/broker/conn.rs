@@ -70,7 +70,7 @@ impl SlotMap {
         let reply = c
             .req_packed_command(&redis::cmd("CLUSTER").arg("SLOTS").clone())
             .await;
-        let shards = super::topology::parse_slots(reply.ok()?).ok()?;
+        let shards = super::cluster_slots::parse_slots(reply.ok()?).ok()?;
         let mut node_of = vec![u16::MAX; 16384];
         for (i, shard) in shards.iter().enumerate() {
             for &(a, b) in &shard.slots {

@@ -13,6 +13,7 @@
 
 // Plumbing shared by the verbs.
 mod client;
+mod cluster_slots;
 mod conn;
 mod connect;
 mod error;

@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 
+use super::cluster_slots::Shard;
 use super::conn::key_slot;
 use super::connect::Broker;
-use super::topology::Shard;
 
 /// What the `WAIT`s after a write answered, when `redis.wait_replicas` is on.
 #[derive(Debug)]
