@@ -16,10 +16,9 @@ use std::time::Duration;
 use super::conn::key_slot;
 use super::scripts::{hashes, OOM_PROBE};
 use super::*;
-use crate::config::{RawConfig, Settings};
 use crate::embedded::LocalCluster;
-use crate::producer::Producer;
-use crate::task::NewTask;
+use crate::records::TasksSettings;
+use crate::task::{now_ms, Limits, NewTask};
 
 /// Script files this test does not run yet (each would still run on the cluster in the
 /// `cluster` nextest profile's fleet, failure, isolation and admin tests, but without the
@@ -200,20 +199,55 @@ fn tenant_per_master() -> Vec<String> {
     picked.into_iter().map(|t| t.unwrap()).collect()
 }
 
+/// A broker on the cluster at `url` under `prefix`, built from the broker's own settings (the
+/// test stays below the config layer: `broker` does not depend on `config`).
+async fn cluster_broker(url: &str, prefix: &str) -> Broker {
+    let settings = RedisSettings {
+        url: Some(url.to_owned()),
+        cluster: true,
+        key_prefix: prefix.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(10),
+        tls: RedisTls::default(),
+        username: None,
+        password: None,
+        password_source: None,
+        wait: None,
+    };
+    Broker::connect_to(url, &settings, "redrive").await.unwrap()
+}
+
+/// Enqueues one task of kind `k` with its record through the verb the producer uses
+/// (enqueue.lua); its task_id.
+async fn enqueue(b: &Broker, t: &str, payload: serde_json::Value) -> String {
+    let limits = Limits {
+        max_payload_bytes: 1 << 20,
+    };
+    let task = NewTask::new(t, "k", payload)
+        .into_task(&limits, now_ms())
+        .unwrap();
+    let a = b
+        .enqueue(std::slice::from_ref(&task), &[t], &TasksSettings::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(a.landed.as_slice(), [Landed::Appended(_)]),
+        "{t}: {:?}",
+        a.landed
+    );
+    task.task_id
+}
+
 /// The dead-letter scripts on tenant `t`: four new dead letters (fingerprints fp1, fp1, fp2,
 /// fp2) counted, paged, reviewed, folded, removed, archived and restored, each move asserted.
-async fn dead_letter_scripts(b: &Broker, producer: &Producer, reader: &mut LaneReader, t: &str) {
+async fn dead_letter_scripts(b: &Broker, reader: &mut LaneReader, t: &str) {
     let on = StartRecords {
         on: true,
         refuse_done: false,
     };
     let mut task_ids = Vec::new();
     for i in 0..4 {
-        let e = producer
-            .enqueue(NewTask::new(t, "k", serde_json::json!({ "d": i })))
-            .await
-            .unwrap();
-        task_ids.push(e.task_id);
+        task_ids.push(enqueue(b, t, serde_json::json!({ "d": i })).await);
     }
     let read = reader
         .read(&[b.keys().lane(t)], ReadFrom::New, 4, None)
@@ -442,16 +476,10 @@ async fn dead_letter_scripts(b: &Broker, producer: &Producer, reader: &mut LaneR
 async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
     let cluster = LocalCluster::start(3).unwrap();
     let prefix = format!("cs{}", fastrand::u32(..));
-    let mut raw = RawConfig::defaults().unwrap();
-    raw.redis.url = cluster.url();
-    raw.redis.cluster = true;
-    raw.redis.key_prefix = prefix.clone();
-    raw.fleet.member_id = "m1".into();
-    let settings = Settings::from_raw(raw).unwrap();
-    let b = Broker::connect(&settings).await.unwrap();
+    let b = cluster_broker(&cluster.url(), &prefix).await;
     assert!(b.is_cluster());
     let monitors: Vec<Monitor> = cluster.ports().into_iter().map(Monitor::start).collect();
-    let records = settings.tasks().clone();
+    let records = TasksSettings::default();
     let on = StartRecords {
         on: true,
         refuse_done: false,
@@ -469,7 +497,6 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
     } else {
         vec![b.clone()]
     };
-    let producer = Producer::new(b.clone(), &settings);
 
     // The detector catches what it must: a script touching a key of another slot on its own
     // node (allowed by the server without flags) is flagged below.
@@ -495,12 +522,7 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
         // enqueue.lua: four tasks with their records.
         let mut ids = Vec::new();
         for i in 0..6 {
-            ids.push(
-                producer
-                    .enqueue(NewTask::new(t, "k", serde_json::json!({ "i": i })))
-                    .await
-                    .unwrap(),
-            );
+            ids.push(enqueue(&b, t, serde_json::json!({ "i": i })).await);
         }
         assert_eq!(b.lane_len(t).await.unwrap(), 6, "{t}");
         b.ensure_group(t).await.unwrap();
@@ -514,7 +536,7 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
             .flat_map(|(_, e)| e.into_iter().map(|e| e.id))
             .collect();
         assert_eq!(entries.len(), 6);
-        let task_ids: Vec<&str> = ids.iter().map(|e| e.task_id.as_str()).collect();
+        let task_ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let starts: Vec<StartEntry<'_>> = entries
             .iter()
             .zip(&task_ids)
@@ -824,7 +846,7 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
             }
         }
         assert_eq!(removed, 1, "{t}");
-        dead_letter_scripts(&b, &producer, &mut reader, t).await;
+        dead_letter_scripts(&b, &mut reader, t).await;
     }
     // lease_renew.lua and lease_release.lua (the member's own key).
     assert!(b
@@ -1001,11 +1023,7 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
 #[tokio::test]
 async fn a_pipeline_over_many_tenants_costs_one_round_trip_per_master() {
     let cluster = LocalCluster::start(3).unwrap();
-    let mut raw = RawConfig::defaults().unwrap();
-    raw.redis.url = cluster.url();
-    raw.redis.cluster = true;
-    let settings = Settings::from_raw(raw).unwrap();
-    let b = Broker::connect(&settings).await.unwrap();
+    let b = cluster_broker(&cluster.url(), "redrive").await;
     let mut con = b.con();
     let mut set = redis::pipe();
     for i in 0..300 {
