@@ -365,3 +365,9 @@ pub fn prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
     let h = crate::telemetry::install_prometheus(Duration::from_secs(3600))?;
     Ok(HANDLE.get_or_init(|| h).clone())
 }
+
+/// Redis Cluster's slot of `key` (CRC16/XMODEM of its hash tag, mod 16384), as the broker
+/// computes it.
+pub fn key_slot(key: &str) -> u16 {
+    crate::broker::key_slot(key.as_bytes())
+}

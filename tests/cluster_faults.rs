@@ -135,7 +135,7 @@ async fn kill_a_master_under_load(wait: bool) -> (Vec<(Sent, Option<TaskState>, 
 
     // The master of the first tenant, and its replica.
     let cluster = env.cluster.as_mut().unwrap();
-    let slot = redis_slot(&format!("{{{}}}", tenants[0]));
+    let slot = redrive::testkit::key_slot(&format!("{{{}}}", tenants[0]));
     let masters = cluster.masters();
     let port = *cluster.live_ports().first().unwrap();
     let victim = masters
@@ -197,28 +197,6 @@ async fn kill_a_master_under_load(wait: bool) -> (Vec<(Sent, Option<TaskState>, 
     a.stop();
     b.stop();
     (out, acked.len())
-}
-
-/// Redis Cluster's slot of `key` (CRC16/XMODEM of the hash tag, mod 16384).
-fn redis_slot(key: &str) -> u16 {
-    let k = key.as_bytes();
-    let tagged = k.iter().position(|&b| b == b'{').and_then(|o| {
-        let rest = &k[o + 1..];
-        let c = rest.iter().position(|&b| b == b'}')?;
-        (c > 0).then(|| &rest[..c])
-    });
-    let mut crc: u16 = 0;
-    for &b in tagged.unwrap_or(k) {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
 }
 
 /// Whether master `master` serves `slot`, as node `asked` says (CLUSTER SLOTS ranges read from
@@ -393,7 +371,7 @@ async fn a_busy_tenants_slot_migrated_under_load_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
 
     let cluster = env.cluster.as_ref().unwrap();
-    let slot = redis_slot(&format!("{{{busy}}}"));
+    let slot = redrive::testkit::key_slot(&format!("{{{busy}}}"));
     let masters = cluster.masters();
     let port = *cluster.live_ports().first().unwrap();
     let src = masters

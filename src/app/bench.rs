@@ -1042,7 +1042,11 @@ async fn wait_cost(bench: &mut Bench) -> Result<Vec<BenchRow>> {
     }
     let mut rows = Vec::new();
     let mut result = Ok(());
-    for _ in 0..bench.opts.repeat.max(1) {
+    // The runs alternate here, one run of each inner scenario at a time (`enqueue` would
+    // otherwise repeat itself too).
+    let repeat = bench.opts.repeat.max(1);
+    bench.opts.repeat = 1;
+    for _ in 0..repeat {
         for wait in [None, Some(one)] {
             bench.redis.wait = wait;
             let label = if wait.is_some() {
@@ -1069,6 +1073,7 @@ async fn wait_cost(bench: &mut Bench) -> Result<Vec<BenchRow>> {
         }
     }
     (bench.url, bench.redis) = saved;
+    bench.opts.repeat = repeat;
     drop(replica);
     drop(primary);
     result?;

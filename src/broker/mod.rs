@@ -65,6 +65,8 @@ pub use client::{
 pub(crate) use client::{open_client, open_cluster_client};
 pub use commands::{BeginCommand, FinishMode, Withdraw};
 #[cfg(feature = "testkit")]
+pub(crate) use conn::key_slot;
+#[cfg(feature = "testkit")]
 pub use conn::RawConnection;
 pub use connect::Broker;
 pub use dead_letters::{

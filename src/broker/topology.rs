@@ -10,7 +10,7 @@ use super::cluster_slots::{parse_slots, Shard};
 use super::conn::Conn;
 use super::connect::{info_text, Broker};
 use super::server::ServerInfo;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl Broker {
     /// Whether this broker talks to a Redis Cluster.
@@ -91,7 +91,7 @@ impl Broker {
                     None => one(cursor).query_async(&mut self.con()).await?,
                 };
                 let (next, keys): (u64, Vec<String>) = redis::from_redis_value(v)
-                    .map_err(|e| Error::Protocol(format!("SCAN answered {e}")))?;
+                    .map_err(|e| crate::error::Error::Protocol(format!("SCAN answered {e}")))?;
                 out.extend(keys);
                 if next == 0 {
                     break;
