@@ -170,10 +170,56 @@ impl Broker {
             .arg(scan.skip);
         claim_step(inv.invoke_async(&mut self.con()).await).map(ClaimStep::into_starts)
     }
+
+    /// Which of `tenants`' lanes hold an entry pending for at least `min_idle` at any
+    /// consumer (what a reclaim step would look at), in one pipeline (`XPENDING … IDLE ms - + 1`
+    /// per lane: one round trip per master on a cluster). A lane without a group holds nothing
+    /// pending; any other error of one lane says `true` (look at it the usual way).
+    pub(crate) async fn stale_lanes(
+        &self,
+        tenants: &[std::sync::Arc<str>],
+        min_idle: Duration,
+    ) -> Result<Vec<bool>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let idle = min_idle.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for t in tenants {
+            pipe.cmd("XPENDING")
+                .arg(self.keys.lane(t))
+                .arg(&*self.group)
+                .arg("IDLE")
+                .arg(idle)
+                .arg("-")
+                .arg("+")
+                .arg(1);
+        }
+        let replies: Vec<redis::RedisResult<Value>> =
+            pipe.ignore_errors().query_async(&mut self.con()).await?;
+        if replies.len() != tenants.len() {
+            return Err(Error::Protocol(format!(
+                "XPENDING answered {} times for {} lanes",
+                replies.len(),
+                tenants.len()
+            )));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(Value::Array(rows)) => !rows.is_empty(),
+                Ok(Value::Nil) => false,
+                Ok(_) => true,
+                Err(e) => !is_code(&e, "NOGROUP"),
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use redis::Value;
 
     use super::{claim_step, ClaimStep};
@@ -229,5 +275,54 @@ mod tests {
         assert!(claim_step(Ok(bad_owners)).is_err());
         let no_count = Value::Array(vec![bulk("0-0"), Value::Nil, Value::Nil]);
         assert!(claim_step(Ok(no_count)).is_err());
+    }
+
+    /// Lanes with an entry pending past the idle time are stale; a lane whose entries are all
+    /// fresh, a lane with nothing pending and a lane without a group are not.
+    #[tokio::test]
+    async fn stale_lanes_are_those_with_an_entry_pending_past_the_idle_time() {
+        let redis = crate::embedded::RedisServer::start().unwrap();
+        let b = crate::broker::connect::test_broker(&redis.url(), "st", false).await;
+        let tenants: Vec<std::sync::Arc<str>> = ["old", "fresh", "empty", "nogroup"]
+            .into_iter()
+            .map(std::sync::Arc::from)
+            .collect();
+        let mut c = b.con();
+        for t in ["old", "fresh", "empty"] {
+            b.ensure_group(t).await.unwrap();
+        }
+        for t in ["old", "fresh", "nogroup"] {
+            let _: String = redis::cmd("XADD")
+                .arg(b.keys.lane(t))
+                .arg("*")
+                .arg("f")
+                .arg("v")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let read = |t: &str| {
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(&*b.group)
+                .arg("m-dead")
+                .arg("COUNT")
+                .arg(10)
+                .arg("STREAMS")
+                .arg(b.keys.lane(t))
+                .arg(">");
+            cmd
+        };
+        let _: Value = read("old").query_async(&mut c).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let _: Value = read("fresh").query_async(&mut c).await.unwrap();
+        let stale = b
+            .stale_lanes(&tenants, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(stale, vec![true, false, false, false]);
+        // With no idle time asked, every pending entry counts.
+        let stale = b.stale_lanes(&tenants, Duration::ZERO).await.unwrap();
+        assert_eq!(stale, vec![true, true, false, false]);
     }
 }

@@ -202,19 +202,7 @@ fn tenant_per_master() -> Vec<String> {
 /// A broker on the cluster at `url` under `prefix`, built from the broker's own settings (the
 /// test stays below the config layer: `broker` does not depend on `config`).
 async fn cluster_broker(url: &str, prefix: &str) -> Broker {
-    let settings = RedisSettings {
-        url: Some(url.to_owned()),
-        cluster: true,
-        key_prefix: prefix.to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(10),
-        tls: RedisTls::default(),
-        username: None,
-        password: None,
-        password_source: None,
-        wait: None,
-    };
-    Broker::connect_to(url, &settings, "redrive").await.unwrap()
+    super::connect::test_broker(url, prefix, true).await
 }
 
 /// Enqueues one task of kind `k` with its record through the verb the producer uses

@@ -341,3 +341,25 @@ pub(super) fn info_text(v: Value) -> String {
         _ => String::new(),
     }
 }
+
+/// A broker on `url` under `prefix` for the crate's own tests, built from the broker's own
+/// settings (below the config layer).
+#[cfg(test)]
+pub(crate) async fn test_broker(url: &str, prefix: &str, cluster: bool) -> Broker {
+    let settings = RedisSettings {
+        url: Some(url.to_owned()),
+        cluster,
+        key_prefix: prefix.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(10),
+        tls: super::client::RedisTls::default(),
+        username: None,
+        password: None,
+        password_source: None,
+        wait: None,
+    };
+    match Broker::connect_to(url, &settings, "redrive").await {
+        Ok(b) => b,
+        Err(e) => panic!("connect to {url}: {e}"),
+    }
+}

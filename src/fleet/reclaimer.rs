@@ -71,6 +71,7 @@ impl Reclaimer {
             .into_iter()
             .cloned()
             .collect();
+        let turn = self.with_stale_entries(turn).await;
         for (lane, tenant) in turn {
             loop {
                 let free = self
@@ -92,6 +93,24 @@ impl Reclaimer {
             }
         }
         queued
+    }
+
+    /// The lanes of `turn` that hold an entry pending past `reclaim.min_idle_ms` (one pipelined
+    /// `XPENDING … IDLE` per lane: one round trip per master, and no scan of a lane with
+    /// nothing to take over). When Redis cannot say, every lane of the turn is scanned.
+    async fn with_stale_entries(&self, turn: Vec<(String, Arc<str>)>) -> Vec<(String, Arc<str>)> {
+        let tenants: Vec<Arc<str>> = turn.iter().map(|(_, t)| t.clone()).collect();
+        match self.broker.stale_lanes(&tenants, self.cfg.min_idle).await {
+            Ok(stale) => turn
+                .into_iter()
+                .zip(stale)
+                .filter_map(|(lane, stale)| stale.then_some(lane))
+                .collect(),
+            Err(e) => {
+                events::claims::reclaim_probe_failed(turn.len(), &e);
+                turn
+            }
+        }
     }
 
     /// One claim step on one lane, with how many entries it queued; `None` when Redis failed

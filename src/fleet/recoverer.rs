@@ -253,17 +253,39 @@ impl Recoverer {
             let known: std::collections::HashSet<&str> = lanes.iter().map(|(_, t)| &**t).collect();
             self.next_look.retain(|t, _| known.contains(&**t));
         }
-        let mut promoted = 0;
-        for (_, tenant) in lanes {
-            if self.next_look.get(&tenant).is_some_and(|at| *at > now) {
-                continue;
+        // The tenants whose look is due, each with its next periodic look (spread around the
+        // period so tenants do not come due together); their first page goes out in one
+        // pipeline (one round trip per master), and a tenant whose page came back full is
+        // promoted on, page by page, alone.
+        let due: Vec<Arc<str>> = lanes
+            .into_iter()
+            .map(|(_, tenant)| tenant)
+            .filter(|t| self.next_look.get(t).is_none_or(|at| *at <= now))
+            .collect();
+        if due.is_empty() {
+            return 0;
+        }
+        let records = self.shared.tasks.enabled;
+        let firsts = match self
+            .broker
+            .promote_due_many(&due, self.batch, records)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                for tenant in &due {
+                    events::claims::promote_failed(tenant, &e);
+                    self.next_look.insert(tenant.clone(), now + self.interval);
+                }
+                return 0;
             }
-            // The next periodic look, spread around the period so tenants do not come due
-            // together.
+        };
+        let mut promoted = 0;
+        for (tenant, first) in due.into_iter().zip(firsts) {
             let mut next = now + period.mul_f64(0.5 + fastrand::f64());
+            let mut page = first;
             loop {
-                let records = self.shared.tasks.enabled;
-                match self.broker.promote_due(&tenant, self.batch, records).await {
+                match page {
                     Ok(p) => {
                         let n = p.moved;
                         promoted += n;
@@ -290,6 +312,7 @@ impl Recoverer {
                         break;
                     }
                 }
+                page = self.broker.promote_due(&tenant, self.batch, records).await;
             }
             self.next_look.insert(tenant, next);
         }

@@ -39,6 +39,12 @@ pub fn reclaim_failed(tenant: &str, error: &crate::Error) {
     tracing::warn!(target: RECLAIMER, tenant = %tenant, error = %error, "reclaim step failed");
 }
 
+/// The reclaimer's look for stale entries over `lanes` lanes failed (they are scanned anyway).
+pub fn reclaim_probe_failed(lanes: usize, error: &crate::Error) {
+    redis_calls::failed(RedisOp::Reclaim);
+    tracing::warn!(target: RECLAIMER, lanes, error = %error, "the look for stale entries failed; scanning every lane of the turn");
+}
+
 /// The recoverer moved `n` due retries of `tenant` back to its lane (n > 0).
 pub fn retries_promoted(tenant: &str, n: u64) {
     metrics::counter!(names::RETRIES_PROMOTED, "tenant" => tenant_label(tenant)).increment(n);
