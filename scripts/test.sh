@@ -46,7 +46,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   # The same end-to-end, failure-pipeline, isolation and admin tests again on a Redis Cluster (3 masters,
   # 3 replicas started per test): the `cluster` profile in .config/nextest.toml.
   if [ "$cluster_all" = 1 ]; then
-    REDRIVE_TEST_CLUSTER=1 cargo nextest run --profile cluster -E \
+    REDRIVE_TEST_CLUSTER=1 cargo nextest run --profile cluster --ignore-default-filter -E \
       '(binary(fleet) | binary(failure) | binary(isolation) | binary(admin)) - test(the_tenant_watch_subscribes_again_after_its_connection_is_killed) - test(a_settle_whose_reply_was_lost_is_logged_not_counted_lost)'
   else
     REDRIVE_TEST_CLUSTER=1 cargo nextest run --profile cluster
