@@ -213,9 +213,7 @@ impl Producer {
         if !self.broker.waits_for_replicas() {
             return Ok(());
         }
-        let mut tenants: Vec<&str> = tasks.iter().map(|t| t.tenant.as_str()).collect();
-        tenants.sort_unstable();
-        tenants.dedup();
+        let tenants = tenants_of(tasks);
         let Some(r) = self.broker.wait_written(&tenants).await else {
             return Ok(());
         };

@@ -50,7 +50,7 @@ pub(crate) struct SlotMap(Arc<Mutex<Option<Owners>>>);
 /// The slot map's content.
 struct Owners {
     /// The index of each slot's master in the `CLUSTER SLOTS` reply, `u16::MAX` when unserved.
-    node_of: Vec<u16>,
+    node_of: Arc<[u16]>,
     /// When it was asked.
     at: Instant,
 }
@@ -61,10 +61,10 @@ const SLOT_MAP_AGE: Duration = Duration::from_secs(30);
 impl SlotMap {
     /// The master index of every slot: the map kept, or asked afresh when there is none, it is
     /// old or was dropped; `None` when the cluster cannot say (then every slot is its own group).
-    async fn owners(&self, c: &mut ClusterConnection) -> Option<Vec<u16>> {
+    async fn owners(&self, c: &mut ClusterConnection) -> Option<Arc<[u16]>> {
         if let Ok(guard) = self.0.lock() {
             if let Some(o) = guard.as_ref().filter(|o| o.at.elapsed() < SLOT_MAP_AGE) {
-                return Some(o.node_of.clone());
+                return Some(Arc::clone(&o.node_of));
             }
         }
         let reply = c
@@ -79,9 +79,11 @@ impl SlotMap {
                 }
             }
         }
+        // Shared by every pipeline until it is dropped: a pipeline reads it, never copies it.
+        let node_of: Arc<[u16]> = node_of.into();
         if let Ok(mut guard) = self.0.lock() {
             *guard = Some(Owners {
-                node_of: node_of.clone(),
+                node_of: Arc::clone(&node_of),
                 at: Instant::now(),
             });
         }
