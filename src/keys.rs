@@ -196,6 +196,12 @@ impl Keys {
         format!("{}:{{{}}}:task:", self.prefix, tenant)
     }
 
+    /// The prefix of `tenant`'s done logs (`<prefix>:{t}:done:<second>`, streams of the facts
+    /// of tasks done without a record write: lib/record.lua), what task_read.lua gets.
+    pub fn done_prefix(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:done:", self.prefix, tenant)
+    }
+
     /// What the scripts get in place of [`Keys::task_prefix`] while task records are off: a
     /// name in the tenant's slot (so a call stays single-slot on a cluster) that no script
     /// writes; lib/record.lua's `rec_ctx` reads its `:records-off` ending as "write no

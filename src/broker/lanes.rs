@@ -669,7 +669,8 @@ impl Broker {
             .arg(&task.task_id)
             .arg(&task.kind)
             .arg(task.attempt)
-            .arg(stats_keep_ms());
+            .arg(stats_keep_ms())
+            .arg(records.retention_for(t, &task.kind).as_millis() as u64);
         for (k, v) in task.to_fields() {
             inv.arg(k.as_ref()).arg(v);
         }

@@ -211,102 +211,73 @@ fn scored(v: Value) -> Result<Vec<(String, f64)>> {
 }
 
 impl Broker {
-    /// The record of `task_id` of `tenant` with its time left; `None` when there is none. A
-    /// record waiting on an entry that is pending in the group reads `running` on the member
-    /// holding it ([`TaskRecord::running_on`]).
+    /// The record of `task_id` of `tenant` with its time left; `None` when there is none. As
+    /// readers show it (scripts/task_read.lua): a record waiting on an entry that is pending in
+    /// the group reads `running` on the member holding it, one whose entry left the lane
+    /// without a record write reads `done` with the facts of its done log.
     pub(crate) async fn task_record(
         &self,
         tenant: &str,
         task_id: &str,
     ) -> Result<Option<RecordRead>> {
-        let key = self.keys.task(tenant, task_id);
-        let (fields, ttl): (Value, i64) = redis::pipe()
-            .cmd("HGETALL")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.con())
-            .await?;
-        let Some(f) = hash(fields) else {
-            return Ok(None);
-        };
-        let mut record = TaskRecord::from_fields(f);
-        self.overlay_pending(tenant, std::slice::from_mut(&mut record))
-            .await?;
-        Ok(Some(RecordRead {
-            record,
-            expires_in: (ttl >= 0).then(|| Duration::from_millis(ttl as u64)),
-        }))
+        Ok(self.read_records(tenant, &[task_id]).await?.pop().flatten())
     }
 
-    /// Marks `running` the records whose waiting entry is pending in the group (one pipelined
-    /// XPENDING per such record; none when no record waits).
-    async fn overlay_pending(&self, tenant: &str, records: &mut [TaskRecord]) -> Result<()> {
-        let waiting: Vec<(usize, String)> = records
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.waiting_entry().map(|e| (i, e.to_owned())))
-            .collect();
-        if waiting.is_empty() {
-            return Ok(());
+    /// task_read.lua for each of `task_ids` of `tenant`, in one pipelined round trip.
+    async fn read_records(
+        &self,
+        tenant: &str,
+        task_ids: &[&str],
+    ) -> Result<Vec<Option<RecordRead>>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
         }
         let lane = self.keys.lane(tenant);
+        let done = self.keys.done_prefix(tenant);
         let mut pipe = redis::pipe();
-        for (_, entry) in &waiting {
-            pipe.cmd("XPENDING")
-                .arg(&lane)
-                .arg(self.group())
-                .arg(entry)
-                .arg(entry)
-                .arg(1);
+        pipe.load_script(&scripts().task_read).ignore();
+        for id in task_ids {
+            let mut inv = scripts().task_read.key(self.keys.task(tenant, id));
+            inv.key(&lane).key(&done).arg(self.group());
+            pipe.invoke_script(&inv);
         }
-        let replies: Vec<redis::RedisResult<Value>> =
-            pipe.ignore_errors().query_async(&mut self.con()).await?;
-        for ((i, _), reply) in waiting.iter().zip(replies) {
-            let v = match reply {
-                Ok(v) => v,
-                // No group (or lane) yet: nothing is pending.
-                Err(e) if is_code(&e, "NOGROUP") => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(first) = array(v, "XPENDING", None)?.into_iter().next() {
-                let consumer = array(first, "XPENDING entry", Some(4))?
-                    .into_iter()
-                    .nth(1)
-                    .map(text_or_empty)
-                    .unwrap_or_default();
-                records[*i].running_on(&consumer);
-            }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
+        if replies.len() != task_ids.len() {
+            return Err(crate::error::Error::Protocol(format!(
+                "task_read.lua answered {} times for {} tasks",
+                replies.len(),
+                task_ids.len()
+            )));
         }
-        Ok(())
+        replies
+            .into_iter()
+            .map(|v| {
+                let mut p = array(v, "task_read.lua", Some(2))?.into_iter();
+                let fields = p.next().unwrap_or(Value::Nil);
+                let ttl = match p.next() {
+                    Some(Value::Int(i)) => i,
+                    _ => -2,
+                };
+                Ok(hash(fields).map(|f| RecordRead {
+                    record: TaskRecord::from_fields(f),
+                    expires_in: (ttl >= 0).then(|| Duration::from_millis(ttl as u64)),
+                }))
+            })
+            .collect()
     }
 
     /// The records of `task_ids` of `tenant` in one round trip (`None` where there is none),
-    /// plus one for the XPENDING of those waiting on an entry (see [`Broker::task_record`]).
+    /// as readers show them (see [`Broker::task_record`]).
     pub(crate) async fn task_records(
         &self,
         tenant: &str,
         task_ids: &[&str],
     ) -> Result<Vec<Option<TaskRecord>>> {
-        if task_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in task_ids {
-            pipe.cmd("HGETALL").arg(self.keys.task(tenant, id));
-        }
-        let replies: Vec<Value> = pipe.query_async(&mut self.con()).await?;
-        let read: Vec<Option<TaskRecord>> = replies
+        Ok(self
+            .read_records(tenant, task_ids)
+            .await?
             .into_iter()
-            .map(|v| hash(v).map(TaskRecord::from_fields))
-            .collect();
-        let had: Vec<bool> = read.iter().map(Option::is_some).collect();
-        let mut found: Vec<TaskRecord> = read.into_iter().flatten().collect();
-        self.overlay_pending(tenant, &mut found).await?;
-        let mut found = found.into_iter();
-        Ok(had
-            .into_iter()
-            .map(|h| if h { found.next() } else { None })
+            .map(|r| r.map(|r| r.record))
             .collect())
     }
 
@@ -347,7 +318,7 @@ impl Broker {
 
     /// A page of `tenant`'s tasks by their records, newest first (by when the record was created: its enqueue), matching `filter`,
     /// after `cursor`: at most `limit` tasks, reading at most `scan_max` index entries (the
-    /// index by ZREVRANGEBYSCORE, the records by pipelined HGETALL). Index entries whose record
+    /// index by ZREVRANGEBYSCORE, the records by pipelined task_read.lua). Index entries whose record
     /// expired (not swept yet) are skipped.
     pub(crate) async fn task_list(
         &self,

@@ -78,6 +78,9 @@ pub(super) struct Scripts {
     pub(super) dlq_restore: Script,
     /// One bounded step of the sweep over a tenant's record index.
     pub(super) records_sweep: Script,
+    /// Read-only: a task's record as readers show it (running from the PEL, done from the
+    /// done log).
+    pub(super) task_read: Script,
     /// Read-only counts of a page of dead letters.
     pub(super) dlq_tally: Script,
     /// Read-only step of a filtered scan of dead letters, matched on the server.
@@ -153,6 +156,11 @@ pub(crate) fn enqueue_source() -> &'static str {
         include_str!("scripts/lib/record.lua"),
         include_str!("scripts/enqueue.lua")
     )
+}
+
+/// task_read.lua, as Redis runs it: the text the SDKs ship byte for byte.
+pub(crate) fn task_read_source() -> &'static str {
+    include_str!("scripts/task_read.lua")
 }
 
 /// The scripts, loaded once per process.
@@ -256,6 +264,7 @@ pub(super) fn scripts() -> &'static Scripts {
             include_str!("scripts/dlq_restore.lua")
         )),
         records_sweep: Script::new(include_str!("scripts/records_sweep.lua")),
+        task_read: Script::new(task_read_source()),
         dlq_tally: Script::new(include_str!("scripts/dlq_tally.lua")),
         dlq_page: Script::new(concat!(
             include_str!("scripts/lib/review.lua"),
@@ -353,6 +362,7 @@ pub(super) fn hashes() -> Vec<(&'static str, Vec<String>)> {
         ("dlq_archived", vec![s.dlq_archived.get_hash().to_owned()]),
         ("dlq_restore", vec![s.dlq_restore.get_hash().to_owned()]),
         ("records_sweep", vec![s.records_sweep.get_hash().to_owned()]),
+        ("task_read", vec![s.task_read.get_hash().to_owned()]),
         ("dlq_tally", vec![s.dlq_tally.get_hash().to_owned()]),
         ("dlq_page", vec![s.dlq_page.get_hash().to_owned()]),
         ("stats_window", vec![s.stats_window.get_hash().to_owned()]),

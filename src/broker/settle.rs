@@ -42,6 +42,9 @@ pub struct AckEntry<'a> {
     /// Whether the entry was appended together with its record (`recorded`): acked by the
     /// same call, its done record is written without a read (lib/record.lua, rec_done).
     pub recorded: bool,
+    /// When that record expires (ms; [`crate::task::Task::record_until`], 0: unknown): while
+    /// it covers the retention, fast_ack.lua puts the done in the done log instead.
+    pub record_until: u64,
 }
 
 impl<'a> AckEntry<'a> {
@@ -55,6 +58,7 @@ impl<'a> AckEntry<'a> {
             truncated: false,
             started_ms: 0,
             recorded: false,
+            record_until: 0,
         }
     }
 }
@@ -490,8 +494,8 @@ impl Broker {
 }
 
 /// The ack scripts' septuples: entry id, task_id, retention (ms), output flag ('' none, '0'
-/// whole, '1' cut), output, when the run started (ms, server clock), '1' when appended with
-/// its record.
+/// whole, '1' cut), output, when the run started (ms, server clock), and '0' when not
+/// appended with its record, else '1' or when that record expires (ms).
 fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
     for e in entries {
         let (mark, text) = match e.output {
@@ -504,7 +508,7 @@ fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
             .arg(mark)
             .arg(text)
             .arg(e.started_ms)
-            .arg(flag(e.recorded));
+            .arg(if e.recorded { e.record_until.max(1) } else { 0 });
     }
 }
 

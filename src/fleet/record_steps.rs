@@ -585,6 +585,7 @@ async fn a_redelivery_after_a_lost_ack_is_acked_as_a_duplicate_without_running()
         truncated: false,
         started_ms: 0,
         recorded: false,
+        record_until: 0,
     };
     let acked = b.ack(TENANT, "slow", &[ack], 0, &[], true).await.unwrap();
     assert_eq!(
@@ -641,6 +642,7 @@ async fn both_start_paths_refuse_a_done_task_and_only_with_dedup() {
             truncated: false,
             started_ms: 0,
             recorded: false,
+            record_until: 0,
         };
         assert_eq!(
             b.ack_unclaimable(TENANT, MEMBER, &[done], 0, &[], true)

@@ -134,6 +134,7 @@ fn ack_entries<'a>(acks: &[&'a Ack], tenant: &str, tasks: &TasksSettings) -> Vec
             truncated: a.output.as_ref().is_some_and(|o| o.truncated),
             started_ms: a.started_ms,
             recorded: a.task.recorded,
+            record_until: a.task.record_until,
         })
         .collect()
 }

@@ -68,9 +68,10 @@ pub mod field {
     /// Reserved (written by redrive): the lane entry a retry or deferral was scheduled from.
     /// Read and ignored; it keeps two schedule items of identical tasks apart.
     pub const FROM_ENTRY: &str = "from_entry";
-    /// Reserved (written by redrive's scripts): `1` when the script that appended the entry
+    /// Reserved (written by redrive's scripts): set when the script that appended the entry
     /// wrote its task record too (enqueue.lua, promote.lua, replay.lua), so a fresh start of
-    /// the entry need not read the record. Read as a flag ([`super::Task::recorded`]), never
+    /// the entry need not read the record: `1`, or (enqueue.lua) when that record expires,
+    /// ms. Read as [`super::Task::recorded`] and [`super::Task::record_until`], never
     /// carried.
     pub const RECORDED: &str = "recorded";
     /// Reserved (written by redrive): in a dead letter, the producer's own fields as a JSON
@@ -475,6 +476,7 @@ impl NewTask {
             extra: self.extra.into_iter().collect(),
             extra_dropped: None,
             recorded: false,
+            record_until: 0,
         })
     }
 }
@@ -537,6 +539,10 @@ pub struct Task {
     /// reserved field `recorded`): a fresh start then marks it running without reading it.
     /// Never written back by [`Task::to_fields`].
     pub recorded: bool,
+    /// When the record written with this entry expires (ms, server clock; enqueue.lua gives
+    /// it the retention plus an eighth): its done can go to the done log without a record
+    /// write while this still covers the retention. 0: not known (no expiry set with it).
+    pub record_until: u64,
 }
 
 /// Why a stream entry could not be read as a task.
@@ -737,6 +743,7 @@ impl Task {
         let mut replay_of: Option<&str> = None;
         let mut replayed_by: Option<&str> = None;
         let mut recorded = false;
+        let mut record_until = 0u64;
         let mut extra_dropped: Option<&str> = None;
         let mut extra_json: Option<&str> = None;
         let mut extras = Extras::default();
@@ -764,7 +771,15 @@ impl Task {
                 b"from_entry" => continue,
                 // Written by redrive's scripts: a flag of this entry, never carried.
                 b"recorded" => {
-                    recorded = value.as_slice() == b"1";
+                    // '1', or the record's expiry in ms (enqueue.lua).
+                    if let Some(ms) = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .filter(|ms| *ms >= 1)
+                    {
+                        recorded = true;
+                        record_until = if ms > 1 { ms } else { 0 };
+                    }
                     continue;
                 }
                 b"extra" if source == Source::DeadLetter => &mut extra_json,
@@ -908,6 +923,7 @@ impl Task {
             extra: extras.kept,
             extra_dropped,
             recorded,
+            record_until,
         })
     }
 }

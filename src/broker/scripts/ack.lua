@@ -73,7 +73,7 @@ local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 -- acked here that were appended with their record.
 local function done(now, k, blind)
   rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[2],
-    ARGV[k + 5], blind and ARGV[k + 6] == '1')
+    ARGV[k + 5], blind and ARGV[k + 6] ~= '0' and ARGV[k + 6] ~= '')
 end
 local marked = 0
 if #owned > 0 then

@@ -40,6 +40,10 @@ end
 local fields = r[1][2]
 local R = rec_ctx(KEYS[3], KEYS[4], nil)
 if R then
+  -- rec_start's refusal of a task done through the done log looks for its entry here.
+  R.lane = KEYS[1]
+end
+if R then
   local tid = entry_task_id(fields, ARGV[3])
   if tid then
     local attempt, kind = '1', ''

@@ -101,6 +101,8 @@ for i = 3, #ARGV, 2 do
         local tid = entry_task_id(f, id)
         if tid then
           rec_write(R, tid, now, 'deferred', {'due', string.format('%d', due)})
+          -- Kept while in flight (a record given an expiry at enqueue).
+          rec_expire(R, tid, 0)
         end
       end
       out[#out + 1] = due

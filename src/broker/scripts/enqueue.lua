@@ -18,11 +18,17 @@
 -- ARGV[3]  the task's kind
 -- ARGV[4]  the task's attempt
 -- ARGV[5]  how long a stats bucket is kept, ms
--- ARGV[6…] field, value, … of the lane entry (the task as CONTRACT.md writes it)
+-- ARGV[6]  the retention of the task's finished record, ms (tasks.retention for its tenant and
+--          kind): the record expires that long plus an eighth after this enqueue, and the
+--          entry's `recorded` field says when (absolute ms), so the member that finishes the
+--          task soon enough need not write the record again (the done log, lib/record.lua).
+--          '0': no expiry now (the member's done sets it).
+-- ARGV[7…] field, value, … of the lane entry (the task as CONTRACT.md writes it)
 --
 -- Returns {1, entry id} when appended, or {0, state, entry} for a duplicate: nothing was
 -- written but the count of duplicates in the tenant's stats bucket of the current minute
--- ('duplicates'); state and entry are the live record's.
+-- ('duplicates'); state and entry are the live record's (`done` for a record that says
+-- queued, running or replayed on an entry that has left the lane: done through the done log).
 --
 -- The record is read before anything is written; the XADD is the first write, so while Redis
 -- is over maxmemory the whole script is refused and nothing is written.
@@ -31,6 +37,10 @@
 local R = rec_ctx(string.sub(KEYS[2], 1, #KEYS[2] - #ARGV[2]), KEYS[3], nil)
 local now = rec_now()
 local old = redis.call('HMGET', KEYS[2], 'state', 'entry')
+if (old[1] == 'queued' or old[1] == 'running' or old[1] == 'replayed') and old[2]
+  and rec_gone(KEYS[1], old[2]) then
+  old[1] = 'done'
+end
 if old[1] then
   local live = {
     queued = true, running = true, retry_scheduled = true, deferred = true, done = true,
@@ -50,14 +60,19 @@ end
 -- `recorded`: the record is written with the entry, so its start need not read it (a
 -- producer's own `recorded` field is dropped: the name is reserved).
 local fields = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i] ~= 'recorded' then
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
   end
 end
+local keep = math.floor(tonumber(ARGV[6]) or 0)
+local till_ts = '1'
+if keep > 0 then
+  till_ts = string.format('%d', now + keep + math.floor(keep / 8))
+end
 fields[#fields + 1] = 'recorded'
-fields[#fields + 1] = '1'
+fields[#fields + 1] = till_ts
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 if old[1] then
   -- A record replaced (ids reused on purpose, or the old task was resolved or discarded by an
@@ -70,5 +85,8 @@ rec_write(R, ARGV[2], now, 'queued', {
 })
 if old[1] then
   redis.call('ZADD', KEYS[3], now, ARGV[2])
+end
+if keep > 0 then
+  redis.call('PEXPIREAT', KEYS[2], till_ts)
 end
 return {1, id}

@@ -21,8 +21,8 @@
 -- ARGV[6…] septuples, one per entry (at most fleet.ack_batch), as in ack.lua: entry id,
 --          task_id ('': no record), retention of the done record in ms, output flag ('': no
 --          output kept, '0': whole, '1': cut and marked), output text, when the run started (ms,
---          the server's clock as the member estimates it), '1' when the entry was appended
---          with its record (`recorded`)
+--          the server's clock as the member estimates it), the entry's `recorded` field ('0'
+--          when it has none: '1', or when enqueue.lua wrote it, the record's expiry in ms)
 --
 -- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
 -- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are
@@ -45,14 +45,59 @@ end
 local recovered = ackdel(KEYS[1], ARGV[1], first)
 local acked = ackdel(KEYS[1], ARGV[1], rest) + recovered
 if R and acked > 0 then
-  -- When every entry was acked here, those appended with their record are written without
-  -- a read (rec_done's `blind`); otherwise (some were settled already: an ack repeated after
-  -- a lost reply) each record is checked first.
+  -- When every entry was acked here, those appended with their record by enqueue.lua whose
+  -- record lives long enough go to the done log (lib/record.lua; one XADD per second of entry
+  -- ids), the others appended with their record are written without a read (rec_done's
+  -- `blind`); otherwise (some were settled already: an ack repeated after a lost reply) each
+  -- record is checked first.
   local now = rec_now()
   local all = acked == #first + #rest
+  local logs, order = {}, {}
   for k = 6, #ARGV, 7 do
-    rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[5],
-      ARGV[k + 5], all and ARGV[k + 6] == '1')
+    local task_id, mark = ARGV[k + 1], ARGV[k + 6]
+    if all and task_id ~= '' and rec_logged(R, now, ARGV[k + 2], mark) then
+      local key = rec_log_key(R, ARGV[k])
+      local L = logs[key]
+      if L == nil then
+        L = {args = {'XADD', key, '*', '_m', ARGV[5], '_e', rec_ts(now)}, till = 0, at = mark}
+        logs[key] = L
+        order[#order + 1] = key
+      end
+      local a = L.args
+      a[#a + 1] = ARGV[k]
+      a[#a + 1] = rec_started_at(ARGV[k + 5], now)
+      local flag = ARGV[k + 3]
+      if flag == '1' then
+        a[#a + 1] = ARGV[k] .. 't'
+        a[#a + 1] = ARGV[k + 4]
+      elseif flag ~= '' then
+        a[#a + 1] = ARGV[k] .. 'o'
+        a[#a + 1] = ARGV[k + 4]
+      end
+      if #a >= 6000 then
+        -- Lua's unpack has a limit: a big batch goes in several entries.
+        redis.call(unpack(a))
+        L.args = {'XADD', key, '*', '_m', ARGV[5], '_e', rec_ts(now)}
+      end
+      local u = tonumber(mark)
+      if u > L.till then
+        L.till, L.at = u, mark
+      end
+      rec_event(R, task_id, 'done', ARGV[k])
+    else
+      rec_done(R, now, ARGV[k], task_id, ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[5],
+        ARGV[k + 5], all and mark ~= '0' and mark ~= '')
+    end
+  end
+  for _, key in ipairs(order) do
+    local L = logs[key]
+    if #L.args > 7 then
+      redis.call(unpack(L.args))
+    end
+    -- The log lives as long as the longest-lived record that points into it.
+    if redis.call('PTTL', key) < L.till - now then
+      redis.call('PEXPIREAT', key, L.at)
+    end
   end
 end
 local steps = {}

@@ -10,6 +10,7 @@
 -- KEYS[3]  the tenant's dead-letter stream
 -- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor; absent between passes, so
 --          a tenant without records has no sweep key)
+-- KEYS[5]  the tenant's lane stream
 -- ARGV[1]  how many index entries to look at (ZSCAN COUNT: bounded work per call)
 -- ARGV[2]  the tenant's retention of finished records, ms (when no kind rule below matches)
 -- ARGV[3…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
@@ -23,6 +24,13 @@
 -- dead letter left in the stream (or the stream empty), and without an expiry, gets the
 -- retention of its kind. Dead letters removed by a replay, resolve, discard or purge are not
 -- its business: those scripts write the record themselves.
+--
+-- A record that enqueue.lua gave an expiry (its retention plus an eighth, so that a task done
+-- soon needs no second write: the done log, lib/record.lua) and whose task is still waiting
+-- or running in the lane with less than half its retention left gets its retention plus an
+-- eighth again: a task never loses its record while it is in flight. (A task that waits that
+-- long is done with a full record write: its entry's `recorded` expiry no longer covers the
+-- retention.)
 --
 -- Returns {cursor, looked, removed, retained}: the next cursor ('0': a pass ended), the index
 -- entries looked at, the entries removed (record expired) and the records given a retention.
@@ -85,7 +93,7 @@ for i = 1, #items, 2 do
   local task_id = items[i]
   local key = KEYS[2] .. task_id
   looked = looked + 1
-  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind')
+  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind', 'entry')
   if not r[1] and redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', KEYS[1], task_id)
     removed = removed + 1
@@ -94,6 +102,16 @@ for i = 1, #items, 2 do
       and redis.call('PTTL', key) == -1 then
     redis.call('PEXPIRE', key, retention(r[3]))
     retained = retained + 1
+  elseif (r[1] == 'queued' or r[1] == 'replayed' or r[1] == 'running') and r[4] then
+    local left = redis.call('PTTL', key)
+    local keep = tonumber(retention(r[3]))
+    if left > 0 and left < keep / 2 then
+      local here = redis.pcall('XRANGE', KEYS[5], r[4], r[4])
+      if type(here) == 'table' and here.err == nil and #here > 0 then
+        redis.call('PEXPIRE', key, string.format('%d', keep + math.floor(keep / 8)))
+        retained = retained + 1
+      end
+    end
   end
 end
 if scan[1] == '0' then

@@ -30,6 +30,10 @@
 -- `rec_ctx`, `rec_now` and `rec_begin` come from lib/record.lua, which the script registry
 -- prepends.
 local R = rec_ctx(KEYS[2], KEYS[3], nil)
+if R then
+  -- rec_start's refusal of a task done through the done log looks for its entry here.
+  R.lane = KEYS[1]
+end
 local refuse = ARGV[5] == '1'
 local count = {}
 local start = ARGV[3]
