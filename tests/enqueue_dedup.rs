@@ -18,12 +18,7 @@ use serde_json::{json, Value};
 
 /// The record of `task_id` (empty when there is none).
 async fn record(env: &TestEnv, tenant: &str, task_id: &str) -> HashMap<String, String> {
-    let mut raw = env.raw().await;
-    redis::cmd("HGETALL")
-        .arg(format!("{}:{{{tenant}}}:task:{task_id}", env.prefix))
-        .query_async(&mut raw)
-        .await
-        .unwrap()
+    env.task_read(tenant, task_id).await.0
 }
 
 /// The ids of `tenant`'s lane entries, oldest first, read in pages of 1,000 (a lane of tens of

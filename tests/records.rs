@@ -35,12 +35,7 @@ poll_interval_ms = 50
 
 /// A task record's fields (empty when there is none).
 async fn record(env: &TestEnv, tenant: &str, task_id: &str) -> HashMap<String, String> {
-    let mut raw = env.raw().await;
-    redis::cmd("HGETALL")
-        .arg(format!("{}:{{{tenant}}}:task:{task_id}", env.prefix))
-        .query_async(&mut raw)
-        .await
-        .unwrap()
+    env.task_read(tenant, task_id).await.0
 }
 
 /// Where each task of a tenant is: lane entries (with whether pending), the retry schedule and

@@ -181,6 +181,28 @@ impl TestEnv {
         Producer::new(self.broker().await, &self.settings())
     }
 
+    /// Task `task_id`'s record of `tenant` as readers show it (src/broker/scripts/task_read.lua:
+    /// running while its entry is pending, done from the done log once its entry left the
+    /// lane), and its time to live in ms (-1 kept, -2 none). Empty when there is none.
+    pub async fn task_read(&self, tenant: &str, task_id: &str) -> (HashMap<String, String>, i64) {
+        let mut raw = self.raw().await;
+        let (flat, ttl): (Vec<String>, i64) =
+            redis::Script::new(include_str!("../../src/broker/scripts/task_read.lua"))
+                .key(format!("{}:{{{tenant}}}:task:{task_id}", self.prefix))
+                .key(format!("{}:{{{tenant}}}:lane", self.prefix))
+                .key(format!("{}:{{{tenant}}}:done:", self.prefix))
+                .arg("redrive")
+                .invoke_async(&mut raw)
+                .await
+                .unwrap();
+        let mut out = HashMap::new();
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.insert(k, v);
+        }
+        (out, ttl)
+    }
+
     /// A plain redis connection, for seeding raw entries as a foreign producer would (with
     /// the env's TLS settings and credentials, from the broker's client, when it has any).
     /// On a cluster, a cluster connection (a pipeline through it must stay in one slot).
