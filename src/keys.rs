@@ -32,6 +32,8 @@
 //! | `redrive:{<tenant>}:task:<task_id>` | HASH | a task's record (src/records.rs), expiring after retention |
 //! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by creation     |
 //! | `redrive:{<tenant>}:tasks:sweep` | STRING | the index sweep's cursor (records_sweep.lua)          |
+//! | `redrive:{<tenant>}:tasks:sweep-lane` | STRING | the sweep's cursor over old lane entries (records_sweep.lua) |
+//! | `redrive:{<tenant>}:done:<second>` | STREAM | done log: facts of tasks done without a record write, by the second of their entry id (lib/record.lua) |
 //! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry) while one waits    |
 //! | `redrive:{<tenant>}:waiters`     | ZSET   | registered waiters, scored by their expiry (ms)       |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
@@ -228,6 +230,12 @@ impl Keys {
     /// index's ZSCAN cursor, shared by every member's recovery loop.
     pub fn tasks_sweep(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:tasks:sweep", self.prefix, tenant)
+    }
+
+    /// The records sweep's cursor over `tenant`'s old lane entries (the last one looked at;
+    /// records_sweep.lua's lane look), absent between passes.
+    pub fn tasks_sweep_lane(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:tasks:sweep-lane", self.prefix, tenant)
     }
 
     /// The capped stream of a tenant's task finishes (`task`, `state`, `entry`): what `wait`

@@ -355,3 +355,187 @@ async fn a_raw_duplicate_of_a_done_task_is_acked_without_running_and_counted() {
         assert!(line.contains("once") && line.contains(&dup), "{line}");
     }
 }
+
+/// Keys of `tenant` matching `pattern` after the tenant's tag (SCAN).
+async fn keys_of(env: &TestEnv, tenant: &str, pattern: &str) -> Vec<String> {
+    let mut raw = env.raw().await;
+    let mut out: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{{tenant}}}:{pattern}", env.prefix))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    out.sort();
+    out
+}
+
+/// The record's stored state (not as readers show it) and its time to live, ms.
+async fn stored(env: &TestEnv, tenant: &str, task_id: &str) -> (Option<String>, i64) {
+    let mut raw = env.raw().await;
+    let key = format!("{}:{{{tenant}}}:task:{task_id}", env.prefix);
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("state")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    (state, ttl)
+}
+
+#[tokio::test]
+async fn a_task_done_soon_after_its_enqueue_goes_to_the_done_log_and_reads_done_everywhere() {
+    let env = TestEnv::new();
+    env.enqueue_tasks(vec![
+        NewTask::new("acme", "triage", sim("ok")).with_task_id("quick")
+    ])
+    .await;
+    // Written at enqueue with the retention (24 h by default) plus an eighth.
+    let (state, ttl) = stored(&env, "acme", "quick").await;
+    assert_eq!(state.as_deref(), Some("queued"));
+    let full = 86_400_000i64 + 86_400_000 / 8;
+    assert!(
+        ttl > full - 60_000 && ttl <= full,
+        "expiry set at enqueue: {ttl}"
+    );
+    let mut m = env.member("m1", &[]);
+    eventually(LONG, "the task reads done", || async {
+        record(&env, "acme", "quick")
+            .await
+            .get("state")
+            .map(String::as_str)
+            == Some("done")
+    })
+    .await;
+    assert!(m.stop().success());
+    // Nothing was written to the record at its done: its facts are in the done log.
+    let (state, after) = stored(&env, "acme", "quick").await;
+    assert_eq!(
+        state.as_deref(),
+        Some("queued"),
+        "no record write at the done"
+    );
+    assert!(
+        after > 0 && after <= ttl,
+        "the enqueue's expiry stands: {after}"
+    );
+    let logs = keys_of(&env, "acme", "done:*").await;
+    assert_eq!(logs.len(), 1, "one done log: {logs:?}");
+    let mut raw = env.raw().await;
+    let at = |key: String| {
+        let mut c = redis::cmd("PEXPIRETIME");
+        c.arg(key);
+        c
+    };
+    let log_at: i64 = at(logs[0].clone()).query_async(&mut raw).await.unwrap();
+    let record_at: i64 = at(format!("{}:{{acme}}:task:quick", env.prefix))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        record_at > 0 && log_at >= record_at,
+        "the log outlives the record: {log_at} < {record_at}"
+    );
+    let r = record(&env, "acme", "quick").await;
+    assert_eq!(r["member"], "m1");
+    let started: u64 = r["started"].parse().unwrap();
+    let ended: u64 = r["ended"].parse().unwrap();
+    assert!(started > 0 && started <= ended, "{r:?}");
+    let enq: u64 = r["enq"].parse().unwrap();
+    assert!(enq <= started, "{r:?}");
+    let output: serde_json::Value = serde_json::from_str(&r["output"]).unwrap();
+    assert_eq!(output["summary"], "handled triage for acme");
+    assert!(!r.contains_key("output_truncated"));
+    // The CLI reads it the same way.
+    let (code, out, err) = env.cli(&["task", "show", "acme/quick", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["state"], "done", "{shown}");
+    assert_eq!(
+        shown["output"]["summary"], "handled triage for acme",
+        "{shown}"
+    );
+    // Enqueueing the same id again is refused as a duplicate of a done task.
+    let again = env
+        .producer()
+        .await
+        .enqueue(NewTask::new("acme", "triage", sim("ok")).with_task_id("quick"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.duplicate.map(|d| d.state),
+        Some(redrive::TaskState::Done),
+        "a duplicate of the done task"
+    );
+    // A list by state finds it among the done ones.
+    let (code, out, err) = env.cli(
+        &["task", "list", "--tenant", "acme", "--state", "done"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("quick"), "{out}");
+}
+
+#[tokio::test]
+async fn a_record_whose_enqueue_expiry_does_not_cover_the_members_retention_is_written_at_the_done()
+{
+    let env = TestEnv::new();
+    // The producer's retention is short (2 h): its record's expiry (2.25 h) cannot cover the
+    // member's (the default, 24 h), so the member writes the done record itself. (Below an
+    // hour enqueue.lua sets no expiry at all: the done writes the record.)
+    let mut raw = redrive::RawConfig::defaults().unwrap();
+    raw.redis.url = env.url();
+    raw.redis.key_prefix = env.prefix.clone();
+    raw.tasks.retention_ms = 7_200_000;
+    let settings = redrive::Settings::from_raw(raw).unwrap();
+    let p = redrive::Producer::new(env.broker().await, &settings);
+    p.enqueue(NewTask::new("acme", "triage", sim("ok")).with_task_id("short"))
+        .await
+        .unwrap();
+    let (_, ttl) = stored(&env, "acme", "short").await;
+    assert!(ttl > 8_100_000 - 60_000 && ttl <= 8_100_000, "{ttl}");
+    let mut m = env.member("m1", &[]);
+    eventually(LONG, "the task reads done", || async {
+        record(&env, "acme", "short")
+            .await
+            .get("state")
+            .map(String::as_str)
+            == Some("done")
+    })
+    .await;
+    assert!(m.stop().success());
+    let (state, ttl) = stored(&env, "acme", "short").await;
+    assert_eq!(state.as_deref(), Some("done"), "written at the done");
+    assert!(
+        ttl > 86_000_000,
+        "the member's retention from the done: {ttl}"
+    );
+    assert!(keys_of(&env, "acme", "done:*").await.is_empty());
+
+    // Under an hour: no expiry at enqueue, and the entry says only that it has its record.
+    let mut raw = redrive::RawConfig::defaults().unwrap();
+    raw.redis.url = env.url();
+    raw.redis.key_prefix = env.prefix.clone();
+    raw.tasks.retention_ms = 2_000;
+    let settings = redrive::Settings::from_raw(raw).unwrap();
+    let p = redrive::Producer::new(env.broker().await, &settings);
+    let e = p
+        .enqueue(NewTask::new("acme", "triage", sim("ok")).with_task_id("tiny"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(&env, "acme", "tiny").await,
+        (Some("queued".into()), -1)
+    );
+    let fields: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(format!("{}:{{acme}}:lane", env.prefix))
+        .arg(&e.entry_id)
+        .arg(&e.entry_id)
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(fields[0].1["recorded"], "1");
+}

@@ -1806,7 +1806,10 @@ async fn records(bench: &mut Bench) -> Result<Vec<BenchRow>> {
                 ),
             });
         }
-        let per_task = done.per_record() + done.per_index_entry() + done.per_event();
+        let per_task = done.per_record()
+            + done.per_record_in_logs()
+            + done.per_index_entry()
+            + done.per_event();
         rows.push(BenchRow {
             scenario: format!("records: {what}"),
             tasks: done.records,
@@ -1815,8 +1818,12 @@ async fn records(bench: &mut Bench) -> Result<Vec<BenchRow>> {
             ratio_to_raw: None,
             latency_ms: None,
             note: format!(
-                "{:.0} bytes per record + {:.0} per index entry + {:.0} per events entry =                  {per_task:.0} per finished task; at 100 tasks/s kept {:.0} h: {:.2} GiB",
+                "{:.0} bytes per record + {:.0} in done logs ({} logs) + {:.0} per index entry + \
+                 {:.0} per events entry = {per_task:.0} per finished task; at 100 tasks/s kept \
+                 {:.0} h: {:.2} GiB",
                 done.per_record(),
+                done.per_record_in_logs(),
+                done.done_logs,
                 done.per_index_entry(),
                 done.per_event(),
                 retention / 3600.0,

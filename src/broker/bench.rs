@@ -156,6 +156,27 @@ impl Broker {
             .arg(self.keys.events(tenant))
             .query_async(&mut self.con())
             .await?;
+        // The done logs (SCAN: a bench's own prefix, a few keys).
+        let pattern = format!("{}*", self.keys.done_prefix(tenant));
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.con())
+                .await?;
+            for key in keys {
+                out.done_logs += 1;
+                out.done_log_bytes += usage(key).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         Ok(out)
     }
 
@@ -411,6 +432,10 @@ pub(crate) struct RecordMemory {
     pub events: u64,
     /// Bytes of the events stream.
     pub events_bytes: u64,
+    /// Done logs (one per second of entry ids with a task done without a record write).
+    pub done_logs: u64,
+    /// Bytes of the done logs, summed.
+    pub done_log_bytes: u64,
 }
 
 impl RecordMemory {
@@ -427,5 +452,10 @@ impl RecordMemory {
     /// Bytes of the events stream per entry.
     pub fn per_event(&self) -> f64 {
         self.events_bytes as f64 / self.events.max(1) as f64
+    }
+
+    /// Bytes of the done logs per record.
+    pub fn per_record_in_logs(&self) -> f64 {
+        self.done_log_bytes as f64 / self.records.max(1) as f64
     }
 }

@@ -17,7 +17,7 @@ use super::conn::key_slot;
 use super::scripts::{hashes, OOM_PROBE};
 use super::*;
 use crate::embedded::LocalCluster;
-use crate::records::TasksSettings;
+use crate::records::{TaskState, TasksSettings};
 use crate::task::{now_ms, Limits, NewTask};
 
 /// Script files this test does not run yet (each would still run on the cluster in the
@@ -558,12 +558,41 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
             .await
             .unwrap();
         assert_eq!(acked.acked, 1, "{t}");
+        // fast_ack.lua puts this one's done in its done log (its entry carries the expiry of
+        // its record); task_read.lua reads it back as done.
+        let marked: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(b.keys().lane(t))
+            .arg(&entries[1])
+            .arg(&entries[1])
+            .query_async(&mut b.con())
+            .await
+            .unwrap();
+        let till: u64 = marked[0]
+            .1
+            .iter()
+            .find(|(k, _)| k == "recorded")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap();
+        let logged = AckEntry {
+            task_id: task_ids[1],
+            retention: Duration::from_secs(3_600),
+            recorded: true,
+            record_until: till,
+            ..AckEntry::bare(&entries[1])
+        };
         let acked = acking
-            .ack_unclaimable(t, "m1", &[AckEntry::bare(&entries[1])], 0, &[], true)
+            .ack_unclaimable(t, "m1", &[logged], 0, &[], true)
             .await
             .unwrap();
         assert_eq!(acked, 1, "{t}");
         assert_eq!(b.lane_len(t).await.unwrap(), 4, "{t}");
+        let read = b.task_record(t, task_ids[1]).await.unwrap().unwrap();
+        assert_eq!(read.record.state, Some(TaskState::Done), "{t}: {read:?}");
+        assert_eq!(
+            read.record.fields.get("member").map(String::as_str),
+            Some("m1"),
+            "{t}: {read:?}"
+        );
         // retry.lua: out of the lane into the schedule; promote.lua: back.
         let due = acking
             .schedule_retry(

@@ -385,6 +385,8 @@ impl Broker {
         inv.key(self.keys.task_prefix(tenant))
             .key(self.keys.dlq(tenant))
             .key(self.keys.tasks_sweep(tenant))
+            .key(self.keys.lane(tenant))
+            .key(self.keys.tasks_sweep_lane(tenant))
             .arg(batch.max(1))
             .arg((retention.as_millis() as u64).max(1));
         for (glob, r) in kind_rules {
@@ -612,6 +614,107 @@ mod tests {
         ])]);
         assert_eq!(scored(resp3).unwrap(), vec![("a".to_owned(), 3.0)]);
         assert!(scored(Value::Nil).unwrap().is_empty());
+    }
+
+    /// The sweep's lane look: the record of a task waiting in its lane for longer than half
+    /// the retention, with less than half of it left, gets its retention plus an eighth again;
+    /// a young entry's record, an old entry's record with plenty left and a record kept
+    /// without expiry are left alone; the cursor goes back to the start once the pass ends.
+    #[tokio::test]
+    async fn the_sweep_keeps_the_records_of_tasks_waiting_long_in_their_lane() {
+        let redis = crate::embedded::RedisServer::start().unwrap();
+        let b = crate::broker::connect::test_broker(&redis.url(), "sw", false).await;
+        let mut c = b.con();
+        let hour: u64 = 3_600_000;
+        let now = crate::task::now_ms();
+        // Entries appended 3 h and 2 h ago (explicit ids), and one now.
+        for (id, task) in [
+            (format!("{}-0", now - 3 * hour), "old-short"),
+            (format!("{}-0", now - 2 * hour), "old-plenty"),
+            (format!("{}-1", now - 2 * hour), "old-kept"),
+            ("*".to_owned(), "young"),
+        ] {
+            let _: String = redis::cmd("XADD")
+                .arg(b.keys.lane("t"))
+                .arg(&id)
+                .arg("task_id")
+                .arg(task)
+                .arg("kind")
+                .arg("k")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let key = b.keys.task("t", task);
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("state")
+                .arg("queued")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("ZADD")
+                .arg(b.keys.tasks("t"))
+                .arg(now)
+                .arg(task)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        // Retention 4 h: half is 2 h. Left: 30 min, 3 h, kept, 30 min.
+        for (task, left) in [
+            ("old-short", hour / 2),
+            ("old-plenty", 3 * hour),
+            ("young", hour / 2),
+        ] {
+            let _: () = redis::cmd("PEXPIRE")
+                .arg(b.keys.task("t", task))
+                .arg(left)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let ttl = |task: &str| {
+            let mut cmd = redis::cmd("PTTL");
+            cmd.arg(b.keys.task("t", task));
+            cmd
+        };
+        // One entry per step: the cursor carries the pass over the old entries.
+        let retention = Duration::from_millis(4 * hour);
+        let mut retained = 0;
+        for _ in 0..4 {
+            retained += b
+                .records_sweep("t", 1, retention, &[])
+                .await
+                .unwrap()
+                .retained;
+        }
+        assert_eq!(retained, 1);
+        let extended: i64 = ttl("old-short").query_async(&mut c).await.unwrap();
+        let full = (4 * hour + hour / 2) as i64;
+        assert!(extended > full - 60_000 && extended <= full, "{extended}");
+        let plenty: i64 = ttl("old-plenty").query_async(&mut c).await.unwrap();
+        assert!(plenty <= (3 * hour) as i64, "{plenty}");
+        let kept: i64 = ttl("old-kept").query_async(&mut c).await.unwrap();
+        assert_eq!(kept, -1);
+        let young: i64 = ttl("young").query_async(&mut c).await.unwrap();
+        assert!(young <= (hour / 2) as i64, "{young}");
+        // A kind rule with a shorter retention (2 h: half is 1 h) reaches the 2 h old ones,
+        // and each record gets the retention of its own kind.
+        let rules = vec![("k".to_owned(), Duration::from_millis(2 * hour))];
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(b.keys.task("t", "old-plenty"))
+            .arg(hour / 2)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let step = b.records_sweep("t", 10, retention, &rules).await.unwrap();
+        assert_eq!(
+            step.retained, 1,
+            "old-plenty only: old-short has 4.5 h left"
+        );
+        let plenty: i64 = ttl("old-plenty").query_async(&mut c).await.unwrap();
+        let full = (2 * hour + hour / 4) as i64;
+        assert!(plenty > full - 60_000 && plenty <= full, "{plenty}");
     }
 }
 

@@ -601,7 +601,11 @@ fn prepare<'a>(
                             events::records::written(&tenant, TaskState::Running.as_str(), 1);
                         }
                         match Task::from_fields(&tenant, &entry_id, &fields, &ctx.shared.limits) {
-                            Ok(task) => {
+                            Ok(mut task) => {
+                                // begin.lua wrote its record `running` and kept it (no
+                                // expiry): its done must write the record, never go to the
+                                // done log (which needs the record as enqueue.lua left it).
+                                task.record_until = 0;
                                 events::attempt::takeover_running(
                                     &TaskLog::of(&task),
                                     &entry_id,

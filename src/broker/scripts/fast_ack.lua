@@ -51,52 +51,76 @@ if R and acked > 0 then
   -- `blind`); otherwise (some were settled already: an ack repeated after a lost reply) each
   -- record is checked first.
   local now = rec_now()
+  local ts = rec_ts(now)
   local all = acked == #first + #rest
+  local member = ARGV[5]
+  -- The done logs of this call by second (`order`: in the order first met); `L` is the one of
+  -- the last entry, `sec` its second: consecutive entries mostly share it, checked without
+  -- building a string (the entry id starts with `sec`, then three digits and '-').
   local logs, order = {}, {}
+  local L, sec = nil, nil
+  local listened = nil
   for k = 6, #ARGV, 7 do
-    local task_id, mark = ARGV[k + 1], ARGV[k + 6]
-    if all and task_id ~= '' and rec_logged(R, now, ARGV[k + 2], mark) then
-      local key = rec_log_key(R, ARGV[k])
-      local L = logs[key]
-      if L == nil then
-        L = {args = {'XADD', key, '*', '_m', ARGV[5], '_e', rec_ts(now)}, till = 0, at = mark}
-        logs[key] = L
-        order[#order + 1] = key
+    local id, task_id, mark = ARGV[k], ARGV[k + 1], ARGV[k + 6]
+    local till = all and task_id ~= '' and tonumber(mark)
+    local ttl = till and till > 1 and tonumber(ARGV[k + 2])
+    if ttl and ttl > 0 and till >= now + ttl then
+      if not (sec and string.byte(id, #sec + 4) == 45 and string.find(id, sec, 1, true) == 1) then
+        local dash = string.find(id, '-', 1, true) or (#id + 1)
+        sec = string.sub(id, 1, dash - 4)
+        L = logs[sec]
+        if L == nil then
+          local key = rec_log_key(R, id)
+          L = {key = key, n = 7, till = 0, at = mark,
+            args = {'XADD', key, '*', '_m', member, '_e', ts}}
+          logs[sec] = L
+          order[#order + 1] = L
+        end
       end
-      local a = L.args
-      a[#a + 1] = ARGV[k]
-      a[#a + 1] = rec_started_at(ARGV[k + 5], now)
+      local a, n = L.args, L.n
+      -- When the run started (rec_started_at, inline: the ack's time when unknown or later).
+      local started = ARGV[k + 5]
+      local st = tonumber(started)
+      if st == nil or st <= 0 or st > now then
+        started = ts
+      end
+      a[n + 1] = id
+      a[n + 2] = started
+      n = n + 2
       local flag = ARGV[k + 3]
-      if flag == '1' then
-        a[#a + 1] = ARGV[k] .. 't'
-        a[#a + 1] = ARGV[k + 4]
-      elseif flag ~= '' then
-        a[#a + 1] = ARGV[k] .. 'o'
-        a[#a + 1] = ARGV[k + 4]
+      if flag ~= '' then
+        a[n + 1] = id .. (flag == '1' and 't' or 'o')
+        a[n + 2] = ARGV[k + 4]
+        n = n + 2
       end
-      if #a >= 6000 then
+      if n >= 6000 then
         -- Lua's unpack has a limit: a big batch goes in several entries.
-        redis.call(unpack(a))
-        L.args = {'XADD', key, '*', '_m', ARGV[5], '_e', rec_ts(now)}
+        redis.call(unpack(a, 1, n))
+        L.args = {'XADD', L.key, '*', '_m', member, '_e', ts}
+        n = 7
       end
-      local u = tonumber(mark)
-      if u > L.till then
-        L.till, L.at = u, mark
+      L.n = n
+      if till > L.till then
+        L.till, L.at = till, mark
       end
-      rec_event(R, task_id, 'done', ARGV[k])
+      if listened == nil then
+        listened = rec_listened(R)
+      end
+      if listened then
+        rec_event(R, task_id, 'done', id)
+      end
     else
-      rec_done(R, now, ARGV[k], task_id, ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[5],
+      rec_done(R, now, id, task_id, ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], member,
         ARGV[k + 5], all and mark ~= '0' and mark ~= '')
     end
   end
-  for _, key in ipairs(order) do
-    local L = logs[key]
-    if #L.args > 7 then
-      redis.call(unpack(L.args))
+  for _, D in ipairs(order) do
+    if D.n > 7 then
+      redis.call(unpack(D.args, 1, D.n))
     end
     -- The log lives as long as the longest-lived record that points into it.
-    if redis.call('PTTL', key) < L.till - now then
-      redis.call('PEXPIREAT', key, L.at)
+    if redis.call('PTTL', D.key) < D.till - now then
+      redis.call('PEXPIREAT', D.key, D.at)
     end
   end
 end

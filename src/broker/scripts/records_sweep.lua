@@ -11,6 +11,8 @@
 -- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor; absent between passes, so
 --          a tenant without records has no sweep key)
 -- KEYS[5]  the tenant's lane stream
+-- KEYS[6]  the lane look's cursor (STRING: the last old lane entry looked at; absent between
+--          passes)
 -- ARGV[1]  how many index entries to look at (ZSCAN COUNT: bounded work per call)
 -- ARGV[2]  the tenant's retention of finished records, ms (when no kind rule below matches)
 -- ARGV[3…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
@@ -25,12 +27,15 @@
 -- retention of its kind. Dead letters removed by a replay, resolve, discard or purge are not
 -- its business: those scripts write the record themselves.
 --
--- A record that enqueue.lua gave an expiry (its retention plus an eighth, so that a task done
--- soon needs no second write: the done log, lib/record.lua) and whose task is still waiting
--- or running in the lane with less than half its retention left gets its retention plus an
--- eighth again: a task never loses its record while it is in flight. (A task that waits that
--- long is done with a full record write: its entry's `recorded` expiry no longer covers the
--- retention.)
+-- The lane look: a record that enqueue.lua gave an expiry (its retention plus an eighth, so
+-- that a task done soon needs no second write: the done log, lib/record.lua) must not expire
+-- while its task waits or runs. Each step reads up to ARGV[1] lane entries older than half the
+-- shortest retention (by entry id: usually none, one XRANGE that finds nothing), from the
+-- lane look's cursor, and gives each such entry's record with less than half its retention
+-- left its retention plus an eighth again. A pass over the old entries takes far less than
+-- half a retention (enqueue.lua sets an expiry only for retentions of an hour or more). A
+-- task done that late is written in full at its done: its entry's `recorded` expiry no
+-- longer covers the retention.
 --
 -- Returns {cursor, looked, removed, retained}: the next cursor ('0': a pass ended), the index
 -- entries looked at, the entries removed (record expired) and the records given a retention.
@@ -93,7 +98,7 @@ for i = 1, #items, 2 do
   local task_id = items[i]
   local key = KEYS[2] .. task_id
   looked = looked + 1
-  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind', 'entry')
+  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind')
   if not r[1] and redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', KEYS[1], task_id)
     removed = removed + 1
@@ -102,21 +107,55 @@ for i = 1, #items, 2 do
       and redis.call('PTTL', key) == -1 then
     redis.call('PEXPIRE', key, retention(r[3]))
     retained = retained + 1
-  elseif (r[1] == 'queued' or r[1] == 'replayed' or r[1] == 'running') and r[4] then
-    local left = redis.call('PTTL', key)
-    local keep = tonumber(retention(r[3]))
-    if left > 0 and left < keep / 2 then
-      local here = redis.pcall('XRANGE', KEYS[5], r[4], r[4])
-      if type(here) == 'table' and here.err == nil and #here > 0 then
-        redis.call('PEXPIRE', key, string.format('%d', keep + math.floor(keep / 8)))
-        retained = retained + 1
-      end
-    end
   end
 end
 if scan[1] == '0' then
   redis.call('DEL', KEYS[4])
 else
   redis.call('SET', KEYS[4], scan[1])
+end
+
+-- The lane look (see the header).
+local shortest = tonumber(ARGV[2])
+for i = 4, #ARGV, 2 do
+  shortest = math.min(shortest, tonumber(ARGV[i]))
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local upto = string.format('%d', now - math.floor(shortest / 2))
+local from = redis.call('GET', KEYS[6])
+if from then
+  from = '(' .. from
+else
+  from = '-'
+end
+local old = redis.pcall('XRANGE', KEYS[5], from, upto, 'COUNT', tonumber(ARGV[1]))
+if type(old) ~= 'table' or old.err ~= nil then
+  old = {}
+end
+for _, e in ipairs(old) do
+  local f = e[2]
+  local tid, kind = nil, nil
+  for j = 1, #f, 2 do
+    if f[j] == 'task_id' then
+      tid = f[j + 1]
+    elseif f[j] == 'kind' then
+      kind = f[j + 1]
+    end
+  end
+  if tid then
+    local key = KEYS[2] .. tid
+    local keep = tonumber(retention(kind))
+    local left = redis.call('PTTL', key)
+    if left > 0 and left < keep / 2 then
+      redis.call('PEXPIRE', key, string.format('%d', keep + math.floor(keep / 8)))
+      retained = retained + 1
+    end
+  end
+end
+if #old < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[6])
+else
+  redis.call('SET', KEYS[6], old[#old][1])
 end
 return {scan[1], looked, removed, retained}
