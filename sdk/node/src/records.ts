@@ -127,8 +127,10 @@ export interface TaskRecord {
   /** Whether the stored output was cut to `tasks.max_output_bytes` (then `output` is raw text). */
   outputTruncated: boolean;
   /**
-   * Every field as stored — or, for a task shown running because its entry is pending, as
-   * shown: `state` running, `member` the consumer, no `started`/`ended` ({@link runningOn}).
+   * Every field as the readers show it (task_read.lua): as stored, or for a task shown running
+   * because its entry is pending, `state` running, `member` the consumer, no `started`/`ended`
+   * ({@link runningOn}); for one shown done from the done log, `state` done and its `member`,
+   * `started`, `ended`, `updated` and output from there.
    */
   fields: Record<string, string>;
 }
@@ -140,8 +142,8 @@ function int(v: string | undefined): number | undefined {
 }
 
 /**
- * Reads a record hash (`HGETALL`) tolerantly: unknown fields stay in `fields`, a number that
- * does not parse is left out of its typed property.
+ * Reads a record's fields (as task_read.lua shows them, or a raw `HGETALL`) tolerantly: unknown
+ * fields stay in `fields`, a number that does not parse is left out of its typed property.
  */
 export function parseRecord(tenant: string, taskId: string, fields: Record<string, string>): TaskRecord {
   const f = (name: string): string | undefined => (Object.hasOwn(fields, name) ? fields[name] : undefined);

@@ -198,9 +198,10 @@ class TaskRecord:
     Times are ms since the epoch. ``output`` is the handler's output parsed as JSON, except
     when ``output_truncated`` is true (the fleet cut it to its ``tasks.max_output_bytes``):
     then it is the raw text kept. ``has_output`` tells an output of ``null`` from none.
-    ``fields`` holds every field as stored — or, for a task shown ``running`` because its
-    entry is pending (see the module's docs), as the reader shows it: ``state`` running,
-    ``member`` the consumer, no ``started``/``ended``.
+    ``fields`` holds every field as the readers show it (task_read.lua, see the module's docs):
+    as stored, or for a task shown ``running`` because its entry is pending, ``state`` running,
+    ``member`` the consumer, no ``started``/``ended``; for one shown ``done`` from the done log,
+    ``state`` done and its ``member``, ``started``, ``ended``, ``updated`` and output from there.
     """
 
     #: The tenant.
@@ -269,14 +270,17 @@ class TaskRecord:
     @property
     def waiting_entry(self) -> str | None:
         """The lane entry the record says the task waits as, when it says ``queued`` or
-        ``replayed``: whether it runs is the PEL's to say (see the module's docs)."""
+        ``replayed`` (the readers show such a record as that entry's place tells: see the
+        module's docs; for a record read otherwise, a raw ``HGETALL``, whether it runs is the
+        PEL's to say)."""
         if self.state in (TaskState.QUEUED, TaskState.REPLAYED):
             return self.fields.get("entry") or None
         return None
 
     def running_on(self, consumer: str) -> TaskRecord:
         """The record as shown while its :attr:`waiting_entry` is pending for ``consumer``:
-        ``running`` there, without the ``started``/``ended`` of an earlier run."""
+        ``running`` there, without the ``started``/``ended`` of an earlier run (what
+        task_read.lua shows; for a record read otherwise, a raw ``HGETALL``)."""
         f = dict(self.fields)
         f["state"] = TaskState.RUNNING.value
         f["member"] = consumer
@@ -288,9 +292,9 @@ class TaskRecord:
     def from_fields(
         cls, tenant: str, task_id: str, raw: Mapping[str, str] | Mapping[bytes, bytes]
     ) -> TaskRecord:
-        """A record from its hash's fields (``HGETALL``), text or bytes, as stored (no
-        ``XPENDING``: a task waiting on a pending entry reads ``queued`` here; the readers'
-        ``get_task`` shows it running)."""
+        """A record from its fields, text or bytes, as given (the readers give what
+        task_read.lua shows; from a raw ``HGETALL`` a task waiting on a pending entry, or done
+        through the done log, reads ``queued`` here)."""
         f = {_text(k): _text(v) for k, v in raw.items()}
         state = TaskState.parse(f.get("state"))
         history = max(_int(f.get("runs")) or 0, 0)
