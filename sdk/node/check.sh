@@ -44,15 +44,17 @@ trap 'rm -rf "$tmp"' EXIT
 npm pack --silent --ignore-scripts --pack-destination "$tmp" >/dev/null
 tarball=$(ls "$tmp"/*.tgz)
 tar -xzf "$tarball" -C "$tmp"
-for f in package.json README.md dist/index.js dist/index.d.ts dist/pool.js dist/cli.js lua/enqueue.lua; do
+for f in package.json README.md dist/index.js dist/index.d.ts dist/pool.js dist/cli.js lua/enqueue.lua lua/task_read.lua; do
   [ -f "$tmp/package/$f" ] || fail "the packed tarball lacks $f"
 done
 if tar -tzf "$tarball" | grep -qE '(^package/(src|test|build-test|node_modules)/|\.test\.)'; then
   fail "the packed tarball carries sources or tests: $(tar -tzf "$tarball" | tr '\n' ' ')"
 fi
-cmp -s "$tmp/package/lua/enqueue.lua" lua/enqueue.lua || fail "the packed lua/enqueue.lua differs from sdk/node/lua/enqueue.lua"
+for f in enqueue.lua task_read.lua; do
+  cmp -s "$tmp/package/lua/$f" "lua/$f" || fail "the packed lua/$f differs from sdk/node/lua/$f"
+done
 # The packed package resolves by its own name (exports map) and loads with its dependency, and
-# finds its enqueue script next to dist/.
+# finds its scripts next to dist/.
 ln -s "$PWD/node_modules" "$tmp/package/node_modules"
 (cd "$tmp/package" && node --input-type=module -e '
   const m = await import("@redrive/sdk");
@@ -63,6 +65,8 @@ ln -s "$PWD/node_modules" "$tmp/package/node_modules"
   const { readFileSync } = await import("node:fs");
   const sha = createHash("sha1").update(readFileSync("lua/enqueue.lua")).digest("hex");
   if (m.enqueueScript().sha !== sha) throw new Error("the packed package does not load lua/enqueue.lua");
+  const readSha = createHash("sha1").update(readFileSync("lua/task_read.lua")).digest("hex");
+  if (m.taskReadScript().sha !== readSha) throw new Error("the packed package does not load lua/task_read.lua");
 ') || fail "the packed package does not load"
 (cd "$tmp/package" && node dist/cli.js --help >/dev/null) || fail "the packed redrive-sdk does not run"
 echo "sdk/node: OK ($(basename "$tarball"), $(tar -tzf "$tarball" | wc -l) files)"

@@ -31,6 +31,18 @@
 -- CONTRACT.md), and a script publishes only when one is live (one ZRANGEBYSCORE per script
 -- call, not per task). The waiters key is the events key with 'events' replaced by 'waiters'.
 --
+-- The done log: the done of an entry appended by enqueue.lua (its `recorded` field is the
+-- record's expiry, absolute ms: enqueue.lua gives the record the retention plus an eighth as
+-- it writes it), acked by fast_ack.lua in the same call while that expiry still covers the
+-- retention from now, writes nothing per record: the batch's facts are appended (one XADD per
+-- batch and second) to the STREAM '<tenant>:done:<second of the entry id>' — fields '_m'
+-- (member) and '_e' (ended, ms), then per entry: the entry id -> started (ms), and when its
+-- output is kept '<entry id>o' (whole) or '<entry id>t' (cut) -> the output. The log key
+-- expires with the last record that points into it. Its record keeps saying queued on that
+-- entry; readers (task_read.lua) see the entry gone from the lane and take the done from the
+-- log. No other path removes a lane entry without writing its record, so "queued, running or
+-- replayed on an entry that left the lane" means done (rec_gone).
+--
 -- Cost: a fresh start of an entry appended with its record writes nothing, any other start
 -- reads and writes it (HMGET + HSET); the done of an entry appended with its record, acked by
 -- the same call, writes and expires it without a read (HSET + PEXPIRE); other ends read,
@@ -74,6 +86,11 @@
 --   while its dead letter exists).
 -- rec_event(R, task_id, state, entry): one entry in the events stream, if someone waits.
 -- rec_error(text): an error text bounded to REC_ERROR_MAX bytes.
+-- rec_gone(lane, entry): whether lane entry `entry` has left `lane` (false for a malformed id).
+-- rec_log_key(R, entry): the done log of `entry`'s second.
+-- rec_logged(R, now, ttl, till): whether the done of an entry (acked in this call,
+--   appended with its record, `till` = its `recorded` field) goes to the done log: the
+--   record's expiry set at enqueue still covers ttl ms from now.
 -- rec_started_at(started, now): when a run started as its member tells (ms by the server's
 --   clock as the member estimates it, text; passed on as it is, no number formatting), or now
 --   when that is missing, 0 or later than now (the estimate can be off by a little).
@@ -108,6 +125,27 @@ local function rec_ts(now)
     return REC_TS
   end
   return string.format('%d', now)
+end
+
+-- See the header.
+local function rec_gone(lane, entry)
+  local r = redis.pcall('XRANGE', lane, entry, entry)
+  return type(r) == 'table' and r.err == nil and #r == 0
+end
+
+local function rec_log_key(R, entry)
+  if R.log == nil then
+    -- 'redrive:{t}:task:' -> 'redrive:{t}:done:'
+    R.log = string.sub(R.prefix, 1, #R.prefix - 5) .. 'done:'
+  end
+  local dash = string.find(entry, '-', 1, true) or (#entry + 1)
+  return R.log .. string.sub(entry, 1, dash - 4)
+end
+
+local function rec_logged(R, now, ttl, till)
+  local u = tonumber(till)
+  local t = tonumber(ttl)
+  return u ~= nil and u > 1 and t ~= nil and t > 0 and u >= now + t
 end
 
 local function rec_get(R, task_id, ...)
@@ -145,6 +183,12 @@ local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_d
   if refuse_done and old[1] == 'done' then
     return old[1]
   end
+  if refuse_done and old[5] and old[5] ~= entry and R.lane
+    and (old[1] == 'queued' or old[1] == 'replayed' or old[1] == 'running')
+    and rec_gone(R.lane, old[5]) then
+    -- Its entry left the lane without a record write: done through the done log.
+    return 'done'
+  end
   local ts = rec_ts(now)
   if not old[1] then
     -- A task published without a record (a raw XADD): its record starts here.
@@ -169,6 +213,8 @@ local function rec_start(R, task_id, now, entry, attempt, member, kind, refuse_d
   end
   redis.call('HSET', key, 'state', 'running', 'updated', ts, 'entry', entry, 'attempt', attempt,
     'member', member, 'started', ts)
+  -- A record given an expiry at enqueue is kept while its task is in flight.
+  redis.call('PERSIST', key)
   return old[1]
 end
 
@@ -222,6 +268,10 @@ local function rec_end(R, task_id, now, state, outcome, pairs, run_member, run_s
   end
   redis.call(unpack(args))
   rec_forget_run(key, n - REC_RUNS_KEPT)
+  if state == 'retry_scheduled' or state == 'deferred' then
+    -- A record given an expiry at enqueue is kept while its task is in flight.
+    redis.call('PERSIST', key)
+  end
   if not old[1] then
     -- A task without a record that ends here (never started: expired, unrouted, malformed).
     redis.call('ZADD', R.index, 'NX', now, task_id)
@@ -344,11 +394,17 @@ end
 -- ARGV[3]  the task's kind
 -- ARGV[4]  the task's attempt
 -- ARGV[5]  how long a stats bucket is kept, ms
--- ARGV[6…] field, value, … of the lane entry (the task as CONTRACT.md writes it)
+-- ARGV[6]  the retention of the task's finished record, ms (tasks.retention for its tenant and
+--          kind): the record expires that long plus an eighth after this enqueue, and the
+--          entry's `recorded` field says when (absolute ms), so the member that finishes the
+--          task soon enough need not write the record again (the done log, lib/record.lua).
+--          '0': no expiry now (the member's done sets it).
+-- ARGV[7…] field, value, … of the lane entry (the task as CONTRACT.md writes it)
 --
 -- Returns {1, entry id} when appended, or {0, state, entry} for a duplicate: nothing was
 -- written but the count of duplicates in the tenant's stats bucket of the current minute
--- ('duplicates'); state and entry are the live record's.
+-- ('duplicates'); state and entry are the live record's (`done` for a record that says
+-- queued, running or replayed on an entry that has left the lane: done through the done log).
 --
 -- The record is read before anything is written; the XADD is the first write, so while Redis
 -- is over maxmemory the whole script is refused and nothing is written.
@@ -357,6 +413,10 @@ end
 local R = rec_ctx(string.sub(KEYS[2], 1, #KEYS[2] - #ARGV[2]), KEYS[3], nil)
 local now = rec_now()
 local old = redis.call('HMGET', KEYS[2], 'state', 'entry')
+if (old[1] == 'queued' or old[1] == 'running' or old[1] == 'replayed') and old[2]
+  and rec_gone(KEYS[1], old[2]) then
+  old[1] = 'done'
+end
 if old[1] then
   local live = {
     queued = true, running = true, retry_scheduled = true, deferred = true, done = true,
@@ -376,14 +436,19 @@ end
 -- `recorded`: the record is written with the entry, so its start need not read it (a
 -- producer's own `recorded` field is dropped: the name is reserved).
 local fields = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i] ~= 'recorded' then
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
   end
 end
+local keep = math.floor(tonumber(ARGV[6]) or 0)
+local till_ts = '1'
+if keep > 0 then
+  till_ts = string.format('%d', now + keep + math.floor(keep / 8))
+end
 fields[#fields + 1] = 'recorded'
-fields[#fields + 1] = '1'
+fields[#fields + 1] = till_ts
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 if old[1] then
   -- A record replaced (ids reused on purpose, or the old task was resolved or discarded by an
@@ -396,5 +461,8 @@ rec_write(R, ARGV[2], now, 'queued', {
 })
 if old[1] then
   redis.call('ZADD', KEYS[3], now, ARGV[2])
+end
+if keep > 0 then
+  redis.call('PEXPIREAT', KEYS[2], till_ts)
 end
 return {1, id}

@@ -3,13 +3,16 @@
  * `redrive-sdk`: the SDK's producer side from a shell (and for end-to-end tests).
  *
  *   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
+ *                       [--retention-ms MS]
  *   redrive-sdk task TENANT TASK_ID [--group G]     (also: get)
  *   redrive-sdk wait TENANT TASK_ID --timeout-ms N [--group G]
  *
  * Common options: `--redis-url URL` (default `$REDRIVE_REDIS_URL`, else
  * `redis://127.0.0.1:6379`) and `--key-prefix P` (default `redrive`); `--group G` is the fleet's
  * consumer group (default `redrive`): a queued task whose entry is pending in it shows as
- * running. `--no-dedup`: ids reused on purpose (only a task still in flight is a duplicate). Each command prints one
+ * running. `--no-dedup`: ids reused on purpose (only a task still in flight is a duplicate).
+ * `--retention-ms MS`: the fleet's `tasks.retention_ms` for the task's tenant and kind (default
+ * `$REDRIVE_TASKS__RETENTION_MS`, else 86400000; 1000 to 365 days). Each command prints one
  * JSON line on stdout. Exit codes: 0 success (enqueued or a duplicate; a record found; the task
  * done), 1 the task failed (wait: dead_lettered, expired, resolved or discarded; get: no
  * record), 2 wait timed out, 3 a usage error or Redis refusing.
@@ -22,15 +25,18 @@ import type { Redis } from "ioredis";
 import { connect, connectOptionsFromEnv } from "./connection.js";
 import { InvalidTaskError, TaskFailedError, WaitTimeoutError } from "./errors.js";
 import { validateGroup } from "./lookup.js";
-import { Producer } from "./producer.js";
+import { DEFAULT_RETENTION_MS, Producer, validateRetention } from "./producer.js";
 import { recordToJson } from "./records.js";
 
 const USAGE = `usage:
   redrive-sdk enqueue TENANT KIND [--payload JSON] [--task-id ID] [--no-dedup] [--no-records]
+                      [--retention-ms MS]
   redrive-sdk task TENANT TASK_ID [--group G]     (also: get)
   redrive-sdk wait TENANT TASK_ID --timeout-ms N [--group G]
 options: --redis-url URL (default $REDRIVE_REDIS_URL, else redis://127.0.0.1:6379), --key-prefix P (default redrive),
-  --group G (the fleet's consumer group, default redrive: a queued task whose entry is pending in it shows as running)
+  --group G (the fleet's consumer group, default redrive: a queued task whose entry is pending in it shows as running),
+  --retention-ms MS (the fleet's tasks.retention_ms for the task's tenant and kind, default $REDRIVE_TASKS__RETENTION_MS
+  else 86400000, 1000 to 365 days: the record written at enqueue expires that long plus an eighth later)
 TLS and credentials: the variables a member reads, REDRIVE_REDIS__TLS_CA_FILE, __TLS_CERT_FILE, __TLS_KEY_FILE,
   __TLS_INSECURE, __USERNAME, __PASSWORD_FILE, __PASSWORD_ENV
 exit: 0 ok, 1 task failed / no record, 2 wait timed out, 3 usage or Redis error`;
@@ -61,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
       "no-dedup": { type: "boolean" },
       "no-records": { type: "boolean" },
       "timeout-ms": { type: "string" },
+      "retention-ms": { type: "string" },
       group: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -77,6 +84,20 @@ async function main(argv: string[]): Promise<number> {
       throw new Usage(e instanceof Error ? e.message : String(e));
     }
   }
+  // Only an enqueue passes it; the other commands leave the variable alone.
+  const rawRetention =
+    command === "enqueue"
+      ? (values["retention-ms"] ?? process.env.REDRIVE_TASKS__RETENTION_MS ?? String(DEFAULT_RETENTION_MS))
+      : String(DEFAULT_RETENTION_MS);
+  if (!/^[0-9]+$/.test(rawRetention)) {
+    throw new Usage(`--retention-ms must be a whole number of ms, not '${rawRetention}'`);
+  }
+  let retentionMs: number;
+  try {
+    retentionMs = validateRetention(Number(rawRetention));
+  } catch (e) {
+    throw new Usage(e instanceof Error ? e.message : String(e));
+  }
   const url = values["redis-url"] ?? process.env.REDRIVE_REDIS_URL ?? "redis://127.0.0.1:6379";
   // TLS and credentials from the variables a member reads (REDRIVE_REDIS__TLS_CA_FILE, …).
   let redis: Redis;
@@ -90,6 +111,7 @@ async function main(argv: string[]): Promise<number> {
   const producer = new Producer(redis, {
     ...(values["key-prefix"] === undefined ? {} : { keyPrefix: values["key-prefix"] }),
     ...(values.group === undefined ? {} : { group: values.group }),
+    retentionMs,
   });
   try {
     switch (command) {

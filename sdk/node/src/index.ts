@@ -39,7 +39,16 @@ export { servePool } from "./pool.js";
 export type { PoolOptions } from "./pool.js";
 export { DEFAULT_GROUP, WAITER_TTL_MS, WAIT_SLICE_MS } from "./lookup.js";
 export type { GetTaskOptions, WaitOptions } from "./lookup.js";
-export { EnqueueError, PIPELINE_CHUNK, Producer, STATS_KEEP_MS } from "./producer.js";
+export {
+  DEFAULT_RETENTION_MS,
+  EnqueueError,
+  MAX_RETENTION_MS,
+  MIN_RETENTION_MS,
+  PIPELINE_CHUNK,
+  Producer,
+  STATS_KEEP_MS,
+  validateRetention,
+} from "./producer.js";
 export type { EnqueueOptions, Enqueued, ProducerOptions } from "./producer.js";
 export {
   FAILED_STATES,
@@ -54,7 +63,7 @@ export {
   waitingEntry,
 } from "./records.js";
 export type { TaskRecord, TaskRun, TaskState } from "./records.js";
-export { enqueueScript, enqueueScriptPath } from "./scripts.js";
+export { enqueueScript, enqueueScriptPath, taskReadScript, taskReadScriptPath } from "./scripts.js";
 export type { LuaScript } from "./scripts.js";
 export { MAX_ERROR_BYTES, bound } from "./reply.js";
 export { RequestError, parseRequest } from "./request.js";

@@ -67,6 +67,15 @@ export class Keys {
     return `${this.prefix}:{${tenant}}:waiters`;
   }
 
+  /**
+   * The start of a tenant's done log names, `<prefix>:{<tenant>}:done:` (then the second of
+   * the lane entries whose done facts — member, start, end, output — a member appended there
+   * instead of writing their records); the record reader (task_read.lua) reads them.
+   */
+  doneLogPrefix(tenant: string): string {
+    return `${this.prefix}:{${tenant}}:done:`;
+  }
+
   /** The start of a tenant's per-minute stats bucket names: `<prefix>:{<tenant>}:stats:`. */
   statsPrefix(tenant: string): string {
     return `${this.prefix}:{${tenant}}:stats:`;

@@ -3,8 +3,14 @@
  * fleet publishes finish events only while one is registered), then block on the tenant's
  * events stream (one entry per finish: `task`, `state`, `entry`), never poll.
  *
- * A record that says `queued` or `replayed` is shown `running` while its entry is pending in
- * the fleet's consumer group (`XPENDING <lane> <group> <entry> <entry> 1`; see records.ts).
+ * Every read is one run of the fleet's record reader, `lua/task_read.lua` (byte for byte
+ * `src/broker/scripts/task_read.lua`, what the fleet's CLI and HTTP API read with): EVALSHA, or
+ * EVAL when Redis has forgotten it. A record that says `queued` or `replayed` on a lane entry is
+ * shown as the entry's place tells: `running` on the consumer holding it while it is pending in
+ * the fleet's consumer group, as stored while it waits in the lane, and `done` (member, start,
+ * end and output from the tenant's done log, `<prefix>:{<tenant>}:done:<second>`) once it has
+ * left the lane — a member that finishes a task in time appends it to that log instead of
+ * writing its record.
  */
 
 import { randomUUID } from "node:crypto";
@@ -13,7 +19,8 @@ import type { Redis } from "ioredis";
 
 import { TaskFailedError, WaitTimeoutError } from "./errors.js";
 import type { Keys } from "./keys.js";
-import { FAILED_STATES, parseRecord, runningOn, waitingEntry, type TaskRecord } from "./records.js";
+import { FAILED_STATES, parseRecord, type TaskRecord } from "./records.js";
+import { taskReadScript } from "./scripts.js";
 import { validateTaskId, validateTenant } from "./task.js";
 
 /** The longest single blocking read of a wait, ms: the wait re-reads the record at least this often. */
@@ -56,8 +63,8 @@ export function validateGroup(group: unknown): string {
 /** Options of `Producer.getTask`. */
 export interface GetTaskOptions {
   /**
-   * The fleet's consumer group (`fleet.group`), asked whether a queued task's entry is pending
-   * (then the task is shown running); default the producer's (`redrive` unless set).
+   * The fleet's consumer group (`fleet.group`), passed to the record reader: a queued task
+   * whose entry is pending there is shown running; default the producer's (`redrive` unless set).
    */
   group?: string;
 }
@@ -76,15 +83,16 @@ export interface WaitOptions {
    */
   raiseOnFailure?: boolean;
   /**
-   * The fleet's consumer group: a wait that times out reports a queued task whose entry is
-   * pending there as running (as `getTask` shows it); default the producer's.
+   * The fleet's consumer group: every read shows a queued task whose entry is pending there as
+   * running (as `getTask` does), so a wait that times out reports it so; default the producer's.
    */
   group?: string;
 }
 
 /**
- * Reads the record of `taskId` in `tenant` through `redis`, or null when there is none; shown
- * running when it waits on an entry pending in `group` (one XPENDING, only for such a record).
+ * Reads the record of `taskId` in `tenant` through `redis`, or null when there is none, as the
+ * fleet's task_read.lua shows it (running while its entry is pending in `group`, done from the
+ * done log once its entry has left the lane): one round trip.
  */
 export async function readTask(
   redis: Redis,
@@ -96,34 +104,35 @@ export async function readTask(
   validateTenant(tenant);
   validateTaskId(taskId);
   validateGroup(group);
-  return overlay(redis, keys, await read(redis, keys, tenant, taskId), group);
+  return read(redis, keys, tenant, taskId, group);
 }
 
 /**
- * `record` as readers show it: running on the consumer holding its waiting entry when that is
- * pending in `group` (a missing group or lane, NOGROUP, means nothing is pending).
+ * The record through task_read.lua: EVALSHA, or EVAL when Redis has forgotten the script (a
+ * restart, SCRIPT FLUSH; EVAL caches it again).
  */
-async function overlay(conn: Redis, keys: Keys, record: TaskRecord | null, group: string): Promise<TaskRecord | null> {
-  if (record === null) return null;
-  const entry = waitingEntry(record);
-  if (entry === undefined) return record;
-  let rows: unknown[];
+async function read(conn: Redis, keys: Keys, tenant: string, taskId: string, group: string): Promise<TaskRecord | null> {
+  const script = taskReadScript();
+  const args = [keys.task(tenant, taskId), keys.lane(tenant), keys.doneLogPrefix(tenant), group];
+  let reply: unknown;
   try {
-    rows = await conn.xpending(keys.lane(record.tenant), group, entry, entry, 1);
+    reply = await conn.evalsha(script.sha, 3, ...args);
   } catch (e) {
-    if (isReplyError(e) && (e as Error).message.startsWith("NOGROUP")) return record;
-    throw e;
+    if (!(isReplyError(e) && (e as Error).message.startsWith("NOSCRIPT"))) throw e;
+    reply = await conn.eval(script.text, 3, ...args);
   }
-  const first = rows[0];
-  const consumer: unknown = Array.isArray(first) ? first[1] : undefined;
-  if (typeof consumer === "string") return runningOn(record, consumer);
-  if (Buffer.isBuffer(consumer)) return runningOn(record, consumer.toString("utf8"));
-  return record;
+  return shown(tenant, taskId, reply);
 }
 
-async function read(redis: Redis, keys: Keys, tenant: string, taskId: string): Promise<TaskRecord | null> {
-  const fields = await redis.hgetall(keys.task(tenant, taskId));
-  if (Object.keys(fields).length === 0) return null;
+/** The record task_read.lua answered (`{fields, pttl}`; no fields: no record). */
+function shown(tenant: string, taskId: string, reply: unknown): TaskRecord | null {
+  if (!Array.isArray(reply) || reply.length !== 2 || !Array.isArray(reply[0])) {
+    throw new Error(`task_read.lua answered ${JSON.stringify(reply)}, not {fields, ttl}`);
+  }
+  const flat = reply[0] as unknown[];
+  if (flat.length === 0) return null;
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[String(flat[i])] = String(flat[i + 1]);
   return parseRecord(tenant, taskId, fields);
 }
 
@@ -241,7 +250,7 @@ export async function waitTask(
         await registration.register(conn);
         const last = await conn.xrevrange(events, "+", "-", "COUNT", 1);
         let from = last[0]?.[0] ?? "0-0";
-        record = await read(conn, keys, tenant, taskId);
+        record = await read(conn, keys, tenant, taskId, group);
         reads++;
         for (;;) {
           if (record?.finished) break;
@@ -259,10 +268,9 @@ export async function waitTask(
           }
           // An event of this task, or a quiet slice: read the record again (a quiet slice's
           // read covers a finish whose event was trimmed away or never written).
-          record = await read(conn, keys, tenant, taskId);
+          record = await read(conn, keys, tenant, taskId, group);
         }
         if (record?.finished) finished = record;
-        else record = await reportable(conn, keys, record, group);
         break;
       } catch (e) {
         // Redis refusing a command (WRONGTYPE, say) is the caller's; anything else is a lost
@@ -283,29 +291,6 @@ export async function waitTask(
     return finished;
   }
   throw new WaitTimeoutError(tenant, taskId, timeoutMs, record, reads > 0);
-}
-
-/** How long the XPENDING that tells a timed-out wait's state may take, ms (best effort). */
-const REPORT_MS = 1000;
-
-/**
- * The record a timed-out wait reports: running when its entry is pending ({@link overlay}),
- * best effort — on any failure, or past {@link REPORT_MS}, the record as read.
- */
-async function reportable(conn: Redis, keys: Keys, record: TaskRecord | null, group: string): Promise<TaskRecord | null> {
-  if (record === null || waitingEntry(record) === undefined) return record;
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<TaskRecord | null>((resolve) => {
-    timer = setTimeout(() => {
-      resolve(record);
-    }, REPORT_MS);
-  });
-  const shown = overlay(conn, keys, record, group).catch(() => record);
-  try {
-    return await Promise.race([shown, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Whether `e` is Redis's reply refusing a command (not a connection failing). */

@@ -28,8 +28,8 @@ export interface ProducerOptions extends EnqueueOptions {
   /** The fleet's `limits.max_payload_bytes`; default 262144 (256 KiB of JSON). */
   maxPayloadBytes?: number;
   /**
-   * The fleet's consumer group (`fleet.group`); default `redrive`. `getTask` (and a timed-out
-   * `wait`) ask it whether a queued task's entry is pending: then the task is shown running.
+   * The fleet's consumer group (`fleet.group`); default `redrive`. `getTask` and `wait` pass it
+   * to the record reader: a queued task whose entry is pending there is shown running.
    */
   group?: string;
 }
@@ -51,6 +51,44 @@ export interface EnqueueOptions {
    * no record, for fleets with `tasks.enabled = false` (then nothing is deduplicated).
    */
   records?: boolean;
+  /**
+   * The retention of the task's finished record, ms: should match the fleet's
+   * `tasks.retention_ms` for the task's tenant and kind (with its `[tasks.tenants.<t>]` /
+   * `[tasks.kinds.<k>]` overrides). Default 86400000 (24 h, the fleet's default); a whole number
+   * from 1000 to 365 days (a RangeError otherwise). The record written at enqueue expires that
+   * long plus an eighth later and the lane entry says when (its `recorded` field), so the member
+   * that finishes the task in time only appends it to the tenant's done log instead of writing
+   * the record again. A mismatch never loses a record early: a member whose own retention that
+   * expiry does not cover writes the record itself.
+   */
+  retentionMs?: number;
+}
+
+/** The default retention of a finished task's record, ms (the fleet's `tasks.retention_ms` default: 24 h). */
+export const DEFAULT_RETENTION_MS = 86_400_000;
+
+/** The shortest retention accepted, ms (as the fleet's `tasks.retention_ms`). */
+export const MIN_RETENTION_MS = 1_000;
+
+/** The longest retention accepted, ms: 365 days (as the fleet's `tasks.retention_ms`). */
+export const MAX_RETENTION_MS = 365 * 86_400_000;
+
+/**
+ * `value` when it is a whole number of ms in the fleet's range for `tasks.retention_ms` (1000 ms
+ * to 365 days); throws a RangeError otherwise.
+ */
+export function validateRetention(value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+    throw new RangeError(
+      `retentionMs must be a whole number of ms, not ${typeof value === "number" ? String(value) : typeof value} (the fleet's tasks.retention_ms)`,
+    );
+  }
+  if (value < MIN_RETENTION_MS || value > MAX_RETENTION_MS) {
+    throw new RangeError(
+      `retentionMs ${value} is out of range ${MIN_RETENTION_MS} … ${MAX_RETENTION_MS} (1 s … 365 days, as the fleet's tasks.retention_ms)`,
+    );
+  }
+  return value;
 }
 
 /** Where an enqueued task landed, or the live task it duplicates. */
@@ -112,6 +150,8 @@ export class Producer {
   readonly dedup: boolean;
   /** Whether records are written by default ({@link EnqueueOptions.records}). */
   readonly records: boolean;
+  /** The retention passed to the enqueue script by default, ms ({@link EnqueueOptions.retentionMs}). */
+  readonly retentionMs: number;
   /** The fleet's consumer group that `getTask` and `wait` ask about pending entries ({@link ProducerOptions.group}). */
   readonly group: string;
   private readonly owned: boolean;
@@ -141,6 +181,7 @@ export class Producer {
     this.maxPayloadBytes = max;
     this.dedup = flag("dedup", options.dedup, true);
     this.records = flag("records", options.records, true);
+    this.retentionMs = options.retentionMs === undefined ? DEFAULT_RETENTION_MS : validateRetention(options.retentionMs);
     this.group = validateGroup(options.group ?? DEFAULT_GROUP);
   }
 
@@ -171,6 +212,7 @@ export class Producer {
   async enqueueMany(tasks: readonly NewTask[], options: EnqueueOptions = {}): Promise<Enqueued[]> {
     const dedup = flag("dedup", options.dedup, this.dedup);
     const records = flag("records", options.records, this.records);
+    const retentionMs = options.retentionMs === undefined ? this.retentionMs : validateRetention(options.retentionMs);
     const now = Date.now();
     const prepared: PreparedTask[] = tasks.map((t, i) => {
       try {
@@ -185,7 +227,7 @@ export class Producer {
     const out: Enqueued[] = [];
     for (let start = 0; start < prepared.length; start += PIPELINE_CHUNK) {
       const chunk = prepared.slice(start, start + PIPELINE_CHUNK);
-      const done = records ? await this.writeScripted(chunk, out.length, dedup) : await this.writePlain(chunk, out.length);
+      const done = records ? await this.writeScripted(chunk, out.length, dedup, retentionMs) : await this.writePlain(chunk, out.length);
       out.push(...done.landed);
       if (done.newTenants > 0) await this.announce(tenantsOf(chunk));
     }
@@ -197,9 +239,11 @@ export class Producer {
    * none (never enqueued with records, expired after the retention, or published with a raw
    * XADD and not started yet). Throws {@link InvalidTaskError} for a malformed tenant or id.
    *
-   * A record that says `queued` or `replayed` is shown `running` on the consumer holding its
-   * entry while that entry is pending in the consumer group (`options.group`, default the
-   * producer's): a task enqueued with its record starts without a record write.
+   * One round trip: the fleet's record reader (lua/task_read.lua). A record that says `queued`
+   * or `replayed` is shown `running` on the consumer holding its entry while that entry is
+   * pending in the consumer group (`options.group`, default the producer's), and `done` (with
+   * member, times and output from the tenant's done log) once its entry has left the lane: a
+   * task enqueued with its record starts, and mostly finishes, without a record write.
    */
   async getTask(tenant: string, taskId: string, options: GetTaskOptions = {}): Promise<TaskRecord | null> {
     return readTask(this.redis, this.keys, tenant, taskId, options.group ?? this.group);
@@ -272,7 +316,12 @@ export class Producer {
    * tenant registry. Tasks Redis answered NOSCRIPT for did not run: the script is loaded and
    * they are sent again.
    */
-  private async writeScripted(chunk: PreparedTask[], before: number, dedup: boolean): Promise<Written> {
+  private async writeScripted(
+    chunk: PreparedTask[],
+    before: number,
+    dedup: boolean,
+    retentionMs: number,
+  ): Promise<Written> {
     const script = enqueueScript();
     const results: (Enqueued | undefined)[] = chunk.map(() => undefined);
     const taken = (): number => results.filter((r) => r !== undefined).length;
@@ -303,6 +352,7 @@ export class Producer {
           t.kind,
           "1",
           String(STATS_KEEP_MS),
+          String(retentionMs),
           ...t.fields.flat(),
         );
       }

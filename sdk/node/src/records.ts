@@ -3,11 +3,13 @@
  * fleet's scripts in the same atomic step that moves the task. This module names the states and
  * reads a record back into a typed {@link TaskRecord}.
  *
- * Running is the PEL's to say: a task enqueued with its record (everything this SDK enqueues)
- * starts without a record write, so its record keeps saying `queued` (or `replayed`) with
- * `entry` = its lane entry while the entry is pending in the fleet's consumer group. The readers
- * (`Producer.getTask`) ask the group about that entry ({@link waitingEntry}) and show the task
- * {@link runningOn} the consumer holding it.
+ * A task enqueued with its record (everything this SDK enqueues) starts, and mostly finishes,
+ * without a record write: its record keeps saying `queued` (or `replayed`) with `entry` = its
+ * lane entry. The readers (`Producer.getTask`, `Producer.wait`) read records through the fleet's
+ * task_read.lua, which shows such a record as the entry's place tells: `running` on the consumer
+ * holding it while it is pending in the fleet's consumer group, `done` (from the tenant's done
+ * log) once it has left the lane. {@link waitingEntry} and {@link runningOn} are the pending
+ * half of that for a record read otherwise (a raw HGETALL).
  *
  * Runs: the record's history (`runs`, `r<N>:start|member|end|outcome`, the last 16 kept) holds
  * only the runs that did not end the task well — failed runs (outcome the class) and runs whose
@@ -125,8 +127,10 @@ export interface TaskRecord {
   /** Whether the stored output was cut to `tasks.max_output_bytes` (then `output` is raw text). */
   outputTruncated: boolean;
   /**
-   * Every field as stored — or, for a task shown running because its entry is pending, as
-   * shown: `state` running, `member` the consumer, no `started`/`ended` ({@link runningOn}).
+   * Every field as the readers show it (task_read.lua): as stored, or for a task shown running
+   * because its entry is pending, `state` running, `member` the consumer, no `started`/`ended`
+   * ({@link runningOn}); for one shown done from the done log, `state` done and its `member`,
+   * `started`, `ended`, `updated` and output from there.
    */
   fields: Record<string, string>;
 }
@@ -138,8 +142,8 @@ function int(v: string | undefined): number | undefined {
 }
 
 /**
- * Reads a record hash (`HGETALL`) tolerantly: unknown fields stay in `fields`, a number that
- * does not parse is left out of its typed property.
+ * Reads a record's fields (as task_read.lua shows them, or a raw `HGETALL`) tolerantly: unknown
+ * fields stay in `fields`, a number that does not parse is left out of its typed property.
  */
 export function parseRecord(tenant: string, taskId: string, fields: Record<string, string>): TaskRecord {
   const f = (name: string): string | undefined => (Object.hasOwn(fields, name) ? fields[name] : undefined);

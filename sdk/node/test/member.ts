@@ -8,8 +8,11 @@
  * - {@link start}: the member's lane reader delivers the entry (`XREADGROUP`) and the start
  *   claims it (`XCLAIM … RETRYCOUNT 2 JUSTID`), **without any record write** — the record keeps
  *   saying `queued`; readers show the task running from the PEL (lib/record.lua, Running);
- * - {@link done}: fast_ack.lua: `XACK` + `XDEL`, then the done record written blind (`rec_done`:
- *   state done, member, started, ended, output; expiry; the finish event while someone waits);
+ * - {@link done}: fast_ack.lua: `XACK` + `XDEL`; an entry enqueue.lua appended whose record's
+ *   expiry (the entry's `recorded` field) still covers the retention goes to the done log (the
+ *   record untouched: readers take the done from the log, task_read.lua), any other gets its
+ *   done record written (`rec_done`: state done, member, started, ended, output; expiry); the
+ *   finish event while someone waits, either way;
  * - {@link retry}: retry.lua then promote.lua: the failed run goes into the history (`rec_end`
  *   with the member that ran it) and the next attempt is a new lane entry, its record `queued`;
  * - {@link end}: dead_letter.lua (`dead_lettered`, `expired`: the run that failed, when a member
@@ -48,27 +51,53 @@ end`;
 /**
  * fast_ack.lua for one entry. KEYS: the lane, the record prefix, the index, the events stream.
  * ARGV: group, member, entry, task_id, retention ms, output flag ('' none, '0' whole, '1' cut),
- * output, how long ago the run started (ms). Returns {acked, published}.
+ * output, how long ago the run started (ms). As fast_ack.lua: an entry appended by enqueue.lua
+ * whose record's expiry (its `recorded` field) still covers the retention goes to the done log
+ * (one XADD to `<prefix>:{t}:done:<second of the entry id>`: `_m` member, `_e` ended, then the
+ * entry id -> started and `<entry id>o` or `t` -> output), the record untouched; any other is
+ * written by rec_done (blind when appended with its record). Returns {acked, published, logged}.
  */
 const DONE = `${RECORD_LUA}
 ${STARTED_AGO}
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
-local recorded = false
+local mark = '0'
 if #e > 0 then
   local f = e[1][2]
   for i = 1, #f, 2 do
-    if f[i] == 'recorded' and f[i + 1] == '1' then
-      recorded = true
+    if f[i] == 'recorded' then
+      mark = f[i + 1]
     end
   end
 end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
+local logged = 0
 if acked > 0 then
-  rec_done(R, rec_now(), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2], started_ago(ARGV[8]), recorded)
+  local now = rec_now()
+  if ARGV[4] ~= '' and rec_logged(R, now, ARGV[5], mark) then
+    local key = rec_log_key(R, ARGV[3])
+    local a = {'XADD', key, '*', '_m', ARGV[2], '_e', rec_ts(now), ARGV[3],
+      rec_started_at(started_ago(ARGV[8]), now)}
+    if ARGV[6] == '1' then
+      a[#a + 1] = ARGV[3] .. 't'
+      a[#a + 1] = ARGV[7]
+    elseif ARGV[6] ~= '' then
+      a[#a + 1] = ARGV[3] .. 'o'
+      a[#a + 1] = ARGV[7]
+    end
+    redis.call(unpack(a))
+    if redis.call('PTTL', key) < tonumber(mark) - now then
+      redis.call('PEXPIREAT', key, mark)
+    end
+    rec_event(R, ARGV[4], 'done', ARGV[3])
+    logged = 1
+  else
+    rec_done(R, now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2], started_ago(ARGV[8]),
+      mark ~= '0' and mark ~= '')
+  end
 end
-return {acked, R.listened and 1 or 0}
+return {acked, R.listened and 1 or 0, logged}
 `;
 
 /**
@@ -197,19 +226,32 @@ export async function start(redis: Redis, tenant: string, entry: string, options
 }
 
 /**
- * fast_ack.lua: the member finished the task's entry (the record's unless `entry` is given) with
- * `output` (JSON text; undefined: none kept); started first ({@link start}) when it is not
- * pending yet. `XACK` + `XDEL`, the done record (blind for an entry appended with its record),
- * its expiry and, while someone waits, the finish event. Resolves with whether it published it.
+ * The done log the done of lane entry `entry` goes to (lib/record.lua `rec_log_key`):
+ * `<prefix>:{<tenant>}:done:` + the entry id's ms without its last 3 digits (its second).
  */
+export function doneLog(tenant: string, entry: string, prefix = "redrive"): string {
+  const ms = entry.split("-")[0] ?? "";
+  return `${prefix}:{${tenant}}:done:${ms.slice(0, -3)}`;
+}
+
+/**
+ * fast_ack.lua: the member finished the task's entry (the record's unless `entry` is given) with
+ * `output` (JSON text; undefined: none kept; `truncated`: cut to the fleet's bound); started
+ * first ({@link start}) when it is not pending yet. `XACK` + `XDEL`, then the done log entry
+ * when the record's expiry set at enqueue covers `retentionMs` from now (the SDK's default
+ * retention does), else the done record (blind for an entry appended with its record) and its
+ * expiry; while someone waits, the finish event. Resolves with whether it published it.
+ */
+
 export async function done(
   redis: Redis,
   tenant: string,
   taskId: string,
   output?: string,
-  options: MemberOptions & { entry?: string; agoMs?: number; retentionMs?: number } = {},
+  options: MemberOptions & { entry?: string; agoMs?: number; retentionMs?: number; truncated?: boolean } = {},
 ): Promise<boolean> {
   const { member = "m-1", group = GROUP, prefix = "redrive", agoMs = 40, retentionMs = 86_400_000 } = options;
+  const flag = output === undefined ? "" : options.truncated === true ? "1" : "0";
   const entry = options.entry ?? (await recordEntry(redis, tenant, taskId, prefix));
   if ((await pendingOn(redis, tenant, entry, prefix, group)) === undefined) {
     await start(redis, tenant, entry, { member, group, prefix });
@@ -224,10 +266,10 @@ export async function done(
     entry,
     taskId,
     retentionMs,
-    output === undefined ? "" : "0",
+    flag,
     output ?? "",
     agoMs,
-  )) as [number, number];
+  )) as [number, number, number];
   assert.equal(got[0], 1, `entry ${entry} was not pending`);
   return got[1] === 1;
 }

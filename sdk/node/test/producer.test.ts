@@ -59,10 +59,12 @@ describe("Producer against a real redis-server", () => {
     ]);
     const enqueuedAt = Number(values[5]);
     assert.ok(enqueuedAt >= before && enqueuedAt <= afterMs, "enqueued_at is the enqueue time in ms");
+    const recorded = values[12] ?? "";
+    assert.ok(Number(recorded) > enqueuedAt, "`recorded`: the record's expiry (enqueue.lua)");
     assert.deepEqual(values, [
       "t-123", "acme", "triage_ticket", '{"ticket":42,"text":"héllo"}', "1", String(enqueuedAt),
       "3", "v7", "0af7651916cd43dd8448eb211c80319c", "1893456000000", "prod", "1.4.2",
-      "1",
+      recorded,
     ]);
     assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
     assert.deepEqual((await redis.keys("*")).sort(), [

@@ -12,6 +12,7 @@
 
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
@@ -26,8 +27,10 @@ import {
   STATS_KEEP_MS,
   TaskFailedError,
   WaitTimeoutError,
+  MAX_RETENTION_MS,
   enqueueScript,
   recordToJson,
+  taskReadScript,
   type TaskRecord,
 } from "../src/index.js";
 import { repoRoot, startRedis, within, type RedisServer } from "./helpers.js";
@@ -39,6 +42,25 @@ const CLI = join(HERE, "..", "src", "cli.js");
 
 /** The script's source in the SDK's directory (what `npm pack` ships). */
 const SHIPPED = join(repoRoot(), "sdk", "node", "lua", "enqueue.lua");
+
+/** The record reader in the SDK's directory (what `npm pack` ships). */
+const SHIPPED_READER = join(repoRoot(), "sdk", "node", "lua", "task_read.lua");
+
+/**
+ * Asserts that the record of `taskId` expires `retention` plus an eighth after its enqueue and
+ * that its lane entry's `recorded` field says exactly when (enqueue.lua, ARGV[6]).
+ */
+async function expiryMarked(redis: Redis, tenant: string, taskId: string, retention: number): Promise<void> {
+  const key = `redrive:{${tenant}}:task:${taskId}`;
+  const rec = await redis.hgetall(key);
+  const till = Number(rec.enq) + retention + Math.floor(retention / 8);
+  const [[, flat] = ["", []]] = await redis.xrange(`redrive:{${tenant}}:lane`, rec.entry ?? "", rec.entry ?? "");
+  const recorded = flat[flat.indexOf("recorded") + 1];
+  assert.equal(recorded, String(till), `${taskId}: the entry's recorded field`);
+  assert.equal(await redis.call("PEXPIRETIME", key), till, `${taskId}: the record's expiry`);
+  const pttl = await redis.pttl(key);
+  assert.ok(pttl > till - Number(rec.enq) - 10_000 && pttl <= till - Number(rec.enq), `${taskId}: PTTL ${pttl}`);
+}
 
 /**
  * A task finishes as the member's scripts write it (test/member.ts): `done` as fast_ack.lua
@@ -146,13 +168,13 @@ interface Exit {
   stderr: string;
 }
 
-/** Runs the compiled `redrive-sdk` with `args` (bounded). */
-function cli(args: string[]): Promise<Exit> {
+/** Runs the compiled `redrive-sdk` with `args` (bounded), in `env` (default: this process's). */
+function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Exit> {
   return within(
     30_000,
     `redrive-sdk ${args.join(" ")}`,
     new Promise<Exit>((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
       let stdout = "";
       let stderr = "";
       child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -183,6 +205,16 @@ describe("enqueue.lua shipped with the SDK", () => {
     assert.ok(m?.[1] !== undefined, "STATS_KEEP found in stats.rs");
     const secs = m[1].split("*").reduce((p, f) => p * Number(f.replaceAll("_", "").trim()), 1);
     assert.equal(STATS_KEEP_MS, secs * 1000);
+  });
+});
+
+describe("task_read.lua shipped with the SDK", () => {
+  it("is byte for byte task_read.lua of the repository", () => {
+    const expected = readFileSync(join(repoRoot(), "src", "broker", "scripts", "task_read.lua"));
+    assert.ok(expected.length > 1000);
+    assert.ok(readFileSync(SHIPPED_READER).equals(expected), `${SHIPPED_READER} has drifted from src/broker/scripts; copy it again`);
+    assert.ok(Buffer.from(taskReadScript().text, "utf8").equals(expected), "the script the readers run is that text");
+    assert.equal(taskReadScript().sha, createHash("sha1").update(expected).digest("hex"));
   });
 });
 
@@ -260,7 +292,8 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(await statsSum(redis, "acme", "duplicates"), 2);
 
     await member.done(redis, "acme", "same", '"first"', { member: "m-1" });
-    assert.equal(await redis.hget("redrive:{acme}:task:same", "state"), "done");
+    assert.equal(await redis.hget("redrive:{acme}:task:same", "state"), "queued", "done through the done log");
+    assert.equal((await producer.getTask("acme", "same"))?.state, "done");
     const d = await reuse.enqueue({ tenant: "acme", kind: "k", payload: 4, task_id: "same" });
     assert.equal(d.duplicate, undefined, "done: the id is enqueued again");
     assert.notEqual(d.entryId, a.entryId);
@@ -270,7 +303,8 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.equal(rec.entry, d.entryId, "the record follows the newest task");
     assert.equal(rec.runs, "0");
     for (const gone of ["member", "started", "ended", "output"]) assert.equal(rec[gone], undefined, `a fresh record: no ${gone}`);
-    assert.equal(await redis.ttl("redrive:{acme}:task:same"), -1, "the done record's expiry is gone");
+    const pttl = await redis.pttl("redrive:{acme}:task:same");
+    assert.ok(pttl > 97_200_000 - 10_000 && pttl <= 97_200_000, `the new record's own expiry (24 h * 9/8), not ${pttl}`);
     assert.equal(await statsSum(redis, "acme", "duplicates"), 2);
     const e = await producer.enqueue({ tenant: "acme", kind: "k", payload: 5, task_id: "same" });
     assert.deepEqual(e.duplicate, { state: "queued", entry: d.entryId }, "dedup stays on for the default producer");
@@ -511,18 +545,34 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     assert.deepEqual([done?.state, done?.starts, done?.runs.map((r) => r.outcome)], ["done", 1, ["ok"]]);
   });
 
-  it("a done record reads one run with outcome ok and run_count 1", async () => {
+  it("a task done through the done log (its record untouched) reads done from the log: member, times, output, one ok run", async () => {
     const { entryId } = await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    const key = "redrive:{acme}:task:t-1";
+    const expiry = await redis.call("PEXPIRETIME", key);
     await member.start(redis, "acme", entryId, { member: "m-1" });
     await member.done(redis, "acme", "t-1", '{"v":1}', { member: "m-1", agoMs: 250 });
-    const stored = await redis.hgetall("redrive:{acme}:task:t-1");
-    assert.deepEqual([stored.state, stored.runs, stored.member], ["done", "0", "m-1"]);
-    assert.deepEqual(Object.keys(stored).filter((k) => k.startsWith("r1:")), [], "no history: the run ended well");
+    // fast_ack.lua's done log: the record still says queued on the entry, with its expiry.
+    const stored = await redis.hgetall(key);
+    assert.deepEqual([stored.state, stored.entry, stored.runs], ["queued", entryId, "0"]);
+    for (const none of ["member", "started", "ended", "output"]) assert.equal(stored[none], undefined, `no record write: ${none}`);
+    assert.equal(await redis.call("PEXPIRETIME", key), expiry);
     assert.equal(await redis.xlen("redrive:{acme}:lane"), 0, "acked and deleted");
+    const log = member.doneLog("acme", entryId);
+    const [[, flat] = ["", []]] = await redis.xrange(log, "-", "+");
+    const facts: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) facts[flat[i] ?? ""] = flat[i + 1] ?? "";
+    assert.equal(facts._m, "m-1");
+    assert.equal(Number(facts[entryId]), Number(facts._e) - 250);
+    assert.equal(facts[`${entryId}o`], '{"v":1}');
+    assert.equal(await redis.call("PEXPIRETIME", log), expiry, "the log lives as long as the record pointing into it");
+
     const rec = await producer.getTask("acme", "t-1");
     assert.ok(rec !== null);
     assert.equal(rec.state, "done");
+    assert.equal(rec.finished, true);
     assert.deepEqual(rec.output, { v: 1 });
+    assert.equal(rec.outputTruncated, false);
+    assert.deepEqual([rec.member, rec.entry, rec.endedAt, rec.updatedAt], ["m-1", entryId, Number(facts._e), Number(facts._e)]);
     assert.equal(rec.starts, 1);
     assert.ok(rec.startedAt !== undefined && rec.endedAt !== undefined);
     assert.equal(rec.endedAt - rec.startedAt, 250, "started `ago` ms before the ack");
@@ -530,6 +580,110 @@ describe("records, idempotent enqueue and wait against a real redis-server", () 
     const json = recordToJson(rec);
     assert.equal(json.run_count, 1);
     assert.deepEqual(json.runs, [{ run: 1, start: rec.startedAt, member: "m-1", end: rec.endedAt, outcome: "ok" }]);
+    assert.deepEqual(await producer.wait("acme", "t-1", { timeoutMs: 5000 }), rec);
+    const printed = await cli(["get", "acme", "t-1", "--redis-url", server.url]);
+    assert.equal(printed.code, 0, printed.stderr);
+    assert.deepEqual(JSON.parse(printed.stdout), JSON.parse(JSON.stringify(json)));
+
+    // The task_id is a duplicate of the done task (enqueue.lua: its entry left the lane).
+    const again = await producer.enqueue({ tenant: "acme", kind: "k", payload: 2, task_id: "t-1" });
+    assert.deepEqual(again.duplicate, { state: "done", entry: entryId });
+    assert.equal(await redis.xlen("redrive:{acme}:lane"), 0, "nothing appended");
+
+    // A cut output, and none kept.
+    const cut = await producer.enqueue({ tenant: "acme", kind: "k", payload: 3, task_id: "t-cut" });
+    const bare = await producer.enqueue({ tenant: "acme", kind: "k", payload: 4, task_id: "t-bare" });
+    await member.done(redis, "acme", "t-cut", "ab", { member: "m-2", truncated: true });
+    await member.done(redis, "acme", "t-bare", undefined, { member: "m-2" });
+    const gotCut = await producer.getTask("acme", "t-cut");
+    assert.deepEqual([gotCut?.state, gotCut?.member, gotCut?.entry], ["done", "m-2", cut.entryId]);
+    assert.deepEqual([gotCut?.output, gotCut?.outputTruncated], ["ab", true]);
+    const gotBare = await producer.getTask("acme", "t-bare");
+    assert.deepEqual([gotBare?.state, gotBare?.member, gotBare?.entry], ["done", "m-2", bare.entryId]);
+    assert.equal(gotBare?.output, undefined);
+  });
+
+  it("a producer retention shorter than the fleet's: the member writes the done record itself, nothing expires early", async () => {
+    const short = new Producer(redis, { retentionMs: 60_000 });
+    const { entryId } = await short.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    await expiryMarked(redis, "acme", "t-1", 60_000);
+    await member.done(redis, "acme", "t-1", '"kept"', { member: "m-1", retentionMs: 86_400_000 });
+    const stored = await redis.hgetall("redrive:{acme}:task:t-1");
+    assert.deepEqual([stored.state, stored.member, stored.output], ["done", "m-1", '"kept"']);
+    const pttl = await redis.pttl("redrive:{acme}:task:t-1");
+    assert.ok(pttl > 86_400_000 - 10_000 && pttl <= 86_400_000, `the fleet's retention: ${pttl}`);
+    assert.equal(await redis.exists(member.doneLog("acme", entryId)), 0, "nothing in the done log");
+    const rec = await short.getTask("acme", "t-1");
+    assert.deepEqual([rec?.state, rec?.output, rec?.member], ["done", "kept", "m-1"]);
+  });
+
+  it("every enqueue path passes the retention: enqueue, enqueueMany, per call, redrive-sdk enqueue", async () => {
+    const hour = new Producer(redis, { retentionMs: 3_600_000 });
+    assert.equal(hour.retentionMs, 3_600_000);
+    assert.equal(producer.retentionMs, 86_400_000, "the default: the fleet's default tasks.retention_ms");
+    await hour.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    await hour.enqueueMany([
+      { tenant: "acme", kind: "k", payload: 2, task_id: "t-2" },
+      { tenant: "globex", kind: "k", payload: 3, task_id: "t-3" },
+    ]);
+    await hour.enqueue({ tenant: "acme", kind: "k", payload: 4, task_id: "t-4" }, { retentionMs: 1_000 });
+    await hour.enqueueMany([{ tenant: "acme", kind: "k", payload: 5, task_id: "t-5" }], { retentionMs: 7_200_000 });
+    await expiryMarked(redis, "acme", "t-1", 3_600_000);
+    await expiryMarked(redis, "acme", "t-2", 3_600_000);
+    await expiryMarked(redis, "globex", "t-3", 3_600_000);
+    await expiryMarked(redis, "acme", "t-4", 1_000);
+    await expiryMarked(redis, "acme", "t-5", 7_200_000);
+    const env = { ...process.env };
+    delete env.REDRIVE_TASKS__RETENTION_MS;
+    const runs: [string, string[], string | undefined, number][] = [
+      ["t-6", ["--retention-ms", "7200000"], undefined, 7_200_000],
+      ["t-7", [], "5000", 5_000],
+      ["t-8", [], undefined, 86_400_000],
+    ];
+    for (const [taskId, extra, variable, retention] of runs) {
+      const runEnv = variable === undefined ? env : { ...env, REDRIVE_TASKS__RETENTION_MS: variable };
+      const out = await cli(["enqueue", "acme", "k", "--task-id", taskId, ...extra, "--redis-url", server.url], runEnv);
+      assert.equal(out.code, 0, out.stderr);
+      await expiryMarked(redis, "acme", taskId, retention);
+    }
+    // The other commands ignore the variable.
+    const read = await cli(["get", "acme", "t-8", "--redis-url", server.url], { ...env, REDRIVE_TASKS__RETENTION_MS: "oops" });
+    assert.equal(read.code, 0, read.stderr);
+  });
+
+  it("a retention outside 1000 ms … 365 days, or not a whole number, is refused: nothing written", async () => {
+    for (const bad of [999, 0, -1, MAX_RETENTION_MS + 1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, "1000", null, true]) {
+      assert.throws(() => new Producer(redis, { retentionMs: bad as number }), RangeError, String(bad));
+      assert.throws(() => new Producer(redis, { retentionMs: bad as number }), /retentionMs .*(out of range|whole number)/);
+      await assert.rejects(
+        producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" }, { retentionMs: bad as number }),
+        RangeError,
+      );
+    }
+    assert.equal(new Producer(redis, { retentionMs: 1_000 }).retentionMs, 1_000);
+    assert.equal(new Producer(redis, { retentionMs: MAX_RETENTION_MS }).retentionMs, MAX_RETENTION_MS);
+    for (const [value, says] of [["10", "out of range"], ["1h", "whole number"]] as const) {
+      const out = await cli(["enqueue", "acme", "k", "--retention-ms", value, "--redis-url", server.url]);
+      assert.equal(out.code, 3, out.stderr);
+      assert.match(out.stderr, /retention/);
+      assert.ok(out.stderr.includes(says), out.stderr);
+    }
+    assert.deepEqual(await redis.keys("*"), []);
+  });
+
+  it("getTask and wait read through task_read.lua again after SCRIPT FLUSH (EVAL on NOSCRIPT)", async () => {
+    await producer.enqueue({ tenant: "acme", kind: "k", payload: 1, task_id: "t-1" });
+    await member.done(redis, "acme", "t-1", "7");
+    const reads: (() => Promise<TaskRecord | null>)[] = [
+      () => producer.getTask("acme", "t-1"),
+      () => producer.wait("acme", "t-1", { timeoutMs: 5000 }),
+    ];
+    for (const read of reads) {
+      await redis.script("FLUSH");
+      const got = await read();
+      assert.deepEqual([got?.state, got?.output], ["done", 7]);
+      assert.deepEqual(await redis.script("EXISTS", taskReadScript().sha), [1]);
+    }
   });
 
   it("a failed run in the history, then done: two runs, run_count 2 (and running again in between)", async () => {

@@ -7,8 +7,11 @@ fleet's own record writer, ``src/broker/scripts/lib/record.lua`` read from the r
 - :func:`start`: the member's lane reader delivers the entry (``XREADGROUP``) and the start
   claims it (``XCLAIM … RETRYCOUNT 2 JUSTID``), **without any record write** — the record keeps
   saying ``queued``; readers show the task running from the PEL (lib/record.lua, Running).
-- :func:`done`: fast_ack.lua: ``XACK`` + ``XDEL`` and the done record written blind
-  (``rec_done``: state done, member, started, ended, output; expiry; the finish event).
+- :func:`done`: fast_ack.lua: ``XACK`` + ``XDEL``; an entry enqueue.lua appended whose
+  record's expiry (the entry's ``recorded`` field) still covers the retention goes to the done
+  log (the record untouched: readers take the done from the log, task_read.lua), any other gets
+  its done record written (``rec_done``: state done, member, started, ended, output; expiry);
+  the finish event either way.
 - :func:`retry`: retry.lua then promote.lua: the failed run goes into the record's history
   (``rec_end`` with the member that ran it), and the next attempt is a new lane entry with its
   record ``queued`` again (``rec_write``).
@@ -49,29 +52,54 @@ end
 
 # fast_ack.lua for one entry. KEYS: the lane, the record prefix, the index, the events stream.
 # ARGV: group, member, entry, task_id, retention ms, output flag ('' none, '0' whole, '1' cut),
-# output, how long ago the run started (ms). Returns {acked, published}.
+# output, how long ago the run started (ms). As fast_ack.lua: an entry appended by enqueue.lua
+# whose record's expiry (its `recorded` field) still covers the retention goes to the done log
+# (one XADD to '<prefix>:{t}:done:<second of the entry id>': _m member, _e ended, then the
+# entry id -> started and '<entry id>o' or 't' -> output), the record untouched; any other is
+# written by rec_done (blind when appended with its record). Returns {acked, published, logged}.
 _DONE = (
     RECORD_LUA
     + _STARTED_AGO
     + """
 local R = rec_ctx(KEYS[2], KEYS[3], KEYS[4])
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
-local recorded = false
+local mark = '0'
 if #e > 0 then
   local f = e[1][2]
   for i = 1, #f, 2 do
-    if f[i] == 'recorded' and f[i + 1] == '1' then
-      recorded = true
+    if f[i] == 'recorded' then
+      mark = f[i + 1]
     end
   end
 end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
+local logged = 0
 if acked > 0 then
-  rec_done(R, rec_now(), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2],
-    started_ago(ARGV[8]), recorded)
+  local now = rec_now()
+  if ARGV[4] ~= '' and rec_logged(R, now, ARGV[5], mark) then
+    local key = rec_log_key(R, ARGV[3])
+    local a = {'XADD', key, '*', '_m', ARGV[2], '_e', rec_ts(now), ARGV[3],
+      rec_started_at(started_ago(ARGV[8]), now)}
+    if ARGV[6] == '1' then
+      a[#a + 1] = ARGV[3] .. 't'
+      a[#a + 1] = ARGV[7]
+    elseif ARGV[6] ~= '' then
+      a[#a + 1] = ARGV[3] .. 'o'
+      a[#a + 1] = ARGV[7]
+    end
+    redis.call(unpack(a))
+    if redis.call('PTTL', key) < tonumber(mark) - now then
+      redis.call('PEXPIREAT', key, mark)
+    end
+    rec_event(R, ARGV[4], 'done', ARGV[3])
+    logged = 1
+  else
+    rec_done(R, now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[2],
+      started_ago(ARGV[8]), mark ~= '0' and mark ~= '')
+  end
 end
-return {acked, R.listened and 1 or 0}
+return {acked, R.listened and 1 or 0, logged}
 """
 )
 
@@ -160,6 +188,12 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def done_log(r: redis.Redis, prefix: str, tenant: str, entry: str) -> str:
+    """The done log the done of lane entry ``entry`` goes to (lib/record.lua ``rec_log_key``):
+    ``{prefix}:{<tenant>}:done:`` + the entry id's ms without its last 3 digits (its second)."""
+    return f"{prefix}:{{{tenant}}}:done:{entry.split('-', maxsplit=1)[0][:-3]}"
+
+
 def record_entry(r: redis.Redis, prefix: str, tenant: str, task_id: str) -> str:
     """The entry the task's record names."""
     entry: Any = r.hget(f"{prefix}:{{{tenant}}}:task:{task_id}", "entry")
@@ -222,13 +256,16 @@ def done(
     member: str = "m-1",
     ago_ms: int = 40,
     retention_ms: int = 86_400_000,
+    truncated: bool = False,
     group: str = GROUP,
 ) -> bool:
     """fast_ack.lua: ``member`` finished the task's entry (the record's, unless given) with
     ``output`` (JSON text; ``None``: none kept); started first (:func:`start`) when it is not
-    pending yet. ``XACK`` + ``XDEL``, then the done record (blind for an entry appended with its
-    record: no read), its expiry after ``retention_ms`` and, while someone waits, the finish
-    event. Returns whether it wrote that event."""
+    pending yet. ``XACK`` + ``XDEL``, then the done log entry when the record's expiry set at
+    enqueue covers ``retention_ms`` from now (the SDK's default retention does), else the done
+    record (blind for an entry appended with its record: no read) and its expiry after
+    ``retention_ms``; while someone waits, the finish event. ``truncated``: the output was cut
+    to the fleet's bound (flag '1'). Returns whether it wrote that event."""
     if entry is None:
         entry = record_entry(r, prefix, tenant, task_id)
     if pending_on(r, prefix, tenant, entry, group) is None:
@@ -243,7 +280,7 @@ def done(
         entry,
         task_id,
         str(retention_ms),
-        "" if output is None else "0",
+        "" if output is None else ("1" if truncated else "0"),
         "" if output is None else output,
         str(ago_ms),
     )

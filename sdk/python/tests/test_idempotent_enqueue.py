@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import random
+import subprocess
+import sys
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio
 
@@ -68,9 +72,13 @@ def test_enqueue_writes_the_task_and_its_record_queued(
     assert [k for k, _ in fields] == [
         "task_id", "tenant", "kind", "payload", "attempt", "enqueued_at", "recorded",
     ]  # fmt: skip
-    assert dict(fields)["recorded"] == "1"
     rec = record(r, prefix, "acme", "t-1")
     enq = rec["enq"]
+    # `recorded` says when the record expires: the retention (default 24 h) plus an eighth
+    # after the enqueue (the server's clock, as `enq`), exactly the record's expiry.
+    key = f"{prefix}:{{acme}}:task:t-1"
+    assert dict(fields)["recorded"] == str(int(enq) + 86_400_000 + 86_400_000 // 8)
+    assert r.pexpiretime(key) == int(dict(fields)["recorded"])
     assert rec == {
         "state": "queued",
         "updated": enq,
@@ -82,7 +90,7 @@ def test_enqueue_writes_the_task_and_its_record_queued(
         "runs": "0",
     }
     assert r.zscore(f"{prefix}:{{acme}}:tasks", "t-1") == float(enq)
-    assert r.ttl(f"{prefix}:{{acme}}:task:t-1") == -1, "a live record does not expire"
+    assert 97_200_000 - 10_000 < r.pttl(key) <= 97_200_000, "24 h * 9/8"
     assert r.smembers(f"{prefix}:tenants") == {"acme"}
 
 
@@ -232,7 +240,10 @@ def test_dedup_off_refuses_an_id_in_flight_and_replaces_a_finished_one(
     assert duplicates_counted(r, prefix, "acme") == 2
 
     fleet.done(r, prefix, "acme", "t-1", '"first"', member="m-1")
-    assert record(r, prefix, "acme", "t-1")["state"] == "done"
+    assert record(r, prefix, "acme", "t-1")["state"] == "queued", "done through the done log"
+    done = producer.get_task("acme", "t-1")
+    assert done is not None
+    assert done.state is TaskState.DONE
     second = producer.enqueue("acme", "k", 4, task_id="t-1")
     assert second.duplicate is None
     assert second.entry_id != first.entry_id
@@ -242,7 +253,8 @@ def test_dedup_off_refuses_an_id_in_flight_and_replaces_a_finished_one(
     assert rec["entry"] == second.entry_id
     assert rec["runs"] == "0"
     assert not {"member", "started", "ended", "output"} & set(rec), "the record starts empty"
-    assert r.ttl(f"{prefix}:{{acme}}:task:t-1") == -1, "the done record's expiry is gone"
+    pttl = r.pttl(f"{prefix}:{{acme}}:task:t-1")
+    assert 97_200_000 - 10_000 < pttl <= 97_200_000, "the new record's own expiry"
     assert duplicates_counted(r, prefix, "acme") == 2
 
     async def async_again() -> Enqueued:
@@ -347,3 +359,97 @@ def test_the_async_producer_reports_duplicates(redis_server: RedisServer, prefix
     r = redis_server.client()
     assert len(lane(r, prefix, "acme")) == 2
     assert duplicates_counted(r, prefix, "acme") == 2
+
+
+def expiry_marked(r: redis.Redis, prefix: str, tenant: str, task_id: str, retention: int) -> None:
+    """The record of ``task_id`` expires ``retention`` plus an eighth after its enqueue, and its
+    lane entry's ``recorded`` field says exactly when (enqueue.lua, ARGV[6])."""
+    key = f"{prefix}:{{{tenant}}}:task:{task_id}"
+    rec = record(r, prefix, tenant, task_id)
+    till = int(rec["enq"]) + retention + retention // 8
+    entries = dict(lane(r, prefix, tenant))
+    assert dict(entries[rec["entry"]])["recorded"] == str(till), task_id
+    assert r.pexpiretime(key) == till, task_id
+    assert till - int(rec["enq"]) - 10_000 < r.pttl(key) <= till - int(rec["enq"]), task_id
+
+
+def test_every_enqueue_path_passes_the_retention(redis_server: RedisServer, prefix: str) -> None:
+    """retention_ms reaches enqueue.lua on every path: enqueue, enqueue_many (pipelined), the
+    async producer's, and ``python -m redrive enqueue`` (``--retention-ms``, else
+    ``$REDRIVE_TASKS__RETENTION_MS``, else 24 h)."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix, retention_ms=3_600_000)
+    assert producer.retention_ms == 3_600_000
+    producer.enqueue("acme", "k", 1, task_id="t-1")
+    producer.enqueue_many(
+        [
+            NewTask("acme", "k", 2, task_id="t-2"),
+            {"tenant": "globex", "kind": "k", "payload": 3, "task_id": "t-3"},
+        ]
+    )
+    for tenant, task_id in (("acme", "t-1"), ("acme", "t-2"), ("globex", "t-3")):
+        expiry_marked(r, prefix, tenant, task_id, 3_600_000)
+
+    async def async_path() -> None:
+        aproducer = AsyncProducer(redis_server.url, key_prefix=prefix, retention_ms=1_000)
+        try:
+            await aproducer.enqueue("acme", "k", 4, task_id="t-4")
+            await aproducer.enqueue_many([NewTask("acme", "k", 5, task_id="t-5")])
+        finally:
+            await aproducer.redis.aclose()
+
+    asyncio.run(async_path())
+    expiry_marked(r, prefix, "acme", "t-4", 1_000)
+    expiry_marked(r, prefix, "acme", "t-5", 1_000)
+
+    at = ("--redis-url", redis_server.url, "--key-prefix", prefix)
+    env = {k: v for k, v in os.environ.items() if k != "REDRIVE_TASKS__RETENTION_MS"}
+    for task_id, extra, variable, retention in (
+        ("t-6", ("--retention-ms", "7200000"), None, 7_200_000),
+        ("t-7", (), "5000", 5_000),
+        ("t-8", (), None, 86_400_000),
+    ):
+        run_env = (
+            dict(env) if variable is None else {**env, "REDRIVE_TASKS__RETENTION_MS": variable}
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "redrive", "enqueue", "acme", "k", "1", "--task-id", task_id,
+             *extra, *at],
+            capture_output=True, text=True, timeout=30, check=False, env=run_env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        expiry_marked(r, prefix, "acme", task_id, retention)
+    producer.close()
+
+
+@pytest.mark.parametrize(
+    "bad", [999, 0, -1, 365 * 86_400_000 + 1, True, 1.5, "1000", None], ids=repr
+)
+def test_a_bad_retention_is_refused(redis_server: RedisServer, prefix: str, bad: Any) -> None:
+    """retention_ms outside the fleet's range for tasks.retention_ms (1 000 ms … 365 days), or
+    not a whole number, is refused when the producer is made: nothing is written."""
+    r = redis_server.client()
+    with pytest.raises(ValueError, match=r"retention_ms .*(out of range|whole number)"):
+        Producer(redis_server.url, key_prefix=prefix, retention_ms=bad)
+    with pytest.raises(ValueError, match="retention_ms"):
+        AsyncProducer(redis_server.url, key_prefix=prefix, retention_ms=bad)
+    assert r.keys(f"{prefix}:*") == []
+    assert Producer(redis_server.url, retention_ms=1_000).retention_ms == 1_000
+    assert Producer(redis_server.url, retention_ms=365 * 86_400_000).retention_ms == (
+        365 * 86_400_000
+    )
+
+
+def test_the_cli_refuses_a_bad_retention(redis_server: RedisServer, prefix: str) -> None:
+    r = redis_server.client()
+    at = ("--redis-url", redis_server.url, "--key-prefix", prefix)
+    for value, says in (("10", "out of range"), ("1h", "invalid int")):
+        done = subprocess.run(
+            [sys.executable, "-m", "redrive", "enqueue", "acme", "k", "1", "--retention-ms",
+             value, *at],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 64, done.stderr
+        assert "retention" in done.stderr
+        assert says in done.stderr
+    assert r.keys(f"{prefix}:*") == []

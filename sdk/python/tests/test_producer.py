@@ -83,6 +83,8 @@ def test_every_optional_field_and_the_own_fields_by_name(
     assert got.task_id == "t-123:a/b@c+d=e.f_g"
     [(_, fields)] = lane(r, prefix, "acme")
     enqueued_at = dict(fields)["enqueued_at"]
+    recorded = dict(fields)["recorded"]
+    assert int(recorded) > int(enqueued_at), "the record's expiry (enqueue.lua)"
     assert fields == [
         ("task_id", "t-123:a/b@c+d=e.f_g"),
         ("tenant", "acme"),
@@ -96,7 +98,7 @@ def test_every_optional_field_and_the_own_fields_by_name(
         ("deadline", "1893456000000"),
         ("env", "prod"),
         ("tool_version", "1.4.2"),
-        ("recorded", "1"),
+        ("recorded", recorded),
     ]
 
 

@@ -202,40 +202,151 @@ def test_a_failed_run_then_done_reads_two_runs(redis_server: RedisServer, prefix
     assert (odd.run_count, odd.runs) == (0, ())
 
 
-def test_a_done_record_reads_one_ok_run(redis_server: RedisServer, prefix: str) -> None:
-    """Started (PEL only) and done at the first attempt: the history is empty (``runs`` 0) and
-    the one run is the record's member/started/ended with outcome ok; run_count 1."""
+def test_a_done_task_reads_done_from_the_done_log(redis_server: RedisServer, prefix: str) -> None:
+    """Started (PEL only) and done at the first attempt as fast_ack.lua does it for an entry
+    enqueue.lua appended (its record's expiry covers the retention): the entry is acked and
+    deleted, the facts go to the done log of the entry's second and the record is not written
+    (it still says queued on the entry). get_task (sync, async, the CLI) and wait read it done
+    through task_read.lua: member, started, ended and the output from the log; the history
+    empty, one ok run. A second enqueue of the task_id is a duplicate of a done task."""
     r = redis_server.client()
     producer = Producer(redis_server.url, key_prefix=prefix)
     entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    key = f"{prefix}:{{acme}}:task:t-1"
+    expiry = r.pexpiretime(key)
     fleet.start(r, prefix, "acme", entry, member="m-1")
     fleet.done(r, prefix, "acme", "t-1", '"fine"', member="m-1", ago_ms=250)
-    stored: Any = r.hgetall(f"{prefix}:{{acme}}:task:t-1")
-    assert (stored["state"], stored["runs"], stored["member"]) == ("done", "0", "m-1")
-    assert not [k for k in stored if k.startswith("r1:")], "no history: the run ended well"
+    stored: Any = r.hgetall(key)
+    assert (stored["state"], stored["entry"], stored["runs"]) == ("queued", entry, "0")
+    assert not {"member", "started", "ended", "output"} & set(stored), "no record write"
+    assert r.pexpiretime(key) == expiry, "the record keeps the expiry set at enqueue"
     assert r.xlen(fleet.lane(prefix, "acme")) == 0, "acked and deleted"
+    log = fleet.done_log(prefix=prefix, r=r, tenant="acme", entry=entry)
+    logged: Any = r.xrange(log)
+    [(_, facts)] = logged
+    assert facts["_m"] == "m-1"
+    assert int(facts[entry]) == int(facts["_e"]) - 250
+    assert facts[f"{entry}o"] == '"fine"'
+    assert r.pexpiretime(log) == expiry, "the log lives as long as the record pointing into it"
+
     rec = producer.get_task("acme", "t-1")
     assert rec is not None
     assert rec.state is TaskState.DONE
+    assert rec.finished
     assert rec.output == "fine"
-    assert rec.run_count == 1
+    assert not rec.output_truncated
+    assert (rec.member, rec.entry) == ("m-1", entry)
+    assert rec.ended_at == int(facts["_e"])
+    assert rec.updated_at == rec.ended_at
     assert rec.started_at is not None
-    assert rec.ended_at is not None
     assert rec.ended_at - rec.started_at == 250, "started `ago` ms before the ack"
+    assert rec.run_count == 1
     assert rec.runs == (Run(1, rec.started_at, "m-1", rec.ended_at, "ok"),)
     d = rec.to_dict()
     assert (d["run_count"], d["runs"]) == (1, [{"run": 1, "start": rec.started_at,
         "member": "m-1", "end": rec.ended_at, "outcome": "ok"}])  # fmt: skip
+    assert producer.wait("acme", "t-1", 5) == rec
 
-    async def read() -> TaskRecord | None:
+    async def read() -> tuple[TaskRecord | None, TaskRecord]:
         aproducer = AsyncProducer(redis_server.url, key_prefix=prefix)
         try:
-            return await aproducer.get_task("acme", "t-1")
+            return (
+                await aproducer.get_task("acme", "t-1"),
+                await aproducer.wait("acme", "t-1", 5),
+            )
         finally:
+            await aproducer.aclose()
             await aproducer.redis.aclose()
 
-    assert asyncio.run(read()) == rec
+    assert asyncio.run(read()) == (rec, rec)
+    at = ("--redis-url", redis_server.url, "--key-prefix", prefix)
+    shown = cli("task", "acme", "t-1", *at)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == json.loads(json.dumps(d))
+
+    # The task_id is a duplicate of the done task (enqueue.lua: its entry left the lane).
+    again = producer.enqueue("acme", "k", 2, task_id="t-1")
+    assert again.duplicate is not None
+    assert (again.duplicate.state, again.duplicate.entry) == (TaskState.DONE, entry)
+    assert r.xlen(fleet.lane(prefix, "acme")) == 0, "nothing appended"
+
+    # A batch of the same second: one log entry per ack batch; a cut output; no output kept.
+    cut = producer.enqueue("acme", "k", 3, task_id="t-cut").entry_id
+    bare = producer.enqueue("acme", "k", 4, task_id="t-bare").entry_id
+    fleet.done(r, prefix, "acme", "t-cut", "ab", member="m-2", truncated=True)
+    fleet.done(r, prefix, "acme", "t-bare", None, member="m-2")
+    got_cut = producer.get_task("acme", "t-cut")
+    assert got_cut is not None
+    assert (got_cut.state, got_cut.member, got_cut.entry) == (TaskState.DONE, "m-2", cut)
+    assert (got_cut.output, got_cut.output_truncated) == ("ab", True)
+    got_bare = producer.get_task("acme", "t-bare")
+    assert got_bare is not None
+    assert (got_bare.state, got_bare.member, got_bare.entry) == (TaskState.DONE, "m-2", bare)
+    assert (got_bare.has_output, got_bare.output) == (False, None)
     producer.close()
+
+
+def test_a_longer_fleet_retention_gets_the_record_written(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A producer whose retention_ms is shorter than the fleet's: the expiry set at enqueue
+    does not cover the member's retention, so its ack writes the done record itself (and
+    gives it the fleet's retention): nothing goes to the done log, nothing expires early."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix, retention_ms=60_000)
+    entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
+    key = f"{prefix}:{{acme}}:task:t-1"
+    assert 67_500 - 10_000 < r.pttl(key) <= 67_500, "60 s * 9/8"
+    fleet.done(r, prefix, "acme", "t-1", '"kept"', member="m-1", retention_ms=86_400_000)
+    stored: Any = r.hgetall(key)
+    assert (stored["state"], stored["member"], stored["output"]) == ("done", "m-1", '"kept"')
+    assert 86_400_000 - 10_000 < r.pttl(key) <= 86_400_000, "the fleet's retention"
+    assert r.exists(fleet.done_log(r, prefix, "acme", entry)) == 0
+    rec = producer.get_task("acme", "t-1")
+    assert rec is not None
+    assert (rec.state, rec.output, rec.member) == (TaskState.DONE, "kept", "m-1")
+    producer.close()
+
+
+def test_reads_survive_a_script_flush(redis_server: RedisServer, prefix: str) -> None:
+    """Readers run task_read.lua by EVALSHA; after SCRIPT FLUSH (or a restart) the NOSCRIPT
+    answer is read again with EVAL (which caches it): get_task, async get_task and wait."""
+    r = redis_server.client()
+    producer = Producer(redis_server.url, key_prefix=prefix)
+    producer.enqueue("acme", "k", 1, task_id="t-1")
+    fleet.done(r, prefix, "acme", "t-1", "7")
+    reads: list[Callable[[], TaskRecord | None]] = [
+        lambda: producer.get_task("acme", "t-1"),
+        lambda: producer.wait("acme", "t-1", 5),
+        lambda: asyncio.run(_async_get(redis_server.url, prefix, "t-1")),
+    ]
+    for read in reads:
+        r.script_flush()
+        got = read()
+        assert got is not None
+        assert (got.state, got.output) == (TaskState.DONE, 7)
+        assert r.script_exists(redrive.records.TASK_READ_SCRIPT_SHA) == [True]
+    producer.close()
+
+
+async def _async_get(url: str, prefix: str, task_id: str) -> TaskRecord | None:
+    aproducer = AsyncProducer(url, key_prefix=prefix)
+    try:
+        return await aproducer.get_task("acme", task_id)
+    finally:
+        await aproducer.redis.aclose()
+
+
+def test_the_shipped_reader_is_the_fleets_byte_for_byte() -> None:
+    """Drift between the SDK's task_read.lua and the fleet's fails here (and so in CI)."""
+    import hashlib
+
+    fleets = (fleet.ROOT / "src/broker/scripts/task_read.lua").read_bytes()
+    assert redrive.records.TASK_READ_SCRIPT.encode("utf-8") == fleets
+    shipped = fleet.ROOT / "sdk/python/src/redrive/task_read.lua"
+    assert shipped.read_bytes() == fleets
+    sha = hashlib.sha1(fleets, usedforsecurity=False).hexdigest()
+    assert sha == redrive.records.TASK_READ_SCRIPT_SHA
 
 
 def test_an_entry_pending_in_the_group_reads_running(
@@ -619,7 +730,9 @@ def test_a_finish_without_waiters_writes_no_event(redis_server: RedisServer, pre
 
     assert not fleet.done(r, prefix, "acme", "t-1", '"quiet"')
     assert r.xlen(events) == 0, "nobody waits: no events entry"
-    assert r.hget(f"{prefix}:{{acme}}:task:t-1", "state") == "done"
+    quiet = producer.get_task("acme", "t-1")
+    assert quiet is not None
+    assert quiet.state is TaskState.DONE
     r.zadd(waiters, {"gone": server_ms(r) - 1})
     assert not fleet.dead_letter(r, prefix, "acme", "t-2", cls="x", error="y", dlq="1-1")
     assert r.xlen(events) == 0, "an expired registration is nobody"

@@ -13,7 +13,9 @@ queued task whose entry is pending in it shows as running), each printing one li
 - ``enqueue TENANT KIND PAYLOAD_JSON [--task-id ID]``: the result (``task_id``, ``entry_id``,
   ``duplicate``: null or the live task's ``state`` and ``entry``); exit 0, also for a
   duplicate. ``--no-dedup``: ids reused on purpose, only a task still in flight is a
-  duplicate.
+  duplicate. ``--retention-ms MS``: the fleet's ``tasks.retention_ms`` for the task's tenant
+  and kind (default ``$REDRIVE_TASKS__RETENTION_MS`` or 86400000; 1000 … 365 days): the
+  record written at enqueue expires that long plus an eighth later.
 - ``task TENANT TASK_ID``: the task's record; exit 0, or 1 with ``null`` when it has none.
 - ``wait TENANT TASK_ID --timeout S``: waits for the task to finish and prints its record;
   exit 0 done, 1 finished without success (dead_lettered, expired, resolved, discarded),
@@ -136,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     enq.add_argument(
         "--no-records", action="store_true", help="plain XADD (fleets with tasks.enabled=false)"
     )
+    enq.add_argument(
+        "--retention-ms",
+        type=int,
+        default=os.environ.get("REDRIVE_TASKS__RETENTION_MS", "86400000"),
+        help="the fleet's tasks.retention_ms for the task's tenant and kind, 1000 … 365 days "
+        "(default: $REDRIVE_TASKS__RETENTION_MS or 86400000): the record written at enqueue "
+        "expires that long plus an eighth later",
+    )
     _redis_options(enq)
     task = sub.add_parser("task", help="print a task's record")
     task.add_argument("tenant")
@@ -182,6 +192,7 @@ def _tasks_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             dedup=not getattr(args, "no_dedup", False),
             records=not getattr(args, "no_records", False),
             group=getattr(args, "group", "redrive"),
+            retention_ms=getattr(args, "retention_ms", 86_400_000),
         )
     except ValueError as e:
         parser.error(str(e))

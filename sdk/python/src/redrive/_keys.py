@@ -127,6 +127,13 @@ def tasks_key(prefix: str, tenant: str) -> str:
     return f"{prefix}:{{{tenant}}}:tasks"
 
 
+def done_log_prefix(prefix: str, tenant: str) -> str:
+    """The start of the names of a tenant's done logs ``{prefix}:{<tenant>}:done:<second>``:
+    streams of the facts (member, start, end, output) of tasks done without a record write,
+    one per second of their lane entries' ids; task_read.lua reads them."""
+    return f"{prefix}:{{{tenant}}}:done:"
+
+
 def events_key(prefix: str, tenant: str) -> str:
     """The tenant's events stream ``{prefix}:{<tenant>}:events``: one entry (``task``,
     ``state``, ``entry``) per task that finishes while someone waits (see

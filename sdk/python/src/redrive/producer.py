@@ -62,6 +62,7 @@ from .records import AsyncTaskReader, TaskReader, TaskRecord, TaskState
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_RETENTION_MS",
     "ENQUEUE_SCRIPT",
     "ENQUEUE_SCRIPT_SHA",
     "KNOWN_FIELDS",
@@ -70,8 +71,10 @@ __all__ = [
     "MAX_EXTRA_NAME_LEN",
     "MAX_KIND_LEN",
     "MAX_META_CHARS",
+    "MAX_RETENTION_MS",
     "MAX_TASK_ID_LEN",
     "MAX_TENANT_LEN",
+    "MIN_RETENTION_MS",
     "PIPELINE_CHUNK",
     "STATS_KEEP_MS",
     "TASK_KEYS",
@@ -81,6 +84,7 @@ __all__ = [
     "Enqueued",
     "NewTask",
     "Producer",
+    "check_retention",
     "encode",
     "lane_key",
     "tenant_signals",
@@ -113,6 +117,13 @@ MAX_EXTRA_BYTES = 4096
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 #: How many tasks one pipelined round trip carries (as the Rust producer).
 PIPELINE_CHUNK = 1000
+#: The default retention of a finished task's record, ms (the fleet's ``tasks.retention_ms``
+#: default, 24 h).
+DEFAULT_RETENTION_MS = 86_400_000
+#: The shortest retention accepted, ms (as the fleet's ``tasks.retention_ms``).
+MIN_RETENTION_MS = 1_000
+#: The longest retention accepted, ms: 365 days (as the fleet's ``tasks.retention_ms``).
+MAX_RETENTION_MS = 365 * 86_400_000
 
 #: Field names with a meaning to redrive: the contract's and the reserved ones. A producer's
 #: own fields must use other names.
@@ -379,6 +390,22 @@ def encode(task: NewTask, max_payload_bytes: int, now_ms: int) -> Encoded:
     return Encoded(tenant=tenant, task_id=task_id, fields=fields)
 
 
+def check_retention(retention_ms: object) -> int:
+    """``retention_ms`` when it is a whole number of ms in the fleet's range for
+    ``tasks.retention_ms`` (1 000 … 365 days); raises ``ValueError`` otherwise."""
+    if isinstance(retention_ms, bool) or not isinstance(retention_ms, int):
+        raise ValueError(
+            f"retention_ms must be a whole number of ms, not {type(retention_ms).__name__} "
+            f"{retention_ms!r} (the fleet's tasks.retention_ms)"
+        )
+    if not MIN_RETENTION_MS <= retention_ms <= MAX_RETENTION_MS:
+        raise ValueError(
+            f"retention_ms {retention_ms} is out of range {MIN_RETENTION_MS} … {MAX_RETENTION_MS} "
+            "(1 s … 365 days, as the fleet's tasks.retention_ms)"
+        )
+    return retention_ms
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -391,13 +418,21 @@ class _Base:
     """Validation, encoding and the reading of replies shared by the sync and the async
     producer."""
 
-    def __init__(self, key_prefix: str, max_payload_bytes: int, dedup: bool, records: bool) -> None:
+    def __init__(
+        self,
+        key_prefix: str,
+        max_payload_bytes: int,
+        dedup: bool,
+        records: bool,
+        retention_ms: int,
+    ) -> None:
         if max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be positive")
         self.key_prefix = _check_prefix(key_prefix)
         self.max_payload_bytes = max_payload_bytes
         self.dedup = bool(dedup)
         self.records = bool(records)
+        self.retention_ms = check_retention(retention_ms)
 
     def _one(self, task: NewTask) -> list[Encoded]:
         return [encode(task, self.max_payload_bytes, _now_ms())]
@@ -438,6 +473,7 @@ class _Base:
             e.fields["kind"],
             e.fields["attempt"],
             str(STATS_KEEP_MS),
+            str(self.retention_ms),
             *flat,
         )
 
@@ -576,8 +612,17 @@ class Producer(_Base):
     duplicate all the same — one task_id has one record. ``records=False`` (fleets with
     ``tasks.enabled = false``) writes a plain ``XADD``: no record, no duplicate check.
 
+    ``retention_ms`` (default 24 h; 1 000 ms … 365 days, else ``ValueError``) should match
+    the fleet's ``tasks.retention_ms`` for the tenants and kinds this producer enqueues (with
+    their ``[tasks.tenants.<t>]`` / ``[tasks.kinds.<k>]`` overrides): the record written at
+    enqueue expires that long plus an eighth later, and the lane entry says when (its
+    ``recorded`` field), so the member that finishes the task in time only appends it to the
+    done log instead of writing the record again. A mismatch never loses a record early: a
+    member whose retention that expiry does not cover writes the record itself.
+
     ``group`` is the fleet's consumer group (``fleet.group``), which :meth:`get_task` and
-    :meth:`wait` ask whether a queued task's entry is pending (then it is running).
+    :meth:`wait` pass to the fleet's record reader (a queued task whose entry is pending there
+    is shown running).
     """
 
     def __init__(
@@ -589,8 +634,9 @@ class Producer(_Base):
         dedup: bool = True,
         records: bool = True,
         group: str = DEFAULT_GROUP,
+        retention_ms: int = DEFAULT_RETENTION_MS,
     ) -> None:
-        super().__init__(key_prefix, max_payload_bytes, dedup, records)
+        super().__init__(key_prefix, max_payload_bytes, dedup, records, retention_ms)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.Redis = redis.Redis.from_url(redis_client_or_url)
         else:
@@ -690,7 +736,7 @@ class Producer(_Base):
 
 
 class AsyncProducer(_Base):
-    """:class:`Producer` on ``redis.asyncio``: the same API, awaited."""
+    """:class:`Producer` on ``redis.asyncio``: the same API and options, awaited."""
 
     def __init__(
         self,
@@ -701,8 +747,9 @@ class AsyncProducer(_Base):
         dedup: bool = True,
         records: bool = True,
         group: str = DEFAULT_GROUP,
+        retention_ms: int = DEFAULT_RETENTION_MS,
     ) -> None:
-        super().__init__(key_prefix, max_payload_bytes, dedup, records)
+        super().__init__(key_prefix, max_payload_bytes, dedup, records, retention_ms)
         if isinstance(redis_client_or_url, str):
             self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_client_or_url)
         else:

@@ -7,13 +7,22 @@ task is): its state, kind, attempt, times, the member that ran it, each start an
 last failure, the dead-letter id, the replay links and the handler's output. A finished record
 expires after the fleet's ``tasks.retention``, except while its dead letter exists.
 
-**Running is the PEL's to say.** A task enqueued with its record (everything the producers
-here enqueue) starts without a record write: its record keeps saying ``queued`` (or
-``replayed``) with ``entry`` = its lane entry. While that entry is pending in the fleet's
-consumer group (``XPENDING <lane> <group> <entry> <entry> 1`` returns a row), ``get_task``
-shows the task ``running`` on the consumer holding it (``member``), without the ``started_at``
-and ``ended_at`` of an earlier run. ``group`` is the fleet's ``fleet.group`` (default
-``"redrive"``). Records in any other state are shown as stored.
+**Records are read through the fleet's ``task_read.lua``** (shipped in this package byte for
+byte, :data:`TASK_READ_SCRIPT`; the fleet's CLI and HTTP API read them with the same script),
+one ``EVALSHA`` per read (``EVAL`` when Redis has forgotten it). A task enqueued with its record
+(everything the producers here enqueue) starts and, mostly, finishes without a record write:
+its record keeps saying ``queued`` (or ``replayed``) with ``entry`` = its lane entry, and the
+script shows it as that entry's place tells:
+
+- pending in the fleet's consumer group: ``running`` on the consumer holding it (``member``),
+  without the ``started_at`` and ``ended_at`` of an earlier run. ``group`` is the fleet's
+  ``fleet.group`` (default ``"redrive"``);
+- still in the lane, not pending: ``queued`` (or ``replayed``), as stored;
+- gone from the lane: ``done``, with ``member``, ``started_at``, ``ended_at`` and the output
+  taken from the tenant's done log (``{prefix}:{<tenant>}:done:<second>``, a stream the member
+  appends a batch of finished tasks to instead of writing each record).
+
+Records in any other state are shown as stored.
 
 **Runs.** The record's history (``runs`` and ``r<N>:start|member|end|outcome``, the last 16
 kept) holds the runs that did not end the task well: failed runs (outcome = the failure class)
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -41,6 +51,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib import resources
 from typing import Any
 
 import redis
@@ -48,6 +59,7 @@ import redis.asyncio
 import redis.asyncio.connection
 import redis.asyncio.retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ._keys import (
@@ -56,12 +68,24 @@ from ._keys import (
     check_prefix,
     check_task_id,
     check_tenant,
+    done_log_prefix,
     events_key,
     lane_key,
     task_key,
     waiters_key,
 )
 from .errors import TaskFailed, WaitTimeout
+
+#: The fleet's record reader (``src/broker/scripts/task_read.lua``, byte for byte; the tests
+#: compare them): a record as readers show it (running while its entry is pending, done from
+#: the done log once its entry has left the lane).
+TASK_READ_SCRIPT: str = (
+    resources.files("redrive").joinpath("task_read.lua").read_bytes().decode("utf-8")
+)
+#: The SHA-1 Redis knows :data:`TASK_READ_SCRIPT` by (``EVALSHA``).
+TASK_READ_SCRIPT_SHA: str = hashlib.sha1(
+    TASK_READ_SCRIPT.encode("utf-8"), usedforsecurity=False
+).hexdigest()
 
 
 class TaskState(str, Enum):
@@ -174,9 +198,10 @@ class TaskRecord:
     Times are ms since the epoch. ``output`` is the handler's output parsed as JSON, except
     when ``output_truncated`` is true (the fleet cut it to its ``tasks.max_output_bytes``):
     then it is the raw text kept. ``has_output`` tells an output of ``null`` from none.
-    ``fields`` holds every field as stored — or, for a task shown ``running`` because its
-    entry is pending (see the module's docs), as the reader shows it: ``state`` running,
-    ``member`` the consumer, no ``started``/``ended``.
+    ``fields`` holds every field as the readers show it (task_read.lua, see the module's docs):
+    as stored, or for a task shown ``running`` because its entry is pending, ``state`` running,
+    ``member`` the consumer, no ``started``/``ended``; for one shown ``done`` from the done log,
+    ``state`` done and its ``member``, ``started``, ``ended``, ``updated`` and output from there.
     """
 
     #: The tenant.
@@ -245,14 +270,17 @@ class TaskRecord:
     @property
     def waiting_entry(self) -> str | None:
         """The lane entry the record says the task waits as, when it says ``queued`` or
-        ``replayed``: whether it runs is the PEL's to say (see the module's docs)."""
+        ``replayed`` (the readers show such a record as that entry's place tells: see the
+        module's docs; for a record read otherwise, a raw ``HGETALL``, whether it runs is the
+        PEL's to say)."""
         if self.state in (TaskState.QUEUED, TaskState.REPLAYED):
             return self.fields.get("entry") or None
         return None
 
     def running_on(self, consumer: str) -> TaskRecord:
         """The record as shown while its :attr:`waiting_entry` is pending for ``consumer``:
-        ``running`` there, without the ``started``/``ended`` of an earlier run."""
+        ``running`` there, without the ``started``/``ended`` of an earlier run (what
+        task_read.lua shows; for a record read otherwise, a raw ``HGETALL``)."""
         f = dict(self.fields)
         f["state"] = TaskState.RUNNING.value
         f["member"] = consumer
@@ -264,9 +292,9 @@ class TaskRecord:
     def from_fields(
         cls, tenant: str, task_id: str, raw: Mapping[str, str] | Mapping[bytes, bytes]
     ) -> TaskRecord:
-        """A record from its hash's fields (``HGETALL``), text or bytes, as stored (no
-        ``XPENDING``: a task waiting on a pending entry reads ``queued`` here; the readers'
-        ``get_task`` shows it running)."""
+        """A record from its fields, text or bytes, as given (the readers give what
+        task_read.lua shows; from a raw ``HGETALL`` a task waiting on a pending entry, or done
+        through the done log, reads ``queued`` here)."""
         f = {_text(k): _text(v) for k, v in raw.items()}
         state = TaskState.parse(f.get("state"))
         history = max(_int(f.get("runs")) or 0, 0)
@@ -435,8 +463,13 @@ def _block_ms(remaining: float) -> int:
     return max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
 
 
-def _record(tenant: str, task_id: str, raw: Mapping[Any, Any] | None) -> TaskRecord | None:
-    return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
+def _replies(replies: list[Any]) -> list[Any]:
+    """A pipeline's replies (run with ``raise_on_error=False``), raising the first error but
+    task_read.lua's ``NOSCRIPT`` (the caller reads the record again with ``EVAL``)."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+            raise reply
+    return replies
 
 
 class _Registration:
@@ -464,21 +497,16 @@ class _Registration:
         return {self.member: now + WAIT_REGISTRATION_MS}
 
 
-def _pending_consumer(rows: Any) -> str | None:
-    """The consumer of the first row of ``XPENDING … <entry> <entry> 1`` (redis-py's
-    ``xpending_range``: dicts), or ``None`` when the entry is not pending."""
-    if isinstance(rows, (list, tuple)) and rows:
-        first = rows[0]
-        if isinstance(first, Mapping):
-            return _text(first.get("consumer", ""))
-        if isinstance(first, (list, tuple)) and len(first) > 1:
-            return _text(first[1])
-    return None
-
-
-def _is_nogroup(e: redis.ResponseError) -> bool:
-    """The group (or the lane) does not exist: nothing is pending."""
-    return str(e).startswith("NOGROUP")
+def _shown(tenant: str, task_id: str, reply: object) -> TaskRecord | None:
+    """The record task_read.lua answered (``{fields, pttl}``; no fields: no record)."""
+    if isinstance(reply, (list, tuple)) and len(reply) == 2 and isinstance(reply[0], (list, tuple)):
+        flat = reply[0]
+        if not flat:
+            return None
+        return TaskRecord.from_fields(
+            tenant, task_id, dict(zip(flat[::2], flat[1::2], strict=False))
+        )
+    raise redis.ResponseError(f"task_read.lua answered {reply!r}, not {{fields, ttl}}")
 
 
 def _settle(record: TaskRecord, raise_on_failure: bool) -> TaskRecord:
@@ -522,9 +550,14 @@ class _ReaderBase:
     def _group(self, group: str | None) -> str:
         return self.group if group is None else check_group(group)
 
-    def _pending_args(self, record: TaskRecord, group: str) -> tuple[str, str, str, str, int]:
-        entry = record.waiting_entry or ""
-        return lane_key(self.key_prefix, record.tenant), group, entry, entry, 1
+    def _script_args(self, tenant: str, task_id: str, group: str) -> tuple[str, str, str, str]:
+        """task_read.lua's 3 KEYS and its ARGV for one task (``EVALSHA``/``EVAL``)."""
+        return (
+            task_key(self.key_prefix, tenant, task_id),
+            lane_key(self.key_prefix, tenant),
+            done_log_prefix(self.key_prefix, tenant),
+            group,
+        )
 
 
 class TaskReader(_ReaderBase):
@@ -560,30 +593,22 @@ class TaskReader(_ReaderBase):
         or expired after the fleet's retention). Raises :class:`~redrive.InvalidTask` for a
         tenant or task_id that breaks CONTRACT.md.
 
-        A record that says ``queued`` or ``replayed`` is shown ``running`` on the consumer
-        holding its entry while that entry is pending in ``group`` (default: the reader's,
-        ``"redrive"`` unless given; one ``XPENDING``, only for such a record)."""
-        tenant, task_id, key = self._keys(tenant, task_id)
-        group = self._group(group)
-        return self._overlay(self.redis, self._read(self.redis, tenant, task_id, key), group)
+        One round trip: the fleet's ``task_read.lua`` (see the module's docs). A record that
+        says ``queued`` or ``replayed`` is shown ``running`` on the consumer holding its entry
+        while that entry is pending in ``group`` (default: the reader's, ``"redrive"`` unless
+        given), and ``done`` (from the done log) once its entry has left the lane."""
+        tenant, task_id, _ = self._keys(tenant, task_id)
+        return self._read(self.redis, tenant, task_id, self._group(group))
 
-    @staticmethod
-    def _read(r: redis.Redis, tenant: str, task_id: str, key: str) -> TaskRecord | None:
-        raw: Mapping[Any, Any] = r.hgetall(key)
-        return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
-
-    def _overlay(self, r: redis.Redis, record: TaskRecord | None, group: str) -> TaskRecord | None:
-        """``record`` shown running when its waiting entry is pending in ``group``."""
-        if record is None or record.waiting_entry is None:
-            return record
+    def _read(self, r: redis.Redis, tenant: str, task_id: str, group: str) -> TaskRecord | None:
+        """The record through task_read.lua: ``EVALSHA``, or ``EVAL`` when Redis has forgotten
+        the script (a restart, ``SCRIPT FLUSH``; ``EVAL`` caches it again)."""
+        args = self._script_args(tenant, task_id, group)
         try:
-            rows: Any = r.xpending_range(*self._pending_args(record, group))
-        except redis.ResponseError as e:
-            if _is_nogroup(e):
-                return record
-            raise
-        consumer = _pending_consumer(rows)
-        return record if consumer is None else record.running_on(consumer)
+            reply: Any = r.evalsha(TASK_READ_SCRIPT_SHA, 3, *args)
+        except NoScriptError:
+            reply = r.eval(TASK_READ_SCRIPT, 3, *args)
+        return _shown(tenant, task_id, reply)
 
     def wait(
         self,
@@ -600,8 +625,9 @@ class TaskReader(_ReaderBase):
         success (dead_lettered, expired, resolved, discarded): raises :class:`TaskFailed`
         carrying the record (class, error, dead-letter id), or returns the record when
         ``raise_on_failure`` is false. Still unfinished at the deadline: raises
-        :class:`WaitTimeout` (a ``TimeoutError``) with the state it is in, or ``"no record"``
-        (``running`` while its entry is pending in ``group``, as :meth:`get_task` shows it).
+        :class:`WaitTimeout` (a ``TimeoutError``) with the state it was in when last read, or
+        ``"no record"`` (every read shows it as :meth:`get_task` does: ``running`` while its
+        entry is pending in ``group``).
 
         Returns at once when the task has already finished. Otherwise it blocks on the
         tenant's events stream (slices of at most 5 s, re-reading the record after each slice
@@ -612,7 +638,7 @@ class TaskReader(_ReaderBase):
         Redis that restarted without persistence is waited for until the deadline, then
         reported as ``"no record"``.
         """
-        tenant, task_id, key = self._keys(tenant, task_id)
+        tenant, task_id, _ = self._keys(tenant, task_id)
         group = self._group(group)
         timeout = _check_timeout(timeout)
         deadline = time.monotonic() + timeout
@@ -638,11 +664,17 @@ class TaskReader(_ReaderBase):
                         pipe.zadd(reg.key, reg.expiry(now))
                         pipe.zremrangebyscore(reg.key, "-inf", f"({now}")
                         pipe.xrevrange(events, "+", "-", count=1)
-                        pipe.hgetall(key)
+                        pipe.evalsha(
+                            TASK_READ_SCRIPT_SHA, 3, *self._script_args(tenant, task_id, group)
+                        )
                         reg.sent = True
-                        replies = pipe.execute()
+                        replies = _replies(pipe.execute(raise_on_error=False))
                         cursor = _last_id(replies[2])
-                        record = _record(tenant, task_id, replies[3])
+                        if isinstance(replies[3], NoScriptError):
+                            # Read again (EVAL): after the cursor all the same.
+                            record = self._read(r, tenant, task_id, group)
+                        else:
+                            record = _shown(tenant, task_id, replies[3])
                         looked, error, pause = True, None, WAIT_BACKOFF_S
                         looked_at = time.monotonic()
                         if record is not None and record.finished:
@@ -663,7 +695,7 @@ class TaskReader(_ReaderBase):
                         cursor = entry_id
                         hit = hit or _names_task(fields, task_id)
                     if hit:
-                        record = _record(tenant, task_id, r.hgetall(key))
+                        record = self._read(r, tenant, task_id, group)
                         looked_at = time.monotonic()
                         if record is not None and record.finished:
                             return _settle(record, raise_on_failure)
@@ -677,11 +709,6 @@ class TaskReader(_ReaderBase):
                         break
                     time.sleep(min(pause, remaining))
                     pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
-            if error is None and record is not None and record.waiting_entry is not None:
-                # The state to report: running while its entry is pending (best effort; not
-                # tried when the last attempt lost its connection).
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                    record = self._overlay(r, record, group)
             raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
         finally:
             if reg.sent:
@@ -731,32 +758,19 @@ class AsyncTaskReader(_ReaderBase):
         self, tenant: str, task_id: str, *, group: str | None = None
     ) -> TaskRecord | None:
         """As :meth:`TaskReader.get_task`."""
-        tenant, task_id, key = self._keys(tenant, task_id)
-        group = self._group(group)
-        record = await self._read(self.redis, tenant, task_id, key)
-        return await self._overlay(self.redis, record, group)
+        tenant, task_id, _ = self._keys(tenant, task_id)
+        return await self._read(self.redis, tenant, task_id, self._group(group))
 
-    @staticmethod
     async def _read(
-        r: redis.asyncio.Redis, tenant: str, task_id: str, key: str
+        self, r: redis.asyncio.Redis, tenant: str, task_id: str, group: str
     ) -> TaskRecord | None:
-        raw: Mapping[Any, Any] = await r.hgetall(key)
-        return TaskRecord.from_fields(tenant, task_id, raw) if raw else None
-
-    async def _overlay(
-        self, r: redis.asyncio.Redis, record: TaskRecord | None, group: str
-    ) -> TaskRecord | None:
-        """As :meth:`TaskReader._overlay`."""
-        if record is None or record.waiting_entry is None:
-            return record
+        """As :meth:`TaskReader._read`."""
+        args = self._script_args(tenant, task_id, group)
         try:
-            rows: Any = await r.xpending_range(*self._pending_args(record, group))
-        except redis.ResponseError as e:
-            if _is_nogroup(e):
-                return record
-            raise
-        consumer = _pending_consumer(rows)
-        return record if consumer is None else record.running_on(consumer)
+            reply: Any = await r.evalsha(TASK_READ_SCRIPT_SHA, 3, *args)
+        except NoScriptError:
+            reply = await r.eval(TASK_READ_SCRIPT, 3, *args)
+        return _shown(tenant, task_id, reply)
 
     async def wait(
         self,
@@ -768,7 +782,7 @@ class AsyncTaskReader(_ReaderBase):
         group: str | None = None,
     ) -> TaskRecord:
         """As :meth:`TaskReader.wait`."""
-        tenant, task_id, key = self._keys(tenant, task_id)
+        tenant, task_id, _ = self._keys(tenant, task_id)
         group = self._group(group)
         timeout = _check_timeout(timeout)
         deadline = time.monotonic() + timeout
@@ -790,11 +804,16 @@ class AsyncTaskReader(_ReaderBase):
                         pipe.zadd(reg.key, reg.expiry(now))
                         pipe.zremrangebyscore(reg.key, "-inf", f"({now}")
                         pipe.xrevrange(events, "+", "-", count=1)
-                        pipe.hgetall(key)
+                        pipe.evalsha(
+                            TASK_READ_SCRIPT_SHA, 3, *self._script_args(tenant, task_id, group)
+                        )
                         reg.sent = True
-                        replies = await pipe.execute()
+                        replies = _replies(await pipe.execute(raise_on_error=False))
                         cursor = _last_id(replies[2])
-                        record = _record(tenant, task_id, replies[3])
+                        if isinstance(replies[3], NoScriptError):
+                            record = await self._read(r, tenant, task_id, group)
+                        else:
+                            record = _shown(tenant, task_id, replies[3])
                         looked, error, pause = True, None, WAIT_BACKOFF_S
                         looked_at = time.monotonic()
                         if record is not None and record.finished:
@@ -812,7 +831,7 @@ class AsyncTaskReader(_ReaderBase):
                         cursor = entry_id
                         hit = hit or _names_task(fields, task_id)
                     if hit:
-                        record = _record(tenant, task_id, await r.hgetall(key))
+                        record = await self._read(r, tenant, task_id, group)
                         looked_at = time.monotonic()
                         if record is not None and record.finished:
                             return _settle(record, raise_on_failure)
@@ -823,9 +842,6 @@ class AsyncTaskReader(_ReaderBase):
                         break
                     await asyncio.sleep(min(pause, remaining))
                     pause = min(pause * 2, WAIT_BACKOFF_MAX_S)
-            if error is None and record is not None and record.waiting_entry is not None:
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                    record = await self._overlay(r, record, group)
             raise WaitTimeout(tenant, task_id, timeout, record, error=error, looked=looked)
         finally:
             if reg.sent:
