@@ -293,10 +293,10 @@ def test_a_longer_fleet_retention_gets_the_record_written(
     does not cover the member's retention, so its ack writes the done record itself (and
     gives it the fleet's retention): nothing goes to the done log, nothing expires early."""
     r = redis_server.client()
-    producer = Producer(redis_server.url, key_prefix=prefix, retention_ms=60_000)
+    producer = Producer(redis_server.url, key_prefix=prefix, retention_ms=7_200_000)
     entry = producer.enqueue("acme", "k", 1, task_id="t-1").entry_id
     key = f"{prefix}:{{acme}}:task:t-1"
-    assert 67_500 - 10_000 < r.pttl(key) <= 67_500, "60 s * 9/8"
+    assert 8_100_000 - 10_000 < r.pttl(key) <= 8_100_000, "2 h * 9/8"
     fleet.done(r, prefix, "acme", "t-1", '"kept"', member="m-1", retention_ms=86_400_000)
     stored: Any = r.hgetall(key)
     assert (stored["state"], stored["member"], stored["output"]) == ("done", "m-1", '"kept"')

@@ -398,7 +398,8 @@ end
 --          kind): the record expires that long plus an eighth after this enqueue, and the
 --          entry's `recorded` field says when (absolute ms), so the member that finishes the
 --          task soon enough need not write the record again (the done log, lib/record.lua).
---          '0': no expiry now (the member's done sets it).
+--          '0', or less than an hour: no expiry now (the member's done sets it), `recorded`
+--          is '1'.
 -- ARGV[7…] field, value, … of the lane entry (the task as CONTRACT.md writes it)
 --
 -- Returns {1, entry id} when appended, or {0, state, entry} for a duplicate: nothing was
@@ -442,9 +443,11 @@ for i = 7, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i + 1]
   end
 end
+-- Only a retention of an hour or more: the records sweep's lane look must reach a task that
+-- waits long before its record expires (see records_sweep.lua).
 local keep = math.floor(tonumber(ARGV[6]) or 0)
 local till_ts = '1'
-if keep > 0 then
+if keep >= 3600000 then
   till_ts = string.format('%d', now + keep + math.floor(keep / 8))
 end
 fields[#fields + 1] = 'recorded'
@@ -462,7 +465,7 @@ rec_write(R, ARGV[2], now, 'queued', {
 if old[1] then
   redis.call('ZADD', KEYS[3], now, ARGV[2])
 end
-if keep > 0 then
+if till_ts ~= '1' then
   redis.call('PEXPIREAT', KEYS[2], till_ts)
 end
 return {1, id}
