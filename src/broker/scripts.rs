@@ -404,7 +404,7 @@ mod tests {
             .filter(|n| n.ends_with(".lua"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), 49);
+        assert_eq!(files.len(), 50);
         let mut named: Vec<String> = super::hashes()
             .into_iter()
             .map(|(n, _)| format!("{n}.lua"))
