@@ -303,12 +303,21 @@ impl Broker {
         for id in with_steps {
             inv.key(self.keys.steps(tenant, id));
         }
+        let recovered = recovered.min(entries.len());
+        let now = crate::task::now_ms();
+        let (kept, logged) = if records {
+            done_log_split(entries, recovered, now)
+        } else {
+            (entries.iter().collect(), Vec::new())
+        };
         inv.arg(&*self.group)
             .arg(stats_keep_ms())
-            .arg(recovered.min(entries.len()))
+            .arg(recovered)
             .arg(with_steps.len())
-            .arg(consumer);
-        ack_args(&mut inv, entries);
+            .arg(consumer)
+            .arg(kept.len());
+        ack_args(&mut inv, kept.iter().copied());
+        log_args(&mut inv, &logged, now);
         Ok(inv.invoke_async(&mut self.con()).await?)
     }
 
@@ -493,10 +502,101 @@ impl Broker {
     }
 }
 
+/// How much earlier than the member's clock Redis's may be, ms, for an entry's done to go to
+/// the done log: its record's expiry must cover the retention from now plus this. (fast_ack.lua
+/// checks with Redis's clock and gives the records their retention itself when the member
+/// judged wrong.)
+const DONE_LOG_MARGIN_MS: u64 = 60_000;
+
+/// At most this many entries in one done-log section (Lua's `unpack` has a limit).
+const DONE_LOG_SECTION_MAX: usize = 1_000;
+
+/// fast_ack.lua's split of `entries`: those written as septuples (the first `recovered`, and
+/// every entry whose done needs its record written), and the others grouped by the second of
+/// their entry id, each group a done-log section (see lib/record.lua, the done log): entries
+/// appended by enqueue.lua whose record's expiry covers their retention from `now_ms` (the
+/// member's clock) plus [`DONE_LOG_MARGIN_MS`].
+fn done_log_split<'e, 'a>(
+    entries: &'e [AckEntry<'a>],
+    recovered: usize,
+    now_ms: u64,
+) -> (Vec<&'e AckEntry<'a>>, Vec<Vec<&'e AckEntry<'a>>>) {
+    let mut kept = Vec::new();
+    let mut by_second: Vec<(&str, Vec<&'e AckEntry<'a>>)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let covers = e.recorded
+            && e.record_until > 1
+            && !e.task_id.is_empty()
+            && e.record_until >= now_ms + e.retention.as_millis() as u64 + DONE_LOG_MARGIN_MS;
+        if i < recovered || !covers {
+            kept.push(e);
+            continue;
+        }
+        let second = log_second(e.id);
+        match by_second
+            .iter_mut()
+            .find(|(s, g)| *s == second && g.len() < DONE_LOG_SECTION_MAX)
+        {
+            Some((_, g)) => g.push(e),
+            None => by_second.push((second, vec![e])),
+        }
+    }
+    (kept, by_second.into_iter().map(|(_, g)| g).collect())
+}
+
+/// The second of a lane entry id as the done logs are named: its milliseconds without the
+/// last three digits, "0" for fewer than four (lib/record.lua, task_read.lua).
+fn log_second(id: &str) -> &str {
+    let ms = id.split_once('-').map_or(id, |(ms, _)| ms);
+    if ms.len() > 3 {
+        &ms[..ms.len() - 3]
+    } else {
+        "0"
+    }
+}
+
+/// fast_ack.lua's done-log sections: per group, the second, the smallest and largest record
+/// expiry, the longest retention, n, o, n pairs (entry id, started), o output pairs, n
+/// task_ids. A start not known (0) is `now_ms`.
+fn log_args(inv: &mut redis::ScriptInvocation<'_>, groups: &[Vec<&AckEntry<'_>>], now_ms: u64) {
+    for g in groups {
+        let Some(first) = g.first() else { continue };
+        let low = g.iter().map(|e| e.record_until).min().unwrap_or(0);
+        let high = g.iter().map(|e| e.record_until).max().unwrap_or(0);
+        let ttl = g.iter().map(|e| e.retention).max().unwrap_or_default();
+        let outputs = g.iter().filter(|e| e.output.is_some()).count();
+        inv.arg(log_second(first.id))
+            .arg(low)
+            .arg(high)
+            .arg((ttl.as_millis() as u64).max(1))
+            .arg(g.len())
+            .arg(outputs);
+        for e in g {
+            inv.arg(e.id).arg(if e.started_ms == 0 {
+                now_ms
+            } else {
+                e.started_ms
+            });
+        }
+        for e in g {
+            if let Some(text) = e.output {
+                let mark = if e.truncated { "t" } else { "o" };
+                inv.arg(format!("{}{mark}", e.id)).arg(text);
+            }
+        }
+        for e in g {
+            inv.arg(e.task_id);
+        }
+    }
+}
+
 /// The ack scripts' septuples: entry id, task_id, retention (ms), output flag ('' none, '0'
 /// whole, '1' cut), output, when the run started (ms, server clock), and '0' when not
 /// appended with its record, else '1' or when that record expires (ms).
-fn ack_args(inv: &mut redis::ScriptInvocation<'_>, entries: &[AckEntry<'_>]) {
+fn ack_args<'e, 'a: 'e>(
+    inv: &mut redis::ScriptInvocation<'_>,
+    entries: impl IntoIterator<Item = &'e AckEntry<'a>>,
+) {
     for e in entries {
         let (mark, text) = match e.output {
             None => ("", ""),
@@ -585,5 +685,76 @@ impl Broker {
                 .await?;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry<'a>(id: &'a str, task_id: &'a str, until: u64) -> AckEntry<'a> {
+        AckEntry {
+            task_id,
+            retention: Duration::from_secs(3_600),
+            recorded: true,
+            record_until: until,
+            ..AckEntry::bare(id)
+        }
+    }
+
+    #[test]
+    fn done_log_seconds_are_the_milliseconds_without_their_last_three_digits() {
+        assert_eq!(log_second("1733000000123-0"), "1733000000");
+        assert_eq!(log_second("1733000000999-17"), "1733000000");
+        assert_eq!(log_second("1234-0"), "1");
+        assert_eq!(log_second("999-0"), "0");
+        assert_eq!(log_second("9-0"), "0");
+    }
+
+    /// Only entries whose record's expiry covers their retention (plus the margin) from now,
+    /// past the recovered ones, go to the done log, grouped by second in the order met.
+    #[test]
+    fn the_done_log_takes_entries_whose_record_outlives_their_retention() {
+        let now = 1_733_000_000_000u64;
+        let hour = 3_600_000u64;
+        let covers = now + hour + DONE_LOG_MARGIN_MS;
+        let entries = vec![
+            entry("1733000000100-0", "recovered", covers),
+            entry("1733000000200-0", "a", covers),
+            entry("1733000001300-0", "b", covers + 5),
+            entry("1733000000400-0", "c", covers),
+            entry("1733000000500-0", "short", covers - 1),
+            entry("1733000000600-0", "old-style", 1),
+            entry("1733000000700-0", "", covers),
+            AckEntry {
+                recorded: false,
+                ..entry("1733000000800-0", "raw", covers)
+            },
+        ];
+        let (kept, logged) = done_log_split(&entries, 1, now);
+        fn ids(v: &[&AckEntry<'_>]) -> Vec<String> {
+            v.iter().map(|e| e.task_id.to_owned()).collect()
+        }
+        assert_eq!(
+            ids(&kept),
+            ["recovered", "short", "old-style", "", "raw"],
+            "written as septuples"
+        );
+        assert_eq!(logged.len(), 2);
+        assert_eq!(ids(&logged[0]), ["a", "c"]);
+        assert_eq!(ids(&logged[1]), ["b"]);
+    }
+
+    /// A big batch of one second goes in several sections.
+    #[test]
+    fn a_done_log_section_holds_at_most_its_maximum() {
+        let now = 1_733_000_000_000u64;
+        let until = now + 3_600_000 + DONE_LOG_MARGIN_MS;
+        let ids: Vec<String> = (0..2_500).map(|i| format!("1733000000000-{i}")).collect();
+        let entries: Vec<AckEntry<'_>> = ids.iter().map(|id| entry(id, "t", until)).collect();
+        let (kept, logged) = done_log_split(&entries, 0, now);
+        assert!(kept.is_empty());
+        let sizes: Vec<usize> = logged.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1_000, 1_000, 500]);
     }
 }

@@ -14,7 +14,8 @@
 -- - still in the lane: as the record says;
 -- - gone from the lane: `done` (no other path removes a lane entry without writing its
 --   record), with `ended`, `member`, `started` and the output from the done log of the
---   entry's second (lib/record.lua), read until the entry is found.
+--   entry's second (its milliseconds without the last three digits, '0' for fewer than four;
+--   lib/record.lua), read until the entry is found.
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then
   return {flat, -2}
@@ -74,7 +75,12 @@ end
 -- Gone from the lane: done. Its facts are in the done log of its second.
 set('state', 'done')
 local dash = string.find(entry, '-', 1, true) or (#entry + 1)
-local log = KEYS[3] .. string.sub(entry, 1, dash - 4)
+local ms = string.sub(entry, 1, dash - 1)
+local second = '0'
+if #ms > 3 then
+  second = string.sub(ms, 1, #ms - 3)
+end
+local log = KEYS[3] .. second
 local from = '-'
 for _ = 1, 10000 do
   local page = redis.call('XRANGE', log, from, '+', 'COUNT', 100)

@@ -18,11 +18,20 @@
 -- ARGV[4]  n: how many steps hashes follow in KEYS[6…5+n] (see step.lua): those of the ids that
 --          may have recorded steps, deleted with them (nobody else can own these entries)
 -- ARGV[5]  the consumer that ran the entries (this member; the done records' member)
--- ARGV[6…] septuples, one per entry (at most fleet.ack_batch), as in ack.lua: entry id,
---          task_id ('': no record), retention of the done record in ms, output flag ('': no
---          output kept, '0': whole, '1': cut and marked), output text, when the run started (ms,
---          the server's clock as the member estimates it), the entry's `recorded` field ('0'
---          when it has none: '1', or when enqueue.lua wrote it, the record's expiry in ms)
+-- ARGV[6]  m: how many septuples follow
+-- ARGV[7…] m septuples, one per entry, as in ack.lua: entry id, task_id ('': no record),
+--          retention of the done record in ms, output flag ('': no output kept, '0': whole,
+--          '1': cut and marked), output text, when the run started (ms, the server's clock as
+--          the member estimates it), the entry's `recorded` field ('0' when it has none)
+-- then     done-log sections (lib/record.lua, the done log), one per second of entry ids: the
+--          entries appended by enqueue.lua whose record's expiry (their `recorded` field)
+--          covers the retention from now, as the member judges it: the second (the log key's
+--          end), the smallest and the largest of their record expiries (ms), the longest of
+--          their retentions (ms), n, o, then n pairs (entry id, when its run started), o pairs
+--          ('<entry id>o' or '<entry id>t' when cut, the output), then the n task_ids. The
+--          pairs go into the log as they are (one XADD, no work per entry here); the script
+--          checks the smallest expiry against its own clock and, should the member have
+--          judged wrong, gives each record the retention itself.
 --
 -- Why a script and not MULTI: while Redis is over maxmemory it refuses to queue any command
 -- inside MULTI, so a MULTI of XACK + XDEL fails as a whole. XACK and XDEL free memory and are
@@ -34,93 +43,71 @@
 -- `rec_done` from lib/record.lua; the script registry prepends both.
 local R = rec_ctx(KEYS[3], KEYS[4], KEYS[5])
 local r = tonumber(ARGV[3])
+local last = 6 + 7 * tonumber(ARGV[6])
 local first, rest = {}, {}
-for i = 6, #ARGV, 7 do
-  if i < 6 + 7 * r then
+for i = 7, last, 7 do
+  if i < 7 + 7 * r then
     first[#first + 1] = ARGV[i]
   else
     rest[#rest + 1] = ARGV[i]
   end
 end
+-- The log sections: where each one's pairs and task_ids are, and its entry ids.
+local sections = {}
+local i = last + 1
+while i <= #ARGV do
+  local n, o = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  local p = i + 6
+  local ids = {}
+  for j = 0, n - 1 do
+    ids[j + 1] = ARGV[p + 2 * j]
+  end
+  sections[#sections + 1] = {
+    sec = ARGV[i], low = ARGV[i + 1], high = ARGV[i + 2], ttl = ARGV[i + 3],
+    a = p, b = p + 2 * (n + o) - 1, t = p + 2 * (n + o), ids = ids,
+  }
+  i = p + 2 * (n + o) + n
+end
 local recovered = ackdel(KEYS[1], ARGV[1], first)
 local acked = ackdel(KEYS[1], ARGV[1], rest) + recovered
+local total = #first + #rest
+for _, S in ipairs(sections) do
+  acked = acked + ackdel(KEYS[1], ARGV[1], S.ids)
+  total = total + #S.ids
+end
 if R and acked > 0 then
-  -- When every entry was acked here, those appended with their record by enqueue.lua whose
-  -- record lives long enough go to the done log (lib/record.lua; one XADD per second of entry
-  -- ids), the others appended with their record are written without a read (rec_done's
-  -- `blind`); otherwise (some were settled already: an ack repeated after a lost reply) each
-  -- record is checked first.
+  -- When every entry was acked here, those appended with their record are written without
+  -- a read (rec_done's `blind`); otherwise (some were settled already: an ack repeated after
+  -- a lost reply) each record is checked first. The log sections are written whole either
+  -- way: an entry of theirs not acked here was acked by this member's earlier call, which
+  -- logged it too (a log entry is read only for a record still on that entry).
   local now = rec_now()
-  local ts = rec_ts(now)
-  local all = acked == #first + #rest
-  local member = ARGV[5]
-  -- The done logs of this call by second (`order`: in the order first met); `L` is the one of
-  -- the last entry, `sec` its second: consecutive entries mostly share it, checked without
-  -- building a string (the entry id starts with `sec`, then three digits and '-').
-  local logs, order = {}, {}
-  local L, sec = nil, nil
-  local listened = nil
-  for k = 6, #ARGV, 7 do
-    local id, task_id, mark = ARGV[k], ARGV[k + 1], ARGV[k + 6]
-    local till = all and task_id ~= '' and tonumber(mark)
-    local ttl = till and till > 1 and tonumber(ARGV[k + 2])
-    if ttl and ttl > 0 and till >= now + ttl then
-      if not (sec and string.byte(id, #sec + 4) == 45 and string.find(id, sec, 1, true) == 1) then
-        local dash = string.find(id, '-', 1, true) or (#id + 1)
-        sec = string.sub(id, 1, dash - 4)
-        L = logs[sec]
-        if L == nil then
-          local key = rec_log_key(R, id)
-          L = {key = key, n = 7, till = 0, at = mark,
-            args = {'XADD', key, '*', '_m', member, '_e', ts}}
-          logs[sec] = L
-          order[#order + 1] = L
-        end
-      end
-      local a, n = L.args, L.n
-      -- When the run started (rec_started_at, inline: the ack's time when unknown or later).
-      local started = ARGV[k + 5]
-      local st = tonumber(started)
-      if st == nil or st <= 0 or st > now then
-        started = ts
-      end
-      a[n + 1] = id
-      a[n + 2] = started
-      n = n + 2
-      local flag = ARGV[k + 3]
-      if flag ~= '' then
-        a[n + 1] = id .. (flag == '1' and 't' or 'o')
-        a[n + 2] = ARGV[k + 4]
-        n = n + 2
-      end
-      if n >= 6000 then
-        -- Lua's unpack has a limit: a big batch goes in several entries.
-        redis.call(unpack(a, 1, n))
-        L.args = {'XADD', L.key, '*', '_m', member, '_e', ts}
-        n = 7
-      end
-      L.n = n
-      if till > L.till then
-        L.till, L.at = till, mark
-      end
-      if listened == nil then
-        listened = rec_listened(R)
-      end
-      if listened then
-        rec_event(R, task_id, 'done', id)
-      end
-    else
-      rec_done(R, now, id, task_id, ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], member,
-        ARGV[k + 5], all and mark ~= '0' and mark ~= '')
-    end
+  local all = acked == total
+  for k = 7, last, 7 do
+    rec_done(R, now, ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4], ARGV[5],
+      ARGV[k + 5], all and ARGV[k + 6] ~= '0' and ARGV[k + 6] ~= '')
   end
-  for _, D in ipairs(order) do
-    if D.n > 7 then
-      redis.call(unpack(D.args, 1, D.n))
-    end
+  local ts = rec_ts(now)
+  for _, S in ipairs(sections) do
+    local key = rec_log_key(R, S.sec)
+    redis.call('XADD', key, '*', '_m', ARGV[5], '_e', ts, unpack(ARGV, S.a, S.b))
     -- The log lives as long as the longest-lived record that points into it.
-    if redis.call('PTTL', D.key) < D.till - now then
-      redis.call('PEXPIREAT', D.key, D.at)
+    if redis.call('PTTL', key) < tonumber(S.high) - now then
+      redis.call('PEXPIREAT', key, S.high)
+    end
+    local n = #S.ids
+    if tonumber(S.low) < now + tonumber(S.ttl) then
+      -- The member judged with a clock off by more than its margin: the records get the
+      -- retention from now themselves.
+      for j = 0, n - 1 do
+        redis.call('PEXPIRE', R.prefix .. ARGV[S.t + j], S.ttl)
+      end
+      redis.call('PEXPIRE', key, S.ttl)
+    end
+    if rec_listened(R) then
+      for j = 0, n - 1 do
+        rec_event(R, ARGV[S.t + j], 'done', S.ids[j + 1])
+      end
     end
   end
 end
