@@ -33,7 +33,7 @@
 //! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by creation     |
 //! | `redrive:{<tenant>}:tasks:sweep` | STRING | the index sweep's cursor (records_sweep.lua)          |
 //! | `redrive:{<tenant>}:tasks:sweep-lane` | STRING | the sweep's cursor over old lane entries (records_sweep.lua) |
-//! | `redrive:{<tenant>}:done:<second>` | STREAM | done log: facts of tasks done without a record write, by the second of their entry id (lib/record.lua) |
+//! | `redrive:{<tenant>}:done:<window>` | STREAM | done log: facts of tasks done without a record write, by the 100-s window of their entry id (lib/record.lua) |
 //! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry) while one waits    |
 //! | `redrive:{<tenant>}:waiters`     | ZSET   | registered waiters, scored by their expiry (ms)       |
 //! | `redrive:member:<member_id>`     | STRING | lease of the fleet member running under that id       |
@@ -198,7 +198,7 @@ impl Keys {
         format!("{}:{{{}}}:task:", self.prefix, tenant)
     }
 
-    /// The prefix of `tenant`'s done logs (`<prefix>:{t}:done:<second>`, streams of the facts
+    /// The prefix of `tenant`'s done logs (`<prefix>:{t}:done:<window>`, streams of the facts
     /// of tasks done without a record write: lib/record.lua), what task_read.lua gets.
     pub fn done_prefix(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:done:", self.prefix, tenant)

@@ -512,8 +512,8 @@ const DONE_LOG_MARGIN_MS: u64 = 60_000;
 const DONE_LOG_SECTION_MAX: usize = 1_000;
 
 /// fast_ack.lua's split of `entries`: those written as septuples (the first `recovered`, and
-/// every entry whose done needs its record written), and the others grouped by the second of
-/// their entry id, each group a done-log section (see lib/record.lua, the done log): entries
+/// every entry whose done needs its record written), and the others grouped by the 100-s
+/// window of their entry id, each group a done-log section (see lib/record.lua, the done log): entries
 /// appended by enqueue.lua whose record's expiry covers their retention from `now_ms` (the
 /// member's clock) plus [`DONE_LOG_MARGIN_MS`].
 fn done_log_split<'e, 'a>(
@@ -522,7 +522,7 @@ fn done_log_split<'e, 'a>(
     now_ms: u64,
 ) -> (Vec<&'e AckEntry<'a>>, Vec<Vec<&'e AckEntry<'a>>>) {
     let mut kept = Vec::new();
-    let mut by_second: Vec<(&str, Vec<&'e AckEntry<'a>>)> = Vec::new();
+    let mut by_window: Vec<(&str, Vec<&'e AckEntry<'a>>)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let covers = e.recorded
             && e.record_until > 1
@@ -532,30 +532,30 @@ fn done_log_split<'e, 'a>(
             kept.push(e);
             continue;
         }
-        let second = log_second(e.id);
-        match by_second
+        let window = log_window(e.id);
+        match by_window
             .iter_mut()
-            .find(|(s, g)| *s == second && g.len() < DONE_LOG_SECTION_MAX)
+            .find(|(w, g)| *w == window && g.len() < DONE_LOG_SECTION_MAX)
         {
             Some((_, g)) => g.push(e),
-            None => by_second.push((second, vec![e])),
+            None => by_window.push((window, vec![e])),
         }
     }
-    (kept, by_second.into_iter().map(|(_, g)| g).collect())
+    (kept, by_window.into_iter().map(|(_, g)| g).collect())
 }
 
-/// The second of a lane entry id as the done logs are named: its milliseconds without the
-/// last three digits, "0" for fewer than four (lib/record.lua, task_read.lua).
-fn log_second(id: &str) -> &str {
+/// The window of a lane entry id as the done logs are named (100 s): its milliseconds
+/// without the last five digits, "0" for fewer than six (lib/record.lua, task_read.lua).
+fn log_window(id: &str) -> &str {
     let ms = id.split_once('-').map_or(id, |(ms, _)| ms);
-    if ms.len() > 3 {
-        &ms[..ms.len() - 3]
+    if ms.len() > 5 {
+        &ms[..ms.len() - 5]
     } else {
         "0"
     }
 }
 
-/// fast_ack.lua's done-log sections: per group, the second, the smallest and largest record
+/// fast_ack.lua's done-log sections: per group, the window, the smallest and largest record
 /// expiry, the longest retention, n, o, n pairs (entry id, started), o output pairs, n
 /// task_ids. A start not known (0) is `now_ms`.
 fn log_args(inv: &mut redis::ScriptInvocation<'_>, groups: &[Vec<&AckEntry<'_>>], now_ms: u64) {
@@ -565,7 +565,7 @@ fn log_args(inv: &mut redis::ScriptInvocation<'_>, groups: &[Vec<&AckEntry<'_>>]
         let high = g.iter().map(|e| e.record_until).max().unwrap_or(0);
         let ttl = g.iter().map(|e| e.retention).max().unwrap_or_default();
         let outputs = g.iter().filter(|e| e.output.is_some()).count();
-        inv.arg(log_second(first.id))
+        inv.arg(log_window(first.id))
             .arg(low)
             .arg(high)
             .arg((ttl.as_millis() as u64).max(1))
@@ -703,16 +703,17 @@ mod tests {
     }
 
     #[test]
-    fn done_log_seconds_are_the_milliseconds_without_their_last_three_digits() {
-        assert_eq!(log_second("1733000000123-0"), "1733000000");
-        assert_eq!(log_second("1733000000999-17"), "1733000000");
-        assert_eq!(log_second("1234-0"), "1");
-        assert_eq!(log_second("999-0"), "0");
-        assert_eq!(log_second("9-0"), "0");
+    fn done_log_windows_are_the_milliseconds_without_their_last_five_digits() {
+        assert_eq!(log_window("1733000000123-0"), "17330000");
+        assert_eq!(log_window("1733000099999-17"), "17330000");
+        assert_eq!(log_window("1733000100000-0"), "17330001");
+        assert_eq!(log_window("123456-0"), "1");
+        assert_eq!(log_window("99999-0"), "0");
+        assert_eq!(log_window("9-0"), "0");
     }
 
     /// Only entries whose record's expiry covers their retention (plus the margin) from now,
-    /// past the recovered ones, go to the done log, grouped by second in the order met.
+    /// past the recovered ones, go to the done log, grouped by window in the order met.
     #[test]
     fn the_done_log_takes_entries_whose_record_outlives_their_retention() {
         let now = 1_733_000_000_000u64;
@@ -721,7 +722,7 @@ mod tests {
         let entries = vec![
             entry("1733000000100-0", "recovered", covers),
             entry("1733000000200-0", "a", covers),
-            entry("1733000001300-0", "b", covers + 5),
+            entry("1733000101300-0", "b", covers + 5),
             entry("1733000000400-0", "c", covers),
             entry("1733000000500-0", "short", covers - 1),
             entry("1733000000600-0", "old-style", 1),
@@ -745,7 +746,7 @@ mod tests {
         assert_eq!(ids(&logged[1]), ["b"]);
     }
 
-    /// A big batch of one second goes in several sections.
+    /// A big batch of one window goes in several sections.
     #[test]
     fn a_done_log_section_holds_at_most_its_maximum() {
         let now = 1_733_000_000_000u64;

@@ -14,8 +14,9 @@
 -- - still in the lane: as the record says;
 -- - gone from the lane: `done` (no other path removes a lane entry without writing its
 --   record), with `ended`, `member`, `started` and the output from the done log of the
---   entry's second (its milliseconds without the last three digits, '0' for fewer than four;
---   lib/record.lua), read until the entry is found.
+--   entry's window (100 s: its milliseconds without the last five digits, '0' for fewer than
+--   six; lib/record.lua), read from a minute before the entry's own time on until the entry
+--   is found.
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then
   return {flat, -2}
@@ -72,17 +73,19 @@ local here = redis.pcall('XRANGE', KEYS[2], entry, entry)
 if type(here) ~= 'table' or here.err ~= nil or #here > 0 then
   return {flat, ttl}
 end
--- Gone from the lane: done. Its facts are in the done log of its second.
+-- Gone from the lane: done. Its facts are in the done log of its window.
 set('state', 'done')
 local dash = string.find(entry, '-', 1, true) or (#entry + 1)
 local ms = string.sub(entry, 1, dash - 1)
-local second = '0'
-if #ms > 3 then
-  second = string.sub(ms, 1, #ms - 3)
+local window = '0'
+if #ms > 5 then
+  window = string.sub(ms, 1, #ms - 5)
 end
-local log = KEYS[3] .. second
-local from = '-'
-for _ = 1, 10000 do
+local log = KEYS[3] .. window
+-- Appended when it was acked: not before it was appended to the lane (a minute of slack for
+-- a server clock set back in between).
+local from = string.format('%d', math.max(0, (tonumber(ms) or 0) - 60000)) .. '-0'
+for _ = 1, 100000 do
   local page = redis.call('XRANGE', log, from, '+', 'COUNT', 100)
   for _, e in ipairs(page) do
     local f = e[2]

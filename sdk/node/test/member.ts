@@ -227,11 +227,12 @@ export async function start(redis: Redis, tenant: string, entry: string, options
 
 /**
  * The done log the done of lane entry `entry` goes to (lib/record.lua `rec_log_key`):
- * `<prefix>:{<tenant>}:done:` + the entry id's ms without its last 3 digits (its second).
+ * `<prefix>:{<tenant>}:done:` + the entry id's ms without its last 5 digits (its 100-s
+ * window; `0` for fewer than six).
  */
 export function doneLog(tenant: string, entry: string, prefix = "redrive"): string {
   const ms = entry.split("-")[0] ?? "";
-  return `${prefix}:{${tenant}}:done:${ms.slice(0, -3)}`;
+  return `${prefix}:{${tenant}}:done:${ms.length > 5 ? ms.slice(0, -5) : "0"}`;
 }
 
 /**

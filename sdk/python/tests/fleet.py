@@ -190,8 +190,10 @@ def _text(value: object) -> str:
 
 def done_log(r: redis.Redis, prefix: str, tenant: str, entry: str) -> str:
     """The done log the done of lane entry ``entry`` goes to (lib/record.lua ``rec_log_key``):
-    ``{prefix}:{<tenant>}:done:`` + the entry id's ms without its last 3 digits (its second)."""
-    return f"{prefix}:{{{tenant}}}:done:{entry.split('-', maxsplit=1)[0][:-3]}"
+    ``{prefix}:{<tenant>}:done:`` + the entry id's ms without its last 5 digits (its 100-s
+    window; ``0`` for fewer than six)."""
+    ms = entry.split("-", maxsplit=1)[0]
+    return f"{prefix}:{{{tenant}}}:done:{ms[:-5] if len(ms) > 5 else '0'}"
 
 
 def record_entry(r: redis.Redis, prefix: str, tenant: str, task_id: str) -> str:

@@ -23,9 +23,9 @@
 --          retention of the done record in ms, output flag ('': no output kept, '0': whole,
 --          '1': cut and marked), output text, when the run started (ms, the server's clock as
 --          the member estimates it), the entry's `recorded` field ('0' when it has none)
--- then     done-log sections (lib/record.lua, the done log), one per second of entry ids: the
+-- then     done-log sections (lib/record.lua, the done log), one per window of entry ids: the
 --          entries appended by enqueue.lua whose record's expiry (their `recorded` field)
---          covers the retention from now, as the member judges it: the second (the log key's
+--          covers the retention from now, as the member judges it: the window (the log key's
 --          end), the smallest and the largest of their record expiries (ms), the longest of
 --          their retentions (ms), n, o, then n pairs (entry id, when its run started), o pairs
 --          ('<entry id>o' or '<entry id>t' when cut, the output), then the n task_ids. The
@@ -63,7 +63,7 @@ while i <= #ARGV do
     ids[j + 1] = ARGV[p + 2 * j]
   end
   sections[#sections + 1] = {
-    sec = ARGV[i], low = ARGV[i + 1], high = ARGV[i + 2], ttl = ARGV[i + 3],
+    window = ARGV[i], low = ARGV[i + 1], high = ARGV[i + 2], ttl = ARGV[i + 3],
     a = p, b = p + 2 * (n + o) - 1, t = p + 2 * (n + o), ids = ids,
   }
   i = p + 2 * (n + o) + n
@@ -89,7 +89,7 @@ if R and acked > 0 then
   end
   local ts = rec_ts(now)
   for _, S in ipairs(sections) do
-    local key = rec_log_key(R, S.sec)
+    local key = rec_log_key(R, S.window)
     redis.call('XADD', key, '*', '_m', ARGV[5], '_e', ts, unpack(ARGV, S.a, S.b))
     -- The log lives as long as the longest-lived record that points into it.
     if redis.call('PTTL', key) < tonumber(S.high) - now then

@@ -34,9 +34,11 @@
 -- The done log: the done of an entry appended by enqueue.lua (its `recorded` field is the
 -- record's expiry, absolute ms: enqueue.lua gives the record the retention plus an eighth as
 -- it writes it), acked by fast_ack.lua while that expiry still covers the retention from now,
--- writes nothing per record: the batch's facts are appended (one XADD per batch and second)
--- to the STREAM '<tenant>:done:<second of the entry id>' (its milliseconds without the last
--- three digits, '0' for fewer than four) — fields '_m' (member) and '_e' (ended, ms), then
+-- writes nothing per record: the batch's facts are appended (one XADD per batch and window)
+-- to the STREAM '<tenant>:done:<window of the entry id>' (100 s: its milliseconds without the
+-- last five digits, '0' for fewer than six; a new stream takes ~4.7 KB, so a window of 100 s
+-- keeps that small per task for a quiet tenant too, and a reader starts at the entry's own
+-- time: the log's ids are ack times) — fields '_m' (member) and '_e' (ended, ms), then
 -- per entry: the entry id -> started (ms), and when its output is kept '<entry id>o' (whole)
 -- or '<entry id>t' (cut) -> the output. The log key
 -- expires with the last record that points into it. Its record keeps saying queued on that
@@ -88,8 +90,8 @@
 -- rec_event(R, task_id, state, entry): one entry in the events stream, if someone waits.
 -- rec_error(text): an error text bounded to REC_ERROR_MAX bytes.
 -- rec_gone(lane, entry): whether lane entry `entry` has left `lane` (false for a malformed id).
--- rec_log_key(R, second): the done log of entries of that second (the milliseconds of the
---   entry id without their last three digits; '0' for fewer than four digits).
+-- rec_log_key(R, window): the done log of entries of that window (the milliseconds of the
+--   entry id without their last five digits; '0' for fewer than six).
 -- rec_started_at(started, now): when a run started as its member tells (ms by the server's
 --   clock as the member estimates it, text; passed on as it is, no number formatting), or now
 --   when that is missing, 0 or later than now (the estimate can be off by a little).
@@ -132,12 +134,12 @@ local function rec_gone(lane, entry)
   return type(r) == 'table' and r.err == nil and #r == 0
 end
 
-local function rec_log_key(R, second)
+local function rec_log_key(R, window)
   if R.log == nil then
     -- 'redrive:{t}:task:' -> 'redrive:{t}:done:'
     R.log = string.sub(R.prefix, 1, #R.prefix - 5) .. 'done:'
   end
-  return R.log .. second
+  return R.log .. window
 end
 
 local function rec_get(R, task_id, ...)
