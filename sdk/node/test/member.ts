@@ -75,8 +75,10 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 local logged = 0
 if acked > 0 then
   local now = rec_now()
-  if ARGV[4] ~= '' and rec_logged(R, now, ARGV[5], mark) then
-    local key = rec_log_key(R, ARGV[3])
+  local till, ttl = tonumber(mark) or 0, tonumber(ARGV[5]) or 0
+  if ARGV[4] ~= '' and till > 1 and ttl > 0 and till >= now + ttl then
+    local ms = string.sub(ARGV[3], 1, (string.find(ARGV[3], '-', 1, true) or (#ARGV[3] + 1)) - 1)
+    local key = rec_log_key(R, #ms > 5 and string.sub(ms, 1, #ms - 5) or '0')
     local a = {'XADD', key, '*', '_m', ARGV[2], '_e', rec_ts(now), ARGV[3],
       rec_started_at(started_ago(ARGV[8]), now)}
     if ARGV[6] == '1' then

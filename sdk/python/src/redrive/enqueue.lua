@@ -33,11 +33,14 @@
 --
 -- The done log: the done of an entry appended by enqueue.lua (its `recorded` field is the
 -- record's expiry, absolute ms: enqueue.lua gives the record the retention plus an eighth as
--- it writes it), acked by fast_ack.lua in the same call while that expiry still covers the
--- retention from now, writes nothing per record: the batch's facts are appended (one XADD per
--- batch and second) to the STREAM '<tenant>:done:<second of the entry id>' — fields '_m'
--- (member) and '_e' (ended, ms), then per entry: the entry id -> started (ms), and when its
--- output is kept '<entry id>o' (whole) or '<entry id>t' (cut) -> the output. The log key
+-- it writes it), acked by fast_ack.lua while that expiry still covers the retention from now,
+-- writes nothing per record: the batch's facts are appended (one XADD per batch and window)
+-- to the STREAM '<tenant>:done:<window of the entry id>' (100 s: its milliseconds without the
+-- last five digits, '0' for fewer than six; a new stream takes ~4.7 KB, so a window of 100 s
+-- keeps that small per task for a quiet tenant too, and a reader starts at the entry's own
+-- time: the log's ids are ack times) — fields '_m' (member) and '_e' (ended, ms), then
+-- per entry: the entry id -> started (ms), and when its output is kept '<entry id>o' (whole)
+-- or '<entry id>t' (cut) -> the output. The log key
 -- expires with the last record that points into it. Its record keeps saying queued on that
 -- entry; readers (task_read.lua) see the entry gone from the lane and take the done from the
 -- log. No other path removes a lane entry without writing its record, so "queued, running or
@@ -87,10 +90,8 @@
 -- rec_event(R, task_id, state, entry): one entry in the events stream, if someone waits.
 -- rec_error(text): an error text bounded to REC_ERROR_MAX bytes.
 -- rec_gone(lane, entry): whether lane entry `entry` has left `lane` (false for a malformed id).
--- rec_log_key(R, entry): the done log of `entry`'s second.
--- rec_logged(R, now, ttl, till): whether the done of an entry (acked in this call,
---   appended with its record, `till` = its `recorded` field) goes to the done log: the
---   record's expiry set at enqueue still covers ttl ms from now.
+-- rec_log_key(R, window): the done log of entries of that window (the milliseconds of the
+--   entry id without their last five digits; '0' for fewer than six).
 -- rec_started_at(started, now): when a run started as its member tells (ms by the server's
 --   clock as the member estimates it, text; passed on as it is, no number formatting), or now
 --   when that is missing, 0 or later than now (the estimate can be off by a little).
@@ -133,19 +134,12 @@ local function rec_gone(lane, entry)
   return type(r) == 'table' and r.err == nil and #r == 0
 end
 
-local function rec_log_key(R, entry)
+local function rec_log_key(R, window)
   if R.log == nil then
     -- 'redrive:{t}:task:' -> 'redrive:{t}:done:'
     R.log = string.sub(R.prefix, 1, #R.prefix - 5) .. 'done:'
   end
-  local dash = string.find(entry, '-', 1, true) or (#entry + 1)
-  return R.log .. string.sub(entry, 1, dash - 4)
-end
-
-local function rec_logged(R, now, ttl, till)
-  local u = tonumber(till)
-  local t = tonumber(ttl)
-  return u ~= nil and u > 1 and t ~= nil and t > 0 and u >= now + t
+  return R.log .. window
 end
 
 local function rec_get(R, task_id, ...)
