@@ -99,7 +99,9 @@ impl Broker {
             .arg(self.keys.slots(tenant))
             .arg(self.keys.tasks(tenant))
             .arg(self.keys.tasks_sweep(tenant))
+            .arg(self.keys.tasks_sweep_lane(tenant))
             .arg(self.keys.events(tenant))
+            .arg(self.recent_done_logs(tenant))
             .query_async(&mut self.con())
             .await?;
         let _: Value = redis::cmd("SREM")
@@ -108,6 +110,17 @@ impl Broker {
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    /// The names of `tenant`'s done logs of the last hour (one per 100-s window of entry ids,
+    /// lib/record.lua): a benchmark's tenant lives less than that, and finding them this way
+    /// needs no SCAN (which a cluster would answer per node).
+    fn recent_done_logs(&self, tenant: &str) -> Vec<String> {
+        let now = crate::task::now_ms() / 100_000;
+        let prefix = self.keys.done_prefix(tenant);
+        (now.saturating_sub(37)..=now + 1)
+            .map(|w| format!("{prefix}{w}"))
+            .collect()
     }
 
     /// `MEMORY USAGE` of every task record of `tenant` (found through the index), of the
@@ -156,26 +169,12 @@ impl Broker {
             .arg(self.keys.events(tenant))
             .query_async(&mut self.con())
             .await?;
-        // The done logs (SCAN: a bench's own prefix, a few keys).
-        let pattern = format!("{}*", self.keys.done_prefix(tenant));
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.con())
-                .await?;
-            for key in keys {
+        for key in self.recent_done_logs(tenant) {
+            let bytes = usage(key).await?;
+            if bytes > 0 {
                 out.done_logs += 1;
-                out.done_log_bytes += usage(key).await?;
+                out.done_log_bytes += bytes;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         Ok(out)
     }
