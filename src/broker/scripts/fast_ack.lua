@@ -2,7 +2,8 @@
 -- settler's fast-ack window) leave their lane: ack + delete, one atomic step, without
 -- ack.lua's owner check, counted in the tenant's stats bucket of the current minute, and each
 -- acked task's record says `done` (with its output, expiring after its retention, and a
--- finish event).
+-- finish event) — or, for an entry appended by enqueue.lua with its record's expiry, its done
+-- goes to the done log and the record is not written (lib/record.lua).
 --
 -- KEYS[1]  the lane stream
 -- KEYS[2]  the prefix of the tenant's per-minute stats buckets (HASH); the script appends the
@@ -13,8 +14,8 @@
 -- KEYS[5]  the tenant's events stream (one entry per finish)
 -- ARGV[1]  the consumer group
 -- ARGV[2]  how long a stats bucket is kept, ms
--- ARGV[3]  how many of the entries (the first ones) completed after an earlier failure or a
---          replay
+-- ARGV[3]  how many of the septuples (the first ones) completed after an earlier failure or
+--          a replay
 -- ARGV[4]  n: how many steps hashes follow in KEYS[6…5+n] (see step.lua): those of the ids that
 --          may have recorded steps, deleted with them (nobody else can own these entries)
 -- ARGV[5]  the consumer that ran the entries (this member; the done records' member)
@@ -102,7 +103,9 @@ if R and acked > 0 then
       for j = 0, n - 1 do
         redis.call('PEXPIRE', R.prefix .. ARGV[S.t + j], S.ttl)
       end
-      redis.call('PEXPIRE', key, S.ttl)
+      if redis.call('PTTL', key) < tonumber(S.ttl) then
+        redis.call('PEXPIRE', key, S.ttl)
+      end
     end
     if rec_listened(R) then
       for j = 0, n - 1 do
