@@ -539,3 +539,61 @@ async fn a_record_whose_enqueue_expiry_does_not_cover_the_members_retention_is_w
         .unwrap();
     assert_eq!(fields[0].1["recorded"], "1");
 }
+
+/// A member SIGKILLed in the middle of a drain, then another life: every task reads `done`
+/// through task_read.lua with its member, start, end and output — those done through the done
+/// log and those whose records were written (taken over from the dead member) alike — and no
+/// record still says queued or running on an entry that left the lane without its facts.
+#[tokio::test]
+async fn a_member_killed_mid_drain_leaves_every_task_readable_as_done_with_its_facts() {
+    let env = TestEnv::new();
+    // A reclaim idle time long enough for fast acks (the done log needs them: half the idle
+    // time, less the response timeout); the second life resumes the dead one's pending
+    // entries under the same name at once.
+    let vars = [
+        ("REDRIVE_FLEET__CONCURRENCY", "8"),
+        ("REDRIVE_RECLAIM__MIN_IDLE_MS", "20000"),
+    ];
+    let n = 600;
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| {
+            NewTask::new("acme", "triage", json!({"simulate": "ok", "work_ms": 20}))
+                .with_task_id(format!("k-{i}"))
+        })
+        .collect();
+    env.enqueue_tasks(tasks).await;
+    let mut m1 = env.member("m1", &vars);
+    let broker = env.broker().await;
+    eventually(LONG, "some tasks done", || async {
+        broker.lane_len("acme").await.unwrap() < (n as u64) * 2 / 3
+    })
+    .await;
+    m1.kill9();
+    let mut again = env.member("m1", &vars);
+    env.wait_drained(&["acme"], LONG).await;
+    assert!(again.stop().success());
+    let mut logged = 0;
+    let mut written = 0;
+    for i in 0..n {
+        let id = format!("k-{i}");
+        let r = record(&env, "acme", &id).await;
+        assert_eq!(
+            r.get("state").map(String::as_str),
+            Some("done"),
+            "{id}: {r:?}"
+        );
+        for f in ["member", "started", "ended", "output"] {
+            assert!(
+                r.get(f).is_some_and(|v| !v.is_empty()),
+                "{id}: no {f}: {r:?}"
+            );
+        }
+        match stored(&env, "acme", &id).await.0.as_deref() {
+            Some("queued") => logged += 1,
+            Some("done") => written += 1,
+            other => panic!("{id}: stored {other:?}"),
+        }
+    }
+    assert!(logged > 0, "some went through the done log");
+    assert_eq!(logged + written, n);
+}

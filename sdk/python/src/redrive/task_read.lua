@@ -91,25 +91,34 @@ for _ = 1, 100000 do
     local f = e[2]
     for i = 1, #f, 2 do
       if f[i] == entry then
+        -- The batch's member and end, and this entry's output (the outputs follow the
+        -- batch's entry/start pairs).
         local member, ended = '', ''
+        local whole, cut = entry .. 'o', entry .. 't'
+        local output, truncated = nil, false
         for j = 1, #f, 2 do
-          if f[j] == '_m' then
+          local name = f[j]
+          if name == '_m' then
             member = f[j + 1]
-          elseif f[j] == '_e' then
+          elseif name == '_e' then
             ended = f[j + 1]
+          elseif name == whole then
+            output = f[j + 1]
+          elseif name == cut then
+            output, truncated = f[j + 1], true
           end
         end
         set('member', member)
         set('ended', ended)
         set('updated', ended)
         set('started', f[i + 1])
-        local o = f[i + 2]
-        if o == entry .. 'o' then
-          set('output', f[i + 3])
-          drop('output_truncated')
-        elseif o == entry .. 't' then
-          set('output', f[i + 3])
-          set('output_truncated', '1')
+        if output then
+          set('output', output)
+          if truncated then
+            set('output_truncated', '1')
+          else
+            drop('output_truncated')
+          end
         end
         return {flat, ttl}
       end
