@@ -87,10 +87,9 @@ def test_a_registry_redis_lost_is_healed_by_the_next_sadd_a_second_later(
     r.delete(f"{prefix}:tenants")  # as a restart without persistence loses it
     second = producer.enqueue("acme", "k", 2)
     assert r.smembers(f"{prefix}:tenants") == set(), "registered within the second: no SADD"
-    assert [e for e, _ in r.xrange(f"{prefix}:{{acme}}:lane")] == [
-        first.entry_id,
-        second.entry_id,
-    ], "the task is in the lane all the same"
+    entries = r.xrange(f"{prefix}:{{acme}}:lane")
+    assert entries is not None
+    assert [e for e, _ in entries] == [first.entry_id, second.entry_id], "in the lane all the same"
     time.sleep(_REGISTERED_FOR_S)
     producer.enqueue("acme", "k", 3)
     assert r.smembers(f"{prefix}:tenants") == {"acme"}
