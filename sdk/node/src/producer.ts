@@ -2,9 +2,11 @@
  * The producer: validate tasks, then append them to their tenants' lanes (CONTRACT.md), with
  * the same keys, fields and field order as the Rust producer (src/producer.rs), through the
  * fleet's own enqueue script (the task's record and duplicate refusal in one atomic step); and
- * read a task's record back, or wait for it to finish. When a round trip's registration added a
- * tenant, its tenants are published on `<prefix>:tenants:new` afterwards so members serve it at
- * once (a failed publish is a warning, not a failed enqueue).
+ * read a task's record back, or wait for it to finish. A round trip registers its tenants
+ * (`SADD <prefix>:tenants`) unless this producer registered them less than a second ago, as the
+ * Rust producer does. When a round trip's registration added a tenant, its tenants are published
+ * on `<prefix>:tenants:new` afterwards so members serve it at once (a failed publish is a
+ * warning, not a failed enqueue).
  */
 
 import { once } from "node:events";
@@ -15,6 +17,7 @@ import { InvalidTaskError } from "./errors.js";
 import { Keys } from "./keys.js";
 import { DEFAULT_GROUP, readTask, validateGroup, waitTask, type GetTaskOptions, type WaitOptions } from "./lookup.js";
 import type { TaskRecord, TaskState } from "./records.js";
+import { RegisteredTenants } from "./registered.js";
 import { enqueueScript } from "./scripts.js";
 import { DEFAULT_MAX_PAYLOAD_BYTES, prepareTask, type NewTask, type PreparedTask } from "./task.js";
 
@@ -155,6 +158,8 @@ export class Producer {
   /** The fleet's consumer group that `getTask` and `wait` ask about pending entries ({@link ProducerOptions.group}). */
   readonly group: string;
   private readonly owned: boolean;
+  /** The tenants this producer registered lately, left out of its SADDs for a second. */
+  private readonly registered = new RegisteredTenants();
 
   /**
    * A producer writing through `redis`: an ioredis client (yours; {@link Producer.close} leaves
@@ -197,9 +202,10 @@ export class Producer {
 
   /**
    * Validates every task, then enqueues them in pipelined round trips of up to 1000 tasks (each
-   * registering its tenants, then one enqueue script per task: EVALSHA, the script loaded again
-   * when Redis has forgotten it). An invalid task throws {@link InvalidTaskError} naming its
-   * position and field, and nothing is written. A Redis failure part-way throws
+   * registering its tenants — those this producer has not registered within the last second: an
+   * `SADD` of them that answered; none, no `SADD` — then one enqueue script per task: EVALSHA,
+   * the script loaded again when Redis has forgotten it). An invalid task throws
+   * {@link InvalidTaskError} naming its position and field, and nothing is written. A Redis failure part-way throws
    * {@link EnqueueError} saying how many tasks were written before. Results are in order; a
    * duplicate (also of an earlier task of the same batch) has `duplicate` set.
    *
@@ -294,21 +300,34 @@ export class Producer {
 
   /** The tasks as plain XADDs (no record, no duplicate refusal), after the tenant registry. */
   private async writePlain(chunk: PreparedTask[], before: number): Promise<Written> {
+    const register = this.registered.due(tenantsOf(chunk));
     const pipe = this.redis.pipeline();
-    pipe.sadd(this.keys.tenants(), ...tenantsOf(chunk));
+    if (register.length > 0) pipe.sadd(this.keys.tenants(), ...register);
     for (const t of chunk) {
       pipe.xadd(this.keys.lane(t.tenant), "*", ...t.fields.flat());
     }
     const replies = await this.exec(pipe, before);
+    const offset = register.length > 0 ? 1 : 0;
+    const newTenants = offset > 0 ? this.absorbSadd(register, replies[0]) : 0;
     const failed = replies.findIndex(([err]) => err !== null);
     if (failed >= 0) {
-      const ok = replies.slice(1).filter(([e]) => e === null).length;
+      const ok = replies.slice(offset).filter(([e]) => e === null).length;
       throw refusedPart(replies[failed]?.[0], ok, chunk.length, before);
     }
     return {
-      landed: replies.slice(1).map(([, id], i) => ({ taskId: chunk[i]?.taskId ?? "", entryId: String(id) })),
-      newTenants: added(replies[0]?.[1]),
+      landed: replies.slice(offset).map(([, id], i) => ({ taskId: chunk[i]?.taskId ?? "", entryId: String(id) })),
+      newTenants,
     };
+  }
+
+  /**
+   * How many tenants the registry `SADD` of `register` added (0 when it failed), remembering them
+   * as registered when it answered.
+   */
+  private absorbSadd(register: string[], reply: [Error | null, unknown] | undefined): number {
+    if (reply === undefined || reply[0] !== null) return 0;
+    this.registered.mark(register);
+    return added(reply[1]);
   }
 
   /**
@@ -327,6 +346,7 @@ export class Producer {
     const taken = (): number => results.filter((r) => r !== undefined).length;
     let todo = chunk.map((_, i) => i);
     let newTenants = 0;
+    const register = this.registered.due(tenantsOf(chunk));
     for (let round = 0; todo.length > 0; round++) {
       if (round > NOSCRIPT_RETRIES) {
         throw new EnqueueError(
@@ -336,7 +356,8 @@ export class Producer {
       }
       if (round > 0) await this.loadScript(script.text, script.sha, before + taken());
       const pipe = this.redis.pipeline();
-      if (round === 0) pipe.sadd(this.keys.tenants(), ...tenantsOf(chunk));
+      const sadd = round === 0 && register.length > 0;
+      if (sadd) pipe.sadd(this.keys.tenants(), ...register);
       for (const i of todo) {
         const t = chunk[i];
         if (t === undefined) continue;
@@ -359,11 +380,11 @@ export class Producer {
       const replies = await this.exec(pipe, before + taken());
       let offset = 0;
       let refusal: unknown = null;
-      if (round === 0) {
+      if (sadd) {
         offset = 1;
-        const [saddErr, saddReply] = replies[0] ?? [null, 0];
+        const saddErr = replies[0]?.[0] ?? null;
         if (saddErr !== null) refusal = saddErr;
-        else newTenants = added(saddReply);
+        else newTenants = this.absorbSadd(register, replies[0]);
       }
       const again: number[] = [];
       todo.forEach((i, k) => {

@@ -11,6 +11,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import { Redis } from "ioredis";
 
 import { EnqueueError, InvalidTaskError, PIPELINE_CHUNK, Producer, type NewTask } from "../src/index.js";
+import { REGISTERED_FOR_MS, RegisteredTenants } from "../src/registered.js";
 import { startRedis, within, type RedisServer } from "./helpers.js";
 
 type Entry = [string, string[]];
@@ -95,8 +96,11 @@ describe("Producer against a real redis-server", () => {
     assert.equal(flat[7], "7");
   });
 
-  it("enqueueMany pipelines chunks of 1000: one tenant registration per chunk, every task in order", async () => {
+  it("enqueueMany pipelines chunks of 1000: the tenants registered in the first, every task in order", async () => {
     await redis.config("RESETSTAT");
+    const producer = new Producer(redis);
+    // A slow machine too: the later chunks know the tenants.
+    Object.assign(producer, { registered: new RegisteredTenants(3_600_000) });
     const n = 2 * PIPELINE_CHUNK + 500;
     const tasks: NewTask[] = Array.from({ length: n }, (_, i) => ({
       tenant: i % 2 === 0 ? "acme" : "globex",
@@ -104,14 +108,14 @@ describe("Producer against a real redis-server", () => {
       payload: { i },
       task_id: `t-${i}`,
     }));
-    const out = await within(20_000, "enqueueMany", new Producer(redis).enqueueMany(tasks));
+    const out = await within(20_000, "enqueueMany", producer.enqueueMany(tasks));
     assert.equal(out.length, n);
     assert.deepEqual(out.map((o) => o.taskId), tasks.map((t) => t.task_id));
     const stats = await redis.info("commandstats");
     const calls = (cmd: string): number => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
     assert.equal(calls("xadd"), n);
     assert.equal(calls("evalsha"), n, "one enqueue script per task");
-    assert.equal(calls("sadd"), 3, "one SADD per round trip of up to 1000 tasks");
+    assert.equal(calls("sadd"), 1, "one SADD, in the first of three round trips (the tenant registry tests below)");
     assert.equal(await redis.xlen("redrive:{acme}:lane"), n / 2);
     assert.equal(await redis.xlen("redrive:{globex}:lane"), n / 2);
     assert.deepEqual((await redis.smembers("redrive:tenants")).sort(), ["acme", "globex"]);
@@ -330,5 +334,145 @@ describe("Producer announces new tenants on <prefix>:tenants:new", () => {
       await admin.quit();
       await acl.stop();
     }
+  });
+});
+
+/** How many times the server ran `cmd` (INFO commandstats). */
+async function calls(redis: Redis, cmd: string): Promise<number> {
+  const stats = await redis.info("commandstats");
+  return Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+}
+
+/** A pause of `ms`. */
+async function sleep(ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+describe("Producer registers a tenant at most once a second, as the Rust producer", () => {
+  let server: RedisServer;
+  let redis: Redis;
+  let sub: Subscriber;
+  before(async () => {
+    server = await startRedis();
+    redis = new Redis(server.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
+    sub = await Subscriber.open(server.port, "redrive:tenants:new");
+  });
+  after(async () => {
+    await sub.close();
+    await redis.quit();
+    await server.stop();
+  });
+  beforeEach(async () => {
+    await redis.flushall();
+  });
+
+  for (const records of [true, false]) {
+    it(`one SADD for a tenant enqueued again and again within a second, one more after it (records: ${String(records)})`, async () => {
+      const producer = new Producer(redis, { records });
+      const before = await calls(redis, "sadd");
+      for (let i = 0; i < 20; i++) await within(5_000, "enqueue", producer.enqueue({ tenant: "acme", kind: "k", payload: i }));
+      await within(5_000, "enqueueMany", producer.enqueueMany([1, 2, 3].map((payload) => ({ tenant: "acme", kind: "k", payload }))));
+      assert.equal((await calls(redis, "sadd")) - before, 1, "the first enqueue's SADD only");
+      assert.equal(await sub.next(), "acme");
+      assert.equal(await redis.xlen("redrive:{acme}:lane"), 23);
+      await sleep(REGISTERED_FOR_MS);
+      for (let i = 0; i < 5; i++) await within(5_000, "enqueue", producer.enqueue({ tenant: "acme", kind: "k", payload: i }));
+      assert.equal((await calls(redis, "sadd")) - before, 2, "a second later, registered again once");
+      await sub.nothingMore(redis); // it was in the registry: the SADD answered 0
+      assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
+    });
+  }
+
+  it("a new tenant in a later call is registered at once (its SADD names it alone) and announced", async () => {
+    const producer = new Producer(redis);
+    await producer.enqueue({ tenant: "acme", kind: "k", payload: 1 });
+    assert.equal(await sub.next(), "acme");
+    // Were acme in the next SADD, Redis would have it again.
+    await redis.del("redrive:tenants");
+    const before = await calls(redis, "sadd");
+    await within(5_000, "enqueueMany", producer.enqueueMany([
+      { tenant: "acme", kind: "k", payload: 2 },
+      { tenant: "globex", kind: "k", payload: 3 },
+    ]));
+    assert.equal((await calls(redis, "sadd")) - before, 1);
+    assert.deepEqual(await redis.smembers("redrive:tenants"), ["globex"]);
+    // The announcement is as before: the round trip's tenants, since its SADD added one.
+    assert.equal(await sub.next(), "acme,globex");
+    await producer.enqueue({ tenant: "globex", kind: "k", payload: 4 });
+    assert.equal((await calls(redis, "sadd")) - before, 1);
+    await sub.nothingMore(redis);
+  });
+
+  it("a registry Redis lost (a restart without persistence) is healed by the next SADD a second later", async () => {
+    const producer = new Producer(redis);
+    const first = await producer.enqueue({ tenant: "acme", kind: "k", payload: 1 });
+    assert.equal(await sub.next(), "acme");
+    await redis.del("redrive:tenants");
+    const second = await producer.enqueue({ tenant: "acme", kind: "k", payload: 2 });
+    assert.deepEqual(await redis.smembers("redrive:tenants"), [], "registered within the second: no SADD");
+    const lane = (await redis.xrange("redrive:{acme}:lane", "-", "+")) as Entry[];
+    assert.deepEqual(lane.map(([id]) => id), [first.entryId, second.entryId], "the task is in the lane all the same");
+    await sleep(REGISTERED_FOR_MS);
+    await producer.enqueue({ tenant: "acme", kind: "k", payload: 3 }, { records: false });
+    assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
+    assert.equal(await sub.next(), "acme", "the SADD added it again: announced");
+  });
+
+  for (const records of [true, false]) {
+    it(`a refused SADD registers nothing: the next enqueue sends it again (records: ${String(records)})`, async () => {
+      const producer = new Producer(redis, { records });
+      const memory = new RegisteredTenants();
+      Object.assign(producer, { registered: memory });
+      await redis.set("redrive:tenants", "not a set");
+      await assert.rejects(producer.enqueue({ tenant: "acme", kind: "k", payload: 1 }), (e: unknown) => e instanceof EnqueueError && /WRONGTYPE/.test(e.message));
+      assert.equal(memory.size, 0);
+      await redis.del("redrive:tenants");
+      const before = await calls(redis, "sadd");
+      await producer.enqueue({ tenant: "acme", kind: "k", payload: 2 });
+      assert.equal((await calls(redis, "sadd")) - before, 1, "sent again at once");
+      assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
+      assert.equal(memory.size, 1);
+      assert.equal(await sub.next(), "acme");
+    });
+  }
+
+  it("a round trip that failed (connection closed) registers nothing", async () => {
+    const client = new Redis(server.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
+    try {
+      const producer = new Producer(client);
+      await within(5_000, "connect", client.ping());
+      client.disconnect(); // closed for good: the round trip fails at once
+      await assert.rejects(producer.enqueue({ tenant: "acme", kind: "k", payload: 1 }), EnqueueError);
+      await within(5_000, "connect again", client.connect());
+      const before = await calls(redis, "sadd");
+      await within(5_000, "enqueue", producer.enqueue({ tenant: "acme", kind: "k", payload: 2 }));
+      assert.equal((await calls(redis, "sadd")) - before, 1);
+      assert.deepEqual(await redis.smembers("redrive:tenants"), ["acme"]);
+      assert.equal(await sub.next(), "acme");
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it("past its cap the producer forgets every tenant and registers them again", async () => {
+    const producer = new Producer(redis);
+    const memory = new RegisteredTenants(REGISTERED_FOR_MS, 3);
+    Object.assign(producer, { registered: memory });
+    const task = (tenant: string): NewTask => ({ tenant, kind: "k", payload: 1 });
+    await producer.enqueueMany(["a", "b", "c"].map(task));
+    assert.equal(memory.size, 3);
+    assert.equal(await sub.next(), "a,b,c");
+    const before = await calls(redis, "sadd");
+    await producer.enqueueMany(["a", "b", "c"].map(task));
+    assert.equal(await calls(redis, "sadd"), before, "all three remembered");
+    await producer.enqueue(task("d"));
+    assert.equal(memory.size, 1, "a fourth: the memory was cleared, then d remembered");
+    assert.equal((await calls(redis, "sadd")) - before, 1);
+    assert.equal(await sub.next(), "d");
+    await producer.enqueueMany(["a", "d"].map(task));
+    assert.equal((await calls(redis, "sadd")) - before, 2, "a was forgotten: registered again (d is remembered)");
+    assert.equal(memory.size, 2);
+    assert.deepEqual((await redis.smembers("redrive:tenants")).sort(), ["a", "b", "c", "d"]);
+    await sub.nothingMore(redis); // a was in the registry: its SADD answered 0
   });
 });

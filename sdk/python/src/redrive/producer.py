@@ -9,9 +9,13 @@ producer writes a fresh task:
 
 ``payload`` is compact JSON text with object keys sorted (serde_json's order), so Python and
 Rust producers write byte-identical entries for the same integers and strings. The tenant is
-registered in ``{prefix}:tenants`` in the same round trip; when that registration added a
-tenant, the producer then publishes the round trip's tenants (comma-separated) on
-``{prefix}:tenants:new`` so members serve it at once, as the Rust producer does. A failed
+registered in ``{prefix}:tenants`` (``SADD``) in the same round trip, unless this producer
+registered it less than a second ago (an ``SADD`` of it answered), as the Rust producer does: a
+round trip whose tenants are all registered that lately sends no ``SADD``. Should Redis lose the
+registry (a restart without persistence), the next enqueue a second later registers the tenant
+again; its tasks are in the lane meanwhile. When a registration added a tenant, the producer
+then publishes the round trip's tenants (comma-separated) on ``{prefix}:tenants:new`` so
+members serve it at once, as the Rust producer does. A failed
 publish is logged (logger ``redrive.producer``, a warning) and does not fail the enqueue: the
 tasks are written, and members find the tenant by their periodic look. A batch is validated
 whole before anything is written.
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -163,6 +169,13 @@ TASK_KEYS: tuple[str, ...] = (
     "deadline",
     "extra",
 )
+
+#: How long after its registration (an ``SADD`` of it that answered) a producer leaves a
+#: tenant out of the registry ``SADD``, seconds (the Rust producer's ``REGISTERED_FOR``).
+_REGISTERED_FOR_S = 1.0
+#: How many tenants a producer remembers as registered; past that it forgets them all (the
+#: Rust producer's ``REGISTERED_MAX``).
+_REGISTERED_MAX = 100_000
 
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
@@ -414,6 +427,40 @@ def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+class _Registered:
+    """The tenants a producer registered lately (an ``SADD`` of them answered) and when
+    (``time.monotonic()``), as the Rust producer keeps them: a tenant registered less than
+    ``interval`` seconds ago is left out of the registry ``SADD``; when remembering more would
+    pass ``most`` tenants, all are forgotten first. Safe to share between threads."""
+
+    def __init__(self, interval: float = _REGISTERED_FOR_S, most: int = _REGISTERED_MAX) -> None:
+        self.interval = interval
+        self.most = most
+        self._at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def due(self, tenants: list[str]) -> list[str]:
+        """Those of ``tenants`` (in their order) not registered within the interval."""
+        now = time.monotonic()
+        with self._lock:
+            at = self._at
+            return [t for t in tenants if now - at.get(t, -math.inf) >= self.interval]
+
+    def mark(self, tenants: list[str]) -> None:
+        """Remembers ``tenants`` as registered now (their ``SADD`` answered)."""
+        if not tenants:
+            return
+        with self._lock:
+            if len(self._at) + len(tenants) > self.most:
+                self._at.clear()
+            now = time.monotonic()
+            for t in tenants:
+                self._at[t] = now
+
+
 class _Base:
     """Validation, encoding and the reading of replies shared by the sync and the async
     producer."""
@@ -433,6 +480,7 @@ class _Base:
         self.dedup = bool(dedup)
         self.records = bool(records)
         self.retention_ms = check_retention(retention_ms)
+        self._registered = _Registered()
 
     def _one(self, task: NewTask) -> list[Encoded]:
         return [encode(task, self.max_payload_bytes, _now_ms())]
@@ -513,6 +561,8 @@ class _Chunk:
         self.start = start
         self.tasks = tasks
         self.tenants = sorted({e.tenant for e in tasks})
+        #: The tenants this chunk's SADD registers: those the producer has not lately.
+        self.register: list[str] = []
         self.registered = 0
         self.todo = list(range(len(tasks)))
         self.results: list[Enqueued | None] = [None] * len(tasks)
@@ -521,23 +571,27 @@ class _Chunk:
         self.failure: tuple[int | None, Exception] | None = None
 
     def fill(self, pipe: Any) -> None:
-        """Adds this round's commands to ``pipe`` (the tenants' SADD on the first one)."""
+        """Adds this round's commands to ``pipe`` (on the first one, the SADD of the tenants
+        the producer has not registered within the last second, if any)."""
         if self.first:
-            pipe.sadd(tenants_key(self.base.key_prefix), *self.tenants)
+            self.register = self.base._registered.due(self.tenants)
+            if self.register:
+                pipe.sadd(tenants_key(self.base.key_prefix), *self.register)
         for i in self.todo:
             self.base._queue(pipe, self.tasks[i])
 
     def absorb(self, replies: list[Any]) -> bool:
         """Reads a round's replies; true when the script must be loaded and the tasks answered
         NOSCRIPT sent again."""
-        if self.first:
+        if self.first and self.register:
             registered = replies[0]
             replies = replies[1:]
             if isinstance(registered, Exception):
                 self._fail(None, registered)
             elif isinstance(registered, int):
                 self.registered = registered
-            self.first = False
+                self.base._registered.mark(self.register)
+        self.first = False
         missing = []
         for i, reply in zip(self.todo, replies, strict=True):
             if isinstance(reply, NoScriptError) and self.loads < self.LOADS:
