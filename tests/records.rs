@@ -368,6 +368,31 @@ async fn keys_of(env: &TestEnv, tenant: &str, pattern: &str) -> Vec<String> {
     out
 }
 
+/// A producer of its own whose `tasks.retention_ms` is `retention_ms`.
+fn producer_keeping(
+    env: &TestEnv,
+    broker: redrive::Broker,
+    retention_ms: u64,
+) -> redrive::Producer {
+    let mut raw = redrive::RawConfig::defaults().unwrap();
+    raw.redis.url = env.url();
+    raw.redis.key_prefix = env.prefix.clone();
+    raw.tasks.retention_ms = retention_ms;
+    redrive::Producer::new(broker, &redrive::Settings::from_raw(raw).unwrap())
+}
+
+/// Waits until task `task_id` of `tenant` reads `done` (task_read.lua).
+async fn wait_done(env: &TestEnv, tenant: &str, task_id: &str) {
+    eventually(LONG, "the task reads done", || async {
+        record(env, tenant, task_id)
+            .await
+            .get("state")
+            .map(String::as_str)
+            == Some("done")
+    })
+    .await;
+}
+
 /// The record's stored state (not as readers show it) and its time to live, ms.
 async fn stored(env: &TestEnv, tenant: &str, task_id: &str) -> (Option<String>, i64) {
     let mut raw = env.raw().await;
@@ -402,14 +427,7 @@ async fn a_task_done_soon_after_its_enqueue_goes_to_the_done_log_and_reads_done_
         "expiry set at enqueue: {ttl}"
     );
     let mut m = env.member("m1", &[]);
-    eventually(LONG, "the task reads done", || async {
-        record(&env, "acme", "quick")
-            .await
-            .get("state")
-            .map(String::as_str)
-            == Some("done")
-    })
-    .await;
+    wait_done(&env, "acme", "quick").await;
     assert!(m.stop().success());
     // Nothing was written to the record at its done: its facts are in the done log.
     let (state, after) = stored(&env, "acme", "quick").await;
@@ -486,26 +504,14 @@ async fn a_record_whose_enqueue_expiry_does_not_cover_the_members_retention_is_w
     // The producer's retention is short (2 h): its record's expiry (2.25 h) cannot cover the
     // member's (the default, 24 h), so the member writes the done record itself. (Below an
     // hour enqueue.lua sets no expiry at all: the done writes the record.)
-    let mut raw = redrive::RawConfig::defaults().unwrap();
-    raw.redis.url = env.url();
-    raw.redis.key_prefix = env.prefix.clone();
-    raw.tasks.retention_ms = 7_200_000;
-    let settings = redrive::Settings::from_raw(raw).unwrap();
-    let p = redrive::Producer::new(env.broker().await, &settings);
+    let p = producer_keeping(&env, env.broker().await, 7_200_000);
     p.enqueue(NewTask::new("acme", "triage", sim("ok")).with_task_id("short"))
         .await
         .unwrap();
     let (_, ttl) = stored(&env, "acme", "short").await;
     assert!(ttl > 8_100_000 - 60_000 && ttl <= 8_100_000, "{ttl}");
     let mut m = env.member("m1", &[]);
-    eventually(LONG, "the task reads done", || async {
-        record(&env, "acme", "short")
-            .await
-            .get("state")
-            .map(String::as_str)
-            == Some("done")
-    })
-    .await;
+    wait_done(&env, "acme", "short").await;
     assert!(m.stop().success());
     let (state, ttl) = stored(&env, "acme", "short").await;
     assert_eq!(state.as_deref(), Some("done"), "written at the done");
@@ -516,12 +522,7 @@ async fn a_record_whose_enqueue_expiry_does_not_cover_the_members_retention_is_w
     assert!(keys_of(&env, "acme", "done:*").await.is_empty());
 
     // Under an hour: no expiry at enqueue, and the entry says only that it has its record.
-    let mut raw = redrive::RawConfig::defaults().unwrap();
-    raw.redis.url = env.url();
-    raw.redis.key_prefix = env.prefix.clone();
-    raw.tasks.retention_ms = 2_000;
-    let settings = redrive::Settings::from_raw(raw).unwrap();
-    let p = redrive::Producer::new(env.broker().await, &settings);
+    let p = producer_keeping(&env, env.broker().await, 2_000);
     let e = p
         .enqueue(NewTask::new("acme", "triage", sim("ok")).with_task_id("tiny"))
         .await

@@ -53,7 +53,8 @@ for i = 7, last, 7 do
     rest[#rest + 1] = ARGV[i]
   end
 end
--- The log sections: where each one's pairs and task_ids are, and its entry ids.
+-- The log sections: where each one's pairs and task_ids are; their entry ids join `rest`
+-- (one ack for the batch).
 local sections = {}
 local i = last + 1
 while i <= #ARGV do
@@ -61,7 +62,9 @@ while i <= #ARGV do
   local p = i + 6
   local ids = {}
   for j = 0, n - 1 do
-    ids[j + 1] = ARGV[p + 2 * j]
+    local id = ARGV[p + 2 * j]
+    ids[j + 1] = id
+    rest[#rest + 1] = id
   end
   sections[#sections + 1] = {
     window = ARGV[i], low = ARGV[i + 1], high = ARGV[i + 2], ttl = ARGV[i + 3],
@@ -72,10 +75,6 @@ end
 local recovered = ackdel(KEYS[1], ARGV[1], first)
 local acked = ackdel(KEYS[1], ARGV[1], rest) + recovered
 local total = #first + #rest
-for _, S in ipairs(sections) do
-  acked = acked + ackdel(KEYS[1], ARGV[1], S.ids)
-  total = total + #S.ids
-end
 if R and acked > 0 then
   -- When every entry was acked here, those appended with their record are written without
   -- a read (rec_done's `blind`); otherwise (some were settled already: an ack repeated after
