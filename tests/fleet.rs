@@ -455,3 +455,137 @@ async fn a_tenant_nobody_announced_is_found_by_the_periodic_look() {
     assert_eq!(discovered(&m, "poll"), 1, "{}", m.log_text());
     assert_eq!(discovered(&m, "signal"), 0, "{}", m.log_text());
 }
+
+/// The member's reader speaks to a single Redis over a connection of its own (its own reply
+/// parser, src/broker/stream_read.rs): an ACL user and a database from the URL, over TCP and
+/// over a Unix socket, must reach the same lanes as every other connection of the member.
+#[tokio::test]
+async fn the_readers_own_connection_logs_in_selects_the_database_and_speaks_over_a_unix_socket() {
+    let sock = std::env::temp_dir().join(format!(
+        "redrive-{}-{}.sock",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let sock_arg = sock.to_string_lossy().into_owned();
+    let env = TestEnv::single_with(&["--unixsocket", &sock_arg, "--unixsocketperm", "700"]);
+    let mut raw = env.raw().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">s3cret-reader-pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let port = env
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let tcp = format!("redis://app:s3cret-reader-pw@127.0.0.1:{port}/3");
+    let unix = format!("redis+unix://{sock_arg}?db=5&user=app&pass=s3cret-reader-pw");
+    for (i, url) in [tcp, unix].iter().enumerate() {
+        let tenant = format!("acl{i}");
+        let (code, out, err) = env.cli(
+            &[
+                "enqueue",
+                "--tenant",
+                &tenant,
+                "--kind",
+                "k",
+                "--task-id",
+                "t-1",
+                "--payload",
+                r#"{"simulate":"ok","work_ms":0}"#,
+            ],
+            &[("REDRIVE_REDIS_URL", url)],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let mut m = env.member(&format!("acl-{i}"), &[("REDRIVE_REDIS_URL", url)]);
+        eventually(LONG, "the task done", || async {
+            env.side_effects().iter().any(|e| e.0 == tenant)
+        })
+        .await;
+        assert!(m.stop().success(), "{}", m.log_text());
+        assert!(
+            !m.log_text().contains("s3cret-reader-pw"),
+            "a password in the log"
+        );
+    }
+    // Nothing went to database 0: both tenants lived in 3 and 5.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", env.prefix))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let _ = std::fs::remove_file(&sock);
+}
+
+/// A killed reader connection (mid-idle, blocked in XREADGROUP) is noticed, connected again,
+/// and nothing enqueued before or after is lost.
+#[tokio::test]
+async fn a_killed_reader_connection_is_opened_again_and_loses_nothing() {
+    let env = TestEnv::single();
+    env.enqueue("k1", 20, json!({"simulate": "ok", "work_ms": 0}))
+        .await;
+    let mut m = env.member("own-conn", &[]);
+    eventually(LONG, "the first tasks done", || async {
+        env.side_effects().len() == 20
+    })
+    .await;
+    let mut raw = env.raw().await;
+    let mut killed = 0;
+    for round in 0..3 {
+        // The reader's connection: the one blocked in (or last sending) XREADGROUP.
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let ids: Vec<String> = list
+            .lines()
+            .filter(|l| l.contains("cmd=xreadgroup"))
+            .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect();
+        for id in ids {
+            let n: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(&id)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            killed += n;
+        }
+        // Task ids are per tenant: a new tenant each round (the member learns of it at once).
+        env.enqueue(
+            &format!("k{}", round + 2),
+            10,
+            json!({"simulate": "ok", "work_ms": 0}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        killed >= 3,
+        "a reader connection each round: {}",
+        m.log_text()
+    );
+    env.wait_drained(&["k1", "k2", "k3", "k4"], LONG).await;
+    let effects = env.side_effects();
+    let per_task = counts(effects.iter().map(|e| e.1.as_str()));
+    assert_eq!(per_task.len(), 50, "every task ran: {}", m.log_text());
+    assert!(
+        m.log_text().contains("read failed; reconnecting"),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.stop().success(), "{}", m.log_text());
+}

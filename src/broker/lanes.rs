@@ -55,12 +55,19 @@ pub enum ReadFrom {
 /// of blocking in Redis, for a wake ([`Broker::unblock`]: an entry signal from a producer, a new
 /// tenant) or `block` at most, the fallback poll.
 pub struct LaneReader {
-    conn: Conn,
+    conn: ReadConn,
     group: Arc<str>,
     consumer: String,
     client_id: u64,
     /// On a cluster: what ends the wait of an empty read.
     wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// A reader's connection: its own to one Redis over TCP or a Unix socket (a reply parser made
+/// for stream reads, stream_read.rs), else the client's (TLS, a cluster).
+enum ReadConn {
+    Own(super::stream_read::StreamConn),
+    Client(Conn),
 }
 
 /// A subscription to the tenant announcements, from [`Broker::tenant_signals`] (on a
@@ -136,23 +143,34 @@ impl LaneReader {
                 Err(_) => Ok(found),
             };
         }
+        let id = match from {
+            ReadFrom::New => ">",
+        };
+        let block = match from {
+            ReadFrom::New => block,
+        };
+        let conn = match &mut self.conn {
+            ReadConn::Own(own) => {
+                return own
+                    .xreadgroup(&self.group, &self.consumer, count, block, lanes, id)
+                    .await
+            }
+            ReadConn::Client(c) => c,
+        };
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&*self.group)
             .arg(&self.consumer)
             .arg("COUNT")
             .arg(count.max(1));
-        if let (ReadFrom::New, Some(b)) = (from, block) {
+        if let Some(b) = block {
             cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
         }
         cmd.arg("STREAMS").arg(lanes);
-        let id = match from {
-            ReadFrom::New => ">",
-        };
         for _ in lanes {
             cmd.arg(id);
         }
-        let v: Value = cmd.query_async(&mut self.conn).await?;
+        let v: Value = cmd.query_async(conn).await?;
         reply::streams(v)
     }
 
@@ -178,7 +196,12 @@ impl LaneReader {
                 .arg(lane)
                 .arg(id);
         }
-        let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        let ReadConn::Client(conn) = &mut self.conn else {
+            return Err(crate::error::Error::Protocol(
+                "a cluster reader without the cluster's connection".into(),
+            ));
+        };
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
         let mut out = Vec::new();
         for v in replies {
             out.extend(reply::streams(v)?);
@@ -824,6 +847,24 @@ impl Broker {
 
     /// A reader with its own connection, for blocking reads of up to `block`.
     pub(crate) async fn reader(&self, consumer: &str, block: Duration) -> Result<LaneReader> {
+        if !self.is_cluster() {
+            let own = super::stream_read::StreamConn::connect(
+                self.client.get_connection_info(),
+                self.connect_timeout,
+                self.response_timeout,
+            )
+            .await?;
+            if let Some(mut own) = own {
+                let client_id = own.client_id().await?;
+                return Ok(LaneReader {
+                    conn: ReadConn::Own(own),
+                    group: self.group.clone(),
+                    consumer: consumer.into(),
+                    client_id,
+                    wake: None,
+                });
+            }
+        }
         let mut conn = self.dedicated(block).await?;
         let (client_id, wake) = if self.is_cluster() {
             // No connection id to unblock: `unblock` of any id wakes every reader's wait
@@ -842,7 +883,7 @@ impl Broker {
             (id, None)
         };
         Ok(LaneReader {
-            conn,
+            conn: ReadConn::Client(conn),
             group: self.group.clone(),
             consumer: consumer.into(),
             client_id,

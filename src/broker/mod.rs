@@ -45,6 +45,7 @@ mod settle;
 mod slots;
 mod stats;
 mod steps;
+mod stream_read;
 
 // Verbs only `redrive bench` uses.
 #[cfg(feature = "app")]

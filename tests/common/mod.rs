@@ -70,6 +70,21 @@ impl TestEnv {
         }
     }
 
+    /// A private redis-server started with extra arguments (say, a Unix socket), single
+    /// whatever the profile.
+    pub fn single_with(extra_args: &[&str]) -> TestEnv {
+        let redis = RedisServer::start_with(extra_args).expect("start redis-server");
+        let (prefix, dir) = scratch();
+        TestEnv {
+            redis: Some(redis),
+            cluster: None,
+            prefix,
+            dir,
+            tls: None,
+            redis_settings: Vec::new(),
+        }
+    }
+
     /// An env on a Redis Cluster of 3 masters with one replica each (`redis.cluster = true`,
     /// the URL listing every node as a seed).
     pub fn on_cluster() -> TestEnv {
