@@ -385,9 +385,11 @@ impl Scan {
     }
 }
 
-/// The header line at `pos`: its type byte, the text after it, and where the next value
-/// starts; `None` when its CRLF has not arrived.
-fn header(buf: &[u8], pos: usize) -> std::result::Result<Option<(u8, &[u8], usize)>, String> {
+/// A header line: its type byte, the text after it, and where the next value starts.
+type Header<'a> = (u8, &'a [u8], usize);
+
+/// The header line at `pos`; `None` when its CRLF has not arrived.
+fn header(buf: &[u8], pos: usize) -> std::result::Result<Option<Header<'_>>, String> {
     let Some(&kind) = buf.get(pos) else {
         return Ok(None);
     };
