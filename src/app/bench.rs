@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::app::bench_agent::AgentProcess;
+use crate::app::bench_cost::CostProbe;
 use crate::app::bench_logs::LogTally;
 use crate::app::bench_python::PythonAgent;
 use crate::broker::{raw_ceiling, RawCeiling};
@@ -970,8 +971,10 @@ async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> 
         Some(a) => a.handler(settings.fleet.concurrency)?,
         None => Arc::new(NoopHandler),
     };
+    let cost = CostProbe::start(&broker).await?;
     let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
     let took = fleet.until_settled(total, LIMIT).await?;
+    let cost = cost.finish(&broker, total).await?;
     fleet.stop(&broker).await?;
     let mut left = 0;
     for name in &names {
@@ -993,7 +996,7 @@ async fn drain(bench: &mut Bench, tenants: usize, agent: Option<DrainAgent>) -> 
         ratio_to_raw: bench.ratio(rate),
         latency_ms: None,
         note: format!(
-            "one member, concurrency {}, read_batch {}, member start-up included; {left} left in Redis",
+            "one member, concurrency {}, read_batch {}, member start-up included; {left} left in Redis; {cost}",
             settings.fleet.concurrency,
             settings.fleet.read_batch
         ),
@@ -1325,8 +1328,10 @@ async fn failure(bench: &mut Bench) -> Result<BenchRow> {
     producer.enqueue_batch(mixed).await?;
     let probe = Probe::new(bench.epoch, None);
     let handler = Arc::new(ProbeHandler { probe });
+    let cost = CostProbe::start(&broker).await?;
     let fleet = bench.start_fleet(broker.clone(), &settings, handler, None);
     let took = fleet.until_settled(n as u64, LIMIT).await?;
+    let cost = cost.finish(&broker, n as u64).await?;
     let tally = fleet.stats.snapshot();
     fleet.stop(&broker).await?;
     let dead = broker.dlq_len("t").await?;
@@ -1346,7 +1351,7 @@ async fn failure(bench: &mut Bench) -> Result<BenchRow> {
         ratio_to_raw: bench.ratio(rate),
         latency_ms: None,
         note: format!(
-            "{} completed, {} retries, {dead} dead-lettered (expected {failing}: exact)",
+            "{} completed, {} retries, {dead} dead-lettered (expected {failing}: exact); {cost}",
             t.completed, t.retried
         ),
     })

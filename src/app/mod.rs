@@ -24,6 +24,7 @@ pub(crate) mod admin_client;
 pub(crate) mod bench;
 pub(crate) mod bench_agent;
 pub(crate) mod bench_api;
+pub(crate) mod bench_cost;
 pub(crate) mod bench_logs;
 pub(crate) mod bench_python;
 pub(crate) mod changes;

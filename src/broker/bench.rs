@@ -241,9 +241,25 @@ impl Broker {
     /// included), summed over every master of a cluster, most called first. Subcommands are
     /// named `config|resetstat`.
     pub(crate) async fn command_calls(&self) -> Result<Vec<(String, u64)>> {
+        let mut calls: Vec<(String, u64)> = self
+            .command_stats()
+            .await?
+            .into_iter()
+            .map(|(name, (calls, _))| (name, calls))
+            .collect();
+        calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(calls)
+    }
+
+    /// Calls and µs of Redis time per command since the last reset (`INFO commandstats`; a
+    /// script's time includes its commands', which are counted under their own names too),
+    /// summed over every master of a cluster.
+    pub(crate) async fn command_stats(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg("commandstats");
-        let mut calls: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut stats: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
         for v in self.on_every_master(cmd).await? {
             let text = super::connect::info_text(v);
             for l in text.lines() {
@@ -251,18 +267,19 @@ impl Broker {
                 else {
                     continue;
                 };
-                let n: Option<u64> = rest
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))
-                    .and_then(|n| n.parse().ok());
-                if let Some(n) = n {
-                    *calls.entry(name.to_owned()).or_default() += n;
+                let field = |key: &str| -> Option<u64> {
+                    rest.split(',')
+                        .find_map(|kv| kv.trim().strip_prefix(key))
+                        .and_then(|n| n.parse().ok())
+                };
+                if let (Some(calls), Some(usec)) = (field("calls="), field("usec=")) {
+                    let e = stats.entry(name.to_owned()).or_default();
+                    e.0 += calls;
+                    e.1 += usec;
                 }
             }
         }
-        let mut calls: Vec<(String, u64)> = calls.into_iter().collect();
-        calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(calls)
+        Ok(stats)
     }
 
     /// Socket reads each master has processed since the last reset (`INFO stats`
