@@ -1,6 +1,8 @@
 //! The one set of reply parsers, straight from [`redis::Value`]: stream entries (so that a
 //! malformed entry becomes a value the fleet can dead-letter instead of a parse error that
-//! stalls a whole batch) and the parts of script replies.
+//! stalls a whole batch) and the parts of script replies. A reader's XREADGROUP on its own
+//! connection is parsed from the bytes into the same [`Entry`] by `stream_read.rs`, with the
+//! same leniency (a tombstone is `None`, a field's value is bytes).
 //!
 //! Every parser takes the value it reads by value. Strict ones take `what` (the script or
 //! command that answered, for the error) and return a [`Result`]; the lenient `*_or_*` ones
