@@ -67,7 +67,11 @@ fn top_commands(
         .iter()
         .map(|(name, &(calls, usec))| {
             let (c0, u0) = before.get(name).copied().unwrap_or_default();
-            (name.as_str(), calls.saturating_sub(c0), usec.saturating_sub(u0))
+            (
+                name.as_str(),
+                calls.saturating_sub(c0),
+                usec.saturating_sub(u0),
+            )
         })
         .filter(|(name, calls, _)| *calls > 0 && !name.starts_with("info"))
         .collect();
