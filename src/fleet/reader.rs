@@ -196,7 +196,10 @@ impl Reader {
             self.drain_own_pending(shutdown).await?;
             self.must_drain = false;
         }
-        if !self.wait_for_capacity(shutdown).await {
+        // A busy member reads once a quantum of slots is free, not at every freed slot: each
+        // lane read then gives a batch (crate::isolation::lane_counts).
+        let quantum = crate::isolation::read_quantum(self.read_batch);
+        if !self.wait_for_capacity(shutdown, quantum).await {
             return Ok(ReadStep::Stopped);
         }
         let looked = match self.shared.discovery.take() {
@@ -472,13 +475,15 @@ impl Reader {
         lanes
     }
 
-    /// Waits until fewer entries are unsettled than the limit. False when shutdown fired.
-    async fn wait_for_capacity(&self, shutdown: &Shutdown) -> bool {
+    /// Waits until at least `free` slots are free under the limit of unsettled entries (one, or
+    /// the read quantum, which the read batch bounds: with every slot running and nothing
+    /// queued, a whole read batch is free). False when shutdown fired.
+    async fn wait_for_capacity(&self, shutdown: &Shutdown, free: usize) -> bool {
         loop {
             if shutdown.is_triggered() {
                 return false;
             }
-            if self.shared.unsettled() < self.shared.unsettled_limit {
+            if self.shared.unsettled() + free.max(1) <= self.shared.unsettled_limit {
                 return true;
             }
             tokio::select! {
@@ -498,7 +503,7 @@ impl Reader {
             let skip = inflight.get(&tenant).cloned().unwrap_or_default();
             let mut cursor = "-".to_owned();
             loop {
-                if !self.wait_for_capacity(shutdown).await {
+                if !self.wait_for_capacity(shutdown, 1).await {
                     return Ok(());
                 }
                 let step = self

@@ -263,6 +263,14 @@ pub fn defer_delay(view: &BreakerView, now_ms: u64, cooldown: Duration, unit: f6
     Duration::from_millis((base + spread).max(100))
 }
 
+/// The smallest batch a busy member reads from one lane (see [`lane_counts`]).
+pub const READ_QUANTUM: usize = 32;
+
+/// The read quantum for a `read_batch`: [`READ_QUANTUM`], at most the read batch.
+pub fn read_quantum(read_batch: usize) -> usize {
+    READ_QUANTUM.min(read_batch.max(1))
+}
+
 /// One lane's claim on a read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LaneDemand {
@@ -283,8 +291,19 @@ pub struct LaneDemand {
 /// every lane one. A lane without work last time asks for its share as if it joined, at least
 /// one, to notice new work. When no lane would read anything, the one with the most credit
 /// reads one. Counts are at most `read_batch` and a lane's limit; `credit` is updated.
+///
+/// A read of at least [`READ_QUANTUM`] free slots (a busy member's reader waits for that many,
+/// [`read_quantum`]) goes to the lanes with work in whole batches: those whose credit holds a
+/// quantum, most credit first, each taking all its credit until the free slots are shared
+/// out, and the others wait with their credit for a later read. Many tenants sharing a busy
+/// member then each get a batch every few reads instead of one or two entries every read, so
+/// every per-tenant call that follows (the start mark, the settle script) carries a batch
+/// (issue 18: the 100-tenant drain made ~0.5 script calls per task). Over reads the shares
+/// still follow the weights, and a lane without work last time is read at once as before.
 pub fn lane_counts(free: usize, read_batch: usize, lanes: &mut [LaneDemand]) -> Vec<usize> {
     let rb = read_batch.max(1);
+    let quantum = read_quantum(rb);
+    let batched = free >= quantum && quantum > 1;
     let active: u64 = lanes
         .iter()
         .filter(|l| l.active)
@@ -301,11 +320,42 @@ pub fn lane_counts(free: usize, read_batch: usize, lanes: &mut [LaneDemand]) -> 
                 return (share as usize).clamp(1, rb).min(limit);
             }
             l.credit = (l.credit + free as f64 * w as f64 / active as f64).min(rb as f64);
+            if batched {
+                // Shared out below, by credit.
+                return 0;
+            }
             let n = (l.credit.max(0.0).floor() as usize).min(rb).min(limit);
             l.credit -= n as f64;
             n
         })
         .collect();
+    if batched {
+        let mut order: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].active).collect();
+        order.sort_by(|&a, &b| lanes[b].credit.total_cmp(&lanes[a].credit).then(a.cmp(&b)));
+        let mut left = free;
+        for i in order {
+            let l = &mut lanes[i];
+            let limit = l.limit.unwrap_or(usize::MAX);
+            // A lane limited below a quantum (a fleet-wide budget, a probe) reads its limit; the
+            // last slots of a read, when they are at least half a quantum, go to the next lane
+            // whose credit covers them.
+            let mut whole = quantum.min(limit);
+            if whole > left {
+                if left < quantum.div_ceil(2) {
+                    continue;
+                }
+                whole = left;
+            }
+            let held = l.credit.max(0.0).floor() as usize;
+            if whole == 0 || held < whole {
+                continue;
+            }
+            let n = held.min(rb).min(limit).min(left);
+            l.credit -= n as f64;
+            counts[i] = n;
+            left -= n;
+        }
+    }
     if counts.iter().all(|n| *n == 0) {
         let best = lanes
             .iter()
@@ -423,6 +473,61 @@ mod tests {
         // Nothing active yet: each lane may take all the free capacity.
         let mut lanes = [d(1, false, None), d(2, false, None)];
         assert_eq!(lane_counts(64, 500, &mut lanes), [64, 64]);
+    }
+
+    #[test]
+    fn a_read_of_a_quantum_or_more_goes_to_few_lanes_in_whole_batches_and_stays_fair() {
+        // 100 equal lanes with work, 64 slots free per read: two lanes of 32 per read (once
+        // their credit holds a quantum), never more than the free slots, each lane a fair share.
+        let mut lanes = vec![d(1, true, None); 100];
+        let mut got = vec![0usize; 100];
+        let (mut batches, mut small) = (0, 0);
+        for _ in 0..5_000 {
+            let c = lane_counts(64, 500, &mut lanes);
+            assert!(c.iter().sum::<usize>() <= 64, "{c:?}");
+            for (i, n) in c.iter().enumerate() {
+                if *n > 0 {
+                    batches += 1;
+                    if *n < READ_QUANTUM / 2 {
+                        small += 1;
+                    }
+                }
+                got[i] += n;
+            }
+        }
+        // Only while the credits first build up (one entry per read) is a read small.
+        assert!(small <= 60, "{small} small lane reads");
+        let total: usize = got.iter().sum();
+        assert!(
+            total >= 5_000 * 64 * 9 / 10,
+            "the free slots are used: {total}"
+        );
+        let (lo, hi) = (got.iter().min().unwrap(), got.iter().max().unwrap());
+        assert!(hi - lo <= 2 * 64, "shares stay even: {lo}..{hi}");
+        assert!(batches <= 5_000 * 2, "{batches} lane reads");
+        // Weights 3:1 over many lanes hold too.
+        let mut lanes: Vec<LaneDemand> = (0..20)
+            .map(|i| d(if i < 10 { 3 } else { 1 }, true, None))
+            .collect();
+        let mut got = vec![0usize; 20];
+        for _ in 0..4_000 {
+            for (i, n) in lane_counts(100, 500, &mut lanes).iter().enumerate() {
+                got[i] += n;
+            }
+        }
+        let heavy: usize = got[..10].iter().sum();
+        let light: usize = got[10..].iter().sum();
+        assert!(
+            (heavy as f64 / light as f64 - 3.0).abs() < 0.05,
+            "{heavy} vs {light}"
+        );
+        // A lane limited below a quantum (a probe, a nearly spent budget) reads its limit; a lane
+        // without work last time is read at once, whatever the credits.
+        let mut lanes = [d(1, true, Some(1)), d(1, true, None), d(1, false, None)];
+        let c = lane_counts(64, 500, &mut lanes);
+        assert_eq!(c[0], 1);
+        assert_eq!(c[1], 32);
+        assert_eq!(c[2], 21);
     }
 
     #[test]
