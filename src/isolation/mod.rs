@@ -509,7 +509,7 @@ mod tests {
         let mut lanes: Vec<LaneDemand> = (0..20)
             .map(|i| d(if i < 10 { 3 } else { 1 }, true, None))
             .collect();
-        let mut got = vec![0usize; 20];
+        let mut got = [0usize; 20];
         for _ in 0..4_000 {
             for (i, n) in lane_counts(100, 500, &mut lanes).iter().enumerate() {
                 got[i] += n;
