@@ -616,6 +616,92 @@ mod tests {
         assert!(scored(Value::Nil).unwrap().is_empty());
     }
 
+    /// The index pass goes by creation time and looks only at entries created longer ago than
+    /// the shortest retention (younger records cannot have expired): a young entry whose record
+    /// is gone stays until it is that old; old ones are removed page by page, ties at one score
+    /// paged by the cursor's offset, kept entries counted past, and a pass ends at the cutoff.
+    #[tokio::test]
+    async fn the_sweep_looks_only_at_entries_old_enough_to_have_expired_in_creation_order() {
+        let redis = crate::embedded::RedisServer::start().unwrap();
+        let b = crate::broker::connect::test_broker(&redis.url(), "sw2", false).await;
+        let mut c = b.con();
+        let hour: u64 = 3_600_000;
+        let now = crate::task::now_ms();
+        let old = now - 2 * hour;
+        // Seven entries created 2 h ago at one score (g-0…g-6), of which g-1, g-3, g-5 keep a
+        // record; one 3 h ago without a record; two young ones without a record.
+        let mut entries: Vec<(u64, String, bool)> = (0..7)
+            .map(|i| (old, format!("g-{i}"), i % 2 == 1))
+            .collect();
+        entries.push((now - 3 * hour, "older".into(), false));
+        entries.push((now, "young-0".into(), false));
+        entries.push((now - 1_000, "young-1".into(), false));
+        for (score, task, kept) in &entries {
+            let _: () = redis::cmd("ZADD")
+                .arg(b.keys.tasks("t"))
+                .arg(*score)
+                .arg(task)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if *kept {
+                let _: () = redis::cmd("HSET")
+                    .arg(b.keys.task("t", task))
+                    .arg("state")
+                    .arg("done")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+        let retention = Duration::from_millis(hour);
+        let index = || {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(b.keys.tasks("t")).arg(0).arg(-1);
+            cmd
+        };
+        // Pages of two: older, then g-0…g-6 two at a time (their score ties).
+        let mut looked = 0;
+        let mut removed = 0;
+        let mut steps = 0;
+        loop {
+            let step = b.records_sweep("t", 2, retention, &[]).await.unwrap();
+            looked += step.looked;
+            removed += step.removed;
+            steps += 1;
+            if step.pass_done {
+                break;
+            }
+            assert!(steps < 20, "the pass ends");
+        }
+        assert_eq!((looked, removed), (8, 5), "the 8 old entries once each");
+        let mut left: Vec<String> = index().query_async(&mut c).await.unwrap();
+        left.sort();
+        assert_eq!(left, ["g-1", "g-3", "g-5", "young-0", "young-1"]);
+        let cursor: Option<String> = redis::cmd("GET")
+            .arg(b.keys.tasks_sweep("t"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(cursor, None, "absent between passes");
+        // The next pass looks at the three kept ones again and ends; the young stay.
+        let step = b.records_sweep("t", 10, retention, &[]).await.unwrap();
+        assert_eq!((step.looked, step.removed, step.pass_done), (3, 0, true));
+        // A shorter kind rule moves the cutoff: 500 ms makes young-1 (1 s old) old enough.
+        let rules = vec![("x".to_owned(), Duration::from_millis(500))];
+        let step = b.records_sweep("t", 10, retention, &rules).await.unwrap();
+        assert_eq!((step.looked, step.removed), (4, 1));
+        // A cursor left by the earlier sweep (a ZSCAN cursor) starts a pass from the oldest.
+        let _: () = redis::cmd("SET")
+            .arg(b.keys.tasks_sweep("t"))
+            .arg("1234")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let step = b.records_sweep("t", 10, retention, &[]).await.unwrap();
+        assert_eq!((step.looked, step.pass_done), (3, true));
+    }
+
     /// The sweep's lane look: the record of a task waiting in its lane for longer than half
     /// the retention, with less than half of it left, gets its retention plus an eighth again;
     /// a young entry's record, an old entry's record with plenty left and a record kept

@@ -5,22 +5,31 @@
 -- stream's length cap trimmed the dead letter away, this step gives the record the tenant's
 -- retention, so it ends too.
 --
+-- The pass goes by creation time (the index's score) and looks only at entries created longer
+-- ago than the shortest retention: a younger record cannot have expired (every expiry a
+-- record gets is at least a retention from its creation), so a tenant whose records are all
+-- young costs one ZRANGEBYSCORE that finds nothing, however many records it has. The record
+-- of a dead letter trimmed young gets its retention once it is that old: it lives at most the
+-- shortest retention longer than it would have.
+--
 -- KEYS[1]  the tenant's record index (ZSET: task_id scored by when its record was created)
 -- KEYS[2]  the prefix of the tenant's task records ('redrive:{t}:task:')
 -- KEYS[3]  the tenant's dead-letter stream
--- KEYS[4]  the sweep's cursor (STRING: the index's ZSCAN cursor; absent between passes, so
---          a tenant without records has no sweep key)
+-- KEYS[4]  the sweep's cursor (STRING: `<score>:<offset>`, the creation time the pass has
+--          reached and how many entries kept at that very score it has passed; absent between
+--          passes, so a tenant without records has no sweep key; any other value starts a pass)
 -- KEYS[5]  the tenant's lane stream
 -- KEYS[6]  the lane look's cursor (STRING: the last old lane entry looked at; absent between
 --          passes)
--- ARGV[1]  how many index entries to look at (ZSCAN COUNT: bounded work per call)
+-- ARGV[1]  how many index entries to look at (bounded work per call)
 -- ARGV[2]  the tenant's retention of finished records, ms (when no kind rule below matches)
 -- ARGV[3…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
 --          character) and its retention, ms
 --
--- The cursor is kept in Redis, so steps by any member continue one pass: a full pass
--- (the cursor back at '0') looks at every record that was indexed for the whole pass once
--- (ZSCAN's guarantee; an entry may rarely be seen twice, which is harmless).
+-- The cursor is kept in Redis, so steps by any member continue one pass: a full pass (the
+-- cursor back at '0') looks once at every entry created before the shortest retention ago
+-- (in score order, ties by member; an entry removed by another step meanwhile may let one
+-- entry at the cursor's own score wait for the next pass, which is harmless).
 --
 -- A record whose state is dead_lettered or expired, with a `dlq` id older than the first
 -- dead letter left in the stream (or the stream empty), and without an expiry, gets the
@@ -85,43 +94,69 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[4])
   return {'0', 0, 0, 0}
 end
-local cursor = redis.call('GET', KEYS[4]) or '0'
-local scan = redis.call('ZSCAN', KEYS[1], cursor, 'COUNT', tonumber(ARGV[1]))
-local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
-local first_id = nil
-if #first == 1 then
-  first_id = first[1][1]
-end
-local looked, removed, retained = 0, 0, 0
-local items = scan[2]
-for i = 1, #items, 2 do
-  local task_id = items[i]
-  local key = KEYS[2] .. task_id
-  looked = looked + 1
-  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind')
-  if not r[1] and redis.call('EXISTS', key) == 0 then
-    redis.call('ZREM', KEYS[1], task_id)
-    removed = removed + 1
-  elseif (r[1] == 'dead_lettered' or r[1] == 'expired') and r[2]
-      and (first_id == nil or id_lt(r[2], first_id))
-      and redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, retention(r[3]))
-    retained = retained + 1
-  end
-end
-if scan[1] == '0' then
-  redis.call('DEL', KEYS[4])
-else
-  redis.call('SET', KEYS[4], scan[1])
-end
-
--- The lane look (see the header).
+local batch = tonumber(ARGV[1])
 local shortest = tonumber(ARGV[2])
 for i = 4, #ARGV, 2 do
   shortest = math.min(shortest, tonumber(ARGV[i]))
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- The index pass (see the header): entries created before `cutoff`, from the cursor.
+local cutoff = string.format('%d', now - shortest)
+local from, skip = '-inf', 0
+local cursor = redis.call('GET', KEYS[4])
+if cursor then
+  local score, offset = string.match(cursor, '^(%d+):(%d+)$')
+  if score then
+    from, skip = score, tonumber(offset)
+  end
+end
+local page = redis.call('ZRANGEBYSCORE', KEYS[1], from, cutoff, 'WITHSCORES', 'LIMIT', skip, batch)
+local first_id = nil
+if #page > 0 then
+  local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+  if #first == 1 then
+    first_id = first[1][1]
+  end
+end
+local looked, removed, retained = 0, 0, 0
+local last, kept_at_last = nil, 0
+for i = 1, #page, 2 do
+  local task_id, score = page[i], page[i + 1]
+  local key = KEYS[2] .. task_id
+  looked = looked + 1
+  if score ~= last then
+    last, kept_at_last = score, 0
+  end
+  local r = redis.call('HMGET', key, 'state', 'dlq', 'kind')
+  if not r[1] and redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], task_id)
+    removed = removed + 1
+  else
+    kept_at_last = kept_at_last + 1
+    if (r[1] == 'dead_lettered' or r[1] == 'expired') and r[2]
+        and (first_id == nil or id_lt(r[2], first_id))
+        and redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIRE', key, retention(r[3]))
+      retained = retained + 1
+    end
+  end
+end
+local next_cursor = '0'
+if looked < batch then
+  redis.call('DEL', KEYS[4])
+else
+  -- Past the entries kept at the last score (those at the cursor's own score counted on).
+  local offset = kept_at_last
+  if from ~= '-inf' and tonumber(last) == tonumber(from) then
+    offset = skip + kept_at_last
+  end
+  next_cursor = string.format('%d:%d', tonumber(last), offset)
+  redis.call('SET', KEYS[4], next_cursor)
+end
+
+-- The lane look (see the header).
 local upto = string.format('%d', now - math.floor(shortest / 2))
 local from = redis.call('GET', KEYS[6])
 if from then
@@ -158,4 +193,4 @@ if #old < tonumber(ARGV[1]) then
 else
   redis.call('SET', KEYS[6], old[#old][1])
 end
-return {scan[1], looked, removed, retained}
+return {next_cursor, looked, removed, retained}
