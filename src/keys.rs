@@ -226,8 +226,9 @@ impl Keys {
         format!("{}:{{{}}}:tasks", self.prefix, tenant)
     }
 
-    /// The cursor of the sweep over a tenant's record index (scripts/records_sweep.lua): the
-    /// index's ZSCAN cursor, shared by every member's recovery loop.
+    /// The cursor of the sweep over a tenant's record index (scripts/records_sweep.lua):
+    /// `<score>:<offset>`, how far the pass has come in creation order, shared by every
+    /// member's recovery loop; absent between passes.
     pub fn tasks_sweep(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:tasks:sweep", self.prefix, tenant)
     }
