@@ -33,6 +33,7 @@
 //! | `redrive:{<tenant>}:tasks`       | ZSET   | index of the tenant's records, scored by creation     |
 //! | `redrive:{<tenant>}:tasks:sweep` | STRING | the index sweep's cursor (records_sweep.lua)          |
 //! | `redrive:{<tenant>}:tasks:sweep-lane` | STRING | the sweep's cursor over old lane entries (records_sweep.lua) |
+//! | `redrive:{<tenant>}:tasks:sweep-pace` | STRING | the sweep's pace mark, expiring: one step per interval fleet-wide (records_sweep.lua) |
 //! | `redrive:{<tenant>}:done:<window>` | STREAM | done log: facts of tasks done without a record write, by the 100-s window of their entry id (lib/record.lua) |
 //! | `redrive:{<tenant>}:events`      | STREAM | task finishes (task, state, entry) while one waits    |
 //! | `redrive:{<tenant>}:waiters`     | ZSET   | registered waiters, scored by their expiry (ms)       |
@@ -231,6 +232,12 @@ impl Keys {
     /// member's recovery loop; absent between passes.
     pub fn tasks_sweep(&self, tenant: &str) -> String {
         format!("{}:{{{}}}:tasks:sweep", self.prefix, tenant)
+    }
+
+    /// The records sweep's pace mark: set by a step for a little under the sweep's interval,
+    /// so that the fleet's members step `tenant` once per interval between them.
+    pub fn tasks_sweep_pace(&self, tenant: &str) -> String {
+        format!("{}:{{{}}}:tasks:sweep-pace", self.prefix, tenant)
     }
 
     /// The records sweep's cursor over `tenant`'s old lane entries (the last one looked at;

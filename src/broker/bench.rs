@@ -100,6 +100,7 @@ impl Broker {
             .arg(self.keys.tasks(tenant))
             .arg(self.keys.tasks_sweep(tenant))
             .arg(self.keys.tasks_sweep_lane(tenant))
+            .arg(self.keys.tasks_sweep_pace(tenant))
             .arg(self.keys.events(tenant))
             .arg(self.recent_done_logs(tenant))
             .query_async(&mut self.con())

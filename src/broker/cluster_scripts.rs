@@ -864,7 +864,7 @@ async fn every_script_runs_on_a_cluster_in_its_tenants_slot() {
         let mut removed = 0;
         for _ in 0..20 {
             let step = b
-                .records_sweep(t, 1_000, Duration::from_secs(60), &[])
+                .records_sweep(t, 1_000, Duration::from_secs(60), &[], Duration::ZERO)
                 .await
                 .unwrap();
             removed += step.removed;

@@ -373,13 +373,16 @@ impl Broker {
     /// One bounded step of the sweep over `tenant`'s record index (scripts/records_sweep.lua):
     /// looks at about `batch` entries from the shared cursor, removes those whose record
     /// expired, and gives `retention` (or the first matching `kind_rules` glob's) to records of
-    /// dead letters the cap trimmed.
+    /// dead letters the cap trimmed. With a `pace`, a step of this tenant by any member within
+    /// the pace of the last one does nothing (the fleet steps each tenant once per pace, not
+    /// once per member); `Duration::ZERO` steps every time.
     pub(crate) async fn records_sweep(
         &self,
         tenant: &str,
         batch: usize,
         retention: Duration,
         kind_rules: &[(String, Duration)],
+        pace: Duration,
     ) -> Result<SweepStep> {
         let mut inv = scripts().records_sweep.key(self.keys.tasks(tenant));
         inv.key(self.keys.task_prefix(tenant))
@@ -387,8 +390,10 @@ impl Broker {
             .key(self.keys.tasks_sweep(tenant))
             .key(self.keys.lane(tenant))
             .key(self.keys.tasks_sweep_lane(tenant))
+            .key(self.keys.tasks_sweep_pace(tenant))
             .arg(batch.max(1))
-            .arg((retention.as_millis() as u64).max(1));
+            .arg((retention.as_millis() as u64).max(1))
+            .arg(pace.as_millis() as u64);
         for (glob, r) in kind_rules {
             inv.arg(glob).arg((r.as_millis() as u64).max(1));
         }
@@ -665,7 +670,10 @@ mod tests {
         let mut removed = 0;
         let mut steps = 0;
         loop {
-            let step = b.records_sweep("t", 2, retention, &[]).await.unwrap();
+            let step = b
+                .records_sweep("t", 2, retention, &[], Duration::ZERO)
+                .await
+                .unwrap();
             looked += step.looked;
             removed += step.removed;
             steps += 1;
@@ -685,11 +693,17 @@ mod tests {
             .unwrap();
         assert_eq!(cursor, None, "absent between passes");
         // The next pass looks at the three kept ones again and ends; the young stay.
-        let step = b.records_sweep("t", 10, retention, &[]).await.unwrap();
+        let step = b
+            .records_sweep("t", 10, retention, &[], Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!((step.looked, step.removed, step.pass_done), (3, 0, true));
         // A shorter kind rule moves the cutoff: 500 ms makes young-1 (1 s old) old enough.
         let rules = vec![("x".to_owned(), Duration::from_millis(500))];
-        let step = b.records_sweep("t", 10, retention, &rules).await.unwrap();
+        let step = b
+            .records_sweep("t", 10, retention, &rules, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!((step.looked, step.removed), (4, 1));
         // A cursor left by the earlier sweep (a ZSCAN cursor) starts a pass from the oldest.
         let _: () = redis::cmd("SET")
@@ -698,8 +712,61 @@ mod tests {
             .query_async(&mut c)
             .await
             .unwrap();
-        let step = b.records_sweep("t", 10, retention, &[]).await.unwrap();
+        let step = b
+            .records_sweep("t", 10, retention, &[], Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!((step.looked, step.pass_done), (3, true));
+    }
+
+    /// With a pace, the fleet steps a tenant once per pace: a second member's step within it
+    /// does nothing (its cursor unmoved), and after the pace the next step goes on.
+    #[tokio::test]
+    async fn the_sweeps_pace_is_fleet_wide() {
+        let redis = crate::embedded::RedisServer::start().unwrap();
+        let one = crate::broker::connect::test_broker(&redis.url(), "sw3", false).await;
+        let two = crate::broker::connect::test_broker(&redis.url(), "sw3", false).await;
+        let mut c = one.con();
+        let old = crate::task::now_ms() - 3_600_000;
+        for i in 0..5 {
+            let _: () = redis::cmd("ZADD")
+                .arg(one.keys.tasks("t"))
+                .arg(old)
+                .arg(format!("gone-{i}"))
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let retention = Duration::from_secs(60);
+        let pace = Duration::from_millis(300);
+        let first = one
+            .records_sweep("t", 2, retention, &[], pace)
+            .await
+            .unwrap();
+        assert_eq!((first.looked, first.removed), (2, 2));
+        let second = two
+            .records_sweep("t", 2, retention, &[], pace)
+            .await
+            .unwrap();
+        assert_eq!(
+            (second.looked, second.removed, second.pass_done),
+            (0, 0, false)
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let third = two
+            .records_sweep("t", 2, retention, &[], pace)
+            .await
+            .unwrap();
+        assert_eq!((third.looked, third.removed), (2, 2));
+        // Without a pace every call steps.
+        let fourth = one
+            .records_sweep("t", 2, retention, &[], Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            (fourth.looked, fourth.removed, fourth.pass_done),
+            (1, 1, true)
+        );
     }
 
     /// The sweep's lane look: the record of a task waiting in its lane for longer than half
@@ -769,7 +836,7 @@ mod tests {
         let mut retained = 0;
         for _ in 0..4 {
             retained += b
-                .records_sweep("t", 1, retention, &[])
+                .records_sweep("t", 1, retention, &[], Duration::ZERO)
                 .await
                 .unwrap()
                 .retained;
@@ -793,7 +860,10 @@ mod tests {
             .query_async(&mut c)
             .await
             .unwrap();
-        let step = b.records_sweep("t", 10, retention, &rules).await.unwrap();
+        let step = b
+            .records_sweep("t", 10, retention, &rules, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(
             step.retained, 1,
             "old-plenty only: old-short has 4.5 h left"

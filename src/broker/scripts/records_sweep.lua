@@ -21,9 +21,13 @@
 -- KEYS[5]  the tenant's lane stream
 -- KEYS[6]  the lane look's cursor (STRING: the last old lane entry looked at; absent between
 --          passes)
+-- KEYS[7]  the fleet's pace mark (STRING, expires after ARGV[3]): a step while it lives does
+--          nothing, so a fleet of members steps each tenant once per pace, not once per member
 -- ARGV[1]  how many index entries to look at (bounded work per call)
 -- ARGV[2]  the tenant's retention of finished records, ms (when no kind rule below matches)
--- ARGV[3…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
+-- ARGV[3]  the pace, ms: the least time between two steps of this tenant by any member (0:
+--          no mark, every call steps)
+-- ARGV[4…] kind rules in order, first match wins: a kind glob ('*' any run, '?' one
 --          character) and its retention, ms
 --
 -- The cursor is kept in Redis, so steps by any member continue one pass: a full pass (the
@@ -48,6 +52,7 @@
 --
 -- Returns {cursor, looked, removed, retained}: the next cursor ('0': a pass ended), the index
 -- entries looked at, the entries removed (record expired) and the records given a retention.
+-- A step within the pace returns the cursor as it is ('' between passes) and zeros.
 local function glob_pattern(g)
   local p = {'^'}
   for c in string.gmatch(g, '.') do
@@ -65,7 +70,7 @@ local function glob_pattern(g)
   return table.concat(p)
 end
 local rules = {}
-for i = 3, #ARGV - 1, 2 do
+for i = 4, #ARGV - 1, 2 do
   rules[#rules + 1] = {glob_pattern(ARGV[i]), ARGV[i + 1]}
 end
 local function retention(kind)
@@ -94,9 +99,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[4])
   return {'0', 0, 0, 0}
 end
+if tonumber(ARGV[3]) > 0
+    and not redis.call('SET', KEYS[7], '1', 'PX', ARGV[3], 'NX') then
+  -- Another member stepped this tenant within the pace: the pass goes on at its next step.
+  return {redis.call('GET', KEYS[4]) or '', 0, 0, 0}
+end
 local batch = tonumber(ARGV[1])
 local shortest = tonumber(ARGV[2])
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   shortest = math.min(shortest, tonumber(ARGV[i]))
 end
 local t = redis.call('TIME')
