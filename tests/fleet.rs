@@ -542,18 +542,31 @@ async fn a_killed_reader_connection_is_opened_again_and_loses_nothing() {
     let mut raw = env.raw().await;
     let mut killed = 0;
     for round in 0..3 {
-        // The reader's connection: the one blocked in (or last sending) XREADGROUP.
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let ids: Vec<String> = list
-            .lines()
-            .filter(|l| l.contains("cmd=xreadgroup"))
-            .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id=")))
-            .map(str::to_owned)
-            .collect();
+        // The reader's connection: the one blocked in (or last sending) XREADGROUP; after a
+        // kill, the one it opened again.
+        let deadline = std::time::Instant::now() + LONG;
+        let ids = loop {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let ids: Vec<String> = list
+                .lines()
+                .filter(|l| l.contains("cmd=xreadgroup"))
+                .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                break ids;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reader connection: {}",
+                m.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         for id in ids {
             let n: i64 = redis::cmd("CLIENT")
                 .arg("KILL")
@@ -571,7 +584,12 @@ async fn a_killed_reader_connection_is_opened_again_and_loses_nothing() {
             json!({"simulate": "ok", "work_ms": 0}),
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Read on the connection opened again.
+        let want = 20 + 10 * (round + 1);
+        eventually(LONG, "the round's tasks done", || async {
+            env.side_effects().len() == want
+        })
+        .await;
     }
     assert!(
         killed >= 3,

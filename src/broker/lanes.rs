@@ -146,9 +146,6 @@ impl LaneReader {
         let id = match from {
             ReadFrom::New => ">",
         };
-        let block = match from {
-            ReadFrom::New => block,
-        };
         let conn = match &mut self.conn {
             ReadConn::Own(own) => {
                 return own

@@ -175,7 +175,7 @@ impl StreamConn {
             .frame(block.unwrap_or(Duration::ZERO), "XREADGROUP")
             .await?;
         let parsed = parse_streams(&self.buf[..end]);
-        self.buf.drain(..end);
+        self.consume(end);
         match parsed {
             Ok(streams) => Ok(streams),
             Err(Parsed::Refused(text)) => Err(refusal(&text)),
@@ -199,7 +199,7 @@ impl StreamConn {
         self.send(args).await?;
         let end = self.frame(block, what).await?;
         let reply = parse_simple(&self.buf[..end]);
-        self.buf.drain(..end);
+        self.consume(end);
         match reply {
             Ok(Simple::Refused(text)) => Err(refusal(&text)),
             Ok(s) => Ok(s),
@@ -210,7 +210,16 @@ impl StreamConn {
         }
     }
 
-    /// Writes one command (RESP array of bulk strings).
+    /// Drops a whole reply from the buffer; a buffer a huge reply grew is given back once
+    /// empty.
+    fn consume(&mut self, end: usize) {
+        self.buf.drain(..end);
+        if self.buf.is_empty() && self.buf.capacity() > 16 * READ_CHUNK {
+            self.buf = Vec::with_capacity(READ_CHUNK);
+        }
+    }
+
+    /// Writes one command (RESP array of bulk strings), within the response timeout.
     async fn send(&mut self, args: &[&[u8]]) -> Result<()> {
         if self.broken {
             return Err(lost(
@@ -219,11 +228,21 @@ impl StreamConn {
         }
         self.out.clear();
         encode(&mut self.out, args);
-        if let Err(e) = self.stream.write_all(&self.out).await {
-            self.broken = true;
-            return Err(lost(&format!("writing the request: {e}")));
+        let wrote = tokio::time::timeout(self.response_timeout, self.stream.write_all(&self.out));
+        match wrote.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(lost(&format!("writing the request: {e}")))
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(lost(&format!(
+                    "writing the request: not written within {} ms",
+                    self.response_timeout.as_millis()
+                )))
+            }
         }
-        Ok(())
     }
 
     /// Reads until one whole reply is in the buffer; returns its end. Waits up to `block` plus

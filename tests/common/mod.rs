@@ -58,16 +58,7 @@ impl TestEnv {
 
     /// An env on one private redis-server, whatever the environment says.
     pub fn single() -> TestEnv {
-        let redis = RedisServer::start().expect("start redis-server");
-        let (prefix, dir) = scratch();
-        TestEnv {
-            redis: Some(redis),
-            cluster: None,
-            prefix,
-            dir,
-            tls: None,
-            redis_settings: Vec::new(),
-        }
+        TestEnv::single_with(&[])
     }
 
     /// A private redis-server started with extra arguments (say, a Unix socket), single
